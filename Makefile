@@ -1,0 +1,55 @@
+# Every target installs what it needs: a fresh clone only needs Python 3.11+, Java 17+ and Maven.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install kafka run demo test test-fast lint bench chaos schemas clean
+
+help:
+	@echo "make run    - Kafka + topics + the three services + demo sink; publishes examples; Ctrl-C stops all"
+	@echo "make demo   - the same, exits 0 when every expected action arrived"
+	@echo "make test   - the whole suite (unit, contract, integration on a real broker)"
+	@echo "make lint   - ruff and mypy --strict"
+	@echo "make bench  - benchmarks, results in bench/results/"
+	@echo "make chaos  - three-broker chaos run"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kafka: $(STAMP)
+	$(PY) -m services.devkit.kafka fetch
+
+run: kafka
+	$(PY) -m services.devkit.demo run
+
+demo: kafka
+	$(PY) -m services.devkit.demo once
+
+test: kafka
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services schemas tests bench
+	$(VENV)/bin/ruff format --check services schemas tests bench
+	$(VENV)/bin/mypy services schemas
+
+schemas: $(STAMP)
+	$(PY) -m schemas.generate
+
+bench: kafka
+	$(PY) -m bench.run
+
+chaos: kafka
+	$(PY) -m bench.chaos
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,272 @@
+"""The events on the wire, version 1. Pydantic models are the source of truth; schemas/json/ is generated.
+
+Readers are tolerant (unknown fields are ignored, so producers can add fields within v1); types are
+strict enough that a wrong type is a schema violation, not a guess.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.end_reasons import EndReason
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+Scalar = str | int | float | bool | None
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# ── ConversationEnded ─────────────────────────────────────────────────────────────────────────────
+
+
+class Account(Model):
+    id: Id
+    name: str | None = None
+
+
+class Agent(Model):
+    id: Id
+    name: str | None = None
+    version: str | None = Field(None, description="Agent version; configurations may target one version.")
+
+
+class Customer(Model):
+    phone_number: str | None = None
+    name: str | None = None
+    email: str | None = None
+    contact_id: str | None = Field(None, description="Set when the conversation is linked to a CRM contact.")
+
+
+class EndReasonInfo(Model):
+    canonical: EndReason = Field(description="Our vocabulary; UNKNOWN when the raw value is not recognised.")
+    raw: str | None = Field(None, description="The platform's own value, verbatim.")
+    source_platform: str = Field("unknown", description="vapi, retell, elevenlabs, connect, copilot, ...")
+
+
+class Message(Model):
+    role: Literal["agent", "customer", "human_agent", "system", "tool"]
+    text: str
+    start_seconds: float | None = Field(None, ge=0)
+    end_seconds: float | None = Field(None, ge=0)
+
+
+class ConversationEnded(Model):
+    """Published by the voice platform, once per finished conversation; key = conversation_id."""
+
+    event_id: Id = Field(description="Unique per event; duplicates of one event share it.")
+    conversation_id: Id
+    occurred_at: datetime = Field(description="When the platform published the event.")
+    account: Account
+    agent: Agent
+    channel: Literal["phone", "web", "chat", "sms", "other"] = "phone"
+    direction: Literal["inbound", "outbound"]
+    status: str = Field("completed", description="completed, failed, ...")
+    started_at: datetime
+    ended_at: datetime
+    duration_seconds: float | None = Field(None, ge=0)
+    end_reason: EndReasonInfo
+    customer: Customer = Customer()
+    to_number: str | None = Field(None, description="The called number (phone calls).")
+    messages: list[Message] | None = Field(None, description="The transcript, when it is small enough.")
+    transcript_url: str | None = Field(None, description="Claim check: where to fetch a large transcript.")
+    recording_url: str | None = None
+    conversation_url: str | None = None
+    dynamic_variables: dict[str, Scalar] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        if self.duration_seconds is not None:
+            return self.duration_seconds
+        return max(0.0, (self.ended_at - self.started_at).total_seconds())
+
+
+# ── ConversationExtracted ─────────────────────────────────────────────────────────────────────────
+
+
+class ExtractedValue(Model):
+    value: Scalar = Field(description="null when the transcript does not support a value.")
+    evidence: str | None = Field(None, description="The transcript quote that supports the value.")
+    confidence: float | None = Field(None, ge=0, le=1)
+    needs_review: bool = Field(False, description="Confidence under the configured threshold.")
+
+
+class TriggerAnswer(Model):
+    question: str
+    answer: bool
+    rationale: str = ""
+    evidence: str | None = None
+    confidence: float | None = Field(None, ge=0, le=1)
+
+
+class Usage(Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Extraction(Model):
+    status: Literal["ok", "failed"]
+    reason: str | None = Field(None, description="Why extraction failed, or what was degraded.")
+    provider: str
+    model: str | None = None
+    config_revision: str
+    fields: dict[str, ExtractedValue] = Field(default_factory=dict)
+    dynamic: dict[str, ExtractedValue] = Field(default_factory=dict, description="dyn_* template variables.")
+    triggers: dict[str, TriggerAnswer] = Field(default_factory=dict, description="Keyed by trigger id.")
+    recipients: dict[str, list[str]] = Field(
+        default_factory=dict, description="Dynamic-recipient choices, keyed by route id."
+    )
+    summary: str | None = None
+    truncated: bool = Field(False, description="The transcript was over the token budget and was cut.")
+    usage: Usage = Usage()
+    latency_ms: float | None = None
+
+
+class ConversationExtracted(Model):
+    """The original event plus what the extractor found; the router needs nothing else."""
+
+    event_id: Id
+    conversation: ConversationEnded
+    extraction: Extraction
+    extracted_at: datetime
+
+
+# ── Decision trace ────────────────────────────────────────────────────────────────────────────────
+
+
+class ConditionResult(Model):
+    path: str = Field(description="Where the condition sits in the flow, e.g. when.all[1].")
+    kind: str = Field(description="end_reason, field, ai, always, all, any, not, confidence, review")
+    passed: bool
+    expected: Any = None
+    actual: Any = None
+    reason: str
+
+
+class PlannedAction(Model):
+    action_id: str
+    type: str
+    topic: str
+    destination: str | None = None
+
+
+class FlowDecision(Model):
+    flow_id: str
+    enabled: bool
+    fired: bool
+    reason: str
+    conditions: list[ConditionResult] = Field(default_factory=list)
+    actions: list[PlannedAction] = Field(default_factory=list)
+
+
+class DecisionTrace(Model):
+    """One per conversation on postcall.decisions.v1: every flow, every condition, and why."""
+
+    event_id: Id
+    conversation_id: Id
+    agent_id: str
+    agent_version: str | None = None
+    config_revision: str
+    extraction_status: str
+    decided_at: datetime
+    flows: list[FlowDecision]
+
+
+# ── Actions ───────────────────────────────────────────────────────────────────────────────────────
+
+
+class ActionBase(Model):
+    action_id: str = Field(description="Deterministic: conversation + flow + action + config revision.")
+    conversation_id: Id
+    agent_id: str
+    flow_id: str
+    action_index: int = Field(ge=0)
+    config_revision: str
+    requested_at: datetime
+    source_event_id: str
+    destination: str | None = Field(
+        None, description="A destination named in the dispatcher's configuration; never a URL or secret."
+    )
+
+
+class WebhookRequested(ActionBase):
+    type: Literal["webhook"] = "webhook"
+    destination: str
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    body: Any = Field(description="The rendered JSON body.")
+
+
+class EmailRequested(ActionBase):
+    type: Literal["email"] = "email"
+    to: list[str] = Field(min_length=1)
+    recipients_source: Literal["fixed", "dynamic", "fallback"] = "fixed"
+    subject: str
+    text: str
+    html: str | None = None
+
+
+class SlackRequested(ActionBase):
+    type: Literal["slack"] = "slack"
+    destination: str
+    text: str
+
+
+class ScheduleCallRequested(ActionBase):
+    type: Literal["schedule_call"] = "schedule_call"
+    to_number: str
+    from_number: str | None = None
+    scheduled_at: datetime
+    schedule_source: Literal["field", "fallback"]
+    business_hours_applied: bool = False
+
+
+class TaskRequested(ActionBase):
+    type: Literal["task"] = "task"
+    title: str
+    description: str = ""
+    priority: Literal["Low", "Medium", "High", "Urgent"] = "Medium"
+
+
+class TeamAlertRequested(ActionBase):
+    type: Literal["team_alert"] = "team_alert"
+    message: str
+    everyone: bool = True
+    teammates: list[str] = Field(default_factory=list)
+
+
+ActionRequested = Annotated[
+    WebhookRequested | EmailRequested | SlackRequested | ScheduleCallRequested | TaskRequested
+    | TeamAlertRequested,
+    Field(discriminator="type"),
+]
+
+ACTION_MODELS: dict[str, type[ActionBase]] = {
+    "webhook": WebhookRequested,
+    "email": EmailRequested,
+    "slack": SlackRequested,
+    "schedule_call": ScheduleCallRequested,
+    "task": TaskRequested,
+    "team_alert": TeamAlertRequested,
+}
+
+
+class ActionCompleted(Model):
+    """The dispatcher's outcome for one action_id; key = action_id on postcall.action-results.v1."""
+
+    action_id: str
+    conversation_id: Id
+    type: str
+    destination: str | None = None
+    outcome: Literal["delivered", "published", "failed", "skipped_duplicate", "dead_lettered"]
+    attempts: int = Field(ge=0)
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    completed_at: datetime

@@ -1,0 +1,1 @@
+"""The shared runtime: mechanisms only, no business rules."""

@@ -1,0 +1,253 @@
+"""A real Apache Kafka broker (KRaft, combined controller+broker) fetched from Maven Central.
+
+`fetch` runs `mvn dependency:copy-dependencies` on deploy/kafka/pom.xml into a git-ignored cache;
+`KafkaCluster` formats storage, starts one or more nodes on free ports of 127.0.0.1, waits until the
+cluster answers, and stops every node cleanly (or kills one, for chaos runs).
+
+    python -m services.devkit.kafka fetch
+    python -m services.devkit.kafka start --port 9092      # foreground until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+POM = ROOT / "deploy" / "kafka" / "pom.xml"
+LOG4J = ROOT / "deploy" / "kafka" / "log4j2.properties"
+CACHE = Path(os.environ.get("POSTCALL_KAFKA_CACHE", ROOT / ".cache" / "kafka"))
+
+
+def kafka_version() -> str:
+    text = POM.read_text()
+    start = text.index("<kafka.version>") + len("<kafka.version>")
+    return text[start : text.index("</kafka.version>")]
+
+
+def libs_dir() -> Path:
+    return CACHE / kafka_version() / "libs"
+
+
+def fetch() -> Path:
+    """Download the broker's jars once; later calls return the cached folder."""
+    libs = libs_dir()
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise SystemExit("Maven (mvn) is needed to fetch the Kafka broker: apt-get install maven")
+    tmp = libs.with_name("libs.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+           f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+    subprocess.run(cmd, check=True)
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    marker.touch()
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class KafkaNode:
+    node_id: int
+    port: int
+    controller_port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "logs" / "server.log"
+
+
+@dataclass
+class KafkaCluster:
+    """`size` combined KRaft nodes on 127.0.0.1; one node is the usual local broker."""
+
+    size: int = 1
+    ports: list[int] | None = None
+    workdir: Path | None = None
+    heap: str = "512m"
+    nodes: list[KafkaNode] = field(default_factory=list)
+    _own_workdir: bool = False
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(n.address for n in self.nodes)
+
+    def start(self, timeout: float = 90.0) -> KafkaCluster:
+        libs = fetch()
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="postcall-kafka-"))
+            self._own_workdir = True
+        ports = self.ports or [free_port() for _ in range(self.size)]
+        self.nodes = [
+            KafkaNode(i + 1, ports[i], free_port(), self.workdir / f"node-{i + 1}") for i in range(self.size)
+        ]
+        cluster_id = _cluster_id()
+        for node in self.nodes:
+            self._format(libs, node, cluster_id)
+        for node in self.nodes:
+            self.start_node(node)
+        wait_ready(self.bootstrap_servers, timeout, self)
+        return self
+
+    def _properties(self, node: KafkaNode) -> Path:
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        rf = min(3, self.size)
+        lines = {
+            "process.roles": "broker,controller",
+            "node.id": node.node_id,
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": node.data_dir / "data",
+            "num.partitions": 1,
+            "default.replication.factor": rf,
+            "min.insync.replicas": 2 if rf >= 3 else 1,
+            "offsets.topic.replication.factor": rf,
+            "offsets.topic.num.partitions": 10,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": 2 if rf >= 3 else 1,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": 2 if rf >= 3 else 1,
+            "group.initial.rebalance.delay.ms": 0,
+            "auto.create.topics.enable": "false",
+            "log.segment.bytes": 16 * 1024 * 1024,
+        }
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        path = node.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+        return path
+
+    def _format(self, libs: Path, node: KafkaNode, cluster_id: str) -> None:
+        props = self._properties(node)
+        cmd = [*_java(libs, node), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start_node(self, node: KafkaNode) -> None:
+        props = node.data_dir / "server.properties"
+        (node.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        out = (node.data_dir / "logs" / "stdout.log").open("ab")
+        cmd = [*_java(fetch(), node, self.heap), "kafka.Kafka", str(props)]
+        node.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop_node(self, node: KafkaNode, kill: bool = False, timeout: float = 30.0) -> None:
+        proc = node.process
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            self.stop_node(node)
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> KafkaCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _java(libs: Path, node: KafkaNode, heap: str = "256m") -> list[str]:
+    return [
+        "java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
+        f"-Dkafka.logs.dir={node.data_dir / 'logs'}", "-cp", f"{libs}/*",
+    ]
+
+
+def _cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def wait_ready(bootstrap: str, timeout: float, cluster: KafkaCluster | None = None) -> None:
+    """Block until the cluster answers a metadata request with every broker registered."""
+    deadline = time.monotonic() + timeout
+    expected = len(bootstrap.split(","))
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        for node in cluster.nodes if cluster else []:
+            if node.process is not None and node.process.poll() is not None:
+                tail = node.log_file.read_text()[-2000:] if node.log_file.exists() else ""
+                raise RuntimeError(f"Kafka node {node.node_id} exited with {node.process.returncode}\n{tail}")
+        try:
+            if asyncio.run(_broker_count(bootstrap)) >= expected:
+                return
+        except Exception as exc:  # the broker is still starting; any failure means "not yet"
+            last = exc
+        time.sleep(0.5)
+    raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s: {last!r}")
+
+
+async def _broker_count(bootstrap: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        return len(cluster["brokers"])
+    finally:
+        await admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.devkit.kafka", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="download the broker jars from Maven Central (cached)")
+    start = sub.add_parser("start", help="start a broker in the foreground until Ctrl-C")
+    start.add_argument("--port", type=int, default=9092)
+    start.add_argument("--nodes", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.command == "fetch":
+        print(f"kafka {kafka_version()} jars in {fetch()}")
+        return 0
+    ports = [args.port + i for i in range(args.nodes)]
+    cluster = KafkaCluster(size=args.nodes, ports=ports, workdir=ROOT / ".cache" / "kafka-data")
+    shutil.rmtree(ROOT / ".cache" / "kafka-data", ignore_errors=True)
+    cluster.start()
+    print(f"kafka ready at {cluster.bootstrap_servers} (Ctrl-C stops it)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
