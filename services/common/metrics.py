@@ -1,0 +1,83 @@
+"""Prometheus metrics every service exports, and the /metrics, /healthz, /readyz endpoint.
+
+Names follow postcall_<noun>_<unit>; counters end in _total, durations in _seconds. Service-specific
+metrics (LLM tokens, deliveries) live beside their service but register in the same default registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+RECORDS_CONSUMED = Counter(
+    "postcall_records_consumed_total", "Records taken from Kafka.", ["service", "topic"]
+)
+RECORDS_PROCESSED = Counter(
+    "postcall_records_processed_total",
+    "Records finished, by outcome: ok, retried, dead_lettered, unavailable.",
+    ["service", "outcome"],
+)
+RECORDS_PRODUCED = Counter(
+    "postcall_records_produced_total", "Records produced and acknowledged.", ["service", "topic"]
+)
+HANDLER_DURATION = Histogram(
+    "postcall_handler_duration_seconds",
+    "Time a handler took for one record.",
+    ["service"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+IN_FLIGHT = Gauge("postcall_in_flight_records", "Records taken from Kafka and not finished.", ["service"])
+CONSUMER_LAG = Gauge(
+    "postcall_consumer_lag_records",
+    "Per partition: log end offset minus the next offset this consumer will commit.",
+    ["service", "topic", "partition"],
+)
+PAUSED_PARTITIONS = Gauge("postcall_paused_partitions", "Partitions paused right now.", ["service"])
+RETRIES = Counter("postcall_retries_total", "Records sent to a retry tier.", ["service", "tier"])
+DEAD_LETTERS = Counter(
+    "postcall_dead_letters_total", "Records sent to the dead-letter topic.", ["service", "category"]
+)
+COMMITS = Counter("postcall_commits_total", "Offset commits, by result.", ["service", "result"])
+REBALANCES = Counter("postcall_rebalances_total", "Partitions revoked or assigned.", ["service", "kind"])
+DEPENDENCY_PAUSED = Gauge(
+    "postcall_dependency_paused", "1 while consumption is paused for an unavailable dependency.", ["service"]
+)
+
+
+class HealthServer:
+    """A tiny HTTP/1.1 server: GET /metrics, /healthz (process alive), /readyz (consumer assigned)."""
+
+    def __init__(self, host: str, port: int, ready: Callable[[], bool], alive: Callable[[], bool]) -> None:
+        self.host, self.port = host, port
+        self._ready, self._alive = ready, alive
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            path = request.split(b" ", 2)[1].decode() if request.count(b" ") >= 2 else "/"
+            status, ctype, body = self._respond(path.split("?", 1)[0])
+            head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            writer.write(head.encode() + b"Connection: close\r\n\r\n" + body)
+            await writer.drain()
+        writer.close()
+
+    def _respond(self, path: str) -> tuple[str, str, bytes]:
+        if path == "/metrics":
+            return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
+        if path in ("/healthz", "/readyz"):
+            ok = self._alive() if path == "/healthz" else self._ready()
+            return ("200 OK" if ok else "503 Service Unavailable"), "text/plain", b"ok\n" if ok else b"not ready\n"
+        return "404 Not Found", "text/plain", b"not found\n"

@@ -1,0 +1,72 @@
+"""Settings shared by every service: how to reach Kafka, and how the runtime consumes.
+
+Each service composes these into its own pydantic-settings class (one per service, read once in the
+wiring). Environment: POSTCALL_KAFKA__BOOTSTRAP_SERVERS, POSTCALL_RUNTIME__MAX_IN_FLIGHT, ...
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="SASL_SSL for managed Kafka and Strimzi with SCRAM."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism when security_protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (from a Secret, never logged).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    client_id: str = Field("postcall", description="Kafka client.id prefix.")
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for every aiokafka client (consumer, producer, admin)."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            opts["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        if self.security_protocol.endswith("SSL"):
+            ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+            if self.ssl_certfile:
+                ctx.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None)
+            opts["ssl_context"] = ctx
+        return opts
+
+
+class RuntimeSettings(BaseModel):
+    max_in_flight: int = Field(64, ge=1, le=10_000, description="Records taken from Kafka and not finished.")
+    ordering: Literal["key", "unordered"] = Field(
+        "key", description="key: same key in order, different keys concurrently; unordered: no order."
+    )
+    retry_delays_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 60.0, 600.0, 3600.0],
+        description="Delay of each retry tier; at most the tiers the topic registry declares.",
+    )
+    retry_jitter: float = Field(0.2, ge=0, le=1, description="± fraction of jitter added to tier delays.")
+    retry_after_cap_seconds: float = Field(3600.0, description="Longest Retry-After honoured.")
+    unavailable_backoff_seconds: float = Field(5.0, gt=0, description="Pause after DependencyUnavailable.")
+    commit_interval_seconds: float = Field(1.0, gt=0, description="How often completed offsets are committed.")
+    drain_timeout_seconds: float = Field(25.0, gt=0, description="Bound on waiting for in-flight records.")
+    handler_timeout_seconds: float = Field(120.0, gt=0, description="A handler running longer is retried.")
+    session_timeout_ms: int = Field(30_000, description="Consumer group session timeout.")
+    heartbeat_interval_ms: int = Field(3_000, description="Heartbeat interval (background task).")
+    max_poll_interval_ms: int = Field(300_000, description="Longest gap between polls before leaving the group.")
+    group_instance_id: str | None = Field(None, description="Static membership id (e.g. the pod name).")
+    auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="Start of a new group.")
+    metrics_port: int = Field(9400, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0: none.")
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint binds to.")
+    max_record_bytes: int = Field(4 * 1024 * 1024, description="Larger records are dead-lettered as poison.")
+    idle_exit_seconds: float | None = Field(None, description="Exit after this long with nothing to do (tests).")
