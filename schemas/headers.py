@@ -22,6 +22,9 @@ RETRY_DUE_AT = "x-retry-due-at"
 RETRY_ORIGINAL_TOPIC = "x-retry-original-topic"
 RETRY_FIRST_FAILURE_AT = "x-retry-first-failure-at"
 RETRY_LAST_ERROR = "x-retry-last-error"
+RETRY_ORIGINAL_PARTITION = "x-retry-original-partition"
+RETRY_ORIGINAL_OFFSET = "x-retry-original-offset"
+RETRY_ORIGINAL_TIMESTAMP = "x-retry-original-timestamp"
 
 # Dead letters: the original key and value are kept byte for byte; these say where and why.
 DLQ_ORIGINAL_TOPIC = "x-dlq-original-topic"
@@ -56,5 +59,8 @@ REPLAYED_FROM = "x-replayed-from"
 REPLAYED_AT = "x-replayed-at"
 
 # Headers a hop adds that the next hop replaces rather than repeats (keeps records from growing).
-HOP_HEADERS = frozenset((*DLQ_HEADERS, RETRY_ATTEMPT, RETRY_DUE_AT, RETRY_ORIGINAL_TOPIC,
-                         RETRY_FIRST_FAILURE_AT, RETRY_LAST_ERROR))
+RETRY_HEADERS = (
+    RETRY_ATTEMPT, RETRY_DUE_AT, RETRY_ORIGINAL_TOPIC, RETRY_FIRST_FAILURE_AT, RETRY_LAST_ERROR,
+    RETRY_ORIGINAL_PARTITION, RETRY_ORIGINAL_OFFSET, RETRY_ORIGINAL_TIMESTAMP,
+)
+HOP_HEADERS = frozenset((*DLQ_HEADERS, *RETRY_HEADERS))
