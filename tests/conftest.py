@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("POSTCALL_TOPIC_PARTITIONS", "3")
 os.environ.setdefault("POSTCALL_TOPIC_REPLICATION", "1")
 
-from services.common.settings import KafkaSettings  # noqa: E402
-from services.devkit.kafka import KafkaCluster  # noqa: E402
+from services.common.settings import KafkaSettings
+from services.devkit.kafka import KafkaCluster
 
 
 @pytest.fixture(scope="session")

@@ -40,9 +40,7 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         wanted = [t for t in topics if t.name not in existing]
         rf = replication if replication is not None else None
-        new = [
-            NewTopic(t.name, t.partitions, min(rf or 3, brokers), topic_configs=t.config()) for t in wanted
-        ]
+        new = [NewTopic(t.name, t.partitions, min(rf or 3, brokers), topic_configs=t.config()) for t in wanted]
         created: list[str] = []
         for topic in new:  # one by one: a concurrent creator must not fail the whole batch
             try:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-record_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("record_context", default={})
+record_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("record_context", default=None)
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -27,7 +27,7 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "logger": record.name,
             "msg": record.getMessage(),
-            **record_context.get(),
+            **(record_context.get() or {}),
         }
         out.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")})
         if record.exc_info:

@@ -12,9 +12,7 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-RECORDS_CONSUMED = Counter(
-    "postcall_records_consumed_total", "Records taken from Kafka.", ["service", "topic"]
-)
+RECORDS_CONSUMED = Counter("postcall_records_consumed_total", "Records taken from Kafka.", ["service", "topic"])
 RECORDS_PROCESSED = Counter(
     "postcall_records_processed_total",
     "Records finished, by outcome: ok, retried, dead_lettered, unavailable.",
@@ -37,9 +35,7 @@ CONSUMER_LAG = Gauge(
 )
 PAUSED_PARTITIONS = Gauge("postcall_paused_partitions", "Partitions paused right now.", ["service"])
 RETRIES = Counter("postcall_retries_total", "Records sent to a retry tier.", ["service", "tier"])
-DEAD_LETTERS = Counter(
-    "postcall_dead_letters_total", "Records sent to the dead-letter topic.", ["service", "category"]
-)
+DEAD_LETTERS = Counter("postcall_dead_letters_total", "Records sent to the dead-letter topic.", ["service", "category"])
 COMMITS = Counter("postcall_commits_total", "Offset commits, by result.", ["service", "result"])
 REBALANCES = Counter("postcall_rebalances_total", "Partitions revoked or assigned.", ["service", "kind"])
 DEPENDENCY_PAUSED = Gauge(

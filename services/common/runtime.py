@@ -1,17 +1,42 @@
 """The consumer runtime: a service is a typed handler; this module owns Kafka.
 
-(Work in progress: the types below are the stable interface handlers are written against.)
+Many records in flight (key-ordered or unordered), commits only up to each partition's lowest
+unfinished offset, backpressure by pausing partitions while polling goes on, retry tiers with due
+times, dead letters, draining on revoke and on SIGTERM, metrics and health endpoints.
+
+A record's offset is committed only once its outcome is durable: its outputs, its retry-tier copy or
+its dead letter have been acknowledged by the brokers (acks=all, idempotent producer).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import BaseModel, TypeAdapter
 
-In = TypeVar("In", bound=BaseModel, contravariant=True)
+from schemas import headers as h
+from schemas.topics import dead_letter_topic, retry_topic
+from services.common import codec, metrics
+from services.common import retry as rt
+from services.common.errors import DependencyUnavailable, PermanentError, RetryableError
+from services.common.kafka import producer as make_producer
+from services.common.logging import record_context
+from services.common.offsets import PartitionState
+from services.common.settings import KafkaSettings, RuntimeSettings
+
+log = logging.getLogger("postcall.runtime")
+
+In = TypeVar("In", contravariant=True)
 
 
 @dataclass(frozen=True)
@@ -43,10 +68,7 @@ class RecordContext:
 class Handler(Protocol[In]):
     """`async def __call__(event, ctx) -> outputs`; raise a services.common.errors error to decide fate."""
 
-    async def __call__(self, event: In, ctx: RecordContext) -> Sequence[Emit]: ...
-
-
-HandlerFn = Callable[[In, RecordContext], Awaitable[Sequence[Emit]]]
+    async def __call__(self, event: In, ctx: RecordContext, /) -> Sequence[Emit]: ...
 
 
 @dataclass
@@ -56,3 +78,448 @@ class Lifecycle(Generic[In]):
     on_assigned: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None
     on_revoked: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None
     dead_letter_emits: Callable[[In, RecordContext, BaseException], Sequence[Emit]] | None = None
+
+
+class _Stopped(Exception):
+    """The record's partition was revoked or the service is stopping: leave it uncommitted."""
+
+
+class Runtime(Generic[In]):
+    def __init__(
+        self,
+        *,
+        service: str,
+        kafka: KafkaSettings,
+        runtime: RuntimeSettings,
+        topics: Sequence[str],
+        input_type: type[BaseModel] | TypeAdapter[Any],
+        handler: Handler[Any],
+        lifecycle: Lifecycle[Any] | None = None,
+        version: str = "0.1.0",
+        group_id: str | None = None,
+    ) -> None:
+        self.service, self.kafka, self.settings, self.version = service, kafka, runtime, version
+        self.group_id = group_id or f"postcall-{service}"
+        self.main_topics = list(topics)
+        self.retry_topics = [retry_topic(service, i + 1) for i in range(len(runtime.retry_delays_seconds))]
+        self.dead_letter_topic = dead_letter_topic(service)
+        self.decoder = codec.adapter(input_type)
+        self.handler = handler
+        self.lifecycle: Lifecycle[Any] = lifecycle or Lifecycle()
+        self.partitions: dict[TopicPartition, PartitionState] = {}
+        self.in_flight = 0
+        self.paused: set[TopicPartition] = set()
+        self.dependency_paused_until = 0.0
+        self.started = False
+        self._stopping = asyncio.Event()
+        self._key_tails: dict[bytes, asyncio.Task[None]] = {}
+        self._last_activity = time.monotonic()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: Any = None
+
+    # ── lifecycle ──────────────────────────────────────────────────────────────────────────────
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self) -> None:
+        """Consume until stop(), SIGTERM (with install_signal_handlers) or idle_exit_seconds."""
+        s = self.settings
+        self._consumer = AIOKafkaConsumer(
+            **self.kafka.client_options(),
+            client_id=f"{self.kafka.client_id}-{self.service}",
+            group_id=self.group_id,
+            group_instance_id=s.group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset=s.auto_offset_reset,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            rebalance_timeout_ms=int(s.drain_timeout_seconds * 1000) + 30_000,
+            max_partition_fetch_bytes=max(1024 * 1024, s.max_record_bytes + 1024),
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-{self.service}")
+        health = metrics.HealthServer(s.metrics_host, s.metrics_port, self._ready, self._alive)
+        await self._producer.start()
+        try:
+            await self._consumer.start()
+            self._consumer.subscribe([*self.main_topics, *self.retry_topics], listener=_Listener(self))
+            if s.metrics_port:
+                await health.start()
+            self.started = True
+            log.info("started", extra={"topics": self.main_topics, "group": self.group_id})
+            await self._loop()
+        finally:
+            self.started = False
+            await self._shutdown()
+            await health.stop()
+
+    async def _shutdown(self) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            await self._drain(list(self.partitions))
+            with contextlib.suppress(Exception):
+                await self._commit(list(self.partitions))
+            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await self._producer.stop()  # flushes whatever is still buffered
+        log.info("stopped")
+
+    def _ready(self) -> bool:
+        return self.started and not self._stopping.is_set()
+
+    def _alive(self) -> bool:
+        return not self._stopping.is_set() or self.in_flight > 0
+
+    # ── the poll loop ──────────────────────────────────────────────────────────────────────────
+
+    async def _loop(self) -> None:
+        assert self._consumer is not None
+        next_commit = time.monotonic() + self.settings.commit_interval_seconds
+        next_lag = time.monotonic()
+        while not self._stopping.is_set():
+            self._update_pauses()
+            room = max(1, self.settings.max_in_flight - self.in_flight)
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=room)
+            for tp, records in batch.items():
+                self._accept_batch(tp, records)
+            now = time.monotonic()
+            if now >= next_commit:
+                await self._commit(list(self.partitions))
+                next_commit = now + self.settings.commit_interval_seconds
+            if now >= next_lag:
+                self._report_lag()
+                next_lag = now + 5
+            if self._idle_for_too_long(bool(batch)):
+                log.info("idle, exiting")
+                break
+
+    def _idle_for_too_long(self, got_records: bool) -> bool:
+        idle_exit = self.settings.idle_exit_seconds
+        if got_records or self.in_flight or any(p.waiting_for_due_time() for p in self.partitions.values()):
+            self._last_activity = time.monotonic()
+            return False
+        return idle_exit is not None and time.monotonic() - self._last_activity > idle_exit
+
+    def _update_pauses(self) -> None:
+        assert self._consumer is not None
+        assignment = self._consumer.assignment()
+        full = self.in_flight >= self.settings.max_in_flight
+        dependency = self.dependency_paused_until > time.monotonic()
+        metrics.DEPENDENCY_PAUSED.labels(self.service).set(1 if dependency else 0)
+        want = set()
+        for tp in assignment:
+            state = self.partitions.get(tp)
+            if full or dependency or state is None or state.revoked or state.waiting_for_due_time():
+                want.add(tp)
+        if want - self.paused:
+            self._consumer.pause(*(want - self.paused))
+        if self.paused - want:
+            self._consumer.resume(*(self.paused - want & assignment))
+        self.paused = want
+        metrics.PAUSED_PARTITIONS.labels(self.service).set(len(want))
+
+    def _accept_batch(self, tp: TopicPartition, records: list[Any]) -> None:
+        state = self.partitions.get(tp)
+        if state is None or state.revoked:
+            return
+        is_retry_tier = tp.topic in self.retry_topics
+        for index, record in enumerate(records):
+            if is_retry_tier:
+                due = rt.due_time_of(codec.header_dict(record.headers))
+                if due > rt.wall_clock():
+                    # never early: rewind to this record and pause the partition until it is due
+                    assert self._consumer is not None
+                    self._consumer.seek(tp, record.offset)
+                    state.due_at = due
+                    self._update_pauses()
+                    return
+            self._start(state, record)
+            del index
+
+    def _start(self, state: PartitionState, record: Any) -> None:
+        state.accept(record.offset)
+        self.in_flight += 1
+        metrics.IN_FLIGHT.labels(self.service).set(self.in_flight)
+        metrics.RECORDS_CONSUMED.labels(self.service, record.topic).inc()
+        previous = None
+        if self.settings.ordering == "key" and record.key is not None:
+            previous = self._key_tails.get(record.key)
+        task = asyncio.create_task(self._run_record(state, record, previous))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        if self.settings.ordering == "key" and record.key is not None:
+            self._key_tails[record.key] = task
+            task.add_done_callback(functools.partial(self._forget_key, record.key))
+
+    def _forget_key(self, key: bytes, task: asyncio.Task[None]) -> None:
+        if self._key_tails.get(key) is task:
+            del self._key_tails[key]
+
+    # ── one record ─────────────────────────────────────────────────────────────────────────────
+
+    async def _run_record(self, state: PartitionState, record: Any, previous: asyncio.Task[None] | None) -> None:
+        try:
+            if previous is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(previous)
+            if state.revoked or (self._stopping.is_set() and previous is not None):
+                return  # not started: left uncommitted, the next owner reads it again
+            await self._process(state, record)
+            if self._is_current(state):
+                state.finish(record.offset)
+        except _Stopped:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in the runtime itself: leave the record uncommitted and say so
+            log.exception("record left uncommitted after an internal error")
+        finally:
+            self.in_flight -= 1
+            metrics.IN_FLIGHT.labels(self.service).set(self.in_flight)
+
+    def _is_current(self, state: PartitionState) -> bool:
+        return self.partitions.get(TopicPartition(state.topic, state.partition)) is state and not state.revoked
+
+    def _context(self, record: Any, headers: dict[str, str]) -> RecordContext:
+        return RecordContext(
+            service=self.service,
+            topic=record.topic,
+            original_topic=headers.get(h.RETRY_ORIGINAL_TOPIC, record.topic),
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+            timestamp_ms=record.timestamp,
+            headers=headers,
+            attempt=int(headers.get(h.RETRY_ATTEMPT, "1") or 1),
+        )
+
+    async def _process(self, state: PartitionState, record: Any) -> None:
+        headers = codec.header_dict(record.headers)
+        ctx = self._context(record, headers)
+        token = record_context.set(
+            {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "key": ctx.key,
+                "attempt": ctx.attempt,
+            }
+        )
+        event: Any = None
+        try:
+            while True:
+                try:
+                    event = codec.decode(self.decoder, record.value, self.settings.max_record_bytes)
+                    outputs = await self._call_handler(event, ctx)
+                except DependencyUnavailable as exc:
+                    await self._wait_for_dependency(state, exc)
+                    continue
+                except Exception as exc:
+                    await self._fail(state, record, ctx, event, exc)
+                    return
+                await self._produce(state, record, ctx, outputs)
+                metrics.RECORDS_PROCESSED.labels(self.service, "ok").inc()
+                return
+        finally:
+            record_context.reset(token)
+
+    async def _call_handler(self, event: Any, ctx: RecordContext) -> Sequence[Emit]:
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(self.handler(event, ctx), self.settings.handler_timeout_seconds)
+        except TimeoutError:
+            raise RetryableError(f"handler took longer than {self.settings.handler_timeout_seconds:.0f}s") from None
+        finally:
+            metrics.HANDLER_DURATION.labels(self.service).observe(time.perf_counter() - started)
+
+    async def _wait_for_dependency(self, state: PartitionState, exc: DependencyUnavailable) -> None:
+        """Pause every partition and retry in place: an outage is not the record's fault."""
+        delay = exc.retry_after or self.settings.unavailable_backoff_seconds
+        self.dependency_paused_until = max(self.dependency_paused_until, time.monotonic() + delay)
+        metrics.RECORDS_PROCESSED.labels(self.service, "unavailable").inc()
+        log.warning("dependency unavailable, pausing", extra={"reason": str(exc), "pause_seconds": delay})
+        while time.monotonic() < self.dependency_paused_until:
+            if not self._is_current(state) or self._stopping.is_set():
+                raise _Stopped
+            await asyncio.sleep(min(0.5, self.dependency_paused_until - time.monotonic()))
+
+    async def _fail(self, state: PartitionState, record: Any, ctx: RecordContext, event: Any, exc: Exception) -> None:
+        failure = rt.Failure(
+            exc,
+            ctx.attempt,
+            ctx.original_topic,
+            int(ctx.headers.get(h.RETRY_ORIGINAL_PARTITION, record.partition)),
+            int(ctx.headers.get(h.RETRY_ORIGINAL_OFFSET, record.offset)),
+            int(ctx.headers.get(h.RETRY_ORIGINAL_TIMESTAMP, record.timestamp)),
+            ctx.headers,
+        )
+        extra: list[Emit] = list(exc.emit) if isinstance(exc, PermanentError | RetryableError) else []
+        tier = ctx.attempt
+        if rt.is_retryable(exc) and tier <= len(self.retry_topics):
+            delay = rt.tier_delay(
+                self.settings.retry_delays_seconds,
+                tier,
+                self.settings.retry_jitter,
+                rt.retry_after_of(exc),
+                self.settings.retry_after_cap_seconds,
+            )
+            raw = _Raw(
+                self.retry_topics[tier - 1],
+                record.key,
+                record.value,
+                rt.retry_headers(failure, rt.wall_clock() + delay),
+            )
+            await self._produce(state, record, ctx, extra, raw)
+            metrics.RETRIES.labels(self.service, str(tier)).inc()
+            metrics.RECORDS_PROCESSED.labels(self.service, "retried").inc()
+            log.warning("retry scheduled", extra={"tier": tier, "delay_s": round(delay, 3), "error": rt.describe(exc)})
+            return
+        if event is not None and self.lifecycle.dead_letter_emits is not None:
+            extra.extend(self.lifecycle.dead_letter_emits(event, ctx, exc))
+        dlq_headers = rt.dead_letter_headers(failure, service=self.service, version=self.version, group=self.group_id)
+        # commit only after the dead letter is acknowledged
+        await self._produce(
+            state, record, ctx, extra, _Raw(self.dead_letter_topic, record.key, record.value, dlq_headers)
+        )
+        metrics.DEAD_LETTERS.labels(self.service, rt.category(exc)).inc()
+        metrics.RECORDS_PROCESSED.labels(self.service, "dead_lettered").inc()
+        log.error("dead-lettered", extra={"category": rt.category(exc), "error": rt.describe(exc)})
+
+    # ── producing ──────────────────────────────────────────────────────────────────────────────
+
+    async def _produce(
+        self, state: PartitionState, record: Any, ctx: RecordContext, outputs: Sequence[Emit], raw: _Raw | None = None
+    ) -> None:
+        """Send every output and wait for acks=all; on broker trouble keep trying while we own the record."""
+        delay = 0.5
+        while True:
+            try:
+                futures = [await self._send_emit(e, ctx) for e in outputs]
+                if raw is not None:
+                    futures.append(
+                        await self._producer.send(
+                            raw.topic, raw.value, key=raw.key, headers=codec.header_list(raw.headers)
+                        )
+                    )
+                await asyncio.gather(*futures)
+                return
+            except KafkaError as exc:
+                if not self._is_current(state) or self._stopping.is_set():
+                    raise _Stopped from exc
+                log.warning("produce failed, retrying", extra={"error": rt.describe(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _send_emit(self, emit: Emit, ctx: RecordContext) -> Any:
+        key = emit.key if emit.key is not None else ctx.key
+        headers = codec.cloudevent_headers(emit.value, self.service, key)
+        headers.update(emit.headers)
+        future = await self._producer.send(
+            emit.topic,
+            codec.encode(emit.value),
+            key=key.encode() if key is not None else None,
+            partition=emit.partition,
+            headers=codec.header_list(headers),
+        )
+        metrics.RECORDS_PRODUCED.labels(self.service, emit.topic).inc()
+        return future
+
+    # ── commits and rebalances ─────────────────────────────────────────────────────────────────
+
+    async def _commit(self, tps: list[TopicPartition]) -> None:
+        assert self._consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for tp in tps:
+            state = self.partitions.get(tp)
+            offset = state.committable() if state is not None else None
+            if offset is not None:
+                offsets[tp] = offset
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # bookkeeping moves only on success: a failed commit is simply tried again later
+            metrics.COMMITS.labels(self.service, "failed").inc()
+            log.warning("commit failed", extra={"error": rt.describe(exc)})
+            return
+        metrics.COMMITS.labels(self.service, "ok").inc()
+        for tp, offset in offsets.items():
+            state = self.partitions.get(tp)
+            if state is not None:
+                state.committed = offset
+
+    async def _drain(self, tps: list[TopicPartition]) -> None:
+        """Wait (bounded) for the in-flight records of these partitions; cancel what is left."""
+        tasks = {t for tp in tps if (s := self.partitions.get(tp)) for t in s.tasks}
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=self.settings.drain_timeout_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("drain timed out, records left uncommitted", extra={"left": len(pending)})
+            await asyncio.wait(pending, timeout=5)
+        del done
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(self.service, "revoked").inc(len(revoked))
+        tps = [tp for tp in revoked if tp in self.partitions]
+        await self._drain(tps)
+        await self._commit(tps)
+        for tp in tps:
+            self.partitions.pop(tp).revoked = True
+        self.paused -= set(revoked)
+        if self.lifecycle.on_revoked is not None and tps:
+            await self.lifecycle.on_revoked([(tp.topic, tp.partition) for tp in tps])
+        log.info("partitions revoked", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in tps)})
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(self.service, "assigned").inc(len(assigned))
+        fresh = [tp for tp in assigned if tp not in self.partitions]
+        if self.lifecycle.on_assigned is not None and fresh:
+            await self.lifecycle.on_assigned([(tp.topic, tp.partition) for tp in fresh])
+        for tp in fresh:
+            self.partitions[tp] = PartitionState(tp.topic, tp.partition)
+        self.paused &= set(assigned)
+        log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in fresh)})
+
+    def _report_lag(self) -> None:
+        assert self._consumer is not None
+        for tp, state in self.partitions.items():
+            high = self._consumer.highwater(tp)
+            position = state.committable() or state.committed or state.next_offset
+            if high is not None and position is not None:
+                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))
+
+
+@dataclass(frozen=True)
+class _Raw:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Mapping[str, str]
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runtime: Runtime[Any]) -> None:
+        self.runtime = runtime
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.runtime.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.runtime.on_assigned(assigned)
+
+
+async def serve(runtime: Runtime[Any]) -> None:
+    """Run a service in the foreground: SIGTERM/SIGINT drain in-flight work, commit and exit."""
+    runtime.install_signal_handlers()
+    await runtime.run()

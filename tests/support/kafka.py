@@ -58,6 +58,7 @@ class Received:
     headers: dict[str, str]
     partition: int
     offset: int
+    timestamp_ms: int = 0
 
     def json(self) -> Any:
         return orjson.loads(self.value)
@@ -79,8 +80,12 @@ async def read_all(
             for records in batch.values():
                 out.extend(
                     Received(
-                        r.key.decode() if r.key else None, r.value,
-                        {k: v.decode(errors="replace") for k, v in r.headers}, r.partition, r.offset,
+                        r.key.decode() if r.key else None,
+                        r.value,
+                        {k: v.decode(errors="replace") for k, v in r.headers},
+                        r.partition,
+                        r.offset,
+                        r.timestamp,
                     )
                     for r in records
                 )
@@ -98,7 +103,10 @@ async def _at_end(consumer: AIOKafkaConsumer) -> bool:
     if not parts:
         return False
     ends = await consumer.end_offsets(list(parts))
-    return all(await consumer.position(tp) >= ends[tp] for tp in parts)
+    for tp in parts:
+        if await consumer.position(tp) < ends[tp]:
+            return False
+    return True
 
 
 async def committed(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> dict[int, int | None]:

@@ -1,0 +1,75 @@
+"""Bytes on the wire <-> models: JSON values (orjson/pydantic), CloudEvents Kafka-binding headers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from schemas import headers as h
+from services.common.errors import InvalidRecord
+from services.common.retry import now_iso
+
+
+def adapter(input_type: type[BaseModel] | TypeAdapter[Any]) -> TypeAdapter[Any]:
+    return input_type if isinstance(input_type, TypeAdapter) else TypeAdapter(input_type)
+
+
+def decode(decoder: TypeAdapter[Any], value: bytes | None, max_bytes: int) -> Any:
+    """Validate a record's value; InvalidRecord (poison) with a short, clear reason when it does not fit."""
+    if value is None:
+        raise InvalidRecord("record has no value (tombstone)")
+    if len(value) > max_bytes:
+        raise InvalidRecord(f"record is {len(value)} bytes, over the {max_bytes}-byte limit")
+    try:
+        return decoder.validate_json(value)
+    except ValidationError as exc:
+        raise InvalidRecord(summarize(exc)) from None
+
+
+def summarize(exc: ValidationError, limit: int = 3) -> str:
+    errors = exc.errors(include_url=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return f"not valid JSON: {errors[0]['msg']}"
+    parts = []
+    for err in errors[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - limit
+    return "schema violation: " + "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def encode(value: BaseModel) -> bytes:
+    return value.model_dump_json().encode()
+
+
+def event_id_of(value: BaseModel) -> str:
+    for name in ("event_id", "action_id"):
+        found = getattr(value, name, None)
+        if isinstance(found, str):
+            return found
+    return str(uuid.uuid4())
+
+
+def cloudevent_headers(value: BaseModel, service: str, subject: str | None) -> dict[str, str]:
+    out = {
+        h.CE_ID: event_id_of(value),
+        h.CE_TYPE: f"dev.postcall.{type(value).__name__}.v1",
+        h.CE_SOURCE: f"/postcall/{service}",
+        h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE,
+        h.CE_TIME: now_iso(),
+        h.CONTENT_TYPE: h.JSON_CONTENT_TYPE,
+    }
+    if subject:
+        out[h.CE_SUBJECT] = subject
+    return out
+
+
+def header_dict(raw: Any) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in raw or ()}
+
+
+def header_list(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    return [(k, v.encode()) for k, v in headers.items()]

@@ -1,0 +1,255 @@
+"""The runtime on the real broker: ordering, commits, retry tiers, dead letters, kill -9 and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from schemas import headers as h
+from schemas.topics import dead_letter_topic, retry_topic
+from services.common.settings import KafkaSettings, RuntimeSettings
+from tests.support import procs
+from tests.support.kafka import Received, committed, create_topics, produce, read_all, unique
+from tests.support.worker import Job, WorkerSettings, build
+
+
+@dataclass
+class Topics:
+    service: str
+    input: str
+    output: str
+    tiers: int
+
+    @property
+    def dlq(self) -> str:
+        return dead_letter_topic(self.service)
+
+    def all(self) -> list[str]:
+        return [self.input, self.output, self.dlq, *(retry_topic(self.service, i + 1) for i in range(self.tiers))]
+
+
+async def make_topics(kafka: KafkaSettings, tiers: int = 2, partitions: int = 3) -> Topics:
+    service = unique("svc")
+    t = Topics(service, unique("in"), unique("out"), tiers)
+    await create_topics(kafka, t.all(), partitions)
+    return t
+
+
+def worker_settings(kafka: KafkaSettings, t: Topics, **runtime: object) -> WorkerSettings:
+    rs = RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0] * t.tiers, retry_jitter=0, **runtime)  # type: ignore[arg-type]
+    return WorkerSettings(kafka=kafka, runtime=rs, service=t.service, input_topic=t.input, output_topic=t.output)
+
+
+def worker_env(kafka: KafkaSettings, t: Topics, **extra: str) -> dict[str, str]:
+    env = {
+        "WORKER_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "WORKER_SERVICE": t.service,
+        "WORKER_INPUT_TOPIC": t.input,
+        "WORKER_OUTPUT_TOPIC": t.output,
+        "WORKER_RUNTIME__METRICS_PORT": "0",
+        "WORKER_RUNTIME__RETRY_DELAYS_SECONDS": "[1.0, 1.0]",
+        "WORKER_RUNTIME__SESSION_TIMEOUT_MS": "10000",
+        "WORKER_RUNTIME__COMMIT_INTERVAL_SECONDS": "0.3",
+    }
+    env.update(extra)
+    return env
+
+
+@asynccontextmanager
+async def running(settings: WorkerSettings) -> AsyncIterator[None]:
+    runtime = build(settings)
+    task = asyncio.create_task(runtime.run())
+    try:
+        yield
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def wait_for_ids(kafka: KafkaSettings, topic: str, ids: set[str], timeout: float = 60) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [r.json() for r in await read_all(kafka, topic)]
+        if ids <= {g["id"] for g in got} or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.5)
+
+
+def jobs(n: int, prefix: str = "j", **fields: object) -> list[tuple[str, Job]]:
+    return [(f"key-{i % 17}", Job(id=f"{prefix}{i}", **fields)) for i in range(n)]  # type: ignore[arg-type]
+
+
+async def test_every_record_is_processed_and_committed(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka)
+    await produce(kafka, t.input, jobs(300, sleep=0.01))
+    async with running(worker_settings(kafka, t, max_in_flight=50)):
+        got = await wait_for_ids(kafka, t.output, {f"j{i}" for i in range(300)})
+    assert Counter(g["id"] for g in got) == Counter({f"j{i}": 1 for i in range(300)})
+    offsets = await committed(kafka, f"postcall-{t.service}", t.input, 3)
+    ends = Counter(r.partition for r in await read_all(kafka, t.input))
+    assert offsets == {p: ends[p] for p in range(3)}
+
+
+async def test_same_key_runs_in_order_different_keys_concurrently(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka, partitions=1)
+    records = [("same", Job(id=f"s{i}", sleep=0.05)) for i in range(10)]
+    records += [(f"k{i}", Job(id=f"d{i}", sleep=0.5)) for i in range(20)]
+    await produce(kafka, t.input, records)
+    started = time.monotonic()
+    async with running(worker_settings(kafka, t, max_in_flight=64)):
+        got = await wait_for_ids(kafka, t.output, {f"s{i}" for i in range(10)} | {f"d{i}" for i in range(20)})
+    elapsed = time.monotonic() - started
+    same = [g["id"] for g in got if str(g["id"]).startswith("s")]
+    assert same == [f"s{i}" for i in range(10)]
+    # twenty 0.5 s records with distinct keys ran side by side, not one after another (10 s)
+    assert elapsed < 8
+
+
+async def test_permanent_error_goes_to_dead_letter_without_retry(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka)
+    await produce(kafka, t.input, [("k1", Job(id="bad", permanent=True)), ("k2", Job(id="good"))])
+    async with running(worker_settings(kafka, t)):
+        await wait_for_ids(kafka, t.output, {"good"})
+        dead = await read_all(kafka, t.dlq, expect=1, timeout=20)
+    assert len(dead) == 1
+    record = dead[0]
+    assert record.key == "k1" and record.json()["id"] == "bad"
+    for name in h.DLQ_HEADERS:
+        assert record.headers.get(name), f"dead letter lacks header {name}"
+    assert record.headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_PERMANENT
+    assert record.headers[h.DLQ_ATTEMPTS] == "1"
+    assert record.headers[h.DLQ_ORIGINAL_TOPIC] == t.input
+    assert "permanently broken" in record.headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert await read_all(kafka, retry_topic(t.service, 1)) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"id": 42}', "schema violation: id: Input should be a valid string"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+async def test_malformed_record_is_dead_lettered_and_service_goes_on(
+    kafka: KafkaSettings, raw: bytes, reason: str
+) -> None:
+    t = await make_topics(kafka)
+    await produce(kafka, t.input, [("k", raw), ("k", Job(id="after"))])
+    async with running(worker_settings(kafka, t)):
+        await wait_for_ids(kafka, t.output, {"after"})
+        dead = await read_all(kafka, t.dlq, expect=1, timeout=20)
+    assert [d.value for d in dead] == [raw]
+    assert dead[0].headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_POISON
+    assert reason.lower() in dead[0].headers[h.DLQ_EXCEPTION_MESSAGE].lower()
+
+
+async def test_retry_tiers_never_process_a_record_before_its_due_time(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka, tiers=2)
+    await produce(kafka, t.input, [("k", Job(id="flaky", fail=2))])
+    settings = worker_settings(kafka, t)
+    settings.runtime.retry_delays_seconds = [2.0, 3.0]
+    async with running(settings):
+        got = await wait_for_ids(kafka, t.output, {"flaky"}, timeout=40)
+    assert [(g["id"], g["attempt"]) for g in got] == [("flaky", 3)]
+    tier1 = (await read_all(kafka, retry_topic(t.service, 1)))[0]
+    tier2 = (await read_all(kafka, retry_topic(t.service, 2)))[0]
+    out = (await read_all(kafka, t.output))[0]
+    assert float(tier1.headers[h.RETRY_DUE_AT]) >= 2.0 + _produced_at(tier1)
+    # the second tier copy was written by attempt 2, which ran no earlier than tier 1's due time
+    assert _produced_at(tier2) >= float(tier1.headers[h.RETRY_DUE_AT])
+    assert _produced_at(out) >= float(tier2.headers[h.RETRY_DUE_AT])
+    assert tier2.headers[h.RETRY_ORIGINAL_TOPIC] == t.input
+    assert await read_all(kafka, t.dlq) == []
+
+
+def _produced_at(record: Received) -> float:
+    return record.timestamp_ms / 1000
+
+
+async def test_retries_exhausted_go_to_dead_letter_with_attempt_count(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka, tiers=2)
+    await produce(kafka, t.input, [("k", Job(id="hopeless", fail=99))])
+    async with running(worker_settings(kafka, t)):
+        dead = await read_all(kafka, t.dlq, expect=1, timeout=30)
+    assert dead[0].headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_RETRIES_EXHAUSTED
+    assert dead[0].headers[h.DLQ_ATTEMPTS] == "3"
+    assert dead[0].headers[h.DLQ_ORIGINAL_TOPIC] == t.input
+    assert h.RETRY_DUE_AT not in dead[0].headers
+
+
+async def test_head_of_line_record_survives_kill_9(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka, partitions=1)
+    await produce(kafka, t.input, [("slow", Job(id="slow"))] + [(f"f{i}", Job(id=f"f{i}")) for i in range(300)])
+    first = procs.start("tests.support.worker", worker_env(kafka, t, WORKER_SLOW_IDS='["slow"]'))
+    try:
+        fast = {f"f{i}" for i in range(300)}
+        await wait_for_ids(kafka, t.output, fast, timeout=60)
+        await asyncio.sleep(1)  # a commit interval passes; the committed offset must stay at the slow record
+        first.kill9()
+    finally:
+        first.stop()
+    offsets = await committed(kafka, f"postcall-{t.service}", t.input, 1)
+    assert offsets[0] in (None, 0), "the commit passed a record that was still running"
+    second = procs.start("tests.support.worker", worker_env(kafka, t))
+    try:
+        got = await wait_for_ids(kafka, t.output, fast | {"slow"}, timeout=60)
+    finally:
+        second.term()
+    assert {g["id"] for g in got} == fast | {"slow"}, second.output()[-3000:]
+
+
+async def test_sigterm_drains_in_flight_records_and_nothing_repeats(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka)
+    await produce(kafka, t.input, jobs(30, sleep=2.0))
+    first = procs.start("tests.support.worker", worker_env(kafka, t, WORKER_RUNTIME__MAX_IN_FLIGHT="20"))
+    try:
+        await _wait_started(kafka, t, first)
+        assert first.term(timeout=60) == 0, first.output()[-3000:]
+    finally:
+        first.stop()
+    before = {r.json()["id"] for r in await read_all(kafka, t.output)}
+    assert before, "nothing finished before SIGTERM"
+    second = procs.start("tests.support.worker", worker_env(kafka, t))
+    try:
+        got = await wait_for_ids(kafka, t.output, {f"j{i}" for i in range(30)}, timeout=60)
+    finally:
+        second.term()
+    counts = Counter(g["id"] for g in got)
+    assert set(counts) == {f"j{i}" for i in range(30)}
+    assert max(counts.values()) == 1, f"repeated after a clean stop: {[k for k, v in counts.items() if v > 1]}"
+
+
+async def _wait_started(kafka: KafkaSettings, t: Topics, proc: procs.Proc) -> None:
+    deadline = time.monotonic() + 30
+    while "partitions assigned" not in proc.output() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # records are now in flight (each sleeps 2 s)
+
+
+async def test_two_instances_one_stopped_mid_stream_loses_nothing(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka, partitions=6)
+    n = 1500
+    await produce(kafka, t.input, jobs(n, sleep=0.01))
+    env = worker_env(kafka, t, WORKER_RUNTIME__MAX_IN_FLIGHT="40")
+    a, b = procs.start("tests.support.worker", env), procs.start("tests.support.worker", env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(await read_all(kafka, t.output)) < n // 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+        assert a.term(timeout=60) == 0, a.output()[-3000:]
+        got = await wait_for_ids(kafka, t.output, {f"j{i}" for i in range(n)}, timeout=90)
+    finally:
+        a.stop()
+        b.term()
+    counts = Counter(g["id"] for g in got)
+    assert set(counts) == {f"j{i}" for i in range(n)}, b.output()[-3000:]
+    repeats = sum(v - 1 for v in counts.values())
+    # repeats only within the stopped instance's in-flight window
+    assert repeats <= 40

@@ -1,0 +1,84 @@
+"""A small service on the real runtime, for tests that need a separate process (kill -9, SIGTERM).
+
+    python -m tests.support.worker   (settings from the environment, see WorkerSettings)
+
+Each input {"id", "sleep", "fail", "permanent"} sleeps, may fail its first `fail` attempts, and emits
+{"id", "attempt", "pid"} to the output topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common import logging as jsonlog
+from services.common.errors import PermanentError, RetryableError
+from services.common.runtime import Emit, RecordContext, Runtime, serve
+from services.common.settings import KafkaSettings, RuntimeSettings
+
+
+class Job(BaseModel):
+    id: str
+    sleep: float = 0.0
+    fail: int = 0
+    permanent: bool = False
+
+
+class Done(BaseModel):
+    id: str
+    attempt: int
+    pid: int
+    event_id: str = ""
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKER_", env_nested_delimiter="__")
+
+    kafka: KafkaSettings = Field(description="Kafka connection.")
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings, description="Runtime settings.")
+    service: str = Field("worker", description="Service name (retry and dead-letter topic names).")
+    input_topic: str = Field(description="Topic to consume.")
+    output_topic: str = Field(description="Topic to produce to.")
+    slow_ids: list[str] = Field(default_factory=list, description="Ids that sleep `slow_seconds` in this run.")
+    slow_seconds: float = Field(60.0, description="How long a slow id sleeps.")
+
+
+class JobHandler:
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+
+    async def __call__(self, job: Job, ctx: RecordContext) -> Sequence[Emit]:
+        sleep = self.settings.slow_seconds if job.id in self.settings.slow_ids else job.sleep
+        if sleep:
+            await asyncio.sleep(sleep)
+        if job.permanent:
+            raise PermanentError(f"job {job.id} is permanently broken")
+        if ctx.attempt <= job.fail:
+            raise RetryableError(f"job {job.id} failed attempt {ctx.attempt}")
+        done = Done(id=job.id, attempt=ctx.attempt, pid=os.getpid(), event_id=f"{job.id}-{ctx.attempt}")
+        return [Emit(self.settings.output_topic, done)]
+
+
+def build(settings: WorkerSettings) -> Runtime[Job]:
+    return Runtime(
+        service=settings.service,
+        kafka=settings.kafka,
+        runtime=settings.runtime,
+        topics=[settings.input_topic],
+        input_type=Job,
+        handler=JobHandler(settings),
+    )
+
+
+def main() -> None:
+    settings = WorkerSettings()
+    jsonlog.setup("worker")
+    asyncio.run(serve(build(settings)))
+
+
+if __name__ == "__main__":
+    main()
