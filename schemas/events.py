@@ -242,8 +242,7 @@ class TeamAlertRequested(ActionBase):
 
 
 ActionRequested = Annotated[
-    WebhookRequested | EmailRequested | SlackRequested | ScheduleCallRequested | TaskRequested
-    | TeamAlertRequested,
+    WebhookRequested | EmailRequested | SlackRequested | ScheduleCallRequested | TaskRequested | TeamAlertRequested,
     Field(discriminator="type"),
 ]
 

@@ -71,26 +71,74 @@ def default_replication() -> int:
 def registry() -> list[Topic]:
     p = default_partitions()
     topics = [
-        Topic(CONVERSATION_ENDED, "One event per finished conversation, published by the voice platform.",
-              p, 7 * DAY_MS, producers=("platform", "postcall reextract"), consumers=("extractor",)),
-        Topic(CONVERSATION_EXTRACTED, "The conversation with its extracted fields, triggers and summary.",
-              p, 7 * DAY_MS, producers=("extractor",), consumers=("router",)),
-        Topic(DECISIONS, "One decision trace per conversation: every flow and condition, and why.",
-              p, 14 * DAY_MS, producers=("router",), consumers=("postcall explain",)),
-        *(Topic(action_topic(t), f"`{t}` action commands, keyed by conversation id.", p, 7 * DAY_MS,
-                producers=("router",), consumers=("dispatcher", "downstream subscribers"))
-          for t in ACTION_TYPES),
+        Topic(
+            CONVERSATION_ENDED,
+            "One event per finished conversation, published by the voice platform.",
+            p,
+            7 * DAY_MS,
+            producers=("platform", "postcall reextract"),
+            consumers=("extractor",),
+        ),
+        Topic(
+            CONVERSATION_EXTRACTED,
+            "The conversation with its extracted fields, triggers and summary.",
+            p,
+            7 * DAY_MS,
+            producers=("extractor",),
+            consumers=("router",),
+        ),
+        Topic(
+            DECISIONS,
+            "One decision trace per conversation: every flow and condition, and why.",
+            p,
+            14 * DAY_MS,
+            producers=("router",),
+            consumers=("postcall explain",),
+        ),
+        *(
+            Topic(
+                action_topic(t),
+                f"`{t}` action commands, keyed by conversation id.",
+                p,
+                7 * DAY_MS,
+                producers=("router",),
+                consumers=("dispatcher", "downstream subscribers"),
+            )
+            for t in ACTION_TYPES
+        ),
         # Written on the same partition number as the action: the dispatcher's idempotency ledger.
-        Topic(ACTION_RESULTS, "ActionCompleted per action_id; compacted, the dispatcher's ledger.", p,
-              30 * DAY_MS, cleanup_policy="compact,delete", producers=("dispatcher",),
-              consumers=("dispatcher", "postcall explain")),
+        Topic(
+            ACTION_RESULTS,
+            "ActionCompleted per action_id; compacted, the dispatcher's ledger.",
+            p,
+            30 * DAY_MS,
+            cleanup_policy="compact,delete",
+            producers=("dispatcher",),
+            consumers=("dispatcher", "postcall explain"),
+        ),
     ]
     for service in SERVICES:
         for tier in range(1, RETRY_TIERS[service] + 1):
-            topics.append(Topic(retry_topic(service, tier), f"{service} retry tier {tier} (delay topic).",
-                                p, 7 * DAY_MS, producers=(service,), consumers=(service,)))
-        topics.append(Topic(dead_letter_topic(service), f"{service} dead letters, with their reason in headers.",
-                            p, 30 * DAY_MS, producers=(service,), consumers=("postcall dlq",)))
+            topics.append(
+                Topic(
+                    retry_topic(service, tier),
+                    f"{service} retry tier {tier} (delay topic).",
+                    p,
+                    7 * DAY_MS,
+                    producers=(service,),
+                    consumers=(service,),
+                )
+            )
+        topics.append(
+            Topic(
+                dead_letter_topic(service),
+                f"{service} dead letters, with their reason in headers.",
+                p,
+                30 * DAY_MS,
+                producers=(service,),
+                consumers=("postcall dlq",),
+            )
+        )
     return topics
 
 
