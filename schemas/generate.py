@@ -1,0 +1,387 @@
+"""Generate the wire documentation from the code: JSON Schema per event model, and one AsyncAPI document.
+
+    python -m schemas.generate            write schemas/json/*.v1.schema.json and schemas/asyncapi.yaml
+    python -m schemas.generate --check    write nothing; exit 1 and name every file that differs
+
+The pydantic models (schemas/events.py), the topic registry (schemas/topics.py) and the header names
+(schemas/headers.py) are the source of truth; the generated files are committed so that platform teams
+and subscribers can read them without Python, and a contract test fails when they drift. Output is
+deterministic (sorted JSON keys, registry order in YAML) and independent of the environment: partition
+counts and replication, which come from env, are deliberately left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, TypeAdapter
+from ruamel.yaml import YAML
+from ruamel.yaml.scalarstring import LiteralScalarString
+
+from schemas import headers as h
+from schemas import topics as t
+from schemas.events import (
+    ACTION_MODELS,
+    ActionCompleted,
+    ActionRequested,
+    ConversationEnded,
+    ConversationExtracted,
+    DecisionTrace,
+)
+
+Json = dict[str, Any]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+JSON_DIR_NAME = "json"
+ASYNCAPI_NAME = "asyncapi.yaml"
+SCHEMA_SUFFIX = ".v1.schema.json"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+KAFKA_BINDING_VERSION = "0.5.0"
+
+# Each main topic's payload model and the payload field its record key carries.
+TOPIC_MODELS: dict[str, tuple[type[BaseModel], str]] = {
+    t.CONVERSATION_ENDED: (ConversationEnded, "conversation_id"),
+    t.CONVERSATION_EXTRACTED: (ConversationExtracted, "conversation_id"),
+    t.DECISIONS: (DecisionTrace, "conversation_id"),
+    **{t.action_topic(kind): (model, "conversation_id") for kind, model in ACTION_MODELS.items()},
+    t.ACTION_RESULTS: (ActionCompleted, "action_id"),
+}
+
+# Where the conversation id sits in each payload, for AsyncAPI correlation ids.
+CONVERSATION_ID_POINTER: dict[str, str] = {"ConversationExtracted": "/conversation/conversation_id"}
+
+
+# ── JSON Schema ───────────────────────────────────────────────────────────────────────────────────
+
+
+def json_schemas() -> dict[str, Json]:
+    """File name -> JSON Schema: one per event, the ActionRequested union, and one per action type."""
+    union = TypeAdapter(ActionRequested).json_schema()
+    union["description"] = "Any action command; `type` says which. Each postcall.actions.* topic has one type."
+    raw: dict[str, Json] = {
+        "ConversationEnded": ConversationEnded.model_json_schema(),
+        "ConversationExtracted": ConversationExtracted.model_json_schema(),
+        "DecisionTrace": DecisionTrace.model_json_schema(),
+        "ActionRequested": union,
+        **{model.__name__: model.model_json_schema() for model in ACTION_MODELS.values()},
+        "ActionCompleted": ActionCompleted.model_json_schema(),
+    }
+    return {
+        f"{name}{SCHEMA_SUFFIX}": {"$schema": JSON_SCHEMA_DIALECT, **schema, "title": name}
+        for name, schema in raw.items()
+    }
+
+
+def dump_json(schema: Json) -> bytes:
+    return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+# ── Header schemas ────────────────────────────────────────────────────────────────────────────────
+
+HEADER_DOCS: dict[str, str] = {
+    h.CE_ID: "Unique per event: the payload's event_id. Redeliveries of one event share it.",
+    h.CE_TYPE: "Event type, one per main topic (see the message), e.g. dev.postcall.conversation.ended.v1.",
+    h.CE_SOURCE: "URI-reference naming the producer, e.g. /postcall/extractor or /vapi/org-42.",
+    h.CE_SPECVERSION: "CloudEvents spec version.",
+    h.CE_TIME: "When the event happened, RFC 3339 UTC.",
+    h.CE_SUBJECT: "Optional: the conversation_id (or action_id on action results).",
+    h.CONTENT_TYPE: "The value is JSON (CloudEvents binary mode datacontenttype).",
+    h.RETRY_ATTEMPT: "The attempt this delivery is (2 on the first retry tier).",
+    h.RETRY_DUE_AT: "When the record becomes due; the service never handles it earlier.",
+    h.RETRY_ORIGINAL_TOPIC: "The main topic the record first arrived on.",
+    h.RETRY_ORIGINAL_PARTITION: "Its partition there.",
+    h.RETRY_ORIGINAL_OFFSET: "Its offset there.",
+    h.RETRY_ORIGINAL_TIMESTAMP: "Its record timestamp there, epoch milliseconds.",
+    h.RETRY_FIRST_FAILURE_AT: "When handling first failed.",
+    h.RETRY_LAST_ERROR: "The last error, class and message, truncated.",
+    h.DLQ_ORIGINAL_TOPIC: "The main topic the record first arrived on.",
+    h.DLQ_ORIGINAL_PARTITION: "Its partition there.",
+    h.DLQ_ORIGINAL_OFFSET: "Its offset there.",
+    h.DLQ_ORIGINAL_TIMESTAMP: "Its record timestamp there, epoch milliseconds.",
+    h.DLQ_CONSUMER_GROUP: "The consumer group that gave up.",
+    h.DLQ_SERVICE: "The service that gave up.",
+    h.DLQ_SERVICE_VERSION: "That service's version.",
+    h.DLQ_HOST: "The host or pod that gave up.",
+    h.DLQ_EXCEPTION_CLASS: "The exception class of the last failure.",
+    h.DLQ_EXCEPTION_MESSAGE: "Its message, truncated.",
+    h.DLQ_FAILURE_CATEGORY: "poison (undecodable or off-schema), permanent, or retryable-exhausted.",
+    h.DLQ_ATTEMPTS: "How many times the record was handled.",
+    h.DLQ_FIRST_FAILURE_AT: "When handling first failed.",
+    h.DLQ_LAST_FAILURE_AT: "When it last failed.",
+    h.REPLAY_COUNT: "How many times the record was replayed from a dead-letter topic.",
+    h.REPLAYED_FROM: "The dead-letter topic it was replayed from.",
+    h.REPLAYED_AT: "When it was replayed.",
+}
+
+CE_REQUIRED = (h.CE_ID, h.CE_TYPE, h.CE_SOURCE, h.CE_SPECVERSION, h.CE_TIME, h.CONTENT_TYPE)
+CE_CONSTANTS = {h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE, h.CONTENT_TYPE: h.JSON_CONTENT_TYPE}
+RETRY_REQUIRED = (h.RETRY_ATTEMPT, h.RETRY_DUE_AT, h.RETRY_ORIGINAL_TOPIC)
+DLQ_REQUIRED = (h.DLQ_ORIGINAL_TOPIC, h.DLQ_ORIGINAL_PARTITION, h.DLQ_ORIGINAL_OFFSET, h.DLQ_FAILURE_CATEGORY)
+
+
+def _header(name: str) -> Json:
+    schema: Json = {"type": "string", "description": HEADER_DOCS.get(name, f"See schemas/headers.py ({name}).")}
+    if name in CE_CONSTANTS:
+        schema["const"] = CE_CONSTANTS[name]
+    if name == h.CE_TIME:
+        schema["format"] = "date-time"
+    if name == h.DLQ_FAILURE_CATEGORY:
+        schema["enum"] = [h.CATEGORY_POISON, h.CATEGORY_PERMANENT, h.CATEGORY_RETRIES_EXHAUSTED]
+    return schema
+
+
+def _header_object(description: str, names: Sequence[str], required: Sequence[str]) -> Json:
+    schema: Json = {
+        "type": "object",
+        "description": description,
+        "properties": {name: _header(name) for name in names},
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def header_schemas() -> Json:
+    """components.schemas: the header groups, built from the names in schemas/headers.py."""
+    ce_names = (*CE_REQUIRED, h.CE_SUBJECT)
+    replay = (h.REPLAY_COUNT, h.REPLAYED_FROM, h.REPLAYED_AT)
+    return {
+        "CloudEventsHeaders": _header_object(
+            "CloudEvents Kafka binding, binary mode: on every record.", ce_names, CE_REQUIRED
+        ),
+        "ReplayHeaders": _header_object("Set when `postcall dlq replay` put the record back.", replay, ()),
+        "RetryHeaders": _header_object(
+            "Set on records in a retry tier (delay topic).", h.RETRY_HEADERS, RETRY_REQUIRED
+        ),
+        "DeadLetterHeaders": _header_object(
+            "Set on dead letters; key and value are the original bytes.", h.DLQ_HEADERS, DLQ_REQUIRED
+        ),
+    }
+
+
+# ── AsyncAPI ──────────────────────────────────────────────────────────────────────────────────────
+
+
+def _ref(pointer: str) -> Json:
+    return {"$ref": pointer}
+
+
+def _inputs_by_service() -> dict[str, list[str]]:
+    """Main topics each service handles (with retries): consumed by it and produced by someone else."""
+    main = [topic for topic in t.registry() if topic.name in TOPIC_MODELS]
+    return {
+        service: [topic.name for topic in main if service in topic.consumers and service not in topic.producers]
+        for service in t.SERVICES
+    }
+
+
+def _message(topic: str, variant: str = "") -> Json:
+    model, key_field = TOPIC_MODELS[topic]
+    name = model.__name__
+    headers: list[Json] = [_ref("#/components/schemas/CloudEventsHeaders")]
+    headers.append(
+        _ref(
+            {
+                "": "#/components/schemas/ReplayHeaders",
+                "Retry": "#/components/schemas/RetryHeaders",
+                "DeadLetter": "#/components/schemas/DeadLetterHeaders",
+            }[variant]
+        )
+    )
+    headers.append({"type": "object", "properties": {h.CE_TYPE: {"const": h.CE_TYPES[topic]}}})
+    pointer = CONVERSATION_ID_POINTER.get(name, "/conversation_id")
+    summary = (model.__doc__ or name).strip().splitlines()[0]
+    if variant == "DeadLetter":
+        summary += " Dead-lettered: a poison record keeps whatever bytes and headers arrived."
+    return {
+        "name": f"{name}{variant}",
+        "title": f"{name} ({variant})" if variant else name,
+        "summary": summary,
+        "contentType": h.JSON_CONTENT_TYPE,
+        "headers": {"allOf": headers},
+        "payload": _ref(f"./{JSON_DIR_NAME}/{name}{SCHEMA_SUFFIX}"),
+        "correlationId": {
+            "description": "The conversation every record of it shares.",
+            "location": f"$message.payload#{pointer}",
+        },
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": f"The {key_field}."},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _message_id(main_topic: str, variant: str) -> str:
+    return f"{TOPIC_MODELS[main_topic][0].__name__}{variant}"
+
+
+def _carried(topic: t.Topic, inputs: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(main topic, variant) of every message a topic carries: retry and dead-letter topics carry
+    copies of their service's inputs."""
+    if topic.name in TOPIC_MODELS:
+        return [(topic.name, "")]
+    for service, names in inputs.items():
+        variant = _variant_of(topic.name, service)
+        if variant:
+            return [(name, variant) for name in names]
+    raise ValueError(f"topic {topic.name!r} has no payload model: add it to TOPIC_MODELS")
+
+
+def _variant_of(topic: str, service: str) -> str:
+    if topic == t.dead_letter_topic(service):
+        return "DeadLetter"
+    tiers = range(1, t.RETRY_TIERS[service] + 1)
+    return "Retry" if topic in {t.retry_topic(service, tier) for tier in tiers} else ""
+
+
+def _channel(topic: t.Topic, message_ids: Sequence[str]) -> Json:
+    key = "action_id" if topic.name == t.ACTION_RESULTS else "conversation_id"
+    return {
+        "address": topic.name,
+        "title": topic.name,
+        "description": f"{topic.description} Key: {key}.",
+        "messages": {mid: _ref(f"#/components/messages/{mid}") for mid in message_ids},
+        "bindings": {
+            "kafka": {
+                "topic": topic.name,
+                "topicConfiguration": {
+                    "cleanup.policy": topic.cleanup_policy.split(","),
+                    "retention.ms": topic.retention_ms,
+                },
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _operations(topic: t.Topic, message_ids: Sequence[str]) -> Json:
+    """One send operation per producer and one receive per consumer, tagged with who it is."""
+    channel = f"#/channels/{topic.name}"
+    ops: Json = {}
+    for action, actors in (("send", topic.producers), ("receive", topic.consumers)):
+        for actor in actors:
+            ops[f"{actor.replace(' ', '-')}.{action}.{topic.name}"] = {
+                "action": action,
+                "channel": _ref(channel),
+                "title": f"{actor} {'produces to' if action == 'send' else 'consumes'} {topic.name}",
+                "tags": [{"name": actor}],
+                "messages": [_ref(f"{channel}/messages/{mid}") for mid in message_ids],
+            }
+    return ops
+
+
+INFO_DESCRIPTION = """\
+Every Kafka topic of postcall: what is on it, its key, its headers and who produces and consumes it.
+Generated by `python -m schemas.generate` from schemas/topics.py, schemas/events.py and schemas/headers.py.
+
+* Values are JSON (orjson); payload schemas are in ./json/ (JSON Schema 2020-12). Readers ignore
+  unknown fields, so producers may add fields within v1; a breaking change is a new topic (.v2).
+* Keys: conversation_id everywhere on the main path (one conversation's records stay in order on one
+  partition); action_id on postcall.action-results.v1, which is compacted.
+* Headers follow the CloudEvents Kafka binding (ce_id, ce_type, ce_source, ce_specversion, ce_time,
+  content-type) on every record. Retry tiers add x-retry-*; dead-letter topics add x-dlq-* and keep the
+  original key and value byte for byte; replays add x-replay-*.
+* Partition counts and replication are deployment settings (POSTCALL_TOPIC_PARTITIONS,
+  POSTCALL_TOPIC_REPLICATION), not part of the contract.
+"""
+
+
+def asyncapi_document() -> Json:
+    """The AsyncAPI 3.0.0 document: one channel per registry topic, operations per producer and consumer."""
+    inputs = _inputs_by_service()
+    channels: Json = {}
+    operations: Json = {}
+    messages: Json = {}
+    for topic in t.registry():
+        carried = _carried(topic, inputs)
+        ids = [_message_id(main, variant) for main, variant in carried]
+        channels[topic.name] = _channel(topic, ids)
+        operations.update(_operations(topic, ids))
+        for (main, variant), mid in zip(carried, ids, strict=True):
+            messages.setdefault(mid, _message(main, variant))
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "postcall",
+            "version": "1.0.0",
+            "description": LiteralScalarString(INFO_DESCRIPTION),
+            "license": {"name": "Apache-2.0"},
+        },
+        "defaultContentType": h.JSON_CONTENT_TYPE,
+        "servers": {
+            "kafka": {
+                "host": "{bootstrap}",
+                "protocol": "kafka",
+                "description": "Any Kafka cluster; SASL/TLS in production.",
+                "variables": {"bootstrap": {"default": "localhost:9092"}},
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": header_schemas(), "messages": messages},
+    }
+
+
+def dump_yaml(document: Json) -> bytes:
+    yaml = YAML()
+    yaml.width = 4096  # never re-wrap long descriptions: keeps diffs of the generated file small
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    buffer = io.StringIO()
+    buffer.write("# Generated by `python -m schemas.generate`; do not edit by hand.\n")
+    yaml.dump(document, buffer)
+    return buffer.getvalue().encode()
+
+
+# ── Files and CLI ─────────────────────────────────────────────────────────────────────────────────
+
+
+def render(schemas_dir: Path = PACKAGE_DIR) -> dict[Path, bytes]:
+    """Every generated file, path -> exact bytes."""
+    files = {schemas_dir / JSON_DIR_NAME / name: dump_json(s) for name, s in json_schemas().items()}
+    files[schemas_dir / ASYNCAPI_NAME] = dump_yaml(asyncapi_document())
+    return files
+
+
+def drifted(files: dict[Path, bytes], schemas_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """Files that differ from what the code generates, are missing, or are generated leftovers."""
+    stale = [p for p in (schemas_dir / JSON_DIR_NAME).glob(f"*{SCHEMA_SUFFIX}") if p not in files]
+    changed = [p for p, content in files.items() if not p.exists() or p.read_bytes() != content]
+    return sorted(changed + stale)
+
+
+def write(files: dict[Path, bytes], schemas_dir: Path = PACKAGE_DIR) -> None:
+    for path in (schemas_dir / JSON_DIR_NAME).glob(f"*{SCHEMA_SUFFIX}"):
+        if path not in files:
+            path.unlink()
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_bytes() != content:
+            path.write_bytes(content)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m schemas.generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file differs")
+    parser.add_argument("--dir", type=Path, default=PACKAGE_DIR, help="the schemas directory (default: package)")
+    args = parser.parse_args(argv)
+    files = render(args.dir)
+    if args.check:
+        bad = drifted(files, args.dir)
+        for path in bad:
+            print(f"drifted: {path} (run `python -m schemas.generate`)")
+        return 1 if bad else 0
+    write(files, args.dir)
+    print(f"wrote {len(files)} files under {args.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
