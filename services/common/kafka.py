@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from schemas.topics import Topic
+from schemas.topics import Topic, default_replication
 from services.common.settings import KafkaSettings
 
 
@@ -39,8 +39,8 @@ async def ensure_topics(
         brokers = len((await admin.describe_cluster())["brokers"])
         existing = set(await admin.list_topics())
         wanted = [t for t in topics if t.name not in existing]
-        rf = replication if replication is not None else None
-        new = [NewTopic(t.name, t.partitions, min(rf or 3, brokers), topic_configs=t.config()) for t in wanted]
+        rf = min(replication if replication is not None else default_replication(), brokers)
+        new = [NewTopic(t.name, t.partitions, rf, topic_configs=t.config()) for t in wanted]
         created: list[str] = []
         for topic in new:  # one by one: a concurrent creator must not fail the whole batch
             try:
@@ -65,10 +65,8 @@ async def read_partition(
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        if from_offset is None:
-            await consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, from_offset)
+        start = (await consumer.beginning_offsets([tp]))[tp] if from_offset is None else from_offset
+        consumer.seek(tp, start)
         while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1000)
             for record in batch.get(tp, []):
@@ -77,3 +75,14 @@ async def read_partition(
                 yield record
     finally:
         await consumer.stop()
+
+
+async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
+    """The partition numbers of a topic (empty when it does not exist)."""
+    admin = AIOKafkaAdminClient(**kafka.client_options(), client_id=f"{kafka.client_id}-admin")
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"])

@@ -1,0 +1,31 @@
+"""Options every command shares: where Kafka is."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from services.common.settings import KafkaSettings
+
+Bootstrap = Annotated[
+    str | None,
+    typer.Option("--bootstrap", "-b", help="Kafka bootstrap servers (default: POSTCALL_KAFKA__BOOTSTRAP_SERVERS)."),
+]
+
+
+def kafka_settings(bootstrap: str | None) -> KafkaSettings:
+    """KafkaSettings from --bootstrap, else from POSTCALL_KAFKA__* environment variables."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class _Env(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
+        kafka: KafkaSettings = KafkaSettings()
+
+    kafka = _Env().kafka
+    if bootstrap:
+        kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+    elif not os.environ.get("POSTCALL_KAFKA__BOOTSTRAP_SERVERS"):
+        kafka = kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:9092"})
+    return kafka

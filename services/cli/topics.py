@@ -1,0 +1,43 @@
+"""`postcall topics create | list`: the topic registry (schemas/topics.py) made real, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas.topics import registry
+from services.cli.options import Bootstrap, kafka_settings
+from services.common.kafka import ensure_topics
+
+app = typer.Typer(help="Create and list the topics declared in schemas/topics.py.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    bootstrap: Bootstrap = None,
+    replication: int | None = typer.Option(None, help="Replication factor (default: registry, capped at brokers)."),
+) -> None:
+    """Create every registry topic that does not exist yet; says what it created."""
+    created, existing = asyncio.run(ensure_topics(kafka_settings(bootstrap), registry(), replication))
+    for name in created:
+        typer.echo(f"created  {name}")
+    typer.echo(f"{len(created)} created, {len(existing)} already existed")
+
+
+@app.command("list")
+def list_topics() -> None:
+    """Print the registry: name, partitions, retention, cleanup policy, producers and consumers."""
+    table = Table("topic", "partitions", "retention (h)", "cleanup", "produced by", "consumed by")
+    for t in registry():
+        table.add_row(
+            t.name,
+            str(t.partitions),
+            f"{t.retention_ms / 3_600_000:g}",
+            t.cleanup_policy,
+            ", ".join(t.producers),
+            ", ".join(t.consumers),
+        )
+    Console().print(table)

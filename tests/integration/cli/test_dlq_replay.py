@@ -1,0 +1,96 @@
+"""`postcall dlq` on the real broker: dead letters are listed, selected and replayed, then processed."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from schemas import headers as h
+from services.cli.dlq import Filters, replay, select
+from services.common.errors import PermanentError
+from services.common.runtime import Emit, RecordContext, Runtime
+from services.common.settings import KafkaSettings, RuntimeSettings
+from tests.support.kafka import create_topics, produce, read_all, unique
+from tests.support.worker import Done, Job
+
+
+class FlakyDeploy:
+    """Fails permanently for `broken` ids until the 'fix' is deployed (broken cleared)."""
+
+    def __init__(self, output: str, broken: set[str]) -> None:
+        self.output, self.broken = output, broken
+
+    async def __call__(self, job: Job, ctx: RecordContext) -> Sequence[Emit]:
+        if job.id in self.broken:
+            raise PermanentError(f"bug: cannot handle {job.id}")
+        return [Emit(self.output, Done(id=job.id, attempt=ctx.attempt, pid=0))]
+
+
+async def test_replay_moves_selected_dead_letters_back_and_they_are_processed(kafka: KafkaSettings) -> None:
+    service = "router"  # dlq CLI filters by the product's service names
+    main, out = unique("in"), unique("out")
+    dlq = f"postcall.{service}.dlq.v1"
+    await create_topics(kafka, [main, out, dlq, f"postcall.{service}.retry-1.v1"])
+    before = len(await read_all(kafka, dlq))
+    handler = FlakyDeploy(out, {"a", "b", "c"})
+    runtime = Runtime(
+        service=service,
+        kafka=kafka,
+        group_id=unique("g"),
+        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], idle_exit_seconds=3),
+        topics=[main],
+        input_type=Job,
+        handler=handler,
+    )
+    await produce(kafka, main, [(f"k-{i}", Job(id=i)) for i in ("a", "b", "c", "d")])
+    await runtime.run()
+    assert {r.json()["id"] for r in await read_all(kafka, out)} == {"d"}
+
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "dlq",
+            "list",
+            "-b",
+            kafka.bootstrap_servers,
+            "-s",
+            service,
+            "--reason",
+            "cannot handle",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "cannot handle a" in listed.replace("\n", " ") or "k-a" in listed
+
+    letters = [d for d in await select(kafka, Filters((service,), reason="cannot handle")) if d.offset >= 0]
+    letters = [d for d in letters if d.headers[h.DLQ_ORIGINAL_TOPIC] == main]
+    assert len(await read_all(kafka, dlq)) - before == 3
+    chosen = [d for d in letters if d.key in (b"k-a", b"k-b")]
+    handler.broken.clear()  # the fix is deployed
+    assert await replay(kafka, chosen, rate=20, progress=None) == 2
+
+    await runtime_again(kafka, runtime)
+    processed = [r.json()["id"] for r in await read_all(kafka, out)]
+    assert sorted(processed) == ["a", "b", "d"], "only the selected dead letters ran again; d did not repeat"
+    replayed = [r for r in await read_all(kafka, main) if h.REPLAYED_FROM in r.headers]
+    assert {r.key for r in replayed} == {"k-a", "k-b"}
+    assert all(r.headers[h.REPLAY_COUNT] == "1" and h.DLQ_EXCEPTION_MESSAGE not in r.headers for r in replayed)
+
+
+async def runtime_again(kafka: KafkaSettings, previous: Runtime[Job]) -> None:
+    again = Runtime(
+        service=previous.service,
+        kafka=kafka,
+        group_id=previous.group_id,
+        runtime=previous.settings,
+        topics=previous.main_topics,
+        input_type=Job,
+        handler=previous.handler,
+    )
+    await asyncio.wait_for(again.run(), 60)
