@@ -53,10 +53,11 @@ def event_id_of(value: BaseModel) -> str:
     return str(uuid.uuid4())
 
 
-def cloudevent_headers(value: BaseModel, service: str, subject: str | None) -> dict[str, str]:
+def cloudevent_headers(value: BaseModel, topic: str, service: str, subject: str | None) -> dict[str, str]:
+    """Binary-mode CloudEvents headers; ce_type from the topic registry, else from the model's name."""
     out = {
         h.CE_ID: event_id_of(value),
-        h.CE_TYPE: f"dev.postcall.{type(value).__name__}.v1",
+        h.CE_TYPE: h.CE_TYPES.get(topic, f"{h.CE_TYPE_PREFIX}.{type(value).__name__}.v1"),
         h.CE_SOURCE: f"/postcall/{service}",
         h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE,
         h.CE_TIME: now_iso(),

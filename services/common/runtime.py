@@ -419,7 +419,7 @@ class Runtime(Generic[In]):
 
     async def _send_emit(self, emit: Emit, ctx: RecordContext) -> Any:
         key = emit.key if emit.key is not None else ctx.key
-        headers = codec.cloudevent_headers(emit.value, self.service, key)
+        headers = codec.cloudevent_headers(emit.value, emit.topic, self.service, key)
         headers.update(emit.headers)
         future = await self._producer.send(
             emit.topic,
