@@ -1,15 +1,45 @@
-"""The agent configuration format (YAML files in a folder) and what the extractor is asked to fill.
+"""The agent configuration models (one YAML file per agent) and the template grammar.
 
-The router work owns this module: the full AgentConfig model (flows, conditions, actions), the loader
-with file/line errors, the configuration revision, and `extraction_spec(config)` which derives an
-ExtractionSpec from a configuration. The extractor reads only ExtractionSpec.
+One file per agent, optionally one per agent version (a file with `version: "3"` wins over the agent's
+default file for conversations whose agent.version == "3"):
+
+    agent: support-line
+    timezone: Europe/Berlin           # how conversation_date / conversation_time are rendered
+    fallback_text: "(not available)"  # what a missing template value renders as, unless `{{x | text}}`
+    extraction: {fields: [{name: interest_level, type: enum, values: [high, low]}]}
+    recipient_routes: [{id: complaints, rules: [{when: "...", to: [...]}], fallback: [...]}]
+    flows:
+      - id: crm-on-hangup
+        when: {end_reason: [CUSTOMER_HANGUP]}     # no `when`: runs for every end reason
+        actions: [{type: webhook, destination: crm, body: {ended: "{{conversation_date}}"}}]
+
+Conditions are mappings named by their key: `end_reason`, `field`, `ai`, `always`, `all`, `any`, `not`,
+`confidence`, `needs_review`. Templates are `{{name}}` and `{{name | fallback text}}`, nothing else.
+
+Import from `schemas.agents`, which also re-exports the loader (`load_catalog`, `Catalog`, ...).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from schemas.end_reasons import EndReason
 
 FieldType = Literal["string", "number", "integer", "boolean", "enum", "date", "datetime", "phone", "email"]
 
@@ -66,3 +96,414 @@ class ExtractionSpec(BaseModel):
     triggers: list[TriggerSpec] = Field(default_factory=list)
     recipient_routes: list[RecipientRoute] = Field(default_factory=list)
     summary: bool = True
+
+
+# ── Trigger ids and the template grammar ──────────────────────────────────────────────────────────
+
+
+def trigger_id(question: str) -> str:
+    """Stable id of an `ai:` question: case and whitespace do not change it; any other edit does."""
+    normal = " ".join(question.split()).lower()
+    return "trg_" + hashlib.sha256(normal.encode()).hexdigest()[:16]
+
+
+class TemplateSyntaxError(ValueError):
+    """Raised when a template is not plain text with `{{name}}` / `{{name | fallback}}` references."""
+
+
+@dataclass(frozen=True)
+class VarRef:
+    name: str
+    fallback: str | None  # None: no `| text` given (the agent's default fallback applies)
+
+
+_TOKEN = re.compile(r"\{\{(.*?)\}\}", re.S)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)?")
+DOTTED_PREFIXES = ("dynamic_variables.", "fields.")
+
+
+def parse_template(text: str) -> tuple[str | VarRef, ...]:
+    """Split a template into literal text and variable references; refuses anything else."""
+    parts: list[str | VarRef] = []
+    pos = 0
+    for match in _TOKEN.finditer(text):
+        if match.start() > pos:
+            parts.append(text[pos : match.start()])
+        parts.append(_parse_ref(match.group(1)))
+        pos = match.end()
+    rest = text[pos:]
+    if "{{" in rest:
+        raise TemplateSyntaxError("'{{' is not closed by '}}'")
+    if rest:
+        parts.append(rest)
+    return tuple(parts)
+
+
+def _parse_ref(inner: str) -> VarRef:
+    name, bar, fallback = inner.partition("|")
+    name = name.strip()
+    if "{{" in inner or "{" in name or "}" in name:
+        raise TemplateSyntaxError(f"nested braces in {{{{{inner}}}}}")
+    if not _NAME.fullmatch(name) or "__" in name:
+        raise TemplateSyntaxError(
+            f"{{{{{inner.strip()}}}}} is not a variable name: templates allow only {{{{name}}}} and "
+            "{{name | fallback text}} (no expressions, calls or attribute access)"
+        )
+    if "." in name and not name.startswith(DOTTED_PREFIXES):
+        raise TemplateSyntaxError(
+            f"'{name}': attribute access is not supported (only dynamic_variables.<name> and fields.<name>)"
+        )
+    return VarRef(name, fallback.strip() if bar else None)
+
+
+def template_names(text: str) -> list[str]:
+    return [p.name for p in parse_template(text) if isinstance(p, VarRef)]
+
+
+def _check_template(text: str) -> str:
+    parse_template(text)  # raises TemplateSyntaxError (a ValueError): a pydantic error at its line
+    return text
+
+
+TemplateStr = Annotated[str, AfterValidator(_check_template)]
+
+# Template variables, besides extracted fields (`name` or `fields.name`), `dyn_*` and `dynamic_variables.*`.
+SYSTEM_VARIABLES: dict[str, str] = {
+    "conversation_date": "Full date/time in 24-hour format, in the agent's timezone.",
+    "conversation_time": "Time in 12-hour format.",
+    "conversation_duration": "Duration in MM:SS format.",
+    "conversation_status": "Status (Completed, Failed, ...).",
+    "conversation_direction": "Inbound / Outbound.",
+    "conversation_summary": "AI-generated summary.",
+    "conversation_transcript": "Full transcript (only when the event carries messages).",
+    "conversation_url": "Link to view the conversation.",
+    "conversation_uuid": "Unique identifier (the conversation id).",
+    "agent_name": "Name of the AI agent.",
+    "account_name": "The account name.",
+    "customer_number": "Customer phone number (phone calls only).",
+    "customer_name": "Customer name (only when linked to a contact).",
+    "customer_email": "Customer email (only when linked to a contact).",
+    "to_number": "Called phone number (phone calls only).",
+}
+EXTRA_VARIABLES: dict[str, str] = {
+    "end_reason": "Canonical end reason, e.g. CUSTOMER_HANGUP.",
+    "raw_end_reason": "The platform's own end reason, verbatim.",
+    "source_platform": "The platform that reported the end reason.",
+    "agent_id": "Agent id.",
+    "agent_version": "Agent version, when the platform sends one.",
+    "account_id": "Account id.",
+    "channel": "phone, web, chat, sms, other.",
+    "duration_seconds": "Duration in seconds (a number in typed webhook values).",
+    "recording_url": "Recording link.",
+    "extraction_status": "ok or failed.",
+}
+
+# Conversation attributes a `field:` condition may test, beside the agent's extracted fields.
+CONVERSATION_FIELDS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "conversation.duration_seconds": ("number", None),
+    "conversation.direction": ("enum", ("inbound", "outbound")),
+    "conversation.channel": ("enum", ("phone", "web", "chat", "sms", "other")),
+    "conversation.status": ("string", None),
+}
+
+
+# ── Conditions ────────────────────────────────────────────────────────────────────────────────────
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _known_end_reason(name: str) -> str:
+    if name not in EndReason.__members__:
+        close = difflib.get_close_matches(name.upper(), list(EndReason.__members__), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(EndReason.__members__)}"
+        raise ValueError(f"unknown end reason {name!r} ({hint})")
+    return name
+
+
+EndReasonName = Annotated[str, AfterValidator(_known_end_reason)]
+Scalar = str | int | float | bool | None
+Op = Literal["==", "!=", "in", "not_in", ">", ">=", "<", "<=", "exists", "contains", "matches"]
+
+
+class EndReasonSet(_Cfg):
+    in_: list[EndReasonName] | None = Field(None, alias="in", min_length=1)
+    not_in: list[EndReasonName] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EndReasonSet:
+        if (self.in_ is None) == (self.not_in is None):
+            raise ValueError("give exactly one of `in` and `not_in`")
+        return self
+
+
+def _end_reason_shorthand(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"in": [value]}
+    return {"in": value} if isinstance(value, list) else value
+
+
+class EndReasonCondition(_Cfg):
+    """`{end_reason: CUSTOMER_HANGUP}`, `{end_reason: [A, B]}` or `{end_reason: {not_in: [A]}}`."""
+
+    end_reason: Annotated[EndReasonSet, BeforeValidator(_end_reason_shorthand)]
+
+
+class FieldCondition(_Cfg):
+    """`{field: interest_level, op: "==", value: high}`; a missing or null value is null."""
+
+    field: str
+    op: Op
+    value: Scalar | list[Scalar] = None
+    ignore_case: bool = Field(False, description="For ==, !=, in, not_in, contains and matches on text.")
+
+    @model_validator(mode="after")
+    def _value_shape(self) -> FieldCondition:
+        is_list = isinstance(self.value, list)
+        if self.op in ("in", "not_in") and not is_list:
+            raise ValueError(f"`{self.op}` needs a list value")
+        if self.op not in ("in", "not_in") and is_list:
+            raise ValueError(f"`{self.op}` needs a single value, not a list")
+        if self.op == "exists" and not isinstance(self.value, bool | None):
+            raise ValueError("`exists` takes value true (default) or false")
+        if self.op in ("contains", "matches") and not isinstance(self.value, str):
+            raise ValueError(f"`{self.op}` needs a text value")
+        return self
+
+
+class AiCondition(_Cfg):
+    """A yes/no question the extractor answers from the transcript (seed 001's trigger)."""
+
+    ai: str = Field(min_length=3)
+    min_confidence: float | None = Field(None, ge=0, le=1)
+
+    @property
+    def trigger_id(self) -> str:
+        return trigger_id(self.ai)
+
+
+class AlwaysCondition(_Cfg):
+    always: Literal[True]
+
+
+class ConfidenceTest(_Cfg):
+    field: str
+    op: Literal["==", "!=", ">", ">=", "<", "<="]
+    value: float = Field(ge=0, le=1)
+
+
+class ConfidenceCondition(_Cfg):
+    """`{confidence: {field: x, op: ">=", value: 0.8}}`: the extractor's confidence in a field."""
+
+    confidence: ConfidenceTest
+
+
+class ReviewCondition(_Cfg):
+    """`{needs_review: x}`: passes when the extractor flagged field x for human review."""
+
+    needs_review: str
+
+
+class AllCondition(_Cfg):
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyCondition(_Cfg):
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotCondition(_Cfg):
+    not_: Condition = Field(alias="not")
+
+
+CONDITION_KINDS: dict[str, type[_Cfg]] = {
+    "end_reason": EndReasonCondition,
+    "field": FieldCondition,
+    "ai": AiCondition,
+    "always": AlwaysCondition,
+    "all": AllCondition,
+    "any": AnyCondition,
+    "not": NotCondition,
+    "confidence": ConfidenceCondition,
+    "needs_review": ReviewCondition,
+}
+_KIND_OF_TYPE = {cls: kind for kind, cls in CONDITION_KINDS.items()}
+
+
+def condition_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return next((k for k in CONDITION_KINDS if k in value), None)
+    return _KIND_OF_TYPE.get(type(value))
+
+
+Condition = Annotated[
+    Annotated[EndReasonCondition, Tag("end_reason")]
+    | Annotated[FieldCondition, Tag("field")]
+    | Annotated[AiCondition, Tag("ai")]
+    | Annotated[AlwaysCondition, Tag("always")]
+    | Annotated[AllCondition, Tag("all")]
+    | Annotated[AnyCondition, Tag("any")]
+    | Annotated[NotCondition, Tag("not")]
+    | Annotated[ConfidenceCondition, Tag("confidence")]
+    | Annotated[ReviewCondition, Tag("needs_review")],
+    Discriminator(
+        condition_kind,
+        custom_error_type="unknown_condition",
+        custom_error_message=f"a condition is a mapping with one of: {', '.join(CONDITION_KINDS)}",
+    ),
+]
+
+
+# ── Actions ───────────────────────────────────────────────────────────────────────────────────────
+
+
+class _Action(_Cfg):
+    id: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name for overrides/traces.")
+    enabled: bool = True
+    when: Condition | None = Field(None, description="Optional per-action condition (Call2Me style).")
+    destination: str | None = Field(None, description="A destination named in the dispatcher's config.")
+
+
+class WebhookAction(_Action):
+    type: Literal["webhook"]
+    destination: str
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    body: Any = Field(None, description="JSON body; every string in it is a template. None: default body.")
+
+
+class EmailAction(_Action):
+    type: Literal["email"]
+    to: list[TemplateStr] = Field(default_factory=list, description="Fixed recipients (may be templates).")
+    recipients: str | None = Field(None, description="Dynamic recipients: a recipient route id.")
+    subject: TemplateStr
+    body: TemplateStr
+    html: TemplateStr | None = Field(None, description="Optional HTML body; values are HTML-escaped.")
+
+    @model_validator(mode="after")
+    def _has_recipients(self) -> EmailAction:
+        if not self.to and self.recipients is None:
+            raise ValueError("an email needs recipients: set `to` (fixed) or `recipients` (a route id)")
+        return self
+
+
+class SlackAction(_Action):
+    type: Literal["slack"]
+    destination: str
+    text: TemplateStr
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WORKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+
+
+class BusinessHours(_Cfg):
+    timezone: str = "UTC"
+    days: list[Weekday] = Field(default_factory=lambda: list(WORKDAYS), min_length=1)
+    start: ClockTime = "09:00"
+    end: ClockTime = "17:00"
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> BusinessHours:
+        if self.start >= self.end:
+            raise ValueError("business hours `start` must be before `end`")
+        return self
+
+
+class ScheduleCallAction(_Action):
+    type: Literal["schedule_call"]
+    use_field: str | None = Field(None, description="Extracted date/datetime field giving the call time.")
+    fallback_delay_minutes: int = Field(1440, ge=0, le=525_600)
+    from_number: str | None = None
+    to_field: str | None = Field(None, description="Extracted phone field; default: the customer's number.")
+    business_hours: BusinessHours | None = None
+
+
+def _priority(value: Any) -> Any:
+    return value.capitalize() if isinstance(value, str) else value
+
+
+class TaskAction(_Action):
+    type: Literal["task"]
+    title: TemplateStr
+    description: TemplateStr = ""
+    priority: Annotated[Literal["Low", "Medium", "High", "Urgent"], BeforeValidator(_priority)] = "Medium"
+
+
+class TeamAlertAction(_Action):
+    type: Literal["team_alert"]
+    message: TemplateStr
+    teammates: list[str] = Field(default_factory=list, description="Empty: everyone.")
+
+
+Action = Annotated[
+    WebhookAction | EmailAction | SlackAction | ScheduleCallAction | TaskAction | TeamAlertAction,
+    Field(discriminator="type"),
+]
+
+
+# ── Flows and agents ──────────────────────────────────────────────────────────────────────────────
+
+
+class Flow(_Cfg):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    description: str = ""
+    enabled: bool = True
+    use_template: str | None = Field(None, description="The library template this flow was built from.")
+    when: Condition | None = Field(None, description="None: the flow runs for every conversation.")
+    actions: list[Action] = Field(min_length=1)
+
+
+class ExtractionConfig(_Cfg):
+    provider: Literal["heuristic", "openai"] | None = None
+    model: str | None = None
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    summary: bool = True
+    fields: list[FieldSpec] = Field(default_factory=list)
+
+
+class AgentFile(_Cfg):
+    """What one YAML file holds."""
+
+    agent: str = Field(min_length=1, max_length=256)
+    version: str | None = None
+    description: str = ""
+    timezone: str = "UTC"
+    fallback_text: str | None = Field(None, description="None: the router's default fallback text.")
+    extraction: ExtractionConfig = ExtractionConfig()
+    recipient_routes: list[RecipientRoute] = Field(default_factory=list)
+    flows: list[Flow] = Field(default_factory=list)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class AgentConfig(AgentFile):
+    """A loaded file: its content plus where it came from and its revision (content hash)."""
+
+    revision: str
+    source: str
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.extraction.fields if f.name == name), None)
+
+
+for _model in (
+    AllCondition,
+    AnyCondition,
+    NotCondition,
+    _Action,
+    WebhookAction,
+    EmailAction,
+    SlackAction,
+    ScheduleCallAction,
+    TaskAction,
+    TeamAlertAction,
+    Flow,
+    AgentFile,
+    AgentConfig,
+):
+    _model.model_rebuild()

@@ -1,0 +1,328 @@
+"""Checks of meaning on a parsed agent file: the problems pydantic cannot see.
+
+Each problem is `(location, message)`; the loader turns the location into `file:line: path`. Checked:
+duplicate ids, operators valid for the field's type and values of the right type, fields that exist,
+template variables that are defined (a `dyn_*` name is always defined: it makes the extractor extract
+it), recipient routes that exist, time zones, and `matches` patterns that are safe to run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from schemas.agent_config import (
+    CONVERSATION_FIELDS,
+    EXTRA_VARIABLES,
+    SYSTEM_VARIABLES,
+    Action,
+    AgentFile,
+    AllCondition,
+    AnyCondition,
+    Condition,
+    ConfidenceCondition,
+    EmailAction,
+    FieldCondition,
+    FieldSpec,
+    Flow,
+    NotCondition,
+    ReviewCondition,
+    ScheduleCallAction,
+    SlackAction,
+    TaskAction,
+    TeamAlertAction,
+    TemplateSyntaxError,
+    WebhookAction,
+    template_names,
+)
+
+Loc = tuple[int | str, ...]
+Issue = tuple[Loc, str]
+
+_TEXT = frozenset({"==", "!=", "in", "not_in", "exists", "contains", "matches"})
+_ORDERED = frozenset({"==", "!=", "in", "not_in", ">", ">=", "<", "<=", "exists"})
+OPS_BY_TYPE: dict[str, frozenset[str]] = {
+    "string": _TEXT,
+    "phone": _TEXT,
+    "email": _TEXT,
+    "enum": frozenset({"==", "!=", "in", "not_in", "exists"}),
+    "number": _ORDERED,
+    "integer": _ORDERED,
+    "boolean": frozenset({"==", "!=", "exists"}),
+    "date": _ORDERED - {"in", "not_in"},
+    "datetime": _ORDERED - {"in", "not_in"},
+    "any": _TEXT | _ORDERED,
+}
+MAX_PATTERN_LENGTH = 512
+
+
+def semantic_problems(cfg: AgentFile) -> Iterator[Issue]:
+    fields = {f.name: f for f in cfg.extraction.fields}
+    yield from _duplicates([f.name for f in cfg.extraction.fields], ("extraction", "fields"), "name", "field")
+    for i, spec in enumerate(cfg.extraction.fields):
+        if spec.type == "enum" and not spec.values:
+            yield ("extraction", "fields", i, "values"), f"enum field {spec.name!r} needs `values`"
+    yield from _timezone(cfg.timezone, ("timezone",))
+    yield from _duplicates([r.id for r in cfg.recipient_routes], ("recipient_routes",), "id", "recipient route")
+    yield from _duplicates([f.id for f in cfg.flows], ("flows",), "id", "flow id")
+    routes = {r.id for r in cfg.recipient_routes}
+    for i, flow in enumerate(cfg.flows):
+        if flow.when is not None:
+            yield from condition_problems(flow.when, ("flows", i, "when"), fields)
+        for j, action in enumerate(flow.actions):
+            yield from _action_problems(action, ("flows", i, "actions", j), fields, routes)
+
+
+def _duplicates(names: list[str], loc: Loc, key: str, what: str) -> Iterator[Issue]:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            yield (*loc, i, key), f"duplicate {what} {name!r}"
+        seen.add(name)
+
+
+def _timezone(name: str, loc: Loc) -> Iterator[Issue]:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        yield loc, f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)"
+
+
+# ── Conditions ────────────────────────────────────────────────────────────────────────────────────
+
+
+def walk_conditions(cond: Condition | None) -> Iterator[Condition]:
+    if cond is None:
+        return
+    yield cond
+    if isinstance(cond, AllCondition | AnyCondition):
+        for child in cond.all if isinstance(cond, AllCondition) else cond.any:
+            yield from walk_conditions(child)
+    elif isinstance(cond, NotCondition):
+        yield from walk_conditions(cond.not_)
+
+
+def condition_problems(cond: Condition, loc: Loc, fields: dict[str, FieldSpec]) -> Iterator[Issue]:
+    if isinstance(cond, FieldCondition):
+        yield from _field_condition(cond, loc, fields)
+    elif isinstance(cond, AllCondition):
+        for k, child in enumerate(cond.all):
+            yield from condition_problems(child, (*loc, "all", k), fields)
+    elif isinstance(cond, AnyCondition):
+        for k, child in enumerate(cond.any):
+            yield from condition_problems(child, (*loc, "any", k), fields)
+    elif isinstance(cond, NotCondition):
+        yield from condition_problems(cond.not_, (*loc, "not"), fields)
+    elif isinstance(cond, ConfidenceCondition) and cond.confidence.field not in fields:
+        yield (*loc, "confidence", "field"), _unknown_field(cond.confidence.field, fields)
+    elif isinstance(cond, ReviewCondition) and cond.needs_review not in fields:
+        yield (*loc, "needs_review"), _unknown_field(cond.needs_review, fields)
+
+
+def field_type(name: str, fields: dict[str, FieldSpec]) -> tuple[str, tuple[str, ...] | None] | None:
+    """(type, enum values) of what a `field:` condition names; None when nothing has that name."""
+    if name in fields:
+        spec = fields[name]
+        return spec.type, tuple(spec.values) if spec.values else None
+    if name in CONVERSATION_FIELDS:
+        return CONVERSATION_FIELDS[name]
+    if name.startswith(("dyn_", "dynamic_variables.")):
+        return "any", None
+    return None
+
+
+def _unknown_field(name: str, fields: dict[str, FieldSpec]) -> str:
+    known = [*fields, *CONVERSATION_FIELDS]
+    return f"unknown field {name!r}{_suggest(name, known)} (declare it under extraction.fields)"
+
+
+def _field_condition(cond: FieldCondition, loc: Loc, fields: dict[str, FieldSpec]) -> Iterator[Issue]:
+    typed = field_type(cond.field, fields)
+    if typed is None:
+        yield (*loc, "field"), _unknown_field(cond.field, fields)
+        return
+    ftype, values = typed
+    if cond.op not in OPS_BY_TYPE[ftype]:
+        yield (*loc, "op"), f"{cond.op!r} is not valid for {ftype} field {cond.field!r}"
+        return
+    if cond.op == "matches":
+        problem = regex_problem(str(cond.value))
+        if problem:
+            yield (*loc, "value"), problem
+        return
+    if cond.op in (">", ">=", "<", "<=") and cond.value is None:
+        yield (*loc, "value"), f"{cond.op!r} needs a value (null is never greater or smaller)"
+        return
+    if cond.op == "exists":
+        return
+    items = cond.value if isinstance(cond.value, list) else [cond.value]
+    for k, item in enumerate(items):
+        problem = value_problem(ftype, values, item)
+        if problem:
+            yield ((*loc, "value", k) if isinstance(cond.value, list) else (*loc, "value")), problem
+
+
+def value_problem(ftype: str, values: tuple[str, ...] | None, value: Any) -> str | None:
+    if value is None or ftype == "any":
+        return None
+    ok = {
+        "boolean": isinstance(value, bool),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "enum": isinstance(value, str) and (values is None or value in values),
+        "date": isinstance(value, str) and _is_iso(value, date),
+        "datetime": isinstance(value, str) and _is_iso(value, datetime),
+    }.get(ftype, isinstance(value, str))
+    if ok:
+        return None
+    if ftype == "enum" and values:
+        return f"{value!r} is not one of the enum values {list(values)}"
+    return f"{value!r} is not a valid {ftype} value"
+
+
+def _is_iso(value: str, kind: type[date]) -> bool:
+    try:
+        kind.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Refuse patterns that can backtrack for a very long time; inputs are also capped at match time."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"pattern longer than {MAX_PATTERN_LENGTH} characters"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"invalid regular expression: {exc}"
+    parser: Any = importlib.import_module("re._parser")  # the stdlib's own parse tree, no new dependency
+    return _scan_regex(list(parser.parse(pattern)), inside_repeat=False)
+
+
+def _scan_regex(items: list[Any], inside_repeat: bool) -> str | None:
+    for op, av in items:
+        name = str(op)
+        found: str | None = None
+        if name.startswith("GROUPREF"):
+            return "backreferences are not allowed in `matches` (they can take exponential time)"
+        if name.endswith("_REPEAT"):
+            low, high, sub = av
+            if inside_repeat and low != high:
+                return "nested quantifiers such as (a+)+ can take exponential time; rewrite the pattern"
+            found = _scan_regex(list(sub), inside_repeat or high > 1)
+        elif name == "SUBPATTERN":
+            found = _scan_regex(list(av[-1]), inside_repeat)
+        elif name == "BRANCH":
+            found = next((p for b in av[1] if (p := _scan_regex(list(b), inside_repeat))), None)
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            found = _scan_regex(list(av[1]), inside_repeat)
+        if found:
+            return found
+    return None
+
+
+# ── Actions and templates ─────────────────────────────────────────────────────────────────────────
+
+
+def action_templates(action: Action) -> Iterator[tuple[Loc, str]]:
+    """Every template string of an action, with its location inside the action."""
+    if isinstance(action, EmailAction):
+        yield from ((("to", k), t) for k, t in enumerate(action.to))
+        yield ("subject",), action.subject
+        yield ("body",), action.body
+        if action.html is not None:
+            yield ("html",), action.html
+    elif isinstance(action, SlackAction):
+        yield ("text",), action.text
+    elif isinstance(action, TaskAction):
+        yield ("title",), action.title
+        yield ("description",), action.description
+    elif isinstance(action, TeamAlertAction):
+        yield ("message",), action.message
+    elif isinstance(action, WebhookAction):
+        yield from _json_strings(action.body, ("body",))
+
+
+def _json_strings(node: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    if isinstance(node, str):
+        yield loc, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _json_strings(value, (*loc, str(key)))
+    elif isinstance(node, list):
+        for k, value in enumerate(node):
+            yield from _json_strings(value, (*loc, k))
+
+
+def template_strings(flows: Iterable[Flow]) -> Iterator[str]:
+    for flow in flows:
+        for action in flow.actions:
+            if action.enabled:
+                yield from (text for _, text in action_templates(action))
+
+
+def enabled_conditions(flow: Flow) -> Iterator[Condition]:
+    """Every condition node of a flow and of its enabled actions."""
+    yield from walk_conditions(flow.when)
+    for action in flow.actions:
+        if action.enabled:
+            yield from walk_conditions(action.when)
+
+
+def variable_problem(name: str, fields: dict[str, FieldSpec]) -> str | None:
+    if name in SYSTEM_VARIABLES or name in EXTRA_VARIABLES or name in fields:
+        return None
+    if name.startswith(("dyn_", "dynamic_variables.")):
+        return None
+    if name.startswith("fields.") and name.removeprefix("fields.") in fields:
+        return None
+    known = [*SYSTEM_VARIABLES, *EXTRA_VARIABLES, *fields]
+    return f"template names undefined variable {name!r}{_suggest(name, known)}"
+
+
+def _action_problems(action: Action, loc: Loc, fields: dict[str, FieldSpec], routes: set[str]) -> Iterator[Issue]:
+    if action.when is not None:
+        yield from condition_problems(action.when, (*loc, "when"), fields)
+    for sub, text in action_templates(action):
+        try:
+            names = template_names(text)
+        except TemplateSyntaxError as exc:
+            yield (*loc, *sub), str(exc)
+            continue
+        for name in names:
+            problem = variable_problem(name, fields)
+            if problem:
+                yield (*loc, *sub), problem
+    if isinstance(action, EmailAction) and action.recipients is not None and action.recipients not in routes:
+        yield (
+            (*loc, "recipients"),
+            f"unknown recipient route {action.recipients!r}{_suggest(action.recipients, routes)}",
+        )
+    if isinstance(action, ScheduleCallAction):
+        yield from _schedule_problems(action, loc, fields)
+
+
+def _schedule_problems(action: ScheduleCallAction, loc: Loc, fields: dict[str, FieldSpec]) -> Iterator[Issue]:
+    for key, name, types in (
+        ("use_field", action.use_field, ("date", "datetime", "string")),
+        ("to_field", action.to_field, ("phone", "string")),
+    ):
+        if name is None:
+            continue
+        if name not in fields:
+            yield (*loc, key), _unknown_field(name, fields)
+        elif fields[name].type not in types:
+            yield (*loc, key), f"{key} needs a {' or '.join(types)} field; {name!r} is {fields[name].type}"
+    if action.business_hours is not None:
+        yield from _timezone(action.business_hours.timezone, (*loc, "business_hours", "timezone"))
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

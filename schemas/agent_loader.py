@@ -1,0 +1,353 @@
+"""Loading a folder of agent configuration files: YAML with line numbers, library templates, checks.
+
+`load_catalog(dir)` reads every *.yaml / *.yml below `dir` (hidden paths skipped, so a Kubernetes
+ConfigMap's `..data` copies are not read twice) and never raises for a bad file: each problem is a
+`Problem(file, line, path, message)`, and with `previous=` a file that became bad keeps its last good
+configuration. A configuration's revision is the content hash of its file, so every output can say
+which revision it used. The checks that need meaning (operators per field type, template variables,
+recipient routes, regex safety) are in `schemas.agent_checks`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from schemas.agent_checks import Loc, enabled_conditions, semantic_problems, template_strings
+from schemas.agent_config import (
+    AgentConfig,
+    AgentFile,
+    AiCondition,
+    EmailAction,
+    ExtractionSpec,
+    FieldCondition,
+    TriggerSpec,
+    VarRef,
+    condition_kind,
+    parse_template,
+)
+
+Library = Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """Raised by `Catalog.raise_for_problems()` when any file has a problem."""
+
+    def __init__(self, problems: tuple[Problem, ...]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    path: str
+    digest: str
+    agent: str | None  # read from the file when possible, even when it has problems
+    config: AgentConfig | None  # with `stale`, the last good configuration of this path
+    problems: tuple[Problem, ...] = ()
+    stale: bool = False
+    tree: Any = field(default=None, repr=False, compare=False)  # ruamel round-trip tree: lines
+
+    def locate(self, loc: Loc) -> tuple[int, str]:
+        return locate(self.tree, loc)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    directory: str
+    files: Mapping[str, LoadedFile]
+    configs: Mapping[tuple[str, str | None], AgentConfig]
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return tuple(p for f in self.files.values() for p in f.problems)
+
+    def lookup(self, agent_id: str, version: str | None = None) -> AgentConfig | None:
+        """The version's own file when there is one, else the agent's default file."""
+        if version is not None and (agent_id, version) in self.configs:
+            return self.configs[(agent_id, version)]
+        return self.configs.get((agent_id, None))
+
+    def is_broken(self, agent_id: str) -> bool:
+        """A file names this agent but has problems and no last good configuration."""
+        return any(f.agent == agent_id and f.config is None for f in self.files.values())
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+
+
+def load_catalog(directory: str | Path, *, previous: Catalog | None = None, library: Library | None = None) -> Catalog:
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError((Problem(str(root), 0, "", "not a directory"),))
+    lib = library if library is not None else _default_library()
+    old = previous.files if previous is not None else {}
+    files: dict[str, LoadedFile] = {}
+    for path in _config_files(root):
+        name = str(path)
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        loaded = old[name] if name in old and old[name].digest == digest else load_file(name, data, lib)
+        if loaded.config is None and name in old and old[name].config is not None:
+            loaded = LoadedFile(name, digest, loaded.agent, old[name].config, loaded.problems, True, loaded.tree)
+        files[name] = loaded
+    return Catalog(str(root), files, _index(files))
+
+
+def _config_files(root: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix in (".yaml", ".yml")
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def _index(files: dict[str, LoadedFile]) -> dict[tuple[str, str | None], AgentConfig]:
+    configs: dict[tuple[str, str | None], AgentConfig] = {}
+    for name, loaded in list(files.items()):
+        cfg = loaded.config
+        if cfg is None:
+            continue
+        key = (cfg.agent, cfg.version)
+        if key in configs:
+            line, _ = loaded.locate(("agent",))
+            what = f"agent {cfg.agent!r}" + (f" version {cfg.version!r}" if cfg.version else "")
+            dup = Problem(name, line, "agent", f"{what} is already configured in {configs[key].source}")
+            files[name] = LoadedFile(name, loaded.digest, loaded.agent, None, (*loaded.problems, dup), tree=loaded.tree)
+            continue
+        configs[key] = cfg
+    return configs
+
+
+def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
+    """Parse, expand library templates, validate and check one file."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    try:
+        tree = YAML(typ="rt").load(data)
+    except MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        return LoadedFile(name, digest, None, None, (Problem(name, line, "", f"YAML: {exc.problem}"),))
+    if not isinstance(tree, dict):
+        return LoadedFile(name, digest, None, None, (Problem(name, 1, "", "expected a mapping with `agent:`"),))
+    raw = plain(tree)
+    agent = raw.get("agent") if isinstance(raw.get("agent"), str) else None
+    issues, from_template = _expand_templates(raw, library)
+    file_cfg: AgentFile | None = None
+    try:
+        file_cfg = AgentFile.model_validate(raw)
+    except ValidationError as exc:
+        issues += [(_model_loc(raw, e["loc"]), _message(e)) for e in exc.errors()]
+    if file_cfg is not None:
+        issues += list(semantic_problems(file_cfg))
+    problems = _problems(name, tree, [_hint(loc, msg, from_template) for loc, msg in issues])
+    if problems or file_cfg is None:
+        return LoadedFile(name, digest, agent, None, problems, tree=tree)
+    config = AgentConfig(**dict(file_cfg), revision=digest, source=name)
+    return LoadedFile(name, digest, agent, config, (), tree=tree)
+
+
+def _hint(loc: Loc, message: str, from_template: dict[int, str]) -> tuple[Loc, str]:
+    if len(loc) > 2 and loc[0] == "flows" and loc[1] in from_template and loc[2] != "use_template":
+        return loc, f"{message} (flow from template {from_template[int(loc[1])]!r})"
+    return loc, message
+
+
+def _problems(name: str, tree: Any, issues: list[tuple[Loc, str]]) -> tuple[Problem, ...]:
+    out: dict[tuple[int, str], Problem] = {}
+    for loc, message in issues:
+        line, path = locate(tree, loc)
+        out.setdefault((line, path), Problem(name, line, path, message))  # one per place: unions repeat
+    return tuple(sorted(out.values(), key=lambda p: p.line))
+
+
+# ── YAML to plain data, and pydantic locations back to lines ──────────────────────────────────────
+
+
+def plain(node: Any) -> Any:
+    """ruamel round-trip nodes to plain Python (bool, int, float, str; dates as ISO text)."""
+    if isinstance(node, dict):
+        return {str(k): plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, date):
+        return node.isoformat()
+    for kind in (int, float, str):
+        if isinstance(node, kind):
+            return kind(node)
+    return node
+
+
+def _model_loc(raw: Any, loc: tuple[int | str, ...]) -> Loc:
+    """Drop pydantic's union tags from an error location, keeping the keys that exist in the data."""
+    out: list[int | str] = []
+    node = raw
+    tag_done = False  # a node carries at most one tag, right before its own keys
+    for i, key in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and not tag_done and _is_tag(node, key):
+            tag_done = True
+            continue
+        tag_done = False
+        if _has(node, key):
+            node = node[key]
+        elif not last:
+            continue  # a union member's name
+        else:
+            node = None
+        out.append(key)
+    return tuple(out)
+
+
+def _has(node: Any, key: int | str) -> bool:
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+
+
+def _is_tag(node: dict[str, Any], key: int | str) -> bool:
+    """pydantic puts the chosen union member's tag in error locations: an action type, a condition kind."""
+    return (key == node.get("type") and key not in node) or key == condition_kind(node)
+
+
+def locate(tree: Any, loc: Loc) -> tuple[int, str]:
+    """1-based line of the deepest node of `loc` present in the file, and `loc` as `a.b[1].c`."""
+    line = 1
+    node = tree
+    for key in loc:
+        lc = getattr(node, "lc", None)
+        if isinstance(node, dict) and key in node and lc is not None:
+            line = lc.key(key)[0] + 1
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node) and lc is not None:
+            line = lc.item(key)[0] + 1
+            node = node[key]
+        else:
+            break
+    return line, format_loc(loc)
+
+
+def format_loc(loc: Loc) -> str:
+    text = ""
+    for key in loc:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
+
+
+def _message(error: Any) -> str:
+    kind, loc, msg = error["type"], error["loc"], str(error["msg"])
+    if kind == "extra_forbidden":
+        return f"unknown field {loc[-1]!r}"
+    if kind == "missing":
+        return f"missing required field {loc[-1]!r}"
+    if kind == "union_tag_invalid":
+        ctx = error.get("ctx", {})
+        return f"unknown action type {ctx.get('tag')!r} (known: {ctx.get('expected_tags')})"
+    return msg.removeprefix("Value error, ")
+
+
+# ── Library templates ─────────────────────────────────────────────────────────────────────────────
+
+
+def _default_library() -> Library:
+    from services.router.library import library  # the template data ships with the router
+
+    return library()
+
+
+def _expand_templates(raw: dict[str, Any], library: Library) -> tuple[list[tuple[Loc, str]], dict[int, str]]:
+    """`use_template: name` flows become the template's flow with the file's keys over it."""
+    issues: list[tuple[Loc, str]] = []
+    expanded: dict[int, str] = {}
+    flows = raw.get("flows")
+    if not isinstance(flows, list):
+        return issues, expanded
+    for i, flow in enumerate(flows):
+        if isinstance(flow, dict) and isinstance(flow.get("use_template"), str):
+            flows[i], found = _expand_flow(flow, library)
+            issues += [(("flows", i, *loc), msg) for loc, msg in found]
+            expanded[i] = flow["use_template"]
+    return issues, expanded
+
+
+def _expand_flow(flow: dict[str, Any], library: Library) -> tuple[dict[str, Any], list[tuple[Loc, str]]]:
+    name = flow["use_template"]
+    if name not in library:
+        return flow, [(("use_template",), f"unknown template {name!r} (known: {', '.join(sorted(library))})")]
+    base = copy.deepcopy(dict(library[name]["flow"]))
+    out = {**base, **{k: v for k, v in flow.items() if k not in ("actions", "add_actions")}}
+    issues: list[tuple[Loc, str]] = []
+    patches = flow.get("actions")
+    if isinstance(patches, dict):
+        by_id = {a.get("id"): a for a in base["actions"]}
+        for action_id, patch in patches.items():
+            if action_id not in by_id:
+                known = ", ".join(str(k) for k in by_id)
+                issues.append((("actions", action_id), f"template {name!r} has no action {action_id!r} ({known})"))
+            elif not isinstance(patch, dict):
+                issues.append((("actions", action_id), "an action override is a mapping of fields"))
+            else:
+                by_id[action_id].update(patch)
+    elif patches is not None:
+        out["actions"] = patches
+    if isinstance(flow.get("add_actions"), list):
+        out["actions"] = [*out.get("actions", []), *flow["add_actions"]]
+    return out, issues
+
+
+# ── What the extractor must fill ──────────────────────────────────────────────────────────────────
+
+
+def extraction_spec(config: AgentConfig) -> ExtractionSpec:
+    """Fields, every dyn_* name templates or conditions use, every ai trigger and recipient route of
+    the enabled flows and actions: the one LLM call fills all of them."""
+    flows = [f for f in config.flows if f.enabled]
+    dynamic: set[str] = set()
+    for text in template_strings(flows):
+        dynamic.update(p.name for p in parse_template(text) if isinstance(p, VarRef) and p.name.startswith("dyn_"))
+    triggers: dict[str, TriggerSpec] = {}
+    for cond in (c for flow in flows for c in enabled_conditions(flow)):
+        if isinstance(cond, FieldCondition) and cond.field.startswith("dyn_"):
+            dynamic.add(cond.field)
+        elif isinstance(cond, AiCondition):
+            triggers.setdefault(cond.trigger_id, TriggerSpec(id=cond.trigger_id, question=cond.ai))
+    used_routes = {
+        a.recipients for f in flows for a in f.actions if isinstance(a, EmailAction) and a.enabled and a.recipients
+    }
+    return ExtractionSpec(
+        agent_id=config.agent,
+        config_revision=config.revision,
+        provider=config.extraction.provider,
+        model=config.extraction.model,
+        min_confidence=config.extraction.min_confidence,
+        fields=list(config.extraction.fields),
+        dynamic_variables=sorted(dynamic),
+        triggers=list(triggers.values()),
+        recipient_routes=[r for r in config.recipient_routes if r.id in used_routes],
+        summary=config.extraction.summary,
+    )

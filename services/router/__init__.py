@@ -1,0 +1,1 @@
+"""The router: post-call flows, conditions, templates and deterministic action commands."""
