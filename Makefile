@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install kafka run demo test test-fast lint bench chaos schemas clean
+.PHONY: help install tools kafka run demo test test-fast lint bench chaos schemas clean
 
 help:
 	@echo "make run    - Kafka + topics + the three services + demo sink; publishes examples; Ctrl-C stops all"
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+tools:
+	@scripts/ensure-tools.sh
+
 kafka: $(STAMP)
 	$(PY) -m services.devkit.kafka fetch
 
@@ -31,7 +34,7 @@ run: kafka
 demo: kafka
 	$(PY) -m services.devkit.demo once
 
-test: kafka
+test: kafka tools
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
