@@ -181,20 +181,19 @@ def _inputs_by_service() -> dict[str, list[str]]:
     }
 
 
+# The header group a message adds to the CloudEvents ones: main topics may carry replay headers.
+VARIANT_HEADERS = {"": "ReplayHeaders", "Retry": "RetryHeaders", "DeadLetter": "DeadLetterHeaders"}
+
+
 def _message(topic: str, variant: str = "") -> Json:
+    """A components message: a main topic's record, or its copy on a retry or dead-letter topic."""
     model, key_field = TOPIC_MODELS[topic]
     name = model.__name__
-    headers: list[Json] = [_ref("#/components/schemas/CloudEventsHeaders")]
-    headers.append(
-        _ref(
-            {
-                "": "#/components/schemas/ReplayHeaders",
-                "Retry": "#/components/schemas/RetryHeaders",
-                "DeadLetter": "#/components/schemas/DeadLetterHeaders",
-            }[variant]
-        )
-    )
-    headers.append({"type": "object", "properties": {h.CE_TYPE: {"const": h.CE_TYPES[topic]}}})
+    headers = [
+        _ref("#/components/schemas/CloudEventsHeaders"),
+        _ref(f"#/components/schemas/{VARIANT_HEADERS[variant]}"),
+        {"type": "object", "properties": {h.CE_TYPE: {"const": h.CE_TYPES[topic]}}},
+    ]
     pointer = CONVERSATION_ID_POINTER.get(name, "/conversation_id")
     summary = (model.__doc__ or name).strip().splitlines()[0]
     if variant == "DeadLetter":
@@ -207,7 +206,7 @@ def _message(topic: str, variant: str = "") -> Json:
         "headers": {"allOf": headers},
         "payload": _ref(f"./{JSON_DIR_NAME}/{name}{SCHEMA_SUFFIX}"),
         "correlationId": {
-            "description": "The conversation every record of it shares.",
+            "description": "The conversation_id, shared by every record of one conversation.",
             "location": f"$message.payload#{pointer}",
         },
         "bindings": {
