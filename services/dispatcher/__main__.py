@@ -1,0 +1,73 @@
+"""`python -m services.dispatcher`: settings -> destinations -> HTTP clients and SMTP pools, opened once
+-> ledger -> handler -> runtime, consuming every action topic until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from pydantic import TypeAdapter
+
+from schemas.events import ActionBase, ActionRequested
+from schemas.topics import ACTION_TOPICS
+from services.common import logging as plog
+from services.common.runtime import Lifecycle, Runtime, serve
+from services.dispatcher import destinations
+from services.dispatcher.delivery import HttpOptions, HttpSender, open_clients
+from services.dispatcher.executors import Executors
+from services.dispatcher.handler import Dispatcher
+from services.dispatcher.ledger import Ledger, kafka_reader
+from services.dispatcher.registry import Registry
+from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.smtp import SmtpPool
+
+VERSION = "0.1.0"
+
+
+@asynccontextmanager
+async def open_executors(settings: DispatcherSettings, registry: Registry) -> AsyncIterator[Executors]:
+    """Every executor, with the clients and connections they share; closed on exit."""
+    async with AsyncExitStack() as stack:
+        clients = await stack.enter_async_context(open_clients(registry, settings.user_agent))
+        options = HttpOptions(settings.retry_after_floor_seconds, settings.retry_after_cap_seconds, settings.user_agent)
+        http = HttpSender(registry, clients, options)
+        pools = {d.name: SmtpPool(d, registry.timeout(d)) for d in registry.smtp()}
+        for pool in pools.values():
+            stack.push_async_callback(pool.aclose)
+        yield Executors.build(registry, http, pools, settings.default_email_destination)
+
+
+def build_registry(settings: DispatcherSettings) -> Registry:
+    return Registry(
+        destinations.load(settings.destinations_file),
+        default_timeout=settings.default_timeout_seconds,
+        max_wait_seconds=settings.max_wait_seconds,
+    )
+
+
+async def main() -> None:
+    settings = DispatcherSettings()
+    plog.setup("dispatcher", settings.log_level)
+    registry = build_registry(settings)
+    async with open_executors(settings, registry) as executors:
+        ledger = Ledger(kafka_reader(settings.kafka))
+        dispatcher = Dispatcher(executors, ledger)
+        runtime: Runtime[ActionBase] = Runtime(
+            service="dispatcher",
+            kafka=settings.kafka,
+            runtime=settings.runtime,
+            topics=list(ACTION_TOPICS),
+            input_type=TypeAdapter(ActionRequested),
+            handler=dispatcher,
+            lifecycle=Lifecycle(
+                on_assigned=ledger.restore, on_revoked=ledger.drop, dead_letter_emits=dispatcher.dead_letter_emits
+            ),
+            version=VERSION,
+            group_id=settings.group_id,
+        )
+        await serve(runtime)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,210 @@
+"""Where side effects go: the destinations file, and the secrets it points at.
+
+    destinations:
+      - name: crm
+        kind: http                              # http | slack | smtp
+        url: https://crm.example.com/hooks/postcall
+        signing_secrets:                        # Standard Webhooks whsec_ secrets; first = current
+          - {secret_file: /var/run/secrets/crm/whsec}
+          - {secret_env: CRM_WEBHOOK_SECRET_PREVIOUS}
+        max_concurrency: 16
+        rate_limit_per_second: 20
+
+`${VAR}` and `${VAR:-default}` in the file's values are replaced from the environment. Secrets
+are never in the file itself: a SecretRef names an environment variable or a file (a mounted Secret),
+read once at start; a missing secret fails the start, not the first delivery. Action records only name
+a destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from ruamel.yaml import YAML
+
+from services.dispatcher.breaker import BreakerPolicy
+from services.dispatcher.signing import Signer
+
+log = logging.getLogger(__name__)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """Raised when the destinations file or a secret it names is missing or invalid."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Strict):
+    secret_env: str | None = Field(None, description="Environment variable holding the secret.")
+    secret_file: Path | None = Field(None, description="File holding the secret (a mounted Secret).")
+    demo_default: SecretStr | None = Field(
+        None, description="Used when secret_env is unset. For the local demo only; logged as a warning."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise ValueError("a secret needs exactly one of secret_env, secret_file")
+        return self
+
+    def reveal(self, environ: Mapping[str, str], owner: str) -> str:
+        if self.secret_file is not None:
+            try:
+                return self.secret_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{owner}: cannot read secret file {self.secret_file}: {exc}") from None
+        value = environ.get(self.secret_env or "")
+        if value:
+            return value.strip()
+        if self.demo_default is not None:
+            log.warning("destination %s uses the demo default secret; set %s", owner, self.secret_env)
+            return self.demo_default.get_secret_value()
+        raise ConfigError(f"{owner}: environment variable {self.secret_env} is not set")
+
+
+class CircuitBreakerConfig(Strict):
+    failure_threshold_percent: float = Field(70.0, gt=0, le=100, description="Failure rate that trips.")
+    minimum_requests: int = Field(10, ge=1, description="Requests in the window before the rate counts.")
+    consecutive_failures: int = Field(10, ge=1, description="Failures in a row that trip regardless.")
+    window_seconds: float = Field(300.0, gt=0, description="Observation window.")
+    open_seconds: float = Field(30.0, gt=0, description="How long the circuit stays open before a probe.")
+
+    def policy(self) -> BreakerPolicy:
+        return BreakerPolicy(**self.model_dump())
+
+
+class DestinationBase(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    timeout_seconds: float | None = Field(None, gt=0, description="Whole-request bound; default: settings.")
+    max_concurrency: int = Field(32, ge=1, le=10_000, description="Requests in flight to it at once.")
+    max_waiting: int | None = Field(None, ge=0, description="Requests waiting for a slot; default 4x.")
+    rate_limit_per_second: float | None = Field(None, gt=0, description="Token bucket rate; none: unlimited.")
+    rate_limit_burst: int | None = Field(None, ge=1, description="Token bucket size; default: the rate.")
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    allow_private: bool = Field(False, description="Allow private/loopback addresses (demo and test sinks).")
+
+
+class UrlDestination(DestinationBase):
+    url: str | None = Field(None, pattern=r"^https?://", description="The endpoint, when it is not secret.")
+    url_secret: SecretRef | None = Field(None, description="The endpoint, when the URL is the secret.")
+    _url: str = PrivateAttr("")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> UrlDestination:
+        if (self.url is None) == (self.url_secret is None):
+            raise ValueError("a destination needs exactly one of url, url_secret")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self._url
+
+
+class HttpDestination(UrlDestination):
+    kind: Literal["http"]
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra, non-secret headers.")
+    signing_secrets: list[SecretRef] = Field(default_factory=list, description="whsec_ secrets, newest first.")
+    _signer: Signer | None = PrivateAttr(None)
+
+    @property
+    def signer(self) -> Signer | None:
+        return self._signer
+
+
+class SlackDestination(UrlDestination):
+    kind: Literal["slack"]
+
+
+class SmtpDestination(DestinationBase):
+    kind: Literal["smtp"]
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretRef | None = None
+    starttls: bool = Field(True, description="Upgrade with STARTTLS (required when the server offers it).")
+    implicit_tls: bool = Field(False, description="TLS from the first byte (port 465).")
+    ca_file: Path | None = Field(None, description="CA bundle to verify the server with; default: system.")
+    from_address: str = Field(description="The From: of every email sent through it.")
+    _password: str | None = PrivateAttr(None)
+
+    @property
+    def password_value(self) -> str | None:
+        return self._password
+
+
+AnyDestination = HttpDestination | SlackDestination | SmtpDestination
+Destination = Annotated[AnyDestination, Field(discriminator="kind")]
+
+
+class DestinationsFile(Strict):
+    destinations: list[Destination] = Field(default_factory=list)
+
+
+def substitute_env(text: str, environ: Mapping[str, str]) -> str:
+    """Replace ${VAR} and ${VAR:-default}; an unset variable without a default is an error."""
+
+    def one(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"destinations file uses ${{{name}}}, which is not set")
+
+    return _VAR.sub(one, text)
+
+
+def _substitute_all(data: Any, environ: Mapping[str, str]) -> Any:
+    if isinstance(data, str):
+        return substitute_env(data, environ)
+    if isinstance(data, dict):
+        return {k: _substitute_all(v, environ) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_substitute_all(v, environ) for v in data]
+    return data
+
+
+def parse(text: str, environ: Mapping[str, str]) -> dict[str, AnyDestination]:
+    """Validate the file's text and resolve every secret; keyed by destination name."""
+    data = _substitute_all(YAML(typ="safe").load(text) or {}, environ)
+    parsed = DestinationsFile.model_validate(data)
+    out: dict[str, AnyDestination] = {}
+    for dest in parsed.destinations:
+        if dest.name in out:
+            raise ConfigError(f"destination {dest.name!r} is defined twice")
+        _resolve(dest, environ)
+        out[dest.name] = dest
+    return out
+
+
+def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
+    if isinstance(dest, UrlDestination):
+        url = dest.url_secret.reveal(environ, dest.name) if dest.url_secret else dest.url
+        if not url or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{dest.name}: the URL must start with http:// or https://")
+        dest._url = url
+    if isinstance(dest, HttpDestination) and dest.signing_secrets:
+        try:
+            dest._signer = Signer([s.reveal(environ, dest.name) for s in dest.signing_secrets])
+        except ValueError as exc:
+            raise ConfigError(f"{dest.name}: {exc}") from None
+    if isinstance(dest, SmtpDestination) and dest.password is not None:
+        dest._password = dest.password.reveal(environ, dest.name)
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, AnyDestination]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read destinations file {path}: {exc}") from None
+    return parse(text, os.environ if environ is None else environ)

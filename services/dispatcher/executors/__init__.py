@@ -1,0 +1,65 @@
+"""One executor per action type. Each takes its typed action and returns a Delivery, or raises an
+error from services.common.errors (via services.dispatcher.delivery) that decides the record's fate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from schemas.events import (
+    ActionBase,
+    EmailRequested,
+    ScheduleCallRequested,
+    SlackRequested,
+    TaskRequested,
+    TeamAlertRequested,
+    WebhookRequested,
+)
+from services.dispatcher.delivery import Delivery, HttpSender
+from services.dispatcher.executors.email import EmailExecutor
+from services.dispatcher.executors.schedule_call import ScheduleCallExecutor
+from services.dispatcher.executors.slack import SlackExecutor
+from services.dispatcher.executors.task import TaskExecutor
+from services.dispatcher.executors.team_alert import TeamAlertExecutor
+from services.dispatcher.executors.webhook import WebhookExecutor
+from services.dispatcher.registry import Registry
+from services.dispatcher.smtp import SmtpPool
+
+
+@dataclass(frozen=True)
+class Executors:
+    webhook: WebhookExecutor
+    email: EmailExecutor
+    slack: SlackExecutor
+    schedule_call: ScheduleCallExecutor
+    task: TaskExecutor
+    team_alert: TeamAlertExecutor
+
+    @classmethod
+    def build(
+        cls, registry: Registry, http: HttpSender, pools: Mapping[str, SmtpPool], default_email: str | None
+    ) -> Executors:
+        return cls(
+            webhook=WebhookExecutor(registry, http),
+            email=EmailExecutor(registry, pools, default_email),
+            slack=SlackExecutor(registry, http),
+            schedule_call=ScheduleCallExecutor(registry, http),
+            task=TaskExecutor(registry, http),
+            team_alert=TeamAlertExecutor(registry, http),
+        )
+
+    async def run(self, action: ActionBase) -> Delivery:
+        match action:
+            case WebhookRequested():
+                return await self.webhook(action)
+            case EmailRequested():
+                return await self.email(action)
+            case SlackRequested():
+                return await self.slack(action)
+            case ScheduleCallRequested():
+                return await self.schedule_call(action)
+            case TaskRequested():
+                return await self.task(action)
+            case TeamAlertRequested():
+                return await self.team_alert(action)
+        raise TypeError(f"no executor for {type(action).__name__}")

@@ -1,0 +1,76 @@
+"""email: a text (and optional HTML) message through an `smtp` destination.
+
+The Message-ID is derived from the action_id, so an MTA or mailbox that sees a repeat can tell; the
+action_id is also in X-Postcall-Action-Id for the receiving side's own dedupe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from schemas.events import EmailRequested
+from services.common.errors import PermanentError, RetryableError
+from services.dispatcher.delivery import Delivery, failure
+from services.dispatcher.destinations import SmtpDestination
+from services.dispatcher.metrics import DELIVERY_DURATION
+from services.dispatcher.registry import Registry
+from services.dispatcher.smtp import SmtpPool, classify_smtp
+
+
+def build_message(action: EmailRequested, sender: str) -> EmailMessage:
+    """The message; ValueError when a header would carry a line break (header injection)."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = ", ".join(action.to)
+    msg["Subject"] = action.subject
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = f"<{action.action_id}@postcall>"
+    msg["X-Postcall-Action-Id"] = action.action_id
+    msg["X-Postcall-Conversation-Id"] = action.conversation_id
+    msg.set_content(action.text)
+    if action.html:
+        msg.add_alternative(action.html, subtype="html")
+    return msg
+
+
+class EmailExecutor:
+    def __init__(self, registry: Registry, pools: Mapping[str, SmtpPool], default_destination: str | None) -> None:
+        self._registry = registry
+        self._pools = pools
+        self._default = default_destination
+
+    def destination(self, action: EmailRequested) -> SmtpDestination:
+        name = action.destination or self._default
+        if name is None:
+            smtp = self._registry.smtp()
+            if len(smtp) != 1:
+                raise PermanentError("email action names no destination and there is no single smtp destination")
+            return self._registry.get(smtp[0].name, SmtpDestination)
+        return self._registry.get(name, SmtpDestination)
+
+    async def __call__(self, action: EmailRequested) -> Delivery:
+        dest = self.destination(action)
+        try:
+            message = build_message(action, dest.from_address)
+        except ValueError as exc:
+            raise failure(PermanentError(f"invalid email: {exc}"), dest.name) from None
+        timeout = self._registry.timeout(dest)
+        async with self._registry.gate(dest.name).slot() as slot:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout):
+                    refused = await self._pools[dest.name].send(message)
+            except Exception as exc:  # aiosmtplib errors, OSError, our own timeout
+                error = classify_smtp(exc)
+                slot.record(not isinstance(error, RetryableError))
+                raise failure(error, dest.name) from None
+            finally:
+                elapsed = time.perf_counter() - started
+                DELIVERY_DURATION.labels(action.type, dest.name).observe(elapsed)
+            slot.record(True)
+        note = "refused: " + ", ".join(f"{r} ({why})" for r, why in refused.items()) if refused else None
+        return Delivery("delivered", dest.name, 250, round(elapsed * 1000, 3), note)

@@ -1,0 +1,23 @@
+"""webhook: the rendered JSON body to an `http` destination, signed (Standard Webhooks)."""
+
+from __future__ import annotations
+
+import orjson
+
+from schemas.events import WebhookRequested
+from services.dispatcher.delivery import Delivery, HttpSender
+from services.dispatcher.destinations import HttpDestination
+from services.dispatcher.registry import Registry
+
+
+class WebhookExecutor:
+    def __init__(self, registry: Registry, http: HttpSender) -> None:
+        self._registry = registry
+        self._http = http
+
+    async def __call__(self, action: WebhookRequested) -> Delivery:
+        dest = self._registry.get(action.destination, HttpDestination)
+        # the action's method wins only when the flow set one; otherwise the destination's default
+        method = action.method if "method" in action.model_fields_set else dest.method
+        body = orjson.dumps(action.body)
+        return await self._http.send(dest, action_type=action.type, msg_id=action.action_id, body=body, method=method)

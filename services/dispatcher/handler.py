@@ -1,0 +1,121 @@
+"""The dispatcher's handler: performs one action, once, and records how it ended.
+
+Consumes: postcall.actions.<type>.v1 for every action type (and the dispatcher's retry tiers).
+Produces: postcall.action-results.v1, one ActionCompleted per attempt outcome, key = action_id, on the
+same partition number as the action's original input partition (that topic is the ledger).
+
+    already in the ledger                 -> skipped_duplicate (the skip is recorded too)
+    executor returned                     -> delivered | published
+    RetryableError                        -> failed (this attempt), the runtime moves it to a retry tier
+    PermanentError / retries exhausted    -> the runtime dead-letters it; dead_letter_emits -> dead_lettered
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from schemas import headers as h
+from schemas.events import ActionBase, ActionCompleted
+from schemas.topics import ACTION_RESULTS
+from services.common.errors import PermanentError, RetryableError
+from services.common.runtime import Emit, RecordContext
+from services.dispatcher.delivery import AttemptDetails, Delivery
+from services.dispatcher.executors import Executors
+from services.dispatcher.ledger import Ledger
+from services.dispatcher.metrics import DELIVERIES, NO_DESTINATION
+
+Outcome = Literal["delivered", "published", "failed", "skipped_duplicate", "dead_lettered"]
+
+
+def ledger_partition(ctx: RecordContext) -> int:
+    """The partition number of the action's first delivery (a retry tier's record carries it)."""
+    original = ctx.headers.get(h.RETRY_ORIGINAL_PARTITION)
+    return int(original) if original and original.isdigit() else ctx.partition
+
+
+def result(
+    action: ActionBase,
+    ctx: RecordContext,
+    outcome: Outcome,
+    *,
+    destination: str | None = None,
+    status_code: int | None = None,
+    latency_ms: float | None = None,
+    error: str | None = None,
+) -> Emit:
+    completed = ActionCompleted(
+        action_id=action.action_id,
+        conversation_id=action.conversation_id,
+        type=action_type(action),
+        destination=destination or action.destination,
+        outcome=outcome,
+        attempts=ctx.attempt,
+        status_code=status_code,
+        latency_ms=latency_ms,
+        error=error,
+        completed_at=datetime.now(UTC),
+    )
+    DELIVERIES.labels(completed.type, completed.destination or NO_DESTINATION, outcome).inc()
+    return Emit(ACTION_RESULTS, completed, key=action.action_id, partition=ledger_partition(ctx))
+
+
+def failed_result(action: ActionBase, ctx: RecordContext, exc: BaseException, outcome: Outcome) -> Emit:
+    details = exc if isinstance(exc, AttemptDetails) else AttemptDetails()
+    return result(
+        action,
+        ctx,
+        outcome,
+        destination=details.destination,
+        status_code=details.status_code,
+        latency_ms=details.latency_ms,
+        error=f"{type(exc).__name__}: {exc}"[:1000],
+    )
+
+
+class Dispatcher:
+    def __init__(self, executors: Executors, ledger: Ledger) -> None:
+        self._executors = executors
+        self._ledger = ledger
+
+    async def __call__(self, action: ActionBase, ctx: RecordContext) -> list[Emit]:
+        partition = ledger_partition(ctx)
+        async with self._ledger.claim(action.action_id):
+            if await self._ledger.is_done(partition, action.action_id):
+                return [result(action, ctx, "skipped_duplicate")]
+            try:
+                delivery = await self._executors.run(action)
+            except RetryableError as exc:
+                # the attempt's own result, so every failed attempt shows in `postcall explain`
+                exc.emit = (*exc.emit, failed_result(action, ctx, exc, "failed"))
+                raise
+            except PermanentError as exc:
+                DELIVERIES.labels(action_type(action), _destination(exc, action), "failed").inc()
+                raise
+            self._ledger.record(partition, action.action_id)
+        return [self._completed(action, ctx, delivery)]
+
+    def dead_letter_emits(self, action: ActionBase, ctx: RecordContext, exc: BaseException) -> list[Emit]:
+        """Lifecycle.dead_letter_emits: the dead-lettered outcome, on the ledger partition."""
+        return [failed_result(action, ctx, exc, "dead_lettered")]
+
+    @staticmethod
+    def _completed(action: ActionBase, ctx: RecordContext, delivery: Delivery) -> Emit:
+        return result(
+            action,
+            ctx,
+            delivery.outcome,
+            destination=delivery.destination,
+            status_code=delivery.status_code,
+            latency_ms=delivery.latency_ms,
+            error=delivery.note,
+        )
+
+
+def action_type(action: ActionBase) -> str:
+    return str(getattr(action, "type", "unknown"))
+
+
+def _destination(exc: BaseException, action: ActionBase) -> str:
+    named = exc.destination if isinstance(exc, AttemptDetails) else None
+    return named or action.destination or NO_DESTINATION

@@ -1,0 +1,32 @@
+"""The dispatcher's own metrics (the runtime's common ones are in services.common.metrics).
+
+Labels stay few: action type (6), destination (as many as the destinations file), outcome (5).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES = Counter(
+    "postcall_deliveries_total",
+    "Action attempts by outcome: delivered, published, failed, skipped_duplicate, dead_lettered.",
+    ["type", "destination", "outcome"],
+)
+DELIVERY_DURATION = Histogram(
+    "postcall_delivery_duration_seconds",
+    "Time one delivery attempt took, from request to response (or error).",
+    ["type", "destination"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+DESTINATION_DISABLED = Gauge(
+    "postcall_destination_disabled",
+    "1 when the destination answered 410 Gone and is disabled until restart.",
+    ["destination"],
+)
+CIRCUIT_OPEN = Gauge(
+    "postcall_destination_circuit_open", "1 while the destination's circuit breaker is open.", ["destination"]
+)
+LEDGER_ENTRIES = Gauge(
+    "postcall_ledger_entries", "Completed action ids held in memory, per results partition.", ["partition"]
+)
+NO_DESTINATION = "-"  # label value for publish-only actions

@@ -1,0 +1,62 @@
+"""Dispatcher settings, read once in the wiring (environment: POSTCALL_DESTINATIONS_FILE,
+POSTCALL_KAFKA__BOOTSTRAP_SERVERS, POSTCALL_RUNTIME__MAX_IN_FLIGHT, ...).
+
+Destinations and their secrets are not settings: they are in the destinations file, whose secrets
+come from environment variables or mounted files (see services.dispatcher.destinations).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import KafkaSettings, RuntimeSettings
+
+
+class DispatcherRuntimeSettings(RuntimeSettings):
+    """The runtime with the dispatcher's defaults. A subclass, not a default instance, so that setting
+    one field from the environment (POSTCALL_RUNTIME__X) keeps the other defaults below."""
+
+    max_in_flight: int = Field(1024, ge=1, le=10_000, description="Records taken from Kafka and not finished.")
+    ordering: Literal["key", "unordered"] = Field(
+        "unordered",
+        description="unordered: a conversation's actions are independent side effects; in key order a slow "
+        "destination would hold back the same conversation's actions to fast ones.",
+    )
+    retry_delays_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],
+        description="Retry tiers: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h (Standard Webhooks / Svix schedule).",
+    )
+
+
+class DispatcherSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
+    runtime: DispatcherRuntimeSettings = Field(
+        default_factory=DispatcherRuntimeSettings, description="Consumer runtime."
+    )
+    destinations_file: Path = Field(description="YAML file naming every destination and where its secrets are.")
+    default_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="Whole-request bound for destinations that set none (Standard Webhooks: 15-30 s).",
+    )
+    retry_after_floor_seconds: float = Field(5.0, ge=0, description="Shortest Retry-After honoured.")
+    retry_after_cap_seconds: float = Field(3600.0, gt=0, description="Longest Retry-After honoured.")
+    max_wait_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="Longest a record waits for a destination slot or rate-limit token before it goes to a "
+        "retry tier instead; keeps a slow destination from holding the runtime's in-flight slots.",
+    )
+    default_email_destination: str | None = Field(
+        None, description="smtp destination of email actions that name none; None: the only smtp destination."
+    )
+    group_id: str = Field("postcall-dispatcher", description="Consumer group; one per dispatcher deployment.")
+    log_level: str = Field("INFO", description="Root log level.")
+    user_agent: str = Field("postcall-dispatcher/0.1", description="User-Agent of every HTTP request.")

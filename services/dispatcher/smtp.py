@@ -1,0 +1,86 @@
+"""SMTP connections, kept open and reused (one transaction at a time each), and the mapping of SMTP
+failures onto the error tree: 4xx replies and connection trouble are retryable, 5xx replies permanent."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from services.common.errors import PermanentError, PostcallError, RetryableError
+from services.dispatcher.destinations import SmtpDestination
+
+IDLE_SECONDS = 30.0  # servers drop idle sessions; reconnecting is cheaper than a failed attempt
+
+
+def classify_smtp(exc: Exception) -> PostcallError:
+    """A retryable or permanent error for an aiosmtplib (or socket) failure."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        refused = ", ".join(f"{r.recipient} ({r.code})" for r in exc.recipients)
+        if any(400 <= c < 500 for c in codes):
+            return RetryableError(f"SMTP recipients deferred: {refused}")
+        return PermanentError(f"SMTP recipients refused: {refused}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        message = f"SMTP {exc.code}: {exc.message}"
+        return RetryableError(message) if 400 <= exc.code < 500 else PermanentError(message)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return PermanentError(f"SMTP server does not support what the destination requires: {exc}")
+    return RetryableError(f"SMTP {type(exc).__name__}: {exc}")
+
+
+class SmtpPool:
+    """Connections to one SMTP destination; the destination's gate bounds how many exist."""
+
+    def __init__(self, dest: SmtpDestination, timeout: float) -> None:
+        self._dest = dest
+        self._timeout = timeout
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+
+    async def send(self, message: EmailMessage) -> dict[str, str]:
+        """Send one message; returns the recipients refused while others were accepted."""
+        client = await self._take()
+        try:
+            refused, _ = await client.send_message(message, timeout=self._timeout)
+        except BaseException:
+            client.close()  # the session's state is unknown after a failure; never reuse it
+            raise
+        self._idle.append((client, time.monotonic()))
+        return {rcpt: f"{resp.code} {resp.message}" for rcpt, resp in refused.items()}
+
+    async def _take(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and time.monotonic() - since < IDLE_SECONDS:
+                return client
+            await _quit(client)
+        return await self._connect()
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        dest = self._dest
+        context = ssl.create_default_context(cafile=str(dest.ca_file) if dest.ca_file else None)
+        client = aiosmtplib.SMTP(
+            hostname=dest.host,
+            port=dest.port,
+            username=dest.username,
+            password=dest.password_value,
+            use_tls=dest.implicit_tls,
+            start_tls=dest.starttls and not dest.implicit_tls,
+            tls_context=context,
+            timeout=self._timeout,
+        )
+        await client.connect()
+        return client
+
+    async def aclose(self) -> None:
+        while self._idle:
+            await _quit(self._idle.pop()[0])
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit(timeout=2)
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()

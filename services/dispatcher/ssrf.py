@@ -1,0 +1,189 @@
+"""SSRF guard: resolve, vet every address, and connect only to a vetted one.
+
+Vetting happens where the socket is opened (an httpcore network backend), not before the request: the
+address that passed the check is the address connected to, so a DNS answer that changes between check
+and connect (rebinding) has no window. Connection pooling stays keyed by host name, so the Host header,
+TLS SNI and certificate verification all use the name from the URL.
+
+Refused: private, loopback, link-local, CGNAT 100.64/10, cloud metadata, multicast, unspecified,
+documentation, benchmarking, reserved, and the IPv4-mapped / 6to4 / NAT64 forms of those; anything
+`ipaddress` does not call global. `allow_private` (demo and test sinks) lifts everything except the
+cloud metadata endpoints, which stay refused: no destination has a reason to post to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import typing
+from collections.abc import Awaitable, Callable, Iterable
+
+import httpcore
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+METADATA = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254", "fd00:ec2::23")
+)
+_NETS: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/8", "'this' network"),
+    ("100.64.0.0/10", "shared address space (CGNAT)"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
+    ("192.88.99.0/24", "6to4 relay anycast"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("240.0.0.0/4", "reserved"),
+    ("::/96", "IPv4-compatible (deprecated)"),
+    ("100::/64", "discard-only"),
+    ("2001::/23", "IETF protocol assignments"),
+    ("2001:db8::/32", "documentation"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing (SRv6)"),
+    ("fc00::/7", "unique local"),
+    ("fec0::/10", "site local (deprecated)"),
+)
+BLOCKED_NETWORKS = tuple((ipaddress.ip_network(n), why) for n, why in _NETS)
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+class AddressRefused(Exception):
+    """Raised when a destination host resolves only to addresses the guard refuses."""
+
+
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64, Teredo), if any."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
+def refusal(ip: IPAddress, allow_private: bool = False) -> str | None:
+    """None when the address may be connected to; otherwise why not."""
+    if ip in METADATA:
+        return "cloud metadata endpoint"
+    inner = embedded_ipv4(ip)
+    if inner is not None:
+        why = refusal(inner, allow_private)
+        if why is not None:
+            return f"{why} (embedded in {ip})"
+    if allow_private:
+        return None
+    return _category(ip)
+
+
+def _category(ip: IPAddress) -> str | None:
+    checks = (
+        (ip.is_unspecified, "unspecified"),
+        (ip.is_loopback, "loopback"),
+        (ip.is_link_local, "link-local"),
+        (ip.is_multicast, "multicast"),
+    )
+    for hit, why in checks:
+        if hit:
+            return why
+    for net, why in BLOCKED_NETWORKS:
+        if ip.version == net.version and ip in net:
+            return why
+    if ip.is_private:
+        return "private"
+    if not ip.is_global:
+        return "not globally routable"
+    return None
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def vetted_addresses(host: str, port: int, allow_private: bool, resolver: Resolver) -> list[str]:
+    """The resolved addresses that pass the guard, in resolver order; AddressRefused when none do."""
+    try:
+        answers = await resolver(host, port)
+    except OSError as exc:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+    allowed: list[str] = []
+    refused: list[str] = []
+    for answer in answers:
+        ip = ipaddress.ip_address(answer.split("%", 1)[0])
+        why = refusal(ip, allow_private)
+        if why is None:
+            allowed.append(answer)
+        else:
+            refused.append(f"{ip} ({why})")
+    if not allowed:
+        raise AddressRefused(f"refusing to connect to {host}: {', '.join(refused) or 'no address'}")
+    return allowed
+
+
+class VettingBackend(httpcore.AsyncNetworkBackend):
+    """Opens TCP connections only to addresses that passed `refusal`."""
+
+    def __init__(self, allow_private: bool, resolver: Resolver = system_resolver) -> None:
+        self._inner = httpcore.AnyIOBackend()
+        self._allow_private = allow_private
+        self._resolver = resolver
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        error: Exception | None = None
+        for address in await vetted_addresses(host, port, self._allow_private, self._resolver):
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: typing.Any = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise AddressRefused("unix sockets are not destinations")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with the vetting backend under its connection pool; no retries, no proxy."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        limits: httpx.Limits,
+        verify: ssl.SSLContext | bool = True,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        super().__init__(limits=limits, trust_env=False, retries=0)
+        ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        # httpx has no public seam for the network backend; the pool is rebuilt with the same options
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            retries=0,
+            network_backend=VettingBackend(allow_private, resolver),
+        )
