@@ -51,8 +51,16 @@ def fetch() -> Path:
         raise SystemExit("Maven (mvn) is needed to fetch the Kafka broker: apt-get install maven")
     tmp = libs.with_name("libs.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = ["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-           f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+    cmd = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
+    ]
     subprocess.run(cmd, check=True)
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
@@ -104,9 +112,7 @@ class KafkaCluster:
             self.workdir = Path(tempfile.mkdtemp(prefix="postcall-kafka-"))
             self._own_workdir = True
         ports = self.ports or [free_port() for _ in range(self.size)]
-        self.nodes = [
-            KafkaNode(i + 1, ports[i], free_port(), self.workdir / f"node-{i + 1}") for i in range(self.size)
-        ]
+        self.nodes = [KafkaNode(i + 1, ports[i], free_port(), self.workdir / f"node-{i + 1}") for i in range(self.size)]
         cluster_id = _cluster_id()
         for node in self.nodes:
             self._format(libs, node, cluster_id)
@@ -184,9 +190,16 @@ class KafkaCluster:
 
 def _java(libs: Path, node: KafkaNode, heap: str = "256m") -> list[str]:
     return [
-        "java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
-        "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
-        f"-Dkafka.logs.dir={node.data_dir / 'logs'}", "-cp", f"{libs}/*",
+        "java",
+        f"-Xmx{heap}",
+        f"-Xms{heap}",
+        "-XX:+UseG1GC",
+        "-XX:TieredStopAtLevel=1",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J}",
+        f"-Dkafka.logs.dir={node.data_dir / 'logs'}",
+        "-cp",
+        f"{libs}/*",
     ]
 
 

@@ -1,0 +1,107 @@
+"""Start the three services as processes against one Kafka cluster (demo, chaos runs, end-to-end tests).
+
+Each process is `python -m services.<name>` with POSTCALL_* settings in its environment and its JSON
+log in the run folder, exactly as a Deployment would run it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.devkit.kafka import ROOT, free_port
+
+SERVICES = ("extractor", "router", "dispatcher")
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    index: int
+    env: dict[str, str]
+    log: Path
+    metrics_port: int
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        handle = self.log.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+
+    def terminate(self, timeout: float = 40) -> None:
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.index}"
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    run_dir: Path
+    config_dir: Path = ROOT / "examples" / "agents"
+    destinations_file: Path = ROOT / "examples" / "dispatcher" / "destinations.yaml"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def env(self, name: str, metrics_port: int) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "POSTCALL_CONFIG_DIR": str(self.config_dir),
+            "POSTCALL_DESTINATIONS_FILE": str(self.destinations_file),
+            "POSTCALL_RUNTIME__METRICS_PORT": str(metrics_port),
+            "POSTCALL_RUNTIME__METRICS_HOST": "127.0.0.1",
+        }
+        env.update(self.extra_env)
+        env.update({k.split(":", 1)[1]: v for k, v in self.extra_env.items() if k.startswith(f"{name}:")})
+        return {k: v for k, v in env.items() if ":" not in k}
+
+    def start(self, instances: int = 1, services: tuple[str, ...] = SERVICES) -> Stack:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in services:
+            for index in range(instances):
+                port = free_port()
+                proc = ServiceProcess(name, index, self.env(name, port), self.run_dir / f"{name}-{index}.log", port)
+                proc.start()
+                self.processes.append(proc)
+        return self
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            if proc.alive() and proc.popen is not None:
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            proc.terminate()
+
+    def dead(self) -> list[ServiceProcess]:
+        return [p for p in self.processes if not p.alive()]
