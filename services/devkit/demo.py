@@ -1,0 +1,211 @@
+"""`make run` and `make demo`: a real Kafka broker, the topics, the three services and a demo sink;
+the example conversations are published and, per conversation, the actions that fired and arrived
+are shown.
+
+    python -m services.devkit.demo run    # stays up until Ctrl-C, then stops everything it started
+    python -m services.devkit.demo once   # exits 0 only if every expected action arrived
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from schemas.events import ActionCompleted, DecisionTrace
+from schemas.topics import ACTION_RESULTS, DECISIONS, registry
+from services.common.kafka import ensure_topics
+from services.common.settings import KafkaSettings
+from services.devkit.kafka import ROOT, KafkaCluster
+from services.devkit.publish import load_examples, publish
+from services.devkit.sink import DEMO_SECRETS, Sink
+from services.devkit.stack import Stack
+
+EXPECTED = ROOT / "examples" / "expected.json"
+ARRIVED_OUTCOMES = {"delivered", "published", "skipped_duplicate"}
+
+
+@dataclass
+class Conversation:
+    conversation_id: str
+    fired: list[str] = field(default_factory=list)
+    planned: dict[str, tuple[str, str]] = field(default_factory=dict)  # action_id -> (flow, type)
+    outcomes: dict[str, ActionCompleted] = field(default_factory=dict)
+
+    def arrived(self, sink: Sink, action_id: str) -> bool:
+        done = self.outcomes.get(action_id)
+        if done is None or done.outcome not in ARRIVED_OUTCOMES:
+            return False
+        return done.outcome == "published" or sink.counts[action_id] > 0
+
+    def line(self, sink: Sink) -> str:
+        parts = []
+        for action_id, (flow, kind) in self.planned.items():
+            done = self.outcomes.get(action_id)
+            state = "arrived" if self.arrived(sink, action_id) else (done.outcome if done else "pending")
+            parts.append(f"{flow}/{kind}={state}")
+        return f"{self.conversation_id:<34} " + (", ".join(parts) if parts else "no flow fired")
+
+
+class Watcher:
+    """Follows the decisions and results topics and matches them with what the sink received."""
+
+    def __init__(self, kafka: KafkaSettings, sink: Sink, ids: list[str]) -> None:
+        self.kafka, self.sink = kafka, sink
+        self.conversations = {i: Conversation(i) for i in ids}
+        self.decided: set[str] = set()
+
+    async def follow(self, stop: asyncio.Event, on_change: Any = None) -> None:
+        consumer = AIOKafkaConsumer(
+            DECISIONS,
+            ACTION_RESULTS,
+            **self.kafka.client_options(),
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    for record in records:
+                        self._take(record.topic, record.value)
+                if on_change is not None:
+                    on_change()
+        finally:
+            await consumer.stop()
+
+    def _take(self, topic: str, value: bytes) -> None:
+        if topic == DECISIONS:
+            trace = DecisionTrace.model_validate_json(value)
+            conv = self.conversations.setdefault(trace.conversation_id, Conversation(trace.conversation_id))
+            self.decided.add(trace.conversation_id)
+            conv.fired = [f.flow_id for f in trace.flows if f.fired]
+            for flow in trace.flows:
+                for action in flow.actions:
+                    conv.planned[action.action_id] = (flow.flow_id, action.type)
+        else:
+            done = ActionCompleted.model_validate_json(value)
+            conv = self.conversations.setdefault(done.conversation_id, Conversation(done.conversation_id))
+            if done.outcome != "skipped_duplicate" or done.action_id not in conv.outcomes:
+                conv.outcomes[done.action_id] = done
+
+    def missing(self, expected: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Per conversation, the expected `flow/type` actions that have not arrived (or were not planned)."""
+        out: dict[str, list[str]] = {}
+        for conversation_id, wanted in expected.items():
+            conv = self.conversations.get(conversation_id, Conversation(conversation_id))
+            arrived = {f"{f}/{k}" for a, (f, k) in conv.planned.items() if conv.arrived(self.sink, a)}
+            planned = sorted(f"{f}/{k}" for f, k in conv.planned.values())
+            lacking = [w for w in wanted if w not in arrived]
+            unexpected = [p for p in planned if p not in wanted]
+            if lacking or unexpected:
+                out[conversation_id] = lacking + [f"unexpected {u}" for u in unexpected]
+        return out
+
+
+def _port_or_free(preferred: int) -> int:
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", preferred)) != 0:
+            return preferred
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def demo(mode: str, kafka_port: int, timeout: float) -> int:
+    os.environ.setdefault("POSTCALL_TOPIC_PARTITIONS", "3")
+    cluster = await asyncio.to_thread(KafkaCluster(size=1, ports=[_port_or_free(kafka_port)]).start)
+    stack: Stack | None = None
+    try:
+        kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
+        created, _ = await ensure_topics(kafka, registry(), replication=1)
+        print(f"kafka   {kafka.bootstrap_servers}  ({len(created)} topics created)", flush=True)
+        async with Sink(DEMO_SECRETS, smtp_port=0, quiet=mode == "once") as sink:
+            run_dir = Path(tempfile.mkdtemp(prefix="postcall-demo-"))
+            env = {"SINK_PORT": str(sink.port), "SINK_SMTP_PORT": str(sink.smtp_port)}
+            stack = Stack(kafka.bootstrap_servers, run_dir, extra_env=env).start()
+            print(f"sink    {sink.url()}  smtp 127.0.0.1:{sink.smtp_port}   service logs: {run_dir}", flush=True)
+            examples = load_examples()
+            await publish(kafka, examples)
+            print(f"published {len(examples)} example conversations", flush=True)
+            watcher = Watcher(kafka, sink, [e.conversation_id for e in examples])
+            if mode == "once":
+                return await _once(watcher, stack, timeout)
+            return await _forever(watcher, stack)
+    finally:
+        if stack is not None:
+            stack.stop()
+        await asyncio.to_thread(cluster.stop)
+
+
+def _expected() -> dict[str, list[str]]:
+    data: dict[str, list[str]] = orjson.loads(EXPECTED.read_bytes())
+    return {k: sorted(v) for k, v in data.items() if not k.startswith("_")}
+
+
+async def _once(watcher: Watcher, stack: Stack, timeout: float) -> int:
+    expected, stop = _expected(), asyncio.Event()
+    follower = asyncio.create_task(watcher.follow(stop))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (watcher.missing(expected) or watcher.decided < set(expected)):
+        if stack.dead():
+            print(f"a service exited: {[p.label for p in stack.dead()]}; see {stack.run_dir}", flush=True)
+            break
+        await asyncio.sleep(0.5)
+    stop.set()
+    await follower
+    for conv in watcher.conversations.values():
+        print(conv.line(watcher.sink), flush=True)
+    missing = watcher.missing(expected)
+    for conversation_id, lacking in missing.items():
+        print(f"MISSING {conversation_id}: {', '.join(lacking)}", flush=True)
+    total = sum(len(v) for v in expected.values())
+    print(f"demo: {total - sum(len(v) for v in missing.values())}/{total} expected actions arrived", flush=True)
+    return 1 if missing else 0
+
+
+async def _forever(watcher: Watcher, stack: Stack) -> int:
+    stop, shown = asyncio.Event(), dict[str, str]()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def show() -> None:
+        for conv in watcher.conversations.values():
+            line = conv.line(watcher.sink)
+            if shown.get(conv.conversation_id) != line:
+                shown[conv.conversation_id] = line
+                print(f"actions {line}", flush=True)
+
+    print("running; Ctrl-C stops everything", flush=True)
+    await watcher.follow(stop, show)
+    print("stopping", flush=True)
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.devkit.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("mode", choices=("run", "once"))
+    parser.add_argument("--kafka-port", type=int, default=9092, help="used when free, else a free port")
+    parser.add_argument("--timeout", type=float, default=180.0, help="once: give up after this many seconds")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(asyncio.run(demo(args.mode, args.kafka_port, args.timeout)))
+
+
+if __name__ == "__main__":
+    main()
