@@ -70,6 +70,7 @@ class Stack:
     config_dir: Path = ROOT / "examples" / "agents"
     destinations_file: Path = ROOT / "examples" / "dispatcher" / "destinations.yaml"
     extra_env: dict[str, str] = field(default_factory=dict)
+    static_membership: bool = False  # group_instance_id = <service>-<index>: a restart rejoins at once
     processes: list[ServiceProcess] = field(default_factory=list)
 
     def env(self, name: str, metrics_port: int) -> dict[str, str]:
@@ -91,7 +92,10 @@ class Stack:
         for name in services:
             for index in range(instances):
                 port = free_port()
-                proc = ServiceProcess(name, index, self.env(name, port), self.run_dir / f"{name}-{index}.log", port)
+                env = self.env(name, port)
+                if self.static_membership:
+                    env["POSTCALL_RUNTIME__GROUP_INSTANCE_ID"] = f"{name}-{index}"
+                proc = ServiceProcess(name, index, env, self.run_dir / f"{name}-{index}.log", port)
                 proc.start()
                 self.processes.append(proc)
         return self

@@ -1,0 +1,205 @@
+"""The chaos run (issue: proof under load and faults).
+
+A three-broker KRaft cluster (RF 3, min.insync.replicas 2), two instances of each service, N
+conversations. While they run: a random service instance is kill -9'd every few seconds and
+restarted, one broker is stopped for 30 s once, and the webhook receivers fail 20 % of requests,
+stall 5 % past the dispatcher's timeout and answer 429 with Retry-After now and then. Exit 0 only
+if nothing is lost and nothing was dead-lettered.
+
+    python -m bench.chaos [--conversations 10000] [--deadline 840]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.chaos.conversations import expected_actions, generate
+from schemas.topics import SERVICES, dead_letter_topic, registry
+from services.common.kafka import ensure_topics
+from services.common.settings import KafkaSettings
+from services.devkit.kafka import KafkaCluster
+from services.devkit.publish import publish
+from services.devkit.sink import Reply, Sink
+from services.devkit.stack import Stack
+
+HERE = Path(__file__).resolve().parent
+
+
+class FaultyReceiver(Sink):
+    """Answers 500 (20 %), stalls past the timeout (5 %) or says 429 + Retry-After (3 %) — each webhook-id
+    meets at most `max_faults` injected faults, so every action can succeed within its retry schedule."""
+
+    def __init__(self, seed: int, max_faults: int = 3) -> None:
+        super().__init__(quiet=True)
+        self.rng, self.max_faults = random.Random(seed), max_faults
+        self.faults: Counter[str] = Counter()
+        self.delivered: Counter[str] = Counter()
+        self.requests = 0
+        self.injected: Counter[str] = Counter()
+
+    def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        if method == "GET":
+            return super()._route(method, path, headers, body)
+        self.requests += 1
+        wid = headers.get("webhook-id", "")
+        roll = self.rng.random()
+        if self.faults[wid] < self.max_faults and roll < 0.28:
+            self.faults[wid] += 1
+            if roll < 0.20:
+                self.injected["500"] += 1
+                return Reply(500)
+            if roll < 0.25:
+                self.injected["stall"] += 1
+                self.delivered[wid] += 1  # it answers 200, but after the dispatcher gave up
+                return Reply(200, delay=3.0)
+            self.injected["429"] += 1
+            return Reply(429, headers={"Retry-After": "1"})
+        self.delivered[wid] += 1
+        return Reply(200)
+
+
+async def dead_letters(kafka: KafkaSettings) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from services.common.kafka import partitions_of
+
+    consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=None)
+    await consumer.start()
+    try:
+        total = 0
+        for service in SERVICES:
+            topic = dead_letter_topic(service)
+            tps = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.beginning_offsets(tps)
+            total += sum(ends[tp] - starts[tp] for tp in tps)
+        return total
+    finally:
+        await consumer.stop()
+
+
+class Monkey:
+    """kill -9 a random service instance every few seconds and restart it; stop one broker once for 30 s."""
+
+    def __init__(self, stack: Stack, cluster: KafkaCluster, seed: int) -> None:
+        self.stack, self.cluster, self.rng = stack, cluster, random.Random(seed)
+        self.kills = 0
+        self.broker_stopped = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        broker_task = asyncio.create_task(self._broker_outage(stop))
+        while not stop.is_set():
+            await asyncio.sleep(self.rng.uniform(3, 6))
+            if stop.is_set():
+                break
+            victim = self.rng.choice(self.stack.processes)
+            victim.kill9()
+            self.kills += 1
+            print(f"chaos  kill -9 {victim.label}", flush=True)
+            await asyncio.sleep(self.rng.uniform(0.5, 2))
+            victim.start()
+            victim.restarts += 1
+        await broker_task
+
+    async def _broker_outage(self, stop: asyncio.Event) -> None:
+        await asyncio.sleep(20)
+        if stop.is_set():
+            return
+        node = self.cluster.nodes[-1]
+        print(f"chaos  stopping broker {node.node_id} for 30 s", flush=True)
+        await asyncio.to_thread(self.cluster.stop_node, node)
+        self.broker_stopped = True
+        await asyncio.sleep(30)
+        await asyncio.to_thread(self.cluster.start_node, node)
+        print(f"chaos  broker {node.node_id} is back", flush=True)
+
+
+async def chaos(n: int, deadline_s: float, seed: int) -> int:
+    started = time.monotonic()
+    os.environ["POSTCALL_TOPIC_PARTITIONS"] = "6"
+    cluster = await asyncio.to_thread(KafkaCluster(size=3, heap="384m").start)
+    kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
+    await ensure_topics(kafka, registry(), replication=3)
+    receiver = FaultyReceiver(seed)
+    await receiver.start()
+    run_dir = Path(tempfile.mkdtemp(prefix="postcall-chaos-"))
+    env = {
+        "CHAOS_PORT": str(receiver.port),
+        "POSTCALL_RUNTIME__COMMIT_INTERVAL_SECONDS": "0.5",
+        "POSTCALL_RUNTIME__SESSION_TIMEOUT_MS": "10000",
+        "POSTCALL_RUNTIME__DRAIN_TIMEOUT_SECONDS": "5",
+        "POSTCALL_RUNTIME__MAX_IN_FLIGHT": "128",
+        "extractor:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4, 8]",
+        "router:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4]",
+        "dispatcher:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4, 8, 15, 30]",
+        "dispatcher:POSTCALL_RUNTIME__MAX_IN_FLIGHT": "512",
+        "POSTCALL_LOG_LEVEL": "WARNING",
+    }
+    stack = Stack(
+        kafka.bootstrap_servers,
+        run_dir,
+        config_dir=HERE,
+        destinations_file=HERE / "destinations.yaml",
+        extra_env=env,
+        static_membership=True,
+    )
+    conversations = generate(n, seed)
+    expected = expected_actions(conversations)
+    print(f"chaos  {n} conversations, {expected} expected webhooks, logs in {run_dir}", flush=True)
+    stack.start(instances=2)
+    await publish(kafka, conversations)
+    stop = asyncio.Event()
+    monkey = Monkey(stack, cluster, seed)
+    monkey_task = asyncio.create_task(monkey.run(stop))
+    try:
+        while time.monotonic() - started < deadline_s and len(receiver.delivered) < expected:
+            await asyncio.sleep(5)
+            print(
+                f"chaos  t={time.monotonic() - started:.0f}s delivered {len(receiver.delivered)}/{expected}"
+                f" requests={receiver.requests} kills={monkey.kills}",
+                flush=True,
+            )
+        stop.set()
+        await monkey_task
+        await asyncio.sleep(3)
+        dead = await dead_letters(kafka)
+    finally:
+        stop.set()
+        stack.stop()
+        await receiver.stop()
+        await asyncio.to_thread(cluster.stop)
+    unique = len(receiver.delivered)
+    duplicates = sum(receiver.delivered.values()) - unique
+    lost = expected - unique
+    print(
+        f"chaos  injected faults {dict(receiver.injected)}, kills={monkey.kills}, "
+        f"broker outage={'yes' if monkey.broker_stopped else 'no'}, {time.monotonic() - started:.0f}s",
+        flush=True,
+    )
+    print(
+        f"chaos: conversations={n} expected_actions={expected} delivered_unique={unique} "
+        f"duplicate_deliveries={duplicates} lost={lost} dead_lettered={dead}",
+        flush=True,
+    )
+    return 0 if lost == 0 and dead == 0 else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
+    parser.add_argument("--conversations", type=int, default=10_000)
+    parser.add_argument("--deadline", type=float, default=840.0, help="seconds before giving up (default 14 min)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(chaos(args.conversations, args.deadline, args.seed)))
+
+
+if __name__ == "__main__":
+    main()
