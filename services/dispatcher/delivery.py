@@ -173,7 +173,7 @@ class HttpSender:
 async def _read_some(response: httpx.Response) -> str:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_raw():
+    async for chunk in response.aiter_bytes():
         chunks.append(chunk)
         size += len(chunk)
         if size >= SNIPPET_BYTES:

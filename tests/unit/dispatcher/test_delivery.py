@@ -1,0 +1,165 @@
+"""What a destination's answer means: status table, Retry-After, 410 disabling, headers sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from services.common.errors import PermanentError, RetryableError
+from services.dispatcher.delivery import HttpSender, clamp, parse_retry_after
+from services.dispatcher.destinations import HttpDestination, SlackDestination
+from services.dispatcher.registry import Registry
+from tests.unit.dispatcher.conftest import CRM, CRM_ENV, SECRET, registry
+
+Sender = Callable[[Callable[[httpx.Request], httpx.Response], Registry], HttpSender]
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        (" 7 ", 7.0),
+        (format_datetime(NOW + timedelta(seconds=90), usegmt=True), 90.0),
+        ("Sun, 01 Mar 2026 11:00:00 GMT", 0.0),  # in the past: no wait
+        ("soon", None),
+        ("-5", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_http_date(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, now=NOW) == seconds
+
+
+def test_retry_after_is_clamped_between_floor_and_cap() -> None:
+    assert clamp(1.0, 5.0, 600.0) == 5.0
+    assert clamp(86400.0, 5.0, 600.0) == 600.0
+    assert clamp(42.0, 5.0, 600.0) == 42.0
+    assert clamp(None, 5.0, 600.0) is None
+
+
+STATUS_TABLE = [
+    (200, None),
+    (201, None),
+    (204, None),
+    (301, PermanentError),
+    (302, PermanentError),
+    (307, PermanentError),
+    (400, PermanentError),
+    (401, PermanentError),
+    (404, PermanentError),
+    (408, RetryableError),
+    (409, PermanentError),
+    (413, PermanentError),
+    (422, PermanentError),
+    (425, RetryableError),
+    (429, RetryableError),
+    (500, RetryableError),
+    (502, RetryableError),
+    (503, RetryableError),
+    (504, RetryableError),
+]
+
+
+@pytest.mark.parametrize(("status", "error"), STATUS_TABLE)
+async def test_status_classification(mock_sender: Sender, status: int, error: type[Exception] | None) -> None:
+    reg = registry(CRM, CRM_ENV)
+    sender = mock_sender(lambda r: httpx.Response(status, headers={"location": "https://elsewhere/"}), reg)
+    dest = reg.get("crm", HttpDestination)
+    if error is None:
+        delivery = await sender.send(dest, action_type="webhook", msg_id="act_1", body=b"{}")
+        assert (delivery.outcome, delivery.status_code) == ("delivered", status)
+    else:
+        with pytest.raises(error) as caught:
+            await sender.send(dest, action_type="webhook", msg_id="act_1", body=b"{}")
+        assert caught.value.status_code == status  # type: ignore[attr-defined]
+
+
+async def test_429_carries_clamped_retry_after(mock_sender: Sender) -> None:
+    reg = registry(CRM, CRM_ENV)
+    sender = mock_sender(lambda r: httpx.Response(429, headers={"retry-after": "1"}), reg)
+    with pytest.raises(RetryableError) as caught:
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+    assert caught.value.retry_after == 5.0  # the floor
+    sender = mock_sender(lambda r: httpx.Response(503, headers={"retry-after": "99999"}), reg)
+    with pytest.raises(RetryableError) as caught:
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+    assert caught.value.retry_after == 600.0  # the cap
+
+
+async def test_410_disables_the_destination_and_later_actions_fail_permanently(mock_sender: Sender) -> None:
+    reg = registry(CRM, CRM_ENV)
+    sender = mock_sender(lambda r: httpx.Response(410), reg)
+    with pytest.raises(PermanentError, match="410"):
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+    with pytest.raises(PermanentError, match=r"destination disabled \(410 Gone\)"):
+        reg.get("crm", HttpDestination)
+
+
+async def test_error_message_quotes_the_start_of_the_response_body(mock_sender: Sender) -> None:
+    reg = registry(CRM, CRM_ENV)
+    sender = mock_sender(lambda r: httpx.Response(422, json={"error": "email is required"}), reg)
+    with pytest.raises(PermanentError, match="email is required"):
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+
+
+async def test_webhook_requests_are_signed_and_carry_configured_headers(mock_sender: Sender) -> None:
+    seen: list[httpx.Request] = []
+    reg = registry(
+        CRM.replace(
+            "url: https://crm.example.com/hook", "url: https://crm.example.com/hook\n    headers: {X-Team: ops}"
+        ),
+        CRM_ENV,
+    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    body = b'{"status":"closed"}'
+    await mock_sender(answer, reg).send(
+        reg.get("crm", HttpDestination), action_type="webhook", msg_id="act_9", body=body
+    )
+    request = seen[0]
+    assert request.headers["x-team"] == "ops"
+    assert request.headers["content-type"] == "application/json"
+    Webhook(SECRET).verify(request.content, dict(request.headers))
+    assert request.headers["webhook-id"] == "act_9"
+
+
+async def test_slack_requests_are_not_signed_and_go_to_the_secret_url(mock_sender: Sender) -> None:
+    seen: list[httpx.Request] = []
+    reg = registry(CRM, CRM_ENV)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, text="ok")
+
+    await mock_sender(answer, reg).send(
+        reg.get("ops-slack", SlackDestination), action_type="slack", msg_id="a", body=b"{}"
+    )
+    assert str(seen[0].url) == CRM_ENV["SLACK_URL"]
+    assert "webhook-signature" not in seen[0].headers
+
+
+async def test_connection_errors_are_retryable_and_count_against_the_circuit(mock_sender: Sender) -> None:
+    reg = registry(CRM, CRM_ENV)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    sender = mock_sender(refuse, reg)
+    dest = reg.get("crm", HttpDestination)
+    for _ in range(3):  # consecutive_failures: 3 in the CRM fixture
+        with pytest.raises(RetryableError, match="ConnectError"):
+            await sender.send(dest, action_type="webhook", msg_id="a", body=b"{}")
+    with pytest.raises(RetryableError, match="circuit open for destination crm") as caught:
+        await sender.send(dest, action_type="webhook", msg_id="a", body=b"{}")
+    assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 30

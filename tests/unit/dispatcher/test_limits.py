@@ -1,0 +1,119 @@
+"""Token bucket and the destination gate: whatever would wait too long becomes a RetryableError."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.common.errors import RetryableError
+from services.dispatcher.breaker import BreakerPolicy, CircuitBreaker, State
+from services.dispatcher.limits import Gate, TokenBucket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_allows_a_burst_then_paces_at_the_rate() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=10, burst=3, clock=clock)
+    assert [bucket.take(max_wait=0)[0] for _ in range(4)] == [True, True, True, False]
+    clock.now += 0.1
+    assert bucket.take(max_wait=0) == (True, 0.0)
+
+
+def test_bucket_reserves_a_token_ahead_when_the_wait_is_short_enough() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=2, burst=1, clock=clock)
+    assert bucket.take(max_wait=1) == (True, 0.0)
+    granted, wait = bucket.take(max_wait=1)
+    assert granted and wait == pytest.approx(0.5)
+    granted, wait = bucket.take(max_wait=1)  # the owed token pushes the next one further out
+    assert granted and wait == pytest.approx(1.0)
+    granted, wait = bucket.take(max_wait=1)
+    assert not granted and wait == pytest.approx(1.5)
+
+
+def test_bucket_never_saves_more_than_the_burst() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=100, burst=2, clock=clock)
+    clock.now += 3600
+    assert [bucket.take(max_wait=0)[0] for _ in range(3)] == [True, True, False]
+
+
+def gate(max_concurrency: int = 1, max_waiting: int = 1, max_wait: float = 0.2, **policy: float) -> Gate:
+    return Gate(
+        "slow",
+        max_concurrency=max_concurrency,
+        max_waiting=max_waiting,
+        max_wait_seconds=max_wait,
+        breaker=CircuitBreaker(BreakerPolicy(**policy)),  # type: ignore[arg-type]
+    )
+
+
+async def test_a_full_destination_with_a_full_queue_refuses_at_once() -> None:
+    g = gate(max_concurrency=1, max_waiting=0)
+    async with g.slot():
+        with pytest.raises(RetryableError, match="busy"):
+            async with g.slot():
+                pass
+
+
+async def test_waiting_for_a_slot_is_bounded() -> None:
+    g = gate(max_concurrency=1, max_waiting=5, max_wait=0.05)
+    async with g.slot():
+        with pytest.raises(RetryableError, match=r"no free slot within 0.05s"):
+            async with g.slot():
+                pass
+
+
+async def test_a_waiter_gets_the_slot_when_it_frees_in_time() -> None:
+    g = gate(max_concurrency=1, max_waiting=5, max_wait=2)
+    order: list[str] = []
+
+    async def hold() -> None:
+        async with g.slot() as slot:
+            order.append("first")
+            await asyncio.sleep(0.05)
+            slot.record(True)
+
+    first = asyncio.create_task(hold())
+    await asyncio.sleep(0.01)
+    async with g.slot() as slot:
+        order.append("second")
+        slot.record(True)
+    await first
+    assert order == ["first", "second"]
+
+
+async def test_open_circuit_raises_retryable_with_the_remaining_open_time() -> None:
+    g = gate(consecutive_failures=1, open_seconds=30)
+    async with g.slot() as slot:
+        slot.record(False)
+    assert g.breaker.state is State.OPEN
+    with pytest.raises(RetryableError, match="circuit open for destination slow") as caught:
+        async with g.slot():
+            pass
+    assert caught.value.retry_after is not None and 29 < caught.value.retry_after <= 30
+
+
+async def test_rate_limited_destination_past_the_bound_goes_to_a_retry_tier() -> None:
+    g = Gate(
+        "paced",
+        max_concurrency=10,
+        max_waiting=10,
+        max_wait_seconds=0.1,
+        breaker=CircuitBreaker(BreakerPolicy()),
+        bucket=TokenBucket(rate=1, burst=1),
+    )
+    async with g.slot():
+        pass
+    with pytest.raises(RetryableError, match="rate limit") as caught:
+        async with g.slot():
+            pass
+    assert caught.value.retry_after is not None and 0.8 < caught.value.retry_after <= 1.0

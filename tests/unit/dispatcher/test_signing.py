@@ -1,0 +1,64 @@
+"""Standard Webhooks signatures, checked by the reference library (`standardwebhooks`)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from services.dispatcher.signing import Signer, decode_secret, verify
+from tests.unit.dispatcher.conftest import SECRET, SECRET_2
+
+BODY = b'{"status":"closed","n":1}'
+
+
+def test_signature_verifies_with_the_reference_library() -> None:
+    headers = Signer([SECRET]).headers("act_123", BODY)
+    assert Webhook(SECRET).verify(BODY, headers) == {"status": "closed", "n": 1}
+
+
+def test_rotation_signs_with_every_secret_and_each_verifies() -> None:
+    headers = Signer([SECRET_2, SECRET]).headers("act_123", BODY)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (SECRET, SECRET_2):
+        Webhook(secret).verify(BODY, headers)
+        assert verify([secret], headers, BODY)
+
+
+def test_a_secret_not_signing_fails_verification() -> None:
+    headers = Signer([SECRET]).headers("act_123", BODY)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET_2).verify(BODY, headers)
+    assert not verify([SECRET_2], headers, BODY)
+
+
+def test_tampered_body_fails_verification() -> None:
+    headers = Signer([SECRET]).headers("act_123", BODY)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(BODY + b" ", headers)
+    assert not verify([SECRET], headers, BODY + b" ")
+
+
+def test_headers_carry_the_action_id_and_a_current_timestamp() -> None:
+    headers = Signer([SECRET]).headers("act_123", BODY)
+    assert headers["webhook-id"] == "act_123"
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
+
+
+def test_old_timestamp_is_rejected_by_verify() -> None:
+    headers = Signer([SECRET]).headers("act_1", BODY, timestamp=int(time.time()) - 3600)
+    assert not verify([SECRET], headers, BODY)
+    assert verify([SECRET], headers, BODY, now=time.time() - 3600)
+
+
+@pytest.mark.parametrize("bad", ["whsec_c2hvcnQ=", "whsec_not base64!!", ""])
+def test_malformed_or_short_secrets_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        decode_secret(bad)
+
+
+def test_a_webhook_id_with_a_dot_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Signer([SECRET]).headers("a.b", BODY)

@@ -1,0 +1,103 @@
+"""The SSRF guard: which addresses are refused, and that the transport never connects to them."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import httpx
+import pytest
+
+from services.dispatcher.ssrf import AddressRefused, GuardedTransport, refusal, vetted_addresses
+
+REFUSED = [
+    ("127.0.0.1", "loopback"),
+    ("127.8.9.10", "loopback"),
+    ("10.1.2.3", "private"),
+    ("172.16.0.1", "private"),
+    ("172.31.255.254", "private"),
+    ("192.168.1.1", "private"),
+    ("169.254.169.254", "cloud metadata"),
+    ("169.254.1.1", "link-local"),
+    ("100.64.0.1", "CGNAT"),
+    ("100.127.255.254", "CGNAT"),
+    ("0.0.0.0", "unspecified"),
+    ("0.1.2.3", "'this' network"),
+    ("224.0.0.1", "multicast"),
+    ("255.255.255.255", "reserved"),
+    ("240.0.0.1", "reserved"),
+    ("192.0.2.10", "documentation"),
+    ("198.51.100.7", "documentation"),
+    ("203.0.113.9", "documentation"),
+    ("198.18.0.1", "benchmarking"),
+    ("192.88.99.1", "6to4 relay"),
+    ("::1", "loopback"),
+    ("::", "unspecified"),
+    ("fe80::1", "link-local"),
+    ("fc00::1", "unique local"),
+    ("fd12:3456::1", "unique local"),
+    ("fd00:ec2::254", "cloud metadata"),
+    ("ff02::1", "multicast"),
+    ("2001:db8::1", "documentation"),
+    ("::ffff:127.0.0.1", "loopback (embedded"),
+    ("::ffff:10.0.0.1", "private (embedded"),
+    ("::ffff:169.254.169.254", "cloud metadata endpoint (embedded"),
+    ("64:ff9b::a9fe:a9fe", "cloud metadata endpoint (embedded"),
+    ("64:ff9b::7f00:1", "loopback (embedded"),
+    ("2002:7f00:1::", "loopback (embedded"),
+    ("2002:a00:1::", "private (embedded"),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", ""),  # Teredo
+]
+ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e", "::ffff:8.8.8.8"]
+
+
+@pytest.mark.parametrize(("address", "why"), REFUSED)
+def test_non_global_addresses_are_refused(address: str, why: str) -> None:
+    reason = refusal(ipaddress.ip_address(address))
+    assert reason is not None
+    assert why in reason
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+def test_public_addresses_pass(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.1", "::1", "100.64.0.1"])
+def test_allow_private_lifts_the_guard_for_private_addresses(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address), allow_private=True) is None
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"])
+def test_metadata_endpoints_stay_refused_even_with_allow_private(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address), allow_private=True) is not None
+
+
+async def test_only_vetted_addresses_of_a_mixed_answer_are_kept() -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["10.0.0.5", "93.184.216.34", "::1"]
+
+    assert await vetted_addresses("mixed.example", 443, False, resolver) == ["93.184.216.34"]
+
+
+async def test_a_name_resolving_only_to_private_addresses_is_refused_with_the_reason() -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["169.254.169.254"]
+
+    with pytest.raises(AddressRefused, match="metadata"):
+        await vetted_addresses("rebind.example", 80, False, resolver)
+
+
+async def test_transport_refuses_before_connecting() -> None:
+    resolved: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        return ["127.0.0.1"]
+
+    limits = httpx.Limits(max_connections=4)
+    async with httpx.AsyncClient(
+        transport=GuardedTransport(allow_private=False, limits=limits, resolver=resolver)
+    ) as client:
+        with pytest.raises(AddressRefused, match="loopback"):
+            await client.post("http://internal.example:8080/hook", content=b"{}")
+    assert resolved == ["internal.example"]
