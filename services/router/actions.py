@@ -1,0 +1,210 @@
+"""Action configurations, compiled once, that build one ActionRequested per fired action — or say why not.
+
+`action_id` is uuid5(ACTION_NAMESPACE, "<conversation_id>/<flow_id>/<action_index>/<config_revision>"):
+the same conversation, flow, action position and configuration revision always give the same id,
+which is the idempotency key end to end (the dispatcher's ledger, the receiver's `webhook-id`).
+
+Skips, each with its reason in the decision trace: a disabled action, an action `when` that fails, an
+email whose recipients all rendered empty or invalid, a schedule_call with no number to call.
+Dynamic recipients: only addresses that appear in the route's own rules are accepted from the
+extractor (a model cannot invent a recipient); none accepted -> the route's fallback.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from schemas.agent_config import (
+    Action,
+    EmailAction,
+    FieldSpec,
+    RecipientRoute,
+    ScheduleCallAction,
+    SlackAction,
+    TaskAction,
+    TeamAlertAction,
+    WebhookAction,
+)
+from schemas.events import (
+    ActionBase,
+    ConversationExtracted,
+    EmailRequested,
+    ScheduleCallRequested,
+    SlackRequested,
+    TaskRequested,
+    TeamAlertRequested,
+    WebhookRequested,
+)
+from schemas.topics import action_topic
+from services.router.conditions import Evaluator, compile_condition
+from services.router.scheduling import call_time
+from services.router.templates import JsonTemplate, Template
+from services.router.variables import ConversationValues
+
+ACTION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:postcall:action-id")  # never change: every id depends on it
+EMAIL = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
+SUBJECT_LIMIT = 250
+
+Common = dict[str, Any]  # the ActionBase fields every action shares
+Result = tuple[ActionBase | None, str]  # the action, or None when skipped; the note or skip reason
+Builder = Callable[[ConversationExtracted, ConversationValues, Common], Result]
+
+
+def action_id(conversation_id: str, flow_id: str, index: int, revision: str) -> str:
+    return str(uuid.uuid5(ACTION_NAMESPACE, f"{conversation_id}/{flow_id}/{index}/{revision}"))
+
+
+class CompiledAction:
+    def __init__(
+        self, index: int, config: Action, fields: dict[str, FieldSpec], routes: dict[str, RecipientRoute], tz: ZoneInfo
+    ) -> None:
+        self.index, self.config, self.type = index, config, config.type
+        self.topic = action_topic(config.type)
+        self.enabled = config.enabled
+        self.destination = config.destination
+        self.when: Evaluator | None = (
+            compile_condition(config.when, f"actions[{index}].when", fields) if config.when else None
+        )
+        self.build: Builder = _builder(config, routes, tz)
+
+
+def _builder(config: Action, routes: dict[str, RecipientRoute], tz: ZoneInfo) -> Builder:
+    if isinstance(config, WebhookAction):
+        return _webhook(config)
+    if isinstance(config, EmailAction):
+        return _email(config, routes.get(config.recipients) if config.recipients else None)
+    if isinstance(config, SlackAction):
+        text = Template.compile(config.text)
+        return lambda e, v, c: (SlackRequested(**c, text=text.render(v)), "")
+    if isinstance(config, ScheduleCallAction):
+        return _schedule_call(config, tz)
+    if isinstance(config, TaskAction):
+        return _task(config)
+    assert isinstance(config, TeamAlertAction)
+    message, mates = Template.compile(config.message), list(config.teammates)
+    return lambda e, v, c: (
+        TeamAlertRequested(**c, message=message.render(v), everyone=not mates, teammates=mates),
+        "to everyone" if not mates else f"to {', '.join(mates)}",
+    )
+
+
+def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
+    """Subjects and titles: no line breaks (no header injection), bounded length."""
+    return " ".join(text.split())[:limit]
+
+
+def _webhook(config: WebhookAction) -> Builder:
+    body = JsonTemplate(config.body) if config.body is not None else None
+
+    def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
+        rendered = body.render(values) if body is not None else default_body(event)
+        return WebhookRequested(**common, method=config.method, body=rendered), f"{config.method} {config.destination}"
+
+    return build
+
+
+def default_body(event: ConversationExtracted) -> dict[str, Any]:
+    """What a webhook without `body` posts: the conversation's outcome and the extraction result."""
+    conv, ext = event.conversation, event.extraction
+    return {
+        "conversation_id": conv.conversation_id,
+        "agent_id": conv.agent.id,
+        "end_reason": conv.end_reason.canonical.value,
+        "raw_end_reason": conv.end_reason.raw,
+        "direction": conv.direction,
+        "started_at": conv.started_at.isoformat(),
+        "ended_at": conv.ended_at.isoformat(),
+        "duration_seconds": conv.duration,
+        "extraction_status": ext.status,
+        "summary": ext.summary,
+        "fields": {name: v.value for name, v in ext.fields.items()},
+        "dynamic": {name: v.value for name, v in ext.dynamic.items()},
+        "conversation_url": conv.conversation_url,
+    }
+
+
+def _email(config: EmailAction, route: RecipientRoute | None) -> Builder:
+    fixed = [Template.compile(t) for t in config.to]
+    subject, body = Template.compile(config.subject), Template.compile(config.body)
+    page = Template.compile(config.html) if config.html is not None else None
+
+    def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
+        rendered = [t.render(values, fallback="").strip() for t in fixed]
+        to = [a for a in rendered if EMAIL.fullmatch(a)]
+        notes = [f"dropped invalid recipient {a!r}" for a in rendered if a and not EMAIL.fullmatch(a)]
+        source = "fixed"
+        if route is not None:
+            chosen, source, why = _route_recipients(route, event)
+            to += chosen
+            notes.append(why)
+        to = list(dict.fromkeys(to))
+        if not to:
+            empty = "fixed recipient list rendered empty" if fixed else "no recipients"
+            return None, "skipped: no valid recipients (" + "; ".join([empty, *notes]) + ")"
+        action = EmailRequested(
+            **common,
+            to=to,
+            recipients_source=source,
+            subject=one_line(subject.render(values)),
+            text=body.render(values),
+            html=page.render_html(values) if page else None,
+        )
+        return action, "; ".join([f"to {', '.join(to)} ({source})", *notes])
+
+    return build
+
+
+def _route_recipients(route: RecipientRoute, event: ConversationExtracted) -> tuple[list[str], str, str]:
+    allowed = {a.lower() for rule in route.rules for a in rule.to}
+    if event.extraction.status != "ok":
+        return list(route.fallback), "fallback", f"route {route.id!r}: extraction failed, using its fallback"
+    chosen = event.extraction.recipients.get(route.id, [])
+    picked = [a for a in chosen if a.lower() in allowed]
+    if picked:
+        return picked, "dynamic", f"route {route.id!r}: the extractor chose {', '.join(picked)}"
+    why = "chose no address of its rules" if not chosen else f"chose {chosen}, none of them in its rules"
+    return list(route.fallback), "fallback", f"route {route.id!r}: the extractor {why}, using its fallback"
+
+
+def _schedule_call(config: ScheduleCallAction, tz: ZoneInfo) -> Builder:
+    def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
+        number = values.field(config.to_field) if config.to_field else None
+        number = number if isinstance(number, str) and number.strip() else event.conversation.customer.phone_number
+        if not number:
+            return None, "skipped: no number to call (the customer has no phone number)"
+        when = call_time(config, event, tz)
+        action = ScheduleCallRequested(
+            **common,
+            to_number=number,
+            from_number=config.from_number,
+            scheduled_at=when.at,
+            schedule_source=when.source,
+            business_hours_applied=when.business_hours_applied,
+        )
+        return action, f"call {number} at {_iso(when.at)} ({when.note})"
+
+    return build
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _task(config: TaskAction) -> Builder:
+    title, description = Template.compile(config.title), Template.compile(config.description)
+
+    def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
+        action = TaskRequested(
+            **common,
+            title=one_line(title.render(values)),
+            description=description.render(values),
+            priority=config.priority,
+        )
+        return action, f"{config.priority} priority"
+
+    return build

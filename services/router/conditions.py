@@ -1,0 +1,334 @@
+"""Conditions, compiled once per configuration revision into evaluators that explain themselves.
+
+Every evaluator appends one ConditionResult per condition node (composites first, then their
+children; children are all evaluated, so a trace shows every reason, not only the first). Semantics:
+
+* `==` / `!=` compare with null: a missing field is null, `== null` passes for it, `!= "x"` passes
+  for it. `in` / `not_in` likewise (`not_in` passes for null unless the list holds null). True is not
+  1: booleans only equal booleans. `ignore_case` folds case for text.
+* `>`, `>=`, `<`, `<=`, `contains` and `matches` fail on null. Numbers compare as numbers, date and
+  datetime fields as dates; text values of number/boolean/date fields are coerced first.
+* `matches` runs a pattern compiled and safety-checked at load time on at most MATCH_INPUT_LIMIT
+  characters of the value.
+* When extraction failed, conditions on extracted values (fields, dyn_*, ai, confidence, needs_review)
+  are *unknown*: false, with a reason that says so, and `not` of unknown is still false (a failed
+  extraction never fires "the customer did not complain"). End-reason conditions still work, as do
+  conditions on conversation.* and dynamic_variables.*.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from schemas.agent_checks import field_type
+from schemas.agent_config import (
+    AiCondition,
+    AllCondition,
+    AlwaysCondition,
+    AnyCondition,
+    Condition,
+    ConfidenceCondition,
+    EndReasonCondition,
+    FieldCondition,
+    FieldSpec,
+    NotCondition,
+    ReviewCondition,
+)
+from schemas.events import ConditionResult, ConversationExtracted
+
+MATCH_INPUT_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    passed: bool
+    unknown: bool = False  # could not be evaluated (failed extraction, unanswered trigger)
+
+
+Evaluator = Callable[[ConversationExtracted, list[ConditionResult]], Outcome]
+UNKNOWN = Outcome(False, True)
+
+
+def compile_condition(cond: Condition, path: str, fields: dict[str, FieldSpec]) -> Evaluator:
+    if isinstance(cond, AllCondition | AnyCondition):
+        return _composite(cond, path, fields)
+    if isinstance(cond, NotCondition):
+        return _negation(cond, path, fields)
+    if isinstance(cond, EndReasonCondition):
+        return _end_reason(cond, path)
+    if isinstance(cond, FieldCondition):
+        return compile_field(cond, path, fields)
+    if isinstance(cond, AiCondition):
+        return _ai(cond, path)
+    if isinstance(cond, ConfidenceCondition | ReviewCondition):
+        return _field_meta(cond, path)
+    assert isinstance(cond, AlwaysCondition)
+
+    def always(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
+        out.append(ConditionResult(path=path, kind="always", passed=True, expected=True, actual=True, reason="always"))
+        return Outcome(True)
+
+    return always
+
+
+def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, FieldSpec]) -> Evaluator:
+    kind = "all" if isinstance(cond, AllCondition) else "any"
+    items = cond.all if isinstance(cond, AllCondition) else cond.any
+    children = [compile_condition(c, f"{path}.{kind}[{i}]", fields) for i, c in enumerate(items)]
+
+    def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
+        slot = len(out)
+        out.append(ConditionResult(path=path, kind=kind, passed=False, reason=""))
+        results = [child(event, out) for child in children]
+        passed_count = sum(r.passed for r in results)
+        known_false = any(not r.passed and not r.unknown for r in results)
+        unknown = any(r.unknown for r in results)
+        if kind == "all":  # three-valued: a known false decides; otherwise an unknown keeps it unknown
+            outcome = Outcome(passed_count == len(results), unknown and not known_false)
+        else:
+            outcome = Outcome(passed_count > 0, unknown and passed_count == 0)
+        reason = f"{passed_count} of {len(results)} passed; {kind} needs {'every one' if kind == 'all' else 'one'}"
+        out[slot] = ConditionResult(
+            path=path,
+            kind=kind,
+            passed=outcome.passed,
+            expected=kind,
+            actual=f"{passed_count}/{len(results)}",
+            reason=reason,
+        )
+        return outcome
+
+    return evaluate
+
+
+def _negation(cond: NotCondition, path: str, fields: dict[str, FieldSpec]) -> Evaluator:
+    child = compile_condition(cond.not_, f"{path}.not", fields)
+
+    def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
+        slot = len(out)
+        out.append(ConditionResult(path=path, kind="not", passed=False, reason=""))
+        inner = child(event, out)
+        if inner.unknown:
+            outcome, reason = UNKNOWN, "the inner condition could not be evaluated, so `not` does not pass either"
+        else:
+            outcome = Outcome(not inner.passed)
+            reason = f"inner condition {'passed' if inner.passed else 'failed'}"
+        out[slot] = ConditionResult(
+            path=path, kind="not", passed=outcome.passed, expected=False, actual=inner.passed, reason=reason
+        )
+        return outcome
+
+    return evaluate
+
+
+def _end_reason(cond: EndReasonCondition, path: str) -> Evaluator:
+    spec = cond.end_reason
+    negate = spec.not_in is not None
+    names = frozenset(spec.not_in if spec.not_in is not None else spec.in_ or [])
+    expected = {"not_in" if negate else "in": sorted(names)}
+
+    def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
+        actual = event.conversation.end_reason.canonical.value
+        passed = (actual in names) != negate
+        verb = ("is not in" if negate else "is in") if passed else ("is in" if negate else "is not in")
+        out.append(
+            ConditionResult(
+                path=path,
+                kind="end_reason",
+                passed=passed,
+                expected=expected,
+                actual=actual,
+                reason=f"end reason {actual} {verb} {sorted(names)}",
+            )
+        )
+        return Outcome(passed)
+
+    return evaluate
+
+
+def _ai(cond: AiCondition, path: str) -> Evaluator:
+    trigger, question, minimum = cond.trigger_id, cond.ai, cond.min_confidence
+
+    def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
+        def record(outcome: Outcome, actual: Any, reason: str) -> Outcome:
+            out.append(
+                ConditionResult(
+                    path=path,
+                    kind="ai",
+                    passed=outcome.passed,
+                    expected={"question": question, "answer": True},
+                    actual=actual,
+                    reason=reason,
+                )
+            )
+            return outcome
+
+        extraction = event.extraction
+        if extraction.status != "ok":
+            return record(UNKNOWN, None, f"extraction failed ({extraction.reason or 'no reason given'})")
+        answer = extraction.triggers.get(trigger)
+        if answer is None:
+            return record(
+                UNKNOWN,
+                None,
+                f"trigger {trigger} was not answered by the extractor "
+                f"(extraction used revision {extraction.config_revision})",
+            )
+        if answer.answer and minimum is not None and (answer.confidence or 0.0) < minimum:
+            return record(
+                Outcome(False),
+                answer.answer,
+                f"answered yes with confidence {answer.confidence}, under min_confidence {minimum}",
+            )
+        why = f"the extractor answered {'yes' if answer.answer else 'no'}"
+        why += f": {answer.rationale}" if answer.rationale else ""
+        return record(Outcome(answer.answer), answer.answer, why)
+
+    return evaluate
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+def _field_meta(cond: ConfidenceCondition | ReviewCondition, path: str) -> Evaluator:
+    if isinstance(cond, ConfidenceCondition):
+        name, kind, test = cond.confidence.field, "confidence", cond.confidence
+        expected: Any = {"op": test.op, "value": test.value}
+        check: Callable[[Any], bool] = lambda v: v is not None and _compare(test.op, v, test.value)  # noqa: E731
+    else:
+        name, kind, expected = cond.needs_review, "needs_review", True
+        check = lambda v: v is True  # noqa: E731
+
+    def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
+        extraction = event.extraction
+        if extraction.status != "ok":
+            out.append(
+                ConditionResult(
+                    path=path,
+                    kind=kind,
+                    passed=False,
+                    expected=expected,
+                    reason=f"extraction failed ({extraction.reason or 'no reason given'})",
+                )
+            )
+            return UNKNOWN
+        found = extraction.fields.get(name)
+        actual = None if found is None else (found.confidence if kind == "confidence" else found.needs_review)
+        passed = check(actual)
+        reason = f"{kind} of {name!r} is {actual!r}" if found is not None else f"field {name!r} was not extracted"
+        out.append(
+            ConditionResult(path=path, kind=kind, passed=passed, expected=expected, actual=actual, reason=reason)
+        )
+        return Outcome(passed)
+
+    return evaluate
+
+
+# ── Field conditions ──────────────────────────────────────────────────────────────────────────────
+
+
+def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec]) -> Evaluator:
+    ftype = (field_type(cond.field, fields) or ("any", None))[0]
+    read = _reader(cond.field)
+    needs_extraction = not cond.field.startswith(("conversation.", "dynamic_variables."))
+    test = _test(cond, ftype)
+    expected = {"op": cond.op, "value": cond.value}
+
+    def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
+        if needs_extraction and event.extraction.status != "ok":
+            reason = f"extraction failed ({event.extraction.reason or 'no reason given'}); field conditions are false"
+            out.append(ConditionResult(path=path, kind="field", passed=False, expected=expected, reason=reason))
+            return UNKNOWN
+        actual = coerce(ftype, read(event))
+        passed = test(actual)
+        shown = _shown(actual)
+        reason = f"{cond.field} = {shown!r}; {cond.op} {cond.value!r} is {'true' if passed else 'false'}"
+        out.append(
+            ConditionResult(path=path, kind="field", passed=passed, expected=expected, actual=shown, reason=reason)
+        )
+        return Outcome(passed)
+
+    return evaluate
+
+
+def _shown(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _reader(name: str) -> Callable[[ConversationExtracted], Any]:
+    if name.startswith("conversation."):
+        attr = name.removeprefix("conversation.")
+        return lambda e: e.conversation.duration if attr == "duration_seconds" else getattr(e.conversation, attr)
+    if name.startswith("dynamic_variables."):
+        key = name.removeprefix("dynamic_variables.")
+        return lambda e: e.conversation.dynamic_variables.get(key)
+
+    def extracted(e: ConversationExtracted) -> Any:
+        found = (e.extraction.dynamic if name.startswith("dyn_") else e.extraction.fields).get(name)
+        return None if found is None else found.value
+
+    return extracted
+
+
+def _test(cond: FieldCondition, ftype: str) -> Callable[[Any], bool]:
+    op, fold = cond.op, cond.ignore_case
+    if op in ("in", "not_in", "==", "!="):
+        options = [coerce(ftype, v) for v in (cond.value if isinstance(cond.value, list) else [cond.value])]
+        negate = op in ("!=", "not_in")
+        return lambda a: any(_equal(a, o, fold) for o in options) != negate
+    if op == "exists":
+        wanted = cond.value is not False
+        return lambda a: (a is not None) == wanted
+    if op == "contains":
+        needle = str(cond.value).casefold() if fold else str(cond.value)
+        return lambda a: isinstance(a, str) and needle in (a.casefold() if fold else a)
+    if op == "matches":
+        pattern = re.compile(str(cond.value), re.IGNORECASE if fold else 0)
+        return lambda a: isinstance(a, str) and pattern.search(a[:MATCH_INPUT_LIMIT]) is not None
+    bound = coerce(ftype, cond.value)
+    return lambda a: a is not None and _compare(op, a, bound)
+
+
+def _equal(a: Any, b: Any, fold: bool) -> bool:
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    if fold and isinstance(a, str) and isinstance(b, str):
+        return a.casefold() == b.casefold()
+    return bool(a == b)
+
+
+def _compare(op: str, a: Any, b: Any) -> bool:
+    try:
+        return _COMPARE[op](a, b) if not isinstance(a, bool) else False
+    except TypeError:
+        return False  # e.g. text against a number: not comparable, so the condition does not pass
+
+
+def coerce(ftype: str, value: Any) -> Any:
+    """Text values of typed fields become their type (extractors are typed; this is a safety net)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        if ftype in ("number", "integer"):
+            return float(text)
+        if ftype == "date":
+            return date.fromisoformat(text[:10])
+        if ftype == "datetime":
+            parsed = datetime.fromisoformat(text)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except ValueError:
+        return value
+    if ftype == "boolean" and text.lower() in ("true", "false", "yes", "no"):
+        return text.lower() in ("true", "yes")
+    return value

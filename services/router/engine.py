@@ -1,0 +1,144 @@
+"""One agent configuration compiled for routing, and the decision it makes for one conversation.
+
+Compiled once per configuration revision (templates parsed, patterns compiled, evaluators built), so
+a record costs only lookups and string joins. Every flow runs; a disabled flow, a flow whose
+conditions fail, and every action (planned or skipped, and why) are all in the DecisionTrace.
+Actions appear in the trace as entries of kind `action` at path `actions[i]` beside the conditions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from schemas.agent_config import AgentConfig, Flow, RecipientRoute
+from schemas.events import (
+    ActionBase,
+    ConditionResult,
+    ConversationExtracted,
+    DecisionTrace,
+    FlowDecision,
+    PlannedAction,
+)
+from services.router.actions import CompiledAction, action_id
+from services.router.conditions import Evaluator, compile_condition
+from services.router.variables import ConversationValues
+
+_COMPOSITE = frozenset({"all", "any"})
+
+
+class CompiledFlow:
+    def __init__(self, flow: Flow, agent: AgentConfig, routes: dict[str, RecipientRoute], tz: ZoneInfo) -> None:
+        fields = {f.name: f for f in agent.extraction.fields}
+        self.id, self.enabled = flow.id, flow.enabled
+        self.when: Evaluator | None = compile_condition(flow.when, "when", fields) if flow.when else None
+        self.actions = [CompiledAction(i, a, fields, routes, tz) for i, a in enumerate(flow.actions)]
+
+    def decide(
+        self, event: ConversationExtracted, values: ConversationValues, revision: str, now: datetime
+    ) -> tuple[FlowDecision, list[ActionBase]]:
+        if not self.enabled:
+            return FlowDecision(flow_id=self.id, enabled=False, fired=False, reason="flow is disabled"), []
+        results: list[ConditionResult] = []
+        if self.when is None:
+            fired, reason = True, "no `when`: runs for every conversation"
+        else:
+            outcome = self.when(event, results)
+            fired, reason = outcome.passed, "conditions passed" if outcome.passed else _why_not(results)
+        if not fired:
+            return FlowDecision(flow_id=self.id, enabled=True, fired=False, reason=reason, conditions=results), []
+        built: list[ActionBase] = []
+        for action in self.actions:
+            model = self._run(action, event, values, revision, now, results)
+            if model is not None:
+                built.append(model)
+        skipped = len(self.actions) - len(built)
+        reason += f"; {len(built)} action(s) planned" + (f", {skipped} skipped" if skipped else "")
+        planned = [
+            PlannedAction(
+                action_id=a.action_id,
+                type=str(getattr(a, "type", "")),
+                topic=self.actions[a.action_index].topic,
+                destination=a.destination,
+            )
+            for a in built
+        ]
+        return FlowDecision(
+            flow_id=self.id, enabled=True, fired=True, reason=reason, conditions=results, actions=planned
+        ), built
+
+    def _run(
+        self,
+        action: CompiledAction,
+        event: ConversationExtracted,
+        values: ConversationValues,
+        revision: str,
+        now: datetime,
+        results: list[ConditionResult],
+    ) -> ActionBase | None:
+        path = f"actions[{action.index}]"
+        model: ActionBase | None = None
+        if not action.enabled:
+            note = "skipped: action is disabled"
+        elif action.when is not None and not action.when(event, results).passed:
+            note = f"skipped: its `when` did not pass ({_why_not(results)})"
+        else:
+            conv = event.conversation
+            common = {
+                "action_id": action_id(conv.conversation_id, self.id, action.index, revision),
+                "conversation_id": conv.conversation_id,
+                "agent_id": conv.agent.id,
+                "flow_id": self.id,
+                "action_index": action.index,
+                "config_revision": revision,
+                "requested_at": now,
+                "source_event_id": event.event_id,
+                "destination": action.destination,
+            }
+            model, note = action.build(event, values, common)
+        results.append(
+            ConditionResult(
+                path=path,
+                kind="action",
+                passed=model is not None,
+                expected=action.type,
+                actual=model.action_id if model else None,
+                reason=note or "planned",
+            )
+        )
+        return model
+
+
+def _why_not(results: list[ConditionResult]) -> str:
+    failed = next((r for r in results if not r.passed and r.kind not in _COMPOSITE and r.kind != "action"), None)
+    return f"not met: {failed.path}: {failed.reason}" if failed else "not met"
+
+
+class CompiledAgent:
+    def __init__(self, config: AgentConfig, default_fallback: str) -> None:
+        self.config, self.revision = config, config.revision
+        self.tz = ZoneInfo(config.timezone)
+        self.fallback = config.fallback_text if config.fallback_text is not None else default_fallback
+        routes = {r.id: r for r in config.recipient_routes}
+        self.flows = [CompiledFlow(f, config, routes, self.tz) for f in config.flows]
+
+    def route(self, event: ConversationExtracted, now: datetime) -> tuple[DecisionTrace, list[ActionBase]]:
+        values = ConversationValues(event, self.tz, self.fallback)
+        decisions: list[FlowDecision] = []
+        actions: list[ActionBase] = []
+        for flow in self.flows:
+            decision, built = flow.decide(event, values, self.revision, now)
+            decisions.append(decision)
+            actions.extend(built)
+        conv = event.conversation
+        trace = DecisionTrace(
+            event_id=event.event_id,
+            conversation_id=conv.conversation_id,
+            agent_id=conv.agent.id,
+            agent_version=conv.agent.version,
+            config_revision=self.revision,
+            extraction_status=event.extraction.status,
+            decided_at=now,
+            flows=decisions,
+        )
+        return trace, actions

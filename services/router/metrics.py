@@ -1,0 +1,15 @@
+"""Router metrics (registered in the default registry beside the runtime's)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+FLOWS = Counter("postcall_router_flows_total", "Flows evaluated, by outcome: fired, not_fired, disabled.", ["outcome"])
+ACTIONS = Counter(
+    "postcall_router_actions_total", "Actions, by type and outcome: planned, skipped.", ["type", "outcome"]
+)
+CONFIG_RELOADS = Counter(
+    "postcall_router_config_reloads_total", "Configuration folder reloads, by result: ok, problems, error.", ["result"]
+)
+CONFIG_PROBLEMS = Gauge("postcall_router_config_problems", "Problems in the configuration folder right now.")
+CONFIG_AGENTS = Gauge("postcall_router_config_agents", "Agent configurations (agent, version) loaded right now.")

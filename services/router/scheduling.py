@@ -1,0 +1,95 @@
+"""When a `schedule_call` action calls back: an extracted date, else a fallback delay, then business hours.
+
+All times are computed from the conversation's own `ended_at`, never from the clock, so a replayed
+record schedules the same call. A date without a time means the start of business hours that day
+(09:00 without business hours) in the business-hours time zone, else the agent's time zone. A value
+that is missing, unreadable or not after the end of the conversation uses `fallback_delay_minutes`.
+Business hours move the time to the next open slot ([start, end) on an open day, local time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from schemas.agent_config import BusinessHours, ScheduleCallAction
+from schemas.events import ConversationExtracted
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class CallTime:
+    at: datetime
+    source: Literal["field", "fallback"]
+    business_hours_applied: bool
+    note: str
+
+
+def aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def call_time(action: ScheduleCallAction, event: ConversationExtracted, agent_tz: ZoneInfo) -> CallTime:
+    hours = action.business_hours
+    tz = ZoneInfo(hours.timezone) if hours else agent_tz
+    ended = aware(event.conversation.ended_at)
+    at, source = ended + timedelta(minutes=action.fallback_delay_minutes), "fallback"
+    note = f"fallback delay of {action.fallback_delay_minutes} min"
+    if action.use_field is not None:
+        raw = _field_value(event, action.use_field)
+        parsed = parse_when(raw, tz, time.fromisoformat(hours.start) if hours else time(9))
+        if parsed is None:
+            note = f"{action.use_field} is {raw!r}, not a date: {note}"
+        elif parsed <= ended:
+            note = f"{action.use_field} = {raw!r} is not after the end of the conversation: {note}"
+        else:
+            at, source, note = parsed, "field", f"from {action.use_field} = {raw!r}"
+    moved = False
+    if hours is not None:
+        opened = next_open(at, hours)
+        moved = opened != at
+        if moved:
+            note += f"; moved into business hours ({hours.start}-{hours.end} {hours.timezone})"
+        at = opened
+    return CallTime(at.astimezone(UTC), "field" if source == "field" else "fallback", moved, note)
+
+
+def _field_value(event: ConversationExtracted, name: str) -> object:
+    if event.extraction.status != "ok":
+        return None
+    found = event.extraction.fields.get(name)
+    return None if found is None else found.value
+
+
+def parse_when(value: object, tz: ZoneInfo, default_time: time) -> datetime | None:
+    """ISO 8601 date or date-time; a naive one is local time in `tz`."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), default_time, tz)
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+
+def next_open(moment: datetime, hours: BusinessHours) -> datetime:
+    """The first instant at or after `moment` inside business hours."""
+    tz = ZoneInfo(hours.timezone)
+    local = moment.astimezone(tz)
+    start, end = time.fromisoformat(hours.start), time.fromisoformat(hours.end)
+    for offset in range(8):
+        day = local.date() + timedelta(days=offset)
+        if _DAYS[day.weekday()] not in hours.days:
+            continue
+        opens, closes = datetime.combine(day, start, tz), datetime.combine(day, end, tz)
+        if local < opens:
+            return opens
+        if local < closes:
+            return moment
+    raise AssertionError("business hours have at least one open day")  # pragma: no cover

@@ -1,0 +1,115 @@
+"""Safe template rendering: `{{name}}` and `{{name | fallback text}}` substitution, nothing else.
+
+Templates are parsed once, when a configuration is loaded (schemas.agent_config.parse_template), into
+literal text and variable references. Rendering concatenates literals and looked-up values in one
+pass: no expressions, no attribute access, no code, and a value is never rendered again, so a
+transcript that contains `{{...}}` stays literal text. A missing value renders the reference's own
+fallback (`| text`), else the agent's default fallback text; it never raises.
+
+In JSON webhook bodies a string that is exactly one reference (`"{{interest_level}}"`) renders as the
+typed value (number, boolean or null); when the value is missing it renders the reference's fallback
+text if it has one, else JSON null. Every other string renders as text.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from schemas.agent_config import VarRef, parse_template
+
+Scalar = str | int | float | bool | None
+
+
+class Values(Protocol):
+    """Where references are looked up; None means missing (renders the fallback)."""
+
+    def get(self, name: str) -> Scalar: ...
+
+    def default_fallback(self, name: str) -> str: ...
+
+
+def text_of(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    source: str
+    parts: tuple[str | VarRef, ...]
+
+    @classmethod
+    def compile(cls, text: str) -> Template:
+        return cls(text, parse_template(text))
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.parts if isinstance(p, VarRef)]
+
+    def render(self, values: Values, escape: Callable[[str], str] | None = None, fallback: str | None = None) -> str:
+        """`fallback` overrides the default fallback text (e.g. "" for email recipients)."""
+        if len(self.parts) == 1 and isinstance(self.parts[0], str):
+            return self.parts[0]
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = values.get(part.name)
+            if value is None:
+                text = part.fallback if part.fallback is not None else fallback
+                text = values.default_fallback(part.name) if text is None else text
+            else:
+                text = text_of(value)
+            out.append(escape(text) if escape else text)
+        return "".join(out)
+
+    def render_html(self, values: Values) -> str:
+        """Literal text is the author's HTML; every value and fallback is escaped."""
+        return self.render(values, escape=html.escape)
+
+    def render_typed(self, values: Values) -> Any:
+        """A template that is exactly one reference renders its typed value; others render text."""
+        if len(self.parts) == 1 and isinstance(self.parts[0], VarRef):
+            ref = self.parts[0]
+            value = values.get(ref.name)
+            if value is None:
+                return ref.fallback  # None (JSON null) unless the template gave a fallback
+            return value
+        return self.render(values)
+
+
+class JsonTemplate:
+    """A JSON body whose every string is a template; keys and non-string values are kept as they are."""
+
+    def __init__(self, body: Any) -> None:
+        self._tree = self._compile(body)
+
+    @classmethod
+    def _compile(cls, node: Any) -> Any:
+        if isinstance(node, str):
+            return Template.compile(node)
+        if isinstance(node, dict):
+            return {str(k): cls._compile(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [cls._compile(v) for v in node]
+        return node
+
+    def render(self, values: Values) -> Any:
+        return self._render(self._tree, values)
+
+    @classmethod
+    def _render(cls, node: Any, values: Values) -> Any:
+        if isinstance(node, Template):
+            return node.render_typed(values)
+        if isinstance(node, dict):
+            return {k: cls._render(v, values) for k, v in node.items()}
+        if isinstance(node, list):
+            return [cls._render(v, values) for v in node]
+        return node

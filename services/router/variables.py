@@ -1,0 +1,121 @@
+"""Template variables of one conversation, looked up lazily and at most once per record.
+
+* Seed 001's system variables, with its availability rules: `customer_number` and `to_number` only on
+  phone calls; `customer_name` and `customer_email` only when the conversation is linked to a contact
+  (customer.contact_id); `conversation_transcript` only when the event carries messages (the router
+  never fetches a transcript_url), else its own fallback "(transcript not available)".
+* Extras: end_reason, raw_end_reason, source_platform, agent_id, agent_version, account_id, channel,
+  duration_seconds, recording_url, extraction_status.
+* Extracted fields by name (`interest_level`) or as `fields.interest_level`; `dyn_*` from
+  extraction.dynamic; `dynamic_variables.<name>` from the platform's own dynamic variables.
+
+A system variable wins over an extracted field of the same name while it is available; when it is not
+(no contact linked), the extracted value is used (an agent that extracts `customer_name` gets the name
+the caller said). Empty text counts as missing. With a failed extraction, extracted values are missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
+
+from schemas.events import ConversationExtracted, Message
+from services.router.templates import Scalar
+
+TRANSCRIPT_FALLBACK = "(transcript not available)"
+_ROLES = {"agent": "Agent", "customer": "Customer", "human_agent": "Human agent"}
+
+Resolver = Callable[["ConversationValues"], Scalar]
+
+
+class ConversationValues:
+    __slots__ = ("_cache", "_fallback", "_ok", "event", "tz")
+
+    def __init__(self, event: ConversationExtracted, tz: ZoneInfo, fallback: str) -> None:
+        self.event, self.tz, self._fallback = event, tz, fallback
+        self._ok = event.extraction.status == "ok"
+        self._cache: dict[str, Scalar] = {}
+
+    def get(self, name: str) -> Scalar:
+        if name not in self._cache:
+            value = self._resolve(name)
+            self._cache[name] = None if isinstance(value, str) and not value.strip() else value
+        return self._cache[name]
+
+    def default_fallback(self, name: str) -> str:
+        return TRANSCRIPT_FALLBACK if name == "conversation_transcript" else self._fallback
+
+    def field(self, name: str) -> Scalar:
+        found = self.event.extraction.fields.get(name) if self._ok else None
+        return found.value if found is not None else None
+
+    def _resolve(self, name: str) -> Scalar:
+        resolver = SYSTEM.get(name)
+        if resolver is not None:
+            value = resolver(self)
+            return value if value is not None else self.field(name)
+        if name.startswith("dyn_"):
+            found = self.event.extraction.dynamic.get(name) if self._ok else None
+            return found.value if found is not None else None
+        if name.startswith("fields."):
+            return self.field(name.removeprefix("fields."))
+        if name.startswith("dynamic_variables."):
+            return self.event.conversation.dynamic_variables.get(name.removeprefix("dynamic_variables."))
+        return self.field(name)
+
+
+def transcript(messages: list[Message] | None) -> str | None:
+    if not messages:
+        return None
+    lines = [f"{_ROLES[m.role]}: {m.text}" for m in messages if m.role in _ROLES]
+    return "\n".join(lines) or None
+
+
+def duration_mmss(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60:02d}:{whole % 60:02d}"
+
+
+def _date(v: ConversationValues) -> str:
+    return v.event.conversation.started_at.astimezone(v.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _time(v: ConversationValues) -> str:
+    return v.event.conversation.started_at.astimezone(v.tz).strftime("%I:%M %p").lstrip("0")
+
+
+def _phone_only(value: str | None, v: ConversationValues) -> str | None:
+    return value if v.event.conversation.channel == "phone" else None
+
+
+def _contact_only(value: str | None, v: ConversationValues) -> str | None:
+    return value if v.event.conversation.customer.contact_id else None
+
+
+SYSTEM: dict[str, Resolver] = {
+    "conversation_date": _date,
+    "conversation_time": _time,
+    "conversation_duration": lambda v: duration_mmss(v.event.conversation.duration),
+    "conversation_status": lambda v: v.event.conversation.status.capitalize(),
+    "conversation_direction": lambda v: v.event.conversation.direction.capitalize(),
+    "conversation_summary": lambda v: v.event.extraction.summary,
+    "conversation_transcript": lambda v: transcript(v.event.conversation.messages),
+    "conversation_url": lambda v: v.event.conversation.conversation_url,
+    "conversation_uuid": lambda v: v.event.conversation.conversation_id,
+    "agent_name": lambda v: v.event.conversation.agent.name or v.event.conversation.agent.id,
+    "account_name": lambda v: v.event.conversation.account.name,
+    "customer_number": lambda v: _phone_only(v.event.conversation.customer.phone_number, v),
+    "customer_name": lambda v: _contact_only(v.event.conversation.customer.name, v),
+    "customer_email": lambda v: _contact_only(v.event.conversation.customer.email, v),
+    "to_number": lambda v: _phone_only(v.event.conversation.to_number, v),
+    "end_reason": lambda v: v.event.conversation.end_reason.canonical.value,
+    "raw_end_reason": lambda v: v.event.conversation.end_reason.raw,
+    "source_platform": lambda v: v.event.conversation.end_reason.source_platform,
+    "agent_id": lambda v: v.event.conversation.agent.id,
+    "agent_version": lambda v: v.event.conversation.agent.version,
+    "account_id": lambda v: v.event.conversation.account.id,
+    "channel": lambda v: v.event.conversation.channel,
+    "duration_seconds": lambda v: v.event.conversation.duration,
+    "recording_url": lambda v: v.event.conversation.recording_url,
+    "extraction_status": lambda v: v.event.extraction.status,
+}
