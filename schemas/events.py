@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.end_reasons import EndReason
+from schemas.end_reasons import EndReason, canonical_end_reason
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 Scalar = str | int | float | bool | None
@@ -43,9 +43,27 @@ class Customer(Model):
 
 
 class EndReasonInfo(Model):
-    canonical: EndReason = Field(description="Our vocabulary; UNKNOWN when the raw value is not recognised.")
+    """Why the conversation ended. An unknown value never makes the event invalid: it becomes UNKNOWN."""
+
+    canonical: EndReason = Field(
+        EndReason.UNKNOWN,
+        description="Our vocabulary. When absent it is mapped from raw and source_platform; a value outside "
+        "the vocabulary becomes UNKNOWN.",
+    )
     raw: str | None = Field(None, description="The platform's own value, verbatim.")
     source_platform: str = Field("unknown", description="vapi, retell, elevenlabs, connect, copilot, ...")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical_never_fails(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        value = data.get("canonical")
+        if value is None:
+            return {**data, "canonical": canonical_end_reason(data.get("source_platform"), data.get("raw"))}
+        if isinstance(value, str) and value not in EndReason.__members__:
+            return {**data, "canonical": canonical_end_reason(data.get("source_platform"), value)}
+        return data
 
 
 class Message(Model):

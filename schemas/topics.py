@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 HOUR_MS = 3_600_000
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 DAY_MS = 24 * HOUR_MS
 
 CONVERSATION_ENDED = "postcall.conversation-ended.v1"
@@ -56,7 +57,13 @@ class Topic:
     configs: dict[str, str] = field(default_factory=dict)
 
     def config(self) -> dict[str, str]:
-        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy, **self.configs}
+        return {
+            "retention.ms": str(self.retention_ms),
+            "cleanup.policy": self.cleanup_policy,
+            # transcripts can be large (claim check above this); every hop carries the conversation
+            "max.message.bytes": str(MAX_MESSAGE_BYTES),
+            **self.configs,
+        }
 
 
 def default_partitions() -> int:
