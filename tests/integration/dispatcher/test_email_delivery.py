@@ -1,0 +1,108 @@
+"""Emails to a real SMTP server (aiosmtpd): STARTTLS with a self-signed certificate and AUTH,
+multipart text + HTML, and SMTP reply codes mapped to retryable (4xx) and permanent (5xx)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.errors import PermanentError, RetryableError
+from services.devkit.sink import Sink
+from tests.integration.dispatcher.conftest import SECRET, Stack, email_action, self_signed
+
+
+def smtp_destination(port: int, **extra: object) -> str:
+    fields = {
+        "host": "127.0.0.1",
+        "port": port,
+        "from_address": "'Postcall <postcall@example.com>'",
+        "starttls": "false",
+        "allow_private": "true",
+        **extra,
+    }
+    return "destinations:\n  - name: mail\n    kind: smtp\n" + "".join(f"    {k}: {v}\n" for k, v in fields.items())
+
+
+async def test_email_over_starttls_with_auth_arrives_as_text_and_html(tmp_path: Path, stack: Stack) -> None:
+    context, cert = self_signed(tmp_path)
+    async with Sink([SECRET], smtp_port=0, smtp_login=("postcall", "s3cret"), smtp_tls=context, quiet=True) as sink:
+        assert sink.smtp_port is not None
+        yaml = smtp_destination(
+            sink.smtp_port, starttls="true", ca_file=cert, username="postcall", password="{secret_env: SMTP_PASSWORD}"
+        )
+        async with stack(yaml, {"SMTP_PASSWORD": "s3cret"}) as (executors, _):
+            delivery = await executors.run(email_action("act_mail", html="<p>callback</p>"))
+    assert delivery.outcome == "delivered"
+    [got] = sink.received
+    assert got["webhook_id"] == "act_mail" and got["tls"] is True
+    assert got["to"] == ["support@example.com", "lead@example.com"]
+    assert got["subject"] == "Callback requested"
+    assert got["text"].strip() == "+4930123 asked for a callback."
+    assert got["html"].strip() == "<p>callback</p>"
+    assert got["message_id"] == "<act_mail@postcall>"
+
+
+async def test_wrong_smtp_password_is_permanent(tmp_path: Path, stack: Stack) -> None:
+    context, cert = self_signed(tmp_path)
+    async with Sink([], smtp_port=0, smtp_login=("postcall", "s3cret"), smtp_tls=context, quiet=True) as sink:
+        yaml = smtp_destination(
+            sink.smtp_port, starttls="true", ca_file=cert, username="postcall", password="{secret_env: SMTP_PASSWORD}"
+        )
+        async with stack(yaml, {"SMTP_PASSWORD": "wrong"}) as (executors, _):
+            with pytest.raises(PermanentError, match="535"):
+                await executors.run(email_action("act_mail"))
+    assert sink.received == []
+
+
+async def test_server_certificate_not_trusted_is_retryable_and_nothing_is_sent(tmp_path: Path, stack: Stack) -> None:
+    context, _ = self_signed(tmp_path)
+    async with Sink([], smtp_port=0, smtp_tls=context, quiet=True) as sink:
+        async with stack(smtp_destination(sink.smtp_port, starttls="true")) as (executors, _):
+            with pytest.raises(RetryableError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+                await executors.run(email_action("act_mail"))
+    assert sink.received == []
+
+
+async def test_plain_smtp_email_is_delivered_and_the_connection_reused(sink: Sink, stack: Stack) -> None:
+    assert sink.smtp_port is not None
+    async with stack(smtp_destination(sink.smtp_port)) as (executors, _):
+        for i in range(3):
+            assert (await executors.run(email_action(f"act_{i}"))).outcome == "delivered"
+    assert sink.ids() == ["act_0", "act_1", "act_2"]
+    assert all(r["tls"] is False and r["html"] is None for r in sink.received)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("451 4.3.0 Try again later", RetryableError),
+        ("452 4.2.2 Mailbox full", RetryableError),
+        ("554 5.7.1 Message rejected", PermanentError),
+        ("552 5.3.4 Message too big", PermanentError),
+    ],
+)
+async def test_smtp_reply_codes_decide_retry(sink: Sink, stack: Stack, reply: str, error: type[Exception]) -> None:
+    assert sink.smtp_port is not None
+    sink.smtp_replies.append(reply)
+    async with stack(smtp_destination(sink.smtp_port)) as (executors, _):
+        with pytest.raises(error, match=reply.split()[0]):
+            await executors.run(email_action("act_1"))
+        assert (await executors.run(email_action("act_1"))).outcome == "delivered"
+
+
+async def test_smtp_server_down_is_retryable(stack: Stack) -> None:
+    from services.devkit.kafka import free_port
+
+    async with stack(smtp_destination(free_port())) as (executors, _):
+        with pytest.raises(RetryableError):
+            await executors.run(email_action("act_1"))
+
+
+async def test_header_injection_in_subject_is_refused(sink: Sink, stack: Stack) -> None:
+    assert sink.smtp_port is not None
+    action = email_action("act_1").model_copy(update={"subject": "Hi\r\nBcc: everyone@example.com"})
+    async with stack(smtp_destination(sink.smtp_port)) as (executors, _):
+        with pytest.raises(PermanentError, match="invalid email"):
+            await executors.run(action)
+    assert sink.received == []

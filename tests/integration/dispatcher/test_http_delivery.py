@@ -1,0 +1,110 @@
+"""Deliveries to real HTTP receivers on 127.0.0.1: failures, stalls, redirects, 429, 410, SSRF,
+and one stalled destination not holding back another."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import REGISTRY
+
+from services.common.errors import PermanentError, RetryableError
+from services.devkit.sink import Reply, Sink
+from tests.integration.dispatcher.conftest import Stack, http_destination, webhook
+
+
+def destinations(*entries: str) -> str:
+    return "destinations:\n" + "".join(entries)
+
+
+async def test_webhook_is_delivered_signed_and_verified_by_the_receiver(sink: Sink, stack: Stack) -> None:
+    async with stack(destinations(http_destination("crm", sink.url("/crm")))) as (executors, _):
+        delivery = await executors.run(webhook("act_1", "crm", {"status": "closed"}))
+    assert (delivery.outcome, delivery.status_code) == ("delivered", 200)
+    [got] = sink.received
+    assert (got["webhook_id"], got["verified"], got["body"]) == ("act_1", True, {"status": "closed"})
+
+
+async def test_failing_receiver_is_retryable_then_delivered(sink: Sink, stack: Stack) -> None:
+    sink.script("/crm", Reply(503), Reply(500))
+    async with stack(destinations(http_destination("crm", sink.url("/crm")))) as (executors, _):
+        for _ in range(2):
+            with pytest.raises(RetryableError, match="HTTP 50"):
+                await executors.run(webhook("act_1", "crm"))
+        assert (await executors.run(webhook("act_1", "crm"))).outcome == "delivered"
+    assert sink.counts["act_1"] == 3  # the same webhook-id on every attempt
+
+
+async def test_receiver_stalling_past_the_timeout_is_retryable(sink: Sink, stack: Stack) -> None:
+    sink.script("/slow", then=Reply(delay=5))
+    async with stack(destinations(http_destination("slow", sink.url("/slow"), timeout_seconds=0.3))) as (ex, _):
+        with pytest.raises(RetryableError, match=r"no answer within 0.3s"):
+            await ex.run(webhook("act_1", "slow"))
+
+
+async def test_redirect_is_a_failure_and_is_never_followed(sink: Sink, stack: Stack) -> None:
+    sink.script("/moved", then=Reply(302, {"Location": sink.url("/new-home")}))
+    async with stack(destinations(http_destination("crm", sink.url("/moved")))) as (executors, _):
+        with pytest.raises(PermanentError, match="302"):
+            await executors.run(webhook("act_1", "crm"))
+    assert [r["path"] for r in sink.received] == ["/moved"]
+
+
+async def test_429_retry_after_is_honoured(sink: Sink, stack: Stack) -> None:
+    sink.script("/busy", then=Reply(429, {"Retry-After": "120"}))
+    async with stack(destinations(http_destination("crm", sink.url("/busy")))) as (executors, _):
+        with pytest.raises(RetryableError) as caught:
+            await executors.run(webhook("act_1", "crm"))
+    assert caught.value.retry_after == 120.0
+
+
+async def test_410_disables_the_destination_and_nothing_more_is_sent(sink: Sink, stack: Stack) -> None:
+    sink.script("/gone", then=Reply(410))
+    async with stack(destinations(http_destination("gone", sink.url("/gone")))) as (executors, _):
+        with pytest.raises(PermanentError, match="410"):
+            await executors.run(webhook("act_1", "gone"))
+        with pytest.raises(PermanentError, match=r"destination disabled \(410 Gone\)"):
+            await executors.run(webhook("act_2", "gone"))
+    assert sink.ids() == ["act_1"]
+    assert REGISTRY.get_sample_value("postcall_destination_disabled", {"destination": "gone"}) == 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+async def test_ssrf_guard_refuses_loopback_without_allow_private(sink: Sink, stack: Stack, host: str) -> None:
+    url = sink.url("/crm").replace("127.0.0.1", host)
+    entry = http_destination("internal", url, allow_private="false")
+    async with stack(destinations(entry)) as (executors, _):
+        with pytest.raises(PermanentError, match="SSRF guard: refusing to connect") as caught:
+            await executors.run(webhook("act_1", "internal"))
+    assert "loopback" in str(caught.value)
+    assert sink.received == []
+
+
+async def test_a_stalled_destination_does_not_hold_back_another(sink: Sink, stack: Stack) -> None:
+    sink.script("/slow", then=Reply(delay=2))
+    slow = http_destination("slow", sink.url("/slow"), max_concurrency=2, max_waiting=2)
+    fast = http_destination("fast", sink.url("/fast"), max_concurrency=8)
+    finished: list[str] = []
+
+    async def deliver(action_id: str, destination: str) -> str:
+        try:
+            await executors.run(webhook(action_id, destination))
+            outcome = "delivered"
+        except RetryableError as exc:
+            outcome = f"retry: {exc}"
+        finished.append(f"{destination}:{outcome}")
+        return outcome
+
+    async with stack(destinations(slow, fast)) as (executors, _):
+        slow_tasks = [asyncio.create_task(deliver(f"s{i}", "slow")) for i in range(6)]
+        await asyncio.sleep(0.05)  # the slow destination's slots and queue are taken
+        fast_outcomes = await asyncio.gather(*(deliver(f"f{i}", "fast") for i in range(100)))
+        slow_pending_when_fast_done = sum(not t.done() for t in slow_tasks)
+        slow_outcomes = await asyncio.gather(*slow_tasks)
+
+    assert fast_outcomes == ["delivered"] * 100
+    assert slow_pending_when_fast_done >= 2  # the two in flight were still stalled
+    # beyond its 2 slots and 2 waiters the slow destination refused at once (a retry tier), never blocked
+    assert sum(o.startswith("retry: destination slow busy") for o in slow_outcomes) >= 2
+    last_fast = max(i for i, f in enumerate(finished) if f == "fast:delivered")
+    assert last_fast < finished.index("slow:delivered")
