@@ -58,8 +58,9 @@ async def test_wrong_smtp_password_is_permanent(tmp_path: Path, stack: Stack) ->
 async def test_server_certificate_not_trusted_is_retryable_and_nothing_is_sent(tmp_path: Path, stack: Stack) -> None:
     context, _ = self_signed(tmp_path)
     async with Sink([], smtp_port=0, smtp_tls=context, quiet=True) as sink:
-        async with stack(smtp_destination(sink.smtp_port, starttls="true")) as (executors, _):
-            with pytest.raises(RetryableError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+        yaml = smtp_destination(sink.smtp_port, starttls="true")
+        async with stack(yaml) as (executors, _):
+            with pytest.raises(RetryableError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
                 await executors.run(email_action("act_mail"))
     assert sink.received == []
 
