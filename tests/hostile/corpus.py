@@ -1,0 +1,102 @@
+"""The hostile-input corpus: records a platform (or an attacker) could publish, and where each must land.
+
+`write_corpus(path)` writes them as one kcat input file (`key<TAB>value` per line, published with
+`kcat -P -K '\\t' -l`): JSON stays on one line, so tabs and newlines inside it are escaped and the
+delimiters are unambiguous even for the invalid UTF-8 record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from services.devkit.publish import EXAMPLES
+
+BASE = orjson.loads((EXAMPLES / "0001-support-resolved-hangup.json").read_bytes())
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    key: str
+    value: bytes
+    lands: str  # "dlq:<service>" or "processed"
+    reason: str = ""  # substring of the dead letter's reason
+
+
+def conversation(cid: str, **changes: object) -> dict[str, object]:
+    event = {**BASE, "conversation_id": cid, "event_id": f"evt-{cid}"}
+    event.update(changes)
+    return event
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"conversation_id": "deep", "metadata": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def cases() -> list[Case]:
+    big_text = "The customer explains the problem again in great detail. " * 36_000  # ~2 MB
+    injection = (
+        "{{__import__('os').system('id')}} {{ conversation_summary.__class__.__mro__ }} ${7*7} "
+        "{% for x in range(9) %}{{x}}{% endfor %} {{customer_email}}"
+    )
+    messages = [{"role": "customer", "text": injection}, *BASE["messages"]]
+    return [
+        Case("invalid-utf8", "hostile-utf8", b'{"conversation_id": "\xff\xfe\xfd"}', "dlq:extractor", "not valid JSON"),
+        Case("deeply-nested", "deep", _nested(20_000), "dlq:extractor", "not valid JSON"),
+        Case("not-an-object", "array", b"[1, 2, 3]", "dlq:extractor", "schema violation"),
+        Case(
+            "wrong-types",
+            "hostile-types",
+            orjson.dumps(conversation("hostile-types", direction=5, duration_seconds="long")),
+            "dlq:extractor",
+            "schema violation",
+        ),
+        Case(
+            "missing-ids",
+            "hostile-missing",
+            orjson.dumps({k: v for k, v in conversation("x").items() if k not in ("conversation_id", "event_id")}),
+            "dlq:extractor",
+            "conversation_id: Field required",
+        ),
+        Case(
+            "unknown-agent",
+            "hostile-agent",
+            orjson.dumps(conversation("hostile-agent", agent={"id": "nobody-configured-me"})),
+            "dlq:extractor",
+            "nobody-configured-me",
+        ),
+        Case(
+            "unknown-end-reason",
+            "hostile-reason",
+            orjson.dumps(conversation("hostile-reason", end_reason={"canonical": "ALIEN_ABDUCTION", "raw": "ufo"})),
+            "processed",
+        ),
+        Case(
+            "two-megabyte-transcript",
+            "hostile-big",
+            orjson.dumps(
+                conversation("hostile-big", messages=[*BASE["messages"], {"role": "customer", "text": big_text}])
+            ),
+            "processed",
+        ),
+        Case(
+            "template-injection",
+            "hostile-inject",
+            orjson.dumps(conversation("hostile-inject", messages=messages)),
+            "processed",
+        ),
+        Case("duplicate-event-1", "hostile-dup", orjson.dumps(conversation("hostile-dup")), "processed"),
+        Case("duplicate-event-2", "hostile-dup", orjson.dumps(conversation("hostile-dup")), "processed"),
+    ]
+
+
+def write_corpus(path: Path) -> list[Case]:
+    all_cases = cases()
+    with path.open("wb") as f:
+        for case in all_cases:
+            assert b"\n" not in case.value and b"\t" not in case.value, case.name
+            f.write(case.key.encode() + b"\t" + case.value + b"\n")
+    return all_cases
