@@ -124,6 +124,8 @@ DOTTED_PREFIXES = ("dynamic_variables.", "fields.")
 
 def parse_template(text: str) -> tuple[str | VarRef, ...]:
     """Split a template into literal text and variable references; refuses anything else."""
+    if "{%" in text or "{#" in text:
+        raise TemplateSyntaxError("'{%' and '{#' are not supported: templates have no tags, loops or comments")
     parts: list[str | VarRef] = []
     pos = 0
     for match in _TOKEN.finditer(text):

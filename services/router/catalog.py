@@ -81,7 +81,7 @@ class CatalogHolder:
         self._state = (catalog, compiled)
         problems = catalog.problems
         for problem in problems:
-            log.error("configuration problem", extra={"problem": str(problem)})
+            log.error("configuration problem: %s", problem, extra={"problem": str(problem)})
         metrics.CONFIG_RELOADS.labels("problems" if problems else "ok").inc()
         metrics.CONFIG_PROBLEMS.set(len(problems))
         metrics.CONFIG_AGENTS.set(len(catalog.configs))

@@ -1,0 +1,422 @@
+"""Flows end to end inside the router: the seeds' own examples, actions, skips and the decision trace."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.events import (
+    EmailRequested,
+    ScheduleCallRequested,
+    SlackRequested,
+    TaskRequested,
+    TeamAlertRequested,
+    WebhookRequested,
+)
+from services.router.actions import action_id
+from services.router.engine import CompiledAgent
+from tests.unit.router.support import NOW, agent, config, event
+
+COPILOT_CRM = """
+    agent: support-line
+    flows:
+      - id: post-call-actions
+        when: {end_reason: [CUSTOMER_HANGUP]}
+        actions:
+          - type: webhook
+            destination: crm
+            body: {status: closed, ended_at: "{{conversation_date}}", end_reason: "{{end_reason}}"}
+      - id: log-every-call
+        actions:
+          - {type: webhook, destination: crm, body: {reason: "{{end_reason}}"}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("end_reason", "crm_update"),
+    [("CUSTOMER_HANGUP", True), ("BLIND_TRANSFER", False), ("CCAAS_TRANSFER", False)],
+)
+def test_copilot_crm_case_updates_only_on_customer_hangup(tmp_path: Path, end_reason: str, crm_update: bool) -> None:
+    trace, actions = agent(tmp_path, COPILOT_CRM).route(event(end_reason={"canonical": end_reason}), NOW)
+    crm, log_all = trace.flows
+    assert crm.fired is crm_update
+    assert log_all.fired and log_all.reason.startswith("no `when`: runs for every conversation")
+    assert [a.flow_id for a in actions] == (["post-call-actions"] if crm_update else []) + ["log-every-call"]
+    if crm_update:
+        body = actions[0]
+        assert isinstance(body, WebhookRequested)
+        assert body.body == {"status": "closed", "ended_at": "2026-03-10 09:58:30 UTC", "end_reason": "CUSTOMER_HANGUP"}
+        assert body.destination == "crm"
+    else:
+        assert crm.reason == f"not met: when: end reason {end_reason} is not in ['CUSTOMER_HANGUP']"
+
+
+CALL2ME = """
+    agent: sales-line
+    extraction:
+      fields:
+        - {name: customer_name, type: string, description: "Customer full name"}
+        - {name: interest_level, type: enum, values: [high, medium, low, none]}
+        - {name: follow_up_required, type: boolean}
+        - {name: follow_up_date, type: string, description: "Follow-up date in ISO 8601 format"}
+        - {name: callback_number, type: phone}
+    flows:
+      - id: high-interest
+        when: {field: interest_level, op: "==", value: high}
+        actions:
+          - type: webhook
+            destination: sales-crm
+            body: {name: "{{fields.customer_name}}", interest: "{{interest_level}}"}
+      - id: nurture
+        when: {field: interest_level, op: "==", value: low}
+        actions:
+          - {type: webhook, destination: nurture-crm}
+      - id: auto-follow-up
+        when: {field: follow_up_required, op: "==", value: true}
+        actions:
+          - type: schedule_call
+            use_field: follow_up_date
+            fallback_delay_minutes: 1440
+            from_number: "+908501234567"
+"""
+
+
+def test_call2me_high_interest_goes_to_sales_crm_and_follow_up_is_scheduled_from_the_field(tmp_path: Path) -> None:
+    fields = {
+        "customer_name": "Ada",
+        "interest_level": "high",
+        "follow_up_required": True,
+        "follow_up_date": "2026-03-12T15:00:00+00:00",
+    }
+    trace, actions = agent(tmp_path, CALL2ME).route(event(fields=fields), NOW)
+    assert [f.fired for f in trace.flows] == [True, False, True]
+    webhook, call = actions
+    assert isinstance(webhook, WebhookRequested) and webhook.destination == "sales-crm"
+    assert webhook.body == {"name": "Ada", "interest": "high"}
+    assert isinstance(call, ScheduleCallRequested)
+    assert call.scheduled_at == datetime(2026, 3, 12, 15, tzinfo=UTC) and call.schedule_source == "field"
+    assert call.from_number == "+908501234567" and call.to_number == "+16305550123"
+
+
+@pytest.mark.parametrize("follow_up_date", [None, "next week sometime", "2026-03-01"])
+def test_call2me_follow_up_without_a_usable_date_uses_the_fallback_delay(tmp_path: Path, follow_up_date: Any) -> None:
+    fields = {"interest_level": "low", "follow_up_required": True, "follow_up_date": follow_up_date}
+    trace, actions = agent(tmp_path, CALL2ME).route(event(fields=fields), NOW)
+    nurture, call = actions
+    assert nurture.destination == "nurture-crm" and isinstance(nurture, WebhookRequested)
+    assert nurture.body["fields"]["interest_level"] == "low"  # default body: the extraction result
+    assert isinstance(call, ScheduleCallRequested)
+    assert call.scheduled_at == datetime(2026, 3, 11, 10, 3, 5, tzinfo=UTC)  # ended_at + 1440 min
+    assert call.schedule_source == "fallback"
+    note = next(c for c in trace.flows[2].conditions if c.kind == "action").reason
+    assert "fallback delay of 1440 min" in note
+
+
+def test_call2me_no_follow_up_when_not_required(tmp_path: Path) -> None:
+    trace, actions = agent(tmp_path, CALL2ME).route(event(fields={"follow_up_required": False}), NOW)
+    assert actions == [] and not trace.flows[2].fired
+
+
+SCHEDULING = """
+    agent: support-line
+    timezone: America/Chicago
+    extraction:
+      fields:
+        - {name: callback_date, type: date}
+        - {name: callback_number, type: phone}
+    flows:
+      - id: call-back
+        actions:
+          - type: schedule_call
+            destination: telephony
+            use_field: callback_date
+            to_field: callback_number
+            fallback_delay_minutes: 60
+            business_hours: {timezone: America/Chicago, days: [mon, tue, wed, thu, fri], start: "09:00", end: "17:00"}
+"""
+
+SCHEDULE_CASES = [
+    # (ended_at UTC, callback_date, expected UTC, source, moved)
+    ("inside-hours", "2026-03-10T16:00:00Z", None, datetime(2026, 3, 10, 17, 0, tzinfo=UTC), "fallback", False),
+    ("before-opening", "2026-03-10T11:00:00Z", None, datetime(2026, 3, 10, 14, 0, tzinfo=UTC), "fallback", True),
+    ("after-closing", "2026-03-10T22:30:00Z", None, datetime(2026, 3, 11, 14, 0, tzinfo=UTC), "fallback", True),
+    ("friday-evening", "2026-03-13T23:00:00Z", None, datetime(2026, 3, 16, 14, 0, tzinfo=UTC), "fallback", True),
+    ("date-field", "2026-03-10T16:00:00Z", "2026-03-12", datetime(2026, 3, 12, 14, 0, tzinfo=UTC), "field", False),
+    ("date-on-saturday", "2026-03-10T16:00:00Z", "2026-03-14", datetime(2026, 3, 16, 14, 0, tzinfo=UTC), "field", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("ended", "date", "expected", "source", "moved"),
+    [c[1:] for c in SCHEDULE_CASES],
+    ids=[c[0] for c in SCHEDULE_CASES],
+)
+def test_schedule_call_business_hours(
+    tmp_path: Path, ended: str, date: str | None, expected: datetime, source: str, moved: bool
+) -> None:
+    ev = event(fields={"callback_date": date}, started_at="2026-03-10T10:00:00Z", ended_at=ended)
+    _, [call] = agent(tmp_path, SCHEDULING).route(ev, NOW)
+    assert isinstance(call, ScheduleCallRequested)
+    assert (call.scheduled_at, call.schedule_source, call.business_hours_applied) == (expected, source, moved)
+
+
+def test_schedule_call_prefers_the_extracted_number(tmp_path: Path) -> None:
+    _, [call] = agent(tmp_path, SCHEDULING).route(event(fields={"callback_number": "+13125550178"}), NOW)
+    assert isinstance(call, ScheduleCallRequested) and call.to_number == "+13125550178"
+
+
+def test_schedule_call_without_a_number_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    trace, actions = agent(tmp_path, SCHEDULING).route(event(customer={"phone_number": None}), NOW)
+    assert actions == []
+    [flow] = trace.flows
+    assert flow.fired and flow.actions == []
+    [skip] = [c for c in flow.conditions if c.kind == "action"]
+    assert not skip.passed and skip.reason == "skipped: no number to call (the customer has no phone number)"
+    assert flow.reason == "no `when`: runs for every conversation; 0 action(s) planned, 1 skipped"
+
+
+NOTIFICATIONS = """
+    agent: support-line
+    extraction:
+      fields:
+        - {name: severity, type: enum, values: [low, high]}
+    recipient_routes:
+      - id: severity
+        rules:
+          - {when: "Severe issues", to: [oncall@company.example]}
+          - {when: "Everything else", to: [support@company.example]}
+        fallback: [support-lead@company.example]
+    flows:
+      - id: disabled-one
+        enabled: false
+        when: {always: true}
+        actions: [{type: email, to: [a@company.example], subject: s, body: b}]
+      - id: callback
+        when: {ai: "Did the customer ask to be called back?"}
+        actions:
+          - {type: email, to: [support@company.example], subject: "Callback requested",
+             body: "{{customer_number}} asked for a callback. {{conversation_summary}}"}
+          - {type: task, priority: high, title: "Call back {{customer_name}}"}
+      - id: confirm-to-customer
+        actions:
+          - {type: email, to: ["{{customer_email}}"], subject: "Thanks", body: "Hi {{customer_name | there}}"}
+      - id: smart-routing
+        actions:
+          - {type: email, recipients: severity, subject: "Customer issue - {{dyn_severity}}",
+             body: "{{dyn_issue_summary}} {{conversation_url}}",
+             html: "<p>{{dyn_issue_summary}}</p>"}
+      - id: complaint
+        when: {ai: "Did the customer express dissatisfaction?"}
+        actions:
+          - {type: team_alert, message: "Complaint: {{conversation_summary}}"}
+          - {type: slack, destination: ops-slack, text: "Complaint {{conversation_uuid}}", enabled: false}
+          - {type: task, priority: urgent, title: "Complaint", when: {field: severity, op: "==", value: high}}
+"""
+
+
+def _flow(trace: Any, flow_id: str) -> Any:
+    return next(f for f in trace.flows if f.flow_id == flow_id)
+
+
+def test_seed_troubleshooting_disabled_notification_does_not_fire(tmp_path: Path) -> None:
+    trace, actions = agent(tmp_path, NOTIFICATIONS).route(event(), NOW)
+    disabled = _flow(trace, "disabled-one")
+    assert (disabled.enabled, disabled.fired, disabled.reason) == (False, False, "flow is disabled")
+    assert all(a.flow_id != "disabled-one" for a in actions)
+
+
+def test_seed_troubleshooting_trigger_not_matched(tmp_path: Path) -> None:
+    ev = event(triggers={"Did the customer ask to be called back?": False})
+    trace, actions = agent(tmp_path, NOTIFICATIONS).route(ev, NOW)
+    flow = _flow(trace, "callback")
+    assert not flow.fired and flow.reason == "not met: when: the extractor answered no"
+    assert all(a.flow_id != "callback" for a in actions)
+
+
+def test_callback_trigger_matched_sends_email_and_high_priority_task(tmp_path: Path) -> None:
+    ev = event(triggers={"Did the customer ask to be called back?": True})
+    trace, actions = agent(tmp_path, NOTIFICATIONS).route(ev, NOW)
+    email, task = [a for a in actions if a.flow_id == "callback"]
+    assert isinstance(email, EmailRequested) and isinstance(task, TaskRequested)
+    assert email.to == ["support@company.example"] and email.recipients_source == "fixed"
+    assert email.text == "+16305550123 asked for a callback. Customer asked for a callback."
+    assert (task.title, task.priority) == ("Call back Tom Becker", "High")
+    assert [p.type for p in _flow(trace, "callback").actions] == ["email", "task"]
+
+
+def test_seed_troubleshooting_empty_fixed_recipients_skip_the_email_with_a_reason(tmp_path: Path) -> None:
+    trace, actions = agent(tmp_path, NOTIFICATIONS).route(event(customer={"contact_id": None}), NOW)
+    assert all(a.flow_id != "confirm-to-customer" for a in actions)
+    [skip] = [c for c in _flow(trace, "confirm-to-customer").conditions if c.kind == "action"]
+    assert not skip.passed
+    assert skip.reason == "skipped: no valid recipients (fixed recipient list rendered empty)"
+
+
+def test_invalid_fixed_recipient_is_dropped_and_reported(tmp_path: Path) -> None:
+    trace, _ = agent(tmp_path, NOTIFICATIONS).route(event(customer={"email": "not an address"}), NOW)
+    [skip] = [c for c in _flow(trace, "confirm-to-customer").conditions if c.kind == "action"]
+    assert "dropped invalid recipient 'not an address'" in skip.reason and not skip.passed
+
+
+ROUTING_CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
+    (
+        "extractor-chose",
+        {"recipients": {"severity": ["oncall@company.example"]}},
+        ["oncall@company.example"],
+        "dynamic",
+    ),
+    ("chose-none", {"recipients": {"severity": []}}, ["support-lead@company.example"], "fallback"),
+    ("not-answered", {}, ["support-lead@company.example"], "fallback"),
+    (
+        "invented-address",
+        {"recipients": {"severity": ["attacker@evil.example"]}},
+        ["support-lead@company.example"],
+        "fallback",
+    ),
+    (
+        "extraction-failed",
+        {"status": "failed", "recipients": {"severity": ["oncall@company.example"]}},
+        ["support-lead@company.example"],
+        "fallback",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("extraction", "to", "source"), [c[1:] for c in ROUTING_CASES], ids=[c[0] for c in ROUTING_CASES]
+)
+def test_dynamic_recipients_and_their_fallback(
+    tmp_path: Path, extraction: dict[str, Any], to: list[str], source: str
+) -> None:
+    trace, actions = agent(tmp_path, NOTIFICATIONS).route(event(**extraction), NOW)
+    [email] = [a for a in actions if a.flow_id == "smart-routing"]
+    assert isinstance(email, EmailRequested)
+    assert (email.to, email.recipients_source) == (to, source)
+    [note] = [c for c in _flow(trace, "smart-routing").conditions if c.kind == "action"]
+    assert "route 'severity'" in note.reason
+
+
+def test_email_html_escapes_values_and_subject_is_one_line(tmp_path: Path) -> None:
+    ev = event(dynamic={"dyn_issue_summary": "<img src=x onerror=alert(1)>", "dyn_severity": "high\r\nBcc: x@y.z"})
+    _, actions = agent(tmp_path, NOTIFICATIONS).route(ev, NOW)
+    [email] = [a for a in actions if a.flow_id == "smart-routing"]
+    assert isinstance(email, EmailRequested)
+    assert email.html == "<p>&lt;img src=x onerror=alert(1)&gt;</p>"
+    assert email.subject == "Customer issue - high Bcc: x@y.z"
+
+
+def test_disabled_action_and_action_when_are_skipped_with_reasons(tmp_path: Path) -> None:
+    ev = event(triggers={"Did the customer express dissatisfaction?": True}, fields={"severity": "low"})
+    trace, actions = agent(tmp_path, NOTIFICATIONS).route(ev, NOW)
+    [alert] = [a for a in actions if a.flow_id == "complaint"]
+    assert isinstance(alert, TeamAlertRequested) and alert.everyone and alert.teammates == []
+    notes = {c.path: c for c in _flow(trace, "complaint").conditions if c.kind == "action"}
+    assert notes["actions[1]"].reason == "skipped: action is disabled"
+    assert notes["actions[2]"].reason.startswith("skipped: its `when` did not pass")
+    when = next(c for c in _flow(trace, "complaint").conditions if c.path == "actions[2].when")
+    assert when.actual == "low" and not when.passed
+
+
+def test_urgent_task_when_the_action_condition_passes(tmp_path: Path) -> None:
+    ev = event(triggers={"Did the customer express dissatisfaction?": True}, fields={"severity": "high"})
+    _, actions = agent(tmp_path, NOTIFICATIONS).route(ev, NOW)
+    task = next(a for a in actions if isinstance(a, TaskRequested) and a.flow_id == "complaint")
+    assert task.priority == "Urgent" and task.action_index == 2
+
+
+def test_decision_trace_names_every_flow_revision_and_extraction_status(tmp_path: Path) -> None:
+    compiled = agent(tmp_path, NOTIFICATIONS)
+    trace, _ = compiled.route(event(status="failed", reason="timeout"), NOW)
+    assert [f.flow_id for f in trace.flows] == [
+        "disabled-one",
+        "callback",
+        "confirm-to-customer",
+        "smart-routing",
+        "complaint",
+    ]
+    assert trace.config_revision == compiled.revision and len(compiled.revision) == 16
+    assert (trace.conversation_id, trace.agent_id, trace.agent_version) == ("conv-1", "support-line", "3")
+    assert trace.extraction_status == "failed"
+    callback = _flow(trace, "callback")
+    assert not callback.fired and "extraction failed (timeout)" in callback.reason
+
+
+SLACK = """
+    agent: support-line
+    flows:
+      - id: escalations
+        when: {end_reason: CCAAS_TRANSFER}
+        actions:
+          - {type: slack, destination: ops-slack, text: "Escalated: {{conversation_summary}} {{conversation_url}}"}
+"""
+
+
+def test_slack_notification_on_escalation(tmp_path: Path) -> None:
+    _, actions = agent(tmp_path, SLACK).route(event(end_reason={"canonical": "CCAAS_TRANSFER"}), NOW)
+    [slack] = actions
+    assert isinstance(slack, SlackRequested) and slack.destination == "ops-slack"
+    assert slack.text == "Escalated: Customer asked for a callback. https://voice.example/c/conv-1"
+
+
+def test_action_ids_are_deterministic(tmp_path: Path) -> None:
+    compiled = agent(tmp_path, NOTIFICATIONS)
+    ev = event(triggers={"Did the customer ask to be called back?": True})
+    _, first = compiled.route(ev, NOW)
+    _, again = compiled.route(ev, datetime(2027, 1, 1, tzinfo=UTC))
+    assert [a.action_id for a in first] == [a.action_id for a in again]
+    assert [a.model_dump(exclude={"requested_at"}) for a in first] == [
+        a.model_dump(exclude={"requested_at"}) for a in again
+    ]
+    assert len({a.action_id for a in first}) == len(first)
+    email = next(a for a in first if a.flow_id == "callback")
+    assert email.action_id == action_id("conv-1", "callback", 0, compiled.revision)
+
+
+def test_action_id_changes_with_each_of_its_inputs() -> None:
+    base = action_id("conv-1", "flow", 0, "rev1")
+    assert base == action_id("conv-1", "flow", 0, "rev1")
+    assert (
+        len(
+            {
+                base,
+                action_id("conv-2", "flow", 0, "rev1"),
+                action_id("conv-1", "other", 0, "rev1"),
+                action_id("conv-1", "flow", 1, "rev1"),
+                action_id("conv-1", "flow", 0, "rev2"),
+            }
+        )
+        == 5
+    )
+
+
+def test_a_new_revision_gives_new_action_ids(tmp_path: Path) -> None:
+    ev = event(end_reason={"canonical": "CCAAS_TRANSFER"})
+    first = agent(tmp_path, SLACK).route(ev, NOW)[1][0].action_id
+    second = CompiledAgent(config(tmp_path, SLACK + "\n# edited\n"), "-").route(ev, NOW)[1][0].action_id
+    assert first != second
+
+
+def test_template_library_flow_with_overrides(tmp_path: Path) -> None:
+    text = """
+        agent: support-line
+        flows:
+          - id: callback
+            use_template: callback_requested
+            actions:
+              email: {to: [support@company.example], destination: support-email}
+              task: {priority: Urgent}
+            add_actions:
+              - {type: team_alert, message: "Callback for {{customer_name}}", teammates: [sam]}
+    """
+    question = (
+        "Did the customer ask to be called back, request a follow-up call, or ask for someone to contact them later?"
+    )
+    _trace, actions = agent(tmp_path, text).route(event(triggers={question: True}), NOW)
+    email, task, alert = actions
+    assert isinstance(email, EmailRequested) and email.subject == "Callback requested"
+    assert email.destination == "support-email" and "Tom Becker (+16305550123) asked for a callback." in email.text
+    assert isinstance(task, TaskRequested) and task.priority == "Urgent"
+    assert isinstance(alert, TeamAlertRequested) and alert.teammates == ["sam"] and not alert.everyone
