@@ -157,10 +157,14 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
     agent = raw.get("agent") if isinstance(raw.get("agent"), str) else None
     issues, from_template = _expand_templates(raw, library)
     file_cfg: AgentFile | None = None
+    unexpanded = {loc[1] for loc, _ in issues if loc[2:3] == ("use_template",)}
     try:
         file_cfg = AgentFile.model_validate(raw)
     except ValidationError as exc:
-        issues += [(_model_loc(raw, e["loc"]), _message(e)) for e in exc.errors()]
+        found = [(_model_loc(raw, e["loc"]), _message(e)) for e in exc.errors()]
+        issues += [
+            (loc, msg) for loc, msg in found if not (len(loc) > 1 and loc[0] == "flows" and loc[1] in unexpanded)
+        ]
     if file_cfg is not None:
         issues += list(semantic_problems(file_cfg))
     problems = _problems(name, tree, [_hint(loc, msg, from_template) for loc, msg in issues])

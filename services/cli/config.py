@@ -1,0 +1,120 @@
+"""`postcall config validate <dir>`: refuse a bad agent configuration before it is deployed.
+
+One line per problem, `file:line: path: message`, and exit code 1:
+
+    examples/agents/sales-line.yaml:12: flows[1].when.op: '>' is not valid for boolean field 'follow_up_required'
+
+Checked: YAML syntax, unknown fields, missing fields, unknown action types and end reasons, operators
+valid for the field's type and values of the field's type, unsafe `matches` patterns, templates naming
+undefined variables (any `dyn_*` name is defined: it makes the extractor extract it), unknown
+recipient routes and library templates, duplicate flow ids and duplicate agent files, and, with
+`--destinations <the dispatcher's destinations file>`, that every destination exists and is of a kind
+the action can use. The router runs exactly these checks when it (re)loads the folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog
+from services.router.library import library
+
+app = typer.Typer(help="Agent configuration: validate a folder, list the template library.", no_args_is_help=True)
+
+# The destination kind each action type can use (see services/dispatcher/executors).
+KINDS = {
+    "webhook": "http",
+    "slack": "slack",
+    "email": "smtp",
+    "schedule_call": "http",
+    "task": "http",
+    "team_alert": "http",
+}
+
+
+@app.command("validate")
+def validate(
+    directory: Annotated[Path, typer.Argument(help="Folder of agent configuration YAML files.")],
+    destinations: Annotated[
+        Path | None,
+        typer.Option("--destinations", "-d", help="The dispatcher's destinations file: check destination names."),
+    ] = None,
+) -> None:
+    """Check every agent file in DIRECTORY; exit 1 with one line per problem."""
+    try:
+        catalog = load_catalog(directory)
+    except ConfigError as exc:
+        _fail([str(p) for p in exc.problems])
+    problems = [str(p) for p in catalog.problems]
+    if destinations is None:
+        typer.echo(
+            "note: destinations not checked (pass --destinations <the dispatcher's destinations file>)", err=True
+        )
+    else:
+        known = _destination_kinds(destinations)
+        problems += [str(p) for p in destination_problems(catalog, known)]
+    if problems:
+        _fail(problems)
+    agents = sorted(f"{a}@{v}" if v else a for a, v in catalog.configs)
+    typer.echo(f"ok: {len(catalog.files)} file(s), agents: {', '.join(agents) or 'none'}")
+
+
+@app.command("templates")
+def templates() -> None:
+    """List the template library (use one in a flow with `use_template: <name>`)."""
+    for name, template in library().items():
+        typer.echo(f"{name:22} {template['title']}: {template['flow']['when']['ai']}")
+
+
+def _fail(lines: list[str]) -> NoReturn:
+    for line in lines:
+        typer.echo(line)
+    typer.echo(f"{len(lines)} problem(s)", err=True)
+    raise typer.Exit(1)
+
+
+def _destination_kinds(path: Path) -> dict[str, str]:
+    """name -> kind from the dispatcher's destinations file (only names and kinds are read)."""
+    try:
+        data: Any = YAML(typ="safe").load(path.read_text())
+    except (OSError, YAMLError) as exc:
+        typer.echo(f"{path}: cannot read the destinations file: {exc}", err=True)
+        raise typer.Exit(1) from None
+    entries = data.get("destinations", []) if isinstance(data, dict) else []
+    return {str(d["name"]): str(d.get("kind", "http")) for d in entries if isinstance(d, dict) and "name" in d}
+
+
+def destination_problems(catalog: Catalog, known: dict[str, str]) -> Iterator[Problem]:
+    for loaded in catalog.files.values():
+        if loaded.config is None or loaded.stale:
+            continue
+        for i, flow in enumerate(loaded.config.flows):
+            for j, action in enumerate(flow.actions):
+                if action.destination is None:
+                    continue
+                message = _destination_message(action.type, action.destination, known)
+                if message:
+                    yield _problem(loaded, ("flows", i, "actions", j, "destination"), message)
+
+
+def _destination_message(action_type: str, name: str, known: dict[str, str]) -> str | None:
+    if name not in known:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown destination {name!r} ({hint}known: {', '.join(sorted(known)) or 'none'})"
+    wanted = KINDS[action_type]
+    if known[name] != wanted:
+        return f"destination {name!r} is a {known[name]} destination; a {action_type} action needs {wanted}"
+    return None
+
+
+def _problem(loaded: LoadedFile, loc: tuple[int | str, ...], message: str) -> Problem:
+    line, path = loaded.locate(loc)
+    return Problem(loaded.path, line, path, message)

@@ -1,0 +1,208 @@
+"""`postcall config validate`: every kind of bad configuration is refused with file:line: path: message."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli.config import app
+
+DESTINATIONS = """
+destinations:
+  - {name: crm, kind: http, url: "https://crm.example/hook"}
+  - {name: ops-slack, kind: slack, url: "https://hooks.slack.example/x"}
+  - {name: support-email, kind: smtp, host: smtp.example}
+"""
+
+GOOD = """\
+agent: support-line
+extraction:
+  fields:
+    - {name: follow_up_required, type: boolean}
+    - {name: score, type: number}
+flows:
+  - id: crm
+    when: {end_reason: CUSTOMER_HANGUP}
+    actions:
+      - {type: webhook, destination: crm, body: {summary: "{{conversation_summary}}", x: "{{dyn_anything}}"}}
+"""
+
+# (case id, file text, the one expected line without the "<file>:" prefix)
+BAD = [
+    (
+        "unknown-field",
+        GOOD.replace("destination: crm", "destination: crm, methd: POST"),
+        "10: flows[0].actions[0].methd: unknown field 'methd'",
+    ),
+    (
+        "unknown-top-level-field",
+        GOOD.replace("agent: support-line", "agent: support-line\nagnet: x"),
+        "2: agnet: unknown field 'agnet'",
+    ),
+    (
+        "missing-field",
+        GOOD.replace("- {type: webhook, destination: crm, body:", "- {type: slack, text: hi}\n#"),
+        "10: flows[0].actions[0].destination: missing required field 'destination'",
+    ),
+    (
+        "operator-for-boolean",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: follow_up_required, op: '>', value: true}"),
+        "8: flows[0].when.op: '>' is not valid for boolean field 'follow_up_required'",
+    ),
+    (
+        "matches-on-number",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: score, op: matches, value: '9+'}"),
+        "8: flows[0].when.op: 'matches' is not valid for number field 'score'",
+    ),
+    (
+        "value-type",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: follow_up_required, op: '==', value: 'yes'}"),
+        "8: flows[0].when.value: 'yes' is not a valid boolean value",
+    ),
+    (
+        "unknown-field-in-condition",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: folow_up, op: exists}"),
+        "8: flows[0].when.field: unknown field 'folow_up' (did you mean 'follow_up_required'?) "
+        "(declare it under extraction.fields)",
+    ),
+    (
+        "undefined-template-variable",
+        GOOD.replace("{{conversation_summary}}", "{{conversation_sumary}}"),
+        "10: flows[0].actions[0].body.summary: template names undefined variable 'conversation_sumary' "
+        "(did you mean 'conversation_summary'?)",
+    ),
+    (
+        "template-code",
+        GOOD.replace("{{conversation_summary}}", "{{ conversation_summary.__class__ }}"),
+        "10: flows[0].actions[0].body.summary: {{conversation_summary.__class__}} is not a variable name: templates "
+        "allow only {{name}} and {{name | fallback text}} (no expressions, calls or attribute access)",
+    ),
+    (
+        "duplicate-flow-id",
+        GOOD + "  - {id: crm, actions: [{type: task, title: again}]}\n",
+        "11: flows[1].id: duplicate flow id 'crm'",
+    ),
+    (
+        "unknown-end-reason",
+        GOOD.replace("CUSTOMER_HANGUP", "CUSTOMER_HANG_UP"),
+        "8: flows[0].when.end_reason[0]: unknown end reason 'CUSTOMER_HANG_UP' (did you mean 'CUSTOMER_HANGUP'?)",
+    ),
+    (
+        "unknown-condition",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{reason: CUSTOMER_HANGUP}"),
+        "8: flows[0].when: a condition is a mapping with one of: end_reason, field, ai, always, all, any, not, "
+        "confidence, needs_review",
+    ),
+    (
+        "unknown-action-type",
+        GOOD.replace("type: webhook", "type: webhok"),
+        "10: flows[0].actions[0]: unknown action type 'webhok' (known: 'webhook', 'email', 'slack', "
+        "'schedule_call', 'task', 'team_alert')",
+    ),
+    (
+        "catastrophic-regex",
+        GOOD.replace("- {name: score, type: number}", "- {name: notes, type: string}").replace(
+            "{end_reason: CUSTOMER_HANGUP}", "{field: notes, op: matches, value: '(a+)+$'}"
+        ),
+        "8: flows[0].when.value: nested quantifiers such as (a+)+ can take exponential time; rewrite the pattern",
+    ),
+    (
+        "unknown-route",
+        GOOD.replace(
+            '{type: webhook, destination: crm, body: {summary: "{{conversation_summary}}", x: "{{dyn_anything}}"}}',
+            "{type: email, recipients: vip, subject: s, body: b}",
+        ),
+        "10: flows[0].actions[0].recipients: unknown recipient route 'vip'",
+    ),
+    (
+        "unknown-template",
+        GOOD + "  - {id: cb, use_template: callback_request}\n",
+        "11: flows[1].use_template: unknown template 'callback_request' (known: appointment_booked, billing_inquiry, "
+        "callback_requested, customer_complaint, demo_request, escalation_needed, order_placed, positive_feedback, "
+        "technical_issue, unanswered_question)",
+    ),
+    (
+        "yaml-syntax",
+        GOOD.replace("flows:", "flows: [").replace("  - id: crm", "  - id: crm\n  oops"),
+        "7: YAML: expected the node content, but found '-'",
+    ),
+    (
+        "unknown-destination",
+        GOOD.replace("destination: crm", "destination: crmm"),
+        "10: flows[0].actions[0].destination: unknown destination 'crmm' (did you mean 'crm'? known: crm, ops-slack, "
+        "support-email)",
+    ),
+    (
+        "destination-of-the-wrong-kind",
+        GOOD.replace("destination: crm", "destination: ops-slack"),
+        "10: flows[0].actions[0].destination: destination 'ops-slack' is a slack destination; a webhook action needs "
+        "http",
+    ),
+]
+
+
+def run(tmp_path: Path, text: str, *extra: str) -> tuple[int, list[str], str]:
+    agents = tmp_path / "agents"
+    agents.mkdir(exist_ok=True)
+    (agents / "support-line.yaml").write_text(text)
+    (tmp_path / "destinations.yaml").write_text(textwrap.dedent(DESTINATIONS))
+    result = CliRunner().invoke(
+        app, ["validate", str(agents), "--destinations", str(tmp_path / "destinations.yaml"), *extra]
+    )
+    return result.exit_code, result.stdout.splitlines(), result.stderr
+
+
+def test_a_good_configuration_passes(tmp_path: Path) -> None:
+    code, out, _ = run(tmp_path, GOOD)
+    assert code == 0 and out == ["ok: 1 file(s), agents: support-line"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_a_bad_configuration_is_refused_with_file_line_and_path(tmp_path: Path, text: str, expected: str) -> None:
+    code, out, err = run(tmp_path, text)
+    assert code == 1
+    assert out == [f"{tmp_path / 'agents' / 'support-line.yaml'}:{expected}"]
+    assert "1 problem(s)" in err
+
+
+def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
+    text = GOOD.replace("{{conversation_summary}}", "{{nope}}")
+    text += "  - {id: crm, when: {field: score, op: contains, value: '1'}, actions: [{type: task, title: t}]}\n"
+    code, out, _ = run(tmp_path, text)
+    assert code == 1
+    assert [line.split(": ", 2)[1] for line in out] == [
+        "flows[0].actions[0].body.summary",
+        "flows[1].id",
+        "flows[1].when.op",
+    ]
+
+
+def test_without_a_destinations_file_the_check_is_skipped_with_a_note(tmp_path: Path) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "a.yaml").write_text(GOOD.replace("destination: crm", "destination: anything"))
+    result = CliRunner().invoke(app, ["validate", str(agents)])
+    assert result.exit_code == 0
+    assert "destinations not checked" in result.stderr
+
+
+def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "not a directory" in result.stdout
+
+
+def test_the_example_agents_pass_with_the_example_destinations() -> None:
+    root = Path(__file__).resolve().parents[3]
+    result = CliRunner().invoke(
+        app,
+        [
+            "validate",
+            str(root / "examples" / "agents"),
+            "--destinations",
+            str(root / "examples" / "dispatcher" / "destinations.yaml"),
+        ],
+    )
+    assert result.exit_code == 0, result.stdout
