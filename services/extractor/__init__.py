@@ -1,0 +1,1 @@
+"""The extractor: one structured extraction per finished conversation (see handler.py)."""

@@ -1,0 +1,67 @@
+"""`python -m services.extractor`: settings -> configuration folder (watched) -> HTTP client and LLM
+client, opened once -> handler -> Runtime, consuming postcall.conversation-ended.v1 until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+
+from schemas.events import ConversationEnded
+from schemas.topics import CONVERSATION_ENDED
+from services.common import logging as plog
+from services.common.runtime import Lifecycle, Runtime, serve
+from services.extractor.handler import Extractor
+from services.extractor.llm import OpenAIProvider
+from services.extractor.settings import ExtractorSettings
+from services.extractor.specs import SpecSource
+
+VERSION = "0.1.0"
+
+
+def open_llm(settings: ExtractorSettings) -> openai.AsyncOpenAI | None:
+    """None when neither an API key nor a base URL is set: every agent then gets the heuristic provider."""
+    llm = settings.llm
+    if not llm.configured:
+        return None
+    return openai.AsyncOpenAI(
+        # local servers (vLLM, Ollama, llama.cpp) take any key; the client insists on one
+        api_key=llm.api_key.get_secret_value() if llm.api_key else "unused",
+        base_url=llm.base_url,
+        timeout=llm.request_timeout_seconds,
+        max_retries=0,  # the runtime is the one layer that retries: every attempt is visible
+    )
+
+
+async def main() -> None:
+    settings = ExtractorSettings()  # config_dir comes from the environment (POSTCALL_CONFIG_DIR)
+    plog.setup("extractor", settings.log_level)
+    specs = SpecSource(settings.config_dir)
+    client = open_llm(settings)
+    limits = httpx.Limits(max_connections=settings.runtime.max_in_flight)
+    async with httpx.AsyncClient(limits=limits, follow_redirects=False) as http:
+        provider = None
+        if client is not None:
+            provider = OpenAIProvider(client, settings.llm, settings.circuit, settings.default_country_code)
+        extractor = Extractor(settings, specs, http, provider)
+        runtime: Runtime[ConversationEnded] = Runtime(
+            service="extractor",
+            kafka=settings.kafka,
+            runtime=settings.runtime,
+            topics=[CONVERSATION_ENDED],
+            input_type=ConversationEnded,
+            handler=extractor,
+            lifecycle=Lifecycle(dead_letter_emits=extractor.dead_letter_emits),
+            version=VERSION,
+        )
+        try:
+            async with specs.watching(settings.reload_interval_seconds):
+                await serve(runtime)
+        finally:
+            if client is not None:
+                await client.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,180 @@
+"""Extractor handler: consumes postcall.conversation-ended.v1, produces postcall.conversation-extracted.v1.
+
+One extraction per conversation: the agent's ExtractionSpec (fields, dyn_* variables, trigger
+questions, recipient routes, summary) is filled by the `openai` provider (one model call, plus at most
+one repair) or by the offline `heuristic` provider, then every value's evidence is checked against the
+transcript (review.py).
+
+Fates: an agent without configuration is permanent (dead letter, no output, as in the router). A
+permanent extraction failure (refusal, invalid output after the repair, context too long, transcript
+too large) still produces a `failed` ConversationExtracted, so end-reason flows run, and the input goes
+to the dead-letter topic for re-extraction. An LLM outage (open circuit) pauses consumption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+
+from schemas.agents import ExtractionSpec
+from schemas.events import ConversationEnded, ConversationExtracted, Extraction, Message, Usage
+from schemas.topics import CONVERSATION_EXTRACTED
+from services.common.errors import DependencyUnavailable, PermanentError, RetryableError
+from services.common.runtime import Emit, RecordContext
+from services.extractor import heuristic
+from services.extractor.llm import ExtractionFailed, OpenAIProvider
+from services.extractor.metrics import EXTRACTIONS, LLM_DURATION, LLM_REQUESTS
+from services.extractor.review import normalize, review
+from services.extractor.settings import ExtractorSettings
+from services.extractor.transcript import fetch_transcript, parse_transcript, render
+
+log = logging.getLogger("postcall.extractor")
+SpecFor = Callable[[ConversationEnded], ExtractionSpec | None]
+REEXTRACT_OF = "x-reextract-of"
+_NAMESPACE = uuid.UUID("8f5e2a8c-4c1e-4d7a-9d43-6f0c2b7e9a11")
+T = TypeVar("T")
+
+
+class UnknownAgent(PermanentError):
+    """Raised when no configuration names the conversation's agent (and version)."""
+
+
+class Extractor:
+    def __init__(
+        self,
+        settings: ExtractorSettings,
+        spec_for: SpecFor,
+        http: httpx.AsyncClient,
+        llm: OpenAIProvider | None,
+        output_topic: str = CONVERSATION_EXTRACTED,
+    ) -> None:
+        self._settings = settings
+        self._spec_for = spec_for
+        self._http = http
+        self._llm = llm
+        self._output_topic = output_topic
+
+    async def __call__(self, event: ConversationEnded, ctx: RecordContext) -> Sequence[Emit]:
+        spec = self._spec_for(event)
+        if spec is None:
+            version = f" version {event.agent.version}" if event.agent.version else ""
+            raise UnknownAgent(f"no configuration for agent {event.agent.id}{version}")
+        provider, note = self._provider(spec)
+        started = time.monotonic()
+        try:
+            extraction = await self._extract(event, spec, provider, note)
+        except PermanentError as exc:
+            EXTRACTIONS.labels(provider, "failed").inc()
+            exc.emit = (self._emit(event, ctx, failed_extraction(spec, provider, exc, self._model(spec, provider))),)
+            log.warning("extraction failed", extra={"conversation_id": event.conversation_id, "reason": str(exc)})
+            raise
+        EXTRACTIONS.labels(extraction.provider, "ok").inc()
+        extraction = extraction.model_copy(update={"latency_ms": round((time.monotonic() - started) * 1000, 1)})
+        return [self._emit(event, ctx, extraction)]
+
+    def dead_letter_emits(self, event: ConversationEnded, ctx: RecordContext, exc: BaseException) -> list[Emit]:
+        """Retries exhausted: still say `failed`, so the end-reason flows run (a permanent error already
+        carries its own; an unknown agent has no flows to run)."""
+        if not isinstance(exc, RetryableError) or isinstance(exc, DependencyUnavailable):
+            return []
+        try:
+            spec = self._spec_for(event)
+        except PermanentError:
+            return []
+        if spec is None:
+            return []
+        provider, _ = self._provider(spec)
+        return [self._emit(event, ctx, failed_extraction(spec, provider, exc, self._model(spec, provider)))]
+
+    def _provider(self, spec: ExtractionSpec) -> tuple[str, str | None]:
+        wanted = spec.provider or ("openai" if self._llm is not None else "heuristic")
+        if wanted == "openai" and self._llm is None:
+            return "heuristic", "the agent asks for the openai provider but no LLM endpoint is configured"
+        return wanted, None
+
+    def _model(self, spec: ExtractionSpec, provider: str) -> str | None:
+        return (spec.model or self._settings.llm.model) if provider == "openai" else None
+
+    async def _extract(
+        self, event: ConversationEnded, spec: ExtractionSpec, provider: str, note: str | None
+    ) -> Extraction:
+        messages = await self._messages(event)
+        local_end = local_end_of(event)
+        big = sum(len(m.text) for m in messages) > self._settings.offload_chars
+        if provider == "openai" and self._llm is not None and messages:
+            fitted = await _maybe_thread(big, self._llm.fit, spec, messages)
+            extraction = await self._llm.extract(spec, event, fitted, local_end)
+            return await _maybe_thread(big, _review_llm, extraction, spec, fitted.text)
+        if provider == "openai" and not messages:
+            note = "empty transcript: the model was not called"
+        extraction = await _maybe_thread(big, self._heuristic, spec, messages, local_end)
+        return extraction.model_copy(update={"reason": note}) if note else extraction
+
+    def _heuristic(self, spec: ExtractionSpec, messages: list[Message], local_end: datetime) -> Extraction:
+        started = time.monotonic()
+        extraction = heuristic.extract(spec, messages, local_end, self._settings.default_country_code)
+        LLM_DURATION.labels(heuristic.PROVIDER, heuristic.PROVIDER).observe(time.monotonic() - started)
+        LLM_REQUESTS.labels(heuristic.PROVIDER, heuristic.PROVIDER, "ok").inc()
+        return review(extraction, spec, normalize("\n".join(render(messages))))
+
+    async def _messages(self, event: ConversationEnded) -> list[Message]:
+        if event.messages is not None or event.transcript_url is None:
+            return list(event.messages or [])
+        s = self._settings
+        body = await fetch_transcript(self._http, event.transcript_url, s.transcript_max_bytes,
+                                      s.transcript_timeout_seconds)  # fmt: skip
+        return await _maybe_thread(len(body) > s.offload_chars, parse_transcript, body)
+
+    def _emit(self, event: ConversationEnded, ctx: RecordContext, extraction: Extraction) -> Emit:
+        origin = ctx.headers.get("ce_id", "")
+        output = ConversationExtracted(
+            event_id=str(uuid.uuid5(_NAMESPACE, f"{event.event_id}|{origin}|{extraction.config_revision}")),
+            conversation=event,
+            extraction=extraction,
+            extracted_at=datetime.now(UTC),
+        )
+        headers = {REEXTRACT_OF: ctx.headers[REEXTRACT_OF]} if REEXTRACT_OF in ctx.headers else {}
+        return Emit(self._output_topic, output, key=event.conversation_id, headers=headers)
+
+
+def _review_llm(extraction: Extraction, spec: ExtractionSpec, seen: str) -> Extraction:
+    return review(extraction, spec, normalize(seen))
+
+
+def failed_extraction(spec: ExtractionSpec, provider: str, exc: BaseException, model: str | None) -> Extraction:
+    failure = exc if isinstance(exc, ExtractionFailed) else None
+    return Extraction(
+        status="failed",
+        reason=str(exc)[:500],
+        provider=provider,
+        model=model,
+        config_revision=spec.config_revision,
+        truncated=failure.truncated if failure else False,
+        usage=failure.usage if failure else Usage(),
+    )
+
+
+def local_end_of(event: ConversationEnded) -> datetime:
+    """The conversation's end in its own time zone (metadata.timezone, an IANA name), else as sent."""
+    zone: tzinfo = event.ended_at.tzinfo or UTC
+    name = event.metadata.get("timezone")
+    if isinstance(name, str) and name:
+        try:
+            zone = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            log.info("unknown time zone in metadata, using the event's", extra={"timezone": name[:64]})
+    ended = event.ended_at if event.ended_at.tzinfo else event.ended_at.replace(tzinfo=UTC)
+    return ended.astimezone(zone)
+
+
+async def _maybe_thread(big: bool, fn: Callable[..., T], *args: Any) -> T:
+    """Heavy regex and parsing work on a long transcript runs in a thread, never on the event loop."""
+    return await asyncio.to_thread(fn, *args) if big else fn(*args)

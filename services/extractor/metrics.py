@@ -1,0 +1,32 @@
+"""The extractor's own metrics: LLM requests, tokens, cost and the circuit breaker.
+
+Request outcomes: ok, invalid (output failed validation), refused, rate_limited, server_error, timeout,
+connection_error, client_error, context_too_long, circuit_open.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LLM_REQUESTS = Counter(
+    "postcall_llm_requests_total", "Extraction requests, by outcome.", ["provider", "model", "outcome"]
+)
+LLM_TOKENS = Counter(
+    "postcall_llm_tokens_total",
+    "Tokens reported by the model: prompt, completion, cached.",
+    ["provider", "model", "kind"],
+)
+LLM_COST = Counter(
+    "postcall_llm_cost_usd_total", "Estimated cost from the configured price table, USD.", ["provider", "model"]
+)
+LLM_DURATION = Histogram(
+    "postcall_llm_request_duration_seconds",
+    "Time of one extraction request (one model call, or one heuristic pass).",
+    ["provider", "model"],
+    buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
+)
+LLM_CIRCUIT_OPEN = Gauge("postcall_llm_circuit_open", "1 while the provider's circuit is open.", ["provider"])
+EXTRACTIONS = Counter(
+    "postcall_extractions_total", "Conversations extracted, by provider and status.", ["provider", "status"]
+)
+TRUNCATED = Counter("postcall_transcripts_truncated_total", "Transcripts cut to the model's token budget.", ["model"])

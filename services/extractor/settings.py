@@ -1,0 +1,94 @@
+"""Extractor settings, read once in the wiring (environment: POSTCALL_LLM__BASE_URL, POSTCALL_CONFIG_DIR, ...).
+
+The `openai` provider is used when an API key or a base URL is configured (OpenAI, Azure OpenAI's v1
+endpoint, vLLM, Ollama and llama.cpp server all speak the same chat-completions API); otherwise every
+agent gets the offline `heuristic` provider.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import KafkaSettings, RuntimeSettings
+
+CHARS_PER_TOKEN = 4  # token estimate used for budgets: len(text) / 4, the usual figure for English
+
+
+class ModelPrice(BaseModel):
+    """USD per one million tokens."""
+
+    input: float = Field(ge=0, description="Uncached prompt tokens, USD per 1M.")
+    output: float = Field(ge=0, description="Completion tokens, USD per 1M.")
+    cached_input: float | None = Field(None, ge=0, description="Cached prompt tokens; None: the input price.")
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    return {
+        "gpt-4o-mini": ModelPrice(input=0.15, cached_input=0.075, output=0.60),
+        "gpt-4o": ModelPrice(input=2.50, cached_input=1.25, output=10.00),
+        "gpt-4.1-mini": ModelPrice(input=0.40, cached_input=0.10, output=1.60),
+        "gpt-4.1": ModelPrice(input=2.00, cached_input=0.50, output=8.00),
+    }
+
+
+class LlmSettings(BaseModel):
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://vllm:8000/v1; None: api.openai.com."
+    )
+    api_key: SecretStr | None = Field(None, description="API key (from a Secret); local servers need none.")
+    model: str = Field("gpt-4o-mini", description="Default model; an agent may name its own.")
+    request_timeout_seconds: float = Field(45.0, gt=0, description="Bound on one chat-completions request.")
+    temperature: float | None = Field(0.0, ge=0, le=2, description="None: the server default.")
+    max_output_tokens: int | None = Field(
+        None, ge=1, description="Sent as max_completion_tokens when set; None: the server default."
+    )
+    token_budgets: dict[str, int] = Field(
+        default_factory=lambda: {"gpt-4o-mini": 100_000, "gpt-4o": 100_000, "gpt-4.1-mini": 200_000},
+        description="Model -> transcript token budget (tokens estimated as characters / 4).",
+    )
+    default_token_budget: int = Field(24_000, ge=100, description="Budget of a model not in token_budgets.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=_default_prices, description="Model -> price, for postcall_llm_cost_usd_total."
+    )
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key is not None or self.base_url is not None
+
+    def budget(self, model: str) -> int:
+        return self.token_budgets.get(model, self.default_token_budget)
+
+
+class CircuitSettings(BaseModel):
+    failure_threshold: int = Field(5, ge=1, description="Consecutive LLM failures that open the circuit.")
+    window_seconds: float = Field(30.0, gt=0, description="The failures must fall within this window.")
+    cooldown_seconds: float = Field(15.0, gt=0, description="Open time before one probe request is let through.")
+
+
+class ExtractorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
+    runtime: RuntimeSettings = Field(
+        default_factory=lambda: RuntimeSettings(max_in_flight=64), description="Consumer runtime."
+    )
+    config_dir: Path = Field(description="Folder of agent configuration YAML files (a ConfigMap or a git checkout).")
+    reload_interval_seconds: float = Field(
+        5.0, gt=0, description="How often the folder is checked for changes (file mtimes and sizes)."
+    )
+    llm: LlmSettings = Field(default_factory=LlmSettings, description="The OpenAI-compatible endpoint.")
+    circuit: CircuitSettings = Field(default_factory=CircuitSettings, description="LLM circuit breaker.")
+    transcript_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="A transcript_url body larger than this is a permanent failure."
+    )
+    transcript_timeout_seconds: float = Field(10.0, gt=0, description="Bound on fetching a transcript_url.")
+    default_country_code: str = Field(
+        "1", pattern=r"^[1-9][0-9]{0,2}$", description="Calling code for phone numbers said without one."
+    )
+    offload_chars: int = Field(
+        64_000, ge=0, description="Transcripts longer than this are parsed and scanned in a worker thread."
+    )
+    log_level: str = Field("INFO", description="Python log level.")

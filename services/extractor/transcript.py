@@ -1,0 +1,156 @@
+"""The transcript: from the event or its claim check (transcript_url), and cut to a model's token budget.
+
+A transcript_url body is either JSON (a list of messages, or an object with a `messages`/`transcript`
+list; each item has a role and `text`, `message` or `content`) or plain text with one `Speaker: text`
+turn per line. The body is streamed and the fetch stops at the size limit.
+
+Tokens are estimated as characters / 4 (CHARS_PER_TOKEN): good enough for English and cheap; the budget
+leaves the model room for the instructions and the answer. Over budget, the beginning (the request)
+and the end (the outcome) are kept, and the cut is marked in the text the model sees.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from schemas.events import Message
+from services.common.errors import PermanentError, RetryableError, classify_http_status
+from services.extractor.settings import CHARS_PER_TOKEN
+
+ROLE_ALIASES = {
+    "agent": "agent", "assistant": "agent", "ai": "agent", "bot": "agent", "model": "agent",
+    "customer": "customer", "user": "customer", "caller": "customer", "client": "customer",
+    "human": "customer", "human_agent": "human_agent", "operator": "human_agent",
+    "system": "system", "tool": "tool", "function": "tool",
+}  # fmt: skip
+_SPEAKER = re.compile(r"^\s*([A-Za-z_ ]{2,20}?)\s*:\s*(.*)$")
+
+
+async def fetch_transcript(http: httpx.AsyncClient, url: str, max_bytes: int, timeout: float) -> bytes:
+    """GET the claim check; PermanentError over the size limit or on a 4xx, RetryableError on 5xx/timeouts."""
+    if not url.startswith(("http://", "https://")):
+        raise PermanentError(f"transcript_url must be http(s), got {url[:40]!r}")
+    try:
+        async with http.stream("GET", url, timeout=timeout, follow_redirects=False) as response:
+            if (error := classify_http_status(response.status_code)) is not None:
+                raise type(error)(f"transcript_url answered {error}")
+            if int(response.headers.get("content-length") or 0) > max_bytes:
+                raise PermanentError(f"transcript too large: over {max_bytes} bytes")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise PermanentError(f"transcript too large: over {max_bytes} bytes")
+            return bytes(body)
+    except httpx.TimeoutException as exc:
+        raise RetryableError(f"transcript_url timed out: {type(exc).__name__}") from exc
+    except httpx.TransportError as exc:
+        raise RetryableError(f"transcript_url unreachable: {type(exc).__name__}") from exc
+
+
+def parse_transcript(body: bytes) -> list[Message]:
+    """JSON messages or `Speaker: text` lines; PermanentError when it is neither."""
+    stripped = body.lstrip()
+    if stripped[:1] in (b"[", b"{"):
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PermanentError(f"transcript_url body is not valid JSON: {exc}") from exc
+        return _from_json(data)
+    try:
+        return _from_text(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PermanentError("transcript_url body is neither JSON nor UTF-8 text") from exc
+
+
+def _from_json(data: Any) -> list[Message]:
+    if isinstance(data, dict):
+        data = data.get("messages", data.get("transcript"))
+    if not isinstance(data, list):
+        raise PermanentError("transcript JSON must be a list of messages or an object with `messages`")
+    out = []
+    for item in data:
+        if not isinstance(item, dict):
+            raise PermanentError("transcript JSON messages must be objects")
+        text = item.get("text", item.get("message", item.get("content")))
+        if not isinstance(text, str) or not text.strip():
+            continue  # tool calls and empty turns carry nothing to extract
+        role = ROLE_ALIASES.get(str(item.get("role", "")).lower().replace(" ", "_"), "customer")
+        out.append(Message.model_validate({"role": role, "text": text,
+                                           "start_seconds": item.get("start_seconds"),
+                                           "end_seconds": item.get("end_seconds")}))  # fmt: skip
+    return out
+
+
+def _from_text(text: str) -> list[Message]:
+    """Unlabelled lines continue the previous turn; a transcript without labels is one customer turn."""
+    turns: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        match = _SPEAKER.match(line)
+        role = ROLE_ALIASES.get(match.group(1).strip().lower().replace(" ", "_")) if match else None
+        if match and role:
+            turns.append((role, [match.group(2)]))
+        elif turns:
+            turns[-1][1].append(line.strip())
+        else:
+            turns.append(("customer", [line.strip()]))
+    return [Message(role=role, text=" ".join(parts)) for role, parts in turns if "".join(parts).strip()]
+
+
+def estimate_tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The transcript as the model sees it."""
+
+    text: str
+    truncated: bool
+    reason: str | None = None
+
+
+def render(messages: list[Message]) -> list[str]:
+    return [f"[{i}] {m.role}: {' '.join(m.text.split())}" for i, m in enumerate(messages)]
+
+
+def fit_budget(messages: list[Message], budget_tokens: int, model: str) -> Fitted:
+    """Everything when it fits; otherwise the first and the last half-budget, with the cut marked."""
+    lines = render(messages)
+    total_chars = sum(len(line) + 1 for line in lines)
+    if total_chars <= budget_tokens * CHARS_PER_TOKEN:
+        return Fitted("\n".join(lines), truncated=False)
+    half = budget_tokens * CHARS_PER_TOKEN // 2
+    head, head_whole = _take(lines, half)
+    tail_reversed, _ = _take([line[::-1] for line in reversed(lines[head_whole:])], half)
+    tail = [line[::-1] for line in reversed(tail_reversed)]
+    kept = sum(len(line) + 1 for line in (*head, *tail))
+    omitted = (total_chars - kept) // CHARS_PER_TOKEN
+    reason = (
+        f"transcript of about {total_chars // CHARS_PER_TOKEN} tokens is over the {budget_tokens}-token "
+        f"budget of {model}: kept the beginning and the end, cut about {omitted} tokens from the middle"
+    )
+    marker = f"[... about {omitted} tokens of the conversation cut here to fit the budget ...]"
+    return Fitted("\n".join([*head, marker, *tail]), truncated=True, reason=reason)
+
+
+def _take(lines: list[str], chars: int) -> tuple[list[str], int]:
+    """Whole lines while they fit, then a prefix of the next one; returns (lines, whole lines taken)."""
+    out: list[str] = []
+    used = 0
+    for line in lines:
+        if used + len(line) + 1 > chars:
+            room = chars - used - 2
+            if room > 80:
+                out.append(line[:room] + " …")
+            return out, len(out) - (1 if room > 80 else 0)
+        out.append(line)
+        used += len(line) + 1
+    return out, len(out)

@@ -1,0 +1,333 @@
+"""Finding typed values in spoken text: phone numbers, emails, dates, times, numbers and URLs.
+
+Every finder returns `Found(value, start, end)` spans so the heuristic provider can prefer the value
+nearest to a field's keywords. Dates are resolved against the conversation's end in its own time
+zone: "tomorrow", "next Tuesday" (the first Tuesday after that day), "March 14th" (the next 14 March
+on or after that day), "in two weeks".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Found(Generic[T]):
+    value: T
+    start: int
+    end: int
+
+
+# ── numbers said as words ─────────────────────────────────────────────────────────────────────────
+
+_UNIT_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+)
+UNITS = {w: i for i, w in enumerate(_UNIT_WORDS.split(" "))}
+TENS = {
+    w: 10 * (i + 2)
+    for i, w in enumerate(["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"])
+}
+SCALES = {"hundred": 100, "thousand": 1_000, "grand": 1_000, "k": 1_000, "million": 1_000_000, "m": 1_000_000}
+_NUMBER_WORD = "|".join(sorted([*UNITS, *TENS, "hundred", "thousand", "million", "a"], key=len, reverse=True))
+_WORDS_NUMBER = re.compile(rf"\b(?:{_NUMBER_WORD})(?:[\s-]+(?:and[\s-]+)?(?:{_NUMBER_WORD}))*\b", re.I)
+_DIGITS_NUMBER = re.compile(
+    r"(?<![\w.])\$?\s?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*(k|m|thousand|million|grand)?(?![\w])(?!\s*%)", re.I
+)
+
+
+def words_to_number(text: str) -> float | None:
+    """'twenty five' -> 25, 'five thousand' -> 5000, 'a hundred' -> 100; None for no number."""
+    total, current, seen = 0.0, 0.0, False
+    for word in re.split(r"[\s-]+", text.lower()):
+        if word in UNITS:
+            current += UNITS[word]
+        elif word in TENS:
+            current += TENS[word]
+        elif word == "a":
+            current += 1 if not seen else 0
+            continue
+        elif word == "hundred":
+            current = max(current, 1) * 100
+        elif word in ("thousand", "million"):
+            total += max(current, 1) * SCALES[word]
+            current = 0
+        elif word == "and":
+            continue
+        else:
+            return None
+        seen = True
+    return total + current if seen else None
+
+
+def find_numbers(text: str) -> list[Found[float]]:
+    out: list[Found[float]] = []
+    for m in _DIGITS_NUMBER.finditer(text):
+        value = float(m.group(1).replace(",", "") + (m.group(2) or ""))
+        if m.group(3):
+            value *= SCALES[m.group(3).lower()]
+        out.append(Found(value, m.start(), m.end()))
+    for m in _WORDS_NUMBER.finditer(text):
+        if m.group(0).lower() in ("a", "an"):
+            continue
+        spoken = words_to_number(m.group(0))
+        if spoken is not None:
+            out.append(Found(spoken, m.start(), m.end()))
+    return sorted(out, key=lambda f: f.start)
+
+
+# ── phone numbers ─────────────────────────────────────────────────────────────────────────────────
+
+_DIGIT_WORDS = {**{w: str(i) for w, i in UNITS.items() if i < 10}, "oh": "0", "o": "0"}
+_SPOKEN_DIGITS = re.compile(
+    r"\b(?:(?:double\s+|triple\s+)?(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)\b[\s,.-]*){7,}", re.I
+)
+_PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\d[\d\s().-]{5,}\d(?![\w])")
+
+
+def _spoken_to_digits(text: str) -> str:
+    """'five five five, one two three four' -> '5551234 ' (spans then refer to the rewritten text)."""
+
+    def digits(m: re.Match[str]) -> str:
+        out, repeat = [], 1
+        for word in re.findall(r"[a-z]+", m.group(0).lower()):
+            if word in ("double", "triple"):
+                repeat = 2 if word == "double" else 3
+                continue
+            out.append(_DIGIT_WORDS[word] * repeat)
+            repeat = 1
+        return "".join(out) + " "
+
+    return _SPOKEN_DIGITS.sub(digits, text)
+
+
+def normalize_phone(raw: str, country_code: str = "1") -> str | None:
+    """E.164 (+15551234567) or None when it cannot be a full phone number."""
+    digits = re.sub(r"\D", "", raw)
+    international = raw.lstrip().startswith("+") or digits.startswith("00")
+    if international:
+        digits = digits[2:] if digits.startswith("00") else digits
+    elif country_code == "1":
+        if len(digits) == 11 and digits.startswith("1"):
+            digits = digits[1:]
+        if len(digits) != 10 or digits[0] in "01":
+            return None
+        digits = "1" + digits
+    else:
+        digits = country_code + digits.removeprefix("0")
+    return f"+{digits}" if 8 <= len(digits) <= 15 and digits[0] != "0" else None
+
+
+def find_phones(text: str, country_code: str = "1") -> list[Found[str]]:
+    spoken = _spoken_to_digits(text) if _SPOKEN_DIGITS.search(text) else text
+    out = []
+    for m in _PHONE.finditer(spoken):
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", m.group(0).strip()):
+            continue  # an ISO date, not a number
+        phone = normalize_phone(m.group(0), country_code)
+        if phone:
+            out.append(Found(phone, m.start(), m.end()))
+    return out
+
+
+# ── emails and links ──────────────────────────────────────────────────────────────────────────────
+
+EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_TLD = r"(?:com|org|net|io|co|ai|edu|gov|uk|de|fr|es|it|nl|ca|au|us|info|biz|me)"
+_SPOKEN_EMAIL = re.compile(
+    rf"\b([a-z0-9][a-z0-9._-]*(?:\s+(?:dot|underscore|dash|hyphen)\s+[a-z0-9]+)*)\s+at\s+"
+    rf"([a-z0-9-]+(?:(?:\s+dot\s+|\.)[a-z0-9-]+)*(?:\s+dot\s+|\.){_TLD})\b",
+    re.I,
+)
+_SPOKEN_SEPARATORS = {"dot": ".", "underscore": "_", "dash": "-", "hyphen": "-"}
+URL = re.compile(r"\bhttps?://[^\s<>\"']+|\b(?:www\.)?[a-z0-9-]+\.(?:com|io|net|org|ai|co)/[^\s<>\"']*", re.I)
+
+
+def find_emails(text: str) -> list[Found[str]]:
+    out = [Found(m.group(0).lower(), m.start(), m.end()) for m in EMAIL.finditer(text)]
+    for m in _SPOKEN_EMAIL.finditer(text):
+        if any(f.start <= m.start() < f.end for f in out):
+            continue
+
+        def join(part: str) -> str:
+            return re.sub(r"\s+(dot|underscore|dash|hyphen)\s+",
+                          lambda s: _SPOKEN_SEPARATORS[s.group(1).lower()], part, flags=re.I)  # fmt: skip
+
+        address = f"{join(m.group(1))}@{join(m.group(2))}".lower()
+        if EMAIL.fullmatch(address):
+            out.append(Found(address, m.start(), m.end()))
+    return sorted(out, key=lambda f: f.start)
+
+
+def find_urls(text: str) -> list[Found[str]]:
+    return [Found(m.group(0).rstrip(".,;)"), m.start(), m.end()) for m in URL.finditer(text)]
+
+
+# ── dates and times ───────────────────────────────────────────────────────────────────────────────
+
+MONTHS = {
+    m: i + 1 for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
+}
+WEEKDAYS = {d: i for i, d in enumerate(["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"])}
+_MONTH = (
+    r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
+    r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_ORD = r"(\d{1,2})(?:st|nd|rd|th)?"
+_WEEKDAY = r"(monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_DATE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("iso", re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")),
+    ("month_day", re.compile(rf"\b{_MONTH}\s+(?:the\s+)?{_ORD}\b(?:,?\s+(\d{{4}}))?", re.I)),
+    ("day_month", re.compile(rf"\b(?:the\s+)?{_ORD}\s+(?:of\s+)?{_MONTH}(?:,?\s+(\d{{4}}))?", re.I)),
+    ("numeric", re.compile(r"\b(\d{1,2})/(\d{1,2})(?:/(\d{4}|\d{2}))?\b")),
+    ("relative_day", re.compile(r"\b(the\s+day\s+after\s+tomorrow|tomorrow|today|tonight)\b", re.I)),
+    ("in_n", re.compile(r"\bin\s+(a|an|one|two|three|four|five|six|seven|\d{1,2})\s+(days?|weeks?)\b", re.I)),
+    ("next_week", re.compile(r"\b(next|this\s+coming)\s+week\b", re.I)),
+    ("weekday", re.compile(rf"\b(?:(next|this|coming|on)\s+)?{_WEEKDAY}\b", re.I)),
+]  # fmt: skip
+
+
+def _month(name: str) -> int:
+    return MONTHS[name[:3].lower()]
+
+
+def _upcoming(ref: date, month: int, day: int) -> date | None:
+    """The next month/day on or after ref (a follow-up date is in the future)."""
+    try:
+        candidate = date(ref.year, month, day)
+        return candidate if candidate >= ref else date(ref.year + 1, month, day)
+    except ValueError:
+        return None
+
+
+def _date_from(kind: str, m: re.Match[str], ref: date, day_first: bool) -> date | None:
+    g = m.groups()
+    try:
+        if kind == "iso":
+            return date(int(g[0]), int(g[1]), int(g[2]))
+        if kind in ("month_day", "day_month"):
+            month, day = (_month(g[0]), int(g[1])) if kind == "month_day" else (_month(g[1]), int(g[0]))
+            return date(int(g[2]), month, day) if g[2] else _upcoming(ref, month, day)
+        if kind == "numeric":
+            first, second = int(g[0]), int(g[1])
+            month, day = (second, first) if day_first else (first, second)
+            if not g[2]:
+                return _upcoming(ref, month, day)
+            return date(int(g[2]) + (2000 if len(g[2]) == 2 else 0), month, day)
+    except ValueError:
+        return None
+    return _relative(kind, g, ref)
+
+
+def _relative(kind: str, g: tuple[str | None, ...], ref: date) -> date | None:
+    word = (g[0] or "").lower()
+    if kind == "relative_day":
+        return ref + timedelta(days=2 if "after" in word else 1 if word == "tomorrow" else 0)
+    if kind == "in_n":
+        count = 1 if word in ("a", "an") else int(word) if word.isdigit() else UNITS[word]
+        return ref + timedelta(days=count * (7 if (g[1] or "").lower().startswith("week") else 1))
+    if kind == "next_week":
+        return ref + timedelta(days=7 - ref.weekday())
+    if kind == "weekday":
+        ahead = (WEEKDAYS[(g[1] or "").lower()] - ref.weekday()) % 7
+        return ref + timedelta(days=ahead or 7)
+    return None
+
+
+def find_dates(text: str, ref: date, day_first: bool = False) -> list[Found[date]]:
+    """Dates in text, resolved against `ref` (the conversation's last day, local time)."""
+    out: list[Found[date]] = []
+    for kind, pattern in _DATE_PATTERNS:
+        for m in pattern.finditer(text):
+            if any(f.start <= m.start() < f.end or m.start() <= f.start < m.end() for f in out):
+                continue  # "March 14th" is not also "14th March"
+            if kind == "weekday" and (_dated(out, m.end()) or (not m.group(1) and _is_habitual(text, m.start()))):
+                continue
+            value = _date_from(kind, m, ref, day_first)
+            if value is not None:
+                out.append(Found(value, m.start(), m.end()))
+    return sorted(out, key=lambda f: f.start)
+
+
+def _dated(found: list[Found[date]], end: int) -> bool:
+    """'Thursday, March 19th': the weekday names a date found right after it."""
+    return any(0 <= f.start - end <= 3 for f in found)
+
+
+def _is_habitual(text: str, start: int) -> bool:
+    """'open Mondays', 'every Tuesday': a weekday that is not a date."""
+    before = text[max(0, start - 7) : start].lower()
+    return "every" in before or text[start:].lower().split(" ", 1)[0].rstrip(".,?!").endswith("days")
+
+
+_TIME_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("ampm", re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?\s?m\b\.?", re.I)),
+    ("clock", re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")),
+    ("words", re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+                         r"(?:\s+(thirty|fifteen|forty[\s-]five))?\s*(?:o'?clock)?\s*"
+                         r"(a\.?m\.?|p\.?m\.?|in the morning|in the afternoon|in the evening|o'?clock)", re.I)),
+    ("named", re.compile(r"\b(noon|midday|midnight)\b", re.I)),
+]  # fmt: skip
+
+
+def _business_hour(hour: int) -> int:
+    """A bare 'three o'clock' in a business call is 15:00; 8-11 stay in the morning."""
+    return hour + 12 if 1 <= hour <= 7 else hour
+
+
+def _time_from(kind: str, m: re.Match[str]) -> time | None:
+    g = m.groups()
+    if kind == "named":
+        return time(0, 0) if g[0].lower() == "midnight" else time(12, 0)
+    if kind == "clock":
+        return time(int(g[0]), int(g[1]))
+    if kind == "ampm":
+        hour, minute, pm = int(g[0]), int(g[1] or 0), g[2].lower() == "p"
+    else:
+        hour = UNITS.get(g[0].lower(), 0)
+        minute = {"thirty": 30, "fifteen": 15}.get((g[1] or "").lower(), 45 if g[1] else 0)
+        suffix = g[2].lower().replace(".", "")
+        if "clock" in suffix:
+            return time(_business_hour(hour) % 24, minute)
+        pm = suffix.startswith("p") or "afternoon" in suffix or "evening" in suffix
+    if not 1 <= hour <= 12 or minute > 59:
+        return None
+    return time(hour % 12 + (12 if pm else 0), minute)
+
+
+def find_times(text: str) -> list[Found[time]]:
+    out: list[Found[time]] = []
+    for kind, pattern in _TIME_PATTERNS:
+        for m in pattern.finditer(text):
+            if any(f.start <= m.start() < f.end for f in out):
+                continue
+            value = _time_from(kind, m)
+            if value is not None:
+                out.append(Found(value, m.start(), m.end()))
+    return sorted(out, key=lambda f: f.start)
+
+
+PAIRING_CHARS = 40  # a date and a time further apart than this are not one moment
+
+
+def find_datetimes(text: str, ref: datetime, day_first: bool = False) -> list[Found[datetime]]:
+    """A time with the nearest date close to it; in an utterance without dates, a time alone is its
+    next occurrence ("call me at 3 pm")."""
+    dates = find_dates(text, ref.date(), day_first)
+    out = []
+    for t in find_times(text):
+        near = [d for d in dates if min(abs(d.end - t.start), abs(t.end - d.start)) <= PAIRING_CHARS]
+        if near:
+            d = min(near, key=lambda f: min(abs(f.end - t.start), abs(t.end - f.start)))
+            moment = datetime.combine(d.value, t.value, ref.tzinfo)
+            out.append(Found(moment, min(d.start, t.start), max(d.end, t.end)))
+        elif not dates:
+            moment = datetime.combine(ref.date(), t.value, ref.tzinfo)
+            out.append(Found(moment if moment > ref else moment + timedelta(days=1), t.start, t.end))
+    return out

@@ -1,0 +1,241 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests and benchmarks (no mocks of the client).
+
+It speaks `POST /v1/chat/completions` over HTTP/1.1 with keep-alive, in its own thread and event loop,
+so the real `openai.AsyncOpenAI` client talks to it exactly as to vLLM or OpenAI. The answer is computed
+from the request's own json_schema, filled from a scripted dict; modes make it misbehave:
+
+    ok              the scripted answer (unscripted values are null)
+    rate_limit      429 with Retry-After: <retry_after>
+    error           500
+    slow            answers after <slow_seconds> (past the client timeout)
+    malformed       content that is not JSON
+    schema_break    JSON that breaks the schema (the first field's value is an object)
+    refusal         message.refusal set, no content
+    context_length  400 context_length_exceeded
+    down            connection refused (the listening socket is closed; `up()` reopens the same port)
+
+`then(*modes)` queues one mode per request before falling back to `mode`; `delay` is added to every
+answer (benchmarks). Every request body is kept in `requests`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class Script:
+    fields: dict[str, Any] = field(default_factory=dict)  # name -> value, or (value, evidence)
+    dynamic: dict[str, Any] = field(default_factory=dict)
+    triggers: dict[str, Any] = field(default_factory=dict)  # trigger id -> bool, or (bool, evidence)
+    recipients: dict[str, str] = field(default_factory=dict)  # route id -> rule_1 ... | fallback
+    summary: str | None = "The customer called; the agent helped."
+    confidence: float = 0.9
+
+
+class FakeLLM:
+    def __init__(self, script: Script | None = None) -> None:
+        self.script = script or Script()
+        self.mode = "ok"
+        self.queue: deque[str] = deque()
+        self.delay = 0.0
+        self.slow_seconds = 30.0
+        self.retry_after = "7"
+        self.requests: list[dict[str, Any]] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fake-llm")
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    # ── control (from the test's thread) ─────────────────────────────────────────────────────────
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+    def then(self, *modes: str) -> FakeLLM:
+        self.queue.extend(modes)
+        return self
+
+    def start(self) -> FakeLLM:
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def down(self) -> None:
+        """Connection refused from now on (open connections are dropped too)."""
+        self._call(self._close())
+
+    def up(self) -> None:
+        self._call(self._listen())
+
+    def __enter__(self) -> FakeLLM:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+
+    # ── HTTP/1.1 ─────────────────────────────────────────────────────────────────────────────────
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+                body = orjson.loads(await reader.readexactly(length))
+                status, headers, payload = await self._respond(body)
+                data = orjson.dumps(payload)
+                lines = [f"HTTP/1.1 {status} X", "Content-Type: application/json", f"Content-Length: {len(data)}"]
+                lines += [f"{k}: {v}" for k, v in headers.items()]
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, AttributeError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _respond(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        self.requests.append(body)
+        mode = self.queue.popleft() if self.queue else self.mode
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if mode == "rate_limit":
+            return 429, {"Retry-After": self.retry_after}, _error("Rate limit reached", "rate_limit_exceeded")
+        if mode == "error":
+            return 500, {}, _error("The server had an error", "server_error")
+        if mode == "context_length":
+            message = "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000."
+            return 400, {}, _error(message, "context_length_exceeded")
+        if mode == "slow":
+            await asyncio.sleep(self.slow_seconds)
+        if mode == "refusal":
+            return 200, {}, _completion(body, None, refusal="I'm sorry, I can't help with that request.")
+        answer = fill(body, self.script)
+        if mode == "schema_break":
+            _break(answer)
+        content = orjson.dumps(answer).decode()
+        if mode == "malformed":
+            content = content[: len(content) // 2]
+        return 200, {}, _completion(body, content)
+
+
+def _error(message: str, code: str) -> dict[str, Any]:
+    kind = "invalid_request_error" if code == "context_length_exceeded" else code
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _completion(request: dict[str, Any], content: str | None, refusal: str | None = None) -> dict[str, Any]:
+    prompt_tokens = len(orjson.dumps(request.get("messages", []))) // 4
+    completion_tokens = len(content or refusal or "") // 4
+    return {
+        "id": f"chatcmpl-fake-{time.monotonic_ns()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "fake"),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "refusal": refusal},
+            "finish_reason": "stop",
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": prompt_tokens // 2},
+        },
+    }  # fmt: skip
+
+
+# ── answers computed from the request's schema ──────────────────────────────────────────────────
+
+
+def transcript_of(request: dict[str, Any]) -> list[str]:
+    """The transcript lines' text (without the "[n] role:" prefix) from the last user message."""
+    user = next(m["content"] for m in request["messages"] if m["role"] == "user")
+    text = user.split("Transcript:\n", 1)[-1]
+    return [re.sub(r"^\[\d+\] \w+: ", "", line) for line in text.splitlines()]
+
+
+def _evidence(value: Any, lines: list[str]) -> str | None:
+    needle = str(value).lower()
+    return next((line for line in lines if needle and needle in line.lower()), None)
+
+
+def _slot(scripted: Any, lines: list[str], confidence: float) -> dict[str, Any]:
+    value, evidence = scripted if isinstance(scripted, tuple) else (scripted, _evidence(scripted, lines))
+    return {"value": value, "evidence": evidence if value is not None else None, "confidence": confidence}
+
+
+def fill(request: dict[str, Any], script: Script) -> dict[str, Any]:
+    schema = request["response_format"]["json_schema"]["schema"]
+    lines = transcript_of(request)
+    out: dict[str, Any] = {}
+    props = schema["properties"]
+    for section, scripted in (("fields", script.fields), ("dynamic", script.dynamic)):
+        if section in props:
+            out[section] = {n: _slot(scripted.get(n), lines, script.confidence) for n in props[section]["properties"]}
+    if "triggers" in props:
+        out["triggers"] = {}
+        for tid in props["triggers"]["properties"]:
+            answer, evidence = _trigger(script.triggers.get(tid, False), lines)
+            out["triggers"][tid] = {"answer": answer, "rationale": "scripted", "evidence": evidence,
+                                    "confidence": script.confidence}  # fmt: skip
+    if "recipients" in props:
+        out["recipients"] = {
+            rid: {"choice": script.recipients.get(rid, "fallback"), "rationale": "scripted"}
+            for rid in props["recipients"]["properties"]
+        }
+    if "summary" in props:
+        out["summary"] = script.summary
+    return out
+
+
+def _trigger(scripted: Any, lines: list[str]) -> tuple[bool, str | None]:
+    if isinstance(scripted, tuple):
+        return bool(scripted[0]), scripted[1]
+    return bool(scripted), (lines[0] if scripted and lines else None)
+
+
+def _break(answer: dict[str, Any]) -> None:
+    for section in ("fields", "dynamic"):
+        if answer.get(section):
+            first = next(iter(answer[section]))
+            answer[section][first]["value"] = {"unexpected": "object"}
+            return
+    answer.pop(next(iter(answer)), None)
