@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
+
 from schemas.agent_checks import field_type
 from schemas.agent_config import (
     AiCondition,
@@ -252,13 +254,17 @@ def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec])
         actual = coerce(ftype, read(event))
         passed = test(actual)
         shown = _shown(actual)
-        reason = f"{cond.field} = {shown!r}; {cond.op} {cond.value!r} is {'true' if passed else 'false'}"
+        reason = f"{cond.field} = {_json(shown)}; {cond.op} {_json(cond.value)} is {'true' if passed else 'false'}"
         out.append(
             ConditionResult(path=path, kind="field", passed=passed, expected=expected, actual=shown, reason=reason)
         )
         return Outcome(passed)
 
     return evaluate
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
 
 
 def _shown(value: Any) -> Any:

@@ -21,9 +21,16 @@ from services.router.catalog import CatalogHolder
 
 
 class RouterHandler:
-    def __init__(self, catalog: CatalogHolder, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        catalog: CatalogHolder,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        decisions_topic: str = DECISIONS,
+        topic_of: Callable[[str], str] = action_topic,
+    ) -> None:
         self.catalog = catalog
         self.clock = clock
+        self.decisions_topic, self.topic_of = decisions_topic, topic_of  # tests route to their own topics
 
     async def __call__(self, event: ConversationExtracted, ctx: RecordContext, /) -> list[Emit]:
         agent = event.conversation.agent
@@ -41,6 +48,6 @@ class RouterHandler:
                 if result.kind == "action":
                     metrics.ACTIONS.labels(result.expected, "planned" if result.passed else "skipped").inc()
         return [
-            Emit(DECISIONS, trace, key=key),
-            *(Emit(action_topic(str(getattr(a, "type", ""))), a, key=key) for a in actions),
+            Emit(self.decisions_topic, trace, key=key),
+            *(Emit(self.topic_of(str(getattr(a, "type", ""))), a, key=key) for a in actions),
         ]

@@ -154,7 +154,7 @@ def test_field_result_reports_the_actual_value() -> None:
         {"field": "interest_level", "op": "==", "value": "high"}, event(fields={"interest_level": "low"})
     )
     assert results[0].actual == "low"
-    assert results[0].reason == "interest_level = 'low'; == 'high' is false"
+    assert results[0].reason == 'interest_level = "low"; == "high" is false'
 
 
 CONVERSATION_CASES = [
