@@ -97,7 +97,8 @@ def value_schema(f: FieldSpec) -> JsonSchema:
     schema: JsonSchema = {"type": [JSON_TYPES.get(f.type, "string"), "null"]}
     if f.type == "enum":
         schema["enum"] = [*(f.values or []), None]
-    schema["description"] = " ".join(p for p in parts if p)
+    if text := " ".join(p for p in parts if p):
+        schema["description"] = text
     return schema
 
 

@@ -1,0 +1,139 @@
+"""The strict JSON schema sent to the model and the pydantic model that validates its answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+from pydantic import ValidationError
+
+from schemas.agents import ExtractionSpec, FieldSpec, RecipientRoute, RecipientRule, TriggerSpec
+from services.extractor import answer
+
+SPEC = ExtractionSpec(
+    agent_id="support-line",
+    config_revision="rev-1",
+    fields=[
+        FieldSpec(name="interest_level", type="enum", values=["high", "medium", "low", "none"]),
+        FieldSpec(name="callback_number", type="phone", description="Number to call back", required=True),
+        FieldSpec(name="follow_up_date", type="date"),
+        FieldSpec(name="callback_at", type="datetime"),
+        FieldSpec(name="seats", type="integer"),
+        FieldSpec(name="budget", type="number", examples=["2000"]),
+        FieldSpec(name="email", type="email"),
+        FieldSpec(name="json", type="boolean"),  # a name that shadows a BaseModel method
+    ],
+    dynamic_variables=["dyn_severity"],
+    triggers=[TriggerSpec(id="trg_ab12", question="Did the customer ask to be called back?")],
+    recipient_routes=[
+        RecipientRoute(
+            id="severity",
+            rules=[
+                RecipientRule(when="outages", to=["oncall@x.example"]),
+                RecipientRule(when="bugs", to=["dev@x.example"]),
+            ],
+            fallback=["support@x.example"],
+        )
+    ],
+)
+
+
+def slot(v: Any, evidence: str | None = "quote", confidence: float = 0.9) -> dict[str, Any]:
+    return {"value": v, "evidence": evidence, "confidence": confidence}
+
+
+def good() -> dict[str, Any]:
+    return {
+        "fields": {
+            "interest_level": slot("High"), "callback_number": slot("(312) 555-0178"),
+            "follow_up_date": slot("2026-03-17"), "callback_at": slot("2026-03-13T15:00:00-05:00"),
+            "seats": slot(12), "budget": slot(2000.5), "email": slot("Greg@Example.com"), "json": slot(True),
+        },
+        "dynamic": {"dyn_severity": slot(None, None)},
+        "triggers": {"trg_ab12": {"answer": True, "rationale": "asked", "evidence": "call me back", "confidence": 1.4}},
+        "recipients": {"severity": {"choice": "rule_2", "rationale": "a bug"}},
+        "summary": "The customer asked for a callback.",
+    }  # fmt: skip
+
+
+def walk(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [schema]
+    for child in schema.get("properties", {}).values():
+        out.extend(walk(child))
+    return out
+
+
+def test_schema_is_strict_every_object_closed_and_fully_required() -> None:
+    schema = answer.json_schema(SPEC)
+    objects = [s for s in walk(schema) if s.get("type") == "object"]
+    assert objects
+    for s in objects:
+        assert s["additionalProperties"] is False
+        assert s["required"] == list(s["properties"])
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_schema_carries_types_enum_values_nulls_and_the_meaning() -> None:
+    fields = answer.json_schema(SPEC)["properties"]["fields"]["properties"]
+    assert fields["interest_level"]["properties"]["value"]["enum"] == ["high", "medium", "low", "none", None]
+    assert fields["seats"]["properties"]["value"]["type"] == ["integer", "null"]
+    phone = fields["callback_number"]["properties"]["value"]
+    assert "E.164" in phone["description"] and "Required" in phone["description"]
+    assert "Examples: 2000" in fields["budget"]["properties"]["value"]["description"]
+    choice = answer.json_schema(SPEC)["properties"]["recipients"]["properties"]["severity"]["properties"]["choice"]
+    assert choice["enum"] == ["rule_1", "rule_2", "fallback"]
+
+
+def test_a_good_answer_validates_against_both_schema_and_model() -> None:
+    data = good()
+    data["triggers"]["trg_ab12"]["confidence"] = 1.0
+    data["fields"]["interest_level"]["value"] = "high"
+    jsonschema.validate(data, answer.json_schema(SPEC))
+    read = answer.read_answer(answer.answer_model(SPEC, "1").model_validate(good()), SPEC)
+    fields = {k: v.value for k, v in read["fields"].items()}
+    assert fields == {
+        "interest_level": "high",  # case is not worth a repair round
+        "callback_number": "+13125550178",
+        "follow_up_date": "2026-03-17",
+        "callback_at": "2026-03-13T15:00:00-05:00",
+        "seats": 12,
+        "budget": 2000.5,
+        "email": "greg@example.com",
+        "json": True,
+    }
+    assert read["triggers"]["trg_ab12"].confidence == 1.0  # clamped
+    assert read["recipients"] == {"severity": ["dev@x.example"]}
+    assert read["dynamic"]["dyn_severity"].value is None
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "message"),
+    [
+        ("interest_level", "lukewarm", "Input should be"),
+        ("callback_number", "extension 42", "not a phone number"),
+        ("follow_up_date", "next Tuesday", "date"),
+        ("seats", 12.5, "integer"),
+        ("email", "greg at example", "not an email"),
+        ("budget", {"amount": 1}, "number"),
+    ],
+)
+def test_the_model_rejects_what_the_schema_forbids(field: str, bad: Any, message: str) -> None:
+    data = good()
+    data["fields"][field]["value"] = bad
+    with pytest.raises(ValidationError) as caught:
+        answer.answer_model(SPEC, "1").model_validate(data)
+    assert caught.value.errors()[0]["loc"][:2] == ("fields", field)
+    assert message in str(caught.value)
+
+
+def test_a_missing_section_or_an_unknown_choice_is_invalid() -> None:
+    model = answer.answer_model(SPEC, "1")
+    data = good()
+    del data["triggers"]
+    with pytest.raises(ValidationError):
+        model.model_validate(data)
+    data = good()
+    data["recipients"]["severity"]["choice"] = "someone@else.example"
+    with pytest.raises(ValidationError):
+        model.model_validate(data)

@@ -1,0 +1,116 @@
+"""Typed values in spoken text: phone numbers, emails, dates relative to the conversation's end, times,
+numbers."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.extractor import values as vs
+
+CHICAGO = ZoneInfo("America/Chicago")
+THURSDAY = date(2026, 3, 12)  # the conversation ended on a Thursday
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [
+        ("It's 312 555 0178.", "+13125550178"),
+        ("my cell is (708) 555-0136", "+17085550136"),
+        ("call 1-312-555-0101 tomorrow", "+13125550101"),
+        ("the London office is +44 20 7946 0958", "+442079460958"),
+        ("three one two, five five five, zero one seven eight", "+13125550178"),
+        ("double five five, one two three, four five six seven", "+15551234567"),
+        ("five five five, one two three four", None),  # no area code: not a full number
+    ],
+)
+def test_phone_numbers_are_normalised_to_e164(said: str, expected: str | None) -> None:
+    found = [f.value for f in vs.find_phones(said)]
+    assert found == ([expected] if expected else [])
+
+
+def test_short_numbers_dates_and_amounts_are_not_phone_numbers() -> None:
+    assert vs.find_phones("invoice INV-20418 for 312 dollars, dated 2026-03-01, seats: 12") == []
+
+
+def test_national_numbers_use_the_configured_country_code() -> None:
+    assert [f.value for f in vs.find_phones("ring me on 030 1234567", country_code="49")] == ["+49301234567"]
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [
+        ("Email me at greg@pattersonpools.example.com when it's done.", "greg@pattersonpools.example.com"),
+        ("It's jsantos at example dot net, j s a n t o s.", "jsantos@example.net"),
+        ("sarah dot johnson at gmail dot com please", "sarah.johnson@gmail.com"),
+        ("Send it to Marcus.Reed@ReedMechanical.example.com", "marcus.reed@reedmechanical.example.com"),
+    ],
+)
+def test_emails_written_or_spoken(said: str, expected: str) -> None:
+    assert [f.value for f in vs.find_emails(said)] == [expected]
+
+
+def test_meeting_at_a_time_is_not_an_email() -> None:
+    assert vs.find_emails("let's meet at 3.30pm at the office") == []
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [
+        ("call me back tomorrow", date(2026, 3, 13)),
+        ("the day after tomorrow works", date(2026, 3, 14)),
+        ("next Tuesday", date(2026, 3, 17)),
+        ("on Thursday", date(2026, 3, 19)),  # today is Thursday: the next one
+        ("March 14th", date(2026, 3, 14)),
+        ("the 2nd of March", date(2027, 3, 2)),  # already past this year
+        ("on 2026-04-01", date(2026, 4, 1)),
+        ("in two weeks", date(2026, 3, 26)),
+        ("sometime next week", date(2026, 3, 16)),
+        ("4/15", date(2026, 4, 15)),
+    ],
+)
+def test_dates_resolve_against_the_conversation_end(said: str, expected: date) -> None:
+    assert [f.value for f in vs.find_dates(said, THURSDAY)] == [expected]
+
+
+def test_numeric_dates_are_day_first_outside_north_america() -> None:
+    assert [f.value for f in vs.find_dates("4/5", THURSDAY, day_first=True)] == [date(2026, 5, 4)]
+
+
+def test_a_weekday_before_its_date_is_one_date() -> None:
+    assert [f.value for f in vs.find_dates("Thursday, March 19th at 2 pm", THURSDAY)] == [date(2026, 3, 19)]
+
+
+def test_habitual_weekdays_are_not_dates() -> None:
+    assert vs.find_dates("we're open Mondays and every Tuesday", THURSDAY) == []
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [("at 3 pm", time(15)), ("10:30 am", time(10, 30)), ("15:45", time(15, 45)), ("noon", time(12)),
+     ("three o'clock", time(15)), ("nine thirty in the morning", time(9, 30))],
+)  # fmt: skip
+def test_times(said: str, expected: time) -> None:
+    assert [f.value for f in vs.find_times(said)] == [expected]
+
+
+def test_tomorrow_at_3pm_is_a_datetime_in_the_conversation_time_zone() -> None:
+    ended = datetime(2026, 3, 12, 14, 3, tzinfo=CHICAGO)
+    found = vs.find_datetimes("Could you call me back tomorrow at 3 pm?", ended)
+    assert [f.value.isoformat() for f in found] == ["2026-03-13T15:00:00-05:00"]
+
+
+def test_a_time_alone_is_its_next_occurrence() -> None:
+    ended = datetime(2026, 3, 12, 16, 0, tzinfo=CHICAGO)
+    assert [f.value.isoformat() for f in vs.find_datetimes("call me at 3 pm", ended)] == ["2026-03-13T15:00:00-05:00"]
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [("around $15,000", 15000), ("fifteen thousand dollars", 15000), ("thirty-five technicians", 35),
+     ("about 5k a month", 5000), ("two hundred and fifty", 250), ("12.5 hours", 12.5)],
+)  # fmt: skip
+def test_numbers_in_digits_and_words(said: str, expected: float) -> None:
+    assert [f.value for f in vs.find_numbers(said)] == [expected]
