@@ -39,6 +39,7 @@ def result(
     ctx: RecordContext,
     outcome: Outcome,
     *,
+    topic: str = ACTION_RESULTS,
     destination: str | None = None,
     status_code: int | None = None,
     latency_ms: float | None = None,
@@ -57,15 +58,18 @@ def result(
         completed_at=datetime.now(UTC),
     )
     DELIVERIES.labels(completed.type, completed.destination or NO_DESTINATION, outcome).inc()
-    return Emit(ACTION_RESULTS, completed, key=action.action_id, partition=ledger_partition(ctx))
+    return Emit(topic, completed, key=action.action_id, partition=ledger_partition(ctx))
 
 
-def failed_result(action: ActionBase, ctx: RecordContext, exc: BaseException, outcome: Outcome) -> Emit:
+def failed_result(
+    action: ActionBase, ctx: RecordContext, exc: BaseException, outcome: Outcome, topic: str = ACTION_RESULTS
+) -> Emit:
     details = exc if isinstance(exc, AttemptDetails) else AttemptDetails()
     return result(
         action,
         ctx,
         outcome,
+        topic=topic,
         destination=details.destination,
         status_code=details.status_code,
         latency_ms=details.latency_ms,
@@ -74,20 +78,21 @@ def failed_result(action: ActionBase, ctx: RecordContext, exc: BaseException, ou
 
 
 class Dispatcher:
-    def __init__(self, executors: Executors, ledger: Ledger) -> None:
+    def __init__(self, executors: Executors, ledger: Ledger, results_topic: str = ACTION_RESULTS) -> None:
         self._executors = executors
         self._ledger = ledger
+        self._topic = results_topic
 
     async def __call__(self, action: ActionBase, ctx: RecordContext) -> list[Emit]:
         partition = ledger_partition(ctx)
         async with self._ledger.claim(action.action_id):
             if await self._ledger.is_done(partition, action.action_id):
-                return [result(action, ctx, "skipped_duplicate")]
+                return [result(action, ctx, "skipped_duplicate", topic=self._topic)]
             try:
                 delivery = await self._executors.run(action)
             except RetryableError as exc:
                 # the attempt's own result, so every failed attempt shows in `postcall explain`
-                exc.emit = (*exc.emit, failed_result(action, ctx, exc, "failed"))
+                exc.emit = (*exc.emit, failed_result(action, ctx, exc, "failed", self._topic))
                 raise
             except PermanentError as exc:
                 DELIVERIES.labels(action_type(action), _destination(exc, action), "failed").inc()
@@ -97,14 +102,14 @@ class Dispatcher:
 
     def dead_letter_emits(self, action: ActionBase, ctx: RecordContext, exc: BaseException) -> list[Emit]:
         """Lifecycle.dead_letter_emits: the dead-lettered outcome, on the ledger partition."""
-        return [failed_result(action, ctx, exc, "dead_lettered")]
+        return [failed_result(action, ctx, exc, "dead_lettered", self._topic)]
 
-    @staticmethod
-    def _completed(action: ActionBase, ctx: RecordContext, delivery: Delivery) -> Emit:
+    def _completed(self, action: ActionBase, ctx: RecordContext, delivery: Delivery) -> Emit:
         return result(
             action,
             ctx,
             delivery.outcome,
+            topic=self._topic,
             destination=delivery.destination,
             status_code=delivery.status_code,
             latency_ms=delivery.latency_ms,

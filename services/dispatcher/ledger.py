@@ -3,8 +3,9 @@
 A result is written on the same partition number as the action's input partition. When partitions are
 assigned, results partition p is read from where we last stopped to its end, and the action_ids whose
 outcome says the side effect happened (delivered, published, or an earlier skip) go into an in-memory
-set for p. A redelivered action found there is skipped instead of performed again. Partitions other
-than the assigned ones are loaded on first use (a retry-tier record names its original partition).
+set for p. A redelivered action found there is skipped instead of performed again. The reads run in the
+background (the rebalance is not held up) and every check of partition p waits for p's read. Partitions
+other than the assigned ones are loaded on first use (a retry-tier record names its original partition).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 
 from schemas.topics import ACTION_RESULTS
+from services.common.errors import DependencyUnavailable
 from services.common.kafka import read_partition
 from services.common.settings import KafkaSettings
 from services.dispatcher.metrics import LEDGER_ENTRIES
@@ -33,7 +35,7 @@ class _Partition:
     def __init__(self) -> None:
         self.done: set[str] = set()
         self.next_offset: int | None = None
-        self.lock = asyncio.Lock()
+        self.loading: asyncio.Task[None] | None = None
 
 
 class Ledger:
@@ -45,30 +47,46 @@ class Ledger:
         self._in_flight: dict[str, tuple[asyncio.Lock, int]] = {}  # action_id -> (lock, holders+waiters)
 
     async def restore(self, assigned: list[tuple[str, int]]) -> None:
-        """Lifecycle.on_assigned: catch up every partition number the consumer now reads."""
+        """Lifecycle.on_assigned: start catching up every partition number the consumer now reads.
+
+        The reads run in the background so the rebalance is not held up; `is_done` waits for them.
+        """
         self._assigned.update(assigned)
         for partition in sorted({p for _, p in assigned}):
-            await self._catch_up(partition)
+            self._catch_up(partition)
 
     async def drop(self, revoked: list[tuple[str, int]]) -> None:
         """Lifecycle.on_revoked: forget partition numbers no assigned topic uses any more."""
         self._assigned.difference_update(revoked)
         still = {p for _, p in self._assigned}
         for partition in {p for _, p in revoked} - still:
-            if self._partitions.pop(partition, None) is not None:
+            state = self._partitions.pop(partition, None)
+            if state is not None:
+                if state.loading is not None:
+                    state.loading.cancel()
                 LEDGER_ENTRIES.remove(str(partition))
 
     async def is_done(self, partition: int, action_id: str) -> bool:
+        """Whether the action's side effect already happened; waits for the partition's catch-up."""
         state = self._partitions.get(partition)
-        if state is None:
-            state = await self._catch_up(partition)
-        return action_id in state.done
+        task = self._catch_up(partition) if state is None else state.loading
+        if task is not None and not (task.done() and not task.cancelled() and task.exception() is None):
+            if task.done():  # the last read failed or was cancelled: read again
+                task = self._catch_up(partition)
+            try:
+                await asyncio.shield(task)
+            except Exception as exc:
+                # never perform a side effect unchecked; the runtime pauses and retries in place
+                raise DependencyUnavailable(f"idempotency ledger unreadable: {type(exc).__name__}: {exc}") from exc
+        return action_id in self._partitions[partition].done
 
     def record(self, partition: int, action_id: str) -> None:
-        """Our own result: known done before the runtime has produced it."""
-        state = self._partitions.setdefault(partition, _Partition())
-        state.done.add(action_id)
-        LEDGER_ENTRIES.labels(str(partition)).set(len(state.done))
+        """Our own result: known done before the runtime has produced it (a partition not held is
+        left alone: its next catch-up reads the result from Kafka)."""
+        state = self._partitions.get(partition)
+        if state is not None:
+            state.done.add(action_id)
+            LEDGER_ENTRIES.labels(str(partition)).set(len(state.done))
 
     @contextlib.asynccontextmanager
     async def claim(self, action_id: str) -> AsyncIterator[None]:
@@ -89,17 +107,29 @@ class Ledger:
         state = self._partitions.get(partition)
         return 0 if state is None else len(state.done)
 
-    async def _catch_up(self, partition: int) -> _Partition:
+    def _catch_up(self, partition: int) -> asyncio.Task[None]:
+        """Read results partition `partition` from where the last read stopped to its current end."""
         state = self._partitions.setdefault(partition, _Partition())
-        async with state.lock:
-            before = len(state.done)
-            async for record in self._reader(self._topic, partition, state.next_offset):
-                state.next_offset = record.offset + 1
-                _apply(state.done, record.value)
+        state.loading = asyncio.create_task(self._read(partition, state, state.loading))
+        state.loading.add_done_callback(_report)
+        return state.loading
+
+    async def _read(self, partition: int, state: _Partition, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await previous  # reads of one partition run one after the other
+        before = len(state.done)
+        async for record in self._reader(self._topic, partition, state.next_offset):
+            state.next_offset = record.offset + 1
+            _apply(state.done, record.value)
         LEDGER_ENTRIES.labels(str(partition)).set(len(state.done))
         added = len(state.done) - before
         log.info("ledger partition %d caught up: %d done (+%d)", partition, len(state.done), added)
-        return state
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("ledger read failed: %s", task.exception())
 
 
 def _apply(done: set[str], value: bytes | None) -> None:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pytest
 
+from services.common.errors import DependencyUnavailable
 from services.dispatcher.ledger import Ledger
 
 
@@ -59,10 +61,11 @@ async def test_restore_catches_up_from_where_it_stopped() -> None:
     results.add(1, "a", "delivered")
     ledger = Ledger(results.read)
     await ledger.restore([("t1", 1)])
+    assert await ledger.is_done(1, "a")
     results.add(1, "b", "delivered")
     await ledger.restore([("t2", 1)])
-    assert results.reads == [(1, None), (1, 1)]
     assert await ledger.is_done(1, "b")
+    assert results.reads == [(1, None), (1, 1)]
 
 
 async def test_drop_forgets_a_partition_only_when_no_assigned_topic_uses_it() -> None:
@@ -70,6 +73,7 @@ async def test_drop_forgets_a_partition_only_when_no_assigned_topic_uses_it() ->
     results.add(2, "a", "delivered")
     ledger = Ledger(results.read)
     await ledger.restore([("webhook", 2), ("email", 2)])
+    assert await ledger.is_done(2, "a")
     await ledger.drop([("webhook", 2)])
     assert ledger.size(2) == 1
     await ledger.drop([("email", 2)])
@@ -86,8 +90,45 @@ async def test_an_unassigned_partition_is_loaded_on_first_use() -> None:
 
 async def test_recorded_actions_are_done_at_once() -> None:
     ledger = Ledger(Results().read)
+    assert not await ledger.is_done(0, "x")
     ledger.record(0, "x")
     assert await ledger.is_done(0, "x")
+
+
+async def test_restore_does_not_wait_for_the_read_but_checks_do() -> None:
+    gate = asyncio.Event()
+    results = Results()
+    results.add(0, "a", "delivered")
+
+    async def slow(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
+        await gate.wait()
+        async for rec in results.read(topic, partition, from_offset):
+            yield rec
+
+    ledger = Ledger(slow)
+    await asyncio.wait_for(ledger.restore([("webhook", 0)]), 1)  # returns while the read is blocked
+    check = asyncio.create_task(ledger.is_done(0, "a"))
+    await asyncio.sleep(0.01)
+    assert not check.done()
+    gate.set()
+    assert await check
+
+
+async def test_unreadable_ledger_is_a_dependency_outage_and_is_read_again_later() -> None:
+    results = Results()
+    results.add(0, "a", "delivered")
+    failures = [OSError("broker down")]
+
+    async def flaky(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
+        if failures:
+            raise failures.pop()
+        async for rec in results.read(topic, partition, from_offset):
+            yield rec
+
+    ledger = Ledger(flaky)
+    with pytest.raises(DependencyUnavailable, match="broker down"):
+        await ledger.is_done(0, "a")
+    assert await ledger.is_done(0, "a")
 
 
 async def test_claim_serialises_attempts_of_one_action_id_only() -> None:

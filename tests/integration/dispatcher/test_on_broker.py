@@ -1,0 +1,100 @@
+"""The dispatcher on the real broker, in-process: retry tiers until delivered, 410 dead-lettered with
+its result, results on the input's partition number, and the ledger restored from Kafka skipping a
+repeat after a restart. Unique topic names keep it apart from other tests on the session broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from schemas import headers as h
+from schemas.events import ActionBase, ActionRequested
+from schemas.topics import dead_letter_topic, retry_topic
+from services.common.runtime import Lifecycle, Runtime
+from services.common.settings import KafkaSettings
+from services.devkit.sink import Reply, Sink
+from services.dispatcher.executors import Executors
+from services.dispatcher.handler import Dispatcher
+from services.dispatcher.ledger import Ledger, kafka_reader
+from services.dispatcher.settings import DispatcherRuntimeSettings
+from tests.integration.dispatcher.conftest import Stack, http_destination, webhook
+from tests.support.kafka import create_topics, produce, read_all, unique
+
+
+@asynccontextmanager
+async def dispatcher_run(
+    kafka: KafkaSettings, executors: Executors, service: str, topic: str, results: str, group: str
+) -> AsyncIterator[None]:
+    """One dispatcher instance (fresh ledger, as after a restart) until it has been idle for 2 s."""
+    ledger = Ledger(kafka_reader(kafka), topic=results)
+    handler = Dispatcher(executors, ledger, results_topic=results)
+    settings = DispatcherRuntimeSettings(
+        metrics_port=0, retry_delays_seconds=[0.3] * 6, retry_jitter=0, idle_exit_seconds=5, commit_interval_seconds=0.2
+    )
+    runtime: Runtime[ActionBase] = Runtime(
+        service=service,
+        kafka=kafka,
+        runtime=settings,
+        topics=[topic],
+        input_type=TypeAdapter(ActionRequested),
+        handler=handler,
+        group_id=group,
+        lifecycle=Lifecycle(
+            on_assigned=ledger.restore, on_revoked=ledger.drop, dead_letter_emits=handler.dead_letter_emits
+        ),
+    )
+    yield
+    await asyncio.wait_for(runtime.run(), 60)
+
+
+def by_action(records: list[Any]) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+    out: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for r in records:
+        value = r.json()
+        out.setdefault(value["action_id"], []).append((r.partition, value))
+    return out
+
+
+async def test_retries_410_and_ledger_restore_on_the_broker(
+    kafka: KafkaSettings, sink: Sink, stack: Stack, tmp_path: Path
+) -> None:
+    service, topic, results, group = unique("dispatcher"), unique("actions"), unique("results"), unique("g")
+    await create_topics(
+        kafka, [topic, results, dead_letter_topic(service), *(retry_topic(service, i) for i in range(1, 7))]
+    )
+    sink.script("/flaky", Reply(503), Reply(502, {"Retry-After": "0"}))
+    sink.script("/gone", then=Reply(410))
+    yaml = (
+        "destinations:\n" + http_destination("flaky", sink.url("/flaky")) + http_destination("gone", sink.url("/gone"))
+    )
+    async with stack(yaml) as (executors, _):
+        await produce(kafka, topic, [("conv-a", webhook("a1", "flaky")), ("conv-b", webhook("a2", "gone"))])
+        async with dispatcher_run(kafka, executors, service, topic, results, group):
+            pass
+        first = by_action(await read_all(kafka, results))
+        # a restart: a fresh ledger must find a1 done in Kafka; a3 goes to the disabled destination
+        await produce(kafka, topic, [("conv-a", webhook("a1", "flaky")), ("conv-b", webhook("a3", "gone"))])
+        async with dispatcher_run(kafka, executors, service, topic, results, group):
+            pass
+    inputs = {r.json()["action_id"]: r.partition for r in await read_all(kafka, topic)}
+    outcomes = by_action(await read_all(kafka, results))
+    dead = await read_all(kafka, dead_letter_topic(service))
+
+    assert [(v["outcome"], v["attempts"]) for _, v in first["a1"]] == [("failed", 1), ("failed", 2), ("delivered", 3)]
+    assert [v["status_code"] for _, v in first["a1"]] == [503, 502, 200]
+    assert {p for p, _ in outcomes["a1"]} == {inputs["a1"]}  # the ledger partition is the input's
+    assert [v["outcome"] for _, v in outcomes["a1"]] == ["failed", "failed", "delivered", "skipped_duplicate"]
+    assert sink.counts["a1"] == 3  # never sent again after delivery
+
+    [(_, a2)] = outcomes["a2"]
+    assert (a2["outcome"], a2["status_code"]) == ("dead_lettered", 410)
+    [(_, a3)] = outcomes["a3"]
+    assert a3["outcome"] == "dead_lettered" and "destination disabled (410 Gone)" in a3["error"]
+    assert "a3" not in sink.counts
+    assert sorted(r.json()["action_id"] for r in dead) == ["a2", "a3"]
+    assert {r.headers[h.DLQ_FAILURE_CATEGORY] for r in dead} == {h.CATEGORY_PERMANENT}
