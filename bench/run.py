@@ -1,0 +1,177 @@
+"""`make bench`: start a private broker, run every registered benchmark, write bench/results/.
+
+    python -m bench.run                        # everything in BENCHMARKS
+    python -m bench.run --only runtime,scaling # a subset
+    python -m bench.run --quick                # smaller record counts (a smoke run, noisier numbers)
+
+A benchmark is a module with `async def run(ctx: BenchContext) -> dict[str, Any]` (bench/README.md).
+A registered module that does not exist yet is reported as "not built yet"; one that raises is
+reported with its traceback; neither stops the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.context import BenchContext
+from services.common.settings import KafkaSettings
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# (name, module, what it measures). Add a line here when you add a bench module.
+BENCHMARKS: list[tuple[str, str, str]] = [
+    ("runtime", "bench.runtime", "runtime pass-through vs a bare aiokafka loop"),
+    ("scaling", "bench.scaling", "throughput of 1 to 4 runtime instances with a slow handler"),
+    ("faust", "bench.faust_compare", "router loop on faust-streaming vs on our runtime: throughput and kill -9"),
+    ("router", "bench.router", "router vs the runtime's pass-through"),
+    ("extractor", "bench.extractor", "extractor vs its concurrency bound"),
+    ("dispatcher", "bench.dispatcher", "dispatcher vs bare httpx, and isolation between destinations"),
+    ("e2e", "bench.e2e", "end-to-end latency, conversation ended to action delivered"),
+    ("memory", "bench.memory", "peak memory per service"),
+]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def run_one(name: str, module_name: str, title: str, ctx: BenchContext) -> dict[str, Any]:
+    started = time.monotonic()
+    base: dict[str, Any] = {"title": title, "module": module_name, "measured_at": now_iso()}
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return {**base, "status": "not built yet", "summary": []}
+        return {**base, "status": "error", "error": traceback.format_exc(), "duration_s": 0.0}
+    except Exception:  # a module that exists but does not import is a failure, not "not built yet"
+        return {**base, "status": "error", "error": traceback.format_exc(), "duration_s": 0.0}
+    try:
+        result = await module.run(ctx)
+    except Exception:  # one broken benchmark must not hide the others' numbers
+        return {**base, "status": "error", "error": traceback.format_exc(), "duration_s": time.monotonic() - started}
+    return {
+        **base,
+        "title": result.get("title", title),
+        **result,
+        "status": "ok",
+        "duration_s": time.monotonic() - started,
+    }
+
+
+def print_result(name: str, result: dict[str, Any]) -> None:
+    status = result["status"]
+    if status == "not built yet":
+        print(f"{name}: not built yet ({result['module']})", flush=True)
+    elif status == "error":
+        print(f"{name}: ERROR\n{result['error']}", flush=True)
+    else:
+        for line in result.get("summary", []):
+            print(line["text"], flush=True)
+
+
+def host_info() -> dict[str, Any]:
+    from services.devkit.kafka import kafka_version
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "aiokafka": version("aiokafka"),
+        "kafka": kafka_version(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+async def run_all(selected: list[tuple[str, str, str]], ctx: BenchContext, run: dict[str, Any]) -> None:
+    for name, module_name, title in selected:
+        print(f"── {name}: {title}", flush=True)
+        result = await run_one(name, module_name, title, ctx)
+        print_result(name, result)
+        run["benchmarks"][name] = result
+        report.write(run, ctx.results_dir)  # after each one: a later crash keeps what was measured
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated benchmark names (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller record counts")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per number (best or median)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    return parser.parse_args(argv)
+
+
+def select(only: str) -> list[tuple[str, str, str]]:
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    known = {b[0] for b in BENCHMARKS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return [b for b in BENCHMARKS if not names or b[0] in names]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for name, module_name, title in BENCHMARKS:
+            print(f"{name:12} {module_name:24} {title}")
+        return 0
+    selected = select(args.only)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    from services.devkit.kafka import KafkaCluster
+
+    cluster = KafkaCluster(size=1).start()
+    work_dir = Path(tempfile.mkdtemp(prefix="postcall-bench-"))
+    command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    run: dict[str, Any] = {
+        "started_at": now_iso(),
+        "command": command.strip(),
+        "quick": args.quick,
+        "host": host_info(),
+        "benchmarks": {},
+    }
+    print(f"broker at {cluster.bootstrap_servers}; results in {args.results_dir}", flush=True)
+    ctx = BenchContext(
+        KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
+        args.results_dir,
+        work_dir,
+        quick=args.quick,
+        repeats=args.repeats,
+    )
+    try:
+        asyncio.run(_run_and_close(selected, ctx, run))
+    finally:
+        cluster.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    run["finished_at"] = now_iso()
+    report.write(run, args.results_dir)
+    print(f"report: {args.results_dir / 'REPORT.md'}", flush=True)
+    return 1 if any(r["status"] == "error" for r in run["benchmarks"].values()) else 0
+
+
+async def _run_and_close(selected: list[tuple[str, str, str]], ctx: BenchContext, run: dict[str, Any]) -> None:
+    try:
+        await run_all(selected, ctx, run)
+    finally:
+        await ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

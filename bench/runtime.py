@@ -1,0 +1,200 @@
+"""The runtime's own cost: a pass-through service on the runtime against a bare aiokafka loop.
+
+Both read the same pre-produced records (same topic, same partitions, fresh consumer group each time)
+and write each one to a fresh output topic with the same idempotent acks=all producer:
+
+* bare: getmany -> send every record -> await the sends -> commit the batch (no parsing at all);
+* runtime: Runtime(handler = return [Emit(out, blob)]), ordering "unordered" and "key", default
+  max_in_flight; it validates each record with pydantic, encodes the output and adds CloudEvents headers.
+
+Throughput = records / (time the output topic holds them all - time the first record was read), so
+group joins and start-up are not counted. The three are interleaved, `ctx.repeats` times, and the best
+of each is quoted. Goal: runtime >= 0.8 x bare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer
+
+from bench.context import BenchContext, Blob
+from bench.measure import best_of, info_line, median_of, ratio_line
+from schemas.topics import dead_letter_topic, retry_topic
+from services.common.kafka import producer as make_producer
+from services.common.runtime import Emit, RecordContext, Runtime
+from services.common.settings import RuntimeSettings
+
+PARTITIONS = 3
+GOAL = 0.8
+MAX_IN_FLIGHT = RuntimeSettings().max_in_flight
+MODES = ("bare", "unordered", "key")
+SERIES = {"bare": "bare aiokafka", "unordered": "runtime unordered", "key": "runtime key"}
+
+
+def sizes(ctx: BenchContext) -> list[tuple[str, int, int]]:
+    """(label, record bytes, record count)."""
+    return [("1KB", 1024, ctx.scaled(20_000, 5_000)), ("20KB", 20 * 1024, ctx.scaled(5_000, 1_500))]
+
+
+async def run(ctx: BenchContext) -> dict[str, Any]:
+    summary: list[dict[str, Any]] = []
+    data: dict[str, Any] = {}
+    best_by_mode: dict[str, list[float]] = {m: [] for m in MODES}
+    for label, size, n in sizes(ctx):
+        rates, cpu = await measure_size(ctx, label, size, n)
+        best = {m: best_of(s) for m, s in rates.items()}
+        for mode in ("unordered", "key"):
+            summary.append(
+                ratio_line(
+                    f"runtime {label} {mode}",
+                    best[mode],
+                    "bare",
+                    best["bare"],
+                    goal=GOAL,
+                    samples=rates[mode],
+                    baseline_samples=rates["bare"],
+                )
+            )
+        cpu_us = {m: 1e6 * median_of(c) / n for m, c in cpu.items()}
+        summary.append(info_line(f"CPU per record {label}", ", ".join(f"{m} {cpu_us[m]:.0f} us" for m in MODES)))
+        data[label] = {
+            "record_bytes": size,
+            "records": n,
+            "samples_rec_s": rates,
+            "best_rec_s": best,
+            "cpu_us_per_record_median": cpu_us,
+        }
+        for mode in MODES:
+            best_by_mode[mode].append(best[mode])
+    chart = {
+        "id": "throughput",
+        "kind": "bar",
+        "title": "Pass-through throughput (best of runs)",
+        "ylabel": "records/s",
+        "categories": [f"{label} x {n:,}" for label, _, n in sizes(ctx)],
+        "series": {SERIES[m]: best_by_mode[m] for m in MODES},
+    }
+    defaults = RuntimeSettings()
+    notes = [
+        f"{PARTITIONS} partitions, records keyed over 1,000 keys, runtime defaults (max_in_flight "
+        f"{defaults.max_in_flight}, commit every {defaults.commit_interval_seconds:g} s), producer from "
+        f"services.common.kafka.producer for both; best of {ctx.repeats} interleaved runs. CPU per record is "
+        "this process's CPU time (consumer, producer and the harness's end-offset poller) over the records. "
+        "`python -m bench.profile_runtime` shows where the runtime's CPU goes."
+    ]
+    return {"summary": summary, "data": data, "charts": [chart], "notes": notes}
+
+
+async def measure_size(
+    ctx: BenchContext, label: str, size: int, n: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Records/s and CPU seconds of every mode over one pre-produced topic, `ctx.repeats` times each."""
+    source = await ctx.topic(f"rt-in-{label}", PARTITIONS)
+    await ctx.produce_blobs(source, n, size, partitions=PARTITIONS, keys=1000)
+    rates: dict[str, list[float]] = {m: [] for m in MODES}
+    cpu: dict[str, list[float]] = {m: [] for m in MODES}
+    for rep in range(ctx.repeats):
+        for mode in MODES[rep % 3 :] + MODES[: rep % 3]:  # rotate the order: drift hits every mode alike
+            started = time.process_time()
+            rate = await measure(ctx, mode, source, n)
+            cpu[mode].append(time.process_time() - started)
+            rates[mode].append(rate)
+            ctx.log(f"{label} {mode}: {rate:,.0f} rec/s")
+    return rates, cpu
+
+
+class Loop(Protocol):
+    async def run(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+async def measure(ctx: BenchContext, mode: str, source: str, n: int, max_in_flight: int = MAX_IN_FLIGHT) -> float:
+    """Records/s of one pass over `source` (n records) by the bare loop or the runtime in `mode`."""
+    sink = await ctx.topic("rt-out", PARTITIONS)
+    first_read: list[float] = []
+    loop: Loop = (
+        BareLoop(ctx, source, sink, first_read)
+        if mode == "bare"
+        else await passthrough_runtime(ctx, mode, source, sink, first_read, max_in_flight)
+    )
+    task = asyncio.create_task(loop.run())
+    try:
+        done_at = await ctx.wait_for_count(sink, n, timeout=300)
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 60)
+    return n / (done_at - first_read[0])
+
+
+class BareLoop:
+    """What a hand-written aiokafka service does: getmany, send all, await the acks, commit the batch."""
+
+    def __init__(self, ctx: BenchContext, source: str, sink: str, first_read: list[float]) -> None:
+        self.ctx, self.source, self.sink, self.first_read = ctx, source, sink, first_read
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.source,
+            **self.ctx.kafka.client_options(),
+            group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024 + 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        producer = make_producer(self.ctx.kafka)
+        await producer.start()
+        await consumer.start()
+        try:
+            while not self.stopping:
+                batch = await consumer.getmany(timeout_ms=200)
+                if batch and not self.first_read:
+                    self.first_read.append(time.monotonic())
+                sends = [
+                    await producer.send(self.sink, r.value, key=r.key, headers=r.headers)
+                    for records in batch.values()
+                    for r in records
+                ]
+                await asyncio.gather(*sends)
+                if batch:
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+
+class PassThrough:
+    """The trivial handler: the same payload model, one Emit to the sink."""
+
+    def __init__(self, sink: str, first_read: list[float]) -> None:
+        self.sink, self.first_read = sink, first_read
+
+    async def __call__(self, blob: Blob, ctx: RecordContext) -> Sequence[Emit]:
+        if not self.first_read:
+            self.first_read.append(time.monotonic())
+        return [Emit(self.sink, blob)]
+
+
+async def passthrough_runtime(
+    ctx: BenchContext, mode: str, source: str, sink: str, first_read: list[float], max_in_flight: int
+) -> Runtime[Blob]:
+    service = f"bench{uuid.uuid4().hex[:8]}"
+    await ctx.create_topics([retry_topic(service, 1), dead_letter_topic(service)])
+    settings = RuntimeSettings(metrics_port=0, ordering=mode, retry_delays_seconds=[1.0], max_in_flight=max_in_flight)
+    return Runtime(
+        service=service,
+        kafka=ctx.kafka,
+        runtime=settings,
+        topics=[source],
+        input_type=Blob,
+        handler=PassThrough(sink, first_read),
+    )
