@@ -46,8 +46,9 @@ def encode(value: BaseModel) -> bytes:
 
 
 def event_id_of(value: BaseModel) -> str:
+    fields = value.__dict__  # a model's field values: getattr on an absent name costs pydantic's slow __getattr__
     for name in ("event_id", "action_id"):
-        found = getattr(value, name, None)
+        found = fields.get(name)
         if isinstance(found, str):
             return found
     return str(uuid.uuid4())

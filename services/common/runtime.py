@@ -112,6 +112,12 @@ class Runtime(Generic[In]):
         self.dependency_paused_until = 0.0
         self.started = False
         self._stopping = asyncio.Event()
+        self._room = asyncio.Event()  # set whenever an in-flight record finishes
+        self._send_lock = asyncio.Lock()
+        # per-record metrics, labelled once: .labels() takes a lock and validates on every call
+        self._in_flight_gauge = metrics.IN_FLIGHT.labels(service)
+        self._handler_seconds = metrics.HANDLER_DURATION.labels(service)
+        self._processed_ok = metrics.RECORDS_PROCESSED.labels(service, "ok")
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
         self._last_activity = time.monotonic()
         self._consumer: AIOKafkaConsumer | None = None
@@ -184,9 +190,12 @@ class Runtime(Generic[In]):
         next_commit = time.monotonic() + self.settings.commit_interval_seconds
         next_lag = time.monotonic()
         while not self._stopping.is_set():
+            if self.in_flight >= self.settings.max_in_flight:
+                await self._wait_for_room(0.2)
             self._update_pauses()
-            room = max(1, self.settings.max_in_flight - self.in_flight)
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=room)
+            room = self.settings.max_in_flight - self.in_flight
+            # still full: every partition is paused; poll without waiting, only to stay in the group
+            batch = await self._consumer.getmany(timeout_ms=200 if room > 0 else 0, max_records=max(1, room))
             for tp, records in batch.items():
                 self._accept_batch(tp, records)
             now = time.monotonic()
@@ -199,6 +208,14 @@ class Runtime(Generic[In]):
             if self._idle_for_too_long(bool(batch)):
                 log.info("idle, exiting")
                 break
+
+    async def _wait_for_room(self, timeout: float) -> None:
+        """Wake as soon as a record finishes, not at the next poll timeout (a full window would
+        otherwise idle for the whole timeout), and before pausing: a pause drops prefetched records."""
+        self._room.clear()
+        if self.in_flight >= self.settings.max_in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), timeout)
 
     def _idle_for_too_long(self, got_records: bool) -> bool:
         idle_exit = self.settings.idle_exit_seconds
@@ -246,7 +263,7 @@ class Runtime(Generic[In]):
     def _start(self, state: PartitionState, record: Any) -> None:
         state.accept(record.offset)
         self.in_flight += 1
-        metrics.IN_FLIGHT.labels(self.service).set(self.in_flight)
+        self._in_flight_gauge.set(self.in_flight)
         metrics.RECORDS_CONSUMED.labels(self.service, record.topic).inc()
         previous = None
         if self.settings.ordering == "key" and record.key is not None:
@@ -282,7 +299,8 @@ class Runtime(Generic[In]):
             log.exception("record left uncommitted after an internal error")
         finally:
             self.in_flight -= 1
-            metrics.IN_FLIGHT.labels(self.service).set(self.in_flight)
+            self._room.set()
+            self._in_flight_gauge.set(self.in_flight)
 
     def _is_current(self, state: PartitionState) -> bool:
         return self.partitions.get(TopicPartition(state.topic, state.partition)) is state and not state.revoked
@@ -325,7 +343,7 @@ class Runtime(Generic[In]):
                     await self._fail(state, record, ctx, event, exc)
                     return
                 await self._produce(state, record, ctx, outputs)
-                metrics.RECORDS_PROCESSED.labels(self.service, "ok").inc()
+                self._processed_ok.inc()
                 return
         finally:
             record_context.reset(token)
@@ -333,11 +351,12 @@ class Runtime(Generic[In]):
     async def _call_handler(self, event: Any, ctx: RecordContext) -> Sequence[Emit]:
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self.handler(event, ctx), self.settings.handler_timeout_seconds)
+            async with asyncio.timeout(self.settings.handler_timeout_seconds):  # no extra task, unlike wait_for
+                return await self.handler(event, ctx)
         except TimeoutError:
             raise RetryableError(f"handler took longer than {self.settings.handler_timeout_seconds:.0f}s") from None
         finally:
-            metrics.HANDLER_DURATION.labels(self.service).observe(time.perf_counter() - started)
+            self._handler_seconds.observe(time.perf_counter() - started)
 
     async def _wait_for_dependency(self, state: PartitionState, exc: DependencyUnavailable) -> None:
         """Pause every partition and retry in place: an outage is not the record's fault."""
@@ -404,11 +423,9 @@ class Runtime(Generic[In]):
                 futures = [await self._send_emit(e, ctx) for e in outputs]
                 if raw is not None:
                     futures.append(
-                        await self._producer.send(
-                            raw.topic, raw.value, key=raw.key, headers=codec.header_list(raw.headers)
-                        )
+                        await self._send(raw.topic, raw.value, key=raw.key, headers=codec.header_list(raw.headers))
                     )
-                await asyncio.gather(*futures)
+                await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
                 return
             except KafkaError as exc:
                 if not self._is_current(state) or self._stopping.is_set():
@@ -421,7 +438,7 @@ class Runtime(Generic[In]):
         key = emit.key if emit.key is not None else ctx.key
         headers = codec.cloudevent_headers(emit.value, emit.topic, self.service, key)
         headers.update(emit.headers)
-        future = await self._producer.send(
+        future = await self._send(
             emit.topic,
             codec.encode(emit.value),
             key=key.encode() if key is not None else None,
@@ -430,6 +447,13 @@ class Runtime(Generic[In]):
         )
         metrics.RECORDS_PRODUCED.labels(self.service, emit.topic).inc()
         return future
+
+    async def _send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
+        """Queue one record; returns the future of its ack. One sender at a time: when a partition's
+        batch is full aiokafka wakes *every* waiting sender at each drain (O(n^2) with many records in
+        flight); behind a lock only the first in line waits on the drain."""
+        async with self._send_lock:
+            return await self._producer.send(topic, value, **kwargs)
 
     # ── commits and rebalances ─────────────────────────────────────────────────────────────────
 
