@@ -38,7 +38,8 @@ from services.router.settings import RouterSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy/k8s"
-KUSTOMIZATIONS = ("base", "overlays/dev", "overlays/prod")
+KUSTOMIZATIONS = ("base", "overlays/dev", "overlays/prod")  # the services
+OBSERVABILITY = "../observability"  # alerts and dashboard
 KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 METRICS_PORT = 9400
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
@@ -167,7 +168,9 @@ def schema_errors(doc: dict[str, Any]) -> list[str]:
     return errors
 
 
-def test_every_kustomization_renders_and_every_object_matches_its_schema(docs: tuple[dict[str, Any], ...]) -> None:
+@pytest.mark.parametrize("kustomization", [*KUSTOMIZATIONS, OBSERVABILITY])
+def test_every_kustomization_renders_and_every_object_matches_its_schema(kustomization: str) -> None:
+    docs = rendered(kustomization)
     assert docs
     errors = [error for doc in docs for error in schema_errors(doc)]
     assert not errors, "\n".join(errors)

@@ -1,0 +1,366 @@
+"""The Grafana dashboard, written as code: `python -m deploy.observability.dashboard [--check]`.
+
+Writes deploy/observability/grafana-dashboard.json (Grafana 10+, a Prometheus data source chosen by a
+variable). Every query uses only metrics the services export (tests/contract/test_observability.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "grafana-dashboard.json"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+NS = 'namespace=~"$namespace"'
+SVC = f'{NS}, service=~"$service"'
+MAIN = f"{SVC}, topic!~`.+\\.retry-[0-9]+\\.v1`"  # the retry tiers' lag is waiting on purpose
+RETRY = f"{SVC}, topic=~`.+\\.retry-[0-9]+\\.v1`"
+RATE = "$__rate_interval"
+
+
+@dataclass
+class Panel:
+    title: str
+    description: str
+    queries: list[tuple[str, str]]  # (PromQL, legend)
+    unit: str = "short"
+    kind: str = "timeseries"
+    stack: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def per_second(metric: str, by: str, selector: str) -> str:
+    return f"sum by ({by}) (rate({metric}{{{selector}}}[{RATE}]))"
+
+
+def quantiles(metric: str, by: str, selector: str) -> list[tuple[str, str]]:
+    rate = f"sum by (le, {by}) (rate({metric}_bucket{{{selector}}}[{RATE}]))"
+    return [(f"histogram_quantile({q}, {rate})", f"p{round(q * 100)} {{{{{by}}}}}") for q in (0.5, 0.99)]
+
+
+ROWS: list[tuple[str, list[Panel]]] = [
+    (
+        "Flow",
+        [
+            Panel(
+                "Records processed / s",
+                "Records finished by each service, by outcome (ok, retried, dead_lettered, unavailable).",
+                [(per_second("postcall_records_processed_total", "service, outcome", SVC), "{{service}} {{outcome}}")],
+                "ops",
+                stack=True,
+            ),
+            Panel(
+                "Consumer lag (main topics)",
+                "Log end offset minus the next offset to commit, summed over partitions. The low-watermark commit "
+                "overstates it by up to the records in flight.",
+                [(f"sum by (service, topic) (postcall_consumer_lag_records{{{MAIN}}})", "{{service}} {{topic}}")],
+            ),
+            Panel(
+                "Records in flight",
+                "Taken from Kafka and not finished, per pod (capped by POSTCALL_RUNTIME__MAX_IN_FLIGHT).",
+                [(f"sum by (service, pod) (postcall_in_flight_records{{{SVC}}})", "{{pod}}")],
+            ),
+            Panel(
+                "Handler latency p50 / p99",
+                "Time one handler call took, by service.",
+                quantiles("postcall_handler_duration_seconds", "service", SVC),
+                "s",
+            ),
+            Panel(
+                "Consumed and produced / s",
+                "Records read from and acknowledged to each topic.",
+                [
+                    (f"sum by (topic) (rate(postcall_records_consumed_total{{{SVC}}}[{RATE}]))", "in {{topic}}"),
+                    (f"sum by (topic) (rate(postcall_records_produced_total{{{SVC}}}[{RATE}]))", "out {{topic}}"),
+                ],
+                "ops",
+            ),
+            Panel(
+                "Retry tiers waiting",
+                "Records in retry-tier topics not yet committed; they wait for their due time on purpose.",
+                [(f"sum by (service, topic) (postcall_consumer_lag_records{{{RETRY}}})", "{{topic}}")],
+            ),
+        ],
+    ),
+    (
+        "Failures and flow control",
+        [
+            Panel(
+                "Retries / s",
+                "Records sent to a retry tier, by service and tier.",
+                [(per_second("postcall_retries_total", "service, tier", SVC), "{{service}} tier {{tier}}")],
+                "ops",
+                stack=True,
+            ),
+            Panel(
+                "Dead letters",
+                "Records sent to a dead-letter topic in each interval, by service and category. "
+                "Replay with `postcall dlq replay` (docs/operations.md).",
+                [
+                    (
+                        f"sum by (service, category) (increase(postcall_dead_letters_total{{{SVC}}}[{RATE}]))",
+                        "{{service}} {{category}}",
+                    )
+                ],
+                stack=True,
+            ),
+            Panel(
+                "Paused partitions",
+                "Partitions paused for backpressure (in-flight cap), retry due times or an unavailable dependency.",
+                [(f"sum by (service, pod) (postcall_paused_partitions{{{SVC}}})", "{{pod}}")],
+            ),
+            Panel(
+                "Dependency pauses",
+                "1 while a pod pauses all consumption for an unavailable dependency (LLM outage, broker trouble).",
+                [(f"max by (service, pod) (postcall_dependency_paused{{{SVC}}})", "{{pod}}")],
+            ),
+            Panel(
+                "Commits / s",
+                "Offset commits by result. Failures during a rebalance are normal; failures with no success are not.",
+                [(per_second("postcall_commits_total", "service, result", SVC), "{{service}} {{result}}")],
+                "ops",
+            ),
+            Panel(
+                "Rebalances",
+                "Partitions revoked and assigned. Every scale step and every rollout of a pod shows here.",
+                [
+                    (
+                        f"sum by (service, kind) (increase(postcall_rebalances_total{{{SVC}}}[{RATE}]))",
+                        "{{service}} {{kind}}",
+                    )
+                ],
+            ),
+        ],
+    ),
+    (
+        "Extractor: LLM",
+        [
+            Panel(
+                "LLM tokens / s",
+                "Tokens reported by the model, by kind (prompt, completion, cached).",
+                [(f"sum by (model, kind) (rate(postcall_llm_tokens_total{{{NS}}}[{RATE}]))", "{{model}} {{kind}}")],
+                "short",
+                stack=True,
+            ),
+            Panel(
+                "LLM cost (USD / hour)",
+                "Estimated from the price table in the extractor settings.",
+                [(f"sum by (model) (rate(postcall_llm_cost_usd_total{{{NS}}}[{RATE}])) * 3600", "{{model}}")],
+                "currencyUSD",
+            ),
+            Panel(
+                "LLM cost over the range",
+                "Estimated spend over the dashboard's time range.",
+                [(f"sum(increase(postcall_llm_cost_usd_total{{{NS}}}[$__range]))", "USD")],
+                "currencyUSD",
+                kind="stat",
+            ),
+            Panel(
+                "LLM requests / s",
+                "By outcome: ok, invalid, refused, rate_limited, server_error, timeout, connection_error, ...",
+                [
+                    (
+                        f"sum by (model, outcome) (rate(postcall_llm_requests_total{{{NS}}}[{RATE}]))",
+                        "{{model}} {{outcome}}",
+                    )
+                ],
+                "ops",
+                stack=True,
+            ),
+            Panel(
+                "LLM latency p50 / p99",
+                "One chat-completions request (or one heuristic pass).",
+                quantiles("postcall_llm_request_duration_seconds", "model", NS),
+                "s",
+            ),
+            Panel(
+                "LLM circuit open",
+                "1 while the provider's circuit breaker is open; extraction then pauses instead of failing.",
+                [(f"max by (provider) (postcall_llm_circuit_open{{{NS}}})", "{{provider}}")],
+            ),
+            Panel(
+                "Extractions / s",
+                "Conversations extracted, by provider and status; and transcripts cut to the token budget.",
+                [
+                    (
+                        f"sum by (provider, status) (rate(postcall_extractions_total{{{NS}}}[{RATE}]))",
+                        "{{provider}} {{status}}",
+                    ),
+                    (per_second("postcall_transcripts_truncated_total", "model", NS), "truncated {{model}}"),
+                ],
+                "ops",
+            ),
+        ],
+    ),
+    (
+        "Router",
+        [
+            Panel(
+                "Flows / s",
+                "Flows evaluated, by outcome (fired, not_fired, disabled).",
+                [(f"sum by (outcome) (rate(postcall_router_flows_total{{{NS}}}[{RATE}]))", "{{outcome}}")],
+                "ops",
+                stack=True,
+            ),
+            Panel(
+                "Actions / s",
+                "Actions by type and outcome (planned, skipped).",
+                [
+                    (
+                        f"sum by (type, outcome) (rate(postcall_router_actions_total{{{NS}}}[{RATE}]))",
+                        "{{type}} {{outcome}}",
+                    )
+                ],
+                "ops",
+                stack=True,
+            ),
+            Panel(
+                "Agent configurations",
+                "Configurations loaded, problems in the configuration folder, and reloads in each interval.",
+                [
+                    (f"max by (pod) (postcall_router_config_agents{{{NS}}})", "agents {{pod}}"),
+                    (f"max by (pod) (postcall_router_config_problems{{{NS}}})", "problems {{pod}}"),
+                    (
+                        f"sum by (result) (increase(postcall_router_config_reloads_total{{{NS}}}[{RATE}]))",
+                        "reloads {{result}}",
+                    ),
+                ],
+            ),
+        ],
+    ),
+    (
+        "Dispatcher: deliveries",
+        [
+            Panel(
+                "Deliveries / s by destination and outcome",
+                "delivered, published, failed, skipped_duplicate, dead_lettered.",
+                [
+                    (
+                        f"sum by (destination, outcome) (rate(postcall_deliveries_total{{{NS}}}[{RATE}]))",
+                        "{{destination}} {{outcome}}",
+                    )
+                ],
+                "ops",
+                stack=True,
+            ),
+            Panel(
+                "Delivery latency p50 / p99",
+                "One delivery attempt, request to response, by destination.",
+                quantiles("postcall_delivery_duration_seconds", "destination", NS),
+                "s",
+            ),
+            Panel(
+                "Destinations disabled or circuit open",
+                "Disabled: the destination answered 410 Gone (until restart). Circuit open: failing, probed again "
+                "soon.",
+                [
+                    (f"max by (destination) (postcall_destination_disabled{{{NS}}})", "disabled {{destination}}"),
+                    (f"max by (destination) (postcall_destination_circuit_open{{{NS}}})", "open {{destination}}"),
+                ],
+            ),
+            Panel(
+                "Ledger entries",
+                "Completed action ids held in memory, per results partition (the idempotency ledger).",
+                [(f"sum by (partition) (postcall_ledger_entries{{{NS}}})", "partition {{partition}}")],
+            ),
+        ],
+    ),
+]
+
+
+def _variables() -> list[dict[str, Any]]:
+    def query(name: str, label: str, multi: bool) -> dict[str, Any]:
+        selector = f"{{{NS}}}" if name == "service" else ""
+        expr = f"label_values(postcall_records_consumed_total{selector}, {label})"
+        return {
+            "name": name,
+            "label": label,
+            "type": "query",
+            "datasource": DS,
+            "query": {"query": expr, "refId": name},
+            "refresh": 2,
+            "includeAll": True,
+            "multi": multi,
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "sort": 1,
+        }
+
+    source = {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus"}
+    return [source, query("namespace", "namespace", True), query("service", "service", True)]
+
+
+def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    targets = [
+        {"refId": chr(ord("A") + i), "datasource": DS, "expr": expr, "legendFormat": legend}
+        for i, (expr, legend) in enumerate(panel.queries)
+    ]
+    custom: dict[str, Any] = {"stacking": {"mode": "normal" if panel.stack else "none"}, "fillOpacity": 10}
+    return {
+        "id": panel_id,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DS,
+        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+        "targets": targets,
+        "fieldConfig": {"defaults": {"unit": panel.unit, "custom": custom if panel.kind == "timeseries" else {}}},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}}
+        if panel.kind == "timeseries"
+        else {"reduceOptions": {"calcs": ["lastNotNull"]}},
+    }
+
+
+def dashboard() -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    y = 0
+    for title, row in ROWS:
+        panels.append({"id": len(panels) + 1, "type": "row", "title": title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
+        y += 1
+        for index, panel in enumerate(row):
+            panels.append(_panel(panel, len(panels) + 1, 12 * (index % 2), y + 8 * (index // 2)))
+        y += 8 * ((len(row) + 1) // 2)
+    return {
+        "uid": "postcall-overview",
+        "title": "postcall",
+        "description": "Post-call automation on Kafka: extractor, router, dispatcher. See docs/operations.md.",
+        "tags": ["postcall", "kafka"],
+        "timezone": "",
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-6h", "to": "now"},
+        "annotations": {"list": []},
+        "templating": {"list": _variables()},
+        "panels": panels,
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="Write nothing; exit 1 if the file is out of date.")
+    args = parser.parse_args(argv)
+    text = render()
+    if OUT.exists() and OUT.read_text() == text:
+        print("up to date")
+        return 0
+    if args.check:
+        print(f"out of date: {OUT.name}; run `python -m deploy.observability.dashboard`", file=sys.stderr)
+        return 1
+    OUT.write_text(text)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

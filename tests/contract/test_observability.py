@@ -1,0 +1,313 @@
+"""The dashboard and the alerts use only metrics the services export, and the alerts mean what they say.
+
+The exported names come from the `# TYPE` lines of the services' own registries (the metrics modules,
+imported); tests/integration/test_metrics_names.py checks the same against the live /metrics of the
+three running services. The alert expressions are evaluated by Prometheus' own promtool on synthetic
+series (Debian package `prometheus`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY, generate_latest
+
+from deploy.observability import dashboard
+
+# the services' metrics register in the default registry when their modules are imported
+METRICS_MODULES = ("services.common.metrics", "services.extractor.metrics", "services.router.metrics",
+                   "services.dispatcher.metrics")  # fmt: skip
+for _module in METRICS_MODULES:
+    importlib.import_module(_module)
+
+ROOT = Path(__file__).resolve().parents[2]
+OBSERVABILITY = ROOT / "deploy/observability"
+# Used by the alerts, exported by others: Prometheus itself and kube-state-metrics.
+EXTERNAL = {"up", "kube_pod_status_ready"}
+SAMPLE_SUFFIXES = {"counter": ("", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created")}
+
+_STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|`[^`]*`|\'(?:\\.|[^\'\\])*\'')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGES = re.compile(r"\[[^\[\]]*\]")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENT = re.compile(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (not functions, labels, keywords or numbers)."""
+    text = _STRINGS.sub('""', expr)
+    text = re.sub(r"label_values\((.*),\s*\w+\s*\)", r"\1", text)  # Grafana: label_values(metric, label)
+    for pattern in (_MATCHERS, _RANGES, _GROUPING):
+        text = pattern.sub(" ", text)
+    names = set()
+    for match in _IDENT.finditer(text):
+        if match.group().lower() in _KEYWORDS or text[match.end() :].lstrip().startswith("("):
+            continue
+        names.add(match.group())
+    return names
+
+
+def exported_samples(exposition: str) -> set[str]:
+    """Every sample name a /metrics text can carry, from its `# TYPE` lines (labelled series only
+    appear once used, their TYPE line always)."""
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.M):
+        for suffix in SAMPLE_SUFFIXES.get(kind, ("",)):
+            names.add(name.removesuffix("_total") + suffix if suffix == "_created" else name + suffix)
+    return names
+
+
+def dashboard_queries() -> list[str]:
+    board = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
+    queries = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    queries += [v["query"]["query"] for v in board["templating"]["list"] if isinstance(v.get("query"), dict)]
+    return queries
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rule = yaml.safe_load((OBSERVABILITY / "alerts.yaml").read_text())
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def used_metric_names() -> dict[str, set[str]]:
+    return {
+        "dashboard": {n for q in dashboard_queries() for n in metric_names(q)},
+        "alerts": {n for r in alert_rules() for n in metric_names(r["expr"])},
+    }
+
+
+# ── names ────────────────────────────────────────────────────────────────────────────────────────
+
+
+def test_metric_name_extraction_skips_functions_labels_and_keywords() -> None:
+    expr = (
+        'histogram_quantile(0.99, sum by (le, service) (rate(a_seconds_bucket{x=~"b|c", y!~`.+\\.d`}[5m])))'
+        " and on (service) b_total > bool 3 unless max without (pod) (c_gauge offset 1h) * 3600"
+    )
+    assert metric_names(expr) == {"a_seconds_bucket", "b_total", "c_gauge"}
+    assert metric_names('label_values(d_total{namespace=~"$namespace"}, service)') == {"d_total"}
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
+    exported = exported_samples(generate_latest(REGISTRY).decode())
+    assert "postcall_records_processed_total" in exported and "postcall_handler_duration_seconds_bucket" in exported
+    for source, names in used_metric_names().items():
+        unknown = names - exported - EXTERNAL
+        assert not unknown, f"{source} uses metrics no service exports: {sorted(unknown)}"
+
+
+def test_every_service_metric_family_is_on_the_dashboard() -> None:
+    families = {m.name for m in REGISTRY.collect() if m.name.startswith("postcall_")}
+    shown = {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in used_metric_names()["dashboard"]}
+    missing = {f for f in families if re.sub(r"_total$", "", f) not in shown}
+    assert not missing, f"exported but on no panel: {sorted(missing)}"
+
+
+def test_dashboard_file_is_generated_from_dashboard_py() -> None:
+    assert (OBSERVABILITY / "grafana-dashboard.json").read_text() == dashboard.render(), (
+        "run `python -m deploy.observability.dashboard`"
+    )
+
+
+def test_dashboard_panels_do_not_overlap_and_have_unique_ids() -> None:
+    board = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
+    cells: set[tuple[int, int]] = set()
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in board["panels"]:
+        g = panel["gridPos"]
+        area = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not area & cells, panel["title"]
+        cells |= area
+
+
+# ── alerts ───────────────────────────────────────────────────────────────────────────────────────
+
+
+def github_anchors(markdown: str) -> set[str]:
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", markdown, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
+
+
+def test_every_alert_has_a_severity_a_summary_and_a_runbook_section() -> None:
+    anchors = github_anchors((ROOT / "docs/runbooks.md").read_text())
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert page == "docs/runbooks.md" and anchor == rule["alert"].lower(), rule["alert"]
+        assert anchor in anchors, f"docs/runbooks.md has no section for {rule['alert']}"
+
+
+def test_the_alerts_asked_for_exist() -> None:
+    names = {r["alert"] for r in alert_rules()}
+    assert {
+        "PostcallConsumerLagGrowing",
+        "PostcallDeadLettersArriving",
+        "PostcallLLMCircuitOpen",
+        "PostcallDestinationDisabled",
+        "PostcallConsumerNotReady",
+        "PostcallCommitsFailing",
+    } <= names
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool not found: `apt-get install -y --no-install-recommends prometheus` (Debian)")
+    return found
+
+
+def test_alert_rules_are_valid_promql(promtool: str, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        yaml.safe_dump({"groups": yaml.safe_load((OBSERVABILITY / "alerts.yaml").read_text())["spec"]["groups"]})
+    )
+    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
+    # Grafana's variables replaced by what Grafana would send
+    replacements = {"$__rate_interval": "1m", "$__range": "6h", "$namespace": ".*", "$service": ".*"}
+    rules = []
+    for index, query in enumerate(q for q in dashboard_queries() if not q.startswith("label_values")):
+        for variable, value in replacements.items():
+            query = query.replace(variable, value)
+        rules.append({"record": f"dashboard:query_{index}", "expr": query})
+    path = tmp_path / "queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def series(metric: str, values: str, **labels: str) -> dict[str, str]:
+    label_text = ",".join(f'{k}="{v}"' for k, v in sorted({"namespace": "postcall", **labels}.items()))
+    return {"series": f"{metric}{{{label_text}}}", "values": values}
+
+
+MAIN = "postcall.conversation-extracted.v1"
+RETRY = "postcall.dispatcher.retry-2.v1"
+# (alert, input series, minute of evaluation, expected output series of the alert's expression)
+CASES: list[tuple[str, list[dict[str, str]], int, list[dict[str, Any]]]] = [
+    (
+        "PostcallConsumerLagGrowing",
+        [
+            series("postcall_consumer_lag_records", "0+100x40", service="router", topic=MAIN, partition="0"),
+            series("postcall_consumer_lag_records", "0+50x40", service="router", topic=MAIN, partition="1"),
+            # a retry tier holding records until they are due: never an alert
+            series("postcall_consumer_lag_records", "5000+100x40", service="dispatcher", topic=RETRY, partition="0"),
+            # a large but shrinking backlog: autoscaling is working
+            series("postcall_consumer_lag_records", "9000-100x40", service="extractor", topic=MAIN, partition="0"),
+        ],
+        30,
+        [{"labels": '{namespace="postcall", service="router"}', "value": 4500}],
+    ),
+    (
+        "PostcallDeadLettersArriving",
+        [
+            series("postcall_dead_letters_total", "0+1x30", service="router", category="invalid_record", pod="a"),
+            series("postcall_dead_letters_total", "7x30", service="extractor", category="permanent", pod="b"),
+        ],
+        20,
+        [{"labels": '{category="invalid_record", namespace="postcall", service="router"}', "value": 10}],
+    ),
+    (
+        "PostcallCommitsFailing",
+        [
+            series("postcall_commits_total", "0+2x30", service="router", result="failed", pod="stuck"),
+            series("postcall_commits_total", "5x30", service="router", result="ok", pod="stuck"),
+            # failures during a rebalance, with successes around them
+            series("postcall_commits_total", "0+2x30", service="router", result="failed", pod="fine"),
+            series("postcall_commits_total", "0+60x30", service="router", result="ok", pod="fine"),
+        ],
+        20,
+        [{"labels": '{namespace="postcall", pod="stuck", service="router"}', "value": 20}],
+    ),
+    (
+        "PostcallLLMCircuitOpen",
+        [
+            series("postcall_llm_circuit_open", "1x20", provider="openai", pod="a"),
+            series("postcall_llm_circuit_open", "0x20", provider="openai", pod="b"),
+            series("postcall_llm_circuit_open", "0x20", provider="heuristic", pod="a"),
+        ],
+        10,
+        [{"labels": '{namespace="postcall", provider="openai"}', "value": 1}],
+    ),
+    (
+        "PostcallDestinationDisabled",
+        [
+            series("postcall_destination_disabled", "0 0 1x10", destination="crm", pod="a"),
+            series("postcall_destination_disabled", "0x12", destination="ops-slack", pod="a"),
+        ],
+        5,
+        [{"labels": '{destination="crm", namespace="postcall"}', "value": 1}],
+    ),
+    (
+        "PostcallConsumerNotReady",
+        [
+            series("kube_pod_status_ready", "0x20", pod="postcall-router-1", condition="true"),
+            series("kube_pod_status_ready", "1x20", pod="postcall-router-1", condition="false"),
+            series("kube_pod_status_ready", "1x20", pod="postcall-router-0", condition="true"),
+            series("kube_pod_status_ready", "0x20", pod="some-other-app-0", condition="true"),
+        ],
+        15,
+        [{"labels": '{namespace="postcall", pod="postcall-router-1"}', "value": 0}],
+    ),
+    (
+        "PostcallDependencyPaused",
+        [
+            series("postcall_dependency_paused", "1x20", service="extractor", pod="a"),
+            series("postcall_dependency_paused", "0x20", service="router", pod="b"),
+        ],
+        15,
+        [{"labels": '{namespace="postcall", service="extractor"}', "value": 1}],
+    ),
+]
+
+
+def test_alert_expressions_select_what_they_should(promtool: str, tmp_path: Path) -> None:
+    exprs = {r["alert"]: r["expr"] for r in alert_rules()}
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": inputs,
+            "promql_expr_test": [{"expr": exprs[alert], "eval_time": f"{minute}m", "exp_samples": expected}],
+        }
+        for alert, inputs, minute, expected in CASES
+    ]
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump({"rule_files": [], "tests": tests}))
+    result = subprocess.run(
+        [promtool, "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_alert_expression_check_can_fail(promtool: str, tmp_path: Path) -> None:
+    wrong = {
+        "interval": "1m",
+        "input_series": [series("postcall_llm_circuit_open", "0x20", provider="openai", pod="a")],
+        "promql_expr_test": [
+            {
+                "expr": {r["alert"]: r["expr"] for r in alert_rules()}["PostcallLLMCircuitOpen"],
+                "eval_time": "10m",
+                "exp_samples": [{"labels": '{namespace="postcall", provider="openai"}', "value": 1}],
+            }
+        ],
+    }
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump({"rule_files": [], "tests": [wrong]}))
+    result = subprocess.run([promtool, "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, check=False)
+    assert result.returncode != 0
