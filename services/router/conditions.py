@@ -84,8 +84,7 @@ def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, F
     children = [compile_condition(c, f"{path}.{kind}[{i}]", fields) for i, c in enumerate(items)]
 
     def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
-        slot = len(out)
-        out.append(ConditionResult(path=path, kind=kind, passed=False, reason=""))
+        slot = len(out)  # the composite goes before its children, once their results are known
         results = [child(event, out) for child in children]
         passed_count = sum(r.passed for r in results)
         known_false = any(not r.passed and not r.unknown for r in results)
@@ -95,13 +94,16 @@ def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, F
         else:
             outcome = Outcome(passed_count > 0, unknown and passed_count == 0)
         reason = f"{passed_count} of {len(results)} passed; {kind} needs {'every one' if kind == 'all' else 'one'}"
-        out[slot] = ConditionResult(
-            path=path,
-            kind=kind,
-            passed=outcome.passed,
-            expected=kind,
-            actual=f"{passed_count}/{len(results)}",
-            reason=reason,
+        out.insert(
+            slot,
+            ConditionResult(
+                path=path,
+                kind=kind,
+                passed=outcome.passed,
+                expected=kind,
+                actual=f"{passed_count}/{len(results)}",
+                reason=reason,
+            ),
         )
         return outcome
 
@@ -113,16 +115,16 @@ def _negation(cond: NotCondition, path: str, fields: dict[str, FieldSpec]) -> Ev
 
     def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
         slot = len(out)
-        out.append(ConditionResult(path=path, kind="not", passed=False, reason=""))
         inner = child(event, out)
         if inner.unknown:
             outcome, reason = UNKNOWN, "the inner condition could not be evaluated, so `not` does not pass either"
         else:
             outcome = Outcome(not inner.passed)
             reason = f"inner condition {'passed' if inner.passed else 'failed'}"
-        out[slot] = ConditionResult(
+        result = ConditionResult(
             path=path, kind="not", passed=outcome.passed, expected=False, actual=inner.passed, reason=reason
         )
+        out.insert(slot, result)
         return outcome
 
     return evaluate
@@ -132,7 +134,8 @@ def _end_reason(cond: EndReasonCondition, path: str) -> Evaluator:
     spec = cond.end_reason
     negate = spec.not_in is not None
     names = frozenset(spec.not_in if spec.not_in is not None else spec.in_ or [])
-    expected = {"not_in" if negate else "in": sorted(names)}
+    listed = sorted(names)
+    expected = {"not_in" if negate else "in": listed}
 
     def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
         actual = event.conversation.end_reason.canonical.value
@@ -145,7 +148,7 @@ def _end_reason(cond: EndReasonCondition, path: str) -> Evaluator:
                 passed=passed,
                 expected=expected,
                 actual=actual,
-                reason=f"end reason {actual} {verb} {sorted(names)}",
+                reason=f"end reason {actual} {verb} {listed}",
             )
         )
         return Outcome(passed)

@@ -43,10 +43,10 @@ class RouterHandler:
         trace, actions = compiled.route(event, self.clock())
         key = event.conversation.conversation_id
         for flow in trace.flows:
-            metrics.FLOWS.labels("disabled" if not flow.enabled else "fired" if flow.fired else "not_fired").inc()
+            metrics.FLOW_OUTCOMES["disabled" if not flow.enabled else "fired" if flow.fired else "not_fired"].inc()
             for result in flow.conditions:
                 if result.kind == "action":
-                    metrics.ACTIONS.labels(result.expected, "planned" if result.passed else "skipped").inc()
+                    metrics.action_outcome(str(result.expected), result.passed).inc()
         return [
             Emit(self.decisions_topic, trace, key=key),
             *(Emit(self.topic_of(str(getattr(a, "type", ""))), a, key=key) for a in actions),

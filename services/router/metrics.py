@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge
 
 FLOWS = Counter("postcall_router_flows_total", "Flows evaluated, by outcome: fired, not_fired, disabled.", ["outcome"])
@@ -13,3 +15,12 @@ CONFIG_RELOADS = Counter(
 )
 CONFIG_PROBLEMS = Gauge("postcall_router_config_problems", "Problems in the configuration folder right now.")
 CONFIG_AGENTS = Gauge("postcall_router_config_agents", "Agent configurations (agent, version) loaded right now.")
+
+
+FLOW_OUTCOMES = {o: FLOWS.labels(o) for o in ("fired", "not_fired", "disabled")}
+
+
+@functools.cache
+def action_outcome(action_type: str, planned: bool) -> Counter:
+    """The labelled child, looked up once (labels() costs more than the increment)."""
+    return ACTIONS.labels(action_type, "planned" if planned else "skipped")

@@ -1,0 +1,257 @@
+"""The router against a pass-through service on the same runtime: ~5 KB ConversationExtracted records,
+an agent with five flows (end-reason, ai, all/not, field and any conditions; webhook, email with fixed
+and dynamic recipients, task, schedule_call with business hours, slack).
+
+Both consume the same pre-produced records with the same runtime settings (the router's defaults):
+
+* pass-through: validates each record as ConversationExtracted and produces it unchanged (one output);
+* router: the real RouterHandler (configuration compiled at load time): one DecisionTrace per record
+  plus every fired action (about 2.5 per record here).
+
+Throughput = records / (time every output is in its topics - time the first record was read). The two
+are interleaved `ctx.repeats` times and the best of each is quoted. Goal: router >= 0.7 x pass-through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.context import BenchContext
+from bench.measure import best_of, ratio_line
+from schemas.agents import trigger_id
+from schemas.events import ConversationExtracted
+from schemas.topics import ACTION_TYPES, dead_letter_topic, retry_topic
+from services.common.runtime import Emit, RecordContext, Runtime
+from services.common.settings import RuntimeSettings
+from services.router.catalog import CatalogHolder
+from services.router.handler import RouterHandler
+
+PARTITIONS = 3
+GOAL = 0.7
+MAX_IN_FLIGHT = 256  # RouterSettings' default
+CALLBACK, COMPLAINT = "Did the customer ask to be called back?", "Did the customer complain?"
+END_REASONS = ("CUSTOMER_HANGUP", "BLIND_TRANSFER", "CCAAS_TRANSFER", "AGENT_HANGUP", "VOICEMAIL")
+
+AGENT = """\
+agent: bench-line
+timezone: America/Chicago
+extraction:
+  fields:
+    - {name: interest_level, type: enum, values: [high, medium, low, none]}
+    - {name: follow_up_required, type: boolean}
+    - {name: follow_up_date, type: date}
+recipient_routes:
+  - id: complaints
+    rules: [{when: "billing", to: [billing@bench.example]}, {when: "other", to: [ops@bench.example]}]
+    fallback: [lead@bench.example]
+flows:
+  - id: crm
+    when: {end_reason: CUSTOMER_HANGUP}
+    actions:
+      - type: webhook
+        destination: crm
+        body: {status: closed, ended_at: "{{conversation_date}}", reason: "{{end_reason}}",
+               summary: "{{conversation_summary}}", level: "{{interest_level}}"}
+  - id: callback
+    when: {ai: "Did the customer ask to be called back?"}
+    actions:
+      - {type: email, to: [support@bench.example], subject: "Callback requested",
+         body: "{{customer_number}} asked for a callback on {{conversation_date}}. {{conversation_summary}}"}
+      - {type: task, priority: High, title: "Call back {{customer_name}}"}
+  - id: complaint
+    when: {all: [{ai: "Did the customer complain?"}, {not: {end_reason: [BLIND_TRANSFER]}}]}
+    actions:
+      - {type: email, recipients: complaints, subject: "Complaint",
+         body: "{{conversation_summary}}\\n{{conversation_transcript}}"}
+      - {type: task, priority: Urgent, title: "Complaint from {{customer_name}}"}
+  - id: follow-up
+    when: {field: follow_up_required, op: "==", value: true}
+    actions:
+      - {type: schedule_call, use_field: follow_up_date, fallback_delay_minutes: 1440,
+         business_hours: {timezone: America/Chicago}}
+  - id: escalation
+    when: {any: [{end_reason: CCAAS_TRANSFER}, {field: interest_level, op: "==", value: high}]}
+    actions:
+      - {type: slack, destination: ops-slack, text: "{{agent_name}}: {{conversation_summary}}"}
+"""
+
+
+def record(i: int) -> bytes:
+    """One ConversationExtracted of about 5 KB; flows fire in a fixed mix over i."""
+    messages = [
+        {
+            "role": "agent" if j % 2 == 0 else "customer",
+            "text": f"Turn {j}: " + "some words of the call " * 5,
+            "start_seconds": j * 5.0,
+            "end_seconds": j * 5.0 + 4.0,
+        }
+        for j in range(26)
+    ]
+    conversation = {
+        "event_id": f"e{i}",
+        "conversation_id": f"conv-{i:07d}",
+        "occurred_at": "2026-03-10T10:05:00Z",
+        "account": {"id": "acct", "name": "Bench Co"},
+        "agent": {"id": "bench-line", "name": "Bench", "version": "1"},
+        "direction": "inbound",
+        "started_at": "2026-03-10T09:58:30Z",
+        "ended_at": "2026-03-10T10:03:05Z",
+        "end_reason": {"canonical": END_REASONS[i % 5], "raw": "raw", "source_platform": "vapi"},
+        "customer": {"phone_number": "+16305550123", "name": "Tom Becker", "contact_id": "c-1"},
+        "to_number": "+13125550100",
+        "messages": messages,
+        "conversation_url": f"https://voice.example/c/{i}",
+    }
+    extraction = {
+        "status": "ok",
+        "provider": "heuristic",
+        "config_revision": "bench",
+        "summary": "The caller asked about a bill.",
+        "fields": {
+            "interest_level": {"value": ("high", "low", "none")[i % 3]},
+            "follow_up_required": {"value": i % 3 == 0},
+            "follow_up_date": {"value": "2026-03-20"},
+        },
+        "triggers": {
+            trigger_id(CALLBACK): {"question": CALLBACK, "answer": i % 2 == 0},
+            trigger_id(COMPLAINT): {"question": COMPLAINT, "answer": i % 4 == 0},
+        },
+        "recipients": {"complaints": ["billing@bench.example"]},
+    }
+    return orjson.dumps(
+        {
+            "event_id": f"x{i}",
+            "conversation": conversation,
+            "extraction": extraction,
+            "extracted_at": "2026-03-10T10:05:03Z",
+        }
+    )
+
+
+class First:
+    """Wraps a handler to note when the first record arrived."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.at = inner, 0.0
+
+    async def __call__(self, event: ConversationExtracted, ctx: RecordContext, /) -> Sequence[Emit]:
+        if not self.at:
+            self.at = time.monotonic()
+        result: Sequence[Emit] = await self.inner(event, ctx)
+        return result
+
+
+class PassThrough:
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+
+    async def __call__(self, event: ConversationExtracted, ctx: RecordContext, /) -> Sequence[Emit]:
+        return [Emit(self.sink, event)]
+
+
+async def run(ctx: BenchContext) -> dict[str, Any]:
+    n = ctx.scaled(10_000, 2_000)
+    config_dir = ctx.work_dir / f"router-agents-{uuid.uuid4().hex[:6]}"
+    config_dir.mkdir(parents=True)
+    (config_dir / "bench-line.yaml").write_text(AGENT)
+    raws = [record(i) for i in range(n)]
+    size = sum(map(len, raws)) / n
+    outputs = await _outputs(config_dir, raws)
+    outputs_per_record = outputs / n
+    source = await ctx.topic("router-in", PARTITIONS)
+    await ctx.produce_raw(source, ((f"conv-{i:07d}".encode(), raw, None) for i, raw in enumerate(raws)))
+    samples: dict[str, list[float]] = {"pass-through": [], "router": []}
+    for rep in range(ctx.repeats):
+        for mode in ("pass-through", "router") if rep % 2 == 0 else ("router", "pass-through"):
+            rate = await measure(ctx, mode, source, n, config_dir, outputs)
+            samples[mode].append(rate)
+            ctx.log(f"{mode}: {rate:,.0f} rec/s")
+    best = {m: best_of(s) for m, s in samples.items()}
+    label = f"router {size / 1024:.1f}KB x 5 flows"
+    summary = [
+        ratio_line(
+            label,
+            best["router"],
+            "pass-through",
+            best["pass-through"],
+            goal=GOAL,
+            samples=samples["router"],
+            baseline_samples=samples["pass-through"],
+        )
+    ]
+    notes = [
+        f"{n:,} records of {size:,.0f} bytes on {PARTITIONS} partitions; the router wrote "
+        f"{outputs_per_record:.2f} records per input (a decision trace and the fired actions). Same runtime "
+        f"settings for both (max_in_flight {MAX_IN_FLIGHT}, ordering key); best of {ctx.repeats} interleaved runs.",
+    ]
+    data = {"records": n, "record_bytes": size, "outputs_per_record": outputs_per_record, "samples_rec_s": samples}
+    return {"summary": summary, "data": data, "notes": notes}
+
+
+async def _outputs(config_dir: Path, raws: list[bytes]) -> int:
+    """How many records the router writes for these inputs (routed in-process, before measuring)."""
+    handler = RouterHandler(CatalogHolder(config_dir, "-"), clock=lambda: datetime.now(UTC))
+    ctx = RecordContext("router", "in", "in", 0, 0, None, 0, {})
+    total = 0
+    for raw in raws:
+        total += len(await handler(ConversationExtracted.model_validate_json(raw), ctx))
+    return total
+
+
+async def measure(ctx: BenchContext, mode: str, source: str, n: int, config_dir: Path, outputs: int) -> float:
+    service = f"benchrouter{uuid.uuid4().hex[:8]}"
+    await ctx.create_topics([retry_topic(service, 1), dead_letter_topic(service)])
+    if mode == "router":
+        decisions = await ctx.topic("router-decisions", PARTITIONS)
+        actions = {t: await ctx.topic(f"router-{t.replace('_', '-')}", PARTITIONS) for t in ACTION_TYPES}
+        inner: Any = RouterHandler(
+            CatalogHolder(config_dir, "-"), decisions_topic=decisions, topic_of=actions.__getitem__
+        )
+        sinks, expected = [decisions, *actions.values()], outputs
+    else:
+        sink = await ctx.topic("router-passthrough", PARTITIONS)
+        inner, sinks, expected = PassThrough(sink), [sink], n
+    handler = First(inner)
+    settings = RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], max_in_flight=MAX_IN_FLIGHT)
+    runtime: Runtime[ConversationExtracted] = Runtime(
+        service=service,
+        kafka=ctx.kafka,
+        runtime=settings,
+        topics=[source],
+        input_type=ConversationExtracted,
+        handler=handler,
+    )
+    task = asyncio.create_task(runtime.run())
+    try:
+        done_at = await _all_written(ctx, sinks, expected)
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 120)
+    return n / (done_at - handler.at)
+
+
+async def _all_written(ctx: BenchContext, sinks: list[str], expected: int, timeout: float = 600) -> float:
+    """The monotonic time the output topics hold every expected record. One end-offsets request per poll
+    for all sinks: polling seven topics one by one would tax the router's event loop more than the
+    pass-through's, and skew the comparison."""
+    reader = AIOKafkaConsumer(**ctx.kafka.client_options(), group_id=None, enable_auto_commit=False)
+    await reader.start()
+    try:
+        parts = [TopicPartition(s, p) for s in sinks for p in range(PARTITIONS)]
+        deadline = time.monotonic() + timeout
+        while sum((await reader.end_offsets(parts)).values()) < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"outputs did not reach {expected} records in {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+        return time.monotonic()
+    finally:
+        await reader.stop()
