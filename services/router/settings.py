@@ -15,8 +15,9 @@ class RouterSettings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
     runtime: RuntimeSettings = Field(
-        default_factory=lambda: RuntimeSettings(max_in_flight=256),
-        description="Consumer runtime (the router is CPU-only: many records in flight are cheap).",
+        default_factory=lambda: RuntimeSettings(max_in_flight=256, retry_delays_seconds=[5.0, 60.0, 600.0]),
+        description="Consumer runtime. The router only computes (many records in flight are cheap); its three "
+        "retry tiers match the topic registry (a configuration being fixed is the usual reason to retry).",
     )
     config_dir: Path = Field(description="Folder of agent configuration YAML files (a ConfigMap or a git checkout).")
     reload_interval_seconds: float = Field(
