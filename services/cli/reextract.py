@@ -1,0 +1,208 @@
+"""`postcall reextract`: run extraction again on chosen past conversations (after a schema or model
+change, or after a failed extraction was fixed).
+
+The chosen ConversationEnded records are read from postcall.conversation-ended.v1 and republished to the
+same topic with the same key and the same payload (event_id included), plus a fresh `ce_id` and an
+`x-reextract-of: <original event_id>` header, rate-limited and acknowledged by all in-sync replicas.
+Earlier re-extraction copies are never chosen again, and a platform's duplicates (same event_id) are
+republished once. The extractor runs with the agent's current configuration; downstream, the
+dispatcher's idempotency (action_id = conversation + flow + action + configuration revision) keeps
+actions whose configuration did not change from running twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+import typer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from schemas import headers as h
+from schemas.topics import CONVERSATION_ENDED
+from services.cli.options import Bootstrap, kafka_settings
+from services.common import codec
+from services.common.kafka import partitions_of, producer
+from services.common.retry import now_iso
+from services.common.settings import KafkaSettings
+from services.extractor.handler import REEXTRACT_OF  # the original event_id, passed on by the extractor
+
+app = typer.Typer(help="Republish past conversations so that they are extracted again.")
+console = Console()
+
+
+@dataclass(frozen=True)
+class Chosen:
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+    event_id: str
+    conversation_id: str
+    agent_id: str
+
+
+@dataclass(frozen=True)
+class Filters:
+    ids: frozenset[str] = frozenset()  # conversation ids or event ids
+    since: datetime | None = None
+    until: datetime | None = None
+    agent: str | None = None
+
+    def match(self, c: Chosen) -> bool:
+        at = datetime.fromtimestamp(c.timestamp_ms / 1000, UTC)
+        return (
+            (not self.ids or c.conversation_id in self.ids or c.event_id in self.ids)
+            and (self.until is None or at < _aware(self.until))
+            and (self.agent is None or c.agent_id == self.agent)
+        )
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _read(r: Any) -> Chosen | None:
+    """A conversation record, or None for a re-extraction copy or a value that is not one."""
+    headers = codec.header_dict(r.headers)
+    if REEXTRACT_OF in headers or r.value is None:
+        return None
+    try:
+        v = orjson.loads(r.value)
+        ids = (str(v["event_id"]), str(v["conversation_id"]), str(v["agent"]["id"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return Chosen(r.partition, r.offset, r.timestamp, r.key, r.value, headers, *ids)
+
+
+async def select(kafka: KafkaSettings, filters: Filters, topic: str = CONVERSATION_ENDED) -> list[Chosen]:
+    """Every matching original conversation up to the topic's end at call time, once per event_id."""
+    tps = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await _seek_to_start(consumer, tps, filters.since)
+        chosen, seen = [], set()
+        for record in await _until_end(consumer, ends):
+            c = _read(record)
+            if c is not None and c.event_id not in seen and filters.match(c):
+                seen.add(c.event_id)
+                chosen.append(c)
+        return chosen
+    finally:
+        await consumer.stop()
+
+
+async def _seek_to_start(consumer: AIOKafkaConsumer, tps: list[TopicPartition], since: datetime | None) -> None:
+    """The first record at or after `since`, else the real beginning (seek_to_beginning is lazy)."""
+    ends = await consumer.end_offsets(tps)
+    if since is None:
+        starts = await consumer.beginning_offsets(tps)
+    else:
+        found = await consumer.offsets_for_times({tp: int(_aware(since).timestamp() * 1000) for tp in tps})
+        starts = {tp: at.offset if (at := found.get(tp)) is not None else ends[tp] for tp in tps}
+    for tp in tps:
+        consumer.seek(tp, starts[tp])
+
+
+async def _until_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> list[Any]:
+    out: list[Any] = []
+    pending = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
+    while pending:
+        batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=1000)
+        for tp, records in batch.items():
+            out.extend(r for r in records if r.offset < ends[tp])
+        pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+    return sorted(out, key=lambda r: (r.timestamp, r.partition, r.offset))
+
+
+def reextract_headers(c: Chosen) -> dict[str, str]:
+    """The original headers without hop headers, a fresh ce_id, and where the copy came from."""
+    out = {k: v for k, v in c.headers.items() if k not in h.HOP_HEADERS}
+    out[h.CE_ID] = str(uuid.uuid4())
+    out[h.CE_TIME] = now_iso()
+    out[REEXTRACT_OF] = c.event_id
+    return out
+
+
+async def republish(
+    kafka: KafkaSettings,
+    chosen: Sequence[Chosen],
+    rate: float,
+    progress: Progress | None,
+    topic: str = CONVERSATION_ENDED,
+) -> int:
+    """At most `rate` records/s; returns how many were acknowledged."""
+    p = producer(kafka)
+    await p.start()
+    task = progress.add_task("re-extracting", total=len(chosen)) if progress else None
+    interval, next_at, done = 1.0 / rate if rate > 0 else 0.0, time.monotonic(), 0
+    try:
+        for c in chosen:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at + interval, time.monotonic())
+            await (await p.send(topic, c.value, key=c.key, headers=codec.header_list(reextract_headers(c))))
+            done += 1
+            if progress is not None and task is not None:
+                progress.advance(task)
+        return done
+    finally:
+        await p.stop()
+
+
+Ids = Annotated[list[str] | None, typer.Option("--ids", help="Conversation or event ids (repeat, or comma-separated).")]
+Since = Annotated[datetime | None, typer.Option(help="Published at or after (UTC if no offset).")]
+Until = Annotated[datetime | None, typer.Option(help="Published before.")]
+Agent = Annotated[str | None, typer.Option(help="Only this agent id.")]
+Rate = Annotated[float, typer.Option(min=0.1, help="Records per second at most.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="List what would be republished; publish nothing.")]
+Topic = Annotated[str, typer.Option(help="The conversation-ended topic (read from and republished to).")]
+
+
+@app.callback(invoke_without_command=True)
+def reextract(
+    ids: Ids = None,
+    since: Since = None,
+    until: Until = None,
+    agent: Agent = None,
+    rate: Rate = 10.0,
+    dry_run: DryRun = False,
+    bootstrap: Bootstrap = None,
+    topic: Topic = CONVERSATION_ENDED,
+) -> None:
+    """Republish chosen past conversations to postcall.conversation-ended.v1 so they are extracted again."""
+    wanted = frozenset(i.strip() for group in ids or () for i in group.split(",") if i.strip())
+    if not (wanted or since or until or agent):
+        raise typer.BadParameter("choose conversations with --ids, --since/--until or --agent")
+    kafka = kafka_settings(bootstrap)
+    chosen = asyncio.run(select(kafka, Filters(wanted, since, until, agent), topic))
+    _table(chosen)
+    if dry_run or not chosen:
+        console.print(f"{len(chosen)} conversation(s) {'would be republished' if dry_run else 'to republish'}")
+        return
+    with Progress(console=console) as progress:
+        done = asyncio.run(republish(kafka, chosen, rate, progress, topic))
+    console.print(f"{done} conversation(s) republished for re-extraction")
+
+
+def _table(chosen: Sequence[Chosen]) -> None:
+    table = Table("record", "conversation", "agent", "event id", "published at")
+    for c in chosen:
+        at = datetime.fromtimestamp(c.timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
+        table.add_row(f"{c.partition}:{c.offset}", c.conversation_id, c.agent_id, c.event_id, at)
+    console.print(table)

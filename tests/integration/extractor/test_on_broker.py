@@ -1,0 +1,132 @@
+"""The extractor on the real broker, in-process with the real runtime and the fake LLM server: an outage
+(connection refused, then 500s) pauses consumption and, once the server is back, every conversation is
+extracted, none lost, none dead-lettered; a refusal still says `failed` and dead-letters the input; an
+unknown agent is dead-lettered with nothing produced. Unique topic names keep it apart from other tests."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from schemas import headers as h
+from schemas.events import Agent, ConversationEnded
+from schemas.topics import dead_letter_topic, retry_topic
+from services.common.runtime import Lifecycle, Runtime
+from services.common.settings import KafkaSettings, RuntimeSettings
+from services.extractor.handler import Extractor
+from tests.integration.extractor.conftest import extractor
+from tests.integration.extractor.test_openai_provider import SPEC
+from tests.support.fake_llm import FakeLLM
+from tests.support.kafka import create_topics, produce, read_all, unique
+from tests.unit.extractor.conftest import conversation
+
+TIERS = 4
+
+
+def conversations(n: int) -> list[ConversationEnded]:
+    base = conversation("0005")
+    return [base.model_copy(update={"conversation_id": f"conv-{i:03d}", "event_id": f"evt-{i:03d}"}) for i in range(n)]
+
+
+RETRYING = RuntimeSettings(
+    metrics_port=0,
+    max_in_flight=64,
+    retry_delays_seconds=[0.5] * TIERS,
+    retry_jitter=0,
+    unavailable_backoff_seconds=0.5,
+    idle_exit_seconds=4,
+    commit_interval_seconds=0.2,
+)
+
+
+async def run_extractor(kafka: KafkaSettings, ex: Extractor, service: str, topic: str, group: str) -> None:
+    runtime: Runtime[ConversationEnded] = Runtime(
+        service=service,
+        kafka=kafka,
+        runtime=RETRYING,
+        topics=[topic],
+        input_type=ConversationEnded,
+        handler=ex,
+        lifecycle=Lifecycle(dead_letter_emits=ex.dead_letter_emits),
+        group_id=group,
+    )
+    await asyncio.wait_for(runtime.run(), 120)
+
+
+async def topics(kafka: KafkaSettings) -> tuple[str, str, str, str]:
+    service, topic, out, group = unique("extractor"), unique("ended"), unique("extracted"), unique("g")
+    await create_topics(
+        kafka, [topic, out, dead_letter_topic(service), *(retry_topic(service, i + 1) for i in range(TIERS))]
+    )
+    return service, topic, out, group
+
+
+def unavailable(service: str) -> float:
+    return (
+        REGISTRY.get_sample_value("postcall_records_processed_total", {"service": service, "outcome": "unavailable"})
+        or 0
+    )
+
+
+async def test_an_llm_outage_pauses_extraction_and_nothing_is_lost_or_dead_lettered(
+    kafka: KafkaSettings, llm: FakeLLM, tmp_path: Path
+) -> None:
+    service, topic, out, group = await topics(kafka)
+    events = conversations(30)
+    await produce(kafka, topic, [(e.conversation_id, e) for e in events])
+    llm.down()  # connection refused first
+    circuit = {"failure_threshold": 3, "window_seconds": 30, "cooldown_seconds": 1.0}
+
+    async def outage() -> None:
+        await asyncio.sleep(3)
+        await asyncio.to_thread(llm.up)  # back, but answering 500
+        llm.mode = "error"
+        await asyncio.sleep(3)
+        llm.mode = "ok"
+
+    async with extractor(llm, SPEC, tmp_path, output_topic=out, circuit=circuit) as ex:
+        await asyncio.gather(run_extractor(kafka, ex, service, topic, group), outage())
+
+    extracted = await read_all(kafka, out)
+    statuses = {r.key: r.json()["extraction"]["status"] for r in extracted}
+    assert statuses == {e.conversation_id: "ok" for e in events}
+    assert len(extracted) == len(events)
+    assert await read_all(kafka, dead_letter_topic(service)) == []
+    assert unavailable(service) > 0  # the runtime paused and retried in place
+    assert llm.count < 30 * 3  # the open circuit kept requests away from the failing server
+
+
+async def test_a_refusal_still_says_failed_and_dead_letters_the_input(
+    kafka: KafkaSettings, llm: FakeLLM, tmp_path: Path
+) -> None:
+    service, topic, out, group = await topics(kafka)
+    event = conversations(1)[0]
+    await produce(kafka, topic, [(event.conversation_id, event)])
+    llm.mode = "refusal"
+    async with extractor(llm, SPEC, tmp_path, output_topic=out) as ex:
+        await run_extractor(kafka, ex, service, topic, group)
+    [failed] = await read_all(kafka, out)
+    assert failed.key == event.conversation_id
+    assert failed.json()["extraction"]["status"] == "failed"
+    [dead] = await read_all(kafka, dead_letter_topic(service))
+    assert dead.key == event.conversation_id and "model refused" in dead.headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert dead.headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_PERMANENT
+
+
+async def test_an_unknown_agent_is_dead_lettered_and_nothing_is_produced(
+    kafka: KafkaSettings, llm: FakeLLM, tmp_path: Path
+) -> None:
+    service, topic, out, group = await topics(kafka)
+    stranger = conversations(1)[0].model_copy(update={"agent": Agent(id="ghost")})
+    await produce(kafka, topic, [(stranger.conversation_id, stranger)])
+    spec_for: Any = lambda e: SPEC if e.agent.id == SPEC.agent_id else None  # noqa: E731
+    async with extractor(llm, SPEC, tmp_path, output_topic=out) as ex:
+        ex._spec_for = spec_for
+        await run_extractor(kafka, ex, service, topic, group)
+    assert await read_all(kafka, out) == []
+    [dead] = await read_all(kafka, dead_letter_topic(service))
+    assert "no configuration for agent ghost" in dead.headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert llm.count == 0

@@ -1,0 +1,252 @@
+"""The openai provider against a real OpenAI-compatible HTTP server, through the real `openai` client:
+structured output, evidence and cost; 429, 5xx, timeouts and refused connections; the repair round;
+refusals and context limits; the token budget; and the circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from schemas.agents import ExtractionSpec, FieldSpec, RecipientRoute, RecipientRule, TriggerSpec
+from schemas.events import ConversationExtracted, Message
+from services.common.errors import DependencyUnavailable, PermanentError, RetryableError
+from services.common.runtime import RecordContext
+from tests.integration.extractor.conftest import extractor
+from tests.support.fake_llm import FakeLLM
+from tests.unit.extractor.conftest import conversation
+
+CALLBACK = TriggerSpec(id="trg_callback", question="Did the customer ask to be called back?")
+SPEC = ExtractionSpec(
+    agent_id="support-line",
+    config_revision="rev-7",
+    fields=[
+        FieldSpec(name="customer_name", type="string", description="Customer full name"),
+        FieldSpec(name="callback_number", type="phone", description="Phone number to call back"),
+        FieldSpec(name="callback_at", type="datetime", description="When to call back"),
+        FieldSpec(name="team_size", type="integer", description="Number of technicians"),
+        FieldSpec(name="plan", type="enum", values=["basic", "pro", "enterprise"]),
+        FieldSpec(name="email", type="email"),
+    ],
+    dynamic_variables=["dyn_topic"],
+    triggers=[CALLBACK],
+    recipient_routes=[
+        RecipientRoute(
+            id="team",
+            rules=[RecipientRule(when="billing", to=["billing@x.example"]),
+                   RecipientRule(when="plan upgrades", to=["sales@x.example"])],
+            fallback=["support@x.example"],
+        )
+    ],
+)  # fmt: skip
+CTX = RecordContext("extractor", "t", "t", 0, 1, "k", 0, {"ce_id": "ce-1"})
+
+
+def script_callback_call(fake: FakeLLM) -> None:
+    fake.script.fields = {
+        "customer_name": ("Tom Becker", "It's Tom Becker, from Becker Roofing."),
+        "callback_number": ("+1 312 555 0178", "It's 312 555 0178."),
+        "callback_at": ("2026-03-13T15:00:00-05:00", "Could you call me back tomorrow at 3 pm?"),
+        "team_size": ("15", "growing from six to about fifteen technicians"),
+        "plan": ("Pro", "so we probably need the Pro plan"),
+        "email": None,
+    }
+    fake.script.dynamic = {"dyn_topic": ("Pro plan pricing", "I'm making it up")}
+    fake.script.triggers = {CALLBACK.id: (True, "Could you call me back tomorrow at 3 pm?")}
+    fake.script.recipients = {"team": "rule_2"}
+    fake.script.summary = "Tom Becker asked for a callback tomorrow at 3 pm about the Pro plan."
+
+
+async def extract(
+    fake: FakeLLM, tmp_path: Path, spec: ExtractionSpec = SPEC, **overrides: Any
+) -> ConversationExtracted:
+    async with extractor(fake, spec, tmp_path, **overrides) as ex:
+        [emit] = await ex(conversation("0005"), CTX)
+    assert isinstance(emit.value, ConversationExtracted)
+    return emit.value
+
+
+async def test_structured_extraction_with_evidence_confidence_and_cost(llm: FakeLLM, tmp_path: Path) -> None:
+    script_callback_call(llm)
+    out = await extract(llm, tmp_path)
+    e = out.extraction
+    assert (e.status, e.provider, e.model, e.config_revision) == ("ok", "openai", "gpt-4o-mini", "rev-7")
+    assert {k: v.value for k, v in e.fields.items()} == {
+        "customer_name": "Tom Becker",
+        "callback_number": "+13125550178",
+        "callback_at": "2026-03-13T15:00:00-05:00",
+        "team_size": 15,
+        "plan": "pro",
+        "email": None,
+    }
+    assert e.fields["customer_name"].evidence == "It's Tom Becker, from Becker Roofing."
+    assert e.fields["customer_name"].confidence == 0.9 and not e.fields["customer_name"].needs_review
+    # a quote that is not in the transcript: confidence halved, flagged for review
+    assert e.dynamic["dyn_topic"].needs_review and e.dynamic["dyn_topic"].confidence == 0.45
+    assert e.triggers[CALLBACK.id].answer is True and e.triggers[CALLBACK.id].question == CALLBACK.question
+    assert e.recipients == {"team": ["sales@x.example"]}
+    assert e.summary == "Tom Becker asked for a callback tomorrow at 3 pm about the Pro plan."
+    assert e.usage.prompt_tokens > 0 and e.usage.completion_tokens > 0
+    assert e.usage.cached_prompt_tokens == e.usage.prompt_tokens // 2
+    expected = (
+        (e.usage.prompt_tokens - e.usage.cached_prompt_tokens) * 0.15
+        + e.usage.cached_prompt_tokens * 0.075
+        + e.usage.completion_tokens * 0.60
+    ) / 1e6
+    assert e.usage.cost_usd == pytest.approx(expected, abs=1e-8)
+    assert llm.count == 1
+
+
+async def test_the_request_is_strict_json_schema_with_the_static_prefix_first(llm: FakeLLM, tmp_path: Path) -> None:
+    async with extractor(llm, SPEC, tmp_path) as ex:
+        await ex(conversation("0005"), CTX)
+        await ex(conversation("0006"), CTX)
+    first, second = llm.requests
+    fmt = first["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert set(fmt["json_schema"]["schema"]["properties"]) == {"fields", "dynamic", "triggers", "recipients", "summary"}
+    assert [m["role"] for m in first["messages"]] == ["system", "system", "user"]
+    # instructions and the agent's schema are byte-identical across calls: the cacheable prefix
+    assert first["messages"][:2] == second["messages"][:2]
+    assert first["response_format"] == second["response_format"]
+    assert "Transcript:" in first["messages"][2]["content"]
+    assert "Tom Becker" in first["messages"][2]["content"] and "Tom Becker" not in first["messages"][1]["content"]
+    assert first["temperature"] == 0
+
+
+async def test_the_agent_can_choose_its_own_model(llm: FakeLLM, tmp_path: Path) -> None:
+    out = await extract(llm, tmp_path, SPEC.model_copy(update={"model": "qwen2.5-7b-instruct"}))
+    assert llm.requests[0]["model"] == "qwen2.5-7b-instruct"
+    assert out.extraction.model == "qwen2.5-7b-instruct"
+    assert out.extraction.usage.cost_usd == 0.0  # not in the price table
+
+
+async def test_429_is_retryable_with_the_retry_after_header_and_no_hidden_retries(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.mode, llm.retry_after = "rate_limit", "7"
+    with pytest.raises(RetryableError) as caught:
+        await extract(llm, tmp_path)
+    assert caught.value.retry_after == 7
+    assert not isinstance(caught.value, DependencyUnavailable)
+    assert caught.value.emit == ()
+    assert llm.count == 1  # max_retries=0: the runtime is the one layer that retries
+
+
+async def test_500_is_retryable(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.mode = "error"
+    with pytest.raises(RetryableError, match="HTTP 500"):
+        await extract(llm, tmp_path)
+    assert llm.count == 1
+
+
+async def test_a_request_past_the_timeout_is_retryable(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.mode, llm.slow_seconds = "slow", 5
+    with pytest.raises(RetryableError, match="timeout"):
+        await extract(llm, tmp_path, llm={"request_timeout_seconds": 0.3})
+
+
+async def test_a_refused_connection_is_retryable(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.down()
+    with pytest.raises(RetryableError, match="connection error"):
+        await extract(llm, tmp_path)
+
+
+async def test_malformed_json_gets_one_repair_round(llm: FakeLLM, tmp_path: Path) -> None:
+    script_callback_call(llm)
+    llm.then("malformed")
+    out = await extract(llm, tmp_path)
+    assert out.extraction.status == "ok" and out.extraction.fields["customer_name"].value == "Tom Becker"
+    assert llm.count == 2
+    repair = llm.requests[1]["messages"]
+    assert repair[:3] == llm.requests[0]["messages"]
+    assert repair[3]["role"] == "assistant" and repair[4]["role"] == "user"
+    assert "not valid JSON" in repair[4]["content"]
+    # both calls are paid for: the usage adds them up
+    assert out.extraction.usage.prompt_tokens == sum(len(orjson.dumps(r["messages"])) // 4 for r in llm.requests)
+
+
+async def test_schema_breaking_json_is_repaired_with_the_validation_error(llm: FakeLLM, tmp_path: Path) -> None:
+    script_callback_call(llm)
+    llm.then("schema_break")
+    out = await extract(llm, tmp_path)
+    assert out.extraction.status == "ok"
+    assert llm.count == 2
+    assert "fields.customer_name.value" in llm.requests[1]["messages"][4]["content"]
+
+
+async def test_output_still_invalid_after_the_repair_fails_permanently_but_says_failed(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    llm.then("schema_break", "schema_break")
+    with pytest.raises(PermanentError, match="invalid after one repair") as caught:
+        await extract(llm, tmp_path)
+    [emit] = caught.value.emit
+    assert isinstance(emit.value, ConversationExtracted) and emit.key == emit.value.conversation.conversation_id
+    failed = emit.value.extraction
+    assert failed.status == "failed" and "invalid after one repair" in (failed.reason or "")
+    assert failed.provider == "openai" and failed.model == "gpt-4o-mini" and failed.config_revision == "rev-7"
+    assert failed.usage.prompt_tokens > 0  # the two calls were paid for
+    assert llm.count == 2
+
+
+async def test_a_refusal_fails_permanently_without_a_repair(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.mode = "refusal"
+    with pytest.raises(PermanentError, match="model refused") as caught:
+        await extract(llm, tmp_path)
+    assert caught.value.emit[0].value.extraction.status == "failed"  # type: ignore[attr-defined]
+    assert llm.count == 1
+
+
+async def test_context_length_exceeded_fails_permanently(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.mode = "context_length"
+    with pytest.raises(PermanentError, match="context too long") as caught:
+        await extract(llm, tmp_path)
+    assert "context too long" in (caught.value.emit[0].value.extraction.reason or "")  # type: ignore[attr-defined]
+
+
+async def test_a_transcript_over_the_budget_keeps_beginning_and_end_and_says_so(llm: FakeLLM, tmp_path: Path) -> None:
+    event = conversation("0005")
+    filler = [Message(role="customer", text=f"filler {i} " + "blah " * 40) for i in range(300)]
+    long = event.model_copy(update={"messages": [*(event.messages or [])[:2], *filler, *(event.messages or [])[-2:]]})
+    async with extractor(llm, SPEC, tmp_path, llm={"token_budgets": {"gpt-4o-mini": 1_000}}) as ex:
+        [emit] = await ex(long, CTX)
+    e = emit.value.extraction  # type: ignore[attr-defined]
+    assert e.truncated and "1000-token budget of gpt-4o-mini" in e.reason
+    sent = llm.requests[0]["messages"][2]["content"]
+    assert "Thanks for calling Copperline support" in sent and "Thank you, Tom. Drive safely." in sent
+    assert "cut here to fit the budget" in sent and "filler 150 " not in sent
+    assert "middle of this transcript was cut" in sent
+    assert REGISTRY.get_sample_value("postcall_transcripts_truncated_total", {"model": "gpt-4o-mini"})
+
+
+async def test_an_empty_transcript_does_not_call_the_model(llm: FakeLLM, tmp_path: Path) -> None:
+    async with extractor(llm, SPEC, tmp_path) as ex:
+        [emit] = await ex(conversation("0005").model_copy(update={"messages": []}), CTX)
+    assert llm.count == 0
+    assert "model was not called" in (emit.value.extraction.reason or "")  # type: ignore[attr-defined]
+
+
+async def test_a_sustained_outage_opens_the_circuit_and_a_probe_closes_it(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.mode = "error"
+    circuit = {"failure_threshold": 3, "window_seconds": 30, "cooldown_seconds": 0.5}
+    async with extractor(llm, SPEC, tmp_path, circuit=circuit) as ex:
+        for _ in range(2):
+            with pytest.raises(RetryableError) as caught:
+                await ex(conversation("0005"), CTX)
+            assert not isinstance(caught.value, DependencyUnavailable)
+        with pytest.raises(DependencyUnavailable):
+            await ex(conversation("0005"), CTX)  # the third failure opens it
+        assert REGISTRY.get_sample_value("postcall_llm_circuit_open", {"provider": "openai"}) == 1
+        with pytest.raises(DependencyUnavailable):
+            await ex(conversation("0005"), CTX)
+        assert llm.count == 3  # while open, nothing reaches the server
+        llm.mode = "ok"
+        await asyncio.sleep(0.6)
+        [emit] = await ex(conversation("0005"), CTX)  # the half-open probe
+        assert emit.value.extraction.status == "ok"  # type: ignore[attr-defined]
+        assert REGISTRY.get_sample_value("postcall_llm_circuit_open", {"provider": "openai"}) == 0
+        await ex(conversation("0005"), CTX)
+    assert llm.count == 5
