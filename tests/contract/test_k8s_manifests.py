@@ -303,11 +303,50 @@ def test_only_kafka_dns_and_the_services_own_egress_are_allowed(docs: tuple[dict
                         assert "10.0.0.0/8" in peer["ipBlock"]["except"] or ":" in peer["ipBlock"]["cidr"]
 
 
-def test_destinations_files_are_valid_for_the_dispatcher() -> None:
-    for overlay in ("dev", "prod"):
-        text = (K8S / "overlays" / overlay / "destinations.yaml").read_text()
-        parsed = DestinationsFile.model_validate(yaml.safe_load(substitute_env(text, {})))
-        assert {d.name for d in parsed.destinations} >= destinations_named_by_example_agents(), overlay
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_destinations_files_are_valid_and_cover_the_example_agents(overlay: str) -> None:
+    path = K8S / "overlays" / overlay / "destinations.yaml"
+    DestinationsFile.model_validate(yaml.safe_load(substitute_env(path.read_text(), {})))
+    cmd = [
+        sys.executable,
+        "-m",
+        "services.cli.main",
+        "config",
+        "validate",
+        "examples/agents",
+        "--destinations",
+        str(path),
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_documented_offline_commands_work() -> None:
+    """The commands in docs/operations.md that need no cluster run as written."""
+    commands = [
+        line.strip()
+        for block in re.findall(r"```bash\n(.*?)```", (ROOT / "docs/operations.md").read_text(), re.S)
+        for line in block.splitlines()
+        if line.startswith(("python -m deploy.", "kubectl kustomize ")) and "|" not in line  # no cluster
+    ]
+    assert (
+        "kubectl kustomize deploy/k8s/overlays/dev" in commands and "python -m deploy.k8s.generate --check" in commands
+    )
+    for command in commands:
+        argv = command.split()
+        argv = [sys.executable, *argv[1:]] if argv[0] == "python" else [*kustomize_command(), *argv[2:]]
+        result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+
+
+def test_downstream_consumer_example_compiles_and_reads_a_real_topic() -> None:
+    text = (ROOT / "docs/downstream.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    compile(example, "docs/downstream.md", "exec")
+    (topic,) = re.findall(r'^TOPIC = "([^"]+)"', example, re.M)
+    assert topic in {t.name for t in generate.production_topics()}
+    documented = set(re.findall(r"`(postcall\.[a-z.-]+\.v1)`", text))
+    assert documented <= {t.name for t in generate.production_topics()}, documented
 
 
 def test_prod_overlay_speaks_sasl_ssl_with_secrets_by_reference() -> None:
@@ -393,13 +432,6 @@ def effective_runtime(workload: dict[str, Any]) -> RuntimeSettings:
         if name.startswith("POSTCALL_RUNTIME__") and "value" in e
     }
     return RuntimeSettings.model_validate({**runtime.model_dump(), **overrides})
-
-
-def destinations_named_by_example_agents() -> set[str]:
-    names = set()
-    for path in (ROOT / "examples/agents").glob("*.yaml"):
-        names |= set(re.findall(r"destination:\s*([A-Za-z0-9_.-]+)", path.read_text()))
-    return names
 
 
 def referenced_configs(docs: tuple[dict[str, Any], ...]) -> set[tuple[str, str]]:
