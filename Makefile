@@ -41,12 +41,14 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check services schemas tests bench
-	$(VENV)/bin/ruff format --check services schemas tests bench
-	$(VENV)/bin/mypy services schemas
+	$(VENV)/bin/ruff check services schemas tests bench deploy
+	$(VENV)/bin/ruff format --check services schemas tests bench deploy
+	$(VENV)/bin/mypy services schemas deploy bench
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate
+	$(PY) -m deploy.k8s.generate
+	$(PY) -m deploy.observability.dashboard
 
 bench: kafka
 	$(PY) -m bench.run

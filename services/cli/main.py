@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 
 import typer
@@ -35,7 +36,7 @@ def run(service: str = typer.Argument(help="extractor, router or dispatcher")) -
     """Run one service in the foreground (settings from POSTCALL_* environment variables)."""
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
-    importlib.import_module(f"services.{service}.__main__").main()
+    asyncio.run(importlib.import_module(f"services.{service}.__main__").main())
 
 
 if __name__ == "__main__":

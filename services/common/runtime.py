@@ -500,6 +500,8 @@ class Runtime(Generic[In]):
         await self._commit(tps)
         for tp in tps:
             self.partitions.pop(tp).revoked = True
+            with contextlib.suppress(KeyError):  # another owner reports this partition's lag now
+                metrics.CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
         self.paused -= set(revoked)
         if self.lifecycle.on_revoked is not None and tps:
             await self.lifecycle.on_revoked([(tp.topic, tp.partition) for tp in tps])

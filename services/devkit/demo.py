@@ -43,6 +43,7 @@ class Conversation:
     fired: list[str] = field(default_factory=list)
     planned: dict[str, tuple[str, str]] = field(default_factory=dict)  # action_id -> (flow, type)
     outcomes: dict[str, ActionCompleted] = field(default_factory=dict)
+    decided: bool = False
 
     def arrived(self, sink: Sink, action_id: str) -> bool:
         done = self.outcomes.get(action_id)
@@ -56,6 +57,8 @@ class Conversation:
             done = self.outcomes.get(action_id)
             state = "arrived" if self.arrived(sink, action_id) else (done.outcome if done else "pending")
             parts.append(f"{flow}/{kind}={state}")
+        if not self.decided:
+            return f"{self.conversation_id:<34} waiting for the router"
         return f"{self.conversation_id:<34} " + (", ".join(parts) if parts else "no flow fired")
 
 
@@ -93,6 +96,7 @@ class Watcher:
             trace = DecisionTrace.model_validate_json(value)
             conv = self.conversations.setdefault(trace.conversation_id, Conversation(trace.conversation_id))
             self.decided.add(trace.conversation_id)
+            conv.decided = True
             conv.fired = [f.flow_id for f in trace.flows if f.fired]
             for flow in trace.flows:
                 for action in flow.actions:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -213,6 +214,16 @@ def wait_ready(bootstrap: str, timeout: float, cluster: KafkaCluster | None = No
     """Block until the cluster answers a metadata request with every broker registered."""
     deadline = time.monotonic() + timeout
     expected = len(bootstrap.split(","))
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # aiokafka logs "Unable connect" until the broker listens
+    try:
+        _wait(bootstrap, deadline, expected, timeout, cluster)
+    finally:
+        quiet.setLevel(level)
+
+
+def _wait(bootstrap: str, deadline: float, expected: int, timeout: float, cluster: KafkaCluster | None) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         for node in cluster.nodes if cluster else []:
