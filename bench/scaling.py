@@ -1,0 +1,129 @@
+"""How throughput grows from 1 to 4 runtime instances when the handler is slow (LLM-like).
+
+Each instance is a separate process (tests.support.worker, the runtime's test service) whose handler
+sleeps 50 ms per record with max_in_flight 8, so one instance is bounded at about 8 / 0.05 = 160
+records/s. For k = 1..4: start k instances on a fresh 8-partition topic, wait until the group is
+stable (the instances' logs show the 8 partitions split between them), produce N records and time
+until the output topic holds N. Goal: 4 instances >= 3x one instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from bench.context import BenchContext
+from bench.measure import best_of, info_line, ratio_line
+from bench.procs import Proc
+from schemas.topics import dead_letter_topic, retry_topic
+
+PARTITIONS = 8
+INSTANCES = (1, 2, 3, 4)
+SLEEP_SECONDS = 0.05
+MAX_IN_FLIGHT = 8
+GOAL_AT_4 = 3.0
+
+
+async def run(ctx: BenchContext) -> dict[str, Any]:
+    n = ctx.scaled(2400, 800)
+    repeats = 1 if ctx.quick else min(ctx.repeats, 2)
+    samples: dict[int, list[float]] = {k: [] for k in INSTANCES}
+    for _ in range(repeats):
+        for k in INSTANCES:
+            rate = await measure(ctx, k, n)
+            samples[k].append(rate)
+            ctx.log(f"{k} instance(s): {rate:,.0f} rec/s")
+    rates = [best_of(samples[k]) for k in INSTANCES]
+    single = rates[0]
+    bound = MAX_IN_FLIGHT / SLEEP_SECONDS
+    summary = [info_line("scaling 1 instance", f"{single:,.0f} rec/s (bound {bound:,.0f} = in-flight / sleep)")]
+    for k, rate in zip(INSTANCES[1:], rates[1:], strict=True):
+        summary.append(
+            ratio_line(f"scaling {k} instances", rate, "1 instance", single, goal=GOAL_AT_4 if k == 4 else None)
+        )
+    charts = [
+        _chart("throughput", "Throughput by instance count", "records/s", rates, [k * single for k in INSTANCES]),
+        _chart("speedup", "Speed-up over one instance", "x one instance", [r / single for r in rates], list(INSTANCES)),
+    ]
+    notes = [
+        f"{n:,} records on {PARTITIONS} partitions; handler sleeps {SLEEP_SECONDS * 1000:.0f} ms; max_in_flight "
+        f"{MAX_IN_FLIGHT} per instance; every instance is a process on the same 2-core machine as the broker; "
+        f"best of {repeats}. Time runs from the first record produced to the last output on the topic."
+    ]
+    data = {"records": n, "samples_rec_s": {str(k): v for k, v in samples.items()}, "best_rec_s": rates}
+    return {"summary": summary, "charts": charts, "data": data, "notes": notes}
+
+
+def _chart(chart_id: str, title: str, ylabel: str, measured: list[float], ideal: list[float]) -> dict[str, Any]:
+    return {
+        "id": chart_id,
+        "kind": "line",
+        "title": title,
+        "xlabel": "instances",
+        "ylabel": ylabel,
+        "x": list(INSTANCES),
+        "series": {"measured": measured, "ideal (linear)": ideal},
+    }
+
+
+async def measure(ctx: BenchContext, k: int, n: int) -> float:
+    service = f"scale{uuid.uuid4().hex[:8]}"
+    source, sink = await ctx.topic("scale-in", PARTITIONS), await ctx.topic("scale-out", PARTITIONS)
+    await ctx.create_topics([retry_topic(service, 1), dead_letter_topic(service)])
+    env = {
+        "WORKER_KAFKA__BOOTSTRAP_SERVERS": ctx.bootstrap_servers,
+        "WORKER_SERVICE": service,
+        "WORKER_INPUT_TOPIC": source,
+        "WORKER_OUTPUT_TOPIC": sink,
+        "WORKER_RUNTIME__METRICS_PORT": "0",
+        "WORKER_RUNTIME__MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
+        "WORKER_RUNTIME__RETRY_DELAYS_SECONDS": "[1.0]",
+        "WORKER_RUNTIME__COMMIT_INTERVAL_SECONDS": "0.5",
+    }
+    procs = [ctx.spawn("tests.support.worker", env) for _ in range(k)]
+    try:
+        await wait_until_balanced(procs, source, timeout=90)
+        job = orjson.dumps({"id": "x", "sleep": SLEEP_SECONDS})
+        started = time.monotonic()
+        await ctx.produce_raw(source, ((f"k{i}".encode(), job, i % PARTITIONS) for i in range(n)))
+        done = await ctx.wait_for_count(sink, n, timeout=n * SLEEP_SECONDS + 120)
+        return n / (done - started)
+    finally:
+        for proc in procs:
+            proc.term(timeout=60)
+
+
+async def wait_until_balanced(procs: list[Proc], topic: str, timeout: float) -> None:
+    """Until every instance owns some partitions of `topic` and together they own each one exactly once,
+    twice in a row one second apart (a later joiner would trigger another rebalance)."""
+    deadline = time.monotonic() + timeout
+    stable_checks = 0
+    while stable_checks < 2:
+        if time.monotonic() > deadline:
+            now = [sorted(assigned(p, topic)) for p in procs]
+            raise TimeoutError(f"group not balanced after {timeout:.0f}s: {now}")
+        if any(not p.alive() for p in procs):
+            raise RuntimeError("an instance exited:\n" + next(p for p in procs if not p.alive()).output()[-3000:])
+        owned = [assigned(p, topic) for p in procs]
+        balanced = all(owned) and sum(map(len, owned)) == PARTITIONS == len(set().union(*owned))
+        stable_checks = stable_checks + 1 if balanced else 0
+        await asyncio.sleep(1.0)
+
+
+def assigned(proc: Proc, topic: str) -> set[int]:
+    """The partitions of `topic` a runtime process owns now, from its JSON log lines."""
+    owned: set[int] = set()
+    for line in proc.output().splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(entry, dict) or entry.get("msg") not in ("partitions assigned", "partitions revoked"):
+            continue
+        parts = {int(p.rsplit(":", 1)[1]) for p in entry.get("partitions", []) if p.rsplit(":", 1)[0] == topic}
+        owned = owned | parts if entry["msg"] == "partitions assigned" else owned - parts
+    return owned
