@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from schemas.agents import AgentConfig, load_catalog, trigger_id
 from schemas.events import (
@@ -60,7 +60,7 @@ def event(
     triggers: dict[str, bool] | None = None,
     dynamic: dict[str, Any] | None = None,
     recipients: dict[str, list[str]] | None = None,
-    status: str = "ok",
+    status: Literal["ok", "failed"] = "ok",
     reason: str | None = None,
     summary: str | None = "Customer asked for a callback.",
     confidence: dict[str, float] | None = None,
@@ -70,7 +70,7 @@ def event(
     """fields: name -> value; triggers: question -> answer (ids computed like the extractor does)."""
     confidence, review = confidence or {}, review or set()
     extraction = Extraction(
-        status=status,  # type: ignore[arg-type]
+        status=status,
         reason=reason,
         provider="test",
         config_revision="rev-test",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.agents import ConfigError, TriggerSpec, extraction_spec, load_catalog, trigger_id
+from schemas.agents import ConfigError, TaskAction, TriggerSpec, extraction_spec, load_catalog, trigger_id
 from services.router.library import library, titles
 from tests.unit.router.support import config, write
 
@@ -32,7 +32,14 @@ def test_a_version_file_overrides_the_default_for_that_version_only(tmp_path: Pa
     write(tmp_path, "support-line-v3.yaml", VERSION_3)
     catalog = load_catalog(tmp_path)
     assert catalog.problems == ()
-    title = lambda version: catalog.lookup("support-line", version).flows[0].actions[0].title  # type: ignore[union-attr]  # noqa: E731
+
+    def title(version: str | None) -> str:
+        found = catalog.lookup("support-line", version)
+        assert found is not None
+        action = found.flows[0].actions[0]
+        assert isinstance(action, TaskAction)
+        return action.title
+
     assert title("3") == "version 3 file"
     assert title("4") == "default file"
     assert title(None) == "default file"

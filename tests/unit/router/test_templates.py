@@ -80,7 +80,7 @@ def test_transcript_only_when_messages_are_present_else_its_own_fallback() -> No
     assert render("{{conversation_transcript}}", messages=None) == TRANSCRIPT_FALLBACK
     assert render("{{conversation_transcript}}", messages=[]) == TRANSCRIPT_FALLBACK
     assert render("{{conversation_transcript | no transcript}}", messages=None) == "no transcript"
-    url_only = {"messages": None, "transcript_url": "https://voice.example/t/1.json"}
+    url_only: dict[str, Any] = {"messages": None, "transcript_url": "https://voice.example/t/1.json"}
     assert render("{{conversation_transcript}}", **url_only) == TRANSCRIPT_FALLBACK
 
 
