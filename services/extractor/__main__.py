@@ -20,30 +20,34 @@ from services.extractor.specs import SpecSource
 VERSION = "0.1.0"
 
 
-def open_llm(settings: ExtractorSettings) -> openai.AsyncOpenAI | None:
-    """None when neither an API key nor a base URL is set: every agent then gets the heuristic provider."""
+def open_llm(settings: ExtractorSettings) -> list[openai.AsyncOpenAI]:
+    """The LLM clients (one per `requests_per_client` records in flight); none when neither an API key nor
+    a base URL is set, and every agent then gets the heuristic provider."""
     llm = settings.llm
     if not llm.configured:
-        return None
-    return openai.AsyncOpenAI(
-        # local servers (vLLM, Ollama, llama.cpp) take any key; the client insists on one
-        api_key=llm.api_key.get_secret_value() if llm.api_key else "unused",
-        base_url=llm.base_url,
-        timeout=llm.request_timeout_seconds,
-        max_retries=0,  # the runtime is the one layer that retries: every attempt is visible
-    )
+        return []
+    return [
+        openai.AsyncOpenAI(
+            # local servers (vLLM, Ollama, llama.cpp) take any key; the client insists on one
+            api_key=llm.api_key.get_secret_value() if llm.api_key else "unused",
+            base_url=llm.base_url,
+            timeout=llm.request_timeout_seconds,
+            max_retries=0,  # the runtime is the one layer that retries: every attempt is visible
+        )
+        for _ in range(-(-settings.runtime.max_in_flight // llm.requests_per_client))
+    ]
 
 
 async def main() -> None:
     settings = ExtractorSettings()  # config_dir comes from the environment (POSTCALL_CONFIG_DIR)
     plog.setup("extractor", settings.log_level)
     specs = SpecSource(settings.config_dir)
-    client = open_llm(settings)
+    clients = open_llm(settings)
     limits = httpx.Limits(max_connections=settings.runtime.max_in_flight)
     async with httpx.AsyncClient(limits=limits, follow_redirects=False) as http:
         provider = None
-        if client is not None:
-            provider = OpenAIProvider(client, settings.llm, settings.circuit, settings.default_country_code)
+        if clients:
+            provider = OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
         extractor = Extractor(settings, specs, http, provider)
         runtime: Runtime[ConversationEnded] = Runtime(
             service="extractor",
@@ -59,7 +63,7 @@ async def main() -> None:
             async with specs.watching(settings.reload_interval_seconds):
                 await serve(runtime)
         finally:
-            if client is not None:
+            for client in clients:
                 await client.close()
 
 

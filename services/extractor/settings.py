@@ -50,6 +50,12 @@ class LlmSettings(BaseModel):
         description="Model -> transcript token budget (tokens estimated as characters / 4).",
     )
     default_token_budget: int = Field(24_000, ge=100, description="Budget of a model not in token_budgets.")
+    requests_per_client: int = Field(
+        32,
+        ge=1,
+        description="Requests in flight per client (connection pool); more are spread over several clients, "
+        "since a pool's CPU cost per request grows with its number of connections.",
+    )
     prices: dict[str, ModelPrice] = Field(
         default_factory=_default_prices, description="Model -> price, for postcall_llm_cost_usd_total."
     )

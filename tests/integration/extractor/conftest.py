@@ -42,10 +42,11 @@ async def extractor(
     fake: FakeLLM, spec: ExtractionSpec, tmp_path: Path, output_topic: str | None = None, **overrides: Any
 ) -> AsyncIterator[Extractor]:
     settings = settings_for(fake, tmp_path, **overrides)
-    client = open_llm(settings)
-    assert client is not None
-    provider = OpenAIProvider(client, settings.llm, settings.circuit, settings.default_country_code)
+    clients = open_llm(settings)
+    assert clients
+    provider = OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
     async with httpx.AsyncClient() as http:
         kwargs = {"output_topic": output_topic} if output_topic else {}
         yield Extractor(settings, lambda event: spec, http, provider, **kwargs)
-    await client.close()
+    for client in clients:
+        await client.close()
