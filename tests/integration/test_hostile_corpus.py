@@ -63,6 +63,8 @@ async def test_hostile_records_land_where_they_should_and_no_service_restarts(
         try:
             await asyncio.to_thread(kcat_publish, kafka, tmp_path / "corpus.kcat")
             dead, traces, results = await _wait_for_outcomes(kafka, cases)
+            await _wait_for_webhooks(sink, traces["hostile-inject"])
+            received = list(sink.received)
             assert not stack.dead(), f"a service exited: {[p.label for p in stack.dead()]}"
         finally:
             stack.stop()
@@ -75,14 +77,25 @@ async def test_hostile_records_land_where_they_should_and_no_service_restarts(
         assert letters[0].value == case.value, f"{case.name}: dead letter must keep the original bytes"
     assert traces["hostile-reason"].extraction_status == "ok"
     assert traces["hostile-big"].extraction_status == "ok"
-    inject = [r for r in sink.received if r.get("body") and "hostile-inject" in str(r["body"])]
+    inject_ids = {a.action_id for f in traces["hostile-inject"].flows for a in f.actions if a.type == "webhook"}
+    inject = [r for r in received if r["webhook_id"] in inject_ids]
     assert inject, "the injection conversation's CRM update did not arrive"
-    assert "uid=" not in str(inject) and "49" not in str(inject[0]["body"].get("summary", ""))
+    summary = str(inject[0]["body"]["summary"])
+    # the transcript's text arrives as text: nothing evaluated, no variable inside it rendered
+    assert "{{__import__('os').system('id')}}" in summary, summary
+    assert "{{customer_email}}" in summary and "uid=" not in summary and "<class" not in summary, summary
     dup_ids = {a.action_id for f in traces["hostile-dup"].flows for a in f.actions}
     assert dup_ids and all(sink.counts[a] == 1 for a in dup_ids if a in sink.counts), "duplicate event delivered twice"
     outcomes = [r.outcome for r in results if r.action_id in dup_ids]
     assert "skipped_duplicate" in outcomes, outcomes
     assert "Traceback" not in logs, "a service logged a crash"
+
+
+async def _wait_for_webhooks(sink: Sink, trace: DecisionTrace) -> None:
+    wanted = {a.action_id for f in trace.flows for a in f.actions if a.type == "webhook"}
+    deadline = time.monotonic() + 30
+    while not wanted <= set(sink.counts) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
 
 
 async def _wait_for_outcomes(
