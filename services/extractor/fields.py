@@ -263,7 +263,7 @@ def _phrase_re(phrase: str) -> str:
     stem = lx.stem(phrase)
     if " " in phrase or len(stem) < 5:
         return re.escape(phrase)
-    return re.escape(stem) + r"\w*"
+    return re.escape(stem) + r"(?:e|s|es|ed|ing|ion|ions)?"
 
 
 def _owner(said: str, phrases: dict[str, str]) -> str:
@@ -275,10 +275,10 @@ def _owner(said: str, phrases: dict[str, str]) -> str:
 def _enum_phrases(want: Want) -> dict[str, str]:
     """phrase -> allowed value."""
     out: dict[str, str] = {}
-    lexicon = lx.enum_lexicon(f"{want.name} {want.description}")
+    lexicon = lx.enum_lexicon(f"{want.name} {want.description}", want.values)
     for v in want.values:
         spoken = lx.normalize(v.replace("_", " ").replace("-", " "))
-        for phrase in lexicon.get(spoken, ()):
+        for phrase in lexicon.get(v, lexicon.get(spoken, ())):
             out.setdefault(phrase, v)
         for m in re.finditer(
             rf"\b{re.escape(spoken)}\b\s*(?:[:=(]|means|-|if)\s*([^;.)\n]+)", lx.normalize(want.description)
@@ -300,8 +300,9 @@ def boolean(want: Want, utts: list[Utterance]) -> ExtractedValue:
         if not u.customer:
             continue
         if (found := _mention(want, u, concepts)) is not None:
-            start, strength = found
-            return value(not lx.negated(u.norm, start), u, 0.35 + 0.3 * strength, start)
+            start, strength, said = found
+            negative = any(w in lx.NEGATORS for w in said.split()) or lx.negated(u.norm, start)
+            return value(not negative, u, 0.35 + 0.3 * strength, start)
         if i > 0 and _asks(utts[i - 1]) and relevance(want, question_part(utts[i - 1]), concepts) >= 0.5:
             answer = lx.answer_polarity(u.text)
             if answer is not None:
@@ -313,14 +314,15 @@ def _asks(u: Utterance) -> bool:
     return not u.customer and "?" in u.text
 
 
-def _mention(want: Want, u: Utterance, concepts: Sequence[lx.Concept]) -> tuple[int, float] | None:
+def _mention(want: Want, u: Utterance, concepts: Sequence[lx.Concept]) -> tuple[int, float, str] | None:
+    """(where, strength, the words) of the field's subject in a customer turn."""
     for c in concepts:
         if m := c.phrases.search(u.norm):
-            return m.start(), 0.9
+            return m.start(), 0.9, m.group(0)
     strength = max((keyword_strength(u, g) * (0.8 if len(g) == 1 else 1.0) for g in want.groups), default=0.0)
     if strength >= 0.5:
         first = min((u.norm.find(k[:5]) for k in want.keywords if k[:5] in u.norm), default=0)
-        return max(first, 0), strength * (0.8 if len(want.keywords) == 1 else 1.0)
+        return max(first, 0), strength, ""
     return None
 
 
@@ -376,7 +378,7 @@ def pattern_value(utts: list[Utterance], pattern: re.Pattern[str], confidence: f
 
 
 def sentence(want: Want, utts: list[Utterance]) -> ExtractedValue:
-    """The customer sentence that names the most of the field's keywords."""
+    """The customer sentence that is most about the field (its concept phrases, then its keywords)."""
     concepts = lx.concepts_for(f"{want.name} {want.description}")
     best: tuple[float, Utterance] | None = None
     for u in utts:
@@ -386,9 +388,24 @@ def sentence(want: Want, utts: list[Utterance]) -> ExtractedValue:
         return NULL
     strength, u = best
     sentences = re.split(r"(?<=[.!?])\s+", u.text)
-    keyed = [s for s in sentences if any(k[:5] in s.lower() for k in want.keywords)] or sentences
-    text = keyed[0][:200]
+    about = [s for s in sentences if any(c.phrases.search(lx.normalize(s)) for c in concepts)]
+    keyed = [s for s in sentences if any(k[:5] in s.lower() for k in want.keywords)]
+    text = (about or keyed or [max(sentences, key=len)])[0][:200]
     return value(text, u, 0.3 + 0.3 * strength, u.text.find(text))
+
+
+REFERENCE = re.compile(r"\b(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9][A-Z0-9-]{3,}\b|\b\d{5,}\b")
+REFERENCE_NAME = re.compile(r"(order|ticket|reference|confirmation|account|case|booking|claim)_?(number|id|no|ref)")
+
+
+def reference(want: Want, utts: list[Utterance]) -> ExtractedValue:
+    """A case or order number (CASE-12345, 48213) said where the field's subject is talked about."""
+    concepts = lx.concepts_for(want.name)
+    for i, u in enumerate(utts):
+        asked = i > 0 and utts[i - 1].customer != u.customer and relevance(want, utts[i - 1], concepts) > 0
+        if (asked or relevance(want, u, concepts) > 0) and (m := REFERENCE.search(u.text)):
+            return value(m.group(0), u, 0.55 if u.customer else 0.45, m.start())
+    return NULL
 
 
 def string(want: Want, utts: list[Utterance], ctx: Context) -> ExtractedValue:
@@ -402,6 +419,8 @@ def string(want: Want, utts: list[Utterance], ctx: Context) -> ExtractedValue:
         return pattern_value(utts, _ADDRESS, 0.55)
     if want.kind == "url" or words & {"link", "url", "website"} or vs.URL.search(examples):
         return typed(want, utts, ctx, "url")
+    if want.kind == "reference" or REFERENCE_NAME.search(want.name):
+        return reference(want, utts)
     for kind in ("email", "phone", "date"):
         if examples and FINDERS[kind](examples, ctx):
             return typed(want, utts, ctx, kind)

@@ -27,7 +27,7 @@ import httpx
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, ConversationExtracted, Extraction, Message, Usage
 from schemas.topics import CONVERSATION_EXTRACTED
-from services.common.errors import DependencyUnavailable, PermanentError, RetryableError
+from services.common.errors import DependencyUnavailable, PermanentError, PostcallError, RetryableError
 from services.common.runtime import Emit, RecordContext
 from services.extractor import heuristic
 from services.extractor.llm import ExtractionFailed, OpenAIProvider
@@ -87,7 +87,7 @@ class Extractor:
             return []
         try:
             spec = self._spec_for(event)
-        except PermanentError:
+        except PostcallError:
             return []
         if spec is None:
             return []

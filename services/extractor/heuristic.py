@@ -55,29 +55,31 @@ def find(want: Want, utts: list[Utterance], ctx: Context) -> ExtractedValue:
     if want.kind == "summary":
         found = request(utts)
         return fx.NULL if found is None else fx.value(found[0], found[1], 0.5, 0)
-    if want.kind == "reference":
-        return fx.pattern_value(utts, _REFERENCE, 0.55)
     return fx.string(want, utts, ctx)
 
 
-_REFERENCE = re.compile(r"\b(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9][A-Z0-9-]{3,}\b|\b\d{5,}\b")
 _DYN_KINDS: tuple[tuple[str, str], ...] = (
     (r"datetime|date_time|when", "datetime"), (r"date|day", "date"), (r"time", "time"), (r"email", "email"),
     (r"phone|mobile|cell|callback_number|contact_number", "phone"), (r"link|url|website", "url"),
     (r"(order|ticket|reference|confirmation|account|case)_(number|id|no)", "reference"),
     (r"severity|priority|urgency", "severity"), (r"sentiment|mood", "sentiment"),
+    (r"topic|category|subject|type|area", "category"),
     (r"summary|issue|reason|problem|request|description", "summary"), (r"location|address|place", "location"),
     (r"name", "name"), (r"amount|budget|price|cost|count|quantity|seats|total", "number"),
 )  # fmt: skip
-_DYN_ENUMS = {"severity": ("critical", "high", "medium", "low"), "sentiment": ("positive", "neutral", "negative")}
+_DYN_ENUMS = {
+    "severity": ("critical", "high", "medium", "low"),
+    "sentiment": ("positive", "neutral", "negative"),
+    "category": tuple(lx.CATEGORY_WORDS),
+}
 
 
 def dyn_want(variable: str) -> Want:
     """dyn_appointment_date -> a date; dyn_severity -> one of critical/high/medium/low; else a string."""
     name = variable.removeprefix("dyn_")
     kind = next((k for pattern, k in _DYN_KINDS if re.search(pattern, name)), "string")
-    if kind in _DYN_ENUMS:
-        return Want.of(name, "enum", kind, _DYN_ENUMS[kind])
+    if kind in _DYN_ENUMS:  # the description names the vocabulary (severity, sentiment, or none: categories)
+        return Want.of(name, "enum", kind if kind != "category" else "", _DYN_ENUMS[kind])
     return Want.of(name, kind)
 
 
@@ -87,11 +89,27 @@ _AGENT_SUBJECT = re.compile(r"^(?:did|does|was|has|had|could|couldn't|is) (?:the
 Evidence = tuple[float, int, bool, Utterance, str]  # strength, index, answer, utterance, what matched
 
 
+GENERIC = frozenset(lx.stem(w) for w in lx.words(
+    "time date day days today week thing things call phone number name way issue problem question help "
+    "information later soon get make specific someone something them"))  # fmt: skip
+
+
 def _alternatives(text: str) -> list[list[str]]:
-    """'frustration, unhappiness or a threat to cancel' -> three keyword sets; any one is enough."""
-    return [kws for seg in re.split(r",|;|/|\bor\b", text.lower()) if (kws := lx.content_stems(seg))]
+    """'frustration, unhappiness or a threat to cancel' -> three keyword sets; any one is enough. A set
+    of generic words only ('... for a specific date or time') proves nothing on its own."""
+    out = []
+    for seg in re.split(r",|;|/|\bor\b", text.lower()):
+        kws = lx.content_stems(seg)
+        if kws and not all(k in GENERIC for k in kws):
+            out.append(kws)
+    return out
 
 
+# the agent saying it did what the customer asked: "I've booked your consultation for Monday"
+_CONFIRMED = re.compile(
+    r"\b(?:i've|i have|we've|we have|i'll|we'll|i will|we will)\s+(?:\w+\s+){0,2}?"
+    r"(?:booked|scheduled|confirmed|set up|arranged|requested|request|reserved)\b"
+)
 _THE_CALL = re.compile(r"\b(?:the|this|that|a|their|his|her) (?:phone )?(?:call|conversation)\b")
 
 
@@ -122,6 +140,8 @@ def _evidence(text: str, utts: list[Utterance], speaker: str) -> list[Evidence]:
         strength, start, matched = match
         if u.customer == (speaker == "customer"):
             found.append((strength, i, not lx.negated(u.norm, start), u, f"said '{matched}'"))
+        elif speaker == "customer" and _CONFIRMED.search(u.norm):
+            found.append((strength * 0.8, i, True, u, f"confirmed '{matched}'"))
         elif speaker == "customer" and "?" in u.text and i + 1 < len(utts) and utts[i + 1].customer:
             if _match(fx.question_part(u), concepts, alternatives) is None:
                 continue

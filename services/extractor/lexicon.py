@@ -171,6 +171,10 @@ CONCEPTS = (
     _concept("positive", r"positive|compliment|praise|\bhappy|\bsatisf|pleased|feedback",
              "thank you so much|great service|excellent|amazing|love it|helpful|fantastic|wonderful|"
              "appreciate|really happy|very happy|satisfied|pleased"),
+    _concept("resolution", r"resolv|fixed|solved|sorted",
+             "that fixed it|that fixed|fixed it|that worked|works now|working now|is resolved|been resolved|"
+             "problem solved|all set|that's all i needed|that makes sense|that did it|not resolved|"
+             "still not working|still broken|didn't help|didn't fix|doesn't help"),
     _concept("urgency", r"urgen|emergenc|asap|immediate|critical|severe",
              "urgent|urgently|asap|immediately|right away|emergency|as soon as possible|critical|right now"),
     _concept("unanswered", r"couldn't answer|could not answer|unable to answer|did not know|didn't know|"
@@ -206,8 +210,10 @@ ENUM_LEXICONS: dict[str, dict[str, tuple[str, ...]]] = {
         "neutral": ("okay", "fine", "alright"),
     },
     "severity": {
-        "critical": ("down", "outage", "emergency", "nothing works", "can't work", "losing money", "critical"),
-        "high": ("urgent", "asap", "as soon as possible", "right away", "immediately", "not working"),
+        "critical": ("down", "outage", "emergency", "nothing works", "can't work", "losing money", "critical",
+                     "are gone", "is gone", "data loss", "lost data", "missing records", "safety"),
+        "high": ("urgent", "asap", "as soon as possible", "right away", "immediately", "not working",
+                 "serious problem", "stopped working", "stopped syncing"),
         "medium": ("annoying", "sometimes", "slow", "intermittent"),
         "low": ("minor", "no rush", "whenever", "not urgent", "just a question", "cosmetic"),
     },
@@ -216,9 +222,29 @@ ENUM_LEXICON_CUES = {"interest": r"interest", "sentiment": r"sentiment|mood|sati
                      "severity": r"severity|priority|urgen|impact"}  # fmt: skip
 
 
-def enum_lexicon(field_text: str) -> dict[str, tuple[str, ...]]:
+# Category names that agents use as enum values, whatever the field is called.
+CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
+    "billing": ("invoice", "bill", "charge", "charged", "refund", "payment", "receipt", "price", "pricing",
+                "subscription", "credit card", "overcharged"),
+    "technical": ("app", "error", "bug", "crash", "not working", "stopped working", "syncing", "outage", "down",
+                  "software", "dashboard", "website", "work orders", "reports"),
+    "account": ("log in", "login", "password", "locked", "sign in", "plan", "upgrade", "downgrade", "seats",
+                "my account", "username"),
+    "warranty": ("warranty", "cracked", "broken screen", "replacement", "defective", "damaged", "repair"),
+    "hardware": ("tablet", "device", "phone", "screen", "battery", "printer", "scanner"),
+    "sales": ("demo", "pricing", "quote", "interested", "trial", "buy", "purchase"),
+    "delivery": ("delivery", "shipping", "package", "tracking", "arrived", "shipment"),
+    "cancellation": ("cancel", "cancellation", "close my account", "terminate"),
+    "complaint": ("complaint", "unhappy", "frustrated", "unacceptable", "fed up"),
+    "scheduling": ("appointment", "reschedule", "booking", "schedule", "visit"),
+}  # fmt: skip
+
+
+def enum_lexicon(field_text: str, values: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """Phrases per value: a vocabulary for what the field is about, else the category words of values
+    that name a common category (billing, technical, account, ...)."""
     norm = normalize(field_text.replace("_", " "))
     for name, cue in ENUM_LEXICON_CUES.items():
         if re.search(cue, norm):
             return ENUM_LEXICONS[name]
-    return {}
+    return {v: CATEGORY_WORDS[v.lower()] for v in values if v.lower() in CATEGORY_WORDS}

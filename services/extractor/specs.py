@@ -15,7 +15,7 @@ from pathlib import Path
 
 from schemas.agents import Catalog, ConfigError, ExtractionSpec, extraction_spec, load_catalog
 from schemas.events import ConversationEnded
-from services.common.errors import PermanentError
+from services.common.errors import RetryableError
 
 log = logging.getLogger("postcall.extractor.config")
 
@@ -31,7 +31,8 @@ def fingerprint(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
 
 
 class SpecSource:
-    """`spec_for(event)`: the spec of the event's agent (and version), or None for an unknown agent."""
+    """`spec_for(event)`: the spec of the event's agent (and version), None for an unknown agent;
+    RetryableError while the agent's only file has problems."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -44,7 +45,8 @@ class SpecSource:
         config = self.catalog.lookup(event.agent.id, event.agent.version)
         if config is None:
             if self.catalog.is_broken(event.agent.id):
-                raise PermanentError(f"configuration for agent {event.agent.id} has problems; fix it and replay")
+                # as in the router: the retry tiers give someone time to fix the file
+                raise RetryableError(f"configuration for agent {event.agent.id} has problems and no good revision")
             return None
         key = (config.agent, config.revision)
         if (spec := self._specs.get(key)) is None:

@@ -190,3 +190,45 @@ def test_every_value_quotes_its_utterance_and_stays_under_0_7(path: object) -> N
     for confidence, evidence in quoted:
         assert confidence is None or confidence <= 0.7
         assert evidence is None or any(evidence in text for text in said)
+
+
+SUPPORT_CONFIG = (
+    FieldSpec(name="issue_category", type="enum", values=["billing", "technical", "warranty", "account", "other"],
+              description="What the call was mainly about."),
+    FieldSpec(name="resolved", type="boolean", description="Whether the agent resolved the customer's issue."),
+    FieldSpec(name="case_id", type="string", description="The support case number, e.g. CASE-12345."),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("example", "category"),
+    [("0001", "technical"), ("0002", "warranty"), ("0005", "account"), ("0009", "billing"), ("0011", "account")],
+)
+def test_common_category_names_need_no_description(example: str, category: str) -> None:
+    assert extract(conversation(example), spec(*SUPPORT_CONFIG)).fields["issue_category"].value == category
+
+
+def test_resolution_is_read_from_what_the_customer_says() -> None:
+    assert extract(conversation("0001"), spec(*SUPPORT_CONFIG)).fields["resolved"].value is True  # "That fixed it."
+    turns = transcript("Did signing out and back in help?", "No, it's still not working.")
+    e = heuristic.extract(spec(*SUPPORT_CONFIG), turns, WEDNESDAY_5PM, "1")
+    assert e.fields["resolved"].value is False
+
+
+def test_a_case_number_is_taken_only_where_a_case_is_talked_about() -> None:
+    turns = transcript("Do you have a case number?", "Yes, it's CASE-48213.", "And the invoice?", "INV-20418.")
+    assert heuristic.extract(spec(*SUPPORT_CONFIG), turns, WEDNESDAY_5PM, "1").fields["case_id"].value == "CASE-48213"
+    unrelated = transcript("Which invoice is it?", "INV-20418, from March.")
+    assert heuristic.extract(spec(*SUPPORT_CONFIG), unrelated, WEDNESDAY_5PM, "1").fields["case_id"].value is None
+
+
+def test_the_agent_confirming_a_booking_answers_the_booking_trigger() -> None:
+    question = "Did the customer book, schedule or confirm an appointment, meeting or consultation for a specific date or time?"
+    assert heuristic.answer_trigger(question, utterances(conversation("0007").messages or [])).answer is True
+    # "a lot of time on paperwork" matches only the generic word "time": no
+    assert heuristic.answer_trigger(question, utterances(conversation("0008").messages or [])).answer is False
+
+
+def test_dyn_topic_is_a_category() -> None:
+    e = extract(conversation("0009"), spec(dynamic=("dyn_complaint_topic",)))
+    assert e.dynamic["dyn_complaint_topic"].value == "billing"
