@@ -223,7 +223,10 @@ def test_a_case_number_is_taken_only_where_a_case_is_talked_about() -> None:
 
 
 def test_the_agent_confirming_a_booking_answers_the_booking_trigger() -> None:
-    question = "Did the customer book, schedule or confirm an appointment, meeting or consultation for a specific date or time?"
+    question = (
+        "Did the customer book, schedule or confirm an appointment, meeting or consultation "
+        "for a specific date or time?"
+    )
     assert heuristic.answer_trigger(question, utterances(conversation("0007").messages or [])).answer is True
     # "a lot of time on paperwork" matches only the generic word "time": no
     assert heuristic.answer_trigger(question, utterances(conversation("0008").messages or [])).answer is False
