@@ -1,6 +1,6 @@
 """The offline `heuristic` provider: real extraction without a model, from patterns and keywords.
 
-Fields by type (fields.py), dyn_* variables by what their names say (dyn_appointment_date is a date),
+Fields by type (fields.py: typed values; choices.py: enums and booleans; strings.py), dyn_* variables by what their names say (dyn_appointment_date is a date),
 natural-language triggers by keyword and concept overlap between the question and what the customer
 said (with negation: "no need to call me back" answers "asked to be called back?" with no), dynamic
 recipients by overlap with each rule's description, and an extractive summary: the customer's first
@@ -17,6 +17,7 @@ from datetime import datetime
 
 from schemas.agents import ExtractionSpec, RecipientRoute
 from schemas.events import ExtractedValue, Extraction, Message, TriggerAnswer
+from services.extractor import choices, strings
 from services.extractor import fields as fx
 from services.extractor import lexicon as lx
 from services.extractor.fields import Context, Utterance, Want
@@ -49,13 +50,13 @@ def find(want: Want, utts: list[Utterance], ctx: Context) -> ExtractedValue:
     if want.kind in ("number", "integer"):
         return fx.number(want, utts, ctx, integer=want.kind == "integer")
     if want.kind == "boolean":
-        return fx.boolean(want, utts)
+        return choices.boolean(want, utts)
     if want.kind == "enum":
-        return fx.enum(want, utts)
+        return choices.enum(want, utts)
     if want.kind == "summary":
         found = request(utts)
         return fx.NULL if found is None else fx.value(found[0], found[1], 0.5, 0)
-    return fx.string(want, utts, ctx)
+    return strings.string(want, utts, ctx)
 
 
 _DYN_KINDS: tuple[tuple[str, str], ...] = (

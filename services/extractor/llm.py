@@ -93,24 +93,38 @@ class OpenAIProvider:
         compiled = self._compile(spec)
         facts = prompt.conversation_facts(event, local_end)
         request = prompt.messages(compiled.text, facts, fitted.text, fitted.truncated)
+        parsed, usage = await self._answer(model, request, compiled, fitted.truncated)
+        return Extraction(
+            status="ok",
+            provider=PROVIDER,
+            model=model,
+            config_revision=spec.config_revision,
+            truncated=fitted.truncated,
+            reason=fitted.reason,
+            usage=usage,
+            **answer.read_answer(parsed, spec),
+        )
+
+    async def _answer(
+        self, model: str, request: list[dict[str, str]], compiled: Compiled, truncated: bool
+    ) -> tuple[BaseModel, Usage]:
+        """One call, and one repair round that shows the model its own answer and the validation error."""
         usage = Usage()
-        content, usage = await self._call(model, request, compiled.schema, usage, fitted.truncated)
-        try:
-            parsed = _parse(content, compiled.model)
-        except ValueError as first:
-            LLM_REQUESTS.labels(PROVIDER, model, "invalid").inc()
-            repair = prompt.repair(request, content, str(first))
-            content, usage = await self._call(model, repair, compiled.schema, usage, fitted.truncated)
+        for attempt in (1, 2):
+            content, usage = await self._call(model, request, compiled.schema, usage, truncated)
             try:
                 parsed = _parse(content, compiled.model)
-            except ValueError as second:
+            except ValueError as exc:
                 LLM_REQUESTS.labels(PROVIDER, model, "invalid").inc()
-                raise ExtractionFailed(f"model output invalid after one repair: {_short(second)}", usage=usage,
-                                       truncated=fitted.truncated) from second  # fmt: skip
-        return Extraction(
-            status="ok", provider=PROVIDER, model=model, config_revision=spec.config_revision,
-            truncated=fitted.truncated, reason=fitted.reason, usage=usage, **answer.read_answer(parsed, spec),
-        )  # fmt: skip
+                if attempt == 2:
+                    raise ExtractionFailed(
+                        f"model output invalid after one repair: {_short(exc)}", usage=usage, truncated=truncated
+                    ) from exc
+                request = prompt.repair(request, content, str(exc))
+                continue
+            LLM_REQUESTS.labels(PROVIDER, model, "ok").inc()
+            return parsed, usage
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _compile(self, spec: ExtractionSpec) -> Compiled:
         """Schema, validator and prompt text once per configuration revision (they are the cached prefix)."""
@@ -222,7 +236,6 @@ def _content(completion: ChatCompletion, model: str, usage: Usage, truncated: bo
         LLM_REQUESTS.labels(PROVIDER, model, "refused").inc()
         why = (refusal or "content filter")[:300]
         raise ExtractionFailed(f"model refused: {why}", usage=usage, truncated=truncated)
-    LLM_REQUESTS.labels(PROVIDER, model, "ok").inc()
     return choice.message.content or ""
 
 
