@@ -1,12 +1,12 @@
 """The offline `heuristic` provider: real extraction without a model, from patterns and keywords.
 
-Fields by type (fields.py: typed values; choices.py: enums and booleans; strings.py), dyn_* variables by what their names say (dyn_appointment_date is a date),
-natural-language triggers by keyword and concept overlap between the question and what the customer
-said (with negation: "no need to call me back" answers "asked to be called back?" with no), dynamic
-recipients by overlap with each rule's description, and an extractive summary: the customer's first
-request and the agent's outcome sentence. Evidence is always the utterance a value came from, and
-confidence never exceeds 0.7. Pure and synchronous: the handler runs it in a thread for long
-transcripts.
+Fields by type (fields.py: typed values; choices.py: enums and booleans; strings.py: text), dyn_*
+variables by what their names say (dyn_appointment_date is a date), natural-language triggers by
+keyword and concept overlap between the question and what the customer said (with negation: "no need
+to call me back" answers "asked to be called back?" with no), dynamic recipients by overlap with each
+rule's description, and an extractive summary: the customer's first request and the agent's outcome
+sentence. Evidence is always the utterance a value came from, and confidence never exceeds 0.7. Pure
+and synchronous: the handler runs it in a thread for long transcripts.
 """
 
 from __future__ import annotations

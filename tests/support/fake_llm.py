@@ -79,7 +79,7 @@ class FakeLLM:
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
-            self._call(self._close())
+            self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
@@ -102,6 +102,13 @@ class FakeLLM:
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        await self._close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _close(self) -> None:
         if self._server is not None:
