@@ -18,6 +18,7 @@ REPORT.md without dropping the others.
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,15 @@ def write(run: dict[str, Any], results_dir: Path) -> dict[str, Any]:
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = run["started_at"].replace(":", "").replace("-", "")
     _write_json(results_dir / f"{stamp}.json", run)
-    merged = merge(_read_json(results_dir / "latest.json"), run)
-    _write_json(results_dir / "latest.json", merged)
-    for name, result in merged["benchmarks"].items():
-        for chart in result.get("charts", []):
-            plot(chart, results_dir / chart_file(name, chart))
-    (results_dir / "REPORT.md").write_text(markdown(merged))
+    # two engineers' `--only` runs may finish at once: read-merge-write latest.json under a lock
+    with (results_dir / "write-lock.tmp").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = merge(_read_json(results_dir / "latest.json"), run)
+        _write_json(results_dir / "latest.json", merged)
+        for name, result in merged["benchmarks"].items():
+            for chart in result.get("charts", []):
+                plot(chart, results_dir / chart_file(name, chart))
+        (results_dir / "REPORT.md").write_text(markdown(merged))
     return merged
 
 
@@ -66,6 +70,7 @@ def plot(chart: dict[str, Any], path: Path) -> None:
             _lines(ax, chart)
         ax.set_title(chart.get("title", ""))
         ax.set_ylabel(chart.get("ylabel", ""))
+        ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
         ax.legend()
         fig.tight_layout()
