@@ -243,7 +243,7 @@ def _json_or_text(body: bytes) -> Any:
 
 async def _main(args: argparse.Namespace) -> None:
     secrets = os.environ.get("SINK_WEBHOOK_SECRETS", "").split() or list(DEMO_SECRETS)
-    sink = Sink(secrets, host=args.host, port=args.port, smtp_port=args.smtp_port)
+    sink = Sink(secrets, host=args.host, port=args.port, smtp_port=args.smtp_port, quiet=args.quiet)
     async with sink:
         print(f"sink  listening  http://{sink.host}:{sink.port}  smtp {sink.host}:{sink.smtp_port}", flush=True)
         await asyncio.Event().wait()
@@ -254,5 +254,6 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SINK_PORT", "8765")))
     parser.add_argument("--smtp-port", type=int, default=int(os.environ.get("SINK_SMTP_PORT", "8025")))
+    parser.add_argument("--quiet", action="store_true", help="no line per request (benchmarks)")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(parser.parse_args()))

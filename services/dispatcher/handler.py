@@ -23,7 +23,7 @@ from services.common.runtime import Emit, RecordContext
 from services.dispatcher.delivery import AttemptDetails, Delivery
 from services.dispatcher.executors import Executors
 from services.dispatcher.ledger import Ledger
-from services.dispatcher.metrics import DELIVERIES, NO_DESTINATION
+from services.dispatcher.metrics import NO_DESTINATION, deliveries
 
 Outcome = Literal["delivered", "published", "failed", "skipped_duplicate", "dead_lettered"]
 
@@ -57,7 +57,7 @@ def result(
         error=error,
         completed_at=datetime.now(UTC),
     )
-    DELIVERIES.labels(completed.type, completed.destination or NO_DESTINATION, outcome).inc()
+    deliveries(completed.type, completed.destination or NO_DESTINATION, outcome).inc()
     return Emit(topic, completed, key=action.action_id, partition=ledger_partition(ctx))
 
 
@@ -95,7 +95,7 @@ class Dispatcher:
                 exc.emit = (*exc.emit, failed_result(action, ctx, exc, "failed", self._topic))
                 raise
             except PermanentError as exc:
-                DELIVERIES.labels(action_type(action), _destination(exc, action), "failed").inc()
+                deliveries(action_type(action), _destination(exc, action), "failed").inc()
                 raise
             self._ledger.record(partition, action.action_id)
         return [self._completed(action, ctx, delivery)]

@@ -101,7 +101,10 @@ class Gate:
             await asyncio.sleep(wait)
 
     async def _acquire(self) -> None:
-        if self._semaphore.locked() and self._waiting >= self._max_waiting:
+        if not self._semaphore.locked():
+            await self._semaphore.acquire()  # free now: no timer, no extra task
+            return
+        if self._waiting >= self._max_waiting:
             raise RetryableError(f"destination {self.name} busy: {self._waiting} requests already waiting")
         self._waiting += 1
         try:

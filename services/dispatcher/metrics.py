@@ -5,6 +5,8 @@ Labels stay few: action type (6), destination (as many as the destinations file)
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
@@ -30,3 +32,14 @@ LEDGER_ENTRIES = Gauge(
     "postcall_ledger_entries", "Completed action ids held in memory, per results partition.", ["partition"]
 )
 NO_DESTINATION = "-"  # label value for publish-only actions
+
+
+# .labels() validates and locks on every call; the children are cached (label values are few)
+@lru_cache(maxsize=4096)
+def deliveries(action_type: str, destination: str, outcome: str) -> Counter:
+    return DELIVERIES.labels(action_type, destination, outcome)
+
+
+@lru_cache(maxsize=4096)
+def delivery_duration(action_type: str, destination: str) -> Histogram:
+    return DELIVERY_DURATION.labels(action_type, destination)

@@ -8,11 +8,11 @@ from typing import TypeVar
 
 from services.common.errors import PermanentError
 from services.dispatcher.breaker import CircuitBreaker
-from services.dispatcher.destinations import AnyDestination, DestinationBase, SmtpDestination, UrlDestination
+from services.dispatcher.destinations import AnyDestination, DestinationBase, SmtpDestination
 from services.dispatcher.limits import Gate, TokenBucket
 from services.dispatcher.metrics import CIRCUIT_OPEN, DESTINATION_DISABLED
 
-D = TypeVar("D", bound=AnyDestination)
+D = TypeVar("D", bound=DestinationBase)
 
 
 class Registry:
@@ -67,9 +67,6 @@ class Registry:
     def disable(self, name: str, reason: str) -> None:
         self.disabled[name] = reason
         DESTINATION_DISABLED.labels(name).set(1)
-
-    def total_http_concurrency(self) -> int:
-        return sum(d.max_concurrency for d in self._destinations.values() if isinstance(d, UrlDestination))
 
     def smtp(self) -> list[SmtpDestination]:
         return self.only(SmtpDestination)

@@ -16,7 +16,7 @@ from schemas.events import EmailRequested
 from services.common.errors import PermanentError, RetryableError
 from services.dispatcher.delivery import Delivery, failure
 from services.dispatcher.destinations import SmtpDestination
-from services.dispatcher.metrics import DELIVERY_DURATION
+from services.dispatcher.metrics import delivery_duration
 from services.dispatcher.registry import Registry
 from services.dispatcher.smtp import SmtpPool, classify_smtp
 
@@ -70,7 +70,7 @@ class EmailExecutor:
                 raise failure(error, dest.name) from None
             finally:
                 elapsed = time.perf_counter() - started
-                DELIVERY_DURATION.labels(action.type, dest.name).observe(elapsed)
+                delivery_duration(action.type, dest.name).observe(elapsed)
             slot.record(True)
         note = "refused: " + ", ".join(f"{r} ({why})" for r, why in refused.items()) if refused else None
         return Delivery("delivered", dest.name, 250, round(elapsed * 1000, 3), note)

@@ -38,10 +38,12 @@ def stack(tmp_path: Path) -> Stack:
     """Executors over real clients for a destinations file text (with the sink's port filled in)."""
 
     @asynccontextmanager
-    async def make(yaml: str, env: dict[str, str] | None = None) -> AsyncIterator[tuple[Executors, Registry]]:
+    async def make(
+        yaml: str, env: dict[str, str] | None = None, max_wait: float = 0.5
+    ) -> AsyncIterator[tuple[Executors, Registry]]:
         path = tmp_path / "destinations.yaml"
         path.write_text(yaml)
-        settings = DispatcherSettings(destinations_file=path, retry_after_floor_seconds=5, max_wait_seconds=0.5)
+        settings = DispatcherSettings(destinations_file=path, retry_after_floor_seconds=5, max_wait_seconds=max_wait)
         registry = Registry(
             destinations.load(path, {"SECRET": SECRET, **(env or {})}),
             default_timeout=settings.default_timeout_seconds,

@@ -71,6 +71,7 @@ CRM_ENV = {"CRM": SECRET, "SLACK_URL": "https://hooks.slack.example.com/services
 def mock_sender() -> Callable[[Callable[[httpx.Request], httpx.Response], Registry], HttpSender]:
     def make(answer: Callable[[httpx.Request], httpx.Response], reg: Registry) -> HttpSender:
         client = httpx.AsyncClient(transport=httpx.MockTransport(answer), follow_redirects=False)
-        return HttpSender(reg, {False: client, True: client}, HttpOptions(retry_after_floor=5, retry_after_cap=600))
+        clients = {name: client for name in ("crm", "ops-slack")}
+        return HttpSender(reg, clients, HttpOptions(retry_after_floor=5, retry_after_cap=600))
 
     return make
