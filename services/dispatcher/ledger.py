@@ -35,7 +35,8 @@ class _Partition:
     def __init__(self) -> None:
         self.done: set[str] = set()
         self.next_offset: int | None = None
-        self.loading: asyncio.Task[None] | None = None
+        self.loading: asyncio.Task[None] | None = None  # the latest read; earlier ones are in `reads`
+        self.reads: set[asyncio.Task[None]] = set()
 
 
 class Ledger:
@@ -62,9 +63,10 @@ class Ledger:
         for partition in {p for _, p in revoked} - still:
             state = self._partitions.pop(partition, None)
             if state is not None:
-                if state.loading is not None:
-                    state.loading.cancel()
-                LEDGER_ENTRIES.remove(str(partition))
+                for task in state.reads:
+                    task.cancel()
+                with contextlib.suppress(KeyError):  # never reported if no read finished
+                    LEDGER_ENTRIES.remove(str(partition))
 
     async def is_done(self, partition: int, action_id: str) -> bool:
         """Whether the action's side effect already happened; waits for the partition's catch-up."""
@@ -110,14 +112,16 @@ class Ledger:
     def _catch_up(self, partition: int) -> asyncio.Task[None]:
         """Read results partition `partition` from where the last read stopped to its current end."""
         state = self._partitions.setdefault(partition, _Partition())
-        state.loading = asyncio.create_task(self._read(partition, state, state.loading))
-        state.loading.add_done_callback(_report)
-        return state.loading
+        task = asyncio.create_task(self._read(partition, state, state.loading))
+        state.loading = task
+        state.reads.add(task)
+        task.add_done_callback(state.reads.discard)
+        task.add_done_callback(_report)
+        return task
 
     async def _read(self, partition: int, state: _Partition, previous: asyncio.Task[None] | None) -> None:
         if previous is not None and not previous.done():
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await previous  # reads of one partition run one after the other
+            await asyncio.wait([previous])  # reads of one partition run one after the other
         before = len(state.done)
         async for record in self._reader(self._topic, partition, state.next_offset):
             state.next_offset = record.offset + 1

@@ -145,3 +145,24 @@ async def test_claim_serialises_attempts_of_one_action_id_only() -> None:
     assert events.index("1-") < events.index("2+")
     assert events.index("3+") < events.index("1-")  # another action_id does not wait
     assert ledger._in_flight == {}
+
+
+async def test_revoking_during_a_read_cancels_it_and_a_later_check_reads_again() -> None:
+    gate = asyncio.Event()
+    results = Results()
+    results.add(0, "a", "delivered")
+
+    async def blocked(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
+        await gate.wait()
+        async for rec in results.read(topic, partition, from_offset):
+            yield rec
+
+    ledger = Ledger(blocked)
+    await ledger.restore([("webhook", 0)])
+    await ledger.restore([("email", 0)])  # a second read queued behind the first
+    await asyncio.sleep(0)
+    await ledger.drop([("webhook", 0), ("email", 0)])
+    assert ledger.size(0) == 0
+    gate.set()
+    assert await ledger.is_done(0, "a")
+    assert results.reads == [(0, None)]  # the cancelled reads never read; the new one read once
