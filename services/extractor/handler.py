@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
+from schemas import headers as h
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, ConversationExtracted, Extraction, Message, Usage
 from schemas.topics import CONVERSATION_EXTRACTED
@@ -134,7 +135,7 @@ class Extractor:
         return await _maybe_thread(len(body) > s.offload_chars, parse_transcript, body)
 
     def _emit(self, event: ConversationEnded, ctx: RecordContext, extraction: Extraction) -> Emit:
-        origin = ctx.headers.get("ce_id", "")
+        origin = ctx.headers.get(h.CE_ID, "")
         output = ConversationExtracted(
             event_id=str(uuid.uuid5(_NAMESPACE, f"{event.event_id}|{origin}|{extraction.config_revision}")),
             conversation=event,

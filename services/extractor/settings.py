@@ -1,8 +1,20 @@
 """Extractor settings, read once in the wiring (environment: POSTCALL_LLM__BASE_URL, POSTCALL_CONFIG_DIR, ...).
 
-The `openai` provider is used when an API key or a base URL is configured (OpenAI, Azure OpenAI's v1
-endpoint, vLLM, Ollama and llama.cpp server all speak the same chat-completions API); otherwise every
-agent gets the offline `heuristic` provider.
+The `openai` provider is used when an API key or a base URL is configured; otherwise every agent gets
+the offline `heuristic` provider. The same chat-completions API is spoken by
+
+    OpenAI          (no base URL)                                   POSTCALL_LLM__API_KEY
+    Azure OpenAI    https://<resource>.openai.azure.com/openai/v1/  POSTCALL_LLM__API_KEY (resource key)
+    vLLM            http://vllm:8000/v1                             (no key)
+    Ollama          http://ollama:11434/v1                          (no key)
+    llama.cpp       http://llama:8080/v1                            (no key)
+
+Structured outputs (response_format json_schema, strict) constrain the answer on servers that support
+them; a server that ignores the schema still works: its answer is validated and repaired once like
+any other.
+
+Timing: a record may take two model calls (the answer and one repair), each bounded by
+request_timeout_seconds (45 s), plus a transcript fetch (10 s): within the runtime's 120 s handler timeout.
 """
 
 from __future__ import annotations
