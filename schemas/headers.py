@@ -66,6 +66,9 @@ CATEGORY_POISON = "poison"  # the bytes cannot be decoded or do not fit the sche
 CATEGORY_PERMANENT = "permanent"  # the handler said it will never succeed
 CATEGORY_RETRIES_EXHAUSTED = "retryable-exhausted"  # every retry tier failed
 
+# Re-extraction: `postcall reextract` republishes a conversation; the extractor passes this on.
+REEXTRACT_OF = "x-reextract-of"  # the original event_id
+
 # Replays from a dead-letter topic.
 REPLAY_COUNT = "x-replay-count"
 REPLAYED_FROM = "x-replayed-from"

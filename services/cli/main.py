@@ -7,7 +7,7 @@ import importlib
 
 import typer
 
-from services.cli import dlq, topics
+from services.cli import config, dlq, explain, reextract, topics
 
 app = typer.Typer(help="Post-call automation on Kafka.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(topics.app, name="topics")
@@ -15,20 +15,9 @@ app.add_typer(dlq.app, name="dlq")
 
 SERVICES = ("extractor", "router", "dispatcher")
 
-# Commands that live beside the service they belong to.
-for _name, _module in (("config", "services.cli.config"), ("reextract", "services.cli.reextract")):
-    try:
-        _sub = importlib.import_module(_module)
-    except ImportError:  # pragma: no cover - only while a service is being built
-        continue
-    app.add_typer(_sub.app, name=_name)
-
-try:
-    from services.cli import explain as _explain
-
-    app.command("explain")(_explain.explain)
-except ImportError:  # pragma: no cover
-    pass
+app.add_typer(config.app, name="config")
+app.command("explain")(explain.explain)
+app.command("reextract")(reextract.reextract)
 
 
 @app.command("run")

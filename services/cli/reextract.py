@@ -28,13 +28,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from schemas import headers as h
+from schemas.headers import REEXTRACT_OF  # the original event_id, passed on by the extractor
 from schemas.topics import CONVERSATION_ENDED
 from services.cli.options import Bootstrap, kafka_settings
 from services.common import codec
 from services.common.kafka import partitions_of, producer
 from services.common.retry import now_iso
 from services.common.settings import KafkaSettings
-from services.extractor.handler import REEXTRACT_OF  # the original event_id, passed on by the extractor
 
 app = typer.Typer(help="Republish past conversations so that they are extracted again.")
 console = Console()

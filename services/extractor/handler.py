@@ -39,7 +39,7 @@ from services.extractor.transcript import fetch_transcript, parse_transcript, re
 
 log = logging.getLogger("postcall.extractor")
 SpecFor = Callable[[ConversationEnded], ExtractionSpec | None]
-REEXTRACT_OF = "x-reextract-of"
+REEXTRACT_OF = h.REEXTRACT_OF
 _NAMESPACE = uuid.UUID("8f5e2a8c-4c1e-4d7a-9d43-6f0c2b7e9a11")
 T = TypeVar("T")
 
