@@ -34,9 +34,8 @@ from bench.measure import best_of, info_line, ratio_line
 from schemas.agents import trigger_id
 from schemas.events import ConversationExtracted
 from schemas.topics import ACTION_TYPES, dead_letter_topic, retry_topic
-from services.common.runtime import Emit, RecordContext, Runtime
+from services.common.runtime import GC_THRESHOLDS, Emit, RecordContext, Runtime, tune_gc
 from services.common.settings import RuntimeSettings
-from services.router.__main__ import GC_THRESHOLDS, tune_gc
 from services.router.catalog import CatalogHolder
 from services.router.handler import RouterHandler
 
@@ -237,7 +236,7 @@ async def _run(ctx: BenchContext) -> dict[str, Any]:
         f"{PARTITIONS} partitions; the same runtime settings for both (max_in_flight {MAX_IN_FLIGHT}, ordering "
         f"key); best of {ctx.repeats} interleaved runs. CPU = this process's CPU time per record while measuring "
         "(steadier than throughput on a shared machine). Both run with the router's garbage-collector "
-        f"thresholds {GC_THRESHOLDS} (services/router/__main__.py); with Python's default (700, 10, 10) the "
+        f"thresholds {GC_THRESHOLDS} (services/common/runtime.py); with Python's default (700, 10, 10) the "
         "router spent about a third more CPU per record in collections."
     )
     return {"summary": summary, "data": data, "notes": notes}

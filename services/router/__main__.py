@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 
 from schemas.events import ConversationExtracted
 from schemas.topics import CONVERSATION_EXTRACTED
@@ -14,21 +13,9 @@ from services.router.handler import RouterHandler
 from services.router.settings import RouterSettings
 
 VERSION = "0.1.0"
-GC_THRESHOLDS = (10_000, 20, 50)
-
-
-def tune_gc() -> None:
-    """Routing one record allocates a few hundred short-lived objects (trace entries, rendered text,
-    action commands), all freed by reference counting. With the default generation-0 threshold (700)
-    the cyclic collector ran every few records and took about a third of the router's CPU in
-    bench/router.py; at 10,000 it runs every few dozen records."""
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 async def main() -> None:
     settings = RouterSettings()  # config_dir comes from the environment (POSTCALL_CONFIG_DIR)
     plog.setup("router", settings.log_level)
-    tune_gc()
     catalog = CatalogHolder(settings.config_dir, settings.fallback_text)
     runtime: Runtime[ConversationExtracted] = Runtime(
         service="router",
