@@ -86,7 +86,12 @@ class DestinationBase(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     timeout_seconds: float | None = Field(None, gt=0, description="Whole-request bound; default: settings.")
     max_concurrency: int = Field(32, ge=1, le=10_000, description="Requests in flight to it at once.")
-    max_waiting: int | None = Field(None, ge=0, description="Requests waiting for a slot; default 4x.")
+    max_waiting: int | None = Field(
+        None,
+        ge=0,
+        description="Records allowed to wait for a free slot (each holds one of the runtime's in-flight slots); "
+        "more go to a retry tier at once. Default: 8 x max_concurrency.",
+    )
     rate_limit_per_second: float | None = Field(None, gt=0, description="Token bucket rate; none: unlimited.")
     rate_limit_burst: int | None = Field(None, ge=1, description="Token bucket size; default: the rate.")
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()

@@ -13,6 +13,9 @@ from services.dispatcher.limits import Gate, TokenBucket
 from services.dispatcher.metrics import CIRCUIT_OPEN, DESTINATION_DISABLED
 
 D = TypeVar("D", bound=DestinationBase)
+# Waiters per concurrency slot: enough to ride out a burst at a healthy destination, few enough that a
+# stalled one holds a bounded share of the runtime's in-flight records (the wait is time-bounded too).
+WAITING_PER_SLOT = 8
 
 
 class Registry:
@@ -37,7 +40,7 @@ class Registry:
         return Gate(
             dest.name,
             max_concurrency=dest.max_concurrency,
-            max_waiting=dest.max_waiting if dest.max_waiting is not None else 4 * dest.max_concurrency,
+            max_waiting=dest.max_waiting if dest.max_waiting is not None else WAITING_PER_SLOT * dest.max_concurrency,
             max_wait_seconds=max_wait_seconds,
             breaker=CircuitBreaker(dest.circuit_breaker.policy()),
             bucket=bucket,

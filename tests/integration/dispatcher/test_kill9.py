@@ -44,6 +44,8 @@ def dispatcher_env(kafka: KafkaSettings, destinations_file: Path, group: str) ->
         "POSTCALL_RUNTIME__HEARTBEAT_INTERVAL_MS": "1000",
         # commits lag deliveries, so the kill leaves delivered-but-uncommitted records for the ledger to skip
         "POSTCALL_RUNTIME__COMMIT_INTERVAL_SECONDS": "3",
+        # this test is about crashes, not isolation: every record waits for a slot instead of a retry tier
+        "POSTCALL_MAX_WAIT_SECONDS": "60",
         "CRM_SECRET": SECRET,
     }
 
@@ -75,7 +77,7 @@ async def test_kill_9_mid_run_loses_nothing_and_the_ledger_skips_after_restart(
     async with Sink([SECRET], quiet=True) as sink:
         sink.script("/crm", then=Reply(delay=0.02))
         path = tmp_path / "destinations.yaml"
-        entry = http_destination("crm", sink.url("/crm"), max_concurrency=MAX_CONCURRENCY)
+        entry = http_destination("crm", sink.url("/crm"), max_concurrency=MAX_CONCURRENCY, max_waiting=N)
         path.write_text("destinations:\n" + entry.replace("secret_env: SECRET", "secret_env: CRM_SECRET"))
         env = dispatcher_env(kafka, path, unique("dispatcher"))
         ids = [f"act-{i:04d}" for i in range(N)]
