@@ -16,16 +16,18 @@ time): `python -m bench.faust_router worker` (a faust agent, concurrency 16) and
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bench.context import BenchContext
-from bench.measure import best_of, check_line, info_line, ratio_line
+from bench.measure import best_of, check_line, info_line, median_of, ratio_line
 from bench.procs import Proc
 from bench.stream_step import records
 from schemas.topics import dead_letter_topic, retry_topic
@@ -58,11 +60,13 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     n = ctx.scaled(5000, 1500)
     payloads = records(n)
     samples: dict[str, list[float]] = {s.name: [] for s in STACKS}
+    cpu: dict[str, list[float]] = {s.name: [] for s in STACKS}
     for rep in range(ctx.repeats):
         for stack in STACKS if rep % 2 == 0 else STACKS[::-1]:
-            rate = await throughput(ctx, stack, payloads)
+            rate, cpu_per_record = await throughput(ctx, stack, payloads)
             samples[stack.name].append(rate)
-            ctx.log(f"{stack.name} router loop: {rate:,.0f} rec/s")
+            cpu[stack.name].append(cpu_per_record)
+            ctx.log(f"{stack.name} router loop: {rate:,.0f} rec/s, {cpu_per_record * 1e6:,.0f} us CPU per record")
     kills = {s.name: await kill9(ctx, s) for s in STACKS}
     best = {name: best_of(v) for name, v in samples.items()}
     summary = [
@@ -84,6 +88,10 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         summary.append(
             check_line(f"{name} kill -9: slow head record processed after restart", k["slow_processed"], detail)
         )
+    cpu_us = {name: 1e6 * median_of(v) for name, v in cpu.items()}
+    summary.append(
+        info_line("CPU per record (median)", f"faust {cpu_us['faust']:,.0f} us, runtime {cpu_us['runtime']:,.0f} us")
+    )
     summary.append(info_line("record size", f"{sum(len(v) for _, v in payloads) / n:,.0f} bytes on average"))
     chart = {
         "id": "throughput",
@@ -100,7 +108,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         f"Kill -9: 1 partition, a {SLOW_SECONDS:.0f} s head record and {FAST} fast records. "
         "The decision this informs: docs/adr/0001-stream-runtime.md."
     ]
-    data = {"records": n, "samples_rec_s": samples, "best_rec_s": best, "kill9": kills}
+    data = {"records": n, "samples_rec_s": samples, "best_rec_s": best, "cpu_us_per_record": cpu_us, "kill9": kills}
     return {"summary": summary, "charts": [chart], "data": data, "notes": notes}
 
 
@@ -154,16 +162,26 @@ async def _wait_for(ctx: BenchContext, proc: Proc, topic: str, n: int, timeout: 
 # ── throughput ────────────────────────────────────────────────────────────────────────────────
 
 
-async def throughput(ctx: BenchContext, stack: Stack, payloads: list[tuple[bytes, bytes]]) -> float:
+async def throughput(ctx: BenchContext, stack: Stack, payloads: list[tuple[bytes, bytes]]) -> tuple[float, float]:
+    """(records/s between the first and the last output, the process's CPU seconds per record meanwhile)."""
     env = await prepare(ctx, stack, THROUGHPUT_PARTITIONS)
     await ctx.produce_raw(env["BENCH_INPUT_TOPIC"], ((k, v, None) for k, v in payloads))
     proc = start(ctx, stack, env)
     try:
+        await _wait_for(ctx, proc, env["BENCH_OUTPUT_TOPIC"], 1, timeout=120)
+        cpu_started = cpu_seconds(proc.pid)
         await _wait_for(ctx, proc, env["BENCH_OUTPUT_TOPIC"], len(payloads), timeout=300)
+        cpu = cpu_seconds(proc.pid) - cpu_started
     finally:
         proc.term(timeout=60)
     stamps = sorted(ts for _, _, ts in await ctx.read_values(env["BENCH_OUTPUT_TOPIC"]))
-    return (len(stamps) - 1) / max(0.001, (stamps[-1] - stamps[0]) / 1000)
+    return (len(stamps) - 1) / max(0.001, (stamps[-1] - stamps[0]) / 1000), cpu / (len(payloads) - 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ── kill -9 with a slow head record ───────────────────────────────────────────────────────────
