@@ -18,6 +18,7 @@ import faust
 
 from bench.stream_step import StreamBenchSettings, decide
 from schemas.events import ConversationExtracted
+from services.common.runtime import tune_gc
 
 settings = StreamBenchSettings()
 
@@ -50,4 +51,5 @@ async def route(stream: Any) -> None:
 
 
 if __name__ == "__main__":
+    tune_gc()  # the same GC setting the runtime's serve() applies to bench.runtime_router
     app.main()

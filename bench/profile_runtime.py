@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import logging
 import pstats
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from bench import runtime as passthrough
 from bench.context import BenchContext
+from services.common.runtime import GC_THRESHOLDS
 from services.common.settings import KafkaSettings
 
 LAYERS = [
@@ -85,7 +87,10 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=passthrough.MAX_IN_FLIGHT)
     parser.add_argument("--bootstrap", help="use this broker instead of starting a private one")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--default-gc", action="store_true", help="keep Python's GC thresholds (services raise them)")
     args = parser.parse_args()
+    if not args.default_gc:
+        gc.set_threshold(*GC_THRESHOLDS)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     if args.bootstrap:
