@@ -1,0 +1,302 @@
+"""End-to-end latency: a ConversationEnded published until its CRM webhook arrives, through the three
+services as processes (`python -m services.<name>`, one each, the example agents and destinations, the
+offline heuristic extractor) on the bench broker with the registry's topics.
+
+Each conversation is a copy of examples/conversations/0001 (CUSTOMER_HANGUP: one `crm-case-update`
+webhook, nothing else) with fresh ids, published at a steady rate with the platform's producer
+settings. Latency = the in-process Sink's `received_at` - the time the record was handed to the
+producer (one clock). The `webhook-id` is the action_id; the router's DecisionTraces map it to its
+conversation. No bare system exists to compare with, so the floor of one Kafka hop (the same producer
+to a bare consumer, same broker, same rate) is measured beside it: the path has three such hops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.context import BenchContext
+from bench.measure import check_line, info_line, ratio_line
+from schemas.events import ConversationEnded, DecisionTrace
+from schemas.topics import CONVERSATION_ENDED, DECISIONS, default_partitions, registry
+from services.common import codec
+from services.common.kafka import ensure_topics, producer
+from services.common.settings import KafkaSettings
+from services.devkit.publish import EXAMPLES, publish
+from services.devkit.sink import DEMO_SECRETS, Sink
+from services.devkit.stack import Stack
+
+FLOW, PATH = "crm-case-update", "/crm"
+RATES = (20, 50)  # conversations per second
+WARM_UP = 10
+Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
+EDGES_MS = (0, 20, 30, 40, 50, 75, 100, 150, 250)  # histogram bins; the last one is open-ended
+LABELS = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "max": 100.0}
+
+
+# ── pure helpers (tests/unit/bench/test_e2e_stats.py) ─────────────────────────────────────────
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q % of the values at or below it (q=100: the max)."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+def owners(traces: Iterable[bytes], flow_id: str) -> dict[str, str]:
+    """action_id -> conversation_id of every action the flow planned, from raw DecisionTraces."""
+    out: dict[str, str] = {}
+    for raw in traces:
+        trace = DecisionTrace.model_validate_json(raw)
+        for flow in trace.flows:
+            if flow.flow_id == flow_id:
+                out.update((action.action_id, trace.conversation_id) for action in flow.actions)
+    return out
+
+
+def latencies(
+    published: Mapping[str, float], owner: Mapping[str, str], received: Iterable[Mapping[str, Any]], path: str
+) -> dict[str, float]:
+    """Per published conversation, seconds from publishing to the first arrival of its webhook on `path`."""
+    out: dict[str, float] = {}
+    for entry in received:
+        conversation = owner.get(entry["webhook_id"], "")
+        if entry.get("path") == path and conversation in published and conversation not in out:
+            out[conversation] = entry["received_at"] - published[conversation]
+    return out
+
+
+def histogram(values_ms: Iterable[float], edges: Sequence[float]) -> list[int]:
+    """Counts per bin [edges[i], edges[i+1]); the last bin is [edges[-1], inf), values under edges[0] go first."""
+    counts = [0] * len(edges)
+    for value in values_ms:
+        counts[max(0, sum(1 for edge in edges if value >= edge) - 1)] += 1
+    return counts
+
+
+def bin_labels(edges: Sequence[float]) -> list[str]:
+    return [f"{lo:g}-{hi:g}" for lo, hi in itertools.pairwise(edges)] + [f"{edges[-1]:g}+"]
+
+
+# ── the stack (also used by bench.memory) ─────────────────────────────────────────────────────
+
+
+@contextlib.asynccontextmanager
+async def running_stack(ctx: BenchContext, name: str) -> AsyncIterator[tuple[Stack, Sink]]:
+    """The registry's topics, a quiet Sink on free ports and the three services, ready; stopped at the end."""
+    await ensure_topics(ctx.kafka, registry(), replication=1)
+    async with Sink(DEMO_SECRETS, smtp_port=0, quiet=True) as sink:
+        env = {"SINK_PORT": str(sink.port), "SINK_SMTP_PORT": str(sink.smtp_port)}
+        stack = Stack(ctx.bootstrap_servers, ctx.work_dir / name, extra_env=env)
+        try:
+            stack.start()
+            await wait_ready(stack)
+            yield stack, sink
+        finally:
+            await asyncio.to_thread(stack.stop)  # the sink keeps answering while the services drain
+
+
+async def wait_ready(stack: Stack, timeout: float = 90) -> None:
+    """Every service answers /readyz (consumer started; partitions may still be assigning)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        for proc in stack.processes:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(f"http://127.0.0.1:{proc.metrics_port}/readyz")).status_code == 200:
+                        break
+                check_alive(stack)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{proc.label} not ready after {timeout:.0f}s; logs in {stack.run_dir}")
+                await asyncio.sleep(0.2)
+
+
+def check_alive(stack: Stack) -> None:
+    if stack.dead():
+        raise RuntimeError(f"service exited: {[p.label for p in stack.dead()]}; logs in {stack.run_dir}")
+
+
+def copies(template: ConversationEnded, n: int, tag: str) -> list[ConversationEnded]:
+    ids = ({"conversation_id": f"bench-{tag}-{i:05d}", "event_id": f"evt-{tag}-{i:05d}"} for i in range(n))
+    return [template.model_copy(update=update) for update in ids]
+
+
+# ── measuring ─────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class Run:
+    rate: int
+    published: dict[str, float] = field(default_factory=dict)  # conversation_id -> time.time() handed over
+    received: list[dict[str, Any]] = field(default_factory=list)  # the sink's entries during the run
+    hop: list[float] = field(default_factory=list)  # seconds, bare produce -> consume
+
+
+def conversation_records(events: Sequence[ConversationEnded]) -> list[Record]:
+    """Encoded as the platform publishes them (key = conversation_id, CloudEvents headers)."""
+    out: list[Record] = []
+    for e in events:
+        headers = codec.cloudevent_headers(e, CONVERSATION_ENDED, "platform", e.conversation_id)
+        out.append((e.conversation_id.encode(), codec.encode(e), codec.header_list(headers)))
+    return out
+
+
+async def send_steady(kafka: KafkaSettings, topic: str, records: Sequence[Record], rate: float) -> list[float]:
+    """Send at `rate` per second with the platform's producer; returns the time.time() each was handed over."""
+    sent: list[float] = []
+    p = producer(kafka)
+    await p.start()
+    try:
+        futures, start = [], time.monotonic()
+        for i, (key, value, headers) in enumerate(records):
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            sent.append(time.time())
+            futures.append(await p.send(topic, value, key=key, headers=headers))
+        await asyncio.gather(*futures)
+    finally:
+        await p.stop()
+    return sent
+
+
+async def wait_webhooks(stack: Stack, sink: Sink, since: int, n: int, timeout: float) -> int:
+    """Wait until `n` distinct webhooks reached PATH after sink entry `since`; returns how many did."""
+    deadline = time.monotonic() + timeout
+    while (got := len({e["webhook_id"] for e in sink.received[since:] if e["path"] == PATH})) < n:
+        check_alive(stack)
+        if time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.1)
+    return got
+
+
+async def hop_latencies(ctx: BenchContext, n: int, rate: float) -> list[float]:
+    """Seconds from send to receipt of n small records, a bare producer and consumer on one topic."""
+    topic = await ctx.topic("e2e-hop")
+    consumer = AIOKafkaConsumer(**ctx.kafka.client_options(), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    sent: list[float] = []
+    got: dict[int, float] = {}
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)
+        reader = asyncio.create_task(_receive(consumer, got, n))
+        sent = await send_steady(ctx.kafka, topic, [(None, str(i).encode(), []) for i in range(n)], rate)
+        await asyncio.wait_for(reader, 60)
+    finally:
+        await consumer.stop()
+    return [got[i] - sent[i] for i in range(n)]
+
+
+async def _receive(consumer: AIOKafkaConsumer, got: dict[int, float], n: int) -> None:
+    while len(got) < n:
+        batch = await consumer.getmany(timeout_ms=200)
+        now = time.time()
+        got.update((int(r.value), now) for records in batch.values() for r in records)
+
+
+async def measure(ctx: BenchContext, stack: Stack, sink: Sink, events: list[ConversationEnded], rate: int) -> Run:
+    run = Run(rate, hop=await hop_latencies(ctx, ctx.scaled(300, 100), rate))
+    since = len(sink.received)
+    times = await send_steady(ctx.kafka, CONVERSATION_ENDED, conversation_records(events), rate)
+    run.published = dict(zip((e.conversation_id for e in events), times, strict=True))
+    got = await wait_webhooks(stack, sink, since, len(events), 120)
+    run.received = sink.received[since:]
+    ctx.log(f"{rate}/s: {got}/{len(events)} webhooks arrived")
+    return run
+
+
+async def warm_up(ctx: BenchContext, stack: Stack, sink: Sink, template: ConversationEnded) -> None:
+    """A few conversations through the whole path first: partitions assigned, ledgers read, connections open."""
+    since = len(sink.received)
+    await publish(ctx.kafka, copies(template, WARM_UP, "e2e-warm"))
+    got = await wait_webhooks(stack, sink, since, WARM_UP, 180)
+    if got < WARM_UP:
+        raise TimeoutError(f"warm-up: {got}/{WARM_UP} webhooks arrived; logs in {stack.run_dir}")
+
+
+async def run(ctx: BenchContext) -> dict[str, Any]:
+    n = ctx.scaled(2000, 300)
+    template = ConversationEnded.model_validate_json(next(EXAMPLES.glob("0001-*.json")).read_bytes())
+    runs: list[Run] = []
+    async with running_stack(ctx, "e2e-stack") as (stack, sink):
+        await warm_up(ctx, stack, sink, template)
+        for rate in RATES:
+            runs.append(await measure(ctx, stack, sink, copies(template, n, f"e2e{rate}"), rate))
+        owner = owners((value for _, value, _ in await ctx.read_values(DECISIONS)), FLOW)
+    return report(runs, owner, n)
+
+
+# ── the result dict ───────────────────────────────────────────────────────────────────────────
+
+
+def stats_ms(seconds: Sequence[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in seconds]
+    return {label: percentile(ms, q) for label, q in LABELS.items()}
+
+
+def report(runs: list[Run], owner: Mapping[str, str], n: int) -> dict[str, Any]:
+    summary: list[dict[str, Any]] = []
+    percentiles_chart: dict[str, list[float]] = {}
+    histogram_chart: dict[str, list[float]] = {}
+    data: dict[str, Any] = {"conversations": n, "partitions": default_partitions()}
+    for run in runs:
+        found = latencies(run.published, owner, run.received, PATH)
+        e2e, hop = stats_ms(list(found.values())), stats_ms(run.hop)
+        summary.extend(run_lines(run, found, e2e, hop, n))
+        percentiles_chart[f"{run.rate}/s"] = [e2e[k] for k in LABELS]
+        counts = histogram((v * 1000 for v in found.values()), EDGES_MS)
+        histogram_chart[f"{run.rate}/s"] = [100 * c / len(found) for c in counts]
+        data[f"{run.rate}/s"] = {
+            "e2e_ms": e2e,
+            "hop_ms": hop,
+            "delivered": len(found),
+            "latencies_ms": [round(found[c] * 1000, 2) if c in found else None for c in run.published],
+            "hop_latencies_ms": [round(v * 1000, 2) for v in run.hop],
+        }
+    charts = [
+        {"id": "percentiles", "kind": "bar", "title": "Publish to webhook received", "ylabel": "ms",
+         "categories": list(LABELS), "series": percentiles_chart},
+        {"id": "histogram", "kind": "bar", "title": "Latency distribution (bins in ms)", "ylabel": "% of conversations",
+         "categories": bin_labels(EDGES_MS), "series": histogram_chart},
+    ]  # fmt: skip
+    return {"summary": summary, "charts": charts, "data": data, "notes": notes(n)}
+
+
+def run_lines(
+    run: Run, found: Mapping[str, float], e2e: Mapping[str, float], hop: Mapping[str, float], n: int
+) -> list[dict[str, Any]]:
+    first = min(run.published.values())
+    published = (len(run.published) - 1) / max(1e-9, max(run.published.values()) - first)
+    delivered = len(found) / max(1e-9, max(e["received_at"] for e in run.received) - first)
+    stats = ", ".join(f"{k} {v:,.0f}" for k, v in e2e.items())
+    return [
+        ratio_line(f"e2e p50 at {run.rate}/s", e2e["p50"], "3 x bare hop p50", 3 * hop["p50"], unit="ms"),
+        info_line(f"e2e at {run.rate}/s", f"{stats} ms; published {published:.1f}/s, delivered {delivered:.1f}/s"),
+        info_line(f"bare hop at {run.rate}/s", f"p50 {hop['p50']:.1f} ms, p99 {hop['p99']:.1f} ms"),
+        check_line(f"every webhook arrived at {run.rate}/s", len(found) == n, f"{len(found)}/{n}"),
+    ]
+
+
+def notes(n: int) -> list[str]:
+    return [
+        f"{n:,} copies of examples/conversations/0001 per rate ({', '.join(f'{r}/s' for r in RATES)}), one run "
+        f"each after {WARM_UP} warm-up conversations; the registry's topics with {default_partitions()} "
+        "partitions; one process per service with its default settings; the sink and the publisher share "
+        "this process's event loop. Percentiles are nearest-rank over every conversation of the run.",
+        "The bare hop is the floor of one Kafka hop at the same rate: the platform's producer settings "
+        "(acks=all, idempotent, linger 5 ms) to a plain consumer, on the same broker while the services "
+        "idle. The ratio e2e p50 / (3 x hop p50) says how much the services add on top of their three hops.",
+    ]
