@@ -95,7 +95,9 @@ class DestinationBase(Strict):
     rate_limit_per_second: float | None = Field(None, gt=0, description="Token bucket rate; none: unlimited.")
     rate_limit_burst: int | None = Field(None, ge=1, description="Token bucket size; default: the rate.")
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
-    allow_private: bool = Field(False, description="Allow private/loopback addresses (demo and test sinks).")
+    allow_private: bool = Field(
+        False, description="Allow private and loopback addresses (demo and test sinks); metadata stays refused."
+    )
 
 
 class UrlDestination(DestinationBase):

@@ -46,6 +46,7 @@ async def test_email_over_starttls_with_auth_arrives_as_text_and_html(tmp_path: 
 async def test_wrong_smtp_password_is_permanent(tmp_path: Path, stack: Stack) -> None:
     context, cert = self_signed(tmp_path)
     async with Sink([], smtp_port=0, smtp_login=("postcall", "s3cret"), smtp_tls=context, quiet=True) as sink:
+        assert sink.smtp_port is not None
         yaml = smtp_destination(
             sink.smtp_port, starttls="true", ca_file=cert, username="postcall", password="{secret_env: SMTP_PASSWORD}"
         )
@@ -58,6 +59,7 @@ async def test_wrong_smtp_password_is_permanent(tmp_path: Path, stack: Stack) ->
 async def test_server_certificate_not_trusted_is_retryable_and_nothing_is_sent(tmp_path: Path, stack: Stack) -> None:
     context, _ = self_signed(tmp_path)
     async with Sink([], smtp_port=0, smtp_tls=context, quiet=True) as sink:
+        assert sink.smtp_port is not None
         yaml = smtp_destination(sink.smtp_port, starttls="true")
         async with stack(yaml) as (executors, _):
             with pytest.raises(RetryableError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
