@@ -119,6 +119,8 @@ class Sink:
                 pass
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
             pass
+        except asyncio.CancelledError:
+            pass  # the sink is stopping; ending normally keeps asyncio's stream callback from logging it
         finally:
             writer.close()
             if task is not None:

@@ -140,7 +140,8 @@ class HttpSender:
         return Delivery("delivered", dest.name, answer.status, latency_ms)
 
     def _headers(self, dest: UrlDestination, msg_id: str, body: bytes) -> dict[str, str]:
-        headers = {"content-type": "application/json", "user-agent": self._options.user_agent}
+        # webhook-id on every request, signed or not (Slack): the receiver's key to drop a repeat
+        headers = {"content-type": "application/json", "user-agent": self._options.user_agent, "webhook-id": msg_id}
         if isinstance(dest, HttpDestination):
             headers.update(dest.headers)
             if dest.signer is not None:

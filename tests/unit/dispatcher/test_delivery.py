@@ -147,6 +147,7 @@ async def test_slack_requests_are_not_signed_and_go_to_the_secret_url(mock_sende
     )
     assert str(seen[0].url) == CRM_ENV["SLACK_URL"]
     assert "webhook-signature" not in seen[0].headers
+    assert seen[0].headers["webhook-id"] == "a"  # the idempotency key goes everywhere
 
 
 async def test_connection_errors_are_retryable_and_count_against_the_circuit(mock_sender: Sender) -> None:
