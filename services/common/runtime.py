@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel, TypeAdapter
 
 from schemas import headers as h
-from schemas.topics import dead_letter_topic, retry_topic
+from schemas.topics import RETRY_TIERS, dead_letter_topic, retry_topic
 from services.common import codec, metrics
 from services.common import retry as rt
 from services.common.errors import DependencyUnavailable, PermanentError, RetryableError
@@ -102,6 +102,13 @@ class Runtime(Generic[In]):
         self.service, self.kafka, self.settings, self.version = service, kafka, runtime, version
         self.group_id = group_id or f"postcall-{service}"
         self.main_topics = list(topics)
+        declared = RETRY_TIERS.get(service)
+        if declared is not None and len(runtime.retry_delays_seconds) > declared:
+            # a tier without a topic would leave a failed record with nowhere to go: refuse at start
+            raise ValueError(
+                f"{service}: {len(runtime.retry_delays_seconds)} retry delays configured "
+                f"({runtime.retry_delays_seconds}) but schemas/topics.py declares {declared} retry tiers"
+            )
         self.retry_topics = [retry_topic(service, i + 1) for i in range(len(runtime.retry_delays_seconds))]
         self.dead_letter_topic = dead_letter_topic(service)
         self.decoder = codec.adapter(input_type)
@@ -234,7 +241,7 @@ class Runtime(Generic[In]):
         want = set()
         for tp in assignment:
             state = self.partitions.get(tp)
-            if full or dependency or state is None or state.revoked or state.waiting_for_due_time():
+            if full or dependency or state is None or not state.ready or state.revoked or state.waiting_for_due_time():
                 want.add(tp)
         if want - self.paused:
             self._consumer.pause(*(want - self.paused))
@@ -245,7 +252,10 @@ class Runtime(Generic[In]):
 
     def _accept_batch(self, tp: TopicPartition, records: list[Any]) -> None:
         state = self.partitions.get(tp)
-        if state is None or state.revoked:
+        if state is None or state.revoked or not state.ready:
+            assert self._consumer is not None
+            if tp in self._consumer.assignment():  # assigned but not set up yet: read them again later
+                self._consumer.seek(tp, records[0].offset)
             return
         is_retry_tier = tp.topic in self.retry_topics
         for index, record in enumerate(records):
@@ -511,10 +521,13 @@ class Runtime(Generic[In]):
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         metrics.REBALANCES.labels(self.service, "assigned").inc(len(assigned))
         fresh = [tp for tp in assigned if tp not in self.partitions]
+        # states exist (not ready: paused, records seen meanwhile are read again) before the hook runs
+        for tp in fresh:
+            self.partitions[tp] = PartitionState(tp.topic, tp.partition, ready=False)
         if self.lifecycle.on_assigned is not None and fresh:
             await self.lifecycle.on_assigned([(tp.topic, tp.partition) for tp in fresh])
         for tp in fresh:
-            self.partitions[tp] = PartitionState(tp.topic, tp.partition)
+            self.partitions[tp].ready = True
         self.paused &= set(assigned)
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in fresh)})
 

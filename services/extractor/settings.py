@@ -86,13 +86,18 @@ class CircuitSettings(BaseModel):
     cooldown_seconds: float = Field(15.0, gt=0, description="Open time before one probe request is let through.")
 
 
+class ExtractorRuntimeSettings(RuntimeSettings):
+    """The runtime with the extractor's defaults. A subclass, not a default instance, so that setting
+    one field from the environment (POSTCALL_RUNTIME__X) keeps the other defaults below."""
+
+    max_in_flight: int = Field(64, ge=1, le=10_000, description="Conversations being extracted at once.")
+
+
 class ExtractorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
-    runtime: RuntimeSettings = Field(
-        default_factory=lambda: RuntimeSettings(max_in_flight=64), description="Consumer runtime."
-    )
+    runtime: ExtractorRuntimeSettings = Field(default_factory=ExtractorRuntimeSettings, description="Consumer runtime.")
     config_dir: Path = Field(description="Folder of agent configuration YAML files (a ConfigMap or a git checkout).")
     reload_interval_seconds: float = Field(
         5.0, gt=0, description="How often the folder is checked for changes (file mtimes and sizes)."

@@ -10,14 +10,25 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.common.settings import KafkaSettings, RuntimeSettings
 
 
+class RouterRuntimeSettings(RuntimeSettings):
+    """The runtime with the router's defaults. A subclass, not a default instance, so that setting one
+    field from the environment (POSTCALL_RUNTIME__X) keeps the other defaults below."""
+
+    max_in_flight: int = Field(256, ge=1, le=10_000, description="Records taken from Kafka and not finished.")
+    retry_delays_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 60.0, 600.0],
+        description="Three retry tiers, as the topic registry declares (a configuration being fixed is the "
+        "usual reason to retry).",
+    )
+
+
 class RouterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
-    runtime: RuntimeSettings = Field(
-        default_factory=lambda: RuntimeSettings(max_in_flight=256, retry_delays_seconds=[5.0, 60.0, 600.0]),
-        description="Consumer runtime. The router only computes (many records in flight are cheap); its three "
-        "retry tiers match the topic registry (a configuration being fixed is the usual reason to retry).",
+    runtime: RouterRuntimeSettings = Field(
+        default_factory=RouterRuntimeSettings,
+        description="Consumer runtime. The router only computes: many records in flight are cheap.",
     )
     config_dir: Path = Field(description="Folder of agent configuration YAML files (a ConfigMap or a git checkout).")
     reload_interval_seconds: float = Field(

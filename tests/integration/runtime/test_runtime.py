@@ -13,10 +13,11 @@ import pytest
 
 from schemas import headers as h
 from schemas.topics import dead_letter_topic, retry_topic
+from services.common.runtime import Lifecycle, Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
 from tests.support import procs
 from tests.support.kafka import Received, committed, create_topics, produce, read_all, unique
-from tests.support.worker import Job, WorkerSettings, build
+from tests.support.worker import Job, JobHandler, WorkerSettings, build
 
 
 @dataclass
@@ -254,3 +255,34 @@ async def test_two_instances_one_stopped_mid_stream_loses_nothing(kafka: KafkaSe
     repeats = sum(v - 1 for v in counts.values())
     # repeats only within the stopped instance's in-flight window
     assert repeats <= 40
+
+
+async def test_records_arriving_while_the_assign_hook_runs_are_not_lost(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka)
+    await produce(kafka, t.input, jobs(200))
+    settings = worker_settings(kafka, t)
+    runtime = build(settings)
+
+    async def slow_restore(partitions: list[tuple[str, int]]) -> None:
+        await asyncio.sleep(2)  # e.g. the dispatcher reading its ledger
+
+    runtime.lifecycle = Lifecycle(on_assigned=slow_restore)
+    task = asyncio.create_task(runtime.run())
+    try:
+        got = await wait_for_ids(kafka, t.output, {f"j{i}" for i in range(200)})
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
+    assert {g["id"] for g in got} == {f"j{i}" for i in range(200)}
+
+
+def test_more_retry_delays_than_registered_tiers_are_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="declares 3 retry tiers"):
+        Runtime(
+            service="router",
+            kafka=KafkaSettings(),
+            runtime=RuntimeSettings(retry_delays_seconds=[1, 2, 3, 4]),
+            topics=["x"],
+            input_type=Job,
+            handler=JobHandler(None),  # type: ignore[arg-type]
+        )
