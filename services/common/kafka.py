@@ -21,7 +21,8 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
         "client_id": f"{kafka.client_id}-producer",
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 5,
+        "linger_ms": 1,
+        "max_batch_size": 256 * 1024,
         "max_request_size": 8 * 1024 * 1024,
         "request_timeout_ms": 30_000,
     }
