@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from bench.e2e import bin_labels, histogram, latencies, owners, percentile
-from bench.memory import K8S_BASE, burst, k8s_memory, listens_on, mebibytes, parse_status
-from schemas.events import DecisionTrace, FlowDecision, PlannedAction
+from bench.memory import K8S_BASE, burst, k8s_memory, listens_on, mebibytes, outcomes_of, parse_status
+from schemas.events import ActionCompleted, DecisionTrace, FlowDecision, PlannedAction
 from services.devkit.demo import EXPECTED
 from services.devkit.publish import load_examples
 from services.devkit.stack import SERVICES
@@ -170,3 +170,29 @@ def test_burst_cycles_the_examples_without_slack_and_counts_their_actions() -> N
     assert events[0].messages == usable[0].messages
     assert events[len(usable)].messages == usable[0].messages
     assert actions == sum(len(expected[usable[i % len(usable)].conversation_id]) for i in range(25))
+
+
+def completed(action_id: str, conversation_id: str, outcome: str) -> bytes:
+    model = ActionCompleted.model_validate(
+        {
+            "action_id": action_id,
+            "conversation_id": conversation_id,
+            "type": "email",
+            "outcome": outcome,
+            "attempts": 1,
+            "completed_at": "2026-03-02T00:00:00Z",
+        }
+    )
+    return model.model_dump_json().encode()
+
+
+def test_outcomes_keep_the_last_result_per_action_and_every_failed_attempt_of_the_burst() -> None:
+    values = [
+        completed("a1", "bench-mem-00001", "failed"),
+        completed("a2", "bench-mem-00002", "published"),
+        completed("x1", "conv-other", "failed"),
+        completed("a1", "bench-mem-00001", "delivered"),
+    ]
+    final, failed = outcomes_of(values, "bench-mem-")
+    assert {a: c.outcome for a, c in final.items()} == {"a1": "delivered", "a2": "published"}
+    assert [c.action_id for c in failed] == ["a1"]
