@@ -43,6 +43,7 @@ DLQ_FAILURE_CATEGORY = "x-dlq-failure-category"
 DLQ_ATTEMPTS = "x-dlq-attempts"
 DLQ_FIRST_FAILURE_AT = "x-dlq-first-failure-at"
 DLQ_LAST_FAILURE_AT = "x-dlq-last-failure-at"
+DLQ_VALUE_DROPPED = "x-dlq-value-dropped"  # set when the original value was too large to keep (why)
 
 DLQ_HEADERS = (
     DLQ_ORIGINAL_TOPIC,

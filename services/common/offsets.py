@@ -23,6 +23,7 @@ class PartitionState:
     committed: int | None = None  # last offset committed by this owner
     due_at: float = 0.0  # wall-clock time before which a retry-tier partition stays paused
     revoked: bool = False
+    revoking: bool = False  # being revoked: records finishing now still count, waits give up
     ready: bool = True  # False while the service's on_assigned hook restores state for this partition
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 

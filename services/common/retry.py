@@ -51,12 +51,24 @@ def category(exc: BaseException) -> str:
     return h.CATEGORY_RETRIES_EXHAUSTED
 
 
+def choose_tier(delays: list[float], attempt: int, retry_after: float | None) -> int:
+    """The tier for a failure on `attempt` (1-based): normally tier `attempt`; when the remote asked
+    for a longer wait than that tier's delay, the first later tier at least that long (or the last),
+    so one record's long Retry-After never parks a short tier's partition behind it."""
+    tier = attempt
+    if retry_after is None or tier > len(delays):
+        return tier
+    while tier < len(delays) and delays[tier - 1] < retry_after:
+        tier += 1
+    return tier
+
+
 def tier_delay(delays: list[float], tier: int, jitter: float, retry_after: float | None, cap: float) -> float:
     """Seconds until a record in `tier` (1-based) is due: the tier's delay ± jitter, at least Retry-After."""
     base = delays[tier - 1]
     delay = base * (1 + random.uniform(-jitter, jitter)) if jitter else base
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, cap))
+    if retry_after is not None:  # honoured, but never past the tier's own delay (see choose_tier)
+        delay = max(delay, min(retry_after, cap, base * (1 + jitter)))
     return max(0.0, delay)
 
 

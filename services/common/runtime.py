@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 from pydantic import BaseModel, TypeAdapter
 
 from schemas import headers as h
@@ -64,6 +65,9 @@ class RecordContext:
     timestamp_ms: int
     headers: Mapping[str, str]
     attempt: int = 1  # 1 on first delivery; +1 per retry tier
+    original_partition: int = -1  # where the record first arrived (differs from partition in a retry tier)
+    original_offset: int = -1
+    original_timestamp_ms: int = -1
 
 
 class Handler(Protocol[In]):
@@ -83,6 +87,14 @@ class Lifecycle(Generic[In]):
 
 class _Stopped(Exception):
     """The record's partition was revoked or the service is stopping: leave it uncommitted."""
+
+
+class Unproducible(Exception):
+    """A Kafka error no retry can fix (record too large, not authorized)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class Runtime(Generic[In]):
@@ -246,7 +258,7 @@ class Runtime(Generic[In]):
         if want - self.paused:
             self._consumer.pause(*(want - self.paused))
         if self.paused - want:
-            self._consumer.resume(*(self.paused - want & assignment))
+            self._consumer.resume(*((self.paused - want) & assignment))
         self.paused = want
         metrics.PAUSED_PARTITIONS.labels(self.service).set(len(want))
 
@@ -306,8 +318,10 @@ class Runtime(Generic[In]):
             pass
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug in the runtime itself: leave the record uncommitted and say so
-            log.exception("record left uncommitted after an internal error")
+        except Exception:  # a bug in the runtime itself: a hole would freeze the partition's commits
+            log.exception("internal error; stopping so that the record is read again after a restart")
+            metrics.RECORDS_PROCESSED.labels(self.service, "internal_error").inc()
+            self.stop()
         finally:
             self.in_flight -= 1
             self._room.set()
@@ -317,16 +331,22 @@ class Runtime(Generic[In]):
         return self.partitions.get(TopicPartition(state.topic, state.partition)) is state and not state.revoked
 
     def _context(self, record: Any, headers: dict[str, str]) -> RecordContext:
+        """Hop headers are only trusted on our own retry tiers, and parsed defensively: anyone can
+        produce a record with an `x-retry-attempt: abc` header to a main topic."""
+        hop = headers if record.topic in self.retry_topics else {}
         return RecordContext(
             service=self.service,
             topic=record.topic,
-            original_topic=headers.get(h.RETRY_ORIGINAL_TOPIC, record.topic),
+            original_topic=hop.get(h.RETRY_ORIGINAL_TOPIC) or record.topic,
             partition=record.partition,
             offset=record.offset,
             key=record.key.decode("utf-8", "replace") if record.key is not None else None,
             timestamp_ms=record.timestamp,
             headers=headers,
-            attempt=int(headers.get(h.RETRY_ATTEMPT, "1") or 1),
+            attempt=max(1, _int(hop.get(h.RETRY_ATTEMPT), 1)),
+            original_partition=_int(hop.get(h.RETRY_ORIGINAL_PARTITION), record.partition),
+            original_offset=_int(hop.get(h.RETRY_ORIGINAL_OFFSET), record.offset),
+            original_timestamp_ms=_int(hop.get(h.RETRY_ORIGINAL_TIMESTAMP), record.timestamp),
         )
 
     async def _process(self, state: PartitionState, record: Any) -> None:
@@ -353,7 +373,11 @@ class Runtime(Generic[In]):
                 except Exception as exc:
                     await self._fail(state, record, ctx, event, exc)
                     return
-                await self._produce(state, record, ctx, outputs)
+                try:
+                    await self._produce(state, record, ctx, outputs)
+                except Unproducible as exc:
+                    await self._fail(state, record, ctx, event, PermanentError(f"outputs cannot be produced: {exc}"))
+                    return
                 self._processed_ok.inc()
                 return
         finally:
@@ -371,12 +395,12 @@ class Runtime(Generic[In]):
 
     async def _wait_for_dependency(self, state: PartitionState, exc: DependencyUnavailable) -> None:
         """Pause every partition and retry in place: an outage is not the record's fault."""
-        delay = exc.retry_after or self.settings.unavailable_backoff_seconds
+        delay = min(exc.retry_after or self.settings.unavailable_backoff_seconds, self.settings.retry_after_cap_seconds)
         self.dependency_paused_until = max(self.dependency_paused_until, time.monotonic() + delay)
         metrics.RECORDS_PROCESSED.labels(self.service, "unavailable").inc()
         log.warning("dependency unavailable, pausing", extra={"reason": str(exc), "pause_seconds": delay})
         while time.monotonic() < self.dependency_paused_until:
-            if not self._is_current(state) or self._stopping.is_set():
+            if not self._is_current(state) or state.revoking or self._stopping.is_set():
                 raise _Stopped
             await asyncio.sleep(min(0.5, self.dependency_paused_until - time.monotonic()))
 
@@ -385,13 +409,13 @@ class Runtime(Generic[In]):
             exc,
             ctx.attempt,
             ctx.original_topic,
-            int(ctx.headers.get(h.RETRY_ORIGINAL_PARTITION, record.partition)),
-            int(ctx.headers.get(h.RETRY_ORIGINAL_OFFSET, record.offset)),
-            int(ctx.headers.get(h.RETRY_ORIGINAL_TIMESTAMP, record.timestamp)),
+            ctx.original_partition,
+            ctx.original_offset,
+            ctx.original_timestamp_ms,
             ctx.headers,
         )
         extra: list[Emit] = list(exc.emit) if isinstance(exc, PermanentError | RetryableError) else []
-        tier = ctx.attempt
+        tier = rt.choose_tier(self.settings.retry_delays_seconds, ctx.attempt, rt.retry_after_of(exc))
         if rt.is_retryable(exc) and tier <= len(self.retry_topics):
             delay = rt.tier_delay(
                 self.settings.retry_delays_seconds,
@@ -400,24 +424,36 @@ class Runtime(Generic[In]):
                 rt.retry_after_of(exc),
                 self.settings.retry_after_cap_seconds,
             )
+            failure = dataclasses.replace(failure, attempt=tier)
             raw = _Raw(
                 self.retry_topics[tier - 1],
                 record.key,
                 record.value,
                 rt.retry_headers(failure, rt.wall_clock() + delay),
             )
-            await self._produce(state, record, ctx, extra, raw)
-            metrics.RETRIES.labels(self.service, str(tier)).inc()
-            metrics.RECORDS_PROCESSED.labels(self.service, "retried").inc()
-            log.warning("retry scheduled", extra={"tier": tier, "delay_s": round(delay, 3), "error": rt.describe(exc)})
-            return
+            try:
+                await self._produce(state, record, ctx, extra, raw)
+            except Unproducible as too_big:  # the retry copy cannot be written: dead-letter instead
+                exc = PermanentError(f"cannot schedule a retry: {too_big}")
+                failure = dataclasses.replace(failure, exc=exc)
+            else:
+                metrics.RETRIES.labels(self.service, str(tier)).inc()
+                metrics.RECORDS_PROCESSED.labels(self.service, "retried").inc()
+                log.warning(
+                    "retry scheduled", extra={"tier": tier, "delay_s": round(delay, 3), "error": rt.describe(exc)}
+                )
+                return
         if event is not None and self.lifecycle.dead_letter_emits is not None:
             extra.extend(self.lifecycle.dead_letter_emits(event, ctx, exc))
         dlq_headers = rt.dead_letter_headers(failure, service=self.service, version=self.version, group=self.group_id)
         # commit only after the dead letter is acknowledged
-        await self._produce(
-            state, record, ctx, extra, _Raw(self.dead_letter_topic, record.key, record.value, dlq_headers)
-        )
+        try:
+            await self._produce(
+                state, record, ctx, extra, _Raw(self.dead_letter_topic, record.key, record.value, dlq_headers)
+            )
+        except Unproducible as too_big:
+            dlq_headers[h.DLQ_VALUE_DROPPED] = rt.describe(too_big.cause)
+            await self._produce(state, record, ctx, [], _Raw(self.dead_letter_topic, record.key, None, dlq_headers))
         metrics.DEAD_LETTERS.labels(self.service, rt.category(exc)).inc()
         metrics.RECORDS_PROCESSED.labels(self.service, "dead_lettered").inc()
         log.error("dead-lettered", extra={"category": rt.category(exc), "error": rt.describe(exc)})
@@ -439,7 +475,9 @@ class Runtime(Generic[In]):
                 await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
                 return
             except KafkaError as exc:
-                if not self._is_current(state) or self._stopping.is_set():
+                if not getattr(exc, "retriable", True) or isinstance(exc, MessageSizeTooLargeError):
+                    raise Unproducible(exc) from exc
+                if not self._is_current(state) or state.revoking or self._stopping.is_set():
                     raise _Stopped from exc
                 log.warning("produce failed, retrying", extra={"error": rt.describe(exc)})
                 await asyncio.sleep(delay)
@@ -507,6 +545,8 @@ class Runtime(Generic[In]):
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         metrics.REBALANCES.labels(self.service, "revoked").inc(len(revoked))
         tps = [tp for tp in revoked if tp in self.partitions]
+        for tp in tps:
+            self.partitions[tp].revoking = True  # outage waits and produce retries give up at once
         await self._drain(tps)
         await self._commit(tps)
         for tp in tps:
@@ -538,6 +578,13 @@ class Runtime(Generic[In]):
             position = state.committable() or state.committed or state.next_offset
             if high is not None and position is not None:
                 metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
 
 
 @dataclass(frozen=True)

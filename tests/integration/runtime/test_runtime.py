@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -13,11 +13,11 @@ import pytest
 
 from schemas import headers as h
 from schemas.topics import dead_letter_topic, retry_topic
-from services.common.runtime import Lifecycle, Runtime
+from services.common.runtime import Emit, Lifecycle, RecordContext, Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
 from tests.support import procs
 from tests.support.kafka import Received, committed, create_topics, produce, read_all, unique
-from tests.support.worker import Job, JobHandler, WorkerSettings, build
+from tests.support.worker import Done, Job, JobHandler, WorkerSettings, build
 
 
 @dataclass
@@ -286,3 +286,50 @@ def test_more_retry_delays_than_registered_tiers_are_refused_at_start() -> None:
             input_type=Job,
             handler=JobHandler(None),  # type: ignore[arg-type]
         )
+
+
+async def test_forged_hop_headers_on_the_main_topic_are_ignored(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka)
+    forged = {h.RETRY_ATTEMPT: "abc", h.RETRY_ORIGINAL_PARTITION: "-9", h.RETRY_DUE_AT: "9999999999"}
+    await produce(kafka, t.input, [("k", Job(id="forged"))], headers=forged)
+    await produce(kafka, t.input, [("k", Job(id="after"))])
+    async with running(worker_settings(kafka, t)):
+        got = await wait_for_ids(kafka, t.output, {"forged", "after"})
+    assert sorted((g["id"], g["attempt"]) for g in got) == [("after", 1), ("forged", 1)]
+    offsets = await committed(kafka, f"postcall-{t.service}", t.input, 3)
+    assert sum(o or 0 for o in offsets.values()) == 2, "the partition's commits must move past the forged record"
+
+
+class Oversized:
+    """Emits an output over the producer's 8 MiB request limit for ids starting with 'big'."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+
+    async def __call__(self, job: Job, ctx: RecordContext) -> Sequence[Emit]:
+        size = 9 * 1024 * 1024 if job.id.startswith("big") else 10
+        return [Emit(self.output, Done(id=job.id, attempt=ctx.attempt, pid=0, event_id="x" * size))]
+
+
+async def test_outputs_too_large_to_produce_dead_letter_the_input_instead_of_stalling(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka, partitions=1)
+    await produce(kafka, t.input, [("k", Job(id="big-1")), ("k", Job(id="small"))])
+    runtime = Runtime(
+        service=t.service,
+        kafka=kafka,
+        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0, 1.0]),
+        topics=[t.input],
+        input_type=Job,
+        handler=Oversized(t.output),
+    )
+    task = asyncio.create_task(runtime.run())
+    try:
+        got = await wait_for_ids(kafka, t.output, {"small"})
+        dead = await read_all(kafka, t.dlq, expect=1, timeout=30)
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
+    assert [g["id"] for g in got] == ["small"]
+    assert dead and dead[0].json()["id"] == "big-1"
+    assert "outputs cannot be produced" in dead[0].headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert (await committed(kafka, f"postcall-{t.service}", t.input, 1))[0] == 2
