@@ -2,8 +2,10 @@
 
     PostcallError
      ├── RetryableError          may succeed later: retry tiers (delay topics), then the dead-letter topic
-     │    └── DependencyUnavailable   a dependency is down: pause consumption and retry in place;
-     │                                 never dead-lettered (the topic is the queue)
+     │    ├── DependencyUnavailable   a dependency is down: pause consumption and retry in place;
+     │    │                            never dead-lettered (the topic is the queue)
+     │    └── Deferred                 not attempted (a saturated destination): the first retry tier,
+     │                                 without counting an attempt
      └── PermanentError          will never succeed: dead-letter topic at once
           └── InvalidRecord       the bytes are not JSON or do not fit the schema (poison)
 
@@ -48,6 +50,13 @@ class DependencyUnavailable(RetryableError):
     """Raised when a dependency is down as a whole (an open circuit): pause, do not dead-letter."""
 
     category = "unavailable"
+
+
+class Deferred(RetryableError):
+    """Raised when the work was not even attempted because a local limit is saturated; it waits in
+    the first retry tier and comes back with the same attempt number."""
+
+    category = "deferred"
 
 
 class PermanentError(PostcallError):

@@ -30,7 +30,7 @@ from schemas import headers as h
 from schemas.topics import RETRY_TIERS, dead_letter_topic, retry_topic
 from services.common import codec, metrics
 from services.common import retry as rt
-from services.common.errors import DependencyUnavailable, PermanentError, RetryableError
+from services.common.errors import Deferred, DependencyUnavailable, PermanentError, RetryableError
 from services.common.kafka import producer as make_producer
 from services.common.logging import record_context
 from services.common.offsets import PartitionState
@@ -416,6 +416,9 @@ class Runtime(Generic[In]):
         )
         extra: list[Emit] = list(exc.emit) if isinstance(exc, PermanentError | RetryableError) else []
         tier = rt.choose_tier(self.settings.retry_delays_seconds, ctx.attempt, rt.retry_after_of(exc))
+        if isinstance(exc, Deferred) and self.retry_topics:
+            tier = 1  # not attempted: wait briefly and come back with the same attempt number
+            failure = dataclasses.replace(failure, attempt=ctx.attempt - 1)
         if rt.is_retryable(exc) and tier <= len(self.retry_topics):
             delay = rt.tier_delay(
                 self.settings.retry_delays_seconds,
@@ -424,7 +427,8 @@ class Runtime(Generic[In]):
                 rt.retry_after_of(exc),
                 self.settings.retry_after_cap_seconds,
             )
-            failure = dataclasses.replace(failure, attempt=tier)
+            if not isinstance(exc, Deferred):
+                failure = dataclasses.replace(failure, attempt=tier)
             raw = _Raw(
                 self.retry_topics[tier - 1],
                 record.key,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common import logging as jsonlog
-from services.common.errors import PermanentError, RetryableError
+from services.common.errors import Deferred, PermanentError, RetryableError
 from services.common.runtime import Emit, RecordContext, Runtime, serve
 from services.common.settings import KafkaSettings, RuntimeSettings
 
@@ -26,6 +27,7 @@ class Job(BaseModel):
     sleep: float = 0.0
     fail: int = 0
     permanent: bool = False
+    defer: int = 0  # raise Deferred this many times first (in this process)
 
 
 class Done(BaseModel):
@@ -50,11 +52,15 @@ class WorkerSettings(BaseSettings):
 class JobHandler:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        self.deferred: Counter[str] = Counter()
 
     async def __call__(self, job: Job, ctx: RecordContext) -> Sequence[Emit]:
         sleep = self.settings.slow_seconds if job.id in self.settings.slow_ids else job.sleep
         if sleep:
             await asyncio.sleep(sleep)
+        if self.deferred[job.id] < job.defer:
+            self.deferred[job.id] += 1
+            raise Deferred(f"job {job.id} deferred")
         if job.permanent:
             raise PermanentError(f"job {job.id} is permanently broken")
         if ctx.attempt <= job.fail:

@@ -333,3 +333,14 @@ async def test_outputs_too_large_to_produce_dead_letter_the_input_instead_of_sta
     assert dead and dead[0].json()["id"] == "big-1"
     assert "outputs cannot be produced" in dead[0].headers[h.DLQ_EXCEPTION_MESSAGE]
     assert (await committed(kafka, f"postcall-{t.service}", t.input, 1))[0] == 2
+
+
+async def test_a_deferred_record_waits_in_the_first_tier_without_using_an_attempt(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka, tiers=2)
+    await produce(kafka, t.input, [("k", Job(id="busy", defer=3))])
+    async with running(worker_settings(kafka, t)):
+        got = await wait_for_ids(kafka, t.output, {"busy"}, timeout=40)
+    assert [(g["id"], g["attempt"]) for g in got] == [("busy", 1)]
+    assert len(await read_all(kafka, retry_topic(t.service, 1))) == 3
+    assert await read_all(kafka, retry_topic(t.service, 2)) == []
+    assert await read_all(kafka, t.dlq) == []
