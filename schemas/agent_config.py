@@ -370,7 +370,9 @@ class _Action(_Cfg):
 class WebhookAction(_Action):
     type: Literal["webhook"]
     destination: str
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    method: Literal["POST", "PUT", "PATCH"] | None = Field(
+        None, description="HTTP method; None: the destination's configured method (POST unless it says otherwise)."
+    )
     body: Any = Field(None, description="JSON body; every string in it is a template. None: default body.")
 
 

@@ -217,7 +217,9 @@ class ActionBase(Model):
 class WebhookRequested(ActionBase):
     type: Literal["webhook"] = "webhook"
     destination: str
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    method: Literal["POST", "PUT", "PATCH"] | None = Field(
+        None, description="Set only when the flow chose one; None: the destination's configured method."
+    )
     body: Any = Field(description="The rendered JSON body.")
 
 

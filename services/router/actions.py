@@ -103,7 +103,9 @@ def _webhook(config: WebhookAction) -> Builder:
 
     def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
         rendered = body.render(values) if body is not None else default_body(event)
-        return WebhookRequested(**common, method=config.method, body=rendered), f"{config.method} {config.destination}"
+        # no method unless the flow set one: the dispatcher then uses the destination's configured method
+        action = WebhookRequested(**common, method=config.method, body=rendered)
+        return action, f"{config.method or 'POST'} {config.destination}"
 
     return build
 

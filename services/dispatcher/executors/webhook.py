@@ -17,7 +17,7 @@ class WebhookExecutor:
 
     async def __call__(self, action: WebhookRequested) -> Delivery:
         dest = self._registry.get(action.destination, HttpDestination)
-        # the action's method wins only when the flow set one; otherwise the destination's default
-        method = action.method if "method" in action.model_fields_set else dest.method
+        # the router sets a method only when the flow chose one; otherwise the destination's own
+        method = action.method or dest.method
         body = orjson.dumps(action.body)
         return await self._http.send(dest, action_type=action.type, msg_id=action.action_id, body=body, method=method)
