@@ -6,9 +6,10 @@ and connect (rebinding) has no window. Connection pooling stays keyed by host na
 TLS SNI and certificate verification all use the name from the URL.
 
 Refused: private, loopback, link-local, CGNAT 100.64/10, cloud metadata, multicast, unspecified,
-documentation, benchmarking, reserved, and the IPv4-mapped / 6to4 / NAT64 forms of those; anything
-`ipaddress` does not call global. `allow_private` (demo and test sinks) lifts everything except the
-cloud metadata endpoints, which stay refused: no destination has a reason to post to them.
+documentation, benchmarking, reserved, and the IPv4-mapped / SIIT-translated / 6to4 / NAT64 / Teredo
+forms of those; the whole local-use NAT64 prefix 64:ff9b:1::/48; anything `ipaddress` does not call
+global. `allow_private` (demo and test sinks) lifts everything except the cloud metadata endpoints,
+which stay refused in every form: no destination has a reason to post to them.
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ _NETS: tuple[tuple[str, str], ...] = (
     ("fec0::/10", "site local (deprecated)"),
 )
 BLOCKED_NETWORKS = tuple((ipaddress.ip_network(n), why) for n, why in _NETS)
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+# RFC 8215 local-use NAT64: the operator picks the prefix length (/48 to /96), so where the IPv4
+# address sits is not knowable; the whole /48 is non-public and metadata at any RFC 6052 position is refused
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765): ::ffff:0:a.b.c.d
 
 
 class AddressRefused(Exception):
@@ -58,24 +63,44 @@ class AddressRefused(Exception):
 
 
 def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64, Teredo), if any."""
+    """The IPv4 address an IPv6 address carries (mapped, SIIT-translated, 6to4, NAT64 /96, Teredo), if any."""
     if isinstance(ip, ipaddress.IPv4Address):
         return None
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
-    if any(ip in net for net in _NAT64):
+    if ip in _NAT64_WELL_KNOWN or ip in _SIIT:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.teredo is not None:
         return ip.teredo[1]
     return None
 
 
+def local_nat64_candidates(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 address at each RFC 6052 position a 64:ff9b:1::/48 address may carry it (/48, /56, /64, /96);
+    bits 64-71 are the reserved `u` octet, skipped."""
+
+    def bits(start: int, count: int) -> int:
+        return (int(ip) >> (128 - start - count)) & ((1 << count) - 1)
+
+    words = (
+        bits(48, 16) << 16 | bits(72, 16),
+        bits(56, 8) << 24 | bits(72, 24),
+        bits(72, 32),
+        bits(96, 32),
+    )
+    return [ipaddress.IPv4Address(w) for w in words]
+
+
 def refusal(ip: IPAddress, allow_private: bool = False) -> str | None:
     """None when the address may be connected to; otherwise why not."""
     if ip in METADATA:
         return "cloud metadata endpoint"
+    if isinstance(ip, ipaddress.IPv6Address) and ip in _NAT64_LOCAL:
+        if any(inner in METADATA for inner in local_nat64_candidates(ip)):
+            return f"cloud metadata endpoint (embedded in {ip})"
+        return None if allow_private else "local-use NAT64 (RFC 8215)"
     inner = embedded_ipv4(ip)
     if inner is not None:
         why = refusal(inner, allow_private)

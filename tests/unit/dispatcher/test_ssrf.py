@@ -46,8 +46,28 @@ REFUSED = [
     ("2002:7f00:1::", "loopback (embedded"),
     ("2002:a00:1::", "private (embedded"),
     ("2001:0:4136:e378:8000:63bf:3fff:fdd2", ""),  # Teredo
+    # SIIT IPv4-translated ::ffff:0:a.b.c.d
+    ("::ffff:0:a9fe:a9fe", "cloud metadata endpoint (embedded"),
+    ("::ffff:0:7f00:1", "loopback (embedded"),
+    ("::ffff:0:a00:1", "private (embedded"),
+    # local-use NAT64 64:ff9b:1::/48: non-public whatever it embeds, metadata named at every RFC 6052 position
+    ("64:ff9b:1::808:808", "local-use NAT64"),
+    ("64:ff9b:1:0:8:808:800:0", "local-use NAT64"),
+    ("64:ff9b:1:a9fe:a9:fe00::", "cloud metadata endpoint (embedded"),  # /48
+    ("64:ff9b:1:a9:fe:a9fe::", "cloud metadata endpoint (embedded"),  # /56
+    ("64:ff9b:1:0:a9:fea9:fe00:0", "cloud metadata endpoint (embedded"),  # /64
+    ("64:ff9b:1::a9fe:a9fe", "cloud metadata endpoint (embedded"),  # /96
 ]
-ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e", "::ffff:8.8.8.8"]
+ALLOWED = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+    "2606:4700:4700::1111",
+    "2a00:1450:4001:80b::200e",
+    "::ffff:8.8.8.8",
+    "::ffff:0:808:808",  # SIIT form of a public address
+    "64:ff9b::808:808",  # well-known NAT64 of a public address
+]
 
 
 @pytest.mark.parametrize(("address", "why"), REFUSED)
@@ -67,7 +87,25 @@ def test_allow_private_lifts_the_guard_for_private_addresses(address: str) -> No
     assert refusal(ipaddress.ip_address(address), allow_private=True) is None
 
 
-@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"])
+@pytest.mark.parametrize("address", ["64:ff9b:1::808:808", "::ffff:0:7f00:1"])
+def test_allow_private_lifts_the_guard_for_local_nat64_and_translated_private_addresses(address: str) -> None:
+    assert refusal(ipaddress.ip_address(address), allow_private=True) is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",
+        "fd00:ec2::254",
+        "::ffff:169.254.169.254",
+        "::ffff:0:a9fe:a9fe",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1:a9fe:a9:fe00::",
+        "64:ff9b:1:a9:fe:a9fe::",
+        "64:ff9b:1:0:a9:fea9:fe00:0",
+        "64:ff9b:1::a9fe:a9fe",
+    ],
+)
 def test_metadata_endpoints_stay_refused_even_with_allow_private(address: str) -> None:
     assert refusal(ipaddress.ip_address(address), allow_private=True) is not None
 
