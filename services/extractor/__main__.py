@@ -1,5 +1,10 @@
 """`python -m services.extractor`: settings -> configuration folder (watched) -> HTTP client and LLM
-client, opened once -> handler -> Runtime, consuming postcall.conversation-ended.v1 until SIGTERM."""
+client, opened once -> handler -> Runtime, consuming postcall.conversation-ended.v1 until SIGTERM.
+
+The HTTP client fetches transcript_url, a URL from the platform's event: it goes through the dispatcher's
+SSRF-guarded transport (addresses vetted where the socket opens), ignores the environment (no proxies,
+no .netrc credentials) and follows no redirects.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from schemas.events import ConversationEnded
 from schemas.topics import CONVERSATION_ENDED
 from services.common import logging as plog
 from services.common.runtime import Lifecycle, Runtime, serve
+from services.dispatcher.ssrf import GuardedTransport
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
 from services.extractor.settings import ExtractorSettings
@@ -38,13 +44,20 @@ def open_llm(settings: ExtractorSettings) -> list[openai.AsyncOpenAI]:
     ]
 
 
+def open_http(settings: ExtractorSettings) -> httpx.AsyncClient:
+    """The transcript_url client. The guard lives in the dispatcher (it vets webhook destinations the
+    same way) and is imported, not copied: one place decides which addresses are refused."""
+    limits = httpx.Limits(max_connections=settings.runtime.max_in_flight)
+    transport = GuardedTransport(allow_private=settings.transcript_allow_private, limits=limits)
+    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
+
+
 async def main() -> None:
     settings = ExtractorSettings()  # config_dir comes from the environment (POSTCALL_CONFIG_DIR)
     plog.setup("extractor", settings.log_level)
     specs = SpecSource(settings.config_dir)
     clients = open_llm(settings)
-    limits = httpx.Limits(max_connections=settings.runtime.max_in_flight)
-    async with httpx.AsyncClient(limits=limits, follow_redirects=False) as http:
+    async with open_http(settings) as http:
         provider = None
         if clients:
             provider = OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)

@@ -7,8 +7,10 @@ transcript (review.py).
 
 Fates: an agent without configuration is permanent (dead letter, no output, as in the router). A
 permanent extraction failure (refusal, invalid output after the repair, context too long, transcript
-too large) still produces a `failed` ConversationExtracted, so end-reason flows run, and the input goes
-to the dead-letter topic for re-extraction. An LLM outage (open circuit) pauses consumption.
+too large, malformed or refused by the SSRF guard) still produces a `failed` ConversationExtracted, so
+end-reason flows run, and the input goes to the dead-letter topic for re-extraction; so does every
+other way into the dead-letter topic (retries exhausted, an unknown exception). An LLM outage (open
+circuit) pauses consumption.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from schemas import headers as h
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, ConversationExtracted, Extraction, Message, Usage
 from schemas.topics import CONVERSATION_EXTRACTED
-from services.common.errors import DependencyUnavailable, PermanentError, PostcallError, RetryableError
+from services.common.errors import PermanentError, PostcallError
 from services.common.runtime import Emit, RecordContext
 from services.extractor import heuristic
 from services.extractor.llm import ExtractionFailed, OpenAIProvider
@@ -82,9 +84,11 @@ class Extractor:
         return [self._emit(event, ctx, extraction)]
 
     def dead_letter_emits(self, event: ConversationEnded, ctx: RecordContext, exc: BaseException) -> list[Emit]:
-        """Retries exhausted: still say `failed`, so the end-reason flows run (a permanent error already
-        carries its own; an unknown agent has no flows to run)."""
-        if not isinstance(exc, RetryableError) or isinstance(exc, DependencyUnavailable):
+        """Whatever sends the record to the dead-letter topic (retries exhausted, an unknown exception, a
+        permanent error), still say `failed`, so the end-reason flows run. Nothing when the error already
+        carries its `failed` record (the runtime produces that one), and nothing for an agent without a
+        usable configuration: there are no flows to run."""
+        if isinstance(exc, UnknownAgent) or (isinstance(exc, PostcallError) and exc.emit):
             return []
         try:
             spec = self._spec_for(event)
@@ -152,9 +156,11 @@ def _review_llm(extraction: Extraction, spec: ExtractionSpec, seen: str) -> Extr
 
 def failed_extraction(spec: ExtractionSpec, provider: str, exc: BaseException, model: str | None) -> Extraction:
     failure = exc if isinstance(exc, ExtractionFailed) else None
+    # an unknown exception's message alone ("'start'") says little: name its class
+    reason = str(exc) if isinstance(exc, PostcallError) else f"{type(exc).__name__}: {exc}"
     return Extraction(
         status="failed",
-        reason=str(exc)[:500],
+        reason=reason[:500],
         provider=provider,
         model=model,
         config_revision=spec.config_revision,

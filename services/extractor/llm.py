@@ -3,7 +3,8 @@ validated by a pydantic model built from the spec, and one repair round when the
 
 Vendor errors are mapped here, at the edge:
 
-    429, 5xx, timeouts, connection errors      -> RetryableError (retry_after from Retry-After)
+    429, 5xx, timeouts, connection errors      -> RetryableError (retry_after from Retry-After, at most
+                                                  max_retry_after_seconds)
     401, 403, 404 (key, permission, model)     -> RetryableError: the endpoint is misconfigured for every
                                                   record alike; pausing beats dead-lettering the stream
     any of the above, N times in a row         -> the circuit opens: DependencyUnavailable (pause)
@@ -189,6 +190,8 @@ class OpenAIProvider:
         outcome = _outcome(exc, status)
         LLM_REQUESTS.labels(PROVIDER, model, outcome).inc()
         retry_after = _retry_after(exc)
+        if retry_after is not None:  # one header must not pause extraction (or skip retry tiers) for a day
+            retry_after = min(retry_after, self._settings.max_retry_after_seconds)
         message = f"LLM {outcome.replace('_', ' ')}" + (f" (HTTP {status})" if status else "")
         if self.breaker.failure():
             cooldown = self.breaker.cooldown

@@ -53,6 +53,12 @@ class LlmSettings(BaseModel):
     api_key: SecretStr | None = Field(None, description="API key (from a Secret); local servers need none.")
     model: str = Field("gpt-4o-mini", description="Default model; an agent may name its own.")
     request_timeout_seconds: float = Field(45.0, gt=0, description="Bound on one chat-completions request.")
+    max_retry_after_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Longest wait a Retry-After from the endpoint can ask for; a longer one (86400) is cut to "
+        "this, so one header cannot pause extraction for a day (the circuit's cool-down still applies).",
+    )
     temperature: float | None = Field(0.0, ge=0, le=2, description="None: the server default.")
     max_output_tokens: int | None = Field(
         None, ge=1, description="Sent as max_completion_tokens when set; None: the server default."
@@ -108,6 +114,11 @@ class ExtractorSettings(BaseSettings):
         8 * 1024 * 1024, ge=1024, description="A transcript_url body larger than this is a permanent failure."
     )
     transcript_timeout_seconds: float = Field(10.0, gt=0, description="Bound on fetching a transcript_url.")
+    transcript_allow_private: bool = Field(
+        False,
+        description="Let transcript_url reach loopback, private and link-local addresses (local setups and "
+        "tests only); cloud metadata endpoints stay refused. Off: such a URL is a permanent failure.",
+    )
     default_country_code: str = Field(
         "1", pattern=r"^[1-9][0-9]{0,2}$", description="Calling code for phone numbers said without one."
     )

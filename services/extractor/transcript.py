@@ -4,6 +4,10 @@ A transcript_url body is either JSON (a list of messages, or an object with a `m
 list; each item has a role and `text`, `message` or `content`) or plain text with one `Speaker: text`
 turn per line. The body is streamed and the fetch stops at the size limit.
 
+The URL comes from the platform's event, so the fetch goes through the dispatcher's SSRF guard (wired in
+__main__.py): an address the guard refuses (loopback, private, link-local, cloud metadata ...) is a
+PermanentError, as is a body that is malformed in any way; neither gets better by retrying.
+
 Tokens are estimated as characters / 4 (CHARS_PER_TOKEN): good enough for English and cheap; the budget
 leaves the model room for the instructions and the answer. Over budget, the beginning (the request)
 and the end (the outcome) are kept, and the cut is marked in the text the model sees.
@@ -17,9 +21,11 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import ValidationError
 
 from schemas.events import Message
 from services.common.errors import PermanentError, RetryableError, classify_http_status
+from services.dispatcher.ssrf import AddressRefused
 from services.extractor.settings import CHARS_PER_TOKEN
 
 ROLE_ALIASES = {
@@ -32,7 +38,8 @@ _SPEAKER = re.compile(r"^\s*([A-Za-z_ ]{2,20}?)\s*:\s*(.*)$")
 
 
 async def fetch_transcript(http: httpx.AsyncClient, url: str, max_bytes: int, timeout: float) -> bytes:
-    """GET the claim check; PermanentError over the size limit or on a 4xx, RetryableError on 5xx/timeouts."""
+    """GET the claim check; PermanentError over the size limit, on a 4xx or a refused address,
+    RetryableError on 5xx/timeouts."""
     if not url.startswith(("http://", "https://")):
         raise PermanentError(f"transcript_url must be http(s), got {url[:40]!r}")
     try:
@@ -47,6 +54,8 @@ async def fetch_transcript(http: httpx.AsyncClient, url: str, max_bytes: int, ti
                 if len(body) > max_bytes:
                     raise PermanentError(f"transcript too large: over {max_bytes} bytes")
             return bytes(body)
+    except AddressRefused as exc:
+        raise PermanentError(f"transcript_url refused by the SSRF guard: {exc}") from exc
     except httpx.TimeoutException as exc:
         raise RetryableError(f"transcript_url timed out: {type(exc).__name__}") from exc
     except httpx.TransportError as exc:
@@ -54,18 +63,34 @@ async def fetch_transcript(http: httpx.AsyncClient, url: str, max_bytes: int, ti
 
 
 def parse_transcript(body: bytes) -> list[Message]:
-    """JSON messages or `Speaker: text` lines; PermanentError when it is neither."""
+    """JSON messages or `Speaker: text` lines; PermanentError when it is neither or a message is malformed.
+
+    Every malformed-payload error (invalid JSON, a message pydantic rejects, such as start_seconds: -1,
+    bytes that are not UTF-8; all ValueErrors) is permanent: the same body fails the same way on every
+    retry, and an unknown exception would spend the retry tiers before reaching the dead-letter topic.
+    """
     stripped = body.lstrip()
     if stripped[:1] in (b"[", b"{"):
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise PermanentError(f"transcript_url body is not valid JSON: {exc}") from exc
-        return _from_json(data)
+        try:
+            return _from_json(data)
+        except ValueError as exc:  # a safety net: _from_json maps what it knows with a precise reason
+            raise PermanentError(f"transcript_url body is malformed: {str(exc)[:200]}") from exc
     try:
         return _from_text(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise PermanentError("transcript_url body is neither JSON nor UTF-8 text") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    """`start_seconds: Input should be greater than or equal to 0`, without echoing the input."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in error["loc"]) or "message"
+    more = exc.error_count() - 1
+    return f"{where}: {error['msg']}" + (f" (and {more} more)" if more else "")
 
 
 def _from_json(data: Any) -> list[Message]:
@@ -74,16 +99,19 @@ def _from_json(data: Any) -> list[Message]:
     if not isinstance(data, list):
         raise PermanentError("transcript JSON must be a list of messages or an object with `messages`")
     out = []
-    for item in data:
+    for i, item in enumerate(data):
         if not isinstance(item, dict):
             raise PermanentError("transcript JSON messages must be objects")
         text = item.get("text", item.get("message", item.get("content")))
         if not isinstance(text, str) or not text.strip():
             continue  # tool calls and empty turns carry nothing to extract
         role = ROLE_ALIASES.get(str(item.get("role", "")).lower().replace(" ", "_"), "customer")
-        out.append(Message.model_validate({"role": role, "text": text,
-                                           "start_seconds": item.get("start_seconds"),
-                                           "end_seconds": item.get("end_seconds")}))  # fmt: skip
+        try:
+            out.append(Message.model_validate({"role": role, "text": text,
+                                               "start_seconds": item.get("start_seconds"),
+                                               "end_seconds": item.get("end_seconds")}))  # fmt: skip
+        except ValidationError as exc:
+            raise PermanentError(f"transcript JSON message {i} is malformed: {_first_error(exc)}") from exc
     return out
 
 

@@ -8,11 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from schemas.agents import ExtractionSpec
-from services.extractor.__main__ import open_llm
+from services.extractor.__main__ import open_http, open_llm
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
 from services.extractor.settings import ExtractorSettings
@@ -45,7 +44,7 @@ async def extractor(
     clients = open_llm(settings)
     assert clients
     provider = OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
-    async with httpx.AsyncClient() as http:
+    async with open_http(settings) as http:
         kwargs = {"output_topic": output_topic} if output_topic else {}
         yield Extractor(settings, lambda event: spec, http, provider, **kwargs)
     for client in clients:

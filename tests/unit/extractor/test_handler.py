@@ -109,10 +109,51 @@ async def test_a_long_transcript_is_scanned_in_a_worker_thread(tmp_path: Path, m
     assert threads[1] != threading.current_thread().name
 
 
-def test_exhausted_retries_still_say_failed_but_outages_and_permanent_errors_do_not(tmp_path: Path) -> None:
-    ex = extractor(tmp_path)
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RetryableError("LLM server error (HTTP 500)"),
+        ValueError("a bug the retry tiers could not fix"),
+        PermanentError("cannot schedule a retry: record too large"),
+        DependencyUnavailable("circuit open"),
+    ],
+    ids=["retries_exhausted", "unknown_exception", "permanent_without_output", "outage"],
+)
+def test_every_dead_letter_still_says_failed_so_end_reason_flows_run(tmp_path: Path, exc: Exception) -> None:
     event = conversation("0005")
-    [emit] = ex.dead_letter_emits(event, ctx(), RetryableError("LLM server error (HTTP 500)"))
-    assert emit.value.extraction.status == "failed"  # type: ignore[attr-defined]
-    assert ex.dead_letter_emits(event, ctx(), DependencyUnavailable("circuit open")) == []
-    assert ex.dead_letter_emits(event, ctx(), PermanentError("refused")) == []
+    [emit] = extractor(tmp_path).dead_letter_emits(event, ctx(), exc)
+    assert emit.topic == CONVERSATION_EXTRACTED and emit.key == event.conversation_id
+    failed = emit.value.extraction  # type: ignore[attr-defined]
+    assert failed.status == "failed" and failed.config_revision == "rev-test"
+    assert str(exc) in failed.reason
+
+
+def test_an_unknown_exception_names_its_class_in_the_failed_reason(tmp_path: Path) -> None:
+    [emit] = extractor(tmp_path).dead_letter_emits(conversation("0005"), ctx(), KeyError("start"))
+    assert emit.value.extraction.reason == "KeyError: 'start'"  # type: ignore[attr-defined]
+
+
+async def test_no_second_failed_record_when_the_error_carries_one_and_none_for_an_unknown_agent(
+    tmp_path: Path,
+) -> None:
+    ex = extractor(tmp_path)
+    claim = conversation("0005").model_copy(update={"messages": None, "transcript_url": "https://p.example/t"})
+    with pytest.raises(PermanentError) as caught:
+        await ex(claim, ctx())  # the 404 transcript: the error carries its `failed` record
+    assert len(caught.value.emit) == 1
+    assert ex.dead_letter_emits(claim, ctx(), caught.value) == []
+    nobody = conversation("0005").model_copy(update={"agent": Agent(id="nobody")})
+    with pytest.raises(UnknownAgent) as unknown:
+        await ex(nobody, ctx())
+    assert ex.dead_letter_emits(nobody, ctx(), unknown.value) == []
+
+
+async def test_a_malformed_claim_check_transcript_fails_permanently_but_still_says_failed(tmp_path: Path) -> None:
+    body = orjson.dumps([{"role": "user", "text": "Call me back.", "start_seconds": -1}])
+    claim = conversation("0005").model_copy(update={"messages": None, "transcript_url": "https://p.example/t"})
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, content=body))
+    with pytest.raises(PermanentError, match="message 0 is malformed: start_seconds") as caught:
+        await extractor(tmp_path, transport)(claim, ctx())
+    [emit] = caught.value.emit
+    failed = emit.value.extraction  # type: ignore[attr-defined]
+    assert failed.status == "failed" and "start_seconds" in failed.reason

@@ -11,6 +11,7 @@ import pytest
 
 from schemas.events import Message
 from services.common.errors import PermanentError, RetryableError
+from services.dispatcher.ssrf import GuardedTransport
 from services.extractor.transcript import estimate_tokens, fetch_transcript, fit_budget, parse_transcript
 
 
@@ -42,6 +43,18 @@ def test_a_body_that_is_neither_json_nor_text_is_permanent() -> None:
         parse_transcript(b"[{not json")
     with pytest.raises(PermanentError):
         parse_transcript(b"\xff\xfe\x00binary")
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ({"role": "user", "text": "hi", "start_seconds": -1}, r"message 0 is malformed: start_seconds: .*greater than"),
+        ({"role": "user", "text": "hi", "end_seconds": "soon"}, r"message 0 is malformed: end_seconds: "),
+    ],
+)
+def test_a_message_pydantic_rejects_is_permanent_with_the_reason(item: dict[str, object], reason: str) -> None:
+    with pytest.raises(PermanentError, match=reason):
+        parse_transcript(orjson.dumps({"messages": [item]}))
 
 
 def long_call(turns: int) -> list[Message]:
@@ -125,3 +138,13 @@ async def test_only_http_urls_are_fetched() -> None:
     async with client(httpx.MockTransport(lambda r: httpx.Response(200))) as http:
         with pytest.raises(PermanentError):
             await fetch_transcript(http, "file:///etc/passwd", max_bytes=10_000, timeout=5)
+
+
+async def test_an_address_the_ssrf_guard_refuses_is_permanent_and_says_why() -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["169.254.169.254"]  # a public-looking name that resolves to the metadata endpoint
+
+    transport = GuardedTransport(allow_private=True, limits=httpx.Limits(max_connections=1), resolver=resolver)
+    async with httpx.AsyncClient(transport=transport) as http:
+        with pytest.raises(PermanentError, match=r"refused by the SSRF guard.*cloud metadata endpoint"):
+            await fetch_transcript(http, "http://transcripts.example/t/1", max_bytes=10_000, timeout=5)

@@ -1,0 +1,127 @@
+"""transcript_url through the client `python -m services.extractor` opens (open_http): a real HTTP server
+on 127.0.0.1, refused by the SSRF guard unless transcript_allow_private is set; redirects not followed;
+proxies from the environment not used."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.events import ConversationEnded, ConversationExtracted
+from services.common.errors import PermanentError
+from services.common.runtime import RecordContext
+from services.extractor.__main__ import open_http
+from services.extractor.handler import Extractor
+from services.extractor.settings import ExtractorSettings
+from tests.unit.extractor.conftest import CALLBACK, SUPPORT_FIELDS, conversation, spec
+
+SPEC = spec(*SUPPORT_FIELDS, triggers=(CALLBACK,))
+CTX = RecordContext("extractor", "t", "t", 0, 1, "k", 0, {"ce_id": "ce-1"})
+
+
+class Server:
+    """Answers every GET with `body` (or a redirect to `location`) and records the request lines."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.location: str | None = None
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests.append(self.requestline)
+                if outer.location:
+                    self.send_response(302)
+                    self.send_header("Location", outer.location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def __enter__(self) -> Server:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def platform() -> Iterator[Server]:
+    event = conversation("0005")
+    with Server(orjson.dumps([m.model_dump() for m in event.messages or []])) as server:
+        yield server
+
+
+def claim(url: str) -> ConversationEnded:
+    return conversation("0005").model_copy(update={"messages": None, "transcript_url": url})
+
+
+async def run(tmp_path: Path, event: ConversationEnded, **settings: Any) -> ConversationExtracted:
+    s = ExtractorSettings(config_dir=tmp_path, **settings)
+    async with open_http(s) as http:
+        [emit] = await Extractor(s, lambda e: SPEC, http, llm=None)(event, CTX)
+    assert isinstance(emit.value, ConversationExtracted)
+    return emit.value
+
+
+async def test_a_loopback_transcript_url_is_refused_permanently_and_still_says_failed(
+    tmp_path: Path, platform: Server
+) -> None:
+    with pytest.raises(PermanentError, match=r"refused by the SSRF guard.*127\.0\.0\.1 \(loopback\)") as caught:
+        await run(tmp_path, claim(platform.url("/t/5")))
+    assert platform.requests == []  # refused before a connection was opened
+    [emit] = caught.value.emit
+    failed = emit.value.extraction  # type: ignore[attr-defined]
+    assert failed.status == "failed" and "loopback" in failed.reason
+
+
+async def test_a_loopback_transcript_url_is_fetched_when_private_addresses_are_allowed(
+    tmp_path: Path, platform: Server
+) -> None:
+    out = await run(tmp_path, claim(platform.url("/t/5")), transcript_allow_private=True)
+    assert platform.requests == ["GET /t/5 HTTP/1.1"]
+    assert out.extraction.status == "ok"
+    assert out.extraction.fields["customer_name"].value == "Tom Becker"
+
+
+async def test_a_redirect_to_the_metadata_endpoint_is_not_followed(tmp_path: Path, platform: Server) -> None:
+    platform.location = "http://169.254.169.254/latest/meta-data/"
+    with pytest.raises(PermanentError, match="HTTP 302"):
+        await run(tmp_path, claim(platform.url("/t/5")), transcript_allow_private=True)
+    assert platform.requests == ["GET /t/5 HTTP/1.1"]
+
+
+async def test_a_proxy_from_the_environment_is_not_used(
+    tmp_path: Path, platform: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Server(b"[]") as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url(""))
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        out = await run(tmp_path, claim(platform.url("/t/5")), transcript_allow_private=True)
+    assert proxy.requests == []
+    assert platform.requests == ["GET /t/5 HTTP/1.1"]
+    assert out.extraction.fields["customer_name"].value == "Tom Becker"
