@@ -39,8 +39,8 @@ class SmtpPool:
         self._timeout = timeout
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
-    async def send(self, message: EmailMessage) -> dict[str, str]:
-        """Send one message; returns the recipients refused while others were accepted."""
+    async def send(self, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
+        """Send one message; returns the recipients refused (4xx deferred or 5xx) while others were accepted."""
         client = await self._take()
         try:
             refused, _ = await client.send_message(message, timeout=self._timeout)
@@ -48,7 +48,7 @@ class SmtpPool:
             client.close()  # the session's state is unknown after a failure; never reuse it
             raise
         self._idle.append((client, time.monotonic()))
-        return {rcpt: f"{resp.code} {resp.message}" for rcpt, resp in refused.items()}
+        return dict(refused)
 
     async def _take(self) -> aiosmtplib.SMTP:
         while self._idle:

@@ -2,6 +2,12 @@
 
 The Message-ID is derived from the action_id, so an MTA or mailbox that sees a repeat can tell; the
 action_id is also in X-Postcall-Action-Id for the receiving side's own dedupe.
+
+Recipients the server refuses while accepting others: a 5xx refusal is final and noted on the
+`delivered` result; a 4xx deferral makes the attempt retryable, and the retry sends to every recipient
+again. Sending only to the deferred ones would need a record of who got it that survives a restart or a
+move to another replica; a repeat to an accepted recipient carries the same Message-ID
+<action_id@postcall>, so mail systems that dedupe drop it.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import time
 from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate
+
+from aiosmtplib import SMTPResponse
 
 from schemas.events import EmailRequested
 from services.common.errors import PermanentError, RetryableError
@@ -71,6 +79,15 @@ class EmailExecutor:
             finally:
                 elapsed = time.perf_counter() - started
                 delivery_duration(action.type, dest.name).observe(elapsed)
-            slot.record(True)
-        note = "refused: " + ", ".join(f"{r} ({why})" for r, why in refused.items()) if refused else None
-        return Delivery("delivered", dest.name, 250, round(elapsed * 1000, 3), note)
+            slot.record(True)  # the server answered; a recipient's deferral is not the destination failing
+        latency_ms = round(elapsed * 1000, 3)
+        deferred = {r: answer for r, answer in refused.items() if 400 <= answer.code < 500}
+        if deferred:
+            error = RetryableError(f"SMTP recipients deferred while others were accepted: {_listed(deferred)}")
+            raise failure(error, dest.name, min(a.code for a in deferred.values()), latency_ms)
+        note = f"refused: {_listed(refused)}" if refused else None
+        return Delivery("delivered", dest.name, 250, latency_ms, note)
+
+
+def _listed(refused: Mapping[str, SMTPResponse]) -> str:
+    return ", ".join(f"{rcpt} ({answer.code} {answer.message})" for rcpt, answer in refused.items())

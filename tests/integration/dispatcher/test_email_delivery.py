@@ -1,14 +1,21 @@
 """Emails to a real SMTP server (aiosmtpd): STARTTLS with a self-signed certificate and AUTH,
-multipart text + HTML, and SMTP reply codes mapped to retryable (4xx) and permanent (5xx)."""
+multipart text + HTML, SMTP reply codes mapped to retryable (4xx) and permanent (5xx), and recipients
+deferred (retried) or refused (noted) while others were accepted."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from services.common.errors import PermanentError, RetryableError
 from services.devkit.sink import Sink
+from services.dispatcher.delivery import DeliveryRetryable
 from tests.integration.dispatcher.conftest import SECRET, Stack, email_action, self_signed
 
 
@@ -109,3 +116,52 @@ async def test_header_injection_in_subject_is_refused(sink: Sink, stack: Stack) 
         with pytest.raises(PermanentError, match="invalid email"):
             await executors.run(action)
     assert sink.received == []
+
+
+class Recipients:
+    """An aiosmtpd handler that answers RCPT for some addresses with scripted replies, and keeps the mail."""
+
+    def __init__(self, replies: dict[str, list[str]]) -> None:
+        self.replies = replies  # address -> replies to its next RCPTs; "250" when none are left
+        self.mail: list[list[str]] = []  # the accepted recipients of each message
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        queued = self.replies.get(address)
+        if queued:
+            return queued.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mail.append(list(envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+
+@asynccontextmanager
+async def smtp_server(handler: Recipients) -> AsyncIterator[int]:
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_recipient_deferred_while_others_accepted_is_retried_until_it_gets_the_mail(stack: Stack) -> None:
+    handler = Recipients({"lead@example.com": ["452 4.2.2 Mailbox full"]})
+    async with smtp_server(handler) as port, stack(smtp_destination(port)) as (executors, _):
+        with pytest.raises(RetryableError, match=r"deferred.*lead@example.com \(452") as caught:
+            await executors.run(email_action("act_1"))
+        assert isinstance(caught.value, DeliveryRetryable) and caught.value.status_code == 452
+        delivery = await executors.run(email_action("act_1"))  # the retry: to every recipient again
+    assert (delivery.outcome, delivery.note) == ("delivered", None)
+    assert handler.mail == [["support@example.com"], ["support@example.com", "lead@example.com"]]
+
+
+async def test_a_recipient_refused_for_good_while_others_accepted_is_noted_on_the_delivery(stack: Stack) -> None:
+    handler = Recipients({"lead@example.com": ["550 5.1.1 No such user"]})
+    async with smtp_server(handler) as port, stack(smtp_destination(port)) as (executors, _):
+        delivery = await executors.run(email_action("act_1"))
+    assert delivery.outcome == "delivered"
+    assert delivery.note is not None and "lead@example.com (550" in delivery.note
+    assert handler.mail == [["support@example.com"]]
