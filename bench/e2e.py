@@ -323,6 +323,6 @@ def notes(n: int, repeats: int) -> list[str]:
         f"{default_partitions()} partitions; one process per service with its default settings; the sink and "
         "the publisher share this process's event loop.",
         "The bare hop is the floor of one Kafka hop at the same rate, measured before each run: the "
-        "platform's producer settings (acks=all, idempotent, linger 5 ms) to a plain consumer, same broker, "
+        "producer every service uses (services.common.kafka.producer) to a plain consumer, same broker, "
         "the services idle. e2e p50 / (3 x hop p50) is how much the services add on top of their three hops.",
     ]
