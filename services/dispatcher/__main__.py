@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -23,6 +24,7 @@ from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
 
 VERSION = "0.1.0"
+log = logging.getLogger("postcall.dispatcher")
 
 
 @asynccontextmanager
@@ -39,10 +41,14 @@ async def open_executors(settings: DispatcherSettings, registry: Registry) -> As
 
 
 def build_registry(settings: DispatcherSettings) -> Registry:
+    """The destinations; a bad file stops the start with every problem as `file:line: path: message`."""
+    try:
+        loaded = destinations.load(settings.destinations_file)
+    except destinations.ConfigError as exc:
+        log.error("destinations file invalid", extra={"problems": str(exc).splitlines()})
+        raise SystemExit(f"dispatcher: cannot start, destinations:\n{exc}") from None
     return Registry(
-        destinations.load(settings.destinations_file),
-        default_timeout=settings.default_timeout_seconds,
-        max_wait_seconds=settings.max_wait_seconds,
+        loaded, default_timeout=settings.default_timeout_seconds, max_wait_seconds=settings.max_wait_seconds
     )
 
 

@@ -25,9 +25,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from schemas.agent_checks import Loc
+from schemas.agent_loader import Problem, locate, plain
 from services.dispatcher.breaker import BreakerPolicy
 from services.dispatcher.signing import Signer
 
@@ -36,11 +39,17 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ConfigError(ValueError):
-    """Raised when the destinations file or a secret it names is missing or invalid."""
+    """Raised when the destinations file or a secret it names is missing or invalid; `problems` locate
+    each one in the file."""
+
+    def __init__(self, message: str, problems: tuple[Problem, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # a validation error must not echo the value: after ${VAR} substitution it may be a secret URL
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class SecretRef(Strict):
@@ -171,42 +180,110 @@ def substitute_env(text: str, environ: Mapping[str, str]) -> str:
     return _VAR.sub(one, text)
 
 
-def _substitute_all(data: Any, environ: Mapping[str, str]) -> Any:
+def parse(text: str, environ: Mapping[str, str], source: str = "<destinations>") -> dict[str, AnyDestination]:
+    """Validate the file's text and resolve every secret; keyed by destination name.
+
+    Every problem is reported as `file:line: path: message`; no value from the file or the environment
+    is echoed (a ${VAR}-substituted URL may be a secret).
+    """
+    tree = _yaml_tree(text, source)
+    issues: list[tuple[Loc, str]] = []
+    data = _substitute_all(plain(tree), environ, (), issues)
+    parsed: DestinationsFile | None = None
+    try:
+        parsed = DestinationsFile.model_validate(data)
+    except ValidationError as exc:
+        issues += [(_model_loc(e["loc"]), _message(e)) for e in exc.errors(include_input=False)]
+    out: dict[str, AnyDestination] = {}
+    for i, dest in enumerate(parsed.destinations if parsed is not None and not issues else ()):
+        try:
+            if dest.name in out:
+                raise _FieldProblem("name", f"destination {dest.name!r} is defined twice")
+            _resolve(dest, environ)
+        except _FieldProblem as problem:
+            issues.append((("destinations", i, problem.field), problem.message))
+        out[dest.name] = dest
+    if issues:
+        problems = [Problem(source, *locate(tree, loc), message) for loc, message in issues]
+        raise ConfigError("\n".join(map(str, problems)), tuple(problems))
+    return out
+
+
+def _yaml_tree(text: str, source: str) -> Any:
+    try:
+        tree = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise ConfigError(str(Problem(source, line, "", f"YAML: {exc.problem}"))) from None
+    except YAMLError as exc:
+        raise ConfigError(str(Problem(source, 1, "", f"YAML: {type(exc).__name__}"))) from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(str(Problem(source, 1, "", "expected a mapping with `destinations:`")))
+    return tree
+
+
+def _substitute_all(data: Any, environ: Mapping[str, str], loc: Loc, issues: list[tuple[Loc, str]]) -> Any:
     if isinstance(data, str):
-        return substitute_env(data, environ)
+        try:
+            return substitute_env(data, environ)
+        except ConfigError as exc:
+            issues.append((loc, str(exc)))
+            return data
     if isinstance(data, dict):
-        return {k: _substitute_all(v, environ) for k, v in data.items()}
+        return {k: _substitute_all(v, environ, (*loc, k), issues) for k, v in data.items()}
     if isinstance(data, list):
-        return [_substitute_all(v, environ) for v in data]
+        return [_substitute_all(v, environ, (*loc, i), issues) for i, v in enumerate(data)]
     return data
 
 
-def parse(text: str, environ: Mapping[str, str]) -> dict[str, AnyDestination]:
-    """Validate the file's text and resolve every secret; keyed by destination name."""
-    data = _substitute_all(YAML(typ="safe").load(text) or {}, environ)
-    parsed = DestinationsFile.model_validate(data)
-    out: dict[str, AnyDestination] = {}
-    for dest in parsed.destinations:
-        if dest.name in out:
-            raise ConfigError(f"destination {dest.name!r} is defined twice")
-        _resolve(dest, environ)
-        out[dest.name] = dest
-    return out
+def _model_loc(loc: tuple[int | str, ...]) -> Loc:
+    """pydantic's error location without the union tag it puts after a destination's index."""
+    return tuple(key for i, key in enumerate(loc) if not (i == 2 and key in ("http", "slack", "smtp")))
+
+
+def _message(error: Any) -> str:
+    kind, loc = error["type"], error["loc"]
+    if kind == "extra_forbidden":
+        return f"unknown field {loc[-1]!r}"
+    if kind == "missing":
+        return f"missing required field {loc[-1]!r}"
+    if kind == "union_tag_not_found":
+        return "missing required field 'kind' (http | slack | smtp)"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {error['ctx']['tag']!r} (http | slack | smtp)"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+class _FieldProblem(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
 
 
 def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
     if isinstance(dest, UrlDestination):
-        url = dest.url_secret.reveal(environ, dest.name) if dest.url_secret else dest.url
+        field = "url_secret" if dest.url_secret else "url"
+        url = _reveal(dest.url_secret, environ, dest.name, field) if dest.url_secret else dest.url
         if not url or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{dest.name}: the URL must start with http:// or https://")
+            raise _FieldProblem(field, "the URL must start with http:// or https://")
         dest._url = url
     if isinstance(dest, HttpDestination) and dest.signing_secrets:
+        secrets = [_reveal(s, environ, dest.name, "signing_secrets") for s in dest.signing_secrets]
         try:
-            dest._signer = Signer([s.reveal(environ, dest.name) for s in dest.signing_secrets])
+            dest._signer = Signer(secrets)
         except ValueError as exc:
-            raise ConfigError(f"{dest.name}: {exc}") from None
+            raise _FieldProblem("signing_secrets", str(exc)) from None
     if isinstance(dest, SmtpDestination) and dest.password is not None:
-        dest._password = dest.password.reveal(environ, dest.name)
+        dest._password = _reveal(dest.password, environ, dest.name, "password")
+
+
+def _reveal(ref: SecretRef, environ: Mapping[str, str], owner: str, field: str) -> str:
+    try:
+        return ref.reveal(environ, owner)
+    except ConfigError as exc:
+        raise _FieldProblem(field, str(exc)) from None
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, AnyDestination]:
@@ -214,4 +291,4 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, AnyD
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read destinations file {path}: {exc}") from None
-    return parse(text, os.environ if environ is None else environ)
+    return parse(text, os.environ if environ is None else environ, str(path))

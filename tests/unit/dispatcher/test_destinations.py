@@ -1,11 +1,14 @@
-"""The destinations file: validation, ${VAR} substitution, secrets from env and files."""
+"""The destinations file: validation, ${VAR} substitution, secrets from env and files, and problems
+reported as `file:line: path: message` without echoing values."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from services.dispatcher import destinations
 from services.dispatcher.destinations import ConfigError, HttpDestination, SmtpDestination
@@ -65,18 +68,98 @@ destinations:
 
 
 @pytest.mark.parametrize(
-    "entry",
+    ("entry", "problem"),
     [
-        "{name: a, kind: http}",  # no url
-        "{name: a, kind: http, url: 'ftp://x'}",
-        "{name: a, kind: http, url: 'https://x', surprise: 1}",  # unknown keys are errors, not ignored
-        "{name: a, kind: carrier-pigeon, url: 'https://x'}",
-        "{name: a, kind: http, url: 'https://x', signing_secrets: [{}]}",
+        ("{name: a, kind: http}", "destinations[0]: a destination needs exactly one of url, url_secret"),
+        ("{name: a, kind: http, url: 'ftp://x'}", "destinations[0].url: String should match pattern"),
+        # unknown keys are errors, not ignored
+        ("{name: a, kind: http, url: 'https://x', surprise: 1}", "destinations[0].surprise: unknown field 'surprise'"),
+        ("{name: a, kind: carrier-pigeon, url: 'https://x'}", "destinations[0]: unknown kind 'carrier-pigeon'"),
+        ("{name: a, url: 'https://x'}", "destinations[0]: missing required field 'kind'"),
+        (
+            "{name: a, kind: http, url: 'https://x', signing_secrets: [{}]}",
+            "destinations[0].signing_secrets[0]: a secret needs exactly one of secret_env, secret_file",
+        ),
     ],
 )
-def test_invalid_destinations_are_rejected(entry: str) -> None:
-    with pytest.raises(ValidationError):
-        destinations.parse(f"destinations: [{entry}]", {})
+def test_invalid_destinations_are_rejected_with_the_place_and_the_reason(entry: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(f"destinations: [{entry}]", {}, "dest.yaml")
+    assert str(caught.value).startswith(f"dest.yaml:1: {problem}")
+
+
+BROKEN = """\
+destinations:
+  - name: crm
+    kind: http
+    url: https://crm.example.com/hook
+    method: GET
+  - name: ops-slack
+    kind: slack
+    url: "${SLACK_URL}"
+    max_concurrency: 0
+"""
+
+
+def test_every_problem_of_a_file_is_reported_as_file_line_path_message(tmp_path: Path) -> None:
+    path = tmp_path / "destinations.yaml"
+    path.write_text(BROKEN)
+    with pytest.raises(ConfigError) as caught:
+        destinations.load(path, {"SLACK_URL": "https://hooks.slack.example.com/services/T/B/x"})
+    assert str(caught.value).splitlines() == [
+        f"{path}:5: destinations[0].method: Input should be 'POST', 'PUT' or 'PATCH'",
+        f"{path}:9: destinations[1].max_concurrency: Input should be greater than or equal to 1",
+    ]
+    assert [(p.line, p.path) for p in caught.value.problems] == [
+        (5, "destinations[0].method"),
+        (9, "destinations[1].max_concurrency"),
+    ]
+
+
+def test_a_substituted_secret_is_never_echoed_in_an_error() -> None:
+    text = "destinations:\n  - name: crm\n    kind: http\n    url: '${CRM_URL}'\n"
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(text, {"CRM_URL": "ftp://crm.example.com/hook?token=sk_live_abc123"}, "dest.yaml")
+    assert str(caught.value) == "dest.yaml:4: destinations[0].url: String should match pattern '^https?://'"
+    assert "sk_live_abc123" not in repr(caught.value) and caught.value.__cause__ is None
+
+
+def test_unset_variable_and_missing_secret_are_located() -> None:
+    text = """\
+destinations:
+  - name: crm
+    kind: http
+    url: http://${HOST}/hook
+    signing_secrets: [{secret_env: NOPE}]
+"""
+    with pytest.raises(ConfigError, match=r"dest\.yaml:4: destinations\[0\]\.url: .*\$\{HOST\}, which is not set"):
+        destinations.parse(text, {}, "dest.yaml")
+    with pytest.raises(ConfigError, match=r"dest\.yaml:5: destinations\[0\]\.signing_secrets: .*NOPE is not set"):
+        destinations.parse(text, {"HOST": "crm.example.com"}, "dest.yaml")
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    with pytest.raises(ConfigError, match=r"^dest\.yaml:3: YAML: "):
+        destinations.parse("destinations:\n  - name: a\n   kind: http\n", {}, "dest.yaml")
+
+
+def test_dispatcher_start_fails_with_the_located_problem_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "destinations.yaml"
+    path.write_text(BROKEN)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "POSTCALL_DESTINATIONS_FILE": str(path),
+        "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",  # never reached: the file is read first
+        "SLACK_URL": "https://hooks.slack.example.com/services/T/B/sekrit",
+    }
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-m", "services.dispatcher"], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert f"{path}:5: destinations[0].method: Input should be 'POST', 'PUT' or 'PATCH'" in done.stderr
+    assert f"{path}:9: destinations[1].max_concurrency" in done.stderr
+    assert "Traceback" not in done.stderr and "sekrit" not in done.stderr
 
 
 def test_duplicate_names_are_rejected() -> None:
