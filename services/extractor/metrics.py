@@ -1,4 +1,4 @@
-"""The extractor's own metrics: LLM requests, tokens, cost and the circuit breaker.
+"""The extractor's own metrics: LLM requests, tokens, cost, the circuit breaker and configuration reloads.
 
 Request outcomes: ok, invalid (output failed validation), refused, rate_limited, server_error, timeout,
 connection_error, client_error, context_too_long, circuit_open.
@@ -30,3 +30,10 @@ EXTRACTIONS = Counter(
     "postcall_extractions_total", "Conversations extracted, by provider and status.", ["provider", "status"]
 )
 TRUNCATED = Counter("postcall_transcripts_truncated_total", "Transcripts cut to the model's token budget.", ["model"])
+CONFIG_RELOADS = Counter(
+    "postcall_extractor_config_reloads_total",
+    "Configuration folder reloads, by result: ok, problems, error.",
+    ["result"],
+)
+CONFIG_PROBLEMS = Gauge("postcall_extractor_config_problems", "Problems in the configuration folder right now.")
+CONFIG_AGENTS = Gauge("postcall_extractor_config_agents", "Agent configurations (agent, version) loaded right now.")

@@ -1,12 +1,15 @@
-"""Agent configuration -> ExtractionSpec: lookup by agent and version, unknown and broken agents, reload."""
+"""Agent configuration -> ExtractionSpec: lookup by agent and version, unknown and broken agents, reload
+(the last good revision on a bad edit or an unreadable folder, reload metrics, the background watch)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas.events import Agent
 from services.common.errors import RetryableError
@@ -14,6 +17,7 @@ from services.extractor.specs import SpecSource
 from tests.unit.extractor.conftest import EXAMPLES, conversation
 
 AGENTS = EXAMPLES.parent / "agents"
+RELOADS = "postcall_extractor_config_reloads_total"
 
 
 @pytest.fixture
@@ -54,3 +58,46 @@ def test_a_changed_file_is_reloaded_with_a_new_revision(folder: Path) -> None:
     assert after is not None and after.min_confidence == 0.8
     assert after.config_revision != before.config_revision
     assert not source.reload_if_changed()
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_bad_edit_keeps_the_last_good_spec_and_the_reload_metrics_say_so(folder: Path) -> None:
+    source = SpecSource(folder)
+    before = source(conversation("0005"))
+    ok, problems = sample(RELOADS, result="ok"), sample(RELOADS, result="problems")
+    path = folder / "support-line.yaml"
+    path.write_text(path.read_text().replace("min_confidence: 0.6", "min_confidence: seven"))
+    os.utime(path, ns=(1, 1))
+    assert source.reload_if_changed()
+    assert source(conversation("0005")) is before  # the last good revision, not a spec of the bad file
+    assert sample(RELOADS, result="problems") == problems + 1 and sample(RELOADS, result="ok") == ok
+    assert sample("postcall_extractor_config_problems") >= 1
+    assert sample("postcall_extractor_config_agents") == len(source.catalog.configs)
+
+
+def test_an_unreadable_folder_keeps_the_last_good_configuration_and_counts_an_error(folder: Path) -> None:
+    source = SpecSource(folder)
+    before = source(conversation("0005"))
+    errors = sample(RELOADS, result="error")
+    shutil.rmtree(folder)
+    assert not source.reload_if_changed()
+    assert source(conversation("0005")) is before
+    assert sample(RELOADS, result="error") == errors + 1
+
+
+async def test_watching_reloads_in_the_background_at_the_interval(folder: Path) -> None:
+    source = SpecSource(folder)
+    path = folder / "support-line.yaml"
+    async with source.watching(0.05):
+        path.write_text(path.read_text().replace("min_confidence: 0.6", "min_confidence: 0.8"))
+        os.utime(path, ns=(1, 1))
+        for _ in range(200):  # up to 10 s; done at the first poll after the change
+            spec = source(conversation("0005"))
+            if spec is not None and spec.min_confidence == 0.8:
+                break
+            await asyncio.sleep(0.05)
+    spec = source(conversation("0005"))
+    assert spec is not None and spec.min_confidence == 0.8
