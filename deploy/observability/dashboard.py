@@ -220,13 +220,20 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Agent configurations",
-                "Configurations loaded, problems in the configuration folder, and reloads in each interval.",
+                "Configurations loaded, problems in the configuration folder, and reloads in each interval "
+                "(router and extractor read the same folder, each on its own).",
                 [
                     (f"max by (pod) (postcall_router_config_agents{{{NS}}})", "agents {{pod}}"),
                     (f"max by (pod) (postcall_router_config_problems{{{NS}}})", "problems {{pod}}"),
                     (
                         f"sum by (result) (increase(postcall_router_config_reloads_total{{{NS}}}[{RATE}]))",
                         "reloads {{result}}",
+                    ),
+                    (f"max by (pod) (postcall_extractor_config_agents{{{NS}}})", "agents {{pod}}"),
+                    (f"max by (pod) (postcall_extractor_config_problems{{{NS}}})", "problems {{pod}}"),
+                    (
+                        f"sum by (result) (increase(postcall_extractor_config_reloads_total{{{NS}}}[{RATE}]))",
+                        "extractor reloads {{result}}",
                     ),
                 ],
             ),
