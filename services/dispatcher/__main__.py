@@ -1,5 +1,5 @@
-"""`python -m services.dispatcher`: settings -> destinations -> HTTP clients and SMTP pools, opened once
--> ledger -> handler -> runtime, consuming every action topic until SIGTERM."""
+"""`python -m services.dispatcher`: settings -> destinations -> HTTP clients, SMTP pools and the ledger's
+results reader, opened once -> ledger -> handler -> runtime, consuming every action topic until SIGTERM."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from services.dispatcher import destinations
 from services.dispatcher.delivery import HttpOptions, HttpSender, open_clients
 from services.dispatcher.executors import Executors
 from services.dispatcher.handler import Dispatcher
-from services.dispatcher.ledger import Ledger, kafka_reader
+from services.dispatcher.ledger import Ledger
+from services.dispatcher.ledger_reader import ResultsReader
 from services.dispatcher.registry import Registry
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
@@ -56,8 +57,8 @@ async def main() -> None:
     settings = DispatcherSettings()
     plog.setup("dispatcher", settings.log_level)
     registry = build_registry(settings)
-    async with open_executors(settings, registry) as executors:
-        ledger = Ledger(kafka_reader(settings.kafka))
+    async with open_executors(settings, registry) as executors, ResultsReader(settings.kafka) as reader:
+        ledger = Ledger(reader)
         dispatcher = Dispatcher(executors, ledger)
         runtime: Runtime[ActionBase] = Runtime(
             service="dispatcher",
@@ -66,9 +67,8 @@ async def main() -> None:
             topics=list(ACTION_TOPICS),
             input_type=TypeAdapter(ActionRequested),
             handler=dispatcher,
-            lifecycle=Lifecycle(
-                on_assigned=ledger.restore, on_revoked=ledger.drop, dead_letter_emits=dispatcher.dead_letter_emits
-            ),
+            # no on_revoked: the ledger keeps a revoked partition's set and catches it up if it comes back
+            lifecycle=Lifecycle(on_assigned=ledger.restore, dead_letter_emits=dispatcher.dead_letter_emits),
             version=VERSION,
             group_id=settings.group_id,
         )

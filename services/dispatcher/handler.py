@@ -1,8 +1,12 @@
 """The dispatcher's handler: performs one action, once, and records how it ended.
 
 Consumes: postcall.actions.<type>.v1 for every action type (and the dispatcher's retry tiers).
-Produces: postcall.action-results.v1, one ActionCompleted per attempt outcome, key = action_id, on the
-same partition number as the action's original input partition (that topic is the ledger).
+Produces: postcall.action-results.v1, one ActionCompleted per attempt outcome, on the same partition
+number as the action's original input partition (that topic is the ledger). The topic is compacted, so
+the key decides what survives: outcomes meaning done (delivered, published, skipped_duplicate) are keyed
+by action_id; failed and dead_lettered ones by `<action_id>/attempt-<n>`, so a failure written after a
+delivery (two copies of one action in flight on two replicas) never replaces the delivered record, and
+every failed attempt stays readable for `postcall explain` until retention removes it.
 
     already in the ledger                 -> skipped_duplicate (the skip is recorded too)
     executor returned                     -> delivered | published
@@ -22,7 +26,7 @@ from services.common.errors import PermanentError, RetryableError
 from services.common.runtime import Emit, RecordContext
 from services.dispatcher.delivery import AttemptDetails, Delivery
 from services.dispatcher.executors import Executors
-from services.dispatcher.ledger import Ledger
+from services.dispatcher.ledger import DONE_OUTCOMES, Ledger
 from services.dispatcher.metrics import NO_DESTINATION, deliveries
 
 Outcome = Literal["delivered", "published", "failed", "skipped_duplicate", "dead_lettered"]
@@ -58,7 +62,14 @@ def result(
         completed_at=datetime.now(UTC),
     )
     deliveries(completed.type, completed.destination or NO_DESTINATION, outcome).inc()
-    return Emit(topic, completed, key=action.action_id, partition=ledger_partition(ctx))
+    return Emit(
+        topic, completed, key=result_key(action.action_id, outcome, ctx.attempt), partition=ledger_partition(ctx)
+    )
+
+
+def result_key(action_id: str, outcome: Outcome, attempt: int) -> str:
+    """The compaction key: one per action for done outcomes, one per attempt for the others."""
+    return action_id if outcome in DONE_OUTCOMES else f"{action_id}/attempt-{attempt}"
 
 
 def failed_result(

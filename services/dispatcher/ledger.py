@@ -1,11 +1,26 @@
-"""The idempotency ledger, kept in Kafka: postcall.action-results.v1 (compacted, key = action_id).
+"""The idempotency ledger, kept in Kafka: postcall.action-results.v1 (compacted).
 
-A result is written on the same partition number as the action's input partition. When partitions are
-assigned, results partition p is read from where we last stopped to its end, and the action_ids whose
-outcome says the side effect happened (delivered, published, or an earlier skip) go into an in-memory
-set for p. A redelivered action found there is skipped instead of performed again. The reads run in the
-background (the rebalance is not held up) and every check of partition p waits for p's read. Partitions
-other than the assigned ones are loaded on first use (a retry-tier record names its original partition).
+A result is written on the same partition number as the action's input partition, by whichever
+consumer handled the action: the owner of that partition of any action topic, or the consumer that took
+a retry-tier copy whose original partition it was. So a results partition changes under us, and a
+snapshot read once would let a repeat through (X delivered from retry-1 by another replica, then a
+duplicate of X arrives here). Before it decides an action is NOT done, a check therefore brings its
+partition's set up to the partition's end offset as of the check: one catch-up read from where the last
+one stopped, shared by every check that arrived before that read asked for the end offset (a check
+that arrives later waits for the next read). An action already known done needs no read.
+
+Per partition, the ids whose outcome says the side effect happened (delivered, published, an earlier
+skip) are kept for the process's life, across rebalances: a partition assigned again is caught up from
+where its last read stopped, not re-read from 0. `restore` (on assignment) starts those reads in the
+background so the rebalance is not held up.
+
+Compaction keeps the last record per key. Results meaning done are keyed by action_id; failed and
+dead_lettered results by `<action_id>/attempt-<n>` (see services.dispatcher.handler), so a failure
+written after a delivery (two copies in flight on two replicas) can never erase the delivered record.
+
+Left open by design: a copy performed on another replica whose result is not yet written (the runtime
+produces it after the handler returns) is not seen; the receiver's dedupe by webhook-id / Message-ID
+is the last line.
 """
 
 from __future__ import annotations
@@ -20,14 +35,12 @@ import orjson
 
 from schemas.topics import ACTION_RESULTS
 from services.common.errors import DependencyUnavailable
-from services.common.kafka import read_partition
-from services.common.settings import KafkaSettings
 from services.dispatcher.metrics import LEDGER_ENTRIES
 
 log = logging.getLogger(__name__)
 
 DONE_OUTCOMES = frozenset({"delivered", "published", "skipped_duplicate"})
-# read_partition(topic, partition, from_offset) -> records with .offset and .value
+# reader(topic, partition, from_offset) -> records with .offset and .value, up to the end at call time
 Reader = Callable[[str, int, int | None], AsyncIterator[Any]]
 
 
@@ -35,8 +48,8 @@ class _Partition:
     def __init__(self) -> None:
         self.done: set[str] = set()
         self.next_offset: int | None = None
-        self.loading: asyncio.Task[None] | None = None  # the latest read; earlier ones are in `reads`
-        self.reads: set[asyncio.Task[None]] = set()
+        self.latest: asyncio.Task[None] | None = None  # reads of a partition run one after the other
+        self.pending: asyncio.Task[None] | None = None  # a read that has not yet asked for the end offset
 
 
 class Ledger:
@@ -44,51 +57,31 @@ class Ledger:
         self._reader = reader
         self._topic = topic
         self._partitions: dict[int, _Partition] = {}
-        self._assigned: set[tuple[str, int]] = set()
         self._in_flight: dict[str, tuple[asyncio.Lock, int]] = {}  # action_id -> (lock, holders+waiters)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def restore(self, assigned: list[tuple[str, int]]) -> None:
-        """Lifecycle.on_assigned: start catching up every partition number the consumer now reads.
-
-        The reads run in the background so the rebalance is not held up; `is_done` waits for them.
-        """
-        self._assigned.update(assigned)
+        """Lifecycle.on_assigned: start catching up every partition number the consumer now reads."""
         for partition in sorted({p for _, p in assigned}):
-            self._catch_up(partition)
-
-    async def drop(self, revoked: list[tuple[str, int]]) -> None:
-        """Lifecycle.on_revoked: forget partition numbers no assigned topic uses any more."""
-        self._assigned.difference_update(revoked)
-        still = {p for _, p in self._assigned}
-        for partition in {p for _, p in revoked} - still:
-            state = self._partitions.pop(partition, None)
-            if state is not None:
-                for task in state.reads:
-                    task.cancel()
-                with contextlib.suppress(KeyError):  # never reported if no read finished
-                    LEDGER_ENTRIES.remove(str(partition))
+            self._next_read(partition)
 
     async def is_done(self, partition: int, action_id: str) -> bool:
-        """Whether the action's side effect already happened; waits for the partition's catch-up."""
-        state = self._partitions.get(partition)
-        task = self._catch_up(partition) if state is None else state.loading
-        if task is not None and not (task.done() and not task.cancelled() and task.exception() is None):
-            if task.done():  # the last read failed or was cancelled: read again
-                task = self._catch_up(partition)
-            try:
-                await asyncio.shield(task)
-            except Exception as exc:
-                # never perform a side effect unchecked; the runtime pauses and retries in place
-                raise DependencyUnavailable(f"idempotency ledger unreadable: {type(exc).__name__}: {exc}") from exc
-        return action_id in self._partitions[partition].done
+        """Whether the action's side effect already happened, as of the partition's end offset now."""
+        state = self._state(partition)
+        if action_id in state.done:
+            return True  # done is for good: no read needed
+        try:
+            await asyncio.shield(self._next_read(partition))
+        except Exception as exc:
+            # never perform a side effect unchecked; the runtime pauses and retries in place
+            raise DependencyUnavailable(f"idempotency ledger unreadable: {type(exc).__name__}: {exc}") from exc
+        return action_id in state.done
 
     def record(self, partition: int, action_id: str) -> None:
-        """Our own result: known done before the runtime has produced it (a partition not held is
-        left alone: its next catch-up reads the result from Kafka)."""
-        state = self._partitions.get(partition)
-        if state is not None:
-            state.done.add(action_id)
-            LEDGER_ENTRIES.labels(str(partition)).set(len(state.done))
+        """Our own result: known done before the runtime has produced it."""
+        state = self._state(partition)
+        state.done.add(action_id)
+        LEDGER_ENTRIES.labels(str(partition)).set(len(state.done))
 
     @contextlib.asynccontextmanager
     async def claim(self, action_id: str) -> AsyncIterator[None]:
@@ -109,26 +102,33 @@ class Ledger:
         state = self._partitions.get(partition)
         return 0 if state is None else len(state.done)
 
-    def _catch_up(self, partition: int) -> asyncio.Task[None]:
-        """Read results partition `partition` from where the last read stopped to its current end."""
-        state = self._partitions.setdefault(partition, _Partition())
-        task = asyncio.create_task(self._read(partition, state, state.loading))
-        state.loading = task
-        state.reads.add(task)
-        task.add_done_callback(state.reads.discard)
-        task.add_done_callback(_report)
-        return task
+    def _state(self, partition: int) -> _Partition:
+        return self._partitions.setdefault(partition, _Partition())
+
+    def _next_read(self, partition: int) -> asyncio.Task[None]:
+        """A read that will ask for the end offset after now: the pending one, or a new one queued."""
+        state = self._state(partition)
+        if state.pending is None or state.pending.done():  # done before it began: cancelled at shutdown
+            task = asyncio.create_task(self._read(partition, state, state.latest))
+            state.latest = state.pending = task
+            self._tasks.add(task)  # a reference until it ends, whoever waits for it
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(_report)
+        return state.pending
 
     async def _read(self, partition: int, state: _Partition, previous: asyncio.Task[None] | None) -> None:
         if previous is not None and not previous.done():
-            await asyncio.wait([previous])  # reads of one partition run one after the other
-        before = len(state.done)
+            await asyncio.wait([previous])
+        state.pending = None  # checks from now on need a read that starts after them
+        initial, before = state.next_offset is None, len(state.done)
         async for record in self._reader(self._topic, partition, state.next_offset):
             state.next_offset = record.offset + 1
             _apply(state.done, record.value)
         LEDGER_ENTRIES.labels(str(partition)).set(len(state.done))
-        added = len(state.done) - before
-        log.info("ledger partition %d caught up: %d done (+%d)", partition, len(state.done), added)
+        level = logging.INFO if initial else logging.DEBUG
+        log.log(
+            level, "ledger partition %d caught up: %d done (+%d)", partition, len(state.done), len(state.done) - before
+        )
 
 
 def _report(task: asyncio.Task[None]) -> None:
@@ -145,12 +145,3 @@ def _apply(done: set[str], value: bytes | None) -> None:
             done.add(str(result["action_id"]))
     except (orjson.JSONDecodeError, AttributeError, KeyError):
         log.warning("ledger skips an unreadable result record")
-
-
-def kafka_reader(kafka: KafkaSettings) -> Reader:
-    """Reads with services.common.kafka.read_partition."""
-
-    def read(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
-        return read_partition(kafka, topic, partition, from_offset=from_offset)
-
-    return read

@@ -59,7 +59,7 @@ async def test_a_repeat_of_a_done_action_is_skipped_and_the_skip_recorded(mock_s
     handle, calls = dispatcher(mock_sender, lambda r: httpx.Response(200))
     await handle(webhook("act_1"), context(partition=1))
     [emit] = await handle(webhook("act_1"), context(partition=1))
-    assert completed(emit).outcome == "skipped_duplicate"
+    assert (completed(emit).outcome, emit.key) == ("skipped_duplicate", "act_1")
     assert calls == ["act_1"]
 
 
@@ -113,3 +113,14 @@ async def test_task_without_destination_is_published(mock_sender: Sender) -> Non
     )
     [emit] = await handle(task, context())
     assert completed(emit).outcome == "published" and calls == []
+
+
+async def test_failures_never_share_the_compaction_key_of_a_done_result(mock_sender: Sender) -> None:
+    # results are compacted by key: a failure keyed by action_id could erase an earlier `delivered`
+    handle, _ = dispatcher(mock_sender, lambda r: httpx.Response(503))
+    with pytest.raises(RetryableError) as caught:
+        await handle(webhook("act_1"), context(partition=1, attempt=2))
+    [failed] = caught.value.emit
+    [dead] = handle.dead_letter_emits(webhook("act_1"), context(partition=1, attempt=7), caught.value)
+    assert (completed(failed).outcome, failed.key) == ("failed", "act_1/attempt-2")
+    assert (completed(dead).outcome, dead.key) == ("dead_lettered", "act_1/attempt-7")
