@@ -1,6 +1,7 @@
 """Per-destination isolation: a circuit breaker, a token bucket and a concurrency limit with a bounded
-wait. Whatever cannot go soon raises RetryableError, so the record moves to a retry tier instead of
-holding one of the runtime's in-flight slots: one slow or failing destination never slows the others.
+wait. What cannot go soon moves to a retry tier instead of holding one of the runtime's in-flight
+slots, so one slow or failing destination never slows the others: a saturated limit raises Deferred
+(not attempted, no attempt counted), an open circuit raises RetryableError (the destination failing).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from services.common.errors import RetryableError
+from services.common.errors import Deferred, RetryableError
 from services.dispatcher.breaker import CircuitBreaker, State
 
 
@@ -96,7 +97,7 @@ class Gate:
             return
         granted, wait = self._bucket.take(self._max_wait)
         if not granted:
-            raise RetryableError(f"rate limit of destination {self.name} reached", retry_after=wait)
+            raise Deferred(f"rate limit of destination {self.name} reached", retry_after=wait)
         if wait > 0:
             await asyncio.sleep(wait)
 
@@ -105,11 +106,11 @@ class Gate:
             await self._semaphore.acquire()  # free now: no timer, no extra task
             return
         if self._waiting >= self._max_waiting:
-            raise RetryableError(f"destination {self.name} busy: {self._waiting} requests already waiting")
+            raise Deferred(f"destination {self.name} busy: {self._waiting} requests already waiting")
         self._waiting += 1
         try:
             await asyncio.wait_for(self._semaphore.acquire(), self._max_wait)
         except TimeoutError:
-            raise RetryableError(f"destination {self.name} busy: no free slot within {self._max_wait:g}s") from None
+            raise Deferred(f"destination {self.name} busy: no free slot within {self._max_wait:g}s") from None
         finally:
             self._waiting -= 1
