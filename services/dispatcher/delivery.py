@@ -23,10 +23,10 @@ from typing import Literal
 import httpx
 
 from services.common.errors import PermanentError, PostcallError, RetryableError, classify_http_status
+from services.common.ssrf import AddressRefused, GuardedTransport
 from services.dispatcher.destinations import HttpDestination, UrlDestination
 from services.dispatcher.metrics import delivery_duration
 from services.dispatcher.registry import Registry
-from services.dispatcher.ssrf import AddressRefused, GuardedTransport
 
 DISABLED_REASON = "destination disabled (410 Gone)"
 SNIPPET_BYTES = 2048  # of a response body, kept for the error message; the rest is not read

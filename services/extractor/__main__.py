@@ -17,7 +17,7 @@ from schemas.events import ConversationEnded
 from schemas.topics import CONVERSATION_ENDED
 from services.common import logging as plog
 from services.common.runtime import Lifecycle, Runtime, serve
-from services.dispatcher.ssrf import GuardedTransport
+from services.common.ssrf import GuardedTransport
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
 from services.extractor.settings import ExtractorSettings

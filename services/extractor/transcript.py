@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from schemas.events import Message
 from services.common.errors import PermanentError, RetryableError, classify_http_status
-from services.dispatcher.ssrf import AddressRefused
+from services.common.ssrf import AddressRefused
 from services.extractor.settings import CHARS_PER_TOKEN
 
 ROLE_ALIASES = {

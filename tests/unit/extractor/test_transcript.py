@@ -11,7 +11,7 @@ import pytest
 
 from schemas.events import Message
 from services.common.errors import PermanentError, RetryableError
-from services.dispatcher.ssrf import GuardedTransport
+from services.common.ssrf import GuardedTransport
 from services.extractor.transcript import estimate_tokens, fetch_transcript, fit_budget, parse_transcript
 
 

@@ -7,7 +7,7 @@ import ipaddress
 import httpx
 import pytest
 
-from services.dispatcher.ssrf import AddressRefused, GuardedTransport, refusal, vetted_addresses
+from services.common.ssrf import AddressRefused, GuardedTransport, refusal, vetted_addresses
 
 REFUSED = [
     ("127.0.0.1", "loopback"),
