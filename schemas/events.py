@@ -277,7 +277,11 @@ ACTION_MODELS: dict[str, type[ActionBase]] = {
 
 
 class ActionCompleted(Model):
-    """The dispatcher's outcome for one action_id; key = action_id on postcall.action-results.v1."""
+    """The dispatcher's outcome for one attempt of one action on postcall.action-results.v1 (compacted).
+
+    Key: the action_id for outcomes that mean the effect happened (delivered, published,
+    skipped_duplicate); `<action_id>/attempt-<n>` for failed and dead_lettered, so that compaction can
+    never replace a done outcome with a later failure."""
 
     action_id: str
     conversation_id: Id

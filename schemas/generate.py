@@ -242,7 +242,11 @@ def _variant_of(topic: str, service: str) -> str:
 
 
 def _channel(topic: t.Topic, message_ids: Sequence[str]) -> Json:
-    key = "action_id" if topic.name == t.ACTION_RESULTS else "conversation_id"
+    key = (
+        "action_id (`<action_id>/attempt-<n>` for failed and dead_lettered)"
+        if topic.name == t.ACTION_RESULTS
+        else "conversation_id"
+    )
     return {
         "address": topic.name,
         "title": topic.name,
