@@ -13,6 +13,8 @@ from services.router.handler import RouterHandler
 from services.router.settings import RouterSettings
 
 VERSION = "0.1.0"
+
+
 async def main() -> None:
     settings = RouterSettings()  # config_dir comes from the environment (POSTCALL_CONFIG_DIR)
     plog.setup("router", settings.log_level)

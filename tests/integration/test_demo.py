@@ -13,7 +13,10 @@ from services.devkit.kafka import ROOT, free_port
 def test_make_demo_delivers_every_expected_action_and_exits_0() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "services.devkit.demo", "once", "--kafka-port", str(free_port()), "--timeout", "150"],
-        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
     )
     expected = sum(len(v) for k, v in json.loads(EXPECTED.read_text()).items() if not k.startswith("_"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
