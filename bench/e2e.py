@@ -39,7 +39,7 @@ FLOW, PATH = "crm-case-update", "/crm"
 RATES = (20, 50)  # conversations per second
 WARM_UP = 10
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
-EDGES_MS = (0, 20, 30, 40, 50, 75, 100, 150, 250)  # histogram bins; the last one is open-ended
+EDGES_MS = (0, 10, 15, 20, 30, 40, 50, 75, 100, 150, 250)  # histogram bins; the last one is open-ended
 LABELS = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "max": 100.0}
 
 
