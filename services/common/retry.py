@@ -54,7 +54,8 @@ def category(exc: BaseException) -> str:
 def choose_tier(delays: list[float], attempt: int, retry_after: float | None) -> int:
     """The tier for a failure on `attempt` (1-based): normally tier `attempt`; when the remote asked
     for a longer wait than that tier's delay, the first later tier at least that long (or the last),
-    so one record's long Retry-After never parks a short tier's partition behind it."""
+    so one record's long Retry-After never parks a short tier's partition behind it. The tier only
+    chooses the delay: the attempt count still grows by one per real attempt."""
     tier = attempt
     if retry_after is None or tier > len(delays):
         return tier

@@ -427,8 +427,6 @@ class Runtime(Generic[In]):
                 rt.retry_after_of(exc),
                 self.settings.retry_after_cap_seconds,
             )
-            if not isinstance(exc, Deferred):
-                failure = dataclasses.replace(failure, attempt=tier)
             raw = _Raw(
                 self.retry_topics[tier - 1],
                 record.key,

@@ -28,6 +28,7 @@ class Job(BaseModel):
     fail: int = 0
     permanent: bool = False
     defer: int = 0  # raise Deferred this many times first (in this process)
+    retry_after: float | None = None  # the Retry-After a failure asks for
 
 
 class Done(BaseModel):
@@ -64,7 +65,7 @@ class JobHandler:
         if job.permanent:
             raise PermanentError(f"job {job.id} is permanently broken")
         if ctx.attempt <= job.fail:
-            raise RetryableError(f"job {job.id} failed attempt {ctx.attempt}")
+            raise RetryableError(f"job {job.id} failed attempt {ctx.attempt}", retry_after=job.retry_after)
         done = Done(id=job.id, attempt=ctx.attempt, pid=os.getpid(), event_id=f"{job.id}-{ctx.attempt}")
         return [Emit(self.settings.output_topic, done)]
 

@@ -344,3 +344,15 @@ async def test_a_deferred_record_waits_in_the_first_tier_without_using_an_attemp
     assert len(await read_all(kafka, retry_topic(t.service, 1))) == 3
     assert await read_all(kafka, retry_topic(t.service, 2)) == []
     assert await read_all(kafka, t.dlq) == []
+
+
+async def test_a_long_retry_after_picks_a_longer_tier_and_counts_one_attempt(kafka: KafkaSettings) -> None:
+    t = await make_topics(kafka, tiers=2)
+    await produce(kafka, t.input, [("k", Job(id="slow-down", fail=1, retry_after=1.5))])
+    settings = worker_settings(kafka, t)
+    settings.runtime.retry_delays_seconds = [1.0, 2.0]
+    async with running(settings):
+        got = await wait_for_ids(kafka, t.output, {"slow-down"}, timeout=40)
+    assert [(g["id"], g["attempt"]) for g in got] == [("slow-down", 2)]
+    assert await read_all(kafka, retry_topic(t.service, 1)) == []
+    assert len(await read_all(kafka, retry_topic(t.service, 2))) == 1
