@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.context import BenchContext
 from bench.measure import check_line, info_line, median_of, ratio_line
 from schemas.events import ConversationEnded, DecisionTrace
-from schemas.topics import CONVERSATION_ENDED, DECISIONS, default_partitions, registry
+from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, default_partitions, registry
 from services.common import codec
 from services.common.kafka import ensure_topics, producer
 from services.common.settings import KafkaSettings
@@ -38,8 +38,10 @@ from services.devkit.stack import Stack
 FLOW, PATH = "crm-case-update", "/crm"
 RATES = (20, 50)  # conversations per second
 WARM_UP = 10
+Stamps = tuple[dict[str, float], dict[str, float]]  # conversation_id -> CreateTime: extracted, decided
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
 EDGES_MS = (0, 10, 15, 20, 30, 40, 50, 75, 100, 150, 250)  # histogram bins; the last one is open-ended
+STAGES = ("extractor", "router", "dispatcher")
 LABELS = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "max": 100.0}
 
 
@@ -74,6 +76,33 @@ def latencies(
         conversation = owner.get(entry["webhook_id"], "")
         if entry.get("path") == path and conversation in published and conversation not in out:
             out[conversation] = entry["received_at"] - published[conversation]
+    return out
+
+
+def first_times(records: Iterable[tuple[bytes | None, bytes, int]]) -> dict[str, float]:
+    """key (the conversation_id on the main path) -> CreateTime in seconds of its first record on a topic."""
+    out: dict[str, float] = {}
+    for key, _, timestamp_ms in records:
+        if key is not None:
+            out.setdefault(key.decode(), timestamp_ms / 1000)
+    return out
+
+
+def stage_split(
+    published: Mapping[str, float],
+    found: Mapping[str, float],
+    extracted: Mapping[str, float],
+    decided: Mapping[str, float],
+) -> dict[str, list[float]]:
+    """Per service, seconds from the previous stage's output to its own: publish -> ConversationExtracted ->
+    DecisionTrace (produced with the actions) -> webhook received. Conversations missing a stamp are left out."""
+    out: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    for conversation, latency in found.items():
+        t0, t1, t2 = published[conversation], extracted.get(conversation), decided.get(conversation)
+        if t1 is not None and t2 is not None:
+            out["extractor"].append(t1 - t0)
+            out["router"].append(t2 - t1)
+            out["dispatcher"].append(t0 + latency - t2)
     return out
 
 
@@ -238,8 +267,9 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         for rep in range(ctx.repeats):
             for rate in RATES if rep % 2 == 0 else RATES[::-1]:
                 runs.append(await measure(ctx, stack, sink, copies(template, n, f"e2e{rate}r{rep}"), rate))
-        owner = owners((value for _, value, _ in await ctx.read_values(DECISIONS)), FLOW)
-    return report(runs, owner, n)
+        decisions = await ctx.read_values(DECISIONS)
+        stamps = first_times(await ctx.read_values(CONVERSATION_EXTRACTED)), first_times(decisions)
+    return report(runs, owners((value for _, value, _ in decisions), FLOW), stamps, n)
 
 
 # ── the result dict ───────────────────────────────────────────────────────────────────────────
@@ -250,11 +280,11 @@ def stats_ms(seconds: Iterable[float]) -> dict[str, float]:
     return {label: percentile(ms, q) for label, q in LABELS.items()}
 
 
-def run_data(run: Run, found: Mapping[str, float]) -> dict[str, Any]:
+def run_data(run: Run, found: Mapping[str, float], stamps: Stamps) -> dict[str, Any]:
     first = min(run.published.values())
+    series = {"e2e": list(found.values()), "hop": run.hop, **stage_split(run.published, found, *stamps)}
     return {
-        "e2e_ms": stats_ms(found.values()),
-        "hop_ms": stats_ms(run.hop),
+        "ms": {name: stats_ms(values) for name, values in series.items() if values},
         "delivered": len(found),
         "published_per_s": (len(run.published) - 1) / max(1e-9, max(run.published.values()) - first),
         "delivered_per_s": len(found) / max(1e-9, max(e["received_at"] for e in run.received) - first),
@@ -263,51 +293,50 @@ def run_data(run: Run, found: Mapping[str, float]) -> dict[str, Any]:
     }
 
 
-def median_stats(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
-    return {label: median_of([r[key][label] for r in runs]) for label in LABELS}
+def medians(per_run: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per series (e2e, hop, each stage), the median over the runs of each percentile."""
+    names = [name for name in per_run[0]["ms"] if all(name in r["ms"] for r in per_run)]
+    return {name: {k: median_of([r["ms"][name][k] for r in per_run]) for k in LABELS} for name in names}
 
 
-def report(runs: list[Run], owner: Mapping[str, str], n: int) -> dict[str, Any]:
+def report(runs: list[Run], owner: Mapping[str, str], stamps: Stamps, n: int) -> dict[str, Any]:
     summary: list[dict[str, Any]] = []
-    percentiles_chart: dict[str, list[float]] = {}
-    histogram_chart: dict[str, list[float]] = {}
+    charts: dict[str, dict[str, list[float]]] = {"percentiles": {}, "stages": {}, "histogram": {}}
     data: dict[str, Any] = {"conversations_per_run": n, "partitions": default_partitions()}
     for rate in RATES:
         group = [r for r in runs if r.rate == rate]
         found = [latencies(r.published, owner, r.received, PATH) for r in group]
-        per_run = [run_data(r, f) for r, f in zip(group, found, strict=True)]
-        summary.extend(rate_lines(rate, per_run, n))
-        percentiles_chart[f"{rate}/s"] = list(median_stats(per_run, "e2e_ms").values())
+        per_run = data[f"{rate}/s"] = [run_data(r, f, stamps) for r, f in zip(group, found, strict=True)]
+        m = medians(per_run)
+        summary.extend(rate_lines(rate, per_run, m, n))
+        charts["percentiles"][f"{rate}/s"] = list(m["e2e"].values())
+        for k in ("p50", "p99"):
+            charts["stages"][f"{rate}/s {k}"] = [m[s][k] if s in m else 0.0 for s in STAGES]
         pooled = [v * 1000 for f in found for v in f.values()]
-        histogram_chart[f"{rate}/s"] = [100 * c / len(pooled) for c in histogram(pooled, EDGES_MS)]
-        data[f"{rate}/s"] = per_run
-    charts = [
+        charts["histogram"][f"{rate}/s"] = [100 * c / len(pooled) for c in histogram(pooled, EDGES_MS)]
+    drawn = [
         {"id": "percentiles", "kind": "bar", "title": "Publish to webhook received (median of runs)",
-         "ylabel": "ms", "categories": list(LABELS), "series": percentiles_chart},
+         "ylabel": "ms", "categories": list(LABELS), "series": charts["percentiles"]},
+        {"id": "stages", "kind": "bar", "title": "Per service: previous output to its own (median of runs)",
+         "ylabel": "ms", "categories": list(STAGES), "series": charts["stages"]},
         {"id": "histogram", "kind": "bar", "title": "Latency distribution (bins in ms, every run)",
-         "ylabel": "% of conversations", "categories": bin_labels(EDGES_MS), "series": histogram_chart},
+         "ylabel": "% of conversations", "categories": bin_labels(EDGES_MS), "series": charts["histogram"]},
     ]  # fmt: skip
-    return {"summary": summary, "charts": charts, "data": data, "notes": notes(n, len(runs) // len(RATES))}
+    return {"summary": summary, "charts": drawn, "data": data, "notes": notes(n, len(runs) // len(RATES))}
 
 
-def rate_lines(rate: int, per_run: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    e2e, hop = median_stats(per_run, "e2e_ms"), median_stats(per_run, "hop_ms")
-    delivered = sum(r["delivered"] for r in per_run)
-    stats = ", ".join(f"{k} {v:,.0f}" for k, v in e2e.items())
-    p99s = ", ".join(f"{r['e2e_ms']['p99']:,.0f}" for r in per_run)
+def rate_lines(rate: int, per_run: list[dict[str, Any]], m: dict[str, dict[str, float]], n: int) -> list[Any]:
+    delivered, e2e, hop = sum(r["delivered"] for r in per_run), m["e2e"], m["hop"]
+    p99s = ", ".join(f"{r['ms']['e2e']['p99']:,.0f}" for r in per_run)
     pace = {k: median_of([r[f"{k}_per_s"] for r in per_run]) for k in ("published", "delivered")}
-    rates = f"published {pace['published']:.1f}/s, delivered {pace['delivered']:.1f}/s"
+    stats = ", ".join(f"{k} {v:,.0f}" for k, v in e2e.items()) + f" ms (median of {len(per_run)} runs; p99 per run "
+    stats += f"{p99s}); published {pace['published']:.1f}/s, delivered {pace['delivered']:.1f}/s"
+    stages = "; ".join(f"{s} p50 {m[s]['p50']:.1f}, p99 {m[s]['p99']:.0f}" for s in STAGES if s in m)
+    samples = [r["ms"]["e2e"]["p50"] for r in per_run]
     return [
-        ratio_line(
-            f"e2e p50 at {rate}/s",
-            e2e["p50"],
-            "3 x bare hop p50",
-            3 * hop["p50"],
-            unit="ms",
-            samples=[r["e2e_ms"]["p50"] for r in per_run],
-            baseline_samples=[3 * r["hop_ms"]["p50"] for r in per_run],
-        ),
-        info_line(f"e2e at {rate}/s", f"{stats} ms (median of {len(per_run)} runs; p99 per run {p99s}); {rates}"),
+        ratio_line(f"e2e p50 at {rate}/s", e2e["p50"], "3 x bare hop p50", 3 * hop["p50"], unit="ms", samples=samples),
+        info_line(f"e2e at {rate}/s", stats),
+        info_line(f"stages at {rate}/s", f"{stages} ms"),
         info_line(f"bare hop at {rate}/s", f"p50 {hop['p50']:.1f} ms, p99 {hop['p99']:.1f} ms"),
         check_line(
             f"every webhook arrived at {rate}/s", delivered == n * len(per_run), f"{delivered}/{n * len(per_run)}"
@@ -324,5 +353,8 @@ def notes(n: int, repeats: int) -> list[str]:
         "the publisher share this process's event loop.",
         "The bare hop is the floor of one Kafka hop at the same rate, measured before each run: the "
         "producer every service uses (services.common.kafka.producer) to a plain consumer, same broker, "
-        "the services idle. e2e p50 / (3 x hop p50) is how much the services add on top of their three hops.",
+        "the services idle. e2e p50 / (3 x hop p50) is how much the services add on top of their three hops. "
+        "Stages come from the Kafka CreateTime (ms) of each conversation's ConversationExtracted and "
+        "DecisionTrace: extractor = publish to extracted, router = extracted to decided (the actions are "
+        "produced with the decision), dispatcher = decided to webhook received; each includes one Kafka hop.",
     ]

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.e2e import bin_labels, histogram, latencies, owners, percentile
+from bench.e2e import bin_labels, first_times, histogram, latencies, owners, percentile, stage_split
 from bench.memory import K8S_BASE, burst, k8s_memory, listens_on, mebibytes, outcomes_of, parse_status
 from schemas.events import ActionCompleted, DecisionTrace, FlowDecision, PlannedAction
 from services.devkit.demo import EXPECTED
@@ -99,6 +99,17 @@ def test_latency_counts_the_first_arrival_of_each_published_conversation() -> No
 
 def test_latency_leaves_out_conversations_whose_webhook_never_arrived() -> None:
     assert latencies({"c1": 1.0, "c2": 2.0}, {"a1": "c1", "a2": "c2"}, [entry("a1", 1.5)], "/crm") == {"c1": 0.5}
+
+
+def test_first_times_keep_each_keys_first_record_in_seconds() -> None:
+    records = [(b"c1", b"{}", 1_000), (None, b"{}", 1_500), (b"c2", b"{}", 2_000), (b"c1", b"{}", 3_000)]
+    assert first_times(records) == {"c1": 1.0, "c2": 2.0}
+
+
+def test_stage_split_attributes_each_gap_to_the_service_that_produced_the_next_stamp() -> None:
+    published, found = {"c1": 10.0, "c2": 20.0}, {"c1": 0.5, "c2": 0.25}
+    stages = stage_split(published, found, {"c1": 10.125, "c2": 20.0625}, {"c1": 10.25})
+    assert stages == {"extractor": [0.125], "router": [0.125], "dispatcher": [0.25]}  # c2 was never decided
 
 
 # ── memory ───────────────────────────────────────────────────────────────────────────────────
