@@ -9,7 +9,6 @@ idempotent by action_id.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +23,9 @@ from rich.table import Table
 from schemas import headers as h
 from schemas.topics import SERVICES, dead_letter_topic
 from services.cli.options import Bootstrap, kafka_settings
+from services.cli.republish import Outgoing, republish
 from services.common import codec
-from services.common.kafka import partitions_of, producer, read_partition
+from services.common.kafka import partitions_of, read_partition
 from services.common.retry import now_iso
 from services.common.settings import KafkaSettings
 
@@ -105,22 +105,8 @@ def replay_headers(d: DeadLetter) -> dict[str, str]:
 
 async def replay(kafka: KafkaSettings, letters: Sequence[DeadLetter], rate: float, progress: Progress | None) -> int:
     """Republish to the original topics at most `rate` records/s; returns how many were acknowledged."""
-    p = producer(kafka)
-    await p.start()
-    task = progress.add_task("replaying", total=len(letters)) if progress else None
-    interval, next_at, done = 1.0 / rate if rate > 0 else 0.0, time.monotonic(), 0
-    try:
-        for d in letters:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            next_at = max(next_at + interval, time.monotonic())
-            topic = d.headers[h.DLQ_ORIGINAL_TOPIC]
-            await (await p.send(topic, d.value, key=d.key, headers=codec.header_list(replay_headers(d))))
-            done += 1
-            if progress is not None and task is not None:
-                progress.advance(task)
-        return done
-    finally:
-        await p.stop()
+    outgoing = [Outgoing(d.headers[h.DLQ_ORIGINAL_TOPIC], d.key, d.value, replay_headers(d)) for d in letters]
+    return await republish(kafka, outgoing, rate, progress, "replaying")
 
 
 # ── commands ─────────────────────────────────────────────────────────────────────────────────────────

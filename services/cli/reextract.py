@@ -13,7 +13,6 @@ actions whose configuration did not change from running twice.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,8 +30,10 @@ from schemas import headers as h
 from schemas.headers import REEXTRACT_OF  # the original event_id, passed on by the extractor
 from schemas.topics import CONVERSATION_ENDED
 from services.cli.options import Bootstrap, kafka_settings
+from services.cli.republish import Outgoing
+from services.cli.republish import republish as send_all
 from services.common import codec
-from services.common.kafka import partitions_of, producer
+from services.common.kafka import partitions_of
 from services.common.retry import now_iso
 from services.common.settings import KafkaSettings
 
@@ -148,21 +149,8 @@ async def republish(
     topic: str = CONVERSATION_ENDED,
 ) -> int:
     """At most `rate` records/s; returns how many were acknowledged."""
-    p = producer(kafka)
-    await p.start()
-    task = progress.add_task("re-extracting", total=len(chosen)) if progress else None
-    interval, next_at, done = 1.0 / rate if rate > 0 else 0.0, time.monotonic(), 0
-    try:
-        for c in chosen:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            next_at = max(next_at + interval, time.monotonic())
-            await (await p.send(topic, c.value, key=c.key, headers=codec.header_list(reextract_headers(c))))
-            done += 1
-            if progress is not None and task is not None:
-                progress.advance(task)
-        return done
-    finally:
-        await p.stop()
+    outgoing = [Outgoing(topic, c.key, c.value, reextract_headers(c)) for c in chosen]
+    return await send_all(kafka, outgoing, rate, progress, "re-extracting")
 
 
 Ids = Annotated[list[str] | None, typer.Option("--ids", help="Conversation or event ids (repeat, or comma-separated).")]
