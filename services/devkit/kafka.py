@@ -207,7 +207,10 @@ def _java(libs: Path, node: KafkaNode, heap: str = "256m") -> list[str]:
 def _cluster_id() -> str:
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:  # an id starting with "-" would be read as an option by the storage tool
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if cluster_id[0].isalnum():
+            return cluster_id
 
 
 def wait_ready(bootstrap: str, timeout: float, cluster: KafkaCluster | None = None) -> None:
