@@ -110,8 +110,10 @@ class KafkaCluster:
     def start(self, timeout: float = 90.0) -> KafkaCluster:
         libs = fetch()
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="postcall-kafka-"))
+            reap_orphans()
+            self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
             self._own_workdir = True
+            (self.workdir / "owner.pid").write_text(str(os.getpid()))
         ports = self.ports or [free_port() for _ in range(self.size)]
         self.nodes = [KafkaNode(i + 1, ports[i], free_port(), self.workdir / f"node-{i + 1}") for i in range(self.size)]
         cluster_id = _cluster_id()
@@ -164,6 +166,7 @@ class KafkaCluster:
         out = (node.data_dir / "logs" / "stdout.log").open("ab")
         cmd = [*_java(fetch(), node, self.heap), "kafka.Kafka", str(props)]
         node.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        (node.data_dir / "broker.pid").write_text(str(node.process.pid))
 
     def stop_node(self, node: KafkaNode, kill: bool = False, timeout: float = 30.0) -> None:
         proc = node.process
@@ -187,6 +190,47 @@ class KafkaCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+WORKDIR_PREFIX = "postcall-kafka-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_broker_of(pid: int, workdir: Path) -> bool:
+    """Only a Kafka broker started from this very folder is ever killed (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return "kafka.Kafka" in cmdline and str(workdir) in cmdline
+
+
+def reap_orphans() -> list[int]:
+    """Stop brokers left behind by a test session or demo that was killed before it could stop them
+    (brokers run in their own session so that Ctrl-C reaches only the driver): a work folder whose
+    owner process is gone has its brokers killed and is removed. Returns the pids it killed."""
+    killed = []
+    for workdir in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        owner = workdir / "owner.pid"
+        if not owner.is_file() or _alive(int(owner.read_text() or 0)):
+            continue
+        for pid_file in workdir.glob("node-*/broker.pid"):
+            pid = int(pid_file.read_text() or 0)
+            if pid and _alive(pid) and _is_broker_of(pid, workdir):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                    killed.append(pid)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return killed
 
 
 def _java(libs: Path, node: KafkaNode, heap: str = "256m") -> list[str]:
