@@ -19,7 +19,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from schemas import headers as h
 from schemas.events import ActionBase, ActionCompleted
 from schemas.topics import ACTION_RESULTS
 from services.common.errors import PermanentError, RetryableError
@@ -33,9 +32,8 @@ Outcome = Literal["delivered", "published", "failed", "skipped_duplicate", "dead
 
 
 def ledger_partition(ctx: RecordContext) -> int:
-    """The partition number of the action's first delivery (a retry tier's record carries it)."""
-    original = ctx.headers.get(h.RETRY_ORIGINAL_PARTITION)
-    return int(original) if original and original.isdigit() else ctx.partition
+    """The partition number of the action's first delivery (the runtime reads it off a retry tier's record)."""
+    return ctx.original_partition if ctx.original_partition >= 0 else ctx.partition
 
 
 def result(

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from schemas import headers as h
 from schemas.events import ActionCompleted
 from schemas.topics import action_topic, retry_topic
 from services.common.kafka import producer
@@ -24,8 +23,10 @@ WEBHOOKS = action_topic("webhook")
 
 
 def context(topic: str, partition: int, attempt: int = 1, original_partition: int | None = None) -> RecordContext:
-    headers = {} if original_partition is None else {h.RETRY_ORIGINAL_PARTITION: str(original_partition)}
-    return RecordContext("dispatcher", topic, WEBHOOKS, partition, 0, "conv-1", 0, headers, attempt)
+    original = -1 if original_partition is None else original_partition
+    return RecordContext(
+        "dispatcher", topic, WEBHOOKS, partition, 0, "conv-1", 0, {}, attempt, original_partition=original
+    )
 
 
 async def write(kafka: KafkaSettings, emits: Sequence[Emit]) -> None:

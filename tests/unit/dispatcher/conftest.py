@@ -35,7 +35,9 @@ def webhook(action_id: str = "act_1", destination: str = "crm", **kw: Any) -> We
     )
 
 
-def context(partition: int = 0, attempt: int = 1, headers: dict[str, str] | None = None) -> RecordContext:
+def context(
+    partition: int = 0, attempt: int = 1, headers: dict[str, str] | None = None, original_partition: int = -1
+) -> RecordContext:
     return RecordContext(
         service="dispatcher",
         topic="postcall.actions.webhook.v1",
@@ -46,6 +48,7 @@ def context(partition: int = 0, attempt: int = 1, headers: dict[str, str] | None
         timestamp_ms=0,
         headers=headers or {},
         attempt=attempt,
+        original_partition=original_partition,
     )
 
 

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import headers as h
 from schemas.events import ActionCompleted, TaskRequested
 from schemas.topics import ACTION_RESULTS
 from services.common.errors import PermanentError, RetryableError
@@ -65,7 +64,7 @@ async def test_a_repeat_of_a_done_action_is_skipped_and_the_skip_recorded(mock_s
 
 async def test_retry_tier_record_uses_the_original_partition(mock_sender: Sender) -> None:
     handle, _ = dispatcher(mock_sender, lambda r: httpx.Response(200))
-    ctx = context(partition=0, attempt=3, headers={h.RETRY_ORIGINAL_PARTITION: "2"})
+    ctx = context(partition=0, attempt=3, original_partition=2)
     [emit] = await handle(webhook("act_1"), ctx)
     assert emit.partition == 2 and completed(emit).attempts == 3
     [emit] = await handle(webhook("act_1"), context(partition=2))
