@@ -1,58 +1,14 @@
-"""Benchmark subprocesses (service instances, the faust worker): start, kill -9, SIGTERM, read the log."""
+"""Benchmark subprocesses (service instances, the faust worker): the tests' process helper, reused."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.procs import ROOT, Proc, start
 
-
-@dataclass
-class Proc:
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def kill9(self) -> None:
-        self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(10)
-
-    def term(self, timeout: float = 60) -> int:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout)
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        """Kill if still running (end of a benchmark, or after a failure)."""
-        if self.alive():
-            self.popen.kill()
-            self.popen.wait(10)
+__all__ = ["ROOT", "Proc", "start_process"]
 
 
 def start_process(module: str, env: dict[str, str], args: Sequence[str], work_dir: Path) -> Proc:
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f"{module.replace('.', '-')}-", suffix=".log", dir=work_dir)
-    os.close(fd)
-    log = Path(name)
-    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    with log.open("wb") as handle:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", module, *args], env=full_env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-    return Proc(popen, log)
+    return start(module, env, args, work_dir)

@@ -43,6 +43,10 @@ class DeadLetter:
     value: bytes | None
     headers: dict[str, str]
 
+    @classmethod
+    def of(cls, topic: str, partition: int, r: Any) -> DeadLetter:
+        return cls(topic, partition, r.offset, r.timestamp, r.key, r.value, codec.header_dict(r.headers))
+
     @property
     def service(self) -> str:
         return self.headers.get(h.DLQ_SERVICE, self.topic.split(".")[1])
@@ -88,7 +92,7 @@ async def select(kafka: KafkaSettings, filters: Filters) -> list[DeadLetter]:
         topic = dead_letter_topic(service)
         for partition in await partitions_of(kafka, topic):
             async for r in read_partition(kafka, topic, partition):
-                d = DeadLetter(topic, partition, r.offset, r.timestamp, r.key, r.value, codec.header_dict(r.headers))
+                d = DeadLetter.of(topic, partition, r)
                 if filters.match(d):
                     out.append(d)
     return out
@@ -177,7 +181,7 @@ def _missing(coordinates: str) -> int:
 
 async def _one(kafka: KafkaSettings, topic: str, partition: int, offset: int) -> list[DeadLetter]:
     async for r in read_partition(kafka, topic, partition, from_offset=offset):
-        return [DeadLetter(topic, partition, r.offset, r.timestamp, r.key, r.value, codec.header_dict(r.headers))]
+        return [DeadLetter.of(topic, partition, r)]
     return []
 
 

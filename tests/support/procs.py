@@ -1,4 +1,4 @@
-"""Start and stop service processes for tests (kill -9, SIGTERM), with their logs kept for failures."""
+"""Start and stop service processes for tests and benchmarks (kill -9, SIGTERM), logs kept for failures."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,17 @@ class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
 
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
     def kill9(self) -> None:
         self.popen.send_signal(signal.SIGKILL)
         self.popen.wait(10)
 
     def term(self, timeout: float = 60) -> int:
-        self.popen.send_signal(signal.SIGTERM)
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
         return self.popen.wait(timeout)
 
     def alive(self) -> bool:
@@ -33,16 +39,22 @@ class Proc:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
+        """Kill if still running (end of a test or benchmark, or after a failure)."""
         if self.alive():
             self.popen.kill()
             self.popen.wait(10)
 
 
-def start(module: str, env: dict[str, str]) -> Proc:
-    log = Path(tempfile.mkstemp(prefix=f"{module.replace('.', '-')}-", suffix=".log")[1])
+def start(module: str, env: dict[str, str], args: Sequence[str] = (), work_dir: Path | None = None) -> Proc:
+    """`python -m module *args` with `env` added to this environment; stdout and stderr go to a log file."""
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{module.replace('.', '-')}-", suffix=".log", dir=work_dir)
+    os.close(fd)
+    log = Path(name)
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    handle = log.open("wb")
-    popen = subprocess.Popen(
-        [sys.executable, "-m", module], env=full_env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT
-    )
+    with log.open("wb") as handle:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module, *args], env=full_env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT
+        )
     return Proc(popen, log)
