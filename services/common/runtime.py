@@ -138,6 +138,8 @@ class Runtime(Generic[In]):
         self._in_flight_gauge = metrics.IN_FLIGHT.labels(service)
         self._handler_seconds = metrics.HANDLER_DURATION.labels(service)
         self._processed_ok = metrics.RECORDS_PROCESSED.labels(service, "ok")
+        self._consumed: dict[str, Any] = {}
+        self._produced: dict[str, Any] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
         self._last_activity = time.monotonic()
         self._consumer: AIOKafkaConsumer | None = None
@@ -287,7 +289,7 @@ class Runtime(Generic[In]):
         state.accept(record.offset)
         self.in_flight += 1
         self._in_flight_gauge.set(self.in_flight)
-        metrics.RECORDS_CONSUMED.labels(self.service, record.topic).inc()
+        self._per_topic(self._consumed, metrics.RECORDS_CONSUMED, record.topic).inc()
         previous = None
         if self.settings.ordering == "key" and record.key is not None:
             previous = self._key_tails.get(record.key)
@@ -297,6 +299,13 @@ class Runtime(Generic[In]):
         if self.settings.ordering == "key" and record.key is not None:
             self._key_tails[record.key] = task
             task.add_done_callback(functools.partial(self._forget_key, record.key))
+
+    def _per_topic(self, cache: dict[str, Any], metric: Any, topic: str) -> Any:
+        """The metric's child for this service and topic, labelled once (labels() locks and validates)."""
+        child = cache.get(topic)
+        if child is None:
+            child = cache[topic] = metric.labels(self.service, topic)
+        return child
 
     def _forget_key(self, key: bytes, task: asyncio.Task[None]) -> None:
         if self._key_tails.get(key) is task:
@@ -496,7 +505,7 @@ class Runtime(Generic[In]):
             partition=emit.partition,
             headers=codec.header_list(headers),
         )
-        metrics.RECORDS_PRODUCED.labels(self.service, emit.topic).inc()
+        self._per_topic(self._produced, metrics.RECORDS_PRODUCED, emit.topic).inc()
         return future
 
     async def _send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
