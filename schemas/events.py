@@ -73,6 +73,26 @@ class Message(Model):
     end_seconds: float | None = Field(None, ge=0)
 
 
+class PlatformAnalysis(Model):
+    """The voice platform's own post-call analysis, as it sent it: flows can test it and the extractor can
+    be told to trust it. Which vendor field fills which attribute: docs/publishing.md."""
+
+    summary: str | None = Field(None, description="The platform's summary of the conversation.")
+    successful: bool | None = Field(
+        None, description="The platform's verdict on whether the conversation reached its goal, when it gives one."
+    )
+    sentiment: str | None = Field(None, description="The customer's sentiment as the platform judged it.")
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Values the platform extracted, by name (Vapi structured data and outputs, Retell custom "
+        "analysis data, ElevenLabs data collection results).",
+    )
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The rest of the platform's analysis, verbatim (evaluations, rationales, voicemail flags).",
+    )
+
+
 class ConversationEnded(Model):
     """Published by the voice platform, once per finished conversation; key = conversation_id."""
 
@@ -96,6 +116,14 @@ class ConversationEnded(Model):
     conversation_url: str | None = None
     dynamic_variables: dict[str, Scalar] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    times_estimated: bool = Field(
+        False,
+        description="The platform sent no call times (a call that never connected): started_at and ended_at "
+        "are when the platform reported the call, and the duration is 0.",
+    )
+    platform_analysis: PlatformAnalysis | None = Field(
+        None, description="The voice platform's own analysis (summary, verdict, extracted values), when it sent one."
+    )
 
     @property
     def duration(self) -> float:

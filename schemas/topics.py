@@ -83,7 +83,7 @@ def registry() -> list[Topic]:
             "One event per finished conversation, published by the voice platform.",
             p,
             7 * DAY_MS,
-            producers=("platform", "postcall reextract"),
+            producers=("platform", "ingress", "postcall publish", "postcall reextract"),
             consumers=("extractor",),
         ),
         Topic(

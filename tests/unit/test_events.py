@@ -27,3 +27,24 @@ def test_an_unknown_end_reason_becomes_unknown_never_an_error(payload: dict[str,
 def test_the_raw_value_and_platform_are_kept_verbatim() -> None:
     info = EndReasonInfo.model_validate({"raw": "user_hangup", "source_platform": "retell"})
     assert (info.raw, info.source_platform) == ("user_hangup", "retell")
+
+
+def test_platform_analysis_and_estimated_times_are_optional_additions_older_events_still_validate() -> None:
+    """A compatible change: an event written before these fields existed validates unchanged, and the
+    published schema does not require them."""
+    import json
+    from pathlib import Path
+
+    from schemas.events import ConversationEnded, PlatformAnalysis
+
+    example = Path(__file__).resolve().parents[2] / "examples/conversations/0001-support-resolved-hangup.json"
+    event = ConversationEnded.model_validate_json(example.read_bytes())
+    assert event.times_estimated is False and event.platform_analysis is None
+    schema = json.loads((example.parents[2] / "schemas/json/ConversationEnded.v1.schema.json").read_text())
+    assert {"times_estimated", "platform_analysis"} <= set(schema["properties"])
+    assert not {"times_estimated", "platform_analysis"} & set(schema["required"])
+    with_analysis = event.model_copy(
+        update={"platform_analysis": PlatformAnalysis(summary="Refund issued.", successful=True, data={"refund": 12.5})}
+    )
+    again = ConversationEnded.model_validate_json(with_analysis.model_dump_json())
+    assert again.platform_analysis is not None and again.platform_analysis.data == {"refund": 12.5}
