@@ -9,8 +9,8 @@ import pytest
 
 from schemas.agents import FieldSpec
 from schemas.events import Message
-from services.extractor import heuristic
-from services.extractor.fields import utterances
+from services.extractor.heuristic import provider as heuristic
+from services.extractor.heuristic.fields import utterances
 from tests.unit.extractor.conftest import (
     CALLBACK,
     DEMO,

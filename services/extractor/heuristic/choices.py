@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 
 from schemas.events import ExtractedValue
-from services.extractor import lexicon as lx
-from services.extractor.fields import NULL, Utterance, Want, keyword_strength, question_part, relevance, value
+from services.extractor.heuristic import lexicon as lx
+from services.extractor.heuristic.fields import NULL, Utterance, Want, keyword_strength, question_part, relevance, value
 
 
 def enum(want: Want, utts: list[Utterance]) -> ExtractedValue:

@@ -16,8 +16,8 @@ from datetime import datetime, time
 from typing import Any, TypeVar
 
 from schemas.events import ExtractedValue, Message
-from services.extractor import lexicon as lx
 from services.extractor import values as vs
+from services.extractor.heuristic import lexicon as lx
 
 T = TypeVar("T")
 MAX_CONFIDENCE = 0.7

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from schemas.events import ExtractedValue
-from services.extractor import lexicon as lx
 from services.extractor import values as vs
-from services.extractor.fields import FINDERS, NULL, Context, Utterance, Want, relevance, typed, value
+from services.extractor.heuristic import lexicon as lx
+from services.extractor.heuristic.fields import FINDERS, NULL, Context, Utterance, Want, relevance, typed, value
 
 _CAP = r"[A-Z][a-zA-Z'\-]*[a-z]"  # Tom, O'Brien, McDonald, Mary-Jane; not HVAC
 _PERSON = rf"({_CAP}(?:\s+{_CAP}){{0,2}})"

@@ -17,10 +17,10 @@ from datetime import datetime
 
 from schemas.agents import ExtractionSpec, RecipientRoute
 from schemas.events import ExtractedValue, Extraction, Message, TriggerAnswer
-from services.extractor import choices, strings
-from services.extractor import fields as fx
-from services.extractor import lexicon as lx
-from services.extractor.fields import Context, Utterance, Want
+from services.extractor.heuristic import choices, strings
+from services.extractor.heuristic import fields as fx
+from services.extractor.heuristic import lexicon as lx
+from services.extractor.heuristic.fields import Context, Utterance, Want
 
 PROVIDER = "heuristic"
 
