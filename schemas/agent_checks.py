@@ -12,7 +12,7 @@ import difflib
 import importlib
 import re
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -56,6 +56,7 @@ OPS_BY_TYPE: dict[str, frozenset[str]] = {
     "boolean": frozenset({"==", "!=", "exists"}),
     "date": _ORDERED - {"in", "not_in"},
     "datetime": _ORDERED - {"in", "not_in"},
+    "time": _ORDERED - {"in", "not_in"},
     "any": _TEXT | _ORDERED,
 }
 MAX_PATTERN_LENGTH = 512
@@ -177,6 +178,7 @@ def value_problem(ftype: str, values: tuple[str, ...] | None, value: Any) -> str
         "enum": isinstance(value, str) and (values is None or value in values),
         "date": isinstance(value, str) and _is_iso(value, date),
         "datetime": isinstance(value, str) and _is_iso(value, datetime),
+        "time": isinstance(value, str) and _is_iso(value, time),
     }.get(ftype, isinstance(value, str))
     if ok:
         return None
@@ -185,7 +187,7 @@ def value_problem(ftype: str, values: tuple[str, ...] | None, value: Any) -> str
     return f"{value!r} is not a valid {ftype} value"
 
 
-def _is_iso(value: str, kind: type[date]) -> bool:
+def _is_iso(value: str, kind: type[date] | type[time]) -> bool:
     try:
         kind.fromisoformat(value)
     except ValueError:

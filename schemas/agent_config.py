@@ -41,7 +41,7 @@ from pydantic import (
 
 from schemas.end_reasons import EndReason
 
-FieldType = Literal["string", "number", "integer", "boolean", "enum", "date", "datetime", "phone", "email"]
+FieldType = Literal["string", "number", "integer", "boolean", "enum", "date", "datetime", "time", "phone", "email"]
 
 
 class FieldSpec(BaseModel):

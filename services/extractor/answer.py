@@ -10,7 +10,7 @@ pydantic model, whose errors are what the repair round shows the model.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
@@ -23,6 +23,7 @@ JsonSchema = dict[str, Any]
 FORMATS = {
     "date": "An ISO 8601 date, YYYY-MM-DD; resolve relative dates against the conversation's end.",
     "datetime": "An ISO 8601 date-time with UTC offset, e.g. 2025-03-14T15:00:00-07:00.",
+    "time": "A time of day, 24-hour HH:MM, e.g. 16:30.",
     "phone": "A phone number in E.164 form, e.g. +14155550132.",
     "email": "An email address, e.g. name@example.com.",
     "integer": "A whole number.",
@@ -78,7 +79,7 @@ def _enum(values: list[str]) -> Any:
 
 def value_type(f: FieldSpec, country_code: str) -> Any:
     simple: dict[str, Any] = {"string": str, "number": float, "integer": int, "boolean": bool, "date": date,
-                              "datetime": datetime}  # fmt: skip
+                              "datetime": datetime, "time": time}  # fmt: skip
     if f.type == "enum":
         return _enum(list(f.values or []))
     if f.type == "phone":
@@ -190,6 +191,8 @@ def answer_model(spec: ExtractionSpec, country_code: str) -> type[BaseModel]:
 
 
 def _plain(v: Any) -> Any:
+    if isinstance(v, time):
+        return v.isoformat("minutes")
     return v.isoformat() if isinstance(v, date | datetime) else v
 
 

@@ -22,7 +22,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import orjson
@@ -333,6 +333,8 @@ def coerce(ftype: str, value: Any) -> Any:
             return float(text)
         if ftype == "date":
             return date.fromisoformat(text[:10])
+        if ftype == "time":
+            return time.fromisoformat(text)
         if ftype == "datetime":
             parsed = datetime.fromisoformat(text)
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

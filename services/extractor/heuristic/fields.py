@@ -144,7 +144,8 @@ FINDERS: dict[str, Finder] = {
                              for f in vs.find_dates(text, c.ref.date(), c.day_first)],
     "datetime": lambda text, c: [vs.Found(f.value.isoformat(), f.start, f.end)
                                  for f in vs.find_datetimes(text, c.ref, c.day_first)],
-    "time": lambda text, c: [vs.Found(_fmt_time(f.value), f.start, f.end) for f in vs.find_times(text)],
+    "time": lambda text, c: [vs.Found(f.value.isoformat("minutes"), f.start, f.end) for f in vs.find_times(text)],
+    "time_text": lambda text, c: [vs.Found(_fmt_time(f.value), f.start, f.end) for f in vs.find_times(text)],
     "url": lambda text, c: vs.find_urls(text),
 }  # fmt: skip
 
@@ -158,7 +159,7 @@ def find_in(u: Utterance, kind: str, ctx: Context) -> list[vs.Found[Any]]:
 
 # A date or a time is only taken where the field's subject is talked about ("since this morning" is no
 # follow-up date); a phone number the agent says is its own unless the field's subject is talked about.
-NEEDS_CONTEXT = frozenset(("date", "datetime", "time"))
+NEEDS_CONTEXT = frozenset(("date", "datetime", "time", "time_text"))
 
 
 def typed(want: Want, utts: list[Utterance], ctx: Context, kind: str) -> ExtractedValue:
@@ -190,6 +191,7 @@ _HINTS: dict[str, Callable[[str], bool]] = {
     "date": lambda t: _DATE_HINT.search(t) is not None,
     "datetime": lambda t: _TIME_HINT.search(t) is not None,
     "time": lambda t: _TIME_HINT.search(t) is not None,
+    "time_text": lambda t: _TIME_HINT.search(t) is not None,
 }
 
 

@@ -60,7 +60,7 @@ def find(want: Want, utts: list[Utterance], ctx: Context) -> ExtractedValue:
 
 
 _DYN_KINDS: tuple[tuple[str, str], ...] = (
-    (r"datetime|date_time|when", "datetime"), (r"date|day", "date"), (r"time", "time"), (r"email", "email"),
+    (r"datetime|date_time|when", "datetime"), (r"date|day", "date"), (r"time", "time_text"), (r"email", "email"),
     (r"phone|mobile|cell|callback_number|contact_number", "phone"), (r"link|url|website", "url"),
     (r"(order|ticket|reference|confirmation|account|case)_(number|id|no)", "reference"),
     (r"severity|priority|urgency", "severity"), (r"sentiment|mood", "sentiment"),

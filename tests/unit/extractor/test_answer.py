@@ -137,3 +137,20 @@ def test_a_missing_section_or_an_unknown_choice_is_invalid() -> None:
     data["recipients"]["severity"]["choice"] = "someone@else.example"
     with pytest.raises(ValidationError):
         model.model_validate(data)
+
+
+def test_a_time_field_is_a_24_hour_time_of_day() -> None:
+    spec = ExtractionSpec(
+        agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="pickup", type="time")]
+    )
+    model = answer.answer_model(spec, "1")
+    parsed = model.model_validate(
+        {"fields": {"pickup": {"value": "16:30", "evidence": "half past four", "confidence": 0.9}}}
+    )
+    assert answer.read_answer(parsed, spec)["fields"]["pickup"].value == "16:30"
+    assert (
+        "HH:MM"
+        in answer.json_schema(spec)["properties"]["fields"]["properties"]["pickup"]["properties"]["value"][
+            "description"
+        ]
+    )

@@ -21,6 +21,7 @@ FIELDS = {
         FieldSpec(name="seats", type="integer"),
         FieldSpec(name="follow_up_date", type="date"),
         FieldSpec(name="callback_at", type="datetime"),
+        FieldSpec(name="pickup_time", type="time"),
         FieldSpec(name="notes", type="string"),
     ]
 }
@@ -107,6 +108,10 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
         {"callback_at": "2026-03-12T09:00:00-05:00"},
         True,
     ),
+    # a time of day compares as a time, not as text ("9:05" is before "16:30")
+    ("time-lt", {"field": "pickup_time", "op": "<", "value": "16:30"}, {"pickup_time": "09:05"}, True),
+    ("time-ge", {"field": "pickup_time", "op": ">=", "value": "16:30"}, {"pickup_time": "16:30:00"}, True),
+    ("time-ge-miss", {"field": "pickup_time", "op": ">=", "value": "16:30"}, {"pickup_time": "07:00"}, False),
     # exists
     ("exists-yes", {"field": "notes", "op": "exists"}, {"notes": "x"}, True),
     ("exists-null", {"field": "notes", "op": "exists"}, {"notes": None}, False),
