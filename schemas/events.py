@@ -6,14 +6,40 @@ strict enough that a wrong type is a schema violation, not a guess.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.end_reasons import EndReason, canonical_end_reason
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+#: Every time on the wire lies in [EARLIEST, LATEST). Outside it, arithmetic such as a time-zone shift
+#: or a business-hours move overflows (years 1 and 9999), which would look like a retryable crash; a
+#: record with such a time is poison at once instead.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _bounded(moment: datetime) -> datetime:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:
+        inside = EARLIEST <= aware < LATEST
+    except OverflowError:  # the offset pushes it past datetime's own range
+        inside = False
+    if not inside:
+        raise ValueError(f"time out of range: must be from {EARLIEST.year} up to (not including) {LATEST.year}")
+    return moment
+
+
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(_bounded),
+    Field(
+        json_schema_extra={"formatMinimum": "1970-01-01T00:00:00Z", "formatExclusiveMaximum": "3000-01-01T00:00:00Z"}
+    ),
+]
 Scalar = str | int | float | bool | None
 
 
@@ -98,14 +124,14 @@ class ConversationEnded(Model):
 
     event_id: Id = Field(description="Unique per event; duplicates of one event share it.")
     conversation_id: Id
-    occurred_at: datetime = Field(description="When the platform published the event.")
+    occurred_at: Timestamp = Field(description="When the platform published the event.")
     account: Account
     agent: Agent
     channel: Literal["phone", "web", "chat", "sms", "other"] = "phone"
     direction: Literal["inbound", "outbound"]
     status: str = Field("completed", description="completed, failed, ...")
-    started_at: datetime
-    ended_at: datetime
+    started_at: Timestamp
+    ended_at: Timestamp
     duration_seconds: float | None = Field(None, ge=0)
     end_reason: EndReasonInfo
     customer: Customer = Customer()
@@ -181,7 +207,7 @@ class ConversationExtracted(Model):
     event_id: Id
     conversation: ConversationEnded
     extraction: Extraction
-    extracted_at: datetime
+    extracted_at: Timestamp
 
 
 # ── Decision trace ────────────────────────────────────────────────────────────────────────────────
@@ -221,7 +247,7 @@ class DecisionTrace(Model):
     agent_version: str | None = None
     config_revision: str
     extraction_status: str
-    decided_at: datetime
+    decided_at: Timestamp
     flows: list[FlowDecision]
 
 
@@ -235,7 +261,7 @@ class ActionBase(Model):
     flow_id: str
     action_index: int = Field(ge=0)
     config_revision: str
-    requested_at: datetime
+    requested_at: Timestamp
     source_event_id: str
     destination: str | None = Field(
         None, description="A destination named in the dispatcher's configuration; never a URL or secret."
@@ -270,7 +296,7 @@ class ScheduleCallRequested(ActionBase):
     type: Literal["schedule_call"] = "schedule_call"
     to_number: str
     from_number: str | None = None
-    scheduled_at: datetime
+    scheduled_at: Timestamp
     schedule_source: Literal["field", "fallback"]
     business_hours_applied: bool = False
 
@@ -320,4 +346,4 @@ class ActionCompleted(Model):
     status_code: int | None = None
     latency_ms: float | None = None
     error: str | None = None
-    completed_at: datetime
+    completed_at: Timestamp

@@ -15,9 +15,12 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from schemas.agent_config import BusinessHours, ScheduleCallAction
-from schemas.events import ConversationExtracted
+from schemas.events import LATEST, ConversationExtracted
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: A date the caller named ("call me back in the year 9999") is used only before this: a business-hours
+#: move of up to a week must still give a time inside the contract's range.
+LAST_USABLE = LATEST - timedelta(days=31)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ def call_time(action: ScheduleCallAction, event: ConversationExtracted, agent_tz
         parsed = parse_when(raw, tz, time.fromisoformat(hours.start) if hours else time(9))
         if parsed is None:
             note = f"{action.use_field} is {raw!r}, not a date: {note}"
+        elif parsed >= LAST_USABLE:
+            note = f"{action.use_field} = {raw!r} is too far in the future: {note}"
         elif parsed <= ended:
             note = f"{action.use_field} = {raw!r} is not after the end of the conversation: {note}"
         else:

@@ -75,6 +75,7 @@ async def test_hostile_records_land_where_they_should_and_no_service_restarts(
         assert letters, f"{case.name}: not dead-lettered"
         assert case.reason.lower() in letters[0].headers[h.DLQ_EXCEPTION_MESSAGE].lower(), case.name
         assert letters[0].value == case.value, f"{case.name}: dead letter must keep the original bytes"
+        assert letters[0].headers[h.DLQ_ATTEMPTS] == "1", f"{case.name}: bad input is dead-lettered at once"
     assert traces["hostile-reason"].extraction_status == "ok"
     assert traces["hostile-big"].extraction_status == "ok"
     inject_ids = {a.action_id for f in traces["hostile-inject"].flows for a in f.actions if a.type == "webhook"}

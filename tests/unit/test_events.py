@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from schemas.end_reasons import EndReason
-from schemas.events import EndReasonInfo
+from schemas.events import ConversationEnded, EndReasonInfo
+from services.common.codec import adapter, decode
+from services.common.errors import InvalidRecord
+from services.devkit.publish import EXAMPLES
+
+BASE = orjson.loads((EXAMPLES / "0001-support-resolved-hangup.json").read_bytes())
 
 
 @pytest.mark.parametrize(
@@ -48,3 +54,28 @@ def test_platform_analysis_and_estimated_times_are_optional_additions_older_even
     )
     again = ConversationEnded.model_validate_json(with_analysis.model_dump_json())
     assert again.platform_analysis is not None and again.platform_analysis.data == {"refund": 12.5}
+
+
+EXTREME_TIMES = [
+    {"started_at": "0001-01-01T00:00Z"},
+    {"started_at": "0001-01-01T00:00+14:00"},
+    {"ended_at": "9999-12-31T23:50-14:00"},
+    {"occurred_at": "9999-12-31T23:59:59Z"},
+    {"started_at": "1969-12-31T23:59:59Z"},
+    {"ended_at": "3000-01-01T00:00:00Z"},
+]
+
+
+@pytest.mark.parametrize("change", EXTREME_TIMES, ids=lambda c: f"{next(iter(c))}={next(iter(c.values()))}")
+def test_a_time_at_the_edge_of_the_calendar_is_poison_at_once(change: dict[str, str]) -> None:
+    """A year-1 or year-9999 time overflows on a time-zone shift later on: the contract refuses it."""
+    event = {**BASE, **change}
+    with pytest.raises(InvalidRecord, match="time out of range"):
+        decode(adapter(ConversationEnded), orjson.dumps(event), 1 << 20)
+
+
+def test_times_inside_the_range_are_kept() -> None:
+    event = ConversationEnded.model_validate(
+        {**BASE, "started_at": "1970-01-01T00:00Z", "ended_at": "2999-12-31T23:59Z"}
+    )
+    assert event.started_at.year == 1970 and event.ended_at.year == 2999

@@ -163,6 +163,18 @@ def test_schedule_call_business_hours(
     assert (call.scheduled_at, call.schedule_source, call.business_hours_applied) == (expected, source, moved)
 
 
+@pytest.mark.parametrize("callback_date", ["9999-12-31", "9999-12-31T23:59:59-14:00", "2999-12-31"])
+def test_schedule_call_with_a_date_at_the_end_of_time_uses_the_fallback(tmp_path: Path, callback_date: str) -> None:
+    ev = event(
+        fields={"callback_date": callback_date}, started_at="2026-03-10T10:00:00Z", ended_at="2026-03-10T16:00:00Z"
+    )
+    trace, [call] = agent(tmp_path, SCHEDULING).route(ev, NOW)
+    assert isinstance(call, ScheduleCallRequested) and call.schedule_source == "fallback"
+    assert call.scheduled_at == datetime(2026, 3, 10, 17, 0, tzinfo=UTC)
+    note = next(c for c in trace.flows[0].conditions if c.kind == "action").reason
+    assert "too far in the future" in note
+
+
 def test_schedule_call_prefers_the_extracted_number(tmp_path: Path) -> None:
     _, [call] = agent(tmp_path, SCHEDULING).route(event(fields={"callback_number": "+13125550178"}), NOW)
     assert isinstance(call, ScheduleCallRequested) and call.to_number == "+13125550178"
