@@ -8,8 +8,8 @@ children; children are all evaluated, so a trace shows every reason, not only th
   1: booleans only equal booleans. `ignore_case` folds case for text.
 * `>`, `>=`, `<`, `<=`, `contains` and `matches` fail on null. Numbers compare as numbers, date and
   datetime fields as dates; text values of number/boolean/date fields are coerced first.
-* `matches` runs a pattern compiled and safety-checked at load time on at most MATCH_INPUT_LIMIT
-  characters of the value.
+* `matches` runs an RE2 pattern (linear time, never backtracking; checked at load time) on at most
+  MATCH_INPUT_LIMIT characters of the value, so no condition can hold the event loop.
 * When extraction failed, conditions on extracted values (fields, dyn_*, ai, confidence, needs_review)
   are *unknown*: false, with a reason that says so, and `not` of unknown is still false (a failed
   extraction never fires "the customer did not complain"). End-reason conditions still work, as do
@@ -19,7 +19,6 @@ children; children are all evaluated, so a trace shows every reason, not only th
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -27,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from schemas.agent_checks import field_type
+from schemas.agent_checks import compile_pattern, field_type
 from schemas.agent_config import (
     AiCondition,
     AllCondition,
@@ -302,7 +301,7 @@ def _test(cond: FieldCondition, ftype: str) -> Callable[[Any], bool]:
         needle = str(cond.value).casefold() if fold else str(cond.value)
         return lambda a: isinstance(a, str) and needle in (a.casefold() if fold else a)
     if op == "matches":
-        pattern = re.compile(str(cond.value), re.IGNORECASE if fold else 0)
+        pattern = compile_pattern(str(cond.value), ignore_case=fold)
         return lambda a: isinstance(a, str) and pattern.search(a[:MATCH_INPUT_LIMIT]) is not None
     bound = coerce(ftype, cond.value)
     return lambda a: a is not None and _compare(op, a, bound)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
+from schemas.agent_checks import regex_problem
 from schemas.agents import Condition, FieldSpec
 from schemas.events import ConditionResult, ConversationExtracted
 from services.router.conditions import MATCH_INPUT_LIMIT, Outcome, compile_condition
@@ -152,6 +153,27 @@ def test_field_operator(cond: dict[str, Any], fields: dict[str, Any], expected: 
     assert results[0].kind == "field" and results[0].passed is expected
     assert results[0].expected == {"op": cond["op"], "value": cond.get("value")}
     assert cond["field"] in results[0].reason
+
+
+BACKTRACKING_PATTERNS = [r"(.|\s)*refund", r"(a|a)*b", r"(a+)+$", r"(\w+\s?)*:"]
+
+
+@pytest.mark.timeout(20)  # a guard, not a measurement: a backtracking engine takes longer than the universe
+@pytest.mark.parametrize("pattern", BACKTRACKING_PATTERNS)
+def test_a_pattern_that_backtracks_exponentially_elsewhere_runs_in_linear_time(pattern: str) -> None:
+    """`(.|\\s)*refund` is common and was accepted; on a backtracking engine each extra word doubled the
+    time and the router's event loop froze. RE2 accepts it and answers at once on the longest input."""
+    assert regex_problem(pattern) is None
+    hostile = ("word " * (MATCH_INPUT_LIMIT // 5))[: MATCH_INPUT_LIMIT - 1] + "!"
+    hostile_a = "a" * (MATCH_INPUT_LIMIT - 1) + "!"
+    for text in (hostile, hostile_a):
+        outcome, _ = evaluate({"field": "notes", "op": "matches", "value": pattern}, event(fields={"notes": text}))
+        assert outcome.passed is False
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=refund)", "(?<!not )refund", "a{1001}"])
+def test_a_pattern_re2_cannot_compile_is_refused(pattern: str) -> None:
+    assert "RE2 cannot compile" in (regex_problem(pattern) or "")
 
 
 def test_field_result_reports_the_actual_value() -> None:

@@ -103,11 +103,20 @@ BAD = [
         "'schedule_call', 'task', 'team_alert')",
     ),
     (
-        "catastrophic-regex",
+        "pattern-re2-cannot-run",
         GOOD.replace("- {name: score, type: number}", "- {name: notes, type: string}").replace(
-            "{end_reason: CUSTOMER_HANGUP}", "{field: notes, op: matches, value: '(a+)+$'}"
+            "{end_reason: CUSTOMER_HANGUP}", "{field: notes, op: matches, value: '(?=refund)'}"
         ),
-        "8: flows[0].when.value: nested quantifiers such as (a+)+ can take exponential time; rewrite the pattern",
+        "8: flows[0].when.value: RE2 cannot compile this pattern: invalid perl operator: (?= (`matches` uses RE2, "
+        "which runs in linear time: no backreferences, no lookahead or lookbehind)",
+    ),
+    (
+        "pattern-backreference",
+        GOOD.replace("- {name: score, type: number}", "- {name: notes, type: string}").replace(
+            "{end_reason: CUSTOMER_HANGUP}", "{field: notes, op: matches, value: '(a)\\1'}"
+        ),
+        "8: flows[0].when.value: RE2 cannot compile this pattern: invalid escape sequence: \\1 (`matches` uses RE2, "
+        "which runs in linear time: no backreferences, no lookahead or lookbehind)",
     ),
     (
         "unknown-route",
