@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping, Sequence
 
@@ -18,6 +19,7 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 MIN_SECRET_BYTES = 24  # the spec: "Between 24 bytes (192 bits) and 64 bytes (512 bits)"
 MAX_SECRET_BYTES = 64
 TOLERANCE_SECONDS = 300
+_STAMP = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
 
 
 def decode_secret(secret: str) -> bytes:
@@ -66,15 +68,17 @@ def verify(
     tolerance_seconds: int = TOLERANCE_SECONDS,
     now: float | None = None,
 ) -> bool:
-    """True when one signature matches one secret and the timestamp is within the tolerance."""
+    """True when one signature matches one secret and the timestamp is within the tolerance; False for
+    anything malformed (the headers are the sender's: garbage in them is a failed check, never an error)."""
     lowered = {k.lower(): v for k, v in headers.items()}
     msg_id = lowered.get("webhook-id", "")
     stamp = lowered.get("webhook-timestamp", "")
     offered = lowered.get("webhook-signature", "").split()
-    if not (msg_id and stamp.isdigit() and offered):
+    if not (msg_id and _STAMP.fullmatch(stamp) and offered):
         return False
     ts = int(stamp)
     if abs((time.time() if now is None else now) - ts) > tolerance_seconds:
         return False
-    expected = {sign(decode_secret(s), msg_id, ts, body) for s in secrets}
-    return any(hmac.compare_digest(sig, want) for sig in offered for want in expected)
+    expected = {sign(decode_secret(s), msg_id, ts, body).encode() for s in secrets}
+    # compared as bytes: hmac.compare_digest raises TypeError on non-ASCII text
+    return any(hmac.compare_digest(sig.encode(), want) for sig in offered for want in expected)

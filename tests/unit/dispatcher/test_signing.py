@@ -62,3 +62,21 @@ def test_malformed_or_short_secrets_are_refused(bad: str) -> None:
 def test_a_webhook_id_with_a_dot_is_refused() -> None:
     with pytest.raises(ValueError):
         Signer([SECRET]).headers("a.b", BODY)
+
+
+GARBAGE = [
+    {"webhook-timestamp": "²"},  # str.isdigit() says yes, int() says no
+    {"webhook-timestamp": "١٧٠٠٠٠٠٠٠٠"},  # Arabic-Indic digits
+    {"webhook-timestamp": "9" * 5000},  # over int()'s digit limit
+    {"webhook-timestamp": "-1"},
+    {"webhook-timestamp": " 1700000000"},
+    {"webhook-signature": "v1,ü"},  # hmac.compare_digest refuses non-ASCII text
+    {"webhook-signature": "v1," + "A" * 100_000},
+    {"webhook-id": "a\x00b"},
+]
+
+
+@pytest.mark.parametrize("change", GARBAGE, ids=lambda c: repr(next(iter(c.values())))[:30])
+def test_garbage_in_any_signature_header_is_false_never_an_exception(change: dict[str, str]) -> None:
+    headers = {**Signer([SECRET]).headers("msg_1", BODY), **change}
+    assert verify([SECRET], headers, BODY) is False
