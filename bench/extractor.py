@@ -124,7 +124,13 @@ async def measure(ctx: BenchContext, source: str, n: int, in_flight: int, latenc
         runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], max_in_flight=in_flight),
     )
     clients = open_llm(settings)
-    provider = OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
+    provider = OpenAIProvider(
+        clients,
+        settings.llm,
+        settings.circuit,
+        settings.default_country_code,
+        retry_after_cap=settings.runtime.retry_after_cap_seconds,
+    )
     try:
         async with httpx.AsyncClient() as http:
             handler = First(Extractor(settings, lambda e: SPEC, http, provider, output_topic=sink))

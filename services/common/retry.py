@@ -8,7 +8,9 @@ schemas/headers.py. Headers of earlier hops are replaced, not repeated, so recor
 
 from __future__ import annotations
 
+import email.utils
 import random
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -19,6 +21,9 @@ from schemas import headers as h
 from services.common.errors import InvalidRecord, PermanentError, RetryableError
 
 MAX_MESSAGE = 1000
+RETRY_AFTER_STATUSES = frozenset({429, 503})  # RFC 9110 gives Retry-After a meaning on these (and 3xx)
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")  # ASCII digits: str.isdigit() also says yes to "²"
+_HTTP_DATE_CHARS = 64
 
 
 def now_iso() -> str:
@@ -121,6 +126,33 @@ def dead_letter_headers(f: Failure, *, service: str, version: str, group: str) -
         }
     )
     return out
+
+
+def parse_retry_after(status: int, headers: Mapping[str, str], cap: float, now: datetime | None = None) -> float | None:
+    """Seconds a 429 or 503 answer asks us to wait, at most `cap`; None on any other status, or when the
+    header is absent or unreadable. The one parser of a remote's Retry-After (webhooks, Slack, the LLM).
+
+    `Retry-After` is delta-seconds in ASCII digits or an HTTP date; `retry-after-ms` (sent by OpenAI-
+    compatible servers) is milliseconds in ASCII digits and wins when both are readable. The header is
+    the remote's text: anything else (`²`, 400 digits, a negative number, garbage) is unreadable, never
+    an error, so an answer's Retry-After can never change what its status means.
+    """
+    if status not in RETRY_AFTER_STATUSES:
+        return None
+    millis = (headers.get("retry-after-ms") or "").strip()
+    if _DELTA_SECONDS.fullmatch(millis):
+        return min(int(millis) / 1000, cap)
+    text = (headers.get("retry-after") or "").strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        return min(float(text), cap)
+    if not text or len(text) > _HTTP_DATE_CHARS or not text.isascii():
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+        wait = (when if when.tzinfo else when.replace(tzinfo=UTC)) - (now or datetime.now(UTC))
+        return min(max(0.0, wait.total_seconds()), cap)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def retry_after_of(exc: BaseException) -> float | None:

@@ -56,7 +56,12 @@ class RuntimeSettings(BaseModel):
         description="Delay of each retry tier; at most the tiers the topic registry declares.",
     )
     retry_jitter: float = Field(0.2, ge=0, le=1, description="± fraction of jitter added to tier delays.")
-    retry_after_cap_seconds: float = Field(3600.0, description="Longest Retry-After honoured.")
+    retry_after_cap_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest wait a remote's Retry-After can ask for (the one cap: webhooks, Slack and the LLM); "
+        "a longer one is cut to this, so one header can neither park a record nor pause a service for a day.",
+    )
     unavailable_backoff_seconds: float = Field(5.0, gt=0, description="Pause after DependencyUnavailable.")
     commit_interval_seconds: float = Field(1.0, gt=0, description="How often completed offsets are committed.")
     drain_timeout_seconds: float = Field(25.0, gt=0, description="Bound on waiting for in-flight records.")

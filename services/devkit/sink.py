@@ -49,6 +49,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a stalled receiver)
     body: bytes = b'{"ok":true}'
+    trickle: float = 0.0  # seconds between the answer's bytes (a hostile receiver holding the request open)
+    endless: bool = False  # a chunked body that never ends (a hostile receiver filling our memory)
 
 
 class Sink:
@@ -137,11 +139,14 @@ class Sink:
             await asyncio.sleep(reply.delay)
         extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
         status_line = f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Status')}\r\n"
-        writer.write(
-            f"{status_line}Content-Type: application/json\r\nContent-Length: {len(reply.body)}\r\n{extra}\r\n".encode()
-            + reply.body
-        )
-        await writer.drain()
+        length = "Transfer-Encoding: chunked" if reply.endless else f"Content-Length: {len(reply.body)}"
+        answer = f"{status_line}Content-Type: application/json\r\n{length}\r\n{extra}\r\n".encode()
+        if reply.endless:
+            await _write(writer, answer, reply.trickle)
+            chunk = b"%x\r\n%s\r\n" % (len(reply.body), reply.body)
+            while True:  # until the client hangs up (ConnectionError ends the connection)
+                await _write(writer, chunk, reply.trickle)
+        await _write(writer, answer + reply.body, reply.trickle)
         return headers.get("connection", "").lower() != "close"
 
     def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -162,6 +167,7 @@ class Sink:
             method=method,
             verified=verified,
             status=reply.status,
+            accept_encoding=headers.get("accept-encoding"),
             body=_json_or_text(body),
         )
         return reply
@@ -223,6 +229,17 @@ class _Mailbox:
             tls=session.ssl is not None,
         )
         return "250 Message accepted for delivery"
+
+
+async def _write(writer: asyncio.StreamWriter, data: bytes, trickle: float) -> None:
+    if not trickle:
+        writer.write(data)
+        await writer.drain()
+        return
+    for i in range(len(data)):
+        writer.write(data[i : i + 1])
+        await writer.drain()
+        await asyncio.sleep(trickle)
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:

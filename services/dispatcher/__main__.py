@@ -33,7 +33,9 @@ async def open_executors(settings: DispatcherSettings, registry: Registry) -> As
     """Every executor, with the clients and connections they share; closed on exit."""
     async with AsyncExitStack() as stack:
         clients = await stack.enter_async_context(open_clients(registry, settings.user_agent))
-        options = HttpOptions(settings.retry_after_floor_seconds, settings.retry_after_cap_seconds, settings.user_agent)
+        options = HttpOptions(
+            settings.retry_after_floor_seconds, settings.runtime.retry_after_cap_seconds, settings.user_agent
+        )
         http = HttpSender(registry, clients, options)
         pools = {d.name: SmtpPool(d, registry.timeout(d)) for d in registry.smtp()}
         for pool in pools.values():

@@ -3,26 +3,29 @@ mapping of what came back onto the error tree.
 
     2xx                                    delivered
     3xx                                    PermanentError (redirects are never followed)
-    408, 425, 429, 5xx, timeout, no conn.  RetryableError(retry_after = Retry-After clamped to floor..cap)
+    408, 425, 429, 5xx, timeout, no conn.  RetryableError(retry_after = a 429's or 503's Retry-After, floor..cap)
     410 Gone                               the destination is disabled, PermanentError
     other 4xx                              PermanentError
     address refused by the SSRF guard      PermanentError
+
+A receiver is not trusted: its Retry-After is read only on 429 and 503 (services.common.retry), at most
+SNIPPET_BYTES of its body are read (raw, never decompressed), and one deadline bounds the whole attempt
+(connect, send, headers and that body) however slowly it trickles bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 import httpx
 
 from services.common.errors import PermanentError, PostcallError, RetryableError, classify_http_status
+from services.common.retry import parse_retry_after
 from services.common.ssrf import AddressRefused, GuardedTransport
 from services.dispatcher.destinations import HttpDestination, UrlDestination
 from services.dispatcher.metrics import delivery_duration
@@ -77,26 +80,6 @@ def failure(
     return out
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(int(text))
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def clamp(seconds: float | None, floor: float, cap: float) -> float | None:
-    return None if seconds is None else min(max(seconds, floor), cap)
-
-
 @dataclass(frozen=True)
 class HttpOptions:
     retry_after_floor: float = 5.0
@@ -132,7 +115,7 @@ class HttpSender:
             finally:
                 elapsed = time.perf_counter() - started
                 delivery_duration(action_type, dest.name).observe(elapsed)
-            error = self._classify(dest, answer.status, answer.retry_after)
+            error = self._classify(dest, answer)
             slot.record(not isinstance(error, RetryableError))
         latency_ms = round(elapsed * 1000, 3)
         if error is not None:
@@ -141,7 +124,12 @@ class HttpSender:
 
     def _headers(self, dest: UrlDestination, msg_id: str, body: bytes) -> dict[str, str]:
         # webhook-id on every request, signed or not (Slack): the receiver's key to drop a repeat
-        headers = {"content-type": "application/json", "user-agent": self._options.user_agent, "webhook-id": msg_id}
+        headers = {
+            "content-type": "application/json",
+            "user-agent": self._options.user_agent,
+            "webhook-id": msg_id,
+            "accept-encoding": "identity",  # only a snippet of the answer is read, and never decompressed
+        }
         if isinstance(dest, HttpDestination):
             headers.update(dest.headers)
             if dest.signer is not None:
@@ -163,23 +151,21 @@ class HttpSender:
                 snippet = await _read_some(response)
             finally:
                 await response.aclose()
-        got = response.headers
-        return Answer(response.status_code, got.get("retry-after"), got.get("location"), snippet)
+        status, got, opts = response.status_code, response.headers, self._options
+        wait = parse_retry_after(status, got, opts.retry_after_cap)
+        return Answer(status, None if wait is None else max(wait, opts.retry_after_floor), got.get("location"), snippet)
 
-    def _classify(self, dest: UrlDestination, status: int, retry_after: str | None) -> PostcallError | None:
-        if status == 410:
+    def _classify(self, dest: UrlDestination, answer: Answer) -> PostcallError | None:
+        if answer.status == 410:
             self._registry.disable(dest.name, DISABLED_REASON)
             return PermanentError(f"HTTP 410 Gone: destination {dest.name} disabled")
-        opts = self._options
-        return classify_http_status(
-            status, clamp(parse_retry_after(retry_after), opts.retry_after_floor, opts.retry_after_cap)
-        )
+        return classify_http_status(answer.status, answer.retry_after)
 
 
 @dataclass(frozen=True)
 class Answer:
     status: int
-    retry_after: str | None
+    retry_after: float | None  # seconds, already read (429 and 503 only) and bounded
     location: str | None
     snippet: str
 
@@ -190,9 +176,12 @@ class Answer:
 
 
 async def _read_some(response: httpx.Response) -> str:
+    """The start of the body as sent: raw bytes, so a small compressed body cannot expand in memory."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    raw = response.stream  # not aiter_bytes(): that decompresses a whole chunk (a gzip bomb) before we see it
+    assert isinstance(raw, httpx.AsyncByteStream)
+    async for chunk in raw:
         chunks.append(chunk)
         size += len(chunk)
         if size >= SNIPPET_BYTES:

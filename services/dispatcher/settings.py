@@ -47,7 +47,6 @@ class DispatcherSettings(BaseSettings):
         description="Whole-request bound for destinations that set none (Standard Webhooks: 15-30 s).",
     )
     retry_after_floor_seconds: float = Field(5.0, ge=0, description="Shortest Retry-After honoured.")
-    retry_after_cap_seconds: float = Field(3600.0, gt=0, description="Longest Retry-After honoured.")
     max_wait_seconds: float = Field(
         2.0,
         ge=0,

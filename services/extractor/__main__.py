@@ -60,7 +60,13 @@ async def main() -> None:
     async with open_http(settings) as http:
         provider = None
         if clients:
-            provider = OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
+            provider = OpenAIProvider(
+                clients,
+                settings.llm,
+                settings.circuit,
+                settings.default_country_code,
+                retry_after_cap=settings.runtime.retry_after_cap_seconds,
+            )
         extractor = Extractor(settings, specs, http, provider)
         runtime: Runtime[ConversationEnded] = Runtime(
             service="extractor",

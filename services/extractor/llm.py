@@ -3,8 +3,8 @@ validated by a pydantic model built from the spec, and one repair round when the
 
 Vendor errors are mapped here, at the edge:
 
-    429, 5xx, timeouts, connection errors      -> RetryableError (retry_after from Retry-After, at most
-                                                  max_retry_after_seconds)
+    429, 5xx, timeouts, connection errors      -> RetryableError (retry_after from a 429's or 503's
+                                                  Retry-After, at most runtime.retry_after_cap_seconds)
     401, 403, 404 (key, permission, model)     -> RetryableError: the endpoint is misconfigured for every
                                                   record alike; pausing beats dead-lettering the stream
     any of the above, N times in a row         -> the circuit opens: DependencyUnavailable (pause)
@@ -17,13 +17,12 @@ The client is built with max_retries=0: the runtime is the one layer that retrie
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import openai
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, Extraction, Message, Usage
 from services.common.errors import DependencyUnavailable, PermanentError, PostcallError, RetryableError
+from services.common.retry import parse_retry_after
 from services.extractor import answer, prompt
 from services.extractor.circuit import CircuitBreaker
 from services.extractor.metrics import LLM_COST, LLM_DURATION, LLM_REQUESTS, LLM_TOKENS, TRUNCATED
@@ -71,12 +71,15 @@ class OpenAIProvider:
         settings: LlmSettings,
         circuit: CircuitSettings,
         country_code: str,
+        *,
+        retry_after_cap: float,
     ) -> None:
         # several clients share the load: each has its own connection pool, and a pool's cost per
         # request grows with its number of connections (httpcore checks every one on each request)
         self._clients = itertools.cycle([clients] if isinstance(clients, openai.AsyncOpenAI) else list(clients))
         self._settings = settings
         self._country_code = country_code
+        self._cap = retry_after_cap  # one header must not pause extraction (or skip retry tiers) for a day
         self.breaker = CircuitBreaker(PROVIDER, circuit)
         self._compiled: dict[str, Compiled] = {}
 
@@ -189,9 +192,8 @@ class OpenAIProvider:
             return ExtractionFailed(f"{what}: {exc.message[:300]}", usage=usage, truncated=truncated)
         outcome = _outcome(exc, status)
         LLM_REQUESTS.labels(PROVIDER, model, outcome).inc()
-        retry_after = _retry_after(exc)
-        if retry_after is not None:  # one header must not pause extraction (or skip retry tiers) for a day
-            retry_after = min(retry_after, self._settings.max_retry_after_seconds)
+        response = getattr(exc, "response", None)
+        retry_after = None if response is None else parse_retry_after(status or 0, response.headers, self._cap)
         message = f"LLM {outcome.replace('_', ' ')}" + (f" (HTTP {status})" if status else "")
         if self.breaker.failure():
             cooldown = self.breaker.cooldown
@@ -260,26 +262,3 @@ def _parse(content: str, model: type[BaseModel]) -> BaseModel:
 
 def _short(exc: Exception) -> str:
     return str(exc).replace("\n", "; ")[:300]
-
-
-def _retry_after(exc: openai.APIError) -> float | None:
-    response = getattr(exc, "response", None)
-    if response is None:
-        return None
-    if (ms := response.headers.get("retry-after-ms")) is not None:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)

@@ -53,12 +53,6 @@ class LlmSettings(BaseModel):
     api_key: SecretStr | None = Field(None, description="API key (from a Secret); local servers need none.")
     model: str = Field("gpt-4o-mini", description="Default model; an agent may name its own.")
     request_timeout_seconds: float = Field(45.0, gt=0, description="Bound on one chat-completions request.")
-    max_retry_after_seconds: float = Field(
-        300.0,
-        gt=0,
-        description="Longest wait a Retry-After from the endpoint can ask for; a longer one (86400) is cut to "
-        "this, so one header cannot pause extraction for a day (the circuit's cool-down still applies).",
-    )
     temperature: float | None = Field(0.0, ge=0, le=2, description="None: the server default.")
     max_output_tokens: int | None = Field(
         None, ge=1, description="Sent as max_completion_tokens when set; None: the server default."
@@ -97,6 +91,12 @@ class ExtractorRuntimeSettings(RuntimeSettings):
     one field from the environment (POSTCALL_RUNTIME__X) keeps the other defaults below."""
 
     max_in_flight: int = Field(64, ge=1, le=10_000, description="Conversations being extracted at once.")
+    retry_after_cap_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Longest wait the LLM endpoint's Retry-After can ask for; a longer one (86400) is cut to this, "
+        "so one header cannot pause extraction for a day (the circuit's cool-down still applies).",
+    )
 
 
 class ExtractorSettings(BaseSettings):

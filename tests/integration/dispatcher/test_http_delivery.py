@@ -4,6 +4,7 @@ and one stalled destination not holding back another."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import pytest
 from prometheus_client import REGISTRY
@@ -108,3 +109,43 @@ async def test_a_stalled_destination_does_not_hold_back_another(sink: Sink, stac
     assert sum(o.startswith("retry: destination slow busy") for o in slow_outcomes) >= 2
     last_fast = max(i for i, f in enumerate(finished) if f == "fast:delivered")
     assert last_fast < finished.index("slow:delivered")
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 400], ids=["superscript-two", "400-digits"])
+async def test_a_hostile_retry_after_on_a_200_is_ignored_and_the_webhook_is_sent_once(
+    sink: Sink, stack: Stack, value: str
+) -> None:
+    """A 200 with `Retry-After: ²` crashed the parser after the delivery: re-sent on every tier."""
+    sink.script("/crm", then=Reply(200, {"Retry-After": value}))
+    async with stack(destinations(http_destination("crm", sink.url("/crm")))) as (executors, _):
+        delivery = await executors.run(webhook("act_1", "crm"))
+    assert (delivery.outcome, delivery.status_code) == ("delivered", 200)
+    assert sink.counts["act_1"] == 1
+
+
+@pytest.mark.timeout(30)
+async def test_a_receiver_trickling_its_answer_is_cut_at_one_deadline_per_attempt(sink: Sink, stack: Stack) -> None:
+    """Every byte arrives before any read timeout; only the attempt's own deadline ends it."""
+    sink.script("/drip", then=Reply(200, trickle=0.1))
+    async with stack(destinations(http_destination("drip", sink.url("/drip"), timeout_seconds=1))) as (ex, _):
+        with pytest.raises(RetryableError, match=r"no answer within 1s"):
+            await ex.run(webhook("act_1", "drip"))
+
+
+@pytest.mark.timeout(30)
+async def test_an_endless_response_body_is_read_only_up_to_the_cap(sink: Sink, stack: Stack) -> None:
+    sink.script("/flood", then=Reply(422, body=b"A" * 65536, endless=True))
+    async with stack(destinations(http_destination("flood", sink.url("/flood")))) as (ex, _):
+        with pytest.raises(PermanentError, match="HTTP 422") as caught:
+            await ex.run(webhook("act_1", "flood"))
+    assert len(str(caught.value)) < 400  # the start of the body, not 64 KiB of it
+
+
+async def test_a_compressed_body_is_never_decompressed(sink: Sink, stack: Stack) -> None:
+    bomb = gzip.compress(b"\0" * (64 << 20))  # 64 MiB of zeros in about 64 KiB
+    sink.script("/bomb", then=Reply(400, {"Content-Encoding": "gzip"}, body=bomb))
+    async with stack(destinations(http_destination("bomb", sink.url("/bomb")))) as (ex, _):
+        with pytest.raises(PermanentError, match="HTTP 400") as caught:
+            await ex.run(webhook("act_1", "bomb"))
+    assert len(str(caught.value)) < 400
+    assert sink.received[0]["accept_encoding"] == "identity"

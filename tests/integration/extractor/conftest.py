@@ -43,7 +43,13 @@ async def extractor(
     settings = settings_for(fake, tmp_path, **overrides)
     clients = open_llm(settings)
     assert clients
-    provider = OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
+    provider = OpenAIProvider(
+        clients,
+        settings.llm,
+        settings.circuit,
+        settings.default_country_code,
+        retry_after_cap=settings.runtime.retry_after_cap_seconds,
+    )
     async with open_http(settings) as http:
         kwargs = {"output_topic": output_topic} if output_topic else {}
         yield Extractor(settings, lambda event: spec, http, provider, **kwargs)

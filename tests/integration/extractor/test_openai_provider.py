@@ -139,14 +139,14 @@ async def test_a_retry_after_of_a_day_is_cut_to_the_configured_maximum(llm: Fake
     llm.mode, llm.retry_after = "rate_limit", "86400"
     with pytest.raises(RetryableError) as caught:
         await extract(llm, tmp_path)
-    assert caught.value.retry_after == 300  # the default max_retry_after_seconds
+    assert caught.value.retry_after == 300  # the extractor's default runtime.retry_after_cap_seconds
     circuit = {"failure_threshold": 1, "cooldown_seconds": 15}
     with pytest.raises(DependencyUnavailable) as outage:
-        await extract(llm, tmp_path, circuit=circuit, llm={"max_retry_after_seconds": 120})
+        await extract(llm, tmp_path, circuit=circuit, runtime={"retry_after_cap_seconds": 120})
     assert outage.value.retry_after == 120  # the pause the runtime takes, not a day
     with pytest.raises(DependencyUnavailable) as short:
         await extract(llm, tmp_path, circuit={"failure_threshold": 1, "cooldown_seconds": 200},
-                      llm={"max_retry_after_seconds": 120})  # fmt: skip
+                      runtime={"retry_after_cap_seconds": 120})  # fmt: skip
     assert short.value.retry_after == 200  # never shorter than the circuit's own cool-down
 
 

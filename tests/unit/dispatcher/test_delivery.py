@@ -3,46 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 
 import httpx
 import pytest
 from standardwebhooks import Webhook
 
 from services.common.errors import PermanentError, RetryableError
-from services.dispatcher.delivery import HttpSender, clamp, parse_retry_after
+from services.dispatcher.delivery import HttpSender
 from services.dispatcher.destinations import HttpDestination, SlackDestination
 from services.dispatcher.registry import Registry
 from tests.unit.dispatcher.conftest import CRM, CRM_ENV, SECRET, registry
 
 Sender = Callable[[Callable[[httpx.Request], httpx.Response], Registry], HttpSender]
-NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("header", "seconds"),
-    [
-        ("120", 120.0),
-        ("0", 0.0),
-        (" 7 ", 7.0),
-        (format_datetime(NOW + timedelta(seconds=90), usegmt=True), 90.0),
-        ("Sun, 01 Mar 2026 11:00:00 GMT", 0.0),  # in the past: no wait
-        ("soon", None),
-        ("-5", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_retry_after_is_read_as_seconds_or_http_date(header: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(header, now=NOW) == seconds
-
-
-def test_retry_after_is_clamped_between_floor_and_cap() -> None:
-    assert clamp(1.0, 5.0, 600.0) == 5.0
-    assert clamp(86400.0, 5.0, 600.0) == 600.0
-    assert clamp(42.0, 5.0, 600.0) == 42.0
-    assert clamp(None, 5.0, 600.0) is None
 
 
 STATUS_TABLE = [
@@ -92,6 +64,37 @@ async def test_429_carries_clamped_retry_after(mock_sender: Sender) -> None:
     with pytest.raises(RetryableError) as caught:
         await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
     assert caught.value.retry_after == 600.0  # the cap
+
+
+HOSTILE_RETRY_AFTER = ["²", "9" * 400, "-1", "1e9", "Fri, 31 Dec 9999 23:59:59 -1400", "\x00", "\u0663"]
+
+
+@pytest.mark.parametrize("value", HOSTILE_RETRY_AFTER, ids=repr)
+async def test_a_hostile_retry_after_on_a_2xx_is_ignored_and_the_delivery_counts(
+    mock_sender: Sender, value: str
+) -> None:
+    """`Retry-After: ²` after a 200 crashed the parser: the delivered webhook was sent again on every tier."""
+    reg = registry(CRM, CRM_ENV)
+    sender = mock_sender(lambda r: httpx.Response(200, headers=[(b"retry-after", value.encode())]), reg)
+    delivery = await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+    assert (delivery.outcome, delivery.status_code) == ("delivered", 200)
+
+
+@pytest.mark.parametrize("value", HOSTILE_RETRY_AFTER, ids=repr)
+async def test_a_hostile_retry_after_on_a_429_means_the_tier_delay(mock_sender: Sender, value: str) -> None:
+    reg = registry(CRM, CRM_ENV)
+    sender = mock_sender(lambda r: httpx.Response(429, headers=[(b"retry-after", value.encode())]), reg)
+    with pytest.raises(RetryableError) as caught:
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+    assert caught.value.retry_after in (None, 600.0)  # unreadable, or a far date cut to the cap
+
+
+async def test_retry_after_is_read_only_on_429_and_503(mock_sender: Sender) -> None:
+    reg = registry(CRM, CRM_ENV)
+    sender = mock_sender(lambda r: httpx.Response(500, headers={"retry-after": "120"}), reg)
+    with pytest.raises(RetryableError) as caught:
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+    assert caught.value.retry_after is None
 
 
 async def test_410_disables_the_destination_and_later_actions_fail_permanently(mock_sender: Sender) -> None:

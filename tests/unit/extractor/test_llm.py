@@ -1,34 +1,12 @@
-"""Edges of the openai provider that need no server: Retry-After forms and answer parsing."""
+"""Edges of the openai provider that need no server: answer parsing (Retry-After: tests/unit/common)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
-
-import httpx2
-import openai
 import pytest
 
 from schemas.agents import ExtractionSpec, FieldSpec
 from services.extractor import answer
-from services.extractor.llm import _parse, _retry_after
-
-
-def rate_limited(headers: dict[str, str]) -> openai.RateLimitError:
-    request = httpx2.Request("POST", "http://llm.example/v1/chat/completions")
-    return openai.RateLimitError(
-        "slow down", response=httpx2.Response(429, headers=headers, request=request), body=None
-    )
-
-
-def test_retry_after_in_seconds_milliseconds_or_as_a_date() -> None:
-    assert _retry_after(rate_limited({"retry-after": "12"})) == 12
-    assert _retry_after(rate_limited({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
-    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert 25 <= (_retry_after(rate_limited({"retry-after": soon})) or 0) <= 31
-    assert _retry_after(rate_limited({"retry-after": "whenever"})) is None
-    assert _retry_after(rate_limited({})) is None
-
+from services.extractor.llm import _parse
 
 SPEC = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="n", type="integer")])
 
