@@ -15,6 +15,7 @@ and the end (the outcome) are kept, and the cut is marked in the text the model 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +40,18 @@ _SPEAKER = re.compile(r"^\s*([A-Za-z_ ]{2,20}?)\s*:\s*(.*)$")
 
 async def fetch_transcript(http: httpx.AsyncClient, url: str, max_bytes: int, timeout: float) -> bytes:
     """GET the claim check; PermanentError over the size limit, on a 4xx or a refused address,
-    RetryableError on 5xx/timeouts."""
+    RetryableError on 5xx/timeouts. `timeout` bounds the whole fetch: httpx's own timeouts bound each
+    read, so a server sending one byte at a time would otherwise hold the fetch for as long as it likes."""
     if not url.startswith(("http://", "https://")):
         raise PermanentError(f"transcript_url must be http(s), got {url[:40]!r}")
+    try:
+        async with asyncio.timeout(timeout):
+            return await _fetch(http, url, max_bytes, timeout)
+    except TimeoutError:
+        raise RetryableError(f"transcript_url did not finish within {timeout:g}s") from None
+
+
+async def _fetch(http: httpx.AsyncClient, url: str, max_bytes: int, timeout: float) -> bytes:
     try:
         async with http.stream("GET", url, timeout=timeout, follow_redirects=False) as response:
             if (error := classify_http_status(response.status_code)) is not None:

@@ -5,6 +5,7 @@ proxies from the environment not used."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +15,7 @@ import orjson
 import pytest
 
 from schemas.events import ConversationEnded, ConversationExtracted
-from services.common.errors import PermanentError
+from services.common.errors import PermanentError, RetryableError
 from services.common.runtime import RecordContext
 from services.extractor.__main__ import open_http
 from services.extractor.handler import Extractor
@@ -31,6 +32,7 @@ class Server:
     def __init__(self, body: bytes) -> None:
         self.body = body
         self.location: str | None = None
+        self.trickle = 0.0  # seconds between the body's bytes: a hostile server holding the fetch open
         self.requests: list[str] = []
         outer = self
 
@@ -47,7 +49,16 @@ class Server:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(outer.body)))
                 self.end_headers()
-                self.wfile.write(outer.body)
+                if not outer.trickle:
+                    self.wfile.write(outer.body)
+                    return
+                try:
+                    for i in range(len(outer.body)):
+                        self.wfile.write(outer.body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(outer.trickle)
+                except OSError:
+                    pass  # the client gave up
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -125,3 +136,14 @@ async def test_a_proxy_from_the_environment_is_not_used(
     assert proxy.requests == []
     assert platform.requests == ["GET /t/5 HTTP/1.1"]
     assert out.extraction.fields["customer_name"].value == "Tom Becker"
+
+
+@pytest.mark.timeout(60)
+async def test_a_server_trickling_the_transcript_is_cut_at_one_overall_deadline(
+    tmp_path: Path, platform: Server
+) -> None:
+    """One byte every 0.2 s never trips a per-read timeout; the fetch as a whole has one deadline."""
+    platform.trickle = 0.2
+    settings = {"transcript_allow_private": True, "transcript_timeout_seconds": 1.0}
+    with pytest.raises(RetryableError, match=r"transcript_url did not finish within 1s"):
+        await run(tmp_path, claim(platform.url("/t/5")), **settings)
