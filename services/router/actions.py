@@ -80,7 +80,7 @@ def _builder(config: Action, routes: dict[str, RecipientRoute], tz: ZoneInfo) ->
         return _email(config, routes.get(config.recipients) if config.recipients else None)
     if isinstance(config, SlackAction):
         text = Template.compile(config.text)
-        return lambda e, v, c: (SlackRequested(**c, text=text.render(v)), "")
+        return lambda e, v, c: (SlackRequested(**c, text=text.render_slack(v)), "")
     if isinstance(config, ScheduleCallAction):
         return _schedule_call(config, tz)
     if isinstance(config, TaskAction):

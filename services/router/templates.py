@@ -39,6 +39,11 @@ def text_of(value: Scalar) -> str:
     return str(value)
 
 
+def slack_escape(text: str) -> str:
+    """Slack's own rule for text in messages: only &, < and > are control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     source: str
@@ -73,6 +78,11 @@ class Template:
     def render_html(self, values: Values) -> str:
         """Literal text is the author's HTML; every value and fallback is escaped."""
         return self.render(values, escape=html.escape)
+
+    def render_slack(self, values: Values) -> str:
+        """Literal text is the author's Slack markup (`<!here>`, `<https://x|link>`); every value and
+        fallback is escaped, so a caller's `<!channel>` or `<https://evil|https://good>` arrives as text."""
+        return self.render(values, escape=slack_escape)
 
     def render_typed(self, values: Values) -> Any:
         """A template that is exactly one reference renders its typed value; others render text."""

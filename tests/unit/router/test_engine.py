@@ -373,6 +373,32 @@ def test_slack_notification_on_escalation(tmp_path: Path) -> None:
     assert slack.text == "Escalated: Customer asked for a callback. https://voice.example/c/conv-1"
 
 
+SLACK_MARKUP = """
+    agent: support-line
+    flows:
+      - id: escalations
+        actions:
+          - type: slack
+            destination: ops-slack
+            text: "<!here> {{conversation_summary}} | {{dyn_topic}} | {{dynamic_variables.plan}} | {{dyn_no | <none>}}"
+"""
+
+
+def test_slack_text_escapes_every_substituted_value_but_not_the_authors_markup(tmp_path: Path) -> None:
+    """A caller's `<!channel>` or a disguised link `<https://evil|https://good>` must arrive as text."""
+    ev = event(
+        summary="Call <!channel> & see <https://evil.example|https://good.example>",
+        dynamic={"dyn_topic": "<@U123> <#C42>"},
+        dynamic_variables={"plan": "a > b"},
+    )
+    [slack] = agent(tmp_path, SLACK_MARKUP).route(ev, NOW)[1]
+    assert isinstance(slack, SlackRequested)
+    assert slack.text == (
+        "<!here> Call &lt;!channel&gt; &amp; see &lt;https://evil.example|https://good.example&gt; | "
+        "&lt;@U123&gt; &lt;#C42&gt; | a &gt; b | &lt;none&gt;"
+    )
+
+
 def test_action_ids_are_deterministic(tmp_path: Path) -> None:
     compiled = agent(tmp_path, NOTIFICATIONS)
     ev = event(triggers={"Did the customer ask to be called back?": True})
