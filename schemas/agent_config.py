@@ -454,6 +454,9 @@ class Flow(_Cfg):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     description: str = ""
     enabled: bool = True
+    draft: bool = Field(
+        False, description="A draft is validated and can be tried, but never runs on live traffic; publish: remove it."
+    )
     use_template: str | None = Field(None, description="The library template this flow was built from.")
     when: Condition | None = Field(None, description="None: the flow runs for every conversation.")
     actions: list[Action] = Field(min_length=1)
@@ -472,6 +475,11 @@ class AgentFile(_Cfg):
 
     agent: str = Field(min_length=1, max_length=256)
     version: str | None = None
+    draft: bool = Field(
+        False,
+        description="A draft file is validated and can be tried (`postcall try`, the console), but never serves "
+        "live traffic; it may sit beside the agent's published file. Publish: remove the mark.",
+    )
     description: str = ""
     timezone: str = "UTC"
     fallback_text: str | None = Field(None, description="None: the router's default fallback text.")

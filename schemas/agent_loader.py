@@ -6,6 +6,10 @@ ConfigMap's `..data` copies are not read twice) and never raises for a bad file:
 configuration. A configuration's revision is the content hash of its file, so every output can say
 which revision it used. The checks that need meaning (operators per field type, template variables,
 recipient routes, regex safety) are in `schemas.agent_checks`.
+
+A file marked `draft: true` is validated like any other but indexed apart (`Catalog.drafts`): `lookup`,
+which serves live traffic, never returns it; `trial()` is the catalog a dry run uses (`postcall try`,
+the console), with drafts as if published.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class LoadedFile:
     problems: tuple[Problem, ...] = ()
     stale: bool = False
     tree: Any = field(default=None, repr=False, compare=False)  # ruamel round-trip tree: lines
+    draft: bool = False  # read from the file when possible, even when it has problems
 
     def locate(self, loc: Loc) -> tuple[int, str]:
         return locate(self.tree, loc)
@@ -77,7 +82,8 @@ class LoadedFile:
 class Catalog:
     directory: str
     files: Mapping[str, LoadedFile]
-    configs: Mapping[tuple[str, str | None], AgentConfig]
+    configs: Mapping[tuple[str, str | None], AgentConfig]  # published files: they serve live traffic
+    drafts: Mapping[tuple[str, str | None], AgentConfig] = field(default_factory=dict)  # draft files: tried only
 
     @property
     def problems(self) -> tuple[Problem, ...]:
@@ -90,8 +96,14 @@ class Catalog:
         return self.configs.get((agent_id, None))
 
     def is_broken(self, agent_id: str) -> bool:
-        """A file names this agent but has problems and no last good configuration."""
-        return any(f.agent == agent_id and f.config is None for f in self.files.values())
+        """A published file names this agent but has problems and no last good configuration."""
+        return any(f.agent == agent_id and f.config is None and not f.draft for f in self.files.values())
+
+    def trial(self) -> Catalog:
+        """The catalog a dry run uses: each agent's draft file over its published one, and every draft
+        mark removed (the flows run as they would once published). Never for live traffic."""
+        merged = {key: published(config) for key, config in {**self.configs, **self.drafts}.items()}
+        return Catalog(self.directory, self.files, merged)
 
     def raise_for_problems(self) -> None:
         if self.problems:
@@ -111,9 +123,19 @@ def load_catalog(directory: str | Path, *, previous: Catalog | None = None, libr
         digest = hashlib.sha256(data).hexdigest()[:16]
         loaded = old[name] if name in old and old[name].digest == digest else load_file(name, data, lib)
         if loaded.config is None and name in old and old[name].config is not None:
-            loaded = LoadedFile(name, digest, loaded.agent, old[name].config, loaded.problems, True, loaded.tree)
+            loaded = LoadedFile(
+                name, digest, loaded.agent, old[name].config, loaded.problems, True, loaded.tree, loaded.draft
+            )
         files[name] = loaded
-    return Catalog(str(root), files, _index(files))
+    return Catalog(str(root), files, _index(files, drafts=False), _index(files, drafts=True))
+
+
+def published(config: AgentConfig) -> AgentConfig:
+    """The configuration as it will run once published: no draft mark on the file or on any flow."""
+    if not config.draft and not any(f.draft for f in config.flows):
+        return config
+    flows = [f.model_copy(update={"draft": False}) if f.draft else f for f in config.flows]
+    return config.model_copy(update={"draft": False, "flows": flows})
 
 
 def _config_files(root: Path) -> list[Path]:
@@ -126,18 +148,22 @@ def _config_files(root: Path) -> list[Path]:
     )
 
 
-def _index(files: dict[str, LoadedFile]) -> dict[tuple[str, str | None], AgentConfig]:
+def _index(files: dict[str, LoadedFile], *, drafts: bool) -> dict[tuple[str, str | None], AgentConfig]:
+    """Published and draft files are indexed apart: a draft may sit beside the file it will replace."""
     configs: dict[tuple[str, str | None], AgentConfig] = {}
     for name, loaded in list(files.items()):
         cfg = loaded.config
-        if cfg is None:
+        if cfg is None or cfg.draft != drafts:
             continue
         key = (cfg.agent, cfg.version)
         if key in configs:
             line, _ = loaded.locate(("agent",))
-            what = f"agent {cfg.agent!r}" + (f" version {cfg.version!r}" if cfg.version else "")
+            what = ("draft of " if drafts else "") + f"agent {cfg.agent!r}"
+            what += f" version {cfg.version!r}" if cfg.version else ""
             dup = Problem(name, line, "agent", f"{what} is already configured in {configs[key].source}")
-            files[name] = LoadedFile(name, loaded.digest, loaded.agent, None, (*loaded.problems, dup), tree=loaded.tree)
+            files[name] = LoadedFile(
+                name, loaded.digest, loaded.agent, None, (*loaded.problems, dup), tree=loaded.tree, draft=loaded.draft
+            )
             continue
         configs[key] = cfg
     return configs
@@ -155,6 +181,7 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
         return LoadedFile(name, digest, None, None, (Problem(name, 1, "", "expected a mapping with `agent:`"),))
     raw = plain(tree)
     agent = raw.get("agent") if isinstance(raw.get("agent"), str) else None
+    draft = raw.get("draft") is True
     issues, from_template = _expand_templates(raw, library)
     file_cfg: AgentFile | None = None
     unexpanded = {loc[1] for loc, _ in issues if loc[2:3] == ("use_template",)}
@@ -169,9 +196,9 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
         issues += list(semantic_problems(file_cfg))
     problems = _problems(name, tree, [_hint(loc, msg, from_template) for loc, msg in issues])
     if problems or file_cfg is None:
-        return LoadedFile(name, digest, agent, None, problems, tree=tree)
+        return LoadedFile(name, digest, agent, None, problems, tree=tree, draft=draft)
     config = AgentConfig(**dict(file_cfg), revision=digest, source=name)
-    return LoadedFile(name, digest, agent, config, (), tree=tree)
+    return LoadedFile(name, digest, agent, config, (), tree=tree, draft=draft)
 
 
 def _hint(loc: Loc, message: str, from_template: dict[int, str]) -> tuple[Loc, str]:
@@ -329,8 +356,9 @@ def _expand_flow(flow: dict[str, Any], library: Library) -> tuple[dict[str, Any]
 
 def extraction_spec(config: AgentConfig) -> ExtractionSpec:
     """Fields, every dyn_* name templates or conditions use, every ai trigger and recipient route of
-    the enabled flows and actions: the one LLM call fills all of them."""
-    flows = [f for f in config.flows if f.enabled]
+    the enabled flows and actions: the one LLM call fills all of them. A draft flow asks nothing on live
+    traffic (its questions are asked in a dry run, where `Catalog.trial()` removed the mark)."""
+    flows = [f for f in config.flows if f.enabled and not f.draft]
     dynamic: set[str] = set()
     for text in template_strings(flows):
         dynamic.update(p.name for p in parse_template(text) if isinstance(p, VarRef) and p.name.startswith("dyn_"))

@@ -63,7 +63,11 @@ def validate(
     if problems:
         _fail(problems)
     agents = sorted(f"{a}@{v}" if v else a for a, v in catalog.configs)
-    typer.echo(f"ok: {len(catalog.files)} file(s), agents: {', '.join(agents) or 'none'}")
+    drafts = sorted(f"{a}@{v}" if v else a for a, v in catalog.drafts)
+    typer.echo(
+        f"ok: {len(catalog.files)} file(s), agents: {', '.join(agents) or 'none'}"
+        + (f"; drafts (never live): {', '.join(drafts)}" if drafts else "")
+    )
 
 
 @app.command("templates")

@@ -1,8 +1,9 @@
 """One agent configuration compiled for routing, and the decision it makes for one conversation.
 
 Compiled once per configuration revision (templates parsed, patterns compiled, evaluators built), so
-a record costs only lookups and string joins. Every flow runs; a disabled flow, a flow whose
-conditions fail, and every action (planned or skipped, and why) are all in the DecisionTrace.
+a record costs only lookups and string joins. Every flow runs; a disabled flow, a draft flow (never on
+live traffic: a dry run removes the mark first, `Catalog.trial()`), a flow whose conditions fail, and
+every action (planned or skipped, and why) are all in the DecisionTrace.
 Actions appear in the trace as entries of kind `action` at path `actions[i]` beside the conditions.
 """
 
@@ -25,12 +26,15 @@ from services.router.conditions import Evaluator, compile_condition
 from services.router.variables import ConversationValues
 
 _COMPOSITE = frozenset({"all", "any"})
+DRAFT_REASON = (
+    "flow is a draft: it never runs on live traffic (try it with `postcall try`; publish it by removing `draft`)"
+)
 
 
 class CompiledFlow:
     def __init__(self, flow: Flow, agent: AgentConfig, routes: dict[str, RecipientRoute], tz: ZoneInfo) -> None:
         fields = {f.name: f for f in agent.extraction.fields}
-        self.id, self.enabled = flow.id, flow.enabled
+        self.id, self.enabled, self.draft = flow.id, flow.enabled, flow.draft
         self.when: Evaluator | None = compile_condition(flow.when, "when", fields) if flow.when else None
         self.actions = [CompiledAction(i, a, fields, routes, tz) for i, a in enumerate(flow.actions)]
 
@@ -39,6 +43,8 @@ class CompiledFlow:
     ) -> tuple[FlowDecision, list[ActionBase]]:
         if not self.enabled:
             return FlowDecision(flow_id=self.id, enabled=False, fired=False, reason="flow is disabled"), []
+        if self.draft:
+            return FlowDecision(flow_id=self.id, enabled=False, fired=False, reason=DRAFT_REASON), []
         results: list[ConditionResult] = []
         if self.when is None:
             fired, reason = True, "no `when`: runs for every conversation"

@@ -222,3 +222,30 @@ async def test_agent_without_configuration_is_dead_lettered_with_its_reason(kafk
     assert dead.headers[h.DLQ_ORIGINAL_TOPIC] == topics.input
     assert ConversationExtracted.model_validate_json(dead.value).conversation.conversation_id == lost
     assert [r.key for r in await read_all(kafka, topics.decisions)] == [fine]  # the service went on
+
+
+async def test_drafts_never_run_on_live_traffic(kafka: KafkaSettings, tmp_path: Path) -> None:
+    """A draft flow in a published file is traced as a draft and sends nothing; an agent whose only file
+    is a draft is dead-lettered as unconfigured; the published flows beside them run as usual."""
+    topics = await make_topics(kafka)
+    shutil.copy(ROOT / "examples" / "agents" / "support-line.yaml", tmp_path / "support-line.yaml")
+    with (tmp_path / "support-line.yaml").open("a") as f:
+        f.write("  - {id: draft-alert, draft: true, when: {always: true}, actions: [{type: team_alert, message: hi}]}\n")
+    (tmp_path / "pilot.yaml").write_text(
+        "agent: pilot-line\ndraft: true\nflows: [{id: all, actions: [{type: team_alert, message: hi}]}]\n"
+    )
+    live, pilot = unique("conv-live"), unique("conv-pilot")
+    records = [
+        (live, extracted("0001-support-resolved-hangup.json", live, fields={"resolved": True})),
+        (pilot, extracted("0001-support-resolved-hangup.json", pilot, agent="pilot-line")),
+    ]
+    await produce(kafka, topics.input, records)
+    async with router(kafka, topics, tmp_path):
+        pass
+    [trace] = [r.json() for r in await read_all(kafka, topics.decisions)]
+    draft = next(f for f in trace["flows"] if f["flow_id"] == "draft-alert")
+    assert (draft["fired"], draft["actions"]) == (False, []) and draft["reason"].startswith("flow is a draft")
+    assert [r.key for r in await read_all(kafka, topics.action("team_alert"))] == []
+    assert [r.key for r in await read_all(kafka, topics.action("webhook"))] == [live]
+    [dead] = [r for r in await read_all(kafka, DLQ) if r.key == pilot]
+    assert "no configuration for agent 'pilot-line'" in dead.headers[h.DLQ_EXCEPTION_MESSAGE]
