@@ -7,7 +7,7 @@ import importlib
 
 import typer
 
-from services.cli import config, dlq, explain, reextract, topics
+from services.cli import config, dlq, explain, reextract, topics, trial
 
 app = typer.Typer(help="Post-call automation on Kafka.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(topics.app, name="topics")
@@ -18,6 +18,7 @@ SERVICES = ("extractor", "router", "dispatcher")
 app.add_typer(config.app, name="config")
 app.command("explain")(explain.explain)
 app.command("reextract")(reextract.reextract)
+app.command("try")(trial.try_)
 
 
 @app.command("run")

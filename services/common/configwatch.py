@@ -9,6 +9,9 @@ logged once per change; a folder that cannot be read at all keeps the whole last
 What a service derives from an agent's configuration is derived here, at load time, once per revision
 (never per record), and published together with its catalog in one assignment: a lookup never pairs
 one catalog with another's derived objects.
+
+With `trial=True` (a dry run: `postcall try`, the console's "Try a flow") the catalog is the folder's
+`Catalog.trial()`: drafts as if published. A live service never sets it.
 """
 
 from __future__ import annotations
@@ -55,15 +58,26 @@ class ConfigWatcher(Generic[D]):
     """The folder's catalog and, per agent configuration, `derive(config)`; `lookup` gives the latter."""
 
     def __init__(
-        self, directory: Path, derive: Callable[[AgentConfig], D], metrics: ReloadMetrics, log: logging.Logger
+        self,
+        directory: Path,
+        derive: Callable[[AgentConfig], D],
+        metrics: ReloadMetrics,
+        log: logging.Logger,
+        *,
+        trial: bool = False,
     ) -> None:
         self.directory = directory
+        self.trial = trial
         self._derive = derive
         self._metrics = metrics
         self._log = log
         self._fingerprint = fingerprint(directory)
-        self._state: tuple[Catalog, dict[str, D]] = (load_catalog(directory), {})
+        self._state: tuple[Catalog, dict[str, D]] = (self._load(None), {})
         self._install(self._state[0])
+
+    def _load(self, previous: Catalog | None) -> Catalog:
+        catalog = load_catalog(self.directory, previous=previous)  # a trial catalog keeps the folder's files
+        return catalog.trial() if self.trial else catalog
 
     @property
     def catalog(self) -> Catalog:
@@ -85,7 +99,7 @@ class ConfigWatcher(Generic[D]):
             return False
         self._fingerprint = current
         try:
-            catalog = load_catalog(self.directory, previous=self.catalog)
+            catalog = self._load(self.catalog)
         except (ConfigError, OSError) as exc:
             self._metrics.reloads.labels("error").inc()
             self._log.error(
@@ -99,6 +113,8 @@ class ConfigWatcher(Generic[D]):
         previous = self._state[1]
         derived = {c.revision: previous.get(c.revision) or self._derive(c) for c in catalog.configs.values()}
         self._state = (catalog, derived)
+        if self.trial:
+            return  # a dry run's catalog is not the service's: no reload metrics, no log lines
         problems = catalog.problems
         for problem in problems:
             self._log.error("configuration problem: %s", problem, extra={"problem": str(problem)})

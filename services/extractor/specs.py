@@ -24,8 +24,8 @@ class SpecSource(ConfigWatcher[ExtractionSpec]):
     """`spec_for(event)`: the spec of the event's agent (and version), None for an unknown agent;
     RetryableError while the agent's only file has problems."""
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory, extraction_spec, RELOAD_METRICS, log)
+    def __init__(self, directory: Path, *, trial: bool = False) -> None:
+        super().__init__(directory, extraction_spec, RELOAD_METRICS, log, trial=trial)
 
     def __call__(self, event: ConversationEnded) -> ExtractionSpec | None:
         spec = self.lookup(event.agent.id, event.agent.version)

@@ -21,6 +21,7 @@ RELOAD_METRICS = ReloadMetrics(metrics.CONFIG_RELOADS, metrics.CONFIG_PROBLEMS, 
 class CatalogHolder(ConfigWatcher[CompiledAgent]):
     """`lookup(agent_id, version)`: the compiled agent, None when no configuration names it."""
 
-    def __init__(self, directory: Path, default_fallback: str) -> None:
+    def __init__(self, directory: Path, default_fallback: str, *, trial: bool = False) -> None:
         self.default_fallback = default_fallback
-        super().__init__(directory, lambda config: CompiledAgent(config, default_fallback), RELOAD_METRICS, log)
+        derive = lambda config: CompiledAgent(config, default_fallback)  # noqa: E731
+        super().__init__(directory, derive, RELOAD_METRICS, log, trial=trial)

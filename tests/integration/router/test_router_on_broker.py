@@ -230,7 +230,9 @@ async def test_drafts_never_run_on_live_traffic(kafka: KafkaSettings, tmp_path: 
     topics = await make_topics(kafka)
     shutil.copy(ROOT / "examples" / "agents" / "support-line.yaml", tmp_path / "support-line.yaml")
     with (tmp_path / "support-line.yaml").open("a") as f:
-        f.write("  - {id: draft-alert, draft: true, when: {always: true}, actions: [{type: team_alert, message: hi}]}\n")
+        f.write(
+            "  - {id: draft-alert, draft: true, when: {always: true}, actions: [{type: team_alert, message: hi}]}\n"
+        )
     (tmp_path / "pilot.yaml").write_text(
         "agent: pilot-line\ndraft: true\nflows: [{id: all, actions: [{type: team_alert, message: hi}]}]\n"
     )

@@ -1,0 +1,250 @@
+"""A dry run of one conversation through the real extractor and router: `postcall try` and the console's
+"Try a flow".
+
+Input: a `ConversationEnded` (extracted here, by the heuristic or the configured LLM, exactly as the
+extractor service would), a `ConversationExtracted` (routed as it is: a fixed extraction makes a CI check
+deterministic), or a voice platform's own post-call payload once the ingress mapping exists for it.
+The agent configuration is the folder's `Catalog.trial()`: drafts run as they will once published.
+
+Nothing is produced and nothing is sent: the handlers' outputs (the DecisionTrace and one action record
+per planned action, with its topic, key and JSON value: exactly what the dispatcher and any downstream
+subscriber would receive) are collected and returned. No broker, no server. The one network access is
+the one extraction itself needs: the LLM endpoint when one is configured, and a `transcript_url`
+fetched through the extractor's SSRF-guarded client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from schemas.agents import ExtractionSpec, Problem
+from schemas.events import ActionBase, ConversationEnded, ConversationExtracted, DecisionTrace, Extraction
+from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED
+from services.common.errors import PostcallError
+from services.common.runtime import Emit, RecordContext
+from services.extractor.handler import Extractor
+from services.extractor.settings import ExtractorSettings
+from services.extractor.specs import SpecSource
+from services.router.catalog import CatalogHolder
+from services.router.handler import RouterHandler
+from services.router.settings import RouterSettings
+
+M = TypeVar("M", bound=BaseModel)
+Provider = Literal["heuristic", "openai"]
+InputKind = Literal["conversation-ended", "conversation-extracted"]
+
+
+class TrialInputError(ValueError):
+    """Raised when the input is not JSON, or not a shape a dry run accepts (with what was recognised)."""
+
+
+@dataclass(frozen=True)
+class PlannedRecord:
+    """One action record the router would produce: its topic, key and the value as JSON."""
+
+    topic: str
+    key: str
+    action: ActionBase
+
+    def as_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "key": self.key, "value": self.action.model_dump(mode="json")}
+
+
+@dataclass
+class TrialResult:
+    input_kind: str
+    conversation: ConversationEnded | None = None
+    config_source: str | None = None
+    config_revision: str | None = None
+    problems: list[Problem] = field(default_factory=list)  # of the agent's own files
+    extraction: Extraction | None = None
+    trace: DecisionTrace | None = None
+    actions: list[PlannedRecord] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.trace is not None and not self.problems
+
+    def fired(self) -> list[str]:
+        return [f.flow_id for f in self.trace.flows if f.fired] if self.trace else []
+
+    def as_json(self) -> dict[str, Any]:
+        dump: Callable[[BaseModel | None], Any] = lambda m: m.model_dump(mode="json") if m is not None else None  # noqa: E731
+        return {
+            "ok": self.ok,
+            "input_kind": self.input_kind,
+            "conversation_id": self.conversation.conversation_id if self.conversation else None,
+            "agent": self.conversation.agent.model_dump(mode="json") if self.conversation else None,
+            "config_source": self.config_source,
+            "config_revision": self.config_revision,
+            "problems": [str(p) for p in self.problems],
+            "extraction": dump(self.extraction),
+            "decision_trace": dump(self.trace),
+            "fired": self.fired(),
+            "actions": [a.as_json() for a in self.actions],
+            "error": self.error,
+        }
+
+
+def read_input(data: bytes) -> tuple[InputKind, ConversationEnded | ConversationExtracted]:
+    """The payload as a contract event; TrialInputError names what is wrong (and what it looked like)."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise TrialInputError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise TrialInputError(
+            "expected a JSON object (a ConversationEnded, a ConversationExtracted or a vendor payload)"
+        )
+    vendor = vendor_of(raw)
+    if vendor is not None:
+        raise TrialInputError(
+            f"this looks like a {vendor} payload; this build has no ingress mapping for it yet: "
+            "pass a ConversationEnded (examples/conversations/) instead"
+        )
+    if "conversation" in raw and "extraction" in raw:
+        return "conversation-extracted", _validate(ConversationExtracted, raw)
+    return "conversation-ended", _validate(ConversationEnded, raw)
+
+
+def vendor_of(raw: dict[str, Any]) -> str | None:
+    """Which voice platform's post-call webhook a payload is, by the keys each one always sends."""
+    message = raw.get("message")
+    if isinstance(message, dict) and message.get("type") == "end-of-call-report":
+        return "Vapi end-of-call-report"
+    if raw.get("event") in ("call_ended", "call_analyzed") and isinstance(raw.get("call"), dict):
+        return f"Retell {raw['event']}"
+    if raw.get("type") == "post_call_transcription" and isinstance(raw.get("data"), dict):
+        return "ElevenLabs post_call_transcription"
+    return None
+
+
+def _validate(model: type[M], raw: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()[:10]]
+        raise TrialInputError(f"not a valid {model.__name__}:\n  " + "\n  ".join(lines)) from None
+
+
+async def dry_run(
+    data: bytes,
+    agents: Path,
+    *,
+    provider: Provider | None = None,
+    settings: ExtractorSettings | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> TrialResult:
+    """Extract (unless the input is already extracted) and route one conversation; never raises for bad
+    input or a bad configuration: the result says what went wrong."""
+    started = time.monotonic()
+    try:
+        kind, event = read_input(data)
+    except TrialInputError as exc:
+        return TrialResult(input_kind="invalid", error=str(exc))
+    extracted = event if isinstance(event, ConversationExtracted) else None
+    conversation = extracted.conversation if extracted else event
+    assert isinstance(conversation, ConversationEnded)
+    result = TrialResult(input_kind=kind, conversation=conversation)
+    router = CatalogHolder(agents, RouterSettings(config_dir=agents).fallback_text, trial=True)
+    _describe_config(result, router, conversation)
+    if result.config_source is None or result.problems:
+        # a draft with problems would otherwise be tried as the published file it is meant to replace
+        result.error = _no_config(conversation, result.problems)
+        return result
+    if extracted is None:
+        extracted = await _extract(result, conversation, agents, provider, settings)
+    if extracted is not None:
+        await _route(result, RouterHandler(router, clock=clock), extracted)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _describe_config(result: TrialResult, router: CatalogHolder, conversation: ConversationEnded) -> None:
+    catalog = router.catalog
+    config = catalog.lookup(conversation.agent.id, conversation.agent.version)
+    if config is not None:
+        result.config_source, result.config_revision = config.source, config.revision
+    result.problems = [p for f in catalog.files.values() if f.agent == conversation.agent.id for p in f.problems]
+
+
+def _no_config(conversation: ConversationEnded, problems: Sequence[Problem]) -> str:
+    agent = conversation.agent
+    what = f"agent {agent.id!r}" + (f" version {agent.version!r}" if agent.version else "")
+    if problems:
+        return f"the configuration of {what} has problems and cannot be tried"
+    return f"no configuration (published or draft) for {what}"
+
+
+async def _extract(
+    result: TrialResult,
+    conversation: ConversationEnded,
+    agents: Path,
+    provider: Provider | None,
+    settings: ExtractorSettings | None,
+) -> ConversationExtracted | None:
+    from services.extractor.__main__ import open_http, open_llm
+    from services.extractor.llm import OpenAIProvider
+
+    settings = settings or ExtractorSettings(config_dir=agents)
+    specs = SpecSource(agents, trial=True)
+
+    def spec_for(event: ConversationEnded) -> ExtractionSpec | None:
+        spec = specs(event)
+        return spec.model_copy(update={"provider": provider}) if spec is not None and provider else spec
+
+    clients = open_llm(settings)
+    ctx = _context("extractor", CONVERSATION_ENDED, conversation.conversation_id)
+    try:
+        async with open_http(settings) as http:
+            llm = (
+                OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
+                if clients
+                else None
+            )
+            emits = await Extractor(settings, spec_for, http, llm)(conversation, ctx)
+    except PostcallError as exc:
+        if not exc.emit:  # e.g. the LLM endpoint is down: the live service would retry
+            result.error = f"extraction did not finish: {exc}"
+            return None
+        emits = exc.emit  # a permanent failure still routes (end-reason flows), as live
+    finally:
+        for client in clients:
+            await client.close()
+    out = _only(emits, ConversationExtracted)
+    result.extraction = out.extraction
+    return out
+
+
+async def _route(result: TrialResult, router: RouterHandler, extracted: ConversationExtracted) -> None:
+    result.extraction = extracted.extraction
+    ctx = _context("router", CONVERSATION_EXTRACTED, extracted.conversation.conversation_id)
+    try:
+        emits = await router(extracted, ctx)
+    except PostcallError as exc:
+        result.error = f"routing failed: {exc}"
+        return
+    result.trace = _only(emits[:1], DecisionTrace)
+    result.actions = [
+        PlannedRecord(e.topic, e.key or "", e.value) for e in emits[1:] if isinstance(e.value, ActionBase)
+    ]
+
+
+def _only(emits: Sequence[Emit], model: type[M]) -> M:
+    [value] = [e.value for e in emits if isinstance(e.value, model)]
+    return value
+
+
+def _context(service: str, topic: str, key: str) -> RecordContext:
+    now_ms = int(time.time() * 1000)
+    return RecordContext(service, topic, topic, 0, 0, key, now_ms, {}, original_timestamp_ms=now_ms)

@@ -1,0 +1,163 @@
+"""`postcall try`: a dry run of the real extractor and router on one conversation, with no broker and no
+server; exit codes 0/1 for CI pipelines of agent configurations."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from services.cli.main import app
+from tests.unit.router.support import event, write
+
+ROOT = Path(__file__).resolve().parents[3]
+AGENTS = ROOT / "examples" / "agents"
+CALLBACK = ROOT / "examples" / "conversations" / "0005-callback-request.json"
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def no_llm_no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run needs neither: point Kafka at a closed port and configure no LLM endpoint."""
+    for name in ("POSTCALL_LLM__BASE_URL", "POSTCALL_LLM__API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("POSTCALL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+
+
+def run(*args: str, stdin: bytes | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, ["try", *args], input=stdin)
+    return result.exit_code, result.output
+
+
+def as_json(*args: str, stdin: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    code, out = run(*args, "--json", stdin=stdin)
+    return code, orjson.loads(out)
+
+
+def test_example_callback_fires_its_flows_with_the_exact_payloads_and_exits_0() -> None:
+    code, out = as_json("-c", str(CALLBACK), "-a", str(AGENTS), "--expect", "callback-requested")
+    assert code == 0 and out["ok"]
+    assert out["input_kind"] == "conversation-ended" and out["extraction"]["provider"] == "heuristic"
+    assert set(out["fired"]) == {"crm-case-update", "callback-requested"}
+    task = next(a for a in out["actions"] if a["topic"] == "postcall.actions.task.v1")
+    assert task["key"] == "conv-2026-0005-callback-request"
+    assert task["value"]["title"] == "Call back customer (+16305550123)" and task["value"]["priority"] == "High"
+    traced = {p["action_id"] for f in out["decision_trace"]["flows"] for p in f["actions"]}
+    assert traced == {a["value"]["action_id"] for a in out["actions"]}
+
+
+def test_the_text_report_shows_fields_conditions_and_payloads() -> None:
+    code, out = run("-c", str(CALLBACK), "-a", str(AGENTS))
+    assert code == 0
+    assert "extraction ok · heuristic" in out and "issue_category = account" in out
+    assert "✘ escalation-to-ops — not met: when: end reason CUSTOMER_HANGUP is not in" in out
+    assert "would produce to postcall.actions.task.v1" in out and '"priority": "High"' in out
+    assert "dry run: nothing was produced or sent" in out
+
+
+def test_a_failed_expectation_exits_1_and_says_which() -> None:
+    code, out = run("-c", str(CALLBACK), "-a", str(AGENTS), "--expect", "complaint", "--expect-not", "crm-case-update")
+    assert code == 1
+    assert "expected flow 'complaint' to fire; it did not" in out
+    assert "expected flow 'crm-case-update' not to fire; it did" in out
+    code, out = run("-c", str(CALLBACK), "-a", str(AGENTS), "--expect", "no-such-flow")
+    assert code == 1 and "expected flow 'no-such-flow' does not exist" in out
+
+
+def test_a_draft_flow_is_tried_as_it_will_run_once_published(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "support.yaml",
+        """
+        agent: support-line
+        flows:
+          - id: pilot-alert
+            draft: true
+            when: {end_reason: CUSTOMER_HANGUP}
+            actions: [{type: team_alert, message: "{{customer_name}} hung up", teammates: [dana]}]
+        """,
+    )
+    code, out = as_json("-c", str(CALLBACK), "-a", str(tmp_path), "--expect", "pilot-alert")
+    assert code == 0 and out["fired"] == ["pilot-alert"]
+    [alert] = out["actions"]
+    assert alert["topic"] == "postcall.actions.team-alert.v1" and alert["value"]["teammates"] == ["dana"]
+
+
+def test_a_draft_file_is_tried_instead_of_the_published_one(tmp_path: Path) -> None:
+    shutil.copy(AGENTS / "support-line.yaml", tmp_path / "support-line.yaml")
+    write(
+        tmp_path,
+        "support-line.draft.yaml",
+        """
+        agent: support-line
+        draft: true
+        flows: [{id: only-this, actions: [{type: task, title: "draft"}]}]
+        """,
+    )
+    code, out = as_json("-c", str(CALLBACK), "-a", str(tmp_path))
+    assert code == 0 and out["fired"] == ["only-this"]
+    assert out["config_source"].endswith("support-line.draft.yaml")
+
+
+def test_an_extracted_conversation_is_routed_as_it_is(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "support.yaml",
+        """
+        agent: support-line
+        extraction: {fields: [{name: severity, type: enum, values: [low, high]}]}
+        flows:
+          - {id: high, when: {field: severity, op: "==", value: high}, actions: [{type: task, title: "{{severity}}"}]}
+        """,
+    )
+    extracted = event(fields={"severity": "high"}).model_dump_json().encode()
+    code, out = as_json("-c", "-", "-a", str(tmp_path), "--expect", "high", stdin=extracted)
+    assert code == 0 and out["input_kind"] == "conversation-extracted"
+    assert out["extraction"]["provider"] == "test"  # not extracted again
+    assert out["actions"][0]["value"]["title"] == "high"
+
+
+def test_a_configuration_with_problems_exits_1_with_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path, "support.yaml", "agent: support-line\nflows: [{id: x, actions: [{type: webhok}]}]\n")
+    code, out = run("-c", str(CALLBACK), "-a", str(tmp_path))
+    assert code == 1
+    assert f"{tmp_path / 'support.yaml'}:2: flows[0].actions[0]: unknown action type 'webhok'" in out
+    assert "the configuration of agent 'support-line' version '3' has problems" in out
+
+
+def test_an_agent_without_configuration_exits_1(tmp_path: Path) -> None:
+    write(tmp_path, "other.yaml", "agent: other\nflows: [{id: x, actions: [{type: task, title: t}]}]\n")
+    code, out = run("-c", str(CALLBACK), "-a", str(tmp_path))
+    assert code == 1 and "no configuration (published or draft) for agent 'support-line'" in out
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"conversation_id": "c"}', "not a valid ConversationEnded"),
+        (b'{"message": {"type": "end-of-call-report"}}', "Vapi end-of-call-report"),
+        (b'{"event": "call_analyzed", "call": {}}', "Retell call_analyzed"),
+        (b'{"type": "post_call_transcription", "data": {}}', "ElevenLabs post_call_transcription"),
+    ],
+)
+def test_bad_input_exits_1_with_what_is_wrong(payload: bytes, message: str) -> None:
+    code, out = run("-c", "-", "-a", str(AGENTS), stdin=payload)
+    assert code == 1 and message in out
+
+
+def test_unreadable_input_and_a_missing_folder_are_usage_errors(tmp_path: Path) -> None:
+    code, out = run("-c", str(tmp_path / "nope.json"), "-a", str(AGENTS))
+    assert code == 2 and "cannot read" in _unboxed(out)
+    code, out = run("-c", str(CALLBACK), "-a", str(tmp_path / "nope"))
+    assert code == 2 and "is not a folder" in _unboxed(out)
+
+
+def _unboxed(text: str) -> str:
+    """typer's error panel without its frame and line breaks."""
+    return " ".join(text.replace("│", " ").split())
