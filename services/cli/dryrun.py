@@ -193,8 +193,7 @@ async def _extract(
     provider: Provider | None,
     settings: ExtractorSettings | None,
 ) -> ConversationExtracted | None:
-    from services.extractor.__main__ import open_http, open_llm
-    from services.extractor.llm import OpenAIProvider
+    from services.extractor.__main__ import llm_provider, open_http, open_llm
 
     settings = settings or ExtractorSettings(config_dir=agents)
     specs = SpecSource(agents, trial=True)
@@ -207,12 +206,7 @@ async def _extract(
     ctx = _context("extractor", CONVERSATION_ENDED, conversation.conversation_id)
     try:
         async with open_http(settings) as http:
-            llm = (
-                OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
-                if clients
-                else None
-            )
-            emits = await Extractor(settings, spec_for, http, llm)(conversation, ctx)
+            emits = await Extractor(settings, spec_for, http, llm_provider(settings, clients))(conversation, ctx)
     except PostcallError as exc:
         if not exc.emit:  # e.g. the LLM endpoint is down: the live service would retry
             result.error = f"extraction did not finish: {exc}"

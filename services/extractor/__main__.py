@@ -44,6 +44,20 @@ def open_llm(settings: ExtractorSettings) -> list[openai.AsyncOpenAI]:
     ]
 
 
+def llm_provider(settings: ExtractorSettings, clients: list[openai.AsyncOpenAI]) -> OpenAIProvider | None:
+    """The openai provider over the clients; None without clients (every agent gets the heuristic).
+    `postcall try` builds its provider here too, so a dry run extracts as the service does."""
+    if not clients:
+        return None
+    return OpenAIProvider(
+        clients,
+        settings.llm,
+        settings.circuit,
+        settings.default_country_code,
+        retry_after_cap=settings.runtime.retry_after_cap_seconds,
+    )
+
+
 def open_http(settings: ExtractorSettings) -> httpx.AsyncClient:
     """The transcript_url client. The guard lives in the dispatcher (it vets webhook destinations the
     same way) and is imported, not copied: one place decides which addresses are refused."""
@@ -58,15 +72,7 @@ async def main() -> None:
     specs = SpecSource(settings.config_dir)
     clients = open_llm(settings)
     async with open_http(settings) as http:
-        provider = None
-        if clients:
-            provider = OpenAIProvider(
-                clients,
-                settings.llm,
-                settings.circuit,
-                settings.default_country_code,
-                retry_after_cap=settings.runtime.retry_after_cap_seconds,
-            )
+        provider = llm_provider(settings, clients)
         extractor = Extractor(settings, specs, http, provider)
         runtime: Runtime[ConversationEnded] = Runtime(
             service="extractor",
