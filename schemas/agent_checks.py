@@ -43,6 +43,7 @@ from schemas.agent_config import (
     TeamAlertAction,
     TemplateSyntaxError,
     WebhookAction,
+    recipient_kind,
     template_names,
 )
 
@@ -297,6 +298,8 @@ def _action_problems(action: Action, loc: Loc, fields: dict[str, FieldSpec], rou
             problem = variable_problem(name, fields)
             if problem:
                 yield (*loc, *sub), problem
+    if isinstance(action, EmailAction):
+        yield from _recipient_problems(action, loc)
     if isinstance(action, EmailAction) and action.recipients is not None and action.recipients not in routes:
         yield (
             (*loc, "recipients"),
@@ -304,6 +307,51 @@ def _action_problems(action: Action, loc: Loc, fields: dict[str, FieldSpec], rou
         )
     if isinstance(action, ScheduleCallAction):
         yield from _schedule_problems(action, loc, fields)
+
+
+def _recipient_problems(action: EmailAction, loc: Loc) -> Iterator[Issue]:
+    if action.allowed_domains:
+        return
+    for k, text in enumerate(action.to):
+        try:
+            kind = recipient_kind(text)
+        except TemplateSyntaxError:
+            continue  # reported with the other template problems
+        if kind == "rendered":
+            yield (
+                (*loc, "to", k),
+                (
+                    f"recipient {text!r} is rendered from values a caller can influence; an email goes only to "
+                    "literal addresses, {{customer_email}} (the contact-linked address) or a recipient route, unless "
+                    "the action lists `allowed_domains` (then only addresses in those domains are kept)"
+                ),
+            )
+
+
+def recipient_warnings(flows: Iterable[Flow]) -> Iterator[Issue]:
+    """Email actions whose recipient list can render empty at run time (the email is then skipped)."""
+    for i, flow in enumerate(flows):
+        for j, action in enumerate(flow.actions):
+            if not (isinstance(action, EmailAction) and action.enabled) or action.recipients is not None:
+                continue
+            try:
+                kinds = [recipient_kind(text) for text in action.to]
+            except TemplateSyntaxError:
+                continue
+            if "fixed" in kinds or not kinds:
+                continue
+            why = (
+                "{{customer_email}} is empty when no contact is linked (customer.contact_id)"
+                if "contact" in kinds
+                else "a rendered address is dropped when it is empty, invalid or outside allowed_domains"
+            )
+            yield (
+                ("flows", i, "actions", j, "to"),
+                (
+                    f"the recipient list can be empty at run time: {why}; the email is then skipped "
+                    "(add a literal address or a recipient route to always send it)"
+                ),
+            )
 
 
 def _schedule_problems(action: ScheduleCallAction, loc: Loc, fields: dict[str, FieldSpec]) -> Iterator[Issue]:

@@ -376,10 +376,38 @@ class WebhookAction(_Action):
     body: Any = Field(None, description="JSON body; every string in it is a template. None: default body.")
 
 
+RecipientKind = Literal["fixed", "contact", "rendered"]
+Domain = Annotated[
+    str, Field(max_length=253, pattern=r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+]
+
+
+def recipient_kind(text: str) -> RecipientKind:
+    """Where an email recipient in `to` comes from: a literal address (fixed), exactly
+    `{{customer_email}}` (the contact-linked address the event carries), or anything else rendered from
+    values a caller can influence (dyn_*, extracted fields, dynamic_variables), which needs
+    `allowed_domains`."""
+    parts = parse_template(text)
+    refs = [p for p in parts if isinstance(p, VarRef)]
+    if not refs:
+        return "fixed"
+    literal = "".join(p for p in parts if isinstance(p, str))
+    return "contact" if len(refs) == 1 and refs[0].name == "customer_email" and not literal.strip() else "rendered"
+
+
 class EmailAction(_Action):
     type: Literal["email"]
-    to: list[TemplateStr] = Field(default_factory=list, description="Fixed recipients (may be templates).")
+    to: list[TemplateStr] = Field(
+        default_factory=list,
+        description="Recipients: literal addresses, `{{customer_email}}` (the contact-linked address), or "
+        "templates rendered from other values, which need `allowed_domains`.",
+    )
     recipients: str | None = Field(None, description="Dynamic recipients: a recipient route id.")
+    allowed_domains: list[Domain] = Field(
+        default_factory=list,
+        description="Domains a recipient rendered from a template may be in (exact match, any case); "
+        "an address elsewhere is dropped and the drop is traced. Without it such templates are refused.",
+    )
     subject: TemplateStr
     body: TemplateStr
     html: TemplateStr | None = Field(None, description="Optional HTML body; values are HTML-escaped.")

@@ -5,11 +5,15 @@ One line per problem, `file:line: path: message`, and exit code 1:
     examples/agents/sales-line.yaml:12: flows[1].when.op: '>' is not valid for boolean field 'follow_up_required'
 
 Checked: YAML syntax, unknown fields, missing fields, unknown action types and end reasons, operators
-valid for the field's type and values of the field's type, unsafe `matches` patterns, templates naming
+valid for the field's type and values of the field's type, `matches` patterns RE2 cannot compile, templates naming
 undefined variables (any `dyn_*` name is defined: it makes the extractor extract it), unknown
-recipient routes and library templates, duplicate flow ids and duplicate agent files, and, with
-`--destinations <the dispatcher's destinations file>`, that every destination exists and is of a kind
-the action can use. The router runs exactly these checks when it (re)loads the folder.
+recipient routes and library templates, duplicate flow ids and duplicate agent files, email recipients
+rendered from caller-influenced values without `allowed_domains`, and, with `--destinations <the
+dispatcher's destinations file>`, that every destination exists and is of a kind the action can use.
+The router runs exactly these checks when it (re)loads the folder.
+
+Warnings (exit code 0, `file:line: path: warning: ...`): an email whose recipient list can render empty
+at run time, such as one sent only to `{{customer_email}}` (empty without a linked contact).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import typer
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from schemas.agent_checks import recipient_warnings
 from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog
 from services.router.library import library
 
@@ -62,6 +67,8 @@ def validate(
         problems += [str(p) for p in destination_problems(catalog, known)]
     if problems:
         _fail(problems)
+    for warning in recipient_warning_lines(catalog):
+        typer.echo(warning)
     agents = sorted(f"{a}@{v}" if v else a for a, v in catalog.configs)
     drafts = sorted(f"{a}@{v}" if v else a for a, v in catalog.drafts)
     typer.echo(
@@ -93,6 +100,13 @@ def _destination_kinds(path: Path) -> dict[str, str]:
         raise typer.Exit(1) from None
     entries = data.get("destinations", []) if isinstance(data, dict) else []
     return {str(d["name"]): str(d.get("kind", "http")) for d in entries if isinstance(d, dict) and "name" in d}
+
+
+def recipient_warning_lines(catalog: Catalog) -> Iterator[str]:
+    for loaded in catalog.files.values():
+        if loaded.config is not None and not loaded.stale:
+            for loc, message in recipient_warnings(loaded.config.flows):
+                yield str(_problem(loaded, loc, f"warning: {message}"))
 
 
 def destination_problems(catalog: Catalog, known: dict[str, str]) -> Iterator[Problem]:

@@ -6,8 +6,12 @@ which is the idempotency key end to end (the dispatcher's ledger, the receiver's
 
 Skips, each with its reason in the decision trace: a disabled action, an action `when` that fails, an
 email whose recipients all rendered empty or invalid, a schedule_call with no number to call.
-Dynamic recipients: only addresses that appear in the route's own rules are accepted from the
-extractor (a model cannot invent a recipient); none accepted -> the route's fallback.
+
+Email recipients come only from: literal addresses; `{{customer_email}}`, which is the address of the
+contact the event links (customer.contact_id), never an address the extractor heard; the extractor's
+choice among a recipient route's own addresses (a model cannot invent a recipient; none accepted -> the
+route's fallback); and, when the action lists `allowed_domains`, addresses rendered from other values,
+kept only in those domains. The trace names each recipient's source and each address dropped.
 """
 
 from __future__ import annotations
@@ -16,19 +20,22 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from schemas.agent_config import (
     Action,
     EmailAction,
     FieldSpec,
+    RecipientKind,
     RecipientRoute,
     ScheduleCallAction,
     SlackAction,
     TaskAction,
     TeamAlertAction,
+    VarRef,
     WebhookAction,
+    recipient_kind,
 )
 from schemas.events import (
     ActionBase,
@@ -131,37 +138,78 @@ def default_body(event: ConversationExtracted) -> dict[str, Any]:
 
 
 def _email(config: EmailAction, route: RecipientRoute | None) -> Builder:
-    fixed = [Template.compile(t) for t in config.to]
+    entries = [(recipient_kind(t), Template.compile(t)) for t in config.to]
+    domains = frozenset(d.lower() for d in config.allowed_domains)
     subject, body = Template.compile(config.subject), Template.compile(config.body)
     page = Template.compile(config.html) if config.html is not None else None
 
     def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
-        rendered = [t.render(values, fallback="").strip() for t in fixed]
-        to = [a for a in rendered if EMAIL.fullmatch(a)]
-        notes = [f"dropped invalid recipient {a!r}" for a in rendered if a and not EMAIL.fullmatch(a)]
-        source = "fixed"
+        picked: dict[str, str] = {}  # address -> where it came from, for the trace
+        notes: list[str] = []
+        for kind, template in entries:
+            address, origin, why = _recipient(kind, template, event, values, domains)
+            if why:
+                notes.append(why)
+            elif address.lower() not in {a.lower() for a in picked}:
+                picked[address] = origin
+        source: Literal["fixed", "dynamic", "fallback"] = "fixed"
         if route is not None:
             chosen, source, why = _route_recipients(route, event)
-            to += chosen
+            label = f"route {route.id!r}: " + ("the extractor's choice" if source == "dynamic" else "its fallback")
+            picked.update({a: label for a in chosen if a.lower() not in {p.lower() for p in picked}})
             notes.append(why)
-        to = list(dict.fromkeys(to))
-        if not to:
-            empty = "fixed recipient list rendered empty" if fixed else "no recipients"
-            return None, "skipped: no valid recipients (" + "; ".join([empty, *notes]) + ")"
+        if not picked:
+            return None, "skipped: no valid recipients (" + "; ".join(notes or ["no recipients"]) + ")"
         action = EmailRequested(
             **common,
-            to=to,
+            to=list(picked),
             recipients_source=source,
             subject=one_line(subject.render(values)),
             text=body.render(values),
             html=page.render_html(values) if page else None,
         )
-        return action, "; ".join([f"to {', '.join(to)} ({source})", *notes])
+        named = ", ".join(f"{a} ({where})" for a, where in picked.items())
+        return action, "; ".join([f"to {named}", *notes])
 
     return build
 
 
-def _route_recipients(route: RecipientRoute, event: ConversationExtracted) -> tuple[list[str], str, str]:
+def _recipient(
+    kind: RecipientKind,
+    template: Template,
+    event: ConversationExtracted,
+    values: ConversationValues,
+    domains: frozenset[str],
+) -> tuple[str, str, str]:
+    """(address, its source, "") or ("", "", why it was dropped)."""
+    if kind == "fixed":
+        address, source = template.source.strip(), "fixed"
+    elif kind == "contact":
+        customer = event.conversation.customer
+        ref = template.parts[0] if isinstance(template.parts[0], VarRef) else None
+        if customer.contact_id and customer.email:
+            address, source = customer.email.strip(), "the customer's contact"
+        elif ref is not None and ref.fallback:
+            address, source = ref.fallback.strip(), "the fallback of {{customer_email}}"
+        else:
+            # never an extracted "customer_email": the caller could say any address
+            why = "no contact linked" if not customer.contact_id else "the linked contact has no email"
+            return "", "", f"{{{{customer_email}}}} is empty: {why}"
+    else:
+        address, source = template.render(values, fallback="").strip(), f"rendered from {template.source}"
+        if not address:
+            return "", "", f"{template.source} rendered empty"
+        domain = address.rpartition("@")[2].lower()
+        if EMAIL.fullmatch(address) and domain not in domains:
+            return "", "", f"dropped {address!r} from {template.source}: {domain} is not in allowed_domains"
+    if not EMAIL.fullmatch(address):
+        return "", "", f"dropped invalid recipient {address!r} ({source})"
+    return address, source, ""
+
+
+def _route_recipients(
+    route: RecipientRoute, event: ConversationExtracted
+) -> tuple[list[str], Literal["dynamic", "fallback"], str]:
     allowed = {a.lower() for rule in route.rules for a in rule.to}
     if event.extraction.status != "ok":
         return list(route.fallback), "fallback", f"route {route.id!r}: extraction failed, using its fallback"

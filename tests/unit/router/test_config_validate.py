@@ -119,6 +119,26 @@ BAD = [
         "which runs in linear time: no backreferences, no lookahead or lookbehind)",
     ),
     (
+        "recipient-from-a-caller-value",
+        GOOD.replace(
+            '{type: webhook, destination: crm, body: {summary: "{{conversation_summary}}", x: "{{dyn_anything}}"}}',
+            '{type: email, to: [ops@company.example, "{{dyn_send_to}}"], subject: s, body: b}',
+        ),
+        "10: flows[0].actions[0].to[1]: recipient '{{dyn_send_to}}' is rendered from values a caller can influence; "
+        "an email goes only to literal addresses, {{customer_email}} (the contact-linked address) or a recipient "
+        "route, unless the action lists `allowed_domains` (then only addresses in those domains are kept)",
+    ),
+    (
+        "recipient-from-dynamic-variables",
+        GOOD.replace(
+            '{type: webhook, destination: crm, body: {summary: "{{conversation_summary}}", x: "{{dyn_anything}}"}}',
+            '{type: email, to: ["{{dynamic_variables.email}}"], subject: s, body: b}',
+        ),
+        "10: flows[0].actions[0].to[0]: recipient '{{dynamic_variables.email}}' is rendered from values a caller can "
+        "influence; an email goes only to literal addresses, {{customer_email}} (the contact-linked address) or a "
+        "recipient route, unless the action lists `allowed_domains` (then only addresses in those domains are kept)",
+    ),
+    (
         "unknown-route",
         GOOD.replace(
             '{type: webhook, destination: crm, body: {summary: "{{conversation_summary}}", x: "{{dyn_anything}}"}}',
@@ -175,6 +195,23 @@ def test_a_bad_configuration_is_refused_with_file_line_and_path(tmp_path: Path, 
     assert code == 1
     assert out == [f"{tmp_path / 'agents' / 'support-line.yaml'}:{expected}"]
     assert "1 problem(s)" in err
+
+
+def test_a_recipient_list_that_can_render_empty_is_a_warning_not_a_refusal(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        '{type: webhook, destination: crm, body: {summary: "{{conversation_summary}}", x: "{{dyn_anything}}"}}',
+        '{type: email, to: ["{{customer_email}}"], subject: s, body: b}',
+    )
+    code, out, _ = run(tmp_path, text)
+    assert code == 0
+    assert out == [
+        f"{tmp_path / 'agents' / 'support-line.yaml'}:10: flows[0].actions[0].to: warning: the recipient list can be "
+        "empty at run time: {{customer_email}} is empty when no contact is linked (customer.contact_id); the email "
+        "is then skipped (add a literal address or a recipient route to always send it)",
+        "ok: 1 file(s), agents: support-line",
+    ]
+    with_fixed = text.replace('to: ["{{customer_email}}"]', 'to: ["{{customer_email}}", team@company.example]')
+    assert run(tmp_path, with_fixed)[1] == ["ok: 1 file(s), agents: support-line"]
 
 
 def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:

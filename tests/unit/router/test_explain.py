@@ -49,7 +49,7 @@ def test_explain_shows_outcomes_skips_and_disabled_flows(tmp_path: Path) -> None
     assert "✔ crm — conditions passed; 1 action(s) planned, 1 skipped" in out
     assert "✔ actions[0]  webhook → crm — POST crm" in out
     assert f"action {webhook.action_id}: failed (HTTP 503, 7 attempt(s), HTTP 503)" in out
-    assert "✘ actions[1]  email — skipped: no valid recipients (fixed recipient list rendered empty)" in out
+    assert "✘ actions[1]  email — skipped: no valid recipients ({{customer_email}} is empty: no contact linked)" in out
     assert "○ off — flow is disabled" in out
 
 
