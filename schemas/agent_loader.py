@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
 
 from schemas.agent_checks import Loc, enabled_conditions, semantic_problems, template_strings
 from schemas.agent_config import (
@@ -39,6 +37,7 @@ from schemas.agent_config import (
     condition_kind,
     parse_template,
 )
+from schemas.config_yaml import YamlProblem, read_yaml
 
 Library = Mapping[str, Mapping[str, Any]]
 
@@ -173,10 +172,9 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
     """Parse, expand library templates, validate and check one file."""
     digest = hashlib.sha256(data).hexdigest()[:16]
     try:
-        tree = YAML(typ="rt").load(data)
-    except MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        return LoadedFile(name, digest, None, None, (Problem(name, line, "", f"YAML: {exc.problem}"),))
+        tree = read_yaml(data)
+    except YamlProblem as exc:
+        return LoadedFile(name, digest, None, None, (Problem(name, exc.line, "", f"YAML: {exc.message}"),))
     if not isinstance(tree, dict):
         return LoadedFile(name, digest, None, None, (Problem(name, 1, "", "expected a mapping with `agent:`"),))
     raw = plain(tree)

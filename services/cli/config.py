@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from schemas.agent_checks import recipient_warnings
-from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog
+from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog, plain
+from schemas.config_yaml import YamlProblem, read_yaml
 from services.router.library import library
 
 app = typer.Typer(help="Agent configuration: validate a folder, list the template library.", no_args_is_help=True)
@@ -94,9 +93,12 @@ def _fail(lines: list[str]) -> NoReturn:
 def _destination_kinds(path: Path) -> dict[str, str]:
     """name -> kind from the dispatcher's destinations file (only names and kinds are read)."""
     try:
-        data: Any = YAML(typ="safe").load(path.read_text())
-    except (OSError, YAMLError) as exc:
+        data: Any = plain(read_yaml(path.read_bytes()))
+    except OSError as exc:
         typer.echo(f"{path}: cannot read the destinations file: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except YamlProblem as exc:
+        typer.echo(f"{path}:{exc.line}: YAML: {exc.message}", err=True)
         raise typer.Exit(1) from None
     entries = data.get("destinations", []) if isinstance(data, dict) else []
     return {str(d["name"]): str(d.get("kind", "http")) for d in entries if isinstance(d, dict) and "name" in d}

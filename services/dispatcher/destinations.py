@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from schemas.agent_checks import Loc
 from schemas.agent_loader import Problem, locate, plain
+from schemas.config_yaml import YamlProblem, read_yaml
 from services.dispatcher.breaker import BreakerPolicy
 from services.dispatcher.signing import Signer
 
@@ -180,7 +179,7 @@ def substitute_env(text: str, environ: Mapping[str, str]) -> str:
     return _VAR.sub(one, text)
 
 
-def parse(text: str, environ: Mapping[str, str], source: str = "<destinations>") -> dict[str, AnyDestination]:
+def parse(text: str | bytes, environ: Mapping[str, str], source: str = "<destinations>") -> dict[str, AnyDestination]:
     """Validate the file's text and resolve every secret; keyed by destination name.
 
     Every problem is reported as `file:line: path: message`; no value from the file or the environment
@@ -209,14 +208,11 @@ def parse(text: str, environ: Mapping[str, str], source: str = "<destinations>")
     return out
 
 
-def _yaml_tree(text: str, source: str) -> Any:
+def _yaml_tree(text: str | bytes, source: str) -> Any:
     try:
-        tree = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        raise ConfigError(str(Problem(source, line, "", f"YAML: {exc.problem}"))) from None
-    except YAMLError as exc:
-        raise ConfigError(str(Problem(source, 1, "", f"YAML: {type(exc).__name__}"))) from None
+        tree = read_yaml(text)
+    except YamlProblem as exc:
+        raise ConfigError(str(Problem(source, exc.line, "", f"YAML: {exc.message}"))) from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -288,7 +284,7 @@ def _reveal(ref: SecretRef, environ: Mapping[str, str], owner: str, field: str) 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, AnyDestination]:
     try:
-        text = path.read_text()
+        text = path.read_bytes()  # decoded by the YAML reader, which locates bytes that are not UTF-8
     except OSError as exc:
         raise ConfigError(f"cannot read destinations file {path}: {exc}") from None
     return parse(text, os.environ if environ is None else environ, str(path))

@@ -107,6 +107,30 @@ def cases() -> list[Case]:
     ]
 
 
+# ── Hostile configuration: what an agent author (or a bad merge) can put in a YAML file ───────────
+
+
+def yaml_bomb(levels: int = 6, width: int = 10) -> str:
+    """A few hundred bytes of nested aliases that expand to width**levels nodes (a million here)."""
+    lines = ["a0: &a0 [" + ", ".join(['"lol"'] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+# (case id, file text, line, the message after "YAML: ") for files the loaders must refuse with a line
+HOSTILE_YAML: list[tuple[str, str, int, str]] = [
+    ("alias-bomb", yaml_bomb(), 1, "anchors (&name) are not allowed in configuration"),
+    ("alias", "x: 1\ny: *x\n", 2, "aliases (*name) are not allowed in configuration"),
+    ("merge-key", "base: &b {kind: http}\nother: {<<: *b}\n", 1, "anchors (&name) are not allowed in configuration"),
+    ("binary-tag", "x: 1\ny: !!binary aGVsbG8=\n", 2, "the tag !!binary is not allowed in configuration"),
+    ("omap-tag", "x: !!omap [a: 1]\n", 1, "the tag !!omap is not allowed in configuration"),
+    ("custom-tag", "x:\n  - !evil {a: 1}\n", 2, "the tag !evil is not allowed in configuration"),
+    ("deep-nesting", "x: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nested deeper than 64 levels"),
+    ("not-utf8", "x: 1\ny: caf\udcc3\n", 2, "not UTF-8 text (invalid continuation byte)"),
+]
+
+
 def write_corpus(path: Path) -> list[Case]:
     all_cases = cases()
     with path.open("wb") as f:

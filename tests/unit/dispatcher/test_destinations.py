@@ -12,6 +12,7 @@ import pytest
 
 from services.dispatcher import destinations
 from services.dispatcher.destinations import ConfigError, HttpDestination, SmtpDestination
+from tests.hostile.corpus import HOSTILE_YAML
 from tests.unit.dispatcher.conftest import SECRET, SECRET_2
 
 
@@ -141,6 +142,25 @@ destinations:
 def test_yaml_syntax_error_names_the_line() -> None:
     with pytest.raises(ConfigError, match=r"^dest\.yaml:3: YAML: "):
         destinations.parse("destinations:\n  - name: a\n   kind: http\n", {}, "dest.yaml")
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [c[1:] for c in HOSTILE_YAML], ids=[c[0] for c in HOSTILE_YAML])
+def test_hostile_yaml_is_a_located_configuration_error(tmp_path: Path, text: str, line: int, message: str) -> None:
+    path = tmp_path / "dest.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ConfigError) as caught:
+        destinations.load(path, {})
+    assert str(caught.value) == f"{path}:{line}: YAML: {message}"
+
+
+@pytest.mark.parametrize("value", ["!foo [1]", "!!omap [a: 1]", "!!binary aGVsbG8=", "!!timestamp 2001-12-14"])
+@pytest.mark.parametrize("field", ["signing_secrets", "headers", "circuit_breaker", "url"])
+def test_a_tagged_value_anywhere_is_a_located_error_never_a_type_error(field: str, value: str) -> None:
+    text = f"destinations:\n  - name: crm\n    kind: http\n    {field}: {value}\n"
+    if field != "url":
+        text += "    url: https://crm.example.com/hook\n"
+    with pytest.raises(ConfigError, match=r"^dest\.yaml:4: YAML: the tag !.* is not allowed in configuration$"):
+        destinations.parse(text, {}, "dest.yaml")
 
 
 def test_dispatcher_start_fails_with_the_located_problem_and_no_traceback(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cli.config import app
+from tests.hostile.corpus import HOSTILE_YAML, yaml_bomb
 
 DESTINATIONS = """
 destinations:
@@ -212,6 +213,27 @@ def test_a_recipient_list_that_can_render_empty_is_a_warning_not_a_refusal(tmp_p
     ]
     with_fixed = text.replace('to: ["{{customer_email}}"]', 'to: ["{{customer_email}}", team@company.example]')
     assert run(tmp_path, with_fixed)[1] == ["ok: 1 file(s), agents: support-line"]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [c[1:] for c in HOSTILE_YAML], ids=[c[0] for c in HOSTILE_YAML])
+def test_hostile_yaml_is_refused_with_its_line_at_once(tmp_path: Path, text: str, line: int, message: str) -> None:
+    """A 374-byte file of nested aliases expanded to a million nodes on every reload; tags crashed."""
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "support-line.yaml").write_bytes(text.encode("utf-8", "surrogateescape"))
+    result = CliRunner().invoke(app, ["validate", str(agents)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [f"{agents / 'support-line.yaml'}:{line}: YAML: {message}"]
+
+
+def test_a_hostile_destinations_file_is_refused_with_its_line(tmp_path: Path) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "support-line.yaml").write_text(GOOD)
+    (tmp_path / "destinations.yaml").write_text(yaml_bomb())
+    result = CliRunner().invoke(app, ["validate", str(agents), "--destinations", str(tmp_path / "destinations.yaml")])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'destinations.yaml'}:1: YAML: anchors (&name) are not allowed" in result.stderr
 
 
 def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:

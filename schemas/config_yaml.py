@@ -1,0 +1,80 @@
+"""The one YAML reader of configuration files (agent files, the destinations file).
+
+An agent author writes these files, and the router re-reads them on every change, so the reader refuses
+what YAML can do beyond plain data, each with its line:
+
+* aliases and anchors (`&a`, `*a`, `<<: *a`): a 345-byte file of nested aliases expands to a million
+  nodes; configuration never needs them;
+* tags other than the core schema's (`!!binary`, `!!omap`, `!!set`, `!!timestamp`, `!custom`): they
+  build objects the validators do not expect;
+* more than MAX_DEPTH levels of nesting (the composer recurses) or MAX_NODES nodes.
+
+Every error is a YamlProblem with a 1-based line, never another exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.reader import ReaderError
+
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+CORE_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map"))
+
+
+class YamlProblem(ValueError):
+    """Raised when a configuration file is not YAML this project reads; `line` is 1-based."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"{line}: {message}")
+        self.line, self.message = line, message
+
+
+class _PlainDataComposer(Composer):
+    """ruamel's composer, refusing aliases, anchors, non-core tags and too many nodes."""
+
+    nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            raise ComposerError(None, None, "aliases (*name) are not allowed in configuration", event.start_mark)
+        if event.anchor is not None:
+            raise ComposerError(None, None, "anchors (&name) are not allowed in configuration", event.start_mark)
+        tag = getattr(event, "tag", None)
+        if tag is not None and str(tag) not in CORE_TAGS:
+            shown = str(tag).replace("tag:yaml.org,2002:", "!!")
+            raise ComposerError(None, None, f"the tag {shown} is not allowed in configuration", event.start_mark)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise ComposerError(None, None, f"more than {MAX_NODES} values", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def read_yaml(data: str | bytes) -> Any:
+    """The document as ruamel round-trip nodes (they keep line numbers); YamlProblem when it is not
+    plain YAML data."""
+    yaml = YAML(typ="rt")
+    yaml.Composer = _PlainDataComposer
+    yaml.max_depth = MAX_DEPTH
+    try:
+        return yaml.load(data)
+    except MaxDepthExceededError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise YamlProblem(line, f"nested deeper than {MAX_DEPTH} levels") from None
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise YamlProblem(mark.line + 1 if mark else 1, str(exc.problem or exc.context)) from None
+    except ReaderError as exc:
+        raw = data.encode() if isinstance(data, str) else data
+        line = raw[: max(exc.position, 0)].count(b"\n") + 1
+        raise YamlProblem(line, f"not UTF-8 text ({exc.reason})") from None
+    except YAMLError as exc:
+        raise YamlProblem(1, type(exc).__name__) from None
+    except RecursionError:
+        raise YamlProblem(1, f"nested deeper than {MAX_DEPTH} levels") from None
