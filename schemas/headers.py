@@ -74,6 +74,10 @@ REEXTRACT_OF = "x-reextract-of"  # the original event_id
 REPLAY_COUNT = "x-replay-count"
 REPLAYED_FROM = "x-replayed-from"
 REPLAYED_AT = "x-replayed-at"
+REPLAYED_BY = "x-replayed-by"  # who replayed: an API token's name, or user@host for the command line
+# A replay marker: a record (no value) written to a dead-letter topic after one of its dead letters was
+# replayed and acknowledged; `dlq list` and the store then show that dead letter as replayed.
+DLQ_REPLAYED = "x-dlq-replayed"  # topic:partition:offset of the dead letter that was replayed
 
 # Headers a hop adds that the next hop replaces rather than repeats (keeps records from growing).
 RETRY_HEADERS = (

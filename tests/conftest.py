@@ -1,4 +1,5 @@
-"""Test session wiring: one private Kafka broker on a free port for the whole session.
+"""Test session wiring: one private Kafka broker and one PostgreSQL server, each on a free port, for the
+whole session (started only when a test asks for them).
 
 The broker is started only when a test asks for the `kafka` fixture (integration tests), is never a
 broker someone already runs on 9092, and is stopped when the session ends.
@@ -7,7 +8,9 @@ broker someone already runs on 9092, and is stopped when the session ends.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ os.environ.setdefault("POSTCALL_TOPIC_REPLICATION", "1")
 
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import KafkaCluster
+from services.devkit.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +41,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.nodeid.split("/"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server (Debian's package) for the session; each test gets its own database."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite (a file) and on PostgreSQL (a fresh database on the session's server)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")

@@ -1,0 +1,189 @@
+"""Engines and migrations. One `Store` per process, opened once in the wiring (`async with Store.open(...)`).
+
+SQLite runs in WAL mode (readers never wait for the recorder) with a busy timeout; the recorder's
+engine starts its transactions with BEGIN IMMEDIATE so that a batch never fails half-way on a lock it
+could not upgrade. Migrations run under a lock (a PostgreSQL advisory lock, a lock file beside a SQLite
+database) so that the recorder and the API starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from services.store.settings import DatabaseSettings
+
+MIGRATION_LOCK_ID = 7_237_001  # pg_advisory_xact_lock key: "the postcall store is migrating"
+
+
+class StoreError(Exception):
+    """Raised when the store cannot be used as configured (unreachable, wrong schema revision)."""
+
+
+@dataclass
+class Store:
+    engine: AsyncEngine
+    settings: DatabaseSettings
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: DatabaseSettings, *, writer: bool = False) -> AsyncIterator[Store]:
+        """Engine for `settings.url`, migrated (or checked) before use; disposed on exit."""
+        engine = make_engine(settings, writer=writer)
+        store = cls(engine, settings)
+        try:
+            if settings.migrate_on_start:
+                await migrate(engine)
+            else:
+                await check_revision(engine)
+            yield store
+        finally:
+            await engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed on exit."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+
+def make_engine(settings: DatabaseSettings, *, writer: bool = False) -> AsyncEngine:
+    url = make_url(settings.url.get_secret_value())
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _sqlite_pragmas(engine, immediate=writer)
+        return engine
+    if url.get_backend_name() != "postgresql":
+        raise StoreError(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
+    return create_async_engine(url, pool_size=settings.pool_size, max_overflow=2, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below)
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# ── migrations ─────────────────────────────────────────────────────────────────────────────────────
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "services.store:migrations")
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Upgrade to `revision` once, even when several processes start together."""
+    with _sqlite_lock(engine):
+        try:
+            async with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+                await conn.run_sync(_upgrade, revision)
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StoreError(f"cannot migrate the store at {_safe_url(engine)}: {_short(exc)}") from None
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+async def check_revision(engine: AsyncEngine) -> None:
+    try:
+        found = await current_revision(engine)
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise StoreError(f"cannot reach the store at {_safe_url(engine)}: {_short(exc)}") from None
+    if found != head_revision():
+        raise StoreError(
+            f"the store at {_safe_url(engine)} is at schema revision {found or 'none'}, this version needs "
+            f"{head_revision()}: run `postcall store migrate`"
+        )
+
+
+@contextlib.contextmanager
+def _sqlite_lock(engine: AsyncEngine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    path = Path(database).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _safe_url(engine: AsyncEngine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _short(exc: BaseException) -> str:
+    """The driver's message without SQLAlchemy's statement dump and background link."""
+    cause = getattr(exc, "orig", None) or exc
+    return " ".join(str(cause).split())[:300]
+
+
+async def wait_until_reachable(settings: DatabaseSettings, timeout: float) -> None:
+    """For start-up ordering in tests and `make run`: poll until a connection opens."""
+    engine = make_engine(settings)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                async with engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                return
+            except (OperationalError, DBAPIError, OSError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await engine.dispose()

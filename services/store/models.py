@@ -1,0 +1,291 @@
+"""The store's tables. Children carry `conversation_id` without a foreign key: the recorder reads four
+topics and the dead-letter topics concurrently, so an action result may arrive before its conversation.
+
+Identity (what makes re-reading a topic never duplicate a row):
+
+    conversations   conversation_id (the newest event by occurred_at wins)
+    extractions     the Kafka record (topic, partition, offset)
+    decisions       the Kafka record (topic, partition, offset)
+    actions         action_id
+    attempts        (action_id, attempt, outcome)
+    dead_letters    the Kafka record (topic, partition, offset) of the dead letter
+    api_tokens      name; the token itself is stored only as its SHA-256
+
+Payloads (the event, the extracted values, the flows) are kept as JSON text exactly as produced; the
+columns beside them are what queries filter and sort on. The `conversations` columns after `event` are
+recomputed from the children by the writer after each batch (counts, latest extraction, failure flag).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out: TIMESTAMPTZ on PostgreSQL, naive UTC text on SQLite (so that
+    text comparison is time comparison)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # a naive time is read as UTC (the contract asks producers for aware times; old records may not be)
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    conversation_id: Mapped[str] = mapped_column(String, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    account_id: Mapped[str] = mapped_column(String)
+    account_name: Mapped[str | None] = mapped_column(Text)
+    agent_id: Mapped[str] = mapped_column(String)
+    agent_name: Mapped[str | None] = mapped_column(Text)
+    agent_version: Mapped[str | None] = mapped_column(String)
+    channel: Mapped[str] = mapped_column(String)
+    direction: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_day: Mapped[str] = mapped_column(String(10), doc="UTC date of ended_at, YYYY-MM-DD (stats per day).")
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    end_reason: Mapped[str] = mapped_column(String)
+    end_reason_raw: Mapped[str | None] = mapped_column(Text)
+    source_platform: Mapped[str] = mapped_column(String)
+    customer_name: Mapped[str | None] = mapped_column(Text)
+    customer_phone: Mapped[str | None] = mapped_column(Text)
+    customer_email: Mapped[str | None] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(Text, doc="The ConversationEnded JSON.")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="Kafka timestamp of the record kept.")
+    # recomputed from the children after each batch
+    extraction_status: Mapped[str | None] = mapped_column(String, doc="Of the newest extraction; null: none yet.")
+    summary: Mapped[str | None] = mapped_column(Text)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    flows_fired: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    actions_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    actions_delivered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    actions_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    actions_dead_lettered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    dead_letters: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    has_failure: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="", doc="Lower-cased text search.")
+
+    __table_args__ = (
+        Index(None, "ended_at", "conversation_id"),
+        Index(None, "agent_id", "ended_at", "conversation_id"),
+        Index(None, "end_reason", "ended_at", "conversation_id"),
+        Index(None, "extraction_status", "ended_at"),
+        Index(
+            "ix_conversations_failure",
+            "ended_at",
+            postgresql_where=text("has_failure"),
+            sqlite_where=text("has_failure"),
+        ),
+        Index(
+            "ix_conversations_review",
+            "ended_at",
+            postgresql_where=text("needs_review"),
+            sqlite_where=text("needs_review"),
+        ),
+    )
+
+
+class Extraction(Base):
+    __tablename__ = "extractions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kafka_topic: Mapped[str] = mapped_column(String)
+    kafka_partition: Mapped[int] = mapped_column(Integer)
+    kafka_offset: Mapped[int] = mapped_column(BigInteger)
+    conversation_id: Mapped[str] = mapped_column(String, index=True)
+    event_id: Mapped[str] = mapped_column(String)
+    extracted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    status: Mapped[str] = mapped_column(String)
+    reason: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(String)
+    model: Mapped[str | None] = mapped_column(String)
+    config_revision: Mapped[str] = mapped_column(String)
+    summary: Mapped[str | None] = mapped_column(Text)
+    needs_review: Mapped[bool] = mapped_column(Boolean)
+    truncated: Mapped[bool] = mapped_column(Boolean)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    reextract_of: Mapped[str | None] = mapped_column(String, doc="x-reextract-of: the original event id.")
+    payload: Mapped[str] = mapped_column(Text, doc="The Extraction JSON (fields, dynamic, triggers, ...).")
+
+    __table_args__ = (UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),)
+
+
+class Decision(Base):
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kafka_topic: Mapped[str] = mapped_column(String)
+    kafka_partition: Mapped[int] = mapped_column(Integer)
+    kafka_offset: Mapped[int] = mapped_column(BigInteger)
+    conversation_id: Mapped[str] = mapped_column(String, index=True)
+    event_id: Mapped[str] = mapped_column(String)
+    agent_id: Mapped[str] = mapped_column(String)
+    agent_version: Mapped[str | None] = mapped_column(String)
+    config_revision: Mapped[str] = mapped_column(String)
+    extraction_status: Mapped[str] = mapped_column(String)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    flows_fired: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text, doc="The DecisionTrace JSON.")
+
+    __table_args__ = (UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),)
+
+
+class Action(Base):
+    __tablename__ = "actions"
+
+    action_id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String, index=True)
+    type: Mapped[str] = mapped_column(String)
+    flow_id: Mapped[str | None] = mapped_column(String, doc="From the decision trace; null until it is read.")
+    destination: Mapped[str | None] = mapped_column(String)
+    topic: Mapped[str | None] = mapped_column(String)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # recomputed from the attempts after each batch
+    final_outcome: Mapped[str] = mapped_column(String, default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    action_id: Mapped[str] = mapped_column(String)
+    conversation_id: Mapped[str] = mapped_column(String, index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String)
+    destination: Mapped[str | None] = mapped_column(String)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    completed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    __table_args__ = (UniqueConstraint("action_id", "attempt", "outcome"),)
+
+
+class ScheduledRetry(Base):
+    """A failed action's next attempt, read off the dispatcher's retry tiers: attempt `attempt` is due
+    at `due_at` (so attempt - 1 failed with that next retry)."""
+
+    __tablename__ = "retries"
+
+    action_id: Mapped[str] = mapped_column(String, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String, index=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kafka_topic: Mapped[str] = mapped_column(String)
+    kafka_partition: Mapped[int] = mapped_column(Integer)
+    kafka_offset: Mapped[int] = mapped_column(BigInteger)
+    service: Mapped[str] = mapped_column(String)
+    original_topic: Mapped[str | None] = mapped_column(String)
+    original_partition: Mapped[int | None] = mapped_column(Integer)
+    original_offset: Mapped[int | None] = mapped_column(BigInteger)
+    key: Mapped[str | None] = mapped_column(Text)
+    conversation_id: Mapped[str | None] = mapped_column(String, index=True)
+    category: Mapped[str | None] = mapped_column(String)
+    exception_class: Mapped[str | None] = mapped_column(String)
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    first_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dead_lettered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    headers: Mapped[str] = mapped_column(Text, doc="Every header, JSON object.")
+    value: Mapped[bytes | None] = mapped_column(LargeBinary, doc="The original value, byte for byte.")
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replayed_by: Mapped[str | None] = mapped_column(String)
+
+    __table_args__ = (
+        UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),
+        Index(None, "dead_lettered_at", "id"),
+        Index(None, "service", "dead_lettered_at"),
+    )
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    role: Mapped[str] = mapped_column(String)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String, doc="Token name, or 'local' for unauthenticated loopback use.")
+    role: Mapped[str] = mapped_column(String)
+    action: Mapped[str] = mapped_column(String, doc="replay, reextract, ...")
+    target: Mapped[str] = mapped_column(Text, doc="What it applied to: ids or the filters, as JSON.")
+    outcome: Mapped[str] = mapped_column(Text, doc="What happened: counts, or the error.")
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+
+def table(model: type[Base]) -> Table:
+    """A model's Core table, typed as such (what inserts, updates and column lists take)."""
+    found = model.__table__
+    assert isinstance(found, Table)
+    return found

@@ -1,0 +1,477 @@
+"""Reading the store: conversations (filters, keyset pagination by end time), one conversation in full,
+dead letters (filters, counts by reason), statistics per agent and day.
+
+Pagination is by keyset, never OFFSET: a cursor holds the (time, id) of the last row returned, so a
+page costs the same at row 10 and at row 1,000,000, and rows arriving meanwhile shift nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import orjson
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from schemas.events import ConversationEnded, DecisionTrace, Extraction
+from services.store.models import Action, Attempt, Conversation, DeadLetter, Decision, ScheduledRetry, table
+from services.store.models import Extraction as ExtractionRow
+from services.store.rows import clean
+from services.store.views import (
+    ActionCounts,
+    ActionView,
+    AgentRef,
+    AttemptView,
+    ConversationDetail,
+    ConversationSummary,
+    CustomerRef,
+    DayStats,
+    DeadLetterDetail,
+    DeadLetterSummary,
+    ExtractionView,
+    Page,
+    ReasonCount,
+    UsageView,
+)
+
+MAX_LIMIT = 500
+Order = Literal["desc", "asc"]
+
+
+class QueryError(ValueError):
+    """Raised when a query's input cannot be used (a malformed cursor); the API answers 400 with it."""
+
+
+# ── cursors ────────────────────────────────────────────────────────────────────────────────────────
+
+
+def encode_cursor(at: datetime, key: str | int) -> str:
+    raw = orjson.dumps([at.astimezone(UTC).isoformat(), key])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, key_type: type[str] | type[int]) -> tuple[datetime, Any]:
+    try:
+        at, key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        parsed = datetime.fromisoformat(at)
+        if not isinstance(key, key_type) or parsed.tzinfo is None:
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise QueryError("malformed cursor: pass next_cursor from the previous page unchanged") from None
+    return parsed, key
+
+
+def _after(at_col: Any, key_col: Any, cursor: tuple[datetime, Any], order: Order) -> ColumnElement[bool]:
+    at, key = cursor
+    if order == "desc":
+        return and_(at_col <= at, or_(at_col < at, key_col < key))
+    return and_(at_col >= at, or_(at_col > at, key_col > key))
+
+
+F = TypeVar("F", "ConversationFilter", "DeadLetterFilter")
+
+
+def _cleaned(filters: F) -> F:
+    """NUL-free text (PostgreSQL refuses it in a parameter; nothing stored contains one)."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(filters):
+        value = getattr(filters, f.name)
+        if isinstance(value, str):
+            changes[f.name] = clean(value)
+        elif isinstance(value, tuple | list):
+            changes[f.name] = tuple(clean(v) for v in value)
+    return dataclasses.replace(filters, **changes)
+
+
+def _limit(limit: int) -> int:
+    return max(1, min(limit, MAX_LIMIT))
+
+
+def _like(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# ── conversations ──────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class ConversationFilter:
+    agent: str | None = None
+    agent_version: str | None = None
+    end_reasons: Sequence[str] = ()
+    since: datetime | None = None  # ended at or after
+    until: datetime | None = None  # ended before
+    extraction_status: Literal["ok", "failed", "none"] | None = None
+    failed: bool | None = None  # an action failed or was dead-lettered, or a record was dead-lettered
+    needs_review: bool | None = None
+    text: str | None = None  # in the summary or the customer's name, number or email
+    ids: Sequence[str] = ()
+
+    def where(self) -> list[ColumnElement[bool]]:
+        f = _cleaned(self)
+        c = table(Conversation).c
+        out: list[ColumnElement[bool]] = []
+        if f.ids:
+            out.append(c.conversation_id.in_(list(f.ids)))
+        if f.agent is not None:
+            out.append(c.agent_id == f.agent)
+        if f.agent_version is not None:
+            out.append(c.agent_version == f.agent_version)
+        if f.end_reasons:
+            out.append(c.end_reason.in_(list(f.end_reasons)))
+        if f.since is not None:
+            out.append(c.ended_at >= f.since)
+        if f.until is not None:
+            out.append(c.ended_at < f.until)
+        if f.extraction_status == "none":
+            out.append(c.extraction_status.is_(None))
+        elif f.extraction_status is not None:
+            out.append(c.extraction_status == f.extraction_status)
+        if f.failed is not None:
+            out.append(c.has_failure == (true() if f.failed else false()))
+        if f.needs_review is not None:
+            out.append(c.needs_review == (true() if f.needs_review else false()))
+        if f.text:
+            out.append(c.search_text.like(_like(f.text), escape="\\"))
+        return out
+
+
+async def list_conversations(
+    conn: AsyncConnection,
+    filters: ConversationFilter,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    order: Order = "desc",
+) -> Page[ConversationSummary]:
+    c = table(Conversation).c
+    limit = _limit(limit)
+    query = select(*_summary_columns()).where(*filters.where())
+    if cursor:
+        query = query.where(_after(c.ended_at, c.conversation_id, decode_cursor(cursor, str), order))
+    by = (c.ended_at.desc(), c.conversation_id.desc()) if order == "desc" else (c.ended_at, c.conversation_id)
+    rows = (await conn.execute(query.order_by(*by).limit(limit + 1))).all()
+    items = [summary_of(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items=items, next_cursor=encode_cursor(items[-1].ended_at, items[-1].conversation_id) if more else None)
+
+
+def _summary_columns() -> list[Any]:
+    c = table(Conversation).c
+    return [col for col in c if col.name not in ("event", "search_text", "occurred_at", "received_at", "ended_day")]
+
+
+def summary_of(r: Any) -> ConversationSummary:
+    return ConversationSummary(
+        conversation_id=r.conversation_id,
+        event_id=r.event_id,
+        account_id=r.account_id,
+        agent=AgentRef(id=r.agent_id, name=r.agent_name, version=r.agent_version),
+        channel=r.channel,
+        direction=r.direction,
+        status=r.status,
+        started_at=r.started_at,
+        ended_at=r.ended_at,
+        duration_seconds=r.duration_seconds,
+        end_reason=r.end_reason,
+        end_reason_raw=r.end_reason_raw,
+        source_platform=r.source_platform,
+        customer=CustomerRef(name=r.customer_name, phone_number=r.customer_phone, email=r.customer_email),
+        extraction_status=r.extraction_status,
+        summary=r.summary,
+        needs_review=bool(r.needs_review),
+        flows_fired=r.flows_fired,
+        actions=ActionCounts(
+            total=r.actions_total,
+            delivered=r.actions_delivered,
+            failed=r.actions_failed,
+            dead_lettered=r.actions_dead_lettered,
+        ),
+        dead_letters=r.dead_letters,
+        has_failure=bool(r.has_failure),
+        usage=UsageView(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cost_usd=r.cost_usd),
+    )
+
+
+async def get_conversation(conn: AsyncConnection, conversation_id: str) -> ConversationDetail | None:
+    """Everything known about one conversation; None when nothing at all is."""
+    c = table(Conversation).c
+    conversation_id = clean(conversation_id)
+    row = (await conn.execute(select(*_summary_columns(), c.event).where(c.conversation_id == conversation_id))).first()
+    extractions = await _extractions(conn, conversation_id)
+    decisions = await _decisions(conn, conversation_id)
+    actions = await _actions(conn, conversation_id)
+    letters = await _letters(conn, select(*_letter_columns()).where(DeadLetter.conversation_id == conversation_id))
+    if row is None and not (extractions or decisions or actions or letters):
+        return None
+    return ConversationDetail(
+        conversation_id=conversation_id,
+        summary=summary_of(row) if row is not None else None,
+        event=ConversationEnded.model_validate_json(row.event) if row is not None else None,
+        extractions=extractions,
+        decisions=decisions,
+        actions=actions,
+        dead_letters=letters,
+    )
+
+
+async def _extractions(conn: AsyncConnection, conversation_id: str) -> list[ExtractionView]:
+    x = table(ExtractionRow).c
+    query = select(*x).where(x.conversation_id == conversation_id).order_by(x.extracted_at, x.id)
+    out = []
+    for r in await conn.execute(query):
+        payload = Extraction.model_validate_json(r.payload)
+        out.append(
+            ExtractionView(
+                event_id=r.event_id,
+                extracted_at=r.extracted_at,
+                status=r.status,
+                reason=r.reason,
+                provider=r.provider,
+                model=r.model,
+                config_revision=r.config_revision,
+                summary=r.summary,
+                needs_review=r.needs_review,
+                truncated=r.truncated,
+                usage=UsageView(
+                    prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cost_usd=r.cost_usd
+                ),
+                latency_ms=r.latency_ms,
+                reextract_of=r.reextract_of,
+                fields=payload.fields,
+                dynamic=payload.dynamic,
+                triggers=payload.triggers,
+                recipients=payload.recipients,
+            )
+        )
+    return out
+
+
+async def _decisions(conn: AsyncConnection, conversation_id: str) -> list[DecisionTrace]:
+    d = table(Decision).c
+    query = select(d.payload).where(d.conversation_id == conversation_id).order_by(d.decided_at, d.id)
+    return [DecisionTrace.model_validate_json(p) for (p,) in await conn.execute(query)]
+
+
+async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionView]:
+    a, t, r = (table(m).c for m in (Action, Attempt, ScheduledRetry))
+    due = {
+        (row.action_id, row.attempt): row.due_at
+        for row in await conn.execute(
+            select(r.action_id, r.attempt, r.due_at).where(r.conversation_id == conversation_id)
+        )
+    }
+    attempts: dict[str, list[AttemptView]] = {}
+    query = select(*t).where(t.conversation_id == conversation_id).order_by(t.attempt, t.completed_at, t.id)
+    for row in await conn.execute(query):
+        attempts.setdefault(row.action_id, []).append(
+            AttemptView(
+                attempt=row.attempt,
+                outcome=row.outcome,
+                at=row.completed_at,
+                destination=row.destination,
+                status_code=row.status_code,
+                latency_ms=row.latency_ms,
+                error=row.error,
+                response_excerpt=row.response_excerpt,
+                next_retry_at=due.get((row.action_id, row.attempt + 1)) if row.outcome == "failed" else None,
+            )
+        )
+    actions = select(*a).where(a.conversation_id == conversation_id).order_by(a.first_seen_at, a.action_id)
+    return [
+        ActionView(
+            action_id=row.action_id,
+            type=row.type,
+            flow_id=row.flow_id,
+            destination=row.destination,
+            topic=row.topic,
+            final_outcome=row.final_outcome,
+            attempts=attempts.get(row.action_id, []),
+        )
+        for row in await conn.execute(actions)
+    ]
+
+
+# ── dead letters ───────────────────────────────────────────────────────────────────────────────────
+
+LetterState = Literal["pending", "replayed", "all"]
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    services: Sequence[str] = ()
+    reason: str | None = None  # substring of the reason or the category, any case
+    since: datetime | None = None
+    until: datetime | None = None
+    key: str | None = None  # the record key (a conversation id) or the conversation id found in the value
+    state: LetterState = "pending"
+    ids: Sequence[int] = ()
+
+    def where(self) -> list[ColumnElement[bool]]:
+        f = _cleaned(self)
+        d = table(DeadLetter).c
+        out: list[ColumnElement[bool]] = []
+        if f.ids:
+            out.append(d.id.in_(list(f.ids)))
+        if f.services:
+            out.append(d.service.in_(list(f.services)))
+        if f.reason:
+            pattern = _like(f.reason)
+            out.append(
+                or_(
+                    func.lower(d.reason).like(pattern, escape="\\"),
+                    func.lower(func.coalesce(d.category, "")).like(pattern, escape="\\"),
+                )
+            )
+        if f.since is not None:
+            out.append(d.dead_lettered_at >= f.since)
+        if f.until is not None:
+            out.append(d.dead_lettered_at < f.until)
+        if f.key is not None:
+            out.append(or_(d.key == f.key, d.conversation_id == f.key))
+        if f.state == "pending":
+            out.append(d.replayed_at.is_(None))
+        elif f.state == "replayed":
+            out.append(d.replayed_at.is_not(None))
+        return out
+
+
+def _letter_columns() -> list[Any]:
+    return [c for c in table(DeadLetter).c if c.name not in ("headers", "value")]
+
+
+async def _letters(conn: AsyncConnection, query: Select[Any]) -> list[DeadLetterSummary]:
+    return [DeadLetterSummary(**_letter_fields(r)) for r in await conn.execute(query)]
+
+
+def _letter_fields(r: Any) -> dict[str, Any]:
+    fields = {c.name: getattr(r, c.name) for c in _letter_columns() if not c.name.startswith("kafka_")}
+    fields["coordinates"] = f"{r.kafka_topic}:{r.kafka_partition}:{r.kafka_offset}"
+    return fields
+
+
+async def list_dead_letters(
+    conn: AsyncConnection, filters: DeadLetterFilter, *, limit: int = 50, cursor: str | None = None
+) -> Page[DeadLetterSummary]:
+    d = table(DeadLetter).c
+    limit = _limit(limit)
+    query = select(*_letter_columns()).where(*filters.where())
+    if cursor:
+        query = query.where(_after(d.dead_lettered_at, d.id, decode_cursor(cursor, int), "desc"))
+    items = await _letters(conn, query.order_by(d.dead_lettered_at.desc(), d.id.desc()).limit(limit + 1))
+    more = len(items) > limit
+    items = items[:limit]
+    return Page(items=items, next_cursor=encode_cursor(items[-1].dead_lettered_at, items[-1].id) if more else None)
+
+
+async def dead_letter_counts(conn: AsyncConnection, filters: DeadLetterFilter, top: int = 100) -> list[ReasonCount]:
+    d = table(DeadLetter).c
+    n = func.count().label("n")
+    query = (
+        select(d.service, d.category, d.reason, n, func.min(d.dead_lettered_at), func.max(d.dead_lettered_at))
+        .where(*filters.where())
+        .group_by(d.service, d.category, d.reason)
+        .order_by(n.desc(), d.service, d.reason)
+        .limit(top)
+    )
+    return [
+        ReasonCount(service=r[0], category=r[1], reason=r[2], count=r[3], first_at=_aware(r[4]), last_at=_aware(r[5]))
+        for r in await conn.execute(query)
+    ]
+
+
+def _aware(value: Any) -> datetime:
+    """min()/max() lose the column type on SQLite (a string comes back)."""
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(parsed, datetime)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def get_dead_letter(conn: AsyncConnection, letter_id: int) -> DeadLetterDetail | None:
+    row = (await conn.execute(select(table(DeadLetter)).where(DeadLetter.id == letter_id))).first()
+    if row is None:
+        return None
+    return DeadLetterDetail(**_letter_fields(row), headers=orjson.loads(row.headers), **_value_fields(row.value))
+
+
+def _value_fields(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"value_base64": base64.b64encode(value).decode()}
+    try:
+        return {"value": orjson.loads(value)}
+    except orjson.JSONDecodeError:
+        return {"value_text": text}
+
+
+async def dead_letter_records(conn: AsyncConnection, filters: DeadLetterFilter, limit: int) -> list[Any]:
+    """Rows to replay: coordinates, original topic, key, value and headers, oldest first."""
+    d = table(DeadLetter).c
+    query = select(table(DeadLetter)).where(*filters.where()).order_by(d.dead_lettered_at, d.id).limit(limit)
+    return list((await conn.execute(query)).all())
+
+
+# ── statistics ─────────────────────────────────────────────────────────────────────────────────────
+
+
+async def stats(conn: AsyncConnection, since: datetime, until: datetime, agent: str | None = None) -> list[DayStats]:
+    """Per agent and UTC day the conversations ended: counts, delivery outcomes, LLM tokens and cost."""
+    c = table(Conversation).c
+    failures = func.sum(case((c.extraction_status == "failed", 1), else_=0))
+    query = (
+        select(
+            c.ended_day,
+            c.agent_id,
+            func.count(),
+            failures,
+            func.sum(c.actions_delivered),
+            func.sum(c.actions_failed),
+            func.sum(c.actions_dead_lettered),
+            func.sum(c.prompt_tokens),
+            func.sum(c.completion_tokens),
+            func.sum(c.cost_usd),
+        )
+        .where(c.ended_at >= since, c.ended_at < until, *([c.agent_id == agent] if agent else []))
+        .group_by(c.ended_day, c.agent_id)
+        .order_by(c.ended_day, c.agent_id)
+    )
+    return [
+        DayStats(
+            day=r[0],
+            agent_id=r[1],
+            conversations=r[2],
+            extraction_failures=int(r[3] or 0),
+            actions_delivered=int(r[4] or 0),
+            actions_failed=int(r[5] or 0),
+            actions_dead_lettered=int(r[6] or 0),
+            prompt_tokens=int(r[7] or 0),
+            completion_tokens=int(r[8] or 0),
+            cost_usd=round(float(r[9] or 0.0), 6),
+        )
+        for r in await conn.execute(query)
+    ]
+
+
+# ── re-extraction ──────────────────────────────────────────────────────────────────────────────────
+
+
+async def events_for(conn: AsyncConnection, filters: ConversationFilter, limit: int) -> list[tuple[str, str, str]]:
+    """(conversation_id, event_id, event JSON) of the chosen conversations, oldest first."""
+    c = table(Conversation).c
+    query = (
+        select(c.conversation_id, c.event_id, c.event)
+        .where(*filters.where())
+        .order_by(c.ended_at, c.conversation_id)
+        .limit(limit)
+    )
+    return [(r[0], r[1], r[2]) for r in await conn.execute(query)]

@@ -1,0 +1,323 @@
+"""Records read from Kafka -> the rows they add to the store (pure functions, no database).
+
+Each function takes one parsed record and returns `Rows`; the writer merges the rows of many records
+and writes them in one transaction. Building rows per record (in the recorder's handler) means a
+record that cannot be stored (an impossible date, say) fails alone, before any batch is touched.
+
+Text from callers may hold NUL characters, which PostgreSQL refuses in text: they become U+FFFD.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from schemas import headers as h
+from schemas.events import ActionCompleted, ConversationEnded, ConversationExtracted, DecisionTrace, Extraction
+
+Row = dict[str, Any]
+DONE_OUTCOMES = ("delivered", "published", "skipped_duplicate")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a record was read: its identity for idempotent inserts, and its Kafka time."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+
+    def columns(self) -> Row:
+        return {"kafka_topic": self.topic, "kafka_partition": self.partition, "kafka_offset": self.offset}
+
+
+@dataclass
+class Rows:
+    """Rows for each table, and which conversations and actions need their summaries recomputed."""
+
+    conversations: list[Row] = field(default_factory=list)
+    extractions: list[Row] = field(default_factory=list)
+    decisions: list[Row] = field(default_factory=list)
+    actions: list[Row] = field(default_factory=list)
+    attempts: list[Row] = field(default_factory=list)
+    retries: list[Row] = field(default_factory=list)
+    dead_letters: list[Row] = field(default_factory=list)
+    replays: list[Row] = field(default_factory=list)
+    conversation_ids: set[str] = field(default_factory=set)
+    action_ids: set[str] = field(default_factory=set)
+
+    def extend(self, other: Rows) -> None:
+        for name in TABLES:
+            getattr(self, name).extend(getattr(other, name))
+        self.conversation_ids |= other.conversation_ids
+        self.action_ids |= other.action_ids
+
+    def __len__(self) -> int:
+        return sum(len(getattr(self, name)) for name in TABLES)
+
+
+TABLES = ("conversations", "extractions", "decisions", "actions", "attempts", "retries", "dead_letters", "replays")
+
+
+def clean(value: Any) -> Any:
+    """NUL-free text; aware UTC times (a naive time is read as UTC)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
+def _row(**columns: Any) -> Row:
+    return {k: clean(v) for k, v in columns.items()}
+
+
+def day_of(t: datetime) -> str:
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d")
+
+
+# ── the main path ──────────────────────────────────────────────────────────────────────────────────
+
+
+def conversation_row(event: ConversationEnded, received_at: datetime) -> Row:
+    return _row(
+        conversation_id=event.conversation_id,
+        event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        account_id=event.account.id,
+        account_name=event.account.name,
+        agent_id=event.agent.id,
+        agent_name=event.agent.name,
+        agent_version=event.agent.version,
+        channel=event.channel,
+        direction=event.direction,
+        status=event.status,
+        started_at=event.started_at,
+        ended_at=event.ended_at,
+        ended_day=day_of(event.ended_at),
+        duration_seconds=float(event.duration_seconds if event.duration_seconds is not None else _span(event)),
+        end_reason=event.end_reason.canonical.value,
+        end_reason_raw=event.end_reason.raw,
+        source_platform=event.end_reason.source_platform,
+        customer_name=event.customer.name,
+        customer_phone=event.customer.phone_number,
+        customer_email=event.customer.email,
+        event=event.model_dump_json(),
+        received_at=received_at,
+        search_text=search_text(None, event.customer.name, event.customer.phone_number, event.customer.email),
+    )
+
+
+def _span(event: ConversationEnded) -> float:
+    started, ended = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (event.started_at, event.ended_at))
+    return max(0.0, (ended - started).total_seconds())
+
+
+def search_text(*parts: str | None) -> str:
+    return str(clean(" ".join(p for p in parts if p).lower()))
+
+
+def ended(event: ConversationEnded, source: Source) -> Rows:
+    return Rows(conversations=[conversation_row(event, source.at)], conversation_ids={event.conversation_id})
+
+
+def extracted(record: ConversationExtracted, source: Source, headers: Mapping[str, str]) -> Rows:
+    x = record.extraction
+    row = _row(
+        **source.columns(),
+        conversation_id=record.conversation.conversation_id,
+        event_id=record.event_id,
+        extracted_at=record.extracted_at,
+        status=x.status,
+        reason=x.reason,
+        provider=x.provider,
+        model=x.model,
+        config_revision=x.config_revision,
+        summary=x.summary,
+        needs_review=needs_review(x),
+        truncated=x.truncated,
+        prompt_tokens=x.usage.prompt_tokens,
+        completion_tokens=x.usage.completion_tokens,
+        cached_prompt_tokens=x.usage.cached_prompt_tokens,
+        cost_usd=x.usage.cost_usd,
+        latency_ms=x.latency_ms,
+        reextract_of=headers.get(h.REEXTRACT_OF),
+        payload=x.model_dump_json(),
+    )
+    return Rows(
+        conversations=[conversation_row(record.conversation, source.at)],
+        extractions=[row],
+        conversation_ids={record.conversation.conversation_id},
+    )
+
+
+def needs_review(x: Extraction) -> bool:
+    return any(v.needs_review for v in (*x.fields.values(), *x.dynamic.values()))
+
+
+def decided(trace: DecisionTrace, source: Source) -> Rows:
+    row = _row(
+        **source.columns(),
+        conversation_id=trace.conversation_id,
+        event_id=trace.event_id,
+        agent_id=trace.agent_id,
+        agent_version=trace.agent_version,
+        config_revision=trace.config_revision,
+        extraction_status=trace.extraction_status,
+        decided_at=trace.decided_at,
+        flows_fired=sum(1 for f in trace.flows if f.fired),
+        payload=trace.model_dump_json(),
+    )
+    actions = [
+        _row(
+            action_id=a.action_id,
+            conversation_id=trace.conversation_id,
+            type=a.type,
+            flow_id=flow.flow_id,
+            destination=a.destination,
+            topic=a.topic,
+            first_seen_at=trace.decided_at,
+        )
+        for flow in trace.flows
+        for a in flow.actions
+    ]
+    return Rows(
+        decisions=[row],
+        actions=actions,
+        conversation_ids={trace.conversation_id},
+        action_ids={a["action_id"] for a in actions},
+    )
+
+
+def completed(result: ActionCompleted, source: Source, excerpt: str | None = None) -> Rows:
+    action = _row(
+        action_id=result.action_id,
+        conversation_id=result.conversation_id,
+        type=result.type,
+        flow_id=None,
+        destination=result.destination,
+        topic=None,
+        first_seen_at=result.completed_at,
+    )
+    attempt = _row(
+        action_id=result.action_id,
+        conversation_id=result.conversation_id,
+        attempt=result.attempts,
+        outcome=result.outcome,
+        destination=result.destination,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        error=result.error,
+        response_excerpt=excerpt if excerpt is not None else getattr(result, "response_excerpt", None),
+        completed_at=result.completed_at,
+    )
+    return Rows(
+        actions=[action],
+        attempts=[attempt],
+        conversation_ids={result.conversation_id},
+        action_ids={result.action_id},
+    )
+
+
+def retry_scheduled(action: Mapping[str, Any], headers: Mapping[str, str]) -> Rows:
+    """A dispatcher retry-tier record: the action's next attempt and when it is due. Empty when the
+    record does not say (a foreign record on the topic)."""
+    try:
+        attempt = int(headers[h.RETRY_ATTEMPT])
+        due = datetime.fromtimestamp(float(headers[h.RETRY_DUE_AT]), UTC)
+        action_id, conversation_id = str(action["action_id"]), str(action["conversation_id"])
+    except (KeyError, ValueError, TypeError, OverflowError, OSError):
+        return Rows()
+    row = _row(action_id=action_id, attempt=attempt, conversation_id=conversation_id, due_at=due)
+    return Rows(retries=[row], conversation_ids={conversation_id})
+
+
+# ── dead letters ───────────────────────────────────────────────────────────────────────────────────
+
+
+def dead_letter(
+    source: Source, service: str, key: bytes | None, value: bytes | None, headers: Mapping[str, str]
+) -> Rows:
+    """A dead letter, stored whatever its value holds: its context is in the headers."""
+    conversation_id = _conversation_of(value) or (key.decode("utf-8", "replace") if key else None)
+    row = _row(
+        **source.columns(),
+        service=headers.get(h.DLQ_SERVICE) or service,
+        original_topic=headers.get(h.DLQ_ORIGINAL_TOPIC),
+        original_partition=_int(headers.get(h.DLQ_ORIGINAL_PARTITION)),
+        original_offset=_int(headers.get(h.DLQ_ORIGINAL_OFFSET)),
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        conversation_id=conversation_id,
+        category=headers.get(h.DLQ_FAILURE_CATEGORY),
+        exception_class=headers.get(h.DLQ_EXCEPTION_CLASS),
+        reason=headers.get(h.DLQ_EXCEPTION_MESSAGE) or headers.get(h.DLQ_VALUE_DROPPED) or "(no reason recorded)",
+        attempts=_int(headers.get(h.DLQ_ATTEMPTS)),
+        first_failure_at=_time(headers.get(h.DLQ_FIRST_FAILURE_AT)),
+        last_failure_at=_time(headers.get(h.DLQ_LAST_FAILURE_AT)),
+        dead_lettered_at=source.at,
+        headers=orjson.dumps(dict(headers)).decode(),
+        value=value,
+        replayed_at=None,
+        replayed_by=None,
+    )
+    return Rows(dead_letters=[row], conversation_ids={conversation_id} if conversation_id else set())
+
+
+def replay_marker(headers: Mapping[str, str], at: datetime) -> Rows:
+    """`x-dlq-replayed: topic:partition:offset`, written after a replay was acknowledged."""
+    coordinates = headers.get(h.DLQ_REPLAYED, "")
+    topic, _, rest = coordinates.rpartition(":")
+    topic, _, partition = topic.rpartition(":")
+    number, offset = _int(partition), _int(rest)
+    if not topic or number is None or offset is None:
+        return Rows()
+    row = _row(
+        kafka_topic=topic,
+        kafka_partition=number,
+        kafka_offset=offset,
+        replayed_at=_time(headers.get(h.REPLAYED_AT)) or at,
+        replayed_by=headers.get(h.REPLAYED_BY, "unknown"),
+    )
+    return Rows(replays=[row])
+
+
+def _conversation_of(value: bytes | None) -> str | None:
+    if not value:
+        return None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    found = data.get("conversation_id")
+    if found is None and isinstance(data.get("conversation"), dict):
+        found = data["conversation"].get("conversation_id")
+    return str(found)[:256] if isinstance(found, str | int) and str(found) else None
+
+
+def _int(value: str | None) -> int | None:
+    """A decimal header value; None for anything else (headers can be forged: `²` is a digit to Python)."""
+    text = (value or "").strip()
+    if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 19:
+        return None
+    return int(text)
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    with contextlib.suppress(ValueError, OverflowError):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None

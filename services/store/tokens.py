@@ -1,0 +1,154 @@
+"""API bearer tokens and the audit table.
+
+A token is 32 random bytes (`pc_` + url-safe base64), shown once when created and stored only as its
+SHA-256: a token has full entropy, so a fast hash is enough (a slow password hash protects guessable
+secrets; nobody guesses 256 random bits), and verification stays one indexed lookup per request.
+Roles: `viewer` reads; `operator` reads and acts (replay, re-extract), and every action is audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.store.models import ApiToken, AuditEntry, table
+from services.store.views import AuditView, Page, TokenView
+
+Role = Literal["viewer", "operator"]
+ROLES: tuple[Role, ...] = ("viewer", "operator")
+PREFIX = "pc_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most this often per token
+
+
+class TokenError(ValueError):
+    """Raised when a token cannot be created or revoked as asked (duplicate name, unknown role or name)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's name and role, or `local` on an unauthenticated loopback API."""
+
+    name: str
+    role: Role
+
+    def can(self, role: Role) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_token(conn: AsyncConnection, name: str, role: str) -> str:
+    """A new token for `name`; the plain token is returned once and never stored."""
+    if role not in ROLES:
+        raise TokenError(f"unknown role {role!r}: choose viewer or operator")
+    if not name.strip():
+        raise TokenError("a token needs a name (who or what uses it)")
+    token = PREFIX + secrets.token_urlsafe(32)
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                insert(ApiToken).values(name=name, role=role, token_sha256=digest(token), created_at=datetime.now(UTC))
+            )
+    except IntegrityError:
+        raise TokenError(f"a token named {name!r} exists already: revoke it first or choose another name") from None
+    return token
+
+
+async def revoke_token(conn: AsyncConnection, name: str) -> None:
+    t = table(ApiToken).c
+    result = await conn.execute(
+        update(ApiToken).where(t.name == name, t.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
+    )
+    if result.rowcount == 0:
+        raise TokenError(f"no active token named {name!r}")
+
+
+async def list_tokens(conn: AsyncConnection) -> list[TokenView]:
+    t = table(ApiToken).c
+    rows = await conn.execute(select(t.name, t.role, t.created_at, t.last_used_at, t.revoked_at).order_by(t.name))
+    return [TokenView(**r._mapping) for r in rows]
+
+
+async def active_tokens(conn: AsyncConnection) -> int:
+    t = table(ApiToken).c
+    return int((await conn.execute(select(func.count()).where(t.revoked_at.is_(None)))).scalar_one())
+
+
+async def verify(conn: AsyncConnection, token: str) -> Principal | None:
+    """The principal of an active token, else None. The lookup is by hash (a unique index), so the
+    comparison never touches the plain token; secrets.compare_digest guards the last step anyway."""
+    if not token.startswith(PREFIX) or len(token) > 200:
+        return None
+    wanted = digest(token)
+    t = table(ApiToken).c
+    row = (
+        await conn.execute(
+            select(t.id, t.name, t.role, t.token_sha256, t.last_used_at).where(
+                t.token_sha256 == wanted, t.revoked_at.is_(None)
+            )
+        )
+    ).first()
+    if row is None or not secrets.compare_digest(row.token_sha256, wanted):
+        return None
+    now = datetime.now(UTC)
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        await conn.execute(update(ApiToken).where(t.id == row.id).values(last_used_at=now))
+    return Principal(row.name, row.role)
+
+
+# ── audit ──────────────────────────────────────────────────────────────────────────────────────────
+
+
+async def audit(
+    conn: AsyncConnection,
+    who: Principal,
+    action: str,
+    target: Mapping[str, Any],
+    outcome: Mapping[str, Any],
+    *,
+    dry_run: bool = False,
+) -> None:
+    await conn.execute(
+        insert(AuditEntry).values(
+            at=datetime.now(UTC),
+            actor=who.name,
+            role=who.role,
+            action=action,
+            target=orjson.dumps(target, default=str).decode(),
+            outcome=orjson.dumps(outcome, default=str).decode(),
+            dry_run=dry_run,
+        )
+    )
+
+
+async def list_audit(conn: AsyncConnection, limit: int = 50, before_id: int | None = None) -> Page[AuditView]:
+    a = table(AuditEntry).c
+    query = select(*a).order_by(a.id.desc()).limit(limit + 1)
+    if before_id is not None:
+        query = query.where(a.id < before_id)
+    rows = (await conn.execute(query)).all()
+    items = [
+        AuditView(
+            id=r.id,
+            at=r.at,
+            actor=r.actor,
+            role=r.role,
+            action=r.action,
+            target=orjson.loads(r.target),
+            outcome=orjson.loads(r.outcome),
+            dry_run=r.dry_run,
+        )
+        for r in rows[:limit]
+    ]
+    return Page(items=items, next_cursor=str(items[-1].id) if len(rows) > limit else None)

@@ -1,0 +1,112 @@
+"""The writer on SQLite and PostgreSQL: idempotent by identity, order-independent, every attempt kept."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
+from services.store import queries, writer
+from services.store.db import Store
+from services.store.models import Action, Attempt, Conversation, Decision, Extraction
+from tests.support.calls import T0, action_id, ended, extracted, result, rows_of, story, trace
+
+
+async def counts(store: Store) -> dict[str, int]:
+    out = {}
+    async with store.read() as conn:
+        for model in (Conversation, Extraction, Decision, Action, Attempt):
+            out[model.__tablename__] = (await conn.execute(select(func.count()).select_from(model))).scalar_one()
+    return out
+
+
+async def test_writing_the_same_records_twice_adds_no_row(store: Store) -> None:
+    records = story("c1") + story("c2", at=T0 + timedelta(minutes=1))
+    await writer.write(store, rows_of(records))
+    first = await counts(store)
+    await writer.write(store, rows_of(records))
+    assert (
+        await counts(store)
+        == first
+        == {
+            "conversations": 2,
+            "extractions": 2,
+            "decisions": 2,
+            "actions": 4,
+            "attempts": 4,
+        }
+    )
+
+
+async def test_results_before_their_conversation_are_summarised_when_it_arrives(store: Store) -> None:
+    records = story("c1")
+    by_topic = {t: [r for r in records if r[0] == t] for t in (ACTION_RESULTS, DECISIONS, CONVERSATION_ENDED)}
+    await writer.write(store, rows_of(by_topic[ACTION_RESULTS]))
+    await writer.write(store, rows_of(by_topic[DECISIONS]))
+    async with store.read() as conn:
+        assert (await queries.get_conversation(conn, "c1")).summary is None  # type: ignore[union-attr]
+    await writer.write(store, rows_of(by_topic[CONVERSATION_ENDED]))
+    async with store.read() as conn:
+        detail = await queries.get_conversation(conn, "c1")
+    assert detail is not None and detail.summary is not None
+    assert detail.summary.actions.total == 2 and detail.summary.actions.delivered == 2
+    assert detail.summary.flows_fired == 1
+    assert {a.flow_id for a in detail.actions} == {"crm-sync"}  # the trace filled what the result could not
+
+
+async def test_every_attempt_is_kept_and_the_final_outcome_follows_them(store: Store) -> None:
+    event = ended("c1")
+    aid = action_id("c1", "crm-sync")
+    records = [
+        (CONVERSATION_ENDED, event),
+        (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])])),
+        (ACTION_RESULTS, result(aid, "c1", "failed", 1, status_code=503, error="HTTP 503: busy")),
+    ]
+    await writer.write(store, rows_of(records))
+    async with store.read() as conn:
+        detail = await queries.get_conversation(conn, "c1")
+    assert detail is not None and detail.summary is not None
+    assert detail.actions[0].final_outcome == "failed" and detail.summary.has_failure
+    later = [
+        (ACTION_RESULTS, result(aid, "c1", "failed", 2, status_code=500, at=T0 + timedelta(seconds=70))),
+        (ACTION_RESULTS, result(aid, "c1", "delivered", 3, at=T0 + timedelta(seconds=700))),
+    ]
+    await writer.write(store, rows_of(later, first_offset=5))
+    async with store.read() as conn:
+        detail = await queries.get_conversation(conn, "c1")
+    assert detail is not None and detail.summary is not None
+    action = detail.actions[0]
+    assert [(a.attempt, a.outcome, a.status_code) for a in action.attempts] == [
+        (1, "failed", 503),
+        (2, "failed", 500),
+        (3, "delivered", 200),
+    ]
+    assert action.attempts[0].error == "HTTP 503: busy"
+    assert action.final_outcome == "delivered"
+    assert not detail.summary.has_failure and detail.summary.actions.delivered == 1
+
+
+async def test_the_newest_extraction_decides_status_summary_and_review(store: Store) -> None:
+    event = ended("c1")
+    failed = extracted(event, status="failed", at=T0 + timedelta(seconds=2))
+    repaired = extracted(event, summary="Wants a callback on Friday.", review=True, at=T0 + timedelta(days=1))
+    await writer.write(store, rows_of([(CONVERSATION_EXTRACTED, repaired)]))
+    await writer.write(store, rows_of([(CONVERSATION_EXTRACTED, failed)], first_offset=1))
+    async with store.read() as conn:
+        detail = await queries.get_conversation(conn, "c1")
+    assert detail is not None and detail.summary is not None
+    assert [x.status for x in detail.extractions] == ["failed", "ok"]
+    assert detail.summary.extraction_status == "ok" and detail.summary.needs_review
+    assert detail.summary.summary == "Wants a callback on Friday."
+    assert detail.summary.usage.prompt_tokens == 240  # both extractions were paid for
+    value = detail.extractions[1].fields["follow_up_required"]
+    assert value.evidence == "Please call me back tomorrow." and value.needs_review
+
+
+async def test_nul_characters_from_callers_are_stored(store: Store) -> None:
+    event = ended("c\x00nul", customer="Tom\x00Becker")
+    await writer.write(store, rows_of([(CONVERSATION_ENDED, event), (CONVERSATION_EXTRACTED, extracted(event))]))
+    async with store.read() as conn:
+        page = await queries.list_conversations(conn, queries.ConversationFilter(text="tom"))
+    assert [i.customer.name for i in page.items] == ["Tom\ufffdBecker"]

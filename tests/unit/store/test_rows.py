@@ -1,0 +1,59 @@
+"""Rows built from records, without a database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from schemas import headers as h
+from services.store import rows as r
+from services.store.queries import decode_cursor, encode_cursor
+from services.store.writer import final_outcome
+from tests.support.calls import T0, ended, extracted
+
+SOURCE = r.Source("postcall.extractor.dlq.v1", 2, 41, int(T0.timestamp() * 1000))
+
+
+def test_final_outcome_prefers_done_then_dead_lettered_then_failed() -> None:
+    assert final_outcome([]) == "pending"
+    assert final_outcome([(1, "failed")]) == "failed"
+    assert final_outcome([(1, "failed"), (2, "dead_lettered")]) == "dead_lettered"
+    assert final_outcome([(1, "failed"), (2, "delivered")]) == "delivered"
+    assert final_outcome([(1, "delivered"), (2, "failed")]) == "delivered"  # a late failure of a second copy
+
+
+def test_a_dead_letter_finds_its_conversation_in_the_value_or_the_key() -> None:
+    value = extracted(ended("c-in-value")).model_dump_json().encode()
+    assert r.dead_letter(SOURCE, "extractor", b"k", value, {}).dead_letters[0]["conversation_id"] == "c-in-value"
+    assert r.dead_letter(SOURCE, "router", b"c-key", b"\xff not json", {}).dead_letters[0]["conversation_id"] == "c-key"
+    row = r.dead_letter(SOURCE, "router", None, None, {h.DLQ_ATTEMPTS: "x" * 30}).dead_letters[0]
+    assert row["conversation_id"] is None and row["attempts"] is None and row["reason"] == "(no reason recorded)"
+
+
+def test_forged_dead_letter_headers_are_read_defensively() -> None:
+    headers = {h.DLQ_ORIGINAL_PARTITION: "²", h.DLQ_FIRST_FAILURE_AT: "yesterday", h.DLQ_EXCEPTION_MESSAGE: "a\x00b"}
+    row = r.dead_letter(SOURCE, "extractor", b"k", b"{}", headers).dead_letters[0]
+    assert row["original_partition"] is None and row["first_failure_at"] is None and row["reason"] == "a\ufffdb"
+
+
+def test_a_replay_marker_names_the_dead_letter_it_replayed() -> None:
+    marker = r.replay_marker({h.DLQ_REPLAYED: "postcall.router.dlq.v1:3:17", h.REPLAYED_BY: "alice"}, T0)
+    assert marker.replays == [
+        {
+            "kafka_topic": "postcall.router.dlq.v1",
+            "kafka_partition": 3,
+            "kafka_offset": 17,
+            "replayed_at": T0,
+            "replayed_by": "alice",
+        }
+    ]
+    assert not r.replay_marker({h.DLQ_REPLAYED: "nonsense"}, T0).replays
+
+
+def test_naive_times_are_read_as_utc() -> None:
+    row = r.conversation_row(ended("c1", at=datetime(2026, 1, 1, 12, 0)), T0)
+    assert row["ended_at"] == datetime(2026, 1, 1, 12, 0, tzinfo=UTC) and row["ended_day"] == "2026-01-01"
+
+
+def test_cursors_round_trip() -> None:
+    assert decode_cursor(encode_cursor(T0, "c-1"), str) == (T0, "c-1")
+    assert decode_cursor(encode_cursor(T0, 7), int) == (T0, 7)
