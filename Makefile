@@ -49,6 +49,7 @@ schemas: $(STAMP)
 	$(PY) -m schemas.generate
 	$(PY) -m deploy.k8s.generate
 	$(PY) -m deploy.observability.dashboard
+	$(PY) -m services.api.openapi
 
 bench: kafka
 	$(PY) -m bench.run

@@ -9,6 +9,9 @@ idempotent by action_id.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import getpass
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +45,7 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: dict[str, str]
+    replayed_by: str | None = None  # set when a replay marker for it was found
 
     @classmethod
     def of(cls, topic: str, partition: int, r: Any) -> DeadLetter:
@@ -67,6 +71,7 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     key: str | None = None
+    replayed: bool = False  # also those already replayed
 
     def match(self, d: DeadLetter) -> bool:
         ts = datetime.fromtimestamp(d.timestamp_ms / 1000, UTC)
@@ -86,31 +91,66 @@ def _aware(t: datetime) -> datetime:
 
 
 async def select(kafka: KafkaSettings, filters: Filters) -> list[DeadLetter]:
-    """Every dead letter of the chosen services that matches the filters, oldest first per partition."""
+    """Every dead letter of the chosen services that matches the filters, oldest first per partition;
+    those already replayed (a replay marker follows them) only with `filters.replayed`."""
     out: list[DeadLetter] = []
     for service in filters.services:
         topic = dead_letter_topic(service)
         for partition in await partitions_of(kafka, topic):
+            letters, replayed = [], {}
             async for r in read_partition(kafka, topic, partition):
                 d = DeadLetter.of(topic, partition, r)
-                if filters.match(d):
+                if h.DLQ_REPLAYED in d.headers:  # a replay marker, not a dead letter
+                    replayed[d.headers[h.DLQ_REPLAYED]] = d.headers.get(h.REPLAYED_BY, "unknown")
+                elif filters.match(d):
+                    letters.append(d)
+            for d in letters:
+                if d.coordinates in replayed:
+                    d = dataclasses.replace(d, replayed_by=replayed[d.coordinates])
+                if filters.replayed or d.replayed_by is None:
                     out.append(d)
     return out
 
 
-def replay_headers(d: DeadLetter) -> dict[str, str]:
+def replay_headers(d: DeadLetter, by: str) -> dict[str, str]:
     """Original headers without the hop headers, plus where this replay came from."""
     out = {k: v for k, v in d.headers.items() if k not in h.HOP_HEADERS}
     out[h.REPLAY_COUNT] = str(int(d.headers.get(h.REPLAY_COUNT, "0")) + 1)
     out[h.REPLAYED_FROM] = d.coordinates
     out[h.REPLAYED_AT] = now_iso()
+    out[h.REPLAYED_BY] = by
     return out
 
 
-async def replay(kafka: KafkaSettings, letters: Sequence[DeadLetter], rate: float, progress: Progress | None) -> int:
+def replay_marker(d: DeadLetter, by: str) -> Outgoing:
+    """Written to the dead letter's own partition once its replay is acknowledged: `dlq list` and the
+    store then show it as replayed (a replay that fails again is dead-lettered anew, and listed)."""
+    headers = {h.DLQ_REPLAYED: d.coordinates, h.REPLAYED_BY: by, h.REPLAYED_AT: now_iso()}
+    return Outgoing(d.topic, d.key, None, headers, partition=d.partition)
+
+
+def operator() -> str:
+    """Who replays from this command line: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def replay_records(letters: Sequence[DeadLetter], by: str) -> list[Outgoing]:
+    """Each dead letter to its original topic with its key, then its replay marker."""
+    return [
+        Outgoing(d.headers[h.DLQ_ORIGINAL_TOPIC], d.key, d.value, replay_headers(d, by), then=replay_marker(d, by))
+        for d in letters
+    ]
+
+
+async def replay(
+    kafka: KafkaSettings, letters: Sequence[DeadLetter], rate: float, progress: Progress | None, by: str
+) -> int:
     """Republish to the original topics at most `rate` records/s; returns how many were acknowledged."""
-    outgoing = [Outgoing(d.headers[h.DLQ_ORIGINAL_TOPIC], d.key, d.value, replay_headers(d)) for d in letters]
-    return await republish(kafka, outgoing, rate, progress, "replaying")
+    return await republish(kafka, replay_records(letters, by), rate, progress, "replaying")
 
 
 # ── commands ─────────────────────────────────────────────────────────────────────────────────────────
@@ -120,13 +160,16 @@ Reason = Annotated[str | None, typer.Option(help="Substring of the reason or fai
 Since = Annotated[datetime | None, typer.Option(help="Dead-lettered at or after (UTC if no offset).")]
 Until = Annotated[datetime | None, typer.Option(help="Dead-lettered before.")]
 Key = Annotated[str | None, typer.Option(help="Record key (conversation id) to match exactly.")]
+All = Annotated[bool, typer.Option("--all", help="Also dead letters already replayed.")]
 
 
-def _filters(service: list[str] | None, reason: str | None, since: Any, until: Any, key: str | None) -> Filters:
+def _filters(
+    service: list[str] | None, reason: str | None, since: Any, until: Any, key: str | None, everything: bool = False
+) -> Filters:
     unknown = set(service or ()) - set(SERVICES)
     if unknown:
         raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}; choose from {SERVICES}")
-    return Filters(tuple(service or SERVICES), reason, since, until, key)
+    return Filters(tuple(service or SERVICES), reason, since, until, key, everything)
 
 
 @app.command("list")
@@ -137,22 +180,36 @@ def list_cmd(
     since: Since = None,
     until: Until = None,
     key: Key = None,
+    everything: All = False,
 ) -> None:
-    """List dead letters: where they came from, why, how many attempts."""
-    letters = asyncio.run(select(kafka_settings(bootstrap), _filters(service, reason, since, until, key)))
-    table = Table("dead letter", "key", "original topic", "category", "attempts", "reason", "at")
-    for d in letters:
+    """List dead letters not replayed yet (with --all, every one): where they came from, why, attempts."""
+    letters = asyncio.run(select(kafka_settings(bootstrap), _filters(service, reason, since, until, key, everything)))
+    console.print(letters_table(letters))
+    console.print(f"{len(letters)} dead letter(s)")
+
+
+def letters_table(letters: Sequence[DeadLetter]) -> Table:
+    """The coordinates and the key are never cut, however narrow the terminal: `dlq show` and
+    `--key` need them whole; the other columns wrap instead."""
+    coordinates = [d.coordinates for d in letters]
+    keys = [(d.key or b"").decode(errors="replace") for d in letters]
+    table = Table()
+    table.add_column("dead letter", no_wrap=True, min_width=max(map(len, coordinates), default=11))
+    table.add_column("key", no_wrap=True, min_width=min(max(map(len, keys), default=3), 64))
+    for name in ("original topic", "category", "attempts", "reason", "at"):
+        table.add_column(name, overflow="fold")
+    for d, coordinate, key in zip(letters, coordinates, keys, strict=True):
+        reason = d.reason[:80] + (f" (replayed by {d.replayed_by})" if d.replayed_by else "")
         table.add_row(
-            d.coordinates,
-            (d.key or b"").decode(errors="replace"),
+            coordinate,
+            key,
             d.headers.get(h.DLQ_ORIGINAL_TOPIC, "?"),
             d.headers.get(h.DLQ_FAILURE_CATEGORY, "?"),
             d.headers.get(h.DLQ_ATTEMPTS, "?"),
-            d.reason[:80],
+            reason,
             d.headers.get(h.DLQ_LAST_FAILURE_AT, ""),
         )
-    console.print(table)
-    console.print(f"{len(letters)} dead letter(s)")
+    return table
 
 
 @app.command("show")
@@ -196,15 +253,16 @@ def replay_cmd(
     rate: float = typer.Option(50.0, help="Records per second at most (0: no limit)."),
     limit: int | None = typer.Option(None, help="Replay at most this many."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be replayed."),
+    everything: All = False,
 ) -> None:
-    """Send matching dead letters back to their original topic with the same key."""
+    """Send matching dead letters (not replayed yet, unless --all) back to their original topic."""
     kafka = kafka_settings(bootstrap)
-    letters = asyncio.run(select(kafka, _filters(service, reason, since, until, key)))[: limit or None]
+    letters = asyncio.run(select(kafka, _filters(service, reason, since, until, key, everything)))[: limit or None]
     if dry_run:
         for d in letters:
             console.print(f"would replay {d.coordinates} -> {d.headers.get(h.DLQ_ORIGINAL_TOPIC)} ({d.reason[:60]})")
         console.print(f"{len(letters)} dead letter(s) would be replayed")
         return
     with Progress(console=console) as progress:
-        done = asyncio.run(replay(kafka, letters, rate, progress))
+        done = asyncio.run(replay(kafka, letters, rate, progress, operator()))
     console.print(f"replayed {done} dead letter(s)")

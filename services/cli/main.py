@@ -7,13 +7,16 @@ import importlib
 
 import typer
 
-from services.cli import config, dlq, explain, reextract, topics, trial
+from services.cli import config, dlq, explain, reextract, store, topics, trial
 
 app = typer.Typer(help="Post-call automation on Kafka.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
 
-SERVICES = ("extractor", "router", "dispatcher")
+app.add_typer(store.app, name="store")
+app.add_typer(store.api, name="api")
+
+SERVICES = ("extractor", "router", "dispatcher", "recorder", "api")
 
 app.add_typer(config.app, name="config")
 app.command("explain")(explain.explain)
@@ -22,7 +25,7 @@ app.command("try")(trial.try_)
 
 
 @app.command("run")
-def run(service: str = typer.Argument(help="extractor, router or dispatcher")) -> None:
+def run(service: str = typer.Argument(help="extractor, router, dispatcher, recorder or api")) -> None:
     """Run one service in the foreground (settings from POSTCALL_* environment variables)."""
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
 
 from schemas import headers as h
-from services.cli.dlq import Filters, replay, select
+from services.cli.dlq import DeadLetter, Filters, replay, select
 from services.common.errors import PermanentError
 from services.common.runtime import Emit, RecordContext, Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
@@ -73,7 +74,7 @@ async def test_replay_moves_selected_dead_letters_back_and_they_are_processed(ka
     assert len(await read_all(kafka, dlq)) - before == 3
     chosen = [d for d in letters if d.key in (b"k-a", b"k-b")]
     handler.broken.clear()  # the fix is deployed
-    assert await replay(kafka, chosen, rate=20, progress=None) == 2
+    assert await replay(kafka, chosen, rate=20, progress=None, by="test@host") == 2
 
     await runtime_again(kafka, runtime)
     processed = [r.json()["id"] for r in await read_all(kafka, out)]
@@ -94,3 +95,40 @@ async def runtime_again(kafka: KafkaSettings, previous: Runtime[Job]) -> None:
         handler=previous.handler,
     )
     await asyncio.wait_for(again.run(), 60)
+
+
+async def test_replayed_dead_letters_are_no_longer_listed(kafka: KafkaSettings) -> None:
+    service = "extractor"
+    main, out = unique("in"), unique("out")
+    await create_topics(kafka, [main, out, f"postcall.{service}.dlq.v1", f"postcall.{service}.retry-1.v1"])
+    handler = FlakyDeploy(out, {"a", "b"})
+    runtime = Runtime(
+        service=service,
+        kafka=kafka,
+        group_id=unique("g"),
+        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], idle_exit_seconds=3),
+        topics=[main],
+        input_type=Job,
+        handler=handler,
+    )
+    await produce(kafka, main, [(f"k-{i}", Job(id=i)) for i in ("a", "b")])
+    await runtime.run()
+
+    def ours(letters: list[DeadLetter]) -> list[DeadLetter]:
+        return [d for d in letters if d.headers.get(h.DLQ_ORIGINAL_TOPIC) == main]
+
+    letters = ours(await select(kafka, Filters((service,))))
+    assert await replay(kafka, [d for d in letters if d.key == b"k-a"], rate=0, progress=None, by="ops@box") == 1
+    assert [d.key for d in ours(await select(kafka, Filters((service,))))] == [b"k-b"]
+    everything = ours(await select(kafka, Filters((service,), replayed=True)))
+    assert [(d.key, d.replayed_by) for d in everything] == [(b"k-a", "ops@box"), (b"k-b", None)]
+    listed = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "dlq", "list", "-b", kafka.bootstrap_servers, "-s", service],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "60"},
+    ).stdout
+    coordinates = next(d.coordinates for d in letters if d.key == b"k-b")
+    assert coordinates in listed, "the coordinates `dlq show` takes are printed whole, even 60 columns wide"
+    assert next(d.coordinates for d in letters if d.key == b"k-a") not in listed

@@ -1,0 +1,57 @@
+"""`python -m services.api` (or `postcall run api`): settings -> store -> bind check -> uvicorn.
+
+Refuses, with one line and exit code 2, a non-loopback address without authentication configured and a
+store it cannot reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import uvicorn
+
+from services.api.app import create_app
+from services.api.auth import BindRefused, check_bind
+from services.api.settings import ApiSettings
+from services.common import logging as plog
+from services.store.db import Store, StoreError
+
+log = logging.getLogger("postcall.api")
+
+
+async def serve(settings: ApiSettings) -> None:
+    async with Store.open(settings.database) as store:
+        await check_bind(store, settings.api.host)
+        app = create_app(settings, store=store)
+        config = uvicorn.Config(
+            app, host=settings.api.host, port=settings.api.port, log_config=None, access_log=False, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        watcher = asyncio.create_task(_announce(server))
+        try:
+            await server.serve()
+        finally:
+            watcher.cancel()
+
+
+async def _announce(server: uvicorn.Server) -> None:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+        await asyncio.sleep(0.05)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    log.info("listening", extra={"url": f"http://{host}:{port}/api/v1/conversations"})
+
+
+async def main() -> None:
+    settings = ApiSettings()
+    plog.setup("api", settings.log_level)
+    try:
+        await serve(settings)
+    except (BindRefused, StoreError) as exc:
+        print(f"postcall api: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,106 @@
+"""`create_app()`: the query API as an ASGI app, and the seam the console mounts into.
+
+    app = create_app(settings)                 # opens the store in its lifespan
+    app = create_app(settings, store=store)    # uses an open store (tests, a process that has one)
+
+`app.state` holds `settings`, `store` and `auth` (services.api.auth.Auth): a console router added with
+`app.include_router(...)` depends on `require("viewer")` and reads `app.state.store` like these routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from services.api.auth import Auth
+from services.api.handler import router
+from services.api.settings import ApiSettings
+from services.store.db import Store
+from services.store.queries import QueryError
+
+VERSION = "0.1.0"
+REQUESTS = Counter("postcall_api_requests_total", "Query API requests, by route and status.", ["route", "status"])
+DURATION = Histogram(
+    "postcall_api_request_duration_seconds",
+    "Query API request time.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+
+def create_app(settings: ApiSettings, *, store: Store | None = None) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if store is not None:
+            _attach(app, store)
+            yield
+            return
+        async with Store.open(settings.database) as opened:
+            _attach(app, opened)
+            yield
+
+    def _attach(app: FastAPI, opened: Store) -> None:
+        app.state.store = opened
+        app.state.auth = Auth(opened, settings.api.host)
+
+    app = FastAPI(
+        title="postcall query API",
+        version=VERSION,
+        description="Every call's extraction, decisions and deliveries, kept and searchable. Authenticate with "
+        "`Authorization: Bearer <token>` (`postcall api token create`); viewers read, operators also act.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if store is not None:  # usable without the lifespan too (an ASGI transport in tests does not run it)
+        _attach(app, store)
+    app.include_router(router)
+    app.add_exception_handler(QueryError, _bad_query)
+    app.add_exception_handler(OperationalError, _store_unavailable)
+    app.add_exception_handler(DBAPIError, _store_unavailable)
+    app.middleware("http")(_measure)
+    _health(app)
+    return app
+
+
+async def _bad_query(_request: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+async def _store_unavailable(_request: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": "the store is unavailable; try again shortly"}, status_code=503)
+
+
+async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    DURATION.labels(route).observe(time.perf_counter() - started)
+    REQUESTS.labels(route, str(response.status_code)).inc()
+    return response
+
+
+def _health(app: FastAPI) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        store: Store = request.app.state.store
+        try:
+            async with store.read() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OperationalError, DBAPIError, OSError):
+            return JSONResponse({"status": "store unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

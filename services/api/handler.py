@@ -1,0 +1,280 @@
+"""The routes under /api/v1. Reads need the viewer role; operator actions the operator role, and are audited.
+
+GET  /conversations                   filters, cursor pagination, sorted by end time
+GET  /conversations/{id}              the event, every extraction, trace, action and attempt
+POST /conversations/reextract         republish stored conversations for extraction (operator)
+GET  /dead-letters                    filters, cursor pagination, newest first
+GET  /dead-letters/counts             grouped by service, category and reason
+GET  /dead-letters/{id}               one dead letter with its headers and value
+POST /dead-letters/replay             send chosen dead letters back to their topic (operator)
+GET  /stats                           per agent and day
+GET  /audit                           operator actions (operator)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
+
+from schemas.end_reasons import EndReason
+from schemas.topics import SERVICES
+from services.api import operations
+from services.api.auth import require
+from services.api.settings import ApiSettings
+from services.store import queries, tokens
+from services.store.db import Store
+from services.store.tokens import Principal
+from services.store.views import (
+    AuditView,
+    ConversationDetail,
+    ConversationSummary,
+    DayStats,
+    DeadLetterDetail,
+    DeadLetterSummary,
+    Page,
+    ReasonCount,
+)
+
+router = APIRouter(prefix="/api/v1")
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
+Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="Rows per page.")]
+Cursor = Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page.")]
+Since = Annotated[AwareDatetime | None, Query(description="At or after (RFC 3339 with an offset).")]
+Until = Annotated[AwareDatetime | None, Query(description="Before (RFC 3339 with an offset).")]
+Service = Literal[SERVICES]  # type: ignore[valid-type]
+
+
+def store_of(request: Request) -> Store:
+    found: Store = request.app.state.store
+    return found
+
+
+def settings_of(request: Request) -> ApiSettings:
+    found: ApiSettings = request.app.state.settings
+    return found
+
+
+StoreDep = Annotated[Store, Depends(store_of)]
+SettingsDep = Annotated[ApiSettings, Depends(settings_of)]
+
+
+# ── conversations ──────────────────────────────────────────────────────────────────────────────────
+
+
+class ConversationQuery(BaseModel):
+    agent: str | None = Field(None, max_length=256, description="Agent id.")
+    agent_version: str | None = Field(None, max_length=256)
+    end_reason: list[EndReason] = Field(default_factory=list, description="Canonical end reasons (any of).")
+    since: AwareDatetime | None = Field(None, description="Ended at or after.")
+    until: AwareDatetime | None = Field(None, description="Ended before.")
+    extraction_status: Literal["ok", "failed", "none"] | None = Field(None, description="none: not extracted yet.")
+    failed: bool | None = Field(None, description="An action failed or was dead-lettered, or a record was.")
+    needs_review: bool | None = Field(None, description="The newest extraction has a value flagged for review.")
+    q: str | None = Field(None, min_length=1, max_length=200, description="Text in the summary or customer.")
+    ids: list[str] = Field(default_factory=list, max_length=1000, description="Conversation ids (any of).")
+
+    def filters(self) -> queries.ConversationFilter:
+        return queries.ConversationFilter(
+            agent=self.agent,
+            agent_version=self.agent_version,
+            end_reasons=tuple(r.value for r in self.end_reason),
+            since=self.since,
+            until=self.until,
+            extraction_status=self.extraction_status,
+            failed=self.failed,
+            needs_review=self.needs_review,
+            text=self.q,
+            ids=tuple(self.ids),
+        )
+
+
+@router.get("/conversations", response_model=Page[ConversationSummary], tags=["conversations"])
+async def list_conversations(
+    who: Viewer,
+    store: StoreDep,
+    query: Annotated[ConversationQuery, Query()],
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: Annotated[Literal["desc", "asc"], Query(description="By end time.")] = "desc",
+) -> Page[ConversationSummary]:
+    """Conversations matching every filter given, newest first (or oldest first with order=asc)."""
+    async with store.read() as conn:
+        return await queries.list_conversations(conn, query.filters(), limit=limit, cursor=cursor, order=order)
+
+
+class Operation(BaseModel):
+    dry_run: bool = Field(False, description="Only say what would be sent.")
+    limit: int = Field(100, ge=1, description="At most this many records (capped by the server's operation_limit).")
+    rate: float | None = Field(None, gt=0, le=10_000, description="Records per second (default: the server's).")
+
+
+class Reextract(Operation):
+    filter: ConversationQuery = Field(description="Which conversations: the list's filters (ids, agent, ...).")
+
+    @model_validator(mode="after")
+    def _something_chosen(self) -> Reextract:
+        if not self.filter.model_dump(exclude_defaults=True):
+            raise ValueError("choose conversations: filter needs at least one of ids, agent, since, until, ...")
+        return self
+
+
+OPERATION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"model": operations.OperationResult, "description": "Kafka failed; `sent` says how far it got."}
+}
+
+
+@router.post(
+    "/conversations/reextract",
+    response_model=operations.OperationResult,
+    responses=OPERATION_RESPONSES,
+    tags=["operations"],
+)
+async def reextract(body: Reextract, who: Operator, store: StoreDep, settings: SettingsDep) -> Any:
+    """Republish the stored ConversationEnded of the chosen conversations to the conversation-ended topic,
+    so they are extracted again with today's configuration, however old they are. Audited.
+    503 (with the same body) when Kafka failed before every record was sent."""
+    return _answer(
+        await operations.reextract_conversations(
+            store,
+            settings.kafka,
+            who,
+            body.filter.filters(),
+            limit=min(body.limit, settings.api.operation_limit),
+            rate=body.rate or settings.api.operation_rate,
+            dry_run=body.dry_run,
+        )
+    )
+
+
+def _answer(result: operations.OperationResult) -> Any:
+    if result.error is None:
+        return result
+    return JSONResponse(result.model_dump(mode="json"), status_code=503)
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationDetail, tags=["conversations"])
+async def get_conversation(
+    who: Viewer, store: StoreDep, conversation_id: Annotated[str, Path(max_length=256)]
+) -> ConversationDetail:
+    """The event, every extraction (values with evidence, confidence and review flag), every decision
+    trace, each action with every attempt, and the conversation's dead letters."""
+    async with store.read() as conn:
+        found = await queries.get_conversation(conn, conversation_id)
+    if found is None:
+        raise HTTPException(404, f"no conversation {conversation_id!r} in the store")
+    return found
+
+
+# ── dead letters ───────────────────────────────────────────────────────────────────────────────────
+
+
+class DeadLetterQuery(BaseModel):
+    service: list[Service] = Field(default_factory=list, description="Services whose dead letters (any of).")
+    reason: str | None = Field(None, min_length=1, max_length=200, description="Text in the reason or category.")
+    since: AwareDatetime | None = Field(None, description="Dead-lettered at or after.")
+    until: AwareDatetime | None = Field(None, description="Dead-lettered before.")
+    key: str | None = Field(None, max_length=256, description="Record key or conversation id.")
+    state: Literal["pending", "replayed", "all"] = Field("pending", description="pending: not replayed yet.")
+    ids: list[int] = Field(default_factory=list, max_length=1000, description="Dead letter ids (any of).")
+
+    def filters(self) -> queries.DeadLetterFilter:
+        return queries.DeadLetterFilter(
+            services=tuple(self.service),
+            reason=self.reason,
+            since=self.since,
+            until=self.until,
+            key=self.key,
+            state=self.state,
+            ids=tuple(self.ids),
+        )
+
+
+@router.get("/dead-letters", response_model=Page[DeadLetterSummary], tags=["dead letters"])
+async def list_dead_letters(
+    who: Viewer, store: StoreDep, query: Annotated[DeadLetterQuery, Query()], limit: Limit = 50, cursor: Cursor = None
+) -> Page[DeadLetterSummary]:
+    """Dead letters of every service, newest first."""
+    async with store.read() as conn:
+        return await queries.list_dead_letters(conn, query.filters(), limit=limit, cursor=cursor)
+
+
+@router.get("/dead-letters/counts", response_model=list[ReasonCount], tags=["dead letters"])
+async def dead_letter_counts(
+    who: Viewer, store: StoreDep, query: Annotated[DeadLetterQuery, Query()]
+) -> list[ReasonCount]:
+    """How many dead letters per service, category and reason (the 100 largest groups)."""
+    async with store.read() as conn:
+        return await queries.dead_letter_counts(conn, query.filters())
+
+
+@router.get("/dead-letters/{letter_id}", response_model=DeadLetterDetail, tags=["dead letters"])
+async def get_dead_letter(who: Viewer, store: StoreDep, letter_id: int) -> DeadLetterDetail:
+    async with store.read() as conn:
+        found = await queries.get_dead_letter(conn, letter_id)
+    if found is None:
+        raise HTTPException(404, f"no dead letter {letter_id}")
+    return found
+
+
+class Replay(Operation):
+    filter: DeadLetterQuery = Field(description="Which dead letters: the list's filters (ids, service, reason, ...).")
+
+
+@router.post(
+    "/dead-letters/replay",
+    response_model=operations.OperationResult,
+    responses=OPERATION_RESPONSES,
+    tags=["operations"],
+)
+async def replay(body: Replay, who: Operator, store: StoreDep, settings: SettingsDep) -> Any:
+    """Send the chosen dead letters back to their original topic with their key, value and headers
+    (hop headers removed, x-replay-* added), rate-limited; they are then listed as replayed. Audited.
+    503 (with the same body) when Kafka failed before every record was sent."""
+    return _answer(
+        await operations.replay_dead_letters(
+            store,
+            settings.kafka,
+            who,
+            body.filter.filters(),
+            limit=min(body.limit, settings.api.operation_limit),
+            rate=body.rate or settings.api.operation_rate,
+            dry_run=body.dry_run,
+        )
+    )
+
+
+# ── statistics and audit ───────────────────────────────────────────────────────────────────────────
+
+
+@router.get("/stats", response_model=list[DayStats], tags=["stats"])
+async def stats(
+    who: Viewer,
+    store: StoreDep,
+    since: Since = None,
+    until: Until = None,
+    agent: Annotated[str | None, Query(max_length=256)] = None,
+) -> list[DayStats]:
+    """Per agent and UTC day the conversations ended (default: the last 30 days)."""
+    end = until or datetime.now(UTC)
+    start = since or end - timedelta(days=30)
+    if start >= end:
+        raise HTTPException(400, "since must be before until")
+    async with store.read() as conn:
+        return await queries.stats(conn, start, end, agent)
+
+
+@router.get("/audit", response_model=Page[AuditView], tags=["audit"])
+async def audit(who: Operator, store: StoreDep, limit: Limit = 50, cursor: Cursor = None) -> Page[AuditView]:
+    """Operator actions, newest first: who, when, what was chosen, what happened."""
+    before = None
+    if cursor is not None:
+        if not cursor.isascii() or not cursor.isdigit():
+            raise HTTPException(400, "malformed cursor: pass next_cursor from the previous page unchanged")
+        before = int(cursor)
+    async with store.read() as conn:
+        return await tokens.list_audit(conn, limit, before)

@@ -1,0 +1,139 @@
+"""Operator actions from the store, each audited: replay dead letters, re-extract conversations.
+
+Both republish to Kafka through the command line's rate-limited republisher (one record at a time,
+acks=all), so the API and `postcall dlq replay` / `postcall reextract` put exactly the same records on
+the topics. The audit row is written whatever happened: how many were chosen, sent, and the error.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, Field
+from sqlalchemy import and_, update
+
+from schemas import headers as h
+from schemas.topics import CONVERSATION_ENDED
+from services.cli.dlq import DeadLetter, replay_records
+from services.cli.republish import Outgoing, RepublishFailed, republish
+from services.common.retry import now_iso
+from services.common.settings import KafkaSettings
+from services.store import queries, tokens
+from services.store.db import Store
+from services.store.models import DeadLetter as DeadLetterRow
+from services.store.models import table
+from services.store.tokens import Principal
+
+
+class OperationResult(BaseModel):
+    matched: int = Field(description="Records the selection chose (at most `limit`).")
+    sent: int = Field(description="Records republished and acknowledged by Kafka (0 on a dry run).")
+    dry_run: bool
+    items: list[str] = Field(description="What was chosen: dead letter coordinates, or conversation ids.")
+    error: str | None = Field(None, description="Why it stopped early (Kafka unavailable).")
+
+
+async def replay_dead_letters(
+    store: Store,
+    kafka: KafkaSettings,
+    who: Principal,
+    filters: queries.DeadLetterFilter,
+    *,
+    limit: int,
+    rate: float,
+    dry_run: bool,
+) -> OperationResult:
+    async with store.read() as conn:
+        rows = await queries.dead_letter_records(conn, filters, limit)
+    letters = [_letter(r) for r in rows if r.original_topic]
+    result = OperationResult(matched=len(letters), sent=0, dry_run=dry_run, items=[d.coordinates for d in letters])
+    if not dry_run and letters:
+        result = await _send(kafka, replay_records(letters, who.name), rate, result)
+        await _mark_replayed(store, letters[: result.sent], who)
+    async with store.write() as conn:
+        await tokens.audit(conn, who, "replay", _target(filters, limit), _outcome(result), dry_run=dry_run)
+    return result
+
+
+def _letter(row: Any) -> DeadLetter:
+    return DeadLetter(
+        topic=row.kafka_topic,
+        partition=row.kafka_partition,
+        offset=row.kafka_offset,
+        timestamp_ms=int(row.dead_lettered_at.timestamp() * 1000),
+        key=row.key.encode() if row.key is not None else None,
+        value=row.value,
+        headers=orjson.loads(row.headers),
+    )
+
+
+async def _mark_replayed(store: Store, letters: Sequence[DeadLetter], who: Principal) -> None:
+    """At once, not only when the recorder reads the replay markers: the next page must not list them."""
+    t = table(DeadLetterRow).c
+    now = datetime.now(UTC)
+    async with store.write() as conn:
+        for d in letters:
+            await conn.execute(
+                update(table(DeadLetterRow))
+                .where(and_(t.kafka_topic == d.topic, t.kafka_partition == d.partition, t.kafka_offset == d.offset))
+                .values(replayed_at=now, replayed_by=who.name)
+            )
+
+
+async def reextract_conversations(
+    store: Store,
+    kafka: KafkaSettings,
+    who: Principal,
+    filters: queries.ConversationFilter,
+    *,
+    limit: int,
+    rate: float,
+    dry_run: bool,
+    topic: str = CONVERSATION_ENDED,
+) -> OperationResult:
+    """The stored ConversationEnded of each chosen conversation, republished as `postcall reextract`
+    republishes one read from the topic (same key and payload, a fresh ce_id, x-reextract-of)."""
+    async with store.read() as conn:
+        chosen = await queries.events_for(conn, filters, limit)
+    result = OperationResult(matched=len(chosen), sent=0, dry_run=dry_run, items=[cid for cid, _, _ in chosen])
+    if not dry_run and chosen:
+        records = [Outgoing(topic, cid.encode(), event.encode(), _reextract_headers(eid)) for cid, eid, event in chosen]
+        result = await _send(kafka, records, rate, result)
+    async with store.write() as conn:
+        await tokens.audit(conn, who, "reextract", _target(filters, limit), _outcome(result), dry_run=dry_run)
+    return result
+
+
+def _reextract_headers(event_id: str) -> dict[str, str]:
+    return {
+        h.CE_ID: str(uuid.uuid4()),
+        h.CE_TYPE: h.CE_TYPES[CONVERSATION_ENDED],
+        h.CE_SOURCE: "/postcall/store",
+        h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE,
+        h.CE_TIME: now_iso(),
+        h.CONTENT_TYPE: h.JSON_CONTENT_TYPE,
+        h.REEXTRACT_OF: event_id,
+    }
+
+
+async def _send(kafka: KafkaSettings, records: list[Outgoing], rate: float, result: OperationResult) -> OperationResult:
+    try:
+        sent = await republish(kafka, records, rate, None, "api")
+    except RepublishFailed as exc:
+        return result.model_copy(
+            update={"sent": exc.done, "error": f"Kafka at {kafka.bootstrap_servers} failed after {exc.done}: {exc}"}
+        )
+    return result.model_copy(update={"sent": sent})
+
+
+def _target(filters: Any, limit: int) -> dict[str, Any]:
+    chosen = {k: v for k, v in vars(filters).items() if v not in (None, (), [])}
+    return {"filters": chosen, "limit": limit}
+
+
+def _outcome(result: OperationResult) -> dict[str, Any]:
+    return result.model_dump(exclude={"items"}) | {"items": result.items[:100]}

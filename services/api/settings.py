@@ -1,0 +1,31 @@
+"""Query API settings, read once in the wiring (environment: POSTCALL_API__HOST, POSTCALL_DATABASE__URL, ...)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import KafkaSettings
+from services.store.settings import DatabaseSettings
+
+
+class HttpSettings(BaseModel):
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to listen on. Anything but a loopback address needs at least one API token "
+        "(`postcall api token create`); the API refuses to start otherwise.",
+    )
+    port: int = Field(8400, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    operation_limit: int = Field(10_000, ge=1, description="Most records one replay or re-extraction may send.")
+    operation_rate: float = Field(50.0, gt=0, description="Default records per second of a replay or re-extraction.")
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
+
+    api: HttpSettings = Field(default_factory=HttpSettings, description="Where and how the API listens.")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="The conversation store.")
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings, description="Kafka, for operator actions (replay, re-extract) only."
+    )
+    log_level: str = Field("INFO", description="Python log level.")

@@ -1,0 +1,115 @@
+"""`postcall store migrate | prune` and `postcall api token create | list | revoke`: the store's upkeep.
+
+The store is POSTCALL_DATABASE__URL (or --database-url): sqlite+aiosqlite:///postcall.db by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.store import prune as pruning
+from services.store import tokens
+from services.store.db import Store, StoreError
+from services.store.settings import DatabaseSettings
+from services.store.views import TokenView
+
+app = typer.Typer(help="The conversation store: migrate the schema, prune old rows.", no_args_is_help=True)
+api = typer.Typer(help="The query API: bearer tokens (roles viewer, operator).", no_args_is_help=True)
+token_app = typer.Typer(help="Create, list and revoke API tokens (stored hashed).", no_args_is_help=True)
+api.add_typer(token_app, name="token")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="The store (default: POSTCALL_DATABASE__URL, else sqlite:///postcall.db)."),
+]
+T = TypeVar("T")
+
+
+class _Env(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
+    database: DatabaseSettings = DatabaseSettings()
+
+
+def database_settings(url: str | None) -> DatabaseSettings:
+    found = _Env().database
+    return found.model_copy(update={"url": DatabaseSettings.model_validate({"url": url}).url}) if url else found
+
+
+def _run(url: str | None, work: Callable[[Store], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with Store.open(database_settings(url)) as store:
+            return await work(store)
+
+    try:
+        return asyncio.run(go())
+    except (StoreError, tokens.TokenError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("migrate")
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Bring the schema to this version's newest revision (the services also do it at start)."""
+
+    async def nothing(store: Store) -> str:
+        return store.engine.url.render_as_string(hide_password=True)
+
+    typer.echo(f"store at {_run(database_url, nothing)} is up to date")
+
+
+@app.command("prune")
+def prune(
+    database_url: DatabaseUrl = None,
+    days: Annotated[float | None, typer.Option(help="Keep this many days (default: the store's retention).")] = None,
+) -> None:
+    """Delete rows older than the retention (the recorder also does it periodically)."""
+    settings = database_settings(database_url)
+    keep = days if days is not None else settings.retention_days
+    deleted = _run(database_url, lambda store: pruning.prune(store, keep, settings.prune_batch))
+    typer.echo(", ".join(f"{n} {name}" for name, n in deleted.items()) + f" deleted (older than {keep:g} days)")
+
+
+@token_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Who or what uses the token (unique).")],
+    role: Annotated[str, typer.Option(help="viewer (reads) or operator (reads, replays, re-extracts).")] = "viewer",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a token and print it once; only its SHA-256 is stored."""
+
+    async def work(store: Store) -> str:
+        async with store.write() as conn:
+            return await tokens.create_token(conn, name, role)
+
+    typer.echo(_run(database_url, work))
+
+
+@token_app.command("list")
+def list_tokens(database_url: DatabaseUrl = None) -> None:
+    """Names, roles, when created, last used and revoked (never the tokens)."""
+
+    async def work(store: Store) -> list[TokenView]:
+        async with store.read() as conn:
+            return await tokens.list_tokens(conn)
+
+    for t in _run(database_url, work):
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+        typer.echo(f"{t.name}\t{t.role}\t{state}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}")
+
+
+@token_app.command("revoke")
+def revoke(name: Annotated[str, typer.Argument(help="The token's name.")], database_url: DatabaseUrl = None) -> None:
+    """Revoke a token: requests with it are refused from now on."""
+
+    async def work(store: Store) -> None:
+        async with store.write() as conn:
+            await tokens.revoke_token(conn, name)
+
+    _run(database_url, work)
+    typer.echo(f"revoked {name}")

@@ -1,0 +1,114 @@
+"""Access control: open only on loopback with no token; bearer tokens with roles, hashed at rest; the
+API refuses a non-loopback address without a token; every operator action is audited."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from services.api import auth
+from services.devkit.kafka import free_port
+from services.store import tokens
+from services.store.db import Store
+from tests.integration.api.conftest import client_for
+from tests.support.procs import ROOT, start
+
+REPLAY = {"filter": {"service": ["router"]}, "dry_run": True}
+
+
+async def create(store: Store, name: str, role: str) -> str:
+    async with store.write() as conn:
+        return await tokens.create_token(conn, name, role)
+
+
+async def test_loopback_without_tokens_is_open_and_closes_once_a_token_exists(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "OPEN_MODE_RECHECK_SECONDS", 0.0)
+    async with client_for(store) as anyone:
+        assert (await anyone.get("/api/v1/conversations")).status_code == 200
+        assert (await anyone.post("/api/v1/dead-letters/replay", json=REPLAY)).status_code == 200
+        await create(store, "ops", "operator")
+        closed = await anyone.get("/api/v1/conversations")
+    assert closed.status_code == 401 and closed.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in closed.json()["detail"]
+
+
+async def test_roles_decide_what_a_token_may_do(store: Store) -> None:
+    viewer, operator = await create(store, "grafana", "viewer"), await create(store, "alice", "operator")
+    async with client_for(store, viewer) as v, client_for(store, operator) as o, client_for(store, "pc_nope") as bad:
+        assert (await v.get("/api/v1/conversations")).status_code == 200
+        forbidden = await v.post("/api/v1/dead-letters/replay", json=REPLAY)
+        assert forbidden.status_code == 403 and "operator" in forbidden.json()["detail"]
+        assert (await v.get("/api/v1/audit")).status_code == 403
+        assert (await o.post("/api/v1/dead-letters/replay", json=REPLAY)).status_code == 200
+        assert (await bad.get("/api/v1/conversations")).status_code == 401
+        audit = (await o.get("/api/v1/audit")).json()["items"]
+    assert [(a["actor"], a["role"], a["action"], a["dry_run"]) for a in audit] == [
+        ("alice", "operator", "replay", True)
+    ]
+    assert audit[0]["target"]["filters"]["services"] == ["router"]
+
+
+async def test_a_revoked_token_is_refused(store: Store) -> None:
+    token = await create(store, "temp", "viewer")
+    async with store.write() as conn:
+        await tokens.revoke_token(conn, "temp")
+    async with client_for(store, token) as c:
+        assert (await c.get("/api/v1/conversations")).status_code == 401
+
+
+async def test_tokens_are_stored_only_as_hashes(store: Store) -> None:
+    token = await create(store, "alice", "operator")
+    async with store.read() as conn:
+        stored = [str(v) for row in await conn.execute(text("SELECT * FROM api_tokens")) for v in row]
+    assert token not in " ".join(stored)
+    assert tokens.digest(token) in stored
+
+
+async def test_a_reextraction_without_a_selection_is_refused(store: Store) -> None:
+    async with client_for(store) as c:
+        refused = await c.post("/api/v1/conversations/reextract", json={"filter": {}})
+    assert refused.status_code == 422 and "choose conversations" in refused.text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_api_refuses_a_public_address_without_a_token_and_serves_with_one(database_url: str) -> None:
+    env = {"POSTCALL_DATABASE__URL": database_url, "POSTCALL_API__HOST": "0.0.0.0", "POSTCALL_API__PORT": "0"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.api"], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith("postcall api: refusing to listen on 0.0.0.0")
+    created = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "api", "token", "create", "ci", "--role", "viewer"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    token = created.stdout.strip()
+    port = free_port()
+    server = start("services.api", {**env, "POSTCALL_API__PORT": str(port)})
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1/conversations"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(url)
+                break
+            except httpx.ConnectError:
+                assert server.alive() and time.monotonic() < deadline, server.output()
+                time.sleep(0.2)
+        assert answer.status_code == 401
+        assert httpx.get(url, headers={"authorization": f"Bearer {token}"}).json() == {"items": [], "next_cursor": None}
+    finally:
+        server.stop()
+    assert token not in server.output()

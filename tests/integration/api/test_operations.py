@@ -1,0 +1,70 @@
+"""Operator actions through the API on the real broker: replay from the store, re-extract from the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas import headers as h
+from schemas.events import ConversationEnded
+from schemas.topics import CONVERSATION_ENDED, Topic
+from services.common.kafka import ensure_topics
+from services.common.settings import KafkaSettings
+from services.store import rows as r
+from services.store import writer
+from services.store.db import Store
+from tests.integration.api.conftest import client_for
+from tests.support.calls import T0, rows_of, story
+from tests.support.kafka import create_topics, read_all, unique
+
+
+def kafka_settings(kafka: KafkaSettings) -> dict[str, Any]:
+    return {"kafka": {"bootstrap_servers": kafka.bootstrap_servers}}
+
+
+async def test_replay_from_the_store_republishes_marks_and_audits(store: Store, kafka: KafkaSettings) -> None:
+    main, dlq = unique("main"), unique("dlq")
+    await create_topics(kafka, [main, dlq])
+    headers = {h.DLQ_ORIGINAL_TOPIC: main, h.DLQ_EXCEPTION_MESSAGE: "PermanentError: bug", h.CE_ID: "e-1"}
+    for offset, key in enumerate(("k-1", "k-2")):
+        source = r.Source(dlq, 0, offset, int(T0.timestamp() * 1000))
+        await writer.write(store, r.dead_letter(source, "router", key.encode(), b'{"id": 1}', headers))
+    async with client_for(store, **kafka_settings(kafka)) as api:
+        done = await api.post("/api/v1/dead-letters/replay", json={"filter": {"key": "k-1"}, "rate": 100})
+        pending = (await api.get("/api/v1/dead-letters")).json()["items"]
+        audit = (await api.get("/api/v1/audit")).json()["items"]
+    assert done.status_code == 200 and done.json()["sent"] == 1
+    assert done.json()["items"] == [f"{dlq}:0:0"]
+    (replayed,) = await read_all(kafka, main, expect=1)
+    assert (replayed.key, replayed.value) == ("k-1", b'{"id": 1}')
+    assert replayed.headers[h.REPLAYED_FROM] == f"{dlq}:0:0" and replayed.headers[h.REPLAYED_BY] == "local"
+    assert h.DLQ_EXCEPTION_MESSAGE not in replayed.headers and replayed.headers[h.CE_ID] == "e-1"
+    (marker,) = await read_all(kafka, dlq, expect=1)
+    assert marker.headers[h.DLQ_REPLAYED] == f"{dlq}:0:0" and marker.partition == 0
+    assert [p["key"] for p in pending] == ["k-2"]
+    assert audit[0]["action"] == "replay" and audit[0]["outcome"]["sent"] == 1
+
+
+async def test_reextract_from_the_store_reaches_past_the_topics_retention(store: Store, kafka: KafkaSettings) -> None:
+    await ensure_topics(kafka, [Topic(CONVERSATION_ENDED, "test", 3, 3_600_000)], replication=1)
+    cid = unique("old-call")
+    await writer.write(store, rows_of(story(cid)))
+    async with client_for(store, **kafka_settings(kafka)) as api:
+        dry = await api.post("/api/v1/conversations/reextract", json={"filter": {"ids": [cid]}, "dry_run": True})
+        done = await api.post("/api/v1/conversations/reextract", json={"filter": {"ids": [cid]}})
+        audit = (await api.get("/api/v1/audit")).json()["items"]
+    assert dry.json() == {"matched": 1, "sent": 0, "dry_run": True, "items": [cid], "error": None}
+    assert done.json()["sent"] == 1
+    (copy,) = [x for x in await read_all(kafka, CONVERSATION_ENDED) if x.key == cid]
+    assert copy.headers[h.REEXTRACT_OF] == f"evt-{cid}"
+    assert ConversationEnded.model_validate_json(copy.value).event_id == f"evt-{cid}"
+    assert [(a["action"], a["dry_run"]) for a in audit] == [("reextract", False), ("reextract", True)]
+
+
+async def test_kafka_unavailable_is_a_503_that_says_so_and_is_audited(store: Store) -> None:
+    await writer.write(store, rows_of(story("c1")))
+    async with client_for(store, kafka={"bootstrap_servers": "127.0.0.1:1"}) as api:
+        failed = await api.post("/api/v1/conversations/reextract", json={"filter": {"ids": ["c1"]}})
+        audit = (await api.get("/api/v1/audit")).json()["items"]
+    assert failed.status_code == 503
+    assert failed.json()["sent"] == 0 and "Kafka at 127.0.0.1:1" in failed.json()["error"]
+    assert audit[0]["outcome"]["error"] == failed.json()["error"]

@@ -1,0 +1,117 @@
+"""The query API on SQLite and PostgreSQL: filters, pagination, one conversation, dead letters, stats."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from schemas import headers as h
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, DECISIONS
+from services.store import rows as r
+from services.store import writer
+from services.store.db import Store
+from tests.support.calls import T0, action_id, ended, result, rows_of, story, trace
+
+
+async def seed(store: Store, n: int = 7) -> None:
+    records: list[tuple[str, Any]] = []
+    for i in range(n):
+        records += story(f"c{i}", at=T0 + timedelta(minutes=i), agent="sales-line" if i % 2 else "support-line")
+    event = ended("retrying", at=T0 + timedelta(hours=1))
+    aid = action_id("retrying", "crm-sync")
+    records += [
+        (CONVERSATION_ENDED, event),
+        (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])])),
+        (ACTION_RESULTS, result(aid, "retrying", "failed", 1, status_code=503, error="HTTP 503: try later")),
+    ]
+    rows = rows_of(records)
+    rows.extend(r.retry_scheduled({"action_id": aid, "conversation_id": "retrying"}, {
+        h.RETRY_ATTEMPT: "2", h.RETRY_DUE_AT: str((T0 + timedelta(hours=1, minutes=1)).timestamp())}))  # fmt: skip
+    source = r.Source("postcall.router.dlq.v1", 1, 9, int(T0.timestamp() * 1000))
+    rows.extend(r.dead_letter(source, "router", b"c3", b"<html>", {h.DLQ_EXCEPTION_MESSAGE: "InvalidRecord: not JSON"}))
+    await writer.write(store, rows)
+
+
+async def test_list_filter_and_page_through_conversations(store: Store, client: httpx.AsyncClient) -> None:
+    await seed(store)
+    first = (await client.get("/api/v1/conversations", params={"limit": 2, "agent": "sales-line"})).json()
+    assert [i["conversation_id"] for i in first["items"]] == ["c5", "c3"]
+    second = (
+        await client.get(
+            "/api/v1/conversations", params={"limit": 2, "agent": "sales-line", "cursor": first["next_cursor"]}
+        )
+    ).json()
+    assert [i["conversation_id"] for i in second["items"]] == ["c1"] and second["next_cursor"] is None
+    item = first["items"][0]
+    assert item["agent"] == {"id": "sales-line", "name": "Sales Line", "version": "3"}
+    assert item["actions"] == {"total": 2, "delivered": 2, "failed": 0, "dead_lettered": 0}
+    assert item["extraction_status"] == "ok" and item["summary"] == "Customer asked for a callback."
+    failing = (await client.get("/api/v1/conversations", params={"failed": "true"})).json()
+    assert [i["conversation_id"] for i in failing["items"]] == ["retrying", "c3"]
+    both = await client.get(
+        "/api/v1/conversations",
+        params=[("end_reason", "CUSTOMER_HANGUP"), ("end_reason", "VOICEMAIL"), ("since", "2026-03-10T09:05:00Z")],
+    )
+    assert [i["conversation_id"] for i in both.json()["items"]] == ["retrying", "c6", "c5"]
+
+
+async def test_one_conversation_with_every_attempt_and_its_next_retry(store: Store, client: httpx.AsyncClient) -> None:
+    await seed(store)
+    detail = (await client.get("/api/v1/conversations/retrying")).json()
+    (action,) = detail["actions"]
+    assert action["final_outcome"] == "failed" and action["flow_id"] == "crm-sync"
+    (attempt,) = action["attempts"]
+    assert attempt["status_code"] == 503 and attempt["error"] == "HTTP 503: try later"
+    assert attempt["next_retry_at"] == "2026-03-10T10:01:00Z"
+    assert detail["event"]["customer"]["name"] == "Tom Becker"
+    full = (await client.get("/api/v1/conversations/c1")).json()
+    assert full["extractions"][0]["fields"]["follow_up_required"] == {
+        "value": True,
+        "evidence": "Please call me back tomorrow.",
+        "confidence": 0.93,
+        "needs_review": False,
+    }
+    assert full["decisions"][0]["flows"][0]["fired"] is True
+    assert {a["final_outcome"] for a in full["actions"]} == {"delivered", "published"}
+
+
+async def test_dead_letters_and_their_counts(store: Store, client: httpx.AsyncClient) -> None:
+    await seed(store)
+    page = (await client.get("/api/v1/dead-letters", params={"service": "router"})).json()
+    (letter,) = page["items"]
+    assert letter["coordinates"] == "postcall.router.dlq.v1:1:9" and letter["conversation_id"] == "c3"
+    detail = (await client.get(f"/api/v1/dead-letters/{letter['id']}")).json()
+    assert detail["value_text"] == "<html>" and detail["value"] is None
+    counts = (await client.get("/api/v1/dead-letters/counts")).json()
+    assert [(c["service"], c["reason"], c["count"]) for c in counts] == [("router", "InvalidRecord: not JSON", 1)]
+    assert (await client.get("/api/v1/dead-letters", params={"service": "extractor"})).json()["items"] == []
+
+
+async def test_stats_per_agent_and_day(store: Store, client: httpx.AsyncClient) -> None:
+    await seed(store)
+    days = await client.get("/api/v1/stats", params={"since": "2026-03-01T00:00:00Z", "until": "2026-04-01T00:00:00Z"})
+    by_agent = {d["agent_id"]: d for d in days.json()}
+    assert by_agent["sales-line"]["conversations"] == 3 and by_agent["support-line"]["conversations"] == 5
+    assert by_agent["support-line"]["actions_failed"] == 1
+    assert by_agent["sales-line"]["prompt_tokens"] == 3 * 120
+
+
+async def test_bad_input_is_a_4xx_naming_the_problem(store: Store, client: httpx.AsyncClient) -> None:
+    bad_cursor = await client.get("/api/v1/conversations", params={"cursor": "xyz"})
+    assert bad_cursor.status_code == 400 and "malformed cursor" in bad_cursor.json()["detail"]
+    bad_reason = await client.get("/api/v1/conversations", params={"end_reason": "HUNG_UP"})
+    assert bad_reason.status_code == 422 and bad_reason.json()["detail"][0]["loc"] == ["query", "end_reason", 0]
+    naive = await client.get("/api/v1/conversations", params={"since": "2026-03-10T09:00:00"})
+    assert naive.status_code == 422 and "timezone" in naive.text
+    too_many = await client.get("/api/v1/conversations", params={"limit": 100_000})
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"] == ["query", "limit"]
+    missing = await client.get("/api/v1/conversations/nope")
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+    backwards = await client.get(
+        "/api/v1/stats", params={"since": "2026-03-10T00:00:00Z", "until": "2026-03-01T00:00:00Z"}
+    )
+    assert backwards.status_code == 400
+    nul = await client.get("/api/v1/conversations", params={"q": "a\x00b"})
+    assert nul.status_code == 200
