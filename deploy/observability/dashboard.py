@@ -276,6 +276,29 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
         ],
     ),
+    (
+        "Store and query API",
+        [
+            Panel(
+                "API requests / s",
+                "Query API requests by route and HTTP status (401/403: refused, 503: store or Kafka unavailable).",
+                [
+                    (
+                        f"sum by (route, status) (rate(postcall_api_requests_total{{{NS}}}[{RATE}]))",
+                        "{{route}} {{status}}",
+                    )
+                ],
+                "ops",
+                stack=True,
+            ),
+            Panel(
+                "API latency p50 / p99",
+                "Server time of one request, by route.",
+                quantiles("postcall_api_request_duration_seconds", "route", NS),
+                "s",
+            ),
+        ],
+    ),
 ]
 
 

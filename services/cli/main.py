@@ -16,7 +16,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(store.app, name="store")
 app.add_typer(store.api, name="api")
 
-SERVICES = ("extractor", "router", "dispatcher", "recorder", "api")
+SERVICES = ("extractor", "router", "dispatcher", "api")
 
 app.add_typer(config.app, name="config")
 app.command("explain")(explain.explain)
@@ -25,7 +25,7 @@ app.command("try")(trial.try_)
 
 
 @app.command("run")
-def run(service: str = typer.Argument(help="extractor, router, dispatcher, recorder or api")) -> None:
+def run(service: str = typer.Argument(help="extractor, router, dispatcher or api")) -> None:
     """Run one service in the foreground (settings from POSTCALL_* environment variables)."""
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
