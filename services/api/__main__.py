@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -29,6 +30,10 @@ async def serve(settings: ApiSettings) -> None:
             app, host=settings.api.host, port=settings.api.port, log_config=None, access_log=False, lifespan="on"
         )
         server = uvicorn.Server(config)
+        # uvicorn stops gracefully on SIGTERM, then raises the signal again under the handler it found:
+        # with this one, a stop is a clean exit 0 (as the consumer services do) rather than death by signal
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
         watcher = asyncio.create_task(_announce(server))
         try:
             await server.serve()
