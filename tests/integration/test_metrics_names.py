@@ -1,10 +1,10 @@
 """The dashboard and the alerts read only metrics the running services really export.
 
-Starts extractor, router and dispatcher as `python -m services.<name>`, the way the Kubernetes manifests
-do, and the query API (on a SQLite store), against a private broker (so that no other test's records reach them, nor their outputs another
-test), scrapes each one's live /metrics over HTTP and checks every metric name the dashboard and the
-alerts use against what they serve. Also the probe endpoints the manifests point at, and a clean exit on
-SIGTERM within the pods' grace period.
+Starts extractor, router and dispatcher as `python -m services.<name>`, the way the Kubernetes
+manifests do, and the query API (on a SQLite store), against a private broker (so that no other
+test's records reach them, nor their outputs another test), scrapes each one's live /metrics over
+HTTP and checks every metric name the dashboard and the alerts use against what they serve. Also the
+probe endpoints the manifests point at, and a clean exit on SIGTERM within the pods' grace period.
 """
 
 from __future__ import annotations
