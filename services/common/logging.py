@@ -35,11 +35,21 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+#: Libraries held at WARNING whatever the service's level: aiokafka is chatty; httpx's INFO line names
+#: the request URL (a Slack webhook URL is a secret) and httpcore's DEBUG lines quote response headers,
+#: which a receiver controls and may fill with the credentials we sent it.
+QUIET_LIBRARIES = ("aiokafka", "httpx", "httpcore")
+
+
 def setup(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -51,6 +51,7 @@ class Reply:
     body: bytes = b'{"ok":true}'
     trickle: float = 0.0  # seconds between the answer's bytes (a hostile receiver holding the request open)
     endless: bool = False  # a chunked body that never ends (a hostile receiver filling our memory)
+    echo: bool = False  # the body is the request's headers as JSON (a debugging endpoint quoting credentials)
 
 
 class Sink:
@@ -158,6 +159,9 @@ class Sink:
             return Reply(body=b"ok") if path == "/healthz" else Reply(404, body=b"{}")
         replies, then = self._scripts.get(path, ([], Reply()))
         reply = replies.pop(0) if replies else then
+        if reply.echo:  # credentials first, as a debugging endpoint's error page would show them
+            quoted = dict(sorted(headers.items(), key=lambda kv: kv[0] not in ("authorization", "x-api-key")))
+            reply = Reply(reply.status, reply.headers, reply.delay, orjson.dumps({"you_sent": quoted}))
         webhook_id = headers.get("webhook-id", "")
         verified = verify(self.secrets, headers, body) if "webhook-signature" in headers else None
         self._record(
@@ -168,6 +172,7 @@ class Sink:
             verified=verified,
             status=reply.status,
             accept_encoding=headers.get("accept-encoding"),
+            authorization=headers.get("authorization"),
             body=_json_or_text(body),
         )
         return reply

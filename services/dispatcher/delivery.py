@@ -7,6 +7,7 @@ mapping of what came back onto the error tree.
     410 Gone                               the destination is disabled, PermanentError
     other 4xx                              PermanentError
     address refused by the SSRF guard      PermanentError
+    our own request malformed (h11)        PermanentError, without the library's text (it quotes headers)
 
 A receiver is not trusted: its Retry-After is read only on 429 and 503 (services.common.retry), at most
 SNIPPET_BYTES of its body are read (raw, never decompressed), and one deadline bounds the whole attempt
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -32,6 +33,7 @@ from services.dispatcher.metrics import delivery_duration
 from services.dispatcher.registry import Registry
 
 DISABLED_REASON = "destination disabled (410 Gone)"
+LOCAL_PROTOCOL_ERROR = "the request could not be sent: a header or the URL is not valid HTTP (local protocol error)"
 SNIPPET_BYTES = 2048  # of a response body, kept for the error message; the rest is not read
 
 
@@ -68,9 +70,11 @@ def failure(
     status: int | None = None,
     latency_ms: float | None = None,
     detail: str = "",
+    redact: Callable[[str], str] = str,
 ) -> PostcallError:
-    """`error` re-typed as a delivery error carrying the attempt's details."""
-    message = f"{error}: {detail}" if detail else str(error)
+    """`error` re-typed as a delivery error carrying the attempt's details; `redact` scrubs the
+    destination's secrets from the message (it goes to results, dead letters and logs)."""
+    message = redact(f"{error}: {detail}" if detail else str(error))
     out: DeliveryRetryable | DeliveryRejected
     if isinstance(error, RetryableError):
         out = DeliveryRetryable(message, retry_after=error.retry_after)
@@ -105,13 +109,18 @@ class HttpSender:
             try:
                 answer = await self._request(dest, method, headers, body, timeout)
             except AddressRefused as exc:
-                raise failure(PermanentError(f"SSRF guard: {exc}"), dest.name) from None
+                raise failure(PermanentError(f"SSRF guard: {exc}"), dest.name, redact=dest.redact) from None
             except (httpx.TimeoutException, TimeoutError):
                 slot.record(False)
                 raise failure(RetryableError(f"no answer within {timeout:g}s"), dest.name) from None
-            except httpx.HTTPError as exc:  # connection refused or reset, protocol errors, bad encodings
+            except (httpx.LocalProtocolError, httpx.InvalidURL, UnicodeEncodeError):
+                # our own request is malformed: the same next time. Never the library's text, which
+                # quotes the offending header value (a credential ending in a newline, say)
+                raise failure(PermanentError(LOCAL_PROTOCOL_ERROR), dest.name) from None
+            except httpx.HTTPError as exc:  # connection refused or reset, the receiver's protocol errors
                 slot.record(False)
-                raise failure(RetryableError(f"{type(exc).__name__}: {exc}"), dest.name) from None
+                lost = RetryableError(f"{type(exc).__name__}: {exc}")
+                raise failure(lost, dest.name, redact=dest.redact) from None
             finally:
                 elapsed = time.perf_counter() - started
                 delivery_duration(action_type, dest.name).observe(elapsed)
@@ -119,7 +128,8 @@ class HttpSender:
             slot.record(not isinstance(error, RetryableError))
         latency_ms = round(elapsed * 1000, 3)
         if error is not None:
-            raise failure(error, dest.name, answer.status, latency_ms, detail=answer.detail())
+            detail = answer.detail(dest.redact)
+            raise failure(error, dest.name, answer.status, latency_ms, detail=detail, redact=dest.redact)
         return Delivery("delivered", dest.name, answer.status, latency_ms)
 
     def _headers(self, dest: UrlDestination, msg_id: str, body: bytes) -> dict[str, str]:
@@ -131,7 +141,7 @@ class HttpSender:
             "accept-encoding": "identity",  # only a snippet of the answer is read, and never decompressed
         }
         if isinstance(dest, HttpDestination):
-            headers.update(dest.headers)
+            headers.update(dest.header_values)
             if dest.signer is not None:
                 try:
                     headers.update(dest.signer.headers(msg_id, body))
@@ -169,10 +179,11 @@ class Answer:
     location: str | None
     snippet: str
 
-    def detail(self) -> str:
-        """What the error message quotes: where a redirect pointed, and the start of the body."""
-        moved = f"Location: {self.location[:200]}" if self.location and 300 <= self.status < 400 else ""
-        return "; ".join(part for part in (moved, self.snippet) if part)
+    def detail(self, redact: Callable[[str, int], str]) -> str:
+        """What the error message quotes: where a redirect pointed, and the start of the body, both
+        redacted before they are cut (a cut must not leave the start of a secret the receiver echoed)."""
+        moved = f"Location: {redact(self.location, 200)}" if self.location and 300 <= self.status < 400 else ""
+        return "; ".join(part for part in (moved, redact(self.snippet, 200)) if part)
 
 
 async def _read_some(response: httpx.Response) -> str:
@@ -187,7 +198,7 @@ async def _read_some(response: httpx.Response) -> str:
         if size >= SNIPPET_BYTES:
             break
     text = b"".join(chunks)[:SNIPPET_BYTES].decode("utf-8", errors="replace")
-    return " ".join(text.split())[:200]
+    return " ".join(text.split())
 
 
 @asynccontextmanager

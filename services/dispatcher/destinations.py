@@ -7,6 +7,9 @@
         signing_secrets:                        # Standard Webhooks whsec_ secrets; first = current
           - {secret_file: /var/run/secrets/crm/whsec}
           - {secret_env: CRM_WEBHOOK_SECRET_PREVIOUS}
+        headers:                                # literal values, or secrets by reference
+          x-tenant: acme
+          authorization: {secret_env: CRM_TOKEN, prefix: "Bearer "}
         max_concurrency: 16
         rate_limit_per_second: 20
 
@@ -14,6 +17,12 @@
 are never in the file itself: a SecretRef names an environment variable or a file (a mounted Secret),
 read once at start; a missing secret fails the start, not the first delivery. Action records only name
 a destination.
+
+A header name must be an HTTP token and a header value printable ASCII: a CR, LF or other control
+character (a token file ending in a newline inside a `${VAR}`, say) is refused at load, naming the
+header and where its value came from, never the value. Every header value and a secret URL are
+treated as secrets afterwards: `Registry.redact` scrubs them from any text that leaves the process
+(errors, results, dead letters, logs), even text a receiver echoed back.
 """
 
 from __future__ import annotations
@@ -79,6 +88,21 @@ class SecretRef(Strict):
         raise ConfigError(f"{owner}: environment variable {self.secret_env} is not set")
 
 
+class HeaderSecret(SecretRef):
+    prefix: str = Field("", description='Text before the secret, e.g. "Bearer ".')
+
+
+HeaderValue = str | HeaderSecret
+REDACT_MIN_CHARS = 4  # shorter values ("1", "on") would only blank out ordinary words
+_TOKEN_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+_PRINTABLE = re.compile(r"^[\x20-\x7e\t]*$")  # RFC 9110 field values, minus obs-text (httpx sends ASCII)
+#: Headers the dispatcher sets itself; a destination cannot replace them.
+RESERVED_HEADERS = frozenset(
+    {"webhook-id", "webhook-timestamp", "webhook-signature", "content-length", "transfer-encoding", "host",
+     "connection", "content-type"}
+)  # fmt: skip
+
+
 class CircuitBreakerConfig(Strict):
     failure_threshold_percent: float = Field(70.0, gt=0, le=100, description="Failure rate that trips.")
     minimum_requests: int = Field(10, ge=1, description="Requests in the window before the rate counts.")
@@ -107,6 +131,25 @@ class DestinationBase(Strict):
         False, description="Allow private and loopback addresses (demo and test sinks); metadata stays refused."
     )
 
+    def secrets(self) -> list[str]:
+        """Every value of this destination that must never leave the process in text."""
+        return []
+
+    def redact(self, text: str, limit: int | None = None) -> str:
+        """`text` with every secret of this destination replaced by [redacted]; with `limit`, cut to that
+        many characters first redacting, then also redacting a secret's start left at the cut."""
+        secrets = [s for s in sorted(self.secrets(), key=len, reverse=True) if len(s) >= REDACT_MIN_CHARS]
+        for secret in secrets:
+            text = text.replace(secret, "[redacted]")
+        if limit is None or len(text) <= limit:
+            return text
+        text = text[:limit]
+        for secret in secrets:
+            cut = next((k for k in range(len(secret) - 1, REDACT_MIN_CHARS - 1, -1) if text.endswith(secret[:k])), 0)
+            if cut:
+                return text[:-cut] + "[redacted]"
+        return text
+
 
 class UrlDestination(DestinationBase):
     url: str | None = Field(None, pattern=r"^https?://", description="The endpoint, when it is not secret.")
@@ -123,17 +166,42 @@ class UrlDestination(DestinationBase):
     def endpoint(self) -> str:
         return self._url
 
+    def secrets(self) -> list[str]:
+        """A secret URL, and its path (the secret part of a Slack webhook URL)."""
+        if self.url_secret is None:
+            return []
+        path = "/" + self._url.split("://", 1)[-1].partition("/")[2]
+        return [self._url, path]
+
 
 class HttpDestination(UrlDestination):
     kind: Literal["http"]
     method: Literal["POST", "PUT", "PATCH"] = "POST"
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra, non-secret headers.")
+    headers: dict[str, HeaderValue] = Field(
+        default_factory=dict,
+        description="Extra headers: a literal value, or {secret_env|secret_file, prefix} for a credential.",
+    )
     signing_secrets: list[SecretRef] = Field(default_factory=list, description="whsec_ secrets, newest first.")
     _signer: Signer | None = PrivateAttr(None)
+    _header_values: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
     def signer(self) -> Signer | None:
         return self._signer
+
+    @property
+    def header_values(self) -> dict[str, str]:
+        """The headers to send, secrets revealed (checked at load: token names, printable values)."""
+        return self._header_values
+
+    def secrets(self) -> list[str]:
+        """Header values count as secrets, with and without their prefix (`Bearer `): a receiver
+        echoing our request, or a client library quoting a header, must not put them in an error."""
+        values = list(self._header_values.values())
+        for name, ref in self.headers.items():
+            if isinstance(ref, HeaderSecret) and ref.prefix:
+                values.append(self._header_values[name].removeprefix(ref.prefix))
+        return [*super().secrets(), *values]
 
 
 class SlackDestination(UrlDestination):
@@ -155,6 +223,9 @@ class SmtpDestination(DestinationBase):
     @property
     def password_value(self) -> str | None:
         return self._password
+
+    def secrets(self) -> list[str]:
+        return [self._password] if self._password else []
 
 
 AnyDestination = HttpDestination | SlackDestination | SmtpDestination
@@ -200,7 +271,8 @@ def parse(text: str | bytes, environ: Mapping[str, str], source: str = "<destina
                 raise _FieldProblem("name", f"destination {dest.name!r} is defined twice")
             _resolve(dest, environ)
         except _FieldProblem as problem:
-            issues.append((("destinations", i, problem.field), problem.message))
+            field = problem.field if isinstance(problem.field, tuple) else (problem.field,)
+            issues.append((("destinations", i, *field), problem.message))
         out[dest.name] = dest
     if issues:
         problems = [Problem(source, *locate(tree, loc), message) for loc, message in issues]
@@ -253,7 +325,7 @@ def _message(error: Any) -> str:
 
 
 class _FieldProblem(Exception):
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str | tuple[str, ...], message: str) -> None:
         super().__init__(message)
         self.field, self.message = field, message
 
@@ -265,6 +337,8 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
         if not url or not url.startswith(("http://", "https://")):
             raise _FieldProblem(field, "the URL must start with http:// or https://")
         dest._url = url
+    if isinstance(dest, HttpDestination):
+        dest._header_values = {name: _header(name, value, environ, dest.name) for name, value in dest.headers.items()}
     if isinstance(dest, HttpDestination) and dest.signing_secrets:
         secrets = [_reveal(s, environ, dest.name, "signing_secrets") for s in dest.signing_secrets]
         try:
@@ -275,7 +349,26 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
         dest._password = _reveal(dest.password, environ, dest.name, "password")
 
 
-def _reveal(ref: SecretRef, environ: Mapping[str, str], owner: str, field: str) -> str:
+def _header(name: str, value: HeaderValue, environ: Mapping[str, str], owner: str) -> str:
+    field = ("headers", name)
+    if not _TOKEN_NAME.fullmatch(name):
+        raise _FieldProblem(field, "a header name is letters, digits and !#$%&'*+.^_`|~- only")
+    if name.lower() in RESERVED_HEADERS:
+        raise _FieldProblem(field, f"{name} is set by the dispatcher itself")
+    if isinstance(value, HeaderSecret):
+        text = value.prefix + _reveal(value, environ, owner, field)
+        origin = f"the secret {value.secret_env or value.secret_file}"
+    else:
+        text, origin = value, "the file (after ${VAR} substitution)"
+    if not _PRINTABLE.fullmatch(text):
+        # never the value: it may be a credential, and its tail is what an error would show
+        raise _FieldProblem(
+            field, f"the value from {origin} contains a line break, control character or non-ASCII character"
+        )
+    return text
+
+
+def _reveal(ref: SecretRef, environ: Mapping[str, str], owner: str, field: str | tuple[str, ...]) -> str:
     try:
         return ref.reveal(environ, owner)
     except ConfigError as exc:

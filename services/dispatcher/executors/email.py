@@ -65,7 +65,7 @@ class EmailExecutor:
         try:
             message = build_message(action, dest.from_address)
         except ValueError as exc:
-            raise failure(PermanentError(f"invalid email: {exc}"), dest.name) from None
+            raise failure(PermanentError(f"invalid email: {exc}"), dest.name, redact=dest.redact) from None
         timeout = self._registry.timeout(dest)
         async with self._registry.gate(dest.name).slot() as slot:
             started = time.perf_counter()
@@ -75,7 +75,7 @@ class EmailExecutor:
             except Exception as exc:  # aiosmtplib errors, OSError, our own timeout
                 error = classify_smtp(exc)
                 slot.record(not isinstance(error, RetryableError))
-                raise failure(error, dest.name) from None
+                raise failure(error, dest.name, redact=dest.redact) from None
             finally:
                 elapsed = time.perf_counter() - started
                 delivery_duration(action.type, dest.name).observe(elapsed)
@@ -84,7 +84,7 @@ class EmailExecutor:
         deferred = {r: answer for r, answer in refused.items() if 400 <= answer.code < 500}
         if deferred:
             error = RetryableError(f"SMTP recipients deferred while others were accepted: {_listed(deferred)}")
-            raise failure(error, dest.name, min(a.code for a in deferred.values()), latency_ms)
+            raise failure(error, dest.name, min(a.code for a in deferred.values()), latency_ms, redact=dest.redact)
         note = f"refused: {_listed(refused)}" if refused else None
         return Delivery("delivered", dest.name, 250, latency_ms, note)
 

@@ -167,3 +167,47 @@ async def test_connection_errors_are_retryable_and_count_against_the_circuit(moc
     with pytest.raises(RetryableError, match="circuit open for destination crm") as caught:
         await sender.send(dest, action_type="webhook", msg_id="a", body=b"{}")
     assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 30
+
+
+CANARY_DESTINATION = """
+destinations:
+  - name: crm
+    kind: http
+    url: https://crm.example.com/hook
+    headers: {authorization: "Bearer tok-CANARY-77", x-api-key: key-CANARY-78}
+"""
+
+
+@pytest.mark.parametrize("status", [400, 500, 302])
+async def test_a_receiver_echoing_our_headers_never_puts_them_in_the_error(mock_sender: Sender, status: int) -> None:
+    reg = registry(CANARY_DESTINATION)
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        quoted = {k: request.headers[k] for k in ("authorization", "x-api-key")}
+        return httpx.Response(status, headers={"location": f"https://x/?k={quoted['x-api-key']}"}, json=quoted)
+
+    sender = mock_sender(echo, reg)
+    with pytest.raises((PermanentError, RetryableError)) as caught:
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+    assert "CANARY" not in str(caught.value) and "[redacted]" in str(caught.value)
+
+
+def test_a_secret_cut_at_the_end_of_a_quoted_body_is_redacted_too() -> None:
+    reg = registry(CANARY_DESTINATION)
+    dest = reg.get("crm", HttpDestination)
+    body = "x" * 190 + "Bearer tok-CANARY-77 and more"
+    assert dest.redact(body, 200) == "x" * 190 + "[redacted]"
+
+
+async def test_a_local_protocol_error_is_permanent_and_never_quotes_the_header(mock_sender: Sender) -> None:
+    reg = registry(CANARY_DESTINATION)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError(f"Illegal header value b'{request.headers['authorization']}\\n'")
+
+    sender = mock_sender(refuse, reg)
+    with pytest.raises(PermanentError) as caught:
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+    assert str(caught.value) == (
+        "the request could not be sent: a header or the URL is not valid HTTP (local protocol error)"
+    )

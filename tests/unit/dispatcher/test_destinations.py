@@ -192,3 +192,76 @@ def test_short_signing_secret_is_rejected_at_load() -> None:
     text = "destinations: [{name: a, kind: http, url: 'https://x', signing_secrets: [{secret_env: S}]}]"
     with pytest.raises(ConfigError, match=r"24\.\.64 bytes"):
         destinations.parse(text, {"S": "whsec_c2hvcnQ="})
+
+
+CANARY = "tok-CANARY-4d1f9a"
+HEADERS = """\
+destinations:
+  - name: crm
+    kind: http
+    url: https://crm.example.com/hook
+    headers:
+      x-tenant: acme
+      authorization: {value}
+"""
+
+
+def test_a_header_secret_is_read_by_reference_with_its_prefix(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text(CANARY + "\n")  # as `kubectl create secret --from-file` writes it
+    for ref, env in (
+        ('{secret_env: CRM_TOKEN, prefix: "Bearer "}', {"CRM_TOKEN": CANARY}),
+        (f'{{secret_file: {token}, prefix: "Bearer "}}', {}),
+    ):
+        [crm] = destinations.parse(HEADERS.format(value=ref), env, "dest.yaml").values()
+        assert isinstance(crm, HttpDestination)
+        assert crm.header_values == {"x-tenant": "acme", "authorization": f"Bearer {CANARY}"}
+
+
+@pytest.mark.parametrize("bad", [f"{CANARY}\n", f"{CANARY}\r\nX-Evil: 1", f"{CANARY}\x00", f"{CANARY}\x1b[2J", "tök"])
+def test_a_header_value_with_a_line_break_or_control_character_is_refused_without_echoing_it(bad: str) -> None:
+    """`authorization: "Bearer ${CRM_TOKEN}"` with a token ending in a newline reached h11, whose error
+    quoted the token into results, dead letters and logs for 17 hours of retries."""
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(HEADERS.format(value='"Bearer ${CRM_TOKEN}"'), {"CRM_TOKEN": bad}, "dest.yaml")
+    assert str(caught.value) == (
+        "dest.yaml:7: destinations[0].headers.authorization: the value from the file (after ${VAR} substitution) "
+        "contains a line break, control character or non-ASCII character"
+    )
+    assert CANARY not in str(caught.value) and "tök" not in str(caught.value)
+
+
+def test_a_header_secret_with_a_line_break_inside_is_refused_naming_only_its_source() -> None:
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(HEADERS.format(value="{secret_env: CRM_TOKEN}"), {"CRM_TOKEN": f"a\n{CANARY}"}, "d.yaml")
+    assert str(caught.value) == (
+        "d.yaml:7: destinations[0].headers.authorization: the value from the secret CRM_TOKEN contains a line "
+        "break, control character or non-ASCII character"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("webhook-signature", "webhook-signature is set by the dispatcher itself"),
+        ("Content-Length", "Content-Length is set by the dispatcher itself"),
+        ('"x y"', "a header name is letters, digits and !#$%&'*+.^_`|~- only"),
+        ('"x:y"', "a header name is letters, digits and !#$%&'*+.^_`|~- only"),
+    ],
+)
+def test_header_names_are_tokens_and_not_the_dispatchers_own(name: str, problem: str) -> None:
+    text = HEADERS.replace("authorization: {value}", f"{name}: v")
+    with pytest.raises(ConfigError, match=r"^dest\.yaml:7: destinations\[0\]\.headers\.") as caught:
+        destinations.parse(text, {}, "dest.yaml")
+    assert str(caught.value).endswith(problem)
+
+
+def test_redact_scrubs_header_values_with_and_without_prefix_and_a_secret_url() -> None:
+    text = HEADERS.format(value='{secret_env: T, prefix: "Bearer "}') + (
+        "  - name: ops\n    kind: slack\n    url_secret: {secret_env: SLACK}\n"
+    )
+    env = {"T": CANARY, "SLACK": "https://hooks.slack.example/services/T1/B2/xyz"}
+    crm, ops = destinations.parse(text, env, "dest.yaml").values()
+    echoed = f'{{"authorization": "Bearer {CANARY}", "token": "{CANARY}", "tenant": "acme"}}'
+    assert crm.redact(echoed) == '{"authorization": "[redacted]", "token": "[redacted]", "tenant": "[redacted]"}'
+    assert ops.redact("POST /services/T1/B2/xyz failed") == "POST [redacted] failed"
