@@ -27,65 +27,29 @@ treated as secrets afterwards: `Registry.redact` scrubs them from any text that 
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from schemas.agent_checks import Loc
-from schemas.agent_loader import Problem, locate, plain
-from schemas.config_yaml import YamlProblem, read_yaml
+from services.common.configfile import (
+    ConfigError,
+    SecretRef,
+    Strict,
+    raise_for,
+    read_bytes,
+    substitute_env,
+    substituted,
+    validation_issues,
+    yaml_mapping,
+)
 from services.dispatcher.breaker import BreakerPolicy
 from services.dispatcher.signing import Signer
 
-log = logging.getLogger(__name__)
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(ValueError):
-    """Raised when the destinations file or a secret it names is missing or invalid; `problems` locate
-    each one in the file."""
-
-    def __init__(self, message: str, problems: tuple[Problem, ...] = ()) -> None:
-        super().__init__(message)
-        self.problems = problems
-
-
-class Strict(BaseModel):
-    # a validation error must not echo the value: after ${VAR} substitution it may be a secret URL
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
-
-class SecretRef(Strict):
-    secret_env: str | None = Field(None, description="Environment variable holding the secret.")
-    secret_file: Path | None = Field(None, description="File holding the secret (a mounted Secret).")
-    demo_default: SecretStr | None = Field(
-        None, description="Used when secret_env is unset. For the local demo only; logged as a warning."
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SecretRef:
-        if (self.secret_env is None) == (self.secret_file is None):
-            raise ValueError("a secret needs exactly one of secret_env, secret_file")
-        return self
-
-    def reveal(self, environ: Mapping[str, str], owner: str) -> str:
-        if self.secret_file is not None:
-            try:
-                return self.secret_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"{owner}: cannot read secret file {self.secret_file}: {exc}") from None
-        value = environ.get(self.secret_env or "")
-        if value:
-            return value.strip()
-        if self.demo_default is not None:
-            log.warning("destination %s uses the demo default secret; set %s", owner, self.secret_env)
-            return self.demo_default.get_secret_value()
-        raise ConfigError(f"{owner}: environment variable {self.secret_env} is not set")
+__all__ = ["ConfigError", "SecretRef", "load", "parse", "substitute_env"]
 
 
 class HeaderSecret(SecretRef):
@@ -229,25 +193,12 @@ class SmtpDestination(DestinationBase):
 
 
 AnyDestination = HttpDestination | SlackDestination | SmtpDestination
+KINDS = ("http", "slack", "smtp")
 Destination = Annotated[AnyDestination, Field(discriminator="kind")]
 
 
 class DestinationsFile(Strict):
     destinations: list[Destination] = Field(default_factory=list)
-
-
-def substitute_env(text: str, environ: Mapping[str, str]) -> str:
-    """Replace ${VAR} and ${VAR:-default}; an unset variable without a default is an error."""
-
-    def one(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in environ:
-            return environ[name]
-        if default is not None:
-            return default
-        raise ConfigError(f"destinations file uses ${{{name}}}, which is not set")
-
-    return _VAR.sub(one, text)
 
 
 def parse(text: str | bytes, environ: Mapping[str, str], source: str = "<destinations>") -> dict[str, AnyDestination]:
@@ -256,14 +207,14 @@ def parse(text: str | bytes, environ: Mapping[str, str], source: str = "<destina
     Every problem is reported as `file:line: path: message`; no value from the file or the environment
     is echoed (a ${VAR}-substituted URL may be a secret).
     """
-    tree = _yaml_tree(text, source)
+    tree = yaml_mapping(text, source, "destinations")
     issues: list[tuple[Loc, str]] = []
-    data = _substitute_all(plain(tree), environ, (), issues)
+    data = substituted(tree, environ, issues)
     parsed: DestinationsFile | None = None
     try:
         parsed = DestinationsFile.model_validate(data)
     except ValidationError as exc:
-        issues += [(_model_loc(e["loc"]), _message(e)) for e in exc.errors(include_input=False)]
+        issues += validation_issues(exc, KINDS)
     out: dict[str, AnyDestination] = {}
     for i, dest in enumerate(parsed.destinations if parsed is not None and not issues else ()):
         try:
@@ -274,54 +225,8 @@ def parse(text: str | bytes, environ: Mapping[str, str], source: str = "<destina
             field = problem.field if isinstance(problem.field, tuple) else (problem.field,)
             issues.append((("destinations", i, *field), problem.message))
         out[dest.name] = dest
-    if issues:
-        problems = [Problem(source, *locate(tree, loc), message) for loc, message in issues]
-        raise ConfigError("\n".join(map(str, problems)), tuple(problems))
+    raise_for(issues, tree, source)
     return out
-
-
-def _yaml_tree(text: str | bytes, source: str) -> Any:
-    try:
-        tree = read_yaml(text)
-    except YamlProblem as exc:
-        raise ConfigError(str(Problem(source, exc.line, "", f"YAML: {exc.message}"))) from None
-    if tree is None:
-        return {}
-    if not isinstance(tree, dict):
-        raise ConfigError(str(Problem(source, 1, "", "expected a mapping with `destinations:`")))
-    return tree
-
-
-def _substitute_all(data: Any, environ: Mapping[str, str], loc: Loc, issues: list[tuple[Loc, str]]) -> Any:
-    if isinstance(data, str):
-        try:
-            return substitute_env(data, environ)
-        except ConfigError as exc:
-            issues.append((loc, str(exc)))
-            return data
-    if isinstance(data, dict):
-        return {k: _substitute_all(v, environ, (*loc, k), issues) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_substitute_all(v, environ, (*loc, i), issues) for i, v in enumerate(data)]
-    return data
-
-
-def _model_loc(loc: tuple[int | str, ...]) -> Loc:
-    """pydantic's error location without the union tag it puts after a destination's index."""
-    return tuple(key for i, key in enumerate(loc) if not (i == 2 and key in ("http", "slack", "smtp")))
-
-
-def _message(error: Any) -> str:
-    kind, loc = error["type"], error["loc"]
-    if kind == "extra_forbidden":
-        return f"unknown field {loc[-1]!r}"
-    if kind == "missing":
-        return f"missing required field {loc[-1]!r}"
-    if kind == "union_tag_not_found":
-        return "missing required field 'kind' (http | slack | smtp)"
-    if kind == "union_tag_invalid":
-        return f"unknown kind {error['ctx']['tag']!r} (http | slack | smtp)"
-    return str(error["msg"]).removeprefix("Value error, ")
 
 
 class _FieldProblem(Exception):
@@ -376,8 +281,5 @@ def _reveal(ref: SecretRef, environ: Mapping[str, str], owner: str, field: str |
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, AnyDestination]:
-    try:
-        text = path.read_bytes()  # decoded by the YAML reader, which locates bytes that are not UTF-8
-    except OSError as exc:
-        raise ConfigError(f"cannot read destinations file {path}: {exc}") from None
+    text = read_bytes(path, "destinations file")  # decoded by the YAML reader, which locates non-UTF-8 bytes
     return parse(text, os.environ if environ is None else environ, str(path))

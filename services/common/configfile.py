@@ -1,0 +1,151 @@
+"""Operator YAML files with secrets by reference: what the dispatcher's destinations file and the
+ingress's endpoints file share.
+
+* `${VAR}` and `${VAR:-default}` in string values are replaced from the environment;
+* a `SecretRef` names an environment variable or a file (a mounted Secret) and is read once at start,
+  so a missing secret fails the start, not the first request;
+* every problem is `file:line: path: message` (`Problem`), and no value from the file or the
+  environment is echoed: after substitution a value may be a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from schemas.agent_checks import Loc
+from schemas.agent_loader import Problem, locate, plain
+from schemas.config_yaml import YamlProblem, read_yaml
+
+log = logging.getLogger(__name__)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """Raised when a configuration file or a secret it names is missing or invalid; `problems` locate
+    each one in the file."""
+
+    def __init__(self, message: str, problems: tuple[Problem, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class Strict(BaseModel):
+    # a validation error must not echo the value: after ${VAR} substitution it may be a secret
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class SecretRef(Strict):
+    secret_env: str | None = Field(None, description="Environment variable holding the secret.")
+    secret_file: Path | None = Field(None, description="File holding the secret (a mounted Secret).")
+    demo_default: SecretStr | None = Field(
+        None, description="Used when secret_env is unset. For the local demo only; logged as a warning."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise ValueError("a secret needs exactly one of secret_env, secret_file")
+        return self
+
+    def reveal(self, environ: Mapping[str, str], owner: str) -> str:
+        if self.secret_file is not None:
+            try:
+                return self.secret_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{owner}: cannot read secret file {self.secret_file}: {exc}") from None
+        value = environ.get(self.secret_env or "")
+        if value:
+            return value.strip()
+        if self.demo_default is not None:
+            log.warning("%s uses the demo default secret; set %s", owner, self.secret_env)
+            return self.demo_default.get_secret_value()
+        raise ConfigError(f"{owner}: environment variable {self.secret_env} is not set")
+
+
+def substitute_env(text: str, environ: Mapping[str, str]) -> str:
+    """Replace ${VAR} and ${VAR:-default}; an unset variable without a default is an error."""
+
+    def one(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"the file uses ${{{name}}}, which is not set")
+
+    return _VAR.sub(one, text)
+
+
+def yaml_mapping(text: str | bytes, source: str, top_key: str) -> Any:
+    """The file as a ruamel round-trip tree (it keeps line numbers), read by the project's one YAML
+    reader (no aliases, no custom tags, bounded depth); an empty file is `{}`."""
+    try:
+        tree = read_yaml(text)
+    except YamlProblem as exc:
+        raise ConfigError(str(Problem(source, exc.line, "", f"YAML: {exc.message}"))) from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(str(Problem(source, 1, "", f"expected a mapping with `{top_key}:`")))
+    return tree
+
+
+def substituted(tree: Any, environ: Mapping[str, str], issues: list[tuple[Loc, str]]) -> Any:
+    """Plain data with ${VAR} replaced in every string; each unset variable is an issue at its place."""
+    return _substitute_all(plain(tree), environ, (), issues)
+
+
+def _substitute_all(data: Any, environ: Mapping[str, str], loc: Loc, issues: list[tuple[Loc, str]]) -> Any:
+    if isinstance(data, str):
+        try:
+            return substitute_env(data, environ)
+        except ConfigError as exc:
+            issues.append((loc, str(exc)))
+            return data
+    if isinstance(data, dict):
+        return {k: _substitute_all(v, environ, (*loc, k), issues) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_substitute_all(v, environ, (*loc, i), issues) for i, v in enumerate(data)]
+    return data
+
+
+def validation_issues(exc: ValidationError, tags: tuple[str, ...] = ()) -> list[tuple[Loc, str]]:
+    """pydantic errors as (location, message), without the union tag pydantic puts after a list index."""
+    out = []
+    for error in exc.errors(include_input=False):
+        loc = tuple(key for i, key in enumerate(error["loc"]) if not (i == 2 and key in tags))
+        out.append((loc, error_message(error, tags)))
+    return out
+
+
+def error_message(error: Any, tags: tuple[str, ...] = ()) -> str:
+    kind, loc = error["type"], error["loc"]
+    choices, tag = " | ".join(tags), str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+    if kind == "extra_forbidden":
+        return f"unknown field {loc[-1]!r}"
+    if kind == "missing":
+        return f"missing required field {loc[-1]!r}"
+    if kind == "union_tag_not_found":
+        return f"missing required field {tag!r} ({choices})"
+    if kind == "union_tag_invalid":
+        return f"unknown {tag} {error['ctx']['tag']!r} ({choices})"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def raise_for(issues: list[tuple[Loc, str]], tree: Any, source: str) -> None:
+    if issues:
+        problems = [Problem(source, *locate(tree, loc), message) for loc, message in issues]
+        raise ConfigError("\n".join(map(str, problems)), tuple(problems))
+
+
+def read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
