@@ -50,6 +50,7 @@ schemas: $(STAMP)
 	$(PY) -m deploy.k8s.generate
 	$(PY) -m deploy.observability.dashboard
 	$(PY) -m services.api.openapi
+	$(PY) -m services.ingress.openapi
 
 bench: kafka
 	$(PY) -m bench.run

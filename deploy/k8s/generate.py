@@ -5,6 +5,8 @@
   POSTCALL_TOPIC_REPLICATION say in the caller's environment, so the file never depends on who ran it.
 * deploy/k8s/overlays/dev/agents.yaml — the `postcall-agents` ConfigMap holding examples/agents/*.yaml
   (kustomize may not read files outside an overlay's folder, so the dev overlay gets a copy).
+* deploy/k8s/overlays/dev/ingress-endpoints.yaml — the `postcall-ingress-endpoints` ConfigMap holding
+  examples/ingress/endpoints.yaml (the demo endpoints, whose secrets fall back to public demo values).
 
 --check writes nothing and exits 1 when a file differs from what would be written (tests and CI).
 """
@@ -29,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TOPICS_FILE = ROOT / "deploy/k8s/base/topics.yaml"
 AGENTS_FILE = ROOT / "deploy/k8s/overlays/dev/agents.yaml"
 AGENTS_DIR = ROOT / "examples/agents"
+ENDPOINTS_FILE = ROOT / "deploy/k8s/overlays/dev/ingress-endpoints.yaml"
+ENDPOINTS_SOURCE = ROOT / "examples/ingress/endpoints.yaml"
 
 PARTITIONS = 12
 REPLICAS = 3
@@ -109,8 +113,19 @@ def agents_yaml(agents_dir: Path = AGENTS_DIR) -> str:
     return HEADER.format(source="examples/agents/*.yaml") + _dump([(comment, configmap)])
 
 
+def endpoints_yaml(source: Path = ENDPOINTS_SOURCE) -> str:
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "postcall-ingress-endpoints", "labels": {"app.kubernetes.io/part-of": "postcall"}},
+        "data": {"endpoints.yaml": LiteralScalarString(source.read_text())},
+    }
+    comment = "Webhook endpoints of the ingress, mounted at /etc/postcall/ingress; read once at start."
+    return HEADER.format(source="examples/ingress/endpoints.yaml") + _dump([(comment, configmap)])
+
+
 def outputs() -> dict[Path, str]:
-    return {TOPICS_FILE: topics_yaml(), AGENTS_FILE: agents_yaml()}
+    return {TOPICS_FILE: topics_yaml(), AGENTS_FILE: agents_yaml(), ENDPOINTS_FILE: endpoints_yaml()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,36 @@ def quantiles(metric: str, by: str, selector: str) -> list[tuple[str, str]]:
 
 ROWS: list[tuple[str, list[Panel]]] = [
     (
+        "Ingress: vendor webhooks",
+        [
+            Panel(
+                "Webhook requests / s by source and outcome",
+                "published, duplicate, ignored (not a finished call), unauthorized (signature), bad_request, "
+                "invalid (payload), too_large, not_found, unavailable (Kafka: answered 503, the vendor retries).",
+                [
+                    (
+                        f"sum by (source, outcome) (rate(postcall_ingress_requests_total{{{NS}}}[{RATE}]))",
+                        "{{source}} {{outcome}}",
+                    )
+                ],
+                "ops",
+                stack=True,
+            ),
+            Panel(
+                "Webhook answer time p50 / p99",
+                "Request arrival to answer; a published event's answer waits for the brokers' acknowledgement.",
+                quantiles("postcall_ingress_request_duration_seconds", "source", NS),
+                "s",
+            ),
+            Panel(
+                "Publish to broker acknowledgement p50 / p99",
+                "Producer send to acks=all acknowledgement, per ingress pod.",
+                quantiles("postcall_ingress_publish_duration_seconds", "pod", NS),
+                "s",
+            ),
+        ],
+    ),
+    (
         "Flow",
         [
             Panel(

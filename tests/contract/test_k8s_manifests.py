@@ -452,3 +452,32 @@ def referenced_configs(docs: tuple[dict[str, Any], ...]) -> set[tuple[str, str]]
         if doc["kind"] == "TriggerAuthentication":
             found |= {("Secret", ref["name"]) for ref in doc["spec"].get("secretTargetRef", [])}
     return found
+
+
+def test_ingress_is_autoscaled_probed_on_its_http_port_and_exposes_only_webhooks(
+    docs: tuple[dict[str, Any], ...],
+) -> None:
+    (deployment,) = [d for d in of_kind(docs, "Deployment") if _name(d) == "postcall-ingress"]
+    assert "replicas" not in deployment["spec"], "the HorizontalPodAutoscaler owns the replica count"
+    (hpa,) = [
+        h for h in of_kind(docs, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == _name(deployment)
+    ]
+    assert hpa["spec"]["minReplicas"] >= 2
+    c = container(deployment)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert int(env_of(deployment)["POSTCALL_PORT"]["value"]) == ports["http"]
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "http"}
+    # uvicorn's graceful shutdown is 2 x the publish timeout + 5 s (services/ingress/__main__.py)
+    timeout = float(env_of(deployment)["POSTCALL_PUBLISH_TIMEOUT_SECONDS"]["value"])
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 2 * timeout + 5 + 5
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    mine = [p for p in of_kind(docs, "NetworkPolicy") if _selects(p["spec"]["podSelector"], labels)]
+    ingress_ports = {port["port"] for p in mine for rule in p["spec"].get("ingress", []) for port in rule["ports"]}
+    egress_ports = {port["port"] for p in mine for rule in p["spec"].get("egress", []) for port in rule["ports"]}
+    assert ingress_ports == {8080} and egress_ports == {53, 9092, 9093}
+    assert [b for b in of_kind(docs, "PodDisruptionBudget") if _selects(b["spec"]["selector"], labels)]
+    for route in of_kind(docs, "Ingress"):
+        paths = [p for rule in route["spec"]["rules"] for p in rule["http"]["paths"]]
+        assert [p["path"] for p in paths] == ["/webhooks/"], "never /metrics, /healthz or /openapi.json"
+        assert all(p["backend"]["service"]["name"] == "postcall-ingress" for p in paths)

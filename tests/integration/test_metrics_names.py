@@ -1,10 +1,11 @@
 """The dashboard and the alerts read only metrics the running services really export.
 
 Starts extractor, router and dispatcher as `python -m services.<name>`, the way the Kubernetes
-manifests do, and the query API (on a SQLite store), against a private broker (so that no other
-test's records reach them, nor their outputs another test), scrapes each one's live /metrics over
-HTTP and checks every metric name the dashboard and the alerts use against what they serve. Also the
-probe endpoints the manifests point at, and a clean exit on SIGTERM within the pods' grace period.
+manifests do, the query API (on a SQLite store) and the webhook ingress, against a private broker
+(so that no other test's records reach them, nor their outputs another test), scrapes each one's
+live /metrics over HTTP and checks every metric name the dashboard and the alerts use against what
+they serve. Also the probe endpoints the manifests point at, and a clean exit on SIGTERM within the
+pods' grace period.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ OWN_METRICS = {
     "router": {"postcall_router_flows_total", "postcall_router_config_problems"},
     "dispatcher": {"postcall_deliveries_total", "postcall_destination_disabled", "postcall_ledger_entries"},
     "api": {"postcall_api_requests_total", "postcall_api_request_duration_seconds_bucket"},
+    # every endpoint x outcome series exists from the start (the alerts' first increase)
+    "ingress": {"postcall_ingress_requests_total", "postcall_ingress_request_duration_seconds_bucket"},
 }
 KAFKA_SERVICES = tuple(SERVICES)
 COMMON_METRICS = {"postcall_records_processed_total", "postcall_consumer_lag_records", "postcall_commits_total"}
@@ -49,6 +52,13 @@ class Running:
 def service_env(service: str, kafka: KafkaSettings, port: int, work: Path) -> dict[str, str]:
     if service == "api":
         return {"POSTCALL_API__PORT": str(port), "POSTCALL_DATABASE__URL": f"sqlite:///{work / 'store.db'}"}
+    if service == "ingress":
+        return {
+            "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "POSTCALL_PORT": str(port),
+            "POSTCALL_HOST": "127.0.0.1",
+            "POSTCALL_ENDPOINTS_FILE": str(ROOT / "examples/ingress/endpoints.yaml"),
+        }
     env = {
         "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "POSTCALL_RUNTIME__METRICS_PORT": str(port),
@@ -82,7 +92,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run
     work = tmp_path_factory.mktemp("services")
     try:
         asyncio.run(ensure_topics(kafka, registry(), 1))
-        for service in (*KAFKA_SERVICES, "api"):
+        for service in (*KAFKA_SERVICES, "api", "ingress"):
             port = free_port()
             running[service] = Running(start(f"services.{service}", service_env(service, kafka, port, work)), port)
         deadline = time.monotonic() + 120

@@ -1,0 +1,100 @@
+"""`postcall publish FILE|-`: publish one ConversationEnded, or a vendor's post-call webhook payload
+mapped exactly as the ingress maps it (`--from vapi|retell|elevenlabs`), and wait for the brokers'
+acknowledgement (acks=all). Exit 0 published, 1 not published (Kafka unavailable, or the payload is
+not a finished conversation), 2 a bad file or payload (each problem named)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn
+
+import orjson
+import typer
+
+from schemas.events import ConversationEnded
+from services.cli.options import Bootstrap, kafka_settings
+from services.ingress.platforms import MAPPINGS, Context, Ignored, PayloadError
+from services.ingress.publisher import Published, Publisher, TooLarge, Unavailable, ce_source
+
+Source = Literal["native", "vapi", "retell", "elevenlabs"]
+
+
+def publish(
+    file: Annotated[str, typer.Argument(help="A JSON file, or - for standard input.")],
+    source: Annotated[
+        Source,
+        typer.Option("--from", help="native: a ConversationEnded; vapi, retell, elevenlabs: their webhook body."),
+    ] = "native",
+    account: Annotated[
+        str | None, typer.Option(help="The account (tenant) id; required with --from a vendor, checked for native.")
+    ] = None,
+    account_name: Annotated[str | None, typer.Option(help="The account's display name.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Agent id for a payload that names none.")] = None,
+    bootstrap: Bootstrap = None,
+    timeout: Annotated[float, typer.Option(help="Seconds the brokers get to acknowledge.")] = 10.0,
+) -> None:
+    """Publish one conversation to postcall.conversation-ended.v1 and print where it landed."""
+    raw = sys.stdin.buffer.read() if file == "-" else _read(Path(file))
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        _fail(2, f"{file}: not valid JSON: {exc}")
+    event = _event(payload, source, account, account_name, agent, file)
+    try:
+        done = asyncio.run(_publish(event, source, bootstrap, timeout))
+    except (Unavailable, TooLarge) as exc:
+        _fail(1, f"not published: {exc}")
+    note = " (already published by this process)" if done.duplicate else ""
+    typer.echo(
+        f"published {done.event_id} (conversation {done.conversation_id}) to {done.topic} "
+        f"partition {done.partition} offset {done.offset}{note}"
+    )
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _fail(2, f"cannot read {path}: {exc.strerror}")
+
+
+def _event(
+    payload: object, source: Source, account: str | None, account_name: str | None, agent: str | None, file: str
+) -> ConversationEnded:
+    if source != "native" and not account:
+        _fail(2, f"--account is required with --from {source}: the account is never taken from a vendor payload")
+    if source == "native" and not account:
+        found = payload.get("account") if isinstance(payload, dict) else None
+        account = str(found.get("id", "")) if isinstance(found, dict) else ""
+    ctx = Context(
+        account_id=account or "",
+        account_name=account_name,
+        received_at=datetime.now(UTC),
+        agents={},
+        default_agent_id=agent,
+        publish_on=("call_ended", "call_analyzed"),
+    )
+    try:
+        mapped = MAPPINGS[source](payload, ctx)
+    except PayloadError as exc:
+        _fail(2, f"{file}: the payload cannot be used:\n" + "\n".join(f"  {f}: {p}" for f, p in exc.problems))
+    if isinstance(mapped, Ignored):
+        _fail(1, f"not published: {mapped.reason}")
+    return mapped
+
+
+async def _publish(event: ConversationEnded, source: Source, bootstrap: str | None, timeout: float) -> Published:
+    publisher = Publisher(kafka_settings(bootstrap), timeout_seconds=timeout)
+    await publisher.start()
+    try:
+        return await publisher.publish(event, ce_source(source, event))
+    finally:
+        await publisher.stop()
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)

@@ -1,0 +1,55 @@
+"""Signed vendor webhook requests for the demo, the tests and the benchmark: the bytes and headers each
+platform would send, with the demo endpoints file's public secrets (examples/ingress/endpoints.yaml).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from standardwebhooks import Webhook
+
+from services.ingress.signatures import VapiHmacVerifier, elevenlabs_signature, retell_signature
+
+ROOT = Path(__file__).resolve().parents[2]
+WEBHOOK_EXAMPLES = ROOT / "examples" / "webhooks"
+DEMO_ENDPOINTS = ROOT / "examples" / "ingress" / "endpoints.yaml"
+DEMO_ENDPOINT = "copperline"
+# Public demo values, the endpoints file's demo_default: never use them anywhere real.
+DEMO_SECRETS = {
+    "vapi": "demo-vapi-hmac-secret-4f2a",
+    "retell": "key_demo_retell_0b9c1d2e3f",
+    "elevenlabs": "wsec_demo_elevenlabs_7a6b5c4d",
+    "native": "whsec_C21PUs3I6bfW2xkyUgSJ9NYZAC1sv8tB",
+}
+# The one example per vendor format that `make run` / `make demo` send through the ingress.
+DEMO_WEBHOOKS = (
+    ("vapi", "vapi/phone-inbound-with-analysis.json"),
+    ("retell", "retell/phone-voicemail-analyzed.json"),
+    ("elevenlabs", "elevenlabs/web-with-analysis.json"),
+)
+
+
+def signed_headers(platform: str, body: bytes, secret: str, now: float | None = None) -> dict[str, str]:
+    """The authentication headers `platform` sends with `body` (Vapi: its default HMAC credential)."""
+    moment = time.time() if now is None else now
+    headers = {"content-type": "application/json"}
+    if platform == "vapi":
+        headers |= VapiHmacVerifier([secret]).sign(body, secret, int(moment * 1000))
+    elif platform == "retell":
+        headers["x-retell-signature"] = retell_signature(body, secret, int(moment * 1000))
+    elif platform == "elevenlabs":
+        headers["elevenlabs-signature"] = elevenlabs_signature(body, secret, int(moment))
+    elif platform == "native":
+        message_id = f"msg_{uuid.uuid4().hex}"
+        signature = Webhook(secret).sign(message_id, datetime.fromtimestamp(moment, UTC), body)
+        headers |= {"webhook-id": message_id, "webhook-timestamp": str(int(moment)), "webhook-signature": signature}
+    else:
+        raise ValueError(f"unknown platform {platform!r}")
+    return headers
+
+
+def example(name: str) -> bytes:
+    return (WEBHOOK_EXAMPLES / name).read_bytes()

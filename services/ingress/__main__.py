@@ -1,0 +1,53 @@
+"""`python -m services.ingress`: settings -> endpoints file -> producer -> FastAPI app -> uvicorn.
+
+Exit 2 with `file:line: path: problem` when the endpoints file or a secret it names is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvicorn
+
+from services.common import logging as plog
+from services.common.configfile import ConfigError
+from services.ingress import endpoints as endpoints_file
+from services.ingress.app import create_app
+from services.ingress.publisher import Publisher
+from services.ingress.settings import IngressSettings
+
+log = logging.getLogger("services.ingress")
+
+
+async def main() -> int:
+    settings = IngressSettings()  # endpoints_file from the environment (POSTCALL_ENDPOINTS_FILE)
+    plog.setup("ingress", settings.log_level)
+    try:
+        endpoints = endpoints_file.load(settings.endpoints_file)
+    except ConfigError as exc:
+        print(f"ingress: invalid endpoints file:\n{exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, endpoints, Publisher(settings.kafka, settings.publish_timeout_seconds))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # the JSON root handler set up above
+        access_log=False,  # one JSON line per request comes from the app, with its outcome
+        server_header=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=int(settings.publish_timeout_seconds * 2) + 5,
+    )
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again for the handler that was there
+    # before it: a no-op, so that a drained shutdown exits 0 (what Kubernetes and the tests expect)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    await uvicorn.Server(config).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

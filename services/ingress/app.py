@@ -1,0 +1,207 @@
+"""The HTTP surface: one POST route per platform, health, readiness and metrics (FastAPI on uvicorn).
+
+`create_app(settings, endpoints, publisher)` builds the ASGI app; the wiring (`__main__`) serves it.
+Routes read the raw request stream themselves (no body parsing by the framework: the signature is
+over the exact bytes), bounded by `max_body_bytes` before the body is buffered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.ingress.endpoints import PLATFORMS, Endpoint
+from services.ingress.handler import AcceptedAnswer, Answer, ProblemAnswer, WebhookHandler, refusal
+from services.ingress.metrics import REQUEST_DURATION, REQUESTS, label_endpoints
+from services.ingress.platforms import DOCUMENTED
+from services.ingress.publisher import Publisher
+from services.ingress.settings import IngressSettings
+
+log = logging.getLogger("services.ingress")
+VERSION = "0.1.0"
+TITLE = "postcall ingress"
+DESCRIPTION = (
+    "Receives voice platforms' post-call webhooks (Vapi, Retell, ElevenLabs, or a native ConversationEnded "
+    "signed per Standard Webhooks), verifies them on the raw body, maps them to ConversationEnded v1 and "
+    "answers 2xx only after Kafka acknowledged the record (acks=all)."
+)
+_PLATFORM_DOCS = {
+    "vapi": "Vapi server messages; `end-of-call-report` is published, other message types are acknowledged "
+    "and ignored. Authentication: the endpoint's Vapi HMAC credential (`x-signature`, `x-timestamp`), "
+    "bearer token or legacy `X-Vapi-Secret`.",
+    "retell": "Retell `call_ended` / `call_analyzed` (the endpoint's `publish_on`), calls that never "
+    "connected included. Authentication: `x-retell-signature: v=<ms>,d=<hex>` with the Retell API key.",
+    "elevenlabs": "ElevenLabs `post_call_transcription` and `call_initiation_failure`; `post_call_audio` is "
+    "acknowledged and ignored. Authentication: `ElevenLabs-Signature: t=<s>,v0=<hex>`.",
+    "native": "A ConversationEnded v1 as is, for any other platform. Authentication: Standard Webhooks "
+    "(`webhook-id`, `webhook-timestamp`, `webhook-signature`) or a bearer token.",
+}
+_ERRORS = {
+    400: "The body is not valid UTF-8 or not JSON.",
+    401: "The signature or token is missing, malformed, stale or does not match.",
+    404: "No endpoint of this platform has this name.",
+    413: "The body is over the configured size.",
+    422: "Valid JSON that cannot become a ConversationEnded; `problems` names each field.",
+    503: "Kafka did not acknowledge in time; nothing was published. Retry after `Retry-After` seconds.",
+}
+
+
+def create_app(
+    settings: IngressSettings,
+    endpoints: Mapping[tuple[str, str], Endpoint],
+    publisher: Publisher,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    handler = WebhookHandler(publisher, settings.retry_after_seconds, clock)
+    label_endpoints(list(endpoints))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await publisher.start()
+        log.info("ingress ready", extra={"endpoints": sorted(e.path for e in endpoints.values())})
+        try:
+            yield
+        finally:
+            await publisher.stop()
+
+    app = FastAPI(
+        title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, root_path=settings.root_path
+    )
+    for platform in PLATFORMS:
+        app.add_api_route(
+            f"/webhooks/{platform}/{{endpoint}}",
+            _route(platform, endpoints, handler, settings.max_body_bytes),
+            methods=["POST"],
+            name=f"{platform}_webhook",
+            summary=f"{platform.capitalize()} post-call webhook",
+            description=_PLATFORM_DOCS[platform],
+            tags=["webhooks"],
+            response_model=AcceptedAnswer,
+            responses={status: {"model": ProblemAnswer, "description": text} for status, text in _ERRORS.items()},
+            openapi_extra={"requestBody": _request_body(platform)},
+        )
+    _operations(app, publisher)
+    _errors(app)
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _route(
+    platform: str, endpoints: Mapping[tuple[str, str], Endpoint], handler: WebhookHandler, limit: int
+) -> Callable[[Request, str], Awaitable[Response]]:
+    async def receive(request: Request, endpoint: str) -> Response:
+        started = time.perf_counter()
+        found = endpoints.get((platform, endpoint))
+        if found is None:
+            answer = refusal(404, "not_found", "not_found", f"no {platform} endpoint is named {endpoint[:64]!r}")
+        else:
+            body = await read_body(request, limit)
+            answer = body if isinstance(body, Answer) else await handler.handle(found, request.headers, body)
+        label = endpoint if found is not None else "(unknown)"
+        elapsed = time.perf_counter() - started
+        REQUESTS.labels(platform, label, answer.outcome).inc()
+        REQUEST_DURATION.labels(platform).observe(elapsed)
+        _log(platform, label, answer, elapsed)
+        content = answer.body.model_dump(mode="json", exclude_none=True)
+        return JSONResponse(content, status_code=answer.status, headers=answer.headers)
+
+    return receive
+
+
+async def read_body(request: Request, limit: int) -> bytes | Answer:
+    """The raw body, or a 413 as soon as it is known to be over `limit` (from Content-Length, else while
+    streaming): a 20 MB request is refused after at most `limit` bytes."""
+    too_large = refusal(413, "too_large", "payload_too_large", f"the body is over the {limit}-byte limit")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        return too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _log(platform: str, endpoint: str, answer: Answer, elapsed: float) -> None:
+    body = answer.body
+    extra: dict[str, Any] = {
+        "source": platform,
+        "endpoint": endpoint,
+        "outcome": answer.outcome,
+        "status": answer.status,
+        "ms": round(elapsed * 1000, 1),
+    }
+    if isinstance(body, AcceptedAnswer) and body.event_id:
+        extra |= {"event_id": body.event_id, "conversation_id": body.conversation_id}
+    if answer.detail:
+        extra["detail"] = answer.detail[:300]
+    level = logging.WARNING if answer.status >= 400 else logging.INFO
+    log.log(level, "webhook %s", answer.outcome, extra=extra)
+
+
+def _operations(app: FastAPI, publisher: Publisher) -> None:
+    @app.get("/healthz", tags=["operations"], summary="The process is alive.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Kafka is reachable (a producer is connected and answers a metadata request).",
+        responses={503: {"description": "Kafka is not reachable: webhooks would be answered 503."}},
+    )
+    async def readyz() -> JSONResponse:
+        ok = await publisher.ready()
+        return JSONResponse({"status": "ready" if ok else "kafka unreachable"}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _errors(app: FastAPI) -> None:
+    """Every framework-level refusal is JSON of the same shape as the webhooks' own."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = ProblemAnswer(error=code, message=str(exc.detail))
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        body = ProblemAnswer(error="invalid_request", message="the request does not match the route")
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=422)
+
+
+def _request_body(platform: str) -> dict[str, Any]:
+    name = DOCUMENTED[platform].__name__
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+
+def openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the request bodies' schemas (the routes read raw bytes, so FastAPI does
+    not know them)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    for model in DOCUMENTED.values():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            components.setdefault(name, sub)
+        components[model.__name__] = schema
+    app.openapi_schema = doc
+    return doc

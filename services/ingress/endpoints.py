@@ -1,0 +1,201 @@
+"""The endpoints file: one webhook endpoint per platform account, with the account it publishes for.
+
+    endpoints:
+      - name: acme                     # POST /webhooks/vapi/acme
+        platform: vapi                 # vapi | retell | elevenlabs | native
+        account: {id: acme, name: Acme Corp}
+        secrets:                       # one or two: current first, the previous one while rotating
+          - {secret_env: ACME_VAPI_SECRET}
+          - {secret_file: /var/run/secrets/acme/vapi-previous}
+        auth: hmac                     # vapi: hmac | bearer | x-vapi-secret
+        hmac: {signature_header: x-signature, timestamp_header: x-timestamp}
+
+The account a request belongs to is the endpoint's, never the payload's: a leaked Vapi org id or a
+forged `account` field cannot publish into another tenant. Secrets are read once at start (a missing
+one fails the start) and never logged. `${VAR}` and `${VAR:-default}` are replaced from the environment.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from schemas.agent_checks import Loc
+from services.common.configfile import (
+    ConfigError,
+    SecretRef,
+    Strict,
+    raise_for,
+    read_text,
+    substituted,
+    validation_issues,
+    yaml_mapping,
+)
+from services.ingress.signatures import (
+    ElevenLabsVerifier,
+    RetellVerifier,
+    StandardWebhooksVerifier,
+    TokenVerifier,
+    VapiHmacVerifier,
+    Verifier,
+)
+
+PLATFORMS = ("vapi", "retell", "elevenlabs", "native")
+Platform = Literal["vapi", "retell", "elevenlabs", "native"]
+RetellEvent = Literal["call_ended", "call_analyzed"]
+RETELL_ANALYZED: RetellEvent = "call_analyzed"
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+class AccountRef(Strict):
+    id: str = Field(min_length=1, max_length=256, description="The tenant every event of this endpoint belongs to.")
+    name: str | None = Field(None, description="Shown in templates as account_name.")
+
+
+class AgentAlias(Strict):
+    id: str | None = Field(None, min_length=1, max_length=256, description="The postcall agent id.")
+    name: str | None = Field(None, description="Shown as agent_name (ElevenLabs payloads carry none).")
+
+
+class EndpointBase(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="The last segment of the URL.")
+    account: AccountRef
+    secrets: list[SecretRef] = Field(min_length=1, max_length=2, description="Current first; two while rotating.")
+    agents: dict[str, AgentAlias] = Field(
+        default_factory=dict,
+        description="The platform's agent id -> the agent's id in postcall (its configuration) and name. "
+        "An agent not listed keeps the platform's id.",
+    )
+    default_agent_id: str | None = Field(
+        None, description="Agent id for a payload that names none (a Vapi transient assistant)."
+    )
+
+
+class VapiHmac(Strict):
+    """Vapi's HmacAuthenticationPlan, with Vapi's defaults."""
+
+    algorithm: Literal["sha256", "sha512", "sha1"] = "sha256"
+    signature_header: str = "x-signature"
+    timestamp_header: str = "x-timestamp"
+    payload_format: str = Field("{timestamp}.{body}", description="Placeholders: {timestamp}, {body}.")
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = Field("", description="Signature prefix, e.g. `sha256=`.")
+
+    @field_validator("payload_format")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        unknown = sorted(set(_PLACEHOLDER.findall(value)) - {"timestamp", "body"})
+        if unknown:
+            raise ValueError(f"unsupported placeholder {{{unknown[0]}}} (supported: {{timestamp}}, {{body}})")
+        if value.count("{body}") != 1:
+            raise ValueError("payload_format must contain {body} exactly once")
+        return value
+
+
+class VapiEndpoint(EndpointBase):
+    platform: Literal["vapi"]
+    auth: Literal["hmac", "bearer", "x-vapi-secret"] = Field(
+        "hmac", description="hmac: a Vapi HMAC credential; bearer: `Authorization: Bearer`; x-vapi-secret: legacy."
+    )
+    hmac: VapiHmac = VapiHmac()
+    tolerance_seconds: float = Field(300.0, gt=0, description="Largest age of a signed timestamp.")
+
+
+class RetellEndpoint(EndpointBase):
+    platform: Literal["retell"]
+    publish_on: list[RetellEvent] = Field(
+        default_factory=lambda: [RETELL_ANALYZED],
+        min_length=1,
+        description="call_analyzed carries Retell's analysis and comes for every call, connected or not; "
+        "add call_ended for a faster start (each event is published under its own event id).",
+    )
+    tolerance_seconds: float = Field(300.0, gt=0, description="Retell's own helper allows 5 minutes.")
+
+
+class ElevenLabsEndpoint(EndpointBase):
+    platform: Literal["elevenlabs"]
+    tolerance_seconds: float = Field(1800.0, gt=0, description="ElevenLabs' own helper allows 30 minutes.")
+
+
+class NativeEndpoint(EndpointBase):
+    platform: Literal["native"]
+    auth: Literal["standard-webhooks", "bearer"] = Field(
+        "standard-webhooks", description="standard-webhooks: whsec_ secrets; bearer: `Authorization: Bearer`."
+    )
+
+
+AnyEndpoint = VapiEndpoint | RetellEndpoint | ElevenLabsEndpoint | NativeEndpoint
+
+
+class EndpointsFile(Strict):
+    endpoints: list[Annotated[AnyEndpoint, Field(discriminator="platform")]] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    config: AnyEndpoint
+    verifier: Verifier
+
+    @property
+    def platform(self) -> Platform:
+        return self.config.platform
+
+    @property
+    def path(self) -> str:
+        return f"/webhooks/{self.platform}/{self.config.name}"
+
+
+def verifier(config: AnyEndpoint, secrets: list[str]) -> Verifier:
+    if isinstance(config, VapiEndpoint):
+        if config.auth == "bearer":
+            return TokenVerifier(secrets)
+        if config.auth == "x-vapi-secret":
+            return TokenVerifier(secrets, header="x-vapi-secret", scheme="")
+        return VapiHmacVerifier(secrets, config.tolerance_seconds, **config.hmac.model_dump())
+    if isinstance(config, RetellEndpoint):
+        return RetellVerifier(secrets, config.tolerance_seconds)
+    if isinstance(config, ElevenLabsEndpoint):
+        return ElevenLabsVerifier(secrets, config.tolerance_seconds)
+    if config.auth == "bearer":
+        return TokenVerifier(secrets)
+    try:
+        return StandardWebhooksVerifier(secrets)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not a Standard Webhooks secret (whsec_<base64>): {type(exc).__name__}") from None
+
+
+def parse(text: str, environ: Mapping[str, str], source: str = "<endpoints>") -> dict[tuple[str, str], Endpoint]:
+    """Validate the file and read every secret; keyed by (platform, name). Problems are reported as
+    `file:line: path: message`, with no value from the file or the environment echoed."""
+    tree = yaml_mapping(text, source, "endpoints")
+    issues: list[tuple[Loc, str]] = []
+    data = substituted(tree, environ, issues)
+    parsed: EndpointsFile | None = None
+    try:
+        parsed = EndpointsFile.model_validate(data)
+    except ValidationError as exc:
+        issues += validation_issues(exc, PLATFORMS)
+    out: dict[tuple[str, str], Endpoint] = {}
+    for i, config in enumerate(parsed.endpoints if parsed is not None and not issues else ()):
+        key = (config.platform, config.name)
+        if key in out:
+            issues.append((("endpoints", i, "name"), f"endpoint {config.platform}/{config.name} is defined twice"))
+            continue
+        try:
+            secrets = [ref.reveal(environ, f"endpoint {config.platform}/{config.name}") for ref in config.secrets]
+            out[key] = Endpoint(config, verifier(config, secrets))
+        except (ConfigError, ValueError) as exc:
+            issues.append((("endpoints", i, "secrets"), str(exc)))
+    raise_for(issues, tree, source)
+    return out
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> dict[tuple[str, str], Endpoint]:
+    return parse(read_text(path, "endpoints file"), os.environ if environ is None else environ, str(path))

@@ -1,0 +1,139 @@
+"""One webhook request: raw body -> authenticated -> JSON -> ConversationEnded -> Kafka -> the answer.
+
+Produces `postcall.conversation-ended.v1` (key = conversation_id; CloudEvents headers whose source is
+`/<platform>/<account>`, time the conversation's end, subject the conversation id). Consumes nothing.
+
+| Answer | When |
+|---|---|
+| 200 `published` | the brokers acknowledged the record (acks=all) |
+| 200 `duplicate` | the same event id was already acknowledged (or is in flight) in this process |
+| 200 `ignored` | a well-formed message that is not a finished conversation (so the platform does not retry) |
+| 400 | the body is not UTF-8 or not JSON |
+| 401 | the signature or token is missing, malformed, stale or wrong |
+| 413 | the body is over the configured size |
+| 422 | valid JSON the mapping cannot use; `problems` name each field |
+| 503 + Retry-After | Kafka did not acknowledge in time: nothing was published, the platform should retry |
+
+The signature is checked before anything else reads the body; the body is never re-serialised before
+that, and never logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, Field
+
+from schemas.events import ConversationEnded
+from services.ingress.endpoints import Endpoint, RetellEndpoint
+from services.ingress.platforms import MAPPINGS, Context, Ignored, PayloadError
+from services.ingress.publisher import Publisher, TooLarge, Unavailable, ce_source
+from services.ingress.signatures import Headers, Refused
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="Where in the payload, e.g. message.call.id.")
+    problem: str
+
+
+class ProblemAnswer(BaseModel):
+    """Every refusal: a stable code, a sentence for people, and the fields when the payload is at fault."""
+
+    error: str = Field(description="invalid_signature, invalid_utf8, invalid_json, invalid_payload, ...")
+    message: str
+    problems: list[FieldProblem] | None = None
+
+
+class AcceptedAnswer(BaseModel):
+    status: Literal["published", "duplicate", "ignored"]
+    event_id: str | None = None
+    conversation_id: str | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    reason: str | None = Field(None, description="Why an ignored message is not published.")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    outcome: str  # the metric label and the log's outcome
+    body: BaseModel
+    headers: dict[str, str] = field(default_factory=dict)
+    detail: str | None = None  # for the log line: what was refused, never a secret
+
+
+def refusal(status: int, outcome: str, error: str, message: str, **kwargs: Any) -> Answer:
+    return Answer(status, outcome, ProblemAnswer(error=error, message=message, **kwargs), detail=message)
+
+
+def decode(body: bytes) -> Any | Answer:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return refusal(400, "bad_request", "invalid_utf8", f"the body is not valid UTF-8 (byte {exc.start})")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return refusal(400, "bad_request", "invalid_json", f"the body is not valid JSON: {exc}")
+
+
+def context(endpoint: Endpoint, received_at: datetime) -> Context:
+    config = endpoint.config
+    return Context(
+        account_id=config.account.id,
+        account_name=config.account.name,
+        received_at=received_at,
+        agents={k: (a.id, a.name) for k, a in config.agents.items()},
+        default_agent_id=config.default_agent_id,
+        publish_on=tuple(config.publish_on) if isinstance(config, RetellEndpoint) else (),
+    )
+
+
+class WebhookHandler:
+    def __init__(self, publisher: Publisher, retry_after_seconds: int, clock: Callable[[], float] = time.time) -> None:
+        self.publisher, self.retry_after, self.clock = publisher, retry_after_seconds, clock
+
+    async def handle(self, endpoint: Endpoint, headers: Headers, body: bytes) -> Answer:
+        now = self.clock()
+        try:
+            endpoint.verifier.verify(body, headers, now)
+        except Refused as exc:
+            return refusal(401, "unauthorized", "invalid_signature", str(exc))
+        payload = decode(body)
+        if isinstance(payload, Answer):
+            return payload
+        if not isinstance(payload, dict):
+            return refusal(422, "invalid", "invalid_payload", "the body must be a JSON object")
+        try:
+            mapped = MAPPINGS[endpoint.platform](payload, context(endpoint, datetime.fromtimestamp(now, UTC)))
+        except PayloadError as exc:
+            problems = [FieldProblem(field=f, problem=p) for f, p in exc.problems]
+            return refusal(422, "invalid", "invalid_payload", f"the payload cannot be used: {exc}", problems=problems)
+        if isinstance(mapped, Ignored):
+            return Answer(200, "ignored", AcceptedAnswer(status="ignored", reason=mapped.reason), detail=mapped.reason)
+        return await self._publish(endpoint, mapped)
+
+    async def _publish(self, endpoint: Endpoint, event: ConversationEnded) -> Answer:
+        try:
+            done = await self.publisher.publish(event, ce_source(endpoint.platform, event))
+        except Unavailable as exc:
+            answer = refusal(503, "unavailable", "kafka_unavailable", f"{exc}; nothing was published, retry later")
+            return Answer(503, answer.outcome, answer.body, {"Retry-After": str(self.retry_after)}, answer.detail)
+        except TooLarge as exc:
+            return refusal(413, "too_large", "payload_too_large", str(exc))
+        status: Literal["published", "duplicate"] = "duplicate" if done.duplicate else "published"
+        body = AcceptedAnswer(
+            status=status,
+            event_id=done.event_id,
+            conversation_id=done.conversation_id,
+            topic=done.topic,
+            partition=done.partition,
+            offset=done.offset,
+        )
+        return Answer(200, status, body)

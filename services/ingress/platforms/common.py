@@ -1,0 +1,139 @@
+"""What every platform's mapping shares: its inputs, its two non-event outcomes, and small converters.
+
+A mapping is a pure function `(payload, Context) -> ConversationEnded | Ignored`; it raises
+`PayloadError` naming each field it cannot use. It never sees the request, the secrets or Kafka.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from schemas.end_reasons import EndReason, canonical_end_reason, outcome_class
+from schemas.events import Account, Agent, ConversationEnded, EndReasonInfo
+
+
+class Lenient(BaseModel):
+    """A vendor payload model: only the fields we read; anything else the vendor adds is ignored."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+
+@dataclass(frozen=True)
+class Context:
+    account_id: str
+    account_name: str | None
+    received_at: datetime
+    agents: dict[str, tuple[str | None, str | None]]  # platform agent id -> (postcall id, name)
+    default_agent_id: str | None = None
+    publish_on: tuple[str, ...] = ()  # Retell: the events that become a conversation
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A well-formed message that is not a finished conversation (a status update, an audio webhook):
+    answered 2xx so the platform does not retry it, and not published."""
+
+    reason: str
+
+
+class PayloadError(Exception):
+    """Raised when a payload is valid JSON but cannot become a ConversationEnded (HTTP 422); `problems`
+    are (field path in the payload, what is wrong)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+        self.problems = problems
+
+    @classmethod
+    def of(cls, exc: ValidationError, prefix: str = "", limit: int = 10) -> PayloadError:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False)[:limit]:
+            head = prefix.split(".") if prefix else []
+            path = ".".join(str(p) for p in (*head, *error["loc"]))
+            problems.append((path or "(root)", str(error["msg"])))
+        return cls(problems)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Any, prefix: str = "") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise PayloadError.of(exc, prefix) from None
+
+
+def build(**fields: Any) -> ConversationEnded:
+    """The event, or a PayloadError naming the event field the payload could not fill validly."""
+    try:
+        return ConversationEnded.model_validate(fields)
+    except ValidationError as exc:
+        raise PayloadError.of(exc, "(mapped event)") from None
+
+
+def aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def from_epoch(value: float, unit: float = 1.0) -> datetime:
+    """Unix time in seconds (unit 1) or milliseconds (unit 1000) as an aware UTC datetime."""
+    return datetime.fromtimestamp(value / unit, tz=UTC)
+
+
+def account(ctx: Context) -> Account:
+    return Account(id=ctx.account_id, name=ctx.account_name)
+
+
+def agent(ctx: Context, agent_id: str | None, name: str | None = None, version: object = None, *, field: str) -> Agent:
+    found = agent_id or ctx.default_agent_id
+    if not found:
+        raise PayloadError([(field, "names no agent (set default_agent_id on the endpoint for such calls)")])
+    alias, alias_name = ctx.agents.get(found, (None, None))
+    return Agent(id=alias or found, name=name or alias_name, version=None if version is None else str(version))
+
+
+def end_reason(platform: str, raw: str | None, default: EndReason | None = None) -> EndReasonInfo:
+    canonical = canonical_end_reason(platform, raw)
+    if canonical is EndReason.UNKNOWN and default is not None:
+        canonical = default
+    return EndReasonInfo(canonical=canonical, raw=raw or None, source_platform=platform)
+
+
+def status_for(reason: EndReason) -> str:
+    """completed, not_connected or failed, from the end reason's outcome class."""
+    return {"not_connected": "not_connected", "error": "failed"}.get(outcome_class(reason), "completed")
+
+
+Scalar = str | int | float | bool | None
+
+
+def split_scalars(values: dict[str, Any] | None) -> tuple[dict[str, Scalar], dict[str, Any]]:
+    """(flat scalars for `dynamic_variables`, the nested rest for `metadata`)."""
+    flat: dict[str, Scalar] = {}
+    rest: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        if value is None or isinstance(value, str | int | float | bool):
+            flat[str(key)] = value
+        else:
+            rest[str(key)] = value
+    return flat, rest
+
+
+def times(started: datetime | None, ended: datetime | None, fallback: datetime) -> tuple[datetime, datetime, bool]:
+    """(started_at, ended_at, times_estimated): a call the platform sent no times for (it never
+    connected) starts and ends when it was reported, with a duration of 0."""
+    if ended is None:
+        moment = started or fallback
+        return aware(moment), aware(moment), True
+    if started is None:
+        return aware(ended), aware(ended), True
+    return aware(started), aware(ended), False
+
+
+def dropped_empty(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v not in (None, "", [], {})}

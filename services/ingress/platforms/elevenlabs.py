@@ -1,0 +1,224 @@
+"""ElevenLabs post-call webhooks -> ConversationEnded.
+
+`post_call_transcription` is a finished conversation; `call_initiation_failure` is a call that never
+connected (published with estimated times, its `failure_reason` as the raw end reason, DIAL_FAILED
+when the reason is not one we know); `post_call_audio` and anything else are acknowledged and not
+published. Field names from the elevenlabs SDK (`ConversationHistoryMetadataCommonModel`,
+`ConversationHistoryTwilioPhoneCallModel`, ...). The payload has no agent name: the endpoint's
+`agents` gives it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from schemas.end_reasons import EndReason
+from schemas.events import ConversationEnded, Customer, Message, PlatformAnalysis
+from services.ingress.platforms.common import (
+    Context,
+    Ignored,
+    Lenient,
+    account,
+    agent,
+    build,
+    dropped_empty,
+    end_reason,
+    from_epoch,
+    parse,
+    split_scalars,
+    times,
+)
+
+TRANSCRIPTION = "post_call_transcription"
+INITIATION_FAILURE = "call_initiation_failure"
+_ROLES: dict[str, Literal["agent", "customer"]] = {"agent": "agent", "user": "customer"}
+_STATUS = {"done": "completed", "failed": "failed"}
+_VERDICT = {"success": True, "failure": False}
+
+
+class ElevenLabsPhoneCall(Lenient):
+    direction: Literal["inbound", "outbound"] | None = None
+    agent_number: str | None = None
+    external_number: str | None = None
+
+
+class ElevenLabsMetadata(Lenient):
+    start_time_unix_secs: int | None = Field(None, ge=0)
+    call_duration_secs: float | None = Field(None, ge=0)
+    termination_reason: str | None = None
+    phone_call: ElevenLabsPhoneCall | None = None
+    cost: float | None = None
+    main_language: str | None = None
+    timezone: str | None = None
+
+
+class ElevenLabsTurn(Lenient):
+    role: str
+    message: str | None = None
+    time_in_call_secs: float | None = None
+
+
+class ElevenLabsAnalysis(Lenient):
+    transcript_summary: str | None = None
+    call_successful: str | bool | None = None
+    data_collection_results: dict[str, Any] | None = None
+    evaluation_criteria_results: dict[str, Any] | None = None
+
+
+class ElevenLabsClientData(Lenient):
+    dynamic_variables: dict[str, Any] | None = None
+
+
+class ElevenLabsConversation(Lenient):
+    agent_id: str | None = None
+    agent_name: str | None = None
+    conversation_id: str = Field(min_length=1, max_length=256)
+    status: str | None = None
+    user_id: str | None = None
+    transcript: list[ElevenLabsTurn] = Field(default_factory=list)
+    metadata: ElevenLabsMetadata = ElevenLabsMetadata()
+    analysis: ElevenLabsAnalysis | None = None
+    conversation_initiation_client_data: ElevenLabsClientData | None = None
+
+
+class ElevenLabsInitiationFailure(Lenient):
+    agent_id: str | None = None
+    conversation_id: str = Field(min_length=1, max_length=256)
+    failure_reason: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ElevenLabsEnvelope(Lenient):
+    type: str
+    event_timestamp: int = Field(ge=0)
+    data: dict[str, Any]
+
+
+def natural_key(conversation_id: str, event_timestamp: int) -> str:
+    return f"elevenlabs:{conversation_id}:{event_timestamp}"
+
+
+def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
+    envelope = parse(ElevenLabsEnvelope, payload)
+    if envelope.type == INITIATION_FAILURE:
+        return _initiation_failure(envelope, parse(ElevenLabsInitiationFailure, envelope.data, "data"), ctx)
+    if envelope.type != TRANSCRIPTION:
+        return Ignored(f"ElevenLabs webhook type {envelope.type[:64]!r} is not a finished conversation")
+    conv = parse(ElevenLabsConversation, envelope.data, "data")
+    meta, phone = conv.metadata, conv.metadata.phone_call
+    direction = phone.direction if phone is not None and phone.direction else "inbound"
+    started_at = from_epoch(meta.start_time_unix_secs) if meta.start_time_unix_secs is not None else None
+    ended_at = (
+        from_epoch(meta.start_time_unix_secs + meta.call_duration_secs)
+        if meta.start_time_unix_secs is not None and meta.call_duration_secs is not None
+        else None
+    )
+    reported = from_epoch(envelope.event_timestamp)
+    started, ended, estimated = times(started_at, ended_at, reported)
+    client = conv.conversation_initiation_client_data
+    variables = (client.dynamic_variables if client is not None else None) or {}
+    own, nested = split_scalars({k: v for k, v in variables.items() if not k.startswith("system__")})
+    return build(
+        event_id=natural_key(conv.conversation_id, envelope.event_timestamp),
+        conversation_id=conv.conversation_id,
+        occurred_at=reported,
+        account=account(ctx),
+        agent=agent(ctx, conv.agent_id, conv.agent_name, field="data.agent_id"),
+        channel="phone" if phone is not None else "web",
+        direction=direction,
+        status=_STATUS.get(conv.status or "", conv.status or "completed"),
+        started_at=started,
+        ended_at=ended,
+        times_estimated=estimated,
+        duration_seconds=meta.call_duration_secs,
+        end_reason=end_reason("elevenlabs", meta.termination_reason),
+        customer=Customer(phone_number=phone.external_number if phone else None, contact_id=conv.user_id),
+        to_number=(phone.agent_number if direction == "inbound" else phone.external_number) if phone else None,
+        messages=messages(conv.transcript, meta.call_duration_secs) or None,
+        dynamic_variables=own,
+        metadata=dropped_empty(
+            {
+                "cost": meta.cost,
+                "language": meta.main_language,
+                "timezone": meta.timezone,  # the extractor reads dates in this zone
+                "system_variables": {k: v for k, v in variables.items() if k.startswith("system__")},
+                "variables": nested,
+            }
+        ),
+        platform_analysis=analysis(conv.analysis),
+    )
+
+
+def _initiation_failure(
+    envelope: ElevenLabsEnvelope, failure: ElevenLabsInitiationFailure, ctx: Context
+) -> ConversationEnded:
+    reported = from_epoch(envelope.event_timestamp)
+    body = (failure.metadata or {}).get("body")
+    body = body if isinstance(body, dict) else {}
+    dialled = next((body[k] for k in ("to_number", "To", "to") if isinstance(body.get(k), str)), None)
+    return build(
+        event_id=natural_key(failure.conversation_id, envelope.event_timestamp),
+        conversation_id=failure.conversation_id,
+        occurred_at=reported,
+        account=account(ctx),
+        agent=agent(ctx, failure.agent_id, field="data.agent_id"),
+        channel="phone",
+        direction="outbound",  # only an outbound call can fail to be initiated
+        status="not_connected",
+        started_at=reported,
+        ended_at=reported,
+        times_estimated=True,
+        duration_seconds=0.0,
+        end_reason=end_reason("elevenlabs", failure.failure_reason, default=EndReason.DIAL_FAILED),
+        customer=Customer(phone_number=dialled),
+        to_number=dialled,
+        metadata=dropped_empty({"telephony": (failure.metadata or {}).get("type")}),
+    )
+
+
+def messages(turns: list[ElevenLabsTurn], duration: float | None) -> list[Message]:
+    """user -> customer, agent -> agent; a turn ends where the next one starts (the last at the call's
+    end); turns without text (tool calls) are left out."""
+    out = []
+    for i, turn in enumerate(turns):
+        role = _ROLES.get(turn.role)
+        if role is None or turn.message is None:
+            continue
+        start = turn.time_in_call_secs if turn.time_in_call_secs is not None and turn.time_in_call_secs >= 0 else None
+        later = [t.time_in_call_secs for t in turns[i + 1 :] if t.time_in_call_secs is not None]
+        end = later[0] if later else duration
+        if start is None or end is None or end < start:
+            end = None
+        out.append(Message(role=role, text=turn.message, start_seconds=start, end_seconds=end))
+    return out
+
+
+def analysis(found: ElevenLabsAnalysis | None) -> PlatformAnalysis | None:
+    if found is None:
+        return None
+    results = found.data_collection_results or {}
+    verdict = found.call_successful
+    return PlatformAnalysis(
+        summary=found.transcript_summary or None,
+        successful=verdict if isinstance(verdict, bool) else _VERDICT.get(str(verdict).lower()),
+        data={k: v.get("value") if isinstance(v, dict) else v for k, v in results.items()},
+        details=dropped_empty(
+            {
+                "evaluation_criteria_results": found.evaluation_criteria_results,
+                "data_collection_rationales": {
+                    k: v["rationale"] for k, v in results.items() if isinstance(v, dict) and v.get("rationale")
+                },
+            }
+        ),
+    )
+
+
+class ElevenLabsDocumented(Lenient):
+    """The body ElevenLabs POSTs for `post_call_transcription` (only the fields the ingress reads;
+    `call_initiation_failure` carries `failure_reason` instead of a transcript)."""
+
+    type: Literal["post_call_transcription", "call_initiation_failure", "post_call_audio"]
+    event_timestamp: int
+    data: ElevenLabsConversation

@@ -1,0 +1,176 @@
+"""Retell `call_ended` / `call_analyzed` webhooks -> ConversationEnded.
+
+Field names from retell-sdk (`PhoneCallResponse`, `WebCallResponse`). Some of Retell's docs show
+`event_type` instead of `event`: both are read. Calls that never connected (`not_connected`) come
+through both events too, possibly without timestamps: they are published with estimated times.
+Retell's body has no account id (the endpoint's account is used) and an integer agent version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.events import ConversationEnded, Customer, Message, PlatformAnalysis
+from services.ingress.platforms.common import (
+    Context,
+    Ignored,
+    Lenient,
+    account,
+    agent,
+    build,
+    dropped_empty,
+    end_reason,
+    from_epoch,
+    parse,
+    split_scalars,
+    times,
+)
+
+_ROLES: dict[str, Literal["agent", "customer", "human_agent"]] = {
+    "agent": "agent",
+    "user": "customer",
+    "transfer_target": "human_agent",
+}
+_STATUS = {"ended": "completed", "not_connected": "not_connected", "error": "failed"}
+
+
+class RetellWord(Lenient):
+    start: float | None = None
+    end: float | None = None
+
+
+class RetellUtterance(Lenient):
+    role: str
+    content: str
+    words: list[RetellWord] = Field(default_factory=list)
+
+
+class RetellAnalysis(Lenient):
+    call_summary: str | None = None
+    call_successful: bool | None = None
+    user_sentiment: str | None = None
+    in_voicemail: bool | None = None
+    custom_analysis_data: dict[str, Any] | None = None
+
+
+class RetellCall(Lenient):
+    call_id: str = Field(min_length=1, max_length=256)
+    agent_id: str | None = None
+    agent_name: str | None = None
+    agent_version: int | str | None = None
+    call_type: str | None = None
+    direction: Literal["inbound", "outbound"] | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    call_status: str | None = None
+    start_timestamp: int | None = Field(None, ge=0)
+    end_timestamp: int | None = Field(None, ge=0)
+    duration_ms: int | None = Field(None, ge=0)
+    disconnection_reason: str | None = None
+    transcript_object: list[RetellUtterance] | None = None
+    recording_url: str | None = None
+    public_log_url: str | None = None
+    metadata: dict[str, Any] | None = None
+    retell_llm_dynamic_variables: dict[str, Any] | None = None
+    collected_dynamic_variables: dict[str, Any] | None = None
+    call_analysis: RetellAnalysis | None = None
+    transfer_destination: str | None = None
+
+
+class RetellWebhook(Lenient):
+    event: str
+    call: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _event_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "event" not in data and "event_type" in data:
+            return {**data, "event": data["event_type"]}
+        return data
+
+
+def natural_key(call_id: str, event: str) -> str:
+    return f"retell:{call_id}:{event}"
+
+
+def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
+    hook = parse(RetellWebhook, payload)
+    if hook.event not in ctx.publish_on:
+        return Ignored(f"Retell event {hook.event[:64]!r} is not published (publish_on: {', '.join(ctx.publish_on)})")
+    call = parse(RetellCall, hook.call, "call")
+    web = call.call_type == "web_call"
+    direction = "inbound" if web else call.direction or "inbound"
+    reason = end_reason("retell", call.disconnection_reason)
+    started, ended, estimated = times(
+        from_epoch(call.start_timestamp, 1000) if call.start_timestamp is not None else None,
+        from_epoch(call.end_timestamp, 1000) if call.end_timestamp is not None else None,
+        ctx.received_at,
+    )
+    variables, nested = split_scalars(
+        {**(call.retell_llm_dynamic_variables or {}), **(call.collected_dynamic_variables or {})}
+    )
+    return build(
+        event_id=natural_key(call.call_id, hook.event),
+        conversation_id=call.call_id,
+        occurred_at=ctx.received_at,  # Retell's body carries no event time
+        account=account(ctx),
+        agent=agent(ctx, call.agent_id, call.agent_name, call.agent_version, field="call.agent_id"),
+        channel="web" if web else "phone",
+        direction=direction,
+        status=_STATUS.get(call.call_status or "", call.call_status or "completed"),
+        started_at=started,
+        ended_at=ended,
+        times_estimated=estimated,
+        duration_seconds=call.duration_ms / 1000 if call.duration_ms is not None else (0.0 if estimated else None),
+        end_reason=reason,
+        customer=Customer(phone_number=None if web else call.from_number if direction == "inbound" else call.to_number),
+        to_number=None if web else call.to_number,
+        messages=messages(call.transcript_object or []) or None,
+        recording_url=call.recording_url,
+        conversation_url=call.public_log_url,
+        dynamic_variables=variables,
+        metadata=dropped_empty(
+            {**(call.metadata or {}), "transfer_destination": call.transfer_destination, "variables": nested}
+        ),
+        platform_analysis=analysis(call.call_analysis),
+    )
+
+
+def messages(utterances: list[RetellUtterance]) -> list[Message]:
+    out = []
+    for u in utterances:
+        role = _ROLES.get(u.role)
+        if role is None:
+            continue
+        starts = [w.start for w in u.words if w.start is not None and w.start >= 0]
+        ends = [w.end for w in u.words if w.end is not None and w.end >= 0]
+        out.append(
+            Message(
+                role=role,
+                text=u.content,
+                start_seconds=min(starts) if starts else None,
+                end_seconds=max(ends) if ends else None,
+            )
+        )
+    return out
+
+
+def analysis(found: RetellAnalysis | None) -> PlatformAnalysis | None:
+    if found is None:
+        return None
+    return PlatformAnalysis(
+        summary=found.call_summary or None,
+        successful=found.call_successful,
+        sentiment=found.user_sentiment,
+        data=dict(found.custom_analysis_data or {}),
+        details=dropped_empty({"in_voicemail": found.in_voicemail}),
+    )
+
+
+class RetellDocumented(Lenient):
+    """The body Retell POSTs (only the fields the ingress reads; `event_type` is accepted for `event`)."""
+
+    event: Literal["call_ended", "call_analyzed", "call_started"]
+    call: RetellCall

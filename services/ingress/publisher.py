@@ -1,0 +1,219 @@
+"""Publishing one ConversationEnded and waiting for the brokers' acknowledgement (acks=all).
+
+* One idempotent producer per process, (re)started by a background task: while Kafka is unreachable a
+  request fails at once with `Unavailable` (HTTP 503) instead of queueing behind a connection attempt.
+* The producer's request timeout is the publish timeout, so a record the brokers did not take in time
+  is dropped from the producer's buffer (aiokafka expires the batch) rather than sent later behind the
+  503: the platform's retry publishes it, once. After a failure the producer is replaced, so no stale
+  connection or sequence state outlives an outage.
+* The same event id is published once per process: a request for an event already acknowledged, or
+  in flight, gets that outcome (`duplicate`). Across replicas a duplicate reaches the topic with the
+  same `ce_id`, and action ids (derived from the conversation) keep its side effects single.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import quote
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from schemas import headers as h
+from schemas.events import ConversationEnded
+from schemas.topics import CONVERSATION_ENDED
+from services.common import codec, metrics
+from services.common.kafka import producer
+from services.common.settings import KafkaSettings
+from services.ingress.metrics import PUBLISH_DURATION
+
+log = logging.getLogger(__name__)
+
+
+class Unavailable(Exception):
+    """Raised when Kafka did not acknowledge the record within the publish timeout (HTTP 503)."""
+
+
+class TooLarge(Exception):
+    """Raised when the brokers refuse the record's size (HTTP 413)."""
+
+
+@dataclass(frozen=True)
+class Published:
+    event_id: str
+    conversation_id: str
+    topic: str
+    partition: int
+    offset: int
+    duplicate: bool = False
+
+
+def ce_source(platform: str, event: ConversationEnded) -> str:
+    """`/<platform>/<account>`; a native event names its own platform when it knows it."""
+    if platform == "native" and event.end_reason.source_platform not in ("", "unknown"):
+        platform = event.end_reason.source_platform
+    return f"/{quote(platform, safe='')}/{quote(event.account.id, safe='')}"
+
+
+def cloudevent_headers(event: ConversationEnded, source: str) -> list[tuple[str, bytes]]:
+    """CloudEvents binary mode: the source names platform and account, the time is the conversation's end."""
+    values = {
+        h.CE_ID: event.event_id,
+        h.CE_TYPE: h.CE_TYPES[CONVERSATION_ENDED],
+        h.CE_SOURCE: source,
+        h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE,
+        h.CE_TIME: event.ended_at.isoformat().replace("+00:00", "Z"),
+        h.CONTENT_TYPE: h.JSON_CONTENT_TYPE,
+        h.CE_SUBJECT: event.conversation_id,
+    }
+    return codec.header_list(values)
+
+
+class Publisher:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        timeout_seconds: float = 4.0,
+        topic: str = CONVERSATION_ENDED,
+        remember: int = 50_000,
+        remember_seconds: float = 900.0,
+    ) -> None:
+        self.kafka, self.timeout, self.topic = kafka, timeout_seconds, topic
+        self._remember, self._remember_seconds = remember, remember_seconds
+        self._producer: AIOKafkaProducer | None = None
+        self._wanted = asyncio.Event()  # set when a producer must be (re)started
+        self._up = asyncio.Event()  # set while a started producer is in place
+        self._inflight: dict[str, asyncio.Future[Published]] = {}
+        self._recent: OrderedDict[str, tuple[float, Published]] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._connector: asyncio.Task[None] | None = None
+        self._checked: tuple[float, bool] = (0.0, False)
+
+    async def start(self) -> None:
+        """Start connecting in the background; returns at once (readiness says when Kafka is there)."""
+        self._wanted.set()
+        self._connector = asyncio.create_task(self._connect_forever(), name="ingress-producer")
+        with contextlib.suppress(TimeoutError):  # a reachable broker is ready before the first request
+            await asyncio.wait_for(self._up.wait(), self.timeout)
+
+    async def stop(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self._producer is not None:
+            await self._producer.stop()  # flushes what is still buffered
+            self._producer = None
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.timeout)
+
+    async def _connect_forever(self) -> None:
+        backoff = 0.5
+        while True:
+            await self._wanted.wait()
+            candidate = producer(self.kafka, request_timeout_ms=int(self.timeout * 1000), client_id="postcall-ingress")
+            try:
+                await asyncio.wait_for(candidate.start(), self.timeout)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self._later(candidate.stop())
+                log.warning("kafka not reachable", extra={"error": type(exc).__name__, "retry_in_s": backoff})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._producer, backoff = candidate, 0.5
+            self._wanted.clear()
+            self._up.set()
+            log.info("kafka producer started", extra={"bootstrap": self.kafka.bootstrap_servers})
+
+    def _reset(self, broken: AIOKafkaProducer) -> None:
+        closing = broken.stop
+        if self._producer is not broken:
+            return  # another request already replaced it
+        self._producer = None
+        self._up.clear()
+        self._later(closing())
+        self._wanted.set()
+
+    def _later(self, work: object) -> None:
+        async def run() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(work, self.timeout * 2)  # type: ignore[arg-type]
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def ready(self) -> bool:
+        """Kafka reachable: a producer is running and answered a metadata request (cached 2 s)."""
+        at, ok = self._checked
+        if time.monotonic() - at < 2.0:
+            return ok
+        current = self._producer
+        ok = False
+        if current is not None:
+            try:
+                await asyncio.wait_for(current.client.fetch_all_metadata(), 2.0)
+                ok = bool(current.client.cluster.brokers())
+            except (KafkaError, OSError, TimeoutError):
+                ok = False
+        self._checked = (time.monotonic(), ok)
+        return ok
+
+    async def publish(self, event: ConversationEnded, source: str) -> Published:
+        """Return once the brokers acknowledged the record (or did so for the same event id before)."""
+        self._forget_old()
+        known = self._recent.get(event.event_id)
+        if known is not None:
+            return replace(known[1], duplicate=True)
+        running = self._inflight.get(event.event_id)
+        if running is not None:
+            return replace(await asyncio.shield(running), duplicate=True)
+        future: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
+        self._inflight[event.event_id] = future
+        try:
+            done = await self._send(event, source)
+            future.set_result(done)
+            self._recent[event.event_id] = (time.monotonic(), done)
+            return done
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: a failure nobody else awaited is not an "unretrieved" warning
+            raise
+        finally:
+            del self._inflight[event.event_id]
+
+    async def _send(self, event: ConversationEnded, source: str) -> Published:
+        current = self._producer
+        if current is None:
+            raise Unavailable("Kafka is not reachable")
+        started = time.perf_counter()
+        try:
+            sent = await asyncio.wait_for(self._send_on(current, event, source), self.timeout * 2 + 1)
+        except MessageSizeTooLargeError as exc:
+            raise TooLarge(f"the event is too large for the topic ({type(exc).__name__})") from None
+        except (KafkaError, TimeoutError) as exc:
+            self._reset(current)
+            raise Unavailable(f"Kafka did not acknowledge the record ({type(exc).__name__})") from None
+        PUBLISH_DURATION.observe(time.perf_counter() - started)
+        metrics.RECORDS_PRODUCED.labels("ingress", self.topic).inc()
+        return Published(event.event_id, event.conversation_id, self.topic, sent.partition, sent.offset)
+
+    async def _send_on(self, current: AIOKafkaProducer, event: ConversationEnded, source: str) -> Any:
+        future = await current.send(
+            self.topic,
+            codec.encode(event),
+            key=event.conversation_id.encode(),
+            headers=cloudevent_headers(event, source),
+        )
+        return await future
+
+    def _forget_old(self) -> None:
+        horizon = time.monotonic() - self._remember_seconds
+        while self._recent and (len(self._recent) > self._remember or next(iter(self._recent.values()))[0] < horizon):
+            self._recent.popitem(last=False)

@@ -1,0 +1,205 @@
+"""Who may publish: each vendor's request authentication, checked on the raw body bytes.
+
+Every check is constant-time (`hmac.compare_digest`), bounds the age of a signed timestamp in both
+directions (a replayed old request and a clock far ahead are both refused), and accepts either of an
+endpoint's secrets (current and previous, for rotation). A failure raises `Refused` with a reason that
+names what is wrong and never a secret or an expected signature.
+
+| Scheme | Header | Signed bytes |
+|---|---|---|
+| Vapi HMAC credential | `x-signature` (+ `x-timestamp`) | `payload_format`, default `{timestamp}.{body}` |
+| Vapi bearer / legacy | `Authorization: Bearer <token>` / `X-Vapi-Secret: <token>` | nothing (a shared token) |
+| Retell | `x-retell-signature: v=<ms>,d=<hex>` | body + timestamp |
+| ElevenLabs | `ElevenLabs-Signature: t=<s>,v0=<hex>` | `t.` + body |
+| Standard Webhooks | `webhook-id`, `-timestamp`, `-signature` | `id.timestamp.` + body (`standardwebhooks`) |
+
+The vendors' own helpers (retell-sdk, elevenlabs, standardwebhooks) sign and verify the same bytes:
+tests/unit/ingress/test_signatures.py proves it both ways. docs/adr/0002 says why the Retell and
+ElevenLabs checks are ours and not the SDKs' at run time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from standardwebhooks import Webhook, WebhookVerificationError
+
+Headers = Mapping[str, str]  # lower-case names (Starlette's Headers are case-insensitive too)
+
+_RETELL = re.compile(r"v=(\d{1,16}),d=([0-9a-fA-F]{64})")
+_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512, "sha1": hashlib.sha1}
+
+
+class Refused(Exception):
+    """Raised when a request's authentication is missing, malformed, stale or wrong (HTTP 401)."""
+
+
+class Verifier(Protocol):
+    def verify(self, body: bytes, headers: Headers, now: float) -> None:
+        """Return when the request is authentic; raise Refused otherwise. `now` is Unix seconds."""
+
+
+def _header(headers: Headers, name: str) -> str:
+    value = headers.get(name.lower())
+    if not value:
+        raise Refused(f"missing {name} header")
+    return value
+
+
+def _fresh(timestamp: float, now: float, tolerance: float, name: str) -> None:
+    if abs(now - timestamp) > tolerance:
+        raise Refused(f"{name} is {abs(now - timestamp):.0f} s from now, over the {tolerance:.0f} s tolerance")
+
+
+def _any_matches(candidates: Sequence[bytes], given: bytes) -> bool:
+    # every secret is tried: the time taken does not tell which one matched
+    return sum(hmac.compare_digest(c, given) for c in candidates) > 0
+
+
+def _hmac(secret: str, message: bytes, digest: str = "sha256") -> bytes:
+    return hmac.new(secret.encode(), message, _HASHES[digest]).digest()
+
+
+@dataclass(frozen=True)
+class RetellVerifier:
+    """`x-retell-signature: v=<unix ms>,d=<hex HMAC-SHA256(api key, body + ms)>` (retell-sdk webhook_auth)."""
+
+    secrets: Sequence[str]
+    tolerance_seconds: float = 300.0
+
+    def verify(self, body: bytes, headers: Headers, now: float) -> None:
+        found = _RETELL.fullmatch(_header(headers, "x-retell-signature").strip())
+        if found is None:
+            raise Refused("x-retell-signature is not of the form v=<unix ms>,d=<64 hex digits>")
+        stamp, digest = found.group(1), bytes.fromhex(found.group(2))
+        _fresh(int(stamp) / 1000, now, self.tolerance_seconds, "x-retell-signature timestamp")
+        if not _any_matches([_hmac(s, body + stamp.encode()) for s in self.secrets], digest):
+            raise Refused("x-retell-signature does not match the body")
+
+
+def retell_signature(body: bytes, secret: str, timestamp_ms: int) -> str:
+    return f"v={timestamp_ms},d={_hmac(secret, body + str(timestamp_ms).encode()).hex()}"
+
+
+@dataclass(frozen=True)
+class ElevenLabsVerifier:
+    """`ElevenLabs-Signature: t=<unix s>,v0=<hex HMAC-SHA256(secret, "t." + body)>`; 30 minutes by
+    default, as ElevenLabs' own helper allows (its retries are byte-identical, re-signed)."""
+
+    secrets: Sequence[str]
+    tolerance_seconds: float = 1800.0
+
+    def verify(self, body: bytes, headers: Headers, now: float) -> None:
+        stamp, given = "", []
+        for part in _header(headers, "ElevenLabs-Signature").split(","):
+            name, _, value = part.strip().partition("=")
+            if name == "t":
+                stamp = value
+            elif name == "v0":
+                given.append(value)
+        if not stamp.isdigit() or len(stamp) > 12 or not given:
+            raise Refused("ElevenLabs-Signature is not of the form t=<unix seconds>,v0=<hex>")
+        _fresh(int(stamp), now, self.tolerance_seconds, "ElevenLabs-Signature timestamp")
+        expected = [_hmac(s, stamp.encode() + b"." + body).hex().encode() for s in self.secrets]
+        if not any(_any_matches(expected, g.strip().lower().encode()) for g in given):
+            raise Refused("ElevenLabs-Signature does not match the body")
+
+
+def elevenlabs_signature(body: bytes, secret: str, timestamp: int) -> str:
+    return f"t={timestamp},v0={_hmac(secret, str(timestamp).encode() + b'.' + body).hex()}"
+
+
+@dataclass(frozen=True)
+class VapiHmacVerifier:
+    """A Vapi HMAC credential (`HmacAuthenticationPlan`): the header names, payload format, algorithm,
+    encoding and prefix are the credential's, with Vapi's defaults. The timestamp may be in seconds or
+    milliseconds (Vapi does not document which); without `{timestamp}` in the format there is no
+    replay protection, which the endpoints file says."""
+
+    secrets: Sequence[str]
+    tolerance_seconds: float = 300.0
+    algorithm: Literal["sha256", "sha512", "sha1"] = "sha256"
+    signature_header: str = "x-signature"
+    timestamp_header: str = "x-timestamp"
+    payload_format: str = "{timestamp}.{body}"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+
+    def verify(self, body: bytes, headers: Headers, now: float) -> None:
+        given = self._given(_header(headers, self.signature_header))
+        message = self.payload_format.encode()
+        if b"{timestamp}" in message:
+            stamp = _header(headers, self.timestamp_header).strip()
+            if not stamp.isdigit() or len(stamp) > 16:
+                raise Refused(f"{self.timestamp_header} is not a Unix timestamp")
+            seconds = int(stamp) / 1000 if len(stamp) > 11 else int(stamp)
+            _fresh(seconds, now, self.tolerance_seconds, self.timestamp_header)
+            message = message.replace(b"{timestamp}", stamp.encode())
+        head, _, tail = message.partition(b"{body}")
+        signed = head + body + tail
+        if not _any_matches([_hmac(s, signed, self.algorithm) for s in self.secrets], given):
+            raise Refused(f"{self.signature_header} does not match the body")
+
+    def _given(self, value: str) -> bytes:
+        value = value.strip()
+        if self.prefix and value.startswith(self.prefix):
+            value = value[len(self.prefix) :]
+        try:
+            return bytes.fromhex(value) if self.encoding == "hex" else base64.b64decode(value, validate=True)
+        except (ValueError, binascii.Error):
+            raise Refused(f"{self.signature_header} is not {self.encoding}") from None
+
+    def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
+        """The headers Vapi would send (tests, `make demo`)."""
+        head, _, tail = self.payload_format.replace("{timestamp}", str(timestamp)).encode().partition(b"{body}")
+        digest = _hmac(secret, head + body + tail, self.algorithm)
+        value = digest.hex() if self.encoding == "hex" else base64.b64encode(digest).decode()
+        return {self.signature_header: self.prefix + value, self.timestamp_header: str(timestamp)}
+
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    """A shared token in a header: Vapi's bearer credential (`Authorization: Bearer`), its legacy
+    `X-Vapi-Secret`, or a bearer token on the native endpoint. No replay protection: prefer HMAC."""
+
+    secrets: Sequence[str]
+    header: str = "authorization"
+    scheme: str = "Bearer"
+
+    def verify(self, body: bytes, headers: Headers, now: float) -> None:
+        value = _header(headers, self.header).strip()
+        if self.scheme:
+            scheme, _, value = value.partition(" ")
+            if scheme.lower() != self.scheme.lower():
+                raise Refused(f"{self.header} is not `{self.scheme} <token>`")
+        if not _any_matches([s.encode() for s in self.secrets], value.strip().encode()):
+            raise Refused(f"{self.header} does not hold a valid token")
+
+
+class StandardWebhooksVerifier:
+    """Standard Webhooks (`whsec_` secrets), verified by the `standardwebhooks` package itself; its
+    tolerance is the specification's 5 minutes (on its own clock)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self._hooks = [Webhook(s) for s in secrets]  # a secret that is not base64 fails here, at start
+
+    def verify(self, body: bytes, headers: Headers, now: float) -> None:
+        wanted = {name: headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+        missing = [name for name, value in wanted.items() if not value]
+        if missing:
+            raise Refused(f"missing {', '.join(missing)} header")
+        reasons = []
+        for hook in self._hooks:
+            try:
+                hook.verify(body, wanted, json_parse=False)
+                return
+            except WebhookVerificationError as exc:
+                reasons.append(str(exc))
+        raise Refused(f"webhook-signature: {reasons[0].lower()}")

@@ -1,0 +1,181 @@
+"""The HTTP answers of the ingress, in process (httpx's ASGI transport; Kafka replaced by a recording
+publisher). The same requests over real HTTP to a real broker: tests/integration/ingress/."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from schemas.events import ConversationEnded
+from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
+from services.ingress import endpoints as endpoints_file
+from services.ingress.app import create_app
+from services.ingress.publisher import Published, Publisher, Unavailable
+from services.ingress.settings import IngressSettings
+
+
+class RecordingPublisher(Publisher):
+    def __init__(self) -> None:
+        super().__init__(IngressSettings(endpoints_file=DEMO_ENDPOINTS).kafka)
+        self.sent: list[tuple[ConversationEnded, str]] = []
+        self.down = False
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def ready(self) -> bool:
+        return not self.down
+
+    async def _send(self, event: ConversationEnded, source: str) -> Published:
+        if self.down:
+            raise Unavailable("Kafka is not reachable")
+        self.sent.append((event, source))
+        return Published(event.event_id, event.conversation_id, "postcall.conversation-ended.v1", 0, len(self.sent))
+
+
+@pytest.fixture
+def publisher() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+async def client(publisher: RecordingPublisher) -> AsyncIterator[httpx.AsyncClient]:
+    settings = IngressSettings(endpoints_file=DEMO_ENDPOINTS, max_body_bytes=64 * 1024)
+    app = create_app(settings, endpoints_file.load(Path(DEMO_ENDPOINTS), {}), publisher)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as c:
+        yield c
+
+
+async def post(client: httpx.AsyncClient, platform: str, body: bytes, **headers: str) -> httpx.Response:
+    signed = signed_headers(platform, body, DEMO_SECRETS[platform])
+    return await client.post(f"/webhooks/{platform}/copperline", content=body, headers={**signed, **headers})
+
+
+@pytest.mark.parametrize(
+    ("platform", "name"),
+    [
+        ("vapi", "vapi/phone-inbound-with-analysis.json"),
+        ("retell", "retell/phone-voicemail-analyzed.json"),
+        ("elevenlabs", "elevenlabs/web-with-analysis.json"),
+        ("native", "../conversations/0004-sales-voicemail.json"),
+    ],
+)
+async def test_a_signed_webhook_is_published_and_answered_with_its_event_id(
+    client: httpx.AsyncClient, publisher: RecordingPublisher, platform: str, name: str
+) -> None:
+    answer = await post(client, platform, example(name))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    (event, source), = publisher.sent  # fmt: skip
+    assert body == {
+        "status": "published",
+        "event_id": event.event_id,
+        "conversation_id": event.conversation_id,
+        "topic": "postcall.conversation-ended.v1",
+        "partition": 0,
+        "offset": 1,
+    }
+    assert source == f"/{platform if platform != 'native' else 'vapi'}/acct-copperline"
+    assert event.account.id == "acct-copperline"
+
+
+async def test_the_same_event_twice_is_published_once(client: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    first = await post(client, "retell", example("retell/phone-voicemail-analyzed.json"))
+    again = await post(client, "retell", example("retell/phone-voicemail-analyzed.json"))
+    assert (first.json()["status"], again.json()["status"]) == ("published", "duplicate")
+    assert again.json()["event_id"] == first.json()["event_id"] and len(publisher.sent) == 1
+
+
+async def test_a_bad_signature_is_401_naming_the_problem(client: httpx.AsyncClient) -> None:
+    body = example("vapi/phone-inbound-with-analysis.json")
+    answer = await post(client, "vapi", body, **{"x-signature": "00" * 32})
+    assert answer.status_code == 401
+    assert answer.json() == {"error": "invalid_signature", "message": "x-signature does not match the body"}
+    raw_header = {b"x-retell-signature": b"v=\xff\xfe,d=<script>"}
+    garbage = await client.post("/webhooks/retell/copperline", content=body, headers=raw_header)
+    assert garbage.status_code == 401 and "not of the form" in garbage.json()["message"]
+    unsigned = await client.post("/webhooks/elevenlabs/copperline", content=body)
+    assert unsigned.status_code == 401 and unsigned.json()["message"] == "missing ElevenLabs-Signature header"
+
+
+async def test_a_replayed_old_request_is_refused(client: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    body = example("retell/phone-voicemail-analyzed.json")
+    old = signed_headers("retell", body, DEMO_SECRETS["retell"], now=time.time() - 3600)
+    answer = await client.post("/webhooks/retell/copperline", content=body, headers=old)
+    assert answer.status_code == 401 and "tolerance" in answer.json()["message"] and not publisher.sent
+
+
+async def test_invalid_utf8_and_invalid_json_are_400(client: httpx.AsyncClient) -> None:
+    bad_utf8 = await post(client, "retell", b'{"event": "call_ended", "call": {"call_id": "\xff\xfe"}}')
+    assert bad_utf8.status_code == 400 and bad_utf8.json()["error"] == "invalid_utf8"
+    assert "byte 45" in bad_utf8.json()["message"]
+    bad_json = await post(client, "retell", b'{"event": "call_ended", ')
+    assert bad_json.status_code == 400 and bad_json.json()["error"] == "invalid_json"
+    not_object = await post(client, "retell", b"[1, 2]")
+    assert not_object.status_code == 422 and not_object.json()["message"] == "the body must be a JSON object"
+
+
+async def test_a_payload_that_cannot_be_mapped_is_422_naming_each_field(client: httpx.AsyncClient) -> None:
+    body = b'{"message": {"type": "end-of-call-report", "call": {"startedAt": "not a time"}}}'
+    answer = await post(client, "vapi", body)
+    assert answer.status_code == 422
+    problems = {p["field"] for p in answer.json()["problems"]}
+    assert problems == {"message.call.id", "message.call.startedAt"}
+
+
+async def test_a_message_that_is_not_a_finished_call_is_acknowledged_and_not_published(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    answer = await post(client, "vapi", example("vapi/status-update.json"))
+    assert answer.status_code == 200 and answer.json()["status"] == "ignored" and not publisher.sent
+
+
+async def test_over_the_size_limit_is_413_from_content_length_or_while_streaming(client: httpx.AsyncClient) -> None:
+    big = b'{"pad": "' + b"x" * (70 * 1024) + b'"}'
+    declared = await post(client, "retell", big)
+    assert declared.status_code == 413 and declared.json()["error"] == "payload_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 8192
+
+    streamed = await client.post("/webhooks/retell/copperline", content=chunks())
+    assert streamed.status_code == 413
+
+
+async def test_kafka_down_is_503_with_retry_after_then_accepted(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    publisher.down = True
+    body = example("elevenlabs/web-with-analysis.json")
+    answer = await post(client, "elevenlabs", body)
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+    assert answer.json()["error"] == "kafka_unavailable" and "nothing was published" in answer.json()["message"]
+    assert (await client.get("/readyz")).status_code == 503
+    publisher.down = False
+    assert (await post(client, "elevenlabs", body)).json()["status"] == "published"
+    assert len(publisher.sent) == 1 and (await client.get("/readyz")).status_code == 200
+
+
+async def test_unknown_endpoint_and_method_are_json(client: httpx.AsyncClient) -> None:
+    unknown = await client.post("/webhooks/vapi/nobody", content=b"{}")
+    assert unknown.status_code == 404 and unknown.json()["message"] == "no vapi endpoint is named 'nobody'"
+    elsewhere = await client.get("/nothing-here")
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"] == "not_found"
+    wrong_method = await client.get("/webhooks/vapi/copperline")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
+
+
+async def test_metrics_count_requests_by_source_and_outcome(client: httpx.AsyncClient) -> None:
+    await post(client, "vapi", example("vapi/status-update.json"))
+    text = (await client.get("/metrics")).text
+    assert 'postcall_ingress_requests_total{endpoint="copperline",outcome="ignored",source="vapi"}' in text
+    assert "postcall_ingress_request_duration_seconds_bucket" in text
+    assert (await client.get("/healthz")).json() == {"status": "ok"}

@@ -1,0 +1,224 @@
+"""Vendor payloads (examples/webhooks/, built from the vendors' documented examples) -> ConversationEnded:
+phone and web calls, calls that never connected, with and without the platform's analysis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas.end_reasons import EndReason
+from schemas.events import ConversationEnded
+from services.devkit.webhooks import example
+from services.ingress.platforms import MAPPINGS, Context, Ignored, PayloadError
+
+RECEIVED = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
+CTX = Context(
+    account_id="acct-copperline",
+    account_name="Copperline",
+    received_at=RECEIVED,
+    agents={
+        "5d0e3c2a-91f4-4b7e-a6d8-3c1f9e2b7a40": ("support-line", "Copperline Support Assistant"),
+        "agent_7101k2x5m9fjv3q8a0e6r4t1yz": ("support-line", "Support (ElevenLabs)"),
+    },
+    publish_on=("call_analyzed", "call_ended"),
+)
+
+
+def mapped(platform: str, name: str, ctx: Context = CTX) -> ConversationEnded:
+    out = MAPPINGS[platform](orjson.loads(example(name)), ctx)
+    assert isinstance(out, ConversationEnded), out
+    # what is published is valid against the published contract, field for field
+    assert ConversationEnded.model_validate_json(out.model_dump_json()) == out
+    return out
+
+
+def test_vapi_inbound_phone_call_with_analysis() -> None:
+    e = mapped("vapi", "vapi/phone-inbound-with-analysis.json")
+    assert e.event_id == "vapi:8c2f4a1e-3b7d-4f0e-9a61-5d2c7e9b1a04:end-of-call-report"
+    assert (e.conversation_id, e.account.id, e.agent.id, e.agent.name) == (
+        "8c2f4a1e-3b7d-4f0e-9a61-5d2c7e9b1a04",
+        "acct-copperline",
+        "support-line",
+        "Copperline Support Assistant",
+    )
+    assert (e.channel, e.direction, e.status, e.times_estimated) == ("phone", "inbound", "completed", False)
+    assert e.end_reason.canonical is EndReason.CUSTOMER_HANGUP and e.end_reason.raw == "customer-ended-call"
+    assert e.started_at == datetime(2026, 3, 3, 16, 4, 11, 120000, tzinfo=UTC)
+    assert e.occurred_at == datetime.fromtimestamp(1772553972, UTC)
+    assert (e.customer.phone_number, e.customer.name, e.customer.contact_id) == (
+        "+13125550177",
+        "Priya Raman",
+        "crm-contact-20931",
+    )
+    assert e.to_number == "+13125550100"
+    assert e.messages is not None
+    assert [m.role for m in e.messages] == ["agent", "customer", "agent", "customer", "tool", "agent", "customer"]
+    assert (e.messages[0].start_seconds, e.messages[0].end_seconds) == (1.2, pytest.approx(6.78))
+    assert e.recording_url is not None and e.recording_url.endswith("-mono.wav")
+    assert e.conversation_url is not None and e.conversation_url.startswith("https://calllogs.vapi.ai/")
+    assert e.dynamic_variables == {"account_number": "CL-447201", "open_case_id": "CASE-88214", "tier": "gold"}
+    assert e.platform_analysis is not None
+    assert e.platform_analysis.successful is True and e.platform_analysis.summary
+    assert e.platform_analysis.data == {"issue_category": "billing", "resolved": True, "billing_email_changed": True}
+    assert e.metadata["vapi_org_id"] == "6b1f0c3e-2a4d-4c8e-b7f5-0e9d3a2c1b7f"
+
+
+def test_vapi_web_call_is_inbound_on_the_web_channel_without_analysis() -> None:
+    e = mapped("vapi", "vapi/web-call-no-analysis.json")
+    assert (e.channel, e.direction, e.to_number, e.customer.phone_number) == ("web", "inbound", None, None)
+    assert e.platform_analysis is None and e.end_reason.canonical is EndReason.AGENT_HANGUP
+    assert e.agent.id == "support-line"  # the endpoint's alias of the assistant id
+
+
+def test_vapi_call_that_never_connected_has_estimated_times() -> None:
+    e = mapped("vapi", "vapi/not-connected.json")
+    assert e.end_reason.canonical is EndReason.NO_ANSWER and e.status == "not_connected"
+    assert e.times_estimated and e.started_at == e.ended_at == datetime.fromtimestamp(1772726455, UTC)
+    assert e.duration == 0 and e.messages is None and e.platform_analysis is None
+    assert (e.direction, e.to_number) == ("outbound", "+14155550123")
+    assert e.agent.id == "9b2e7f10-3c4d-4a5b-8e6f-7a1b2c3d4e5f"  # not aliased: the platform's id is kept
+
+
+def test_vapi_messages_other_than_the_report_are_ignored() -> None:
+    out = MAPPINGS["vapi"](orjson.loads(example("vapi/status-update.json")), CTX)
+    assert isinstance(out, Ignored) and "status-update" in out.reason
+
+
+def test_retell_phone_call_analyzed_with_analysis_and_integer_agent_version() -> None:
+    e = mapped("retell", "retell/phone-voicemail-analyzed.json")
+    assert e.event_id == "retell:Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6:call_analyzed"
+    assert (e.agent.id, e.agent.name, e.agent.version) == (
+        "oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD",
+        "Copperline Sales Assistant",
+        "7",
+    )
+    assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == (
+        "phone",
+        "outbound",
+        "+16305550164",
+        "+16305550164",
+    )
+    assert e.end_reason.canonical is EndReason.VOICEMAIL and e.duration_seconds == 31.0
+    assert e.started_at == datetime.fromtimestamp(1772812800, UTC) and not e.times_estimated
+    assert e.messages is not None and [(m.role, m.start_seconds, m.end_seconds) for m in e.messages] == [
+        ("customer", 0.71, 4.81),
+        ("agent", 6.02, 18.44),
+    ]
+    assert e.dynamic_variables == {
+        "customer_name": "Luis Ortega",
+        "lead_source": "webinar",
+        "last_node_name": "leave_voicemail",
+    }
+    assert e.conversation_url is not None and e.conversation_url.endswith("public.log")
+    assert e.metadata["campaign"] == "spring-webinar-2026"
+    pa = e.platform_analysis
+    assert pa is not None and (pa.successful, pa.sentiment, pa.details) == (False, "Neutral", {"in_voicemail": True})
+    assert pa.data == {"interest_level": "none", "follow_up_required": True}
+
+
+def test_retell_web_call_accepts_event_type_and_has_no_analysis() -> None:
+    e = mapped("retell", "retell/web-call-ended.json")
+    assert e.event_id == "retell:Wk3pQ8xRz1mN5vB7cT2yL9dF4hJ6sA0e:call_ended"
+    assert (e.channel, e.direction, e.customer.phone_number, e.platform_analysis) == ("web", "inbound", None, None)
+    assert e.end_reason.canonical is EndReason.CUSTOMER_HANGUP and e.agent.version == "3"
+
+
+def test_retell_call_that_never_connected_without_timestamps_is_published_not_dropped() -> None:
+    e = mapped("retell", "retell/not-connected-analyzed.json")
+    assert e.status == "not_connected" and e.end_reason.canonical is EndReason.NO_ANSWER
+    assert e.times_estimated and e.started_at == e.ended_at == RECEIVED and e.duration == 0
+    assert e.customer.phone_number == "+17735550190" and e.messages is None
+
+
+def test_retell_events_not_published_on_are_ignored() -> None:
+    ctx = Context("a", None, RECEIVED, {}, publish_on=("call_analyzed",))
+    out = MAPPINGS["retell"](orjson.loads(example("retell/web-call-ended.json")), ctx)
+    assert isinstance(out, Ignored) and "call_ended" in out.reason
+    started = {"event": "call_started", "call": {"call_id": "x"}}
+    assert isinstance(MAPPINGS["retell"](started, ctx), Ignored)
+
+
+def test_elevenlabs_web_conversation_with_analysis() -> None:
+    e = mapped("elevenlabs", "elevenlabs/web-with-analysis.json")
+    assert e.event_id == "elevenlabs:conv_2201k2x6a3b4c5d6e7f8g9h0jk:1772985660"
+    assert (e.agent.id, e.agent.name) == ("support-line", "Support (ElevenLabs)")
+    assert (e.channel, e.direction, e.status) == ("web", "inbound", "completed")
+    assert e.started_at == datetime.fromtimestamp(1772985600, UTC)
+    assert e.ended_at == datetime.fromtimestamp(1772985622, UTC) and e.duration_seconds == 22
+    assert e.end_reason.canonical is EndReason.CUSTOMER_HANGUP
+    assert e.end_reason.raw == "Remote party ended the conversation"
+    assert e.messages is not None and [(m.role, m.start_seconds, m.end_seconds) for m in e.messages] == [
+        ("agent", 0, 5),
+        ("customer", 5, 9),
+        ("agent", 11, 17),
+        ("customer", 17, 22),
+    ]
+    assert e.customer.contact_id == "crm-contact-31577"
+    assert e.dynamic_variables == {"account_number": "CL-390114"}
+    assert e.metadata["timezone"] == "America/Chicago" and "system__time_utc" in e.metadata["system_variables"]
+    pa = e.platform_analysis
+    assert pa is not None and pa.successful is True and pa.data == {"issue_category": "technical"}
+    assert pa.details["data_collection_rationales"]["issue_category"].startswith("The caller")
+
+
+def test_elevenlabs_outbound_phone_call_without_analysis() -> None:
+    e = mapped("elevenlabs", "elevenlabs/phone-outbound-no-analysis.json")
+    assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == (
+        "phone",
+        "outbound",
+        "+12245550133",
+        "+12245550133",
+    )
+    assert e.end_reason.canonical is EndReason.AGENT_HANGUP and e.platform_analysis is None
+
+
+def test_elevenlabs_call_initiation_failure_is_a_call_that_never_connected() -> None:
+    e = mapped("elevenlabs", "elevenlabs/call-initiation-failure.json")
+    assert (e.status, e.direction, e.times_estimated, e.duration) == ("not_connected", "outbound", True, 0)
+    assert e.end_reason.canonical is EndReason.BUSY and e.end_reason.raw == "busy"
+    assert e.customer.phone_number == "+15125550147"
+    unknown = orjson.loads(example("elevenlabs/call-initiation-failure.json"))
+    unknown["data"]["failure_reason"] = "unknown"
+    out = MAPPINGS["elevenlabs"](unknown, CTX)
+    assert isinstance(out, ConversationEnded) and out.end_reason.canonical is EndReason.DIAL_FAILED
+
+
+def test_elevenlabs_audio_webhook_is_ignored() -> None:
+    assert isinstance(MAPPINGS["elevenlabs"](orjson.loads(example("elevenlabs/post-call-audio.json")), CTX), Ignored)
+
+
+@pytest.mark.parametrize(
+    ("platform", "payload", "field"),
+    [
+        ("vapi", {"message": {"type": "end-of-call-report", "call": {}}}, "message.call.id"),
+        ("vapi", {"nothing": 1}, "message"),
+        ("vapi", {"message": {"type": "end-of-call-report", "call": {"id": "c"}}}, "message.call.assistantId"),
+        (
+            "retell",
+            {"event": "call_analyzed", "call": {"call_id": "c", "start_timestamp": "soon"}},
+            "call.start_timestamp",
+        ),
+        ("retell", {"event": "call_ended"}, "call"),
+        ("elevenlabs", {"type": "post_call_transcription", "data": {}}, "event_timestamp"),
+        ("elevenlabs", {"type": "post_call_transcription", "event_timestamp": 1, "data": {}}, "data.conversation_id"),
+        ("native", {"event_id": "e"}, "conversation_id"),
+    ],
+)
+def test_a_payload_that_cannot_be_used_names_the_field(platform: str, payload: dict[str, Any], field: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        MAPPINGS[platform](payload, CTX)
+    assert field in [path for path, _ in caught.value.problems], caught.value.problems
+
+
+def test_native_event_keeps_its_id_and_cannot_name_another_account() -> None:
+    event = orjson.loads(example("../conversations/0001-support-resolved-hangup.json"))
+    ctx = Context("acct-copperline", None, RECEIVED, {})
+    out = MAPPINGS["native"](event, ctx)
+    assert isinstance(out, ConversationEnded) and out.event_id == "evt-2026-0001-copilot"
+    with pytest.raises(PayloadError, match="publishes for account 'other' only"):
+        MAPPINGS["native"](event, Context("other", None, RECEIVED, {}))
+    without = {k: v for k, v in event.items() if k != "account"}
+    assert MAPPINGS["native"](without, Context("acct-x", "X", RECEIVED, {})).account.id == "acct-x"  # type: ignore[union-attr]
