@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: help install tools kafka run demo test test-fast lint bench chaos schemas clean
 
 help:
-	@echo "make run    - Kafka + topics + the three services + demo sink; publishes examples; Ctrl-C stops all"
+	@echo "make run    - Kafka + topics + the three services + the webhook ingress (URL printed) + demo sink;"
+	@echo "             publishes the examples, sends one webhook per vendor through the ingress; Ctrl-C stops all"
 	@echo "make demo   - the same, exits 0 when every expected action arrived"
 	@echo "make test   - the whole suite (unit, contract, integration on a real broker)"
 	@echo "make lint   - ruff and mypy --strict"

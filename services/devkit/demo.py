@@ -1,6 +1,7 @@
-"""`make run` and `make demo`: a real Kafka broker, the topics, the three services and a demo sink;
-the example conversations are published and, per conversation, the actions that fired and arrived
-are shown.
+"""`make run` and `make demo`: a real Kafka broker, the topics, the three services, the webhook ingress
+and a demo sink; the example conversations are published, one example per vendor format (Vapi, Retell,
+ElevenLabs) is sent through the ingress as signed HTTP, and per conversation the actions that fired and
+arrived are shown.
 
     python -m services.devkit.demo run    # stays up until Ctrl-C, then stops everything it started
     python -m services.devkit.demo once   # exits 0 only if every expected action arrived
@@ -32,6 +33,7 @@ from services.devkit.kafka import ROOT, KafkaCluster
 from services.devkit.publish import load_examples, publish
 from services.devkit.sink import DEMO_SECRETS, Sink
 from services.devkit.stack import Stack
+from services.devkit.webhooks import send_demo_webhooks, wait_ready
 
 EXPECTED = ROOT / "examples" / "expected.json"
 ARRIVED_OUTCOMES = {"delivered", "published", "skipped_duplicate"}
@@ -130,7 +132,7 @@ def _port_or_free(preferred: int) -> int:
         return int(s.getsockname()[1])
 
 
-async def demo(mode: str, kafka_port: int, timeout: float) -> int:
+async def demo(mode: str, kafka_port: int, timeout: float, ingress_port: int = 8080) -> int:
     os.environ.setdefault("POSTCALL_TOPIC_PARTITIONS", "3")
     cluster = await asyncio.to_thread(KafkaCluster(size=1, ports=[_port_or_free(kafka_port)]).start)
     stack: Stack | None = None
@@ -143,10 +145,15 @@ async def demo(mode: str, kafka_port: int, timeout: float) -> int:
             env = {"SINK_PORT": str(sink.port), "SINK_SMTP_PORT": str(sink.smtp_port)}
             stack = Stack(kafka.bootstrap_servers, run_dir, extra_env=env).start()
             print(f"sink    {sink.url()}  smtp 127.0.0.1:{sink.smtp_port}   service logs: {run_dir}", flush=True)
+            url = f"http://127.0.0.1:{_port_or_free(ingress_port)}"
+            stack.start_ingress(int(url.rsplit(":", 1)[1]))
             examples = load_examples()
             await publish(kafka, examples)
             print(f"published {len(examples)} example conversations", flush=True)
-            watcher = Watcher(kafka, sink, [e.conversation_id for e in examples])
+            await wait_ready(url)
+            print(f"ingress {url}  POST /webhooks/<vapi|retell|elevenlabs|native>/copperline  {url}/docs", flush=True)
+            received = await _through_ingress(url)
+            watcher = Watcher(kafka, sink, [e.conversation_id for e in examples] + received)
             if mode == "once":
                 return await _once(watcher, stack, timeout)
             return await _forever(watcher, stack)
@@ -154,6 +161,16 @@ async def demo(mode: str, kafka_port: int, timeout: float) -> int:
         if stack is not None:
             stack.stop()
         await asyncio.to_thread(cluster.stop)
+
+
+async def _through_ingress(url: str) -> list[str]:
+    conversations = []
+    for platform, answer in await send_demo_webhooks(url):
+        body = answer.json()
+        print(f"webhook {platform:<10} -> {answer.status_code} {body.get('status', body)}", flush=True)
+        if answer.status_code == 200 and "conversation_id" in body:
+            conversations.append(str(body["conversation_id"]))
+    return conversations
 
 
 def _expected() -> dict[str, list[str]]:
@@ -206,9 +223,10 @@ def main() -> None:
     parser.add_argument("mode", choices=("run", "once"))
     parser.add_argument("--kafka-port", type=int, default=9092, help="used when free, else a free port")
     parser.add_argument("--timeout", type=float, default=180.0, help="once: give up after this many seconds")
+    parser.add_argument("--ingress-port", type=int, default=8080, help="used when free, else a free port")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(asyncio.run(demo(args.mode, args.kafka_port, args.timeout)))
+        sys.exit(asyncio.run(demo(args.mode, args.kafka_port, args.timeout, args.ingress_port)))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,21 @@ class Stack:
                 self.processes.append(proc)
         return self
 
+    def start_ingress(self, port: int, endpoints_file: Path | None = None) -> ServiceProcess:
+        """The webhook ingress on 127.0.0.1:`port`; by default with the demo endpoints (public demo secrets)."""
+        from services.devkit.webhooks import DEMO_ENDPOINTS
+
+        env = {
+            **self.env("ingress", port),
+            "POSTCALL_PORT": str(port),
+            "POSTCALL_HOST": "127.0.0.1",
+            "POSTCALL_ENDPOINTS_FILE": str(endpoints_file or DEMO_ENDPOINTS),
+        }
+        proc = ServiceProcess("ingress", 0, env, self.run_dir / "ingress-0.log", port)
+        proc.start()
+        self.processes.append(proc)
+        return proc
+
     def stop(self) -> None:
         for proc in self.processes:
             if proc.alive() and proc.popen is not None:

@@ -4,11 +4,13 @@ platform would send, with the demo endpoints file's public secrets (examples/ing
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from standardwebhooks import Webhook
 
 from services.ingress.signatures import VapiHmacVerifier, elevenlabs_signature, retell_signature
@@ -53,3 +55,33 @@ def signed_headers(platform: str, body: bytes, secret: str, now: float | None = 
 
 def example(name: str) -> bytes:
     return (WEBHOOK_EXAMPLES / name).read_bytes()
+
+
+async def wait_ready(url: str, timeout: float = 60.0) -> None:
+    """Until the ingress answers /readyz (Kafka reachable) with 200."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=3) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"the ingress at {url} was not ready within {timeout:.0f} s")
+
+
+async def send_demo_webhooks(url: str) -> list[tuple[str, httpx.Response]]:
+    """POST each demo example, signed as its platform signs it, to the demo endpoint of `url`."""
+    out = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        for platform, name in DEMO_WEBHOOKS:
+            body = example(name)
+            headers = signed_headers(platform, body, DEMO_SECRETS[platform])
+            out.append(
+                (
+                    platform,
+                    await client.post(f"{url}/webhooks/{platform}/{DEMO_ENDPOINT}", content=body, headers=headers),
+                )
+            )
+    return out

@@ -2,10 +2,11 @@
 
 * One idempotent producer per process, (re)started by a background task: while Kafka is unreachable a
   request fails at once with `Unavailable` (HTTP 503) instead of queueing behind a connection attempt.
-* The producer's request timeout is the publish timeout, so a record the brokers did not take in time
-  is dropped from the producer's buffer (aiokafka expires the batch) rather than sent later behind the
-  503: the platform's retry publishes it, once. After a failure the producer is replaced, so no stale
-  connection or sequence state outlives an outage.
+* A record not acknowledged within the publish timeout is answered 503 and its producer is aborted:
+  the sender stops and what it still buffered is dropped, never sent later behind the 503 (the
+  platform's retry publishes it, once). aiokafka's own stop() would deliver it after the outage, and
+  its batch expiry does not fire while the metadata still names a leader. A record already on the wire
+  when a broker died is the one case left ambiguous: its retry then lands twice with the same `ce_id`.
 * The same event id is published once per process: a request for an event already acknowledged, or
   in flight, gets that outcome (`duplicate`). Across replicas a duplicate reaches the topic with the
   same `ce_id`, and action ids (derived from the conversation) keep its side effects single.
@@ -23,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from schemas import headers as h
 from schemas.events import ConversationEnded
@@ -73,6 +74,18 @@ def cloudevent_headers(event: ConversationEnded, source: str) -> list[tuple[str,
         h.CE_SUBJECT: event.conversation_id,
     }
     return codec.header_list(values)
+
+
+async def abort(producer: AIOKafkaProducer) -> None:
+    """Stop a producer without sending what it buffered. aiokafka has no public abort: this uses its
+    0.14 internals (pinned in pyproject.toml), and tests/integration/ingress proves the effect."""
+    producer._closed = True
+    sender = producer._sender
+    if sender is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender.close()  # cancels the sender task: nothing more goes out
+    producer._message_accumulator.fail_all(KafkaTimeoutError())
+    await producer.client.close()
 
 
 class Publisher:
@@ -132,12 +145,11 @@ class Publisher:
             log.info("kafka producer started", extra={"bootstrap": self.kafka.bootstrap_servers})
 
     def _reset(self, broken: AIOKafkaProducer) -> None:
-        closing = broken.stop
         if self._producer is not broken:
             return  # another request already replaced it
         self._producer = None
         self._up.clear()
-        self._later(closing())
+        self._later(abort(broken))
         self._wanted.set()
 
     def _later(self, work: object) -> None:
@@ -194,7 +206,7 @@ class Publisher:
             raise Unavailable("Kafka is not reachable")
         started = time.perf_counter()
         try:
-            sent = await asyncio.wait_for(self._send_on(current, event, source), self.timeout * 2 + 1)
+            sent = await asyncio.wait_for(self._send_on(current, event, source), self.timeout)
         except MessageSizeTooLargeError as exc:
             raise TooLarge(f"the event is too large for the topic ({type(exc).__name__})") from None
         except (KafkaError, TimeoutError) as exc:

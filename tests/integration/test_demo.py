@@ -1,8 +1,10 @@
-"""`make demo` as a user runs it: its own broker, the three services, the sink, the examples; exit 0."""
+"""`make demo` as a user runs it: its own broker, the three services, the ingress, the sink, the examples
+(published to Kafka, and one per vendor format sent as signed HTTP through the ingress); exit 0."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -12,7 +14,18 @@ from services.devkit.kafka import ROOT, free_port
 
 def test_make_demo_delivers_every_expected_action_and_exits_0() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "services.devkit.demo", "once", "--kafka-port", str(free_port()), "--timeout", "150"],
+        [
+            sys.executable,
+            "-m",
+            "services.devkit.demo",
+            "once",
+            "--kafka-port",
+            str(free_port()),
+            "--ingress-port",
+            str(free_port()),
+            "--timeout",
+            "150",
+        ],
         capture_output=True,
         text=True,
         timeout=240,
@@ -22,3 +35,5 @@ def test_make_demo_delivers_every_expected_action_and_exits_0() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"demo: {expected}/{expected} expected actions arrived" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+    for platform in ("vapi", "retell", "elevenlabs"):  # real HTTP -> ingress -> Kafka -> three services -> sink
+        assert re.search(rf"^webhook {platform} +-> 200 published$", done.stdout, re.M), done.stdout[-3000:]

@@ -1,0 +1,202 @@
+"""The ingress as it runs (`python -m services.ingress`), over real HTTP, publishing to a real broker:
+what lands on postcall.conversation-ended.v1 for each vendor, once; what hostile requests get; and a
+Kafka outage (503, then accepted after recovery, published once).
+
+The end-to-end path on to the three services and the demo sink, for each vendor, is `make demo`
+(tests/integration/test_demo.py), which sends one example per vendor format through the ingress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from schemas.events import ConversationEnded
+from schemas.topics import CONVERSATION_ENDED, Topic
+from services.common.kafka import ensure_topics
+from services.common.settings import KafkaSettings
+from services.devkit.kafka import KafkaCluster, free_port
+from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
+from tests.support.kafka import Received, read_all
+from tests.support.procs import Proc, start
+
+CASES = [
+    ("vapi", "vapi/phone-inbound-with-analysis.json", "/vapi/acct-copperline"),
+    ("vapi", "vapi/not-connected.json", "/vapi/acct-copperline"),
+    ("retell", "retell/phone-voicemail-analyzed.json", "/retell/acct-copperline"),
+    ("retell", "retell/not-connected-analyzed.json", "/retell/acct-copperline"),
+    ("elevenlabs", "elevenlabs/web-with-analysis.json", "/elevenlabs/acct-copperline"),
+    ("elevenlabs", "elevenlabs/call-initiation-failure.json", "/elevenlabs/acct-copperline"),
+    ("native", "../conversations/0007-appointment-booked.json", "/retell/acct-copperline"),
+]
+
+
+@dataclass
+class Ingress:
+    proc: Proc
+    url: str
+
+    def post(self, platform: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        signed = signed_headers(platform, body, DEMO_SECRETS[platform]) if headers is None else headers
+        return httpx.post(f"{self.url}/webhooks/{platform}/copperline", content=body, headers=signed, timeout=30)
+
+    def wait(self, path: str, status: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.alive(), self.proc.output()[-3000:]
+            try:
+                if httpx.get(f"{self.url}{path}", timeout=3).status_code == status:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"{path} never answered {status}:\n{self.proc.output()[-3000:]}")
+
+
+def start_ingress(bootstrap: str, tmp: Path, **extra: str) -> Ingress:
+    port = free_port()
+    env = {
+        "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "POSTCALL_PORT": str(port),
+        "POSTCALL_HOST": "127.0.0.1",
+        "POSTCALL_ENDPOINTS_FILE": str(DEMO_ENDPOINTS),
+        "POSTCALL_MAX_BODY_BYTES": str(1024 * 1024),
+        **extra,
+    }
+    ingress = Ingress(start("services.ingress", env, work_dir=tmp), f"http://127.0.0.1:{port}")
+    ingress.wait("/healthz", 200)
+    return ingress
+
+
+@pytest.fixture(scope="module")
+def ingress(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingress]:
+    asyncio.run(ensure_topics(kafka, [Topic(CONVERSATION_ENDED, "test", 3, 3_600_000)], replication=1))
+    running = start_ingress(kafka.bootstrap_servers, tmp_path_factory.mktemp("ingress"))
+    running.wait("/readyz", 200)
+    try:
+        yield running
+    finally:
+        running.proc.term(timeout=30)
+
+
+def records_of(kafka: KafkaSettings, event_id: str, expect: int = 1) -> list[Received]:
+    found: list[Received] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = [r for r in asyncio.run(read_all(kafka, CONVERSATION_ENDED)) if r.headers.get("ce_id") == event_id]
+        if len(found) >= expect:
+            break
+        time.sleep(0.3)
+    return found
+
+
+@pytest.mark.parametrize(("platform", "name", "source"), CASES)
+def test_each_vendor_payload_lands_once_with_meaningful_cloudevents_headers(
+    ingress: Ingress, kafka: KafkaSettings, platform: str, name: str, source: str
+) -> None:
+    answer = ingress.post(platform, example(name))
+    assert answer.status_code == 200, answer.text
+    published = answer.json()
+    assert published["status"] in ("published", "duplicate")
+    (record,) = records_of(kafka, published["event_id"])
+    event = ConversationEnded.model_validate_json(record.value)
+    assert (event.event_id, event.conversation_id) == (published["event_id"], published["conversation_id"])
+    assert (record.partition, record.offset) == (published["partition"], published["offset"])
+    assert record.key == event.conversation_id
+    assert record.headers["ce_source"] == source
+    assert record.headers["ce_subject"] == event.conversation_id
+    assert record.headers["ce_time"] == event.ended_at.isoformat().replace("+00:00", "Z")
+    assert record.headers["ce_type"] == "dev.postcall.conversation.ended.v1"
+    assert record.headers["content-type"] == "application/json"
+    assert event.account.id == "acct-copperline"
+
+
+def test_a_vendor_retry_and_a_concurrent_duplicate_are_published_once(ingress: Ingress, kafka: KafkaSettings) -> None:
+    body = example("retell/web-call-ended.json")  # not in publish_on: ignored, acknowledged
+    assert ingress.post("retell", body).json()["status"] == "ignored"
+    body = orjson.dumps({**orjson.loads(example("retell/phone-voicemail-analyzed.json")), "event": "call_analyzed"})
+    body = body.replace(b"Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6", b"dup-call-0001")
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            url = f"{ingress.url}/webhooks/retell/copperline"
+            sends = [
+                client.post(url, content=body, headers=signed_headers("retell", body, DEMO_SECRETS["retell"]))
+                for _ in range(3)
+            ]
+            return await asyncio.gather(*sends)
+
+    answers = asyncio.run(burst()) + [ingress.post("retell", body)]
+    assert {a.status_code for a in answers} == {200}
+    assert sorted(a.json()["status"] for a in answers).count("published") == 1
+    assert len(records_of(kafka, "retell:dup-call-0001:call_analyzed", expect=2)) == 1
+
+
+def test_hostile_requests_get_a_clear_4xx_and_publish_nothing(ingress: Ingress, kafka: KafkaSettings) -> None:
+    before = len(asyncio.run(read_all(kafka, CONVERSATION_ENDED)))
+    huge = b'{"pad": "' + b"x" * (20 * 1024 * 1024) + b'"}'
+    started = time.monotonic()
+    try:
+        answer = ingress.post("vapi", huge, headers={"content-type": "application/json"})
+        assert answer.status_code == 413 and answer.json()["error"] == "payload_too_large"
+    except httpx.TransportError:
+        pass  # the server may close the connection on the unread rest of the 20 MB: refused either way
+    assert time.monotonic() - started < 20
+
+    body = example("vapi/phone-inbound-with-analysis.json")
+    cases = [
+        (b'{"message": ', None, 400, "invalid_json"),
+        (b'{"message": "\xc3\x28"}', None, 400, "invalid_utf8"),
+        (body, {"x-signature": "=,;v0=%!" * 512, "x-timestamp": "1"}, 401, "invalid_signature"),
+        (body, signed_headers("vapi", body, DEMO_SECRETS["vapi"], now=time.time() - 86_400), 401, "invalid_signature"),
+        (body, signed_headers("vapi", body, "not-the-secret"), 401, "invalid_signature"),
+        (body.replace(b"Priya", b"Pryia"), signed_headers("vapi", body, DEMO_SECRETS["vapi"]), 401, "invalid_signature"),
+        (b'{"message": {"type": "end-of-call-report"}}', None, 422, "invalid_payload"),
+    ]
+    for raw, headers, status, error in cases:
+        answer = ingress.post("vapi", raw, headers)
+        assert answer.status_code == status, (raw[:40], answer.text)
+        assert answer.json()["error"] == error and answer.json()["message"]
+    assert ingress.post("vapi", body).status_code == 200, "still serving after the hostile requests"
+    after = asyncio.run(read_all(kafka, CONVERSATION_ENDED))
+    assert len(after) - before <= 1  # only the last, valid one (or none when it was already published)
+
+
+def test_kafka_down_is_503_then_accepted_after_recovery_and_published_once(tmp_path: Path) -> None:
+    cluster = KafkaCluster(size=1).start()
+    kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
+    ingress: Ingress | None = None
+    try:
+        asyncio.run(ensure_topics(kafka, [Topic(CONVERSATION_ENDED, "test", 3, 3_600_000)], replication=1))
+        ingress = start_ingress(kafka.bootstrap_servers, tmp_path, POSTCALL_PUBLISH_TIMEOUT_SECONDS="2")
+        ingress.wait("/readyz", 200)
+        assert ingress.post("vapi", example("vapi/web-call-no-analysis.json")).status_code == 200  # warm
+
+        cluster.stop_node(cluster.nodes[0], kill=True)
+        body = example("elevenlabs/web-with-analysis.json")
+        started = time.monotonic()
+        down = ingress.post("elevenlabs", body)
+        assert down.status_code == 503, down.text
+        assert time.monotonic() - started < 2 + 1.5, "answered within the publish timeout"
+        assert down.headers["retry-after"] == "5" and down.json()["error"] == "kafka_unavailable"
+        again = ingress.post("elevenlabs", body)  # while down: refused at once, nothing buffered
+        assert again.status_code == 503
+        ingress.wait("/readyz", 503)
+
+        cluster.start_node(cluster.nodes[0])
+        ingress.wait("/readyz", 200, timeout=90)
+        accepted = ingress.post("elevenlabs", body)
+        assert accepted.status_code == 200 and accepted.json()["status"] == "published", accepted.text
+        time.sleep(3)  # anything the producer still held from the outage would have been sent by now
+        assert len(records_of(kafka, accepted.json()["event_id"], expect=2)) == 1
+    finally:
+        if ingress is not None:
+            ingress.proc.term(timeout=30)
+        cluster.stop()
