@@ -133,7 +133,7 @@ def test_a_vendor_retry_and_a_concurrent_duplicate_are_published_once(ingress: I
             ]
             return await asyncio.gather(*sends)
 
-    answers = asyncio.run(burst()) + [ingress.post("retell", body)]
+    answers = [*asyncio.run(burst()), ingress.post("retell", body)]
     assert {a.status_code for a in answers} == {200}
     assert sorted(a.json()["status"] for a in answers).count("published") == 1
     assert len(records_of(kafka, "retell:dup-call-0001:call_analyzed", expect=2)) == 1
@@ -157,7 +157,12 @@ def test_hostile_requests_get_a_clear_4xx_and_publish_nothing(ingress: Ingress, 
         (body, {"x-signature": "=,;v0=%!" * 512, "x-timestamp": "1"}, 401, "invalid_signature"),
         (body, signed_headers("vapi", body, DEMO_SECRETS["vapi"], now=time.time() - 86_400), 401, "invalid_signature"),
         (body, signed_headers("vapi", body, "not-the-secret"), 401, "invalid_signature"),
-        (body.replace(b"Priya", b"Pryia"), signed_headers("vapi", body, DEMO_SECRETS["vapi"]), 401, "invalid_signature"),
+        (
+            body.replace(b"Priya", b"Pryia"),
+            signed_headers("vapi", body, DEMO_SECRETS["vapi"]),
+            401,
+            "invalid_signature",
+        ),
         (b'{"message": {"type": "end-of-call-report"}}', None, 422, "invalid_payload"),
     ]
     for raw, headers, status, error in cases:
