@@ -17,6 +17,7 @@ one fails the start) and never logged. `${VAR}` and `${VAR:-default}` are replac
 
 from __future__ import annotations
 
+import base64
 import binascii
 import os
 import re
@@ -33,7 +34,7 @@ from services.common.configfile import (
     SecretRef,
     Strict,
     raise_for,
-    read_text,
+    read_bytes,
     substituted,
     validation_issues,
     yaml_mapping,
@@ -165,13 +166,27 @@ def verifier(config: AnyEndpoint, secrets: list[str]) -> Verifier:
         return ElevenLabsVerifier(secrets, config.tolerance_seconds)
     if config.auth == "bearer":
         return TokenVerifier(secrets)
+    for secret in secrets:
+        _standard_secret(secret)
+    return StandardWebhooksVerifier(secrets)
+
+
+def _standard_secret(secret: str) -> None:
+    """whsec_ + base64 of at least 16 bytes; the package itself would take any text (it drops what is
+    not base64), so a mistyped secret would verify nothing and say nothing."""
+    body = secret.removeprefix("whsec_")
     try:
-        return StandardWebhooksVerifier(secrets)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"not a Standard Webhooks secret (whsec_<base64>): {type(exc).__name__}") from None
+        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not secret.startswith("whsec_") or len(key) < 16:
+        raise ValueError("not a Standard Webhooks secret (whsec_ followed by base64 of at least 16 bytes)")
 
 
-def parse(text: str, environ: Mapping[str, str], source: str = "<endpoints>") -> dict[tuple[str, str], Endpoint]:
+Endpoints = dict[tuple[str, str], Endpoint]
+
+
+def parse(text: str | bytes, environ: Mapping[str, str], source: str = "<endpoints>") -> Endpoints:
     """Validate the file and read every secret; keyed by (platform, name). Problems are reported as
     `file:line: path: message`, with no value from the file or the environment echoed."""
     tree = yaml_mapping(text, source, "endpoints")
@@ -182,7 +197,7 @@ def parse(text: str, environ: Mapping[str, str], source: str = "<endpoints>") ->
         parsed = EndpointsFile.model_validate(data)
     except ValidationError as exc:
         issues += validation_issues(exc, PLATFORMS)
-    out: dict[tuple[str, str], Endpoint] = {}
+    out: Endpoints = {}
     for i, config in enumerate(parsed.endpoints if parsed is not None and not issues else ()):
         key = (config.platform, config.name)
         if key in out:
@@ -197,5 +212,5 @@ def parse(text: str, environ: Mapping[str, str], source: str = "<endpoints>") ->
     return out
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> dict[tuple[str, str], Endpoint]:
-    return parse(read_text(path, "endpoints file"), os.environ if environ is None else environ, str(path))
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Endpoints:
+    return parse(read_bytes(path, "endpoints file"), os.environ if environ is None else environ, str(path))

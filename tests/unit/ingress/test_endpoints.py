@@ -1,0 +1,70 @@
+"""The endpoints file: a bad configuration is refused at start with file, line and what is wrong, and
+never echoes a secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.configfile import ConfigError
+from services.ingress.endpoints import parse
+from services.ingress.signatures import RetellVerifier, TokenVerifier, VapiHmacVerifier
+
+GOOD = """\
+endpoints:
+  - name: acme
+    platform: vapi
+    account: {id: acme}
+    secrets: [{secret_env: VAPI_SECRET}, {secret_env: VAPI_SECRET_OLD}]
+  - name: acme
+    platform: retell
+    account: {id: acme, name: Acme}
+    secrets: [{secret_env: RETELL_KEY}]
+  - name: legacy
+    platform: vapi
+    auth: x-vapi-secret
+    account: {id: acme}
+    secrets: [{secret_env: VAPI_SECRET}]
+"""
+ENV = {"VAPI_SECRET": "s3cr3t-value", "VAPI_SECRET_OLD": "old-value", "RETELL_KEY": "key_x"}
+
+
+def test_each_endpoint_gets_its_platforms_verifier_with_both_secrets() -> None:
+    endpoints = parse(GOOD, ENV, "endpoints.yaml")
+    vapi, retell, legacy = endpoints[("vapi", "acme")], endpoints[("retell", "acme")], endpoints[("vapi", "legacy")]
+    assert isinstance(vapi.verifier, VapiHmacVerifier) and list(vapi.verifier.secrets) == ["s3cr3t-value", "old-value"]
+    assert isinstance(retell.verifier, RetellVerifier) and retell.config.publish_on == ["call_analyzed"]
+    assert isinstance(legacy.verifier, TokenVerifier) and legacy.verifier.header == "x-vapi-secret"
+    assert vapi.path == "/webhooks/vapi/acme"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            GOOD.replace("platform: retell", "platform: bland"),
+            r"endpoints.yaml:6: endpoints\[1\]: unknown platform 'bland'",
+        ),
+        (GOOD.replace("RETELL_KEY", "NOT_SET"), r"endpoints.yaml:9: endpoints\[1\]\.secrets: .*NOT_SET is not set"),
+        (
+            GOOD.replace(
+                "    account: {id: acme}\n    secrets: [{secret_env: VAPI_SECRET}, ",
+                "    secrets: [{secret_env: VAPI_SECRET}, ",
+                1,
+            ),
+            r"endpoints.yaml:2: endpoints\[0\]\.account: missing required field 'account'",
+        ),
+        (GOOD.replace("name: legacy", "name: acme"), "endpoints.yaml:10: .*vapi/acme is defined twice"),
+        (GOOD + "    hmac: {payload_format: '{url}.{body}'}\n", r"unsupported placeholder \{url\}"),
+        (GOOD + "    tolerance: 5\n", "unknown field 'tolerance'"),
+        ("endpoints:\n  - &a {name: x}\n", "endpoints.yaml:2: YAML: anchors"),
+        ("- just a list\n", "expected a mapping with `endpoints:`"),
+        (
+            "endpoints:\n  - {name: n, platform: native, account: {id: a}, secrets: [{secret_env: VAPI_SECRET}]}\n",
+            "not a Standard Webhooks secret",
+        ),
+    ],
+)
+def test_a_bad_file_is_refused_with_file_line_and_problem(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as caught:
+        parse(text, ENV, "endpoints.yaml")
+    assert not any(value in str(caught.value) for value in ENV.values())
