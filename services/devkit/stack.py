@@ -106,9 +106,9 @@ class Stack:
 
         env = {
             **self.env("ingress", port),
-            "POSTCALL_PORT": str(port),
-            "POSTCALL_HOST": "127.0.0.1",
-            "POSTCALL_ENDPOINTS_FILE": str(endpoints_file or DEMO_ENDPOINTS),
+            "POSTCALL_INGRESS__PORT": str(port),
+            "POSTCALL_INGRESS__HOST": "127.0.0.1",
+            "POSTCALL_INGRESS__ENDPOINTS_FILE": str(endpoints_file or DEMO_ENDPOINTS),
         }
         proc = ServiceProcess("ingress", 0, env, self.run_dir / "ingress-0.log", port)
         proc.start()

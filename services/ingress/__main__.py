@@ -23,23 +23,23 @@ log = logging.getLogger("services.ingress")
 
 
 async def main() -> int:
-    settings = IngressSettings()  # endpoints_file from the environment (POSTCALL_ENDPOINTS_FILE)
+    settings = IngressSettings()  # the endpoints file from the environment (POSTCALL_INGRESS__ENDPOINTS_FILE)
     plog.setup("ingress", settings.log_level)
     try:
-        endpoints = endpoints_file.load(settings.endpoints_file)
+        endpoints = endpoints_file.load(settings.ingress.endpoints_file)
     except ConfigError as exc:
         print(f"ingress: invalid endpoints file:\n{exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, endpoints, Publisher(settings.kafka, settings.publish_timeout_seconds))
+    app = create_app(settings, endpoints, Publisher(settings.kafka, settings.ingress.publish_timeout_seconds))
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=settings.ingress.host,
+        port=settings.ingress.port,
         log_config=None,  # the JSON root handler set up above
         access_log=False,  # one JSON line per request comes from the app, with its outcome
         server_header=False,
         proxy_headers=True,
-        timeout_graceful_shutdown=int(settings.publish_timeout_seconds * 2) + 5,
+        timeout_graceful_shutdown=int(settings.ingress.publish_timeout_seconds * 2) + 5,
     )
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again for the handler that was there
     # before it: a no-op, so that a drained shutdown exits 0 (what Kubernetes and the tests expect)

@@ -62,7 +62,7 @@ def create_app(
     publisher: Publisher,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
-    handler = WebhookHandler(publisher, settings.retry_after_seconds, clock)
+    handler = WebhookHandler(publisher, settings.ingress.retry_after_seconds, clock)
     label_endpoints(list(endpoints))
 
     @asynccontextmanager
@@ -75,12 +75,12 @@ def create_app(
             await publisher.stop()
 
     app = FastAPI(
-        title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, root_path=settings.root_path
+        title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, root_path=settings.ingress.root_path
     )
     for platform in PLATFORMS:
         app.add_api_route(
             f"/webhooks/{platform}/{{endpoint}}",
-            _route(platform, endpoints, handler, settings.max_body_bytes),
+            _route(platform, endpoints, handler, settings.ingress.max_body_bytes),
             methods=["POST"],
             name=f"{platform}_webhook",
             summary=f"{platform.capitalize()} post-call webhook",

@@ -1,7 +1,8 @@
 """The ingress's OpenAPI document, generated from the app: `python -m services.ingress.openapi [--check]`.
 
-docs/api/ingress.openapi.json is committed; a contract test fails when it differs from what the code
-generates, so the published document is always the one the service serves at /openapi.json.
+services/ingress/openapi.json is committed beside the code, as the query API's; a contract test fails
+when it differs from what the code generates, so the published document is the one served at
+/openapi.json.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any
 from services.common.settings import KafkaSettings
 from services.ingress.app import create_app
 from services.ingress.publisher import Publisher
-from services.ingress.settings import IngressSettings
+from services.ingress.settings import IngressHttpSettings, IngressSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENT = ROOT / "docs" / "api" / "ingress.openapi.json"
+DOCUMENT = Path(__file__).resolve().parent / "openapi.json"
 
 
 def document() -> dict[str, Any]:
-    settings = IngressSettings(endpoints_file=Path("unused.yaml"))
+    settings = IngressSettings(ingress=IngressHttpSettings(endpoints_file=Path("unused.yaml")))
     return create_app(settings, {}, Publisher(KafkaSettings())).openapi()
 
 

@@ -1,22 +1,25 @@
-"""Ingress settings, read once in the wiring (environment: POSTCALL_ENDPOINTS_FILE, POSTCALL_PORT,
-POSTCALL_KAFKA__BOOTSTRAP_SERVERS, ...). Endpoints and their secrets are in the endpoints file."""
+"""Ingress settings, read once in the wiring (environment: POSTCALL_INGRESS__ENDPOINTS_FILE,
+POSTCALL_INGRESS__PORT, POSTCALL_KAFKA__BOOTSTRAP_SERVERS, ...), in the query API's shape: one
+nested group for the HTTP server (`ingress`, as the API's `api`), Kafka as every service has it.
+Endpoints and their secrets are in the endpoints file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.settings import KafkaSettings
 
 
-class IngressSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
+class IngressHttpSettings(BaseModel):
     endpoints_file: Path = Field(description="YAML file of webhook endpoints (services/ingress/endpoints.py).")
-    host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
+    host: str = Field(
+        "0.0.0.0",
+        description="Address to listen on. Every webhook is authenticated by its signature or token; only "
+        "/webhooks/ should be exposed beyond the cluster (deploy/k8s/overlays/prod/ingress-route.yaml).",
+    )
     port: int = Field(8080, ge=0, le=65535, description="Port of the webhooks, /healthz, /readyz and /metrics.")
     max_body_bytes: int = Field(
         4 * 1024 * 1024,
@@ -28,9 +31,16 @@ class IngressSettings(BaseSettings):
         4.0,
         gt=0,
         le=8.0,
-        description="How long the brokers get to acknowledge a record before the answer is 503; well under "
-        "Retell's 10 s and Vapi's 20 s webhook timeouts.",
+        description="The longest a request waits for the brokers' acknowledgement before the answer is 503; "
+        "well under Retell's 10 s and Vapi's 20 s webhook timeouts.",
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After of a 503 (Kafka unavailable).")
     root_path: str = Field("", description="Path prefix when served behind a proxy that strips one.")
+
+
+class IngressSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
+
+    ingress: IngressHttpSettings = Field(description="Where the webhooks are served and how long they may wait.")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
     log_level: str = Field("INFO", description="Python log level.")

@@ -465,11 +465,11 @@ def test_ingress_is_autoscaled_probed_on_its_http_port_and_exposes_only_webhooks
     assert hpa["spec"]["minReplicas"] >= 2
     c = container(deployment)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert int(env_of(deployment)["POSTCALL_PORT"]["value"]) == ports["http"]
+    assert int(env_of(deployment)["POSTCALL_INGRESS__PORT"]["value"]) == ports["http"]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
         assert c[probe]["httpGet"] == {"path": path, "port": "http"}
     # uvicorn's graceful shutdown is 2 x the publish timeout + 5 s (services/ingress/__main__.py)
-    timeout = float(env_of(deployment)["POSTCALL_PUBLISH_TIMEOUT_SECONDS"]["value"])
+    timeout = float(env_of(deployment)["POSTCALL_INGRESS__PUBLISH_TIMEOUT_SECONDS"]["value"])
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 2 * timeout + 5 + 5
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     mine = [p for p in of_kind(docs, "NetworkPolicy") if _selects(p["spec"]["podSelector"], labels)]

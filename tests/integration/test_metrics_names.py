@@ -55,9 +55,9 @@ def service_env(service: str, kafka: KafkaSettings, port: int, work: Path) -> di
     if service == "ingress":
         return {
             "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "POSTCALL_PORT": str(port),
-            "POSTCALL_HOST": "127.0.0.1",
-            "POSTCALL_ENDPOINTS_FILE": str(ROOT / "examples/ingress/endpoints.yaml"),
+            "POSTCALL_INGRESS__PORT": str(port),
+            "POSTCALL_INGRESS__HOST": "127.0.0.1",
+            "POSTCALL_INGRESS__ENDPOINTS_FILE": str(ROOT / "examples/ingress/endpoints.yaml"),
         }
     env = {
         "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,

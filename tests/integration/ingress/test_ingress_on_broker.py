@@ -64,10 +64,10 @@ def start_ingress(bootstrap: str, tmp: Path, **extra: str) -> Ingress:
     port = free_port()
     env = {
         "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "POSTCALL_PORT": str(port),
-        "POSTCALL_HOST": "127.0.0.1",
-        "POSTCALL_ENDPOINTS_FILE": str(DEMO_ENDPOINTS),
-        "POSTCALL_MAX_BODY_BYTES": str(1024 * 1024),
+        "POSTCALL_INGRESS__PORT": str(port),
+        "POSTCALL_INGRESS__HOST": "127.0.0.1",
+        "POSTCALL_INGRESS__ENDPOINTS_FILE": str(DEMO_ENDPOINTS),
+        "POSTCALL_INGRESS__MAX_BODY_BYTES": str(1024 * 1024),
         **extra,
     }
     ingress = Ingress(start("services.ingress", env, work_dir=tmp), f"http://127.0.0.1:{port}")
@@ -180,7 +180,7 @@ def test_kafka_down_is_503_then_accepted_after_recovery_and_published_once(tmp_p
     ingress: Ingress | None = None
     try:
         asyncio.run(ensure_topics(kafka, [Topic(CONVERSATION_ENDED, "test", 3, 3_600_000)], replication=1))
-        ingress = start_ingress(kafka.bootstrap_servers, tmp_path, POSTCALL_PUBLISH_TIMEOUT_SECONDS="2")
+        ingress = start_ingress(kafka.bootstrap_servers, tmp_path, POSTCALL_INGRESS__PUBLISH_TIMEOUT_SECONDS="2")
         ingress.wait("/readyz", 200)
         assert ingress.post("vapi", example("vapi/web-call-no-analysis.json")).status_code == 200  # warm
 

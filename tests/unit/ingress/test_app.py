@@ -11,16 +11,17 @@ import httpx
 import pytest
 
 from schemas.events import ConversationEnded
+from services.common.settings import KafkaSettings
 from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
 from services.ingress import endpoints as endpoints_file
 from services.ingress.app import create_app
 from services.ingress.publisher import Published, Publisher, Unavailable
-from services.ingress.settings import IngressSettings
+from services.ingress.settings import IngressHttpSettings, IngressSettings
 
 
 class RecordingPublisher(Publisher):
     def __init__(self) -> None:
-        super().__init__(IngressSettings(endpoints_file=DEMO_ENDPOINTS).kafka)
+        super().__init__(KafkaSettings())
         self.sent: list[tuple[ConversationEnded, str]] = []
         self.down = False
 
@@ -47,7 +48,7 @@ def publisher() -> RecordingPublisher:
 
 @pytest.fixture
 async def client(publisher: RecordingPublisher) -> AsyncIterator[httpx.AsyncClient]:
-    settings = IngressSettings(endpoints_file=DEMO_ENDPOINTS, max_body_bytes=64 * 1024)
+    settings = IngressSettings(ingress=IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS, max_body_bytes=64 * 1024))
     app = create_app(settings, endpoints_file.load(Path(DEMO_ENDPOINTS), {}), publisher)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as c:
         yield c
