@@ -28,6 +28,7 @@ treated as secrets afterwards: `Registry.redact` scrubs them from any text that 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
