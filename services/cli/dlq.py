@@ -4,6 +4,11 @@ Replay republishes the original key and value to the original topic (never the r
 hop headers stripped and x-replay-* headers added, rate-limited, waiting for acks=all. The main
 consumer groups are never rewound: only the selected records run again, and side effects stay
 idempotent by action_id.
+
+Dead letters are printed as plain text (services/cli/plain.py) and their headers are not trusted: a
+malformed `x-replay-count` counts as 0, and a dead letter whose original topic is missing, or names one
+of our topics that the service which dead-lettered it does not consume, is not replayed (it is listed
+as skipped, with why).
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from schemas import headers as h
-from schemas.topics import SERVICES, dead_letter_topic
+from schemas.topics import RETRY_TIERS, SERVICES, dead_letter_topic, registry, retry_topic
 from services.cli.options import Bootstrap, kafka_settings
+from services.cli.plain import plain, plain_lines
 from services.cli.republish import Outgoing, republish
 from services.common import codec
 from services.common.kafka import partitions_of, read_partition
@@ -112,10 +119,32 @@ async def select(kafka: KafkaSettings, filters: Filters) -> list[DeadLetter]:
     return out
 
 
+def replay_count(d: DeadLetter) -> int:
+    """How many times it was replayed before; a header that is not a small ASCII number counts as 0."""
+    value = d.headers.get(h.REPLAY_COUNT, "0").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else 0
+
+
+def replay_target(d: DeadLetter) -> str | None:
+    """The topic to replay to: the dead letter's original topic, unless it is missing or is one of our
+    topics that the service which dead-lettered it does not consume (a forged header must not aim a
+    replay at, say, an action topic), or a retry or dead-letter topic."""
+    target = d.headers.get(h.DLQ_ORIGINAL_TOPIC, "").strip()
+    service = next((s for s in SERVICES if dead_letter_topic(s) == d.topic), None)
+    ours = {t.name: t for t in registry()}
+    if not target or (service is None and target in ours):
+        return None
+    if service is not None:
+        hops = {dead_letter_topic(service), *(retry_topic(service, i) for i in range(1, RETRY_TIERS[service] + 1))}
+        if target in hops or (target in ours and service not in ours[target].consumers):
+            return None
+    return target
+
+
 def replay_headers(d: DeadLetter, by: str) -> dict[str, str]:
     """Original headers without the hop headers, plus where this replay came from."""
     out = {k: v for k, v in d.headers.items() if k not in h.HOP_HEADERS}
-    out[h.REPLAY_COUNT] = str(int(d.headers.get(h.REPLAY_COUNT, "0")) + 1)
+    out[h.REPLAY_COUNT] = str(replay_count(d) + 1)
     out[h.REPLAYED_FROM] = d.coordinates
     out[h.REPLAYED_AT] = now_iso()
     out[h.REPLAYED_BY] = by
@@ -139,10 +168,12 @@ def operator() -> str:
 
 
 def replay_records(letters: Sequence[DeadLetter], by: str) -> list[Outgoing]:
-    """Each dead letter to its original topic with its key, then its replay marker."""
+    """Each dead letter to its original topic with its key, then its replay marker (those without a
+    valid original topic are left out: see `replay_target`)."""
     return [
-        Outgoing(d.headers[h.DLQ_ORIGINAL_TOPIC], d.key, d.value, replay_headers(d, by), then=replay_marker(d, by))
+        Outgoing(target, d.key, d.value, replay_headers(d, by), then=replay_marker(d, by))
         for d in letters
+        if (target := replay_target(d)) is not None
     ]
 
 
@@ -192,22 +223,22 @@ def letters_table(letters: Sequence[DeadLetter]) -> Table:
     """The coordinates and the key are never cut, however narrow the terminal: `dlq show` and
     `--key` need them whole; the other columns wrap instead."""
     coordinates = [d.coordinates for d in letters]
-    keys = [(d.key or b"").decode(errors="replace") for d in letters]
+    keys = [plain(d.key) for d in letters]
     table = Table()
     table.add_column("dead letter", no_wrap=True, min_width=max(map(len, coordinates), default=11))
-    table.add_column("key", no_wrap=True, min_width=min(max(map(len, keys), default=3), 64))
+    table.add_column("key", no_wrap=True, min_width=min(max((len(k) for k in keys), default=3), 64))
     for name in ("original topic", "category", "attempts", "reason", "at"):
         table.add_column(name, overflow="fold")
     for d, coordinate, key in zip(letters, coordinates, keys, strict=True):
         reason = d.reason[:80] + (f" (replayed by {d.replayed_by})" if d.replayed_by else "")
         table.add_row(
-            coordinate,
+            plain(coordinate),
             key,
-            d.headers.get(h.DLQ_ORIGINAL_TOPIC, "?"),
-            d.headers.get(h.DLQ_FAILURE_CATEGORY, "?"),
-            d.headers.get(h.DLQ_ATTEMPTS, "?"),
-            reason,
-            d.headers.get(h.DLQ_LAST_FAILURE_AT, ""),
+            plain(d.headers.get(h.DLQ_ORIGINAL_TOPIC, "?")),
+            plain(d.headers.get(h.DLQ_FAILURE_CATEGORY, "?")),
+            plain(d.headers.get(h.DLQ_ATTEMPTS, "?")),
+            plain(reason),
+            plain(d.headers.get(h.DLQ_LAST_FAILURE_AT, "")),
         )
     return table
 
@@ -224,15 +255,16 @@ def show_cmd(
         raise typer.Exit(code=_missing(coordinates))
     d = letters[0]
     for name, value in sorted(d.headers.items()):
-        console.print(f"[bold]{name}[/bold]: {value}")
+        console.print(Text.assemble(plain(name, style="bold"), ": ", plain(value)))
     try:
-        console.print_json(orjson.dumps(orjson.loads(d.value or b"null")).decode())
+        pretty = orjson.dumps(orjson.loads(d.value or b"null"), option=orjson.OPT_INDENT_2).decode()
+        console.print(plain_lines(pretty))
     except orjson.JSONDecodeError:
-        console.print(repr((d.value or b"")[:2000]))
+        console.print(plain(repr((d.value or b"")[:2000])))
 
 
 def _missing(coordinates: str) -> int:
-    console.print(f"no dead letter at {coordinates}")
+    console.print(Text.assemble("no dead letter at ", plain(coordinates)))
     return 1
 
 
@@ -258,9 +290,16 @@ def replay_cmd(
     """Send matching dead letters (not replayed yet, unless --all) back to their original topic."""
     kafka = kafka_settings(bootstrap)
     letters = asyncio.run(select(kafka, _filters(service, reason, since, until, key, everything)))[: limit or None]
+    unusable = [d for d in letters if replay_target(d) is None]
+    for d in unusable:
+        original = plain(d.headers.get(h.DLQ_ORIGINAL_TOPIC, "(none)"))
+        why = " is not an input of the service that dead-lettered it; not replayed"
+        console.print(Text.assemble(f"skipping {d.coordinates}: its original topic ", original, why))
+    letters = [d for d in letters if d not in unusable]
     if dry_run:
         for d in letters:
-            console.print(f"would replay {d.coordinates} -> {d.headers.get(h.DLQ_ORIGINAL_TOPIC)} ({d.reason[:60]})")
+            target = replay_target(d) or ""
+            console.print(Text.assemble(f"would replay {d.coordinates} -> {target} (", plain(d.reason[:60]), ")"))
         console.print(f"{len(letters)} dead letter(s) would be replayed")
         return
     with Progress(console=console) as progress:

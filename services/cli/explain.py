@@ -24,6 +24,7 @@ from rich.tree import Tree
 from schemas.events import ActionCompleted, ConditionResult, DecisionTrace, FlowDecision
 from schemas.topics import ACTION_RESULTS, DECISIONS
 from services.cli.options import Bootstrap, kafka_settings
+from services.cli.plain import escape_controls as _s  # every value shown came from Kafka
 from services.common.kafka import partitions_of, read_partition
 from services.common.settings import KafkaSettings
 
@@ -95,7 +96,7 @@ def explain(
         render(story, console)
     if not story.decisions:
         if not as_json:
-            console.print(f"no decision trace for {conversation_id!r} on {DECISIONS}")
+            console.print(Text(f"no decision trace for {_s(repr(conversation_id))} on {DECISIONS}"))
         raise typer.Exit(1)
 
 
@@ -109,9 +110,10 @@ _MARK = {True: ("✔", "green"), False: ("✘", "red")}
 
 def render(story: Story, out: Console) -> None:
     for trace in story.decisions:
-        head = Text(f"conversation {trace.conversation_id}", style="bold")
-        head.append(f" · agent {trace.agent_id}" + (f" (version {trace.agent_version})" if trace.agent_version else ""))
-        head.append(f" · revision {trace.config_revision} · extraction {trace.extraction_status}")
+        version = f" (version {trace.agent_version})" if trace.agent_version else ""
+        head = Text(f"conversation {_s(trace.conversation_id)}", style="bold")
+        head.append(f" · agent {_s(trace.agent_id)}" + _s(version))
+        head.append(f" · revision {_s(trace.config_revision)} · extraction {_s(trace.extraction_status)}")
         head.append(f" · decided {trace.decided_at.isoformat()}", style="dim")
         tree = Tree(head)
         for flow in trace.flows:
@@ -121,7 +123,7 @@ def render(story: Story, out: Console) -> None:
 
 def _flow(tree: Tree, flow: FlowDecision, results: dict[str, ActionCompleted]) -> None:
     mark, style = ("○", "dim") if not flow.enabled else _MARK[flow.fired]
-    branch = tree.add(Text.assemble((f"{mark} {flow.flow_id}", f"bold {style}"), f" — {flow.reason}"))
+    branch = tree.add(Text.assemble((f"{mark} {_s(flow.flow_id)}", f"bold {style}"), f" — {_s(flow.reason)}"))
     planned = {a.action_id: a for a in flow.actions}
     for result in flow.conditions:
         if result.kind == "action":
@@ -133,14 +135,14 @@ def _flow(tree: Tree, flow: FlowDecision, results: dict[str, ActionCompleted]) -
 def _condition(branch: Tree, result: ConditionResult) -> None:
     mark, style = _MARK[result.passed]
     line = Text.assemble(
-        (f"{mark} {result.path}", style),
-        f"  {result.kind}",
+        (f"{mark} {_s(result.path)}", style),
+        f"  {_s(result.kind)}",
         ("  expected ", "dim"),
         _short(result.expected),
         ("  actual ", "dim"),
         _short(result.actual),
     )
-    line.append(f" — {result.reason}")
+    line.append(f" — {_s(result.reason)}")
     branch.add(line)
 
 
@@ -149,13 +151,13 @@ def _action(
 ) -> None:
     action_id = str(result.actual) if result.actual else None
     mark, style = _MARK[result.passed]
-    line = Text.assemble((f"{mark} {result.path}", style), f"  {result.expected}")
+    line = Text.assemble((f"{mark} {_s(result.path)}", style), f"  {_short(result.expected)}")
     plan = planned.get(action_id) if action_id else None
     if plan is not None and plan.destination:
-        line.append(f" → {plan.destination}")
-    line.append(f" — {result.reason}")
+        line.append(f" → {_s(plan.destination)}")
+    line.append(f" — {_s(result.reason)}")
     if action_id is not None:
-        line.append(f"\n  action {action_id}: ", style="dim")
+        line.append(f"\n  action {_s(action_id)}: ", style="dim")
         line.append_text(_outcome(results.get(action_id)))
     branch.add(line)
 
@@ -164,18 +166,18 @@ def _outcome(done: ActionCompleted | None) -> Text:
     if done is None:
         return Text("pending (the dispatcher has not reported yet)", style="yellow")
     good = done.outcome in ("delivered", "published", "skipped_duplicate")
-    text = Text(done.outcome, style="green" if good else "red")
+    text = Text(_s(done.outcome), style="green" if good else "red")
     details = [f"{done.attempts} attempt(s)"]
     if done.status_code is not None:
         details.insert(0, f"HTTP {done.status_code}")
     if done.latency_ms is not None:
         details.append(f"{done.latency_ms:.0f} ms")
     if done.error:
-        details.append(done.error)
+        details.append(_s(done.error))
     text.append(f" ({', '.join(details)}) at {done.completed_at.isoformat()}")
     return text
 
 
 def _short(value: Any, limit: int = 80) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return _s(text if len(text) <= limit else text[: limit - 1] + "…")

@@ -30,6 +30,7 @@ from schemas import headers as h
 from schemas.headers import REEXTRACT_OF  # the original event_id, passed on by the extractor
 from schemas.topics import CONVERSATION_ENDED
 from services.cli.options import Bootstrap, kafka_settings
+from services.cli.plain import plain
 from services.cli.republish import Outgoing
 from services.cli.republish import republish as send_all
 from services.common import codec
@@ -192,5 +193,5 @@ def _table(chosen: Sequence[Chosen]) -> None:
     table = Table("record", "conversation", "agent", "event id", "published at")
     for c in chosen:
         at = datetime.fromtimestamp(c.timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
-        table.add_row(f"{c.partition}:{c.offset}", c.conversation_id, c.agent_id, c.event_id, at)
+        table.add_row(f"{c.partition}:{c.offset}", plain(c.conversation_id), plain(c.agent_id), plain(c.event_id), at)
     console.print(table)
