@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from services.api.auth import Auth
 from services.api.handler import router
 from services.api.settings import ApiSettings
+from services.console.app import mount as mount_console
 from services.store.db import Store
 from services.store.queries import QueryError
 
@@ -61,6 +62,8 @@ def create_app(settings: ApiSettings, *, store: Store | None = None) -> FastAPI:
     if store is not None:  # usable without the lifespan too (an ASGI transport in tests does not run it)
         _attach(app, store)
     app.include_router(router)
+    if settings.console.enabled:
+        mount_console(app)
     app.add_exception_handler(QueryError, _bad_query)
     app.add_exception_handler(OperationalError, _store_unavailable)
     app.add_exception_handler(DBAPIError, _store_unavailable)

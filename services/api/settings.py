@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.settings import KafkaSettings
+from services.console.settings import ConsoleSettings
 from services.store.settings import DatabaseSettings
 
 
@@ -28,4 +29,5 @@ class ApiSettings(BaseSettings):
     kafka: KafkaSettings = Field(
         default_factory=KafkaSettings, description="Kafka, for operator actions (replay, re-extract) only."
     )
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="The web console under /console.")
     log_level: str = Field("INFO", description="Python log level.")

@@ -91,15 +91,20 @@ def _fail(lines: list[str]) -> NoReturn:
 
 
 def _destination_kinds(path: Path) -> dict[str, str]:
-    """name -> kind from the dispatcher's destinations file (only names and kinds are read)."""
     try:
-        data: Any = plain(read_yaml(path.read_bytes()))
+        return destination_kinds(path)
     except OSError as exc:
         typer.echo(f"{path}: cannot read the destinations file: {exc}", err=True)
         raise typer.Exit(1) from None
     except YamlProblem as exc:
         typer.echo(f"{path}:{exc.line}: YAML: {exc.message}", err=True)
         raise typer.Exit(1) from None
+
+
+def destination_kinds(path: Path) -> dict[str, str]:
+    """name -> kind from the dispatcher's destinations file (only names and kinds are read: no URL, no
+    secret); OSError or YamlProblem when it cannot be read."""
+    data: Any = plain(read_yaml(path.read_bytes()))
     entries = data.get("destinations", []) if isinstance(data, dict) else []
     return {str(d["name"]): str(d.get("kind", "http")) for d in entries if isinstance(d, dict) and "name" in d}
 

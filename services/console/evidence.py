@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from markupsafe import Markup, escape
 
@@ -74,7 +75,7 @@ def _marked(text: str, spans: list[tuple[int, int, int]]) -> Markup:
         return escape(text)
     cuts = sorted({0, len(text), *(s for s, _, _ in spans), *(e for _, e, _ in spans)})
     pieces: list[Markup] = []
-    for start, end in zip(cuts, cuts[1:], strict=False):
+    for start, end in pairwise(cuts):
         covering = sorted({i for s, e, i in spans if s <= start and end <= e})
         piece = escape(text[start:end])
         if covering:

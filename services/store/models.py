@@ -284,6 +284,20 @@ class AuditEntry(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
+class ConsoleSession(Base):
+    """A console login (services/console/sessions.py): only the SHA-256 of the session id is kept; the
+    session ends at `expires_at`, after `idle` without a request, on logout, or when its token is revoked."""
+
+    __tablename__ = "console_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(Integer, index=True, doc="api_tokens.id it was opened with.")
+    csrf_token: Mapped[str] = mapped_column(String, doc="Every state change must carry it.")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 def table(model: type[Base]) -> Table:
     """A model's Core table, typed as such (what inserts, updates and column lists take)."""
     found = model.__table__

@@ -62,6 +62,11 @@
     if (link) { event.preventDefault(); link.focus(); }
   });
 
-  document.addEventListener("DOMContentLoaded", function () { localTimes(document); });
-  document.addEventListener("htmx:afterSettle", function (event) { localTimes(event.target); });
+  function viewerZone(root) {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    root.querySelectorAll("input[data-viewer-zone]").forEach(function (el) { if (!el.value) el.value = zone; });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { localTimes(document); viewerZone(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { localTimes(event.target); viewerZone(event.target); });
 })();

@@ -1,0 +1,160 @@
+"""Agents: every configuration file with its problems (file:line), each agent's flows with how often each
+fired in the last 7 days, and the dispatcher's destinations with what their last week of attempts says.
+
+The folder is the one the services read (`console.config_dir`), loaded as `config validate` loads it.
+Fire counts come from the stored decision traces of the last 7 days (the newest 20,000 per agent; the
+page says when it stopped there). Destination *state* (enabled, disabled after a 410, breaker open) is
+the dispatcher's; until the dispatcher publishes it, the page shows each destination's attempts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from schemas.config_yaml import YamlProblem
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog
+from services.cli.config import destination_kinds, destination_problems
+from services.console.access import PATH, Viewer
+from services.console.render import page
+from services.store.db import Store
+from services.store.models import Attempt, Decision, table
+
+router = APIRouter(prefix=PATH, include_in_schema=False)
+WINDOW = timedelta(days=7)
+MAX_TRACES = 20_000
+
+
+@dataclass
+class FlowRow:
+    id: str
+    state: str  # live, draft, disabled
+    description: str
+    actions: list[str]
+    evaluated: int = 0
+    fired: int = 0
+
+
+@dataclass
+class FileRow:
+    path: str
+    loaded: LoadedFile
+    flows: list[FlowRow] = field(default_factory=list)
+    traces: int = 0
+    capped: bool = False
+
+
+def relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
+def load(config_dir: Path) -> tuple[Catalog | None, list[Problem]]:
+    try:
+        catalog = load_catalog(config_dir)
+    except ConfigError as exc:
+        return None, list(exc.problems)
+    return catalog, list(catalog.problems)
+
+
+@router.get("/agents")
+async def agents(request: Request, who: Viewer) -> Response:
+    settings = request.app.state.settings.console
+    store: Store = request.app.state.store
+    if settings.config_dir is None:
+        return page(request, "agents.html", {"configured": False})
+    root = Path(settings.config_dir)
+    catalog, problems = load(root)
+    files = [_file_row(f, root) for f in catalog.files.values()] if catalog else []
+    destinations, attempts = {}, {}
+    if settings.destinations_file is not None:
+        try:
+            destinations = destination_kinds(Path(settings.destinations_file))
+        except (OSError, YamlProblem) as exc:
+            problems.append(
+                Problem(str(settings.destinations_file), 0, "", f"cannot read the destinations file: {exc}")
+            )
+        if catalog is not None and destinations:
+            problems += list(destination_problems(catalog, destinations))
+    since = datetime.now(UTC) - WINDOW
+    async with store.read() as conn:
+        for row in files:
+            await _count_fires(conn, row, since)
+        attempts = await _attempts(conn, since)
+    context = {
+        "configured": True,
+        "root": str(root),
+        "files": files,
+        "problems": [(relative(p.file, root), p) for p in problems],
+        "destinations": destinations,
+        "attempts": attempts,
+        "max_traces": MAX_TRACES,
+    }
+    return page(request, "agents.html", context)
+
+
+def _file_row(loaded: LoadedFile, root: Path) -> FileRow:
+    row = FileRow(relative(loaded.path, root), loaded)
+    config = loaded.config
+    if config is not None:
+        for flow in config.flows:
+            state = "disabled" if not flow.enabled else ("draft" if flow.draft or config.draft else "live")
+            row.flows.append(FlowRow(flow.id, state, flow.description, [a.type for a in flow.actions]))
+    return row
+
+
+async def _count_fires(conn: AsyncConnection, row: FileRow, since: datetime) -> None:
+    config = row.loaded.config
+    if config is None or config.draft:
+        return
+    d = table(Decision).c
+    query = (
+        select(d.payload)
+        .where(d.agent_id == config.agent, d.decided_at >= since, d.config_revision == config.revision)
+        .order_by(d.decided_at.desc())
+        .limit(MAX_TRACES + 1)
+    )
+    if config.version is not None:
+        query = query.where(d.agent_version == config.version)
+    payloads = (await conn.execute(query)).scalars().all()
+    row.capped = len(payloads) > MAX_TRACES
+    evaluated: Counter[str] = Counter()
+    fired: Counter[str] = Counter()
+    for payload in payloads[:MAX_TRACES]:
+        for flow in orjson.loads(payload).get("flows", []):
+            evaluated[flow.get("flow_id")] += 1
+            fired[flow.get("flow_id")] += bool(flow.get("fired"))
+    row.traces = min(len(payloads), MAX_TRACES)
+    for flow_row in row.flows:
+        flow_row.evaluated, flow_row.fired = evaluated[flow_row.id], fired[flow_row.id]
+
+
+async def _attempts(conn: AsyncConnection, since: datetime) -> dict[str, dict[str, Any]]:
+    """Per destination over the window: attempts by outcome, and the newest attempt."""
+    a = table(Attempt).c
+    out: dict[str, dict[str, Any]] = {}
+    counts = (
+        select(a.destination, a.outcome, func.count()).where(a.completed_at >= since).group_by(a.destination, a.outcome)
+    )
+    for name, outcome, n in await conn.execute(counts):
+        out.setdefault(name or "(none)", {"outcomes": {}, "last": None})["outcomes"][outcome] = n
+    newest = (
+        select(a.destination, func.max(a.completed_at)).where(a.completed_at >= since).group_by(a.destination)
+    ).subquery()
+    last = select(a.destination, a.outcome, a.status_code, a.error, a.completed_at).join(
+        newest, (a.destination == newest.c.destination) & (a.completed_at == newest.c[1])
+    )
+    for r in await conn.execute(last):
+        out.setdefault(r.destination or "(none)", {"outcomes": {}, "last": None})["last"] = r
+    return out

@@ -1,0 +1,59 @@
+"""The web console, served by the query API's app under /console (docs/console.md, docs/adr/0002-console.md).
+
+    app = create_app(settings)     # services.api.app: mounts the console when settings.console.enabled
+
+Pages are server-rendered (Jinja2, autoescape everywhere) with htmx for the live parts; who may see and
+do what is services/console/access.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.console import access, agents, letters, operations, pages, trial
+from services.console.render import STATIC, page
+
+TITLES = {400: "Bad request", 401: "Log in", 403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Bad request"}
+
+
+def mount(app: FastAPI) -> None:
+    for module in (access, pages, letters, operations, agents, trial):
+        app.include_router(module.router)
+    app.mount(f"{access.PATH}/static", StaticFiles(directory=STATIC), name="console-static")
+    app.add_exception_handler(access.LoginRequired, _login_required)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.middleware("http")(_csrf_cookie)
+
+
+async def _login_required(request: Request, _exc: Exception) -> Response:
+    return access.login_redirect(request)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """An HTML page for the console's errors; the JSON API keeps FastAPI's JSON body."""
+    assert isinstance(exc, StarletteHTTPException)
+    if not request.url.path.startswith(access.PATH + "/") or request.url.path.startswith(access.PATH + "/static"):
+        return await http_exception_handler(request, exc)
+    await access.resolve_or_none(request)
+    context = {"status": exc.status_code, "title": TITLES.get(exc.status_code, "Error"), "detail": exc.detail}
+    base = {"who": None, "csrf": None, "open_mode": False}
+    if not hasattr(request.state, "console"):
+        context = {**base, **context}
+    if request.headers.get("hx-request"):
+        template = "error_fragment.html"
+        return page(request, template, context, status_code=exc.status_code)
+    return page(request, "error.html", context, status_code=exc.status_code)
+
+
+async def _csrf_cookie(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Sets the double-submit cookie a page handed out without a session (login form, open mode)."""
+    response = await call_next(request)
+    if request.url.path.startswith(access.PATH):
+        access.remember_csrf_cookie(request, response)
+    return response

@@ -1,0 +1,99 @@
+"""Dead letters: grouped by service and reason, listed with filters, one record in full (key, headers,
+value). Redriving them is an operator action (services/console/operations.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_args
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+
+from schemas.topics import SERVICES
+from services.console.access import PATH, Viewer
+from services.console.pages import ConversationForm
+from services.console.render import page
+from services.store import queries
+from services.store.db import Store
+from services.store.queries import DeadLetterFilter, LetterState, QueryError
+
+router = APIRouter(prefix=PATH, include_in_schema=False)
+
+
+@dataclass
+class LetterForm:
+    values: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    filters: DeadLetterFilter = field(default_factory=DeadLetterFilter)
+
+    @classmethod
+    def read(cls, params: Mapping[str, Any]) -> LetterForm:
+        keys = ("service", "reason", "key", "state", "since", "until", "tz")
+        form = cls({k: str(params.get(k) or "").strip()[:200] for k in keys})
+        service, state = form.values["service"], form.values["state"] or "pending"
+        if service and service not in SERVICES:
+            form.errors.append(f"unknown service {service!r} (known: {', '.join(SERVICES)})")
+        if state not in get_args(LetterState):
+            form.errors.append(f"unknown state {state!r}")
+            state = "pending"
+        days = ConversationForm({"since": form.values["since"], "until": form.values["until"], "tz": form.values["tz"]})
+        zone = days._zone()
+        since, until = days._day("since", zone), days._day("until", zone, next_day=True)
+        form.errors += days.errors
+        form.filters = DeadLetterFilter(
+            services=[service] if service in SERVICES else [],
+            reason=form.values["reason"] or None,
+            key=form.values["key"] or None,
+            state=state,  # type: ignore[arg-type]
+            since=since,
+            until=until,
+        )
+        return form
+
+    def query(self, **extra: str) -> str:
+        return urlencode([(k, v) for k, v in {**self.values, **extra}.items() if v])
+
+    @property
+    def chosen(self) -> bool:
+        """Something narrower than every pending letter (a redrive of all needs a filter on purpose)."""
+        return any(self.values[k] for k in ("service", "reason", "key", "since", "until"))
+
+
+def _store(request: Request) -> Store:
+    found: Store = request.app.state.store
+    return found
+
+
+@router.get("/dead-letters")
+async def dead_letters(request: Request, who: Viewer, cursor: str | None = None) -> Response:
+    form = LetterForm.read(request.query_params)
+    settings = request.app.state.settings
+    try:
+        async with _store(request).read() as conn:
+            counts = await queries.dead_letter_counts(conn, form.filters)
+            found = await queries.list_dead_letters(conn, form.filters, limit=settings.console.page_size, cursor=cursor)
+    except QueryError as exc:
+        raise HTTPException(400, str(exc)) from None
+    context = {
+        "form": form,
+        "counts": counts,
+        "page": found,
+        "cursor": cursor,
+        "services": SERVICES,
+        "can_operate": who.can("operator"),
+        "rate": settings.console.redrive_rate,
+        "limit": settings.api.operation_limit,
+    }
+    return page(request, "dead_letters.html", context)
+
+
+@router.get("/dead-letters/{letter_id}")
+async def dead_letter(request: Request, who: Viewer, letter_id: int) -> Response:
+    async with _store(request).read() as conn:
+        found = await queries.get_dead_letter(conn, letter_id)
+    if found is None:
+        raise HTTPException(404, f"no dead letter {letter_id} in the store")
+    context = {"l": found, "can_operate": who.can("operator"), "rate": request.app.state.settings.console.redrive_rate}
+    return page(request, "dead_letter.html", context)

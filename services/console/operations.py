@@ -1,0 +1,95 @@
+"""Operator actions from the console: redrive dead letters (one, or all matching a filter, with a dry-run
+count and a rate), re-extract a call, redeliver a call's failed actions. Each is the query API's own
+audited operation (services/api/operations.py): the same records reach Kafka, the same audit row is
+written, with the console user as the actor. Every POST needs the operator role and the CSRF token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import Response
+
+from services.api import operations
+from services.api.settings import ApiSettings
+from services.console.access import PATH, Csrf, Operator
+from services.console.letters import LetterForm
+from services.console.render import fragment
+from services.store.db import Store
+from services.store.queries import ConversationFilter, DeadLetterFilter
+
+router = APIRouter(prefix=f"{PATH}/operations", include_in_schema=False, dependencies=[Csrf])
+MAX_RATE = 10_000.0
+
+
+def _deps(request: Request) -> tuple[Store, ApiSettings]:
+    return request.app.state.store, request.app.state.settings
+
+
+@router.post("/redrive")
+async def redrive(
+    request: Request,
+    who: Operator,
+    rate: Annotated[float | None, Form(gt=0, le=MAX_RATE)] = None,
+    limit: Annotated[int | None, Form(ge=1)] = None,
+    dry_run: Annotated[str, Form()] = "0",
+    id: Annotated[int | None, Form()] = None,
+) -> Response:
+    store, settings = _deps(request)
+    form = LetterForm.read(await request.form())
+    if form.errors:
+        raise HTTPException(400, "; ".join(form.errors))
+    filters = DeadLetterFilter(ids=[id], state="all") if id is not None else form.filters
+    cap = settings.api.operation_limit
+    result = await operations.replay_dead_letters(
+        store,
+        settings.kafka,
+        who.principal,
+        filters,
+        limit=min(limit or cap, cap),
+        rate=rate or settings.console.redrive_rate,
+        dry_run=dry_run == "1",
+    )
+    context = {"result": result, "what": "dead letter(s)", "verb": "redriven to their original topics", "rate": rate}
+    return fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)
+
+
+@router.post("/reextract")
+async def reextract(request: Request, who: Operator, conversation_id: Annotated[str, Form(max_length=256)]) -> Response:
+    store, settings = _deps(request)
+    result = await operations.reextract_conversations(
+        store,
+        settings.kafka,
+        who.principal,
+        ConversationFilter(ids=[conversation_id]),
+        limit=1,
+        rate=settings.api.operation_rate,
+        dry_run=False,
+    )
+    if not result.matched:
+        raise HTTPException(404, f"the event of {conversation_id!r} is not in the store: nothing to re-extract")
+    context = {"result": result, "what": "conversation(s)", "verb": "sent for extraction again", "rate": None}
+    return fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)
+
+
+@router.post("/redeliver")
+async def redeliver(request: Request, who: Operator, conversation_id: Annotated[str, Form(max_length=256)]) -> Response:
+    """The call's dispatcher dead letters (actions that used up their retries or were refused) back to
+    their action topics; a delivered action is never sent twice (the dispatcher's ledger skips it)."""
+    store, settings = _deps(request)
+    result = await operations.replay_dead_letters(
+        store,
+        settings.kafka,
+        who.principal,
+        DeadLetterFilter(services=["dispatcher"], key=conversation_id),
+        limit=settings.api.operation_limit,
+        rate=settings.console.redrive_rate,
+        dry_run=False,
+    )
+    context = {"result": result, "what": "failed action(s)", "verb": "sent to the dispatcher again", "rate": None}
+    if not result.matched:
+        context["note"] = (
+            "Nothing to redeliver: no action of this call is in the dispatcher's dead-letter topic "
+            "(a failed action still in its retry tiers is retried on its own)."
+        )
+    return fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)

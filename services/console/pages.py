@@ -1,0 +1,164 @@
+"""The reading pages: conversations (filters, text search, pages, new calls without a reload) and one call
+as a timeline. Every query is the store's own (services/store/queries.py), as the JSON API runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal, get_args
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+
+from schemas.end_reasons import EndReason
+from services.console import timeline
+from services.console.access import PATH, Viewer
+from services.console.render import fragment, page
+from services.console.settings import ConsoleSettings
+from services.store import queries
+from services.store.db import Store
+from services.store.queries import ConversationFilter, QueryError
+from services.store.views import Page
+
+router = APIRouter(prefix=PATH, include_in_schema=False)
+END_REASONS = sorted(r.value for r in EndReason)
+Status = Literal["ok", "failed", "none"]
+
+
+@dataclass
+class ConversationForm:
+    """The conversations page's query string, read leniently: a bad value is named, never a 500."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    end_reasons: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    filters: ConversationFilter = field(default_factory=ConversationFilter)
+
+    @classmethod
+    def read(cls, params: Mapping[str, Any], end_reasons: list[str]) -> ConversationForm:
+        keys = ("agent", "q", "since", "until", "status", "failed", "review", "tz")
+        form = cls({k: str(params.get(k) or "").strip()[:200] for k in keys}, [r for r in end_reasons if r])
+        bad = [r for r in form.end_reasons if r not in END_REASONS]
+        form.errors += [f"unknown end reason {r!r}" for r in bad]
+        zone = form._zone()
+        status = form.values["status"]
+        if status and status not in get_args(Status):
+            form.errors.append(f"unknown extraction status {status!r}")
+        form.filters = ConversationFilter(
+            agent=form.values["agent"] or None,
+            end_reasons=[r for r in form.end_reasons if r not in bad],
+            since=form._day("since", zone),
+            until=form._day("until", zone, next_day=True),
+            extraction_status=status if status in get_args(Status) else None,  # type: ignore[arg-type]
+            failed=True if form.values["failed"] else None,
+            needs_review=True if form.values["review"] else None,
+            text=form.values["q"] or None,
+        )
+        return form
+
+    def _zone(self) -> ZoneInfo:
+        try:
+            return ZoneInfo(self.values["tz"] or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            self.errors.append(f"unknown time zone {self.values['tz']!r}; dates are read as UTC")
+            return ZoneInfo("UTC")
+
+    def _day(self, key: str, zone: ZoneInfo, next_day: bool = False) -> datetime | None:
+        """A date from the form, as the start of that day in the viewer's zone (`until`: the day after)."""
+        text = self.values[key]
+        if not text:
+            return None
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            self.errors.append(f"{key}: {text!r} is not a date (YYYY-MM-DD)")
+            return None
+        start = datetime.combine(day + timedelta(days=1 if next_day else 0), time(), zone)
+        return start.astimezone(UTC)
+
+    def query(self, **extra: str) -> str:
+        pairs = [(k, v) for k, v in self.values.items() if v] + [("end_reason", r) for r in self.end_reasons]
+        return urlencode(pairs + [(k, v) for k, v in extra.items() if v])
+
+
+def _store(request: Request) -> Store:
+    found: Store = request.app.state.store
+    return found
+
+
+def _settings(request: Request) -> ConsoleSettings:
+    found: ConsoleSettings = request.app.state.settings.console
+    return found
+
+
+@router.get("/")
+async def home() -> Response:
+    return Response(status_code=303, headers={"Location": f"{PATH}/conversations"})
+
+
+@router.get("/conversations")
+async def conversations(request: Request, who: Viewer, cursor: str | None = None) -> Response:
+    form = ConversationForm.read(request.query_params, request.query_params.getlist("end_reason"))
+    settings = _settings(request)
+    try:
+        async with _store(request).read() as conn:
+            found = await queries.list_conversations(conn, form.filters, limit=settings.page_size, cursor=cursor)
+    except QueryError as exc:
+        form.errors.append(str(exc))
+        found = Page(items=[], next_cursor=None)
+    newest = found.items[0] if found.items and not cursor else None
+    context = {
+        "form": form,
+        "page": found,
+        "cursor": cursor,
+        "end_reasons": END_REASONS,
+        "poll": _poll_url(form, newest.ended_at, newest.conversation_id) if newest else None,
+        "poll_empty": _poll_url(form, None, None) if not found.items and not cursor else None,
+        "refresh_seconds": settings.refresh_seconds,
+    }
+    if request.headers.get("hx-request") and request.headers.get("hx-target") == "results":
+        return fragment(request, "conversation_results.html", context)
+    return page(request, "conversations.html", context)
+
+
+def _poll_url(form: ConversationForm, at: datetime | None, cid: str | None) -> str:
+    after = queries.encode_cursor(at, cid) if at is not None and cid is not None else ""
+    return f"{PATH}/conversations/new?{form.query(after=after)}"
+
+
+@router.get("/conversations/new")
+async def new_conversations(request: Request, who: Viewer, after: str | None = None) -> Response:
+    """Calls that ended after the newest one the page shows (oldest first, so they stack on top in order),
+    and the poller itself again with the new newest."""
+    form = ConversationForm.read(request.query_params, request.query_params.getlist("end_reason"))
+    settings = _settings(request)
+    async with _store(request).read() as conn:
+        try:
+            found = await queries.list_conversations(
+                conn, form.filters, limit=settings.page_size, cursor=after or None, order="asc" if after else "desc"
+            )
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from None
+    items = found.items if after else list(reversed(found.items))
+    newest = items[-1] if items else None
+    poll = (
+        _poll_url(form, newest.ended_at, newest.conversation_id)
+        if newest
+        else f"{PATH}/conversations/new?{form.query(after=after or '')}"
+    )
+    context = {"rows": list(reversed(items)), "poll": poll, "refresh_seconds": settings.refresh_seconds, "new": True}
+    return fragment(request, "conversation_new.html", context)
+
+
+@router.get("/conversations/{conversation_id:path}")
+async def conversation(request: Request, who: Viewer, conversation_id: str) -> Response:
+    if len(conversation_id) > 256:
+        raise HTTPException(400, "a conversation id is at most 256 characters")
+    async with _store(request).read() as conn:
+        detail = await queries.get_conversation(conn, conversation_id)
+    if detail is None:
+        raise HTTPException(404, f"no conversation {conversation_id!r} in the store")
+    return page(request, "conversation.html", {"t": timeline.build(detail), "can_operate": who.can("operator")})
