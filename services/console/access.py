@@ -16,6 +16,7 @@ open mode), a double-submit cookie `pc_csrf`. A POST whose Origin is another sit
 from __future__ import annotations
 
 import hmac
+import math
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote, urlsplit
@@ -172,7 +173,7 @@ async def login(
         return page(request, "login.html", {**context, "error": "unknown or revoked token"}, status_code=401)
     session_id, _ = opened
     response = RedirectResponse(safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
-    max_age = int(_settings(request).session_max_hours * 3600)
+    max_age = math.ceil(_settings(request).session_max_hours * 3600)
     response.set_cookie(
         SESSION_COOKIE,
         session_id,

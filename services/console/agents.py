@@ -18,11 +18,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from schemas.config_yaml import YamlProblem
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog
+from schemas.config_yaml import YamlProblem
 from services.cli.config import destination_kinds, destination_problems
 from services.console.access import PATH, Viewer
 from services.console.render import page

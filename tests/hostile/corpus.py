@@ -26,6 +26,13 @@ class Case:
     reason: str = ""  # substring of the dead letter's reason
 
 
+SCRIPT = (
+    "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\"> "
+    "</textarea><b>bold?</b> & &amp; Please call me back."
+)
+SCRIPT_NAME = "<svg onload=alert(1)>Mallory"
+
+
 def conversation(cid: str, **changes: object) -> dict[str, object]:
     event = {**BASE, "conversation_id": cid, "event_id": f"evt-{cid}"}
     event.update(changes)
@@ -43,6 +50,7 @@ def cases() -> list[Case]:
         "{% for x in range(9) %}{{x}}{% endfor %} {{customer_email}}"
     )
     messages = [{"role": "customer", "text": injection}, *BASE["messages"]]
+    markup = [{"role": "customer", "text": SCRIPT}, *BASE["messages"]]
     return [
         Case("invalid-utf8", "hostile-utf8", b'{"conversation_id": "\xff\xfe\xfd"}', "dlq:extractor", "not valid JSON"),
         Case("deeply-nested", "deep", _nested(20_000), "dlq:extractor", "not valid JSON"),
@@ -100,6 +108,12 @@ def cases() -> list[Case]:
             "template-injection",
             "hostile-inject",
             orjson.dumps(conversation("hostile-inject", messages=messages)),
+            "processed",
+        ),
+        Case(
+            "script-injection",
+            "hostile-script",
+            orjson.dumps(conversation("hostile-script", messages=markup, customer={"name": SCRIPT_NAME})),
             "processed",
         ),
         Case("duplicate-event-1", "hostile-dup", orjson.dumps(conversation("hostile-dup")), "processed"),

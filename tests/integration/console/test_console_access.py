@@ -1,0 +1,149 @@
+"""Who may use the console and how: login with a store token into a session that expires, roles, CSRF on
+every state change, open only on loopback with no token, and never the session cookie on the JSON API."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from services.api import auth
+from services.console.access import CSRF_COOKIE, SESSION_COOKIE
+from services.store import tokens, writer
+from services.store.db import Store
+from services.store.models import ConsoleSession
+from tests.integration.console.conftest import console_for, create_token, csrf_of, login, post
+from tests.support.calls import rows_of, story
+
+REDRIVE = {"service": "router", "dry_run": "1"}
+
+
+async def test_with_a_token_in_the_store_every_page_asks_for_a_login(store: Store) -> None:
+    await create_token(store, "alice", "operator")
+    async with console_for(store) as c:
+        for path in ("/console/conversations", "/console/dead-letters", "/console/agents", "/console/try"):
+            answer = await c.get(path)
+            assert answer.status_code == 303 and answer.headers["location"].startswith("/console/login?next=")
+        htmx = await c.get("/console/conversations/new", headers={"HX-Request": "true"})
+        assert htmx.status_code == 204 and htmx.headers["HX-Redirect"].startswith("/console/login")
+        assert (await c.post("/console/operations/redrive", data=REDRIVE)).status_code in (303, 403)
+
+
+async def test_login_with_a_token_opens_a_session_and_logout_ends_it(store: Store) -> None:
+    token = await create_token(store, "alice", "operator")
+    async with console_for(store) as c:
+        wrong = await login(c, "pc_not-a-token")
+        assert wrong.status_code == 401 and "unknown or revoked token" in wrong.text
+        done = await login(c, token)
+        assert done.status_code == 303 and done.headers["location"] == "/console/conversations"
+        cookie = done.headers["set-cookie"]
+        assert f"{SESSION_COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert "Path=/console" in cookie
+        page = await c.get("/console/conversations")
+        assert page.status_code == 200 and "alice" in page.text and "operator" in page.text
+        async with store.read() as conn:
+            [stored] = (await conn.execute(select(ConsoleSession.id_sha256))).scalars().all()
+        session = c.cookies[SESSION_COOKIE]
+        assert stored != session and len(stored) == 64  # only its hash is kept
+        out = await post(c, "/console/logout", "/console/conversations", {})
+        assert out.status_code == 303
+        again = await c.get("/console/conversations", headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+        assert again.status_code == 303  # the old cookie, sent again, opens nothing
+    async with store.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(ConsoleSession))).scalar_one() == 0
+
+
+async def test_a_session_ends_when_idle_too_long_and_when_its_token_is_revoked(store: Store) -> None:
+    token = await create_token(store, "bob", "viewer")
+    async with console_for(store, console={"session_idle_minutes": 0.01}) as c:
+        await login(c, token)
+        assert (await c.get("/console/conversations")).status_code == 200
+        await asyncio.sleep(0.7)
+        assert (await c.get("/console/conversations")).status_code == 303
+    async with console_for(store) as c:
+        await login(c, token)
+        assert (await c.get("/console/conversations")).status_code == 200
+        async with store.write() as conn:
+            await tokens.revoke_token(conn, "bob")
+        assert (await c.get("/console/conversations")).status_code == 303
+
+
+async def test_a_session_ends_at_its_absolute_limit_however_busy(store: Store) -> None:
+    token = await create_token(store, "carol", "viewer")
+    async with console_for(store, console={"session_max_hours": 0.0002}) as c:  # 0.72 s
+        await login(c, token)
+        assert (await c.get("/console/conversations")).status_code == 200
+        await asyncio.sleep(0.8)
+        assert (await c.get("/console/conversations")).status_code == 303
+
+
+async def test_a_viewer_reads_but_cannot_redrive_reextract_or_redeliver(store: Store) -> None:
+    await writer.write(store, rows_of(story("c1")))
+    token = await create_token(store, "viewer", "viewer")
+    async with console_for(store) as c:
+        await login(c, token)
+        letters = await c.get("/console/dead-letters")
+        assert letters.status_code == 200 and "Redrive" not in letters.text
+        timeline = await c.get("/console/conversations/c1")
+        assert timeline.status_code == 200 and "Re-extract" not in timeline.text
+        for path, data in [
+            ("/console/operations/redrive", REDRIVE),
+            ("/console/operations/reextract", {"conversation_id": "c1"}),
+            ("/console/operations/redeliver", {"conversation_id": "c1"}),
+        ]:
+            refused = await post(c, path, "/console/conversations", data)
+            assert refused.status_code == 403 and "operator" in refused.text, path
+
+
+async def test_every_state_change_needs_the_csrf_token_and_a_same_site_origin(store: Store) -> None:
+    token = await create_token(store, "alice", "operator")
+    async with console_for(store) as c:
+        await login(c, token)
+        good = csrf_of((await c.get("/console/dead-letters")).text)
+        assert (await c.post("/console/operations/redrive", data=REDRIVE)).status_code == 403
+        assert (
+            await c.post("/console/operations/redrive", data={**REDRIVE, "csrf_token": "x" * 43})
+        ).status_code == 403
+        foreign = {"Origin": "https://evil.example"}
+        refused = await c.post("/console/operations/redrive", data={**REDRIVE, "csrf_token": good}, headers=foreign)
+        assert refused.status_code == 403 and "cross-site" in refused.text
+        assert (await c.post("/console/operations/redrive", data={**REDRIVE, "csrf_token": good})).status_code == 200
+        by_header = await c.post("/console/operations/redrive", data=REDRIVE, headers={"X-CSRF-Token": good})
+        assert by_header.status_code == 200 and "Dry run: 0 dead letter(s)" in by_header.text
+    async with console_for(store) as other:  # another browser: its own login form token only
+        form = await other.get("/console/login")
+        assert other.cookies.get(CSRF_COOKIE) and csrf_of(form.text) == other.cookies.get(CSRF_COOKIE)
+        refused = await other.post("/console/login", data={"csrf_token": "y" * 43, "token": token})
+        assert refused.status_code == 403
+
+
+async def test_open_mode_only_on_loopback_with_no_token_and_still_csrf_protected(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "OPEN_MODE_RECHECK_SECONDS", 0.0)
+    async with console_for(store) as c:
+        page = await c.get("/console/dead-letters")
+        assert page.status_code == 200 and "open mode" in page.text and "local" in page.text
+        assert (await c.post("/console/operations/redrive", data=REDRIVE)).status_code == 403
+        assert (await post(c, "/console/operations/redrive", "/console/dead-letters", REDRIVE)).status_code == 200
+    async with console_for(store, api={"host": "0.0.0.0"}) as remote:
+        assert (await remote.get("/console/conversations")).status_code == 303  # never open off loopback
+
+
+async def test_the_json_api_never_takes_the_console_session(store: Store) -> None:
+    token = await create_token(store, "alice", "operator")
+    async with console_for(store) as c:
+        await login(c, token)
+        session = c.cookies[SESSION_COOKIE]
+        answer = await c.get("/api/v1/conversations", headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+    assert answer.status_code == 401
+
+
+async def test_pages_forbid_inline_script_and_framing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "OPEN_MODE_RECHECK_SECONDS", 0.0)
+    async with console_for(store) as c:
+        headers = (await c.get("/console/conversations")).headers
+    policy = headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    assert headers["x-content-type-options"] == "nosniff"

@@ -1,0 +1,225 @@
+"""The console's pages over a real store (SQLite and PostgreSQL): filters and pages, new calls, one call as
+a timeline, hostile text escaped, dead letters, agents, and a dry run on an edited configuration."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas import headers as h
+from schemas.events import ConversationEnded
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
+from services.api import auth
+from services.store import rows as r
+from services.store import writer
+from services.store.db import Store
+from tests.hostile.corpus import SCRIPT, SCRIPT_NAME, cases
+from tests.integration.console.conftest import AGENTS, ROOT, console_for, csrf_of
+from tests.support.calls import T0, action_id, ended, extracted, result, rows_of, story, trace
+
+
+@pytest.fixture(autouse=True)
+def open_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests use the loopback open mode (no token); tests/…/test_console_access.py covers logins."""
+    monkeypatch.setattr(auth, "OPEN_MODE_RECHECK_SECONDS", 0.0)
+
+
+async def seed(store: Store) -> None:
+    records: list[tuple[str, Any]] = []
+    for i in range(7):
+        records += story(f"c{i}", at=T0 + timedelta(minutes=i), agent="sales-line" if i % 2 else "support-line")
+    event = ended("failing", at=T0 + timedelta(hours=1), customer="Dana Failing")
+    aid = action_id("failing", "crm-sync")
+    records += [
+        (CONVERSATION_ENDED, event),
+        (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])])),
+        (ACTION_RESULTS, result(aid, "failing", "failed", 1, status_code=503, error="HTTP 503: <b>try later</b>")),
+    ]
+    rows = rows_of(records)
+    source = r.Source("postcall.router.dlq.v1", 1, 9, int(T0.timestamp() * 1000))
+    headers = {
+        h.DLQ_EXCEPTION_MESSAGE: "InvalidRecord: not JSON",
+        h.DLQ_ORIGINAL_TOPIC: "postcall.conversation-extracted.v1",
+    }
+    rows.extend(r.dead_letter(source, "router", b"c3", b"<html><script>x</script>", headers))
+    await writer.write(store, rows)
+
+
+def ids(html: str) -> list[str]:
+    return re.findall(r'<tr data-href="/console/conversations/([^"]+)"', html)
+
+
+async def test_filters_search_and_pages(store: Store) -> None:
+    await seed(store)
+    async with console_for(store, console={"page_size": 5}) as c:
+        first = (await c.get("/console/conversations")).text
+        assert ids(first) == ["failing", "c6", "c5", "c4", "c3"]
+        older = re.search(r'href="(/console/conversations\?[^"]*cursor=[^"]+)"', first)
+        assert older is not None
+        assert ids((await c.get(older.group(1).replace("&amp;", "&"))).text) == ["c2", "c1", "c0"]
+        assert ids((await c.get("/console/conversations", params={"agent": "sales-line"})).text) == ["c5", "c3", "c1"]
+        assert ids((await c.get("/console/conversations", params={"failed": "1"})).text) == [
+            "failing",
+            "c3",
+        ]  # c3: a dead letter
+        assert ids((await c.get("/console/conversations", params={"q": "dana"})).text) == ["failing"]
+        bad = await c.get("/console/conversations", params={"end_reason": "ALIENS", "since": "tuesday"})
+        assert bad.status_code == 200 and "unknown end reason &#39;ALIENS&#39;" in bad.text
+        assert "since: &#39;tuesday&#39; is not a date" in bad.text
+
+
+async def test_rows_show_agent_end_reason_duration_flows_and_failure(store: Store) -> None:
+    await seed(store)
+    async with console_for(store) as c:
+        html = (await c.get("/console/conversations")).text
+    row = html[html.index('data-href="/console/conversations/failing"') :].split("</tr>")[0]
+    assert "Support Line" in row and "v3" in row and "CUSTOMER_HANGUP" in row and "3:00" in row
+    assert '<td class="num">1</td>' in row and '<span class="badge bad">failed</span>' in row
+
+
+async def test_new_calls_are_offered_without_a_reload(store: Store) -> None:
+    await seed(store)
+    async with console_for(store) as c:
+        page = (await c.get("/console/conversations")).text
+        poll = re.search(r'hx-get="(/console/conversations/new\?[^"]+)"', page)
+        assert poll is not None
+        url = poll.group(1).replace("&amp;", "&")
+        assert ids((await c.get(url)).text) == []
+        await writer.write(
+            store, rows_of(story("late-1", at=T0 + timedelta(hours=2)) + story("late-2", at=T0 + timedelta(hours=3)))
+        )
+        fresh = (await c.get(url)).text
+        assert ids(fresh) == ["late-2", "late-1"] and 'class="new"' in fresh
+        again = re.search(r'hx-get="(/console/conversations/new\?[^"]+)"', fresh)
+        assert again is not None and ids((await c.get(again.group(1).replace("&amp;", "&"))).text) == []
+
+
+async def test_one_call_as_a_timeline(store: Store) -> None:
+    await seed(store)
+    async with console_for(store) as c:
+        html = (await c.get("/console/conversations/c1")).text
+        failing = (await c.get("/console/conversations/failing")).text
+    for step in ("Received", "Extracted", "Decided", "Outcome"):
+        assert f"<h3>{step}" in html
+    assert '<button type="button" class="evidence" data-ev="0"' in html  # a value with its evidence
+    assert '<mark class="ev" data-ev="0">' in html  # the quote, marked in the transcript
+    assert "crm-sync" in html and "fired" in html and "delivered" in html
+    assert "2 of 2 action(s) done" in html
+    assert "HTTP 503: &lt;b&gt;try later&lt;/b&gt;" in failing and "<b>try later" not in failing
+    assert "1 failed (a retry may follow)" in failing
+
+
+async def test_hostile_text_is_escaped_everywhere(store: Store) -> None:
+    hostile = {case.key: case for case in cases()}
+    records: list[tuple[str, Any]] = []
+    for key in ("hostile-script", "hostile-inject"):
+        event = ConversationEnded.model_validate_json(hostile[key].value)
+        records += [(CONVERSATION_ENDED, event), (CONVERSATION_EXTRACTED, extracted(event))]
+    await writer.write(store, rows_of(records))
+    async with console_for(store) as c:
+        listing = (await c.get("/console/conversations")).text
+        script = (await c.get("/console/conversations/hostile-script")).text
+        inject = (await c.get("/console/conversations/hostile-inject")).text
+    for html in (listing, script):
+        assert "<svg" not in html and "&lt;svg onload=alert(1)&gt;Mallory" in html
+    assert "<script>document" not in script and "<img" not in script and "</textarea><b>" not in script
+    assert "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;" in script
+    assert SCRIPT not in script and SCRIPT_NAME not in listing
+    assert "{{__import__(&#39;os&#39;).system(&#39;id&#39;)}}" in inject and "{% for x in range(9) %}" in inject
+
+
+async def test_dead_letters_grouped_listed_and_one_in_full(store: Store) -> None:
+    await seed(store)
+    async with console_for(store) as c:
+        page = (await c.get("/console/dead-letters")).text
+        assert "router" in page and "InvalidRecord: not JSON" in page and '<td class="num">1</td>' in page
+        letter = re.search(r'href="/console/dead-letters/(\d+)"', page)
+        assert letter is not None
+        detail = (await c.get(f"/console/dead-letters/{letter.group(1)}")).text
+        assert "postcall.router.dlq.v1:1:9" in detail and "&lt;html&gt;&lt;script&gt;x&lt;/script&gt;" in detail
+        assert "x-dlq-exception-message" in detail.lower() and "<script>x" not in detail
+        dry = await c.post(
+            "/console/operations/redrive",
+            data={"service": "router", "dry_run": "1", "rate": "5", "csrf_token": csrf_of(page)},
+        )
+        assert (
+            dry.status_code == 200
+            and "Dry run: 1 dead letter(s) would be redriven" in dry.text
+            and "at 5.0/s" in dry.text
+        )
+        assert (await c.get("/console/dead-letters/999999")).status_code == 404
+
+
+async def test_agents_page_shows_problems_with_lines_flows_and_fire_counts(store: Store, tmp_path: Any) -> None:
+    (tmp_path / "support.yaml").write_text((AGENTS / "support-line.yaml").read_text())
+    (tmp_path / "broken.yaml").write_text("agent: broken\nflows:\n  - id: x\n    actions: [{type: webhok}]\n")
+    async with console_for(store, console={"config_dir": str(tmp_path)}) as c:
+        html = (await c.get("/console/agents")).text
+    assert "<code>broken.yaml:4</code>" in html and "unknown action type &#39;webhok&#39;" in html
+    assert "crm-case-update" in html and "callback-requested" in html
+    assert "0 of 0" in html  # nothing recorded for this revision in the last 7 days
+
+
+async def test_try_a_flow_on_an_edited_configuration(store: Store) -> None:
+    example = (ROOT / "examples" / "conversations" / "0005-callback-request.json").read_text()
+    edited = (AGENTS / "support-line.yaml").read_text() + (
+        "  - id: tried-here\n    draft: true\n    when: {end_reason: CUSTOMER_HANGUP}\n"
+        "    actions: [{type: task, title: 'Edited <b>{{customer_number}}</b>'}]\n"
+    )
+    async with console_for(store) as c:
+        form = (await c.get("/console/try")).text
+        token = csrf_of(form)
+        current = await c.post("/console/try", data={"csrf_token": token, "source": "paste", "payload": example})
+        tried = await c.post(
+            "/console/try",
+            data={"csrf_token": token, "source": "paste", "payload": example, "config": "edited",
+                  "file": "support-line.yaml", "config_text": edited},
+        )  # fmt: skip
+        broken = await c.post(
+            "/console/try",
+            data={"csrf_token": token, "source": "paste", "payload": example, "config": "edited",
+                  "file": "support-line.yaml", "config_text": edited.replace("type: task", "type: tsak")},
+        )  # fmt: skip
+    assert current.status_code == 200 and "tried-here" not in current.text and "callback-requested" in current.text
+    assert "would fire" in tried.text and "tried-here" in tried.text
+    assert "Edited &lt;b&gt;+16305550123&lt;/b&gt;" in tried.text  # the exact payload, escaped
+    assert "nothing was produced or sent" in tried.text
+    assert "support-line.yaml:" in broken.text and "unknown action type &#39;tsak&#39;" in broken.text
+    assert "postcall-try-" not in broken.text  # the private copy's path is not shown
+
+
+async def test_try_a_stored_call_with_its_stored_extraction(store: Store) -> None:
+    example = ConversationEnded.model_validate_json(
+        (ROOT / "examples" / "conversations" / "0001-support-resolved-hangup.json").read_bytes()
+    )
+    await writer.write(store, rows_of([(CONVERSATION_ENDED, example), (CONVERSATION_EXTRACTED, extracted(example))]))
+    async with console_for(store) as c:
+        form = await c.get("/console/try", params={"conversation_id": example.conversation_id})
+        assert 'value="support-line.yaml" selected' in form.text and "crm-case-update" in form.text
+        answer = await c.post(
+            "/console/try",
+            data={"csrf_token": csrf_of(form.text), "source": "stored", "conversation_id": example.conversation_id,
+                  "use_stored_extraction": "1"},
+        )  # fmt: skip
+        missing = await c.post("/console/try", data={"csrf_token": csrf_of(form.text), "conversation_id": "nope"})
+    assert answer.status_code == 200 and "conversation-extracted" in answer.text and "crm-case-update" in answer.text
+    assert missing.status_code == 404 and "no stored event" in missing.text
+
+
+async def test_the_api_document_does_not_list_console_pages(store: Store) -> None:
+    async with console_for(store) as c:
+        paths = orjson.loads((await c.get("/openapi.json")).content)["paths"]
+    assert not [p for p in paths if p.startswith("/console")]
+
+
+async def test_static_files_are_served_and_htmx_is_the_vendored_one(store: Store) -> None:
+    import hashlib
+
+    async with console_for(store) as c:
+        js = await c.get("/console/static/htmx.min.js")
+    vendored = (ROOT / "services" / "console" / "static" / "VENDORED.md").read_text()
+    assert js.status_code == 200 and hashlib.sha256(js.content).hexdigest() in vendored
