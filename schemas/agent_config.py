@@ -155,7 +155,33 @@ def _parse_ref(inner: str) -> VarRef:
         raise TemplateSyntaxError(
             f"'{name}': attribute access is not supported (only dynamic_variables.<name> and fields.<name>)"
         )
-    return VarRef(name, fallback.strip() if bar else None)
+    return VarRef(name, _fallback(name, fallback) if bar else None)
+
+
+# Jinja's built-in filters: `{{x | upper}}` reads as a filter to anyone who knows Jinja, but here the text
+# after `|` is the fallback. Such a fallback is refused rather than rendered as the word "upper".
+JINJA_FILTERS = frozenset(
+    "abs attr batch capitalize center count d default dictsort e escape filesizeformat first float "
+    "forceescape format groupby indent int items join last length list lower map max min pprint random "
+    "reject rejectattr replace reverse round safe select selectattr slice sort string striptags sum title "
+    "tojson trim truncate unique upper urlencode urlize wordcount wordwrap xmlattr".split()
+)
+_FILTER_CALL = re.compile(r"([A-Za-z_]+)\s*(\(.*\))?", re.S)
+
+
+def _fallback(name: str, text: str) -> str:
+    """The fallback text; "quoted" keeps any text (even a filter's name) literally."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    for part in text.split("|"):
+        match = _FILTER_CALL.fullmatch(part.strip())
+        if match and match.group(1) in JINJA_FILTERS:
+            raise TemplateSyntaxError(
+                f"{{{{{name} | {text}}}}}: templates have no filters; the text after '|' is the fallback shown "
+                f"when {name} is missing. Write {{{{{name}}}}}, or quote a fallback: {{{{{name} | \"{text}\"}}}}"
+            )
+    return text
 
 
 def template_names(text: str) -> list[str]:

@@ -190,6 +190,8 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
         issues += [
             (loc, msg) for loc, msg in found if not (len(loc) > 1 and loc[0] == "flows" and loc[1] in unexpanded)
         ]
+        # one pass: the meaning of the parts that did validate is checked too, not in a second round
+        issues += _salvaged_problems(raw, [loc for loc, _ in found])
     if file_cfg is not None:
         issues += list(semantic_problems(file_cfg))
     problems = _problems(name, tree, [_hint(loc, msg, from_template) for loc, msg in issues])
@@ -197,6 +199,38 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
         return LoadedFile(name, digest, agent, None, problems, tree=tree, draft=draft)
     config = AgentConfig(**dict(file_cfg), revision=digest, source=name)
     return LoadedFile(name, digest, agent, config, (), tree=tree, draft=draft)
+
+
+LISTS = ("flows", "recipient_routes")  # a bad item leaves its siblings checkable
+
+
+def _salvaged_problems(raw: dict[str, Any], bad: list[Loc]) -> list[tuple[Loc, str]]:
+    """Semantic problems of the file without its invalid parts (their shape problems are reported
+    already): invalid flows and recipient routes are left out and the locations mapped back; with an
+    invalid extraction section nothing is checked (every field condition would look wrong)."""
+    broken = {loc[0] for loc in bad if loc}
+    if "extraction" in broken or any(len(loc) < 2 and loc and loc[0] in LISTS for loc in bad):
+        return []
+    salvaged = {k: v for k, v in raw.items() if k not in broken or k in LISTS}
+    salvaged.setdefault("agent", "unnamed")
+    kept: dict[str, list[int]] = {}
+    for name in LISTS:
+        items = raw.get(name)
+        if not isinstance(items, list):
+            continue
+        dropped = {loc[1] for loc in bad if len(loc) > 1 and loc[0] == name}
+        kept[name] = [i for i in range(len(items)) if i not in dropped]
+        salvaged[name] = [items[i] for i in kept[name]]
+    try:
+        partial = AgentFile.model_validate(salvaged)
+    except ValidationError:
+        return []
+    out = []
+    for loc, message in semantic_problems(partial):
+        if len(loc) > 1 and loc[0] in kept and isinstance(loc[1], int):
+            loc = (loc[0], kept[str(loc[0])][loc[1]], *loc[2:])
+        out.append((loc, message))
+    return out
 
 
 def _hint(loc: Loc, message: str, from_template: dict[int, str]) -> tuple[Loc, str]:

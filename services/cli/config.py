@@ -26,7 +26,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from schemas.agent_checks import recipient_warnings
-from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog, plain
+from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog, plain, plain
 from schemas.config_yaml import YamlProblem, read_yaml
 from services.router.library import library
 
@@ -56,14 +56,15 @@ def validate(
         catalog = load_catalog(directory)
     except ConfigError as exc:
         _fail([str(p) for p in exc.problems])
-    problems = [str(p) for p in catalog.problems]
+    found = list(catalog.problems)
     if destinations is None:
         typer.echo(
             "note: destinations not checked (pass --destinations <the dispatcher's destinations file>)", err=True
         )
     else:
         known = _destination_kinds(destinations)
-        problems += [str(p) for p in destination_problems(catalog, known)]
+        found += destination_problems(catalog, known)
+    problems = [str(p) for p in sorted(found, key=lambda p: (p.file, p.line))]  # one report, in file order
     if problems:
         _fail(problems)
     for warning in recipient_warning_lines(catalog):
@@ -117,16 +118,24 @@ def recipient_warning_lines(catalog: Catalog) -> Iterator[str]:
 
 
 def destination_problems(catalog: Catalog, known: dict[str, str]) -> Iterator[Problem]:
+    """Read off each file's YAML, so that a file with other problems is checked in the same run."""
     for loaded in catalog.files.values():
-        if loaded.config is None or loaded.stale:
-            continue
-        for i, flow in enumerate(loaded.config.flows):
-            for j, action in enumerate(flow.actions):
-                if action.destination is None:
-                    continue
-                message = _destination_message(action.type, action.destination, known)
-                if message:
-                    yield _problem(loaded, ("flows", i, "actions", j, "destination"), message)
+        for i, j, action_type, destination in _destinations(plain(loaded.tree)):
+            message = _destination_message(action_type, destination, known)
+            if message:
+                yield _problem(loaded, ("flows", i, "actions", j, "destination"), message)
+
+
+def _destinations(raw: Any) -> Iterator[tuple[int, int, str, str]]:
+    flows = raw.get("flows") if isinstance(raw, dict) else None
+    for i, flow in enumerate(flows if isinstance(flows, list) else []):
+        actions = flow.get("actions") if isinstance(flow, dict) else None
+        for j, action in enumerate(actions if isinstance(actions, list) else []):
+            if not isinstance(action, dict):
+                continue
+            kind, destination = action.get("type"), action.get("destination")
+            if kind in KINDS and isinstance(destination, str):  # an unknown type is reported already
+                yield i, j, kind, destination
 
 
 def _destination_message(action_type: str, name: str, known: dict[str, str]) -> str | None:

@@ -274,3 +274,27 @@ def test_the_example_agents_pass_with_the_example_destinations() -> None:
         ],
     )
     assert result.exit_code == 0, result.stdout
+
+
+def test_one_run_reports_shape_meaning_and_destination_problems_together(tmp_path: Path) -> None:
+    """Used to take three rounds: the unknown field hid the operator problem, which hid the destination."""
+    text = GOOD.replace("destination: crm, body:", "destination: nowhere, body:")
+    text += (
+        "  - {id: typo, actions: [{type: task, title: t, priorty: high}]}\n"
+        "  - {id: op, when: {field: follow_up_required, op: '>', value: true}, actions: [{type: task, title: t}]}\n"
+    )
+    code, out, _ = run(tmp_path, text)
+    assert code == 1
+    assert [line.split(": ", 2)[1] for line in out] == [
+        "flows[0].actions[0].destination",
+        "flows[1].actions[0].priorty",
+        "flows[2].when.op",
+    ]
+    assert "unknown destination 'nowhere'" in out[0]
+
+
+def test_a_broken_extraction_section_does_not_invent_problems_in_the_flows(tmp_path: Path) -> None:
+    text = GOOD.replace("{name: score, type: number}", "{name: score, type: numbr}")
+    text = text.replace("{end_reason: CUSTOMER_HANGUP}", "{field: score, op: '>', value: 3}")
+    code, out, _ = run(tmp_path, text)
+    assert code == 1 and len(out) == 1 and "extraction.fields[1].type" in out[0]

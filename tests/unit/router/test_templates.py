@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from schemas.agent_config import VarRef
 from schemas.agents import TemplateSyntaxError, parse_template
 from services.router.templates import JsonTemplate, Template
 from services.router.variables import TRANSCRIPT_FALLBACK, ConversationValues
@@ -197,3 +198,18 @@ def test_a_variable_is_looked_up_once_per_record() -> None:
     values = ConversationValues(event(), UTC, "-")
     Template.compile("{{conversation_transcript}} {{conversation_transcript}}").render(values)
     assert list(values._cache) == ["conversation_transcript"]
+
+
+@pytest.mark.parametrize(
+    "text", ["{{ conversation_summary | upper }}", "{{x | default('n/a')}}", "{{x | trim | title}}", "{{x|e}}"]
+)
+def test_a_jinja_filter_after_the_bar_is_refused_not_rendered_as_fallback_text(text: str) -> None:
+    """`{{ conversation_summary | upper }}` was accepted and rendered the fallback text "upper"."""
+    with pytest.raises(TemplateSyntaxError, match="templates have no filters"):
+        parse_template(text)
+
+
+def test_a_quoted_fallback_is_kept_literally_even_when_it_is_a_filter_name() -> None:
+    assert parse_template('{{x | "upper"}}')[0] == VarRef("x", "upper")
+    assert parse_template("{{x | 'n/a'}}")[0] == VarRef("x", "n/a")
+    assert parse_template("{{x | not available}}")[0] == VarRef("x", "not available")
