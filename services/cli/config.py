@@ -26,7 +26,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from schemas.agent_checks import recipient_warnings
-from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog, plain, plain
+from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog, plain
 from schemas.config_yaml import YamlProblem, read_yaml
 from services.router.library import library
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
+import sys
 
 import typer
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
-from services.cli import config, dlq, explain, publish, reextract, store, topics, trial
+from services.cli import config, dlq, explain, options, publish, reextract, store, topics, trial
+from services.cli.republish import RepublishFailed
 
 app = typer.Typer(help="Post-call automation on Kafka.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(topics.app, name="topics")
@@ -30,10 +35,25 @@ def run(service: str = typer.Argument(help="extractor, router, dispatcher, api o
     """Run one service in the foreground (settings from POSTCALL_* environment variables)."""
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
-    code = asyncio.run(importlib.import_module(f"services.{service}.__main__").main())
+    try:
+        code = asyncio.run(importlib.import_module(f"services.{service}.__main__").main())
+    except ValidationError as exc:  # the service's settings, read from the environment
+        for line in options.settings_problems(exc):
+            typer.echo(f"postcall run {service}: {line}", err=True)
+        raise typer.Exit(2) from None
     if isinstance(code, int) and code:
         raise typer.Exit(code)
 
 
+def main() -> None:
+    """The `postcall` entry point: Kafka out of reach is one line naming how to point at it."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection warnings repeat ours
+    try:
+        app()
+    except (KafkaError, RepublishFailed) as exc:
+        print(f"postcall: {options.kafka_unreachable(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -6,6 +6,8 @@ import os
 from typing import Annotated
 
 import typer
+from aiokafka.errors import KafkaConnectionError
+from pydantic import ValidationError
 
 from services.common.settings import KafkaSettings
 
@@ -28,4 +30,31 @@ def kafka_settings(bootstrap: str | None) -> KafkaSettings:
         kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
     elif not os.environ.get("POSTCALL_KAFKA__BOOTSTRAP_SERVERS"):
         kafka = kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:9092"})
+    _used.append(kafka.bootstrap_servers)
     return kafka
+
+
+_used: list[str] = []  # the brokers this command was pointed at, for the error when they do not answer
+
+
+def kafka_unreachable(exc: BaseException) -> str:
+    """One line: which brokers did not answer, why, and how to point the command elsewhere."""
+    where = _used[-1] if _used else os.environ.get("POSTCALL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    cause = getattr(exc, "__cause__", None) or exc
+    reason = "no broker answered" if isinstance(cause, KafkaConnectionError) else " ".join(str(exc).split())
+    return (
+        f"cannot reach Kafka at {where} ({reason}); start it (make kafka) or point at it with "
+        "--bootstrap HOST:PORT or POSTCALL_KAFKA__BOOTSTRAP_SERVERS"
+    )
+
+
+def settings_problems(exc: ValidationError, prefix: str = "POSTCALL_") -> list[str]:
+    """A settings error as the environment variables to set: `POSTCALL_CONFIG_DIR: Field required`."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        name = prefix + "__".join(str(part).upper() for part in error["loc"])
+        if error["type"] == "missing":
+            lines.append(f"{name} is not set (a required setting; see the service's settings.py)")
+        else:
+            lines.append(f"{name}: {error['msg']}")
+    return lines

@@ -312,12 +312,24 @@ def main(argv: list[str] | None = None) -> int:
     ports = [args.port + i for i in range(args.nodes)]
     cluster = KafkaCluster(size=args.nodes, ports=ports, workdir=ROOT / ".cache" / "kafka-data")
     shutil.rmtree(ROOT / ".cache" / "kafka-data", ignore_errors=True)
-    cluster.start()
-    print(f"kafka ready at {cluster.bootstrap_servers} (Ctrl-C stops it)", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    cluster.stop()
+    # SIGTERM stops the brokers as Ctrl-C does: they run in their own session, so a launcher that died
+    # of the signal would leave them running (a handler, not a blocked mask: the brokers would inherit it)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        cluster.start()
+        print(f"kafka ready at {cluster.bootstrap_servers} (Ctrl-C or SIGTERM stops it)", flush=True)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the stop short
+        cluster.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from services.devkit.kafka import ROOT, reap_orphans
+from services.devkit.kafka import ROOT, free_port, reap_orphans
 
 ABANDON = """
 import os
@@ -36,3 +37,32 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_sigterm_to_the_launcher_stops_the_broker() -> None:
+    """`python -m services.devkit.kafka start` died of SIGTERM and left the Java broker running."""
+    port = free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "services.devkit.kafka", "start", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert launcher.stdout is not None
+        for line in launcher.stdout:
+            if line.startswith("kafka ready"):
+                break
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        brokers = [int(pid) for pid in children if "kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert brokers and all(_alive(pid) for pid in brokers)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(60) == 0
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in brokers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in brokers), "the broker outlived its launcher"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()

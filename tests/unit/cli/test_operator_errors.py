@@ -1,0 +1,59 @@
+"""The command line as an operator meets it: a clear one-line error, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from services.devkit.kafka import free_port
+from tests.support.procs import ROOT
+
+COMMANDS = [["explain", "c1"], ["dlq", "list"], ["topics", "create"], ["reextract", "--ids", "c1"]]
+
+
+def postcall(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("POSTCALL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c[:2]) for c in COMMANDS])
+def test_no_broker_is_one_line_naming_how_to_point_at_kafka(command: list[str]) -> None:
+    """Used to be a 109-line traceback that never said --bootstrap."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    done = postcall(*command, env={"POSTCALL_KAFKA__BOOTSTRAP_SERVERS": nowhere})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"postcall: cannot reach Kafka at {nowhere} (no broker answered); start it (make kafka) or point at it "
+        "with --bootstrap HOST:PORT or POSTCALL_KAFKA__BOOTSTRAP_SERVERS"
+    ]
+
+
+def test_the_bootstrap_option_is_the_address_named() -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    done = postcall("dlq", "list", "--bootstrap", nowhere)
+    assert done.returncode == 2 and f"cannot reach Kafka at {nowhere}" in done.stderr
+
+
+def test_run_without_its_environment_names_the_variable() -> None:
+    """Used to say "config_dir Field required" without naming POSTCALL_CONFIG_DIR."""
+    done = postcall("run", "router")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "postcall run router: POSTCALL_CONFIG_DIR is not set (a required setting; see the service's settings.py)"
+    ]
+
+
+def test_run_with_a_bad_value_names_the_variable_and_the_problem() -> None:
+    done = postcall("run", "router", env={"POSTCALL_CONFIG_DIR": "/tmp", "POSTCALL_RELOAD_INTERVAL_SECONDS": "soon"})
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0].startswith("postcall run router: POSTCALL_RELOAD_INTERVAL_SECONDS: ")
