@@ -161,10 +161,62 @@ def _parse_ref(inner: str) -> VarRef:
 # Jinja's built-in filters: `{{x | upper}}` reads as a filter to anyone who knows Jinja, but here the text
 # after `|` is the fallback. Such a fallback is refused rather than rendered as the word "upper".
 JINJA_FILTERS = frozenset(
-    "abs attr batch capitalize center count d default dictsort e escape filesizeformat first float "
-    "forceescape format groupby indent int items join last length list lower map max min pprint random "
-    "reject rejectattr replace reverse round safe select selectattr slice sort string striptags sum title "
-    "tojson trim truncate unique upper urlencode urlize wordcount wordwrap xmlattr".split()
+    [
+        "abs",
+        "attr",
+        "batch",
+        "capitalize",
+        "center",
+        "count",
+        "d",
+        "default",
+        "dictsort",
+        "e",
+        "escape",
+        "filesizeformat",
+        "first",
+        "float",
+        "forceescape",
+        "format",
+        "groupby",
+        "indent",
+        "int",
+        "items",
+        "join",
+        "last",
+        "length",
+        "list",
+        "lower",
+        "map",
+        "max",
+        "min",
+        "pprint",
+        "random",
+        "reject",
+        "rejectattr",
+        "replace",
+        "reverse",
+        "round",
+        "safe",
+        "select",
+        "selectattr",
+        "slice",
+        "sort",
+        "string",
+        "striptags",
+        "sum",
+        "title",
+        "tojson",
+        "trim",
+        "truncate",
+        "unique",
+        "upper",
+        "urlencode",
+        "urlize",
+        "wordcount",
+        "wordwrap",
+        "xmlattr",
+    ]
 )
 _FILTER_CALL = re.compile(r"([A-Za-z_]+)\s*(\(.*\))?", re.S)
 
@@ -179,7 +231,7 @@ def _fallback(name: str, text: str) -> str:
         if match and match.group(1) in JINJA_FILTERS:
             raise TemplateSyntaxError(
                 f"{{{{{name} | {text}}}}}: templates have no filters; the text after '|' is the fallback shown "
-                f"when {name} is missing. Write {{{{{name}}}}}, or quote a fallback: {{{{{name} | \"{text}\"}}}}"
+                f'when {name} is missing. Write {{{{{name}}}}}, or quote a fallback: {{{{{name} | "{text}"}}}}'
             )
     return text
 
