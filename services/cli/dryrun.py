@@ -3,7 +3,8 @@
 
 Input: a `ConversationEnded` (extracted here, by the heuristic or the configured LLM, exactly as the
 extractor service would), a `ConversationExtracted` (routed as it is: a fixed extraction makes a CI check
-deterministic), or a voice platform's own post-call payload once the ingress mapping exists for it.
+deterministic), or a voice platform's own webhook (Vapi, Retell, ElevenLabs), mapped by the ingress's own
+code (services/ingress/platforms) exactly as the ingress maps it.
 The agent configuration is the folder's `Catalog.trial()`: drafts run as they will once published.
 
 Nothing is produced and nothing is sent: the handlers' outputs (the DecisionTrace and one action record
@@ -39,7 +40,7 @@ from services.router.settings import RouterSettings
 
 M = TypeVar("M", bound=BaseModel)
 Provider = Literal["heuristic", "openai"]
-InputKind = Literal["conversation-ended", "conversation-extracted"]
+InputKind = Literal["conversation-ended", "conversation-extracted", "vapi", "retell", "elevenlabs"]
 
 
 class TrialInputError(ValueError):
@@ -96,8 +97,12 @@ class TrialResult:
         }
 
 
-def read_input(data: bytes) -> tuple[InputKind, ConversationEnded | ConversationExtracted]:
-    """The payload as a contract event; TrialInputError names what is wrong (and what it looked like)."""
+def read_input(
+    data: bytes, *, agent: str | None = None, account: str | None = None
+) -> tuple[InputKind, ConversationEnded | ConversationExtracted]:
+    """The payload as a contract event; TrialInputError names what is wrong (and what it looked like).
+    A vendor payload goes through the ingress's own mapping; `agent` names the postcall agent it is for
+    (the ingress's endpoints file does that in production), `account` its account."""
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -108,25 +113,53 @@ def read_input(data: bytes) -> tuple[InputKind, ConversationEnded | Conversation
         )
     vendor = vendor_of(raw)
     if vendor is not None:
-        raise TrialInputError(
-            f"this looks like a {vendor} payload; this build has no ingress mapping for it yet: "
-            "pass a ConversationEnded (examples/conversations/) instead"
-        )
+        return vendor, _from_vendor(vendor, raw, agent, account)
     if "conversation" in raw and "extraction" in raw:
         return "conversation-extracted", _validate(ConversationExtracted, raw)
-    return "conversation-ended", _validate(ConversationEnded, raw)
+    event = _validate(ConversationEnded, raw)
+    return "conversation-ended", _as_agent(event, agent)
 
 
-def vendor_of(raw: dict[str, Any]) -> str | None:
-    """Which voice platform's post-call webhook a payload is, by the keys each one always sends."""
+VENDORS = {"vapi": "Vapi server message", "retell": "Retell call webhook", "elevenlabs": "ElevenLabs webhook"}
+
+
+def vendor_of(raw: dict[str, Any]) -> InputKind | None:
+    """Which voice platform's webhook a payload is, by the envelope each one always sends (the ingress's
+    mapping then decides whether it is a finished conversation)."""
     message = raw.get("message")
-    if isinstance(message, dict) and message.get("type") == "end-of-call-report":
-        return "Vapi end-of-call-report"
-    if raw.get("event") in ("call_ended", "call_analyzed") and isinstance(raw.get("call"), dict):
-        return f"Retell {raw['event']}"
-    if raw.get("type") == "post_call_transcription" and isinstance(raw.get("data"), dict):
-        return "ElevenLabs post_call_transcription"
+    if isinstance(message, dict) and isinstance(message.get("type"), str):
+        return "vapi"
+    if isinstance(raw.get("call"), dict) and isinstance(raw.get("event") or raw.get("event_type"), str):
+        return "retell"
+    if isinstance(raw.get("type"), str) and isinstance(raw.get("data"), dict):
+        return "elevenlabs"
     return None
+
+
+def _from_vendor(vendor: str, raw: dict[str, Any], agent: str | None, account: str | None) -> ConversationEnded:
+    from services.ingress.platforms import MAPPINGS, Context, Ignored, PayloadError
+
+    ctx = Context(
+        account_id=account or "try",
+        account_name=None,
+        received_at=datetime.now(UTC),
+        agents={},
+        default_agent_id=agent,
+        publish_on=("call_ended", "call_analyzed"),
+    )
+    try:
+        mapped = MAPPINGS[vendor](raw, ctx)
+    except PayloadError as exc:
+        raise TrialInputError(f"not a valid {VENDORS[vendor]}: {exc}") from None
+    if isinstance(mapped, Ignored):
+        raise TrialInputError(f"this {VENDORS[vendor]} is not a finished conversation: {mapped.reason}")
+    return _as_agent(mapped, agent)
+
+
+def _as_agent(event: ConversationEnded, agent: str | None) -> ConversationEnded:
+    if agent is None or agent == event.agent.id:
+        return event
+    return event.model_copy(update={"agent": event.agent.model_copy(update={"id": agent})})
 
 
 def _validate(model: type[M], raw: dict[str, Any]) -> M:
@@ -142,6 +175,8 @@ async def dry_run(
     agents: Path,
     *,
     provider: Provider | None = None,
+    agent: str | None = None,
+    account: str | None = None,
     settings: ExtractorSettings | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> TrialResult:
@@ -149,7 +184,7 @@ async def dry_run(
     input or a bad configuration: the result says what went wrong."""
     started = time.monotonic()
     try:
-        kind, event = read_input(data)
+        kind, event = read_input(data, agent=agent, account=account)
     except TrialInputError as exc:
         return TrialResult(input_kind="invalid", error=str(exc))
     extracted = event if isinstance(event, ConversationExtracted) else None
@@ -175,7 +210,9 @@ def _describe_config(result: TrialResult, router: CatalogHolder, conversation: C
     config = catalog.lookup(conversation.agent.id, conversation.agent.version)
     if config is not None:
         result.config_source, result.config_revision = config.source, config.revision
-    result.problems = [p for f in catalog.files.values() if f.agent == conversation.agent.id for p in f.problems]
+    # a file whose agent cannot even be read may be this agent's
+    mine = (conversation.agent.id, None)
+    result.problems = [p for f in catalog.files.values() if f.agent in mine for p in f.problems]
 
 
 def _no_config(conversation: ConversationEnded, problems: Sequence[Problem]) -> str:

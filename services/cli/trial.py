@@ -51,6 +51,11 @@ def try_(
     expect_not: Annotated[
         list[str] | None, typer.Option("--expect-not", help="A flow that must not fire (repeatable).")
     ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="The postcall agent id the call is for (a vendor payload names the vendor's)."),
+    ] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Account id for a vendor payload.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Dry run: which flows would fire for a conversation, why, and the exact payloads. Nothing is sent."""
@@ -60,7 +65,7 @@ def try_(
         raise typer.BadParameter(f"{agents} is not a folder", param_hint="--agents")
     data = _read(conversation)
     chosen: Provider | None = provider  # type: ignore[assignment]
-    result = asyncio.run(dry_run(data, agents, provider=chosen))
+    result = asyncio.run(dry_run(data, agents, provider=chosen, agent=agent, account=account))
     failures = expectation_failures(result, expect or [], expect_not or [])
     if as_json:
         typer.echo(orjson.dumps({**result.as_json(), "expectations_failed": failures}, option=orjson.OPT_INDENT_2))

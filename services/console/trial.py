@@ -101,6 +101,7 @@ async def run_try(
     file: Annotated[str, Form(max_length=500)] = "",
     config_text: Annotated[str, Form(max_length=MAX_PAYLOAD)] = "",
     provider: Annotated[str, Form()] = "",
+    agent: Annotated[str, Form(max_length=256)] = "",
 ) -> Response:
     root = _config_dir(request)
     if root is None:
@@ -114,7 +115,7 @@ async def run_try(
     if config == "edited" and file not in files and file != "":
         raise HTTPException(400, f"{file!r} is not a file of the configuration folder")
     with _folder(root, file or "edited.yaml" if config == "edited" else None, config_text) as folder:
-        result = await dry_run(data, folder, provider or None)
+        result = await dry_run(data, folder, provider or None, agent.strip() or None)
         for problem in result.data.get("problems", []):
             result.data.setdefault("problem_lines", []).append(problem.replace(str(folder) + "/", ""))
     return fragment(request, "try_result.html", {"r": result, "data": result.data})
@@ -193,10 +194,12 @@ def _folder(root: Path, edited: str | None, text: str) -> Iterator[Path]:
         yield copy
 
 
-async def dry_run(data: bytes, folder: Path, provider: str | None) -> TryResult:
+async def dry_run(data: bytes, folder: Path, provider: str | None, agent: str | None = None) -> TryResult:
     args = [sys.executable, "-m", "services.cli.main", "try", "-c", "-", "-a", str(folder), "--json"]
     if provider:
         args += ["--provider", provider]
+    if agent:
+        args += ["--agent", agent]
     async with _RUNNING:
         process = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

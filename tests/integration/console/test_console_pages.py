@@ -223,3 +223,13 @@ async def test_static_files_are_served_and_htmx_is_the_vendored_one(store: Store
         js = await c.get("/console/static/htmx.min.js")
     vendored = (ROOT / "services" / "console" / "static" / "VENDORED.md").read_text()
     assert js.status_code == 200 and hashlib.sha256(js.content).hexdigest() in vendored
+
+
+async def test_try_a_vendor_payload_mapped_by_the_ingress(store: Store) -> None:
+    vapi = (ROOT / "examples" / "webhooks" / "vapi" / "phone-inbound-with-analysis.json").read_text()
+    async with console_for(store) as c:
+        token = csrf_of((await c.get("/console/try")).text)
+        answer = await c.post(
+            "/console/try", data={"csrf_token": token, "source": "paste", "payload": vapi, "agent": "support-line"}
+        )
+    assert answer.status_code == 200 and "Input: vapi" in answer.text and "crm-case-update" in answer.text

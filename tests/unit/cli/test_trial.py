@@ -141,9 +141,10 @@ def test_an_agent_without_configuration_exits_1(tmp_path: Path) -> None:
         (b"{not json", "not JSON"),
         (b"[1, 2]", "expected a JSON object"),
         (b'{"conversation_id": "c"}', "not a valid ConversationEnded"),
-        (b'{"message": {"type": "end-of-call-report"}}', "Vapi end-of-call-report"),
-        (b'{"event": "call_analyzed", "call": {}}', "Retell call_analyzed"),
-        (b'{"type": "post_call_transcription", "data": {}}', "ElevenLabs post_call_transcription"),
+        (b'{"message": {"type": "end-of-call-report"}}', "not a valid Vapi server message"),
+        (b'{"message": {"type": "status-update", "call": {}}}', "Vapi server message is not a finished conversation"),
+        (b'{"event": "call_analyzed", "call": {}}', "not a valid Retell call webhook"),
+        (b'{"type": "post_call_transcription", "data": {}}', "not a valid ElevenLabs webhook"),
     ],
 )
 def test_bad_input_exits_1_with_what_is_wrong(payload: bytes, message: str) -> None:
@@ -161,3 +162,19 @@ def test_unreadable_input_and_a_missing_folder_are_usage_errors(tmp_path: Path) 
 def _unboxed(text: str) -> str:
     """typer's error panel without its frame and line breaks."""
     return " ".join(text.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        ("vapi/phone-inbound-with-analysis.json", "vapi"),
+        ("retell/phone-voicemail-analyzed.json", "retell"),
+        ("elevenlabs/web-with-analysis.json", "elevenlabs"),
+    ],
+)
+def test_a_vendor_payload_is_mapped_by_the_ingress_and_tried_for_the_named_agent(payload: str, kind: str) -> None:
+    code, out = as_json(
+        "-c", str(ROOT / "examples" / "webhooks" / payload), "-a", str(AGENTS), "--agent", "support-line"
+    )
+    assert code == 0 and out["ok"] and out["input_kind"] == kind
+    assert out["agent"]["id"] == "support-line" and out["decision_trace"]["agent_id"] == "support-line"
