@@ -43,6 +43,7 @@ BENCHMARKS: list[tuple[str, str, str]] = [
     ("dispatcher", "bench.dispatcher", "dispatcher vs bare httpx, and isolation between destinations"),
     ("e2e", "bench.e2e", "end-to-end latency, conversation ended to action delivered"),
     ("memory", "bench.memory", "peak memory per service"),
+    ("ledger", "bench.ledger", "dispatcher memory with 10 million ids in its idempotency ledger, against its limit"),
 ]
 
 

@@ -301,8 +301,14 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Ledger entries",
-                "Completed action ids held in memory, per results partition (the idempotency ledger).",
+                "Completed action ids in the idempotency ledger's index, per results partition.",
                 [(f"sum by (partition) (postcall_ledger_entries{{{NS}}})", "partition {{partition}}")],
+            ),
+            Panel(
+                "Ledger index size",
+                "The ledger's index file on each dispatcher pod's `ledger` volume (alert at 3 GiB of its 4 GiB).",
+                [(f"max by (pod) (postcall_ledger_index_bytes{{{NS}}})", "{{pod}}")],
+                unit="bytes",
             ),
         ],
     ),

@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pydantic import TypeAdapter
 
 from schemas.events import ActionBase, ActionRequested
-from schemas.topics import ACTION_TOPICS
+from schemas.topics import ACTION_RESULTS, ACTION_TOPICS, by_name
 from services.common import logging as plog
 from services.common.runtime import Lifecycle, Runtime, serve
 from services.dispatcher import destinations
@@ -19,6 +19,7 @@ from services.dispatcher.delivery import HttpOptions, HttpSender, open_clients
 from services.dispatcher.executors import Executors
 from services.dispatcher.handler import Dispatcher
 from services.dispatcher.ledger import Ledger
+from services.dispatcher.ledger_index import DoneIndex
 from services.dispatcher.ledger_reader import ResultsReader
 from services.dispatcher.registry import Registry
 from services.dispatcher.settings import DispatcherSettings
@@ -59,8 +60,9 @@ async def main() -> None:
     settings = DispatcherSettings()
     plog.setup("dispatcher", settings.log_level)
     registry = build_registry(settings)
+    retention = by_name()[ACTION_RESULTS].retention_ms
     async with open_executors(settings, registry) as executors, ResultsReader(settings.kafka) as reader:
-        ledger = Ledger(reader)
+        ledger = Ledger(reader, index=DoneIndex(settings.ledger_dir, retention_ms=retention))
         dispatcher = Dispatcher(executors, ledger)
         runtime: Runtime[ActionBase] = Runtime(
             service="dispatcher",
@@ -74,7 +76,10 @@ async def main() -> None:
             version=VERSION,
             group_id=settings.group_id,
         )
-        await serve(runtime)
+        try:
+            await serve(runtime)
+        finally:
+            ledger.close()
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ partition's set up to the partition's end offset as of the check: one catch-up r
 one stopped, shared by every check that arrived before that read asked for the end offset (a check
 that arrives later waits for the next read). An action already known done needs no read.
 
-Per partition, the ids whose outcome says the side effect happened (delivered, published, an earlier
-skip) are kept for the process's life, across rebalances: a partition assigned again is caught up from
-where its last read stopped, not re-read from 0. `restore` (on assignment) starts those reads in the
+The ids whose outcome says the side effect happened (delivered, published, an earlier skip) are kept
+in a DoneIndex (services/dispatcher/ledger_index.py): on disk, so memory stays bounded however many
+there are, for as long as the results topic keeps them (older generations are dropped as the topic's
+retention drops their records). Across rebalances a partition assigned again is caught up from where
+its last read stopped, not re-read from 0. `restore` (on assignment) starts those reads in the
 background so the rebalance is not held up.
 
 Compaction keeps the last record per key. Results meaning done are keyed by action_id; failed and
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -35,27 +38,31 @@ import orjson
 
 from schemas.topics import ACTION_RESULTS
 from services.common.errors import DependencyUnavailable
-from services.dispatcher.metrics import LEDGER_ENTRIES
+from services.dispatcher.ledger_index import DoneIndex
+from services.dispatcher.metrics import LEDGER_BYTES, LEDGER_ENTRIES
 
 log = logging.getLogger(__name__)
 
 DONE_OUTCOMES = frozenset({"delivered", "published", "skipped_duplicate"})
+BATCH = 1000  # ids written to the index per transaction while catching up
+EXPIRE_EVERY_SECONDS = 3600.0
 # reader(topic, partition, from_offset) -> records with .offset and .value, up to the end at call time
 Reader = Callable[[str, int, int | None], AsyncIterator[Any]]
 
 
 class _Partition:
     def __init__(self) -> None:
-        self.done: set[str] = set()
         self.next_offset: int | None = None
         self.latest: asyncio.Task[None] | None = None  # reads of a partition run one after the other
         self.pending: asyncio.Task[None] | None = None  # a read that has not yet asked for the end offset
 
 
 class Ledger:
-    def __init__(self, reader: Reader, topic: str = ACTION_RESULTS) -> None:
+    def __init__(self, reader: Reader, topic: str = ACTION_RESULTS, index: DoneIndex | None = None) -> None:
         self._reader = reader
         self._topic = topic
+        self._index = index if index is not None else DoneIndex()
+        self._expired_at = time.monotonic()
         self._partitions: dict[int, _Partition] = {}
         self._in_flight: dict[str, tuple[asyncio.Lock, int]] = {}  # action_id -> (lock, holders+waiters)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -67,21 +74,19 @@ class Ledger:
 
     async def is_done(self, partition: int, action_id: str) -> bool:
         """Whether the action's side effect already happened, as of the partition's end offset now."""
-        state = self._state(partition)
-        if action_id in state.done:
+        if action_id in self._index:
             return True  # done is for good: no read needed
         try:
             await asyncio.shield(self._next_read(partition))
         except Exception as exc:
             # never perform a side effect unchecked; the runtime pauses and retries in place
             raise DependencyUnavailable(f"idempotency ledger unreadable: {type(exc).__name__}: {exc}") from exc
-        return action_id in state.done
+        return action_id in self._index
 
     def record(self, partition: int, action_id: str) -> None:
         """Our own result: known done before the runtime has produced it."""
-        state = self._state(partition)
-        state.done.add(action_id)
-        LEDGER_ENTRIES.labels(str(partition)).set(len(state.done))
+        self._index.add(partition, [action_id])
+        self._report(partition)
 
     @contextlib.asynccontextmanager
     async def claim(self, action_id: str) -> AsyncIterator[None]:
@@ -99,8 +104,18 @@ class Ledger:
                 self._in_flight[action_id] = (lock, users - 1)
 
     def size(self, partition: int) -> int:
-        state = self._partitions.get(partition)
-        return 0 if state is None else len(state.done)
+        return self._index.count(partition)
+
+    def close(self) -> None:
+        self._index.close()
+
+    def _report(self, partition: int) -> None:
+        if time.monotonic() - self._expired_at > EXPIRE_EVERY_SECONDS:
+            self._expired_at = time.monotonic()
+            if gone := self._index.expire():
+                log.info("ledger dropped %d ids older than the results topic's retention", gone)
+        LEDGER_ENTRIES.labels(str(partition)).set(self._index.count(partition))
+        LEDGER_BYTES.set(self._index.size_bytes())
 
     def _state(self, partition: int) -> _Partition:
         return self._partitions.setdefault(partition, _Partition())
@@ -120,15 +135,30 @@ class Ledger:
         if previous is not None and not previous.done():
             await asyncio.wait([previous])
         state.pending = None  # checks from now on need a read that starts after them
-        initial, before = state.next_offset is None, len(state.done)
-        async for record in self._reader(self._topic, partition, state.next_offset):
-            state.next_offset = record.offset + 1
-            _apply(state.done, record.value)
-        LEDGER_ENTRIES.labels(str(partition)).set(len(state.done))
+        initial, before = state.next_offset is None, self._index.count(partition)
+        pending: list[str] = []
+        stamps: list[int | None] = []
+        last: int | None = None
+        try:
+            async for record in self._reader(self._topic, partition, state.next_offset):
+                last = record.offset + 1
+                if (done := _done_id(record.value)) is not None:
+                    pending.append(done)
+                    stamps.append(getattr(record, "timestamp", None))
+                if len(pending) >= BATCH:
+                    self._index.add(partition, pending, stamps)
+                    pending, stamps = [], []
+                if not pending:
+                    state.next_offset = last
+        finally:
+            # what was read is known done even when the read failed; the offset moves only past what is written
+            self._index.add(partition, pending, stamps)
+            if last is not None:
+                state.next_offset = last
+        self._report(partition)
+        count = self._index.count(partition)
         level = logging.INFO if initial else logging.DEBUG
-        log.log(
-            level, "ledger partition %d caught up: %d done (+%d)", partition, len(state.done), len(state.done) - before
-        )
+        log.log(level, "ledger partition %d caught up: %d done (+%d)", partition, count, count - before)
 
 
 def _report(task: asyncio.Task[None]) -> None:
@@ -136,12 +166,14 @@ def _report(task: asyncio.Task[None]) -> None:
         log.warning("ledger read failed: %s", task.exception())
 
 
-def _apply(done: set[str], value: bytes | None) -> None:
+def _done_id(value: bytes | None) -> str | None:
+    """The action id of a result that means done; None for any other record."""
     if not value:
-        return  # a tombstone
+        return None  # a tombstone
     try:
         result = orjson.loads(value)
         if result.get("outcome") in DONE_OUTCOMES:
-            done.add(str(result["action_id"]))
+            return str(result["action_id"])
     except (orjson.JSONDecodeError, AttributeError, KeyError):
         log.warning("ledger skips an unreadable result record")
+    return None

@@ -29,7 +29,11 @@ CIRCUIT_OPEN = Gauge(
     "postcall_destination_circuit_open", "1 while the destination's circuit breaker is open.", ["destination"]
 )
 LEDGER_ENTRIES = Gauge(
-    "postcall_ledger_entries", "Completed action ids held in memory, per results partition.", ["partition"]
+    "postcall_ledger_entries", "Completed action ids in the ledger's index, per results partition.", ["partition"]
+)
+LEDGER_BYTES = Gauge(
+    "postcall_ledger_index_bytes",
+    "Size on disk of the ledger's index of completed action ids (its memory is a fixed page cache).",
 )
 NO_DESTINATION = "-"  # label value for publish-only actions
 

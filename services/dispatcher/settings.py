@@ -57,5 +57,11 @@ class DispatcherSettings(BaseSettings):
         None, description="smtp destination of email actions that name none; None: the only smtp destination."
     )
     group_id: str = Field("postcall-dispatcher", description="Consumer group; one per dispatcher deployment.")
+    ledger_dir: Path | None = Field(
+        None,
+        description="Where the ledger's index of completed action ids lives (a file rebuilt from Kafka at each "
+        "start; about 45 bytes per id). A disk-backed volume: memory-backed, it would count against the pod's "
+        "memory. None: the system's temporary directory.",
+    )
     log_level: str = Field("INFO", description="Root log level.")
     user_agent: str = Field("postcall-dispatcher/0.1", description="User-Agent of every HTTP request.")

@@ -268,6 +268,15 @@ CASES: list[tuple[str, list[dict[str, str]], int, list[dict[str, Any]]]] = [
         [{"labels": '{namespace="postcall", pod="postcall-router-1"}', "value": 0}],
     ),
     (
+        "PostcallLedgerIndexLarge",
+        [
+            series("postcall_ledger_index_bytes", f"{4 * 2**30}x40", pod="postcall-dispatcher-0"),
+            series("postcall_ledger_index_bytes", f"{2**30}x40", pod="postcall-dispatcher-1"),
+        ],
+        35,
+        [{"labels": '{namespace="postcall", pod="postcall-dispatcher-0"}', "value": 4 * 2**30}],
+    ),
+    (
         "PostcallDependencyPaused",
         [
             series("postcall_dependency_paused", "1x20", service="extractor", pod="a"),
