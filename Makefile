@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install tools kafka run demo test test-fast lint bench chaos schemas clean
+.PHONY: help install tools kafka run demo test test-fast lint bench chaos schemas lock clean
 
 help:
 	@echo "make run    - Kafka + topics + the three services + the webhook ingress (URL printed) + demo sink;"
@@ -13,6 +13,7 @@ help:
 	@echo "make test   - the whole suite (unit, contract, integration on a real broker)"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - benchmarks, results in bench/results/"
+	@echo "make lock   - pin the image's dependencies with hashes (requirements/*.lock)"
 	@echo "make chaos  - three-broker chaos run"
 
 $(STAMP): pyproject.toml
@@ -45,6 +46,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check services schemas tests bench deploy
 	$(VENV)/bin/ruff format --check services schemas tests bench deploy
 	$(VENV)/bin/mypy services schemas deploy bench
+
+# The image installs only what these lock files pin, by hash (Dockerfile); `make lock` after changing
+# the dependencies in pyproject.toml (tests/contract/test_supply_chain.py says when it is needed).
+UV_COMPILE := $(VENV)/bin/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command "make lock"
+lock: $(STAMP)
+	$(UV_COMPILE) pyproject.toml -o requirements/runtime.lock
+	$(UV_COMPILE) requirements/build.in -o requirements/build.lock
+	$(UV_COMPILE) requirements/demo.in --constraint requirements/runtime.lock -o requirements/demo.lock
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate
