@@ -50,9 +50,11 @@ from bench.e2e import percentile, send_steady
 from bench.measure import best_of, check_line, info_line, median_of, ratio_line
 from bench.procs import Proc
 from schemas.events import WebhookRequested
-from schemas.topics import ACTION_TOPICS, RETRY_TIERS, action_topic, default_partitions, registry, retry_topic
+from schemas.routes import DISPATCHER, registry
+from schemas.topics import ACTION_TOPICS, action_topic, default_partitions
+from services.common.api import Context
 from services.common.kafka import ensure_topics
-from services.common.runtime import GC_THRESHOLDS, RecordContext, tune_gc
+from services.common.runtime import GC_THRESHOLDS, tune_gc
 from services.devkit.kafka import free_port
 from services.devkit.sink import DEMO_SECRETS, Reply, Sink
 from services.dispatcher import destinations
@@ -295,7 +297,7 @@ def destinations_file(ctx: BenchContext, urls: dict[str, str]) -> Path:
 
 
 async def in_process(ctx: BenchContext, rec: Receiver, n: int, tag: str) -> Sample:
-    """The Dispatcher handler called by CONCURRENCY workers, as the runtime calls it (Emits dropped)."""
+    """The Dispatcher handler called by CONCURRENCY workers, as the runtime calls it (its events dropped)."""
     settings = DispatcherSettings(destinations_file=destinations_file(ctx, {"crm": rec.url(f"/inproc-{tag}")}))
     registry_ = Registry(
         destinations.load(settings.destinations_file, {SECRET_ENV: SECRET}),
@@ -307,14 +309,14 @@ async def in_process(ctx: BenchContext, rec: Receiver, n: int, tag: str) -> Samp
         for _ in ():
             yield None
 
-    record_ctx = RecordContext("dispatcher", action_topic("webhook"), action_topic("webhook"), 0, 0, None, 0, {})
+    record_ctx = Context("dispatcher", action_topic("webhook"))
     async with open_executors(settings, registry_) as executors:
         handler = Dispatcher(executors, Ledger(no_results))
 
         actions = [action(f"{tag}-{i}", "crm", i) for i in range(WARM + n)]  # decoded, as the runtime hands them
 
         def call(i: int) -> Callable[[], Awaitable[Any]]:
-            return lambda: handler(actions[i], record_ctx)
+            return lambda: handler.handle(actions[i], record_ctx)
 
         await pool((call(i) for i in range(WARM)), CONCURRENCY)
         work = (call(i) for i in range(WARM, WARM + n))
@@ -341,7 +343,7 @@ async def start_at_end(ctx: BenchContext, group: str, topics: Sequence[str]) -> 
 
 
 def retry_tiers() -> list[str]:
-    return [retry_topic("dispatcher", i + 1) for i in range(RETRY_TIERS["dispatcher"])]
+    return list(DISPATCHER.retry_topics)
 
 
 @contextlib.asynccontextmanager

@@ -27,7 +27,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.context import BenchContext
 from bench.measure import check_line, info_line, median_of, ratio_line
 from schemas.events import ConversationEnded, DecisionTrace
-from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, default_partitions, registry
+from schemas.routes import registry
+from schemas.topics import CE_TYPES, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, default_partitions
 from services.common import codec
 from services.common.kafka import ensure_topics, producer
 from services.common.settings import KafkaSettings
@@ -176,7 +177,7 @@ def conversation_records(events: Sequence[ConversationEnded]) -> list[Record]:
     """Encoded as the platform publishes them (key = conversation_id, CloudEvents headers)."""
     out: list[Record] = []
     for e in events:
-        headers = codec.cloudevent_headers(e, CONVERSATION_ENDED, "platform", e.conversation_id)
+        headers = codec.cloudevent_headers(e, CE_TYPES[CONVERSATION_ENDED], "platform", e.conversation_id)
         out.append((e.conversation_id.encode(), codec.encode(e), codec.header_list(headers)))
     return out
 

@@ -28,8 +28,10 @@ from bench.context import BenchContext
 from bench.measure import best_of, info_line, ratio_line
 from schemas.agents import ExtractionSpec, FieldSpec, RecipientRoute, RecipientRule, TriggerSpec
 from schemas.events import ConversationEnded
-from schemas.topics import dead_letter_topic, retry_topic
-from services.common.runtime import Emit, RecordContext, Runtime
+from schemas.routes import EXTRACTOR
+from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED
+from services.common.api import Context, Event, Service
+from services.common.runtime import Runtime
 from services.common.settings import RuntimeSettings
 from services.extractor.__main__ import open_llm
 from services.extractor.handler import Extractor
@@ -70,10 +72,10 @@ class First:
     def __init__(self, inner: Extractor) -> None:
         self.inner, self.at = inner, 0.0
 
-    async def __call__(self, event: ConversationEnded, ctx: RecordContext, /) -> Sequence[Emit]:
+    async def handle(self, event: ConversationEnded, ctx: Context) -> Sequence[Event]:
         if not self.at:
             self.at = time.monotonic()
-        return await self.inner(event, ctx)
+        return await self.inner.handle(event, ctx)
 
 
 def fake_llm(delay: float) -> tuple[subprocess.Popen[bytes], str]:
@@ -114,9 +116,10 @@ def record(base: ConversationEnded, i: int) -> bytes:
 
 
 async def measure(ctx: BenchContext, source: str, n: int, in_flight: int, latency: float) -> float:
-    service = f"benchextractor{os.urandom(4).hex()}"
-    await ctx.create_topics([retry_topic(service, 1), dead_letter_topic(service)])
     sink = await ctx.topic("extractor-out", PARTITIONS)
+    names = {CONVERSATION_ENDED: source, CONVERSATION_EXTRACTED: sink}
+    route = EXTRACTOR.renamed(lambda name: names.get(name, name), service=f"benchextractor{os.urandom(4).hex()}")
+    await ctx.create_topics([route.retry_topics[0], route.dead_letter_topic])
     proc, url = fake_llm(latency)
     settings = ExtractorSettings(
         config_dir=ctx.work_dir,
@@ -133,11 +136,10 @@ async def measure(ctx: BenchContext, source: str, n: int, in_flight: int, latenc
     )
     try:
         async with httpx.AsyncClient() as http:
-            handler = First(Extractor(settings, lambda e: SPEC, http, provider, output_topic=sink))
-            runtime: Runtime[ConversationEnded] = Runtime(
-                service=service, kafka=ctx.kafka, runtime=settings.runtime, topics=[source],
-                input_type=ConversationEnded, handler=handler,
-            )  # fmt: skip
+            extractor = Extractor(settings, lambda e: SPEC, http, provider)
+            handler = First(extractor)
+            service = Service(route, handler.handle, extractor.on_failure)
+            runtime = Runtime(service, kafka=ctx.kafka, settings=settings.runtime)
             task = asyncio.create_task(runtime.run())
             try:
                 done_at = await _all_written(ctx, sink, n)

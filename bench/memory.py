@@ -27,11 +27,11 @@ from bench.context import BenchContext
 from bench.e2e import running_stack
 from bench.measure import check_line, info_line
 from schemas.events import ActionCompleted, ConversationEnded
+from schemas.routes import SERVICES
 from schemas.topics import ACTION_RESULTS, default_partitions
 from services.devkit.demo import EXPECTED
 from services.devkit.kafka import ROOT
 from services.devkit.publish import load_examples, publish
-from services.devkit.stack import SERVICES
 
 K8S_BASE = ROOT / "deploy" / "k8s" / "base"
 UNITS = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0, "k": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}

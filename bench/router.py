@@ -33,8 +33,10 @@ from bench.context import BenchContext
 from bench.measure import best_of, info_line, ratio_line
 from schemas.agents import trigger_id
 from schemas.events import ConversationExtracted
-from schemas.topics import ACTION_TYPES, dead_letter_topic, retry_topic
-from services.common.runtime import GC_THRESHOLDS, Emit, RecordContext, Runtime, tune_gc
+from schemas.routes import ROUTER, Output, Route
+from schemas.topics import ACTION_TYPES, CONVERSATION_EXTRACTED, DECISIONS, Stream, action_topic
+from services.common.api import Context, Event, Handler, Service
+from services.common.runtime import GC_THRESHOLDS, Runtime, tune_gc
 from services.common.settings import RuntimeSettings
 from services.router.catalog import CatalogHolder
 from services.router.handler import RouterHandler
@@ -159,22 +161,17 @@ def record(i: int, mix: str = "busy") -> bytes:
 class First:
     """Wraps a handler to note when the first record arrived."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Handler[ConversationExtracted]) -> None:
         self.inner, self.at = inner, 0.0
 
-    async def __call__(self, event: ConversationExtracted, ctx: RecordContext, /) -> Sequence[Emit]:
+    async def handle(self, event: ConversationExtracted, ctx: Context) -> Sequence[Event]:
         if not self.at:
             self.at = time.monotonic()
-        result: Sequence[Emit] = await self.inner(event, ctx)
-        return result
+        return await self.inner(event, ctx)
 
 
-class PassThrough:
-    def __init__(self, sink: str) -> None:
-        self.sink = sink
-
-    async def __call__(self, event: ConversationExtracted, ctx: RecordContext, /) -> Sequence[Emit]:
-        return [Emit(self.sink, event)]
+async def pass_through(event: ConversationExtracted, ctx: Context) -> Sequence[Event]:
+    return [event]
 
 
 async def run(ctx: BenchContext) -> dict[str, Any]:
@@ -245,10 +242,10 @@ async def _run(ctx: BenchContext) -> dict[str, Any]:
 async def _outputs(config_dir: Path, raws: list[bytes]) -> int:
     """How many records the router writes for these inputs (routed in-process, before measuring)."""
     handler = RouterHandler(CatalogHolder(config_dir, "-"), clock=lambda: datetime.now(UTC))
-    ctx = RecordContext("router", "in", "in", 0, 0, None, 0, {})
+    ctx = Context("router", CONVERSATION_EXTRACTED)
     total = 0
     for raw in raws:
-        total += len(await handler(ConversationExtracted.model_validate_json(raw), ctx))
+        total += len(await handler.handle(ConversationExtracted.model_validate_json(raw), ctx))
     return total
 
 
@@ -257,27 +254,28 @@ async def measure(
 ) -> tuple[float, float]:
     """(records per second, CPU microseconds per record) of one run."""
     service = f"benchrouter{uuid.uuid4().hex[:8]}"
-    await ctx.create_topics([retry_topic(service, 1), dead_letter_topic(service)])
+    names = {CONVERSATION_EXTRACTED: source}
     if mode == "router":
-        decisions = await ctx.topic("router-decisions", PARTITIONS)
-        actions = {t: await ctx.topic(f"router-{t.replace('_', '-')}", PARTITIONS) for t in ACTION_TYPES}
-        inner: Any = RouterHandler(
-            CatalogHolder(config_dir, "-"), decisions_topic=decisions, topic_of=actions.__getitem__
-        )
-        sinks, expected = [decisions, *actions.values()], outputs
+        names[DECISIONS] = await ctx.topic("router-decisions", PARTITIONS)
+        for t in ACTION_TYPES:
+            names[action_topic(t)] = await ctx.topic(f"router-{t.replace('_', '-')}", PARTITIONS)
+        route = ROUTER.renamed(lambda name: names.get(name, name), service=service)
+        handler = First(RouterHandler(CatalogHolder(config_dir, "-")).handle)
+        sinks, expected = list(route.output_topics), outputs
     else:
         sink = await ctx.topic("router-passthrough", PARTITIONS)
-        inner, sinks, expected = PassThrough(sink), [sink], n
-    handler = First(inner)
+        extracted = Stream.plain(source, ConversationExtracted)
+        route = Route(
+            service,
+            "pass-through",
+            consumes=(extracted,),
+            produces=(Output(Stream.plain(sink, ConversationExtracted), key="input"),),
+            retry_delays_seconds=(1.0,),
+        )
+        handler, sinks, expected = First(pass_through), [sink], n
+    await ctx.create_topics([route.retry_topics[0], route.dead_letter_topic])
     settings = RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], max_in_flight=MAX_IN_FLIGHT)
-    runtime: Runtime[ConversationExtracted] = Runtime(
-        service=service,
-        kafka=ctx.kafka,
-        runtime=settings,
-        topics=[source],
-        input_type=ConversationExtracted,
-        handler=handler,
-    )
+    runtime = Runtime(Service(route, handler.handle), kafka=ctx.kafka, settings=settings)
     cpu_start = time.process_time()
     task = asyncio.create_task(runtime.run())
     try:

@@ -4,7 +4,7 @@ Both read the same pre-produced records (same topic, same partitions, fresh cons
 and write each one to a fresh output topic with the same idempotent acks=all producer:
 
 * bare: getmany -> send every record -> await the sends -> commit the batch (no parsing at all);
-* runtime: Runtime(handler = return [Emit(out, blob)]), ordering "unordered" and "key", default
+* runtime: Runtime(handler = return [blob], routed to the sink), ordering "unordered" and "key", default
   max_in_flight; it validates each record with pydantic, encodes the output and adds CloudEvents headers.
 
 Throughput = records / (time the output topic holds them all - time the first record was read), so
@@ -25,9 +25,11 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.context import BenchContext, Blob
 from bench.measure import best_of, info_line, median_of, ratio_line
-from schemas.topics import dead_letter_topic, retry_topic
+from schemas.routes import Output, Route
+from schemas.topics import Stream
+from services.common.api import Context, Event, Service
 from services.common.kafka import producer as make_producer
-from services.common.runtime import GC_THRESHOLDS, Emit, RecordContext, Runtime
+from services.common.runtime import GC_THRESHOLDS, Runtime
 from services.common.settings import RuntimeSettings
 
 PARTITIONS = 3
@@ -193,28 +195,31 @@ class BareLoop:
 
 
 class PassThrough:
-    """The trivial handler: the same payload model, one Emit to the sink."""
+    """The trivial handler: the same payload model, returned (the route sends it to the sink, input key)."""
 
-    def __init__(self, sink: str, first_read: list[float]) -> None:
-        self.sink, self.first_read = sink, first_read
+    def __init__(self, first_read: list[float]) -> None:
+        self.first_read = first_read
 
-    async def __call__(self, blob: Blob, ctx: RecordContext) -> Sequence[Emit]:
+    async def handle(self, blob: Blob, ctx: Context) -> Sequence[Event]:
         if not self.first_read:
             self.first_read.append(time.monotonic())
-        return [Emit(self.sink, blob)]
+        return [blob]
+
+
+def passthrough_route(service: str, source: str, sink: str) -> Route:
+    return Route(
+        service,
+        "pass-through benchmark",
+        consumes=(Stream.plain(source, Blob),),
+        produces=(Output(Stream.plain(sink, Blob), key="input"),),
+        retry_delays_seconds=(1.0,),
+    )
 
 
 async def passthrough_runtime(
     ctx: BenchContext, mode: str, source: str, sink: str, first_read: list[float], max_in_flight: int
-) -> Runtime[Blob]:
-    service = f"bench{uuid.uuid4().hex[:8]}"
-    await ctx.create_topics([retry_topic(service, 1), dead_letter_topic(service)])
+) -> Runtime:
+    route = passthrough_route(f"bench{uuid.uuid4().hex[:8]}", source, sink)
+    await ctx.create_topics([*route.retry_topics, route.dead_letter_topic])
     settings = RuntimeSettings(metrics_port=0, ordering=mode, retry_delays_seconds=[1.0], max_in_flight=max_in_flight)
-    return Runtime(
-        service=service,
-        kafka=ctx.kafka,
-        runtime=settings,
-        topics=[source],
-        input_type=Blob,
-        handler=PassThrough(sink, first_read),
-    )
+    return Runtime(Service(route, PassThrough(first_read).handle), kafka=ctx.kafka, settings=settings)

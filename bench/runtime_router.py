@@ -13,9 +13,12 @@ import asyncio
 from collections.abc import Sequence
 
 from bench.stream_step import StreamBenchSettings, decide
-from schemas.events import ConversationExtracted
+from schemas.events import ConversationExtracted, DecisionTrace
+from schemas.routes import Output, Route
+from schemas.topics import Stream
 from services.common import logging as jsonlog
-from services.common.runtime import Emit, RecordContext, Runtime, serve
+from services.common.api import Context, Event, Service
+from services.common.runtime import Runtime, serve
 from services.common.settings import KafkaSettings, RuntimeSettings
 
 
@@ -24,13 +27,13 @@ class RouteHandler:
         self.settings = settings
         self.slow_ids = settings.slow()
 
-    async def __call__(self, event: ConversationExtracted, ctx: RecordContext) -> Sequence[Emit]:
+    async def handle(self, event: ConversationExtracted, ctx: Context) -> Sequence[Event]:
         if event.event_id in self.slow_ids:
             await asyncio.sleep(self.settings.slow_seconds)
-        return [Emit(self.settings.output_topic, decide(event))]
+        return [decide(event)]
 
 
-def build(settings: StreamBenchSettings) -> Runtime[ConversationExtracted]:
+def build(settings: StreamBenchSettings) -> Runtime:
     runtime = RuntimeSettings(
         max_in_flight=settings.concurrency,
         ordering="key",
@@ -38,14 +41,15 @@ def build(settings: StreamBenchSettings) -> Runtime[ConversationExtracted]:
         retry_delays_seconds=[1.0],
         session_timeout_ms=10_000,
     )
-    return Runtime(
-        service=settings.group,
-        kafka=KafkaSettings(bootstrap_servers=settings.bootstrap_servers),
-        runtime=runtime,
-        topics=[settings.input_topic],
-        input_type=ConversationExtracted,
-        handler=RouteHandler(settings),
+    route = Route(
+        settings.group,
+        "the router's step, for the comparison with faust",
+        consumes=(Stream.plain(settings.input_topic, ConversationExtracted),),
+        produces=(Output(Stream.plain(settings.output_topic, DecisionTrace), key="input"),),
+        retry_delays_seconds=(1.0,),
     )
+    kafka = KafkaSettings(bootstrap_servers=settings.bootstrap_servers)
+    return Runtime(Service(route, RouteHandler(settings).handle), kafka=kafka, settings=runtime)
 
 
 def main() -> None:

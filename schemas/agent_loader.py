@@ -37,6 +37,7 @@ from schemas.agent_config import (
     condition_kind,
     parse_template,
 )
+from schemas.agent_library import library
 from schemas.config_yaml import YamlProblem, read_yaml
 
 Library = Mapping[str, Mapping[str, Any]]
@@ -338,8 +339,6 @@ def _message(error: Any) -> str:
 
 
 def _default_library() -> Library:
-    from services.router.library import library  # the template data ships with the router
-
     return library()
 
 

@@ -3,9 +3,10 @@
     python -m schemas.generate            write schemas/json/*.v1.schema.json and schemas/asyncapi.yaml
     python -m schemas.generate --check    write nothing; exit 1 and name every file that differs
 
-The pydantic models (schemas/events.py), the topic registry (schemas/topics.py) and the header names
-(schemas/headers.py) are the source of truth; the generated files are committed so that platform teams
-and subscribers can read them without Python, and a contract test fails when they drift. Output is
+The pydantic models (schemas/events.py), the streams and routes (schemas/topics.py, schemas/routes.py)
+and the header names (schemas/headers.py) are the source of truth; the generated files are committed
+so that platform teams and subscribers can read them without Python, and a contract test fails when
+they drift. Output is
 deterministic (sorted JSON keys, registry order in YAML) and independent of the environment: partition
 counts and replication, which come from env, are deliberately left out.
 """
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from schemas import headers as h
+from schemas import routes as r
 from schemas import topics as t
 from schemas.events import (
     ACTION_MODELS,
@@ -44,17 +46,8 @@ SCHEMA_SUFFIX = ".v1.schema.json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 KAFKA_BINDING_VERSION = "0.5.0"
 
-# Each main topic's payload model and the payload field its record key carries.
-TOPIC_MODELS: dict[str, tuple[type[BaseModel], str]] = {
-    t.CONVERSATION_ENDED: (ConversationEnded, "conversation_id"),
-    t.CONVERSATION_EXTRACTED: (ConversationExtracted, "conversation_id"),
-    t.DECISIONS: (DecisionTrace, "conversation_id"),
-    **{t.action_topic(kind): (model, "conversation_id") for kind, model in ACTION_MODELS.items()},
-    t.ACTION_RESULTS: (ActionCompleted, "action_id"),
-}
-
-# Where the conversation id sits in each payload, for AsyncAPI correlation ids.
-CONVERSATION_ID_POINTER: dict[str, str] = {"ConversationExtracted": "/conversation/conversation_id"}
+# Each main topic's stream: its payload model, key and ce_type (schemas/topics.py).
+STREAMS: dict[str, t.Stream[Any]] = {stream.topic: stream for stream in t.STREAMS}
 
 
 # ── JSON Schema ───────────────────────────────────────────────────────────────────────────────────
@@ -174,11 +167,7 @@ def _ref(pointer: str) -> Json:
 
 def _inputs_by_service() -> dict[str, list[str]]:
     """Main topics each service handles (with retries): consumed by it and produced by someone else."""
-    main = [topic for topic in t.registry() if topic.name in TOPIC_MODELS]
-    return {
-        service: [topic.name for topic in main if service in topic.consumers and service not in topic.producers]
-        for service in t.SERVICES
-    }
+    return {route.service: list(route.input_topics) for route in r.ROUTES}
 
 
 # The header group a message adds to the CloudEvents ones: main topics may carry replay headers.
@@ -187,15 +176,15 @@ VARIANT_HEADERS = {"": "ReplayHeaders", "Retry": "RetryHeaders", "DeadLetter": "
 
 def _message(topic: str, variant: str = "") -> Json:
     """A components message: a main topic's record, or its copy on a retry or dead-letter topic."""
-    model, key_field = TOPIC_MODELS[topic]
-    name = model.__name__
+    stream = STREAMS[topic]
+    name = stream.model.__name__
     headers = [
         _ref("#/components/schemas/CloudEventsHeaders"),
         _ref(f"#/components/schemas/{VARIANT_HEADERS[variant]}"),
-        {"type": "object", "properties": {h.CE_TYPE: {"const": h.CE_TYPES[topic]}}},
+        {"type": "object", "properties": {h.CE_TYPE: {"const": stream.ce_type}}},
     ]
-    pointer = CONVERSATION_ID_POINTER.get(name, "/conversation_id")
-    summary = (model.__doc__ or name).strip().splitlines()[0]
+    pointer = stream.conversation_pointer
+    summary = (stream.model.__doc__ or name).strip().splitlines()[0]
     if variant == "DeadLetter":
         summary += " Dead-lettered: a poison record keeps whatever bytes and headers arrived."
     return {
@@ -211,7 +200,7 @@ def _message(topic: str, variant: str = "") -> Json:
         },
         "bindings": {
             "kafka": {
-                "key": {"type": "string", "description": f"The {key_field}."},
+                "key": {"type": "string", "description": f"The {stream.key_doc}."},
                 "bindingVersion": KAFKA_BINDING_VERSION,
             }
         },
@@ -219,34 +208,31 @@ def _message(topic: str, variant: str = "") -> Json:
 
 
 def _message_id(main_topic: str, variant: str) -> str:
-    return f"{TOPIC_MODELS[main_topic][0].__name__}{variant}"
+    return f"{STREAMS[main_topic].model.__name__}{variant}"
 
 
 def _carried(topic: t.Topic, inputs: dict[str, list[str]]) -> list[tuple[str, str]]:
     """(main topic, variant) of every message a topic carries: retry and dead-letter topics carry
     copies of their service's inputs."""
-    if topic.name in TOPIC_MODELS:
+    if topic.name in STREAMS:
         return [(topic.name, "")]
     for service, names in inputs.items():
         variant = _variant_of(topic.name, service)
         if variant:
             return [(name, variant) for name in names]
-    raise ValueError(f"topic {topic.name!r} has no payload model: add it to TOPIC_MODELS")
+    raise ValueError(f"topic {topic.name!r} has no stream: declare it in schemas/topics.py")
 
 
 def _variant_of(topic: str, service: str) -> str:
-    if topic == t.dead_letter_topic(service):
+    route = r.route_of(service)
+    if topic == route.dead_letter_topic:
         return "DeadLetter"
-    tiers = range(1, t.RETRY_TIERS[service] + 1)
-    return "Retry" if topic in {t.retry_topic(service, tier) for tier in tiers} else ""
+    return "Retry" if topic in route.retry_topics else ""
 
 
 def _channel(topic: t.Topic, message_ids: Sequence[str]) -> Json:
-    key = (
-        "action_id (`<action_id>/attempt-<n>` for failed and dead_lettered)"
-        if topic.name == t.ACTION_RESULTS
-        else "conversation_id"
-    )
+    stream = STREAMS.get(topic.name)
+    key = stream.key_doc if stream is not None else "conversation_id"
     return {
         "address": topic.name,
         "title": topic.name,
@@ -283,7 +269,8 @@ def _operations(topic: t.Topic, message_ids: Sequence[str]) -> Json:
 
 INFO_DESCRIPTION = """\
 Every Kafka topic of postcall: what is on it, its key, its headers and who produces and consumes it.
-Generated by `python -m schemas.generate` from schemas/topics.py, schemas/events.py and schemas/headers.py.
+Generated by `python -m schemas.generate` from schemas/topics.py, schemas/routes.py, schemas/events.py
+and schemas/headers.py.
 
 * Values are JSON (orjson); payload schemas are in ./json/ (JSON Schema 2020-12). Readers ignore
   unknown fields, so producers may add fields within v1; a breaking change is a new topic (.v2).
@@ -303,7 +290,7 @@ def asyncapi_document() -> Json:
     channels: Json = {}
     operations: Json = {}
     messages: Json = {}
-    for topic in t.registry():
+    for topic in r.registry():
         carried = _carried(topic, inputs)
         ids = [_message_id(main, variant) for main, variant in carried]
         channels[topic.name] = _channel(topic, ids)

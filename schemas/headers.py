@@ -5,8 +5,6 @@ Header values are UTF-8 strings; times are RFC 3339 UTC; numbers are decimal str
 
 from __future__ import annotations
 
-from schemas import topics as _topics
-
 # CloudEvents Kafka protocol binding, binary content mode (ce_ prefix, content-type for datacontenttype).
 CE_ID = "ce_id"
 CE_TYPE = "ce_type"
@@ -91,13 +89,3 @@ RETRY_HEADERS = (
     RETRY_ORIGINAL_TIMESTAMP,
 )
 HOP_HEADERS = frozenset((*DLQ_HEADERS, *RETRY_HEADERS))
-
-# CloudEvents `ce_type` of the records on each main topic; retry and dead-letter copies keep the original's.
-CE_TYPE_PREFIX = "dev.postcall"
-CE_TYPES: dict[str, str] = {
-    _topics.CONVERSATION_ENDED: f"{CE_TYPE_PREFIX}.conversation.ended.v1",
-    _topics.CONVERSATION_EXTRACTED: f"{CE_TYPE_PREFIX}.conversation.extracted.v1",
-    _topics.DECISIONS: f"{CE_TYPE_PREFIX}.conversation.routed.v1",
-    **{_topics.action_topic(t): f"{CE_TYPE_PREFIX}.action.{t}.requested.v1" for t in _topics.ACTION_TYPES},
-    _topics.ACTION_RESULTS: f"{CE_TYPE_PREFIX}.action.completed.v1",
-}

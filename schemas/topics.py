@@ -1,13 +1,26 @@
-"""Every topic, declared once: name, partitions, replication, retention, cleanup, producers, consumers.
-
-Topic creation (`postcall topics create`), the Strimzi KafkaTopic manifests and the AsyncAPI document
-are all generated from this registry.
+"""Every main topic, declared once as a stream: its name, the one event model on it, its CloudEvents
+`ce_type`, its key, retention and cleanup. Retry and dead-letter topics are named here and declared by
+each service's route (schemas/routes.py), which also assembles the topic registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from schemas.events import (
+    ACTION_MODELS,
+    ActionBase,
+    ActionCompleted,
+    ConversationEnded,
+    ConversationExtracted,
+    DecisionTrace,
+)
+
+M = TypeVar("M")
 
 HOUR_MS = 3_600_000
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -18,7 +31,7 @@ CONVERSATION_EXTRACTED = "postcall.conversation-extracted.v1"
 DECISIONS = "postcall.decisions.v1"
 ACTION_RESULTS = "postcall.action-results.v1"
 
-ACTION_TYPES = ("webhook", "email", "slack", "schedule_call", "task", "team_alert")
+ACTION_TYPES = tuple(ACTION_MODELS)  # one per action model: a new action type is a new model
 
 
 def action_topic(action_type: str) -> str:
@@ -29,11 +42,7 @@ def action_topic(action_type: str) -> str:
 
 
 ACTION_TOPICS = tuple(action_topic(t) for t in ACTION_TYPES)
-
-SERVICES = ("extractor", "router", "dispatcher")
-
-# Retry tiers per service: tier count is fixed by the registry, each tier's delay by the service settings.
-RETRY_TIERS = {"extractor": 4, "router": 3, "dispatcher": 6}
+CE_TYPE_PREFIX = "dev.postcall"
 
 
 def retry_topic(service: str, tier: int) -> str:
@@ -75,79 +84,112 @@ def default_replication() -> int:
     return int(os.environ.get("POSTCALL_TOPIC_REPLICATION", "3"))
 
 
-def registry() -> list[Topic]:
-    p = default_partitions()
-    topics = [
-        Topic(
-            CONVERSATION_ENDED,
-            "One event per finished conversation, published by the voice platform.",
-            p,
-            7 * DAY_MS,
-            producers=("platform", "ingress", "postcall publish", "postcall reextract"),
-            consumers=("extractor",),
-        ),
-        Topic(
-            CONVERSATION_EXTRACTED,
-            "The conversation with its extracted fields, triggers and summary.",
-            p,
-            7 * DAY_MS,
-            producers=("extractor",),
-            consumers=("router",),
-        ),
-        Topic(
-            DECISIONS,
-            "One decision trace per conversation: every flow and condition, and why.",
-            p,
-            14 * DAY_MS,
-            producers=("router",),
-            consumers=("postcall explain",),
-        ),
-        *(
-            Topic(
-                action_topic(t),
-                f"`{t}` action commands, keyed by conversation id.",
-                p,
-                7 * DAY_MS,
-                producers=("router",),
-                consumers=("dispatcher", "downstream subscribers"),
-            )
-            for t in ACTION_TYPES
-        ),
-        # Written on the same partition number as the action: the dispatcher's idempotency ledger.
-        Topic(
-            ACTION_RESULTS,
-            "ActionCompleted per action_id; compacted, the dispatcher's ledger.",
-            p,
-            30 * DAY_MS,
-            cleanup_policy="compact,delete",
-            producers=("dispatcher",),
-            consumers=("dispatcher", "postcall explain"),
-        ),
-    ]
-    for service in SERVICES:
-        for tier in range(1, RETRY_TIERS[service] + 1):
-            topics.append(
-                Topic(
-                    retry_topic(service, tier),
-                    f"{service} retry tier {tier} (delay topic).",
-                    p,
-                    7 * DAY_MS,
-                    producers=(service,),
-                    consumers=(service,),
-                )
-            )
-        topics.append(
-            Topic(
-                dead_letter_topic(service),
-                f"{service} dead letters, with their reason in headers.",
-                p,
-                30 * DAY_MS,
-                producers=(service,),
-                consumers=("postcall dlq",),
-            )
-        )
-    return topics
+@dataclass(frozen=True)
+class Stream(Generic[M]):
+    """A main topic and the one event model on it. `key` computes a record's key from its event (the
+    runtime sets it; handlers never do); `key_doc` says what it is in the AsyncAPI document."""
+
+    topic: str
+    model: type[M]
+    ce_type: str
+    key: Callable[[M], str | None]
+    key_doc: str
+    description: str
+    retention_ms: int = 7 * DAY_MS
+    cleanup_policy: str = "delete"
+    #: producers and consumers outside the services' routes (the topic registry adds the routes')
+    external_producers: tuple[str, ...] = ()
+    external_consumers: tuple[str, ...] = ()
+    #: where the conversation id sits in the payload (AsyncAPI correlation id)
+    conversation_pointer: str = "/conversation_id"
+
+    def renamed(self, rename: Callable[[str], str]) -> Stream[M]:
+        """The same stream on another topic name (tests and benchmarks run on their own topics)."""
+        return dataclasses.replace(self, topic=rename(self.topic))
+
+    @classmethod
+    def plain(cls, topic: str, model: type[M], key: Callable[[M], str | None] | None = None) -> Stream[M]:
+        """A stream outside the registry (a test's or a benchmark's), keyed by `key` or not at all."""
+        name = getattr(model, "__name__", "Raw")
+        return cls(topic, model, f"{CE_TYPE_PREFIX}.{name}.v1", key or _no_key, "(none)", f"{name} records.")
 
 
-def by_name() -> dict[str, Topic]:
-    return {t.name: t for t in registry()}
+def _no_key(event: Any) -> None:
+    return None
+
+
+def _by_conversation(event: Any) -> str:
+    return str(event.conversation_id)
+
+
+def result_key(action_id: str, outcome: str, attempts: int) -> str:
+    """The compaction key of an action result: one per action for outcomes meaning done, one per
+    attempt for the others, so a later failure can never replace a `delivered`."""
+    return action_id if outcome in DONE_OUTCOMES else f"{action_id}/attempt-{attempts}"
+
+
+DONE_OUTCOMES = frozenset({"delivered", "published", "skipped_duplicate"})
+
+CONVERSATIONS_ENDED: Stream[ConversationEnded] = Stream(
+    CONVERSATION_ENDED,
+    ConversationEnded,
+    f"{CE_TYPE_PREFIX}.conversation.ended.v1",
+    _by_conversation,
+    "conversation_id",
+    "One event per finished conversation, published by the voice platform.",
+    external_producers=("platform", "ingress", "postcall publish", "postcall reextract"),
+)
+CONVERSATIONS_EXTRACTED: Stream[ConversationExtracted] = Stream(
+    CONVERSATION_EXTRACTED,
+    ConversationExtracted,
+    f"{CE_TYPE_PREFIX}.conversation.extracted.v1",
+    lambda e: e.conversation.conversation_id,
+    "conversation_id",
+    "The conversation with its extracted fields, triggers and summary.",
+    conversation_pointer="/conversation/conversation_id",
+)
+DECISION_TRACES: Stream[DecisionTrace] = Stream(
+    DECISIONS,
+    DecisionTrace,
+    f"{CE_TYPE_PREFIX}.conversation.routed.v1",
+    _by_conversation,
+    "conversation_id",
+    "One decision trace per conversation: every flow and condition, and why.",
+    retention_ms=14 * DAY_MS,
+    external_consumers=("postcall explain",),
+)
+ACTION_STREAMS: dict[str, Stream[ActionBase]] = {
+    kind: Stream(
+        action_topic(kind),
+        model,
+        f"{CE_TYPE_PREFIX}.action.{kind}.requested.v1",
+        _by_conversation,
+        "conversation_id",
+        f"`{kind}` action commands, keyed by conversation id.",
+        external_consumers=("downstream subscribers",),
+    )
+    for kind, model in ACTION_MODELS.items()
+}
+ACTION_RESULT_STREAM: Stream[ActionCompleted] = Stream(
+    ACTION_RESULTS,
+    ActionCompleted,
+    f"{CE_TYPE_PREFIX}.action.completed.v1",
+    lambda e: result_key(e.action_id, e.outcome, e.attempts),
+    "action_id (`<action_id>/attempt-<n>` for failed and dead_lettered)",
+    "ActionCompleted per action_id; compacted, the dispatcher's ledger.",
+    retention_ms=30 * DAY_MS,
+    cleanup_policy="compact,delete",
+    external_consumers=("postcall explain",),
+)
+
+#: every main topic's stream, in registry order
+STREAMS: tuple[Stream[Any], ...] = (
+    CONVERSATIONS_ENDED,
+    CONVERSATIONS_EXTRACTED,
+    DECISION_TRACES,
+    *ACTION_STREAMS.values(),
+    ACTION_RESULT_STREAM,
+)
+
+#: CloudEvents `ce_type` of the records on each main topic; retry and dead-letter copies keep the original's
+CE_TYPES: dict[str, str] = {s.topic: s.ce_type for s in STREAMS}

@@ -22,7 +22,8 @@ from collections import Counter
 from pathlib import Path
 
 from bench.chaos.conversations import expected_actions, generate
-from schemas.topics import SERVICES, dead_letter_topic, registry
+from schemas.routes import SERVICES, registry
+from schemas.topics import dead_letter_topic
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import KafkaCluster

@@ -1,6 +1,6 @@
 """Manifests generated from the repository: `python -m deploy.k8s.generate [--check]`.
 
-* deploy/k8s/base/topics.yaml — one Strimzi KafkaTopic per topic of the registry (schemas/topics.py),
+* deploy/k8s/base/topics.yaml — one Strimzi KafkaTopic per topic of the registry (schemas/routes.py),
   at the production defaults (12 partitions, replication 3) whatever POSTCALL_TOPIC_PARTITIONS or
   POSTCALL_TOPIC_REPLICATION say in the caller's environment, so the file never depends on who ran it.
 * deploy/k8s/overlays/dev/agents.yaml — the `postcall-agents` ConfigMap holding examples/agents/*.yaml
@@ -25,7 +25,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
-from schemas.topics import Topic, registry
+from schemas.routes import registry
+from schemas.topics import Topic
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPICS_FILE = ROOT / "deploy/k8s/base/topics.yaml"

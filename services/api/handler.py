@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from schemas.end_reasons import EndReason
-from schemas.topics import SERVICES
+from schemas.routes import SERVICES
 from services.api import operations
 from services.api.auth import require
 from services.api.settings import ApiSettings

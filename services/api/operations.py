@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import and_, update
 
 from schemas import headers as h
-from schemas.topics import CONVERSATION_ENDED
+from schemas.topics import CE_TYPES, CONVERSATION_ENDED
 from services.cli.dlq import DeadLetter, replay_records
-from services.cli.republish import Outgoing, RepublishFailed, republish
-from services.common.retry import now_iso
+from services.cli.republish import RepublishFailed, republish
+from services.common.codec import Outgoing, now_iso
 from services.common.settings import KafkaSettings
 from services.store import queries, tokens
 from services.store.db import Store
@@ -111,7 +111,7 @@ async def reextract_conversations(
 def _reextract_headers(event_id: str) -> dict[str, str]:
     return {
         h.CE_ID: str(uuid.uuid4()),
-        h.CE_TYPE: h.CE_TYPES[CONVERSATION_ENDED],
+        h.CE_TYPE: CE_TYPES[CONVERSATION_ENDED],
         h.CE_SOURCE: "/postcall/store",
         h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE,
         h.CE_TIME: now_iso(),

@@ -26,9 +26,9 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from schemas.agent_checks import recipient_warnings
+from schemas.agent_library import library
 from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog, plain
 from schemas.config_yaml import YamlProblem, read_yaml
-from services.router.library import library
 
 app = typer.Typer(help="Agent configuration: validate a folder, list the template library.", no_args_is_help=True)
 

@@ -30,13 +30,14 @@ from rich.table import Table
 from rich.text import Text
 
 from schemas import headers as h
-from schemas.topics import RETRY_TIERS, SERVICES, dead_letter_topic, registry, retry_topic
+from schemas.routes import SERVICES, registry, route_of
+from schemas.topics import dead_letter_topic
 from services.cli.options import Bootstrap, kafka_settings
 from services.cli.plain import plain, plain_lines
-from services.cli.republish import Outgoing, republish
+from services.cli.republish import republish
 from services.common import codec
+from services.common.codec import Outgoing, now_iso
 from services.common.kafka import partitions_of, read_partition
-from services.common.retry import now_iso
 from services.common.settings import KafkaSettings
 
 app = typer.Typer(help="Inspect and replay dead-lettered records.", no_args_is_help=True)
@@ -135,7 +136,7 @@ def replay_target(d: DeadLetter) -> str | None:
     if not target or (service is None and target in ours):
         return None
     if service is not None:
-        hops = {dead_letter_topic(service), *(retry_topic(service, i) for i in range(1, RETRY_TIERS[service] + 1))}
+        hops = {route_of(service).dead_letter_topic, *route_of(service).retry_topics}
         if target in hops or (target in ours and service not in ours[target].consumers):
             return None
     return target

@@ -7,7 +7,8 @@ deterministic), or a voice platform's own webhook (Vapi, Retell, ElevenLabs), ma
 code (services/ingress/platforms) exactly as the ingress maps it.
 The agent configuration is the folder's `Catalog.trial()`: drafts run as they will once published.
 
-Nothing is produced and nothing is sent: the handlers' outputs (the DecisionTrace and one action record
+Nothing is produced and nothing is sent: the services run on the in-memory runtime
+(services.common.harness, one attempt each), and their outputs (the DecisionTrace and one action record
 per planned action, with its topic, key and JSON value: exactly what the dispatcher and any downstream
 subscriber would receive) are collected and returned. No broker, no server. The one network access is
 the one extraction itself needs: the LLM endpoint when one is configured, and a `transcript_url`
@@ -28,9 +29,9 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.agents import ExtractionSpec, Problem
 from schemas.events import ActionBase, ConversationEnded, ConversationExtracted, DecisionTrace, Extraction
-from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED
-from services.common.errors import PostcallError
-from services.common.runtime import Emit, RecordContext
+from schemas.routes import ROUTER
+from services.common.api import Service
+from services.common.harness import Harness
 from services.extractor.handler import Extractor
 from services.extractor.settings import ExtractorSettings
 from services.extractor.specs import SpecSource
@@ -240,42 +241,36 @@ async def _extract(
         return spec.model_copy(update={"provider": provider}) if spec is not None and provider else spec
 
     clients = open_llm(settings)
-    ctx = _context("extractor", CONVERSATION_ENDED, conversation.conversation_id)
     try:
         async with open_http(settings) as http:
-            emits = await Extractor(settings, spec_for, http, llm_provider(settings, clients))(conversation, ctx)
-    except PostcallError as exc:
-        if not exc.emit:  # e.g. the LLM endpoint is down: the live service would retry
-            result.error = f"extraction did not finish: {exc}"
-            return None
-        emits = exc.emit  # a permanent failure still routes (end-reason flows), as live
+            extractor = Extractor(settings, spec_for, http, llm_provider(settings, clients))
+            out = await Harness(extractor.service(), burst=False).send(conversation)
     finally:
         for client in clients:
             await client.close()
-    out = _only(emits, ConversationExtracted)
-    result.extraction = out.extraction
-    return out
+    if not out.events:  # e.g. the LLM endpoint is down: the live service would retry
+        result.error = f"extraction did not finish: {out.error}"
+        return None
+    # a permanent failure still says `failed` and routes (end-reason flows), as live
+    extracted = _only(out.events, ConversationExtracted)
+    result.extraction = extracted.extraction
+    return extracted
 
 
 async def _route(result: TrialResult, router: RouterHandler, extracted: ConversationExtracted) -> None:
     result.extraction = extracted.extraction
-    ctx = _context("router", CONVERSATION_EXTRACTED, extracted.conversation.conversation_id)
-    try:
-        emits = await router(extracted, ctx)
-    except PostcallError as exc:
-        result.error = f"routing failed: {exc}"
+    out = await Harness(Service(ROUTER, router.handle), burst=False).send(
+        extracted, timestamp_ms=int(time.time() * 1000)
+    )
+    if out.error is not None:
+        result.error = f"routing failed: {out.error}"
         return
-    result.trace = _only(emits[:1], DecisionTrace)
+    result.trace = _only(out.events, DecisionTrace)
     result.actions = [
-        PlannedRecord(e.topic, e.key or "", e.value) for e in emits[1:] if isinstance(e.value, ActionBase)
+        PlannedRecord(o.topic, (o.key or b"").decode(), o.event) for o in out.outputs if isinstance(o.event, ActionBase)
     ]
 
 
-def _only(emits: Sequence[Emit], model: type[M]) -> M:
-    [value] = [e.value for e in emits if isinstance(e.value, model)]
+def _only(events: Sequence[BaseModel], model: type[M]) -> M:
+    [value] = [e for e in events if isinstance(e, model)]
     return value
-
-
-def _context(service: str, topic: str, key: str) -> RecordContext:
-    now_ms = int(time.time() * 1000)
-    return RecordContext(service, topic, topic, 0, 0, key, now_ms, {}, original_timestamp_ms=now_ms)

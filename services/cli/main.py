@@ -11,6 +11,7 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from schemas.routes import SERVICES
 from services.cli import config, dlq, explain, options, publish, reextract, store, topics, trial
 from services.cli.republish import RepublishFailed
 
@@ -21,7 +22,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(store.app, name="store")
 app.add_typer(store.api, name="api")
 
-SERVICES = ("extractor", "router", "dispatcher", "api", "ingress")
+RUNNABLE = (*SERVICES, "api", "ingress")  # the Kafka services of schemas.routes, the query API and the ingress
 
 app.add_typer(config.app, name="config")
 app.command("explain")(explain.explain)
@@ -33,8 +34,8 @@ app.command("publish")(publish.publish)
 @app.command("run")
 def run(service: str = typer.Argument(help="extractor, router, dispatcher, api or ingress")) -> None:
     """Run one service in the foreground (settings from POSTCALL_* environment variables)."""
-    if service not in SERVICES:
-        raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
+    if service not in RUNNABLE:
+        raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(RUNNABLE)}")
     try:
         code = asyncio.run(importlib.import_module(f"services.{service}.__main__").main())
     except ValidationError as exc:  # the service's settings, read from the environment

@@ -31,11 +31,10 @@ from schemas.headers import REEXTRACT_OF  # the original event_id, passed on by 
 from schemas.topics import CONVERSATION_ENDED
 from services.cli.options import Bootstrap, kafka_settings
 from services.cli.plain import plain
-from services.cli.republish import Outgoing
 from services.cli.republish import republish as send_all
 from services.common import codec
+from services.common.codec import Outgoing, now_iso
 from services.common.kafka import partitions_of
-from services.common.retry import now_iso
 from services.common.settings import KafkaSettings
 
 app = typer.Typer(help="Republish past conversations so that they are extracted again.")

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
 from rich.progress import Progress
 
 from services.common import codec
+from services.common.codec import Outgoing
 from services.common.kafka import producer
 from services.common.settings import KafkaSettings
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Mapping[str, str]
-    partition: int | None = None
-    then: Outgoing | None = None  # sent once this one is acknowledged (a dead letter's replay marker)
 
 
 async def republish(

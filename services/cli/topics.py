@@ -1,4 +1,4 @@
-"""`postcall topics create | list`: the topic registry (schemas/topics.py) made real, idempotently."""
+"""`postcall topics create | list`: the topic registry (schemas/routes.py) made real, idempotently."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.topics import registry
+from schemas.routes import registry
 from services.cli.options import Bootstrap, kafka_settings
 from services.common.kafka import ensure_topics
 

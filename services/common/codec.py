@@ -1,30 +1,51 @@
-"""Bytes on the wire <-> models: JSON values (orjson/pydantic), CloudEvents Kafka-binding headers."""
+"""Bytes on the wire <-> events: JSON values (pydantic), CloudEvents Kafka-binding headers, and the one
+shape of a record to produce (`Outgoing`)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas import headers as h
 from services.common.errors import InvalidRecord
-from services.common.retry import now_iso
+
+Decoder = Callable[[bytes], Any]
 
 
-def adapter(input_type: type[BaseModel] | TypeAdapter[Any]) -> TypeAdapter[Any]:
-    return input_type if isinstance(input_type, TypeAdapter) else TypeAdapter(input_type)
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A record to produce: outputs, retry-tier copies, dead letters, replays."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Mapping[str, str]
+    partition: int | None = None  # None: Kafka's partitioner over the key
+    event: BaseModel | None = None  # the event it encodes (None for copies of an input)
+    then: Outgoing | None = None  # sent once this one is acknowledged (a dead letter's replay marker)
 
 
-def decode(decoder: TypeAdapter[Any], value: bytes | None, max_bytes: int) -> Any:
+def decoder(model: Any) -> Decoder:
+    """bytes -> event for a stream's model: pydantic's JSON validation; `bytes` means the raw value."""
+    if model is bytes:
+        return lambda value: value
+    adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+    return adapter.validate_json
+
+
+def decode(decode_value: Decoder, value: bytes | None, max_bytes: int) -> Any:
     """Validate a record's value; InvalidRecord (poison) with a short, clear reason when it does not fit."""
     if value is None:
         raise InvalidRecord("record has no value (tombstone)")
     if len(value) > max_bytes:
         raise InvalidRecord(f"record is {len(value)} bytes, over the {max_bytes}-byte limit")
     try:
-        return decoder.validate_json(value)
+        return decode_value(value)
     except ValidationError as exc:
         raise InvalidRecord(summarize(exc)) from None
 
@@ -45,6 +66,10 @@ def encode(value: BaseModel) -> bytes:
     return value.model_dump_json().encode()
 
 
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def event_id_of(value: BaseModel) -> str:
     fields = value.__dict__  # a model's field values: getattr on an absent name costs pydantic's slow __getattr__
     for name in ("event_id", "action_id"):
@@ -54,11 +79,11 @@ def event_id_of(value: BaseModel) -> str:
     return str(uuid.uuid4())
 
 
-def cloudevent_headers(value: BaseModel, topic: str, service: str, subject: str | None) -> dict[str, str]:
-    """Binary-mode CloudEvents headers; ce_type from the topic registry, else from the model's name."""
+def cloudevent_headers(value: BaseModel, ce_type: str, service: str, subject: str | None) -> dict[str, str]:
+    """Binary-mode CloudEvents headers (ce_type from the event's stream)."""
     out = {
         h.CE_ID: event_id_of(value),
-        h.CE_TYPE: h.CE_TYPES.get(topic, f"{h.CE_TYPE_PREFIX}.{type(value).__name__}.v1"),
+        h.CE_TYPE: ce_type,
         h.CE_SOURCE: f"/postcall/{service}",
         h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE,
         h.CE_TIME: now_iso(),

@@ -1,4 +1,4 @@
-"""Errors decide a record's fate; the handler raises, the runtime acts.
+"""Every exception of the runtime, in one tree; a handler raises, the type decides the record's fate.
 
     PostcallError
      ├── RetryableError          may succeed later: retry tiers (delay topics), then the dead-letter topic
@@ -7,21 +7,33 @@
      │    └── Deferred                 not attempted (a saturated destination): the first retry tier,
      │                                 without counting an attempt
      └── PermanentError          will never succeed: dead-letter topic at once
-          └── InvalidRecord       the bytes are not JSON or do not fit the schema (poison)
+          ├── InvalidRecord       the bytes are not JSON or do not fit the topic's model (poison)
+          ├── UndeclaredEvent     the handler returned an event its route has no output for (a bug)
+          └── Unproducible        an output cannot be written: too large, not authorized
+
+    Stopped                       (runtime-internal, never seen by a handler) the record's partition
+                                  was revoked or the service is stopping: leave it uncommitted
 
 Unknown exceptions (anything else a handler raises) are treated as RetryableError: a bug or an
 unmapped vendor error gets the retry tiers and then lands in the dead-letter topic with its class and
 message, so nothing is lost and nothing loops forever. Vendor errors are mapped at the edge
-(see `classify_http_status`).
+(`classify_http_status`, and `parse_retry_after`, the one reader of a remote's Retry-After).
+
+Errors are plain data (a message, a category, a Retry-After). What a failed record additionally
+produces (a `failed` extraction, a `dead_lettered` action result) is decided by the service's one
+failure hook (services.common.api.FailureHook), never carried by the error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import email.utils
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
-if TYPE_CHECKING:
-    from services.common.runtime import Emit
+RETRY_AFTER_STATUSES = frozenset({429, 503})  # RFC 9110 gives Retry-After a meaning on these (and 3xx)
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")  # ASCII digits: str.isdigit() also says yes to "²"
+_HTTP_DATE_CHARS = 64
 
 
 class PostcallError(Exception):
@@ -29,19 +41,14 @@ class PostcallError(Exception):
 
     category = "error"
 
-    def __init__(self, message: str, *, emit: Sequence[Emit] = ()) -> None:
-        super().__init__(message)
-        #: Records produced together with the error's outcome (e.g. a `failed` extraction result).
-        self.emit: tuple[Emit, ...] = tuple(emit)
-
 
 class RetryableError(PostcallError):
     """Raised when a later attempt may succeed: timeouts, 5xx, 429, connection errors."""
 
     category = "retryable"
 
-    def __init__(self, message: str, *, retry_after: float | None = None, emit: Sequence[Emit] = ()) -> None:
-        super().__init__(message, emit=emit)
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
         #: Seconds the remote asked us to wait (Retry-After); the tier delay is at least this.
         self.retry_after = retry_after
 
@@ -66,9 +73,25 @@ class PermanentError(PostcallError):
 
 
 class InvalidRecord(PermanentError):
-    """Raised when a record's bytes cannot be decoded or validated against the topic's schema."""
+    """Raised when a record's bytes cannot be decoded or validated against the topic's model."""
 
     category = "poison"
+
+
+class UndeclaredEvent(PermanentError):
+    """Raised when a handler returns an event whose class no output of its route declares."""
+
+
+class Unproducible(PermanentError):
+    """Raised when Kafka refuses an output for good (record too large, not authorized)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+class Stopped(Exception):
+    """Raised inside the runtime when a record's partition was revoked or the service is stopping."""
 
 
 def classify_http_status(status: int, retry_after: float | None = None) -> PostcallError | None:
@@ -80,3 +103,30 @@ def classify_http_status(status: int, retry_after: float | None = None) -> Postc
     if 300 <= status < 400:
         return PermanentError(f"HTTP {status}: redirects are not followed; update the destination URL")
     return PermanentError(f"HTTP {status}")
+
+
+def parse_retry_after(status: int, headers: Mapping[str, str], cap: float, now: datetime | None = None) -> float | None:
+    """Seconds a 429 or 503 answer asks us to wait, at most `cap`; None on any other status, or when the
+    header is absent or unreadable. The one parser of a remote's Retry-After (webhooks, Slack, the LLM).
+
+    `Retry-After` is delta-seconds in ASCII digits or an HTTP date; `retry-after-ms` (sent by OpenAI-
+    compatible servers) is milliseconds in ASCII digits and wins when both are readable. The header is
+    the remote's text: anything else (`²`, 400 digits, a negative number, garbage) is unreadable, never
+    an error, so an answer's Retry-After can never change what its status means.
+    """
+    if status not in RETRY_AFTER_STATUSES:
+        return None
+    millis = (headers.get("retry-after-ms") or "").strip()
+    if _DELTA_SECONDS.fullmatch(millis):
+        return min(int(millis) / 1000, cap)
+    text = (headers.get("retry-after") or "").strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        return min(float(text), cap)
+    if not text or len(text) > _HTTP_DATE_CHARS or not text.isascii():
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+        wait = (when if when.tzinfo else when.replace(tzinfo=UTC)) - (now or datetime.now(UTC))
+        return min(max(0.0, wait.total_seconds()), cap)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None

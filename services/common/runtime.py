@@ -12,120 +12,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
-from pydantic import BaseModel, TypeAdapter
 
-from schemas import headers as h
-from schemas.topics import RETRY_TIERS, dead_letter_topic, retry_topic
 from services.common import codec, metrics
-from services.common import retry as rt
-from services.common.errors import Deferred, DependencyUnavailable, PermanentError, RetryableError
+from services.common.api import Context, Service
+from services.common.codec import Outgoing
+from services.common.errors import DependencyUnavailable, PermanentError, Stopped, Unproducible
 from services.common.kafka import producer as make_producer
 from services.common.logging import record_context
 from services.common.offsets import PartitionState
+from services.common.process import Processor, Verdict, category, describe, due_time_of, wall_clock
 from services.common.settings import KafkaSettings, RuntimeSettings
 
 log = logging.getLogger("postcall.runtime")
 
-In = TypeVar("In", contravariant=True)
 
+class Runtime:
+    """Runs one service (its route, handler and hooks) on a Kafka consumer group until stopped."""
 
-@dataclass(frozen=True)
-class Emit:
-    """One record a handler wants produced; the runtime produces it before committing the input."""
-
-    topic: str
-    value: BaseModel
-    key: str | None = None  # None: the input record's key
-    partition: int | None = None  # None: by key; set it to write on the input's partition number
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RecordContext:
-    """What a handler may know about the record it handles (it never sees offsets to commit)."""
-
-    service: str
-    topic: str  # the topic the record was read from (a retry tier, or the main topic)
-    original_topic: str  # the main topic it first arrived on
-    partition: int
-    offset: int
-    key: str | None
-    timestamp_ms: int
-    headers: Mapping[str, str]
-    attempt: int = 1  # 1 on first delivery; +1 per retry tier
-    original_partition: int = -1  # where the record first arrived (differs from partition in a retry tier)
-    original_offset: int = -1
-    original_timestamp_ms: int = -1
-
-
-class Handler(Protocol[In]):
-    """`async def __call__(event, ctx) -> outputs`; raise a services.common.errors error to decide fate."""
-
-    async def __call__(self, event: In, ctx: RecordContext, /) -> Sequence[Emit]: ...
-
-
-@dataclass
-class Lifecycle(Generic[In]):
-    """Optional hooks: restore state when partitions arrive; extra records when a record is dead-lettered."""
-
-    on_assigned: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None
-    on_revoked: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None
-    dead_letter_emits: Callable[[In, RecordContext, BaseException], Sequence[Emit]] | None = None
-
-
-class _Stopped(Exception):
-    """The record's partition was revoked or the service is stopping: leave it uncommitted."""
-
-
-class Unproducible(Exception):
-    """A Kafka error no retry can fix (record too large, not authorized)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-class Runtime(Generic[In]):
     def __init__(
-        self,
-        *,
-        service: str,
-        kafka: KafkaSettings,
-        runtime: RuntimeSettings,
-        topics: Sequence[str],
-        input_type: type[BaseModel] | TypeAdapter[Any],
-        handler: Handler[Any],
-        lifecycle: Lifecycle[Any] | None = None,
-        version: str = "0.1.0",
-        group_id: str | None = None,
+        self, service: Service[Any], *, kafka: KafkaSettings, settings: RuntimeSettings, group_id: str | None = None
     ) -> None:
-        self.service, self.kafka, self.settings, self.version = service, kafka, runtime, version
-        self.group_id = group_id or f"postcall-{service}"
-        self.main_topics = list(topics)
-        declared = RETRY_TIERS.get(service)
-        if declared is not None and len(runtime.retry_delays_seconds) > declared:
-            # a tier without a topic would leave a failed record with nowhere to go: refuse at start
-            raise ValueError(
-                f"{service}: {len(runtime.retry_delays_seconds)} retry delays configured "
-                f"({runtime.retry_delays_seconds}) but schemas/topics.py declares {declared} retry tiers"
-            )
-        self.retry_topics = [retry_topic(service, i + 1) for i in range(len(runtime.retry_delays_seconds))]
-        self.dead_letter_topic = dead_letter_topic(service)
-        self.decoder = codec.adapter(input_type)
-        self.handler = handler
-        self.lifecycle: Lifecycle[Any] = lifecycle or Lifecycle()
+        route = service.route
+        self.service, self.route, self.kafka, self.settings = route.service, route, kafka, settings
+        self.hooks = service
+        self.group_id = group_id or route.group_id
+        self.processor = Processor(service, settings, self.group_id)  # refuses a route it cannot carry out
+        self.main_topics = list(route.input_topics)
+        self.retry_topics = list(self.processor.retry_topics)
+        self.dead_letter_topic = route.dead_letter_topic
         self.partitions: dict[TopicPartition, PartitionState] = {}
         self.in_flight = 0
         self.paused: set[TopicPartition] = set()
@@ -135,9 +59,8 @@ class Runtime(Generic[In]):
         self._room = asyncio.Event()  # set whenever an in-flight record finishes
         self._send_lock = asyncio.Lock()
         # per-record metrics, labelled once: .labels() takes a lock and validates on every call
-        self._in_flight_gauge = metrics.IN_FLIGHT.labels(service)
-        self._handler_seconds = metrics.HANDLER_DURATION.labels(service)
-        self._processed_ok = metrics.RECORDS_PROCESSED.labels(service, "ok")
+        self._in_flight_gauge = metrics.IN_FLIGHT.labels(self.service)
+        self._processed_ok = metrics.RECORDS_PROCESSED.labels(self.service, "ok")
         self._consumed: dict[str, Any] = {}
         self._produced: dict[str, Any] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
@@ -274,8 +197,8 @@ class Runtime(Generic[In]):
         is_retry_tier = tp.topic in self.retry_topics
         for index, record in enumerate(records):
             if is_retry_tier:
-                due = rt.due_time_of(codec.header_dict(record.headers))
-                if due > rt.wall_clock():
+                due = due_time_of(codec.header_dict(record.headers))
+                if due > wall_clock():
                     # never early: rewind to this record and pause the partition until it is due
                     assert self._consumer is not None
                     self._consumer.seek(tp, record.offset)
@@ -323,7 +246,7 @@ class Runtime(Generic[In]):
             await self._process(state, record)
             if self._is_current(state):
                 state.finish(record.offset)
-        except _Stopped:
+        except Stopped:
             pass
         except asyncio.CancelledError:
             raise
@@ -339,43 +262,19 @@ class Runtime(Generic[In]):
     def _is_current(self, state: PartitionState) -> bool:
         return self.partitions.get(TopicPartition(state.topic, state.partition)) is state and not state.revoked
 
-    def _context(self, record: Any, headers: dict[str, str]) -> RecordContext:
-        """Hop headers are only trusted on our own retry tiers, and parsed defensively: anyone can
-        produce a record with an `x-retry-attempt: abc` header to a main topic."""
-        hop = headers if record.topic in self.retry_topics else {}
-        return RecordContext(
-            service=self.service,
-            topic=record.topic,
-            original_topic=hop.get(h.RETRY_ORIGINAL_TOPIC) or record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-            timestamp_ms=record.timestamp,
-            headers=headers,
-            attempt=max(1, _int(hop.get(h.RETRY_ATTEMPT), 1)),
-            original_partition=_int(hop.get(h.RETRY_ORIGINAL_PARTITION), record.partition),
-            original_offset=_int(hop.get(h.RETRY_ORIGINAL_OFFSET), record.offset),
-            original_timestamp_ms=_int(hop.get(h.RETRY_ORIGINAL_TIMESTAMP), record.timestamp),
-        )
-
     async def _process(self, state: PartitionState, record: Any) -> None:
-        headers = codec.header_dict(record.headers)
-        ctx = self._context(record, headers)
+        p = self.processor
+        ctx = p.context(record, codec.header_dict(record.headers))
         token = record_context.set(
-            {
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "key": ctx.key,
-                "attempt": ctx.attempt,
-            }
-        )
+            {"topic": record.topic, "partition": record.partition, "offset": record.offset, "key": ctx.key,
+             "attempt": ctx.attempt}
+        )  # fmt: skip
         event: Any = None
         try:
             while True:
                 try:
-                    event = codec.decode(self.decoder, record.value, self.settings.max_record_bytes)
-                    outputs = await self._call_handler(event, ctx)
+                    event = p.decode(record, ctx)
+                    outputs = p.outputs(await p.handle(event, ctx), ctx)
                 except DependencyUnavailable as exc:
                     await self._wait_for_dependency(state, exc)
                     continue
@@ -383,7 +282,7 @@ class Runtime(Generic[In]):
                     await self._fail(state, record, ctx, event, exc)
                     return
                 try:
-                    await self._produce(state, record, ctx, outputs)
+                    await self._produce(state, outputs)
                 except Unproducible as exc:
                     await self._fail(state, record, ctx, event, PermanentError(f"outputs cannot be produced: {exc}"))
                     return
@@ -391,16 +290,6 @@ class Runtime(Generic[In]):
                 return
         finally:
             record_context.reset(token)
-
-    async def _call_handler(self, event: Any, ctx: RecordContext) -> Sequence[Emit]:
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.settings.handler_timeout_seconds):  # no extra task, unlike wait_for
-                return await self.handler(event, ctx)
-        except TimeoutError:
-            raise RetryableError(f"handler took longer than {self.settings.handler_timeout_seconds:.0f}s") from None
-        finally:
-            self._handler_seconds.observe(time.perf_counter() - started)
 
     async def _wait_for_dependency(self, state: PartitionState, exc: DependencyUnavailable) -> None:
         """Pause every partition and retry in place: an outage is not the record's fault."""
@@ -410,110 +299,74 @@ class Runtime(Generic[In]):
         log.warning("dependency unavailable, pausing", extra={"reason": str(exc), "pause_seconds": delay})
         while time.monotonic() < self.dependency_paused_until:
             if not self._is_current(state) or state.revoking or self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
             await asyncio.sleep(min(0.5, self.dependency_paused_until - time.monotonic()))
 
-    async def _fail(self, state: PartitionState, record: Any, ctx: RecordContext, event: Any, exc: Exception) -> None:
-        failure = rt.Failure(
-            exc,
-            ctx.attempt,
-            ctx.original_topic,
-            ctx.original_partition,
-            ctx.original_offset,
-            ctx.original_timestamp_ms,
-            ctx.headers,
-        )
-        extra: list[Emit] = list(exc.emit) if isinstance(exc, PermanentError | RetryableError) else []
-        tier = rt.choose_tier(self.settings.retry_delays_seconds, ctx.attempt, rt.retry_after_of(exc))
-        if isinstance(exc, Deferred) and self.retry_topics:
-            tier = 1  # not attempted: wait briefly and come back with the same attempt number
-            failure = dataclasses.replace(failure, attempt=ctx.attempt - 1)
-        if rt.is_retryable(exc) and tier <= len(self.retry_topics):
-            delay = rt.tier_delay(
-                self.settings.retry_delays_seconds,
-                tier,
-                self.settings.retry_jitter,
-                rt.retry_after_of(exc),
-                self.settings.retry_after_cap_seconds,
-            )
-            raw = _Raw(
-                self.retry_topics[tier - 1],
-                record.key,
-                record.value,
-                rt.retry_headers(failure, rt.wall_clock() + delay),
-            )
+    async def _fail(self, state: PartitionState, record: Any, ctx: Context, event: Any, exc: Exception) -> None:
+        """Carry out the failed record's fate; commit only after the retry copy or the dead letter is acknowledged."""
+        p = self.processor
+        verdict = p.fail(record, ctx, event, exc)
+        if verdict.fate == "retry":
             try:
-                await self._produce(state, record, ctx, extra, raw)
+                await self._produce(state, verdict.records)
             except Unproducible as too_big:  # the retry copy cannot be written: dead-letter instead
-                exc = PermanentError(f"cannot schedule a retry: {too_big}")
-                failure = dataclasses.replace(failure, exc=exc)
+                verdict = p.dead_letter(record, ctx, event, PermanentError(f"cannot schedule a retry: {too_big}"))
             else:
-                metrics.RETRIES.labels(self.service, str(tier)).inc()
+                metrics.RETRIES.labels(self.service, str(verdict.tier)).inc()
                 metrics.RECORDS_PROCESSED.labels(self.service, "retried").inc()
                 log.warning(
-                    "retry scheduled", extra={"tier": tier, "delay_s": round(delay, 3), "error": rt.describe(exc)}
+                    "retry scheduled",
+                    extra={"tier": verdict.tier, "delay_s": round(verdict.delay, 3), "error": describe(exc)},
                 )
                 return
-        if event is not None and self.lifecycle.dead_letter_emits is not None:
-            extra.extend(self.lifecycle.dead_letter_emits(event, ctx, exc))
-        dlq_headers = rt.dead_letter_headers(failure, service=self.service, version=self.version, group=self.group_id)
-        # commit only after the dead letter is acknowledged
+        await self._dead_letter(state, record, ctx, event, verdict)
+
+    async def _dead_letter(
+        self, state: PartitionState, record: Any, ctx: Context, event: Any, verdict: Verdict
+    ) -> None:
         try:
-            await self._produce(
-                state, record, ctx, extra, _Raw(self.dead_letter_topic, record.key, record.value, dlq_headers)
-            )
+            await self._produce(state, verdict.records)
         except Unproducible as too_big:
-            dlq_headers[h.DLQ_VALUE_DROPPED] = rt.describe(too_big.cause)
-            await self._produce(state, record, ctx, [], _Raw(self.dead_letter_topic, record.key, None, dlq_headers))
-        metrics.DEAD_LETTERS.labels(self.service, rt.category(exc)).inc()
+            dropped = self.processor.dead_letter(
+                record, ctx, event, verdict.error, value_dropped=describe(too_big.cause)
+            )
+            await self._produce(state, dropped.records)
+        exc = verdict.error
+        metrics.DEAD_LETTERS.labels(self.service, category(exc)).inc()
         metrics.RECORDS_PROCESSED.labels(self.service, "dead_lettered").inc()
-        log.error("dead-lettered", extra={"category": rt.category(exc), "error": rt.describe(exc)})
+        log.error("dead-lettered", extra={"category": category(exc), "error": describe(exc)})
 
     # ── producing ──────────────────────────────────────────────────────────────────────────────
 
-    async def _produce(
-        self, state: PartitionState, record: Any, ctx: RecordContext, outputs: Sequence[Emit], raw: _Raw | None = None
-    ) -> None:
-        """Send every output and wait for acks=all; on broker trouble keep trying while we own the record."""
+    async def _produce(self, state: PartitionState, records: Sequence[Outgoing]) -> None:
+        """Send every record and wait for acks=all; on broker trouble keep trying while we own the input."""
         delay = 0.5
         while True:
             try:
-                futures = [await self._send_emit(e, ctx) for e in outputs]
-                if raw is not None:
-                    futures.append(
-                        await self._send(raw.topic, raw.value, key=raw.key, headers=codec.header_list(raw.headers))
-                    )
-                await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
+                futures = [await self._send(r) for r in records]
+                if futures:
+                    await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
                 return
             except KafkaError as exc:
                 if not getattr(exc, "retriable", True) or isinstance(exc, MessageSizeTooLargeError):
                     raise Unproducible(exc) from exc
                 if not self._is_current(state) or state.revoking or self._stopping.is_set():
-                    raise _Stopped from exc
-                log.warning("produce failed, retrying", extra={"error": rt.describe(exc)})
+                    raise Stopped from exc
+                log.warning("produce failed, retrying", extra={"error": describe(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
-    async def _send_emit(self, emit: Emit, ctx: RecordContext) -> Any:
-        key = emit.key if emit.key is not None else ctx.key
-        headers = codec.cloudevent_headers(emit.value, emit.topic, self.service, key)
-        headers.update(emit.headers)
-        future = await self._send(
-            emit.topic,
-            codec.encode(emit.value),
-            key=key.encode() if key is not None else None,
-            partition=emit.partition,
-            headers=codec.header_list(headers),
-        )
-        self._per_topic(self._produced, metrics.RECORDS_PRODUCED, emit.topic).inc()
-        return future
-
-    async def _send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
+    async def _send(self, r: Outgoing) -> Any:
         """Queue one record; returns the future of its ack. One sender at a time: when a partition's
         batch is full aiokafka wakes *every* waiting sender at each drain (O(n^2) with many records in
         flight); behind a lock only the first in line waits on the drain."""
         async with self._send_lock:
-            return await self._producer.send(topic, value, **kwargs)
+            future = await self._producer.send(
+                r.topic, r.value, key=r.key, partition=r.partition, headers=codec.header_list(r.headers)
+            )
+        if r.event is not None:
+            self._per_topic(self._produced, metrics.RECORDS_PRODUCED, r.topic).inc()
+        return future
 
     # ── commits and rebalances ─────────────────────────────────────────────────────────────────
 
@@ -532,7 +385,7 @@ class Runtime(Generic[In]):
         except (CommitFailedError, KafkaError) as exc:
             # bookkeeping moves only on success: a failed commit is simply tried again later
             metrics.COMMITS.labels(self.service, "failed").inc()
-            log.warning("commit failed", extra={"error": rt.describe(exc)})
+            log.warning("commit failed", extra={"error": describe(exc)})
             return
         metrics.COMMITS.labels(self.service, "ok").inc()
         for tp, offset in offsets.items():
@@ -565,8 +418,8 @@ class Runtime(Generic[In]):
             with contextlib.suppress(KeyError):  # another owner reports this partition's lag now
                 metrics.CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
         self.paused -= set(revoked)
-        if self.lifecycle.on_revoked is not None and tps:
-            await self.lifecycle.on_revoked([(tp.topic, tp.partition) for tp in tps])
+        if self.hooks.on_revoked is not None and tps:
+            await self.hooks.on_revoked([(tp.topic, tp.partition) for tp in tps])
         log.info("partitions revoked", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in tps)})
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -575,8 +428,8 @@ class Runtime(Generic[In]):
         # states exist (not ready: paused, records seen meanwhile are read again) before the hook runs
         for tp in fresh:
             self.partitions[tp] = PartitionState(tp.topic, tp.partition, ready=False)
-        if self.lifecycle.on_assigned is not None and fresh:
-            await self.lifecycle.on_assigned([(tp.topic, tp.partition) for tp in fresh])
+        if self.hooks.on_assigned is not None and fresh:
+            await self.hooks.on_assigned([(tp.topic, tp.partition) for tp in fresh])
         for tp in fresh:
             self.partitions[tp].ready = True
         self.paused &= set(assigned)
@@ -591,23 +444,8 @@ class Runtime(Generic[In]):
                 metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))
 
 
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
-
-
-@dataclass(frozen=True)
-class _Raw:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Mapping[str, str]
-
-
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runtime: Runtime[Any]) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -629,7 +467,7 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-async def serve(runtime: Runtime[Any]) -> None:
+async def serve(runtime: Runtime) -> None:
     """Run a service in the foreground: SIGTERM/SIGINT drain in-flight work, commit and exit."""
     tune_gc()
     runtime.install_signal_handlers()

@@ -1,16 +1,19 @@
-"""Settings shared by every service: how to reach Kafka, and how the runtime consumes.
+"""Settings shared by every service: how to reach Kafka, how the runtime consumes, and the one base
+class each service's settings extend (read once in the wiring, passed explicitly).
 
-Each service composes these into its own pydantic-settings class (one per service, read once in the
-wiring). Environment: POSTCALL_KAFKA__BOOTSTRAP_SERVERS, POSTCALL_RUNTIME__MAX_IN_FLIGHT, ...
+Environment: POSTCALL_KAFKA__BOOTSTRAP_SERVERS, POSTCALL_RUNTIME__MAX_IN_FLIGHT, POSTCALL_LOG_LEVEL, ...
 """
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.routes import Route
 
 
 class KafkaSettings(BaseModel):
@@ -75,3 +78,27 @@ class RuntimeSettings(BaseModel):
     metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint binds to.")
     max_record_bytes: int = Field(4 * 1024 * 1024, description="Larger records are dead-lettered as poison.")
     idle_exit_seconds: float | None = Field(None, description="Exit after this long with nothing to do (tests).")
+
+
+class ServiceSettings(BaseSettings):
+    """The base of every service's settings. The runtime's defaults come from the service's route
+    (retry delays, ordering, in-flight window); POSTCALL_RUNTIME__X overrides one and keeps the rest."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
+    route: ClassVar[Route | None] = None
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
+    runtime: RuntimeSettings = Field(
+        default_factory=RuntimeSettings, description="Consumer runtime; defaults from the service's route."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_defaults_from_route(cls, data: Any) -> Any:
+        if cls.route is None or not isinstance(data, dict):
+            return data
+        given = data.get("runtime")
+        if given is None or isinstance(given, dict):
+            return {**data, "runtime": {**cls.route.runtime_defaults(), **(given or {})}}
+        return data  # a RuntimeSettings instance passed explicitly is taken as it is

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from schemas.topics import SERVICES
+from schemas.routes import SERVICES
 from services.console.access import PATH, Viewer
 from services.console.pages import ConversationForm
 from services.console.render import page

@@ -26,7 +26,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from schemas.events import ActionCompleted, DecisionTrace
-from schemas.topics import ACTION_RESULTS, DECISIONS, registry
+from schemas.routes import registry
+from schemas.topics import ACTION_RESULTS, DECISIONS
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import ROOT, KafkaCluster

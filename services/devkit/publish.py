@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from schemas.events import ConversationEnded
-from schemas.topics import CONVERSATION_ENDED
+from schemas.topics import CE_TYPES, CONVERSATION_ENDED
 from services.common import codec
 from services.common.kafka import producer
 from services.common.settings import KafkaSettings
@@ -25,7 +25,7 @@ async def publish(kafka: KafkaSettings, events: Sequence[ConversationEnded], top
     try:
         futures = []
         for event in events:
-            headers = codec.cloudevent_headers(event, topic, "platform", event.conversation_id)
+            headers = codec.cloudevent_headers(event, CE_TYPES[topic], "platform", event.conversation_id)
             futures.append(
                 await p.send(
                     topic, codec.encode(event), key=event.conversation_id.encode(), headers=codec.header_list(headers)

@@ -13,9 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schemas.routes import SERVICES
 from services.devkit.kafka import ROOT, free_port
-
-SERVICES = ("extractor", "router", "dispatcher")
 
 
 @dataclass

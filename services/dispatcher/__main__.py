@@ -8,12 +8,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from pydantic import TypeAdapter
-
-from schemas.events import ActionBase, ActionRequested
-from schemas.topics import ACTION_RESULTS, ACTION_TOPICS, by_name
+from schemas.topics import ACTION_RESULT_STREAM
 from services.common import logging as plog
-from services.common.runtime import Lifecycle, Runtime, serve
+from services.common.runtime import Runtime, serve
 from services.dispatcher import destinations
 from services.dispatcher.delivery import HttpOptions, HttpSender, open_clients
 from services.dispatcher.executors import Executors
@@ -25,7 +22,6 @@ from services.dispatcher.registry import Registry
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.smtp import SmtpPool
 
-VERSION = "0.1.0"
 log = logging.getLogger("postcall.dispatcher")
 
 
@@ -60,22 +56,11 @@ async def main() -> None:
     settings = DispatcherSettings()
     plog.setup("dispatcher", settings.log_level)
     registry = build_registry(settings)
-    retention = by_name()[ACTION_RESULTS].retention_ms
+    retention = ACTION_RESULT_STREAM.retention_ms
     async with open_executors(settings, registry) as executors, ResultsReader(settings.kafka) as reader:
         ledger = Ledger(reader, index=DoneIndex(settings.ledger_dir, retention_ms=retention))
-        dispatcher = Dispatcher(executors, ledger)
-        runtime: Runtime[ActionBase] = Runtime(
-            service="dispatcher",
-            kafka=settings.kafka,
-            runtime=settings.runtime,
-            topics=list(ACTION_TOPICS),
-            input_type=TypeAdapter(ActionRequested),
-            handler=dispatcher,
-            # no on_revoked: the ledger keeps a revoked partition's set and catches it up if it comes back
-            lifecycle=Lifecycle(on_assigned=ledger.restore, dead_letter_emits=dispatcher.dead_letter_emits),
-            version=VERSION,
-            group_id=settings.group_id,
-        )
+        service = Dispatcher(executors, ledger).service()
+        runtime = Runtime(service, kafka=settings.kafka, settings=settings.runtime, group_id=settings.group_id)
         try:
             await serve(runtime)
         finally:

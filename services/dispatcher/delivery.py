@@ -9,7 +9,7 @@ mapping of what came back onto the error tree.
     address refused by the SSRF guard      PermanentError
     our own request malformed (h11)        PermanentError, without the library's text (it quotes headers)
 
-A receiver is not trusted: its Retry-After is read only on 429 and 503 (services.common.retry), at most
+A receiver is not trusted: its Retry-After is read only on 429 and 503 (services.common.errors), at most
 SNIPPET_BYTES of its body are read (raw, never decompressed), and one deadline bounds the whole attempt
 (connect, send, headers and that body) however slowly it trickles bytes.
 """
@@ -25,8 +25,13 @@ from typing import Literal
 
 import httpx
 
-from services.common.errors import PermanentError, PostcallError, RetryableError, classify_http_status
-from services.common.retry import parse_retry_after
+from services.common.errors import (
+    PermanentError,
+    PostcallError,
+    RetryableError,
+    classify_http_status,
+    parse_retry_after,
+)
 from services.common.ssrf import AddressRefused, GuardedTransport
 from services.dispatcher.destinations import HttpDestination, UrlDestination
 from services.dispatcher.metrics import delivery_duration

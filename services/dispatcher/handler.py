@@ -2,51 +2,46 @@
 
 Consumes: postcall.actions.<type>.v1 for every action type (and the dispatcher's retry tiers).
 Produces: postcall.action-results.v1, one ActionCompleted per attempt outcome, on the same partition
-number as the action's original input partition (that topic is the ledger). The topic is compacted, so
-the key decides what survives: outcomes meaning done (delivered, published, skipped_duplicate) are keyed
-by action_id; failed and dead_lettered ones by `<action_id>/attempt-<n>`, so a failure written after a
-delivery (two copies of one action in flight on two replicas) never replaces the delivered record, and
-every failed attempt stays readable for `postcall explain` until retention removes it.
+number as the action's original input partition (that topic is the ledger; schemas.routes.DISPATCHER
+declares it). The topic is compacted, so the key decides what survives: outcomes meaning done
+(delivered, published, skipped_duplicate) are keyed by action_id; failed and dead_lettered ones by
+`<action_id>/attempt-<n>`, so a failure written after a delivery (two copies of one action in flight on
+two replicas) never replaces the delivered record, and every failed attempt stays readable for
+`postcall explain` until retention removes it.
 
     already in the ledger                 -> skipped_duplicate (the skip is recorded too)
     executor returned                     -> delivered | published
-    RetryableError                        -> failed (this attempt), the runtime moves it to a retry tier
-    PermanentError / retries exhausted    -> the runtime dead-letters it; dead_letter_emits -> dead_lettered
+    a failure with retries left           -> on_failure: failed (this attempt); the runtime retries it
+    PermanentError / retries exhausted    -> on_failure: dead_lettered; the runtime dead-letters it
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
 from schemas.events import ActionBase, ActionCompleted
-from schemas.topics import ACTION_RESULTS
-from services.common.errors import PermanentError, RetryableError
-from services.common.runtime import Emit, RecordContext
+from schemas.routes import DISPATCHER
+from services.common.api import Context, Event, Failure, PermanentError, Service
 from services.dispatcher.delivery import AttemptDetails, Delivery
 from services.dispatcher.executors import Executors
-from services.dispatcher.ledger import DONE_OUTCOMES, Ledger
+from services.dispatcher.ledger import Ledger
 from services.dispatcher.metrics import NO_DESTINATION, deliveries
 
 Outcome = Literal["delivered", "published", "failed", "skipped_duplicate", "dead_lettered"]
 
 
-def ledger_partition(ctx: RecordContext) -> int:
-    """The partition number of the action's first delivery (the runtime reads it off a retry tier's record)."""
-    return ctx.original_partition if ctx.original_partition >= 0 else ctx.partition
-
-
 def result(
     action: ActionBase,
-    ctx: RecordContext,
+    ctx: Context,
     outcome: Outcome,
     *,
-    topic: str = ACTION_RESULTS,
     destination: str | None = None,
     status_code: int | None = None,
     latency_ms: float | None = None,
     error: str | None = None,
-) -> Emit:
+) -> ActionCompleted:
     completed = ActionCompleted(
         action_id=action.action_id,
         conversation_id=action.conversation_id,
@@ -60,25 +55,15 @@ def result(
         completed_at=datetime.now(UTC),
     )
     deliveries(completed.type, completed.destination or NO_DESTINATION, outcome).inc()
-    return Emit(
-        topic, completed, key=result_key(action.action_id, outcome, ctx.attempt), partition=ledger_partition(ctx)
-    )
+    return completed
 
 
-def result_key(action_id: str, outcome: Outcome, attempt: int) -> str:
-    """The compaction key: one per action for done outcomes, one per attempt for the others."""
-    return action_id if outcome in DONE_OUTCOMES else f"{action_id}/attempt-{attempt}"
-
-
-def failed_result(
-    action: ActionBase, ctx: RecordContext, exc: BaseException, outcome: Outcome, topic: str = ACTION_RESULTS
-) -> Emit:
+def failed_result(action: ActionBase, ctx: Context, exc: BaseException, outcome: Outcome) -> ActionCompleted:
     details = exc if isinstance(exc, AttemptDetails) else AttemptDetails()
     return result(
         action,
         ctx,
         outcome,
-        topic=topic,
         destination=details.destination,
         status_code=details.status_code,
         latency_ms=details.latency_ms,
@@ -87,38 +72,37 @@ def failed_result(
 
 
 class Dispatcher:
-    def __init__(self, executors: Executors, ledger: Ledger, results_topic: str = ACTION_RESULTS) -> None:
+    def __init__(self, executors: Executors, ledger: Ledger) -> None:
         self._executors = executors
         self._ledger = ledger
-        self._topic = results_topic
 
-    async def __call__(self, action: ActionBase, ctx: RecordContext) -> list[Emit]:
-        partition = ledger_partition(ctx)
+    def service(self) -> Service[ActionBase]:
+        # no on_revoked: the ledger keeps a revoked partition's set and catches it up if it comes back
+        return Service(DISPATCHER, self.handle, self.on_failure, on_assigned=self._ledger.restore)
+
+    async def handle(self, action: ActionBase, ctx: Context) -> Sequence[Event]:
         async with self._ledger.claim(action.action_id):
-            if await self._ledger.is_done(partition, action.action_id):
-                return [result(action, ctx, "skipped_duplicate", topic=self._topic)]
+            # ctx.partition is where the action first arrived, also for a retry tier's copy
+            if await self._ledger.is_done(ctx.partition, action.action_id):
+                return [result(action, ctx, "skipped_duplicate")]
             try:
                 delivery = await self._executors.run(action)
-            except RetryableError as exc:
-                # the attempt's own result, so every failed attempt shows in `postcall explain`
-                exc.emit = (*exc.emit, failed_result(action, ctx, exc, "failed", self._topic))
-                raise
             except PermanentError as exc:
                 deliveries(action_type(action), _destination(exc, action), "failed").inc()
                 raise
-            self._ledger.record(partition, action.action_id)
+            self._ledger.record(ctx.partition, action.action_id)
         return [self._completed(action, ctx, delivery)]
 
-    def dead_letter_emits(self, action: ActionBase, ctx: RecordContext, exc: BaseException) -> list[Emit]:
-        """Lifecycle.dead_letter_emits: the dead-lettered outcome, on the ledger partition."""
-        return [failed_result(action, ctx, exc, "dead_lettered", self._topic)]
+    def on_failure(self, action: ActionBase, ctx: Context, failure: Failure) -> Sequence[Event]:
+        """Every failed attempt is recorded (`failed`), and so is the dead letter (`dead_lettered`)."""
+        outcome: Outcome = "failed" if failure.fate == "retry" else "dead_lettered"
+        return [failed_result(action, ctx, failure.error, outcome)]
 
-    def _completed(self, action: ActionBase, ctx: RecordContext, delivery: Delivery) -> Emit:
+    def _completed(self, action: ActionBase, ctx: Context, delivery: Delivery) -> ActionCompleted:
         return result(
             action,
             ctx,
             delivery.outcome,
-            topic=self._topic,
             destination=delivery.destination,
             status_code=delivery.status_code,
             latency_ms=delivery.latency_ms,

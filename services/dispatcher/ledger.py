@@ -36,14 +36,13 @@ from typing import Any
 
 import orjson
 
-from schemas.topics import ACTION_RESULTS
+from schemas.topics import ACTION_RESULTS, DONE_OUTCOMES
 from services.common.errors import DependencyUnavailable
 from services.dispatcher.ledger_index import DoneIndex
 from services.dispatcher.metrics import LEDGER_BYTES, LEDGER_ENTRIES
 
 log = logging.getLogger(__name__)
 
-DONE_OUTCOMES = frozenset({"delivered", "published", "skipped_duplicate"})
 BATCH = 1000  # ids written to the index per transaction while catching up
 EXPIRE_EVERY_SECONDS = 3600.0
 # reader(topic, partition, from_offset) -> records with .offset and .value, up to the end at call time
@@ -68,7 +67,7 @@ class Ledger:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def restore(self, assigned: list[tuple[str, int]]) -> None:
-        """Lifecycle.on_assigned: start catching up every partition number the consumer now reads."""
+        """Service.on_assigned: start catching up every partition number the consumer now reads."""
         for partition in sorted({p for _, p in assigned}):
             self._next_read(partition)
 

@@ -8,37 +8,17 @@ come from environment variables or mounted files (see services.dispatcher.destin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import KafkaSettings, RuntimeSettings
-
-
-class DispatcherRuntimeSettings(RuntimeSettings):
-    """The runtime with the dispatcher's defaults. A subclass, not a default instance, so that setting
-    one field from the environment (POSTCALL_RUNTIME__X) keeps the other defaults below."""
-
-    max_in_flight: int = Field(1024, ge=1, le=10_000, description="Records taken from Kafka and not finished.")
-    ordering: Literal["key", "unordered"] = Field(
-        "unordered",
-        description="unordered: a conversation's actions are independent side effects; in key order a slow "
-        "destination would hold back the same conversation's actions to fast ones.",
-    )
-    retry_delays_seconds: list[float] = Field(
-        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],
-        description="Retry tiers: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h (Standard Webhooks / Svix schedule).",
-    )
+from schemas.routes import DISPATCHER, Route
+from services.common.settings import ServiceSettings
 
 
-class DispatcherSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
+class DispatcherSettings(ServiceSettings):
+    route: ClassVar[Route | None] = DISPATCHER
 
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
-    runtime: DispatcherRuntimeSettings = Field(
-        default_factory=DispatcherRuntimeSettings, description="Consumer runtime."
-    )
     destinations_file: Path = Field(description="YAML file naming every destination and where its secrets are.")
     default_timeout_seconds: float = Field(
         15.0,
@@ -63,5 +43,4 @@ class DispatcherSettings(BaseSettings):
         "start; about 45 bytes per id). A disk-backed volume: memory-backed, it would count against the pod's "
         "memory. None: the system's temporary directory.",
     )
-    log_level: str = Field("INFO", description="Root log level.")
     user_agent: str = Field("postcall-dispatcher/0.1", description="User-Agent of every HTTP request.")

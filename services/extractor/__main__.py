@@ -13,17 +13,13 @@ import asyncio
 import httpx
 import openai
 
-from schemas.events import ConversationEnded
-from schemas.topics import CONVERSATION_ENDED
 from services.common import logging as plog
-from services.common.runtime import Lifecycle, Runtime, serve
+from services.common.runtime import Runtime, serve
 from services.common.ssrf import GuardedTransport
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
 from services.extractor.settings import ExtractorSettings
 from services.extractor.specs import SpecSource
-
-VERSION = "0.1.0"
 
 
 def open_llm(settings: ExtractorSettings) -> list[openai.AsyncOpenAI]:
@@ -74,16 +70,7 @@ async def main() -> None:
     async with open_http(settings) as http:
         provider = llm_provider(settings, clients)
         extractor = Extractor(settings, specs, http, provider)
-        runtime: Runtime[ConversationEnded] = Runtime(
-            service="extractor",
-            kafka=settings.kafka,
-            runtime=settings.runtime,
-            topics=[CONVERSATION_ENDED],
-            input_type=ConversationEnded,
-            handler=extractor,
-            lifecycle=Lifecycle(dead_letter_emits=extractor.dead_letter_emits),
-            version=VERSION,
-        )
+        runtime = Runtime(extractor.service(), kafka=settings.kafka, settings=settings.runtime)
         try:
             async with specs.watching(settings.reload_interval_seconds):
                 await serve(runtime)

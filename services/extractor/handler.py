@@ -26,12 +26,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
-from schemas import headers as h
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, ConversationExtracted, Extraction, Message, Usage
-from schemas.topics import CONVERSATION_EXTRACTED
-from services.common.errors import PermanentError, PostcallError
-from services.common.runtime import Emit, RecordContext
+from schemas.routes import EXTRACTOR
+from services.common.api import Context, Event, Failure, PermanentError, PostcallError, Service
 from services.extractor import heuristic
 from services.extractor.llm import ExtractionFailed, OpenAIProvider
 from services.extractor.metrics import EXTRACTIONS, LLM_DURATION, LLM_REQUESTS
@@ -41,7 +39,6 @@ from services.extractor.transcript import fetch_transcript, parse_transcript, re
 
 log = logging.getLogger("postcall.extractor")
 SpecFor = Callable[[ConversationEnded], ExtractionSpec | None]
-REEXTRACT_OF = h.REEXTRACT_OF
 _NAMESPACE = uuid.UUID("8f5e2a8c-4c1e-4d7a-9d43-6f0c2b7e9a11")
 T = TypeVar("T")
 
@@ -57,15 +54,16 @@ class Extractor:
         spec_for: SpecFor,
         http: httpx.AsyncClient,
         llm: OpenAIProvider | None,
-        output_topic: str = CONVERSATION_EXTRACTED,
     ) -> None:
         self._settings = settings
         self._spec_for = spec_for
         self._http = http
         self._llm = llm
-        self._output_topic = output_topic
 
-    async def __call__(self, event: ConversationEnded, ctx: RecordContext) -> Sequence[Emit]:
+    def service(self) -> Service[ConversationEnded]:
+        return Service(EXTRACTOR, self.handle, self.on_failure)
+
+    async def handle(self, event: ConversationEnded, ctx: Context) -> Sequence[Event]:
         spec = self._spec_for(event)
         if spec is None:
             version = f" version {event.agent.version}" if event.agent.version else ""
@@ -76,19 +74,17 @@ class Extractor:
             extraction = await self._extract(event, spec, provider, note)
         except PermanentError as exc:
             EXTRACTIONS.labels(provider, "failed").inc()
-            exc.emit = (self._emit(event, ctx, failed_extraction(spec, provider, exc, self._model(spec, provider))),)
             log.warning("extraction failed", extra={"conversation_id": event.conversation_id, "reason": str(exc)})
             raise
         EXTRACTIONS.labels(extraction.provider, "ok").inc()
         extraction = extraction.model_copy(update={"latency_ms": round((time.monotonic() - started) * 1000, 1)})
-        return [self._emit(event, ctx, extraction)]
+        return [self._extracted(event, ctx, extraction)]
 
-    def dead_letter_emits(self, event: ConversationEnded, ctx: RecordContext, exc: BaseException) -> list[Emit]:
-        """Whatever sends the record to the dead-letter topic (retries exhausted, an unknown exception, a
-        permanent error), still say `failed`, so the end-reason flows run. Nothing when the error already
-        carries its `failed` record (the runtime produces that one), and nothing for an agent without a
-        usable configuration: there are no flows to run."""
-        if isinstance(exc, UnknownAgent) or (isinstance(exc, PostcallError) and exc.emit):
+    def on_failure(self, event: ConversationEnded, ctx: Context, failure: Failure) -> Sequence[Event]:
+        """Whatever sends the record to the dead-letter topic (a permanent extraction failure, retries
+        exhausted, an unknown exception) still says `failed`, so the end-reason flows run. Nothing while
+        retries remain, and nothing for an agent without a usable configuration: there are no flows."""
+        if failure.fate != "dead_letter" or isinstance(failure.error, UnknownAgent):
             return []
         try:
             spec = self._spec_for(event)
@@ -97,7 +93,8 @@ class Extractor:
         if spec is None:
             return []
         provider, _ = self._provider(spec)
-        return [self._emit(event, ctx, failed_extraction(spec, provider, exc, self._model(spec, provider)))]
+        failed = failed_extraction(spec, provider, failure.error, self._model(spec, provider))
+        return [self._extracted(event, ctx, failed)]
 
     def _provider(self, spec: ExtractionSpec) -> tuple[str, str | None]:
         wanted = spec.provider or ("openai" if self._llm is not None else "heuristic")
@@ -138,16 +135,14 @@ class Extractor:
                                       s.transcript_timeout_seconds)  # fmt: skip
         return await _maybe_thread(len(body) > s.offload_chars, parse_transcript, body)
 
-    def _emit(self, event: ConversationEnded, ctx: RecordContext, extraction: Extraction) -> Emit:
-        origin = ctx.headers.get(h.CE_ID, "")
-        output = ConversationExtracted(
+    def _extracted(self, event: ConversationEnded, ctx: Context, extraction: Extraction) -> ConversationExtracted:
+        origin = ctx.event_id or ""  # a re-extraction's copy has a fresh CloudEvents id: a new output id
+        return ConversationExtracted(
             event_id=str(uuid.uuid5(_NAMESPACE, f"{event.event_id}|{origin}|{extraction.config_revision}")),
             conversation=event,
             extraction=extraction,
             extracted_at=datetime.now(UTC),
         )
-        headers = {REEXTRACT_OF: ctx.headers[REEXTRACT_OF]} if REEXTRACT_OF in ctx.headers else {}
-        return Emit(self._output_topic, output, key=event.conversation_id, headers=headers)
 
 
 def _review_llm(extraction: Extraction, spec: ExtractionSpec, seen: str) -> Extraction:

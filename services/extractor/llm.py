@@ -32,8 +32,13 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, Extraction, Message, Usage
-from services.common.errors import DependencyUnavailable, PermanentError, PostcallError, RetryableError
-from services.common.retry import parse_retry_after
+from services.common.errors import (
+    DependencyUnavailable,
+    PermanentError,
+    PostcallError,
+    RetryableError,
+    parse_retry_after,
+)
 from services.extractor import answer, prompt
 from services.extractor.circuit import CircuitBreaker
 from services.extractor.metrics import LLM_COST, LLM_DURATION, LLM_REQUESTS, LLM_TOKENS, TRUNCATED

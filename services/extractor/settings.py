@@ -20,11 +20,12 @@ request_timeout_seconds (45 s), plus a transcript fetch (10 s): within the runti
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.settings import KafkaSettings, RuntimeSettings
+from schemas.routes import EXTRACTOR, Route
+from services.common.settings import ServiceSettings
 
 CHARS_PER_TOKEN = 4  # token estimate used for budgets: len(text) / 4, the usual figure for English
 
@@ -86,24 +87,9 @@ class CircuitSettings(BaseModel):
     cooldown_seconds: float = Field(15.0, gt=0, description="Open time before one probe request is let through.")
 
 
-class ExtractorRuntimeSettings(RuntimeSettings):
-    """The runtime with the extractor's defaults. A subclass, not a default instance, so that setting
-    one field from the environment (POSTCALL_RUNTIME__X) keeps the other defaults below."""
+class ExtractorSettings(ServiceSettings):
+    route: ClassVar[Route | None] = EXTRACTOR
 
-    max_in_flight: int = Field(64, ge=1, le=10_000, description="Conversations being extracted at once.")
-    retry_after_cap_seconds: float = Field(
-        300.0,
-        gt=0,
-        description="Longest wait the LLM endpoint's Retry-After can ask for; a longer one (86400) is cut to this, "
-        "so one header cannot pause extraction for a day (the circuit's cool-down still applies).",
-    )
-
-
-class ExtractorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="How to reach Kafka.")
-    runtime: ExtractorRuntimeSettings = Field(default_factory=ExtractorRuntimeSettings, description="Consumer runtime.")
     config_dir: Path = Field(description="Folder of agent configuration YAML files (a ConfigMap or a git checkout).")
     reload_interval_seconds: float = Field(
         5.0, gt=0, description="How often the folder is checked for changes (file mtimes and sizes)."
@@ -125,4 +111,3 @@ class ExtractorSettings(BaseSettings):
     offload_chars: int = Field(
         64_000, ge=0, description="Transcripts longer than this are parsed and scanned in a worker thread."
     )
-    log_level: str = Field("INFO", description="Python log level.")

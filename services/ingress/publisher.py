@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeEr
 
 from schemas import headers as h
 from schemas.events import ConversationEnded
-from schemas.topics import CONVERSATION_ENDED
+from schemas.topics import CE_TYPES, CONVERSATION_ENDED
 from services.common import codec, metrics
 from services.common.kafka import producer
 from services.common.settings import KafkaSettings
@@ -66,7 +66,7 @@ def cloudevent_headers(event: ConversationEnded, source: str) -> list[tuple[str,
     """CloudEvents binary mode: the source names platform and account, the time is the conversation's end."""
     values = {
         h.CE_ID: event.event_id,
-        h.CE_TYPE: h.CE_TYPES[CONVERSATION_ENDED],
+        h.CE_TYPE: CE_TYPES[CONVERSATION_ENDED],
         h.CE_SOURCE: source,
         h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE,
         h.CE_TIME: event.ended_at.isoformat().replace("+00:00", "Z"),

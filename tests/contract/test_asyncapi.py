@@ -11,6 +11,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from schemas import headers as h
+from schemas import routes as r
 from schemas import topics as t
 from schemas.events import ACTION_MODELS
 
@@ -55,7 +56,7 @@ def test_is_asyncapi_3(doc: dict[str, Any]) -> None:
 
 
 def test_every_registry_topic_is_a_channel_and_nothing_else(doc: dict[str, Any]) -> None:
-    names = [topic.name for topic in t.registry()]
+    names = [topic.name for topic in r.registry()]
     assert sorted(doc["channels"]) == sorted(names)
     assert all(doc["channels"][name]["address"] == name for name in names)
 
@@ -80,14 +81,14 @@ def test_every_message_payload_is_its_model_schema(doc: dict[str, Any]) -> None:
 
 
 def test_main_topics_carry_their_cloudevents_type(doc: dict[str, Any]) -> None:
-    assert set(h.CE_TYPES) == {
+    assert set(t.CE_TYPES) == {
         t.CONVERSATION_ENDED,
         t.CONVERSATION_EXTRACTED,
         t.DECISIONS,
         *t.ACTION_TOPICS,
         t.ACTION_RESULTS,
     }
-    for topic, ce_type in h.CE_TYPES.items():
+    for topic, ce_type in t.CE_TYPES.items():
         (message,) = _message(doc, topic)
         parts = message["headers"]["allOf"]
         assert {"$ref": "#/components/schemas/CloudEventsHeaders"} in parts
@@ -103,9 +104,9 @@ def test_header_groups_list_every_name_in_headers_module(doc: dict[str, Any]) ->
     assert set(schemas["DeadLetterHeaders"]["properties"]) == set(h.DLQ_HEADERS)
 
 
-@pytest.mark.parametrize("service", t.SERVICES)
+@pytest.mark.parametrize("service", r.SERVICES)
 def test_retry_and_dead_letter_topics_add_their_headers(doc: dict[str, Any], service: str) -> None:
-    tiers = [t.retry_topic(service, tier) for tier in range(1, t.RETRY_TIERS[service] + 1)]
+    tiers = r.route_of(service).retry_topics
     for topic, group in [
         *((tier, "RetryHeaders") for tier in tiers),
         (t.dead_letter_topic(service), "DeadLetterHeaders"),
@@ -122,7 +123,7 @@ def test_dead_letters_of_the_dispatcher_cover_every_action_type(doc: dict[str, A
 
 
 def test_keys_are_conversation_id_except_action_results(doc: dict[str, Any]) -> None:
-    for topic in t.registry():
+    for topic in r.registry():
         for message in _message(doc, topic.name):
             key = message["bindings"]["kafka"]["key"]["description"]
             expected = "action_id" if topic.name == t.ACTION_RESULTS else "conversation_id"
@@ -131,7 +132,7 @@ def test_keys_are_conversation_id_except_action_results(doc: dict[str, Any]) -> 
 
 def test_operations_name_every_producer_and_consumer(doc: dict[str, Any]) -> None:
     ops = doc["operations"].values()
-    for topic in t.registry():
+    for topic in r.registry():
         channel_ref = {"$ref": f"#/channels/{topic.name}"}
         senders = {op["tags"][0]["name"] for op in ops if op["channel"] == channel_ref and op["action"] == "send"}
         receivers = {op["tags"][0]["name"] for op in ops if op["channel"] == channel_ref and op["action"] == "receive"}

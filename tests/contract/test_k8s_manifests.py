@@ -29,7 +29,8 @@ from pydantic import BaseModel
 
 from deploy.k8s import generate
 from deploy.k8s.crds import schema_file
-from schemas.topics import ACTION_RESULTS, RETRY_TIERS, SERVICES, Topic, dead_letter_topic, retry_topic
+from schemas.routes import SERVICES, route_of
+from schemas.topics import ACTION_RESULTS, Topic
 from services.common.settings import RuntimeSettings
 from services.dispatcher.destinations import DestinationsFile, substitute_env
 from services.dispatcher.settings import DispatcherSettings
@@ -417,7 +418,7 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def main_topics(service: str) -> list[str]:
     """The main topics a service's consumer group reads (not its retry tiers, not the ledger it reads
     partition by partition outside the group)."""
-    own = {retry_topic(service, i) for i in range(1, RETRY_TIERS[service] + 1)} | {dead_letter_topic(service)}
+    own = {*route_of(service).retry_topics, route_of(service).dead_letter_topic}
     registry: list[Topic] = generate.production_topics()
     return [t.name for t in registry if service in t.consumers and t.name not in own and t.name != ACTION_RESULTS]
 

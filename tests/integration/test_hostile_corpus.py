@@ -12,7 +12,8 @@ from pathlib import Path
 
 from schemas import headers as h
 from schemas.events import ActionCompleted, DecisionTrace
-from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, DECISIONS, dead_letter_topic, registry
+from schemas.routes import registry
+from schemas.topics import ACTION_RESULTS, CE_TYPES, CONVERSATION_ENDED, DECISIONS, dead_letter_topic
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.devkit.sink import DEMO_SECRETS, Sink
@@ -34,7 +35,7 @@ def kcat_publish(kafka: KafkaSettings, corpus: Path) -> None:
             "\\t",
             "-l",
             "-H",
-            f"{h.CE_TYPE}={h.CE_TYPES[CONVERSATION_ENDED]}",
+            f"{h.CE_TYPE}={CE_TYPES[CONVERSATION_ENDED]}",
             "-H",
             f"{h.CE_SPECVERSION}=1.0",
             "-H",

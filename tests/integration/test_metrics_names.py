@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from schemas.topics import SERVICES, registry
+from schemas.routes import SERVICES, registry
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import KafkaCluster, free_port

@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.routes import Output, Route
+from schemas.topics import Stream
 from services.common import logging as jsonlog
-from services.common.errors import Deferred, PermanentError, RetryableError
-from services.common.runtime import Emit, RecordContext, Runtime, serve
+from services.common.api import Context, Deferred, Event, PermanentError, RetryableError, Service
+from services.common.runtime import Runtime, serve
 from services.common.settings import KafkaSettings, RuntimeSettings
 
 
@@ -55,7 +57,7 @@ class JobHandler:
         self.settings = settings
         self.deferred: Counter[str] = Counter()
 
-    async def __call__(self, job: Job, ctx: RecordContext) -> Sequence[Emit]:
+    async def handle(self, job: Job, ctx: Context) -> Sequence[Event]:
         sleep = self.settings.slow_seconds if job.id in self.settings.slow_ids else job.sleep
         if sleep:
             await asyncio.sleep(sleep)
@@ -67,18 +69,23 @@ class JobHandler:
         if ctx.attempt <= job.fail:
             raise RetryableError(f"job {job.id} failed attempt {ctx.attempt}", retry_after=job.retry_after)
         done = Done(id=job.id, attempt=ctx.attempt, pid=os.getpid(), event_id=f"{job.id}-{ctx.attempt}")
-        return [Emit(self.settings.output_topic, done)]
+        return [done]
 
 
-def build(settings: WorkerSettings) -> Runtime[Job]:
-    return Runtime(
-        service=settings.service,
-        kafka=settings.kafka,
-        runtime=settings.runtime,
-        topics=[settings.input_topic],
-        input_type=Job,
-        handler=JobHandler(settings),
+def route(settings: WorkerSettings) -> Route:
+    """Job in, Done out (keyed like its input); as many retry tiers as the settings have delays."""
+    return Route(
+        settings.service,
+        "a test worker",
+        consumes=(Stream.plain(settings.input_topic, Job),),
+        produces=(Output(Stream.plain(settings.output_topic, Done), key="input"),),
+        retry_delays_seconds=tuple(settings.runtime.retry_delays_seconds),
     )
+
+
+def build(settings: WorkerSettings) -> Runtime:
+    service = Service(route(settings), JobHandler(settings).handle)
+    return Runtime(service, kafka=settings.kafka, settings=settings.runtime)
 
 
 def main() -> None:

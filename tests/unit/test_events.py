@@ -7,7 +7,7 @@ import pytest
 
 from schemas.end_reasons import EndReason
 from schemas.events import ConversationEnded, EndReasonInfo
-from services.common.codec import adapter, decode
+from services.common.codec import decode, decoder
 from services.common.errors import InvalidRecord
 from services.devkit.publish import EXAMPLES
 
@@ -71,7 +71,7 @@ def test_a_time_at_the_edge_of_the_calendar_is_poison_at_once(change: dict[str, 
     """A year-1 or year-9999 time overflows on a time-zone shift later on: the contract refuses it."""
     event = {**BASE, **change}
     with pytest.raises(InvalidRecord, match="time out of range"):
-        decode(adapter(ConversationEnded), orjson.dumps(event), 1 << 20)
+        decode(decoder(ConversationEnded), orjson.dumps(event), 1 << 20)
 
 
 def test_times_inside_the_range_are_kept() -> None:

@@ -17,10 +17,8 @@ from schemas.events import (
 )
 from services.dispatcher.delivery import Delivery, HttpSender
 from services.dispatcher.executors.email import EmailExecutor
-from services.dispatcher.executors.schedule_call import ScheduleCallExecutor
+from services.dispatcher.executors.publish import PublishOrPostExecutor
 from services.dispatcher.executors.slack import SlackExecutor
-from services.dispatcher.executors.task import TaskExecutor
-from services.dispatcher.executors.team_alert import TeamAlertExecutor
 from services.dispatcher.executors.webhook import WebhookExecutor
 from services.dispatcher.registry import Registry
 from services.dispatcher.smtp import SmtpPool
@@ -31,9 +29,7 @@ class Executors:
     webhook: WebhookExecutor
     email: EmailExecutor
     slack: SlackExecutor
-    schedule_call: ScheduleCallExecutor
-    task: TaskExecutor
-    team_alert: TeamAlertExecutor
+    publish_or_post: PublishOrPostExecutor  # schedule_call, task and team_alert
 
     @classmethod
     def build(
@@ -43,9 +39,7 @@ class Executors:
             webhook=WebhookExecutor(registry, http),
             email=EmailExecutor(registry, pools, default_email),
             slack=SlackExecutor(registry, http),
-            schedule_call=ScheduleCallExecutor(registry, http),
-            task=TaskExecutor(registry, http),
-            team_alert=TeamAlertExecutor(registry, http),
+            publish_or_post=PublishOrPostExecutor(registry, http),
         )
 
     async def run(self, action: ActionBase) -> Delivery:
@@ -56,10 +50,6 @@ class Executors:
                 return await self.email(action)
             case SlackRequested():
                 return await self.slack(action)
-            case ScheduleCallRequested():
-                return await self.schedule_call(action)
-            case TaskRequested():
-                return await self.task(action)
-            case TeamAlertRequested():
-                return await self.team_alert(action)
+            case ScheduleCallRequested() | TaskRequested() | TeamAlertRequested():
+                return await self.publish_or_post(action)
         raise TypeError(f"no executor for {type(action).__name__}")

@@ -10,23 +10,37 @@ from collections.abc import Sequence
 
 from schemas import headers as h
 from services.cli.dlq import DeadLetter, Filters, replay, select
-from services.common.errors import PermanentError
-from services.common.runtime import Emit, RecordContext, Runtime
+from services.common.api import Context, Event, PermanentError, Service
+from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
 from tests.support.kafka import create_topics, produce, read_all, unique
-from tests.support.worker import Done, Job
+from tests.support.worker import Done, Job, WorkerSettings, route
 
 
 class FlakyDeploy:
     """Fails permanently for `broken` ids until the 'fix' is deployed (broken cleared)."""
 
-    def __init__(self, output: str, broken: set[str]) -> None:
-        self.output, self.broken = output, broken
+    def __init__(self, broken: set[str]) -> None:
+        self.broken = broken
 
-    async def __call__(self, job: Job, ctx: RecordContext) -> Sequence[Emit]:
+    async def handle(self, job: Job, ctx: Context) -> Sequence[Event]:
         if job.id in self.broken:
             raise PermanentError(f"bug: cannot handle {job.id}")
-        return [Emit(self.output, Done(id=job.id, attempt=ctx.attempt, pid=0))]
+        return [Done(id=job.id, attempt=ctx.attempt, pid=0)]
+
+
+def worker(kafka: KafkaSettings, service: str, main: str, out: str, handler: FlakyDeploy) -> Runtime:
+    """`handler` on the product service's dead-letter and retry topics (the dlq CLI filters by service name)."""
+    settings = WorkerSettings(
+        kafka=kafka,
+        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], idle_exit_seconds=3),
+        service=service,
+        input_topic=main,
+        output_topic=out,
+    )
+    return Runtime(
+        Service(route(settings), handler.handle), kafka=kafka, settings=settings.runtime, group_id=unique("g")
+    )
 
 
 async def test_replay_moves_selected_dead_letters_back_and_they_are_processed(kafka: KafkaSettings) -> None:
@@ -35,16 +49,8 @@ async def test_replay_moves_selected_dead_letters_back_and_they_are_processed(ka
     dlq = f"postcall.{service}.dlq.v1"
     await create_topics(kafka, [main, out, dlq, f"postcall.{service}.retry-1.v1"])
     before = len(await read_all(kafka, dlq))
-    handler = FlakyDeploy(out, {"a", "b", "c"})
-    runtime = Runtime(
-        service=service,
-        kafka=kafka,
-        group_id=unique("g"),
-        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], idle_exit_seconds=3),
-        topics=[main],
-        input_type=Job,
-        handler=handler,
-    )
+    handler = FlakyDeploy({"a", "b", "c"})
+    runtime = worker(kafka, service, main, out, handler)
     await produce(kafka, main, [(f"k-{i}", Job(id=i)) for i in ("a", "b", "c", "d")])
     await runtime.run()
     assert {r.json()["id"] for r in await read_all(kafka, out)} == {"d"}
@@ -76,7 +82,9 @@ async def test_replay_moves_selected_dead_letters_back_and_they_are_processed(ka
     handler.broken.clear()  # the fix is deployed
     assert await replay(kafka, chosen, rate=20, progress=None, by="test@host") == 2
 
-    await runtime_again(kafka, runtime)
+    await asyncio.wait_for(
+        Runtime(runtime.hooks, kafka=kafka, settings=runtime.settings, group_id=runtime.group_id).run(), 60
+    )
     processed = [r.json()["id"] for r in await read_all(kafka, out)]
     assert sorted(processed) == ["a", "b", "d"], "only the selected dead letters ran again; d did not repeat"
     replayed = [r for r in await read_all(kafka, main) if h.REPLAYED_FROM in r.headers]
@@ -84,33 +92,11 @@ async def test_replay_moves_selected_dead_letters_back_and_they_are_processed(ka
     assert all(r.headers[h.REPLAY_COUNT] == "1" and h.DLQ_EXCEPTION_MESSAGE not in r.headers for r in replayed)
 
 
-async def runtime_again(kafka: KafkaSettings, previous: Runtime[Job]) -> None:
-    again = Runtime(
-        service=previous.service,
-        kafka=kafka,
-        group_id=previous.group_id,
-        runtime=previous.settings,
-        topics=previous.main_topics,
-        input_type=Job,
-        handler=previous.handler,
-    )
-    await asyncio.wait_for(again.run(), 60)
-
-
 async def test_replayed_dead_letters_are_no_longer_listed(kafka: KafkaSettings) -> None:
     service = "extractor"
     main, out = unique("in"), unique("out")
     await create_topics(kafka, [main, out, f"postcall.{service}.dlq.v1", f"postcall.{service}.retry-1.v1"])
-    handler = FlakyDeploy(out, {"a", "b"})
-    runtime = Runtime(
-        service=service,
-        kafka=kafka,
-        group_id=unique("g"),
-        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], idle_exit_seconds=3),
-        topics=[main],
-        input_type=Job,
-        handler=handler,
-    )
+    runtime = worker(kafka, service, main, out, FlakyDeploy({"a", "b"}))
     await produce(kafka, main, [(f"k-{i}", Job(id=i)) for i in ("a", "b")])
     await runtime.run()
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.topics import ACTION_RESULTS, action_topic, registry
+from schemas.routes import registry
+from schemas.topics import ACTION_RESULTS, action_topic
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import KafkaCluster

@@ -3,14 +3,19 @@ partition the other has already read is seen by the other's next check, so a dup
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
 
+from schemas import headers as h
 from schemas.events import ActionCompleted
-from schemas.topics import action_topic, retry_topic
+from schemas.routes import DISPATCHER
+from schemas.topics import ACTION_RESULTS, action_topic
+from services.common import codec
+from services.common.codec import Outgoing
+from services.common.harness import Harness, Incoming
 from services.common.kafka import producer
-from services.common.runtime import Emit, RecordContext
 from services.common.settings import KafkaSettings
 from services.devkit.sink import Sink
 from services.dispatcher.handler import Dispatcher
@@ -22,21 +27,31 @@ from tests.support.kafka import create_topics, read_all, unique
 WEBHOOKS = action_topic("webhook")
 
 
-def context(topic: str, partition: int, attempt: int = 1, original_partition: int | None = None) -> RecordContext:
-    original = -1 if original_partition is None else original_partition
-    return RecordContext(
-        "dispatcher", topic, WEBHOOKS, partition, 0, "conv-1", 0, {}, attempt, original_partition=original
-    )
+def replica(dispatcher: Dispatcher, results: str) -> Harness[object]:
+    """A dispatcher replica on the in-memory runtime, writing results to this test's topic."""
+    route = DISPATCHER.renamed(lambda name: results if name == ACTION_RESULTS else name)
+    return Harness(dataclasses.replace(dispatcher.service(), route=route), burst=False)
 
 
-async def write(kafka: KafkaSettings, emits: Sequence[Emit]) -> None:
+def retry_copy(harness: Harness[object], action: object, original_partition: int, attempt: int) -> Incoming:
+    """A copy of `action` on retry tier 1, as the runtime wrote it after the action failed on its partition."""
+    first = harness.record(action, partition=original_partition)  # type: ignore[arg-type]
+    hop = {
+        h.RETRY_ATTEMPT: str(attempt),
+        h.RETRY_ORIGINAL_TOPIC: WEBHOOKS,
+        h.RETRY_ORIGINAL_PARTITION: str(original_partition),
+    }
+    headers = tuple(codec.header_list(codec.header_dict(first.headers) | hop))
+    return dataclasses.replace(first, topic=DISPATCHER.retry_topics[0], partition=0, headers=headers)
+
+
+async def write(kafka: KafkaSettings, records: Sequence[Outgoing]) -> None:
     """What the runtime does with a handler's outputs."""
     p = producer(kafka)
     await p.start()
     try:
-        for e in emits:
-            key = e.key.encode() if e.key else None
-            await p.send_and_wait(e.topic, e.value.model_dump_json().encode(), key=key, partition=e.partition)
+        for r in records:
+            await p.send_and_wait(r.topic, r.value, key=r.key, partition=r.partition)
     finally:
         await p.stop()
 
@@ -53,18 +68,17 @@ async def test_a_duplicate_is_skipped_after_another_replica_delivered_it_from_a_
         ResultsReader(kafka, results) as reader_c,
     ):
         ledger_a = Ledger(reader_a, topic=results)
-        replica_a = Dispatcher(executors, ledger_a, results_topic=results)
-        replica_c = Dispatcher(executors, Ledger(reader_c, topic=results), results_topic=results)
+        replica_a = replica(Dispatcher(executors, ledger_a), results)
+        replica_c = replica(Dispatcher(executors, Ledger(reader_c, topic=results)), results)
         await ledger_a.restore([(WEBHOOKS, 1)])
         assert not await ledger_a.is_done(1, "x1")  # A owns webhook:1 and has read results partition 1
 
         # X failed on A and went to retry-1; replica C takes that copy and delivers it
-        await write(kafka, await replica_c(webhook("x1", "crm"), context(retry_topic("dispatcher", 1), 0, 2, 1)))
+        await write(kafka, (await replica_c.run(retry_copy(replica_c, webhook("x1", "crm"), 1, 2))).outputs)
         # later a duplicate of X (router re-emission, `postcall reextract`) arrives on webhook:1, owned by A
-        outputs = await replica_a(webhook("x1", "crm"), context(WEBHOOKS, 1))
-        await write(kafka, outputs)
+        await write(kafka, (await replica_a.send(webhook("x1", "crm"), partition=1)).outputs)
         # and another new action on A is still delivered: the catch-up does not mark everything done
-        await write(kafka, await replica_a(webhook("x2", "crm"), context(WEBHOOKS, 1)))
+        await write(kafka, (await replica_a.send(webhook("x2", "crm"), partition=1)).outputs)
 
     assert sink.counts["x1"] == 1 and sink.counts["x2"] == 1
     written = [

@@ -5,24 +5,22 @@ repeat after a restart. Unique topic names keep it apart from other tests on the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from schemas import headers as h
-from schemas.events import ActionBase, ActionRequested
-from schemas.topics import dead_letter_topic, retry_topic
-from services.common.runtime import Lifecycle, Runtime
-from services.common.settings import KafkaSettings
+from schemas.routes import DISPATCHER
+from schemas.topics import ACTION_RESULTS, action_topic, dead_letter_topic, retry_topic
+from services.common.runtime import Runtime
+from services.common.settings import KafkaSettings, RuntimeSettings
 from services.devkit.sink import Reply, Sink
 from services.dispatcher.executors import Executors
 from services.dispatcher.handler import Dispatcher
 from services.dispatcher.ledger import Ledger
 from services.dispatcher.ledger_reader import ResultsReader
-from services.dispatcher.settings import DispatcherRuntimeSettings
 from tests.integration.dispatcher.conftest import Stack, http_destination, webhook
 from tests.support.kafka import create_topics, produce, read_all, unique
 
@@ -34,24 +32,17 @@ async def dispatcher_run(
     """One dispatcher instance (fresh ledger, as after a restart) until it has been idle for 5 s."""
     async with ResultsReader(kafka, results) as reader:
         ledger = Ledger(reader, topic=results)
-        handler = Dispatcher(executors, ledger, results_topic=results)
-        settings = DispatcherRuntimeSettings(
+        names = {action_topic("webhook"): topic, ACTION_RESULTS: results}
+        route = DISPATCHER.renamed(lambda name: names.get(name, name), service=service).consuming(topic)
+        service_ = dataclasses.replace(Dispatcher(executors, ledger).service(), route=route)
+        settings = RuntimeSettings(
+            **DISPATCHER.runtime_defaults() | {"retry_delays_seconds": [0.3] * 6},
             metrics_port=0,
-            retry_delays_seconds=[0.3] * 6,
             retry_jitter=0,
             idle_exit_seconds=5,
             commit_interval_seconds=0.2,
         )
-        runtime: Runtime[ActionBase] = Runtime(
-            service=service,
-            kafka=kafka,
-            runtime=settings,
-            topics=[topic],
-            input_type=TypeAdapter(ActionRequested),
-            handler=handler,
-            group_id=group,
-            lifecycle=Lifecycle(on_assigned=ledger.restore, dead_letter_emits=handler.dead_letter_emits),
-        )
+        runtime = Runtime(service_, kafka=kafka, settings=settings, group_id=group)
         yield
         await asyncio.wait_for(runtime.run(), 60)
 

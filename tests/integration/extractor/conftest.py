@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 
 from schemas.agents import ExtractionSpec
+from schemas.routes import EXTRACTOR
+from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED
+from services.common.api import Service
 from services.extractor.__main__ import open_http, open_llm
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
@@ -18,6 +21,13 @@ from services.extractor.settings import ExtractorSettings
 from tests.support.fake_llm import FakeLLM
 
 Make = Callable[..., Any]
+
+
+def on_topics(ex: Extractor, service: str, source: str, sink: str) -> Service[Any]:
+    """The extractor's service on a test's own topics (and service name: its own retry and dead-letter topics)."""
+    names = {CONVERSATION_ENDED: source, CONVERSATION_EXTRACTED: sink}
+    route = EXTRACTOR.renamed(lambda name: names.get(name, name), service=service)
+    return Service(route, ex.handle, ex.on_failure)
 
 
 @pytest.fixture
@@ -37,9 +47,7 @@ def settings_for(fake: FakeLLM, config_dir: Path, **overrides: Any) -> Extractor
 
 
 @asynccontextmanager
-async def extractor(
-    fake: FakeLLM, spec: ExtractionSpec, tmp_path: Path, output_topic: str | None = None, **overrides: Any
-) -> AsyncIterator[Extractor]:
+async def extractor(fake: FakeLLM, spec: ExtractionSpec, tmp_path: Path, **overrides: Any) -> AsyncIterator[Extractor]:
     settings = settings_for(fake, tmp_path, **overrides)
     clients = open_llm(settings)
     assert clients
@@ -51,7 +59,6 @@ async def extractor(
         retry_after_cap=settings.runtime.retry_after_cap_seconds,
     )
     async with open_http(settings) as http:
-        kwargs = {"output_topic": output_topic} if output_topic else {}
-        yield Extractor(settings, lambda event: spec, http, provider, **kwargs)
+        yield Extractor(settings, lambda event: spec, http, provider)
     for client in clients:
         await client.close()

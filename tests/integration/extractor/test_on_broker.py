@@ -14,10 +14,10 @@ from prometheus_client import REGISTRY
 from schemas import headers as h
 from schemas.events import Agent, ConversationEnded
 from schemas.topics import dead_letter_topic, retry_topic
-from services.common.runtime import Lifecycle, Runtime
+from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
 from services.extractor.handler import Extractor
-from tests.integration.extractor.conftest import extractor
+from tests.integration.extractor.conftest import extractor, on_topics
 from tests.integration.extractor.test_openai_provider import SPEC
 from tests.support.fake_llm import FakeLLM
 from tests.support.kafka import create_topics, produce, read_all, unique
@@ -42,17 +42,8 @@ RETRYING = RuntimeSettings(
 )
 
 
-async def run_extractor(kafka: KafkaSettings, ex: Extractor, service: str, topic: str, group: str) -> None:
-    runtime: Runtime[ConversationEnded] = Runtime(
-        service=service,
-        kafka=kafka,
-        runtime=RETRYING,
-        topics=[topic],
-        input_type=ConversationEnded,
-        handler=ex,
-        lifecycle=Lifecycle(dead_letter_emits=ex.dead_letter_emits),
-        group_id=group,
-    )
+async def run_extractor(kafka: KafkaSettings, ex: Extractor, service: str, topic: str, out: str, group: str) -> None:
+    runtime = Runtime(on_topics(ex, service, topic, out), kafka=kafka, settings=RETRYING, group_id=group)
     await asyncio.wait_for(runtime.run(), 120)
 
 
@@ -87,8 +78,8 @@ async def test_an_llm_outage_pauses_extraction_and_nothing_is_lost_or_dead_lette
         await asyncio.sleep(3)
         llm.mode = "ok"
 
-    async with extractor(llm, SPEC, tmp_path, output_topic=out, circuit=circuit) as ex:
-        await asyncio.gather(run_extractor(kafka, ex, service, topic, group), outage())
+    async with extractor(llm, SPEC, tmp_path, circuit=circuit) as ex:
+        await asyncio.gather(run_extractor(kafka, ex, service, topic, out, group), outage())
 
     extracted = await read_all(kafka, out)
     statuses = {r.key: r.json()["extraction"]["status"] for r in extracted}
@@ -106,8 +97,8 @@ async def test_a_refusal_still_says_failed_and_dead_letters_the_input(
     event = conversations(1)[0]
     await produce(kafka, topic, [(event.conversation_id, event)])
     llm.mode = "refusal"
-    async with extractor(llm, SPEC, tmp_path, output_topic=out) as ex:
-        await run_extractor(kafka, ex, service, topic, group)
+    async with extractor(llm, SPEC, tmp_path) as ex:
+        await run_extractor(kafka, ex, service, topic, out, group)
     [failed] = await read_all(kafka, out)
     assert failed.key == event.conversation_id
     assert failed.json()["extraction"]["status"] == "failed"
@@ -123,9 +114,9 @@ async def test_an_unknown_agent_is_dead_lettered_and_nothing_is_produced(
     stranger = conversations(1)[0].model_copy(update={"agent": Agent(id="ghost")})
     await produce(kafka, topic, [(stranger.conversation_id, stranger)])
     spec_for: Any = lambda e: SPEC if e.agent.id == SPEC.agent_id else None  # noqa: E731
-    async with extractor(llm, SPEC, tmp_path, output_topic=out) as ex:
+    async with extractor(llm, SPEC, tmp_path) as ex:
         ex._spec_for = spec_for
-        await run_extractor(kafka, ex, service, topic, group)
+        await run_extractor(kafka, ex, service, topic, out, group)
     assert await read_all(kafka, out) == []
     [dead] = await read_all(kafka, dead_letter_topic(service))
     assert "no configuration for agent ghost" in dead.headers[h.DLQ_EXCEPTION_MESSAGE]

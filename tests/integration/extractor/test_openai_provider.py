@@ -13,9 +13,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas.agents import ExtractionSpec, FieldSpec, RecipientRoute, RecipientRule, TriggerSpec
-from schemas.events import ConversationExtracted, Message
-from services.common.errors import DependencyUnavailable, PermanentError, RetryableError
-from services.common.runtime import RecordContext
+from schemas.events import ConversationEnded, ConversationExtracted, Message
+from services.common.api import DependencyUnavailable, PermanentError, RetryableError
+from services.common.harness import Harness, Outcome
+from services.extractor.handler import Extractor
 from tests.integration.extractor.conftest import extractor
 from tests.support.fake_llm import FakeLLM
 from tests.unit.extractor.conftest import conversation
@@ -43,7 +44,11 @@ SPEC = ExtractionSpec(
         )
     ],
 )  # fmt: skip
-CTX = RecordContext("extractor", "t", "t", 0, 1, "k", 0, {"ce_id": "ce-1"})
+
+
+def one_attempt(ex: Extractor) -> Harness[ConversationEnded]:
+    """The extractor on the in-memory runtime, one attempt per record (retry copies are not taken)."""
+    return Harness(ex.service(), burst=False)
 
 
 def script_callback_call(fake: FakeLLM) -> None:
@@ -61,13 +66,21 @@ def script_callback_call(fake: FakeLLM) -> None:
     fake.script.summary = "Tom Becker asked for a callback tomorrow at 3 pm about the Pro plan."
 
 
+async def attempt(fake: FakeLLM, tmp_path: Path, spec: ExtractionSpec = SPEC, **overrides: Any) -> Outcome:
+    async with extractor(fake, spec, tmp_path, **overrides) as ex:
+        return await one_attempt(ex).send(conversation("0005"))
+
+
 async def extract(
     fake: FakeLLM, tmp_path: Path, spec: ExtractionSpec = SPEC, **overrides: Any
 ) -> ConversationExtracted:
-    async with extractor(fake, spec, tmp_path, **overrides) as ex:
-        [emit] = await ex(conversation("0005"), CTX)
-    assert isinstance(emit.value, ConversationExtracted)
-    return emit.value
+    """The extracted record of one attempt; the attempt's error is raised."""
+    out = await attempt(fake, tmp_path, spec, **overrides)
+    if out.error is not None:
+        raise out.error
+    [event] = out.events
+    assert isinstance(event, ConversationExtracted)
+    return event
 
 
 async def test_structured_extraction_with_evidence_confidence_and_cost(llm: FakeLLM, tmp_path: Path) -> None:
@@ -103,8 +116,8 @@ async def test_structured_extraction_with_evidence_confidence_and_cost(llm: Fake
 
 async def test_the_request_is_strict_json_schema_with_the_static_prefix_first(llm: FakeLLM, tmp_path: Path) -> None:
     async with extractor(llm, SPEC, tmp_path) as ex:
-        await ex(conversation("0005"), CTX)
-        await ex(conversation("0006"), CTX)
+        await one_attempt(ex).send(conversation("0005"))
+        await one_attempt(ex).send(conversation("0006"))
     first, second = llm.requests
     fmt = first["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
@@ -127,11 +140,10 @@ async def test_the_agent_can_choose_its_own_model(llm: FakeLLM, tmp_path: Path) 
 
 async def test_429_is_retryable_with_the_retry_after_header_and_no_hidden_retries(llm: FakeLLM, tmp_path: Path) -> None:
     llm.mode, llm.retry_after = "rate_limit", "7"
-    with pytest.raises(RetryableError) as caught:
-        await extract(llm, tmp_path)
-    assert caught.value.retry_after == 7
-    assert not isinstance(caught.value, DependencyUnavailable)
-    assert caught.value.emit == ()
+    out = await attempt(llm, tmp_path)
+    assert isinstance(out.error, RetryableError) and out.error.retry_after == 7
+    assert not isinstance(out.error, DependencyUnavailable)
+    assert (out.status, out.outputs) == ("retrying", [])  # nothing produced while retries remain
     assert llm.count == 1  # max_retries=0: the runtime is the one layer that retries
 
 
@@ -196,11 +208,13 @@ async def test_output_still_invalid_after_the_repair_fails_permanently_but_says_
     llm: FakeLLM, tmp_path: Path
 ) -> None:
     llm.then("schema_break", "schema_break")
-    with pytest.raises(PermanentError, match="invalid after one repair") as caught:
-        await extract(llm, tmp_path)
-    [emit] = caught.value.emit
-    assert isinstance(emit.value, ConversationExtracted) and emit.key == emit.value.conversation.conversation_id
-    failed = emit.value.extraction
+    out = await attempt(llm, tmp_path)
+    assert isinstance(out.error, PermanentError) and "invalid after one repair" in str(out.error)
+    assert out.status == "dead_lettered"
+    [record] = out.outputs
+    assert isinstance(record.event, ConversationExtracted)
+    assert record.key == record.event.conversation.conversation_id.encode()
+    failed = record.event.extraction
     assert failed.status == "failed" and "invalid after one repair" in (failed.reason or "")
     assert failed.provider == "openai" and failed.model == "gpt-4o-mini" and failed.config_revision == "rev-7"
     assert failed.usage.prompt_tokens > 0  # the two calls were paid for
@@ -209,17 +223,17 @@ async def test_output_still_invalid_after_the_repair_fails_permanently_but_says_
 
 async def test_a_refusal_fails_permanently_without_a_repair(llm: FakeLLM, tmp_path: Path) -> None:
     llm.mode = "refusal"
-    with pytest.raises(PermanentError, match="model refused") as caught:
-        await extract(llm, tmp_path)
-    assert caught.value.emit[0].value.extraction.status == "failed"  # type: ignore[attr-defined]
+    out = await attempt(llm, tmp_path)
+    assert isinstance(out.error, PermanentError) and "model refused" in str(out.error)
+    assert out.events[0].extraction.status == "failed"  # type: ignore[attr-defined]
     assert llm.count == 1
 
 
 async def test_context_length_exceeded_fails_permanently(llm: FakeLLM, tmp_path: Path) -> None:
     llm.mode = "context_length"
-    with pytest.raises(PermanentError, match="context too long") as caught:
-        await extract(llm, tmp_path)
-    assert "context too long" in (caught.value.emit[0].value.extraction.reason or "")  # type: ignore[attr-defined]
+    out = await attempt(llm, tmp_path)
+    assert isinstance(out.error, PermanentError) and "context too long" in str(out.error)
+    assert "context too long" in (out.events[0].extraction.reason or "")  # type: ignore[attr-defined]
 
 
 async def test_a_transcript_over_the_budget_keeps_beginning_and_end_and_says_so(llm: FakeLLM, tmp_path: Path) -> None:
@@ -227,8 +241,8 @@ async def test_a_transcript_over_the_budget_keeps_beginning_and_end_and_says_so(
     filler = [Message(role="customer", text=f"filler {i} " + "blah " * 40) for i in range(300)]
     long = event.model_copy(update={"messages": [*(event.messages or [])[:2], *filler, *(event.messages or [])[-2:]]})
     async with extractor(llm, SPEC, tmp_path, llm={"token_budgets": {"gpt-4o-mini": 1_000}}) as ex:
-        [emit] = await ex(long, CTX)
-    e = emit.value.extraction  # type: ignore[attr-defined]
+        [event] = (await one_attempt(ex).send(long)).events
+    e = event.extraction  # type: ignore[attr-defined]
     assert e.truncated and "1000-token budget of gpt-4o-mini" in e.reason
     sent = llm.requests[0]["messages"][2]["content"]
     assert "Thanks for calling Copperline support" in sent and "Thank you, Tom. Drive safely." in sent
@@ -239,29 +253,28 @@ async def test_a_transcript_over_the_budget_keeps_beginning_and_end_and_says_so(
 
 async def test_an_empty_transcript_does_not_call_the_model(llm: FakeLLM, tmp_path: Path) -> None:
     async with extractor(llm, SPEC, tmp_path) as ex:
-        [emit] = await ex(conversation("0005").model_copy(update={"messages": []}), CTX)
+        [event] = (await one_attempt(ex).send(conversation("0005").model_copy(update={"messages": []}))).events
     assert llm.count == 0
-    assert "model was not called" in (emit.value.extraction.reason or "")  # type: ignore[attr-defined]
+    assert "model was not called" in (event.extraction.reason or "")  # type: ignore[attr-defined]
 
 
 async def test_a_sustained_outage_opens_the_circuit_and_a_probe_closes_it(llm: FakeLLM, tmp_path: Path) -> None:
     llm.mode = "error"
     circuit = {"failure_threshold": 3, "window_seconds": 30, "cooldown_seconds": 0.5}
     async with extractor(llm, SPEC, tmp_path, circuit=circuit) as ex:
+        run = one_attempt(ex)
         for _ in range(2):
-            with pytest.raises(RetryableError) as caught:
-                await ex(conversation("0005"), CTX)
-            assert not isinstance(caught.value, DependencyUnavailable)
-        with pytest.raises(DependencyUnavailable):
-            await ex(conversation("0005"), CTX)  # the third failure opens it
+            out = await run.send(conversation("0005"))
+            assert out.status == "retrying" and not isinstance(out.error, DependencyUnavailable)
+        out = await run.send(conversation("0005"))  # the third failure opens it: the runtime pauses
+        assert out.status == "unavailable" and isinstance(out.error, DependencyUnavailable)
         assert REGISTRY.get_sample_value("postcall_llm_circuit_open", {"provider": "openai"}) == 1
-        with pytest.raises(DependencyUnavailable):
-            await ex(conversation("0005"), CTX)
+        assert (await run.send(conversation("0005"))).status == "unavailable"
         assert llm.count == 3  # while open, nothing reaches the server
         llm.mode = "ok"
         await asyncio.sleep(0.6)
-        [emit] = await ex(conversation("0005"), CTX)  # the half-open probe
-        assert emit.value.extraction.status == "ok"  # type: ignore[attr-defined]
+        [event] = (await run.send(conversation("0005"))).events  # the half-open probe
+        assert event.extraction.status == "ok"  # type: ignore[attr-defined]
         assert REGISTRY.get_sample_value("postcall_llm_circuit_open", {"provider": "openai"}) == 0
-        await ex(conversation("0005"), CTX)
+        await run.send(conversation("0005"))
     assert llm.count == 5

@@ -14,12 +14,14 @@ from typer.testing import CliRunner
 
 from schemas import headers as h
 from schemas.events import Agent, ConversationEnded
+from schemas.headers import REEXTRACT_OF
 from schemas.topics import dead_letter_topic, retry_topic
 from services.cli.reextract import Filters, app, republish, select
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
-from services.extractor.handler import REEXTRACT_OF, Extractor
+from services.extractor.handler import Extractor
 from services.extractor.settings import ExtractorSettings
+from tests.integration.extractor.conftest import on_topics
 from tests.support.kafka import create_topics, produce, read_all, unique
 from tests.unit.extractor.conftest import CALLBACK, SUPPORT_FIELDS, conversation, spec
 
@@ -100,11 +102,9 @@ async def test_the_extractor_runs_a_republished_conversation_again(kafka: KafkaS
 
     async def run() -> None:
         async with httpx.AsyncClient() as http:
-            ex = Extractor(ExtractorSettings(config_dir=tmp_path), lambda e: s, http, None, output_topic=out)
-            runtime: Runtime[ConversationEnded] = Runtime(
-                service=service, kafka=kafka, topics=[topic], input_type=ConversationEnded, handler=ex, group_id=group,
-                runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[0.5], idle_exit_seconds=6),
-            )  # fmt: skip
+            ex = Extractor(ExtractorSettings(config_dir=tmp_path), lambda e: s, http, None)
+            settings = RuntimeSettings(metrics_port=0, retry_delays_seconds=[0.5], idle_exit_seconds=6)
+            runtime = Runtime(on_topics(ex, service, topic, out), kafka=kafka, settings=settings, group_id=group)
             await asyncio.wait_for(runtime.run(), 60)
 
     await run()

@@ -4,6 +4,7 @@ proxies from the environment not used."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,15 +16,14 @@ import orjson
 import pytest
 
 from schemas.events import ConversationEnded, ConversationExtracted
-from services.common.errors import PermanentError, RetryableError
-from services.common.runtime import RecordContext
+from services.common.api import PermanentError, RetryableError
+from services.common.harness import Harness, Outcome
 from services.extractor.__main__ import open_http
 from services.extractor.handler import Extractor
 from services.extractor.settings import ExtractorSettings
 from tests.unit.extractor.conftest import CALLBACK, SUPPORT_FIELDS, conversation, spec
 
 SPEC = spec(*SUPPORT_FIELDS, triggers=(CALLBACK,))
-CTX = RecordContext("extractor", "t", "t", 0, 1, "k", 0, {"ce_id": "ce-1"})
 
 
 class Server:
@@ -89,22 +89,30 @@ def claim(url: str) -> ConversationEnded:
     return conversation("0005").model_copy(update={"messages": None, "transcript_url": url})
 
 
-async def run(tmp_path: Path, event: ConversationEnded, **settings: Any) -> ConversationExtracted:
+async def attempt(tmp_path: Path, event: ConversationEnded, **settings: Any) -> Outcome:
     s = ExtractorSettings(config_dir=tmp_path, **settings)
     async with open_http(s) as http:
-        [emit] = await Extractor(s, lambda e: SPEC, http, llm=None)(event, CTX)
-    assert isinstance(emit.value, ConversationExtracted)
-    return emit.value
+        return await Harness(Extractor(s, lambda e: SPEC, http, llm=None).service(), burst=False).send(event)
+
+
+async def run(tmp_path: Path, event: ConversationEnded, **settings: Any) -> ConversationExtracted:
+    out = await attempt(tmp_path, event, **settings)
+    if out.error is not None:
+        raise out.error
+    [extracted] = out.events
+    assert isinstance(extracted, ConversationExtracted)
+    return extracted
 
 
 async def test_a_loopback_transcript_url_is_refused_permanently_and_still_says_failed(
     tmp_path: Path, platform: Server
 ) -> None:
-    with pytest.raises(PermanentError, match=r"refused by the SSRF guard.*127\.0\.0\.1 \(loopback\)") as caught:
-        await run(tmp_path, claim(platform.url("/t/5")))
+    out = await attempt(tmp_path, claim(platform.url("/t/5")))
+    assert isinstance(out.error, PermanentError)
+    assert re.search(r"refused by the SSRF guard.*127\.0\.0\.1 \(loopback\)", str(out.error))
     assert platform.requests == []  # refused before a connection was opened
-    [emit] = caught.value.emit
-    failed = emit.value.extraction  # type: ignore[attr-defined]
+    [event] = out.events
+    failed = event.extraction  # type: ignore[attr-defined]
     assert failed.status == "failed" and "loopback" in failed.reason
 
 

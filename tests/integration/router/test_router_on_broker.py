@@ -21,7 +21,9 @@ from typing import Any
 from schemas import headers as h
 from schemas.agents import trigger_id
 from schemas.events import ConversationEnded, ConversationExtracted, ExtractedValue, Extraction, TriggerAnswer
-from schemas.topics import ACTION_TYPES, dead_letter_topic
+from schemas.routes import ROUTER, Route
+from schemas.topics import ACTION_TYPES, CONVERSATION_EXTRACTED, DECISIONS, action_topic, dead_letter_topic
+from services.common.api import Service
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
 from services.router.catalog import CatalogHolder
@@ -49,6 +51,12 @@ class Topics:
     def all(self) -> list[str]:
         return [self.input, self.decisions, DLQ, *(self.action(t) for t in ACTION_TYPES)]
 
+    def route(self) -> Route:
+        """The router's route on this test's topics (its dead-letter topic stays the router's own)."""
+        names = {CONVERSATION_EXTRACTED: self.input, DECISIONS: self.decisions}
+        names |= {action_topic(t): self.action(t) for t in ACTION_TYPES}
+        return ROUTER.renamed(lambda name: names.get(name, name))
+
 
 async def make_topics(kafka: KafkaSettings) -> Topics:
     topics = Topics(unique("extracted"), unique("decisions"), unique("actions"))
@@ -59,21 +67,13 @@ async def make_topics(kafka: KafkaSettings) -> Topics:
 @asynccontextmanager
 async def router(
     kafka: KafkaSettings, topics: Topics, config_dir: Path, idle_exit: float | None = 5.0, reload_seconds: float = 0.2
-) -> AsyncIterator[tuple[Runtime[ConversationExtracted], CatalogHolder]]:
+) -> AsyncIterator[tuple[Runtime, CatalogHolder]]:
     catalog = CatalogHolder(config_dir, "(not available)")
-    handler = RouterHandler(catalog, decisions_topic=topics.decisions, topic_of=topics.action)
     settings = RuntimeSettings(
         metrics_port=0, retry_delays_seconds=[], idle_exit_seconds=idle_exit, commit_interval_seconds=0.2
     )
-    runtime: Runtime[ConversationExtracted] = Runtime(
-        service="router",
-        kafka=kafka,
-        runtime=settings,
-        topics=[topics.input],
-        input_type=ConversationExtracted,
-        handler=handler,
-        group_id=unique("router"),
-    )
+    service = Service(topics.route(), RouterHandler(catalog).handle)
+    runtime = Runtime(service, kafka=kafka, settings=settings, group_id=unique("router"))
     async with catalog.watching(reload_seconds):
         task = asyncio.create_task(runtime.run())
         try:

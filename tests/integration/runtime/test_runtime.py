@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import pytest
 
 from schemas import headers as h
+from schemas.routes import ROUTER
 from schemas.topics import dead_letter_topic, retry_topic
-from services.common.runtime import Emit, Lifecycle, RecordContext, Runtime
+from services.common.api import Context, Event, Service
+from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
 from tests.support import procs
 from tests.support.kafka import Received, committed, create_topics, produce, read_all, unique
-from tests.support.worker import Done, Job, JobHandler, WorkerSettings, build
+from tests.support.worker import Done, Job, JobHandler, WorkerSettings, build, route
 
 
 @dataclass
@@ -261,12 +263,12 @@ async def test_records_arriving_while_the_assign_hook_runs_are_not_lost(kafka: K
     t = await make_topics(kafka)
     await produce(kafka, t.input, jobs(200))
     settings = worker_settings(kafka, t)
-    runtime = build(settings)
 
     async def slow_restore(partitions: list[tuple[str, int]]) -> None:
         await asyncio.sleep(2)  # e.g. the dispatcher reading its ledger
 
-    runtime.lifecycle = Lifecycle(on_assigned=slow_restore)
+    service = Service(route(settings), JobHandler(settings).handle, on_assigned=slow_restore)
+    runtime = Runtime(service, kafka=kafka, settings=settings.runtime)
     task = asyncio.create_task(runtime.run())
     try:
         got = await wait_for_ids(kafka, t.output, {f"j{i}" for i in range(200)})
@@ -276,16 +278,13 @@ async def test_records_arriving_while_the_assign_hook_runs_are_not_lost(kafka: K
     assert {g["id"] for g in got} == {f"j{i}" for i in range(200)}
 
 
-def test_more_retry_delays_than_registered_tiers_are_refused_at_start() -> None:
-    with pytest.raises(ValueError, match="declares 3 retry tiers"):
-        Runtime(
-            service="router",
-            kafka=KafkaSettings(),
-            runtime=RuntimeSettings(retry_delays_seconds=[1, 2, 3, 4]),
-            topics=["x"],
-            input_type=Job,
-            handler=JobHandler(None),  # type: ignore[arg-type]
-        )
+def test_more_retry_delays_than_the_route_declares_are_refused_at_start() -> None:
+    async def handle(event: object, ctx: Context) -> list[Event]:
+        return []
+
+    with pytest.raises(ValueError, match="its route declares 3 retry tiers"):
+        settings = RuntimeSettings(retry_delays_seconds=[1, 2, 3, 4])
+        Runtime(Service(ROUTER, handle), kafka=KafkaSettings(), settings=settings)
 
 
 async def test_forged_hop_headers_on_the_main_topic_are_ignored(kafka: KafkaSettings) -> None:
@@ -300,28 +299,17 @@ async def test_forged_hop_headers_on_the_main_topic_are_ignored(kafka: KafkaSett
     assert sum(o or 0 for o in offsets.values()) == 2, "the partition's commits must move past the forged record"
 
 
-class Oversized:
-    """Emits an output over the producer's 8 MiB request limit for ids starting with 'big'."""
-
-    def __init__(self, output: str) -> None:
-        self.output = output
-
-    async def __call__(self, job: Job, ctx: RecordContext) -> Sequence[Emit]:
-        size = 9 * 1024 * 1024 if job.id.startswith("big") else 10
-        return [Emit(self.output, Done(id=job.id, attempt=ctx.attempt, pid=0, event_id="x" * size))]
+async def oversized(job: Job, ctx: Context) -> Sequence[Event]:
+    """An output over the producer's 8 MiB request limit for ids starting with 'big'."""
+    size = 9 * 1024 * 1024 if job.id.startswith("big") else 10
+    return [Done(id=job.id, attempt=ctx.attempt, pid=0, event_id="x" * size)]
 
 
 async def test_outputs_too_large_to_produce_dead_letter_the_input_instead_of_stalling(kafka: KafkaSettings) -> None:
     t = await make_topics(kafka, partitions=1)
     await produce(kafka, t.input, [("k", Job(id="big-1")), ("k", Job(id="small"))])
-    runtime = Runtime(
-        service=t.service,
-        kafka=kafka,
-        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0, 1.0]),
-        topics=[t.input],
-        input_type=Job,
-        handler=Oversized(t.output),
-    )
+    settings = worker_settings(kafka, t)
+    runtime = Runtime(Service(route(settings), oversized), kafka=kafka, settings=settings.runtime)
     task = asyncio.create_task(runtime.run())
     try:
         got = await wait_for_ids(kafka, t.output, {"small"})

@@ -12,9 +12,9 @@ import pytest
 from bench.e2e import bin_labels, first_times, histogram, latencies, owners, percentile, stage_split
 from bench.memory import K8S_BASE, burst, k8s_memory, listens_on, mebibytes, outcomes_of, parse_status
 from schemas.events import ActionCompleted, DecisionTrace, FlowDecision, PlannedAction
+from schemas.routes import SERVICES
 from services.devkit.demo import EXPECTED
 from services.devkit.publish import load_examples
-from services.devkit.stack import SERVICES
 
 # ── percentiles and histograms ──────────────────────────────────────────────────────────────
 

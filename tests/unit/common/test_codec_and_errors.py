@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import pytest
 from pydantic import BaseModel
 
 from schemas import headers as h
-from schemas.topics import CONVERSATION_EXTRACTED
+from schemas.topics import CE_TYPES, CONVERSATION_EXTRACTED
 from services.common import codec
-from services.common.errors import InvalidRecord, PermanentError, RetryableError, classify_http_status
+from services.common.errors import (
+    InvalidRecord,
+    PermanentError,
+    RetryableError,
+    classify_http_status,
+    parse_retry_after,
+)
 
 
 class Thing(BaseModel):
@@ -28,16 +37,16 @@ class Thing(BaseModel):
 )
 def test_a_bad_record_is_invalid_with_a_clear_reason(raw: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidRecord, match=reason):
-        codec.decode(codec.adapter(Thing), raw, max_bytes=100)
+        codec.decode(codec.decoder(Thing), raw, max_bytes=100)
 
 
 def test_cloudevent_headers_use_the_registry_type_and_the_event_id() -> None:
     class Extracted(BaseModel):
         event_id: str
 
-    out = codec.cloudevent_headers(Extracted(event_id="e-1"), CONVERSATION_EXTRACTED, "extractor", "conv-1")
+    out = codec.cloudevent_headers(Extracted(event_id="e-1"), CE_TYPES[CONVERSATION_EXTRACTED], "extractor", "conv-1")
     assert out[h.CE_ID] == "e-1" and out[h.CE_SUBJECT] == "conv-1"
-    assert out[h.CE_TYPE] == h.CE_TYPES[CONVERSATION_EXTRACTED] and out[h.CE_SPECVERSION] == "1.0"
+    assert out[h.CE_TYPE] == CE_TYPES[CONVERSATION_EXTRACTED] and out[h.CE_SPECVERSION] == "1.0"
 
 
 @pytest.mark.parametrize(
@@ -60,3 +69,43 @@ def test_http_statuses_map_to_the_error_tree(status: int, kind: type[Exception] 
     assert (result is None) if kind is None else type(result) is kind
     if isinstance(result, RetryableError):
         assert result.retry_after == 7.0
+
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "120"}, 120.0),
+        ({"retry-after": "0"}, 0.0),
+        ({"retry-after": " 7 "}, 7.0),
+        ({"retry-after": format_datetime(NOW + timedelta(seconds=90), usegmt=True)}, 90.0),
+        ({"retry-after": "Sun, 01 Mar 2026 11:00:00 GMT"}, 0.0),  # in the past: no wait
+        ({"retry-after": "86400"}, 600.0),  # the cap
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 -1400"}, 600.0),
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),  # OpenAI-compatible servers
+        ({"retry-after-ms": "soon", "retry-after": "9"}, 9.0),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "-5"}, None),
+        ({"retry-after": "1e9"}, None),
+        ({"retry-after": "²"}, None),  # str.isdigit() says yes; int() raised
+        ({"retry-after": "\u0663"}, None),  # ARABIC-INDIC DIGIT THREE
+        ({"retry-after": "9" * 400}, None),  # float(int(...)) overflowed
+        ({"retry-after": "Fri, 31 Dec 2026 23:59:59 GMT" + " x" * 100}, None),
+        ({"retry-after": "Mon, 99 Foo 2026 99:99:99 GMT"}, None),
+        ({"retry-after": ""}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_is_ascii_seconds_or_an_http_date_bounded_by_the_cap(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    assert parse_retry_after(429, headers, cap=600, now=NOW) == seconds
+    assert parse_retry_after(503, headers, cap=600, now=NOW) == seconds
+
+
+@pytest.mark.parametrize("status", [200, 201, 204, 301, 400, 408, 500, 502, 504])
+def test_retry_after_means_nothing_on_other_statuses(status: int) -> None:
+    assert parse_retry_after(status, {"retry-after": "120"}, cap=600, now=NOW) is None
+    assert parse_retry_after(status, {"retry-after": "²"}, cap=600, now=NOW) is None

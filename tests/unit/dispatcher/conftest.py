@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from schemas.events import WebhookRequested
-from services.common.runtime import RecordContext
 from services.dispatcher import destinations
 from services.dispatcher.delivery import HttpOptions, HttpSender
 from services.dispatcher.registry import Registry
@@ -32,23 +31,6 @@ def webhook(action_id: str = "act_1", destination: str = "crm", **kw: Any) -> We
         destination=destination,
         body=kw.pop("body", {"status": "closed"}),
         **kw,
-    )
-
-
-def context(
-    partition: int = 0, attempt: int = 1, headers: dict[str, str] | None = None, original_partition: int = -1
-) -> RecordContext:
-    return RecordContext(
-        service="dispatcher",
-        topic="postcall.actions.webhook.v1",
-        original_topic="postcall.actions.webhook.v1",
-        partition=partition,
-        offset=7,
-        key="conv-1",
-        timestamp_ms=0,
-        headers=headers or {},
-        attempt=attempt,
-        original_partition=original_partition,
     )
 
 

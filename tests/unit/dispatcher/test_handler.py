@@ -7,17 +7,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 
 from schemas.events import ActionCompleted, TaskRequested
+from schemas.routes import DISPATCHER
 from schemas.topics import ACTION_RESULTS
-from services.common.errors import PermanentError, RetryableError
+from services.common.api import PermanentError, RetryableError
+from services.common.codec import Outgoing
+from services.common.harness import Harness
 from services.dispatcher.delivery import HttpSender
 from services.dispatcher.executors import Executors
 from services.dispatcher.handler import Dispatcher
 from services.dispatcher.ledger import Ledger
 from services.dispatcher.registry import Registry
-from tests.unit.dispatcher.conftest import CRM, CRM_ENV, context, registry, webhook
+from tests.unit.dispatcher.conftest import CRM, CRM_ENV, registry, webhook
 
 Sender = Callable[[Callable[[httpx.Request], httpx.Response], Registry], HttpSender]
 
@@ -27,7 +29,10 @@ async def no_results(topic: str, partition: int, from_offset: int | None) -> Asy
         yield
 
 
-def dispatcher(mock_sender: Sender, answer: Callable[[httpx.Request], httpx.Response]) -> tuple[Dispatcher, list[str]]:
+def dispatcher(
+    mock_sender: Sender, answer: Callable[[httpx.Request], httpx.Response], *, burst: bool = True
+) -> tuple[Harness[Any], list[str]]:
+    """The dispatcher on the in-memory runtime; `calls` lists the webhook-id of every request sent."""
     calls: list[str] = []
 
     def counting(request: httpx.Request) -> httpx.Response:
@@ -36,69 +41,87 @@ def dispatcher(mock_sender: Sender, answer: Callable[[httpx.Request], httpx.Resp
 
     reg = registry(CRM, CRM_ENV)
     executors = Executors.build(reg, mock_sender(counting, reg), {}, None)
-    return Dispatcher(executors, Ledger(no_results)), calls
+    return Harness(Dispatcher(executors, Ledger(no_results)).service(), burst=burst), calls
 
 
-def completed(emit: Any) -> ActionCompleted:
-    assert emit.topic == ACTION_RESULTS
-    assert isinstance(emit.value, ActionCompleted)
-    return emit.value
+def completed(record: Outgoing) -> ActionCompleted:
+    assert record.topic == ACTION_RESULTS
+    assert isinstance(record.event, ActionCompleted)
+    return record.event
+
+
+def answers(*statuses: int) -> Callable[[httpx.Request], httpx.Response]:
+    """Answers with these statuses in turn (the last one again when they run out)."""
+    left = list(statuses)
+    return lambda r: httpx.Response(left.pop(0) if len(left) > 1 else left[0], text="maintenance")
 
 
 async def test_delivered_action_is_recorded_on_the_input_partition(mock_sender: Sender) -> None:
-    handle, calls = dispatcher(mock_sender, lambda r: httpx.Response(200))
-    [emit] = await handle(webhook("act_1"), context(partition=2))
-    result = completed(emit)
-    assert (emit.partition, emit.key) == (2, "act_1")
+    run, calls = dispatcher(mock_sender, lambda r: httpx.Response(200))
+    [record] = (await run.send(webhook("act_1"), partition=2)).outputs
+    result = completed(record)
+    assert (record.partition, record.key) == (2, b"act_1")
     assert (result.outcome, result.status_code, result.destination, result.attempts) == ("delivered", 200, "crm", 1)
     assert calls == ["act_1"]
 
 
 async def test_a_repeat_of_a_done_action_is_skipped_and_the_skip_recorded(mock_sender: Sender) -> None:
-    handle, calls = dispatcher(mock_sender, lambda r: httpx.Response(200))
-    await handle(webhook("act_1"), context(partition=1))
-    [emit] = await handle(webhook("act_1"), context(partition=1))
-    assert (completed(emit).outcome, emit.key) == ("skipped_duplicate", "act_1")
+    run, calls = dispatcher(mock_sender, lambda r: httpx.Response(200))
+    await run.send(webhook("act_1"), partition=1)
+    [record] = (await run.send(webhook("act_1"), partition=1)).outputs
+    assert (completed(record).outcome, record.key) == ("skipped_duplicate", b"act_1")
     assert calls == ["act_1"]
 
 
-async def test_retry_tier_record_uses_the_original_partition(mock_sender: Sender) -> None:
-    handle, _ = dispatcher(mock_sender, lambda r: httpx.Response(200))
-    ctx = context(partition=0, attempt=3, original_partition=2)
-    [emit] = await handle(webhook("act_1"), ctx)
-    assert emit.partition == 2 and completed(emit).attempts == 3
-    [emit] = await handle(webhook("act_1"), context(partition=2))
-    assert completed(emit).outcome == "skipped_duplicate"
+async def test_a_retry_tier_copy_is_recorded_on_the_partition_the_action_first_arrived_on(mock_sender: Sender) -> None:
+    run, calls = dispatcher(mock_sender, answers(503, 503, 200))
+    out = await run.send(webhook("act_1"), partition=2)
+    assert [r.topic for r in out.retries] == list(DISPATCHER.retry_topics[:2])
+    assert [(completed(r).outcome, completed(r).attempts, r.partition) for r in out.outputs] == [
+        ("failed", 1, 2),
+        ("failed", 2, 2),
+        ("delivered", 3, 2),
+    ]
+    [again] = (await run.send(webhook("act_1"), partition=2)).outputs
+    assert completed(again).outcome == "skipped_duplicate" and calls == ["act_1"] * 3
 
 
-async def test_retryable_failure_carries_a_failed_result(mock_sender: Sender) -> None:
-    handle, _ = dispatcher(mock_sender, lambda r: httpx.Response(503, text="maintenance"))
-    with pytest.raises(RetryableError) as caught:
-        await handle(webhook("act_1"), context(partition=1))
-    [emit] = caught.value.emit
-    result = completed(emit)
-    assert (result.outcome, result.status_code, emit.partition) == ("failed", 503, 1)
+async def test_a_retryable_failure_records_the_failed_attempt(mock_sender: Sender) -> None:
+    run, _ = dispatcher(mock_sender, lambda r: httpx.Response(503, text="maintenance"), burst=False)
+    out = await run.send(webhook("act_1"), partition=1)
+    assert out.status == "retrying" and isinstance(out.error, RetryableError)
+    [record] = out.outputs
+    result = completed(record)
+    assert (result.outcome, result.status_code, record.partition) == ("failed", 503, 1)
     assert result.error is not None and "maintenance" in result.error
 
 
-async def test_permanent_failure_is_raised_and_dead_letter_emits_records_it(mock_sender: Sender) -> None:
-    handle, _ = dispatcher(mock_sender, lambda r: httpx.Response(400))
-    with pytest.raises(PermanentError) as caught:
-        await handle(webhook("act_1"), context(partition=1))
-    [emit] = handle.dead_letter_emits(webhook("act_1"), context(partition=1, attempt=1), caught.value)
-    result = completed(emit)
-    assert (result.outcome, result.status_code, result.destination, emit.partition) == ("dead_lettered", 400, "crm", 1)
+async def test_a_permanent_failure_is_dead_lettered_and_recorded(mock_sender: Sender) -> None:
+    run, _ = dispatcher(mock_sender, lambda r: httpx.Response(400))
+    out = await run.send(webhook("act_1"), partition=1)
+    assert (out.status, out.attempts, out.retries) == ("dead_lettered", 1, [])
+    assert isinstance(out.error, PermanentError)
+    [record] = out.outputs
+    result = completed(record)
+    assert (result.outcome, result.status_code, result.destination, record.partition) == (
+        "dead_lettered",
+        400,
+        "crm",
+        1,
+    )
+    [letter] = out.dead_letters
+    assert letter.topic == DISPATCHER.dead_letter_topic and letter.headers["x-dlq-original-partition"] == "1"
 
 
 async def test_unknown_destination_is_permanent(mock_sender: Sender) -> None:
-    handle, calls = dispatcher(mock_sender, lambda r: httpx.Response(200))
-    with pytest.raises(PermanentError, match="unknown destination 'nowhere'"):
-        await handle(webhook("act_1", destination="nowhere"), context())
+    run, calls = dispatcher(mock_sender, lambda r: httpx.Response(200))
+    out = await run.send(webhook("act_1", destination="nowhere"))
+    assert out.status == "dead_lettered" and "unknown destination 'nowhere'" in str(out.error)
     assert calls == []
 
 
 async def test_task_without_destination_is_published(mock_sender: Sender) -> None:
-    handle, calls = dispatcher(mock_sender, lambda r: httpx.Response(200))
+    run, calls = dispatcher(mock_sender, lambda r: httpx.Response(200))
     task = TaskRequested(
         action_id="act_t",
         conversation_id="c",
@@ -110,16 +133,15 @@ async def test_task_without_destination_is_published(mock_sender: Sender) -> Non
         source_event_id="e",
         title="Call back",
     )
-    [emit] = await handle(task, context())
-    assert completed(emit).outcome == "published" and calls == []
+    [record] = (await run.send(task)).outputs
+    assert completed(record).outcome == "published" and calls == []
 
 
 async def test_failures_never_share_the_compaction_key_of_a_done_result(mock_sender: Sender) -> None:
     # results are compacted by key: a failure keyed by action_id could erase an earlier `delivered`
-    handle, _ = dispatcher(mock_sender, lambda r: httpx.Response(503))
-    with pytest.raises(RetryableError) as caught:
-        await handle(webhook("act_1"), context(partition=1, attempt=2))
-    [failed] = caught.value.emit
-    [dead] = handle.dead_letter_emits(webhook("act_1"), context(partition=1, attempt=7), caught.value)
-    assert (completed(failed).outcome, failed.key) == ("failed", "act_1/attempt-2")
-    assert (completed(dead).outcome, dead.key) == ("dead_lettered", "act_1/attempt-7")
+    run, _ = dispatcher(mock_sender, lambda r: httpx.Response(503))
+    out = await run.send(webhook("act_1"), partition=1)
+    keys = [(completed(r).outcome, r.key) for r in out.outputs]
+    tiers = DISPATCHER.tiers
+    assert keys == [*(("failed", f"act_1/attempt-{n}".encode()) for n in range(1, tiers + 1)),
+                    ("dead_lettered", f"act_1/attempt-{tiers + 1}".encode())]  # fmt: skip

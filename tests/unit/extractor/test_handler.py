@@ -10,20 +10,18 @@ import httpx
 import orjson
 import pytest
 
-from schemas.events import Agent, ConversationExtracted
+from schemas.events import Agent, ConversationEnded, ConversationExtracted
+from schemas.headers import REEXTRACT_OF
+from schemas.routes import EXTRACTOR
 from schemas.topics import CONVERSATION_EXTRACTED
-from services.common.errors import DependencyUnavailable, PermanentError, RetryableError
-from services.common.runtime import RecordContext
+from services.common.api import Context, Event, PermanentError, RetryableError, Service
+from services.common.harness import Harness, Outcome
 from services.extractor import heuristic
-from services.extractor.handler import REEXTRACT_OF, Extractor, UnknownAgent
+from services.extractor.handler import Extractor, UnknownAgent
 from services.extractor.settings import ExtractorSettings
 from tests.unit.extractor.conftest import CALLBACK, SUPPORT_FIELDS, conversation, spec
 
 SPEC = spec(*SUPPORT_FIELDS, triggers=(CALLBACK,))
-
-
-def ctx(**headers: str) -> RecordContext:
-    return RecordContext("extractor", "t", "t", 0, 7, "k", 0, {"ce_id": "ce-1", **headers})
 
 
 def extractor(tmp_path: Path, transport: httpx.MockTransport | None = None, **settings: Any) -> Extractor:
@@ -32,37 +30,48 @@ def extractor(tmp_path: Path, transport: httpx.MockTransport | None = None, **se
     return Extractor(s, lambda e: SPEC if e.agent.id == "support-line" else None, http, llm=None)
 
 
+def run(ex: Extractor) -> Harness[ConversationEnded]:
+    return Harness(ex.service())
+
+
+def extracted(out: Outcome) -> ConversationExtracted:
+    [event] = out.on(CONVERSATION_EXTRACTED)
+    assert isinstance(event, ConversationExtracted)
+    return event
+
+
 async def test_a_conversation_becomes_one_extracted_record_keyed_by_conversation(tmp_path: Path) -> None:
     event = conversation("0005")
-    [emit] = await extractor(tmp_path)(event, ctx())
-    assert emit.topic == CONVERSATION_EXTRACTED and emit.key == event.conversation_id
-    out = emit.value
-    assert isinstance(out, ConversationExtracted)
+    harness = run(extractor(tmp_path))
+    first = await harness.send(event, headers={"ce_id": "ce-1"})
+    [record] = first.outputs
+    assert record.topic == CONVERSATION_EXTRACTED and record.key == event.conversation_id.encode()
+    out = extracted(first)
     assert out.conversation == event
     assert out.extraction.status == "ok" and out.extraction.provider == "heuristic"
     assert out.extraction.config_revision == "rev-test"
     assert out.extraction.fields["callback_number"].value == "+13125550178"
     assert out.extraction.latency_ms is not None
-    again = await extractor(tmp_path)(event, ctx())
-    assert again[0].value.event_id == out.event_id  # type: ignore[attr-defined]
-    other = await extractor(tmp_path)(event, ctx(ce_id="ce-2", **{REEXTRACT_OF: event.event_id}))
-    assert other[0].value.event_id != out.event_id  # type: ignore[attr-defined]
-    assert other[0].headers == {REEXTRACT_OF: event.event_id}
+    again = await harness.send(event, headers={"ce_id": "ce-1"})
+    assert extracted(again).event_id == out.event_id
+    other = await harness.send(event, headers={"ce_id": "ce-2", REEXTRACT_OF: event.event_id})
+    assert extracted(other).event_id != out.event_id
+    assert other.outputs[0].headers[REEXTRACT_OF] == event.event_id
+    assert REEXTRACT_OF not in first.outputs[0].headers
 
 
-async def test_an_agent_without_configuration_is_permanent_and_produces_nothing(tmp_path: Path) -> None:
+async def test_an_agent_without_configuration_is_dead_lettered_at_once_and_produces_nothing(tmp_path: Path) -> None:
     event = conversation("0005").model_copy(update={"agent": Agent(id="nobody", version="9")})
-    with pytest.raises(UnknownAgent, match="no configuration for agent nobody version 9") as caught:
-        await extractor(tmp_path)(event, ctx())
-    assert caught.value.emit == ()
+    out = await run(extractor(tmp_path)).send(event)
+    assert isinstance(out.error, UnknownAgent) and "no configuration for agent nobody version 9" in str(out.error)
+    assert (out.status, out.attempts, out.outputs, len(out.dead_letters)) == ("dead_lettered", 1, [], 1)
 
 
 async def test_openai_asked_but_not_configured_falls_back_to_heuristic_and_says_so(tmp_path: Path) -> None:
     ex = extractor(tmp_path)
     ex._spec_for = lambda e: SPEC.model_copy(update={"provider": "openai"})
-    [emit] = await ex(conversation("0005"), ctx())
-    extraction = emit.value.extraction  # type: ignore[attr-defined]
-    assert extraction.provider == "heuristic" and "no LLM endpoint" in extraction.reason
+    extraction = extracted(await run(ex).send(conversation("0005"))).extraction
+    assert extraction.provider == "heuristic" and extraction.reason and "no LLM endpoint" in extraction.reason
 
 
 async def test_a_claim_check_transcript_is_fetched_and_extracted(tmp_path: Path) -> None:
@@ -75,20 +84,19 @@ async def test_a_claim_check_transcript_is_fetched_and_extracted(tmp_path: Path)
         return httpx.Response(200, content=body)
 
     claim = event.model_copy(update={"messages": None, "transcript_url": "https://platform.example/t/5"})
-    [emit] = await extractor(tmp_path, httpx.MockTransport(serve))(claim, ctx())
+    out = await run(extractor(tmp_path, httpx.MockTransport(serve))).send(claim)
     assert seen == ["https://platform.example/t/5"]
-    assert emit.value.extraction.fields["customer_name"].value == "Tom Becker"  # type: ignore[attr-defined]
+    assert extracted(out).extraction.fields["customer_name"].value == "Tom Becker"
 
 
 async def test_a_transcript_too_large_fails_permanently_but_still_says_failed(tmp_path: Path) -> None:
     claim = conversation("0005").model_copy(update={"messages": None, "transcript_url": "https://p.example/t"})
     transport = httpx.MockTransport(lambda r: httpx.Response(200, content=b"x" * 5000))
-    with pytest.raises(PermanentError, match="transcript too large") as caught:
-        await extractor(tmp_path, transport, transcript_max_bytes=1024)(claim, ctx())
-    [emit] = caught.value.emit
-    assert emit.topic == CONVERSATION_EXTRACTED
-    failed = emit.value.extraction  # type: ignore[attr-defined]
-    assert failed.status == "failed" and "transcript too large" in failed.reason
+    out = await run(extractor(tmp_path, transport, transcript_max_bytes=1024)).send(claim)
+    assert isinstance(out.error, PermanentError) and "transcript too large" in str(out.error)
+    assert (out.status, out.attempts) == ("dead_lettered", 1)
+    failed = extracted(out).extraction
+    assert failed.status == "failed" and failed.reason and "transcript too large" in failed.reason
     assert failed.fields == {} and failed.config_revision == "rev-test"
 
 
@@ -102,11 +110,20 @@ async def test_a_long_transcript_is_scanned_in_a_worker_thread(tmp_path: Path, m
 
     monkeypatch.setattr(heuristic, "extract", spy)
     event = conversation("0005")
-    await extractor(tmp_path, offload_chars=10**9)(event, ctx())
+    await run(extractor(tmp_path, offload_chars=10**9)).send(event)
     big = event.model_copy(update={"messages": (event.messages or []) * 50})
-    await extractor(tmp_path, offload_chars=1000)(big, ctx())
+    await run(extractor(tmp_path, offload_chars=1000)).send(big)
     assert threads[0] == threading.current_thread().name
     assert threads[1] != threading.current_thread().name
+
+
+def failing(ex: Extractor, exc: Exception) -> Harness[ConversationEnded]:
+    """The extractor's route and failure hook around a handler that always raises `exc`."""
+
+    async def handle(event: ConversationEnded, ctx: Context) -> list[Event]:
+        raise exc
+
+    return Harness(Service(EXTRACTOR, handle, ex.on_failure))
 
 
 @pytest.mark.parametrize(
@@ -115,45 +132,40 @@ async def test_a_long_transcript_is_scanned_in_a_worker_thread(tmp_path: Path, m
         RetryableError("LLM server error (HTTP 500)"),
         ValueError("a bug the retry tiers could not fix"),
         PermanentError("cannot schedule a retry: record too large"),
-        DependencyUnavailable("circuit open"),
     ],
-    ids=["retries_exhausted", "unknown_exception", "permanent_without_output", "outage"],
+    ids=["retries_exhausted", "unknown_exception", "permanent"],
 )
-def test_every_dead_letter_still_says_failed_so_end_reason_flows_run(tmp_path: Path, exc: Exception) -> None:
+async def test_every_dead_letter_still_says_failed_so_end_reason_flows_run(tmp_path: Path, exc: Exception) -> None:
     event = conversation("0005")
-    [emit] = extractor(tmp_path).dead_letter_emits(event, ctx(), exc)
-    assert emit.topic == CONVERSATION_EXTRACTED and emit.key == event.conversation_id
-    failed = emit.value.extraction  # type: ignore[attr-defined]
+    out = await failing(extractor(tmp_path), exc).send(event)
+    assert out.status == "dead_lettered" and len(out.dead_letters) == 1
+    [record] = out.outputs  # nothing while retries remain: one `failed`, with the dead letter
+    assert record.topic == CONVERSATION_EXTRACTED and record.key == event.conversation_id.encode()
+    failed = extracted(out).extraction
     assert failed.status == "failed" and failed.config_revision == "rev-test"
-    assert str(exc) in failed.reason
+    assert failed.reason and str(exc) in failed.reason
 
 
-def test_an_unknown_exception_names_its_class_in_the_failed_reason(tmp_path: Path) -> None:
-    [emit] = extractor(tmp_path).dead_letter_emits(conversation("0005"), ctx(), KeyError("start"))
-    assert emit.value.extraction.reason == "KeyError: 'start'"  # type: ignore[attr-defined]
+async def test_an_unknown_exception_names_its_class_in_the_failed_reason(tmp_path: Path) -> None:
+    out = await failing(extractor(tmp_path), KeyError("start")).send(conversation("0005"))
+    assert extracted(out).extraction.reason == "KeyError: 'start'"
 
 
-async def test_no_second_failed_record_when_the_error_carries_one_and_none_for_an_unknown_agent(
-    tmp_path: Path,
-) -> None:
-    ex = extractor(tmp_path)
+async def test_one_failed_record_per_dead_letter_and_none_for_an_unknown_agent(tmp_path: Path) -> None:
+    harness = run(extractor(tmp_path))
     claim = conversation("0005").model_copy(update={"messages": None, "transcript_url": "https://p.example/t"})
-    with pytest.raises(PermanentError) as caught:
-        await ex(claim, ctx())  # the 404 transcript: the error carries its `failed` record
-    assert len(caught.value.emit) == 1
-    assert ex.dead_letter_emits(claim, ctx(), caught.value) == []
+    out = await harness.send(claim)  # the 404 transcript: permanent
+    assert out.status == "dead_lettered" and len(out.outputs) == 1
     nobody = conversation("0005").model_copy(update={"agent": Agent(id="nobody")})
-    with pytest.raises(UnknownAgent) as unknown:
-        await ex(nobody, ctx())
-    assert ex.dead_letter_emits(nobody, ctx(), unknown.value) == []
+    out = await harness.send(nobody)
+    assert out.status == "dead_lettered" and out.outputs == []
 
 
 async def test_a_malformed_claim_check_transcript_fails_permanently_but_still_says_failed(tmp_path: Path) -> None:
     body = orjson.dumps([{"role": "user", "text": "Call me back.", "start_seconds": -1}])
     claim = conversation("0005").model_copy(update={"messages": None, "transcript_url": "https://p.example/t"})
     transport = httpx.MockTransport(lambda r: httpx.Response(200, content=body))
-    with pytest.raises(PermanentError, match="message 0 is malformed: start_seconds") as caught:
-        await extractor(tmp_path, transport)(claim, ctx())
-    [emit] = caught.value.emit
-    failed = emit.value.extraction  # type: ignore[attr-defined]
-    assert failed.status == "failed" and "start_seconds" in failed.reason
+    out = await run(extractor(tmp_path, transport)).send(claim)
+    assert isinstance(out.error, PermanentError) and "message 0 is malformed: start_seconds" in str(out.error)
+    failed = extracted(out).extraction
+    assert failed.status == "failed" and failed.reason and "start_seconds" in failed.reason

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.agent_library import library, titles
 from schemas.agents import ConfigError, TaskAction, TriggerSpec, extraction_spec, load_catalog, trigger_id
-from services.router.library import library, titles
 from tests.unit.router.support import config, write
 
 DEFAULT = """

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from schemas.agents import extraction_spec, load_catalog
 from schemas.events import DecisionTrace
-from services.common.errors import PermanentError
-from services.common.runtime import RecordContext
+from schemas.routes import ROUTER
+from services.common.api import PermanentError, Service
+from services.common.harness import Harness, Outcome
 from services.router.catalog import CatalogHolder
 from services.router.engine import DRAFT_REASON, CompiledAgent
 from services.router.handler import RouterHandler
 from tests.unit.router.support import NOW, event, write
 
-CTX = RecordContext(
-    "router", "postcall.conversation-extracted.v1", "postcall.conversation-extracted.v1", 0, 0, "conv-1", 0, {}
-)
+
+async def route(tmp_path: Path, *args: object, **kw: object) -> Outcome:
+    """The router over the folder, on the in-memory runtime: one conversation in, what it became out."""
+    handler = RouterHandler(CatalogHolder(tmp_path, "(n/a)"), clock=lambda: NOW)
+    return await Harness(Service(ROUTER, handler.handle)).send(event(*args, **kw))
+
+
 PUBLISHED = """
     agent: support-line
     flows:
@@ -43,12 +46,12 @@ ASKED = {"Did the customer ask to be called back?": True}
 
 async def test_a_draft_flow_never_fires_on_live_traffic_even_when_its_conditions_pass(tmp_path: Path) -> None:
     write(tmp_path, "support-line.yaml", PUBLISHED)
-    emits = await RouterHandler(CatalogHolder(tmp_path, "(n/a)"), clock=lambda: NOW)(event(triggers=ASKED), CTX)
-    trace = emits[0].value
+    events = (await route(tmp_path, triggers=ASKED)).events
+    trace = events[0]
     assert isinstance(trace, DecisionTrace)
     draft = trace.flows[1]
     assert (draft.flow_id, draft.fired, draft.enabled, draft.reason) == ("callback-draft", False, False, DRAFT_REASON)
-    assert [getattr(e.value, "type", None) for e in emits[1:]] == ["webhook"]
+    assert [getattr(e, "type", None) for e in events[1:]] == ["webhook"]
 
 
 def test_publishing_is_removing_the_mark(tmp_path: Path) -> None:
@@ -84,8 +87,9 @@ async def test_a_draft_file_never_serves_live_traffic(tmp_path: Path) -> None:
     write(tmp_path, "support-line.draft.yaml", DRAFT_FILE)
     catalog = load_catalog(tmp_path)
     assert catalog.problems == () and catalog.lookup("support-line") is None and not catalog.is_broken("support-line")
-    with pytest.raises(PermanentError, match="no configuration for agent 'support-line'"):
-        await RouterHandler(CatalogHolder(tmp_path, "(n/a)"), clock=lambda: NOW)(event(), CTX)
+    out = await route(tmp_path)
+    assert out.status == "dead_lettered" and isinstance(out.error, PermanentError)
+    assert "no configuration for agent 'support-line'" in str(out.error)
     tried = catalog.trial().lookup("support-line")
     assert tried is not None and not tried.draft
 
@@ -97,8 +101,8 @@ async def test_a_draft_file_beside_the_published_one_is_tried_but_live_traffic_u
     write(tmp_path, "support-line.draft.yaml", DRAFT_FILE)
     catalog = load_catalog(tmp_path)
     assert catalog.problems == ()
-    emits = await RouterHandler(CatalogHolder(tmp_path, "(n/a)"), clock=lambda: NOW)(event(), CTX)
-    assert [f.flow_id for f in emits[0].value.flows] == ["crm", "callback-draft"]  # type: ignore[attr-defined]
+    trace = (await route(tmp_path)).events[0]
+    assert [f.flow_id for f in trace.flows] == ["crm", "callback-draft"]  # type: ignore[attr-defined]
     tried = catalog.trial().lookup("support-line")
     assert tried is not None and [f.id for f in tried.flows] == ["crm", "alert-everyone"]
 

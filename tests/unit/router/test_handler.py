@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from schemas.events import DecisionTrace
+from schemas.events import DecisionTrace, WebhookRequested
+from schemas.routes import ROUTER
 from schemas.topics import DECISIONS, action_topic
-from services.common.errors import PermanentError, RetryableError
-from services.common.runtime import RecordContext
+from services.common.api import PermanentError, RetryableError, Service
+from services.common.harness import Harness
 from services.router.catalog import CatalogHolder
 from services.router.handler import RouterHandler
 from tests.unit.router.support import NOW, event, write
 
-CTX = RecordContext(
-    "router", "postcall.conversation-extracted.v1", "postcall.conversation-extracted.v1", 0, 0, "conv-1", 0, {}
-)
 CONFIG = """
     agent: support-line
     flows:
@@ -32,32 +30,48 @@ CONFIG = """
 """
 
 
-def handler(tmp_path: Path, text: str = CONFIG) -> RouterHandler:
-    write(tmp_path, "support-line.yaml", text)
-    return RouterHandler(CatalogHolder(tmp_path, "(n/a)"), clock=lambda: NOW)
+class Router:
+    """The router's handler on the in-memory runtime, and its catalog to edit."""
+
+    def __init__(self, tmp_path: Path, text: str = CONFIG, *, burst: bool = True) -> None:
+        write(tmp_path, "support-line.yaml", text)
+        self.catalog = CatalogHolder(tmp_path, "(n/a)")
+        self.harness = Harness(Service(ROUTER, RouterHandler(self.catalog, clock=lambda: NOW).handle), burst=burst)
 
 
 async def test_emits_one_decision_trace_and_one_command_per_action_keyed_by_conversation(tmp_path: Path) -> None:
-    emits = await handler(tmp_path)(event(), CTX)
-    assert [(e.topic, e.key) for e in emits] == [
-        (DECISIONS, "conv-1"),
-        (action_topic("webhook"), "conv-1"),
-        (action_topic("schedule_call"), "conv-1"),
+    out = await Router(tmp_path).harness.send(event())
+    assert out.status == "ok"
+    assert [(o.topic, o.key) for o in out.outputs] == [
+        (DECISIONS, b"conv-1"),
+        (action_topic("webhook"), b"conv-1"),
+        (action_topic("schedule_call"), b"conv-1"),
     ]
-    trace = emits[0].value
+    trace, webhook, _ = out.events
     assert isinstance(trace, DecisionTrace) and [f.fired for f in trace.flows] == [True, False]
-    assert [p.action_id for p in trace.flows[0].actions] == [e.value.action_id for e in emits[1:]]  # type: ignore[attr-defined]
+    assert [p.action_id for p in trace.flows[0].actions] == [e.action_id for e in out.events[1:]]  # type: ignore[attr-defined]
+    assert isinstance(webhook, WebhookRequested)
+    assert [o.headers["ce_type"] for o in out.outputs][:2] == [
+        "dev.postcall.conversation.routed.v1",
+        "dev.postcall.action.webhook.requested.v1",
+    ]
 
 
-async def test_agent_without_configuration_is_a_permanent_error(tmp_path: Path) -> None:
-    with pytest.raises(PermanentError, match="no configuration for agent 'sales-line' version '7'"):
-        await handler(tmp_path)(event(agent={"id": "sales-line", "version": "7"}), CTX)
+async def test_agent_without_configuration_is_dead_lettered_at_once(tmp_path: Path) -> None:
+    out = await Router(tmp_path).harness.send(event(agent={"id": "sales-line", "version": "7"}))
+    assert (out.status, out.attempts, out.outputs, out.retries) == ("dead_lettered", 1, [], [])
+    assert isinstance(out.error, PermanentError)
+    assert "no configuration for agent 'sales-line' version '7'" in str(out.error)
+    [letter] = out.dead_letters
+    assert letter.headers["x-dlq-failure-category"] == "permanent"
 
 
 async def test_agent_whose_only_file_is_invalid_is_retried_not_dead_lettered_at_once(tmp_path: Path) -> None:
-    with pytest.raises(RetryableError, match="is invalid and was never loaded") as info:
-        await handler(tmp_path, CONFIG.replace("webhook", "webhok"))(event(), CTX)
-    assert not isinstance(info.value, PermanentError)
+    out = await Router(tmp_path, CONFIG.replace("webhook", "webhok")).harness.send(event())
+    assert isinstance(out.error, RetryableError) and not isinstance(out.error, PermanentError)
+    assert "is invalid and was never loaded" in str(out.error)
+    assert (len(out.retries), out.attempts, out.status) == (ROUTER.tiers, ROUTER.tiers + 1, "dead_lettered")
+    assert out.dead_letters[0].headers["x-dlq-failure-category"] == "retryable-exhausted"
 
 
 def _touch_later(path: Path) -> None:
@@ -66,26 +80,26 @@ def _touch_later(path: Path) -> None:
 
 
 async def test_reload_picks_up_a_change_and_outputs_carry_the_new_revision(tmp_path: Path) -> None:
-    h = handler(tmp_path)
-    before = (await h(event(), CTX))[0].value
-    assert not h.catalog.reload_if_changed()  # nothing changed
+    r = Router(tmp_path)
+    [before] = (await r.harness.send(event())).on(DECISIONS)
+    assert not r.catalog.reload_if_changed()  # nothing changed
     path = write(tmp_path, "support-line.yaml", CONFIG.replace("VOICEMAIL", "CUSTOMER_HANGUP"))
     _touch_later(path)
-    assert h.catalog.reload_if_changed()
-    after = await h(event(), CTX)
-    assert isinstance(before, DecisionTrace) and isinstance(after[0].value, DecisionTrace)
-    assert after[0].value.config_revision != before.config_revision
-    assert all(e.value.config_revision == after[0].value.config_revision for e in after[1:])  # type: ignore[attr-defined]
-    assert [f.fired for f in after[0].value.flows] == [True, True]
+    assert r.catalog.reload_if_changed()
+    after = (await r.harness.send(event())).events
+    assert isinstance(before, DecisionTrace) and isinstance(after[0], DecisionTrace)
+    assert after[0].config_revision != before.config_revision
+    assert all(e.config_revision == after[0].config_revision for e in after[1:])  # type: ignore[attr-defined]
+    assert [f.fired for f in after[0].flows] == [True, True]
 
 
 async def test_a_bad_edit_keeps_the_last_good_revision(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    h = handler(tmp_path)
-    revision = h.catalog.lookup("support-line", "3").revision  # type: ignore[union-attr]
+    r = Router(tmp_path)
+    revision = r.catalog.lookup("support-line", "3").revision  # type: ignore[union-attr]
     path = write(tmp_path, "support-line.yaml", CONFIG.replace("title: x", "title: '{{nope}}'"))
     _touch_later(path)
-    assert h.catalog.reload_if_changed()
-    assert h.catalog.lookup("support-line", "3").revision == revision  # type: ignore[union-attr]
+    assert r.catalog.reload_if_changed()
+    assert r.catalog.lookup("support-line", "3").revision == revision  # type: ignore[union-attr]
     assert "template names undefined variable 'nope'" in caplog.text
-    emits = await h(event(), CTX)
-    assert emits[0].value.config_revision == revision  # type: ignore[attr-defined]
+    [trace] = (await r.harness.send(event())).on(DECISIONS)
+    assert isinstance(trace, DecisionTrace) and trace.config_revision == revision

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas.topics import RETRY_TIERS
+from schemas.routes import ROUTER
 from services.router.settings import RouterSettings
 
 
@@ -19,6 +19,6 @@ def test_defaults_match_the_topic_registry(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("POSTCALL_CONFIG_DIR", "/etc/postcall/agents")
     monkeypatch.setenv("POSTCALL_RELOAD_INTERVAL_SECONDS", "2.5")
     settings = RouterSettings()
-    assert len(settings.runtime.retry_delays_seconds) == RETRY_TIERS["router"]
+    assert len(settings.runtime.retry_delays_seconds) == ROUTER.tiers
     assert str(settings.config_dir) == "/etc/postcall/agents" and settings.reload_interval_seconds == 2.5
     assert settings.fallback_text == "(not available)"

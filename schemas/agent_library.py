@@ -1,6 +1,7 @@
-"""The template library (library.yaml): seed 001's ten starting points as ready flows.
+"""The template library (agent_library.yaml), part of the configuration format: seed 001's ten
+starting points as ready flows.
 
-A flow says `use_template: <name>` and overrides what it needs; the loader in schemas.agent_loader
+A flow says `use_template: <name>` and overrides what it needs; the loader (schemas.agent_loader)
 expands it before validation, so a template flow is checked like any other.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-LIBRARY_FILE = Path(__file__).with_name("library.yaml")
+LIBRARY_FILE = Path(__file__).with_name("agent_library.yaml")
 
 
 @functools.cache

@@ -1,0 +1,246 @@
+"""Each service's route, declared once: what it consumes, what it produces and where, how it retries.
+
+    Route(service, consumes=(stream, ...), produces=(Output(stream, partition), ...),
+          retry_delays_seconds, ordering, max_in_flight, forwards_headers, reads)
+
+A handler returns events; the route decides where each goes: the output whose stream's model is the
+event's class gives the topic, the stream gives the key and `ce_type`, the output gives the partition
+("key": Kafka's partitioner over the key; "input": the partition number the input first arrived on,
+for state co-partitioned with the input such as the dispatcher's ledger) and may key by the input's
+key instead of the event's.
+
+Derived from these declarations, and nowhere else: the topic registry below (what `postcall topics
+create`, the Strimzi KafkaTopic manifests and the AsyncAPI document are made of), each service's retry
+and dead-letter topics, its runtime settings' defaults (services.common.settings.ServiceSettings) and
+the runtime's start-up checks (`Route.check`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from schemas import headers as h
+from schemas import topics as t
+from schemas.topics import Stream, Topic
+
+Partitioning = Literal["key", "input"]
+Keying = Literal["event", "input"]
+Ordering = Literal["key", "unordered"]
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a route sends the events of one model. key "event": the stream's key of the event;
+    "input": the input record's key. partition "key": Kafka's partitioner over the key; "input": the
+    partition number the input first arrived on."""
+
+    stream: Stream[Any]
+    partition: Partitioning = "key"
+    key: Keying = "event"
+
+
+def _same(name: str) -> str:
+    return name
+
+
+@dataclass(frozen=True)
+class Route:
+    service: str
+    description: str
+    consumes: tuple[Stream[Any], ...]
+    produces: tuple[Output, ...]
+    #: the delay of each retry tier; the tier topics exist for exactly this many (settings may use fewer)
+    retry_delays_seconds: tuple[float, ...]
+    ordering: Ordering = "key"
+    max_in_flight: int = 64
+    #: the longest wait a remote's Retry-After may ask for (a longer one is cut to this)
+    retry_after_cap_seconds: float = 3600.0
+    #: input headers copied onto every output (e.g. x-reextract-of, so a re-extraction is traceable)
+    forwards_headers: tuple[str, ...] = ()
+    #: topics the service reads outside the runtime (state restored at assignment)
+    reads: tuple[str, ...] = ()
+    #: applied to the retry and dead-letter topic names (see renamed)
+    rename: Callable[[str], str] = _same
+
+    @property
+    def tiers(self) -> int:
+        return len(self.retry_delays_seconds)
+
+    @property
+    def retry_topics(self) -> tuple[str, ...]:
+        return tuple(self.rename(t.retry_topic(self.service, i + 1)) for i in range(self.tiers))
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.rename(t.dead_letter_topic(self.service))
+
+    @property
+    def group_id(self) -> str:
+        return f"postcall-{self.service}"
+
+    @property
+    def input_topics(self) -> tuple[str, ...]:
+        return tuple(s.topic for s in self.consumes)
+
+    @property
+    def output_topics(self) -> tuple[str, ...]:
+        return tuple(o.stream.topic for o in self.produces)
+
+    def topics(self) -> list[str]:
+        """Every topic the route touches: inputs, outputs, retry tiers and its dead-letter topic."""
+        return list(
+            dict.fromkeys([*self.input_topics, *self.output_topics, *self.retry_topics, self.dead_letter_topic])
+        )
+
+    @functools.cached_property
+    def outputs_by_model(self) -> Mapping[type, Output]:
+        return {o.stream.model: o for o in self.produces}
+
+    @functools.cached_property
+    def streams_by_topic(self) -> Mapping[str, Stream[Any]]:
+        return {s.topic: s for s in self.consumes}
+
+    def output_for(self, event: object) -> Output | None:
+        return self.outputs_by_model.get(type(event))
+
+    def renamed(self, rename: Callable[[str], str], *, service: str | None = None) -> Route:
+        """The same route on other topic names (and optionally another service name): tests and
+        benchmarks run a real service's route on topics of their own."""
+        return dataclasses.replace(
+            self,
+            service=service or self.service,
+            consumes=tuple(s.renamed(rename) for s in self.consumes),
+            produces=tuple(dataclasses.replace(o, stream=o.stream.renamed(rename)) for o in self.produces),
+            reads=tuple(rename(name) for name in self.reads),
+            rename=rename,
+        )
+
+    def consuming(self, *topics: str) -> Route:
+        """The same route consuming only these of its input topics (a test feeding one action type)."""
+        unknown = set(topics) - set(self.input_topics)
+        if unknown:
+            raise ValueError(f"{self.service} does not consume {sorted(unknown)}")
+        return dataclasses.replace(self, consumes=tuple(s for s in self.consumes if s.topic in topics))
+
+    def check(self, retry_delays_seconds: Sequence[float]) -> None:
+        """Start-up checks: refuse a configuration the route cannot carry out (raises ValueError)."""
+        if len(retry_delays_seconds) > self.tiers:
+            # a tier without a topic would leave a failed record with nowhere to go
+            raise ValueError(
+                f"{self.service}: {len(retry_delays_seconds)} retry delays configured "
+                f"({list(retry_delays_seconds)}) but its route declares {self.tiers} retry tiers"
+            )
+        models = [o.stream.model for o in self.produces]
+        if len(set(models)) != len(models):
+            raise ValueError(f"{self.service}: two outputs for one model; each event class has one destination")
+        if len(set(self.input_topics)) != len(self.input_topics):
+            raise ValueError(f"{self.service}: a topic is consumed twice")
+
+    def runtime_defaults(self) -> dict[str, Any]:
+        """The runtime settings this route implies (environment variables override them)."""
+        return {
+            "retry_delays_seconds": list(self.retry_delays_seconds),
+            "ordering": self.ordering,
+            "max_in_flight": self.max_in_flight,
+            "retry_after_cap_seconds": self.retry_after_cap_seconds,
+        }
+
+
+EXTRACTOR = Route(
+    "extractor",
+    "Fills each agent's extraction spec from the conversation (LLM or heuristic).",
+    consumes=(t.CONVERSATIONS_ENDED,),
+    produces=(Output(t.CONVERSATIONS_EXTRACTED),),
+    retry_delays_seconds=(5.0, 60.0, 600.0, 3600.0),
+    max_in_flight=64,
+    # one header from the LLM endpoint must not pause extraction for a day (the circuit's cool-down still applies)
+    retry_after_cap_seconds=300.0,
+    forwards_headers=(h.REEXTRACT_OF,),
+)
+
+ROUTER = Route(
+    "router",
+    "Evaluates the agent's flows; one decision trace and one command per fired action.",
+    consumes=(t.CONVERSATIONS_EXTRACTED,),
+    produces=(Output(t.DECISION_TRACES), *(Output(s) for s in t.ACTION_STREAMS.values())),
+    # a configuration file being fixed is the usual reason to retry
+    retry_delays_seconds=(5.0, 60.0, 600.0),
+    max_in_flight=256,  # the router only computes: many records in flight are cheap
+)
+
+DISPATCHER = Route(
+    "dispatcher",
+    "Performs each action once and records its outcome (the ledger).",
+    consumes=tuple(t.ACTION_STREAMS.values()),
+    # on the action's own partition number: the ledger of a partition is read by its owner only
+    produces=(Output(t.ACTION_RESULT_STREAM, partition="input"),),
+    # 5 s, 5 min, 30 min, 2 h, 5 h, 10 h (the Standard Webhooks / Svix schedule)
+    retry_delays_seconds=(5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0),
+    # a conversation's actions are independent side effects: in key order a slow destination would
+    # hold back the same conversation's actions to fast ones
+    ordering="unordered",
+    max_in_flight=1024,
+    reads=(t.ACTION_RESULTS,),
+)
+
+ROUTES: tuple[Route, ...] = (EXTRACTOR, ROUTER, DISPATCHER)
+SERVICES: tuple[str, ...] = tuple(r.service for r in ROUTES)
+
+
+def route_of(service: str) -> Route:
+    for route in ROUTES:
+        if route.service == service:
+            return route
+    raise KeyError(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
+
+
+def registry() -> list[Topic]:
+    """Every topic: the main streams, then each service's retry tiers and dead-letter topic."""
+    p = t.default_partitions()
+    topics = []
+    for stream in t.STREAMS:
+        producers = [r.service for r in ROUTES if stream.topic in r.output_topics]
+        consumers = [r.service for r in ROUTES if stream.topic in (*r.input_topics, *r.reads)]
+        topics.append(
+            Topic(
+                stream.topic,
+                stream.description,
+                p,
+                stream.retention_ms,
+                stream.cleanup_policy,
+                producers=(*stream.external_producers, *producers),
+                consumers=(*dict.fromkeys([*consumers, *stream.external_consumers]),),
+            )
+        )
+    for route in ROUTES:
+        own = (route.service,)
+        for tier, name in enumerate(route.retry_topics, start=1):
+            topics.append(
+                Topic(
+                    name,
+                    f"{route.service} retry tier {tier} (delay topic).",
+                    p,
+                    7 * t.DAY_MS,
+                    producers=own,
+                    consumers=own,
+                )
+            )
+        topics.append(
+            Topic(
+                route.dead_letter_topic,
+                f"{route.service} dead letters, with their reason in headers.",
+                p,
+                30 * t.DAY_MS,
+                producers=own,
+                consumers=("postcall dlq",),
+            )
+        )
+    return topics
+
+
+def by_name() -> dict[str, Topic]:
+    return {topic.name: topic for topic in registry()}

@@ -1,0 +1,282 @@
+"""What one record becomes: decoded, handled, and turned into the records to produce.
+
+The Kafka runtime (services.common.runtime) and the in-memory harness (services.common.harness) run
+every record through this module, so the harness proves the same decisions the broker carries out:
+
+    ok              the handler's events, each routed by the route (topic, key, partition, ce_type)
+    retry           a copy of the input on retry tier N with a due time, plus the failure hook's events
+    dead letter     the input, byte for byte, on the dead-letter topic, plus the failure hook's events
+
+A retryable failure on attempt N goes to tier N (a later one when the remote's Retry-After is longer
+than tier N's delay); after the last tier, or on a permanent error, to the dead-letter topic. Hop
+headers of an earlier hop are replaced, not repeated, so records do not grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from schemas import headers as h
+from services.common import codec, metrics
+from services.common.api import Context, Event, Failure, Service
+from services.common.codec import Outgoing
+from services.common.errors import (
+    Deferred,
+    InvalidRecord,
+    PermanentError,
+    RetryableError,
+    UndeclaredEvent,
+)
+from services.common.settings import RuntimeSettings
+
+log = logging.getLogger("postcall.runtime")
+
+MAX_MESSAGE = 1000
+
+
+@dataclass
+class Verdict:
+    """A failed record's fate and the records that carry it out (to produce before committing)."""
+
+    fate: Literal["retry", "dead_letter"]
+    records: list[Outgoing]
+    error: BaseException
+    tier: int = 0
+    delay: float = 0.0
+    extra: list[Outgoing] = field(default_factory=list)  # the failure hook's outputs, also in records
+
+
+class Processor:
+    """One service's record logic: contexts, decoding, the handler call, routing and failure fates."""
+
+    def __init__(self, service: Service[Any], settings: RuntimeSettings, group_id: str) -> None:
+        route = service.route
+        route.check(settings.retry_delays_seconds)
+        self.service, self.route, self.settings, self.group_id = service, route, settings, group_id
+        self.name = route.service
+        self.retry_topics = route.retry_topics[: len(settings.retry_delays_seconds)]
+        self._retry_set = frozenset(self.retry_topics)
+        self.dead_letter_topic = route.dead_letter_topic
+        self._decoders = {s.topic: codec.decoder(s.model) for s in route.consumes}
+        self._handler_seconds = metrics.HANDLER_DURATION.labels(self.name)
+
+    def is_retry_topic(self, topic: str) -> bool:
+        return topic in self._retry_set
+
+    def context(self, record: Any, headers: Mapping[str, str]) -> Context:
+        """Hop headers are only trusted on our own retry tiers, and parsed defensively: anyone can
+        produce a record with an `x-retry-attempt: abc` header to a main topic."""
+        hop = headers if record.topic in self._retry_set else {}
+        return Context(
+            service=self.name,
+            topic=hop.get(h.RETRY_ORIGINAL_TOPIC) or record.topic,
+            partition=_int(hop.get(h.RETRY_ORIGINAL_PARTITION), record.partition),
+            offset=_int(hop.get(h.RETRY_ORIGINAL_OFFSET), record.offset),
+            key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+            timestamp_ms=_int(hop.get(h.RETRY_ORIGINAL_TIMESTAMP), record.timestamp),
+            attempt=max(1, _int(hop.get(h.RETRY_ATTEMPT), 1)),
+            headers={k: v for k, v in headers.items() if k not in h.HOP_HEADERS} if headers else headers,
+        )
+
+    def decode(self, record: Any, ctx: Context) -> Any:
+        decoder = self._decoders.get(ctx.topic)
+        if decoder is None:  # a retry copy claiming an origin this route does not consume
+            raise InvalidRecord(f"topic {ctx.topic!r} is not an input of {self.name}")
+        return codec.decode(decoder, record.value, self.settings.max_record_bytes)
+
+    async def handle(self, event: Any, ctx: Context) -> Sequence[Event]:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.handler_timeout_seconds):  # no extra task, unlike wait_for
+                return await self.service.handle(event, ctx)
+        except TimeoutError:
+            raise RetryableError(f"handler took longer than {self.settings.handler_timeout_seconds:.0f}s") from None
+        finally:
+            self._handler_seconds.observe(time.perf_counter() - started)
+
+    def outputs(self, events: Sequence[Event], ctx: Context) -> list[Outgoing]:
+        """Each event to its route's output: topic, key and ce_type from the stream, partition by policy."""
+        out = []
+        forwarded = {k: ctx.headers[k] for k in self.route.forwards_headers if k in ctx.headers}
+        for event in events:
+            output = self.route.output_for(event)
+            if output is None:
+                raise UndeclaredEvent(f"{type(event).__name__} is not an output of the {self.name} route")
+            stream = output.stream
+            key = stream.key(event) if output.key == "event" else ctx.key
+            headers = codec.cloudevent_headers(event, stream.ce_type, self.name, key)
+            headers.update(forwarded)
+            out.append(
+                Outgoing(
+                    stream.topic,
+                    key.encode() if key is not None else None,
+                    codec.encode(event),
+                    headers,
+                    partition=ctx.partition if output.partition == "input" else None,
+                    event=event,
+                )
+            )
+        return out
+
+    def fail(self, record: Any, ctx: Context, event: Any, exc: BaseException) -> Verdict:
+        """Where a failed record goes: a retry tier while tiers remain and the error is retryable."""
+        retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
+        attempt, tier = ctx.attempt, choose_tier(self.settings.retry_delays_seconds, ctx.attempt, retry_after)
+        if isinstance(exc, Deferred) and self.retry_topics:
+            tier, attempt = 1, ctx.attempt - 1  # not attempted: back soon with the same attempt number
+        if not is_retryable(exc) or tier > len(self.retry_topics):
+            return self.dead_letter(record, ctx, event, exc)
+        s = self.settings
+        delay = tier_delay(s.retry_delays_seconds, tier, s.retry_jitter, retry_after, s.retry_after_cap_seconds)
+        headers = retry_headers(record, ctx, exc, attempt, wall_clock() + delay)
+        copy = Outgoing(self.retry_topics[tier - 1], record.key, record.value, headers)
+        extra = self._hook(event, ctx, Failure(exc, "retry", "retry"))
+        return Verdict("retry", [*extra, copy], exc, tier, delay, extra)
+
+    def dead_letter(
+        self, record: Any, ctx: Context, event: Any, exc: BaseException, *, value_dropped: str | None = None
+    ) -> Verdict:
+        """The input on the dead-letter topic with why; `value_dropped` when even it cannot be written."""
+        headers = dead_letter_headers(
+            record, ctx, exc, service=self.name, version=self.service.version, group=self.group_id
+        )
+        value = record.value
+        extra: list[Outgoing] = []
+        if value_dropped is not None:
+            headers[h.DLQ_VALUE_DROPPED] = value_dropped
+            value = None
+        else:
+            extra = self._hook(event, ctx, Failure(exc, "dead_letter", category(exc)))
+        letter = Outgoing(self.dead_letter_topic, record.key, value, headers)
+        return Verdict("dead_letter", [*extra, letter], exc, extra=extra)
+
+    def _hook(self, event: Any, ctx: Context, failure: Failure) -> list[Outgoing]:
+        hook = self.service.on_failure
+        if hook is None or event is None:
+            return []
+        try:
+            return self.outputs(hook(event, ctx, failure), ctx)
+        except Exception:  # a broken hook must not keep the record from its retry tier or dead letter
+            log.exception("failure hook raised; the record's fate is carried out without its outputs")
+            return []
+
+
+# ── tiers and hop headers ─────────────────────────────────────────────────────────────────────────
+
+
+def now_iso() -> str:
+    return codec.now_iso()
+
+
+def describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def category(exc: BaseException) -> str:
+    if isinstance(exc, InvalidRecord):
+        return h.CATEGORY_POISON
+    if isinstance(exc, PermanentError):
+        return h.CATEGORY_PERMANENT
+    return h.CATEGORY_RETRIES_EXHAUSTED
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Unknown exceptions are retryable (see services.common.errors); permanent ones are not."""
+    return not isinstance(exc, PermanentError)
+
+
+def choose_tier(delays: Sequence[float], attempt: int, retry_after: float | None) -> int:
+    """The tier for a failure on `attempt` (1-based): normally tier `attempt`; when the remote asked
+    for a longer wait than that tier's delay, the first later tier at least that long (or the last),
+    so one record's long Retry-After never parks a short tier's partition behind it. The tier only
+    chooses the delay: the attempt count still grows by one per real attempt."""
+    tier = attempt
+    if retry_after is None or tier > len(delays):
+        return tier
+    while tier < len(delays) and delays[tier - 1] < retry_after:
+        tier += 1
+    return tier
+
+
+def tier_delay(delays: Sequence[float], tier: int, jitter: float, retry_after: float | None, cap: float) -> float:
+    """Seconds until a record in `tier` (1-based) is due: the tier's delay ± jitter, at least Retry-After."""
+    base = delays[tier - 1]
+    delay = base * (1 + random.uniform(-jitter, jitter)) if jitter else base
+    if retry_after is not None:  # honoured, but never past the tier's own delay (see choose_tier)
+        delay = max(delay, min(retry_after, cap, base * (1 + jitter)))
+    return max(0.0, delay)
+
+
+def _carried(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k not in h.HOP_HEADERS}
+
+
+def retry_headers(record: Any, ctx: Context, exc: BaseException, attempt: int, due_at: float) -> dict[str, str]:
+    previous = codec.header_dict(record.headers)
+    out = _carried(previous)
+    out.update(
+        {
+            h.RETRY_ATTEMPT: str(attempt + 1),
+            h.RETRY_DUE_AT: f"{due_at:.3f}",
+            h.RETRY_ORIGINAL_TOPIC: ctx.topic,
+            h.RETRY_ORIGINAL_PARTITION: str(ctx.partition),
+            h.RETRY_ORIGINAL_OFFSET: str(ctx.offset),
+            h.RETRY_ORIGINAL_TIMESTAMP: str(ctx.timestamp_ms),
+            h.RETRY_FIRST_FAILURE_AT: previous.get(h.RETRY_FIRST_FAILURE_AT) or now_iso(),
+            h.RETRY_LAST_ERROR: describe(exc),
+        }
+    )
+    return out
+
+
+def dead_letter_headers(
+    record: Any, ctx: Context, exc: BaseException, *, service: str, version: str, group: str
+) -> dict[str, str]:
+    previous = codec.header_dict(record.headers)
+    out = _carried(previous)
+    failed_at = now_iso()
+    out.update(
+        {
+            h.DLQ_ORIGINAL_TOPIC: ctx.topic,
+            h.DLQ_ORIGINAL_PARTITION: str(ctx.partition),
+            h.DLQ_ORIGINAL_OFFSET: str(ctx.offset),
+            h.DLQ_ORIGINAL_TIMESTAMP: str(ctx.timestamp_ms),
+            h.DLQ_CONSUMER_GROUP: group,
+            h.DLQ_SERVICE: service,
+            h.DLQ_SERVICE_VERSION: version,
+            h.DLQ_HOST: socket.gethostname(),
+            h.DLQ_EXCEPTION_CLASS: f"{type(exc).__module__}.{type(exc).__qualname__}",
+            h.DLQ_EXCEPTION_MESSAGE: describe(exc),
+            h.DLQ_FAILURE_CATEGORY: category(exc),
+            h.DLQ_ATTEMPTS: str(ctx.attempt),
+            h.DLQ_FIRST_FAILURE_AT: previous.get(h.RETRY_FIRST_FAILURE_AT) or failed_at,
+            h.DLQ_LAST_FAILURE_AT: failed_at,
+        }
+    )
+    return out
+
+
+def due_time_of(headers: Mapping[str, str]) -> float:
+    try:
+        return float(headers.get(h.RETRY_DUE_AT, "0"))
+    except ValueError:
+        return 0.0
+
+
+def wall_clock() -> float:
+    return time.time()
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
