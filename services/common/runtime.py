@@ -34,6 +34,7 @@ from services.common.process import Processor, Verdict, category, describe, due_
 from services.common.settings import KafkaSettings, RuntimeSettings
 
 log = logging.getLogger("postcall.runtime")
+TOPIC_WAIT_SECONDS = 30.0
 
 
 class Runtime:
@@ -100,6 +101,7 @@ class Runtime:
         await self._producer.start()
         try:
             await self._consumer.start()
+            await self._wait_for_topics()
             self._consumer.subscribe([*self.main_topics, *self.retry_topics], listener=_Listener(self))
             if s.metrics_port:
                 await health.start()
@@ -110,6 +112,21 @@ class Runtime:
             self.started = False
             await self._shutdown()
             await health.stop()
+
+    async def _wait_for_topics(self) -> None:
+        """A start-up check from the route: every topic it reads or writes exists. A topic created a moment
+        ago may not be in every broker's metadata yet; subscribing before it is would leave it unassigned
+        until the next metadata refresh (minutes), so wait for it, and refuse to start when it never comes."""
+        assert self._consumer is not None
+        wanted = {*self.main_topics, *self.retry_topics, self.dead_letter_topic, *self.route.output_topics}
+        deadline = time.monotonic() + TOPIC_WAIT_SECONDS
+        while missing := wanted - await self._consumer.topics():
+            if time.monotonic() > deadline or self._stopping.is_set():
+                raise RuntimeError(
+                    f"{self.service}: topics missing on the cluster: {', '.join(sorted(missing))} "
+                    "(create them with `postcall topics create`)"
+                )
+            await asyncio.sleep(0.2)
 
     async def _shutdown(self) -> None:
         consumer = self._consumer
