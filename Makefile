@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install tools kafka run demo test test-fast lint bench chaos schemas lock clean
+.PHONY: help install tools kafka run demo test test-fast lint bench chaos schemas lock screenshots clean
 
 help:
 	@echo "make run    - Kafka + topics + the three services + the webhook ingress (URL printed) + demo sink;"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - benchmarks, results in bench/results/"
 	@echo "make lock   - pin the image's dependencies with hashes (requirements/*.lock)"
+	@echo "make screenshots - the console's browser tests, saving their screenshots to docs/console/ (docs/console.md)"
 	@echo "make chaos  - three-broker chaos run"
 
 $(STAMP): pyproject.toml
@@ -38,6 +39,9 @@ demo: kafka
 
 test: kafka tools
 	$(PY) -m pytest -q -p no:cacheprovider
+
+screenshots: kafka tools
+	POSTCALL_SCREENSHOTS=docs/console $(PY) -m pytest -q -p no:cacheprovider tests/integration/console/test_console_browser.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"

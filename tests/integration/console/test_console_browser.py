@@ -1,0 +1,203 @@
+"""The console in a real browser: Debian's headless Chromium (Playwright) against the query API served by
+uvicorn on 127.0.0.1, over a real store. Log in, find a call by filter, open its timeline, see an
+evidence quote highlighted, hostile text shown as text, run "try a flow" on an edited configuration, and
+a viewer who cannot redrive. Screenshots go to docs/console/ with `make screenshots` (docs/console.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright.async_api import Page, expect
+
+from schemas.events import ConversationEnded
+from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED
+from services.api.app import create_app
+from services.api.settings import ApiSettings
+from services.devkit.kafka import free_port
+from services.store import rows as r
+from services.store import writer
+from services.store.db import Store
+from services.store.settings import DatabaseSettings
+from tests.hostile.corpus import SCRIPT, cases
+from tests.integration.console.conftest import AGENTS, ROOT, create_token
+from tests.support.browser import PHONE, chromium, needs_chromium, screenshot
+from tests.support.calls import T0, ended, extracted, rows_of, story
+
+pytestmark = needs_chromium
+EXAMPLE = ROOT / "examples" / "conversations" / "0005-callback-request.json"
+
+
+@dataclass
+class Served:
+    url: str
+    store: Store
+    operator: str
+    viewer: str
+
+
+async def seed(store: Store) -> None:
+    records: list[tuple[str, Any]] = []
+    for i in range(12):
+        records += story(f"call-{i:02d}", at=T0 + timedelta(minutes=i), customer=f"Customer {i}")
+    callback = ConversationEnded.model_validate_json(EXAMPLE.read_bytes())
+    records += [(CONVERSATION_ENDED, callback), (CONVERSATION_EXTRACTED, extracted(callback))]
+    hostile = ConversationEnded.model_validate_json(next(c.value for c in cases() if c.key == "hostile-script"))
+    records += [(CONVERSATION_ENDED, hostile), (CONVERSATION_EXTRACTED, extracted(hostile))]
+    special = ended("evidence-call", at=T0 + timedelta(hours=2), customer="Rosa Evidence")
+    records += [(CONVERSATION_ENDED, special), (CONVERSATION_EXTRACTED, extracted(special))]
+    rows = rows_of(records)
+    source = r.Source("postcall.dispatcher.dlq.v1", 0, 3, int(T0.timestamp() * 1000))
+    rows.extend(r.dead_letter(source, "dispatcher", b"call-03", b'{"action_id": "a"}', {}))
+    await writer.write(store, rows)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    port = free_port()
+    settings = ApiSettings.model_validate(
+        {"database": {"url": url}, "api": {"port": port}, "console": {"config_dir": str(AGENTS), "refresh_seconds": 1}}
+    )
+    async with Store.open(DatabaseSettings(url=url), writer=True) as store:
+        await seed(store)
+        operator, viewer = await create_token(store, "olivia", "operator"), await create_token(store, "victor", "viewer")
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings, store=store), host="127.0.0.1", port=port, log_config=None)
+        )
+        task = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag
+            await asyncio.sleep(0.05)
+        try:
+            yield Served(f"http://127.0.0.1:{port}", store, operator, viewer)
+        finally:
+            server.should_exit = True
+            await task
+
+
+async def log_in(page: Page, served: Served, token: str) -> None:
+    await page.goto(served.url + "/console/conversations")
+    await expect(page).to_have_url(f"{served.url}/console/login?next=/console/conversations")
+    await page.get_by_label("API token").fill(token)
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page).to_have_url(served.url + "/console/conversations")
+
+
+async def test_log_in_find_a_call_by_filter_and_see_its_evidence_highlighted(served: Served) -> None:
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.operator)
+        await expect(page.get_by_text("olivia")).to_be_visible()
+        await screenshot(page, "conversations")
+        await page.get_by_label("Search").fill("rosa")
+        await page.get_by_role("button", name="Filter").click()
+        rows = page.locator("table.nav-rows tbody tr[data-href]")
+        await expect(rows).to_have_count(1)
+        await expect(page).to_have_url(re.compile(r"/console/conversations\?q=rosa&.*tz=America%2FChicago"))
+        ended_at = rows.first.locator("time")
+        await expect(ended_at).to_contain_text("06:00:00 AM CDT")  # 11:00 UTC in the viewer's zone
+        await rows.first.get_by_role("link").click()
+        await expect(page.get_by_role("heading", name="Call evidence-call")).to_be_visible()
+        value = page.locator("button.evidence").first
+        mark = page.locator("section.transcript mark.ev").first
+        await expect(mark).not_to_have_class("ev hl")
+        await value.click()
+        await expect(mark).to_have_class("ev hl")
+        await expect(mark).to_have_text("Please call me back tomorrow.")
+        background = await mark.evaluate("m => getComputedStyle(m).backgroundColor")
+        assert background not in ("rgba(0, 0, 0, 0)", "transparent")
+        await screenshot(page, "timeline", full_page=True)
+
+
+async def test_hostile_transcripts_render_as_text_in_the_browser(served: Served) -> None:
+    async with chromium() as browser:
+        page = await browser.new_page()
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: dialogs.append(d.message))
+        await log_in(page, served, served.viewer)
+        await page.goto(served.url + "/console/conversations/hostile-script")
+        transcript = page.locator("section.transcript")
+        await expect(transcript).to_contain_text("<script>document.title='pwned'</script>")
+        await expect(transcript).to_contain_text('<img src=x onerror="document.title=\'pwned\'">')
+        assert await transcript.locator("script, img, b, svg").count() == 0
+        await page.goto(served.url + "/console/conversations")
+        await expect(page.get_by_text("<svg onload=alert(1)>Mallory")).to_be_visible()
+        assert await page.locator("main svg").count() == 0
+        await page.wait_for_timeout(300)
+        assert await page.title() != "pwned" and dialogs == []
+        assert SCRIPT.startswith("<script>")
+
+
+async def test_try_a_flow_on_an_edited_configuration(served: Served) -> None:
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.viewer)  # a dry run has no side effect: viewers may try
+        await page.get_by_role("link", name="Try a flow").click()
+        await page.get_by_label("Paste a ConversationEnded").check()
+        await page.get_by_label("Pasted payload").fill(EXAMPLE.read_text())
+        await page.get_by_label("This file, edited:").check()
+        await page.get_by_label("File to edit").select_option("support-line.yaml")
+        box = page.get_by_label("Configuration file")
+        await expect(box).to_contain_text("crm-case-update")
+        text = await box.input_value()
+        await box.fill(
+            text + "  - id: tried-in-the-browser\n    draft: true\n    when: {ai: \"Did the customer ask to be "
+            "called back, request a follow-up call, or ask for someone to contact them later?\"}\n"
+            "    actions: [{type: task, priority: Urgent, title: 'Ring {{customer_number}} back'}]\n"
+        )
+        await page.get_by_role("button", name="Run the dry run").click()
+        result = page.locator("#try-result")
+        await expect(result).to_contain_text("nothing was produced or sent", timeout=60_000)
+        tried = result.locator("details", has_text="tried-in-the-browser")
+        await expect(tried).to_contain_text("would fire")
+        await expect(tried.locator("pre.payload")).to_contain_text('"title": "Ring +16305550123 back"')
+        await screenshot(page, "try-a-flow", full_page=True)
+
+
+async def test_a_viewer_cannot_redrive(served: Served) -> None:
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.viewer)
+        await page.get_by_role("link", name="Dead letters").click()
+        await expect(page.get_by_role("heading", name="By service and reason")).to_be_visible()
+        await expect(page.get_by_role("button", name="Redrive")).to_have_count(0)
+        status = await page.evaluate(
+            """async () => {
+                const token = JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRF-Token'];
+                const body = new URLSearchParams({service: 'dispatcher', dry_run: '0', csrf_token: token});
+                const answer = await fetch('/console/operations/redrive', {method: 'POST', body});
+                return answer.status;
+            }"""
+        )
+        assert status == 403
+        async with served.store.read() as conn:
+            from services.store import queries
+
+            pending = await queries.list_dead_letters(conn, queries.DeadLetterFilter(state="pending"))
+        assert len(pending.items) == 1  # nothing was redriven
+
+
+async def test_usable_at_phone_width_and_from_the_keyboard(served: Served) -> None:
+    async with chromium(PHONE) as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.operator)
+        assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        await screenshot(page, "conversations-phone")
+        await page.keyboard.press("/")
+        await expect(page.get_by_label("Search")).to_be_focused()
+        await page.keyboard.press("Escape")
+        await page.locator("body").click(position={"x": 5, "y": 5})
+        await page.keyboard.press("j")
+        focused = await page.evaluate("document.activeElement.getAttribute('href')")
+        assert focused is not None and focused.startswith("/console/conversations/")
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("heading", name="Timeline")).to_be_visible()
+        assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        await screenshot(page, "timeline-phone", full_page=True)
