@@ -68,12 +68,15 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     )
     async with Store.open(DatabaseSettings(url=url), writer=True) as store:
         await seed(store)
-        operator, viewer = await create_token(store, "olivia", "operator"), await create_token(store, "victor", "viewer")
+        operator, viewer = (
+            await create_token(store, "olivia", "operator"),
+            await create_token(store, "victor", "viewer"),
+        )
         server = uvicorn.Server(
             uvicorn.Config(create_app(settings, store=store), host="127.0.0.1", port=port, log_config=None)
         )
         task = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag
+        while not server.started:
             await asyncio.sleep(0.05)
         try:
             yield Served(f"http://127.0.0.1:{port}", store, operator, viewer)
@@ -125,7 +128,7 @@ async def test_hostile_transcripts_render_as_text_in_the_browser(served: Served)
         await page.goto(served.url + "/console/conversations/hostile-script")
         transcript = page.locator("section.transcript")
         await expect(transcript).to_contain_text("<script>document.title='pwned'</script>")
-        await expect(transcript).to_contain_text('<img src=x onerror="document.title=\'pwned\'">')
+        await expect(transcript).to_contain_text("<img src=x onerror=\"document.title='pwned'\">")
         assert await transcript.locator("script, img, b, svg").count() == 0
         await page.goto(served.url + "/console/conversations")
         await expect(page.get_by_text("<svg onload=alert(1)>Mallory")).to_be_visible()
@@ -148,8 +151,8 @@ async def test_try_a_flow_on_an_edited_configuration(served: Served) -> None:
         await expect(box).to_contain_text("crm-case-update")
         text = await box.input_value()
         await box.fill(
-            text + "  - id: tried-in-the-browser\n    draft: true\n    when: {ai: \"Did the customer ask to be "
-            "called back, request a follow-up call, or ask for someone to contact them later?\"}\n"
+            text + '  - id: tried-in-the-browser\n    draft: true\n    when: {ai: "Did the customer ask to be '
+            'called back, request a follow-up call, or ask for someone to contact them later?"}\n'
             "    actions: [{type: task, priority: Urgent, title: 'Ring {{customer_number}} back'}]\n"
         )
         await page.get_by_role("button", name="Run the dry run").click()
