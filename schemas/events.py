@@ -330,6 +330,9 @@ ACTION_MODELS: dict[str, type[ActionBase]] = {
 }
 
 
+RESPONSE_EXCERPT_CHARS = 1000
+
+
 class ActionCompleted(Model):
     """The dispatcher's outcome for one attempt of one action on postcall.action-results.v1 (compacted).
 
@@ -346,4 +349,16 @@ class ActionCompleted(Model):
     status_code: int | None = None
     latency_ms: float | None = None
     error: str | None = None
+    response_excerpt: str | None = Field(
+        None,
+        max_length=RESPONSE_EXCERPT_CHARS,
+        description="The start of the receiver's answer (http actions), secrets redacted; for the console and "
+        "downstream consumers.",
+    )
+    result_id: str | None = Field(
+        None,
+        max_length=256,
+        description="The id the receiver's answer named (an http action's result_id_pointer, a Sheets row's "
+        "range, a Slack message's ts): 'CRM case 4471 updated'.",
+    )
     completed_at: Timestamp

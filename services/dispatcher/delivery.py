@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -51,6 +51,8 @@ class Delivery:
     status_code: int | None = None
     latency_ms: float | None = None
     note: str | None = None  # e.g. recipients an SMTP server refused while accepting others
+    response_excerpt: str | None = None  # the start of the receiver's answer (http actions)
+    result_id: str | None = None  # the id the receiver's answer named (an http action's result_id_pointer)
 
 
 class AttemptDetails:
@@ -96,6 +98,9 @@ class HttpOptions:
     user_agent: str = "postcall-dispatcher"
 
 
+Redact = Callable[..., str]  # (text, limit=None) -> text without the destination's secrets
+
+
 class HttpSender:
     """Sends through the destination's own client, opened once at start; never one per request."""
 
@@ -108,13 +113,38 @@ class HttpSender:
         self, dest: UrlDestination, *, action_type: str, msg_id: str, body: bytes, method: str = "POST"
     ) -> Delivery:
         headers = self._headers(dest, msg_id, body)
+
+        async def one(exchange: Exchange) -> Answer:
+            return await exchange.request(method, dest.endpoint, headers, body)
+
+        answer, latency_ms = await self.attempt(dest, action_type, one)
+        return Delivery("delivered", dest.name, answer.status, latency_ms)
+
+    async def attempt(
+        self,
+        dest: UrlDestination,
+        action_type: str,
+        run: Callable[[Exchange], Awaitable[Answer]],
+        *,
+        judge: Callable[[Answer], PostcallError | None] | None = None,
+        redact: Redact | None = None,
+    ) -> tuple[Answer, float]:
+        """One attempt: `run` makes its requests (one, or a token fetch, a lookup and a write) through
+        the destination's client, within one isolation slot and ONE deadline for all of them. The
+        answer `run` returns is judged (default: by its status; `judge` for APIs that answer 200 with
+        an error); a failure is raised as a delivery error. Returns the answer and the latency in ms."""
+        redact = redact or dest.redact
         timeout = self._registry.timeout(dest)
         async with self._registry.gate(dest.name).slot() as slot:
             started = time.perf_counter()
             try:
-                answer = await self._request(dest, method, headers, body, timeout)
+                async with asyncio.timeout(timeout):
+                    answer = await run(Exchange(self._clients[dest.name], self._options, timeout))
+            except PostcallError as exc:  # raised by `run` itself (a refused token request, say)
+                slot.record(not isinstance(exc, RetryableError))
+                raise
             except AddressRefused as exc:
-                raise failure(PermanentError(f"SSRF guard: {exc}"), dest.name, redact=dest.redact) from None
+                raise failure(PermanentError(f"SSRF guard: {exc}"), dest.name, redact=redact) from None
             except (httpx.TimeoutException, TimeoutError):
                 slot.record(False)
                 raise failure(RetryableError(f"no answer within {timeout:g}s"), dest.name) from None
@@ -125,50 +155,25 @@ class HttpSender:
             except httpx.HTTPError as exc:  # connection refused or reset, the receiver's protocol errors
                 slot.record(False)
                 lost = RetryableError(f"{type(exc).__name__}: {exc}")
-                raise failure(lost, dest.name, redact=dest.redact) from None
+                raise failure(lost, dest.name, redact=redact) from None
             finally:
                 elapsed = time.perf_counter() - started
                 delivery_duration(action_type, dest.name).observe(elapsed)
-            error = self._classify(dest, answer)
+            error = self._classify(dest, answer) or (judge(answer) if judge else None)
             slot.record(not isinstance(error, RetryableError))
         latency_ms = round(elapsed * 1000, 3)
         if error is not None:
-            detail = answer.detail(dest.redact)
-            raise failure(error, dest.name, answer.status, latency_ms, detail=detail, redact=dest.redact)
-        return Delivery("delivered", dest.name, answer.status, latency_ms)
+            detail = answer.detail(redact)
+            raise failure(error, dest.name, answer.status, latency_ms, detail=detail, redact=redact)
+        return answer, latency_ms
 
     def _headers(self, dest: UrlDestination, msg_id: str, body: bytes) -> dict[str, str]:
         # webhook-id on every request, signed or not (Slack): the receiver's key to drop a repeat
-        headers = {
-            "content-type": "application/json",
-            "user-agent": self._options.user_agent,
-            "webhook-id": msg_id,
-            "accept-encoding": "identity",  # only a snippet of the answer is read, and never decompressed
-        }
+        headers = {"content-type": "application/json", "webhook-id": msg_id}
         if isinstance(dest, HttpDestination):
             headers.update(dest.header_values)
-            if dest.signer is not None:
-                try:
-                    headers.update(dest.signer.headers(msg_id, body))
-                except ValueError as exc:
-                    raise failure(PermanentError(str(exc)), dest.name) from None
+            headers.update(signature(dest, msg_id, body))
         return headers
-
-    async def _request(
-        self, dest: UrlDestination, method: str, headers: dict[str, str], body: bytes, timeout: float
-    ) -> Answer:
-        client = self._clients[dest.name]
-        # httpx timeouts bound each read; the outer bound stops a receiver that trickles bytes forever
-        async with asyncio.timeout(timeout):
-            request = client.build_request(method, dest.endpoint, content=body, headers=headers, timeout=timeout)
-            response = await client.send(request, stream=True)
-            try:
-                snippet = await _read_some(response)
-            finally:
-                await response.aclose()
-        status, got, opts = response.status_code, response.headers, self._options
-        wait = parse_retry_after(status, got, opts.retry_after_cap)
-        return Answer(status, None if wait is None else max(wait, opts.retry_after_floor), got.get("location"), snippet)
 
     def _classify(self, dest: UrlDestination, answer: Answer) -> PostcallError | None:
         if answer.status == 410:
@@ -177,12 +182,60 @@ class HttpSender:
         return classify_http_status(answer.status, answer.retry_after)
 
 
+def signature(dest: HttpDestination, msg_id: str, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers when the destination signs, else none."""
+    if dest.signer is None:
+        return {}
+    try:
+        return dest.signer.headers(msg_id, body)
+    except ValueError as exc:
+        raise failure(PermanentError(str(exc)), dest.name) from None
+
+
+class Exchange:
+    """The requests of one attempt, on the destination's client, under the attempt's deadline."""
+
+    def __init__(self, client: httpx.AsyncClient, options: HttpOptions, timeout: float) -> None:
+        self._client = client
+        self._options = options
+        self._timeout = timeout
+
+    async def request(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        read_limit: int = SNIPPET_BYTES,
+    ) -> Answer:
+        """The answer with at most `read_limit` bytes of its body; httpx timeouts bound each read, the
+        attempt's deadline (around `run`) stops a receiver that trickles bytes forever."""
+        # only the start of an answer is read, and never decompressed
+        headers = {"user-agent": self._options.user_agent, **headers, "accept-encoding": "identity"}
+        request = self._client.build_request(
+            method, url, content=body, headers=headers, params=params, timeout=self._timeout
+        )
+        response = await self._client.send(request, stream=True)
+        try:
+            raw = await _read_some(response, read_limit)
+        finally:
+            await response.aclose()
+        status, got, opts = response.status_code, response.headers, self._options
+        wait = parse_retry_after(status, got, opts.retry_after_cap)
+        wait = None if wait is None else max(wait, opts.retry_after_floor)
+        return Answer(status, wait, got.get("location"), snippet(raw), raw, got.get("content-type", ""))
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
     retry_after: float | None  # seconds, already read (429 and 503 only) and bounded
     location: str | None
-    snippet: str
+    snippet: str  # the start of the body, whitespace collapsed, for messages
+    body: bytes = b""  # the start of the body as sent (up to the request's read limit)
+    content_type: str = ""
 
     def detail(self, redact: Callable[[str, int], str]) -> str:
         """What the error message quotes: where a redirect pointed, and the start of the body, both
@@ -191,7 +244,7 @@ class Answer:
         return "; ".join(part for part in (moved, redact(self.snippet, 200)) if part)
 
 
-async def _read_some(response: httpx.Response) -> str:
+async def _read_some(response: httpx.Response, limit: int) -> bytes:
     """The start of the body as sent: raw bytes, so a small compressed body cannot expand in memory."""
     chunks: list[bytes] = []
     size = 0
@@ -200,9 +253,13 @@ async def _read_some(response: httpx.Response) -> str:
     async for chunk in raw:
         chunks.append(chunk)
         size += len(chunk)
-        if size >= SNIPPET_BYTES:
+        if size >= limit:
             break
-    text = b"".join(chunks)[:SNIPPET_BYTES].decode("utf-8", errors="replace")
+    return b"".join(chunks)[:limit]
+
+
+def snippet(raw: bytes) -> str:
+    text = raw[:SNIPPET_BYTES].decode("utf-8", errors="replace")
     return " ".join(text.split())
 
 

@@ -41,6 +41,8 @@ def result(
     status_code: int | None = None,
     latency_ms: float | None = None,
     error: str | None = None,
+    response_excerpt: str | None = None,
+    result_id: str | None = None,
 ) -> ActionCompleted:
     completed = ActionCompleted(
         action_id=action.action_id,
@@ -52,6 +54,8 @@ def result(
         status_code=status_code,
         latency_ms=latency_ms,
         error=error,
+        response_excerpt=response_excerpt,
+        result_id=result_id,
         completed_at=datetime.now(UTC),
     )
     deliveries(completed.type, completed.destination or NO_DESTINATION, outcome).inc()
@@ -107,6 +111,8 @@ class Dispatcher:
             status_code=delivery.status_code,
             latency_ms=delivery.latency_ms,
             error=delivery.note,
+            response_excerpt=delivery.response_excerpt,
+            result_id=delivery.result_id,
         )
 
 
