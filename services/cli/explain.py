@@ -50,7 +50,7 @@ async def collect(
     kafka: KafkaSettings, conversation_id: str, decisions: str = DECISIONS, action_results: str = ACTION_RESULTS
 ) -> Story:
     story = Story(conversation_id)
-    needle = conversation_id.encode()
+    needle = orjson.dumps(conversation_id)[1:-1]  # as it appears inside the JSON (control characters escaped)
     async for value in _values(kafka, decisions, needle):
         trace = _parse(DecisionTrace, value)
         if trace is not None and trace.conversation_id == conversation_id:

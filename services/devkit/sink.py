@@ -151,7 +151,7 @@ class Sink:
         return headers.get("connection", "").lower() != "close"
 
     def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
-        if method == "GET":
+        if method == "GET" and path not in self._scripts:  # a scripted GET: a hostile transcript_url, say
             if path == "/received":
                 return Reply(body=orjson.dumps(self.received))
             if path == "/counts":

@@ -1,8 +1,14 @@
 """The hostile-input corpus: records a platform (or an attacker) could publish, and where each must land.
 
-`write_corpus(path)` writes them as one kcat input file (`key<TAB>value` per line, published with
-`kcat -P -K '\\t' -l`): JSON stays on one line, so tabs and newlines inside it are escaped and the
-delimiters are unambiguous even for the invalid UTF-8 record.
+`write_corpus(path)` writes the plain ones as one kcat input file (`key<TAB>value` per line, published
+with `kcat -P -K '\\t' -l`): JSON stays on one line, so tabs and newlines inside it are escaped and the
+delimiters are unambiguous even for the invalid UTF-8 record. Records with headers of their own (forged
+hop headers, header bytes that are not UTF-8) or no value at all (a tombstone) are published one by
+one (`kcat_args`).
+
+Beside the records: a hostile agent (HOSTILE_AGENT: a backtracking-prone `matches` on a caller's
+value, Slack text made of caller values, webhooks to hostile receivers), the hostile receivers'
+destinations (HOSTILE_DESTINATIONS) and hostile configuration files (HOSTILE_YAML).
 """
 
 from __future__ import annotations
@@ -21,9 +27,16 @@ BASE = orjson.loads((EXAMPLES / "0001-support-resolved-hangup.json").read_bytes(
 class Case:
     name: str
     key: str
-    value: bytes
+    value: bytes | None  # None: a tombstone
     lands: str  # "dlq:<service>" or "processed"
     reason: str = ""  # substring of the dead letter's reason
+    headers: tuple[tuple[str, bytes], ...] = ()  # besides the CloudEvents ones every record gets
+    attempts: int | None = 1  # attempts before the dead letter (None: more than one, retry tiers spent)
+
+    @property
+    def plain(self) -> bool:
+        """Publishable in the one kcat input file."""
+        return self.value is not None and not self.headers
 
 
 SCRIPT = (
@@ -43,7 +56,52 @@ def _nested(depth: int) -> bytes:
     return b'{"conversation_id": "deep", "metadata": ' + b"[" * depth + b"]" * depth + b"}"
 
 
-def cases() -> list[Case]:
+OSC8_LINK = "\x1b]8;;https://evil.example/\x1b\\click here\x1b]8;;\x1b\\"
+CLEAR_SCREEN = "\x1b[2J\x1b[H"
+MARKUP_KEY = "conv-[/]" + OSC8_LINK  # crashed `postcall dlq list`; the link fooled the terminal
+MARKUP_ID = "conv-[/bold]" + CLEAR_SCREEN  # crashed `postcall explain` / `reextract`
+SLACK_NOTE = "Call <!channel> now & see <https://evil.example|https://bank.example/login>"
+PATTERN_NOTE = ("word " * 900)[:4095] + "!"  # took hours on a backtracking engine for (.|\s)*refund
+FORGED_HOP = (
+    ("x-retry-attempt", b"abc"),
+    ("x-retry-original-topic", b"postcall.actions.webhook.v1"),
+    ("x-retry-due-at", b"nan"),
+    ("x-replay-count", b"\xc2\xb2"),  # "²"
+    ("x-dlq-original-topic", b"postcall.actions.webhook.v1"),
+)
+
+
+def hostile_agent_cases(transcript_url: str) -> list[Case]:
+    """Conversations of HOSTILE_AGENT, and a claim check on a server that trickles its answer."""
+    agent = {"id": "hostile-line"}
+    return [
+        Case(
+            "unsafe-pattern",
+            "hostile-pattern",
+            orjson.dumps(conversation("hostile-pattern", agent=agent, dynamic_variables={"note": PATTERN_NOTE})),
+            "processed",
+        ),
+        Case(
+            "slack-markup",
+            "hostile-slack",
+            orjson.dumps(
+                conversation("hostile-slack", agent=agent, dynamic_variables={"note": SLACK_NOTE + " refund"})
+            ),
+            "processed",
+        ),
+        Case(
+            "trickling-transcript-server",
+            "hostile-transcript",
+            orjson.dumps(conversation("hostile-transcript", messages=None, transcript_url=transcript_url)),
+            "dlq:extractor",
+            "transcript_url did not finish within",
+            attempts=None,
+        ),
+    ]
+
+
+def cases(transcript_url: str | None = None) -> list[Case]:
+    """Every record case; with `transcript_url` (a trickling server) also HOSTILE_AGENT's."""
     big_text = "The customer explains the problem again in great detail. " * 36_000  # ~2 MB
     injection = (
         "{{__import__('os').system('id')}} {{ conversation_summary.__class__.__mro__ }} ${7*7} "
@@ -118,7 +176,64 @@ def cases() -> list[Case]:
         ),
         Case("duplicate-event-1", "hostile-dup", orjson.dumps(conversation("hostile-dup")), "processed"),
         Case("duplicate-event-2", "hostile-dup", orjson.dumps(conversation("hostile-dup")), "processed"),
+        Case("tombstone", "hostile-tombstone", None, "dlq:extractor", "tombstone"),
+        Case(
+            "forged-hop-headers",
+            "hostile-forged",
+            orjson.dumps(conversation("hostile-forged")),
+            "processed",
+            headers=FORGED_HOP,
+        ),
+        Case(
+            "header-bytes-not-utf8",
+            "hostile-header-bytes",
+            orjson.dumps(conversation("hostile-header-bytes")),
+            "processed",
+            headers=(("[/bold]", b"\xff\xfe"), ("x-note", OSC8_LINK.encode())),
+        ),
+        Case(
+            "markup-and-escapes-in-a-dead-lettered-key",
+            MARKUP_KEY,
+            orjson.dumps({"conversation_id": MARKUP_KEY}),
+            "dlq:extractor",
+            "schema violation",
+            headers=(("x-replay-count", b"abc"),),
+        ),
+        Case("markup-and-escapes-in-an-id", MARKUP_ID, orjson.dumps(conversation(MARKUP_ID)), "processed"),
+        *(hostile_agent_cases(transcript_url) if transcript_url else []),
     ]
+
+
+def kcat_args(case: Case) -> tuple[list[bytes], bytes]:
+    """kcat arguments and standard input that publish one non-plain case."""
+    args = [b"-K", b"\t", b"-Z"] + [a for k, v in case.headers for a in (b"-H", k.encode() + b"=" + v)]
+    return args, case.key.encode() + b"\t" + (case.value or b"")
+
+
+# ── The hostile agent and the hostile receivers (the stack's configuration in the corpus test) ─────
+
+HOSTILE_AGENT = """\
+agent: hostile-line
+flows:
+  - id: refund-pattern
+    when: {field: dynamic_variables.note, op: matches, value: '(.|\\s)*refund'}
+    actions:
+      - {type: slack, destination: ops-slack, text: "<!here> refund asked: {{dynamic_variables.note}}"}
+  - id: hostile-receivers
+    when: {field: dynamic_variables.note, op: exists}
+    actions:
+      - {type: webhook, destination: hostile-retry-after, body: {id: "{{conversation_uuid}}"}}
+      - {type: webhook, destination: hostile-flood, body: {id: "{{conversation_uuid}}"}}
+      - {type: webhook, destination: hostile-drip, body: {id: "{{conversation_uuid}}"}}
+"""
+
+HOSTILE_DESTINATIONS = """
+  - {name: hostile-retry-after, kind: http, url: "http://127.0.0.1:${SINK_PORT}/hostile/retry-after",
+     allow_private: true}
+  - {name: hostile-flood, kind: http, url: "http://127.0.0.1:${SINK_PORT}/hostile/flood", allow_private: true}
+  - {name: hostile-drip, kind: http, url: "http://127.0.0.1:${SINK_PORT}/hostile/drip", allow_private: true,
+     timeout_seconds: 1}
+"""
 
 
 # ── Hostile configuration: what an agent author (or a bad merge) can put in a YAML file ───────────
@@ -145,10 +260,11 @@ HOSTILE_YAML: list[tuple[str, str, int, str]] = [
 ]
 
 
-def write_corpus(path: Path) -> list[Case]:
-    all_cases = cases()
+def write_corpus(path: Path, transcript_url: str | None = None) -> list[Case]:
+    """The plain cases into one kcat input file; returns every case (the others: `kcat_args`)."""
+    all_cases = cases(transcript_url)
     with path.open("wb") as f:
-        for case in all_cases:
-            assert b"\n" not in case.value and b"\t" not in case.value, case.name
+        for case in (c for c in all_cases if c.plain):
+            assert case.value is not None and b"\n" not in case.value and b"\t" not in case.value, case.name
             f.write(case.key.encode() + b"\t" + case.value + b"\n")
     return all_cases
