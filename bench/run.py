@@ -44,6 +44,7 @@ BENCHMARKS: list[tuple[str, str, str]] = [
     ("e2e", "bench.e2e", "end-to-end latency, conversation ended to action delivered"),
     ("memory", "bench.memory", "peak memory per service"),
     ("ledger", "bench.ledger", "dispatcher memory with 10 million ids in its idempotency ledger, against its limit"),
+    ("ingress", "bench.ingress", "webhook ingress vs a bare aiokafka send_and_wait loop, concurrency 32"),
 ]
 
 

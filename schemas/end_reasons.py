@@ -388,10 +388,11 @@ def platform_key(platform: str) -> str:
 
 
 def _canonical_value(raw: str) -> EndReason | None:
-    try:
-        return EndReason(raw.strip().upper())
-    except ValueError:
-        return None
+    # a dict lookup: EndReason(value) raising ValueError for every vendor value costs ~50 us a call
+    return _BY_VALUE.get(raw.strip().upper())
+
+
+_BY_VALUE: dict[str, EndReason] = {reason.value: reason for reason in EndReason}
 
 
 def canonical_end_reason(platform: str | None, raw: object) -> EndReason:
