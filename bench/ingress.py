@@ -34,7 +34,8 @@ import orjson
 from bench.context import BenchContext
 from bench.e2e import percentile
 from bench.measure import best_of, check_line, info_line, median_of, ratio_line
-from schemas.topics import CONVERSATION_ENDED, by_name
+from schemas.routes import by_name
+from schemas.topics import CONVERSATION_ENDED
 from services.common.kafka import ensure_topics, producer
 from services.devkit.kafka import free_port
 from services.devkit.webhooks import DEMO_ENDPOINT, DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
