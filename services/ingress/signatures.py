@@ -14,7 +14,7 @@ names what is wrong and never a secret or an expected signature.
 | Standard Webhooks | `webhook-id`, `-timestamp`, `-signature` | `id.timestamp.` + body (`standardwebhooks`) |
 
 The vendors' own helpers (retell-sdk, elevenlabs, standardwebhooks) sign and verify the same bytes:
-tests/unit/ingress/test_signatures.py proves it both ways. docs/adr/0002 says why the Retell and
+tests/unit/ingress/test_signatures.py proves it both ways. docs/adr/0003 says why the Retell and
 ElevenLabs checks are ours and not the SDKs' at run time.
 """
 
