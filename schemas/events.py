@@ -166,6 +166,9 @@ class ExtractedValue(Model):
     evidence: str | None = Field(None, description="The transcript quote that supports the value.")
     confidence: float | None = Field(None, ge=0, le=1)
     needs_review: bool = Field(False, description="Confidence under the configured threshold.")
+    raw: Scalar = Field(
+        None, description="What the model answered when it was normalised into `value` (e.g. 2026-03-17T00:00:00)."
+    )
 
 
 class TriggerAnswer(Model):
@@ -186,8 +189,9 @@ class Usage(Model):
 class Extraction(Model):
     status: Literal["ok", "failed"]
     reason: str | None = Field(None, description="Why extraction failed, or what was degraded.")
-    provider: str
+    provider: str = Field(description="heuristic or openai (any OpenAI-compatible endpoint).")
     model: str | None = None
+    endpoint: str | None = Field(None, description="The LLM endpoint's base URL (no credentials); None: heuristic.")
     config_revision: str
     fields: dict[str, ExtractedValue] = Field(default_factory=dict)
     dynamic: dict[str, ExtractedValue] = Field(default_factory=dict, description="dyn_* template variables.")

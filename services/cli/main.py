@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.routes import SERVICES
-from services.cli import config, dlq, explain, options, publish, reextract, store, topics, trial
+from services.cli import config, dlq, evaluate, explain, options, publish, reextract, store, topics, trial
 from services.cli.republish import RepublishFailed
 
 app = typer.Typer(help="Post-call automation on Kafka.", no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -29,6 +29,7 @@ app.command("explain")(explain.explain)
 app.command("reextract")(reextract.reextract)
 app.command("try")(trial.try_)
 app.command("publish")(publish.publish)
+app.command("eval")(evaluate.evaluate)
 
 
 @app.command("run")

@@ -9,6 +9,9 @@ no .netrc credentials) and follows no redirects.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import openai
@@ -20,6 +23,8 @@ from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
 from services.extractor.settings import ExtractorSettings
 from services.extractor.specs import SpecSource
+
+log = logging.getLogger("postcall.extractor")
 
 
 def open_llm(settings: ExtractorSettings) -> list[openai.AsyncOpenAI]:
@@ -62,21 +67,35 @@ def open_http(settings: ExtractorSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
 
 
+@asynccontextmanager
+async def open_provider(settings: ExtractorSettings) -> AsyncIterator[OpenAIProvider | None]:
+    """The `openai` provider, its endpoint probed once (capabilities.py), or None: the heuristic. Says at
+    start which provider is active (and which model at which URL, in which mode)."""
+    clients = open_llm(settings)
+    provider = llm_provider(settings, clients)
+    if provider is None:
+        log.info("extraction provider: heuristic (no LLM endpoint configured; set POSTCALL_LLM__BASE_URL or "
+                 "POSTCALL_LLM__API_KEY to use a model)", extra={"provider": "heuristic"})  # fmt: skip
+        yield None
+        return
+    try:
+        await provider.start()
+        yield provider
+    finally:
+        await provider.close()
+        for client in clients:
+            await client.close()
+
+
 async def main() -> None:
     settings = ExtractorSettings()  # config_dir comes from the environment (POSTCALL_CONFIG_DIR)
     plog.setup("extractor", settings.log_level)
     specs = SpecSource(settings.config_dir)
-    clients = open_llm(settings)
-    async with open_http(settings) as http:
-        provider = llm_provider(settings, clients)
+    async with open_http(settings) as http, open_provider(settings) as provider:
         extractor = Extractor(settings, specs, http, provider)
         runtime = Runtime(extractor.service(), kafka=settings.kafka, settings=settings.runtime)
-        try:
-            async with specs.watching(settings.reload_interval_seconds):
-                await serve(runtime)
-        finally:
-            for client in clients:
-                await client.close()
+        async with specs.watching(settings.reload_interval_seconds):
+            await serve(runtime)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,15 @@
 request (response_format json_schema, strict: true) and as a pydantic model that validates the reply.
 
 Strict structured outputs need every property required and `additionalProperties: false`; a value the
-transcript does not support is expressed as null. The schema uses only keywords every OpenAI-compatible
-server understands (no `format`, no `pattern`): formats are said in descriptions and checked by the
-pydantic model, whose errors are what the repair round shows the model.
+transcript does not support is expressed as null. By default the schema uses only keywords every
+OpenAI-compatible server understands: formats are said in descriptions and checked by the pydantic
+model, whose errors are what the repair round shows the model. For a server whose grammar compiles
+them (llama.cpp; `keywords=True`), the schema also carries `format` (date, date-time), `pattern` (time,
+E.164, email) and `maxLength`, so a small model cannot write a malformed date or a runaway quote.
+
+Before validation, unambiguous values are normalised (a date with a midnight time, "4:30 PM" for a
+time, a national phone number with the agent's default country code, "mailto:"); the model's raw value
+is kept on the record (ExtractedValue.raw) whenever it differs from the value used.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from schemas.agents import ExtractionSpec, FieldSpec
 from schemas.events import ExtractedValue, TriggerAnswer
-from services.extractor.values import EMAIL, normalize_phone
+from services.extractor.values import EMAIL, find_times, normalize_phone
 
 JsonSchema = dict[str, Any]
 FORMATS = {
@@ -29,6 +35,23 @@ FORMATS = {
     "integer": "A whole number.",
 }
 JSON_TYPES = {"string": "string", "number": "number", "integer": "integer", "boolean": "boolean"}
+# what a grammar-constraining server (llama.cpp) is told beyond the types; the validator checks the same
+KEYWORDS: dict[str, JsonSchema] = {
+    "date": {"format": "date"},
+    "datetime": {"format": "date-time"},
+    "time": {"pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+    "phone": {"pattern": "^\\+[1-9][0-9]{6,14}$"},
+    "email": {"pattern": "^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}$"},
+    "string": {"maxLength": 120},
+}
+EVIDENCE_CHARS = 160  # a quote of a sentence or two; a small model otherwise fills every string to the bound
+# answer tokens per value, by type: what max_tokens is sized from (JSON keys and punctuation included)
+VALUE_TOKENS = {"boolean": 2, "integer": 6, "number": 8, "date": 8, "datetime": 14, "time": 5, "phone": 9,
+                "email": 14, "string": 32}  # fmt: skip
+SLOT_TOKENS = 24 + 45  # "value", "evidence", "confidence" keys and a confidence; an evidence quote
+TRIGGER_TOKENS = 30 + 45 + 45  # answer and confidence; an evidence quote; a one-sentence rationale
+ROUTE_TOKENS = 20 + 45
+SUMMARY_TOKENS = 130
 
 
 class Strict(BaseModel):
@@ -59,9 +82,35 @@ def _phone(country_code: str) -> Any:
 
 
 def _email(v: Any) -> Any:
-    if v is not None and not EMAIL.fullmatch(str(v).strip()):
+    if v is not None:
+        v = str(v).strip().removeprefix("mailto:")
+    if v is not None and not EMAIL.fullmatch(v):
         raise ValueError("not an email address")
-    return None if v is None else str(v).strip().lower()
+    return None if v is None else v.lower()
+
+
+_MIDNIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ]00:00(?::00(?:\.0+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
+_CLOCK = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])(?::[0-5][0-9](?:\.\d+)?)?$")
+
+
+def _date(v: Any) -> Any:
+    """2026-03-17T00:00:00 is the date 2026-03-17: a date-time at midnight says nothing more."""
+    if isinstance(v, str) and (m := _MIDNIGHT.match(v.strip())):
+        return m.group(1)
+    return v
+
+
+def _time(v: Any) -> Any:
+    """16:30, 16:30:00, 4:30 PM, half past four in the afternoon -> 16:30; anything else is left to fail."""
+    if not isinstance(v, str):
+        return v
+    text = v.strip()
+    if m := _CLOCK.match(text):
+        return f"{int(m.group(1)):02d}:{m.group(2)}"
+    found = find_times(text)
+    if len(found) == 1 and found[0].end - found[0].start >= len(text) - 2:
+        return found[0].value.isoformat("minutes")
+    return v
 
 
 def _literal(values: list[str]) -> Any:
@@ -86,18 +135,28 @@ def value_type(f: FieldSpec, country_code: str) -> Any:
         return _phone(country_code)
     if f.type == "email":
         return Annotated[str | None, BeforeValidator(_blank_to_none), BeforeValidator(_email)]
+    if f.type == "date":
+        return Annotated[date | None, BeforeValidator(_blank_to_none), BeforeValidator(_date)]
+    if f.type == "time":
+        return Annotated[time | None, BeforeValidator(_blank_to_none), BeforeValidator(_time)]
     return Annotated[simple[f.type] | None, BeforeValidator(_blank_to_none)]
 
 
-def value_schema(f: FieldSpec) -> JsonSchema:
+def value_schema(f: FieldSpec, keywords: bool = False) -> JsonSchema:
     parts = [f.description.strip(), FORMATS.get(f.type, "")]
     if f.required:
         parts.append("Required: fill it whenever the transcript supports a value.")
     if f.examples:
         parts.append("Examples: " + "; ".join(f.examples))
-    schema: JsonSchema = {"type": [JSON_TYPES.get(f.type, "string"), "null"]}
+    schema: JsonSchema
     if f.type == "enum":
-        schema["enum"] = [*(f.values or []), None]
+        # anyOf, not `type: [string, null]` with `enum`: some grammar compilers (llama-cpp-python's) drop
+        # an enum under a list type, and then any string passes
+        schema = {"anyOf": [{"type": "string", "enum": list(f.values or [])}, {"type": "null"}]}
+    else:
+        schema = {"type": [JSON_TYPES.get(f.type, "string"), "null"]}
+        if keywords:
+            schema.update(KEYWORDS.get(f.type, {}))
     if text := " ".join(p for p in parts if p):
         schema["description"] = text
     return schema
@@ -116,6 +175,10 @@ EVIDENCE: JsonSchema = {"type": ["string", "null"], "description": "Verbatim quo
 CONFIDENCE: JsonSchema = {"type": "number", "description": "0 to 1: how sure the transcript makes the value."}
 
 
+def _bounded(schema: JsonSchema, chars: int, keywords: bool) -> JsonSchema:
+    return {**schema, "maxLength": chars} if keywords else schema
+
+
 def dyn_field(name: str) -> FieldSpec:
     words = name.removeprefix("dyn_").replace("_", " ")
     return FieldSpec(name=name, type="string", description=f"The {words} as stated in the conversation.")
@@ -125,9 +188,12 @@ def route_choices(n_rules: int) -> list[str]:
     return [*(f"rule_{i + 1}" for i in range(n_rules)), "fallback"]
 
 
-def json_schema(spec: ExtractionSpec) -> JsonSchema:
+def json_schema(spec: ExtractionSpec, keywords: bool = False) -> JsonSchema:
+    evidence = _bounded(EVIDENCE, EVIDENCE_CHARS, keywords)
+    rationale = _bounded({"type": "string", "description": "One short sentence."}, EVIDENCE_CHARS, keywords)
+
     def slot(f: FieldSpec) -> JsonSchema:
-        return _obj({"value": value_schema(f), "evidence": EVIDENCE, "confidence": CONFIDENCE})
+        return _obj({"value": value_schema(f, keywords), "evidence": evidence, "confidence": CONFIDENCE})
 
     sections: dict[str, JsonSchema] = {}
     if spec.fields:
@@ -136,16 +202,35 @@ def json_schema(spec: ExtractionSpec) -> JsonSchema:
         sections["dynamic"] = _obj({n: slot(dyn_field(n)) for n in spec.dynamic_variables})
     if spec.triggers:
         sections["triggers"] = _obj({t.id: _obj(
-            {"answer": {"type": "boolean"}, "rationale": {"type": "string", "description": "One short sentence."},
-             "evidence": EVIDENCE, "confidence": CONFIDENCE}, t.question) for t in spec.triggers})  # fmt: skip
+            {"answer": {"type": "boolean"}, "rationale": rationale,
+             "evidence": evidence, "confidence": CONFIDENCE}, t.question) for t in spec.triggers})  # fmt: skip
     if spec.recipient_routes:
         sections["recipients"] = _obj({r.id: _obj(
             {"choice": {"type": "string", "enum": route_choices(len(r.rules))},
-             "rationale": {"type": "string"}}, "; ".join(f"rule_{i + 1}: {rule.when}" for i, rule in enumerate(r.rules))
+             "rationale": _bounded({"type": "string"}, EVIDENCE_CHARS, keywords)},
+            "; ".join(f"rule_{i + 1}: {rule.when}" for i, rule in enumerate(r.rules))
             + "; fallback: none of the rules clearly applies") for r in spec.recipient_routes})  # fmt: skip
     if spec.summary:
-        sections["summary"] = {"type": ["string", "null"], "description": "Two or three sentences."}
+        sections["summary"] = _bounded({"type": ["string", "null"], "description": "Two or three sentences."}, 480,
+                                       keywords)  # fmt: skip
     return _obj(sections)
+
+
+def output_tokens(spec: ExtractionSpec) -> int:
+    """A cap on the answer's tokens that a complete answer never reaches (each value, evidence and
+    rationale at a generous length, plus a quarter) and a looping one reaches soon."""
+
+    def value(kind: str, values: list[str] | None) -> int:
+        if kind == "enum":
+            return 2 + max((len(v) // 3 + 1 for v in values or []), default=4)
+        return VALUE_TOKENS.get(kind, 32)
+
+    total = 16
+    total += sum(SLOT_TOKENS + len(f.name) // 3 + value(f.type, f.values) for f in spec.fields)
+    total += sum(SLOT_TOKENS + len(n) // 3 + VALUE_TOKENS["string"] for n in spec.dynamic_variables)
+    total += len(spec.triggers) * TRIGGER_TOKENS + len(spec.recipient_routes) * ROUTE_TOKENS
+    total += SUMMARY_TOKENS if spec.summary else 0
+    return int(total * 1.25) + 32
 
 
 def _safe(name: str) -> str:
@@ -196,20 +281,25 @@ def _plain(v: Any) -> Any:
     return v.isoformat() if isinstance(v, date | datetime) else v
 
 
-def _values(section: BaseModel | None) -> dict[str, ExtractedValue]:
+def _values(section: BaseModel | None, raw: Any) -> dict[str, ExtractedValue]:
     if section is None:
         return {}
     out = {}
     for key, slot in section.model_dump(by_alias=True).items():
-        out[key] = ExtractedValue(value=_plain(slot["value"]), evidence=slot["evidence"] if slot["value"] is not None
-                                  else None, confidence=slot["confidence"])  # fmt: skip
+        value = _plain(slot["value"])
+        said = raw.get(key, {}).get("value") if isinstance(raw, dict) and isinstance(raw.get(key), dict) else None
+        kept = said if said is not None and said != value and isinstance(said, str | int | float | bool) else None
+        out[key] = ExtractedValue(value=value, evidence=slot["evidence"] if value is not None else None,
+                                  confidence=slot["confidence"], raw=kept)  # fmt: skip
     return out
 
 
-def read_answer(answer: BaseModel, spec: ExtractionSpec) -> dict[str, Any]:
-    """The validated answer as Extraction keyword arguments (recipients resolved to addresses)."""
-    fields = _values(getattr(answer, "k_fields", None))
-    dynamic = _values(getattr(answer, "k_dynamic", None))
+def read_answer(answer: BaseModel, spec: ExtractionSpec, raw: Any = None) -> dict[str, Any]:
+    """The validated answer as Extraction keyword arguments (recipients resolved to addresses); `raw`,
+    the answer's JSON as the model wrote it, gives each normalised value its raw form."""
+    raw = raw if isinstance(raw, dict) else {}
+    fields = _values(getattr(answer, "k_fields", None), raw.get("fields"))
+    dynamic = _values(getattr(answer, "k_dynamic", None), raw.get("dynamic"))
     triggers_section = getattr(answer, "k_triggers", None)
     triggers = {}
     for t in spec.triggers:

@@ -68,17 +68,25 @@ class Extractor:
         if spec is None:
             version = f" version {event.agent.version}" if event.agent.version else ""
             raise UnknownAgent(f"no configuration for agent {event.agent.id}{version}")
-        provider, note = self._provider(spec)
+        try:
+            extraction = await self.extract(event, spec)
+        except PermanentError as exc:
+            log.warning("extraction failed", extra={"conversation_id": event.conversation_id, "reason": str(exc)})
+            raise
+        return [self._extracted(event, ctx, extraction)]
+
+    async def extract(self, event: ConversationEnded, spec: ExtractionSpec) -> Extraction:
+        """The extraction of one conversation (what `handle` publishes; `postcall eval` scores it).
+        Raises PermanentError for a failed extraction, and what the runtime retries."""
+        provider, note = self.provider_for(spec)
         started = time.monotonic()
         try:
             extraction = await self._extract(event, spec, provider, note)
-        except PermanentError as exc:
+        except PermanentError:
             EXTRACTIONS.labels(provider, "failed").inc()
-            log.warning("extraction failed", extra={"conversation_id": event.conversation_id, "reason": str(exc)})
             raise
         EXTRACTIONS.labels(extraction.provider, "ok").inc()
-        extraction = extraction.model_copy(update={"latency_ms": round((time.monotonic() - started) * 1000, 1)})
-        return [self._extracted(event, ctx, extraction)]
+        return extraction.model_copy(update={"latency_ms": round((time.monotonic() - started) * 1000, 1)})
 
     def on_failure(self, event: ConversationEnded, ctx: Context, failure: Failure) -> Sequence[Event]:
         """Whatever sends the record to the dead-letter topic (a permanent extraction failure, retries
@@ -92,17 +100,21 @@ class Extractor:
             return []
         if spec is None:
             return []
-        provider, _ = self._provider(spec)
-        failed = failed_extraction(spec, provider, failure.error, self._model(spec, provider))
-        return [self._extracted(event, ctx, failed)]
+        provider, _ = self.provider_for(spec)
+        return [self._extracted(event, ctx, self.failed(spec, provider, failure.error))]
 
-    def _provider(self, spec: ExtractionSpec) -> tuple[str, str | None]:
+    def failed(self, spec: ExtractionSpec, provider: str, exc: BaseException) -> Extraction:
+        """The `failed` record for this error, naming the provider, model and endpoint that failed."""
+        endpoint = self._llm.endpoint if provider == "openai" and self._llm is not None else None
+        return failed_extraction(spec, provider, exc, self.model_for(spec, provider), endpoint)
+
+    def provider_for(self, spec: ExtractionSpec) -> tuple[str, str | None]:
         wanted = spec.provider or ("openai" if self._llm is not None else "heuristic")
         if wanted == "openai" and self._llm is None:
             return "heuristic", "the agent asks for the openai provider but no LLM endpoint is configured"
         return wanted, None
 
-    def _model(self, spec: ExtractionSpec, provider: str) -> str | None:
+    def model_for(self, spec: ExtractionSpec, provider: str) -> str | None:
         return (spec.model or self._settings.llm.model) if provider == "openai" else None
 
     async def _extract(
@@ -113,7 +125,7 @@ class Extractor:
         big = sum(len(m.text) for m in messages) > self._settings.offload_chars
         if provider == "openai" and self._llm is not None and messages:
             fitted = await _maybe_thread(big, self._llm.fit, spec, messages)
-            extraction = await self._llm.extract(spec, event, fitted, local_end)
+            extraction = await self._llm.extract(spec, event, fitted, local_end, messages)
             return await _maybe_thread(big, _review_llm, extraction, spec, fitted.text)
         if provider == "openai" and not messages:
             note = "empty transcript: the model was not called"
@@ -149,7 +161,9 @@ def _review_llm(extraction: Extraction, spec: ExtractionSpec, seen: str) -> Extr
     return review(extraction, spec, normalize(seen))
 
 
-def failed_extraction(spec: ExtractionSpec, provider: str, exc: BaseException, model: str | None) -> Extraction:
+def failed_extraction(
+    spec: ExtractionSpec, provider: str, exc: BaseException, model: str | None, endpoint: str | None = None
+) -> Extraction:
     failure = exc if isinstance(exc, ExtractionFailed) else None
     # an unknown exception's message alone ("'start'") says little: name its class
     reason = str(exc) if isinstance(exc, PostcallError) else f"{type(exc).__name__}: {exc}"
@@ -158,6 +172,7 @@ def failed_extraction(spec: ExtractionSpec, provider: str, exc: BaseException, m
         reason=reason[:500],
         provider=provider,
         model=model,
+        endpoint=endpoint,
         config_revision=spec.config_revision,
         truncated=failure.truncated if failure else False,
         usage=failure.usage if failure else Usage(),

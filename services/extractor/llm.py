@@ -1,5 +1,18 @@
-"""The `openai` provider: one chat-completions request per conversation with strict structured output,
-validated by a pydantic model built from the spec, and one repair round when the answer is invalid.
+"""The `openai` provider: one chat-completions request per conversation, its answer shaped by the
+best structured-output mode the endpoint has (capabilities.py, probed once at start), normalised,
+validated by a pydantic model built from the spec, and repaired once when invalid.
+
+Small models and real servers misbehave in known ways, each handled here:
+
+    an answer that loops inside a string     max_tokens is sized from the schema; an answer cut off
+                                             there (or repeating itself) gets one repair round that
+                                             asks for a short answer, then fails with that reason
+    the context overflows                    the transcript is shrunk to the size the server reports
+                                             and the request sent once more
+    a long prompt near the window            counted with the server's tokenizer, not by characters
+    dates with a midnight time, national     normalised before validation, the model's raw value
+    phone numbers, "4:30 PM"                 kept on the record (ExtractedValue.raw)
+    raw control characters in strings        parsed leniently and dropped
 
 Vendor errors are mapped here, at the edge:
 
@@ -8,9 +21,12 @@ Vendor errors are mapped here, at the edge:
     401, 403, 404 (key, permission, model)     -> RetryableError: the endpoint is misconfigured for every
                                                   record alike; pausing beats dead-lettering the stream
     any of the above, N times in a row         -> the circuit opens: DependencyUnavailable (pause)
-    context too long, other 4xx, refusal,
-    output still invalid after the repair      -> ExtractionFailed (permanent; malformed model output
-                                                  will not get better by retrying the same request)
+    the request itself is invalid: another     -> ConfigurationError (permanent, on the record, never
+    4xx, or a 500 whose body is a validation      counted against the circuit: the endpoint is up)
+    error
+    context too long after one shrink,         -> ExtractionFailed (permanent; malformed model output
+    refusal, output still invalid or cut off      will not get better by retrying the same request)
+    after the repair
 
 The client is built with max_retries=0: the runtime is the one layer that retries.
 """
@@ -18,13 +34,16 @@ The client is built with max_retries=0: the runtime is the one layer that retrie
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import httpx
 import openai
 import orjson
 from openai.types.chat import ChatCompletion
@@ -32,23 +51,26 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, Extraction, Message, Usage
-from services.common.errors import (
-    DependencyUnavailable,
-    PermanentError,
-    PostcallError,
-    RetryableError,
-    parse_retry_after,
-)
+from services.common.errors import DependencyUnavailable, PermanentError, RetryableError, parse_retry_after
 from services.extractor import answer, prompt
+from services.extractor.capabilities import Capabilities, count_tokens, error_body, probe, public_url, request_invalid
+from services.extractor.capabilities import structured as structured_keys
 from services.extractor.circuit import CircuitBreaker
 from services.extractor.metrics import LLM_COST, LLM_DURATION, LLM_REQUESTS, LLM_TOKENS, TRUNCATED
-from services.extractor.settings import CircuitSettings, LlmSettings
+from services.extractor.settings import CHARS_PER_TOKEN, CircuitSettings, LlmSettings
 from services.extractor.transcript import Fitted, fit_budget
 
 PROVIDER = "openai"
+log = logging.getLogger("postcall.extractor.llm")
 _CONTEXT_TOO_LONG = re.compile(
     r"context.length|context.size|context.window|maximum context|too many tokens|prompt is too long", re.I
 )
+_TOKEN_COUNTS = re.compile(
+    r"(\d+)\s*tokens?\)?\s*(?:exceeds?|>|is (?:longer|more) than).*?(\d+)\s*tokens?", re.I | re.S
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+REPAIR_HEADROOM_TOKENS = 300  # the repair round's error text and instructions
+COUNT_ABOVE = 0.5  # an estimate over this share of the budget is counted with the server's tokenizer
 
 
 class ExtractionFailed(PermanentError):
@@ -60,11 +82,22 @@ class ExtractionFailed(PermanentError):
         self.truncated = truncated
 
 
+class ConfigurationError(ExtractionFailed):
+    """The endpoint says the request itself is invalid: a configuration error, the same for every record."""
+
+
+class _ContextOverflow(Exception):
+    def __init__(self, message: str, usage: Usage) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
 @dataclass(frozen=True)
 class Compiled:
     schema: dict[str, Any]
     model: type[BaseModel]
     text: str
+    max_tokens: int
 
 
 class OpenAIProvider:
@@ -76,64 +109,167 @@ class OpenAIProvider:
         settings: LlmSettings,
         circuit: CircuitSettings,
         country_code: str,
+        capabilities: Capabilities | None = None,
         *,
         retry_after_cap: float,
     ) -> None:
         # several clients share the load: each has its own connection pool, and a pool's cost per
         # request grows with its number of connections (httpcore checks every one on each request)
-        self._clients = itertools.cycle([clients] if isinstance(clients, openai.AsyncOpenAI) else list(clients))
+        self._all = [clients] if isinstance(clients, openai.AsyncOpenAI) else list(clients)
+        self._clients = itertools.cycle(self._all)
         self._settings = settings
         self._country_code = country_code
         self._cap = retry_after_cap  # one header must not pause extraction (or skip retry tiers) for a day
         self.breaker = CircuitBreaker(PROVIDER, circuit)
         self._compiled: dict[str, Compiled] = {}
+        self.capabilities = capabilities or Capabilities(
+            mode="json_schema" if settings.structured_output == "auto" else settings.structured_output,
+            context_tokens=settings.context_tokens,
+        )
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint without credentials, as records and logs show it."""
+        return public_url(self._settings.base_url)
+
+    def describe(self) -> str:
+        return self.capabilities.describe()
+
+    async def start(self) -> None:
+        """Probes the endpoint once (capabilities.py) and says at start what it will use."""
+        self.capabilities = await probe(self._all[0], self._settings, self._settings.model)
+        if self.capabilities.tokenize_url:
+            self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
+        extra = {"model": self._settings.model, "endpoint": self.endpoint, "capabilities": self.describe()}
+        log.info("extraction provider: openai, model %s at %s (%s)", self._settings.model, self.endpoint,
+                 self.describe(), extra=extra)  # fmt: skip
+        for note in self.capabilities.notes:
+            log.info("LLM probe: %s", note, extra=extra)
+        if self.capabilities.problem:
+            log.error("LLM configuration error: %s; every extraction will fail with it until the endpoint or "
+                      "POSTCALL_LLM__* settings are fixed", self.capabilities.problem, extra=extra)  # fmt: skip
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    def budget(self, spec: ExtractionSpec) -> int:
+        """The transcript's token budget: the model's configured budget, within the context window
+        (less the instructions, the answer and a repair round) when the window is known."""
+        model = spec.model or self._settings.model
+        budget = self._settings.budget(model)
+        if (window := self.capabilities.context_tokens) is not None:
+            compiled = self._compile(spec)
+            static = (len(prompt.INSTRUCTIONS) + len(compiled.text) + 400) // CHARS_PER_TOKEN
+            budget = min(budget, window - static - 2 * compiled.max_tokens - REPAIR_HEADROOM_TOKENS)
+        return max(budget, 100)
 
     def fit(self, spec: ExtractionSpec, messages: list[Message]) -> Fitted:
         model = spec.model or self._settings.model
-        fitted = fit_budget(messages, self._settings.budget(model), model)
+        fitted = fit_budget(messages, self.budget(spec), model)
         if fitted.truncated:
             TRUNCATED.labels(model).inc()
         return fitted
 
     async def extract(
-        self, spec: ExtractionSpec, event: ConversationEnded, fitted: Fitted, local_end: datetime
+        self,
+        spec: ExtractionSpec,
+        event: ConversationEnded,
+        fitted: Fitted,
+        local_end: datetime,
+        messages: list[Message] | None = None,
     ) -> Extraction:
         model = spec.model or self._settings.model
+        if self.capabilities.problem:
+            LLM_REQUESTS.labels(PROVIDER, model, "configuration_error").inc()
+            raise ConfigurationError(f"configuration error: {self.capabilities.problem}")
         compiled = self._compile(spec)
+        if messages is not None:
+            fitted = await self._counted(spec, model, messages, fitted)
         facts = prompt.conversation_facts(event, local_end)
-        request = prompt.messages(compiled.text, facts, fitted.text, fitted.truncated)
-        parsed, usage = await self._answer(model, request, compiled, fitted.truncated)
+        parsed, data, usage, fitted = await self._answer(model, compiled, facts, fitted, messages)
         return Extraction(
             status="ok",
             provider=PROVIDER,
             model=model,
+            endpoint=self.endpoint,
             config_revision=spec.config_revision,
             truncated=fitted.truncated,
             reason=fitted.reason,
             usage=usage,
-            **answer.read_answer(parsed, spec),
+            **answer.read_answer(parsed, spec, data),
         )
 
+    async def _counted(self, spec: ExtractionSpec, model: str, messages: list[Message], fitted: Fitted) -> Fitted:
+        """A transcript near its budget is counted with the server's tokenizer and cut to the true count."""
+        url = self.capabilities.tokenize_url
+        budget = self.budget(spec)
+        if url is None or self._http is None or len(fitted.text) / CHARS_PER_TOKEN < COUNT_ABOVE * budget:
+            return fitted
+        tokens = await count_tokens(self._http, url, fitted.text, model)
+        if tokens is None or tokens <= budget:
+            return fitted
+        ratio = len(fitted.text) / tokens  # this transcript's characters per token, as the server counts
+        refit = fit_budget(messages, int(budget * ratio / CHARS_PER_TOKEN), model)
+        TRUNCATED.labels(model).inc()
+        return refit
+
     async def _answer(
-        self, model: str, request: list[dict[str, str]], compiled: Compiled, truncated: bool
-    ) -> tuple[BaseModel, Usage]:
-        """One call, and one repair round that shows the model its own answer and the validation error."""
+        self, model: str, compiled: Compiled, facts: str, fitted: Fitted, messages: list[Message] | None
+    ) -> tuple[BaseModel, Any, Usage, Fitted]:
+        """One call; one repair round for an invalid or cut-off answer; one shrink for a context overflow."""
         usage = Usage()
-        for attempt in (1, 2):
-            content, usage = await self._call(model, request, compiled.schema, usage, truncated)
+        repair: list[dict[str, str]] = []
+        shrunk = False
+        max_tokens = self._settings.max_output_tokens or compiled.max_tokens
+        while True:
+            request = [*prompt.messages(compiled.text, facts, fitted.text, fitted.truncated), *repair]
             try:
-                parsed = _parse(content, compiled.model)
-            except ValueError as exc:
-                LLM_REQUESTS.labels(PROVIDER, model, "invalid").inc()
-                if attempt == 2:
-                    raise ExtractionFailed(
-                        f"model output invalid after one repair: {_short(exc)}", usage=usage, truncated=truncated
-                    ) from exc
-                request = prompt.repair(request, content, str(exc))
+                content, finish, usage = await self._call(model, request, compiled, max_tokens, usage, fitted.truncated)
+            except _ContextOverflow as exc:
+                usage = exc.usage
+                if shrunk or not messages:
+                    raise ExtractionFailed(f"context too long: {exc}", usage=usage, truncated=fitted.truncated) from exc
+                shrunk = True
+                fitted = self._shrink(model, messages, fitted, str(exc), max_tokens)
                 continue
-            LLM_REQUESTS.labels(PROVIDER, model, "ok").inc()
-            return parsed, usage
-        raise AssertionError("unreachable: the second attempt returns or raises")
+            problem, cut = _runaway(content, finish, max_tokens), True
+            if problem is None:
+                cut = False
+                try:
+                    parsed, data = _parse(content, compiled.model)
+                except ValueError as exc:
+                    problem = str(exc)
+                    if (loop := _loop(content)) is not None:
+                        problem += f" (the answer repeats {loop!r})"
+                else:
+                    LLM_REQUESTS.labels(PROVIDER, model, "ok").inc()
+                    data, looped = _drop_loops(data)
+                    if looped:  # a small model loops inside strings until the grammar's maxLength
+                        LLM_REQUESTS.labels(PROVIDER, model, "looped").inc()
+                        parsed = compiled.model.model_validate(data)
+                        note = f"model output looped in {', '.join(looped[:6])}: dropped"
+                        fitted = replace(fitted, reason=note if fitted.reason is None else f"{fitted.reason}; {note}")
+                    return parsed, data, usage, fitted
+            LLM_REQUESTS.labels(PROVIDER, model, "cut_off" if cut else "invalid").inc()
+            if repair:
+                what = "model output cut off after one repair" if cut else "model output invalid after one repair"
+                raise ExtractionFailed(f"{what}: {_short(problem)}", usage=usage, truncated=fitted.truncated)
+            repair = prompt.repair_turns(None if cut else content, problem, cut)
+
+    def _shrink(self, model: str, messages: list[Message], fitted: Fitted, error: str, max_tokens: int) -> Fitted:
+        """The transcript cut by what the server says is too much (or by half), for the one retry."""
+        current = max(len(fitted.text) // CHARS_PER_TOKEN, 1)
+        budget = current // 2
+        if m := _TOKEN_COUNTS.search(error):
+            need, have = int(m.group(1)), int(m.group(2))
+            if need > have:  # the prompt's own tokens per transcript token are unknown: stay on the safe side
+                budget = min(budget * 2, int(current * have / need) - max_tokens - REPAIR_HEADROOM_TOKENS)
+        TRUNCATED.labels(model).inc()
+        shrunk = fit_budget(messages, max(budget, 100), model)
+        reason = f"context overflow ({_short(error)[:160]}): transcript shrunk to about {max(budget, 100)} tokens"
+        return replace(shrunk, truncated=True, reason=reason if shrunk.reason is None else f"{reason}; {shrunk.reason}")
 
     def _compile(self, spec: ExtractionSpec) -> Compiled:
         """Schema, validator and prompt text once per configuration revision (they are the cached prefix)."""
@@ -141,14 +277,26 @@ class OpenAIProvider:
         if (found := self._compiled.get(key)) is None:
             if len(self._compiled) >= 512:
                 self._compiled.clear()
-            found = Compiled(answer.json_schema(spec), answer.answer_model(spec, self._country_code),
-                             prompt.describe_spec(spec))  # fmt: skip
+            caps = self.capabilities
+            schema = answer.json_schema(spec, keywords=caps.schema_keywords)
+            text = prompt.describe_spec(spec)
+            if caps.mode == "prompt":  # nothing constrains the answer: the schema is part of the static prefix
+                text += "\nAnswer with JSON that follows this JSON schema:\n" + json.dumps(
+                    schema, separators=(",", ":")
+                )
+            found = Compiled(schema, answer.answer_model(spec, self._country_code), text, answer.output_tokens(spec))
             self._compiled[key] = found
         return found
 
     async def _call(
-        self, model: str, messages: list[dict[str, str]], schema: dict[str, Any], usage: Usage, truncated: bool
-    ) -> tuple[str, Usage]:
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        compiled: Compiled,
+        max_tokens: int,
+        usage: Usage,
+        truncated: bool,
+    ) -> tuple[str, str | None, Usage]:
         try:
             self.breaker.before_call()
         except DependencyUnavailable:
@@ -159,8 +307,9 @@ class OpenAIProvider:
             # the client's documented raw-request path: `chat.completions.create` runs every request
             # through its typed-parameter transform, a millisecond of CPU per call at hundreds in flight
             completion = await next(self._clients).post(
-                "/chat/completions", body=self._request(model, messages, schema), cast_to=ChatCompletion
-            )
+                "/chat/completions", body=self._request(model, messages, compiled.schema, max_tokens),
+                cast_to=ChatCompletion,
+            )  # fmt: skip
         except openai.APIError as exc:
             raise self._failure(exc, model, usage, truncated) from exc
         except BaseException:
@@ -170,31 +319,34 @@ class OpenAIProvider:
             LLM_DURATION.labels(PROVIDER, model).observe(time.monotonic() - started)
         self.breaker.success()
         usage = self._account(model, completion, usage)
-        return _content(completion, model, usage, truncated), usage
+        content, finish = _content(completion, model, usage, truncated)
+        return content, finish, usage
 
-    def _request(self, model: str, messages: list[dict[str, str]], schema: dict[str, Any]) -> dict[str, Any]:
-        request: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "extraction", "strict": True, "schema": schema},
-            },
-        }
+    def _request(
+        self, model: str, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {"model": model, "messages": messages,
+                                   **structured_keys(self.capabilities.mode, schema)}  # fmt: skip
         if self._settings.temperature is not None:
             request["temperature"] = self._settings.temperature
-        if self._settings.max_output_tokens is not None:
-            request["max_completion_tokens"] = self._settings.max_output_tokens
+        # api.openai.com wants max_completion_tokens (reasoning models refuse max_tokens); the servers
+        # people run themselves (llama.cpp, vLLM, Ollama) read max_tokens
+        request["max_completion_tokens" if self._settings.base_url is None else "max_tokens"] = max_tokens
         return request
 
-    def _failure(self, exc: openai.APIError, model: str, usage: Usage, truncated: bool) -> PostcallError:
+    def _failure(self, exc: openai.APIError, model: str, usage: Usage, truncated: bool) -> Exception:
         status = getattr(exc, "status_code", None)
-        if status is not None and status < 500 and status not in (401, 403, 404, 408, 409, 429):
+        body = error_body(exc)
+        if status is not None and request_invalid(status, body):
             self.breaker.success()  # it answered: the endpoint is up, this request is the problem
-            too_long = _CONTEXT_TOO_LONG.search(f"{exc.code} {exc.type} {exc.message}")
-            LLM_REQUESTS.labels(PROVIDER, model, "context_too_long" if too_long else "client_error").inc()
-            what = "context too long" if too_long else f"HTTP {status}"
-            return ExtractionFailed(f"{what}: {exc.message[:300]}", usage=usage, truncated=truncated)
+            if _CONTEXT_TOO_LONG.search(body):
+                LLM_REQUESTS.labels(PROVIDER, model, "context_too_long").inc()
+                return _ContextOverflow(f"HTTP {status}: {exc.message[:300]}", usage)
+            LLM_REQUESTS.labels(PROVIDER, model, "configuration_error").inc()
+            return ConfigurationError(
+                f"configuration error: the LLM endpoint refuses the request (HTTP {status}): {exc.message[:300]}",
+                usage=usage, truncated=truncated,
+            )  # fmt: skip
         outcome = _outcome(exc, status)
         LLM_REQUESTS.labels(PROVIDER, model, outcome).inc()
         response = getattr(exc, "response", None)
@@ -211,6 +363,9 @@ class OpenAIProvider:
             return usage
         details = u.prompt_tokens_details
         cached = (details.cached_tokens or 0) if details else 0
+        timings = (completion.model_extra or {}).get("timings")
+        if not cached and isinstance(timings, dict) and isinstance(timings.get("cache_n"), int):
+            cached = timings["cache_n"]  # llama.cpp: prompt tokens its slot's cache already held
         cost = self._cost(model, u.prompt_tokens, cached, u.completion_tokens)
         for kind, n in (("prompt", u.prompt_tokens), ("completion", u.completion_tokens), ("cached", cached)):
             LLM_TOKENS.labels(PROVIDER, model, kind).inc(n)
@@ -237,33 +392,93 @@ def _outcome(exc: openai.APIError, status: int | None) -> str:
     return "rate_limited" if status == 429 else "server_error" if status >= 500 else "client_error"
 
 
-def _content(completion: ChatCompletion, model: str, usage: Usage, truncated: bool) -> str:
+def _content(completion: ChatCompletion, model: str, usage: Usage, truncated: bool) -> tuple[str, str | None]:
     if not completion.choices:
-        return ""
+        return "", None
     choice = completion.choices[0]
     refusal = choice.message.refusal
     if refusal or choice.finish_reason == "content_filter":
         LLM_REQUESTS.labels(PROVIDER, model, "refused").inc()
         why = (refusal or "content filter")[:300]
         raise ExtractionFailed(f"model refused: {why}", usage=usage, truncated=truncated)
-    return choice.message.content or ""
+    for call in choice.message.tool_calls or ():
+        arguments = getattr(getattr(call, "function", None), "arguments", None)
+        if isinstance(arguments, str) and arguments.strip():
+            return arguments, choice.finish_reason
+    return choice.message.content or "", choice.finish_reason
 
 
-def _parse(content: str, model: type[BaseModel]) -> BaseModel:
-    """JSON (a Markdown code fence around it is tolerated) validated by the spec's model."""
+def _loop(content: str) -> str | None:
+    """The unit an answer ends by repeating (at least eight times, as a small model loops inside a
+    string: "ha ha ha ...", "2026-03-17, 2026-03-17, ..."), or None."""
+    tail = content[-320:]
+    if len(tail) < 64:
+        return None
+    for period in range(1, 41):
+        span = period * 8
+        if span <= len(tail) and tail[-span:] == tail[-period:] * 8:
+            unit = tail[-period:]
+            if unit.strip():
+                return unit
+    return None
+
+
+_REPEATED = re.compile(r"(.{6,80}?)\1{2,}", re.S)
+
+
+def _drop_loops(data: Any, path: str = "") -> tuple[Any, list[str]]:
+    """The answer with every string that repeats a phrase three times in a row emptied (a value and its
+    evidence become null, a rationale empty), and the paths of those strings."""
+    if isinstance(data, dict):
+        out, looped = {}, []
+        for key, item in data.items():
+            out[key], found = _drop_loops(item, f"{path}.{key}" if path else str(key))
+            looped += found
+        if any(p.endswith((".value", ".evidence")) for p in looped) and "value" in out and path:
+            out["value"], out["evidence"] = None, None  # a looping quote cannot support its value
+        return out, looped
+    if isinstance(data, str) and _REPEATED.search(data):
+        return ("" if path.endswith("rationale") else None), [path]
+    return data, []
+
+
+def _runaway(content: str, finish: str | None, max_tokens: int) -> str | None:
+    """Why an answer cannot be used as it is: cut off at the token cap (often a loop), or None."""
+    if finish != "length":
+        return None
+    loop = _loop(content)
+    return f"the answer was cut off at the {max_tokens}-token cap" + (f", repeating {loop!r}" if loop else "")
+
+
+def _parse(content: str, model: type[BaseModel]) -> tuple[BaseModel, Any]:
+    """JSON (a Markdown code fence around it is tolerated; raw control characters inside strings, which
+    some servers' grammars let through, are dropped) validated by the spec's model."""
     text = content.strip()
     if text.startswith("```"):
         text = text.strip("`").removeprefix("json").strip()
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON: {exc}") from exc
+        try:
+            data = _clean(json.loads(text, strict=False))
+        except ValueError:
+            raise ValueError(f"not valid JSON: {exc}") from exc
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), data
     except ValidationError as exc:
         lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:20]]
         raise ValueError("\n".join(lines)) from exc
 
 
-def _short(exc: Exception) -> str:
+def _clean(data: Any) -> Any:
+    if isinstance(data, str):
+        return _CONTROL.sub("", data).replace("\n", " ").replace("\r", " ").replace("\t", " ")
+    if isinstance(data, dict):
+        return {k: _clean(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_clean(v) for v in data]
+    return data
+
+
+def _short(exc: Exception | str) -> str:
     return str(exc).replace("\n", "; ")[:300]

@@ -4,7 +4,8 @@
     2. system: the agent's schema in words (the same for every call of one configuration revision)
     3. user:   the conversation's facts and its transcript (changes every call)
 
-The repair round appends the model's own answer and the validation error, and asks again once.
+The repair round appends the model's own answer and the validation error (or, for an answer cut off at
+the token cap, only what went wrong), and asks again once.
 """
 
 from __future__ import annotations
@@ -71,10 +72,18 @@ def messages(spec_text: str, facts: str, transcript: str, truncated: bool) -> li
     ]
 
 
-def repair(previous: list[dict[str, str]], answer: str, error: str) -> list[dict[str, str]]:
+def repair_turns(answer: str | None, error: str, cut_off: bool) -> list[dict[str, str]]:
+    """The repair round's turns after the first request: the model's answer and what is wrong with it.
+    An answer cut off at the token cap (often a loop) is not sent back: it fills the context and
+    teaches the loop; the model is asked for a short answer instead."""
+    if cut_off or answer is None:
+        return [{"role": "user", "content": (
+            f"Your answer could not be used: {error[:400]}.\n"
+            "Answer again with the complete JSON object and nothing else. Keep each evidence quote under "
+            "20 words and each rationale to one short sentence; use null where the transcript says nothing."
+        )}]  # fmt: skip
     return [
-        *previous,
-        {"role": "assistant", "content": answer[:20_000]},
+        {"role": "assistant", "content": answer[:6_000]},
         {"role": "user", "content": (
             "Your answer does not validate against the schema:\n"
             f"{error[:4_000]}\n"

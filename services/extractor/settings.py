@@ -9,9 +9,9 @@ the offline `heuristic` provider. The same chat-completions API is spoken by
     Ollama          http://ollama:11434/v1                          (no key)
     llama.cpp       http://llama:8080/v1                            (no key)
 
-Structured outputs (response_format json_schema, strict) constrain the answer on servers that support
-them; a server that ignores the schema still works: its answer is validated and repaired once like
-any other.
+At start the endpoint is probed once (capabilities.py): the structured-output mode it accepts
+(json_schema, json_object with a schema, a forced tool call, or none), its context window and its
+tokenizer. Whatever constrains the answer, it is validated, normalised and repaired once.
 
 Timing: a record may take two model calls (the answer and one repair), each bounded by
 request_timeout_seconds (45 s), plus a transcript fetch (10 s): within the runtime's 120 s handler timeout.
@@ -20,7 +20,7 @@ request_timeout_seconds (45 s), plus a transcript fetch (10 s): within the runti
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
@@ -56,8 +56,20 @@ class LlmSettings(BaseModel):
     request_timeout_seconds: float = Field(45.0, gt=0, description="Bound on one chat-completions request.")
     temperature: float | None = Field(0.0, ge=0, le=2, description="None: the server default.")
     max_output_tokens: int | None = Field(
-        None, ge=1, description="Sent as max_completion_tokens when set; None: the server default."
+        None,
+        ge=1,
+        description="Cap on the answer's tokens; None: sized from the agent's schema (a small model that loops "
+        "inside a string stops there instead of filling its context).",
     )
+    structured_output: Literal["auto", "json_schema", "json_object", "tools", "prompt"] = Field(
+        "auto",
+        description="How the answer's shape is asked for; auto: probed at start (json_schema, else json_object "
+        "with a schema, else a forced tool call, else the schema in the prompt).",
+    )
+    context_tokens: int | None = Field(
+        None, ge=256, description="The model's context window; None: probed (llama.cpp, vLLM) or unknown."
+    )
+    tokenizer: bool = Field(True, description="Count long prompts with the server's /tokenize when it has one.")
     token_budgets: dict[str, int] = Field(
         default_factory=lambda: {"gpt-4o-mini": 100_000, "gpt-4o": 100_000, "gpt-4.1-mini": 200_000},
         description="Model -> transcript token budget (tokens estimated as characters / 4).",

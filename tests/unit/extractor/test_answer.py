@@ -76,7 +76,9 @@ def test_schema_is_strict_every_object_closed_and_fully_required() -> None:
 
 def test_schema_carries_types_enum_values_nulls_and_the_meaning() -> None:
     fields = answer.json_schema(SPEC)["properties"]["fields"]["properties"]
-    assert fields["interest_level"]["properties"]["value"]["enum"] == ["high", "medium", "low", "none", None]
+    # anyOf, not an enum under `type: [string, null]`, which llama-cpp-python's grammar drops
+    enum = fields["interest_level"]["properties"]["value"]["anyOf"]
+    assert enum == [{"type": "string", "enum": ["high", "medium", "low", "none"]}, {"type": "null"}]
     assert fields["seats"]["properties"]["value"]["type"] == ["integer", "null"]
     phone = fields["callback_number"]["properties"]["value"]
     assert "E.164" in phone["description"] and "Required" in phone["description"]
@@ -154,3 +156,48 @@ def test_a_time_field_is_a_24_hour_time_of_day() -> None:
             "description"
         ]
     )
+
+
+def test_grammar_keywords_only_for_servers_that_compile_them() -> None:
+    plain = answer.json_schema(SPEC)["properties"]["fields"]["properties"]
+    assert "pattern" not in plain["callback_number"]["properties"]["value"]
+    assert "maxLength" not in plain["callback_number"]["properties"]["evidence"]
+    grammar = answer.json_schema(SPEC, keywords=True)["properties"]["fields"]["properties"]
+    assert grammar["callback_number"]["properties"]["value"]["pattern"] == "^\\+[1-9][0-9]{6,14}$"
+    assert grammar["callback_number"]["properties"]["evidence"]["maxLength"] == 160
+    dated = ExtractionSpec(agent_id="a", config_revision="r", summary=False,
+                           fields=[FieldSpec(name="d", type="date"), FieldSpec(name="e", type="email")])  # fmt: skip
+    values = answer.json_schema(dated, keywords=True)["properties"]["fields"]["properties"]
+    assert values["d"]["properties"]["value"]["format"] == "date"
+    assert values["e"]["properties"]["value"]["pattern"].startswith("^[A-Za-z0-9")
+
+
+def test_the_answer_cap_grows_with_the_schema_and_stays_small() -> None:
+    small = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="d", type="date")])
+    assert 100 < answer.output_tokens(small) < 250
+    assert answer.output_tokens(SPEC) > answer.output_tokens(small)
+    assert answer.output_tokens(SPEC) < 4000
+
+
+@pytest.mark.parametrize(
+    ("kind", "said", "value"),
+    [
+        ("date", "2026-03-17T00:00:00", "2026-03-17"),
+        ("date", "2026-03-17T00:00:00Z", "2026-03-17"),
+        ("time", "4:30 PM", "16:30"),
+        ("time", "16:30:00", "16:30"),
+        ("phone", "(312) 555-0178", "+13125550178"),
+        ("email", "mailto:Ann@Example.com", "ann@example.com"),
+    ],
+)
+def test_unambiguous_values_are_normalised_and_the_raw_answer_kept(kind: str, said: str, value: str) -> None:
+    spec = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="x", type=kind)])
+    data = {"fields": {"x": {"value": said, "evidence": "q", "confidence": 0.9}}}
+    got = answer.read_answer(answer.answer_model(spec, "1").model_validate(data), spec, data)["fields"]["x"]
+    assert (got.value, got.raw) == (value, said)
+
+
+def test_a_date_time_that_is_not_midnight_is_not_a_date() -> None:
+    spec = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="x", type="date")])
+    with pytest.raises(ValidationError):
+        answer.answer_model(spec, "1").model_validate({"fields": {"x": {"value": "2026-03-17T15:00:00"}}})

@@ -6,15 +6,18 @@ import pytest
 
 from schemas.agents import ExtractionSpec, FieldSpec
 from services.extractor import answer
-from services.extractor.llm import _parse
+from services.extractor.capabilities import request_invalid
+from services.extractor.llm import _TOKEN_COUNTS, _drop_loops, _loop, _parse, _runaway
 
 SPEC = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="n", type="integer")])
 
 
 def test_a_code_fence_around_the_json_is_tolerated() -> None:
     model = answer.answer_model(SPEC, "1")
-    parsed = _parse('```json\n{"fields": {"n": {"value": 3, "evidence": "three", "confidence": 0.8}}}\n```', model)
-    assert answer.read_answer(parsed, SPEC)["fields"]["n"].value == 3
+    parsed, data = _parse(
+        '```json\n{"fields": {"n": {"value": 3, "evidence": "three", "confidence": 0.8}}}\n```', model
+    )
+    assert answer.read_answer(parsed, SPEC, data)["fields"]["n"].value == 3
 
 
 def test_invalid_output_names_the_path_for_the_repair_round() -> None:
@@ -23,3 +26,59 @@ def test_invalid_output_names_the_path_for_the_repair_round() -> None:
         _parse('{"fields": {"n": {"value": "many", "evidence": null, "confidence": 0.8}}}', model)
     with pytest.raises(ValueError, match="not valid JSON"):
         _parse('{"fields": {"n": ', model)
+
+
+def test_raw_control_characters_inside_strings_are_dropped_not_fatal() -> None:
+    model = answer.answer_model(SPEC, "1")
+    parsed, _ = _parse('{"fields": {"n": {"value": 3, "evidence": "th\x01ree\nlines", "confidence": 0.8}}}', model)
+    assert parsed.model_dump(by_alias=True)["fields"]["n"]["evidence"] == "three lines"
+
+
+def test_a_looping_answer_is_recognised_with_what_it_repeats() -> None:
+    looping = '{"fields": {"n": {"value": 3, "evidence": "' + "ha " * 200
+    assert _loop(looping) == "ha "
+    assert _loop('{"fields": {"n": {"value": 3, "evidence": "three", "confidence": 0.8}}}') is None
+    assert "cut off at the 120-token cap" in (_runaway(looping, "length", 120) or "")
+    assert _runaway(looping, "stop", 120) is None
+
+
+def test_the_token_counts_of_a_context_overflow_are_read() -> None:
+    m = _TOKEN_COUNTS.search("request (8224 tokens) exceeds the available context size (8192 tokens), try increasing")
+    assert m is not None and (m.group(1), m.group(2)) == ("8224", "8192")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "invalid"),
+    [
+        (400, "bad request", True),
+        (422, "Unprocessable", True),
+        (401, "no key", False),
+        (404, "model not found", False),
+        (429, "slow down", False),
+        (500, "1 validation error for CreateChatCompletionRequest response_format.type Input should be 'text'", True),
+        (500, "internal server error", False),
+        (503, "loading model", False),
+    ],
+)
+def test_which_answers_say_the_request_itself_is_invalid(status: int, body: str, invalid: bool) -> None:
+    assert request_invalid(status, body) is invalid
+
+
+def test_strings_that_loop_are_dropped_with_their_values() -> None:
+    data = {
+        "fields": {
+            "n": {"value": 3, "evidence": "the bill, the bill, the bill, the bill", "confidence": 0.9},
+            "m": {"value": 4, "evidence": "four seats", "confidence": 0.9},
+        },
+        "triggers": {
+            "t": {"answer": True, "rationale": "of the bill of the bill of the bill of the bill", "evidence": None}
+        },
+    }
+    cleaned, looped = _drop_loops(data)
+    assert looped == ["fields.n.evidence", "triggers.t.rationale"]
+    assert cleaned["fields"]["n"] == {"value": None, "evidence": None, "confidence": 0.9}
+    assert cleaned["fields"]["m"]["value"] == 4 and cleaned["triggers"]["t"]["rationale"] == ""
+    assert _drop_loops({"summary": "Ann booked a table for two at seven."}) == (
+        {"summary": "Ann booked a table for two at seven."},
+        [],
+    )
