@@ -45,7 +45,8 @@ PROBE_SCHEMA: dict[str, Any] = {
 _VALIDATION = re.compile(
     r"validation error|input should be|field required|extra (?:inputs|fields) (?:are )?not permitted|unsupported|"
     r"not supported|must be one of|unrecogni[sz]ed|unknown (?:field|parameter|argument)|"
-    r"invalid (?:request|value|type|parameter|argument|schema|json schema|response_format)|response_format",
+    r"invalid (?:request|value|type|parameter|argument|schema|json schema|response_format)|response_format|"
+    r"param(?:eter)? requires|requires (?:the )?--?[\w-]+ (?:flag|option)",
     re.I,
 )
 _AUTH_OR_LIMIT = (401, 403, 404, 408, 409, 429)

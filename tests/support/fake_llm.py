@@ -14,6 +14,9 @@ from the request's own json_schema, filled from a scripted dict; modes make it m
     context_length  400 context_length_exceeded
     down            connection refused (the listening socket is closed; `up()` reopens the same port)
 
+`refuse_json_schema` makes it answer like llama-cpp-python's server (0.3.36): response_format
+json_schema is refused with HTTP 500 and a validation error; json_object with a `schema` is answered.
+
 `then(*modes)` queues one mode per request before falling back to `mode`; `delay` is added to every
 answer (benchmarks). Every request body is kept in `requests`.
 """
@@ -50,6 +53,7 @@ class FakeLLM:
         self.delay = 0.0
         self.slow_seconds = 30.0
         self.retry_after = "7"
+        self.refuse_json_schema = False
         self.requests: list[dict[str, Any]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -140,6 +144,13 @@ class FakeLLM:
 
     async def _respond(self, body: dict[str, Any], raw: bytes = b"") -> tuple[int, dict[str, str], Any]:
         self.requests.append(body)
+        if self.refuse_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+            message = (
+                "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be "
+                "'text' or 'json_object' [type=literal_error, input_value='json_schema', input_type=str]"
+            )
+            return 500, {}, {"error": {"message": message, "type": "internal_server_error", "param": None,
+                                       "code": None}}  # fmt: skip
         mode = self.queue.popleft() if self.queue else self.mode
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -215,7 +226,8 @@ def _slot(scripted: Any, lines: list[str], confidence: float) -> dict[str, Any]:
 
 
 def fill(request: dict[str, Any], script: Script) -> dict[str, Any]:
-    schema = request["response_format"]["json_schema"]["schema"]
+    shape = request["response_format"]
+    schema = shape["json_schema"]["schema"] if shape["type"] == "json_schema" else shape["schema"]
     lines = transcript_of(request)
     out: dict[str, Any] = {}
     props = schema["properties"]

@@ -14,7 +14,8 @@ from schemas.agents import ExtractionSpec
 from schemas.routes import EXTRACTOR
 from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED
 from services.common.api import Service
-from services.extractor.__main__ import open_http, open_llm
+from services.devkit.llama import LlamaBuild, LlamaServer, cached
+from services.extractor.__main__ import open_http, open_llm, open_provider
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
 from services.extractor.settings import ExtractorSettings
@@ -60,5 +61,50 @@ async def extractor(fake: FakeLLM, spec: ExtractionSpec, tmp_path: Path, **overr
     )
     async with open_http(settings) as http:
         yield Extractor(settings, lambda event: spec, http, provider)
+    for client in clients:
+        await client.close()
+
+
+# ── a real llama.cpp server (scripts/build-llama.sh builds it once; these tests skip until then) ──────
+
+NOT_BUILT = (
+    "llama-server and its model are not built yet: `make test-llm` (or scripts/build-llama.sh) builds them once, "
+    "about 12 minutes on two cores, into .cache/llama/ and ~/.cache/postcall/llama/"
+)
+
+
+@pytest.fixture(scope="session")
+def llama_build() -> LlamaBuild:
+    found = cached()
+    if found is None:
+        pytest.skip(NOT_BUILT)
+    return found
+
+
+@pytest.fixture(scope="session")
+def llama(llama_build: LlamaBuild) -> Iterator[LlamaServer]:
+    """One llama-server (SmolLM2-135M-Instruct, 4096 tokens of context) for the session."""
+    with LlamaServer(llama_build, context=4096) as server:
+        yield server
+
+
+@asynccontextmanager
+async def real_extractor(
+    server: LlamaServer, tmp_path: Path, *, probe: bool = True, **llm: Any
+) -> AsyncIterator[Extractor]:
+    """An extractor wired to a real llama-server as `python -m services.extractor` wires one (probed at
+    start) or, with probe=False, as an operator who configured nothing would get before probing."""
+    settings = ExtractorSettings(
+        config_dir=tmp_path,
+        llm={"base_url": server.base_url, "model": server.model, "request_timeout_seconds": 240.0, **llm},
+    )
+    if probe:
+        async with open_http(settings) as http, open_provider(settings) as provider:
+            yield Extractor(settings, lambda event: None, http, provider)
+        return
+    clients = open_llm(settings)
+    unprobed = OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
+    async with open_http(settings) as http:
+        yield Extractor(settings, lambda event: None, http, unprobed)
     for client in clients:
         await client.close()

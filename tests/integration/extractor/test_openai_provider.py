@@ -16,8 +16,9 @@ from schemas.agents import ExtractionSpec, FieldSpec, RecipientRoute, RecipientR
 from schemas.events import ConversationEnded, ConversationExtracted, Message
 from services.common.api import DependencyUnavailable, PermanentError, RetryableError
 from services.common.harness import Harness, Outcome
+from services.extractor.__main__ import open_http, open_provider
 from services.extractor.handler import Extractor
-from tests.integration.extractor.conftest import extractor
+from tests.integration.extractor.conftest import extractor, settings_for
 from tests.support.fake_llm import FakeLLM
 from tests.unit.extractor.conftest import conversation
 
@@ -278,3 +279,35 @@ async def test_a_sustained_outage_opens_the_circuit_and_a_probe_closes_it(llm: F
         assert REGISTRY.get_sample_value("postcall_llm_circuit_open", {"provider": "openai"}) == 0
         await run.send(conversation("0005"))
     assert llm.count == 5
+
+
+async def test_a_500_validation_error_is_a_configuration_error_on_the_record_not_an_outage(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # llama-cpp-python's server refuses response_format json_schema with HTTP 500 and a validation error:
+    # the request is wrong, the endpoint is up. Not probed here, so every record sends json_schema.
+    llm.refuse_json_schema = True
+    async with extractor(llm, SPEC, tmp_path) as ex:
+        run = one_attempt(ex)
+        for _ in range(7):  # more than the circuit's threshold: it must stay closed
+            out = await run.send(conversation("0005"))
+            assert isinstance(out.error, PermanentError) and "configuration error" in str(out.error)
+            assert out.status == "dead_lettered"
+    failed = out.events[0].extraction  # type: ignore[attr-defined]
+    assert failed.status == "failed" and "Input should be 'text' or 'json_object'" in (failed.reason or "")
+    assert failed.endpoint == llm.base_url
+    assert llm.count == 7  # one request per record: nothing retried, no circuit opened
+
+
+async def test_a_server_that_refuses_json_schema_is_probed_into_json_object_with_the_schema(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    llm.refuse_json_schema = True
+    script_callback_call(llm)
+    settings = settings_for(llm, tmp_path)
+    async with open_http(settings) as http, open_provider(settings) as provider:
+        assert provider is not None and provider.capabilities.mode == "json_object"
+        e = await Extractor(settings, lambda event: SPEC, http, provider).extract(conversation("0005"), SPEC)
+    assert e.status == "ok" and e.fields["customer_name"].value == "Tom Becker"
+    assert llm.requests[-1]["response_format"]["type"] == "json_object"
+    assert llm.requests[-1]["response_format"]["schema"]["properties"]["fields"]

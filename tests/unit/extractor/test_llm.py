@@ -56,6 +56,7 @@ def test_the_token_counts_of_a_context_overflow_are_read() -> None:
         (404, "model not found", False),
         (429, "slow down", False),
         (500, "1 validation error for CreateChatCompletionRequest response_format.type Input should be 'text'", True),
+        (500, "tools param requires --jinja flag", True),  # llama-server started without --jinja
         (500, "internal server error", False),
         (503, "loading model", False),
     ],
