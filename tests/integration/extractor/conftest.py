@@ -15,7 +15,7 @@ from schemas.routes import EXTRACTOR
 from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED
 from services.common.api import Service
 from services.devkit.llama import LlamaBuild, LlamaServer, cached
-from services.extractor.__main__ import open_http, open_llm, open_provider
+from services.extractor.__main__ import llm_provider, open_http, open_llm, open_provider
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
 from services.extractor.settings import ExtractorSettings
@@ -103,7 +103,7 @@ async def real_extractor(
             yield Extractor(settings, lambda event: None, http, provider)
         return
     clients = open_llm(settings)
-    unprobed = OpenAIProvider(clients, settings.llm, settings.circuit, settings.default_country_code)
+    unprobed = llm_provider(settings, clients)
     async with open_http(settings) as http:
         yield Extractor(settings, lambda event: None, http, unprobed)
     for client in clients:
