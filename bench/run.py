@@ -45,6 +45,8 @@ BENCHMARKS: list[tuple[str, str, str]] = [
     ("memory", "bench.memory", "peak memory per service"),
     ("ledger", "bench.ledger", "dispatcher memory with 10 million ids in its idempotency ledger, against its limit"),
     ("ingress", "bench.ingress", "webhook ingress vs a bare aiokafka send_and_wait loop, concurrency 32"),
+    ("llm", "bench.llm", "extractor against llama-server vs the same prompts sent straight to it"),
+    ("eval", "bench.evaluation", "postcall eval: heuristic and local model on our calls and the SGD sample"),
 ]
 
 

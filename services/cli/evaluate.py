@@ -43,6 +43,7 @@ def evaluate(
     base_url: Annotated[str | None, typer.Option(help="openai: the endpoint (POSTCALL_LLM__BASE_URL).")] = None,
     model: Annotated[str | None, typer.Option(help="openai: the model (POSTCALL_LLM__MODEL).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N cases.")] = None,
+    sample: Annotated[int | None, typer.Option(help="Only N cases, evenly spaced over the dataset.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Conversations extracted at once.")] = 1,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     compare: Annotated[Path | None, typer.Option(help="An earlier run's JSON: print the change.")] = None,
@@ -60,6 +61,8 @@ def evaluate(
     except DatasetError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+    if sample is not None and 0 < sample < len(cases):
+        cases = [cases[i * len(cases) // sample] for i in range(sample)]
     before = orjson.loads(compare.read_bytes()) if compare else None
     result = asyncio.run(_run(cases, provider, base_url, model, concurrency))
     result["dataset"] = {"path": str(dataset), "format": kind, "cases": len(cases)}

@@ -5,6 +5,11 @@ arrived are shown.
 
     python -m services.devkit.demo run    # stays up until Ctrl-C, then stops everything it started
     python -m services.devkit.demo once   # exits 0 only if every expected action arrived
+    python -m services.devkit.demo run --llm local   # the extractor uses llama-server (make run LLM=local)
+
+With --llm local the extractor talks to llama.cpp's llama-server with a small model from a PyPI package
+(services/devkit/llama.py; built once, ~12 minutes). A 135M-parameter model on CPU takes half a minute
+or more per conversation and extracts poorly: it shows the wiring, not the quality (README).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from schemas.topics import ACTION_RESULTS, DECISIONS
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import ROOT, KafkaCluster
+from services.devkit.llama import LlamaServer, build
 from services.devkit.publish import load_examples, publish
 from services.devkit.sink import DEMO_SECRETS, Sink
 from services.devkit.stack import Stack
@@ -133,8 +139,9 @@ def _port_or_free(preferred: int) -> int:
         return int(s.getsockname()[1])
 
 
-async def demo(mode: str, kafka_port: int, timeout: float, ingress_port: int = 8080) -> int:
+async def demo(mode: str, kafka_port: int, timeout: float, ingress_port: int = 8080, llm: str = "heuristic") -> int:
     os.environ.setdefault("POSTCALL_TOPIC_PARTITIONS", "3")
+    llama = await asyncio.to_thread(_start_llama) if llm == "local" else None
     cluster = await asyncio.to_thread(KafkaCluster(size=1, ports=[_port_or_free(kafka_port)]).start)
     stack: Stack | None = None
     try:
@@ -144,6 +151,15 @@ async def demo(mode: str, kafka_port: int, timeout: float, ingress_port: int = 8
         async with Sink(DEMO_SECRETS, smtp_port=0, quiet=mode == "once") as sink:
             run_dir = Path(tempfile.mkdtemp(prefix="postcall-demo-"))
             env = {"SINK_PORT": str(sink.port), "SINK_SMTP_PORT": str(sink.smtp_port)}
+            if llama is not None:  # one slow model: one conversation at a time, each within the handler timeout
+                env.update({"extractor:POSTCALL_LLM__BASE_URL": llama.base_url,
+                            "extractor:POSTCALL_LLM__MODEL": llama.model,
+                            "extractor:POSTCALL_LLM__REQUEST_TIMEOUT_SECONDS": "280",
+                            "extractor:POSTCALL_RUNTIME__HANDLER_TIMEOUT_SECONDS": "600",
+                            "extractor:POSTCALL_RUNTIME__MAX_IN_FLIGHT": "1"})  # fmt: skip
+                print(f"llm     {llama.model} at {llama.base_url} (llama-server)", flush=True)
+            else:
+                print("llm     none: the extractor uses its offline heuristic provider", flush=True)
             stack = Stack(kafka.bootstrap_servers, run_dir, extra_env=env).start()
             print(f"sink    {sink.url()}  smtp 127.0.0.1:{sink.smtp_port}   service logs: {run_dir}", flush=True)
             url = f"http://127.0.0.1:{_port_or_free(ingress_port)}"
@@ -162,6 +178,13 @@ async def demo(mode: str, kafka_port: int, timeout: float, ingress_port: int = 8
         if stack is not None:
             stack.stop()
         await asyncio.to_thread(cluster.stop)
+        if llama is not None:
+            llama.stop()
+
+
+def _start_llama() -> LlamaServer:
+    print("llm     starting llama-server (the first time it is built: about 12 minutes)", flush=True)
+    return LlamaServer(build(), context=8192).start()
 
 
 async def _through_ingress(url: str) -> list[str]:
@@ -225,9 +248,11 @@ def main() -> None:
     parser.add_argument("--kafka-port", type=int, default=9092, help="used when free, else a free port")
     parser.add_argument("--timeout", type=float, default=180.0, help="once: give up after this many seconds")
     parser.add_argument("--ingress-port", type=int, default=8080, help="used when free, else a free port")
+    what = "local: the extractor uses llama-server with a small model (built when missing)"
+    parser.add_argument("--llm", choices=("heuristic", "local"), default="heuristic", help=what)
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(asyncio.run(demo(args.mode, args.kafka_port, args.timeout, args.ingress_port)))
+        sys.exit(asyncio.run(demo(args.mode, args.kafka_port, args.timeout, args.ingress_port, args.llm)))
 
 
 if __name__ == "__main__":

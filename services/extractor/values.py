@@ -181,8 +181,25 @@ _MONTH = (
 )
 _ORD = r"(\d{1,2})(?:st|nd|rd|th)?"
 _WEEKDAY = r"(monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_ORDINALS = (
+    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth "
+    "fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"
+)
+_ORDINAL_WORDS = {w: i + 1 for i, w in enumerate(_ORDINALS.split())}
+_ORDINAL_WORDS.update({f"twenty{sep}{w}": 20 + i for w, i in list(_ORDINAL_WORDS.items())[:9] for sep in (" ", "-")})
+_ORDINAL_WORDS.update({"thirtieth": 30, "thirty first": 31, "thirty-first": 31})
+_ORD_WORD = "|".join(sorted(_ORDINAL_WORDS, key=len, reverse=True))
+_NOT_A_DAY = (
+    r"(?:times?|floor|one|person|people|call|attempt|request|try|item|option|place|row|grade|edition|ave|avenue|"
+    r"st|street)\b"
+)
 _DATE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("iso", re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")),
+    # "Wednesday next week", "next week on Wednesday", "Wednesday of next week": that week's Wednesday
+    ("weekday_next_week", re.compile(rf"\b{_WEEKDAY}\s+(?:of\s+)?next\s+week\b", re.I)),
+    ("next_week_weekday", re.compile(rf"\bnext\s+week(?:'s|,)?\s+(?:on\s+)?{_WEEKDAY}\b", re.I)),
+    ("month_day_words", re.compile(rf"\b{_MONTH}\s+(?:the\s+)?({_ORD_WORD})\b", re.I)),
+    ("day_words_month", re.compile(rf"\b(?:the\s+)?({_ORD_WORD})\s+of\s+{_MONTH}", re.I)),
     ("month_day", re.compile(rf"\b{_MONTH}\s+(?:the\s+)?{_ORD}\b(?:,?\s+(\d{{4}}))?", re.I)),
     ("day_month", re.compile(rf"\b(?:the\s+)?{_ORD}\s+(?:of\s+)?{_MONTH}(?:,?\s+(\d{{4}}))?", re.I)),
     ("numeric", re.compile(r"\b(\d{1,2})/(\d{1,2})(?:/(\d{4}|\d{2}))?\b")),
@@ -190,6 +207,12 @@ _DATE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("in_n", re.compile(r"\bin\s+(a|an|one|two|three|four|five|six|seven|\d{1,2})\s+(days?|weeks?)\b", re.I)),
     ("next_week", re.compile(r"\b(next|this\s+coming)\s+week\b", re.I)),
     ("weekday", re.compile(rf"\b(?:(next|this|coming|on)\s+)?{_WEEKDAY}\b", re.I)),
+    # "the 11th", "on the 1st", "the 2nd of this month", "the 3rd of next month"; spelled ordinals only
+    # with "of this/next month" or after "on the" ("the first time" is no date)
+    ("ordinal", re.compile(r"\b(?:on\s+)?(?:the\s+)?(\d{1,2})(?:st|nd|rd|th)\b(?:\s+of\s+(this|next)\s+month)?"
+                           rf"(?!\s+{_NOT_A_DAY})", re.I)),
+    ("ordinal_words", re.compile(rf"\b(?:on\s+the\s+({_ORD_WORD})\b(?:\s+of\s+(this|next)\s+month)?|"
+                                 rf"the\s+({_ORD_WORD})\s+of\s+(this|next)\s+month)", re.I)),
 ]  # fmt: skip
 
 
@@ -214,6 +237,13 @@ def _date_from(kind: str, m: re.Match[str], ref: date, day_first: bool) -> date 
         if kind in ("month_day", "day_month"):
             month, day = (_month(g[0]), int(g[1])) if kind == "month_day" else (_month(g[1]), int(g[0]))
             return date(int(g[2]), month, day) if g[2] else _upcoming(ref, month, day)
+        if kind in ("month_day_words", "day_words_month"):
+            month_name, ordinal = (g[0], g[1]) if kind == "month_day_words" else (g[1], g[0])
+            return _upcoming(ref, _month(month_name), _ORDINAL_WORDS[" ".join(ordinal.lower().split())])
+        if kind in ("ordinal", "ordinal_words"):
+            day_text, which = (g[0], g[1]) if kind == "ordinal" or g[0] else (g[2], g[3])
+            day = int(day_text) if day_text.isdigit() else _ORDINAL_WORDS[" ".join(day_text.lower().split())]
+            return _day_of_month(ref, day, (which or "").lower())
         if kind == "numeric":
             first, second = int(g[0]), int(g[1])
             month, day = (second, first) if day_first else (first, second)
@@ -225,6 +255,17 @@ def _date_from(kind: str, m: re.Match[str], ref: date, day_first: bool) -> date 
     return _relative(kind, g, ref)
 
 
+def _day_of_month(ref: date, day: int, which: str) -> date | None:
+    """'the 11th' is this month's 11th, or next month's once it has passed; 'of next month' says so."""
+    month, year = ref.month, ref.year
+    if which == "next" or (not which and day < ref.day):
+        month, year = (1, year + 1) if month == 12 else (month + 1, year)
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
 def _relative(kind: str, g: tuple[str | None, ...], ref: date) -> date | None:
     word = (g[0] or "").lower()
     if kind == "relative_day":
@@ -234,6 +275,8 @@ def _relative(kind: str, g: tuple[str | None, ...], ref: date) -> date | None:
         return ref + timedelta(days=count * (7 if (g[1] or "").lower().startswith("week") else 1))
     if kind == "next_week":
         return ref + timedelta(days=7 - ref.weekday())
+    if kind in ("weekday_next_week", "next_week_weekday"):
+        return ref + timedelta(days=7 - ref.weekday() + WEEKDAYS[word])
     if kind == "weekday":
         ahead = (WEEKDAYS[(g[1] or "").lower()] - ref.weekday()) % 7
         return ref + timedelta(days=ahead or 7)
@@ -266,7 +309,15 @@ def _is_habitual(text: str, start: int) -> bool:
     return "every" in before or text[start:].lower().split(" ", 1)[0].rstrip(".,?!").endswith("days")
 
 
+_HOUR = r"(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+_PERIOD = r"(a\.?m\.?|p\.?m\.?|in the morning|in the afternoon|in the evening|at night|tonight|o'?clock)"
 _TIME_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    # "half past 4 in the evening", "quarter to 6 pm", "quarter past eleven"
+    ("past_to", re.compile(rf"\b(half|quarter|(?:\d{{1,2}}|ten|twenty|twenty[\s-]five)\s+minutes)\s+(past|after|to)\s+"
+                           rf"{_HOUR}\b(?:\s*(?:o'?clock\s*)?{_PERIOD})?", re.I)),
+    # "10:30 in the morning", "5 o'clock in the evening", "6 in the evening", "7 at night"
+    ("spoken_period", re.compile(rf"\b{_HOUR}(?::([0-5]\d))?\s*(?:o'?clock\s+)?(in the morning|in the afternoon|"
+                                 rf"in the evening|at night)\b", re.I)),
     ("ampm", re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?\s?m\b\.?", re.I)),
     ("clock", re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")),
     ("words", re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
@@ -281,12 +332,39 @@ def _business_hour(hour: int) -> int:
     return hour + 12 if 1 <= hour <= 7 else hour
 
 
+def _hour(word: str) -> int:
+    return int(word) if word.isdigit() else UNITS[word.lower()]
+
+
+def _afternoon(period: str, hour: int) -> int:
+    """The 24-hour clock hour of 'hour' said with a period ('pm', 'in the evening'); a bare hour is
+    read as business hours."""
+    p = period.lower().replace(".", "").replace(" ", "")
+    if p.startswith("p") or "afternoon" in p or "evening" in p or "night" in p:
+        return hour % 12 + 12
+    if p.startswith("a") or "morning" in p:
+        return hour % 12
+    return _business_hour(hour) % 24
+
+
 def _time_from(kind: str, m: re.Match[str]) -> time | None:
     g = m.groups()
+    if kind == "past_to":
+        hour = _hour(g[2])
+        amount = g[0].lower()
+        minutes = 30 if amount == "half" else 15 if amount == "quarter" else _minutes(amount)
+        if not 1 <= hour <= 12 or minutes is None:
+            return None
+        total = _afternoon(g[3] or "", hour) * 60 + (minutes if g[1].lower() in ("past", "after") else -minutes)
+        return time((total // 60) % 24, total % 60)
+    if kind == "spoken_period":
+        hour, minute = _hour(g[0]), int(g[1] or 0)
+        return time(_afternoon(g[2], hour), minute) if 1 <= hour <= 12 else None
     if kind == "named":
         return time(0, 0) if g[0].lower() == "midnight" else time(12, 0)
-    if kind == "clock":
-        return time(int(g[0]), int(g[1]))
+    if kind == "clock":  # "1:30" in a booking is 13:30; "10:30" and "16:30" are what they say
+        hour = int(g[0])
+        return time(_business_hour(hour) if len(g[0]) == 1 or hour < 10 else hour, int(g[1]))
     if kind == "ampm":
         hour, minute, pm = int(g[0]), int(g[1] or 0), g[2].lower() == "p"
     else:
@@ -299,6 +377,11 @@ def _time_from(kind: str, m: re.Match[str]) -> time | None:
     if not 1 <= hour <= 12 or minute > 59:
         return None
     return time(hour % 12 + (12 if pm else 0), minute)
+
+
+def _minutes(amount: str) -> int | None:
+    words = amount.replace("minutes", "").strip()
+    return int(words) if words.isdigit() else (None if (n := words_to_number(words)) is None else int(n))
 
 
 def find_times(text: str) -> list[Found[time]]:

@@ -84,7 +84,7 @@ def boolean(want: Want, utts: list[Utterance]) -> ExtractedValue:
         u = utts[i]
         if not u.customer:
             continue
-        if (found := _mention(want, u, concepts)) is not None:
+        if (found := _mention(want, u, concepts)) is not None and not _inside_question(u.text, found[0], u.norm):
             start, strength, said = found
             negative = any(w in lx.NEGATORS for w in said.split()) or lx.negated(u.norm, start)
             return value(not negative, u, 0.35 + 0.3 * strength, start)
@@ -93,6 +93,13 @@ def boolean(want: Want, utts: list[Utterance]) -> ExtractedValue:
             if answer is not None:
                 return value(answer, u, 0.65)
     return NULL
+
+
+def _inside_question(text: str, start: int, norm: str) -> bool:
+    """'Does it allow pets?': the customer asks about the subject, which states no value."""
+    position = start * len(text) // max(len(norm), 1)  # norm and text differ little in length
+    end = re.search(r"[.!?]", text[position:])
+    return end is not None and end.group(0) == "?"
 
 
 def _asks(u: Utterance) -> bool:

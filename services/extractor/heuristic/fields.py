@@ -81,6 +81,7 @@ class Want:
 class Context:
     ref: datetime  # the conversation's end, in its own time zone
     country_code: str = "1"
+    sole: frozenset[str] = frozenset()  # the value kinds exactly one field of the spec has
 
     @property
     def day_first(self) -> bool:
@@ -162,21 +163,78 @@ def find_in(u: Utterance, kind: str, ctx: Context) -> list[vs.Found[Any]]:
 NEEDS_CONTEXT = frozenset(("date", "datetime", "time", "time_text"))
 
 
+# "no wait, Friday", "actually the 7th", "make it 7 pm instead": what follows replaces what came before
+CORRECTION = re.compile(
+    r"\b(?:actually|no,? wait|wait,? no|sorry|i mean|rather|instead|make it|change (?:it|that) to|scratch that|"
+    r"on second thought|let'?s say|better)\b",
+    re.I,
+)
+_AGREES = re.compile(r"^\W*(?:yes|yeah|yep|yup|correct|right|exactly|perfect|sounds good|that works|"
+                     r"that'?s (?:right|correct|perfect)|works for me)\b", re.I)  # fmt: skip
+
+
+def agreed(utts: list[Utterance], i: int) -> bool:
+    """The customer's next turn agrees with what the agent said in turn i."""
+    after = next((u for u in utts[i + 1 :] if u.customer), None)
+    return after is not None and after.index == utts[i].index + 1 and _AGREES.match(after.text) is not None
+
+
+def pick(u: Utterance, want: Want, concepts: Sequence[lx.Concept], found: list[vs.Found[T]], own: bool) -> vs.Found[T]:
+    """Which of an utterance's values: the one after a correction ('the 1st... actually the 7th'), else
+    the one nearest the field's words, else the first."""
+    if len(found) > 1:
+        for cue in CORRECTION.finditer(u.text):
+            later = [f for f in found if f.start >= cue.end()]
+            if later and any(f.start < cue.start() for f in found):
+                return later[0]
+    return _nearest_to_keyword(u, want, concepts, found) if own else found[0]
+
+
+_PAST = re.compile(r"\b(?:since|last|ago|was|were|had|did|back on|before|used to)\s+(?:\w+\s+){0,2}$", re.I)
+
+
 def typed(want: Want, utts: list[Utterance], ctx: Context, kind: str) -> ExtractedValue:
+    """The customer's latest value of the kind said about the field (in the same turn, or answering the
+    agent's question about it, or correcting a value just said, or one the agent repeats while talking
+    about the field); the agent's own only when the customer says it too or agrees. A date or time
+    needs the field's subject nearby unless the spec has one field of that kind; a value that cannot be
+    tied to the field is left empty."""
     concepts = lx.concepts_for(f"{want.name} {want.description}")
-    best: tuple[float, int, Any, Utterance, int] | None = None
+    sole = want.kind in ctx.sole
+    rows = []
     for i, u in enumerate(utts):
-        if not (found := find_in(u, kind, ctx)):
+        if found := [f for f in find_in(u, kind, ctx) if not (kind in NEEDS_CONTEXT and _past(u.text, f.start))]:
+            own = relevance(want, u, concepts) > 0
+            asked = i > 0 and not utts[i - 1].customer and relevance(want, utts[i - 1], concepts) > 0
+            rows.append((i, u, found, own, asked))
+    said = {f.value for _, u, found, _, _ in rows if u.customer for f in found}
+    confirmed = {f.value for _, u, found, own, asked in rows if not u.customer and (own or asked) for f in found}
+    best: tuple[tuple[int, int, int], float, Any, Utterance, int] | None = None
+    previous_tied = -10
+    for i, u, found, own, asked in rows:
+        corrects = CORRECTION.search(u.text) is not None and i - previous_tied <= 2
+        echoed = u.customer and any(f.value in confirmed for f in found)
+        tied = own or asked or corrects or echoed
+        backed = tied and (agreed(utts, i) or any(f.value in said for f in found))
+        if not u.customer and not backed and (kind in NEEDS_CONTEXT or not tied):
             continue
-        own = relevance(want, u, concepts) > 0
-        asked = i > 0 and not utts[i - 1].customer and relevance(want, utts[i - 1], concepts) > 0
-        if not (own or asked) and (kind in NEEDS_CONTEXT or (kind == "phone" and not u.customer)):
+        if not tied and (kind in NEEDS_CONTEXT or kind == "phone") and not (sole and u.customer):
             continue
-        score = (0.45 if u.customer else 0.35) + 0.15 * own + 0.1 * asked
-        if best is None or (score, i) >= best[:2]:
-            pick = _nearest_to_keyword(u, want, concepts, found) if own else found[0]
-            best = (score, i, pick.value, u, pick.start)
-    return NULL if best is None else value(best[2], best[3], best[0], best[4])
+        if tied:
+            previous_tied = i
+        score = (0.45 if u.customer else 0.35) + 0.15 * own + 0.1 * (asked or corrects or echoed)
+        rank = (int(u.customer), int(tied), i)  # the customer's word, tied to the field, the latest
+        if best is None or rank > best[0]:
+            choice = pick(u, want, concepts, found, own)
+            if echoed and not (own or asked or corrects):
+                choice = next(f for f in found if f.value in confirmed)
+            best = (rank, score, choice.value, u, choice.start)
+    return NULL if best is None else value(best[2], best[3], best[1], best[4])
+
+
+def _past(text: str, start: int) -> bool:
+    """'since Monday', 'we had it on the 3rd': a date in the past is no appointment or follow-up."""
+    return _PAST.search(text[max(0, start - 24) : start]) is not None
 
 
 _DATE_HINT = re.compile(
@@ -200,24 +258,51 @@ def _may_hold(kind: str, norm: str) -> bool:
     return _HINTS[kind](norm) if kind in _HINTS else True
 
 
+_MONEY_OR_MEASURE = re.compile(
+    r"^\s*(?:dollars?|bucks|usd|euros?|pounds?|cents?|percent|%|per\s+(?:cent|hour|month|user|year)|a\s+month|"
+    r"an?\s+hour|/\s*(?:mo|month|hr|hour|user))\b",
+    re.I,
+)
+
+
 def number(want: Want, utts: list[Utterance], ctx: Context, integer: bool) -> ExtractedValue:
-    """A number said near the field's keywords (same utterance, or the answer to a question about it);
-    the customer's latest such number, else the agent's."""
+    """A number said near the field's keywords (same utterance, or the answer to a question about it):
+    the customer's latest such number, else one the agent said and the customer agreed to. Clock times,
+    dates, phone numbers and amounts of money are not counts."""
     concepts = lx.concepts_for(f"{want.name} {want.description}")
+    money = bool(re.search(r"amount|price|cost|budget|fare|fee|balance|total|salary|pay", want.name))
     order = sorted(range(len(utts)), key=lambda i: (utts[i].customer, i), reverse=True)
     for i in order:
         u = utts[i]
         asked = i > 0 and not utts[i - 1].customer and relevance(want, utts[i - 1], concepts) >= 0.5
-        if not (asked or relevance(want, u, concepts) >= 0.5):
+        if not u.customer and not agreed(utts, i):
             continue
         taken = [(f.start, f.end) for kind in ("phone", "date", "time") for f in find_in(u, kind, ctx)]
         found = [f for f in vs.find_numbers(u.text) if not any(a <= f.start < b for a, b in taken)]
+        if not (asked or relevance(want, u, concepts) >= 0.5):  # else only "4 people" for a count of people
+            found = [f for f in found if _counts(want, u.text[f.end :])]
+        if not money:
+            found = [f for f in found if not _is_money(u.text, f)]
+        if "year" in want.name:
+            found = [f for f in found if 1900 <= f.value <= 2100]
+        if not re.search(r"star|rating", want.name):  # "a 4-star hotel for 2 rooms": 4 is no room count
+            found = [f for f in found if not re.match(r"[\s-]*stars?\b", u.text[f.end :], re.I)]
         found = [f for f in found if not integer or f.value == int(f.value)]
         if found:
-            pick = _nearest_to_keyword(u, want, concepts, found)
-            v: float | int = int(pick.value) if integer or pick.value == int(pick.value) else pick.value
-            return value(v, u, (0.5 if u.customer else 0.4) + 0.15 * asked, pick.start)
+            chosen = pick(u, want, concepts, found, True)
+            v: float | int = int(chosen.value) if integer or chosen.value == int(chosen.value) else chosen.value
+            return value(v, u, (0.5 if u.customer else 0.4) + 0.15 * asked, chosen.start)
     return NULL
+
+
+def _counts(want: Want, after: str) -> bool:
+    """The number is followed by what the field counts: '4 people' for party_size, 'number of people'."""
+    m = re.match(r"[\s-]*([a-z]+)", after, re.I)
+    return m is not None and lx.stem(m.group(1).lower()) in want.keywords
+
+
+def _is_money(text: str, f: vs.Found[float]) -> bool:
+    return "$" in text[max(0, f.start - 2) : f.start + 1] or _MONEY_OR_MEASURE.match(text[f.end :]) is not None
 
 
 def _nearest_to_keyword(

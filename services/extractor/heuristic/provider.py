@@ -12,6 +12,7 @@ and synchronous: the handler runs it in a thread for long transcripts.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -28,7 +29,8 @@ PROVIDER = "heuristic"
 def extract(spec: ExtractionSpec, messages: Sequence[Message], ended_at: datetime, country_code: str) -> Extraction:
     """Everything the spec asks for; `ended_at` must carry the conversation's time zone."""
     utts = fx.utterances(messages)
-    ctx = Context(ref=ended_at, country_code=country_code)
+    kinds = Counter(f.type for f in spec.fields)
+    ctx = Context(ref=ended_at, country_code=country_code, sole=frozenset(k for k, n in kinds.items() if n == 1))
     return Extraction(
         status="ok",
         provider=PROVIDER,

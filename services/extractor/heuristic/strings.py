@@ -8,7 +8,17 @@ import re
 from schemas.events import ExtractedValue
 from services.extractor import values as vs
 from services.extractor.heuristic import lexicon as lx
-from services.extractor.heuristic.fields import FINDERS, NULL, Context, Utterance, Want, relevance, typed, value
+from services.extractor.heuristic.fields import (
+    FINDERS,
+    NULL,
+    Context,
+    Utterance,
+    Want,
+    question_part,
+    relevance,
+    typed,
+    value,
+)
 
 _CAP = r"[A-Z][a-zA-Z'\-]*[a-z]"  # Tom, O'Brien, McDonald, Mary-Jane; not HVAC
 _PERSON = rf"({_CAP}(?:\s+{_CAP}){{0,2}})"
@@ -106,4 +116,62 @@ def string(want: Want, utts: list[Utterance], ctx: Context) -> ExtractedValue:
     for kind in ("email", "phone", "date"):
         if examples and FINDERS[kind](examples, ctx):
             return typed(want, utts, ctx, kind)
-    return sentence(want, utts)
+    if words & FREE_TEXT or want.kind == "summary":
+        return sentence(want, utts)
+    return entity(want, utts)
+
+
+# fields whose value is a sentence; any other text field wants a name, a place, a title: never a sentence
+FREE_TEXT = frozenset(lx.words(
+    "summary reason description notes note issue problem request details detail comment comments feedback "
+    "message question complaint topic subject explanation outcome resolution symptoms concern"
+))  # fmt: skip
+_PLACE_CUES = {
+    "from": ("origin", "from", "departure", "leaving", "pickup", "start"),
+    "to": ("destination", "to", "where", "arrival", "dropoff", "going"),
+    "in|at|around|near": ("city", "location", "area", "where", "place", "town", "venue", "address"),
+}
+_PROPER = r"((?:[A-Z][\w'&.-]*|\d+[\w-]*)(?:\s+(?:of|the|de|la|and|&|on|upon)?\s*(?:[A-Z][\w'&.-]*|\d+[\w-]*))*)"
+_SKIP = frozenset(lx.words(
+    "i i'm i'd i'll i've hi hello hey yes yeah no okay ok sure please thanks thank can could would will "
+    "what which where when how is are do does the a an my we our that this it it's monday tuesday wednesday "
+    "thursday friday saturday sunday january february march april may june july august september october "
+    "november december today tomorrow tonight next"
+))  # fmt: skip
+
+
+def _proper(text: str) -> list[tuple[int, str]]:
+    """Capitalised phrases (names of places, people, venues, titles), without sentence-opening words."""
+    out = []
+    for m in re.finditer(_PROPER, text):
+        words = m.group(1).split()
+        while words and words[0].lower().strip(".,") in _SKIP:
+            words = words[1:]
+        while words and words[-1].lower().strip(".,") in _SKIP | {"of", "the", "and", "&", "on"}:
+            words = words[:-1]
+        phrase = " ".join(words).strip(".,")
+        if phrase and not phrase.isdigit():
+            out.append((m.start() + m.group(1).find(words[0]), phrase))
+    return out
+
+
+def entity(want: Want, utts: list[Utterance]) -> ExtractedValue:
+    """A place after its preposition ('to Seattle' for a destination, 'in San Jose' for a city), or the
+    customer's short answer to the agent's question about the field ('Which city?' 'San Jose.'). Else
+    empty: a guess fires a wrong action."""
+    concepts = lx.concepts_for(f"{want.name} {want.description}")
+    words = set(want.name.split("_"))
+    cues = [cue for cue, names in _PLACE_CUES.items() if words & set(names)]
+    for i in range(len(utts) - 1, -1, -1):
+        u = utts[i]
+        if not u.customer:
+            continue
+        for cue in cues:
+            if m := re.search(rf"\b(?:{cue})\s+{_PROPER}", u.text):
+                found = _proper(m.group(1))
+                if found and found[0][0] == 0:
+                    return value(found[0][1], u, 0.5, m.start(1))
+        asked = i > 0 and not utts[i - 1].customer and relevance(want, question_part(utts[i - 1]), concepts) >= 0.5
+        if asked and len(u.text.split()) <= 8 and (names := _proper(u.text)):
+            return value(names[-1][1], u, 0.45, names[-1][0])
+    return NULL

@@ -114,3 +114,45 @@ def test_a_time_alone_is_its_next_occurrence() -> None:
 )  # fmt: skip
 def test_numbers_in_digits_and_words(said: str, expected: float) -> None:
     assert [f.value for f in vs.find_numbers(said)] == [expected]
+
+
+FRIDAY = date(2019, 3, 1)  # the Schema-Guided Dialogue corpus's reference day
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [
+        ("Wednesday next week", date(2019, 3, 6)),  # was Monday the 4th
+        ("next week on Tuesday", date(2019, 3, 5)),
+        ("the 11th of this month", date(2019, 3, 11)),  # was not read
+        ("the 1st", date(2019, 3, 1)),  # was not read
+        ("on the 7th", date(2019, 3, 7)),
+        ("the 2nd of next month", date(2019, 4, 2)),
+        ("the twenty-fourth of March", date(2019, 3, 24)),
+        ("on the first", date(2019, 3, 1)),
+    ],
+)
+def test_week_relative_and_ordinal_dates(said: str, expected: date) -> None:
+    assert [f.value for f in vs.find_dates(said, FRIDAY)] == [expected]
+
+
+def test_ordinals_that_are_not_days_are_not_dates() -> None:
+    assert vs.find_dates("this is the 3rd time I call, I live on the 2nd floor", FRIDAY) == []
+    assert vs.find_dates("the first time I called", FRIDAY) == []
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [
+        ("half past 4 in the evening", time(16, 30)),  # was not read
+        ("quarter past 5 in the evening", time(17, 15)),
+        ("quarter to 6 pm", time(17, 45)),
+        ("5 o'clock in the evening", time(17, 0)),
+        ("11 in the morning", time(11, 0)),
+        ("10:30 in the morning", time(10, 30)),
+        ("half past eleven in the morning", time(11, 30)),
+        ("twenty minutes past three pm", time(15, 20)),
+    ],
+)
+def test_spoken_times(said: str, expected: time) -> None:
+    assert [f.value for f in vs.find_times(said)] == [expected]
