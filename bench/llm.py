@@ -77,7 +77,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             unit="conv/s",
             samples=ours,
             baseline_samples=direct,
-        ),  # fmt: skip
+        ),
         info_line(
             "llm calls", f"{len(events)} conversations x {ctx.repeats} rounds per side, {failed} failed extractions"
         ),
