@@ -72,6 +72,7 @@ async def test_one_conversation_with_every_attempt_and_its_next_retry(store: Sto
         "evidence": "Please call me back tomorrow.",
         "confidence": 0.93,
         "needs_review": False,
+        "raw": None,  # what a model answered before normalisation, when it differed
     }
     assert full["decisions"][0]["flows"][0]["fired"] is True
     assert {a["final_outcome"] for a in full["actions"]} == {"delivered", "published"}
