@@ -85,28 +85,21 @@ HEADER_DOCS: dict[str, str] = {
     h.CE_TIME: "When the event happened, RFC 3339 UTC.",
     h.CE_SUBJECT: "Optional: the conversation_id (or action_id on action results).",
     h.CONTENT_TYPE: "The value is JSON (CloudEvents binary mode datacontenttype).",
-    h.RETRY_ATTEMPT: "The attempt this delivery is (2 on the first retry tier).",
-    h.RETRY_DUE_AT: "When the record becomes due; the service never handles it earlier.",
-    h.RETRY_ORIGINAL_TOPIC: "The main topic the record first arrived on.",
-    h.RETRY_ORIGINAL_PARTITION: "Its partition there.",
-    h.RETRY_ORIGINAL_OFFSET: "Its offset there.",
-    h.RETRY_ORIGINAL_TIMESTAMP: "Its record timestamp there, epoch milliseconds.",
-    h.RETRY_FIRST_FAILURE_AT: "When handling first failed.",
-    h.RETRY_LAST_ERROR: "The last error, class and message, truncated.",
-    h.DLQ_ORIGINAL_TOPIC: "The main topic the record first arrived on.",
-    h.DLQ_ORIGINAL_PARTITION: "Its partition there.",
-    h.DLQ_ORIGINAL_OFFSET: "Its offset there.",
-    h.DLQ_ORIGINAL_TIMESTAMP: "Its record timestamp there, epoch milliseconds.",
+    h.ORIGINAL_TOPIC: "The main topic the record first arrived on.",
+    h.ORIGINAL_PARTITION: "Its partition there.",
+    h.ORIGINAL_OFFSET: "Its offset there.",
+    h.ORIGINAL_TIMESTAMP: "Its record timestamp there, epoch milliseconds.",
+    h.ATTEMPTS: "Attempts made so far (a retry tier's copy is attempt x-attempts + 1).",
+    h.FIRST_FAILURE_AT: "When handling first failed.",
+    h.LAST_FAILURE_AT: "When it last failed.",
+    h.EXCEPTION_CLASS: "The exception class of the last failure.",
+    h.EXCEPTION_MESSAGE: "The last failure, class and message, truncated.",
+    h.RETRY_DUE_AT: "When the record becomes due (epoch seconds); the service never handles it earlier.",
     h.DLQ_CONSUMER_GROUP: "The consumer group that gave up.",
     h.DLQ_SERVICE: "The service that gave up.",
     h.DLQ_SERVICE_VERSION: "That service's version.",
     h.DLQ_HOST: "The host or pod that gave up.",
-    h.DLQ_EXCEPTION_CLASS: "The exception class of the last failure.",
-    h.DLQ_EXCEPTION_MESSAGE: "Its message, truncated.",
     h.DLQ_FAILURE_CATEGORY: "poison (undecodable or off-schema), permanent, or retryable-exhausted.",
-    h.DLQ_ATTEMPTS: "How many times the record was handled.",
-    h.DLQ_FIRST_FAILURE_AT: "When handling first failed.",
-    h.DLQ_LAST_FAILURE_AT: "When it last failed.",
     h.REPLAY_COUNT: "How many times the record was replayed from a dead-letter topic.",
     h.REPLAYED_FROM: "The dead-letter topic it was replayed from.",
     h.REPLAYED_AT: "When it was replayed.",
@@ -114,8 +107,8 @@ HEADER_DOCS: dict[str, str] = {
 
 CE_REQUIRED = (h.CE_ID, h.CE_TYPE, h.CE_SOURCE, h.CE_SPECVERSION, h.CE_TIME, h.CONTENT_TYPE)
 CE_CONSTANTS = {h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE, h.CONTENT_TYPE: h.JSON_CONTENT_TYPE}
-RETRY_REQUIRED = (h.RETRY_ATTEMPT, h.RETRY_DUE_AT, h.RETRY_ORIGINAL_TOPIC)
-DLQ_REQUIRED = (h.DLQ_ORIGINAL_TOPIC, h.DLQ_ORIGINAL_PARTITION, h.DLQ_ORIGINAL_OFFSET, h.DLQ_FAILURE_CATEGORY)
+RETRY_REQUIRED = (h.ATTEMPTS, h.RETRY_DUE_AT, h.ORIGINAL_TOPIC)
+DLQ_REQUIRED = (h.ORIGINAL_TOPIC, h.ORIGINAL_PARTITION, h.ORIGINAL_OFFSET, h.DLQ_FAILURE_CATEGORY)
 
 
 def _header(name: str) -> Json:
@@ -277,8 +270,10 @@ and schemas/headers.py.
 * Keys: conversation_id everywhere on the main path (one conversation's records stay in order on one
   partition); action_id on postcall.action-results.v1, which is compacted.
 * Headers follow the CloudEvents Kafka binding (ce_id, ce_type, ce_source, ce_specversion, ce_time,
-  content-type) on every record. Retry tiers add x-retry-*; dead-letter topics add x-dlq-* and keep the
-  original key and value byte for byte; replays add x-replay-*.
+  content-type) on every record. A retry tier's copy and a dead letter keep the original key and value
+  byte for byte and carry one family of hop headers (x-original-*, x-attempts, x-first-failure-at,
+  x-last-failure-at, x-exception-*); a retry copy adds x-retry-due-at, a dead letter x-dlq-*; replays
+  add x-replay-*.
 * Partition counts and replication are deployment settings (POSTCALL_TOPIC_PARTITIONS,
   POSTCALL_TOPIC_REPLICATION), not part of the contract.
 """

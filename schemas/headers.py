@@ -16,49 +16,41 @@ CONTENT_TYPE = "content-type"
 CE_SPECVERSION_VALUE = "1.0"
 JSON_CONTENT_TYPE = "application/json"
 
-# Retry tiers: set when a record is forwarded to one of its service's delay topics.
-RETRY_ATTEMPT = "x-retry-attempt"
-RETRY_DUE_AT = "x-retry-due-at"
-RETRY_ORIGINAL_TOPIC = "x-retry-original-topic"
-RETRY_FIRST_FAILURE_AT = "x-retry-first-failure-at"
-RETRY_LAST_ERROR = "x-retry-last-error"
-RETRY_ORIGINAL_PARTITION = "x-retry-original-partition"
-RETRY_ORIGINAL_OFFSET = "x-retry-original-offset"
-RETRY_ORIGINAL_TIMESTAMP = "x-retry-original-timestamp"
-
-# Dead letters: the original key and value are kept byte for byte; these say where and why.
-DLQ_ORIGINAL_TOPIC = "x-dlq-original-topic"
-DLQ_ORIGINAL_PARTITION = "x-dlq-original-partition"
-DLQ_ORIGINAL_OFFSET = "x-dlq-original-offset"
-DLQ_ORIGINAL_TIMESTAMP = "x-dlq-original-timestamp"
+# Hop headers: one family, set by the runtime when a record goes to a retry tier or to the dead-letter
+# topic (the key and value stay the original bytes). Where it first arrived, how often it was tried, and
+# the last failure; the next hop replaces them, never repeats them.
+ORIGINAL_TOPIC = "x-original-topic"  # the main topic the record first arrived on
+ORIGINAL_PARTITION = "x-original-partition"
+ORIGINAL_OFFSET = "x-original-offset"
+ORIGINAL_TIMESTAMP = "x-original-timestamp"  # epoch milliseconds
+ATTEMPTS = "x-attempts"  # attempts made so far (a retry tier's copy is attempt ATTEMPTS + 1)
+FIRST_FAILURE_AT = "x-first-failure-at"
+LAST_FAILURE_AT = "x-last-failure-at"
+EXCEPTION_CLASS = "x-exception-class"
+EXCEPTION_MESSAGE = "x-exception-message"  # truncated to 1000 characters
+# only on a retry tier's copy
+RETRY_DUE_AT = "x-retry-due-at"  # epoch seconds; never handled before
+# only on a dead letter
 DLQ_CONSUMER_GROUP = "x-dlq-consumer-group"
 DLQ_SERVICE = "x-dlq-service"
 DLQ_SERVICE_VERSION = "x-dlq-service-version"
 DLQ_HOST = "x-dlq-host"
-DLQ_EXCEPTION_CLASS = "x-dlq-exception-class"
-DLQ_EXCEPTION_MESSAGE = "x-dlq-exception-message"
 DLQ_FAILURE_CATEGORY = "x-dlq-failure-category"
-DLQ_ATTEMPTS = "x-dlq-attempts"
-DLQ_FIRST_FAILURE_AT = "x-dlq-first-failure-at"
-DLQ_LAST_FAILURE_AT = "x-dlq-last-failure-at"
 DLQ_VALUE_DROPPED = "x-dlq-value-dropped"  # set when the original value was too large to keep (why)
 
-DLQ_HEADERS = (
-    DLQ_ORIGINAL_TOPIC,
-    DLQ_ORIGINAL_PARTITION,
-    DLQ_ORIGINAL_OFFSET,
-    DLQ_ORIGINAL_TIMESTAMP,
-    DLQ_CONSUMER_GROUP,
-    DLQ_SERVICE,
-    DLQ_SERVICE_VERSION,
-    DLQ_HOST,
-    DLQ_EXCEPTION_CLASS,
-    DLQ_EXCEPTION_MESSAGE,
-    DLQ_FAILURE_CATEGORY,
-    DLQ_ATTEMPTS,
-    DLQ_FIRST_FAILURE_AT,
-    DLQ_LAST_FAILURE_AT,
+HOP_FAMILY = (
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    ORIGINAL_TIMESTAMP,
+    ATTEMPTS,
+    FIRST_FAILURE_AT,
+    LAST_FAILURE_AT,
+    EXCEPTION_CLASS,
+    EXCEPTION_MESSAGE,
 )
+RETRY_HEADERS = (*HOP_FAMILY, RETRY_DUE_AT)
+DLQ_HEADERS = (*HOP_FAMILY, DLQ_CONSUMER_GROUP, DLQ_SERVICE, DLQ_SERVICE_VERSION, DLQ_HOST, DLQ_FAILURE_CATEGORY)
 
 # Failure categories carried in DLQ_FAILURE_CATEGORY.
 CATEGORY_POISON = "poison"  # the bytes cannot be decoded or do not fit the schema
@@ -78,14 +70,4 @@ REPLAYED_BY = "x-replayed-by"  # who replayed: an API token's name, or user@host
 DLQ_REPLAYED = "x-dlq-replayed"  # topic:partition:offset of the dead letter that was replayed
 
 # Headers a hop adds that the next hop replaces rather than repeats (keeps records from growing).
-RETRY_HEADERS = (
-    RETRY_ATTEMPT,
-    RETRY_DUE_AT,
-    RETRY_ORIGINAL_TOPIC,
-    RETRY_FIRST_FAILURE_AT,
-    RETRY_LAST_ERROR,
-    RETRY_ORIGINAL_PARTITION,
-    RETRY_ORIGINAL_OFFSET,
-    RETRY_ORIGINAL_TIMESTAMP,
-)
-HOP_HEADERS = frozenset((*DLQ_HEADERS, *RETRY_HEADERS))
+HOP_HEADERS = frozenset((*RETRY_HEADERS, *DLQ_HEADERS, DLQ_VALUE_DROPPED))

@@ -65,7 +65,7 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.headers.get(h.DLQ_EXCEPTION_MESSAGE, "")
+        return self.headers.get(h.EXCEPTION_MESSAGE, "")
 
     @property
     def coordinates(self) -> str:
@@ -130,7 +130,7 @@ def replay_target(d: DeadLetter) -> str | None:
     """The topic to replay to: the dead letter's original topic, unless it is missing or is one of our
     topics that the service which dead-lettered it does not consume (a forged header must not aim a
     replay at, say, an action topic), or a retry or dead-letter topic."""
-    target = d.headers.get(h.DLQ_ORIGINAL_TOPIC, "").strip()
+    target = d.headers.get(h.ORIGINAL_TOPIC, "").strip()
     service = next((s for s in SERVICES if dead_letter_topic(s) == d.topic), None)
     ours = {t.name: t for t in registry()}
     if not target or (service is None and target in ours):
@@ -235,11 +235,11 @@ def letters_table(letters: Sequence[DeadLetter]) -> Table:
         table.add_row(
             plain(coordinate),
             key,
-            plain(d.headers.get(h.DLQ_ORIGINAL_TOPIC, "?")),
+            plain(d.headers.get(h.ORIGINAL_TOPIC, "?")),
             plain(d.headers.get(h.DLQ_FAILURE_CATEGORY, "?")),
-            plain(d.headers.get(h.DLQ_ATTEMPTS, "?")),
+            plain(d.headers.get(h.ATTEMPTS, "?")),
             plain(reason),
-            plain(d.headers.get(h.DLQ_LAST_FAILURE_AT, "")),
+            plain(d.headers.get(h.LAST_FAILURE_AT, "")),
         )
     return table
 
@@ -293,7 +293,7 @@ def replay_cmd(
     letters = asyncio.run(select(kafka, _filters(service, reason, since, until, key, everything)))[: limit or None]
     unusable = [d for d in letters if replay_target(d) is None]
     for d in unusable:
-        original = plain(d.headers.get(h.DLQ_ORIGINAL_TOPIC, "(none)"))
+        original = plain(d.headers.get(h.ORIGINAL_TOPIC, "(none)"))
         why = " is not an input of the service that dead-lettered it; not replayed"
         console.print(Text.assemble(f"skipping {d.coordinates}: its original topic ", original, why))
     letters = [d for d in letters if d not in unusable]

@@ -72,16 +72,16 @@ class Processor:
 
     def context(self, record: Any, headers: Mapping[str, str]) -> Context:
         """Hop headers are only trusted on our own retry tiers, and parsed defensively: anyone can
-        produce a record with an `x-retry-attempt: abc` header to a main topic."""
+        produce a record with an `x-attempts: abc` header to a main topic."""
         hop = headers if record.topic in self._retry_set else {}
         return Context(
             service=self.name,
-            topic=hop.get(h.RETRY_ORIGINAL_TOPIC) or record.topic,
-            partition=_int(hop.get(h.RETRY_ORIGINAL_PARTITION), record.partition),
-            offset=_int(hop.get(h.RETRY_ORIGINAL_OFFSET), record.offset),
+            topic=hop.get(h.ORIGINAL_TOPIC) or record.topic,
+            partition=_int(hop.get(h.ORIGINAL_PARTITION), record.partition),
+            offset=_int(hop.get(h.ORIGINAL_OFFSET), record.offset),
             key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-            timestamp_ms=_int(hop.get(h.RETRY_ORIGINAL_TIMESTAMP), record.timestamp),
-            attempt=max(1, _int(hop.get(h.RETRY_ATTEMPT), 1)),
+            timestamp_ms=_int(hop.get(h.ORIGINAL_TIMESTAMP), record.timestamp),
+            attempt=max(0, _int(hop.get(h.ATTEMPTS), 0)) + 1,
             headers={k: v for k, v in headers.items() if k not in h.HOP_HEADERS} if headers else headers,
         )
 
@@ -128,14 +128,14 @@ class Processor:
     def fail(self, record: Any, ctx: Context, event: Any, exc: BaseException) -> Verdict:
         """Where a failed record goes: a retry tier while tiers remain and the error is retryable."""
         retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
-        attempt, tier = ctx.attempt, choose_tier(self.settings.retry_delays_seconds, ctx.attempt, retry_after)
+        attempts, tier = ctx.attempt, choose_tier(self.settings.retry_delays_seconds, ctx.attempt, retry_after)
         if isinstance(exc, Deferred) and self.retry_topics:
-            tier, attempt = 1, ctx.attempt - 1  # not attempted: back soon with the same attempt number
+            tier, attempts = 1, ctx.attempt - 1  # not attempted: back soon with the same attempt number
         if not is_retryable(exc) or tier > len(self.retry_topics):
             return self.dead_letter(record, ctx, event, exc)
         s = self.settings
         delay = tier_delay(s.retry_delays_seconds, tier, s.retry_jitter, retry_after, s.retry_after_cap_seconds)
-        headers = retry_headers(record, ctx, exc, attempt, wall_clock() + delay)
+        headers = retry_headers(record, ctx, exc, attempts, wall_clock() + delay)
         copy = Outgoing(self.retry_topics[tier - 1], record.key, record.value, headers)
         extra = self._hook(event, ctx, Failure(exc, "retry", "retry"))
         return Verdict("retry", [*extra, copy], exc, tier, delay, extra)
@@ -219,46 +219,44 @@ def _carried(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k not in h.HOP_HEADERS}
 
 
-def retry_headers(record: Any, ctx: Context, exc: BaseException, attempt: int, due_at: float) -> dict[str, str]:
+def hop_headers(record: Any, ctx: Context, exc: BaseException, attempts: int) -> dict[str, str]:
+    """The input's own headers, with this hop's family in place of any earlier hop's."""
     previous = codec.header_dict(record.headers)
     out = _carried(previous)
+    failed_at = now_iso()
     out.update(
         {
-            h.RETRY_ATTEMPT: str(attempt + 1),
-            h.RETRY_DUE_AT: f"{due_at:.3f}",
-            h.RETRY_ORIGINAL_TOPIC: ctx.topic,
-            h.RETRY_ORIGINAL_PARTITION: str(ctx.partition),
-            h.RETRY_ORIGINAL_OFFSET: str(ctx.offset),
-            h.RETRY_ORIGINAL_TIMESTAMP: str(ctx.timestamp_ms),
-            h.RETRY_FIRST_FAILURE_AT: previous.get(h.RETRY_FIRST_FAILURE_AT) or now_iso(),
-            h.RETRY_LAST_ERROR: describe(exc),
+            h.ORIGINAL_TOPIC: ctx.topic,
+            h.ORIGINAL_PARTITION: str(ctx.partition),
+            h.ORIGINAL_OFFSET: str(ctx.offset),
+            h.ORIGINAL_TIMESTAMP: str(ctx.timestamp_ms),
+            h.ATTEMPTS: str(attempts),
+            h.FIRST_FAILURE_AT: previous.get(h.FIRST_FAILURE_AT) or failed_at,
+            h.LAST_FAILURE_AT: failed_at,
+            h.EXCEPTION_CLASS: f"{type(exc).__module__}.{type(exc).__qualname__}",
+            h.EXCEPTION_MESSAGE: describe(exc),
         }
     )
+    return out
+
+
+def retry_headers(record: Any, ctx: Context, exc: BaseException, attempts: int, due_at: float) -> dict[str, str]:
+    out = hop_headers(record, ctx, exc, attempts)
+    out[h.RETRY_DUE_AT] = f"{due_at:.3f}"
     return out
 
 
 def dead_letter_headers(
     record: Any, ctx: Context, exc: BaseException, *, service: str, version: str, group: str
 ) -> dict[str, str]:
-    previous = codec.header_dict(record.headers)
-    out = _carried(previous)
-    failed_at = now_iso()
+    out = hop_headers(record, ctx, exc, ctx.attempt)
     out.update(
         {
-            h.DLQ_ORIGINAL_TOPIC: ctx.topic,
-            h.DLQ_ORIGINAL_PARTITION: str(ctx.partition),
-            h.DLQ_ORIGINAL_OFFSET: str(ctx.offset),
-            h.DLQ_ORIGINAL_TIMESTAMP: str(ctx.timestamp_ms),
             h.DLQ_CONSUMER_GROUP: group,
             h.DLQ_SERVICE: service,
             h.DLQ_SERVICE_VERSION: version,
             h.DLQ_HOST: socket.gethostname(),
-            h.DLQ_EXCEPTION_CLASS: f"{type(exc).__module__}.{type(exc).__qualname__}",
-            h.DLQ_EXCEPTION_MESSAGE: describe(exc),
             h.DLQ_FAILURE_CATEGORY: category(exc),
-            h.DLQ_ATTEMPTS: str(ctx.attempt),
-            h.DLQ_FIRST_FAILURE_AT: previous.get(h.RETRY_FIRST_FAILURE_AT) or failed_at,
-            h.DLQ_LAST_FAILURE_AT: failed_at,
         }
     )
     return out

@@ -233,7 +233,7 @@ def retry_scheduled(action: Mapping[str, Any], headers: Mapping[str, str]) -> Ro
     """A dispatcher retry-tier record: the action's next attempt and when it is due. Empty when the
     record does not say (a foreign record on the topic)."""
     try:
-        attempt = int(headers[h.RETRY_ATTEMPT])
+        attempt = int(headers[h.ATTEMPTS]) + 1
         due = datetime.fromtimestamp(float(headers[h.RETRY_DUE_AT]), UTC)
         action_id, conversation_id = str(action["action_id"]), str(action["conversation_id"])
     except (KeyError, ValueError, TypeError, OverflowError, OSError):
@@ -253,17 +253,17 @@ def dead_letter(
     row = _row(
         **source.columns(),
         service=headers.get(h.DLQ_SERVICE) or service,
-        original_topic=headers.get(h.DLQ_ORIGINAL_TOPIC),
-        original_partition=_int(headers.get(h.DLQ_ORIGINAL_PARTITION)),
-        original_offset=_int(headers.get(h.DLQ_ORIGINAL_OFFSET)),
+        original_topic=headers.get(h.ORIGINAL_TOPIC),
+        original_partition=_int(headers.get(h.ORIGINAL_PARTITION)),
+        original_offset=_int(headers.get(h.ORIGINAL_OFFSET)),
         key=key.decode("utf-8", "replace") if key is not None else None,
         conversation_id=conversation_id,
         category=headers.get(h.DLQ_FAILURE_CATEGORY),
-        exception_class=headers.get(h.DLQ_EXCEPTION_CLASS),
-        reason=headers.get(h.DLQ_EXCEPTION_MESSAGE) or headers.get(h.DLQ_VALUE_DROPPED) or "(no reason recorded)",
-        attempts=_int(headers.get(h.DLQ_ATTEMPTS)),
-        first_failure_at=_time(headers.get(h.DLQ_FIRST_FAILURE_AT)),
-        last_failure_at=_time(headers.get(h.DLQ_LAST_FAILURE_AT)),
+        exception_class=headers.get(h.EXCEPTION_CLASS),
+        reason=headers.get(h.EXCEPTION_MESSAGE) or headers.get(h.DLQ_VALUE_DROPPED) or "(no reason recorded)",
+        attempts=_int(headers.get(h.ATTEMPTS)),
+        first_failure_at=_time(headers.get(h.FIRST_FAILURE_AT)),
+        last_failure_at=_time(headers.get(h.LAST_FAILURE_AT)),
         dead_lettered_at=source.at,
         headers=orjson.dumps(dict(headers)).decode(),
         value=value,

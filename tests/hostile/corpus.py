@@ -63,11 +63,11 @@ MARKUP_ID = "conv-[/bold]" + CLEAR_SCREEN  # crashed `postcall explain` / `reext
 SLACK_NOTE = "Call <!channel> now & see <https://evil.example|https://bank.example/login>"
 PATTERN_NOTE = ("word " * 900)[:4095] + "!"  # took hours on a backtracking engine for (.|\s)*refund
 FORGED_HOP = (
-    ("x-retry-attempt", b"abc"),
-    ("x-retry-original-topic", b"postcall.actions.webhook.v1"),
+    ("x-attempts", b"abc"),
+    ("x-original-topic", b"postcall.actions.webhook.v1"),
     ("x-retry-due-at", b"nan"),
     ("x-replay-count", b"\xc2\xb2"),  # "²"
-    ("x-dlq-original-topic", b"postcall.actions.webhook.v1"),
+    ("x-dlq-service", b"dispatcher"),
 )
 
 

@@ -138,11 +138,11 @@ def _check_dead_letters(cases: list[Case], dead: dict[str, list[Received]]) -> N
     for case in (c for c in cases if c.lands.startswith("dlq:")):
         letters = [d for d in dead[case.lands[4:]] if d.key == case.key]
         assert letters, f"{case.name}: not dead-lettered"
-        assert case.reason.lower() in letters[0].headers[h.DLQ_EXCEPTION_MESSAGE].lower(), case.name
+        assert case.reason.lower() in letters[0].headers[h.EXCEPTION_MESSAGE].lower(), case.name
         assert (letters[0].value or b"") == (case.value or b""), (
             f"{case.name}: dead letter must keep the original bytes"
         )
-        attempts = int(letters[0].headers[h.DLQ_ATTEMPTS])
+        attempts = int(letters[0].headers[h.ATTEMPTS])
         if case.attempts is None:
             assert attempts > 1, f"{case.name}: a slow dependency gets the retry tiers"
         else:

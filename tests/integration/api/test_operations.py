@@ -24,7 +24,7 @@ def kafka_settings(kafka: KafkaSettings) -> dict[str, Any]:
 async def test_replay_from_the_store_republishes_marks_and_audits(store: Store, kafka: KafkaSettings) -> None:
     main, dlq = unique("main"), unique("dlq")
     await create_topics(kafka, [main, dlq])
-    headers = {h.DLQ_ORIGINAL_TOPIC: main, h.DLQ_EXCEPTION_MESSAGE: "PermanentError: bug", h.CE_ID: "e-1"}
+    headers = {h.ORIGINAL_TOPIC: main, h.EXCEPTION_MESSAGE: "PermanentError: bug", h.CE_ID: "e-1"}
     for offset, key in enumerate(("k-1", "k-2")):
         source = r.Source(dlq, 0, offset, int(T0.timestamp() * 1000))
         await writer.write(store, r.dead_letter(source, "router", key.encode(), b'{"id": 1}', headers))
@@ -37,7 +37,7 @@ async def test_replay_from_the_store_republishes_marks_and_audits(store: Store, 
     (replayed,) = await read_all(kafka, main, expect=1)
     assert (replayed.key, replayed.value) == ("k-1", b'{"id": 1}')
     assert replayed.headers[h.REPLAYED_FROM] == f"{dlq}:0:0" and replayed.headers[h.REPLAYED_BY] == "local"
-    assert h.DLQ_EXCEPTION_MESSAGE not in replayed.headers and replayed.headers[h.CE_ID] == "e-1"
+    assert h.EXCEPTION_MESSAGE not in replayed.headers and replayed.headers[h.CE_ID] == "e-1"
     (marker,) = await read_all(kafka, dlq, expect=1)
     assert marker.headers[h.DLQ_REPLAYED] == f"{dlq}:0:0" and marker.partition == 0
     assert [p["key"] for p in pending] == ["k-2"]

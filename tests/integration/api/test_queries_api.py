@@ -28,9 +28,9 @@ async def seed(store: Store, n: int = 7) -> None:
     ]
     rows = rows_of(records)
     rows.extend(r.retry_scheduled({"action_id": aid, "conversation_id": "retrying"}, {
-        h.RETRY_ATTEMPT: "2", h.RETRY_DUE_AT: str((T0 + timedelta(hours=1, minutes=1)).timestamp())}))  # fmt: skip
+        h.ATTEMPTS: "1", h.RETRY_DUE_AT: str((T0 + timedelta(hours=1, minutes=1)).timestamp())}))  # fmt: skip
     source = r.Source("postcall.router.dlq.v1", 1, 9, int(T0.timestamp() * 1000))
-    rows.extend(r.dead_letter(source, "router", b"c3", b"<html>", {h.DLQ_EXCEPTION_MESSAGE: "InvalidRecord: not JSON"}))
+    rows.extend(r.dead_letter(source, "router", b"c3", b"<html>", {h.EXCEPTION_MESSAGE: "InvalidRecord: not JSON"}))
     await writer.write(store, rows)
 
 

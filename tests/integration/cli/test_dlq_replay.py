@@ -76,7 +76,7 @@ async def test_replay_moves_selected_dead_letters_back_and_they_are_processed(ka
     assert "cannot handle a" in listed.replace("\n", " ") or "k-a" in listed
 
     letters = [d for d in await select(kafka, Filters((service,), reason="cannot handle")) if d.offset >= 0]
-    letters = [d for d in letters if d.headers[h.DLQ_ORIGINAL_TOPIC] == main]
+    letters = [d for d in letters if d.headers[h.ORIGINAL_TOPIC] == main]
     assert len(await read_all(kafka, dlq)) - before == 3
     chosen = [d for d in letters if d.key in (b"k-a", b"k-b")]
     handler.broken.clear()  # the fix is deployed
@@ -89,7 +89,7 @@ async def test_replay_moves_selected_dead_letters_back_and_they_are_processed(ka
     assert sorted(processed) == ["a", "b", "d"], "only the selected dead letters ran again; d did not repeat"
     replayed = [r for r in await read_all(kafka, main) if h.REPLAYED_FROM in r.headers]
     assert {r.key for r in replayed} == {"k-a", "k-b"}
-    assert all(r.headers[h.REPLAY_COUNT] == "1" and h.DLQ_EXCEPTION_MESSAGE not in r.headers for r in replayed)
+    assert all(r.headers[h.REPLAY_COUNT] == "1" and h.EXCEPTION_MESSAGE not in r.headers for r in replayed)
 
 
 async def test_replayed_dead_letters_are_no_longer_listed(kafka: KafkaSettings) -> None:
@@ -101,7 +101,7 @@ async def test_replayed_dead_letters_are_no_longer_listed(kafka: KafkaSettings) 
     await runtime.run()
 
     def ours(letters: list[DeadLetter]) -> list[DeadLetter]:
-        return [d for d in letters if d.headers.get(h.DLQ_ORIGINAL_TOPIC) == main]
+        return [d for d in letters if d.headers.get(h.ORIGINAL_TOPIC) == main]
 
     letters = ours(await select(kafka, Filters((service,))))
     assert await replay(kafka, [d for d in letters if d.key == b"k-a"], rate=0, progress=None, by="ops@box") == 1

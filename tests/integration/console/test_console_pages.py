@@ -42,8 +42,8 @@ async def seed(store: Store) -> None:
     rows = rows_of(records)
     source = r.Source("postcall.router.dlq.v1", 1, 9, int(T0.timestamp() * 1000))
     headers = {
-        h.DLQ_EXCEPTION_MESSAGE: "InvalidRecord: not JSON",
-        h.DLQ_ORIGINAL_TOPIC: "postcall.conversation-extracted.v1",
+        h.EXCEPTION_MESSAGE: "InvalidRecord: not JSON",
+        h.ORIGINAL_TOPIC: "postcall.conversation-extracted.v1",
     }
     rows.extend(r.dead_letter(source, "router", b"c3", b"<html><script>x</script>", headers))
     await writer.write(store, rows)
@@ -141,7 +141,7 @@ async def test_dead_letters_grouped_listed_and_one_in_full(store: Store) -> None
         assert letter is not None
         detail = (await c.get(f"/console/dead-letters/{letter.group(1)}")).text
         assert "postcall.router.dlq.v1:1:9" in detail and "&lt;html&gt;&lt;script&gt;x&lt;/script&gt;" in detail
-        assert "x-dlq-exception-message" in detail.lower() and "<script>x" not in detail
+        assert "x-exception-message" in detail.lower() and "<script>x" not in detail
         dry = await c.post(
             "/console/operations/redrive",
             data={"service": "router", "dry_run": "1", "rate": "5", "csrf_token": csrf_of(page)},

@@ -37,9 +37,9 @@ def retry_copy(harness: Harness[object], action: object, original_partition: int
     """A copy of `action` on retry tier 1, as the runtime wrote it after the action failed on its partition."""
     first = harness.record(action, partition=original_partition)  # type: ignore[arg-type]
     hop = {
-        h.RETRY_ATTEMPT: str(attempt),
-        h.RETRY_ORIGINAL_TOPIC: WEBHOOKS,
-        h.RETRY_ORIGINAL_PARTITION: str(original_partition),
+        h.ATTEMPTS: str(attempt - 1),
+        h.ORIGINAL_TOPIC: WEBHOOKS,
+        h.ORIGINAL_PARTITION: str(original_partition),
     }
     headers = tuple(codec.header_list(codec.header_dict(first.headers) | hop))
     return dataclasses.replace(first, topic=DISPATCHER.retry_topics[0], partition=0, headers=headers)

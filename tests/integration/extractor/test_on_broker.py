@@ -103,7 +103,7 @@ async def test_a_refusal_still_says_failed_and_dead_letters_the_input(
     assert failed.key == event.conversation_id
     assert failed.json()["extraction"]["status"] == "failed"
     [dead] = await read_all(kafka, dead_letter_topic(service))
-    assert dead.key == event.conversation_id and "model refused" in dead.headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert dead.key == event.conversation_id and "model refused" in dead.headers[h.EXCEPTION_MESSAGE]
     assert dead.headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_PERMANENT
 
 
@@ -119,5 +119,5 @@ async def test_an_unknown_agent_is_dead_lettered_and_nothing_is_produced(
         await run_extractor(kafka, ex, service, topic, out, group)
     assert await read_all(kafka, out) == []
     [dead] = await read_all(kafka, dead_letter_topic(service))
-    assert "no configuration for agent ghost" in dead.headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert "no configuration for agent ghost" in dead.headers[h.EXCEPTION_MESSAGE]
     assert llm.count == 0

@@ -26,7 +26,7 @@ from tests.support.kafka import create_topics, produce, read_all, unique
 from tests.unit.extractor.conftest import CALLBACK, SUPPORT_FIELDS, conversation, spec
 
 HEADERS = {h.CE_ID: "ce-original", h.CE_TYPE: "postcall.conversation-ended.v1", h.CE_SOURCE: "//retell",
-           h.RETRY_ATTEMPT: "3"}  # fmt: skip
+           h.ATTEMPTS: "3"}  # fmt: skip
 
 
 def event(i: int, agent: str = "support-line") -> ConversationEnded:
@@ -71,7 +71,7 @@ async def test_republished_copies_keep_key_and_payload_with_a_fresh_ce_id(kafka:
         assert copy.key == original.key and copy.value == original.value
         assert copy.headers[h.CE_ID] not in ("ce-original", "")
         assert copy.headers[h.CE_SOURCE] == "//retell"
-        assert h.RETRY_ATTEMPT not in copy.headers
+        assert h.ATTEMPTS not in copy.headers
     # a second run chooses the originals again, never the copies
     again = await select(kafka, Filters(ids=frozenset({"conv-1"})), topic)
     assert [c.headers.get(REEXTRACT_OF) for c in again] == [None]

@@ -216,10 +216,10 @@ async def test_agent_without_configuration_is_dead_lettered_with_its_reason(kafk
     async with router(kafka, topics, ROOT / "examples" / "agents"):
         pass
     [dead] = [r for r in await read_all(kafka, DLQ) if r.key == lost]
-    assert dead.headers[h.DLQ_EXCEPTION_CLASS].endswith("PermanentError")
-    assert "no configuration for agent 'nobody-configured-me' version '3'" in dead.headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert dead.headers[h.EXCEPTION_CLASS].endswith("PermanentError")
+    assert "no configuration for agent 'nobody-configured-me' version '3'" in dead.headers[h.EXCEPTION_MESSAGE]
     assert dead.headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_PERMANENT
-    assert dead.headers[h.DLQ_ORIGINAL_TOPIC] == topics.input
+    assert dead.headers[h.ORIGINAL_TOPIC] == topics.input
     assert ConversationExtracted.model_validate_json(dead.value).conversation.conversation_id == lost
     assert [r.key for r in await read_all(kafka, topics.decisions)] == [fine]  # the service went on
 
@@ -250,4 +250,4 @@ async def test_drafts_never_run_on_live_traffic(kafka: KafkaSettings, tmp_path: 
     assert [r.key for r in await read_all(kafka, topics.action("team_alert"))] == []
     assert [r.key for r in await read_all(kafka, topics.action("webhook"))] == [live]
     [dead] = [r for r in await read_all(kafka, DLQ) if r.key == pilot]
-    assert "no configuration for agent 'pilot-line'" in dead.headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert "no configuration for agent 'pilot-line'" in dead.headers[h.EXCEPTION_MESSAGE]

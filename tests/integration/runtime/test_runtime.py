@@ -126,9 +126,9 @@ async def test_permanent_error_goes_to_dead_letter_without_retry(kafka: KafkaSet
     for name in h.DLQ_HEADERS:
         assert record.headers.get(name), f"dead letter lacks header {name}"
     assert record.headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_PERMANENT
-    assert record.headers[h.DLQ_ATTEMPTS] == "1"
-    assert record.headers[h.DLQ_ORIGINAL_TOPIC] == t.input
-    assert "permanently broken" in record.headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert record.headers[h.ATTEMPTS] == "1"
+    assert record.headers[h.ORIGINAL_TOPIC] == t.input
+    assert "permanently broken" in record.headers[h.EXCEPTION_MESSAGE]
     assert await read_all(kafka, retry_topic(t.service, 1)) == []
 
 
@@ -150,7 +150,7 @@ async def test_malformed_record_is_dead_lettered_and_service_goes_on(
         dead = await read_all(kafka, t.dlq, expect=1, timeout=20)
     assert [d.value for d in dead] == [raw]
     assert dead[0].headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_POISON
-    assert reason.lower() in dead[0].headers[h.DLQ_EXCEPTION_MESSAGE].lower()
+    assert reason.lower() in dead[0].headers[h.EXCEPTION_MESSAGE].lower()
 
 
 async def test_retry_tiers_never_process_a_record_before_its_due_time(kafka: KafkaSettings) -> None:
@@ -169,7 +169,7 @@ async def test_retry_tiers_never_process_a_record_before_its_due_time(kafka: Kaf
     # the second tier copy was written by attempt 2, which ran no earlier than tier 1's due time
     assert _produced_at(tier2) >= float(tier1.headers[h.RETRY_DUE_AT])
     assert _produced_at(out) >= float(tier2.headers[h.RETRY_DUE_AT])
-    assert tier2.headers[h.RETRY_ORIGINAL_TOPIC] == t.input
+    assert tier2.headers[h.ORIGINAL_TOPIC] == t.input
     assert await read_all(kafka, t.dlq) == []
 
 
@@ -183,8 +183,8 @@ async def test_retries_exhausted_go_to_dead_letter_with_attempt_count(kafka: Kaf
     async with running(worker_settings(kafka, t)):
         dead = await read_all(kafka, t.dlq, expect=1, timeout=60)
     assert dead[0].headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_RETRIES_EXHAUSTED
-    assert dead[0].headers[h.DLQ_ATTEMPTS] == "3"
-    assert dead[0].headers[h.DLQ_ORIGINAL_TOPIC] == t.input
+    assert dead[0].headers[h.ATTEMPTS] == "3"
+    assert dead[0].headers[h.ORIGINAL_TOPIC] == t.input
     assert h.RETRY_DUE_AT not in dead[0].headers
 
 
@@ -289,7 +289,7 @@ def test_more_retry_delays_than_the_route_declares_are_refused_at_start() -> Non
 
 async def test_forged_hop_headers_on_the_main_topic_are_ignored(kafka: KafkaSettings) -> None:
     t = await make_topics(kafka)
-    forged = {h.RETRY_ATTEMPT: "abc", h.RETRY_ORIGINAL_PARTITION: "-9", h.RETRY_DUE_AT: "9999999999"}
+    forged = {h.ATTEMPTS: "abc", h.ORIGINAL_PARTITION: "-9", h.RETRY_DUE_AT: "9999999999"}
     await produce(kafka, t.input, [("k", Job(id="forged"))], headers=forged)
     await produce(kafka, t.input, [("k", Job(id="after"))])
     async with running(worker_settings(kafka, t)):
@@ -319,7 +319,7 @@ async def test_outputs_too_large_to_produce_dead_letter_the_input_instead_of_sta
         await asyncio.wait_for(task, 60)
     assert [g["id"] for g in got] == ["small"]
     assert dead and dead[0].json()["id"] == "big-1"
-    assert "outputs cannot be produced" in dead[0].headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert "outputs cannot be produced" in dead[0].headers[h.EXCEPTION_MESSAGE]
     assert (await committed(kafka, f"postcall-{t.service}", t.input, 1))[0] == 2
 
 

@@ -22,12 +22,12 @@ def dead_letter(offset: int, service: str, key: str, reason: str, category: str 
     )
     headers = {
         h.DLQ_SERVICE: service,
-        h.DLQ_ORIGINAL_TOPIC: "postcall.conversation-ended.v1",
-        h.DLQ_ORIGINAL_PARTITION: "0",
-        h.DLQ_ORIGINAL_OFFSET: str(offset),
-        h.DLQ_EXCEPTION_MESSAGE: reason,
+        h.ORIGINAL_TOPIC: "postcall.conversation-ended.v1",
+        h.ORIGINAL_PARTITION: "0",
+        h.ORIGINAL_OFFSET: str(offset),
+        h.EXCEPTION_MESSAGE: reason,
         h.DLQ_FAILURE_CATEGORY: category,
-        h.DLQ_ATTEMPTS: "1",
+        h.ATTEMPTS: "1",
     }
     return r.dead_letter(source, service, key.encode(), b'{"not": "a conversation"}', headers)
 

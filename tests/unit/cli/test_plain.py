@@ -45,8 +45,8 @@ def test_control_and_format_characters_are_escaped_and_nothing_else(raw: str, sh
 
 def letter(key: str, **headers: str) -> DeadLetter:
     base = {
-        h.DLQ_ORIGINAL_TOPIC: "postcall.conversation-extracted.v1",
-        h.DLQ_EXCEPTION_MESSAGE: key,
+        h.ORIGINAL_TOPIC: "postcall.conversation-extracted.v1",
+        h.EXCEPTION_MESSAGE: key,
         h.DLQ_FAILURE_CATEGORY: "poison",
     }
     return DeadLetter("postcall.router.dlq.v1", 0, 7, 0, key.encode(), b"{}", {**base, **headers})
@@ -55,7 +55,7 @@ def letter(key: str, **headers: str) -> DeadLetter:
 @pytest.mark.parametrize("key", HOSTILE)
 def test_dlq_list_prints_a_hostile_key_and_reason_as_text(key: str) -> None:
     """A key `conv-[/]` crashed `postcall dlq list`; escape sequences reached the terminal."""
-    out = printed(letters_table([letter(key, **{"[/bold]": "[/]", h.DLQ_ATTEMPTS: OSC8})]))
+    out = printed(letters_table([letter(key, **{"[/bold]": "[/]", h.ATTEMPTS: OSC8})]))
     assert "\x1b" not in out.replace("\x1b[0m", "") and "\x9b" not in out and "\u202e" not in out
     assert escape_controls(key) in out
 
@@ -75,8 +75,8 @@ def test_a_malformed_replay_count_counts_as_zero_or_its_number(count: str) -> No
 
 def test_a_forged_original_topic_never_aims_a_replay_elsewhere() -> None:
     good = letter("a")
-    to_actions = letter("b", **{h.DLQ_ORIGINAL_TOPIC: "postcall.actions.webhook.v1"})
-    to_retry = letter("c", **{h.DLQ_ORIGINAL_TOPIC: "postcall.router.retry-1.v1"})
+    to_actions = letter("b", **{h.ORIGINAL_TOPIC: "postcall.actions.webhook.v1"})
+    to_retry = letter("c", **{h.ORIGINAL_TOPIC: "postcall.router.retry-1.v1"})
     missing = DeadLetter("postcall.router.dlq.v1", 0, 9, 0, b"d", b"{}", {})
     outgoing = replay_records([good, to_actions, to_retry, missing], "ops@host")
     assert [o.topic for o in outgoing] == ["postcall.conversation-extracted.v1"]

@@ -110,7 +110,7 @@ async def test_a_permanent_failure_is_dead_lettered_and_recorded(mock_sender: Se
         1,
     )
     [letter] = out.dead_letters
-    assert letter.topic == DISPATCHER.dead_letter_topic and letter.headers["x-dlq-original-partition"] == "1"
+    assert letter.topic == DISPATCHER.dead_letter_topic and letter.headers["x-original-partition"] == "1"
 
 
 async def test_unknown_destination_is_permanent(mock_sender: Sender) -> None:

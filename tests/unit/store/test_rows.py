@@ -25,12 +25,12 @@ def test_a_dead_letter_finds_its_conversation_in_the_value_or_the_key() -> None:
     value = extracted(ended("c-in-value")).model_dump_json().encode()
     assert r.dead_letter(SOURCE, "extractor", b"k", value, {}).dead_letters[0]["conversation_id"] == "c-in-value"
     assert r.dead_letter(SOURCE, "router", b"c-key", b"\xff not json", {}).dead_letters[0]["conversation_id"] == "c-key"
-    row = r.dead_letter(SOURCE, "router", None, None, {h.DLQ_ATTEMPTS: "x" * 30}).dead_letters[0]
+    row = r.dead_letter(SOURCE, "router", None, None, {h.ATTEMPTS: "x" * 30}).dead_letters[0]
     assert row["conversation_id"] is None and row["attempts"] is None and row["reason"] == "(no reason recorded)"
 
 
 def test_forged_dead_letter_headers_are_read_defensively() -> None:
-    headers = {h.DLQ_ORIGINAL_PARTITION: "²", h.DLQ_FIRST_FAILURE_AT: "yesterday", h.DLQ_EXCEPTION_MESSAGE: "a\x00b"}
+    headers = {h.ORIGINAL_PARTITION: "²", h.FIRST_FAILURE_AT: "yesterday", h.EXCEPTION_MESSAGE: "a\x00b"}
     row = r.dead_letter(SOURCE, "extractor", b"k", b"{}", headers).dead_letters[0]
     assert row["original_partition"] is None and row["first_failure_at"] is None and row["reason"] == "a\ufffdb"
 
