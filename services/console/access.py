@@ -26,13 +26,12 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.api.auth import Auth
 from services.console import sessions
-from services.console.render import page
+from services.console.render import CSRF_COOKIE, page
 from services.console.settings import ConsoleSettings
 from services.store.db import Store
 from services.store.tokens import Principal, Role
 
 SESSION_COOKIE = "pc_session"
-CSRF_COOKIE = "pc_csrf"
 PATH = "/console"
 router = APIRouter(prefix=PATH)
 
@@ -66,8 +65,11 @@ async def resolve(request: Request) -> Access:
     found: Access | None = None
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
-        async with store.write() as conn:
+        async with store.read() as conn:
             live = await sessions.find_session(conn, session_id, _settings(request))
+        if live is not None and live.touch:
+            async with store.write() as conn:
+                await sessions.touch_session(conn, session_id)
         if live is not None:
             found = Access(live.principal, live.csrf_token, session=True)
     if found is None and await auth.open_mode():
@@ -87,18 +89,12 @@ def auth_local() -> Principal:
 
 def _csrf_cookie(request: Request) -> str:
     """The double-submit token of a request without a session; a fresh one if it has none yet (set on the
-    response by `remember_csrf_cookie`)."""
+    response by services.console.render)."""
     value = request.cookies.get(CSRF_COOKIE, "")
     if len(value) < 32 or len(value) > 100:
         value = getattr(request.state, "new_csrf", None) or sessions.new_secret()
         request.state.new_csrf = value
     return value
-
-
-def remember_csrf_cookie(request: Request, response: Response) -> None:
-    new = getattr(request.state, "new_csrf", None)
-    if new:
-        response.set_cookie(CSRF_COOKIE, new, path=PATH, httponly=True, samesite="strict", secure=_secure(request))
 
 
 def _secure(request: Request) -> bool:
@@ -156,9 +152,7 @@ def safe_next(value: str | None) -> str:
 @router.get("/login", include_in_schema=False)
 async def login_form(request: Request, next: str | None = None, error: str | None = None) -> Response:
     csrf = _csrf_cookie(request)
-    response = page(request, "login.html", {"csrf": csrf, "next": safe_next(next), "error": error, "who": None})
-    remember_csrf_cookie(request, response)
-    return response
+    return page(request, "login.html", {"csrf": csrf, "next": safe_next(next), "error": error, "who": None})
 
 
 @router.post("/login", include_in_schema=False, dependencies=[Csrf])

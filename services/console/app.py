@@ -8,27 +8,24 @@ do what is services/console/access.py's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.console import access, agents, letters, operations, pages, trial
+from services.console import access, agents, inbox, letters, operations, pages, trial
 from services.console.render import STATIC, page
 
 TITLES = {400: "Bad request", 401: "Log in", 403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Bad request"}
 
 
 def mount(app: FastAPI) -> None:
-    for module in (access, pages, letters, operations, agents, trial):
+    for module in (access, pages, letters, operations, inbox, agents, trial):
         app.include_router(module.router)
     app.mount(f"{access.PATH}/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_exception_handler(access.LoginRequired, _login_required)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.middleware("http")(_csrf_cookie)
 
 
 async def _login_required(request: Request, _exc: Exception) -> Response:
@@ -49,11 +46,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         template = "error_fragment.html"
         return page(request, template, context, status_code=exc.status_code)
     return page(request, "error.html", context, status_code=exc.status_code)
-
-
-async def _csrf_cookie(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Sets the double-submit cookie a page handed out without a session (login form, open mode)."""
-    response = await call_next(request)
-    if request.url.path.startswith(access.PATH):
-        access.remember_csrf_cookie(request, response)
-    return response

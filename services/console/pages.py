@@ -10,8 +10,11 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.end_reasons import EndReason
 from services.console import timeline
@@ -20,6 +23,7 @@ from services.console.render import fragment, page
 from services.console.settings import ConsoleSettings
 from services.store import queries
 from services.store.db import Store
+from services.store.models import ActionRequest, table
 from services.store.queries import ConversationFilter, QueryError
 from services.store.views import Page
 
@@ -159,6 +163,15 @@ async def conversation(request: Request, who: Viewer, conversation_id: str) -> R
         raise HTTPException(400, "a conversation id is at most 256 characters")
     async with _store(request).read() as conn:
         detail = await queries.get_conversation(conn, conversation_id)
+        payloads = await action_payloads(conn, conversation_id)
     if detail is None:
         raise HTTPException(404, f"no conversation {conversation_id!r} in the store")
-    return page(request, "conversation.html", {"t": timeline.build(detail), "can_operate": who.can("operator")})
+    context = {"t": timeline.build(detail), "payloads": payloads, "can_operate": who.can("operator")}
+    return page(request, "conversation.html", context)
+
+
+async def action_payloads(conn: AsyncConnection, conversation_id: str) -> dict[str, Any]:
+    """action_id -> the action record as the router produced it (what the dispatcher was asked to send)."""
+    r = table(ActionRequest).c
+    rows = await conn.execute(select(r.action_id, r.payload).where(r.conversation_id == conversation_id))
+    return {action_id: orjson.loads(payload) for action_id, payload in rows}

@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 TEMPLATES = Path(__file__).parent / "templates"
+CSRF_COOKIE = "pc_csrf"  # the double-submit token of a page without a session (services/console/access.py)
 STATIC = Path(__file__).parent / "static"
 
 env = Environment(
@@ -76,13 +77,22 @@ def page(request: Request, template: str, context: Mapping[str, Any], status_cod
     """A full page, or only its `content` block when htmx asks for a fragment (HX-Request, no boost)."""
     base = dict(request.state.console) if hasattr(request.state, "console") else {}
     html = env.get_template(template).render({**base, **context, "request_path": request.url.path})
-    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    return _answer(request, HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS))
 
 
 def fragment(request: Request, template: str, context: Mapping[str, Any], status_code: int = 200) -> HTMLResponse:
     base = dict(request.state.console) if hasattr(request.state, "console") else {}
     html = env.get_template(template).render({**base, **context})
-    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    return _answer(request, HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS))
+
+
+def _answer(request: Request, response: HTMLResponse) -> HTMLResponse:
+    """Hands out the double-submit CSRF cookie a page rendered without a session (login form, open mode)."""
+    new = getattr(request.state, "new_csrf", None)
+    if new:
+        secure = request.app.state.settings.console.secure_cookies
+        response.set_cookie(CSRF_COOKIE, new, path="/console", httponly=True, samesite="strict", secure=secure)
+    return response
 
 
 # No inline script anywhere: the policy allows scripts from this origin only, so even a markup bug

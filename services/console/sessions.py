@@ -27,6 +27,7 @@ SEEN_RESOLUTION = timedelta(minutes=1)
 class Session:
     principal: Principal
     csrf_token: str
+    touch: bool = False  # the idle clock should be reset in the store
 
 
 def _digest(session_id: str) -> str:
@@ -64,13 +65,14 @@ async def open_session(conn: AsyncConnection, token: str, settings: ConsoleSetti
 
 
 async def find_session(conn: AsyncConnection, session_id: str, settings: ConsoleSettings) -> Session | None:
-    """The live session of this id, else None (unknown, expired, idle too long, or its token revoked)."""
+    """The live session of this id, else None (unknown, expired, idle too long, or its token revoked).
+    A read; `Session.touch` says whether `touch_session` should record this use (at most once a minute)."""
     if not session_id or len(session_id) > 100:
         return None
     s, t = table(ConsoleSession).c, table(ApiToken).c
     row = (
         await conn.execute(
-            select(s.id_sha256, s.csrf_token, s.last_seen_at, s.expires_at, t.name, t.role)
+            select(s.csrf_token, s.last_seen_at, s.expires_at, t.name, t.role)
             .join_from(table(ConsoleSession), table(ApiToken), s.token_id == t.id)
             .where(s.id_sha256 == _digest(session_id), t.revoked_at.is_(None))
         )
@@ -79,9 +81,14 @@ async def find_session(conn: AsyncConnection, session_id: str, settings: Console
     idle = timedelta(minutes=settings.session_idle_minutes)
     if row is None or row.expires_at <= now or row.last_seen_at + idle <= now:
         return None
-    if now - row.last_seen_at > SEEN_RESOLUTION:
-        await conn.execute(update(ConsoleSession).where(s.id_sha256 == row.id_sha256).values(last_seen_at=now))
-    return Session(Principal(row.name, _role(row.role)), row.csrf_token)
+    return Session(Principal(row.name, _role(row.role)), row.csrf_token, touch=now - row.last_seen_at > SEEN_RESOLUTION)
+
+
+async def touch_session(conn: AsyncConnection, session_id: str) -> None:
+    s = table(ConsoleSession).c
+    await conn.execute(
+        update(ConsoleSession).where(s.id_sha256 == _digest(session_id)).values(last_seen_at=datetime.now(UTC))
+    )
 
 
 async def close_session(conn: AsyncConnection, session_id: str) -> None:

@@ -284,6 +284,53 @@ class AuditEntry(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
+class ActionRequest(Base):
+    """The action record the router produced (postcall.actions.<type>.v1), as produced: the timeline's
+    rendered payload."""
+
+    __tablename__ = "action_requests"
+
+    action_id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String, index=True)
+    agent_id: Mapped[str] = mapped_column(String)
+    type: Mapped[str] = mapped_column(String)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    payload: Mapped[str] = mapped_column(Text, doc="The ActionRequested JSON.")
+
+
+class Task(Base):
+    """A `task` action (seed 001's Create Task): kept so a person can work it in the console's inbox."""
+
+    __tablename__ = "tasks"
+
+    action_id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String, index=True)
+    agent_id: Mapped[str] = mapped_column(String)
+    priority: Mapped[str] = mapped_column(String)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(String)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_by: Mapped[str | None] = mapped_column(String)
+
+    __table_args__ = (Index(None, "done_at", "requested_at"),)
+
+
+class TeamAlert(Base):
+    """A `team_alert` action (seed 001's Team Alert): the console's alert feed."""
+
+    __tablename__ = "team_alerts"
+
+    action_id: Mapped[str] = mapped_column(String, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String, index=True)
+    agent_id: Mapped[str] = mapped_column(String)
+    message: Mapped[str] = mapped_column(Text)
+    everyone: Mapped[bool] = mapped_column(Boolean)
+    teammates: Mapped[str] = mapped_column(Text, doc="JSON list of names; empty when everyone.")
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class ConsoleSession(Base):
     """A console login (services/console/sessions.py): only the SHA-256 of the session id is kept; the
     session ends at `expires_at`, after `idle` without a request, on logout, or when its token is revoked."""

@@ -14,7 +14,18 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from services.store.db import Store
-from services.store.models import Action, Attempt, Conversation, DeadLetter, Decision, Extraction, ScheduledRetry
+from services.store.models import (
+    Action,
+    ActionRequest,
+    Attempt,
+    Conversation,
+    DeadLetter,
+    Decision,
+    Extraction,
+    ScheduledRetry,
+    Task,
+    TeamAlert,
+)
 from services.store.writer import horizon
 
 # (table name, primary key, the time it ages by)
@@ -27,6 +38,9 @@ AGES_BY: tuple[
     ("actions", Action.action_id, Action.first_seen_at),
     ("attempts", Attempt.id, Attempt.completed_at),
     ("dead_letters", DeadLetter.id, DeadLetter.dead_lettered_at),
+    ("action_requests", ActionRequest.action_id, ActionRequest.requested_at),
+    ("tasks", Task.action_id, Task.requested_at),
+    ("team_alerts", TeamAlert.action_id, TeamAlert.requested_at),
 )
 
 

@@ -18,7 +18,16 @@ from typing import Any
 import orjson
 
 from schemas import headers as h
-from schemas.events import ActionCompleted, ConversationEnded, ConversationExtracted, DecisionTrace, Extraction
+from schemas.events import (
+    ActionBase,
+    ActionCompleted,
+    ConversationEnded,
+    ConversationExtracted,
+    DecisionTrace,
+    Extraction,
+    TaskRequested,
+    TeamAlertRequested,
+)
 
 Row = dict[str, Any]
 DONE_OUTCOMES = ("delivered", "published", "skipped_duplicate")
@@ -53,6 +62,9 @@ class Rows:
     retries: list[Row] = field(default_factory=list)
     dead_letters: list[Row] = field(default_factory=list)
     replays: list[Row] = field(default_factory=list)
+    requests: list[Row] = field(default_factory=list)
+    tasks: list[Row] = field(default_factory=list)
+    alerts: list[Row] = field(default_factory=list)
     conversation_ids: set[str] = field(default_factory=set)
     action_ids: set[str] = field(default_factory=set)
 
@@ -66,7 +78,10 @@ class Rows:
         return sum(len(getattr(self, name)) for name in TABLES)
 
 
-TABLES = ("conversations", "extractions", "decisions", "actions", "attempts", "retries", "dead_letters", "replays")
+TABLES = (
+    "conversations", "extractions", "decisions", "actions", "attempts", "retries", "dead_letters", "replays",
+    "requests", "tasks", "alerts",
+)  # fmt: skip
 
 
 def clean(value: Any) -> Any:
@@ -227,6 +242,46 @@ def completed(result: ActionCompleted, source: Source, excerpt: str | None = Non
         conversation_ids={result.conversation_id},
         action_ids={result.action_id},
     )
+
+
+def requested(action: ActionBase, source: Source) -> Rows:
+    """An action record from postcall.actions.<type>.v1: its payload for the timeline; a task for the
+    console's inbox; a team alert for its feed."""
+    common = {"action_id": action.action_id, "conversation_id": action.conversation_id, "agent_id": action.agent_id}
+    out = Rows(
+        requests=[
+            _row(
+                **common,
+                type=str(getattr(action, "type", "")),
+                requested_at=action.requested_at,
+                payload=action.model_dump_json(),
+            )
+        ]
+    )
+    if isinstance(action, TaskRequested):
+        out.tasks.append(
+            _row(
+                **common,
+                priority=action.priority,
+                title=action.title,
+                description=action.description,
+                assignee=getattr(action, "assignee", None),
+                requested_at=action.requested_at,
+                done_at=None,
+                done_by=None,
+            )
+        )
+    elif isinstance(action, TeamAlertRequested):
+        out.alerts.append(
+            _row(
+                **common,
+                message=action.message,
+                everyone=action.everyone,
+                teammates=orjson.dumps(action.teammates).decode(),
+                requested_at=action.requested_at,
+            )
+        )
+    return out
 
 
 def retry_scheduled(action: Mapping[str, Any], headers: Mapping[str, str]) -> Rows:

@@ -23,12 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.store.db import Store
 from services.store.models import (
     Action,
+    ActionRequest,
     Attempt,
     Conversation,
     DeadLetter,
     Decision,
     Extraction,
     ScheduledRetry,
+    Task,
+    TeamAlert,
     table,
 )
 from services.store.rows import DONE_OUTCOMES, Row, Rows, clean, search_text
@@ -75,6 +78,9 @@ async def insert_records(conn: AsyncConnection, rows: Rows) -> None:
         (table(DeadLetter), rows.dead_letters),
         (table(Attempt), rows.attempts),
         (table(ScheduledRetry), rows.retries),
+        (table(ActionRequest), rows.requests),
+        (table(Task), rows.tasks),
+        (table(TeamAlert), rows.alerts),
     ):
         if records:
             await conn.execute(_insert(conn, target).on_conflict_do_nothing(), records)

@@ -1,0 +1,115 @@
+"""Tasks and team alerts: every one the router asked for is kept (from the action topics' records); the
+console shows an inbox of tasks (priority, assignee, mark done, open the call) and an alert feed."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from schemas.events import TaskRequested, TeamAlertRequested, WebhookRequested
+from schemas.topics import action_topic
+from services.api import auth
+from services.store import rows as r
+from services.store import writer
+from services.store.db import Store
+from tests.integration.console.conftest import console_for, create_token, login, post
+from tests.support.calls import T0, action_id, rows_of, story
+
+
+def common(cid: str, index: int, minutes: int = 0) -> dict[str, object]:
+    return {
+        "action_id": f"{cid}-a{index}",
+        "conversation_id": cid,
+        "agent_id": "support-line",
+        "flow_id": "callback",
+        "action_index": index,
+        "config_revision": "rev-1",
+        "requested_at": T0 + timedelta(minutes=minutes),
+        "source_event_id": f"x-{cid}",
+    }
+
+
+async def seed(store: Store) -> None:
+    rows = rows_of(story("c1") + story("c2"))
+    actions = [
+        TaskRequested(**common("c1", 0), title="Call back <Tom>", priority="High", description="asked twice"),
+        TaskRequested(**common("c2", 0, 1), title="Send the quote", priority="Low"),
+        TeamAlertRequested(
+            **common("c1", 1, 2), message="Complaint from <b>Tom</b>", everyone=False, teammates=["dana"]
+        ),
+        TeamAlertRequested(**common("c2", 1, 3), message="Escalation for everyone"),
+        WebhookRequested(**common("c1", 2, 4), destination="crm", body={"status": "closed"}),
+    ]
+    for offset, action in enumerate(actions):
+        rows.extend(r.requested(action, r.Source(action_topic(action.type), 0, offset, 0)))
+        rows.extend(r.requested(action, r.Source(action_topic(action.type), 0, offset, 0)))  # read twice: one row
+    await writer.write(store, rows)
+
+
+async def test_the_task_inbox_filters_marks_done_and_assigns(store: Store) -> None:
+    await seed(store)
+    token = await create_token(store, "olivia", "operator")
+    async with console_for(store) as c:
+        await login(c, token)
+        inbox = (await c.get("/console/tasks")).text
+        assert inbox.count("open the call") == 2 and "Call back &lt;Tom&gt;" in inbox
+        assert 'href="/console/conversations/c1"' in inbox
+        high = (await c.get("/console/tasks", params={"priority": "High"})).text
+        assert "Call back" in high and "Send the quote" not in high
+        assigned = await post(c, "/console/tasks/assign", "/console/tasks", {"action_id": "c2-a0", "assignee": "me"})
+        assert assigned.status_code == 200 and "olivia" in assigned.text
+        mine = (await c.get("/console/tasks", params={"assignee": "me"})).text
+        assert "Send the quote" in mine and "Call back" not in mine
+        done = await post(c, "/console/tasks/done", "/console/tasks", {"action_id": "c1-a0"})
+        assert done.status_code == 200 and "done" in done.text and "by olivia" in done.text
+        still_open = (await c.get("/console/tasks")).text
+        assert "Call back" not in still_open and "Send the quote" in still_open
+        assert "Call back" in (await c.get("/console/tasks", params={"state": "done"})).text
+        missing = await post(c, "/console/tasks/done", "/console/tasks", {"action_id": "nope"})
+        assert missing.status_code == 404
+        audit = (await c.get("/api/v1/audit", headers={"authorization": f"Bearer {token}"})).json()["items"]
+    assert [a["action"] for a in audit] == ["task_done", "task_assign"]
+
+
+async def test_a_viewer_sees_tasks_but_cannot_change_them(store: Store) -> None:
+    await seed(store)
+    token = await create_token(store, "victor", "viewer")
+    async with console_for(store) as c:
+        await login(c, token)
+        inbox = (await c.get("/console/tasks")).text
+        assert "Mark done" not in inbox
+        refused = await post(c, "/console/tasks/done", "/console/tasks", {"action_id": "c1-a0"})
+        assert refused.status_code == 403
+
+
+async def test_the_alert_feed_for_everyone_or_for_me(store: Store) -> None:
+    await seed(store)
+    dana = await create_token(store, "dana", "viewer")
+    sam = await create_token(store, "sam", "viewer")
+    async with console_for(store) as c:
+        await login(c, dana)
+        feed = (await c.get("/console/alerts")).text
+        assert feed.index("Escalation for everyone") < feed.index("Complaint from &lt;b&gt;Tom&lt;/b&gt;")
+        assert "for dana" in feed and "<b>Tom" not in feed
+        assert "Complaint" in (await c.get("/console/alerts", params={"mine": "1"})).text
+    async with console_for(store) as c:
+        await login(c, sam)
+        mine = (await c.get("/console/alerts", params={"mine": "1"})).text
+        assert "Escalation for everyone" in mine and "Complaint" not in mine
+
+
+async def test_the_timeline_shows_each_actions_rendered_payload(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "OPEN_MODE_RECHECK_SECONDS", 0.0)
+    await seed(store)
+    webhook = WebhookRequested(
+        **{**common("c1", 0), "action_id": action_id("c1", "crm-sync", 0), "flow_id": "crm-sync"},
+        destination="crm",
+        body={"status": "closed <now>"},
+    )
+    await writer.write(store, r.requested(webhook, r.Source(action_topic("webhook"), 0, 99, 0)))
+    async with console_for(store) as c:
+        html = (await c.get("/console/conversations/c1")).text
+    [payload] = re.findall(r'<pre class="payload">(.*?)</pre>', html, re.S)
+    assert action_id("c1", "crm-sync", 0) in payload and "closed &lt;now&gt;" in payload
