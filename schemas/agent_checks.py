@@ -139,7 +139,7 @@ def field_type(name: str, fields: dict[str, FieldSpec]) -> tuple[str, tuple[str,
         return spec.type, tuple(spec.values) if spec.values else None
     if name in CONVERSATION_FIELDS:
         return CONVERSATION_FIELDS[name]
-    if name.startswith(("dyn_", "dynamic_variables.")):
+    if name.startswith(("dyn_", "dynamic_variables.", "platform.")):
         return "any", None
     return None
 
@@ -277,7 +277,7 @@ def enabled_conditions(flow: Flow) -> Iterator[Condition]:
 def variable_problem(name: str, fields: dict[str, FieldSpec]) -> str | None:
     if name in SYSTEM_VARIABLES or name in EXTRA_VARIABLES or name in fields:
         return None
-    if name.startswith(("dyn_", "dynamic_variables.")):
+    if name.startswith(("dyn_", "dynamic_variables.", "platform.")):
         return None
     if name.startswith("fields.") and name.removeprefix("fields.") in fields:
         return None

@@ -119,7 +119,7 @@ class VarRef:
 
 _TOKEN = re.compile(r"\{\{(.*?)\}\}", re.S)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)?")
-DOTTED_PREFIXES = ("dynamic_variables.", "fields.")
+DOTTED_PREFIXES = ("dynamic_variables.", "fields.", "platform.")
 
 
 def parse_template(text: str) -> tuple[str | VarRef, ...]:
@@ -153,7 +153,8 @@ def _parse_ref(inner: str) -> VarRef:
         )
     if "." in name and not name.startswith(DOTTED_PREFIXES):
         raise TemplateSyntaxError(
-            f"'{name}': attribute access is not supported (only dynamic_variables.<name> and fields.<name>)"
+            f"'{name}': attribute access is not supported "
+            "(only dynamic_variables.<name>, fields.<name> and platform.<name>)"
         )
     return VarRef(name, _fallback(name, fallback) if bar else None)
 
@@ -247,7 +248,8 @@ def _check_template(text: str) -> str:
 
 TemplateStr = Annotated[str, AfterValidator(_check_template)]
 
-# Template variables, besides extracted fields (`name` or `fields.name`), `dyn_*` and `dynamic_variables.*`.
+# Template variables, besides extracted fields (`name` or `fields.name`), `dyn_*`, `dynamic_variables.*`
+# and `platform.*` (the voice platform's own analysis).
 SYSTEM_VARIABLES: dict[str, str] = {
     "conversation_date": "Full date/time in 24-hour format, in the agent's timezone.",
     "conversation_time": "Time in 12-hour format.",

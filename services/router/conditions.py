@@ -13,7 +13,7 @@ children; children are all evaluated, so a trace shows every reason, not only th
 * When extraction failed, conditions on extracted values (fields, dyn_*, ai, confidence, needs_review)
   are *unknown*: false, with a reason that says so, and `not` of unknown is still false (a failed
   extraction never fires "the customer did not complain"). End-reason conditions still work, as do
-  conditions on conversation.* and dynamic_variables.*.
+  conditions on conversation.*, dynamic_variables.* and platform.*.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from schemas.agent_config import (
     ReviewCondition,
 )
 from schemas.events import ConditionResult, ConversationExtracted
+from services.router.variables import platform_value
 
 MATCH_INPUT_LIMIT = 4096
 
@@ -244,7 +245,7 @@ def _field_meta(cond: ConfidenceCondition | ReviewCondition, path: str) -> Evalu
 def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec]) -> Evaluator:
     ftype = (field_type(cond.field, fields) or ("any", None))[0]
     read = _reader(cond.field)
-    needs_extraction = not cond.field.startswith(("conversation.", "dynamic_variables."))
+    needs_extraction = not cond.field.startswith(("conversation.", "dynamic_variables.", "platform."))
     test = _test(cond, ftype)
     expected = {"op": cond.op, "value": cond.value}
 
@@ -280,6 +281,9 @@ def _reader(name: str) -> Callable[[ConversationExtracted], Any]:
     if name.startswith("dynamic_variables."):
         key = name.removeprefix("dynamic_variables.")
         return lambda e: e.conversation.dynamic_variables.get(key)
+    if name.startswith("platform."):
+        attribute = name.removeprefix("platform.")
+        return lambda e: platform_value(e.conversation, attribute)
 
     def extracted(e: ConversationExtracted) -> Any:
         found = (e.extraction.dynamic if name.startswith("dyn_") else e.extraction.fields).get(name)

@@ -7,7 +7,9 @@
 * Extras: end_reason, raw_end_reason, source_platform, agent_id, agent_version, account_id, channel,
   duration_seconds, recording_url, extraction_status.
 * Extracted fields by name (`interest_level`) or as `fields.interest_level`; `dyn_*` from
-  extraction.dynamic; `dynamic_variables.<name>` from the platform's own dynamic variables.
+  extraction.dynamic; `dynamic_variables.<name>` from the platform's own dynamic variables;
+  `platform.<name>` from the platform's own analysis (`summary`, `successful`, `sentiment`, or a value
+  it extracted), whatever the extraction's status.
 
 A system variable wins over an extracted field of the same name while it is available; when it is not
 (no contact linked), the extracted value is used (an agent that extracts `customer_name` gets the name
@@ -19,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
-from schemas.events import ConversationExtracted, Message
+import orjson
+
+from schemas.events import ConversationEnded, ConversationExtracted, Message
 from services.router.templates import Scalar
 
 TRANSCRIPT_FALLBACK = "(transcript not available)"
@@ -61,7 +65,24 @@ class ConversationValues:
             return self.field(name.removeprefix("fields."))
         if name.startswith("dynamic_variables."):
             return self.event.conversation.dynamic_variables.get(name.removeprefix("dynamic_variables."))
+        if name.startswith("platform."):
+            return platform_value(self.event.conversation, name.removeprefix("platform."))
         return self.field(name)
+
+
+PLATFORM_ATTRIBUTES = ("summary", "successful", "sentiment")
+
+
+def platform_value(conversation: ConversationEnded, name: str) -> Scalar:
+    """`platform.<name>`: the platform's summary, verdict or sentiment, else the value it extracted under
+    that name (a nested value as JSON text); None when the platform sent no analysis or no such value."""
+    analysis = conversation.platform_analysis
+    if analysis is None:
+        return None
+    value = getattr(analysis, name) if name in PLATFORM_ATTRIBUTES else analysis.data.get(name)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return orjson.dumps(value).decode()
 
 
 def transcript(messages: list[Message] | None) -> str | None:

@@ -194,6 +194,19 @@ CONVERSATION_CASES = [
         True,
     ),
     ("dynamic-variable-missing", {"field": "dynamic_variables.plan", "op": "exists"}, {}, False),
+    (
+        "platform-extracted-value",
+        {"field": "platform.interest_level", "op": "==", "value": "high"},
+        {"platform_analysis": {"data": {"interest_level": "high"}}},
+        True,
+    ),
+    (
+        "platform-verdict",
+        {"field": "platform.successful", "op": "==", "value": False},
+        {"platform_analysis": {"successful": False, "data": {"successful": "shadowed"}}},
+        True,
+    ),
+    ("platform-no-analysis", {"field": "platform.summary", "op": "exists"}, {}, False),
 ]
 
 

@@ -202,3 +202,21 @@ def test_example_agents_are_valid() -> None:
     catalog = load_catalog(Path(__file__).resolve().parents[3] / "examples" / "agents")
     assert catalog.problems == ()
     assert {key[0] for key in catalog.configs} == {"support-line", "sales-line"}
+
+
+def test_flows_may_test_and_render_the_platforms_own_analysis(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "demo.yaml",
+        """\
+        agent: demo
+        flows:
+          - id: platform-says-hot
+            when: {field: platform.interest_level, op: "==", value: high}
+            actions:
+              - type: task
+                title: "Hot lead: {{platform.summary | no summary}} ({{platform.sentiment}})"
+        """,
+    )
+    catalog = load_catalog(tmp_path)
+    assert not catalog.problems and catalog.lookup("demo") is not None

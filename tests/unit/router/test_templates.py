@@ -106,6 +106,20 @@ def test_extracted_fields_dyn_and_dynamic_variables() -> None:
     assert render(text, **kwargs) == "high 12 true 0.25 March 12 pro 10"
 
 
+def test_the_platforms_own_analysis_renders_whatever_the_extraction() -> None:
+    analysis = {
+        "summary": "Booked for Friday.",
+        "successful": True,
+        "sentiment": "Positive",
+        "data": {"slot": "Fri 9-11", "items": ["a", "b"]},
+    }
+    text = "{{platform.summary}} {{platform.successful}} {{platform.sentiment}} {{platform.slot}} {{platform.items}}"
+    for status in ("ok", "failed"):
+        rendered = render(text, status=status, platform_analysis=analysis)
+        assert rendered == 'Booked for Friday. true Positive Fri 9-11 ["a","b"]'
+    assert render("{{platform.summary | none}} {{platform.slot | -}}") == "none -"
+
+
 def test_missing_extracted_values_render_fallbacks() -> None:
     assert render("{{interest_level | unknown}} {{dyn_location}} {{dynamic_variables.nope | -}}") == (
         "unknown (not available) -"
