@@ -96,6 +96,9 @@ class ExtractionSpec(BaseModel):
     triggers: list[TriggerSpec] = Field(default_factory=list)
     recipient_routes: list[RecipientRoute] = Field(default_factory=list)
     summary: bool = True
+    trust_platform: bool = Field(
+        False, description="Take fields and the summary the voice platform's own analysis already holds."
+    )
 
 
 # ── Trigger ids and the template grammar ──────────────────────────────────────────────────────────
@@ -575,6 +578,11 @@ class ExtractionConfig(_Cfg):
     model: str | None = None
     min_confidence: float = Field(0.5, ge=0, le=1)
     summary: bool = True
+    trust_platform: bool = Field(
+        False,
+        description="Take a field's value from the voice platform's own analysis when it holds one under the "
+        "field's name and of its type (and the platform's summary): the provider fills only the rest.",
+    )
     fields: list[FieldSpec] = Field(default_factory=list)
 
 

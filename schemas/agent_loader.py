@@ -413,4 +413,5 @@ def extraction_spec(config: AgentConfig) -> ExtractionSpec:
         triggers=list(triggers.values()),
         recipient_routes=[r for r in config.recipient_routes if r.id in used_routes],
         summary=config.extraction.summary,
+        trust_platform=config.extraction.trust_platform,
     )

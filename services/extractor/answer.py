@@ -275,7 +275,7 @@ def answer_model(spec: ExtractionSpec, country_code: str) -> type[BaseModel]:
     return _section("Answer", sections)
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     if isinstance(v, time):
         return v.isoformat("minutes")
     return v.isoformat() if isinstance(v, date | datetime) else v
@@ -286,7 +286,7 @@ def _values(section: BaseModel | None, raw: Any) -> dict[str, ExtractedValue]:
         return {}
     out = {}
     for key, slot in section.model_dump(by_alias=True).items():
-        value = _plain(slot["value"])
+        value = plain(slot["value"])
         said = raw.get(key, {}).get("value") if isinstance(raw, dict) and isinstance(raw.get(key), dict) else None
         kept = said if said is not None and said != value and isinstance(said, str | int | float | bool) else None
         out[key] = ExtractedValue(value=value, evidence=slot["evidence"] if value is not None else None,

@@ -30,7 +30,7 @@ from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, ConversationExtracted, Extraction, Message, Usage
 from schemas.routes import EXTRACTOR
 from services.common.api import Context, Event, Failure, PermanentError, PostcallError, Service
-from services.extractor import heuristic
+from services.extractor import heuristic, platform
 from services.extractor.llm import ExtractionFailed, OpenAIProvider
 from services.extractor.metrics import EXTRACTIONS, LLM_DURATION, LLM_REQUESTS
 from services.extractor.review import normalize, review
@@ -118,6 +118,19 @@ class Extractor:
         return (spec.model or self._settings.llm.model) if provider == "openai" else None
 
     async def _extract(
+        self, event: ConversationEnded, spec: ExtractionSpec, provider: str, note: str | None
+    ) -> Extraction:
+        analysis = event.platform_analysis
+        if not spec.trust_platform or analysis is None:
+            return await self._by_provider(event, spec, provider, note)
+        values = platform.taken(spec, analysis, self._settings.default_country_code)
+        summary = platform.summary_of(spec, analysis)
+        rest = platform.remaining(spec, values, summary)
+        if platform.asks_nothing(rest):
+            return platform.only(spec, values, summary)
+        return platform.merged(await self._by_provider(event, rest, provider, note), values, summary)
+
+    async def _by_provider(
         self, event: ConversationEnded, spec: ExtractionSpec, provider: str, note: str | None
     ) -> Extraction:
         messages = await self._messages(event)
