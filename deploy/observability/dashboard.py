@@ -1,7 +1,9 @@
 """The Grafana dashboard, written as code: `python -m deploy.observability.dashboard [--check]`.
 
-Writes deploy/observability/grafana-dashboard.json (Grafana 10+, a Prometheus data source chosen by a
-variable). Every query uses only metrics the services export (tests/contract/test_observability.py).
+Writes deploy/observability/grafana-dashboard.json (Grafana 11, a Prometheus data source chosen by a
+variable) through Grafana's own typed builders (grafana-foundation-sdk), so every panel, query and
+variable carries the fields Grafana's schema requires. Every query uses only metrics the services
+export (tests/contract/test_observability.py).
 """
 
 from __future__ import annotations
@@ -9,12 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from grafana_foundation_sdk.builders import common as common_b
+from grafana_foundation_sdk.builders import dashboard as dash_b
+from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as common_m
+from grafana_foundation_sdk.models import dashboard as dash_m
 
 OUT = Path(__file__).resolve().parent / "grafana-dashboard.json"
-DS = {"type": "prometheus", "uid": "${datasource}"}
+DS = dash_m.DataSourceRef(type_val="prometheus", uid="${datasource}")
 NS = 'namespace=~"$namespace"'
 SVC = f'{NS}, service=~"$service"'
 MAIN = f"{SVC}, topic!~`.+\\.retry-[0-9]+\\.v1`"  # the retry tiers' lag is waiting on purpose
@@ -30,7 +38,6 @@ class Panel:
     unit: str = "short"
     kind: str = "timeseries"
     stack: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 def per_second(metric: str, by: str, selector: str) -> str:
@@ -338,78 +345,74 @@ ROWS: list[tuple[str, list[Panel]]] = [
 ]
 
 
-def _variables() -> list[dict[str, Any]]:
-    def query(name: str, label: str, multi: bool) -> dict[str, Any]:
+def _variables() -> list[dash_b.QueryVariable | dash_b.DatasourceVariable]:
+    def query(name: str, multi: bool) -> dash_b.QueryVariable:
         selector = f"{{{NS}}}" if name == "service" else ""
-        expr = f"label_values(postcall_records_consumed_total{selector}, {label})"
-        return {
-            "name": name,
-            "label": label,
-            "type": "query",
-            "datasource": DS,
-            "query": {"query": expr, "refId": name},
-            "refresh": 2,
-            "includeAll": True,
-            "multi": multi,
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "sort": 1,
-        }
+        return (
+            dash_b.QueryVariable(name)
+            .label(name)
+            .datasource(DS)
+            .query({"query": f"label_values(postcall_records_consumed_total{selector}, {name})", "refId": name})
+            .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .include_all(True)
+            .multi(multi)
+            .current(dash_m.VariableOption(selected=True, text=["All"], value=["$__all"]))
+            .sort(dash_m.VariableSort.ALPHABETICAL_ASC)
+        )
 
-    source = {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus"}
-    return [source, query("namespace", "namespace", True), query("service", "service", True)]
+    source = dash_b.DatasourceVariable("datasource").label("Prometheus").type("prometheus")
+    return [source, query("namespace", True), query("service", True)]
 
 
-def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
-    targets = [
-        {"refId": chr(ord("A") + i), "datasource": DS, "expr": expr, "legendFormat": legend}
-        for i, (expr, legend) in enumerate(panel.queries)
-    ]
-    custom: dict[str, Any] = {"stacking": {"mode": "normal" if panel.stack else "none"}, "fillOpacity": 10}
-    return {
-        "id": panel_id,
-        "type": panel.kind,
-        "title": panel.title,
-        "description": panel.description,
-        "datasource": DS,
-        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
-        "targets": targets,
-        "fieldConfig": {"defaults": {"unit": panel.unit, "custom": custom if panel.kind == "timeseries" else {}}},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}}
-        if panel.kind == "timeseries"
-        else {"reduceOptions": {"calcs": ["lastNotNull"]}},
-    }
+def _panel(panel: Panel, panel_id: int, x: int, y: int) -> timeseries.Panel | stat.Panel:
+    built: timeseries.Panel | stat.Panel
+    if panel.kind == "stat":
+        built = stat.Panel().reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
+    else:
+        mode = common_m.StackingMode.NORMAL if panel.stack else common_m.StackingMode.NONE
+        legend = common_b.VizLegendOptions().display_mode(common_m.LegendDisplayMode.LIST)
+        built = (
+            timeseries.Panel()
+            .stacking(common_b.StackingConfig().mode(mode))
+            .fill_opacity(10)
+            .legend(legend.placement(common_m.LegendPlacement.BOTTOM).show_legend(True).calcs([]))
+            .tooltip(common_b.VizTooltipOptions().mode(common_m.TooltipDisplayMode.MULTI).sort(common_m.SortOrder.NONE))
+        )
+    built.id(panel_id).title(panel.title).description(panel.description).datasource(DS).unit(panel.unit)
+    built.grid_pos(dash_m.GridPos(h=8, w=12, x=x, y=y))
+    for i, (expr, legend_format) in enumerate(panel.queries):
+        target = prometheus.Dataquery().ref_id(chr(ord("A") + i)).datasource(DS).expr(expr)
+        built.with_target(target.legend_format(legend_format))
+    return built
 
 
-def dashboard() -> dict[str, Any]:
-    panels: list[dict[str, Any]] = []
-    y = 0
+def dashboard() -> dash_m.Dashboard:
+    board = (
+        dash_b.Dashboard("postcall")
+        .uid("postcall-overview")
+        .description("Post-call automation on Kafka: extractor, router, dispatcher. See docs/operations.md.")
+        .tags(["postcall", "kafka"])
+        .timezone("")
+        .editable()
+        .tooltip(dash_m.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .version(1)
+        .time("now-6h", "now")
+        .variables(_variables())  # type: ignore[arg-type]
+    )
+    y, next_id = 0, 1
     for title, row in ROWS:
-        panels.append({"id": len(panels) + 1, "type": "row", "title": title, "collapsed": False,
-                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
-        y += 1
+        board.with_row(dash_b.Row(title).id(next_id).collapsed(False).grid_pos(dash_m.GridPos(h=1, w=24, x=0, y=y)))
+        next_id, y = next_id + 1, y + 1
         for index, panel in enumerate(row):
-            panels.append(_panel(panel, len(panels) + 1, 12 * (index % 2), y + 8 * (index // 2)))
+            board.with_panel(_panel(panel, next_id, 12 * (index % 2), y + 8 * (index // 2)))
+            next_id += 1
         y += 8 * ((len(row) + 1) // 2)
-    return {
-        "uid": "postcall-overview",
-        "title": "postcall",
-        "description": "Post-call automation on Kafka: extractor, router, dispatcher. See docs/operations.md.",
-        "tags": ["postcall", "kafka"],
-        "timezone": "",
-        "editable": True,
-        "graphTooltip": 1,
-        "refresh": "30s",
-        "schemaVersion": 39,
-        "version": 1,
-        "time": {"from": "now-6h", "to": "now"},
-        "annotations": {"list": []},
-        "templating": {"list": _variables()},
-        "panels": panels,
-    }
+    return board.build()
 
 
 def render() -> str:
-    return json.dumps(dashboard(), indent=2) + "\n"
+    return json.dumps(json.loads(JSONEncoder().encode(dashboard())), indent=2) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

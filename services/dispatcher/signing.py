@@ -1,19 +1,24 @@
 """Standard Webhooks signatures (symmetric v1): `webhook-id`, `webhook-timestamp`, `webhook-signature`.
 
 The signed content is `{webhook-id}.{webhook-timestamp}.{raw body}`, HMAC-SHA256 with the destination's
-`whsec_` secret, base64-encoded and prefixed `v1,`. With several secrets (rotation) every secret signs
-and the signatures are space-separated, so a receiver holding either the old or the new secret verifies.
+`whsec_` secret, base64-encoded and prefixed `v1,`: computed by the reference library (`standardwebhooks`).
+This module adds what the library leaves to its caller: a secret is checked at load (base64, 24..64
+bytes, an error that never quotes it); with several secrets (rotation) every secret signs and the
+signatures are space-separated, so a receiver holding either the old or the new secret verifies; and
+verification treats garbage in the sender's headers as a failed check, never an error.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from standardwebhooks import Webhook
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 MIN_SECRET_BYTES = 24  # the spec: "Between 24 bytes (192 bits) and 64 bytes (512 bits)"
@@ -36,8 +41,7 @@ def decode_secret(secret: str) -> bytes:
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """One `v1,<base64>` signature."""
-    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return Webhook(key).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body)
 
 
 class Signer:
@@ -46,7 +50,7 @@ class Signer:
     def __init__(self, secrets: Sequence[str]) -> None:
         if not secrets:
             raise ValueError("a signer needs at least one secret")
-        self._keys = [decode_secret(s) for s in secrets]
+        self._hooks = [Webhook(decode_secret(s)) for s in secrets]
 
     def headers(self, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
         if "." in msg_id:
@@ -56,7 +60,7 @@ class Signer:
         return {
             "webhook-id": msg_id,
             "webhook-timestamp": str(ts),
-            "webhook-signature": " ".join(sign(k, msg_id, ts, body) for k in self._keys),
+            "webhook-signature": " ".join(w.sign(msg_id, datetime.fromtimestamp(ts, UTC), body) for w in self._hooks),
         }
 
 

@@ -109,3 +109,29 @@ def test_retry_after_is_ascii_seconds_or_an_http_date_bounded_by_the_cap(
 def test_retry_after_means_nothing_on_other_statuses(status: int) -> None:
     assert parse_retry_after(status, {"retry-after": "120"}, cap=600, now=NOW) is None
     assert parse_retry_after(status, {"retry-after": "²"}, cap=600, now=NOW) is None
+
+
+def test_the_cloudevents_sdk_reads_the_headers_we_write_as_the_event_we_meant() -> None:
+    """Our codec writes the Kafka binding (docs/adr/0004); the reference SDK must read it back."""
+    from cloudevents.core.bindings import kafka
+    from cloudevents.core.formats.json import JSONFormat
+
+    from schemas.events import DecisionTrace
+    from schemas.topics import DECISIONS
+
+    trace = DecisionTrace(
+        event_id="evt-9", conversation_id="conv-1", agent_id="a", config_revision="r", extraction_status="ok",
+        decided_at=datetime(2026, 3, 1, 12, tzinfo=UTC), flows=[],
+    )  # fmt: skip
+    headers = codec.cloudevent_headers(trace, CE_TYPES[DECISIONS], "router", "conv-1")
+    message = kafka.KafkaMessage(dict(codec.header_list(headers)), b"conv-1", codec.encode(trace))
+    event = kafka.from_binary(message, JSONFormat())
+    assert (event.get_id(), event.get_type(), event.get_source()) == ("evt-9", CE_TYPES[DECISIONS], "/postcall/router")
+    assert (event.get_specversion(), event.get_subject(), event.get_datacontenttype()) == (
+        "1.0",
+        "conv-1",
+        "application/json",
+    )
+    when = event.get_time()
+    assert when is not None and abs((datetime.now(UTC) - when).total_seconds()) < 5
+    assert event.get_data() == trace.model_dump(mode="json")
