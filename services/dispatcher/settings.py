@@ -40,7 +40,7 @@ class DispatcherSettings(ServiceSettings):
     ledger_dir: Path | None = Field(
         None,
         description="Where the ledger's index of completed action ids lives (a file rebuilt from Kafka at each "
-        "start; about 45 bytes per id). A disk-backed volume: memory-backed, it would count against the pod's "
-        "memory. None: the system's temporary directory.",
+        "start; about 23 bytes per id, measured at 10 million). A disk-backed volume: memory-backed, it would "
+        "count against the pod's memory. None: the system's temporary directory.",
     )
     user_agent: str = Field("postcall-dispatcher/0.1", description="User-Agent of every HTTP request.")
