@@ -33,7 +33,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 Headers = Mapping[str, str]  # lower-case names (Starlette's Headers are case-insensitive too)
 
-_RETELL = re.compile(r"v=(\d{1,16}),d=([0-9a-fA-F]{64})")
+_RETELL = re.compile(r"v=([0-9]{1,16}),d=([0-9a-fA-F]{64})")  # [0-9]: \d also takes other scripts' digits
 _HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512, "sha1": hashlib.sha1}
 
 
@@ -51,6 +51,11 @@ def _header(headers: Headers, name: str) -> str:
     if not value:
         raise Refused(f"missing {name} header")
     return value
+
+
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits only: str.isdigit() also says yes to "²", which int() then refuses."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
 
 
 def _fresh(timestamp: float, now: float, tolerance: float, name: str) -> None:
@@ -104,7 +109,7 @@ class ElevenLabsVerifier:
                 stamp = value
             elif name == "v0":
                 given.append(value)
-        if not stamp.isdigit() or len(stamp) > 12 or not given:
+        if not _digits(stamp, 12) or not given:
             raise Refused("ElevenLabs-Signature is not of the form t=<unix seconds>,v0=<hex>")
         _fresh(int(stamp), now, self.tolerance_seconds, "ElevenLabs-Signature timestamp")
         expected = [_hmac(s, stamp.encode() + b"." + body).hex().encode() for s in self.secrets]
@@ -137,7 +142,7 @@ class VapiHmacVerifier:
         message = self.payload_format.encode()
         if b"{timestamp}" in message:
             stamp = _header(headers, self.timestamp_header).strip()
-            if not stamp.isdigit() or len(stamp) > 16:
+            if not _digits(stamp, 16):
                 raise Refused(f"{self.timestamp_header} is not a Unix timestamp")
             seconds = int(stamp) / 1000 if len(stamp) > 11 else int(stamp)
             _fresh(seconds, now, self.tolerance_seconds, self.timestamp_header)

@@ -203,3 +203,26 @@ def test_no_refusal_reveals_a_secret_or_the_expected_signature() -> None:
     expected = retell_signature(BODY, KEY, int(NOW * 1000)).split("d=")[1]
     message = _refused(verifier, BODY + b"!", {"x-retell-signature": retell_signature(BODY, KEY, int(NOW * 1000))})
     assert KEY not in message and expected not in message
+
+
+# ── Garbage timestamps: a refusal, never another exception (issue 12, finding 11) ─────────────────
+
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+GARBAGE_STAMPS = ["²", "\u0661\u0667\u0660\u0660", "9" * 5000, "-1", "1e9", "\x00"]
+
+
+@pytest.mark.parametrize("stamp", GARBAGE_STAMPS, ids=repr)
+def test_a_garbage_timestamp_is_refused_by_every_scheme_never_raised(stamp: str) -> None:
+    """`²` passes str.isdigit() and then int() raised ValueError: a 500 instead of a 401."""
+    vapi = VapiHmacVerifier(secrets=[KEY])
+    cases = [
+        (RetellVerifier(secrets=[KEY]), {"x-retell-signature": f"v={stamp},d={'ab' * 32}"}),
+        (ElevenLabsVerifier(secrets=[KEY]), {"elevenlabs-signature": f"t={stamp},v0={'ab' * 32}"}),
+        (vapi, {"x-signature": "ab" * 32, "x-timestamp": stamp}),
+        (
+            StandardWebhooksVerifier([WHSEC]),
+            {"webhook-id": "msg_1", "webhook-timestamp": stamp, "webhook-signature": "v1,AAAA"},
+        ),
+    ]
+    for verifier, headers in cases:
+        _refused(verifier, BODY, headers)
