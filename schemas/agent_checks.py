@@ -35,6 +35,7 @@ from schemas.agent_config import (
     FieldCondition,
     FieldSpec,
     Flow,
+    HttpAction,
     NotCondition,
     ReviewCondition,
     ScheduleCallAction,
@@ -245,6 +246,11 @@ def action_templates(action: Action) -> Iterator[tuple[Loc, str]]:
     elif isinstance(action, TeamAlertAction):
         yield ("message",), action.message
     elif isinstance(action, WebhookAction):
+        yield from _json_strings(action.body, ("body",))
+    elif isinstance(action, HttpAction):
+        yield ("path",), action.path
+        yield from ((("query", k), t) for k, t in action.query.items())
+        yield from ((("headers", k), t) for k, t in action.headers.items())
         yield from _json_strings(action.body, ("body",))
 
 

@@ -459,6 +459,81 @@ class WebhookAction(_Action):
     body: Any = Field(None, description="JSON body; every string in it is a template. None: default body.")
 
 
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+#: set by the dispatcher or the destination: a flow cannot set them; credentials live in the destinations file
+FLOW_RESERVED_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "host", "content-length", "transfer-encoding",
+     "connection", "content-type", "idempotency-key", "webhook-id", "webhook-timestamp", "webhook-signature",
+     "accept-encoding", "user-agent", "x-api-key", "api-key"}
+)  # fmt: skip
+
+
+def _path_template(text: str) -> str:
+    """The literal text of a path is the author's: ASCII, no fragment, no way out of the prefix."""
+    literal = "".join(p for p in parse_template(text) if isinstance(p, str))
+    if text and not text.startswith(("/", "?")):
+        raise ValueError("a path starts with '/' or '?' (it is appended to the destination's URL)")
+    if text.startswith("//") or "://" in literal:
+        raise ValueError("a path cannot name a host: the destination's URL fixes the origin")
+    if not re.fullmatch(r"[\x21-\x7e]*", literal) or "#" in literal or "\\" in literal:
+        raise ValueError("the literal text of a path is printable ASCII without spaces, '#' or '\\' (write %XX)")
+    segments = literal.split("?", 1)[0].split("/")
+    if any(seg in (".", "..") for seg in segments):
+        raise ValueError("a path cannot contain '.' or '..' segments")
+    return text
+
+
+def _json_pointer(text: str) -> str:
+    if text and not text.startswith("/"):
+        raise ValueError("a JSON pointer (RFC 6901) is empty or starts with '/', e.g. /id or /data/0/id")
+    if re.search(r"~(?![01])", text):
+        raise ValueError("in a JSON pointer '~' is written ~0 and '/' inside a name ~1")
+    return text
+
+
+class HttpAction(_Action):
+    """A request to any API through an `http` destination: the destination fixes the origin, the path
+    prefix and the credentials; the flow chooses the method, the rest of the path, the query, headers
+    and the body, and where the id of what was created or updated sits in the answer."""
+
+    type: Literal["http"]
+    destination: str
+    method: HttpMethod = "POST"
+    path: Annotated[str, AfterValidator(_path_template)] = Field(
+        "",
+        description="Appended to the destination's URL, e.g. /cases/{{dynamic_variables.case_id}}; each "
+        "substituted value is percent-encoded, and an empty one skips the action.",
+    )
+    query: dict[str, TemplateStr] = Field(default_factory=dict, description="Query parameters (templates).")
+    headers: dict[str, TemplateStr] = Field(
+        default_factory=dict, description="Extra headers (templates); credentials belong in the destination."
+    )
+    body: Any = Field(None, description="JSON body; every string in it is a template. None: no body.")
+    result_id_pointer: Annotated[str, AfterValidator(_json_pointer)] | None = Field(
+        None, description="JSON pointer to the id in the answer (e.g. /id), reported as the action's result_id."
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header {name!r}: a header name is letters, digits and !#$%&'*+.^_`|~- only")
+            if name.lower() in FLOW_RESERVED_HEADERS:
+                raise ValueError(
+                    f"header {name!r} cannot be set by a flow: credentials go in the destination (auth: or "
+                    "headers: with secret_env/secret_file), the others are set by the dispatcher"
+                )
+        return headers
+
+    @model_validator(mode="after")
+    def _body_fits_method(self) -> HttpAction:
+        if self.method == "GET" and self.body is not None:
+            raise ValueError("a GET request has no body: remove `body` or use another method")
+        return self
+
+
 RecipientKind = Literal["fixed", "contact", "rendered"]
 Domain = Annotated[
     str, Field(max_length=253, pattern=r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
@@ -553,7 +628,7 @@ class TeamAlertAction(_Action):
 
 
 Action = Annotated[
-    WebhookAction | EmailAction | SlackAction | ScheduleCallAction | TaskAction | TeamAlertAction,
+    WebhookAction | HttpAction | EmailAction | SlackAction | ScheduleCallAction | TaskAction | TeamAlertAction,
     Field(discriminator="type"),
 ]
 
@@ -625,6 +700,7 @@ for _model in (
     NotCondition,
     _Action,
     WebhookAction,
+    HttpAction,
     EmailAction,
     SlackAction,
     ScheduleCallAction,

@@ -281,6 +281,32 @@ class WebhookRequested(ActionBase):
     body: Any = Field(description="The rendered JSON body.")
 
 
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class HttpRequested(ActionBase):
+    """A request to someone's API (a CRM, a ticketing system) through an `http` destination, whose URL
+    fixes the origin and the path prefix; `path` is appended to it."""
+
+    type: Literal["http"] = "http"
+    destination: str
+    method: HttpMethod
+    path: str = Field(
+        "",
+        max_length=8192,
+        description="Appended to the destination's URL: '/...' or '?...', every substituted value already "
+        "percent-encoded. The dispatcher refuses a path that would leave the destination's path prefix.",
+    )
+    query: dict[str, str] = Field(default_factory=dict, description="Query parameters (encoded when sent).")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Rendered headers of the flow; credentials are the destination's."
+    )
+    body: Any = Field(None, description="The rendered JSON body; None: no body.")
+    result_id_pointer: str | None = Field(
+        None, description="JSON pointer (RFC 6901) to the id in the answer, e.g. /id; reported as result_id."
+    )
+
+
 class EmailRequested(ActionBase):
     type: Literal["email"] = "email"
     to: list[str] = Field(min_length=1)
@@ -320,12 +346,19 @@ class TeamAlertRequested(ActionBase):
 
 
 ActionRequested = Annotated[
-    WebhookRequested | EmailRequested | SlackRequested | ScheduleCallRequested | TaskRequested | TeamAlertRequested,
+    WebhookRequested
+    | HttpRequested
+    | EmailRequested
+    | SlackRequested
+    | ScheduleCallRequested
+    | TaskRequested
+    | TeamAlertRequested,
     Field(discriminator="type"),
 ]
 
 ACTION_MODELS: dict[str, type[ActionBase]] = {
     "webhook": WebhookRequested,
+    "http": HttpRequested,
     "email": EmailRequested,
     "slack": SlackRequested,
     "schedule_call": ScheduleCallRequested,

@@ -8,8 +8,10 @@ Checked: YAML syntax, unknown fields, missing fields, unknown action types and e
 valid for the field's type and values of the field's type, `matches` patterns RE2 cannot compile, templates naming
 undefined variables (any `dyn_*` name is defined: it makes the extractor extract it), unknown
 recipient routes and library templates, duplicate flow ids and duplicate agent files, email recipients
-rendered from caller-influenced values without `allowed_domains`, and, with `--destinations <the
-dispatcher's destinations file>`, that every destination exists and is of a kind the action can use.
+rendered from caller-influenced values without `allowed_domains`, http action paths, headers and result
+pointers, and, with `--destinations <the dispatcher's destinations file>`, that every destination exists
+and is of a kind the action can use, and that file's own blocks (kinds, auth, headers; secrets are not
+read, and a value from an unset ${VAR} is not judged).
 The router runs exactly these checks when it (re)loads the folder.
 
 Warnings (exit code 0, `file:line: path: warning: ...`): an email whose recipient list can render empty
@@ -29,12 +31,14 @@ from schemas.agent_checks import recipient_warnings
 from schemas.agent_library import library
 from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog, plain
 from schemas.config_yaml import YamlProblem, read_yaml
+from services.dispatcher import destinations as destinations_file
 
 app = typer.Typer(help="Agent configuration: validate a folder, list the template library.", no_args_is_help=True)
 
 # The destination kind each action type can use (see services/dispatcher/executors).
 KINDS = {
     "webhook": "http",
+    "http": "http",
     "slack": "slack",
     "email": "smtp",
     "schedule_call": "http",
@@ -64,6 +68,7 @@ def validate(
     else:
         known = _destination_kinds(destinations)
         found += destination_problems(catalog, known)
+        found += destinations_file.check(destinations)  # its own blocks: kinds, auth, headers (no secret read)
     problems = [str(p) for p in sorted(found, key=lambda p: (p.file, p.line))]  # one report, in file order
     if problems:
         _fail(problems)

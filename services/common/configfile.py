@@ -88,11 +88,13 @@ def yaml_mapping(text: str | bytes, source: str, top_key: str) -> Any:
     try:
         tree = read_yaml(text)
     except YamlProblem as exc:
-        raise ConfigError(str(Problem(source, exc.line, "", f"YAML: {exc.message}"))) from None
+        problem = Problem(source, exc.line, "", f"YAML: {exc.message}")
+        raise ConfigError(str(problem), (problem,)) from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
-        raise ConfigError(str(Problem(source, 1, "", f"expected a mapping with `{top_key}:`")))
+        problem = Problem(source, 1, "", f"expected a mapping with `{top_key}:`")
+        raise ConfigError(str(problem), (problem,))
     return tree
 
 

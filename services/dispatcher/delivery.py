@@ -36,6 +36,7 @@ from services.common.ssrf import AddressRefused, GuardedTransport
 from services.dispatcher.destinations import HttpDestination, UrlDestination
 from services.dispatcher.metrics import delivery_duration
 from services.dispatcher.registry import Registry
+from services.dispatcher.tokens import TokenSource, token_sources
 
 DISABLED_REASON = "destination disabled (410 Gone)"
 LOCAL_PROTOCOL_ERROR = "the request could not be sent: a header or the URL is not valid HTTP (local protocol error)"
@@ -108,6 +109,20 @@ class HttpSender:
         self._registry = registry
         self._clients = clients
         self._options = options
+        self.tokens = token_sources(registry.only(UrlDestination))
+
+    def redactor(self, dest: UrlDestination) -> Redact:
+        """Scrubs the destination's secrets and the access tokens it was given from a text."""
+        tokens = self.tokens.get(dest.name)
+        if tokens is None:
+            return dest.redact
+
+        def redact(text: str, limit: int | None = None) -> str:
+            for token in tokens.secrets():
+                text = text.replace(token, "[redacted]")
+            return dest.redact(text, limit)
+
+        return redact
 
     async def send(
         self, dest: UrlDestination, *, action_type: str, msg_id: str, body: bytes, method: str = "POST"
@@ -115,7 +130,7 @@ class HttpSender:
         headers = self._headers(dest, msg_id, body)
 
         async def one(exchange: Exchange) -> Answer:
-            return await exchange.request(method, dest.endpoint, headers, body)
+            return await exchange.call(method, dest.endpoint, headers, body)
 
         answer, latency_ms = await self.attempt(dest, action_type, one)
         return Delivery("delivered", dest.name, answer.status, latency_ms)
@@ -133,16 +148,19 @@ class HttpSender:
         the destination's client, within one isolation slot and ONE deadline for all of them. The
         answer `run` returns is judged (default: by its status; `judge` for APIs that answer 200 with
         an error); a failure is raised as a delivery error. Returns the answer and the latency in ms."""
-        redact = redact or dest.redact
+        redact = redact or self.redactor(dest)
         timeout = self._registry.timeout(dest)
+        exchange = Exchange(self._clients[dest.name], self._options, timeout, self.tokens.get(dest.name))
         async with self._registry.gate(dest.name).slot() as slot:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
-                    answer = await run(Exchange(self._clients[dest.name], self._options, timeout))
+                    answer = await run(exchange)
             except PostcallError as exc:  # raised by `run` itself (a refused token request, say)
                 slot.record(not isinstance(exc, RetryableError))
-                raise
+                if isinstance(exc, AttemptDetails):
+                    raise
+                raise failure(exc, dest.name, redact=redact) from None
             except AddressRefused as exc:
                 raise failure(PermanentError(f"SSRF guard: {exc}"), dest.name, redact=redact) from None
             except (httpx.TimeoutException, TimeoutError):
@@ -195,10 +213,36 @@ def signature(dest: HttpDestination, msg_id: str, body: bytes) -> dict[str, str]
 class Exchange:
     """The requests of one attempt, on the destination's client, under the attempt's deadline."""
 
-    def __init__(self, client: httpx.AsyncClient, options: HttpOptions, timeout: float) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, options: HttpOptions, timeout: float, tokens: TokenSource | None = None
+    ) -> None:
         self._client = client
         self._options = options
         self._timeout = timeout
+        self._tokens = tokens
+
+    async def call(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        read_limit: int = SNIPPET_BYTES,
+    ) -> Answer:
+        """`request` with the destination's access token when it fetches one (OAuth2 client credentials,
+        a service account): the cached token, and on a 401 a new one and the request once more."""
+        if self._tokens is None:
+            return await self.request(method, url, headers, body, params=params, read_limit=read_limit)
+        token = await self._tokens.token(self)
+        authorized = {**headers, "authorization": f"Bearer {token}"}
+        answer = await self.request(method, url, authorized, body, params=params, read_limit=read_limit)
+        if answer.status != 401:
+            return answer
+        self._tokens.refused(token)
+        authorized["authorization"] = f"Bearer {await self._tokens.token(self)}"
+        return await self.request(method, url, authorized, body, params=params, read_limit=read_limit)
 
     async def request(
         self,

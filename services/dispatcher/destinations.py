@@ -12,6 +12,15 @@
           authorization: {secret_env: CRM_TOKEN, prefix: "Bearer "}
         max_concurrency: 16
         rate_limit_per_second: 20
+      - name: cases
+        kind: http
+        url: https://api.crm.example.com/v2        # origin and path prefix of every http action to it
+        auth:                                   # bearer | basic | oauth2_client_credentials
+          type: oauth2_client_credentials
+          token_url: https://login.crm.example.com/oauth/token
+          client_id: postcall
+          client_secret: {secret_env: CRM_CLIENT_SECRET}
+          scope: cases.write
 
 `${VAR}` and `${VAR:-default}` in the file's values are replaced from the environment. Secrets
 are never in the file itself: a SecretRef names an environment variable or a file (a mounted Secret),
@@ -27,24 +36,31 @@ treated as secrets afterwards: `Registry.redact` scrubs them from any text that 
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote_plus
 
+from google.auth import crypt
+from google.oauth2 import service_account
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from schemas.agent_checks import Loc
+from schemas.agent_loader import Problem
 from services.common.configfile import (
     ConfigError,
     SecretRef,
     Strict,
+    error_message,
     raise_for,
     read_bytes,
     substitute_env,
     substituted,
-    validation_issues,
     yaml_mapping,
 )
 from services.dispatcher.breaker import BreakerPolicy
@@ -116,6 +132,36 @@ class DestinationBase(Strict):
         return text
 
 
+class BearerAuth(Strict):
+    type: Literal["bearer"]
+    token: SecretRef = Field(description="The token; sent as `Authorization: Bearer <token>`.")
+
+
+class BasicAuth(Strict):
+    type: Literal["basic"]
+    username: str | SecretRef = Field(description="The user name (Zendesk: `agent@example.com/token`).")
+    password: SecretRef = Field(description="The password or API token.")
+
+
+class ClientCredentialsAuth(Strict):
+    """OAuth 2.0 client credentials (RFC 6749 4.4): a token is fetched from `token_url`, cached until it
+    expires, and fetched again once when the API answers 401."""
+
+    type: Literal["oauth2_client_credentials"]
+    token_url: str = Field(pattern=r"^https?://", description="The authorization server's token endpoint.")
+    client_id: str | SecretRef
+    client_secret: SecretRef
+    scope: str | None = Field(None, description="Space-separated scopes to ask for.")
+    audience: str | None = Field(None, description="`audience` parameter (Auth0 and others ask for one).")
+    client_auth: Literal["basic", "body"] = Field(
+        "basic", description="basic: HTTP Basic (RFC 6749's default); body: client_id/client_secret in the form."
+    )
+
+
+Auth = Annotated[BearerAuth | BasicAuth | ClientCredentialsAuth, Field(discriminator="type")]
+AUTH_TYPES = ("bearer", "basic", "oauth2_client_credentials")
+
+
 class UrlDestination(DestinationBase):
     url: str | None = Field(None, pattern=r"^https?://", description="The endpoint, when it is not secret.")
     url_secret: SecretRef | None = Field(None, description="The endpoint, when the URL is the secret.")
@@ -147,8 +193,24 @@ class HttpDestination(UrlDestination):
         description="Extra headers: a literal value, or {secret_env|secret_file, prefix} for a credential.",
     )
     signing_secrets: list[SecretRef] = Field(default_factory=list, description="whsec_ secrets, newest first.")
+    auth: Auth | None = Field(
+        None, description="How requests authenticate: bearer, basic or OAuth2 client credentials."
+    )
     _signer: Signer | None = PrivateAttr(None)
     _header_values: dict[str, str] = PrivateAttr(default_factory=dict)
+    _credentials: list[str] = PrivateAttr(default_factory=list)  # auth's secrets, for redaction
+    _client: tuple[str, str] | None = PrivateAttr(None)  # OAuth2 client id and secret, revealed
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> HttpDestination:
+        if self.auth is not None and any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError("set the credential once: `auth:` or an `authorization` header, not both")
+        return self
+
+    @property
+    def client(self) -> tuple[str, str] | None:
+        """The OAuth2 client id and secret (auth: oauth2_client_credentials), revealed at load."""
+        return self._client
 
     @property
     def signer(self) -> Signer | None:
@@ -162,7 +224,7 @@ class HttpDestination(UrlDestination):
     def secrets(self) -> list[str]:
         """Header values count as secrets, with and without their prefix (`Bearer `): a receiver
         echoing our request, or a client library quoting a header, must not put them in an error."""
-        values = list(self._header_values.values())
+        values = [*self._header_values.values(), *self._credentials]
         for name, ref in self.headers.items():
             if isinstance(ref, HeaderSecret) and ref.prefix:
                 values.append(self._header_values[name].removeprefix(ref.prefix))
@@ -171,6 +233,43 @@ class HttpDestination(UrlDestination):
 
 class SlackDestination(UrlDestination):
     kind: Literal["slack"]
+
+
+SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
+
+
+@dataclass(frozen=True)
+class ServiceAccountKey:
+    """A Google service account's JSON key, read at load: who signs, where tokens come from, and the
+    signer (google-auth) holding the private key."""
+
+    email: str
+    token_uri: str
+    key_id: str | None
+    signer: crypt.Signer
+    private_key: str
+
+
+class GoogleSheetsDestination(UrlDestination):
+    """The Google Sheets REST API (v4) as a service account; `url` is the API's origin (a test points it
+    at a local server)."""
+
+    kind: Literal["google_sheets"]
+    url: str | None = Field("https://sheets.googleapis.com", pattern=r"^https?://", description="The API's origin.")
+    service_account: SecretRef = Field(description="The service account's JSON key file (a mounted Secret).")
+    token_url: str | None = Field(
+        None, pattern=r"^https?://", description="Where to exchange the signed JWT; default: the key's token_uri."
+    )
+    scopes: list[str] = Field(default_factory=lambda: [SHEETS_SCOPE], min_length=1)
+    _account: ServiceAccountKey | None = PrivateAttr(None)
+
+    @property
+    def account(self) -> ServiceAccountKey:
+        assert self._account is not None, "resolved at load"
+        return self._account
+
+    def secrets(self) -> list[str]:
+        return [*super().secrets(), self._account.private_key] if self._account else super().secrets()
 
 
 class SmtpDestination(DestinationBase):
@@ -193,8 +292,8 @@ class SmtpDestination(DestinationBase):
         return [self._password] if self._password else []
 
 
-AnyDestination = HttpDestination | SlackDestination | SmtpDestination
-KINDS = ("http", "slack", "smtp")
+AnyDestination = HttpDestination | SlackDestination | GoogleSheetsDestination | SmtpDestination
+KINDS = ("http", "slack", "google_sheets", "smtp")
 Destination = Annotated[AnyDestination, Field(discriminator="kind")]
 
 
@@ -202,32 +301,68 @@ class DestinationsFile(Strict):
     destinations: list[Destination] = Field(default_factory=list)
 
 
-def parse(text: str | bytes, environ: Mapping[str, str], source: str = "<destinations>") -> dict[str, AnyDestination]:
+def parse(
+    text: str | bytes, environ: Mapping[str, str], source: str = "<destinations>", *, reveal: bool = True
+) -> dict[str, AnyDestination]:
     """Validate the file's text and resolve every secret; keyed by destination name.
 
     Every problem is reported as `file:line: path: message`; no value from the file or the environment
-    is echoed (a ${VAR}-substituted URL may be a secret).
+    is echoed (a ${VAR}-substituted URL may be a secret). With `reveal=False` (`postcall config
+    validate`) no secret is read, and a value from an unset ${VAR} is not judged.
     """
     tree = yaml_mapping(text, source, "destinations")
     issues: list[tuple[Loc, str]] = []
     data = substituted(tree, environ, issues)
+    unset = [loc for loc, _ in issues] if not reveal else []
+    issues = issues if reveal else []
     parsed: DestinationsFile | None = None
     try:
         parsed = DestinationsFile.model_validate(data)
     except ValidationError as exc:
-        issues += validation_issues(exc, KINDS)
+        found = _validation_issues(exc)
+        issues += [(loc, m) for loc, m in found if not any(loc[: len(u)] == u for u in unset)]
     out: dict[str, AnyDestination] = {}
     for i, dest in enumerate(parsed.destinations if parsed is not None and not issues else ()):
         try:
             if dest.name in out:
                 raise _FieldProblem("name", f"destination {dest.name!r} is defined twice")
-            _resolve(dest, environ)
+            if reveal:
+                _resolve(dest, environ)
+            elif isinstance(dest, HttpDestination):
+                for name, value in dest.headers.items():
+                    _header(name, value if isinstance(value, str) else "", environ, dest.name)
         except _FieldProblem as problem:
             field = problem.field if isinstance(problem.field, tuple) else (problem.field,)
             issues.append((("destinations", i, *field), problem.message))
         out[dest.name] = dest
     raise_for(issues, tree, source)
     return out
+
+
+def _validation_issues(exc: ValidationError) -> list[tuple[Loc, str]]:
+    """pydantic's errors without the union tags in their paths (`destinations[0].auth.token_url`, not
+    `...http.auth.bearer.token_url`), an unknown tag listing the tags of its own union."""
+    out: list[tuple[Loc, str]] = []
+    for error in exc.errors(include_input=False):
+        loc = list(error["loc"])
+        if len(loc) > 2 and loc[2] in KINDS:
+            del loc[2]
+        in_auth = len(loc) > 2 and loc[2] == "auth"
+        if in_auth and len(loc) > 3 and loc[3] in AUTH_TYPES:
+            del loc[3]
+        out.append((tuple(loc), error_message(error, AUTH_TYPES if in_auth else KINDS)))
+    return out
+
+
+def check(path: Path, environ: Mapping[str, str] | None = None) -> tuple[Problem, ...]:
+    """Every problem of a destinations file that can be seen without its secrets, located."""
+    try:
+        parse(
+            read_bytes(path, "destinations file"), os.environ if environ is None else environ, str(path), reveal=False
+        )
+    except ConfigError as exc:
+        return exc.problems or (Problem(str(path), 0, "", str(exc)),)
+    return ()
 
 
 class _FieldProblem(Exception):
@@ -245,14 +380,77 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
         dest._url = url
     if isinstance(dest, HttpDestination):
         dest._header_values = {name: _header(name, value, environ, dest.name) for name, value in dest.headers.items()}
+        _resolve_auth(dest, environ)
     if isinstance(dest, HttpDestination) and dest.signing_secrets:
         secrets = [_reveal(s, environ, dest.name, "signing_secrets") for s in dest.signing_secrets]
         try:
             dest._signer = Signer(secrets)
         except ValueError as exc:
             raise _FieldProblem("signing_secrets", str(exc)) from None
+    if isinstance(dest, GoogleSheetsDestination):
+        dest._account = _service_account(dest, environ)
     if isinstance(dest, SmtpDestination) and dest.password is not None:
         dest._password = _reveal(dest.password, environ, dest.name, "password")
+
+
+def _resolve_auth(dest: HttpDestination, environ: Mapping[str, str]) -> None:
+    auth = dest.auth
+    if isinstance(auth, BearerAuth):
+        token = _credential(auth.token, environ, dest.name, ("auth", "token"))
+        dest._header_values["authorization"] = f"Bearer {token}"
+        dest._credentials = [token]
+    elif isinstance(auth, BasicAuth):
+        user = _credential(auth.username, environ, dest.name, ("auth", "username"))
+        password = _credential(auth.password, environ, dest.name, ("auth", "password"))
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        dest._header_values["authorization"] = f"Basic {pair}"
+        dest._credentials = [password, pair]
+    elif isinstance(auth, ClientCredentialsAuth):
+        client_id = _credential(auth.client_id, environ, dest.name, ("auth", "client_id"))
+        secret = _credential(auth.client_secret, environ, dest.name, ("auth", "client_secret"))
+        dest._client = (client_id, secret)
+        basic = client_basic(client_id, secret)
+        dest._credentials = [secret, basic]
+
+
+def client_basic(client_id: str, secret: str) -> str:
+    """RFC 6749 2.3.1: the client id and secret, each form-encoded, as HTTP Basic credentials."""
+    return base64.b64encode(f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()).decode()
+
+
+def _credential(value: str | SecretRef, environ: Mapping[str, str], owner: str, field: tuple[str, ...]) -> str:
+    """A credential from the file or by reference; printable ASCII (it goes into a header or a form)."""
+    text = value if isinstance(value, str) else _reveal(value, environ, owner, field)
+    if not _PRINTABLE.fullmatch(text) or not text:
+        where = "the file" if isinstance(value, str) else f"the secret {value.secret_env or value.secret_file}"
+        raise _FieldProblem(
+            field, f"the value from {where} is empty or has a line break, control or non-ASCII character"
+        )
+    return text
+
+
+def _service_account(dest: GoogleSheetsDestination, environ: Mapping[str, str]) -> ServiceAccountKey:
+    """The key, checked by google-auth; a problem names the missing part, never a value of the key."""
+    text = _reveal(dest.service_account, environ, dest.name, "service_account")
+    try:
+        info = json.loads(text)
+    except ValueError:
+        raise _FieldProblem("service_account", "the secret is not a JSON service account key") from None
+    if not isinstance(info, dict) or info.get("type", "service_account") != "service_account":
+        raise _FieldProblem("service_account", 'the secret is not a key of "type": "service_account"')
+    try:
+        credentials = service_account.Credentials.from_service_account_info(info)  # type: ignore[no-untyped-call]
+    except (ValueError, KeyError, TypeError) as exc:
+        missing = f" (missing {exc})" if isinstance(exc, KeyError) else ""
+        raise _FieldProblem("service_account", f"google-auth cannot read the service account key{missing}") from None
+    token_uri = dest.token_url or info.get("token_uri")
+    if not isinstance(token_uri, str) or not token_uri.startswith(("https://", "http://")):
+        raise _FieldProblem("service_account", "the key has no http(s) token_uri (or set token_url)")
+    key_id = info.get("private_key_id")
+    return ServiceAccountKey(
+        credentials.service_account_email, token_uri, key_id if isinstance(key_id, str) else None,
+        credentials.signer, str(info.get("private_key", "")),
+    )  # fmt: skip
 
 
 def _header(name: str, value: HeaderValue, environ: Mapping[str, str], owner: str) -> str:

@@ -27,6 +27,7 @@ from schemas.agent_config import (
     Action,
     EmailAction,
     FieldSpec,
+    HttpAction,
     RecipientKind,
     RecipientRoute,
     ScheduleCallAction,
@@ -41,6 +42,7 @@ from schemas.events import (
     ActionBase,
     ConversationExtracted,
     EmailRequested,
+    HttpRequested,
     ScheduleCallRequested,
     SlackRequested,
     TaskRequested,
@@ -56,6 +58,7 @@ from services.router.variables import ConversationValues
 ACTION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:postcall:action-id")  # never change: every id depends on it
 EMAIL = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
 SUBJECT_LIMIT = 250
+HEADER_LIMIT = 1000  # characters of one rendered header value
 
 Common = dict[str, Any]  # the ActionBase fields every action shares
 Result = tuple[ActionBase | None, str]  # the action, or None when skipped; the note or skip reason
@@ -83,6 +86,8 @@ class CompiledAction:
 def _builder(config: Action, routes: dict[str, RecipientRoute], tz: ZoneInfo) -> Builder:
     if isinstance(config, WebhookAction):
         return _webhook(config)
+    if isinstance(config, HttpAction):
+        return _http(config)
     if isinstance(config, EmailAction):
         return _email(config, routes.get(config.recipients) if config.recipients else None)
     if isinstance(config, SlackAction):
@@ -113,6 +118,31 @@ def _webhook(config: WebhookAction) -> Builder:
         # no method unless the flow set one: the dispatcher then uses the destination's configured method
         action = WebhookRequested(**common, method=config.method, body=rendered)
         return action, f"{config.method or 'POST'} {config.destination}"
+
+    return build
+
+
+def _http(config: HttpAction) -> Builder:
+    path = Template.compile(config.path)
+    query = {name: Template.compile(t) for name, t in config.query.items()}
+    headers = {name: Template.compile(t) for name, t in config.headers.items()}
+    body = JsonTemplate(config.body) if config.body is not None else None
+
+    def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
+        rendered, empty = path.render_path(values)
+        if empty:
+            names = ", ".join(f"{{{{{name}}}}}" for name in empty)
+            return None, f"skipped: {names} is empty, so the path would not name one record"
+        action = HttpRequested(
+            **common,
+            method=config.method,
+            path=rendered,
+            query={name: t.render(values) for name, t in query.items()},
+            headers={name: one_line(t.render(values), HEADER_LIMIT) for name, t in headers.items()},
+            body=body.render(values) if body is not None else None,
+            result_id_pointer=config.result_id_pointer,
+        )
+        return action, f"{config.method} {config.destination} {rendered or '/'}"
 
     return build
 

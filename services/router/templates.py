@@ -17,6 +17,7 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from schemas.agent_config import VarRef, parse_template
 
@@ -83,6 +84,24 @@ class Template:
         """Literal text is the author's Slack markup (`<!here>`, `<https://x|link>`); every value and
         fallback is escaped, so a caller's `<!channel>` or `<https://evil|https://good>` arrives as text."""
         return self.render(values, escape=slack_escape)
+
+    def render_path(self, values: Values) -> tuple[str, list[str]]:
+        """A URL path: literal text is the author's; every value (or explicit `| fallback`) is
+        percent-encoded whole, '/', '?', '#', '%' and '.' included, so it stays inside its segment. The
+        second item names the references that rendered empty with no fallback of their own: the caller
+        skips the request rather than send `/cases/` (the collection) for `/cases/{{case_id}}`."""
+        out: list[str] = []
+        empty: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = values.get(part.name)
+            text = text_of(value) if value is not None else (part.fallback or "")
+            if not text.strip():
+                empty.append(part.name)
+            out.append(quote(text, safe="").replace(".", "%2E"))
+        return "".join(out), empty
 
     def render_typed(self, values: Values) -> Any:
         """A template that is exactly one reference renders its typed value; others render text."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from schemas.events import (
     ActionBase,
     EmailRequested,
+    HttpRequested,
     ScheduleCallRequested,
     SlackRequested,
     TaskRequested,
@@ -17,6 +18,7 @@ from schemas.events import (
 )
 from services.dispatcher.delivery import Delivery, HttpSender
 from services.dispatcher.executors.email import EmailExecutor
+from services.dispatcher.executors.http import HttpRequestExecutor
 from services.dispatcher.executors.publish import PublishOrPostExecutor
 from services.dispatcher.executors.slack import SlackExecutor
 from services.dispatcher.executors.webhook import WebhookExecutor
@@ -27,6 +29,7 @@ from services.dispatcher.smtp import SmtpPool
 @dataclass(frozen=True)
 class Executors:
     webhook: WebhookExecutor
+    http: HttpRequestExecutor
     email: EmailExecutor
     slack: SlackExecutor
     publish_or_post: PublishOrPostExecutor  # schedule_call, task and team_alert
@@ -37,6 +40,7 @@ class Executors:
     ) -> Executors:
         return cls(
             webhook=WebhookExecutor(registry, http),
+            http=HttpRequestExecutor(registry, http),
             email=EmailExecutor(registry, pools, default_email),
             slack=SlackExecutor(registry, http),
             publish_or_post=PublishOrPostExecutor(registry, http),
@@ -46,6 +50,8 @@ class Executors:
         match action:
             case WebhookRequested():
                 return await self.webhook(action)
+            case HttpRequested():
+                return await self.http(action)
             case EmailRequested():
                 return await self.email(action)
             case SlackRequested():

@@ -15,7 +15,7 @@ DESTINATIONS = """
 destinations:
   - {name: crm, kind: http, url: "https://crm.example/hook"}
   - {name: ops-slack, kind: slack, url: "https://hooks.slack.example/x"}
-  - {name: support-email, kind: smtp, host: smtp.example}
+  - {name: support-email, kind: smtp, host: smtp.example, from_address: calls@company.example}
 """
 
 GOOD = """\
@@ -100,7 +100,7 @@ BAD = [
     (
         "unknown-action-type",
         GOOD.replace("type: webhook", "type: webhok"),
-        "10: flows[0].actions[0]: unknown action type 'webhok' (known: 'webhook', 'email', 'slack', "
+        "10: flows[0].actions[0]: unknown action type 'webhok' (known: 'webhook', 'http', 'email', 'slack', "
         "'schedule_call', 'task', 'team_alert')",
     ),
     (

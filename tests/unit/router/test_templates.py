@@ -227,3 +227,30 @@ def test_a_quoted_fallback_is_kept_literally_even_when_it_is_a_filter_name() -> 
     assert parse_template('{{x | "upper"}}')[0] == VarRef("x", "upper")
     assert parse_template("{{x | 'n/a'}}")[0] == VarRef("x", "n/a")
     assert parse_template("{{x | not available}}")[0] == VarRef("x", "not available")
+
+
+def render_path(text: str, **kwargs: Any) -> tuple[str, list[str]]:
+    return Template.compile(text).render_path(ConversationValues(event(**kwargs), UTC, "(not available)"))
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("4471", "4471"),
+        ("../../admin", "%2E%2E%2F%2E%2E%2Fadmin"),
+        ("..", "%2E%2E"),
+        ("a?delete=all#x", "a%3Fdelete%3Dall%23x"),
+        ("50%", "50%25"),
+        ("Müller & Co", "M%C3%BCller%20%26%20Co"),
+        ("a\\b", "a%5Cb"),
+    ],
+)
+def test_a_path_value_is_percent_encoded_whole_so_it_stays_in_its_segment(value: str, encoded: str) -> None:
+    path, empty = render_path("/cases/{{dyn_case}}/notes", dynamic={"dyn_case": value})
+    assert (path, empty) == (f"/cases/{encoded}/notes", [])
+
+
+def test_an_empty_path_value_is_named_so_the_request_is_skipped_and_an_explicit_fallback_is_used() -> None:
+    assert render_path("/cases/{{dyn_case}}") == ("/cases/", ["dyn_case"])
+    assert render_path("/cases/{{dyn_case}}", dynamic={"dyn_case": "  "})[1] == ["dyn_case"]
+    assert render_path("/cases/{{dyn_case | new}}") == ("/cases/new", [])

@@ -1,0 +1,170 @@
+"""The http action against a real OAuth2 authorization server and CRM on 127.0.0.1: a flow's
+PATCH /cases/{{dynamic_variables.case_id}} built by the router, sent by the dispatcher with a client
+credentials token (fetched once, cached across actions, fetched again once on a 401), and the case id
+from the answer in the action's result. Path traversal in a substituted value never leaves the
+destination's path prefix."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.events import ActionBase, ActionCompleted, HttpRequested
+from services.common.harness import Harness
+from services.dispatcher.handler import Dispatcher
+from services.dispatcher.ledger import Ledger
+from tests.integration.dispatcher.conftest import Stack
+from tests.support.apis import Crm, serve
+from tests.support.calls import ended, extracted
+from tests.support.flows import route
+
+AGENT = """
+agent: support-line
+flows:
+  - id: update-case
+    actions:
+      - type: http
+        destination: cases
+        method: PATCH
+        path: /cases/{{dynamic_variables.case_id}}
+        query: {notify: "false"}
+        headers: {x-call-id: "{{conversation_uuid}}"}
+        body: {status: solved, note: "{{conversation_summary}}"}
+        result_id_pointer: /case/id
+"""
+
+
+def destinations(base: str, **auth: str) -> str:
+    auth_lines = "".join(f"\n      {k}: {v}" for k, v in auth.items())
+    return f"""
+destinations:
+  - name: cases
+    kind: http
+    url: {base}/api/v2
+    allow_private: true
+    auth:
+      type: oauth2_client_credentials
+      token_url: {base}/oauth/token
+      client_id: postcall
+      client_secret: {{secret_env: CRM_CLIENT_SECRET}}{auth_lines}
+"""
+
+
+@pytest.fixture
+async def crm() -> AsyncIterator[tuple[Crm, str]]:
+    api = Crm()
+    async with serve(api.app()) as base:
+        yield api, base
+
+
+def actions_for(tmp_path: Path, case_id: Any, name: str = "c1") -> list[ActionBase]:
+    event = extracted(ended(name, dynamic_variables={"case_id": case_id}))
+    _, actions = route(tmp_path / name, AGENT, event)
+    return actions
+
+
+def results(out: Any) -> list[ActionCompleted]:
+    return [r.event for r in out.outputs if isinstance(r.event, ActionCompleted)]
+
+
+async def test_patch_with_client_credentials_records_the_case_id_and_caches_the_token(
+    crm: tuple[Crm, str], stack: Stack, tmp_path: Path
+) -> None:
+    api, base = crm
+    env = {"CRM_CLIENT_SECRET": api.client_secret}
+    async with stack(destinations(base), env) as (executors, _):
+        harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
+        done = []
+        for n, case in enumerate(["4471", "4472", "4473"]):
+            [action] = actions_for(tmp_path, case, f"c{n}")
+            done += results(await harness.send(action))
+    assert [(r.outcome, r.status_code, r.result_id) for r in done] == [
+        ("delivered", 200, "4471"),
+        ("delivered", 200, "4472"),
+        ("delivered", 200, "4473"),
+    ]
+    assert len(api.token_requests) == 1  # one token for all three actions
+    [first, *_] = api.requests
+    assert (first.method, first.raw_path, first.query) == ("PATCH", "/api/v2/cases/4471", {"notify": ["false"]})
+    assert first.headers["authorization"] == "Bearer at-1-CANARY"
+    assert first.headers["x-call-id"] == "c0"
+    assert first.json() == {"status": "solved", "note": "Customer asked for a callback."}
+    assert first.headers["idempotency-key"] == done[0].action_id
+    assert done[0].response_excerpt is not None and '"id":"4471"' in done[0].response_excerpt
+
+
+async def test_a_401_fetches_a_new_token_once_and_the_request_is_sent_again(
+    crm: tuple[Crm, str], stack: Stack, tmp_path: Path
+) -> None:
+    api, base = crm
+    async with stack(destinations(base, client_auth="body"), {"CRM_CLIENT_SECRET": api.client_secret}) as (ex, _):
+        first = await ex.run(actions_for(tmp_path, "4471", "a")[0])
+        api.revoke()  # the server rotates its keys: the cached token is refused
+        second = await ex.run(actions_for(tmp_path, "4472", "b")[0])
+        third = await ex.run(actions_for(tmp_path, "4473", "c")[0])
+    assert [d.result_id for d in (first, second, third)] == ["4471", "4472", "4473"]
+    assert len(api.token_requests) == 2
+    assert "client_secret=" in api.token_requests[0].body.decode()  # client_auth: body
+    assert [(r.raw_path, r.headers["authorization"]) for r in api.requests] == [
+        ("/api/v2/cases/4471", "Bearer at-1-CANARY"),
+        ("/api/v2/cases/4472", "Bearer at-1-CANARY"),  # refused with 401
+        ("/api/v2/cases/4472", "Bearer at-2-CANARY"),  # the same request, once more
+        ("/api/v2/cases/4473", "Bearer at-2-CANARY"),
+    ]
+
+
+async def test_a_refused_client_secret_is_permanent_and_never_quoted(
+    crm: tuple[Crm, str], stack: Stack, tmp_path: Path
+) -> None:
+    api, base = crm
+    async with stack(destinations(base), {"CRM_CLIENT_SECRET": "wrong-SECRET-99"}) as (executors, _):
+        harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
+        out = await harness.send(actions_for(tmp_path, "4471")[0])
+    assert out.status == "dead_lettered"
+    [result] = results(out)
+    assert result.outcome == "dead_lettered" and result.error is not None
+    assert "HTTP 401 (invalid_client)" in result.error
+    assert "SECRET" not in result.error and "CANARY" not in result.error
+    assert api.requests == []  # no token, no request
+
+
+@pytest.mark.parametrize(
+    "case_id",
+    ["../../admin", "..", "4471/../../../admin", "..%2F..%2Fadmin", "4471?delete=all", "4471#x", "a\\..\\..\\b"],
+)
+async def test_path_traversal_in_a_substituted_value_cannot_leave_the_path_prefix(
+    crm: tuple[Crm, str], stack: Stack, tmp_path: Path, case_id: str
+) -> None:
+    api, base = crm
+    async with stack(destinations(base), {"CRM_CLIENT_SECRET": api.client_secret}) as (executors, _):
+        [action] = actions_for(tmp_path, case_id)
+        assert isinstance(action, HttpRequested)
+        try:
+            await executors.run(action)
+        except Exception as exc:  # refused before sending, or the CRM's own 404 for a strange id
+            assert "request refused" in str(exc) or "HTTP 404" in str(exc)
+    for path in api.paths():
+        assert path.startswith("/api/v2/cases/") and path.count("/") == 4, path  # one segment, under the prefix
+        assert "?" not in path and "#" not in path
+
+
+async def test_a_forged_record_naming_another_origin_or_prefix_is_refused_before_sending(
+    crm: tuple[Crm, str], stack: Stack, tmp_path: Path
+) -> None:
+    api, base = crm
+    [action] = actions_for(tmp_path, "4471")
+    assert isinstance(action, HttpRequested)
+    async with stack(destinations(base), {"CRM_CLIENT_SECRET": api.client_secret}) as (executors, _):
+        for path in ["/../admin", "/cases/%2e%2e/%2e%2e/admin", "@evil.example/x", "//evil.example/x", "/%2E%2E"]:
+            forged = action.model_copy(update={"path": path})
+            with pytest.raises(Exception, match="request refused"):
+                await executors.run(forged)
+    assert api.requests == [] and api.token_requests == []
+
+
+async def _no_results(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
+    for _ in ():
+        yield

@@ -1,0 +1,130 @@
+"""`postcall config validate` locates every mistake in the integration blocks: http actions (method,
+path, headers, body, result pointer), Sheets rows, Slack and Teams cards in agent files, and auth,
+Sheets, Slack and Teams destinations in the destinations file, each as file:line: path: message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli.config import app
+
+DESTINATIONS = """\
+destinations:
+  - name: crm
+    kind: http
+    url: https://crm.example/api/v2
+    auth:
+      type: oauth2_client_credentials
+      token_url: https://login.crm.example/token
+      client_id: postcall
+      client_secret: {secret_env: CRM_CLIENT_SECRET}
+  - name: mail
+    kind: smtp
+    host: smtp.example
+    from_address: calls@company.example
+"""
+
+AGENT = """\
+agent: support-line
+flows:
+  - id: f
+    actions:
+      - {ACTION}
+"""
+
+# (case id, the action as one YAML flow mapping, the expected problem after "<file>:5: flows[0].actions[0]")
+BAD_ACTIONS = [
+    ("method", "{type: http, destination: crm, method: FETCH}", ".method: Input should be 'GET', 'POST', 'PUT'"),
+    ("relative-path", '{type: http, destination: crm, path: "cases/1"}', ".path: a path starts with '/' or '?'"),
+    ("dot-segment", '{type: http, destination: crm, path: "/cases/../admin"}', ".path: a path cannot contain '.'"),
+    ("host", '{type: http, destination: crm, path: "//evil.example/x"}', ".path: a path cannot name a host"),
+    ("space", '{type: http, destination: crm, path: "/a b"}', ".path: the literal text of a path is printable"),
+    ("undefined", '{type: http, destination: crm, path: "/c/{{case}}"}', ".path: template names undefined variable"),
+    ("filter", '{type: http, destination: crm, path: "/c/{{x | upper}}"}', ".path: {{x | upper}}: templates have no"),
+    (
+        "credential-header",
+        '{type: http, destination: crm, headers: {Authorization: "Bearer abc"}}',
+        ".headers: header 'Authorization' cannot be set by a flow: credentials go in the destination",
+    ),
+    ("header-name", '{type: http, destination: crm, headers: {"x y": "1"}}', ".headers: header 'x y': a header name"),
+    ("header-template", '{type: http, destination: crm, headers: {x-a: "{{nope}}"}}', ".headers.x-a: template names"),
+    ("get-body", "{type: http, destination: crm, method: GET, body: {a: 1}}", ": a GET request has no body"),
+    ("pointer", "{type: http, destination: crm, result_id_pointer: id}", ".result_id_pointer: a JSON pointer"),
+    ("pointer-escape", "{type: http, destination: crm, result_id_pointer: /a~2}", ".result_id_pointer: in a JSON"),
+    ("kind", "{type: http, destination: mail}", ".destination: destination 'mail' is a smtp destination; a http"),
+    ("unknown-destination", "{type: http, destination: crn}", ".destination: unknown destination 'crn' (did you"),
+]
+
+
+def run(tmp_path: Path, agent: str, destinations: str = DESTINATIONS) -> tuple[int, list[str]]:
+    agents = tmp_path / "agents"
+    agents.mkdir(exist_ok=True)
+    (agents / "support-line.yaml").write_text(agent)
+    (tmp_path / "destinations.yaml").write_text(destinations)
+    result = CliRunner().invoke(app, ["validate", str(agents), "--destinations", str(tmp_path / "destinations.yaml")])
+    lines = [line.replace(f"{tmp_path}/", "") for line in result.stdout.splitlines()]
+    return result.exit_code, lines
+
+
+def test_good_integration_blocks_pass(tmp_path: Path) -> None:
+    action = (
+        '{type: http, destination: crm, method: PATCH, path: "/cases/{{dynamic_variables.case_id}}?expand=1", '
+        'query: {by: "{{agent_name}}"}, headers: {x-call: "{{conversation_uuid}}"}, body: {s: x}, '
+        "result_id_pointer: /case/id}"
+    )
+    assert run(tmp_path, AGENT.replace("{ACTION}", action)) == (0, ["ok: 1 file(s), agents: support-line"])
+
+
+@pytest.mark.parametrize(("action", "expected"), [c[1:] for c in BAD_ACTIONS], ids=[c[0] for c in BAD_ACTIONS])
+def test_a_mistake_in_an_integration_action_is_located(tmp_path: Path, action: str, expected: str) -> None:
+    code, lines = run(tmp_path, AGENT.replace("{ACTION}", action))
+    assert code == 1
+    [line] = lines
+    assert line.startswith(f"agents/support-line.yaml:5: flows[0].actions[0]{expected}"), line
+
+
+BAD_DESTINATIONS = [
+    ("auth-type", "auth: {type: oauth}", "auth: unknown type 'oauth' (bearer | basic | oauth2_client_credentials)"),
+    ("bearer-token", "auth: {type: bearer}", "auth.token: missing required field 'token'"),
+    ("basic-password", "auth: {type: basic, username: u}", "auth.password: missing required field 'password'"),
+    (
+        "token-url",
+        "auth: {type: oauth2_client_credentials, token_url: ftp://x, client_id: a, client_secret: {secret_env: S}}",
+        "auth.token_url: String should match pattern '^https?://'",
+    ),
+    (
+        "client-auth",
+        "auth: {type: oauth2_client_credentials, token_url: https://x, client_id: a, client_secret: {secret_env: S}, "
+        "client_auth: header}",
+        "auth.client_auth: Input should be 'basic' or 'body'",
+    ),
+    (
+        "secret-ref",
+        "auth: {type: bearer, token: {secret_env: A, secret_file: /b}}",
+        "auth.token: a secret needs exactly one of secret_env, secret_file",
+    ),
+    (
+        "twice",
+        "auth: {type: bearer, token: {secret_env: T}}\n    headers: {Authorization: x}",
+        "set the credential once: `auth:` or an `authorization` header, not both",
+    ),
+]
+
+
+@pytest.mark.parametrize(("block", "expected"), [c[1:] for c in BAD_DESTINATIONS], ids=[c[0] for c in BAD_DESTINATIONS])
+def test_a_mistake_in_a_destination_block_is_located(tmp_path: Path, block: str, expected: str) -> None:
+    destinations = DESTINATIONS + f"  - name: other\n    kind: http\n    url: https://x.example\n    {block}\n"
+    code, lines = run(tmp_path, AGENT.replace("{ACTION}", "{type: http, destination: crm}"), destinations)
+    assert code == 1
+    [line] = lines
+    whole = expected.startswith("set")  # a problem of the whole entry is located at its first line
+    assert line == f"destinations.yaml:{14 if whole else 17}: destinations[2]{': ' if whole else '.'}{expected}"
+
+
+def test_secrets_are_not_read_and_unset_variables_are_not_judged(tmp_path: Path) -> None:
+    destinations = DESTINATIONS.replace("https://crm.example/api/v2", "${CRM_URL}")
+    code, lines = run(tmp_path, AGENT.replace("{ACTION}", "{type: http, destination: crm}"), destinations)
+    assert (code, lines) == (0, ["ok: 1 file(s), agents: support-line"])

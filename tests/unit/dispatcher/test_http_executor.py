@@ -1,0 +1,200 @@
+"""The http executor's parts: the URL a path may reach, the headers a flow may set, the result id read
+from an answer, and the access token cache (fetched once, renewed before expiry, replaced once on 401)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from schemas.events import HttpRequested
+from services.common.errors import PermanentError, RetryableError
+from services.dispatcher.delivery import Answer, Exchange, HttpOptions, HttpSender
+from services.dispatcher.destinations import HttpDestination
+from services.dispatcher.executors.http import read_result_id, request_headers, target
+from services.dispatcher.registry import Registry
+from services.dispatcher.tokens import TokenSource
+from tests.unit.dispatcher.conftest import registry
+
+OAUTH = """
+destinations:
+  - name: crm
+    kind: http
+    url: https://crm.example.com/api/v2
+    headers: {x-tenant: acme}
+    auth:
+      type: oauth2_client_credentials
+      token_url: https://login.example.com/oauth/token
+      client_id: postcall
+      client_secret: {secret_env: CLIENT_SECRET}
+      scope: cases.write
+"""
+ENV = {"CLIENT_SECRET": "client-SECRET-1"}
+
+
+def crm(url: str = "https://crm.example.com/api/v2") -> HttpDestination:
+    return registry(OAUTH.replace("https://crm.example.com/api/v2", url), ENV).get("crm", HttpDestination)
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "expected"),
+    [
+        ("https://crm.example.com/api/v2", "/cases/4471", "https://crm.example.com/api/v2/cases/4471"),
+        ("https://crm.example.com/api/v2/", "/cases/4471", "https://crm.example.com/api/v2/cases/4471"),
+        ("https://crm.example.com/api/v2", "", "https://crm.example.com/api/v2"),
+        ("https://crm.example.com/api/v2", "?q=1", "https://crm.example.com/api/v2?q=1"),
+        ("https://crm.example.com/api?v=3", "/cases?x=1", "https://crm.example.com/api/cases?v=3&x=1"),
+        ("https://crm.example.com", "/cases/a%2Fb", "https://crm.example.com/cases/a%2Fb"),
+        ("https://crm.example.com:8443/a", "/b", "https://crm.example.com:8443/a/b"),
+    ],
+)
+def test_the_path_is_appended_to_the_destinations_url(base: str, path: str, expected: str) -> None:
+    assert str(target(crm(base), path)) == expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../admin",
+        "/cases/../../admin",
+        "/cases/%2E%2E/%2e%2e/admin",
+        "/cases/%2E%2E%2F%2E%2E%2Fadmin",
+        "/cases/..%5C..%5Cadmin",
+        "/%2E",
+        "cases",
+        "//evil.example/x",
+        "@evil.example/x",
+    ],
+)
+def test_a_path_that_would_leave_the_prefix_or_the_origin_is_refused(path: str) -> None:
+    with pytest.raises(PermanentError, match="request refused"):
+        target(crm(), path)
+
+
+def http_action(**kw: Any) -> HttpRequested:
+    base: dict[str, Any] = {
+        "action_id": "act-1", "conversation_id": "c1", "agent_id": "a", "flow_id": "f", "action_index": 0,
+        "config_revision": "r", "requested_at": "2026-01-01T00:00:00Z", "source_event_id": "e",
+        "destination": "crm", "method": "PATCH",
+    }  # fmt: skip
+    return HttpRequested.model_validate(base | kw)
+
+
+def test_the_flows_headers_go_with_the_destinations_and_cannot_replace_them() -> None:
+    headers = request_headers(crm(), http_action(headers={"x-call": "c1"}), b"{}")
+    assert headers["x-call"] == "c1" and headers["x-tenant"] == "acme"
+    assert headers["idempotency-key"] == "act-1" and headers["content-type"] == "application/json"
+    for name in ("X-Tenant", "authorization", "Idempotency-Key"):
+        with pytest.raises(PermanentError, match="cannot be set by a flow"):
+            request_headers(crm(), http_action(headers={name: "x"}), None)
+    with pytest.raises(PermanentError, match="control or non-ASCII"):
+        request_headers(crm(), http_action(headers={"x-name": "M\u00fcller"}), None)
+
+
+def answer(body: bytes) -> Answer:
+    return Answer(200, None, None, body.decode(errors="replace"), body)
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer", "expected"),
+    [
+        (b'{"id": "4471"}', "/id", ("4471", None)),
+        (b'{"data": [{"id": 4471}]}', "/data/0/id", ("4471", None)),
+        (b'{"a/b": {"c~d": "x"}}', "/a~1b/c~0d", ("x", None)),
+        (b'{"id": true}', "/id", (None, "result_id_pointer /id: not a string or number in the answer")),
+        (b'{"id": {"n": 1}}', "/id", (None, "result_id_pointer /id: not a string or number in the answer")),
+        (b'{"other": 1}', "/id", (None, "result_id_pointer /id: nothing there in the answer")),
+        (b"<html>", "/id", (None, "result_id_pointer /id: the answer is not JSON")),
+        (b"", "/id", (None, "result_id_pointer /id: the answer is not JSON")),
+        (b'{"id": 1}', None, (None, None)),
+    ],
+)
+def test_the_result_id_is_read_at_the_json_pointer(body: bytes, pointer: str | None, expected: Any) -> None:
+    assert read_result_id(answer(body), pointer) == expected
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def token_server(expires_in: Any = 3600, status: int = 200) -> tuple[list[httpx.Request], httpx.AsyncClient]:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if status != 200:
+            return httpx.Response(status, json={"error": "invalid_client", "error_description": "client-SECRET-1"})
+        return httpx.Response(200, json={"access_token": f"tok-{len(seen)}", "expires_in": expires_in})
+
+    return seen, httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+
+def source(reg: Registry, clock: Callable[[], float]) -> TokenSource:
+    sender = HttpSender(reg, {}, HttpOptions())
+    tokens = sender.tokens["crm"]
+    tokens._clock = clock
+    return tokens
+
+
+async def test_a_token_is_fetched_once_for_concurrent_attempts_and_renewed_before_it_expires() -> None:
+    clock = Clock()
+    tokens = source(registry(OAUTH, ENV), clock)
+    seen, client = token_server(expires_in=600)
+    exchange = Exchange(client, HttpOptions(), 5.0, tokens)
+    assert await asyncio.gather(*(tokens.token(exchange) for _ in range(5))) == ["tok-1"] * 5
+    [request] = seen
+    assert request.headers["authorization"].startswith("Basic ")
+    assert dict(httpx.QueryParams(request.content.decode())) == {
+        "grant_type": "client_credentials",
+        "scope": "cases.write",
+    }
+    clock.now += 600 - 61  # renewed 10% (at most 60 s) before expiry
+    assert await tokens.token(exchange) == "tok-1"
+    clock.now += 2
+    assert await tokens.token(exchange) == "tok-2"
+    tokens.refused("tok-1")  # an old token's 401 does not throw away the new one
+    assert await tokens.token(exchange) == "tok-2"
+    tokens.refused("tok-2")
+    assert await tokens.token(exchange) == "tok-3"
+    assert tokens.secrets() == ["tok-1", "tok-2", "tok-3"]
+
+
+@pytest.mark.parametrize(("status", "error"), [(401, PermanentError), (400, PermanentError), (503, RetryableError)])
+async def test_a_refused_token_request_names_the_status_and_error_code_only(status: int, error: type) -> None:
+    tokens = source(registry(OAUTH, ENV), Clock())
+    _, client = token_server(status=status)
+    with pytest.raises(error) as caught:
+        await tokens.token(Exchange(client, HttpOptions(), 5.0, tokens))
+    assert str(caught.value) == f"token request refused by the authorization server: HTTP {status} (invalid_client)"
+
+
+async def test_an_answer_without_a_bearer_token_is_permanent() -> None:
+    tokens = source(registry(OAUTH, ENV), Clock())
+    for body in ({"token_type": "bearer"}, {"access_token": "x", "token_type": "mac"}, {"access_token": "a\nb"}):
+        client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r, b=body: httpx.Response(200, json=b)))
+        with pytest.raises(PermanentError, match="access_token"):
+            await tokens.token(Exchange(client, HttpOptions(), 5.0, tokens))
+
+
+BASIC = """
+destinations:
+  - name: desk
+    kind: http
+    url: https://acme.zendesk.example/api/v2
+    auth: {type: basic, username: agent@example.com/token, password: {secret_env: PW}}
+"""
+
+
+def test_basic_credentials_are_sent_as_one_header_and_redacted_in_every_form() -> None:
+    dest = registry(BASIC, {"PW": "pw-SECRET-2"}).get("desk", HttpDestination)
+    header = dest.header_values["authorization"]
+    assert header == "Basic YWdlbnRAZXhhbXBsZS5jb20vdG9rZW46cHctU0VDUkVULTI="  # agent@example.com/token:pw-SECRET-2
+    text = dest.redact(f"echo {header}, {header.removeprefix('Basic ')} and pw-SECRET-2")
+    assert text == "echo [redacted], [redacted] and [redacted]"
