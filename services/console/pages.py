@@ -43,7 +43,7 @@ class ConversationForm:
 
     @classmethod
     def read(cls, params: Mapping[str, Any], end_reasons: list[str]) -> ConversationForm:
-        keys = ("agent", "q", "since", "until", "status", "failed", "review", "tz")
+        keys = ("agent", "version", "q", "since", "until", "status", "failed", "review", "tz")
         form = cls({k: str(params.get(k) or "").strip()[:200] for k in keys}, [r for r in end_reasons if r])
         bad = [r for r in form.end_reasons if r not in END_REASONS]
         form.errors += [f"unknown end reason {r!r}" for r in bad]
@@ -53,6 +53,7 @@ class ConversationForm:
             form.errors.append(f"unknown extraction status {status!r}")
         form.filters = ConversationFilter(
             agent=form.values["agent"] or None,
+            agent_version=form.values["version"] or None,
             end_reasons=[r for r in form.end_reasons if r not in bad],
             since=form._day("since", zone),
             until=form._day("until", zone, next_day=True),

@@ -62,6 +62,7 @@ async def test_filters_search_and_pages(store: Store) -> None:
         assert older is not None
         assert ids((await c.get(older.group(1).replace("&amp;", "&"))).text) == ["c2", "c1", "c0"]
         assert ids((await c.get("/console/conversations", params={"agent": "sales-line"})).text) == ["c5", "c3", "c1"]
+        assert ids((await c.get("/console/conversations", params={"agent": "sales-line", "version": "9"})).text) == []
         assert ids((await c.get("/console/conversations", params={"failed": "1"})).text) == [
             "failing",
             "c3",
