@@ -138,18 +138,10 @@ def vendor_of(raw: dict[str, Any]) -> InputKind | None:
 
 
 def _from_vendor(vendor: str, raw: dict[str, Any], agent: str | None, account: str | None) -> ConversationEnded:
-    from services.ingress.platforms import MAPPINGS, Context, Ignored, PayloadError
+    from services.ingress.platforms import Ignored, PayloadError, map_one
 
-    ctx = Context(
-        account_id=account or "try",
-        account_name=None,
-        received_at=datetime.now(UTC),
-        agents={},
-        default_agent_id=agent,
-        publish_on=("call_ended", "call_analyzed"),
-    )
     try:
-        mapped = MAPPINGS[vendor](raw, ctx)
+        mapped = map_one(vendor, raw, account or "try", default_agent_id=agent)
     except PayloadError as exc:
         raise TrialInputError(f"not a valid {VENDORS[vendor]}: {exc}") from None
     if isinstance(mapped, Ignored):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
@@ -16,7 +15,7 @@ import typer
 
 from schemas.events import ConversationEnded
 from services.cli.options import Bootstrap, kafka_settings
-from services.ingress.platforms import MAPPINGS, Context, Ignored, PayloadError
+from services.ingress.platforms import Ignored, PayloadError, map_one
 from services.ingress.publisher import Published, Publisher, TooLarge, Unavailable, ce_source
 
 Source = Literal["native", "vapi", "retell", "elevenlabs"]
@@ -69,16 +68,8 @@ def _event(
     if source == "native" and not account:
         found = payload.get("account") if isinstance(payload, dict) else None
         account = str(found.get("id", "")) if isinstance(found, dict) else ""
-    ctx = Context(
-        account_id=account or "",
-        account_name=account_name,
-        received_at=datetime.now(UTC),
-        agents={},
-        default_agent_id=agent,
-        publish_on=("call_ended", "call_analyzed"),
-    )
     try:
-        mapped = MAPPINGS[source](payload, ctx)
+        mapped = map_one(source, payload, account or "", account_name, agent)
     except PayloadError as exc:
         _fail(2, f"{file}: the payload cannot be used:\n" + "\n".join(f"  {f}: {p}" for f, p in exc.problems))
     if isinstance(mapped, Ignored):

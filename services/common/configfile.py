@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -124,6 +124,24 @@ def validation_issues(exc: ValidationError, tags: tuple[str, ...] = ()) -> list[
         loc = tuple(key for i, key in enumerate(error["loc"]) if not (i == 2 and key in tags))
         out.append((loc, error_message(error, tags)))
     return out
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(
+    text: str | bytes, environ: Mapping[str, str], source: str, model: type[M], top_key: str, tags: tuple[str, ...]
+) -> tuple[Any, M | None, list[tuple[Loc, str]]]:
+    """(the located tree, the validated file or None, its issues so far): a file's first two steps."""
+    tree = yaml_mapping(text, source, top_key)
+    issues: list[tuple[Loc, str]] = []
+    data = substituted(tree, environ, issues)
+    parsed: M | None = None
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as exc:
+        issues += validation_issues(exc, tags)
+    return tree, (parsed if not issues else None), issues
 
 
 def error_message(error: Any, tags: tuple[str, ...] = ()) -> str:

@@ -26,18 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from schemas.agent_checks import Loc
 from services.common.configfile import (
     ConfigError,
     SecretRef,
     Strict,
     raise_for,
     read_bytes,
-    substituted,
-    validation_issues,
-    yaml_mapping,
+    validated,
 )
 from services.ingress.signatures import (
     ElevenLabsVerifier,
@@ -189,16 +186,9 @@ Endpoints = dict[tuple[str, str], Endpoint]
 def parse(text: str | bytes, environ: Mapping[str, str], source: str = "<endpoints>") -> Endpoints:
     """Validate the file and read every secret; keyed by (platform, name). Problems are reported as
     `file:line: path: message`, with no value from the file or the environment echoed."""
-    tree = yaml_mapping(text, source, "endpoints")
-    issues: list[tuple[Loc, str]] = []
-    data = substituted(tree, environ, issues)
-    parsed: EndpointsFile | None = None
-    try:
-        parsed = EndpointsFile.model_validate(data)
-    except ValidationError as exc:
-        issues += validation_issues(exc, PLATFORMS)
+    tree, parsed, issues = validated(text, environ, source, EndpointsFile, "endpoints", PLATFORMS)
     out: Endpoints = {}
-    for i, config in enumerate(parsed.endpoints if parsed is not None and not issues else ()):
+    for i, config in enumerate(parsed.endpoints if parsed is not None else ()):
         key = (config.platform, config.name)
         if key in out:
             issues.append((("endpoints", i, "name"), f"endpoint {config.platform}/{config.name} is defined twice"))

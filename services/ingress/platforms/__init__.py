@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,4 +29,21 @@ DOCUMENTED: dict[str, type[BaseModel]] = {
     "native": ConversationEnded,
 }
 
-__all__ = ["DOCUMENTED", "MAPPINGS", "Context", "Ignored", "Mapping", "PayloadError"]
+
+def map_one(
+    platform: str, payload: Any, account_id: str, account_name: str | None = None, default_agent_id: str | None = None
+) -> ConversationEnded | Ignored:
+    """One payload mapped outside a request (`postcall publish`, `postcall try`): received now, every
+    Retell event a conversation, no agent aliases. Raises PayloadError as the ingress would answer 422."""
+    ctx = Context(
+        account_id=account_id,
+        account_name=account_name,
+        received_at=datetime.now(UTC),
+        agents={},
+        default_agent_id=default_agent_id,
+        publish_on=("call_ended", "call_analyzed"),
+    )
+    return MAPPINGS[platform](payload, ctx)
+
+
+__all__ = ["DOCUMENTED", "MAPPINGS", "Context", "Ignored", "Mapping", "PayloadError", "map_one"]
