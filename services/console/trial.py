@@ -197,9 +197,9 @@ def _folder(root: Path, edited: str | None, text: str) -> Iterator[Path]:
 async def dry_run(data: bytes, folder: Path, provider: str | None, agent: str | None = None) -> TryResult:
     args = [sys.executable, "-m", "services.cli.main", "try", "-c", "-", "-a", str(folder), "--json"]
     if provider:
-        args += ["--provider", provider]
+        args.append(f"--provider={provider}")
     if agent:
-        args += ["--agent", agent]
+        args.append(f"--agent={agent}")  # one argument: a value starting with '-' stays a value
     async with _RUNNING:
         process = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

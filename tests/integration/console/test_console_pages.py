@@ -234,3 +234,26 @@ async def test_try_a_vendor_payload_mapped_by_the_ingress(store: Store) -> None:
             "/console/try", data={"csrf_token": token, "source": "paste", "payload": vapi, "agent": "support-line"}
         )
     assert answer.status_code == 200 and "Input: vapi" in answer.text and "crm-case-update" in answer.text
+
+
+async def test_agents_page_counts_how_often_each_flow_fired_in_the_last_7_days(store: Store, tmp_path: Any) -> None:
+    import hashlib
+    from datetime import UTC, datetime
+
+    text = (
+        "agent: support-line\nflows:\n  - {id: crm-sync, actions: [{type: task, title: x}]}\n"
+        "  - {id: callback, when: {end_reason: VOICEMAIL}, actions: [{type: task, title: y}]}\n"
+    )
+    (tmp_path / "support.yaml").write_text(text)
+    revision = hashlib.sha256(text.encode()).hexdigest()[:16]
+    now = datetime.now(UTC)
+    records: list[tuple[str, Any]] = []
+    for i, (days, fired) in enumerate([(1, True), (2, True), (3, False), (10, True)]):
+        event = ended(f"a{i}", at=now - timedelta(days=days), version=None)
+        decided = trace(event, [("crm-sync", True, ["task"]), ("callback", fired, ["task"])])
+        records += [(CONVERSATION_ENDED, event), (DECISIONS, decided.model_copy(update={"config_revision": revision}))]
+    await writer.write(store, rows_of(records))
+    async with console_for(store, console={"config_dir": str(tmp_path)}) as c:
+        html = (await c.get("/console/agents")).text
+    rows = {m[0]: m[1] for m in re.findall(r"<code>([a-z-]+)</code>.*?(\d+ of \d+)</td>", html, re.S)}
+    assert rows == {"crm-sync": "3 of 3", "callback": "2 of 3"}  # the call 10 days ago is outside the window
