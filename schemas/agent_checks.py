@@ -29,6 +29,7 @@ from schemas.agent_config import (
     AgentFile,
     AllCondition,
     AnyCondition,
+    AppendRowAction,
     Condition,
     ConfidenceCondition,
     EmailAction,
@@ -247,6 +248,8 @@ def action_templates(action: Action) -> Iterator[tuple[Loc, str]]:
         yield ("message",), action.message
     elif isinstance(action, WebhookAction):
         yield from _json_strings(action.body, ("body",))
+    elif isinstance(action, AppendRowAction):
+        yield from ((("columns", k), t) for k, t in enumerate(action.columns))
     elif isinstance(action, HttpAction):
         yield ("path",), action.path
         yield from ((("query", k), t) for k, t in action.query.items())

@@ -534,6 +534,45 @@ class HttpAction(_Action):
         return self
 
 
+def column_number(letters: str) -> int:
+    """A1 column letters as a number: A = 1, Z = 26, AA = 27."""
+    number = 0
+    for char in letters:
+        number = number * 26 + ord(char) - 64
+    return number
+
+
+class AppendRowAction(_Action):
+    """A row appended to a Google Sheet through a `google_sheets` destination: the columns (templates)
+    from column A, and the action_id in an id column (hide it in the sheet), read before appending so a
+    retried action never adds a second row."""
+
+    type: Literal["append_row"]
+    destination: str
+    spreadsheet_id: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{10,200}$",
+        description="The id in the sheet's URL: docs.google.com/spreadsheets/d/<id>/edit. Fixed, not a template.",
+    )
+    sheet: str = Field(
+        min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$", description="The sheet (tab) name. Fixed."
+    )
+    columns: list[TemplateStr] = Field(
+        min_length=1, max_length=200, description="One template per column from A; a lone {{name}} keeps its type."
+    )
+    id_column: str | None = Field(
+        None, pattern=r"^[A-Z]{1,3}$", description="Column letters for the action_id; default: after the columns."
+    )
+
+    @model_validator(mode="after")
+    def _id_column_after_the_values(self) -> AppendRowAction:
+        if self.id_column is not None and column_number(self.id_column) <= len(self.columns):
+            raise ValueError(
+                f"id_column {self.id_column} would overwrite column {self.id_column} of the row: "
+                f"choose a column after the {len(self.columns)} columns"
+            )
+        return self
+
+
 RecipientKind = Literal["fixed", "contact", "rendered"]
 Domain = Annotated[
     str, Field(max_length=253, pattern=r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
@@ -628,7 +667,14 @@ class TeamAlertAction(_Action):
 
 
 Action = Annotated[
-    WebhookAction | HttpAction | EmailAction | SlackAction | ScheduleCallAction | TaskAction | TeamAlertAction,
+    WebhookAction
+    | HttpAction
+    | AppendRowAction
+    | EmailAction
+    | SlackAction
+    | ScheduleCallAction
+    | TaskAction
+    | TeamAlertAction,
     Field(discriminator="type"),
 ]
 
@@ -701,6 +747,7 @@ for _model in (
     _Action,
     WebhookAction,
     HttpAction,
+    AppendRowAction,
     EmailAction,
     SlackAction,
     ScheduleCallAction,

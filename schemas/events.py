@@ -322,6 +322,20 @@ class SlackRequested(ActionBase):
     text: str
 
 
+class RowAppendRequested(ActionBase):
+    """One row appended to a sheet of a spreadsheet through a `google_sheets` destination, once: the
+    action_id goes in the row's id column, which is read first."""
+
+    type: Literal["append_row"] = "append_row"
+    destination: str
+    spreadsheet_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,200}$")
+    sheet: str = Field(min_length=1, max_length=100, description="The sheet (tab) name.")
+    values: list[Scalar] = Field(min_length=1, max_length=200, description="The rendered columns, from column A.")
+    id_column: str | None = Field(
+        None, pattern=r"^[A-Z]{1,3}$", description="Where the action_id goes; None: the column after the values."
+    )
+
+
 class ScheduleCallRequested(ActionBase):
     type: Literal["schedule_call"] = "schedule_call"
     to_number: str
@@ -348,6 +362,7 @@ class TeamAlertRequested(ActionBase):
 ActionRequested = Annotated[
     WebhookRequested
     | HttpRequested
+    | RowAppendRequested
     | EmailRequested
     | SlackRequested
     | ScheduleCallRequested
@@ -359,6 +374,7 @@ ActionRequested = Annotated[
 ACTION_MODELS: dict[str, type[ActionBase]] = {
     "webhook": WebhookRequested,
     "http": HttpRequested,
+    "append_row": RowAppendRequested,
     "email": EmailRequested,
     "slack": SlackRequested,
     "schedule_call": ScheduleCallRequested,

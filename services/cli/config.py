@@ -39,6 +39,7 @@ app = typer.Typer(help="Agent configuration: validate a folder, list the templat
 KINDS = {
     "webhook": "http",
     "http": "http",
+    "append_row": "google_sheets",
     "slack": "slack",
     "email": "smtp",
     "schedule_call": "http",

@@ -261,6 +261,8 @@ class GoogleSheetsDestination(UrlDestination):
         None, pattern=r"^https?://", description="Where to exchange the signed JWT; default: the key's token_uri."
     )
     scopes: list[str] = Field(default_factory=lambda: [SHEETS_SCOPE], min_length=1)
+    # Google's write quota is about one request per second per user; each attempt may read a long id column
+    max_concurrency: int = Field(4, ge=1, le=100, description="Requests in flight to it at once.")
     _account: ServiceAccountKey | None = PrivateAttr(None)
 
     @property

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from schemas.agent_config import (
     Action,
+    AppendRowAction,
     EmailAction,
     FieldSpec,
     HttpAction,
@@ -43,6 +44,7 @@ from schemas.events import (
     ConversationExtracted,
     EmailRequested,
     HttpRequested,
+    RowAppendRequested,
     ScheduleCallRequested,
     SlackRequested,
     TaskRequested,
@@ -59,6 +61,7 @@ ACTION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:postcall:action-id")  # n
 EMAIL = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
 SUBJECT_LIMIT = 250
 HEADER_LIMIT = 1000  # characters of one rendered header value
+CELL_LIMIT = 50_000  # characters in one Google Sheets cell
 
 Common = dict[str, Any]  # the ActionBase fields every action shares
 Result = tuple[ActionBase | None, str]  # the action, or None when skipped; the note or skip reason
@@ -88,6 +91,8 @@ def _builder(config: Action, routes: dict[str, RecipientRoute], tz: ZoneInfo) ->
         return _webhook(config)
     if isinstance(config, HttpAction):
         return _http(config)
+    if isinstance(config, AppendRowAction):
+        return _append_row(config)
     if isinstance(config, EmailAction):
         return _email(config, routes.get(config.recipients) if config.recipients else None)
     if isinstance(config, SlackAction):
@@ -145,6 +150,24 @@ def _http(config: HttpAction) -> Builder:
         return action, f"{config.method} {config.destination} {rendered or '/'}"
 
     return build
+
+
+def _append_row(config: AppendRowAction) -> Builder:
+    columns = [Template.compile(t) for t in config.columns]
+
+    def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
+        row = [_cell(t.render_typed(values)) for t in columns]
+        action = RowAppendRequested(
+            **common, spreadsheet_id=config.spreadsheet_id, sheet=config.sheet, values=row, id_column=config.id_column
+        )
+        return action, f"1 row of {len(row)} columns to {config.sheet!r} in {config.spreadsheet_id}"
+
+    return build
+
+
+def _cell(value: Any) -> Any:
+    """Google Sheets holds at most 50,000 characters in a cell."""
+    return value[:CELL_LIMIT] if isinstance(value, str) else value
 
 
 def default_body(event: ConversationExtracted) -> dict[str, Any]:

@@ -245,7 +245,8 @@ class Sheets:
         number = len(self.grids[sheet])
         if self.slow_appends:
             await asyncio.sleep(self.slow_appends.pop(0))  # written, but the answer comes late
-        updated = f"'{sheet}'!A{number}:{_letters(len(row))}{number}"
+        quoted = sheet.replace("'", "''")
+        updated = f"'{quoted}'!A{number}:{_letters(len(row))}{number}"
         return JSONResponse({"spreadsheetId": self.spreadsheet_id, "updates": {"updatedRange": updated}})
 
     def appends(self) -> list[Seen]:

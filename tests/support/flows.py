@@ -13,9 +13,10 @@ from services.router.engine import CompiledAgent
 
 
 def route(folder: Path, agent_yaml: str, event: ConversationExtracted) -> tuple[DecisionTrace, list[ActionBase]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "agent.yaml").write_text(agent_yaml)
-    catalog = load_catalog(folder)
+    agents = folder / "agents"  # a folder of its own: the test may write other YAML files beside it
+    agents.mkdir(parents=True, exist_ok=True)
+    (agents / "agent.yaml").write_text(agent_yaml)
+    catalog = load_catalog(agents)
     assert not catalog.problems, [str(p) for p in catalog.problems]
     [config] = catalog.configs.values()
     return CompiledAgent(config, "(not available)").route(event, datetime.now(UTC))

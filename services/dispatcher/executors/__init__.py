@@ -10,6 +10,7 @@ from schemas.events import (
     ActionBase,
     EmailRequested,
     HttpRequested,
+    RowAppendRequested,
     ScheduleCallRequested,
     SlackRequested,
     TaskRequested,
@@ -20,6 +21,7 @@ from services.dispatcher.delivery import Delivery, HttpSender
 from services.dispatcher.executors.email import EmailExecutor
 from services.dispatcher.executors.http import HttpRequestExecutor
 from services.dispatcher.executors.publish import PublishOrPostExecutor
+from services.dispatcher.executors.sheets import SheetsExecutor
 from services.dispatcher.executors.slack import SlackExecutor
 from services.dispatcher.executors.webhook import WebhookExecutor
 from services.dispatcher.registry import Registry
@@ -30,6 +32,7 @@ from services.dispatcher.smtp import SmtpPool
 class Executors:
     webhook: WebhookExecutor
     http: HttpRequestExecutor
+    sheets: SheetsExecutor
     email: EmailExecutor
     slack: SlackExecutor
     publish_or_post: PublishOrPostExecutor  # schedule_call, task and team_alert
@@ -41,6 +44,7 @@ class Executors:
         return cls(
             webhook=WebhookExecutor(registry, http),
             http=HttpRequestExecutor(registry, http),
+            sheets=SheetsExecutor(registry, http),
             email=EmailExecutor(registry, pools, default_email),
             slack=SlackExecutor(registry, http),
             publish_or_post=PublishOrPostExecutor(registry, http),
@@ -52,6 +56,8 @@ class Executors:
                 return await self.webhook(action)
             case HttpRequested():
                 return await self.http(action)
+            case RowAppendRequested():
+                return await self.sheets(action)
             case EmailRequested():
                 return await self.email(action)
             case SlackRequested():

@@ -21,6 +21,9 @@ destinations:
       token_url: https://login.crm.example/token
       client_id: postcall
       client_secret: {secret_env: CRM_CLIENT_SECRET}
+  - name: call-log
+    kind: google_sheets
+    service_account: {secret_file: /var/run/secrets/sheets/key.json}
   - name: mail
     kind: smtp
     host: smtp.example
@@ -56,6 +59,38 @@ BAD_ACTIONS = [
     ("pointer-escape", "{type: http, destination: crm, result_id_pointer: /a~2}", ".result_id_pointer: in a JSON"),
     ("kind", "{type: http, destination: mail}", ".destination: destination 'mail' is a smtp destination; a http"),
     ("unknown-destination", "{type: http, destination: crn}", ".destination: unknown destination 'crn' (did you"),
+    (
+        "sheet-id-template",
+        '{type: append_row, destination: call-log, spreadsheet_id: "{{dyn_sheet}}", sheet: Calls, columns: [a]}',
+        ".spreadsheet_id: String should match pattern",
+    ),
+    (
+        "id-column-inside",
+        "{type: append_row, destination: call-log, spreadsheet_id: 1SheetAbc_123, sheet: Calls, columns: [a, b], "
+        "id_column: B}",
+        ": id_column B would overwrite column B of the row: choose a column after the 2 columns",
+    ),
+    (
+        "id-column-letters",
+        "{type: append_row, destination: call-log, spreadsheet_id: 1SheetAbc_123, sheet: Calls, columns: [a], "
+        "id_column: z}",
+        ".id_column: String should match pattern",
+    ),
+    (
+        "no-columns",
+        "{type: append_row, destination: call-log, spreadsheet_id: 1SheetAbc_123, sheet: Calls, columns: []}",
+        ".columns: List should have at least 1 item",
+    ),
+    (
+        "column-template",
+        '{type: append_row, destination: call-log, spreadsheet_id: 1SheetAbc_123, sheet: Calls, columns: ["{{x}"]}',
+        ".columns[0]: '{{' is not closed by '}}'",
+    ),
+    (
+        "sheets-kind",
+        "{type: append_row, destination: crm, spreadsheet_id: 1SheetAbc_123, sheet: Calls, columns: [a]}",
+        ".destination: destination 'crm' is a http destination; a append_row action needs google_sheets",
+    ),
 ]
 
 
@@ -106,6 +141,7 @@ BAD_DESTINATIONS = [
         "auth: {type: bearer, token: {secret_env: A, secret_file: /b}}",
         "auth.token: a secret needs exactly one of secret_env, secret_file",
     ),
+    ("sheets-key", "kind: google_sheets", "service_account: missing required field 'service_account'"),
     (
         "twice",
         "auth: {type: bearer, token: {secret_env: T}}\n    headers: {Authorization: x}",
@@ -116,12 +152,19 @@ BAD_DESTINATIONS = [
 
 @pytest.mark.parametrize(("block", "expected"), [c[1:] for c in BAD_DESTINATIONS], ids=[c[0] for c in BAD_DESTINATIONS])
 def test_a_mistake_in_a_destination_block_is_located(tmp_path: Path, block: str, expected: str) -> None:
-    destinations = DESTINATIONS + f"  - name: other\n    kind: http\n    url: https://x.example\n    {block}\n"
+    entry = f"  - name: other\n    kind: http\n    url: https://x.example\n    {block}\n"
+    if block.startswith("kind:"):
+        entry = f"  - name: other\n    {block}\n    url: https://x.example\n"
+    destinations = DESTINATIONS + entry
     code, lines = run(tmp_path, AGENT.replace("{ACTION}", "{type: http, destination: crm}"), destinations)
     assert code == 1
     [line] = lines
-    whole = expected.startswith("set")  # a problem of the whole entry is located at its first line
-    assert line == f"destinations.yaml:{14 if whole else 17}: destinations[2]{': ' if whole else '.'}{expected}"
+    start, index = len(DESTINATIONS.splitlines()) + 1, DESTINATIONS.count("- name:")
+    # a problem of the whole entry, or of a field it lacks, is located at the entry's first line
+    whole, lacking = expected.startswith("set"), expected.startswith("service_account")
+    where = f"{start}: destinations[{index}]" + (": " if whole else ".")
+    where = where if whole or lacking else f"{start + 3}: destinations[{index}]."
+    assert line == f"destinations.yaml:{where}{expected}"
 
 
 def test_secrets_are_not_read_and_unset_variables_are_not_judged(tmp_path: Path) -> None:

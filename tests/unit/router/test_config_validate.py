@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from schemas.topics import ACTION_TYPES
 from services.cli.config import app
 from tests.hostile.corpus import HOSTILE_YAML, yaml_bomb
 
@@ -100,8 +101,9 @@ BAD = [
     (
         "unknown-action-type",
         GOOD.replace("type: webhook", "type: webhok"),
-        "10: flows[0].actions[0]: unknown action type 'webhok' (known: 'webhook', 'http', 'email', 'slack', "
-        "'schedule_call', 'task', 'team_alert')",
+        "10: flows[0].actions[0]: unknown action type 'webhok' (known: "
+        + ", ".join(repr(t) for t in ACTION_TYPES)
+        + ")",
     ),
     (
         "pattern-re2-cannot-run",
