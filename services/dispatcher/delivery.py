@@ -52,7 +52,8 @@ class Delivery:
     status_code: int | None = None
     latency_ms: float | None = None
     note: str | None = None  # e.g. recipients an SMTP server refused while accepting others
-    response_excerpt: str | None = None  # the start of the receiver's answer (http actions)
+    # the start of the receiver's answer (http actions); through dest.redact first: a receiver may echo our headers
+    response_excerpt: str | None = None
     result_id: str | None = None  # the id the receiver's answer named (an http action's result_id_pointer)
 
 
