@@ -91,7 +91,8 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     base = ConversationEnded.model_validate_json(EXAMPLE.read_bytes())
     summary: list[dict[str, Any]] = []
     data: dict[str, Any] = {}
-    for in_flight, latency in (*LEVELS, *INFO_LEVELS):
+    levels = ((16, 0.2),) if ctx.smoke else (*LEVELS, *INFO_LEVELS)  # smoke: the setup, not the numbers
+    for in_flight, latency in levels:
         n = in_flight * ctx.scaled(6, 3)
         source = await ctx.topic("extractor-in", PARTITIONS)
         await ctx.produce_raw(source, ((f"conv-{i}".encode(), record(base, i), None) for i in range(n)))

@@ -35,8 +35,13 @@ from services.common.settings import RuntimeSettings
 PARTITIONS = 3
 GOAL = 0.8
 MAX_IN_FLIGHT = RuntimeSettings().max_in_flight
-MODES = ("bare", "unordered", "key")
-SERIES = {"bare": "bare aiokafka", "unordered": "runtime unordered", "key": "runtime key"}
+MODES = ("bare", "confluent", "unordered", "key")
+SERIES = {
+    "bare": "bare aiokafka",
+    "confluent": "bare confluent-kafka (librdkafka)",
+    "unordered": "runtime unordered",
+    "key": "runtime key",
+}
 
 
 def sizes(ctx: BenchContext) -> list[tuple[str, int, int]]:
@@ -62,6 +67,14 @@ async def _run(ctx: BenchContext) -> dict[str, Any]:
     for label, size, n in sizes(ctx):
         rates, cpu = await measure_size(ctx, label, size, n)
         best = {m: best_of(s) for m, s in rates.items()}
+        summary.append(
+            info_line(
+                f"bare loops {label}",
+                f"aiokafka {best['bare']:,.0f} rec/s vs confluent-kafka (librdkafka) {best['confluent']:,.0f} rec/s "
+                f"= {best['bare'] / best['confluent']:.2f}; runtime unordered / confluent-kafka "
+                f"{best['unordered'] / best['confluent']:.2f}",
+            )
+        )
         for mode in ("unordered", "key"):
             summary.append(
                 ratio_line(
@@ -121,7 +134,8 @@ async def measure_size(
     rates: dict[str, list[float]] = {m: [] for m in MODES}
     cpu: dict[str, list[float]] = {m: [] for m in MODES}
     for rep in range(ctx.repeats):
-        for mode in MODES[rep % 3 :] + MODES[: rep % 3]:  # rotate the order: drift hits every mode alike
+        turn = rep % len(MODES)
+        for mode in MODES[turn:] + MODES[:turn]:  # rotate the order: drift hits every mode alike
             started = time.process_time()
             rate = await measure(ctx, mode, source, n)
             cpu[mode].append(time.process_time() - started)
@@ -139,11 +153,13 @@ async def measure(ctx: BenchContext, mode: str, source: str, n: int, max_in_flig
     """Records/s of one pass over `source` (n records) by the bare loop or the runtime in `mode`."""
     sink = await ctx.topic("rt-out", PARTITIONS)
     first_read: list[float] = []
-    loop: Loop = (
-        BareLoop(ctx, source, sink, first_read)
-        if mode == "bare"
-        else await passthrough_runtime(ctx, mode, source, sink, first_read, max_in_flight)
-    )
+    loop: Loop
+    if mode == "bare":
+        loop = BareLoop(ctx, source, sink, first_read)
+    elif mode == "confluent":
+        loop = ConfluentLoop(ctx, source, sink, first_read)
+    else:
+        loop = await passthrough_runtime(ctx, mode, source, sink, first_read, max_in_flight)
     task = asyncio.create_task(loop.run())
     try:
         done_at = await ctx.wait_for_count(sink, n, timeout=300)
@@ -192,6 +208,49 @@ class BareLoop:
         finally:
             await consumer.stop()
             await producer.stop()
+
+
+class ConfluentLoop:
+    """The same bare loop on confluent-kafka (librdkafka, C): consume a batch, produce every record,
+    flush (acks=all, idempotent), commit synchronously. It runs in a thread: the client blocks."""
+
+    def __init__(self, ctx: BenchContext, source: str, sink: str, first_read: list[float]) -> None:
+        self.ctx, self.source, self.sink, self.first_read = ctx, source, sink, first_read
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    async def run(self) -> None:
+        await asyncio.to_thread(self._run)
+
+    def _run(self) -> None:
+        from confluent_kafka import Consumer, Producer  # bench extra: the baseline only
+
+        common = {"bootstrap.servers": self.ctx.kafka.bootstrap_servers}
+        consumer = Consumer({
+            **common, "group.id": f"bench-confluent-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "max.partition.fetch.bytes": 4 * 1024 * 1024 + 1024,
+        })  # fmt: skip
+        producer = Producer({**common, "acks": "all", "enable.idempotence": True, "linger.ms": 1})
+        consumer.subscribe([self.source])
+        try:
+            while not self.stopping:
+                batch = consumer.consume(num_messages=1000, timeout=0.2)
+                if not batch:
+                    continue
+                if not self.first_read:
+                    self.first_read.append(time.monotonic())
+                for m in batch:
+                    if m.error() is not None:
+                        continue
+                    producer.produce(self.sink, m.value(), m.key(), headers=m.headers())
+                    producer.poll(0)
+                producer.flush()
+                consumer.commit(asynchronous=False)
+        finally:
+            consumer.close()
+            producer.flush()
 
 
 class PassThrough:
