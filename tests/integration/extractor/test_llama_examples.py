@@ -28,6 +28,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.timeout(2400)
 async def test_every_example_conversation_gets_a_typed_record_from_llama_server(
     llama: LlamaServer, tmp_path: Path
 ) -> None:
