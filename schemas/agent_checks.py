@@ -43,6 +43,7 @@ from schemas.agent_config import (
     SlackAction,
     TaskAction,
     TeamAlertAction,
+    TeamsAction,
     TemplateSyntaxError,
     WebhookAction,
     recipient_kind,
@@ -239,8 +240,10 @@ def action_templates(action: Action) -> Iterator[tuple[Loc, str]]:
         yield ("body",), action.body
         if action.html is not None:
             yield ("html",), action.html
-    elif isinstance(action, SlackAction):
+    elif isinstance(action, SlackAction | TeamsAction):
         yield ("text",), action.text
+        yield from (((name,), t) for name, t in (("title", action.title), ("context", action.context)) if t)
+        yield from ((("fields", k), t) for k, t in action.fields.items())
     elif isinstance(action, TaskAction):
         yield ("title",), action.title
         yield ("description",), action.description

@@ -616,10 +616,45 @@ class EmailAction(_Action):
         return self
 
 
-class SlackAction(_Action):
-    type: Literal["slack"]
+class _CardAction(_Action):
+    """A chat message: its text, and optionally a card (a header, labelled fields, a context line and a
+    link button to the call's console page); with any of those, Slack gets Block Kit and Teams an
+    Adaptive Card laid out the same way."""
+
     destination: str
     text: TemplateStr
+    title: TemplateStr | None = Field(None, description="A header line (Slack: at most 150 characters shown).")
+    fields: dict[str, TemplateStr] = Field(
+        default_factory=dict, max_length=50, description="Label -> template, shown as labelled values in order."
+    )
+    context: TemplateStr | None = Field(None, description="A small line at the bottom, e.g. the agent and time.")
+    button: str | None = Field(
+        None,
+        min_length=1,
+        max_length=75,
+        description="Label of a link button to the call's console page (the dispatcher's console_base_url); "
+        "not shown when the dispatcher has none.",
+    )
+
+    @property
+    def has_card(self) -> bool:
+        return bool(self.title or self.fields or self.context or self.button)
+
+
+class SlackAction(_CardAction):
+    type: Literal["slack"]
+    channel: str | None = Field(
+        None,
+        pattern=r"^[#@]?[A-Za-z0-9][A-Za-z0-9._-]{0,79}$",
+        description="Bot-token destinations: the channel (name or id); fixed, never a template. None: the "
+        "destination's channel.",
+    )
+
+
+class TeamsAction(_CardAction):
+    """Microsoft Teams through an incoming webhook (a Workflows or connector URL): an Adaptive Card."""
+
+    type: Literal["teams"]
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -672,6 +707,7 @@ Action = Annotated[
     | AppendRowAction
     | EmailAction
     | SlackAction
+    | TeamsAction
     | ScheduleCallAction
     | TaskAction
     | TeamAlertAction,
@@ -749,7 +785,9 @@ for _model in (
     HttpAction,
     AppendRowAction,
     EmailAction,
+    _CardAction,
     SlackAction,
+    TeamsAction,
     ScheduleCallAction,
     TaskAction,
     TeamAlertAction,

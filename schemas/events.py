@@ -316,10 +316,38 @@ class EmailRequested(ActionBase):
     html: str | None = None
 
 
+class CardField(Model):
+    label: str = Field(description="The author's label.")
+    value: str = Field(description="The rendered value.")
+
+
+class MessageCard(Model):
+    """What a Slack Block Kit message or a Teams Adaptive Card shows besides its text, rendered by the
+    router for the target (values escaped for Slack; for Teams they are never parsed as markup)."""
+
+    title: str | None = Field(None, description="A header line.")
+    fields: list[CardField] = Field(default_factory=list, max_length=50)
+    context: str | None = Field(None, description="A small line at the bottom (agent, time, ...).")
+    button: str | None = Field(
+        None, description="Label of a link button to the call's console page (the dispatcher knows the URL)."
+    )
+
+
 class SlackRequested(ActionBase):
     type: Literal["slack"] = "slack"
     destination: str
     text: str
+    channel: str | None = Field(None, description="Bot-token destinations: the channel; None: the destination's.")
+    card: MessageCard | None = Field(None, description="Block Kit content; None: a plain text message.")
+
+
+class TeamsRequested(ActionBase):
+    """A Microsoft Teams incoming-webhook message: an Adaptive Card with the text and the card."""
+
+    type: Literal["teams"] = "teams"
+    destination: str
+    text: str
+    card: MessageCard | None = None
 
 
 class RowAppendRequested(ActionBase):
@@ -365,6 +393,7 @@ ActionRequested = Annotated[
     | RowAppendRequested
     | EmailRequested
     | SlackRequested
+    | TeamsRequested
     | ScheduleCallRequested
     | TaskRequested
     | TeamAlertRequested,
@@ -377,6 +406,7 @@ ACTION_MODELS: dict[str, type[ActionBase]] = {
     "append_row": RowAppendRequested,
     "email": EmailRequested,
     "slack": SlackRequested,
+    "teams": TeamsRequested,
     "schedule_call": ScheduleCallRequested,
     "task": TaskRequested,
     "team_alert": TeamAlertRequested,

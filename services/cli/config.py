@@ -41,6 +41,7 @@ KINDS = {
     "http": "http",
     "append_row": "google_sheets",
     "slack": "slack",
+    "teams": "teams",
     "email": "smtp",
     "schedule_call": "http",
     "task": "http",

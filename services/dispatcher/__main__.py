@@ -37,7 +37,7 @@ async def open_executors(settings: DispatcherSettings, registry: Registry) -> As
         pools = {d.name: SmtpPool(d, registry.timeout(d)) for d in registry.smtp()}
         for pool in pools.values():
             stack.push_async_callback(pool.aclose)
-        yield Executors.build(registry, http, pools, settings.default_email_destination)
+        yield Executors.build(registry, http, pools, settings.default_email_destination, settings.console_base_url)
 
 
 def build_registry(settings: DispatcherSettings) -> Registry:

@@ -43,7 +43,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote_plus
 
 from google.auth import crypt
@@ -231,8 +231,46 @@ class HttpDestination(UrlDestination):
         return [*super().secrets(), *values]
 
 
+SLACK_API = "https://slack.com/api"
+
+
 class SlackDestination(UrlDestination):
+    """An incoming webhook (`url_secret`: the URL is the secret), or a bot token for chat.postMessage
+    (`bot_token`; `url` is then the Web API's base, https://slack.com/api unless a test says otherwise)."""
+
     kind: Literal["slack"]
+    bot_token: SecretRef | None = Field(None, description="A bot token (xoxb-...) for chat.postMessage.")
+    channel: str | None = Field(
+        None, pattern=r"^[#@]?[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", description="Bot token: the default channel."
+    )
+    _bot_token: str | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _web_api_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("bot_token") is not None and "url" not in data:
+            return {**data, "url": SLACK_API} if "url_secret" not in data else data
+        return data
+
+    @model_validator(mode="after")
+    def _channel_needs_a_bot(self) -> SlackDestination:
+        if self.channel is not None and self.bot_token is None:
+            raise ValueError("`channel` is for bot tokens: an incoming webhook posts to the channel it was made for")
+        return self
+
+    @property
+    def token(self) -> str | None:
+        """The bot token, revealed at load; None for an incoming webhook."""
+        return self._bot_token
+
+    def secrets(self) -> list[str]:
+        return [*super().secrets(), self._bot_token] if self._bot_token else super().secrets()
+
+
+class TeamsDestination(UrlDestination):
+    """A Microsoft Teams incoming webhook (a Workflows or connector URL; usually `url_secret`)."""
+
+    kind: Literal["teams"]
 
 
 SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
@@ -294,8 +332,8 @@ class SmtpDestination(DestinationBase):
         return [self._password] if self._password else []
 
 
-AnyDestination = HttpDestination | SlackDestination | GoogleSheetsDestination | SmtpDestination
-KINDS = ("http", "slack", "google_sheets", "smtp")
+AnyDestination = HttpDestination | SlackDestination | TeamsDestination | GoogleSheetsDestination | SmtpDestination
+KINDS = ("http", "slack", "teams", "google_sheets", "smtp")
 Destination = Annotated[AnyDestination, Field(discriminator="kind")]
 
 
@@ -391,6 +429,8 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
             raise _FieldProblem("signing_secrets", str(exc)) from None
     if isinstance(dest, GoogleSheetsDestination):
         dest._account = _service_account(dest, environ)
+    if isinstance(dest, SlackDestination) and dest.bot_token is not None:
+        dest._bot_token = _credential(dest.bot_token, environ, dest.name, ("bot_token",))
     if isinstance(dest, SmtpDestination) and dest.password is not None:
         dest._password = _reveal(dest.password, environ, dest.name, "password")
 

@@ -44,3 +44,9 @@ class DispatcherSettings(ServiceSettings):
         "count against the pod's memory. None: the system's temporary directory.",
     )
     user_agent: str = Field("postcall-dispatcher/0.1", description="User-Agent of every HTTP request.")
+    console_base_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Where people open the query API (e.g. https://postcall.example.com): Slack and Teams link "
+        "buttons point to <it>/console/conversations/<id>. None: messages carry no such button.",
+    )

@@ -35,20 +35,24 @@ from schemas.agent_config import (
     SlackAction,
     TaskAction,
     TeamAlertAction,
+    TeamsAction,
     VarRef,
     WebhookAction,
     recipient_kind,
 )
 from schemas.events import (
     ActionBase,
+    CardField,
     ConversationExtracted,
     EmailRequested,
     HttpRequested,
+    MessageCard,
     RowAppendRequested,
     ScheduleCallRequested,
     SlackRequested,
     TaskRequested,
     TeamAlertRequested,
+    TeamsRequested,
     WebhookRequested,
 )
 from schemas.topics import action_topic
@@ -95,9 +99,8 @@ def _builder(config: Action, routes: dict[str, RecipientRoute], tz: ZoneInfo) ->
         return _append_row(config)
     if isinstance(config, EmailAction):
         return _email(config, routes.get(config.recipients) if config.recipients else None)
-    if isinstance(config, SlackAction):
-        text = Template.compile(config.text)
-        return lambda e, v, c: (SlackRequested(**c, text=text.render_slack(v)), "")
+    if isinstance(config, SlackAction | TeamsAction):
+        return _chat(config)
     if isinstance(config, ScheduleCallAction):
         return _schedule_call(config, tz)
     if isinstance(config, TaskAction):
@@ -188,6 +191,36 @@ def default_body(event: ConversationExtracted) -> dict[str, Any]:
         "dynamic": {name: v.value for name, v in ext.dynamic.items()},
         "conversation_url": conv.conversation_url,
     }
+
+
+def _chat(config: SlackAction | TeamsAction) -> Builder:
+    """Slack: every value escaped for Slack (the author's own markup kept); Teams: values as they are,
+    carried only in Adaptive Card elements that are never parsed as Markdown (the dispatcher's card)."""
+    slack = isinstance(config, SlackAction)
+    text, title, context = (
+        Template.compile(t) if t is not None else None for t in (config.text, config.title, config.context)
+    )
+    fields = [(label, Template.compile(t)) for label, t in config.fields.items()]
+    has_card = config.has_card
+
+    def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
+        def render(template: Template | None) -> str | None:
+            if template is None:
+                return None
+            return template.render_slack(values) if slack else template.render(values)
+
+        card = None
+        if has_card:
+            shown = [CardField(label=label, value=render(t) or "") for label, t in fields]
+            card = MessageCard(title=render(title), fields=shown, context=render(context), button=config.button)
+        if isinstance(config, SlackAction):
+            action: ActionBase = SlackRequested(**common, text=render(text) or "", channel=config.channel, card=card)
+            where = f" to {config.channel}" if config.channel else ""
+        else:
+            action, where = TeamsRequested(**common, text=render(text) or "", card=card), ""
+        return action, ("Block Kit" if slack else "Adaptive Card") + where if card else where.strip()
+
+    return build
 
 
 def _email(config: EmailAction, route: RecipientRoute | None) -> Builder:

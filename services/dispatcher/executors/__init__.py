@@ -15,6 +15,7 @@ from schemas.events import (
     SlackRequested,
     TaskRequested,
     TeamAlertRequested,
+    TeamsRequested,
     WebhookRequested,
 )
 from services.dispatcher.delivery import Delivery, HttpSender
@@ -23,6 +24,7 @@ from services.dispatcher.executors.http import HttpRequestExecutor
 from services.dispatcher.executors.publish import PublishOrPostExecutor
 from services.dispatcher.executors.sheets import SheetsExecutor
 from services.dispatcher.executors.slack import SlackExecutor
+from services.dispatcher.executors.teams import TeamsExecutor
 from services.dispatcher.executors.webhook import WebhookExecutor
 from services.dispatcher.registry import Registry
 from services.dispatcher.smtp import SmtpPool
@@ -35,18 +37,26 @@ class Executors:
     sheets: SheetsExecutor
     email: EmailExecutor
     slack: SlackExecutor
+    teams: TeamsExecutor
     publish_or_post: PublishOrPostExecutor  # schedule_call, task and team_alert
 
     @classmethod
     def build(
-        cls, registry: Registry, http: HttpSender, pools: Mapping[str, SmtpPool], default_email: str | None
+        cls,
+        registry: Registry,
+        http: HttpSender,
+        pools: Mapping[str, SmtpPool],
+        default_email: str | None,
+        console_url: str | None = None,
     ) -> Executors:
+        """`console_url`: where people open the console; Slack and Teams link buttons point into it."""
         return cls(
             webhook=WebhookExecutor(registry, http),
             http=HttpRequestExecutor(registry, http),
             sheets=SheetsExecutor(registry, http),
             email=EmailExecutor(registry, pools, default_email),
-            slack=SlackExecutor(registry, http),
+            slack=SlackExecutor(registry, http, console_url),
+            teams=TeamsExecutor(registry, http, console_url),
             publish_or_post=PublishOrPostExecutor(registry, http),
         )
 
@@ -62,6 +72,8 @@ class Executors:
                 return await self.email(action)
             case SlackRequested():
                 return await self.slack(action)
+            case TeamsRequested():
+                return await self.teams(action)
             case ScheduleCallRequested() | TaskRequested() | TeamAlertRequested():
                 return await self.publish_or_post(action)
         raise TypeError(f"no executor for {type(action).__name__}")

@@ -39,11 +39,13 @@ def stack(tmp_path: Path) -> Stack:
 
     @asynccontextmanager
     async def make(
-        yaml: str, env: dict[str, str] | None = None, max_wait: float = 0.5
+        yaml: str, env: dict[str, str] | None = None, max_wait: float = 0.5, **more: Any
     ) -> AsyncIterator[tuple[Executors, Registry]]:
         path = tmp_path / "destinations.yaml"
         path.write_text(yaml)
-        settings = DispatcherSettings(destinations_file=path, retry_after_floor_seconds=5, max_wait_seconds=max_wait)
+        settings = DispatcherSettings(
+            destinations_file=path, retry_after_floor_seconds=5, max_wait_seconds=max_wait, **more
+        )
         registry = Registry(
             destinations.load(path, {"SECRET": SECRET, **(env or {})}),
             default_timeout=settings.default_timeout_seconds,

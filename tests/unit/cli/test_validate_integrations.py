@@ -4,6 +4,7 @@ Sheets, Slack and Teams destinations in the destinations file, each as file:line
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,13 @@ destinations:
   - name: call-log
     kind: google_sheets
     service_account: {secret_file: /var/run/secrets/sheets/key.json}
+  - name: support-slack
+    kind: slack
+    bot_token: {secret_env: SLACK_BOT_TOKEN}
+    channel: C024BE91L
+  - name: support-teams
+    kind: teams
+    url_secret: {secret_env: TEAMS_WEBHOOK_URL}
   - name: mail
     kind: smtp
     host: smtp.example
@@ -91,6 +99,33 @@ BAD_ACTIONS = [
         "{type: append_row, destination: crm, spreadsheet_id: 1SheetAbc_123, sheet: Calls, columns: [a]}",
         ".destination: destination 'crm' is a http destination; a append_row action needs google_sheets",
     ),
+    (
+        "slack-channel-template",
+        '{type: slack, destination: support-slack, text: hi, channel: "{{dyn_channel}}"}',
+        ".channel: String should match pattern",
+    ),
+    (
+        "slack-field-variable",
+        '{type: slack, destination: support-slack, text: hi, fields: {Name: "{{customer_nam}}"}}',
+        ".fields.Name: template names undefined variable 'customer_nam' (did you mean 'customer_name'?)",
+    ),
+    (
+        "slack-title-syntax",
+        '{type: slack, destination: support-slack, text: hi, title: "{{ a b }}"}',
+        ".title: {{a b}} is not a variable name",
+    ),
+    ("slack-button", '{type: slack, destination: support-slack, text: hi, button: ""}', ".button: String should have"),
+    ("teams-text", "{type: teams, destination: support-teams}", ".text: missing required field 'text'"),
+    (
+        "teams-channel",
+        "{type: teams, destination: support-teams, text: hi, channel: C1}",
+        ".channel: unknown field 'channel'",
+    ),
+    (
+        "teams-kind",
+        "{type: teams, destination: support-slack, text: hi}",
+        ".destination: destination 'support-slack' is a slack destination; a teams action needs teams",
+    ),
 ]
 
 
@@ -141,6 +176,8 @@ BAD_DESTINATIONS = [
         "auth: {type: bearer, token: {secret_env: A, secret_file: /b}}",
         "auth.token: a secret needs exactly one of secret_env, secret_file",
     ),
+    ("slack-channel-webhook", "kind: slack\n    channel: C1", "`channel` is for bot tokens"),
+    ("slack-bot-token", "kind: slack\n    bot_token: xoxb-literal", "bot_token: Input should be"),
     ("sheets-key", "kind: google_sheets", "service_account: missing required field 'service_account'"),
     (
         "twice",
@@ -160,11 +197,14 @@ def test_a_mistake_in_a_destination_block_is_located(tmp_path: Path, block: str,
     assert code == 1
     [line] = lines
     start, index = len(DESTINATIONS.splitlines()) + 1, DESTINATIONS.count("- name:")
-    # a problem of the whole entry, or of a field it lacks, is located at the entry's first line
-    whole, lacking = expected.startswith("set"), expected.startswith("service_account")
-    where = f"{start}: destinations[{index}]" + (": " if whole else ".")
-    where = where if whole or lacking else f"{start + 3}: destinations[{index}]."
-    assert line == f"destinations.yaml:{where}{expected}"
+    prefix = f"destinations.yaml:(\\d+): destinations\\[{index}\\][.:] ?"
+    match = re.match(prefix, line)
+    assert match and line[match.end() :].startswith(expected), line
+    # located on the line of the field at fault, or on the entry's first line when it is missing or the whole
+    number = int(match.group(1))
+    text = [*destinations.splitlines(), ""][number - 1]
+    key = expected.split(":")[0].split(".")[0]
+    assert number == start or key in text, (number, text)
 
 
 def test_secrets_are_not_read_and_unset_variables_are_not_judged(tmp_path: Path) -> None:
