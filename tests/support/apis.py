@@ -307,3 +307,50 @@ class Chat:
 
     async def _teams(self, request: Request) -> Response:
         return await self._limited(request) or Response(status_code=202)
+
+
+# ── A vendor's REST API, for the recipes in docs/integrations.md ──────────────────────────────────
+
+
+@dataclass
+class Vendor:
+    """Any path: checks the credential (a fixed bearer token, basic credentials, or a token it issued
+    at `token_path` for OAuth2 client credentials in the form) and answers `answer(method, path)`."""
+
+    bearer: str | None = None
+    basic: tuple[str, str] | None = None
+    client: tuple[str, str] | None = None  # OAuth2 client id and secret
+    token_path: str = "/services/oauth2/token"
+    answers: dict[str, tuple[int, Any]] = field(default_factory=dict)  # method -> (status, JSON or None)
+    requests: list[Seen] = field(default_factory=list)
+    token_requests: list[Seen] = field(default_factory=list)
+    issued: set[str] = field(default_factory=set)
+
+    def app(self) -> Starlette:
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        return Starlette(routes=[Route("/{rest:path}", self._any, methods=methods)])
+
+    async def _any(self, request: Request) -> Response:
+        seen = await _seen(request)
+        if request.url.path == self.token_path and self.client is not None:
+            self.token_requests.append(seen)
+            form = {k: v[0] for k, v in parse_qs(seen.body.decode()).items()}
+            if (form.get("grant_type"), form.get("client_id"), form.get("client_secret")) != (
+                "client_credentials", *self.client,
+            ):  # fmt: skip
+                return JSONResponse({"error": "invalid_client"}, 400)
+            token = f"00D-session-{len(self.issued) + 1}"
+            self.issued.add(token)
+            return JSONResponse({"access_token": token, "token_type": "Bearer", "issued_at": "1712345678000"})
+        self.requests.append(seen)
+        if not self._authorized(request.headers.get("authorization", "")):
+            return JSONResponse([{"errorCode": "INVALID_SESSION_ID"}], 401)
+        status, body = self.answers.get(request.method, (200, {}))
+        return Response(status_code=status) if body is None else JSONResponse(body, status)
+
+    def _authorized(self, header: str) -> bool:
+        if self.basic is not None:
+            expected = base64.b64encode(":".join(self.basic).encode()).decode()
+            return header == f"Basic {expected}"
+        token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
+        return token is not None and (token == self.bearer or token in self.issued)
