@@ -210,6 +210,7 @@ class Attempt(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+    result_id: Mapped[str | None] = mapped_column(String)  # the id the receiver named ("case 4471")
     completed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     __table_args__ = (UniqueConstraint("action_id", "attempt", "outcome"),)

@@ -281,6 +281,7 @@ async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionVi
                 latency_ms=row.latency_ms,
                 error=row.error,
                 response_excerpt=row.response_excerpt,
+                result_id=row.result_id,
                 next_retry_at=due.get((row.action_id, row.attempt + 1)) if row.outcome == "failed" else None,
             )
         )

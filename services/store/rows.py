@@ -234,6 +234,7 @@ def completed(result: ActionCompleted, source: Source, excerpt: str | None = Non
         latency_ms=result.latency_ms,
         error=result.error,
         response_excerpt=excerpt if excerpt is not None else getattr(result, "response_excerpt", None),
+        result_id=result.result_id,
         completed_at=result.completed_at,
     )
     return Rows(

@@ -102,6 +102,9 @@ class AttemptView(View):
     latency_ms: float | None
     error: str | None
     response_excerpt: str | None
+    result_id: str | None = Field(
+        None, description="The id the receiver named: an http action's result_id_pointer, a Sheets range, a Slack ts."
+    )
     next_retry_at: datetime | None = Field(description="For a failed attempt: when the next one is due.")
 
 
