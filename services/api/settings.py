@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.settings import KafkaSettings
@@ -30,4 +32,24 @@ class ApiSettings(BaseSettings):
         default_factory=KafkaSettings, description="Kafka, for operator actions (replay, re-extract) only."
     )
     console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="The web console under /console.")
+    config_dir: Path | None = Field(
+        None,
+        description="The agent configuration folder the router and extractor read (POSTCALL_CONFIG_DIR): the "
+        "console's agents page and Try a flow use it unless POSTCALL_CONSOLE__CONFIG_DIR names another.",
+    )
+    destinations_file: Path | None = Field(
+        None,
+        description="The dispatcher's destinations file (POSTCALL_DESTINATIONS_FILE), for the console's agents "
+        "page unless POSTCALL_CONSOLE__DESTINATIONS_FILE names another. Only names and kinds are read.",
+    )
     log_level: str = Field("INFO", description="Python log level.")
+
+    @model_validator(mode="after")
+    def _console_reads_the_services_folder(self) -> ApiSettings:
+        """One setting for every process of a deployment: the console defaults to the services' own files."""
+        updates = {
+            "config_dir": self.console.config_dir or self.config_dir,
+            "destinations_file": self.console.destinations_file or self.destinations_file,
+        }
+        self.console = self.console.model_copy(update=updates)
+        return self

@@ -257,3 +257,15 @@ async def test_agents_page_counts_how_often_each_flow_fired_in_the_last_7_days(s
         html = (await c.get("/console/agents")).text
     rows = {m[0]: m[1] for m in re.findall(r"<code>([a-z-]+)</code>.*?(\d+ of \d+)</td>", html, re.S)}
     assert rows == {"crm-sync": "3 of 3", "callback": "2 of 3"}  # the call 10 days ago is outside the window
+
+
+def test_the_console_defaults_to_the_services_own_configuration_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.api.settings import ApiSettings
+
+    monkeypatch.setenv("POSTCALL_CONFIG_DIR", "/etc/postcall/agents")
+    monkeypatch.setenv("POSTCALL_DESTINATIONS_FILE", "/etc/postcall/destinations.yaml")
+    settings = ApiSettings()
+    assert str(settings.console.config_dir) == "/etc/postcall/agents"
+    assert str(settings.console.destinations_file) == "/etc/postcall/destinations.yaml"
+    monkeypatch.setenv("POSTCALL_CONSOLE__CONFIG_DIR", "/srv/other")
+    assert str(ApiSettings().console.config_dir) == "/srv/other"
