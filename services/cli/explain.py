@@ -1,9 +1,11 @@
 """`postcall explain <conversation_id>`: why each flow of a conversation fired or not, and what came of it.
 
-Reads postcall.decisions.v1 (the router's DecisionTrace) and postcall.action-results.v1 (the
-dispatcher's ActionCompleted, keyed by action_id) from the beginning to their current end, without a
-consumer group, and prints every flow, every condition with its expected and actual values and why,
-every action planned or skipped, and each planned action's outcome once the dispatcher has reported.
+With a query API configured (--api or POSTCALL_API_URL), the conversation comes from the store: one
+request, every attempt of every action, also after the topics' retention. Otherwise (or when the API
+does not answer) it reads postcall.decisions.v1 (the router's DecisionTrace) and
+postcall.action-results.v1 (the dispatcher's ActionCompleted) from the beginning to their current end,
+without a consumer group. Either way it prints every flow, every condition with its expected and actual
+values and why, every action planned or skipped, each action's outcome and every attempt.
 A conversation routed more than once (a re-extraction, a new configuration revision) shows every trace.
 """
 
@@ -12,7 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import orjson
 import typer
@@ -23,27 +27,93 @@ from rich.tree import Tree
 
 from schemas.events import ActionCompleted, ConditionResult, DecisionTrace, FlowDecision
 from schemas.topics import ACTION_RESULTS, DECISIONS
+from services.cli.apiclient import Api, ApiClient, ApiRefused, ApiUnreachable, Token
 from services.cli.options import Bootstrap, kafka_settings
 from services.cli.plain import escape_controls as _s  # every value shown came from Kafka
 from services.common.kafka import partitions_of, read_partition
 from services.common.settings import KafkaSettings
+from services.store.rows import final_outcome
+from services.store.views import ConversationDetail
 
 app = typer.Typer(help="Explain what the router decided for a conversation, and what came of it.")
 console = Console(highlight=False)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of an action, from the action-results topic or from the store."""
+
+    attempt: int
+    outcome: str
+    at: datetime
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    response_excerpt: str | None = None
+    next_retry_at: datetime | None = None
+
+    @classmethod
+    def of(cls, r: ActionCompleted) -> Attempt:
+        excerpt = getattr(r, "response_excerpt", None)
+        return cls(r.attempts, r.outcome, r.completed_at, r.status_code, r.latency_ms, r.error, excerpt)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in vars(self).items()}
 
 
 @dataclass
 class Story:
     conversation_id: str
     decisions: list[DecisionTrace] = field(default_factory=list)
-    results: dict[str, ActionCompleted] = field(default_factory=dict)  # the latest result per action_id
+    results: dict[str, ActionCompleted] = field(default_factory=dict)  # each action's outcome (done wins)
+    attempts: dict[str, list[Attempt]] = field(default_factory=dict)  # every attempt per action_id
+    source: str = "topics"
 
     def as_json(self) -> dict[str, Any]:
         return {
             "conversation_id": self.conversation_id,
+            "source": self.source,
             "decisions": [d.model_dump(mode="json") for d in self.decisions],
             "results": {k: v.model_dump(mode="json") for k, v in self.results.items()},
+            "attempts": {k: [a.as_json() for a in v] for k, v in self.attempts.items()},
         }
+
+    def add_results(self, results: list[ActionCompleted]) -> None:
+        """Every result of each action; its outcome is the store's: done beats a later failure."""
+        by_action: dict[str, list[ActionCompleted]] = {}
+        for result in sorted(results, key=lambda r: (r.completed_at, r.attempts)):
+            by_action.setdefault(result.action_id, []).append(result)
+        for action_id, all_of_it in by_action.items():
+            final = final_outcome([(r.attempts, r.outcome) for r in all_of_it])
+            self.results[action_id] = [r for r in all_of_it if r.outcome == final][-1]
+            self.attempts[action_id] = [Attempt.of(r) for r in all_of_it]
+
+
+def story_from_store(detail: ConversationDetail) -> Story:
+    story = Story(detail.conversation_id, list(detail.decisions), source="store")
+    for action in detail.actions:
+        if not action.attempts:
+            continue
+        story.attempts[action.action_id] = [
+            Attempt(a.attempt, a.outcome, a.at, a.status_code, a.latency_ms, a.error, a.response_excerpt,
+                    a.next_retry_at)
+            for a in action.attempts
+        ]  # fmt: skip
+        final = [a for a in action.attempts if a.outcome == action.final_outcome] or action.attempts
+        last = final[-1]
+        story.results[action.action_id] = ActionCompleted(
+            action_id=action.action_id,
+            conversation_id=detail.conversation_id,
+            type=action.type,
+            destination=last.destination or action.destination,
+            outcome=last.outcome,
+            attempts=max(a.attempt for a in action.attempts),
+            status_code=last.status_code,
+            latency_ms=last.latency_ms,
+            error=last.error,
+            completed_at=last.at,
+        )
+    return story
 
 
 async def collect(
@@ -60,8 +130,7 @@ async def collect(
         result = _parse(ActionCompleted, value)
         if result is not None and result.conversation_id == conversation_id:
             results.append(result)
-    for result in sorted(results, key=lambda r: r.completed_at):
-        story.results[result.action_id] = result
+    story.add_results(results)
     story.decisions.sort(key=lambda d: d.decided_at)
     return story
 
@@ -86,18 +155,41 @@ def _parse(model: type[M], value: bytes) -> M | None:
 def explain(
     conversation_id: Annotated[str, typer.Argument(help="The conversation to explain.")],
     bootstrap: Bootstrap = None,
+    api: Api = None,
+    token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a tree.")] = False,
 ) -> None:
-    """Every flow, condition and action the router decided for a conversation, and each action's outcome."""
-    story = asyncio.run(collect(kafka_settings(bootstrap), conversation_id))
+    """Every flow, condition and action the router decided for a conversation, and every attempt of each
+    action: from the store when a query API is configured, else from the topics."""
+    story = _from_store(ApiClient.configured(api, token), conversation_id)
+    if story is None:
+        story = asyncio.run(collect(kafka_settings(bootstrap), conversation_id))
     if as_json:
         typer.echo(orjson.dumps(story.as_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         render(story, console)
     if not story.decisions:
         if not as_json:
-            console.print(Text(f"no decision trace for {_s(repr(conversation_id))} on {DECISIONS}"))
+            where = "in the store" if story.source == "store" else f"on {DECISIONS}"
+            console.print(Text(f"no decision trace for {_s(repr(conversation_id))} {where}"))
         raise typer.Exit(1)
+
+
+def _from_store(client: ApiClient | None, conversation_id: str) -> Story | None:
+    """The story from the query API; None (read the topics) when none is configured or it does not answer."""
+    if client is None:
+        return None
+    try:
+        found = client.get(f"/conversations/{quote(conversation_id, safe='')}")
+    except ApiUnreachable as exc:
+        typer.echo(f"postcall explain: {exc}; reading the topics instead", err=True)
+        return None
+    except ApiRefused as exc:
+        if exc.status == 404:
+            return Story(conversation_id, source="store")
+        typer.echo(f"postcall explain: the query API at {client.base} refused: {_s(str(exc))}", err=True)
+        raise typer.Exit(2) from None
+    return story_from_store(ConversationDetail.model_validate(found))
 
 
 app.command("explain")(explain)
@@ -117,17 +209,17 @@ def render(story: Story, out: Console) -> None:
         head.append(f" · decided {trace.decided_at.isoformat()}", style="dim")
         tree = Tree(head)
         for flow in trace.flows:
-            _flow(tree, flow, story.results)
+            _flow(tree, flow, story)
         out.print(tree)
 
 
-def _flow(tree: Tree, flow: FlowDecision, results: dict[str, ActionCompleted]) -> None:
+def _flow(tree: Tree, flow: FlowDecision, story: Story) -> None:
     mark, style = ("○", "dim") if not flow.enabled else _MARK[flow.fired]
     branch = tree.add(Text.assemble((f"{mark} {_s(flow.flow_id)}", f"bold {style}"), f" — {_s(flow.reason)}"))
     planned = {a.action_id: a for a in flow.actions}
     for result in flow.conditions:
         if result.kind == "action":
-            _action(branch, result, planned, results)
+            _action(branch, result, planned, story.results, story.attempts)
         else:
             _condition(branch, result)
 
@@ -147,7 +239,11 @@ def _condition(branch: Tree, result: ConditionResult) -> None:
 
 
 def _action(
-    branch: Tree, result: ConditionResult, planned: dict[str, Any], results: dict[str, ActionCompleted]
+    branch: Tree,
+    result: ConditionResult,
+    planned: dict[str, Any],
+    results: dict[str, ActionCompleted],
+    attempts: dict[str, list[Attempt]],
 ) -> None:
     action_id = str(result.actual) if result.actual else None
     mark, style = _MARK[result.passed]
@@ -159,7 +255,28 @@ def _action(
     if action_id is not None:
         line.append(f"\n  action {_s(action_id)}: ", style="dim")
         line.append_text(_outcome(results.get(action_id)))
+        for attempt in attempts.get(action_id, []) if len(attempts.get(action_id, [])) > 1 else []:
+            line.append("\n    ").append_text(_attempt(attempt))
     branch.add(line)
+
+
+def _attempt(a: Attempt) -> Text:
+    """`attempt 1: failed HTTP 503 in 12 ms at ... — error; next retry at ...`"""
+    good = a.outcome in ("delivered", "published", "skipped_duplicate")
+    text = Text(f"attempt {a.attempt}: ", style="dim")
+    text.append(_s(a.outcome), style="green" if good else "red")
+    if a.status_code is not None:
+        text.append(f" HTTP {a.status_code}")
+    if a.latency_ms is not None:
+        text.append(f" in {a.latency_ms:.0f} ms")
+    text.append(f" at {a.at.isoformat()}", style="dim")
+    if a.error:
+        text.append(f" — {_short(a.error, 160)}")
+    if a.response_excerpt:
+        text.append(f" — response: {_short(a.response_excerpt, 120)}")
+    if a.next_retry_at is not None:
+        text.append(f"; next retry at {a.next_retry_at.isoformat()}", style="yellow")
+    return text
 
 
 def _outcome(done: ActionCompleted | None) -> Text:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import typer
@@ -29,6 +29,7 @@ from rich.table import Table
 from schemas import headers as h
 from schemas.headers import REEXTRACT_OF  # the original event_id, passed on by the extractor
 from schemas.topics import CONVERSATION_ENDED
+from services.cli.apiclient import Api, ApiClient, ApiRefused, ApiUnreachable, Token
 from services.cli.options import Bootstrap, kafka_settings
 from services.cli.plain import plain
 from services.cli.republish import republish as send_all
@@ -162,6 +163,13 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="List what would be repu
 Topic = Annotated[str, typer.Option(help="The conversation-ended topic (read from and republished to).")]
 
 
+Source = Annotated[
+    Literal["auto", "store", "topic"],
+    typer.Option(help="auto: the store when a query API is configured (--api, POSTCALL_API_URL), else the topic."),
+]
+Limit = Annotated[int, typer.Option(min=1, help="From the store: at most this many conversations.")]
+
+
 @app.callback(invoke_without_command=True)
 def reextract(
     ids: Ids = None,
@@ -172,11 +180,27 @@ def reextract(
     dry_run: DryRun = False,
     bootstrap: Bootstrap = None,
     topic: Topic = CONVERSATION_ENDED,
+    source: Source = "auto",
+    api: Api = None,
+    token: Token = None,
+    limit: Limit = 1000,
 ) -> None:
-    """Republish chosen past conversations to postcall.conversation-ended.v1 so they are extracted again."""
+    """Republish chosen past conversations to postcall.conversation-ended.v1 so they are extracted again.
+
+    From the store (through the query API: audited, and as far back as the store keeps calls, not only
+    the topic's 7 days) --ids are conversation ids and --since/--until bound the conversation's end;
+    from the topic --ids may also be event ids and --since/--until bound the time it was published."""
     wanted = frozenset(i.strip() for group in ids or () for i in group.split(",") if i.strip())
     if not (wanted or since or until or agent):
         raise typer.BadParameter("choose conversations with --ids, --since/--until or --agent")
+    client = ApiClient.configured(api, token)
+    if source == "store" and client is None:
+        raise typer.BadParameter("--source store needs the query API: --api URL or POSTCALL_API_URL")
+    if client is not None and source != "topic":
+        _from_store(
+            client, {"ids": sorted(wanted), "agent": agent, "since": since, "until": until}, rate, dry_run, limit
+        )
+        return
     kafka = kafka_settings(bootstrap)
     chosen = asyncio.run(select(kafka, Filters(wanted, since, until, agent), topic))
     _table(chosen)
@@ -186,6 +210,26 @@ def reextract(
     with Progress(console=console) as progress:
         done = asyncio.run(republish(kafka, chosen, rate, progress, topic))
     console.print(f"{done} conversation(s) republished for re-extraction")
+
+
+def _from_store(client: ApiClient, chosen: dict[str, Any], rate: float, dry_run: bool, limit: int) -> None:
+    """POST /api/v1/conversations/reextract: the API republishes the stored events and audits it."""
+    for name in ("since", "until"):
+        if chosen[name] is not None:
+            chosen[name] = _aware(chosen[name]).isoformat()
+    body = {"filter": {k: v for k, v in chosen.items() if v}, "dry_run": dry_run, "rate": rate, "limit": limit}
+    try:
+        result = client.post("/conversations/reextract", body, timeout=60 + limit / rate)
+    except (ApiUnreachable, ApiRefused) as exc:
+        typer.echo(f"postcall reextract: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for conversation_id in result["items"]:
+        console.print(plain(conversation_id))
+    verb = "would be republished" if dry_run else f"chosen, {result['sent']} republished"
+    console.print(f"{result['matched']} conversation(s) from the store {verb} for re-extraction")
+    if result.get("error"):
+        typer.echo(f"postcall reextract: {result['error']}", err=True)
+        raise typer.Exit(2)
 
 
 def _table(chosen: Sequence[Chosen]) -> None:

@@ -10,7 +10,7 @@ Text from callers may hold NUL characters, which PostgreSQL refuses in text: the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -82,6 +82,17 @@ TABLES = (
     "conversations", "extractions", "decisions", "actions", "attempts", "retries", "dead_letters", "replays",
     "requests", "tasks", "alerts",
 )  # fmt: skip
+
+
+def final_outcome(outcomes: Sequence[tuple[int, str]]) -> str:
+    """What became of an action, from its attempts (attempt number, outcome)."""
+    seen = {o for _, o in outcomes}
+    for done in DONE_OUTCOMES:
+        if done in seen:
+            return done
+    if "dead_lettered" in seen:
+        return "dead_lettered"
+    return "failed" if "failed" in seen else "pending"
 
 
 def clean(value: Any) -> Any:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +34,7 @@ from services.store.models import (
     TeamAlert,
     table,
 )
-from services.store.rows import DONE_OUTCOMES, Row, Rows, clean, search_text
+from services.store.rows import DONE_OUTCOMES, Row, Rows, clean, final_outcome, search_text
 
 CHUNK = 500  # ids per IN (...) list
 
@@ -150,17 +150,6 @@ async def _mark_replayed(conn: AsyncConnection, records: list[Row]) -> None:
 
 
 # ── summaries ──────────────────────────────────────────────────────────────────────────────────────
-
-
-def final_outcome(outcomes: Sequence[tuple[int, str]]) -> str:
-    """What became of an action, from its attempts (attempt number, outcome)."""
-    seen = {o for _, o in outcomes}
-    for done in DONE_OUTCOMES:
-        if done in seen:
-            return done
-    if "dead_lettered" in seen:
-        return "dead_lettered"
-    return "failed" if "failed" in seen else "pending"
 
 
 async def refresh_actions(conn: AsyncConnection, action_ids: Iterable[str]) -> None:

@@ -115,7 +115,18 @@ def trace(
                         expected=["CUSTOMER_HANGUP"],
                         actual=event.end_reason.canonical.value,
                         reason="in list" if fired else "not in list",
-                    )
+                    ),
+                    *(
+                        ConditionResult(
+                            path=f"actions[{i}]",
+                            kind="action",
+                            passed=True,
+                            expected=kind,
+                            actual=action_id(event.conversation_id, flow, i),
+                            reason="planned",
+                        )
+                        for i, kind in enumerate(types if fired else ())
+                    ),
                 ],
                 actions=[
                     PlannedAction(

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
 from services.api.app import create_app
 from services.api.settings import ApiSettings
+from services.common.settings import KafkaSettings
+from services.devkit.kafka import free_port
 from services.store.db import Store
 from services.store.settings import DatabaseSettings
+from tests.support.procs import start
 
 
 @pytest.fixture
@@ -27,3 +31,29 @@ def client_for(store: Store, token: str | None = None, **settings: object) -> ht
 async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(store) as c:
         yield c
+
+
+@pytest.fixture
+def api_process(database_url: str, kafka: KafkaSettings) -> Iterator[str]:
+    """`python -m services.api` on the test's store (and the session's broker): its base URL."""
+    port = free_port()
+    env = {
+        "POSTCALL_DATABASE__URL": database_url,
+        "POSTCALL_API__PORT": str(port),
+        "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+    }
+    server = start("services.api", env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.alive() and time.monotonic() < deadline, server.output()
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.stop()

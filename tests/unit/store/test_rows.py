@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from schemas import headers as h
 from services.store import rows as r
 from services.store.queries import decode_cursor, encode_cursor
-from services.store.writer import final_outcome
+from services.store.rows import final_outcome
 from tests.support.calls import T0, ended, extracted
 
 SOURCE = r.Source("postcall.extractor.dlq.v1", 2, 41, int(T0.timestamp() * 1000))
