@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
@@ -47,6 +47,12 @@ Cursor = Annotated[str | None, Query(max_length=500, description="next_cursor of
 Since = Annotated[AwareDatetime | None, Query(description="At or after (RFC 3339 with an offset).")]
 Until = Annotated[AwareDatetime | None, Query(description="Before (RFC 3339 with an offset).")]
 Service = Literal[SERVICES]  # type: ignore[valid-type]
+
+
+def _json(view: BaseModel) -> Response:
+    """The view as JSON at once: it is already the declared response model, validated when built, so
+    FastAPI's second validation of every row is skipped (a third of a page's server time)."""
+    return Response(view.model_dump_json(), media_type="application/json")
 
 
 def store_of(request: Request) -> Store:
@@ -101,10 +107,10 @@ async def list_conversations(
     limit: Limit = 50,
     cursor: Cursor = None,
     order: Annotated[Literal["desc", "asc"], Query(description="By end time.")] = "desc",
-) -> Page[ConversationSummary]:
+) -> Any:
     """Conversations matching every filter given, newest first (or oldest first with order=asc)."""
     async with store.read() as conn:
-        return await queries.list_conversations(conn, query.filters(), limit=limit, cursor=cursor, order=order)
+        return _json(await queries.list_conversations(conn, query.filters(), limit=limit, cursor=cursor, order=order))
 
 
 class Operation(BaseModel):
@@ -158,16 +164,14 @@ def _answer(result: operations.OperationResult) -> Any:
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationDetail, tags=["conversations"])
-async def get_conversation(
-    who: Viewer, store: StoreDep, conversation_id: Annotated[str, Path(max_length=256)]
-) -> ConversationDetail:
+async def get_conversation(who: Viewer, store: StoreDep, conversation_id: Annotated[str, Path(max_length=256)]) -> Any:
     """The event, every extraction (values with evidence, confidence and review flag), every decision
     trace, each action with every attempt, and the conversation's dead letters."""
     async with store.read() as conn:
         found = await queries.get_conversation(conn, conversation_id)
     if found is None:
         raise HTTPException(404, f"no conversation {conversation_id!r} in the store")
-    return found
+    return _json(found)
 
 
 # ── dead letters ───────────────────────────────────────────────────────────────────────────────────
@@ -197,10 +201,10 @@ class DeadLetterQuery(BaseModel):
 @router.get("/dead-letters", response_model=Page[DeadLetterSummary], tags=["dead letters"])
 async def list_dead_letters(
     who: Viewer, store: StoreDep, query: Annotated[DeadLetterQuery, Query()], limit: Limit = 50, cursor: Cursor = None
-) -> Page[DeadLetterSummary]:
+) -> Any:
     """Dead letters of every service, newest first."""
     async with store.read() as conn:
-        return await queries.list_dead_letters(conn, query.filters(), limit=limit, cursor=cursor)
+        return _json(await queries.list_dead_letters(conn, query.filters(), limit=limit, cursor=cursor))
 
 
 @router.get("/dead-letters/counts", response_model=list[ReasonCount], tags=["dead letters"])
