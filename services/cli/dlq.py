@@ -155,8 +155,10 @@ def replay_headers(d: DeadLetter, by: str) -> dict[str, str]:
 def replay_marker(d: DeadLetter, by: str) -> Outgoing:
     """Written to the dead letter's own partition once its replay is acknowledged: `dlq list` and the
     store then show it as replayed (a replay that fails again is dead-lettered anew, and listed)."""
-    headers = {h.DLQ_REPLAYED: d.coordinates, h.REPLAYED_BY: by, h.REPLAYED_AT: now_iso()}
-    return Outgoing(d.topic, d.key, None, headers, partition=d.partition)
+    at = now_iso()
+    headers = {h.DLQ_REPLAYED: d.coordinates, h.REPLAYED_BY: by, h.REPLAYED_AT: at}
+    value = orjson.dumps({"replayed": d.coordinates, "by": by, "at": at})
+    return Outgoing(d.topic, d.key, value, headers, partition=d.partition)
 
 
 def operator() -> str:

@@ -313,17 +313,19 @@ def retry_scheduled(action: Mapping[str, Any], headers: Mapping[str, str]) -> Ro
 
 
 def dead_letter(
-    source: Source, service: str, key: bytes | None, value: bytes | None, headers: Mapping[str, str]
+    source: Source, service: str, key: str | bytes | None, value: bytes | None, headers: Mapping[str, str]
 ) -> Rows:
     """A dead letter, stored whatever its value holds: its context is in the headers."""
-    conversation_id = _conversation_of(value) or (key.decode("utf-8", "replace") if key else None)
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    conversation_id = _conversation_of(value) or key or None
     row = _row(
         **source.columns(),
         service=headers.get(h.DLQ_SERVICE) or service,
         original_topic=headers.get(h.ORIGINAL_TOPIC),
         original_partition=_int(headers.get(h.ORIGINAL_PARTITION)),
         original_offset=_int(headers.get(h.ORIGINAL_OFFSET)),
-        key=key.decode("utf-8", "replace") if key is not None else None,
+        key=key,
         conversation_id=conversation_id,
         category=headers.get(h.DLQ_FAILURE_CATEGORY),
         exception_class=headers.get(h.EXCEPTION_CLASS),

@@ -1,0 +1,127 @@
+"""Group commit: many records in flight each add their rows and wait; one writer turns what has
+gathered into one batch (two transactions, see services/store/writer.py) and wakes them all.
+
+A handler returns only once its rows are committed, so the runtime commits the record's offset only
+after its rows are durable. A batch the database refuses for a reason of its own (a value it cannot
+hold) is written again record by record, so that only the guilty record fails (and is dead-lettered)
+and the others are stored; a database that cannot be reached fails every waiter with
+DependencyUnavailable, and the runtime pauses and retries in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
+from services.common.errors import DependencyUnavailable, PermanentError
+from services.recorder import metrics
+from services.store.rows import Rows
+
+log = logging.getLogger("postcall.recorder")
+Write = Callable[[Rows], Awaitable[None]]
+
+
+@dataclass
+class _Waiting:
+    rows: Rows
+    done: asyncio.Future[None]
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The database is down or unreachable (not: it refused this data)."""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | OSError | TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class Batcher:
+    def __init__(self, write: Write, *, max_records: int = 1000, max_delay_seconds: float = 0.02) -> None:
+        self._write = write
+        self._max_records = max_records
+        self._max_delay = max_delay_seconds
+        self._queue: list[_Waiting] = []
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, rows: Rows) -> None:
+        """Returns once `rows` are committed; raises DependencyUnavailable or PermanentError."""
+        waiting = _Waiting(rows, asyncio.get_running_loop().create_future())
+        self._queue.append(waiting)
+        self._arrived.set()
+        await waiting.done
+
+    async def __aenter__(self) -> Batcher:
+        self._task = asyncio.create_task(self._run(), name="recorder-batcher")
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for waiting in self._queue:  # nobody is left to write them: the records stay uncommitted
+            if not waiting.done.done():
+                waiting.done.set_exception(DependencyUnavailable("the recorder is stopping"))
+
+    async def _run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            if len(self._queue) < self._max_records:
+                await asyncio.sleep(self._max_delay)  # let the records in flight join this batch
+            batch, self._queue = self._queue[: self._max_records], self._queue[self._max_records :]
+            if not self._queue:
+                self._arrived.clear()
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        merged = Rows()
+        for waiting in batch:
+            merged.extend(waiting.rows)
+        started = time.perf_counter()
+        try:
+            await self._write(merged)
+        except Exception as exc:
+            if unreachable(exc):
+                _fail_all(batch, DependencyUnavailable(f"the store is unavailable: {_short(exc)}"))
+                return
+            log.warning("batch refused, writing its records one by one", extra={"error": _short(exc)})
+            await self._one_by_one(batch)
+            return
+        metrics.observe_batch(merged, len(batch), time.perf_counter() - started)
+        for waiting in batch:
+            if not waiting.done.done():
+                waiting.done.set_result(None)
+
+    async def _one_by_one(self, batch: list[_Waiting]) -> None:
+        for waiting in batch:
+            if waiting.done.done():
+                continue
+            try:
+                await self._write(waiting.rows)
+            except Exception as exc:
+                error: Exception = (
+                    DependencyUnavailable(f"the store is unavailable: {_short(exc)}")
+                    if unreachable(exc)
+                    else PermanentError(f"the store refused this record: {_short(exc)}")
+                )
+                waiting.done.set_exception(error)
+            else:
+                metrics.observe_batch(waiting.rows, 1, 0.0)
+                waiting.done.set_result(None)
+
+
+def _fail_all(batch: list[_Waiting], error: Exception) -> None:
+    for waiting in batch:
+        if not waiting.done.done():
+            waiting.done.set_exception(error)
+
+
+def _short(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    return f"{type(cause).__name__}: {' '.join(str(cause).split())}"[:300]
