@@ -159,8 +159,9 @@ def _ref(pointer: str) -> Json:
 
 
 def _inputs_by_service() -> dict[str, list[str]]:
-    """Main topics each service handles (with retries): consumed by it and produced by someone else."""
-    return {route.service: list(route.input_topics) for route in r.ROUTES}
+    """Main topics each service handles (with retries): consumed by it and produced by someone else. Raw
+    inputs (the recorder reads other services' dead-letter and retry topics) are not messages of their own."""
+    return {route.service: [name for name in route.input_topics if name in STREAMS] for route in r.ROUTES}
 
 
 # The header group a message adds to the CloudEvents ones: main topics may carry replay headers.

@@ -187,7 +187,31 @@ DISPATCHER = Route(
     reads=(t.ACTION_RESULTS,),
 )
 
-ROUTES: tuple[Route, ...] = (EXTRACTOR, ROUTER, DISPATCHER)
+RECORDER = Route(
+    "recorder",
+    "Keeps every conversation, extraction, decision trace, action attempt and dead letter in SQL.",
+    consumes=(
+        t.CONVERSATIONS_ENDED,
+        t.CONVERSATIONS_EXTRACTED,
+        t.DECISION_TRACES,
+        t.ACTION_RESULT_STREAM,
+        # raw: a dead letter is stored whatever its value holds, its context read from its headers
+        *(Stream.plain(r.dead_letter_topic, bytes) for r in (EXTRACTOR, ROUTER, DISPATCHER)),
+        Stream.plain(t.dead_letter_topic("recorder"), bytes),
+        # a failed action's next attempt: when its copy in the dispatcher's retry tier is due
+        *(Stream.plain(name, bytes) for name in DISPATCHER.retry_topics),
+    ),
+    produces=(),
+    # a store outage pauses consumption (DependencyUnavailable) and retries in place; a record the store
+    # refuses is dead-lettered at once: no retry tiers
+    retry_delays_seconds=(),
+    # rows are keyed by ids and offsets and summaries recomputed from what is stored: order does not matter,
+    # and records in flight together are written in one transaction (group commit)
+    ordering="unordered",
+    max_in_flight=2000,
+)
+
+ROUTES: tuple[Route, ...] = (EXTRACTOR, ROUTER, DISPATCHER, RECORDER)
 SERVICES: tuple[str, ...] = tuple(r.service for r in ROUTES)
 
 
@@ -226,7 +250,7 @@ def registry() -> list[Topic]:
                     p,
                     7 * t.DAY_MS,
                     producers=own,
-                    consumers=own,
+                    consumers=(*own, *(r for r in _readers(name) if r != route.service)),
                 )
             )
         topics.append(
@@ -236,10 +260,15 @@ def registry() -> list[Topic]:
                 p,
                 30 * t.DAY_MS,
                 producers=own,
-                consumers=("postcall dlq",),
+                consumers=("postcall dlq", *_readers(route.dead_letter_topic)),
             )
         )
     return topics
+
+
+def _readers(topic: str) -> tuple[str, ...]:
+    """Services consuming a retry or dead-letter topic as an input (the recorder reads them all)."""
+    return tuple(r.service for r in ROUTES if topic in r.input_topics)
 
 
 def by_name() -> dict[str, Topic]:

@@ -323,6 +323,40 @@ ROWS: list[tuple[str, list[Panel]]] = [
         "Store and query API",
         [
             Panel(
+                "Recorder rows / s",
+                "Rows written to the store by table, and records skipped (older than the store's retention).",
+                [
+                    (per_second("postcall_recorder_rows_total", "table", NS), "{{table}}"),
+                    (per_second("postcall_recorder_skipped_total", "reason", NS), "skipped {{reason}}"),
+                ],
+                "ops",
+                stack=True,
+            ),
+            Panel(
+                "Recorder batches",
+                "Time to write one batch (group commit: the records in flight together) and records per batch. "
+                "A rising write time with full batches: the database is the limit.",
+                [
+                    *quantiles("postcall_recorder_batch_duration_seconds", "pod", NS),
+                    (
+                        f"histogram_quantile(0.5, sum by (le) (rate(postcall_recorder_batch_records_bucket{{{NS}}}"
+                        f"[{RATE}])))",
+                        "records per batch p50",
+                    ),
+                ],
+                "s",
+            ),
+            Panel(
+                "Store retention",
+                "Rows deleted by the pruning job, by table (hourly).",
+                [
+                    (
+                        f"sum by (table) (increase(postcall_store_pruned_rows_total{{{NS}}}[1h]))",
+                        "{{table}}",
+                    )
+                ],
+            ),
+            Panel(
                 "API requests / s",
                 "Query API requests by route and HTTP status (401/403: refused, 503: store or Kafka unavailable).",
                 [

@@ -33,7 +33,7 @@ app.command("eval")(evaluate.evaluate)
 
 
 @app.command("run")
-def run(service: str = typer.Argument(help="extractor, router, dispatcher, api or ingress")) -> None:
+def run(service: str = typer.Argument(help="extractor, router, dispatcher, recorder, api or ingress")) -> None:
     """Run one service in the foreground (settings from POSTCALL_* environment variables)."""
     if service not in RUNNABLE:
         raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(RUNNABLE)}")

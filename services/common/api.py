@@ -73,6 +73,9 @@ class Context:
     attempt: int = 1  # 1 on first delivery; +1 per retry tier
     #: the input's headers without the runtime's hop headers (CloudEvents, replay and re-extraction)
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: every header as read, hop headers included: a consumer of another service's dead letters or
+    #: retry tiers (the recorder) reads their context (x-dlq-*, x-retry-*) from them
+    raw_headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def event_id(self) -> str | None:

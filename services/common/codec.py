@@ -33,14 +33,21 @@ class Outgoing:
 def decoder(model: Any) -> Decoder:
     """bytes -> event for a stream's model: pydantic's JSON validation; `bytes` means the raw value."""
     if model is bytes:
-        return lambda value: value
+        return raw
     adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
     return adapter.validate_json
+
+
+def raw(value: bytes) -> bytes:
+    """A `bytes` stream's decoder: the value as read (None too: a dead letter whose value was dropped)."""
+    return value
 
 
 def decode(decode_value: Decoder, value: bytes | None, max_bytes: int) -> Any:
     """Validate a record's value; InvalidRecord (poison) with a short, clear reason when it does not fit."""
     if value is None:
+        if decode_value is raw:
+            return None
         raise InvalidRecord("record has no value (tombstone)")
     if len(value) > max_bytes:
         raise InvalidRecord(f"record is {len(value)} bytes, over the {max_bytes}-byte limit")

@@ -83,6 +83,7 @@ class Processor:
             timestamp_ms=_int(hop.get(h.ORIGINAL_TIMESTAMP), record.timestamp),
             attempt=max(0, _int(hop.get(h.ATTEMPTS), 0)) + 1,
             headers={k: v for k, v in headers.items() if k not in h.HOP_HEADERS} if headers else headers,
+            raw_headers=headers,
         )
 
     def decode(self, record: Any, ctx: Context) -> Any:

@@ -1,119 +1,80 @@
 """The recorder's handler: every record it reads becomes rows in the conversation store.
 
-Consumes:
+Consumes (schemas.routes.RECORDER):
     postcall.conversation-ended.v1       the conversation (the newest event of a conversation wins)
     postcall.conversation-extracted.v1   each extraction, with every value, its evidence and confidence
     postcall.decisions.v1                each decision trace, and the actions it planned
     postcall.action-results.v1           every attempt of every action
-    postcall.<service>.dlq.v1            every service's dead letters (and `dlq replay` markers)
-    postcall.dispatcher.retry-<n>.v1     when a failed action's next attempt is due
+    postcall.<service>.dlq.v1            every service's dead letters, raw (and `dlq replay`'s markers)
+    postcall.dispatcher.retry-<n>.v1     raw: when a failed action's next attempt is due
 Produces: nothing on Kafka; rows in the store (services/store), through the group-commit batcher.
 
-Idempotent: a record read twice (a restart, a rebalance) adds no row (see services/store/models.py).
-A record older than the store's retention is skipped, so re-reading a topic never brings pruned rows
-back. A main-topic record that does not fit its schema is poison (dead-lettered by the runtime); a
-dead letter is stored whatever its value holds.
+Idempotent: a record read twice (a restart, a rebalance) adds no row (services/store/models.py). A
+record older than the store's retention is skipped, so re-reading a topic never brings pruned rows
+back. A main-topic record that does not fit its schema is poison (the runtime dead-letters it); a dead
+letter is stored whatever its value holds. A record the store refuses fails alone (PermanentError: the
+recorder's dead-letter topic); a store that cannot be reached pauses consumption (DependencyUnavailable).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from schemas import headers as h
 from schemas.events import ActionCompleted, ConversationEnded, ConversationExtracted, DecisionTrace
-from schemas.topics import (
-    ACTION_RESULTS,
-    CONVERSATION_ENDED,
-    CONVERSATION_EXTRACTED,
-    DECISIONS,
-    RETRY_TIERS,
-    SERVICES,
-    dead_letter_topic,
-    retry_topic,
-)
-from services.common.codec import summarize
-from services.common.errors import InvalidRecord
+from schemas.routes import RECORDER, Route
+from services.common.api import Context, Event, InvalidRecord, Service
 from services.recorder.batcher import Batcher
 from services.recorder.metrics import SKIPPED
 from services.store import rows
 from services.store.rows import Rows, Source
 from services.store.writer import horizon
 
-RECORDED_SERVICES = (*SERVICES, "recorder")
-DEAD_LETTER_TOPICS = {dead_letter_topic(s): s for s in RECORDED_SERVICES}
-NEXT_RETRY_TOPICS = tuple(retry_topic("dispatcher", tier) for tier in range(1, RETRY_TIERS["dispatcher"] + 1))
-MAIN_TOPICS = (CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, ACTION_RESULTS)
-TOPICS = (*MAIN_TOPICS, *DEAD_LETTER_TOPICS, *NEXT_RETRY_TOPICS)
-
 
 @dataclass(frozen=True)
-class Record:
-    """One Kafka record as the recorder sees it: where it was, and its bytes."""
+class RawTopics:
+    """Which of a route's raw inputs are dead-letter topics (and whose) and which are retry tiers; read
+    off the names, so that a route renamed for a test (a prefix) classifies the same."""
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: str | None
-    value: bytes | None
-    headers: Mapping[str, str]
+    dead_letters: Mapping[str, str]  # topic -> the service that dead-lettered
+    next_retries: frozenset[str]
 
-    @property
-    def source(self) -> Source:
-        return Source(self.topic, self.partition, self.offset, self.timestamp_ms)
+    @classmethod
+    def of(cls, route: Route) -> RawTopics:
+        raw = [s.topic for s in route.consumes if s.model is bytes]
+        letters = {name: name.rsplit(".", 3)[-3] for name in raw if name.endswith(".dlq.v1")}
+        return cls(letters, frozenset(name for name in raw if name not in letters))
 
 
-def _parse(model: type[BaseModel], record: Record) -> Any:
-    if record.value is None:
-        raise InvalidRecord("record has no value (tombstone)")
-    try:
-        return model.model_validate_json(record.value)
-    except ValidationError as exc:
-        raise InvalidRecord(summarize(exc)) from None
+DEFAULT_TOPICS = RawTopics.of(RECORDER)
 
 
-def _ended(r: Record) -> Rows:
-    return rows.ended(_parse(ConversationEnded, r), r.source)
-
-
-def _extracted(r: Record) -> Rows:
-    return rows.extracted(_parse(ConversationExtracted, r), r.source, r.headers)
-
-
-def _decided(r: Record) -> Rows:
-    return rows.decided(_parse(DecisionTrace, r), r.source)
-
-
-def _completed(r: Record) -> Rows:
-    return rows.completed(_parse(ActionCompleted, r), r.source)
-
-
-BUILDERS: dict[str, Callable[[Record], Rows]] = {
-    CONVERSATION_ENDED: _ended,
-    CONVERSATION_EXTRACTED: _extracted,
-    DECISIONS: _decided,
-    ACTION_RESULTS: _completed,
-}
-
-
-def rows_for(record: Record) -> Rows:
-    """The rows one record adds; InvalidRecord when a main-topic record does not fit its schema."""
-    build = BUILDERS.get(record.topic)
-    if build is not None:
-        return build(record)
-    service = DEAD_LETTER_TOPICS.get(record.topic)
+def rows_for(event: BaseModel | bytes | None, ctx: Context, raw: RawTopics = DEFAULT_TOPICS) -> Rows:
+    """The rows one record adds."""
+    source = Source(ctx.topic, ctx.partition, ctx.offset, ctx.timestamp_ms)
+    if isinstance(event, ConversationEnded):
+        return rows.ended(event, source)
+    if isinstance(event, ConversationExtracted):
+        return rows.extracted(event, source, ctx.headers)
+    if isinstance(event, DecisionTrace):
+        return rows.decided(event, source)
+    if isinstance(event, ActionCompleted):
+        return rows.completed(event, source)
+    if isinstance(event, BaseModel):
+        raise InvalidRecord(f"the recorder does not store {type(event).__name__}")
+    service = raw.dead_letters.get(ctx.topic)
     if service is not None:
-        if h.DLQ_REPLAYED in record.headers:
-            return rows.replay_marker(record.headers, record.source.at)
-        return rows.dead_letter(record.source, service, record.key, record.value, record.headers)
-    if record.topic in NEXT_RETRY_TOPICS:
-        return rows.retry_scheduled(_json_object(record.value), record.headers)
-    raise InvalidRecord(f"the recorder does not read {record.topic!r}")
+        if h.DLQ_REPLAYED in ctx.raw_headers:
+            return rows.replay_marker(ctx.raw_headers, source.at)
+        return rows.dead_letter(source, service, ctx.key, event, ctx.raw_headers)
+    if ctx.topic in raw.next_retries:
+        return rows.retry_scheduled(_json_object(event), ctx.raw_headers)
+    raise InvalidRecord(f"the recorder does not read {ctx.topic!r}")
 
 
 def _json_object(value: bytes | None) -> Mapping[str, Any]:
@@ -126,18 +87,23 @@ def _json_object(value: bytes | None) -> Mapping[str, Any]:
 
 class Recorder:
     """Builds a record's rows (a bad record fails alone) and hands them to the batcher; returns once
-    they are committed, so the runtime commits the offset only then."""
+    they are committed, so that the runtime commits the record's offset only then."""
 
-    def __init__(self, batcher: Batcher, retention_days: float) -> None:
+    def __init__(self, batcher: Batcher, retention_days: float, route: Route = RECORDER) -> None:
         self._batcher = batcher
         self._retention_days = retention_days
+        self._route = route
+        self._raw = RawTopics.of(route)
         self._old = SKIPPED.labels("older_than_retention")
 
-    async def record(self, record: Record) -> Sequence[BaseModel]:
-        if record.timestamp_ms < horizon(self._retention_days).timestamp() * 1000:
+    async def handle(self, event: BaseModel | bytes | None, ctx: Context) -> Sequence[Event]:
+        if ctx.timestamp_ms < horizon(self._retention_days).timestamp() * 1000:
             self._old.inc()
             return []
-        found = rows_for(record)
+        found = rows_for(event, ctx, self._raw)
         if len(found):
             await self._batcher.add(found)
         return []
+
+    def service(self) -> Service[Any]:
+        return Service(self._route, self.handle)

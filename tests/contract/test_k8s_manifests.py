@@ -35,6 +35,7 @@ from services.common.settings import RuntimeSettings
 from services.dispatcher.destinations import DestinationsFile, substitute_env
 from services.dispatcher.settings import DispatcherSettings
 from services.extractor.settings import ExtractorSettings
+from services.recorder.settings import RecorderSettings
 from services.router.settings import RouterSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,7 @@ SETTINGS: dict[str, type[BaseModel]] = {
     "extractor": ExtractorSettings,
     "router": RouterSettings,
     "dispatcher": DispatcherSettings,
+    "recorder": RecorderSettings,
 }
 IN_FLIGHT_MARGIN = 4  # lagThreshold must be at least this many times the per-pod in-flight cap
 
@@ -292,9 +294,12 @@ def test_only_kafka_dns_and_the_services_own_egress_are_allowed(docs: tuple[dict
         ingress_ports = {port["port"] for p in mine for rule in p["spec"].get("ingress", []) for port in rule["ports"]}
         assert ingress_ports == {METRICS_PORT}
         egress_ports = {port["port"] for p in mine for rule in p["spec"].get("egress", []) for port in rule["ports"]}
-        expected = {53, 9092, 9093} | {"extractor": {443}, "router": set(), "dispatcher": {80, 443, 465, 587}}[
-            service_of(workload)
-        ]
+        expected = {53, 9092, 9093} | {
+            "extractor": {443},
+            "router": set(),
+            "dispatcher": {80, 443, 465, 587},
+            "recorder": {5432},  # PostgreSQL
+        }[service_of(workload)]
         allowed_extra = {8765, 8025} if service_of(workload) == "dispatcher" else set()  # the dev demo sink
         assert expected <= egress_ports <= expected | allowed_extra, egress_ports
         for p in mine:

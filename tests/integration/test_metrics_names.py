@@ -32,6 +32,7 @@ OWN_METRICS = {
     "extractor": {"postcall_llm_tokens_total", "postcall_llm_cost_usd_total", "postcall_llm_circuit_open"},
     "router": {"postcall_router_flows_total", "postcall_router_config_problems"},
     "dispatcher": {"postcall_deliveries_total", "postcall_destination_disabled", "postcall_ledger_entries"},
+    "recorder": {"postcall_recorder_rows_total", "postcall_recorder_batch_duration_seconds_bucket"},
     "api": {"postcall_api_requests_total", "postcall_api_request_duration_seconds_bucket"},
     # every endpoint x outcome series exists from the start (the alerts' first increase)
     "ingress": {"postcall_ingress_requests_total", "postcall_ingress_request_duration_seconds_bucket"},
@@ -67,6 +68,8 @@ def service_env(service: str, kafka: KafkaSettings, port: int, work: Path) -> di
     }
     if service in ("extractor", "router"):
         env["POSTCALL_CONFIG_DIR"] = str(ROOT / "examples/agents")
+    if service == "recorder":
+        env["POSTCALL_DATABASE__URL"] = f"sqlite:///{work / 'recorder.db'}"
     if service == "dispatcher":
         env["POSTCALL_DESTINATIONS_FILE"] = str(ROOT / "examples/dispatcher/destinations.yaml")
     return env

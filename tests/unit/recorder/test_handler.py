@@ -1,57 +1,96 @@
-"""Which rows each topic's records become."""
+"""The recorder's handler on the in-memory harness: which rows each topic's records become, and fates."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
-import pytest
 
 from schemas import headers as h
+from schemas.routes import RECORDER
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
-from services.common.errors import InvalidRecord
-from services.recorder.handler import Record, rows_for
+from services.common.errors import DependencyUnavailable
+from services.common.harness import Harness
+from services.recorder.handler import Recorder
+from services.store.rows import Rows
 from tests.support.calls import T0, ended, story
 
 MS = int(T0.timestamp() * 1000)
 
 
-def record(topic: str, value: bytes | None, headers: dict[str, str] | None = None, key: str = "c1") -> Record:
-    return Record(topic, 1, 7, MS, key, value, headers or {})
+class Collecting:
+    """Stands in for the batcher: keeps what it is given (or fails like an unreachable store)."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.rows: list[Rows] = []
+        self.down = down
+
+    async def add(self, rows: Rows) -> None:
+        if self.down:
+            raise DependencyUnavailable("the store is unavailable")
+        self.rows.append(rows)
 
 
-def test_each_main_topic_becomes_its_rows() -> None:
-    built = {topic: rows_for(record(topic, value.model_dump_json().encode())) for topic, value in story("c1")}
-    assert len(built[CONVERSATION_ENDED].conversations) == 1
-    assert len(built[CONVERSATION_EXTRACTED].extractions) == 1
-    assert built[CONVERSATION_EXTRACTED].extractions[0]["kafka_offset"] == 7
-    assert {a["flow_id"] for a in built[DECISIONS].actions} == {"crm-sync"}
-    assert built[ACTION_RESULTS].attempts[0]["outcome"] == "published"  # the last result of the story
+def harness(batcher: Collecting, retention_days: float = 100_000) -> Harness[Any]:
+    return Harness(Recorder(batcher, retention_days).service())  # type: ignore[arg-type]
 
 
-def test_a_record_that_does_not_fit_its_schema_is_poison() -> None:
-    with pytest.raises(InvalidRecord, match="not valid JSON"):
-        rows_for(record(CONVERSATION_ENDED, b"{nope"))
-    with pytest.raises(InvalidRecord, match="tombstone"):
-        rows_for(record(DECISIONS, None))
-    with pytest.raises(InvalidRecord, match="does not read"):
-        rows_for(record("postcall.something-else.v1", b"{}"))
+async def test_each_main_topic_becomes_its_rows() -> None:
+    batcher = Collecting()
+    recorder = harness(batcher)
+    for _, value in story("c1"):
+        assert (await recorder.send(value, timestamp_ms=MS)).status == "ok"
+    ended_rows, extracted_rows, decided_rows, webhook, email = batcher.rows
+    assert ended_rows.conversations[0]["conversation_id"] == "c1"
+    assert extracted_rows.extractions[0]["kafka_topic"] == CONVERSATION_EXTRACTED
+    assert {a["flow_id"] for a in decided_rows.actions} == {"crm-sync"}
+    assert (webhook.attempts[0]["outcome"], email.attempts[0]["outcome"]) == ("delivered", "published")
+    assert {t for t, _ in story("c1")} == {CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, ACTION_RESULTS}
 
 
-def test_a_dead_letter_is_stored_whatever_its_value() -> None:
-    headers = {h.DLQ_EXCEPTION_MESSAGE: "InvalidRecord: not valid JSON", h.DLQ_VALUE_DROPPED: "too large"}
+async def test_a_record_that_does_not_fit_its_schema_is_dead_lettered() -> None:
+    batcher = Collecting()
+    done = await harness(batcher).send(b"{nope", topic=CONVERSATION_ENDED, key="c1", timestamp_ms=MS)
+    assert done.status == "dead_lettered" and not batcher.rows
+    assert done.dead_letters[0].topic == RECORDER.dead_letter_topic
+
+
+async def test_a_dead_letter_is_stored_whatever_its_value_with_its_headers() -> None:
+    batcher = Collecting()
+    recorder = harness(batcher)
+    headers = {h.DLQ_EXCEPTION_MESSAGE: "InvalidRecord: not valid JSON", h.DLQ_ATTEMPTS: "4"}
     for value in (b"\xff\xfe", None, ended("c9").model_dump_json().encode()):
-        (row,) = rows_for(record("postcall.extractor.dlq.v1", value, headers)).dead_letters
-        assert row["service"] == "extractor" and row["value"] == value and row["kafka_offset"] == 7
+        done = await recorder.send(value, topic="postcall.extractor.dlq.v1", key="c9", headers=headers, timestamp_ms=MS)
+        assert done.status == "ok"
+    for rows, value in zip(batcher.rows, (b"\xff\xfe", None, ended("c9").model_dump_json().encode()), strict=True):
+        (row,) = rows.dead_letters
+        assert (row["service"], row["value"], row["attempts"]) == ("extractor", value, 4)
+        assert row["reason"] == "InvalidRecord: not valid JSON" and row["conversation_id"] == "c9"
 
 
-def test_a_replay_marker_marks_instead_of_adding_a_dead_letter() -> None:
+async def test_a_replay_marker_marks_instead_of_adding_a_dead_letter() -> None:
+    batcher = Collecting()
     marker = {h.DLQ_REPLAYED: "postcall.router.dlq.v1:1:3", h.REPLAYED_BY: "ops@box"}
-    built = rows_for(record("postcall.router.dlq.v1", b'{"replayed": "postcall.router.dlq.v1:1:3"}', marker))
-    assert not built.dead_letters and built.replays[0]["kafka_offset"] == 3
+    await harness(batcher).send(b"{}", topic="postcall.router.dlq.v1", headers=marker, timestamp_ms=MS)
+    (rows,) = batcher.rows
+    assert not rows.dead_letters and rows.replays[0]["kafka_offset"] == 3
 
 
-def test_a_dispatcher_retry_copy_says_when_the_next_attempt_is_due() -> None:
+async def test_a_dispatcher_retry_copy_says_when_the_next_attempt_is_due() -> None:
+    batcher = Collecting()
     action = {"action_id": "a1", "conversation_id": "c1", "type": "webhook"}
     headers = {h.RETRY_ATTEMPT: "3", h.RETRY_DUE_AT: f"{T0.timestamp() + 60:.3f}"}
-    (row,) = rows_for(record("postcall.dispatcher.retry-2.v1", orjson.dumps(action), headers)).retries
+    await harness(batcher).send(orjson.dumps(action), topic="postcall.dispatcher.retry-2.v1", headers=headers)
+    (row,) = batcher.rows[0].retries
     assert (row["action_id"], row["attempt"], (row["due_at"] - T0).total_seconds()) == ("a1", 3, 60)
-    assert not rows_for(record("postcall.dispatcher.retry-1.v1", b"[]", headers)).retries
+
+
+async def test_records_older_than_the_retention_are_skipped() -> None:
+    batcher = Collecting()
+    done = await harness(batcher, retention_days=1).send(ended("c1"), timestamp_ms=MS)
+    assert done.status == "ok" and not batcher.rows
+
+
+async def test_an_unreachable_store_pauses_instead_of_dead_lettering() -> None:
+    done = await harness(Collecting(down=True)).send(ended("c1"), timestamp_ms=MS)
+    assert done.status == "unavailable" and not done.dead_letters

@@ -1,0 +1,63 @@
+"""`python -m services.recorder` (or `postcall run recorder`): settings -> store (migrated) -> batcher ->
+handler -> Runtime, with the retention job beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from services.common import logging as plog
+from services.common.runtime import Runtime, serve
+from services.recorder.batcher import Batcher
+from services.recorder.handler import Recorder
+from services.recorder.metrics import PRUNED
+from services.recorder.settings import RecorderSettings
+from services.store import prune, writer
+from services.store.db import Store
+from services.store.settings import DatabaseSettings
+
+log = logging.getLogger("postcall.recorder")
+
+
+async def main() -> None:
+    settings = RecorderSettings()
+    plog.setup("recorder", settings.log_level)
+    async with (
+        Store.open(settings.database, writer=True) as store,
+        Batcher(lambda rows: writer.write(store, rows), **settings.batch.model_dump()) as batcher,
+        pruning(store, settings.database),
+    ):
+        recorder = Recorder(batcher, settings.database.retention_days)
+        await serve(Runtime(recorder.service(), kafka=settings.kafka, settings=settings.runtime))
+
+
+@contextlib.asynccontextmanager
+async def pruning(store: Store, settings: DatabaseSettings) -> AsyncIterator[None]:
+    """The retention job, every prune_interval_seconds (the first run at start)."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                deleted = await prune.prune(store, settings.retention_days, settings.prune_batch)
+            except Exception:  # the store may be down for a while: try again next time
+                log.exception("pruning failed")
+            else:
+                for table, count in deleted.items():
+                    PRUNED.labels(table).inc(count)
+                if any(deleted.values()):
+                    log.info("pruned", extra={"deleted": deleted, "retention_days": settings.retention_days})
+            await asyncio.sleep(settings.prune_interval_seconds)
+
+    task = asyncio.create_task(loop(), name="recorder-pruning")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,161 @@
+"""The recorder on the real broker and a real store (SQLite and PostgreSQL): every topic it reads ends up
+in the store, a record that does not fit is dead-lettered, and kill -9 mid-stream loses and repeats nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+
+from schemas import headers as h
+from schemas.routes import RECORDER, registry
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED
+from services.common.api import Service
+from services.common.kafka import ensure_topics
+from services.common.runtime import Runtime
+from services.common.settings import KafkaSettings, RuntimeSettings
+from services.recorder.batcher import Batcher
+from services.recorder.handler import Recorder
+from services.store import queries, writer
+from services.store.db import Store
+from services.store.models import Action, Attempt, Conversation, DeadLetter, Decision, Extraction
+from services.store.settings import DatabaseSettings
+from tests.support.calls import T0, story
+from tests.support.kafka import create_topics, produce, read_all, unique
+from tests.support.procs import start
+
+MS = int(T0.timestamp() * 1000)
+
+
+async def counts(store: Store) -> dict[str, int]:
+    out = {}
+    async with store.read() as conn:
+        for model in (Conversation, Extraction, Decision, Action, Attempt, DeadLetter):
+            out[model.__tablename__] = (await conn.execute(select(func.count()).select_from(model))).scalar_one()
+    return out
+
+
+async def run_recorder(kafka: KafkaSettings, store: Store, route: Any, idle_exit: float = 4.0) -> None:
+    settings = RuntimeSettings(
+        **{
+            **route.runtime_defaults(),
+            "metrics_port": 0,
+            "idle_exit_seconds": idle_exit,
+            "commit_interval_seconds": 0.2,
+        }
+    )
+    async with Batcher(lambda rows: writer.write(store, rows), max_delay_seconds=0.01) as batcher:
+        recorder = Recorder(batcher, retention_days=100_000, route=route)
+        runtime = Runtime(Service(route, recorder.handle), kafka=kafka, settings=settings, group_id=unique("rec"))
+        await asyncio.wait_for(runtime.run(), 120)
+
+
+async def test_every_topic_the_recorder_reads_is_stored(kafka: KafkaSettings, database_url: str) -> None:
+    prefix = unique("t") + "."
+    route = RECORDER.renamed(lambda name: prefix + name)
+    await create_topics(kafka, route.topics())
+    for topic, value in story("c1") + story("c2"):
+        await produce(kafka, prefix + topic, [(key_of(topic, value), value)])
+    dlq = prefix + "postcall.extractor.dlq.v1"
+    dead = {h.DLQ_EXCEPTION_MESSAGE: "InvalidRecord: not valid JSON", h.DLQ_ORIGINAL_TOPIC: CONVERSATION_ENDED}
+    await produce(kafka, dlq, [("c3", b"{not json")], headers=dead)
+    retry = {h.RETRY_ATTEMPT: "2", h.RETRY_DUE_AT: str(time.time() + 60)}
+    copy = {"action_id": "a", "conversation_id": "c1"}
+    await produce(kafka, prefix + "postcall.dispatcher.retry-1.v1", [("c1", copy)], headers=retry)
+    await produce(kafka, prefix + CONVERSATION_ENDED, [("bad", b'{"conversation_id": "bad"}')])
+    async with Store.open(DatabaseSettings(url=database_url), writer=True) as store:
+        await run_recorder(kafka, store, route)
+        assert await counts(store) == {
+            "conversations": 2,
+            "extractions": 2,
+            "decisions": 2,
+            "actions": 4,
+            "attempts": 4,
+            "dead_letters": 2,  # the extractor's, and the recorder's own of the record that did not fit
+        }
+        async with store.read() as conn:
+            detail = await queries.get_conversation(conn, "c3")
+            own = await queries.list_dead_letters(conn, queries.DeadLetterFilter(services=["recorder"]))
+    assert detail is not None and detail.dead_letters[0].reason == "InvalidRecord: not valid JSON"
+    assert [d.key for d in own.items] == ["bad"] and "schema violation" in own.items[0].reason
+    (poison,) = await read_all(kafka, route.dead_letter_topic, expect=1)
+    assert poison.key == "bad" and "schema violation" in poison.headers[h.DLQ_EXCEPTION_MESSAGE]
+
+
+def key_of(topic: str, value: Any) -> str:
+    if topic == ACTION_RESULTS:
+        return str(value.action_id)
+    return str(value.conversation.conversation_id if hasattr(value, "conversation") else value.conversation_id)
+
+
+def conversations(prefix: str, n: int, first: int = 0) -> list[tuple[str, Any]]:
+    return [record for i in range(first, first + n) for record in story(f"{prefix}-{i:04d}")]
+
+
+async def publish(kafka: KafkaSettings, records: Sequence[tuple[str, Any]]) -> None:
+    by_topic: dict[str, list[tuple[str, Any]]] = {}
+    for topic, value in records:
+        by_topic.setdefault(topic, []).append((key_of(topic, value), value))
+    for topic, batch in by_topic.items():
+        await produce(kafka, topic, batch)
+
+
+async def test_kill_9_and_restart_mid_stream_leaves_no_duplicate_and_no_gap(
+    kafka: KafkaSettings, database_url: str, tmp_path: Any
+) -> None:
+    """The real `python -m services.recorder`, killed while it writes, then started again."""
+    await ensure_topics(kafka, registry(), replication=1)
+    env = {
+        "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "POSTCALL_DATABASE__URL": database_url,
+        "POSTCALL_RUNTIME__METRICS_PORT": "0",
+        "POSTCALL_RUNTIME__COMMIT_INTERVAL_SECONDS": "0.5",
+    }
+    # the group is the service's own (postcall-recorder): each run adds records of its own conversations
+    prefix = unique("k")
+    first, second = conversations(prefix, 800), conversations(prefix, 200, first=800)
+    wanted = {f"{prefix}-{i:04d}" for i in range(1000)}
+    await publish(kafka, first)
+    recorder = start("services.recorder", env, work_dir=tmp_path)
+    async with Store.open(DatabaseSettings(url=database_url)) as store:
+        try:
+            await wait_for_conversations(store, wanted, at_least=50, proc=recorder)
+            recorder.kill9()  # mid-stream: some batches written, offsets not all committed
+            done = await wait_for_conversations(store, wanted, at_least=0, proc=None, complete=True)
+            assert done < 800, "every record of the first part was written before the kill: not mid-stream"
+            await publish(kafka, second)
+            recorder = start("services.recorder", env, work_dir=tmp_path)
+            await wait_for_conversations(store, wanted, at_least=1000, proc=recorder, complete=True)
+        finally:
+            recorder.stop()
+        async with store.read() as conn:
+            ours = {
+                model.__tablename__: (
+                    await conn.execute(
+                        select(func.count()).select_from(model).where(model.conversation_id.in_(sorted(wanted)))
+                    )
+                ).scalar_one()
+                for model in (Conversation, Extraction, Decision, Action, Attempt)
+            }
+    assert ours == {"conversations": 1000, "extractions": 1000, "decisions": 1000, "actions": 2000, "attempts": 2000}
+
+
+async def wait_for_conversations(
+    store: Store, wanted: set[str], *, at_least: int, proc: Any, complete: bool = False, timeout: float = 180
+) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        async with store.read() as conn:
+            c = Conversation.__table__.c
+            query = select(func.count()).where(c.conversation_id.in_(sorted(wanted)))
+            if complete:
+                query = query.where(c.actions_delivered == 2, c.extraction_status == "ok", c.flows_fired == 1)
+            found = (await conn.execute(query)).scalar_one()
+        if found >= at_least:
+            return int(found)
+        assert proc is not None and proc.alive(), proc.output()[-3000:] if proc else "no process"
+        assert time.monotonic() < deadline, f"{found} of {at_least} after {timeout:.0f}s:\n{proc.output()[-3000:]}"
+        await asyncio.sleep(0.2)
