@@ -32,9 +32,7 @@ async def seed_retried_call(store: Store, cid: str) -> str:
         ]
     )
     due = str((T0 + timedelta(seconds=65)).timestamp())
-    rows.extend(
-        r.retry_scheduled({"action_id": aid, "conversation_id": cid}, {h.RETRY_ATTEMPT: "2", h.RETRY_DUE_AT: due})
-    )
+    rows.extend(r.retry_scheduled({"action_id": aid, "conversation_id": cid}, {h.ATTEMPTS: "1", h.RETRY_DUE_AT: due}))
     await writer.write(store, rows)
     return aid
 

@@ -60,9 +60,9 @@ async def test_every_topic_the_recorder_reads_is_stored(kafka: KafkaSettings, da
     for topic, value in story("c1") + story("c2"):
         await produce(kafka, prefix + topic, [(key_of(topic, value), value)])
     dlq = prefix + "postcall.extractor.dlq.v1"
-    dead = {h.DLQ_EXCEPTION_MESSAGE: "InvalidRecord: not valid JSON", h.DLQ_ORIGINAL_TOPIC: CONVERSATION_ENDED}
+    dead = {h.EXCEPTION_MESSAGE: "InvalidRecord: not valid JSON", h.ORIGINAL_TOPIC: CONVERSATION_ENDED}
     await produce(kafka, dlq, [("c3", b"{not json")], headers=dead)
-    retry = {h.RETRY_ATTEMPT: "2", h.RETRY_DUE_AT: str(time.time() + 60)}
+    retry = {h.ATTEMPTS: "1", h.RETRY_DUE_AT: str(time.time() + 60)}
     copy = {"action_id": "a", "conversation_id": "c1"}
     await produce(kafka, prefix + "postcall.dispatcher.retry-1.v1", [("c1", copy)], headers=retry)
     await produce(kafka, prefix + CONVERSATION_ENDED, [("bad", b'{"conversation_id": "bad"}')])
@@ -82,7 +82,7 @@ async def test_every_topic_the_recorder_reads_is_stored(kafka: KafkaSettings, da
     assert detail is not None and detail.dead_letters[0].reason == "InvalidRecord: not valid JSON"
     assert [d.key for d in own.items] == ["bad"] and "schema violation" in own.items[0].reason
     (poison,) = await read_all(kafka, route.dead_letter_topic, expect=1)
-    assert poison.key == "bad" and "schema violation" in poison.headers[h.DLQ_EXCEPTION_MESSAGE]
+    assert poison.key == "bad" and "schema violation" in poison.headers[h.EXCEPTION_MESSAGE]
 
 
 def key_of(topic: str, value: Any) -> str:

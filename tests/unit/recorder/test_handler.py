@@ -58,7 +58,7 @@ async def test_a_record_that_does_not_fit_its_schema_is_dead_lettered() -> None:
 async def test_a_dead_letter_is_stored_whatever_its_value_with_its_headers() -> None:
     batcher = Collecting()
     recorder = harness(batcher)
-    headers = {h.DLQ_EXCEPTION_MESSAGE: "InvalidRecord: not valid JSON", h.DLQ_ATTEMPTS: "4"}
+    headers = {h.EXCEPTION_MESSAGE: "InvalidRecord: not valid JSON", h.ATTEMPTS: "4"}
     for value in (b"\xff\xfe", None, ended("c9").model_dump_json().encode()):
         done = await recorder.send(value, topic="postcall.extractor.dlq.v1", key="c9", headers=headers, timestamp_ms=MS)
         assert done.status == "ok"
@@ -79,7 +79,7 @@ async def test_a_replay_marker_marks_instead_of_adding_a_dead_letter() -> None:
 async def test_a_dispatcher_retry_copy_says_when_the_next_attempt_is_due() -> None:
     batcher = Collecting()
     action = {"action_id": "a1", "conversation_id": "c1", "type": "webhook"}
-    headers = {h.RETRY_ATTEMPT: "3", h.RETRY_DUE_AT: f"{T0.timestamp() + 60:.3f}"}
+    headers = {h.ATTEMPTS: "2", h.RETRY_DUE_AT: f"{T0.timestamp() + 60:.3f}"}
     await harness(batcher).send(orjson.dumps(action), topic="postcall.dispatcher.retry-2.v1", headers=headers)
     (row,) = batcher.rows[0].retries
     assert (row["action_id"], row["attempt"], (row["due_at"] - T0).total_seconds()) == ("a1", 3, 60)
