@@ -1,7 +1,9 @@
-"""`make run` and `make demo`: a real Kafka broker, the topics, the three services, the webhook ingress
-and a demo sink; the example conversations are published, one example per vendor format (Vapi, Retell,
-ElevenLabs) is sent through the ingress as signed HTTP, and per conversation the actions that fired and
-arrived are shown.
+"""`make run` and `make demo`: a real Kafka broker, the topics, the services (extractor, router,
+dispatcher, recorder), the webhook ingress, the query API and console over the recorder's store (a
+SQLite file in the run folder), and a demo sink; the example conversations are published, one example
+per vendor format (Vapi, Retell, ElevenLabs) is sent through the ingress as signed HTTP, and per
+conversation the actions that fired and arrived are shown. `once` also checks that the store has every
+example conversation with its extraction, decisions and delivery attempts, through the API.
 
     python -m services.devkit.demo run    # stays up until Ctrl-C, then stops everything it started
     python -m services.devkit.demo once   # exits 0 only if every expected action arrived
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
@@ -139,7 +142,9 @@ def _port_or_free(preferred: int) -> int:
         return int(s.getsockname()[1])
 
 
-async def demo(mode: str, kafka_port: int, timeout: float, ingress_port: int = 8080, llm: str = "heuristic") -> int:
+async def demo(
+    mode: str, kafka_port: int, timeout: float, ingress_port: int = 8080, llm: str = "heuristic", api_port: int = 8400
+) -> int:
     os.environ.setdefault("POSTCALL_TOPIC_PARTITIONS", "3")
     llama = await asyncio.to_thread(_start_llama) if llm == "local" else None
     cluster = await asyncio.to_thread(KafkaCluster(size=1, ports=[_port_or_free(kafka_port)]).start)
@@ -164,15 +169,24 @@ async def demo(mode: str, kafka_port: int, timeout: float, ingress_port: int = 8
             print(f"sink    {sink.url()}  smtp 127.0.0.1:{sink.smtp_port}   service logs: {run_dir}", flush=True)
             url = f"http://127.0.0.1:{_port_or_free(ingress_port)}"
             stack.start_ingress(int(url.rsplit(":", 1)[1]))
+            api = f"http://127.0.0.1:{_port_or_free(api_port)}"
+            stack.start_api(int(api.rsplit(":", 1)[1]))
             examples = load_examples()
             await publish(kafka, examples)
             print(f"published {len(examples)} example conversations", flush=True)
             await wait_ready(url)
             print(f"ingress {url}  POST /webhooks/<vapi|retell|elevenlabs|native>/copperline  {url}/docs", flush=True)
             received = await _through_ingress(url)
+            await _wait_api(api, stack)
+            print(
+                f"api     {api}/api/v1/conversations  (curl it; explain: postcall explain <id> --api {api})", flush=True
+            )
+            print(f"console {api}/console", flush=True)
             watcher = Watcher(kafka, sink, [e.conversation_id for e in examples] + received)
             if mode == "once":
-                return await _once(watcher, stack, timeout)
+                deadline = time.monotonic() + timeout
+                code = await _once(watcher, stack, timeout)
+                return code or await _stored(api, deadline)
             return await _forever(watcher, stack)
     finally:
         if stack is not None:
@@ -180,6 +194,51 @@ async def demo(mode: str, kafka_port: int, timeout: float, ingress_port: int = 8
         await asyncio.to_thread(cluster.stop)
         if llama is not None:
             llama.stop()
+
+
+async def _wait_api(api: str, stack: Stack, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(f"{api}/readyz")).status_code == 200:
+                    return
+            if time.monotonic() > deadline or any(p.name == "api" for p in stack.dead()):
+                raise SystemExit(f"the query API did not start; see {stack.run_dir}/api-0.log")
+            await asyncio.sleep(0.2)
+
+
+async def _stored(api: str, deadline: float) -> int:
+    """Every example conversation in the store, through the API: its extraction, its decision trace, and
+    a delivery attempt for each expected action (the recorder may be a moment behind the sink)."""
+    expected = _expected()
+    async with httpx.AsyncClient(base_url=api, timeout=10, trust_env=False) as client:
+        while True:
+            lacking = {cid: why for cid, wanted in expected.items() if (why := await _lacks(client, cid, wanted))}
+            if not lacking or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    for conversation_id, why in lacking.items():
+        print(f"NOT STORED {conversation_id}: {why}", flush=True)
+    done = len(expected) - len(lacking)
+    print(
+        f"store: {done}/{len(expected)} conversations with their extraction, decisions and delivery attempts "
+        f"(GET {api}/api/v1/conversations)",
+        flush=True,
+    )
+    return 1 if lacking else 0
+
+
+async def _lacks(client: httpx.AsyncClient, conversation_id: str, wanted: list[str]) -> str:
+    answer = await client.get(f"/api/v1/conversations/{conversation_id}")
+    if answer.status_code != 200:
+        return f"HTTP {answer.status_code}"
+    found = answer.json()
+    if not found["extractions"] or not found["decisions"]:
+        return "no extraction or no decision trace yet"
+    attempted = {f"{a['flow_id']}/{a['type']}" for a in found["actions"] if a["attempts"]}
+    missing = [w for w in wanted if w not in attempted]
+    return f"no attempt for {', '.join(missing)}" if missing else ""
 
 
 def _start_llama() -> LlamaServer:
@@ -248,11 +307,14 @@ def main() -> None:
     parser.add_argument("--kafka-port", type=int, default=9092, help="used when free, else a free port")
     parser.add_argument("--timeout", type=float, default=180.0, help="once: give up after this many seconds")
     parser.add_argument("--ingress-port", type=int, default=8080, help="used when free, else a free port")
+    parser.add_argument("--api-port", type=int, default=8400, help="the query API; used when free, else a free port")
     what = "local: the extractor uses llama-server with a small model (built when missing)"
     parser.add_argument("--llm", choices=("heuristic", "local"), default="heuristic", help=what)
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(asyncio.run(demo(args.mode, args.kafka_port, args.timeout, args.ingress_port, args.llm)))
+        sys.exit(
+            asyncio.run(demo(args.mode, args.kafka_port, args.timeout, args.ingress_port, args.llm, args.api_port))
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Start the three services as processes against one Kafka cluster (demo, chaos runs, end-to-end tests).
+"""Start the services as processes against one Kafka cluster (demo, chaos runs, end-to-end tests); the
+recorder and the query API share a SQLite store in the run folder unless POSTCALL_DATABASE__URL says.
 
 Each process is `python -m services.<name>` with POSTCALL_* settings in its environment and its JSON
 log in the run folder, exactly as a Deployment would run it.
@@ -81,6 +82,7 @@ class Stack:
             "POSTCALL_DESTINATIONS_FILE": str(self.destinations_file),
             "POSTCALL_RUNTIME__METRICS_PORT": str(metrics_port),
             "POSTCALL_RUNTIME__METRICS_HOST": "127.0.0.1",
+            "POSTCALL_DATABASE__URL": f"sqlite+aiosqlite:///{self.run_dir / 'store.db'}",
         }
         env.update(self.extra_env)
         env.update({k.split(":", 1)[1]: v for k, v in self.extra_env.items() if k.startswith(f"{name}:")})
@@ -110,6 +112,14 @@ class Stack:
             "POSTCALL_INGRESS__ENDPOINTS_FILE": str(endpoints_file or DEMO_ENDPOINTS),
         }
         proc = ServiceProcess("ingress", 0, env, self.run_dir / "ingress-0.log", port)
+        proc.start()
+        self.processes.append(proc)
+        return proc
+
+    def start_api(self, port: int) -> ServiceProcess:
+        """The query API (and the console) on 127.0.0.1:`port`, over the recorder's store; open on loopback."""
+        env = {**self.env("api", port), "POSTCALL_API__PORT": str(port), "POSTCALL_API__HOST": "127.0.0.1"}
+        proc = ServiceProcess("api", 0, env, self.run_dir / "api-0.log", port)
         proc.start()
         self.processes.append(proc)
         return proc

@@ -1,5 +1,6 @@
-"""`make demo` as a user runs it: its own broker, the three services, the ingress, the sink, the examples
-(published to Kafka, and one per vendor format sent as signed HTTP through the ingress); exit 0."""
+"""`make demo` as a user runs it: its own broker, the services, the ingress, the query API, the sink, the
+examples (published to Kafka, and one per vendor format sent as signed HTTP through the ingress); exit 0
+once every expected action arrived and the store, asked through the API, has every example."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def test_make_demo_delivers_every_expected_action_and_exits_0() -> None:
             str(free_port()),
             "--ingress-port",
             str(free_port()),
+            "--api-port",
+            str(free_port()),
             "--timeout",
             "150",
         ],
@@ -35,5 +38,10 @@ def test_make_demo_delivers_every_expected_action_and_exits_0() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"demo: {expected}/{expected} expected actions arrived" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+    # the recorder kept each example with its extraction, decisions and delivery attempts: the API says so
+    conversations = len([k for k in json.loads(EXPECTED.read_text()) if not k.startswith("_")])
+    stored = f"store: {conversations}/{conversations} conversations with their extraction, decisions and delivery"
+    assert stored in done.stdout, done.stdout[-3000:]
+    assert re.search(r"^api +http://127\.0\.0\.1:\d+/api/v1/conversations", done.stdout, re.M)
     for platform in ("vapi", "retell", "elevenlabs"):  # real HTTP -> ingress -> Kafka -> three services -> sink
         assert re.search(rf"^webhook {platform} +-> 200 published$", done.stdout, re.M), done.stdout[-3000:]
