@@ -100,7 +100,11 @@ async def test_hostile_records_land_where_they_should_and_no_service_restarts(
         env = {
             "SINK_PORT": str(sink.port),
             "SINK_SMTP_PORT": str(sink.smtp_port),
-            "POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 1, 1]",
+            # the services with retry tiers (the recorder has none: a store outage pauses it instead)
+            **{
+                f"{s}:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 1, 1]"
+                for s in ("extractor", "router", "dispatcher")
+            },
             "extractor:POSTCALL_TRANSCRIPT_ALLOW_PRIVATE": "true",
             "extractor:POSTCALL_TRANSCRIPT_TIMEOUT_SECONDS": "1",
         }
