@@ -131,7 +131,7 @@ class HttpSender:
         headers = self._headers(dest, msg_id, body)
 
         async def one(exchange: Exchange) -> Answer:
-            return await exchange.call(method, dest.endpoint, headers, body)
+            return await exchange.request(method, dest.endpoint, headers, body)
 
         answer, latency_ms = await self.attempt(dest, action_type, one)
         return Delivery("delivered", dest.name, answer.status, latency_ms)
@@ -222,29 +222,6 @@ class Exchange:
         self._timeout = timeout
         self._tokens = tokens
 
-    async def call(
-        self,
-        method: str,
-        url: str | httpx.URL,
-        headers: Mapping[str, str],
-        body: bytes | None = None,
-        *,
-        params: Mapping[str, str] | None = None,
-        read_limit: int = SNIPPET_BYTES,
-    ) -> Answer:
-        """`request` with the destination's access token when it fetches one (OAuth2 client credentials,
-        a service account): the cached token, and on a 401 a new one and the request once more."""
-        if self._tokens is None:
-            return await self.request(method, url, headers, body, params=params, read_limit=read_limit)
-        token = await self._tokens.token(self)
-        authorized = {**headers, "authorization": f"Bearer {token}"}
-        answer = await self.request(method, url, authorized, body, params=params, read_limit=read_limit)
-        if answer.status != 401:
-            return answer
-        self._tokens.refused(token)
-        authorized["authorization"] = f"Bearer {await self._tokens.token(self)}"
-        return await self.request(method, url, authorized, body, params=params, read_limit=read_limit)
-
     async def request(
         self,
         method: str,
@@ -254,14 +231,32 @@ class Exchange:
         *,
         params: Mapping[str, str] | None = None,
         read_limit: int = SNIPPET_BYTES,
+        authorize: bool = True,
     ) -> Answer:
-        """The answer with at most `read_limit` bytes of its body; httpx timeouts bound each read, the
-        attempt's deadline (around `run`) stops a receiver that trickles bytes forever."""
+        """The answer, with at most `read_limit` bytes of its body. When the destination fetches access
+        tokens (OAuth2 client credentials, a service account) and `authorize` holds, the request carries
+        the cached token, and on a 401 a new one, once more."""
         # only the start of an answer is read, and never decompressed
-        headers = {"user-agent": self._options.user_agent, **headers, "accept-encoding": "identity"}
-        request = self._client.build_request(
-            method, url, content=body, headers=headers, params=params, timeout=self._timeout
-        )
+        sent = {"user-agent": self._options.user_agent, **headers, "accept-encoding": "identity"}
+
+        def build(token: str | None) -> httpx.Request:
+            extra = {"authorization": f"Bearer {token}"} if token else {}
+            return self._client.build_request(
+                method, url, content=body, headers=sent | extra, params=params, timeout=self._timeout
+            )
+
+        if self._tokens is None or not authorize:
+            return await self._send(build(None), read_limit)
+        token = await self._tokens.token(self)
+        answer = await self._send(build(token), read_limit)
+        if answer.status != 401:
+            return answer
+        self._tokens.refused(token)
+        return await self._send(build(await self._tokens.token(self)), read_limit)
+
+    async def _send(self, request: httpx.Request, read_limit: int) -> Answer:
+        """httpx timeouts bound each read; the attempt's deadline (around `run`) stops a receiver that
+        trickles bytes forever."""
         response = await self._client.send(request, stream=True)
         try:
             raw = await _read_some(response, read_limit)

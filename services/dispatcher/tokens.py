@@ -98,10 +98,11 @@ class TokenSource:
 
     async def _fetch(self, exchange: Exchange) -> None:
         grant = self._fetcher.grant()
+        headers = {"accept": "application/json", **grant.headers}
+        body = form(grant.form)
         answer = await exchange.request(
-            "POST", grant.url, {"accept": "application/json", **grant.headers}, form(grant.form),
-            read_limit=TOKEN_ANSWER_BYTES,
-        )  # fmt: skip
+            "POST", grant.url, headers, body, read_limit=TOKEN_ANSWER_BYTES, authorize=False
+        )
         token, lifetime = self._read(answer)
         self.fetches += 1
         self._seen.append(token)

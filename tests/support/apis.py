@@ -86,6 +86,7 @@ class Crm:
     client_id: str = "postcall"
     client_secret: str = "s3cret-CLIENT-77"
     expires_in: int = 3600
+    token_delay: float = 0.0  # seconds before the token endpoint answers (a stalled authorization server)
     requests: list[Seen] = field(default_factory=list)
     token_requests: list[Seen] = field(default_factory=list)
     valid: set[str] = field(default_factory=set)
@@ -108,6 +109,7 @@ class Crm:
     async def _token(self, request: Request) -> Response:
         seen = await _seen(request)
         self.token_requests.append(seen)
+        await asyncio.sleep(self.token_delay)
         form = {k: v[0] for k, v in parse_qs(seen.body.decode()).items()}
         basic = request.headers.get("authorization", "")
         if basic.startswith("Basic "):

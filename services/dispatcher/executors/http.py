@@ -48,7 +48,7 @@ class HttpRequestExecutor:
         redact = self._http.redactor(dest)
 
         async def run(exchange: Exchange) -> Answer:
-            return await exchange.call(action.method, url, headers, body, params=params, read_limit=limit)
+            return await exchange.request(action.method, url, headers, body, params=params, read_limit=limit)
 
         answer, latency_ms = await self._http.attempt(dest, action.type, run, redact=redact)
         result_id, note = read_result_id(answer, action.result_id_pointer)

@@ -55,7 +55,7 @@ class SheetsExecutor:
         found: list[bool] = []
 
         async def run(exchange: Exchange) -> Answer:
-            ids = await exchange.call(
+            ids = await exchange.request(
                 "GET", lookup, JSON, params={"majorDimension": "COLUMNS"}, read_limit=ID_COLUMN_BYTES
             )
             if ids.status != 200:
@@ -65,7 +65,7 @@ class SheetsExecutor:
                 return ids
             params = {"valueInputOption": "RAW", "insertDataOption": "INSERT_ROWS"}
             headers = {**JSON, "content-type": "application/json"}
-            return await exchange.call("POST", append, headers, body, params=params, read_limit=APPEND_ANSWER_BYTES)
+            return await exchange.request("POST", append, headers, body, params=params, read_limit=APPEND_ANSWER_BYTES)
 
         answer, latency_ms = await self._http.attempt(dest, action.type, run)
         if found:

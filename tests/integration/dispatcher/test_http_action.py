@@ -6,6 +6,7 @@ destination's path prefix."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,10 @@ from typing import Any
 import pytest
 
 from schemas.events import ActionBase, ActionCompleted, HttpRequested
+from services.common.errors import PermanentError, RetryableError
 from services.common.harness import Harness
+from services.common.logging import QUIET_LIBRARIES
+from services.devkit.sink import Reply, Sink
 from services.dispatcher.handler import Dispatcher
 from services.dispatcher.ledger import Ledger
 from tests.integration.dispatcher.conftest import Stack
@@ -163,6 +167,54 @@ async def test_a_forged_record_naming_another_origin_or_prefix_is_refused_before
             with pytest.raises(Exception, match="request refused"):
                 await executors.run(forged)
     assert api.requests == [] and api.token_requests == []
+
+
+async def test_the_token_request_goes_through_the_ssrf_guard(
+    crm: tuple[Crm, str], stack: Stack, tmp_path: Path
+) -> None:
+    api, base = crm
+    guarded = destinations(base).replace("allow_private: true", "allow_private: false")
+    async with stack(guarded, {"CRM_CLIENT_SECRET": api.client_secret}) as (executors, _):
+        with pytest.raises(PermanentError, match="SSRF guard: refusing to connect"):
+            await executors.run(actions_for(tmp_path, "4471")[0])
+    assert api.token_requests == [] and api.requests == []
+
+
+async def test_a_stalled_token_endpoint_costs_one_attempt_within_its_deadline(
+    crm: tuple[Crm, str], stack: Stack, tmp_path: Path
+) -> None:
+    api, base = crm
+    api.token_delay = 2.0
+    slow = destinations(base).replace("allow_private: true", "allow_private: true\n    timeout_seconds: 0.5")
+    async with stack(slow, {"CRM_CLIENT_SECRET": api.client_secret}) as (executors, _):
+        # the token would come after 2 s: only the attempt's deadline makes this fail
+        with pytest.raises(RetryableError, match=r"no answer within 0.5s"):
+            await executors.run(actions_for(tmp_path, "4471")[0])
+    assert len(api.token_requests) == 1 and api.requests == []
+
+
+async def test_oauth_tokens_and_the_client_secret_appear_in_no_result_dead_letter_or_log(
+    crm: tuple[Crm, str], sink: Sink, stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in QUIET_LIBRARIES:
+        caplog.set_level(logging.WARNING, logger=name)
+    api, base = crm
+    sink.script("/api/ok", then=Reply(200, echo=True))  # receivers quoting our headers back
+    sink.script("/api/echo400", then=Reply(400, echo=True))
+    yaml = destinations(base).replace(f"url: {base}/api/v2", f"url: {sink.url('/api')}")
+    [action] = actions_for(tmp_path, "4471")
+    assert isinstance(action, HttpRequested)
+    async with stack(yaml, {"CRM_CLIENT_SECRET": api.client_secret}) as (executors, _):
+        harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
+        outs = [await harness.send(action.model_copy(update={"path": p, "action_id": p})) for p in ("/ok", "/echo400")]
+    assert [r["authorization"] for r in sink.received] == ["Bearer at-1-CANARY"] * 2  # it went on the wire
+    records = [r for out in outs for r in out.outputs]
+    assert [out.status for out in outs] == ["ok", "dead_lettered"]
+    texts = [repr(r.value) + repr(r.headers) for r in records] + [f"{r.getMessage()} {vars(r)}" for r in caplog.records]
+    assert any("[redacted]" in t for t in texts)
+    for secret in ("at-1-CANARY", api.client_secret):
+        assert not [t for t in texts if secret in t]
 
 
 async def _no_results(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:

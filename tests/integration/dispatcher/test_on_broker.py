@@ -27,12 +27,19 @@ from tests.support.kafka import create_topics, produce, read_all, unique
 
 @asynccontextmanager
 async def dispatcher_run(
-    kafka: KafkaSettings, executors: Executors, service: str, topic: str, results: str, group: str
+    kafka: KafkaSettings,
+    executors: Executors,
+    service: str,
+    topic: str,
+    results: str,
+    group: str,
+    action_type: str = "webhook",
 ) -> AsyncIterator[None]:
-    """One dispatcher instance (fresh ledger, as after a restart) until it has been idle for 5 s."""
+    """One dispatcher instance (fresh ledger, as after a restart) until it has been idle for 5 s, with
+    `topic` standing for the action type's topic."""
     async with ResultsReader(kafka, results) as reader:
         ledger = Ledger(reader, topic=results)
-        names = {action_topic("webhook"): topic, ACTION_RESULTS: results}
+        names = {action_topic(action_type): topic, ACTION_RESULTS: results}
         route = DISPATCHER.renamed(lambda name: names.get(name, name), service=service).consuming(topic)
         service_ = dataclasses.replace(Dispatcher(executors, ledger).service(), route=route)
         settings = RuntimeSettings(

@@ -14,14 +14,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from schemas.events import ActionCompleted, RowAppendRequested
+from schemas.topics import dead_letter_topic, retry_topic
 from services.common.errors import PermanentError
 from services.common.harness import Harness
+from services.common.settings import KafkaSettings
 from services.dispatcher.handler import Dispatcher
 from services.dispatcher.ledger import Ledger
 from tests.integration.dispatcher.conftest import Stack
+from tests.integration.dispatcher.test_on_broker import by_action, dispatcher_run
 from tests.support.apis import Sheets, serve
 from tests.support.calls import ended, extracted
 from tests.support.flows import route
+from tests.support.kafka import create_topics, produce, read_all, unique
 
 EMAIL = "postcall-writer@calls-project.iam.gserviceaccount.com"
 AGENT = """
@@ -145,6 +149,25 @@ async def test_a_jwt_signed_with_another_key_is_refused_by_the_token_endpoint(
         with pytest.raises(PermanentError, match=r"token request refused .*HTTP 400 \(invalid_grant\)"):
             await executors.run(append_action(tmp_path))
     assert api.requests == [] and api.grids["Q1 'Calls'"] == [["Date", "Customer", "Seconds", "Note"]]
+
+
+async def test_on_the_broker_the_retry_tier_finds_the_row_the_timed_out_attempt_wrote(
+    kafka: KafkaSettings, sheets: tuple[Sheets, str, str], stack: Stack, tmp_path: Path
+) -> None:
+    api, base, key = sheets
+    api.slow_appends.append(3.0)
+    service, topic, results, group = unique("dispatcher"), unique("rows"), unique("results"), unique("g")
+    retries = [retry_topic(service, i) for i in range(1, 7)]
+    await create_topics(kafka, [topic, results, dead_letter_topic(service), *retries])
+    action = append_action(tmp_path)
+    async with stack(destinations(base, timeout=1.0), {"SHEETS_KEY": key}) as (executors, _):
+        await produce(kafka, topic, [("c1", action)])
+        async with dispatcher_run(kafka, executors, service, topic, results, group, "append_row"):
+            pass
+    outcomes = by_action(await read_all(kafka, results))[action.action_id]
+    assert [(v["outcome"], v["attempts"]) for _, v in outcomes] == [("failed", 1), ("delivered", 2)]
+    assert len(await read_all(kafka, retries[0])) == 1  # the retry went through the first tier
+    assert len(api.appends()) == 1 and len(api.grids["Q1 'Calls'"]) == 2
 
 
 async def _no_results(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
