@@ -51,11 +51,14 @@ class Attempt:
     error: str | None = None
     response_excerpt: str | None = None
     next_retry_at: datetime | None = None
+    result_id: str | None = None  # the id the receiver named ("case 4471")
 
     @classmethod
     def of(cls, r: ActionCompleted) -> Attempt:
-        excerpt = getattr(r, "response_excerpt", None)
-        return cls(r.attempts, r.outcome, r.completed_at, r.status_code, r.latency_ms, r.error, excerpt)
+        excerpt = r.response_excerpt
+        return cls(
+            r.attempts, r.outcome, r.completed_at, r.status_code, r.latency_ms, r.error, excerpt, result_id=r.result_id
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in vars(self).items()}
@@ -96,7 +99,7 @@ def story_from_store(detail: ConversationDetail) -> Story:
             continue
         story.attempts[action.action_id] = [
             Attempt(a.attempt, a.outcome, a.at, a.status_code, a.latency_ms, a.error, a.response_excerpt,
-                    a.next_retry_at)
+                    a.next_retry_at, a.result_id)
             for a in action.attempts
         ]  # fmt: skip
         final = [a for a in action.attempts if a.outcome == action.final_outcome] or action.attempts
@@ -267,6 +270,8 @@ def _attempt(a: Attempt) -> Text:
     text.append(_s(a.outcome), style="green" if good else "red")
     if a.status_code is not None:
         text.append(f" HTTP {a.status_code}")
+    if a.result_id:
+        text.append(f" id {_short(a.result_id)}")
     if a.latency_ms is not None:
         text.append(f" in {a.latency_ms:.0f} ms")
     text.append(f" at {a.at.isoformat()}", style="dim")
@@ -287,6 +292,8 @@ def _outcome(done: ActionCompleted | None) -> Text:
     details = [f"{done.attempts} attempt(s)"]
     if done.status_code is not None:
         details.insert(0, f"HTTP {done.status_code}")
+    if done.result_id:
+        details.insert(1 if done.status_code is not None else 0, f"id {_short(done.result_id)}")
     if done.latency_ms is not None:
         details.append(f"{done.latency_ms:.0f} ms")
     if done.error:

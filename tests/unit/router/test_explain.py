@@ -67,3 +67,21 @@ def test_story_as_json_keys_results_by_action_id(tmp_path: Path) -> None:
     data = Story("conv-1", [trace], {webhook.action_id: done}).as_json()
     assert data["decisions"][0]["flows"][0]["flow_id"] == "crm"
     assert data["results"][webhook.action_id]["outcome"] == "delivered"
+
+
+def test_explain_names_the_id_the_receiver_gave(tmp_path: Path) -> None:
+    trace, actions = agent(tmp_path, CONFIG).route(event(), NOW)
+    done = ActionCompleted(
+        action_id=actions[0].action_id,
+        conversation_id="conv-1",
+        type="http",
+        destination="crm",
+        outcome="delivered",
+        attempts=1,
+        status_code=200,
+        result_id="4471",
+        completed_at=NOW,
+    )
+    assert f"action {actions[0].action_id}: delivered (HTTP 200, id 4471, 1 attempt(s))" in text(
+        Story("conv-1", [trace], {actions[0].action_id: done})
+    )
