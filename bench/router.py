@@ -271,10 +271,12 @@ async def measure(
             consumes=(extracted,),
             produces=(Output(Stream.plain(sink, ConversationExtracted), key="input"),),
             retry_delays_seconds=(1.0,),
+            compute_only=True,
         )
         handler, sinks, expected = First(pass_through), [sink], n
     await ctx.create_topics([route.retry_topics[0], route.dead_letter_topic])
-    settings = RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], max_in_flight=MAX_IN_FLIGHT)
+    chosen = {"metrics_port": 0, "retry_delays_seconds": [1.0], "max_in_flight": MAX_IN_FLIGHT}
+    settings = RuntimeSettings(**route.runtime_defaults() | chosen)  # both compute only: the fast path
     runtime = Runtime(Service(route, handler.handle), kafka=ctx.kafka, settings=settings)
     cpu_start = time.process_time()
     task = asyncio.create_task(runtime.run())

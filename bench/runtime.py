@@ -272,6 +272,7 @@ def passthrough_route(service: str, source: str, sink: str) -> Route:
         consumes=(Stream.plain(source, Blob),),
         produces=(Output(Stream.plain(sink, Blob), key="input"),),
         retry_delays_seconds=(1.0,),
+        compute_only=True,  # the pass-through only computes: the runtime's fast path
     )
 
 
@@ -280,5 +281,6 @@ async def passthrough_runtime(
 ) -> Runtime:
     route = passthrough_route(f"bench{uuid.uuid4().hex[:8]}", source, sink)
     await ctx.create_topics([*route.retry_topics, route.dead_letter_topic])
-    settings = RuntimeSettings(metrics_port=0, ordering=mode, retry_delays_seconds=[1.0], max_in_flight=max_in_flight)
+    chosen = {"retry_delays_seconds": [1.0], "max_in_flight": max_in_flight, "ordering": mode, "metrics_port": 0}
+    settings = RuntimeSettings(**route.runtime_defaults() | chosen)
     return Runtime(Service(route, PassThrough(first_read).handle), kafka=ctx.kafka, settings=settings)

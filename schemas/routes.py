@@ -63,6 +63,8 @@ class Route:
     forwards_headers: tuple[str, ...] = ()
     #: topics the service reads outside the runtime (state restored at assignment)
     reads: tuple[str, ...] = ()
+    #: the handler only computes (no I/O): the runtime's fast path (a task per partition batch) fits it
+    compute_only: bool = False
     #: applied to the retry and dead-letter topic names (see renamed)
     rename: Callable[[str], str] = _same
 
@@ -147,6 +149,7 @@ class Route:
             "ordering": self.ordering,
             "max_in_flight": self.max_in_flight,
             "retry_after_cap_seconds": self.retry_after_cap_seconds,
+            "fast_path": self.compute_only,
         }
 
 
@@ -170,6 +173,7 @@ ROUTER = Route(
     # a configuration file being fixed is the usual reason to retry
     retry_delays_seconds=(5.0, 60.0, 600.0),
     max_in_flight=256,  # the router only computes: many records in flight are cheap
+    compute_only=True,
 )
 
 DISPATCHER = Route(

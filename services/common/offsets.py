@@ -26,6 +26,7 @@ class PartitionState:
     revoking: bool = False  # being revoked: records finishing now still count, waits give up
     ready: bool = True  # False while the service's on_assigned hook restores state for this partition
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    tail: asyncio.Task[None] | None = None  # the fast path's last batch task: the next one runs after it
 
     def accept(self, offset: int) -> None:
         self.pending[offset] = None

@@ -106,13 +106,14 @@ class Processor:
         """Each event to its route's output: topic, key and ce_type from the stream, partition by policy."""
         out = []
         forwarded = {k: ctx.headers[k] for k in self.route.forwards_headers if k in ctx.headers}
-        for event in events:
+        for index, event in enumerate(events):
             output = self.route.output_for(event)
             if output is None:
                 raise UndeclaredEvent(f"{type(event).__name__} is not an output of the {self.name} route")
             stream = output.stream
             key = stream.key(event) if output.key == "event" else ctx.key
-            headers = codec.cloudevent_headers(event, stream.ce_type, self.name, key)
+            fallback_id = f"{ctx.topic}:{ctx.partition}:{ctx.offset}:{index}"
+            headers = codec.cloudevent_headers(event, stream.ce_type, self.name, key, fallback_id)
             headers.update(forwarded)
             out.append(
                 Outgoing(

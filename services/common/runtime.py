@@ -212,8 +212,9 @@ class Runtime:
                 self._consumer.seek(tp, records[0].offset)
             return
         is_retry_tier = tp.topic in self.retry_topics
-        for index, record in enumerate(records):
-            if is_retry_tier:
+        accepted = records
+        if is_retry_tier:
+            for index, record in enumerate(records):
                 due = due_time_of(codec.header_dict(record.headers))
                 if due > wall_clock():
                     # never early: rewind to this record and pause the partition until it is due
@@ -221,9 +222,27 @@ class Runtime:
                     self._consumer.seek(tp, record.offset)
                     state.due_at = due
                     self._update_pauses()
-                    return
+                    accepted = records[:index]
+                    break
+        if self.settings.fast_path:
+            self._start_batch(state, accepted)
+            return
+        for record in accepted:
             self._start(state, record)
-            del index
+
+    def _start_batch(self, state: PartitionState, records: list[Any]) -> None:
+        """The fast path: one task for a partition's polled batch, after the partition's previous one."""
+        if not records:
+            return
+        for record in records:
+            state.accept(record.offset)
+        self.in_flight += len(records)
+        self._in_flight_gauge.set(self.in_flight)
+        self._per_topic(self._consumed, metrics.RECORDS_CONSUMED, records[0].topic).inc(len(records))
+        task = asyncio.create_task(self._run_batch(state, records, state.tail))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        state.tail = task
 
     def _start(self, state: PartitionState, record: Any) -> None:
         state.accept(record.offset)
@@ -275,6 +294,76 @@ class Runtime:
             self.in_flight -= 1
             self._room.set()
             self._in_flight_gauge.set(self.in_flight)
+
+    async def _run_batch(self, state: PartitionState, records: list[Any], previous: asyncio.Task[None] | None) -> None:
+        """Records in offset order; their outputs are queued as they go and acknowledged together, and
+        only then are their offsets finished (committable): the same guarantee as one record at a time."""
+        sent: list[tuple[Any, list[Any] | None]] = []
+        try:
+            if previous is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(previous)
+            for record in records:
+                if state.revoked or self._stopping.is_set():
+                    break  # not started: left uncommitted, the next owner reads it again
+                sent.append((record, await self._handle_fast(state, record)))
+            await self._acknowledge(state, sent)
+        except Stopped:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in the runtime itself: a hole would freeze the partition's commits
+            log.exception("internal error; stopping so that the batch is read again after a restart")
+            metrics.RECORDS_PROCESSED.labels(self.service, "internal_error").inc()
+            self.stop()
+        finally:
+            self.in_flight -= len(records)
+            self._room.set()
+            self._in_flight_gauge.set(self.in_flight)
+
+    async def _handle_fast(self, state: PartitionState, record: Any) -> list[Any] | None:
+        """One record of a batch: its outputs queued (the futures of their acks), or its failure carried
+        out at once (retry copy or dead letter acknowledged: nothing left to wait for)."""
+        p = self.processor
+        ctx = p.context(record, codec.header_dict(record.headers))
+        event: Any = None
+        while True:
+            try:
+                event = p.decode(record, ctx)
+                # no per-record timeout: a handler that never waits on I/O cannot be interrupted anyway
+                outputs = p.outputs(await p.service.handle(event, ctx), ctx)
+            except DependencyUnavailable as exc:
+                await self._wait_for_dependency(state, exc)
+                continue
+            except Exception as exc:
+                where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+                token = record_context.set({**where, "key": ctx.key, "attempt": ctx.attempt})
+                try:
+                    await self._fail(state, record, ctx, event, exc)
+                finally:
+                    record_context.reset(token)
+                return None
+            try:
+                return [await self._send(r) for r in outputs]
+            except KafkaError:
+                return [None]  # acknowledged below through the one-record path
+
+    async def _acknowledge(self, state: PartitionState, sent: list[tuple[Any, list[Any] | None]]) -> None:
+        futures = [f for _, fs in sent for f in fs or () if f is not None]
+        results = await asyncio.gather(*futures, return_exceptions=True) if futures else []
+        failed = {id(f) for f, r in zip(futures, results, strict=True) if isinstance(r, BaseException)}
+        ok = 0
+        for record, fs in sent:
+            if fs is None:
+                pass  # its failure was carried out (retry copy or dead letter acknowledged)
+            elif any(f is None or id(f) in failed for f in fs):
+                # broker trouble with this record's outputs: the one-record path retries or dead-letters it
+                await self._process(state, record)
+            else:
+                ok += 1
+            if self._is_current(state):
+                state.finish(record.offset)
+        self._processed_ok.inc(ok)
 
     def _is_current(self, state: PartitionState) -> bool:
         return self.partitions.get(TopicPartition(state.topic, state.partition)) is state and not state.revoked

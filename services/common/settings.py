@@ -59,6 +59,12 @@ class RuntimeSettings(BaseModel):
         description="Delay of each retry tier; at most the tiers the topic registry declares.",
     )
     retry_jitter: float = Field(0.2, ge=0, le=1, description="± fraction of jitter added to tier delays.")
+    fast_path: bool = Field(
+        False,
+        description="For handlers that never wait on I/O: each polled batch of a partition runs in one task, "
+        "its records one after the other, and the acks of all their outputs are awaited once per batch. Off: "
+        "a task per record, many in flight (handlers that call an LLM or a webhook).",
+    )
     retry_after_cap_seconds: float = Field(
         3600.0,
         gt=0,

@@ -88,10 +88,11 @@ def jobs(n: int, prefix: str = "j", **fields: object) -> list[tuple[str, Job]]:
     return [(f"key-{i % 17}", Job(id=f"{prefix}{i}", **fields)) for i in range(n)]  # type: ignore[arg-type]
 
 
-async def test_every_record_is_processed_and_committed(kafka: KafkaSettings) -> None:
+@pytest.mark.parametrize("fast_path", [False, True], ids=["task-per-record", "fast-path"])
+async def test_every_record_is_processed_and_committed(kafka: KafkaSettings, fast_path: bool) -> None:
     t = await make_topics(kafka)
     await produce(kafka, t.input, jobs(300, sleep=0.01))
-    async with running(worker_settings(kafka, t, max_in_flight=50)):
+    async with running(worker_settings(kafka, t, max_in_flight=50, fast_path=fast_path)):
         got = await wait_for_ids(kafka, t.output, {f"j{i}" for i in range(300)})
     assert Counter(g["id"] for g in got) == Counter({f"j{i}": 1 for i in range(300)})
     offsets = await committed(kafka, f"postcall-{t.service}", t.input, 3)
@@ -114,10 +115,11 @@ async def test_same_key_runs_in_order_different_keys_concurrently(kafka: KafkaSe
     assert elapsed < 8
 
 
-async def test_permanent_error_goes_to_dead_letter_without_retry(kafka: KafkaSettings) -> None:
+@pytest.mark.parametrize("fast_path", [False, True], ids=["task-per-record", "fast-path"])
+async def test_permanent_error_goes_to_dead_letter_without_retry(kafka: KafkaSettings, fast_path: bool) -> None:
     t = await make_topics(kafka)
     await produce(kafka, t.input, [("k1", Job(id="bad", permanent=True)), ("k2", Job(id="good"))])
-    async with running(worker_settings(kafka, t)):
+    async with running(worker_settings(kafka, t, fast_path=fast_path)):
         await wait_for_ids(kafka, t.output, {"good"})
         dead = await read_all(kafka, t.dlq, expect=1, timeout=20)
     assert len(dead) == 1
@@ -177,10 +179,11 @@ def _produced_at(record: Received) -> float:
     return record.timestamp_ms / 1000
 
 
-async def test_retries_exhausted_go_to_dead_letter_with_attempt_count(kafka: KafkaSettings) -> None:
+@pytest.mark.parametrize("fast_path", [False, True], ids=["task-per-record", "fast-path"])
+async def test_retries_exhausted_go_to_dead_letter_with_attempt_count(kafka: KafkaSettings, fast_path: bool) -> None:
     t = await make_topics(kafka, tiers=2)
     await produce(kafka, t.input, [("k", Job(id="hopeless", fail=99))])
-    async with running(worker_settings(kafka, t)):
+    async with running(worker_settings(kafka, t, fast_path=fast_path)):
         dead = await read_all(kafka, t.dlq, expect=1, timeout=60)
     assert dead[0].headers[h.DLQ_FAILURE_CATEGORY] == h.CATEGORY_RETRIES_EXHAUSTED
     assert dead[0].headers[h.ATTEMPTS] == "3"
@@ -209,10 +212,38 @@ async def test_head_of_line_record_survives_kill_9(kafka: KafkaSettings) -> None
     assert {g["id"] for g in got} == fast | {"slow"}, second.output()[-3000:]
 
 
-async def test_sigterm_drains_in_flight_records_and_nothing_repeats(kafka: KafkaSettings) -> None:
+async def test_fast_path_commits_never_pass_an_unacknowledged_output_under_kill_9(kafka: KafkaSettings) -> None:
+    """Batches are acknowledged as a whole before their offsets are finished: at any kill, every record
+    below the committed offset has its output on the output topic."""
+    t = await make_topics(kafka, partitions=1)
+    n = 600
+    await produce(kafka, t.input, [(f"k{i % 7}", Job(id=f"j{i}", sleep=0.03)) for i in range(n)])
+    env = worker_env(kafka, t, WORKER_RUNTIME__FAST_PATH="true")
+    first = procs.start("tests.support.worker", env)
+    try:
+        await _wait_started(kafka, t, first)
+        await asyncio.sleep(3)  # about 100 of the 600 records (30 ms each) are done
+        first.kill9()
+    finally:
+        first.stop()
+    committed_at = (await committed(kafka, f"postcall-{t.service}", t.input, 1))[0] or 0
+    done = {r.json()["id"] for r in await read_all(kafka, t.output)}
+    assert 0 < committed_at < n, "the kill should land mid-stream"
+    assert {f"j{i}" for i in range(committed_at)} <= done, "a commit passed a record whose output was not acked"
+    second = procs.start("tests.support.worker", env)
+    try:
+        got = await wait_for_ids(kafka, t.output, {f"j{i}" for i in range(n)}, timeout=60)
+    finally:
+        second.term()
+    assert {g["id"] for g in got} == {f"j{i}" for i in range(n)}, second.output()[-3000:]
+
+
+@pytest.mark.parametrize("fast_path", [False, True], ids=["task-per-record", "fast-path"])
+async def test_sigterm_drains_in_flight_records_and_nothing_repeats(kafka: KafkaSettings, fast_path: bool) -> None:
     t = await make_topics(kafka)
     await produce(kafka, t.input, jobs(30, sleep=2.0))
-    first = procs.start("tests.support.worker", worker_env(kafka, t, WORKER_RUNTIME__MAX_IN_FLIGHT="20"))
+    fast = {"WORKER_RUNTIME__FAST_PATH": "true"} if fast_path else {}
+    first = procs.start("tests.support.worker", worker_env(kafka, t, WORKER_RUNTIME__MAX_IN_FLIGHT="20", **fast))
     try:
         await _wait_started(kafka, t, first)
         assert first.term(timeout=60) == 0, first.output()[-3000:]
@@ -305,10 +336,13 @@ async def oversized(job: Job, ctx: Context) -> Sequence[Event]:
     return [Done(id=job.id, attempt=ctx.attempt, pid=0, event_id="x" * size)]
 
 
-async def test_outputs_too_large_to_produce_dead_letter_the_input_instead_of_stalling(kafka: KafkaSettings) -> None:
+@pytest.mark.parametrize("fast_path", [False, True], ids=["task-per-record", "fast-path"])
+async def test_outputs_too_large_to_produce_dead_letter_the_input_instead_of_stalling(
+    kafka: KafkaSettings, fast_path: bool
+) -> None:
     t = await make_topics(kafka, partitions=1)
     await produce(kafka, t.input, [("k", Job(id="big-1")), ("k", Job(id="small"))])
-    settings = worker_settings(kafka, t)
+    settings = worker_settings(kafka, t, fast_path=fast_path)
     runtime = Runtime(Service(route(settings), oversized), kafka=kafka, settings=settings.runtime)
     task = asyncio.create_task(runtime.run())
     try:
