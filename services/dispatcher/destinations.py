@@ -37,6 +37,7 @@ treated as secrets afterwards: `Registry.redact` scrubs them from any text that 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -48,7 +49,7 @@ from urllib.parse import quote_plus
 
 from google.auth import crypt
 from google.oauth2 import service_account
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from schemas.agent_checks import Loc
 from schemas.agent_loader import Problem
@@ -353,16 +354,18 @@ def parse(
     tree = yaml_mapping(text, source, "destinations")
     issues: list[tuple[Loc, str]] = []
     data = substituted(tree, environ, issues)
-    unset = [loc for loc, _ in issues] if not reveal else []
+    unset = [loc for loc, _ in issues]
     issues = issues if reveal else []
-    parsed: DestinationsFile | None = None
     try:
-        parsed = DestinationsFile.model_validate(data)
+        entries = list(enumerate(DestinationsFile.model_validate(data).destinations))
     except ValidationError as exc:
         found = _validation_issues(exc)
-        issues += [(loc, m) for loc, m in found if not any(loc[: len(u)] == u for u in unset)]
+        issues += [(loc, m) for loc, m in found if reveal or not any(loc[: len(u)] == u for u in unset)]
+        entries = _valid_entries(data)  # checked further, so that one run reports every entry's problems
     out: dict[str, AnyDestination] = {}
-    for i, dest in enumerate(parsed.destinations if parsed is not None and not issues else ()):
+    for i, dest in entries:
+        if any(loc[:2] == ("destinations", i) for loc in unset):
+            continue  # a value of it is unknown: reported above, or not judged (reveal=False)
         try:
             if dest.name in out:
                 raise _FieldProblem("name", f"destination {dest.name!r} is defined twice")
@@ -376,6 +379,19 @@ def parse(
             issues.append((("destinations", i, *field), problem.message))
         out[dest.name] = dest
     raise_for(issues, tree, source)
+    return out
+
+
+_ENTRY: TypeAdapter[AnyDestination] = TypeAdapter(Destination)
+
+
+def _valid_entries(data: Any) -> list[tuple[int, AnyDestination]]:
+    """(index, destination) for each entry that is valid on its own."""
+    entries = data.get("destinations") if isinstance(data, dict) else None
+    out: list[tuple[int, AnyDestination]] = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        with contextlib.suppress(ValidationError):  # its problems are reported already
+            out.append((i, _ENTRY.validate_python(entry)))
     return out
 
 

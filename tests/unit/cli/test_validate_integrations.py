@@ -211,3 +211,21 @@ def test_secrets_are_not_read_and_unset_variables_are_not_judged(tmp_path: Path)
     destinations = DESTINATIONS.replace("https://crm.example/api/v2", "${CRM_URL}")
     code, lines = run(tmp_path, AGENT.replace("{ACTION}", "{type: http, destination: crm}"), destinations)
     assert (code, lines) == (0, ["ok: 1 file(s), agents: support-line"])
+
+
+def test_one_run_reports_the_problems_of_every_destination(tmp_path: Path) -> None:
+    destinations = (
+        DESTINATIONS
+        + "  - {name: other, kind: http, url: 'https://x.example', auth: {type: bearer}}\n"
+        + "  - {name: third, kind: http, url: 'https://x.example', headers: {'bad name': v}}\n"
+    )
+    code, lines = run(tmp_path, AGENT.replace("{ACTION}", "{type: http, destination: crm}"), destinations)
+    start = len(DESTINATIONS.splitlines()) + 1
+    assert (code, lines) == (
+        1,
+        [
+            f"destinations.yaml:{start}: destinations[5].auth.token: missing required field 'token'",
+            f"destinations.yaml:{start + 1}: destinations[6].headers.bad name: a header name is letters, digits "
+            "and !#$%&'*+.^_`|~- only",
+        ],
+    )
