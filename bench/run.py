@@ -49,6 +49,7 @@ BENCHMARKS: list[tuple[str, str, str]] = [
     ("llm", "bench.llm", "extractor against llama-server vs the same prompts sent straight to it"),
     ("eval", "bench.evaluation", "postcall eval: heuristic and local model on our calls and the SGD sample"),
     ("store_query", "bench.store_query", "store query p50/p99: 1,000,000 calls in PostgreSQL, 100,000 in SQLite"),
+    ("console", "bench.console_pages", "console page server time: 1,000,000 calls in PostgreSQL, 100,000 in SQLite"),
 ]
 
 
