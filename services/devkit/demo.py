@@ -165,11 +165,12 @@ async def demo(
                 print(f"llm     {llama.model} at {llama.base_url} (llama-server)", flush=True)
             else:
                 print("llm     none: the extractor uses its offline heuristic provider", flush=True)
+            api = f"http://127.0.0.1:{_port_or_free(api_port)}"
+            env["dispatcher:POSTCALL_CONSOLE_BASE_URL"] = api  # Slack cards link to the call in the console
             stack = Stack(kafka.bootstrap_servers, run_dir, extra_env=env).start()
             print(f"sink    {sink.url()}  smtp 127.0.0.1:{sink.smtp_port}   service logs: {run_dir}", flush=True)
             url = f"http://127.0.0.1:{_port_or_free(ingress_port)}"
             stack.start_ingress(int(url.rsplit(":", 1)[1]))
-            api = f"http://127.0.0.1:{_port_or_free(api_port)}"
             stack.start_api(int(api.rsplit(":", 1)[1]))
             examples = load_examples()
             await publish(kafka, examples)
