@@ -193,11 +193,14 @@ DISPATCHER = Route(
 
 RECORDER = Route(
     "recorder",
-    "Keeps every conversation, extraction, decision trace, action attempt and dead letter in SQL.",
+    "Keeps every conversation, extraction, decision trace, action (payload, tasks, team alerts), action "
+    "attempt and dead letter in SQL.",
     consumes=(
         t.CONVERSATIONS_ENDED,
         t.CONVERSATIONS_EXTRACTED,
         t.DECISION_TRACES,
+        # every action record as the router produced it: the rendered payload, the tasks and team alerts
+        *t.ACTION_STREAMS.values(),
         t.ACTION_RESULT_STREAM,
         # raw: a dead letter is stored whatever its value holds, its context read from its headers
         *(Stream.plain(r.dead_letter_topic, bytes) for r in (EXTRACTOR, ROUTER, DISPATCHER)),

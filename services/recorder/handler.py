@@ -4,6 +4,7 @@ Consumes (schemas.routes.RECORDER):
     postcall.conversation-ended.v1       the conversation (the newest event of a conversation wins)
     postcall.conversation-extracted.v1   each extraction, with every value, its evidence and confidence
     postcall.decisions.v1                each decision trace, and the actions it planned
+    postcall.actions.<type>.v1           each action as produced (its payload; tasks and team alerts)
     postcall.action-results.v1           every attempt of every action
     postcall.<service>.dlq.v1            every service's dead letters, raw (and `dlq replay`'s markers)
     postcall.dispatcher.retry-<n>.v1     raw: when a failed action's next attempt is due
@@ -26,7 +27,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas import headers as h
-from schemas.events import ActionCompleted, ConversationEnded, ConversationExtracted, DecisionTrace
+from schemas.events import ActionBase, ActionCompleted, ConversationEnded, ConversationExtracted, DecisionTrace
 from schemas.routes import RECORDER, Route
 from services.common.api import Context, Event, InvalidRecord, Service
 from services.recorder.batcher import Batcher
@@ -65,6 +66,8 @@ def rows_for(event: BaseModel | bytes | None, ctx: Context, raw: RawTopics = DEF
         return rows.decided(event, source)
     if isinstance(event, ActionCompleted):
         return rows.completed(event, source)
+    if isinstance(event, ActionBase):
+        return rows.requested(event, source)
     if isinstance(event, BaseModel):
         raise InvalidRecord(f"the recorder does not store {type(event).__name__}")
     service = raw.dead_letters.get(ctx.topic)

@@ -94,3 +94,29 @@ async def test_records_older_than_the_retention_are_skipped() -> None:
 async def test_an_unreachable_store_pauses_instead_of_dead_lettering() -> None:
     done = await harness(Collecting(down=True)).send(ended("c1"), timestamp_ms=MS)
     assert done.status == "unavailable" and not done.dead_letters
+
+
+async def test_an_action_record_keeps_its_payload_and_a_task_or_team_alert_for_the_console() -> None:
+    from schemas.events import TaskRequested, TeamAlertRequested, WebhookRequested
+
+    base = {
+        "conversation_id": "c1",
+        "agent_id": "support-line",
+        "flow_id": "callback",
+        "config_revision": "rev",
+        "requested_at": T0,
+        "source_event_id": "x",
+    }
+    batcher = Collecting()
+    recorder = harness(batcher)
+    for action in (
+        TaskRequested(**base, action_id="a0", action_index=0, title="Call back", priority="High"),
+        TeamAlertRequested(**base, action_id="a1", action_index=1, message="Complaint", teammates=["dana"]),
+        WebhookRequested(**base, action_id="a2", action_index=2, destination="crm", body={"n": 1}),
+    ):
+        assert (await recorder.send(action, timestamp_ms=MS)).status == "ok"
+    task, alert, webhook = batcher.rows
+    assert [r["action_id"] for r in (*task.requests, *alert.requests, *webhook.requests)] == ["a0", "a1", "a2"]
+    assert orjson.loads(webhook.requests[0]["payload"])["body"] == {"n": 1}
+    assert (task.tasks[0]["title"], task.tasks[0]["priority"], task.tasks[0]["done_at"]) == ("Call back", "High", None)
+    assert orjson.loads(alert.alerts[0]["teammates"]) == ["dana"] and not webhook.tasks and not webhook.alerts
