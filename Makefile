@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+AJV    := .cache/ajv/node_modules/ajv/package.json
 
 .PHONY: help install tools kafka run demo test test-fast test-llm llama lint bench chaos schemas lock screenshots clean
 
@@ -42,7 +43,14 @@ run: kafka
 demo: kafka
 	$(PY) -m services.devkit.demo once
 
-test: kafka tools
+# ajv (npm registry, locked) for the schema-portability contract test
+$(AJV): tests/contract/ajv/package.json tests/contract/ajv/package-lock.json | tools
+	mkdir -p .cache/ajv
+	cp tests/contract/ajv/package.json tests/contract/ajv/package-lock.json .cache/ajv/
+	npm ci --prefix .cache/ajv --no-audit --no-fund --silent
+	touch $(AJV)
+
+test: kafka tools $(AJV)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 screenshots: kafka tools

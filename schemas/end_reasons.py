@@ -160,7 +160,6 @@ VAPI_EXACT: dict[str, EndReason] = {
     "call.ringing.hook-executed-say": R.CUSTOM_CONDITION,
     "call.ending.hook-executed-say": R.CUSTOM_CONDITION,
     "phone-call-provider-closed-websocket": R.NETWORK_DROP,
-    "call.in-progress.error-vapifault-worker-died": R.NETWORK_DROP,
     "worker-shutdown": R.NETWORK_DROP,
     "call.in-progress.twilio-completed-call": R.CARRIER_COMPLETED,
     "call.in-progress.sip-completed-call": R.CARRIER_COMPLETED,
@@ -186,13 +185,14 @@ _BYOK_ACCOUNT_PARTS = (
 )
 
 # Ordered: the first matching glob wins, so specific rules sit above the broad prefix they refine.
+# Every `*-vapifault-*` value is Vapi's own fault (a worker died, its database, its voice service): the
+# platform failed, not the carrier or the customer's provider, so it is checked before anything else.
 VAPI_RULES: tuple[tuple[str, EndReason], ...] = (
+    ("*-vapifault-*", R.PLATFORM_ERROR),
     ("call.in-progress.error-warm-transfer-*", R.TRANSFER_FAILED),
     ("call.in-progress.error-providerfault-outbound-sip-*", R.DIAL_FAILED),
     ("call.in-progress.error-providerfault-*", R.PROVIDER_ERROR),
-    ("call.in-progress.error-vapifault-*", R.PLATFORM_ERROR),
     ("call.in-progress.error-pipeline-*", R.PLATFORM_ERROR),
-    ("call.start.error-vapifault-*", R.PLATFORM_ERROR),
     ("call.start.error-*", R.CONFIG_OR_BILLING_ERROR),
     ("assistant-request-*", R.CONFIG_OR_BILLING_ERROR),
     ("pipeline-error-vapi-*", R.PLATFORM_ERROR),  # Vapi's own models: no customer key involved

@@ -1,50 +1,83 @@
 """The events on the wire, version 1. Pydantic models are the source of truth; schemas/json/ is generated.
 
-Readers are tolerant (unknown fields are ignored, so producers can add fields within v1); types are
-strict enough that a wrong type is a schema violation, not a guess.
+The models accept exactly what the published JSON Schemas accept (tests/contract/test_contract_agreement.py
+checks both ways on generated records). Readers are tolerant of unknown fields (producers can add
+fields within v1); types are strict, so a wrong type is a schema violation, never a guess:
+
+    times      RFC 3339 strings with a time zone (`Z` or `+hh:mm`), years 1970 to 2999 as written; naive
+               times, epoch numbers and times at the calendar's edge are refused
+    numbers    JSON numbers only: "12.5", true and null (where not optional) are refused
+    integers   JSON integers (1.0 is the integer 1, as JSON Schema says); 1.5 and "1" are refused
+    booleans   true or false only
+    end_reason.canonical   one of the vocabulary, or absent (then mapped from raw and source_platform)
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema, model_validator
 
 from schemas.end_reasons import EndReason, canonical_end_reason
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 
-#: Every time on the wire lies in [EARLIEST, LATEST). Outside it, arithmetic such as a time-zone shift
-#: or a business-hours move overflows (years 1 and 9999), which would look like a retryable crash; a
-#: record with such a time is poison at once instead.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+#: Every time on the wire is written with a year from 1970 up to (not including) 3000. Outside it,
+#: arithmetic such as a time-zone shift or a business-hours move overflows (years 1 and 9999), which would
+#: look like a retryable crash; a record with such a time is poison at once instead. The bound is on the
+#: year as written, so that plain JSON Schema (a pattern) says exactly the same.
+FIRST_YEAR, END_YEAR = 1970, 3000
+EARLIEST = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
+LATEST = datetime(END_YEAR, 1, 1, tzinfo=UTC)  # a written time in UTC may pass it by up to a day
+_YEAR = "(19[7-9][0-9]|2[0-9]{3})"
+_REST = r"-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})(?![\s\S])"
+#: An RFC 3339 date-time with a time zone. The JSON Schemas carry it as `pattern` beside `format`, so that
+#: a validator that treats `format` as an annotation (the 2020-12 default) still refuses a naive time.
+#: It ends in `(?![\s\S])` (nothing follows) rather than `$`, which Python lets match before a final newline.
+DATETIME_PATTERN = f"^{_YEAR}{_REST}"
+_SHAPE = re.compile(f"^[0-9]{{4}}{_REST}")
 
 
-def _bounded(moment: datetime) -> datetime:
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    try:
-        inside = EARLIEST <= aware < LATEST
-    except OverflowError:  # the offset pushes it past datetime's own range
-        inside = False
-    if not inside:
-        raise ValueError(f"time out of range: must be from {EARLIEST.year} up to (not including) {LATEST.year}")
-    return moment
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise ValueError("a time needs a time zone (Z or +hh:mm)")
+        year = value.year
+    elif isinstance(value, str):
+        if not _SHAPE.match(value):
+            raise ValueError(f"{value[:40]!r} is not an RFC 3339 time with a time zone, e.g. 2026-11-22T10:00:00Z")
+        year = int(value[:4])
+    else:
+        raise ValueError("a time is an RFC 3339 string with a time zone, e.g. 2026-11-22T10:00:00Z")
+    if not FIRST_YEAR <= year < END_YEAR:
+        raise ValueError(f"time out of range: the year must be from {FIRST_YEAR} up to (not including) {END_YEAR}")
+    return value
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema: an integer is any number with a zero fractional part, so 1.0 is the integer 1
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 Timestamp = Annotated[
     datetime,
-    AfterValidator(_bounded),
-    Field(
-        json_schema_extra={"formatMinimum": "1970-01-01T00:00:00Z", "formatExclusiveMaximum": "3000-01-01T00:00:00Z"}
-    ),
+    BeforeValidator(_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": DATETIME_PATTERN}),
 ]
-Scalar = str | int | float | bool | None
+# Constraints sit inside each type, before any validator, so that pydantic writes them into the schema
+Number = Annotated[float, Strict()]  # strict: an int is a number; a bool or a string is not
+Seconds = Annotated[float, Strict(), Field(ge=0)]
+Probability = Annotated[float, Strict(), Field(ge=0, le=1)]
+Integer = Annotated[int, Strict(), BeforeValidator(_integral)]
+Count = Annotated[int, Strict(), Field(ge=0), BeforeValidator(_integral)]
+Flag = Annotated[bool, Strict()]
+Scalar = str | bool | int | float | None  # smart union: every JSON scalar matches one member exactly
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 # ── ConversationEnded ─────────────────────────────────────────────────────────────────────────────
@@ -68,35 +101,38 @@ class Customer(Model):
     contact_id: str | None = Field(None, description="Set when the conversation is linked to a CRM contact.")
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class EndReasonInfo(Model):
-    """Why the conversation ended. An unknown value never makes the event invalid: it becomes UNKNOWN."""
+    """Why the conversation ended. `canonical` is one of our vocabulary or absent: then it is mapped from
+    `raw` and `source_platform`, and a raw value nobody maps becomes UNKNOWN (never an error)."""
 
     canonical: EndReason = Field(
         EndReason.UNKNOWN,
-        description="Our vocabulary. When absent it is mapped from raw and source_platform; a value outside "
-        "the vocabulary becomes UNKNOWN.",
+        description="Our vocabulary. Absent: mapped from raw and source_platform (UNKNOWN when unmapped). "
+        "Never null and never a platform's own value: that goes in raw.",
+        json_schema_extra=_no_default,  # derived from raw, not a constant
     )
     raw: str | None = Field(None, description="The platform's own value, verbatim.")
     source_platform: str = Field("unknown", description="vapi, retell, elevenlabs, connect, copilot, ...")
 
     @model_validator(mode="before")
     @classmethod
-    def _canonical_never_fails(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        value = data.get("canonical")
-        if value is None:
-            return {**data, "canonical": canonical_end_reason(data.get("source_platform"), data.get("raw"))}
-        if isinstance(value, str) and value not in EndReason.__members__:
-            return {**data, "canonical": canonical_end_reason(data.get("source_platform"), value)}
+    def _derive_canonical(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "canonical" not in data:
+            platform, raw = data.get("source_platform"), data.get("raw")
+            if isinstance(raw, str) and isinstance(platform, str | None):
+                return {**data, "canonical": canonical_end_reason(platform, raw)}
         return data
 
 
 class Message(Model):
     role: Literal["agent", "customer", "human_agent", "system", "tool"]
     text: str
-    start_seconds: float | None = Field(None, ge=0)
-    end_seconds: float | None = Field(None, ge=0)
+    start_seconds: Seconds | None = None
+    end_seconds: Seconds | None = None
 
 
 class PlatformAnalysis(Model):
@@ -104,7 +140,7 @@ class PlatformAnalysis(Model):
     be told to trust it. Which vendor field fills which attribute: docs/publishing.md."""
 
     summary: str | None = Field(None, description="The platform's summary of the conversation.")
-    successful: bool | None = Field(
+    successful: Flag | None = Field(
         None, description="The platform's verdict on whether the conversation reached its goal, when it gives one."
     )
     sentiment: str | None = Field(None, description="The customer's sentiment as the platform judged it.")
@@ -132,7 +168,7 @@ class ConversationEnded(Model):
     status: str = Field("completed", description="completed, failed, ...")
     started_at: Timestamp
     ended_at: Timestamp
-    duration_seconds: float | None = Field(None, ge=0)
+    duration_seconds: Seconds | None = None
     end_reason: EndReasonInfo
     customer: Customer = Customer()
     to_number: str | None = Field(None, description="The called number (phone calls).")
@@ -142,7 +178,7 @@ class ConversationEnded(Model):
     conversation_url: str | None = None
     dynamic_variables: dict[str, Scalar] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    times_estimated: bool = Field(
+    times_estimated: Flag = Field(
         False,
         description="The platform sent no call times (a call that never connected): started_at and ended_at "
         "are when the platform reported the call, and the duration is 0.",
@@ -164,8 +200,8 @@ class ConversationEnded(Model):
 class ExtractedValue(Model):
     value: Scalar = Field(description="null when the transcript does not support a value.")
     evidence: str | None = Field(None, description="The transcript quote that supports the value.")
-    confidence: float | None = Field(None, ge=0, le=1)
-    needs_review: bool = Field(False, description="Confidence under the configured threshold.")
+    confidence: Probability | None = None
+    needs_review: Flag = Field(False, description="Confidence under the configured threshold.")
     raw: Scalar = Field(
         None, description="What the model answered when it was normalised into `value` (e.g. 2026-03-17T00:00:00)."
     )
@@ -173,17 +209,17 @@ class ExtractedValue(Model):
 
 class TriggerAnswer(Model):
     question: str
-    answer: bool
+    answer: Flag
     rationale: str = ""
     evidence: str | None = None
-    confidence: float | None = Field(None, ge=0, le=1)
+    confidence: Probability | None = None
 
 
 class Usage(Model):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    cost_usd: float = 0.0
+    prompt_tokens: Count = 0
+    completion_tokens: Count = 0
+    cached_prompt_tokens: Count = 0
+    cost_usd: Number = 0.0
 
 
 class Extraction(Model):
@@ -200,9 +236,9 @@ class Extraction(Model):
         default_factory=dict, description="Dynamic-recipient choices, keyed by route id."
     )
     summary: str | None = None
-    truncated: bool = Field(False, description="The transcript was over the token budget and was cut.")
+    truncated: Flag = Field(False, description="The transcript was over the token budget and was cut.")
     usage: Usage = Usage()
-    latency_ms: float | None = None
+    latency_ms: Number | None = None
 
 
 class ConversationExtracted(Model):
@@ -220,7 +256,7 @@ class ConversationExtracted(Model):
 class ConditionResult(Model):
     path: str = Field(description="Where the condition sits in the flow, e.g. when.all[1].")
     kind: str = Field(description="end_reason, field, ai, always, all, any, not, confidence, review")
-    passed: bool
+    passed: Flag
     expected: Any = None
     actual: Any = None
     reason: str
@@ -235,8 +271,8 @@ class PlannedAction(Model):
 
 class FlowDecision(Model):
     flow_id: str
-    enabled: bool
-    fired: bool
+    enabled: Flag
+    fired: Flag
     reason: str
     conditions: list[ConditionResult] = Field(default_factory=list)
     actions: list[PlannedAction] = Field(default_factory=list)
@@ -263,7 +299,7 @@ class ActionBase(Model):
     conversation_id: Id
     agent_id: str
     flow_id: str
-    action_index: int = Field(ge=0)
+    action_index: Count
     config_revision: str
     requested_at: Timestamp
     source_event_id: str
@@ -370,7 +406,7 @@ class ScheduleCallRequested(ActionBase):
     from_number: str | None = None
     scheduled_at: Timestamp
     schedule_source: Literal["field", "fallback"]
-    business_hours_applied: bool = False
+    business_hours_applied: Flag = False
 
 
 class TaskRequested(ActionBase):
@@ -383,7 +419,7 @@ class TaskRequested(ActionBase):
 class TeamAlertRequested(ActionBase):
     type: Literal["team_alert"] = "team_alert"
     message: str
-    everyone: bool = True
+    everyone: Flag = True
     teammates: list[str] = Field(default_factory=list)
 
 
@@ -428,9 +464,9 @@ class ActionCompleted(Model):
     type: str
     destination: str | None = None
     outcome: Literal["delivered", "published", "failed", "skipped_duplicate", "dead_lettered"]
-    attempts: int = Field(ge=0)
-    status_code: int | None = None
-    latency_ms: float | None = None
+    attempts: Count
+    status_code: Integer | None = None
+    latency_ms: Number | None = None
     error: str | None = None
     response_excerpt: str | None = Field(
         None,

@@ -7,6 +7,7 @@ broker someone already runs on 9092, and is stopped when the session ends.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,13 +21,29 @@ os.environ.setdefault("POSTCALL_TOPIC_REPLICATION", "1")
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import KafkaCluster
 from services.devkit.postgres import PostgresServer
+from tests.support.contract import Watch, sweep, watch_consumers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def contract_watch() -> Iterator[Watch]:
+    """Every record a consumer in this process reads is checked against schemas/json/ (tests/support/contract.py)."""
+    watch = Watch()
+    undo = watch_consumers(watch)
+    yield watch
+    undo()
 
 
 @pytest.fixture(scope="session")
-def kafka_cluster() -> Iterator[KafkaCluster]:
+def kafka_cluster(contract_watch: Watch) -> Iterator[KafkaCluster]:
     cluster = KafkaCluster(size=1).start()
     try:
         yield cluster
+        # the last net: every record on the broker, subprocesses' included, against the published schemas
+        before = len(contract_watch.violations)
+        settings = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
+        read = asyncio.run(sweep(settings, contract_watch))
+        found = contract_watch.violations[before:]
+        assert not found, f"{len(found)} record(s) of {read} break the published schemas:\n" + "\n".join(found[:20])
     finally:
         cluster.stop()
 

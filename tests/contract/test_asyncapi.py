@@ -75,7 +75,8 @@ def test_every_reference_resolves(doc: dict[str, Any]) -> None:
 
 def test_every_message_payload_is_its_model_schema(doc: dict[str, Any]) -> None:
     for message in doc["components"]["messages"].values():
-        payload = _resolve(doc, message["payload"]["$ref"])
+        assert message["payload"]["schemaFormat"] == "application/schema+json;version=draft-2020-12"
+        payload = _resolve(doc, message["payload"]["schema"]["$ref"])
         assert payload["title"] == message["name"].removesuffix("DeadLetter").removesuffix("Retry")
         assert payload["type"] == "object" and payload["properties"]
 

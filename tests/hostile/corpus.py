@@ -151,8 +151,22 @@ def cases(transcript_url: str | None = None) -> list[Case]:
         Case(
             "unknown-end-reason",
             "hostile-reason",
-            orjson.dumps(conversation("hostile-reason", end_reason={"canonical": "ALIEN_ABDUCTION", "raw": "ufo"})),
+            orjson.dumps(conversation("hostile-reason", end_reason={"raw": "ufo", "source_platform": "vapi"})),
             "processed",
+        ),
+        Case(
+            "canonical-outside-the-vocabulary",
+            "hostile-canonical",
+            orjson.dumps(conversation("hostile-canonical", end_reason={"canonical": "ALIEN_ABDUCTION", "raw": "ufo"})),
+            "dlq:extractor",
+            "end_reason.canonical",
+        ),
+        Case(
+            "naive-time",
+            "hostile-naive",
+            orjson.dumps(conversation("hostile-naive", started_at="2026-11-22T10:00:00")),
+            "dlq:extractor",
+            "started_at",
         ),
         Case(
             "two-megabyte-transcript",

@@ -2,37 +2,104 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from schemas.end_reasons import EndReason
-from schemas.events import ConversationEnded, EndReasonInfo
+from schemas.events import ConversationEnded, EndReasonInfo, ExtractedValue, Usage
 from services.common.codec import decode, decoder
 from services.common.errors import InvalidRecord
 from services.devkit.publish import EXAMPLES
 
 BASE = orjson.loads((EXAMPLES / "0001-support-resolved-hangup.json").read_bytes())
 
+VALID: dict[str, Any] = {
+    "event_id": "e1",
+    "conversation_id": "c1",
+    "occurred_at": "2026-11-22T10:05:00Z",
+    "account": {"id": "acme"},
+    "agent": {"id": "support-line"},
+    "direction": "inbound",
+    "started_at": "2026-11-22T10:00:00+01:00",
+    "ended_at": "2026-11-22T10:04:30.250+01:00",
+    "duration_seconds": 270,
+    "end_reason": {"raw": "customer-ended-call", "source_platform": "vapi"},
+}
+
 
 @pytest.mark.parametrize(
     ("payload", "expected"),
     [
         ({"canonical": "CUSTOMER_HANGUP"}, EndReason.CUSTOMER_HANGUP),
-        ({"canonical": "ALIEN_ABDUCTION", "raw": "x"}, EndReason.UNKNOWN),
         ({"raw": "user_hangup", "source_platform": "retell"}, EndReason.CUSTOMER_HANGUP),
         ({"raw": "customer-ended-call", "source_platform": "vapi"}, EndReason.CUSTOMER_HANGUP),
-        ({"canonical": "customer-ended-call", "source_platform": "vapi"}, EndReason.CUSTOMER_HANGUP),
         ({"raw": "never-heard-of-it", "source_platform": "vapi"}, EndReason.UNKNOWN),
         ({}, EndReason.UNKNOWN),
     ],
 )
-def test_an_unknown_end_reason_becomes_unknown_never_an_error(payload: dict[str, str], expected: EndReason) -> None:
+def test_an_absent_canonical_is_mapped_from_raw_and_unknown_raw_values_are_unknown(
+    payload: dict[str, str], expected: EndReason
+) -> None:
     assert EndReasonInfo.model_validate(payload).canonical == expected
+
+
+@pytest.mark.parametrize("canonical", [None, "customer-ended-call", "ALIEN_ABDUCTION", "customer_hangup", 3])
+def test_a_canonical_outside_the_vocabulary_is_refused_as_the_schema_refuses_it(canonical: Any) -> None:
+    with pytest.raises(ValidationError, match="canonical"):
+        EndReasonInfo.model_validate_json(orjson.dumps({"canonical": canonical, "raw": "x"}))
 
 
 def test_the_raw_value_and_platform_are_kept_verbatim() -> None:
     info = EndReasonInfo.model_validate({"raw": "user_hangup", "source_platform": "retell"})
     assert (info.raw, info.source_platform) == ("user_hangup", "retell")
+
+
+def test_a_valid_event_parses_with_aware_times() -> None:
+    event = ConversationEnded.model_validate_json(orjson.dumps(VALID))
+    assert event.started_at.utcoffset() is not None
+    assert event.duration == 270.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("started_at", "2026-11-22T10:00:00", "time zone"),
+        ("started_at", "2026-11-22 10:00:00Z", "time zone"),
+        ("started_at", 1795341600000, "RFC 3339"),
+        ("occurred_at", "2026-11-22", "time zone"),
+        ("duration_seconds", "12.5", "valid number"),
+        ("duration_seconds", True, "valid number"),
+        ("duration_seconds", -1, "greater than or equal"),
+    ],
+)
+def test_what_the_schema_refuses_the_model_refuses_with_a_clear_message(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as caught:
+        ConversationEnded.model_validate_json(orjson.dumps({**VALID, field: value}))
+    assert caught.value.errors()[0]["loc"][0] == field
+
+
+def test_a_naive_python_datetime_is_refused_too() -> None:
+    with pytest.raises(ValidationError, match="time zone"):
+        ConversationEnded.model_validate({**VALID, "ended_at": datetime(2026, 11, 22, 10, 4)})
+    aware = ConversationEnded.model_validate({**VALID, "ended_at": datetime(2026, 11, 22, 10, 4, tzinfo=UTC)})
+    assert aware.ended_at.tzinfo is UTC
+
+
+def test_integers_accept_integral_floats_as_json_schema_does_and_refuse_the_rest() -> None:
+    assert Usage.model_validate_json(b'{"prompt_tokens": 12.0}').prompt_tokens == 12
+    for bad in (b"12.5", b'"12"', b"true"):
+        with pytest.raises(ValidationError, match="valid integer"):
+            Usage.model_validate_json(b'{"prompt_tokens": ' + bad + b"}")
+
+
+def test_booleans_are_only_true_or_false() -> None:
+    for bad in (b'"true"', b"1", b'"yes"'):
+        with pytest.raises(ValidationError):
+            ExtractedValue.model_validate_json(b'{"value": 1, "needs_review": ' + bad + b"}")
 
 
 def test_platform_analysis_and_estimated_times_are_optional_additions_older_events_still_validate() -> None:
@@ -57,9 +124,9 @@ def test_platform_analysis_and_estimated_times_are_optional_additions_older_even
 
 
 EXTREME_TIMES = [
-    {"started_at": "0001-01-01T00:00Z"},
-    {"started_at": "0001-01-01T00:00+14:00"},
-    {"ended_at": "9999-12-31T23:50-14:00"},
+    {"started_at": "0001-01-01T00:00:00Z"},
+    {"started_at": "0001-01-01T00:00:00+14:00"},
+    {"ended_at": "9999-12-31T23:50:00-14:00"},
     {"occurred_at": "9999-12-31T23:59:59Z"},
     {"started_at": "1969-12-31T23:59:59Z"},
     {"ended_at": "3000-01-01T00:00:00Z"},
@@ -76,6 +143,6 @@ def test_a_time_at_the_edge_of_the_calendar_is_poison_at_once(change: dict[str, 
 
 def test_times_inside_the_range_are_kept() -> None:
     event = ConversationEnded.model_validate(
-        {**BASE, "started_at": "1970-01-01T00:00Z", "ended_at": "2999-12-31T23:59Z"}
+        {**BASE, "started_at": "1970-01-01T00:00:00Z", "ended_at": "2999-12-31T23:59:00-14:00"}
     )
     assert event.started_at.year == 1970 and event.ended_at.year == 2999

@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client import REGISTRY
 
 from schemas import headers as h
@@ -121,3 +122,26 @@ async def test_an_unknown_agent_is_dead_lettered_and_nothing_is_produced(
     [dead] = await read_all(kafka, dead_letter_topic(service))
     assert "no configuration for agent ghost" in dead.headers[h.EXCEPTION_MESSAGE]
     assert llm.count == 0
+
+
+async def test_a_naive_datetime_event_is_dead_lettered_with_its_reason_at_the_first_service(
+    kafka: KafkaSettings, llm: FakeLLM, tmp_path: Path
+) -> None:
+    """The contract is the schema: what schemas/json/ refuses never reaches the router, where it used to
+    crash on naive-minus-aware arithmetic."""
+    service, topic, out, group = await topics(kafka)
+    good, naive, text_number = conversations(3)
+    bad = orjson.loads(naive.model_dump_json()) | {"started_at": "2026-11-22T10:00:00"}
+    worse = orjson.loads(text_number.model_dump_json()) | {"duration_seconds": "12.5"}
+    await produce(
+        kafka, topic, [(good.conversation_id, good), (naive.conversation_id, bad), (text_number.conversation_id, worse)]
+    )
+    async with extractor(llm, SPEC, tmp_path, output_topic=out) as ex:
+        await run_extractor(kafka, ex, service, topic, group)
+    assert [r.key for r in await read_all(kafka, out)] == [good.conversation_id]
+    dead = {r.key: r.headers for r in await read_all(kafka, dead_letter_topic(service))}
+    assert set(dead) == {naive.conversation_id, text_number.conversation_id}
+    assert {d[h.DLQ_FAILURE_CATEGORY] for d in dead.values()} == {h.CATEGORY_POISON}
+    assert "started_at" in dead[naive.conversation_id][h.DLQ_EXCEPTION_MESSAGE]
+    assert "time zone" in dead[naive.conversation_id][h.DLQ_EXCEPTION_MESSAGE]
+    assert "duration_seconds" in dead[text_number.conversation_id][h.DLQ_EXCEPTION_MESSAGE]
