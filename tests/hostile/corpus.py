@@ -137,14 +137,14 @@ def cases(transcript_url: str | None = None) -> list[Case]:
         Case(
             "year-one-start",
             "hostile-year-1",
-            orjson.dumps(conversation("hostile-year-1", started_at="0001-01-01T00:00+14:00")),
+            orjson.dumps(conversation("hostile-year-1", started_at="0001-01-01T00:00:00+14:00")),
             "dlq:extractor",
             "time out of range",
         ),
         Case(
             "year-9999-end",
             "hostile-year-9999",
-            orjson.dumps(conversation("hostile-year-9999", ended_at="9999-12-31T23:50-14:00")),
+            orjson.dumps(conversation("hostile-year-9999", ended_at="9999-12-31T23:50:00-14:00")),
             "dlq:extractor",
             "time out of range",
         ),

@@ -26,7 +26,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from schemas import headers as h
 from schemas.generate import SCHEMA_SUFFIX
-from schemas.topics import STREAMS
+from schemas.topics import CE_TYPE_PREFIX, STREAMS
 from services.common.settings import KafkaSettings
 
 JSON_DIR = Path(__file__).resolve().parents[2] / "schemas" / "json"
@@ -42,7 +42,7 @@ def validators() -> dict[str, Draft202012Validator]:
         )
         for p in JSON_DIR.glob(f"*{SCHEMA_SUFFIX}")
     }
-    out = {f"{h.CE_TYPE_PREFIX}.{name}.v1": v for name, v in by_name.items()}
+    out = {f"{CE_TYPE_PREFIX}.{name}.v1": v for name, v in by_name.items()}
     out.update({stream.ce_type: by_name[stream.model.__name__] for stream in STREAMS})
     return out
 

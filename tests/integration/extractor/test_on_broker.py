@@ -136,8 +136,8 @@ async def test_a_naive_datetime_event_is_dead_lettered_with_its_reason_at_the_fi
     await produce(
         kafka, topic, [(good.conversation_id, good), (naive.conversation_id, bad), (text_number.conversation_id, worse)]
     )
-    async with extractor(llm, SPEC, tmp_path, output_topic=out) as ex:
-        await run_extractor(kafka, ex, service, topic, group)
+    async with extractor(llm, SPEC, tmp_path) as ex:
+        await run_extractor(kafka, ex, service, topic, out, group)
     assert [r.key for r in await read_all(kafka, out)] == [good.conversation_id]
     dead = {r.key: r.headers for r in await read_all(kafka, dead_letter_topic(service))}
     assert set(dead) == {naive.conversation_id, text_number.conversation_id}
