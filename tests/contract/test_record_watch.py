@@ -33,6 +33,6 @@ def test_a_test_topic_record_is_checked_by_its_model_name() -> None:
 def test_copies_foreign_records_and_unknown_types_are_not_a_services_product() -> None:
     broken = b'{"not": "a conversation"}'
     assert violation(CONVERSATION_ENDED, 0, broken, [(h.CE_TYPE, SERVICE[1][1])]) is None  # a platform's record
-    assert violation(CONVERSATION_ENDED, 0, broken, [*SERVICE, (h.DLQ_ORIGINAL_TOPIC, b"x")]) is None
-    assert violation(CONVERSATION_ENDED, 0, broken, [*SERVICE, (h.RETRY_ATTEMPT, b"2")]) is None
+    assert violation(CONVERSATION_ENDED, 0, broken, [*SERVICE, (h.ORIGINAL_TOPIC, b"x")]) is None
+    assert violation(CONVERSATION_ENDED, 0, broken, [*SERVICE, (h.RETRY_DUE_AT, b"2")]) is None
     assert violation("t", 0, broken, [(h.CE_SOURCE, b"/postcall/worker"), (h.CE_TYPE, b"dev.postcall.Job.v1")]) is None
