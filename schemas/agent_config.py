@@ -728,6 +728,11 @@ class Flow(_Cfg):
     use_template: str | None = Field(None, description="The library template this flow was built from.")
     when: Condition | None = Field(None, description="None: the flow runs for every conversation.")
     actions: list[Action] = Field(min_length=1)
+    on_extraction_failure: Literal["hold", "run"] = Field(
+        "hold",
+        description="A flow that uses the extraction (fields, ai triggers, dyn_*, the summary) when extraction "
+        "failed: hold it, nothing sent, until a later extraction succeeds (default); or run it with what there is.",
+    )
 
 
 class ExtractionConfig(_Cfg):

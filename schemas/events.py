@@ -273,6 +273,12 @@ class FlowDecision(Model):
     flow_id: str
     enabled: Flag
     fired: Flag
+    held: Flag = Field(
+        False,
+        description="Extraction failed and the flow uses it: nothing was sent; it runs once a later extraction "
+        "of the conversation succeeds (postcall reextract), or when an operator releases it (postcall held).",
+    )
+    flow_revision: str | None = Field(None, description="The flow's own revision (docs/agent-config.md).")
     reason: str
     conditions: list[ConditionResult] = Field(default_factory=list)
     actions: list[PlannedAction] = Field(default_factory=list)
@@ -295,7 +301,10 @@ class DecisionTrace(Model):
 
 
 class ActionBase(Model):
-    action_id: str = Field(description="Deterministic: conversation + flow + action + config revision.")
+    action_id: str = Field(
+        description="Deterministic: conversation + agent + flow + the flow's own revision + action index "
+        "(docs/downstream.md); the webhook-id receivers see."
+    )
     conversation_id: Id
     agent_id: str
     flow_id: str
@@ -303,6 +312,19 @@ class ActionBase(Model):
     config_revision: str
     requested_at: Timestamp
     source_event_id: str
+    flow_revision: str | None = Field(
+        None,
+        description="The revision of the flow alone: what the flow and the fields, routes and library "
+        "template it uses say (docs/agent-config.md).",
+    )
+    content_digest: str | None = Field(
+        None, description="A digest of what the action asks for (its rendered content, without ids and times)."
+    )
+    supersedes: str | None = Field(
+        None,
+        description="Set by a deliberate re-delivery (postcall reextract --redeliver): the action_id this "
+        "action replaces, so a receiver can upsert.",
+    )
     destination: str | None = Field(
         None, description="A destination named in the dispatcher's configuration; never a URL or secret."
     )
@@ -479,5 +501,9 @@ class ActionCompleted(Model):
         max_length=256,
         description="The id the receiver's answer named (an http action's result_id_pointer, a Sheets row's "
         "range, a Slack message's ts): 'CRM case 4471 updated'.",
+    )
+    supersedes: str | None = Field(None, description="The action's own `supersedes` (a deliberate re-delivery).")
+    content_digest: str | None = Field(
+        None, description="The action's content digest: what a later re-delivery compares with."
     )
     completed_at: Timestamp

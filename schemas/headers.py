@@ -57,8 +57,13 @@ CATEGORY_POISON = "poison"  # the bytes cannot be decoded or do not fit the sche
 CATEGORY_PERMANENT = "permanent"  # the handler said it will never succeed
 CATEGORY_RETRIES_EXHAUSTED = "retryable-exhausted"  # every retry tier failed
 
-# Re-extraction: `postcall reextract` republishes a conversation; the extractor passes this on.
+# Re-extraction: `postcall reextract` republishes a conversation; the extractor passes these on.
 REEXTRACT_OF = "x-reextract-of"  # the original event_id
+#: `postcall reextract --redeliver`: an action whose content changed goes out under a new id that
+#: supersedes the one delivered (docs/downstream.md)
+REDELIVER = "x-redeliver"
+#: `postcall held release`: run the flows held on this failed extraction with what there is
+RUN_HELD = "x-run-held"
 
 # Replays from a dead-letter topic.
 REPLAY_COUNT = "x-replay-count"

@@ -162,7 +162,7 @@ EXTRACTOR = Route(
     max_in_flight=64,
     # one header from the LLM endpoint must not pause extraction for a day (the circuit's cool-down still applies)
     retry_after_cap_seconds=300.0,
-    forwards_headers=(h.REEXTRACT_OF,),
+    forwards_headers=(h.REEXTRACT_OF, h.REDELIVER),
 )
 
 ROUTER = Route(

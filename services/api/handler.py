@@ -121,6 +121,11 @@ class Operation(BaseModel):
 
 class Reextract(Operation):
     filter: ConversationQuery = Field(description="Which conversations: the list's filters (ids, agent, ...).")
+    redeliver: bool = Field(
+        False,
+        description="Send again every action whose content changed, under a new id that supersedes the old one; "
+        "without it actions already delivered are never repeated.",
+    )
 
     @model_validator(mode="after")
     def _something_chosen(self) -> Reextract:
@@ -153,6 +158,7 @@ async def reextract(body: Reextract, who: Operator, store: StoreDep, settings: S
             limit=min(body.limit, settings.api.operation_limit),
             rate=body.rate or settings.api.operation_rate,
             dry_run=body.dry_run,
+            redeliver=body.redeliver,
         )
     )
 

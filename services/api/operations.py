@@ -94,22 +94,27 @@ async def reextract_conversations(
     rate: float,
     dry_run: bool,
     topic: str = CONVERSATION_ENDED,
+    redeliver: bool = False,
 ) -> OperationResult:
     """The stored ConversationEnded of each chosen conversation, republished as `postcall reextract`
-    republishes one read from the topic (same key and payload, a fresh ce_id, x-reextract-of)."""
+    republishes one read from the topic (same key and payload, a fresh ce_id, x-reextract-of, and
+    x-redeliver when changed actions are to be sent again)."""
     async with store.read() as conn:
         chosen = await queries.events_for(conn, filters, limit)
     result = OperationResult(matched=len(chosen), sent=0, dry_run=dry_run, items=[cid for cid, _, _ in chosen])
     if not dry_run and chosen:
-        records = [Outgoing(topic, cid.encode(), event.encode(), _reextract_headers(eid)) for cid, eid, event in chosen]
+        records = [
+            Outgoing(topic, cid.encode(), event.encode(), _reextract_headers(eid, redeliver))
+            for cid, eid, event in chosen
+        ]
         result = await _send(kafka, records, rate, result)
     async with store.write() as conn:
         await tokens.audit(conn, who, "reextract", _target(filters, limit), _outcome(result), dry_run=dry_run)
     return result
 
 
-def _reextract_headers(event_id: str) -> dict[str, str]:
-    return {
+def _reextract_headers(event_id: str, redeliver: bool = False) -> dict[str, str]:
+    return ({h.REDELIVER: "1"} if redeliver else {}) | {
         h.CE_ID: str(uuid.uuid4()),
         h.CE_TYPE: CE_TYPES[CONVERSATION_ENDED],
         h.CE_SOURCE: "/postcall/store",

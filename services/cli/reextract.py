@@ -6,8 +6,10 @@ same topic with the same key and the same payload (event_id included), plus a fr
 `x-reextract-of: <original event_id>` header, rate-limited and acknowledged by all in-sync replicas.
 Earlier re-extraction copies are never chosen again, and a platform's duplicates (same event_id) are
 republished once. The extractor runs with the agent's current configuration; downstream, the
-dispatcher's idempotency (action_id = conversation + flow + action + configuration revision) keeps
-actions whose configuration did not change from running twice.
+dispatcher's idempotency (action_id = conversation + agent + flow + the flow's own revision + action)
+keeps actions whose flow did not change from running twice, and flows held on a failed extraction run
+once. `--redeliver` adds `x-redeliver` (passed on by the extractor): the router then gives every action
+an id per content that supersedes its own, and the dispatcher sends only those whose content changed.
 """
 
 from __future__ import annotations
@@ -90,6 +92,17 @@ def _read(r: Any) -> Chosen | None:
 
 async def select(kafka: KafkaSettings, filters: Filters, topic: str = CONVERSATION_ENDED) -> list[Chosen]:
     """Every matching original conversation up to the topic's end at call time, once per event_id."""
+    chosen, seen = [], set()
+    for record in await read_to_end(kafka, topic, filters.since):
+        c = _read(record)
+        if c is not None and c.event_id not in seen and filters.match(c):
+            seen.add(c.event_id)
+            chosen.append(c)
+    return chosen
+
+
+async def read_to_end(kafka: KafkaSettings, topic: str, since: datetime | None = None) -> list[Any]:
+    """Every record of the topic published at or after `since`, up to its end at call time, in time order."""
     tps = [TopicPartition(topic, p) for p in await partitions_of(kafka, topic)]
     consumer = AIOKafkaConsumer(
         **kafka.client_options(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -98,14 +111,8 @@ async def select(kafka: KafkaSettings, filters: Filters, topic: str = CONVERSATI
     try:
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await _seek_to_start(consumer, tps, filters.since)
-        chosen, seen = [], set()
-        for record in await _until_end(consumer, ends):
-            c = _read(record)
-            if c is not None and c.event_id not in seen and filters.match(c):
-                seen.add(c.event_id)
-                chosen.append(c)
-        return chosen
+        await _seek_to_start(consumer, tps, since)
+        return await _until_end(consumer, ends)
     finally:
         await consumer.stop()
 
@@ -133,12 +140,15 @@ async def _until_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
     return sorted(out, key=lambda r: (r.timestamp, r.partition, r.offset))
 
 
-def reextract_headers(c: Chosen) -> dict[str, str]:
-    """The original headers without hop headers, a fresh ce_id, and where the copy came from."""
-    out = {k: v for k, v in c.headers.items() if k not in h.HOP_HEADERS}
+def reextract_headers(c: Chosen, redeliver: bool = False) -> dict[str, str]:
+    """The original headers without hop headers, a fresh ce_id, where the copy came from, and whether
+    changed actions are to be re-delivered."""
+    out = {k: v for k, v in c.headers.items() if k not in h.HOP_HEADERS and k != h.REDELIVER}
     out[h.CE_ID] = str(uuid.uuid4())
     out[h.CE_TIME] = now_iso()
     out[REEXTRACT_OF] = c.event_id
+    if redeliver:
+        out[h.REDELIVER] = "1"
     return out
 
 
@@ -148,9 +158,10 @@ async def republish(
     rate: float,
     progress: Progress | None,
     topic: str = CONVERSATION_ENDED,
+    redeliver: bool = False,
 ) -> int:
     """At most `rate` records/s; returns how many were acknowledged."""
-    outgoing = [Outgoing(topic, c.key, c.value, reextract_headers(c)) for c in chosen]
+    outgoing = [Outgoing(topic, c.key, c.value, reextract_headers(c, redeliver)) for c in chosen]
     return await send_all(kafka, outgoing, rate, progress, "re-extracting")
 
 
@@ -161,6 +172,14 @@ Agent = Annotated[str | None, typer.Option(help="Only this agent id.")]
 Rate = Annotated[float, typer.Option(min=0.1, help="Records per second at most.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="List what would be republished; publish nothing.")]
 Topic = Annotated[str, typer.Option(help="The conversation-ended topic (read from and republished to).")]
+Redeliver = Annotated[
+    bool,
+    typer.Option(
+        "--redeliver",
+        help="Send again every action whose content changed, under a new id carrying `supersedes: <old id>` "
+        "(receivers upsert); without it, actions already delivered are never repeated.",
+    ),
+]
 
 
 Source = Annotated[
@@ -184,12 +203,15 @@ def reextract(
     api: Api = None,
     token: Token = None,
     limit: Limit = 1000,
+    redeliver: Redeliver = False,
 ) -> None:
     """Republish chosen past conversations to postcall.conversation-ended.v1 so they are extracted again.
 
     From the store (through the query API: audited, and as far back as the store keeps calls, not only
     the topic's 7 days) --ids are conversation ids and --since/--until bound the conversation's end;
-    from the topic --ids may also be event ids and --since/--until bound the time it was published."""
+    from the topic --ids may also be event ids and --since/--until bound the time it was published.
+    Flows held on a failed extraction run once the new extraction succeeds; actions already delivered
+    keep their ids and are not repeated, unless --redeliver asks to send changed content again."""
     wanted = frozenset(i.strip() for group in ids or () for i in group.split(",") if i.strip())
     if not (wanted or since or until or agent):
         raise typer.BadParameter("choose conversations with --ids, --since/--until or --agent")
@@ -197,9 +219,8 @@ def reextract(
     if source == "store" and client is None:
         raise typer.BadParameter("--source store needs the query API: --api URL or POSTCALL_API_URL")
     if client is not None and source != "topic":
-        _from_store(
-            client, {"ids": sorted(wanted), "agent": agent, "since": since, "until": until}, rate, dry_run, limit
-        )
+        chosen_filter = {"ids": sorted(wanted), "agent": agent, "since": since, "until": until}
+        _from_store(client, chosen_filter, rate, dry_run, limit, redeliver)
         return
     kafka = kafka_settings(bootstrap)
     chosen = asyncio.run(select(kafka, Filters(wanted, since, until, agent), topic))
@@ -208,16 +229,20 @@ def reextract(
         console.print(f"{len(chosen)} conversation(s) {'would be republished' if dry_run else 'to republish'}")
         return
     with Progress(console=console) as progress:
-        done = asyncio.run(republish(kafka, chosen, rate, progress, topic))
+        done = asyncio.run(republish(kafka, chosen, rate, progress, topic, redeliver))
     console.print(f"{done} conversation(s) republished for re-extraction")
 
 
-def _from_store(client: ApiClient, chosen: dict[str, Any], rate: float, dry_run: bool, limit: int) -> None:
+def _from_store(
+    client: ApiClient, chosen: dict[str, Any], rate: float, dry_run: bool, limit: int, redeliver: bool = False
+) -> None:
     """POST /api/v1/conversations/reextract: the API republishes the stored events and audits it."""
     for name in ("since", "until"):
         if chosen[name] is not None:
             chosen[name] = _aware(chosen[name]).isoformat()
     body = {"filter": {k: v for k, v in chosen.items() if v}, "dry_run": dry_run, "rate": rate, "limit": limit}
+    if redeliver:
+        body["redeliver"] = True
     try:
         result = client.post("/conversations/reextract", body, timeout=60 + limit / rate)
     except (ApiUnreachable, ApiRefused) as exc:

@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
+from schemas import headers as h
 from services.common import codec, metrics
 from services.common.api import Context, Service
 from services.common.codec import Outgoing
@@ -62,6 +63,9 @@ class Runtime:
         # per-record metrics, labelled once: .labels() takes a lock and validates on every call
         self._in_flight_gauge = metrics.IN_FLIGHT.labels(self.service)
         self._processed_ok = metrics.RECORDS_PROCESSED.labels(self.service, "ok")
+        # every dead-letter series exists from the start at 0: the first dead letter is an increase
+        for dead_letter_category in (h.CATEGORY_POISON, h.CATEGORY_PERMANENT, h.CATEGORY_RETRIES_EXHAUSTED):
+            metrics.DEAD_LETTERS.labels(self.service, dead_letter_category)
         self._consumed: dict[str, Any] = {}
         self._produced: dict[str, Any] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}

@@ -173,6 +173,7 @@ class Sink:
             status=reply.status,
             accept_encoding=headers.get("accept-encoding"),
             authorization=headers.get("authorization"),
+            supersedes=headers.get("postcall-supersedes"),
             body=_json_or_text(body),
         )
         return reply

@@ -38,6 +38,7 @@ from services.dispatcher.metrics import delivery_duration
 from services.dispatcher.registry import Registry
 from services.dispatcher.tokens import TokenSource, token_sources
 
+SUPERSEDES_HEADER = "postcall-supersedes"  # not covered by the signature: docs/downstream.md
 DISABLED_REASON = "destination disabled (410 Gone)"
 LOCAL_PROTOCOL_ERROR = "the request could not be sent: a header or the URL is not valid HTTP (local protocol error)"
 SNIPPET_BYTES = 2048  # of a response body, kept for the error message; the rest is not read
@@ -126,9 +127,18 @@ class HttpSender:
         return redact
 
     async def send(
-        self, dest: UrlDestination, *, action_type: str, msg_id: str, body: bytes, method: str = "POST"
+        self,
+        dest: UrlDestination,
+        *,
+        action_type: str,
+        msg_id: str,
+        body: bytes,
+        method: str = "POST",
+        supersedes: str | None = None,
     ) -> Delivery:
         headers = self._headers(dest, msg_id, body)
+        if supersedes is not None:  # a deliberate re-delivery: the receiver upserts the action it replaces
+            headers[SUPERSEDES_HEADER] = supersedes
 
         async def one(exchange: Exchange) -> Answer:
             return await exchange.request(method, dest.endpoint, headers, body)

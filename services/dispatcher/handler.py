@@ -10,6 +10,9 @@ two replicas) never replaces the delivered record, and every failed attempt stay
 `postcall explain` until retention removes it.
 
     already in the ledger                 -> skipped_duplicate (the skip is recorded too)
+    supersedes an action whose last delivered content is the same
+                                          -> skipped_duplicate ("content unchanged"): a re-delivery sends
+                                             only what changed (postcall reextract --redeliver)
     executor returned                     -> delivered | published
     a failure with retries left           -> on_failure: failed (this attempt); the runtime retries it
     PermanentError / retries exhausted    -> on_failure: dead_lettered; the runtime dead-letters it
@@ -56,6 +59,8 @@ def result(
         error=error,
         response_excerpt=response_excerpt,
         result_id=result_id,
+        supersedes=action.supersedes,
+        content_digest=action.content_digest,
         completed_at=datetime.now(UTC),
     )
     deliveries(completed.type, completed.destination or NO_DESTINATION, outcome).inc()
@@ -87,15 +92,27 @@ class Dispatcher:
     async def handle(self, action: ActionBase, ctx: Context) -> Sequence[Event]:
         async with self._ledger.claim(action.action_id):
             # ctx.partition is where the action first arrived, also for a retry tier's copy
-            if await self._ledger.is_done(ctx.partition, action.action_id):
-                return [result(action, ctx, "skipped_duplicate")]
+            if skipped := await self._skip(action, ctx):
+                return [skipped]
             try:
                 delivery = await self._executors.run(action)
             except PermanentError as exc:
                 deliveries(action_type(action), _destination(exc, action), "failed").inc()
                 raise
-            self._ledger.record(ctx.partition, action.action_id)
+            self._ledger.record(ctx.partition, action.action_id, action.supersedes, action.content_digest)
         return [self._completed(action, ctx, delivery)]
+
+    async def _skip(self, action: ActionBase, ctx: Context) -> ActionCompleted | None:
+        """skipped_duplicate when the action is done already, or, for a re-delivery, when the content last
+        delivered for the action it supersedes is this content."""
+        if action.supersedes is None:
+            done = await self._ledger.is_done(ctx.partition, action.action_id)
+            return result(action, ctx, "skipped_duplicate") if done else None
+        await self._ledger.catch_up(ctx.partition)
+        if self._ledger.last_content(action.supersedes) != action.content_digest:
+            return None
+        unchanged = f"content unchanged since the last delivery for {action.supersedes}"
+        return result(action, ctx, "skipped_duplicate", error=unchanged)
 
     def on_failure(self, action: ActionBase, ctx: Context, failure: Failure) -> Sequence[Event]:
         """Every failed attempt is recorded (`failed`), and so is the dead letter (`dead_lettered`)."""

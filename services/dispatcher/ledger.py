@@ -43,6 +43,7 @@ from services.dispatcher.metrics import LEDGER_BYTES, LEDGER_ENTRIES
 
 log = logging.getLogger(__name__)
 
+DELIVERED_OUTCOMES = frozenset({"delivered", "published"})  # content went out (a skip sends nothing)
 BATCH = 1000  # ids written to the index per transaction while catching up
 EXPIRE_EVERY_SECONDS = 3600.0
 # reader(topic, partition, from_offset) -> records with .offset and .value, up to the end at call time
@@ -75,17 +76,30 @@ class Ledger:
         """Whether the action's side effect already happened, as of the partition's end offset now."""
         if action_id in self._index:
             return True  # done is for good: no read needed
+        await self.catch_up(partition)
+        return action_id in self._index
+
+    async def catch_up(self, partition: int) -> None:
+        """Read the partition up to its end offset as of now."""
         try:
             await asyncio.shield(self._next_read(partition))
         except Exception as exc:
             # never perform a side effect unchecked; the runtime pauses and retries in place
             raise DependencyUnavailable(f"idempotency ledger unreadable: {type(exc).__name__}: {exc}") from exc
-        return action_id in self._index
 
-    def record(self, partition: int, action_id: str) -> None:
-        """Our own result: known done before the runtime has produced it."""
-        self._index.add(partition, [action_id])
+    def record(self, partition: int, action_id: str, supersedes: str | None = None, digest: str | None = None) -> None:
+        """Our own result: known done before the runtime has produced it. A superseding delivery makes the
+        action it supersedes done (a later plain copy of it is a repeat) and its content the last; its own
+        id is not kept: whether a re-delivery goes out is decided by content alone (A, B, then A again
+        sends A again)."""
+        self._index.add(partition, [action_id if supersedes is None else supersedes])
+        if digest is not None:
+            self._index.set_content([(supersedes or action_id, digest, None)])
         self._report(partition)
+
+    def last_content(self, action_id: str) -> str | None:
+        """The content digest last delivered for the action (after `is_done` caught its partition up)."""
+        return self._index.content(action_id)
 
     @contextlib.asynccontextmanager
     async def claim(self, action_id: str) -> AsyncIterator[None]:
@@ -137,21 +151,25 @@ class Ledger:
         initial, before = state.next_offset is None, self._index.count(partition)
         pending: list[str] = []
         stamps: list[int | None] = []
+        contents: list[tuple[str, str, int | None]] = []
         last: int | None = None
         try:
             async for record in self._reader(self._topic, partition, state.next_offset):
                 last = record.offset + 1
-                if (done := _done_id(record.value)) is not None:
-                    pending.append(done)
-                    stamps.append(getattr(record, "timestamp", None))
+                at = getattr(record, "timestamp", None)
+                done, content = _done(record.value)
+                pending.extend(done)
+                stamps.extend([at] * len(done))
+                if content is not None:
+                    contents.append((*content, at))
                 if len(pending) >= BATCH:
-                    self._index.add(partition, pending, stamps)
-                    pending, stamps = [], []
+                    self._write(partition, pending, stamps, contents)
+                    pending, stamps, contents = [], [], []
                 if not pending:
                     state.next_offset = last
         finally:
             # what was read is known done even when the read failed; the offset moves only past what is written
-            self._index.add(partition, pending, stamps)
+            self._write(partition, pending, stamps, contents)
             if last is not None:
                 state.next_offset = last
         self._report(partition)
@@ -159,20 +177,31 @@ class Ledger:
         level = logging.INFO if initial else logging.DEBUG
         log.log(level, "ledger partition %d caught up: %d done (+%d)", partition, count, count - before)
 
+    def _write(
+        self, partition: int, done: list[str], stamps: list[int | None], contents: list[tuple[str, str, int | None]]
+    ) -> None:
+        self._index.add(partition, done, stamps)
+        self._index.set_content(contents)
+
 
 def _report(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("ledger read failed: %s", task.exception())
 
 
-def _done_id(value: bytes | None) -> str | None:
-    """The action id of a result that means done; None for any other record."""
+def _done(value: bytes | None) -> tuple[list[str], tuple[str, str] | None]:
+    """The id a result makes done (its action's, or the one it supersedes), and (that id, content digest)
+    when it delivered content; nothing for any other record."""
     if not value:
-        return None  # a tombstone
+        return [], None  # a tombstone
     try:
         result = orjson.loads(value)
-        if result.get("outcome") in DONE_OUTCOMES:
-            return str(result["action_id"])
-    except (orjson.JSONDecodeError, AttributeError, KeyError):
+        if result.get("outcome") not in DONE_OUTCOMES:
+            return [], None
+        action_id, supersedes, digest = str(result["action_id"]), result.get("supersedes"), result.get("content_digest")
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
         log.warning("ledger skips an unreadable result record")
-    return None
+        return [], None
+    done = [supersedes] if isinstance(supersedes, str) else [action_id]
+    delivered = result.get("outcome") in DELIVERED_OUTCOMES and isinstance(digest, str)
+    return done, ((supersedes if isinstance(supersedes, str) else action_id), digest) if delivered else None

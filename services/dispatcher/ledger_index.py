@@ -13,6 +13,9 @@ once (`expire`), never deleted row by row. A done action id is done whatever res
 read from, so the key is the id alone; the per-partition counts are for the metric (an id done again in
 a later bucket, as a skipped repeat weeks on, counts twice until its older bucket goes).
 
+Beside the ids, per action, the content digest last delivered (`content`): a deliberate re-delivery
+(`supersedes`) goes out only when its content differs from that. Same generations, newest first.
+
 The file is a cache of Kafka, which stays the truth: created empty at each start (the ledger reads the
 topic again) in `directory` (a disk-backed volume in Kubernetes, not the memory-backed /tmp), written
 without journal or fsync, deleted on close.
@@ -69,6 +72,32 @@ class DoneIndex:
             for b in self._buckets
         )
 
+    def content(self, action_id: str) -> str | None:
+        """The content digest last delivered for an action (under its own id or a superseding one)."""
+        k = key(action_id)
+        for b in self._buckets:
+            row = self._db.execute(f"SELECT digest FROM content_{b} WHERE id = ?", (k,)).fetchone()  # noqa: S608
+            if row is not None:
+                return str(row[0])
+        return None
+
+    def set_content(self, items: list[tuple[str, str, int | None]]) -> None:
+        """(action id, digest delivered, result timestamp or None: now), in delivery order: the last wins."""
+        if not items:
+            return
+        now = int(time.time() * 1000)
+        self._db.execute("BEGIN")
+        try:
+            for action_id, digest, at in items:
+                bucket = (now if at is None else at) // (BUCKET_DAYS * DAY_MS)
+                self._table(bucket)
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO content_{bucket} VALUES (?, ?)",  # noqa: S608
+                    (key(action_id), digest),
+                )
+        finally:
+            self._db.execute("COMMIT")
+
     def add(self, partition: int, action_ids: list[str], at_ms: list[int | None] | None = None) -> None:
         """Record ids as done, in one transaction; `at_ms`: their results' timestamps (None: now)."""
         if not action_ids:
@@ -94,6 +123,7 @@ class DoneIndex:
         gone = 0
         for bucket in [b for b in self._buckets if b < oldest_kept]:
             self._db.execute(f"DROP TABLE done_{bucket}")
+            self._db.execute(f"DROP TABLE content_{bucket}")
             self._buckets.remove(bucket)
             for counted in [c for c in self._counts if c[0] == bucket]:
                 gone += self._counts.pop(counted)
@@ -116,5 +146,6 @@ class DoneIndex:
     def _table(self, bucket: int) -> str:
         if bucket not in self._buckets:
             self._db.execute(f"CREATE TABLE done_{bucket} (id BLOB PRIMARY KEY) WITHOUT ROWID")
+            self._db.execute(f"CREATE TABLE content_{bucket} (id BLOB PRIMARY KEY, digest TEXT) WITHOUT ROWID")
             self._buckets = sorted([*self._buckets, bucket], reverse=True)
         return f"done_{bucket}"

@@ -1,8 +1,10 @@
 """Action configurations, compiled once, that build one ActionRequested per fired action — or say why not.
 
-`action_id` is uuid5(ACTION_NAMESPACE, "<conversation_id>/<flow_id>/<action_index>/<config_revision>"):
-the same conversation, flow, action position and configuration revision always give the same id,
-which is the idempotency key end to end (the dispatcher's ledger, the receiver's `webhook-id`).
+`action_id` is uuid5(ACTION_NAMESPACE, "<conversation_id>/<agent>/<flow_id>/<flow_revision>/<action_index>"):
+the same conversation, flow, flow revision (schemas.flow_revision: the flow and what it uses, not the
+whole file) and action position always give the same id, which is the idempotency key end to end (the
+dispatcher's ledger, the receiver's `webhook-id`). A deliberate re-delivery (`postcall reextract
+--redeliver`) sends uuid5(ACTION_NAMESPACE, "<action_id>/content/<content_digest>") with `supersedes`.
 
 Skips, each with its reason in the decision trace: a disabled action, an action `when` that fails, an
 email whose recipients all rendered empty or invalid, a schedule_call with no number to call.
@@ -16,12 +18,15 @@ kept only in those domains. The trace names each recipient's source and each add
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
+
+import orjson
 
 from schemas.agent_config import (
     Action,
@@ -72,8 +77,30 @@ Result = tuple[ActionBase | None, str]  # the action, or None when skipped; the 
 Builder = Callable[[ConversationExtracted, ConversationValues, Common], Result]
 
 
-def action_id(conversation_id: str, flow_id: str, index: int, revision: str) -> str:
-    return str(uuid.uuid5(ACTION_NAMESPACE, f"{conversation_id}/{flow_id}/{index}/{revision}"))
+def action_id(conversation_id: str, agent_id: str, flow_id: str, flow_revision: str, index: int) -> str:
+    return str(uuid.uuid5(ACTION_NAMESPACE, f"{conversation_id}/{agent_id}/{flow_id}/{flow_revision}/{index}"))
+
+
+# what identifies or dates an action rather than saying what it asks for
+_NOT_CONTENT = frozenset(
+    {"action_id", "requested_at", "source_event_id", "config_revision", "content_digest", "supersedes"}
+)
+
+
+def content_digest(action: ActionBase) -> str:
+    """16 hex characters of sha256 over what the action asks for: equal content, equal digest."""
+    content = action.model_dump(mode="json", exclude=set(_NOT_CONTENT))
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def with_content(action: ActionBase, redeliver: bool) -> ActionBase:
+    """The action with its content digest; on a deliberate re-delivery, under the id of its content that
+    supersedes the action's own id (the dispatcher sends it only when the content changed)."""
+    digest = content_digest(action)
+    if not redeliver:
+        return action.model_copy(update={"content_digest": digest})
+    new_id = str(uuid.uuid5(ACTION_NAMESPACE, f"{action.action_id}/content/{digest}"))
+    return action.model_copy(update={"content_digest": digest, "action_id": new_id, "supersedes": action.action_id})
 
 
 class CompiledAction:

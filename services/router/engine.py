@@ -5,6 +5,11 @@ a record costs only lookups and string joins. Every flow runs; a disabled flow, 
 live traffic: a dry run removes the mark first, `Catalog.trial()`), a flow whose conditions fail, and
 every action (planned or skipped, and why) are all in the DecisionTrace.
 Actions appear in the trace as entries of kind `action` at path `actions[i]` beside the conditions.
+
+A flow that uses the extraction (schemas.flow_revision.flow_uses) is held when extraction failed: nothing
+is sent, the trace says `held` and why; a later successful extraction of the conversation runs it (its
+actions keep their ids, so what already ran is skipped by the dispatcher's ledger), and an operator can
+release it as it is (`postcall held release`: the RUN_HELD header). `on_extraction_failure: run` opts out.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from schemas.events import (
     FlowDecision,
     PlannedAction,
 )
-from services.router.actions import CompiledAction, action_id
+from schemas.flow_revision import flow_revision, flow_uses
+from services.router.actions import CompiledAction, action_id, with_content
 from services.router.conditions import Evaluator, compile_condition
 from services.router.variables import ConversationValues
 
 _COMPOSITE = frozenset({"all", "any"})
+# how a record asks to be routed: a deliberate re-delivery, or held flows released as they are
+RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
 DRAFT_REASON = (
     "flow is a draft: it never runs on live traffic (try it with `postcall try`; publish it by removing `draft`)"
 )
@@ -35,16 +43,29 @@ class CompiledFlow:
     def __init__(self, flow: Flow, agent: AgentConfig, routes: dict[str, RecipientRoute], tz: ZoneInfo) -> None:
         fields = {f.name: f for f in agent.extraction.fields}
         self.id, self.enabled, self.draft = flow.id, flow.enabled, flow.draft
+        self.revision = flow_revision(flow, agent)
+        uses = flow_uses(flow, agent)
+        # why the flow would be held on a failed extraction; empty: it never is
+        self.holds_for = uses.extraction if flow.on_extraction_failure == "hold" else ()
         self.when: Evaluator | None = compile_condition(flow.when, "when", fields) if flow.when else None
         self.actions = [CompiledAction(i, a, fields, routes, tz) for i, a in enumerate(flow.actions)]
 
     def decide(
-        self, event: ConversationExtracted, values: ConversationValues, revision: str, now: datetime
+        self,
+        event: ConversationExtracted,
+        values: ConversationValues,
+        revision: str,
+        now: datetime,
+        options: RouteOptions = (False, False),
     ) -> tuple[FlowDecision, list[ActionBase]]:
+        rev = self.revision
         if not self.enabled:
             return FlowDecision(flow_id=self.id, enabled=False, fired=False, reason="flow is disabled"), []
         if self.draft:
-            return FlowDecision(flow_id=self.id, enabled=False, fired=False, reason=DRAFT_REASON), []
+            return FlowDecision(flow_id=self.id, enabled=False, fired=False, reason=DRAFT_REASON, flow_revision=rev), []
+        redeliver, run_held = options
+        if self.holds_for and event.extraction.status != "ok" and not run_held:
+            return self._held(event), []
         results: list[ConditionResult] = []
         if self.when is None:
             fired, reason = True, "no `when`: runs for every conversation"
@@ -52,12 +73,17 @@ class CompiledFlow:
             outcome = self.when(event, results)
             fired, reason = outcome.passed, "conditions passed" if outcome.passed else _why_not(results)
         if not fired:
-            return FlowDecision(flow_id=self.id, enabled=True, fired=False, reason=reason, conditions=results), []
+            decision = FlowDecision(
+                flow_id=self.id, enabled=True, fired=False, reason=reason, conditions=results, flow_revision=rev
+            )
+            return decision, []
         built: list[ActionBase] = []
         for action in self.actions:
             model = self._run(action, event, values, revision, now, results)
             if model is not None:
-                built.append(model)
+                built.append(with_content(model, redeliver))
+        if self.holds_for and event.extraction.status != "ok":
+            reason += "; extraction failed: released as it is by an operator"
         skipped = len(self.actions) - len(built)
         reason += f"; {len(built)} action(s) planned" + (f", {skipped} skipped" if skipped else "")
         planned = [
@@ -69,9 +95,27 @@ class CompiledFlow:
             )
             for a in built
         ]
+        decision = FlowDecision(
+            flow_id=self.id,
+            enabled=True,
+            fired=True,
+            reason=reason,
+            conditions=results,
+            actions=planned,
+            flow_revision=rev,
+        )
+        return decision, built
+
+    def _held(self, event: ConversationExtracted) -> FlowDecision:
+        why = event.extraction.reason or "no reason given"
+        reason = (
+            f"held: extraction failed ({why[:200]}) and this flow uses it ({'; '.join(self.holds_for[:4])}); "
+            "nothing sent. It runs once a later extraction succeeds (postcall reextract), or as it is with "
+            "postcall held release"
+        )
         return FlowDecision(
-            flow_id=self.id, enabled=True, fired=True, reason=reason, conditions=results, actions=planned
-        ), built
+            flow_id=self.id, enabled=True, fired=False, held=True, reason=reason, flow_revision=self.revision
+        )
 
     def _run(
         self,
@@ -91,7 +135,7 @@ class CompiledFlow:
         else:
             conv = event.conversation
             common = {
-                "action_id": action_id(conv.conversation_id, self.id, action.index, revision),
+                "action_id": action_id(conv.conversation_id, conv.agent.id, self.id, self.revision, action.index),
                 "conversation_id": conv.conversation_id,
                 "agent_id": conv.agent.id,
                 "flow_id": self.id,
@@ -99,6 +143,7 @@ class CompiledFlow:
                 "config_revision": revision,
                 "requested_at": now,
                 "source_event_id": event.event_id,
+                "flow_revision": self.revision,
                 "destination": action.destination,
             }
             model, note = action.build(event, values, common)
@@ -128,12 +173,15 @@ class CompiledAgent:
         routes = {r.id: r for r in config.recipient_routes}
         self.flows = [CompiledFlow(f, config, routes, self.tz) for f in config.flows]
 
-    def route(self, event: ConversationExtracted, now: datetime) -> tuple[DecisionTrace, list[ActionBase]]:
+    def route(
+        self, event: ConversationExtracted, now: datetime, options: RouteOptions = (False, False)
+    ) -> tuple[DecisionTrace, list[ActionBase]]:
+        """options: (redeliver, run_held), from the record's REDELIVER and RUN_HELD headers."""
         values = ConversationValues(event, self.tz, self.fallback)
         decisions: list[FlowDecision] = []
         actions: list[ActionBase] = []
         for flow in self.flows:
-            decision, built = flow.decide(event, values, self.revision, now)
+            decision, built = flow.decide(event, values, self.revision, now, options)
             decisions.append(decision)
             actions.extend(built)
         conv = event.conversation

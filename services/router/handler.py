@@ -4,7 +4,8 @@ by conversation_id (schemas.routes.ROUTER says where each goes).
 
 An agent with no configuration at all is a PermanentError (dead-lettered with that reason); an agent
 whose only file is invalid (never loaded) is retryable: someone is fixing the file, and the retry tiers
-give them time before the record is dead-lettered.
+give them time before the record is dead-lettered. Headers that change the routing: REDELIVER (postcall
+reextract --redeliver, forwarded by the extractor) and RUN_HELD (postcall held release).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from schemas import headers as h
 from schemas.events import ConversationExtracted
 from schemas.routes import ROUTER
 from services.common.api import Context, Event, PermanentError, RetryableError, Service
@@ -32,9 +34,10 @@ class RouterHandler:
             if self.catalog.is_broken(agent.id):
                 raise RetryableError(f"the configuration file of {what} is invalid and was never loaded")
             raise PermanentError(f"no configuration for {what} in {self.catalog.directory}")
-        trace, actions = compiled.route(event, self.clock())
+        options = (h.REDELIVER in ctx.headers, h.RUN_HELD in ctx.headers)
+        trace, actions = compiled.route(event, self.clock(), options)
         for flow in trace.flows:
-            metrics.FLOW_OUTCOMES["disabled" if not flow.enabled else "fired" if flow.fired else "not_fired"].inc()
+            metrics.FLOW_OUTCOMES[metrics.flow_outcome(flow)].inc()
             for result in flow.conditions:
                 if result.kind == "action":
                     metrics.action_outcome(str(result.expected), result.passed).inc()

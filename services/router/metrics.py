@@ -6,7 +6,13 @@ import functools
 
 from prometheus_client import Counter, Gauge
 
-FLOWS = Counter("postcall_router_flows_total", "Flows evaluated, by outcome: fired, not_fired, disabled.", ["outcome"])
+from schemas.events import FlowDecision
+
+FLOWS = Counter(
+    "postcall_router_flows_total",
+    "Flows evaluated, by outcome: fired, not_fired, disabled, held (extraction failed and the flow uses it).",
+    ["outcome"],
+)
 ACTIONS = Counter(
     "postcall_router_actions_total", "Actions, by type and outcome: planned, skipped.", ["type", "outcome"]
 )
@@ -17,7 +23,13 @@ CONFIG_PROBLEMS = Gauge("postcall_router_config_problems", "Problems in the conf
 CONFIG_AGENTS = Gauge("postcall_router_config_agents", "Agent configurations (agent, version) loaded right now.")
 
 
-FLOW_OUTCOMES = {o: FLOWS.labels(o) for o in ("fired", "not_fired", "disabled")}
+FLOW_OUTCOMES = {o: FLOWS.labels(o) for o in ("fired", "not_fired", "disabled", "held")}
+
+
+def flow_outcome(flow: FlowDecision) -> str:
+    if not flow.enabled:
+        return "disabled"
+    return "fired" if flow.fired else "held" if flow.held else "not_fired"
 
 
 @functools.cache

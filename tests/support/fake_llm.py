@@ -72,6 +72,11 @@ class FakeLLM:
     def count(self) -> int:
         return len(self.requests)
 
+    def rescript(self, script: Script) -> None:
+        """Answer from now on with `script` (answers remembered for repeated requests are forgotten)."""
+        self.script = script
+        self._answers.clear()
+
     def then(self, *modes: str) -> FakeLLM:
         self.queue.extend(modes)
         return self

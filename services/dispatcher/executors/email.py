@@ -39,6 +39,8 @@ def build_message(action: EmailRequested, sender: str) -> EmailMessage:
     msg["Message-ID"] = f"<{action.action_id}@postcall>"
     msg["X-Postcall-Action-Id"] = action.action_id
     msg["X-Postcall-Conversation-Id"] = action.conversation_id
+    if action.supersedes is not None:  # a deliberate re-delivery (RFC 2156 Supersedes)
+        msg["Supersedes"] = f"<{action.supersedes}@postcall>"
     msg.set_content(action.text)
     if action.html:
         msg.add_alternative(action.html, subtype="html")

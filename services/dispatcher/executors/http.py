@@ -24,7 +24,16 @@ from jsonpointer import JsonPointerException, resolve_pointer
 from schemas.agent_config import FLOW_RESERVED_HEADERS, HEADER_NAME
 from schemas.events import RESPONSE_EXCERPT_CHARS, HttpRequested
 from services.common.errors import PermanentError
-from services.dispatcher.delivery import SNIPPET_BYTES, Answer, Delivery, Exchange, HttpSender, failure, signature
+from services.dispatcher.delivery import (
+    SNIPPET_BYTES,
+    SUPERSEDES_HEADER,
+    Answer,
+    Delivery,
+    Exchange,
+    HttpSender,
+    failure,
+    signature,
+)
 from services.dispatcher.destinations import HttpDestination
 from services.dispatcher.registry import Registry
 
@@ -86,6 +95,8 @@ def request_headers(dest: HttpDestination, action: HttpRequested, body: bytes | 
     """The flow's headers, then the destination's (credentials included) and the signature; a flow's
     header may not replace one of those, and must render to printable ASCII."""
     headers = {"accept": "application/json", "idempotency-key": action.action_id}
+    if action.supersedes is not None:
+        headers[SUPERSEDES_HEADER] = action.supersedes
     if body is not None:
         headers["content-type"] = "application/json"
     own = {name.lower() for name in dest.header_values}

@@ -25,4 +25,6 @@ class PublishOrPostExecutor:
             return Delivery("published")
         dest = self._registry.get(action.destination, HttpDestination)
         body = orjson.dumps(action.model_dump(mode="json"))
-        return await self._http.send(dest, action_type=action.type, msg_id=action.action_id, body=body)
+        return await self._http.send(
+            dest, action_type=action.type, msg_id=action.action_id, body=body, supersedes=action.supersedes
+        )

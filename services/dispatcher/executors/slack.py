@@ -45,7 +45,9 @@ class SlackExecutor:
         message = self.message(action)
         if dest.token is None:
             body = orjson.dumps(message)
-            return await self._http.send(dest, action_type=action.type, msg_id=action.action_id, body=body)
+            return await self._http.send(
+                dest, action_type=action.type, msg_id=action.action_id, body=body, supersedes=action.supersedes
+            )
         channel = action.channel or dest.channel
         if channel is None:
             raise failure(PermanentError("no channel: set `channel` on the action or the destination"), dest.name)

@@ -20,4 +20,11 @@ class WebhookExecutor:
         # the router sets a method only when the flow chose one; otherwise the destination's own
         method = action.method or dest.method
         body = orjson.dumps(action.body)
-        return await self._http.send(dest, action_type=action.type, msg_id=action.action_id, body=body, method=method)
+        return await self._http.send(
+            dest,
+            action_type=action.type,
+            msg_id=action.action_id,
+            body=body,
+            method=method,
+            supersedes=action.supersedes,
+        )

@@ -145,3 +145,26 @@ async def test_failures_never_share_the_compaction_key_of_a_done_result(mock_sen
     tiers = DISPATCHER.tiers
     assert keys == [*(("failed", f"act_1/attempt-{n}".encode()) for n in range(1, tiers + 1)),
                     ("dead_lettered", f"act_1/attempt-{tiers + 1}".encode())]  # fmt: skip
+
+
+async def test_a_redelivery_goes_out_only_when_its_content_changed_and_says_what_it_supersedes(
+    mock_sender: Sender,
+) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers["webhook-id"], request.headers.get("postcall-supersedes")))
+        return httpx.Response(200)
+
+    run, _ = dispatcher(mock_sender, answer)
+    await run.send(webhook("act_1", content_digest="aaaa"), partition=0)
+    same = webhook("act_1-aaaa", content_digest="aaaa", supersedes="act_1")
+    changed = webhook("act_1-bbbb", content_digest="bbbb", supersedes="act_1", body={"status": "reopened"})
+    reverted = webhook("act_1-aaaa", content_digest="aaaa", supersedes="act_1")
+    outcomes = []
+    for action in (same, changed, changed, reverted, webhook("act_1", content_digest="aaaa")):
+        [record] = (await run.send(action, partition=0)).outputs
+        outcomes.append(completed(record).outcome)
+    assert outcomes == ["skipped_duplicate", "delivered", "skipped_duplicate", "delivered", "skipped_duplicate"]
+    # A, then B superseding it, then A again (the receiver holds B): each sent once, naming what it replaces
+    assert seen == [("act_1", None), ("act_1-bbbb", "act_1"), ("act_1-aaaa", "act_1")]

@@ -281,3 +281,21 @@ async def test_the_index_size_is_exported() -> None:
     assert REGISTRY.get_sample_value("postcall_ledger_index_bytes") > 0
     assert REGISTRY.get_sample_value("postcall_ledger_entries", {"partition": "0"}) == 1
     ledger.close()
+
+
+async def test_content_last_delivered_is_read_back_from_the_results_in_order() -> None:
+    results = Results()
+    log = results.partitions.setdefault(0, [])
+    for value in (
+        {"action_id": "a", "outcome": "delivered", "content_digest": "d1"},
+        {"action_id": "a-2", "outcome": "delivered", "content_digest": "d2", "supersedes": "a"},
+        {"action_id": "a-3", "outcome": "skipped_duplicate", "content_digest": "d3", "supersedes": "a"},
+        {"action_id": "b-2", "outcome": "published", "content_digest": "e2", "supersedes": "b"},
+    ):
+        log.append(Rec(len(log), orjson.dumps(value)))
+    ledger = Ledger(results.read)
+    assert not await ledger.is_done(0, "zzz")  # catches the partition up
+    assert (ledger.last_content("a"), ledger.last_content("b")) == ("d2", "e2")  # a skip delivers nothing
+    assert await ledger.is_done(0, "b")  # superseded: a plain copy of it is a repeat
+    assert not await ledger.is_done(0, "a-2")  # a correction's own id is never a reason to skip
+    ledger.close()

@@ -356,12 +356,6 @@ ROUTING_CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         ["support-lead@company.example"],
         "fallback",
     ),
-    (
-        "extraction-failed",
-        {"status": "failed", "recipients": {"severity": ["oncall@company.example"]}},
-        ["support-lead@company.example"],
-        "fallback",
-    ),
 ]
 
 
@@ -478,31 +472,29 @@ def test_action_ids_are_deterministic(tmp_path: Path) -> None:
     ]
     assert len({a.action_id for a in first}) == len(first)
     email = next(a for a in first if a.flow_id == "callback")
-    assert email.action_id == action_id("conv-1", "callback", 0, compiled.revision)
+    callback = next(f for f in compiled.flows if f.id == "callback")
+    assert email.action_id == action_id("conv-1", "support-line", "callback", callback.revision, 0)
+    assert email.flow_revision == callback.revision and email.config_revision == compiled.revision
 
 
 def test_action_id_changes_with_each_of_its_inputs() -> None:
-    base = action_id("conv-1", "flow", 0, "rev1")
-    assert base == action_id("conv-1", "flow", 0, "rev1")
-    assert (
-        len(
-            {
-                base,
-                action_id("conv-2", "flow", 0, "rev1"),
-                action_id("conv-1", "other", 0, "rev1"),
-                action_id("conv-1", "flow", 1, "rev1"),
-                action_id("conv-1", "flow", 0, "rev2"),
-            }
-        )
-        == 5
-    )
+    base = action_id("conv-1", "agent", "flow", "rev1", 0)
+    assert base == action_id("conv-1", "agent", "flow", "rev1", 0)
+    others = {
+        action_id("conv-2", "agent", "flow", "rev1", 0),
+        action_id("conv-1", "other-agent", "flow", "rev1", 0),
+        action_id("conv-1", "agent", "other", "rev1", 0),
+        action_id("conv-1", "agent", "flow", "rev2", 0),
+        action_id("conv-1", "agent", "flow", "rev1", 1),
+    }
+    assert len({base, *others}) == 6
 
 
-def test_a_new_revision_gives_new_action_ids(tmp_path: Path) -> None:
+def test_a_file_edit_that_does_not_touch_the_flow_keeps_its_ids(tmp_path: Path) -> None:
     ev = event(end_reason={"canonical": "CCAAS_TRANSFER"})
     first = agent(tmp_path, SLACK).route(ev, NOW)[1][0].action_id
     second = CompiledAgent(config(tmp_path, SLACK + "\n# edited\n"), "-").route(ev, NOW)[1][0].action_id
-    assert first != second
+    assert first == second
 
 
 def test_template_library_flow_with_overrides(tmp_path: Path) -> None:
@@ -526,3 +518,60 @@ def test_template_library_flow_with_overrides(tmp_path: Path) -> None:
     assert email.destination == "support-email" and "Tom Becker (+16305550123) asked for a callback." in email.text
     assert isinstance(task, TaskRequested) and task.priority == "Urgent"
     assert isinstance(alert, TeamAlertRequested) and alert.teammates == ["sam"] and not alert.everyone
+
+
+def test_dynamic_recipients_on_a_failed_extraction_are_held_not_sent_to_the_fallback(tmp_path: Path) -> None:
+    ev = event(status="failed", recipients={"severity": ["oncall@company.example"]})
+    trace, actions = agent(tmp_path, NOTIFICATIONS).route(ev, NOW)
+    routing = _flow(trace, "smart-routing")
+    assert (routing.fired, routing.held) == (False, True)
+    assert routing.reason.startswith("held: extraction failed") and "dyn_severity" in routing.reason
+    assert "postcall held release" in routing.reason
+    assert [a.flow_id for a in actions] == ["confirm-to-customer"]  # uses no extraction: runs as before
+
+
+def test_a_flow_that_opts_in_runs_on_a_failed_extraction_with_the_fallback(tmp_path: Path) -> None:
+    text = NOTIFICATIONS.replace(
+        "      - id: smart-routing\n", "      - id: smart-routing\n        on_extraction_failure: run\n"
+    )
+    ev = event(status="failed", recipients={"severity": ["oncall@company.example"]})
+    trace, actions = agent(tmp_path, text).route(ev, NOW)
+    [email] = [a for a in actions if a.flow_id == "smart-routing"]
+    assert isinstance(email, EmailRequested)
+    assert (email.to, email.recipients_source) == (["support-lead@company.example"], "fallback")
+    assert not _flow(trace, "smart-routing").held
+
+
+def test_an_operator_release_runs_held_flows_as_they_are(tmp_path: Path) -> None:
+    ev = event(status="failed")
+    trace, actions = agent(tmp_path, NOTIFICATIONS).route(ev, NOW, (False, True))
+    routing = _flow(trace, "smart-routing")
+    assert routing.fired and not routing.held and "released as it is" in routing.reason
+    assert "smart-routing" in {a.flow_id for a in actions}
+
+
+def test_held_then_a_later_successful_extraction_sends_the_held_flow_under_the_ids_it_would_have_had(
+    tmp_path: Path,
+) -> None:
+    compiled = agent(tmp_path, NOTIFICATIONS)
+    _, on_failure = compiled.route(event(status="failed"), NOW)
+    _, on_success = compiled.route(event(), NOW)
+    assert {a.flow_id for a in on_failure} == {"confirm-to-customer"}
+    assert "smart-routing" in {a.flow_id for a in on_success}
+    # what already ran keeps its id: the dispatcher's ledger skips it
+    ran = {a.action_id for a in on_failure}
+    assert ran <= {a.action_id for a in on_success}
+
+
+def test_a_deliberate_redelivery_gives_an_id_per_content_that_supersedes_the_first(tmp_path: Path) -> None:
+    compiled = agent(tmp_path, SLACK)
+    ev = event(end_reason={"canonical": "CCAAS_TRANSFER"})
+    [first] = compiled.route(ev, NOW)[1]
+    [same] = compiled.route(ev, NOW, (True, False))[1]
+    [changed] = compiled.route(
+        event(end_reason={"canonical": "CCAAS_TRANSFER"}, summary="New summary"), NOW, (True, False)
+    )[1]
+    assert first.supersedes is None and first.content_digest
+    assert same.supersedes == first.action_id and same.content_digest == first.content_digest
+    assert changed.supersedes == first.action_id and changed.content_digest != first.content_digest
+    assert len({first.action_id, same.action_id, changed.action_id}) == 3

@@ -1,0 +1,142 @@
+"""`postcall held`: the flows held because a conversation's extraction failed, and releasing them.
+
+A flow that uses the extraction is held, not sent, when extraction failed (the decision trace says
+`held`, `postcall_router_flows_total{outcome="held"}` counts it, PostcallFlowsHeld alerts). Two ways out:
+
+    postcall reextract --ids <conversation>      extract again (the cause is fixed): held flows run with
+                                                  real values, what already ran is not repeated
+    postcall held release --ids <conversation>   run them as they are, on the failed extraction
+
+`list` reads postcall.decisions.v1 and shows each conversation whose latest decision still holds flows.
+`release` republishes that conversation's latest postcall.conversation-extracted.v1 record with a fresh
+ce_id and the `x-run-held` header; the router then runs the held flows with what there is (their
+actions keep their ids: a later successful extraction repeats nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas import headers as h
+from schemas.topics import CONVERSATION_EXTRACTED, DECISIONS
+from services.cli.options import Bootstrap, kafka_settings
+from services.cli.plain import plain
+from services.cli.reextract import read_to_end
+from services.cli.republish import republish
+from services.common import codec
+from services.common.codec import Outgoing, now_iso
+
+app = typer.Typer(help="Flows held because extraction failed: list them, or run them as they are.")
+console = Console()
+
+
+@dataclass(frozen=True)
+class Held:
+    conversation_id: str
+    agent_id: str
+    flows: tuple[str, ...]
+    reason: str
+    decided_at: str
+
+
+def latest_holds(decisions: Sequence[Any], agent: str | None = None) -> list[Held]:
+    """Conversations whose latest decision trace holds flows (a later trace that ran them clears them)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in decisions:
+        try:
+            trace = orjson.loads(record.value)
+            latest[str(trace["conversation_id"])] = trace
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+    out = []
+    for cid, trace in latest.items():
+        flows = [f for f in trace.get("flows", []) if isinstance(f, dict) and f.get("held")]
+        if flows and (agent is None or trace.get("agent_id") == agent):
+            ids = tuple(str(f.get("flow_id")) for f in flows)
+            out.append(
+                Held(
+                    cid, str(trace.get("agent_id")), ids, str(flows[0].get("reason", "")), str(trace.get("decided_at"))
+                )
+            )
+    return out
+
+
+async def held(kafka: Any, agent: str | None, since: datetime | None, topic: str = DECISIONS) -> list[Held]:
+    return latest_holds(await read_to_end(kafka, topic, since), agent)
+
+
+async def release(
+    kafka: Any, conversations: frozenset[str], rate: float, since: datetime | None, topic: str = CONVERSATION_EXTRACTED
+) -> int:
+    """Republish each conversation's latest extraction record with RUN_HELD; returns how many were sent."""
+    latest: dict[str, Any] = {}
+    for record in await read_to_end(kafka, topic, since):
+        key = record.key.decode("utf-8", "replace") if record.key else None
+        if key in conversations and record.value:
+            latest[key] = record
+    outgoing = [Outgoing(topic, r.key, r.value, release_headers(codec.header_dict(r.headers))) for r in latest.values()]
+    return await republish(kafka, outgoing, rate, None, "releasing")
+
+
+def release_headers(original: dict[str, str]) -> dict[str, str]:
+    out = {k: v for k, v in original.items() if k not in h.HOP_HEADERS}
+    out.update({h.CE_ID: str(uuid.uuid4()), h.CE_TIME: now_iso(), h.RUN_HELD: "1"})
+    return out
+
+
+Agent = Annotated[str | None, typer.Option(help="Only this agent id.")]
+Since = Annotated[datetime | None, typer.Option(help="Decisions made at or after (UTC if no offset).")]
+
+
+@app.command("list")
+def list_held(agent: Agent = None, since: Since = None, bootstrap: Bootstrap = None) -> None:
+    """Conversations whose latest decision holds flows, and why."""
+    found = asyncio.run(held(kafka_settings(bootstrap), agent, since))
+    table = Table("conversation", "agent", "held flows", "decided at", "why")
+    for item in found:
+        table.add_row(
+            plain(item.conversation_id),
+            plain(item.agent_id),
+            plain(", ".join(item.flows)),
+            plain(item.decided_at),
+            plain(item.reason[:160]),
+        )
+    console.print(table)
+    console.print(f"{len(found)} conversation(s) with held flows")
+
+
+Ids = Annotated[list[str] | None, typer.Option("--ids", help="Conversation ids (repeat, or comma-separated).")]
+All = Annotated[bool, typer.Option("--all", help="Every conversation `postcall held list` shows.")]
+Rate = Annotated[float, typer.Option(min=0.1, help="Records per second at most.")]
+
+
+@app.command("release")
+def release_held(
+    ids: Ids = None,
+    every: All = False,
+    agent: Agent = None,
+    since: Since = None,
+    rate: Rate = 10.0,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Run held flows as they are, on the failed extraction (to extract again instead: postcall reextract)."""
+    wanted = frozenset(i.strip() for group in ids or () for i in group.split(",") if i.strip())
+    if not wanted and not every:
+        raise typer.BadParameter("choose conversations with --ids, or --all")
+    kafka = kafka_settings(bootstrap)
+    holding = {item.conversation_id for item in asyncio.run(held(kafka, agent, since))}
+    chosen = holding if every else holding & wanted
+    for missing in sorted(wanted - holding):
+        console.print(plain(f"{missing}: no held flows (its latest decision holds nothing)", "yellow"))
+    sent = asyncio.run(release(kafka, frozenset(chosen), rate, None)) if chosen else 0
+    console.print(f"{sent} conversation(s) released; the router runs their held flows as they are")

@@ -1,0 +1,227 @@
+"""Every alert rule in deploy/observability/alerts.yaml is tested with `promtool test rules`: the rule
+itself (expression, `for`, labels) fires on the series that should raise it, at the time it should, and
+not on the ones that should not. A new alert without a case here fails the coverage test.
+
+Annotations are checked elsewhere (tests/contract/test_observability.py: every alert has a summary and a
+runbook section); the rule file given to promtool here is alerts.yaml without them, so a case states only
+the labels an alert fires with.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "observability" / "alerts.yaml"
+MAIN = "postcall.conversation-extracted.v1"
+RETRY = "postcall.dispatcher.retry-2.v1"
+NS = {"namespace": "postcall"}
+
+
+def series(metric: str, values: str, **labels: str) -> dict[str, str]:
+    text = ",".join(f'{k}="{v}"' for k, v in sorted({**NS, **labels}.items()))
+    return {"series": f"{metric}{{{text}}}", "values": values}
+
+
+def fires(**labels: str) -> dict[str, Any]:
+    return {"exp_labels": {**NS, **labels}}
+
+
+# alert -> (input series, [(minute, the alerts firing then)]); "_" in values: no sample (series absent)
+CASES: dict[str, tuple[list[dict[str, str]], list[tuple[int, list[dict[str, Any]]]]]] = {
+    "PostcallConsumerLagGrowing": (
+        [
+            series("postcall_consumer_lag_records", "0+100x60", service="router", topic=MAIN, partition="0"),
+            series("postcall_consumer_lag_records", "5000+100x60", service="dispatcher", topic=RETRY, partition="0"),
+            series("postcall_consumer_lag_records", "9000-100x60", service="extractor", topic=MAIN, partition="0"),
+        ],
+        [(12, []), (40, [fires(service="router", severity="warning")])],
+    ),
+    "PostcallConsumerNotReady": (
+        [
+            series("kube_pod_status_ready", "0x30", pod="postcall-router-1", condition="true"),
+            series("kube_pod_status_ready", "1x30", pod="postcall-router-0", condition="true"),
+            series("kube_pod_status_ready", "0x30", pod="some-other-app-0", condition="true"),
+        ],
+        [(5, []), (15, [fires(pod="postcall-router-1", severity="critical")])],
+    ),
+    "PostcallMetricsDown": (
+        [
+            {"series": 'up{job="postcall-router",pod="postcall-router-0",namespace="postcall"}', "values": "0x20"},
+            {"series": 'up{job="postcall-router",pod="postcall-router-1",namespace="postcall"}', "values": "1x20"},
+        ],
+        [
+            (3, []),
+            (
+                10,
+                [
+                    {
+                        "exp_labels": {
+                            "job": "postcall-router",
+                            "pod": "postcall-router-0",
+                            "namespace": "postcall",
+                            "severity": "warning",
+                        }
+                    }
+                ],
+            ),
+        ],
+    ),
+    "PostcallCommitsFailing": (
+        [
+            series("postcall_commits_total", "0+2x30", service="router", result="failed", pod="stuck"),
+            series("postcall_commits_total", "5x30", service="router", result="ok", pod="stuck"),
+            series("postcall_commits_total", "0+2x30", service="router", result="failed", pod="fine"),
+            series("postcall_commits_total", "0+60x30", service="router", result="ok", pod="fine"),
+        ],
+        [(3, []), (20, [fires(pod="stuck", service="router", severity="critical")])],
+    ),
+    "PostcallDependencyPaused": (
+        [
+            series("postcall_dependency_paused", "1x30", service="extractor", pod="a"),
+            series("postcall_dependency_paused", "0x30", service="router", pod="b"),
+        ],
+        [(5, []), (15, [fires(service="extractor", severity="warning")])],
+    ),
+    "PostcallDeadLettersArriving": (
+        [
+            series("postcall_dead_letters_total", "0+1x30", service="router", category="poison", pod="a"),
+            series("postcall_dead_letters_total", "7x30", service="extractor", category="permanent", pod="b"),
+        ],
+        [(20, [fires(category="poison", service="router", severity="warning")])],
+    ),
+    "PostcallLLMCircuitOpen": (
+        [
+            series("postcall_llm_circuit_open", "1x20", provider="openai", pod="a"),
+            series("postcall_llm_circuit_open", "0x20", provider="heuristic", pod="a"),
+        ],
+        [(2, []), (10, [fires(provider="openai", severity="warning")])],
+    ),
+    "PostcallFlowsHeld": (
+        [
+            series("postcall_router_flows_total", "0x10 1x20", outcome="held", pod="a"),
+            series("postcall_router_flows_total", "0+5x30", outcome="fired", pod="a"),
+        ],
+        [(5, []), (12, [fires(severity="warning")]), (45, [])],
+    ),
+    "PostcallAgentConfigProblems": (
+        [series("postcall_router_config_problems", "0 0 2x20", pod="a")],
+        [(4, []), (10, [fires(severity="warning")])],
+    ),
+    "PostcallDestinationDisabled": (
+        [
+            series("postcall_destination_disabled", "0 0 1x10", destination="crm", pod="a"),
+            series("postcall_destination_disabled", "0x12", destination="ops-slack", pod="a"),
+        ],
+        [(2, []), (5, [fires(destination="crm", severity="critical")])],
+    ),
+    "PostcallDestinationCircuitOpen": (
+        [
+            series("postcall_destination_circuit_open", "1x30", destination="crm", pod="a"),
+            series("postcall_destination_circuit_open", "1 0x30", destination="ops-slack", pod="a"),
+        ],
+        [(10, []), (20, [fires(destination="crm", severity="warning")])],
+    ),
+    "PostcallLedgerIndexLarge": (
+        [
+            series("postcall_ledger_index_bytes", f"{4 * 2**30}x40", pod="postcall-dispatcher-0"),
+            series("postcall_ledger_index_bytes", f"{2**30}x40", pod="postcall-dispatcher-1"),
+        ],
+        [(20, []), (35, [fires(pod="postcall-dispatcher-0", severity="warning")])],
+    ),
+    "PostcallIngressKafkaUnavailable": (
+        [
+            series("postcall_ingress_requests_total", "0x5 0+3x10", outcome="unavailable", source="vapi", pod="a"),
+            series("postcall_ingress_requests_total", "0+10x15", outcome="published", source="vapi", pod="a"),
+        ],
+        [(4, []), (10, [fires(severity="critical")])],
+    ),
+    "PostcallIngressRefusingSignatures": (
+        [
+            series(
+                "postcall_ingress_requests_total",
+                "0+2x40",
+                outcome="unauthorized",
+                source="vapi",
+                endpoint="v",
+                pod="a",
+            ),
+            series(
+                "postcall_ingress_requests_total",
+                "0+2x40",
+                outcome="unauthorized",
+                source="retell",
+                endpoint="r",
+                pod="a",
+            ),
+            series(
+                "postcall_ingress_requests_total", "0+9x40", outcome="published", source="retell", endpoint="r", pod="a"
+            ),
+        ],
+        [(5, []), (30, [fires(source="vapi", endpoint="v", severity="warning")])],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool not found: scripts/ensure-tools.sh installs it (Debian package prometheus)")
+    return found
+
+
+def rules_without_annotations() -> dict[str, Any]:
+    spec = yaml.safe_load(ALERTS.read_text())["spec"]
+    for group in spec["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    return {"groups": spec["groups"]}
+
+
+def alert_names() -> list[str]:
+    return [r["alert"] for g in rules_without_annotations()["groups"] for r in g["rules"]]
+
+
+def run(promtool: str, tmp_path: Path, tests: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules_without_annotations()))
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "tests": tests}))
+    return subprocess.run(
+        [promtool, "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+
+
+def unit(alert: str, inputs: list[dict[str, str]], checks: list[tuple[int, list[dict[str, Any]]]]) -> dict[str, Any]:
+    return {
+        "interval": "1m",
+        "input_series": inputs,
+        "alert_rule_test": [{"eval_time": f"{m}m", "alertname": alert, "exp_alerts": exp} for m, exp in checks],
+    }
+
+
+def test_every_alert_rule_has_a_case() -> None:
+    assert sorted(alert_names()) == sorted(CASES)
+
+
+def test_every_alert_fires_when_and_only_when_it_should(promtool: str, tmp_path: Path) -> None:
+    done = run(promtool, tmp_path, [unit(alert, *case) for alert, case in CASES.items()])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_first_dead_letter_of_a_new_series_fires(promtool: str, tmp_path: Path) -> None:
+    """A counter first seen at 1 (a pod that started since, without the zero series): increase() is 0."""
+    inputs = [series("postcall_dead_letters_total", "_x5 1x20", service="dispatcher", category="permanent", pod="new")]
+    checks = [(3, []), (8, [fires(category="permanent", service="dispatcher", severity="warning")])]
+    done = run(promtool, tmp_path, [unit("PostcallDeadLettersArriving", inputs, checks)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_wrong_expectation_fails(promtool: str, tmp_path: Path) -> None:
+    inputs = [series("postcall_llm_circuit_open", "0x20", provider="openai", pod="a")]
+    done = run(promtool, tmp_path, [unit("PostcallLLMCircuitOpen", inputs, [(10, [fires(provider="openai")])])])
+    assert done.returncode != 0
