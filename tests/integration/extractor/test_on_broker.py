@@ -142,6 +142,6 @@ async def test_a_naive_datetime_event_is_dead_lettered_with_its_reason_at_the_fi
     dead = {r.key: r.headers for r in await read_all(kafka, dead_letter_topic(service))}
     assert set(dead) == {naive.conversation_id, text_number.conversation_id}
     assert {d[h.DLQ_FAILURE_CATEGORY] for d in dead.values()} == {h.CATEGORY_POISON}
-    assert "started_at" in dead[naive.conversation_id][h.DLQ_EXCEPTION_MESSAGE]
-    assert "time zone" in dead[naive.conversation_id][h.DLQ_EXCEPTION_MESSAGE]
-    assert "duration_seconds" in dead[text_number.conversation_id][h.DLQ_EXCEPTION_MESSAGE]
+    assert "started_at" in dead[naive.conversation_id][h.EXCEPTION_MESSAGE]
+    assert "time zone" in dead[naive.conversation_id][h.EXCEPTION_MESSAGE]
+    assert "duration_seconds" in dead[text_number.conversation_id][h.EXCEPTION_MESSAGE]
