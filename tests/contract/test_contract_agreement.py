@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,11 @@ def maximal(schema: dict[str, Any], node: dict[str, Any] | None = None) -> Any:
     if kind == "array":
         return [maximal(schema, node["items"])] if "items" in node else []
     if kind == "string":
-        return "2026-11-22T10:00:00Z" if node.get("format") == "date-time" else "x"
+        if node.get("format") == "date-time":
+            return "2026-11-22T10:00:00Z"
+        return next(
+            c for c in ("x", "X", "ab1", "x" * node.get("minLength", 1)) if re.search(node.get("pattern", ""), c)
+        )
     if kind in ("number", "integer"):
         return 1
     if kind == "boolean":
