@@ -74,8 +74,8 @@ async def system(kafka: KafkaSettings, tmp_path: Path, llm: FakeLLM) -> AsyncIte
     async with Sink(DEMO_SECRETS, smtp_port=0, quiet=True) as sink:
         env = {
             "SINK_PORT": str(sink.port),
-            "POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[0.5, 0.5]",
-            "POSTCALL_RUNTIME__RETRY_JITTER": "0",
+            "extractor:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[0.5, 0.5]",  # the recorder has no tiers
+            "extractor:POSTCALL_RUNTIME__RETRY_JITTER": "0",
             "extractor:POSTCALL_LLM__BASE_URL": llm.base_url,
             "extractor:POSTCALL_LLM__MODEL": "fake",
             "extractor:POSTCALL_LLM__STRUCTURED_OUTPUT": "json_schema",
