@@ -48,6 +48,7 @@ BENCHMARKS: list[tuple[str, str, str]] = [
     ("ingress", "bench.ingress", "webhook ingress vs a bare aiokafka send_and_wait loop, concurrency 32"),
     ("llm", "bench.llm", "extractor against llama-server vs the same prompts sent straight to it"),
     ("eval", "bench.evaluation", "postcall eval: heuristic and local model on our calls and the SGD sample"),
+    ("recorder", "bench.recorder", "recorder into PostgreSQL and SQLite vs the runtime's pass-through"),
     ("store_query", "bench.store_query", "store query p50/p99: 1,000,000 calls in PostgreSQL, 100,000 in SQLite"),
     ("console", "bench.console_pages", "console page server time: 1,000,000 calls in PostgreSQL, 100,000 in SQLite"),
 ]

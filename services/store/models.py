@@ -57,7 +57,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         # a naive time is read as UTC (the contract asks producers for aware times; old records may not be)
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value.tzinfo is not UTC:
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:

@@ -94,7 +94,7 @@ def _limit(limit: int) -> int:
 
 
 def _like(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
@@ -138,8 +138,8 @@ class ConversationFilter:
             out.append(c.has_failure == (true() if f.failed else false()))
         if f.needs_review is not None:
             out.append(c.needs_review == (true() if f.needs_review else false()))
-        if f.text:
-            out.append(c.search_text.like(_like(f.text), escape="\\"))
+        if f.text:  # lower-cased by the database on both sides (Python's lower() differs beyond ASCII)
+            out.append(c.search_text.like(func.lower(_like(f.text)), escape="\\"))
         return out
 
 
@@ -324,7 +324,7 @@ class DeadLetterFilter:
         if f.services:
             out.append(d.service.in_(list(f.services)))
         if f.reason:
-            pattern = _like(f.reason)
+            pattern = func.lower(_like(f.reason))
             out.append(
                 or_(
                     func.lower(d.reason).like(pattern, escape="\\"),

@@ -11,12 +11,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, func, select, update
+from sqlalchemy import Table, and_, bindparam, case, false, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,7 +33,7 @@ from services.store.models import (
     TeamAlert,
     table,
 )
-from services.store.rows import DONE_OUTCOMES, Row, Rows, clean, final_outcome, search_text
+from services.store.rows import DONE_OUTCOMES, Row, Rows, clean
 
 CHUNK = 500  # ids per IN (...) list
 
@@ -153,107 +152,99 @@ async def _mark_replayed(conn: AsyncConnection, records: list[Row]) -> None:
 
 
 async def refresh_actions(conn: AsyncConnection, action_ids: Iterable[str]) -> None:
-    t = table(Attempt).c
-    updates = []
+    """Each action's final outcome, attempt count and last attempt, from its attempts: one statement
+    (correlated subqueries the database answers from its indexes), no rows fetched into Python."""
+    a, t = table(Action), table(Attempt).c
+
+    def attempts(*where: Any) -> Any:
+        return select(func.count()).where(t.action_id == a.c.action_id, *where).scalar_subquery()
+
+    def has(*outcomes: str) -> Any:
+        return attempts(t.outcome.in_(outcomes)) > 0
+
+    outcome = case(
+        *((has(done), done) for done in DONE_OUTCOMES),
+        (has("dead_lettered"), "dead_lettered"),
+        (has("failed"), "failed"),
+        else_="pending",
+    )
+    values = {
+        "final_outcome": outcome,
+        "attempts": func.coalesce(
+            select(func.max(t.attempt))
+            .where(t.action_id == a.c.action_id, t.outcome != "skipped_duplicate")
+            .scalar_subquery(),
+            0,
+        ),
+        "last_attempt_at": select(func.max(t.completed_at)).where(t.action_id == a.c.action_id).scalar_subquery(),
+    }
     for chunk in _chunks(action_ids):
-        found: dict[str, list[tuple[int, str, datetime]]] = {i: [] for i in chunk}
-        query = select(t.action_id, t.attempt, t.outcome, t.completed_at).where(t.action_id.in_(chunk))
-        for action_id, attempt, outcome, at in await conn.execute(query):
-            found[action_id].append((attempt, outcome, at))
-        for action_id, attempts in found.items():
-            updates.append(
-                {
-                    "b_id": action_id,
-                    "final_outcome": final_outcome([(a, o) for a, o, _ in attempts]),
-                    "attempts": max((a for a, o, _ in attempts if o != "skipped_duplicate"), default=0),
-                    "last_attempt_at": max((at for *_, at in attempts), default=None),
-                }
-            )
-    if updates:
-        a = table(Action)
-        await conn.execute(update(a).where(a.c.action_id == bindparam("b_id")), updates)
+        await conn.execute(update(a).where(a.c.action_id.in_(chunk)).values(values))
 
 
 async def refresh_conversations(conn: AsyncConnection, conversation_ids: Iterable[str]) -> None:
-    updates: list[Row] = []
+    """The conversations' summary columns from their children, in one statement per chunk (a
+    conversation whose row has not arrived yet is summarised when it does: its id is touched then)."""
+    c = table(Conversation)
+    values = _summary_values(c)
     for chunk in _chunks(conversation_ids):
-        updates.extend(await _summaries(conn, chunk))
-    if updates:
-        c = table(Conversation)
-        await conn.execute(update(c).where(c.c.conversation_id == bindparam("b_id")), updates)
+        await conn.execute(update(c).where(c.c.conversation_id.in_(chunk)).values(values))
 
 
-async def _summaries(conn: AsyncConnection, ids: list[str]) -> list[Row]:
-    c, x, d, a, dl = (table(m).c for m in (Conversation, Extraction, Decision, Action, DeadLetter))
-    customers = {
-        r.conversation_id: r
-        for r in await conn.execute(
-            select(c.conversation_id, c.customer_name, c.customer_phone, c.customer_email).where(
-                c.conversation_id.in_(ids)
-            )
-        )
-    }
-    if not customers:
-        return []  # children arrived first: summarised when the conversation itself arrives
-    wanted = list(customers)
-    extractions: dict[str, list[Any]] = {}
-    for r in await conn.execute(
-        select(
-            x.conversation_id, x.extracted_at, x.id, x.status, x.summary, x.needs_review,
-            x.prompt_tokens, x.completion_tokens, x.cost_usd,
-        ).where(x.conversation_id.in_(wanted))
-    ):  # fmt: skip
-        extractions.setdefault(r.conversation_id, []).append(r)
-    fired: dict[str, tuple[datetime, int]] = {}
-    for t in await conn.execute(
-        select(d.conversation_id, d.decided_at, d.flows_fired).where(d.conversation_id.in_(wanted))
-    ):
-        if t.conversation_id not in fired or t.decided_at >= fired[t.conversation_id][0]:
-            fired[t.conversation_id] = (t.decided_at, t.flows_fired)
-    outcomes: dict[str, Counter[str]] = {}
-    for o in await conn.execute(
-        select(a.conversation_id, a.final_outcome, func.count())
-        .where(a.conversation_id.in_(wanted))
-        .group_by(a.conversation_id, a.final_outcome)
-    ):
-        outcomes.setdefault(o[0], Counter())[o[1]] = o[2]
-    letters = dict(
-        (r[0], r[1])
-        for r in await conn.execute(
-            select(dl.conversation_id, func.count())
-            .where(dl.conversation_id.in_(wanted), dl.replayed_at.is_(None))
-            .group_by(dl.conversation_id)
-        )
+def _summary_values(c: Table) -> dict[str, Any]:
+    x, d, a, dl = (table(m).c for m in (Extraction, Decision, Action, DeadLetter))
+    mine = x.conversation_id == c.c.conversation_id
+
+    def newest(column: Any) -> Any:
+        return select(column).where(mine).order_by(x.extracted_at.desc(), x.id.desc()).limit(1).scalar_subquery()
+
+    def total(column: Any) -> Any:
+        return func.coalesce(select(func.sum(column)).where(mine).scalar_subquery(), 0)
+
+    def actions(*outcomes: str) -> Any:
+        where = [a.conversation_id == c.c.conversation_id]
+        if outcomes:
+            where.append(a.final_outcome.in_(outcomes))
+        return select(func.count()).where(*where).scalar_subquery()
+
+    letters = (
+        select(func.count())
+        .where(dl.conversation_id == c.c.conversation_id, dl.replayed_at.is_(None))
+        .scalar_subquery()
     )
-    out = []
-    for conversation_id, customer in customers.items():
-        runs = sorted(extractions.get(conversation_id, []), key=lambda r: (r.extracted_at, r.id))
-        latest = runs[-1] if runs else None
-        counts = outcomes.get(conversation_id, Counter())
-        failed, dead, pending_letters = counts["failed"], counts["dead_lettered"], letters.get(conversation_id, 0)
-        summary = latest.summary if latest else None
-        out.append(
-            {
-                "b_id": conversation_id,
-                "extraction_status": latest.status if latest else None,
-                "summary": summary,
-                "needs_review": bool(latest.needs_review) if latest else False,
-                "flows_fired": fired.get(conversation_id, (None, 0))[1],
-                "actions_total": sum(counts.values()),
-                "actions_delivered": sum(counts[o] for o in DONE_OUTCOMES),
-                "actions_failed": failed,
-                "actions_dead_lettered": dead,
-                "dead_letters": pending_letters,
-                "has_failure": bool(failed or dead or pending_letters),
-                "prompt_tokens": sum(r.prompt_tokens for r in runs),
-                "completion_tokens": sum(r.completion_tokens for r in runs),
-                "cost_usd": round(sum(r.cost_usd for r in runs), 6),
-                "search_text": search_text(
-                    summary, customer.customer_name, customer.customer_phone, customer.customer_email
-                ),
-            }
-        )
-    return out
+    summary = newest(x.summary)
+    text = func.lower(
+        func.coalesce(summary, "")
+        + " "
+        + func.coalesce(c.c.customer_name, "")
+        + " "
+        + func.coalesce(c.c.customer_phone, "")
+        + " "
+        + func.coalesce(c.c.customer_email, "")
+    )
+    return {
+        "extraction_status": newest(x.status),
+        "summary": summary,
+        "needs_review": func.coalesce(newest(x.needs_review), false()),
+        "flows_fired": func.coalesce(
+            select(d.flows_fired)
+            .where(d.conversation_id == c.c.conversation_id)
+            .order_by(d.decided_at.desc(), d.id.desc())
+            .limit(1)
+            .scalar_subquery(),
+            0,
+        ),
+        "actions_total": actions(),
+        "actions_delivered": actions(*DONE_OUTCOMES),
+        "actions_failed": actions("failed"),
+        "actions_dead_lettered": actions("dead_lettered"),
+        "dead_letters": letters,
+        "has_failure": (actions("failed", "dead_lettered") + letters) > 0,
+        "prompt_tokens": total(x.prompt_tokens),
+        "completion_tokens": total(x.completion_tokens),
+        "cost_usd": total(x.cost_usd),
+        "search_text": func.trim(text),
+    }
 
 
 def horizon(retention_days: float, now: datetime | None = None) -> datetime:
