@@ -1,12 +1,15 @@
-"""Writes merged `Rows` in two transactions: the records' own rows, then the summaries they change.
+"""Writes merged `Rows` in one transaction: the records' own rows, then the summaries they change.
 
 1. Inserts keyed by identity (see models.py): `ON CONFLICT DO NOTHING` for records, `DO UPDATE` for a
    conversation only when the incoming event is newer, and for an action only to fill what was unknown.
-2. After that commit, each touched action's final outcome and each touched conversation's summary
-   columns are recomputed from the committed children. Recomputing after the commit (not in the same
-   transaction) keeps two recorders writing the same conversation correct: whichever recomputes last
-   sees both commits. A crash between the two leaves the Kafka offsets uncommitted, so the records
-   are read again and the summaries recomputed then.
+2. Then each touched action's final outcome and each touched conversation's summary columns are
+   recomputed from the children, by the database (one UPDATE with correlated subqueries per chunk).
+
+Two recorders writing the same conversation stay correct: on PostgreSQL the transaction first takes a
+transaction-scoped advisory lock per touched conversation (in sorted order, so never a deadlock), so the
+second waits for the first to commit and its recompute (a later statement, a later snapshot in READ
+COMMITTED) sees the first one's rows. SQLite has one writer at a time (BEGIN IMMEDIATE). A crash before
+the commit leaves the Kafka offsets uncommitted: the records are read again and written then.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, false, func, select, update
+from sqlalchemy import Table, and_, bindparam, case, false, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -62,10 +65,25 @@ async def write(store: Store, rows: Rows) -> None:
     if not len(rows):
         return
     async with store.write() as conn:
+        await _lock_conversations(conn, rows.conversation_ids)
         await insert_records(conn, rows)
-    async with store.write() as conn:
         await refresh_actions(conn, rows.action_ids)
         await refresh_conversations(conn, rows.conversation_ids)
+
+
+async def _lock_conversations(conn: AsyncConnection, conversation_ids: Iterable[str]) -> None:
+    """PostgreSQL: serialize the transactions that touch the same conversations (see the docstring)."""
+    if conn.dialect.name != "postgresql":
+        return
+    ids = sorted({clean(i) for i in conversation_ids})
+    if ids:
+        await conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(h) FROM "
+                "(SELECT DISTINCT hashtext(id) AS h FROM unnest(CAST(:ids AS text[])) AS id ORDER BY h) AS sorted"
+            ),
+            {"ids": ids},
+        )
 
 
 async def insert_records(conn: AsyncConnection, rows: Rows) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -110,3 +111,25 @@ async def test_nul_characters_from_callers_are_stored(store: Store) -> None:
     async with store.read() as conn:
         page = await queries.list_conversations(conn, queries.ConversationFilter(text="tom"))
     assert [i.customer.name for i in page.items] == ["Tom\ufffdBecker"]
+
+
+async def test_two_writers_on_one_conversation_leave_a_correct_summary(store: Store, database_url: str) -> None:
+    """Two recorders writing the same conversations at once: whichever commits last sees both."""
+    from services.store.settings import DatabaseSettings
+
+    events = [ended(f"race-{i}") for i in range(60)]
+    await writer.write(store, rows_of([(CONVERSATION_ENDED, e) for e in events]))
+    async with Store.open(DatabaseSettings(url=database_url), writer=True) as other:
+
+        async def results(w: Store, index: int) -> None:
+            for e in events:
+                aid = action_id(e.conversation_id, "crm-sync", index)
+                done = result(aid, e.conversation_id, "delivered", kind=("webhook", "email")[index])
+                await writer.write(w, rows_of([(ACTION_RESULTS, done)], first_offset=100 * index))
+
+        await asyncio.gather(results(store, 0), results(other, 1))
+    async with store.read() as conn:
+        page = await queries.list_conversations(
+            conn, queries.ConversationFilter(ids=[e.conversation_id for e in events])
+        )
+    assert {(i.actions.total, i.actions.delivered) for i in page.items} == {(2, 2)}
