@@ -169,9 +169,77 @@ async def _mark_replayed(conn: AsyncConnection, records: list[Row]) -> None:
 # ── summaries ──────────────────────────────────────────────────────────────────────────────────────
 
 
+# PostgreSQL: the same recompute with one lateral join per child table (one index scan each) instead of
+# one correlated subquery per column; SQLite (no LATERAL) runs the portable statements below.
+_OUTCOMES = (*DONE_OUTCOMES, "dead_lettered", "failed")  # in precedence order
+_COUNTS = ", ".join(f"count(*) FILTER (WHERE outcome = '{o}') AS {o}" for o in _OUTCOMES)
+_PG_REFRESH_ACTIONS = text(f"""
+UPDATE actions AS a SET
+  final_outcome = CASE
+    {" ".join(f"WHEN s.{o} > 0 THEN '{o}'" for o in _OUTCOMES)}
+    ELSE 'pending' END,
+  attempts = COALESCE(s.most, 0),
+  last_attempt_at = s.last
+FROM unnest(CAST(:ids AS text[])) AS ids(id)
+CROSS JOIN LATERAL (
+  SELECT {_COUNTS},
+         max(attempt) FILTER (WHERE outcome <> 'skipped_duplicate') AS most,
+         max(completed_at) AS last
+  FROM attempts WHERE action_id = ids.id
+) AS s
+WHERE a.action_id = ids.id AND a.action_id = ANY(CAST(:ids AS text[]))
+""")  # noqa: S608 - the interpolated names are constants
+_DONE = ", ".join(f"'{o}'" for o in DONE_OUTCOMES)
+_PG_REFRESH_CONVERSATIONS = text(f"""
+UPDATE conversations AS c SET
+  extraction_status = x.status,
+  summary = x.summary,
+  needs_review = COALESCE(x.needs_review, false),
+  prompt_tokens = COALESCE(xs.prompt, 0),
+  completion_tokens = COALESCE(xs.completion, 0),
+  cost_usd = COALESCE(xs.cost, 0),
+  flows_fired = COALESCE(d.flows_fired, 0),
+  actions_total = act.total,
+  actions_delivered = act.delivered,
+  actions_failed = act.failed,
+  actions_dead_lettered = act.dead,
+  dead_letters = l.n,
+  has_failure = act.failed + act.dead + l.n > 0,
+  search_text = trim(lower(COALESCE(x.summary, '') || ' ' || COALESCE(c.customer_name, '') || ' '
+                || COALESCE(c.customer_phone, '') || ' ' || COALESCE(c.customer_email, '')))
+FROM unnest(CAST(:ids AS text[])) AS ids(id)
+LEFT JOIN LATERAL (
+  SELECT status, summary, needs_review FROM extractions WHERE conversation_id = ids.id
+  ORDER BY extracted_at DESC, id DESC LIMIT 1
+) AS x ON true
+CROSS JOIN LATERAL (
+  SELECT sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion, sum(cost_usd) AS cost
+  FROM extractions WHERE conversation_id = ids.id
+) AS xs
+LEFT JOIN LATERAL (
+  SELECT flows_fired FROM decisions WHERE conversation_id = ids.id ORDER BY decided_at DESC, id DESC LIMIT 1
+) AS d ON true
+CROSS JOIN LATERAL (
+  SELECT count(*) AS total,
+         count(*) FILTER (WHERE final_outcome IN ({_DONE})) AS delivered,
+         count(*) FILTER (WHERE final_outcome = 'failed') AS failed,
+         count(*) FILTER (WHERE final_outcome = 'dead_lettered') AS dead
+  FROM actions WHERE conversation_id = ids.id
+) AS act
+CROSS JOIN LATERAL (
+  SELECT count(*) AS n FROM dead_letters WHERE conversation_id = ids.id AND replayed_at IS NULL
+) AS l
+WHERE c.conversation_id = ids.id AND c.conversation_id = ANY(CAST(:ids AS text[]))
+""")  # noqa: S608 - the interpolated names are constants
+
+
 async def refresh_actions(conn: AsyncConnection, action_ids: Iterable[str]) -> None:
     """Each action's final outcome, attempt count and last attempt, from its attempts: one statement
     (correlated subqueries the database answers from its indexes), no rows fetched into Python."""
+    if conn.dialect.name == "postgresql":
+        for chunk in _chunks(action_ids):
+            await conn.execute(_PG_REFRESH_ACTIONS, {"ids": chunk})
+        return
     a, t = table(Action), table(Attempt).c
 
     def attempts(*where: Any) -> Any:
@@ -203,6 +271,10 @@ async def refresh_actions(conn: AsyncConnection, action_ids: Iterable[str]) -> N
 async def refresh_conversations(conn: AsyncConnection, conversation_ids: Iterable[str]) -> None:
     """The conversations' summary columns from their children, in one statement per chunk (a
     conversation whose row has not arrived yet is summarised when it does: its id is touched then)."""
+    if conn.dialect.name == "postgresql":
+        for chunk in _chunks(conversation_ids):
+            await conn.execute(_PG_REFRESH_CONVERSATIONS, {"ids": chunk})
+        return
     c = table(Conversation)
     values = _summary_values(c)
     for chunk in _chunks(conversation_ids):
