@@ -218,32 +218,60 @@ def list_cmd(
 ) -> None:
     """List dead letters not replayed yet (with --all, every one): where they came from, why, attempts."""
     letters = asyncio.run(select(kafka_settings(bootstrap), _filters(service, reason, since, until, key, everything)))
-    console.print(letters_table(letters))
+    print_letters(letters, console)
     console.print(f"{len(letters)} dead letter(s)")
 
 
+DETAILS = ("original topic", "category", "attempts", "reason", "at")
+ROOM_PER_DETAIL = 10  # below this the other columns are unreadable: one block per letter instead
+
+
+def print_letters(letters: Sequence[DeadLetter], out: Console) -> None:
+    """A table when the terminal is wide enough for the coordinates and the key whole and room for the
+    rest; otherwise one block per letter. Either way the coordinates (`dlq show`) and the key (`--key`)
+    are printed whole, never cut or folded."""
+    if not letters:
+        return
+    coordinates = max(len(d.coordinates) for d in letters)
+    keys = max(len(plain(d.key)) for d in letters)
+    needed = coordinates + keys + ROOM_PER_DETAIL * len(DETAILS) + 3 * (2 + len(DETAILS)) + 1
+    if needed <= out.width:
+        out.print(letters_table(letters))
+        return
+    for d in letters:
+        out.print(Text.assemble(plain(d.coordinates, "bold"), "  key ", plain(d.key)), soft_wrap=True)
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True, style="dim")
+        grid.add_column(overflow="fold")
+        for name, value in zip(DETAILS, _details(d), strict=True):
+            grid.add_row(f"  {name}", value)
+        out.print(grid)
+
+
 def letters_table(letters: Sequence[DeadLetter]) -> Table:
-    """The coordinates and the key are never cut, however narrow the terminal: `dlq show` and
-    `--key` need them whole; the other columns wrap instead."""
+    """The coordinates and the key are never cut (print_letters gives the table only the room it
+    needs): `dlq show` and `--key` need them whole; the other columns wrap instead."""
     coordinates = [d.coordinates for d in letters]
     keys = [plain(d.key) for d in letters]
     table = Table()
     table.add_column("dead letter", no_wrap=True, min_width=max(map(len, coordinates), default=11))
-    table.add_column("key", no_wrap=True, min_width=min(max((len(k) for k in keys), default=3), 64))
-    for name in ("original topic", "category", "attempts", "reason", "at"):
+    table.add_column("key", no_wrap=True, min_width=max((len(k) for k in keys), default=3))
+    for name in DETAILS:
         table.add_column(name, overflow="fold")
     for d, coordinate, key in zip(letters, coordinates, keys, strict=True):
-        reason = d.reason[:80] + (f" (replayed by {d.replayed_by})" if d.replayed_by else "")
-        table.add_row(
-            plain(coordinate),
-            key,
-            plain(d.headers.get(h.ORIGINAL_TOPIC, "?")),
-            plain(d.headers.get(h.DLQ_FAILURE_CATEGORY, "?")),
-            plain(d.headers.get(h.ATTEMPTS, "?")),
-            plain(reason),
-            plain(d.headers.get(h.LAST_FAILURE_AT, "")),
-        )
+        table.add_row(plain(coordinate), key, *_details(d))
     return table
+
+
+def _details(d: DeadLetter) -> list[Text]:
+    reason = d.reason[:80] + (f" (replayed by {d.replayed_by})" if d.replayed_by else "")
+    return [
+        plain(d.headers.get(h.ORIGINAL_TOPIC, "?")),
+        plain(d.headers.get(h.DLQ_FAILURE_CATEGORY, "?")),
+        plain(d.headers.get(h.ATTEMPTS, "?")),
+        plain(reason),
+        plain(d.headers.get(h.LAST_FAILURE_AT, "")),
+    ]
 
 
 @app.command("show")

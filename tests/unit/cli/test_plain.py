@@ -11,7 +11,7 @@ from rich.console import Console
 
 from schemas import headers as h
 from schemas.events import ActionCompleted, ConditionResult, DecisionTrace, FlowDecision, PlannedAction
-from services.cli.dlq import DeadLetter, letters_table, replay_headers, replay_records
+from services.cli.dlq import DeadLetter, letters_table, print_letters, replay_headers, replay_records
 from services.cli.explain import Story, render
 from services.cli.plain import escape_controls, plain
 
@@ -58,6 +58,31 @@ def test_dlq_list_prints_a_hostile_key_and_reason_as_text(key: str) -> None:
     out = printed(letters_table([letter(key, **{"[/bold]": "[/]", h.ATTEMPTS: OSC8})]))
     assert "\x1b" not in out.replace("\x1b[0m", "") and "\x9b" not in out and "\u202e" not in out
     assert escape_controls(key) in out
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_dlq_list_never_cuts_the_coordinates_or_the_key_and_shows_every_column(width: int) -> None:
+    """At 80 columns a 42-character key was cut and the other five columns vanished."""
+    key = "conv-2026-0005-callback-request-0123456789"
+    long = DeadLetter("postcall.dispatcher.dlq.v1", 2, 1234567, 0, key.encode(), b"{}", letter(key).headers)
+    out = io.StringIO()
+    print_letters([long, letter("k")], Console(file=out, width=width, color_system=None))
+    lines = out.getvalue().splitlines()
+    for whole in ("postcall.dispatcher.dlq.v1:2:1234567", key, "postcall.router.dlq.v1:0:7"):
+        assert any(whole in line for line in lines), f"{whole} cut at {width} columns:\n{out.getvalue()}"
+    assert "…" not in out.getvalue()
+    assert "poison" in out.getvalue()
+    assert "postcall.conversation-extracted.v1" in out.getvalue().replace("\n", "").replace("│", "").replace(" ", "")
+
+
+@pytest.mark.parametrize("width", [60, 200])
+@pytest.mark.parametrize("key", HOSTILE)
+def test_dlq_list_prints_a_hostile_key_as_text_in_either_layout(key: str, width: int) -> None:
+    out = io.StringIO()
+    print_letters([letter(key, **{h.ATTEMPTS: OSC8})], Console(file=out, width=width, force_terminal=True))
+    printed_text = out.getvalue()
+    assert "\x9b" not in printed_text and "\u202e" not in printed_text and escape_controls(key) in printed_text
+    assert "\x1b]8" not in printed_text and "\x1b[2J" not in printed_text
 
 
 @pytest.mark.parametrize("value", HOSTILE)
