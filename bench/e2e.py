@@ -34,7 +34,7 @@ from services.common.kafka import ensure_topics, producer
 from services.common.settings import KafkaSettings
 from services.devkit.publish import EXAMPLES, publish
 from services.devkit.sink import DEMO_SECRETS, Sink
-from services.devkit.stack import Stack
+from services.devkit.stack import Stack, skip_backlog
 
 FLOW, PATH = "crm-case-update", "/crm"
 RATES = (20, 50)  # conversations per second
@@ -126,6 +126,7 @@ def bin_labels(edges: Sequence[float]) -> list[str]:
 async def running_stack(ctx: BenchContext, name: str) -> AsyncIterator[tuple[Stack, Sink]]:
     """The registry's topics, a quiet Sink on free ports and the three services, ready; stopped at the end."""
     await ensure_topics(ctx.kafka, registry(), replication=1)
+    await skip_backlog(ctx.bootstrap_servers)  # on a shared broker (the test session's), only this run's records
     async with Sink(DEMO_SECRETS, smtp_port=0, quiet=True) as sink:
         env = {"SINK_PORT": str(sink.port), "SINK_SMTP_PORT": str(sink.smtp_port)}
         stack = Stack(ctx.bootstrap_servers, ctx.work_dir / name, extra_env=env)

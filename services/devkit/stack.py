@@ -14,7 +14,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.routes import SERVICES
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.routes import SERVICES, route_of
+from services.common.kafka import partitions_of
+from services.common.settings import KafkaSettings
 from services.devkit.kafka import ROOT, free_port
 
 
@@ -133,3 +137,32 @@ class Stack:
 
     def dead(self) -> list[ServiceProcess]:
         return [p for p in self.processes if not p.alive()]
+
+
+async def skip_backlog(bootstrap: str, services: tuple[str, ...] = SERVICES) -> int:
+    """Commit each service's consumer group at the current end of every topic it consumes (inputs and
+    retry tiers): services started next on a shared broker (the test session's, a benchmark's) begin with
+    what is published from now on, not with records other runs left unconsumed. Returns how many records
+    were skipped."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    skipped = 0
+    for service in services:
+        route = route_of(service)
+        consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=route.group_id, enable_auto_commit=False)
+        parts = [
+            TopicPartition(topic, p)
+            for topic in (*route.input_topics, *route.retry_topics)
+            for p in await partitions_of(kafka, topic)
+        ]
+        await consumer.start()
+        try:
+            if not parts:
+                continue
+            consumer.assign(parts)
+            ends = await consumer.end_offsets(parts)
+            committed = {tp: await consumer.committed(tp) or 0 for tp in parts}
+            skipped += sum(max(0, ends[tp] - committed[tp]) for tp in parts)
+            await consumer.commit({tp: ends[tp] for tp in parts})
+        finally:
+            await consumer.stop()
+    return skipped
