@@ -161,7 +161,9 @@ async def test_a_dead_letter_keeps_its_value_and_headers(calls: Store) -> None:
 
 async def test_stats_per_agent_and_day(calls: Store) -> None:
     later = ended("d1", agent="sales-line", at=T0 + timedelta(days=1))
-    await writer.write(calls, rows_of([(CONVERSATION_EXTRACTED, extracted(later, tokens=(1000, 100), cost=0.5))], 100))
+    failed = result(action_id("d1", "crm-sync"), "d1", "failed", status_code=503, error="HTTP 503")
+    records = [(CONVERSATION_ENDED, later), (CONVERSATION_EXTRACTED, extracted(later, tokens=(1000, 100), cost=0.5))]
+    await writer.write(calls, rows_of([*records, (ACTION_RESULTS, failed)], 100))
     async with calls.read() as conn:
         days = await queries.stats(conn, T0 - timedelta(days=1), T0 + timedelta(days=2))
         sales = await queries.stats(conn, T0 - timedelta(days=1), T0 + timedelta(days=2), agent="sales-line")
@@ -173,6 +175,8 @@ async def test_stats_per_agent_and_day(calls: Store) -> None:
     assert support.cost_usd == pytest.approx(8 * 0.0004)
     next_day = table[("2026-03-11", "sales-line")]
     assert (next_day.conversations, next_day.prompt_tokens, next_day.cost_usd) == (1, 1000, 0.5)
+    assert (next_day.actions_delivered, next_day.actions_failed, next_day.actions_dead_lettered) == (0, 1, 0)
+    assert support.actions_failed == 0
     assert {d.agent_id for d in sales} == {"sales-line"}
 
 
