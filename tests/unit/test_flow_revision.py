@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from schemas.agents import AgentConfig, load_catalog
-from schemas.flow_revision import flow_revision, flow_uses
+from schemas.flow_revision import FlowUses, flow_revision, flow_uses
 
 AGENT = """
 agent: support-line
@@ -106,3 +106,18 @@ def test_what_makes_a_flow_depend_on_extraction(tmp_path: Path) -> None:
         "schedule_call uses field follow_up_date",
     )
     assert uses(tmp_path, "everything") == ("a webhook without `body` (it sends the extraction)",)
+
+
+def test_the_platforms_own_values_are_not_the_extraction_even_under_an_extracted_fields_name(tmp_path: Path) -> None:
+    text = AGENT + (
+        "  - id: platform-hot\n"
+        "    when: {field: platform.interest_level, op: '==', value: high}\n"
+        "    actions:\n"
+        "      - {type: slack, destination: sales, text: '{{platform.interest_level}}: {{platform.summary}}'}\n"
+    )
+    config = load(tmp_path, text)
+    flow = next(f for f in config.flows if f.id == "platform-hot")
+    assert flow_uses(flow, config) == FlowUses(fields=frozenset(), routes=frozenset(), extraction=())
+    edited = revisions(tmp_path, text.replace("values: [high, low]", "values: [high, medium, low]"))
+    assert edited["platform-hot"] == revisions(tmp_path, text)["platform-hot"]
+    assert edited["hot-lead"] != revisions(tmp_path, text)["hot-lead"]

@@ -207,6 +207,90 @@ CONVERSATION_CASES = [
         True,
     ),
     ("platform-no-analysis", {"field": "platform.summary", "op": "exists"}, {}, False),
+    (
+        "platform-number",
+        {"field": "platform.lead_score", "op": ">", "value": 7},
+        {"platform_analysis": {"data": {"lead_score": 8}}},
+        True,
+    ),
+    (
+        "platform-number-as-text",
+        {"field": "platform.lead_score", "op": ">", "value": 7},
+        {"platform_analysis": {"data": {"lead_score": " 8 "}}},
+        True,
+    ),
+    (
+        "platform-text-is-no-number",
+        {"field": "platform.lead_score", "op": ">", "value": 7},
+        {"platform_analysis": {"data": {"lead_score": "8 of 10"}}},
+        False,
+    ),
+    (
+        "platform-infinity-text-is-no-number",
+        {"field": "platform.lead_score", "op": ">", "value": 7},
+        {"platform_analysis": {"data": {"lead_score": "inf"}}},
+        False,
+    ),
+    (
+        "dynamic-variable-number-as-text",
+        {"field": "dynamic_variables.seats", "op": "<=", "value": 10},
+        {"dynamic_variables": {"seats": "-2.5"}},
+        True,
+    ),
+    (
+        "platform-number-below",
+        {"field": "platform.lead_score", "op": ">=", "value": 7.5},
+        {"platform_analysis": {"data": {"lead_score": 7}}},
+        False,
+    ),
+    (
+        "platform-in",
+        {"field": "platform.issue_category", "op": "in", "value": ["billing", "technical"]},
+        {"platform_analysis": {"data": {"issue_category": "technical"}}},
+        True,
+    ),
+    (
+        "platform-sentiment-any-case",
+        {"field": "platform.sentiment", "op": "==", "value": "positive", "ignore_case": True},
+        {"platform_analysis": {"sentiment": "Positive"}},
+        True,
+    ),
+    (
+        "platform-summary-matches",
+        {"field": "platform.summary", "op": "matches", "value": "re(fund|turn)"},
+        {"platform_analysis": {"summary": "Wants to return the unit."}},
+        True,
+    ),
+    (
+        "platform-list-as-json-text",
+        {"field": "platform.items", "op": "contains", "value": '"filter"'},
+        {"platform_analysis": {"data": {"items": ["filter", "pump"]}}},
+        True,
+    ),
+    (
+        "platform-false-verdict-exists",
+        {"field": "platform.successful", "op": "exists"},
+        {"platform_analysis": {"successful": False}},
+        True,
+    ),
+    (
+        "platform-no-verdict",
+        {"field": "platform.successful", "op": "==", "value": True},
+        {"platform_analysis": {"summary": "No evaluation configured."}},
+        False,
+    ),
+    (
+        "platform-boolean-is-not-text",
+        {"field": "platform.resolved", "op": "==", "value": "true"},
+        {"platform_analysis": {"data": {"resolved": True}}},
+        False,
+    ),
+    (
+        "platform-absent-value-is-null",
+        {"field": "platform.resolved", "op": "!=", "value": True},
+        {"platform_analysis": {"data": {}}},
+        True,
+    ),
 ]
 
 

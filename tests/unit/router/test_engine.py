@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -575,3 +575,79 @@ def test_a_deliberate_redelivery_gives_an_id_per_content_that_supersedes_the_fir
     assert same.supersedes == first.action_id and same.content_digest == first.content_digest
     assert changed.supersedes == first.action_id and changed.content_digest != first.content_digest
     assert len({first.action_id, same.action_id, changed.action_id}) == 3
+
+
+PLATFORM_FLOWS = """
+    agent: support-line
+    extraction:
+      fields:
+        - {name: interest_level, type: enum, values: [high, low]}
+    flows:
+      - id: platform-billing
+        when:
+          all:
+            - {field: platform.issue_category, op: "==", value: billing}
+            - {field: platform.successful, op: "==", value: false}
+        actions:
+          - type: webhook
+            destination: crm
+            body: {note: "{{platform.summary}}", score: "{{platform.lead_score}}", items: "{{platform.items}}"}
+          - type: slack
+            destination: ops-slack
+            text: "<!here> Unresolved billing call: {{platform.summary}} ({{platform.sentiment | no sentiment}})"
+          - type: email
+            to: [billing@company.example]
+            subject: "Billing: {{platform.issue_category}}"
+            body: "{{platform.summary}}"
+            html: "<p>{{platform.summary}}</p>"
+      - id: extracted-hot-lead
+        when: {field: interest_level, op: "==", value: high}
+        actions:
+          - {type: webhook, destination: crm, body: {hot: "{{platform.summary}}"}}
+"""
+HOSTILE_SUMMARY = "Refund <!channel> <https://evil.example|https://good.example> <img src=x onerror=alert(1)> & more"
+
+
+def _platform_event(status: Literal["ok", "failed"]) -> Any:
+    return event(
+        status=status,
+        fields={"interest_level": "high"} if status == "ok" else None,
+        platform_analysis={
+            "summary": HOSTILE_SUMMARY,
+            "successful": False,
+            "data": {"issue_category": "billing", "lead_score": 3, "items": ["router", "cable"]},
+        },
+    )
+
+
+@pytest.mark.parametrize("status", ["ok", "failed"])
+def test_a_flow_on_the_platforms_analysis_runs_whatever_the_extraction_and_is_never_held(
+    tmp_path: Path, status: Literal["ok", "failed"]
+) -> None:
+    trace, actions = agent(tmp_path, PLATFORM_FLOWS).route(_platform_event(status), NOW)
+    billing = _flow(trace, "platform-billing")
+    assert billing.fired and not billing.held
+    assert [c.reason for c in billing.conditions if c.kind == "field"] == [
+        'platform.issue_category = "billing"; == "billing" is true',
+        "platform.successful = false; == false is true",
+    ]
+    webhook = next(a for a in actions if isinstance(a, WebhookRequested) and a.flow_id == "platform-billing")
+    assert webhook.body == {"note": HOSTILE_SUMMARY, "score": 3, "items": '["router","cable"]'}
+    # the flow that tests an extracted field is held on a failed extraction; the platform flow is not
+    assert _flow(trace, "extracted-hot-lead").held is (status == "failed")
+
+
+def test_the_platforms_text_is_escaped_in_slack_and_email_html(tmp_path: Path) -> None:
+    """A platform summary is caller-influenced text (the platform's model read the caller's words)."""
+    _, actions = agent(tmp_path, PLATFORM_FLOWS).route(_platform_event("failed"), NOW)
+    [slack] = [a for a in actions if isinstance(a, SlackRequested)]
+    assert slack.text == (
+        "<!here> Unresolved billing call: Refund &lt;!channel&gt; &lt;https://evil.example|https://good.example&gt; "
+        "&lt;img src=x onerror=alert(1)&gt; &amp; more (no sentiment)"
+    )
+    [email] = [a for a in actions if isinstance(a, EmailRequested)]
+    assert email.html == (
+        "<p>Refund &lt;!channel&gt; &lt;https://evil.example|https://good.example&gt; "
+        "&lt;img src=x onerror=alert(1)&gt; &amp; more</p>"
+    )
+    assert email.subject == "Billing: billing"
