@@ -14,6 +14,7 @@ it cannot compile is refused at load (and by `postcall config validate`) with it
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time
 from typing import Any
@@ -51,6 +52,7 @@ from schemas.agent_config import (
 )
 
 Loc = tuple[int | str, ...]
+_VALUE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # what a template accepts after `platform.` (agent_config._NAME)
 Issue = tuple[Loc, str]
 
 _TEXT = frozenset({"==", "!=", "in", "not_in", "exists", "contains", "matches"})
@@ -153,6 +155,10 @@ def _unknown_field(name: str, fields: dict[str, FieldSpec]) -> str:
 
 
 def _field_condition(cond: FieldCondition, loc: Loc, fields: dict[str, FieldSpec]) -> Iterator[Issue]:
+    problem = dotted_name_problem(cond.field)
+    if problem:
+        yield (*loc, "field"), problem
+        return
     typed = field_type(cond.field, fields)
     if typed is None:
         yield (*loc, "field"), _unknown_field(cond.field, fields)
@@ -176,6 +182,15 @@ def _field_condition(cond: FieldCondition, loc: Loc, fields: dict[str, FieldSpec
         problem = value_problem(ftype, values, item)
         if problem:
             yield ((*loc, "value", k) if isinstance(cond.value, list) else (*loc, "value")), problem
+
+
+def dotted_name_problem(name: str) -> str | None:
+    """`platform.<name>` and `dynamic_variables.<name>` name one value, as a template would write it:
+    `platform.` alone or `platform.a.b` (no nesting) reads nothing and would silently be null."""
+    for prefix in ("platform.", "dynamic_variables."):
+        if name.startswith(prefix) and not _VALUE_NAME.fullmatch(name.removeprefix(prefix)):
+            return f"{name!r} names no single value: write {prefix}<name> (letters, digits, _ or -; no nesting)"
+    return None
 
 
 def value_problem(ftype: str, values: tuple[str, ...] | None, value: Any) -> str | None:

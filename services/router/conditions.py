@@ -7,7 +7,10 @@ children; children are all evaluated, so a trace shows every reason, not only th
   for it. `in` / `not_in` likewise (`not_in` passes for null unless the list holds null). True is not
   1: booleans only equal booleans. `ignore_case` folds case for text.
 * `>`, `>=`, `<`, `<=`, `contains` and `matches` fail on null. Numbers compare as numbers, date and
-  datetime fields as dates; text values of number/boolean/date fields are coerced first.
+  datetime fields as dates; text values of number/boolean/date fields are coerced first. Untyped
+  values (platform.*, dynamic_variables.*, dyn_*) compared with a number are read as a number when
+  their text is a plain decimal ("8", "-2.5"): platforms send dynamic variables, and often their own
+  analysis, as text.
 * `matches` runs an RE2 pattern (linear time, never backtracking; checked at load time) on at most
   MATCH_INPUT_LIMIT characters of the value, so no condition can hold the event loop.
 * When extraction failed, conditions on extracted values (fields, dyn_*, ai, confidence, needs_review)
@@ -19,6 +22,7 @@ children; children are all evaluated, so a trace shows every reason, not only th
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -44,6 +48,7 @@ from schemas.events import ConditionResult, ConversationExtracted
 from services.router.variables import platform_value
 
 MATCH_INPUT_LIMIT = 4096
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,30}(?:\.[0-9]{1,30})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +313,16 @@ def _test(cond: FieldCondition, ftype: str) -> Callable[[Any], bool]:
         pattern = compile_pattern(str(cond.value), ignore_case=fold)
         return lambda a: isinstance(a, str) and pattern.search(a[:MATCH_INPUT_LIMIT]) is not None
     bound = coerce(ftype, cond.value)
+    if ftype == "any" and isinstance(bound, int | float) and not isinstance(bound, bool):
+        return lambda a: a is not None and _compare(op, _decimal(a), bound)
     return lambda a: a is not None and _compare(op, a, bound)
+
+
+def _decimal(value: Any) -> Any:
+    """An untyped value's plain decimal text as a number; anything else unchanged (and not comparable)."""
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _equal(a: Any, b: Any, fold: bool) -> bool:

@@ -71,6 +71,24 @@ BAD = [
         "(declare it under extraction.fields)",
     ),
     (
+        "empty-platform-name-in-condition",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: 'platform.', op: exists}"),
+        "8: flows[0].when.field: 'platform.' names no single value: write platform.<name> "
+        "(letters, digits, _ or -; no nesting)",
+    ),
+    (
+        "nested-platform-name-in-condition",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: platform.data.score, op: '>', value: 3}"),
+        "8: flows[0].when.field: 'platform.data.score' names no single value: write platform.<name> "
+        "(letters, digits, _ or -; no nesting)",
+    ),
+    (
+        "spaced-dynamic-variable-name-in-condition",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: 'dynamic_variables.case id', op: exists}"),
+        "8: flows[0].when.field: 'dynamic_variables.case id' names no single value: write "
+        "dynamic_variables.<name> (letters, digits, _ or -; no nesting)",
+    ),
+    (
         "undefined-template-variable",
         GOOD.replace("{{conversation_summary}}", "{{conversation_sumary}}"),
         "10: flows[0].actions[0].body.summary: template names undefined variable 'conversation_sumary' "
