@@ -172,6 +172,9 @@ def test_hostile_requests_get_a_clear_4xx_and_publish_nothing(ingress: Ingress, 
     assert ingress.post("vapi", body).status_code == 200, "still serving after the hostile requests"
     after = asyncio.run(read_all(kafka, CONVERSATION_ENDED))
     assert len(after) - before <= 1  # only the last, valid one (or none when it was already published)
+    logged = ingress.proc.output()
+    assert logged.count('"outcome":"unauthorized"') == 4  # each refusal logged, with what was wrong
+    assert not [name for name, secret in DEMO_SECRETS.items() if secret in logged], "a secret reached the log"
 
 
 def test_kafka_down_is_503_then_accepted_after_recovery_and_published_once(tmp_path: Path) -> None:

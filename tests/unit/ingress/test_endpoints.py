@@ -3,6 +3,8 @@ never echoes a secret."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.common.configfile import ConfigError
@@ -68,3 +70,23 @@ def test_a_bad_file_is_refused_with_file_line_and_problem(text: str, expected: s
     with pytest.raises(ConfigError, match=expected) as caught:
         parse(text, ENV, "endpoints.yaml")
     assert not any(value in str(caught.value) for value in ENV.values())
+
+
+def test_secrets_come_from_mounted_files_and_a_missing_file_is_named_never_its_content(tmp_path: Path) -> None:
+    current, previous = tmp_path / "current", tmp_path / "previous"
+    current.write_text("file-secret-1\n")  # a mounted Secret often ends with a newline
+    previous.write_text("file-secret-0")
+    text = f"""\
+endpoints:
+  - name: acme
+    platform: retell
+    account: {{id: acme}}
+    secrets: [{{secret_file: {current}}}, {{secret_file: {previous}}}]
+"""
+    retell = parse(text, {}, "endpoints.yaml")[("retell", "acme")]
+    assert isinstance(retell.verifier, RetellVerifier)
+    assert list(retell.verifier.secrets) == ["file-secret-1", "file-secret-0"]
+    previous.unlink()
+    with pytest.raises(ConfigError, match=f"cannot read secret file {previous}") as caught:
+        parse(text, {}, "endpoints.yaml")
+    assert "file-secret-1" not in str(caught.value)
