@@ -3,15 +3,22 @@ to its end (state restore, CLI tools), and the producer settings every producer 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from schemas.topics import Topic, default_replication
+from services.common import codec
 from services.common.settings import KafkaSettings
+
+MAX_BATCH_BYTES = 256 * 1024
+KEY_HASHES = 65_536  # keys whose partition hash is remembered (a conversation's events share a key)
 
 
 def producer(kafka: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
@@ -22,7 +29,7 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 1,
-        "max_batch_size": 256 * 1024,
+        "max_batch_size": MAX_BATCH_BYTES,
         "max_request_size": 8 * 1024 * 1024,
         "request_timeout_ms": 30_000,
     }
@@ -87,3 +94,113 @@ async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
     finally:
         await admin.close()
     return sorted(p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"])
+
+
+class Batcher:
+    """Queues records into aiokafka record batches (its batch API): no per-record future, coroutine or
+    partitioner call. Each topic-partition has one open batch, shared by every caller, that takes
+    records until it is full or `flush()` hands it to the producer. A batch is closed before the
+    producer sees it: the idempotent producer numbers a batch's records when its sender takes the
+    batch, so a record appended to a batch already in the producer's queue could break the numbering
+    (OutOfOrderSequenceNumber; tests/integration/runtime/test_batcher.py). A partition's batches reach
+    the producer in the order they were closed. Partitions are Kafka's default: murmur2 of the key, as
+    the Java client and producer.send choose; key-less records fill one random partition's batch, then
+    another's (Kafka's sticky partitioner)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._last: dict[tuple[str, int], _Batch] = {}  # the latest batch handed over, per partition
+        self._partitions: dict[str, list[int]] = {}
+        self._sticky: dict[str, int] = {}
+        self._hashes: dict[bytes, int] = {}
+        self._submitting: set[asyncio.Task[None]] = set()
+
+    async def add(self, records: Sequence[codec.Outgoing]) -> list[asyncio.Future[Any]] | None:
+        """Queue one input's outputs; returns the acks of the batches that hold them (None: one is too
+        big to batch, and nothing was queued: send them on their own). They are sent at the next
+        flush() or when their batch is full."""
+        for r in records:
+            if r.value is not None and len(r.value) > MAX_BATCH_BYTES:
+                return None
+        acks: list[asyncio.Future[Any]] = []
+        for r in records:
+            every = self._partitions.get(r.topic)
+            if every is None:
+                every = self._partitions[r.topic] = sorted(await self.producer.partitions_for(r.topic))
+            partition = r.partition if r.partition is not None else self._partition(r.topic, r.key, every)
+            headers = [(k, v.encode()) for k, v in r.headers.items()]
+            batch = self._open.get((r.topic, partition))
+            if batch is None or batch.builder.append(timestamp=None, key=r.key, value=r.value, headers=headers) is None:
+                if batch is not None:  # full: hand it over
+                    self._submit(batch)
+                    if r.key is None and r.partition is None:  # sticky: move on
+                        partition = self._sticky[r.topic] = random.choice(every)
+                batch = self._open[(r.topic, partition)] = _Batch((r.topic, partition), self.producer.create_batch())
+                batch.builder.append(timestamp=None, key=r.key, value=r.value, headers=headers)  # a first always fits
+            if not acks or acks[-1] is not batch.ack:
+                acks.append(batch.ack)
+        return acks
+
+    def flush(self) -> None:
+        """Hand every open batch to the producer (it lingers there as any batch does)."""
+        for batch in list(self._open.values()):
+            self._submit(batch)
+
+    def _partition(self, topic: str, key: bytes | None, every: list[int]) -> int:
+        if key is None:
+            sticky = self._sticky.get(topic)
+            if sticky is None:
+                sticky = self._sticky[topic] = random.choice(every)
+            return sticky
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= KEY_HASHES:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return every[hashed % len(every)]
+
+    def _submit(self, batch: _Batch) -> None:
+        if self._open.get(batch.tp) is batch:
+            del self._open[batch.tp]
+        batch.builder.close()  # nothing is appended once the producer may take it
+        previous, self._last[batch.tp] = self._last.get(batch.tp), batch
+        task = asyncio.create_task(batch.submit(self.producer, previous))
+        self._submitting.add(task)
+        task.add_done_callback(self._submitting.discard)
+
+
+class _Batch:
+    """One record batch of a Batcher, handed to the producer after its partition's previous one."""
+
+    def __init__(self, tp: tuple[str, int], builder: Any) -> None:
+        self.tp, self.builder = tp, builder
+        loop = asyncio.get_running_loop()
+        self.ack: asyncio.Future[Any] = loop.create_future()  # acks=all of the whole batch
+        self.queued: asyncio.Future[None] = loop.create_future()  # in the producer's queue (or refused)
+
+    async def submit(self, producer: AIOKafkaProducer, previous: _Batch | None) -> None:
+        try:
+            if previous is not None:
+                await asyncio.shield(previous.queued)
+            sent = await producer.send_batch(self.builder, self.tp[0], partition=self.tp[1])
+        except BaseException as exc:  # refused (producer closed, no room in time) or cancelled
+            self._settle(exc if isinstance(exc, Exception) else KafkaError("batch not queued"))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            sent.add_done_callback(self._acked)
+        finally:
+            self.queued.set_result(None)
+
+    def _acked(self, sent: asyncio.Future[Any]) -> None:
+        self._settle(KafkaError("batch cancelled") if sent.cancelled() else sent.exception(), sent)
+
+    def _settle(self, exc: BaseException | None, sent: asyncio.Future[Any] | None = None) -> None:
+        if self.ack.done():
+            return
+        if exc is None and sent is not None:
+            self.ack.set_result(sent.result())
+        else:
+            self.ack.set_exception(exc or KafkaError("batch failed"))
+            self.ack.exception()  # marked retrieved: whoever waits on it sees it; nobody else must

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -26,7 +27,7 @@ class PartitionState:
     revoking: bool = False  # being revoked: records finishing now still count, waits give up
     ready: bool = True  # False while the service's on_assigned hook restores state for this partition
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    tail: asyncio.Task[None] | None = None  # the fast path's last batch task: the next one runs after it
+    tail: asyncio.Future[None] | None = None  # done when the fast path's last batch has queued its outputs
 
     def accept(self, offset: int) -> None:
         self.pending[offset] = None
@@ -34,6 +35,11 @@ class PartitionState:
 
     def finish(self, offset: int) -> None:
         self.pending.pop(offset, None)
+
+    def finish_all(self, offsets: Iterable[int]) -> None:
+        pop = self.pending.pop
+        for offset in offsets:
+            pop(offset, None)
 
     def committable(self) -> int | None:
         """The offset to commit (the next record to read after a restart), or None if nothing new."""

@@ -66,6 +66,12 @@ class Processor:
         self.dead_letter_topic = route.dead_letter_topic
         self._decoders = {s.topic: codec.decoder(s.model) for s in route.consumes}
         self._handler_seconds = metrics.HANDLER_DURATION.labels(self.name)
+        # per event class: (topic, ce_type, the key function or None for the input's key, partition by input)
+        self._plans = {
+            o.stream.model: (o.stream.topic, o.stream.ce_type, o.stream.key if o.key == "event" else None,
+                             o.partition == "input")
+            for o in route.produces
+        }  # fmt: skip
 
     def is_retry_topic(self, topic: str) -> bool:
         return topic in self._retry_set
@@ -73,16 +79,21 @@ class Processor:
     def context(self, record: Any, headers: Mapping[str, str]) -> Context:
         """Hop headers are only trusted on our own retry tiers, and parsed defensively: anyone can
         produce a record with an `x-attempts: abc` header to a main topic."""
-        hop = headers if record.topic in self._retry_set else {}
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        own = _without_hops(headers)
+        if record.topic not in self._retry_set:  # a first attempt: where it is now is where it arrived
+            return Context(
+                self.name, record.topic, record.partition, record.offset, key, record.timestamp, 1, own, headers
+            )
         return Context(
             service=self.name,
-            topic=hop.get(h.ORIGINAL_TOPIC) or record.topic,
-            partition=_int(hop.get(h.ORIGINAL_PARTITION), record.partition),
-            offset=_int(hop.get(h.ORIGINAL_OFFSET), record.offset),
-            key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-            timestamp_ms=_int(hop.get(h.ORIGINAL_TIMESTAMP), record.timestamp),
-            attempt=max(0, _int(hop.get(h.ATTEMPTS), 0)) + 1,
-            headers={k: v for k, v in headers.items() if k not in h.HOP_HEADERS} if headers else headers,
+            topic=headers.get(h.ORIGINAL_TOPIC) or record.topic,
+            partition=_int(headers.get(h.ORIGINAL_PARTITION), record.partition),
+            offset=_int(headers.get(h.ORIGINAL_OFFSET), record.offset),
+            key=key,
+            timestamp_ms=_int(headers.get(h.ORIGINAL_TIMESTAMP), record.timestamp),
+            attempt=max(0, _int(headers.get(h.ATTEMPTS), 0)) + 1,
+            headers=own,
             raw_headers=headers,
         )
 
@@ -105,24 +116,27 @@ class Processor:
     def outputs(self, events: Sequence[Event], ctx: Context) -> list[Outgoing]:
         """Each event to its route's output: topic, key and ce_type from the stream, partition by policy."""
         out = []
-        forwarded = {k: ctx.headers[k] for k in self.route.forwards_headers if k in ctx.headers}
+        forwards = self.route.forwards_headers
+        forwarded = {k: ctx.headers[k] for k in forwards if k in ctx.headers} if forwards else None
         for index, event in enumerate(events):
-            output = self.route.output_for(event)
-            if output is None:
+            plan = self._plans.get(type(event))
+            if plan is None:
                 raise UndeclaredEvent(f"{type(event).__name__} is not an output of the {self.name} route")
-            stream = output.stream
-            key = stream.key(event) if output.key == "event" else ctx.key
-            fallback_id = f"{ctx.topic}:{ctx.partition}:{ctx.offset}:{index}"
-            headers = codec.cloudevent_headers(event, stream.ce_type, self.name, key, fallback_id)
-            headers.update(forwarded)
+            topic, ce_type, key_of, by_input = plan
+            key = key_of(event) if key_of is not None else ctx.key
+            headers = codec.cloudevent_headers(
+                event, ce_type, self.name, key, f"{ctx.topic}:{ctx.partition}:{ctx.offset}:{index}"
+            )
+            if forwarded:
+                headers.update(forwarded)
             out.append(
                 Outgoing(
-                    stream.topic,
+                    topic,
                     key.encode() if key is not None else None,
                     codec.encode(event),
                     headers,
-                    partition=ctx.partition if output.partition == "input" else None,
-                    event=event,
+                    ctx.partition if by_input else None,
+                    event,
                 )
             )
         return out
@@ -219,6 +233,11 @@ def tier_delay(delays: Sequence[float], tier: int, jitter: float, retry_after: f
 
 def _carried(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k not in h.HOP_HEADERS}
+
+
+def _without_hops(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """The headers without hop headers; the same mapping when it has none (most records)."""
+    return _carried(headers) if headers and not h.HOP_HEADERS.isdisjoint(headers) else headers
 
 
 def hop_headers(record: Any, ctx: Context, exc: BaseException, attempts: int) -> dict[str, str]:

@@ -28,6 +28,7 @@ from services.common import codec, metrics
 from services.common.api import Context, Service
 from services.common.codec import Outgoing
 from services.common.errors import DependencyUnavailable, PermanentError, Stopped, Unproducible
+from services.common.kafka import Batcher
 from services.common.kafka import producer as make_producer
 from services.common.logging import record_context
 from services.common.offsets import PartitionState
@@ -36,6 +37,8 @@ from services.common.settings import KafkaSettings, RuntimeSettings
 
 log = logging.getLogger("postcall.runtime")
 TOPIC_WAIT_SECONDS = 30.0
+Acks = list[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
+_FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing to wait for
 
 
 class Runtime:
@@ -66,12 +69,15 @@ class Runtime:
         # every dead-letter series exists from the start at 0: the first dead letter is an increase
         for dead_letter_category in (h.CATEGORY_POISON, h.CATEGORY_PERMANENT, h.CATEGORY_RETRIES_EXHAUSTED):
             metrics.DEAD_LETTERS.labels(self.service, dead_letter_category)
+        self._dependency_gauge = metrics.DEPENDENCY_PAUSED.labels(self.service)
+        self._paused_gauge = metrics.PAUSED_PARTITIONS.labels(self.service)
         self._consumed: dict[str, Any] = {}
         self._produced: dict[str, Any] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
         self._last_activity = time.monotonic()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: Any = None
+        self._batcher: Batcher
 
     # ── lifecycle ──────────────────────────────────────────────────────────────────────────────
 
@@ -101,6 +107,7 @@ class Runtime:
             fetch_max_bytes=64 * 1024 * 1024,
         )
         self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-{self.service}")
+        self._batcher = Batcher(self._producer)
         health = metrics.HealthServer(s.metrics_host, s.metrics_port, self._ready, self._alive)
         await self._producer.start()
         try:
@@ -195,7 +202,7 @@ class Runtime:
         assignment = self._consumer.assignment()
         full = self.in_flight >= self.settings.max_in_flight
         dependency = self.dependency_paused_until > time.monotonic()
-        metrics.DEPENDENCY_PAUSED.labels(self.service).set(1 if dependency else 0)
+        self._dependency_gauge.set(1 if dependency else 0)
         want = set()
         for tp in assignment:
             state = self.partitions.get(tp)
@@ -206,7 +213,7 @@ class Runtime:
         if self.paused - want:
             self._consumer.resume(*((self.paused - want) & assignment))
         self.paused = want
-        metrics.PAUSED_PARTITIONS.labels(self.service).set(len(want))
+        self._paused_gauge.set(len(want))
 
     def _accept_batch(self, tp: TopicPartition, records: list[Any]) -> None:
         state = self.partitions.get(tp)
@@ -243,10 +250,11 @@ class Runtime:
         self.in_flight += len(records)
         self._in_flight_gauge.set(self.in_flight)
         self._per_topic(self._consumed, metrics.RECORDS_CONSUMED, records[0].topic).inc(len(records))
-        task = asyncio.create_task(self._run_batch(state, records, state.tail))
+        handled = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._run_batch(state, records, state.tail, handled))
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
-        state.tail = task
+        state.tail = handled
 
     def _start(self, state: PartitionState, record: Any) -> None:
         state.accept(record.offset)
@@ -299,19 +307,20 @@ class Runtime:
             self._room.set()
             self._in_flight_gauge.set(self.in_flight)
 
-    async def _run_batch(self, state: PartitionState, records: list[Any], previous: asyncio.Task[None] | None) -> None:
-        """Records in offset order; their outputs are queued as they go and acknowledged together, and
-        only then are their offsets finished (committable): the same guarantee as one record at a time."""
-        sent: list[tuple[Any, list[Any] | None]] = []
+    async def _run_batch(
+        self, state: PartitionState, records: list[Any], previous: asyncio.Future[None] | None,
+        handled: asyncio.Future[None],
+    ) -> None:  # fmt: skip
+        """Records in offset order, after the partition's previous batch; their outputs are queued into
+        record batches as they go (services.common.kafka.Batcher), and the records' offsets are
+        finished (committable) only once every batch holding their outputs is acknowledged: the same
+        guarantee as one record at a time. While this batch waits for acks, the next one is handled."""
         try:
             if previous is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(previous)
-            for record in records:
-                if state.revoked or self._stopping.is_set():
-                    break  # not started: left uncommitted, the next owner reads it again
-                sent.append((record, await self._handle_fast(state, record)))
-            await self._acknowledge(state, sent)
+                await asyncio.shield(previous)  # a cancelled wait must not cancel the previous batch's future
+            done = await self._queue_batch(state, records)
+            handled.set_result(None)
+            await self._acknowledge(state, done)
         except Stopped:
             pass
         except asyncio.CancelledError:
@@ -321,13 +330,40 @@ class Runtime:
             metrics.RECORDS_PROCESSED.labels(self.service, "internal_error").inc()
             self.stop()
         finally:
+            if not handled.done():
+                handled.set_result(None)
             self.in_flight -= len(records)
             self._room.set()
             self._in_flight_gauge.set(self.in_flight)
 
-    async def _handle_fast(self, state: PartitionState, record: Any) -> list[Any] | None:
-        """One record of a batch: its outputs queued (the futures of their acks), or its failure carried
-        out at once (retry copy or dead letter acknowledged: nothing left to wait for)."""
+    async def _queue_batch(self, state: PartitionState, records: list[Any]) -> list[tuple[Any, Acks | None]]:
+        """Handle the records in order and hand their outputs to the producer: (record, its acks; None:
+        not batched, redo it on the one-record path)."""
+        done: list[tuple[Any, Acks | None]] = []
+        produced: dict[str, int] = {}
+        for record in records:
+            if state.revoked or self._stopping.is_set():
+                break  # not started: left uncommitted, the next owner reads it again
+            outputs = await self._handle_fast(state, record)
+            if outputs is None:  # failed, and its retry copy or dead letter is acknowledged
+                done.append((record, _FAILED))
+                continue
+            try:
+                acks = await self._batcher.add(outputs)
+            except KafkaError:
+                acks = None
+            done.append((record, acks))
+            if acks is not None:
+                for r in outputs:
+                    produced[r.topic] = produced.get(r.topic, 0) + 1
+        self._batcher.flush()
+        for topic, count in produced.items():
+            self._per_topic(self._produced, metrics.RECORDS_PRODUCED, topic).inc(count)
+        return done
+
+    async def _handle_fast(self, state: PartitionState, record: Any) -> list[Outgoing] | None:
+        """One record of a batch: its outputs (not sent yet), or None when it failed and its failure was
+        carried out at once (retry copy or dead letter acknowledged: nothing left to wait for)."""
         p = self.processor
         ctx = p.context(record, codec.header_dict(record.headers))
         event: Any = None
@@ -335,7 +371,7 @@ class Runtime:
             try:
                 event = p.decode(record, ctx)
                 # no per-record timeout: a handler that never waits on I/O cannot be interrupted anyway
-                outputs = p.outputs(await p.service.handle(event, ctx), ctx)
+                return p.outputs(await p.service.handle(event, ctx), ctx)
             except DependencyUnavailable as exc:
                 await self._wait_for_dependency(state, exc)
                 continue
@@ -347,26 +383,31 @@ class Runtime:
                 finally:
                     record_context.reset(token)
                 return None
-            try:
-                return [await self._send(r) for r in outputs]
-            except KafkaError:
-                return [None]  # acknowledged below through the one-record path
 
-    async def _acknowledge(self, state: PartitionState, sent: list[tuple[Any, list[Any] | None]]) -> None:
-        futures = [f for _, fs in sent for f in fs or () if f is not None]
-        results = await asyncio.gather(*futures, return_exceptions=True) if futures else []
-        failed = {id(f) for f, r in zip(futures, results, strict=True) if isinstance(r, BaseException)}
+    async def _acknowledge(
+        self, state: PartitionState, done: list[tuple[Any, list[asyncio.Future[Any]] | None]]
+    ) -> None:
+        """Wait for the acks of the batch's outputs; a record whose outputs were not all acknowledged
+        goes through the one-record path (its handler again, then retries or its dead letter). Its
+        outputs then come after those of later records: under broker trouble, as after a retry, the
+        order of a key's outputs is not kept."""
+        acks = {id(a): a for _, record_acks in done for a in record_acks or ()}
+        failed = set()
+        for key, ack in acks.items():
+            try:
+                await ack  # one by one: by the time the last one is done, the others mostly are
+            except Exception:
+                failed.add(key)
         ok = 0
-        for record, fs in sent:
-            if fs is None:
-                pass  # its failure was carried out (retry copy or dead letter acknowledged)
-            elif any(f is None or id(f) in failed for f in fs):
-                # broker trouble with this record's outputs: the one-record path retries or dead-letters it
-                await self._process(state, record)
+        for record, record_acks in done:
+            if record_acks is _FAILED:
+                continue  # its failure was carried out (retry copy or dead letter acknowledged)
+            if record_acks is None or (failed and any(id(a) in failed for a in record_acks)):
+                await self._process(state, record)  # broker trouble with its outputs, or too big to batch
             else:
                 ok += 1
-            if self._is_current(state):
-                state.finish(record.offset)
+        if self._is_current(state):
+            state.finish_all(record.offset for record, _ in done)
         self._processed_ok.inc(ok)
 
     def _is_current(self, state: PartitionState) -> bool:
