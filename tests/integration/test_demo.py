@@ -43,5 +43,6 @@ def test_make_demo_delivers_every_expected_action_and_exits_0() -> None:
     stored = f"store: {conversations}/{conversations} conversations with their extraction, decisions and delivery"
     assert stored in done.stdout, done.stdout[-3000:]
     assert re.search(r"^api +http://127\.0\.0\.1:\d+/api/v1/conversations", done.stdout, re.M)
+    assert re.search(r"^ingress http://127\.0\.0\.1:\d+  POST /webhooks/<vapi\|retell", done.stdout, re.M)
     for platform in ("vapi", "retell", "elevenlabs"):  # real HTTP -> ingress -> Kafka -> three services -> sink
         assert re.search(rf"^webhook {platform} +-> 200 published$", done.stdout, re.M), done.stdout[-3000:]
