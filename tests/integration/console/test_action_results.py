@@ -73,7 +73,7 @@ async def test_a_hostile_result_id_is_text_on_the_page_never_markup(store: Store
     await writer.write(store, rows_of([*records, (ACTION_RESULTS, done)]))
     async with console_for(store) as c:
         html = (await c.get("/console/conversations/c-hostile")).text
-    assert "<img src=x" not in html and "onerror=\"alert" not in html
+    assert "<img src=x" not in html and 'onerror="alert' not in html
     assert '<span class="dim">id</span> <code>&lt;img src=x onerror=&#34;alert(1)&#34;&gt;999' in html
     assert "9" * 200 not in html  # cut on the page; the API keeps it whole
     async with client_for(store) as api:
