@@ -217,6 +217,57 @@ async def test_oauth_tokens_and_the_client_secret_appear_in_no_result_dead_lette
         assert not [t for t in texts if secret in t]
 
 
+def one_method(method: str, path: str, body: str, pointer: str) -> str:
+    return f"""
+agent: support-line
+flows:
+  - id: crm-{method.lower()}
+    actions:
+      - type: http
+        destination: cases
+        method: {method}
+        path: {path}{body}{pointer}
+"""
+
+
+CASE = "/cases/{{dynamic_variables.case_id}}"
+METHODS = [
+    # method, path template, with a body, pointer, (status, result id) the CRM's answer gives
+    ("GET", CASE, False, "/case/id", (200, "4471")),
+    ("POST", "/cases", True, "/id", (201, "4472")),  # the CRM created case 4472 (its counter: token 1, case 2)
+    ("PUT", CASE, True, "/case/id", (200, "4471")),
+    ("PATCH", CASE, True, "/case/id", (200, "4471")),
+    ("DELETE", CASE, False, "", (204, None)),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "with_body", "pointer", "expected"), METHODS, ids=[m[0] for m in METHODS])
+async def test_every_method_reaches_the_receiver_as_written(
+    crm: tuple[Crm, str],
+    stack: Stack,
+    tmp_path: Path,
+    method: str,
+    path: str,
+    with_body: bool,
+    pointer: str,
+    expected: tuple[int, str | None],
+) -> None:
+    api, base = crm
+    body = '\n        body: {status: solved, case: "{{dynamic_variables.case_id}}"}' if with_body else ""
+    agent = one_method(method, path, body, f"\n        result_id_pointer: {pointer}" if pointer else "")
+    event = extracted(ended("c-method", dynamic_variables={"case_id": "4471"}))
+    [action] = route(tmp_path, agent, event)[1]
+    async with stack(destinations(base), {"CRM_CLIENT_SECRET": api.client_secret}) as (executors, _):
+        harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
+        [done] = results(await harness.send(action))
+    [seen] = api.requests
+    assert (seen.method, seen.raw_path) == (method, "/api/v2" + path.replace(CASE, "/cases/4471"))
+    assert seen.json() == {"status": "solved", "case": "4471"} if with_body else seen.body == b""
+    assert seen.headers["authorization"] == "Bearer at-1-CANARY"
+    assert seen.headers["idempotency-key"] == done.action_id
+    assert (done.outcome, done.status_code, done.result_id) == ("delivered", *expected)
+
+
 async def _no_results(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
     for _ in ():
         yield
