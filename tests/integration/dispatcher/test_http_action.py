@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from schemas.events import ActionBase, ActionCompleted, HttpRequested
+from schemas.events import RESPONSE_EXCERPT_CHARS, ActionBase, ActionCompleted, HttpRequested
 from services.common.errors import PermanentError, RetryableError
 from services.common.harness import Harness
 from services.common.logging import QUIET_LIBRARIES
@@ -271,3 +271,25 @@ async def test_every_method_reaches_the_receiver_as_written(
 async def _no_results(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
     for _ in ():
         yield
+
+
+async def test_a_huge_or_endless_answer_leaves_a_bounded_excerpt_and_the_id_when_it_comes_first(
+    sink: Sink, stack: Stack, tmp_path: Path
+) -> None:
+    pad = b"x" * (5 * 1024 * 1024)
+    sink.script("/api/v2/cases/4471", then=Reply(200, body=b'{"case": {"id": "4471"}}' + b" " * len(pad)))
+    sink.script("/api/v2/cases/4472", then=Reply(200, body=b'{"case": {"id": "4472", "pad": "' + pad + b'"}}'))
+    sink.script("/api/v2/cases/4473", then=Reply(200, endless=True))
+    yaml = f"destinations:\n  - {{name: cases, kind: http, url: '{sink.url('/api/v2')}', allow_private: true}}\n"
+    async with stack(yaml) as (executors, _):
+        harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
+        done = []
+        for n, case in enumerate(["4471", "4472", "4473"]):
+            [action] = actions_for(tmp_path, case, f"big{n}")
+            done += results(await harness.send(action))
+    assert [(d.outcome, d.status_code) for d in done] == [("delivered", 200)] * 3  # the endless one too
+    assert (done[0].result_id, done[0].response_excerpt) == ("4471", '{"case": {"id": "4471"}}')
+    for cut in done[1:]:
+        assert cut.result_id is None
+        assert cut.error == "result_id_pointer /case/id: the answer is not JSON (or longer than the 64 KiB read)"
+        assert cut.response_excerpt is not None and len(cut.response_excerpt) == RESPONSE_EXCERPT_CHARS

@@ -198,3 +198,25 @@ def test_basic_credentials_are_sent_as_one_header_and_redacted_in_every_form() -
     assert header == "Basic YWdlbnRAZXhhbXBsZS5jb20vdG9rZW46cHctU0VDUkVULTI="  # agent@example.com/token:pw-SECRET-2
     text = dest.redact(f"echo {header}, {header.removeprefix('Basic ')} and pw-SECRET-2")
     assert text == "echo [redacted], [redacted] and [redacted]"
+
+
+async def test_a_second_401_is_the_answer_the_token_is_replaced_only_once_per_request() -> None:
+    """A receiver that refuses every token (wrong scope, a revoked client) costs two tokens and two
+    requests per attempt, never a loop; the 401 is the attempt's answer (a permanent failure upstream)."""
+    tokens = source(registry(OAUTH, ENV), Clock())
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": f"tok-{len(seen)}", "expires_in": 3600})
+        return httpx.Response(401, json={"error": "invalid_token"})
+
+    exchange = Exchange(httpx.AsyncClient(transport=httpx.MockTransport(answer)), HttpOptions(), 5.0, tokens)
+    got = await exchange.request("PATCH", "https://crm.example.com/api/v2/cases/1", {}, b"{}")
+    assert got.status == 401
+    assert [(r.url.path, r.headers.get("authorization")) for r in seen if r.url.path != "/oauth/token"] == [
+        ("/api/v2/cases/1", "Bearer tok-1"),
+        ("/api/v2/cases/1", "Bearer tok-3"),
+    ]
+    assert sum(r.url.path == "/oauth/token" for r in seen) == 2
