@@ -507,3 +507,28 @@ class ActionCompleted(Model):
         None, description="The action's content digest: what a later re-delivery compares with."
     )
     completed_at: Timestamp
+
+
+# ── Destination state (shared by the dispatcher's replicas) ─────────────────────────────────────────
+
+
+class DestinationState(Model):
+    """One fact about a destination, shared by every dispatcher replica (postcall.destination-state.v1).
+
+    kind `disabled`: the destination answered 410 Gone (`disabled` true) or an operator enabled it again
+    (`postcall destinations enable`, false). kind `circuit`: a replica's circuit breaker opened (`circuit`
+    open, until `open_until`) or its probe closed it. kind `replica`: a replica's heartbeat; the rate
+    limits are shared out among the live ones."""
+
+    kind: Literal["disabled", "circuit", "replica"]
+    destination: str | None = Field(None, description="The destination (kinds disabled and circuit).")
+    disabled: Flag | None = None
+    circuit: Literal["open", "closed"] | None = None
+    open_until: Timestamp | None = Field(None, description="When an open circuit lets a probe through.")
+    reason: str | None = Field(None, max_length=1000, description="Why: the answer, or who enabled it.")
+    replica: Id = Field(description="Who wrote it: a dispatcher replica's id, or `postcall destinations`.")
+    at: Timestamp
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.destination if self.kind != 'replica' else self.replica}"

@@ -35,6 +35,7 @@ from schemas.events import (
     ConversationEnded,
     ConversationExtracted,
     DecisionTrace,
+    DestinationState,
 )
 
 Json = dict[str, Any]
@@ -72,6 +73,7 @@ def json_schemas() -> dict[str, Json]:
         "ActionRequested": union,
         **{model.__name__: model.model_json_schema() for model in ACTION_MODELS.values()},
         "ActionCompleted": ActionCompleted.model_json_schema(),
+        "DestinationState": DestinationState.model_json_schema(),
     }
     return {
         f"{name}{SCHEMA_SUFFIX}": {
@@ -211,10 +213,16 @@ def _message(topic: str, variant: str = "") -> Json:
         "contentType": h.JSON_CONTENT_TYPE,
         "headers": {"allOf": headers},
         "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": _ref(f"./{JSON_DIR_NAME}/{name}{SCHEMA_SUFFIX}")},
-        "correlationId": {
-            "description": "The conversation_id, shared by every record of one conversation.",
-            "location": f"$message.payload#{pointer}",
-        },
+        **(
+            {
+                "correlationId": {
+                    "description": "The conversation_id, shared by every record of one conversation.",
+                    "location": f"$message.payload#{pointer}",
+                }
+            }
+            if pointer is not None
+            else {}
+        ),
         "bindings": {
             "kafka": {
                 "key": {"type": "string", "description": f"The {stream.key_doc}."},

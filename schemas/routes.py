@@ -188,7 +188,7 @@ DISPATCHER = Route(
     # hold back the same conversation's actions to fast ones
     ordering="unordered",
     max_in_flight=1024,
-    reads=(t.ACTION_RESULTS,),
+    reads=(t.ACTION_RESULTS, t.DESTINATION_STATE),
 )
 
 RECORDER = Route(
@@ -240,7 +240,7 @@ def registry() -> list[Topic]:
             Topic(
                 stream.topic,
                 stream.description,
-                p,
+                stream.partitions or p,
                 stream.retention_ms,
                 stream.cleanup_policy,
                 producers=(*stream.external_producers, *producers),

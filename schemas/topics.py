@@ -18,6 +18,7 @@ from schemas.events import (
     ConversationEnded,
     ConversationExtracted,
     DecisionTrace,
+    DestinationState,
 )
 
 M = TypeVar("M")
@@ -30,6 +31,7 @@ CONVERSATION_ENDED = "postcall.conversation-ended.v1"
 CONVERSATION_EXTRACTED = "postcall.conversation-extracted.v1"
 DECISIONS = "postcall.decisions.v1"
 ACTION_RESULTS = "postcall.action-results.v1"
+DESTINATION_STATE = "postcall.destination-state.v1"
 
 ACTION_TYPES = tuple(ACTION_MODELS)  # one per action model: a new action type is a new model
 
@@ -100,8 +102,10 @@ class Stream(Generic[M]):
     #: producers and consumers outside the services' routes (the topic registry adds the routes')
     external_producers: tuple[str, ...] = ()
     external_consumers: tuple[str, ...] = ()
-    #: where the conversation id sits in the payload (AsyncAPI correlation id)
-    conversation_pointer: str = "/conversation_id"
+    #: where the conversation id sits in the payload (AsyncAPI correlation id); None: not about one
+    conversation_pointer: str | None = "/conversation_id"
+    #: None: the main path's partition count (POSTCALL_TOPIC_PARTITIONS)
+    partitions: int | None = None
 
     def renamed(self, rename: Callable[[str], str]) -> Stream[M]:
         """The same stream on another topic name (tests and benchmarks run on their own topics)."""
@@ -182,6 +186,22 @@ ACTION_RESULT_STREAM: Stream[ActionCompleted] = Stream(
     external_consumers=("postcall explain",),
 )
 
+DESTINATION_STATES: Stream[DestinationState] = Stream(
+    DESTINATION_STATE,
+    DestinationState,
+    f"{CE_TYPE_PREFIX}.destination.state.v1",
+    lambda e: e.key,
+    "`<kind>/<destination>` (`replica/<id>` for heartbeats)",
+    "Destination state every dispatcher instance shares: disabled by 410 Gone (or enabled again), "
+    "circuit open or closed, heartbeats; compacted, every dispatcher reads it whole.",
+    retention_ms=30 * DAY_MS,
+    cleanup_policy="compact",
+    external_producers=("dispatcher", "postcall destinations"),
+    external_consumers=("postcall destinations",),
+    conversation_pointer=None,
+    partitions=1,  # a few records per destination: one partition keeps every replica's view in one order
+)
+
 #: every main topic's stream, in registry order
 STREAMS: tuple[Stream[Any], ...] = (
     CONVERSATIONS_ENDED,
@@ -189,6 +209,7 @@ STREAMS: tuple[Stream[Any], ...] = (
     DECISION_TRACES,
     *ACTION_STREAMS.values(),
     ACTION_RESULT_STREAM,
+    DESTINATION_STATES,
 )
 
 #: CloudEvents `ce_type` of the records on each main topic; retry and dead-letter copies keep the original's

@@ -12,13 +12,27 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.routes import SERVICES
-from services.cli import config, dlq, evaluate, explain, held, options, publish, reextract, store, topics, trial
+from services.cli import (
+    config,
+    destinations,
+    dlq,
+    evaluate,
+    explain,
+    held,
+    options,
+    publish,
+    reextract,
+    store,
+    topics,
+    trial,
+)
 from services.cli.republish import RepublishFailed
 
 app = typer.Typer(help="Post-call automation on Kafka.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(held.app, name="held")
+app.add_typer(destinations.app, name="destinations")
 
 app.add_typer(store.app, name="store")
 app.add_typer(store.api, name="api")

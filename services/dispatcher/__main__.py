@@ -1,5 +1,6 @@
-"""`python -m services.dispatcher`: settings -> destinations -> HTTP clients, SMTP pools and the ledger's
-results reader, opened once -> ledger -> handler -> runtime, consuming every action topic until SIGTERM."""
+"""`python -m services.dispatcher`: settings -> destinations -> the destination state shared with the other
+replicas (read whole before any action) -> HTTP clients, SMTP pools and the ledger's results reader,
+opened once -> ledger -> handler -> runtime, consuming every action topic until SIGTERM."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from services.dispatcher.ledger_index import DoneIndex
 from services.dispatcher.ledger_reader import ResultsReader
 from services.dispatcher.registry import Registry
 from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.shared import SharedState
 from services.dispatcher.smtp import SmtpPool
 
 log = logging.getLogger("postcall.dispatcher")
@@ -57,7 +59,9 @@ async def main() -> None:
     plog.setup("dispatcher", settings.log_level)
     registry = build_registry(settings)
     retention = ACTION_RESULT_STREAM.retention_ms
-    async with open_executors(settings, registry) as executors, ResultsReader(settings.kafka) as reader:
+    shared = SharedState(settings.kafka, registry, settings.runtime.group_instance_id)
+    async with shared, open_executors(settings, registry) as executors, ResultsReader(settings.kafka) as reader:
+        registry.attach(shared)
         ledger = Ledger(reader, index=DoneIndex(settings.ledger_dir, retention_ms=retention))
         service = Dispatcher(executors, ledger).service()
         runtime = Runtime(service, kafka=settings.kafka, settings=settings.runtime, group_id=settings.group_id)

@@ -53,6 +53,7 @@ from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, model_val
 
 from schemas.agent_checks import Loc
 from schemas.agent_loader import Problem
+from services.common.breaker import BreakerPolicy
 from services.common.configfile import (
     ConfigError,
     SecretRef,
@@ -64,7 +65,6 @@ from services.common.configfile import (
     substituted,
     yaml_mapping,
 )
-from services.dispatcher.breaker import BreakerPolicy
 from services.dispatcher.signing import Signer
 
 __all__ = ["ConfigError", "SecretRef", "load", "parse", "substitute_env"]

@@ -11,8 +11,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from services.common.breaker import CircuitBreaker
 from services.common.errors import Deferred, RetryableError
-from services.dispatcher.breaker import CircuitBreaker, State
 
 
 class TokenBucket:
@@ -25,6 +25,13 @@ class TokenBucket:
         self._clock = clock
         self._tokens = float(burst)
         self._stamp = clock()
+
+    def resize(self, rate: float, burst: int) -> None:
+        """A new rate and burst from now on (the dispatcher's share of a destination's limit)."""
+        now = self._clock()
+        self._tokens = min(float(burst), self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self.rate, self.burst = rate, burst
 
     def take(self, max_wait: float) -> tuple[bool, float]:
         """(True, wait) with a token reserved `wait` seconds ahead; (False, wait) when wait > max_wait."""
@@ -62,16 +69,14 @@ class Gate:
         max_wait_seconds: float,
         breaker: CircuitBreaker,
         bucket: TokenBucket | None = None,
-        on_state: Callable[[bool], None] = lambda is_open: None,
     ) -> None:
         self.name = name
         self.breaker = breaker
-        self._bucket = bucket
+        self.bucket = bucket
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._max_waiting = max_waiting
         self._max_wait = max_wait_seconds
         self._waiting = 0
-        self._on_state = on_state
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Slot]:
@@ -90,12 +95,11 @@ class Gate:
         finally:
             if not slot.recorded:
                 self.breaker.abandon()
-            self._on_state(self.breaker.state is State.OPEN)
 
     async def _take_token(self) -> None:
-        if self._bucket is None:
+        if self.bucket is None:
             return
-        granted, wait = self._bucket.take(self._max_wait)
+        granted, wait = self.bucket.take(self._max_wait)
         if not granted:
             raise Deferred(f"rate limit of destination {self.name} reached", retry_after=wait)
         if wait > 0:

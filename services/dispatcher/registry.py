@@ -1,13 +1,18 @@
-"""The destinations at run time: lookup by name and kind, one isolation gate each, and the ones
-disabled by a 410 Gone (in memory until restart, and exported as postcall_destination_disabled)."""
+"""The destinations at run time: lookup by name and kind, one isolation gate each, and the ones disabled
+by a 410 Gone (exported as postcall_destination_disabled).
+
+With a SharedState attached (services/dispatcher/shared.py, as the dispatcher runs) every replica shares
+a destination's disabled state, its circuit breaker's open state and its rate limit: what this replica
+decides is written to postcall.destination-state.v1, what another decided is applied here, and each
+token bucket fills at `limit / live replicas`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
+from services.common.breaker import CircuitBreaker, State
 from services.common.errors import PermanentError
-from services.dispatcher.breaker import CircuitBreaker
 from services.dispatcher.destinations import AnyDestination, DestinationBase, SmtpDestination
 from services.dispatcher.limits import Gate, TokenBucket
 from services.dispatcher.metrics import CIRCUIT_OPEN, DESTINATION_DISABLED
@@ -20,6 +25,13 @@ D = TypeVar("D", bound=DestinationBase)
 WAITING_PER_SLOT = 48
 
 
+class Publisher(Protocol):
+    """Where this replica's decisions go (services.dispatcher.shared.SharedState)."""
+
+    def disabled(self, destination: str, reason: str) -> None: ...
+    def circuit(self, destination: str, open_until: float | None) -> None: ...
+
+
 class Registry:
     def __init__(
         self, destinations: Mapping[str, AnyDestination], *, default_timeout: float, max_wait_seconds: float
@@ -27,27 +39,39 @@ class Registry:
         self._destinations = dict(destinations)
         self._default_timeout = default_timeout
         self.disabled: dict[str, str] = {}
+        self._shared: Publisher | None = None
         self._gates = {name: self._gate(d, max_wait_seconds) for name, d in self._destinations.items()}
         for name in self._destinations:
             DESTINATION_DISABLED.labels(name).set(0)
             CIRCUIT_OPEN.labels(name).set(0)
 
-    @staticmethod
-    def _gate(dest: AnyDestination, max_wait_seconds: float) -> Gate:
+    def attach(self, shared: Publisher) -> None:
+        """Share decisions with the other replicas from now on."""
+        self._shared = shared
+
+    def _gate(self, dest: AnyDestination, max_wait_seconds: float) -> Gate:
         bucket = None
         if dest.rate_limit_per_second is not None:
             burst = dest.rate_limit_burst or max(1, round(dest.rate_limit_per_second))
             bucket = TokenBucket(dest.rate_limit_per_second, burst)
-        gauge = CIRCUIT_OPEN.labels(dest.name)
         return Gate(
             dest.name,
             max_concurrency=dest.max_concurrency,
             max_waiting=dest.max_waiting if dest.max_waiting is not None else WAITING_PER_SLOT * dest.max_concurrency,
             max_wait_seconds=max_wait_seconds,
-            breaker=CircuitBreaker(dest.circuit_breaker.policy()),
+            breaker=CircuitBreaker(dest.circuit_breaker.policy(), on_change=self._circuit_changed(dest.name)),
             bucket=bucket,
-            on_state=lambda is_open: gauge.set(1 if is_open else 0),
         )
+
+    def _circuit_changed(self, name: str) -> Callable[[State, float | None], None]:
+        gauge = CIRCUIT_OPEN.labels(name)
+
+        def changed(state: State, reopen_at: float | None) -> None:
+            gauge.set(0 if state is State.CLOSED else 1)
+            if self._shared is not None and state is not State.HALF_OPEN:
+                self._shared.circuit(name, reopen_at if state is State.OPEN else None)
+
+        return changed
 
     def get(self, name: str, kind: type[D]) -> D:
         """The destination, or PermanentError when it is unknown, of another kind, or disabled."""
@@ -70,8 +94,39 @@ class Registry:
         return dest.timeout_seconds or self._default_timeout
 
     def disable(self, name: str, reason: str) -> None:
-        self.disabled[name] = reason
-        DESTINATION_DISABLED.labels(name).set(1)
+        """This replica's decision (a 410): every replica's, and it outlives restarts."""
+        self.apply_disabled(name, reason)
+        if self._shared is not None:
+            self._shared.disabled(name, reason)
+
+    # ── another replica's (or an operator's) decisions: services.dispatcher.shared.Listener ──────
+
+    def apply_disabled(self, destination: str, reason: str | None) -> None:
+        if destination not in self._destinations:
+            return
+        if reason is None:
+            self.disabled.pop(destination, None)
+        else:
+            self.disabled[destination] = reason
+        DESTINATION_DISABLED.labels(destination).set(0 if reason is None else 1)
+
+    def apply_circuit(self, destination: str, open_until: float | None) -> None:
+        gate = self._gates.get(destination)
+        if gate is None:
+            return
+        if open_until is None:
+            gate.breaker.close()
+        else:
+            gate.breaker.open_until(open_until)
+        CIRCUIT_OPEN.labels(destination).set(0 if gate.breaker.state is State.CLOSED else 1)
+
+    def apply_replicas(self, live: int) -> None:
+        """Each replica sends at `limit / live` (at least one token a burst)."""
+        for name, gate in self._gates.items():
+            dest = self._destinations[name]
+            if gate.bucket is not None and dest.rate_limit_per_second is not None:
+                burst = dest.rate_limit_burst or max(1, round(dest.rate_limit_per_second))
+                gate.bucket.resize(dest.rate_limit_per_second / live, max(1, burst // live))
 
     def smtp(self) -> list[SmtpDestination]:
         return self.only(SmtpDestination)

@@ -51,12 +51,12 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, Extraction, Message, Usage
+from services.common.breaker import CircuitBreaker, State
 from services.common.errors import DependencyUnavailable, PermanentError, RetryableError, parse_retry_after
 from services.extractor import answer, prompt
 from services.extractor.capabilities import Capabilities, count_tokens, error_body, probe, public_url, request_invalid
 from services.extractor.capabilities import structured as structured_keys
-from services.extractor.circuit import CircuitBreaker
-from services.extractor.metrics import LLM_COST, LLM_DURATION, LLM_REQUESTS, LLM_TOKENS, TRUNCATED
+from services.extractor.metrics import LLM_CIRCUIT_OPEN, LLM_COST, LLM_DURATION, LLM_REQUESTS, LLM_TOKENS, TRUNCATED
 from services.extractor.settings import CHARS_PER_TOKEN, CircuitSettings, LlmSettings
 from services.extractor.transcript import Fitted, fit_budget
 
@@ -120,7 +120,9 @@ class OpenAIProvider:
         self._settings = settings
         self._country_code = country_code
         self._cap = retry_after_cap  # one header must not pause extraction (or skip retry tiers) for a day
-        self.breaker = CircuitBreaker(PROVIDER, circuit)
+        # an outage pauses extraction (DependencyUnavailable) instead of failing records
+        self.breaker = CircuitBreaker(circuit.policy(), on_change=_circuit_changed)
+        _circuit_changed(State.CLOSED, None)
         self._compiled: dict[str, Compiled] = {}
         self.capabilities = capabilities or Capabilities(
             mode="json_schema" if settings.structured_output == "auto" else settings.structured_output,
@@ -297,11 +299,11 @@ class OpenAIProvider:
         usage: Usage,
         truncated: bool,
     ) -> tuple[str, str | None, Usage]:
-        try:
-            self.breaker.before_call()
-        except DependencyUnavailable:
+        wait = self.breaker.check()
+        if wait > 0:
             LLM_REQUESTS.labels(PROVIDER, model, "circuit_open").inc()
-            raise
+            state = self.breaker.state.replace("_", "-")
+            raise DependencyUnavailable(f"{PROVIDER} circuit is {state} after repeated failures", retry_after=wait)
         started = time.monotonic()
         try:
             # the client's documented raw-request path: `chat.completions.create` runs every request
@@ -313,11 +315,11 @@ class OpenAIProvider:
         except openai.APIError as exc:
             raise self._failure(exc, model, usage, truncated) from exc
         except BaseException:
-            self.breaker.release()
+            self.breaker.abandon()
             raise
         finally:
             LLM_DURATION.labels(PROVIDER, model).observe(time.monotonic() - started)
-        self.breaker.success()
+        self.breaker.record(True)
         usage = self._account(model, completion, usage)
         content, finish = _content(completion, model, usage, truncated)
         return content, finish, usage
@@ -338,7 +340,7 @@ class OpenAIProvider:
         status = getattr(exc, "status_code", None)
         body = error_body(exc)
         if status is not None and request_invalid(status, body):
-            self.breaker.success()  # it answered: the endpoint is up, this request is the problem
+            self.breaker.record(True)  # it answered: the endpoint is up, this request is the problem
             if _CONTEXT_TOO_LONG.search(body):
                 LLM_REQUESTS.labels(PROVIDER, model, "context_too_long").inc()
                 return _ContextOverflow(f"HTTP {status}: {exc.message[:300]}", usage)
@@ -352,8 +354,9 @@ class OpenAIProvider:
         response = getattr(exc, "response", None)
         retry_after = None if response is None else parse_retry_after(status or 0, response.headers, self._cap)
         message = f"LLM {outcome.replace('_', ' ')}" + (f" (HTTP {status})" if status else "")
-        if self.breaker.failure():
-            cooldown = self.breaker.cooldown
+        self.breaker.record(False)
+        if self.breaker.state is State.OPEN:
+            cooldown = self.breaker.policy.open_seconds
             return DependencyUnavailable(f"{message}; circuit open", retry_after=max(retry_after or 0, cooldown))
         return RetryableError(message, retry_after=retry_after)
 
@@ -482,3 +485,8 @@ def _clean(data: Any) -> Any:
 
 def _short(exc: Exception | str) -> str:
     return str(exc).replace("\n", "; ")[:300]
+
+
+def _circuit_changed(state: State, reopen_at: float | None) -> None:
+    log.warning("circuit %s", state, extra={"provider": PROVIDER, "circuit": str(state)})
+    LLM_CIRCUIT_OPEN.labels(PROVIDER).set(0 if state is State.CLOSED else 1)

@@ -25,6 +25,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field, SecretStr
 
 from schemas.routes import EXTRACTOR, Route
+from services.common.breaker import BreakerPolicy
 from services.common.settings import ServiceSettings
 
 CHARS_PER_TOKEN = 4  # token estimate used for budgets: len(text) / 4, the usual figure for English
@@ -97,6 +98,15 @@ class CircuitSettings(BaseModel):
     failure_threshold: int = Field(5, ge=1, description="Consecutive LLM failures that open the circuit.")
     window_seconds: float = Field(30.0, gt=0, description="The failures must fall within this window.")
     cooldown_seconds: float = Field(15.0, gt=0, description="Open time before one probe request is let through.")
+
+    def policy(self) -> BreakerPolicy:
+        """services.common.breaker's policy: failures in a row only (no rate rule)."""
+        return BreakerPolicy(
+            consecutive_failures=self.failure_threshold,
+            failure_threshold_percent=None,
+            window_seconds=self.window_seconds,
+            open_seconds=self.cooldown_seconds,
+        )
 
 
 class ExtractorSettings(ServiceSettings):

@@ -88,6 +88,7 @@ def test_main_topics_carry_their_cloudevents_type(doc: dict[str, Any]) -> None:
         t.DECISIONS,
         *t.ACTION_TOPICS,
         t.ACTION_RESULTS,
+        t.DESTINATION_STATE,
     }
     for topic, ce_type in t.CE_TYPES.items():
         (message,) = _message(doc, topic)
@@ -123,12 +124,13 @@ def test_dead_letters_of_the_dispatcher_cover_every_action_type(doc: dict[str, A
     assert names == {f"{model.__name__}DeadLetter" for model in ACTION_MODELS.values()}
 
 
-def test_keys_are_conversation_id_except_action_results(doc: dict[str, Any]) -> None:
+def test_keys_are_conversation_id_except_action_results_and_destination_state(doc: dict[str, Any]) -> None:
+    own_keys = {"ActionCompleted": "action_id", "DestinationState": "<kind>/<destination>"}
     for topic in r.registry():
         for message in _message(doc, topic.name):
             key = message["bindings"]["kafka"]["key"]["description"]
             # an ActionCompleted keeps its key in the recorder's dead-letter topic too
-            expected = "action_id" if message["name"].startswith("ActionCompleted") else "conversation_id"
+            expected = next((k for name, k in own_keys.items() if message["name"].startswith(name)), "conversation_id")
             assert expected in key, (topic.name, key)
 
 

@@ -36,6 +36,7 @@ from schemas.events import (
     ConversationEnded,
     ConversationExtracted,
     DecisionTrace,
+    DestinationState,
 )
 
 JSON_DIR = Path(generate.__file__).resolve().parent / "json"
@@ -46,6 +47,7 @@ MODELS: dict[str, TypeAdapter[Any]] = {
     "DecisionTrace": TypeAdapter(DecisionTrace),
     "ActionRequested": TypeAdapter(ActionRequested),
     "ActionCompleted": TypeAdapter(ActionCompleted),
+    "DestinationState": TypeAdapter(DestinationState),
     **{model.__name__: TypeAdapter(model) for model in ACTION_MODELS.values()},
 }
 

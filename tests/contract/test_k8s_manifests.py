@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from deploy.k8s import generate
 from deploy.k8s.crds import schema_file
 from schemas.routes import SERVICES, route_of
-from schemas.topics import ACTION_RESULTS, Topic
+from schemas.topics import STREAMS, Topic
 from services.common.settings import RuntimeSettings
 from services.dispatcher.destinations import DestinationsFile, substitute_env
 from services.dispatcher.settings import DispatcherSettings
@@ -281,7 +281,8 @@ def test_generated_files_are_up_to_date() -> None:
 
 def test_generated_topics_ignore_the_callers_partition_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POSTCALL_TOPIC_PARTITIONS", "3")
-    assert {t.partitions for t in generate.production_topics()} == {generate.PARTITIONS}
+    own_count = {t.topic for t in STREAMS if t.partitions is not None}  # e.g. the one-partition destination state
+    assert {t.partitions for t in generate.production_topics() if t.name not in own_count} == {generate.PARTITIONS}
     assert os.environ["POSTCALL_TOPIC_PARTITIONS"] == "3"
 
 
@@ -421,11 +422,11 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def main_topics(service: str) -> list[str]:
-    """The main topics a service's consumer group reads (not its retry tiers, not the ledger it reads
-    partition by partition outside the group)."""
-    own = {*route_of(service).retry_topics, route_of(service).dead_letter_topic}
+    """The main topics a service's consumer group reads (not its retry tiers, not the topics it reads
+    outside the group: the ledger, the destination state)."""
+    own = {*route_of(service).retry_topics, route_of(service).dead_letter_topic, *route_of(service).reads}
     registry: list[Topic] = generate.production_topics()
-    return [t.name for t in registry if service in t.consumers and t.name not in own and t.name != ACTION_RESULTS]
+    return [t.name for t in registry if service in t.consumers and t.name not in own]
 
 
 def effective_runtime(workload: dict[str, Any]) -> RuntimeSettings:

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from services.common.breaker import BreakerPolicy, CircuitBreaker, State
 from services.common.errors import RetryableError
-from services.dispatcher.breaker import BreakerPolicy, CircuitBreaker, State
 from services.dispatcher.limits import Gate, TokenBucket
 
 

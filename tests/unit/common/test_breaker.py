@@ -1,8 +1,10 @@
-"""The circuit breaker's state machine, on a fake clock."""
+"""The one circuit breaker (services/common/breaker.py) on a fake clock: the dispatcher's rate and run rules,
+the extractor's failures-in-a-row-within-a-window policy, and transitions shared between replicas."""
 
 from __future__ import annotations
 
-from services.dispatcher.breaker import HALF_OPEN_WAIT_SECONDS, BreakerPolicy, CircuitBreaker, State
+from services.common.breaker import HALF_OPEN_WAIT_SECONDS, BreakerPolicy, CircuitBreaker, State
+from services.extractor.settings import CircuitSettings
 
 
 class Clock:
@@ -102,3 +104,64 @@ def test_results_of_requests_started_before_opening_do_not_change_an_open_circui
     run(b, "x")
     b.record(True)
     assert state(b) is State.OPEN
+
+
+# ── the extractor's policy: failures in a row within a window, no rate rule ─────────────────────────
+
+
+def llm_breaker() -> tuple[CircuitBreaker, Clock]:
+    clock = Clock()
+    policy = CircuitSettings(failure_threshold=3, window_seconds=10, cooldown_seconds=5).policy()
+    return CircuitBreaker(policy, clock), clock
+
+
+def test_consecutive_failures_within_the_window_open_the_circuit() -> None:
+    b, _ = llm_breaker()
+    run(b, "xx")
+    assert state(b) is State.CLOSED
+    run(b, "x")
+    assert state(b) is State.OPEN and b.check() == 5
+
+
+def test_failures_spread_over_more_than_the_window_do_not_open_it() -> None:
+    b, clock = llm_breaker()
+    for _ in range(6):
+        run(b, "x")
+        clock.now += 6
+    assert state(b) is State.CLOSED
+
+
+def test_a_success_resets_the_run_and_many_failures_among_successes_never_trip_without_a_rate_rule() -> None:
+    b, _ = llm_breaker()
+    run(b, "xxoxxoxxo" * 10)
+    assert state(b) is State.CLOSED
+
+
+# ── transitions shared between replicas ────────────────────────────────────────────────────────
+
+
+def test_every_transition_is_told_with_the_wall_time_a_probe_is_allowed() -> None:
+    clock, seen = Clock(), []
+    b = CircuitBreaker(
+        BreakerPolicy(consecutive_failures=2, open_seconds=30),
+        clock,
+        on_change=lambda s, at: seen.append((s, at)),
+        wall_clock=lambda: 5000.0,
+    )
+    run(b, "xx")
+    clock.now += 30
+    assert b.check() == 0.0
+    b.record(True)
+    assert seen == [(State.OPEN, 5030.0), (State.HALF_OPEN, None), (State.CLOSED, None)]
+
+
+def test_another_replicas_open_state_is_applied_and_its_close_too() -> None:
+    clock, seen = Clock(), []
+    b = CircuitBreaker(BreakerPolicy(), clock, on_change=lambda s, at: seen.append(s), wall_clock=lambda: 5000.0)
+    b.open_until(4000.0)  # already over: nothing to do
+    assert state(b) is State.CLOSED
+    b.open_until(5020.0)
+    assert state(b) is State.OPEN and b.check() == 20
+    b.close()
+    assert state(b) is State.CLOSED and b.check() == 0.0
+    assert seen == []  # applying another replica's decision is not announced again

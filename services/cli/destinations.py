@@ -1,0 +1,107 @@
+"""`postcall destinations`: the destination state the dispatcher's replicas share, and re-enabling one.
+
+    postcall destinations status          disabled destinations (410 Gone), open circuits, live replicas
+    postcall destinations enable crm      every replica sends to `crm` again (after its owner fixed it)
+
+Both read or write postcall.destination-state.v1 (services/dispatcher/shared.py); no dispatcher restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas.events import DestinationState
+from schemas.topics import DESTINATION_STATE, DESTINATION_STATES
+from services.cli.options import Bootstrap, kafka_settings
+from services.cli.plain import plain
+from services.cli.reextract import read_to_end
+from services.common import codec
+from services.common.kafka import producer
+from services.common.settings import KafkaSettings
+from services.dispatcher.shared import ALIVE_FOR, HEARTBEAT_SECONDS, OPERATOR, fact
+
+app = typer.Typer(help="Destination state shared by the dispatcher's replicas: status, enable.")
+console = Console()
+
+
+def latest(records: list[Any]) -> dict[str, DestinationState]:
+    """key -> the latest fact (a tombstone removes it), as compaction will leave them."""
+    out: dict[str, DestinationState] = {}
+    for record in records:
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        if record.value is None:
+            out.pop(key, None)
+            continue
+        try:
+            out[key] = DestinationState.model_validate_json(record.value)
+        except ValueError:
+            continue
+    return out
+
+
+async def state(kafka: KafkaSettings, topic: str = DESTINATION_STATE) -> dict[str, DestinationState]:
+    return latest(await read_to_end(kafka, topic))
+
+
+async def enable(kafka: KafkaSettings, destination: str, topic: str = DESTINATION_STATE) -> DestinationState:
+    who = f"enabled by {getpass.getuser()}@{socket.gethostname()} (postcall destinations enable)"
+    record = fact("disabled", OPERATOR, destination=destination, disabled=False, reason=who)
+    headers = codec.cloudevent_headers(record, DESTINATION_STATES.ce_type, "cli", record.key)
+    p = producer(kafka)
+    await p.start()
+    try:
+        await (await p.send(topic, codec.encode(record), key=record.key.encode(), headers=codec.header_list(headers)))
+    finally:
+        await p.stop()
+    return record
+
+
+def _at(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+@app.command("status")
+def status(bootstrap: Bootstrap = None) -> None:
+    """Disabled destinations, open circuits and the replicas alive, as every dispatcher replica sees them."""
+    facts = asyncio.run(state(kafka_settings(bootstrap)))
+    table = Table("destination", "state", "since", "by", "why")
+    now = time.time()
+    for f in sorted(facts.values(), key=lambda f: (f.destination or "", f.kind)):
+        if f.kind == "disabled" and f.destination:
+            table.add_row(plain(f.destination), "disabled" if f.disabled else "enabled", _at(f.at), plain(f.replica),
+                          plain(f.reason or ""))  # fmt: skip
+        elif f.kind == "circuit" and f.destination:
+            shut = f.circuit == "open" and f.open_until is not None and f.open_until.timestamp() > now
+            label = f"circuit open until {_at(f.open_until)}" if shut else "circuit closed"
+            table.add_row(plain(f.destination), label, _at(f.at), plain(f.replica), "")
+    console.print(table)
+    horizon = now - ALIVE_FOR * HEARTBEAT_SECONDS
+    alive = sorted(f.replica for f in facts.values() if f.kind == "replica" and f.at.timestamp() >= horizon)
+    console.print(f"{len(alive)} dispatcher replica(s) alive: {', '.join(alive) or '-'}", markup=False)
+    disabled = [f.destination for f in facts.values() if f.kind == "disabled" and f.disabled and f.destination]
+    console.print(f"{len(disabled)} destination(s) disabled", markup=False)
+
+
+Name = Annotated[str, typer.Argument(help="The destination's name in the dispatcher's destinations file.")]
+
+
+@app.command("enable")
+def enable_command(name: Name, bootstrap: Bootstrap = None) -> None:
+    """Send to a destination again on every replica (it was disabled by a 410 Gone)."""
+    kafka = kafka_settings(bootstrap)
+    facts = asyncio.run(state(kafka))
+    current = facts.get(f"disabled/{name}")
+    if current is None or not current.disabled:
+        console.print(plain(f"{name}: not disabled; nothing to do"))
+        raise typer.Exit(0)
+    asyncio.run(enable(kafka, name))
+    console.print(plain(f"{name}: enabled on every dispatcher replica (was: {current.reason or 'disabled'})"))

@@ -1,0 +1,216 @@
+"""Destination state every dispatcher replica shares, kept in Kafka: postcall.destination-state.v1
+(compacted, one partition, declared in schemas/topics.py).
+
+    disabled/<destination>   410 Gone disabled it (or `postcall destinations enable` enabled it again)
+    circuit/<destination>    a replica's circuit breaker opened (until when) or its probe closed it
+    replica/<id>             a replica's heartbeat; a clean stop writes a tombstone
+
+Every replica reads the topic from the beginning before it consumes a single action, so a restarted
+replica stays stopped for a destination disabled before, then follows it. What one replica decides
+(410, a circuit opening or closing) it writes, and every replica applies it. Rate limits are shared out:
+each replica sends at `limit / live replicas` (heartbeats younger than three intervals), so the group as
+a whole keeps the limit however many replicas run; a replica that vanished without its tombstone counts
+for three intervals (the group sends a little under the limit meanwhile, never over).
+
+Writes are fire-and-forget except `disable`, which waits for the broker's acknowledgement; a write that
+fails is logged and retried by the next decision (a disabled destination answers 410 again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from schemas.events import DestinationState
+from schemas.topics import DESTINATION_STATE, DESTINATION_STATES
+from services.common import codec
+from services.common.kafka import partitions_of, producer
+from services.common.settings import KafkaSettings
+
+log = logging.getLogger("postcall.dispatcher.shared")
+
+HEARTBEAT_SECONDS = 2.0
+ALIVE_FOR = 3  # heartbeats: a replica silent for longer is gone
+OPERATOR = "postcall destinations"
+
+
+class Listener(Protocol):
+    """What the shared state tells the registry (services/dispatcher/registry.py)."""
+
+    def apply_disabled(self, destination: str, reason: str | None) -> None: ...  # None: enabled again
+    def apply_circuit(self, destination: str, open_until: float | None) -> None: ...  # None: closed
+    def apply_replicas(self, live: int) -> None: ...
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def fact(kind: str, replica: str, **fields: object) -> DestinationState:
+    return DestinationState.model_validate({"kind": kind, "replica": replica, "at": datetime.now(UTC), **fields})
+
+
+class SharedState:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        listener: Listener,
+        replica: str | None = None,
+        *,
+        topic: str = DESTINATION_STATE,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        clock: Callable[[], float] = time.time,
+        source: str = "dispatcher",
+    ) -> None:
+        self.replica = replica or replica_id()
+        self._source = source
+        self._kafka, self._listener, self._topic = kafka, listener, topic
+        self._heartbeat = heartbeat_seconds
+        self._clock = clock
+        self._producer = producer(kafka)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seen: dict[str, float] = {}  # replica -> its last heartbeat (wall clock)
+        self._live = 1
+
+    async def __aenter__(self) -> SharedState:
+        if not await partitions_of(self._kafka, self._topic):
+            raise SystemExit(f"dispatcher: topic {self._topic} does not exist (create it: postcall topics create)")
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            **self._kafka.client_options(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await self._consumer.start()
+        tps = [TopicPartition(self._topic, p) for p in await partitions_of(self._kafka, self._topic)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        read = await self._catch_up(tps)
+        await self.publish_now(fact("replica", self.replica))
+        log.info("destination state read: %d records, %d replicas alive", read, self._live)
+        self._spawn(self._follow())
+        self._spawn(self._beat())
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):  # a clean stop: the others share the limits without us at once
+            await (await self._producer.send(self._topic, None, key=f"replica/{self.replica}".encode()))
+        await self._producer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    # ── writes ──────────────────────────────────────────────────────────────────────────────────────
+
+    async def publish_now(self, state: DestinationState) -> None:
+        """Write one fact and wait for the broker's acknowledgement (acks=all)."""
+        headers = codec.cloudevent_headers(state, DESTINATION_STATES.ce_type, self._source, state.key)
+        value = codec.encode(state)
+        future = await self._producer.send(
+            self._topic, value, key=state.key.encode(), headers=codec.header_list(headers)
+        )
+        await future
+
+    def publish(self, state: DestinationState) -> None:
+        """Write one fact in the background; a failure is logged."""
+        self._spawn(self._safely(state))
+
+    def disabled(self, destination: str, reason: str) -> None:
+        self.publish(fact("disabled", self.replica, destination=destination, disabled=True, reason=reason))
+
+    def circuit(self, destination: str, open_until: float | None) -> None:
+        if open_until is None:
+            self.publish(fact("circuit", self.replica, destination=destination, circuit="closed"))
+        else:
+            until = datetime.fromtimestamp(open_until, UTC)
+            self.publish(fact("circuit", self.replica, destination=destination, circuit="open", open_until=until))
+
+    @property
+    def live_replicas(self) -> int:
+        return self._live
+
+    # ── reads ───────────────────────────────────────────────────────────────────────────────────────
+
+    async def _catch_up(self, tps: list[TopicPartition]) -> int:
+        assert self._consumer is not None
+        ends = await self._consumer.end_offsets(tps)
+        read = 0
+        while [tp for tp in tps if await self._consumer.position(tp) < ends[tp]]:
+            batch = await self._consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                read += len(records)
+                for record in records:
+                    self._apply(record.key, record.value)
+        self._count_live()
+        return read
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for record in records:
+                    self._apply(record.key, record.value)
+            self._count_live()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        name = key.decode("utf-8", "replace") if key else ""
+        if value is None:
+            if name.startswith("replica/"):
+                self._seen.pop(name.removeprefix("replica/"), None)
+            return
+        try:
+            state = DestinationState.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("destination state: an unreadable record skipped: %s", codec.summarize(exc))
+            return
+        if state.kind == "replica":
+            self._seen[state.replica] = state.at.timestamp()
+        elif state.destination is None or state.replica == self.replica:
+            return  # our own decisions are applied when made
+        elif state.kind == "disabled":
+            self._listener.apply_disabled(state.destination, state.reason if state.disabled else None)
+        elif state.circuit == "open" and state.open_until is not None:
+            self._listener.apply_circuit(state.destination, state.open_until.timestamp())
+        elif state.circuit == "closed":
+            self._listener.apply_circuit(state.destination, None)
+
+    def _count_live(self) -> None:
+        horizon = self._clock() - ALIVE_FOR * self._heartbeat
+        live = 1 + sum(1 for replica, at in self._seen.items() if replica != self.replica and at >= horizon)
+        if live != self._live:
+            log.info("dispatcher replicas alive: %d (rate limits shared out among them)", live)
+            self._live = live
+            self._listener.apply_replicas(live)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            await self._safely(fact("replica", self.replica))
+            self._count_live()
+
+    async def _safely(self, state: DestinationState) -> None:
+        try:
+            await self.publish_now(state)
+        except Exception as exc:  # the next decision or heartbeat writes again
+            log.warning("destination state not written (%s): %s", state.key, exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
