@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from schemas.events import DestinationState
 from schemas.topics import DESTINATION_STATE, DESTINATION_STATES
@@ -73,22 +73,31 @@ def _at(moment: datetime | None) -> str:
 def status(bootstrap: Bootstrap = None) -> None:
     """Disabled destinations, open circuits and the replicas alive, as every dispatcher replica sees them."""
     facts = asyncio.run(state(kafka_settings(bootstrap)))
-    table = Table("destination", "state", "since", "by", "why")
-    now = time.time()
+    for line in report(facts, time.time()):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def report(facts: dict[str, DestinationState], now: float) -> list[Text]:
+    """One line per destination fact, then the replicas alive and the count disabled."""
+    lines: list[Text] = []
     for f in sorted(facts.values(), key=lambda f: (f.destination or "", f.kind)):
-        if f.kind == "disabled" and f.destination:
-            table.add_row(plain(f.destination), "disabled" if f.disabled else "enabled", _at(f.at), plain(f.replica),
-                          plain(f.reason or ""))  # fmt: skip
-        elif f.kind == "circuit" and f.destination:
-            shut = f.circuit == "open" and f.open_until is not None and f.open_until.timestamp() > now
-            label = f"circuit open until {_at(f.open_until)}" if shut else "circuit closed"
-            table.add_row(plain(f.destination), label, _at(f.at), plain(f.replica), "")
-    console.print(table)
+        if f.destination is None or f.kind == "replica":
+            continue
+        if f.kind == "disabled":
+            label = "disabled" if f.disabled else "enabled"
+        elif f.circuit == "open" and f.open_until is not None and f.open_until.timestamp() > now:
+            label = f"circuit open until {_at(f.open_until)}"
+        else:
+            label = "circuit closed"
+        why = f": {f.reason}" if f.reason else ""
+        lines.append(plain(f"{f.destination}  {label}  since {_at(f.at)}  by {f.replica}{why}"))
     horizon = now - ALIVE_FOR * HEARTBEAT_SECONDS
     alive = sorted(f.replica for f in facts.values() if f.kind == "replica" and f.at.timestamp() >= horizon)
-    console.print(f"{len(alive)} dispatcher replica(s) alive: {', '.join(alive) or '-'}", markup=False)
-    disabled = [f.destination for f in facts.values() if f.kind == "disabled" and f.disabled and f.destination]
-    console.print(f"{len(disabled)} destination(s) disabled", markup=False)
+    lines.append(plain(f"{len(alive)} dispatcher replica(s) alive (rate limits shared among them): "
+                       f"{', '.join(alive) or '-'}"))  # fmt: skip
+    disabled = sorted(f.destination for f in facts.values() if f.kind == "disabled" and f.disabled and f.destination)
+    lines.append(plain(f"{len(disabled)} destination(s) disabled: {', '.join(disabled) or '-'}"))
+    return lines
 
 
 Name = Annotated[str, typer.Argument(help="The destination's name in the dispatcher's destinations file.")]

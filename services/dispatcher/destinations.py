@@ -11,7 +11,7 @@
           x-tenant: acme
           authorization: {secret_env: CRM_TOKEN, prefix: "Bearer "}
         max_concurrency: 16
-        rate_limit_per_second: 20
+        rate_limit_per_second: 20             # for the whole dispatcher group, however many replicas
       - name: cases
         kind: http
         url: https://api.crm.example.com/v2        # origin and path prefix of every http action to it
@@ -106,7 +106,11 @@ class DestinationBase(Strict):
         description="Records allowed to wait for a free slot (each holds one of the runtime's in-flight slots); "
         "more go to a retry tier at once. Default: 8 x max_concurrency.",
     )
-    rate_limit_per_second: float | None = Field(None, gt=0, description="Token bucket rate; none: unlimited.")
+    rate_limit_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="Token bucket rate of the whole dispatcher group (shared among its replicas); none: unlimited.",
+    )
     rate_limit_burst: int | None = Field(None, ge=1, description="Token bucket size; default: the rate.")
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     allow_private: bool = Field(

@@ -22,7 +22,7 @@ DELIVERY_DURATION = Histogram(
 )
 DESTINATION_DISABLED = Gauge(
     "postcall_destination_disabled",
-    "1 when the destination answered 410 Gone and is disabled until restart.",
+    "1 when the destination answered 410 Gone and is disabled on every replica until `postcall destinations enable`.",
     ["destination"],
 )
 CIRCUIT_OPEN = Gauge(

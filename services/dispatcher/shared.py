@@ -12,8 +12,10 @@ each replica sends at `limit / live replicas` (heartbeats younger than three int
 a whole keeps the limit however many replicas run; a replica that vanished without its tombstone counts
 for three intervals (the group sends a little under the limit meanwhile, never over).
 
-Writes are fire-and-forget except `disable`, which waits for the broker's acknowledgement; a write that
-fails is logged and retried by the next decision (a disabled destination answers 410 again).
+Decisions are written in the background (the delivery that saw the 410 does not wait for the broker); a
+write that fails is logged, and the next replica to meet the decision writes it again (a destination that
+is gone answers 410 to every replica). A restarted replica applies its own earlier decisions too (a static
+group.instance.id keeps its replica id); while running it skips them (it applied them when made).
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ class SharedState:
             for records in batch.values():
                 read += len(records)
                 for record in records:
-                    self._apply(record.key, record.value)
+                    self._apply(record.key, record.value, own=True)
         self._count_live()
         return read
 
@@ -168,7 +170,8 @@ class SharedState:
                     self._apply(record.key, record.value)
             self._count_live()
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _apply(self, key: bytes | None, value: bytes | None, own: bool = False) -> None:
+        """One record; `own`: apply this replica's decisions too (read at start, from before a restart)."""
         name = key.decode("utf-8", "replace") if key else ""
         if value is None:
             if name.startswith("replica/"):
@@ -181,7 +184,7 @@ class SharedState:
             return
         if state.kind == "replica":
             self._seen[state.replica] = state.at.timestamp()
-        elif state.destination is None or state.replica == self.replica:
+        elif state.destination is None or (state.replica == self.replica and not own):
             return  # our own decisions are applied when made
         elif state.kind == "disabled":
             self._listener.apply_disabled(state.destination, state.reason if state.disabled else None)

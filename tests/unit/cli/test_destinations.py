@@ -1,0 +1,41 @@
+"""`postcall destinations status`: what the shared destination state says, one plain line per fact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from schemas.events import DestinationState
+from services.cli.destinations import report
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def fact(**fields: object) -> DestinationState:
+    return DestinationState.model_validate({"replica": "dispatcher-0", "at": at(1000), **fields})
+
+
+def test_status_lists_disabled_destinations_open_circuits_and_live_replicas() -> None:
+    facts = {
+        "disabled/crm": fact(
+            kind="disabled", destination="crm", disabled=True, reason="destination disabled (410 Gone)"
+        ),
+        "disabled/slack": fact(kind="disabled", destination="slack", disabled=False, reason="enabled by ops"),
+        "circuit/sheets": fact(kind="circuit", destination="sheets", circuit="open", open_until=at(1030)),
+        "circuit/teams": fact(kind="circuit", destination="teams", circuit="open", open_until=at(990)),
+        "replica/dispatcher-0": fact(kind="replica"),
+        "replica/dispatcher-1": fact(kind="replica", replica="dispatcher-1", at=at(900)),  # silent: gone
+    }
+    lines = [str(line) for line in report(facts, now=1001)]
+    assert lines[0].startswith("crm  disabled  since 1970-01-01T00:16:40+00:00  by dispatcher-0: destination")
+    assert lines[1].startswith("sheets  circuit open until 1970-01-01T00:17:10+00:00")
+    assert lines[2].startswith("slack  enabled")
+    assert lines[3].startswith("teams  circuit closed")  # its open time is over
+    assert lines[4] == "1 dispatcher replica(s) alive (rate limits shared among them): dispatcher-0"
+    assert lines[5] == "1 destination(s) disabled: crm"
+
+
+def test_a_destination_name_from_kafka_is_printed_as_plain_text() -> None:
+    facts = {"disabled/x": fact(kind="disabled", destination="[red]x\x1b[2J", disabled=True)}
+    assert str(report(facts, now=1001)[0]).startswith("[red]x\\x1b[2J  disabled")
