@@ -28,7 +28,7 @@ from schemas.topics import action_topic, dead_letter_topic
 from services.common.kafka import ensure_topics, producer
 from services.common.settings import KafkaSettings
 from services.devkit.sink import DEMO_SECRETS, Reply, Sink
-from services.devkit.stack import ServiceProcess, Stack
+from services.devkit.stack import ServiceProcess, Stack, skip_backlog
 from tests.integration.dispatcher.conftest import webhook
 from tests.support.kafka import read_all
 
@@ -135,6 +135,7 @@ async def group(kafka: KafkaSettings, tmp_path: Path) -> AsyncIterator[Group]:
             destinations_file=tmp_path / "destinations.yaml",
             extra_env=env,
         )
+        await skip_backlog(kafka.bootstrap_servers, ("dispatcher",))  # other tests' leftover actions
         stack.start(instances=2, services=("dispatcher",))
         try:
             yield Group(stack, sink, kafka, limited, gone)
