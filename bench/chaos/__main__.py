@@ -3,8 +3,11 @@
 A three-broker KRaft cluster (RF 3, min.insync.replicas 2), two instances of each service, N
 conversations. While they run: a random service instance is kill -9'd every few seconds and
 restarted, one broker is stopped for 30 s once, and the webhook receivers fail 20 % of requests,
-stall 5 % past the dispatcher's timeout and answer 429 with Retry-After now and then. Exit 0 only
-if nothing is lost and nothing was dead-lettered.
+stall 5 % past the dispatcher's timeout and answer 429 with Retry-After now and then. The receiver
+checks every request's signature and counts actions, not ids (bench/chaos/tally.py): it prints `lost`
+(expected actions never delivered) and `cross_id_repeats` (actions delivered under more than one
+webhook-id) beside `same_id_repeats`. Exit 0 only when lost, cross_id_repeats, bad signatures and
+dead letters are all 0.
 
     python -m bench.chaos [--conversations 10000] [--deadline 840]
 """
@@ -21,28 +24,31 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.chaos.conversations import expected_actions, generate
+from bench.chaos.conversations import Action, expected_actions, generate
+from bench.chaos.tally import Tally
 from schemas.routes import SERVICES, registry
 from schemas.topics import dead_letter_topic
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import KafkaCluster
 from services.devkit.publish import publish
-from services.devkit.sink import Reply, Sink
+from services.devkit.sink import DEMO_SECRETS, Reply, Sink
 from services.devkit.stack import Stack
+from services.dispatcher.signing import verify
 
 HERE = Path(__file__).resolve().parent
 
 
 class FaultyReceiver(Sink):
-    """Answers 500 (20 %), stalls past the timeout (5 %) or says 429 + Retry-After (3 %) — each webhook-id
-    meets at most `max_faults` injected faults, so every action can succeed within its retry schedule."""
+    """Checks every request's signature, then answers 500 (20 %), stalls past the timeout (5 %) or says
+    429 + Retry-After (3 %) — each webhook-id meets at most `max_faults` injected faults, so every action
+    can succeed within its retry schedule. Every delivery is counted by the action its body names (tally.py)."""
 
-    def __init__(self, seed: int, max_faults: int = 3) -> None:
-        super().__init__(quiet=True)
+    def __init__(self, seed: int, expected: set[Action], max_faults: int = 3) -> None:
+        super().__init__([os.environ.get("CHAOS_SECRET", DEMO_SECRETS[0])], quiet=True)
         self.rng, self.max_faults = random.Random(seed), max_faults
+        self.tally = Tally(expected)
         self.faults: Counter[str] = Counter()
-        self.delivered: Counter[str] = Counter()
         self.requests = 0
         self.injected: Counter[str] = Counter()
 
@@ -50,6 +56,9 @@ class FaultyReceiver(Sink):
         if method == "GET":
             return super()._route(method, path, headers, body)
         self.requests += 1
+        if not verify(self.secrets, headers, body):
+            self.tally.bad_signatures += 1
+            return Reply(401, body=b'{"error":"bad signature"}')
         wid = headers.get("webhook-id", "")
         roll = self.rng.random()
         if self.faults[wid] < self.max_faults and roll < 0.28:
@@ -59,11 +68,11 @@ class FaultyReceiver(Sink):
                 return Reply(500)
             if roll < 0.25:
                 self.injected["stall"] += 1
-                self.delivered[wid] += 1  # it answers 200, but after the dispatcher gave up
+                self.tally.delivered(wid, body)  # it answers 200, but after the dispatcher gave up
                 return Reply(200, delay=3.0)
             self.injected["429"] += 1
             return Reply(429, headers={"Retry-After": "1"})
-        self.delivered[wid] += 1
+        self.tally.delivered(wid, body)
         return Reply(200)
 
 
@@ -129,7 +138,9 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
     cluster = await asyncio.to_thread(KafkaCluster(size=3, heap="384m").start)
     kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
     await ensure_topics(kafka, registry(), replication=3)
-    receiver = FaultyReceiver(seed)
+    conversations = generate(n, seed)
+    expected = expected_actions(conversations)
+    receiver = FaultyReceiver(seed, expected)
     await receiver.start()
     run_dir = Path(tempfile.mkdtemp(prefix="postcall-chaos-"))
     env = {
@@ -152,19 +163,18 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         extra_env=env,
         static_membership=True,
     )
-    conversations = generate(n, seed)
-    expected = expected_actions(conversations)
-    print(f"chaos  {n} conversations, {expected} expected webhooks, logs in {run_dir}", flush=True)
+    print(f"chaos  {n} conversations, {len(expected)} expected actions, logs in {run_dir}", flush=True)
     stack.start(instances=2)
     await publish(kafka, conversations)
     stop = asyncio.Event()
     monkey = Monkey(stack, cluster, seed)
     monkey_task = asyncio.create_task(monkey.run(stop))
     try:
-        while time.monotonic() - started < deadline_s and len(receiver.delivered) < expected:
+        while time.monotonic() - started < deadline_s and receiver.tally.actions_delivered < len(expected):
             await asyncio.sleep(5)
             print(
-                f"chaos  t={time.monotonic() - started:.0f}s delivered {len(receiver.delivered)}/{expected}"
+                f"chaos  t={time.monotonic() - started:.0f}s actions delivered "
+                f"{receiver.tally.actions_delivered}/{len(expected)}"
                 f" requests={receiver.requests} kills={monkey.kills}",
                 flush=True,
             )
@@ -177,20 +187,17 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         stack.stop()
         await receiver.stop()
         await asyncio.to_thread(cluster.stop)
-    unique = len(receiver.delivered)
-    duplicates = sum(receiver.delivered.values()) - unique
-    lost = expected - unique
+    counts = receiver.tally.summary()
     print(
         f"chaos  injected faults {dict(receiver.injected)}, kills={monkey.kills}, "
         f"broker outage={'yes' if monkey.broker_stopped else 'no'}, {time.monotonic() - started:.0f}s",
         flush=True,
     )
     print(
-        f"chaos: conversations={n} expected_actions={expected} delivered_unique={unique} "
-        f"duplicate_deliveries={duplicates} lost={lost} dead_lettered={dead}",
+        f"chaos: conversations={n} " + " ".join(f"{k}={v}" for k, v in counts.items()) + f" dead_lettered={dead}",
         flush=True,
     )
-    return 0 if lost == 0 and dead == 0 else 1
+    return 0 if receiver.tally.passed() and dead == 0 else 1
 
 
 def main() -> None:

@@ -43,6 +43,13 @@ def generate(n: int, seed: int) -> list[ConversationEnded]:
     return out
 
 
-def expected_actions(conversations: list[ConversationEnded]) -> int:
+Action = tuple[str, str, int]  # (conversation, flow, action index)
+
+
+def expected_actions(conversations: list[ConversationEnded]) -> set[Action]:
     """One `every-call` webhook each, plus one `hangups` webhook per customer hang-up."""
-    return sum(2 if c.end_reason.canonical == EndReason.CUSTOMER_HANGUP else 1 for c in conversations)
+    out = {(c.conversation_id, "every-call", 0) for c in conversations}
+    out |= {
+        (c.conversation_id, "hangups", 0) for c in conversations if c.end_reason.canonical == EndReason.CUSTOMER_HANGUP
+    }
+    return out
