@@ -197,7 +197,7 @@ DESTINATION_STATES: Stream[DestinationState] = Stream(
     retention_ms=30 * DAY_MS,
     cleanup_policy="compact",
     external_producers=("dispatcher", "postcall destinations"),
-    external_consumers=("postcall destinations",),
+    external_consumers=("postcall destinations", "console"),
     conversation_pointer=None,
     partitions=1,  # a few records per destination: one partition keeps every replica's view in one order
 )

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,7 @@ from services.api.auth import Auth
 from services.api.handler import router
 from services.api.settings import ApiSettings
 from services.console.app import mount as mount_console
+from services.console.destinations import DestinationStates
 from services.store.db import Store
 from services.store.queries import QueryError
 
@@ -39,13 +41,14 @@ DURATION = Histogram(
 def create_app(settings: ApiSettings, *, store: Store | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if store is not None:
-            _attach(app, store)
-            yield
-            return
-        async with Store.open(settings.database) as opened:
-            _attach(app, opened)
-            yield
+        async with follow_destination_state(app, settings):
+            if store is not None:
+                _attach(app, store)
+                yield
+                return
+            async with Store.open(settings.database) as opened:
+                _attach(app, opened)
+                yield
 
     def _attach(app: FastAPI, opened: Store) -> None:
         app.state.store = opened
@@ -64,12 +67,31 @@ def create_app(settings: ApiSettings, *, store: Store | None = None) -> FastAPI:
     app.include_router(router)
     if settings.console.enabled:
         mount_console(app)
+        app.state.destination_states = DestinationStates()
+        if not settings.console.destination_state:
+            app.state.destination_states.error = "destination state not followed (POSTCALL_CONSOLE__DESTINATION_STATE)"
     app.add_exception_handler(QueryError, _bad_query)
     app.add_exception_handler(OperationalError, _store_unavailable)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.middleware("http")(_measure)
     _health(app)
     return app
+
+
+@contextlib.asynccontextmanager
+async def follow_destination_state(app: FastAPI, settings: ApiSettings) -> AsyncIterator[None]:
+    """The console's view of the dispatcher group's destination state, followed while the app runs."""
+    if not (settings.console.enabled and settings.console.destination_state):
+        yield
+        return
+    states: DestinationStates = app.state.destination_states
+    task = asyncio.create_task(states.follow(settings.kafka))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _bad_query(_request: Request, exc: Exception) -> Response:

@@ -29,7 +29,8 @@ class ApiSettings(BaseSettings):
     api: HttpSettings = Field(default_factory=HttpSettings, description="Where and how the API listens.")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="The conversation store.")
     kafka: KafkaSettings = Field(
-        default_factory=KafkaSettings, description="Kafka, for operator actions (replay, re-extract) only."
+        default_factory=KafkaSettings,
+        description="Kafka: operator actions (replay, re-extract) and the console's destination state.",
     )
     console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="The web console under /console.")
     config_dir: Path | None = Field(

@@ -4,7 +4,7 @@ fired in the last 7 days, and the dispatcher's destinations with what their last
 The folder is the one the services read (`console.config_dir`), loaded as `config validate` loads it.
 Fire counts come from the stored decision traces of the last 7 days (the newest 20,000 per agent; the
 page says when it stopped there). Destination *state* (enabled, disabled after a 410, breaker open) is
-the dispatcher's; until the dispatcher publishes it, the page shows each destination's attempts.
+the dispatcher group's, followed from its topic (services/console/destinations.py).
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ async def agents(request: Request, who: Viewer) -> Response:
         "destinations": destinations,
         "attempts": attempts,
         "max_traces": MAX_TRACES,
+        "states": getattr(request.app.state, "destination_states", None),
+        "state_error": getattr(getattr(request.app.state, "destination_states", None), "error", None),
     }
     return page(request, "agents.html", context)
 

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from schemas.end_reasons import EndReason
 from services.console import timeline
 from services.console.access import PATH, Viewer
+from services.console.destinations import DestinationStates
 from services.console.render import fragment, page
 from services.console.settings import ConsoleSettings
 from services.store import queries
@@ -167,7 +168,14 @@ async def conversation(request: Request, who: Viewer, conversation_id: str) -> R
         payloads = await action_payloads(conn, conversation_id)
     if detail is None:
         raise HTTPException(404, f"no conversation {conversation_id!r} in the store")
-    context = {"t": timeline.build(detail), "payloads": payloads, "can_operate": who.can("operator")}
+    states: DestinationStates | None = getattr(request.app.state, "destination_states", None)
+    context = {
+        "t": timeline.build(detail),
+        "payloads": payloads,
+        "can_operate": who.can("operator"),
+        "destinations": states.for_call(detail.actions) if states else [],
+        "destination_state_error": states.error if states else "destination state is not followed",
+    }
     return page(request, "conversation.html", context)
 
 

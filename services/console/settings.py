@@ -28,6 +28,11 @@ class ConsoleSettings(BaseModel):
     destinations_file: Path | None = Field(
         None, description="The dispatcher's destinations file: the agents page lists its destinations."
     )
+    destination_state: bool = Field(
+        True,
+        description="Follow postcall.destination-state.v1 (with the API's Kafka settings) to show on a call's "
+        "page which of its destinations are disabled by a 410 or have an open circuit. False: the page says so.",
+    )
     refresh_seconds: float = Field(
         5.0, ge=1, description="How often the conversations page asks for calls that arrived since it was loaded."
     )

@@ -64,6 +64,7 @@ class Timeline:
     extractions: list[ExtractionStep] = field(default_factory=list)
     decisions: list[DecisionStep] = field(default_factory=list)
     unplanned: list[ActionView] = field(default_factory=list)  # results of actions no trace we hold planned
+    held: list[FlowDecision] = field(default_factory=list)  # flows the latest decision holds (extraction failed)
     outcome: tuple[str, str] = ("pending", "")  # (css class, text)
 
 
@@ -93,7 +94,9 @@ def build(detail: ConversationDetail) -> Timeline:
     for trace in detail.decisions:
         timeline.decisions.append(DecisionStep(trace, [_flow(f, by_id, planned) for f in trace.flows]))
     timeline.unplanned = [a for a in detail.actions if a.action_id not in planned]
-    timeline.outcome = outcome(detail)
+    if timeline.decisions:  # a later decision (after a re-extraction) ran what an earlier one held
+        timeline.held = [f.decision for f in timeline.decisions[-1].flows if f.state == "held"]
+    timeline.outcome = outcome(detail, held=len(timeline.held))
     return timeline
 
 
@@ -126,7 +129,7 @@ def flow_state(decision: FlowDecision) -> str:
     return "fired" if decision.fired else "not fired"
 
 
-def outcome(detail: ConversationDetail) -> tuple[str, str]:
+def outcome(detail: ConversationDetail, held: int = 0) -> tuple[str, str]:
     """The call's final outcome in one line, and a css class for it."""
     s = detail.summary
     if s is None:
@@ -141,8 +144,10 @@ def outcome(detail: ConversationDetail) -> tuple[str, str]:
         parts.append(f"{s.dead_letters} record(s) in a dead-letter topic")
     if s.extraction_status == "failed":
         parts.append("extraction failed")
+    if held:
+        parts.append(f"{held} flow(s) held until an extraction succeeds")
     pending = counts.total - counts.delivered - counts.failed - counts.dead_lettered
     if pending > 0:
         parts.append(f"{pending} pending")
-    css = "bad" if s.has_failure else ("warn" if pending > 0 or s.extraction_status is None else "ok")
+    css = "bad" if s.has_failure else ("warn" if pending > 0 or held or s.extraction_status is None else "ok")
     return css, "; ".join(parts)

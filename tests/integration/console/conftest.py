@@ -12,6 +12,7 @@ import pytest
 
 from services.api.app import create_app
 from services.api.settings import ApiSettings
+from services.console.destinations import DestinationStates
 from services.store import tokens
 from services.store.db import Store
 from tests.integration.api.conftest import store
@@ -23,11 +24,14 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 __all__ = ["store"]
 
 
-def console_for(store: Store, **settings: Any) -> httpx.AsyncClient:
+def console_for(store: Store, states: DestinationStates | None = None, **settings: Any) -> httpx.AsyncClient:
+    """A client of the console; `states`: the destination state the pages show (the app follows none here)."""
     console = {"config_dir": str(AGENTS), **settings.pop("console", {})}
     app = create_app(
         ApiSettings.model_validate({"database": {"url": "sqlite://"}, "console": console, **settings}), store=store
     )
+    if states is not None:
+        app.state.destination_states = states
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console.test")
 
 

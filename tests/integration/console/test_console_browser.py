@@ -64,7 +64,12 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     port = free_port()
     settings = ApiSettings.model_validate(
-        {"database": {"url": url}, "api": {"port": port}, "console": {"config_dir": str(AGENTS), "refresh_seconds": 1}}
+        {
+            "database": {"url": url},
+            "api": {"port": port},
+            # no broker here: the destination-state panel is covered by test_console_pages.py
+            "console": {"config_dir": str(AGENTS), "refresh_seconds": 1, "destination_state": False},
+        }
     )
     async with Store.open(DatabaseSettings(url=url), writer=True) as store:
         await seed(store)

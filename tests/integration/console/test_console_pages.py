@@ -3,23 +3,28 @@ a timeline, hostile text escaped, dead letters, agents, and a dry run on an edit
 
 from __future__ import annotations
 
+import asyncio
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
 from schemas import headers as h
-from schemas.events import ConversationEnded
-from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
+from schemas.events import ConversationEnded, DestinationState
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, Topic
 from services.api import auth
+from services.common.kafka import ensure_topics
+from services.common.settings import KafkaSettings
+from services.console.destinations import DestinationStates
 from services.store import rows as r
 from services.store import writer
 from services.store.db import Store
 from tests.hostile.corpus import SCRIPT, SCRIPT_NAME, cases
 from tests.integration.console.conftest import AGENTS, ROOT, console_for, csrf_of
 from tests.support.calls import T0, action_id, ended, extracted, result, rows_of, story, trace
+from tests.support.kafka import produce, unique
 
 
 @pytest.fixture(autouse=True)
@@ -269,3 +274,93 @@ def test_the_console_defaults_to_the_services_own_configuration_files(monkeypatc
     assert str(settings.console.destinations_file) == "/etc/postcall/destinations.yaml"
     monkeypatch.setenv("POSTCALL_CONSOLE__CONFIG_DIR", "/srv/other")
     assert str(ApiSettings().console.config_dir) == "/srv/other"
+
+
+async def test_a_call_shows_its_held_flows_and_its_destinations_state_from_the_dispatchers_topic(
+    store: Store, kafka: KafkaSettings
+) -> None:
+    """The dispatcher group's facts on a topic of the real broker, followed as the API follows them: crm
+    disabled by a 410, the breaker of sheets open, a rate-limited attempt; the latest decision holds a flow."""
+    event = ended("held-call", at=T0 + timedelta(hours=2), customer="Hal Held")
+    held = trace(event, [("crm-sync", True, ["webhook"])])
+    flow = held.flows[0].model_copy(update={"held": True, "fired": False, "reason": "held: extraction failed"})
+    held = held.model_copy(
+        update={"extraction_status": "failed", "flows": [flow, trace(event, [("log", True, ["webhook"])]).flows[0]]}
+    )
+    aid = action_id("held-call", "log")
+    deferred = "rate limit of destination crm reached"
+    records = [
+        (CONVERSATION_ENDED, event),
+        (DECISIONS, held),
+        (ACTION_RESULTS, result(aid, "held-call", "failed", 1, status_code=None, error=deferred)),
+        (
+            ACTION_RESULTS,
+            result(
+                aid, "held-call", "dead_lettered", 1, status_code=None, error="HTTP 410 Gone: destination crm disabled"
+            ),
+        ),
+    ]
+    await writer.write(store, rows_of(records))
+
+    topic = unique("destination-state")
+    await ensure_topics(kafka, [Topic(topic, "test", 1, 3_600_000, "compact")], replication=1)
+    now = datetime.now(UTC)
+    facts = [
+        DestinationState(
+            kind="disabled",
+            destination="crm",
+            disabled=True,
+            reason="destination disabled (410 Gone)",
+            replica="dispatcher-1",
+            at=now,
+        ),
+        DestinationState(
+            kind="circuit",
+            destination="other",
+            circuit="open",
+            open_until=now + timedelta(minutes=5),
+            replica="dispatcher-0",
+            at=now,
+        ),
+    ]
+    await produce(kafka, topic, [(f.key, f) for f in facts])
+
+    states = DestinationStates()
+    follower = asyncio.create_task(states.follow(kafka, topic))  # as the API's lifespan runs it
+    try:
+        await wait_for(lambda: states.error is None and "disabled/crm" in states.facts)
+    finally:
+        follower.cancel()
+    files = {"destinations_file": str(ROOT / "examples" / "dispatcher" / "destinations.yaml")}
+    async with console_for(store, states, console=files) as c:
+        html = (await c.get("/console/conversations/held-call")).text
+        agents = (await c.get("/console/agents")).text
+    crm_row = agents.split("<code>crm</code>", 1)[1].split("</tr>", 1)[0]
+    assert "disabled by 410" in crm_row
+    panel = html.split('id="held-flows"', 1)[1].split("</div>", 1)[0]
+    assert "1 flow(s) held" in panel and "crm-sync" in panel and "postcall held release --ids held-call" in panel
+    state = html.split('id="destination-state"', 1)[1].split("</div>", 1)[0]
+    assert "disabled by 410" in state and "postcall destinations enable crm" in state
+    assert "rate limited" in state and "1 attempt(s) of this call" in state
+    assert "breaker open" not in state  # `other` is not one of this call's destinations
+    assert "1 flow(s) held until an extraction succeeds" in html
+
+    states.facts["circuit/crm"] = facts[1].model_copy(update={"destination": "crm"})
+    async with console_for(store, states) as c:
+        html = (await c.get("/console/conversations/held-call")).text
+    assert "breaker open" in html.split('id="destination-state"', 1)[1]
+
+
+async def test_a_call_page_says_when_destination_state_cannot_be_read(store: Store) -> None:
+    await writer.write(store, rows_of(story("plain-call")))
+    async with console_for(store) as c:
+        html = (await c.get("/console/conversations/plain-call")).text
+    state = html.split('id="destination-state"', 1)[1].split("</div>", 1)[0]
+    assert "destination state not read yet" in state and "enabled" not in state
+
+
+async def wait_for(check: Any, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
