@@ -168,6 +168,7 @@ async def test_two_replicas_keep_a_destinations_rate_limit_within_ten_percent(gr
     # after the first token of each replica: the steady rate while both replicas have work
     steady = arrivals[2:]
     rate = (len(steady) - 1) / (steady[-1] - steady[0])
+    print(f"\n[shared rate limit] 2 dispatcher replicas, limit {RATE}/s: {rate:.2f}/s over {len(steady)} deliveries")
     assert RATE * 0.9 <= rate <= RATE * 1.1, f"{rate:.2f}/s for a limit of {RATE}/s"
 
 
