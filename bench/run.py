@@ -36,6 +36,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # (name, module, what it measures). Add a line here when you add a bench module.
 BENCHMARKS: list[tuple[str, str, str]] = [
     ("runtime", "bench.runtime", "runtime pass-through vs a bare aiokafka loop"),
+    ("kafka_client", "bench.kafka_client", "bare consume+produce loops: aiokafka vs confluent-kafka (librdkafka)"),
     ("cloudevents", "bench.cloudevents_headers", "CloudEvents headers per record: our codec vs the cloudevents SDK"),
     ("scaling", "bench.scaling", "throughput of 1 to 4 runtime instances with a slow handler"),
     ("faust", "bench.faust_compare", "router loop on faust-streaming vs on our runtime: throughput and kill -9"),
