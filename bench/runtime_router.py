@@ -16,7 +16,7 @@ from bench.stream_step import StreamBenchSettings, decide
 from schemas.events import ConversationExtracted, DecisionTrace
 from schemas.routes import Output, Route
 from schemas.topics import Stream
-from services.common import logging as jsonlog
+from services.common import observability as jsonlog
 from services.common.api import Context, Event, Service
 from services.common.runtime import Runtime, serve
 from services.common.settings import KafkaSettings, RuntimeSettings

@@ -16,7 +16,7 @@ import uvicorn
 from services.api.app import create_app
 from services.api.auth import BindRefused, check_bind
 from services.api.settings import ApiSettings
-from services.common import logging as plog
+from services.common import observability as plog
 from services.store.db import Store, StoreError
 
 log = logging.getLogger("postcall.api")

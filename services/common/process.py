@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from schemas import headers as h
-from services.common import codec, metrics
+from services.common import codec, observability
 from services.common.api import Context, Event, Failure, Service
 from services.common.codec import Outgoing
 from services.common.errors import (
@@ -65,7 +65,7 @@ class Processor:
         self._retry_set = frozenset(self.retry_topics)
         self.dead_letter_topic = route.dead_letter_topic
         self._decoders = {s.topic: codec.decoder(s.model) for s in route.consumes}
-        self._handler_seconds = metrics.HANDLER_DURATION.labels(self.name)
+        self._handler_seconds = observability.HANDLER_DURATION.labels(self.name)
         # per event class: (topic, ce_type, the key function or None for the input's key, partition by input)
         self._plans = {
             o.stream.model: (o.stream.topic, o.stream.ce_type, o.stream.key if o.key == "event" else None,

@@ -24,14 +24,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
 from schemas import headers as h
-from services.common import codec, metrics
+from services.common import codec, observability
 from services.common.api import Context, Service
 from services.common.codec import Outgoing
 from services.common.errors import DependencyUnavailable, PermanentError, Stopped, Unproducible
-from services.common.kafka import Batcher
+from services.common.kafka import Batcher, PartitionState
 from services.common.kafka import producer as make_producer
-from services.common.logging import record_context
-from services.common.offsets import PartitionState
+from services.common.observability import record_context
 from services.common.process import Processor, Verdict, category, describe, due_time_of, wall_clock
 from services.common.settings import KafkaSettings, RuntimeSettings
 
@@ -64,13 +63,13 @@ class Runtime:
         self._room = asyncio.Event()  # set whenever an in-flight record finishes
         self._send_lock = asyncio.Lock()
         # per-record metrics, labelled once: .labels() takes a lock and validates on every call
-        self._in_flight_gauge = metrics.IN_FLIGHT.labels(self.service)
-        self._processed_ok = metrics.RECORDS_PROCESSED.labels(self.service, "ok")
+        self._in_flight_gauge = observability.IN_FLIGHT.labels(self.service)
+        self._processed_ok = observability.RECORDS_PROCESSED.labels(self.service, "ok")
         # every dead-letter series exists from the start at 0: the first dead letter is an increase
         for dead_letter_category in (h.CATEGORY_POISON, h.CATEGORY_PERMANENT, h.CATEGORY_RETRIES_EXHAUSTED):
-            metrics.DEAD_LETTERS.labels(self.service, dead_letter_category)
-        self._dependency_gauge = metrics.DEPENDENCY_PAUSED.labels(self.service)
-        self._paused_gauge = metrics.PAUSED_PARTITIONS.labels(self.service)
+            observability.DEAD_LETTERS.labels(self.service, dead_letter_category)
+        self._dependency_gauge = observability.DEPENDENCY_PAUSED.labels(self.service)
+        self._paused_gauge = observability.PAUSED_PARTITIONS.labels(self.service)
         self._consumed: dict[str, Any] = {}
         self._produced: dict[str, Any] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
@@ -108,7 +107,7 @@ class Runtime:
         )
         self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-{self.service}")
         self._batcher = Batcher(self._producer)
-        health = metrics.HealthServer(s.metrics_host, s.metrics_port, self._ready, self._alive)
+        health = observability.HealthServer(s.metrics_host, s.metrics_port, self._ready, self._alive)
         await self._producer.start()
         try:
             await self._consumer.start()
@@ -249,7 +248,7 @@ class Runtime:
             state.accept(record.offset)
         self.in_flight += len(records)
         self._in_flight_gauge.set(self.in_flight)
-        self._per_topic(self._consumed, metrics.RECORDS_CONSUMED, records[0].topic).inc(len(records))
+        self._per_topic(self._consumed, observability.RECORDS_CONSUMED, records[0].topic).inc(len(records))
         handled = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._run_batch(state, records, state.tail, handled))
         state.tasks.add(task)
@@ -260,7 +259,7 @@ class Runtime:
         state.accept(record.offset)
         self.in_flight += 1
         self._in_flight_gauge.set(self.in_flight)
-        self._per_topic(self._consumed, metrics.RECORDS_CONSUMED, record.topic).inc()
+        self._per_topic(self._consumed, observability.RECORDS_CONSUMED, record.topic).inc()
         previous = None
         if self.settings.ordering == "key" and record.key is not None:
             previous = self._key_tails.get(record.key)
@@ -300,7 +299,7 @@ class Runtime:
             raise
         except Exception:  # a bug in the runtime itself: a hole would freeze the partition's commits
             log.exception("internal error; stopping so that the record is read again after a restart")
-            metrics.RECORDS_PROCESSED.labels(self.service, "internal_error").inc()
+            observability.RECORDS_PROCESSED.labels(self.service, "internal_error").inc()
             self.stop()
         finally:
             self.in_flight -= 1
@@ -327,7 +326,7 @@ class Runtime:
             raise
         except Exception:  # a bug in the runtime itself: a hole would freeze the partition's commits
             log.exception("internal error; stopping so that the batch is read again after a restart")
-            metrics.RECORDS_PROCESSED.labels(self.service, "internal_error").inc()
+            observability.RECORDS_PROCESSED.labels(self.service, "internal_error").inc()
             self.stop()
         finally:
             if not handled.done():
@@ -358,7 +357,7 @@ class Runtime:
                     produced[r.topic] = produced.get(r.topic, 0) + 1
         self._batcher.flush()
         for topic, count in produced.items():
-            self._per_topic(self._produced, metrics.RECORDS_PRODUCED, topic).inc(count)
+            self._per_topic(self._produced, observability.RECORDS_PRODUCED, topic).inc(count)
         return done
 
     async def _handle_fast(self, state: PartitionState, record: Any) -> list[Outgoing] | None:
@@ -446,7 +445,7 @@ class Runtime:
         """Pause every partition and retry in place: an outage is not the record's fault."""
         delay = min(exc.retry_after or self.settings.unavailable_backoff_seconds, self.settings.retry_after_cap_seconds)
         self.dependency_paused_until = max(self.dependency_paused_until, time.monotonic() + delay)
-        metrics.RECORDS_PROCESSED.labels(self.service, "unavailable").inc()
+        observability.RECORDS_PROCESSED.labels(self.service, "unavailable").inc()
         log.warning("dependency unavailable, pausing", extra={"reason": str(exc), "pause_seconds": delay})
         while time.monotonic() < self.dependency_paused_until:
             if not self._is_current(state) or state.revoking or self._stopping.is_set():
@@ -463,8 +462,8 @@ class Runtime:
             except Unproducible as too_big:  # the retry copy cannot be written: dead-letter instead
                 verdict = p.dead_letter(record, ctx, event, PermanentError(f"cannot schedule a retry: {too_big}"))
             else:
-                metrics.RETRIES.labels(self.service, str(verdict.tier)).inc()
-                metrics.RECORDS_PROCESSED.labels(self.service, "retried").inc()
+                observability.RETRIES.labels(self.service, str(verdict.tier)).inc()
+                observability.RECORDS_PROCESSED.labels(self.service, "retried").inc()
                 log.warning(
                     "retry scheduled",
                     extra={"tier": verdict.tier, "delay_s": round(verdict.delay, 3), "error": describe(exc)},
@@ -483,8 +482,8 @@ class Runtime:
             )
             await self._produce(state, dropped.records)
         exc = verdict.error
-        metrics.DEAD_LETTERS.labels(self.service, category(exc)).inc()
-        metrics.RECORDS_PROCESSED.labels(self.service, "dead_lettered").inc()
+        observability.DEAD_LETTERS.labels(self.service, category(exc)).inc()
+        observability.RECORDS_PROCESSED.labels(self.service, "dead_lettered").inc()
         log.error("dead-lettered", extra={"category": category(exc), "error": describe(exc)})
 
     # ── producing ──────────────────────────────────────────────────────────────────────────────
@@ -516,7 +515,7 @@ class Runtime:
                 r.topic, r.value, key=r.key, partition=r.partition, headers=codec.header_list(r.headers)
             )
         if r.event is not None:
-            self._per_topic(self._produced, metrics.RECORDS_PRODUCED, r.topic).inc()
+            self._per_topic(self._produced, observability.RECORDS_PRODUCED, r.topic).inc()
         return future
 
     # ── commits and rebalances ─────────────────────────────────────────────────────────────────
@@ -535,10 +534,10 @@ class Runtime:
             await self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # bookkeeping moves only on success: a failed commit is simply tried again later
-            metrics.COMMITS.labels(self.service, "failed").inc()
+            observability.COMMITS.labels(self.service, "failed").inc()
             log.warning("commit failed", extra={"error": describe(exc)})
             return
-        metrics.COMMITS.labels(self.service, "ok").inc()
+        observability.COMMITS.labels(self.service, "ok").inc()
         for tp, offset in offsets.items():
             state = self.partitions.get(tp)
             if state is not None:
@@ -558,7 +557,7 @@ class Runtime:
         del done
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        metrics.REBALANCES.labels(self.service, "revoked").inc(len(revoked))
+        observability.REBALANCES.labels(self.service, "revoked").inc(len(revoked))
         tps = [tp for tp in revoked if tp in self.partitions]
         for tp in tps:
             self.partitions[tp].revoking = True  # outage waits and produce retries give up at once
@@ -567,14 +566,14 @@ class Runtime:
         for tp in tps:
             self.partitions.pop(tp).revoked = True
             with contextlib.suppress(KeyError):  # another owner reports this partition's lag now
-                metrics.CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
+                observability.CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
         self.paused -= set(revoked)
         if self.hooks.on_revoked is not None and tps:
             await self.hooks.on_revoked([(tp.topic, tp.partition) for tp in tps])
         log.info("partitions revoked", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in tps)})
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        metrics.REBALANCES.labels(self.service, "assigned").inc(len(assigned))
+        observability.REBALANCES.labels(self.service, "assigned").inc(len(assigned))
         fresh = [tp for tp in assigned if tp not in self.partitions]
         # states exist (not ready: paused, records seen meanwhile are read again) before the hook runs
         for tp in fresh:
@@ -592,7 +591,9 @@ class Runtime:
             high = self._consumer.highwater(tp)
             position = state.committable() or state.committed or state.next_offset
             if high is not None and position is not None:
-                metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(0, high - position))
+                observability.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(
+                    max(0, high - position)
+                )
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from schemas.topics import ACTION_RESULT_STREAM
-from services.common import logging as plog
+from services.common import observability as plog
 from services.common.runtime import Runtime, serve
 from services.dispatcher import destinations
 from services.dispatcher.delivery import HttpOptions, HttpSender, open_clients

@@ -54,7 +54,7 @@ from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, model_val
 from schemas.agent_checks import Loc
 from schemas.agent_loader import Problem
 from services.common.breaker import BreakerPolicy
-from services.common.configfile import (
+from services.common.config import (
     ConfigError,
     SecretRef,
     Strict,

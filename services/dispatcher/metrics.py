@@ -1,4 +1,4 @@
-"""The dispatcher's own metrics (the runtime's common ones are in services.common.metrics).
+"""The dispatcher's own metrics (the runtime's common ones are in services.common.observability).
 
 Labels stay few: action type (6), destination (as many as the destinations file), outcome (5).
 """

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import httpx
 import openai
 
-from services.common import logging as plog
+from services.common import observability as plog
 from services.common.runtime import Runtime, serve
 from services.common.ssrf import GuardedTransport
 from services.extractor.handler import Extractor

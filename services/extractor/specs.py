@@ -1,7 +1,7 @@
 """Agent configuration -> ExtractionSpec, reloaded without a restart.
 
 The polling, the last-good rule (a file that became bad keeps its last good revision) and the reload
-metrics are services.common.configwatch's, shared with the router; what is the extractor's is deriving
+metrics are services.common.config's, shared with the router; what is the extractor's is deriving
 each agent's spec, once per revision at load time, never per record.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from schemas.agents import ExtractionSpec, extraction_spec
 from schemas.events import ConversationEnded
-from services.common.configwatch import ConfigWatcher, ReloadMetrics
+from services.common.config import ConfigWatcher, ReloadMetrics
 from services.common.errors import RetryableError
 from services.extractor import metrics
 

@@ -12,8 +12,8 @@ import sys
 
 import uvicorn
 
-from services.common import logging as plog
-from services.common.configfile import ConfigError
+from services.common import observability as plog
+from services.common.config import ConfigError
 from services.ingress import endpoints as endpoints_file
 from services.ingress.app import create_app
 from services.ingress.publisher import Publisher

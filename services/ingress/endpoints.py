@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from services.common.configfile import (
+from services.common.config import (
     ConfigError,
     SecretRef,
     Strict,

@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeEr
 from schemas import headers as h
 from schemas.events import ConversationEnded
 from schemas.topics import CE_TYPES, CONVERSATION_ENDED
-from services.common import codec, metrics
+from services.common import codec, observability
 from services.common.kafka import producer
 from services.common.settings import KafkaSettings
 from services.ingress.metrics import PUBLISH_DURATION
@@ -213,7 +213,7 @@ class Publisher:
             self._reset(current)
             raise Unavailable(f"Kafka did not acknowledge the record ({type(exc).__name__})") from None
         PUBLISH_DURATION.observe(time.perf_counter() - started)
-        metrics.RECORDS_PRODUCED.labels("ingress", self.topic).inc()
+        observability.RECORDS_PRODUCED.labels("ingress", self.topic).inc()
         return Published(event.event_id, event.conversation_id, self.topic, sent.partition, sent.offset)
 
     async def _send_on(self, current: AIOKafkaProducer, event: ConversationEnded, source: str) -> Any:

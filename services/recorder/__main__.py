@@ -8,7 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from services.common import logging as plog
+from services.common import observability as plog
 from services.common.runtime import Runtime, serve
 from services.recorder.batcher import Batcher
 from services.recorder.handler import Recorder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common import logging as plog
+from services.common import observability as plog
 from services.common.runtime import Runtime, serve
 from services.router.catalog import CatalogHolder
 from services.router.handler import service

@@ -1,6 +1,6 @@
 """The live configuration: the loaded catalog and its compiled agents, reloaded without a restart.
 
-The polling, the last-good rule and the reload metrics are services.common.configwatch's (shared with
+The polling, the last-good rule and the reload metrics are services.common.config's (shared with
 the extractor); what is the router's is compiling each agent, once per revision, at load time, never
 per record.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from services.common.configwatch import ConfigWatcher, ReloadMetrics
+from services.common.config import ConfigWatcher, ReloadMetrics
 from services.router import metrics
 from services.router.engine import CompiledAgent
 

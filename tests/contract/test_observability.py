@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY, generate_latest
 from deploy.observability import dashboard
 
 # the services' metrics register in the default registry when their modules are imported
-METRICS_MODULES = ("services.common.metrics", "services.extractor.metrics", "services.router.metrics",
+METRICS_MODULES = ("services.common.observability", "services.extractor.metrics", "services.router.metrics",
                    "services.dispatcher.metrics", "services.ingress.metrics", "services.recorder.metrics",
                    "services.api.app")  # fmt: skip
 for _module in METRICS_MODULES:

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.routes import Output, Route
 from schemas.topics import Stream
-from services.common import logging as jsonlog
+from services.common import observability as jsonlog
 from services.common.api import Context, Deferred, Event, PermanentError, RetryableError, Service
 from services.common.runtime import Runtime, serve
 from services.common.settings import KafkaSettings, RuntimeSettings

@@ -16,7 +16,7 @@ import pytest
 from schemas.events import RESPONSE_EXCERPT_CHARS, ActionBase, ActionCompleted, HttpRequested
 from services.common.errors import PermanentError, RetryableError
 from services.common.harness import Harness
-from services.common.logging import QUIET_LIBRARIES
+from services.common.observability import QUIET_LIBRARIES
 from services.devkit.sink import Reply, Sink
 from services.dispatcher.handler import Dispatcher
 from services.dispatcher.ledger import Ledger

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from schemas.topics import dead_letter_topic, retry_topic
-from services.common.logging import QUIET_LIBRARIES
+from services.common.observability import QUIET_LIBRARIES
 from services.common.settings import KafkaSettings
 from services.devkit.sink import Reply, Sink
 from tests.integration.dispatcher.conftest import Stack, webhook

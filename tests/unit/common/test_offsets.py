@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.offsets import PartitionState
+from services.common.kafka import PartitionState
 
 
 def test_commit_stops_at_the_lowest_unfinished_offset() -> None:

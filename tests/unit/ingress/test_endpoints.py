@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.configfile import ConfigError
+from services.common.config import ConfigError
 from services.ingress.endpoints import parse
 from services.ingress.signatures import RetellVerifier, TokenVerifier, VapiHmacVerifier
 

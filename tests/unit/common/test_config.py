@@ -11,7 +11,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from schemas.agent_config import AgentConfig
-from services.common.configwatch import ConfigWatcher, ReloadMetrics, fingerprint
+from services.common.config import ConfigWatcher, ReloadMetrics, fingerprint
 
 AGENTS = Path(__file__).resolve().parents[3] / "examples" / "agents"
 
