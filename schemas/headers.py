@@ -73,6 +73,9 @@ REPLAYED_BY = "x-replayed-by"  # who replayed: an API token's name, or user@host
 # A replay marker: a record (no value) written to a dead-letter topic after one of its dead letters was
 # replayed and acknowledged; `dlq list` and the store then show that dead letter as replayed.
 DLQ_REPLAYED = "x-dlq-replayed"  # topic:partition:offset of the dead letter that was replayed
+#: on a replay marker: `api` (the query API audited the replay itself) or `cli` (`postcall dlq replay`:
+#: the recorder writes the audit row from the marker); a marker without it counts as the command line's
+REPLAYED_VIA = "x-replayed-via"
 
 # Headers a hop adds that the next hop replaces rather than repeats (keeps records from growing).
 HOP_HEADERS = frozenset((*RETRY_HEADERS, *DLQ_HEADERS, DLQ_VALUE_DROPPED))

@@ -52,7 +52,7 @@ async def replay_dead_letters(
     letters = [_letter(r) for r in rows if r.original_topic]
     result = OperationResult(matched=len(letters), sent=0, dry_run=dry_run, items=[d.coordinates for d in letters])
     if not dry_run and letters:
-        result = await _send(kafka, replay_records(letters, who.name), rate, result)
+        result = await _send(kafka, replay_records(letters, who.name, via="api"), rate, result)
         await _mark_replayed(store, letters[: result.sent], who)
     async with store.write() as conn:
         await tokens.audit(conn, who, "replay", _target(filters, limit), _outcome(result), dry_run=dry_run)

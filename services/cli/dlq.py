@@ -152,11 +152,12 @@ def replay_headers(d: DeadLetter, by: str) -> dict[str, str]:
     return out
 
 
-def replay_marker(d: DeadLetter, by: str) -> Outgoing:
+def replay_marker(d: DeadLetter, by: str, via: str = "cli") -> Outgoing:
     """Written to the dead letter's own partition once its replay is acknowledged: `dlq list` and the
-    store then show it as replayed (a replay that fails again is dead-lettered anew, and listed)."""
+    store then show it as replayed (a replay that fails again is dead-lettered anew, and listed), and
+    the recorder audits a command line's replay from it (`via`)."""
     at = now_iso()
-    headers = {h.DLQ_REPLAYED: d.coordinates, h.REPLAYED_BY: by, h.REPLAYED_AT: at}
+    headers = {h.DLQ_REPLAYED: d.coordinates, h.REPLAYED_BY: by, h.REPLAYED_AT: at, h.REPLAYED_VIA: via}
     value = orjson.dumps({"replayed": d.coordinates, "by": by, "at": at})
     return Outgoing(d.topic, d.key, value, headers, partition=d.partition)
 
@@ -170,11 +171,11 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def replay_records(letters: Sequence[DeadLetter], by: str) -> list[Outgoing]:
+def replay_records(letters: Sequence[DeadLetter], by: str, via: str = "cli") -> list[Outgoing]:
     """Each dead letter to its original topic with its key, then its replay marker (those without a
     valid original topic are left out: see `replay_target`)."""
     return [
-        Outgoing(target, d.key, d.value, replay_headers(d, by), then=replay_marker(d, by))
+        Outgoing(target, d.key, d.value, replay_headers(d, by), then=replay_marker(d, by, via))
         for d in letters
         if (target := replay_target(d)) is not None
     ]

@@ -73,7 +73,7 @@ def rows_for(event: BaseModel | bytes | None, ctx: Context, raw: RawTopics = DEF
     service = raw.dead_letters.get(ctx.topic)
     if service is not None:
         if h.DLQ_REPLAYED in ctx.raw_headers:
-            return rows.replay_marker(ctx.raw_headers, source.at)
+            return rows.replay_marker(ctx.raw_headers, source)
         return rows.dead_letter(source, service, ctx.key, event, ctx.raw_headers)
     if ctx.topic in raw.next_retries:
         return rows.retry_scheduled(_json_object(event), ctx.raw_headers)

@@ -63,6 +63,7 @@ class Rows:
     retries: list[Row] = field(default_factory=list)
     dead_letters: list[Row] = field(default_factory=list)
     replays: list[Row] = field(default_factory=list)
+    audits: list[Row] = field(default_factory=list)
     requests: list[Row] = field(default_factory=list)
     tasks: list[Row] = field(default_factory=list)
     alerts: list[Row] = field(default_factory=list)
@@ -81,7 +82,7 @@ class Rows:
 
 TABLES = (
     "conversations", "extractions", "decisions", "actions", "attempts", "retries", "dead_letters", "replays",
-    "requests", "tasks", "alerts",
+    "audits", "requests", "tasks", "alerts",
 )  # fmt: skip
 
 
@@ -354,22 +355,32 @@ def dead_letter(
     return Rows(dead_letters=[row], conversation_ids={conversation_id} if conversation_id else set())
 
 
-def replay_marker(headers: Mapping[str, str], at: datetime) -> Rows:
-    """`x-dlq-replayed: topic:partition:offset`, written after a replay was acknowledged."""
+def replay_marker(headers: Mapping[str, str], source: Source) -> Rows:
+    """`x-dlq-replayed: topic:partition:offset`, written after a replay was acknowledged. A command
+    line's replay (`postcall dlq replay`) is audited from its marker: the API audits its own."""
     coordinates = headers.get(h.DLQ_REPLAYED, "")
     topic, _, rest = coordinates.rpartition(":")
     topic, _, partition = topic.rpartition(":")
     number, offset = _int(partition), _int(rest)
     if not topic or number is None or offset is None:
         return Rows()
-    row = _row(
-        kafka_topic=topic,
-        kafka_partition=number,
-        kafka_offset=offset,
-        replayed_at=_time(headers.get(h.REPLAYED_AT)) or at,
-        replayed_by=headers.get(h.REPLAYED_BY, "unknown"),
+    at = _time(headers.get(h.REPLAYED_AT)) or source.at
+    by = headers.get(h.REPLAYED_BY, "unknown")
+    row = _row(kafka_topic=topic, kafka_partition=number, kafka_offset=offset, replayed_at=at, replayed_by=by)
+    if headers.get(h.REPLAYED_VIA) == "api":
+        return Rows(replays=[row])
+    marker = f"{source.topic}:{source.partition}:{source.offset}"
+    audit = _row(
+        at=at,
+        actor=by,
+        role="command line",
+        action="replay",
+        # the marker's own coordinates make the row's identity: re-reading the topic adds nothing
+        target=orjson.dumps({"dead_letter": f"{topic}:{number}:{offset}", "marker": marker}).decode(),
+        outcome=orjson.dumps({"matched": 1, "sent": 1}).decode(),
+        dry_run=False,
     )
-    return Rows(replays=[row])
+    return Rows(replays=[row], audits=[audit])
 
 
 def _conversation_of(value: bytes | None) -> str | None:

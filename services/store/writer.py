@@ -27,6 +27,7 @@ from services.store.models import (
     Action,
     ActionRequest,
     Attempt,
+    AuditEntry,
     Conversation,
     DeadLetter,
     Decision,
@@ -105,6 +106,21 @@ async def insert_records(conn: AsyncConnection, rows: Rows) -> None:
         await _upsert_actions(conn, rows.actions)
     if rows.replays:
         await _mark_replayed(conn, rows.replays)
+    if rows.audits:
+        await _insert_audits(conn, rows.audits)
+
+
+async def _insert_audits(conn: AsyncConnection, records: list[Row]) -> None:
+    """Once per replay marker: the target names the marker's coordinates, and the audit table has no
+    key of its own (the API's rows have none), so the markers already audited are looked up first."""
+    audit = table(AuditEntry)
+    fresh = {r["target"]: r for r in records}
+    for chunk in _chunks(list(fresh)):
+        query = select(audit.c.target).where(audit.c.action == "replay", audit.c.target.in_(chunk))
+        for seen in (await conn.execute(query)).scalars():
+            fresh.pop(seen, None)
+    if fresh:
+        await conn.execute(audit.insert(), list(fresh.values()))
 
 
 async def _upsert_conversations(conn: AsyncConnection, records: list[Row]) -> None:

@@ -42,6 +42,10 @@ async def test_replay_from_the_store_republishes_marks_and_audits(store: Store, 
     assert marker.headers[h.DLQ_REPLAYED] == f"{dlq}:0:0" and marker.partition == 0
     assert [p["key"] for p in pending] == ["k-2"]
     assert audit[0]["action"] == "replay" and audit[0]["outcome"]["sent"] == 1
+    # the recorder reading the API's marker adds no second audit row for the same replay
+    await writer.write(store, r.replay_marker(marker.headers, r.Source(dlq, 0, marker.offset, 0)))
+    async with client_for(store, **kafka_settings(kafka)) as api:
+        assert len((await api.get("/api/v1/audit")).json()["items"]) == len(audit) == 1
 
 
 async def test_reextract_from_the_store_reaches_past_the_topics_retention(store: Store, kafka: KafkaSettings) -> None:

@@ -13,13 +13,14 @@ from sqlalchemy import func, select
 from schemas import headers as h
 from schemas.routes import RECORDER, registry
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED
+from services.cli import dlq as cli_dlq
 from services.common.api import Service
 from services.common.kafka import ensure_topics
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
 from services.recorder.batcher import Batcher
 from services.recorder.handler import Recorder
-from services.store import queries, writer
+from services.store import queries, tokens, writer
 from services.store.db import Store
 from services.store.models import Action, Attempt, Conversation, DeadLetter, Decision, Extraction
 from services.store.settings import DatabaseSettings
@@ -62,6 +63,9 @@ async def test_every_topic_the_recorder_reads_is_stored(kafka: KafkaSettings, da
     dlq = prefix + "postcall.extractor.dlq.v1"
     dead = {h.EXCEPTION_MESSAGE: "InvalidRecord: not valid JSON", h.ORIGINAL_TOPIC: CONVERSATION_ENDED}
     await produce(kafka, dlq, [("c3", b"{not json")], headers=dead)
+    # the marker `postcall dlq replay` writes after a replay: the recorder audits it
+    marker = cli_dlq.replay_marker(cli_dlq.DeadLetter(dlq, 0, 0, 0, b"c3", None, {}), "ops@box")
+    await produce(kafka, dlq, [("c3", marker.value)], headers=marker.headers)
     retry = {h.ATTEMPTS: "1", h.RETRY_DUE_AT: str(time.time() + 60)}
     copy = {"action_id": "a", "conversation_id": "c1"}
     await produce(kafka, prefix + "postcall.dispatcher.retry-1.v1", [("c1", copy)], headers=retry)
@@ -79,8 +83,10 @@ async def test_every_topic_the_recorder_reads_is_stored(kafka: KafkaSettings, da
         async with store.read() as conn:
             detail = await queries.get_conversation(conn, "c3")
             own = await queries.list_dead_letters(conn, queries.DeadLetterFilter(services=["recorder"]))
+            audit = await tokens.list_audit(conn)
     assert detail is not None and detail.dead_letters[0].reason == "InvalidRecord: not valid JSON"
     assert [d.key for d in own.items] == ["bad"] and "schema violation" in own.items[0].reason
+    assert [(a.actor, a.action, a.target["dead_letter"]) for a in audit.items] == [("ops@box", "replay", f"{dlq}:0:0")]
     (poison,) = await read_all(kafka, route.dead_letter_topic, expect=1)
     assert poison.key == "bad" and "schema violation" in poison.headers[h.EXCEPTION_MESSAGE]
 

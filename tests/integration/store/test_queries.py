@@ -142,7 +142,7 @@ async def test_dead_letters_filters_and_counts_by_reason(calls: Store) -> None:
 
 async def test_a_replayed_dead_letter_leaves_the_pending_list(calls: Store) -> None:
     marker = {h.DLQ_REPLAYED: "postcall.extractor.dlq.v1:0:1", h.REPLAYED_BY: "alice", h.REPLAYED_AT: T0.isoformat()}
-    await writer.write(calls, r.replay_marker(marker, T0))
+    await writer.write(calls, r.replay_marker(marker, r.Source("postcall.extractor.dlq.v1", 0, 5, 0)))
     async with calls.read() as conn:
         pending = await queries.list_dead_letters(conn, DeadLetterFilter())
         replayed = await queries.list_dead_letters(conn, DeadLetterFilter(state="replayed"))

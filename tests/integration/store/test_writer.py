@@ -7,8 +7,10 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from schemas import headers as h
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
-from services.store import queries, writer
+from services.store import queries, tokens, writer
+from services.store import rows as r
 from services.store.db import Store
 from services.store.models import Action, Attempt, Conversation, Decision, Extraction
 from tests.support.calls import T0, action_id, ended, extracted, result, rows_of, story, trace
@@ -133,3 +135,22 @@ async def test_two_writers_on_one_conversation_leave_a_correct_summary(store: St
             conn, queries.ConversationFilter(ids=[e.conversation_id for e in events])
         )
     assert {(i.actions.total, i.actions.delivered) for i in page.items} == {(2, 2)}
+
+
+async def test_a_command_line_replay_is_audited_once_however_often_its_marker_is_read(store: Store) -> None:
+    letter = r.dead_letter(r.Source("postcall.router.dlq.v1", 0, 9, 0), "router", b"c3", b"{}", {})
+    await writer.write(store, letter)
+    cli = {h.DLQ_REPLAYED: "postcall.router.dlq.v1:0:9", h.REPLAYED_BY: "ops@box", h.REPLAYED_VIA: "cli"}
+    api = {**cli, h.REPLAYED_BY: "alice", h.REPLAYED_VIA: "api"}  # the API wrote its own audit row
+    for offset, headers in enumerate([cli, api]):
+        marker = r.replay_marker(headers, r.Source("postcall.router.dlq.v1", 0, 10 + offset, 0))
+        await writer.write(store, marker)
+        await writer.write(store, marker)  # a restart before the offset commit reads it again
+    async with store.read() as conn:
+        page = await tokens.list_audit(conn)
+        letters = await queries.list_dead_letters(conn, queries.DeadLetterFilter(state="replayed"))
+    assert [(a.actor, a.role, a.action, a.target) for a in page.items] == [
+        ("ops@box", "command line", "replay", {"dead_letter": "postcall.router.dlq.v1:0:9",
+                                               "marker": "postcall.router.dlq.v1:0:10"}),
+    ]  # fmt: skip
+    assert [(d.key, d.replayed_by) for d in letters.items] == [("c3", "ops@box")]

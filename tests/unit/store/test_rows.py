@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
+
 from schemas import headers as h
 from services.store import rows as r
 from services.store.queries import decode_cursor, encode_cursor
@@ -36,7 +38,8 @@ def test_forged_dead_letter_headers_are_read_defensively() -> None:
 
 
 def test_a_replay_marker_names_the_dead_letter_it_replayed() -> None:
-    marker = r.replay_marker({h.DLQ_REPLAYED: "postcall.router.dlq.v1:3:17", h.REPLAYED_BY: "alice"}, T0)
+    headers = {h.DLQ_REPLAYED: "postcall.router.dlq.v1:3:17", h.REPLAYED_BY: "alice", h.REPLAYED_VIA: "api"}
+    marker = r.replay_marker(headers, SOURCE)
     assert marker.replays == [
         {
             "kafka_topic": "postcall.router.dlq.v1",
@@ -46,7 +49,21 @@ def test_a_replay_marker_names_the_dead_letter_it_replayed() -> None:
             "replayed_by": "alice",
         }
     ]
-    assert not r.replay_marker({h.DLQ_REPLAYED: "nonsense"}, T0).replays
+    assert not r.replay_marker({h.DLQ_REPLAYED: "nonsense"}, SOURCE).replays
+
+
+def test_a_command_line_replay_is_audited_from_its_marker_and_an_api_replay_is_not() -> None:
+    """`postcall dlq replay` went straight to Kafka and left no audit row; the API audits its own."""
+    cli = {h.DLQ_REPLAYED: "postcall.router.dlq.v1:3:17", h.REPLAYED_BY: "ops@box", h.REPLAYED_VIA: "cli"}
+    (audit,) = r.replay_marker(cli, SOURCE).audits
+    assert (audit["actor"], audit["role"], audit["action"], audit["at"]) == ("ops@box", "command line", "replay", T0)
+    assert orjson.loads(audit["target"]) == {
+        "dead_letter": "postcall.router.dlq.v1:3:17",
+        "marker": "postcall.extractor.dlq.v1:2:41",
+    }
+    older = {h.DLQ_REPLAYED: "postcall.router.dlq.v1:3:17", h.REPLAYED_BY: "ops@box"}  # before x-replayed-via
+    assert len(r.replay_marker(older, SOURCE).audits) == 1
+    assert r.replay_marker({**cli, h.REPLAYED_VIA: "api"}, SOURCE).audits == []
 
 
 def test_naive_times_are_read_as_utc() -> None:
