@@ -59,6 +59,9 @@ CATEGORY_RETRIES_EXHAUSTED = "retryable-exhausted"  # every retry tier failed
 
 # Re-extraction: `postcall reextract` republishes a conversation; the extractor passes these on.
 REEXTRACT_OF = "x-reextract-of"  # the original event_id
+#: `postcall reextract` from the topic: who (user@host); the recorder audits the copy from it (the API
+#: audits its own re-extractions and does not set it)
+REEXTRACTED_BY = "x-reextracted-by"
 #: `postcall reextract --redeliver`: an action whose content changed goes out under a new id that
 #: supersedes the one delivered (docs/downstream.md)
 REDELIVER = "x-redeliver"

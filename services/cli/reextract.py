@@ -32,6 +32,7 @@ from schemas import headers as h
 from schemas.headers import REEXTRACT_OF  # the original event_id, passed on by the extractor
 from schemas.topics import CONVERSATION_ENDED
 from services.cli.apiclient import Api, ApiClient, ApiRefused, ApiUnreachable, Token
+from services.cli.dlq import operator
 from services.cli.options import Bootstrap, kafka_settings
 from services.cli.plain import plain
 from services.cli.republish import republish as send_all
@@ -140,13 +141,15 @@ async def _until_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
     return sorted(out, key=lambda r: (r.timestamp, r.partition, r.offset))
 
 
-def reextract_headers(c: Chosen, redeliver: bool = False) -> dict[str, str]:
-    """The original headers without hop headers, a fresh ce_id, where the copy came from, and whether
-    changed actions are to be re-delivered."""
-    out = {k: v for k, v in c.headers.items() if k not in h.HOP_HEADERS and k != h.REDELIVER}
+def reextract_headers(c: Chosen, redeliver: bool = False, by: str | None = None) -> dict[str, str]:
+    """The original headers without hop headers, a fresh ce_id, where the copy came from, who sent it
+    (the recorder audits it), and whether changed actions are to be re-delivered."""
+    out = {k: v for k, v in c.headers.items() if k not in h.HOP_HEADERS and k not in (h.REDELIVER, h.REEXTRACTED_BY)}
     out[h.CE_ID] = str(uuid.uuid4())
     out[h.CE_TIME] = now_iso()
     out[REEXTRACT_OF] = c.event_id
+    if by is not None:
+        out[h.REEXTRACTED_BY] = by
     if redeliver:
         out[h.REDELIVER] = "1"
     return out
@@ -159,9 +162,10 @@ async def republish(
     progress: Progress | None,
     topic: str = CONVERSATION_ENDED,
     redeliver: bool = False,
+    by: str | None = None,
 ) -> int:
     """At most `rate` records/s; returns how many were acknowledged."""
-    outgoing = [Outgoing(topic, c.key, c.value, reextract_headers(c, redeliver)) for c in chosen]
+    outgoing = [Outgoing(topic, c.key, c.value, reextract_headers(c, redeliver, by)) for c in chosen]
     return await send_all(kafka, outgoing, rate, progress, "re-extracting")
 
 
@@ -229,7 +233,7 @@ def reextract(
         console.print(f"{len(chosen)} conversation(s) {'would be republished' if dry_run else 'to republish'}")
         return
     with Progress(console=console) as progress:
-        done = asyncio.run(republish(kafka, chosen, rate, progress, topic, redeliver))
+        done = asyncio.run(republish(kafka, chosen, rate, progress, topic, redeliver, operator()))
     console.print(f"{done} conversation(s) republished for re-extraction")
 
 

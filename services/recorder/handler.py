@@ -59,7 +59,7 @@ def rows_for(event: BaseModel | bytes | None, ctx: Context, raw: RawTopics = DEF
     """The rows one record adds."""
     source = Source(ctx.topic, ctx.partition, ctx.offset, ctx.timestamp_ms)
     if isinstance(event, ConversationEnded):
-        return rows.ended(event, source)
+        return rows.ended(event, source, ctx.headers)
     if isinstance(event, ConversationExtracted):
         return rows.extracted(event, source, ctx.headers)
     if isinstance(event, DecisionTrace):

@@ -47,6 +47,10 @@ class Source:
     def at(self) -> datetime:
         return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
 
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
     def columns(self) -> Row:
         return {"kafka_topic": self.topic, "kafka_partition": self.partition, "kafka_offset": self.offset}
 
@@ -166,8 +170,14 @@ def search_text(*parts: str | None) -> str:
     return str(clean(" ".join(p for p in parts if p).lower()))
 
 
-def ended(event: ConversationEnded, source: Source) -> Rows:
-    return Rows(conversations=[conversation_row(event, source.at)], conversation_ids={event.conversation_id})
+def ended(event: ConversationEnded, source: Source, headers: Mapping[str, str] | None = None) -> Rows:
+    """The conversation; a copy `postcall reextract` sent from the topic is also audited (who, which)."""
+    out = Rows(conversations=[conversation_row(event, source.at)], conversation_ids={event.conversation_id})
+    by = (headers or {}).get(h.REEXTRACTED_BY)
+    if by is not None:
+        target = {"conversation_id": event.conversation_id, "event_id": event.event_id, "record": source.coordinates}
+        out.audits.append(_command_line_audit("reextract", by, source.at, target))
+    return out
 
 
 def extracted(record: ConversationExtracted, source: Source, headers: Mapping[str, str]) -> Rows:
@@ -369,18 +379,16 @@ def replay_marker(headers: Mapping[str, str], source: Source) -> Rows:
     row = _row(kafka_topic=topic, kafka_partition=number, kafka_offset=offset, replayed_at=at, replayed_by=by)
     if headers.get(h.REPLAYED_VIA) == "api":
         return Rows(replays=[row])
-    marker = f"{source.topic}:{source.partition}:{source.offset}"
-    audit = _row(
-        at=at,
-        actor=by,
-        role="command line",
-        action="replay",
-        # the marker's own coordinates make the row's identity: re-reading the topic adds nothing
-        target=orjson.dumps({"dead_letter": f"{topic}:{number}:{offset}", "marker": marker}).decode(),
-        outcome=orjson.dumps({"matched": 1, "sent": 1}).decode(),
-        dry_run=False,
-    )
-    return Rows(replays=[row], audits=[audit])
+    target = {"dead_letter": f"{topic}:{number}:{offset}", "marker": source.coordinates}
+    return Rows(replays=[row], audits=[_command_line_audit("replay", by, at, target)])
+
+
+def _command_line_audit(action: str, by: str, at: datetime, target: Mapping[str, str]) -> Row:
+    """An operator action sent straight to Kafka, audited when the recorder reads what it sent; the
+    record's own coordinates in the target make the row's identity (re-reading adds nothing)."""
+    outcome = {"matched": 1, "sent": 1}
+    return _row(at=at, actor=by, role="command line", action=action, target=orjson.dumps(target).decode(),
+                outcome=orjson.dumps(outcome).decode(), dry_run=False)  # fmt: skip
 
 
 def _conversation_of(value: bytes | None) -> str | None:

@@ -111,12 +111,12 @@ async def insert_records(conn: AsyncConnection, rows: Rows) -> None:
 
 
 async def _insert_audits(conn: AsyncConnection, records: list[Row]) -> None:
-    """Once per replay marker: the target names the marker's coordinates, and the audit table has no
-    key of its own (the API's rows have none), so the markers already audited are looked up first."""
+    """Once per record: the target names the record's coordinates, and the audit table has no key of its
+    own (the API's rows have none), so the records already audited are looked up first."""
     audit = table(AuditEntry)
     fresh = {r["target"]: r for r in records}
     for chunk in _chunks(list(fresh)):
-        query = select(audit.c.target).where(audit.c.action == "replay", audit.c.target.in_(chunk))
+        query = select(audit.c.target).where(audit.c.role == "command line", audit.c.target.in_(chunk))
         for seen in (await conn.execute(query)).scalars():
             fresh.pop(seen, None)
     if fresh:

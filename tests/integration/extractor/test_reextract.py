@@ -16,6 +16,7 @@ from schemas import headers as h
 from schemas.events import Agent, ConversationEnded
 from schemas.headers import REEXTRACT_OF
 from schemas.topics import dead_letter_topic, retry_topic
+from services.cli.dlq import operator
 from services.cli.reextract import Filters, app, republish, select
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
@@ -92,6 +93,7 @@ def test_the_command_needs_a_filter_and_dry_run_publishes_nothing(kafka: KafkaSe
     assert "2 conversation(s) republished" in real.output
     copies = [r for r in asyncio.run(read_all(kafka, topic)) if REEXTRACT_OF in r.headers]
     assert sorted(r.key or "" for r in copies) == ["conv-1", "conv-2"]
+    assert {r.headers[h.REEXTRACTED_BY] for r in copies} == {operator()}  # the recorder audits it
 
 
 async def test_the_extractor_runs_a_republished_conversation_again(kafka: KafkaSettings, tmp_path: Path) -> None:

@@ -154,3 +154,17 @@ async def test_a_command_line_replay_is_audited_once_however_often_its_marker_is
                                                "marker": "postcall.router.dlq.v1:0:10"}),
     ]  # fmt: skip
     assert [(d.key, d.replayed_by) for d in letters.items] == [("c3", "ops@box")]
+
+
+async def test_a_command_line_reextraction_is_audited_once_per_copy(store: Store) -> None:
+    event = ended("c-re")
+    copy = {h.REEXTRACT_OF: event.event_id, h.REEXTRACTED_BY: "ops@box"}
+    for _ in range(2):  # read again after a restart: no second row
+        await writer.write(store, r.ended(event, r.Source(CONVERSATION_ENDED, 1, 7, 0), copy))
+    await writer.write(store, r.ended(event, r.Source(CONVERSATION_ENDED, 1, 8, 0), copy))  # re-extracted again
+    async with store.read() as conn:
+        page = await tokens.list_audit(conn)
+    assert [(a.actor, a.action, a.target["record"]) for a in page.items] == [
+        ("ops@box", "reextract", f"{CONVERSATION_ENDED}:1:8"),
+        ("ops@box", "reextract", f"{CONVERSATION_ENDED}:1:7"),
+    ]

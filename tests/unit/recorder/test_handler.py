@@ -76,6 +76,15 @@ async def test_a_replay_marker_marks_instead_of_adding_a_dead_letter() -> None:
     assert not rows.dead_letters and rows.replays[0]["kafka_offset"] == 3
 
 
+async def test_a_conversation_republished_by_the_command_line_is_audited() -> None:
+    batcher = Collecting()
+    event = ended("c-re")
+    copy = {"ce_id": "ce-2", h.REEXTRACT_OF: event.event_id, h.REEXTRACTED_BY: "ops@box"}
+    await harness(batcher).send(event, headers=copy, timestamp_ms=MS)
+    (rows,) = batcher.rows
+    assert rows.conversations and [(a["actor"], a["action"]) for a in rows.audits] == [("ops@box", "reextract")]
+
+
 async def test_a_dispatcher_retry_copy_says_when_the_next_attempt_is_due() -> None:
     batcher = Collecting()
     action = {"action_id": "a1", "conversation_id": "c1", "type": "webhook"}

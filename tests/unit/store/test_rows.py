@@ -76,3 +76,18 @@ def test_naive_times_are_read_as_utc() -> None:
 def test_cursors_round_trip() -> None:
     assert decode_cursor(encode_cursor(T0, "c-1"), str) == (T0, "c-1")
     assert decode_cursor(encode_cursor(T0, 7), int) == (T0, 7)
+
+
+def test_a_command_line_reextraction_is_audited_from_its_copy_and_an_original_is_not() -> None:
+    """`postcall reextract` from the topic went straight to Kafka and left no audit row."""
+    event = ended("c-re")
+    (audit,) = r.ended(event, SOURCE, {h.REEXTRACT_OF: event.event_id, h.REEXTRACTED_BY: "ops@box"}).audits
+    assert (audit["actor"], audit["role"], audit["action"]) == ("ops@box", "command line", "reextract")
+    assert orjson.loads(audit["target"]) == {
+        "conversation_id": "c-re",
+        "event_id": event.event_id,
+        "record": "postcall.extractor.dlq.v1:2:41",
+    }
+    assert r.ended(event, SOURCE, {}).audits == [] and r.ended(event, SOURCE).audits == []
+    from_api = {h.REEXTRACT_OF: event.event_id, h.CE_SOURCE: "/postcall/store"}  # the API audits its own
+    assert r.ended(event, SOURCE, from_api).audits == []
