@@ -180,3 +180,23 @@ async def test_metrics_count_requests_by_source_and_outcome(client: httpx.AsyncC
     assert 'postcall_ingress_requests_total{endpoint="copperline",outcome="ignored",source="vapi"}' in text
     assert "postcall_ingress_request_duration_seconds_bucket" in text
     assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_retells_duplicate_call_ended_is_one_record_and_call_analyzed_is_its_own(
+    publisher: RecordingPublisher,
+) -> None:
+    """An endpoint that publishes both Retell events: the call_ended Retell sends twice within a second
+    is one record; call_analyzed for the same call is another (its own event id)."""
+    text = DEMO_ENDPOINTS.read_text().replace("publish_on: [call_analyzed]", "publish_on: [call_ended, call_analyzed]")
+    assert "call_ended, call_analyzed" in text
+    settings = IngressSettings(ingress=IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS))
+    app = create_app(settings, endpoints_file.parse(text, {}, "endpoints.yaml"), publisher)
+    analyzed = example("retell/phone-voicemail-analyzed.json")
+    ended = analyzed.replace(b'"event": "call_analyzed"', b'"event": "call_ended"')
+    assert ended != analyzed
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as c:
+        answers = [await post(c, "retell", body) for body in (ended, ended, analyzed)]
+    assert [a.json()["status"] for a in answers] == ["published", "duplicate", "published"]
+    call = answers[0].json()["conversation_id"]
+    assert [e.event_id for e, _ in publisher.sent] == [f"retell:{call}:call_ended", f"retell:{call}:call_analyzed"]
+    assert {e.conversation_id for e, _ in publisher.sent} == {call}
