@@ -143,8 +143,10 @@ def replay_target(d: DeadLetter) -> str | None:
 
 
 def replay_headers(d: DeadLetter, by: str) -> dict[str, str]:
-    """Original headers without the hop headers, plus where this replay came from."""
-    out = {k: v for k, v in d.headers.items() if k not in h.HOP_HEADERS}
+    """Original headers without the hop headers, plus where this replay came from. A re-extraction's
+    `x-reextracted-by` is dropped too: that operator's action was audited from the first copy, and the
+    replay is this operator's (its marker says who), not a second re-extraction by the first."""
+    out = {k: v for k, v in d.headers.items() if k not in h.HOP_HEADERS and k != h.REEXTRACTED_BY}
     out[h.REPLAY_COUNT] = str(replay_count(d) + 1)
     out[h.REPLAYED_FROM] = d.coordinates
     out[h.REPLAYED_AT] = now_iso()

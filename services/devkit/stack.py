@@ -139,11 +139,21 @@ class Stack:
         return [p for p in self.processes if not p.alive()]
 
 
-async def skip_backlog(bootstrap: str, services: tuple[str, ...] = SERVICES) -> int:
+LOCAL_HOSTS = frozenset(("127.0.0.1", "localhost", "::1", "[::1]"))
+
+
+async def skip_backlog(bootstrap: str, services: tuple[str, ...] = SERVICES, *, force: bool = False) -> int:
     """Commit each service's consumer group at the current end of every topic it consumes (inputs and
     retry tiers): services started next on a shared broker (the test session's, a benchmark's) begin with
     what is published from now on, not with records other runs left unconsumed. Returns how many records
-    were skipped."""
+    were skipped. It moves the production group ids, so it refuses a cluster that is not on this machine
+    unless `force`."""
+    remote = [a for a in bootstrap.split(",") if a.strip().rsplit(":", 1)[0] not in LOCAL_HOSTS]
+    if remote and not force:
+        raise ValueError(
+            f"skip_backlog would move the services' consumer groups past unread records on {', '.join(remote)}: "
+            "refused for a broker that is not on this machine (force=True to insist)"
+        )
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     skipped = 0
     for service in services:

@@ -4,6 +4,7 @@ receiver as 322 foreign webhooks)."""
 
 from __future__ import annotations
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.routes import registry, route_of
@@ -38,3 +39,9 @@ async def test_leftover_records_are_skipped_for_every_service_group(kafka: Kafka
     assert await _lag(kafka, "extractor") == 0
     assert await _lag(kafka, "recorder") == 0
     assert await skip_backlog(kafka.bootstrap_servers) == 0  # nothing new since
+
+
+@pytest.mark.parametrize("bootstrap", ["kafka.prod.example:9092", "127.0.0.1:9092,10.0.0.7:9092"])
+async def test_a_cluster_not_on_this_machine_is_refused(bootstrap: str) -> None:
+    with pytest.raises(ValueError, match="not on this machine"):
+        await skip_backlog(bootstrap)

@@ -98,6 +98,15 @@ def test_a_malformed_replay_count_counts_as_zero_or_its_number(count: str) -> No
     assert headers[h.REPLAY_COUNT] == ("4" if count == " 3 " else "1")
 
 
+def test_a_replayed_reextraction_is_not_audited_again_as_the_first_operators_reextraction() -> None:
+    """alice's `reextract` copy failed and was dead-lettered; bob replays it: the recorder must not write
+    a second 'reextract by alice' row for the replayed copy (it audits bob's replay from the marker)."""
+    copy = letter("k", **{h.REEXTRACTED_BY: "alice@ops", h.REEXTRACT_OF: "evt-1"})
+    headers = replay_headers(copy, "bob@ops")
+    assert h.REEXTRACTED_BY not in headers
+    assert headers[h.REEXTRACT_OF] == "evt-1" and headers[h.REPLAYED_BY] == "bob@ops"
+
+
 def test_a_forged_original_topic_never_aims_a_replay_elsewhere() -> None:
     good = letter("a")
     to_actions = letter("b", **{h.ORIGINAL_TOPIC: "postcall.actions.webhook.v1"})
