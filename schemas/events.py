@@ -520,6 +520,24 @@ class DestinationState(Model):
     open, until `open_until`) or its probe closed it. kind `replica`: a replica's heartbeat; the rate
     limits are shared out among the live ones."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [  # what _complete checks, for readers of the JSON Schema
+                {
+                    "if": {"properties": {"kind": {"const": "disabled"}}},
+                    "then": {
+                        "required": ["destination", "disabled"],
+                        "properties": {"destination": {"type": "string"}, "disabled": {"type": "boolean"}},
+                    },
+                },
+                {
+                    "if": {"properties": {"kind": {"const": "circuit"}}},
+                    "then": {"required": ["destination"], "properties": {"destination": {"type": "string"}}},
+                },
+            ]
+        }
+    )
+
     kind: Literal["disabled", "circuit", "replica"]
     destination: str | None = Field(None, description="The destination (kinds disabled and circuit).")
     disabled: Flag | None = None
@@ -528,6 +546,14 @@ class DestinationState(Model):
     reason: str | None = Field(None, max_length=1000, description="Why: the answer, or who enabled it.")
     replica: Id = Field(description="Who wrote it: a dispatcher replica's id, or `postcall destinations`.")
     at: Timestamp
+
+    @model_validator(mode="after")
+    def _complete(self) -> DestinationState:
+        if self.kind in ("disabled", "circuit") and self.destination is None:
+            raise ValueError(f"kind {self.kind} needs a destination")
+        if self.kind == "disabled" and self.disabled is None:
+            raise ValueError("kind disabled needs `disabled` (true: disabled, false: enabled again)")
+        return self
 
     @property
     def key(self) -> str:

@@ -107,10 +107,13 @@ Name = Annotated[str, typer.Argument(help="The destination's name in the dispatc
 def enable_command(name: Name, bootstrap: Bootstrap = None) -> None:
     """Send to a destination again on every replica (it was disabled by a 410 Gone)."""
     kafka = kafka_settings(bootstrap)
-    facts = asyncio.run(state(kafka))
-    current = facts.get(f"disabled/{name}")
-    if current is None or not current.disabled:
-        console.print(plain(f"{name}: not disabled; nothing to do"))
-        raise typer.Exit(0)
+    current = asyncio.run(state(kafka)).get(f"disabled/{name}")
+    # written even when nothing says disabled: a replica may hold a 410 whose record never reached the topic
     asyncio.run(enable(kafka, name))
-    console.print(plain(f"{name}: enabled on every dispatcher replica (was: {current.reason or 'disabled'})"))
+    console.print(plain(enabled_message(name, current)))
+
+
+def enabled_message(name: str, current: DestinationState | None) -> str:
+    if current is None or not current.disabled:
+        return f"{name}: enabled on every dispatcher replica (it was not recorded as disabled)"
+    return f"{name}: enabled on every dispatcher replica (was: {current.reason or 'disabled'})"

@@ -163,7 +163,7 @@ class HttpSender:
         timeout = self._registry.timeout(dest)
         exchange = Exchange(self._clients[dest.name], self._options, timeout, self.tokens.get(dest.name))
         async with self._registry.gate(dest.name).slot() as slot:
-            started = time.perf_counter()
+            started, began = time.perf_counter(), time.time()
             try:
                 async with asyncio.timeout(timeout):
                     answer = await run(exchange)
@@ -188,7 +188,7 @@ class HttpSender:
             finally:
                 elapsed = time.perf_counter() - started
                 delivery_duration(action_type, dest.name).observe(elapsed)
-            error = self._classify(dest, answer) or (judge(answer) if judge else None)
+            error = self._classify(dest, answer, began) or (judge(answer) if judge else None)
             slot.record(not isinstance(error, RetryableError))
         latency_ms = round(elapsed * 1000, 3)
         if error is not None:
@@ -204,9 +204,9 @@ class HttpSender:
             headers.update(signature(dest, msg_id, body))
         return headers
 
-    def _classify(self, dest: UrlDestination, answer: Answer) -> PostcallError | None:
+    def _classify(self, dest: UrlDestination, answer: Answer, began: float) -> PostcallError | None:
         if answer.status == 410:
-            self._registry.disable(dest.name, DISABLED_REASON)
+            self._registry.disable(dest.name, DISABLED_REASON, began)
             return PermanentError(f"HTTP 410 Gone: destination {dest.name} disabled")
         return classify_http_status(answer.status, answer.retry_after)
 

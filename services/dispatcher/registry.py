@@ -8,6 +8,7 @@ token bucket fills at `limit / live replicas`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
@@ -18,6 +19,7 @@ from services.dispatcher.limits import Gate, TokenBucket
 from services.dispatcher.metrics import CIRCUIT_OPEN, DESTINATION_DISABLED
 
 D = TypeVar("D", bound=DestinationBase)
+log = logging.getLogger("postcall.dispatcher.registry")
 # Waiters per concurrency slot: enough that a backlog for one healthy destination drains from the
 # runtime's window instead of bouncing through retry tier 1 (bench/dispatcher.py: with 8 per slot a
 # 2,000-action backlog drained at ~54/s), few enough that a stalled destination holds a bounded share of
@@ -39,6 +41,7 @@ class Registry:
         self._destinations = dict(destinations)
         self._default_timeout = default_timeout
         self.disabled: dict[str, str] = {}
+        self.enabled_at: dict[str, float] = {}  # destination -> an operator's latest enable (epoch seconds)
         self._shared: Publisher | None = None
         self._gates = {name: self._gate(d, max_wait_seconds) for name, d in self._destinations.items()}
         for name in self._destinations:
@@ -93,19 +96,27 @@ class Registry:
     def timeout(self, dest: DestinationBase) -> float:
         return dest.timeout_seconds or self._default_timeout
 
-    def disable(self, name: str, reason: str) -> None:
-        """This replica's decision (a 410): every replica's, and it outlives restarts."""
+    def disable(self, name: str, reason: str, started: float | None = None) -> None:
+        """This replica's decision (a 410): every replica's, and it outlives restarts. `started` (epoch
+        seconds): when the request that met the 410 began; one begun before an operator's latest
+        `postcall destinations enable` is ignored (the owner fixed the destination meanwhile)."""
+        enabled_at = self.enabled_at.get(name)
+        if started is not None and enabled_at is not None and started < enabled_at:
+            log.info("destination %s: a 410 to a request sent before it was enabled again, ignored", name)
+            return
         self.apply_disabled(name, reason)
         if self._shared is not None:
             self._shared.disabled(name, reason)
 
     # ── another replica's (or an operator's) decisions: services.dispatcher.shared.Listener ──────
 
-    def apply_disabled(self, destination: str, reason: str | None) -> None:
+    def apply_disabled(self, destination: str, reason: str | None, enabled_at: float | None = None) -> None:
         if destination not in self._destinations:
             return
         if reason is None:
             self.disabled.pop(destination, None)
+            if enabled_at is not None:
+                self.enabled_at[destination] = max(enabled_at, self.enabled_at.get(destination, enabled_at))
         else:
             self.disabled[destination] = reason
         DESTINATION_DISABLED.labels(destination).set(0 if reason is None else 1)

@@ -13,8 +13,9 @@ a whole keeps the limit however many replicas run; a replica that vanished witho
 for three intervals (the group sends a little under the limit meanwhile, never over).
 
 Decisions are written in the background (the delivery that saw the 410 does not wait for the broker); a
-write that fails is logged, and the next replica to meet the decision writes it again (a destination that
-is gone answers 410 to every replica). A restarted replica applies its own earlier decisions too (a static
+write that fails is logged and kept: the latest undelivered decision per destination is written again with
+every heartbeat until the broker acknowledges it, and a clean stop waits (a few seconds at most) for the
+writes still under way before it leaves. A restarted replica applies its own earlier decisions too (a static
 group.instance.id keeps its replica id); while running it skips them (it applied them when made).
 """
 
@@ -44,6 +45,8 @@ from services.common.settings import KafkaSettings
 log = logging.getLogger("postcall.dispatcher.shared")
 
 HEARTBEAT_SECONDS = 2.0
+FOLLOW_BACKOFF = (0.5, 30.0)  # seconds: first and longest wait before reading the topic again after an error
+STOP_WAIT = 5.0  # seconds a clean stop waits for decisions still being written
 ALIVE_FOR = 3  # heartbeats: a replica silent for longer is gone
 OPERATOR = "postcall destinations"
 
@@ -51,7 +54,9 @@ OPERATOR = "postcall destinations"
 class Listener(Protocol):
     """What the shared state tells the registry (services/dispatcher/registry.py)."""
 
-    def apply_disabled(self, destination: str, reason: str | None) -> None: ...  # None: enabled again
+    def apply_disabled(  # reason None: enabled again, at `enabled_at` (epoch seconds)
+        self, destination: str, reason: str | None, enabled_at: float | None = None
+    ) -> None: ...
     def apply_circuit(self, destination: str, open_until: float | None) -> None: ...  # None: closed
     def apply_replicas(self, live: int) -> None: ...
 
@@ -86,6 +91,8 @@ class SharedState:
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: dict[str, float] = {}  # replica -> its last heartbeat (wall clock)
         self._live = 1
+        self._unsent: dict[str, DestinationState] = {}  # key -> the latest decision not yet acknowledged
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> SharedState:
         if not await partitions_of(self._kafka, self._topic):
@@ -108,9 +115,16 @@ class SharedState:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in list(self._tasks):
+        if self._writes:  # decisions under way reach the topic before we stop (a restart would lose them)
+            await asyncio.wait(list(self._writes), timeout=STOP_WAIT)
+        if self._unsent:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resend(), STOP_WAIT)
+        for name in self._unsent:
+            log.error("destination state not written before stopping (%s): other replicas will not see it", name)
+        for task in list(self._tasks | self._writes):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._writes, return_exceptions=True)
         with contextlib.suppress(Exception):  # a clean stop: the others share the limits without us at once
             await (await self._producer.send(self._topic, None, key=f"replica/{self.replica}".encode()))
         await self._producer.stop()
@@ -129,8 +143,25 @@ class SharedState:
         await future
 
     def publish(self, state: DestinationState) -> None:
-        """Write one fact in the background; a failure is logged."""
-        self._spawn(self._safely(state))
+        """Write one decision in the background; until the broker acknowledges it, it is kept and written
+        again with every heartbeat (a newer decision for the same key replaces it)."""
+        self._unsent[state.key] = state
+        task = asyncio.create_task(self._deliver(state))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _deliver(self, state: DestinationState) -> None:
+        try:
+            await self.publish_now(state)
+        except Exception as exc:  # kept in _unsent: the next heartbeat writes it again
+            log.warning("destination state not written (%s), will retry: %s", state.key, exc)
+            return
+        if self._unsent.get(state.key) is state:
+            del self._unsent[state.key]
+
+    async def _resend(self) -> None:
+        for state in list(self._unsent.values()):
+            await self._deliver(state)
 
     def disabled(self, destination: str, reason: str) -> None:
         self.publish(fact("disabled", self.replica, destination=destination, disabled=True, reason=reason))
@@ -162,9 +193,20 @@ class SharedState:
         return read
 
     async def _follow(self) -> None:
+        """Read the others' decisions for as long as we run: an error (authorization, a broker gone) is
+        logged and the read tried again after a growing pause, never a silent stop."""
         assert self._consumer is not None
+        first, longest = FOLLOW_BACKOFF
+        wait = first
         while True:
-            batch = await self._consumer.getmany(timeout_ms=1000)
+            try:
+                batch = await self._consumer.getmany(timeout_ms=1000)
+            except Exception as exc:
+                log.error("destination state: reading %s failed, again in %.1f s: %s", self._topic, wait, exc)
+                await asyncio.sleep(wait)
+                wait = min(longest, wait * 2)
+                continue
+            wait = first
             for records in batch.values():
                 for record in records:
                     self._apply(record.key, record.value)
@@ -182,12 +224,16 @@ class SharedState:
         except ValidationError as exc:
             log.warning("destination state: an unreadable record skipped: %s", codec.summarize(exc))
             return
+        if state.key != name:  # a record filed under another key would change the wrong state
+            log.warning("destination state: a record under key %r says it is %r; skipped", name, state.key)
+            return
         if state.kind == "replica":
             self._seen[state.replica] = state.at.timestamp()
         elif state.destination is None or (state.replica == self.replica and not own):
             return  # our own decisions are applied when made
         elif state.kind == "disabled":
-            self._listener.apply_disabled(state.destination, state.reason if state.disabled else None)
+            enabled_at = None if state.disabled else state.at.timestamp()
+            self._listener.apply_disabled(state.destination, state.reason if state.disabled else None, enabled_at)
         elif state.circuit == "open" and state.open_until is not None:
             self._listener.apply_circuit(state.destination, state.open_until.timestamp())
         elif state.circuit == "closed":
@@ -205,6 +251,7 @@ class SharedState:
         while True:
             await asyncio.sleep(self._heartbeat)
             await self._safely(fact("replica", self.replica))
+            await self._resend()
             self._count_live()
 
     async def _safely(self, state: DestinationState) -> None:

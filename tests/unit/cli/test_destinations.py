@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+from typer.testing import CliRunner
+
 from schemas.events import DestinationState
+from services.cli import destinations
 from services.cli.destinations import report
 
 
@@ -39,3 +43,22 @@ def test_status_lists_disabled_destinations_open_circuits_and_live_replicas() ->
 def test_a_destination_name_from_kafka_is_printed_as_plain_text() -> None:
     facts = {"disabled/x": fact(kind="disabled", destination="[red]x\x1b[2J", disabled=True)}
     assert str(report(facts, now=1001)[0]).startswith("[red]x\\x1b[2J  disabled")
+
+
+def test_enable_writes_the_enable_record_even_when_nothing_recorded_it_disabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written: list[str] = []
+
+    async def no_state(kafka: object) -> dict[str, DestinationState]:
+        return {}
+
+    async def enable(kafka: object, destination: str) -> None:
+        written.append(destination)
+
+    monkeypatch.setattr(destinations, "state", no_state)
+    monkeypatch.setattr(destinations, "enable", enable)
+    result = CliRunner().invoke(destinations.app, ["enable", "crm", "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 0, result.output
+    assert written == ["crm"]
+    assert "crm: enabled on every dispatcher replica (it was not recorded as disabled)" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -104,6 +105,17 @@ async def test_410_disables_the_destination_and_later_actions_fail_permanently(m
         await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
     with pytest.raises(PermanentError, match=r"destination disabled \(410 Gone\)"):
         reg.get("crm", HttpDestination)
+
+
+async def test_a_410_to_a_request_sent_before_an_operator_enabled_the_destination_does_not_disable_it(
+    mock_sender: Sender,
+) -> None:
+    reg = registry(CRM, CRM_ENV)
+    reg.apply_disabled("crm", None, enabled_at=time.time() + 60)  # the enable lands while the request is out
+    sender = mock_sender(lambda r: httpx.Response(410), reg)
+    with pytest.raises(PermanentError, match="410"):
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="a", body=b"{}")
+    assert reg.get("crm", HttpDestination).name == "crm"  # still enabled
 
 
 async def test_error_message_quotes_the_start_of_the_response_body(mock_sender: Sender) -> None:

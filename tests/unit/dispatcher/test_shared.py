@@ -1,0 +1,193 @@
+"""The shared destination state without a broker: a fake producer and consumer stand in for Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
+
+import pydantic
+import pytest
+
+from schemas.events import DestinationState
+from services.common import codec
+from services.common.settings import KafkaSettings
+from services.dispatcher import shared
+from services.dispatcher.shared import SharedState, fact
+
+from .conftest import CRM, CRM_ENV, registry
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.disabled: list[tuple[str, str | None]] = []
+
+    def apply_disabled(self, destination: str, reason: str | None, enabled_at: float | None = None) -> None:
+        self.disabled.append((destination, reason))
+
+    def apply_circuit(self, destination: str, open_until: float | None) -> None:
+        pass
+
+    def apply_replicas(self, live: int) -> None:
+        pass
+
+
+class Producer:
+    """Acknowledges a write unless `failures` says to fail it; `delay` holds each write that long."""
+
+    def __init__(self, failures: int = 0, delay: float = 0.0) -> None:
+        self.failures, self.delay = failures, delay
+        self.sent: list[tuple[bytes, bytes | None]] = []
+
+    async def send(self, topic: str, value: bytes | None, key: bytes, headers: Any = None) -> asyncio.Future[None]:
+        await asyncio.sleep(self.delay)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failures:
+            self.failures -= 1
+            future.set_exception(RuntimeError("broker unavailable"))
+        else:
+            self.sent.append((key, value))
+            future.set_result(None)
+        return future
+
+    async def stop(self) -> None:
+        pass
+
+    def written(self) -> list[str]:
+        return [key.decode() for key, value in self.sent if value is not None]
+
+
+def state(fake: Producer, listener: Listener | None = None, **kw: Any) -> SharedState:
+    with mock.patch.object(shared, "producer", lambda kafka: fake):
+        return SharedState(KafkaSettings(), listener or Listener(), "replica-a", **kw)
+
+
+async def settle(s: SharedState) -> None:
+    while s._writes:
+        await asyncio.gather(*s._writes, return_exceptions=True)
+
+
+async def test_a_decision_whose_write_failed_is_written_again_with_the_next_heartbeat() -> None:
+    fake = Producer(failures=1)
+    s = state(fake, heartbeat_seconds=0.01)
+    s.disabled("crm", "destination disabled (410 Gone)")
+    await settle(s)
+    assert fake.written() == []  # the first write failed
+    beat = asyncio.create_task(s._beat())
+    for _ in range(100):
+        if "disabled/crm" in fake.written():
+            break
+        await asyncio.sleep(0.01)
+    beat.cancel()
+    assert "disabled/crm" in fake.written()
+    assert s._unsent == {}
+    sent = [DestinationState.model_validate_json(v) for k, v in fake.sent if k == b"disabled/crm" and v]
+    assert sent[0].disabled is True
+
+
+async def test_a_clean_stop_waits_for_a_decision_still_being_written() -> None:
+    fake = Producer(delay=0.2)
+    s = state(fake)
+    s.disabled("crm", "destination disabled (410 Gone)")
+    await s.__aexit__(None, None, None)
+    assert "disabled/crm" in fake.written()
+
+
+async def test_a_clean_stop_writes_a_decision_whose_first_write_failed() -> None:
+    fake = Producer(failures=1)
+    s = state(fake)
+    s.disabled("crm", "destination disabled (410 Gone)")
+    await s.__aexit__(None, None, None)
+    assert "disabled/crm" in fake.written()
+
+
+class Consumer:
+    """Fails its first `failures` reads, then hands out `records` once."""
+
+    def __init__(self, failures: int, records: list[Any]) -> None:
+        self.failures, self.records = failures, records
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[str, list[Any]]:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("TopicAuthorizationFailedError")
+        records, self.records = self.records, []
+        await asyncio.sleep(0 if records else 0.01)
+        return {"tp": records}
+
+
+def record(value: DestinationState, key: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(key=(key or value.key).encode(), value=codec.encode(value))
+
+
+async def test_following_the_topic_goes_on_after_an_error_and_logs_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(shared, "FOLLOW_BACKOFF", (0.01, 0.02))
+    listener = Listener()
+    s = state(Producer(), listener)
+    other = fact("disabled", "replica-b", destination="crm", disabled=True, reason="gone")
+    s._consumer = Consumer(failures=3, records=[record(other)])  # type: ignore[assignment]
+    with caplog.at_level(logging.ERROR, "postcall.dispatcher.shared"):
+        follow = asyncio.create_task(s._follow())
+        for _ in range(100):
+            if listener.disabled:
+                break
+            await asyncio.sleep(0.01)
+        assert not follow.done()
+        follow.cancel()
+    assert listener.disabled == [("crm", "gone")]
+    assert "TopicAuthorizationFailedError" in caplog.text
+
+
+def test_a_record_under_another_key_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> Listener:
+        listener = Listener()
+        s = state(Producer(), listener)
+        enabled = fact("disabled", "replica-b", destination="crm", disabled=False, reason="x")
+        with caplog.at_level(logging.WARNING, "postcall.dispatcher.shared"):
+            s._apply(b"disabled/sheets", codec.encode(enabled))
+        return listener
+
+    assert asyncio.run(run()).disabled == []
+    assert "skipped" in caplog.text
+
+
+def test_a_disabled_fact_without_disabled_is_refused() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(pydantic.ValidationError, match="needs `disabled`"):
+        DestinationState.model_validate({"kind": "disabled", "destination": "crm", "replica": "r", "at": at})
+    with pytest.raises(pydantic.ValidationError, match="needs a destination"):
+        DestinationState.model_validate({"kind": "circuit", "circuit": "open", "replica": "r", "at": at})
+
+
+async def test_a_disabled_record_without_its_field_does_not_enable_the_destination() -> None:
+    listener = Listener()
+    s = state(Producer(), listener)
+    s._apply(b"disabled/crm", b'{"kind":"disabled","destination":"crm","replica":"r","at":"2026-01-01T00:00:00Z"}')
+    assert listener.disabled == []
+
+
+def test_a_410_to_a_request_begun_before_the_latest_enable_is_ignored() -> None:
+    reg = registry(CRM, CRM_ENV)
+    reg.apply_disabled("crm", None, enabled_at=1000.0)  # an operator enabled crm at t=1000
+    reg.disable("crm", "destination disabled (410 Gone)", started=999.0)  # a request in flight since 999
+    assert "crm" not in reg.disabled
+    reg.disable("crm", "destination disabled (410 Gone)", started=1001.0)  # a request after the enable
+    assert reg.disabled["crm"] == "destination disabled (410 Gone)"
+
+
+def test_shared_state_passes_the_enable_time_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, ...]] = []
+    listener: Any = SimpleNamespace(apply_disabled=lambda *a: calls.append(a))
+
+    async def run() -> None:
+        s = state(Producer(), listener)
+        enabled = fact("disabled", "postcall destinations", destination="crm", disabled=False, reason="ops")
+        s._apply(enabled.key.encode(), codec.encode(enabled))
+        assert calls == [("crm", None, enabled.at.timestamp())]
+
+    asyncio.run(run())
