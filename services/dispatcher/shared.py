@@ -8,9 +8,10 @@
 Every replica reads the topic from the beginning before it consumes a single action, so a restarted
 replica stays stopped for a destination disabled before, then follows it. What one replica decides
 (410, a circuit opening or closing) it writes, and every replica applies it. Rate limits are shared out:
-each replica sends at `limit / live replicas` (heartbeats younger than three intervals), so the group as
-a whole keeps the limit however many replicas run; a replica that vanished without its tombstone counts
-for three intervals (the group sends a little under the limit meanwhile, never over).
+each replica sends at `limit / live replicas` (heartbeats read within three intervals, on our own clock),
+so the group as a whole keeps about the limit however many replicas run; a replica that vanished without
+its tombstone counts for three intervals (the group sends a little under the limit meanwhile). Where the
+group can go over it is listed in docs/operations.md (a starting replica, failed heartbeat writes, bursts).
 
 Decisions are written in the background (the delivery that saw the 410 does not wait for the broker); a
 write that fails is logged and kept: the latest undelivered decision per destination is written again with
@@ -89,7 +90,11 @@ class SharedState:
         self._producer = producer(kafka)
         self._consumer: AIOKafkaConsumer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._seen: dict[str, float] = {}  # replica -> its last heartbeat (wall clock)
+        # replica -> when this replica READ its last heartbeat (self._clock, monotonic): ages measured on our
+        # own clock, so a peer whose clock is off is not counted gone for it
+        self._seen: dict[str, float] = {}
+        self._stamped: dict[str, float] = {}  # while catching up: replica -> its last heartbeat's own time
+        self._catching_up = False
         self._live = 1
         self._unsent: dict[str, DestinationState] = {}  # key -> the latest decision not yet acknowledged
         self._writes: set[asyncio.Task[None]] = set()
@@ -183,12 +188,15 @@ class SharedState:
         assert self._consumer is not None
         ends = await self._consumer.end_offsets(tps)
         read = 0
+        self._catching_up = True
         while [tp for tp in tps if await self._consumer.position(tp) < ends[tp]]:
             batch = await self._consumer.getmany(timeout_ms=1000)
             for records in batch.values():
                 read += len(records)
                 for record in records:
                     self._apply(record.key, record.value, own=True)
+        self._catching_up = False
+        self._aged()
         self._count_live()
         return read
 
@@ -218,6 +226,7 @@ class SharedState:
         if value is None:
             if name.startswith("replica/"):
                 self._seen.pop(name.removeprefix("replica/"), None)
+                self._stamped.pop(name.removeprefix("replica/"), None)
             return
         try:
             state = DestinationState.model_validate_json(value)
@@ -228,7 +237,10 @@ class SharedState:
             log.warning("destination state: a record under key %r says it is %r; skipped", name, state.key)
             return
         if state.kind == "replica":
-            self._seen[state.replica] = state.at.timestamp()
+            if self._catching_up:
+                self._stamped[state.replica] = state.at.timestamp()
+            else:
+                self._seen[state.replica] = self._clock()
         elif state.destination is None or (state.replica == self.replica and not own):
             return  # our own decisions are applied when made
         elif state.kind == "disabled":
@@ -239,9 +251,21 @@ class SharedState:
         elif state.circuit == "closed":
             self._listener.apply_circuit(state.destination, None)
 
+    def _aged(self) -> None:
+        """The history's heartbeats aged against the newest one in it, not against this machine's clock."""
+        newest, now = max(self._stamped.values(), default=0.0), self._clock()
+        self._seen = {r: now - (newest - at) for r, at in self._stamped.items() if r != self.replica}
+        self._stamped.clear()
+
     def _count_live(self) -> None:
+        """Replicas whose heartbeat we read within three intervals. The count only shrinks while our own
+        heartbeats come back to us in time: when they do not (the broker stalls, this loop was blocked,
+        our reads fail) the others' silence says nothing about them, and taking their share would send
+        the group over the limit."""
         horizon = self._clock() - ALIVE_FOR * self._heartbeat
         live = 1 + sum(1 for replica, at in self._seen.items() if replica != self.replica and at >= horizon)
+        if live < self._live and self._seen.get(self.replica, horizon - 1) < horizon:
+            return
         if live != self._live:
             log.info("dispatcher replicas alive: %d (rate limits shared out among them)", live)
             self._live = live

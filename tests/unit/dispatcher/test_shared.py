@@ -191,3 +191,61 @@ def test_shared_state_passes_the_enable_time_on(monkeypatch: pytest.MonkeyPatch)
         assert calls == [("crm", None, enabled.at.timestamp())]
 
     asyncio.run(run())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def heartbeat(replica: str, at: datetime) -> tuple[bytes, bytes]:
+    beat = DestinationState(kind="replica", replica=replica, at=at)
+    return beat.key.encode(), codec.encode(beat)
+
+
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+async def test_a_peer_whose_clock_is_behind_counts_as_alive_while_its_heartbeats_arrive() -> None:
+    clock = Clock()
+    clock.now = datetime.now(UTC).timestamp()
+    s = state(Producer(), heartbeat_seconds=2.0, clock=clock)
+    s._apply(*heartbeat("replica-b", LONG_AGO))  # its clock says 2020; we read it now
+    s._count_live()
+    assert s.live_replicas == 2
+
+
+async def test_the_others_do_not_count_as_gone_while_our_own_heartbeat_is_not_read_back() -> None:
+    clock = Clock()
+    s = state(Producer(), heartbeat_seconds=2.0, clock=clock)
+    now = datetime.now(UTC)
+    for replica in ("replica-a", "replica-b", "replica-c"):
+        s._apply(*heartbeat(replica, now))
+    s._count_live()
+    assert s.live_replicas == 3
+    clock.now = 10.0  # nothing read for 10 s: the broker stalled, or this loop was blocked
+    s._count_live()
+    assert s.live_replicas == 3  # taking their shares now could send the group over the limit
+    clock.now = 11.0
+    s._apply(*heartbeat("replica-a", now))  # our own heartbeat comes back, replica-c's does not
+    s._apply(*heartbeat("replica-b", now))
+    s._count_live()
+    assert s.live_replicas == 2
+
+
+async def test_heartbeats_read_at_start_are_aged_against_the_newest_one_on_the_topic() -> None:
+    clock = Clock()
+    clock.now = 100.0
+    s = state(Producer(), heartbeat_seconds=2.0, clock=clock)
+    s._catching_up = True
+    newest = datetime(2020, 1, 1, 0, 0, 10, tzinfo=UTC)  # every clock behind ours: still the newest
+    s._apply(*heartbeat("replica-b", newest))
+    s._apply(*heartbeat("replica-c", datetime(2020, 1, 1, 0, 0, 9, tzinfo=UTC)))  # 1 s before it: alive
+    s._apply(*heartbeat("replica-d", datetime(2020, 1, 1, 0, 0, 1, tzinfo=UTC)))  # 9 s before it: gone
+    s._catching_up = False
+    s._aged()
+    s._count_live()
+    assert s.live_replicas == 3
