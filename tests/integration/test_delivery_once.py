@@ -12,9 +12,7 @@ extractor talking to an OpenAI-compatible server that fails on demand, a signing
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from services.devkit.sink import DEMO_SECRETS, Sink
 from services.devkit.stack import Stack, skip_backlog
 from tests.support.fake_llm import FakeLLM, Script
 from tests.support.kafka import produce, read_all
+from tests.support.wait import until
 from tests.unit.extractor.conftest import conversation
 
 AGENT = """
@@ -115,18 +114,6 @@ async def traces(kafka: KafkaSettings, cid: str) -> list[DecisionTrace]:
 async def results(kafka: KafkaSettings, cid: str) -> list[ActionCompleted]:
     found = [ActionCompleted.model_validate_json(r.value) for r in await read_all(kafka, ACTION_RESULTS) if r.value]
     return [r for r in found if r.conversation_id == cid]
-
-
-async def until(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if inspect.isawaitable(found):
-            found = await found
-        if found:
-            return found
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def requests_for(sink: Sink, cid: str) -> list[dict[str, Any]]:

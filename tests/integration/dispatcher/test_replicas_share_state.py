@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from services.devkit.sink import DEMO_SECRETS, Reply, Sink
 from services.devkit.stack import ServiceProcess, Stack, skip_backlog
 from tests.integration.dispatcher.conftest import webhook
 from tests.support.kafka import read_all
+from tests.support.wait import until
 
 WEBHOOKS = action_topic("webhook")
 RATE = 4.0  # per second, for the whole group
@@ -141,18 +142,6 @@ async def group(kafka: KafkaSettings, tmp_path: Path) -> AsyncIterator[Group]:
             yield Group(stack, sink, kafka, limited, gone)
         finally:
             stack.stop()
-
-
-async def until(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if asyncio.iscoroutine(found):
-            found = await found
-        if found:
-            return found
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_two_replicas_keep_a_destinations_rate_limit_within_ten_percent(

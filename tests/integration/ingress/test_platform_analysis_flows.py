@@ -9,7 +9,6 @@ sentiment, ElevenLabs data collection results) is tested by `platform.*` conditi
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from services.devkit.kafka import free_port
 from services.devkit.sink import DEMO_SECRETS, Sink
 from services.devkit.stack import Stack, skip_backlog
 from tests.support.kafka import read_all
+from tests.support.wait import until
 
 SUPPORT = """
 agent: support-line
@@ -102,18 +102,6 @@ def post(url: str, platform: str, body: bytes) -> dict[str, Any]:
     return found
 
 
-async def until(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if asyncio.iscoroutine(found):
-            found = await found
-        if found:
-            return found
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_each_vendors_own_analysis_decides_and_fills_flows_through_the_ingress(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
@@ -151,7 +139,7 @@ async def test_each_vendors_own_analysis_decides_and_fills_flows_through_the_ing
                 found = [r["body"] for r in sink.received if isinstance(r.get("body"), dict)]
                 return {cid: b for b in found for cid in ids.values() if b.get("conversation") == cid}
 
-            received = await until("one request per conversation", lambda: len(bodies()) == 3 and bodies())
+            received = await until("one request per conversation", lambda: len(bodies()) == 3 and bodies(), timeout=120)
             assert not stack.dead(), f"a service exited: {[p.label for p in stack.dead()]}"
         finally:
             stack.stop()
