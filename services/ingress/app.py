@@ -3,13 +3,20 @@
 `create_app(settings, endpoints, publisher)` builds the ASGI app; the wiring (`__main__`) serves it.
 Routes read the raw request stream themselves (no body parsing by the framework: the signature is
 over the exact bytes), bounded by `max_body_bytes` before the body is buffered.
+
+The webhook routes are FastAPI routes (so the OpenAPI document is generated from them, as the other
+routes') served by plain ASGI: each route's `app` is `_webhook(...)`, which reads the body from the ASGI
+messages and writes the JSON answer itself, and `IngressApp` hands a request that fully matches one of
+them straight to it, without FastAPI's middleware stack, dependency solving and Request/Response objects
+(which cost more CPU than the verification, mapping and publishing together: bench/ingress.py). Every
+other request (health, metrics, documents, a wrong method, an unknown path) goes through FastAPI.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,8 +24,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.ingress.endpoints import PLATFORMS, Endpoint
 from services.ingress.handler import AcceptedAnswer, Answer, ProblemAnswer, WebhookHandler, refusal
@@ -26,6 +37,7 @@ from services.ingress.metrics import REQUEST_DURATION, REQUESTS, label_endpoints
 from services.ingress.platforms import DOCUMENTED
 from services.ingress.publisher import Publisher
 from services.ingress.settings import IngressSettings
+from services.ingress.signatures import Headers as HeaderMap
 
 log = logging.getLogger("services.ingress")
 VERSION = "0.1.0"
@@ -56,12 +68,31 @@ _ERRORS = {
 }
 
 
+class IngressApp(FastAPI):
+    """FastAPI, except that a request fully matching a webhook route (POST, known path) goes to that
+    route's ASGI app at once (module docstring)."""
+
+    webhook_routes: list[APIRoute]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if self.root_path:
+                scope["root_path"] = self.root_path  # as FastAPI does, before its router matches
+            for route in self.webhook_routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    await route.app(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: IngressSettings,
     endpoints: Mapping[tuple[str, str], Endpoint],
     publisher: Publisher,
     clock: Callable[[], float] = time.time,
-) -> FastAPI:
+) -> IngressApp:
     handler = WebhookHandler(publisher, settings.ingress.retry_after_seconds, clock)
     label_endpoints(list(endpoints))
 
@@ -74,13 +105,14 @@ def create_app(
         finally:
             await publisher.stop()
 
-    app = FastAPI(
+    app = IngressApp(
         title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, root_path=settings.ingress.root_path
     )
+    app.webhook_routes = []
     for platform in PLATFORMS:
         app.add_api_route(
             f"/webhooks/{platform}/{{endpoint}}",
-            _route(platform, endpoints, handler, settings.ingress.max_body_bytes),
+            _documented,
             methods=["POST"],
             name=f"{platform}_webhook",
             summary=f"{platform.capitalize()} post-call webhook",
@@ -90,48 +122,70 @@ def create_app(
             responses={status: {"model": ProblemAnswer, "description": text} for status, text in _ERRORS.items()},
             openapi_extra={"requestBody": _request_body(platform)},
         )
+        route = app.router.routes[-1]
+        assert isinstance(route, APIRoute)
+        route.app = _webhook(platform, endpoints, handler, settings.ingress.max_body_bytes)
+        app.webhook_routes.append(route)
     _operations(app, publisher)
     _errors(app)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
 
 
-def _route(
+async def _documented(endpoint: str) -> AcceptedAnswer:
+    """The webhook operation as the OpenAPI document shows it (path parameter, answers). FastAPI never
+    calls it: the route's `app` is replaced by `_webhook`, which reads the raw body itself."""
+    raise NotImplementedError("served by the route's ASGI app (_webhook)")
+
+
+def _webhook(
     platform: str, endpoints: Mapping[tuple[str, str], Endpoint], handler: WebhookHandler, limit: int
-) -> Callable[[Request, str], Awaitable[Response]]:
-    async def receive(request: Request, endpoint: str) -> Response:
+) -> ASGIApp:
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        endpoint: str = scope["path_params"]["endpoint"]
         found = endpoints.get((platform, endpoint))
         if found is None:
             answer = refusal(404, "not_found", "not_found", f"no {platform} endpoint is named {endpoint[:64]!r}")
         else:
-            body = await read_body(request, limit)
-            answer = body if isinstance(body, Answer) else await handler.handle(found, request.headers, body)
+            headers = Headers(scope=scope)
+            body = await read_body(headers, receive, limit)
+            if body is None:
+                return  # the client went away before its body arrived: nobody to answer, nothing published
+            answer = body if isinstance(body, Answer) else await handler.handle(found, headers, body)
         label = endpoint if found is not None else "(unknown)"
         elapsed = time.perf_counter() - started
         REQUESTS.labels(platform, label, answer.outcome).inc()
         REQUEST_DURATION.labels(platform).observe(elapsed)
         _log(platform, label, answer, elapsed)
-        content = answer.body.model_dump(mode="json", exclude_none=True)
-        return JSONResponse(content, status_code=answer.status, headers=answer.headers)
+        content = answer.body.model_dump_json(exclude_none=True).encode()
+        head = [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
+        head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items()]
+        await send({"type": "http.response.start", "status": answer.status, "headers": head})
+        await send({"type": "http.response.body", "body": content})
 
-    return receive
+    return serve
 
 
-async def read_body(request: Request, limit: int) -> bytes | Answer:
+async def read_body(headers: HeaderMap, receive: Receive, limit: int) -> bytes | Answer | None:
     """The raw body, or a 413 as soon as it is known to be over `limit` (from Content-Length, else while
-    streaming): a 20 MB request is refused after at most `limit` bytes."""
+    streaming): a 20 MB request is refused after at most `limit` bytes. None: the client disconnected."""
     too_large = refusal(413, "too_large", "payload_too_large", f"the body is over the {limit}-byte limit")
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         return too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return too_large
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _log(platform: str, endpoint: str, answer: Answer, elapsed: float) -> None:

@@ -151,6 +151,38 @@ async def test_over_the_size_limit_is_413_from_content_length_or_while_streaming
     assert streamed.status_code == 413
 
 
+async def test_a_body_streamed_in_chunks_is_verified_on_the_joined_bytes(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    """The webhook routes read the ASGI body messages themselves (app.py): a body in many chunks is the
+    same bytes as one, for the signature and the mapping."""
+    body = example("retell/phone-voicemail-analyzed.json")
+    signed = signed_headers("retell", body, DEMO_SECRETS["retell"])
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 100):
+            yield body[start : start + 100]
+
+    answer = await client.post("/webhooks/retell/copperline", content=chunks(), headers=signed)
+    assert answer.status_code == 200 and answer.json()["status"] == "published" and len(publisher.sent) == 1
+    assert answer.headers["content-type"] == "application/json"
+    assert int(answer.headers["content-length"]) == len(answer.content)
+
+
+async def test_webhooks_are_served_under_the_root_path_as_the_other_routes(publisher: RecordingPublisher) -> None:
+    settings = IngressSettings(ingress=IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS, root_path="/ingress"))
+    app = create_app(settings, endpoints_file.load(Path(DEMO_ENDPOINTS), {}), publisher)
+    body = example("retell/phone-voicemail-analyzed.json")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as c:
+        kept = await post(c, "retell", body)  # a proxy that strips the prefix
+        prefixed = await c.post(
+            "/ingress/webhooks/retell/copperline", content=body, headers=signed_headers("retell", body, "x")
+        )
+        health = await c.get("/ingress/healthz")
+    assert kept.json()["status"] == "published" and health.status_code == 200
+    assert prefixed.status_code == 401  # matched the webhook route (signed with a wrong secret)
+
+
 async def test_kafka_down_is_503_with_retry_after_then_accepted(
     client: httpx.AsyncClient, publisher: RecordingPublisher
 ) -> None:
