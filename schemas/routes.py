@@ -172,7 +172,9 @@ ROUTER = Route(
     produces=(Output(t.DECISION_TRACES), *(Output(s) for s in t.ACTION_STREAMS.values())),
     # a configuration file being fixed is the usual reason to retry
     retry_delays_seconds=(5.0, 60.0, 600.0),
-    max_in_flight=256,  # the router only computes: many records in flight are cheap
+    # the router only computes: a record in flight only waits for its outputs' acks, and the producer sends one
+    # batch per partition per request, so the window must hold a few full batches (256 KB each) per partition
+    max_in_flight=1024,
     compute_only=True,
 )
 

@@ -11,6 +11,7 @@ passes a record whose outcome is not durable (Parallel Consumer's "highest commi
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import OrderedDict
@@ -109,7 +110,8 @@ async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
 class Batcher:
     """Queues records into aiokafka record batches (its batch API): no per-record future, coroutine or
     partitioner call. Each topic-partition has one open batch, shared by every caller, that takes
-    records until it is full or `flush()` hands it to the producer. A batch is closed before the
+    records until it is full or, after `flush()`, until its partition's previous batch is acknowledged
+    (flush). A batch is closed before the
     producer sees it: the idempotent producer numbers a batch's records when its sender takes the
     batch, so a record appended to a batch already in the producer's queue could break the numbering
     (OutOfOrderSequenceNumber; tests/integration/runtime/test_batcher.py). A partition's batches reach
@@ -153,8 +155,23 @@ class Batcher:
         return acks
 
     def flush(self) -> None:
-        """Hand every open batch to the producer (it lingers there as any batch does)."""
+        """Send every open batch: at once when its partition's previous batch is acknowledged (or there is
+        none), else as soon as it is. Until then the batch stays open and takes the records added
+        meanwhile, as aiokafka's send() fills the batch it has queued: the producer sends one batch per
+        partition per request and one request per broker at a time, so closing a batch early would
+        only queue it behind the one in flight and send many small batches where one would do."""
         for batch in list(self._open.values()):
+            if batch.wanted:
+                continue
+            batch.wanted = True
+            previous = self._last.get(batch.tp)
+            if previous is None or previous.ack.done():
+                self._submit(batch)
+            else:
+                previous.ack.add_done_callback(functools.partial(self._submit_wanted, batch))
+
+    def _submit_wanted(self, batch: _Batch, _previous_ack: asyncio.Future[Any]) -> None:
+        if self._open.get(batch.tp) is batch:  # not handed over already (full)
             self._submit(batch)
 
     def _partition(self, topic: str, key: bytes | None, every: list[int]) -> int:
@@ -187,6 +204,7 @@ class _Batch:
         self.tp, self.builder = tp, builder
         loop = asyncio.get_running_loop()
         self.ack: asyncio.Future[Any] = loop.create_future()  # acks=all of the whole batch
+        self.wanted = False  # flush() asked for it: handed over once its partition's previous batch is acked
         self.queued: asyncio.Future[None] = loop.create_future()  # in the producer's queue (or refused)
 
     async def submit(self, producer: AIOKafkaProducer, previous: _Batch | None) -> None:
