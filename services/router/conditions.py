@@ -17,13 +17,18 @@ children; children are all evaluated, so a trace shows every reason, not only th
   are *unknown*: false, with a reason that says so, and `not` of unknown is still false (a failed
   extraction never fires "the customer did not complain"). End-reason conditions still work, as do
   conditions on conversation.*, dynamic_variables.* and platform.*.
+
+Each leaf also names what its result depends on (`Compiled.states`: the end reason, the field's value,
+the trigger's answer...), so `Remembered` can keep a condition tree's results by those values and hand
+out the same (frozen) ConditionResults again: most conversations of an agent end in a handful of ways,
+and a record then costs a few attribute reads per flow instead of building its trace entries again.
 """
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -59,9 +64,74 @@ class Outcome:
 
 Evaluator = Callable[[ConversationExtracted, list[ConditionResult]], Outcome]
 UNKNOWN = Outcome(False, True)
+#: what a leaf's result depends on, read from a record; NO_STATE: this record's value is not remembered
+#: (not a plain scalar, or long text), so the tree is evaluated as it is
+State = Callable[[ConversationExtracted], Hashable]
+NO_STATE: Hashable = object()
+_LONGEST_REMEMBERED = 100  # characters of a text value; longer ones (free text) rarely come again
+REMEMBERED_PER_TREE = 256  # outcomes kept per condition tree; when full it starts again
 
 
-def compile_condition(cond: Condition, path: str, fields: dict[str, FieldSpec]) -> Evaluator:
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A compiled condition: call it to evaluate; `states` are its leaves' state readers, in order."""
+
+    evaluate: Evaluator
+    states: tuple[State, ...]
+
+    def __call__(self, event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
+        return self.evaluate(event, out)
+
+
+def exact(value: Any) -> Hashable:
+    """A scalar as a key that tells apart what renders differently (True/1/1.0, 0.0/-0.0); NO_STATE for
+    anything else."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= _LONGEST_REMEMBERED else NO_STATE
+    if kind is float:
+        return (float, value.hex())
+    if value is None or kind is bool or kind is int:
+        return (kind, value)
+    return NO_STATE
+
+
+def _failed(event: ConversationExtracted) -> Hashable:
+    reason = event.extraction.reason
+    return ("failed", exact(reason))
+
+
+class Remembered:
+    """A condition tree whose results are kept by its leaves' states (the tree is a pure function of
+    them): `entry(event)` gives (outcome, results, a slot for the caller's own derived value)."""
+
+    __slots__ = ("_cache", "_states", "condition")
+
+    def __init__(self, condition: Compiled) -> None:
+        self.condition, self._states = condition, condition.states
+        self._cache: dict[tuple[Hashable, ...], list[Any]] = {}
+
+    def __call__(self, event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
+        outcome, results, _ = self.entry(event)
+        out.extend(results)
+        return outcome  # type: ignore[no-any-return]
+
+    def entry(self, event: ConversationExtracted) -> list[Any]:
+        """[outcome, tuple of results, None or what the caller stored]; a fresh one when not remembered."""
+        key = tuple([state(event) for state in self._states])
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        results: list[ConditionResult] = []
+        entry = [self.condition(event, results), tuple(results), None]
+        if NO_STATE not in key:  # identity test first: NO_STATE equals nothing else
+            if len(self._cache) >= REMEMBERED_PER_TREE:
+                self._cache.clear()
+            self._cache[key] = entry
+        return entry
+
+
+def compile_condition(cond: Condition, path: str, fields: dict[str, FieldSpec]) -> Compiled:
     if isinstance(cond, AllCondition | AnyCondition):
         return _composite(cond, path, fields)
     if isinstance(cond, NotCondition):
@@ -80,10 +150,10 @@ def compile_condition(cond: Condition, path: str, fields: dict[str, FieldSpec]) 
         out.append(ConditionResult(path=path, kind="always", passed=True, expected=True, actual=True, reason="always"))
         return Outcome(True)
 
-    return always
+    return Compiled(always, (lambda event: (),))
 
 
-def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, FieldSpec]) -> Evaluator:
+def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, FieldSpec]) -> Compiled:
     kind = "all" if isinstance(cond, AllCondition) else "any"
     items = cond.all if isinstance(cond, AllCondition) else cond.any
     children = [compile_condition(c, f"{path}.{kind}[{i}]", fields) for i, c in enumerate(items)]
@@ -112,10 +182,10 @@ def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, F
         )
         return outcome
 
-    return evaluate
+    return Compiled(evaluate, tuple(state for child in children for state in child.states))
 
 
-def _negation(cond: NotCondition, path: str, fields: dict[str, FieldSpec]) -> Evaluator:
+def _negation(cond: NotCondition, path: str, fields: dict[str, FieldSpec]) -> Compiled:
     child = compile_condition(cond.not_, f"{path}.not", fields)
 
     def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
@@ -132,10 +202,10 @@ def _negation(cond: NotCondition, path: str, fields: dict[str, FieldSpec]) -> Ev
         out.insert(slot, result)
         return outcome
 
-    return evaluate
+    return Compiled(evaluate, child.states)
 
 
-def _end_reason(cond: EndReasonCondition, path: str) -> Evaluator:
+def _end_reason(cond: EndReasonCondition, path: str) -> Compiled:
     spec = cond.end_reason
     negate = spec.not_in is not None
     names = frozenset(spec.not_in if spec.not_in is not None else spec.in_ or [])
@@ -158,10 +228,10 @@ def _end_reason(cond: EndReasonCondition, path: str) -> Evaluator:
         )
         return Outcome(passed)
 
-    return evaluate
+    return Compiled(evaluate, (lambda event: event.conversation.end_reason.canonical.value,))
 
 
-def _ai(cond: AiCondition, path: str) -> Evaluator:
+def _ai(cond: AiCondition, path: str) -> Compiled:
     trigger, question, minimum = cond.trigger_id, cond.ai, cond.min_confidence
 
     def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
@@ -199,7 +269,16 @@ def _ai(cond: AiCondition, path: str) -> Evaluator:
         why += f": {answer.rationale}" if answer.rationale else ""
         return record(Outcome(answer.answer), answer.answer, why)
 
-    return evaluate
+    def state(event: ConversationExtracted) -> Hashable:
+        extraction = event.extraction
+        if extraction.status != "ok":
+            return _failed(event)
+        answer = extraction.triggers.get(trigger)
+        if answer is None:
+            return ("unanswered", exact(extraction.config_revision))
+        return (answer.answer, exact(answer.confidence), exact(answer.rationale))
+
+    return Compiled(evaluate, (state,))
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
@@ -210,7 +289,7 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _field_meta(cond: ConfidenceCondition | ReviewCondition, path: str) -> Evaluator:
+def _field_meta(cond: ConfidenceCondition | ReviewCondition, path: str) -> Compiled:
     if isinstance(cond, ConfidenceCondition):
         name, kind, test = cond.confidence.field, "confidence", cond.confidence
         expected: Any = {"op": test.op, "value": test.value}
@@ -241,13 +320,22 @@ def _field_meta(cond: ConfidenceCondition | ReviewCondition, path: str) -> Evalu
         )
         return Outcome(passed)
 
-    return evaluate
+    def state(event: ConversationExtracted) -> Hashable:
+        extraction = event.extraction
+        if extraction.status != "ok":
+            return _failed(event)
+        found = extraction.fields.get(name)
+        if found is None:
+            return "absent"
+        return exact(found.confidence if kind == "confidence" else found.needs_review)
+
+    return Compiled(evaluate, (state,))
 
 
 # ── Field conditions ──────────────────────────────────────────────────────────────────────────────
 
 
-def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec]) -> Evaluator:
+def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec]) -> Compiled:
     ftype = (field_type(cond.field, fields) or ("any", None))[0]
     read = _reader(cond.field)
     needs_extraction = not cond.field.startswith(("conversation.", "dynamic_variables.", "platform."))
@@ -268,7 +356,12 @@ def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec])
         )
         return Outcome(passed)
 
-    return evaluate
+    def state(event: ConversationExtracted) -> Hashable:
+        if needs_extraction and event.extraction.status != "ok":
+            return _failed(event)
+        return exact(read(event))
+
+    return Compiled(evaluate, (state,))
 
 
 def _json(value: Any) -> str:

@@ -14,6 +14,7 @@ release it as it is (`postcall held release`: the RUN_HELD header). `on_extracti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -28,7 +29,7 @@ from schemas.events import (
 )
 from schemas.flow_revision import flow_revision, flow_uses
 from services.router.actions import CompiledAction, action_id, with_content
-from services.router.conditions import Evaluator, compile_condition
+from services.router.conditions import Remembered, compile_condition
 from services.router.variables import ConversationValues
 
 _COMPOSITE = frozenset({"all", "any"})
@@ -47,8 +48,13 @@ class CompiledFlow:
         uses = flow_uses(flow, agent)
         # why the flow would be held on a failed extraction; empty: it never is
         self.holds_for = uses.extraction if flow.on_extraction_failure == "hold" else ()
-        self.when: Evaluator | None = compile_condition(flow.when, "when", fields) if flow.when else None
+        self.when = Remembered(compile_condition(flow.when, "when", fields)) if flow.when else None
         self.actions = [CompiledAction(i, a, fields, routes, tz) for i, a in enumerate(flow.actions)]
+        # what never depends on the record, decided once (decisions are frozen: traces share them)
+        self.disabled = FlowDecision(flow_id=self.id, enabled=False, fired=False, reason="flow is disabled")
+        self.drafted = FlowDecision(
+            flow_id=self.id, enabled=False, fired=False, reason=DRAFT_REASON, flow_revision=self.revision
+        )
 
     def decide(
         self,
@@ -60,23 +66,30 @@ class CompiledFlow:
     ) -> tuple[FlowDecision, list[ActionBase]]:
         rev = self.revision
         if not self.enabled:
-            return FlowDecision(flow_id=self.id, enabled=False, fired=False, reason="flow is disabled"), []
+            return self.disabled, []
         if self.draft:
-            return FlowDecision(flow_id=self.id, enabled=False, fired=False, reason=DRAFT_REASON, flow_revision=rev), []
+            return self.drafted, []
         redeliver, run_held = options
         if self.holds_for and event.extraction.status != "ok" and not run_held:
             return self._held(event), []
-        results: list[ConditionResult] = []
         if self.when is None:
-            fired, reason = True, "no `when`: runs for every conversation"
+            results: list[ConditionResult] = []
+            reason = "no `when`: runs for every conversation"
         else:
-            outcome = self.when(event, results)
-            fired, reason = outcome.passed, "conditions passed" if outcome.passed else _why_not(results)
-        if not fired:
-            decision = FlowDecision(
-                flow_id=self.id, enabled=True, fired=False, reason=reason, conditions=results, flow_revision=rev
-            )
-            return decision, []
+            # the conditions' results, and the decision when they fail, are remembered by what they read
+            entry = self.when.entry(event)
+            if not entry[0].passed:
+                if entry[2] is None:
+                    entry[2] = FlowDecision(
+                        flow_id=self.id,
+                        enabled=True,
+                        fired=False,
+                        reason=_why_not(entry[1]),
+                        conditions=entry[1],
+                        flow_revision=rev,
+                    )
+                return entry[2], []
+            results, reason = list(entry[1]), "conditions passed"
         built: list[ActionBase] = []
         for action in self.actions:
             model = self._run(action, event, values, revision, now, results)
@@ -160,7 +173,7 @@ class CompiledFlow:
         return model
 
 
-def _why_not(results: list[ConditionResult]) -> str:
+def _why_not(results: Sequence[ConditionResult]) -> str:
     failed = next((r for r in results if not r.passed and r.kind not in _COMPOSITE and r.kind != "action"), None)
     return f"not met: {failed.path}: {failed.reason}" if failed else "not met"
 

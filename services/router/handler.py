@@ -36,11 +36,16 @@ class RouterHandler:
             raise PermanentError(f"no configuration for {what} in {self.catalog.directory}")
         options = (h.REDELIVER in ctx.headers, h.RUN_HELD in ctx.headers)
         trace, actions = compiled.route(event, self.clock(), options)
+        outcomes: dict[str, int] = {}  # one increment per outcome, not per flow
         for flow in trace.flows:
-            metrics.FLOW_OUTCOMES[metrics.flow_outcome(flow)].inc()
-            for result in flow.conditions:
-                if result.kind == "action":
-                    metrics.action_outcome(str(result.expected), result.passed).inc()
+            outcome = metrics.flow_outcome(flow)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if flow.fired:  # only a flow that fired has actions (planned or skipped)
+                for result in flow.conditions:
+                    if result.kind == "action":
+                        metrics.action_outcome(str(result.expected), result.passed).inc()
+        for outcome, count in outcomes.items():
+            metrics.FLOW_OUTCOMES[outcome].inc(count)
         return [trace, *actions]
 
 

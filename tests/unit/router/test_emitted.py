@@ -1,0 +1,131 @@
+"""What the router emits is what its models and the published JSON Schemas accept.
+
+The router builds its trace from ConditionResults it remembers between records and completes each action
+in place (services.router.conditions.Remembered, actions.with_content): each record written here, for
+every action type, decided from fresh and from remembered results, is validated again from its bytes by
+its model and by its schemas/json/ file, and reads back equal to what was emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+
+from schemas import generate
+from schemas import headers as h
+from schemas.events import ConversationExtracted, DecisionTrace
+from schemas.routes import ROUTER
+from services.common.api import Context
+from services.common.codec import encode
+from services.router.actions import ACTION_NAMESPACE, uuid5
+from services.router.catalog import CatalogHolder
+from services.router.handler import RouterHandler
+from tests.unit.router.support import event, write
+
+JSON_DIR = Path(generate.__file__).resolve().parent / "json"
+QUESTION = "Did the customer ask to be called back?"
+
+EVERY_ACTION = """\
+agent: support-line
+timezone: America/Chicago
+extraction:
+  fields:
+    - {name: interest_level, type: enum, values: [high, medium, low, none]}
+    - {name: follow_up_date, type: date}
+recipient_routes:
+  - id: team
+    rules: [{when: "billing", to: [billing@example.com]}]
+    fallback: [lead@example.com]
+flows:
+  - id: everything
+    when: {any: [{end_reason: CUSTOMER_HANGUP}, {ai: "Did the customer ask to be called back?"}]}
+    actions:
+      - {type: webhook, destination: crm, body: {level: "{{interest_level}}", at: "{{conversation_date}}"}}
+      - {type: webhook, destination: crm}
+      - {type: http, destination: cases, method: PATCH, path: "/cases/{{conversation_uuid}}",
+         query: {by: "{{agent_id}}"}, headers: {x-agent: "{{agent_name}}"}, body: {s: "{{conversation_summary}}"},
+         result_id_pointer: /id}
+      - {type: append_row, destination: sheets, spreadsheet_id: abcdefghij0123, sheet: Calls,
+         columns: ["{{conversation_uuid}}", "{{interest_level}}", "{{duration_seconds}}"]}
+      - {type: email, to: [support@example.com, "{{customer_email}}"], subject: "Call {{customer_name}}",
+         body: "{{conversation_transcript}}", html: "<p>{{conversation_summary}}</p>"}
+      - {type: email, recipients: team, subject: "Team", body: "{{conversation_summary}}"}
+      - {type: slack, destination: ops-slack, text: "<!here> {{conversation_summary}}", title: "{{agent_name}}",
+         fields: {Level: "{{interest_level}}"}, context: "{{conversation_time}}", button: Open}
+      - {type: teams, destination: ops-teams, text: "{{conversation_summary}}", title: "Call"}
+      - {type: schedule_call, use_field: follow_up_date, fallback_delay_minutes: 60,
+         business_hours: {timezone: America/Chicago}}
+      - {type: task, priority: High, title: "Call back {{customer_name}}"}
+      - {type: team_alert, message: "{{customer_name}} hung up", teammates: [dana]}
+  - id: quiet
+    when: {all: [{field: interest_level, op: "==", value: high}, {not: {end_reason: [VOICEMAIL]}}]}
+    actions: [{type: task, title: "Hot lead"}]
+"""
+
+
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(orjson.loads((JSON_DIR / f"{name}{generate.SCHEMA_SUFFIX}").read_bytes()),
+                                format_checker=FormatChecker())  # fmt: skip
+
+
+def _records() -> list[ConversationExtracted]:
+    levels = ("high", "low", None)
+    reasons = ("CUSTOMER_HANGUP", "VOICEMAIL", "AGENT_HANGUP")
+    records = [
+        event(
+            fields={"interest_level": levels[i % 3], "follow_up_date": "2026-03-20"},
+            triggers={QUESTION: i % 2 == 0},
+            recipients={"team": ["billing@example.com"]} if i % 2 else {},
+            end_reason={"canonical": reasons[i % 3], "raw": "x"},
+            conversation_id=f"conv-{i}",
+        )
+        for i in range(12)
+    ]
+    records.append(event(status="failed", reason="LLM timeout", conversation_id="conv-failed"))
+    return records
+
+
+@pytest.mark.parametrize("redeliver", [False, True], ids=["first", "redelivery"])
+def test_every_emitted_record_validates_against_its_model_and_json_schema(tmp_path: Path, redeliver: bool) -> None:
+    write(tmp_path, "agent.yaml", EVERY_ACTION)
+    handler = RouterHandler(CatalogHolder(tmp_path, "(n/a)"))
+    ctx = Context("router", ROUTER.consumes[0].topic, headers={h.REDELIVER: "1"} if redeliver else {})
+    validators: dict[str, Draft202012Validator] = {}
+    seen: set[str] = set()
+    for _ in range(2):  # the second round's traces come from remembered condition results
+        for record in _records():
+            outputs = list(asyncio.run(handler.handle(record, ctx)))
+            assert isinstance(outputs[0], DecisionTrace)
+            for out in outputs:
+                name = type(out).__name__
+                seen.add(name)
+                raw = encode(out)
+                assert type(out).model_validate_json(raw) == out, name
+                assert type(out).model_validate_json(raw).model_dump() == out.model_dump(), name
+                validator = validators.get(name) or validators.setdefault(name, _validator(name))
+                errors = [e.message for e in validator.iter_errors(orjson.loads(raw))]
+                assert errors == [], (name, errors)
+    assert seen == {
+        "DecisionTrace",
+        "WebhookRequested",
+        "HttpRequested",
+        "RowAppendRequested",
+        "EmailRequested",
+        "SlackRequested",
+        "TeamsRequested",
+        "ScheduleCallRequested",
+        "TaskRequested",
+        "TeamAlertRequested",
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["conv-1/support-line/callback/abc/0", "", "ünïcödé/☎/0", "x" * 1000, "a/b/c/content/0123456789abcdef"]
+)
+def test_action_ids_are_rfc_uuid5(name: str) -> None:
+    assert uuid5(name) == str(uuid.uuid5(ACTION_NAMESPACE, name))
