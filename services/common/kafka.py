@@ -132,14 +132,24 @@ class Batcher:
         """Queue one input's outputs; returns the acks of the batches that hold them (None: one is too
         big to batch, and nothing was queued: send them on their own). They are sent at the next
         flush() or when their batch is full."""
+        await self.learn({r.topic for r in records})
+        return self.add_nowait(records)
+
+    async def learn(self, topics: Iterable[str]) -> None:
+        """Read the partitions of these topics (add_nowait() batches records for known topics only)."""
+        for topic in topics:
+            if topic not in self._partitions:
+                self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+
+    def add_nowait(self, records: Sequence[codec.Outgoing]) -> list[asyncio.Future[Any]] | None:
+        """add() for topics whose partitions are known (learn()); None also for a topic that is not."""
+        known = self._partitions
         for r in records:
-            if r.value is not None and len(r.value) > MAX_BATCH_BYTES:
+            if (r.value is not None and len(r.value) > MAX_BATCH_BYTES) or r.topic not in known:
                 return None
         acks: list[asyncio.Future[Any]] = []
         for r in records:
-            every = self._partitions.get(r.topic)
-            if every is None:
-                every = self._partitions[r.topic] = sorted(await self.producer.partitions_for(r.topic))
+            every = known[r.topic]
             partition = r.partition if r.partition is not None else self._partition(r.topic, r.key, every)
             headers = [(k, v.encode()) for k, v in r.headers.items()]
             batch = self._open.get((r.topic, partition))

@@ -112,6 +112,7 @@ class Runtime:
         try:
             await self._consumer.start()
             await self._wait_for_topics()
+            await self._batcher.learn(self.route.output_topics)  # the fast path batches for these
             self._consumer.subscribe([*self.main_topics, *self.retry_topics], listener=_Listener(self))
             if s.metrics_port:
                 await health.start()
@@ -340,17 +341,23 @@ class Runtime:
         not batched, redo it on the one-record path)."""
         done: list[tuple[Any, Acks | None]] = []
         produced: dict[str, int] = {}
+        p, add, stopping = self.processor, self._batcher.add_nowait, self._stopping
         for record in records:
-            if state.revoked or self._stopping.is_set():
+            if state.revoked or stopping.is_set():
                 break  # not started: left uncommitted, the next owner reads it again
-            outputs = await self._handle_fast(state, record)
-            if outputs is None:  # failed, and its retry copy or dead letter is acknowledged
-                done.append((record, _FAILED))
-                continue
+            ctx = p.context(record, codec.header_dict(record.headers))
+            event: Any = None
             try:
-                acks = await self._batcher.add(outputs)
-            except KafkaError:
-                acks = None
+                event = p.decode(record, ctx)
+                # no per-record timeout: a handler that never waits on I/O cannot be interrupted anyway
+                outputs = p.outputs(await p.service.handle(event, ctx), ctx)
+            except Exception as exc:
+                failed = await self._handle_failed(state, record, ctx, event, exc)
+                if failed is None:  # its retry copy or dead letter is acknowledged
+                    done.append((record, _FAILED))
+                    continue
+                outputs = failed
+            acks = add(outputs)
             done.append((record, acks))
             if acks is not None:
                 for r in outputs:
@@ -360,28 +367,27 @@ class Runtime:
             self._per_topic(self._produced, observability.RECORDS_PRODUCED, topic).inc(count)
         return done
 
-    async def _handle_fast(self, state: PartitionState, record: Any) -> list[Outgoing] | None:
-        """One record of a batch: its outputs (not sent yet), or None when it failed and its failure was
-        carried out at once (retry copy or dead letter acknowledged: nothing left to wait for)."""
+    async def _handle_failed(
+        self, state: PartitionState, record: Any, ctx: Context, event: Any, exc: Exception
+    ) -> list[Outgoing] | None:
+        """A fast-path record whose decoding or handler failed: wait out an unavailable dependency and
+        handle it again (its outputs), or carry out its failure at once (None: nothing left to wait for)."""
         p = self.processor
-        ctx = p.context(record, codec.header_dict(record.headers))
-        event: Any = None
-        while True:
+        while isinstance(exc, DependencyUnavailable):
+            await self._wait_for_dependency(state, exc)
+            event = None
             try:
                 event = p.decode(record, ctx)
-                # no per-record timeout: a handler that never waits on I/O cannot be interrupted anyway
                 return p.outputs(await p.service.handle(event, ctx), ctx)
-            except DependencyUnavailable as exc:
-                await self._wait_for_dependency(state, exc)
-                continue
-            except Exception as exc:
-                where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
-                token = record_context.set({**where, "key": ctx.key, "attempt": ctx.attempt})
-                try:
-                    await self._fail(state, record, ctx, event, exc)
-                finally:
-                    record_context.reset(token)
-                return None
+            except Exception as again:
+                exc = again
+        where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        token = record_context.set({**where, "key": ctx.key, "attempt": ctx.attempt})
+        try:
+            await self._fail(state, record, ctx, event, exc)
+        finally:
+            record_context.reset(token)
+        return None
 
     async def _acknowledge(
         self, state: PartitionState, done: list[tuple[Any, list[asyncio.Future[Any]] | None]]
@@ -390,18 +396,21 @@ class Runtime:
         goes through the one-record path (its handler again, then retries or its dead letter). Its
         outputs then come after those of later records: under broker trouble, as after a retry, the
         order of a key's outputs is not kept."""
-        acks = {id(a): a for _, record_acks in done for a in record_acks or ()}
+        acks: dict[asyncio.Future[Any], None] = {}  # each batch's ack once (a batch holds many records' outputs)
+        for _, record_acks in done:
+            for ack in record_acks or ():
+                acks[ack] = None
         failed = set()
-        for key, ack in acks.items():
+        for ack in acks:
             try:
                 await ack  # one by one: by the time the last one is done, the others mostly are
             except Exception:
-                failed.add(key)
+                failed.add(ack)
         ok = 0
         for record, record_acks in done:
             if record_acks is _FAILED:
                 continue  # its failure was carried out (retry copy or dead letter acknowledged)
-            if record_acks is None or (failed and any(id(a) in failed for a in record_acks)):
+            if record_acks is None or (failed and not failed.isdisjoint(record_acks)):
                 await self._process(state, record)  # broker trouble with its outputs, or too big to batch
             else:
                 ok += 1

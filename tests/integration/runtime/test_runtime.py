@@ -14,7 +14,7 @@ import pytest
 from schemas import headers as h
 from schemas.routes import ROUTER
 from schemas.topics import dead_letter_topic, retry_topic
-from services.common.api import Context, Event, Service
+from services.common.api import Context, DependencyUnavailable, Event, Service
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
 from tests.support import procs
@@ -378,3 +378,35 @@ async def test_a_long_retry_after_picks_a_longer_tier_and_counts_one_attempt(kaf
     assert [(g["id"], g["attempt"]) for g in got] == [("slow-down", 2)]
     assert await read_all(kafka, retry_topic(t.service, 1)) == []
     assert len(await read_all(kafka, retry_topic(t.service, 2))) == 1
+
+
+@pytest.mark.parametrize("fast_path", [False, True], ids=["task-per-record", "fast-path"])
+async def test_an_unavailable_dependency_is_waited_out_in_place_and_the_record_handled_once(
+    kafka: KafkaSettings, fast_path: bool
+) -> None:
+    """DependencyUnavailable is not the record's fault: no retry tier, no dead letter, no attempt used;
+    the record is handled again once the pause is over, its output produced once, its offset committed."""
+    t = await make_topics(kafka, partitions=1)
+    await produce(kafka, t.input, [("k", Job(id=f"j{i}")) for i in range(5)])
+    outages: Counter[str] = Counter()
+
+    async def flaky(job: Job, ctx: Context) -> Sequence[Event]:
+        if job.id == "j2" and outages[job.id] < 2:
+            outages[job.id] += 1
+            raise DependencyUnavailable("the store is down", retry_after=0.2)
+        return [Done(id=job.id, attempt=ctx.attempt, pid=0)]
+
+    settings = worker_settings(kafka, t, fast_path=fast_path, unavailable_backoff_seconds=0.2)
+    runtime = Runtime(Service(route(settings), flaky), kafka=kafka, settings=settings.runtime)
+    task = asyncio.create_task(runtime.run())
+    try:
+        got = await wait_for_ids(kafka, t.output, {f"j{i}" for i in range(5)})
+        await asyncio.sleep(1)  # a commit interval: the offsets of all five
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
+    assert outages["j2"] == 2
+    assert Counter(g["id"] for g in got) == Counter({f"j{i}": 1 for i in range(5)})
+    assert all(g["attempt"] == 1 for g in got)
+    assert await read_all(kafka, t.dlq) == []
+    assert (await committed(kafka, f"postcall-{t.service}", t.input, 1))[0] == 5
