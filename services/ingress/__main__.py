@@ -19,6 +19,7 @@ from services.common.config import ConfigError
 from services.ingress import endpoints as endpoints_file
 from services.ingress.app import create_app
 from services.ingress.publisher import Publisher
+from services.ingress.serving import CoalescingHttpToolsProtocol
 from services.ingress.settings import IngressSettings
 
 log = logging.getLogger("services.ingress")
@@ -35,6 +36,7 @@ async def main() -> int:
     app = create_app(settings, endpoints, Publisher(settings.kafka, settings.ingress.publish_timeout_seconds))
     config = uvicorn.Config(
         app,
+        http=CoalescingHttpToolsProtocol,  # httptools, one socket write per response (serving.py)
         host=settings.ingress.host,
         port=settings.ingress.port,
         log_config=None,  # the JSON root handler set up above

@@ -72,13 +72,16 @@ class IngressApp(FastAPI):
     """FastAPI, except that a request fully matching a webhook route (POST, known path) goes to that
     route's ASGI app at once (module docstring)."""
 
-    webhook_routes: list[APIRoute]
+    webhook_routes: dict[str, APIRoute]  # by platform
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if self.root_path:
                 scope["root_path"] = self.root_path  # as FastAPI does, before its router matches
-            for route in self.webhook_routes:
+            # the one route the path can be (.../<platform>/<endpoint>); Starlette's matching decides
+            parts = scope["path"].rsplit("/", 2)
+            route = self.webhook_routes.get(parts[1]) if len(parts) == 3 else None
+            if route is not None:
                 match, child = route.matches(scope)
                 if match is Match.FULL:
                     scope.update(child)
@@ -108,7 +111,7 @@ def create_app(
     app = IngressApp(
         title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, root_path=settings.ingress.root_path
     )
-    app.webhook_routes = []
+    app.webhook_routes = {}
     for platform in PLATFORMS:
         app.add_api_route(
             f"/webhooks/{platform}/{{endpoint}}",
@@ -125,7 +128,7 @@ def create_app(
         route = app.router.routes[-1]
         assert isinstance(route, APIRoute)
         route.app = _webhook(platform, endpoints, handler, settings.ingress.max_body_bytes)
-        app.webhook_routes.append(route)
+        app.webhook_routes[platform] = route
     _operations(app, publisher)
     _errors(app)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]

@@ -206,7 +206,8 @@ class Publisher:
             raise Unavailable("Kafka is not reachable")
         started = time.perf_counter()
         try:
-            sent = await asyncio.wait_for(self._send_on(current, event, source), self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: no task per request
+                sent = await self._send_on(current, event, source)
         except MessageSizeTooLargeError as exc:
             raise TooLarge(f"the event is too large for the topic ({type(exc).__name__})") from None
         except (KafkaError, TimeoutError) as exc:
