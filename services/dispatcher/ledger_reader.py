@@ -6,12 +6,28 @@ offset at the time of the call, so each read costs one ListOffsets round trip wh
 partition, once read, stays resumed, so the consumer prefetches what other consumers write to it and a
 later read usually takes it from memory. services.common.kafka.read_partition opens a consumer per
 call, too slow for a read before every check.
+
+One task (the pump) takes whatever the consumer has fetched, for every partition at once, into a
+buffer per partition; a read hands out its partition's buffer and waits for the pump until the
+consumer's position reaches the end offset it asked for. Taking one partition's records at a time
+(getmany(tp)) left the others' fetched records in aiokafka's fetcher, and while any partition of a
+broker holds fetched records nobody took, aiokafka sends that broker no new fetch for up to its
+prefetch backoff (100 ms): a check on a busy dispatcher waited up to that long for the result written
+a moment before. A buffer nobody reads (a partition no longer assigned) pauses its partition at
+BUFFER_LIMIT records; the next read resumes it.
+
+The end offsets are asked through a second client. A broker answers one connection's requests in
+order, and the consumer's connection nearly always carries a fetch the broker holds until data comes
+or fetch.max.wait (500 ms) passes: behind it, the ListOffsets of a check waited up to that long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -21,6 +37,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.topics import ACTION_RESULTS
 from services.common.kafka import partitions_of
 from services.common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+BUFFER_LIMIT = 10_000  # records fetched and not yet read, per partition, before the partition is paused
+
+
+class _Buffer:
+    """A partition's fetched records not yet handed to a read, and the consumer's position after them."""
+
+    def __init__(self, position: int) -> None:
+        self.records: deque[Any] = deque()
+        self.position = position  # the offset the consumer fetches next for this partition
+
+    def next_offset(self) -> int:
+        """Where a read continuing from here starts: the first record not handed out yet."""
+        return self.records[0].offset if self.records else self.position
 
 
 class ResultsReader:
@@ -32,8 +64,12 @@ class ResultsReader:
         self._stall_seconds = stall_seconds
         self._topic = topic
         self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: AIOKafkaConsumer | None = None  # ListOffsets only: never behind a fetch
         self._assigning = asyncio.Lock()
-        self._positions: dict[int, int] = {}  # where the consumer stands in each partition it has read
+        self._buffers: dict[int, _Buffer] = {}  # partitions read at least once
+        self._pump: asyncio.Task[None] | None = None
+        self._fetched: asyncio.Future[None] | None = None  # done when the pump has taken new records
+        self._failure: Exception | None = None  # the pump's last failed poll
 
     async def __aenter__(self) -> ResultsReader:
         self._consumer = AIOKafkaConsumer(
@@ -44,11 +80,24 @@ class ResultsReader:
             client_id=f"{self._kafka.client_id}-ledger",
         )
         await self._consumer.start()
+        self._offsets = AIOKafkaConsumer(
+            **self._kafka.client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"{self._kafka.client_id}-ledger-offsets",
+        )
+        await self._offsets.start()
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        if self._offsets is not None:
+            await self._offsets.stop()
         if self._consumer is not None:
             await self._consumer.stop()
 
@@ -60,24 +109,70 @@ class ResultsReader:
         tp = TopicPartition(topic, partition)
         if tp not in consumer.assignment():
             raise LookupError(f"{topic} has no partition {partition}")
-        end = (await consumer.end_offsets([tp]))[tp]
-        start = (await consumer.beginning_offsets([tp]))[tp] if from_offset is None else from_offset
-        if start >= end:
-            return
-        if self._positions.get(partition) != start:  # the first read, or the last one was left early
-            consumer.seek(tp, start)
-        consumer.resume(tp)
-        position, progress = start, time.monotonic()
-        while position < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1000)
-            # before yielding: a caller that stops mid-batch asks for an earlier offset next time
-            position = self._positions[partition] = await consumer.position(tp)
-            if batch:
+        assert self._offsets is not None
+        end = (await self._offsets.end_offsets([tp]))[tp]
+        start = (await self._offsets.beginning_offsets([tp]))[tp] if from_offset is None else from_offset
+        buffer = self._buffers.get(partition)
+        if buffer is None or buffer.next_offset() != start:  # the first read, or the last one was left early
+            consumer.seek(tp, start)  # also drops what aiokafka fetched from the old position
+            buffer = self._buffers[partition] = _Buffer(start)
+        consumer.resume(tp)  # from the first read on, even of an empty partition: later reads find it fetched
+        progress, failures = time.monotonic(), self._failure
+        while True:
+            while buffer.records:
+                record = buffer.records.popleft()
+                if record.offset >= end:
+                    buffer.records.appendleft(record)  # the next read's
+                    return
+                yield record
+            if buffer.position >= end:
+                return
+            if self._buffers.get(partition) is not buffer:
+                raise RuntimeError(f"{topic}[{partition}]: read again from elsewhere while this read was running")
+            consumer.resume(tp)  # paused at BUFFER_LIMIT while nobody read it
+            position = buffer.position
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._next_fetch()), 1.0)
+            if self._failure is not failures and self._failure is not None:
+                raise self._failure
+            if buffer.records or buffer.position != position:
                 progress = time.monotonic()
             elif time.monotonic() - progress > self._stall_seconds:  # never wait forever on a lost broker
-                raise TimeoutError(f"{topic}[{partition}]: no records for {self._stall_seconds:g}s at {position}/{end}")
-            for record in batch.get(tp, []):
-                yield record
+                raise TimeoutError(
+                    f"{topic}[{partition}]: no records for {self._stall_seconds:g}s at {buffer.position}/{end}"
+                )
+
+    def _next_fetch(self) -> asyncio.Future[None]:
+        if self._fetched is None or self._fetched.done():
+            self._fetched = asyncio.get_running_loop().create_future()
+        return self._fetched
+
+    async def _run_pump(self) -> None:
+        """Take everything the consumer fetched, every partition, into the buffers; wake the reads."""
+        consumer = self._consumer
+        assert consumer is not None
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=BUFFER_LIMIT)
+                for tp, records in batch.items():
+                    buffer = self._buffers.get(tp.partition)
+                    if buffer is None:
+                        continue  # never read: not resumed, so not fetched
+                    position = await consumer.position(tp)  # past compacted gaps; no wait: it is valid
+                    if self._buffers.get(tp.partition) is not buffer:
+                        continue  # a read seeked it meanwhile: these records are from the old position
+                    buffer.records.extend(records)
+                    buffer.position = position
+                    if len(buffer.records) >= BUFFER_LIMIT:
+                        consumer.pause(tp)  # nobody reads it now; the next read resumes it
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the reads raise it; the pump goes on
+                log.warning("ledger reader poll failed: %s", exc)
+                self._failure = exc
+                await asyncio.sleep(0.1)
+            if self._fetched is not None and not self._fetched.done():
+                self._fetched.set_result(None)
 
     async def _assigned(self) -> AIOKafkaConsumer:
         """The consumer, assigned every partition of the topic (paused) on first use."""
@@ -92,4 +187,6 @@ class ResultsReader:
                 tps = [TopicPartition(self._topic, p) for p in partitions]
                 consumer.assign(tps)
                 consumer.pause(*tps)
+            if self._pump is None or self._pump.done():
+                self._pump = asyncio.create_task(self._run_pump())
         return consumer

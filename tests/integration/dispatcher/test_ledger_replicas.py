@@ -3,10 +3,12 @@ partition the other has already read is seen by the other's next check, so a dup
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 
 import pytest
+from aiokafka import TopicPartition
 
 from schemas import headers as h
 from schemas.events import ActionCompleted
@@ -18,6 +20,7 @@ from services.common.harness import Harness, Incoming
 from services.common.kafka import producer
 from services.common.settings import KafkaSettings
 from services.devkit.sink import Sink
+from services.dispatcher import ledger_reader
 from services.dispatcher.handler import Dispatcher
 from services.dispatcher.ledger import Ledger
 from services.dispatcher.ledger_reader import ResultsReader
@@ -118,3 +121,32 @@ async def test_results_reader_reads_to_the_end_as_of_each_call_and_goes_back_whe
         assert await offsets(2, None) == []
         with pytest.raises(LookupError, match="no partition 7"):
             await offsets(7, None)
+
+
+async def test_results_reader_keeps_what_it_fetched_for_other_partitions_and_pauses_a_full_buffer(
+    kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every partition's fetched records are taken at once into that partition's buffer (records left in
+    aiokafka's fetcher hold back its next fetch); a buffer nobody reads pauses its partition at the limit,
+    and the next read resumes it and still returns every record in order."""
+    monkeypatch.setattr(ledger_reader, "BUFFER_LIMIT", 4)
+    topic = unique("results")
+    await create_topics(kafka, [topic], partitions=2)
+    async with ResultsReader(kafka, topic) as reader:
+
+        async def offsets(partition: int, start: int | None) -> list[int]:
+            return [r.offset async for r in reader(topic, partition, start)]
+
+        assert await offsets(0, None) == [] and await offsets(1, None) == []  # both resumed from here on
+        await put(kafka, topic, 1, 10)
+        await put(kafka, topic, 0, 1)
+        assert await offsets(0, 0) == [0]
+        for _ in range(50):  # the pump takes partition 1's records without any read of it, up to the limit
+            if reader._buffers[1].records:
+                break
+            await asyncio.sleep(0.1)
+        assert [r.offset for r in reader._buffers[1].records] == [0, 1, 2, 3]
+        assert reader._consumer is not None and TopicPartition(topic, 1) in reader._consumer.paused()
+        assert await offsets(1, 0) == list(range(10))
+        await put(kafka, topic, 1, 12)
+        assert await offsets(1, 10) == list(range(10, 22))
