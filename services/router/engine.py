@@ -16,10 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
 
 from schemas.agent_config import AgentConfig, Flow, RecipientRoute
 from schemas.events import (
+    END_YEAR,
+    FIRST_YEAR,
     ActionBase,
     ConditionResult,
     ConversationExtracted,
@@ -38,6 +43,25 @@ RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
 DRAFT_REASON = (
     "flow is a draft: it never runs on live traffic (try it with `postcall try`; publish it by removing `draft`)"
 )
+
+M = TypeVar("M", bound=BaseModel)
+_TRUSTED = (ConditionResult, PlannedAction, FlowDecision, DecisionTrace)
+# what `_built` leaves out of model_construct must not matter for these models
+assert not any(m.__pydantic_post_init__ or m.__private_attributes__ for m in _TRUSTED)
+
+
+def _built(model: type[M], fields: dict[str, Any]) -> M:
+    """A trace entry from values this module typed itself (booleans, its own text, ids it made, entries
+    already built, the validated record's ids): model_construct with every field given, minus its
+    per-field bookkeeping (which costs more than validating). Actions and everything rendered from the
+    record are validated as usual; tests/unit/router/test_emitted.py reads every emitted record back
+    through its model and its JSON Schema."""
+    built = model.__new__(model)
+    object.__setattr__(built, "__dict__", fields)
+    object.__setattr__(built, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(built, "__pydantic_extra__", None)
+    object.__setattr__(built, "__pydantic_private__", None)
+    return built
 
 
 class CompiledFlow:
@@ -100,22 +124,29 @@ class CompiledFlow:
         skipped = len(self.actions) - len(built)
         reason += f"; {len(built)} action(s) planned" + (f", {skipped} skipped" if skipped else "")
         planned = [
-            PlannedAction(
-                action_id=a.action_id,
-                type=str(getattr(a, "type", "")),
-                topic=self.actions[a.action_index].topic,
-                destination=a.destination,
+            _built(
+                PlannedAction,
+                {
+                    "action_id": a.action_id,
+                    "type": str(getattr(a, "type", "")),
+                    "topic": self.actions[a.action_index].topic,
+                    "destination": a.destination,
+                },
             )
             for a in built
         ]
-        decision = FlowDecision(
-            flow_id=self.id,
-            enabled=True,
-            fired=True,
-            reason=reason,
-            conditions=results,
-            actions=planned,
-            flow_revision=rev,
+        decision = _built(
+            FlowDecision,
+            {
+                "flow_id": self.id,
+                "enabled": True,
+                "fired": True,
+                "held": False,
+                "flow_revision": rev,
+                "reason": reason,
+                "conditions": results,
+                "actions": planned,
+            },
         )
         return decision, built
 
@@ -161,13 +192,16 @@ class CompiledFlow:
             }
             model, note = action.build(event, values, common)
         results.append(
-            ConditionResult(
-                path=path,
-                kind="action",
-                passed=model is not None,
-                expected=action.type,
-                actual=model.action_id if model else None,
-                reason=note or "planned",
+            _built(
+                ConditionResult,
+                {
+                    "path": path,
+                    "kind": "action",
+                    "passed": model is not None,
+                    "expected": action.type,
+                    "actual": model.action_id if model else None,
+                    "reason": note or "planned",
+                },
             )
         )
         return model
@@ -190,6 +224,8 @@ class CompiledAgent:
         self, event: ConversationExtracted, now: datetime, options: RouteOptions = (False, False)
     ) -> tuple[DecisionTrace, list[ActionBase]]:
         """options: (redeliver, run_held), from the record's REDELIVER and RUN_HELD headers."""
+        if now.utcoffset() is None or not FIRST_YEAR <= now.year < END_YEAR:  # what a Timestamp accepts
+            raise ValueError(f"the clock's time {now!r} is naive or out of range")
         values = ConversationValues(event, self.tz, self.fallback)
         decisions: list[FlowDecision] = []
         actions: list[ActionBase] = []
@@ -198,14 +234,17 @@ class CompiledAgent:
             decisions.append(decision)
             actions.extend(built)
         conv = event.conversation
-        trace = DecisionTrace(
-            event_id=event.event_id,
-            conversation_id=conv.conversation_id,
-            agent_id=conv.agent.id,
-            agent_version=conv.agent.version,
-            config_revision=self.revision,
-            extraction_status=event.extraction.status,
-            decided_at=now,
-            flows=decisions,
+        trace = _built(
+            DecisionTrace,
+            {
+                "event_id": event.event_id,
+                "conversation_id": conv.conversation_id,
+                "agent_id": conv.agent.id,
+                "agent_version": conv.agent.version,
+                "config_revision": self.revision,
+                "extraction_status": event.extraction.status,
+                "decided_at": now,
+                "flows": decisions,
+            },
         )
         return trace, actions

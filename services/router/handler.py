@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from prometheus_client import Counter
+
 from schemas import headers as h
 from schemas.events import ConversationExtracted
 from schemas.routes import ROUTER
@@ -36,16 +38,17 @@ class RouterHandler:
             raise PermanentError(f"no configuration for {what} in {self.catalog.directory}")
         options = (h.REDELIVER in ctx.headers, h.RUN_HELD in ctx.headers)
         trace, actions = compiled.route(event, self.clock(), options)
-        outcomes: dict[str, int] = {}  # one increment per outcome, not per flow
+        counts: dict[Counter, int] = {}  # one increment per labelled counter, not per flow or action
         for flow in trace.flows:
-            outcome = metrics.flow_outcome(flow)
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            counter = metrics.FLOW_OUTCOMES[metrics.flow_outcome(flow)]
+            counts[counter] = counts.get(counter, 0) + 1
             if flow.fired:  # only a flow that fired has actions (planned or skipped)
                 for result in flow.conditions:
                     if result.kind == "action":
-                        metrics.action_outcome(str(result.expected), result.passed).inc()
-        for outcome, count in outcomes.items():
-            metrics.FLOW_OUTCOMES[outcome].inc(count)
+                        counter = metrics.action_outcome(str(result.expected), result.passed)
+                        counts[counter] = counts.get(counter, 0) + 1
+        for counter, count in counts.items():
+            counter.inc(count)
         return [trace, *actions]
 
 

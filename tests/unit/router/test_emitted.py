@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -129,3 +130,27 @@ def test_every_emitted_record_validates_against_its_model_and_json_schema(tmp_pa
 )
 def test_action_ids_are_rfc_uuid5(name: str) -> None:
     assert uuid5(name) == str(uuid.uuid5(ACTION_NAMESPACE, name))
+
+
+@pytest.mark.parametrize(
+    "now", [datetime(2026, 3, 10, 12, 0), datetime(1969, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))]
+)
+def test_a_time_a_trace_could_not_carry_is_refused_as_the_trace_model_would(tmp_path: Path, now: datetime) -> None:
+    """The trace is built without validation; its time is checked by the Timestamp rule instead."""
+    with pytest.raises(ValueError):
+        DecisionTrace.model_validate({**_TRACE, "decided_at": now})
+    write(tmp_path, "agent.yaml", EVERY_ACTION)
+    compiled = RouterHandler(CatalogHolder(tmp_path, "(n/a)")).catalog.lookup("support-line", "3")
+    assert compiled is not None
+    with pytest.raises(ValueError):
+        compiled.route(_records()[0], now)
+
+
+_TRACE = {
+    "event_id": "e",
+    "conversation_id": "c",
+    "agent_id": "a",
+    "config_revision": "r",
+    "extraction_status": "ok",
+    "flows": [],
+}
