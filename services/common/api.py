@@ -112,3 +112,6 @@ class Service(Generic[E]):
     on_assigned: PartitionsHook | None = None  # restore state before the partitions' records are handled
     on_revoked: PartitionsHook | None = None
     version: str = "0.1.0"
+    #: True while the service wants no new records (backpressure): the runtime stops fetching, as with a
+    #: full window, and takes records again once it is False (the records it holds are not affected)
+    pressure: Callable[[], bool] | None = None

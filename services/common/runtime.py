@@ -36,6 +36,9 @@ from services.common.settings import KafkaSettings, RuntimeSettings
 
 log = logging.getLogger("postcall.runtime")
 TOPIC_WAIT_SECONDS = 30.0
+# Under the service's backpressure the loop does not poll (a paused partition drops what the consumer
+# prefetched); after this long without a poll it polls with every partition paused, to stay in the group.
+PRESSURE_POLL_SECONDS = 10.0
 Acks = list[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
 _FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing to wait for
 
@@ -162,13 +165,19 @@ class Runtime:
         assert self._consumer is not None
         next_commit = time.monotonic() + self.settings.commit_interval_seconds
         next_lag = time.monotonic()
+        polled = time.monotonic()
         while not self._stopping.is_set():
-            if self.in_flight >= self.settings.max_in_flight:
+            if self._saturated():
                 await self._wait_for_room(0.2)
-            self._update_pauses()
+            held = self._pressed() and time.monotonic() - polled < PRESSURE_POLL_SECONDS
+            full = self.in_flight >= self.settings.max_in_flight or (self._pressed() and not held)
+            self._update_pauses(full)
             room = self.settings.max_in_flight - self.in_flight
-            # still full: every partition is paused; poll without waiting, only to stay in the group
-            batch = await self._consumer.getmany(timeout_ms=200 if room > 0 else 0, max_records=max(1, room))
+            batch: dict[TopicPartition, list[Any]] = {}
+            if not held:
+                # still full: every partition is paused; poll without waiting, only to stay in the group
+                batch = await self._consumer.getmany(timeout_ms=0 if full else 200, max_records=max(1, room))
+                polled = time.monotonic()
             for tp, records in batch.items():
                 self._accept_batch(tp, records)
             now = time.monotonic()
@@ -182,13 +191,22 @@ class Runtime:
                 log.info("idle, exiting")
                 break
 
+    def _pressed(self) -> bool:
+        return self.hooks.pressure is not None and self.hooks.pressure()
+
+    def _saturated(self) -> bool:
+        return self.in_flight >= self.settings.max_in_flight or self._pressed()
+
     async def _wait_for_room(self, timeout: float) -> None:
-        """Wake as soon as a record finishes, not at the next poll timeout (a full window would
-        otherwise idle for the whole timeout), and before pausing: a pause drops prefetched records."""
-        self._room.clear()
-        if self.in_flight >= self.settings.max_in_flight:
+        """Wake as soon as the window has room and the service's backpressure is off, not at the next
+        poll timeout (a full window would otherwise idle for the whole timeout), and before pausing: a
+        pause drops prefetched records."""
+        deadline = time.monotonic() + timeout
+        while self._saturated() and (left := deadline - time.monotonic()) > 0:
+            self._room.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait(), timeout)
+                async with asyncio.timeout(left):
+                    await self._room.wait()
 
     def _idle_for_too_long(self, got_records: bool) -> bool:
         idle_exit = self.settings.idle_exit_seconds
@@ -197,10 +215,10 @@ class Runtime:
             return False
         return idle_exit is not None and time.monotonic() - self._last_activity > idle_exit
 
-    def _update_pauses(self) -> None:
+    def _update_pauses(self, full: bool | None = None) -> None:
         assert self._consumer is not None
         assignment = self._consumer.assignment()
-        full = self.in_flight >= self.settings.max_in_flight
+        full = self.in_flight >= self.settings.max_in_flight if full is None else full
         dependency = self.dependency_paused_until > time.monotonic()
         self._dependency_gauge.set(1 if dependency else 0)
         want = set()

@@ -63,7 +63,7 @@ async def main() -> None:
     async with shared, open_executors(settings, registry) as executors, ResultsReader(settings.kafka) as reader:
         registry.attach(shared)
         ledger = Ledger(reader, index=DoneIndex(settings.ledger_dir, retention_ms=retention))
-        service = Dispatcher(executors, ledger).service()
+        service = Dispatcher(executors, ledger, registry.pressure).service()
         runtime = Runtime(service, kafka=settings.kafka, settings=settings.runtime, group_id=settings.group_id)
         try:
             await serve(runtime)

@@ -103,8 +103,9 @@ class DestinationBase(Strict):
     max_waiting: int | None = Field(
         None,
         ge=0,
-        description="Records allowed to wait for a free slot (each holds one of the runtime's in-flight slots); "
-        "more go to a retry tier at once. Default: 8 x max_concurrency.",
+        description="Records allowed to wait (at most max_wait_seconds each) for a free slot; each holds one of "
+        "the runtime's in-flight slots. More wait in line while the destination drains this room quickly (the "
+        "dispatcher takes no new records meanwhile), else go to a retry tier at once. Default: 4 x max_concurrency.",
     )
     rate_limit_per_second: float | None = Field(
         None,

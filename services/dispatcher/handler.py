@@ -20,7 +20,7 @@ two replicas) never replaces the delivered record, and every failed attempt stay
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -81,13 +81,17 @@ def failed_result(action: ActionBase, ctx: Context, exc: BaseException, outcome:
 
 
 class Dispatcher:
-    def __init__(self, executors: Executors, ledger: Ledger) -> None:
+    def __init__(self, executors: Executors, ledger: Ledger, pressure: Callable[[], bool] | None = None) -> None:
+        """`pressure`: the registry's (a destination has records waiting beyond its waiting room)."""
         self._executors = executors
         self._ledger = ledger
+        self._pressure = pressure
 
     def service(self) -> Service[ActionBase]:
         # no on_revoked: the ledger keeps a revoked partition's set and catches it up if it comes back
-        return Service(DISPATCHER, self.handle, self.on_failure, on_assigned=self._ledger.restore)
+        return Service(
+            DISPATCHER, self.handle, self.on_failure, on_assigned=self._ledger.restore, pressure=self._pressure
+        )
 
     async def handle(self, action: ActionBase, ctx: Context) -> Sequence[Event]:
         async with self._ledger.claim(action.action_id):

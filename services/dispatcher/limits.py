@@ -2,12 +2,31 @@
 wait. What cannot go soon moves to a retry tier instead of holding one of the runtime's in-flight
 slots, so one slow or failing destination never slows the others: a saturated limit raises Deferred
 (not attempted, no attempt counted), an open circuit raises RetryableError (the destination failing).
+
+Waiting for a slot, in two stages:
+
+    a free slot                  -> sent at once
+    the waiting room (timed)     -> max_waiting records, each at most max_wait_seconds, then Deferred
+    the line (untimed)           -> beyond the room, while the destination drains its room within
+                                    half of max_wait_seconds (measured from its recent slot releases):
+                                    the record waits for a place in the room, and the gate reports
+                                    backpressure (`Pressure`): the dispatcher's runtime takes no new
+                                    records until the line is empty. A destination whose room does not
+                                    drain so (a waiter timed out lately, or it is too slow) refuses at
+                                    once: Deferred; with no measurement yet, a record waits in the line
+                                    at most max_wait_seconds.
+
+So a backlog for one healthy destination drains at the destination's pace from the runtime's window,
+never bouncing through a retry tier, while a stalled or slow one still moves its excess to a retry
+tier and holds no more than its room of the window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -57,6 +76,17 @@ class Slot:
         self._breaker.record(ok)
 
 
+class Pressure:
+    """How many destinations have records waiting in their line (beyond the waiting room): while any
+    has, the runtime takes no new records (services.common.api.Service.pressure)."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def __call__(self) -> bool:
+        return self.lines > 0
+
+
 class Gate:
     """What a request to one destination passes through before it is sent."""
 
@@ -69,6 +99,8 @@ class Gate:
         max_wait_seconds: float,
         breaker: CircuitBreaker,
         bucket: TokenBucket | None = None,
+        pressure: Pressure | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.breaker = breaker
@@ -76,7 +108,13 @@ class Gate:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._max_waiting = max_waiting
         self._max_wait = max_wait_seconds
-        self._waiting = 0
+        self._waiting = 0  # in the room, including those let in from the line and not yet resumed
+        self._line: deque[asyncio.Future[None]] = deque()
+        self._pressing = False  # counted in `pressure` (the line is not empty)
+        self._pressure = pressure if pressure is not None else Pressure()
+        self._clock = clock
+        self._released: deque[float] = deque(maxlen=max(2, 2 * max_concurrency))  # recent slot releases
+        self._timed_out_at = -float("inf")  # when a waiter in the room last gave up
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Slot]:
@@ -92,6 +130,7 @@ class Gate:
                 yield slot
             finally:
                 self._semaphore.release()
+                self._released.append(self._clock())
         finally:
             if not slot.recorded:
                 self.breaker.abandon()
@@ -109,12 +148,88 @@ class Gate:
         if not self._semaphore.locked():
             await self._semaphore.acquire()  # free now: no timer, no extra task
             return
-        if self._waiting >= self._max_waiting:
-            raise Deferred(f"destination {self.name} busy: {self._waiting} requests already waiting")
-        self._waiting += 1
+        if self._waiting < self._max_waiting and not self._line:
+            self._waiting += 1
+        else:
+            await self._wait_in_line()  # in the room when it returns (counted in _waiting)
         try:
-            await asyncio.wait_for(self._semaphore.acquire(), self._max_wait)
+            async with asyncio.timeout(self._max_wait):  # no extra task, unlike wait_for
+                await self._semaphore.acquire()
         except TimeoutError:
+            self._timed_out_at = self._clock()
+            self._refuse_line()
             raise Deferred(f"destination {self.name} busy: no free slot within {self._max_wait:g}s") from None
         finally:
             self._waiting -= 1
+            self._let_in()
+
+    def draining(self) -> bool | None:
+        """Whether the room empties well within max_wait_seconds at the pace slots were released lately;
+        None when there is no recent measurement."""
+        now = self._clock()
+        if self._max_waiting == 0 or now - self._timed_out_at < self._max_wait:
+            return False
+        released = self._released
+        if len(released) < 2 or now - released[-1] > self._max_wait:
+            return None
+        span = released[-1] - released[0]
+        rate = (len(released) - 1) / span if span > 0 else float("inf")
+        return self._waiting / rate <= self._max_wait / 2
+
+    async def _wait_in_line(self) -> None:
+        draining = self.draining()
+        if draining is False:
+            raise Deferred(f"destination {self.name} busy: {self._waiting} requests already waiting")
+        place: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._line.append(place)
+        self._update_pressure()
+        try:
+            if draining is None:
+                # not measured yet: wait in line as long as in the room; longer if it turned out to drain
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._max_wait):
+                        await asyncio.shield(place)
+                if not place.done() and self.draining():
+                    await place
+            else:
+                await place
+        except BaseException:
+            if _let_in(place):  # let in, then cancelled before it resumed: pass the place on
+                self._waiting -= 1
+                self._let_in()
+            raise
+        finally:
+            if not place.done():
+                place.cancel()
+            with contextlib.suppress(ValueError):
+                self._line.remove(place)
+            self._update_pressure()
+        if not _let_in(place):
+            raise Deferred(f"destination {self.name} busy: no place in its waiting room within {self._max_wait:g}s")
+
+    def _let_in(self) -> None:
+        """Move the head of the line into the room while the room has places."""
+        line = self._line
+        while line and self._waiting < self._max_waiting:
+            place = line.popleft()
+            if place.done():
+                continue  # gave up (timed out or cancelled)
+            self._waiting += 1
+            place.set_result(None)
+        self._update_pressure()
+
+    def _update_pressure(self) -> None:
+        pressing = bool(self._line)
+        if pressing != self._pressing:
+            self._pressing = pressing
+            self._pressure.lines += 1 if pressing else -1
+
+    def _refuse_line(self) -> None:
+        """A waiter in the room timed out: the destination does not keep up; the line goes to a retry tier."""
+        for place in self._line:
+            if not place.done():
+                place.set_exception(Deferred(f"destination {self.name} busy: its waiting room does not drain"))
+
+
+def _let_in(place: asyncio.Future[None]) -> bool:
+    return place.done() and not place.cancelled() and place.exception() is None

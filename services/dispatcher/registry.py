@@ -15,16 +15,19 @@ from typing import Protocol, TypeVar
 from services.common.breaker import CircuitBreaker, State
 from services.common.errors import PermanentError
 from services.dispatcher.destinations import AnyDestination, DestinationBase, SmtpDestination
-from services.dispatcher.limits import Gate, TokenBucket
+from services.dispatcher.limits import Gate, Pressure, TokenBucket
 from services.dispatcher.metrics import CIRCUIT_OPEN, DESTINATION_DISABLED
 
 D = TypeVar("D", bound=DestinationBase)
 log = logging.getLogger("postcall.dispatcher.registry")
-# Waiters per concurrency slot: enough that a backlog for one healthy destination drains from the
-# runtime's window instead of bouncing through retry tier 1 (bench/dispatcher.py: with 8 per slot a
-# 2,000-action backlog drained at ~54/s), few enough that a stalled destination holds a bounded share of
-# the in-flight records. A stalled one's waiters leave after max_wait_seconds anyway.
-WAITING_PER_SLOT = 48
+# Places in a destination's waiting room per concurrency slot: enough to keep its slots busy while the
+# runtime fetches more, few enough that a stalled destination holds a small share of the runtime's
+# window (its waiters leave after max_wait_seconds anyway). A backlog for one healthy destination does
+# not need a bigger room: beyond it records wait in the gate's line while the runtime takes no new ones
+# (services/dispatcher/limits.py). With the room at 48 per slot and no line, the default window (1024)
+# overfilled it and a 2,000-action backlog bounced through retry tier 1 (bench/dispatcher.py: 0.41 of
+# bare httpx, 478 deferrals).
+WAITING_PER_SLOT = 4
 
 
 class Publisher(Protocol):
@@ -43,6 +46,7 @@ class Registry:
         self.disabled: dict[str, str] = {}
         self.enabled_at: dict[str, float] = {}  # destination -> an operator's latest enable (epoch seconds)
         self._shared: Publisher | None = None
+        self.pressure = Pressure()  # True while a destination's line is not empty: take no new records
         self._gates = {name: self._gate(d, max_wait_seconds) for name, d in self._destinations.items()}
         for name in self._destinations:
             DESTINATION_DISABLED.labels(name).set(0)
@@ -64,6 +68,7 @@ class Registry:
             max_wait_seconds=max_wait_seconds,
             breaker=CircuitBreaker(dest.circuit_breaker.policy(), on_change=self._circuit_changed(dest.name)),
             bucket=bucket,
+            pressure=self.pressure,
         )
 
     def _circuit_changed(self, name: str) -> Callable[[State, float | None], None]:

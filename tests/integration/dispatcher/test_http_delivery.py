@@ -105,7 +105,7 @@ async def test_a_stalled_destination_does_not_hold_back_another(sink: Sink, stac
 
     assert fast_outcomes == ["delivered"] * 100
     assert slow_pending_when_fast_done >= 2  # the two in flight were still stalled
-    # beyond its 2 slots and 2 waiters the slow destination refused at once (a retry tier), never blocked
+    # beyond its 2 slots and 2 waiters the slow destination refused (a retry tier) within max_wait, never blocked
     assert sum(o.startswith("retry: destination slow busy") for o in slow_outcomes) >= 2
     last_fast = max(i for i, f in enumerate(finished) if f == "fast:delivered")
     assert last_fast < finished.index("slow:delivered")

@@ -410,3 +410,32 @@ async def test_an_unavailable_dependency_is_waited_out_in_place_and_the_record_h
     assert all(g["attempt"] == 1 for g in got)
     assert await read_all(kafka, t.dlq) == []
     assert (await committed(kafka, f"postcall-{t.service}", t.input, 1))[0] == 5
+
+
+async def test_the_services_backpressure_stops_taking_records_until_it_is_off(kafka: KafkaSettings) -> None:
+    """Service.pressure (the dispatcher's destination lines): no new records while it is on, and the
+    held ones are not lost or repeated once it is off."""
+    t = await make_topics(kafka, partitions=1)
+    settings = worker_settings(kafka, t, max_in_flight=100)
+    handler, pressed, handled = JobHandler(settings), [False], []
+
+    async def handle(job: Job, ctx: Context) -> Sequence[Event]:
+        handled.append(job.id)
+        pressed[0] = pressed[0] or job.id == "first"  # the first record turns it on
+        return await handler.handle(job, ctx)
+
+    service = Service(route(settings), handle, pressure=lambda: pressed[0])
+    runtime = Runtime(service, kafka=kafka, settings=settings.runtime)
+    task = asyncio.create_task(runtime.run())
+    try:
+        await produce(kafka, t.input, [("k", Job(id="first"))])
+        await wait_for_ids(kafka, t.output, {"first"})
+        await produce(kafka, t.input, jobs(20, prefix="held"))
+        await asyncio.sleep(3)  # well past the poll timeout: the runtime would have taken them by now
+        assert handled == ["first"]
+        pressed[0] = False
+        got = await wait_for_ids(kafka, t.output, {f"held{i}" for i in range(20)})
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
+    assert Counter(g["id"] for g in got) == Counter({"first": 1, **{f"held{i}": 1 for i in range(20)}})

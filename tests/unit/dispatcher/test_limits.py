@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from services.common.breaker import BreakerPolicy, CircuitBreaker, State
 from services.common.errors import RetryableError
-from services.dispatcher.limits import Gate, TokenBucket
+from services.dispatcher.limits import Gate, Pressure, TokenBucket
 
 
 class Clock:
@@ -117,3 +118,71 @@ async def test_rate_limited_destination_past_the_bound_goes_to_a_retry_tier() ->
         async with g.slot():
             pass
     assert caught.value.retry_after is not None and 0.8 < caught.value.retry_after <= 1.0
+
+
+def lined_gate(pressure: Pressure, max_wait: float = 2.0) -> Gate:
+    return Gate(
+        "crm",
+        max_concurrency=4,
+        max_waiting=8,
+        max_wait_seconds=max_wait,
+        breaker=CircuitBreaker(BreakerPolicy()),
+        pressure=pressure,
+    )
+
+
+async def send_through(g: Gate, seconds: float) -> str:
+    try:
+        async with g.slot() as slot:
+            await asyncio.sleep(seconds)
+            slot.record(True)
+    except RetryableError as exc:
+        return str(exc)
+    return "sent"
+
+
+async def test_a_backlog_beyond_the_room_of_a_healthy_destination_waits_in_line_under_backpressure() -> None:
+    """400 records at once to 4 slots and 8 waiting places: none goes to a retry tier, and the gate
+    asks for no new records while its line is not empty."""
+    pressure = Pressure()
+    g = lined_gate(pressure)
+    sends = [asyncio.create_task(send_through(g, 0.002)) for _ in range(400)]
+    await asyncio.sleep(0)
+    assert pressure()
+    assert await asyncio.gather(*sends) == ["sent"] * 400
+    assert not pressure() and pressure.lines == 0
+
+
+async def test_a_stalled_destinations_line_goes_to_a_retry_tier_within_max_wait_then_at_once() -> None:
+    pressure = Pressure()
+    g = lined_gate(pressure, max_wait=0.2)
+    started = time.monotonic()
+    sends = [asyncio.create_task(send_through(g, 5)) for _ in range(20)]
+    await asyncio.sleep(0)
+    assert pressure()  # not measured yet: the line waits, at most max_wait
+    await asyncio.sleep(0.3)
+    assert not pressure()
+    assert all(s.done() for s in sends[4:]) and not any(s.done() for s in sends[:4])
+    assert all("busy" in s.result() for s in sends[4:])
+    assert time.monotonic() - started < 1
+    # its waiters timed out lately: beyond the room a record is refused at once, no line, no pressure
+    room = [asyncio.create_task(send_through(g, 0)) for _ in range(8)]
+    await asyncio.sleep(0)
+    assert await send_through(g, 0) == "destination crm busy: 8 requests already waiting"
+    assert not pressure()
+    for s in [*sends[:4], *room]:
+        s.cancel()
+    await asyncio.gather(*sends[:4], *room, return_exceptions=True)
+
+
+async def test_a_cancelled_record_in_line_leaves_no_trace() -> None:
+    pressure = Pressure()
+    g = lined_gate(pressure)
+    sends = [asyncio.create_task(send_through(g, 0.05)) for _ in range(14)]  # 4 slots, 8 waiting, 2 in line
+    await asyncio.sleep(0)
+    assert pressure()
+    sends[-1].cancel()
+    sends[-2].cancel()
+    await asyncio.sleep(0)
+    assert not pressure()
+    assert (await asyncio.gather(*sends[:12])) == ["sent"] * 12
