@@ -1,12 +1,15 @@
-"""Retry tiers: which tier, how long; the error class decides the dead-letter category."""
+"""Retry tiers: which tier, how long; the error class decides the dead-letter category; record contexts."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from schemas import headers as h
+from services.common.api import Context
 from services.common.errors import InvalidRecord, PermanentError, RetryableError
-from services.common.process import category, choose_tier, tier_delay
+from services.common.process import category, choose_tier, new_context, tier_delay
 
 DELAYS = [5.0, 300.0, 1800.0, 7200.0]
 
@@ -38,3 +41,13 @@ def test_a_tier_delay_honours_retry_after_but_never_past_its_own_length() -> Non
 )
 def test_the_error_class_decides_the_category(exc: BaseException, expected: str) -> None:
     assert category(exc) == expected
+
+
+def test_new_context_is_the_frozen_context_the_dataclass_would_build() -> None:
+    values = ("svc", "topic", 2, 41, "key", 1_700_000_000_000, 3, {"ce_id": "a"}, {"ce_id": "a", "x-attempts": "2"})
+    built = new_context(*values)
+    assert type(built) is Context
+    assert built == Context(*values)
+    assert [getattr(built, f.name) for f in dataclasses.fields(Context)] == list(values)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.offset = 1  # type: ignore[misc]
