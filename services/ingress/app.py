@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -144,6 +144,9 @@ async def _documented(endpoint: str) -> AcceptedAnswer:
 def _webhook(
     platform: str, endpoints: Mapping[tuple[str, str], Endpoint], handler: WebhookHandler, limit: int
 ) -> ASGIApp:
+    counters: dict[tuple[str, str], Counter] = {}  # this platform's series by (endpoint label, outcome)
+    duration = REQUEST_DURATION.labels(platform)
+
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         endpoint: str = scope["path_params"]["endpoint"]
@@ -158,8 +161,11 @@ def _webhook(
             answer = body if isinstance(body, Answer) else await handler.handle(found, headers, body)
         label = endpoint if found is not None else "(unknown)"
         elapsed = time.perf_counter() - started
-        REQUESTS.labels(platform, label, answer.outcome).inc()
-        REQUEST_DURATION.labels(platform).observe(elapsed)
+        counter = counters.get((label, answer.outcome))
+        if counter is None:  # label is a configured endpoint or "(unknown)": a bounded set
+            counter = counters[label, answer.outcome] = REQUESTS.labels(platform, label, answer.outcome)
+        counter.inc()
+        duration.observe(elapsed)
         _log(platform, label, answer, elapsed)
         content = answer.body.model_dump_json(exclude_none=True).encode()
         head = [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
@@ -173,10 +179,9 @@ def _webhook(
 async def read_body(headers: HeaderMap, receive: Receive, limit: int) -> bytes | Answer | None:
     """The raw body, or a 413 as soon as it is known to be over `limit` (from Content-Length, else while
     streaming): a 20 MB request is refused after at most `limit` bytes. None: the client disconnected."""
-    too_large = refusal(413, "too_large", "payload_too_large", f"the body is over the {limit}-byte limit")
     declared = headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        return too_large
+        return _too_large(limit)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -185,10 +190,14 @@ async def read_body(headers: HeaderMap, receive: Receive, limit: int) -> bytes |
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return too_large
+            return _too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> Answer:
+    return refusal(413, "too_large", "payload_too_large", f"the body is over the {limit}-byte limit")
 
 
 def _log(platform: str, endpoint: str, answer: Answer, elapsed: float) -> None:

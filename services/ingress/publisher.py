@@ -107,6 +107,7 @@ class Publisher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._connector: asyncio.Task[None] | None = None
         self._checked: tuple[float, bool] = (0.0, False)
+        self._produced = observability.RECORDS_PRODUCED.labels("ingress", topic)
 
     async def start(self) -> None:
         """Start connecting in the background; returns at once (readiness says when Kafka is there)."""
@@ -214,7 +215,7 @@ class Publisher:
             self._reset(current)
             raise Unavailable(f"Kafka did not acknowledge the record ({type(exc).__name__})") from None
         PUBLISH_DURATION.observe(time.perf_counter() - started)
-        observability.RECORDS_PRODUCED.labels("ingress", self.topic).inc()
+        self._produced.inc()
         return Published(event.event_id, event.conversation_id, self.topic, sent.partition, sent.offset)
 
     async def _send_on(self, current: AIOKafkaProducer, event: ConversationEnded, source: str) -> Any:
