@@ -333,12 +333,13 @@ class Runtime:
         record batches as they go (services.common.kafka.Batcher), and the records' offsets are
         finished (committable) only once every batch holding their outputs is acknowledged: the same
         guarantee as one record at a time. While this batch waits for acks, the next one is handled."""
+        window = [len(records)]  # the batch's records still in the window (finished ones leave it early)
         try:
             if previous is not None:
                 await asyncio.shield(previous)  # a cancelled wait must not cancel the previous batch's future
             done = await self._queue_batch(state, records)
             handled.set_result(None)
-            await self._acknowledge(state, done)
+            await self._acknowledge(state, done, window)
         except Stopped:
             pass
         except asyncio.CancelledError:
@@ -350,7 +351,7 @@ class Runtime:
         finally:
             if not handled.done():
                 handled.set_result(None)
-            self.in_flight -= len(records)
+            self.in_flight -= window[0]
             self._room.set()
             self._in_flight_gauge.set(self.in_flight)
 
@@ -407,34 +408,47 @@ class Runtime:
             record_context.reset(token)
         return None
 
-    async def _acknowledge(
-        self, state: PartitionState, done: list[tuple[Any, list[asyncio.Future[Any]] | None]]
-    ) -> None:
-        """Wait for the acks of the batch's outputs; a record whose outputs were not all acknowledged
-        goes through the one-record path (its handler again, then retries or its dead letter). Its
-        outputs then come after those of later records: under broker trouble, as after a retry, the
-        order of a key's outputs is not kept."""
-        acks: dict[asyncio.Future[Any], None] = {}  # each batch's ack once (a batch holds many records' outputs)
-        for _, record_acks in done:
-            for ack in record_acks or ():
-                acks[ack] = None
-        failed = set()
-        for ack in acks:
-            try:
-                await ack  # one by one: by the time the last one is done, the others mostly are
-            except Exception:
-                failed.add(ack)
-        ok = 0
-        for record, record_acks in done:
+    async def _acknowledge(self, state: PartitionState, done: list[tuple[Any, Acks | None]], window: list[int]) -> None:
+        """Wait for the acks of the batch's outputs, record by record in offset order, and finish each
+        record (committable, out of the window) once all of its outputs are acknowledged: the first
+        records' batches are often acknowledged a request before the last ones', and the window takes
+        new records meanwhile. A record whose outputs were not all acknowledged goes through the
+        one-record path (its handler again, then retries or its dead letter). Its outputs then come
+        after those of later records: under broker trouble, as after a retry, the order of a key's
+        outputs is not kept."""
+        ok = start = 0
+        for i, (record, record_acks) in enumerate(done):
             if record_acks is _FAILED:
                 continue  # its failure was carried out (retry copy or dead letter acknowledged)
-            if record_acks is None or (failed and not failed.isdisjoint(record_acks)):
-                await self._process(state, record)  # broker trouble with its outputs, or too big to batch
-            else:
+            acked = record_acks is not None
+            for ack in record_acks or ():
+                if not ack.done():
+                    self._release(state, done[start:i], window)  # everything before it is durable
+                    start = i
+                    with contextlib.suppress(Exception):
+                        # shielded: other partitions' records share the batch, and this wait may be cancelled
+                        await asyncio.shield(ack)
+                acked = acked and not ack.cancelled() and ack.exception() is None
+            if acked:
                 ok += 1
-        if self._is_current(state):
-            state.finish_all(record.offset for record, _ in done)
+            else:
+                self._release(state, done[start:i], window)
+                start = i
+                await self._process(state, record)  # broker trouble with its outputs, or too big to batch
+        self._release(state, done[start:], window)
         self._processed_ok.inc(ok)
+
+    def _release(self, state: PartitionState, finished: list[tuple[Any, Acks | None]], window: list[int]) -> None:
+        """These records' outcomes are durable: their offsets may be committed, their places in the window
+        taken (`window` counts the batch's records still in it)."""
+        if not finished:
+            return
+        if self._is_current(state):
+            state.finish_all(record.offset for record, _ in finished)
+        window[0] -= len(finished)
+        self.in_flight -= len(finished)
+        self._room.set()
+        self._in_flight_gauge.set(self.in_flight)
 
     def _is_current(self, state: PartitionState) -> bool:
         return self.partitions.get(TopicPartition(state.topic, state.partition)) is state and not state.revoked
