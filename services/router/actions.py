@@ -268,23 +268,29 @@ def _chat(config: SlackAction | TeamsAction) -> Builder:
 
 
 def _email(config: EmailAction, route: RecipientRoute | None) -> Builder:
-    entries = [(recipient_kind(t), Template.compile(t)) for t in config.to]
     domains = frozenset(d.lower() for d in config.allowed_domains)
+    entries = []
+    for text in config.to:
+        kind, template = recipient_kind(text), Template.compile(text)
+        # a literal address is checked once, here: its outcome never depends on the record
+        fixed = _recipient(kind, template, None, None, domains) if kind == "fixed" else None
+        entries.append((kind, template, fixed))
+    allowed = {a.lower() for rule in route.rules for a in rule.to} if route is not None else set()
     subject, body = Template.compile(config.subject), Template.compile(config.body)
     page = Template.compile(config.html) if config.html is not None else None
 
     def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
         picked: dict[str, str] = {}  # address -> where it came from, for the trace
         notes: list[str] = []
-        for kind, template in entries:
-            address, origin, why = _recipient(kind, template, event, values, domains)
+        for kind, template, fixed in entries:
+            address, origin, why = fixed or _recipient(kind, template, event, values, domains)
             if why:
                 notes.append(why)
             elif address.lower() not in {a.lower() for a in picked}:
                 picked[address] = origin
         source: Literal["fixed", "dynamic", "fallback"] = "fixed"
         if route is not None:
-            chosen, source, why = _route_recipients(route, event)
+            chosen, source, why = _route_recipients(route, event, allowed)
             label = f"route {route.id!r}: " + ("the extractor's choice" if source == "dynamic" else "its fallback")
             picked.update({a: label for a in chosen if a.lower() not in {p.lower() for p in picked}})
             notes.append(why)
@@ -307,13 +313,15 @@ def _email(config: EmailAction, route: RecipientRoute | None) -> Builder:
 def _recipient(
     kind: RecipientKind,
     template: Template,
-    event: ConversationExtracted,
-    values: ConversationValues,
+    event: ConversationExtracted | None,
+    values: ConversationValues | None,
     domains: frozenset[str],
 ) -> tuple[str, str, str]:
-    """(address, its source, "") or ("", "", why it was dropped)."""
+    """(address, its source, "") or ("", "", why it was dropped). A fixed one needs no record."""
     if kind == "fixed":
         address, source = template.source.strip(), "fixed"
+    elif event is None or values is None:
+        raise ValueError(f"a {kind} recipient is rendered from a record")
     elif kind == "contact":
         customer = event.conversation.customer
         ref = template.parts[0] if isinstance(template.parts[0], VarRef) else None
@@ -338,9 +346,9 @@ def _recipient(
 
 
 def _route_recipients(
-    route: RecipientRoute, event: ConversationExtracted
+    route: RecipientRoute, event: ConversationExtracted, allowed: set[str]
 ) -> tuple[list[str], Literal["dynamic", "fallback"], str]:
-    allowed = {a.lower() for rule in route.rules for a in rule.to}
+    """`allowed`: the route's own addresses, lower-cased (computed once per configuration)."""
     if event.extraction.status != "ok":
         return list(route.fallback), "fallback", f"route {route.id!r}: extraction failed, using its fallback"
     chosen = event.extraction.recipients.get(route.id, [])
