@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 DELIVERED_OUTCOMES = frozenset({"delivered", "published"})  # content went out (a skip sends nothing)
 BATCH = 1000  # ids written to the index per transaction while catching up
 EXPIRE_EVERY_SECONDS = 3600.0
+SIZE_EVERY_SECONDS = 1.0  # the index's size on disk (a gauge) is read at most this often
 # reader(topic, partition, from_offset) -> records with .offset and .value, up to the end at call time
 Reader = Callable[[str, int, int | None], AsyncIterator[Any]]
 
@@ -63,6 +64,7 @@ class Ledger:
         self._topic = topic
         self._index = index if index is not None else DoneIndex()
         self._expired_at = time.monotonic()
+        self._sized_at = -SIZE_EVERY_SECONDS
         self._partitions: dict[int, _Partition] = {}
         self._in_flight: dict[str, tuple[asyncio.Lock, int]] = {}  # action_id -> (lock, holders+waiters)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -128,7 +130,9 @@ class Ledger:
             if gone := self._index.expire():
                 log.info("ledger dropped %d ids older than the results topic's retention", gone)
         LEDGER_ENTRIES.labels(str(partition)).set(self._index.count(partition))
-        LEDGER_BYTES.set(self._index.size_bytes())
+        if (now := time.monotonic()) - self._sized_at >= SIZE_EVERY_SECONDS:  # 3 queries: not per delivery
+            self._sized_at = now
+            LEDGER_BYTES.set(self._index.size_bytes())
 
     def _state(self, partition: int) -> _Partition:
         return self._partitions.setdefault(partition, _Partition())

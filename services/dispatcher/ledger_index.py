@@ -107,14 +107,17 @@ class DoneIndex:
         by_bucket: dict[int, list[tuple[bytes]]] = {}
         for action_id, at in zip(action_ids, stamps, strict=True):
             by_bucket.setdefault((now if at is None else at) // (BUCKET_DAYS * DAY_MS), []).append((key(action_id),))
-        self._db.execute("BEGIN")
+        one = len(action_ids) == 1  # one statement is its own transaction (the dispatcher's own result)
+        if not one:
+            self._db.execute("BEGIN")
         try:
             for bucket, rows in by_bucket.items():
                 before = self._db.total_changes
                 self._db.executemany(f"INSERT OR IGNORE INTO {self._table(bucket)} VALUES (?)", rows)  # noqa: S608
                 self._counts[bucket, partition] += self._db.total_changes - before
         finally:
-            self._db.execute("COMMIT")
+            if not one:
+                self._db.execute("COMMIT")
 
     def expire(self, now_ms: int | None = None) -> int:
         """Drop the generations whose whole bucket is older than the retention; how many ids went."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 
 import httpx
 import pytest
 
-from services.common.ssrf import AddressRefused, GuardedTransport, refusal, vetted_addresses
+from services.common.ssrf import AddressRefused, GuardedTransport, readable, refusal, vetted_addresses
 
 REFUSED = [
     ("127.0.0.1", "loopback"),
@@ -139,3 +141,46 @@ async def test_transport_refuses_before_connecting() -> None:
         with pytest.raises(AddressRefused, match="loopback"):
             await client.post("http://internal.example:8080/hook", content=b"{}")
     assert resolved == ["internal.example"]
+
+
+async def test_a_pooled_connection_the_server_closed_is_noticed_and_replaced() -> None:
+    """The pool asks each idle connection whether its socket is readable before reusing it
+    (services.common.ssrf.SocketStream answers from the socket it looked up once): a connection the
+    server closed after answering is dropped, the next request goes out on a new one, each time
+    through the guard."""
+    connections: list[int] = []
+    resolved: list[str] = []
+
+    async def answer_once_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # keep-alive, then closed anyway
+        await writer.drain()
+        writer.close()
+
+    async def resolver(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        return ["127.0.0.1"]
+
+    server = await asyncio.start_server(answer_once_then_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = GuardedTransport(allow_private=True, limits=httpx.Limits(max_connections=4), resolver=resolver)
+    async with server, httpx.AsyncClient(transport=transport) as client:
+        for _ in range(3):
+            answer = await client.get(f"http://sink.example:{port}/")
+            assert answer.text == "ok"
+            await asyncio.sleep(0.05)  # the server's close reaches us while the connection sits in the pool
+    assert len(connections) == 3
+    assert resolved == ["sink.example"] * 3
+
+
+def test_a_closed_or_missing_socket_counts_as_readable() -> None:
+    a, b = socket.socketpair()
+    try:
+        assert not readable(a)
+        b.sendall(b"x")
+        assert readable(a)
+    finally:
+        a.close()
+        b.close()
+    assert readable(a) and readable(None)
