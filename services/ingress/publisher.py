@@ -103,7 +103,10 @@ class Publisher:
         self._wanted = asyncio.Event()  # set when a producer must be (re)started
         self._up = asyncio.Event()  # set while a started producer is in place
         self._inflight: dict[str, asyncio.Future[Published]] = {}
-        self._recent: OrderedDict[str, tuple[float, Published]] = OrderedDict()
+        # event id -> (when, conversation id, topic, partition, offset): a tuple of strings and numbers,
+        # which the garbage collector stops tracking, so that tens of thousands of remembered events do
+        # not lengthen every full collection (a pause every request in flight waits out)
+        self._recent: OrderedDict[str, tuple[float, str, str, int, int]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connector: asyncio.Task[None] | None = None
         self._checked: tuple[float, bool] = (0.0, False)
@@ -183,7 +186,7 @@ class Publisher:
         self._forget_old()
         known = self._recent.get(event.event_id)
         if known is not None:
-            return replace(known[1], duplicate=True)
+            return Published(event.event_id, *known[1:], duplicate=True)
         running = self._inflight.get(event.event_id)
         if running is not None:
             return replace(await asyncio.shield(running), duplicate=True)
@@ -192,7 +195,13 @@ class Publisher:
         try:
             done = await self._send(event, source)
             future.set_result(done)
-            self._recent[event.event_id] = (time.monotonic(), done)
+            self._recent[event.event_id] = (
+                time.monotonic(),
+                done.conversation_id,
+                done.topic,
+                done.partition,
+                done.offset,
+            )
             return done
         except BaseException as exc:
             future.set_exception(exc)
