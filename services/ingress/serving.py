@@ -5,8 +5,9 @@ sends `http.response.body`: two `send()` system calls, and on the receiving side
 The webhook answers are small, so those calls were the largest single cost left in the ingress's
 py-spy profile under bench/ingress.py's load (~15% of its samples). `CoalescingTransport` holds what is
 written during one event-loop step and writes it at the end of that step with one call, in the order it
-was written; a close writes what is held first. Nothing else changes: uvicorn's flow control (pause/resume reading,
-pause_writing from the real transport) and its connection handling see the real transport's state.
+was written; a close writes what is held first. uvicorn's flow control and connection handling see the
+real transport (pause_writing comes from it, at most one loop step of writes later: the ingress sends
+no streamed responses, so what is held is one answer).
 """
 
 from __future__ import annotations
