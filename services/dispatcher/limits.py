@@ -27,8 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 from services.common.breaker import CircuitBreaker
 from services.common.errors import Deferred, RetryableError
@@ -87,6 +86,30 @@ class Pressure:
         return self.lines > 0
 
 
+class Holding:
+    """A slot of a gate while the request holds it (a class, not @asynccontextmanager: one per request)."""
+
+    __slots__ = ("_gate", "_slot")
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    async def __aenter__(self) -> Slot:
+        gate = self._gate
+        slot = self._slot = gate._check()
+        try:
+            await gate._take_token()
+            await gate._acquire()
+        except BaseException:
+            if not slot.recorded:
+                gate.breaker.abandon()
+            raise
+        return slot
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._gate._release(self._slot)
+
+
 class Gate:
     """What a request to one destination passes through before it is sent."""
 
@@ -116,24 +139,22 @@ class Gate:
         self._released: deque[float] = deque(maxlen=max(2, 2 * max_concurrency))  # recent slot releases
         self._timed_out_at = -float("inf")  # when a waiter in the room last gave up
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[Slot]:
-        """Circuit, then rate, then concurrency; RetryableError when any would make us wait too long."""
+    def slot(self) -> Holding:
+        """`async with gate.slot() as slot:` circuit, then rate, then concurrency; RetryableError when
+        any would make us wait too long."""
+        return Holding(self)
+
+    def _check(self) -> Slot:
         wait = self.breaker.check()
         if wait > 0:
             raise RetryableError(f"circuit open for destination {self.name}", retry_after=wait)
-        slot = Slot(self.breaker)
-        try:
-            await self._take_token()
-            await self._acquire()
-            try:
-                yield slot
-            finally:
-                self._semaphore.release()
-                self._released.append(self._clock())
-        finally:
-            if not slot.recorded:
-                self.breaker.abandon()
+        return Slot(self.breaker)
+
+    def _release(self, slot: Slot) -> None:
+        self._semaphore.release()
+        self._released.append(self._clock())
+        if not slot.recorded:
+            self.breaker.abandon()
 
     async def _take_token(self) -> None:
         if self.bucket is None:
@@ -201,8 +222,9 @@ class Gate:
         finally:
             if not place.done():
                 place.cancel()
-            with contextlib.suppress(ValueError):
-                self._line.remove(place)
+            if not _let_in(place):  # a place let in was taken off the line already (a miss formats a repr)
+                with contextlib.suppress(ValueError):  # or one given up, by _let_in
+                    self._line.remove(place)
             self._update_pressure()
         if not _let_in(place):
             raise Deferred(f"destination {self.name} busy: no place in its waiting room within {self._max_wait:g}s")
