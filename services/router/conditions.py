@@ -96,9 +96,13 @@ def exact(value: Any) -> Hashable:
     return NO_STATE
 
 
+def _state(*parts: Hashable) -> Hashable:
+    """A leaf's state of several parts: NO_STATE when any part is (the tree only looks at the top)."""
+    return NO_STATE if any(part is NO_STATE for part in parts) else parts
+
+
 def _failed(event: ConversationExtracted) -> Hashable:
-    reason = event.extraction.reason
-    return ("failed", exact(reason))
+    return _state("failed", exact(event.extraction.reason))
 
 
 class Remembered:
@@ -118,7 +122,7 @@ class Remembered:
 
     def entry(self, event: ConversationExtracted) -> list[Any]:
         """[outcome, tuple of results, None or what the caller stored]; a fresh one when not remembered."""
-        key = tuple([state(event) for state in self._states])
+        key = tuple([state(event) for state in self._states])  # each state is NO_STATE or all known
         found = self._cache.get(key)
         if found is not None:
             return found
@@ -275,8 +279,8 @@ def _ai(cond: AiCondition, path: str) -> Compiled:
             return _failed(event)
         answer = extraction.triggers.get(trigger)
         if answer is None:
-            return ("unanswered", exact(extraction.config_revision))
-        return (answer.answer, exact(answer.confidence), exact(answer.rationale))
+            return _state("unanswered", exact(extraction.config_revision))
+        return _state(answer.answer, exact(answer.confidence), exact(answer.rationale))
 
     return Compiled(evaluate, (state,))
 

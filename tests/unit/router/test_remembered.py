@@ -64,7 +64,10 @@ def _pool() -> list[ConversationExtracted]:
         # failed extractions that differ only in their reason; an unanswered trigger under two revisions
         event(status="failed", reason="LLM timeout", fields={"interest_level": "high"}),
         event(status="failed", reason="LLM returned invalid JSON", fields={"interest_level": "high"}),
+        # long texts are not remembered: two that differ must not share an entry
         event(status="failed", reason="x" * 500),
+        event(status="failed", reason="y" * 500),
+        *(_with_trigger(True, 0.9, text * 200) for text in ("a", "b")),
         event(triggers={}),
         event(triggers={}).model_copy(
             update={"extraction": event().extraction.model_copy(update={"config_revision": "rev-other"})}
