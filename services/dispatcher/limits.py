@@ -7,8 +7,9 @@ Waiting for a slot, in two stages:
 
     a free slot                  -> sent at once
     the waiting room (timed)     -> max_waiting records, each at most max_wait_seconds, then Deferred
-    the line (untimed)           -> beyond the room, while the destination drains its room within
-                                    half of max_wait_seconds (measured from its recent slot releases):
+    the line (untimed)           -> beyond the room, while the destination drains its room and its
+                                    line within max_wait_seconds (measured from its recent slot
+                                    releases; so the line holds at most that much work):
                                     the record waits for a place in the room, and the gate reports
                                     backpressure (`Pressure`): the dispatcher's runtime takes no new
                                     records until the line is empty. A destination whose room does not
@@ -185,8 +186,10 @@ class Gate:
             self._let_in()
 
     def draining(self) -> bool | None:
-        """Whether the room empties well within max_wait_seconds at the pace slots were released lately;
-        None when there is no recent measurement."""
+        """Whether the room and the line, with one more record, empty within max_wait_seconds at the pace
+        slots were released lately; None when there is no recent measurement. Counting the line bounds
+        how long it keeps the runtime from taking records for the other destinations: no longer than
+        the room's own waiters may wait."""
         now = self._clock()
         if self._max_waiting == 0 or now - self._timed_out_at < self._max_wait:
             return False
@@ -195,7 +198,7 @@ class Gate:
             return None
         span = released[-1] - released[0]
         rate = (len(released) - 1) / span if span > 0 else float("inf")
-        return self._waiting / rate <= self._max_wait / 2
+        return (self._waiting + len(self._line) + 1) / rate <= self._max_wait
 
     async def _wait_in_line(self) -> None:
         draining = self.draining()
