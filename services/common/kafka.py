@@ -110,8 +110,8 @@ async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
 class Batcher:
     """Queues records into aiokafka record batches (its batch API): no per-record future, coroutine or
     partitioner call. Each topic-partition has one open batch, shared by every caller, that takes
-    records until it is full or, after `flush()`, until its partition's previous batch is acknowledged
-    (flush). A batch is closed before the
+    records until it is full or, after `flush()`, until at most one earlier batch of its partition is
+    unacknowledged (flush). A batch is closed before the
     producer sees it: the idempotent producer numbers a batch's records when its sender takes the
     batch, so a record appended to a batch already in the producer's queue could break the numbering
     (OutOfOrderSequenceNumber; tests/integration/runtime/test_batcher.py). A partition's batches reach
@@ -165,20 +165,23 @@ class Batcher:
         return acks
 
     def flush(self) -> None:
-        """Send every open batch: at once when its partition's previous batch is acknowledged (or there is
-        none), else as soon as it is. Until then the batch stays open and takes the records added
-        meanwhile, as aiokafka's send() fills the batch it has queued: the producer sends one batch per
-        partition per request and one request per broker at a time, so closing a batch early would
-        only queue it behind the one in flight and send many small batches where one would do."""
+        """Send every open batch: at once when at most one of its partition's earlier batches is not
+        acknowledged yet, else as soon as that is so. Until then the batch stays open and takes the
+        records added meanwhile, as aiokafka's send() fills the batch it has queued. The producer sends
+        one batch per partition per request and one request per broker at a time: one batch in flight
+        and the next one queued behind it keep each request full (a batch handed over only once the one
+        before it is acknowledged would miss the request that follows at once), and closing batches
+        early would queue many small ones where one would do."""
         for batch in list(self._open.values()):
             if batch.wanted:
                 continue
             batch.wanted = True
             previous = self._last.get(batch.tp)
-            if previous is None or previous.ack.done():
+            gate = previous.before if previous is not None else None  # the ack of the batch before that one
+            if gate is None or gate.done():
                 self._submit(batch)
             else:
-                previous.ack.add_done_callback(functools.partial(self._submit_wanted, batch))
+                gate.add_done_callback(functools.partial(self._submit_wanted, batch))
 
     def _submit_wanted(self, batch: _Batch, _previous_ack: asyncio.Future[Any]) -> None:
         if self._open.get(batch.tp) is batch:  # not handed over already (full)
@@ -202,6 +205,7 @@ class Batcher:
             del self._open[batch.tp]
         batch.builder.close()  # nothing is appended once the producer may take it
         previous, self._last[batch.tp] = self._last.get(batch.tp), batch
+        batch.before = previous.ack if previous is not None else None
         task = asyncio.create_task(batch.submit(self.producer, previous))
         self._submitting.add(task)
         task.add_done_callback(self._submitting.discard)
@@ -214,7 +218,8 @@ class _Batch:
         self.tp, self.builder = tp, builder
         loop = asyncio.get_running_loop()
         self.ack: asyncio.Future[Any] = loop.create_future()  # acks=all of the whole batch
-        self.wanted = False  # flush() asked for it: handed over once its partition's previous batch is acked
+        self.wanted = False  # flush() asked for it (handed over once the batch two before it is acked)
+        self.before: asyncio.Future[Any] | None = None  # the ack of the batch handed over before this one
         self.queued: asyncio.Future[None] = loop.create_future()  # in the producer's queue (or refused)
 
     async def submit(self, producer: AIOKafkaProducer, previous: _Batch | None) -> None:

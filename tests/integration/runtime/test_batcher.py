@@ -71,30 +71,35 @@ async def test_a_record_too_big_to_batch_is_refused_and_nothing_is_queued(kafka:
     assert [r.value for r in await read_all(kafka, topic)] == [b"small"]
 
 
-async def test_records_flushed_while_the_partitions_previous_batch_is_unacknowledged_share_one_batch(
+async def test_records_flushed_while_a_partitions_batch_waits_behind_the_one_in_flight_share_one_batch(
     kafka: KafkaSettings,
 ) -> None:
-    """The producer sends one batch per partition per request: a batch flushed while the partition's
-    previous one is still unacknowledged stays open and takes what later flushes add, so one batch,
-    not one per flush, follows the one in flight; every record still arrives once, in order."""
+    """The producer sends one batch per partition per request, one request at a time: a partition has at
+    most one batch in flight and one handed over behind it; a batch flushed meanwhile stays open and
+    takes what later flushes add, so one batch, not one per flush, follows; every record still arrives
+    once, in order."""
     topic = unique("batched")
     await create_topics(kafka, [topic], partitions=1)
     p = producer(kafka)
     await p.start()
     try:
         batcher = Batcher(p)
-        first = await batcher.add([Outgoing(topic, b"k", b"0", {})])
-        assert first is not None
-        batcher.flush()  # handed over at once: nothing of this partition is in flight
+        handed: list[asyncio.Future[object]] = []
+        for i in range(2):  # handed over at once: nothing before them is unacknowledged
+            acks = await batcher.add([Outgoing(topic, b"k", str(i).encode(), {})])
+            assert acks is not None
+            handed.extend(acks)
+            batcher.flush()
         later = []
-        for i in range(1, 11):  # no await yields here: the first batch cannot be acknowledged yet
+        for i in range(2, 12):  # no await yields here: neither batch can be acknowledged yet
             acks = await batcher.add([Outgoing(topic, b"k", str(i).encode(), {})])
             assert acks is not None
             later.extend(acks)
             batcher.flush()
+        assert handed[0] is not handed[1], "the first two flushes hand over a batch each"
         assert len({id(a) for a in later}) == 1, "each flush closed a batch of its own"
-        assert later[0] is not first[0]
-        await asyncio.wait_for(asyncio.gather(*first, *later), 30)
+        assert later[0] not in handed
+        await asyncio.wait_for(asyncio.gather(*handed, *later), 30)
     finally:
         await p.stop()
-    assert [r.value for r in await read_all(kafka, topic)] == [str(i).encode() for i in range(11)]
+    assert [r.value for r in await read_all(kafka, topic)] == [str(i).encode() for i in range(12)]
