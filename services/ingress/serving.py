@@ -5,9 +5,9 @@ sends `http.response.body`: two `send()` system calls, and on the receiving side
 The webhook answers are small, so those calls were the largest single cost left in the ingress's
 py-spy profile under bench/ingress.py's load (~15% of its samples). `CoalescingTransport` holds what is
 written during one event-loop step and writes it at the end of that step with one call, in the order it
-was written; a close writes what is held first. uvicorn's flow control and connection handling see the
-real transport (pause_writing comes from it, at most one loop step of writes later: the ingress sends
-no streamed responses, so what is held is one answer).
+was written; a close writes what is held first. Once what is held reaches uvicorn's high-water mark
+(64 KiB) it is written at once, so that a large or streamed response meets the real transport's
+backpressure (pause_writing) as it would without this.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -25,11 +26,15 @@ class CoalescingTransport(asyncio.Transport):
         super().__init__()
         self._transport, self._loop = transport, loop
         self._held: list[bytes] = []
+        self._held_bytes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._held:
             self._loop.call_soon(self.flush)
         self._held.append(bytes(data))
+        self._held_bytes += len(data)
+        if self._held_bytes >= HIGH_WATER_LIMIT:
+            self.flush()  # a large or streamed response: the real transport applies backpressure at once
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -40,6 +45,7 @@ class CoalescingTransport(asyncio.Transport):
             return
         data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
         self._held.clear()
+        self._held_bytes = 0
         if not self._transport.is_closing():  # the peer went away: nobody to write to
             self._transport.write(data)
 
@@ -49,6 +55,7 @@ class CoalescingTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self._held.clear()
+        self._held_bytes = 0
         self._transport.abort()
 
     def is_closing(self) -> bool:
@@ -73,7 +80,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.resume_reading()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(d) for d in self._held)
+        return self._transport.get_write_buffer_size() + self._held_bytes
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()

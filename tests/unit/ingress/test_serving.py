@@ -62,6 +62,39 @@ async def test_close_writes_what_is_held_first_and_a_gone_peer_gets_nothing() ->
     assert gone.writes == []
 
 
+class PausingTransport(RecordingTransport):
+    """Calls its protocol's pause_writing once over 64 KiB is buffered, as a real transport does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused_after: int | None = None  # bytes written when pause_writing was called
+
+    def write(self, data: Any) -> None:
+        super().write(data)
+        written = sum(map(len, self.writes))
+        if written > 64 * 1024 and self.paused_after is None:
+            self.paused_after = written
+
+
+async def test_a_large_response_meets_backpressure_within_the_loop_step() -> None:
+    """A response in many body messages without an await between them (a streamed response over an
+    in-memory iterator) reaches the real transport within the same loop step once 64 KiB are held, so
+    that its pause_writing comes before the app could write the rest."""
+    real = PausingTransport()
+    transport = CoalescingTransport(real, asyncio.get_running_loop())
+    chunk = b"x" * 16 * 1024
+    for _ in range(3):
+        transport.write(chunk)
+    assert real.writes == []  # 48 KiB: held for one write
+    transport.write(chunk)
+    assert [len(w) for w in real.writes] == [64 * 1024]  # at the mark: written now, in this step
+    for _ in range(60):
+        transport.write(chunk)
+    assert real.paused_after == 128 * 1024 and transport.get_write_buffer_size() == 0  # before the step ended
+    await asyncio.sleep(0)
+    assert sum(map(len, real.writes)) == 64 * 16 * 1024
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
