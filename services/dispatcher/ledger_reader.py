@@ -13,12 +13,16 @@ consumer's position reaches the end offset it asked for. Taking one partition's 
 (getmany(tp)) left the others' fetched records in aiokafka's fetcher, and while any partition of a
 broker holds fetched records nobody took, aiokafka sends that broker no new fetch for up to its
 prefetch backoff (100 ms): a check on a busy dispatcher waited up to that long for the result written
-a moment before. A buffer nobody reads (a partition no longer assigned) pauses its partition at
-BUFFER_LIMIT records; the next read resumes it.
+a moment before. A buffer holds at most BUFFER_LIMIT records: a full one being read (a restore) is left
+out of the pump's polls until the read has taken some, a full one nobody reads (a partition no longer
+assigned) pauses its partition until the next read of it.
 
-The end offsets are asked through a second client. A broker answers one connection's requests in
-order, and the consumer's connection nearly always carries a fetch the broker holds until data comes
-or fetch.max.wait (500 ms) passes: behind it, the ListOffsets of a check waited up to that long.
+Two broker waits are kept short. The end offsets are asked through a second client: a broker answers
+one connection's requests in order, and the consumer's connection nearly always carries a fetch the
+broker holds until data comes, so behind it the ListOffsets of a check waited up to fetch.max.wait.
+And aiokafka keeps one fetch per broker in flight: a fetch held for idle partitions delays the next
+fetch of a partition being read (a restore) or just resumed until it returns, so the consumer's
+fetch.max.wait is FETCH_WAIT_MS, not 500 ms (idle, about 0.6 % of a core in polls).
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-BUFFER_LIMIT = 10_000  # records fetched and not yet read, per partition, before the partition is paused
+BUFFER_LIMIT = 1000  # records fetched and not yet read, per partition
+FETCH_WAIT_MS = 100  # see the module docstring
+REFILL_MS = 1  # how soon the pump polls again while a full buffer is being read
 
 
 class _Buffer:
@@ -49,6 +55,7 @@ class _Buffer:
     def __init__(self, position: int) -> None:
         self.records: deque[Any] = deque()
         self.position = position  # the offset the consumer fetches next for this partition
+        self.reading = False
 
     def next_offset(self) -> int:
         """Where a read continuing from here starts: the first record not handed out yet."""
@@ -70,6 +77,7 @@ class ResultsReader:
         self._pump: asyncio.Task[None] | None = None
         self._fetched: asyncio.Future[None] | None = None  # done when the pump has taken new records
         self._failure: Exception | None = None  # the pump's last failed poll
+        self._poke = asyncio.Event()  # set when a read takes from a full buffer or waits for records
 
     async def __aenter__(self) -> ResultsReader:
         self._consumer = AIOKafkaConsumer(
@@ -78,6 +86,7 @@ class ResultsReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"{self._kafka.client_id}-ledger",
+            fetch_max_wait_ms=FETCH_WAIT_MS,
         )
         await self._consumer.start()
         self._offsets = AIOKafkaConsumer(
@@ -118,29 +127,41 @@ class ResultsReader:
             buffer = self._buffers[partition] = _Buffer(start)
         consumer.resume(tp)  # from the first read on, even of an empty partition: later reads find it fetched
         progress, failures = time.monotonic(), self._failure
-        while True:
-            while buffer.records:
-                record = buffer.records.popleft()
-                if record.offset >= end:
-                    buffer.records.appendleft(record)  # the next read's
+        buffer.reading = True
+        try:
+            while True:
+                if len(buffer.records) >= BUFFER_LIMIT:
+                    self._poke.set()  # the pump left it out: poll it again once it has room
+                while buffer.records:
+                    record = buffer.records.popleft()
+                    if record.offset >= end:
+                        buffer.records.appendleft(record)  # the next read's
+                        return
+                    yield record
+                if buffer.position >= end:
                     return
-                yield record
-            if buffer.position >= end:
-                return
-            if self._buffers.get(partition) is not buffer:
-                raise RuntimeError(f"{topic}[{partition}]: read again from elsewhere while this read was running")
-            consumer.resume(tp)  # paused at BUFFER_LIMIT while nobody read it
-            position = buffer.position
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._next_fetch()), 1.0)
-            if self._failure is not failures and self._failure is not None:
-                raise self._failure
-            if buffer.records or buffer.position != position:
-                progress = time.monotonic()
-            elif time.monotonic() - progress > self._stall_seconds:  # never wait forever on a lost broker
-                raise TimeoutError(
-                    f"{topic}[{partition}]: no records for {self._stall_seconds:g}s at {buffer.position}/{end}"
-                )
+                if self._buffers.get(partition) is not buffer:
+                    raise RuntimeError(f"{topic}[{partition}]: read again elsewhere while this read was running")
+                consumer.resume(tp)  # paused while full and unread
+                if await self._wait_for_records(buffer, failures):
+                    progress = time.monotonic()
+                elif time.monotonic() - progress > self._stall_seconds:  # never wait forever on a lost broker
+                    raise TimeoutError(
+                        f"{topic}[{partition}]: no records for {self._stall_seconds:g}s at {buffer.position}/{end}"
+                    )
+        finally:
+            buffer.reading = False
+
+    async def _wait_for_records(self, buffer: _Buffer, failures: Exception | None) -> bool:
+        """Wait (at most a second) for the pump's next poll; whether this buffer moved on. Raises the
+        pump's failure if a poll failed since the read began."""
+        self._poke.set()  # a pump waiting for room polls again
+        position = buffer.position
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._next_fetch()), 1.0)
+        if self._failure is not failures and self._failure is not None:
+            raise self._failure
+        return bool(buffer.records) or buffer.position != position
 
     def _next_fetch(self) -> asyncio.Future[None]:
         if self._fetched is None or self._fetched.done():
@@ -153,7 +174,7 @@ class ResultsReader:
         assert consumer is not None
         while True:
             try:
-                batch = await consumer.getmany(timeout_ms=1000, max_records=BUFFER_LIMIT)
+                batch = await self._poll(consumer)
                 for tp, records in batch.items():
                     buffer = self._buffers.get(tp.partition)
                     if buffer is None:
@@ -163,8 +184,6 @@ class ResultsReader:
                         continue  # a read seeked it meanwhile: these records are from the old position
                     buffer.records.extend(records)
                     buffer.position = position
-                    if len(buffer.records) >= BUFFER_LIMIT:
-                        consumer.pause(tp)  # nobody reads it now; the next read resumes it
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the reads raise it; the pump goes on
@@ -173,6 +192,27 @@ class ResultsReader:
                 await asyncio.sleep(0.1)
             if self._fetched is not None and not self._fetched.done():
                 self._fetched.set_result(None)
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """What the consumer fetched for every buffer with room."""
+        wanted, held = [], False
+        for partition, buffer in self._buffers.items():
+            tp = TopicPartition(self._topic, partition)
+            if len(buffer.records) < BUFFER_LIMIT:
+                wanted.append(tp)
+            elif buffer.reading:
+                held = True  # its read is taking from it: left out of this poll, polled again soon
+            else:
+                consumer.pause(tp)  # nobody reads it: a paused partition gives nothing; a read resumes it
+        self._poke.clear()
+        batch: dict[TopicPartition, list[Any]] = {}
+        if not held:  # every partition (the ones never read are paused)
+            batch = await consumer.getmany(timeout_ms=1000, max_records=BUFFER_LIMIT)
+        elif wanted:
+            batch = await consumer.getmany(*wanted, timeout_ms=REFILL_MS, max_records=BUFFER_LIMIT)
+        else:
+            await self._poke.wait()
+        return batch
 
     async def _assigned(self) -> AIOKafkaConsumer:
         """The consumer, assigned every partition of the topic (paused) on first use."""

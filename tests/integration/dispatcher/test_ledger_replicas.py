@@ -141,12 +141,13 @@ async def test_results_reader_keeps_what_it_fetched_for_other_partitions_and_pau
         await put(kafka, topic, 1, 10)
         await put(kafka, topic, 0, 1)
         assert await offsets(0, 0) == [0]
+        assert reader._consumer is not None
         for _ in range(50):  # the pump takes partition 1's records without any read of it, up to the limit
-            if reader._buffers[1].records:
+            if TopicPartition(topic, 1) in reader._consumer.paused():
                 break
             await asyncio.sleep(0.1)
         assert [r.offset for r in reader._buffers[1].records] == [0, 1, 2, 3]
-        assert reader._consumer is not None and TopicPartition(topic, 1) in reader._consumer.paused()
+        assert TopicPartition(topic, 1) in reader._consumer.paused()
         assert await offsets(1, 0) == list(range(10))
         await put(kafka, topic, 1, 12)
         assert await offsets(1, 10) == list(range(10, 22))
