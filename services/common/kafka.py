@@ -111,11 +111,11 @@ class Batcher:
     """Queues records into aiokafka record batches (its batch API): no per-record future, coroutine or
     partitioner call. Each topic-partition has one open batch, shared by every caller, that takes
     records until it is full or, after `flush()`, until at most one earlier batch of its partition is
-    unacknowledged (flush). A batch is closed before the
-    producer sees it: the idempotent producer numbers a batch's records when its sender takes the
-    batch, so a record appended to a batch already in the producer's queue could break the numbering
-    (OutOfOrderSequenceNumber; tests/integration/runtime/test_batcher.py). A partition's batches reach
-    the producer in the order they were closed. Partitions are Kafka's default: murmur2 of the key, as
+    unacknowledged. A batch is closed before the producer sees it: the idempotent producer numbers a
+    batch's records when its sender takes the batch, so a record appended to a batch already in the
+    producer's queue could break the numbering (OutOfOrderSequenceNumber;
+    tests/integration/runtime/test_batcher.py). A partition's batches reach the producer in the order
+    they were closed. Partitions are Kafka's default: murmur2 of the key, as
     the Java client and producer.send choose; key-less records fill one random partition's batch, then
     another's (Kafka's sticky partitioner)."""
 
