@@ -43,7 +43,7 @@ from services.router.handler import RouterHandler
 
 PARTITIONS = 3
 GOAL = 0.7
-MAX_IN_FLIGHT = 256  # RouterSettings' default
+MAX_IN_FLIGHT = ROUTER.max_in_flight  # the router's default window, on both sides
 CALLBACK, COMPLAINT = "Did the customer ask to be called back?", "Did the customer complain?"
 END_REASONS = ("CUSTOMER_HANGUP", "BLIND_TRANSFER", "CCAAS_TRANSFER", "AGENT_HANGUP", "VOICEMAIL")
 
