@@ -137,7 +137,7 @@ class Gate:
         self._pressing = False  # counted in `pressure` (the line is not empty)
         self._pressure = pressure if pressure is not None else Pressure()
         self._clock = clock
-        self._released: deque[float] = deque(maxlen=max(2, 2 * max_concurrency))  # recent slot releases
+        self._released: deque[float] = deque(maxlen=max(2, 8 * max_concurrency))  # recent slot releases
         self._timed_out_at = -float("inf")  # when a waiter in the room last gave up
 
     def slot(self) -> Holding:
@@ -187,9 +187,10 @@ class Gate:
 
     def draining(self) -> bool | None:
         """Whether the room and the line, with one more record, empty within max_wait_seconds at the pace
-        slots were released lately; None when there is no recent measurement. Counting the line bounds
-        how long it keeps the runtime from taking records for the other destinations: no longer than
-        the room's own waiters may wait."""
+        of the last 8 x max_concurrency slot releases, and no waiter timed out lately; None when there is
+        no recent measurement. Counting the line bounds how long it keeps the runtime from taking records
+        for the other destinations: no longer than the room's own waiters may wait. (A shorter sample, 2
+        per slot, called a healthy destination slow after a pause of the process on the loaded machine.)"""
         now = self._clock()
         if self._max_waiting == 0 or now - self._timed_out_at < self._max_wait:
             return False
