@@ -39,6 +39,11 @@ TOPIC_WAIT_SECONDS = 30.0
 # Under the service's backpressure the loop does not poll (a paused partition drops what the consumer
 # prefetched); after this long without a poll it polls with every partition paused, to stay in the group.
 PRESSURE_POLL_SECONDS = 10.0
+# A service with backpressure gets at most this many records per poll, so that its pressure can take
+# effect before the window fills (the dispatcher: records reach a destination's gate after the ledger
+# check; a poll of the whole window at once would pass them all before any line formed).
+PRESSURE_POLL_RECORDS = 64
+PRESSURE_CHECK_SECONDS = 0.005  # how often a held loop asks the service whether its pressure is off
 Acks = list[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
 _FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing to wait for
 
@@ -176,10 +181,13 @@ class Runtime:
             batch: dict[TopicPartition, list[Any]] = {}
             if not held:
                 # still full: every partition is paused; poll without waiting, only to stay in the group
-                batch = await self._consumer.getmany(timeout_ms=0 if full else 200, max_records=max(1, room))
+                step = room if self.hooks.pressure is None else min(room, PRESSURE_POLL_RECORDS)
+                batch = await self._consumer.getmany(timeout_ms=0 if full else 200, max_records=max(1, step))
                 polled = time.monotonic()
             for tp, records in batch.items():
                 self._accept_batch(tp, records)
+            if batch and self.hooks.pressure is not None:
+                await asyncio.sleep(0)  # the handlers start (and count in the service's pressure) before the next poll
             now = time.monotonic()
             if now >= next_commit:
                 await self._commit(list(self.partitions))
@@ -203,6 +211,8 @@ class Runtime:
         pause drops prefetched records."""
         deadline = time.monotonic() + timeout
         while self._saturated() and (left := deadline - time.monotonic()) > 0:
+            if self.in_flight < self.settings.max_in_flight:  # the service's pressure: it says when it is off
+                left = min(left, PRESSURE_CHECK_SECONDS)
             self._room.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):

@@ -20,7 +20,7 @@ two replicas) never replaces the delivered record, and every failed attempt stay
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -30,6 +30,7 @@ from services.common.api import Context, Event, Failure, PermanentError, Service
 from services.dispatcher.delivery import AttemptDetails, Delivery
 from services.dispatcher.executors import Executors
 from services.dispatcher.ledger import Ledger
+from services.dispatcher.limits import Pressure
 from services.dispatcher.metrics import NO_DESTINATION, deliveries
 
 Outcome = Literal["delivered", "published", "failed", "skipped_duplicate", "dead_lettered"]
@@ -81,8 +82,9 @@ def failed_result(action: ActionBase, ctx: Context, exc: BaseException, outcome:
 
 
 class Dispatcher:
-    def __init__(self, executors: Executors, ledger: Ledger, pressure: Callable[[], bool] | None = None) -> None:
-        """`pressure`: the registry's (a destination has records waiting beyond its waiting room)."""
+    def __init__(self, executors: Executors, ledger: Ledger, pressure: Pressure | None = None) -> None:
+        """`pressure`: the registry's (a destination has records in its line, or many records are on
+        their way to a gate); this handler counts the records it holds."""
         self._executors = executors
         self._ledger = ledger
         self._pressure = pressure
@@ -94,6 +96,15 @@ class Dispatcher:
         )
 
     async def handle(self, action: ActionBase, ctx: Context) -> Sequence[Event]:
+        if self._pressure is None:
+            return await self._handle(action, ctx)
+        self._pressure.handling += 1
+        try:
+            return await self._handle(action, ctx)
+        finally:
+            self._pressure.handling -= 1
+
+    async def _handle(self, action: ActionBase, ctx: Context) -> Sequence[Event]:
         async with self._ledger.claim(action.action_id):
             # ctx.partition is where the action first arrived, also for a retry tier's copy
             if skipped := await self._skip(action, ctx):

@@ -77,14 +77,20 @@ class Slot:
 
 
 class Pressure:
-    """How many destinations have records waiting in their line (beyond the waiting room): while any
-    has, the runtime takes no new records (services.common.api.Service.pressure)."""
+    """The dispatcher's backpressure (services.common.api.Service.pressure): the runtime takes no new
+    records while a destination has records in its line (beyond its waiting room), nor while many
+    records are on their way to a gate (taken by the handler, in the ledger check, not at a gate yet):
+    those may be for a destination whose line is full, and the runtime would have fetched more meanwhile.
+    So the runtime's window never floods one destination's line faster than the gates can judge it."""
 
-    def __init__(self) -> None:
-        self.lines = 0
+    def __init__(self, in_transit: int = 64) -> None:
+        self.lines = 0  # destinations whose line is not empty
+        self.handling = 0  # records in the dispatcher's handler
+        self.at_gates = 0  # records at a gate: in its line, its room, a slot, or waiting for a token
+        self.in_transit = in_transit
 
     def __call__(self) -> bool:
-        return self.lines > 0
+        return self.lines > 0 or self.handling - self.at_gates >= self.in_transit
 
 
 class Holding:
@@ -98,16 +104,19 @@ class Holding:
     async def __aenter__(self) -> Slot:
         gate = self._gate
         slot = self._slot = gate._check()
+        gate._pressure.at_gates += 1
         try:
             await gate._take_token()
             await gate._acquire()
         except BaseException:
+            gate._pressure.at_gates -= 1
             if not slot.recorded:
                 gate.breaker.abandon()
             raise
         return slot
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self._gate._pressure.at_gates -= 1
         self._gate._release(self._slot)
 
 

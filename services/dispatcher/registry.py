@@ -46,7 +46,7 @@ class Registry:
         self.disabled: dict[str, str] = {}
         self.enabled_at: dict[str, float] = {}  # destination -> an operator's latest enable (epoch seconds)
         self._shared: Publisher | None = None
-        self.pressure = Pressure()  # True while a destination's line is not empty: take no new records
+        self.pressure = Pressure()  # on: a line is not empty or many records are on their way to a gate
         self._gates = {name: self._gate(d, max_wait_seconds) for name, d in self._destinations.items()}
         for name in self._destinations:
             DESTINATION_DISABLED.labels(name).set(0)

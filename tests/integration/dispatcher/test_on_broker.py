@@ -21,6 +21,7 @@ from services.dispatcher.executors import Executors
 from services.dispatcher.handler import Dispatcher
 from services.dispatcher.ledger import Ledger
 from services.dispatcher.ledger_reader import ResultsReader
+from services.dispatcher.limits import Pressure
 from tests.integration.dispatcher.conftest import Stack, http_destination, webhook
 from tests.support.kafka import create_topics, produce, read_all, unique
 
@@ -34,6 +35,7 @@ async def dispatcher_run(
     results: str,
     group: str,
     action_type: str = "webhook",
+    pressure: Pressure | None = None,
 ) -> AsyncIterator[None]:
     """One dispatcher instance (fresh ledger, as after a restart) until it has been idle for 5 s, with
     `topic` standing for the action type's topic."""
@@ -41,7 +43,7 @@ async def dispatcher_run(
         ledger = Ledger(reader, topic=results)
         names = {action_topic(action_type): topic, ACTION_RESULTS: results}
         route = DISPATCHER.renamed(lambda name: names.get(name, name), service=service).consuming(topic)
-        service_ = dataclasses.replace(Dispatcher(executors, ledger).service(), route=route)
+        service_ = dataclasses.replace(Dispatcher(executors, ledger, pressure).service(), route=route)
         settings = RuntimeSettings(
             **DISPATCHER.runtime_defaults() | {"retry_delays_seconds": [0.3] * 6},
             metrics_port=0,
@@ -102,3 +104,25 @@ async def test_retries_410_and_ledger_restore_on_the_broker(
     assert "a3" not in sink.counts
     assert sorted(r.json()["action_id"] for r in dead) == ["a2", "a3"]
     assert {r.headers[h.DLQ_FAILURE_CATEGORY] for r in dead} == {h.CATEGORY_PERMANENT}
+
+
+async def test_a_backlog_for_one_healthy_destination_is_never_deferred(
+    kafka: KafkaSettings, sink: Sink, stack: Stack
+) -> None:
+    """1,000 actions at once for a destination that takes ~200/s (4 slots, 20 ms answers), the runtime's
+    default window (1024) and the destination's default room: the runtime takes records in steps while
+    the gate's line or the records on their way to it say stop, so none goes to retry tier 1 (before:
+    the whole window reached the gate at once and what its line could not hold within max_wait was
+    deferred, again and again)."""
+    service, topic, results, group = unique("dispatcher"), unique("actions"), unique("results"), unique("g")
+    await create_topics(
+        kafka, [topic, results, dead_letter_topic(service), *(retry_topic(service, i) for i in range(1, 7))]
+    )
+    sink.script("/crm", then=Reply(200, delay=0.02))
+    yaml = "destinations:\n" + http_destination("crm", sink.url("/crm"), max_concurrency=4)
+    async with stack(yaml, max_wait=2.0) as (ex, registry):
+        await produce(kafka, topic, [(f"conv-{i}", webhook(f"b{i}", "crm")) for i in range(1000)])
+        async with dispatcher_run(kafka, ex, service, topic, results, group, pressure=registry.pressure):
+            pass  # runs until idle
+    assert await read_all(kafka, retry_topic(service, 1)) == []
+    assert all(sink.counts[f"b{i}"] == 1 for i in range(1000))
