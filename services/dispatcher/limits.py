@@ -8,8 +8,9 @@ Waiting for a slot, in two stages:
     a free slot                  -> sent at once
     the waiting room (timed)     -> max_waiting records, each at most max_wait_seconds, then Deferred
     the line (untimed)           -> beyond the room, while the destination drains its room and its
-                                    line within max_wait_seconds (measured from its recent slot
-                                    releases; so the line holds at most that much work):
+                                    line within max_wait_seconds (at its pace: max_concurrency / the
+                                    mean time recent requests held a slot; so the line holds at most
+                                    that much work):
                                     the record waits for a place in the room, and the gate reports
                                     backpressure (`Pressure`): the dispatcher's runtime takes no new
                                     records until the line is empty. A destination whose room does not
@@ -96,7 +97,7 @@ class Pressure:
 class Holding:
     """A slot of a gate while the request holds it (a class, not @asynccontextmanager: one per request)."""
 
-    __slots__ = ("_gate", "_slot")
+    __slots__ = ("_gate", "_since", "_slot")
 
     def __init__(self, gate: Gate) -> None:
         self._gate = gate
@@ -108,6 +109,7 @@ class Holding:
         try:
             await gate._take_token()
             await gate._acquire()
+            self._since = gate._clock()
         except BaseException:
             gate._pressure.at_gates -= 1
             if not slot.recorded:
@@ -117,7 +119,7 @@ class Holding:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._gate._pressure.at_gates -= 1
-        self._gate._release(self._slot)
+        self._gate._release(self._slot, self._since)
 
 
 class Gate:
@@ -146,7 +148,9 @@ class Gate:
         self._pressing = False  # counted in `pressure` (the line is not empty)
         self._pressure = pressure if pressure is not None else Pressure()
         self._clock = clock
-        self._released: deque[float] = deque(maxlen=max(2, 8 * max_concurrency))  # recent slot releases
+        self._concurrency = max_concurrency
+        self._holds: deque[float] = deque(maxlen=8 * max_concurrency)  # how long recent requests held a slot
+        self._holds_sum = 0.0
         self._timed_out_at = -float("inf")  # when a waiter in the room last gave up
 
     def slot(self) -> Holding:
@@ -160,9 +164,14 @@ class Gate:
             raise RetryableError(f"circuit open for destination {self.name}", retry_after=wait)
         return Slot(self.breaker)
 
-    def _release(self, slot: Slot) -> None:
+    def _release(self, slot: Slot, since: float) -> None:
         self._semaphore.release()
-        self._released.append(self._clock())
+        holds = self._holds
+        if len(holds) == holds.maxlen:
+            self._holds_sum -= holds[0]
+        held = max(0.0, self._clock() - since)
+        holds.append(held)
+        self._holds_sum += held
         if not slot.recorded:
             self.breaker.abandon()
 
@@ -195,20 +204,21 @@ class Gate:
             self._let_in()
 
     def draining(self) -> bool | None:
-        """Whether the room and the line, with one more record, empty within max_wait_seconds at the pace
-        of the last 8 x max_concurrency slot releases, and no waiter timed out lately; None when there is
-        no recent measurement. Counting the line bounds how long it keeps the runtime from taking records
-        for the other destinations: no longer than the room's own waiters may wait. (A shorter sample, 2
-        per slot, called a healthy destination slow after a pause of the process on the loaded machine.)"""
-        now = self._clock()
-        if self._max_waiting == 0 or now - self._timed_out_at < self._max_wait:
+        """Whether the room and the line, with one more record, empty within max_wait_seconds at the
+        destination's pace, and no waiter timed out lately; None before any request has ended. Counting
+        the line bounds how long it keeps the runtime from taking records for the other destinations: no
+        longer than the room's own waiters may wait.
+
+        The pace is max_concurrency / the mean time the last 8 x max_concurrency requests held a slot:
+        a destination answering in 2 s through 16 slots releases them in bursts of 16, which a rate read
+        from release times called fast right after a burst (its line then held the runtime for seconds);
+        a short sample of release times called a healthy one slow after a pause of the process."""
+        if self._max_waiting == 0 or self._clock() - self._timed_out_at < self._max_wait:
             return False
-        released = self._released
-        if len(released) < 2 or now - released[-1] > self._max_wait:
+        if not self._holds:
             return None
-        span = released[-1] - released[0]
-        rate = (len(released) - 1) / span if span > 0 else float("inf")
-        return (self._waiting + len(self._line) + 1) / rate <= self._max_wait
+        pace = self._concurrency * len(self._holds) / self._holds_sum if self._holds_sum > 0 else float("inf")
+        return (self._waiting + len(self._line) + 1) / pace <= self._max_wait
 
     async def _wait_in_line(self) -> None:
         draining = self.draining()

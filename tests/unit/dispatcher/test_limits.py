@@ -213,3 +213,26 @@ async def test_a_slow_healthy_destinations_line_holds_back_the_runtime_at_most_m
     results = await asyncio.gather(*sends)
     assert results.count("sent") <= 12 and all(r == "sent" or "busy" in r for r in results)
     assert pressure.lines == 0
+
+
+async def test_a_slow_destinations_burst_of_releases_does_not_read_as_fast() -> None:
+    """Four requests answered together after 0.5 s (a pace of 8/s): right after that burst the line
+    takes only what drains within max_wait; the rest is refused at once. (Read from release times,
+    the burst looked infinitely fast and every record went into the line, holding the runtime.)"""
+    pressure = Pressure()
+    g = Gate(
+        "slow",
+        max_concurrency=4,
+        max_waiting=2,
+        max_wait_seconds=0.5,
+        breaker=CircuitBreaker(BreakerPolicy()),
+        pressure=pressure,
+    )
+    assert await asyncio.gather(*(send_through(g, 0.5) for _ in range(4))) == ["sent"] * 4
+    sends = [asyncio.create_task(send_through(g, 0.5)) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    refused = [s.result() for s in sends if s.done()]
+    assert len(refused) >= 12 and all("requests already waiting" in r for r in refused)
+    for s in sends:
+        s.cancel()
+    await asyncio.gather(*sends, return_exceptions=True)
