@@ -72,8 +72,21 @@ def summarize(exc: ValidationError, limit: int = 3) -> str:
     return "schema violation: " + "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+Encoder = Callable[[Any], bytes]
+_encoders: dict[type, Encoder] = {}
+
+
+def register_encoder(model: type[BaseModel], encoder: Encoder) -> None:
+    """A faster way to the same bytes for one model class (a service's own, e.g. the router's trace,
+    whose parts repeat from record to record). It must return exactly what `to_json` returns."""
+    _encoders[model] = encoder
+
+
 def encode(value: BaseModel) -> bytes:
     """model_dump_json() as bytes, straight from pydantic-core (model_dump_json decodes them to str)."""
+    special = _encoders.get(type(value))
+    if special is not None:
+        return special(value)
     encoded: bytes = value.__pydantic_serializer__.to_json(value)
     return encoded
 

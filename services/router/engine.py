@@ -33,6 +33,7 @@ from schemas.events import (
     PlannedAction,
 )
 from schemas.flow_revision import flow_revision, flow_uses
+from services.common import codec
 from services.router.actions import CompiledAction, action_id, with_content
 from services.router.conditions import Remembered, compile_condition
 from services.router.variables import ConversationValues
@@ -248,3 +249,35 @@ class CompiledAgent:
             },
         )
         return trace, actions
+
+
+# ── encoding a trace ───────────────────────────────────────────────────────────────────────────────
+
+_TRACE_HEAD = DecisionTrace.__pydantic_serializer__.to_json
+_FLOW_JSON = FlowDecision.__pydantic_serializer__.to_json
+_NO_FLOWS = {"flows"}
+_SHARED_FLOWS = 4096  # JSON of flows that did not fire, kept by object (bounded; cleared when full)
+_shared_flow_json: dict[int, tuple[FlowDecision, bytes]] = {}
+
+
+def encode_trace(trace: DecisionTrace) -> bytes:
+    """The trace's JSON, the same bytes as pydantic's `to_json(trace)`: the fields before `flows`, then
+    each flow's JSON. A flow that did not fire is the same frozen object from record to record (built
+    once per outcome: `Remembered`, disabled, draft), so its JSON is made once and kept by identity (the
+    entry holds the object, so its id is not reused while the entry lives)."""
+    head = _TRACE_HEAD(trace, exclude=_NO_FLOWS)
+    parts = []
+    for flow in trace.flows:
+        if flow.fired:
+            parts.append(_FLOW_JSON(flow))
+            continue
+        kept = _shared_flow_json.get(id(flow))
+        if kept is None or kept[0] is not flow:
+            if len(_shared_flow_json) >= _SHARED_FLOWS:
+                _shared_flow_json.clear()
+            kept = _shared_flow_json[id(flow)] = (flow, _FLOW_JSON(flow))
+        parts.append(kept[1])
+    return b"".join((head[:-1], b',"flows":[', b",".join(parts), b"]}"))
+
+
+codec.register_encoder(DecisionTrace, encode_trace)

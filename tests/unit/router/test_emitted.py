@@ -23,6 +23,7 @@ from schemas.events import ConversationExtracted, DecisionTrace
 from schemas.routes import ROUTER
 from services.common.api import Context
 from services.common.codec import encode
+from services.router import engine
 from services.router.actions import ACTION_NAMESPACE, uuid5
 from services.router.catalog import CatalogHolder
 from services.router.handler import RouterHandler
@@ -67,6 +68,16 @@ flows:
     when: {all: [{field: interest_level, op: "==", value: high}, {not: {end_reason: [VOICEMAIL]}}]}
     actions: [{type: task, title: "Hot lead"}]
 """
+DISABLED_AND_DRAFT = """\
+  - id: off
+    enabled: false
+    when: {end_reason: VOICEMAIL}
+    actions: [{type: task, title: "Voicemail"}]
+  - id: trying
+    draft: true
+    when: {end_reason: AGENT_HANGUP}
+    actions: [{type: task, title: "Agent hung up"}]
+"""
 
 
 def _validator(name: str) -> Draft202012Validator:
@@ -106,6 +117,7 @@ def test_every_emitted_record_validates_against_its_model_and_json_schema(tmp_pa
                 name = type(out).__name__
                 seen.add(name)
                 raw = encode(out)
+                assert raw == out.__pydantic_serializer__.to_json(out), name  # the trace's own encoder too
                 assert type(out).model_validate_json(raw) == out, name
                 assert type(out).model_validate_json(raw).model_dump() == out.model_dump(), name
                 validator = validators.get(name) or validators.setdefault(name, _validator(name))
@@ -123,6 +135,31 @@ def test_every_emitted_record_validates_against_its_model_and_json_schema(tmp_pa
         "TaskRequested",
         "TeamAlertRequested",
     }
+
+
+@pytest.mark.parametrize("kept", [2, 4096], ids=["cleared-often", "default"])
+def test_a_trace_is_encoded_to_the_bytes_pydantic_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: int
+) -> None:
+    """engine.encode_trace keeps the JSON of flows that did not fire by object; every trace (fired,
+    not fired, held, disabled and draft flows; first delivery, re-delivery, held released) must still
+    be pydantic's own bytes, also when its store is cleared between records."""
+    monkeypatch.setattr(engine, "_SHARED_FLOWS", kept)
+    write(tmp_path, "agent.yaml", EVERY_ACTION + DISABLED_AND_DRAFT)
+    handler = RouterHandler(CatalogHolder(tmp_path, "(n/a)"))
+    traces, kinds = 0, set()
+    for headers in ({}, {h.REDELIVER: "1"}, {h.RUN_HELD: "1"}):
+        ctx = Context("router", ROUTER.consumes[0].topic, headers=headers)
+        for _ in range(3):
+            for record in _records():
+                trace = asyncio.run(handler.handle(record, ctx))[0]
+                assert isinstance(trace, DecisionTrace)
+                kinds |= {(f.enabled, f.fired, f.held) for f in trace.flows}
+                assert engine.encode_trace(trace) == trace.__pydantic_serializer__.to_json(trace)
+                assert encode(trace) == trace.__pydantic_serializer__.to_json(trace)
+                traces += 1
+    assert traces == 3 * 3 * len(_records())
+    assert {(True, True, False), (True, False, False), (True, False, True), (False, False, False)} <= kinds
 
 
 @pytest.mark.parametrize(
