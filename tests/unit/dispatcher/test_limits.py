@@ -47,13 +47,20 @@ def test_bucket_never_saves_more_than_the_burst() -> None:
     assert [bucket.take(max_wait=0)[0] for _ in range(3)] == [True, True, False]
 
 
-def gate(max_concurrency: int = 1, max_waiting: int = 1, max_wait: float = 0.2, **policy: float) -> Gate:
+def gate(
+    max_concurrency: int = 1,
+    max_waiting: int = 1,
+    max_wait: float = 0.2,
+    pressure: Pressure | None = None,
+    **policy: float,
+) -> Gate:
     return Gate(
         "slow",
         max_concurrency=max_concurrency,
         max_waiting=max_waiting,
         max_wait_seconds=max_wait,
         breaker=CircuitBreaker(BreakerPolicy(**policy)),  # type: ignore[arg-type]
+        pressure=pressure,
     )
 
 
@@ -194,14 +201,7 @@ async def test_a_slow_healthy_destinations_line_holds_back_the_runtime_at_most_m
     runtime, which takes no records for any destination while a line is not empty, is held back at
     most that long; the excess goes to a retry tier."""
     pressure = Pressure()
-    slow = Gate(
-        "slow",
-        max_concurrency=1,
-        max_waiting=2,
-        max_wait_seconds=0.8,
-        breaker=CircuitBreaker(BreakerPolicy()),
-        pressure=pressure,
-    )
+    slow = gate(max_concurrency=1, max_waiting=2, max_wait=0.8, pressure=pressure)
     for _ in range(3):  # measured: its recent slot releases come 100 ms apart
         assert await send_through(slow, 0.1) == "sent"
     sends = [asyncio.create_task(send_through(slow, 0.1)) for _ in range(60)]
@@ -220,14 +220,7 @@ async def test_a_slow_destinations_burst_of_releases_does_not_read_as_fast() -> 
     takes only what drains within max_wait; the rest is refused at once. (Read from release times,
     the burst looked infinitely fast and every record went into the line, holding the runtime.)"""
     pressure = Pressure()
-    g = Gate(
-        "slow",
-        max_concurrency=4,
-        max_waiting=2,
-        max_wait_seconds=0.5,
-        breaker=CircuitBreaker(BreakerPolicy()),
-        pressure=pressure,
-    )
+    g = gate(max_concurrency=4, max_waiting=2, max_wait=0.5, pressure=pressure)
     assert await asyncio.gather(*(send_through(g, 0.5) for _ in range(4))) == ["sent"] * 4
     sends = [asyncio.create_task(send_through(g, 0.5)) for _ in range(20)]
     await asyncio.sleep(0.01)
