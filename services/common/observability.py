@@ -30,10 +30,19 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        self._second: tuple[int, str] = (-1, "")  # the last second formatted, as "YYYY-MM-DDTHH:MM:SS"
+
+    def _ts(self, record: logging.LogRecord) -> str:
+        second, text = self._second
+        if int(record.created) != second:  # formatted once per second: a busy service logs many per second
+            second = int(record.created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self._ts(record),
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
@@ -53,6 +62,10 @@ QUIET_LIBRARIES = ("aiokafka", "httpx", "httpcore")
 
 
 def setup(service: str, level: str = "INFO") -> None:
+    # The formatter writes none of the caller's file, line, function, thread or process: the logging
+    # module need not find them for every record (the logging HOWTO's "Optimization" section)
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()

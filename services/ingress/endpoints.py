@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -148,6 +149,17 @@ class Endpoint:
     @property
     def path(self) -> str:
         return f"/webhooks/{self.platform}/{self.config.name}"
+
+    # what every request's mapping context takes from the configuration, built once per endpoint
+    @cached_property
+    def agent_aliases(self) -> dict[str, tuple[str | None, str | None]]:
+        """The platform's agent id -> (postcall agent id, name)."""
+        return {k: (a.id, a.name) for k, a in self.config.agents.items()}
+
+    @cached_property
+    def publish_on(self) -> tuple[str, ...]:
+        """Retell: the events that become a conversation (other platforms: none)."""
+        return tuple(self.config.publish_on) if isinstance(self.config, RetellEndpoint) else ()
 
 
 def verifier(config: AnyEndpoint, secrets: list[str]) -> Verifier:

@@ -30,7 +30,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from schemas.events import ConversationEnded
-from services.ingress.endpoints import Endpoint, RetellEndpoint
+from services.ingress.endpoints import Endpoint
 from services.ingress.platforms import MAPPINGS, Context, Ignored, PayloadError
 from services.ingress.publisher import Publisher, TooLarge, Unavailable, ce_source
 from services.ingress.signatures import Headers, Refused
@@ -89,9 +89,9 @@ def context(endpoint: Endpoint, received_at: datetime) -> Context:
         account_id=config.account.id,
         account_name=config.account.name,
         received_at=received_at,
-        agents={k: (a.id, a.name) for k, a in config.agents.items()},
+        agents=endpoint.agent_aliases,
         default_agent_id=config.default_agent_id,
-        publish_on=tuple(config.publish_on) if isinstance(config, RetellEndpoint) else (),
+        publish_on=endpoint.publish_on,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -85,8 +86,19 @@ def from_epoch(value: float, unit: float = 1.0) -> datetime:
     return datetime.fromtimestamp(value / unit, tz=UTC)
 
 
+# The small parts of an event that repeat from call to call (the endpoint's account, an agent, an end
+# reason) are built once and shared: they are frozen models, and an event holding one serialises exactly
+# as with a fresh one (tests/unit/ingress/test_mapped_bytes.py). Bounded: names come from payloads.
+_SHARED = 4096
+
+
 def account(ctx: Context) -> Account:
-    return Account(id=ctx.account_id, name=ctx.account_name)
+    return _account(ctx.account_id, ctx.account_name)
+
+
+@lru_cache(maxsize=_SHARED)
+def _account(account_id: str, name: str | None) -> Account:
+    return Account(id=account_id, name=name)
 
 
 def agent(ctx: Context, agent_id: str | None, name: str | None = None, version: object = None, *, field: str) -> Agent:
@@ -94,9 +106,15 @@ def agent(ctx: Context, agent_id: str | None, name: str | None = None, version: 
     if not found:
         raise PayloadError([(field, "names no agent (set default_agent_id on the endpoint for such calls)")])
     alias, alias_name = ctx.agents.get(found, (None, None))
-    return Agent(id=alias or found, name=name or alias_name, version=None if version is None else str(version))
+    return _agent(alias or found, name or alias_name, None if version is None else str(version))
 
 
+@lru_cache(maxsize=_SHARED)
+def _agent(agent_id: str, name: str | None, version: str | None) -> Agent:
+    return Agent(id=agent_id, name=name, version=version)
+
+
+@lru_cache(maxsize=_SHARED)
 def end_reason(platform: str, raw: str | None, default: EndReason | None = None) -> EndReasonInfo:
     canonical = canonical_end_reason(platform, raw)
     if canonical is EndReason.UNKNOWN and default is not None:
@@ -136,4 +154,7 @@ def times(started: datetime | None, ended: datetime | None, fallback: datetime) 
 
 
 def dropped_empty(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v not in (None, "", [], {})}
+    return {k: v for k, v in values.items() if v not in _EMPTY}
+
+
+_EMPTY: tuple[Any, ...] = (None, "", [], {})  # built once, not a list and a dict per value

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from schemas.end_reasons import EndReason
-from schemas.events import ConversationEnded, Customer, Message, PlatformAnalysis
+from schemas.events import ConversationEnded
 from services.ingress.platforms.common import (
     Context,
     Ignored,
@@ -134,7 +134,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         times_estimated=estimated,
         duration_seconds=meta.call_duration_secs,
         end_reason=end_reason("elevenlabs", meta.termination_reason),
-        customer=Customer(phone_number=phone.external_number if phone else None, contact_id=conv.user_id),
+        customer=dict(phone_number=phone.external_number if phone else None, contact_id=conv.user_id),
         to_number=(phone.agent_number if direction == "inbound" else phone.external_number) if phone else None,
         messages=messages(conv.transcript, meta.call_duration_secs) or None,
         dynamic_variables=own,
@@ -172,13 +172,13 @@ def _initiation_failure(
         times_estimated=True,
         duration_seconds=0.0,
         end_reason=end_reason("elevenlabs", failure.failure_reason, default=EndReason.DIAL_FAILED),
-        customer=Customer(phone_number=dialled),
+        customer=dict(phone_number=dialled),
         to_number=dialled,
         metadata=dropped_empty({"telephony": (failure.metadata or {}).get("type")}),
     )
 
 
-def messages(turns: list[ElevenLabsTurn], duration: float | None) -> list[Message]:
+def messages(turns: list[ElevenLabsTurn], duration: float | None) -> list[dict[str, Any]]:
     """user -> customer, agent -> agent; a turn ends where the next one starts (the last at the call's
     end); turns without text (tool calls) are left out."""
     out = []
@@ -191,16 +191,16 @@ def messages(turns: list[ElevenLabsTurn], duration: float | None) -> list[Messag
         end = later[0] if later else duration
         if start is None or end is None or end < start:
             end = None
-        out.append(Message(role=role, text=turn.message, start_seconds=start, end_seconds=end))
+        out.append(dict(role=role, text=turn.message, start_seconds=start, end_seconds=end))
     return out
 
 
-def analysis(found: ElevenLabsAnalysis | None) -> PlatformAnalysis | None:
+def analysis(found: ElevenLabsAnalysis | None) -> dict[str, Any] | None:
     if found is None:
         return None
     results = found.data_collection_results or {}
     verdict = found.call_successful
-    return PlatformAnalysis(
+    return dict(
         summary=found.transcript_summary or None,
         successful=verdict if isinstance(verdict, bool) else _VERDICT.get(str(verdict).lower()),
         data={k: v.get("value") if isinstance(v, dict) else v for k, v in results.items()},

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
-from schemas.events import ConversationEnded, Customer, Message, PlatformAnalysis
+from schemas.events import ConversationEnded
 from services.ingress.platforms.common import (
     Context,
     Ignored,
@@ -162,7 +162,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         ended_at=ended,
         times_estimated=estimated,
         end_reason=reason,
-        customer=Customer(
+        customer=dict(
             phone_number=customer.number, name=customer.name, email=customer.email, contact_id=customer.externalId
         ),
         to_number=(called.number if called else None) if direction == "inbound" else customer.number,
@@ -182,7 +182,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     )
 
 
-def messages(items: list[dict[str, Any]]) -> list[Message]:
+def messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """user -> customer, bot -> agent, tool results -> tool; the system prompt and tool calls are left out."""
     out = []
     for item in items:
@@ -194,7 +194,7 @@ def messages(items: list[dict[str, Any]]) -> list[Message]:
         end = None
         if start is not None and _number(item.get("time")) is not None and _number(item.get("endTime")) is not None:
             end = max(start, start + (float(item["endTime"]) - float(item["time"])) / 1000)
-        out.append(Message(role=role, text=_text(text), start_seconds=start, end_seconds=end))
+        out.append(dict(role=role, text=_text(text), start_seconds=start, end_seconds=end))
     return out
 
 
@@ -215,7 +215,7 @@ def _recording(artifact: VapiArtifact) -> str | None:
     return mono or artifact.recordingUrl or stereo or artifact.stereoRecordingUrl
 
 
-def analysis(found: VapiAnalysis, outputs: dict[str, Any] | None) -> PlatformAnalysis | None:
+def analysis(found: VapiAnalysis, outputs: dict[str, Any] | None) -> dict[str, Any] | None:
     """summary; successEvaluation as a verdict when it is a pass/fail rubric; structured data and the
     structured outputs (by their names) as values."""
     data: dict[str, Any] = dict(found.structuredData) if isinstance(found.structuredData, dict) else {}
@@ -230,7 +230,7 @@ def analysis(found: VapiAnalysis, outputs: dict[str, Any] | None) -> PlatformAna
         details["structured_data"] = found.structuredData
     if not (found.summary or data or details):
         return None
-    return PlatformAnalysis(
+    return dict(
         summary=found.summary or None,
         successful={"true": True, "pass": True, "false": False, "fail": False}.get(verdict),
         data=data,

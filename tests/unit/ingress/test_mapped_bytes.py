@@ -22,7 +22,7 @@ from services.devkit.webhooks import WEBHOOK_EXAMPLES
 from services.ingress.platforms import MAPPINGS, Context
 
 GOLDEN = Path(__file__).parent / "mapped"
-SCHEMA = orjson.loads((Path(__file__).parents[3] / "schemas" / "json" / "ConversationEnded.v1.schema.json").read_bytes())
+SCHEMA = orjson.loads((Path(__file__).parents[3] / "schemas/json/ConversationEnded.v1.schema.json").read_bytes())
 FIXTURES = sorted(str(p.relative_to(WEBHOOK_EXAMPLES)) for p in WEBHOOK_EXAMPLES.glob("*/*.json"))
 RECEIVED = datetime(2026, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
 CONTEXTS = {
