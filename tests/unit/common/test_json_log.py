@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 
@@ -68,3 +69,63 @@ def test_setup_writes_the_same_fields_without_the_callers_location(monkeypatch: 
     got = orjson.loads(out.getvalue())
     assert set(got) == {"ts", "level", "service", "logger", "msg", "event_id"}
     assert (got["msg"], got["service"], got["event_id"]) == ("webhook published", "ingress", "e1")
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def coalescing() -> tuple[logging.Logger, Stream, observability.CoalescingStreamHandler]:
+    stream = Stream()
+    handler = observability.CoalescingStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"test.coalescing.{id(stream)}")
+    logger.propagate, logger.handlers, logger.level = False, [handler], logging.INFO
+    return logger, stream, handler
+
+
+def test_the_lines_of_one_loop_turn_are_written_together_in_order_at_its_end() -> None:
+    logger, stream, _ = coalescing()
+
+    async def turn() -> list[str]:
+        logger.info("one")
+        logger.warning("two")
+        held = list(stream.writes)
+        await asyncio.sleep(0)  # the turn ends
+        return held
+
+    assert asyncio.run(turn()) == []
+    assert stream.writes == ["one\ntwo\n"]
+
+
+def test_a_line_without_a_running_loop_is_written_at_once_after_the_held_ones() -> None:
+    logger, stream, handler = coalescing()
+    logger.info("now")
+    assert stream.writes == ["now\n"]
+    loop = asyncio.new_event_loop()
+    loop.call_soon(lambda: (logger.info("held by a loop that stops before its turn ends"), loop.stop()))
+    loop.run_forever()  # stop(): the flush scheduled in that turn never runs
+    loop.close()
+    assert stream.writes == ["now\n"]
+    logger.info("next")
+    assert stream.writes == ["now\n", "held by a loop that stops before its turn ends\nnext\n"]
+
+    async def another_loop() -> None:
+        logger.info("on another loop")
+
+    loop = asyncio.new_event_loop()
+    loop.call_soon(lambda: (logger.info("held again"), loop.stop()))
+    loop.run_forever()
+    loop.close()
+    asyncio.run(another_loop())  # a new loop's turn writes what the closed one held, first
+    assert stream.writes[-1] == "held again\non another loop\n"
+    logger.info("last")
+    handler.flush()  # what logging.shutdown() does at exit (here the line was written at once already)
+    assert stream.writes[-1] == "last\n"
