@@ -88,8 +88,13 @@ def from_epoch(value: float, unit: float = 1.0) -> datetime:
 
 # The small parts of an event that repeat from call to call (the endpoint's account, an agent, an end
 # reason) are built once and shared: they are frozen models, and an event holding one serialises exactly
-# as with a fresh one (tests/unit/ingress/test_mapped_bytes.py). Bounded: names come from payloads.
-_SHARED = 4096
+# as with a fresh one (tests/unit/ingress/test_mapped_bytes.py). Bounded in number (names come from
+# payloads) and in size: a part with a longer text than _SHORT is built each time, never kept.
+_SHARED, _SHORT = 4096, 256
+
+
+def _short(*texts: str | None) -> bool:
+    return all(t is None or len(t) <= _SHORT for t in texts)
 
 
 def account(ctx: Context) -> Account:
@@ -106,20 +111,27 @@ def agent(ctx: Context, agent_id: str | None, name: str | None = None, version: 
     if not found:
         raise PayloadError([(field, "names no agent (set default_agent_id on the endpoint for such calls)")])
     alias, alias_name = ctx.agents.get(found, (None, None))
-    return _agent(alias or found, name or alias_name, None if version is None else str(version))
+    parts = (alias or found, name or alias_name, None if version is None else str(version))
+    return _shared_agent(*parts) if _short(*parts) else Agent(id=parts[0], name=parts[1], version=parts[2])
 
 
 @lru_cache(maxsize=_SHARED)
-def _agent(agent_id: str, name: str | None, version: str | None) -> Agent:
+def _shared_agent(agent_id: str, name: str | None, version: str | None) -> Agent:
     return Agent(id=agent_id, name=name, version=version)
 
 
-@lru_cache(maxsize=_SHARED)
 def end_reason(platform: str, raw: str | None, default: EndReason | None = None) -> EndReasonInfo:
+    return _shared_end_reason(platform, raw, default) if _short(platform, raw) else _end_reason(platform, raw, default)
+
+
+def _end_reason(platform: str, raw: str | None, default: EndReason | None) -> EndReasonInfo:
     canonical = canonical_end_reason(platform, raw)
     if canonical is EndReason.UNKNOWN and default is not None:
         canonical = default
     return EndReasonInfo(canonical=canonical, raw=raw or None, source_platform=platform)
+
+
+_shared_end_reason = lru_cache(maxsize=_SHARED)(_end_reason)
 
 
 def status_for(reason: EndReason) -> str:

@@ -76,3 +76,20 @@ if __name__ == "__main__":
     for fixture in FIXTURES:
         for name, ctx in CONTEXTS.items():
             golden(fixture, name).write_bytes(published(fixture, ctx))
+
+
+def test_shared_parts_are_reused_and_a_long_text_is_never_kept() -> None:
+    from services.ingress.platforms import common
+
+    payload = orjson.loads((WEBHOOK_EXAMPLES / "retell/phone-voicemail-analyzed.json").read_bytes())
+    first, second = (MAPPINGS["retell"](payload, CONTEXTS["plain"]) for _ in range(2))
+    assert isinstance(first, ConversationEnded) and isinstance(second, ConversationEnded)
+    assert first.end_reason is second.end_reason and first.agent is second.agent and first.account is second.account
+
+    long = "x" * 5000
+    payload["call"] |= {"disconnection_reason": long, "agent_name": long}
+    kept = (common._shared_end_reason.cache_info().currsize, common._shared_agent.cache_info().currsize)
+    event = MAPPINGS["retell"](payload, CONTEXTS["plain"])
+    assert isinstance(event, ConversationEnded)
+    assert (event.end_reason.raw, event.agent.name) == (long, long)
+    assert (common._shared_end_reason.cache_info().currsize, common._shared_agent.cache_info().currsize) == kept
