@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+import typing
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
+from pydantic import BaseModel
 
 from schemas.agent_config import (
     Action,
@@ -46,6 +48,8 @@ from schemas.agent_config import (
     recipient_kind,
 )
 from schemas.events import (
+    END_YEAR,
+    FIRST_YEAR,
     ActionBase,
     CardField,
     ConversationExtracted,
@@ -73,9 +77,145 @@ SUBJECT_LIMIT = 250
 HEADER_LIMIT = 1000  # characters of one rendered header value
 CELL_LIMIT = 50_000  # characters in one Google Sheets cell
 
-Common = dict[str, Any]  # the ActionBase fields every action shares
+Common = dict[str, Any]  # the ActionBase fields every action shares, in their declaration order
 Result = tuple[ActionBase | None, str]  # the action, or None when skipped; the note or skip reason
 Builder = Callable[[ConversationExtracted, ConversationValues, Common], Result]
+
+M = TypeVar("M", bound=BaseModel)
+A = TypeVar("A", bound=ActionBase)
+
+
+def built(model: type[M], fields: dict[str, Any]) -> M:
+    """model_construct's effect with every field given, in declaration order, minus its per-field
+    bookkeeping (which costs more than validating): for values whose validity is already known."""
+    made = model.__new__(model)
+    object.__setattr__(made, "__dict__", fields)
+    object.__setattr__(made, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", None)
+    return made
+
+
+# ── actions built without validating them again ───────────────────────────────────────────────────
+# The engine makes every ActionBase field itself (`Common`): ids by uuid5, the validated record's ids,
+# the configuration's ids and revisions, the action's index, and the clock's time, which
+# CompiledAgent.route checks as a Timestamp does. What a builder adds is checked here by what its
+# field accepts; an action passes on without validation only when every value is one its model keeps
+# as it is. Anything else is validated by the model (which then refuses it, or keeps it), so an action
+# is always what validating it would give (tests/unit/router/test_emitted.py compares both).
+
+
+def _literal(model: type[BaseModel], name: str) -> frozenset[Any]:
+    """The values a Literal (or optional Literal) field accepts."""
+    annotation = model.model_fields[name].annotation
+    options = (annotation,) if typing.get_origin(annotation) is Literal else typing.get_args(annotation)
+    found: set[Any] = set()
+    for arg in options:
+        found |= (
+            set(typing.get_args(arg)) if typing.get_origin(arg) is Literal else {None} if arg is type(None) else set()
+        )
+    assert found, f"{model.__name__}.{name} is not a Literal"
+    return frozenset(found)
+
+
+def _text(value: Any) -> bool:
+    return type(value) is str
+
+
+def _text_or_none(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _texts(value: Any) -> bool:
+    return type(value) is list and all(type(item) is str for item in value)
+
+
+def _text_map(value: Any) -> bool:
+    return type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items())
+
+
+def _timestamp(value: Any) -> bool:
+    return type(value) is datetime and value.utcoffset() is not None and FIRST_YEAR <= value.year < END_YEAR
+
+
+_WEBHOOK_METHODS = _literal(WebhookRequested, "method")
+_HTTP_METHODS = _literal(HttpRequested, "method")
+_SOURCES = _literal(EmailRequested, "recipients_source")
+_SCHEDULE_SOURCES = _literal(ScheduleCallRequested, "schedule_source")
+_PRIORITIES = _literal(TaskRequested, "priority")
+_PATH_LIMIT = 8192  # HttpRequested.path's max_length
+
+#: per action model: whether what its builder added (and the destination) is kept as it is by validation
+KEPT_AS_IS: dict[type[ActionBase], Callable[[dict[str, Any]], bool]] = {
+    WebhookRequested: lambda f: _text(f["destination"]) and f["method"] in _WEBHOOK_METHODS and "body" in f,
+    HttpRequested: lambda f: (
+        _text(f["destination"])
+        and f["method"] in _HTTP_METHODS
+        and _text(f["path"])
+        and len(f["path"]) <= _PATH_LIMIT
+        and _text_map(f["query"])
+        and _text_map(f["headers"])
+        and "body" in f
+        and _text_or_none(f["result_id_pointer"])
+    ),
+    EmailRequested: lambda f: (
+        _text_or_none(f["destination"])
+        and _texts(f["to"])
+        and len(f["to"]) >= 1
+        and f["recipients_source"] in _SOURCES
+        and _text(f["subject"])
+        and _text(f["text"])
+        and _text_or_none(f["html"])
+    ),
+    SlackRequested: lambda f: (
+        _text(f["destination"])
+        and _text(f["text"])
+        and _text_or_none(f["channel"])
+        and (f["card"] is None or type(f["card"]) is MessageCard)
+    ),
+    TeamsRequested: lambda f: (
+        _text(f["destination"]) and _text(f["text"]) and (f["card"] is None or type(f["card"]) is MessageCard)
+    ),
+    ScheduleCallRequested: lambda f: (
+        _text_or_none(f["destination"])
+        and _text(f["to_number"])
+        and _text_or_none(f["from_number"])
+        and _timestamp(f["scheduled_at"])
+        and f["schedule_source"] in _SCHEDULE_SOURCES
+        and type(f["business_hours_applied"]) is bool
+    ),
+    TaskRequested: lambda f: (
+        _text_or_none(f["destination"])
+        and _text(f["title"])
+        and _text(f["description"])
+        and f["priority"] in _PRIORITIES
+    ),
+    TeamAlertRequested: lambda f: (
+        _text_or_none(f["destination"])
+        and _text(f["message"])
+        and type(f["everyone"]) is bool
+        and _texts(f["teammates"])
+    ),
+    # RowAppendRequested (patterns, bounded lists of finite scalars) is validated as before
+}
+# what `built` leaves out of validation must not matter for these models
+_UNVALIDATED: list[type[BaseModel]] = [*KEPT_AS_IS, MessageCard]
+assert not any(
+    m.__pydantic_post_init__ or m.__private_attributes__ or m.__pydantic_decorators__.model_validators
+    for m in _UNVALIDATED
+)
+_SIZES = {model: len(model.model_fields) for model in KEPT_AS_IS}
+_TYPES = {model: model.model_fields["type"].default for model in KEPT_AS_IS}
+
+
+def make(model: type[A], common: Common, fields: dict[str, Any]) -> A:
+    """model(**common, **fields), without validating again what validation would keep as it is.
+    `fields`: every field the model adds to ActionBase but `type`, in declaration order."""
+    values = {**common, "type": _TYPES.get(model), **fields}
+    kept = KEPT_AS_IS.get(model)
+    if kept is not None and len(values) == _SIZES[model] and _timestamp(values["requested_at"]) and kept(values):
+        return built(model, values)
+    return model(**common, **fields)
 
 
 def action_id(conversation_id: str, agent_id: str, flow_id: str, flow_revision: str, index: int) -> str:
@@ -152,7 +292,7 @@ def _builder(config: Action, routes: dict[str, RecipientRoute], tz: ZoneInfo) ->
     assert isinstance(config, TeamAlertAction)
     message, mates = Template.compile(config.message), list(config.teammates)
     return lambda e, v, c: (
-        TeamAlertRequested(**c, message=message.render(v), everyone=not mates, teammates=mates),
+        make(TeamAlertRequested, c, {"message": message.render(v), "everyone": not mates, "teammates": list(mates)}),
         "to everyone" if not mates else f"to {', '.join(mates)}",
     )
 
@@ -168,7 +308,7 @@ def _webhook(config: WebhookAction) -> Builder:
     def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
         rendered = body.render(values) if body is not None else default_body(event)
         # no method unless the flow set one: the dispatcher then uses the destination's configured method
-        action = WebhookRequested(**common, method=config.method, body=rendered)
+        action = make(WebhookRequested, common, {"method": config.method, "body": rendered})
         return action, f"{config.method or 'POST'} {config.destination}"
 
     return build
@@ -185,14 +325,17 @@ def _http(config: HttpAction) -> Builder:
         if empty:
             names = ", ".join(f"{{{{{name}}}}}" for name in empty)
             return None, f"skipped: {names} is empty, so the path would not name one record"
-        action = HttpRequested(
-            **common,
-            method=config.method,
-            path=rendered,
-            query={name: t.render(values) for name, t in query.items()},
-            headers={name: one_line(t.render(values), HEADER_LIMIT) for name, t in headers.items()},
-            body=body.render(values) if body is not None else None,
-            result_id_pointer=config.result_id_pointer,
+        action = make(
+            HttpRequested,
+            common,
+            {
+                "method": config.method,
+                "path": rendered,
+                "query": {name: t.render(values) for name, t in query.items()},
+                "headers": {name: one_line(t.render(values), HEADER_LIMIT) for name, t in headers.items()},
+                "body": body.render(values) if body is not None else None,
+                "result_id_pointer": config.result_id_pointer,
+            },
         )
         return action, f"{config.method} {config.destination} {rendered or '/'}"
 
@@ -258,10 +401,12 @@ def _chat(config: SlackAction | TeamsAction) -> Builder:
             shown = [CardField(label=label, value=render(t) or "") for label, t in fields]
             card = MessageCard(title=render(title), fields=shown, context=render(context), button=config.button)
         if isinstance(config, SlackAction):
-            action: ActionBase = SlackRequested(**common, text=render(text) or "", channel=config.channel, card=card)
+            action: ActionBase = make(
+                SlackRequested, common, {"text": render(text) or "", "channel": config.channel, "card": card}
+            )
             where = f" to {config.channel}" if config.channel else ""
         else:
-            action, where = TeamsRequested(**common, text=render(text) or "", card=card), ""
+            action, where = make(TeamsRequested, common, {"text": render(text) or "", "card": card}), ""
         return action, ("Block Kit" if slack else "Adaptive Card") + where if card else where.strip()
 
     return build
@@ -296,13 +441,16 @@ def _email(config: EmailAction, route: RecipientRoute | None) -> Builder:
             notes.append(why)
         if not picked:
             return None, "skipped: no valid recipients (" + "; ".join(notes or ["no recipients"]) + ")"
-        action = EmailRequested(
-            **common,
-            to=list(picked),
-            recipients_source=source,
-            subject=one_line(subject.render(values)),
-            text=body.render(values),
-            html=page.render_html(values) if page else None,
+        action = make(
+            EmailRequested,
+            common,
+            {
+                "to": list(picked),
+                "recipients_source": source,
+                "subject": one_line(subject.render(values)),
+                "text": body.render(values),
+                "html": page.render_html(values) if page else None,
+            },
         )
         named = ", ".join(f"{a} ({where})" for a, where in picked.items())
         return action, "; ".join([f"to {named}", *notes])
@@ -366,13 +514,16 @@ def _schedule_call(config: ScheduleCallAction, tz: ZoneInfo) -> Builder:
         if not number:
             return None, "skipped: no number to call (the customer has no phone number)"
         when = call_time(config, event, tz)
-        action = ScheduleCallRequested(
-            **common,
-            to_number=number,
-            from_number=config.from_number,
-            scheduled_at=when.at,
-            schedule_source=when.source,
-            business_hours_applied=when.business_hours_applied,
+        action = make(
+            ScheduleCallRequested,
+            common,
+            {
+                "to_number": number,
+                "from_number": config.from_number,
+                "scheduled_at": when.at,
+                "schedule_source": when.source,
+                "business_hours_applied": when.business_hours_applied,
+            },
         )
         return action, f"call {number} at {_iso(when.at)} ({when.note})"
 
@@ -387,11 +538,14 @@ def _task(config: TaskAction) -> Builder:
     title, description = Template.compile(config.title), Template.compile(config.description)
 
     def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
-        action = TaskRequested(
-            **common,
-            title=one_line(title.render(values)),
-            description=description.render(values),
-            priority=config.priority,
+        action = make(
+            TaskRequested,
+            common,
+            {
+                "title": one_line(title.render(values)),
+                "description": description.render(values),
+                "priority": config.priority,
+            },
         )
         return action, f"{config.priority} priority"
 

@@ -34,11 +34,12 @@ from schemas.events import (
 )
 from schemas.flow_revision import flow_revision, flow_uses
 from services.common import codec
-from services.router.actions import CompiledAction, action_id, with_content
-from services.router.conditions import Remembered, compile_condition
+from services.router.actions import CompiledAction, action_id, built, with_content
+from services.router.conditions import NO_STATE, Remembered, compile_condition
 from services.router.variables import ConversationValues
 
 _COMPOSITE = frozenset({"all", "any"})
+REMEMBERED_PER_AGENT = 1024  # combinations of every flow's condition states kept per agent; then it starts again
 # how a record asks to be routed: a deliberate re-delivery, or held flows released as they are
 RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
 DRAFT_REASON = (
@@ -53,16 +54,10 @@ assert not any(m.__pydantic_post_init__ or m.__private_attributes__ for m in _TR
 
 def _built(model: type[M], fields: dict[str, Any]) -> M:
     """A trace entry from values this module typed itself (booleans, its own text, ids it made, entries
-    already built, the validated record's ids): model_construct with every field given, minus its
-    per-field bookkeeping (which costs more than validating). Actions and everything rendered from the
-    record are validated as usual; tests/unit/router/test_emitted.py reads every emitted record back
-    through its model and its JSON Schema."""
-    built = model.__new__(model)
-    object.__setattr__(built, "__dict__", fields)
-    object.__setattr__(built, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(built, "__pydantic_extra__", None)
-    object.__setattr__(built, "__pydantic_private__", None)
-    return built
+    already built, the validated record's ids), with every field given (actions.built). Actions are
+    built by actions.make; tests/unit/router/test_emitted.py reads every emitted record back through
+    its model and its JSON Schema."""
+    return built(model, fields)
 
 
 class CompiledFlow:
@@ -88,7 +83,9 @@ class CompiledFlow:
         revision: str,
         now: datetime,
         options: RouteOptions = (False, False),
+        entry: list[Any] | None = None,
     ) -> tuple[FlowDecision, list[ActionBase]]:
+        """`entry`: what `self.when.entry(event)` gives, when the caller looked it up already."""
         rev = self.revision
         if not self.enabled:
             return self.disabled, []
@@ -102,7 +99,8 @@ class CompiledFlow:
             reason = "no `when`: runs for every conversation"
         else:
             # the conditions' results, and the decision when they fail, are remembered by what they read
-            entry = self.when.entry(event)
+            if entry is None:
+                entry = self.when.entry(event)
             if not entry[0].passed:
                 if entry[2] is None:
                     entry[2] = FlowDecision(
@@ -189,6 +187,8 @@ class CompiledFlow:
                 "requested_at": now,
                 "source_event_id": event.event_id,
                 "flow_revision": self.revision,
+                "content_digest": None,  # with_content sets it
+                "supersedes": None,
                 "destination": action.destination,
             }
             model, note = action.build(event, values, common)
@@ -220,6 +220,26 @@ class CompiledAgent:
         self.fallback = config.fallback_text if config.fallback_text is not None else default_fallback
         routes = {r.id: r for r in config.recipient_routes}
         self.flows = [CompiledFlow(f, config, routes, self.tz) for f in config.flows]
+        # the flows whose `when` is read on live traffic; one key made of all their leaves' states finds
+        # every flow's remembered entry at once (Remembered.entry per tree when it is not remembered)
+        self._live = [f.enabled and not f.draft and f.when is not None for f in self.flows]
+        self._whens = [f.when for f, live in zip(self.flows, self._live, strict=True) if live and f.when]
+        self._states = tuple(state for when in self._whens for state in when.condition.states)
+        self._entries: dict[tuple[Any, ...], list[list[Any]]] = {}
+
+    def _conditions(self, event: ConversationExtracted) -> list[list[Any]]:
+        """Each live flow's `when` entry (Remembered.entry), in flow order: with one key for them all
+        when every leaf's state can be remembered. The key holds each tree's own key in turn, so an
+        equal key finds the entries each tree would find (the same lists; trees fill their slot)."""
+        key = tuple([state(event) for state in self._states])
+        found = self._entries.get(key)
+        if found is None:
+            found = [when.entry(event) for when in self._whens]
+            if NO_STATE not in key:  # identity test first: NO_STATE equals nothing else
+                if len(self._entries) >= REMEMBERED_PER_AGENT:
+                    self._entries.clear()
+                self._entries[key] = found
+        return found
 
     def route(
         self, event: ConversationExtracted, now: datetime, options: RouteOptions = (False, False)
@@ -230,8 +250,14 @@ class CompiledAgent:
         values = ConversationValues(event, self.tz, self.fallback)
         decisions: list[FlowDecision] = []
         actions: list[ActionBase] = []
-        for flow in self.flows:
-            decision, built = flow.decide(event, values, self.revision, now, options)
+        entries = iter(self._conditions(event))
+        holding = event.extraction.status != "ok" and not options[1]  # flows that use the extraction are held
+        for flow, live in zip(self.flows, self._live, strict=True):
+            entry = next(entries) if live else None
+            if entry is not None and entry[2] is not None and not (holding and flow.holds_for):
+                decisions.append(entry[2])  # did not fire: its decision is remembered with its conditions
+                continue
+            decision, built = flow.decide(event, values, self.revision, now, options, entry)
             decisions.append(decision)
             actions.extend(built)
         conv = event.conversation

@@ -9,12 +9,15 @@ so every condition of test_conditions' tables is run, remembered, over every rec
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 from schemas.agents import trigger_id
 from schemas.events import ConditionResult, ConversationExtracted, TriggerAnswer
+from services.common.codec import encode
 from services.router.conditions import Outcome, Remembered, compile_condition
-from tests.unit.router.support import event
+from services.router.engine import CompiledAgent
+from tests.unit.router.support import NOW, config, event
 from tests.unit.router.test_conditions import (
     BOOLEAN_CASES,
     CONDITION,
@@ -25,6 +28,8 @@ from tests.unit.router.test_conditions import (
     FIELDS,
     QUESTION,
 )
+from tests.unit.router.test_emitted import DISABLED_AND_DRAFT, EVERY_ACTION
+from tests.unit.router.test_emitted import _records as _emitted_records
 
 EXTRA_CONDITIONS: list[dict[str, Any]] = [
     {"ai": QUESTION},
@@ -105,3 +110,28 @@ def test_a_remembered_tree_gives_every_record_what_a_fresh_evaluation_gives() ->
                 assert [type(r.actual) for r in results] == [type(r.actual) for r in expected]
         remembered_some += len(tree._cache) > 0
     assert remembered_some == len(conditions)  # every kind of tree did remember
+
+
+def _agent_records() -> list[ConversationExtracted]:
+    long_rationale = [_with_trigger(True, 0.9, text * 300) for text in ("a", "b")]
+    failed = [event(status="failed", reason=text * 500) for text in ("x", "y")]
+    # records that differ in one flow's state only (here the last flow's interest_level)
+    levels = [event(fields={"interest_level": level}, triggers={QUESTION: False}) for level in ("high", "low", "high")]
+    return [*_emitted_records(), *long_rationale, *failed, event(status="failed", reason="LLM timeout"), *levels]
+
+
+def test_an_agent_remembers_what_each_flow_decides_afresh(tmp_path: Path) -> None:
+    """CompiledAgent looks every flow's remembered conditions up with one key (all their leaves' states)
+    and hands out the remembered decision of a flow that did not fire: each record, in two rounds, must
+    be routed as an agent compiled afresh for it routes it (disabled, draft and held flows too; a first
+    delivery, a re-delivery and a held release, in turns through the same agent)."""
+    loaded = config(tmp_path, EVERY_ACTION + DISABLED_AND_DRAFT)
+    remembering = CompiledAgent(loaded, "(n/a)")
+    for _ in range(2):
+        for options in ((False, True), (False, False), (True, False)):
+            for record in _agent_records():
+                trace, actions = remembering.route(record, NOW, options)
+                fresh_trace, fresh_actions = CompiledAgent(loaded, "(n/a)").route(record, NOW, options)
+                assert encode(trace) == encode(fresh_trace)
+                assert [encode(a) for a in actions] == [encode(a) for a in fresh_actions]
+    assert remembering._entries  # the agent did remember
