@@ -18,8 +18,11 @@ Throughput: N WebhookRequested actions (~1 KB JSON body) to one destination, max
   to retry tier 1: beyond the destination's waiting room records wait in its line while the runtime
   takes no new ones (services/dispatcher/limits.py), so a healthy destination's backlog is not deferred.
   Like every other line it is run `repeats` times, interleaved with the throughput runs, and the best
-  run is quoted (until 2026-12-05 it ran once against the bare loop's best of 3, its clock read by
-  polling the receiver every 50 ms).
+  run is quoted, and like them it starts after WARM unclocked deliveries (the dispatcher started, then
+  WARM actions delivered, then the backlog produced). Until 2026-12-05 it ran once against the bare
+  loop's best of 3, its clock read by polling the receiver every 50 ms, produced as soon as the
+  dispatcher answered /readyz: the group join and the ledger's first read of every results partition
+  (the whole topic, which grows through the run) were still going on while its first records arrived.
 
 Isolation: 10 destinations (max_concurrency 16, the default bounded waiting, every dispatcher default),
 a steady offered load spread evenly over them through Kafka; the 9 fast destinations' delivered/s and
@@ -404,23 +407,29 @@ class Backlog:
 
 
 async def backlog(ctx: BenchContext, rec: Receiver, n: int) -> Backlog:
-    """N actions for one destination produced at once to a dispatcher with every default setting."""
+    """N actions for one destination produced at once to a running dispatcher with every default setting:
+    WARM actions delivered first (unclocked, as the bare loop's WARM), so that the group has joined, the
+    ledger has read every partition and the connections are open; then the backlog, clocked from its
+    first arrival to its last."""
     path = f"/backlog-{uuid.uuid4().hex[:6]}"
+    tag = path.removeprefix("/backlog-")
     async with dispatcher(ctx, {"crm": rec.url(path)}, {}):
+        warm = [action(f"backlog{tag}-w{i}", "crm", i) for i in range(WARM)]
+        await ctx.produce_raw(action_topic("webhook"), ((k, v, None) for k, v, _ in records(warm)))
+        await rec.wait_for([path], WARM, 120)
         deferred_before = await ctx.count(retry_tiers()[0])
-        actions = [action(f"backlog{path[9:]}-{i}", "crm", i) for i in range(n)]
+        started = time.time()  # every warm-up action has arrived: later arrivals are the backlog's
+        actions = [action(f"backlog{tag}-{i}", "crm", i) for i in range(n)]
         await ctx.produce_raw(action_topic("webhook"), ((k, v, None) for k, v, _ in records(actions)))
-        await rec.wait_for([path], 1, 120)
         try:
-            await rec.wait_for([path], n, BACKLOG_SECONDS)
+            await rec.wait_for([path], WARM + n, BACKLOG_SECONDS)
             timed_out = None
         except TimeoutError:
             timed_out = time.time()
-        delivered = await rec.arrivals([path])
-        arrived = sorted(at for _, at in (await rec.get(f"/arrivals{path}")).get(path, []))
+        arrived = sorted(at for _, at in (await rec.get(f"/arrivals{path}")).get(path, []) if at >= started)
         deferred = await ctx.count(retry_tiers()[0]) - deferred_before
     last = arrived[-1] if timed_out is None else timed_out
-    return Backlog(n, delivered, delivered / (last - arrived[0]), deferred)
+    return Backlog(n, len(arrived), len(arrived) / (last - arrived[0]), deferred)
 
 
 # ── isolation ──────────────────────────────────────────────────────────────────────────────────
@@ -678,8 +687,9 @@ def notes(n: int, runs: dict[bool, list[Isolation]]) -> list[str]:
         "partitions), every default setting (runtime window 1024, the destination's "
         f"{CONCURRENCY} slots and {WAITING_PER_SLOT} x {CONCURRENCY} waiting places, beyond which records wait "
         "in its line while the runtime takes no new ones), a new consumer group per run committed at the "
-        "topics' ends first (earlier runs' records stay unread). The backlog line: the actions produced at "
-        "once to a running dispatcher, the clock from the first arrival to the last (the receiver's "
+        "topics' ends first (earlier runs' records stay unread). "
+        f"The backlog line: after {WARM} unclocked deliveries, the actions produced at "
+        "once to the running dispatcher, the clock from the first arrival to the last (the receiver's "
         "timestamps), the deferrals to retry tier 1 counted (each would come back about 5 s later); run "
         "as often as every other line, interleaved with them, the best run quoted.",
         f"Isolation: {some.offered_per_s:,.0f} actions/s offered for {some.seconds:g} s per run (half the best "
