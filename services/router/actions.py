@@ -85,14 +85,21 @@ M = TypeVar("M", bound=BaseModel)
 A = TypeVar("A", bound=ActionBase)
 
 
+# BaseModel's own slots, set through their descriptors: object.__setattr__ looks each one up first
+_SET_DICT, _SET_FIELDS_SET, _SET_EXTRA, _SET_PRIVATE = (
+    BaseModel.__dict__[name].__set__
+    for name in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+)
+
+
 def built(model: type[M], fields: dict[str, Any]) -> M:
     """model_construct's effect with every field given, in declaration order, minus its per-field
     bookkeeping (which costs more than validating): for values whose validity is already known."""
-    made = model.__new__(model)
-    object.__setattr__(made, "__dict__", fields)
-    object.__setattr__(made, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(made, "__pydantic_extra__", None)
-    object.__setattr__(made, "__pydantic_private__", None)
+    made = object.__new__(model)
+    _SET_DICT(made, fields)
+    _SET_FIELDS_SET(made, set(fields))
+    _SET_EXTRA(made, None)
+    _SET_PRIVATE(made, None)
     return made
 
 
@@ -201,7 +208,10 @@ KEPT_AS_IS: dict[type[ActionBase], Callable[[dict[str, Any]], bool]] = {
 # what `built` leaves out of validation must not matter for these models
 _UNVALIDATED: list[type[BaseModel]] = [*KEPT_AS_IS, MessageCard]
 assert not any(
-    m.__pydantic_post_init__ or m.__private_attributes__ or m.__pydantic_decorators__.model_validators
+    m.__pydantic_post_init__
+    or m.__private_attributes__
+    or m.__pydantic_decorators__.model_validators
+    or m.__new__ is not object.__new__
     for m in _UNVALIDATED
 )
 _SIZES = {model: len(model.model_fields) for model in KEPT_AS_IS}

@@ -49,7 +49,9 @@ DRAFT_REASON = (
 M = TypeVar("M", bound=BaseModel)
 _TRUSTED = (ConditionResult, PlannedAction, FlowDecision, DecisionTrace)
 # what `_built` leaves out of model_construct must not matter for these models
-assert not any(m.__pydantic_post_init__ or m.__private_attributes__ for m in _TRUSTED)
+assert not any(
+    m.__pydantic_post_init__ or m.__private_attributes__ or m.__new__ is not object.__new__ for m in _TRUSTED
+)
 
 
 def _built(model: type[M], fields: dict[str, Any]) -> M:
