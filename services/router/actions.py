@@ -232,14 +232,15 @@ def action_id(conversation_id: str, agent_id: str, flow_id: str, flow_revision: 
     return uuid5(f"{conversation_id}/{agent_id}/{flow_id}/{flow_revision}/{index}")
 
 
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+
+
 def uuid5(name: str) -> str:
     """str(uuid.uuid5(ACTION_NAMESPACE, name)), RFC 9562 section 5.5, without building a UUID object
     (a third of the time; every action needs one or two)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC's variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).hexdigest()
+    # the version nibble (hex digit 12) is 5; the variant's top bits of hex digit 16 are 10
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 # what identifies or dates an action rather than saying what it asks for

@@ -38,15 +38,25 @@ class RouterHandler:
             raise PermanentError(f"no configuration for {what} in {self.catalog.directory}")
         options = (h.REDELIVER in ctx.headers, h.RUN_HELD in ctx.headers)
         trace, actions = compiled.route(event, self.clock(), options)
-        counts: dict[Counter, int] = {}  # one increment per labelled counter, not per flow or action
+        # one increment per labelled counter, not per flow or action (as metrics.flow_outcome counts)
+        fired = disabled = held = not_fired = 0
+        counts: dict[Counter, int] = {}
         for flow in trace.flows:
-            counter = metrics.FLOW_OUTCOMES[metrics.flow_outcome(flow)]
-            counts[counter] = counts.get(counter, 0) + 1
             if flow.fired:  # only a flow that fired has actions (planned or skipped)
+                fired += 1
                 for result in flow.conditions:
                     if result.kind == "action":
                         counter = metrics.action_outcome(str(result.expected), result.passed)
                         counts[counter] = counts.get(counter, 0) + 1
+            elif not flow.enabled:
+                disabled += 1
+            elif flow.held:
+                held += 1
+            else:
+                not_fired += 1
+        for outcome, count in (("fired", fired), ("disabled", disabled), ("held", held), ("not_fired", not_fired)):
+            if count:
+                metrics.FLOW_OUTCOMES[outcome].inc(count)
         for counter, count in counts.items():
             counter.inc(count)
         return [trace, *actions]

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas.events import DecisionTrace, WebhookRequested
 from schemas.routes import ROUTER
 from schemas.topics import DECISIONS, action_topic
-from services.common.api import PermanentError, RetryableError, Service
+from services.common.api import Context, PermanentError, RetryableError, Service
 from services.common.harness import Harness
+from services.router import metrics
 from services.router.catalog import CatalogHolder
 from services.router.handler import RouterHandler
 from tests.unit.router.support import NOW, event, write
+from tests.unit.router.test_emitted import DISABLED_AND_DRAFT, EVERY_ACTION, _records
 
 CONFIG = """
     agent: support-line
@@ -103,3 +107,40 @@ async def test_a_bad_edit_keeps_the_last_good_revision(tmp_path: Path, caplog: p
     assert "template names undefined variable 'nope'" in caplog.text
     [trace] = (await r.harness.send(event())).on(DECISIONS)
     assert isinstance(trace, DecisionTrace) and trace.config_revision == revision
+
+
+def test_flows_and_actions_are_counted_by_outcome(tmp_path: Path) -> None:
+    """postcall_router_flows_total and postcall_router_actions_total grow by each trace's flows (fired,
+    not fired, disabled, held) and its fired flows' actions (planned, skipped)."""
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    write(tmp_path, "agent.yaml", EVERY_ACTION + DISABLED_AND_DRAFT)
+    handler = RouterHandler(CatalogHolder(tmp_path, "(n/a)"), clock=lambda: NOW)
+    no_phone = {"phone_number": None, "contact_id": None}
+    records = [*_records(), event(status="failed", reason="LLM timeout"), event(customer=no_phone)]
+    outcomes = ("fired", "not_fired", "disabled", "held")
+    types = {"webhook", "http", "append_row", "email", "slack", "teams", "schedule_call", "task", "team_alert"}
+    flows_before = {o: sample("postcall_router_flows_total", outcome=o) for o in outcomes}
+    actions_before = {
+        (t, o): sample("postcall_router_actions_total", type=t, outcome=o)
+        for t in types
+        for o in ("planned", "skipped")
+    }
+    expected_flows = dict.fromkeys(outcomes, 0)
+    expected_actions = dict.fromkeys(actions_before, 0)
+    for record in records:
+        trace = asyncio.run(handler.handle(record, Context("router", ROUTER.consumes[0].topic)))[0]
+        assert isinstance(trace, DecisionTrace)
+        for flow in trace.flows:
+            expected_flows[metrics.flow_outcome(flow)] += 1
+            for result in flow.conditions if flow.fired else ():
+                if result.kind == "action":
+                    expected_actions[(str(result.expected), "planned" if result.passed else "skipped")] += 1
+    assert all(expected_flows.values())  # every outcome happened
+    assert {o for (_, o), n in expected_actions.items() if n} == {"planned", "skipped"}
+    for o in outcomes:
+        assert sample("postcall_router_flows_total", outcome=o) - flows_before[o] == expected_flows[o], o
+    for key, before in actions_before.items():
+        assert sample("postcall_router_actions_total", type=key[0], outcome=key[1]) - before == expected_actions[key]
