@@ -200,7 +200,7 @@ def report(mib: dict[str, dict[str, float]], broker: dict[str, float], load: Bur
     notes = [
         f"{load.conversations:,} conversations published at once (the example conversations cycled, those "
         f"firing a Slack message left out), {default_partitions()} partitions per topic, one process per "
-        "service with its default settings (max_in_flight: extractor 64, router 1024, dispatcher 1024). "
+        "service with its default settings (max_in_flight: extractor 64, router 2048, dispatcher 1024). "
         "Idle = VmRSS 3 s after every service answered /readyz; peak = VmHWM and after = VmRSS once every "
         f"action has a result and up to {SETTLE_SECONDS} s more for retried ones to land. A failed attempt is "
         "the dispatcher's back-pressure (a destination's waiting room full, e.g. the demo SMTP destination with "
