@@ -57,7 +57,9 @@ def worker_env(kafka: KafkaSettings, t: Topics, **extra: str) -> dict[str, str]:
         "WORKER_OUTPUT_TOPIC": t.output,
         "WORKER_RUNTIME__METRICS_PORT": "0",
         "WORKER_RUNTIME__RETRY_DELAYS_SECONDS": "[1.0, 1.0]",
-        "WORKER_RUNTIME__SESSION_TIMEOUT_MS": "10000",
+        # a killed worker's place in the group is given up after 6 s (the broker's minimum)
+        "WORKER_RUNTIME__SESSION_TIMEOUT_MS": "6000",
+        "WORKER_RUNTIME__HEARTBEAT_INTERVAL_MS": "1000",
         "WORKER_RUNTIME__COMMIT_INTERVAL_SECONDS": "0.3",
     }
     env.update(extra)
@@ -216,14 +218,13 @@ async def test_fast_path_commits_never_pass_an_unacknowledged_output_under_kill_
     """Batches are acknowledged as a whole before their offsets are finished: at any kill, every record
     below the committed offset has its output on the output topic."""
     t = await make_topics(kafka, partitions=1)
-    n = 600
+    n = 300
     await produce(kafka, t.input, [(f"k{i % 7}", Job(id=f"j{i}", sleep=0.03)) for i in range(n)])
     env = worker_env(kafka, t, WORKER_RUNTIME__FAST_PATH="true")
     first = procs.start("tests.support.worker", env)
     try:
-        await _wait_started(kafka, t, first)
-        await asyncio.sleep(3)  # about 100 of the 600 records (30 ms each) are done
-        first.kill9()
+        await _wait_committed(kafka, f"postcall-{t.service}", t.input, first, at_least=40)
+        first.kill9()  # mid-stream: commits have passed some records, most are still to come
     finally:
         first.stop()
     committed_at = (await committed(kafka, f"postcall-{t.service}", t.input, 1))[0] or 0
@@ -259,6 +260,13 @@ async def test_sigterm_drains_in_flight_records_and_nothing_repeats(kafka: Kafka
     counts = Counter(g["id"] for g in got)
     assert set(counts) == {f"j{i}" for i in range(30)}
     assert max(counts.values()) == 1, f"repeated after a clean stop: {[k for k, v in counts.items() if v > 1]}"
+
+
+async def _wait_committed(kafka: KafkaSettings, group: str, topic: str, proc: procs.Proc, at_least: int) -> None:
+    deadline = time.monotonic() + 60
+    while ((await committed(kafka, group, topic, 1))[0] or 0) < at_least:
+        assert proc.alive() and time.monotonic() < deadline, proc.output()[-3000:]
+        await asyncio.sleep(0.1)
 
 
 async def _wait_started(kafka: KafkaSettings, t: Topics, proc: procs.Proc) -> None:
