@@ -139,6 +139,8 @@ async def prepare(ctx: BenchContext, stack: Stack, partitions: int) -> dict[str,
         "BENCH_DATADIR": str(datadir),
         "BENCH_SLOW_IDS": "",
         "BENCH_SLOW_SECONDS": str(SLOW_SECONDS),
+        # a smoke run (`make test`): the killed app's group seat is given up after 6 s (the broker's minimum)
+        "BENCH_SESSION_TIMEOUT_SECONDS": "6" if ctx.smoke else "10",
     }
 
 
@@ -206,7 +208,9 @@ async def kill9(ctx: BenchContext, stack: Stack) -> dict[str, Any]:
     try:
         await ctx.produce_raw(source, ((k, v, 0) for k, v in records(1, ["sentinel"])))
         await _wait_for_ids(ctx, second, sink, {"sentinel"}, timeout=120)
-        await asyncio.sleep(3.0)  # anything the restart re-reads before the sentinel is out by now
+        await asyncio.sleep(
+            0.5 if ctx.smoke else 3.0
+        )  # anything the restart re-reads before the sentinel is out by now
         seen = await _event_ids(ctx, sink)
     finally:
         second.term(timeout=60)

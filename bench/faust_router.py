@@ -33,7 +33,8 @@ app = faust.App(
     producer_acks=-1,
     topic_replication_factor=1,
     topic_partitions=1,
-    broker_session_timeout=10.0,  # as the runtime's in this comparison: a kill -9 is noticed in 10 s, not 60
+    # as the runtime's in this comparison: a kill -9 is noticed in 10 s, not 60
+    broker_session_timeout=settings.session_timeout_seconds,
 )
 source = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
 sink = app.topic(settings.output_topic, key_serializer="raw", value_serializer="raw")

@@ -39,7 +39,7 @@ def build(settings: StreamBenchSettings) -> Runtime:
         ordering="key",
         metrics_port=0,
         retry_delays_seconds=[1.0],
-        session_timeout_ms=10_000,
+        session_timeout_ms=int(settings.session_timeout_seconds * 1000),
     )
     route = Route(
         settings.group,

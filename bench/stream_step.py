@@ -51,6 +51,7 @@ class StreamBenchSettings(BaseSettings):
     slow_seconds: float = Field(30.0, description="How long a slow record sleeps.")
     web_port: int = Field(0, description="faust web port (a free port).")
     datadir: str = Field("", description="faust data directory (a temp dir).")
+    session_timeout_seconds: float = Field(10.0, description="Consumer group session timeout (both apps).")
 
     def slow(self) -> set[str]:
         return {s for s in self.slow_ids.split(",") if s}
