@@ -32,7 +32,6 @@ from schemas.events import ActionBase, ConversationEnded, ConversationExtracted,
 from schemas.routes import ROUTER
 from services.common.api import Service
 from services.common.harness import Harness
-from services.extractor.handler import Extractor
 from services.extractor.settings import ExtractorSettings
 from services.extractor.specs import SpecSource
 from services.router.catalog import CatalogHolder
@@ -224,6 +223,7 @@ async def _extract(
     settings: ExtractorSettings | None,
 ) -> ConversationExtracted | None:
     from services.extractor.__main__ import llm_provider, open_http, open_llm
+    from services.extractor.handler import Extractor  # here: the LLM client (openai) costs ~1 s of every command's start
 
     settings = settings or ExtractorSettings(config_dir=agents)
     specs = SpecSource(agents, trial=True)
