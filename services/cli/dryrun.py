@@ -222,8 +222,9 @@ async def _extract(
     provider: Provider | None,
     settings: ExtractorSettings | None,
 ) -> ConversationExtracted | None:
+    # imported here: the extractor's LLM client (openai) would add ~1 s to the start of every command
     from services.extractor.__main__ import llm_provider, open_http, open_llm
-    from services.extractor.handler import Extractor  # here: the LLM client (openai) costs ~1 s of every command's start
+    from services.extractor.handler import Extractor
 
     settings = settings or ExtractorSettings(config_dir=agents)
     specs = SpecSource(agents, trial=True)
