@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from schemas.events import ConversationEnded
 from services.common import kafka as common_kafka
 from services.common.settings import KafkaSettings
-from services.ingress.publisher import Publisher
+from services.ingress.publisher import Deadlines, Publisher, Unavailable
+
+MAPPED = Path(__file__).parent / "mapped"  # golden ConversationEnded bytes (test_mapped_bytes.py)
 
 
 async def test_the_producer_waits_for_all_in_sync_replicas_and_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,3 +37,50 @@ async def test_the_producer_waits_for_all_in_sync_replicas_and_is_idempotent(mon
     assert asked, "the publisher never built a producer"
     assert {(o["acks"], o["enable_idempotence"]) for o in asked} == {("all", True)}
     assert {o["request_timeout_ms"] for o in asked} == {300}  # a request never outlives the 503 deadline
+
+
+async def test_each_wait_gets_its_own_deadline_from_one_timer() -> None:
+    deadlines = Deadlines(0.2)
+
+    async def waiting(work: Any, start_after: float) -> Any:
+        await asyncio.sleep(start_after)
+        try:
+            return await deadlines.wait(work)
+        except TimeoutError:
+            return "timed out"
+        finally:
+            assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+    results = await asyncio.gather(
+        waiting(asyncio.sleep(10), 0),  # past its deadline (0.2 s)
+        waiting(asyncio.sleep(0.15, "late but in time"), 0.1),  # ends at 0.25 s, after the first's deadline
+        waiting(asyncio.sleep(0, "at once"), 0),
+    )
+    assert results == ["timed out", "late but in time", "at once"]
+    assert await deadlines.wait(asyncio.sleep(0.01, "again")) == "again"  # the timer is armed anew
+
+
+async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
+    deadlines = Deadlines(5.0)
+    task = asyncio.create_task(deadlines.wait(asyncio.sleep(10)))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_record_not_acknowledged_in_time_is_unavailable_and_the_producer_replaced() -> None:
+    publisher = Publisher(KafkaSettings(bootstrap_servers="127.0.0.1:9"), timeout_seconds=0.1)
+    publisher._producer = object()  # type: ignore[assignment]
+
+    async def never(current: Any, event: Any, source: str) -> Any:
+        await asyncio.Event().wait()
+
+    publisher._send_on = never  # type: ignore[method-assign]
+    event = ConversationEnded.model_validate_json(
+        MAPPED.joinpath("retell-phone-voicemail-analyzed.plain.txt").read_bytes()
+    )
+    with pytest.raises(Unavailable):
+        await publisher.publish(event, "/retell/acct")
+    assert publisher._producer is None  # aborted: the connector starts a new one
+    await publisher.stop()
