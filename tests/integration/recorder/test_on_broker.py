@@ -131,7 +131,8 @@ async def test_kill_9_and_restart_mid_stream_leaves_no_duplicate_and_no_gap(
     recorder = start("services.recorder", env, work_dir=tmp_path)
     async with Store.open(DatabaseSettings(url=database_url)) as store:
         try:
-            await wait_for_conversations(store, wanted, at_least=50, proc=recorder)
+            # a quarter of the first part's rows (800 x 7: conversation, extraction, decision, 2 actions, 2 attempts)
+            await wait_for_rows(store, wanted, at_least=800 * 7 // 4, proc=recorder)
             recorder.kill9()  # mid-stream: some batches written, offsets not all committed
             done = await wait_for_conversations(store, wanted, at_least=0, proc=None, complete=True)
             assert done < 800, "every record of the first part was written before the kill: not mid-stream"
@@ -151,6 +152,23 @@ async def test_kill_9_and_restart_mid_stream_leaves_no_duplicate_and_no_gap(
                 for model in (Conversation, Extraction, Decision, Action, Attempt)
             }
     assert ours == {"conversations": 1000, "extractions": 1000, "decisions": 1000, "actions": 2000, "attempts": 2000}
+
+
+async def wait_for_rows(store: Store, wanted: set[str], *, at_least: int, proc: Any, timeout: float = 180) -> None:
+    """Until `at_least` rows of these conversations are written, in any table: the topics are read in no set
+    order and a batch holds up to 1,000 records, so conversation rows alone may come only with the last ones."""
+    deadline, ids = time.monotonic() + timeout, sorted(wanted)
+    while True:
+        async with store.read() as conn:
+            found = 0
+            for model in (Conversation, Extraction, Decision, Action, Attempt):
+                query = select(func.count()).select_from(model).where(model.conversation_id.in_(ids))
+                found += (await conn.execute(query)).scalar_one()
+        if found >= at_least:
+            return
+        assert proc.alive(), proc.output()[-3000:]
+        assert time.monotonic() < deadline, f"{found} rows after {timeout:.0f}s:\n{proc.output()[-3000:]}"
+        await asyncio.sleep(0.05)
 
 
 async def wait_for_conversations(
