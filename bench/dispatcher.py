@@ -76,6 +76,13 @@ SECRET_ENV = "BENCH_WEBHOOK_SECRET"
 CONCURRENCY = 16  # per destination: its max_concurrency, and the bare loop's workers
 BODY_BYTES = 1024
 WARM = 200  # deliveries before the clock starts: connections open, partitions assigned, ledger read
+
+
+def warm_count(ctx: BenchContext) -> int:
+    """WARM, or 2 in `make test`'s smoke run (its numbers mean nothing; the warm-up path still runs)."""
+    return 2 if ctx.smoke else WARM
+
+
 GOAL, ISOLATION_GOAL = 0.8, 0.9
 SLOW_PATH, SLOW_SECONDS = "/slow", 2.0
 SLOW, FAST = "d0", [f"d{i}" for i in range(1, 10)]
@@ -274,10 +281,11 @@ async def pool(jobs: Iterable[Callable[[], Awaitable[Any]]], concurrency: int) -
 
 async def bare(ctx: BenchContext, rec: Receiver, n: int, tag: str) -> Sample:
     """One AsyncClient, CONCURRENCY workers, the dispatcher's headers and signature on the same bodies."""
+    warm = warm_count(ctx)
     signer, url, size = Signer([SECRET]), rec.url(f"/bare-{tag}"), CONCURRENCY + 1
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=15) as client:
-        bodies = [orjson.dumps(webhook_body(i)) for i in range(WARM + n)]
+        bodies = [orjson.dumps(webhook_body(i)) for i in range(warm + n)]
 
         def post(i: int) -> Callable[[], Awaitable[None]]:
             async def go() -> None:
@@ -289,8 +297,8 @@ async def bare(ctx: BenchContext, rec: Receiver, n: int, tag: str) -> Sample:
 
             return go
 
-        await pool((post(i) for i in range(WARM)), CONCURRENCY)
-        work = (post(i) for i in range(WARM, WARM + n))
+        await pool((post(i) for i in range(warm)), CONCURRENCY)
+        work = (post(i) for i in range(warm, warm + n))
         return await timed(rec, n, lambda: pool(work, CONCURRENCY), time.process_time)
 
 
@@ -303,6 +311,7 @@ def destinations_file(ctx: BenchContext, urls: dict[str, str]) -> Path:
 
 async def in_process(ctx: BenchContext, rec: Receiver, n: int, tag: str) -> Sample:
     """The Dispatcher handler called by CONCURRENCY workers, as the runtime calls it (its events dropped)."""
+    warm = warm_count(ctx)
     settings = DispatcherSettings(destinations_file=destinations_file(ctx, {"crm": rec.url(f"/inproc-{tag}")}))
     registry_ = Registry(
         destinations.load(settings.destinations_file, {SECRET_ENV: SECRET}),
@@ -318,13 +327,13 @@ async def in_process(ctx: BenchContext, rec: Receiver, n: int, tag: str) -> Samp
     async with open_executors(settings, registry_) as executors:
         handler = Dispatcher(executors, Ledger(no_results))
 
-        actions = [action(f"{tag}-{i}", "crm", i) for i in range(WARM + n)]  # decoded, as the runtime hands them
+        actions = [action(f"{tag}-{i}", "crm", i) for i in range(warm + n)]  # decoded, as the runtime hands them
 
         def call(i: int) -> Callable[[], Awaitable[Any]]:
             return lambda: handler.handle(actions[i], record_ctx)
 
-        await pool((call(i) for i in range(WARM)), CONCURRENCY)
-        work = (call(i) for i in range(WARM, WARM + n))
+        await pool((call(i) for i in range(warm)), CONCURRENCY)
+        work = (call(i) for i in range(warm, warm + n))
         return await timed(rec, n, lambda: pool(work, CONCURRENCY), time.process_time)
 
 
@@ -390,12 +399,13 @@ async def ready(proc: Proc, port: int, timeout: float = 60) -> None:
 
 async def via_kafka(ctx: BenchContext, rec: Receiver, n: int, tag: str) -> Sample:
     """WARM then N actions waiting in the topic when the dispatcher starts; timed at the receiver."""
+    warm = warm_count(ctx)
     path = f"/kafka-{tag}"
     async with dispatcher(ctx, {"crm": rec.url(path)}, {}) as proc:
-        actions = [action(f"{tag}-{i}", "crm", i) for i in range(WARM + n)]
+        actions = [action(f"{tag}-{i}", "crm", i) for i in range(warm + n)]
         await ctx.produce_raw(action_topic("webhook"), ((k, v, None) for k, v, _ in records(actions)))
-        await rec.wait_for([path], WARM, 120)
-        return await timed(rec, n, lambda: rec.wait_for([path], WARM + n, 600), lambda: cpu_of(proc))
+        await rec.wait_for([path], warm, 120)
+        return await timed(rec, n, lambda: rec.wait_for([path], warm + n, 600), lambda: cpu_of(proc))
 
 
 @dataclass
@@ -411,18 +421,19 @@ async def backlog(ctx: BenchContext, rec: Receiver, n: int) -> Backlog:
     WARM actions delivered first (unclocked, as the bare loop's WARM), so that the group has joined, the
     ledger has read every partition and the connections are open; then the backlog, clocked from its
     first arrival to its last."""
+    warm = warm_count(ctx)
     path = f"/backlog-{uuid.uuid4().hex[:6]}"
     tag = path.removeprefix("/backlog-")
     async with dispatcher(ctx, {"crm": rec.url(path)}, {}):
-        warm = [action(f"backlog{tag}-w{i}", "crm", i) for i in range(WARM)]
-        await ctx.produce_raw(action_topic("webhook"), ((k, v, None) for k, v, _ in records(warm)))
-        await rec.wait_for([path], WARM, 120)
+        warmup = [action(f"backlog{tag}-w{i}", "crm", i) for i in range(warm)]
+        await ctx.produce_raw(action_topic("webhook"), ((k, v, None) for k, v, _ in records(warmup)))
+        await rec.wait_for([path], warm, 120)
         deferred_before = await ctx.count(retry_tiers()[0])
         started = time.time()  # every warm-up action has arrived: later arrivals are the backlog's
         actions = [action(f"backlog{tag}-{i}", "crm", i) for i in range(n)]
         await ctx.produce_raw(action_topic("webhook"), ((k, v, None) for k, v, _ in records(actions)))
         try:
-            await rec.wait_for([path], WARM + n, BACKLOG_SECONDS)
+            await rec.wait_for([path], warm + n, BACKLOG_SECONDS)
             timed_out = None
         except TimeoutError:
             timed_out = time.time()
