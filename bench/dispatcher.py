@@ -14,7 +14,8 @@ Throughput: N WebhookRequested actions (~1 KB JSON body) to one destination, max
 * dispatcher via Kafka: `python -m services.dispatcher` as deployed, every default setting, on the bench
   broker with the registry's topics; the actions pre-produced to postcall.actions.webhook.v1, the clock
   read at the receiver. A separate line measures a backlog produced while the dispatcher runs (the
-  clock from its first arrival to its last, as the receiver timestamps them) and counts the deferrals
+  clock from just before it is produced to its last arrival, as the receiver timestamps it; from its
+  first arrival until a review on 2026-12-05, which left out the wait for the first) and counts the deferrals
   to retry tier 1: beyond the destination's waiting room records wait in its line while the runtime
   takes no new ones (services/dispatcher/limits.py), so a healthy destination's backlog is not deferred.
   Like every other line it is run `repeats` times, interleaved with the throughput runs, and the best
@@ -412,15 +413,15 @@ async def via_kafka(ctx: BenchContext, rec: Receiver, n: int, tag: str) -> Sampl
 class Backlog:
     actions: int
     delivered: int
-    rate: float  # deliveries per second from the first arrival to the last (or to the time limit)
+    rate: float  # deliveries per second from producing the backlog to its last arrival (or the time limit)
     deferred: int  # records written to retry tier 1 (one record may be deferred many times)
 
 
 async def backlog(ctx: BenchContext, rec: Receiver, n: int) -> Backlog:
     """N actions for one destination produced at once to a running dispatcher with every default setting:
     WARM actions delivered first (unclocked, as the bare loop's WARM), so that the group has joined, the
-    ledger has read every partition and the connections are open; then the backlog, clocked from its
-    first arrival to its last."""
+    ledger has read every partition and the connections are open; then the backlog, clocked from just
+    before it is produced to its last arrival (as the bare loop's clock starts before its first request)."""
     warm = warm_count(ctx)
     path = f"/backlog-{uuid.uuid4().hex[:6]}"
     tag = path.removeprefix("/backlog-")
@@ -429,8 +430,8 @@ async def backlog(ctx: BenchContext, rec: Receiver, n: int) -> Backlog:
         await ctx.produce_raw(action_topic("webhook"), ((k, v, None) for k, v, _ in records(warmup)))
         await rec.wait_for([path], warm, 120)
         deferred_before = await ctx.count(retry_tiers()[0])
-        started = time.time()  # every warm-up action has arrived: later arrivals are the backlog's
         actions = [action(f"backlog{tag}-{i}", "crm", i) for i in range(n)]
+        started = time.time()  # every warm-up action has arrived: later arrivals are the backlog's
         await ctx.produce_raw(action_topic("webhook"), ((k, v, None) for k, v, _ in records(actions)))
         try:
             await rec.wait_for([path], warm + n, BACKLOG_SECONDS)
@@ -439,8 +440,8 @@ async def backlog(ctx: BenchContext, rec: Receiver, n: int) -> Backlog:
             timed_out = time.time()
         arrived = sorted(at for _, at in (await rec.get(f"/arrivals{path}")).get(path, []) if at >= started)
         deferred = await ctx.count(retry_tiers()[0]) - deferred_before
-    last = arrived[-1] if timed_out is None else timed_out
-    return Backlog(n, len(arrived), len(arrived) / (last - arrived[0]), deferred)
+    last = arrived[-1] if arrived and timed_out is None else (timed_out or time.time())
+    return Backlog(n, len(arrived), len(arrived) / (last - started), deferred)
 
 
 # ── isolation ──────────────────────────────────────────────────────────────────────────────────
@@ -700,8 +701,8 @@ def notes(n: int, runs: dict[bool, list[Isolation]]) -> list[str]:
         "in its line while the runtime takes no new ones), a new consumer group per run committed at the "
         "topics' ends first (earlier runs' records stay unread). "
         f"The backlog line: after {WARM} unclocked deliveries, the actions produced at "
-        "once to the running dispatcher, the clock from the first arrival to the last (the receiver's "
-        "timestamps), the deferrals to retry tier 1 counted (each would come back about 5 s later); run "
+        "once to the running dispatcher, the clock from just before producing them to the last arrival (the "
+        "receiver's timestamps), the deferrals to retry tier 1 counted (each would come back about 5 s later); run "
         "as often as every other line, interleaved with them, the best run quoted.",
         f"Isolation: {some.offered_per_s:,.0f} actions/s offered for {some.seconds:g} s per run (half the best "
         "rate via Kafka), round-robin over 10 destinations, every dispatcher default (1024 in flight, "

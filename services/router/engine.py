@@ -39,7 +39,11 @@ from services.router.conditions import NO_STATE, Remembered, compile_condition
 from services.router.variables import ConversationValues
 
 _COMPOSITE = frozenset({"all", "any"})
-REMEMBERED_PER_AGENT = 1024  # combinations of every flow's condition states kept per agent; then it starts again
+# combinations of every flow's condition states kept per agent (then it starts again), each kept only once
+# it has been seen twice: with a real model's trigger confidences and rationales nearly every record has
+# its own combination, and keeping each would cost ~8 KB per record and agent for nothing
+REMEMBERED_PER_AGENT = 256
+SEEN_PER_AGENT = 4096  # hashes of combinations seen once (ints: ~0.2 MB at most per agent)
 # how a record asks to be routed: a deliberate re-delivery, or held flows released as they are
 RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
 DRAFT_REASON = (
@@ -228,6 +232,7 @@ class CompiledAgent:
         self._whens = [f.when for f, live in zip(self.flows, self._live, strict=True) if live and f.when]
         self._states = tuple(state for when in self._whens for state in when.condition.states)
         self._entries: dict[tuple[Any, ...], list[list[Any]]] = {}
+        self._seen: set[int] = set()
 
     def _conditions(self, event: ConversationExtracted) -> list[list[Any]]:
         """Each live flow's `when` entry (Remembered.entry), in flow order: with one key for them all
@@ -238,9 +243,15 @@ class CompiledAgent:
         if found is None:
             found = [when.entry(event) for when in self._whens]
             if NO_STATE not in key:  # identity test first: NO_STATE equals nothing else
-                if len(self._entries) >= REMEMBERED_PER_AGENT:
-                    self._entries.clear()
-                self._entries[key] = found
+                seen = hash(key)  # a colliding hash only keeps an entry early; the lookup is by the key
+                if seen not in self._seen:
+                    if len(self._seen) >= SEEN_PER_AGENT:
+                        self._seen.clear()
+                    self._seen.add(seen)
+                else:
+                    if len(self._entries) >= REMEMBERED_PER_AGENT:
+                        self._entries.clear()
+                    self._entries[key] = found
         return found
 
     def route(

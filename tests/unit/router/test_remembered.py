@@ -135,3 +135,22 @@ def test_an_agent_remembers_what_each_flow_decides_afresh(tmp_path: Path) -> Non
                 assert encode(trace) == encode(fresh_trace)
                 assert [encode(a) for a in actions] == [encode(a) for a in fresh_actions]
     assert remembering._entries  # the agent did remember
+
+
+def test_an_agent_keeps_a_combination_only_once_seen_twice_and_at_most_its_bound(tmp_path: Path) -> None:
+    """A real model's trigger confidences and rationales give nearly every record its own combination of
+    leaf states: those are not kept (only their hashes, bounded), so an agent's memory does not grow
+    by a combination per record; a combination seen twice is kept, at most REMEMBERED_PER_AGENT."""
+    from services.router.engine import REMEMBERED_PER_AGENT, SEEN_PER_AGENT
+
+    loaded = config(tmp_path, EVERY_ACTION)
+    remembering = CompiledAgent(loaded, "(n/a)")
+    varied = [_with_trigger(i % 2 == 0, i / 1000, f"reason {i}") for i in range(REMEMBERED_PER_AGENT + 100)]
+    for record in varied:
+        remembering.route(record, NOW)
+    assert remembering._entries == {}
+    assert len(remembering._seen) == len(varied) <= SEEN_PER_AGENT
+    for record in varied:  # each seen a second time: kept, up to the bound
+        trace, _ = remembering.route(record, NOW)
+        assert encode(trace) == encode(CompiledAgent(loaded, "(n/a)").route(record, NOW)[0])
+    assert 0 < len(remembering._entries) <= REMEMBERED_PER_AGENT
