@@ -65,9 +65,10 @@ class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler for a busy asyncio service: the lines logged on the event loop's thread during one
     turn of the loop are written together when the turn ends (one write and flush instead of one per
     line: a line per request was the largest part of logging's cost in the ingress's profile). A line
-    logged where no loop runs is written at once, after those still held, so the order stays. What a
-    turn held is lost only if the process is killed before the turn ends; logging.shutdown() (at exit)
-    flushes it."""
+    logged where no loop runs, and a WARNING or worse anywhere, is written at once, after those still
+    held, so the order stays. INFO and DEBUG lines a turn held are lost only if the process is killed
+    (SIGKILL, OOM, os._exit, a crash in C) before the turn ends, and wait while a turn blocks;
+    logging.shutdown() (at a normal exit) flushes them."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
@@ -85,7 +86,7 @@ class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except RuntimeError:
             loop = None
         self._held.append(line)
-        if loop is None:
+        if loop is None or record.levelno >= logging.WARNING:
             self._write_held(record)
         elif self._flush_on is not loop:  # (a loop closed before its turn ended: this one flushes it all)
             self._flush_on = loop

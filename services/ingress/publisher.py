@@ -103,12 +103,17 @@ class Deadlines:
         self._waiting: dict[asyncio.Task[Any], float] = {}  # by deadline, the earliest first
         self._expired: set[asyncio.Task[Any]] = set()  # cancelled by us, the cancellation not seen yet
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the waits and the timer are on
 
     async def wait(self, work: Awaitable[T]) -> T:
         """`await work`, or TimeoutError once `seconds` have passed."""
         task = asyncio.current_task()
         assert task is not None, "Deadlines.wait runs in a task"
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # used on another loop before (tests, a CLI): its timer and waits are gone
+            self._loop, self._timer = loop, None
+            self._waiting.clear()
+            self._expired.clear()
         cancelling = task.cancelling()
         deadline = self._waiting[task] = loop.time() + self.seconds
         if self._timer is None:

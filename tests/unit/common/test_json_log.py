@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -96,7 +98,7 @@ def test_the_lines_of_one_loop_turn_are_written_together_in_order_at_its_end() -
 
     async def turn() -> list[str]:
         logger.info("one")
-        logger.warning("two")
+        logger.info("two")
         held = list(stream.writes)
         await asyncio.sleep(0)  # the turn ends
         return held
@@ -129,3 +131,36 @@ def test_a_line_without_a_running_loop_is_written_at_once_after_the_held_ones() 
     logger.info("last")
     handler.flush()  # what logging.shutdown() does at exit (here the line was written at once already)
     assert stream.writes[-1] == "last\n"
+
+
+def test_a_warning_is_written_at_once_after_the_lines_held_before_it() -> None:
+    logger, stream, _ = coalescing()
+
+    async def turn() -> list[str]:
+        logger.info("one")
+        logger.warning("trouble")
+        written = list(stream.writes)
+        logger.info("after")
+        await asyncio.sleep(0)
+        return written
+
+    assert asyncio.run(turn()) == ["one\ntrouble\n"]
+    assert stream.writes == ["one\ntrouble\n", "after\n"]
+
+
+def test_a_line_held_when_the_process_exits_normally_is_written_at_exit() -> None:
+    """logging.shutdown() at interpreter exit flushes what the last turn held (here the turn ends with
+    SystemExit, so the loop never reaches the flush it scheduled)."""
+    script = (
+        "import asyncio, logging, sys\n"
+        "from services.common import observability\n"
+        "h = observability.CoalescingStreamHandler(sys.stderr)\n"
+        "logging.getLogger().addHandler(h); logging.getLogger().setLevel(logging.INFO)\n"
+        "async def main():\n"
+        "    logging.getLogger('t').info('the last line')\n"
+        "    sys.exit(3)\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stderr == "the last line\n"

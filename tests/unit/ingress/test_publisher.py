@@ -60,6 +60,25 @@ async def test_each_wait_gets_its_own_deadline_from_one_timer() -> None:
     assert await deadlines.wait(asyncio.sleep(0.01, "again")) == "again"  # the timer is armed anew
 
 
+def test_deadlines_used_on_a_second_event_loop_still_time_out() -> None:
+    """A Deadlines whose timer was armed on a loop that has gone (asyncio.run twice: tests, a CLI)
+    arms a new one on the next loop (review L1: the second wait ran its whole second, no TimeoutError)."""
+    deadlines = Deadlines(0.05)
+
+    async def wait_past_the_deadline() -> None:
+        with pytest.raises(TimeoutError):
+            await deadlines.wait(asyncio.sleep(1.0))
+
+    async def leave_a_wait_behind() -> None:
+        waiting = asyncio.create_task(deadlines.wait(asyncio.sleep(1.0)))
+        await asyncio.sleep(0)  # armed; asyncio.run cancels it at the end of this loop
+        assert not waiting.done()
+
+    asyncio.run(wait_past_the_deadline())
+    asyncio.run(leave_a_wait_behind())
+    asyncio.run(wait_past_the_deadline())
+
+
 async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
     deadlines = Deadlines(5.0)
     task = asyncio.create_task(deadlines.wait(asyncio.sleep(10)))
