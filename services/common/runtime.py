@@ -82,6 +82,7 @@ class Runtime:
         self._produced: dict[str, Any] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
         self._last_activity = time.monotonic()
+        self._in_group = False  # between a rebalance's assignment (its hook done) and the next revoke
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: Any = None
         self._batcher: Batcher
@@ -219,11 +220,32 @@ class Runtime:
                     await self._room.wait()
 
     def _idle_for_too_long(self, got_records: bool) -> bool:
+        """idle_exit_seconds: nothing to do for that long. Idle time counts only while the consumer is in its
+        group and every partition it holds has been fetched since its assignment: start-up, the group join,
+        a rebalance and the first fetch are not idle, however long they take on a loaded machine (else a
+        run could end before it read the records waiting for it)."""
         idle_exit = self.settings.idle_exit_seconds
-        if got_records or self.in_flight or any(p.waiting_for_due_time() for p in self.partitions.values()):
-            self._last_activity = time.monotonic()
+        if idle_exit is None:
             return False
-        return idle_exit is not None and time.monotonic() - self._last_activity > idle_exit
+        now = time.monotonic()
+        if (
+            got_records
+            or self.in_flight
+            or not self._fetched_since_assignment()
+            or any(p.waiting_for_due_time() for p in self.partitions.values())
+        ):
+            self._last_activity = now
+            return False
+        return now - self._last_activity > idle_exit
+
+    def _fetched_since_assignment(self) -> bool:
+        """In the group, and a fetch answered for each partition since it was assigned (aiokafka's highwater
+        is per assignment: None until then). A partition whose hook failed is never read: it does not count."""
+        consumer = self._consumer
+        assert consumer is not None
+        return self._in_group and all(
+            consumer.highwater(tp) is not None for tp, state in self.partitions.items() if state.ready
+        )
 
     def _update_pauses(self, full: bool | None = None) -> None:
         assert self._consumer is not None
@@ -608,6 +630,7 @@ class Runtime:
         del done
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._in_group = False
         observability.REBALANCES.labels(self.service, "revoked").inc(len(revoked))
         tps = [tp for tp in revoked if tp in self.partitions]
         for tp in tps:
@@ -634,6 +657,7 @@ class Runtime:
         for tp in fresh:
             self.partitions[tp].ready = True
         self.paused &= set(assigned)
+        self._in_group = True
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in fresh)})
 
     def _report_lag(self) -> None:

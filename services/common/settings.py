@@ -83,7 +83,11 @@ class RuntimeSettings(BaseModel):
     metrics_port: int = Field(9400, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0: none.")
     metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint binds to.")
     max_record_bytes: int = Field(4 * 1024 * 1024, description="Larger records are dead-lettered as poison.")
-    idle_exit_seconds: float | None = Field(None, description="Exit after this long with nothing to do (tests).")
+    idle_exit_seconds: float | None = Field(
+        None,
+        description="Exit after this long with nothing to do (tests). Counted only once the consumer has joined its "
+        "group and fetched each of its partitions: start-up and rebalances are not idle time.",
+    )
 
 
 class ServiceSettings(BaseSettings):
