@@ -33,7 +33,7 @@ def worker(kafka: KafkaSettings, service: str, main: str, out: str, handler: Fla
     """`handler` on the product service's dead-letter and retry topics (the dlq CLI filters by service name)."""
     settings = WorkerSettings(
         kafka=kafka,
-        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], idle_exit_seconds=3),
+        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0], idle_exit_seconds=1.5),
         service=service,
         input_topic=main,
         output_topic=out,

@@ -37,7 +37,7 @@ async def dispatcher_run(
     action_type: str = "webhook",
     pressure: Pressure | None = None,
 ) -> AsyncIterator[None]:
-    """One dispatcher instance (fresh ledger, as after a restart) until it has been idle for 5 s, with
+    """One dispatcher instance (fresh ledger, as after a restart) until it has been idle for 1.5 s, with
     `topic` standing for the action type's topic."""
     async with ResultsReader(kafka, results) as reader:
         ledger = Ledger(reader, topic=results)
@@ -48,7 +48,7 @@ async def dispatcher_run(
             **DISPATCHER.runtime_defaults() | {"retry_delays_seconds": [0.3] * 6},
             metrics_port=0,
             retry_jitter=0,
-            idle_exit_seconds=5,
+            idle_exit_seconds=1.5,
             commit_interval_seconds=0.2,
         )
         runtime = Runtime(service_, kafka=kafka, settings=settings, group_id=group)

@@ -38,7 +38,7 @@ RETRYING = RuntimeSettings(
     retry_delays_seconds=[0.5] * TIERS,
     retry_jitter=0,
     unavailable_backoff_seconds=0.5,
-    idle_exit_seconds=4,
+    idle_exit_seconds=1.5,
     commit_interval_seconds=0.2,
 )
 

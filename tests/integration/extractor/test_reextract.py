@@ -105,7 +105,7 @@ async def test_the_extractor_runs_a_republished_conversation_again(kafka: KafkaS
     async def run() -> None:
         async with httpx.AsyncClient() as http:
             ex = Extractor(ExtractorSettings(config_dir=tmp_path), lambda e: s, http, None)
-            settings = RuntimeSettings(metrics_port=0, retry_delays_seconds=[0.5], idle_exit_seconds=6)
+            settings = RuntimeSettings(metrics_port=0, retry_delays_seconds=[0.5], idle_exit_seconds=1.5)
             runtime = Runtime(on_topics(ex, service, topic, out), kafka=kafka, settings=settings, group_id=group)
             await asyncio.wait_for(runtime.run(), 60)
 

@@ -39,7 +39,7 @@ async def counts(store: Store) -> dict[str, int]:
     return out
 
 
-async def run_recorder(kafka: KafkaSettings, store: Store, route: Any, idle_exit: float = 4.0) -> None:
+async def run_recorder(kafka: KafkaSettings, store: Store, route: Any, idle_exit: float = 1.5) -> None:
     settings = RuntimeSettings(
         **{
             **route.runtime_defaults(),

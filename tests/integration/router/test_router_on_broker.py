@@ -66,7 +66,7 @@ async def make_topics(kafka: KafkaSettings) -> Topics:
 
 @asynccontextmanager
 async def router(
-    kafka: KafkaSettings, topics: Topics, config_dir: Path, idle_exit: float | None = 5.0, reload_seconds: float = 0.2
+    kafka: KafkaSettings, topics: Topics, config_dir: Path, idle_exit: float | None = 1.5, reload_seconds: float = 0.2
 ) -> AsyncIterator[tuple[Runtime, CatalogHolder]]:
     catalog = CatalogHolder(config_dir, "(not available)")
     settings = RuntimeSettings(
