@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -46,6 +47,44 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
     }
     opts.update(overrides)
     return AIOKafkaProducer(**opts)
+
+
+_M, _MASK = 0x5BD1E995, 0xFFFFFFFF
+_WORDS: dict[int, struct.Struct] = {}  # by word count: a key's little-endian 32-bit words
+
+
+def murmur2_fast(data: bytes) -> int:
+    """Kafka's murmur2 of `data`, the value of aiokafka's `murmur2` (tests/unit/common/test_kafka_partitioner.py
+    compares them on random keys), in about half its time: the 4-byte words unpacked at once instead of
+    assembled byte by byte."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = _WORDS.get(length >> 2)
+    if words is None:
+        words = _WORDS[length >> 2] = struct.Struct(f"<{length >> 2}I")
+    for k in words.unpack_from(data):
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail:
+        end = length & ~3
+        if tail >= 3:
+            h ^= data[end + 2] << 16
+        if tail >= 2:
+            h ^= data[end + 1] << 8
+        h = ((h ^ data[end]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+def key_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's DefaultPartitioner (`AIOKafkaProducer(partitioner=...)`): the partition of a key is its
+    murmur2 modulo the partition count, as the Java client chooses; a key-less record a random one."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[(murmur2_fast(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
 async def ensure_topics(

@@ -31,7 +31,7 @@ from schemas import headers as h
 from schemas.events import ConversationEnded
 from schemas.topics import CE_TYPES, CONVERSATION_ENDED
 from services.common import codec, observability
-from services.common.kafka import producer
+from services.common.kafka import key_partitioner, producer
 from services.common.settings import KafkaSettings
 from services.ingress.metrics import PUBLISH_DURATION
 
@@ -107,9 +107,9 @@ class Deadlines:
 
     async def wait(self, work: Awaitable[T]) -> T:
         """`await work`, or TimeoutError once `seconds` have passed."""
-        task = asyncio.current_task()
-        assert task is not None, "Deadlines.wait runs in a task"
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)  # (with the loop: no second running-loop lookup)
+        assert task is not None, "Deadlines.wait runs in a task"
         if loop is not self._loop:  # used on another loop before (tests, a CLI): its timer and waits are gone
             self._loop, self._timer = loop, None
             self._waiting.clear()
@@ -160,7 +160,7 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._wanted = asyncio.Event()  # set when a producer must be (re)started
         self._up = asyncio.Event()  # set while a started producer is in place
-        self._inflight: dict[str, asyncio.Future[Published]] = {}
+        self._inflight: dict[str, asyncio.Future[Published] | None] = {}  # a future once a duplicate waits
         # event id -> (when, conversation id, topic, partition, offset): a tuple of strings and numbers,
         # which the garbage collector stops tracking, so that tens of thousands of remembered events do
         # not lengthen every full collection (a pause every request in flight waits out)
@@ -193,7 +193,12 @@ class Publisher:
         backoff = 0.5
         while True:
             await self._wanted.wait()
-            candidate = producer(self.kafka, request_timeout_ms=int(self.timeout * 1000), client_id="postcall-ingress")
+            candidate = producer(
+                self.kafka,
+                request_timeout_ms=int(self.timeout * 1000),
+                client_id="postcall-ingress",
+                partitioner=key_partitioner,  # the default's partitions, its murmur2 in half the time
+            )
             try:
                 await asyncio.wait_for(candidate.start(), self.timeout)
             except (KafkaError, OSError, TimeoutError) as exc:
@@ -246,28 +251,25 @@ class Publisher:
         known = self._recent.get(event.event_id)
         if known is not None:
             return Published(event.event_id, *known[1:], duplicate=True)
-        running = self._inflight.get(event.event_id)
-        if running is not None:
+        if event.event_id in self._inflight:  # in flight: wait for its outcome (a future made on demand)
+            running = self._inflight[event.event_id]
+            if running is None:
+                running = self._inflight[event.event_id] = asyncio.get_running_loop().create_future()
             return replace(await asyncio.shield(running), duplicate=True)
-        future: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
-        self._inflight[event.event_id] = future
+        self._inflight[event.event_id] = None  # no future until a duplicate waits for one
         try:
             done = await self._send(event, source)
-            future.set_result(done)
-            self._recent[event.event_id] = (
-                time.monotonic(),
-                done.conversation_id,
-                done.topic,
-                done.partition,
-                done.offset,
-            )
-            return done
         except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: a failure nobody else awaited is not an "unretrieved" warning
+            waiting = self._inflight.pop(event.event_id)
+            if waiting is not None:
+                waiting.set_exception(exc)
+                waiting.exception()  # retrieved: a failure nobody else awaited is not an "unretrieved" warning
             raise
-        finally:
-            del self._inflight[event.event_id]
+        waiting = self._inflight.pop(event.event_id)
+        if waiting is not None:
+            waiting.set_result(done)
+        self._recent[event.event_id] = (time.monotonic(), done.conversation_id, done.topic, done.partition, done.offset)
+        return done
 
     async def _send(self, event: ConversationEnded, source: str) -> Published:
         current = self._producer

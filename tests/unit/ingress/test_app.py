@@ -9,12 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.routing import Match
 
 from schemas.events import ConversationEnded
 from services.common.settings import KafkaSettings
 from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
 from services.ingress import endpoints as endpoints_file
 from services.ingress.app import create_app
+from services.ingress.handler import AcceptedAnswer, accepted
 from services.ingress.publisher import Published, Publisher, Unavailable
 from services.ingress.settings import IngressHttpSettings, IngressSettings
 
@@ -232,3 +234,69 @@ async def test_retells_duplicate_call_ended_is_one_record_and_call_analyzed_is_i
     call = answers[0].json()["conversation_id"]
     assert [e.event_id for e, _ in publisher.sent] == [f"retell:{call}:call_ended", f"retell:{call}:call_analyzed"]
     assert {e.conversation_id for e, _ in publisher.sent} == {call}
+
+
+@pytest.mark.parametrize("duplicate", [False, True])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "retell:Jabr9TXY:call_analyzed",
+        'quote " back \\ slash',
+        "ctl \x00\x01\x1f\x7f tab\t nl\n",
+        "é ü 漢字 😀 \u2028\u2029",
+    ],
+)
+def test_an_accepted_answers_json_is_the_models(text: str, duplicate: bool) -> None:
+    """The published / duplicate answer's JSON is written without the model: the same bytes."""
+    done = Published(text, text[::-1], "postcall.conversation-ended.v1", 11, 2**40, duplicate)
+    status = "duplicate" if duplicate else "published"
+    model = AcceptedAnswer(
+        status=status,
+        event_id=done.event_id,
+        conversation_id=done.conversation_id,
+        topic=done.topic,
+        partition=done.partition,
+        offset=done.offset,
+    )
+    answer = accepted(status, done)
+    assert answer.json() == model.model_dump_json(exclude_none=True).encode()
+    assert (answer.status, answer.outcome) == (200, status)
+    assert (answer.event_id, answer.conversation_id) == (text, text[::-1])
+
+
+def test_webhook_matching_is_starlettes() -> None:
+    """IngressApp's own test of a webhook request answers what the routes' Starlette matching does."""
+    settings = IngressSettings(ingress=IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS))
+    app = create_app(settings, endpoints_file.load(Path(DEMO_ENDPOINTS), {}), RecordingPublisher())
+    paths = [
+        "/webhooks/retell/copperline",
+        "/webhooks/vapi/x",
+        "/webhooks/native/é漢",
+        "/webhooks/retell/a\n",
+        "/webhooks/retell/",
+        "/webhooks/retell",
+        "/webhooks//copperline",
+        "/webhooks/nope/copperline",
+        "/webhooks/retell/a/b",
+        "//webhooks/retell/a",
+        "/webhooks/retell/copperline/",
+        "/api/webhooks/retell/a",
+        "/webhooks/retell/copperline\n",
+        "/webhooks/retell/ a ",
+        "/webhooks/RETELL/a",
+        "webhooks/retell/a",
+        "/",
+    ]
+    checked = 0
+    for root in ("", "/api", "/api/"):
+        for path in paths + [root + p for p in paths]:
+            for method in ("POST", "GET", "post"):
+                scope = {"type": "http", "path": path, "root_path": root, "method": method}
+                expected = None
+                for route in app.webhook_routes.values():
+                    match, child = route.matches(scope)
+                    if match is Match.FULL:
+                        expected = (route, child["path_params"]["endpoint"])
+                assert app.webhook_match(scope) == expected, scope
+                checked += expected is not None
+    assert checked >= 10

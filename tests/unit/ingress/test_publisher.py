@@ -103,3 +103,52 @@ async def test_a_record_not_acknowledged_in_time_is_unavailable_and_the_producer
         await publisher.publish(event, "/retell/acct")
     assert publisher._producer is None  # aborted: the connector starts a new one
     await publisher.stop()
+
+
+async def test_a_duplicate_of_an_event_in_flight_waits_for_its_outcome() -> None:
+    """The first publish sends; a duplicate arriving while it is in flight sends nothing and gets its
+    outcome (an acknowledgement as a duplicate, a failure as the same failure); afterwards nothing of it
+    is left in flight."""
+    publisher = Publisher(KafkaSettings(bootstrap_servers="127.0.0.1:9"), timeout_seconds=5)
+    publisher._producer = object()  # type: ignore[assignment]
+    event = ConversationEnded.model_validate_json(
+        MAPPED.joinpath("retell-phone-voicemail-analyzed.plain.txt").read_bytes()
+    )
+    sent: list[str] = []
+    release: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    class Sent:
+        partition, offset = 4, 17
+
+    async def held(current: Any, e: ConversationEnded, source: str) -> Any:
+        sent.append(e.event_id)
+        outcome = await release
+        if outcome == "fail":
+            raise common_kafka.KafkaError()
+        return Sent()
+
+    publisher._send_on = held  # type: ignore[method-assign]
+    for outcome in ("ack", "fail"):
+        sent.clear()
+        publisher._recent.clear()
+        first = asyncio.create_task(publisher.publish(event, "/retell/acct"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(publisher.publish(event, "/retell/acct"))
+        third = asyncio.create_task(publisher.publish(event, "/retell/acct"))
+        await asyncio.sleep(0)
+        release.set_result(outcome)
+        results = await asyncio.gather(first, second, third, return_exceptions=True)
+        assert sent == [event.event_id]
+        if outcome == "ack":
+            done = results[0]
+            assert not isinstance(done, BaseException)
+            assert not done.duplicate and (done.partition, done.offset) == (4, 17)
+            assert [r.duplicate for r in results[1:]] == [True, True]  # type: ignore[union-attr]
+            assert {r.offset for r in results} == {17}  # type: ignore[union-attr]
+        else:
+            assert all(isinstance(r, Unavailable) for r in results), results
+        assert not publisher._inflight
+        release = asyncio.get_running_loop().create_future()
+        publisher._producer = object()  # type: ignore[assignment]  (a failure replaced it)
+    publisher._producer = None
+    await publisher.stop()
