@@ -32,26 +32,41 @@ class JsonFormatter(logging.Formatter):
         self.service = service
         self._second: tuple[int, str] = (-1, "")  # the last second formatted, as "YYYY-MM-DDTHH:MM:SS"
 
-    def _ts(self, record: logging.LogRecord) -> str:
+    def _ts(self, created: float, msecs: float) -> str:
         second, text = self._second
-        if int(record.created) != second:  # formatted once per second: a busy service logs many per second
-            second = int(record.created)
+        if int(created) != second:  # formatted once per second: a busy service logs many per second
+            second = int(created)
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = (second, text)
-        return f"{text}.{int(record.msecs):03d}Z"
+        return f"{text}.{int(msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = {k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")}
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(record.created, record.msecs, record.levelname, record.name, record.getMessage(), fields, exc)
+
+    def line(
+        self,
+        created: float,
+        msecs: float,
+        levelname: str,
+        logger: str,
+        message: str,
+        fields: dict[str, Any],
+        exc: str | None = None,
+    ) -> str:
+        """The JSON line of a record with these attributes and extra fields (`format`, `log_fields`)."""
         out: dict[str, Any] = {
-            "ts": self._ts(record),
-            "level": record.levelname.lower(),
+            "ts": self._ts(created, msecs),
+            "level": levelname.lower(),
             "service": self.service,
-            "logger": record.name,
-            "msg": record.getMessage(),
+            "logger": logger,
+            "msg": message,
             **(record_context.get() or {}),
         }
-        out.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")})
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        out.update(fields)
+        if exc:
+            out["exc"] = exc
         return orjson.dumps(out, default=str).decode()
 
 
@@ -81,12 +96,16 @@ class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
+        self.hold(line, record.levelno, record)
+
+    def hold(self, line: str, levelno: int, record: logging.LogRecord | None = None) -> None:
+        """Write a formatted line as emit() does (with the handler's lock held)."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         self._held.append(line)
-        if loop is None or record.levelno >= logging.WARNING:
+        if loop is None or levelno >= logging.WARNING:
             self._write_held(record)
         elif self._flush_on is not loop:  # (a loop closed before its turn ended: this one flushes it all)
             self._flush_on = loop
@@ -107,6 +126,49 @@ class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.flush()
         except Exception:
             self.handleError(record or logging.makeLogRecord({"msg": "held log lines"}))
+
+
+def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """`logger.log(level, message, extra=fields)` for a line per request: when the one handler the record
+    would reach is setup()'s CoalescingStreamHandler with its JsonFormatter (no filters on the way), the
+    same line is formatted and held without a LogRecord and the logging module's dispatch (about a tenth
+    of the cost of an ingress request went to its log line); with any other handler, filter or level,
+    through `logger.log` itself. `message` is final (no %-arguments). test_json_log.py compares the
+    two paths' lines."""
+    if not logger.isEnabledFor(level):
+        return
+    handler = _sole_json_handler(logger, level)
+    if handler is None:
+        logger.log(level, message, extra=fields)
+        return
+    formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+    created = time.time()
+    msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
+    line = formatter.line(created, msecs, logging.getLevelName(level), logger.name, message, fields)
+    with handler.lock or contextlib.nullcontext():
+        handler.hold(line, level)
+
+
+def _sole_json_handler(logger: logging.Logger, level: int) -> CoalescingStreamHandler | None:
+    """The handler a record of `logger` at `level` would reach, if it is the only one, a
+    CoalescingStreamHandler with a JsonFormatter and no filters, and the logger has no filters
+    (Logger.handle and Logger.callHandlers: an ancestor's filters do not apply, its handlers do)."""
+    if logger.disabled or logger.filters:
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if level >= handler.level:
+                if found is not None:
+                    return None
+                found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if type(found) is CoalescingStreamHandler and not found.filters and type(found.formatter) is JsonFormatter:
+        return found
+    return None
 
 
 def setup(service: str, level: str = "INFO", coalesce: bool = False) -> None:

@@ -31,6 +31,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.common import observability as plog
 from services.ingress.endpoints import PLATFORMS, Endpoint
 from services.ingress.handler import AcceptedAnswer, Answer, ProblemAnswer, WebhookHandler, refusal
 from services.ingress.metrics import REQUEST_DURATION, REQUESTS, label_endpoints
@@ -223,7 +224,7 @@ def _log(platform: str, endpoint: str, answer: Answer, elapsed: float) -> None:
     if answer.detail:
         extra["detail"] = answer.detail[:300]
     level = logging.WARNING if answer.status >= 400 else logging.INFO
-    log.log(level, "webhook %s", answer.outcome, extra=extra)
+    plog.log_fields(log, level, f"webhook {answer.outcome}", extra)
 
 
 def _operations(app: FastAPI, publisher: Publisher) -> None:

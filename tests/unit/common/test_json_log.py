@@ -7,6 +7,7 @@ import io
 import logging
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -164,3 +165,60 @@ def test_a_line_held_when_the_process_exits_normally_is_written_at_exit() -> Non
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 3
     assert done.stderr == "the last line\n"
+
+
+def json_logger(name: str) -> tuple[logging.Logger, Stream, observability.CoalescingStreamHandler]:
+    stream = Stream()
+    handler = observability.CoalescingStreamHandler(stream)
+    handler.setFormatter(observability.JsonFormatter("ingress"))
+    parent = logging.getLogger(name)
+    parent.propagate, parent.handlers, parent.level = False, [handler], logging.INFO
+    return logging.getLogger(f"{name}.child"), stream, handler
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
+def test_log_fields_writes_the_line_logger_log_writes(monkeypatch: pytest.MonkeyPatch, level: int) -> None:
+    """The direct path (no LogRecord) and logging's own give the same line, held or written alike."""
+    logger, stream, _ = json_logger(f"test.fields.{level}")
+    fields = {"source": "retell", "outcome": "published", "status": 200, "ms": 1.5, "event_id": 'é\n"x'}
+    for now in (1764950400.0, 1764950400.9995, 1764950461.25):
+        monkeypatch.setattr(time, "time", lambda now=now: now)
+
+        async def turn() -> None:
+            logger.log(level, "webhook published", extra=fields)
+            observability.log_fields(logger, level, "webhook published", fields)
+            token = observability.record_context.set({"conversation_id": "c1"})
+            logger.log(level, "webhook published", extra=fields)
+            observability.log_fields(logger, level, "webhook published", fields)
+            observability.record_context.reset(token)
+
+        stream.writes.clear()
+        asyncio.run(turn())
+        lines = "".join(stream.writes).splitlines()
+        assert len(lines) == 4 and lines[0] == lines[1] and lines[2] == lines[3], lines
+        assert orjson.loads(lines[3])["conversation_id"] == "c1"
+        assert len(stream.writes) == (1 if level == logging.INFO else 4)  # held to the turn's end, or at once
+
+
+def test_log_fields_goes_through_logging_when_another_handler_or_a_filter_is_on_the_way() -> None:
+    logger, stream, handler = json_logger("test.fields.other")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    observability.log_fields(logger, logging.INFO, "direct", {"a": 1})
+    assert not seen and orjson.loads(stream.writes[-1])["a"] == 1
+    logger.addHandler(Keep())
+    observability.log_fields(logger, logging.INFO, "both", {"a": 2})
+    assert [r.getMessage() for r in seen] == ["both"] and orjson.loads(stream.writes[-1])["msg"] == "both"
+    logger.handlers.clear()
+    logger.addFilter(lambda r: r.getMessage() != "filtered")
+    observability.log_fields(logger, logging.INFO, "filtered", {"a": 3})
+    assert orjson.loads(stream.writes[-1])["msg"] == "both"  # the logger's filter dropped it
+    logger.filters.clear()
+    handler.setLevel(logging.WARNING)
+    observability.log_fields(logger, logging.INFO, "under the handler's level", {"a": 4})
+    observability.log_fields(logger, logging.DEBUG, "under the logger's level", {"a": 5})
+    assert orjson.loads(stream.writes[-1])["msg"] == "both"
