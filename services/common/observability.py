@@ -133,12 +133,13 @@ def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[st
     would reach is setup()'s CoalescingStreamHandler with its JsonFormatter (no filters on the way), the
     same line is formatted and held without a LogRecord and the logging module's dispatch (about a tenth
     of the cost of an ingress request went to its log line); with any other handler, filter or level,
-    through `logger.log` itself. `message` is final (no %-arguments). test_json_log.py compares the
-    two paths' lines."""
+    through `logger.log` itself. `message` is final (no %-arguments); `fields` are names a LogRecord
+    does not have and that do not start with "_" (the formatter leaves those out): a LogRecord's own name
+    goes through logging, which refuses it. test_json_log.py compares the two paths' lines."""
     if not logger.isEnabledFor(level):
         return
     handler = _sole_json_handler(logger, level)
-    if handler is None:
+    if handler is None or not _RESERVED.isdisjoint(fields):
         logger.log(level, message, extra=fields)
         return
     formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]

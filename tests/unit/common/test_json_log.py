@@ -222,3 +222,12 @@ def test_log_fields_goes_through_logging_when_another_handler_or_a_filter_is_on_
     observability.log_fields(logger, logging.INFO, "under the handler's level", {"a": 4})
     observability.log_fields(logger, logging.DEBUG, "under the logger's level", {"a": 5})
     assert orjson.loads(stream.writes[-1])["msg"] == "both"
+
+
+def test_log_fields_refuses_a_log_records_own_name_as_logging_does() -> None:
+    logger, stream, _ = json_logger("test.fields.reserved")
+    with pytest.raises(KeyError):
+        logger.info("x", extra={"name": "mine"})
+    with pytest.raises(KeyError):
+        observability.log_fields(logger, logging.INFO, "x", {"name": "mine"})
+    assert not stream.writes
