@@ -71,6 +71,11 @@ def parse(model: type[M], data: Any, prefix: str = "") -> M:
 
 def build(**fields: Any) -> ConversationEnded:
     """The event, or a PayloadError naming the event field the payload could not fill validly."""
+    return build_from(fields)
+
+
+def build_from(fields: dict[str, Any]) -> ConversationEnded:
+    """`build` from a dict of the fields (no keyword arguments to pack)."""
     try:
         return ConversationEnded.model_validate(fields)
     except ValidationError as exc:

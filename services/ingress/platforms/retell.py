@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from schemas.events import ConversationEnded
 from services.ingress.platforms.common import (
@@ -19,7 +19,7 @@ from services.ingress.platforms.common import (
     Lenient,
     account,
     agent,
-    build,
+    build_from,
     dropped_empty,
     end_reason,
     from_epoch,
@@ -95,47 +95,72 @@ def natural_key(call_id: str, event: str) -> str:
     return f"retell:{call_id}:{event}"
 
 
+class _RetellWhole(RetellWebhook):
+    """The webhook and its call in one validation: what `map_payload` tries first (module's end)."""
+
+    call: RetellCall  # type: ignore[assignment]
+
+
 def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
-    hook = parse(RetellWebhook, payload)
-    if hook.event not in ctx.publish_on:
-        return Ignored(f"Retell event {hook.event[:64]!r} is not published (publish_on: {', '.join(ctx.publish_on)})")
-    call = parse(RetellCall, hook.call, "call")
+    # One validation of the webhook with its call. A payload it refuses goes the two-step way (the
+    # webhook, the publish_on check, then the call), which answers as before: an event not published
+    # is ignored whatever its call holds, and a bad call's problems are named under `call.`.
+    try:
+        whole = _RetellWhole.model_validate(payload)
+    except ValidationError:
+        hook = parse(RetellWebhook, payload)
+        if hook.event not in ctx.publish_on:
+            return _ignored(hook.event, ctx)
+        event, call = hook.event, parse(RetellCall, hook.call, "call")
+    else:
+        event, call = whole.event, whole.call
+        if event not in ctx.publish_on:
+            return _ignored(event, ctx)
     web = call.call_type == "web_call"
     direction = "inbound" if web else call.direction or "inbound"
-    reason = end_reason("retell", call.disconnection_reason)
-    started, ended, estimated = times(
-        from_epoch(call.start_timestamp, 1000) if call.start_timestamp is not None else None,
-        from_epoch(call.end_timestamp, 1000) if call.end_timestamp is not None else None,
-        ctx.received_at,
+    start, end, received = call.start_timestamp, call.end_timestamp, ctx.received_at
+    if start is not None and end is not None:  # a connected call: both times, as times() returns them
+        started, ended, estimated = from_epoch(start, 1000), from_epoch(end, 1000), False
+    else:
+        started, ended, estimated = times(
+            None if start is None else from_epoch(start, 1000), None if end is None else from_epoch(end, 1000), received
+        )
+    llm, collected = call.retell_llm_dynamic_variables, call.collected_dynamic_variables
+    variables, nested = split_scalars({**llm, **collected} if llm and collected else llm or collected)
+    status, duration_ms, transcript = call.call_status, call.duration_ms, call.transcript_object
+    return build_from(
+        {
+            "event_id": natural_key(call.call_id, event),
+            "conversation_id": call.call_id,
+            "occurred_at": received,  # Retell's body carries no event time
+            "account": account(ctx),
+            "agent": agent(ctx, call.agent_id, call.agent_name, call.agent_version, field="call.agent_id"),
+            "channel": "web" if web else "phone",
+            "direction": direction,
+            "status": _STATUS.get(status, status) if status else "completed",
+            "started_at": started,
+            "ended_at": ended,
+            "times_estimated": estimated,
+            "duration_seconds": duration_ms / 1000 if duration_ms is not None else (0.0 if estimated else None),
+            "end_reason": end_reason("retell", call.disconnection_reason),
+            "customer": {
+                "phone_number": None if web else call.from_number if direction == "inbound" else call.to_number
+            },
+            "to_number": None if web else call.to_number,
+            "messages": (messages(transcript) or None) if transcript else None,
+            "recording_url": call.recording_url,
+            "conversation_url": call.public_log_url,
+            "dynamic_variables": variables,
+            "metadata": dropped_empty(
+                {**(call.metadata or {}), "transfer_destination": call.transfer_destination, "variables": nested}
+            ),
+            "platform_analysis": analysis(call.call_analysis),
+        }
     )
-    variables, nested = split_scalars(
-        {**(call.retell_llm_dynamic_variables or {}), **(call.collected_dynamic_variables or {})}
-    )
-    return build(
-        event_id=natural_key(call.call_id, hook.event),
-        conversation_id=call.call_id,
-        occurred_at=ctx.received_at,  # Retell's body carries no event time
-        account=account(ctx),
-        agent=agent(ctx, call.agent_id, call.agent_name, call.agent_version, field="call.agent_id"),
-        channel="web" if web else "phone",
-        direction=direction,
-        status=_STATUS.get(call.call_status or "", call.call_status or "completed"),
-        started_at=started,
-        ended_at=ended,
-        times_estimated=estimated,
-        duration_seconds=call.duration_ms / 1000 if call.duration_ms is not None else (0.0 if estimated else None),
-        end_reason=reason,
-        customer={"phone_number": None if web else call.from_number if direction == "inbound" else call.to_number},
-        to_number=None if web else call.to_number,
-        messages=messages(call.transcript_object or []) or None,
-        recording_url=call.recording_url,
-        conversation_url=call.public_log_url,
-        dynamic_variables=variables,
-        metadata=dropped_empty(
-            {**(call.metadata or {}), "transfer_destination": call.transfer_destination, "variables": nested}
-        ),
-        platform_analysis=analysis(call.call_analysis),
-    )
+
+
+def _ignored(event: str, ctx: Context) -> Ignored:
+    return Ignored(f"Retell event {event[:64]!r} is not published (publish_on: {', '.join(ctx.publish_on)})")
 
 
 # The transcript and the analysis are plain dicts that `build` validates as part of the event (one
@@ -148,16 +173,14 @@ def messages(utterances: list[RetellUtterance]) -> list[dict[str, Any]]:
         role = _ROLES.get(u.role)
         if role is None:
             continue
-        starts = [w.start for w in u.words if w.start is not None and w.start >= 0]
-        ends = [w.end for w in u.words if w.end is not None and w.end >= 0]
-        out.append(
-            {
-                "role": role,
-                "text": u.content,
-                "start_seconds": min(starts) if starts else None,
-                "end_seconds": max(ends) if ends else None,
-            }
-        )
+        first = last = None  # the earliest start and the latest end of the words, those >= 0
+        for w in u.words:
+            start, end = w.start, w.end
+            if start is not None and start >= 0 and (first is None or start < first):
+                first = start
+            if end is not None and end >= 0 and (last is None or end > last):
+                last = end
+        out.append({"role": role, "text": u.content, "start_seconds": first, "end_seconds": last})
     return out
 
 

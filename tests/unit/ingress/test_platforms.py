@@ -141,6 +141,51 @@ def test_retell_events_not_published_on_are_ignored() -> None:
     assert isinstance(MAPPINGS["retell"](started, ctx), Ignored)
 
 
+def test_retell_answers_do_not_depend_on_validating_webhook_and_call_at_once() -> None:
+    """map_payload validates the webhook with its call in one pass and falls back to two steps when that
+    fails: an event not published on is ignored whatever its call holds, and a published event's bad
+    call is named under `call.`, as validating the webhook, then the call, answers."""
+    ctx = Context("a", None, RECEIVED, {}, publish_on=("call_analyzed",))
+    broken = {"call_id": "", "start_timestamp": -5, "transcript_object": "no"}
+    out = MAPPINGS["retell"]({"event": "call_ended", "call": broken}, ctx)
+    assert isinstance(out, Ignored) and "call_ended" in out.reason
+    with pytest.raises(PayloadError) as caught:
+        MAPPINGS["retell"]({"event_type": "call_analyzed", "call": broken}, ctx)
+    assert [path for path, _ in caught.value.problems] == [
+        "call.call_id",
+        "call.start_timestamp",
+        "call.transcript_object",
+    ]
+    with pytest.raises(PayloadError) as caught:
+        MAPPINGS["retell"]({"event": "call_analyzed", "call": []}, ctx)
+    assert [path for path, _ in caught.value.problems] == ["call"]
+
+
+def test_retell_message_times_are_the_earliest_start_and_latest_end_of_words_not_negative() -> None:
+    words = [{"start": 2.5, "end": 3}, {"start": -1, "end": -1}, {"start": 1.25}, {"end": 9}, {"start": None}, {}]
+    transcript = [
+        {"role": "user", "content": "a", "words": words},
+        {"role": "agent", "content": "b", "words": [{"start": -2, "end": -1}]},
+        {"role": "system", "content": "c", "words": words},  # not a role the event has: left out
+        {"role": "transfer_target", "content": "d"},
+    ]
+    call = {
+        "call_id": "c1",
+        "agent_id": "ag",
+        "start_timestamp": 1,
+        "end_timestamp": 2,
+        "transcript_object": transcript,
+    }
+    ctx = Context("a", None, RECEIVED, {}, publish_on=("call_analyzed",))
+    e = MAPPINGS["retell"]({"event": "call_analyzed", "call": call}, ctx)
+    assert isinstance(e, ConversationEnded) and e.messages is not None
+    assert [(m.role, m.text, m.start_seconds, m.end_seconds) for m in e.messages] == [
+        ("customer", "a", 1.25, 9.0),
+        ("agent", "b", None, None),
+        ("human_agent", "d", None, None),
+    ]
+
+
 def test_elevenlabs_web_conversation_with_analysis() -> None:
     e = mapped("elevenlabs", "elevenlabs/web-with-analysis.json")
     assert e.event_id == "elevenlabs:conv_2201k2x6a3b4c5d6e7f8g9h0jk:1772985660"
