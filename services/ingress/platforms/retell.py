@@ -8,9 +8,10 @@ Retell's body has no account id (the endpoint's account is used) and an integer 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator, with_config
+from typing_extensions import TypedDict
 
 from schemas.events import ConversationEnded
 from services.ingress.platforms.common import (
@@ -36,15 +37,22 @@ _ROLES: dict[str, Literal["agent", "customer", "human_agent"]] = {
 _STATUS = {"ended": "completed", "not_connected": "not_connected", "error": "failed"}
 
 
-class RetellWord(Lenient):
-    start: float | None = None
-    end: float | None = None
+# A transcript's utterances and words are TypedDicts, not models: validated into plain dicts (every key
+# present, defaults filled in), they cost a fraction of a model instance each, and a Retell transcript
+# carries a word entry for every word spoken. Their JSON Schema is the models' (the OpenAPI document).
 
 
-class RetellUtterance(Lenient):
+@with_config(ConfigDict(extra="ignore", hide_input_in_errors=True))
+class RetellWord(TypedDict, total=False):
+    start: Annotated[float | None, Field(default=None)]
+    end: Annotated[float | None, Field(default=None)]
+
+
+@with_config(ConfigDict(extra="ignore", hide_input_in_errors=True))
+class RetellUtterance(TypedDict):
     role: str
     content: str
-    words: list[RetellWord] = Field(default_factory=list)
+    words: NotRequired[Annotated[list[RetellWord], Field(default_factory=list)]]
 
 
 class RetellAnalysis(Lenient):
@@ -170,17 +178,17 @@ def _ignored(event: str, ctx: Context) -> Ignored:
 def messages(utterances: list[RetellUtterance]) -> list[dict[str, Any]]:
     out = []
     for u in utterances:
-        role = _ROLES.get(u.role)
+        role = _ROLES.get(u["role"])
         if role is None:
             continue
         first = last = None  # the earliest start and the latest end of the words, those >= 0
-        for w in u.words:
-            start, end = w.start, w.end
+        for w in u["words"]:  # (every key is there: validation fills in the defaults)
+            start, end = w["start"], w["end"]
             if start is not None and start >= 0 and (first is None or start < first):
                 first = start
             if end is not None and end >= 0 and (last is None or end > last):
                 last = end
-        out.append({"role": role, "text": u.content, "start_seconds": first, "end_seconds": last})
+        out.append({"role": role, "text": u["content"], "start_seconds": first, "end_seconds": last})
     return out
 
 
