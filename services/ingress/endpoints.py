@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -142,7 +142,7 @@ class Endpoint:
     config: AnyEndpoint
     verifier: Verifier
 
-    @property
+    @cached_property
     def platform(self) -> Platform:
         return self.config.platform
 
@@ -160,6 +160,18 @@ class Endpoint:
     def publish_on(self) -> tuple[str, ...]:
         """Retell: the events that become a conversation (other platforms: none)."""
         return tuple(self.config.publish_on) if isinstance(self.config, RetellEndpoint) else ()
+
+    @cached_property
+    def context_fields(self) -> dict[str, Any]:
+        """Every field of a request's mapping Context but its time (`Context.received`)."""
+        config = self.config
+        return {
+            "account_id": config.account.id,
+            "account_name": config.account.name,
+            "agents": self.agent_aliases,
+            "default_agent_id": config.default_agent_id,
+            "publish_on": self.publish_on,
+        }
 
 
 def verifier(config: AnyEndpoint, secrets: list[str]) -> Verifier:

@@ -112,15 +112,7 @@ def decode(body: bytes) -> Any | Answer:
 
 
 def context(endpoint: Endpoint, received_at: datetime) -> Context:
-    config = endpoint.config
-    return Context(
-        account_id=config.account.id,
-        account_name=config.account.name,
-        received_at=received_at,
-        agents=endpoint.agent_aliases,
-        default_agent_id=config.default_agent_id,
-        publish_on=endpoint.publish_on,
-    )
+    return Context.received(endpoint.context_fields, received_at)
 
 
 class WebhookHandler:

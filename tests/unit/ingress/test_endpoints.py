@@ -3,12 +3,16 @@ never echoes a secret."""
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from services.common.config import ConfigError
 from services.ingress.endpoints import parse
+from services.ingress.handler import context
+from services.ingress.platforms import Context
 from services.ingress.signatures import RetellVerifier, TokenVerifier, VapiHmacVerifier
 
 GOOD = """\
@@ -37,6 +41,32 @@ def test_each_endpoint_gets_its_platforms_verifier_with_both_secrets() -> None:
     assert isinstance(retell.verifier, RetellVerifier) and retell.config.publish_on == ["call_analyzed"]
     assert isinstance(legacy.verifier, TokenVerifier) and legacy.verifier.header == "x-vapi-secret"
     assert vapi.path == "/webhooks/vapi/acme"
+
+
+def test_a_requests_mapping_context_is_the_one_init_builds_from_the_endpoint() -> None:
+    with_agents = GOOD.replace(
+        "account: {id: acme, name: Acme}",
+        "account: {id: acme, name: Acme}\n    default_agent_id: d\n    agents: {ag_1: {id: sales, name: Sales}}",
+    )
+    for endpoint in parse(with_agents, ENV, "endpoints.yaml").values():
+        received = datetime(2026, 3, 10, 12, tzinfo=UTC)
+        made = context(endpoint, received)
+        config = endpoint.config
+        expected = Context(
+            account_id=config.account.id,
+            account_name=config.account.name,
+            received_at=received,
+            agents={k: (a.id, a.name) for k, a in config.agents.items()},
+            default_agent_id=config.default_agent_id,
+            publish_on=tuple(config.publish_on) if endpoint.platform == "retell" else (),  # type: ignore[union-attr]
+        )
+        assert made == expected and repr(made) == repr(expected)
+        assert made.received_at is received and type(made) is Context
+        with pytest.raises(FrozenInstanceError):
+            made.account_id = "other"  # type: ignore[misc]
+    retell = parse(with_agents, ENV, "endpoints.yaml")[("retell", "acme")]
+    assert context(retell, received).agents == {"ag_1": ("sales", "Sales")}
+    assert context(retell, received).default_agent_id == "d"
 
 
 @pytest.mark.parametrize(
