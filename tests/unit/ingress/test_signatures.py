@@ -77,6 +77,22 @@ def test_retell_accepts_the_previous_secret_while_rotating() -> None:
     assert _refused(RetellVerifier([KEY]), BODY, {"x-retell-signature": signature})
 
 
+def test_a_retell_verifier_checks_each_request_on_its_own_bytes() -> None:
+    """The verifier keeps its secrets' keyed HMACs and hashes each request from a copy: one request's
+    bytes never leak into the next check."""
+    verifier = RetellVerifier([KEY, PREVIOUS])
+    bodies = [BODY, b"{}", BODY + b" ", b""]
+    for _ in range(2):
+        for i, body in enumerate(bodies):
+            stamp = int(NOW * 1000) + i
+            for secret in (KEY, PREVIOUS):
+                verifier.verify(body, {"x-retell-signature": retell_signature(body, secret, stamp)}, NOW)
+            other = bodies[i - 1]
+            assert _refused(verifier, body, {"x-retell-signature": retell_signature(other, KEY, stamp)})
+            expected = hmac.new(KEY.encode(), body + str(stamp).encode(), hashlib.sha256).hexdigest()
+            assert retell_signature(body, KEY, stamp) == f"v={stamp},d={expected}"
+
+
 # ── ElevenLabs (elevenlabs SDK: WebhooksClient.construct_event) ─────────────────────────────────────
 
 
