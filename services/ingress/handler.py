@@ -118,6 +118,7 @@ def context(endpoint: Endpoint, received_at: datetime) -> Context:
 class WebhookHandler:
     def __init__(self, publisher: Publisher, retry_after_seconds: int, clock: Callable[[], float] = time.time) -> None:
         self.publisher, self.retry_after, self.clock = publisher, retry_after_seconds, clock
+        self._sources: dict[tuple[str, str], str] = {}  # ce_source by (platform, account id), not native
 
     async def handle(self, endpoint: Endpoint, headers: Headers, body: bytes) -> Answer:
         now = self.clock()
@@ -139,9 +140,23 @@ class WebhookHandler:
             return Answer(200, "ignored", AcceptedAnswer(status="ignored", reason=mapped.reason), detail=mapped.reason)
         return await self._publish(endpoint, mapped)
 
+    def _source(self, platform: str, event: ConversationEnded) -> str:
+        """`ce_source(platform, event)`. Except for a native event (whose own platform can name the
+        source), it depends on the platform and the account id only, which come from the endpoint:
+        computed once per (platform, account) and kept (a bounded number)."""
+        if platform == "native":
+            return ce_source(platform, event)
+        key = (platform, event.account.id)
+        source = self._sources.get(key)
+        if source is None:
+            source = ce_source(platform, event)
+            if len(self._sources) < 4096:
+                self._sources[key] = source
+        return source
+
     async def _publish(self, endpoint: Endpoint, event: ConversationEnded) -> Answer:
         try:
-            done = await self.publisher.publish(event, ce_source(endpoint.platform, event))
+            done = await self.publisher.publish(event, self._source(endpoint.platform, event))
         except Unavailable as exc:
             answer = refusal(503, "unavailable", "kafka_unavailable", f"{exc}; nothing was published, retry later")
             return Answer(503, answer.outcome, answer.body, {"Retry-After": str(self.retry_after)}, answer.detail)

@@ -11,13 +11,13 @@ import httpx
 import pytest
 from starlette.routing import Match
 
-from schemas.events import ConversationEnded
+from schemas.events import Account, ConversationEnded, EndReasonInfo
 from services.common.settings import KafkaSettings
 from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
 from services.ingress import endpoints as endpoints_file
 from services.ingress.app import create_app
-from services.ingress.handler import AcceptedAnswer, accepted
-from services.ingress.publisher import Published, Publisher, Unavailable
+from services.ingress.handler import AcceptedAnswer, WebhookHandler, accepted
+from services.ingress.publisher import Published, Publisher, Unavailable, ce_source
 from services.ingress.settings import IngressHttpSettings, IngressSettings
 
 
@@ -300,3 +300,24 @@ def test_webhook_matching_is_starlettes() -> None:
                 assert app.webhook_match(scope) == expected, scope
                 checked += expected is not None
     assert checked >= 10
+
+
+def test_the_cloudevents_source_kept_per_platform_and_account_is_ce_sources() -> None:
+    """The handler keeps a non-native event's source by (platform, account id); a native event's source
+    can name the event's own platform, so it is computed for each event."""
+    handler = WebhookHandler(RecordingPublisher(), 5)
+    event = ConversationEnded.model_validate_json(example("../conversations/0004-sales-voicemail.json"))
+    events = [
+        event.model_copy(
+            update={"account": Account(id=account), "end_reason": EndReasonInfo(raw="x", source_platform=p)}
+        )
+        for account in ("acct-copperline", "a/b c%", "acct-2")
+        for p in ("retell", "unknown", "", "x y/z")
+    ]
+    for _ in range(2):  # the second time from what was kept
+        for platform in ("vapi", "retell", "elevenlabs", "native"):
+            for e in events:
+                assert handler._source(platform, e) == ce_source(platform, e)
+    assert sorted(handler._sources) == sorted(
+        (p, a) for p in ("vapi", "retell", "elevenlabs") for a in ("acct-copperline", "a/b c%", "acct-2")
+    )
