@@ -95,9 +95,14 @@ def aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def from_epoch(value: float, unit: float = 1.0) -> datetime:
-    """Unix time in seconds (unit 1) or milliseconds (unit 1000) as an aware UTC datetime."""
-    return datetime.fromtimestamp(value / unit, tz=UTC)
+def from_epoch(value: float, unit: float = 1.0, *, field: str) -> datetime:
+    """Unix time in seconds (unit 1) or milliseconds (unit 1000) as an aware UTC datetime; a number no
+    calendar holds (past year 9999, or beyond a float) is a PayloadError naming `field`, not an exception
+    out of the mapping (which would be a 500 the vendor retries)."""
+    try:
+        return datetime.fromtimestamp(value / unit, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise PayloadError([(field, "is not a time: out of the range of dates")]) from None
 
 
 # The small parts of an event that repeat from call to call (the endpoint's account, an agent, an end

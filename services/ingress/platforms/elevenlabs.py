@@ -36,6 +36,7 @@ INITIATION_FAILURE = "call_initiation_failure"
 _ROLES: dict[str, Literal["agent", "customer"]] = {"agent": "agent", "user": "customer"}
 _STATUS = {"done": "completed", "failed": "failed"}
 _VERDICT = {"success": True, "failure": False}
+_START, _DURATION = "data.metadata.start_time_unix_secs", "data.metadata.call_duration_secs"
 
 
 class ElevenLabsPhoneCall(Lenient):
@@ -109,13 +110,13 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     conv = parse(ElevenLabsConversation, envelope.data, "data")
     meta, phone = conv.metadata, conv.metadata.phone_call
     direction = phone.direction if phone is not None and phone.direction else "inbound"
-    started_at = from_epoch(meta.start_time_unix_secs) if meta.start_time_unix_secs is not None else None
+    started_at = from_epoch(meta.start_time_unix_secs, field=_START) if meta.start_time_unix_secs is not None else None
     ended_at = (
-        from_epoch(meta.start_time_unix_secs + meta.call_duration_secs)
+        from_epoch(meta.start_time_unix_secs + meta.call_duration_secs, field=_DURATION)
         if meta.start_time_unix_secs is not None and meta.call_duration_secs is not None
         else None
     )
-    reported = from_epoch(envelope.event_timestamp)
+    reported = from_epoch(envelope.event_timestamp, field="event_timestamp")
     started, ended, estimated = times(started_at, ended_at, reported)
     client = conv.conversation_initiation_client_data
     variables = (client.dynamic_variables if client is not None else None) or {}
@@ -154,7 +155,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
 def _initiation_failure(
     envelope: ElevenLabsEnvelope, failure: ElevenLabsInitiationFailure, ctx: Context
 ) -> ConversationEnded:
-    reported = from_epoch(envelope.event_timestamp)
+    reported = from_epoch(envelope.event_timestamp, field="event_timestamp")
     body = (failure.metadata or {}).get("body")
     body = body if isinstance(body, dict) else {}
     dialled = next((body[k] for k in ("to_number", "To", "to") if isinstance(body.get(k), str)), None)

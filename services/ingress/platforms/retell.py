@@ -36,6 +36,7 @@ _ROLES: dict[str, Literal["agent", "customer", "human_agent"]] = {
     "transfer_target": "human_agent",
 }
 _STATUS = {"ended": "completed", "not_connected": "not_connected", "error": "failed"}
+_START, _END = "call.start_timestamp", "call.end_timestamp"  # named by a time no calendar holds
 
 
 # A transcript's utterances and words are TypedDicts, not models: validated into plain dicts (every key
@@ -140,10 +141,12 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     direction = "inbound" if web else call["direction"] or "inbound"
     start, end, received = call["start_timestamp"], call["end_timestamp"], ctx.received_at
     if start is not None and end is not None:  # a connected call: both times, as times() returns them
-        started, ended, estimated = from_epoch(start, 1000), from_epoch(end, 1000), False
+        started, ended, estimated = from_epoch(start, 1000, field=_START), from_epoch(end, 1000, field=_END), False
     else:
         started, ended, estimated = times(
-            None if start is None else from_epoch(start, 1000), None if end is None else from_epoch(end, 1000), received
+            None if start is None else from_epoch(start, 1000, field=_START),
+            None if end is None else from_epoch(end, 1000, field=_END),
+            received,
         )
     llm, collected = call["retell_llm_dynamic_variables"], call["collected_dynamic_variables"]
     variables, nested = split_scalars({**llm, **collected} if llm and collected else llm or collected)

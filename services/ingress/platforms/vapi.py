@@ -133,7 +133,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     call = report.call
     channel, direction = _CHANNELS.get(call.type or "", ("phone", "inbound"))
     reason = end_reason("vapi", report.endedReason or call.endedReason)
-    reported = from_epoch(report.timestamp, 1000) if report.timestamp else ctx.received_at
+    reported = from_epoch(report.timestamp, 1000, field="message.timestamp") if report.timestamp else ctx.received_at
     started, ended, estimated = times(report.startedAt or call.startedAt, report.endedAt or call.endedAt, reported)
     customer = report.customer or call.customer or VapiCustomer()
     called = report.phoneNumber or call.phoneNumber

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from starlette.routing import Match
 
@@ -131,6 +132,17 @@ async def test_a_payload_that_cannot_be_mapped_is_422_naming_each_field(client: 
     assert answer.status_code == 422
     problems = {p["field"] for p in answer.json()["problems"]}
     assert problems == {"message.call.id", "message.call.startedAt"}
+
+
+async def test_a_signed_payload_with_a_time_no_calendar_holds_is_422_naming_it(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    payload = orjson.loads(example("retell/phone-voicemail-analyzed.json"))
+    payload["call"]["end_timestamp"] = 10**15  # milliseconds: year 33658
+    body = orjson.dumps(payload)
+    answer = await post(client, "retell", body)
+    assert answer.status_code == 422 and not publisher.sent, answer.text
+    assert {p["field"] for p in answer.json()["problems"]} == {"call.end_timestamp"}
 
 
 async def test_a_message_that_is_not_a_finished_call_is_acknowledged_and_not_published(

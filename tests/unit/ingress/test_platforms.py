@@ -267,3 +267,44 @@ def test_native_event_keeps_its_id_and_cannot_name_another_account() -> None:
         MAPPINGS["native"](event, Context("other", None, RECEIVED, {}))
     without = {k: v for k, v in event.items() if k != "account"}
     assert MAPPINGS["native"](without, Context("acct-x", "X", RECEIVED, {})).account.id == "acct-x"  # type: ignore[union-attr]
+
+
+def _with(name: str, path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = orjson.loads(example(name))
+    node = payload
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return payload
+
+
+@pytest.mark.parametrize("value", [10**15, 2**63, 2**64 + 1])
+@pytest.mark.parametrize(
+    ("platform", "name", "path", "field"),
+    [
+        ("retell", "retell/phone-voicemail-analyzed.json", ("call", "start_timestamp"), "call.start_timestamp"),
+        ("retell", "retell/phone-voicemail-analyzed.json", ("call", "end_timestamp"), "call.end_timestamp"),
+        (
+            "elevenlabs",
+            "elevenlabs/web-with-analysis.json",
+            ("data", "metadata", "start_time_unix_secs"),
+            "data.metadata.start_time_unix_secs",
+        ),
+        ("elevenlabs", "elevenlabs/web-with-analysis.json", ("event_timestamp",), "event_timestamp"),
+        (
+            "elevenlabs",
+            "elevenlabs/web-with-analysis.json",
+            ("data", "metadata", "call_duration_secs"),
+            "data.metadata.call_duration_secs",
+        ),
+        ("vapi", "vapi/phone-inbound-with-analysis.json", ("message", "timestamp"), "message.timestamp"),
+    ],
+)
+def test_a_time_no_calendar_holds_is_a_payload_error_naming_its_field(
+    platform: str, name: str, path: tuple[str, ...], field: str, value: int
+) -> None:
+    """An epoch far past year 9999 (a valid JSON integer) was a ValueError or OverflowError out of the
+    mapping: a 500 with no log line, retried by the vendor for as long as it retries."""
+    with pytest.raises(PayloadError) as caught:
+        MAPPINGS[platform](_with(name, path, value), CTX)
+    assert field in [p for p, _ in caught.value.problems], caught.value.problems
