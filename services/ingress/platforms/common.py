@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -71,9 +71,17 @@ class PayloadError(Exception):
 M = TypeVar("M", bound=BaseModel)
 
 
+# `validate(model, data)` is `model.model_validate(data)` (which calls the same validator with every
+# option at its default, None) without that wrapper's ~0.6-1 us per call, on every request's path.
+
+
+def validate(model: type[M], data: Any) -> M:
+    return cast(M, model.__pydantic_validator__.validate_python(data))
+
+
 def parse(model: type[M], data: Any, prefix: str = "") -> M:
     try:
-        return model.model_validate(data)
+        return validate(model, data)
     except ValidationError as exc:
         raise PayloadError.of(exc, prefix) from None
 
@@ -86,7 +94,7 @@ def build(**fields: Any) -> ConversationEnded:
 def build_from(fields: dict[str, Any]) -> ConversationEnded:
     """`build` from a dict of the fields (no keyword arguments to pack)."""
     try:
-        return ConversationEnded.model_validate(fields)
+        return validate(ConversationEnded, fields)
     except ValidationError as exc:
         raise PayloadError.of(exc, "(mapped event)") from None
 

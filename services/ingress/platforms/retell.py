@@ -28,6 +28,7 @@ from services.ingress.platforms.common import (
     parse,
     split_scalars,
     times,
+    validate,
 )
 
 _ROLES: dict[str, Literal["agent", "customer", "human_agent"]] = {
@@ -123,7 +124,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     # webhook, the publish_on check, then the call), which answers as before: an event not published
     # is ignored whatever its call holds, and a bad call's problems are named under `call.`.
     try:
-        whole = _RetellWhole.model_validate(payload)
+        whole = validate(_RetellWhole, payload)
     except ValidationError:
         hook = parse(RetellWebhook, payload)
         if hook.event not in ctx.publish_on:
