@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from schemas.events import ConversationEnded
 from services.ingress.endpoints import Endpoint
@@ -115,6 +115,12 @@ def context(endpoint: Endpoint, received_at: datetime) -> Context:
     return Context.received(endpoint.context_fields, received_at)
 
 
+def unusable(exc: PayloadError) -> Answer:
+    """422 naming each field of a payload that cannot become a ConversationEnded."""
+    problems = [FieldProblem(field=f, problem=p) for f, p in exc.problems]
+    return refusal(422, "invalid", "invalid_payload", f"the payload cannot be used: {exc}", problems=problems)
+
+
 class WebhookHandler:
     def __init__(self, publisher: Publisher, retry_after_seconds: int, clock: Callable[[], float] = time.time) -> None:
         self.publisher, self.retry_after, self.clock = publisher, retry_after_seconds, clock
@@ -134,8 +140,9 @@ class WebhookHandler:
         try:
             mapped = MAPPINGS[endpoint.platform](payload, context(endpoint, datetime.fromtimestamp(now, UTC)))
         except PayloadError as exc:
-            problems = [FieldProblem(field=f, problem=p) for f, p in exc.problems]
-            return refusal(422, "invalid", "invalid_payload", f"the payload cannot be used: {exc}", problems=problems)
+            return unusable(exc)
+        except ValidationError as exc:  # a part a mapping built outside its checks: still the payload's fault
+            return unusable(PayloadError.of(exc, "(mapped event)"))
         if isinstance(mapped, Ignored):
             return Answer(200, "ignored", AcceptedAnswer(status="ignored", reason=mapped.reason), detail=mapped.reason)
         return await self._publish(endpoint, mapped)

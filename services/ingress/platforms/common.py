@@ -142,7 +142,12 @@ def agent(ctx: Context, agent_id: str | None, name: str | None = None, version: 
         raise PayloadError([(field, "names no agent (set default_agent_id on the endpoint for such calls)")])
     alias, alias_name = ctx.agents.get(found, (None, None))
     parts = (alias or found, name or alias_name, None if version is None else str(version))
-    return _shared_agent(*parts) if _short(*parts) else Agent(id=parts[0], name=parts[1], version=parts[2])
+    if _short(*parts):
+        return _shared_agent(*parts)
+    try:
+        return Agent(id=parts[0], name=parts[1], version=parts[2])
+    except ValidationError as exc:  # an id over 256 characters: the field that named it
+        raise PayloadError([(field, f"the agent's {e['loc'][0]}: {e['msg']}") for e in exc.errors()]) from None
 
 
 @lru_cache(maxsize=_SHARED)

@@ -12,12 +12,13 @@ import orjson
 import pytest
 from starlette.routing import Match
 
-from schemas.events import Account, ConversationEnded, EndReasonInfo
+from schemas.events import Account, Agent, ConversationEnded, EndReasonInfo
 from services.common.settings import KafkaSettings
 from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
 from services.ingress import endpoints as endpoints_file
 from services.ingress.app import create_app
 from services.ingress.handler import AcceptedAnswer, WebhookHandler, accepted
+from services.ingress.platforms import MAPPINGS
 from services.ingress.publisher import Published, Publisher, Unavailable, ce_source
 from services.ingress.settings import IngressHttpSettings, IngressSettings
 
@@ -143,6 +144,21 @@ async def test_a_signed_payload_with_a_time_no_calendar_holds_is_422_naming_it(
     answer = await post(client, "retell", body)
     assert answer.status_code == 422 and not publisher.sent, answer.text
     assert {p["field"] for p in answer.json()["problems"]} == {"call.end_timestamp"}
+
+
+async def test_a_validation_error_out_of_a_mapping_is_422_not_500(
+    client: httpx.AsyncClient, publisher: RecordingPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net behind every mapping: a part it builds outside its own checks that the contract
+    refuses is the payload's fault (422 with the problem), never an exception out of the server."""
+
+    def mapping(payload: dict[str, object], ctx: object) -> object:
+        return Agent(id="a" * 300)
+
+    monkeypatch.setitem(MAPPINGS, "retell", mapping)
+    answer = await post(client, "retell", example("retell/phone-voicemail-analyzed.json"))
+    assert answer.status_code == 422 and not publisher.sent, answer.text
+    assert answer.json()["problems"][0]["field"] == "(mapped event).id"
 
 
 async def test_a_message_that_is_not_a_finished_call_is_acknowledged_and_not_published(

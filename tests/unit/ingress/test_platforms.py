@@ -308,3 +308,25 @@ def test_a_time_no_calendar_holds_is_a_payload_error_naming_its_field(
     with pytest.raises(PayloadError) as caught:
         MAPPINGS[platform](_with(name, path, value), CTX)
     assert field in [p for p, _ in caught.value.problems], caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("platform", "name", "path", "field"),
+    [
+        ("retell", "retell/phone-voicemail-analyzed.json", ("call", "agent_id"), "call.agent_id"),
+        (
+            "vapi",
+            "vapi/phone-inbound-with-analysis.json",
+            ("message", "call", "assistantId"),
+            "message.call.assistantId",
+        ),
+        ("elevenlabs", "elevenlabs/web-with-analysis.json", ("data", "agent_id"), "data.agent_id"),
+    ],
+)
+def test_an_agent_id_over_the_contracts_length_is_a_payload_error_naming_its_field(
+    platform: str, name: str, path: tuple[str, ...], field: str
+) -> None:
+    """An id longer than the contract's 256 characters was a ValidationError out of the mapping (a 500)."""
+    with pytest.raises(PayloadError) as caught:
+        MAPPINGS[platform](_with(name, path, "a" * 300), CTX)
+    assert field in [p for p, _ in caught.value.problems], caught.value.problems
