@@ -139,13 +139,23 @@ def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[st
     if not logger.isEnabledFor(level):
         return
     handler = _sole_json_handler(logger, level)
-    if handler is None or not _RESERVED.isdisjoint(fields):
+    if (
+        handler is None
+        or not _RESERVED.isdisjoint(fields)
+        or any(name[:1] == "_" for name in fields)  # the formatter leaves these out of the line
+        or type(logger) is not logging.Logger  # a Logger class or record factory of someone else's
+        or logging.getLogRecordFactory() is not logging.LogRecord
+    ):
         logger.log(level, message, extra=fields)
         return
     formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
     created = time.time()
     msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
-    line = formatter.line(created, msecs, logging.getLevelName(level), logger.name, message, fields)
+    try:
+        line = formatter.line(created, msecs, logging.getLevelName(level), logger.name, message, fields)
+    except Exception:  # what orjson cannot write: logging reports it through handleError, never raises
+        logger.log(level, message, extra=fields)
+        return
     with handler.lock or contextlib.nullcontext():
         handler.hold(line, level)
 

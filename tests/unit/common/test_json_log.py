@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -231,3 +232,32 @@ def test_log_fields_refuses_a_log_records_own_name_as_logging_does() -> None:
     with pytest.raises(KeyError):
         observability.log_fields(logger, logging.INFO, "x", {"name": "mine"})
     assert not stream.writes
+
+
+def test_log_fields_writes_what_logging_writes_for_hidden_fields_unwritable_values_and_others_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the direct path would differ from logging's (a field starting with "_", which the formatter
+    leaves out; a value orjson cannot write, which logging reports instead of raising; a record factory
+    adding fields), it goes through logging (review5 L1-L3)."""
+    logger, stream, handler = json_logger("test.fields.differ")
+    monkeypatch.setattr(handler, "handleError", lambda record: stream.writes.append("(reported)\n"))
+
+    async def turn() -> None:
+        observability.log_fields(logger, logging.WARNING, "hidden", {"_token": "secret", "a": 1})
+        observability.log_fields(logger, logging.WARNING, "too big", {"n": 2**70})
+
+    asyncio.run(turn())
+    assert "secret" not in "".join(stream.writes) and orjson.loads(stream.writes[0])["a"] == 1
+    assert stream.writes[1:] == ["(reported)\n"]
+    original = logging.getLogRecordFactory()
+
+    def traced(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = original(*args, **kwargs)
+        record.trace_id = "abc"
+        return record
+
+    monkeypatch.setattr(logging, "_logRecordFactory", traced)
+    stream.writes.clear()
+    observability.log_fields(logger, logging.WARNING, "traced", {"a": 2})
+    assert orjson.loads(stream.writes[0])["trace_id"] == "abc"
