@@ -261,8 +261,9 @@ class Publisher:
             done = await self._send(event, source)
         except BaseException as exc:
             waiting = self._inflight.pop(event.event_id)
-            if waiting is not None:
-                waiting.set_exception(exc)
+            if waiting is not None:  # a cancellation is this request's own: its duplicates may retry
+                shared = exc if isinstance(exc, Exception) else Unavailable("the request publishing it was cancelled")
+                waiting.set_exception(shared)
                 waiting.exception()  # retrieved: a failure nobody else awaited is not an "unretrieved" warning
             raise
         waiting = self._inflight.pop(event.event_id)

@@ -152,3 +152,30 @@ async def test_a_duplicate_of_an_event_in_flight_waits_for_its_outcome() -> None
         publisher._producer = object()  # type: ignore[assignment]  (a failure replaced it)
     publisher._producer = None
     await publisher.stop()
+
+
+async def test_a_duplicate_waiting_on_a_first_request_that_is_cancelled_is_unavailable_not_cancelled() -> None:
+    """The first request's task cancelled (the client went away, a shutdown): it stays cancelled, and a
+    duplicate waiting on it gets Unavailable (a 503 the vendor retries), not a cancellation of its own
+    that would leave its request with no answer and no log line (review5 L6)."""
+    publisher = Publisher(KafkaSettings(bootstrap_servers="127.0.0.1:9"), timeout_seconds=5)
+    publisher._producer = object()  # type: ignore[assignment]
+    event = ConversationEnded.model_validate_json(
+        MAPPED.joinpath("retell-phone-voicemail-analyzed.plain.txt").read_bytes()
+    )
+
+    async def never(current: Any, e: ConversationEnded, source: str) -> Any:
+        await asyncio.Event().wait()
+
+    publisher._send_on = never  # type: ignore[method-assign]
+    first = asyncio.create_task(publisher.publish(event, "/retell/acct"))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(publisher.publish(event, "/retell/acct"))
+    await asyncio.sleep(0)
+    first.cancel()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[1], Unavailable), results
+    assert not publisher._inflight
+    publisher._producer = None
+    await publisher.stop()
