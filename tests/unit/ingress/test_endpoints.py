@@ -3,6 +3,7 @@ never echoes a secret."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,8 @@ def test_a_requests_mapping_context_is_the_one_init_builds_from_the_endpoint() -
         )
         assert made == expected and repr(made) == repr(expected)
         assert made.received_at is received and type(made) is Context
+        # every field given, so a field added to Context later cannot stay at its default unnoticed
+        assert set(endpoint.context_fields) | {"received_at"} == {f.name for f in dataclasses.fields(Context)}
         with pytest.raises(FrozenInstanceError):
             made.account_id = "other"  # type: ignore[misc]
     retell = parse(with_agents, ENV, "endpoints.yaml")[("retell", "acme")]
