@@ -149,8 +149,7 @@ def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[st
         logger.log(level, message, extra=fields)
         return
     formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
-    created = time.time()
-    msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
+    created, msecs = _record_time()
     try:
         line = formatter.line(created, msecs, logging.getLevelName(level), logger.name, message, fields)
     except Exception:  # what orjson cannot write: logging reports it through handleError, never raises
@@ -158,6 +157,21 @@ def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[st
         return
     with handler.lock or contextlib.nullcontext():
         handler.hold(line, level)
+
+
+if sys.version_info >= (3, 13):  # LogRecord's clock from 3.13 (gh-102402): nanoseconds
+
+    def _record_time() -> tuple[float, float]:
+        """(created, msecs) as the running Python's LogRecord computes them."""
+        ns = time.time_ns()
+        return ns / 1e9, (ns % 1_000_000_000) // 1_000_000 + 0.0
+
+else:
+
+    def _record_time() -> tuple[float, float]:
+        """(created, msecs) as the running Python's LogRecord computes them."""
+        created = time.time()
+        return created, int((created - int(created)) * 1000) + 0.0
 
 
 def _sole_json_handler(logger: logging.Logger, level: int) -> CoalescingStreamHandler | None:

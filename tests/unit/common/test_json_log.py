@@ -184,6 +184,7 @@ def test_log_fields_writes_the_line_logger_log_writes(monkeypatch: pytest.Monkey
     fields = {"source": "retell", "outcome": "published", "status": 200, "ms": 1.5, "event_id": 'é\n"x'}
     for now in (1764950400.0, 1764950400.9995, 1764950461.25):
         monkeypatch.setattr(time, "time", lambda now=now: now)
+        monkeypatch.setattr(time, "time_ns", lambda now=now: int(now * 1e9))  # LogRecord's clock from 3.13
 
         async def turn() -> None:
             logger.log(level, "webhook published", extra=fields)
