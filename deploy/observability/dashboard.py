@@ -56,7 +56,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
             Panel(
                 "Webhook requests / s by source and outcome",
                 "published, duplicate, ignored (not a finished call), unauthorized (signature), bad_request, "
-                "invalid (payload), too_large, not_found, unavailable (Kafka: answered 503, the vendor retries).",
+                "invalid (payload), mapping_error (a part our mapping built was refused: possibly our bug), "
+                "too_large, not_found, unavailable (Kafka: answered 503, the vendor retries).",
                 [
                     (
                         f"sum by (source, outcome) (rate(postcall_ingress_requests_total{{{NS}}}[{RATE}]))",

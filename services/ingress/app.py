@@ -223,7 +223,9 @@ def _log(platform: str, endpoint: str, answer: Answer, elapsed: float) -> None:
         extra |= {"event_id": answer.event_id, "conversation_id": answer.conversation_id}
     if answer.detail:
         extra["detail"] = answer.detail[:300]
-    level = logging.WARNING if answer.status >= 400 else logging.INFO
+    level = (
+        logging.INFO if answer.status < 400 else logging.ERROR if answer.outcome == "mapping_error" else logging.WARNING
+    )
     plog.log_fields(log, level, f"webhook {answer.outcome}", extra)
 
 

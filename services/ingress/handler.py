@@ -115,10 +115,10 @@ def context(endpoint: Endpoint, received_at: datetime) -> Context:
     return Context.received(endpoint.context_fields, received_at)
 
 
-def unusable(exc: PayloadError) -> Answer:
+def unusable(exc: PayloadError, outcome: str = "invalid") -> Answer:
     """422 naming each field of a payload that cannot become a ConversationEnded."""
     problems = [FieldProblem(field=f, problem=p) for f, p in exc.problems]
-    return refusal(422, "invalid", "invalid_payload", f"the payload cannot be used: {exc}", problems=problems)
+    return refusal(422, outcome, "invalid_payload", f"the payload cannot be used: {exc}", problems=problems)
 
 
 class WebhookHandler:
@@ -141,8 +141,11 @@ class WebhookHandler:
             mapped = MAPPINGS[endpoint.platform](payload, context(endpoint, datetime.fromtimestamp(now, UTC)))
         except PayloadError as exc:
             return unusable(exc)
-        except ValidationError as exc:  # a part a mapping built outside its checks: still the payload's fault
-            return unusable(PayloadError.of(exc, "(mapped event)"))
+        except ValidationError as exc:
+            # A part a mapping built outside its own checks, which the contract refuses: answered 422 like
+            # a payload's fault (a 500 would loop the vendor's retries), but counted and logged at ERROR
+            # as `mapping_error`, since it may be a bug of ours rather than the vendor's.
+            return unusable(PayloadError.of(exc, "(mapped event)"), "mapping_error")
         if isinstance(mapped, Ignored):
             return Answer(200, "ignored", AcceptedAnswer(status="ignored", reason=mapped.reason), detail=mapped.reason)
         return await self._publish(endpoint, mapped)

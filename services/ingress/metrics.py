@@ -11,6 +11,7 @@ OUTCOMES = (
     "unauthorized",
     "bad_request",
     "invalid",
+    "mapping_error",
     "too_large",
     "not_found",
     "unavailable",
@@ -18,7 +19,8 @@ OUTCOMES = (
 REQUESTS = Counter(
     "postcall_ingress_requests_total",
     "Webhook requests by source platform, endpoint and outcome: published, duplicate, ignored, unauthorized, "
-    "bad_request, invalid, too_large, not_found, unavailable.",
+    "bad_request, invalid, mapping_error (422 from a part the mapping built that the contract refuses: "
+    "possibly our bug), too_large, not_found, unavailable.",
     ["source", "endpoint", "outcome"],
 )
 REQUEST_DURATION = Histogram(

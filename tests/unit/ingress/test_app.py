@@ -3,6 +3,7 @@ publisher). The same requests over real HTTP to a real broker: tests/integration
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -147,7 +148,10 @@ async def test_a_signed_payload_with_a_time_no_calendar_holds_is_422_naming_it(
 
 
 async def test_a_validation_error_out_of_a_mapping_is_422_not_500(
-    client: httpx.AsyncClient, publisher: RecordingPublisher, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient,
+    publisher: RecordingPublisher,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The safety net behind every mapping: a part it builds outside its own checks that the contract
     refuses is the payload's fault (422 with the problem), never an exception out of the server."""
@@ -159,6 +163,8 @@ async def test_a_validation_error_out_of_a_mapping_is_422_not_500(
     answer = await post(client, "retell", example("retell/phone-voicemail-analyzed.json"))
     assert answer.status_code == 422 and not publisher.sent, answer.text
     assert answer.json()["problems"][0]["field"] == "(mapped event).id"
+    logged = [r for r in caplog.records if r.name == "services.ingress" and r.getMessage() == "webhook mapping_error"]
+    assert [r.levelno for r in logged] == [logging.ERROR]  # not among the vendors' refusals (review5 L8)
 
 
 async def test_a_message_that_is_not_a_finished_call_is_acknowledged_and_not_published(
