@@ -164,7 +164,10 @@ if sys.version_info >= (3, 13):  # LogRecord's clock from 3.13 (gh-102402): nano
     def _record_time() -> tuple[float, float]:
         """(created, msecs) as the running Python's LogRecord computes them."""
         ns = time.time_ns()
-        return ns / 1e9, (ns % 1_000_000_000) // 1_000_000 + 0.0
+        created, msecs = ns / 1e9, (ns % 1_000_000_000) // 1_000_000 + 0.0
+        if msecs == 999.0 and int(created) != ns // 1_000_000_000:  # created rounded up a second (gh-120683)
+            msecs = 0.0
+        return created, msecs
 
 else:
 

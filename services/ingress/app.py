@@ -65,7 +65,11 @@ _ERRORS = {
     404: "No endpoint of this platform has this name.",
     413: "The body is over the configured size.",
     422: "Valid JSON that cannot become a ConversationEnded; `problems` names each field.",
-    503: "Kafka did not acknowledge in time; nothing was published. Retry after `Retry-After` seconds.",
+    503: (
+        "Kafka did not acknowledge in time, so the event is not known to be published (a record already sent "
+        "may still land; a retry carries the same event id, and consumers keep one). Retry after `Retry-After` "
+        "seconds."
+    ),
 }
 
 

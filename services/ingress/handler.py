@@ -12,7 +12,7 @@ Produces `postcall.conversation-ended.v1` (key = conversation_id; CloudEvents he
 | 401 | the signature or token is missing, malformed, stale or wrong |
 | 413 | the body is over the configured size |
 | 422 | valid JSON the mapping cannot use; `problems` name each field |
-| 503 + Retry-After | Kafka did not acknowledge in time: nothing was published, the platform should retry |
+| 503 + Retry-After | Kafka did not acknowledge in time: not known to be published, the platform should retry |
 
 The signature is checked before anything else reads the body; the body is never re-serialised before
 that, and never logged.
@@ -168,7 +168,12 @@ class WebhookHandler:
         try:
             done = await self.publisher.publish(event, self._source(endpoint.platform, event))
         except Unavailable as exc:
-            answer = refusal(503, "unavailable", "kafka_unavailable", f"{exc}; nothing was published, retry later")
+            answer = refusal(
+                503,
+                "unavailable",
+                "kafka_unavailable",
+                f"{exc}; not acknowledged, so not known to be published: retry later (a retry has the same event id)",
+            )
             return Answer(503, answer.outcome, answer.body, {"Retry-After": str(self.retry_after)}, answer.detail)
         except TooLarge as exc:
             return refusal(413, "too_large", "payload_too_large", str(exc))
