@@ -12,6 +12,11 @@
 #                                                  reuses a build instead of spending ~12 minutes again
 # Each key carries the package version, so a version bump builds anew.
 #
+# The server is built for x86-64 with AVX2/FMA/F16C, not for the build machine's own CPU (GGML_NATIVE):
+# a native build on a virtual machine whose CPU advertises AMX and AVX-512 it does not enable died with
+# SIGILL at its first computation (2026-12-05; `--version` ran), and a per-user cache outlives a move to
+# another host. The key says "portable", so no native build cached before is picked up.
+#
 # Usage: scripts/build-llama.sh            build/fetch what is missing, print the two paths
 #        scripts/build-llama.sh --check    print the two paths when both are cached, else exit 1 (builds nothing)
 set -euo pipefail
@@ -25,7 +30,7 @@ JOBS="${LLAMA_BUILD_JOBS:-2}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 local_cache="$root/.cache/llama"
 user_cache="${XDG_CACHE_HOME:-$HOME/.cache}/postcall/llama"
-server_rel="llama-server-$LLAMA_CPP_PYTHON_VERSION/llama-server"
+server_rel="llama-server-$LLAMA_CPP_PYTHON_VERSION-portable/llama-server"  # not a -march=native build (below)
 model_rel="$MODEL_PACKAGE-$MODEL_PACKAGE_VERSION/$MODEL_FILE"
 python="${PYTHON:-python3}"
 [ -x "$root/.venv/bin/python" ] && python="$root/.venv/bin/python"
@@ -83,7 +88,8 @@ if [ -z "$server" ]; then
   generator=()
   command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
   nice -n 19 cmake -S "$src" -B "$build_dir/out" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-    -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
+    -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+    -DGGML_BMI2=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
     -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >"$build_dir/configure.log" 2>&1 \
     || { tail -30 "$build_dir/configure.log" >&2; exit 1; }
