@@ -35,6 +35,13 @@ def mapped(platform: str, name: str, ctx: Context = CTX) -> ConversationEnded:
     return out
 
 
+def assert_refused_naming(platform: str, payload: dict[str, Any], field: str) -> None:
+    """The mapping refuses the payload with a PayloadError (a 422) whose problems name `field`."""
+    with pytest.raises(PayloadError) as caught:
+        MAPPINGS[platform](payload, CTX)
+    assert field in [path for path, _ in caught.value.problems], caught.value.problems
+
+
 def test_vapi_inbound_phone_call_with_analysis() -> None:
     e = mapped("vapi", "vapi/phone-inbound-with-analysis.json")
     assert e.event_id == "vapi:8c2f4a1e-3b7d-4f0e-9a61-5d2c7e9b1a04:end-of-call-report"
@@ -253,9 +260,7 @@ def test_elevenlabs_audio_webhook_is_ignored() -> None:
     ],
 )
 def test_a_payload_that_cannot_be_used_names_the_field(platform: str, payload: dict[str, Any], field: str) -> None:
-    with pytest.raises(PayloadError) as caught:
-        MAPPINGS[platform](payload, CTX)
-    assert field in [path for path, _ in caught.value.problems], caught.value.problems
+    assert_refused_naming(platform, payload, field)
 
 
 def test_native_event_keeps_its_id_and_cannot_name_another_account() -> None:
@@ -305,9 +310,7 @@ def test_a_time_no_calendar_holds_is_a_payload_error_naming_its_field(
 ) -> None:
     """An epoch far past year 9999 (a valid JSON integer) was a ValueError or OverflowError out of the
     mapping: a 500 with no log line, retried by the vendor for as long as it retries."""
-    with pytest.raises(PayloadError) as caught:
-        MAPPINGS[platform](_with(name, path, value), CTX)
-    assert field in [p for p, _ in caught.value.problems], caught.value.problems
+    assert_refused_naming(platform, _with(name, path, value), field)
 
 
 @pytest.mark.parametrize(
@@ -327,6 +330,4 @@ def test_an_agent_id_over_the_contracts_length_is_a_payload_error_naming_its_fie
     platform: str, name: str, path: tuple[str, ...], field: str
 ) -> None:
     """An id longer than the contract's 256 characters was a ValidationError out of the mapping (a 500)."""
-    with pytest.raises(PayloadError) as caught:
-        MAPPINGS[platform](_with(name, path, "a" * 300), CTX)
-    assert field in [p for p, _ in caught.value.problems], caught.value.problems
+    assert_refused_naming(platform, _with(name, path, "a" * 300), field)
