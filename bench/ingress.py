@@ -67,8 +67,9 @@ def bodies(run: str, n: int) -> list[bytes]:
     return [raw.replace(CALL_ID, f"bench-{run}-{i:06d}".encode()) for i in range(n)]
 
 
-async def bare(ctx: BenchContext, payloads: Sequence[bytes]) -> tuple[float, list[float]]:
-    """(records/s, latencies in s) of 32 send_and_wait workers publishing the mapped events."""
+async def bare(ctx: BenchContext, payloads: Sequence[bytes]) -> tuple[float, list[float], float]:
+    """(records/s, latencies in s, CPU seconds per record of this process while they ran) of 32
+    send_and_wait workers publishing the mapped events."""
     from datetime import UTC, datetime
 
     context = Context("acct-copperline", "Copperline", datetime.now(UTC), {}, publish_on=("call_analyzed",))
@@ -91,12 +92,12 @@ async def bare(ctx: BenchContext, payloads: Sequence[bytes]) -> tuple[float, lis
                 )
                 latencies.append(time.perf_counter() - started)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await p.stop()
-    return len(events) / elapsed, latencies
+    return len(events) / elapsed, latencies, cpu / len(events)
 
 
 def request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -183,12 +184,13 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     await through_ingress(url, bodies("warm", 200))  # connections, producer batches, imports
     await bare(ctx, bodies("warm-bare", 200))
 
-    bare_rates, ingress_rates, bare_p99s, ingress_p99s, cpu_ms = [], [], [], [], []
+    bare_rates, ingress_rates, bare_p99s, ingress_p99s, cpu_ms, bare_cpu_ms = [], [], [], [], [], []
     all_answers: dict[str, int] = {}
     for repeat in range(ctx.repeats):
         ctx.log(f"ingress bench repeat {repeat + 1}/{ctx.repeats}: {n} events each side")
-        rate, latencies = await bare(ctx, bodies(f"bare{repeat}", n))
+        rate, latencies, cpu = await bare(ctx, bodies(f"bare{repeat}", n))
         bare_rates.append(rate)
+        bare_cpu_ms.append(cpu * 1000)
         bare_p99s.append(percentile(latencies, 99))
         before, cpu_before = await ctx.count(CONVERSATION_ENDED), cpu_seconds(proc.pid)
         rate, p99, answers = await through_ingress(url, bodies(f"http{repeat}", n))
@@ -224,6 +226,11 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             ),
             info_line("answers", ", ".join(f"{k}: {v}" for k, v in sorted(all_answers.items()))),
             info_line("ingress CPU per accepted webhook", f"{median_of(cpu_ms):.2f} ms (one process, median of runs)"),
+            info_line(
+                "CPU per published record, medians of runs",
+                f"bare loop {median_of(bare_cpu_ms) * 1000:.0f} us, ingress {median_of(cpu_ms) * 1000:.0f} us, each "
+                "its own process's (the bare loop's rate is bound by its 32 round trips to the broker, not by its CPU)",
+            ),
         ],
         "charts": [
             {
@@ -244,6 +251,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
             "ingress_p99_s": ingress_p99s,
             "answers": all_answers,
             "ingress_cpu_ms_per_request": cpu_ms,
+            "bare_cpu_ms_per_record": bare_cpu_ms,
         },
         "notes": [
             "Same events, same producer settings (idempotent, acks=all, linger 1 ms), same headers; one "
