@@ -7,14 +7,18 @@ import orjson
 import pytest
 
 from bench.dispatcher import (
+    BARE_BACKLOG,
     BODY_BYTES,
     CONCURRENCY,
     SECRET,
     SECRET_ENV,
+    Backlog,
     CountingSink,
+    Sample,
     arrival_latencies,
     destinations_yaml,
     proc_cpu_seconds,
+    throughput_lines,
     webhook_body,
     window_rate,
 )
@@ -109,3 +113,28 @@ def test_counting_sink_keeps_the_scripted_answers() -> None:
     sink.script("/slow", then=Reply(delay=2.0))
     assert sink._route("POST", "/slow", signed("a1", b"{}"), b"{}").delay == 2.0
     assert sink._route("POST", "/fast", signed("a2", b"{}"), b"{}").delay == 0.0
+
+
+# ── the throughput lines ───────────────────────────────────────────────────────────────────────
+
+
+def test_the_backlog_line_is_judged_against_bare_runs_of_its_own_size() -> None:
+    """The backlog (2,000) against the bare loop's runs of 2,000, not its runs of N (runs of unequal
+    length: on the bench machine a run's first seconds are slower on both sides); the longer runs'
+    ratio stays in the summary as information."""
+    samples = {
+        "bare httpx": [Sample(900.0, 1100.0, 110.0), Sample(880.0, 1120.0, 110.0)],
+        "dispatcher in-process": [Sample(910.0, 1080.0, 110.0)],
+        "dispatcher via Kafka": [Sample(760.0, 1300.0, 110.0)],
+        BARE_BACKLOG: [Sample(740.0, 1330.0, 110.0), Sample(750.0, 1320.0, 110.0)],
+    }
+    bursts = [Backlog(2000, 2000, 640.0, 0), Backlog(2000, 2000, 620.0, 0)]
+    lines = {line["label"]: line for line in throughput_lines(10_000, samples, bursts)}
+    backlog = lines["dispatcher via Kafka, default settings, a backlog of 2,000 for one destination"]
+    assert backlog["baseline"] == 750.0 and backlog["baseline_samples"] == [740.0, 750.0]
+    assert backlog["ratio"] == pytest.approx(640 / 750) and backlog["passed"] is True
+    assert "bare httpx sending 2,000" in backlog["text"]
+    longer = lines["the backlog against the bare loop's longer runs"]
+    assert longer["text"].startswith(f"the backlog against the bare loop's longer runs: {640 / 900:.2f} of bare httpx")
+    via = lines["dispatcher via Kafka, 1 KB webhooks, 16 connections"]
+    assert via["baseline"] == 900.0
