@@ -117,17 +117,21 @@ def write_requests(folder: Path, payloads: Sequence[bytes]) -> tuple[Path, Path]
     return data, lengths
 
 
-async def through_ingress(url: str, payloads: Sequence[bytes]) -> tuple[float, float, dict[str, int]]:
+async def through_ingress(
+    url: str, payloads: Sequence[bytes], limit_seconds: int = 120
+) -> tuple[float, float, dict[str, int]]:
     """(accepted requests/s, p99 latency in s, answers by status) of wrk's 32 keep-alive connections,
     each payload sent once. The rate's clock runs from wrk's start (before it connects) to the last
-    answer; bench/ingress_client.lua says when every request is answered, and wrk is then stopped."""
+    answer; bench/ingress_client.lua says when every request is answered, and wrk is then stopped. A
+    request left unanswered (a connection dropped, a 30 s timeout) ends the run after `limit_seconds`
+    with an error naming how many were answered."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed: run scripts/ensure-tools.sh (make tools)")
     with tempfile.TemporaryDirectory() as tmp:
         data, lengths = write_requests(Path(tmp), payloads)
         proc = await asyncio.create_subprocess_exec(
-            *(wrk, "-t1", f"-c{CONCURRENCY}", "-d600s", "--timeout", "30s", "-s", str(LUA), f"{url}/"),
+            *(wrk, "-t1", f"-c{CONCURRENCY}", f"-d{limit_seconds}s", "--timeout", "30s", "-s", str(LUA), f"{url}/"),
             *("--", str(data), str(lengths)),
             stdout=asyncio.subprocess.PIPE,
         )
@@ -144,6 +148,11 @@ async def through_ingress(url: str, payloads: Sequence[bytes]) -> tuple[float, f
         raise RuntimeError(f"wrk printed no result: {''.join(lines)[-2000:]}")
     result = json.loads(found[0])
     answers = {str(status): count for status, count in result["statuses"].items()}
+    if "answered\n" not in lines:
+        raise RuntimeError(
+            f"wrk: {sum(answers.values())} of {len(payloads)} requests answered in {limit_seconds} s "
+            f"(by status: {answers})"
+        )
     return answers.get("200", 0) / (result["elapsed_us"] / 1e6), result["p99_us"] / 1e6, answers
 
 
