@@ -283,51 +283,36 @@ def _with(name: str, path: tuple[str, ...], value: Any) -> dict[str, Any]:
     return payload
 
 
-@pytest.mark.parametrize("value", [10**15, 2**63, 2**64 + 1])
-@pytest.mark.parametrize(
-    ("platform", "name", "path", "field"),
-    [
-        ("retell", "retell/phone-voicemail-analyzed.json", ("call", "start_timestamp"), "call.start_timestamp"),
-        ("retell", "retell/phone-voicemail-analyzed.json", ("call", "end_timestamp"), "call.end_timestamp"),
-        (
-            "elevenlabs",
-            "elevenlabs/web-with-analysis.json",
-            ("data", "metadata", "start_time_unix_secs"),
-            "data.metadata.start_time_unix_secs",
-        ),
-        ("elevenlabs", "elevenlabs/web-with-analysis.json", ("event_timestamp",), "event_timestamp"),
-        (
-            "elevenlabs",
-            "elevenlabs/web-with-analysis.json",
-            ("data", "metadata", "call_duration_secs"),
-            "data.metadata.call_duration_secs",
-        ),
-        ("vapi", "vapi/phone-inbound-with-analysis.json", ("message", "timestamp"), "message.timestamp"),
-    ],
+RETELL, VAPI, ELEVENLABS = (
+    "retell/phone-voicemail-analyzed.json",
+    "vapi/phone-inbound-with-analysis.json",
+    "elevenlabs/web-with-analysis.json",
 )
-def test_a_time_no_calendar_holds_is_a_payload_error_naming_its_field(
-    platform: str, name: str, path: tuple[str, ...], field: str, value: int
-) -> None:
-    """An epoch far past year 9999 (a valid JSON integer) was a ValueError or OverflowError out of the
-    mapping: a 500 with no log line, retried by the vendor for as long as it retries."""
-    assert_refused_naming(platform, _with(name, path, value), field)
+# where a time is read (an epoch far past year 9999, a valid JSON integer, was a ValueError or
+# OverflowError out of the mapping: a 500 with no log line, retried by the vendor for as long as it
+# retries) and where an agent id is read (one over the contract's 256 characters was a ValidationError
+# out of the mapping, a 500)
+TIMES = [
+    ("retell", RETELL, ("call", "start_timestamp")),
+    ("retell", RETELL, ("call", "end_timestamp")),
+    ("elevenlabs", ELEVENLABS, ("data", "metadata", "start_time_unix_secs")),
+    ("elevenlabs", ELEVENLABS, ("event_timestamp",)),
+    ("elevenlabs", ELEVENLABS, ("data", "metadata", "call_duration_secs")),
+    ("vapi", VAPI, ("message", "timestamp")),
+]
+AGENT_IDS = [
+    ("retell", RETELL, ("call", "agent_id")),
+    ("vapi", VAPI, ("message", "call", "assistantId")),
+    ("elevenlabs", ELEVENLABS, ("data", "agent_id")),
+]
 
 
 @pytest.mark.parametrize(
-    ("platform", "name", "path", "field"),
-    [
-        ("retell", "retell/phone-voicemail-analyzed.json", ("call", "agent_id"), "call.agent_id"),
-        (
-            "vapi",
-            "vapi/phone-inbound-with-analysis.json",
-            ("message", "call", "assistantId"),
-            "message.call.assistantId",
-        ),
-        ("elevenlabs", "elevenlabs/web-with-analysis.json", ("data", "agent_id"), "data.agent_id"),
-    ],
+    ("platform", "name", "path", "value"),
+    [(*where, value) for where in TIMES for value in (10**15, 2**63, 2**64 + 1)]
+    + [(*where, "a" * 300) for where in AGENT_IDS],
 )
-def test_an_agent_id_over_the_contracts_length_is_a_payload_error_naming_its_field(
-    platform: str, name: str, path: tuple[str, ...], field: str
+def test_a_value_the_contract_cannot_hold_is_a_payload_error_naming_its_field(
+    platform: str, name: str, path: tuple[str, ...], value: Any
 ) -> None:
-    """An id longer than the contract's 256 characters was a ValidationError out of the mapping (a 500)."""
-    assert_refused_naming(platform, _with(name, path, "a" * 300), field)
+    assert_refused_naming(platform, _with(name, path, value), ".".join(path))
