@@ -1,8 +1,12 @@
 -- wrk script for bench/ingress.py: sends each pre-signed request of a file once over wrk's keep-alive
--- connections, counts the answers by status, and when every request is answered prints "answered" and
--- stops its thread (wrk's main thread then waits for a SIGINT from bench/ingress.py). done() prints one
--- JSON line: statuses, the time from the end of init() to the last answer, and wrk's latency percentiles.
+-- connections, counts the answers by status, and when every request of its share is answered a thread
+-- prints "answered" and stops (wrk's main thread then waits for a SIGINT from bench/ingress.py). done()
+-- prints one JSON line: statuses, the time from the first thread's end of init() to the last answer,
+-- and wrk's latency percentiles over every thread.
 -- args: <requests file> <lengths file>
+-- WRK_PORTS (environment, optional): one port per wrk thread (-t), all on 127.0.0.1: thread i sends
+-- every i-th request of the file to its own port over its share of the connections (replicas behind a
+-- Service, each connection to one of them), and prints "answered" when its share is answered.
 local ffi = require("ffi")
 ffi.cdef[[
   typedef struct { long tv_sec; long tv_nsec; } timespec_t;
@@ -16,19 +20,27 @@ end
 
 local requests, next_index, answered, total = {}, 1, 0, 0
 statuses, started_us, finished_us = {}, 0, 0
+part, parts = 0, 1  -- which share of the file this thread sends (set by setup() in the thread's state)
 local threads = {}
 
 function setup(thread)
   threads[#threads + 1] = thread
+  local ports = {}
+  for port in string.gmatch(os.getenv("WRK_PORTS") or "", "%d+") do ports[#ports + 1] = port end
+  if #ports > 0 then
+    thread.addr = wrk.lookup("127.0.0.1", ports[(#threads - 1) % #ports + 1])[1]
+    thread:set("part", #threads - 1)
+    thread:set("parts", #ports)
+  end
 end
 
 function init(args)
   local data = assert(io.open(args[1], "rb")):read("*a")
-  local offset = 1
+  local offset, index = 1, 0
   for length in assert(io.open(args[2], "r")):lines() do
     local n = tonumber(length)
-    requests[#requests + 1] = data:sub(offset, offset + n - 1)
-    offset = offset + n
+    if index % parts == part then requests[#requests + 1] = data:sub(offset, offset + n - 1) end
+    offset, index = offset + n, index + 1
   end
   total = #requests
   started_us = now_us()
@@ -64,13 +76,16 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local parts, started, finished = {}, math.huge, 0
+  local counts, parts, started, finished = {}, {}, math.huge, 0
   for _, thread in ipairs(threads) do
     for status, count in pairs(thread:get("statuses")) do
-      parts[#parts + 1] = string.format('"%d": %d', status, count)
+      counts[status] = (counts[status] or 0) + count
     end
     started = math.min(started, thread:get("started_us"))
     finished = math.max(finished, thread:get("finished_us"))
+  end
+  for status, count in pairs(counts) do
+    parts[#parts + 1] = string.format('"%d": %d', status, count)
   end
   io.write(string.format('{"statuses": {%s}, "elapsed_us": %d, "p50_us": %d, "p99_us": %d}\n',
     table.concat(parts, ", "), finished - started, latency:percentile(50), latency:percentile(99)))
