@@ -105,6 +105,18 @@ def _short(value: float) -> str:
 # ── markdown ──────────────────────────────────────────────────────────────────────────────────
 
 
+def _probe_lines(run: dict[str, Any]) -> list[str]:
+    """The host speed probe (bench.run.host_probe) at the run's start and end, when it has them."""
+    found = [(when, run[key]) for when, key in (("start", "probe_start"), ("end", "probe_end")) if key in run]
+    if not found:
+        return []
+    parts = [f"{when} {probe['python_us']:,.0f} / {probe['pydantic_us']:,.0f} µs" for when, probe in found]
+    return [
+        "Host speed probe (the same Python / pydantic work in every run, lower is faster; compare runs by it,",
+        f"not by the load average): {'; '.join(parts)}.",
+    ]
+
+
 def markdown(merged: dict[str, Any]) -> str:
     host = merged.get("host", {})
     out = [
@@ -114,6 +126,7 @@ def markdown(merged: dict[str, Any]) -> str:
         f"{' (--quick)' if merged.get('quick') else ''}.",
         f"Host: {host.get('cpus', '?')} CPUs, Python {host.get('python', '?')}, aiokafka {host.get('aiokafka', '?')},"
         f" Kafka {host.get('kafka', '?')} (one local broker), load average at start {host.get('loadavg', '?')}.",
+        *_probe_lines(merged),
         "",
         "Every number below comes from one small, shared machine that also runs the broker, so absolute",
         "figures are noisy; read the ratios, which compare against a baseline measured in the same run.",

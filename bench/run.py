@@ -107,6 +107,40 @@ def host_info() -> dict[str, Any]:
     }
 
 
+PROBE_ROUNDS = 5
+
+
+def host_probe() -> dict[str, float]:
+    """A fixed CPU workload timed in this process, best of PROBE_ROUNDS, in microseconds: the same work
+    in every run, so runs can be compared by it (this shared 2-core machine has taken up to twice the
+    CPU for the same work from one hour to the next, which no load average shows). `python`: building,
+    joining and hashing small strings and dicts, as the services' handlers do; `pydantic`: validating the
+    router bench's ~5 KB ConversationExtracted from JSON."""
+    from bench.router import record
+    from schemas.events import ConversationExtracted
+
+    raw = record(1)
+
+    def python_work() -> None:
+        rows = [{"id": f"conv-{i:05d}", "text": "word " * (i % 7)} for i in range(2000)]
+        hash(tuple(sorted((row["id"], len(row["text"])) for row in rows)))
+        "/".join(f"{row['id']}:{row['text'][:4]}" for row in rows)
+
+    def pydantic_work() -> None:
+        for _ in range(50):
+            ConversationExtracted.model_validate_json(raw)
+
+    probe = {}
+    for name, work in (("python", python_work), ("pydantic", pydantic_work)):
+        times = []
+        for _ in range(PROBE_ROUNDS):
+            started = time.process_time()
+            work()
+            times.append(time.process_time() - started)
+        probe[f"{name}_us"] = round(min(times) * 1e6, 1)
+    return probe
+
+
 async def run_all(selected: list[tuple[str, str, str]], ctx: BenchContext, run: dict[str, Any]) -> None:
     for name, module_name, title in selected:
         print(f"── {name}: {title}", flush=True)
@@ -154,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "quick": args.quick,
         "host": host_info(),
+        "probe_start": host_probe(),
         "benchmarks": {},
     }
     print(f"broker at {cluster.bootstrap_servers}; results in {args.results_dir}", flush=True)
@@ -170,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
     run["finished_at"] = now_iso()
+    run["probe_end"] = host_probe()
     report.write(run, args.results_dir)
     print(f"report: {args.results_dir / 'REPORT.md'}", flush=True)
     return 1 if any(r["status"] == "error" for r in run["benchmarks"].values()) else 0

@@ -129,3 +129,15 @@ def test_only_selects_known_benchmarks_and_rejects_unknown_names() -> None:
     assert len(select("")) == len(BENCHMARKS)
     with pytest.raises(SystemExit, match="unknown benchmark"):
         select("runtime,nope")
+
+
+def test_the_host_speed_probe_of_the_runs_start_and_end_is_in_the_report(tmp_path: Path) -> None:
+    from bench.run import host_probe
+
+    probe = host_probe()
+    assert set(probe) == {"python_us", "pydantic_us"} and all(v > 0 for v in probe.values())
+    run = {**synthetic_run(), "probe_start": {"python_us": 1650.0, "pydantic_us": 2210.4}}
+    assert "start 1,650 / 2,210 µs." in report.markdown(run)
+    run["probe_end"] = {"python_us": 2480.2, "pydantic_us": 3300.0}
+    assert "start 1,650 / 2,210 µs; end 2,480 / 3,300 µs." in report.markdown(run)
+    assert "Host speed probe" not in report.markdown(synthetic_run())  # runs from before it
