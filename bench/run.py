@@ -112,8 +112,8 @@ PROBE_ROUNDS = 5
 
 def host_probe() -> dict[str, float]:
     """A fixed CPU workload timed in this process, best of PROBE_ROUNDS, in microseconds: the same work
-    in every run, so runs can be compared by it (this shared 2-core machine has taken up to twice the
-    CPU for the same work from one hour to the next, which no load average shows). `python`: building,
+    in every run, so runs can be compared by it (this shared 2-core machine has taken up to 2.7x the
+    CPU for the same work within an hour, which no load average shows). `python`: building,
     joining and hashing small strings and dicts, as the services' handlers do; `pydantic`: validating the
     router bench's ~5 KB ConversationExtracted from JSON."""
     from bench.router import record
