@@ -243,7 +243,7 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     median_p99 = {shape: median_of(values) for shape, values in p99s.items()}
     judged = []
     for shape, name in (("one", "one process"), ("deployed", f"{REPLICAS} replicas (the deployment's minimum)")):
-        factor = median_p99[shape] / median_p99["bare"]
+        factor = median_p99[shape] / median_p99["bare"] if median_p99["bare"] else float("inf")
         judged += [
             ratio_line(
                 f"ingress accepted webhooks, {name}",
