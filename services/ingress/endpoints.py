@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from services.common.config import (
     ConfigError,
@@ -44,6 +44,7 @@ from services.ingress.signatures import (
     TokenVerifier,
     VapiHmacVerifier,
     Verifier,
+    vapi_format,
 )
 
 PLATFORMS = ("vapi", "retell", "elevenlabs", "native")
@@ -78,32 +79,76 @@ class EndpointBase(Strict):
 
 
 class VapiHmac(Strict):
-    """Vapi's HmacAuthenticationPlan, with Vapi's defaults."""
+    """Vapi's HmacAuthenticationPlan, with Vapi's defaults (its camelCase names in snake_case)."""
 
     algorithm: Literal["sha256", "sha512", "sha1"] = "sha256"
     signature_header: str = "x-signature"
     timestamp_header: str = "x-timestamp"
-    payload_format: str = Field("{timestamp}.{body}", description="Placeholders: {timestamp}, {body}.")
+    include_timestamp: bool = Field(True, description="false: Vapi signs without a timestamp (no replay protection).")
+    payload_format: str | None = Field(
+        None,
+        description="Placeholders: {body}, {timestamp}, {method}, {url}, {svix-id}. "
+        "Default `{timestamp}.{body}`, or `{body}` when include_timestamp is false.",
+    )
+    message_id_header: str | None = Field(None, description="The header that carries {svix-id} (messageIdHeader).")
+    url: str | None = Field(
+        None, description="For {url}: the server URL exactly as set in Vapi (a proxy may rewrite the one we see)."
+    )
     encoding: Literal["hex", "base64"] = "hex"
-    prefix: str = Field("", description="Signature prefix, e.g. `sha256=`.")
+    prefix: str = Field("", description="Signature prefix, e.g. `sha256=` (signaturePrefix).")
+    secret_is_base64: bool = Field(False, description="The secret is base64: its decoded bytes are the key.")
+
+    @property
+    def signed_format(self) -> str:
+        if self.payload_format is not None:
+            return self.payload_format
+        return "{timestamp}.{body}" if self.include_timestamp else "{body}"
 
     @field_validator("payload_format")
     @classmethod
-    def _placeholders(cls, value: str) -> str:
-        unknown = sorted(set(_PLACEHOLDER.findall(value)) - {"timestamp", "body"})
-        if unknown:
-            raise ValueError(f"unsupported placeholder {{{unknown[0]}}} (supported: {{timestamp}}, {{body}})")
-        if value.count("{body}") != 1:
-            raise ValueError("payload_format must contain {body} exactly once")
+    def _placeholders(cls, value: str | None) -> str | None:
+        if value is not None:
+            vapi_format(value)  # ValueError: an unknown placeholder, or not exactly one {body}
         return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("url must be the http(s) URL set as the server URL in Vapi")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VapiHmac:
+        uses = set(_PLACEHOLDER.findall(self.signed_format))
+        if "timestamp" in uses and not self.include_timestamp:
+            raise ValueError("payload_format uses {timestamp} but include_timestamp is false")
+        if "url" in uses and self.url is None:
+            raise ValueError("payload_format uses {url}: set url (the server URL as set in Vapi)")
+        if "svix-id" in uses and self.message_id_header is None:
+            raise ValueError("payload_format uses {svix-id}: set message_id_header")
+        return self
+
+    def verifier(self, secrets: list[str], tolerance_seconds: float) -> VapiHmacVerifier:
+        fields = self.model_dump(exclude={"include_timestamp", "payload_format"})
+        return VapiHmacVerifier(secrets, tolerance_seconds, payload_format=self.signed_format, **fields)
+
+
+class VapiBearer(Strict):
+    """Vapi's Bearer Token credential: the header it is sent in, with or without `Bearer `."""
+
+    header: str = "authorization"
+    bearer_prefix: bool = Field(True, description="false: the header holds the token alone.")
 
 
 class VapiEndpoint(EndpointBase):
     platform: Literal["vapi"]
     auth: Literal["hmac", "bearer", "x-vapi-secret"] = Field(
-        "hmac", description="hmac: a Vapi HMAC credential; bearer: `Authorization: Bearer`; x-vapi-secret: legacy."
+        "hmac",
+        description="hmac: a Vapi HMAC credential; bearer: a Bearer Token credential; x-vapi-secret: legacy.",
     )
     hmac: VapiHmac = VapiHmac()
+    bearer: VapiBearer = VapiBearer()
     tolerance_seconds: float = Field(300.0, gt=0, description="Largest age of a signed timestamp.")
 
 
@@ -177,10 +222,10 @@ class Endpoint:
 def verifier(config: AnyEndpoint, secrets: list[str]) -> Verifier:
     if isinstance(config, VapiEndpoint):
         if config.auth == "bearer":
-            return TokenVerifier(secrets)
+            return TokenVerifier(secrets, config.bearer.header.lower(), "Bearer" if config.bearer.bearer_prefix else "")
         if config.auth == "x-vapi-secret":
             return TokenVerifier(secrets, header="x-vapi-secret", scheme="")
-        return VapiHmacVerifier(secrets, config.tolerance_seconds, **config.hmac.model_dump())
+        return config.hmac.verifier(secrets, config.tolerance_seconds)
     if isinstance(config, RetellEndpoint):
         return RetellVerifier(secrets, config.tolerance_seconds)
     if isinstance(config, ElevenLabsEndpoint):

@@ -7,8 +7,8 @@ names what is wrong and never a secret or an expected signature.
 
 | Scheme | Header | Signed bytes |
 |---|---|---|
-| Vapi HMAC credential | `x-signature` (+ `x-timestamp`) | `payload_format`, default `{timestamp}.{body}` |
-| Vapi bearer / legacy | `Authorization: Bearer <token>` / `X-Vapi-Secret: <token>` | nothing (a shared token) |
+| Vapi HMAC credential | `x-signature` (+ `x-timestamp`, message id) | `payload_format`, default `{timestamp}.{body}` |
+| Vapi bearer / legacy | `Authorization: Bearer <token>` (or its own header) / `X-Vapi-Secret` | nothing (a token) |
 | Retell | `x-retell-signature: v=<ms>,d=<hex>` | body + timestamp |
 | ElevenLabs | `ElevenLabs-Signature: t=<s>,v0=<hex>` | `t.` + body |
 | Standard Webhooks | `webhook-id`, `-timestamp`, `-signature` | `id.timestamp.` + body (`standardwebhooks`) |
@@ -141,11 +141,47 @@ def elevenlabs_signature(body: bytes, secret: str, timestamp: int) -> str:
     return f"t={timestamp},v0={_hmac(secret, str(timestamp).encode() + b'.' + body).hex()}"
 
 
+VAPI_PLACEHOLDERS = ("timestamp", "body", "method", "url", "svix-id")  # HmacAuthenticationPlan.payloadFormat
+_VAPI_PART = re.compile(r"(\{[^{}]*\})")
+
+
+def vapi_format(payload_format: str) -> tuple[tuple[bool, bytes], ...]:
+    """The format's parts: (True, placeholder name) or (False, literal bytes). ValueError names an
+    unknown placeholder, or a format without exactly one {body}."""
+    parts = tuple(
+        (True, text[1:-1].encode()) if _VAPI_PART.fullmatch(text) else (False, text.encode())
+        for text in _VAPI_PART.split(payload_format)
+        if text
+    )
+    unknown = sorted({name.decode() for is_name, name in parts if is_name} - set(VAPI_PLACEHOLDERS))
+    if unknown:
+        supported = ", ".join(f"{{{n}}}" for n in VAPI_PLACEHOLDERS)
+        raise ValueError(f"unsupported placeholder {{{unknown[0]}}} (supported: {supported})")
+    if sum(part == (True, b"body") for part in parts) != 1:
+        raise ValueError("payload_format must contain {body} exactly once")
+    return parts
+
+
+def vapi_key(secret: str, secret_is_base64: bool) -> bytes:
+    """The HMAC key: the secret's UTF-8 bytes, or the bytes it encodes in base64 (`secretIsBase64`).
+    ValueError (never echoing the secret) when it is not base64."""
+    if not secret_is_base64:
+        return secret.encode()
+    text = secret.strip()
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError("secret_is_base64 is set but a secret is not base64") from None
+
+
 @dataclass(frozen=True)
 class VapiHmacVerifier:
     """A Vapi HMAC credential (`HmacAuthenticationPlan`): the header names, payload format, algorithm,
-    encoding and prefix are the credential's, with Vapi's defaults. The timestamp may be in seconds or
-    milliseconds (Vapi does not document which); without `{timestamp}` in the format there is no
+    encoding, prefix and secret encoding are the credential's, with Vapi's defaults. The signed bytes
+    are the payload format with its placeholders filled: {body} the raw body, {timestamp} the timestamp
+    header, {method} `POST`, {url} the server URL as configured in Vapi (`url`; the URL this process
+    sees may be rewritten by proxies), {svix-id} the message id header. The timestamp may be in seconds
+    or milliseconds (Vapi does not document which); without {timestamp} in the format there is no
     replay protection, which the endpoints file says."""
 
     secrets: Sequence[str]
@@ -156,21 +192,45 @@ class VapiHmacVerifier:
     payload_format: str = "{timestamp}.{body}"
     encoding: Literal["hex", "base64"] = "hex"
     prefix: str = ""
+    url: str | None = None
+    message_id_header: str | None = None
+    secret_is_base64: bool = False
+
+    def __post_init__(self) -> None:
+        names = {name for is_name, name in self._parts if is_name}
+        if b"url" in names and not self.url:
+            raise ValueError("payload_format uses {url}: set url (the server URL as configured in Vapi)")
+        if b"svix-id" in names and not self.message_id_header:
+            raise ValueError("payload_format uses {svix-id}: set message_id_header")
+        _ = self._keys  # a secret that is not base64 (secret_is_base64) fails here, at start
+
+    @cached_property
+    def _parts(self) -> tuple[tuple[bool, bytes], ...]:
+        return vapi_format(self.payload_format)
+
+    @cached_property
+    def _keys(self) -> tuple[bytes, ...]:
+        return tuple(vapi_key(s, self.secret_is_base64) for s in self.secrets)
 
     def verify(self, body: bytes, headers: Headers, now: float) -> None:
         given = self._given(_header(headers, self.signature_header))
-        message = self.payload_format.encode()
-        if b"{timestamp}" in message:
-            stamp = _header(headers, self.timestamp_header).strip()
-            if not _digits(stamp, 16):
-                raise Refused(f"{self.timestamp_header} is not a Unix timestamp")
-            seconds = int(stamp) / 1000 if len(stamp) > 11 else int(stamp)
-            _fresh(seconds, now, self.tolerance_seconds, self.timestamp_header)
-            message = message.replace(b"{timestamp}", stamp.encode())
-        head, _, tail = message.partition(b"{body}")
-        signed = head + body + tail
-        if not _any_matches([_hmac(s, signed, self.algorithm) for s in self.secrets], given):
+        values = {b"body": body, b"method": b"POST", b"url": (self.url or "").encode()}
+        for is_name, name in self._parts:
+            if is_name and name == b"timestamp":
+                stamp = _header(headers, self.timestamp_header).strip()
+                if not _digits(stamp, 16):
+                    raise Refused(f"{self.timestamp_header} is not a Unix timestamp")
+                seconds = int(stamp) / 1000 if len(stamp) > 11 else int(stamp)
+                _fresh(seconds, now, self.tolerance_seconds, self.timestamp_header)
+                values[name] = stamp.encode()
+            elif is_name and name == b"svix-id":
+                values[name] = _header(headers, self.message_id_header or "").strip().encode()
+        signed = self._signed(values)
+        if not _any_matches([hmac.new(k, signed, _HASHES[self.algorithm]).digest() for k in self._keys], given):
             raise Refused(f"{self.signature_header} does not match the body")
+
+    def _signed(self, values: Mapping[bytes, bytes]) -> bytes:
+        return b"".join(values[text] if is_name else text for is_name, text in self._parts)
 
     def _given(self, value: str) -> bytes:
         value = value.strip()
@@ -181,12 +241,23 @@ class VapiHmacVerifier:
         except (ValueError, binascii.Error):
             raise Refused(f"{self.signature_header} is not {self.encoding}") from None
 
-    def sign(self, body: bytes, secret: str, timestamp: int) -> dict[str, str]:
+    def sign(self, body: bytes, secret: str, timestamp: int, message_id: str = "msg_demo") -> dict[str, str]:
         """The headers Vapi would send (tests, `make demo`)."""
-        head, _, tail = self.payload_format.replace("{timestamp}", str(timestamp)).encode().partition(b"{body}")
-        digest = _hmac(secret, head + body + tail, self.algorithm)
-        value = digest.hex() if self.encoding == "hex" else base64.b64encode(digest).decode()
-        return {self.signature_header: self.prefix + value, self.timestamp_header: str(timestamp)}
+        values = {
+            b"body": body,
+            b"method": b"POST",
+            b"url": (self.url or "").encode(),
+            b"timestamp": str(timestamp).encode(),
+            b"svix-id": message_id.encode(),
+        }
+        digest = hmac.new(vapi_key(secret, self.secret_is_base64), self._signed(values), _HASHES[self.algorithm])
+        value = digest.hexdigest() if self.encoding == "hex" else base64.b64encode(digest.digest()).decode()
+        headers = {self.signature_header: self.prefix + value}
+        if (True, b"timestamp") in self._parts:
+            headers[self.timestamp_header] = str(timestamp)
+        if (True, b"svix-id") in self._parts and self.message_id_header:
+            headers[self.message_id_header] = message_id
+        return headers
 
 
 @dataclass(frozen=True)

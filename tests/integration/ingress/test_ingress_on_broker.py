@@ -9,7 +9,11 @@ The end-to-end path on to the three services and the demo sink, for each vendor,
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,3 +217,54 @@ def test_kafka_down_is_503_then_accepted_after_recovery_and_published_once(tmp_p
             ingress.proc.term(timeout=30)
         cluster.stop_node(cluster.nodes[0], kill=True)  # a throwaway broker: no controlled shutdown to wait for
         cluster.stop()
+
+
+VAPI_CALL_ID = b"8c2f4a1e-3b7d-4f0e-9a61-5d2c7e9b1a04"  # in vapi/phone-inbound-with-analysis.json
+VAPI_CREDENTIALS = """\
+endpoints:
+  - name: svix
+    platform: vapi
+    account: {id: acct-svix}
+    secrets: [{secret_env: VAPI_B64_SECRET}]
+    hmac: {algorithm: sha512, payload_format: "{svix-id}.{timestamp}.{method}.{url}.{body}", encoding: base64,
+           message_id_header: webhook-id, url: "https://hooks.example.com/webhooks/vapi/svix", prefix: "v1,",
+           secret_is_base64: true}
+  - name: token
+    platform: vapi
+    account: {id: acct-token}
+    auth: bearer
+    bearer: {header: X-Api-Key, bearer_prefix: false}
+    secrets: [{secret_env: VAPI_TOKEN}]
+"""
+
+
+def test_vapi_credentials_other_than_the_default_are_verified_over_http(kafka: KafkaSettings, tmp_path: Path) -> None:
+    """An HMAC credential with every payloadFormat placeholder, a base64 secret, sha512 and base64
+    signatures; a Bearer credential in its own header without `Bearer `. Signed here by hand."""
+    key = b"\x00vapi-key\xfe"
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text(VAPI_CREDENTIALS)
+    env = {"VAPI_B64_SECRET": base64.b64encode(key).decode(), "VAPI_TOKEN": "t0ken-9"}
+    ingress = start_ingress(kafka.bootstrap_servers, tmp_path, POSTCALL_INGRESS__ENDPOINTS_FILE=str(endpoints), **env)
+    try:
+        ingress.wait("/readyz", 200)
+        call_id = uuid.uuid4().hex.encode()  # a call of its own: published once by this ingress
+        body = example("vapi/phone-inbound-with-analysis.json").replace(VAPI_CALL_ID, call_id)
+        stamp, url = str(int(time.time() * 1000)), b"https://hooks.example.com/webhooks/vapi/svix"
+        signed = b".".join([b"msg_2xYz", stamp.encode(), b"POST", url, body])
+        mac = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha512).digest()).decode()
+        headers = {"x-signature": mac, "x-timestamp": stamp, "webhook-id": "msg_2xYz"}
+        svix, token = f"{ingress.url}/webhooks/vapi/svix", f"{ingress.url}/webhooks/vapi/token"
+        answer = httpx.post(svix, content=body, headers=headers, timeout=30)
+        assert answer.status_code == 200 and answer.json()["status"] in ("published", "duplicate"), answer.text
+        (record,) = records_of(kafka, answer.json()["event_id"])
+        assert record.headers["ce_source"] == "/vapi/acct-svix"
+        refused = httpx.post(svix, content=body, headers={**headers, "webhook-id": "msg_other"}, timeout=30)
+        assert refused.status_code == 401 and "does not match" in refused.json()["message"]
+
+        assert httpx.post(token, content=body, headers={"x-api-key": "t0ken-9"}, timeout=30).status_code == 200
+        wrong = httpx.post(token, content=body, headers={"x-api-key": "Bearer t0ken-9"}, timeout=30)
+        assert wrong.status_code == 401, wrong.text
+        assert env["VAPI_B64_SECRET"] not in ingress.proc.output() and "t0ken-9" not in ingress.proc.output()
+    finally:
+        ingress.proc.term(timeout=30)

@@ -89,7 +89,16 @@ def test_a_requests_mapping_context_is_the_one_init_builds_from_the_endpoint() -
             r"endpoints.yaml:2: endpoints\[0\]\.account: missing required field 'account'",
         ),
         (GOOD.replace("name: legacy", "name: acme"), "endpoints.yaml:10: .*vapi/acme is defined twice"),
-        (GOOD + "    hmac: {payload_format: '{url}.{body}'}\n", r"unsupported placeholder \{url\}"),
+        (GOOD + "    hmac: {payload_format: '{path}.{body}'}\n", r"endpoints.yaml:15: .*unsupported placeholder"),
+        (GOOD + "    hmac: {payload_format: '{url}.{body}'}\n", r"endpoints.yaml:15: .*uses \{url\}: set url"),
+        (GOOD + "    hmac: {payload_format: '{svix-id}.{body}'}\n", r"uses \{svix-id\}: set message_id_header"),
+        (GOOD + "    hmac: {payload_format: '{body}{body}'}\n", r"\{body\} exactly once"),
+        (GOOD + "    hmac: {include_timestamp: false, payload_format: '{timestamp}{body}'}\n", "include_timestamp is"),
+        (GOOD + "    hmac: {url: 'ftp://x', payload_format: '{url}{body}'}\n", "url must be the http"),
+        (
+            GOOD.replace("VAPI_SECRET_OLD}]\n", "VAPI_SECRET_OLD}]\n    hmac: {secret_is_base64: true}\n"),
+            r"endpoints.yaml:5: endpoints\[0\]\.secrets: .*not base64",
+        ),
         (GOOD + "    tolerance: 5\n", "unknown field 'tolerance'"),
         ("endpoints:\n  - &a {name: x}\n", "endpoints.yaml:2: YAML: anchors"),
         ("- just a list\n", "expected a mapping with `endpoints:`"),
@@ -103,6 +112,45 @@ def test_a_bad_file_is_refused_with_file_line_and_problem(text: str, expected: s
     with pytest.raises(ConfigError, match=expected) as caught:
         parse(text, ENV, "endpoints.yaml")
     assert not any(value in str(caught.value) for value in ENV.values())
+
+
+VAPI_OPTIONS = """\
+endpoints:
+  - name: svix
+    platform: vapi
+    account: {id: acme}
+    secrets: [{secret_env: B64}]
+    hmac: {algorithm: sha1, payload_format: "{svix-id}.{method}.{url}.{body}", message_id_header: X-Msg-Id,
+           url: "https://hooks.example.com/v", secret_is_base64: true, encoding: base64}
+  - name: untimed
+    platform: vapi
+    account: {id: acme}
+    secrets: [{secret_env: TEXT}]
+    hmac: {include_timestamp: false}
+  - name: token
+    platform: vapi
+    auth: bearer
+    bearer: {header: X-Api-Key, bearer_prefix: false}
+    account: {id: acme}
+    secrets: [{secret_env: TEXT}]
+"""
+
+
+def test_the_files_vapi_credential_options_reach_the_verifier() -> None:
+    """Each HmacAuthenticationPlan / Bearer option in the file, checked on a request signed by hand."""
+    import base64
+    import hashlib
+    import hmac
+
+    body, key = b'{"message": {}}', b"\x01\x02key"
+    found = parse(VAPI_OPTIONS, {"B64": base64.b64encode(key).decode(), "TEXT": "plain"}, "endpoints.yaml")
+    svix, untimed, token = (found[("vapi", n)].verifier for n in ("svix", "untimed", "token"))
+    signed = b"m-1.POST.https://hooks.example.com/v." + body
+    mac = base64.b64encode(hmac.new(key, signed, hashlib.sha1).digest()).decode()
+    svix.verify(body, {"x-signature": mac, "x-msg-id": "m-1"}, 0.0)
+    untimed.verify(body, {"x-signature": hmac.new(b"plain", body, hashlib.sha256).hexdigest()}, 0.0)
+    token.verify(body, {"x-api-key": "plain"}, 0.0)
+    assert isinstance(token, TokenVerifier) and token.scheme == ""
 
 
 def test_secrets_come_from_mounted_files_and_a_missing_file_is_named_never_its_content(tmp_path: Path) -> None:

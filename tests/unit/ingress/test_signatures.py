@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -204,6 +205,43 @@ def test_vapi_refusals() -> None:
     assert "missing x-timestamp" in _refused(verifier, BODY, {"x-signature": good["x-signature"]})
     assert "not hex" in _refused(verifier, BODY, {**good, "x-signature": "zz-not-hex"})
     assert "not a Unix timestamp" in _refused(verifier, BODY, {**good, "x-timestamp": "yesterday"})
+
+
+VAPI_URL = "https://hooks.example.com/webhooks/vapi/acme"
+B64_SECRET = base64.b64encode(b"\x00binary-key\xff").decode()  # secretIsBase64: the key is the decoded bytes
+
+
+def test_vapi_every_placeholder_method_url_svix_id_and_a_base64_secret() -> None:
+    """Vapi's payloadFormat placeholders, filled as its docs name them; the expected signature is built
+    here by hand (hmac + base64), not by our signer."""
+    verifier = VapiHmacVerifier(
+        [B64_SECRET], algorithm="sha512", payload_format="{method} {url}|{svix-id}|{timestamp}|{body}",
+        encoding="base64", prefix="v1,", url=VAPI_URL, message_id_header="x-message-id", secret_is_base64=True,
+    )  # fmt: skip
+    stamp = str(int(NOW))
+    signed = b"POST " + VAPI_URL.encode() + b"|msg_42|" + stamp.encode() + b"|" + BODY
+    value = "v1," + base64.b64encode(hmac.new(b"\x00binary-key\xff", signed, hashlib.sha512).digest()).decode()
+    headers = {"x-signature": value, "x-timestamp": stamp, "x-message-id": "msg_42"}
+    verifier.verify(BODY, headers, NOW)
+    assert verifier.sign(BODY, B64_SECRET, int(NOW), "msg_42") == headers
+    assert "does not match" in _refused(verifier, BODY, {**headers, "x-message-id": "msg_43"})
+    assert "missing x-message-id" in _refused(verifier, BODY, {k: v for k, v in headers.items() if k != "x-message-id"})
+    assert "does not match" in _refused(replace(verifier, url=VAPI_URL + "/other"), BODY, headers)
+    # the secret's text is not the key
+    assert "does not match" in _refused(replace(verifier, secret_is_base64=False), BODY, headers)
+    assert "tolerance" in _refused(verifier, BODY, verifier.sign(BODY, B64_SECRET, int(NOW - 400), "msg_42"))
+
+
+def test_vapi_credential_settings_it_cannot_use_are_refused_at_start_without_echoing_the_secret() -> None:
+    with pytest.raises(ValueError, match="not base64") as caught:
+        VapiHmacVerifier(["not base64!"], secret_is_base64=True)
+    assert "not base64!" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"uses \{url\}"):
+        VapiHmacVerifier(["s"], payload_format="{url}{body}")
+    with pytest.raises(ValueError, match=r"uses \{svix-id\}"):
+        VapiHmacVerifier(["s"], payload_format="{svix-id}.{body}")
+    with pytest.raises(ValueError, match=r"unsupported placeholder \{path\}"):
+        VapiHmacVerifier(["s"], payload_format="{path}.{body}")
 
 
 def test_tokens_bearer_and_legacy_x_vapi_secret() -> None:
