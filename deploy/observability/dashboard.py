@@ -222,13 +222,16 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Extractions / s",
-                "Conversations extracted, by provider and status; and transcripts cut to the token budget.",
+                "Conversations extracted, by provider and status; transcripts cut to the token budget; and "
+                "copies skipped (an event id already taken from another record: a vendor retry through "
+                "another ingress replica).",
                 [
                     (
                         f"sum by (provider, status) (rate(postcall_extractions_total{{{NS}}}[{RATE}]))",
                         "{{provider}} {{status}}",
                     ),
                     (per_second("postcall_transcripts_truncated_total", "model", NS), "truncated {{model}}"),
+                    (f"sum(rate(postcall_extractor_duplicates_skipped_total{{{NS}}}[{RATE}]))", "copies skipped"),
                 ],
                 "ops",
             ),

@@ -10,7 +10,8 @@ permanent extraction failure (refusal, invalid output after the repair, context 
 too large, malformed or refused by the SSRF guard) still produces a `failed` ConversationExtracted, so
 end-reason flows run, and the input goes to the dead-letter topic for re-extraction; so does every
 other way into the dead-letter topic (retries exhausted, an unknown exception). An LLM outage (open
-circuit) pauses consumption.
+circuit) pauses consumption. A copy of a record already taken (the same event id in another record,
+within the window: duplicates.py) produces nothing.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
+from schemas import headers as h
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, ConversationExtracted, Extraction, Message, Usage
 from schemas.routes import EXTRACTOR
 from services.common.api import Context, Event, Failure, PermanentError, PostcallError, Service
 from services.extractor import heuristic, platform
+from services.extractor.duplicates import SeenEvents
 from services.extractor.llm import ExtractionFailed, OpenAIProvider
-from services.extractor.metrics import EXTRACTIONS, LLM_DURATION, LLM_REQUESTS
+from services.extractor.metrics import DUPLICATES, EXTRACTIONS, LLM_DURATION, LLM_REQUESTS
 from services.extractor.review import normalize, review
 from services.extractor.settings import ExtractorSettings
 from services.extractor.transcript import fetch_transcript, parse_transcript, render
@@ -59,11 +62,14 @@ class Extractor:
         self._spec_for = spec_for
         self._http = http
         self._llm = llm
+        self._seen = SeenEvents(settings.duplicate_window_seconds, settings.duplicate_memory)
 
     def service(self) -> Service[ConversationEnded]:
         return Service(EXTRACTOR, self.handle, self.on_failure)
 
     async def handle(self, event: ConversationEnded, ctx: Context) -> Sequence[Event]:
+        if self._copy(event, ctx):
+            return []
         spec = self._spec_for(event)
         if spec is None:
             version = f" version {event.agent.version}" if event.agent.version else ""
@@ -74,6 +80,22 @@ class Extractor:
             log.warning("extraction failed", extra={"conversation_id": event.conversation_id, "reason": str(exc)})
             raise
         return [self._extracted(event, ctx, extraction)]
+
+    def _copy(self, event: ConversationEnded, ctx: Context) -> bool:
+        """A copy of a record already taken (duplicates.py): the same event id (the contract's
+        idempotency key) in another record. A replayed dead letter or a re-extraction is never one."""
+        if h.REPLAYED_FROM in ctx.headers or h.REEXTRACT_OF in ctx.headers:
+            return False
+        first = self._seen.first_place(event.event_id, (ctx.partition, ctx.offset))
+        if first is None:
+            return False
+        DUPLICATES.inc()
+        log.info(
+            "duplicate skipped: this event id was taken from another record",
+            extra={"conversation_id": event.conversation_id, "event_id": event.event_id,
+                   "first_partition": first[0], "first_offset": first[1]},
+        )  # fmt: skip
+        return True
 
     async def extract(self, event: ConversationEnded, spec: ExtractionSpec) -> Extraction:
         """The extraction of one conversation (what `handle` publishes; `postcall eval` scores it).

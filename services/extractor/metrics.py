@@ -37,3 +37,7 @@ CONFIG_RELOADS = Counter(
 )
 CONFIG_PROBLEMS = Gauge("postcall_extractor_config_problems", "Problems in the configuration folder right now.")
 CONFIG_AGENTS = Gauge("postcall_extractor_config_agents", "Agent configurations (agent, version) loaded right now.")
+DUPLICATES = Counter(
+    "postcall_extractor_duplicates_skipped_total",
+    "Records skipped as copies of one already taken (the same event id, another record).",
+)

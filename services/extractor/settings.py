@@ -130,6 +130,13 @@ class ExtractorSettings(ServiceSettings):
     default_country_code: str = Field(
         "1", pattern=r"^[1-9][0-9]{0,2}$", description="Calling code for phone numbers said without one."
     )
+    duplicate_window_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="A record whose event id this process took from another record this recently is skipped "
+        "(a vendor retry that reached another ingress replica): one model call. 0: off.",
+    )
+    duplicate_memory: int = Field(100_000, ge=0, description="Event ids remembered for that, at most.")
     offload_chars: int = Field(
         64_000, ge=0, description="Transcripts longer than this are parsed and scanned in a worker thread."
     )

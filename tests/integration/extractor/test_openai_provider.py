@@ -52,6 +52,11 @@ def one_attempt(ex: Extractor) -> Harness[ConversationEnded]:
     return Harness(ex.service(), burst=False)
 
 
+def numbered(i: int) -> ConversationEnded:
+    """Conversation 0005 as the i-th call of its own (another event id: not a copy of an earlier one)."""
+    return conversation("0005").model_copy(update={"event_id": f"evt-0005-{i}"})
+
+
 def script_callback_call(fake: FakeLLM) -> None:
     fake.script.fields = {
         "customer_name": ("Tom Becker", "It's Tom Becker, from Becker Roofing."),
@@ -264,20 +269,20 @@ async def test_a_sustained_outage_opens_the_circuit_and_a_probe_closes_it(llm: F
     circuit = {"failure_threshold": 3, "window_seconds": 30, "cooldown_seconds": 0.5}
     async with extractor(llm, SPEC, tmp_path, circuit=circuit) as ex:
         run = one_attempt(ex)
-        for _ in range(2):
-            out = await run.send(conversation("0005"))
+        for i in range(2):
+            out = await run.send(numbered(i))
             assert out.status == "retrying" and not isinstance(out.error, DependencyUnavailable)
-        out = await run.send(conversation("0005"))  # the third failure opens it: the runtime pauses
+        out = await run.send(numbered(2))  # the third failure opens it: the runtime pauses
         assert out.status == "unavailable" and isinstance(out.error, DependencyUnavailable)
         assert REGISTRY.get_sample_value("postcall_llm_circuit_open", {"provider": "openai"}) == 1
-        assert (await run.send(conversation("0005"))).status == "unavailable"
+        assert (await run.send(numbered(3))).status == "unavailable"
         assert llm.count == 3  # while open, nothing reaches the server
         llm.mode = "ok"
         await asyncio.sleep(0.6)
-        [event] = (await run.send(conversation("0005"))).events  # the half-open probe
+        [event] = (await run.send(numbered(4))).events  # the half-open probe
         assert event.extraction.status == "ok"  # type: ignore[attr-defined]
         assert REGISTRY.get_sample_value("postcall_llm_circuit_open", {"provider": "openai"}) == 0
-        await run.send(conversation("0005"))
+        await run.send(numbered(5))
     assert llm.count == 5
 
 
@@ -289,8 +294,8 @@ async def test_a_500_validation_error_is_a_configuration_error_on_the_record_not
     llm.refuse_json_schema = True
     async with extractor(llm, SPEC, tmp_path) as ex:
         run = one_attempt(ex)
-        for _ in range(7):  # more than the circuit's threshold: it must stay closed
-            out = await run.send(conversation("0005"))
+        for i in range(7):  # more than the circuit's threshold: it must stay closed
+            out = await run.send(numbered(i))
             assert isinstance(out.error, PermanentError) and "configuration error" in str(out.error)
             assert out.status == "dead_lettered"
     failed = out.events[0].extraction  # type: ignore[attr-defined]

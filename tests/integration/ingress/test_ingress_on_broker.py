@@ -23,13 +23,19 @@ import orjson
 import pytest
 
 from schemas.events import ConversationEnded
-from schemas.topics import CONVERSATION_ENDED, Topic
+from schemas.topics import CONVERSATION_ENDED, Topic, dead_letter_topic, retry_topic
 from services.common.kafka import ensure_topics
-from services.common.settings import KafkaSettings
+from services.common.runtime import Runtime
+from services.common.settings import KafkaSettings, RuntimeSettings
 from services.devkit.kafka import KafkaCluster, free_port
 from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
-from tests.support.kafka import Received, read_all
+from services.extractor.handler import Extractor
+from services.extractor.metrics import DUPLICATES
+from services.extractor.settings import ExtractorSettings
+from tests.integration.extractor.conftest import on_topics
+from tests.support.kafka import Received, create_topics, read_all, unique
 from tests.support.procs import Proc, start
+from tests.unit.extractor.conftest import SUPPORT_FIELDS, spec
 
 CASES = [
     ("vapi", "vapi/phone-inbound-with-analysis.json", "/vapi/acct-copperline"),
@@ -268,3 +274,39 @@ def test_vapi_credentials_other_than_the_default_are_verified_over_http(kafka: K
         assert env["VAPI_B64_SECRET"] not in ingress.proc.output() and "t0ken-9" not in ingress.proc.output()
     finally:
         ingress.proc.term(timeout=30)
+
+
+def test_a_vendor_retry_through_another_replica_lands_twice_and_is_extracted_once(
+    ingress: Ingress, kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """De-duplication in the ingress is per process: the same Retell webhook sent to two replicas is
+    published by each (same event id). The extractor, which gets both (same key, same partition), runs
+    the extraction once and skips the copy (services/extractor/duplicates.py)."""
+    replica = start_ingress(kafka.bootstrap_servers, tmp_path / "replica")
+    try:
+        replica.wait("/readyz", 200)
+        call_id = f"replica-retry-{uuid.uuid4().hex[:12]}".encode()
+        body = example("retell/phone-voicemail-analyzed.json").replace(b"Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6", call_id)
+        answers = [ingress.post("retell", body), replica.post("retell", body)]
+    finally:
+        replica.proc.term(timeout=30)
+    assert [a.json()["status"] for a in answers] == ["published", "published"], [a.text for a in answers]
+    event_id = answers[0].json()["event_id"]
+    assert len(records_of(kafka, event_id, expect=2)) == 2
+
+    service, out = unique("extractor-dups"), unique("extracted")
+    asyncio.run(create_topics(kafka, [out, dead_letter_topic(service), retry_topic(service, 1)]))
+    skipped = DUPLICATES._value.get()
+
+    async def extract_all() -> None:
+        async with httpx.AsyncClient() as http:
+            everyone = spec(*SUPPORT_FIELDS)  # every conversation on the topic, whichever agent
+            ex = Extractor(ExtractorSettings(config_dir=tmp_path), lambda e: everyone, http, None)
+            settings = RuntimeSettings(metrics_port=0, retry_delays_seconds=[0.5], idle_exit_seconds=2.0)
+            service_on = on_topics(ex, service, CONVERSATION_ENDED, out)
+            await asyncio.wait_for(Runtime(service_on, kafka=kafka, settings=settings).run(), 90)
+
+    asyncio.run(extract_all())
+    extracted = [r for r in asyncio.run(read_all(kafka, out)) if r.json()["conversation"]["event_id"] == event_id]
+    assert len(extracted) == 1 and extracted[0].json()["extraction"]["status"] == "ok"
+    assert DUPLICATES._value.get() >= skipped + 1

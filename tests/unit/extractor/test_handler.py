@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,13 @@ import orjson
 import pytest
 
 from schemas.events import Agent, ConversationEnded, ConversationExtracted
-from schemas.headers import REEXTRACT_OF
+from schemas.headers import REEXTRACT_OF, REPLAYED_FROM
 from schemas.routes import EXTRACTOR
 from schemas.topics import CONVERSATION_EXTRACTED
 from services.common.api import Context, Event, PermanentError, RetryableError, Service
 from services.common.harness import Harness, Outcome
 from services.extractor import heuristic
+from services.extractor.duplicates import SeenEvents
 from services.extractor.handler import Extractor, UnknownAgent
 from services.extractor.settings import ExtractorSettings
 from tests.unit.extractor.conftest import CALLBACK, SUPPORT_FIELDS, conversation, spec
@@ -52,8 +54,8 @@ async def test_a_conversation_becomes_one_extracted_record_keyed_by_conversation
     assert out.extraction.config_revision == "rev-test"
     assert out.extraction.fields["callback_number"].value == "+13125550178"
     assert out.extraction.latency_ms is not None
-    again = await harness.send(event, headers={"ce_id": "ce-1"})
-    assert extracted(again).event_id == out.event_id
+    elsewhere = await run(extractor(tmp_path)).send(event, headers={"ce_id": "ce-1"})  # another process
+    assert extracted(elsewhere).event_id == out.event_id  # the same input, the same output id
     other = await harness.send(event, headers={"ce_id": "ce-2", REEXTRACT_OF: event.event_id})
     assert extracted(other).event_id != out.event_id
     assert other.outputs[0].headers[REEXTRACT_OF] == event.event_id
@@ -156,7 +158,7 @@ async def test_one_failed_record_per_dead_letter_and_none_for_an_unknown_agent(t
     claim = conversation("0005").model_copy(update={"messages": None, "transcript_url": "https://p.example/t"})
     out = await harness.send(claim)  # the 404 transcript: permanent
     assert out.status == "dead_lettered" and len(out.outputs) == 1
-    nobody = conversation("0005").model_copy(update={"agent": Agent(id="nobody")})
+    nobody = conversation("0005").model_copy(update={"agent": Agent(id="nobody"), "event_id": "evt-nobody"})
     out = await harness.send(nobody)
     assert out.status == "dead_lettered" and out.outputs == []
 
@@ -169,3 +171,69 @@ async def test_a_malformed_claim_check_transcript_fails_permanently_but_still_sa
     assert isinstance(out.error, PermanentError) and "message 0 is malformed: start_seconds" in str(out.error)
     failed = extracted(out).extraction
     assert failed.status == "failed" and failed.reason and "start_seconds" in failed.reason
+
+
+# ── copies of a record already taken (services/extractor/duplicates.py) ──────────────────────────
+
+
+def counted(ex: Extractor) -> list[int]:
+    """One entry per extraction run (the heuristic pass: where the model call would be)."""
+    calls: list[int] = []
+    heuristic_pass = ex._heuristic
+
+    def counting(spec: Any, messages: Any, local_end: Any) -> Any:
+        calls.append(len(messages))
+        return heuristic_pass(spec, messages, local_end)
+
+    ex._heuristic = counting  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_copy_of_a_record_already_taken_is_skipped_and_extracted_once(tmp_path: Path) -> None:
+    """Two records with one event id (a vendor retry that reached another ingress replica): the second
+    produces nothing and the extraction runs once; the first record seen again is extracted again."""
+    from services.extractor.metrics import DUPLICATES
+
+    ex = extractor(tmp_path)
+    calls, harness, event = counted(ex), run(ex), conversation("0005")
+    skipped = DUPLICATES._value.get()
+    first = await harness.send(event, headers={"ce_id": "vapi:c-1:end-of-call-report"})
+    copy = await harness.send(event, headers={"ce_id": "vapi:c-1:end-of-call-report"})
+    assert len(first.on(CONVERSATION_EXTRACTED)) == 1 and (copy.status, copy.outputs) == ("ok", [])
+    assert len(calls) == 1 and DUPLICATES._value.get() == skipped + 1
+    # the same record again (a redelivery after a restart of the consumer): not a copy, extracted again
+    [incoming] = [harness.record(event, headers={"ce_id": "vapi:c-1:end-of-call-report"})]
+    again = await harness.run(dataclasses.replace(incoming, offset=first.contexts[0].offset))
+    assert len(again.on(CONVERSATION_EXTRACTED)) == 1 and len(calls) == 2
+
+
+async def test_replays_re_extractions_and_copies_outside_the_window_are_extracted(tmp_path: Path) -> None:
+    event = conversation("0005")
+    ex = extractor(tmp_path)
+    calls, harness = counted(ex), run(ex)
+    await harness.send(event, headers={"ce_id": "e-1"})
+    replayed = await harness.send(event, headers={"ce_id": "e-1", REPLAYED_FROM: "postcall.dlq:0:7"})
+    reextracted = await harness.send(event, headers={"ce_id": "e-2", REEXTRACT_OF: "e-1"})
+    assert len(replayed.outputs) == len(reextracted.outputs) == 1 and len(calls) == 3
+    # the key is the event id, the contract's idempotency key: a bridge's retry with a fresh ce_id is a copy
+    assert (await harness.send(event, headers={"ce_id": "e-9"})).outputs == [] and len(calls) == 3
+
+    now, later = [0.0], event.model_copy(update={"event_id": "evt-later"})
+    ex._seen = SeenEvents(60.0, 100, clock=lambda: now[0])
+    assert len((await harness.send(later)).outputs) == 1
+    now[0] = 59.0
+    assert (await harness.send(later)).outputs == []
+    now[0] = 121.0  # the first was taken at 0 s: after the 60 s window, a copy is taken again
+    assert len((await harness.send(later)).outputs) == 1
+
+    off = run(extractor(tmp_path, duplicate_window_seconds=0))
+    for _ in range(2):
+        assert len((await off.send(event)).outputs) == 1
+
+
+def test_the_memory_of_event_ids_is_bounded_in_count() -> None:
+    seen = SeenEvents(3600.0, 2)
+    assert seen.first_place("a", (0, 1)) is None and seen.first_place("b", (0, 2)) is None
+    assert seen.first_place("a", (1, 9)) == (0, 1) and seen.first_place("a", (0, 1)) is None
+    assert seen.first_place("c", (0, 3)) is None  # "a" (the oldest) is forgotten
+    assert seen.first_place("a", (1, 9)) is None and seen.first_place("b", (1, 8)) is None
