@@ -15,8 +15,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import orjson
 
 from schemas import headers as h
@@ -114,7 +116,7 @@ async def test_hostile_records_land_where_they_should_and_no_service_restarts(
         ).start()
         try:
             await asyncio.to_thread(kcat_publish, kafka, tmp_path / "corpus.kcat", cases)
-            dead, traces, results = await _wait_for_outcomes(kafka, cases)
+            dead, traces, results = await _wait_for_outcomes(kafka, cases, lambda: _copies_skipped(stack))
             await _wait_for_webhooks(sink, traces["hostile-inject"])
             received = list(sink.received)
             commands = await asyncio.to_thread(_operator_commands, kafka, dead["extractor"])
@@ -127,10 +129,11 @@ async def test_hostile_records_land_where_they_should_and_no_service_restarts(
     assert traces["hostile-reason"].extraction_status == "ok"
     assert traces["hostile-big"].extraction_status == "ok"
     _check_injection(traces, received)
+    # the same event twice: the extractor skips the copy (its metric counted it), each action runs once
     dup_ids = {a.action_id for f in traces["hostile-dup"].flows for a in f.actions}
     assert dup_ids and all(sink.counts[a] == 1 for a in dup_ids if a in sink.counts), "duplicate event delivered twice"
     outcomes = [r.outcome for r in results if r.action_id in dup_ids]
-    assert "skipped_duplicate" in outcomes, outcomes
+    assert "delivered" in outcomes and "skipped_duplicate" not in outcomes, outcomes
     for forged in ("hostile-forged", "hostile-header-bytes", MARKUP_ID):
         assert traces[forged].extraction_status == "ok", f"{forged}: forged or malformed headers broke it"
     _check_pattern_and_slack(traces, received)
@@ -223,8 +226,20 @@ async def _wait_for_webhooks(sink: Sink, trace: DecisionTrace) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _wait_for_outcomes(kafka: KafkaSettings, cases: list[Case]) -> Outcomes:
-    """Until every case has landed and every action of the hostile agent has its final outcome."""
+def _copies_skipped(stack: Stack) -> float:
+    """postcall_extractor_duplicates_skipped_total, read from the extractor process's metrics endpoint."""
+    [extractor] = [p for p in stack.processes if p.name == "extractor"]
+    try:
+        text = httpx.get(f"http://127.0.0.1:{extractor.metrics_port}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return 0.0
+    found = [line for line in text.splitlines() if line.startswith("postcall_extractor_duplicates_skipped_total ")]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+async def _wait_for_outcomes(kafka: KafkaSettings, cases: list[Case], copies_skipped: Callable[[], float]) -> Outcomes:
+    """Until every case has landed, the duplicate event's copy was skipped, and every action of the
+    hostile agent has its final outcome."""
     want_dlq = {c.key for c in cases if c.lands.startswith("dlq:")}
     want_traces = {c.key for c in cases if c.lands == "processed"}
     deadline = time.monotonic() + 180
@@ -239,7 +254,7 @@ async def _wait_for_outcomes(kafka: KafkaSettings, cases: list[Case]) -> Outcome
                    for f in traces[cid].flows for a in f.actions}  # fmt: skip
         final = {r.action_id for r in results if r.outcome != "failed"}
         have_dlq = {d.key for d in dead["extractor"]}
-        dup_done = any(r.outcome == "skipped_duplicate" and r.conversation_id == "hostile-dup" for r in results)
+        dup_done = await asyncio.to_thread(copies_skipped) >= 1
         landed = want_dlq <= have_dlq and want_traces <= set(traces) and dup_done
         if (landed and hostile and hostile <= final) or time.monotonic() > deadline:
             return dead, traces, results
