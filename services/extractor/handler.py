@@ -62,7 +62,7 @@ class Extractor:
         self._spec_for = spec_for
         self._http = http
         self._llm = llm
-        self._seen = SeenEvents(settings.duplicate_window_seconds, settings.duplicate_memory)
+        self._seen = SeenEvents(settings.duplicates.window_seconds, settings.duplicates.memory)
 
     def service(self) -> Service[ConversationEnded]:
         return Service(EXTRACTOR, self.handle, self.on_failure)

@@ -109,6 +109,14 @@ class CircuitSettings(BaseModel):
         )
 
 
+class DuplicateSettings(BaseModel):
+    """A record whose event id this process took from another record within the window is skipped (a
+    vendor retry that reached another ingress replica): the model is asked once (duplicates.py)."""
+
+    window_seconds: float = Field(3600.0, ge=0, description="How long an event id is remembered; 0: off.")
+    memory: int = Field(100_000, ge=0, description="Event ids remembered, at most (the oldest go first).")
+
+
 class ExtractorSettings(ServiceSettings):
     route: ClassVar[Route | None] = EXTRACTOR
 
@@ -130,13 +138,7 @@ class ExtractorSettings(ServiceSettings):
     default_country_code: str = Field(
         "1", pattern=r"^[1-9][0-9]{0,2}$", description="Calling code for phone numbers said without one."
     )
-    duplicate_window_seconds: float = Field(
-        3600.0,
-        ge=0,
-        description="A record whose event id this process took from another record this recently is skipped "
-        "(a vendor retry that reached another ingress replica): one model call. 0: off.",
-    )
-    duplicate_memory: int = Field(100_000, ge=0, description="Event ids remembered for that, at most.")
+    duplicates: DuplicateSettings = Field(default_factory=DuplicateSettings, description="Copies skipped.")
     offload_chars: int = Field(
         64_000, ge=0, description="Transcripts longer than this are parsed and scanned in a worker thread."
     )

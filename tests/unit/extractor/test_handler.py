@@ -226,7 +226,7 @@ async def test_replays_re_extractions_and_copies_outside_the_window_are_extracte
     now[0] = 121.0  # the first was taken at 0 s: after the 60 s window, a copy is taken again
     assert len((await harness.send(later)).outputs) == 1
 
-    off = run(extractor(tmp_path, duplicate_window_seconds=0))
+    off = run(extractor(tmp_path, duplicates={"window_seconds": 0}))
     for _ in range(2):
         assert len((await off.send(event)).outputs) == 1
 
