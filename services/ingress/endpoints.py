@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -51,7 +50,6 @@ PLATFORMS = ("vapi", "retell", "elevenlabs", "native")
 Platform = Literal["vapi", "retell", "elevenlabs", "native"]
 RetellEvent = Literal["call_ended", "call_analyzed"]
 RETELL_ANALYZED: RetellEvent = "call_analyzed"
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 class AccountRef(Strict):
@@ -104,13 +102,6 @@ class VapiHmac(Strict):
             return self.payload_format
         return "{timestamp}.{body}" if self.include_timestamp else "{body}"
 
-    @field_validator("payload_format")
-    @classmethod
-    def _placeholders(cls, value: str | None) -> str | None:
-        if value is not None:
-            vapi_format(value)  # ValueError: an unknown placeholder, or not exactly one {body}
-        return value
-
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -119,14 +110,11 @@ class VapiHmac(Strict):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> VapiHmac:
-        uses = set(_PLACEHOLDER.findall(self.signed_format))
-        if "timestamp" in uses and not self.include_timestamp:
+    def _usable(self) -> VapiHmac:
+        # ValueError: an unknown placeholder, not exactly one {body}, {url} / {svix-id} without their setting
+        parts = vapi_format(self.signed_format, self.url, self.message_id_header)
+        if (True, b"timestamp") in parts and not self.include_timestamp:
             raise ValueError("payload_format uses {timestamp} but include_timestamp is false")
-        if "url" in uses and self.url is None:
-            raise ValueError("payload_format uses {url}: set url (the server URL as set in Vapi)")
-        if "svix-id" in uses and self.message_id_header is None:
-            raise ValueError("payload_format uses {svix-id}: set message_id_header")
         return self
 
     def verifier(self, secrets: list[str], tolerance_seconds: float) -> VapiHmacVerifier:

@@ -145,9 +145,12 @@ VAPI_PLACEHOLDERS = ("timestamp", "body", "method", "url", "svix-id")  # HmacAut
 _VAPI_PART = re.compile(r"(\{[^{}]*\})")
 
 
-def vapi_format(payload_format: str) -> tuple[tuple[bool, bytes], ...]:
+def vapi_format(
+    payload_format: str, url: str | None = None, message_id_header: str | None = None
+) -> tuple[tuple[bool, bytes], ...]:
     """The format's parts: (True, placeholder name) or (False, literal bytes). ValueError names an
-    unknown placeholder, or a format without exactly one {body}."""
+    unknown placeholder, a format without exactly one {body}, or {url} / {svix-id} without the setting
+    that fills it."""
     parts = tuple(
         (True, text[1:-1].encode()) if _VAPI_PART.fullmatch(text) else (False, text.encode())
         for text in _VAPI_PART.split(payload_format)
@@ -159,6 +162,10 @@ def vapi_format(payload_format: str) -> tuple[tuple[bool, bytes], ...]:
         raise ValueError(f"unsupported placeholder {{{unknown[0]}}} (supported: {supported})")
     if sum(part == (True, b"body") for part in parts) != 1:
         raise ValueError("payload_format must contain {body} exactly once")
+    if (True, b"url") in parts and not url:
+        raise ValueError("payload_format uses {url}: set url (the server URL as set in Vapi)")
+    if (True, b"svix-id") in parts and not message_id_header:
+        raise ValueError("payload_format uses {svix-id}: set message_id_header")
     return parts
 
 
@@ -197,16 +204,11 @@ class VapiHmacVerifier:
     secret_is_base64: bool = False
 
     def __post_init__(self) -> None:
-        names = {name for is_name, name in self._parts if is_name}
-        if b"url" in names and not self.url:
-            raise ValueError("payload_format uses {url}: set url (the server URL as configured in Vapi)")
-        if b"svix-id" in names and not self.message_id_header:
-            raise ValueError("payload_format uses {svix-id}: set message_id_header")
-        _ = self._keys  # a secret that is not base64 (secret_is_base64) fails here, at start
+        _ = self._parts, self._keys  # a format or a secret it cannot use fails here, at start
 
     @cached_property
     def _parts(self) -> tuple[tuple[bool, bytes], ...]:
-        return vapi_format(self.payload_format)
+        return vapi_format(self.payload_format, self.url, self.message_id_header)
 
     @cached_property
     def _keys(self) -> tuple[bytes, ...]:
