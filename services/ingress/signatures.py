@@ -216,22 +216,28 @@ class VapiHmacVerifier:
 
     def verify(self, body: bytes, headers: Headers, now: float) -> None:
         given = self._given(_header(headers, self.signature_header))
-        values = {b"body": body, b"method": b"POST", b"url": (self.url or "").encode()}
-        for is_name, name in self._parts:
-            if is_name and name == b"timestamp":
-                stamp = _header(headers, self.timestamp_header).strip()
-                if not _digits(stamp, 16):
-                    raise Refused(f"{self.timestamp_header} is not a Unix timestamp")
-                seconds = int(stamp) / 1000 if len(stamp) > 11 else int(stamp)
-                _fresh(seconds, now, self.tolerance_seconds, self.timestamp_header)
-                values[name] = stamp.encode()
-            elif is_name and name == b"svix-id":
-                values[name] = _header(headers, self.message_id_header or "").strip().encode()
-        signed = self._signed(values)
+        stamp = message_id = ""
+        if (True, b"timestamp") in self._parts:
+            stamp = _header(headers, self.timestamp_header).strip()
+            if not _digits(stamp, 16):
+                raise Refused(f"{self.timestamp_header} is not a Unix timestamp")
+            seconds = int(stamp) / 1000 if len(stamp) > 11 else int(stamp)
+            _fresh(seconds, now, self.tolerance_seconds, self.timestamp_header)
+        if (True, b"svix-id") in self._parts:
+            message_id = _header(headers, self.message_id_header or "").strip()
+        signed = self._signed(body, stamp, message_id)
         if not _any_matches([hmac.new(k, signed, _HASHES[self.algorithm]).digest() for k in self._keys], given):
             raise Refused(f"{self.signature_header} does not match the body")
 
-    def _signed(self, values: Mapping[bytes, bytes]) -> bytes:
+    def _signed(self, body: bytes, timestamp: str, message_id: str) -> bytes:
+        """The payload format with its placeholders filled."""
+        values = {
+            b"body": body,
+            b"method": b"POST",
+            b"url": (self.url or "").encode(),
+            b"timestamp": timestamp.encode(),
+            b"svix-id": message_id.encode(),
+        }
         return b"".join(values[text] if is_name else text for is_name, text in self._parts)
 
     def _given(self, value: str) -> bytes:
@@ -245,14 +251,8 @@ class VapiHmacVerifier:
 
     def sign(self, body: bytes, secret: str, timestamp: int, message_id: str = "msg_demo") -> dict[str, str]:
         """The headers Vapi would send (tests, `make demo`)."""
-        values = {
-            b"body": body,
-            b"method": b"POST",
-            b"url": (self.url or "").encode(),
-            b"timestamp": str(timestamp).encode(),
-            b"svix-id": message_id.encode(),
-        }
-        digest = hmac.new(vapi_key(secret, self.secret_is_base64), self._signed(values), _HASHES[self.algorithm])
+        signed = self._signed(body, str(timestamp), message_id)
+        digest = hmac.new(vapi_key(secret, self.secret_is_base64), signed, _HASHES[self.algorithm])
         value = digest.hexdigest() if self.encoding == "hex" else base64.b64encode(digest.digest()).decode()
         headers = {self.signature_header: self.prefix + value}
         if (True, b"timestamp") in self._parts:
