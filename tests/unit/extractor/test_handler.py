@@ -15,8 +15,9 @@ from schemas.events import Agent, ConversationEnded, ConversationExtracted
 from schemas.headers import REEXTRACT_OF, REPLAYED_FROM
 from schemas.routes import EXTRACTOR
 from schemas.topics import CONVERSATION_EXTRACTED
+from services.common import codec
 from services.common.api import Context, Event, PermanentError, RetryableError, Service
-from services.common.harness import Harness, Outcome
+from services.common.harness import Harness, Incoming, Outcome
 from services.extractor import heuristic
 from services.extractor.duplicates import SeenEvents
 from services.extractor.handler import Extractor, UnknownAgent
@@ -237,3 +238,32 @@ def test_the_memory_of_event_ids_is_bounded_in_count() -> None:
     assert seen.first_place("a", (1, 9)) == (0, 1) and seen.first_place("a", (0, 1)) is None
     assert seen.first_place("c", (0, 3)) is None  # "a" (the oldest) is forgotten
     assert seen.first_place("a", (1, 9)) is None and seen.first_place("b", (1, 8)) is None
+
+
+async def test_a_retry_tier_copy_is_never_skipped_even_where_another_copy_was_taken(tmp_path: Path) -> None:
+    """Two extractor processes each took one copy of an event (a rebalance between the copies) and
+    both attempts failed; the retry tiers' partitions are assigned apart from the main topic's, so each
+    retry copy can reach the other process. A retry copy continues a record that was taken: skipping it
+    there (another record's place is remembered) would leave the event with no extraction at all."""
+    event, ce = conversation("0005"), {"ce_id": "vapi:c-7:end-of-call-report"}
+    processes = []
+    for _ in range(2):
+        ex = extractor(tmp_path)
+        extract, failures = ex._heuristic, [RetryableError("LLM 503")]  # its one attempt fails
+
+        def flaky(spec: Any, messages: Any, end: Any, failures: list[Any] = failures, extract: Any = extract) -> Any:
+            if failures:
+                raise failures.pop()
+            return extract(spec, messages, end)
+
+        ex._heuristic = flaky  # type: ignore[method-assign]
+        processes.append(Harness(ex.service(), burst=False))
+    one, other = processes
+    first = one.record(event, headers=ce)
+    copy = dataclasses.replace(first, offset=first.offset + 1)  # the vendor's retry, next on the partition
+    retries = [(await one.run(first)).retries, (await other.run(copy)).retries]
+    assert [len(r) for r in retries] == [1, 1]
+    crossed = [(other, retries[0][0]), (one, retries[1][0])]
+    for process, r in crossed:
+        out = await process.run(Incoming(r.topic, 0, 0, 0, r.key, r.value, tuple(codec.header_list(r.headers))))
+        assert out.contexts[0].attempt == 2 and len(out.on(CONVERSATION_EXTRACTED)) == 1, out
