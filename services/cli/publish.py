@@ -66,6 +66,9 @@ def _event(
     if source != "native" and not account:
         _fail(2, f"--account is required with --from {source}: the account is never taken from a vendor payload")
     if source == "native" and not account:
+        if isinstance(payload, dict) and "account" not in payload:
+            _fail(2, f"{file}: the payload cannot be used:\n  account: Field required (a ConversationEnded names its "
+                  "account; or pass --account)")  # fmt: skip
         found = payload.get("account") if isinstance(payload, dict) else None
         account = str(found.get("id", "")) if isinstance(found, dict) else ""
     try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import orjson
 import pytest
 
 from services.devkit.kafka import free_port
@@ -57,3 +59,18 @@ def test_run_with_a_bad_value_names_the_variable_and_the_problem() -> None:
     done = postcall("run", "router", env={"POSTCALL_CONFIG_DIR": "/tmp", "POSTCALL_RELOAD_INTERVAL_SECONDS": "soon"})
     assert done.returncode == 2
     assert done.stderr.splitlines()[0].startswith("postcall run router: POSTCALL_RELOAD_INTERVAL_SECONDS: ")
+
+
+def test_publish_of_an_event_naming_no_account_says_so(tmp_path: Path) -> None:
+    """Used to be a traceback ending in pydantic's "Account id: String should have at least 1 character"."""
+    event = orjson.loads((ROOT / "examples" / "conversations" / "0007-appointment-booked.json").read_bytes())
+    del event["account"]
+    path = tmp_path / "call.json"
+    path.write_bytes(orjson.dumps(event))
+    done = postcall("publish", str(path), "--bootstrap", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"{path}: the payload cannot be used:",
+        "  account: Field required (a ConversationEnded names its account; or pass --account)",
+    ]
+
