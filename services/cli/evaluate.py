@@ -63,7 +63,7 @@ def evaluate(
         raise typer.Exit(2) from exc
     if sample is not None and 0 < sample < len(cases):
         cases = [cases[i * len(cases) // sample] for i in range(sample)]
-    before = orjson.loads(compare.read_bytes()) if compare else None
+    before = _earlier(compare) if compare else None
     result = asyncio.run(_run(cases, provider, base_url, model, concurrency))
     result["dataset"] = {"path": str(dataset), "format": kind, "cases": len(cases)}
     show(result)
@@ -74,6 +74,17 @@ def evaluate(
     if json_out is not None:
         json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
         console.print(f"results written to {json_out}")
+
+
+def _earlier(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    except orjson.JSONDecodeError as exc:
+        problem = f"not JSON: {exc}"
+    typer.echo(f"postcall eval: cannot read --compare {path}: {problem}", err=True)
+    raise typer.Exit(2)
 
 
 async def _run(cases: list[Any], provider: str, base_url: str | None, model: str | None, concurrency: int) -> Any:

@@ -74,3 +74,15 @@ def test_publish_of_an_event_naming_no_account_says_so(tmp_path: Path) -> None:
         "  account: Field required (a ConversationEnded names its account; or pass --account)",
     ]
 
+
+@pytest.mark.parametrize("content", [None, b"", b"{not json"], ids=["missing", "empty", "not-json"])
+def test_eval_with_an_unreadable_compare_file_names_it_before_running(tmp_path: Path, content: bytes | None) -> None:
+    """Used to be a traceback (FileNotFoundError, JSONDecodeError)."""
+    before = tmp_path / "before.json"
+    if content is not None:
+        before.write_bytes(content)
+    done = postcall("eval", "--limit", "1", "--compare", str(before))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"postcall eval: cannot read --compare {before}: ")
+    assert "provider:" not in done.stdout  # refused before any extraction ran
