@@ -31,7 +31,13 @@ def publish(
         str | None, typer.Option(help="The account (tenant) id; required with --from a vendor, checked for native.")
     ] = None,
     account_name: Annotated[str | None, typer.Option(help="The account's display name.")] = None,
-    agent: Annotated[str | None, typer.Option(help="Agent id for a payload that names none.")] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            help="The postcall agent (configuration id) the call is for: the ingress takes it from the endpoint's "
+            "agents:, which the command line does not read. Default: the payload's own agent id."
+        ),
+    ] = None,
     bootstrap: Bootstrap = None,
     timeout: Annotated[float, typer.Option(help="Seconds the brokers get to acknowledge.")] = 10.0,
 ) -> None:
@@ -77,6 +83,8 @@ def _event(
         _fail(2, f"{file}: the payload cannot be used:\n" + "\n".join(f"  {f}: {p}" for f, p in exc.problems))
     if isinstance(mapped, Ignored):
         _fail(1, f"not published: {mapped.reason}")
+    if agent and mapped.agent.id != agent:  # as `postcall try --agent`
+        return mapped.model_copy(update={"agent": mapped.agent.model_copy(update={"id": agent})})
     return mapped
 
 
