@@ -55,7 +55,8 @@ def run(service: str = typer.Argument(help="extractor, router, dispatcher, recor
     try:
         code = asyncio.run(importlib.import_module(f"services.{service}.__main__").main())
     except ValidationError as exc:  # the service's settings, read from the environment
-        for line in options.settings_problems(exc):
+        settings = importlib.import_module(f"services.{service}.settings")
+        for line in options.settings_problems(exc, model=getattr(settings, exc.title, None)):
             typer.echo(f"postcall run {service}: {line}", err=True)
         raise typer.Exit(2) from None
     if isinstance(code, int) and code:

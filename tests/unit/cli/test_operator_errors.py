@@ -55,6 +55,16 @@ def test_run_without_its_environment_names_the_variable() -> None:
     ]
 
 
+def test_run_ingress_without_its_endpoints_file_names_that_variable() -> None:
+    """Used to say "POSTCALL_INGRESS is not set": a group of settings, not a variable anyone can set."""
+    done = postcall("run", "ingress")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "postcall run ingress: POSTCALL_INGRESS__ENDPOINTS_FILE is not set (a required setting; see the service's "
+        "settings.py)"
+    ]
+
+
 def test_run_with_a_bad_value_names_the_variable_and_the_problem() -> None:
     done = postcall("run", "router", env={"POSTCALL_CONFIG_DIR": "/tmp", "POSTCALL_RELOAD_INTERVAL_SECONDS": "soon"})
     assert done.returncode == 2
