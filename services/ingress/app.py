@@ -78,11 +78,14 @@ class IngressApp(FastAPI):
     route's ASGI app at once (module docstring)."""
 
     webhook_routes: dict[str, APIRoute]  # by platform
+    # the path prefix a proxy strips (settings' root_path): set on every request's scope before routing, as
+    # FastAPI's own (deprecated) root_path parameter did, so a path with or without the prefix matches
+    prefix: str = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.prefix:
+            scope["root_path"] = self.prefix
         if scope["type"] == "http":
-            if self.root_path:
-                scope["root_path"] = self.root_path  # as FastAPI does, before its router matches
             found = self.webhook_match(scope)
             if found is not None:
                 route, endpoint = found
@@ -122,9 +125,8 @@ def create_app(
         finally:
             await publisher.stop()
 
-    app = IngressApp(
-        title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, root_path=settings.ingress.root_path
-    )
+    app = IngressApp(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan)
+    app.prefix = settings.ingress.root_path
     app.webhook_routes = {}
     for platform in PLATFORMS:
         app.add_api_route(
