@@ -81,18 +81,24 @@ class SecretRef(Strict):
         return self
 
     def reveal(self, environ: Mapping[str, str], owner: str) -> str:
+        """The secret, stripped of surrounding whitespace. An empty one is refused: as an HMAC key it would
+        let anyone sign, as a token it would match an empty header."""
         if self.secret_file is not None:
             try:
-                return self.secret_file.read_text().strip()
+                value = self.secret_file.read_text().strip()
             except OSError as exc:
                 raise ConfigError(f"{owner}: cannot read secret file {self.secret_file}: {exc}") from None
-        value = environ.get(self.secret_env or "")
+            if not value:
+                raise ConfigError(f"{owner}: secret file {self.secret_file} is empty")
+            return value
+        value = environ.get(self.secret_env or "", "").strip()
         if value:
-            return value.strip()
-        if self.demo_default is not None:
+            return value
+        if self.demo_default is not None and self.demo_default.get_secret_value().strip():
             log.warning("%s uses the demo default secret; set %s", owner, self.secret_env)
-            return self.demo_default.get_secret_value()
-        raise ConfigError(f"{owner}: environment variable {self.secret_env} is not set")
+            return self.demo_default.get_secret_value().strip()
+        state = "is empty" if self.secret_env in environ else "is not set"
+        raise ConfigError(f"{owner}: environment variable {self.secret_env} {state}")
 
 
 def substitute_env(text: str, environ: Mapping[str, str]) -> str:

@@ -171,3 +171,23 @@ endpoints:
     with pytest.raises(ConfigError, match=f"cannot read secret file {previous}") as caught:
         parse(text, {}, "endpoints.yaml")
     assert "file-secret-1" not in str(caught.value)
+
+
+def test_an_empty_secret_is_refused_at_start_as_it_would_let_anyone_sign(tmp_path: Path) -> None:
+    """An empty HMAC key is a key everyone has: a request signed with b"" would verify. A secret that is
+    empty once stripped (a blank mounted file, a variable set to spaces or to nothing) is a start-up error
+    naming its place; a demo default stands in only for a variable that is unset or empty."""
+    blank = tmp_path / "blank"
+    blank.write_text("\n")
+    in_file = GOOD.replace("{secret_env: RETELL_KEY}", f"{{secret_file: {blank}}}")
+    refused = rf"endpoints.yaml:9: endpoints\[1\]\.secrets: .*secret file {blank} is empty"
+    with pytest.raises(ConfigError, match=refused):
+        parse(in_file, ENV, "endpoints.yaml")
+    for value in ("   ", "\n", ""):
+        with pytest.raises(ConfigError, match=r"endpoints.yaml:9: .*environment variable RETELL_KEY is empty"):
+            parse(GOOD, {**ENV, "RETELL_KEY": value}, "endpoints.yaml")
+    demo = GOOD.replace("{secret_env: RETELL_KEY}", "{secret_env: RETELL_KEY, demo_default: key_demo}")
+    retell = parse(demo, {**ENV, "RETELL_KEY": " "}, "endpoints.yaml")[("retell", "acme")].verifier
+    assert isinstance(retell, RetellVerifier) and list(retell.secrets) == ["key_demo"]
+    with pytest.raises(ConfigError, match=r"environment variable RETELL_KEY is empty"):
+        parse(demo.replace("key_demo", "' '"), {**ENV, "RETELL_KEY": ""}, "endpoints.yaml")
