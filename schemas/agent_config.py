@@ -254,7 +254,7 @@ TemplateStr = Annotated[str, AfterValidator(_check_template)]
 # Template variables, besides extracted fields (`name` or `fields.name`), `dyn_*`, `dynamic_variables.*`
 # and `platform.*` (the voice platform's own analysis).
 SYSTEM_VARIABLES: dict[str, str] = {
-    "conversation_date": "Full date/time in 24-hour format, in the agent's timezone.",
+    "conversation_date": "When the conversation started: full date/time in 24-hour format, in the agent's timezone.",
     "conversation_time": "Time in 12-hour format.",
     "conversation_duration": "Duration in MM:SS format.",
     "conversation_status": "Status (Completed, Failed, ...).",
@@ -271,6 +271,7 @@ SYSTEM_VARIABLES: dict[str, str] = {
     "to_number": "Called phone number (phone calls only).",
 }
 EXTRA_VARIABLES: dict[str, str] = {
+    "conversation_end_date": "When the conversation ended, as conversation_date shows its start.",
     "end_reason": "Canonical end reason, e.g. CUSTOMER_HANGUP.",
     "raw_end_reason": "The platform's own end reason, verbatim.",
     "source_platform": "The platform that reported the end reason.",

@@ -19,6 +19,7 @@ the caller said). Empty text counts as missing. With a failed extraction, extrac
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -98,8 +99,17 @@ def duration_mmss(seconds: float) -> str:
 
 
 def _date(v: ConversationValues) -> str:
-    """strftime("%Y-%m-%d %H:%M:%S %Z") in a third of the time (years are 1970-2999: four digits)."""
-    local = v.event.conversation.started_at.astimezone(v.tz)
+    """When the conversation started, strftime("%Y-%m-%d %H:%M:%S %Z") in a third of the time (years are
+    1970-2999: four digits)."""
+    return _local(v.event.conversation.started_at, v)
+
+
+def _end_date(v: ConversationValues) -> str:
+    return _local(v.event.conversation.ended_at, v)
+
+
+def _local(at: datetime, v: ConversationValues) -> str:
+    local = at.astimezone(v.tz)
     return f"{local.isoformat(' ', 'seconds')[:19]} {local.tzname() or ''}"
 
 
@@ -131,6 +141,7 @@ SYSTEM: dict[str, Resolver] = {
     "customer_name": lambda v: _contact_only(v.event.conversation.customer.name, v),
     "customer_email": lambda v: _contact_only(v.event.conversation.customer.email, v),
     "to_number": lambda v: _phone_only(v.event.conversation.to_number, v),
+    "conversation_end_date": _end_date,
     "end_reason": lambda v: v.event.conversation.end_reason.canonical.value,
     "raw_end_reason": lambda v: v.event.conversation.end_reason.raw,
     "source_platform": lambda v: v.event.conversation.end_reason.source_platform,

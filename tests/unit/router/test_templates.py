@@ -23,6 +23,7 @@ def render(text: str, fallback: str = "(not available)", tz: ZoneInfo = UTC, **k
 SYSTEM_CASES = [
     ("conversation_date", "2026-03-10 09:58:30 UTC"),
     ("conversation_time", "9:58 AM"),
+    ("conversation_end_date", "2026-03-10 10:03:05 UTC"),
     ("conversation_duration", "04:35"),
     ("conversation_status", "Completed"),
     ("conversation_direction", "Inbound"),
@@ -53,6 +54,7 @@ def test_dates_render_in_the_agents_time_zone_24h_and_12h() -> None:
     chicago = ZoneInfo("America/Chicago")
     assert render("{{conversation_date}}", tz=chicago) == "2026-03-10 04:58:30 CDT"
     assert render("{{conversation_time}}", tz=chicago) == "4:58 AM"
+    assert render("{{conversation_end_date}}", tz=chicago) == "2026-03-10 05:03:05 CDT"  # started + 04:35
     assert render("{{conversation_time}}", started_at="2026-03-10T21:05:00Z") == "9:05 PM"
 
 
