@@ -17,6 +17,7 @@ from services.api.app import create_app
 from services.api.auth import BindRefused, check_bind
 from services.api.settings import ApiSettings
 from services.common import observability as plog
+from services.common.settings import run_service
 from services.store.db import Store, StoreError
 
 log = logging.getLogger("postcall.api")
@@ -58,5 +59,10 @@ async def main() -> None:
         raise SystemExit(2) from None
 
 
+def start(label: str = "api") -> int:
+    """Run until stopped; a setting the environment gets wrong is named on stderr (exit 2)."""
+    return run_service(label, main, ApiSettings)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(start())

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import sys
 
 import typer
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 
 from schemas.routes import SERVICES
 from services.cli import (
@@ -52,14 +50,8 @@ def run(service: str = typer.Argument(help="extractor, router, dispatcher, recor
     """Run one service in the foreground (settings from POSTCALL_* environment variables)."""
     if service not in RUNNABLE:
         raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(RUNNABLE)}")
-    try:
-        code = asyncio.run(importlib.import_module(f"services.{service}.__main__").main())
-    except ValidationError as exc:  # the service's settings, read from the environment
-        settings = importlib.import_module(f"services.{service}.settings")
-        for line in options.settings_problems(exc, model=getattr(settings, exc.title, None)):
-            typer.echo(f"postcall run {service}: {line}", err=True)
-        raise typer.Exit(2) from None
-    if isinstance(code, int) and code:
+    code: int = importlib.import_module(f"services.{service}.__main__").start(f"postcall run {service}")
+    if code:
         raise typer.Exit(code)
 
 

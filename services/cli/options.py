@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from aiokafka.errors import KafkaConnectionError
-from pydantic import BaseModel, ValidationError
 
 from services.common.settings import KafkaSettings
 
@@ -46,35 +45,3 @@ def kafka_unreachable(exc: BaseException) -> str:
         f"cannot reach Kafka at {where} ({reason}); start it (make kafka) or point at it with "
         "--bootstrap HOST:PORT or POSTCALL_KAFKA__BOOTSTRAP_SERVERS"
     )
-
-
-def settings_problems(
-    exc: ValidationError, prefix: str = "POSTCALL_", model: type[BaseModel] | None = None
-) -> list[str]:
-    """A settings error as the environment variables to set: `POSTCALL_CONFIG_DIR: Field required`. With the
-    settings class, a missing group (`ingress`) is named by its required variables
-    (`POSTCALL_INGRESS__ENDPOINTS_FILE`), not by its own name, which no variable has."""
-    lines = []
-    for error in exc.errors(include_url=False):
-        if error["type"] == "missing":
-            for loc in _required(model, tuple(error["loc"])):
-                name = prefix + "__".join(str(part).upper() for part in loc)
-                lines.append(f"{name} is not set (a required setting; see the service's settings.py)")
-        else:
-            name = prefix + "__".join(str(part).upper() for part in error["loc"])
-            lines.append(f"{name}: {error['msg']}")
-    return lines
-
-
-def _required(model: type[BaseModel] | None, loc: tuple[object, ...]) -> list[tuple[object, ...]]:
-    """The required leaves under `loc` in `model` (`loc` itself when it is a leaf or cannot be followed)."""
-    group: object = model
-    for part in loc:
-        fields = group.model_fields if isinstance(group, type) and issubclass(group, BaseModel) else {}
-        if part not in fields:
-            return [loc]
-        group = fields[str(part)].annotation
-    if not (isinstance(group, type) and issubclass(group, BaseModel)):
-        return [loc]
-    leaves = [leaf for name, f in group.model_fields.items() if f.is_required() for leaf in _required(group, (name,))]
-    return [(*loc, *leaf) for leaf in leaves] or [loc]

@@ -6,11 +6,14 @@ Environment: POSTCALL_KAFKA__BOOTSTRAP_SERVERS, POSTCALL_RUNTIME__MAX_IN_FLIGHT,
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.routes import Route
@@ -112,3 +115,56 @@ class ServiceSettings(BaseSettings):
         if given is None or isinstance(given, dict):
             return {**data, "runtime": {**cls.route.runtime_defaults(), **(given or {})}}
         return data  # a RuntimeSettings instance passed explicitly is taken as it is
+
+
+def run_service(
+    label: str,
+    main: Callable[[], Coroutine[Any, Any, int | None]],
+    settings: type[BaseModel],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> int:
+    """Run a service's `main()` to its exit code. Settings the environment gets wrong (`settings`, read in
+    `main`) are one line per variable on stderr, `label: POSTCALL_CONFIG_DIR is not set (...)`, and exit 2,
+    rather than a traceback: how `python -m services.<name>` (the pods' command) and `postcall run` start."""
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            code = runner.run(main())
+    except ValidationError as exc:
+        if exc.title != settings.__name__:
+            raise  # not the settings: a defect, with its traceback
+        for line in settings_problems(exc, model=settings):
+            print(f"{label}: {line}", file=sys.stderr)
+        return 2
+    return code or 0
+
+
+def settings_problems(
+    exc: ValidationError, prefix: str = "POSTCALL_", model: type[BaseModel] | None = None
+) -> list[str]:
+    """A settings error as the environment variables to set: `POSTCALL_CONFIG_DIR: Field required`. With the
+    settings class, a missing group (`ingress`) is named by its required variables
+    (`POSTCALL_INGRESS__ENDPOINTS_FILE`), not by its own name, which no variable has."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        if error["type"] == "missing":
+            for loc in _required(model, tuple(error["loc"])):
+                name = prefix + "__".join(str(part).upper() for part in loc)
+                lines.append(f"{name} is not set (a required setting; see the service's settings.py)")
+        else:
+            name = prefix + "__".join(str(part).upper() for part in error["loc"])
+            lines.append(f"{name}: {error['msg']}")
+    return lines
+
+
+def _required(model: type[BaseModel] | None, loc: tuple[object, ...]) -> list[tuple[object, ...]]:
+    """The required leaves under `loc` in `model` (`loc` itself when it is a leaf or cannot be followed)."""
+    group: object = model
+    for part in loc:
+        fields = group.model_fields if isinstance(group, type) and issubclass(group, BaseModel) else {}
+        if part not in fields:
+            return [loc]
+        group = fields[str(part)].annotation
+    if not (isinstance(group, type) and issubclass(group, BaseModel)):
+        return [loc]
+    leaves = [leaf for name, f in group.model_fields.items() if f.is_required() for leaf in _required(group, (name,))]
+    return [(*loc, *leaf) for leaf in leaves] or [loc]

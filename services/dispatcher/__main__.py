@@ -4,14 +4,15 @@ opened once -> ledger -> handler -> runtime, consuming every action topic until 
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from schemas.topics import ACTION_RESULT_STREAM
 from services.common import observability as plog
 from services.common.runtime import Runtime, serve
+from services.common.settings import run_service
 from services.dispatcher import destinations
 from services.dispatcher.delivery import HttpOptions, HttpSender, open_clients
 from services.dispatcher.executors import Executors
@@ -71,5 +72,10 @@ async def main() -> None:
             ledger.close()
 
 
+def start(label: str = "dispatcher") -> int:
+    """Run until stopped; a setting the environment gets wrong is named on stderr (exit 2)."""
+    return run_service(label, main, DispatcherSettings)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(start())

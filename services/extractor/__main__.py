@@ -8,8 +8,8 @@ no .netrc credentials) and follows no redirects.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +18,7 @@ import openai
 
 from services.common import observability as plog
 from services.common.runtime import Runtime, serve
+from services.common.settings import run_service
 from services.common.ssrf import GuardedTransport
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
@@ -98,5 +99,10 @@ async def main() -> None:
             await serve(runtime)
 
 
+def start(label: str = "extractor") -> int:
+    """Run until stopped; a setting the environment gets wrong is named on stderr (exit 2)."""
+    return run_service(label, main, ExtractorSettings)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(start())

@@ -5,7 +5,6 @@ Exit 2 with `file:line: path: problem` when the endpoints file or a secret it na
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import signal
@@ -16,6 +15,7 @@ from uvicorn.loops.auto import auto_loop_factory
 
 from services.common import observability as plog
 from services.common.config import ConfigError
+from services.common.settings import run_service
 from services.ingress import endpoints as endpoints_file
 from services.ingress.app import create_app
 from services.ingress.publisher import Publisher
@@ -63,7 +63,11 @@ async def main() -> int:
     return 0
 
 
+def start(label: str = "ingress") -> int:
+    """Run until stopped on the event loop uvicorn.run would pick (loop="auto": uvloop, which
+    uvicorn[standard] installs); a setting the environment gets wrong is named on stderr (exit 2)."""
+    return run_service(label, main, IngressSettings, auto_loop_factory())
+
+
 if __name__ == "__main__":
-    # the event loop uvicorn.run would pick (loop="auto"): uvloop, which uvicorn[standard] installs
-    with asyncio.Runner(loop_factory=auto_loop_factory()) as runner:
-        sys.exit(runner.run(main()))
+    sys.exit(start())

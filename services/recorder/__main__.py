@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 from services.common import observability as plog
 from services.common.runtime import Runtime, serve
+from services.common.settings import run_service
 from services.recorder.batcher import Batcher
 from services.recorder.handler import Recorder
 from services.recorder.metrics import PRUNED
@@ -59,5 +61,10 @@ async def pruning(store: Store, settings: DatabaseSettings) -> AsyncIterator[Non
             await task
 
 
+def start(label: str = "recorder") -> int:
+    """Run until stopped; a setting the environment gets wrong is named on stderr (exit 2)."""
+    return run_service(label, main, RecorderSettings)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(start())

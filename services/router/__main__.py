@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+import sys
 
 from services.common import observability as plog
 from services.common.runtime import Runtime, serve
+from services.common.settings import run_service
 from services.router.catalog import CatalogHolder
 from services.router.handler import service
 from services.router.settings import RouterSettings
@@ -20,5 +21,10 @@ async def main() -> None:
         await serve(runtime)
 
 
+def start(label: str = "router") -> int:
+    """Run until stopped; a setting the environment gets wrong is named on stderr (exit 2)."""
+    return run_service(label, main, RouterSettings)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(start())

@@ -71,6 +71,39 @@ def test_run_with_a_bad_value_names_the_variable_and_the_problem() -> None:
     assert done.stderr.splitlines()[0].startswith("postcall run router: POSTCALL_RELOAD_INTERVAL_SECONDS: ")
 
 
+# what each service needs from the environment before it starts, as its pod runs it (python -m services.<name>)
+REQUIRED = {
+    "extractor": "POSTCALL_CONFIG_DIR",
+    "router": "POSTCALL_CONFIG_DIR",
+    "dispatcher": "POSTCALL_DESTINATIONS_FILE",
+    "ingress": "POSTCALL_INGRESS__ENDPOINTS_FILE",
+}
+
+
+@pytest.mark.parametrize("service", sorted(REQUIRED))
+def test_a_service_started_as_its_pod_starts_it_names_a_missing_variable(service: str) -> None:
+    """`python -m services.<name>` (the Deployments' command) used to end in a pydantic traceback."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("POSTCALL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"], capture_output=True, text=True, timeout=60, cwd=ROOT, env=clean
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"{service}: {REQUIRED[service]} is not set (a required setting; see the service's settings.py)"
+    ]
+
+
+def test_a_bad_value_for_a_pod_is_named_with_its_problem() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTCALL_")}
+    env |= {"POSTCALL_API__PORT": "eighty", "POSTCALL_RUNTIME__MAX_IN_FLIGHT": "many"}
+    for service in ("api", "recorder"):
+        done = subprocess.run(
+            [sys.executable, "-m", f"services.{service}"], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env
+        )
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.splitlines()[0].startswith(f"{service}: POSTCALL_"), done.stderr
+
+
 def test_publish_of_an_event_naming_no_account_says_so(tmp_path: Path) -> None:
     """Used to be a traceback ending in pydantic's "Account id: String should have at least 1 character"."""
     event = orjson.loads((ROOT / "examples" / "conversations" / "0007-appointment-booked.json").read_bytes())
