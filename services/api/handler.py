@@ -47,6 +47,7 @@ Cursor = Annotated[str | None, Query(max_length=500, description="next_cursor of
 Since = Annotated[AwareDatetime | None, Query(description="At or after (RFC 3339 with an offset).")]
 Until = Annotated[AwareDatetime | None, Query(description="Before (RFC 3339 with an offset).")]
 Service = Literal[SERVICES]  # type: ignore[valid-type]
+EPOCH_MIN = datetime.min.replace(tzinfo=UTC)  # the earliest time the store holds (stats' default window stops there)
 
 
 def _json(view: BaseModel) -> Response:
@@ -270,8 +271,8 @@ async def stats(
     agent: Annotated[str | None, Query(max_length=256)] = None,
 ) -> list[DayStats]:
     """Per agent and UTC day the conversations ended (default: the last 30 days)."""
-    end = until or datetime.now(UTC)
-    start = since or end - timedelta(days=30)
+    end = queries.storable("until", until) if until is not None else datetime.now(UTC)
+    start = queries.storable("since", since) if since is not None else end - min(timedelta(days=30), end - EPOCH_MIN)
     if start >= end:
         raise HTTPException(400, "since must be before until")
     async with store.read() as conn:
@@ -283,7 +284,7 @@ async def audit(who: Operator, store: StoreDep, limit: Limit = 50, cursor: Curso
     """Operator actions, newest first: who, when, what was chosen, what happened."""
     before = None
     if cursor is not None:
-        if not cursor.isascii() or not cursor.isdigit():
+        if not cursor.isascii() or not cursor.isdigit() or int(cursor) >= queries.INT64:
             raise HTTPException(400, "malformed cursor: pass next_cursor from the previous page unchanged")
         before = int(cursor)
     async with store.read() as conn:

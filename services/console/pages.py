@@ -82,8 +82,12 @@ class ConversationForm:
         except ValueError:
             self.errors.append(f"{key}: {text!r} is not a date (YYYY-MM-DD)")
             return None
-        start = datetime.combine(day + timedelta(days=1 if next_day else 0), time(), zone)
-        return start.astimezone(UTC)
+        try:
+            start = datetime.combine(day + timedelta(days=1 if next_day else 0), time(), zone)
+            return start.astimezone(UTC)
+        except OverflowError:  # 9999-12-31's next day; 0001-01-01 east of UTC
+            self.errors.append(f"{key}: {text!r} is out of range")
+            return None
 
     def query(self, **extra: str) -> str:
         pairs = [(k, v) for k, v in self.values.items() if v] + [("end_reason", r) for r in self.end_reasons]

@@ -41,11 +41,23 @@ from services.store.views import (
 )
 
 MAX_LIMIT = 500
+INT64 = 2**63  # an id column (BIGINT) holds -INT64 <= n < INT64
 Order = Literal["desc", "asc"]
 
 
 class QueryError(ValueError):
     """Raised when a query's input cannot be used (a malformed cursor); the API answers 400 with it."""
+
+
+def storable(name: str, value: Any) -> Any:
+    """`value` as a query parameter (NUL-free text, UTC times), or a QueryError naming a number or a time no
+    column holds: an id past 64 bits, a time before year 1 or after 9999 once in UTC."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        raise QueryError(f"{name}: {value} is out of range")
+    try:
+        return clean(value)
+    except OverflowError:
+        raise QueryError(f"{name}: {value} is out of range") from None
 
 
 # ── cursors ────────────────────────────────────────────────────────────────────────────────────────
@@ -62,6 +74,8 @@ def decode_cursor(cursor: str, key_type: type[str] | type[int]) -> tuple[datetim
         parsed = datetime.fromisoformat(at)
         if not isinstance(key, key_type) or parsed.tzinfo is None:
             raise ValueError
+        storable("cursor", parsed)
+        storable("cursor", key)
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise QueryError("malformed cursor: pass next_cursor from the previous page unchanged") from None
     return parsed, key
@@ -78,14 +92,15 @@ F = TypeVar("F", "ConversationFilter", "DeadLetterFilter")
 
 
 def _cleaned(filters: F) -> F:
-    """NUL-free text (PostgreSQL refuses it in a parameter; nothing stored contains one)."""
+    """NUL-free text (PostgreSQL refuses it in a parameter; nothing stored contains one); a QueryError for a
+    number or time out of range (SQLite raises OverflowError on it, PostgreSQL a DataError)."""
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(filters):
         value = getattr(filters, f.name)
-        if isinstance(value, str):
-            changes[f.name] = clean(value)
-        elif isinstance(value, tuple | list):
-            changes[f.name] = tuple(clean(v) for v in value)
+        if isinstance(value, tuple | list):
+            changes[f.name] = tuple(storable(f.name, v) for v in value)
+        else:
+            changes[f.name] = storable(f.name, value)
     return dataclasses.replace(filters, **changes)
 
 
@@ -396,6 +411,8 @@ def _aware(value: Any) -> datetime:
 
 
 async def get_dead_letter(conn: AsyncConnection, letter_id: int) -> DeadLetterDetail | None:
+    if not -INT64 <= letter_id < INT64:
+        return None
     row = (await conn.execute(select(table(DeadLetter)).where(DeadLetter.id == letter_id))).first()
     if row is None:
         return None

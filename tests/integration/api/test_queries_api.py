@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,8 @@ import httpx
 
 from schemas import headers as h
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, DECISIONS
+from services.api.app import create_app
+from services.api.settings import ApiSettings
 from services.store import rows as r
 from services.store import writer
 from services.store.db import Store
@@ -116,3 +119,39 @@ async def test_bad_input_is_a_4xx_naming_the_problem(store: Store, client: httpx
     assert backwards.status_code == 400
     nul = await client.get("/api/v1/conversations", params={"q": "a\x00b"})
     assert nul.status_code == 200
+
+
+async def test_numbers_and_times_the_store_cannot_hold_are_a_4xx_never_a_500(store: Store) -> None:
+    """An id past 64 bits (SQLite: OverflowError; PostgreSQL: a DataError answered 503 as if the store were
+    down), a time that is out of range once moved to UTC, a cursor carrying either: each is the caller's."""
+    await seed(store, 1)
+    app = create_app(ApiSettings.model_validate({"database": {"url": "sqlite://"}}), store=store)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    huge = str(2**64 - 1)  # orjson reads it: a cursor may carry it
+    cursors = [
+        base64.urlsafe_b64encode(f'["0001-01-01T00:00:00+05:00", {key}]'.encode()).decode().rstrip("=")
+        for key in ('"c0"', "1")
+    ] + [base64.urlsafe_b64encode(f'["2026-03-10T09:00:00+00:00", {huge}]'.encode()).decode().rstrip("=")]
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        for path, params in [
+            (f"/api/v1/dead-letters/{huge}", {}),
+            ("/api/v1/dead-letters", {"ids": huge}),
+            ("/api/v1/dead-letters/counts", {"ids": huge}),
+            ("/api/v1/audit", {"cursor": huge}),
+            ("/api/v1/conversations", {"since": "0001-01-01T00:00:00+05:00"}),
+            ("/api/v1/conversations", {"until": "9999-12-31T23:59:59-05:00"}),
+            ("/api/v1/dead-letters", {"since": "0001-01-01T00:00:00+05:00"}),
+            ("/api/v1/dead-letters/counts", {"until": "9999-12-31T23:59:59-05:00"}),
+            ("/api/v1/stats", {"since": "0001-01-01T00:00:00+05:00", "until": "2026-01-01T00:00:00Z"}),
+            ("/api/v1/conversations", {"cursor": cursors[0]}),
+            ("/api/v1/dead-letters", {"cursor": cursors[1]}),
+            ("/api/v1/dead-letters", {"cursor": cursors[2]}),
+        ]:
+            answer = await client.get(path, params=params)
+            assert answer.status_code in (400, 404, 422), (path, params, answer.status_code, answer.text)
+            named = ("out of range", "no dead letter", "malformed cursor")
+            assert any(n in answer.text for n in named), (path, params, answer.text)
+        early = await client.get("/api/v1/stats", params={"until": "0001-01-02T00:00:00Z"})
+        assert early.status_code == 200 and early.json() == []  # the default 30 days stop at the earliest time
+        dry = await client.post("/api/v1/dead-letters/replay", json={"dry_run": True, "filter": {"ids": [2**63]}})
+        assert dry.status_code == 400 and "out of range" in dry.text, dry.text

@@ -160,6 +160,25 @@ async def test_dead_letters_grouped_listed_and_one_in_full(store: Store) -> None
         assert (await c.get("/console/dead-letters/999999")).status_code == 404
 
 
+async def test_dates_and_ids_out_of_range_are_named_never_a_500(store: Store) -> None:
+    await seed(store)
+    async with console_for(store) as c:
+        for path, params in [
+            ("/console/conversations", {"until": "9999-12-31"}),
+            ("/console/conversations", {"since": "0001-01-01", "tz": "Asia/Tokyo"}),
+            ("/console/dead-letters", {"until": "9999-12-31"}),
+        ]:
+            answer = await c.get(path, params=params)
+            assert answer.status_code == 200 and "is out of range" in answer.text, (path, params, answer.status_code)
+        huge = await c.get(f"/console/dead-letters/{2**64}")
+        assert huge.status_code == 404, huge.status_code
+        page = (await c.get("/console/dead-letters")).text
+        redrive = await c.post(
+            "/console/operations/redrive", data={"id": str(2**63), "dry_run": "1", "csrf_token": csrf_of(page)}
+        )
+        assert redrive.status_code == 400 and "out of range" in redrive.text, redrive.status_code
+
+
 async def test_agents_page_shows_problems_with_lines_flows_and_fire_counts(store: Store, tmp_path: Any) -> None:
     (tmp_path / "support.yaml").write_text((AGENTS / "support-line.yaml").read_text())
     (tmp_path / "broken.yaml").write_text("agent: broken\nflows:\n  - id: x\n    actions: [{type: webhok}]\n")
