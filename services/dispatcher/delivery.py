@@ -4,7 +4,8 @@ mapping of what came back onto the error tree.
     2xx                                    delivered
     3xx                                    PermanentError (redirects are never followed)
     408, 425, 429, 5xx, timeout, no conn.  RetryableError(retry_after = a 429's or 503's Retry-After, floor..cap)
-    410 Gone                               the destination is disabled, PermanentError
+    410 Gone                               the destination is disabled, PermanentError (an http action
+                                           with a path of its own: only that action fails, see `attempt`)
     other 4xx                              PermanentError
     address refused by the SSRF guard      PermanentError
     our own request malformed (h11)        PermanentError, without the library's text (it quotes headers)
@@ -154,11 +155,14 @@ class HttpSender:
         *,
         judge: Callable[[Answer], PostcallError | None] | None = None,
         redact: Redact | None = None,
+        gone_disables: bool = True,
     ) -> tuple[Answer, float]:
         """One attempt: `run` makes its requests (one, or a token fetch, a lookup and a write) through
         the destination's client, within one isolation slot and ONE deadline for all of them. The
         answer `run` returns is judged (default: by its status; `judge` for APIs that answer 200 with
-        an error); a failure is raised as a delivery error. Returns the answer and the latency in ms."""
+        an error); a failure is raised as a delivery error. Returns the answer and the latency in ms.
+        `gone_disables` False: the request went to a resource the action named (an http action's path),
+        so a 410 says that resource is gone, not the destination: the action fails, nothing is disabled."""
         redact = redact or self.redactor(dest)
         timeout = self._registry.timeout(dest)
         exchange = Exchange(self._clients[dest.name], self._options, timeout, self.tokens.get(dest.name))
@@ -188,7 +192,7 @@ class HttpSender:
             finally:
                 elapsed = time.perf_counter() - started
                 delivery_duration(action_type, dest.name).observe(elapsed)
-            error = self._classify(dest, answer, began) or (judge(answer) if judge else None)
+            error = self._classify(dest, answer, began, gone_disables) or (judge(answer) if judge else None)
             slot.record(not isinstance(error, RetryableError))
         latency_ms = round(elapsed * 1000, 3)
         if error is not None:
@@ -204,8 +208,10 @@ class HttpSender:
             headers.update(signature(dest, msg_id, body))
         return headers
 
-    def _classify(self, dest: UrlDestination, answer: Answer, began: float) -> PostcallError | None:
-        if answer.status == 410:
+    def _classify(
+        self, dest: UrlDestination, answer: Answer, began: float, gone_disables: bool = True
+    ) -> PostcallError | None:
+        if answer.status == 410 and gone_disables:
             self._registry.disable(dest.name, DISABLED_REASON, began)
             return PermanentError(f"HTTP 410 Gone: destination {dest.name} disabled")
         return classify_http_status(answer.status, answer.retry_after)

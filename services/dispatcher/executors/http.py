@@ -9,7 +9,9 @@ that decodes to '..') is refused, never sent.
 The answer's status, the start of its body (redacted) and, with `result_id_pointer`, the id it names
 are kept in the action's result. `Idempotency-Key: <action_id>` goes with every request: APIs that
 honour it (Zendesk, Stripe-style APIs) drop a repeat after a timeout; for the others a retried PATCH or
-PUT is harmless and a retried POST may create a second record (docs/integrations.md).
+PUT is harmless and a retried POST may create a second record (docs/integrations.md). A 410 Gone to a
+path of the action's own names that resource (a deleted case): the action fails, the destination stays
+enabled; only a 410 to the destination's own URL disables it.
 """
 
 from __future__ import annotations
@@ -59,7 +61,11 @@ class HttpRequestExecutor:
         async def run(exchange: Exchange) -> Answer:
             return await exchange.request(action.method, url, headers, body, params=params, read_limit=limit)
 
-        answer, latency_ms = await self._http.attempt(dest, action.type, run, redact=redact)
+        # a 410 to a path of the action's own names that resource (a deleted case), not the destination
+        gone_disables = not action.path.partition("?")[0]
+        answer, latency_ms = await self._http.attempt(
+            dest, action.type, run, redact=redact, gone_disables=gone_disables
+        )
         result_id, note = read_result_id(answer, action.result_id_pointer)
         excerpt = redact(answer.snippet, RESPONSE_EXCERPT_CHARS) or None
         result_id = redact(result_id, RESULT_ID_CHARS) if result_id else None

@@ -14,7 +14,7 @@ from schemas.events import HttpRequested
 from services.common.errors import PermanentError, RetryableError
 from services.dispatcher.delivery import Answer, Exchange, HttpOptions, HttpSender
 from services.dispatcher.destinations import HttpDestination
-from services.dispatcher.executors.http import read_result_id, request_headers, target
+from services.dispatcher.executors.http import HttpRequestExecutor, read_result_id, request_headers, target
 from services.dispatcher.registry import Registry
 from services.dispatcher.tokens import TokenSource
 from tests.unit.dispatcher.conftest import registry
@@ -220,3 +220,35 @@ async def test_a_second_401_is_the_answer_the_token_is_replaced_only_once_per_re
         ("/api/v2/cases/1", "Bearer tok-3"),
     ]
     assert sum(r.url.path == "/oauth/token" for r in seen) == 2
+
+
+BEARER = """
+destinations:
+  - name: crm
+    kind: http
+    url: https://crm.example.com/api/v2
+    auth: {type: bearer, token: {secret_env: TOKEN}}
+"""
+
+
+async def test_a_410_to_an_actions_path_fails_that_action_and_leaves_the_destination_enabled() -> None:
+    """A 410 to /cases/<id> says that case is gone (RFC 9110: the target resource), not the API: the
+    path comes from the action (a caller's dynamic variable, say), so one deleted record must not stop
+    every other action to the CRM on every replica. A 410 to the destination's own URL still disables it."""
+    reg = registry(BEARER, {"TOKEN": "tok-SECRET-3"})
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(410, json={"error": "case deleted"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer), follow_redirects=False)
+    executor = HttpRequestExecutor(reg, HttpSender(reg, {"crm": client}, HttpOptions()))
+    with pytest.raises(PermanentError, match="410"):
+        await executor(http_action(path="/cases/4471"))
+    assert reg.get("crm", HttpDestination).name == "crm"  # still enabled
+    assert not reg.disabled
+    with pytest.raises(PermanentError, match="410"):
+        await executor(http_action(path="?notify=false"))  # the destination's own URL: it is retired
+    assert "crm" in reg.disabled
+    assert seen == ["/api/v2/cases/4471", "/api/v2"]
