@@ -46,6 +46,14 @@ def test_every_runtime_dependency_is_locked_with_hashes_at_a_version_it_allows()
         )
 
 
+def test_standardwebhooks_is_required_at_a_release_that_signs_the_body_as_sent() -> None:
+    """Up to 1.1.0 `Webhook.sign` took a str and formatted it into the signed text: the dispatcher's
+    bytes body was signed as b'...' (every webhook's signature wrong). 1.3.0 signs bytes as they are."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    [spec] = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == "standardwebhooks"]
+    assert not spec.specifier.contains("1.1.0") and spec.specifier.contains("1.3.0")
+
+
 def test_the_build_backend_is_locked_and_builds_pep_639_license_strings() -> None:
     build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
     [setuptools] = [Requirement(r) for r in build["requires"] if Requirement(r).name == "setuptools"]

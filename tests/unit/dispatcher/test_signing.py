@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 
 import pytest
@@ -17,6 +20,16 @@ BODY = b'{"status":"closed","n":1}'
 def test_signature_verifies_with_the_reference_library() -> None:
     headers = Signer([SECRET]).headers("act_123", BODY)
     assert Webhook(SECRET).verify(BODY, headers) == {"status": "closed", "n": 1}
+
+
+def test_the_signature_is_the_specs_hmac_over_the_id_the_timestamp_and_the_raw_body() -> None:
+    """Computed here without the library: standardwebhooks before 1.3 signed `f"{id}.{ts}.{data}"`,
+    so the bytes body we pass was signed as its repr (b'...') and no receiver could verify it."""
+    body = '{"note":"Grüße"}'.encode()
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    digest = hmac.new(key, b"act_123.1700000000." + body, hashlib.sha256).digest()
+    headers = Signer([SECRET]).headers("act_123", body, timestamp=1_700_000_000)
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
 
 
 def test_rotation_signs_with_every_secret_and_each_verifies() -> None:
