@@ -3,7 +3,9 @@
 Open mode: an API listening on a loopback address with no active token in the store serves everyone
 as `local` (operator), so that `make run` and `curl` work on a laptop. Once a token exists, or on any
 other address, every request needs `Authorization: Bearer <token>`; on another address with no token
-at all, the API refuses to start (`check_bind`).
+at all, the API refuses to start (`check_bind`). The open mode serves only requests addressed to a
+loopback name (Host: localhost, 127.0.0.1, [::1]): a page of another site whose name was re-pointed at
+127.0.0.1 (DNS rebinding) sends its own name, and gets the login like any stranger.
 
 The console (services/console) mounts into the same app and adds its own way in (a session cookie) with
 `Auth.add(...)`; routes depend on `require("viewer")` / `require("operator")` whichever way came in.
@@ -70,7 +72,7 @@ class Auth:
             found = await authenticator(request)
             if found is not None:
                 return found
-        if await self.open_mode():
+        if await self.open_mode(request):
             return LOCAL
         raise _unauthorized("authentication required: send Authorization: Bearer <token>")
 
@@ -84,8 +86,8 @@ class Auth:
             raise _unauthorized("unknown or revoked token")
         return found
 
-    async def open_mode(self) -> bool:
-        if not self.loopback:
+    async def open_mode(self, request: Request) -> bool:
+        if not self.loopback or not is_loopback(request.url.hostname or ""):
             return False
         checked_at, is_open = self._open
         if time.monotonic() - checked_at > OPEN_MODE_RECHECK_SECONDS:

@@ -72,7 +72,7 @@ async def resolve(request: Request) -> Access:
                 await sessions.touch_session(conn, session_id)
         if live is not None:
             found = Access(live.principal, live.csrf_token, session=True)
-    if found is None and await auth.open_mode():
+    if found is None and await auth.open_mode(request):
         found = Access(auth_local(), _csrf_cookie(request), session=False)
     if found is None:
         raise LoginRequired()

@@ -24,7 +24,7 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 def client_for(store: Store, token: str | None = None, **settings: object) -> httpx.AsyncClient:
     app = create_app(ApiSettings.model_validate({"database": {"url": "sqlite://"}, **settings}), store=store)
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=headers)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=headers)
 
 
 @pytest.fixture

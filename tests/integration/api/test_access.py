@@ -40,6 +40,21 @@ async def test_loopback_without_tokens_is_open_and_closes_once_a_token_exists(
     assert "Authorization: Bearer" in closed.json()["detail"]
 
 
+async def test_the_open_mode_serves_only_requests_addressed_to_a_loopback_name(store: Store) -> None:
+    """DNS rebinding: a page from another site whose name now resolves to 127.0.0.1 reaches the port, but
+    its requests carry its own name in Host; the open mode must not serve them as the local operator."""
+    async with client_for(store) as anyone:
+        for host in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000", "127.0.0.1"):
+            assert (await anyone.get("/api/v1/conversations", headers={"host": host})).status_code == 200, host
+        for host in ("attacker.example:8000", "attacker.example", "127.0.0.1.attacker.example"):
+            api = await anyone.get("/api/v1/conversations", headers={"host": host})
+            assert api.status_code == 401, (host, api.status_code)
+            replay = await anyone.post("/api/v1/dead-letters/replay", json=REPLAY, headers={"host": host})
+            assert replay.status_code == 401, (host, replay.status_code)
+            page = await anyone.get("/console/conversations", headers={"host": host})
+            assert page.status_code == 303 and page.headers["location"].startswith("/console/login"), host
+
+
 async def test_roles_decide_what_a_token_may_do(store: Store) -> None:
     viewer, operator = await create(store, "grafana", "viewer"), await create(store, "alice", "operator")
     async with client_for(store, viewer) as v, client_for(store, operator) as o, client_for(store, "pc_nope") as bad:

@@ -132,7 +132,7 @@ async def test_numbers_and_times_the_store_cannot_hold_are_a_4xx_never_a_500(sto
         base64.urlsafe_b64encode(f'["0001-01-01T00:00:00+05:00", {key}]'.encode()).decode().rstrip("=")
         for key in ('"c0"', "1")
     ] + [base64.urlsafe_b64encode(f'["2026-03-10T09:00:00+00:00", {huge}]'.encode()).decode().rstrip("=")]
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         for path, params in [
             (f"/api/v1/dead-letters/{huge}", {}),
             ("/api/v1/dead-letters", {"ids": huge}),

@@ -32,7 +32,7 @@ def console_for(store: Store, states: DestinationStates | None = None, **setting
     )
     if states is not None:
         app.state.destination_states = states
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console.test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 @pytest.fixture
