@@ -150,9 +150,9 @@ def safe_next(value: str | None) -> str:
 
 
 @router.get("/login", include_in_schema=False)
-async def login_form(request: Request, next: str | None = None, error: str | None = None) -> Response:
+async def login_form(request: Request, next: str | None = None) -> Response:
     csrf = _csrf_cookie(request)
-    return page(request, "login.html", {"csrf": csrf, "next": safe_next(next), "error": error, "who": None})
+    return page(request, "login.html", {"csrf": csrf, "next": safe_next(next), "error": None, "who": None})
 
 
 @router.post("/login", include_in_schema=False, dependencies=[Csrf])

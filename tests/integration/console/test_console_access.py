@@ -54,6 +54,15 @@ async def test_login_with_a_token_opens_a_session_and_logout_ends_it(store: Stor
         assert (await conn.execute(select(func.count()).select_from(ConsoleSession))).scalar_one() == 0
 
 
+async def test_the_login_page_shows_no_message_a_link_chose(store: Store) -> None:
+    """Only a failed login names an error: a link's ?error=... is another site's text in the console's own
+    alert, above the box where people paste their token."""
+    await create_token(store, "alice", "operator")
+    async with console_for(store) as c:
+        lure = await c.get("/console/login", params={"error": "Session expired: send your token to help@evil.example"})
+    assert lure.status_code == 200 and "evil.example" not in lure.text and 'role="alert"' not in lure.text
+
+
 async def test_a_session_ends_when_idle_too_long_and_when_its_token_is_revoked(store: Store) -> None:
     token = await create_token(store, "bob", "viewer")
     async with console_for(store, console={"session_idle_minutes": 0.01}) as c:
