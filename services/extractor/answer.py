@@ -19,7 +19,7 @@ import re
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, create_model
 
 from schemas.agents import ExtractionSpec, FieldSpec
 from schemas.events import ExtractedValue, TriggerAnswer
@@ -101,6 +101,17 @@ def _date(v: Any) -> Any:
     return v
 
 
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _datetime(v: Any) -> Any:
+    """A date-time field answered with a date alone stays a date: read as a date-time it would be
+    midnight, a time nobody said (a callback at 00:00); the router reads a date as its opening hour."""
+    if isinstance(v, str) and _DATE_ONLY.match(v.strip()):
+        return date.fromisoformat(v.strip())
+    return v
+
+
 def _time(v: Any) -> Any:
     """16:30, 16:30:00, 4:30 PM, half past four in the afternoon -> 16:30; anything else is left to fail."""
     if not isinstance(v, str):
@@ -128,8 +139,8 @@ def _enum(values: list[str]) -> Any:
 
 
 def value_type(f: FieldSpec, country_code: str) -> Any:
-    simple: dict[str, Any] = {"string": str, "number": float, "integer": int, "boolean": bool, "date": date,
-                              "datetime": datetime, "time": time}  # fmt: skip
+    # a number is finite: "NaN" or "Infinity" is no value (and no event can carry it)
+    simple: dict[str, Any] = {"string": str, "number": FiniteFloat, "integer": int, "boolean": bool}  # fmt: skip
     if f.type == "enum":
         return _enum(list(f.values or []))
     if f.type == "phone":
@@ -140,6 +151,8 @@ def value_type(f: FieldSpec, country_code: str) -> Any:
         return Annotated[date | None, BeforeValidator(_blank_to_none), BeforeValidator(_date)]
     if f.type == "time":
         return Annotated[time | None, BeforeValidator(_blank_to_none), BeforeValidator(_time)]
+    if f.type == "datetime":
+        return Annotated[datetime | date | None, BeforeValidator(_blank_to_none), BeforeValidator(_datetime)]
     return Annotated[simple[f.type] | None, BeforeValidator(_blank_to_none)]
 
 

@@ -201,3 +201,26 @@ def test_a_date_time_that_is_not_midnight_is_not_a_date() -> None:
     spec = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="x", type="date")])
     with pytest.raises(ValidationError):
         answer.answer_model(spec, "1").model_validate({"fields": {"x": {"value": "2026-03-17T15:00:00"}}})
+
+
+@pytest.mark.parametrize("said", ["NaN", "Infinity", "-inf"])
+def test_a_number_that_is_not_finite_is_invalid_so_the_repair_round_asks_again(said: str) -> None:
+    # accepted here, it made ExtractedValue (which refuses NaN) raise outside the repair round
+    spec = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="x", type="number")])
+    with pytest.raises(ValidationError, match=r"fields\.x\.value"):
+        answer.answer_model(spec, "1").model_validate({"fields": {"x": {"value": said, "evidence": None}}})
+
+
+def test_a_date_time_answered_with_a_date_alone_stays_a_date_not_midnight() -> None:
+    spec = ExtractionSpec(
+        agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="x", type="datetime")]
+    )
+    model = answer.answer_model(spec, "1")
+    data = {"fields": {"x": {"value": "2026-03-17", "evidence": "on Tuesday", "confidence": 0.9}}}
+    got = answer.read_answer(model.model_validate(data), spec, data)["fields"]["x"]
+    assert (got.value, got.raw) == ("2026-03-17", None)  # not "2026-03-17T00:00:00": no one said midnight
+    data = {"fields": {"x": {"value": "2026-03-17T15:00:00-05:00", "evidence": "at 3", "confidence": 0.9}}}
+    timed = answer.read_answer(model.model_validate(data), spec, data)["fields"]["x"]
+    assert timed.value == "2026-03-17T15:00:00-05:00"
+    with pytest.raises(ValidationError):
+        model.model_validate({"fields": {"x": {"value": "2026-02-30", "evidence": None}}})

@@ -69,3 +69,11 @@ async def test_without_trust_or_without_analysis_the_platform_is_ignored(tmp_pat
     assert out.summary != "The platform's words." and out.provider == "heuristic"
     plain = (await extracted(tmp_path, spec(ISSUE), conversation("0005"))).extraction
     assert plain.provider == "heuristic" and plain.reason is None
+
+
+async def test_a_platform_number_that_is_not_finite_is_left_to_the_provider(tmp_path: Path) -> None:
+    budget = FieldSpec(name="budget", type="number")
+    out = (await extracted(tmp_path, spec(budget, summary=False), with_analysis(data={"budget": "NaN"}))).extraction
+    # taken, it made ExtractedValue (which refuses NaN) raise: a failed extraction, dead-lettered
+    assert out.status == "ok", out.reason
+    assert out.reason is None or "budget" not in out.reason
