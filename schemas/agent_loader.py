@@ -15,6 +15,7 @@ the console), with drafts as if published.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class LoadedFile:
     stale: bool = False
     tree: Any = field(default=None, repr=False, compare=False)  # ruamel round-trip tree: lines
     draft: bool = False  # read from the file when possible, even when it has problems
+    version: str | None = None  # read from the file when possible, even when it has problems
 
     def locate(self, loc: Loc) -> tuple[int, str]:
         return locate(self.tree, loc)
@@ -90,10 +92,24 @@ class Catalog:
         return tuple(p for f in self.files.values() for p in f.problems)
 
     def lookup(self, agent_id: str, version: str | None = None) -> AgentConfig | None:
-        """The version's own file when there is one, else the agent's default file."""
+        """The version's own file when there is one, else the agent's default file. None while the
+        version's own file has never been valid: its conversations wait for it (is_broken), they are
+        not run by the default file's flows."""
         if version is not None and (agent_id, version) in self.configs:
             return self.configs[(agent_id, version)]
+        if version is not None and (agent_id, version) in self._broken_versions:
+            return None
         return self.configs.get((agent_id, None))
+
+    @functools.cached_property
+    def _broken_versions(self) -> frozenset[tuple[str | None, str]]:
+        """(agent, version) of the published version files that have never been valid (once per catalog:
+        lookup is on every record's path)."""
+        return frozenset(
+            (f.agent, f.version)
+            for f in self.files.values()
+            if f.version is not None and f.config is None and not f.draft
+        )
 
     def is_broken(self, agent_id: str) -> bool:
         """A published file names this agent but has problems and no last good configuration."""
@@ -124,7 +140,15 @@ def load_catalog(directory: str | Path, *, previous: Catalog | None = None, libr
         loaded = old[name] if name in old and old[name].digest == digest else load_file(name, data, lib)
         if loaded.config is None and name in old and old[name].config is not None:
             loaded = LoadedFile(
-                name, digest, loaded.agent, old[name].config, loaded.problems, True, loaded.tree, loaded.draft
+                name,
+                digest,
+                loaded.agent,
+                old[name].config,
+                loaded.problems,
+                True,
+                loaded.tree,
+                loaded.draft,
+                loaded.version,
             )
         files[name] = loaded
     return Catalog(str(root), files, _index(files, drafts=False), _index(files, drafts=True))
@@ -162,7 +186,14 @@ def _index(files: dict[str, LoadedFile], *, drafts: bool) -> dict[tuple[str, str
             what += f" version {cfg.version!r}" if cfg.version else ""
             dup = Problem(name, line, "agent", f"{what} is already configured in {configs[key].source}")
             files[name] = LoadedFile(
-                name, loaded.digest, loaded.agent, None, (*loaded.problems, dup), tree=loaded.tree, draft=loaded.draft
+                name,
+                loaded.digest,
+                loaded.agent,
+                None,
+                (*loaded.problems, dup),
+                tree=loaded.tree,
+                draft=loaded.draft,
+                version=loaded.version,
             )
             continue
         configs[key] = cfg
@@ -181,6 +212,8 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
     raw = plain(tree)
     agent = raw.get("agent") if isinstance(raw.get("agent"), str) else None
     draft = raw.get("draft") is True
+    version = raw.get("version")
+    version = str(version) if isinstance(version, str | int | float) and not isinstance(version, bool) else None
     issues, from_template = _expand_templates(raw, library)
     file_cfg: AgentFile | None = None
     unexpanded = {loc[1] for loc, _ in issues if loc[2:3] == ("use_template",)}
@@ -197,9 +230,9 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
         issues += list(semantic_problems(file_cfg))
     problems = _problems(name, tree, [_hint(loc, msg, from_template) for loc, msg in issues])
     if problems or file_cfg is None:
-        return LoadedFile(name, digest, agent, None, problems, tree=tree, draft=draft)
+        return LoadedFile(name, digest, agent, None, problems, tree=tree, draft=draft, version=version)
     config = AgentConfig(**dict(file_cfg), revision=digest, source=name)
-    return LoadedFile(name, digest, agent, config, (), tree=tree, draft=draft)
+    return LoadedFile(name, digest, agent, config, (), tree=tree, draft=draft, version=version)
 
 
 LISTS = ("flows", "recipient_routes")  # a bad item leaves its siblings checkable

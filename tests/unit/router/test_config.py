@@ -53,6 +53,17 @@ def test_a_version_file_alone_serves_only_its_version(tmp_path: Path) -> None:
     assert catalog.lookup("support-line", "2") is None
 
 
+def test_a_version_file_never_valid_holds_its_version_and_does_not_fall_back_to_the_default(tmp_path: Path) -> None:
+    write(tmp_path, "support-line.yaml", DEFAULT)
+    write(tmp_path, "support-line-v3.yaml", VERSION_3.replace("type: task", "type: tsak"))
+    catalog = load_catalog(tmp_path)
+    assert catalog.problems
+    # version 3's conversations wait for its file (retried), never run by the default file's flows
+    assert catalog.lookup("support-line", "3") is None and catalog.is_broken("support-line")
+    default = catalog.lookup("support-line", "4")
+    assert default is not None and default == catalog.lookup("support-line")
+
+
 def test_revision_is_the_content_hash_of_the_agents_file(tmp_path: Path) -> None:
     path = write(tmp_path, "a.yaml", DEFAULT)
     cfg = load_catalog(tmp_path).lookup("support-line")
