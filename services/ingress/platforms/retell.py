@@ -99,7 +99,7 @@ _CALL: TypeAdapter[RetellCall] = TypeAdapter(RetellCall)
 
 class RetellWebhook(Lenient):
     event: str
-    call: dict[str, Any]
+    call: dict[str, Any] | None = None  # absent from chat events (chat_ended, ...), which carry `chat`
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +129,8 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         hook = parse(RetellWebhook, payload)
         if hook.event not in ctx.publish_on:
             return _ignored(hook.event, ctx)
+        if hook.call is None:
+            raise PayloadError([("call", "Field required")]) from None
         try:
             call = _CALL.validate_python(hook.call)
         except ValidationError as exc:

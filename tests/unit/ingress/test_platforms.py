@@ -148,6 +148,19 @@ def test_retell_events_not_published_on_are_ignored() -> None:
     assert isinstance(MAPPINGS["retell"](started, ctx), Ignored)
 
 
+def test_retell_chat_events_without_a_call_are_ignored_and_a_published_event_without_one_is_refused() -> None:
+    """Retell sends its chat agents' events (chat_started, chat_ended, chat_analyzed) with a `chat` object
+    and no `call` (docs.retellai.com/features/webhook-overview): acknowledged and ignored like any event
+    not published on, not a 422. A published event without its call is still refused, naming `call`."""
+    ctx = Context("a", None, RECEIVED, {}, publish_on=("call_analyzed", "call_ended"))
+    for event in ("chat_started", "chat_ended", "chat_analyzed"):
+        out = MAPPINGS["retell"]({"event": event, "chat": {"chat_id": "c1", "agent_id": "a1"}}, ctx)
+        assert isinstance(out, Ignored) and event in out.reason, out
+    with pytest.raises(PayloadError) as caught:
+        MAPPINGS["retell"]({"event": "call_analyzed"}, ctx)
+    assert [path for path, _ in caught.value.problems] == ["call"]
+
+
 def test_retell_answers_do_not_depend_on_validating_webhook_and_call_at_once() -> None:
     """map_payload validates the webhook with its call in one pass and falls back to two steps when that
     fails: an event not published on is ignored whatever its call holds, and a published event's bad
