@@ -40,7 +40,7 @@ _START, _DURATION = "data.metadata.start_time_unix_secs", "data.metadata.call_du
 
 
 class ElevenLabsPhoneCall(Lenient):
-    direction: Literal["inbound", "outbound"] | None = None
+    direction: str | None = None  # an open enum (inbound, outbound): another value is read as inbound
     agent_number: str | None = None
     external_number: str | None = None
 
@@ -109,7 +109,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         return Ignored(f"ElevenLabs webhook type {envelope.type[:64]!r} is not a finished conversation")
     conv = parse(ElevenLabsConversation, envelope.data, "data")
     meta, phone = conv.metadata, conv.metadata.phone_call
-    direction = phone.direction if phone is not None and phone.direction else "inbound"
+    direction = "outbound" if phone is not None and phone.direction == "outbound" else "inbound"
     started_at = from_epoch(meta.start_time_unix_secs, field=_START) if meta.start_time_unix_secs is not None else None
     ended_at = (
         from_epoch(meta.start_time_unix_secs + meta.call_duration_secs, field=_DURATION)

@@ -76,7 +76,7 @@ class RetellCall(TypedDict, total=False):
     agent_name: Annotated[str | None, Field(default=None)]
     agent_version: Annotated[int | str | None, Field(default=None)]
     call_type: Annotated[str | None, Field(default=None)]
-    direction: Annotated[Literal["inbound", "outbound"] | None, Field(default=None)]
+    direction: Annotated[str | None, Field(default=None)]  # inbound, outbound: another value is read as inbound
     from_number: Annotated[str | None, Field(default=None)]
     to_number: Annotated[str | None, Field(default=None)]
     call_status: Annotated[str | None, Field(default=None)]
@@ -141,7 +141,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         if event not in ctx.publish_on:
             return _ignored(event, ctx)
     web = call["call_type"] == "web_call"
-    direction = "inbound" if web else call["direction"] or "inbound"
+    direction = "outbound" if not web and call["direction"] == "outbound" else "inbound"
     start, end, received = call["start_timestamp"], call["end_timestamp"], ctx.received_at
     if start is not None and end is not None:  # a connected call: both times, as times() returns them
         started, ended, estimated = from_epoch(start, 1000, field=_START), from_epoch(end, 1000, field=_END), False

@@ -251,6 +251,23 @@ def test_elevenlabs_call_initiation_failure_is_a_call_that_never_connected() -> 
     assert isinstance(out, ConversationEnded) and out.end_reason.canonical is EndReason.DIAL_FAILED
 
 
+def test_a_direction_value_the_mapping_does_not_know_does_not_refuse_the_call() -> None:
+    """A vendor adding a direction value (ElevenLabs' SDK types it as an open enum) must not turn a
+    finished call into a 422 that is never retried: the call is published, inbound as when no direction
+    is sent; outbound stays outbound."""
+    eleven = orjson.loads(example("elevenlabs/phone-outbound-no-analysis.json"))
+    eleven["data"]["metadata"]["phone_call"]["direction"] = "transferred"
+    e = MAPPINGS["elevenlabs"](eleven, CTX)
+    assert isinstance(e, ConversationEnded) and (e.channel, e.direction) == ("phone", "inbound")
+    assert e.to_number == "+13125550100" and e.customer.phone_number == "+12245550133"
+    retell = orjson.loads(example("retell/phone-voicemail-analyzed.json"))
+    assert retell["call"]["direction"] == "outbound"
+    assert MAPPINGS["retell"](retell, CTX).direction == "outbound"  # type: ignore[union-attr]
+    retell["call"]["direction"] = "internal"
+    r = MAPPINGS["retell"](retell, CTX)
+    assert isinstance(r, ConversationEnded) and (r.channel, r.direction) == ("phone", "inbound")
+
+
 def test_elevenlabs_audio_webhook_is_ignored() -> None:
     assert isinstance(MAPPINGS["elevenlabs"](orjson.loads(example("elevenlabs/post-call-audio.json")), CTX), Ignored)
 
