@@ -45,11 +45,20 @@ class ElevenLabsPhoneCall(Lenient):
     external_number: str | None = None
 
 
+class ElevenLabsSms(Lenient):
+    """An SMS conversation (`SmsConversationInfo`): it has this instead of a `phone_call`."""
+
+    direction: str | None = None
+    sms_user_phone_number: str | None = None
+    agent_phone_number: str | None = None
+
+
 class ElevenLabsMetadata(Lenient):
     start_time_unix_secs: int | None = Field(None, ge=0)
     call_duration_secs: float | None = Field(None, ge=0)
     termination_reason: str | None = None
     phone_call: ElevenLabsPhoneCall | None = None
+    sms: ElevenLabsSms | None = None
     cost: float | None = None
     main_language: str | None = None
     timezone: str | None = None
@@ -109,7 +118,14 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         return Ignored(f"ElevenLabs webhook type {envelope.type[:64]!r} is not a finished conversation")
     conv = parse(ElevenLabsConversation, envelope.data, "data")
     meta, phone = conv.metadata, conv.metadata.phone_call
-    direction = "outbound" if phone is not None and phone.direction == "outbound" else "inbound"
+    sms = meta.sms if phone is None else None
+    line = phone or sms
+    direction = "outbound" if line is not None and line.direction == "outbound" else "inbound"
+    channel, customer, ours = "web", None, None  # a web conversation: no numbers
+    if phone is not None:
+        channel, customer, ours = "phone", phone.external_number, phone.agent_number
+    elif sms is not None:
+        channel, customer, ours = "sms", sms.sms_user_phone_number, sms.agent_phone_number
     started_at = from_epoch(meta.start_time_unix_secs, field=_START) if meta.start_time_unix_secs is not None else None
     ended_at = (
         from_epoch(meta.start_time_unix_secs + meta.call_duration_secs, field=_DURATION)
@@ -127,7 +143,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         occurred_at=reported,
         account=account(ctx),
         agent=agent(ctx, conv.agent_id, conv.agent_name, field="data.agent_id"),
-        channel="phone" if phone is not None else "web",
+        channel=channel,
         direction=direction,
         status=_STATUS.get(conv.status or "", conv.status or "completed"),
         started_at=started,
@@ -135,8 +151,8 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         times_estimated=estimated,
         duration_seconds=meta.call_duration_secs,
         end_reason=end_reason("elevenlabs", meta.termination_reason),
-        customer=dict(phone_number=phone.external_number if phone else None, contact_id=conv.user_id),
-        to_number=(phone.agent_number if direction == "inbound" else phone.external_number) if phone else None,
+        customer=dict(phone_number=customer, contact_id=conv.user_id),
+        to_number=ours if direction == "inbound" else customer,
         messages=messages(conv.transcript, meta.call_duration_secs) or None,
         dynamic_variables=own,
         metadata=dropped_empty(

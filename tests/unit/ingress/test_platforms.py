@@ -240,6 +240,32 @@ def test_elevenlabs_outbound_phone_call_without_analysis() -> None:
     assert e.end_reason.canonical is EndReason.AGENT_HANGUP and e.platform_analysis is None
 
 
+def test_elevenlabs_sms_conversation_is_an_sms_with_the_customers_number_not_a_web_call() -> None:
+    """An agent's SMS conversation carries `metadata.sms` (the SDK's SmsConversationInfo: direction,
+    sms_user_phone_number, agent_phone_number) and no `phone_call`: channel sms, its direction, the
+    customer's number; it was published as an inbound web conversation without a number."""
+    payload = orjson.loads(example("elevenlabs/web-with-analysis.json"))
+    sms = {"direction": "inbound", "sms_user_phone_number": "+13125550177", "agent_phone_number": "+13125550100"}
+    payload["data"]["metadata"]["sms"] = sms
+    e = MAPPINGS["elevenlabs"](payload, CTX)
+    assert isinstance(e, ConversationEnded)
+    assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == (
+        "sms",
+        "inbound",
+        "+13125550177",
+        "+13125550100",
+    )
+    sms["direction"] = "outbound"
+    e = MAPPINGS["elevenlabs"](payload, CTX)
+    assert isinstance(e, ConversationEnded)
+    assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == (
+        "sms",
+        "outbound",
+        "+13125550177",
+        "+13125550177",
+    )
+
+
 def test_elevenlabs_call_initiation_failure_is_a_call_that_never_connected() -> None:
     e = mapped("elevenlabs", "elevenlabs/call-initiation-failure.json")
     assert (e.status, e.direction, e.times_estimated, e.duration) == ("not_connected", "outbound", True, 0)
