@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from schemas import headers as h
 from services.common import codec, observability
@@ -571,7 +571,10 @@ class Runtime:
                     await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
                 return
             except KafkaError as exc:
-                if not getattr(exc, "retriable", True) or isinstance(exc, MessageSizeTooLargeError):
+                # KafkaTimeoutError (not marked retriable by aiokafka): a partition's buffer did not drain
+                # within request_timeout_ms, its leader away: broker trouble, not the record's
+                retriable = getattr(exc, "retriable", True) or isinstance(exc, KafkaTimeoutError)
+                if not retriable or isinstance(exc, MessageSizeTooLargeError):
                     raise Unproducible(exc) from exc
                 if not self._is_current(state) or state.revoking or self._stopping.is_set():
                     raise Stopped from exc
