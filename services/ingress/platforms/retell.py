@@ -177,8 +177,11 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
             "recording_url": call["recording_url"],
             "conversation_url": call["public_log_url"],
             "dynamic_variables": variables,
-            "metadata": dropped_empty(
-                {**(call["metadata"] or {}), "transfer_destination": call["transfer_destination"], "variables": nested}
+            "metadata": dropped_empty(  # the call's own keys, and ours only when they hold something
+                {
+                    **(call["metadata"] or {}),
+                    **dropped_empty({"transfer_destination": call["transfer_destination"], "variables": nested}),
+                }
             ),
             "platform_analysis": analysis(call["call_analysis"]),
         }

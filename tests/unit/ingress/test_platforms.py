@@ -181,6 +181,19 @@ def test_retell_answers_do_not_depend_on_validating_webhook_and_call_at_once() -
     assert [path for path, _ in caught.value.problems] == ["call"]
 
 
+def test_retell_call_metadata_keys_are_kept_whatever_their_names() -> None:
+    """Retell's call.metadata (the caller's own object) is published as metadata's keys; one named like a
+    key the mapping adds (variables, transfer_destination) was overwritten by an empty value and dropped."""
+    payload = orjson.loads(example("retell/phone-voicemail-analyzed.json"))
+    payload["call"]["metadata"] = {"campaign": "c1", "variables": {"segment": "smb"}, "transfer_destination": "q7"}
+    e = MAPPINGS["retell"](payload, CTX)
+    assert isinstance(e, ConversationEnded)
+    assert e.metadata == {"campaign": "c1", "variables": {"segment": "smb"}, "transfer_destination": "q7"}
+    payload["call"]["transfer_destination"] = "+13125550100"
+    e = MAPPINGS["retell"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and e.metadata["transfer_destination"] == "+13125550100"
+
+
 def test_retell_message_times_are_the_earliest_start_and_latest_end_of_words_not_negative() -> None:
     words = [{"start": 2.5, "end": 3}, {"start": -1, "end": -1}, {"start": 1.25}, {"end": 9}, {"start": None}, {}]
     transcript = [
