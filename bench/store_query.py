@@ -115,7 +115,8 @@ async def _measure(store: Store, n: int, smoke: bool = False) -> dict[str, Any]:
             counts, lambda: queries.get_conversation(conn, conversation_id(rnd.randrange(n)))
         )
     app = create_app(ApiSettings.model_validate({"database": {"url": "sqlite://"}}), store=store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api:
+    # a loopback name: the open mode (no token in this store) serves only those (services/api/auth.py)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as api:
 
         async def api_list() -> None:
             params = {"agent": rnd.choice(AGENTS), "end_reason": rnd.choice(END_REASONS)}
