@@ -223,6 +223,21 @@ def test_grace_period_outlasts_the_drain(docs: tuple[dict[str, Any], ...]) -> No
         assert grace > needed, f"{workload['metadata']['name']}: {grace}s <= {needed}s"
 
 
+def test_every_workload_of_a_kustomization_reaches_the_same_kafka(docs: tuple[dict[str, Any], ...]) -> None:
+    """The consumers, the ingress and the API talk to one cluster: an overlay that moves Kafka (dev: into its
+    own namespace) must move it for every workload, or one of them resolves a name that does not exist."""
+    bootstrap = {
+        _name(d): env_of(d)["POSTCALL_KAFKA__BOOTSTRAP_SERVERS"]["value"]
+        for d in docs
+        if d["kind"] in WORKLOAD_KINDS and "POSTCALL_KAFKA__BOOTSTRAP_SERVERS" in env_of(d)
+    }
+    assert {"postcall-ingress", "postcall-api", *(f"postcall-{s}" for s in SERVICES)} <= set(bootstrap), bootstrap
+    assert len(set(bootstrap.values())) == 1, bootstrap
+    for kafka in of_kind(docs, "Kafka"):  # the overlay runs its own cluster: its bootstrap service
+        (address,) = set(bootstrap.values())
+        assert address.startswith(f"{_name(kafka)}-kafka-bootstrap.{kafka['metadata']['namespace']}.svc:"), address
+
+
 def test_static_membership_id_is_the_pod_name(docs: tuple[dict[str, Any], ...]) -> None:
     for workload in workloads(docs):
         instance = env_of(workload)["POSTCALL_RUNTIME__GROUP_INSTANCE_ID"]
