@@ -47,8 +47,18 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[int, list[dict[str, Any]
             series("kube_pod_status_ready", "0x30", pod="postcall-router-1", condition="true"),
             series("kube_pod_status_ready", "1x30", pod="postcall-router-0", condition="true"),
             series("kube_pod_status_ready", "0x30", pod="some-other-app-0", condition="true"),
+            series("kube_pod_status_ready", "0x30", pod="postcall-recorder-0", condition="true"),
         ],
-        [(5, []), (15, [fires(pod="postcall-router-1", severity="critical")])],
+        [
+            (5, []),
+            (
+                15,
+                [
+                    fires(pod="postcall-recorder-0", severity="critical"),
+                    fires(pod="postcall-router-1", severity="critical"),
+                ],
+            ),
+        ],
     ),
     "PostcallMetricsDown": (
         [

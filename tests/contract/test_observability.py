@@ -21,6 +21,7 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 
 from deploy.observability import dashboard
+from schemas.routes import SERVICES
 
 # the services' metrics register in the default registry when their modules are imported
 METRICS_MODULES = ("services.common.observability", "services.extractor.metrics", "services.router.metrics",
@@ -162,6 +163,25 @@ def test_the_alerts_asked_for_exist() -> None:
         "PostcallConsumerNotReady",
         "PostcallCommitsFailing",
     } <= names
+
+
+def test_the_pod_and_job_alerts_select_every_consumer_service() -> None:
+    """PostcallConsumerNotReady and PostcallMetricsDown name the consumers by pod and job (the Service's name,
+    Prometheus Operator's default job label) in a regex: every service's StatefulSet and Service must match,
+    or its pods can be down for good without an alert."""
+    matchers = {
+        rule["alert"]: dict(re.findall(r'(\w+)=~"([^"]+)"', rule["expr"]))
+        for rule in alert_rules()
+        if rule["alert"] in {"PostcallConsumerNotReady", "PostcallMetricsDown"}
+    }
+    for service in SERVICES:
+        manifests = list(yaml.safe_load_all((ROOT / f"deploy/k8s/base/{service}.yaml").read_text()))
+        (statefulset,) = [d["metadata"]["name"] for d in manifests if d["kind"] == "StatefulSet"]
+        jobs = [d["metadata"]["name"] for d in manifests if d["kind"] == "Service"]
+        for ordinal in (0, 11):
+            pod = f"{statefulset}-{ordinal}"
+            assert re.fullmatch(matchers["PostcallConsumerNotReady"]["pod"], pod), f"{pod}: no NotReady alert"
+        assert jobs and all(re.fullmatch(matchers["PostcallMetricsDown"]["job"], job) for job in jobs), jobs
 
 
 @pytest.fixture(scope="module")
