@@ -490,9 +490,14 @@ def test_ingress_is_autoscaled_probed_on_its_http_port_and_exposes_only_webhooks
     assert int(env_of(deployment)["POSTCALL_INGRESS__PORT"]["value"]) == ports["http"]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
         assert c[probe]["httpGet"] == {"path": path, "port": "http"}
-    # uvicorn's graceful shutdown is 2 x the publish timeout + 5 s (services/ingress/__main__.py)
+    # uvicorn closes its listener at SIGTERM, while the controller or load balancer may still send the pod
+    # webhooks until it sees the endpoint gone: the pod keeps serving through a preStop pause first
+    pause = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep" and int(pause[1]) >= 5, pause
+    # then uvicorn's graceful shutdown, 2 x the publish timeout + 5 s (services/ingress/__main__.py)
     timeout = float(env_of(deployment)["POSTCALL_INGRESS__PUBLISH_TIMEOUT_SECONDS"]["value"])
-    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 2 * timeout + 5 + 5
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > int(pause[1]) + 2 * timeout + 5 + 5
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     mine = [p for p in of_kind(docs, "NetworkPolicy") if _selects(p["spec"]["podSelector"], labels)]
     ingress_ports = {port["port"] for p in mine for rule in p["spec"].get("ingress", []) for port in rule["ports"]}
