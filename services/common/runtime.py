@@ -147,6 +147,29 @@ class Runtime:
                     "(create them with `postcall topics create`)"
                 )
             await asyncio.sleep(0.2)
+        await self._check_partitions()
+
+    async def _check_partitions(self) -> None:
+        """A start-up check from the route: an output written on the input's partition number (partition
+        "input": the dispatcher's ledger beside its actions) has at least as many partitions as each topic
+        the route consumes. Otherwise a record of a higher partition could never be written (aiokafka
+        refuses the partition) and the service would stop on it at every start; topics given more
+        partitions on one side only are refused here, naming both counts."""
+        problems = []
+        for output in self.route.produces:
+            if output.partition != "input":
+                continue
+            have = len(await self._producer.partitions_for(output.stream.topic))
+            for topic in self.main_topics:
+                need = len(await self._producer.partitions_for(topic))
+                if need > have:
+                    problems.append(f"{topic} has {need} partitions, {output.stream.topic} {have}")
+        if problems:
+            raise RuntimeError(
+                f"{self.service}: records are written on the partition number they arrived on, so each output "
+                f"needs at least as many partitions as each input: {'; '.join(problems)} (add partitions to the "
+                "output: kafka-topics.sh --alter --partitions N)"
+            )
 
     async def _shutdown(self) -> None:
         consumer = self._consumer

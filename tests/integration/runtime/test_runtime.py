@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -447,3 +448,31 @@ async def test_the_services_backpressure_stops_taking_records_until_it_is_off(ka
         runtime.stop()
         await asyncio.wait_for(task, 60)
     assert Counter(g["id"] for g in got) == Counter({"first": 1, **{f"held{i}": 1 for i in range(20)}})
+
+
+async def test_an_output_on_the_inputs_partition_with_fewer_partitions_is_refused_at_start(
+    kafka: KafkaSettings,
+) -> None:
+    """The dispatcher writes its ledger on the action's partition number. With an action topic given more
+    partitions than the output, a record of a higher partition could never be written: aiokafka asserts
+    on the partition, the runtime stopped on it and met it again at every start. Now it does not start."""
+    service, source, out = unique("svc"), unique("in"), unique("out")
+    await create_topics(kafka, [source, dead_letter_topic(service), retry_topic(service, 1)], 3)
+    await create_topics(kafka, [out], 2)
+    settings = WorkerSettings(
+        kafka=kafka,
+        runtime=RuntimeSettings(metrics_port=0, retry_delays_seconds=[1.0]),
+        service=service,
+        input_topic=source,
+        output_topic=out,
+    )
+    base = route(settings)
+    on_input = dataclasses.replace(base, produces=(dataclasses.replace(base.produces[0], partition="input"),))
+    runtime = Runtime(Service(on_input, JobHandler(settings).handle), kafka=kafka, settings=settings.runtime)
+    with pytest.raises(RuntimeError) as refused:
+        await asyncio.wait_for(runtime.run(), 60)
+    assert str(refused.value) == (
+        f"{service}: records are written on the partition number they arrived on, so each output needs at least "
+        f"as many partitions as each input: {source} has 3 partitions, {out} 2 (add partitions to the output: "
+        "kafka-topics.sh --alter --partitions N)"
+    )
