@@ -385,6 +385,36 @@ def test_prod_overlay_speaks_sasl_ssl_with_secrets_by_reference() -> None:
         assert scaled["spec"]["triggers"][0]["metadata"]["sasl"] == "scram_sha512"
 
 
+def test_each_kafka_user_may_do_what_its_route_does() -> None:
+    """A topic the route consumes but the KafkaUser may not read fails the service at start in prod
+    (TopicAuthorizationFailed), and nothing before prod would notice: the dev cluster has no ACLs."""
+    users = {_name(u): u["spec"]["authorization"]["acls"] for u in of_kind(rendered("overlays/prod"), "KafkaUser")}
+
+    def allowed(user: str, kind: str, name: str, operation: str) -> bool:
+        return any(
+            acl["resource"]["type"] == kind
+            and operation in acl["operations"]
+            and (
+                name == acl["resource"]["name"]
+                if acl["resource"]["patternType"] == "literal"
+                else name.startswith(acl["resource"]["name"])
+            )
+            for acl in users[user]
+        )
+
+    for service in SERVICES:
+        route, user = route_of(service), f"postcall-{service}"
+        # Read and Write imply Describe (Kafka's authorizer)
+        needed = [
+            *((topic, "Read") for topic in (*route.input_topics, *route.reads)),
+            *((topic, "Write") for topic in route.output_topics),
+            *((topic, op) for topic in (*route.retry_topics, route.dead_letter_topic) for op in ("Read", "Write")),
+        ]
+        missing = [(topic, op) for topic, op in needed if not allowed(user, "topic", topic, op)]
+        assert not missing, f"KafkaUser {user} lacks {missing}"
+        assert allowed(user, "group", route.group_id, "Read"), user
+
+
 def test_everything_the_overlays_expect_but_do_not_create_is_documented() -> None:
     operations = (ROOT / "docs/operations.md").read_text()
     for overlay in ("overlays/dev", "overlays/prod"):
