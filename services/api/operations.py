@@ -18,7 +18,7 @@ from sqlalchemy import and_, update
 
 from schemas import headers as h
 from schemas.topics import CE_TYPES, CONVERSATION_ENDED
-from services.cli.dlq import DeadLetter, replay_records
+from services.cli.dlq import DeadLetter, replay_records, replay_target
 from services.cli.republish import RepublishFailed, republish
 from services.common.codec import Outgoing, now_iso
 from services.common.settings import KafkaSettings
@@ -49,7 +49,9 @@ async def replay_dead_letters(
 ) -> OperationResult:
     async with store.read() as conn:
         rows = await queries.dead_letter_records(conn, filters, limit)
-    letters = [_letter(r) for r in rows if r.original_topic]
+    # those `replay_records` leaves out (no valid original topic) are not chosen: `letters[:sent]` are
+    # exactly the ones sent
+    letters = [d for d in map(_letter, rows) if replay_target(d) is not None]
     result = OperationResult(matched=len(letters), sent=0, dry_run=dry_run, items=[d.coordinates for d in letters])
     if not dry_run and letters:
         result = await _send(kafka, replay_records(letters, who.name, via="api"), rate, result)

@@ -6,7 +6,7 @@ from typing import Any
 
 from schemas import headers as h
 from schemas.events import ConversationEnded
-from schemas.topics import CONVERSATION_ENDED, Topic
+from schemas.topics import CONVERSATION_ENDED, DECISIONS, Topic, dead_letter_topic
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.store import rows as r
@@ -72,3 +72,28 @@ async def test_kafka_unavailable_is_a_503_that_says_so_and_is_audited(store: Sto
     assert failed.status_code == 503
     assert failed.json()["sent"] == 0 and "Kafka at 127.0.0.1:1" in failed.json()["error"]
     assert audit[0]["outcome"]["error"] == failed.json()["error"]
+
+
+async def test_a_letter_replay_refuses_is_neither_sent_nor_marked_and_the_one_sent_is(
+    store: Store, kafka: KafkaSettings
+) -> None:
+    """A dead letter whose original topic is not an input of the service that dead-lettered it (a forged
+    retry copy's x-original-topic) is not replayed (replay_records leaves it out). The API used to mark
+    `letters[:sent]` replayed: that skipped letter, never sent, was hidden as replayed and the one really
+    sent stayed pending, to be replayed a second time."""
+    main, dlq = unique("main"), unique("dlq")
+    await create_topics(kafka, [main, dlq])
+    forged = {h.ORIGINAL_TOPIC: DECISIONS, h.EXCEPTION_MESSAGE: "InvalidRecord: bug", h.CE_ID: "e-0"}
+    source = r.Source(dead_letter_topic("extractor"), 0, 0, int(T0.timestamp() * 1000))
+    await writer.write(store, r.dead_letter(source, "extractor", b"k-forged", b'{"id": 0}', forged))
+    headers = {h.ORIGINAL_TOPIC: main, h.EXCEPTION_MESSAGE: "PermanentError: bug", h.CE_ID: "e-1"}
+    source = r.Source(dlq, 0, 0, int(T0.timestamp() * 1000))
+    await writer.write(store, r.dead_letter(source, "router", b"k-1", b"{}", headers))
+    async with client_for(store, **kafka_settings(kafka)) as api:
+        done = await api.post("/api/v1/dead-letters/replay", json={"filter": {"reason": "bug"}, "rate": 100})
+        pending = (await api.get("/api/v1/dead-letters")).json()["items"]
+    assert done.status_code == 200 and done.json()["sent"] == 1
+    assert done.json()["items"] == [f"{dlq}:0:0"]
+    (replayed,) = await read_all(kafka, main, expect=1)
+    assert replayed.key == "k-1"
+    assert [p["key"] for p in pending] == ["k-forged"]
