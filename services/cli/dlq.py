@@ -283,8 +283,8 @@ def show_cmd(
     bootstrap: Bootstrap = None,
 ) -> None:
     """Show one dead letter: every header and the value."""
-    topic, partition, offset = coordinates.rsplit(":", 2)
-    letters = asyncio.run(_one(kafka_settings(bootstrap), topic, int(partition), int(offset)))
+    topic, partition, offset = _coordinates(coordinates)
+    letters = asyncio.run(_one(kafka_settings(bootstrap), topic, partition, offset))
     if not letters:
         raise typer.Exit(code=_missing(coordinates))
     d = letters[0]
@@ -297,12 +297,23 @@ def show_cmd(
         console.print(plain(repr((d.value or b"")[:2000])))
 
 
+def _coordinates(coordinates: str) -> tuple[str, int, int]:
+    """topic:partition:offset, or exit 2 saying it is not."""
+    parts = coordinates.rsplit(":", 2)
+    if len(parts) == 3 and parts[0] and all(p.isascii() and p.isdigit() for p in parts[1:]):
+        return parts[0], int(parts[1]), int(parts[2])
+    typer.echo(f"postcall dlq show: {coordinates!r} is not topic:partition:offset (as `dlq list` prints it)", err=True)
+    raise typer.Exit(2)
+
+
 def _missing(coordinates: str) -> int:
     console.print(Text.assemble("no dead letter at ", plain(coordinates)))
     return 1
 
 
 async def _one(kafka: KafkaSettings, topic: str, partition: int, offset: int) -> list[DeadLetter]:
+    if partition not in await partitions_of(kafka, topic):  # end_offsets would time out: no such partition
+        return []
     async for r in read_partition(kafka, topic, partition, from_offset=offset):
         return [DeadLetter.of(topic, partition, r)]
     return []

@@ -118,3 +118,17 @@ async def test_replayed_dead_letters_are_no_longer_listed(kafka: KafkaSettings) 
     coordinates = next(d.coordinates for d in letters if d.key == b"k-b")
     assert coordinates in listed, "the coordinates `dlq show` takes are printed whole, even 60 columns wide"
     assert next(d.coordinates for d in letters if d.key == b"k-a") not in listed
+
+
+async def test_dlq_show_of_a_topic_or_partition_that_does_not_exist_finds_no_dead_letter(kafka: KafkaSettings) -> None:
+    """Used to wait 40 s and then say Kafka could not be reached (end_offsets of an unknown partition)."""
+    dlq = unique("dlq")
+    await create_topics(kafka, [dlq])
+    for coordinates in (f"{dlq}:7:0", f"{unique('nothing')}:0:0"):
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "dlq", "show", coordinates, "-b", kafka.bootstrap_servers],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert (done.returncode, done.stdout.strip(), done.stderr) == (1, f"no dead letter at {coordinates}", "")

@@ -129,3 +129,14 @@ def test_eval_with_an_unreadable_compare_file_names_it_before_running(tmp_path: 
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"postcall eval: cannot read --compare {before}: ")
     assert "provider:" not in done.stdout  # refused before any extraction ran
+
+
+@pytest.mark.parametrize("coordinates", ["nothing", "t:x:0", "t:0:-1", ":0:0", "t:0:"])
+def test_dlq_show_of_coordinates_that_are_not_topic_partition_offset_says_so(coordinates: str) -> None:
+    """Used to be a traceback (ValueError from the unpacking, from int(), or aiokafka's seek to -1),
+    exit 1; refused before Kafka is asked."""
+    done = postcall("dlq", "show", coordinates, "--bootstrap", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"postcall dlq show: {coordinates!r} is not topic:partition:offset (as `dlq list` prints it)"
+    ]
