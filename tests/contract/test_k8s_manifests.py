@@ -238,6 +238,18 @@ def test_every_workload_of_a_kustomization_reaches_the_same_kafka(docs: tuple[di
         assert address.startswith(f"{_name(kafka)}-kafka-bootstrap.{kafka['metadata']['namespace']}.svc:"), address
 
 
+def test_the_console_reads_the_services_own_agents_and_destinations(docs: tuple[dict[str, Any], ...]) -> None:
+    """The console's agents page and Try a flow read the folder the router reads and the dispatcher's
+    destinations file (services/api/settings.py); without them in the API's pod they say "not configured"."""
+    by_name = {_name(d): d for d in docs if d["kind"] in WORKLOAD_KINDS}
+    api = by_name["postcall-api"]
+    owners = {"POSTCALL_CONFIG_DIR": "postcall-router", "POSTCALL_DESTINATIONS_FILE": "postcall-dispatcher"}
+    for variable, owner in owners.items():
+        path = env_of(by_name[owner])[variable]["value"]
+        assert env_of(api).get(variable, {}).get("value") == path, variable
+        assert mounted_config_map(api, path) == mounted_config_map(by_name[owner], path) is not None, variable
+
+
 def test_static_membership_id_is_the_pod_name(docs: tuple[dict[str, Any], ...]) -> None:
     for workload in workloads(docs):
         instance = env_of(workload)["POSTCALL_RUNTIME__GROUP_INSTANCE_ID"]
@@ -484,6 +496,16 @@ def effective_runtime(workload: dict[str, Any]) -> RuntimeSettings:
         if name.startswith("POSTCALL_RUNTIME__") and "value" in e
     }
     return RuntimeSettings.model_validate({**runtime.model_dump(), **overrides})
+
+
+def mounted_config_map(workload: dict[str, Any], path: str) -> str | None:
+    """The ConfigMap whose volume is mounted where `path` is (itself or its folder)."""
+    pod = workload["spec"]["template"]["spec"]
+    volumes = {v["name"]: v.get("configMap", {}).get("name") for v in pod.get("volumes", [])}
+    for mount in container(workload).get("volumeMounts", []):
+        if path == mount["mountPath"] or path.startswith(mount["mountPath"].rstrip("/") + "/"):
+            return volumes.get(mount["name"])
+    return None
 
 
 def referenced_configs(docs: tuple[dict[str, Any], ...]) -> set[tuple[str, str]]:
