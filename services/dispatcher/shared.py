@@ -15,8 +15,9 @@ group can go over it is listed in docs/operations.md (a starting replica, failed
 
 Decisions are written in the background (the delivery that saw the 410 does not wait for the broker); a
 write that fails is logged and kept: the latest undelivered decision per destination is written again with
-every heartbeat until the broker acknowledges it, and a clean stop waits (a few seconds at most) for the
-writes still under way before it leaves. A restarted replica applies its own earlier decisions too (a static
+every heartbeat until the broker acknowledges it (a 410 is dropped once an operator's later enable is
+read), and a clean stop waits (a few seconds at most) for the writes still under way before it leaves.
+A restarted replica applies its own earlier decisions too (a static
 group.instance.id keeps its replica id); while running it skips them (it applied them when made).
 """
 
@@ -244,6 +245,9 @@ class SharedState:
         elif state.destination is None or (state.replica == self.replica and not own):
             return  # our own decisions are applied when made
         elif state.kind == "disabled":
+            unsent = self._unsent.get(state.key)
+            if not state.disabled and unsent is not None and unsent.at < state.at:
+                del self._unsent[state.key]  # enabled after our 410: writing it again would disable it anew
             enabled_at = None if state.disabled else state.at.timestamp()
             self._listener.apply_disabled(state.destination, state.reason if state.disabled else None, enabled_at)
         elif state.circuit == "open" and state.open_until is not None:

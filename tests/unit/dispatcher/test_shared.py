@@ -171,6 +171,24 @@ async def test_a_disabled_record_without_its_field_does_not_enable_the_destinati
     assert listener.disabled == []
 
 
+async def test_an_enable_read_before_our_unwritten_disable_was_written_drops_it() -> None:
+    """The case `postcall destinations enable` writes for even when the topic says nothing: a replica
+    holds a 410 whose write failed. Its heartbeat wrote that decision again once the broker answered,
+    after the operator's enable: every replica was disabled again, and compaction kept it for restarts."""
+    fake = Producer(failures=1)
+    s = state(fake, heartbeat_seconds=0.01)
+    s.disabled("crm", "destination disabled (410 Gone)")
+    await settle(s)
+    assert fake.written() == []  # the write failed: kept for the next heartbeat
+    enabled = fact("disabled", shared.OPERATOR, destination="crm", disabled=False, reason="enabled by ops")
+    s._apply(enabled.key.encode(), codec.encode(enabled))
+    await s._resend()
+    assert fake.written() == [] and s._unsent == {}
+    s.disabled("crm", "destination disabled (410 Gone)")  # a 410 decided after the enable is written
+    await settle(s)
+    assert fake.written() == ["disabled/crm"]
+
+
 def test_a_410_to_a_request_begun_before_the_latest_enable_is_ignored() -> None:
     reg = registry(CRM, CRM_ENV)
     reg.apply_disabled("crm", None, enabled_at=1000.0)  # an operator enabled crm at t=1000
