@@ -327,8 +327,8 @@ def replay_cmd(
     since: Since = None,
     until: Until = None,
     key: Key = None,
-    rate: float = typer.Option(50.0, help="Records per second at most (0: no limit)."),
-    limit: int | None = typer.Option(None, help="Replay at most this many."),
+    rate: float = typer.Option(50.0, min=0, help="Records per second at most (0: no limit)."),
+    limit: int | None = typer.Option(None, min=1, help="Replay at most this many."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be replayed."),
     everything: All = False,
 ) -> None:

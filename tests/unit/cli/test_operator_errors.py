@@ -140,3 +140,12 @@ def test_dlq_show_of_coordinates_that_are_not_topic_partition_offset_says_so(coo
     assert done.stderr.splitlines() == [
         f"postcall dlq show: {coordinates!r} is not topic:partition:offset (as `dlq list` prints it)"
     ]
+
+
+@pytest.mark.parametrize("option", [["--limit", "0"], ["--limit", "-1"], ["--rate", "-1"]])
+def test_dlq_replay_refuses_a_limit_below_one_and_a_negative_rate(option: list[str]) -> None:
+    """`--limit 0` replayed every dead letter (`limit or None`), `--limit -1` all but the last one, and a
+    negative rate meant no limit; refused before Kafka is asked."""
+    done = postcall("dlq", "replay", *option, "--bootstrap", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 2, done.stderr
+    assert f"Invalid value for '{option[0]}'" in done.stderr and "cannot reach Kafka" not in done.stderr
