@@ -260,23 +260,17 @@ def test_elevenlabs_sms_conversation_is_an_sms_with_the_customers_number_not_a_w
     payload = orjson.loads(example("elevenlabs/web-with-analysis.json"))
     sms = {"direction": "inbound", "sms_user_phone_number": "+13125550177", "agent_phone_number": "+13125550100"}
     payload["data"]["metadata"]["sms"] = sms
-    e = MAPPINGS["elevenlabs"](payload, CTX)
-    assert isinstance(e, ConversationEnded)
-    assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == (
-        "sms",
-        "inbound",
-        "+13125550177",
-        "+13125550100",
-    )
-    sms["direction"] = "outbound"
-    e = MAPPINGS["elevenlabs"](payload, CTX)
-    assert isinstance(e, ConversationEnded)
-    assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == (
-        "sms",
-        "outbound",
-        "+13125550177",
-        "+13125550177",
-    )
+    # the number called: the agent's on an inbound conversation, the customer's on an outbound one
+    for direction, called in (("inbound", "+13125550100"), ("outbound", "+13125550177")):
+        sms["direction"] = direction
+        e = MAPPINGS["elevenlabs"](payload, CTX)
+        assert isinstance(e, ConversationEnded)
+        assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == (
+            "sms",
+            direction,
+            "+13125550177",
+            called,
+        )
 
 
 def test_elevenlabs_call_initiation_failure_is_a_call_that_never_connected() -> None:
