@@ -103,7 +103,8 @@ def dump_json(schema: Json) -> bytes:
 # ── Header schemas ────────────────────────────────────────────────────────────────────────────────
 
 HEADER_DOCS: dict[str, str] = {
-    h.CE_ID: "Unique per event: the payload's event_id. Redeliveries of one event share it.",
+    h.CE_ID: "Unique per event: the payload's event_id (an action command's: its action_id; each result of an "
+    "action has an id of its own). Redeliveries of one event share it.",
     h.CE_TYPE: "Event type, one per main topic (see the message), e.g. dev.postcall.conversation.ended.v1.",
     h.CE_SOURCE: "URI-reference naming the producer, e.g. /postcall/extractor or /vapi/org-42.",
     h.CE_SPECVERSION: "CloudEvents spec version.",

@@ -125,9 +125,9 @@ class Processor:
                 raise UndeclaredEvent(f"{type(event).__name__} is not an output of the {self.name} route")
             topic, ce_type, key_of, by_input = plan
             key = key_of(event) if key_of is not None else ctx.key
-            headers = codec.cloudevent_headers(
-                event, ce_type, self.name, key, f"{ctx.topic}:{ctx.partition}:{ctx.offset}:{index}"
-            )
+            # an event without an id of its own (an action's result): one id per input, attempt and output
+            fallback = f"{ctx.topic}:{ctx.partition}:{ctx.offset}:{ctx.attempt}:{index}"
+            headers = codec.cloudevent_headers(event, ce_type, self.name, key, fallback)
             if forwarded:
                 headers.update(forwarded)
             out.append(

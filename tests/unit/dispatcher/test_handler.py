@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 
+from schemas import headers as h
 from schemas.events import ActionCompleted, TaskRequested
 from schemas.routes import DISPATCHER
 from schemas.topics import ACTION_RESULTS
 from services.common.api import PermanentError, RetryableError
-from services.common.codec import Outgoing
+from services.common.codec import Outgoing, cloudevent_headers
 from services.common.harness import Harness
 from services.dispatcher.delivery import HttpSender
 from services.dispatcher.executors import Executors
@@ -84,6 +85,20 @@ async def test_a_retry_tier_copy_is_recorded_on_the_partition_the_action_first_a
     ]
     [again] = (await run.send(webhook("act_1"), partition=2)).outputs
     assert completed(again).outcome == "skipped_duplicate" and calls == ["act_1"] * 3
+
+
+async def test_each_result_of_one_action_is_its_own_cloudevent(mock_sender: Sender) -> None:
+    """CloudEvents: source + id identify an event, and a consumer may drop a repeat of them as a duplicate.
+    The results of one action's attempts (failed, failed, delivered; a skipped duplicate later) are
+    different events: each has its own ce_id, while the action command itself keeps its action_id."""
+    run, _ = dispatcher(mock_sender, answers(503, 503, 200))
+    out = await run.send(webhook("act_1"), partition=2)
+    again = await run.send(webhook("act_1"), partition=2)
+    results = [*out.outputs, *again.outputs]
+    assert [completed(r).outcome for r in results] == ["failed", "failed", "delivered", "skipped_duplicate"]
+    ids = [r.headers[h.CE_ID] for r in results]
+    assert len(set(ids)) == 4 and all(r.headers[h.CE_SOURCE] == "/postcall/dispatcher" for r in results)
+    assert cloudevent_headers(webhook("act_1"), "t", "router", "c-1")[h.CE_ID] == "act_1"
 
 
 async def test_a_retryable_failure_records_the_failed_attempt(mock_sender: Sender) -> None:
