@@ -56,6 +56,7 @@ def fetch() -> Path:
         "mvn",
         "-q",
         "-B",
+        "--strict-checksums",  # Maven's default only warns (unseen under -q) when a jar's checksum differs
         "-f",
         str(POM),
         "dependency:copy-dependencies",
