@@ -117,12 +117,18 @@ class KafkaCluster:
             (self.workdir / "owner.pid").write_text(str(os.getpid()))
         ports = self.ports or [free_port() for _ in range(self.size)]
         self.nodes = [KafkaNode(i + 1, ports[i], free_port(), self.workdir / f"node-{i + 1}") for i in range(self.size)]
-        cluster_id = _cluster_id()
-        for node in self.nodes:
-            self._format(libs, node, cluster_id)
-        for node in self.nodes:
-            self.start_node(node)
-        wait_ready(self.bootstrap_servers, timeout, self)
+        try:
+            cluster_id = _cluster_id()
+            for node in self.nodes:
+                self._format(libs, node, cluster_id)
+            for node in self.nodes:
+                self.start_node(node)
+            wait_ready(self.bootstrap_servers, timeout, self)
+        except BaseException:  # not ready in time, a node died, Ctrl-C: the brokers run in their own session
+            for node in self.nodes:
+                self.stop_node(node, kill=True)
+            self.stop()
+            raise
         return self
 
     def _properties(self, node: KafkaNode) -> Path:

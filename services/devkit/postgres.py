@@ -71,6 +71,13 @@ class PostgresServer:
 
     def start(self, timeout: float = 60) -> PostgresServer:
         reap_orphans()
+        try:
+            return self._start(timeout)
+        except BaseException:  # initdb failed, not installed, Ctrl-C: no server and no folder left behind
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> PostgresServer:
         bin_ = bindir()
         (self.workdir / "owner.pid").write_text(str(os.getpid()))
         user = _run_as()

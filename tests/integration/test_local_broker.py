@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from services.devkit.kafka import ROOT, free_port, reap_orphans
+import pytest
+
+from services.devkit.kafka import ROOT, KafkaCluster, free_port, reap_orphans
 
 ABANDON = """
 import os
@@ -66,3 +68,18 @@ def test_sigterm_to_the_launcher_stops_the_broker() -> None:
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def test_a_broker_not_ready_in_time_is_not_left_running() -> None:
+    """A start that failed (here: not ready in time) left the broker running in its own session, its folder kept,
+    after the test session that asked for it had ended."""
+    cluster = KafkaCluster()
+    try:
+        with pytest.raises(TimeoutError):
+            cluster.start(timeout=0.5)
+        (node,) = cluster.nodes
+        assert node.process is not None
+        assert node.process.poll() is not None, "the broker outlived its failed start"
+        assert cluster.workdir is not None and not cluster.workdir.exists()
+    finally:
+        cluster.stop()
