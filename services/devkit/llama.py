@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +79,7 @@ class LlamaServer:
     extra_args: tuple[str, ...] = ()
     log_file: Path | None = None
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _own_log_dir: Path | None = field(default=None, repr=False)  # made by start(), removed by stop()
 
     @property
     def root_url(self) -> str:
@@ -95,7 +97,8 @@ class LlamaServer:
     def start(self, timeout: float = 120.0) -> LlamaServer:
         self.port = self.port or free_port()
         if self.log_file is None:
-            self.log_file = Path(tempfile.mkdtemp(prefix="postcall-llama-")) / "llama-server.log"
+            self._own_log_dir = Path(tempfile.mkdtemp(prefix="postcall-llama-"))
+            self.log_file = self._own_log_dir / "llama-server.log"
         args = [str(self.build.server), "--model", str(self.build.model), "--alias", MODEL_ALIAS,
                 "--host", "127.0.0.1", "--port", str(self.port), "--ctx-size", str(self.context),
                 "--parallel", str(self.parallel), "--threads", str(self.threads), "--poll", "0",
@@ -104,6 +107,15 @@ class LlamaServer:
         with self.log_file.open("wb") as log:
             self.popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                           preexec_fn=_die_with_parent)  # fmt: skip
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:  # exited, not healthy in time, Ctrl-C: stopped, its log folder removed
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        assert self.popen is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
@@ -113,9 +125,8 @@ class LlamaServer:
                 urllib.request.urlopen(f"{self.root_url}/health", timeout=2) as r,  # noqa: S310 (http on loopback)
             ):
                 if r.status == 200:
-                    return self
+                    return
             time.sleep(0.2)
-        self.stop()
         raise TimeoutError(f"llama-server did not become healthy in {timeout:.0f}s: {self._tail()}")
 
     def _tail(self) -> str:
@@ -124,14 +135,16 @@ class LlamaServer:
         return self.log_file.read_text(errors="replace")[-1500:]
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(5)
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        if self._own_log_dir is not None:
+            shutil.rmtree(self._own_log_dir, ignore_errors=True)
+            self._own_log_dir = self.log_file = None
 
     def __enter__(self) -> LlamaServer:
         return self.start() if self.popen is None else self
