@@ -38,7 +38,7 @@ from schemas.routes import registry
 from schemas.topics import ACTION_RESULTS, DECISIONS
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
-from services.devkit.kafka import ROOT, KafkaCluster
+from services.devkit.kafka import ROOT, KafkaCluster, free_port
 from services.devkit.llama import LlamaServer, build
 from services.devkit.publish import load_examples, publish
 from services.devkit.sink import DEMO_SECRETS, Sink
@@ -137,9 +137,7 @@ def _port_or_free(preferred: int) -> int:
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", preferred)) != 0:
             return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 async def demo(

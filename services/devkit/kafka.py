@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -70,10 +71,33 @@ def fetch() -> Path:
     return libs
 
 
+LOWEST_PORT = 15000
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port of 127.0.0.1 that nothing holds, for a server to bind a moment later. It is picked at random
+    below the kernel's ephemeral range (net.ipv4.ip_local_port_range), not by binding port 0: a port from
+    that range can become any outgoing connection's local port before the server binds it (a broker starts
+    seconds later), and then the server fails with "Address already in use"."""
+    below = _ephemeral_low()
+    for _ in range(100 if below > LOWEST_PORT + 100 else 0):
+        port = LOWEST_PORT + secrets.randbelow(below - LOWEST_PORT)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room below the range: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 @dataclass

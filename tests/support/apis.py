@@ -13,7 +13,6 @@ import asyncio
 import base64
 import itertools
 import re
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.devkit.kafka import free_port
+
 
 @dataclass
 class Seen:
@@ -39,12 +40,6 @@ class Seen:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

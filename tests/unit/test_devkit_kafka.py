@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,28 @@ def test_the_broker_jars_are_refused_when_their_checksum_differs(
     monkeypatch.setattr(kafka.subprocess, "run", run)
     assert kafka.fetch() == tmp_path / kafka_version() / "libs"
     assert len(commands) == 1 and "--strict-checksums" in commands[0]
+
+
+def test_a_free_port_is_never_one_an_outgoing_connection_can_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    """free_port() bound port 0, so it answered from the ephemeral range, where any outgoing connection on the
+    machine gets its local port: between the choice and the broker's bind seconds later, a connection could
+    take the port and the broker (or a service, a test server) failed with "Address already in use"."""
+    low, high = (int(p) for p in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [kafka.free_port() for _ in range(200)]
+    assert not [p for p in ports if low <= p <= high]
+    for port in ports[:20]:  # and each is free to bind
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    try:  # a port something holds is never answered: the next pick is
+        held = taken.getsockname()[1]
+        picks = iter([held - kafka.LOWEST_PORT, held - kafka.LOWEST_PORT])
+        randbelow = kafka.secrets.randbelow
+        monkeypatch.setattr(kafka, "_ephemeral_low", lambda: 65536)
+        monkeypatch.setattr(kafka.secrets, "randbelow", lambda n: next(picks, None) or randbelow(n))
+        assert kafka.free_port() not in (held, 0)
+        assert next(picks, None) is None, "the held port was not tried (twice) before another"
+    finally:
+        taken.close()
