@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
+from datetime import UTC
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -65,13 +66,14 @@ def ce_source(platform: str, event: ConversationEnded) -> str:
 
 
 def cloudevent_headers(event: ConversationEnded, source: str) -> list[tuple[str, bytes]]:
-    """CloudEvents binary mode: the source names platform and account, the time is the conversation's end."""
+    """CloudEvents binary mode: the source names platform and account, the time is the conversation's end
+    (in UTC, as headers.py says, whatever offset the event's ended_at was written with)."""
     values = {
         h.CE_ID: event.event_id,
         h.CE_TYPE: CE_TYPES[CONVERSATION_ENDED],
         h.CE_SOURCE: source,
         h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE,
-        h.CE_TIME: event.ended_at.isoformat().replace("+00:00", "Z"),
+        h.CE_TIME: event.ended_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         h.CONTENT_TYPE: h.JSON_CONTENT_TYPE,
         h.CE_SUBJECT: event.conversation_id,
     }

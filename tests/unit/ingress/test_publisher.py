@@ -6,14 +6,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from schemas import headers as h
 from schemas.events import ConversationEnded
 from services.common import kafka as common_kafka
 from services.common.settings import KafkaSettings
-from services.ingress.publisher import Deadlines, Publisher, Unavailable
+from services.ingress.publisher import Deadlines, Publisher, Unavailable, cloudevent_headers
 
 MAPPED = Path(__file__).parent / "mapped"  # golden ConversationEnded bytes (test_mapped_bytes.py)
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "conversations"
 
 
 async def test_the_producer_waits_for_all_in_sync_replicas_and_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,3 +182,13 @@ async def test_a_duplicate_waiting_on_a_first_request_that_is_cancelled_is_unava
     assert not publisher._inflight
     publisher._producer = None
     await publisher.stop()
+
+
+def test_ce_time_is_the_end_of_the_conversation_in_utc() -> None:
+    """headers.py and the AsyncAPI document say ce_time is RFC 3339 UTC, as every other producer writes it
+    (codec.now_iso). A native event may send its times with an offset: ce_time is the same instant in UTC."""
+    raw = orjson.loads((EXAMPLES / "0001-support-resolved-hangup.json").read_bytes())
+    raw["ended_at"] = "2026-03-02T16:05:39.250+01:00"
+    event = ConversationEnded.model_validate(raw)
+    headers = dict(cloudevent_headers(event, "/native/acct-1"))
+    assert headers[h.CE_TIME] == b"2026-03-02T15:05:39.250000Z"
