@@ -106,7 +106,7 @@ class LlamaServer:
                 *self.extra_args]  # fmt: skip
         with self.log_file.open("wb") as log:
             self.popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                          preexec_fn=_die_with_parent)  # fmt: skip
+                                          preexec_fn=die_with_parent)  # fmt: skip
         try:
             self._wait_healthy(timeout)
         except BaseException:  # exited, not healthy in time, Ctrl-C: stopped, its log folder removed
@@ -153,9 +153,10 @@ class LlamaServer:
         self.stop()
 
 
-def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM when the process that started it dies (a killed test session
-    leaves no llama-server behind)."""
+def die_with_parent() -> None:
+    """Linux (a subprocess's preexec_fn): the child gets SIGTERM when the process that started it dies (a
+    killed test session leaves no llama-server or service behind). The kernel signals when the starting
+    *thread* ends, so start such children from a thread that lives as long as they should (the main one)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 

@@ -20,6 +20,7 @@ from schemas.routes import SERVICES, route_of
 from services.common.kafka import partitions_of
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import ROOT, free_port
+from services.devkit.llama import die_with_parent
 
 
 @dataclass
@@ -40,7 +41,8 @@ class ServiceProcess:
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            start_new_session=True,
+            start_new_session=True,  # Ctrl-C reaches only the driver, which stops the services in order
+            preexec_fn=die_with_parent,  # and a killed driver (no finally ran) leaves none running
         )
 
     def alive(self) -> bool:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.devkit.llama import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,6 +57,11 @@ def start(module: str, env: dict[str, str], args: Sequence[str] = (), work_dir: 
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as handle:
         popen = subprocess.Popen(
-            [sys.executable, "-m", module, *args], env=full_env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT
+            [sys.executable, "-m", module, *args],
+            env=full_env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            preexec_fn=die_with_parent,  # a killed test session or benchmark leaves none running
         )
     return Proc(popen, log)
