@@ -7,6 +7,7 @@ ajv comes from the npm registry (tests/contract/ajv/package.json, locked); `make
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,12 +25,13 @@ EXAMPLES = sorted((ROOT / "examples" / "conversations").glob("*.json"))
 
 
 def _ajv(*args: str) -> subprocess.CompletedProcess[str]:
-    if shutil.which("node") is None:
+    node = shutil.which("node")
+    if node is None:
         pytest.skip("node is not installed (scripts/ensure-tools.sh installs it)")
     if not (AJV_PREFIX / "node_modules" / "ajv" / "package.json").exists():
         pytest.skip("ajv is not installed in .cache/ajv (`make test` runs npm ci for it)")
-    return subprocess.run(
-        ["node", str(AJV_DIR / "compile.mjs"), *args],
+    return subprocess.run(  # the node found above: the run's own PATH has only /usr/bin and /bin
+        [node, str(AJV_DIR / "compile.mjs"), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -61,3 +63,21 @@ def test_each_file_has_its_own_id_and_no_openapi_keywords(path: Path) -> None:
     assert schema["$id"] == f"urn:postcall:schema:{path.name}"
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert b'"discriminator"' not in path.read_bytes()
+
+
+def test_the_node_that_runs_ajv_is_the_one_found_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check looked node up on the caller's PATH, the run on /usr/bin:/bin only: with node installed elsewhere
+    (/usr/local/bin, nvm under the home folder), which scripts/ensure-tools.sh accepts, the ajv tests failed
+    with FileNotFoundError instead of running."""
+    real = shutil.which("node")
+    if real is None:
+        pytest.skip("node is not installed (scripts/ensure-tools.sh installs it)")
+    elsewhere = tmp_path / "bin"
+    elsewhere.mkdir()
+    ran = tmp_path / "ran"
+    (elsewhere / "node").write_text(f'#!/bin/sh\n: > "{ran}"\nexec "{real}" "$@"\n')
+    (elsewhere / "node").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{elsewhere}{os.pathsep}{os.environ['PATH']}")
+    done = _ajv(str(SCHEMAS[0]))
+    assert ran.exists(), "another node ran than the one on PATH"
+    assert done.returncode == 0, done.stdout + done.stderr
