@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -40,7 +41,9 @@ def kafka_version() -> str:
 
 
 def libs_dir() -> Path:
-    return CACHE / kafka_version() / "libs"
+    """A folder per Kafka version and pom: a pom that changes another jar (a log4j bump) is fetched anew, into a
+    new folder, so a broker still running from the old one keeps its jars."""
+    return CACHE / kafka_version() / hashlib.sha256(POM.read_bytes()).hexdigest()[:12] / "libs"
 
 
 def fetch() -> Path:

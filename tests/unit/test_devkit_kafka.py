@@ -35,7 +35,7 @@ def test_the_broker_jars_are_refused_when_their_checksum_differs(
     monkeypatch.setattr(kafka, "CACHE", tmp_path)
     monkeypatch.setattr(kafka.shutil, "which", lambda _: "/usr/bin/mvn")
     monkeypatch.setattr(kafka.subprocess, "run", run)
-    assert kafka.fetch() == tmp_path / kafka_version() / "libs"
+    assert kafka.fetch() == kafka.libs_dir() and kafka.libs_dir().is_relative_to(tmp_path / kafka_version())
     assert len(commands) == 1 and "--strict-checksums" in commands[0]
 
 
@@ -62,3 +62,28 @@ def test_a_free_port_is_never_one_an_outgoing_connection_can_take(monkeypatch: p
         assert next(picks, None) is None, "the held port was not tried (twice) before another"
     finally:
         taken.close()
+
+
+def test_the_broker_jars_are_fetched_again_when_the_pom_changes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The cache folder is named by the Kafka version only: a pom that bumped log4j (or added a jar) and kept the
+    Kafka version went on running the jars of the old pom in every clone that had fetched them."""
+    fetched: list[list[str]] = []
+
+    def run(cmd: list[str], **_: object) -> None:
+        fetched.append(cmd)
+        Path(next(a for a in cmd if a.startswith("-DoutputDirectory=")).split("=", 1)[1]).mkdir(parents=True)
+
+    pom = tmp_path / "pom.xml"
+    pom.write_text(kafka.POM.read_text())
+    monkeypatch.setattr(kafka, "POM", pom)
+    monkeypatch.setattr(kafka, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(kafka.shutil, "which", lambda _: "/usr/bin/mvn")
+    monkeypatch.setattr(kafka.subprocess, "run", run)
+    before = kafka.fetch()
+    assert kafka.fetch() == before and len(fetched) == 1, "the cached jars are used while the pom is the same"
+    pom.write_text(pom.read_text().replace("<log4j.version>", "<log4j.version>9"))
+    after = kafka.fetch()
+    assert len(fetched) == 2, "a changed pom is fetched again"
+    assert after != before and (before / ".complete").exists(), "into its own folder, the old one kept"
