@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -27,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.devkit.children import die_with_parent
 from services.devkit.kafka import ROOT, free_port
 
 SCRIPT = ROOT / "scripts" / "build-llama.sh"
@@ -151,14 +151,6 @@ class LlamaServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def die_with_parent() -> None:
-    """Linux (a subprocess's preexec_fn): the child gets SIGTERM when the process that started it dies (a
-    killed test session leaves no llama-server or service behind). The kernel signals when the starting
-    *thread* ends, so start such children from a thread that lives as long as they should (the main one)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.routes import SERVICES, route_of
 from services.common.kafka import partitions_of
 from services.common.settings import KafkaSettings
+from services.devkit.children import die_with_parent
 from services.devkit.kafka import ROOT, free_port
-from services.devkit.llama import die_with_parent
 
 
 @dataclass

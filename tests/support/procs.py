@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.devkit.llama import die_with_parent
+from services.devkit.children import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 
