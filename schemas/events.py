@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema, model_validator
 
@@ -78,6 +78,9 @@ Scalar = str | bool | int | float | None  # smart union: every JSON scalar match
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+    #: the field whose value is the event's CloudEvents id (`ce_id`); an event without it gets one from
+    #: the record it was made from (services/common/codec.py)
+    ce_id_field: ClassVar[str] = "event_id"
 
 
 # ── ConversationEnded ─────────────────────────────────────────────────────────────────────────────
@@ -301,6 +304,8 @@ class DecisionTrace(Model):
 
 
 class ActionBase(Model):
+    ce_id_field: ClassVar[str] = "action_id"  # an action command is its action: its results are events of their own
+
     action_id: str = Field(
         description="Deterministic: conversation + agent + flow + the flow's own revision + action index "
         "(docs/downstream.md); the webhook-id receivers see."

@@ -13,7 +13,6 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas import headers as h
-from schemas.events import ActionBase
 from services.common.errors import InvalidRecord
 
 Decoder = Callable[[bytes], Any]
@@ -106,15 +105,13 @@ def now_iso() -> str:
 
 
 def event_id_of(value: BaseModel, fallback: str | None = None) -> str:
-    """The event's own id (event_id; an action command's action_id); else `fallback` (the runtime passes
-    the input record's coordinates, attempt and the output's index: stable when the input is handled again); else
-    a random one. An action's result names its action_id but is not the action: one action has a result
-    per attempt (and a skipped duplicate), each a CloudEvent of its own, which a consumer may drop as a
-    repeat if they shared source and id."""
-    fields = value.__dict__  # a model's field values: getattr on an absent name costs pydantic's slow __getattr__
-    found = fields.get("event_id")
-    if not isinstance(found, str) and isinstance(value, ActionBase):
-        found = fields.get("action_id")
+    """The event's own id (the field its model names in `ce_id_field`: event_id; an action command's
+    action_id); else `fallback` (the runtime passes the input record's coordinates, attempt and the
+    output's index: stable when the input is handled again); else a random one. An action's result names
+    its action_id but is not the action: one action has a result per attempt (and a skipped duplicate),
+    each a CloudEvent of its own, which a consumer may drop as a repeat if they shared source and id."""
+    # a model's field values: getattr on an absent name costs pydantic's slow __getattr__
+    found = value.__dict__.get(getattr(type(value), "ce_id_field", "event_id"))
     if isinstance(found, str):
         return found
     return fallback or str(uuid.uuid4())
