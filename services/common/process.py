@@ -160,7 +160,11 @@ class Processor:
     def dead_letter(
         self, record: Any, ctx: Context, event: Any, exc: BaseException, *, value_dropped: str | None = None
     ) -> Verdict:
-        """The input on the dead-letter topic with why; `value_dropped` when even it cannot be written."""
+        """The input on the dead-letter topic with why; `value_dropped` when even it cannot be written.
+        A record read from that very topic (the recorder reads its own) stays where it is: its dead letter
+        would be read and fail again, forever."""
+        if ctx.topic == self.dead_letter_topic:
+            return Verdict("dead_letter", [], exc)
         headers = dead_letter_headers(
             record, ctx, exc, service=self.name, version=self.service.version, group=self.group_id
         )

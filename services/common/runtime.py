@@ -570,6 +570,10 @@ class Runtime:
     async def _dead_letter(
         self, state: PartitionState, record: Any, ctx: Context, event: Any, verdict: Verdict
     ) -> None:
+        if not verdict.records:  # read from our own dead-letter topic: it stays there (Processor.dead_letter)
+            observability.RECORDS_PROCESSED.labels(self.service, "dead_lettered").inc()
+            log.error("failed on its own dead-letter topic, left there", extra={"error": describe(verdict.error)})
+            return
         try:
             await self._produce(state, verdict.records)
         except Unproducible as too_big:

@@ -11,6 +11,7 @@ from schemas.routes import RECORDER
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.common.errors import DependencyUnavailable
 from services.common.harness import Harness
+from services.common.settings import RuntimeSettings
 from services.recorder.handler import Recorder
 from services.store.rows import Rows
 from tests.support.calls import T0, ended, story
@@ -129,3 +130,17 @@ async def test_an_action_record_keeps_its_payload_and_a_task_or_team_alert_for_t
     assert orjson.loads(webhook.requests[0]["payload"])["body"] == {"n": 1}
     assert (task.tasks[0]["title"], task.tasks[0]["priority"], task.tasks[0]["done_at"]) == ("Call back", "High", None)
     assert orjson.loads(alert.alerts[0]["teammates"]) == ["dana"] and not webhook.tasks and not webhook.alerts
+
+
+async def test_a_record_of_its_own_dead_letter_topic_that_fails_is_not_dead_lettered_again() -> None:
+    """The recorder reads its own dead-letter topic: a dead letter of one of them would land on the topic
+    it came from, be read and fail again, forever (an oversized dead letter did, 5 MB a turn)."""
+    settings = RuntimeSettings(**RECORDER.runtime_defaults(), retry_jitter=0, metrics_port=0, max_record_bytes=64)
+    recorder = Harness(Recorder(Collecting(), 100_000).service(), settings)  # type: ignore[arg-type]
+    big = b"x" * 100
+    first = await recorder.send(big, topic="postcall.extractor.dlq.v1", key="c1", timestamp_ms=MS)
+    (letter,) = first.dead_letters  # once, onto its own dead-letter topic
+    assert letter.topic == RECORDER.dead_letter_topic
+    again = await recorder.send(letter.value, topic=letter.topic, key="c1", headers=letter.headers, timestamp_ms=MS)
+    assert again.status == "dead_lettered" and not again.dead_letters
+    assert not recorder.produced[RECORDER.dead_letter_topic][1:]
