@@ -417,7 +417,6 @@ def _int(value: str | None) -> int | None:
 def _time(value: str | None) -> datetime | None:
     if not value:
         return None
-    with contextlib.suppress(ValueError, OverflowError):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    with contextlib.suppress(ValueError, OverflowError):  # year 1 at +05:00 parses, but has no UTC time
+        return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
     return None

@@ -37,6 +37,17 @@ def test_forged_dead_letter_headers_are_read_defensively() -> None:
     assert row["original_partition"] is None and row["first_failure_at"] is None and row["reason"] == "a\ufffdb"
 
 
+def test_a_dead_letter_whose_failure_time_has_no_utc_equivalent_is_still_stored() -> None:
+    """x-first-failure-at is carried from the record that failed, whoever wrote it: year 1 at +05:00 parses
+    but is before the first representable UTC time (OverflowError, the dead letter was not stored)."""
+    for forged in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+        headers = {h.FIRST_FAILURE_AT: forged, h.LAST_FAILURE_AT: forged, h.EXCEPTION_MESSAGE: "boom"}
+        row = r.dead_letter(SOURCE, "extractor", b"k", b"{}", headers).dead_letters[0]
+        assert row["first_failure_at"] is None and row["last_failure_at"] is None and row["reason"] == "boom"
+    marker = {h.DLQ_REPLAYED: "postcall.router.dlq.v1:3:17", h.REPLAYED_AT: "0001-01-01T00:00:00+05:00"}
+    assert r.replay_marker(marker, SOURCE).replays[0]["replayed_at"] == T0
+
+
 def test_a_replay_marker_names_the_dead_letter_it_replayed() -> None:
     headers = {h.DLQ_REPLAYED: "postcall.router.dlq.v1:3:17", h.REPLAYED_BY: "alice", h.REPLAYED_VIA: "api"}
     marker = r.replay_marker(headers, SOURCE)
