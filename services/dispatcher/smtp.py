@@ -1,8 +1,16 @@
 """SMTP connections, kept open and reused (one transaction at a time each), and the mapping of SMTP
-failures onto the error tree: 4xx replies and connection trouble are retryable, 5xx replies permanent."""
+failures onto the error tree: 4xx replies and connection trouble are retryable, 5xx replies permanent.
+
+The server's address goes through the same SSRF guard as webhooks (services.common.ssrf): the socket is
+opened here, to an address that passed it, and handed to aiosmtplib, which verifies TLS (implicit or
+STARTTLS) against the host name. A relay on a private network needs `allow_private: true`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
 import ssl
 import time
 from email.message import EmailMessage
@@ -10,6 +18,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from services.common.errors import PermanentError, PostcallError, RetryableError
+from services.common.ssrf import AddressRefused, Resolver, system_resolver, vetted_addresses
 from services.dispatcher.destinations import SmtpDestination
 
 IDLE_SECONDS = 30.0  # servers drop idle sessions; reconnecting is cheaper than a failed attempt
@@ -17,6 +26,8 @@ IDLE_SECONDS = 30.0  # servers drop idle sessions; reconnecting is cheaper than 
 
 def classify_smtp(exc: Exception) -> PostcallError:
     """A retryable or permanent error for an aiosmtplib (or socket) failure."""
+    if isinstance(exc, AddressRefused):
+        return PermanentError(f"SSRF guard: {exc}")
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
         refused = ", ".join(f"{r.recipient} ({r.code})" for r in exc.recipients)
@@ -34,9 +45,10 @@ def classify_smtp(exc: Exception) -> PostcallError:
 class SmtpPool:
     """Connections to one SMTP destination; the destination's gate bounds how many exist."""
 
-    def __init__(self, dest: SmtpDestination, timeout: float) -> None:
+    def __init__(self, dest: SmtpDestination, timeout: float, resolver: Resolver = system_resolver) -> None:
         self._dest = dest
         self._timeout = timeout
+        self._resolver = resolver
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
     async def send(self, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
@@ -61,9 +73,11 @@ class SmtpPool:
     async def _connect(self) -> aiosmtplib.SMTP:
         dest = self._dest
         context = ssl.create_default_context(cafile=str(dest.ca_file) if dest.ca_file else None)
+        addresses = await vetted_addresses(dest.host, dest.port, dest.allow_private, self._resolver)
+        sock = await _open(dest.host, addresses, dest.port, self._timeout)
         client = aiosmtplib.SMTP(
-            hostname=dest.host,
-            port=dest.port,
+            hostname=dest.host,  # TLS's server name; the connection is the vetted socket
+            sock=sock,
             username=dest.username,
             password=dest.password_value,
             use_tls=dest.implicit_tls,
@@ -71,12 +85,38 @@ class SmtpPool:
             tls_context=context,
             timeout=self._timeout,
         )
-        await client.connect()
+        try:
+            await client.connect()
+        except BaseException:
+            sock.close()
+            raise
         return client
 
     async def aclose(self) -> None:
         while self._idle:
             await _quit(self._idle.pop()[0])
+
+
+async def _open(host: str, addresses: list[str], port: int, timeout: float) -> socket.socket:
+    """A socket connected to the first of the vetted addresses that answers."""
+    loop = asyncio.get_running_loop()
+    error: Exception | None = None
+    for address in addresses:
+        family = socket.AF_INET6 if ipaddress.ip_address(address.split("%", 1)[0]).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, (address, port))
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise aiosmtplib.SMTPConnectError(f"Error connecting to {host} on port {port}: {error or 'timed out'}")
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

@@ -5,8 +5,10 @@ deferred (retried) or refused (noted) while others were accepted."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,12 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from services.common.errors import PermanentError, RetryableError
+from services.common.ssrf import AddressRefused
 from services.devkit.sink import Sink
+from services.dispatcher import destinations
 from services.dispatcher.delivery import DeliveryRetryable
+from services.dispatcher.destinations import SmtpDestination
+from services.dispatcher.smtp import SmtpPool, classify_smtp
 from tests.integration.dispatcher.conftest import SECRET, Stack, email_action, self_signed
 
 
@@ -138,8 +144,8 @@ class Recipients:
 
 
 @asynccontextmanager
-async def smtp_server(handler: Recipients) -> AsyncIterator[int]:
-    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+async def smtp_server(handler: Recipients, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0, ssl=tls)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -165,3 +171,33 @@ async def test_a_recipient_refused_for_good_while_others_accepted_is_noted_on_th
     assert delivery.outcome == "delivered"
     assert delivery.note is not None and "lead@example.com (550" in delivery.note
     assert handler.mail == [["support@example.com"]]
+
+
+async def test_an_smtp_host_on_a_private_address_is_refused_without_allow_private(sink: Sink, stack: Stack) -> None:
+    assert sink.smtp_port is not None
+    async with stack(smtp_destination(sink.smtp_port, allow_private="false")) as (executors, _):
+        with pytest.raises(PermanentError, match=r"SSRF guard: .*127\.0\.0\.1 \(loopback\)"):
+            await executors.run(email_action("act_1"))
+    assert sink.received == []
+
+
+async def test_an_smtp_host_resolving_to_a_metadata_address_is_refused_even_with_allow_private() -> None:
+    async def metadata(host: str, port: int) -> list[str]:
+        return ["169.254.169.254"]
+
+    [dest] = destinations.parse(smtp_destination(25), {}).values()
+    assert isinstance(dest, SmtpDestination) and dest.allow_private
+    pool = SmtpPool(dest, 5.0, resolver=metadata)
+    with pytest.raises(AddressRefused, match="cloud metadata endpoint"):
+        await pool.send(EmailMessage())
+    assert isinstance(classify_smtp(AddressRefused("x")), PermanentError)
+
+
+async def test_implicit_tls_over_the_vetted_socket_is_delivered_by_host_name(tmp_path: Path, stack: Stack) -> None:
+    context, cert = self_signed(tmp_path)  # names 127.0.0.1 and localhost
+    handler = Recipients({})
+    async with smtp_server(handler, tls=context) as port:
+        yaml = smtp_destination(port, host="localhost", implicit_tls="true", ca_file=cert)
+        async with stack(yaml) as (executors, _):
+            assert (await executors.run(email_action("act_1"))).outcome == "delivered"
+    assert handler.mail == [["support@example.com", "lead@example.com"]]
