@@ -60,14 +60,21 @@ class ApiClient:
                 answer = client.request(method, f"{self.base}/api/v1{path}", headers=headers, **kwargs)
         except httpx.TransportError as exc:
             raise ApiUnreachable(f"the query API at {self.base} does not answer ({type(exc).__name__})") from None
-        if answer.status_code >= 400 and answer.status_code != 503:
-            raise ApiRefused(answer.status_code, _detail(answer))
-        return answer.json()
+        try:
+            body = answer.json()
+        except ValueError:
+            raise ApiRefused(answer.status_code, f"not JSON; is {self.base} the query API?") from None
+        # a 503 whose body is an operation's result (Kafka failed part-way) is an answer; any other
+        # error, the store's 503 among them, is a refusal
+        if answer.status_code >= 400 and (answer.status_code != 503 or not _operation_result(body)):
+            raise ApiRefused(answer.status_code, _detail(body))
+        return body
 
 
-def _detail(answer: httpx.Response) -> str:
-    try:
-        detail = answer.json().get("detail", answer.text)
-    except ValueError:
-        detail = answer.text
+def _operation_result(body: Any) -> bool:
+    return isinstance(body, dict) and "detail" not in body and "error" in body
+
+
+def _detail(body: Any) -> str:
+    detail = body.get("detail", body) if isinstance(body, dict) else body
     return detail if isinstance(detail, str) else str(detail)[:300]

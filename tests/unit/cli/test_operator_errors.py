@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
@@ -149,3 +153,51 @@ def test_dlq_replay_refuses_a_limit_below_one_and_a_negative_rate(option: list[s
     done = postcall("dlq", "replay", *option, "--bootstrap", f"127.0.0.1:{free_port()}")
     assert done.returncode == 2, done.stderr
     assert f"Invalid value for '{option[0]}'" in done.stderr and "cannot reach Kafka" not in done.stderr
+
+
+@contextlib.contextmanager
+def answering(status: int, body: bytes, content_type: str = "application/json") -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that gives every request the same answer: its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+STORE_DOWN = (503, b'{"detail":"the store is unavailable; try again shortly"}', "application/json")
+NOT_THE_API = (200, b"<html><body>a login page</body></html>", "text/html")
+
+
+@pytest.mark.parametrize("command", [["explain", "c1"], ["reextract", "--ids", "c1"]], ids=["explain", "reextract"])
+@pytest.mark.parametrize("answer", [STORE_DOWN, NOT_THE_API], ids=["store-unavailable", "not-json"])
+def test_an_api_answer_that_is_not_the_data_is_one_line_naming_it(
+    command: list[str], answer: tuple[int, bytes, str]
+) -> None:
+    """The API's own 503 "the store is unavailable" was read as the data (a pydantic traceback in
+    explain, KeyError: 'items' in reextract), and an answer that is not JSON (--api naming another
+    server) a JSONDecodeError traceback; both exit 1."""
+    with answering(*answer) as base:
+        done = postcall(*command, "--api", base)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    expected = "the store is unavailable; try again shortly" if answer is STORE_DOWN else f"not JSON; is {base}"
+    assert f"HTTP {answer[0]}: {expected}" in done.stderr
