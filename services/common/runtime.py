@@ -46,6 +46,7 @@ PRESSURE_POLL_RECORDS = 64
 PRESSURE_CHECK_SECONDS = 0.005  # how often a held loop asks the service whether its pressure is off
 Acks = list[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
 _FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing to wait for
+Queued = tuple[Any, Acks | None, Sequence[Outgoing]]  # a fast-path record, its outputs' acks, its outputs
 
 
 class Runtime:
@@ -410,11 +411,10 @@ class Runtime:
             self._room.set()
             self._in_flight_gauge.set(self.in_flight)
 
-    async def _queue_batch(self, state: PartitionState, records: list[Any]) -> list[tuple[Any, Acks | None]]:
+    async def _queue_batch(self, state: PartitionState, records: list[Any]) -> list[Queued]:
         """Handle the records in order and hand their outputs to the producer: (record, its acks; None:
-        not batched, redo it on the one-record path)."""
-        done: list[tuple[Any, Acks | None]] = []
-        produced: dict[str, int] = {}
+        not batched, redo it on the one-record path; its outputs)."""
+        done: list[Queued] = []
         p, add, stopping = self.processor, self._batcher.add_nowait, self._stopping
         for record in records:
             if state.revoked or stopping.is_set():
@@ -428,17 +428,11 @@ class Runtime:
             except Exception as exc:
                 failed = await self._handle_failed(state, record, ctx, event, exc)
                 if failed is None:  # its retry copy or dead letter is acknowledged
-                    done.append((record, _FAILED))
+                    done.append((record, _FAILED, ()))
                     continue
                 outputs = failed
-            acks = add(outputs)
-            done.append((record, acks))
-            if acks is not None:
-                for r in outputs:
-                    produced[r.topic] = produced.get(r.topic, 0) + 1
+            done.append((record, add(outputs), outputs))
         self._batcher.flush()
-        for topic, count in produced.items():
-            self._per_topic(self._produced, observability.RECORDS_PRODUCED, topic).inc(count)
         return done
 
     async def _handle_failed(
@@ -463,7 +457,7 @@ class Runtime:
             record_context.reset(token)
         return None
 
-    async def _acknowledge(self, state: PartitionState, done: list[tuple[Any, Acks | None]], window: list[int]) -> None:
+    async def _acknowledge(self, state: PartitionState, done: list[Queued], window: list[int]) -> None:
         """Wait for the acks of the batch's outputs, record by record in offset order, and finish each
         record (committable, out of the window) once all of its outputs are acknowledged: the first
         records' batches are often acknowledged a request before the last ones', and the window takes
@@ -472,7 +466,8 @@ class Runtime:
         after those of later records: under broker trouble, as after a retry, the order of a key's
         outputs is not kept."""
         ok = start = 0
-        for i, (record, record_acks) in enumerate(done):
+        produced: dict[str, int] = {}
+        for i, (record, record_acks, outputs) in enumerate(done):
             if record_acks is _FAILED:
                 continue  # its failure was carried out (retry copy or dead letter acknowledged)
             acked = record_acks is not None
@@ -486,20 +481,23 @@ class Runtime:
                 acked = acked and not ack.cancelled() and ack.exception() is None
             if acked:
                 ok += 1
+                for r in outputs:
+                    produced[r.topic] = produced.get(r.topic, 0) + 1
             else:
                 self._release(state, done[start:i], window)
                 start = i
                 await self._process(state, record)  # broker trouble with its outputs, or too big to batch
         self._release(state, done[start:], window)
         self._processed_ok.inc(ok)
+        self._count_produced(produced)
 
-    def _release(self, state: PartitionState, finished: list[tuple[Any, Acks | None]], window: list[int]) -> None:
+    def _release(self, state: PartitionState, finished: list[Queued], window: list[int]) -> None:
         """These records' outcomes are durable: their offsets may be committed, their places in the window
         taken (`window` counts the batch's records still in it)."""
         if not finished:
             return
         if self._is_current(state):
-            state.finish_all(record.offset for record, _ in finished)
+            state.finish_all(record.offset for record, _, _ in finished)
         window[0] -= len(finished)
         self.in_flight -= len(finished)
         self._room.set()
@@ -596,6 +594,11 @@ class Runtime:
                 futures = [await self._send(r) for r in records]
                 if futures:
                     await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
+                produced: dict[str, int] = {}
+                for r in records:
+                    if r.event is not None:  # outputs, not retry copies or dead letters
+                        produced[r.topic] = produced.get(r.topic, 0) + 1
+                self._count_produced(produced)
                 return
             except KafkaError as exc:
                 # KafkaTimeoutError (not marked retriable by aiokafka): a partition's buffer did not drain
@@ -614,12 +617,14 @@ class Runtime:
         batch is full aiokafka wakes *every* waiting sender at each drain (O(n^2) with many records in
         flight); behind a lock only the first in line waits on the drain."""
         async with self._send_lock:
-            future = await self._producer.send(
+            return await self._producer.send(
                 r.topic, r.value, key=r.key, partition=r.partition, headers=codec.header_list(r.headers)
             )
-        if r.event is not None:
-            self._per_topic(self._produced, observability.RECORDS_PRODUCED, r.topic).inc()
-        return future
+
+    def _count_produced(self, produced: dict[str, int]) -> None:
+        """Outputs acknowledged by the brokers, by topic (counted once, however often they were sent)."""
+        for topic, count in produced.items():
+            self._per_topic(self._produced, observability.RECORDS_PRODUCED, topic).inc(count)
 
     # ── commits and rebalances ─────────────────────────────────────────────────────────────────
 

@@ -48,7 +48,8 @@ async def test_the_fast_path_finishes_records_as_their_own_outputs_are_acknowled
         state.accept(record.offset)
     runtime.in_flight = window_before = len(records)
     window = [len(records)]
-    done = [(records[0], [first]), (records[1], [first]), (records[2], [first, second]), (records[3], [second])]
+    acks = [[first], [first], [first, second], [second]]
+    done = [(record, record_acks, ()) for record, record_acks in zip(records, acks, strict=True)]
     task = asyncio.create_task(runtime._acknowledge(state, done, window))  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert state.committable() == 10 and runtime.in_flight == window_before  # nothing acknowledged yet

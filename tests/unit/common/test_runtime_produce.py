@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import REGISTRY
 
 from services.common.kafka import PartitionState
 from services.common.runtime import Runtime
@@ -54,3 +55,89 @@ _real_sleep = asyncio.sleep
 
 async def _no_wait(delay: float, *args: Any) -> Any:
     return await _real_sleep(0, *args)
+
+
+class Scripted:
+    """aiokafka's send(): each call returns a future the test resolves, fails or leaves pending."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[None]] = []
+
+    async def send(self, topic: str, value: bytes | None, **_: Any) -> asyncio.Future[None]:
+        self.futures.append(asyncio.get_running_loop().create_future())
+        return self.futures[-1]
+
+
+class ScriptedBatcher:
+    """The fast path's Batcher: one pending ack per input's outputs, resolved by the test."""
+
+    def __init__(self) -> None:
+        self.acks: list[asyncio.Future[None]] = []
+
+    def add_nowait(self, records: Any) -> list[asyncio.Future[None]]:
+        self.acks.append(asyncio.get_running_loop().create_future())
+        return [self.acks[-1]]
+
+    def flush(self) -> None:
+        pass
+
+
+def produced(topic: str = "out") -> float:
+    return REGISTRY.get_sample_value("postcall_records_produced_total", {"service": "worker", "topic": topic}) or 0.0
+
+
+async def until(condition: Any) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await _real_sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def test_records_count_as_produced_once_acknowledged_not_when_queued_or_sent_again(monkeypatch: Any) -> None:
+    """postcall_records_produced_total is "produced and acknowledged": an output counts once the brokers
+    acknowledge it, not when it is handed to the producer, and once, not at every send of a retry after
+    broker trouble (the dashboard's "Consumed and produced" and the in/out comparison read it)."""
+    monkeypatch.setattr("services.common.runtime.asyncio.sleep", _no_wait)
+    settings = WorkerSettings(kafka={"bootstrap_servers": "127.0.0.1:1"}, input_topic="in", output_topic="out")  # type: ignore[arg-type]
+    runtime: Runtime = build(settings)
+    producer = runtime._producer = Scripted()
+    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
+    record = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
+    state.accept(record.offset)
+    before = produced()
+
+    task = asyncio.create_task(runtime._process(state, record))
+    await until(lambda: len(producer.futures) == 1)
+    assert produced() == before, "queued, not acknowledged yet"
+    producer.futures[0].set_exception(KafkaConnectionError())  # broker trouble: sent again
+    await until(lambda: len(producer.futures) == 2)
+    assert produced() == before
+    producer.futures[1].set_result(None)
+    await asyncio.wait_for(task, 5)
+
+    assert produced() == before + 1
+
+
+async def test_fast_path_outputs_count_as_produced_once_acknowledged() -> None:
+    settings = WorkerSettings(kafka={"bootstrap_servers": "127.0.0.1:1"}, input_topic="in", output_topic="out")  # type: ignore[arg-type]
+    runtime: Runtime = build(settings)
+    batcher = runtime._batcher = ScriptedBatcher()  # type: ignore[assignment]
+    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
+    records = [ConsumerRecord("in", 0, o, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ()) for o in (3, 4)]
+    for record in records:
+        state.accept(record.offset)
+    runtime.in_flight = 2
+    before = produced()
+
+    done = await runtime._queue_batch(state, records)
+    task = asyncio.create_task(runtime._acknowledge(state, done, [2]))
+    await until(lambda: len(batcher.acks) == 2)
+    assert produced() == before, "queued, not acknowledged yet"
+    batcher.acks[0].set_result(None)
+    await until(lambda: state.committable() == 4)
+    assert produced() <= before + 1, "the second record's output is not acknowledged yet"
+    batcher.acks[1].set_result(None)
+    await asyncio.wait_for(task, 5)
+
+    assert produced() == before + 2
