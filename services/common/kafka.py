@@ -296,6 +296,7 @@ class PartitionState:
     next_offset: int | None = None  # one past the last accepted offset
     committed: int | None = None  # last offset committed by this owner
     due_at: float = 0.0  # wall-clock time before which a retry-tier partition stays paused
+    held: tuple[int, float] | None = None  # (offset, until): a copy due later than its tier allows waits until then
     revoked: bool = False
     revoking: bool = False  # being revoked: records finishing now still count, waits give up
     ready: bool = True  # False while the service's on_assigned hook restores state for this partition

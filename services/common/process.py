@@ -64,6 +64,11 @@ class Processor:
         self.name = route.service
         self.retry_topics = route.retry_topics[: len(settings.retry_delays_seconds)]
         self._retry_set = frozenset(self.retry_topics)
+        # the longest a copy can wait in each tier: its delay with the most jitter (Retry-After never exceeds it)
+        self.tier_waits = {
+            t: d * (1 + settings.retry_jitter)
+            for t, d in zip(self.retry_topics, settings.retry_delays_seconds, strict=True)
+        }
         self.dead_letter_topic = route.dead_letter_topic
         self._decoders = {s.topic: codec.decoder(s.model) for s in route.consumes}
         self._handler_seconds = observability.HANDLER_DURATION.labels(self.name)

@@ -300,7 +300,7 @@ class Runtime:
         accepted = records
         if is_retry_tier:
             for index, record in enumerate(records):
-                due = due_time_of(codec.header_dict(record.headers))
+                due = self._due_time(state, record)
                 if due > wall_clock():
                     # never early: rewind to this record and pause the partition until it is due
                     assert self._consumer is not None
@@ -314,6 +314,23 @@ class Runtime:
             return
         for record in accepted:
             self._start(state, record)
+
+    def _due_time(self, state: PartitionState, record: Any) -> float:
+        """When a retry copy may be handled: its due time, but no later than its tier's longest delay from
+        when it was first read (a copy written by a producer whose clock runs ahead, or by hand, would
+        otherwise hold its partition, and every copy behind it, paused until then)."""
+        due = due_time_of(codec.header_dict(record.headers))
+        if state.held is not None and state.held[0] == record.offset:
+            return min(due, state.held[1])
+        latest = wall_clock() + self.processor.tier_waits[record.topic]
+        if due > latest:
+            log.warning(
+                "retry copy due later than its tier allows; waiting the tier's delay instead",
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset, "due_at": due},
+            )
+            state.held = (record.offset, latest)
+            return latest
+        return due
 
     def _start_batch(self, state: PartitionState, records: list[Any]) -> None:
         """The fast path: one task for a partition's polled batch, after the partition's previous one."""

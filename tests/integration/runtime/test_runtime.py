@@ -476,3 +476,21 @@ async def test_an_output_on_the_inputs_partition_with_fewer_partitions_is_refuse
         f"as many partitions as each input: {source} has 3 partitions, {out} 2 (add partitions to the output: "
         "kafka-topics.sh --alter --partitions N)"
     )
+
+
+@pytest.mark.parametrize("fast_path", [False, True], ids=["task-per-record", "fast-path"])
+async def test_a_retry_copy_due_later_than_its_tier_could_choose_waits_no_longer_than_the_tier(
+    kafka: KafkaSettings, fast_path: bool
+) -> None:
+    """A retry copy whose due time lies past anything its tier's delay could give (a producer clock years
+    ahead, a header written by hand) waited until then with its partition paused: every copy behind it
+    stalled for years. It waits at most the tier's longest delay from when it is read."""
+    t = await make_topics(kafka, tiers=1, partitions=1)
+    tier1 = retry_topic(t.service, 1)
+    copy = {h.ORIGINAL_TOPIC: t.input, h.ORIGINAL_PARTITION: "0", h.ORIGINAL_OFFSET: "0", h.ATTEMPTS: "1"}
+    far = copy | {h.RETRY_DUE_AT: f"{time.time() + 10 * 365 * 86400:.3f}"}
+    await produce(kafka, tier1, [("k", Job(id="far"))], headers=far)
+    await produce(kafka, tier1, [("k", Job(id="behind"))], headers=copy | {h.RETRY_DUE_AT: "0"})
+    async with running(worker_settings(kafka, t, fast_path=fast_path)):  # tier delay 1 s, no jitter
+        got = await wait_for_ids(kafka, t.output, {"far", "behind"}, timeout=30)
+    assert sorted(g["id"] for g in got) == ["behind", "far"]
