@@ -8,6 +8,7 @@ series (Debian package `prometheus`).
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import re
@@ -151,6 +152,37 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_section() -> None:
         page, _, anchor = rule["annotations"]["runbook_url"].partition("#")
         assert page == "docs/runbooks.md" and anchor == rule["alert"].lower(), rule["alert"]
         assert anchor in anchors, f"docs/runbooks.md has no section for {rule['alert']}"
+
+
+_LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+
+
+def fixed_log_messages() -> set[str]:
+    """The messages the services log verbatim: a log call whose message is a literal with no %-arguments
+    (a message with arguments is rendered, so its "msg" is not the literal)."""
+    found = set()
+    for path in (ROOT / "services").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _LOG_METHODS
+                and len(node.args) == 1
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                found.add(node.args[0].value)
+    return found
+
+
+def test_the_runbooks_select_log_lines_by_messages_the_services_log() -> None:
+    """A runbook's `jq 'select(.msg == "...")'` or `"msg": "..."` names a message some service logs as it
+    is: one logged with %-arguments (`"configuration problem: %s"`) never equals its literal, and the
+    command an on-call engineer pastes selects nothing."""
+    text = (ROOT / "docs/runbooks.md").read_text()
+    named = set(re.findall(r'\.msg == "([^"]+)"', text)) | set(re.findall(r'"msg": "([^"]+)"', text))
+    assert {"commit failed", "kafka not reachable"} <= named
+    assert named - fixed_log_messages() == set()
 
 
 def test_the_alerts_asked_for_exist() -> None:
