@@ -4,7 +4,8 @@ gathered into one batch (two transactions, see services/store/writer.py) and wak
 A handler returns only once its rows are committed, so the runtime commits the record's offset only
 after its rows are durable. A batch the database refuses for a reason of its own (a value it cannot
 hold) is written again record by record, so that only the guilty record fails (and is dead-lettered)
-and the others are stored; a database that cannot be reached fails every waiter with
+and the others are stored; a database that cannot be reached, or cannot take writes for now (read-only
+after a failover, disk full, too many connections: see `unreachable`), fails every waiter with
 DependencyUnavailable, and the runtime pauses and retries in place.
 """
 
@@ -33,11 +34,24 @@ class _Waiting:
     done: asyncio.Future[None]
 
 
+# PostgreSQL SQLSTATEs that say "not now" rather than "not this data" (asyncpg's arrive as a plain
+# DBAPIError): connection (08), a transaction rolled back by a conflict (40: serialization, deadlock),
+# insufficient resources (53: disk full, too many connections), operator intervention (57: shutting down,
+# starting up; not 57014, a statement timeout, which one record's write may cause), system errors (58),
+# a read-only transaction (25006: a standby after a failover), a lock not available (55P03)
+_NOT_NOW_CLASSES = ("08", "40", "53", "57", "58")
+_NOT_NOW_STATES = frozenset({"25006", "55P03"})
+
+
 def unreachable(exc: BaseException) -> bool:
-    """The database is down or unreachable (not: it refused this data)."""
+    """The database is down, unreachable or cannot take writes for now (not: it refused this data)."""
     if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | OSError | TimeoutError):
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if not isinstance(exc, DBAPIError):
+        return False
+    state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+    not_now = (state.startswith(_NOT_NOW_CLASSES) and state != "57014") or state in _NOT_NOW_STATES
+    return exc.connection_invalidated or not_now
 
 
 class Batcher:

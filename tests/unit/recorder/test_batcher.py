@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from services.common.errors import DependencyUnavailable, PermanentError
-from services.recorder.batcher import Batcher
+from services.recorder.batcher import Batcher, unreachable
 from services.store.rows import Rows
 
 
@@ -76,3 +76,26 @@ async def test_records_waiting_when_the_recorder_stops_stay_uncommitted() -> Non
     with pytest.raises(DependencyUnavailable):
         await second
     first.cancel()
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"SQLSTATE {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "not_now"),
+    [
+        ("53100", True),  # disk full
+        ("53300", True),  # too many connections
+        ("57P03", True),  # the database system is starting up
+        ("40P01", True),  # deadlock detected
+        ("25006", True),  # read-only transaction (a standby after a failover)
+        ("57014", False),  # a statement timeout: maybe this record's write
+        ("22003", False),  # numeric value out of range: this record
+        ("23505", False),
+    ],
+)
+def test_postgresql_says_not_now_or_not_this_data_by_sqlstate(sqlstate: str, not_now: bool) -> None:
+    assert unreachable(DBAPIError("INSERT", {}, _PgError(sqlstate))) is not_now
