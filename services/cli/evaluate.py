@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -64,6 +65,8 @@ def evaluate(
     if sample is not None and 0 < sample < len(cases):
         cases = [cases[i * len(cases) // sample] for i in range(sample)]
     before = _earlier(compare) if compare else None
+    if json_out is not None:
+        _writable(json_out)
     result = asyncio.run(_run(cases, provider, base_url, model, concurrency))
     result["dataset"] = {"path": str(dataset), "format": kind, "cases": len(cases)}
     show(result)
@@ -72,18 +75,35 @@ def evaluate(
 
         show_comparison(diff(before, result))
     if json_out is not None:
-        json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        try:
+            json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        except OSError as exc:
+            _fail(f"cannot write --json {json_out}: {exc.strerror or exc}")
         console.print(f"results written to {json_out}")
 
 
 def _earlier(path: Path) -> Any:
     try:
-        return orjson.loads(path.read_bytes())
+        earlier = orjson.loads(path.read_bytes())
     except OSError as exc:
-        problem = exc.strerror or str(exc)
+        _fail(f"cannot read --compare {path}: {exc.strerror or exc}")
     except orjson.JSONDecodeError as exc:
-        problem = f"not JSON: {exc}"
-    typer.echo(f"postcall eval: cannot read --compare {path}: {problem}", err=True)
+        _fail(f"cannot read --compare {path}: not JSON: {exc}")
+    if not (isinstance(earlier, dict) and all(isinstance(earlier.get(k), dict) for k in ("fields", "overall"))):
+        _fail(f"cannot read --compare {path}: not the JSON of `postcall eval --json` (no fields and overall)")
+    return earlier
+
+
+def _writable(path: Path) -> None:
+    """Refused before the run (which may take an hour on a real model), not after it."""
+    folder = path.parent
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "is a folder" if path.is_dir() else f"{folder} is not a writable folder"
+        _fail(f"cannot write --json {path}: {why}")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"postcall eval: {message}", err=True)
     raise typer.Exit(2)
 
 

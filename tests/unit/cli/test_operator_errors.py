@@ -122,9 +122,14 @@ def test_publish_of_an_event_naming_no_account_says_so(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("content", [None, b"", b"{not json"], ids=["missing", "empty", "not-json"])
+@pytest.mark.parametrize(
+    "content",
+    [None, b"", b"{not json", b"[]", b'{"cases": 3}'],
+    ids=["missing", "empty", "not-json", "a-list", "not-an-eval-result"],
+)
 def test_eval_with_an_unreadable_compare_file_names_it_before_running(tmp_path: Path, content: bytes | None) -> None:
-    """Used to be a traceback (FileNotFoundError, JSONDecodeError)."""
+    """Used to be a traceback (FileNotFoundError, JSONDecodeError; JSON not of `eval --json`: AttributeError or
+    KeyError after the whole run)."""
     before = tmp_path / "before.json"
     if content is not None:
         before.write_bytes(content)
@@ -132,6 +137,18 @@ def test_eval_with_an_unreadable_compare_file_names_it_before_running(tmp_path: 
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"postcall eval: cannot read --compare {before}: ")
+    assert "provider:" not in done.stdout  # refused before any extraction ran
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "a-folder"])
+def test_eval_with_a_json_path_it_cannot_write_names_it_before_running(tmp_path: Path, where: str) -> None:
+    """Used to be a FileNotFoundError / IsADirectoryError traceback after the whole run (an hour on a real
+    model), its results lost."""
+    out = tmp_path / "nowhere" / "after.json" if where == "missing-folder" else tmp_path
+    done = postcall("eval", "--limit", "1", "--json", str(out))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"postcall eval: cannot write --json {out}: ")
     assert "provider:" not in done.stdout  # refused before any extraction ran
 
 
