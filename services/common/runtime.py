@@ -122,6 +122,9 @@ class Runtime:
         try:
             await self._consumer.start()
             await self._wait_for_topics()
+            if self._stopping.is_set():
+                log.info("stopped before starting", extra={"topics": self.main_topics})
+                return
             await self._batcher.learn(self.route.output_topics)  # the fast path batches for these
             self._consumer.subscribe([*self.main_topics, *self.retry_topics], listener=_Listener(self))
             if s.metrics_port:
@@ -142,7 +145,9 @@ class Runtime:
         wanted = {*self.main_topics, *self.retry_topics, self.dead_letter_topic, *self.route.output_topics}
         deadline = time.monotonic() + TOPIC_WAIT_SECONDS
         while missing := wanted - await self._consumer.topics():
-            if time.monotonic() > deadline or self._stopping.is_set():
+            if self._stopping.is_set():
+                return  # told to stop while waiting: not a missing topic
+            if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"{self.service}: topics missing on the cluster: {', '.join(sorted(missing))} "
                     "(create them with `postcall topics create`)"

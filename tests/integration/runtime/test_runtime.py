@@ -15,6 +15,7 @@ import pytest
 from schemas import headers as h
 from schemas.routes import ROUTER
 from schemas.topics import dead_letter_topic, retry_topic
+from services.common import runtime as runtime_module
 from services.common.api import Context, DependencyUnavailable, Event, Service
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
@@ -494,3 +495,28 @@ async def test_a_retry_copy_due_later_than_its_tier_could_choose_waits_no_longer
     async with running(worker_settings(kafka, t, fast_path=fast_path)):  # tier delay 1 s, no jitter
         got = await wait_for_ids(kafka, t.output, {"far", "behind"}, timeout=30)
     assert sorted(g["id"] for g in got) == ["behind", "far"]
+
+
+async def test_a_missing_topic_refuses_the_start_naming_it(
+    kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_module, "TOPIC_WAIT_SECONDS", 1.0)
+    t = Topics(unique("svc"), unique("in"), unique("out"), 1)  # none of them created
+    settings = worker_settings(kafka, t)
+    runtime = Runtime(Service(route(settings), JobHandler(settings).handle), kafka=kafka, settings=settings.runtime)
+    with pytest.raises(RuntimeError, match=f"topics missing on the cluster: .*{t.input}"):
+        await asyncio.wait_for(runtime.run(), 60)
+
+
+async def test_told_to_stop_while_waiting_for_topics_is_a_clean_stop_not_a_missing_topic(kafka: KafkaSettings) -> None:
+    """SIGTERM while topics are still being created (a rollout during `postcall topics create`) ended the
+    process with "topics missing on the cluster", as if the cluster lacked them: a stop is a stop."""
+    t = Topics(unique("svc"), unique("in"), unique("out"), 1)
+    settings = worker_settings(kafka, t)
+    runtime = Runtime(Service(route(settings), JobHandler(settings).handle), kafka=kafka, settings=settings.runtime)
+    task = asyncio.create_task(runtime.run())
+    await asyncio.sleep(3)  # connected and waiting for the topics
+    assert not task.done()
+    runtime.stop()
+    await asyncio.wait_for(task, 30)  # returns; raised RuntimeError("... topics missing ...") before
+    assert not runtime.started
