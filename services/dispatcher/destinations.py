@@ -41,15 +41,17 @@ import contextlib
 import json
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote_plus
 
 from google.auth import crypt
 from google.oauth2 import service_account
-from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from schemas.agent_checks import Loc
 from schemas.agent_loader import Problem
@@ -319,20 +321,53 @@ class GoogleSheetsDestination(UrlDestination):
 
 
 class SmtpDestination(DestinationBase):
+    """An SMTP server. What would fail every email at send time is refused at load instead: a From: that
+    is not one address (or has a line break, a ${VAR} ending in a newline), a host that is no host name,
+    a password without a user name (aiosmtplib then sends no AUTH), a CA bundle that cannot be read."""
+
     kind: Literal["smtp"]
-    host: str
+    host: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,253}$", description="The server's host name or IP address.")
     port: int = Field(587, ge=1, le=65535)
     username: str | None = None
     password: SecretRef | None = None
-    starttls: bool = Field(True, description="Upgrade with STARTTLS (required when the server offers it).")
+    starttls: bool = Field(True, description="Upgrade with STARTTLS; an error when the server does not offer it.")
     implicit_tls: bool = Field(False, description="TLS from the first byte (port 465).")
     ca_file: Path | None = Field(None, description="CA bundle to verify the server with; default: system.")
-    from_address: str = Field(description="The From: of every email sent through it.")
+    from_address: str = Field(description="The From: of every email sent through it: one address, with a name or not.")
     _password: str | None = PrivateAttr(None)
+    _tls: ssl.SSLContext | None = PrivateAttr(None)
+
+    @field_validator("from_address")
+    @classmethod
+    def _one_sender(cls, value: str) -> str:
+        message = EmailMessage()  # the header exactly as build_message sets it
+        try:
+            message["From"] = value
+        except ValueError:
+            raise ValueError("from_address has a line break") from None
+        header = message["From"]
+        found = header.addresses
+        if header.defects or len(found) != 1 or not found[0].username or not found[0].domain:
+            raise ValueError('from_address must be one address: calls@example.com or "Name <calls@example.com>"')
+        return value
+
+    @model_validator(mode="after")
+    def _login_pair(self) -> SmtpDestination:
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs a username (without one no AUTH is sent)")
+        return self
 
     @property
     def password_value(self) -> str | None:
         return self._password
+
+    @property
+    def tls_context(self) -> ssl.SSLContext:
+        """Verifies the server with `ca_file` (read at load) or the system's CAs."""
+        if self._tls is None:
+            assert self.ca_file is None, "resolved at load"
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     def secrets(self) -> list[str]:
         return [self._password] if self._password else []
@@ -454,6 +489,17 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
         dest._bot_token = _credential(dest.bot_token, environ, dest.name, ("bot_token",))
     if isinstance(dest, SmtpDestination) and dest.password is not None:
         dest._password = _reveal(dest.password, environ, dest.name, "password")
+    if isinstance(dest, SmtpDestination) and dest.ca_file is not None:
+        dest._tls = _ca_context(dest.ca_file)
+
+
+def _ca_context(ca_file: Path) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except ssl.SSLError:
+        raise _FieldProblem("ca_file", f"{ca_file} is not a PEM bundle of CA certificates") from None
+    except OSError as exc:
+        raise _FieldProblem("ca_file", f"cannot read {ca_file}: {exc.strerror or exc}") from None
 
 
 def _resolve_auth(dest: HttpDestination, environ: Mapping[str, str]) -> None:

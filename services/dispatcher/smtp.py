@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import ssl
 import time
 from email.message import EmailMessage
 
@@ -72,7 +71,6 @@ class SmtpPool:
 
     async def _connect(self) -> aiosmtplib.SMTP:
         dest = self._dest
-        context = ssl.create_default_context(cafile=str(dest.ca_file) if dest.ca_file else None)
         addresses = await vetted_addresses(dest.host, dest.port, dest.allow_private, self._resolver)
         sock = await _open(dest.host, addresses, dest.port, self._timeout)
         client = aiosmtplib.SMTP(
@@ -82,7 +80,7 @@ class SmtpPool:
             password=dest.password_value,
             use_tls=dest.implicit_tls,
             start_tls=dest.starttls and not dest.implicit_tls,
-            tls_context=context,
+            tls_context=dest.tls_context,
             timeout=self._timeout,
         )
         try:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import certifi
 import pytest
 
 from services.dispatcher import destinations
@@ -265,3 +266,55 @@ def test_redact_scrubs_header_values_with_and_without_prefix_and_a_secret_url() 
     echoed = f'{{"authorization": "Bearer {CANARY}", "token": "{CANARY}", "tenant": "acme"}}'
     assert crm.redact(echoed) == '{"authorization": "[redacted]", "token": "[redacted]", "tenant": "[redacted]"}'
     assert ops.redact("POST /services/T1/B2/xyz failed") == "POST [redacted] failed"
+
+
+SMTP = """\
+destinations:
+  - name: mail
+    kind: smtp
+    host: {host}
+    from_address: {sender}
+{more}"""
+
+
+@pytest.mark.parametrize(
+    ("host", "sender", "more", "env", "problem"),
+    [
+        # a ${VAR} ending in a newline: a blank line after From: ended every email's header block
+        ("smtp.example.com", '"${MAIL_FROM}"', "", {"MAIL_FROM": "a@example.com\n"}, "5: destinations[0].from_address"),
+        (
+            "smtp.example.com",
+            '"${MAIL_FROM}"',
+            "",
+            {"MAIL_FROM": "a@example.com\r\nBcc: b@example.com"},
+            "5: destinations[0].from_address",
+        ),
+        ("smtp.example.com", "postcall", "", {}, "5: destinations[0].from_address"),
+        ("smtp.example.com", '""', "", {}, "5: destinations[0].from_address"),
+        ("smtp.example.com", '"a@example.com, b@example.com"', "", {}, "5: destinations[0].from_address"),
+        ('""', "a@example.com", "", {}, "4: destinations[0].host"),
+        ('"mail example.com"', "a@example.com", "", {}, "4: destinations[0].host"),
+        # a password without a user name was read and never sent: no AUTH, the server's 530 on every email
+        ("smtp.example.com", "a@example.com", "    password: {secret_env: PW}\n", {"PW": "pw"}, "2: destinations[0]"),
+        ("smtp.example.com", "a@example.com", "    ca_file: /nonexistent/ca.pem\n", {}, "6: destinations[0].ca_file"),
+    ],
+)
+def test_a_bad_smtp_destination_is_refused_at_load_with_the_place(
+    host: str, sender: str, more: str, env: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(SMTP.format(host=host, sender=sender, more=more), env, "d.yaml")
+    assert str(caught.value).startswith(f"d.yaml:{problem}: ")
+
+
+def test_a_good_smtp_destination_keeps_its_sender_and_reads_its_ca_bundle_once(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text(Path(certifi.where()).read_text())
+    text = SMTP.format(host="smtp.example.com", sender='"Zoë <calls@example.com>"', more=f"    ca_file: {ca}\n")
+    [mail] = destinations.parse(text, {}).values()
+    assert isinstance(mail, SmtpDestination) and mail.from_address == "Zoë <calls@example.com>"
+    assert mail.tls_context.cert_store_stats()["x509_ca"] > 0
+    ca.unlink()  # `postcall config validate` runs where the mounted files are not: not judged there
+    path = tmp_path / "d.yaml"
+    path.write_text(text)
+    assert destinations.check(path) == ()
