@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, false, func, select, text, update
+from sqlalchemy import Table, and_, bindparam, case, false, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -66,10 +66,26 @@ async def write(store: Store, rows: Rows) -> None:
     if not len(rows):
         return
     async with store.write() as conn:
-        await _lock_conversations(conn, rows.conversation_ids)
+        touched = rows.conversation_ids | await _replayed_conversations(conn, rows.replays)
+        await _lock_conversations(conn, touched)
         await insert_records(conn, rows)
         await refresh_actions(conn, rows.action_ids)
-        await refresh_conversations(conn, rows.conversation_ids)
+        await refresh_conversations(conn, touched)
+
+
+async def _replayed_conversations(conn: AsyncConnection, markers: list[Row]) -> set[str]:
+    """The conversations of the dead letters these replay markers name (a marker names only the dead
+    letter): a replayed dead letter no longer counts in its conversation's summary. A dead letter
+    written in this same batch brings its conversation itself."""
+    t = table(DeadLetter).c
+    found: set[str] = set()
+    for i in range(0, len(markers), CHUNK):
+        keys = [(r["kafka_topic"], r["kafka_partition"], r["kafka_offset"]) for r in markers[i : i + CHUNK]]
+        query = select(t.conversation_id).where(
+            tuple_(t.kafka_topic, t.kafka_partition, t.kafka_offset).in_(keys), t.conversation_id.is_not(None)
+        )
+        found.update((await conn.execute(query)).scalars())
+    return found
 
 
 async def _lock_conversations(conn: AsyncConnection, conversation_ids: Iterable[str]) -> None:

@@ -168,3 +168,22 @@ async def test_a_command_line_reextraction_is_audited_once_per_copy(store: Store
         ("ops@box", "reextract", f"{CONVERSATION_ENDED}:1:8"),
         ("ops@box", "reextract", f"{CONVERSATION_ENDED}:1:7"),
     ]
+
+
+async def test_a_replayed_dead_letter_no_longer_counts_as_a_failure_of_its_conversation(store: Store) -> None:
+    """The replay marker names only the dead letter (topic:partition:offset), not its conversation; the
+    conversation's summary (dead_letters, has_failure: the list's failure filter) was not recomputed, so it
+    went on counting the replayed dead letter until some other record of that conversation came."""
+    await writer.write(store, rows_of(story("c1")))
+    value = extracted(ended("c1")).model_dump_json().encode()
+    await writer.write(store, r.dead_letter(r.Source("postcall.router.dlq.v1", 0, 9, 0), "router", b"c1", value, {}))
+    async with store.read() as conn:
+        before = await queries.get_conversation(conn, "c1")
+    assert before is not None and before.summary is not None and before.summary.dead_letters == 1
+    marker = {h.DLQ_REPLAYED: "postcall.router.dlq.v1:0:9", h.REPLAYED_BY: "ops@box", h.REPLAYED_VIA: "cli"}
+    await writer.write(store, r.replay_marker(marker, r.Source("postcall.router.dlq.v1", 0, 10, 0)))
+    async with store.read() as conn:
+        after = await queries.get_conversation(conn, "c1")
+        failing = await queries.list_conversations(conn, queries.ConversationFilter(failed=True))
+    assert after is not None and after.summary is not None
+    assert (after.summary.dead_letters, after.summary.has_failure, failing.items) == (0, False, [])
