@@ -31,16 +31,24 @@ from services.dispatcher.smtp import SmtpPool, classify_smtp
 
 def build_message(action: EmailRequested, sender: str) -> EmailMessage:
     """The message; ValueError when a header would carry a line break (header injection)."""
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = ", ".join(action.to)
-    msg["Subject"] = action.subject
-    msg["Date"] = formatdate(usegmt=True)
-    msg["Message-ID"] = f"<{action.action_id}@postcall>"
-    msg["X-Postcall-Action-Id"] = action.action_id
-    msg["X-Postcall-Conversation-Id"] = action.conversation_id
+    headers = {
+        "From": sender,
+        "To": ", ".join(action.to),
+        "Subject": action.subject,
+        "Date": formatdate(usegmt=True),
+        "Message-ID": f"<{action.action_id}@postcall>",
+        "X-Postcall-Action-Id": action.action_id,
+        "X-Postcall-Conversation-Id": action.conversation_id,
+    }
     if action.supersedes is not None:  # a deliberate re-delivery (RFC 2156 Supersedes)
-        msg["Supersedes"] = f"<{action.supersedes}@postcall>"
+        headers["Supersedes"] = f"<{action.supersedes}@postcall>"
+    msg = EmailMessage()
+    for name, value in headers.items():
+        # EmailMessage refuses a line break inside a value but not at its end, where it would write the
+        # blank line that ends the header block
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"the {name} header has a line break")
+        msg[name] = value
     msg.set_content(action.text)
     if action.html:
         msg.add_alternative(action.html, subtype="html")

@@ -115,6 +115,21 @@ async def test_smtp_server_down_is_retryable(stack: Stack) -> None:
             await executors.run(email_action("act_1"))
 
 
+@pytest.mark.parametrize(
+    "update",
+    [{"subject": "Callback requested\n"}, {"to": ["support@example.com\r\n"]}, {"conversation_id": "conv-1\n"}],
+)
+async def test_a_header_value_ending_in_a_line_break_is_refused(sink: Sink, stack: Stack, update: Any) -> None:
+    """EmailMessage refuses a line break inside a header value but not at its end, where it wrote a blank
+    line that ended the header block: the headers after it (Message-ID, MIME) went into the body."""
+    assert sink.smtp_port is not None
+    action = email_action("act_1").model_copy(update=update)
+    async with stack(smtp_destination(sink.smtp_port)) as (executors, _):
+        with pytest.raises(PermanentError, match=r"invalid email: the \w[\w-]* header has a line break"):
+            await executors.run(action)
+    assert sink.received == []
+
+
 async def test_header_injection_in_subject_is_refused(sink: Sink, stack: Stack) -> None:
     assert sink.smtp_port is not None
     action = email_action("act_1").model_copy(update={"subject": "Hi\r\nBcc: everyone@example.com"})
