@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.e2e import bin_labels, first_times, histogram, latencies, owners, percentile, stage_split
+from bench.e2e import Run, bin_labels, first_times, histogram, latencies, owners, percentile, report, stage_split
 from bench.memory import K8S_BASE, burst, k8s_memory, listens_on, mebibytes, outcomes_of, parse_status
 from schemas.events import ActionCompleted, DecisionTrace, FlowDecision, PlannedAction
 from schemas.routes import SERVICES
@@ -110,6 +110,36 @@ def test_stage_split_attributes_each_gap_to_the_service_that_produced_the_next_s
     published, found = {"c1": 10.0, "c2": 20.0}, {"c1": 0.5, "c2": 0.25}
     stages = stage_split(published, found, {"c1": 10.125, "c2": 20.0625}, {"c1": 10.25})
     assert stages == {"extractor": [0.125], "router": [0.125], "dispatcher": [0.25]}  # c2 was never decided
+
+
+def measured(rate: int, latencies_ms: list[float | None]) -> Run:
+    """A run whose conversation i arrived latencies_ms[i] after publishing (None: it never arrived)."""
+    run = Run(rate, hop=[0.002] * 10)
+    for i, ms in enumerate(latencies_ms):
+        run.published[f"c{i}"] = 100.0 + i
+        if ms is not None:
+            run.received.append(entry(f"a{i}", 100.0 + i + ms / 1000))
+    return run
+
+
+def p99_goal(latencies_ms: list[float | None]) -> dict[str, Any]:
+    """The summary line judging issue 13's goal (p99 <= 50 ms at 50/s) of three runs with these latencies."""
+    n = len(latencies_ms)
+    runs = [measured(rate, latencies_ms) for rate in (20, 50) for _ in range(3)]
+    summary = report(runs, {f"a{i}": f"c{i}" for i in range(n)}, ({}, {}), n)["summary"]
+    [line] = [x for x in summary if x["kind"] == "check" and "p99" in x["label"]]
+    return line
+
+
+def test_the_e2e_report_judges_the_p99_goal_at_50_per_second() -> None:
+    met = p99_goal([10.0] * 98 + [40.0, 45.0])
+    assert met["passed"] is True
+    assert "50/s" in met["label"] and "50 ms" in met["text"]
+    assert p99_goal([10.0] * 97 + [60.0, 70.0, 80.0])["passed"] is False
+
+
+def test_the_p99_goal_is_not_met_when_a_webhook_never_arrived() -> None:
+    assert p99_goal([10.0] * 99 + [None])["passed"] is False
 
 
 # ── memory ───────────────────────────────────────────────────────────────────────────────────
