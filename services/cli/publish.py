@@ -6,6 +6,7 @@ not a finished conversation), 2 a bad file or payload (each problem named)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
@@ -14,7 +15,8 @@ import orjson
 import typer
 
 from schemas.events import ConversationEnded
-from services.cli.options import Bootstrap, kafka_settings
+from services.cli.options import Bootstrap, kafka_settings, kafka_unreachable
+from services.ingress import publisher as publisher_module
 from services.ingress.platforms import Ignored, PayloadError, map_one
 from services.ingress.publisher import Published, Publisher, TooLarge, Unavailable, ce_source
 
@@ -50,7 +52,9 @@ def publish(
     event = _event(payload, source, account, account_name, agent, file)
     try:
         done = asyncio.run(_publish(event, source, bootstrap, timeout))
-    except (Unavailable, TooLarge) as exc:
+    except Unavailable as exc:
+        _fail(1, f"not published: {kafka_unreachable(exc)}")
+    except TooLarge as exc:
         _fail(1, f"not published: {exc}")
     note = " (already published by this process)" if done.duplicate else ""
     typer.echo(
@@ -89,6 +93,8 @@ def _event(
 
 
 async def _publish(event: ConversationEnded, source: Source, bootstrap: str | None, timeout: float) -> Published:
+    # its "kafka not reachable" warning per connection attempt is the ingress's log; the command says it once
+    logging.getLogger(publisher_module.__name__).setLevel(logging.ERROR)
     publisher = Publisher(kafka_settings(bootstrap), timeout_seconds=timeout)
     await publisher.start()
     try:

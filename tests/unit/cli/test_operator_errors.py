@@ -122,6 +122,17 @@ def test_publish_of_an_event_naming_no_account_says_so(tmp_path: Path) -> None:
     ]
 
 
+def test_publish_without_a_broker_is_one_line_naming_where_it_looked() -> None:
+    """Used to be the publisher's bare "kafka not reachable" once per connection attempt, then "not
+    published: Kafka is not reachable", naming neither the address nor --bootstrap."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    call = str(ROOT / "examples" / "conversations" / "0001-support-resolved-hangup.json")
+    done = postcall("publish", call, "--bootstrap", nowhere, "--timeout", "2")
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"not published: cannot reach Kafka at {nowhere} (") and "--bootstrap HOST:PORT" in line
+
+
 @pytest.mark.parametrize(
     "content",
     [None, b"", b"{not json", b"[]", b'{"cases": 3}'],
