@@ -124,8 +124,19 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
 
 def _upgrade(connection: Connection, revision: str) -> None:
     cfg = alembic_config()
+    _refuse_unknown(MigrationContext.configure(connection).get_current_revision(), connection.engine.url)
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, revision)
+
+
+def _refuse_unknown(found: str | None, url: Any) -> None:
+    """A revision this version has no migration for was written by a newer one (a rolling deploy, a rollback)."""
+    known = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if found is not None and found not in known:
+        raise StoreError(
+            f"the store at {url.render_as_string(hide_password=True)} is at schema revision {found}, newer than "
+            f"this version knows (its newest is {head_revision()}): run the version that migrated it, or newer"
+        )
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -138,6 +149,7 @@ async def check_revision(engine: AsyncEngine) -> None:
         found = await current_revision(engine)
     except (OperationalError, DBAPIError, OSError) as exc:
         raise StoreError(f"cannot reach the store at {_safe_url(engine)}: {_short(exc)}") from None
+    _refuse_unknown(found, engine.url)
     if found != head_revision():
         raise StoreError(
             f"the store at {_safe_url(engine)} is at schema revision {found or 'none'}, this version needs "

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from schemas.topics import CONVERSATION_EXTRACTED
 from services.store import prune, queries, writer
-from services.store.db import Store, current_revision, head_revision, migrate
+from services.store.db import Store, StoreError, current_revision, head_revision, migrate
 from services.store.models import Action, Attempt, Base, Conversation, Decision, Extraction
+from services.store.settings import DatabaseSettings
 from tests.support.calls import T0, ended, extracted, rows_of, story
 
 
@@ -51,3 +53,18 @@ async def test_migrating_again_is_harmless(store: Store) -> None:
     await migrate(store.engine)
     async with store.read() as conn:
         assert await queries.get_conversation(conn, "c1") is not None
+
+
+async def test_a_store_migrated_by_a_newer_version_is_refused_saying_so(database_url: str) -> None:
+    """An older pod starting after a newer one migrated (a rolling deploy, a rollback): alembic's "Can't
+    locate revision identified by '0099'" escaped as a traceback, and the check without migrating said
+    to run `postcall store migrate`, which cannot help."""
+    settings = DatabaseSettings(url=database_url)
+    async with Store.open(settings) as opened, opened.write() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    for migrate_on_start in (True, False):
+        with pytest.raises(StoreError) as refused:
+            async with Store.open(settings.model_copy(update={"migrate_on_start": migrate_on_start})):
+                pass
+        message = str(refused.value)
+        assert "0099" in message and "newer" in message and "postcall store migrate" not in message, message
