@@ -17,7 +17,7 @@ from services.recorder.handler import Recorder
 from services.recorder.metrics import PRUNED
 from services.recorder.settings import RecorderSettings
 from services.store import prune, writer
-from services.store.db import Store
+from services.store.db import Store, StoreError
 from services.store.settings import DatabaseSettings
 
 log = logging.getLogger("postcall.recorder")
@@ -26,6 +26,14 @@ log = logging.getLogger("postcall.recorder")
 async def main() -> None:
     settings = RecorderSettings()
     plog.setup("recorder", settings.log_level)
+    try:
+        await record(settings)
+    except StoreError as exc:  # unreachable, or at a schema revision this version cannot use
+        print(f"postcall recorder: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def record(settings: RecorderSettings) -> None:
     async with (
         Store.open(settings.database, writer=True) as store,
         Batcher(lambda rows: writer.write(store, rows), **settings.batch.model_dump()) as batcher,
