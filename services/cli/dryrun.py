@@ -115,7 +115,9 @@ def read_input(
     if vendor is not None:
         return vendor, _from_vendor(vendor, raw, agent, account)
     if "conversation" in raw and "extraction" in raw:
-        return "conversation-extracted", _validate(ConversationExtracted, raw)
+        extracted = _validate(ConversationExtracted, raw)
+        conversation = _as_agent(extracted.conversation, agent)
+        return "conversation-extracted", extracted.model_copy(update={"conversation": conversation})
     event = _validate(ConversationEnded, raw)
     return "conversation-ended", _as_agent(event, agent)
 

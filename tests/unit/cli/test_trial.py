@@ -121,6 +121,22 @@ def test_an_extracted_conversation_is_routed_as_it_is(tmp_path: Path) -> None:
     assert out["actions"][0]["value"]["title"] == "high"
 
 
+def test_an_extracted_conversation_is_routed_for_the_agent_named(tmp_path: Path) -> None:
+    """--agent was applied to a ConversationEnded and a vendor payload but silently ignored for a
+    ConversationExtracted: its own agent (support-line) was routed, or 'no configuration' refused it."""
+    write(
+        tmp_path,
+        "new.yaml",
+        "agent: new-line\nflows: [{id: every-call, actions: [{type: task, title: 'for {{agent_name}}'}]}]\n",
+    )
+    extracted = event(fields={"severity": "high"}).model_dump_json().encode()
+    args = ["-c", "-", "-a", str(tmp_path), "--agent", "new-line", "--expect", "every-call"]
+    code, out = as_json(*args, stdin=extracted)
+    assert code == 0 and out["input_kind"] == "conversation-extracted", out["error"]
+    assert out["agent"]["id"] == "new-line" and out["decision_trace"]["agent_id"] == "new-line"
+    assert out["extraction"]["provider"] == "test"  # still routed as it is
+
+
 def test_a_configuration_with_problems_exits_1_with_file_and_line(tmp_path: Path) -> None:
     write(tmp_path, "support.yaml", "agent: support-line\nflows: [{id: x, actions: [{type: webhok}]}]\n")
     code, out = run("-c", str(CALLBACK), "-a", str(tmp_path))
