@@ -251,7 +251,7 @@ DEPENDENCY_PAUSED = Gauge(
 
 
 class HealthServer:
-    """A tiny HTTP/1.1 server: GET /metrics, /healthz (process alive), /readyz (consumer assigned)."""
+    """A tiny HTTP/1.1 server: GET /metrics, /healthz (`alive`: the process works), /readyz (`ready`)."""
 
     def __init__(self, host: str, port: int, ready: Callable[[], bool], alive: Callable[[], bool]) -> None:
         self.host, self.port = host, port

@@ -36,6 +36,10 @@ from services.common.settings import KafkaSettings, RuntimeSettings
 
 log = logging.getLogger("postcall.runtime")
 TOPIC_WAIT_SECONDS = 30.0
+# /readyz: a broker answered a metadata request within this long (asked every KAFKA_CHECK_SECONDS).
+# /healthz never asks: a broker outage restarting every pod would bring nothing back.
+KAFKA_CHECK_SECONDS = 5.0
+KAFKA_READY_SECONDS = 15.0
 # Under the service's backpressure the loop does not poll (a paused partition drops what the consumer
 # prefetched); after this long without a poll it polls with every partition paused, to stay in the group.
 PRESSURE_POLL_SECONDS = 10.0
@@ -83,6 +87,7 @@ class Runtime:
         self._produced: dict[str, Any] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
         self._last_activity = time.monotonic()
+        self._kafka_answered = 0.0  # monotonic time a broker last answered (readiness)
         self._in_group = False  # between a rebalance's assignment (its hook done) and the next revoke
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: Any = None
@@ -119,6 +124,7 @@ class Runtime:
         self._batcher = Batcher(self._producer)
         health = observability.HealthServer(s.metrics_host, s.metrics_port, self._ready, self._alive)
         await self._producer.start()
+        checking: asyncio.Task[None] | None = None
         try:
             await self._consumer.start()
             await self._wait_for_topics()
@@ -127,6 +133,8 @@ class Runtime:
                 return
             await self._batcher.learn(self.route.output_topics)  # the fast path batches for these
             self._consumer.subscribe([*self.main_topics, *self.retry_topics], listener=_Listener(self))
+            self._kafka_answered = time.monotonic()
+            checking = asyncio.create_task(self._check_kafka(), name="kafka-check")
             if s.metrics_port:
                 await health.start()
             self.started = True
@@ -134,6 +142,8 @@ class Runtime:
             await self._loop()
         finally:
             self.started = False
+            if checking is not None:
+                checking.cancel()
             await self._shutdown()
             await health.stop()
 
@@ -189,7 +199,17 @@ class Runtime:
         log.info("stopped")
 
     def _ready(self) -> bool:
-        return self.started and not self._stopping.is_set()
+        kafka = time.monotonic() - self._kafka_answered < KAFKA_READY_SECONDS
+        return self.started and not self._stopping.is_set() and kafka
+
+    async def _check_kafka(self) -> None:
+        """Note when a broker answers a metadata request (the producer's connections; as the ingress's
+        readiness): fetch_all_metadata raises when none of the known brokers answers."""
+        while True:
+            await asyncio.sleep(KAFKA_CHECK_SECONDS)
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), KAFKA_CHECK_SECONDS)
+                self._kafka_answered = time.monotonic()
 
     def _alive(self) -> bool:
         return not self._stopping.is_set() or self.in_flight > 0
