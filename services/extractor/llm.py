@@ -18,6 +18,8 @@ Vendor errors are mapped here, at the edge:
 
     429, 5xx, timeouts, connection errors      -> RetryableError (retry_after from a 429's or 503's
                                                   Retry-After, at most runtime.retry_after_cap_seconds)
+    a 200 that is no chat completion (a        -> RetryableError, counted by the circuit like a 5xx
+    gateway's error object, a proxy's page)
     401, 403, 404 (key, permission, model)     -> RetryableError: the endpoint is misconfigured for every
                                                   record alike; pausing beats dead-lettering the stream
     any of the above, N times in a row         -> the circuit opens: DependencyUnavailable (pause)
@@ -314,11 +316,15 @@ class OpenAIProvider:
             )  # fmt: skip
         except openai.APIError as exc:
             raise self._failure(exc, model, usage, truncated) from exc
+        except json.JSONDecodeError as exc:  # a 200 whose JSON body does not parse
+            raise self._not_a_completion(model, f"invalid JSON ({exc})") from exc
         except BaseException:
             self.breaker.abandon()
             raise
         finally:
             LLM_DURATION.labels(PROVIDER, model).observe(time.monotonic() - started)
+        if (what := _not_completion(completion)) is not None:
+            raise self._not_a_completion(model, what)
         self.breaker.record(True)
         usage = self._account(model, completion, usage)
         content, finish = _content(completion, model, usage, truncated)
@@ -360,6 +366,16 @@ class OpenAIProvider:
             return DependencyUnavailable(f"{message}; circuit open", retry_after=max(retry_after or 0, cooldown))
         return RetryableError(message, retry_after=retry_after)
 
+    def _not_a_completion(self, model: str, what: str) -> RetryableError:
+        """A 200 that is no chat completion (a gateway's error object, a proxy's page): the endpoint, not
+        the conversation, is at fault, so it counts against the circuit like a 5xx."""
+        LLM_REQUESTS.labels(PROVIDER, model, "bad_response").inc()
+        message = f"LLM endpoint answered HTTP 200 with {_short(what)[:200]}, not a chat completion"
+        self.breaker.record(False)
+        if self.breaker.state is State.OPEN:
+            return DependencyUnavailable(f"{message}; circuit open", retry_after=self.breaker.policy.open_seconds)
+        return RetryableError(message)
+
     def _account(self, model: str, completion: ChatCompletion, usage: Usage) -> Usage:
         u = completion.usage
         if u is None:
@@ -395,9 +411,21 @@ def _outcome(exc: openai.APIError, status: int | None) -> str:
     return "rate_limited" if status == 429 else "server_error" if status >= 500 else "client_error"
 
 
+def _not_completion(completion: object) -> str | None:
+    """What a 200's body is when it is no chat completion with a message (the client casts without
+    validating: a page comes back as text, an error object as a completion without choices), or None."""
+    if isinstance(completion, str):
+        return "a body that is not JSON"
+    if not isinstance(completion, ChatCompletion):
+        return f"a JSON {type(completion).__name__}"
+    if not completion.choices or completion.choices[0].message is None:
+        error = (completion.model_extra or {}).get("error")
+        detail = error.get("message") if isinstance(error, dict) else error
+        return f"an error ({detail})" if detail else "no choices"
+    return None
+
+
 def _content(completion: ChatCompletion, model: str, usage: Usage, truncated: bool) -> tuple[str, str | None]:
-    if not completion.choices:
-        return "", None
     choice = completion.choices[0]
     refusal = choice.message.refusal
     if refusal or choice.finish_reason == "content_filter":

@@ -1,7 +1,8 @@
 """The extractor's own metrics: LLM requests, tokens, cost, the circuit breaker and configuration reloads.
 
 Request outcomes: ok, invalid (output failed validation), refused, rate_limited, server_error, timeout,
-connection_error, client_error, context_too_long, circuit_open.
+connection_error, client_error, bad_response (a 200 that is no chat completion), context_too_long,
+circuit_open.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from the request's own json_schema, filled from a scripted dict; modes make it m
     schema_break    JSON that breaks the schema (the first field's value is an object)
     refusal         message.refusal set, no content
     context_length  400 context_length_exceeded
+    error_body      200 whose body is an error object, not a completion (what some gateways answer)
+    gateway_page    200 whose body is an HTML page, not JSON (a proxy's error page)
     down            connection refused (the listening socket is closed; `up()` reopens the same port)
 
 `refuse_json_schema` makes it answer like llama-cpp-python's server (0.3.36): response_format
@@ -136,8 +138,10 @@ class FakeLLM:
                 length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
                 raw = await reader.readexactly(length)
                 status, headers, payload = await self._respond(orjson.loads(raw), raw)
-                data = orjson.dumps(payload)
-                lines = [f"HTTP/1.1 {status} X", "Content-Type: application/json", f"Content-Length: {len(data)}"]
+                raw_page = isinstance(payload, bytes)
+                data = payload if raw_page else orjson.dumps(payload)
+                kind = "text/html" if raw_page else "application/json"
+                lines = [f"HTTP/1.1 {status} X", f"Content-Type: {kind}", f"Content-Length: {len(data)}"]
                 lines += [f"{k}: {v}" for k, v in headers.items()]
                 writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
                 await writer.drain()
@@ -166,6 +170,10 @@ class FakeLLM:
         if mode == "context_length":
             message = "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000."
             return 400, {}, _error(message, "context_length_exceeded")
+        if mode == "error_body":
+            return 200, {}, _error("upstream provider timed out", "upstream_error")
+        if mode == "gateway_page":
+            return 200, {}, b"<html><body><h1>502 Bad Gateway</h1></body></html>"
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
         if mode == "refusal":

@@ -187,6 +187,22 @@ async def test_a_refused_connection_is_retryable(llm: FakeLLM, tmp_path: Path) -
         await extract(llm, tmp_path)
 
 
+@pytest.mark.parametrize("mode", ["error_body", "gateway_page"])
+async def test_a_200_that_is_no_chat_completion_is_an_endpoint_failure_not_model_output(
+    llm: FakeLLM, tmp_path: Path, mode: str
+) -> None:
+    """A gateway's error object or a proxy's HTML page with HTTP 200 says nothing about the conversation:
+    retryable, counted by the circuit (an endpoint answering so pauses extraction), never a repair round
+    and a permanent dead letter, nor an unknown exception that names no LLM."""
+    llm.mode = mode
+    with pytest.raises(RetryableError, match="not a chat completion") as caught:
+        await extract(llm, tmp_path)
+    assert not isinstance(caught.value, PermanentError)
+    assert llm.count == 1
+    with pytest.raises(DependencyUnavailable):
+        await extract(llm, tmp_path, circuit={"failure_threshold": 1})
+
+
 async def test_malformed_json_gets_one_repair_round(llm: FakeLLM, tmp_path: Path) -> None:
     script_callback_call(llm)
     llm.then("malformed")
