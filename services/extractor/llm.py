@@ -465,7 +465,8 @@ def _drop_loops(data: Any, path: str = "") -> tuple[Any, list[str]]:
         for key, item in data.items():
             out[key], found = _drop_loops(item, f"{path}.{key}" if path else str(key))
             looped += found
-        if any(p.endswith((".value", ".evidence")) for p in looped) and "value" in out and path:
+        own = (f"{path}.value", f"{path}.evidence")  # this slot's own strings, not a nested slot's
+        if path and "value" in out and any(p in own for p in looped):
             out["value"], out["evidence"] = None, None  # a looping quote cannot support its value
         return out, looped
     if isinstance(data, str) and _REPEATED.search(data):

@@ -83,3 +83,21 @@ def test_strings_that_loop_are_dropped_with_their_values() -> None:
         {"summary": "Ann booked a table for two at seven."},
         [],
     )
+
+
+def test_a_loop_in_one_slot_empties_only_that_slot_even_beside_a_field_named_value() -> None:
+    """`value` is a valid field name: a loop elsewhere must neither null its slot (the answer then fails
+    validation, an unknown exception) nor empty its value."""
+    fields = [FieldSpec(name="value", type="number"), FieldSpec(name="note", type="string")]
+    spec = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=fields)
+    data = {
+        "fields": {
+            "value": {"value": 12000, "evidence": "twelve thousand", "confidence": 0.9},
+            "note": {"value": "ok", "evidence": "the bill, the bill, the bill, the bill", "confidence": 0.9},
+        }
+    }
+    cleaned, looped = _drop_loops(data)
+    assert looped == ["fields.note.evidence"]
+    assert cleaned["fields"]["value"] == {"value": 12000, "evidence": "twelve thousand", "confidence": 0.9}
+    assert cleaned["fields"]["note"] == {"value": None, "evidence": None, "confidence": 0.9}
+    answer.answer_model(spec, "1").model_validate(cleaned)
