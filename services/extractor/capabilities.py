@@ -196,10 +196,10 @@ async def count_tokens(http: httpx.AsyncClient, url: str, text: str, model: str)
     """Tokens of `text` by the server's own tokenizer (llama.cpp: content; vLLM: prompt), or None."""
     try:
         r = await http.post(url, json={"content": text, "prompt": text, "model": model, "add_special": False})
-        tokens = r.json().get("tokens") if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
+        body = r.json() if r.status_code == 200 else None  # an error's body may be a proxy's page
+    except (httpx.HTTPError, ValueError):
         return None
-    if isinstance(tokens, list):
-        return len(tokens)
-    count = r.json().get("count")
-    return count if isinstance(count, int) else None
+    if not isinstance(body, dict):
+        return None
+    tokens, count = body.get("tokens"), body.get("count")
+    return len(tokens) if isinstance(tokens, list) else count if isinstance(count, int) else None
