@@ -144,7 +144,9 @@ class OpenAIProvider:
         """Probes the endpoint once (capabilities.py) and says at start what it will use."""
         self.capabilities = await probe(self._all[0], self._settings, self._settings.model)
         if self.capabilities.tokenize_url:
-            self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
+            key = self._settings.api_key  # a server started with a key guards /tokenize as it guards the API
+            headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+            self._http = httpx.AsyncClient(timeout=5.0, trust_env=False, headers=headers)
         extra = {"model": self._settings.model, "endpoint": self.endpoint, "capabilities": self.describe()}
         log.info("extraction provider: openai, model %s at %s (%s)", self._settings.model, self.endpoint,
                  self.describe(), extra=extra)  # fmt: skip

@@ -144,6 +144,18 @@ async def test_a_probed_provider_fits_the_window_counting_with_the_server_tokeni
     assert e.reason and "budget" in e.reason and "context overflow" not in e.reason
 
 
+async def test_a_server_behind_an_api_key_counts_with_its_tokenizer_too(
+    llama_build: LlamaBuild, tmp_path: Path
+) -> None:
+    # llama-server --api-key guards /tokenize as it guards /props and /v1/chat/completions
+    with LlamaServer(llama_build, context=2048, extra_args=("--api-key", "test-key-1")) as server:
+        async with real_extractor(server, tmp_path, api_key="test-key-1") as ex:
+            assert provider_of(ex).capabilities.tokenize_url
+            e = await ex.extract(call(LONG), ONE_FLAG)
+    assert e.status == "ok" and e.truncated
+    assert e.reason and "budget" in e.reason and "context overflow" not in e.reason
+
+
 async def test_a_request_the_server_refuses_is_a_configuration_error_not_an_outage(
     llama_build: LlamaBuild, tmp_path: Path
 ) -> None:
