@@ -229,3 +229,14 @@ def test_an_api_answer_that_is_not_the_data_is_one_line_naming_it(
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
     expected = "the store is unavailable; try again shortly" if answer is STORE_DOWN else f"not JSON; is {base}"
     assert f"HTTP {answer[0]}: {expected}" in done.stderr
+
+
+def test_eval_with_the_openai_provider_but_no_endpoint_says_so_instead_of_scoring_the_heuristic() -> None:
+    """Used to run and print the heuristic's scores: `--provider openai` without an endpoint or key."""
+    done = postcall("eval", "--limit", "1", "--provider", "openai")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "postcall eval: --provider openai needs an endpoint: --base-url URL, or POSTCALL_LLM__BASE_URL or "
+        "POSTCALL_LLM__API_KEY"
+    ]
+    assert "provider:" not in done.stdout  # refused before any extraction ran
