@@ -151,7 +151,8 @@ async def _upsert_conversations(conn: AsyncConnection, records: list[Row]) -> No
 
 
 async def _upsert_actions(conn: AsyncConnection, records: list[Row]) -> None:
-    """The decision trace knows the flow and topic, a result may name the destination actually used."""
+    """The decision trace knows the flow and topic, a result may name the destination actually used; an
+    action is first seen at the earliest time either says (the trace's, whichever was read first)."""
     merged: dict[str, Row] = {}
     for row in records:
         have = merged.setdefault(row["action_id"], dict(row))
@@ -166,6 +167,10 @@ async def _upsert_actions(conn: AsyncConnection, records: list[Row]) -> None:
             "flow_id": func.coalesce(columns.flow_id, stmt.excluded.flow_id),
             "topic": func.coalesce(columns.topic, stmt.excluded.topic),
             "destination": func.coalesce(columns.destination, stmt.excluded.destination),
+            "first_seen_at": case(
+                (stmt.excluded.first_seen_at < columns.first_seen_at, stmt.excluded.first_seen_at),
+                else_=columns.first_seen_at,
+            ),
         },
     )
     await conn.execute(stmt, list(merged.values()))

@@ -187,3 +187,25 @@ async def test_a_replayed_dead_letter_no_longer_counts_as_a_failure_of_its_conve
         failing = await queries.list_conversations(conn, queries.ConversationFilter(failed=True))
     assert after is not None and after.summary is not None
     assert (after.summary.dead_letters, after.summary.has_failure, failing.items) == (0, False, [])
+
+
+async def test_the_timeline_orders_actions_the_same_whichever_topic_was_read_first(store: Store) -> None:
+    """An action is first seen in its decision trace; a result read before the trace (the recorder reads the
+    topics in no set order) set first_seen_at to the result's completion time and kept it, so the timeline
+    listed the action that completed first first: the order depended on which topic the recorder read first."""
+    for cid, results_first in (("c-trace-first", False), ("c-results-first", True)):
+        event = ended(cid)
+        decided = rows_of([(DECISIONS, trace(event, [("crm-sync", True, ["webhook", "email"])]))])
+        slow = result(action_id(cid, "crm-sync", 0), cid, "delivered", at=T0 + timedelta(minutes=5))
+        fast = result(action_id(cid, "crm-sync", 1), cid, "published", at=T0 + timedelta(seconds=4), kind="email")
+        results = rows_of([(ACTION_RESULTS, slow), (ACTION_RESULTS, fast)])
+        for rows in (results, decided) if results_first else (decided, results):
+            await writer.write(store, rows)
+        await writer.write(store, rows_of([(CONVERSATION_ENDED, event)]))
+    async with store.read() as conn:
+        orders = {
+            cid: [a.type for a in detail.actions]
+            for cid in ("c-trace-first", "c-results-first")
+            if (detail := await queries.get_conversation(conn, cid)) is not None
+        }
+    assert orders == {"c-trace-first": ["webhook", "email"], "c-results-first": ["webhook", "email"]}
