@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote_plus
 
+import httpx
 from google.auth import crypt
 from google.oauth2 import service_account
 from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
@@ -79,6 +80,7 @@ class HeaderSecret(SecretRef):
 HeaderValue = str | HeaderSecret
 REDACT_MIN_CHARS = 4  # shorter values ("1", "on") would only blank out ordinary words
 _TOKEN_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _PRINTABLE = re.compile(r"^[\x20-\x7e\t]*$")  # RFC 9110 field values, minus obs-text (httpx sends ASCII)
 #: Headers the dispatcher sets itself; a destination cannot replace them.
 RESERVED_HEADERS = frozenset(
@@ -411,9 +413,8 @@ def parse(
                 raise _FieldProblem("name", f"destination {dest.name!r} is defined twice")
             if reveal:
                 _resolve(dest, environ)
-            elif isinstance(dest, HttpDestination):
-                for name, value in dest.headers.items():
-                    _header(name, value if isinstance(value, str) else "", environ, dest.name)
+            else:
+                _check_unrevealed(dest, environ)
         except _FieldProblem as problem:
             field = problem.field if isinstance(problem.field, tuple) else (problem.field,)
             issues.append((("destinations", i, *field), problem.message))
@@ -471,9 +472,7 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
     if isinstance(dest, UrlDestination):
         field = "url_secret" if dest.url_secret else "url"
         url = _reveal(dest.url_secret, environ, dest.name, field) if dest.url_secret else dest.url
-        if not url or not url.startswith(("http://", "https://")):
-            raise _FieldProblem(field, "the URL must start with http:// or https://")
-        dest._url = url
+        dest._url = _checked_url(url or "", field)
     if isinstance(dest, HttpDestination):
         dest._header_values = {name: _header(name, value, environ, dest.name) for name, value in dest.headers.items()}
         _resolve_auth(dest, environ)
@@ -500,6 +499,32 @@ def _ca_context(ca_file: Path) -> ssl.SSLContext:
         raise _FieldProblem("ca_file", f"{ca_file} is not a PEM bundle of CA certificates") from None
     except OSError as exc:
         raise _FieldProblem("ca_file", f"cannot read {ca_file}: {exc.strerror or exc}") from None
+
+
+def _check_unrevealed(dest: AnyDestination, environ: Mapping[str, str]) -> None:
+    """What can be judged without reading a secret (`postcall config validate`)."""
+    if isinstance(dest, UrlDestination) and dest.url is not None:
+        _checked_url(dest.url, "url")
+    if isinstance(dest, HttpDestination):
+        for name, value in dest.headers.items():
+            _header(name, value if isinstance(value, str) else "", environ, dest.name)
+
+
+def _checked_url(url: str, field: str) -> str:
+    """`url` when httpx can send to it; else a problem that never quotes it (it may be the secret)."""
+    if not url.startswith(("http://", "https://")):
+        raise _FieldProblem(field, "the URL must start with http:// or https://")
+    if _SPACE_OR_CONTROL.search(url):
+        raise _FieldProblem(field, "the URL has a space or control character")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise _FieldProblem(field, "the URL cannot be parsed") from None
+    if not parsed.host:
+        raise _FieldProblem(field, "the URL has no host")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise _FieldProblem(field, "the URL's port is not 1-65535")
+    return url
 
 
 def _resolve_auth(dest: HttpDestination, environ: Mapping[str, str]) -> None:

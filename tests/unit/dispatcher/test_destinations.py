@@ -318,3 +318,28 @@ def test_a_good_smtp_destination_keeps_its_sender_and_reads_its_ca_bundle_once(t
     path = tmp_path / "d.yaml"
     path.write_text(text)
     assert destinations.check(path) == ()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        # each passed the ^https?:// pattern, then every delivery failed, most of them as retryable
+        ("https://", "the URL has no host"),
+        ("https:///hooks/postcall", "the URL has no host"),
+        ("https:// crm.example.com/hook", "the URL has a space or control character"),
+        ("https://crm.example.com:99999/hook", "the URL's port is not 1-65535"),
+        ("http://[::1/hook", "the URL cannot be parsed"),
+    ],
+)
+def test_a_destination_url_httpx_cannot_send_to_is_refused_at_load_without_echoing_it(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    for field, value in (("url", "'${CRM_URL}'"), ("url_secret", "{secret_env: CRM_URL}")):
+        text = f"destinations:\n  - name: crm\n    kind: http\n    {field}: {value}\n"
+        with pytest.raises(ConfigError) as caught:
+            destinations.parse(text, {"CRM_URL": url}, "d.yaml")
+        assert str(caught.value) == f"d.yaml:4: destinations[0].{field}: {problem}"
+    path = tmp_path / "d.yaml"  # `postcall config validate` sees a URL that is not a secret
+    path.write_text("destinations:\n  - name: crm\n    kind: http\n    url: '${CRM_URL}'\n")
+    [found] = destinations.check(path, {"CRM_URL": url})
+    assert (found.line, found.path, found.message) == (4, "destinations[0].url", problem)
