@@ -17,6 +17,7 @@ from services.store import tokens
 from services.store.db import Store, StoreError
 from services.store.settings import DatabaseSettings
 from services.store.views import TokenView
+from services.store.writer import horizon
 
 app = typer.Typer(help="The conversation store: migrate the schema, prune old rows.", no_args_is_help=True)
 api = typer.Typer(help="The query API: bearer tokens (roles viewer, operator).", no_args_is_help=True)
@@ -68,10 +69,23 @@ def prune(
     days: Annotated[float | None, typer.Option(help="Keep this many days (default: the store's retention).")] = None,
 ) -> None:
     """Delete rows older than the retention (the recorder also does it periodically)."""
+    if days is not None and not (days > 0 and _a_date_ago(days)):  # as the retention setting (gt=0)
+        raise typer.BadParameter(
+            f"{days:g} is not a number of days to keep (more than 0; 0 or fewer would delete every row)",
+            param_hint="--days",
+        )
     settings = database_settings(database_url)
     keep = days if days is not None else settings.retention_days
     deleted = _run(database_url, lambda store: pruning.prune(store, keep, settings.prune_batch))
     typer.echo(", ".join(f"{n} {name}" for name, n in deleted.items()) + f" deleted (older than {keep:g} days)")
+
+
+def _a_date_ago(days: float) -> bool:
+    try:
+        horizon(days)
+    except (OverflowError, ValueError):
+        return False
+    return True
 
 
 @token_app.command("create")

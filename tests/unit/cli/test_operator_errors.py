@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy import func, select
 
 from services.devkit.kafka import free_port
+from services.store import writer
+from services.store.db import Store
+from services.store.models import Conversation
+from services.store.settings import DatabaseSettings
+from tests.support.calls import rows_of, story
 from tests.support.procs import ROOT
 
 COMMANDS = [["explain", "c1"], ["dlq", "list"], ["topics", "create"], ["reextract", "--ids", "c1"]]
@@ -161,6 +169,27 @@ def test_eval_with_a_json_path_it_cannot_write_names_it_before_running(tmp_path:
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"postcall eval: cannot write --json {out}: ")
     assert "provider:" not in done.stdout  # refused before any extraction ran
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "1e9"])
+def test_store_prune_refuses_a_retention_that_keeps_nothing(tmp_path: Path, days: str) -> None:
+    """`--days 0` or `--days -30` (a typo for "30 days back") deleted every row of the store: the store's
+    own retention setting refuses <= 0, the option did not; a number of days past year 1 was an
+    OverflowError traceback."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+
+    async def conversations(seed: bool) -> int:
+        async with Store.open(DatabaseSettings.model_validate({"url": url})) as store:
+            if seed:
+                await writer.write(store, rows_of(story("today", at=datetime.now(UTC))))
+            async with store.read() as conn:
+                return int((await conn.execute(select(func.count()).select_from(Conversation))).scalar_one())
+
+    assert asyncio.run(conversations(seed=True)) == 1
+    done = postcall("store", "prune", "--days", days, "--database-url", url)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "--days" in done.stderr and "deleted" not in done.stdout
+    assert asyncio.run(conversations(seed=False)) == 1
 
 
 @pytest.mark.parametrize("coordinates", ["nothing", "t:x:0", "t:0:-1", ":0:0", "t:0:"])
