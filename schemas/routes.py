@@ -65,6 +65,8 @@ class Route:
     reads: tuple[str, ...] = ()
     #: the handler only computes (no I/O): the runtime's fast path (a task per partition batch) fits it
     compute_only: bool = False
+    #: larger input records are poison; None: the runtime's default
+    max_record_bytes: int | None = None
     #: applied to the retry and dead-letter topic names (see renamed)
     rename: Callable[[str], str] = _same
 
@@ -150,7 +152,7 @@ class Route:
             "max_in_flight": self.max_in_flight,
             "retry_after_cap_seconds": self.retry_after_cap_seconds,
             "fast_path": self.compute_only,
-        }
+        } | ({} if self.max_record_bytes is None else {"max_record_bytes": self.max_record_bytes})
 
 
 EXTRACTOR = Route(
@@ -221,6 +223,8 @@ RECORDER = Route(
     # and records in flight together are written in one transaction (group commit)
     ordering="unordered",
     max_in_flight=2000,
+    # a dead letter is as large as the record that failed (4 MB is poison elsewhere): take all a topic holds
+    max_record_bytes=t.MAX_MESSAGE_BYTES,
 )
 
 ROUTES: tuple[Route, ...] = (EXTRACTOR, ROUTER, DISPATCHER, RECORDER)

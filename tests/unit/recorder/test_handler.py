@@ -8,7 +8,7 @@ import orjson
 
 from schemas import headers as h
 from schemas.routes import RECORDER
-from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, MAX_MESSAGE_BYTES
 from services.common.errors import DependencyUnavailable
 from services.common.harness import Harness
 from services.common.settings import RuntimeSettings
@@ -135,7 +135,9 @@ async def test_an_action_record_keeps_its_payload_and_a_task_or_team_alert_for_t
 async def test_a_record_of_its_own_dead_letter_topic_that_fails_is_not_dead_lettered_again() -> None:
     """The recorder reads its own dead-letter topic: a dead letter of one of them would land on the topic
     it came from, be read and fail again, forever (an oversized dead letter did, 5 MB a turn)."""
-    settings = RuntimeSettings(**RECORDER.runtime_defaults(), retry_jitter=0, metrics_port=0, max_record_bytes=64)
+    settings = RuntimeSettings(
+        **{**RECORDER.runtime_defaults(), "max_record_bytes": 64}, retry_jitter=0, metrics_port=0
+    )
     recorder = Harness(Recorder(Collecting(), 100_000).service(), settings)  # type: ignore[arg-type]
     big = b"x" * 100
     first = await recorder.send(big, topic="postcall.extractor.dlq.v1", key="c1", timestamp_ms=MS)
@@ -144,3 +146,14 @@ async def test_a_record_of_its_own_dead_letter_topic_that_fails_is_not_dead_lett
     again = await recorder.send(letter.value, topic=letter.topic, key="c1", headers=letter.headers, timestamp_ms=MS)
     assert again.status == "dead_lettered" and not again.dead_letters
     assert not recorder.produced[RECORDER.dead_letter_topic][1:]
+
+
+async def test_a_dead_letter_as_large_as_its_topic_allows_is_stored() -> None:
+    """A record over the runtime's default max_record_bytes (4 MB) is dead-lettered as poison, whole: its
+    dead letter is as large, up to the topics' 8 MB. The recorder refused it as poison in turn, so the dead
+    letter never reached the store (nor the console's dead-letter list)."""
+    batcher = Collecting()
+    value = b"x" * (MAX_MESSAGE_BYTES - 1024)
+    done = await harness(batcher).send(value, topic="postcall.extractor.dlq.v1", key="c1", timestamp_ms=MS)
+    assert done.status == "ok", done.error
+    assert batcher.rows[0].dead_letters[0]["value"] == value
