@@ -22,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.store.settings import DatabaseSettings
@@ -71,7 +71,12 @@ class Store:
 
 
 def make_engine(settings: DatabaseSettings, *, writer: bool = False) -> AsyncEngine:
-    url = make_url(settings.url.get_secret_value())
+    try:
+        url = make_url(settings.url.get_secret_value())
+    except ArgumentError:  # not shown: a URL is where a password would be
+        raise StoreError(
+            "the database URL is not a URL (sqlite:///path.db or postgresql://user:password@host/db)"
+        ) from None
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _sqlite_pragmas(engine, immediate=writer)

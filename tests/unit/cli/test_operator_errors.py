@@ -192,6 +192,17 @@ def test_store_prune_refuses_a_retention_that_keeps_nothing(tmp_path: Path, days
     assert asyncio.run(conversations(seed=False)) == 1
 
 
+@pytest.mark.parametrize(
+    "command", [["store", "migrate"], ["api", "token", "list"], ["run", "api"]], ids=["migrate", "token", "run-api"]
+)
+def test_a_database_url_that_is_not_a_url_is_one_line(command: list[str]) -> None:
+    """Used to be sqlalchemy's ArgumentError traceback ("Could not parse SQLAlchemy URL"), exit 1."""
+    done = postcall(*command, env={"POSTCALL_DATABASE__URL": "postcal.db"})
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.endswith(": the database URL is not a URL (sqlite:///path.db or postgresql://user:password@host/db)")
+
+
 @pytest.mark.parametrize("coordinates", ["nothing", "t:x:0", "t:0:-1", ":0:0", "t:0:"])
 def test_dlq_show_of_coordinates_that_are_not_topic_partition_offset_says_so(coordinates: str) -> None:
     """Used to be a traceback (ValueError from the unpacking, from int(), or aiokafka's seek to -1),
