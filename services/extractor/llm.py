@@ -22,6 +22,8 @@ Vendor errors are mapped here, at the edge:
     gateway's error object, a proxy's page)
     401, 403, 404 (key, permission, model)     -> RetryableError: the endpoint is misconfigured for every
                                                   record alike; pausing beats dead-lettering the stream
+    404 for a model an agent names itself      -> ConfigurationError: that agent's mistake, on its records;
+                                                  the other agents' extraction goes on
     any of the above, N times in a row         -> the circuit opens: DependencyUnavailable (pause)
     the request itself is invalid: another     -> ConfigurationError (permanent, on the record, never
     4xx, or a 500 whose body is a validation      counted against the circuit: the endpoint is up)
@@ -356,6 +358,13 @@ class OpenAIProvider:
             return ConfigurationError(
                 f"configuration error: the LLM endpoint refuses the request (HTTP {status}): {exc.message[:300]}",
                 usage=usage, truncated=truncated,
+            )  # fmt: skip
+        if status == 404 and model != self._settings.model and "model" in body.lower():
+            self.breaker.record(True)  # the endpoint is up and serves the default model: one agent's mistake
+            LLM_REQUESTS.labels(PROVIDER, model, "configuration_error").inc()
+            return ConfigurationError(
+                f"configuration error: the LLM endpoint does not serve {model!r}, the model the agent names "
+                f"(HTTP 404): {exc.message[:300]}", usage=usage, truncated=truncated,
             )  # fmt: skip
         outcome = _outcome(exc, status)
         LLM_REQUESTS.labels(PROVIDER, model, outcome).inc()

@@ -19,6 +19,8 @@ from the request's own json_schema, filled from a scripted dict; modes make it m
 `refuse_json_schema` makes it answer like llama-cpp-python's server (0.3.36): response_format
 json_schema is refused with HTTP 500 and a validation error; json_object with a `schema` is answered.
 
+A request for a model in `unknown_models` is answered 404 model_not_found, as api.openai.com answers it.
+
 `then(*modes)` queues one mode per request before falling back to `mode`; `delay` is added to every
 answer (benchmarks). Every request body is kept in `requests`.
 """
@@ -56,6 +58,7 @@ class FakeLLM:
         self.slow_seconds = 30.0
         self.retry_after = "7"
         self.refuse_json_schema = False
+        self.unknown_models: set[str] = set()
         self.requests: list[dict[str, Any]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -160,6 +163,10 @@ class FakeLLM:
             )
             return 500, {}, {"error": {"message": message, "type": "internal_server_error", "param": None,
                                        "code": None}}  # fmt: skip
+        if body.get("model") in self.unknown_models:
+            message = f"The model `{body['model']}` does not exist or you do not have access to it."
+            return 404, {}, {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                       "code": "model_not_found"}}  # fmt: skip
         mode = self.queue.popleft() if self.queue else self.mode
         if self.delay:
             await asyncio.sleep(self.delay)

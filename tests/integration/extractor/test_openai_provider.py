@@ -144,6 +144,20 @@ async def test_the_agent_can_choose_its_own_model(llm: FakeLLM, tmp_path: Path) 
     assert out.extraction.usage.cost_usd == 0.0  # not in the price table
 
 
+async def test_a_model_one_agent_names_that_the_endpoint_lacks_fails_that_agent_not_every_agent(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """One agent's own model the endpoint does not serve is that agent's configuration error: on its
+    records (permanent, `failed`), never the circuit that pauses extraction for every agent."""
+    llm.unknown_models = {"no-such-model"}
+    own = SPEC.model_copy(update={"model": "no-such-model"})
+    async with extractor(llm, SPEC, tmp_path, circuit={"failure_threshold": 2}) as ex:
+        for i in range(3):
+            with pytest.raises(PermanentError, match=r"configuration error.*no-such-model.*HTTP 404"):
+                await ex.extract(numbered(i), own)
+        assert (await ex.extract(numbered(3), SPEC)).status == "ok"  # the other agents go on
+
+
 async def test_429_is_retryable_with_the_retry_after_header_and_no_hidden_retries(llm: FakeLLM, tmp_path: Path) -> None:
     llm.mode, llm.retry_after = "rate_limit", "7"
     out = await attempt(llm, tmp_path)
