@@ -19,7 +19,7 @@ import re
 from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, create_model
 
 from schemas.agents import ExtractionSpec, FieldSpec
 from schemas.events import ExtractedValue, TriggerAnswer
@@ -59,15 +59,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-def _confidence(v: Any) -> Any:
-    return min(1.0, max(0.0, float(v))) if isinstance(v, int | float) and not isinstance(v, bool) else v
+def _confidence(v: float) -> float:
+    return min(1.0, max(0.0, v))
 
 
 def _blank_to_none(v: Any) -> Any:
     return None if isinstance(v, str) and not v.strip() else v
 
 
-Confidence = Annotated[float, BeforeValidator(_confidence)]
+# clamped once parsed: without a grammar a model may write "95" as well as 95 (a NaN is refused and repaired)
+Confidence = Annotated[FiniteFloat, AfterValidator(_confidence)]
 
 
 def _phone(country_code: str) -> Any:

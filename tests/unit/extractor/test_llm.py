@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.agents import ExtractionSpec, FieldSpec
+from schemas.agents import ExtractionSpec, FieldSpec, TriggerSpec
 from services.extractor import answer
 from services.extractor.capabilities import request_invalid
 from services.extractor.llm import _TOKEN_COUNTS, _drop_loops, _loop, _parse, _runaway
@@ -101,3 +101,21 @@ def test_a_loop_in_one_slot_empties_only_that_slot_even_beside_a_field_named_val
     assert cleaned["fields"]["value"] == {"value": 12000, "evidence": "twelve thousand", "confidence": 0.9}
     assert cleaned["fields"]["note"] == {"value": None, "evidence": None, "confidence": 0.9}
     answer.answer_model(spec, "1").model_validate(cleaned)
+
+
+def test_a_confidence_written_as_a_string_is_clamped_or_repaired_never_a_crash_after_validation() -> None:
+    """Without a grammar (prompt mode) a model may write "95" or "NaN": the answer validated, then the
+    record's own model refused it (ValidationError, an unknown exception retried through every tier)."""
+    spec = SPEC.model_copy(update={"triggers": [TriggerSpec(id="t", question="Did they ask?")]})
+    model = answer.answer_model(spec, "1")
+
+    def said(confidence: str) -> str:
+        slot = f'"value": 3, "evidence": "three", "confidence": {confidence}'
+        trigger = f'"answer": true, "rationale": "", "evidence": null, "confidence": {confidence}'
+        return f'{{"fields": {{"n": {{{slot}}}}}, "triggers": {{"t": {{{trigger}}}}}}}'
+
+    parsed, data = _parse(said('"95"'), model)
+    read = answer.read_answer(parsed, spec, data)
+    assert read["fields"]["n"].confidence == 1.0 and read["triggers"]["t"].confidence == 1.0
+    with pytest.raises(ValueError, match=r"fields\.n\.confidence"):  # shown to the model in the repair round
+        _parse(said('"NaN"'), model)
