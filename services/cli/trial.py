@@ -8,7 +8,7 @@ broker, no server.
 
 Exit code 0 when the run worked and every `--expect FLOW` fired and no `--expect-not FLOW` did; 1 when
 the input or the agent's configuration is bad, extraction could not finish, or an expectation failed;
-2 when the command line is (a file that cannot be read, a folder that does not exist, an unknown provider).
+2 when the command line is wrong (a file that cannot be read, a folder that does not exist, an unknown provider).
 """
 
 from __future__ import annotations
