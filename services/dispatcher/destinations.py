@@ -473,6 +473,7 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
         field = "url_secret" if dest.url_secret else "url"
         url = _reveal(dest.url_secret, environ, dest.name, field) if dest.url_secret else dest.url
         dest._url = _checked_url(url or "", field)
+    _check_token_url(dest)
     if isinstance(dest, HttpDestination):
         dest._header_values = {name: _header(name, value, environ, dest.name) for name, value in dest.headers.items()}
         _resolve_auth(dest, environ)
@@ -505,12 +506,20 @@ def _check_unrevealed(dest: AnyDestination, environ: Mapping[str, str]) -> None:
     """What can be judged without reading a secret (`postcall config validate`)."""
     if isinstance(dest, UrlDestination) and dest.url is not None:
         _checked_url(dest.url, "url")
+    _check_token_url(dest)
     if isinstance(dest, HttpDestination):
         for name, value in dest.headers.items():
             _header(name, value if isinstance(value, str) else "", environ, dest.name)
 
 
-def _checked_url(url: str, field: str) -> str:
+def _check_token_url(dest: AnyDestination) -> None:
+    if isinstance(dest, HttpDestination) and isinstance(dest.auth, ClientCredentialsAuth):
+        _checked_url(dest.auth.token_url, ("auth", "token_url"))
+    if isinstance(dest, GoogleSheetsDestination) and dest.token_url is not None:
+        _checked_url(dest.token_url, "token_url")
+
+
+def _checked_url(url: str, field: str | tuple[str, ...]) -> str:
     """`url` when httpx can send to it; else a problem that never quotes it (it may be the secret)."""
     if not url.startswith(("http://", "https://")):
         raise _FieldProblem(field, "the URL must start with http:// or https://")

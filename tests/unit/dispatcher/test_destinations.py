@@ -343,3 +343,20 @@ def test_a_destination_url_httpx_cannot_send_to_is_refused_at_load_without_echoi
     path.write_text("destinations:\n  - name: crm\n    kind: http\n    url: '${CRM_URL}'\n")
     [found] = destinations.check(path, {"CRM_URL": url})
     assert (found.line, found.path, found.message) == (4, "destinations[0].url", problem)
+
+
+def test_a_token_url_httpx_cannot_send_to_is_refused_at_load() -> None:
+    text = """\
+destinations:
+  - name: cases
+    kind: http
+    url: https://api.crm.example.com/v2
+    auth:
+      type: oauth2_client_credentials
+      token_url: "https:///oauth/token"
+      client_id: postcall
+      client_secret: {secret_env: CLIENT_SECRET}
+"""
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(text, {"CLIENT_SECRET": "s3cret"}, "d.yaml")
+    assert str(caught.value) == "d.yaml:7: destinations[0].auth.token_url: the URL has no host"
