@@ -45,3 +45,11 @@ def kafka_unreachable(exc: BaseException) -> str:
         f"cannot reach Kafka at {where} ({reason}); start it (make kafka) or point at it with "
         "--bootstrap HOST:PORT or POSTCALL_KAFKA__BOOTSTRAP_SERVERS"
     )
+
+
+def contract_id(value: str | None) -> str | None:
+    """A typer callback for an option that becomes an account or agent id: the contract's 1 to 256
+    characters, refused as a usage error rather than failing in the mapping (or published as is)."""
+    if value is not None and not 1 <= len(value) <= 256:
+        raise typer.BadParameter(f"an id is 1 to 256 characters, not {len(value)}")
+    return value

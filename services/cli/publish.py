@@ -15,7 +15,7 @@ import orjson
 import typer
 
 from schemas.events import ConversationEnded
-from services.cli.options import Bootstrap, kafka_settings, kafka_unreachable
+from services.cli.options import Bootstrap, contract_id, kafka_settings, kafka_unreachable
 from services.ingress import publisher as publisher_module
 from services.ingress.platforms import Ignored, PayloadError, map_one
 from services.ingress.publisher import Published, Publisher, TooLarge, Unavailable, ce_source
@@ -30,14 +30,18 @@ def publish(
         typer.Option("--from", help="native: a ConversationEnded; vapi, retell, elevenlabs: their webhook body."),
     ] = "native",
     account: Annotated[
-        str | None, typer.Option(help="The account (tenant) id; required with --from a vendor, checked for native.")
+        str | None,
+        typer.Option(
+            help="The account (tenant) id; required with --from a vendor, checked for native.", callback=contract_id
+        ),
     ] = None,
     account_name: Annotated[str | None, typer.Option(help="The account's display name.")] = None,
     agent: Annotated[
         str | None,
         typer.Option(
             help="The postcall agent (configuration id) the call is for: the ingress takes it from the endpoint's "
-            "agents:, which the command line does not read. Default: the payload's own agent id."
+            "agents:, which the command line does not read. Default: the payload's own agent id.",
+            callback=contract_id,
         ),
     ] = None,
     bootstrap: Bootstrap = None,

@@ -26,6 +26,7 @@ from rich.tree import Tree
 
 from schemas.events import ConditionResult, ExtractedValue, Extraction, FlowDecision
 from services.cli.dryrun import PlannedRecord, Provider, TrialResult, dry_run
+from services.cli.options import contract_id
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)  # CI logs: not cut at 80
 _MARK = {True: ("✔", "green"), False: ("✘", "red")}
@@ -54,9 +55,15 @@ def try_(
     ] = None,
     agent: Annotated[
         str | None,
-        typer.Option("--agent", help="The postcall agent id the call is for (a vendor payload names the vendor's)."),
+        typer.Option(
+            "--agent",
+            help="The postcall agent id the call is for (a vendor payload names the vendor's).",
+            callback=contract_id,
+        ),
     ] = None,
-    account: Annotated[str | None, typer.Option("--account", help="Account id for a vendor payload.")] = None,
+    account: Annotated[
+        str | None, typer.Option("--account", help="Account id for a vendor payload.", callback=contract_id)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Dry run: which flows would fire for a conversation, why, and the exact payloads. Nothing is sent."""

@@ -141,6 +141,20 @@ def test_publish_without_a_broker_is_one_line_naming_where_it_looked() -> None:
     assert line.startswith(f"not published: cannot reach Kafka at {nowhere} (") and "--bootstrap HOST:PORT" in line
 
 
+@pytest.mark.parametrize("command", ["publish", "try"])
+@pytest.mark.parametrize("option", ["--account", "--agent"])
+def test_an_account_or_agent_id_over_the_contracts_256_characters_is_a_usage_error(command: str, option: str) -> None:
+    """`--account` was a pydantic traceback out of the mapping; `publish --agent` put an event the contract
+    refuses on the topic (the extractor dead-letters it), `try --agent` tried it."""
+    vapi = str(ROOT / "examples" / "webhooks" / "vapi" / "phone-inbound-with-analysis.json")
+    where = ["--from", "vapi", vapi, "-b", f"127.0.0.1:{free_port()}", "--timeout", "1"]
+    args = where if command == "publish" else ["-c", vapi, "-a", str(ROOT / "examples" / "agents")]
+    others = ["--account", "acme"] if option == "--agent" else []
+    done = postcall(command, *args, *others, option, "a" * 300)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and "an id is 1 to 256 characters, not 300" in done.stderr
+
+
 @pytest.mark.parametrize(
     "content",
     [None, b"", b"{not json", b"[]", b'{"cases": 3}'],
