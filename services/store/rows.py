@@ -32,6 +32,7 @@ from schemas.events import (
 Row = dict[str, Any]
 ZERO = timedelta(0)
 DONE_OUTCOMES = ("delivered", "published", "skipped_duplicate")
+MAX_ID = 256  # the contract's longest id (schemas.events.Id)
 
 
 @dataclass(frozen=True)
@@ -341,10 +342,11 @@ def dead_letter(
     """A dead letter, stored whatever its value holds: its context is in the headers."""
     if isinstance(key, bytes):
         key = key.decode("utf-8", "replace")
-    conversation_id = _conversation_of(value) or key or None
+    # indexed columns: PostgreSQL refuses an index entry over 8 kB, and keys and headers are anyone's
+    conversation_id = _conversation_of(value) or (key[:MAX_ID] if key else None)
     row = _row(
         **source.columns(),
-        service=headers.get(h.DLQ_SERVICE) or service,
+        service=(headers.get(h.DLQ_SERVICE) or service)[:MAX_ID],
         original_topic=headers.get(h.ORIGINAL_TOPIC),
         original_partition=_int(headers.get(h.ORIGINAL_PARTITION)),
         original_offset=_int(headers.get(h.ORIGINAL_OFFSET)),
@@ -403,7 +405,7 @@ def _conversation_of(value: bytes | None) -> str | None:
     found = data.get("conversation_id")
     if found is None and isinstance(data.get("conversation"), dict):
         found = data["conversation"].get("conversation_id")
-    return str(found)[:256] if isinstance(found, str | int) and str(found) else None
+    return str(found)[:MAX_ID] if isinstance(found, str | int) and str(found) else None
 
 
 def _int(value: str | None) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -209,3 +210,16 @@ async def test_the_timeline_orders_actions_the_same_whichever_topic_was_read_fir
             if (detail := await queries.get_conversation(conn, cid)) is not None
         }
     assert orders == {"c-trace-first": ["webhook", "email"], "c-results-first": ["webhook", "email"]}
+
+
+async def test_a_dead_letter_with_a_long_key_and_no_conversation_in_its_value_is_stored(store: Store) -> None:
+    """The key names the conversation when the value does not; a key longer than PostgreSQL's index entries
+    allow (8 kB; the dead_letters.conversation_id index) made the database refuse the dead letter, and again
+    each time the recorder read it from its own dead-letter topic (before ded05cf: forever)."""
+    key = secrets.token_hex(5_000).encode()  # incompressible: PostgreSQL compresses index entries
+    await writer.write(store, r.dead_letter(r.Source("postcall.extractor.dlq.v1", 0, 1, 0), "extractor", key, b"{", {}))
+    forged = {h.DLQ_SERVICE: secrets.token_hex(5_000)}  # the service is indexed too (anyone may write a DLQ topic)
+    await writer.write(store, r.dead_letter(r.Source("postcall.router.dlq.v1", 0, 1, 0), "router", b"c1", b"{", forged))
+    async with store.read() as conn:
+        letters = await queries.list_dead_letters(conn, queries.DeadLetterFilter())
+    assert sorted(d.key or "" for d in letters.items) == sorted([key.decode(), "c1"])
