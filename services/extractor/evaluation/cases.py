@@ -115,12 +115,15 @@ def _call_case(raw: dict[str, Any], catalog: Any) -> Case:
         raise ValueError(f"unknown agent {raw['agent']!r}")
     spec = extraction_spec(config)
     fields = {f.name for f in spec.fields}
-    expected_raw = raw.get("expected") or {}
+    expected_raw, labels = raw.get("expected") or {}, raw.get("triggers") or {}
+    for key, value in (("expected", expected_raw), ("triggers", labels)):
+        if not isinstance(value, dict):
+            raise ValueError(f"`{key}` must be a mapping (name: value), not a {type(value).__name__}")
     if unknown := set(expected_raw) - fields:
         raise ValueError(f"expected values for fields the agent does not have: {sorted(unknown)}")
     flows = {f.id: f for f in config.flows}
     triggers = {t.id: False for t in spec.triggers}
-    for flow_id, answer in (raw.get("triggers") or {}).items():
+    for flow_id, answer in labels.items():
         if flow_id not in flows:
             raise ValueError(f"unknown flow {flow_id!r} in triggers")
         asked = [c.trigger_id for c in enabled_conditions(flows[flow_id]) if isinstance(c, AiCondition)]

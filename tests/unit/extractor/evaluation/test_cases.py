@@ -47,6 +47,19 @@ def test_a_bad_case_is_refused_naming_the_file_and_the_case(tmp_path: Path) -> N
         load_calls(bad)
 
 
+@pytest.mark.parametrize("labels", ["expected: [follow_up_date]", "triggers: [appointment-booked]"])
+def test_labels_that_are_a_list_not_a_mapping_are_refused_naming_the_case(tmp_path: Path, labels: str) -> None:
+    """Used to be a traceback (AttributeError: 'list' object has no attribute 'get' / 'items')."""
+    bad = tmp_path / "calls.yaml"
+    bad.write_text(
+        f"agents: {ROOT / 'examples' / 'agents'}\ncases:\n"
+        "  - {id: x1, agent: sales-line, ended_at: '2026-03-12T10:00:00-05:00', transcript: 'customer: hi', "
+        f"{labels}}}\n"
+    )
+    with pytest.raises(DatasetError, match=r"calls.yaml: case 1 \(x1\): `\w+` must be a mapping"):
+        load_calls(bad)
+
+
 def test_sgd_slots_become_typed_fields_and_final_states_labels() -> None:
     cases = load_sgd(SGD)
     assert len(cases) == 48 and len({c.spec.agent_id for c in cases}) == 24
