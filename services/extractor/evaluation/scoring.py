@@ -57,6 +57,8 @@ def _norm(kind: str, v: Any, country_code: str) -> Any:
         if kind == "date":
             return date.fromisoformat(text[:10])
         if kind == "datetime":
+            if len(text) == 10:  # a date alone stays a date (answer.py): it equals the same date, no time
+                return date.fromisoformat(text)
             parsed = datetime.fromisoformat(text)
             return parsed if parsed.tzinfo else None
         if kind == "time":

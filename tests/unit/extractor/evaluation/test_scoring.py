@@ -32,6 +32,10 @@ from services.extractor.evaluation.scoring import Scorecard, compare, token_f1, 
         ("string", ("San Jose",), None, 0.0),
         ("string", (), None, 1.0),
         ("date", (), "2019-03-06", 0.0),
+        ("datetime", ("2026-03-17T15:00:00-05:00",), "2026-03-17T20:00:00+00:00", 1.0),
+        # a date-time field answered with a date alone stays a date (the extractor's answer.py)
+        ("datetime", ("2026-03-17",), "2026-03-17", 1.0),
+        ("datetime", ("2026-03-17T15:00:00-05:00",), "2026-03-17", 0.0),
     ],
 )
 def test_value_scores(kind: str, expected: tuple[Any, ...], got: Any, score: float) -> None:
