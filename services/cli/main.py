@@ -8,6 +8,8 @@ import sys
 
 import typer
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from schemas.routes import SERVICES
 from services.cli import (
@@ -25,6 +27,7 @@ from services.cli import (
     trial,
 )
 from services.cli.republish import RepublishFailed
+from services.common.settings import settings_problems
 
 app = typer.Typer(help="Post-call automation on Kafka.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(topics.app, name="topics")
@@ -63,6 +66,22 @@ def main() -> None:
     except (KafkaError, RepublishFailed) as exc:
         print(f"postcall: {options.kafka_unreachable(exc)}", file=sys.stderr)
         sys.exit(2)
+    except ValidationError as exc:
+        if exc.title not in _settings_classes():
+            raise  # not the environment: a defect, with its traceback
+        for line in settings_problems(exc):  # as `postcall run` names them
+            print(f"postcall: {line}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _settings_classes() -> set[str]:
+    """The names of every settings class loaded (the title of a ValidationError one raises)."""
+    names, todo = set(), [BaseSettings]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            names.add(sub.__name__)
+            todo.append(sub)
+    return names
 
 
 if __name__ == "__main__":

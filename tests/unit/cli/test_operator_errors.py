@@ -58,6 +58,29 @@ def test_the_bootstrap_option_is_the_address_named() -> None:
     assert done.returncode == 2 and f"cannot reach Kafka at {nowhere}" in done.stderr
 
 
+TRY_CALL = "examples/conversations/0005-callback-request.json"
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value"),
+    [
+        (["dlq", "list"], "POSTCALL_KAFKA__SECURITY_PROTOCOL", "TLS"),
+        (["try", "-c", TRY_CALL, "-a", "examples/agents"], "POSTCALL_RUNTIME__MAX_IN_FLIGHT", "many"),
+        (["store", "migrate"], "POSTCALL_DATABASE__POOL_SIZE", "0"),
+    ],
+    ids=["kafka", "try", "store"],
+)
+def test_a_bad_environment_value_is_named_as_postcall_run_names_it(
+    command: list[str], variable: str, value: str
+) -> None:
+    """Used to be a pydantic ValidationError traceback (exit 1); the console's Try a flow showed its last
+    line, "For further information visit https://errors.pydantic.dev/..."."""
+    done = postcall(*command, env={variable: value})
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"postcall: {variable}: ")
+
+
 def test_run_without_its_environment_names_the_variable() -> None:
     """Used to say "config_dir Field required" without naming POSTCALL_CONFIG_DIR."""
     done = postcall("run", "router")
