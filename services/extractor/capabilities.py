@@ -11,7 +11,8 @@
 
 Configuration wins over the probe (LlmSettings.structured_output, context_tokens). api.openai.com is
 not probed: it has json_schema, and a probe there costs money. A probe that cannot reach the endpoint
-assumes json_schema and says so: the endpoint may come up later, and its answers then tell.
+assumes json_schema and says so: the endpoint may come up later (it often starts after the extractor),
+and llm.py probes it again until one reaches it.
 
 A structured-output probe answered "this request is invalid" (a 4xx, or a 500 whose body is a
 validation error, as llama-cpp-python's server answers an unknown response_format.type) moves to the
@@ -75,6 +76,7 @@ class Capabilities:
     server: str = "unknown"
     problem: str | None = None  # a configuration error: every extraction fails with it
     notes: tuple[str, ...] = field(default=())
+    reached: bool = True  # False: the probe got no answer on the mode and assumed it (llm.py probes again)
 
     def describe(self) -> str:
         parts = [f"server {self.server}", f"structured output {self.mode}"]
@@ -118,11 +120,14 @@ async def probe(client: openai.AsyncOpenAI, settings: LlmSettings, model: str) -
             if request_invalid(exc.status_code, error_body(exc)):
                 refused.append(f"{mode}: HTTP {exc.status_code} {exc.message[:200]}")
                 continue
-            notes.append(f"probe answered HTTP {exc.status_code} ({exc.message[:120]}); assuming {mode}")
-            return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes))
+            # e.g. 503 while llama-server loads its model: nothing learnt, probed again (llm.py)
+            notes.append(f"probe answered HTTP {exc.status_code} ({exc.message[:120]}); assuming {mode} until it "
+                         "answers")  # fmt: skip
+            return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes), reached=False)
         except openai.APIError as exc:
-            notes.append(f"probe could not reach the endpoint ({type(exc).__name__}); assuming {mode}")
-            return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes))
+            notes.append(f"probe could not reach the endpoint ({type(exc).__name__}); assuming {mode} until "
+                         "it answers")  # fmt: skip
+            return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes), reached=False)
         notes.extend(f"refused {r}" for r in refused)
         return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes))
     problem = "the LLM endpoint refuses every structured-output request: " + "; ".join(refused)

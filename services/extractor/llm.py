@@ -28,6 +28,8 @@ Vendor errors are mapped here, at the edge:
     the request itself is invalid: another     -> ConfigurationError (permanent, on the record, never
     4xx, or a 500 whose body is a validation      counted against the circuit: the endpoint is up)
     error
+    the same, in a mode assumed because the    -> RetryableError, and the endpoint is probed again
+    start probe reached nothing
     context too long after one shrink,         -> ExtractionFailed (permanent; malformed model output
     refusal, output still invalid or cut off      will not get better by retrying the same request)
     after the repair
@@ -37,6 +39,7 @@ The client is built with max_retries=0: the runtime is the one layer that retrie
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -73,6 +76,7 @@ _TOKEN_COUNTS = re.compile(
     r"(\d+)\s*tokens?\)?\s*(?:exceeds?|>|is (?:longer|more) than).*?(\d+)\s*tokens?", re.I | re.S
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+REPROBE_SECONDS = 5.0  # an endpoint the start probe could not reach is probed again at most this often
 REPAIR_HEADROOM_TOKENS = 300  # the repair round's error text and instructions
 COUNT_ABOVE = 0.5  # an estimate over this share of the budget is counted with the server's tokenizer
 
@@ -133,6 +137,8 @@ class OpenAIProvider:
             context_tokens=settings.context_tokens,
         )
         self._http: httpx.AsyncClient | None = None
+        self._next_probe = 0.0
+        self._probing = asyncio.Lock()
 
     @property
     def endpoint(self) -> str:
@@ -144,8 +150,23 @@ class OpenAIProvider:
 
     async def start(self) -> None:
         """Probes the endpoint once (capabilities.py) and says at start what it will use."""
-        self.capabilities = await probe(self._all[0], self._settings, self._settings.model)
-        if self.capabilities.tokenize_url:
+        self._adopt(await probe(self._all[0], self._settings, self._settings.model))
+
+    async def _reprobe(self) -> None:
+        """The start probe reached nothing (the endpoint came up after the extractor) and assumed a mode:
+        probed again, at most every REPROBE_SECONDS, by one record while the others go on."""
+        if time.monotonic() < self._next_probe or self._probing.locked():
+            return
+        async with self._probing:
+            self._next_probe = time.monotonic() + REPROBE_SECONDS
+            found = await probe(self._all[0], self._settings, self._settings.model)
+            if found.reached:
+                self._adopt(found)
+
+    def _adopt(self, capabilities: Capabilities) -> None:
+        self.capabilities = capabilities
+        self._compiled.clear()  # the schema's keywords and the prompt depend on the mode
+        if self.capabilities.tokenize_url and self._http is None:
             key = self._settings.api_key  # a server started with a key guards /tokenize as it guards the API
             headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
             self._http = httpx.AsyncClient(timeout=5.0, trust_env=False, headers=headers)
@@ -189,6 +210,8 @@ class OpenAIProvider:
         messages: list[Message] | None = None,
     ) -> Extraction:
         model = spec.model or self._settings.model
+        if not self.capabilities.reached:
+            await self._reprobe()
         if self.capabilities.problem:
             LLM_REQUESTS.labels(PROVIDER, model, "configuration_error").inc()
             raise ConfigurationError(f"configuration error: {self.capabilities.problem}")
@@ -354,6 +377,11 @@ class OpenAIProvider:
             if _CONTEXT_TOO_LONG.search(body):
                 LLM_REQUESTS.labels(PROVIDER, model, "context_too_long").inc()
                 return _ContextOverflow(f"HTTP {status}: {exc.message[:300]}", usage)
+            if not self.capabilities.reached:  # refused in an assumed mode: retried once the probe has run
+                self._next_probe = 0.0
+                LLM_REQUESTS.labels(PROVIDER, model, "client_error").inc()
+                return RetryableError(f"the LLM endpoint refuses the request in the {self.capabilities.mode} mode "
+                                      f"assumed at start (HTTP {status}); probing it again")  # fmt: skip
             LLM_REQUESTS.labels(PROVIDER, model, "configuration_error").inc()
             return ConfigurationError(
                 f"configuration error: the LLM endpoint refuses the request (HTTP {status}): {exc.message[:300]}",

@@ -12,6 +12,7 @@ from the request's own json_schema, filled from a scripted dict; modes make it m
     schema_break    JSON that breaks the schema (the first field's value is an object)
     refusal         message.refusal set, no content
     context_length  400 context_length_exceeded
+    loading         503 "Loading model" to every request, as llama-server answers while it loads the model
     error_body      200 whose body is an error object, not a completion (what some gateways answer)
     gateway_page    200 whose body is an HTML page, not JSON (a proxy's error page)
     down            connection refused (the listening socket is closed; `up()` reopens the same port)
@@ -156,6 +157,8 @@ class FakeLLM:
 
     async def _respond(self, body: dict[str, Any], raw: bytes = b"") -> tuple[int, dict[str, str], Any]:
         self.requests.append(body)
+        if self.mode == "loading":
+            return 503, {}, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
         if self.refuse_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
             message = (
                 "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be "

@@ -346,3 +346,32 @@ async def test_a_server_that_refuses_json_schema_is_probed_into_json_object_with
     assert e.status == "ok" and e.fields["customer_name"].value == "Tom Becker"
     assert llm.requests[-1]["response_format"]["type"] == "json_object"
     assert llm.requests[-1]["response_format"]["schema"]["properties"]["fields"]
+
+
+@pytest.mark.parametrize("starting", ["down", "loading"])
+async def test_an_endpoint_unreachable_at_start_is_probed_again_once_it_answers(
+    llm: FakeLLM, tmp_path: Path, starting: str
+) -> None:
+    """The extractor started before its LLM server (a deployment's usual order), or while the server still
+    loaded its model (llama-server answers 503): the start probe learnt nothing and assumed a mode. A
+    server that refuses json_schema then failed every record as a configuration error (permanent:
+    dead-lettered) until the extractor restarted."""
+    llm.refuse_json_schema = True
+    script_callback_call(llm)
+    llm.down() if starting == "down" else setattr(llm, "mode", "loading")
+    settings = settings_for(llm, tmp_path)
+    async with open_http(settings) as http, open_provider(settings) as provider:
+        assert provider is not None and provider.capabilities.mode == "json_schema"  # assumed
+        ex = Extractor(settings, lambda event: SPEC, http, provider)
+        with pytest.raises(RetryableError):  # still down or loading: retried, as before
+            await ex.extract(conversation("0005"), SPEC)
+        llm.up() if starting == "down" else setattr(llm, "mode", "ok")
+        for _ in range(2):  # within the probe's interval the assumed mode may be refused: retried, then probed
+            try:
+                e = await ex.extract(conversation("0005"), SPEC)
+                break
+            except RetryableError as exc:
+                assert "mode assumed at start" in str(exc)
+        assert provider.capabilities.mode == "json_object" and provider.capabilities.reached
+    assert e.status == "ok" and e.fields["customer_name"].value == "Tom Becker"
+    assert llm.requests[-1]["response_format"]["type"] == "json_object"
