@@ -13,8 +13,10 @@ At start the endpoint is probed once (capabilities.py): the structured-output mo
 (json_schema, json_object with a schema, a forced tool call, or none), its context window and its
 tokenizer. Whatever constrains the answer, it is validated, normalised and repaired once.
 
-Timing: a record may take two model calls (the answer and one repair), each bounded by
-request_timeout_seconds (45 s), plus a transcript fetch (10 s): within the runtime's 120 s handler timeout.
+Timing: a record may take three model calls (the answer, one repair, and the one resend after a context
+overflow, which a server refuses before generating anything), each bounded by request_timeout_seconds
+(45 s), plus a transcript fetch (10 s) and a token count (5 s): two slow calls and the fetch fit in the
+runtime's 120 s handler timeout; a record that takes longer is retried (RetryableError), never lost.
 """
 
 from __future__ import annotations
