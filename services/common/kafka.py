@@ -15,7 +15,7 @@ import functools
 import random
 import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,6 +144,72 @@ async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
     finally:
         await admin.close()
     return sorted(p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"])
+
+
+class Sender:
+    """`producer.send()` for many concurrent callers, one at a time, in the order they came. When a
+    partition's batch is full, aiokafka's send() waits for it to drain and wakes *every* waiting sender at
+    each drain (O(n^2) with many records in flight), so only one caller may be in send(). Behind a lock,
+    each waiter took its turn in an event-loop iteration of its own: with a wide window (the dispatcher's
+    1024) nearly every record then waited, and a loop iteration per record doubled the CPU per record. Here
+    a caller who finds send() free sends at once; otherwise its record joins a queue that the one sending
+    works through without yielding (until a batch is full again), and the caller waits for its ack future.
+    A caller cancelled while queued is skipped: its record is not sent."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self._queue: deque[tuple[codec.Outgoing, asyncio.Future[Any]]] = deque()
+        self._busy = False  # a caller or the drain task is in producer.send()
+        self._drain: asyncio.Task[None] | None = None
+
+    async def send(self, r: codec.Outgoing) -> asyncio.Future[Any]:
+        """Queue one record with the producer; returns the future of its ack."""
+        if self._busy:
+            slot: asyncio.Future[asyncio.Future[Any]] = asyncio.get_running_loop().create_future()
+            self._queue.append((r, slot))
+            return await slot
+        self._busy = True
+        try:
+            ack: asyncio.Future[Any] = await self._send(r)
+            return ack
+        finally:
+            self._busy = False
+            if self._queue:
+                self._start_drain()
+
+    def _send(self, r: codec.Outgoing) -> Any:
+        return self.producer.send(
+            r.topic, r.value, key=r.key, partition=r.partition, headers=codec.header_list(r.headers)
+        )
+
+    def _start_drain(self) -> None:
+        self._busy = True
+        self._drain = asyncio.create_task(self._work_through())
+
+    async def _work_through(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                r, slot = queue.popleft()
+                if slot.done():  # its caller was cancelled
+                    continue
+                try:
+                    ack = await self._send(r)
+                except Exception as exc:
+                    if not slot.done():
+                        slot.set_exception(exc)
+                except BaseException:
+                    slot.cancel()
+                    raise  # this task cancelled: the finally below fails whoever is still queued
+                else:
+                    if not slot.done():
+                        slot.set_result(ack)
+        finally:
+            self._busy = False
+            while queue:
+                _, slot = queue.popleft()
+                if not slot.done():
+                    slot.set_exception(KafkaError("the sender stopped before this record was sent"))
 
 
 class Batcher:

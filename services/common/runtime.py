@@ -28,7 +28,7 @@ from services.common import codec, observability
 from services.common.api import Context, Service
 from services.common.codec import Outgoing
 from services.common.errors import DependencyUnavailable, PermanentError, Stopped, Unproducible
-from services.common.kafka import Batcher, PartitionState
+from services.common.kafka import Batcher, PartitionState, Sender
 from services.common.kafka import producer as make_producer
 from services.common.observability import record_context
 from services.common.process import Processor, Verdict, category, describe, due_time_of, wall_clock
@@ -74,7 +74,6 @@ class Runtime:
         self.started = False
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()  # set whenever an in-flight record finishes
-        self._send_lock = asyncio.Lock()
         # per-record metrics, labelled once: .labels() takes a lock and validates on every call
         self._in_flight_gauge = observability.IN_FLIGHT.labels(self.service)
         self._processed_ok = observability.RECORDS_PROCESSED.labels(self.service, "ok")
@@ -92,6 +91,7 @@ class Runtime:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: Any = None
         self._batcher: Batcher
+        self._sender: Sender
 
     # ── lifecycle ──────────────────────────────────────────────────────────────────────────────
 
@@ -122,6 +122,7 @@ class Runtime:
         )
         self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-{self.service}")
         self._batcher = Batcher(self._producer)
+        self._sender = Sender(self._producer)
         health = observability.HealthServer(s.metrics_host, s.metrics_port, self._ready, self._alive)
         await self._producer.start()
         checking: asyncio.Task[None] | None = None
@@ -655,13 +656,8 @@ class Runtime:
                 delay = min(delay * 2, 10)
 
     async def _send(self, r: Outgoing) -> Any:
-        """Queue one record; returns the future of its ack. One sender at a time: when a partition's
-        batch is full aiokafka wakes *every* waiting sender at each drain (O(n^2) with many records in
-        flight); behind a lock only the first in line waits on the drain."""
-        async with self._send_lock:
-            return await self._producer.send(
-                r.topic, r.value, key=r.key, partition=r.partition, headers=codec.header_list(r.headers)
-            )
+        """Queue one record; returns the future of its ack (one sender at a time: services.common.kafka.Sender)."""
+        return await self._sender.send(r)
 
     def _count_produced(self, produced: dict[str, int]) -> None:
         """Outputs acknowledged by the brokers, by topic (counted once, however often they were sent)."""

@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
 
-from services.common.kafka import PartitionState
+from services.common.kafka import PartitionState, Sender
 from services.common.runtime import Runtime
 from tests.support.worker import WorkerSettings, build
 
@@ -41,6 +41,7 @@ async def test_a_producer_timeout_is_broker_trouble_retried_not_a_dead_letter(mo
     settings = WorkerSettings(kafka={"bootstrap_servers": "127.0.0.1:1"}, input_topic="in", output_topic="out")  # type: ignore[arg-type]
     runtime: Runtime = build(settings)
     producer = runtime._producer = FullThenDrained(timeouts=1)
+    runtime._sender = Sender(producer)
     state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
     record = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
     state.accept(record.offset)
@@ -102,6 +103,7 @@ async def test_records_count_as_produced_once_acknowledged_not_when_queued_or_se
     settings = WorkerSettings(kafka={"bootstrap_servers": "127.0.0.1:1"}, input_topic="in", output_topic="out")  # type: ignore[arg-type]
     runtime: Runtime = build(settings)
     producer = runtime._producer = Scripted()
+    runtime._sender = Sender(producer)
     state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
     record = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
     state.accept(record.offset)
