@@ -53,8 +53,8 @@ from services.common.settings import RuntimeSettings
 PARTITIONS = 3
 GOAL = 0.8
 MAX_IN_FLIGHT = ROUTER.max_in_flight  # a compute-only route's window (the bare loop's is a whole poll)
-# the one-record path's window: a route's default (the extractor's); its CPU per record grows with the window
-# (1 KB, 2026-12-06: ~60 us at 64 and 256, ~90 at 1024, ~115 at 2048), so the fast path's 2048 would understate it
+# the one-record path's window: a route's default (the extractor's). Its CPU per record grew with the window
+# (1 KB, 2026-12-06: ~60 us at 64, ~85-115 at 1024) until services.common.kafka.Sender (f2d6ef8; ~55 and ~50 after)
 PER_RECORD_MAX_IN_FLIGHT = Route.max_in_flight
 PER_RECORD = " per record"  # a mode's suffix: the runtime's one-record path, not the fast path
 MODES = ("bare", "confluent", "unordered", "key", "unordered per record", "key per record")
