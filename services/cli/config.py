@@ -1,6 +1,7 @@
 """`postcall config validate <dir>`: refuse a bad agent configuration before it is deployed.
 
-One line per problem, `file:line: path: message`, and exit code 1:
+One line per problem, `file:line: path: message`, and exit code 1 (also for a folder without one agent file,
+so that a CI job pointed at the wrong folder fails):
 
     examples/agents/sales-line.yaml:12: flows[1].when.op: '>' is not valid for boolean field 'follow_up_required'
 
@@ -62,6 +63,8 @@ def validate(
         catalog = load_catalog(directory)
     except ConfigError as exc:
         _fail([str(p) for p in exc.problems])
+    if not catalog.files:
+        _fail([str(p) for p in empty_folder_problems(catalog)])
     found = list(catalog.problems)
     if destinations is None:
         typer.echo(
@@ -115,6 +118,13 @@ def destination_kinds(path: Path) -> dict[str, str]:
     data: Any = plain(read_yaml(path.read_bytes()))
     entries = data.get("destinations", []) if isinstance(data, dict) else []
     return {str(d["name"]): str(d.get("kind", "http")) for d in entries if isinstance(d, dict) and "name" in d}
+
+
+def empty_folder_problems(catalog: Catalog) -> list[Problem]:
+    """A folder with no agent file configures nothing: most likely the wrong folder, so it is a problem."""
+    if catalog.files:
+        return []
+    return [Problem(catalog.directory, 0, "", "no agent configuration file (*.yaml or *.yml) found in this folder")]
 
 
 def recipient_warning_lines(catalog: Catalog) -> Iterator[str]:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog
 from schemas.config_yaml import YamlProblem
-from services.cli.config import destination_kinds, destination_problems
+from services.cli.config import destination_kinds, destination_problems, empty_folder_problems
 from services.console.access import PATH, Viewer
 from services.console.render import page
 from services.store.db import Store
@@ -55,9 +55,10 @@ class FileRow:
 
 def relative(path: str, root: Path) -> str:
     try:
-        return str(Path(path).relative_to(root))
+        rel = Path(path).relative_to(root)
     except ValueError:
         return path
+    return str(rel) if rel.parts else path  # a problem of the folder itself names the folder
 
 
 def load(config_dir: Path) -> tuple[Catalog | None, list[Problem]]:
@@ -65,7 +66,7 @@ def load(config_dir: Path) -> tuple[Catalog | None, list[Problem]]:
         catalog = load_catalog(config_dir)
     except ConfigError as exc:
         return None, list(exc.problems)
-    return catalog, list(catalog.problems)
+    return catalog, list(catalog.problems) + empty_folder_problems(catalog)
 
 
 @router.get("/agents")

@@ -189,6 +189,15 @@ async def test_agents_page_shows_problems_with_lines_flows_and_fire_counts(store
     assert "0 of 0" in html  # nothing recorded for this revision in the last 7 days
 
 
+async def test_agents_page_says_a_folder_without_an_agent_file_is_a_problem(store: Store, tmp_path: Any) -> None:
+    """As `postcall config validate` refuses it; the page used to say "No problems: every file is valid."."""
+    (tmp_path / "README.md").write_text("agent: support-line\n")
+    async with console_for(store, console={"config_dir": str(tmp_path)}) as c:
+        html = (await c.get("/console/agents")).text
+    assert f"<code>{tmp_path}:0</code>: no agent configuration file (*.yaml or *.yml) found in this folder" in html
+    assert "every file is valid" not in html
+
+
 async def test_try_a_flow_on_an_edited_configuration(store: Store) -> None:
     example = (ROOT / "examples" / "conversations" / "0005-callback-request.json").read_text()
     edited = (AGENTS / "support-line.yaml").read_text() + (

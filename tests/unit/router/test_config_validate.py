@@ -282,6 +282,21 @@ def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not a directory" in result.stdout
 
 
+NOT_AGENT_FILES = ["README.md", "agents.json", ".hidden/a.yaml"]
+
+
+@pytest.mark.parametrize("contents", [[], NOT_AGENT_FILES], ids=["empty", "no-agent-file"])
+def test_a_folder_without_an_agent_file_is_refused_naming_the_folder(tmp_path: Path, contents: list[str]) -> None:
+    """Used to pass as `ok: 0 file(s), agents: none`: a CI job pointed at the wrong folder went green."""
+    for name in contents:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("agent: support-line\n")
+    result = CliRunner().invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    expected = f"{tmp_path}:0: no agent configuration file (*.yaml or *.yml) found in this folder"
+    assert result.stdout.splitlines() == [expected]
+
+
 def test_the_example_agents_pass_with_the_example_destinations() -> None:
     root = Path(__file__).resolve().parents[3]
     result = CliRunner().invoke(
