@@ -17,7 +17,8 @@
 Unknown exceptions (anything else a handler raises) are treated as RetryableError: a bug or an
 unmapped vendor error gets the retry tiers and then lands in the dead-letter topic with its class and
 message, so nothing is lost and nothing loops forever. Vendor errors are mapped at the edge
-(`classify_http_status`, and `parse_retry_after`, the one reader of a remote's Retry-After).
+(`classify_http_status`, and `parse_retry_after`, the one reader of a remote's Retry-After). A remote's
+text kept in an error goes through `redact` first: a receiver or gateway may echo the credentials we sent.
 
 Errors are plain data (a message, a category, a Retry-After). What a failed record additionally
 produces (a `failed` extraction, a `dead_lettered` action result) is decided by the service's one
@@ -28,12 +29,13 @@ from __future__ import annotations
 
 import email.utils
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})  # RFC 9110 gives Retry-After a meaning on these (and 3xx)
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")  # ASCII digits: str.isdigit() also says yes to "²"
 _HTTP_DATE_CHARS = 64
+REDACT_MIN_CHARS = 4  # shorter values ("1", "on") would only blank out ordinary words
 
 
 class PostcallError(Exception):
@@ -130,3 +132,19 @@ def parse_retry_after(status: int, headers: Mapping[str, str], cap: float, now: 
         return min(max(0.0, wait.total_seconds()), cap)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def redact(text: str, secrets: Iterable[str], limit: int | None = None) -> str:
+    """`text` with every one of `secrets` replaced by [redacted]; with `limit`, cut to that many
+    characters after redacting, then also redacting a secret's start left at the cut."""
+    ordered = [s for s in sorted(secrets, key=len, reverse=True) if len(s) >= REDACT_MIN_CHARS]
+    for secret in ordered:
+        text = text.replace(secret, "[redacted]")
+    if limit is None or len(text) <= limit:
+        return text
+    text = text[:limit]
+    for secret in ordered:
+        cut = next((k for k in range(len(secret) - 1, REDACT_MIN_CHARS - 1, -1) if text.endswith(secret[:k])), 0)
+        if cut:
+            return text[:-cut] + "[redacted]"
+    return text

@@ -68,6 +68,7 @@ from services.common.config import (
     substituted,
     yaml_mapping,
 )
+from services.common.errors import redact
 from services.dispatcher.signing import Signer
 
 __all__ = ["ConfigError", "SecretRef", "load", "parse", "substitute_env"]
@@ -78,7 +79,6 @@ class HeaderSecret(SecretRef):
 
 
 HeaderValue = str | HeaderSecret
-REDACT_MIN_CHARS = 4  # shorter values ("1", "on") would only blank out ordinary words
 _TOKEN_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 _SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _PRINTABLE = re.compile(r"^[\x20-\x7e\t]*$")  # RFC 9110 field values, minus obs-text (httpx sends ASCII)
@@ -127,19 +127,8 @@ class DestinationBase(Strict):
         return []
 
     def redact(self, text: str, limit: int | None = None) -> str:
-        """`text` with every secret of this destination replaced by [redacted]; with `limit`, cut to that
-        many characters first redacting, then also redacting a secret's start left at the cut."""
-        secrets = [s for s in sorted(self.secrets(), key=len, reverse=True) if len(s) >= REDACT_MIN_CHARS]
-        for secret in secrets:
-            text = text.replace(secret, "[redacted]")
-        if limit is None or len(text) <= limit:
-            return text
-        text = text[:limit]
-        for secret in secrets:
-            cut = next((k for k in range(len(secret) - 1, REDACT_MIN_CHARS - 1, -1) if text.endswith(secret[:k])), 0)
-            if cut:
-                return text[:-cut] + "[redacted]"
-        return text
+        """`text` with every secret of this destination replaced by [redacted] (services.common.errors.redact)."""
+        return redact(text, self.secrets(), limit)
 
 
 class BearerAuth(Strict):

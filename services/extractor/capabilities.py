@@ -32,6 +32,7 @@ import httpx
 import openai
 from openai.types.chat import ChatCompletion
 
+from services.common.errors import redact
 from services.extractor.settings import LlmSettings
 
 log = logging.getLogger("postcall.extractor.llm")
@@ -65,6 +66,12 @@ def request_invalid(status: int | None, body: str) -> bool:
 
 def error_body(exc: openai.APIError) -> str:
     return f"{exc.code or ''} {exc.type or ''} {exc.message}".strip()
+
+
+def said(exc: openai.APIError, settings: LlmSettings, limit: int) -> str:
+    """The endpoint's error message as a record or log may show it: cut to `limit`, and without the API
+    key or its Authorization value (a gateway may echo them: "invalid api key sk-...")."""
+    return redact(exc.message, settings.secrets(), limit)
 
 
 @dataclass(frozen=True)
@@ -118,11 +125,11 @@ async def probe(client: openai.AsyncOpenAI, settings: LlmSettings, model: str) -
             await client.post("/chat/completions", body=probe_request(model, mode), cast_to=ChatCompletion)
         except openai.APIStatusError as exc:
             if request_invalid(exc.status_code, error_body(exc)):
-                refused.append(f"{mode}: HTTP {exc.status_code} {exc.message[:200]}")
+                refused.append(f"{mode}: HTTP {exc.status_code} {said(exc, settings, 200)}")
                 continue
             # e.g. 503 while llama-server loads its model: nothing learnt, probed again (llm.py)
-            notes.append(f"probe answered HTTP {exc.status_code} ({exc.message[:120]}); assuming {mode} until it "
-                         "answers")  # fmt: skip
+            notes.append(f"probe answered HTTP {exc.status_code} ({said(exc, settings, 120)}); assuming {mode} "
+                         "until it answers")  # fmt: skip
             return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes), reached=False)
         except openai.APIError as exc:
             notes.append(f"probe could not reach the endpoint ({type(exc).__name__}); assuming {mode} until "

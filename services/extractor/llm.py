@@ -59,9 +59,17 @@ from pydantic import BaseModel, ValidationError
 from schemas.agents import ExtractionSpec
 from schemas.events import ConversationEnded, Extraction, Message, Usage
 from services.common.breaker import CircuitBreaker, State
-from services.common.errors import DependencyUnavailable, PermanentError, RetryableError, parse_retry_after
+from services.common.errors import DependencyUnavailable, PermanentError, RetryableError, parse_retry_after, redact
 from services.extractor import answer, prompt
-from services.extractor.capabilities import Capabilities, count_tokens, error_body, probe, public_url, request_invalid
+from services.extractor.capabilities import (
+    Capabilities,
+    count_tokens,
+    error_body,
+    probe,
+    public_url,
+    request_invalid,
+    said,
+)
 from services.extractor.capabilities import structured as structured_keys
 from services.extractor.metrics import LLM_CIRCUIT_OPEN, LLM_COST, LLM_DURATION, LLM_REQUESTS, LLM_TOKENS, TRUNCATED
 from services.extractor.settings import CHARS_PER_TOKEN, CircuitSettings, LlmSettings
@@ -376,7 +384,7 @@ class OpenAIProvider:
             self.breaker.record(True)  # it answered: the endpoint is up, this request is the problem
             if _CONTEXT_TOO_LONG.search(body):
                 LLM_REQUESTS.labels(PROVIDER, model, "context_too_long").inc()
-                return _ContextOverflow(f"HTTP {status}: {exc.message[:300]}", usage)
+                return _ContextOverflow(f"HTTP {status}: {said(exc, self._settings, 300)}", usage)
             if not self.capabilities.reached:  # refused in an assumed mode: retried once the probe has run
                 self._next_probe = 0.0
                 LLM_REQUESTS.labels(PROVIDER, model, "client_error").inc()
@@ -384,7 +392,8 @@ class OpenAIProvider:
                                       f"assumed at start (HTTP {status}); probing it again")  # fmt: skip
             LLM_REQUESTS.labels(PROVIDER, model, "configuration_error").inc()
             return ConfigurationError(
-                f"configuration error: the LLM endpoint refuses the request (HTTP {status}): {exc.message[:300]}",
+                "configuration error: the LLM endpoint refuses the request "
+                f"(HTTP {status}): {said(exc, self._settings, 300)}",
                 usage=usage, truncated=truncated,
             )  # fmt: skip
         if status == 404 and model != self._settings.model and "model" in body.lower():
@@ -392,7 +401,7 @@ class OpenAIProvider:
             LLM_REQUESTS.labels(PROVIDER, model, "configuration_error").inc()
             return ConfigurationError(
                 f"configuration error: the LLM endpoint does not serve {model!r}, the model the agent names "
-                f"(HTTP 404): {exc.message[:300]}", usage=usage, truncated=truncated,
+                f"(HTTP 404): {said(exc, self._settings, 300)}", usage=usage, truncated=truncated,
             )  # fmt: skip
         outcome = _outcome(exc, status)
         LLM_REQUESTS.labels(PROVIDER, model, outcome).inc()
@@ -409,7 +418,8 @@ class OpenAIProvider:
         """A 200 that is no chat completion (a gateway's error object, a proxy's page): the endpoint, not
         the conversation, is at fault, so it counts against the circuit like a 5xx."""
         LLM_REQUESTS.labels(PROVIDER, model, "bad_response").inc()
-        message = f"LLM endpoint answered HTTP 200 with {_short(what)[:200]}, not a chat completion"
+        what = redact(_short(what), self._settings.secrets(), 200)
+        message = f"LLM endpoint answered HTTP 200 with {what}, not a chat completion"
         self.breaker.record(False)
         if self.breaker.state is State.OPEN:
             return DependencyUnavailable(f"{message}; circuit open", retry_after=self.breaker.policy.open_seconds)

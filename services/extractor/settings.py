@@ -92,6 +92,11 @@ class LlmSettings(BaseModel):
     def configured(self) -> bool:
         return self.api_key is not None or self.base_url is not None
 
+    def secrets(self) -> list[str]:
+        """What is sent that must never leave the process in text: the key and its Authorization value."""
+        key = self.api_key.get_secret_value() if self.api_key else ""
+        return [key, f"Bearer {key}"] if key else []
+
     def budget(self, model: str) -> int:
         return self.token_budgets.get(model, self.default_token_budget)
 

@@ -15,6 +15,8 @@ from the request's own json_schema, filled from a scripted dict; modes make it m
     loading         503 "Loading model" to every request, as llama-server answers while it loads the model
     error_body      200 whose body is an error object, not a completion (what some gateways answer)
     gateway_page    200 whose body is an HTML page, not JSON (a proxy's error page)
+    echo_key        <echo_status> (400) whose error message echoes the request's Authorization header, as a
+                    gateway that refuses the key may answer
     down            connection refused (the listening socket is closed; `up()` reopens the same port)
 
 `refuse_json_schema` makes it answer like llama-cpp-python's server (0.3.36): response_format
@@ -58,6 +60,8 @@ class FakeLLM:
         self.delay = 0.0
         self.slow_seconds = 30.0
         self.retry_after = "7"
+        self.echo_status = 400
+        self._authorization = ""
         self.refuse_json_schema = False
         self.unknown_models: set[str] = set()
         self.requests: list[dict[str, Any]] = []
@@ -141,6 +145,8 @@ class FakeLLM:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
                 raw = await reader.readexactly(length)
+                found = re.search(rb"(?i)\r\nauthorization:[ \t]*([^\r\n]*)", head)
+                self._authorization = found.group(1).decode() if found else ""
                 status, headers, payload = await self._respond(orjson.loads(raw), raw)
                 raw_page = isinstance(payload, bytes)
                 data = payload if raw_page else orjson.dumps(payload)
@@ -180,6 +186,9 @@ class FakeLLM:
         if mode == "context_length":
             message = "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000."
             return 400, {}, _error(message, "context_length_exceeded")
+        if mode == "echo_key":
+            message = f"Invalid API key provided. Authorization: {self._authorization}"
+            return self.echo_status, {}, _error(message, "invalid_api_key")
         if mode == "error_body":
             return 200, {}, _error("upstream provider timed out", "upstream_error")
         if mode == "gateway_page":

@@ -375,3 +375,38 @@ async def test_an_endpoint_unreachable_at_start_is_probed_again_once_it_answers(
         assert provider.capabilities.mode == "json_object" and provider.capabilities.reached
     assert e.status == "ok" and e.fields["customer_name"].value == "Tom Becker"
     assert llm.requests[-1]["response_format"]["type"] == "json_object"
+
+
+KEY = "sk-proj-" + "Zq7" * 16
+
+
+@pytest.mark.parametrize("status", [400, 200])
+async def test_an_endpoint_error_that_echoes_the_api_key_never_puts_it_on_a_record(
+    llm: FakeLLM, tmp_path: Path, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway that refuses the key may echo it ("Invalid API key provided. Authorization: Bearer
+    sk-..."): the endpoint's message is kept for the operator (failed extraction, dead letter, store,
+    console), redacted as the dispatcher redacts what a receiver echoes."""
+    llm.mode, llm.echo_status = "echo_key", status
+    async with extractor(llm, SPEC, tmp_path, llm={"api_key": KEY}) as ex:
+        out = await one_attempt(ex).send(conversation("0005"))
+    assert isinstance(out.error, PermanentError if status == 400 else RetryableError)
+    texts = [str(out.error), *(e.extraction.reason or "" for e in out.events)]  # type: ignore[attr-defined]
+    assert all(KEY[:12] not in text for text in texts), texts
+    assert "Invalid API key provided. Authorization: [redacted]" in str(out.error)
+    assert KEY[:12] not in caplog.text
+
+
+async def test_a_probe_refused_with_the_api_key_echoed_keeps_it_out_of_the_configuration_error(
+    llm: FakeLLM, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every structured-output mode refused at the start probe: the refusals become the configuration
+    error every record then carries, and the start log line; neither holds the echoed key."""
+    llm.mode = "echo_key"
+    settings = settings_for(llm, tmp_path, llm={"api_key": KEY})
+    async with open_http(settings) as http, open_provider(settings) as provider:
+        assert provider is not None and provider.capabilities.problem
+        with pytest.raises(PermanentError, match="configuration error") as caught:
+            await Extractor(settings, lambda event: SPEC, http, provider).extract(conversation("0005"), SPEC)
+    assert "Authorization: [redacted]" in str(caught.value)
+    assert KEY[:12] not in str(caught.value) and KEY[:12] not in caplog.text
