@@ -10,7 +10,11 @@ A flow that uses the extraction is held, not sent, when extraction failed (the d
 `list` reads postcall.decisions.v1 and shows each conversation whose latest decision still holds flows.
 `release` republishes that conversation's latest postcall.conversation-extracted.v1 record with a fresh
 ce_id and the `x-run-held` header; the router then runs the held flows with what there is (their
-actions keep their ids: a later successful extraction repeats nothing).
+actions keep their ids: a later successful extraction repeats nothing). A conversation it cannot release
+is named with why, and the exit code is 1: one asked for by --ids whose latest decision holds nothing,
+or one whose extraction record is past the topic's retention (decision traces are kept 14 days,
+extractions 7: extract it again from the store, `postcall reextract --source store`). --all choosing
+nothing is not an error.
 """
 
 from __future__ import annotations
@@ -77,15 +81,16 @@ async def held(kafka: Any, agent: str | None, since: datetime | None, topic: str
 
 async def release(
     kafka: Any, conversations: frozenset[str], rate: float, since: datetime | None, topic: str = CONVERSATION_EXTRACTED
-) -> int:
-    """Republish each conversation's latest extraction record with RUN_HELD; returns how many were sent."""
+) -> tuple[int, frozenset[str]]:
+    """Republish each conversation's latest extraction record with RUN_HELD; returns how many were sent and
+    the conversations that have none left on the topic (past its retention): those cannot be released."""
     latest: dict[str, Any] = {}
     for record in await read_to_end(kafka, topic, since):
         key = record.key.decode("utf-8", "replace") if record.key else None
         if key in conversations and record.value:
             latest[key] = record
     outgoing = [Outgoing(topic, r.key, r.value, release_headers(codec.header_dict(r.headers))) for r in latest.values()]
-    return await republish(kafka, outgoing, rate, None, "releasing")
+    return await republish(kafka, outgoing, rate, None, "releasing"), conversations - latest.keys()
 
 
 def release_headers(original: dict[str, str]) -> dict[str, str]:
@@ -129,14 +134,28 @@ def release_held(
     rate: Rate = 10.0,
     bootstrap: Bootstrap = None,
 ) -> None:
-    """Run held flows as they are, on the failed extraction (to extract again instead: postcall reextract)."""
+    """Run held flows as they are, on the failed extraction (to extract again instead: postcall reextract).
+
+    Exit 1 when a conversation asked for (or, with --all, one that holds flows) was not released: each is
+    named, with why."""
     wanted = frozenset(i.strip() for group in ids or () for i in group.split(",") if i.strip())
     if not wanted and not every:
         raise typer.BadParameter("choose conversations with --ids, or --all")
     kafka = kafka_settings(bootstrap)
     holding = {item.conversation_id for item in asyncio.run(held(kafka, agent, since))}
-    chosen = holding if every else holding & wanted
-    for missing in sorted(wanted - holding):
-        console.print(plain(f"{missing}: no held flows (its latest decision holds nothing)", "yellow"))
-    sent = asyncio.run(release(kafka, frozenset(chosen), rate, None)) if chosen else 0
+    chosen = frozenset(holding if every else holding & wanted)
+    not_held = sorted(wanted - holding)
+    filtered = ", or is outside --agent/--since" if agent or since else ""
+    for cid in not_held:
+        console.print(
+            plain(f"{cid}: not released: no held flows (its latest decision holds nothing{filtered})", "yellow")
+        )
+    sent, gone = asyncio.run(release(kafka, chosen, rate, None)) if chosen else (0, frozenset[str]())
+    for cid in sorted(gone):
+        why = f"no extraction record of it is left on {CONVERSATION_EXTRACTED} (past its retention)"
+        console.print(
+            plain(f"{cid}: not released: {why}; `postcall reextract --source store` extracts again", "yellow")
+        )
     console.print(f"{sent} conversation(s) released; the router runs their held flows as they are")
+    if not_held or gone:
+        raise typer.Exit(1)
