@@ -30,6 +30,8 @@ from rich.table import Table
 from services.devkit.kafka import ROOT
 
 DEFAULT_DATASET = ROOT / "examples" / "eval" / "calls.yaml"
+# one answer of the small local model on one thread (half a minute or more; bench/evaluation.py allows the same)
+LOCAL_CALL_SECONDS = 240.0
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 
 
@@ -119,6 +121,8 @@ async def _run(cases: list[Any], provider: str, base_url: str | None, model: str
         llm: dict[str, Any] = {} if url is None and provider == "heuristic" else {"base_url": url}
         if name:
             llm["model"] = name
+        if provider == "local":  # one slot: each call waits for the ones ahead of it (--concurrency)
+            llm["request_timeout_seconds"] = LOCAL_CALL_SECONDS * concurrency
         settings = ExtractorSettings(config_dir=ROOT, llm=llm)
         if provider == "heuristic":
             no_llm = settings.llm.model_copy(update={"base_url": None, "api_key": None})
