@@ -1,6 +1,10 @@
 """Reading the store: conversations (filters, keyset pagination by end time), one conversation in full,
 dead letters (filters, counts by reason), statistics per agent and day.
 
+A dead letter's headers are shown with the value of every credential-like header (`shown_headers`)
+replaced by [redacted]: a record from an outside producer may carry its HTTP request's Authorization or
+Cookie. The store keeps them as they were, and a replay (`dead_letter_records`) sends them so.
+
 Pagination is by keyset, never OFFSET: a cursor holds the (time, id) of the last row returned, so a
 page costs the same at row 10 and at row 1,000,000, and rows arriving meanwhile shift nothing.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +48,10 @@ from services.store.views import (
 MAX_LIMIT = 500
 INT64 = 2**63  # an id column (BIGINT) holds -INT64 <= n < INT64
 Order = Literal["desc", "asc"]
+#: names of headers whose value is (or may be) a credential: Authorization, Cookie, X-Api-Key, X-Auth-Token,
+#: Ocp-Apim-Subscription-Key, X-Hub-Signature, ...; and a value that is an HTTP credential under any name
+_SECRET_HEADER = re.compile(r"auth|cookie|token|secret|passw|credential|session|signature|key", re.I)
+_SECRET_VALUE = re.compile(r"\s*(?:bearer|basic|negotiate)\s+\S+\s*", re.I)
 
 
 class QueryError(ValueError):
@@ -416,7 +425,16 @@ async def get_dead_letter(conn: AsyncConnection, letter_id: int) -> DeadLetterDe
     row = (await conn.execute(select(table(DeadLetter)).where(DeadLetter.id == letter_id))).first()
     if row is None:
         return None
-    return DeadLetterDetail(**_letter_fields(row), headers=orjson.loads(row.headers), **_value_fields(row.value))
+    headers = shown_headers(orjson.loads(row.headers))
+    return DeadLetterDetail(**_letter_fields(row), headers=headers, **_value_fields(row.value))
+
+
+def shown_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers as the API and the console show them: credential-like values as [redacted]."""
+    return {
+        name: "[redacted]" if _SECRET_HEADER.search(name) or _SECRET_VALUE.fullmatch(value) else value
+        for name, value in headers.items()
+    }
 
 
 def _value_fields(value: bytes | None) -> dict[str, Any]:

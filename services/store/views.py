@@ -139,7 +139,10 @@ class DeadLetterSummary(View):
 
 
 class DeadLetterDetail(DeadLetterSummary):
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(
+        description="Every header; a credential-like one (Authorization, Cookie, X-Api-Key, ...) as [redacted]. "
+        "A replay sends the headers as they were."
+    )
     value: Any = Field(None, description="The value parsed as JSON, when it is JSON.")
     value_text: str | None = Field(None, description="The value as text, when it is UTF-8 but not JSON.")
     value_base64: str | None = Field(None, description="The value in base64, when it is not UTF-8.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from schemas import headers as h
 from schemas.events import ConversationEnded
 from schemas.topics import CONVERSATION_ENDED, DECISIONS, Topic, dead_letter_topic
@@ -97,3 +99,31 @@ async def test_a_letter_replay_refuses_is_neither_sent_nor_marked_and_the_one_se
     (replayed,) = await read_all(kafka, main, expect=1)
     assert replayed.key == "k-1"
     assert [p["key"] for p in pending] == ["k-forged"]
+
+
+async def test_a_dead_letters_credential_headers_are_hidden_when_shown_and_replayed_as_they_were(
+    store: Store, kafka: KafkaSettings
+) -> None:
+    """A record an outside producer copied its HTTP request's headers onto, dead-lettered: the API shows
+    the header names, not the credentials; a replay sends the record with its headers as they were."""
+    main, dlq = unique("main"), unique("dlq")
+    await create_topics(kafka, [main, dlq])
+    secrets = {
+        "Authorization": "Bearer eyJhbGciOi.tok-en.sig",
+        "cookie": "session=0f3c9a77",
+        "x-api-key": "ak_live_51Hc9",
+        "x-forwarded-creds": "Basic dXNlcjpwdzEyMw==",
+    }
+    headers = {h.ORIGINAL_TOPIC: main, h.EXCEPTION_MESSAGE: "PermanentError: bug", h.CE_ID: "e-1", **secrets}
+    await writer.write(store, r.dead_letter(r.Source(dlq, 0, 0, 0), "router", b"k-1", b"{}", headers))
+    async with client_for(store, **kafka_settings(kafka)) as api:
+        (letter,) = (await api.get("/api/v1/dead-letters")).json()["items"]
+        shown = (await api.get(f"/api/v1/dead-letters/{letter['id']}")).text
+        done = await api.post("/api/v1/dead-letters/replay", json={"filter": {"key": "k-1"}, "rate": 100})
+    assert all(value not in shown for value in secrets.values()), shown
+    detail = orjson.loads(shown)["headers"]
+    assert {name: detail[name] for name in secrets} == dict.fromkeys(secrets, "[redacted]")
+    assert detail[h.CE_ID] == "e-1" and detail[h.EXCEPTION_MESSAGE] == "PermanentError: bug"
+    assert done.status_code == 200 and done.json()["sent"] == 1
+    (replayed,) = await read_all(kafka, main, expect=1)
+    assert {name: replayed.headers[name] for name in secrets} == secrets

@@ -160,6 +160,23 @@ async def test_dead_letters_grouped_listed_and_one_in_full(store: Store) -> None
         assert (await c.get("/console/dead-letters/999999")).status_code == 404
 
 
+async def test_a_dead_letters_credential_headers_are_not_shown_on_its_page(store: Store) -> None:
+    """A record an outside producer copied its HTTP request's headers onto, dead-lettered: its page names
+    the headers and hides the credentials (a redrive sends them from the store as they were)."""
+    secrets = {"authorization": "Bearer eyJhbGciOi.tok-en.sig", "Cookie": "sid=0f3c9a77", "X-Api-Key": "ak_live_51Hc9"}
+    headers = {h.EXCEPTION_MESSAGE: "PermanentError: bug", h.ORIGINAL_TOPIC: "postcall.decisions.v1", **secrets}
+    await writer.write(
+        store, r.dead_letter(r.Source("postcall.router.dlq.v1", 0, 3, 0), "router", b"k", b"{}", headers)
+    )
+    async with console_for(store) as c:
+        letter = re.search(r'href="/console/dead-letters/(\d+)"', (await c.get("/console/dead-letters")).text)
+        assert letter is not None
+        detail = (await c.get(f"/console/dead-letters/{letter.group(1)}")).text
+    assert all(value not in detail for value in secrets.values())
+    assert all(f"<code>{name}</code></td><td><code>[redacted]</code>" in detail for name in secrets)
+    assert "PermanentError: bug" in detail and "a redrive sends them as they were" in detail
+
+
 async def test_dates_and_ids_out_of_range_are_named_never_a_500(store: Store) -> None:
     await seed(store)
     async with console_for(store) as c:
