@@ -177,7 +177,7 @@ class Extractor:
         return review(extraction, spec, normalize("\n".join(render(messages))))
 
     async def _messages(self, event: ConversationEnded) -> list[Message]:
-        if event.messages is not None or event.transcript_url is None:
+        if event.messages or event.transcript_url is None:  # `messages: []` beside a claim check: fetch it
             return list(event.messages or [])
         s = self._settings
         body = await fetch_transcript(self._http, event.transcript_url, s.transcript_max_bytes,

@@ -92,6 +92,16 @@ async def test_a_claim_check_transcript_is_fetched_and_extracted(tmp_path: Path)
     assert extracted(out).extraction.fields["customer_name"].value == "Tom Becker"
 
 
+async def test_an_empty_inline_transcript_beside_a_claim_check_fetches_the_claim_check(tmp_path: Path) -> None:
+    """`messages: []` is how many serialisers write an empty list (Jackson, a Go slice that is not nil):
+    with a transcript_url beside it, the URL was ignored and nothing extracted from an empty transcript."""
+    event = conversation("0005")
+    body = orjson.dumps([m.model_dump() for m in event.messages or []])
+    claim = event.model_copy(update={"messages": [], "transcript_url": "https://platform.example/t/5"})
+    out = await run(extractor(tmp_path, httpx.MockTransport(lambda r: httpx.Response(200, content=body)))).send(claim)
+    assert extracted(out).extraction.fields["customer_name"].value == "Tom Becker"
+
+
 async def test_a_transcript_too_large_fails_permanently_but_still_says_failed(tmp_path: Path) -> None:
     claim = conversation("0005").model_copy(update={"messages": None, "transcript_url": "https://p.example/t"})
     transport = httpx.MockTransport(lambda r: httpx.Response(200, content=b"x" * 5000))
