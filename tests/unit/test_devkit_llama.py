@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from services.devkit import llama
 from services.devkit.llama import SCRIPT, LlamaBuild, LlamaServer
 
 HEALTHY = f"""#!{sys.executable}
@@ -78,3 +79,33 @@ def test_concurrent_checks_copy_the_user_cache_into_the_clone_without_colliding(
     copied = tmp_path / "clone" / ".cache" / "llama" / "llama-server-0.3.36-portable" / "llama-server"
     assert copied.read_bytes() == server.read_bytes()
     assert not list(copied.parent.glob("*.tmp*"))
+
+
+def test_build_uses_the_server_and_model_the_environment_names_without_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POSTCALL_LLAMA_SERVER and POSTCALL_LLAMA_MODEL were honoured by the tests (cached()) but not by
+    build(): `make run LLM=local`, `postcall eval --provider local` and `llama serve` started a build."""
+    script = tmp_path / "build-llama.sh"
+    script.write_text(f"#!/bin/sh\ntouch {tmp_path / 'built'}\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(llama, "SCRIPT", script)
+    monkeypatch.setenv("POSTCALL_LLAMA_SERVER", str(tmp_path / "my-llama-server"))
+    monkeypatch.setenv("POSTCALL_LLAMA_MODEL", str(tmp_path / "my-model.gguf"))
+    assert llama.build() == LlamaBuild(tmp_path / "my-llama-server", tmp_path / "my-model.gguf")
+    assert not (tmp_path / "built").exists()
+
+
+def test_the_build_script_prints_the_named_server_and_model_and_builds_nothing(tmp_path: Path) -> None:
+    """`make llama` (and so `make test-llm`) runs the script itself."""
+    named = {"POSTCALL_LLAMA_SERVER": "/opt/llama/llama-server", "POSTCALL_LLAMA_MODEL": "/opt/models/m.gguf"}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "xdg"), **named}
+    script = tmp_path / "clone" / "scripts" / "build-llama.sh"
+    script.parent.mkdir(parents=True)
+    script.write_bytes(SCRIPT.read_bytes())
+    script.chmod(0o755)
+    for args in (["--check"], []):  # --check first: a script that ignores the names must not start a build
+        done = subprocess.run([str(script), *args], env=env, capture_output=True, text=True, timeout=30)
+        assert (done.returncode, done.stderr) == (0, "")
+        assert done.stdout.splitlines() == ["LLAMA_SERVER=/opt/llama/llama-server", "LLAMA_MODEL=/opt/models/m.gguf"]
+    assert not (tmp_path / "clone" / ".cache").exists()
