@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -314,7 +315,9 @@ class GoogleSheetsDestination(UrlDestination):
 class SmtpDestination(DestinationBase):
     """An SMTP server. What would fail every email at send time is refused at load instead: a From: that
     is not one address (or has a line break, a ${VAR} ending in a newline), a host that is no host name,
-    a password without a user name (aiosmtplib then sends no AUTH), a CA bundle that cannot be read."""
+    a password without a user name (aiosmtplib then sends no AUTH), a CA bundle that cannot be read. A
+    password with neither starttls nor implicit_tls (sent in clear text) is refused too, unless the host is
+    a loopback address (a local relay or test server)."""
 
     kind: Literal["smtp"]
     host: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,253}$", description="The server's host name or IP address.")
@@ -463,6 +466,7 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
         url = _reveal(dest.url_secret, environ, dest.name, field) if dest.url_secret else dest.url
         dest._url = _checked_url(url or "", field)
     _check_token_url(dest)
+    _check_plain_login(dest)
     if isinstance(dest, HttpDestination):
         dest._header_values = {name: _header(name, value, environ, dest.name) for name, value in dest.headers.items()}
         _resolve_auth(dest, environ)
@@ -496,6 +500,7 @@ def _check_unrevealed(dest: AnyDestination, environ: Mapping[str, str]) -> None:
     if isinstance(dest, UrlDestination) and dest.url is not None:
         _checked_url(dest.url, "url")
     _check_token_url(dest)
+    _check_plain_login(dest)
     if isinstance(dest, HttpDestination):
         for name, value in dest.headers.items():
             _header(name, value if isinstance(value, str) else "", environ, dest.name)
@@ -506,6 +511,21 @@ def _check_token_url(dest: AnyDestination) -> None:
         _checked_url(dest.auth.token_url, ("auth", "token_url"))
     if isinstance(dest, GoogleSheetsDestination) and dest.token_url is not None:
         _checked_url(dest.token_url, "token_url")
+
+
+def _check_plain_login(dest: AnyDestination) -> None:
+    """A password goes to an smtp server only over TLS, or to one on this host's loopback."""
+    if not isinstance(dest, SmtpDestination) or dest.password is None or dest.starttls or dest.implicit_tls:
+        return
+    host = dest.host.lower().rstrip(".")
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    if host != "localhost" and not host.endswith(".localhost"):
+        raise _FieldProblem(
+            "password", "the password would be sent in clear text: set starttls or implicit_tls to true (a "
+            "server on a loopback address, a local relay, is the only one that may go without TLS)",
+        )  # fmt: skip
 
 
 def _checked_url(url: str, field: str | tuple[str, ...]) -> str:

@@ -307,6 +307,40 @@ def test_a_bad_smtp_destination_is_refused_at_load_with_the_place(
     assert str(caught.value).startswith(f"d.yaml:{problem}: ")
 
 
+LOGIN = "    username: postcall\n    password: {secret_env: PW}\n"
+
+
+@pytest.mark.parametrize("host", ["smtp.example.com", "10.0.0.25", "relay.localhost.example.com", "127.0.0.1.nip.io"])
+def test_a_password_that_would_be_sent_in_clear_text_is_refused_at_load(host: str, tmp_path: Path) -> None:
+    """Neither starttls nor implicit_tls: aiosmtplib sends AUTH in clear text if the server offers it."""
+    text = SMTP.format(host=host, sender="a@example.com", more=LOGIN + "    starttls: false\n")
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(text, {"PW": "pw-1"}, "d.yaml")
+    assert str(caught.value).startswith("d.yaml:7: destinations[0].password: the password would be sent in clear text")
+    assert "pw-1" not in str(caught.value)
+    path = tmp_path / "d.yaml"
+    path.write_text(text)
+    [problem] = destinations.check(path, {})  # postcall config validate says so too, without the secret
+    assert (problem.line, problem.path) == (7, "destinations[0].password")
+
+
+@pytest.mark.parametrize(
+    ("host", "more"),
+    [
+        ("smtp.example.com", LOGIN),  # starttls is the default
+        ("smtp.example.com", LOGIN + "    starttls: false\n    implicit_tls: true\n    port: 465\n"),
+        ("127.0.0.1", LOGIN + "    starttls: false\n"),  # a relay on this host or pod
+        ("127.0.0.53", LOGIN + "    starttls: false\n"),
+        ('"::1"', LOGIN + "    starttls: false\n"),
+        ("localhost", LOGIN + "    starttls: false\n"),
+        ("smtp.example.com", "    starttls: false\n"),  # no password: nothing secret sent
+    ],
+)
+def test_a_login_over_tls_or_to_a_loopback_relay_is_accepted(host: str, more: str) -> None:
+    [mail] = destinations.parse(SMTP.format(host=host, sender="a@example.com", more=more), {"PW": "pw-1"}).values()
+    assert isinstance(mail, SmtpDestination)
+
+
 def test_a_good_smtp_destination_keeps_its_sender_and_reads_its_ca_bundle_once(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text(Path(certifi.where()).read_text())
