@@ -21,6 +21,8 @@ ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "observability" / "ale
 MAIN = "postcall.conversation-extracted.v1"
 RETRY = "postcall.dispatcher.retry-2.v1"
 NS = {"namespace": "postcall"}
+INGRESS_POD = "postcall-ingress-5d8f7c9b4-x7k2q"  # a Deployment's pods: <name>-<template hash>-<suffix>
+API_POD = "postcall-api-6c9d4b7f8-p2m4z"
 
 
 def series(metric: str, values: str, **labels: str) -> dict[str, str]:
@@ -62,22 +64,21 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[int, list[dict[str, Any]
     ),
     "PostcallMetricsDown": (
         [
-            {"series": 'up{job="postcall-router",pod="postcall-router-0",namespace="postcall"}', "values": "0x20"},
-            {"series": 'up{job="postcall-router",pod="postcall-router-1",namespace="postcall"}', "values": "1x20"},
+            series("up", "0x20", job="postcall-router", pod="postcall-router-0"),
+            series("up", "1x20", job="postcall-router", pod="postcall-router-1"),
+            # every ingress and API pod crash-looping: nothing else about them can fire
+            series("up", "0x20", job="postcall-ingress", pod=INGRESS_POD),
+            series("up", "0x20", job="postcall-api", pod=API_POD),
+            series("up", "0x20", job="some-other-app", pod="some-other-app-0"),
         ],
         [
             (3, []),
             (
                 10,
                 [
-                    {
-                        "exp_labels": {
-                            "job": "postcall-router",
-                            "pod": "postcall-router-0",
-                            "namespace": "postcall",
-                            "severity": "warning",
-                        }
-                    }
+                    fires(job="postcall-router", pod="postcall-router-0", severity="warning"),
+                    fires(job="postcall-ingress", pod=INGRESS_POD, severity="warning"),
+                    fires(job="postcall-api", pod=API_POD, severity="warning"),
                 ],
             ),
         ],
@@ -150,6 +151,23 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[int, list[dict[str, Any]
             series("postcall_ingress_requests_total", "0+10x15", outcome="published", source="vapi", pod="a"),
         ],
         [(4, []), (10, [fires(severity="critical")])],
+    ),
+    "PostcallIngressNotReady": (
+        [
+            series("kube_pod_status_ready", "0x30", pod=INGRESS_POD, condition="true"),
+            series("kube_pod_status_ready", "1x30", pod="postcall-ingress-5d8f7c9b4-b9w5n", condition="true"),
+            series("kube_pod_status_ready", "0x30", pod=API_POD, condition="true"),
+            series("kube_pod_status_ready", "0x30", pod="postcall-router-0", condition="true"),
+        ],
+        [(5, []), (15, [fires(pod=INGRESS_POD, severity="critical")])],
+    ),
+    "PostcallAPINotReady": (
+        [
+            series("kube_pod_status_ready", "0x30", pod=API_POD, condition="true"),
+            series("kube_pod_status_ready", "1x30", pod="postcall-api-6c9d4b7f8-q8r2t", condition="true"),
+            series("kube_pod_status_ready", "0x30", pod=INGRESS_POD, condition="true"),
+        ],
+        [(5, []), (15, [fires(pod=API_POD, severity="warning")])],
     ),
     "PostcallIngressRefusingSignatures": (
         [

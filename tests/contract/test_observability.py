@@ -216,6 +216,21 @@ def test_the_pod_and_job_alerts_select_every_consumer_service() -> None:
         assert jobs and all(re.fullmatch(matchers["PostcallMetricsDown"]["job"], job) for job in jobs), jobs
 
 
+def test_the_ingress_and_the_api_have_not_ready_and_down_alerts() -> None:
+    """The ingress and the API are Deployments beside the consumers: with every pod crash-looping, not
+    ready or unscrapeable, an alert must say so (no metric of their own is left to fire anything)."""
+    rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    job = dict(re.findall(r'(\w+)=~"([^"]+)"', rules["PostcallMetricsDown"]))["job"]
+    for service, alert in (("ingress", "PostcallIngressNotReady"), ("api", "PostcallAPINotReady")):
+        manifests = list(yaml.safe_load_all((ROOT / f"deploy/k8s/base/{service}.yaml").read_text()))
+        (deployment,) = [d["metadata"]["name"] for d in manifests if d["kind"] == "Deployment"]
+        (job_name,) = [d["metadata"]["name"] for d in manifests if d["kind"] == "Service"]
+        pod = dict(re.findall(r'(\w+)=~"([^"]+)"', rules[alert]))["pod"]
+        for name in (f"{deployment}-5d8f7c9b4-x7k2q", f"{deployment}-77b9cdf6d4-2mzhk"):  # <hash>-<suffix>
+            assert re.fullmatch(pod, name), f"{name}: no {alert}"
+        assert re.fullmatch(job, job_name), f"{job_name}: no PostcallMetricsDown"
+
+
 @pytest.fixture(scope="module")
 def promtool() -> str:
     found = shutil.which("promtool")
