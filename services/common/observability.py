@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiokafka  # noqa: F401  (its modules' loggers, for quiet_libraries)
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -74,6 +75,36 @@ class JsonFormatter(logging.Formatter):
 #: the request URL (a Slack webhook URL is a secret) and httpcore's DEBUG lines quote response headers,
 #: which a receiver controls and may fill with the credentials we sent it.
 QUIET_LIBRARIES = ("aiokafka", "httpx", "httpcore")
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the first of a repeated line through, then at most one per `period_seconds`: during a broker
+    outage aiokafka logs the same connection errors about ten times a second per pod, at ERROR (902
+    "Unable connect to node with id 1" lines in a 20 s outage of tests/integration/runtime/test_probes.py).
+    Lines repeat when they have the same logger, level, message template and arguments but the last (the
+    error text, which may differ between attempts): "Unable connect to node with id %s: %s" is one line
+    per node. A line let through after repeats carries `repeats_suppressed`, how many were not logged
+    since the one before; the repeats after the last line shown are not counted anywhere."""
+
+    def __init__(self, period_seconds: float = 60.0, max_keys: int = 1024) -> None:
+        super().__init__()
+        self.period_seconds = period_seconds
+        self.max_keys = max_keys  # a message formatted before logging makes a key per text: start over
+        self._shown: dict[tuple[str, int, str, str], tuple[float, int]] = {}  # -> (shown at, suppressed since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        key = (record.name, record.levelno, str(record.msg), repr(args[:-1]))
+        shown = self._shown.get(key)
+        if shown is not None and record.created - shown[0] < self.period_seconds:
+            self._shown[key] = (shown[0], shown[1] + 1)
+            return False
+        if len(self._shown) >= self.max_keys:
+            self._shown.clear()
+        self._shown[key] = (record.created, 0)
+        if shown is not None and shown[1]:
+            record.repeats_suppressed = shown[1]
+        return True
 
 
 class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -217,6 +248,13 @@ def setup(service: str, level: str = "INFO", coalesce: bool = False) -> None:
 def quiet_libraries() -> None:
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a logger's filters see only its own records, not its children's: every aiokafka module's logger
+    # (all exist once the package is imported, at the top of this module) gets the one filter
+    repeats = RepeatFilter()
+    for name in list(logging.Logger.manager.loggerDict):
+        logger = logging.getLogger(name) if name.split(".")[0] == "aiokafka" else None
+        if logger is not None and not any(isinstance(f, RepeatFilter) for f in logger.filters):
+            logger.addFilter(repeats)
 
 
 RECORDS_CONSUMED = Counter("postcall_records_consumed_total", "Records taken from Kafka.", ["service", "topic"])

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+import aiokafka  # noqa: F401  (its modules' loggers)
 import orjson
 import pytest
 
@@ -73,6 +74,63 @@ def test_setup_writes_the_same_fields_without_the_callers_location(monkeypatch: 
     got = orjson.loads(out.getvalue())
     assert set(got) == {"ts", "level", "service", "logger", "msg", "event_id"}
     assert (got["msg"], got["service"], got["event_id"]) == ("webhook published", "ingress", "e1")
+
+
+def aiokafka_error(logger: str, node: int, created: float, error: str = "Connect call failed") -> logging.LogRecord:
+    message = "Unable connect to node with id %s: %s"
+    record = logging.LogRecord(logger, logging.ERROR, "client.py", 1, message, (node, error), None)
+    record.created = created
+    return record
+
+
+def test_setup_lets_the_first_of_aiokafkas_repeated_errors_through_not_ten_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker outage: aiokafka logs the same ERROR lines about ten times a second per pod, for as long
+    as it lasts. The first of each is shown (which node, which error), its repeats are not."""
+    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    for name in [n for n in logging.Logger.manager.loggerDict if n.split(".")[0] == "aiokafka"]:
+        monkeypatch.setattr(logging.getLogger(name), "filters", list(logging.getLogger(name).filters))
+    observability.setup("router")
+    out = io.StringIO()
+    root.handlers[0].setStream(out)  # type: ignore[attr-defined]
+    for attempt in range(200):
+        logging.getLogger("aiokafka").error("Unable connect to node with id %s: %s", 1, f"attempt {attempt}")
+        logging.getLogger("aiokafka").error("Unable to update metadata from %s", [1])
+        logging.getLogger("aiokafka.consumer.group_coordinator").error("Group Coordinator Request failed: %s", "x")
+    logging.getLogger("aiokafka").error("Unable connect to node with id %s: %s", 2, "refused")
+    logging.getLogger("services.router").error("dead-lettered")
+    logging.getLogger("services.router").error("dead-lettered")  # ours are not filtered
+
+    got = [orjson.loads(text)["msg"] for text in out.getvalue().splitlines()]
+    assert got == [
+        "Unable connect to node with id 1: attempt 0",
+        "Unable to update metadata from [1]",
+        "Group Coordinator Request failed: x",
+        "Unable connect to node with id 2: refused",
+        "dead-lettered",
+        "dead-lettered",
+    ]
+
+
+def test_a_repeated_line_is_let_through_again_after_the_period_with_the_count_not_logged() -> None:
+    repeats = observability.RepeatFilter(period_seconds=60)
+    assert repeats.filter(aiokafka_error("aiokafka", 1, created=1000.0))
+    assert not any(repeats.filter(aiokafka_error("aiokafka", 1, created=1000.0 + t / 10)) for t in range(1, 500))
+    assert repeats.filter(aiokafka_error("aiokafka", 3, created=1010.0))  # another node: another line
+    assert repeats.filter(aiokafka_error("aiokafka.conn", 1, created=1010.0))  # another logger
+    again = aiokafka_error("aiokafka", 1, created=1060.0, error="timed out")
+    assert repeats.filter(again)
+    assert again.repeats_suppressed == 499  # type: ignore[attr-defined]
+    assert not repeats.filter(aiokafka_error("aiokafka", 1, created=1061.0))
+    later = aiokafka_error("aiokafka", 1, created=1200.0)
+    assert repeats.filter(later) and later.repeats_suppressed == 1  # type: ignore[attr-defined]
+    alone = aiokafka_error("aiokafka", 1, created=1300.0)
+    assert repeats.filter(alone) and not hasattr(alone, "repeats_suppressed")
 
 
 class Stream:
