@@ -261,8 +261,9 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Agent configurations",
-                "Configurations loaded, problems in the configuration folder, and reloads in each interval "
-                "(router and extractor read the same folder, each on its own).",
+                "Configurations loaded, problems in the configuration folder, reloads in each interval, and "
+                "failed: 1 while a change could not be loaded at all (router and extractor read the same "
+                "folder, each on its own).",
                 [
                     (f"max by (pod) (postcall_router_config_agents{{{NS}}})", "agents {{pod}}"),
                     (f"max by (pod) (postcall_router_config_problems{{{NS}}})", "problems {{pod}}"),
@@ -270,12 +271,14 @@ ROWS: list[tuple[str, list[Panel]]] = [
                         f"sum by (result) (increase(postcall_router_config_reloads_total{{{NS}}}[{RATE}]))",
                         "reloads {{result}}",
                     ),
+                    (f"max by (pod) (postcall_router_config_reload_failed{{{NS}}})", "failed {{pod}}"),
                     (f"max by (pod) (postcall_extractor_config_agents{{{NS}}})", "agents {{pod}}"),
                     (f"max by (pod) (postcall_extractor_config_problems{{{NS}}})", "problems {{pod}}"),
                     (
                         f"sum by (result) (increase(postcall_extractor_config_reloads_total{{{NS}}}[{RATE}]))",
                         "extractor reloads {{result}}",
                     ),
+                    (f"max by (pod) (postcall_extractor_config_reload_failed{{{NS}}})", "failed {{pod}}"),
                 ],
             ),
         ],

@@ -227,6 +227,7 @@ class ReloadMetrics:
     reloads: Counter  # labelled by result: ok, problems, error
     problems: Gauge
     agents: Gauge
+    failed: Gauge  # 1 from a reload with result error to the next one that loads
 
 
 class ConfigWatcher(Generic[D]):
@@ -268,21 +269,30 @@ class ConfigWatcher(Generic[D]):
         return self._state[0].is_broken(agent_id)
 
     def reload_if_changed(self) -> bool:
-        """Reload when the folder changed; True when it did. Never raises: the last good state stays."""
+        """Reload when the folder changed; True when it did. Never raises: the last good state stays, and
+        the reload counts as an error until the folder changes again (a failure is not retried before)."""
         current = fingerprint(self.directory)
         if current == self._fingerprint:
             return False
         self._fingerprint = current
         try:
-            catalog = self._load(self.catalog)
+            self._install(self._load(self.catalog))
         except (agent_loader.ConfigError, OSError) as exc:
-            self._metrics.reloads.labels("error").inc()
+            self._failed()
             self._log.error(
                 "configuration folder unreadable; keeping the last good configuration", extra={"error": str(exc)}
             )
             return False
-        self._install(catalog)
+        except Exception:  # deriving a revision raised (a bug): the service goes on with the last good state
+            self._failed()
+            self._log.exception("configuration reload failed; keeping the last good configuration")
+            return False
         return True
+
+    def _failed(self) -> None:
+        if not self.trial:
+            self._metrics.reloads.labels("error").inc()
+            self._metrics.failed.set(1)
 
     def _install(self, catalog: Catalog) -> None:
         previous = self._state[1]
@@ -294,6 +304,7 @@ class ConfigWatcher(Generic[D]):
         for problem in problems:
             self._log.error("configuration problem: %s", problem, extra={"problem": str(problem)})
         self._metrics.reloads.labels("problems" if problems else "ok").inc()
+        self._metrics.failed.set(0)
         self._metrics.problems.set(len(problems))
         self._metrics.agents.set(len(catalog.configs))
         revisions = {f"{a}@{v}" if v else a: c.revision for (a, v), c in catalog.configs.items()}

@@ -38,6 +38,11 @@ CONFIG_RELOADS = Counter(
 )
 CONFIG_PROBLEMS = Gauge("postcall_extractor_config_problems", "Problems in the configuration folder right now.")
 CONFIG_AGENTS = Gauge("postcall_extractor_config_agents", "Agent configurations (agent, version) loaded right now.")
+CONFIG_RELOAD_FAILED = Gauge(
+    "postcall_extractor_config_reload_failed",
+    "1 while the folder's latest change could not be loaded (a reload with result error): the last good "
+    "configuration is in use.",
+)
 DUPLICATES = Counter(
     "postcall_extractor_duplicates_skipped_total",
     "Records skipped as copies of one already taken (the same event id, another record).",

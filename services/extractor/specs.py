@@ -17,7 +17,9 @@ from services.common.errors import RetryableError
 from services.extractor import metrics
 
 log = logging.getLogger("postcall.extractor.config")
-RELOAD_METRICS = ReloadMetrics(metrics.CONFIG_RELOADS, metrics.CONFIG_PROBLEMS, metrics.CONFIG_AGENTS)
+RELOAD_METRICS = ReloadMetrics(
+    metrics.CONFIG_RELOADS, metrics.CONFIG_PROBLEMS, metrics.CONFIG_AGENTS, metrics.CONFIG_RELOAD_FAILED
+)
 
 
 class SpecSource(ConfigWatcher[ExtractionSpec]):

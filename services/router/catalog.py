@@ -15,7 +15,9 @@ from services.router import metrics
 from services.router.engine import CompiledAgent
 
 log = logging.getLogger("postcall.router.config")
-RELOAD_METRICS = ReloadMetrics(metrics.CONFIG_RELOADS, metrics.CONFIG_PROBLEMS, metrics.CONFIG_AGENTS)
+RELOAD_METRICS = ReloadMetrics(
+    metrics.CONFIG_RELOADS, metrics.CONFIG_PROBLEMS, metrics.CONFIG_AGENTS, metrics.CONFIG_RELOAD_FAILED
+)
 
 
 class CatalogHolder(ConfigWatcher[CompiledAgent]):

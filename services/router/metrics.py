@@ -21,6 +21,11 @@ CONFIG_RELOADS = Counter(
 )
 CONFIG_PROBLEMS = Gauge("postcall_router_config_problems", "Problems in the configuration folder right now.")
 CONFIG_AGENTS = Gauge("postcall_router_config_agents", "Agent configurations (agent, version) loaded right now.")
+CONFIG_RELOAD_FAILED = Gauge(
+    "postcall_router_config_reload_failed",
+    "1 while the folder's latest change could not be loaded (a reload with result error): the last good "
+    "configuration is in use.",
+)
 
 
 FLOW_OUTCOMES = {o: FLOWS.labels(o) for o in ("fired", "not_fired", "disabled", "held")}

@@ -124,6 +124,22 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[int, list[dict[str, Any]
         [series("postcall_router_config_problems", "0 0 2x20", pod="a")],
         [(4, []), (10, [fires(severity="warning")])],
     ),
+    "PostcallAgentConfigReloadFailed": (
+        [
+            series("postcall_router_config_reload_failed", "0 0 1x20", job="postcall-router", pod="postcall-router-0"),
+            series("postcall_router_config_reload_failed", "0x22", job="postcall-router", pod="postcall-router-1"),
+            # failed for 3 minutes, then loaded; later failed for good
+            series("postcall_extractor_config_reload_failed", "0x5 1x3 0x3 1x12", job="postcall-extractor", pod="a"),
+        ],
+        [
+            (4, []),
+            (10, [fires(job="postcall-router", severity="warning")]),
+            (
+                22,
+                [fires(job="postcall-router", severity="warning"), fires(job="postcall-extractor", severity="warning")],
+            ),
+        ],
+    ),
     "PostcallDestinationDisabled": (
         [
             series("postcall_destination_disabled", "0 0 1x10", destination="crm", pod="a"),
