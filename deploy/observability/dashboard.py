@@ -86,7 +86,9 @@ ROWS: list[tuple[str, list[Panel]]] = [
         [
             Panel(
                 "Records processed / s",
-                "Records finished by each service, by outcome (ok, retried, dead_lettered, unavailable).",
+                "Records finished by each service, by outcome (ok, retried, dead_lettered, internal_error), and "
+                "unavailable: records that began waiting for an unavailable dependency (each once; it finishes "
+                "later as one of the others).",
                 [(per_second("postcall_records_processed_total", "service, outcome", SVC), "{{service}} {{outcome}}")],
                 "ops",
                 stack=True,

@@ -260,7 +260,9 @@ def quiet_libraries() -> None:
 RECORDS_CONSUMED = Counter("postcall_records_consumed_total", "Records taken from Kafka.", ["service", "topic"])
 RECORDS_PROCESSED = Counter(
     "postcall_records_processed_total",
-    "Records finished, by outcome: ok, retried, dead_lettered, unavailable.",
+    "Records finished, by outcome: ok, retried, dead_lettered, internal_error; and unavailable: records that "
+    "waited for an unavailable dependency, each counted once, at its first wait (it finishes later as one of "
+    "the others).",
     ["service", "outcome"],
 )
 RECORDS_PRODUCED = Counter(

@@ -484,8 +484,10 @@ class Runtime:
         """A fast-path record whose decoding or handler failed: wait out an unavailable dependency and
         handle it again (its outputs), or carry out its failure at once (None: nothing left to wait for)."""
         p = self.processor
+        first = True
         while isinstance(exc, DependencyUnavailable):
-            await self._wait_for_dependency(state, exc)
+            await self._wait_for_dependency(state, exc, first=first)
+            first = False
             event = None
             try:
                 event = p.decode(record, ctx)
@@ -557,13 +559,15 @@ class Runtime:
              "attempt": ctx.attempt}
         )  # fmt: skip
         event: Any = None
+        first = True  # until its first wait for a dependency
         try:
             while True:
                 try:
                     event = p.decode(record, ctx)
                     outputs = p.outputs(await p.handle(event, ctx), ctx)
                 except DependencyUnavailable as exc:
-                    await self._wait_for_dependency(state, exc)
+                    await self._wait_for_dependency(state, exc, first=first)
+                    first = False
                     continue
                 except Exception as exc:
                     await self._fail(state, record, ctx, event, exc)
@@ -578,11 +582,13 @@ class Runtime:
         finally:
             record_context.reset(token)
 
-    async def _wait_for_dependency(self, state: PartitionState, exc: DependencyUnavailable) -> None:
-        """Pause every partition and retry in place: an outage is not the record's fault."""
+    async def _wait_for_dependency(self, state: PartitionState, exc: DependencyUnavailable, *, first: bool) -> None:
+        """Pause every partition and retry in place: an outage is not the record's fault. `first`: the
+        record's first wait, the one it counts as `unavailable` by (a record, not each of its waits)."""
         delay = min(exc.retry_after or self.settings.unavailable_backoff_seconds, self.settings.retry_after_cap_seconds)
         self.dependency_paused_until = max(self.dependency_paused_until, time.monotonic() + delay)
-        observability.RECORDS_PROCESSED.labels(self.service, "unavailable").inc()
+        if first:
+            observability.RECORDS_PROCESSED.labels(self.service, "unavailable").inc()
         log.warning("dependency unavailable, pausing", extra={"reason": str(exc), "pause_seconds": delay})
         while time.monotonic() < self.dependency_paused_until:
             if not self._is_current(state) or state.revoking or self._stopping.is_set():

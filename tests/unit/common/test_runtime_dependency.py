@@ -1,0 +1,91 @@
+"""A dependency outage without a broker: the record waits in place, and the processed counter counts it
+once, whatever the number of waits (a scripted producer and batcher stand in for aiokafka's)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import REGISTRY
+
+from services.common.api import Context, DependencyUnavailable, Event, Service
+from services.common.kafka import PartitionState, Sender
+from services.common.runtime import Runtime
+from services.common.settings import RuntimeSettings
+from tests.support.worker import Done, Job, WorkerSettings, route
+
+WAITS = 4  # the dependency answers as unavailable this many times per record, then works
+
+
+class Acked:
+    """aiokafka's send() with the brokers acknowledging at once."""
+
+    async def send(self, topic: str, value: bytes | None, **_: Any) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class AckedBatcher:
+    def add_nowait(self, records: Any) -> list[asyncio.Future[None]]:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return [future]
+
+    def flush(self) -> None:
+        pass
+
+
+def runtime() -> Runtime:
+    settings = WorkerSettings(
+        kafka={"bootstrap_servers": "127.0.0.1:1"},  # type: ignore[arg-type]
+        runtime=RuntimeSettings(metrics_port=0, unavailable_backoff_seconds=0.01),
+        input_topic="in",
+        output_topic="out",
+    )
+    calls: Counter[str] = Counter()
+
+    async def handle(job: Job, ctx: Context) -> Sequence[Event]:
+        calls[job.id] += 1
+        if calls[job.id] <= WAITS:
+            raise DependencyUnavailable("the LLM's circuit is open")
+        return [Done(id=job.id, attempt=ctx.attempt, pid=0)]
+
+    run = Runtime(Service(route(settings), handle), kafka=settings.kafka, settings=settings.runtime)
+    run._producer = Acked()
+    run._sender = Sender(run._producer)
+    run._batcher = AckedBatcher()  # type: ignore[assignment]
+    return run
+
+
+def processed(outcome: str) -> float:
+    return REGISTRY.get_sample_value("postcall_records_processed_total", {"service": "worker", "outcome": outcome}) or 0
+
+
+def records(state: PartitionState, offsets: range) -> list[Any]:
+    out = [ConsumerRecord("in", 0, o, 0, 0, b"k", b'{"id": "%d"}' % o, None, 1, 11, ()) for o in offsets]
+    for record in out:
+        state.accept(record.offset)
+    return out
+
+
+async def test_a_record_that_waits_for_a_dependency_counts_as_unavailable_once_not_at_every_wait() -> None:
+    """postcall_records_processed_total counts records: the dashboard's "Records processed / s" stacks its
+    outcomes. A record that waited out four pauses of an LLM outage and then went through is one
+    `unavailable` and one `ok`, not four and one (during an outage the panel grew with every pause)."""
+    run = runtime()
+    state = run.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
+    unavailable, ok = processed("unavailable"), processed("ok")
+
+    for record in records(state, range(0, 2)):  # the one-record path
+        await asyncio.wait_for(run._process(state, record), 5)
+    run.in_flight = 3
+    done = await asyncio.wait_for(run._queue_batch(state, records(state, range(2, 5))), 5)  # the fast path
+    await asyncio.wait_for(run._acknowledge(state, done, [3]), 5)
+
+    assert processed("ok") - ok == 5
+    assert processed("unavailable") - unavailable == 5
