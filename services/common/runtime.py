@@ -35,6 +35,10 @@ from services.common.process import Processor, Verdict, category, describe, due_
 from services.common.settings import KafkaSettings, RuntimeSettings
 
 log = logging.getLogger("postcall.runtime")
+# "dependency unavailable, pausing" once, then at most once a minute with the count of repeats: during an
+# LLM or store outage every waiting record logged it, each time it waited (about 13 lines a second per pod)
+pauses_log = logging.getLogger("postcall.runtime.pauses")
+pauses_log.addFilter(observability.RepeatFilter())
 TOPIC_WAIT_SECONDS = 30.0
 # /readyz: a broker answered a metadata request within this long (asked every KAFKA_CHECK_SECONDS).
 # /healthz never asks: a broker outage restarting every pod would bring nothing back.
@@ -589,7 +593,7 @@ class Runtime:
         self.dependency_paused_until = max(self.dependency_paused_until, time.monotonic() + delay)
         if first:
             observability.RECORDS_PROCESSED.labels(self.service, "unavailable").inc()
-        log.warning("dependency unavailable, pausing", extra={"reason": str(exc), "pause_seconds": delay})
+        pauses_log.warning("dependency unavailable, pausing", extra={"reason": str(exc), "pause_seconds": delay})
         while time.monotonic() < self.dependency_paused_until:
             if not self._is_current(state) or state.revoking or self._stopping.is_set():
                 raise Stopped
