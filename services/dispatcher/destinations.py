@@ -317,7 +317,7 @@ class SmtpDestination(DestinationBase):
     is not one address (or has a line break, a ${VAR} ending in a newline), a host that is no host name,
     a password without a user name (aiosmtplib then sends no AUTH), a CA bundle that cannot be read. A
     password with neither starttls nor implicit_tls (sent in clear text) is refused too, unless the host is
-    a loopback address (a local relay or test server)."""
+    a loopback address (a local relay or test server) or allow_plaintext_login says so."""
 
     kind: Literal["smtp"]
     host: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,253}$", description="The server's host name or IP address.")
@@ -326,6 +326,11 @@ class SmtpDestination(DestinationBase):
     password: SecretRef | None = None
     starttls: bool = Field(True, description="Upgrade with STARTTLS; an error when the server does not offer it.")
     implicit_tls: bool = Field(False, description="TLS from the first byte (port 465).")
+    allow_plaintext_login: bool = Field(
+        False,
+        description="Send the password with neither starttls nor implicit_tls, in clear text: a relay on a "
+        "network you trust that offers no TLS. Not needed for a relay on a loopback address.",
+    )
     ca_file: Path | None = Field(None, description="CA bundle to verify the server with; default: system.")
     from_address: str = Field(description="The From: of every email sent through it: one address, with a name or not.")
     _password: str | None = PrivateAttr(None)
@@ -517,6 +522,8 @@ def _check_plain_login(dest: AnyDestination) -> None:
     """A password goes to an smtp server only over TLS, or to one on this host's loopback."""
     if not isinstance(dest, SmtpDestination) or dest.password is None or dest.starttls or dest.implicit_tls:
         return
+    if dest.allow_plaintext_login:
+        return
     host = dest.host.lower().rstrip(".")
     with contextlib.suppress(ValueError):
         if ipaddress.ip_address(host).is_loopback:
@@ -524,7 +531,8 @@ def _check_plain_login(dest: AnyDestination) -> None:
     if host != "localhost" and not host.endswith(".localhost"):
         raise _FieldProblem(
             "password", "the password would be sent in clear text: set starttls or implicit_tls to true (a "
-            "server on a loopback address, a local relay, is the only one that may go without TLS)",
+            "server on a loopback address, a local relay, may go without TLS; for a relay on a network you "
+            "trust that offers no TLS, set allow_plaintext_login: true)",
         )  # fmt: skip
 
 

@@ -334,6 +334,7 @@ def test_a_password_that_would_be_sent_in_clear_text_is_refused_at_load(host: st
         ('"::1"', LOGIN + "    starttls: false\n"),
         ("localhost", LOGIN + "    starttls: false\n"),
         ("smtp.example.com", "    starttls: false\n"),  # no password: nothing secret sent
+        ("10.0.0.25", LOGIN + "    starttls: false\n    allow_plaintext_login: true\n"),  # said so: a trusted network
     ],
 )
 def test_a_login_over_tls_or_to_a_loopback_relay_is_accepted(host: str, more: str) -> None:
