@@ -5,6 +5,11 @@ sleeps 50 ms per record with max_in_flight 8, so one instance is bounded at abou
 records/s. For k = 1..4: start k instances on a fresh 8-partition topic, wait until the group is
 stable (the instances' logs show the 8 partitions split between them), produce N records and time
 until the output topic holds N. Goal (issue 13): 4 instances >= 3.5x one instance.
+
+The clock stops at N outputs, so a record processed twice (say a rebalance in the middle of a run
+handing a partition over before its offsets were committed) would end it early and flatter the rate.
+Every record has its own id, and once the instances have stopped the output topic must hold exactly N
+outputs of N distinct records; a run where it does not is an error, not a number.
 """
 
 from __future__ import annotations
@@ -63,7 +68,8 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     notes = [
         f"{n:,} records on {PARTITIONS} partitions; handler sleeps {SLEEP_SECONDS * 1000:.0f} ms; max_in_flight "
         f"{MAX_IN_FLIGHT} per instance; every instance is a process on the same 2-core machine as the broker; "
-        f"best of {repeats}. Time runs from the first record produced to the last output on the topic."
+        f"best of {repeats}. Time runs from the first record produced to the last output on the topic; "
+        "a run counts only if the topic then holds exactly one output per record (none processed twice)."
     ]
     data = {"records": n, "samples_rec_s": {str(k): v for k, v in samples.items()}, "best_rec_s": rates}
     return {"summary": summary, "charts": charts, "data": data, "notes": notes}
@@ -100,14 +106,28 @@ async def measure(ctx: BenchContext, k: int, n: int) -> float:
     procs = [ctx.spawn("tests.support.worker", env) for _ in range(k)]
     try:
         await wait_until_balanced(procs, source, timeout=90)
-        job = orjson.dumps({"id": "x", "sleep": SLEEP_SECONDS})
+        jobs = [orjson.dumps({"id": f"r{i}", "sleep": SLEEP_SECONDS}) for i in range(n)]
         started = time.monotonic()
-        await ctx.produce_raw(source, ((f"k{i}".encode(), job, i % PARTITIONS) for i in range(n)))
+        await ctx.produce_raw(source, ((f"k{i}".encode(), job, i % PARTITIONS) for i, job in enumerate(jobs)))
         done = await ctx.wait_for_count(sink, n, timeout=n * SLEEP_SECONDS + 120)
-        return n / (done - started)
     finally:
         for proc in procs:
             proc.term(timeout=60)
+    await each_once(ctx, sink, n, k)
+    return n / (done - started)
+
+
+async def each_once(ctx: BenchContext, sink: str, n: int, k: int) -> None:
+    """RuntimeError unless `sink` holds exactly n outputs of n distinct records: the clock stopped at the
+    n-th output, so only then were the outputs it counted n different records."""
+    ids = [orjson.loads(value)["id"] for _, value, _ in await ctx.read_values(sink)]
+    distinct = len(set(ids))
+    if len(ids) != n or distinct != n:
+        raise RuntimeError(
+            f"{k} instance(s): {len(ids)} outputs of {distinct} distinct records for {n} records produced; "
+            "a record processed twice (a rebalance in the middle of the run?) ends the clock early, so the "
+            "run is not counted"
+        )
 
 
 async def wait_until_balanced(procs: list[Proc], topic: str, timeout: float) -> None:
