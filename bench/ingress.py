@@ -19,7 +19,7 @@ headers, at concurrency 32:
   client, where pods would have a core each.
 
 Both ingress shapes are judged against the same goal. The one-process run's process is one of the two
-replicas (the other is idle then), and the two are measured in alternating order.
+replicas (the other is idle then).
 
 The HTTP client (the only side that speaks HTTP) is wrk (Debian's package; scripts/ensure-tools.sh
 installs it), one thread per ingress process and 32 keep-alive HTTP/1.1 connections in all, with
@@ -30,9 +30,12 @@ from the ingress and the broker: the Python client it replaced (raw asyncio stre
 request, and the ingress accepted 2-7 % more requests/s through wrk in the same runs (the ingress's CPU
 per request unchanged).
 
-The runs are interleaved, `ctx.repeats` each; throughput is the best run, p99 the median of the runs'
-p99s. On this 2-core machine the HTTP client, the ingress and the broker share the CPUs: the ingress
-side also pays for its client (little), which the bare loop does not have. "CPU per accepted webhook" is the
+The runs are interleaved, `ctx.repeats` each, the order of the three (the bare loop, one process, the
+replicas) rotated every repeat as bench.runtime's modes are, so that drift over the run (the topic growing,
+other load on the machine) hits every side alike; until 2026-12-06 the bare loop always ran first and only
+the two ingress shapes alternated. Throughput is the best run, p99 the median of the runs' p99s. On
+this 2-core machine the HTTP client, the ingress and the broker share the CPUs: the ingress side also pays
+for its client (little), which the bare loop does not have. "CPU per accepted webhook" is the
 ingress process's user + system time over the run divided by the webhooks.
 """
 
@@ -191,6 +194,7 @@ async def _ready(url: str, proc: Any) -> None:
 
 
 REPLICAS = 2  # deploy/k8s/base/ingress.yaml: the HorizontalPodAutoscaler's minReplicas
+MODES = ("bare", "one", "deployed")  # the bare loop; the ingress as one process, and as REPLICAS processes
 
 
 async def run(ctx: BenchContext) -> dict[str, Any]:
@@ -219,24 +223,25 @@ async def run(ctx: BenchContext) -> dict[str, Any]:
     all_answers: dict[str, int] = {}
     for repeat in range(ctx.repeats):
         ctx.log(f"ingress bench repeat {repeat + 1}/{ctx.repeats}: {n} events each run")
-        rate, latencies, cpu = await bare(ctx, bodies(f"bare{repeat}", n))
-        rates["bare"].append(rate)
-        bare_cpu_ms.append(cpu * 1000)
-        p99s["bare"].append(percentile(latencies, 99))
-        # the one-process and the replicas' runs alternate which goes first
-        for shape in ("one", "deployed") if repeat % 2 == 0 else ("deployed", "one"):
-            targets = urls[:1] if shape == "one" else urls
-            before, cpu_before = await ctx.count(CONVERSATION_ENDED), cpu_seconds(procs[0].pid)
-            rate, p99, answers = await through_ingress(targets, bodies(f"{shape}{repeat}", n))
-            if shape == "one":
-                cpu_ms.append((cpu_seconds(procs[0].pid) - cpu_before) / n * 1000)
-            rates[shape].append(rate)
-            p99s[shape].append(p99)
-            for key, count in answers.items():
-                all_answers[key] = all_answers.get(key, 0) + count
-            landed = await ctx.count(CONVERSATION_ENDED) - before
-            if landed != n:
-                raise RuntimeError(f"{n} webhooks accepted but {landed} records landed")
+        turn = repeat % len(MODES)
+        for mode in MODES[turn:] + MODES[:turn]:  # rotate the order: drift hits every mode alike
+            if mode == "bare":
+                rate, latencies, cpu = await bare(ctx, bodies(f"bare{repeat}", n))
+                bare_cpu_ms.append(cpu * 1000)
+                p99 = percentile(latencies, 99)
+            else:
+                targets = urls[:1] if mode == "one" else urls
+                before, cpu_before = await ctx.count(CONVERSATION_ENDED), cpu_seconds(procs[0].pid)
+                rate, p99, answers = await through_ingress(targets, bodies(f"{mode}{repeat}", n))
+                if mode == "one":
+                    cpu_ms.append((cpu_seconds(procs[0].pid) - cpu_before) / n * 1000)
+                for key, count in answers.items():
+                    all_answers[key] = all_answers.get(key, 0) + count
+                landed = await ctx.count(CONVERSATION_ENDED) - before
+                if landed != n:
+                    raise RuntimeError(f"{n} webhooks accepted but {landed} records landed")
+            rates[mode].append(rate)
+            p99s[mode].append(p99)
     for proc in procs:
         proc.term()
 
