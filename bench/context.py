@@ -116,12 +116,17 @@ class BenchContext:
     async def count(self, topic: str) -> int:
         """Records in a topic (sum of end offsets; bench topics are never compacted or truncated)."""
         reader = await self._reader_client()
-        parts = reader.partitions_for_topic(topic)
+        ends = await reader.end_offsets([TopicPartition(topic, p) for p in await self._partitions(topic)])
+        return sum(ends.values())
+
+    async def _partitions(self, topic: str) -> set[int]:
+        """The topic's partition numbers, from the reader's metadata (refreshed once when it lacks the topic)."""
+        reader = await self._reader_client()
+        parts: set[int] | None = reader.partitions_for_topic(topic)
         if not parts:
             await reader._client.force_metadata_update()  # a fresh topic is not in the metadata yet
             parts = reader.partitions_for_topic(topic) or set()
-        ends = await reader.end_offsets([TopicPartition(topic, p) for p in parts])
-        return sum(ends.values())
+        return parts
 
     async def wait_for_count(self, topic: str, n: int, timeout: float, poll: float = 0.02) -> float:
         """Wait until `topic` holds n records; returns the monotonic time it did. TimeoutError otherwise."""
@@ -154,8 +159,7 @@ class BenchContext:
         """The group's committed offset per partition of `topic` (None: nothing committed)."""
         admin = await self._admin_client()
         offsets = await admin.list_consumer_group_offsets(group)
-        reader = await self._reader_client()
-        parts = reader.partitions_for_topic(topic) or set()
+        parts = await self._partitions(topic)
         found = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
         return {p: found.get(p) for p in sorted(parts)}
 
