@@ -9,7 +9,10 @@ Both consume the same pre-produced records with the same runtime settings (the r
   plus every fired action, in two mixes: "typical" (about one action per conversation, mostly the CRM
   update on hang-ups) and "busy" (about 2.4: every flow fires often).
 
-Throughput = records / (time every output is in its topics - time the first record was read). The two
+Throughput = records / (time every output is in its topics - time the first record was read). The clock
+stops when the output topics hold as many records as the inputs make (counted in-process beforehand), so
+a record processed twice would stop it early: once the runtime has stopped, its group must have committed
+every input and the topics must hold exactly that many outputs, or the run is an error, not a number. The two
 are interleaved `ctx.repeats` times and the best of each is quoted. Goal: router >= 0.7 x pass-through.
 The CPU time per record is reported beside it: the router's own work (routing ~80 us per record here)
 is small next to producing 2-3.4 records per input instead of one.
@@ -286,7 +289,21 @@ async def measure(
     finally:
         runtime.stop()
         await asyncio.wait_for(task, 120)
+    await each_once(ctx, route.group_id, source, n, sinks, expected)
     return n / (done_at - handler.at), cpu / n * 1e6
+
+
+async def each_once(ctx: BenchContext, group: str, source: str, n: int, sinks: list[str], expected: int) -> None:
+    """RuntimeError unless the stopped runtime's group has committed all n inputs and the sinks hold exactly
+    `expected` records. The clock stopped at `expected` outputs; a record processed twice would have stopped
+    it early, and with every input processed its outputs can only show as more than `expected`."""
+    consumed = sum(offset or 0 for offset in (await ctx.committed(group, source)).values())
+    written = sum([await ctx.count(sink) for sink in sinks])
+    if consumed != n or written != expected:
+        raise RuntimeError(
+            f"{written} records written for {consumed} of {n} inputs, {expected} expected: a record processed "
+            "twice stops the clock early, so the run is not counted"
+        )
 
 
 async def _all_written(ctx: BenchContext, sinks: list[str], expected: int, timeout: float = 600) -> float:
