@@ -68,3 +68,26 @@ async def test_a_run_where_a_record_was_processed_twice_is_an_error_not_a_rate()
 async def test_a_run_with_one_output_per_record_gives_its_rate() -> None:
     rate = await scaling.measure(FakeContext(), 2, 100)  # type: ignore[arg-type]
     assert 0 < rate <= 100
+
+
+async def test_the_instance_counts_run_in_reverse_order_every_other_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One instance ran first and four last in every repeat, so drift over the run (the broker's log
+    growing, other load) fell on the judged ratio's two sides unevenly."""
+    ran: list[int] = []
+
+    async def measure(ctx: Any, k: int, n: int) -> float:
+        ran.append(k)
+        return 100.0 * k
+
+    class Context:
+        quick, smoke, repeats = False, False, 2
+
+        def scaled(self, full: int, quick: int) -> int:
+            return full
+
+        def log(self, message: str) -> None:
+            pass
+
+    monkeypatch.setattr(scaling, "measure", measure)
+    await scaling.run(Context())  # type: ignore[arg-type]
+    assert ran == [1, 2, 3, 4, 4, 3, 2, 1]
