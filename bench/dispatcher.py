@@ -3,7 +3,9 @@
 The receiver is the demo sink (services/devkit/sink.py) in its own process (`python -m bench.dispatcher`
 runs it counting instead of logging each request): it checks every Standard Webhooks signature and
 answers 200 at once, except on /slow, where it answers after 2 s. Every request is signed, the bare
-loop's too, with the same secret.
+loop's too, with the same secret. Every rate and clock counts deliveries: a webhook id's first request.
+A repeat (the same id again, an action delivered twice) is counted apart, and the summary's check fails on
+any; until 2026-12-06 repeats counted as deliveries too, so one would have stopped a clock early.
 
 Throughput: N WebhookRequested actions (~1 KB JSON body) to one destination, max_concurrency 16:
 
@@ -150,8 +152,11 @@ def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
 class CountingSink(Sink):
     """The demo sink keeping counts and arrival times instead of every request (bench volumes).
 
-    GET /stats: {"paths": {path: requests}, "unverified": n, "repeats": n};
+    GET /stats: {"paths": {path: deliveries}, "unverified": n, "repeats": n};
     GET /arrivals/<prefix>: {path: [[webhook_id, time.time()], ...]} for the paths under /<prefix>.
+
+    A delivery is a webhook id's first request: a repeat (the same id again) shows only in "repeats", never
+    in the paths' counts or the arrivals, which every rate here counts and every clock stops on.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -163,9 +168,11 @@ class CountingSink(Sink):
     def _record(self, kind: str, webhook_id: str, **fields: Any) -> None:
         path = str(fields.get("path"))
         self.counts[webhook_id] += 1
+        self.unverified += fields.get("verified") is not True
+        if self.counts[webhook_id] > 1:
+            return  # a repeat would stop a clock early and add to a rate: counted in "repeats" only
         self.paths[path] += 1
         self.arrived.setdefault(path, []).append((webhook_id, time.time()))
-        self.unverified += fields.get("verified") is not True
 
     def _route(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         if method == "GET" and path == "/stats":

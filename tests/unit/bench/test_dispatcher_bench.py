@@ -88,7 +88,7 @@ def signed(msg_id: str, body: bytes) -> dict[str, str]:
     return {k.lower(): v for k, v in Signer([SECRET]).headers(msg_id, body).items()}
 
 
-def test_counting_sink_counts_paths_repeats_and_unverified_requests() -> None:
+def test_counting_sink_counts_deliveries_repeats_and_unverified_requests() -> None:
     sink = CountingSink([SECRET], quiet=True)
     body = b'{"n":1}'
     sink._route("POST", "/iso-t-d1", signed("a1", body), body)
@@ -96,7 +96,7 @@ def test_counting_sink_counts_paths_repeats_and_unverified_requests() -> None:
     sink._route("POST", "/bare-x", {"webhook-id": "a2"}, body)  # unsigned
     sink._route("POST", "/iso-t-d2", {**signed("a3", body), "webhook-signature": "v1,AAAA"}, body)  # bad
     stats = orjson.loads(sink._route("GET", "/stats", {}, b"").body)
-    assert stats == {"paths": {"/iso-t-d1": 2, "/bare-x": 1, "/iso-t-d2": 1}, "unverified": 2, "repeats": 1}
+    assert stats == {"paths": {"/iso-t-d1": 1, "/bare-x": 1, "/iso-t-d2": 1}, "unverified": 2, "repeats": 1}
 
 
 def test_counting_sink_lists_arrivals_under_a_prefix() -> None:
@@ -138,3 +138,16 @@ def test_the_backlog_line_is_judged_against_bare_runs_of_its_own_size() -> None:
     assert longer["text"].startswith(f"the backlog against the bare loop's longer runs: {640 / 900:.2f} of bare httpx")
     via = lines["dispatcher via Kafka, 1 KB webhooks, 16 connections"]
     assert via["baseline"] == 900.0
+
+
+def test_a_repeated_webhook_id_is_not_counted_as_a_delivery() -> None:
+    """Every clock here stops on the receiver's counts and every rate counts its arrivals: an action
+    delivered twice must add to "repeats" only, or it would stop a clock early and add to a rate."""
+    sink = CountingSink([SECRET], quiet=True)
+    body = b'{"n":1}'
+    for msg_id in ("a1", "a2", "a1", "a1"):
+        sink._route("POST", "/kafka-r0", signed(msg_id, body), body)
+    stats = orjson.loads(sink._route("GET", "/stats", {}, b"").body)
+    assert stats["paths"] == {"/kafka-r0": 2} and stats["repeats"] == 2
+    arrivals = orjson.loads(sink._route("GET", "/arrivals/kafka-", {}, b"").body)
+    assert [pair[0] for pair in arrivals["/kafka-r0"]] == ["a1", "a2"]
