@@ -17,7 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.console import access, agents, inbox, letters, operations, pages, trial
 from services.console.render import STATIC, page
 
-TITLES = {400: "Bad request", 401: "Log in", 403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Bad request"}
+TITLES = {
+    400: "Bad request",
+    401: "Log in",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    422: "Bad request",
+    429: "Busy",
+}
 
 
 def mount(app: FastAPI) -> None:
@@ -42,7 +50,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     base = {"who": None, "csrf": None, "open_mode": False}
     if not hasattr(request.state, "console"):
         context = {**base, **context}
-    if request.headers.get("hx-request"):
-        template = "error_fragment.html"
-        return page(request, template, context, status_code=exc.status_code)
-    return page(request, "error.html", context, status_code=exc.status_code)
+    template = "error_fragment.html" if request.headers.get("hx-request") else "error.html"
+    response = page(request, template, context, status_code=exc.status_code)
+    response.headers.update(exc.headers or {})  # a 429's Retry-After
+    return response

@@ -36,7 +36,36 @@ from services.store.views import ConversationDetail
 router = APIRouter(prefix=PATH, include_in_schema=False)
 MAX_PAYLOAD = 5 * 1024 * 1024
 TIMEOUT_SECONDS = 180.0
-_RUNNING = asyncio.Semaphore(2)  # dry runs at once per API process
+RETRY_AFTER_SECONDS = 30
+
+
+class DryRuns:
+    """At most `running` dry runs at once per API process and `waiting` more queued behind them; one more is
+    refused (429) rather than queued: each may take TIMEOUT_SECONDS and make paid LLM calls."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self.at_once = running
+        self.running = asyncio.Semaphore(running)
+        self.limit = running + waiting
+        self.admitted = 0
+
+    @contextlib.contextmanager
+    def place(self) -> Iterator[None]:
+        if self.admitted >= self.limit:
+            raise HTTPException(
+                429,
+                f"{self.limit} dry runs are running or waiting already ({self.at_once} at a time): try again in "
+                f"{RETRY_AFTER_SECONDS} s",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        self.admitted += 1  # no await between the check and this: one event loop, no race
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+
+_DRY_RUNS = DryRuns(running=2, waiting=2)
 
 
 @dataclass
@@ -114,7 +143,7 @@ async def run_try(
     files = config_files(root)
     if config == "edited" and file not in files and file != "":
         raise HTTPException(400, f"{file!r} is not a file of the configuration folder")
-    with _folder(root, file or "edited.yaml" if config == "edited" else None, config_text) as folder:
+    with _DRY_RUNS.place(), _folder(root, file or "edited.yaml" if config == "edited" else None, config_text) as folder:
         result = await dry_run(data, folder, provider or None, agent.strip() or None)
         for problem in result.data.get("problems", []):
             result.data.setdefault("problem_lines", []).append(problem.replace(str(folder) + "/", ""))
@@ -200,7 +229,7 @@ async def dry_run(data: bytes, folder: Path, provider: str | None, agent: str | 
         args.append(f"--provider={provider}")
     if agent:
         args.append(f"--agent={agent}")  # one argument: a value starting with '-' stays a value
-    async with _RUNNING:
+    async with _DRY_RUNS.running:
         process = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )

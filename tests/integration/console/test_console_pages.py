@@ -243,6 +243,43 @@ async def test_try_a_flow_on_an_edited_configuration(store: Store) -> None:
     assert "postcall-try-" not in broken.text  # the private copy's path is not shown
 
 
+async def test_try_a_flow_answers_429_with_retry_after_once_two_run_and_two_wait(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Used to queue every dry run behind the two running ones: each may take 180 s and make paid LLM calls."""
+    from services.console import trial
+
+    queue = trial.DryRuns(running=2, waiting=2)  # this test's own: a semaphore is bound to one event loop
+    monkeypatch.setattr(trial, "_DRY_RUNS", queue)
+    finish, started = asyncio.Event(), []
+
+    class Child:  # `postcall try --json`, held until the test lets it finish
+        async def communicate(self, _data: bytes) -> tuple[bytes, bytes]:
+            started.append(1)
+            await finish.wait()
+            return orjson.dumps({"ok": False, "config_source": None, "input_kind": None, "error": "held"}), b""
+
+    async def spawn(*_args: Any, **_kwargs: Any) -> Child:
+        return Child()
+
+    monkeypatch.setattr(trial.asyncio, "create_subprocess_exec", spawn)
+    example = (ROOT / "examples" / "conversations" / "0005-callback-request.json").read_text()
+    async with console_for(store) as c:
+        form = {"csrf_token": csrf_of((await c.get("/console/try")).text), "source": "paste", "payload": example}
+        queued = [asyncio.create_task(c.post("/console/try", data=form)) for _ in range(4)]
+        while len(started) < 2 or queue.admitted < 4:
+            await asyncio.sleep(0.01)
+        refused = await c.post("/console/try", data=form, headers={"HX-Request": "true"})
+        finish.set()
+        answers = await asyncio.gather(*queued)
+        after = await c.post("/console/try", data=form)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "30"
+    assert "4 dry runs are running or waiting already (2 at a time): try again in 30 s" in refused.text
+    assert [a.status_code for a in answers] == [200] * 4 and "held" in answers[0].text
+    assert len(started) == 5
+    assert after.status_code == 200  # the places are given back
+
+
 async def test_try_a_stored_call_with_its_stored_extraction(store: Store) -> None:
     example = ConversationEnded.model_validate_json(
         (ROOT / "examples" / "conversations" / "0001-support-resolved-hangup.json").read_bytes()
