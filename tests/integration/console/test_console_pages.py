@@ -280,6 +280,25 @@ async def test_try_a_flow_answers_429_with_retry_after_once_two_run_and_two_wait
     assert after.status_code == 200  # the places are given back
 
 
+async def test_try_a_flow_shows_a_dry_run_that_gave_no_answer_as_its_error(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dry run stopped at the time limit, or a child that printed no JSON, used to be a 500 (the result
+    template read the answer's fields, absent then): the viewer saw nothing."""
+    from services.console import trial
+
+    example = (ROOT / "examples" / "conversations" / "0005-callback-request.json").read_text()
+    async with console_for(store) as c:
+        form = {"csrf_token": csrf_of((await c.get("/console/try")).text), "source": "paste", "payload": example}
+        monkeypatch.setenv("POSTCALL_RUNTIME__MAX_IN_FLIGHT", "many")  # the child refuses to start
+        refused = await c.post("/console/try", data=form)
+        monkeypatch.delenv("POSTCALL_RUNTIME__MAX_IN_FLIGHT")
+        monkeypatch.setattr(trial, "TIMEOUT_SECONDS", 0.01)
+        stopped = await c.post("/console/try", data=form)
+    assert refused.status_code == 200 and "POSTCALL_RUNTIME__MAX_IN_FLIGHT" in refused.text, refused.text[-300:]
+    assert stopped.status_code == 200 and "the dry run took longer than 0 s and was stopped" in stopped.text
+
+
 async def test_try_a_stored_call_with_its_stored_extraction(store: Store) -> None:
     example = ConversationEnded.model_validate_json(
         (ROOT / "examples" / "conversations" / "0001-support-resolved-hangup.json").read_bytes()
