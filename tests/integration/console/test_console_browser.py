@@ -169,6 +169,20 @@ async def test_try_a_flow_on_an_edited_configuration(served: Served) -> None:
         await screenshot(page, "try-a-flow", full_page=True)
 
 
+async def test_a_refused_dry_run_shows_why_in_the_page(served: Served) -> None:
+    """htmx 2 swaps no 4xx answer by default: the console's error fragment (here a 404; a 400, or the 429
+    of a full queue, alike) used to be dropped, and the button seemed to do nothing."""
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.viewer)
+        await page.goto(served.url + "/console/try")
+        await page.get_by_label("A stored call:").check()
+        await page.get_by_label("Conversation id").fill("no-such-call")
+        await page.get_by_role("button", name="Run the dry run").click()
+        alert = page.locator("#try-result").get_by_role("alert")
+        await expect(alert).to_have_text("Not found: no stored event for conversation 'no-such-call'", timeout=10_000)
+
+
 async def test_a_viewer_cannot_redrive(served: Served) -> None:
     async with chromium() as browser:
         page = await browser.new_page()
