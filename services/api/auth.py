@@ -16,8 +16,10 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.store import tokens
 from services.store.db import Store
@@ -26,6 +28,9 @@ from services.store.tokens import Principal, Role
 LOCAL = Principal("local", "operator")
 OPEN_MODE_RECHECK_SECONDS = 2.0  # how soon a token created while serving in open mode closes it
 Authenticator = Callable[[Request], Awaitable[Principal | None]]
+# declares the scheme in the OpenAPI document (a client generated from it sends the header); the
+# header itself is read and checked by Auth, which also knows the open mode and the console's session
+BEARER = HTTPBearer(auto_error=False, description="A token from `postcall api token create NAME --role ROLE`.")
 
 
 class BindRefused(Exception):
@@ -101,10 +106,12 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller's principal, if its role is at least `role` (401 / 403 otherwise)."""
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(
+        request: Request, _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+    ) -> Principal:
         auth: Auth = request.app.state.auth
         who = await auth.principal(request)
         if not who.can(role):

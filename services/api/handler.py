@@ -39,7 +39,27 @@ from services.store.views import (
     ReasonCount,
 )
 
-router = APIRouter(prefix="/api/v1")
+
+class Problem(BaseModel):
+    """Every error but a 422 (whose detail lists each invalid parameter) and an operation's 503."""
+
+    detail: str = Field(description="What was wrong, in words.")
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description}
+
+
+router = APIRouter(
+    prefix="/api/v1",
+    responses={
+        401: _problem("No token, or an unknown or revoked one (the API is open only on loopback with no token)."),
+        503: _problem("The store is unavailable; try again shortly."),
+    },
+)
+Responses = dict[int | str, dict[str, Any]]
+BAD_QUERY: Responses = {400: _problem("A malformed cursor, or a number or time the store cannot hold, named.")}
+NOT_OPERATOR: Responses = {403: _problem("The token's role is viewer; this needs operator.")}
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Operator = Annotated[Principal, Depends(require("operator"))]
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="Rows per page.")]
@@ -100,7 +120,7 @@ class ConversationQuery(BaseModel):
         )
 
 
-@router.get("/conversations", response_model=Page[ConversationSummary], tags=["conversations"])
+@router.get("/conversations", response_model=Page[ConversationSummary], responses=BAD_QUERY, tags=["conversations"])
 async def list_conversations(
     who: Viewer,
     store: StoreDep,
@@ -135,8 +155,13 @@ class Reextract(Operation):
         return self
 
 
-OPERATION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    503: {"model": operations.OperationResult, "description": "Kafka failed; `sent` says how far it got."}
+OPERATION_RESPONSES: Responses = {
+    **BAD_QUERY,
+    **NOT_OPERATOR,
+    503: {
+        "model": operations.OperationResult | Problem,
+        "description": "Kafka failed (the result: `sent` says how far it got), or the store is unavailable.",
+    },
 }
 
 
@@ -170,7 +195,12 @@ def _answer(result: operations.OperationResult) -> Any:
     return JSONResponse(result.model_dump(mode="json"), status_code=503)
 
 
-@router.get("/conversations/{conversation_id}", response_model=ConversationDetail, tags=["conversations"])
+@router.get(
+    "/conversations/{conversation_id}",
+    response_model=ConversationDetail,
+    responses={404: _problem("No such conversation in the store.")},
+    tags=["conversations"],
+)
 async def get_conversation(who: Viewer, store: StoreDep, conversation_id: Annotated[str, Path(max_length=256)]) -> Any:
     """The event, every extraction (values with evidence, confidence and review flag), every decision
     trace, each action with every attempt, and the conversation's dead letters."""
@@ -205,7 +235,7 @@ class DeadLetterQuery(BaseModel):
         )
 
 
-@router.get("/dead-letters", response_model=Page[DeadLetterSummary], tags=["dead letters"])
+@router.get("/dead-letters", response_model=Page[DeadLetterSummary], responses=BAD_QUERY, tags=["dead letters"])
 async def list_dead_letters(
     who: Viewer, store: StoreDep, query: Annotated[DeadLetterQuery, Query()], limit: Limit = 50, cursor: Cursor = None
 ) -> Any:
@@ -214,7 +244,7 @@ async def list_dead_letters(
         return _json(await queries.list_dead_letters(conn, query.filters(), limit=limit, cursor=cursor))
 
 
-@router.get("/dead-letters/counts", response_model=list[ReasonCount], tags=["dead letters"])
+@router.get("/dead-letters/counts", response_model=list[ReasonCount], responses=BAD_QUERY, tags=["dead letters"])
 async def dead_letter_counts(
     who: Viewer, store: StoreDep, query: Annotated[DeadLetterQuery, Query()]
 ) -> list[ReasonCount]:
@@ -223,7 +253,12 @@ async def dead_letter_counts(
         return await queries.dead_letter_counts(conn, query.filters())
 
 
-@router.get("/dead-letters/{letter_id}", response_model=DeadLetterDetail, tags=["dead letters"])
+@router.get(
+    "/dead-letters/{letter_id}",
+    response_model=DeadLetterDetail,
+    responses={404: _problem("No such dead letter.")},
+    tags=["dead letters"],
+)
 async def get_dead_letter(who: Viewer, store: StoreDep, letter_id: int) -> DeadLetterDetail:
     async with store.read() as conn:
         found = await queries.get_dead_letter(conn, letter_id)
@@ -262,7 +297,12 @@ async def replay(body: Replay, who: Operator, store: StoreDep, settings: Setting
 # ── statistics and audit ───────────────────────────────────────────────────────────────────────────
 
 
-@router.get("/stats", response_model=list[DayStats], tags=["stats"])
+@router.get(
+    "/stats",
+    response_model=list[DayStats],
+    responses={400: _problem("since is not before until, or a time the store cannot hold.")},
+    tags=["stats"],
+)
 async def stats(
     who: Viewer,
     store: StoreDep,
@@ -279,7 +319,7 @@ async def stats(
         return await queries.stats(conn, start, end, agent)
 
 
-@router.get("/audit", response_model=Page[AuditView], tags=["audit"])
+@router.get("/audit", response_model=Page[AuditView], responses=BAD_QUERY | NOT_OPERATOR, tags=["audit"])
 async def audit(who: Operator, store: StoreDep, limit: Limit = 50, cursor: Cursor = None) -> Page[AuditView]:
     """Operator actions, newest first: who, when, what was chosen, what happened."""
     before = None
