@@ -37,6 +37,9 @@ DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 
+# answers carry transcripts and customers' numbers: no browser or proxy cache keeps them, whoever asked
+API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
 
 def create_app(settings: ApiSettings, *, store: Store | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
@@ -108,6 +111,8 @@ async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Re
     route = getattr(request.scope.get("route"), "path", "unmatched")
     DURATION.labels(route).observe(time.perf_counter() - started)
     REQUESTS.labels(route, str(response.status_code)).inc()
+    if request.url.path.startswith("/api/"):
+        response.headers.update(API_HEADERS)
     return response
 
 

@@ -127,3 +127,23 @@ def test_the_api_refuses_a_public_address_without_a_token_and_serves_with_one(da
     finally:
         server.stop()
     assert token not in server.output()
+
+
+async def test_no_answer_is_kept_by_a_cache_or_sniffed_as_another_type(store: Store) -> None:
+    """Answers carry transcripts and customers' numbers: a browser or a proxy must not store them (a page
+    on a shared machine, a cache in front of the API), whoever asked and however it ended."""
+    token = await create(store, "grafana", "viewer")
+    async with client_for(store, token) as viewer, client_for(store) as nobody:
+        answers = [
+            await viewer.get("/api/v1/conversations"),
+            await viewer.get("/api/v1/conversations/nope"),
+            await viewer.get("/api/v1/dead-letters", params={"cursor": "xyz"}),
+            await viewer.get("/api/v1/stats", params={"since": "yesterday"}),
+            await viewer.post("/api/v1/dead-letters/replay", json=REPLAY),
+            await nobody.get("/api/v1/conversations"),
+        ]
+    for answer in answers:
+        where = (answer.request.url.path, answer.status_code)
+        assert answer.headers.get("cache-control") == "no-store", where
+        assert answer.headers.get("x-content-type-options") == "nosniff", where
+        assert answer.headers["content-type"] == "application/json", where
