@@ -10,7 +10,7 @@ from rich.table import Table
 
 from schemas.routes import registry
 from services.cli.options import Bootstrap, kafka_settings
-from services.common.kafka import ensure_topics
+from services.common.kafka import TopicsRefused, ensure_topics
 
 app = typer.Typer(help="Create and list the topics declared in schemas/topics.py.", no_args_is_help=True)
 
@@ -20,8 +20,19 @@ def create(
     bootstrap: Bootstrap = None,
     replication: int | None = typer.Option(None, help="Replication factor (default: registry, capped at brokers)."),
 ) -> None:
-    """Create every registry topic that does not exist yet; says what it created."""
-    created, existing = asyncio.run(ensure_topics(kafka_settings(bootstrap), registry(), replication))
+    """Create every registry topic that does not exist yet; says what it created and what the cluster refused
+    (exit 1)."""
+    kafka = kafka_settings(bootstrap)
+    topics = registry()
+    try:
+        created, existing = asyncio.run(ensure_topics(kafka, topics, replication))
+    except TopicsRefused as exc:
+        for name in exc.created:
+            typer.echo(f"created  {name}")
+        for name, why in exc.refused.items():
+            typer.echo(f"refused  {name}: {why}", err=True)
+        typer.echo(f"{len(exc.created)} created, {len(exc.refused)} refused by the cluster", err=True)
+        raise typer.Exit(1) from None
     for name in created:
         typer.echo(f"created  {name}")
     typer.echo(f"{len(created)} created, {len(existing)} already existed")

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
 from schemas.topics import Topic, default_replication
@@ -87,10 +87,21 @@ def key_partitioner(key: bytes | None, all_partitions: list[int], available: lis
     return all_partitions[(murmur2_fast(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
+class TopicsRefused(Exception):
+    """Raised when the cluster refused to create some topics (no CREATE permission, a config or replication
+    factor it does not accept, a policy): `created` were created, `refused` maps each other name to why."""
+
+    def __init__(self, created: list[str], refused: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {why}" for name, why in refused.items()))
+        self.created, self.refused = created, refused
+
+
 async def ensure_topics(
     kafka: KafkaSettings, topics: Iterable[Topic], replication: int | None = None
 ) -> tuple[list[str], list[str]]:
-    """Create the topics that do not exist yet; returns (created, already_there). Idempotent."""
+    """Create the topics that do not exist yet; returns (created, already_there). Idempotent. Raises
+    TopicsRefused, after trying every topic, when the cluster refused some."""
+    topics = list(topics)
     admin = AIOKafkaAdminClient(**kafka.client_options(), client_id=f"{kafka.client_id}-admin")
     await admin.start()
     try:
@@ -100,12 +111,16 @@ async def ensure_topics(
         rf = min(replication if replication is not None else default_replication(), brokers)
         new = [NewTopic(t.name, t.partitions, rf, topic_configs=t.config()) for t in wanted]
         created: list[str] = []
+        refused: dict[str, str] = {}
         for topic in new:  # one by one: a concurrent creator must not fail the whole batch
-            try:
-                await admin.create_topics([topic])
-                created.append(topic.name)
-            except TopicAlreadyExistsError:
-                pass
+            # the response carries each topic's error (aiokafka raises none): a refusal is no creation
+            for error in (await admin.create_topics([topic])).to_object()["topic_errors"]:
+                if error["error_code"] == 0:
+                    created.append(topic.name)
+                elif error["error_code"] != TopicAlreadyExistsError.errno:  # a concurrent creator's
+                    refused[topic.name] = error["error_message"] or for_code(error["error_code"]).__name__
+        if refused:
+            raise TopicsRefused(created, refused)
         return created, sorted({t.name for t in topics} - set(created))
     finally:
         await admin.close()
