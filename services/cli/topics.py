@@ -10,7 +10,7 @@ from rich.table import Table
 
 from schemas.routes import registry
 from services.cli.options import Bootstrap, kafka_settings
-from services.common.kafka import TopicsRefused, ensure_topics
+from services.common.kafka import TopicsRefused, ensure_topics, topic_differences
 
 app = typer.Typer(help="Create and list the topics declared in schemas/topics.py.", no_args_is_help=True)
 
@@ -20,8 +20,9 @@ def create(
     bootstrap: Bootstrap = None,
     replication: int | None = typer.Option(None, help="Replication factor (default: registry, capped at brokers)."),
 ) -> None:
-    """Create every registry topic that does not exist yet; says what it created and what the cluster refused
-    (exit 1)."""
+    """Create every registry topic that does not exist yet; says what it created, what the cluster refused
+    and which existing topics have fewer partitions, a shorter retention or other settings than declared
+    (either: exit 1)."""
     kafka = kafka_settings(bootstrap)
     topics = registry()
     try:
@@ -35,7 +36,18 @@ def create(
         raise typer.Exit(1) from None
     for name in created:
         typer.echo(f"created  {name}")
+    # an existing topic is never changed: one created otherwise may lose or refuse records, so say so
+    differing = asyncio.run(topic_differences(kafka, [t for t in topics if t.name in existing]))
+    for name, lacking in differing.items():
+        typer.echo(f"differs  {name}: {'; '.join(lacking)}")
     typer.echo(f"{len(created)} created, {len(existing)} already existed")
+    if differing:
+        typer.echo(
+            f"{len(differing)} existing topic(s) differ from the registry and were not changed: see "
+            'docs/operations.md, "Topics that differ from the registry"',
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command("list")

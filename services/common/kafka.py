@@ -22,6 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
@@ -124,6 +125,65 @@ async def ensure_topics(
         return created, sorted({t.name for t in topics} - set(created))
     finally:
         await admin.close()
+
+
+async def topic_differences(kafka: KafkaSettings, topics: Iterable[Topic]) -> dict[str, list[str]]:
+    """What each existing topic lacks of its declaration, by topic: fewer partitions, a shorter retention, a
+    lower record size limit, another cleanup policy or another value of a declared config. `ensure_topics`
+    never changes a topic that exists, and one created otherwise (by hand, by an older version, or by a
+    broker's `auto.create.topics.enable` on a first write: 1 partition, 7 days, 1 MB records) may silently
+    drop or refuse records: a retry tier whose retention is shorter than its delay loses its copies before
+    they are due. More partitions or a longer retention than declared is not a difference."""
+    wanted = list(topics)
+    admin = AIOKafkaAdminClient(**kafka.client_options(), client_id=f"{kafka.client_id}-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        found = [t for t in wanted if t.name in existing]
+        if not found:
+            return {}
+        described = await admin.describe_topics([t.name for t in found])
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t.name) for t in found])
+    finally:
+        await admin.close()
+    partitions = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            # aiokafka names an entry's name field `config_names`
+            entries = resource["config_entries"]
+            configs[resource["resource_name"]] = {e["config_names"]: e["config_value"] for e in entries}
+    differences: dict[str, list[str]] = {}
+    for topic in found:
+        lacking = []
+        have = partitions.get(topic.name)
+        if have is not None and have < topic.partitions:
+            lacking.append(f"{have} partitions (declared {topic.partitions})")
+        actual = configs.get(topic.name, {})
+        lacking += [
+            f"{name}={actual.get(name)} (declared {value})"
+            for name, value in topic.config().items()
+            if not _config_meets(name, actual.get(name), value)
+        ]
+        if lacking:
+            differences[topic.name] = lacking
+    return differences
+
+
+def _config_meets(name: str, actual: str | None, declared: str) -> bool:
+    if actual is None:
+        return False
+    if name == "cleanup.policy":
+        return set(actual.split(",")) == set(declared.split(","))
+    if name in ("retention.ms", "retention.bytes", "max.message.bytes"):
+        try:
+            have, want = int(actual), int(declared)
+        except ValueError:
+            return actual == declared
+        if name != "max.message.bytes" and have < 0:
+            return True  # -1: kept for ever
+        return want >= 0 and have >= want
+    return actual == declared
 
 
 async def read_partition(
