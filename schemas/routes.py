@@ -28,6 +28,7 @@ from schemas import topics as t
 from schemas.topics import Stream, Topic
 
 Partitioning = Literal["key", "input"]
+RETRY_RETENTION_MS = 7 * t.DAY_MS  # every retry tier's topic: far longer than any tier's delay
 Keying = Literal["event", "input"]
 Ordering = Literal["key", "unordered"]
 
@@ -130,13 +131,20 @@ class Route:
             raise ValueError(f"{self.service} does not consume {sorted(unknown)}")
         return dataclasses.replace(self, consumes=tuple(s for s in self.consumes if s.topic in topics))
 
-    def check(self, retry_delays_seconds: Sequence[float]) -> None:
+    def check(self, retry_delays_seconds: Sequence[float], jitter: float = 0.0) -> None:
         """Start-up checks: refuse a configuration the route cannot carry out (raises ValueError)."""
         if len(retry_delays_seconds) > self.tiers:
             # a tier without a topic would leave a failed record with nowhere to go
             raise ValueError(
                 f"{self.service}: {len(retry_delays_seconds)} retry delays configured "
                 f"({list(retry_delays_seconds)}) but its route declares {self.tiers} retry tiers"
+            )
+        too_long = [d for d in retry_delays_seconds if d * (1 + jitter) * 1000 >= RETRY_RETENTION_MS]
+        if too_long:
+            # the tier's topic would delete the copy before it is due: the record would be skipped, never retried
+            raise ValueError(
+                f"{self.service}: retry delays {too_long} (with {jitter:.0%} jitter) reach the retry topics' "
+                f"retention of {RETRY_RETENTION_MS // t.DAY_MS} days: a copy would be deleted before it is due"
             )
         models = [o.stream.model for o in self.produces]
         if len(set(models)) != len(models):
@@ -264,7 +272,7 @@ def registry() -> list[Topic]:
                     name,
                     f"{route.service} retry tier {tier} (delay topic).",
                     p,
-                    7 * t.DAY_MS,
+                    RETRY_RETENTION_MS,
                     producers=own,
                     consumers=(*own, *(r for r in _readers(name) if r != route.service)),
                 )

@@ -59,7 +59,7 @@ class Processor:
 
     def __init__(self, service: Service[Any], settings: RuntimeSettings, group_id: str) -> None:
         route = service.route
-        route.check(settings.retry_delays_seconds)
+        route.check(settings.retry_delays_seconds, settings.retry_jitter)
         self.service, self.route, self.settings, self.group_id = service, route, settings, group_id
         self.name = route.service
         self.retry_topics = route.retry_topics[: len(settings.retry_delays_seconds)]

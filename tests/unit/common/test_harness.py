@@ -176,3 +176,15 @@ async def test_a_failure_hook_that_raises_does_not_keep_the_record_from_its_fate
 
     out = await Harness(Service(ROUTE, Worker().handle, broken)).send(Job(id="a", permanent=True))
     assert (out.status, out.outputs, len(out.dead_letters)) == ("dead_lettered", [], 1)
+
+
+def test_a_retry_delay_the_retry_topics_would_not_keep_until_due_is_refused_at_start() -> None:
+    """POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS is free text: a tier of 8 days (or 6 days with 20 % jitter)
+    outlives the retry topics' 7 days, so its copies were deleted before due and skipped, never retried."""
+    worker = Worker()
+    week = 7 * 24 * 3600
+    with pytest.raises(ValueError, match="reach the retry topics' retention of 7 days"):
+        Harness(Service(ROUTE, worker.handle), RuntimeSettings(retry_delays_seconds=[1, 60, 8 * 24 * 3600]))
+    with pytest.raises(ValueError, match=r"retry delays \[518400.0\] \(with 20% jitter\)"):
+        Harness(Service(ROUTE, worker.handle), RuntimeSettings(retry_delays_seconds=[518400], retry_jitter=0.2))
+    Harness(Service(ROUTE, worker.handle), RuntimeSettings(retry_delays_seconds=[week / 2], retry_jitter=0.2))
