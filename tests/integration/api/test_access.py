@@ -147,3 +147,22 @@ async def test_no_answer_is_kept_by_a_cache_or_sniffed_as_another_type(store: St
         assert answer.headers.get("cache-control") == "no-store", where
         assert answer.headers.get("x-content-type-options") == "nosniff", where
         assert answer.headers["content-type"] == "application/json", where
+
+
+async def test_a_write_another_sites_page_could_send_is_refused_naming_the_content_type(store: Store) -> None:
+    """A page of any site may POST to http://127.0.0.1:8400 without a CORS preflight when the body has no
+    Content-Type (fetch with a Blob), or a text/plain or form one; in open mode nothing else stops it. FastAPI
+    before 0.132 read a body without Content-Type as JSON; curl -d sends a form type and got an unclear 422."""
+    body = b'{"filter": {"ids": ["c1"]}, "redeliver": true}'
+    async with client_for(store) as anyone:
+        for content_type in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; b=x"):
+            headers = {"origin": "https://attacker.example"} | ({"content-type": content_type} if content_type else {})
+            for path in ("/api/v1/conversations/reextract", "/api/v1/dead-letters/replay"):
+                refused = await anyone.post(path, content=body, headers=headers)
+                assert refused.status_code == 415, (path, content_type, refused.status_code, refused.text)
+                assert "Content-Type: application/json" in refused.json()["detail"]
+        assert (await anyone.get("/api/v1/audit")).json()["items"] == []
+        typed = await anyone.post(
+            "/api/v1/conversations/reextract", content=body, headers={"content-type": "application/json; charset=utf-8"}
+        )
+        assert typed.status_code == 200

@@ -81,6 +81,7 @@ async def test_every_answer_is_declared_in_the_openapi_document_with_its_body(st
             (o, "POST", replay, None, {"json": {"filter": {"service": ["router"]}, "dry_run": True}}),
             (o, "POST", replay, None, {"json": {"filter": {"ids": [2**63]}, "dry_run": True}}),
             (v, "POST", replay, None, {"json": {"filter": {"service": ["router"]}, "dry_run": True}}),
+            (o, "POST", replay, None, {"content": b'{"filter": {}}'}),  # 415: no Content-Type
             (o, "POST", reextract, None, {"json": {"filter": {"ids": ["c1"]}, "dry_run": True}}),
             (o, "POST", reextract, None, {"json": {"filter": {}}}),  # 422
             (no_kafka, "POST", reextract, None, {"json": {"filter": {"ids": ["c1"]}}}),  # 503, the result
