@@ -9,7 +9,8 @@ do what is services/console/access.py's.
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,16 +35,33 @@ def mount(app: FastAPI) -> None:
     app.mount(f"{access.PATH}/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_exception_handler(access.LoginRequired, _login_required)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_form)
 
 
 async def _login_required(request: Request, _exc: Exception) -> Response:
     return access.login_redirect(request)
 
 
+def _console_page(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith(access.PATH + "/") and not path.startswith(access.PATH + "/static")
+
+
+async def _invalid_form(request: Request, exc: Exception) -> Response:
+    """A form field FastAPI refuses (too long, not a number): the console's error page naming the field and
+    what is wrong, never its value (FastAPI's JSON echoes it, and htmx would swap it in as markup); the
+    JSON API keeps FastAPI's JSON body."""
+    assert isinstance(exc, RequestValidationError)
+    if not _console_page(request):
+        return await request_validation_exception_handler(request, exc)
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'form'}: {e['msg']}" for e in exc.errors())
+    return await _http_error(request, StarletteHTTPException(422, problems))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     """An HTML page for the console's errors; the JSON API keeps FastAPI's JSON body."""
     assert isinstance(exc, StarletteHTTPException)
-    if not request.url.path.startswith(access.PATH + "/") or request.url.path.startswith(access.PATH + "/static"):
+    if not _console_page(request):
         return await http_exception_handler(request, exc)
     await access.resolve_or_none(request)
     context = {"status": exc.status_code, "title": TITLES.get(exc.status_code, "Error"), "detail": exc.detail}

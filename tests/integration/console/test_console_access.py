@@ -156,3 +156,26 @@ async def test_pages_forbid_inline_script_and_framing(store: Store, monkeypatch:
     policy = headers["content-security-policy"]
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
     assert headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_form_field_the_console_refuses_is_named_in_its_own_escaped_page_not_fastapis_json(
+    store: Store,
+) -> None:
+    """htmx swaps a 4xx answer into the page (b8bfbd3). A form field FastAPI refuses (too long, not a number)
+    was answered with FastAPI's JSON, which echoes the field's value: swapped as HTML, that value became
+    markup in the page. The console answers with its error fragment naming the field, never the value."""
+    token = await create_token(store, "alice", "operator")
+    async with console_for(store) as c:
+        await login(c, token)
+        hostile = "<b id=injected>x</b>" * 20  # over the 256 characters a conversation id may have
+        for path, data in [
+            ("/console/operations/reextract", {"conversation_id": hostile}),
+            ("/console/operations/redrive", {**REDRIVE, "limit": "<i>many</i>"}),
+        ]:
+            for headers in ({"HX-Request": "true"}, {}):
+                html = (await c.get("/console/dead-letters")).text
+                refused = await c.post(path, data={"csrf_token": csrf_of(html), **data}, headers=headers)
+                assert refused.status_code == 422, path
+                assert refused.headers["content-type"].startswith("text/html"), path
+                assert "<b id=injected>" not in refused.text and "<i>many" not in refused.text, path
+                assert "conversation_id" in refused.text or "limit" in refused.text, refused.text
