@@ -76,7 +76,7 @@ async def revoke_token(conn: AsyncConnection, name: str) -> None:
 
 async def list_tokens(conn: AsyncConnection) -> list[TokenView]:
     t = table(ApiToken).c
-    rows = await conn.execute(select(t.name, t.role, t.created_at, t.last_used_at, t.revoked_at).order_by(t.name))
+    rows = await conn.execute(select(t.name, t.role, t.created_at, t.last_used_at, t.revoked_at).order_by(t.name, t.id))
     return [TokenView(**r._mapping) for r in rows]
 
 

@@ -166,3 +166,19 @@ async def test_a_write_another_sites_page_could_send_is_refused_naming_the_conte
             "/api/v1/conversations/reextract", content=body, headers={"content-type": "application/json; charset=utf-8"}
         )
         assert typed.status_code == 200
+
+
+async def test_a_revoked_tokens_name_can_be_given_to_its_replacement(store: Store) -> None:
+    """Rotating a token: `revoke grafana` then `create grafana` (the refusal itself said "revoke it first")."""
+    old = await create(store, "grafana", "viewer")
+    async with store.write() as conn:
+        await tokens.revoke_token(conn, "grafana")
+    new = await create(store, "grafana", "operator")
+    with pytest.raises(tokens.TokenError, match="exists already"):
+        await create(store, "grafana", "viewer")  # one active token per name
+    async with client_for(store, old) as before, client_for(store, new) as after:
+        assert (await before.get("/api/v1/conversations")).status_code == 401
+        assert (await after.get("/api/v1/audit")).status_code == 200
+    async with store.read() as conn:
+        listed = [(t.name, t.role, t.revoked_at is None) for t in await tokens.list_tokens(conn)]
+    assert sorted(listed) == [("grafana", "operator", True), ("grafana", "viewer", False)]
