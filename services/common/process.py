@@ -286,7 +286,8 @@ def hop_headers(record: Any, ctx: Context, exc: BaseException, attempts: int) ->
             h.ORIGINAL_OFFSET: str(ctx.offset),
             h.ORIGINAL_TIMESTAMP: str(ctx.timestamp_ms),
             h.ATTEMPTS: str(attempts),
-            h.FIRST_FAILURE_AT: previous.get(h.FIRST_FAILURE_AT) or failed_at,
+            # an earlier hop's time only from our own copy (on a retry tier: ctx names the original topic)
+            h.FIRST_FAILURE_AT: (previous.get(h.FIRST_FAILURE_AT) if record.topic != ctx.topic else None) or failed_at,
             h.LAST_FAILURE_AT: failed_at,
             h.EXCEPTION_CLASS: f"{type(exc).__module__}.{type(exc).__qualname__}",
             h.EXCEPTION_MESSAGE: describe(exc),

@@ -140,6 +140,19 @@ async def test_forged_hop_headers_on_a_main_topic_are_ignored() -> None:
     assert not set(forged) & set(out.contexts[0].headers)
 
 
+async def test_a_forged_first_failure_time_on_a_main_topic_is_not_carried_into_the_retry_copy() -> None:
+    """x-first-failure-at on a record from outside (a main topic) was carried into its retry copies and
+    dead letter as the time of its first failure (the store and console show it)."""
+    forged = {h.FIRST_FAILURE_AT: "1999-01-01T00:00:00Z"}
+    out = await harness().send(Job(id="a", fail=99), headers=forged)
+    assert out.retries and out.dead_letters
+    for copy in (*out.retries, *out.dead_letters):
+        assert copy.headers[h.FIRST_FAILURE_AT] != "1999-01-01T00:00:00Z"
+    assert {c.headers[h.FIRST_FAILURE_AT] for c in (*out.retries, *out.dead_letters)} == {
+        out.retries[0].headers[h.FIRST_FAILURE_AT]
+    }, "the first failure's time, ours, carried from tier to tier"
+
+
 async def test_a_long_retry_after_picks_a_longer_tier_and_counts_one_attempt() -> None:
     out = await harness().send(Job(id="a", fail=1, retry_after=1.5))
     assert [r.topic for r in out.retries] == [ROUTE.retry_topics[1]]
