@@ -8,15 +8,25 @@ written during one event-loop step and writes it at the end of that step with on
 was written; a close writes what is held first. Once what is held reaches uvicorn's high-water mark
 (64 KiB) it is written at once, so that a large or streamed response meets the real transport's
 backpressure (pause_writing) as it would without this.
+
+`CoalescingHttpToolsProtocol` also bounds what a client can hold, which uvicorn's httptools protocol
+does not: a request's line and headers over `MAX_HEAD_BYTES` are answered 431 and the connection
+closed (httptools keeps every header byte it is given: one endless header grew the process by
+hundreds of MB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("services.ingress")
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; the vendors' are under 2 KiB
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -97,7 +107,42 @@ class CoalescingTransport(asyncio.Transport):
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a `CoalescingTransport` (uvicorn.Config(http=...))."""
+    """uvicorn's httptools protocol on a `CoalescingTransport` (uvicorn.Config(http=...)), with a bound
+    on a request's head (module docstring)."""
+
+    _head_bytes: int | None = None  # bytes received while reading a head; None once it is complete
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
+        self._head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self._refuse(431, "headers_too_large", f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = 0  # what comes next is the next request's head
+        super().on_message_complete()
+
+    def _refuse(self, status: int, error: str, message: str) -> None:
+        """Answer (unless an answer to this request was already written) and close the connection."""
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else None
+        log.warning(f"request refused: {error}", extra={"status": status, "client": client, "detail": message})
+        # never written where it would be read as the answer to an earlier request, or after this one's
+        cycle = self.cycle
+        reading_head = self._head_bytes is not None
+        if cycle is None or (cycle.response_complete if reading_head else not cycle.response_started):
+            body = orjson.dumps({"error": error, "message": message})
+            reason = {431: b"Request Header Fields Too Large"}[status]
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+            )
+        self.transport.close()

@@ -5,7 +5,10 @@ in one write, in order; a close writes what is held first; over a real socket wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import socket
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import uvicorn
@@ -125,3 +128,65 @@ async def test_uvicorn_answers_whole_on_keep_alive_and_on_connection_close() -> 
     answers = received.split(b"HTTP/1.1 200 OK\r\n")[1:]
     assert [a.rsplit(b"\r\n\r\n", 1)[1] for a in answers] == [b"/one", b"/two"]
     assert b"connection: close" in answers[1]
+
+
+@contextlib.asynccontextmanager
+async def served(protocol: type[asyncio.Protocol]) -> AsyncIterator[int]:
+    """`app` on uvicorn with `protocol`, on a free port, for the block."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol, log_config=None, lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def send_until_answered(port: int, chunks: Iterable[bytes]) -> tuple[bytes, int]:
+    """Send `chunks` on one connection, reading between them (a server that closes with bytes unread
+    resets the connection, and the answer would be lost); the answer and the bytes sent before it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer, sent = b"", 0
+    with contextlib.suppress(ConnectionError):
+        for chunk in chunks:
+            if reader.at_eof() or answer:
+                break
+            writer.write(chunk)
+            sent += len(chunk)
+            with contextlib.suppress(TimeoutError):
+                answer += await asyncio.wait_for(reader.read(4096), 0.01)
+            await writer.drain()
+        answer += await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return answer, sent
+
+
+async def test_a_request_head_over_the_limit_is_answered_431_and_its_connection_closed() -> None:
+    """httptools keeps every header byte it is given: one endless header grew the process by hundreds
+    of MB. The answer comes once the head passes MAX_HEAD_BYTES, long before 8 MiB are sent."""
+    endless = itertools.chain(
+        [b"POST /webhooks/vapi/x HTTP/1.1\r\nhost: x\r\nx-pad: "], itertools.repeat(b"a" * 65536, 128)
+    )
+    async with served(CoalescingHttpToolsProtocol) as port:
+        answer, sent = await send_until_answered(port, endless)
+    assert answer.startswith(b"HTTP/1.1 431 "), (sent, answer[:200])
+    assert b"connection: close" in answer and b'"error":"headers_too_large"' in answer
+    assert sent < 4 * 1024 * 1024  # the server stopped reading: the socket buffers took the rest
+
+
+async def test_a_head_of_many_headers_over_the_limit_is_refused_and_one_under_it_answered() -> None:
+    def request(count: int) -> Iterator[bytes]:  # 11 bytes a header
+        yield b"GET /many HTTP/1.1\r\nhost: x\r\n"
+        for start in range(0, count, 1000):
+            yield b"".join(b"x-%05d: 1\r\n" % i for i in range(start, min(start + 1000, count)))
+        yield b"connection: close\r\n\r\n"
+
+    async with served(CoalescingHttpToolsProtocol) as port:
+        under, _ = await send_until_answered(port, request(5_000))
+        over, _ = await send_until_answered(port, request(50_000))
+    assert under.startswith(b"HTTP/1.1 200 ") and under.endswith(b"/many")
+    assert over.startswith(b"HTTP/1.1 431 ")
