@@ -36,7 +36,8 @@ async def main() -> int:
     app = create_app(settings, endpoints, Publisher(settings.kafka, settings.ingress.publish_timeout_seconds))
     config = uvicorn.Config(
         app,
-        http=CoalescingHttpToolsProtocol,  # httptools, one socket write per response (serving.py)
+        # httptools, one socket write per response, a request's head and reading time bounded (serving.py)
+        http=CoalescingHttpToolsProtocol.with_read_timeout(settings.ingress.read_timeout_seconds),
         host=settings.ingress.host,
         port=settings.ingress.port,
         log_config=None,  # the JSON root handler set up above

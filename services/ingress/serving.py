@@ -12,7 +12,10 @@ backpressure (pause_writing) as it would without this.
 `CoalescingHttpToolsProtocol` also bounds what a client can hold, which uvicorn's httptools protocol
 does not: a request's line and headers over `MAX_HEAD_BYTES` are answered 431 and the connection
 closed (httptools keeps every header byte it is given: one endless header grew the process by
-hundreds of MB).
+hundreds of MB), and a request whose head and body have not all arrived `read_timeout` seconds after
+the connection or its first byte is answered 408 and closed (uvicorn times out only the idle wait
+between requests: a connection that sends nothing, or trickles its head or body, was held for
+ever). One timer per connection, re-armed when it fires, not one per request.
 """
 
 from __future__ import annotations
@@ -108,13 +111,27 @@ class CoalescingTransport(asyncio.Transport):
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a `CoalescingTransport` (uvicorn.Config(http=...)), with a bound
-    on a request's head (module docstring)."""
+    on a request's head and on the time its head and body take to arrive (module docstring)."""
 
+    read_timeout = 30.0  # seconds; `with_read_timeout` sets it from the settings
+    _reading_since: float | None = None  # loop time the request being read began (or the connection)
     _head_bytes: int | None = None  # bytes received while reading a head; None once it is complete
+    _read_timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def with_read_timeout(cls, seconds: float) -> type[CoalescingHttpToolsProtocol]:
+        return type(cls.__name__, (cls,), {"read_timeout": seconds})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
-        self._head_bytes = 0
+        self._reading_since, self._head_bytes = self.loop.time(), 0
+        self._read_timer = self.loop.call_later(self.read_timeout, self._check_read)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._head_bytes is not None:
@@ -123,13 +140,29 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
             self._refuse(431, "headers_too_large", f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._reading_since is None:  # the first request's time counts from the connection
+            self._reading_since = self.loop.time()
+
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._head_bytes = 0  # what comes next is the next request's head
+        self._reading_since, self._head_bytes = None, 0  # what comes next is the next request's head
         super().on_message_complete()
+
+    def _check_read(self) -> None:
+        now, since = self.loop.time(), self._reading_since
+        # reading paused by this side (a pipelined request waiting for the answer before it) is not the
+        # client's delay
+        if since is not None and now - since >= self.read_timeout and not self.flow.read_paused:
+            if not self.transport.is_closing():
+                self._refuse(408, "request_timeout", f"the request did not arrive within {self.read_timeout:g} s")
+            return
+        left = self.read_timeout if since is None else since + self.read_timeout - now
+        self._read_timer = self.loop.call_later(left if left > 0 else 1.0, self._check_read)
 
     def _refuse(self, status: int, error: str, message: str) -> None:
         """Answer (unless an answer to this request was already written) and close the connection."""
@@ -140,7 +173,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         reading_head = self._head_bytes is not None
         if cycle is None or (cycle.response_complete if reading_head else not cycle.response_started):
             body = orjson.dumps({"error": error, "message": message})
-            reason = {431: b"Request Header Fields Too Large"}[status]
+            reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
             self.transport.write(
                 b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                 b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)

@@ -27,6 +27,14 @@ class IngressHttpSettings(BaseModel):
         le=8 * 1024 * 1024,
         description="Larger requests are refused with 413 before they are read (at most the topic's record size).",
     )
+    read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="A request whose line, headers and body have not all arrived this long after its first byte "
+        "(or its connection) is answered 408 and its connection closed, so that a client trickling bytes, or "
+        "sending none, cannot hold connections for ever. Longer than any vendor waits for an answer (10-20 s).",
+    )
     publish_timeout_seconds: float = Field(
         4.0,
         gt=0,

@@ -310,3 +310,94 @@ def test_a_vendor_retry_through_another_replica_lands_twice_and_is_extracted_onc
     extracted = [r for r in asyncio.run(read_all(kafka, out)) if r.json()["conversation"]["event_id"] == event_id]
     assert len(extracted) == 1 and extracted[0].json()["extraction"]["status"] == "ok"
     assert DUPLICATES._value.get() >= skipped + 1
+
+
+def retell_request(call_id: bytes) -> tuple[bytes, bytes]:
+    """A signed Retell call_analyzed webhook of its own call, as (head, body) bytes on the wire."""
+    body = example("retell/phone-voicemail-analyzed.json").replace(b"Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6", call_id)
+    headers = {**signed_headers("retell", body, DEMO_SECRETS["retell"]), "content-length": str(len(body))}
+    head = b"POST /webhooks/retell/copperline HTTP/1.1\r\nhost: ingress\r\n"
+    return head + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n", body
+
+
+async def trickle(port: int, parts: list[bytes], every: float, until: float) -> bytes:
+    """Send `parts` one every `every` seconds, then one byte of the rest at a time, until the server
+    answers and closes or `until` seconds pass; what the server sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = b""
+    deadline = time.monotonic() + until
+
+    async def read_to_eof() -> None:
+        nonlocal answer
+        while chunk := await reader.read(4096):
+            answer += chunk
+
+    reading = asyncio.create_task(read_to_eof())
+    try:
+        for part in parts:
+            if reading.done() or time.monotonic() > deadline:
+                break
+            writer.write(part)
+            await asyncio.wait([reading], timeout=every)
+        await asyncio.wait([reading], timeout=max(deadline - time.monotonic(), 0))
+    except ConnectionError:
+        pass
+    finally:
+        reading.cancel()
+        writer.close()
+    return answer
+
+
+def test_slow_or_silent_clients_are_answered_408_and_hold_no_connection_or_capacity(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """A request whose head and body have not all arrived `read_timeout_seconds` (here 2) after its
+    connection or first byte is answered 408 and closed: one that sends nothing, trickles its head, or
+    trickles its body. 32 such connections do not delay a webhook sent meanwhile; one that arrives in
+    pieces within the time is published; a head over 64 KiB is answered 431."""
+    asyncio.run(ensure_topics(kafka, [Topic(CONVERSATION_ENDED, "test", 3, 3_600_000)], replication=1))
+    ingress = start_ingress(kafka.bootstrap_servers, tmp_path, POSTCALL_INGRESS__READ_TIMEOUT_SECONDS="2")
+    port = int(ingress.url.rsplit(":", 1)[1])
+    try:
+        ingress.wait("/readyz", 200)
+        assert ingress.post("vapi", example("vapi/web-call-no-analysis.json")).status_code == 200  # warm
+        slow_call = f"slow-{uuid.uuid4().hex}"
+        slow_head, slow_body = retell_request(slow_call.encode())
+        pieces_head, pieces_body = retell_request(f"pieces-{uuid.uuid4().hex}".encode())
+
+        async def scenario() -> tuple[list[bytes], bytes, float, httpx.Response]:
+            slow = [
+                *(trickle(port, [], 0.5, 8) for _ in range(8)),  # nothing at all
+                *(
+                    trickle(port, [bytes([b]) for b in slow_head], 0.5, 8) for _ in range(12)
+                ),  # the head, a byte at a time
+                *(trickle(port, [slow_head, *(bytes([b]) for b in slow_body)], 0.5, 8) for _ in range(12)),
+            ]
+            held = [asyncio.create_task(s) for s in slow]
+            await asyncio.sleep(0.5)
+            in_pieces = trickle(port, [pieces_head, pieces_body[:100], pieces_body[100:]], 0.4, 8)
+            started = time.monotonic()
+            async with httpx.AsyncClient(timeout=10) as client:
+                body = example("retell/phone-voicemail-analyzed.json").replace(
+                    b"Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6", f"quick-{uuid.uuid4().hex}".encode()
+                )
+                url = f"{ingress.url}/webhooks/retell/copperline"
+                quick = await client.post(
+                    url, content=body, headers=signed_headers("retell", body, DEMO_SECRETS["retell"])
+                )
+            waited = time.monotonic() - started
+            return [*(await asyncio.gather(*held))], await in_pieces, waited, quick
+
+        answers, in_pieces, waited, quick = asyncio.run(scenario())
+        assert quick.status_code == 200 and quick.json()["status"] == "published", quick.text
+        assert waited < 1.5, "the webhook sent while 32 connections trickled was not delayed"
+        assert in_pieces.startswith(b"HTTP/1.1 200 ") and b'"status":"published"' in in_pieces, in_pieces[:300]
+        refused = [a for a in answers if a.startswith(b"HTTP/1.1 408 ") and b'"error":"request_timeout"' in a]
+        assert len(refused) == 32, [a[:100] for a in answers]
+        assert records_of(kafka, f"retell:{slow_call}:call_analyzed", within=1) == []  # no body arrived whole
+
+        huge = asyncio.run(trickle(port, [slow_head[:60], *[b"a" * 65536] * 64], 0.01, 5))
+        assert huge.startswith(b"HTTP/1.1 431 ") and b'"error":"headers_too_large"' in huge, huge[:300]
+        assert ingress.proc.output().count('"msg":"request refused: request_timeout"') == 32
+    finally:
+        ingress.proc.term(timeout=30)

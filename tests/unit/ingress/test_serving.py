@@ -190,3 +190,21 @@ async def test_a_head_of_many_headers_over_the_limit_is_refused_and_one_under_it
         over, _ = await send_until_answered(port, request(50_000))
     assert under.startswith(b"HTTP/1.1 200 ") and under.endswith(b"/many")
     assert over.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_the_read_timeout_counts_from_each_requests_first_byte_not_from_the_connection() -> None:
+    """A keep-alive connection older than the read timeout is not refused: each request's time counts
+    from its own first byte (the wait between requests is uvicorn's keep-alive timeout); a request that
+    has not arrived whole in time is answered 408 and closed."""
+    async with served(CoalescingHttpToolsProtocol.with_read_timeout(0.5)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers = []
+        for path in (b"/one", b"/two", b"/three"):
+            writer.write(b"GET " + path + b" HTTP/1.1\r\nhost: x\r\n\r\n")
+            answers.append(await asyncio.wait_for(reader.readuntil(path), 5))
+            await asyncio.sleep(0.4)  # 1.2 s in all on one connection
+        writer.write(b"GET /late HTTP/1.1\r\nhost: x\r\n")
+        late = await asyncio.wait_for(reader.read(), 5)  # to EOF
+        writer.close()
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 3
+    assert late.startswith(b"HTTP/1.1 408 ") and b"connection: close" in late
