@@ -3,13 +3,13 @@ real HTTP server on 127.0.0.1, runs its script, reports the viewer's time zone, 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from tests.support.browser import PHONE, chromium, needs_chromium, screenshot
+from tests.support.http import serving
 
 PAGE = b"""<!doctype html><meta charset=utf-8><title>harness</title>
 <p id=text>&lt;script&gt;alert(1)&lt;/script&gt;</p><p id=zone></p>
@@ -29,14 +29,8 @@ class _Page(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_Page) as url:
+        yield url + "/"
 
 
 @needs_chromium

@@ -7,10 +7,9 @@ import contextlib
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import orjson
@@ -23,6 +22,7 @@ from services.store.db import Store
 from services.store.models import Conversation
 from services.store.settings import DatabaseSettings
 from tests.support.calls import rows_of, story
+from tests.support.http import serving
 from tests.support.procs import ROOT
 
 COMMANDS = [["explain", "c1"], ["dlq", "list"], ["topics", "create"], ["reextract", "--ids", "c1"]]
@@ -278,14 +278,8 @@ def answering(status: int, body: bytes, content_type: str = "application/json") 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 STORE_DOWN = (503, b'{"detail":"the store is unavailable; try again shortly"}', "application/json")
