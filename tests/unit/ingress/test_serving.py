@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from services.ingress.serving import CoalescingHttpToolsProtocol, CoalescingTransport
+from services.ingress.serving import MAX_PIPELINED, CoalescingHttpToolsProtocol, CoalescingTransport
 
 
 class RecordingTransport(asyncio.Transport):
@@ -208,3 +208,27 @@ async def test_the_read_timeout_counts_from_each_requests_first_byte_not_from_th
         writer.close()
     assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 3
     assert late.startswith(b"HTTP/1.1 408 ") and b"connection: close" in late
+
+
+async def test_a_client_pipelining_too_far_ahead_is_closed_and_one_within_the_bound_answered_in_order() -> None:
+    """uvicorn queues every pipelined request it parses, and reads on: a connection pipelining 200,000
+    small requests without reading the answers grew the process by 430 MB."""
+
+    async def pipeline(count: int) -> list[bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nhost: x\r\n\r\n" % i for i in range(count)))
+        received = b""
+        with contextlib.suppress(ConnectionError):
+            while len(received.split(b"HTTP/1.1 200 OK")) <= count:
+                chunk = await asyncio.wait_for(reader.read(65536), 5)
+                if not chunk:
+                    break
+                received += chunk
+        writer.close()
+        return [a.rsplit(b"\r\n\r\n", 1)[1] for a in received.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+
+    async with served(CoalescingHttpToolsProtocol) as port:
+        within = await pipeline(MAX_PIPELINED + 1)  # one answered, the others read ahead
+        beyond = await pipeline(5_000)
+    assert within == [b"/%d" % i for i in range(MAX_PIPELINED + 1)]
+    assert len(beyond) <= MAX_PIPELINED + 1, len(beyond)
