@@ -176,20 +176,24 @@ class Runtime:
         the route consumes. Otherwise a record of a higher partition could never be written (aiokafka
         refuses the partition) and the service would stop on it at every start; topics given more
         partitions on one side only are refused here, naming both counts."""
-        problems = []
+        problems, commands = [], []
         for output in self.route.produces:
             if output.partition != "input":
                 continue
             have = len(await self._producer.partitions_for(output.stream.topic))
+            most = have
             for topic in self.main_topics:
                 need = len(await self._producer.partitions_for(topic))
                 if need > have:
                     problems.append(f"{topic} has {need} partitions, {output.stream.topic} {have}")
+                    most = max(most, need)
+            if most > have:
+                commands.append(f"--alter --topic {output.stream.topic} --partitions {most}")
         if problems:
             raise RuntimeError(
                 f"{self.service}: records are written on the partition number they arrived on, so each output "
                 f"needs at least as many partitions as each input: {'; '.join(problems)} (add partitions to the "
-                "output: kafka-topics.sh --alter --partitions N)"
+                f"output: kafka-topics.sh --bootstrap-server {self.kafka.bootstrap_servers} {'; '.join(commands)})"
             )
 
     async def _shutdown(self) -> None:

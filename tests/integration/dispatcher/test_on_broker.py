@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from schemas import headers as h
 from schemas.routes import DISPATCHER
 from schemas.topics import ACTION_RESULTS, action_topic, dead_letter_topic, retry_topic
@@ -126,3 +128,37 @@ async def test_a_backlog_for_one_healthy_destination_is_never_deferred(
             pass  # runs until idle
     assert await read_all(kafka, retry_topic(service, 1)) == []
     assert all(sink.counts[f"b{i}"] == 1 for i in range(1000))
+
+
+async def test_after_partitions_are_added_a_repeat_whose_key_moved_misses_the_ledger(
+    kafka: KafkaSettings, sink: Sink, stack: Stack
+) -> None:
+    """What docs/operations.md ("Adding partitions") tells operators: the ledger entry of an action is on
+    the partition number its conversation's key had when it was delivered; once the action topics (and the
+    results topic) have more partitions, a repeat of that action (postcall reextract, a replay, a held
+    flow released) whose key now lands elsewhere is checked against another results partition and sent
+    again under the same action_id. Without the change the same repeat is skipped (the first test)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+
+    service, topic, results, group = unique("dispatcher"), unique("actions"), unique("results"), unique("g")
+    await create_topics(
+        kafka, [topic, results, dead_letter_topic(service), *(retry_topic(service, i) for i in range(1, 7))], 1
+    )
+    key = next(k for k in (f"conv-{n}" for n in range(100)) if (murmur2(k.encode()) & 0x7FFFFFFF) % 4 != 0)
+    async with stack("destinations:\n" + http_destination("crm", sink.url("/crm"))) as (executors, _):
+        await produce(kafka, topic, [(key, webhook("m1", "crm"))])
+        async with dispatcher_run(kafka, executors, service, topic, results, group):
+            pass
+        assert sink.counts["m1"] == 1
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+        await admin.start()
+        try:  # the results topic first, as the dispatcher's start-up check asks
+            await admin.create_partitions({results: NewPartitions(4), topic: NewPartitions(4)})
+        finally:
+            await admin.close()
+        await produce(kafka, topic, [(key, webhook("m1", "crm"))])
+        async with dispatcher_run(kafka, executors, service, topic, results, group):
+            pass
+    partitions = sorted(r.partition for r in await read_all(kafka, topic))
+    assert partitions[0] == 0 and partitions[1] != 0
+    assert sink.counts["m1"] == 2  # the same webhook-id twice: only the receiver's dedupe drops it

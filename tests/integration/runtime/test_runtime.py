@@ -475,7 +475,7 @@ async def test_an_output_on_the_inputs_partition_with_fewer_partitions_is_refuse
     assert str(refused.value) == (
         f"{service}: records are written on the partition number they arrived on, so each output needs at least "
         f"as many partitions as each input: {source} has 3 partitions, {out} 2 (add partitions to the output: "
-        "kafka-topics.sh --alter --partitions N)"
+        f"kafka-topics.sh --bootstrap-server {kafka.bootstrap_servers} --alter --topic {out} --partitions 3)"
     )
 
 
