@@ -66,9 +66,10 @@ _ERRORS = {
     413: "The body is over the configured size.",
     422: "Valid JSON that cannot become a ConversationEnded; `problems` names each field.",
     503: (
-        "Kafka did not acknowledge in time, so the event is not known to be published (a record already sent "
-        "may still land; a retry carries the same event id, and consumers keep one). Retry after `Retry-After` "
-        "seconds."
+        "`kafka_unavailable`: Kafka did not acknowledge in time, so the event is not known to be published (a "
+        "record already sent may still land; a retry carries the same event id, and consumers keep one). "
+        "`overloaded`: the requests being served hold the limit of request bodies in flight, nothing was "
+        "published. Retry after `Retry-After` seconds."
     ),
 }
 
@@ -128,6 +129,7 @@ def create_app(
     app = IngressApp(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan)
     app.prefix = settings.ingress.root_path
     app.webhook_routes = {}
+    budget = BodyBudget(settings.ingress.max_body_bytes_in_flight)  # shared by every webhook route
     for platform in PLATFORMS:
         app.add_api_route(
             f"/webhooks/{platform}/{{endpoint}}",
@@ -143,7 +145,7 @@ def create_app(
         )
         route = app.router.routes[-1]
         assert isinstance(route, APIRoute)
-        route.app = _webhook(platform, endpoints, handler, settings.ingress.max_body_bytes)
+        route.app = _webhook(platform, endpoints, handler, settings.ingress.max_body_bytes, budget)
         app.webhook_routes[platform] = route
     _operations(app, publisher)
     _errors(app)
@@ -157,11 +159,34 @@ async def _documented(endpoint: str) -> AcceptedAnswer:
     raise NotImplementedError("served by the route's ASGI app (_webhook)")
 
 
+class BodyBudget:
+    """The bytes of request bodies that the requests being served hold together, against `limit`.
+    Every body is read before its signature can be checked, so without a bound any client could make
+    the process hold as many bodies as it opens connections: 128 bodies of 4 MB passed the pod's
+    512 Mi."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+
 def _webhook(
-    platform: str, endpoints: Mapping[tuple[str, str], Endpoint], handler: WebhookHandler, limit: int
+    platform: str,
+    endpoints: Mapping[tuple[str, str], Endpoint],
+    handler: WebhookHandler,
+    limit: int,
+    budget: BodyBudget,
 ) -> ASGIApp:
     counters: dict[tuple[str, str], Counter] = {}  # this platform's series by (endpoint label, outcome)
     duration = REQUEST_DURATION.labels(platform)
+    busy = {"Retry-After": str(handler.retry_after)}
 
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -171,10 +196,18 @@ def _webhook(
             answer = refusal(404, "not_found", "not_found", f"no {platform} endpoint is named {endpoint[:64]!r}")
         else:
             headers = Headers(scope=scope)
-            body = await read_body(headers, receive, limit)
+            body = await read_body(headers, receive, limit, budget)
             if body is None:
                 return  # the client went away before its body arrived: nobody to answer, nothing published
-            answer = body if isinstance(body, Answer) else await handler.handle(found, headers, body)
+            if isinstance(body, Answer):
+                answer = body
+                if answer.outcome == "overloaded":
+                    answer.headers = busy
+            else:
+                try:
+                    answer = await handler.handle(found, headers, body)
+                finally:
+                    budget.held -= len(body)
         label = endpoint if found is not None else "(unknown)"
         elapsed = time.perf_counter() - started
         counter = counters.get((label, answer.outcome))
@@ -193,24 +226,36 @@ def _webhook(
     return serve
 
 
-async def read_body(headers: HeaderMap, receive: Receive, limit: int) -> bytes | Answer | None:
+async def read_body(headers: HeaderMap, receive: Receive, limit: int, budget: BodyBudget) -> bytes | Answer | None:
     """The raw body, or a 413 as soon as it is known to be over `limit` (from Content-Length, else while
-    streaming): a 20 MB request is refused after at most `limit` bytes. None: the client disconnected."""
+    streaming): a 20 MB request is refused after at most `limit` bytes. None: the client disconnected.
+    Each chunk is taken from `budget` as it arrives (what a client declares costs nothing until sent);
+    a body the budget cannot hold is a 503 `overloaded`. The caller gives a returned body's length
+    back once the request is answered; anything else is given back here."""
     declared = headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         return _too_large(limit)
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    chunks, size, complete = [], 0, False
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk: bytes = message.get("body", b"")
+            if size + len(chunk) > limit:
+                return _too_large(limit)
+            if not budget.take(len(chunk)):
+                return refusal(
+                    503, "overloaded", "overloaded", "the ingress holds its limit of request bodies: retry later"
+                )
+            size += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                complete = True
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        if not complete:
+            budget.held -= size
 
 
 def _too_large(limit: int) -> Answer:

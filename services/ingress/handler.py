@@ -13,6 +13,7 @@ Produces `postcall.conversation-ended.v1` (key = conversation_id; CloudEvents he
 | 413 | the body is over the configured size |
 | 422 | valid JSON the mapping cannot use; `problems` name each field |
 | 503 + Retry-After | Kafka did not acknowledge in time: not known to be published, the platform should retry |
+| 503 + Retry-After | `overloaded`: the request bodies in flight are at their limit (app.py's BodyBudget, before this) |
 
 The signature is checked before anything else reads the body; the body is never re-serialised before
 that, and never logged.

@@ -15,12 +15,14 @@ OUTCOMES = (
     "too_large",
     "not_found",
     "unavailable",
+    "overloaded",
 )
 REQUESTS = Counter(
     "postcall_ingress_requests_total",
     "Webhook requests by source platform, endpoint and outcome: published, duplicate, ignored, unauthorized, "
     "bad_request, invalid, mapping_error (422 from a part the mapping built that the contract refuses: "
-    "possibly our bug), too_large, not_found, unavailable.",
+    "possibly our bug), too_large, not_found, unavailable (Kafka), overloaded (503: the request bodies in "
+    "flight at their limit).",
     ["source", "endpoint", "outcome"],
 )
 REQUEST_DURATION = Histogram(

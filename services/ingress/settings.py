@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.settings import KafkaSettings
@@ -27,6 +27,14 @@ class IngressHttpSettings(BaseModel):
         le=8 * 1024 * 1024,
         description="Larger requests are refused with 413 before they are read (at most the topic's record size).",
     )
+    max_body_bytes_in_flight: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="The request bodies all requests being served may hold together (each is read before its "
+        "signature is checked); a request whose body would pass it is answered 503 with Retry-After. At least "
+        "max_body_bytes; with the default 4 MiB body limit, 16 bodies of the largest size, and a few hundred "
+        "of the vendors' usual sizes (the pod's memory limit is 512 Mi).",
+    )
     read_timeout_seconds: float = Field(
         30.0,
         gt=0,
@@ -44,6 +52,12 @@ class IngressHttpSettings(BaseModel):
     )
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After of a 503 (Kafka unavailable).")
     root_path: str = Field("", description="Path prefix when served behind a proxy that strips one.")
+
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> IngressHttpSettings:
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError("max_body_bytes_in_flight must be at least max_body_bytes")
+        return self
 
 
 class IngressSettings(BaseSettings):

@@ -3,6 +3,7 @@ publisher). The same requests over real HTTP to a real broker: tests/integration
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -185,6 +186,43 @@ async def test_over_the_size_limit_is_413_from_content_length_or_while_streaming
 
     streamed = await client.post("/webhooks/retell/copperline", content=chunks())
     assert streamed.status_code == 413
+
+
+async def test_the_bodies_in_flight_are_bounded_and_a_request_past_the_bound_is_503_with_retry_after(
+    publisher: RecordingPublisher,
+) -> None:
+    """Every body is read before its signature is checked: without a bound, 128 unsigned bodies of 4 MB
+    held at once passed the pod's 512 Mi. What a request holds is given back when it is answered."""
+    ingress = IngressHttpSettings(
+        endpoints_file=DEMO_ENDPOINTS, max_body_bytes=64 * 1024, max_body_bytes_in_flight=100 * 1024
+    )
+    app = create_app(IngressSettings(ingress=ingress), endpoints_file.load(Path(DEMO_ENDPOINTS), {}), publisher)
+    release, taken = asyncio.Event(), asyncio.Event()
+
+    async def held() -> AsyncIterator[bytes]:  # 60 KB sent, the last byte held back
+        yield b"x" * 60_000
+        taken.set()
+        await release.wait()
+        yield b"x"
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as c:
+        first = asyncio.create_task(c.post("/webhooks/vapi/copperline", content=held()))
+        await asyncio.wait_for(taken.wait(), 5)
+        await asyncio.sleep(0.01)
+        past = await post(c, "vapi", b"y" * 50_000)
+        fits = await post(c, "retell", example("retell/phone-voicemail-analyzed.json"))  # about 6 KB
+        release.set()
+        assert (await first).status_code == 401  # answered as before
+        after = await post(c, "vapi", b"y" * 50_000)
+    assert past.status_code == 503 and past.headers["retry-after"] == "5", past.text
+    assert past.json()["error"] == "overloaded"
+    assert fits.status_code == 200 and fits.json()["status"] == "published"
+    assert after.status_code == 400, "every body was given back"  # signed, not JSON: read and checked
+
+
+def test_the_bodies_in_flight_hold_at_least_the_largest_body() -> None:
+    with pytest.raises(ValueError, match="max_body_bytes_in_flight must be at least max_body_bytes"):
+        IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS, max_body_bytes=64 * 1024, max_body_bytes_in_flight=4096)
 
 
 async def test_a_body_streamed_in_chunks_is_verified_on_the_joined_bytes(
