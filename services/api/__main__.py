@@ -17,6 +17,7 @@ from services.api.app import create_app
 from services.api.auth import BindRefused, check_bind
 from services.api.settings import ApiSettings
 from services.common import observability as plog
+from services.common.serving import CoalescingHttpToolsProtocol
 from services.common.settings import run_service
 from services.store.db import Store, StoreError
 
@@ -28,7 +29,14 @@ async def serve(settings: ApiSettings) -> None:
         await check_bind(store, settings.api.host)
         app = create_app(settings, store=store)
         config = uvicorn.Config(
-            app, host=settings.api.host, port=settings.api.port, log_config=None, access_log=False, lifespan="on"
+            app,
+            host=settings.api.host,
+            port=settings.api.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            # a request's head, reading time and pipelining bounded before the token is checked (serving.py)
+            http=CoalescingHttpToolsProtocol.with_read_timeout(settings.api.read_timeout_seconds),
         )
         server = uvicorn.Server(config)
         # uvicorn stops gracefully on SIGTERM, then raises the signal again under the handler it found:

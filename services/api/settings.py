@@ -19,6 +19,12 @@ class HttpSettings(BaseModel):
         "(`postcall api token create`); the API refuses to start otherwise.",
     )
     port: int = Field(8400, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request whose line, headers and body have not all arrived this long after it began (or "
+        "after the connection) is answered 408 and its connection closed.",
+    )
     operation_limit: int = Field(10_000, ge=1, description="Most records one replay or re-extraction may send.")
     operation_rate: float = Field(50.0, gt=0, description="Default records per second of a replay or re-extraction.")
 

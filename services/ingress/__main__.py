@@ -15,11 +15,11 @@ from uvicorn.loops.auto import auto_loop_factory
 
 from services.common import observability as plog
 from services.common.config import ConfigError
+from services.common.serving import CoalescingHttpToolsProtocol
 from services.common.settings import run_service
 from services.ingress import endpoints as endpoints_file
 from services.ingress.app import create_app
 from services.ingress.publisher import Publisher
-from services.ingress.serving import CoalescingHttpToolsProtocol
 from services.ingress.settings import IngressSettings
 
 log = logging.getLogger("services.ingress")

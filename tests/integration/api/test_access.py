@@ -3,7 +3,9 @@ API refuses a non-loopback address without a token; every operator action is aud
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -182,3 +184,47 @@ async def test_a_revoked_tokens_name_can_be_given_to_its_replacement(store: Stor
     async with store.read() as conn:
         listed = [(t.name, t.role, t.revoked_at is None) for t in await tokens.list_tokens(conn)]
     assert sorted(listed) == [("grafana", "operator", True), ("grafana", "viewer", False)]
+
+
+def _exchange(port: int, data: bytes, wait: float = 10.0) -> bytes:
+    """Send `data` on a fresh connection and read until the server closes it (or `wait` runs out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as conn:
+        if data:
+            conn.sendall(data)
+        got = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := conn.recv(65536):
+                got += chunk
+        return got
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_what_a_client_can_hold_is_bounded_before_its_token_is_checked(database_url: str) -> None:
+    """The API, like the ingress, reads a request's head and body before any route checks its token:
+    uvicorn kept every header byte sent (one endless header grew a process by hundreds of MB), held a
+    connection that sent nothing or trickled for ever, and queued every pipelined request. The ingress's
+    bounds (services/common/serving.py) serve the API too."""
+    port = free_port()
+    env = {
+        "POSTCALL_DATABASE__URL": database_url,
+        "POSTCALL_API__PORT": str(port),
+        "POSTCALL_API__READ_TIMEOUT_SECONDS": "1",
+    }
+    server = start("services.api", env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/readyz")
+                break
+            except httpx.ConnectError:
+                assert server.alive() and time.monotonic() < deadline, server.output()
+                time.sleep(0.2)
+        huge = _exchange(port, b"GET /api/v1/conversations HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 100_000)
+        assert huge.startswith(b"HTTP/1.1 431 "), huge[:200]
+        started = time.monotonic()
+        silent = _exchange(port, b"GET /api/v1/conversations HTTP/1.1\r\nHost: loc")  # never finished
+        assert silent.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 8, silent[:200]
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/conversations").status_code == 200, "still serving"
+    finally:
+        server.stop()

@@ -1,4 +1,4 @@
-"""One socket write per response (services/ingress/serving.py): what is written in one loop step goes out
+"""One socket write per response (services/common/serving.py): what is written in one loop step goes out
 in one write, in order; a close writes what is held first; over a real socket with uvicorn, keep-alive and
 `Connection: close` answers arrive whole."""
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from services.ingress.serving import MAX_PIPELINED, CoalescingHttpToolsProtocol, CoalescingTransport
+from services.common.serving import MAX_PIPELINED, CoalescingHttpToolsProtocol, CoalescingTransport
 
 
 class RecordingTransport(asyncio.Transport):

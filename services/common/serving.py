@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocol (httptools) with one socket write per response instead of two.
+"""uvicorn's HTTP protocol (httptools) with one socket write per response instead of two, and bounds on what a
+client can hold before any route (or its authentication) sees the request: the ingress and the query API serve with it.
 
 uvicorn writes a response's head when the app sends `http.response.start` and its body when the app
 sends `http.response.body`: two `send()` system calls, and on the receiving side two segments to read.
@@ -30,7 +31,7 @@ import orjson
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger("services.ingress")
+log = logging.getLogger("postcall.http")
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; the vendors' are under 2 KiB
 MAX_PIPELINED = 16  # requests read ahead of the one being answered; webhook senders send one at a time
 
