@@ -104,14 +104,20 @@ def now_iso() -> str:
     return _last_iso[1]
 
 
+_id_fields: dict[type[BaseModel], str] = {}  # a model's ce_id_field, by model
+
+
 def event_id_of(value: BaseModel, fallback: str | None = None) -> str:
     """The event's own id (the field its model names in `ce_id_field`: event_id; an action command's
     action_id); else `fallback` (the runtime passes the input record's coordinates, attempt and the
     output's index: stable when the input is handled again); else a random one. An action's result names
     its action_id but is not the action: one action has a result per attempt (and a skipped duplicate),
     each a CloudEvent of its own, which a consumer may drop as a repeat if they shared source and id."""
-    # a model's field values: getattr on an absent name costs pydantic's slow __getattr__
-    found = value.__dict__.get(getattr(type(value), "ce_id_field", "event_id"))
+    kind = type(value)
+    field = _id_fields.get(kind)
+    if field is None:  # once per model: getattr on a name the class lacks costs pydantic's slow __getattr__
+        field = _id_fields[kind] = getattr(kind, "ce_id_field", "event_id")
+    found = value.__dict__.get(field)  # a model's field values
     if isinstance(found, str):
         return found
     return fallback or str(uuid.uuid4())
