@@ -1,8 +1,13 @@
-"""The webhook executor's HTTP method: the flow's choice when it made one, else the destination's."""
+"""The webhook executor: the HTTP method (the flow's choice when it made one, else the destination's), and
+its signed request as the receiver in docs/downstream.md verifies it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +17,7 @@ from schemas.events import WebhookRequested
 from services.dispatcher.delivery import HttpSender
 from services.dispatcher.executors.webhook import WebhookExecutor
 from services.dispatcher.registry import Registry
-from tests.unit.dispatcher.conftest import CRM_ENV, SECRET, registry, webhook
+from tests.unit.dispatcher.conftest import CRM_ENV, SECRET, SECRET_2, registry, webhook
 
 Sender = Callable[[Callable[[httpx.Request], httpx.Response], Registry], HttpSender]
 
@@ -53,3 +58,49 @@ async def test_webhook_uses_the_flows_method_else_the_destinations(
     delivery = await execute(on_the_wire(webhook("act_m", **flow_method)))
     assert delivery.outcome == "delivered"
     assert methods == [sent]
+
+
+def docs_verify() -> Callable[[str, Mapping[str, str], bytes], str]:
+    """The receiver's verify() from docs/downstream.md, as a downstream team would copy it."""
+    text = (Path(__file__).parents[3] / "docs/downstream.md").read_text()
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "def verify(" in block]
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "docs/downstream.md", "exec"), namespace)  # our own docs
+    verify: Callable[[str, Mapping[str, str], bytes], str] = namespace["verify"]
+    return verify
+
+
+ROTATING_CRM = """
+destinations:
+  - name: crm
+    kind: http
+    url: https://crm.example.com/hook
+    signing_secrets: [{secret_env: CRM}, {secret_env: CRM_NEXT}]
+"""
+
+
+async def test_the_docs_receiver_example_verifies_a_real_dispatcher_request(mock_sender: Sender) -> None:
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200)
+
+    reg = registry(ROTATING_CRM, {"CRM": SECRET, "CRM_NEXT": SECRET_2})
+    execute = WebhookExecutor(reg, mock_sender(answer, reg))
+    sent = on_the_wire(webhook("act_verify", body={"note": "Café ☕", "n": [1, 2.5, None]}))
+    assert (await execute(sent)).outcome == "delivered"
+    (request,) = requests
+    headers, body = dict(request.headers), request.content  # lower-case names, the raw bytes
+    verify = docs_verify()
+    # a receiver holding either the old or the new secret during a rotation
+    assert verify(SECRET, headers, body) == verify(SECRET_2, headers, body) == sent.action_id
+    assert verify(SECRET_2.rstrip("="), headers, body) == sent.action_id  # a secret without its padding
+    with pytest.raises(ValueError, match="signature"):
+        verify(SECRET, headers, body.replace(b"Caf", b"caf"))
+    with pytest.raises(ValueError, match="signature"):
+        verify(SECRET, headers, json.dumps(json.loads(body)).encode())  # re-serialised: other bytes
+    with pytest.raises(ValueError, match="stale"):
+        verify(SECRET, {**headers, "webhook-timestamp": str(int(time.time()) - 301)}, body)
+    with pytest.raises(ValueError, match="signature"):
+        verify(SECRET, {**headers, "webhook-signature": "v1,é"}, body)  # garbage is a refusal, not a TypeError
