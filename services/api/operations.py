@@ -53,12 +53,26 @@ async def replay_dead_letters(
     # exactly the ones sent
     letters = [d for d in map(_letter, rows) if replay_target(d) is not None]
     result = OperationResult(matched=len(letters), sent=0, dry_run=dry_run, items=[d.coordinates for d in letters])
-    if not dry_run and letters:
-        result = await _send(kafka, replay_records(letters, who.name, via="api"), rate, result)
-        await _mark_replayed(store, letters[: result.sent], who)
+    if dry_run or not letters:
+        await _audit(store, who, "replay", _target(filters, limit), result)
+        return result
+    entry = await _audit(store, who, "replay", _target(filters, limit), result, sending=True)
+    result = await _send(kafka, replay_records(letters, who.name, via="api"), rate, result)
+    await _mark_replayed(store, letters[: result.sent], who)
     async with store.write() as conn:
-        await tokens.audit(conn, who, "replay", _target(filters, limit), _outcome(result), dry_run=dry_run)
+        await tokens.complete_audit(conn, entry, _outcome(result))
     return result
+
+
+async def _audit(
+    store: Store, who: Principal, action: str, target: dict[str, Any], result: OperationResult, sending: bool = False
+) -> int:
+    """The operation's audit row. `sending`: written before the first record goes out (outcome status
+    `sending`, completed once the send is over), so an operation interrupted mid-send (a pod stopped past
+    its grace period) is still audited: who chose what."""
+    outcome = _outcome(result) | ({"sent": None, "status": "sending"} if sending else {})
+    async with store.write() as conn:
+        return await tokens.audit(conn, who, action, target, outcome, dry_run=result.dry_run)
 
 
 def _letter(row: Any) -> DeadLetter:
@@ -104,14 +118,16 @@ async def reextract_conversations(
     async with store.read() as conn:
         chosen = await queries.events_for(conn, filters, limit)
     result = OperationResult(matched=len(chosen), sent=0, dry_run=dry_run, items=[cid for cid, _, _ in chosen])
-    if not dry_run and chosen:
-        records = [
-            Outgoing(topic, cid.encode(), event.encode(), _reextract_headers(eid, redeliver))
-            for cid, eid, event in chosen
-        ]
-        result = await _send(kafka, records, rate, result)
+    if dry_run or not chosen:
+        await _audit(store, who, "reextract", _target(filters, limit), result)
+        return result
+    records = [
+        Outgoing(topic, cid.encode(), event.encode(), _reextract_headers(eid, redeliver)) for cid, eid, event in chosen
+    ]
+    entry = await _audit(store, who, "reextract", _target(filters, limit), result, sending=True)
+    result = await _send(kafka, records, rate, result)
     async with store.write() as conn:
-        await tokens.audit(conn, who, "reextract", _target(filters, limit), _outcome(result), dry_run=dry_run)
+        await tokens.complete_audit(conn, entry, _outcome(result))
     return result
 
 

@@ -118,9 +118,12 @@ async def audit(
     outcome: Mapping[str, Any],
     *,
     dry_run: bool = False,
-) -> None:
-    await conn.execute(
-        insert(AuditEntry).values(
+) -> int:
+    """One audit row; returns its id (`complete_audit` writes the outcome of an action audited before it ran)."""
+    done = await conn.execute(
+        insert(table(AuditEntry))
+        .returning(table(AuditEntry).c.id)
+        .values(
             at=datetime.now(UTC),
             actor=who.name,
             role=who.role,
@@ -129,6 +132,15 @@ async def audit(
             outcome=orjson.dumps(outcome, default=str).decode(),
             dry_run=dry_run,
         )
+    )
+    return int(done.scalar_one())
+
+
+async def complete_audit(conn: AsyncConnection, entry: int, outcome: Mapping[str, Any]) -> None:
+    await conn.execute(
+        update(AuditEntry)
+        .where(table(AuditEntry).c.id == entry)
+        .values(outcome=orjson.dumps(outcome, default=str).decode())
     )
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
+import pytest
 
 from schemas import headers as h
 from schemas.events import ConversationEnded
 from schemas.topics import CONVERSATION_ENDED, DECISIONS, Topic, dead_letter_topic
+from services.api import operations
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
+from services.store import queries, tokens, writer
 from services.store import rows as r
-from services.store import writer
 from services.store.db import Store
+from services.store.tokens import Principal
 from tests.integration.api.conftest import client_for
 from tests.support.calls import T0, rows_of, story
 from tests.support.kafka import create_topics, read_all, unique
@@ -127,3 +131,38 @@ async def test_a_dead_letters_credential_headers_are_hidden_when_shown_and_repla
     assert done.status_code == 200 and done.json()["sent"] == 1
     (replayed,) = await read_all(kafka, main, expect=1)
     assert {name: replayed.headers[name] for name in secrets} == secrets
+
+
+async def test_an_operation_interrupted_while_sending_is_audited_already(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit row was written after the whole send (10,000 records at 50/s: 200 s): a pod stopped
+    past its grace period, or any failure mid-send, left records sent with no row saying who sent them.
+    The row is written before the first record goes out, and completed with the outcome after."""
+    cid = unique("call")
+    await writer.write(store, rows_of(story(cid)))
+    dlq = unique("dlq")
+    source = r.Source(dlq, 0, 0, int(T0.timestamp() * 1000))
+    await writer.write(store, r.dead_letter(source, "router", b"k", b"{}", {h.ORIGINAL_TOPIC: unique("main")}))
+
+    async def interrupted(*_: Any) -> Any:
+        raise asyncio.CancelledError()  # the pod stopped mid-send
+
+    monkeypatch.setattr(operations, "_send", interrupted)
+    who = Principal("alice", "operator")
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    with pytest.raises(asyncio.CancelledError):
+        await operations.reextract_conversations(
+            store, settings, who, queries.ConversationFilter(ids=[cid]), limit=10, rate=50, dry_run=False
+        )
+    with pytest.raises(asyncio.CancelledError):
+        await operations.replay_dead_letters(
+            store, settings, who, queries.DeadLetterFilter(key="k"), limit=10, rate=50, dry_run=False
+        )
+    async with store.read() as conn:
+        audit = (await tokens.list_audit(conn)).items
+    assert [(a.action, a.actor, a.outcome["sent"]) for a in audit] == [
+        ("replay", "alice", None),
+        ("reextract", "alice", None),
+    ]
+    assert all(a.outcome["matched"] == 1 and a.outcome["status"] == "sending" for a in audit)
