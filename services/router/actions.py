@@ -280,7 +280,7 @@ class CompiledAction:
         self.enabled = config.enabled
         self.destination = config.destination
         self.when = (
-            Remembered(compile_condition(config.when, f"actions[{index}].when", fields)) if config.when else None
+            Remembered(compile_condition(config.when, f"actions[{index}].when", fields, tz)) if config.when else None
         )
         self.build: Builder = _builder(config, routes, tz)
 

@@ -30,7 +30,7 @@ import operator
 import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 
 import orjson
@@ -135,15 +135,17 @@ class Remembered:
         return entry
 
 
-def compile_condition(cond: Condition, path: str, fields: dict[str, FieldSpec]) -> Compiled:
+def compile_condition(cond: Condition, path: str, fields: dict[str, FieldSpec], tz: tzinfo = UTC) -> Compiled:
+    """`tz`: the agent's time zone, in which a date-time without a UTC offset is read (as schedule_call
+    reads one), whether the extractor answered it or the author wrote it."""
     if isinstance(cond, AllCondition | AnyCondition):
-        return _composite(cond, path, fields)
+        return _composite(cond, path, fields, tz)
     if isinstance(cond, NotCondition):
-        return _negation(cond, path, fields)
+        return _negation(cond, path, fields, tz)
     if isinstance(cond, EndReasonCondition):
         return _end_reason(cond, path)
     if isinstance(cond, FieldCondition):
-        return compile_field(cond, path, fields)
+        return compile_field(cond, path, fields, tz)
     if isinstance(cond, AiCondition):
         return _ai(cond, path)
     if isinstance(cond, ConfidenceCondition | ReviewCondition):
@@ -157,10 +159,10 @@ def compile_condition(cond: Condition, path: str, fields: dict[str, FieldSpec]) 
     return Compiled(always, (lambda event: (),))
 
 
-def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, FieldSpec]) -> Compiled:
+def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, FieldSpec], tz: tzinfo) -> Compiled:
     kind = "all" if isinstance(cond, AllCondition) else "any"
     items = cond.all if isinstance(cond, AllCondition) else cond.any
-    children = [compile_condition(c, f"{path}.{kind}[{i}]", fields) for i, c in enumerate(items)]
+    children = [compile_condition(c, f"{path}.{kind}[{i}]", fields, tz) for i, c in enumerate(items)]
 
     def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
         slot = len(out)  # the composite goes before its children, once their results are known
@@ -189,8 +191,8 @@ def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, F
     return Compiled(evaluate, tuple(state for child in children for state in child.states))
 
 
-def _negation(cond: NotCondition, path: str, fields: dict[str, FieldSpec]) -> Compiled:
-    child = compile_condition(cond.not_, f"{path}.not", fields)
+def _negation(cond: NotCondition, path: str, fields: dict[str, FieldSpec], tz: tzinfo) -> Compiled:
+    child = compile_condition(cond.not_, f"{path}.not", fields, tz)
 
     def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
         slot = len(out)
@@ -339,11 +341,11 @@ def _field_meta(cond: ConfidenceCondition | ReviewCondition, path: str) -> Compi
 # ── Field conditions ──────────────────────────────────────────────────────────────────────────────
 
 
-def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec]) -> Compiled:
+def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec], tz: tzinfo = UTC) -> Compiled:
     ftype = (field_type(cond.field, fields) or ("any", None))[0]
     read = _reader(cond.field)
     needs_extraction = not cond.field.startswith(("conversation.", "dynamic_variables.", "platform."))
-    test = _test(cond, ftype)
+    test = _test(cond, ftype, tz)
     expected = {"op": cond.op, "value": cond.value}
 
     def evaluate(event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
@@ -351,7 +353,7 @@ def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec])
             reason = f"extraction failed ({event.extraction.reason or 'no reason given'}); field conditions are false"
             out.append(ConditionResult(path=path, kind="field", passed=False, expected=expected, reason=reason))
             return UNKNOWN
-        actual = coerce(ftype, read(event))
+        actual = coerce(ftype, read(event), tz)
         passed = test(actual)
         shown = _shown(actual)
         reason = f"{cond.field} = {_json(shown)}; {cond.op} {_json(cond.value)} is {'true' if passed else 'false'}"
@@ -394,10 +396,10 @@ def _reader(name: str) -> Callable[[ConversationExtracted], Any]:
     return extracted
 
 
-def _test(cond: FieldCondition, ftype: str) -> Callable[[Any], bool]:
+def _test(cond: FieldCondition, ftype: str, tz: tzinfo) -> Callable[[Any], bool]:
     op, fold = cond.op, cond.ignore_case
     if op in ("in", "not_in", "==", "!="):
-        options = [coerce(ftype, v) for v in (cond.value if isinstance(cond.value, list) else [cond.value])]
+        options = [coerce(ftype, v, tz) for v in (cond.value if isinstance(cond.value, list) else [cond.value])]
         negate = op in ("!=", "not_in")
         return lambda a: any(_equal(a, o, fold) for o in options) != negate
     if op == "exists":
@@ -409,7 +411,7 @@ def _test(cond: FieldCondition, ftype: str) -> Callable[[Any], bool]:
     if op == "matches":
         pattern = compile_pattern(str(cond.value), ignore_case=fold)
         return lambda a: isinstance(a, str) and pattern.search(a[:MATCH_INPUT_LIMIT]) is not None
-    bound = coerce(ftype, cond.value)
+    bound = coerce(ftype, cond.value, tz)
     if ftype == "any" and isinstance(bound, int | float) and not isinstance(bound, bool):
         return lambda a: a is not None and _compare(op, _decimal(a), bound)
     return lambda a: a is not None and _compare(op, a, bound)
@@ -437,8 +439,9 @@ def _compare(op: str, a: Any, b: Any) -> bool:
         return False  # e.g. text against a number: not comparable, so the condition does not pass
 
 
-def coerce(ftype: str, value: Any) -> Any:
-    """Text values of typed fields become their type (extractors are typed; this is a safety net)."""
+def coerce(ftype: str, value: Any, tz: tzinfo = UTC) -> Any:
+    """Text values of typed fields become their type (extractors are typed; this is a safety net); a
+    date-time without a UTC offset is in `tz`, the agent's time zone."""
     if not isinstance(value, str):
         return value
     text = value.strip()
@@ -451,7 +454,7 @@ def coerce(ftype: str, value: Any) -> Any:
             return time.fromisoformat(text)
         if ftype == "datetime":
             parsed = datetime.fromisoformat(text)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
     except ValueError:
         return value
     if ftype == "boolean" and text.lower() in ("true", "false", "yes", "no"):

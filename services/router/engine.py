@@ -74,7 +74,7 @@ class CompiledFlow:
         uses = flow_uses(flow, agent)
         # why the flow would be held on a failed extraction; empty: it never is
         self.holds_for = uses.extraction if flow.on_extraction_failure == "hold" else ()
-        self.when = Remembered(compile_condition(flow.when, "when", fields)) if flow.when else None
+        self.when = Remembered(compile_condition(flow.when, "when", fields, tz)) if flow.when else None
         self.actions = [CompiledAction(i, a, fields, routes, tz) for i, a in enumerate(flow.actions)]
         # what never depends on the record, decided once (decisions are frozen: traces share them)
         self.disabled = FlowDecision(flow_id=self.id, enabled=False, fired=False, reason="flow is disabled")

@@ -651,3 +651,34 @@ def test_the_platforms_text_is_escaped_in_slack_and_email_html(tmp_path: Path) -
         "&lt;img src=x onerror=alert(1)&gt; &amp; more</p>"
     )
     assert email.subject == "Billing: billing"
+
+
+NAIVE_TIME = """
+agent: support-line
+timezone: America/Chicago
+extraction:
+  fields:
+    - {name: dt, type: datetime}
+flows:
+  - id: after-three
+    when: {field: dt, op: ">=", value: "2026-03-12T15:00:00-05:00"}
+    actions:
+      - {type: schedule_call, use_field: dt, fallback_delay_minutes: 60}
+  - id: written-naive
+    when: {field: dt, op: "==", value: "2026-03-12T15:00"}
+    actions:
+      - {type: task, title: "same instant"}
+"""
+
+
+def test_a_date_time_without_an_offset_is_the_agents_local_time_in_conditions_as_in_scheduling(
+    tmp_path: Path,
+) -> None:
+    """A date-time answer without a UTC offset ("2026-03-12T15:00") was read as UTC by conditions and as
+    the agent's local time by schedule_call: a flow decided on 15:00Z and then scheduled 15:00 Chicago
+    (20:00Z). Both read it in the agent's time zone now, and so does a value the author wrote naive."""
+    routed = agent(tmp_path, NAIVE_TIME).route(event(fields={"dt": "2026-03-12T15:00"}), NOW)
+    fired = {f.flow_id: f.fired for f in routed[0].flows}
+    assert fired == {"after-three": True, "written-naive": True}, [f.reason for f in routed[0].flows]
+    [call] = [a for a in routed[1] if a.type == "schedule_call"]
+    assert call.scheduled_at == datetime(2026, 3, 12, 20, 0, tzinfo=UTC)  # type: ignore[attr-defined]
