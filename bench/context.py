@@ -163,6 +163,18 @@ class BenchContext:
         found = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
         return {p: found.get(p) for p in sorted(parts)}
 
+    async def each_once(self, group: str, source: str, n: int, sinks: Sequence[str], expected: int) -> None:
+        """RuntimeError unless a stopped consumer's group has committed all n inputs of `source` and the sinks
+        hold exactly `expected` records. A clock stopped at `expected` outputs would have stopped early for
+        a record processed twice; with every input processed, its outputs can only show as more."""
+        consumed = sum(offset or 0 for offset in (await self.committed(group, source)).values())
+        written = sum([await self.count(sink) for sink in sinks])
+        if consumed != n or written != expected:
+            raise RuntimeError(
+                f"{written} records written for {consumed} of {n} inputs, {expected} expected: a record processed "
+                "twice stops the clock early, so the run is not counted"
+            )
+
     # ── processes ─────────────────────────────────────────────────────────────────────────────
 
     def spawn(self, module: str, env: dict[str, str], args: Sequence[str] = ()) -> Proc:
