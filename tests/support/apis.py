@@ -265,7 +265,8 @@ def _letters(number: int) -> str:
 class Chat:
     """Slack's POST /api/chat.postMessage (bot token) and an incoming webhook POST /services/T1/B1/x, and
     a Teams incoming webhook POST /webhookb2/teams. `busy` answers that many requests with 429 and
-    Retry-After first; `slack_error` answers chat.postMessage with {"ok": false, "error": ...}."""
+    Retry-After first; `slack_error` answers chat.postMessage with {"ok": false, "error": ...}. Teams
+    answers a message over 28 KB with 413, as a connector does."""
 
     bot_token: str = "xoxb-CANARY-1"
     busy: int = 0
@@ -303,7 +304,11 @@ class Chat:
         return await self._limited(request) or Response("ok", 200)
 
     async def _teams(self, request: Request) -> Response:
-        return await self._limited(request) or Response(status_code=202)
+        if (limited := await self._limited(request)) is not None:
+            return limited
+        if len(self.requests[-1].body) > 28 * 1024:
+            return Response("Microsoft Teams endpoint returned HTTP error 413", 413)
+        return Response(status_code=202)
 
 
 # ── A vendor's REST API, for the recipes in docs/integrations.md ──────────────────────────────────

@@ -8,7 +8,9 @@ turn a caller's `[here](https://evil)` into a link).
 
 Slack's limits (Block Kit reference): header 150 characters, section text 3,000, a field 2,000 and ten
 fields per section, button text 75, 50 blocks. Longer text is cut with an ellipsis rather than refused
-by Slack with invalid_blocks.
+by Slack with invalid_blocks. Teams refuses a message over 28 KB (HTTP 413 from a connector; a Workflows
+flow fails to post it): the card's longest texts are cut to one length, with an ellipsis, so the JSON is
+at most TEAMS_MESSAGE_BYTES, leaving room for what Teams adds around it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import re
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from schemas.events import MessageCard
 
 _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
 FIELDS_PER_SECTION = 10
+TEAMS_MESSAGE_BYTES = 24 * 1024  # of the JSON sent; Teams' limit is 28 KB for the message it posts
 
 
 def console_link(base_url: str | None, conversation_id: str) -> str | None:
@@ -63,14 +68,15 @@ def adaptive_card(text: str, card: MessageCard | None, link: str | None) -> dict
     """The Teams message: one Adaptive Card (version 1.4) as an attachment."""
     card = card or MessageCard()
     body: list[dict[str, Any]] = []
+    said: list[dict[str, Any]] = []  # the runs of rendered text, which may be cut to fit
     if card.title:
-        body.append(_rich(_run(card.title, size="Large", weight="Bolder")))
+        body.append(_rich(_said(said, _run(card.title, size="Large", weight="Bolder"))))
     if text.strip():
-        body.append(_rich(_run(text)))
+        body.append(_rich(_said(said, _run(text))))
     for field in card.fields:
-        body.append(_rich(_run(f"{field.label}: ", weight="Bolder"), _run(field.value)))
+        body.append(_rich(_run(f"{field.label}: ", weight="Bolder"), _said(said, _run(field.value))))
     if card.context:
-        body.append(_rich(_run(card.context, size="Small", isSubtle=True)))
+        body.append(_rich(_said(said, _run(card.context, size="Small", isSubtle=True))))
     content: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -80,7 +86,33 @@ def adaptive_card(text: str, card: MessageCard | None, link: str | None) -> dict
     if card.button and link:
         content["actions"] = [{"type": "Action.OpenUrl", "title": card.button, "url": link}]
     attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": content}
-    return {"type": "message", "attachments": [attachment]}
+    message = {"type": "message", "attachments": [attachment]}
+    _fit(message, said, TEAMS_MESSAGE_BYTES)
+    return message
+
+
+def _fit(message: dict[str, Any], runs: list[dict[str, Any]], limit: int) -> None:
+    """When `message` is over `limit` bytes of JSON, cut every one of `runs` longer than one length
+    (an ellipsis marking the cut), the longest that fits: the longest texts give up the most."""
+    if len(orjson.dumps(message)) <= limit:
+        return
+    texts = [run["text"] for run in runs]
+
+    def cap(chars: int) -> int:
+        for run, text in zip(runs, texts, strict=True):
+            run["text"] = text if len(text) <= chars else text[: chars - 1] + "…"
+        return len(orjson.dumps(message))
+
+    low, high = 1, max(map(len, texts), default=1)  # low: fits or nothing fits (the author's own text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if cap(middle) <= limit else (low, middle - 1)
+    cap(low)
+
+
+def _said(runs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+    runs.append(run)
+    return run
 
 
 def _rich(*inlines: dict[str, Any]) -> dict[str, Any]:

@@ -208,3 +208,26 @@ async def test_a_teams_card_carries_caller_text_only_where_markdown_is_never_par
         {"type": "Action.OpenUrl", "title": "Open the call", "url": f"{CONSOLE}/console/conversations/conv%2F42"}
     ]
     assert orjson.loads(request.body) == message
+
+
+@pytest.mark.parametrize("word", ["said ", "dit «oui» — ", 'a "quote"\n'])
+async def test_a_teams_card_with_a_long_caller_text_is_cut_to_fit_teams_28_kb_not_refused(
+    chat: tuple[Chat, str, dict[str, str]], stack: Stack, tmp_path: Path, word: str
+) -> None:
+    # a transcript or a long summary in the text and a field: Teams refuses a message over 28 KB, forever
+    api, base, env = chat
+    long = word * 12_000
+    event = extracted(ended("conv/42", dynamic_variables={"name": "Ann", "said": long}))
+    teams = route(tmp_path, AGENT, event)[1][2]
+    assert isinstance(teams, TeamsRequested)
+    async with stack(destinations(base), env, console_base_url=CONSOLE) as (executors, _):
+        delivery = await executors.run(teams)
+    assert (delivery.outcome, delivery.status_code) == ("delivered", 202)
+    [request] = api.requests
+    assert len(request.body) <= 28 * 1024
+    runs = [run["text"] for block in request.json()["attachments"][0]["content"]["body"] for run in block["inlines"]]
+    assert runs[:2] == ["Callback for Ann", runs[1]] and runs[2:6] == ["Customer: ", "Ann", "Phone: ", "+16305550123"]
+    text, said = runs[1], runs[7]
+    assert text.startswith("New callback request: " + word * 100) and text.endswith("…")
+    assert said.startswith(word * 100) and said.endswith("…")  # the longest texts are cut, the rest kept
+    assert runs[6] == "Said: " and runs[-1].startswith("Support Line · 2026-03-10")
