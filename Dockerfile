@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for the three services; the command chooses the service.
+# One image for every service (extractor, router, dispatcher, recorder, ingress, api) and the postcall CLI;
+# the command chooses.
 #
 #   docker build -t postcall:0.1.0 .                  # the production image (the last stage)
 #   docker build --target demo -t postcall:dev .      # plus the demo sink's SMTP server (dev overlay)

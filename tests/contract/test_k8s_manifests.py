@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -560,3 +561,58 @@ def test_ingress_is_autoscaled_probed_on_its_http_port_and_exposes_only_webhooks
         paths = [p for rule in route["spec"]["rules"] for p in rule["http"]["paths"]]
         assert [p["path"] for p in paths] == ["/webhooks/"], "never /metrics, /healthz or /openapi.json"
         assert all(p["backend"]["service"]["name"] == "postcall-ingress" for p in paths)
+
+
+# ── environment against the settings ────────────────────────────────────────────────────────────
+
+
+def _settings_classes() -> dict[str, type[BaseModel]]:
+    from services.api.settings import ApiSettings
+    from services.dispatcher.settings import DispatcherSettings
+    from services.extractor.settings import ExtractorSettings
+    from services.ingress.settings import IngressSettings
+    from services.recorder.settings import RecorderSettings
+    from services.router.settings import RouterSettings
+
+    return {
+        "extractor": ExtractorSettings,
+        "router": RouterSettings,
+        "dispatcher": DispatcherSettings,
+        "recorder": RecorderSettings,
+        "ingress": IngressSettings,
+        "api": ApiSettings,
+    }
+
+
+def _unknown_setting(model: type[BaseModel], variable: str) -> str | None:
+    """Why POSTCALL_A__B__C names no field of `model` (None when it does). pydantic-settings ignores a
+    variable it has no field for (extra="ignore"), so a misspelt name in a manifest is dropped silently."""
+    current: type[BaseModel] = model
+    for part in variable.removeprefix("POSTCALL_").lower().split("__"):
+        field = current.model_fields.get(part)
+        if field is None:
+            return f"{current.__name__} has no field {part!r}"
+        nested = [a for a in (field.annotation, *typing.get_args(field.annotation)) if isinstance(a, type)]
+        models = [a for a in nested if issubclass(a, BaseModel)]
+        if not models:
+            return None  # a value: the rest of the name, if any, is its own business (a dict's keys)
+        current = models[0]
+    return None
+
+
+def test_every_postcall_variable_in_the_manifests_names_a_setting_of_its_service(
+    docs: tuple[dict[str, Any], ...],
+) -> None:
+    classes = _settings_classes()
+    problems = []
+    checked = set()
+    for workload in (d for d in docs if d["kind"] in WORKLOAD_KINDS):
+        service = service_of(workload)
+        if service not in classes:
+            continue  # the demo sink
+        checked.add(service)
+        for name in env_of(workload):
+            if name.startswith("POSTCALL_") and (why := _unknown_setting(classes[service], name)):
+                problems.append(f"{workload['metadata']['name']}: {name}: {why}")
+    assert not problems, problems
+    assert checked == set(classes), f"no workload for {sorted(set(classes) - checked)}"
