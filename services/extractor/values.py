@@ -138,11 +138,13 @@ def find_phones(text: str, country_code: str = "1") -> list[Found[str]]:
 
 # ── emails and links ──────────────────────────────────────────────────────────────────────────────
 
-EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+# Every part is bounded (a local part is at most 64 characters, a label 63): unbounded, a long run of
+# "a.a.a..." or "x dot x dot ..." was scanned to its end from each of its words, quadratic in its length.
+EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}\b")
 _TLD = r"(?:com|org|net|io|co|ai|edu|gov|uk|de|fr|es|it|nl|ca|au|us|info|biz|me)"
 _SPOKEN_EMAIL = re.compile(
-    rf"\b([a-z0-9][a-z0-9._-]*(?:\s+(?:dot|underscore|dash|hyphen)\s+[a-z0-9]+)*)\s+at\s+"
-    rf"([a-z0-9-]+(?:(?:\s+dot\s+|\.)[a-z0-9-]+)*(?:\s+dot\s+|\.){_TLD})\b",
+    rf"\b([a-z0-9][a-z0-9._-]{{0,63}}(?:\s+(?:dot|underscore|dash|hyphen)\s+[a-z0-9]{{1,64}}){{0,8}})\s+at\s+"
+    rf"([a-z0-9-]{{1,63}}(?:(?:\s+dot\s+|\.)[a-z0-9-]{{1,63}}){{0,8}}(?:\s+dot\s+|\.){_TLD})\b",
     re.I,
 )
 _SPOKEN_SEPARATORS = {"dot": ".", "underscore": "_", "dash": "-", "hyphen": "-"}

@@ -4,6 +4,7 @@ numbers."""
 from __future__ import annotations
 
 from datetime import date, datetime, time
+from time import perf_counter
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -54,6 +55,19 @@ def test_emails_written_or_spoken(said: str, expected: str) -> None:
 
 def test_meeting_at_a_time_is_not_an_email() -> None:
     assert vs.find_emails("let's meet at 3.30pm at the office") == []
+
+
+@pytest.mark.parametrize(
+    "said",
+    ["a." * 20_000 + " at b", "a@" + "a." * 20_000, "x dot " * 10_000 + "at example", "y at " + "a dot " * 10_000],
+)
+def test_a_long_run_of_email_like_text_is_scanned_in_linear_time(said: str) -> None:
+    """A pasted log or an ASR loop in one message: each of its words was a start the pattern scanned
+    to the end from (40,000 characters took over 20 s; a transcript may hold 8 MB)."""
+    started = perf_counter()
+    vs.find_emails(said)
+    assert perf_counter() - started < 2.0
+    assert [f.value for f in vs.find_emails("a." * 20_000 + " mail greg@example.com")] == ["greg@example.com"]
 
 
 @pytest.mark.parametrize(
