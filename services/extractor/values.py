@@ -9,6 +9,7 @@ on or after that day), "in two weeks".
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Generic, TypeVar
@@ -288,21 +289,26 @@ def _relative(kind: str, g: tuple[str | None, ...], ref: date) -> date | None:
 def find_dates(text: str, ref: date, day_first: bool = False) -> list[Found[date]]:
     """Dates in text, resolved against `ref` (the conversation's last day, local time)."""
     out: list[Found[date]] = []
+    # the characters taken and where dates begin, by position: a long message holds thousands of dates,
+    # and comparing each with all found before was quadratic
+    taken, begins = bytearray(len(text)), bytearray(len(text) + 4)
     for kind, pattern in _DATE_PATTERNS:
         for m in pattern.finditer(text):
-            if any(f.start <= m.start() < f.end or m.start() <= f.start < m.end() for f in out):
+            if taken.find(1, m.start(), m.end()) >= 0:
                 continue  # "March 14th" is not also "14th March"
-            if kind == "weekday" and (_dated(out, m.end()) or (not m.group(1) and _is_habitual(text, m.start()))):
+            if kind == "weekday" and (_dated(begins, m.end()) or (not m.group(1) and _is_habitual(text, m.start()))):
                 continue
             value = _date_from(kind, m, ref, day_first)
             if value is not None:
                 out.append(Found(value, m.start(), m.end()))
+                taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
+                begins[m.start()] = 1
     return sorted(out, key=lambda f: f.start)
 
 
-def _dated(found: list[Found[date]], end: int) -> bool:
+def _dated(begins: bytearray, end: int) -> bool:
     """'Thursday, March 19th': the weekday names a date found right after it."""
-    return any(0 <= f.start - end <= 3 for f in found)
+    return begins.find(1, end, end + 4) >= 0
 
 
 def _is_habitual(text: str, start: int) -> bool:
@@ -388,13 +394,15 @@ def _minutes(amount: str) -> int | None:
 
 def find_times(text: str) -> list[Found[time]]:
     out: list[Found[time]] = []
+    taken = bytearray(len(text))  # the characters in a time found already (as in find_dates)
     for kind, pattern in _TIME_PATTERNS:
         for m in pattern.finditer(text):
-            if any(f.start <= m.start() < f.end for f in out):
+            if taken[m.start()]:
                 continue
             value = _time_from(kind, m)
             if value is not None:
                 out.append(Found(value, m.start(), m.end()))
+                taken[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
     return sorted(out, key=lambda f: f.start)
 
 
@@ -404,10 +412,15 @@ PAIRING_CHARS = 40  # a date and a time further apart than this are not one mome
 def find_datetimes(text: str, ref: datetime, day_first: bool = False) -> list[Found[datetime]]:
     """A time with the nearest date close to it; in an utterance without dates, a time alone is its
     next occurrence ("call me at 3 pm")."""
-    dates = find_dates(text, ref.date(), day_first)
+    dates = find_dates(text, ref.date(), day_first)  # by start, disjoint
+    starts, longest = [d.start for d in dates], max((d.end - d.start for d in dates), default=0)
     out = []
     for t in find_times(text):
-        near = [d for d in dates if min(abs(d.end - t.start), abs(t.end - d.start)) <= PAIRING_CHARS]
+        # only dates starting within reach are compared: all of them for each time was quadratic
+        reach = dates[
+            bisect_left(starts, t.start - PAIRING_CHARS - longest) : bisect_right(starts, t.end + PAIRING_CHARS)
+        ]
+        near = [d for d in reach if min(abs(d.end - t.start), abs(t.end - d.start)) <= PAIRING_CHARS]
         if near:
             d = min(near, key=lambda f: min(abs(f.end - t.start), abs(t.end - f.start)))
             moment = datetime.combine(d.value, t.value, ref.tzinfo)
