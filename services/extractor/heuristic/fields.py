@@ -174,9 +174,15 @@ _AGREES = re.compile(r"^\W*(?:yes|yeah|yep|yup|correct|right|exactly|perfect|sou
 
 
 def agreed(utts: list[Utterance], i: int) -> bool:
-    """The customer's next turn agrees with what the agent said in turn i."""
-    after = next((u for u in utts[i + 1 :] if u.customer), None)
-    return after is not None and after.index == utts[i].index + 1 and _AGREES.match(after.text) is not None
+    """The customer's next turn agrees with what the agent said in turn i. Only the next utterance can
+    be that turn (copying the rest of the transcript to look further, for each turn, was quadratic)."""
+    after = utts[i + 1] if i + 1 < len(utts) else None
+    return (
+        after is not None
+        and after.customer
+        and after.index == utts[i].index + 1
+        and _AGREES.match(after.text) is not None
+    )
 
 
 def pick(u: Utterance, want: Want, concepts: Sequence[lx.Concept], found: list[vs.Found[T]], own: bool) -> vs.Found[T]:
