@@ -143,8 +143,10 @@ def find_phones(text: str, country_code: str = "1") -> list[Found[str]]:
 # "a.a.a..." or "x dot x dot ..." was scanned to its end from each of its words, quadratic in its length.
 EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}\b")
 _TLD = r"(?:com|org|net|io|co|ai|edu|gov|uk|de|fr|es|it|nl|ca|au|us|info|biz|me)"
+# a part of the name said as a word, or spelled out letter by letter ("j o h n"), never from its middle
+_SAID = r"(?:[a-z0-9](?:\s+[a-z0-9]\b){1,63}|[a-z0-9][a-z0-9._-]{0,63})"
 _SPOKEN_EMAIL = re.compile(
-    rf"\b([a-z0-9][a-z0-9._-]{{0,63}}(?:\s+(?:dot|underscore|dash|hyphen)\s+[a-z0-9]{{1,64}}){{0,8}})\s+at\s+"
+    rf"(?<![\w'])({_SAID}(?:\s+(?:dot|underscore|dash|hyphen)\s+{_SAID}){{0,8}})\s+at\s+"
     rf"([a-z0-9-]{{1,63}}(?:(?:\s+dot\s+|\.)[a-z0-9-]{{1,63}}){{0,8}}(?:\s+dot\s+|\.){_TLD})\b",
     re.I,
 )
@@ -158,9 +160,10 @@ def find_emails(text: str) -> list[Found[str]]:
         if any(f.start <= m.start() < f.end for f in out):
             continue
 
-        def join(part: str) -> str:
-            return re.sub(r"\s+(dot|underscore|dash|hyphen)\s+",
+        def join(part: str) -> str:  # the separators said, then the spaces between spelled letters
+            said = re.sub(r"\s+(dot|underscore|dash|hyphen)\s+",
                           lambda s: _SPOKEN_SEPARATORS[s.group(1).lower()], part, flags=re.I)  # fmt: skip
+            return re.sub(r"\s+", "", said)
 
         address = f"{join(m.group(1))}@{join(m.group(2))}".lower()
         if EMAIL.fullmatch(address):

@@ -47,6 +47,10 @@ def test_national_numbers_use_the_configured_country_code() -> None:
         ("It's jsantos at example dot net, j s a n t o s.", "jsantos@example.net"),
         ("sarah dot johnson at gmail dot com please", "sarah.johnson@gmail.com"),
         ("Send it to Marcus.Reed@ReedMechanical.example.com", "marcus.reed@reedmechanical.example.com"),
+        # spelled out letter by letter: the whole name, not its last letter ("n@gmail.com" before)
+        ("Sure, it's j o h n at gmail dot com.", "john@gmail.com"),
+        ("t o m dot b at example dot org", "tom.b@example.org"),
+        ("k e l l y underscore 7 at example dot net", "kelly_7@example.net"),
     ],
 )
 def test_emails_written_or_spoken(said: str, expected: str) -> None:
