@@ -110,7 +110,8 @@ def _spoken_to_digits(text: str) -> str:
 
 def normalize_phone(raw: str, country_code: str = "1") -> str | None:
     """E.164 (+15551234567) or None when it cannot be a full phone number."""
-    digits = re.sub(r"\D", "", raw)
+    # \d is any script's digit (Arabic-Indic, full-width): written in ASCII, as E.164 and the schema want
+    digits = "".join(str(int(d)) for d in re.sub(r"\D", "", raw))
     international = raw.lstrip().startswith("+") or digits.startswith("00")
     if international:
         digits = digits[2:] if digits.startswith("00") else digits

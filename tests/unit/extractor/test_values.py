@@ -36,6 +36,20 @@ def test_short_numbers_dates_and_amounts_are_not_phone_numbers() -> None:
     assert vs.find_phones("invoice INV-20418 for 312 dollars, dated 2026-03-01, seats: 12") == []
 
 
+def test_a_number_written_in_another_scripts_digits_is_given_in_ascii_digits() -> None:
+    """The phone schema is ^\\+[1-9][0-9]{6,14}$: a number transcribed in Arabic-Indic, Persian or
+    full-width digits kept them ('+1' and ten Arabic-Indic digits), outside it, and that is what an SMS
+    or a scheduled call got."""
+
+    def digits(text: str, zero: int) -> str:
+        return text.translate({ord("0") + i: zero + i for i in range(10)})
+
+    for zero in (0x660, 0x6F0, 0xFF10):
+        assert [f.value for f in vs.find_phones(digits("call me on 312 555 0178 please", zero))] == ["+13125550178"]
+        assert [f.value for f in vs.find_phones(digits("+44 20 7946 0958", zero))] == ["+442079460958"]
+        assert vs.normalize_phone(digits("030 1234567", zero), "49") == "+49301234567"
+
+
 def test_national_numbers_use_the_configured_country_code() -> None:
     assert [f.value for f in vs.find_phones("ring me on 030 1234567", country_code="49")] == ["+49301234567"]
 
