@@ -318,7 +318,8 @@ def _dated(begins: bytearray, end: int) -> bool:
 def _is_habitual(text: str, start: int) -> bool:
     """'open Mondays', 'every Tuesday': a weekday that is not a date."""
     before = text[max(0, start - 7) : start].lower()
-    return "every" in before or text[start:].lower().split(" ", 1)[0].rstrip(".,?!").endswith("days")
+    word = text[start : start + 32].lower().split(" ", 1)[0]  # not the rest of the text: once per weekday
+    return "every" in before or word.rstrip(".,?!").endswith("days")
 
 
 _HOUR = r"(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
