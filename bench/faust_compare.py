@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from bench.measure import best_of, check_line, info_line, median_of, ratio_line
 from bench.procs import Proc
 from bench.stream_step import records
 from schemas.topics import dead_letter_topic, retry_topic
+from services.devkit.kafka import free_port
 
 CONCURRENCY = 16
 THROUGHPUT_PARTITIONS = 3
@@ -135,19 +135,13 @@ async def prepare(ctx: BenchContext, stack: Stack, partitions: int) -> dict[str,
         "BENCH_INPUT_TOPIC": source,
         "BENCH_OUTPUT_TOPIC": sink,
         "BENCH_CONCURRENCY": str(CONCURRENCY),
-        "BENCH_WEB_PORT": str(_free_port()),
+        "BENCH_WEB_PORT": str(free_port()),
         "BENCH_DATADIR": str(datadir),
         "BENCH_SLOW_IDS": "",
         "BENCH_SLOW_SECONDS": str(SLOW_SECONDS),
         # a smoke run (`make test`): the killed app's group seat is given up after 6 s (the broker's minimum)
         "BENCH_SESSION_TIMEOUT_SECONDS": "6" if ctx.smoke else "10",
     }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(ctx: BenchContext, stack: Stack, env: dict[str, str]) -> Proc:
