@@ -128,9 +128,10 @@ async def _run(cases: list[Any], provider: str, base_url: str | None, model: str
             no_llm = settings.llm.model_copy(update={"base_url": None, "api_key": None})
             settings = settings.model_copy(update={"llm": no_llm})
         elif not settings.llm.configured:  # the extractor would score the heuristic instead
-            typer.echo("postcall eval: --provider openai needs an endpoint: --base-url URL, or "
-                       "POSTCALL_LLM__BASE_URL or POSTCALL_LLM__API_KEY", err=True)  # fmt: skip
-            raise typer.Exit(2)
+            _fail(
+                "--provider openai needs an endpoint: --base-url URL, or POSTCALL_LLM__BASE_URL or "
+                "POSTCALL_LLM__API_KEY"
+            )
         async with httpx.AsyncClient() as http, open_provider(settings) as llm_provider:
             extractor = Extractor(settings, lambda e: None, http, llm_provider)
             label = "heuristic" if llm_provider is None else f"{settings.llm.model} at {llm_provider.endpoint}"
