@@ -408,22 +408,22 @@ class OpenAIProvider:
         response = getattr(exc, "response", None)
         retry_after = None if response is None else parse_retry_after(status or 0, response.headers, self._cap)
         message = f"LLM {outcome.replace('_', ' ')}" + (f" (HTTP {status})" if status else "")
-        self.breaker.record(False)
-        if self.breaker.state is State.OPEN:
-            cooldown = self.breaker.policy.open_seconds
-            return DependencyUnavailable(f"{message}; circuit open", retry_after=max(retry_after or 0, cooldown))
-        return RetryableError(message, retry_after=retry_after)
+        return self._endpoint_failed(message, retry_after)
 
     def _not_a_completion(self, model: str, what: str) -> RetryableError:
         """A 200 that is no chat completion (a gateway's error object, a proxy's page): the endpoint, not
         the conversation, is at fault, so it counts against the circuit like a 5xx."""
         LLM_REQUESTS.labels(PROVIDER, model, "bad_response").inc()
         what = redact(_short(what), self._settings.secrets(), 200)
-        message = f"LLM endpoint answered HTTP 200 with {what}, not a chat completion"
+        return self._endpoint_failed(f"LLM endpoint answered HTTP 200 with {what}, not a chat completion")
+
+    def _endpoint_failed(self, message: str, retry_after: float | None = None) -> RetryableError:
+        """A failure of the endpoint, counted against the circuit: a pause once it is open."""
         self.breaker.record(False)
         if self.breaker.state is State.OPEN:
-            return DependencyUnavailable(f"{message}; circuit open", retry_after=self.breaker.policy.open_seconds)
-        return RetryableError(message)
+            cooldown = self.breaker.policy.open_seconds
+            return DependencyUnavailable(f"{message}; circuit open", retry_after=max(retry_after or 0, cooldown))
+        return RetryableError(message, retry_after=retry_after)
 
     def _account(self, model: str, completion: ChatCompletion, usage: Usage) -> Usage:
         u = completion.usage
