@@ -176,6 +176,9 @@ class BodyBudget:
         self.held += size
         return True
 
+    def give(self, size: int) -> None:
+        self.held -= size
+
 
 def _webhook(
     platform: str,
@@ -207,7 +210,7 @@ def _webhook(
                 try:
                     answer = await handler.handle(found, headers, body)
                 finally:
-                    budget.held -= len(body)
+                    budget.give(len(body))
         label = endpoint if found is not None else "(unknown)"
         elapsed = time.perf_counter() - started
         counter = counters.get((label, answer.outcome))
@@ -255,7 +258,7 @@ async def read_body(headers: HeaderMap, receive: Receive, limit: int, budget: Bo
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
         if not complete:
-            budget.held -= size
+            budget.give(size)
 
 
 def _too_large(limit: int) -> Answer:
