@@ -11,6 +11,7 @@ passes a record whose outcome is not durable (Parallel Consumer's "highest commi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import struct
@@ -88,6 +89,17 @@ def key_partitioner(key: bytes | None, all_partitions: list[int], available: lis
     return all_partitions[(murmur2_fast(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
+@contextlib.asynccontextmanager
+async def _admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client, started, closed on the way out."""
+    admin = AIOKafkaAdminClient(**kafka.client_options(), client_id=f"{kafka.client_id}-admin")
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
 class TopicsRefused(Exception):
     """Raised when the cluster refused to create some topics (no CREATE permission, a config or replication
     factor it does not accept, a policy): `created` were created, `refused` maps each other name to why."""
@@ -103,9 +115,7 @@ async def ensure_topics(
     """Create the topics that do not exist yet; returns (created, already_there). Idempotent. Raises
     TopicsRefused, after trying every topic, when the cluster refused some."""
     topics = list(topics)
-    admin = AIOKafkaAdminClient(**kafka.client_options(), client_id=f"{kafka.client_id}-admin")
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         brokers = len((await admin.describe_cluster())["brokers"])
         existing = set(await admin.list_topics())
         wanted = [t for t in topics if t.name not in existing]
@@ -123,8 +133,6 @@ async def ensure_topics(
         if refused:
             raise TopicsRefused(created, refused)
         return created, sorted({t.name for t in topics} - set(created))
-    finally:
-        await admin.close()
 
 
 async def topic_differences(kafka: KafkaSettings, topics: Iterable[Topic]) -> dict[str, list[str]]:
@@ -135,17 +143,13 @@ async def topic_differences(kafka: KafkaSettings, topics: Iterable[Topic]) -> di
     drop or refuse records: a retry tier whose retention is shorter than its delay loses its copies before
     they are due. More partitions or a longer retention than declared is not a difference."""
     wanted = list(topics)
-    admin = AIOKafkaAdminClient(**kafka.client_options(), client_id=f"{kafka.client_id}-admin")
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         existing = set(await admin.list_topics())
         found = [t for t in wanted if t.name in existing]
         if not found:
             return {}
         described = await admin.describe_topics([t.name for t in found])
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t.name) for t in found])
-    finally:
-        await admin.close()
     partitions = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
     configs: dict[str, dict[str, str]] = {}
     for response in responses:
@@ -212,12 +216,8 @@ async def read_partition(
 
 async def partitions_of(kafka: KafkaSettings, topic: str) -> list[int]:
     """The partition numbers of a topic (empty when it does not exist)."""
-    admin = AIOKafkaAdminClient(**kafka.client_options(), client_id=f"{kafka.client_id}-admin")
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     return sorted(p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"])
 
 
