@@ -17,6 +17,7 @@ import gc
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -519,7 +520,7 @@ class Runtime:
         after those of later records: under broker trouble, as after a retry, the order of a key's
         outputs is not kept."""
         ok = start = 0
-        produced: dict[str, int] = {}
+        produced: Counter[str] = Counter()
         for i, (record, record_acks, outputs) in enumerate(done):
             if record_acks is _FAILED:
                 continue  # its failure was carried out (retry copy or dead letter acknowledged)
@@ -534,8 +535,7 @@ class Runtime:
                 acked = acked and not ack.cancelled() and ack.exception() is None
             if acked:
                 ok += 1
-                for r in outputs:
-                    produced[r.topic] = produced.get(r.topic, 0) + 1
+                produced.update(r.topic for r in outputs)
             else:
                 self._release(state, done[start:i], window)
                 start = i
@@ -651,11 +651,8 @@ class Runtime:
                 futures = [await self._send(r) for r in records]
                 if futures:
                     await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
-                produced: dict[str, int] = {}
-                for r in records:
-                    if r.event is not None:  # outputs, not retry copies or dead letters
-                        produced[r.topic] = produced.get(r.topic, 0) + 1
-                self._count_produced(produced)
+                # outputs, not retry copies or dead letters
+                self._count_produced(Counter(r.topic for r in records if r.event is not None))
                 return
             except KafkaError as exc:
                 # KafkaTimeoutError (not marked retriable by aiokafka): a partition's buffer did not drain
@@ -673,7 +670,7 @@ class Runtime:
         """Queue one record; returns the future of its ack (one sender at a time: services.common.kafka.Sender)."""
         return await self._sender.send(r)
 
-    def _count_produced(self, produced: dict[str, int]) -> None:
+    def _count_produced(self, produced: Counter[str]) -> None:
         """Outputs acknowledged by the brokers, by topic (counted once, however often they were sent)."""
         for topic, count in produced.items():
             self._per_topic(self._produced, observability.RECORDS_PRODUCED, topic).inc(count)
