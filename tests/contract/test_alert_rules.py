@@ -168,6 +168,14 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[int, list[dict[str, Any]
         ],
         [(4, []), (10, [fires(severity="critical")])],
     ),
+    "PostcallIngressOverloaded": (
+        [
+            series("postcall_ingress_requests_total", "0x5 0+2x15", outcome="overloaded", source="retell", pod="a"),
+            series("postcall_ingress_requests_total", "0x20", outcome="overloaded", source="retell", pod="b"),
+            series("postcall_ingress_requests_total", "0+10x20", outcome="published", source="retell", pod="a"),
+        ],
+        [(4, []), (14, [fires(severity="warning")])],
+    ),
     "PostcallIngressNotReady": (
         [
             series("kube_pod_status_ready", "0x30", pod=INGRESS_POD, condition="true"),
