@@ -22,7 +22,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, With
 
 from schemas.end_reasons import EndReason, canonical_end_reason
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+MAX_ID_LENGTH = 256  # the longest id the contract takes (conversation, account, agent, event ids)
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 #: Every time on the wire is written with a year from 1970 up to (not including) 3000. Outside it,
 #: arithmetic such as a time-zone shift or a business-hours move overflows (years 1 and 9999), which would

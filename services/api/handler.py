@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from schemas.end_reasons import EndReason
+from schemas.events import MAX_ID_LENGTH
 from schemas.routes import SERVICES
 from services.api import operations
 from services.api.auth import require
@@ -94,8 +95,8 @@ SettingsDep = Annotated[ApiSettings, Depends(settings_of)]
 
 
 class ConversationQuery(BaseModel):
-    agent: str | None = Field(None, max_length=256, description="Agent id.")
-    agent_version: str | None = Field(None, max_length=256)
+    agent: str | None = Field(None, max_length=MAX_ID_LENGTH, description="Agent id.")
+    agent_version: str | None = Field(None, max_length=MAX_ID_LENGTH)
     end_reason: list[EndReason] = Field(default_factory=list, description="Canonical end reasons (any of).")
     since: AwareDatetime | None = Field(None, description="Ended at or after.")
     until: AwareDatetime | None = Field(None, description="Ended before.")
@@ -212,7 +213,9 @@ def _answer(result: operations.OperationResult) -> Any:
     responses={404: _problem("No such conversation in the store.")},
     tags=["conversations"],
 )
-async def get_conversation(who: Viewer, store: StoreDep, conversation_id: Annotated[str, Path(max_length=256)]) -> Any:
+async def get_conversation(
+    who: Viewer, store: StoreDep, conversation_id: Annotated[str, Path(max_length=MAX_ID_LENGTH)]
+) -> Any:
     """The event, every extraction (values with evidence, confidence and review flag), every decision
     trace, each action with every attempt, and the conversation's dead letters."""
     async with store.read() as conn:
@@ -230,7 +233,7 @@ class DeadLetterQuery(BaseModel):
     reason: str | None = Field(None, min_length=1, max_length=200, description="Text in the reason or category.")
     since: AwareDatetime | None = Field(None, description="Dead-lettered at or after.")
     until: AwareDatetime | None = Field(None, description="Dead-lettered before.")
-    key: str | None = Field(None, max_length=256, description="Record key or conversation id.")
+    key: str | None = Field(None, max_length=MAX_ID_LENGTH, description="Record key or conversation id.")
     state: Literal["pending", "replayed", "all"] = Field("pending", description="pending: not replayed yet.")
     ids: list[int] = Field(default_factory=list, max_length=1000, description="Dead letter ids (any of).")
 
@@ -320,7 +323,7 @@ async def stats(
     store: StoreDep,
     since: Since = None,
     until: Until = None,
-    agent: Annotated[str | None, Query(max_length=256)] = None,
+    agent: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None,
 ) -> list[DayStats]:
     """Per agent and UTC day the conversations ended (default: the last 30 days)."""
     end = queries.storable("until", until) if until is not None else datetime.now(UTC)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from aiokafka.errors import KafkaConnectionError
 
+from schemas.events import MAX_ID_LENGTH
 from services.common.settings import KafkaSettings
 
 Bootstrap = Annotated[
@@ -50,6 +51,6 @@ def kafka_unreachable(exc: BaseException) -> str:
 def contract_id(value: str | None) -> str | None:
     """A typer callback for an option that becomes an account or agent id: the contract's 1 to 256
     characters, refused as a usage error rather than failing in the mapping (or published as is)."""
-    if value is not None and not 1 <= len(value) <= 256:
-        raise typer.BadParameter(f"an id is 1 to 256 characters, not {len(value)}")
+    if value is not None and not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise typer.BadParameter(f"an id is 1 to {MAX_ID_LENGTH} characters, not {len(value)}")
     return value

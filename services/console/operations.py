@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import Response
 
+from schemas.events import MAX_ID_LENGTH
 from services.api import operations
 from services.api.settings import ApiSettings
 from services.console.access import PATH, Csrf, Operator
@@ -55,7 +56,9 @@ async def redrive(
 
 
 @router.post("/reextract")
-async def reextract(request: Request, who: Operator, conversation_id: Annotated[str, Form(max_length=256)]) -> Response:
+async def reextract(
+    request: Request, who: Operator, conversation_id: Annotated[str, Form(max_length=MAX_ID_LENGTH)]
+) -> Response:
     store, settings = _deps(request)
     result = await operations.reextract_conversations(
         store,
@@ -73,7 +76,9 @@ async def reextract(request: Request, who: Operator, conversation_id: Annotated[
 
 
 @router.post("/redeliver")
-async def redeliver(request: Request, who: Operator, conversation_id: Annotated[str, Form(max_length=256)]) -> Response:
+async def redeliver(
+    request: Request, who: Operator, conversation_id: Annotated[str, Form(max_length=MAX_ID_LENGTH)]
+) -> Response:
     """The call's dispatcher dead letters (actions that used up their retries or were refused) back to
     their action topics; a delivered action is never sent twice (the dispatcher's ledger skips it)."""
     store, settings = _deps(request)

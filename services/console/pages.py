@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.end_reasons import EndReason
+from schemas.events import MAX_ID_LENGTH
 from services.console import timeline
 from services.console.access import PATH, Viewer
 from services.console.destinations import DestinationStates
@@ -165,8 +166,8 @@ async def new_conversations(request: Request, who: Viewer, after: str | None = N
 
 @router.get("/conversations/{conversation_id:path}")
 async def conversation(request: Request, who: Viewer, conversation_id: str) -> Response:
-    if len(conversation_id) > 256:
-        raise HTTPException(400, "a conversation id is at most 256 characters")
+    if len(conversation_id) > MAX_ID_LENGTH:
+        raise HTTPException(400, f"a conversation id is at most {MAX_ID_LENGTH} characters")
     async with _store(request).read() as conn:
         detail = await queries.get_conversation(conn, conversation_id)
         payloads = await action_payloads(conn, conversation_id)

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
 
 from schemas.agent_loader import load_catalog
-from schemas.events import ConversationExtracted, DecisionTrace, Extraction
+from schemas.events import MAX_ID_LENGTH, ConversationExtracted, DecisionTrace, Extraction
 from services.console.access import PATH, Csrf, Viewer
 from services.console.agents import relative
 from services.console.render import fragment, page
@@ -122,7 +122,7 @@ async def run_try(
     request: Request,
     who: Viewer,
     source: Annotated[str, Form()] = "stored",
-    conversation_id: Annotated[str, Form(max_length=256)] = "",
+    conversation_id: Annotated[str, Form(max_length=MAX_ID_LENGTH)] = "",
     use_stored_extraction: Annotated[str, Form()] = "",
     payload: Annotated[str, Form(max_length=MAX_PAYLOAD)] = "",
     upload: UploadFile | None = None,
@@ -130,7 +130,7 @@ async def run_try(
     file: Annotated[str, Form(max_length=500)] = "",
     config_text: Annotated[str, Form(max_length=MAX_PAYLOAD)] = "",
     provider: Annotated[str, Form()] = "",
-    agent: Annotated[str, Form(max_length=256)] = "",
+    agent: Annotated[str, Form(max_length=MAX_ID_LENGTH)] = "",
 ) -> Response:
     root = _config_dir(request)
     if root is None:

@@ -19,6 +19,7 @@ import orjson
 
 from schemas import headers as h
 from schemas.events import (
+    MAX_ID_LENGTH,
     ActionBase,
     ActionCompleted,
     ConversationEnded,
@@ -32,7 +33,7 @@ from schemas.events import (
 Row = dict[str, Any]
 ZERO = timedelta(0)
 DONE_OUTCOMES = ("delivered", "published", "skipped_duplicate")
-MAX_ID = 256  # the contract's longest id (schemas.events.Id)
+MAX_ID = MAX_ID_LENGTH  # the contract's longest id (schemas.events.Id)
 
 
 @dataclass(frozen=True)
