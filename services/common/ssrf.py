@@ -6,9 +6,9 @@ and connect (rebinding) has no window. Connection pooling stays keyed by host na
 TLS SNI and certificate verification all use the name from the URL.
 
 Refused: private, loopback, link-local, CGNAT 100.64/10, cloud metadata, multicast, unspecified,
-documentation, benchmarking, reserved, and the IPv4-mapped / SIIT-translated / 6to4 / NAT64 / Teredo
-forms of those; the whole local-use NAT64 prefix 64:ff9b:1::/48; anything `ipaddress` does not call
-global. `allow_private` (demo and test sinks) lifts everything except the cloud metadata endpoints,
+documentation, benchmarking, reserved, and the IPv4-mapped / IPv4-compatible / SIIT-translated / 6to4 /
+NAT64 / Teredo forms of those; the whole local-use NAT64 prefix 64:ff9b:1::/48; anything `ipaddress` does
+not call global. `allow_private` (demo and test sinks) lifts everything except the cloud metadata endpoints,
 which stay refused in every form: no destination has a reason to post to them.
 """
 
@@ -57,6 +57,7 @@ _NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
 # address sits is not knowable; the whole /48 is non-public and metadata at any RFC 6052 position is refused
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _SIIT = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765): ::ffff:0:a.b.c.d
+_V4_COMPATIBLE = ipaddress.ip_network("::/96")  # IPv4-compatible (RFC 4291, deprecated): ::a.b.c.d
 
 
 class AddressRefused(Exception):
@@ -64,14 +65,15 @@ class AddressRefused(Exception):
 
 
 def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, SIIT-translated, 6to4, NAT64 /96, Teredo), if any."""
+    """The IPv4 address an IPv6 address carries (mapped, IPv4-compatible, SIIT-translated, 6to4, NAT64 /96,
+    Teredo), if any."""
     if isinstance(ip, ipaddress.IPv4Address):
         return None
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
-    if ip in _NAT64_WELL_KNOWN or ip in _SIIT:
+    if ip in _NAT64_WELL_KNOWN or ip in _SIIT or (ip in _V4_COMPATIBLE and int(ip) > 1):  # not :: or ::1
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.teredo is not None:
         return ip.teredo[1]

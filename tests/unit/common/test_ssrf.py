@@ -52,6 +52,10 @@ REFUSED = [
     ("::ffff:0:a9fe:a9fe", "cloud metadata endpoint (embedded"),
     ("::ffff:0:7f00:1", "loopback (embedded"),
     ("::ffff:0:a00:1", "private (embedded"),
+    # IPv4-compatible ::a.b.c.d (deprecated): refused whatever it carries, metadata named
+    ("::169.254.169.254", "cloud metadata endpoint (embedded"),
+    ("::10.0.0.1", "private (embedded"),
+    ("::8.8.8.8", "IPv4-compatible (deprecated)"),
     # local-use NAT64 64:ff9b:1::/48: non-public whatever it embeds, metadata named at every RFC 6052 position
     ("64:ff9b:1::808:808", "local-use NAT64"),
     ("64:ff9b:1:0:8:808:800:0", "local-use NAT64"),
@@ -106,6 +110,8 @@ def test_allow_private_lifts_the_guard_for_local_nat64_and_translated_private_ad
         "64:ff9b:1:a9:fe:a9fe::",
         "64:ff9b:1:0:a9:fea9:fe00:0",
         "64:ff9b:1::a9fe:a9fe",
+        "::169.254.169.254",  # IPv4-compatible (deprecated ::a.b.c.d)
+        "::169.254.170.2",
     ],
 )
 def test_metadata_endpoints_stay_refused_even_with_allow_private(address: str) -> None:
