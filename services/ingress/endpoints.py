@@ -11,7 +11,9 @@
         hmac: {signature_header: x-signature, timestamp_header: x-timestamp}
 
 The account a request belongs to is the endpoint's, never the payload's: a leaked Vapi org id or a
-forged `account` field cannot publish into another tenant. Secrets are read once at start (a missing
+forged `account` field cannot publish into another tenant. Nor can a payload's agent: an agent that only
+another account's endpoints list (in `agents` or as `default_agent_id`) is refused, so one tenant's signed
+payload cannot run another tenant's flows, destinations and credentials. Secrets are read once at start (a missing
 one fails the start) and never logged. `${VAR}` and `${VAR:-default}` are replaced from the environment.
 """
 
@@ -21,7 +23,7 @@ import base64
 import binascii
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -174,6 +176,14 @@ class EndpointsFile(Strict):
 class Endpoint:
     config: AnyEndpoint
     verifier: Verifier
+    foreign_agents: frozenset[str] = frozenset()  # the agents only other accounts' endpoints list
+
+    @property
+    def agent_ids(self) -> set[str]:
+        """The postcall agents this endpoint lists: each alias's id (or the platform's id it keeps), the default."""
+        config = self.config
+        listed = {alias.id or platform_id for platform_id, alias in config.agents.items()}
+        return listed | ({config.default_agent_id} if config.default_agent_id else set())
 
     @cached_property
     def platform(self) -> Platform:
@@ -256,7 +266,22 @@ def parse(text: str | bytes, environ: Mapping[str, str], source: str = "<endpoin
         except (ConfigError, ValueError) as exc:
             issues.append((("endpoints", i, "secrets"), str(exc)))
     raise_for(issues, tree, source)
-    return out
+    return _with_foreign_agents(out)
+
+
+def _with_foreign_agents(endpoints: Endpoints) -> Endpoints:
+    """Each endpoint with the agents listed by endpoints of other accounts and by none of its own account's."""
+    accounts: dict[str, set[str]] = {}  # agent id -> the accounts whose endpoints list it
+    for endpoint in endpoints.values():
+        for agent_id in endpoint.agent_ids:
+            accounts.setdefault(agent_id, set()).add(endpoint.config.account.id)
+    return {
+        key: replace(
+            endpoint,
+            foreign_agents=frozenset(a for a, owners in accounts.items() if endpoint.config.account.id not in owners),
+        )
+        for key, endpoint in endpoints.items()
+    }
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Endpoints:

@@ -393,3 +393,75 @@ def test_the_cloudevents_source_kept_per_platform_and_account_is_ce_sources() ->
     assert sorted(handler._sources) == sorted(
         (p, a) for p in ("vapi", "retell", "elevenlabs") for a in ("acct-copperline", "a/b c%", "acct-2")
     )
+
+
+TWO_ACCOUNTS = """\
+endpoints:
+  - {name: acme, platform: retell, account: {id: acme}, secrets: [{secret_env: ACME_RETELL}],
+     agents: {agent_acme_1: {id: acme-sales}, agent_shared: {id: shared-line}}}
+  - {name: acme, platform: native, account: {id: acme}, secrets: [{secret_env: ACME_NATIVE}]}
+  - {name: globex, platform: retell, account: {id: globex}, secrets: [{secret_env: GLOBEX_RETELL}],
+     agents: {agent_globex_1: {id: globex-sales}, agent_globex_2: {}, agent_shared: {id: shared-line}},
+     default_agent_id: globex-default}
+  - {name: globex, platform: native, account: {id: globex}, secrets: [{secret_env: GLOBEX_NATIVE}]}
+"""
+TWO_ACCOUNTS_ENV = {
+    "ACME_RETELL": "key_acme",
+    "GLOBEX_RETELL": "key_globex",
+    "ACME_NATIVE": DEMO_SECRETS["native"],
+    "GLOBEX_NATIVE": "whsec_" + "R2xvYmV4IG5hdGl2ZSBzZWNyZXQ=",
+}
+
+
+@pytest.fixture
+async def two_accounts(publisher: RecordingPublisher) -> AsyncIterator[httpx.AsyncClient]:
+    settings = IngressSettings(ingress=IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS))
+    app = create_app(settings, endpoints_file.parse(TWO_ACCOUNTS, TWO_ACCOUNTS_ENV), publisher)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as c:
+        yield c
+
+
+async def post_as(client: httpx.AsyncClient, platform: str, account: str, payload: dict[str, object]) -> httpx.Response:
+    body = orjson.dumps(payload)
+    secret = TWO_ACCOUNTS_ENV[f"{account.upper()}_{platform.upper()}"]
+    headers = signed_headers(platform, body, secret)
+    return await client.post(f"/webhooks/{platform}/{account}", content=body, headers=headers)
+
+
+def retell_call(agent_id: str) -> dict[str, object]:
+    payload: dict[str, object] = orjson.loads(example("retell/phone-voicemail-analyzed.json"))
+    payload["call"] = {**payload["call"], "agent_id": agent_id, "call_id": f"call-{agent_id}"}  # type: ignore[dict-item]
+    return payload
+
+
+def native_event(agent_id: str, account: str) -> dict[str, object]:
+    event: dict[str, object] = orjson.loads(example("../conversations/0004-sales-voicemail.json"))
+    return {**event, "event_id": f"evt-{agent_id}", "agent": {"id": agent_id}, "account": {"id": account}}
+
+
+@pytest.mark.parametrize("agent", ["globex-sales", "agent_globex_2", "globex-default"])
+async def test_an_endpoint_cannot_publish_for_an_agent_another_accounts_endpoint_lists(
+    two_accounts: httpx.AsyncClient, publisher: RecordingPublisher, agent: str
+) -> None:
+    """The account is the endpoint's, and so are its agents: a payload signed with acme's secret that names
+    an agent only globex's endpoints list (an alias's id, a platform id kept as it is, the default) would
+    run globex's flows on acme's data, with globex's destinations and their credentials."""
+    for platform, payload in (("retell", retell_call(agent)), ("native", native_event(agent, "acme"))):
+        answer = await post_as(two_accounts, platform, "acme", payload)
+        assert answer.status_code == 422, (platform, answer.text)
+        problem = f"agent {agent!r} is another account's: this endpoint publishes for account 'acme'"
+        assert answer.json()["problems"] == [{"field": "agent.id", "problem": problem}]
+    assert not publisher.sent
+    for platform, payload in (("retell", retell_call(agent)), ("native", native_event(agent, "globex"))):
+        assert (await post_as(two_accounts, platform, "globex", payload)).status_code == 200
+    assert [(e.account.id, e.agent.id) for e, _ in publisher.sent] == [("globex", agent)] * 2
+
+
+async def test_an_endpoint_publishes_for_its_own_shared_and_unlisted_agents(
+    two_accounts: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    for agent in ("agent_acme_1", "agent_shared", "some-unlisted-agent"):
+        assert (await post_as(two_accounts, "retell", "acme", retell_call(agent))).status_code == 200
+    for agent in ("acme-sales", "shared-line", "some-unlisted-agent"):
+        assert (await post_as(two_accounts, "native", "acme", native_event(agent, "acme"))).status_code == 200
+    assert [e.agent.id for e, _ in publisher.sent] == ["acme-sales", "shared-line", "some-unlisted-agent"] * 2
