@@ -413,8 +413,13 @@ class Runtime:
     async def _run_record(self, state: PartitionState, record: Any, previous: asyncio.Task[None] | None) -> None:
         try:
             if previous is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(previous)
+                try:
+                    with contextlib.suppress(Exception):  # the predecessor's failure is its own
+                        await asyncio.shield(previous)
+                except asyncio.CancelledError:  # the predecessor's cancellation, or this record's own (a drain)
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
             if state.revoked or (self._stopping.is_set() and previous is not None):
                 return  # not started: left uncommitted, the next owner reads it again
             await self._process(state, record)
