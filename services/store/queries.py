@@ -477,7 +477,7 @@ async def stats(conn: AsyncConnection, since: datetime, until: datetime, agent: 
             func.sum(c.completion_tokens),
             func.sum(c.cost_usd),
         )
-        .where(c.ended_at >= since, c.ended_at < until, *([c.agent_id == agent] if agent else []))
+        .where(c.ended_at >= since, c.ended_at < until, *([c.agent_id == storable("agent", agent)] if agent else []))
         .group_by(c.ended_day, c.agent_id)
         .order_by(c.ended_day, c.agent_id)
     )

@@ -121,6 +121,17 @@ async def test_bad_input_is_a_4xx_naming_the_problem(store: Store, client: httpx
     assert nul.status_code == 200
 
 
+async def test_a_nul_in_the_stats_agent_matches_nothing_and_is_no_503(store: Store) -> None:
+    """PostgreSQL refuses NUL in a text parameter: /stats?agent= passed it through, and the DataError was
+    answered 503 "the store is unavailable; try again shortly" (SQLite: 200 and nothing)."""
+    await seed(store)
+    app = create_app(ApiSettings.model_validate({"database": {"url": "sqlite://"}}), store=store)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        nul = await client.get("/api/v1/stats", params={"agent": "sales\x00line", "since": "2026-03-01T00:00:00Z"})
+    assert nul.status_code == 200 and nul.json() == [], nul.text
+
+
 async def test_numbers_and_times_the_store_cannot_hold_are_a_4xx_never_a_500(store: Store) -> None:
     """An id past 64 bits (SQLite: OverflowError; PostgreSQL: a DataError answered 503 as if the store were
     down), a time that is out of range once moved to UTC, a cursor carrying either: each is the caller's."""
