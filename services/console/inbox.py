@@ -22,6 +22,7 @@ from services.store import tokens
 from services.store.db import Store
 from services.store.models import Task, TeamAlert, table
 from services.store.queries import decode_cursor, encode_cursor
+from services.store.rows import clean
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
 PRIORITIES = ("Urgent", "High", "Medium", "Low")
@@ -54,7 +55,7 @@ async def tasks(
         query = query.where(t.done_at.is_not(None))
     if priority in PRIORITIES:
         query = query.where(t.priority == priority)
-    chosen = who.principal.name if assignee == "me" else assignee.strip()[:200]
+    chosen = who.principal.name if assignee == "me" else clean(assignee.strip()[:200])
     if assignee == "none":
         query = query.where(t.assignee.is_(None))
     elif chosen:
@@ -96,6 +97,7 @@ async def assign(
 
 async def _change(request: Request, who: Any, action_id: str, action: str, values: dict[str, Any]) -> Response:
     t = table(Task).c
+    action_id, values = clean(action_id), {k: clean(v) for k, v in values.items()}  # NUL-free, as stored
     async with _store(request).write() as conn:
         found = (await conn.execute(update(table(Task)).where(t.action_id == action_id).values(**values))).rowcount
         if not found:

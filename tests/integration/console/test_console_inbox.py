@@ -73,6 +73,23 @@ async def test_the_task_inbox_filters_marks_done_and_assigns(store: Store) -> No
     assert [a["action"] for a in audit] == ["task_done", "task_assign"]
 
 
+async def test_a_nul_in_the_inbox_filter_or_forms_is_no_503(store: Store) -> None:
+    """PostgreSQL refuses NUL in a text parameter: the assignee filter and the forms' action id and assignee
+    passed it through, and the refusal was answered 503 "the store is unavailable" (SQLite: nothing matched)."""
+    await seed(store)
+    token = await create_token(store, "olivia", "operator")
+    async with console_for(store) as c:
+        await login(c, token)
+        inbox = await c.get("/console/tasks", params={"assignee": "oli\x00via"})
+        assert inbox.status_code == 200 and "open the call" not in inbox.text
+        missing = await post(c, "/console/tasks/done", "/console/tasks", {"action_id": "c1-a0\x00"})
+        assert missing.status_code == 404
+        assigned = await post(
+            c, "/console/tasks/assign", "/console/tasks", {"action_id": "c2-a0", "assignee": "a\x00b"}
+        )
+        assert assigned.status_code == 200 and "a\ufffdb" in assigned.text
+
+
 async def test_a_viewer_sees_tasks_but_cannot_change_them(store: Store) -> None:
     await seed(store)
     token = await create_token(store, "victor", "viewer")
