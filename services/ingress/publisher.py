@@ -162,11 +162,12 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._wanted = asyncio.Event()  # set when a producer must be (re)started
         self._up = asyncio.Event()  # set while a started producer is in place
-        self._inflight: dict[str, asyncio.Future[Published] | None] = {}  # a future once a duplicate waits
-        # event id -> (when, conversation id, topic, partition, offset): a tuple of strings and numbers,
+        # both keyed by (CloudEvents source, event id), what names one event
+        self._inflight: dict[tuple[str, str], asyncio.Future[Published] | None] = {}  # a future once a duplicate waits
+        # -> (when, conversation id, topic, partition, offset): a tuple of strings and numbers,
         # which the garbage collector stops tracking, so that tens of thousands of remembered events do
         # not lengthen every full collection (a pause every request in flight waits out)
-        self._recent: OrderedDict[str, tuple[float, str, str, int, int]] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, str], tuple[float, str, str, int, int]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connector: asyncio.Task[None] | None = None
         self._checked: tuple[float, bool] = (0.0, False)
@@ -248,30 +249,32 @@ class Publisher:
         return ok
 
     async def publish(self, event: ConversationEnded, source: str) -> Published:
-        """Return once the brokers acknowledged the record (or did so for the same event id before)."""
+        """Return once the brokers acknowledged the record (or did so for the same event before). An event
+        is its source and id (CloudEvents): two accounts' bridges may each send an `evt-1`."""
         self._forget_old()
-        known = self._recent.get(event.event_id)
+        key = (source, event.event_id)
+        known = self._recent.get(key)
         if known is not None:
             return Published(event.event_id, *known[1:], duplicate=True)
-        if event.event_id in self._inflight:  # in flight: wait for its outcome (a future made on demand)
-            running = self._inflight[event.event_id]
+        if key in self._inflight:  # in flight: wait for its outcome (a future made on demand)
+            running = self._inflight[key]
             if running is None:
-                running = self._inflight[event.event_id] = asyncio.get_running_loop().create_future()
+                running = self._inflight[key] = asyncio.get_running_loop().create_future()
             return replace(await asyncio.shield(running), duplicate=True)
-        self._inflight[event.event_id] = None  # no future until a duplicate waits for one
+        self._inflight[key] = None  # no future until a duplicate waits for one
         try:
             done = await self._send(event, source)
         except BaseException as exc:
-            waiting = self._inflight.pop(event.event_id)
+            waiting = self._inflight.pop(key)
             if waiting is not None:  # a cancellation is this request's own: its duplicates may retry
                 shared = exc if isinstance(exc, Exception) else Unavailable("the request publishing it was cancelled")
                 waiting.set_exception(shared)
                 waiting.exception()  # retrieved: a failure nobody else awaited is not an "unretrieved" warning
             raise
-        waiting = self._inflight.pop(event.event_id)
+        waiting = self._inflight.pop(key)
         if waiting is not None:
             waiting.set_result(done)
-        self._recent[event.event_id] = (time.monotonic(), done.conversation_id, done.topic, done.partition, done.offset)
+        self._recent[key] = (time.monotonic(), done.conversation_id, done.topic, done.partition, done.offset)
         return done
 
     async def _send(self, event: ConversationEnded, source: str) -> Published:

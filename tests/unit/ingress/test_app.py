@@ -465,3 +465,22 @@ async def test_an_endpoint_publishes_for_its_own_shared_and_unlisted_agents(
     for agent in ("acme-sales", "shared-line", "some-unlisted-agent"):
         assert (await post_as(two_accounts, "native", "acme", native_event(agent, "acme"))).status_code == 200
     assert [e.agent.id for e, _ in publisher.sent] == ["acme-sales", "shared-line", "some-unlisted-agent"] * 2
+
+
+async def test_two_accounts_events_with_the_same_event_id_are_each_published(
+    two_accounts: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    """An event id is unique within its source (CloudEvents: source + id), and each account's bridge
+    derives its own: globex's evt-1 is not a copy of acme's, to be answered `duplicate` with acme's
+    conversation id, partition and offset and never published."""
+    acme = {**native_event("acme-sales", "acme"), "event_id": "evt-1", "conversation_id": "acme-conv-1"}
+    globex = {**native_event("globex-sales", "globex"), "event_id": "evt-1", "conversation_id": "globex-conv-1"}
+    first = await post_as(two_accounts, "native", "acme", acme)
+    second = await post_as(two_accounts, "native", "globex", globex)
+    again = await post_as(two_accounts, "native", "globex", globex)
+    assert [a.json()["status"] for a in (first, second, again)] == ["published", "published", "duplicate"]
+    assert second.json()["conversation_id"] == again.json()["conversation_id"] == "globex-conv-1"
+    assert [(e.account.id, e.conversation_id) for e, _ in publisher.sent] == [
+        ("acme", "acme-conv-1"),
+        ("globex", "globex-conv-1"),
+    ]
