@@ -8,7 +8,7 @@ this module and in services/console/evidence.py, from escaped pieces. Times are 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -35,8 +35,8 @@ env = Environment(
 def time_tag(value: datetime | None) -> Markup:
     if value is None:
         return Markup('<span class="dim">—</span>')
-    iso = value.isoformat()
-    return Markup('<time datetime="{}">{}</time>').format(iso, value.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    utc = value.astimezone(UTC)  # an event's times keep the offset the platform sent
+    return Markup('<time datetime="{}">{}</time>').format(utc.isoformat(), utc.strftime("%Y-%m-%d %H:%M:%S UTC"))
 
 
 def duration(seconds: float | None) -> str:

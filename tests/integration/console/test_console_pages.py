@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -117,6 +117,20 @@ async def test_one_call_as_a_timeline(store: Store) -> None:
     assert "2 of 2 action(s) done" in html
     assert "HTTP 503: &lt;b&gt;try later&lt;/b&gt;" in failing and "<b>try later" not in failing
     assert "1 failed (a retry may follow)" in failing
+
+
+async def test_a_time_sent_with_an_offset_is_shown_in_utc_as_its_label_says(store: Store) -> None:
+    """The platform's times keep the offset they were sent with; the page labels every time UTC (console.js
+    rewrites it in the viewer's zone, so without the script the label is what an operator reads)."""
+    at = datetime(2026, 3, 10, 12, 0, tzinfo=timezone(timedelta(hours=2)))  # 10:00 UTC
+    await writer.write(store, rows_of([(CONVERSATION_ENDED, ended("offset", at=at))]))
+    async with console_for(store) as c:
+        html = (await c.get("/console/conversations/offset")).text
+    shown = re.findall(r'<time datetime="([^"]+)">([^<]+)</time>', html)
+    assert ("2026-03-10T10:00:00+00:00", "2026-03-10 10:00:00 UTC") in shown  # the row's end
+    assert ("2026-03-10T09:57:00+00:00", "2026-03-10 09:57:00 UTC") in shown  # the event's start
+    assert all(text.endswith(" UTC") and when.endswith("+00:00") for when, text in shown)
+    assert not any(text.startswith("2026-03-10 12:00") for _, text in shown)
 
 
 async def test_hostile_text_is_escaped_everywhere(store: Store) -> None:
