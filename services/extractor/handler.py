@@ -82,13 +82,13 @@ class Extractor:
         return [self._extracted(event, ctx, extraction)]
 
     def _copy(self, event: ConversationEnded, ctx: Context) -> bool:
-        """A copy of a record already taken (duplicates.py): the same event id (the contract's
-        idempotency key) in another record. A replayed dead letter or a re-extraction is never one, nor
+        """A copy of a record already taken (duplicates.py): the same account and event id (the
+        contract's idempotency key) in another record. A replayed dead letter or a re-extraction is never one, nor
         a retry tier's copy: it continues a record that was taken, here or in another process (the tiers'
         partitions are assigned apart from the main topic's), which may have taken another copy."""
         if h.REPLAYED_FROM in ctx.headers or h.REEXTRACT_OF in ctx.headers:
             return False
-        first = self._seen.first_place(event.event_id, (ctx.partition, ctx.offset))
+        first = self._seen.first_place((event.account.id, event.event_id), (ctx.partition, ctx.offset))
         if first is None or ctx.attempt > 1:
             return False
         DUPLICATES.inc()

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from schemas.events import Agent, ConversationEnded, ConversationExtracted
+from schemas.events import Account, Agent, ConversationEnded, ConversationExtracted
 from schemas.headers import REEXTRACT_OF, REPLAYED_FROM
 from schemas.routes import EXTRACTOR
 from schemas.topics import CONVERSATION_EXTRACTED
@@ -216,6 +216,22 @@ async def test_a_copy_of_a_record_already_taken_is_skipped_and_extracted_once(tm
     [incoming] = [harness.record(event, headers={"ce_id": "vapi:c-1:end-of-call-report"})]
     again = await harness.run(dataclasses.replace(incoming, offset=first.contexts[0].offset))
     assert len(again.on(CONVERSATION_EXTRACTED)) == 1 and len(calls) == 2
+
+
+async def test_two_accounts_events_with_the_same_event_id_are_each_extracted(tmp_path: Path) -> None:
+    """An event id is unique within its account's source (CloudEvents: source + id): another account's
+    bridge may send its own evt-1, on the same partition, and that conversation is not a copy."""
+    ex = extractor(tmp_path)
+    calls, harness, event = counted(ex), run(ex), conversation("0005")
+    acme = event.model_copy(update={"event_id": "evt-1", "conversation_id": "acme-conv-1"})
+    globex = acme.model_copy(update={"conversation_id": "globex-conv-1", "account": Account(id="globex")})
+    outs = [await harness.send(e, headers={"ce_id": "evt-1"}) for e in (acme, globex, globex)]
+    assert [[o.conversation.conversation_id for o in out.on(CONVERSATION_EXTRACTED)] for out in outs] == [  # type: ignore[attr-defined]
+        ["acme-conv-1"],
+        ["globex-conv-1"],
+        [],  # globex's own copy
+    ]
+    assert len(calls) == 2
 
 
 async def test_replays_re_extractions_and_copies_outside_the_window_are_extracted(tmp_path: Path) -> None:
