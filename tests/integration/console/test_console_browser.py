@@ -124,6 +124,29 @@ async def test_log_in_find_a_call_by_filter_and_see_its_evidence_highlighted(ser
         await screenshot(page, "timeline", full_page=True)
 
 
+async def test_back_and_forward_after_a_filter_reload_the_pages_and_keep_no_copy_of_them_in_the_tab(
+    served: Served,
+) -> None:
+    """Pages are Cache-Control: no-store; htmx's history cache kept a copy of each page a filter left
+    (customers' names and numbers, the CSRF token) in the tab's sessionStorage, after logout too."""
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.operator)
+        rows = page.locator("table.nav-rows tbody tr[data-href]")
+        await expect(rows).to_have_count(15)
+        await page.get_by_label("Search").fill("rosa")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(rows).to_have_count(1)
+        await expect(page).to_have_url(re.compile(r"q=rosa"))
+        for back in (True, False):
+            await (page.go_back() if back else page.go_forward())
+            await expect(rows).to_have_count(15 if back else 1)
+            await expect(rows.first.locator("time")).to_contain_text("CDT")  # console.js ran on the page
+            await expect(page.locator("input[name=tz]")).to_have_value("America/Chicago")
+        stored = await page.evaluate("JSON.stringify(Object.values(sessionStorage))")
+        assert "Customer" not in stored and "Rosa" not in stored and "csrf" not in stored.lower()
+
+
 async def test_hostile_transcripts_render_as_text_in_the_browser(served: Served) -> None:
     async with chromium() as browser:
         page = await browser.new_page()
