@@ -53,12 +53,22 @@ class ElevenLabsSms(Lenient):
     agent_phone_number: str | None = None
 
 
+class ElevenLabsWhatsApp(Lenient):
+    """A WhatsApp conversation (`WhatsAppConversationInfo`): a call or messages; its user id is WhatsApp's,
+    not promised to be a phone number."""
+
+    direction: str | None = None  # inbound, outbound, unknown
+    whatsapp_user_id: str | None = None
+    whatsapp_phone_number_id: str | None = None
+
+
 class ElevenLabsMetadata(Lenient):
     start_time_unix_secs: int | None = Field(None, ge=0)
     call_duration_secs: float | None = Field(None, ge=0)
     termination_reason: str | None = None
     phone_call: ElevenLabsPhoneCall | None = None
     sms: ElevenLabsSms | None = None
+    whatsapp: ElevenLabsWhatsApp | None = None
     cost: float | None = None
     main_language: str | None = None
     timezone: str | None = None
@@ -84,6 +94,7 @@ class ElevenLabsClientData(Lenient):
 class ElevenLabsConversation(Lenient):
     agent_id: str | None = None
     agent_name: str | None = None
+    version_id: str | None = None  # the agent version the conversation ran
     conversation_id: str = Field(min_length=1, max_length=256)
     status: str | None = None
     user_id: str | None = None
@@ -119,13 +130,16 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     conv = parse(ElevenLabsConversation, envelope.data, "data")
     meta, phone = conv.metadata, conv.metadata.phone_call
     sms = meta.sms if phone is None else None
-    line = phone or sms
+    whatsapp = meta.whatsapp if phone is None and sms is None else None
+    line = phone or sms or whatsapp
     direction = "outbound" if line is not None and line.direction == "outbound" else "inbound"
     channel, customer, ours = "web", None, None  # a web conversation: no numbers
     if phone is not None:
         channel, customer, ours = "phone", phone.external_number, phone.agent_number
     elif sms is not None:
         channel, customer, ours = "sms", sms.sms_user_phone_number, sms.agent_phone_number
+    elif whatsapp is not None:
+        channel = "other"  # a WhatsApp call or messages: no channel of the contract says which
     started_at = from_epoch(meta.start_time_unix_secs, field=_START) if meta.start_time_unix_secs is not None else None
     ended_at = (
         from_epoch(meta.start_time_unix_secs + meta.call_duration_secs, field=_DURATION)
@@ -142,7 +156,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         conversation_id=conv.conversation_id,
         occurred_at=reported,
         account=account(ctx),
-        agent=agent(ctx, conv.agent_id, conv.agent_name, field="data.agent_id"),
+        agent=agent(ctx, conv.agent_id, conv.agent_name, conv.version_id, field="data.agent_id"),
         channel=channel,
         direction=direction,
         status=_STATUS.get(conv.status or "", conv.status or "completed"),
@@ -151,7 +165,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         times_estimated=estimated,
         duration_seconds=meta.call_duration_secs,
         end_reason=end_reason("elevenlabs", meta.termination_reason),
-        customer=dict(phone_number=customer, contact_id=conv.user_id),
+        customer=dict(phone_number=customer, contact_id=conv.user_id or (whatsapp and whatsapp.whatsapp_user_id)),
         to_number=ours if direction == "inbound" else customer,
         messages=messages(conv.transcript, meta.call_duration_secs) or None,
         dynamic_variables=own,
@@ -160,6 +174,10 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
                 "cost": meta.cost,
                 "language": meta.main_language,
                 "timezone": meta.timezone,  # the extractor reads dates in this zone
+                "whatsapp": whatsapp
+                and dropped_empty(
+                    {"user_id": whatsapp.whatsapp_user_id, "phone_number_id": whatsapp.whatsapp_phone_number_id}
+                ),
                 "system_variables": {k: v for k, v in variables.items() if k.startswith("system__")},
                 "variables": nested,
             }

@@ -273,6 +273,37 @@ def test_elevenlabs_sms_conversation_is_an_sms_with_the_customers_number_not_a_w
         )
 
 
+def test_elevenlabs_whatsapp_conversation_keeps_its_direction_and_the_users_whatsapp_id() -> None:
+    """A WhatsApp conversation carries `metadata.whatsapp` (the SDK's WhatsAppConversationInfo: direction,
+    whatsapp_user_id, whatsapp_phone_number_id) and no `phone_call`: it was published as an inbound web
+    conversation, so an outbound WhatsApp call ran the inbound flows. Channel `other` (a WhatsApp
+    conversation may be a call or messages), its direction, the WhatsApp user id as the contact when the
+    conversation names no other; the user id is not taken as a phone number (WhatsApp does not promise
+    E.164), and is kept in metadata."""
+    payload = orjson.loads(example("elevenlabs/web-with-analysis.json"))
+    del payload["data"]["user_id"]
+    whatsapp = {"direction": "outbound", "whatsapp_user_id": "13125550177", "whatsapp_phone_number_id": "1055"}
+    payload["data"]["metadata"]["whatsapp"] = whatsapp
+    e = MAPPINGS["elevenlabs"](payload, CTX)
+    assert isinstance(e, ConversationEnded)
+    assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == ("other", "outbound", None, None)
+    assert e.customer.contact_id == "13125550177"
+    assert e.metadata["whatsapp"] == {"user_id": "13125550177", "phone_number_id": "1055"}
+    whatsapp["direction"] = "unknown"
+    e = MAPPINGS["elevenlabs"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and e.direction == "inbound"
+
+
+def test_elevenlabs_version_id_is_the_agent_version() -> None:
+    """`version_id` (the agent version the conversation ran) was dropped; mapped, a configuration file
+    for that version applies (the agent's default file otherwise), as Retell's `agent_version` does."""
+    payload = orjson.loads(example("elevenlabs/web-with-analysis.json"))
+    assert mapped("elevenlabs", "elevenlabs/web-with-analysis.json").agent.version is None
+    payload["data"]["version_id"] = "agtvrsn_0901k2x6"
+    e = MAPPINGS["elevenlabs"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and e.agent.version == "agtvrsn_0901k2x6"
+
+
 def test_elevenlabs_call_initiation_failure_is_a_call_that_never_connected() -> None:
     e = mapped("elevenlabs", "elevenlabs/call-initiation-failure.json")
     assert (e.status, e.direction, e.times_estimated, e.duration) == ("not_connected", "outbound", True, 0)
