@@ -162,7 +162,7 @@ class ConversationFilter:
             out.append(c.has_failure == (true() if f.failed else false()))
         if f.needs_review is not None:
             out.append(c.needs_review == (true() if f.needs_review else false()))
-        if f.text:  # lower-cased by the database on both sides (Python's lower() differs beyond ASCII)
+        if f.text:  # lower-cased by the database on both sides (on SQLite by str.lower: services/store/db.py)
             out.append(c.search_text.like(func.lower(_like(f.text)), escape="\\"))
         return out
 

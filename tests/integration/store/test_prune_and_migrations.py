@@ -55,6 +55,19 @@ async def test_migrating_again_is_harmless(store: Store) -> None:
         assert await queries.get_conversation(conn, "c1") is not None
 
 
+async def test_text_stored_lower_cased_in_ascii_only_is_lower_cased_again(store: Store) -> None:
+    """What SQLite's own lower() left in search_text ("Émile") is folded by the migration that gave SQLite
+    a Unicode lower(), so a search typed in lower case finds the calls stored before it too."""
+    await writer.write(store, rows_of([(CONVERSATION_EXTRACTED, extracted(ended("c1", customer="Émile Zola")))]))
+    async with store.write() as conn:
+        await conn.execute(text("UPDATE conversations SET search_text = 'Émile zola'"))
+        await conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+    await migrate(store.engine)
+    async with store.read() as conn:
+        page = await queries.list_conversations(conn, queries.ConversationFilter(text="émile"))
+    assert [c.conversation_id for c in page.items] == ["c1"]
+
+
 async def test_a_store_migrated_by_a_newer_version_is_refused_saying_so(database_url: str) -> None:
     """An older pod starting after a newer one migrated (a rolling deploy, a rollback): alembic's "Can't
     locate revision identified by '0099'" escaped as a traceback, and the check without migrating said

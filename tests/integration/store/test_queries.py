@@ -80,6 +80,21 @@ async def test_every_filter_of_the_conversation_list(calls: Store) -> None:
     assert await ids(calls, agent="support-line", end_reasons=["VOICEMAIL"], failed=True) == ["c10"]
 
 
+async def test_text_search_and_the_reason_filter_ignore_case_beyond_ascii_on_both_databases(store: Store) -> None:
+    """SQLite's lower() folds ASCII only: "émile" did not find "Émile Zola" there (PostgreSQL found it), nor
+    "ärger" a dead letter whose reason says "Ärger"."""
+    event = ended("c1", customer="Émile Zola")
+    rows = rows_of([(CONVERSATION_ENDED, event), (CONVERSATION_EXTRACTED, extracted(event, summary="Über Öl"))])
+    rows.extend(dead_letter(0, "extractor", "c1", "InvalidRecord: Ärger mit JSON"))
+    await writer.write(store, rows)
+    for text in ("émile", "ÉMILE", "Émile", "über öl", "ÜBER ÖL"):
+        assert await ids(store, text=text) == ["c1"], text
+    async with store.read() as conn:
+        for reason in ("ärger", "ÄRGER"):
+            page = await queries.list_dead_letters(conn, DeadLetterFilter(reason=reason))
+            assert [d.key for d in page.items] == ["c1"], reason
+
+
 async def test_cursor_pagination_returns_every_row_once_in_order(calls: Store) -> None:
     for order in ("desc", "asc"):
         seen, cursor = [], None
