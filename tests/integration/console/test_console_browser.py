@@ -166,6 +166,27 @@ async def test_hostile_transcripts_render_as_text_in_the_browser(served: Served)
         assert SCRIPT.startswith("<script>")
 
 
+async def test_no_page_breaks_its_own_content_security_policy(served: Served) -> None:
+    """style-src 'self' refuses style="..." attributes: the browser dropped a layout the templates asked for
+    (the redrive form's explanation squeezed between its inputs, panels without their margins)."""
+    async with chromium() as browser:
+        page = await browser.new_page()
+        refused: list[str] = []
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        await log_in(page, served, served.operator)
+        for path in ("conversations", "conversations/call-01", "dead-letters", "agents"):
+            await page.goto(f"{served.url}/console/{path}")
+            await expect(page.locator("h1")).to_be_visible()
+        await page.goto(served.url + "/console/try?conversation_id=call-01")
+        await page.get_by_role("button", name="Run the dry run").click()
+        await expect(page.locator("#try-result details").first).to_be_visible(timeout=60_000)
+        explained = page.locator("#redrive p")
+        await page.goto(served.url + "/console/dead-letters")
+        width = await explained.evaluate("p => p.getBoundingClientRect().width / p.parentElement.clientWidth")
+        assert width > 0.9  # a line of its own above the inputs
+        assert refused == []
+
+
 async def test_try_a_flow_on_an_edited_configuration(served: Served) -> None:
     async with chromium() as browser:
         page = await browser.new_page()
