@@ -336,6 +336,8 @@ def _http(config: HttpAction) -> Builder:
         if empty:
             names = ", ".join(f"{{{{{name}}}}}" for name in empty)
             return None, f"skipped: {names} is empty, so the path would not name one record"
+        if len(rendered) > _PATH_LIMIT:  # a platform's value has no length bound; the command would be refused
+            return None, f"skipped: the path would be {len(rendered)} characters, over {_PATH_LIMIT}"
         action = make(
             HttpRequested,
             common,

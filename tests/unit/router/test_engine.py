@@ -682,3 +682,28 @@ def test_a_date_time_without_an_offset_is_the_agents_local_time_in_conditions_as
     assert fired == {"after-three": True, "written-naive": True}, [f.reason for f in routed[0].flows]
     [call] = [a for a in routed[1] if a.type == "schedule_call"]
     assert call.scheduled_at == datetime(2026, 3, 12, 20, 0, tzinfo=UTC)  # type: ignore[attr-defined]
+
+
+LONG_PATH = """
+agent: support-line
+extraction:
+  fields:
+    - {name: case_notes, type: string}
+flows:
+  - id: crm
+    actions:
+      - {type: http, destination: crm, method: PATCH, path: "/cases/{{case_notes}}"}
+      - {type: task, title: "Follow up"}
+"""
+
+
+@pytest.mark.parametrize("value", ["x" * 9000, "案" * 1000], ids=["9000 characters", "1000 encoded to 9000"])
+def test_a_path_rendered_too_long_skips_its_request_with_a_reason(tmp_path: Path, value: str) -> None:
+    """A value the platform's analysis filled (trust_platform) or a platform value (`platform.*`,
+    `dynamic_variables.*`) has no length bound: rendered into a path over HttpRequested's 8192
+    characters, the command's validation raised and the router dead-lettered the whole conversation,
+    with no trace and none of its other actions. The request is skipped with its reason instead."""
+    trace, actions = agent(tmp_path, LONG_PATH).route(event(fields={"case_notes": value}), NOW)
+    assert [a.type for a in actions] == ["task"]
+    [skip] = [c for c in trace.flows[0].conditions if c.kind == "action" and not c.passed]
+    assert skip.reason.startswith("skipped: the path would be") and "over 8192" in skip.reason
