@@ -8,13 +8,14 @@ the router asked for (services/store/rows.py `requested`); here people see them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import Response
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 
 from services.console.access import PATH, Csrf, Operator, Viewer
 from services.console.render import fragment, page
@@ -79,9 +80,9 @@ async def tasks(
 
 @router.post("/tasks/done", dependencies=[Csrf])
 async def mark_done(request: Request, who: Operator, action_id: Annotated[str, Form(max_length=300)]) -> Response:
-    return await _change(
-        request, who.principal, action_id, "task_done", {"done_at": datetime.now(UTC), "done_by": who.principal.name}
-    )
+    t = table(Task).c
+    values = {"done_at": datetime.now(UTC), "done_by": who.principal.name}
+    return await _change(request, who.principal, action_id, "task_done", values, (t.done_at.is_(None), _done_by))
 
 
 @router.post("/tasks/assign", dependencies=[Csrf])
@@ -92,16 +93,34 @@ async def assign(
     assignee: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     name = who.principal.name if assignee.strip() == "me" else assignee.strip() or None
-    return await _change(request, who.principal, action_id, "task_assign", {"assignee": name})
+    still = table(Task).c.assignee.is_(None)  # the button is offered on unassigned tasks only
+    return await _change(request, who.principal, action_id, "task_assign", {"assignee": name}, (still, _assignee))
 
 
-async def _change(request: Request, who: Any, action_id: str, action: str, values: dict[str, Any]) -> Response:
+def _done_by(task: Any) -> str:
+    return f"task {task.action_id!r} is already done by {task.done_by}"
+
+
+def _assignee(task: Any) -> str:
+    return f"task {task.action_id!r} is already assigned to {task.assignee}"
+
+
+Unchanged = tuple[ColumnElement[bool], Callable[[Any], str]]
+
+
+async def _change(
+    request: Request, who: Any, action_id: str, action: str, values: dict[str, Any], unchanged: Unchanged
+) -> Response:
+    """Change the task if it is still as the page showed it (`unchanged`: that condition, and what to say
+    otherwise): the click of a page drawn before another operator's never replaces who did it or owns it."""
     t = table(Task).c
+    still, conflict = unchanged
     action_id, values = clean(action_id), {k: clean(v) for k, v in values.items()}  # NUL-free, as stored
     async with _store(request).write() as conn:
-        found = (await conn.execute(update(table(Task)).where(t.action_id == action_id).values(**values))).rowcount
-        if not found:
-            raise HTTPException(404, f"no task {action_id!r}")
+        changed = await conn.execute(update(table(Task)).where(t.action_id == action_id, still).values(**values))
+        if not changed.rowcount:
+            task = (await conn.execute(select(table(Task)).where(t.action_id == action_id))).first()
+            raise HTTPException(404, f"no task {action_id!r}") if task is None else HTTPException(409, conflict(task))
         await tokens.audit(conn, who, action, {"action_id": action_id}, {k: str(v) for k, v in values.items()})
         row = (await conn.execute(select(table(Task)).where(t.action_id == action_id))).one()
     return fragment(request, "task_row.html", {"task": row, "can_operate": True})

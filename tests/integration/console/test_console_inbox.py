@@ -14,7 +14,7 @@ from services.api import auth
 from services.store import rows as r
 from services.store import writer
 from services.store.db import Store
-from tests.integration.console.conftest import console_for, create_token, login, post
+from tests.integration.console.conftest import console_for, create_token, csrf_of, login, post
 from tests.support.calls import T0, action_id, rows_of, story
 
 
@@ -71,6 +71,28 @@ async def test_the_task_inbox_filters_marks_done_and_assigns(store: Store) -> No
         assert missing.status_code == 404
         audit = (await c.get("/api/v1/audit", headers={"authorization": f"Bearer {token}"})).json()["items"]
     assert [a["action"] for a in audit] == ["task_done", "task_assign"]
+
+
+async def test_a_task_done_or_taken_by_another_operator_is_not_taken_over_by_a_stale_page(store: Store) -> None:
+    """Two operators on the same inbox: the second click (its page still shows the task open and unassigned)
+    silently replaced who did the task and who owns it; the first operator's row said otherwise."""
+    await seed(store)
+    olivia, bob = await create_token(store, "olivia", "operator"), await create_token(store, "bob", "operator")
+    async with console_for(store) as first, console_for(store) as second:
+        await login(first, olivia)
+        await login(second, bob)
+        stale = (await second.get("/console/tasks")).text
+        assert (await post(first, "/console/tasks/done", "/console/tasks", {"action_id": "c1-a0"})).status_code == 200
+        form = {"assignee": "me", "action_id": "c2-a0"}
+        assert (await post(first, "/console/tasks/assign", "/console/tasks", form)).status_code == 200
+        done = await second.post("/console/tasks/done", data={"csrf_token": csrf_of(stale), "action_id": "c1-a0"})
+        taken = await second.post("/console/tasks/assign", data={"csrf_token": csrf_of(stale), **form})
+        assert done.status_code == 409 and "already done by olivia" in done.text
+        assert taken.status_code == 409 and "already assigned to olivia" in taken.text
+        rows = (await first.get("/console/tasks", params={"state": "all"})).text
+        audit = (await first.get("/api/v1/audit", headers={"authorization": f"Bearer {olivia}"})).json()["items"]
+    assert "by olivia" in rows and "by bob" not in rows and "<td>bob</td>" not in rows
+    assert [a["actor"] for a in audit] == ["olivia", "olivia"]
 
 
 async def test_a_nul_in_the_inbox_filter_or_forms_is_no_503(store: Store) -> None:
