@@ -91,7 +91,9 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (below)
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON"):
+        # case_sensitive_like: LIKE minds case as on PostgreSQL (SQLite's own ignores ASCII case)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON",
+                       "case_sensitive_like=ON"):  # fmt: skip
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
         # SQLite's own lower() folds ASCII only ("Émile" stays); text search lower-cases both sides with it

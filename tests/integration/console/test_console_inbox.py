@@ -139,6 +139,20 @@ async def test_the_alert_feed_for_everyone_or_for_me(store: Store) -> None:
         assert "Escalation for everyone" in mine and "Complaint" not in mine
 
 
+async def test_my_alerts_match_my_name_exactly_on_both_databases(store: Store) -> None:
+    """The feed's "for me" finds my name in the alert's teammates with LIKE, which SQLite compares without
+    case (ASCII): "DANA"'s alert was dana's there, and not on PostgreSQL (as a task's assignee is on both)."""
+    alert = TeamAlertRequested(**common("c1", 1, 2), message="Shouted", everyone=False, teammates=["DANA"])
+    rows = rows_of(story("c1"))
+    rows.extend(r.requested(alert, r.Source(action_topic(alert.type), 0, 0, 0)))
+    await writer.write(store, rows)
+    dana = await create_token(store, "dana", "viewer")
+    async with console_for(store) as c:
+        await login(c, dana)
+        assert "Shouted" in (await c.get("/console/alerts")).text
+        assert "Shouted" not in (await c.get("/console/alerts", params={"mine": "1"})).text
+
+
 async def test_the_timeline_shows_each_actions_rendered_payload(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auth, "OPEN_MODE_RECHECK_SECONDS", 0.0)
     await seed(store)
