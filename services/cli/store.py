@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -92,27 +93,50 @@ def _a_date_ago(days: float) -> bool:
 def create(
     name: Annotated[str, typer.Argument(help="Who or what uses the token (unique).")],
     role: Annotated[str, typer.Option(help="viewer (reads) or operator (reads, replays, re-extracts).")] = "viewer",
+    expires_days: Annotated[
+        float | None, typer.Option(help="Refused this many days after it is created (default: valid until revoked).")
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create a token and print it once; only its SHA-256 is stored."""
+    lifetime = None if expires_days is None else _lifetime(expires_days)
 
     async def work(store: Store) -> str:
         async with store.write() as conn:
-            return await tokens.create_token(conn, name, role)
+            return await tokens.create_token(conn, name, role, lifetime)
 
     typer.echo(_run(database_url, work))
 
 
+def _lifetime(days: float) -> timedelta:
+    try:
+        now = datetime.now(UTC)
+        lifetime = (now + timedelta(days=days)) - now  # an expiry this side of year 9999
+    except (OverflowError, ValueError):
+        lifetime = timedelta(0)
+    if lifetime <= timedelta(0):
+        raise typer.BadParameter(
+            f"{days:g} is not a number of days a token lives (more than 0)", param_hint="--expires-days"
+        )
+    return lifetime
+
+
 @token_app.command("list")
 def list_tokens(database_url: DatabaseUrl = None) -> None:
-    """Names, roles, when created, last used and revoked (never the tokens)."""
+    """Names, roles, state (active and until when, revoked, expired), when created, last used (never the tokens)."""
 
     async def work(store: Store) -> list[TokenView]:
         async with store.read() as conn:
             return await tokens.list_tokens(conn)
 
+    now = datetime.now(UTC)
     for t in _run(database_url, work):
-        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+        if t.revoked_at:
+            state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}"
+        elif t.expires_at and t.expires_at <= now:
+            state = f"expired {t.expires_at:%Y-%m-%d %H:%M}"
+        else:
+            state = f"active until {t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "active"
         used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
         typer.echo(f"{t.name}\t{t.role}\t{state}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}")
 

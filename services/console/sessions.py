@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.console.settings import ConsoleSettings
 from services.store.models import ApiToken, ConsoleSession, table
-from services.store.tokens import Principal, Role
+from services.store.tokens import Principal, Role, usable
 
 SEEN_RESOLUTION = timedelta(minutes=1)
 
@@ -40,15 +40,13 @@ def new_secret() -> str:
 
 async def open_session(conn: AsyncConnection, token: str, settings: ConsoleSettings) -> tuple[str, Session] | None:
     """A new session for an active API token (the plain session id is returned once); None for a token
-    that is unknown or revoked. Expired sessions are deleted on the way."""
+    that is unknown, revoked or expired. Expired sessions are deleted on the way."""
     t = table(ApiToken).c
     wanted = hashlib.sha256(token.encode()).hexdigest()
-    row = (
-        await conn.execute(select(t.id, t.name, t.role).where(t.token_sha256 == wanted, t.revoked_at.is_(None)))
-    ).first()
+    now = datetime.now(UTC)
+    row = (await conn.execute(select(t.id, t.name, t.role).where(t.token_sha256 == wanted, usable(now)))).first()
     if row is None or not token.startswith("pc_"):
         return None
-    now = datetime.now(UTC)
     await conn.execute(delete(ConsoleSession).where(table(ConsoleSession).c.expires_at < now))
     session_id, csrf = new_secret(), new_secret()
     await conn.execute(
@@ -65,19 +63,19 @@ async def open_session(conn: AsyncConnection, token: str, settings: ConsoleSetti
 
 
 async def find_session(conn: AsyncConnection, session_id: str, settings: ConsoleSettings) -> Session | None:
-    """The live session of this id, else None (unknown, expired, idle too long, or its token revoked).
+    """The live session of this id, else None (unknown, expired, idle too long, or its token revoked or expired).
     A read; `Session.touch` says whether `touch_session` should record this use (at most once a minute)."""
     if not session_id or len(session_id) > 100:
         return None
     s, t = table(ConsoleSession).c, table(ApiToken).c
+    now = datetime.now(UTC)
     row = (
         await conn.execute(
             select(s.csrf_token, s.last_seen_at, s.expires_at, t.name, t.role)
             .join_from(table(ConsoleSession), table(ApiToken), s.token_id == t.id)
-            .where(s.id_sha256 == _digest(session_id), t.revoked_at.is_(None))
+            .where(s.id_sha256 == _digest(session_id), usable(now))
         )
     ).first()
-    now = datetime.now(UTC)
     idle = timedelta(minutes=settings.session_idle_minutes)
     if row is None or row.expires_at <= now or row.last_seen_at + idle <= now:
         return None

@@ -271,6 +271,7 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, doc="None: valid until revoked.")
 
     # one active token per name; a revoked token's name goes to its replacement (rotation)
     __table_args__ = (

@@ -4,6 +4,8 @@ A token is 32 random bytes (`pc_` + url-safe base64), shown once when created an
 SHA-256: a token has full entropy, so a fast hash is enough (a slow password hash protects guessable
 secrets; nobody guesses 256 random bits), and verification stays one indexed lookup per request.
 Roles: `viewer` reads; `operator` reads and acts (replay, re-extract), and every action is audited.
+A token is usable until it is revoked or its expiry (if it was given one) passes; an expired token is
+refused as a revoked one is, and its name may be given to a new token.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,17 +50,39 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def create_token(conn: AsyncConnection, name: str, role: str) -> str:
-    """A new token for `name`; the plain token is returned once and never stored."""
+def usable(now: datetime) -> ColumnElement[bool]:
+    """The tokens a request may use now: not revoked, not expired (the API's and the console's check)."""
+    t = table(ApiToken).c
+    return and_(t.revoked_at.is_(None), or_(t.expires_at.is_(None), t.expires_at > now))
+
+
+async def create_token(conn: AsyncConnection, name: str, role: str, expires_in: timedelta | None = None) -> str:
+    """A new token for `name`, valid for `expires_in` (None: until revoked); the plain token is returned
+    once and never stored. An expired token of that name is marked revoked at its expiry (its name is free)."""
     if role not in ROLES:
         raise TokenError(f"unknown role {role!r}: choose viewer or operator")
     if not name.strip():
         raise TokenError("a token needs a name (who or what uses it)")
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise TokenError("a token's lifetime must be more than 0")
     token = PREFIX + secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    t = table(ApiToken).c
     try:
         async with conn.begin_nested():
             await conn.execute(
-                insert(ApiToken).values(name=name, role=role, token_sha256=digest(token), created_at=datetime.now(UTC))
+                update(ApiToken)
+                .where(t.name == name, t.revoked_at.is_(None), t.expires_at <= now)
+                .values(revoked_at=t.expires_at)
+            )
+            await conn.execute(
+                insert(ApiToken).values(
+                    name=name,
+                    role=role,
+                    token_sha256=digest(token),
+                    created_at=now,
+                    expires_at=None if expires_in is None else now + expires_in,
+                )
             )
     except IntegrityError:
         raise TokenError(f"a token named {name!r} exists already: revoke it first or choose another name") from None
@@ -76,7 +100,9 @@ async def revoke_token(conn: AsyncConnection, name: str) -> None:
 
 async def list_tokens(conn: AsyncConnection) -> list[TokenView]:
     t = table(ApiToken).c
-    rows = await conn.execute(select(t.name, t.role, t.created_at, t.last_used_at, t.revoked_at).order_by(t.name, t.id))
+    rows = await conn.execute(
+        select(t.name, t.role, t.created_at, t.last_used_at, t.revoked_at, t.expires_at).order_by(t.name, t.id)
+    )
     return [TokenView(**r._mapping) for r in rows]
 
 
@@ -92,16 +118,14 @@ async def verify(conn: AsyncConnection, token: str) -> Principal | None:
         return None
     wanted = digest(token)
     t = table(ApiToken).c
+    now = datetime.now(UTC)
     row = (
         await conn.execute(
-            select(t.id, t.name, t.role, t.token_sha256, t.last_used_at).where(
-                t.token_sha256 == wanted, t.revoked_at.is_(None)
-            )
+            select(t.id, t.name, t.role, t.token_sha256, t.last_used_at).where(t.token_sha256 == wanted, usable(now))
         )
     ).first()
     if row is None or not secrets.compare_digest(row.token_sha256, wanted):
         return None
-    now = datetime.now(UTC)
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         await conn.execute(update(ApiToken).where(t.id == row.id).values(last_used_at=now))
     return Principal(row.name, row.role)

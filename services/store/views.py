@@ -197,3 +197,4 @@ class TokenView(View):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -79,6 +80,57 @@ async def test_a_revoked_token_is_refused(store: Store) -> None:
         await tokens.revoke_token(conn, "temp")
     async with client_for(store, token) as c:
         assert (await c.get("/api/v1/conversations")).status_code == 401
+
+
+async def expire(store: Store, name: str) -> None:
+    """The named active token's expiry moved a minute into the past (as if its lifetime had passed)."""
+    async with store.write() as conn:
+        await conn.execute(
+            text("UPDATE api_tokens SET expires_at = :at WHERE name = :name AND revoked_at IS NULL"),
+            {"at": datetime.now(UTC) - timedelta(minutes=1), "name": name},
+        )
+
+
+async def test_a_token_given_a_lifetime_is_refused_once_it_has_passed_and_its_name_is_free_again(
+    store: Store,
+) -> None:
+    """Tokens lived until revoked: a leaked one, or one created for a week's migration, stayed usable for
+    ever. A token created with a lifetime works until then, is refused (401) after, and the name goes to a
+    new token without revoking the old one first; the expired row is marked revoked at its expiry."""
+    async with store.write() as conn:
+        token = await tokens.create_token(conn, "migration", "operator", timedelta(days=7))
+        with pytest.raises(tokens.TokenError, match="more than 0"):
+            await tokens.create_token(conn, "never", "viewer", timedelta(0))
+    async with client_for(store, token) as c:
+        assert (await c.get("/api/v1/conversations")).status_code == 200
+        await expire(store, "migration")
+        refused = await c.get("/api/v1/conversations")
+    assert refused.status_code == 401
+    async with store.write() as conn:
+        listed = await tokens.list_tokens(conn)
+        assert [(t.name, t.revoked_at) for t in listed] == [("migration", None)]
+        assert listed[0].expires_at is not None and listed[0].expires_at < datetime.now(UTC)
+        again = await tokens.create_token(conn, "migration", "viewer")
+        listed = await tokens.list_tokens(conn)
+    assert [(t.role, t.revoked_at == t.expires_at is not None) for t in listed] == [
+        ("operator", True),
+        ("viewer", False),
+    ]
+    async with client_for(store, again) as c:
+        assert (await c.get("/api/v1/conversations")).status_code == 200
+
+
+async def test_an_expired_token_still_keeps_a_loopback_api_closed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only revocation counts a token out of the open mode: once every token has expired, the loopback API
+    still asks for one (it does not reopen to anyone)."""
+    monkeypatch.setattr(auth, "OPEN_MODE_RECHECK_SECONDS", 0.0)
+    async with store.write() as conn:
+        await tokens.create_token(conn, "ci", "viewer", timedelta(days=1))
+    await expire(store, "ci")
+    async with client_for(store) as anyone:
+        assert (await anyone.get("/api/v1/conversations")).status_code == 401
 
 
 async def test_tokens_are_stored_only_as_hashes(store: Store) -> None:

@@ -4,9 +4,10 @@ every state change, open only on loopback with no token, and never the session c
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from services.api import auth
 from services.console.access import CSRF_COOKIE, SESSION_COOKIE
@@ -75,6 +76,22 @@ async def test_a_session_ends_when_idle_too_long_and_when_its_token_is_revoked(s
         assert (await c.get("/console/conversations")).status_code == 200
         async with store.write() as conn:
             await tokens.revoke_token(conn, "bob")
+        assert (await c.get("/console/conversations")).status_code == 303
+
+
+async def test_a_session_ends_when_its_token_expires_and_an_expired_token_cannot_log_in(store: Store) -> None:
+    async with store.write() as conn:
+        token = await tokens.create_token(conn, "erin", "viewer", timedelta(days=1))
+    past = {"at": datetime.now(UTC) - timedelta(minutes=1)}
+    async with console_for(store) as c:
+        await login(c, token)
+        assert (await c.get("/console/conversations")).status_code == 200
+        async with store.write() as conn:
+            await conn.execute(text("UPDATE api_tokens SET expires_at = :at WHERE name = 'erin'"), past)
+        assert (await c.get("/console/conversations")).status_code == 303
+    async with console_for(store) as c:
+        refused = await login(c, token)
+        assert SESSION_COOKIE not in refused.cookies
         assert (await c.get("/console/conversations")).status_code == 303
 
 

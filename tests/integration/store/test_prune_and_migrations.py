@@ -60,9 +60,12 @@ async def test_text_stored_lower_cased_in_ascii_only_is_lower_cased_again(store:
     a Unicode lower(), so a search typed in lower case finds the calls stored before it too."""
     await writer.write(store, rows_of([(CONVERSATION_EXTRACTED, extracted(ended("c1", customer="Émile Zola")))]))
     async with store.write() as conn:
+        head = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
         await conn.execute(text("UPDATE conversations SET search_text = 'Émile zola'"))
         await conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
-    await migrate(store.engine)
+    await migrate(store.engine, "0006")  # that migration alone: the later ones' changes are in place already
+    async with store.write() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
     async with store.read() as conn:
         page = await queries.list_conversations(conn, queries.ConversationFilter(text="émile"))
     assert [c.conversation_id for c in page.items] == ["c1"]

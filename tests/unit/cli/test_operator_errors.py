@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -311,3 +311,24 @@ def test_eval_with_the_openai_provider_but_no_endpoint_says_so_instead_of_scorin
         "POSTCALL_LLM__API_KEY"
     ]
     assert "provider:" not in done.stdout  # refused before any extraction ran
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "nan", "1e12"])
+def test_token_create_refuses_a_lifetime_that_is_not_a_number_of_days_ahead(days: str, tmp_path: Path) -> None:
+    done = postcall(
+        "api", "token", "create", "ci", "--expires-days", days, "--database-url", f"sqlite:///{tmp_path / 's.db'}"
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "--expires-days" in done.stderr and "pc_" not in done.stdout
+
+
+def test_token_list_says_until_when_a_token_is_valid(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    made = postcall("api", "token", "create", "ci", "--expires-days", "30", "--database-url", url)
+    assert made.returncode == 0 and made.stdout.startswith("pc_"), made.stderr
+    assert postcall("api", "token", "create", "ops", "--database-url", url).returncode == 0
+    listed = postcall("api", "token", "list", "--database-url", url).stdout.splitlines()
+    ci, ops = (line.split("\t") for line in listed)
+    until = datetime.now(UTC) + timedelta(days=30)
+    assert ci[:3] == ["ci", "viewer", f"active until {until:%Y-%m-%d} {ci[2][-5:]}"]
+    assert ops[:3] == ["ops", "viewer", "active"]
