@@ -91,6 +91,19 @@ def _email(v: Any) -> Any:
     return None if v is None else v.lower()
 
 
+def _not_a_number(v: Any) -> Any:
+    """A date or time is text: pydantic's lax mode would read 15 as 15 seconds after the epoch."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        raise ValueError("a number is not a date or time: write ISO 8601 text")
+    return v
+
+
+def _not_a_flag(v: Any) -> Any:
+    if isinstance(v, bool):  # lax mode reads true as 1
+        raise ValueError("a boolean is not a number")
+    return v
+
+
 _MIDNIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ]00:00(?::00(?:\.0+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
 _CLOCK = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])(?::[0-5][0-9](?:\.\d+)?)?$")
 
@@ -99,7 +112,7 @@ def _date(v: Any) -> Any:
     """2026-03-17T00:00:00 is the date 2026-03-17: a date-time at midnight says nothing more."""
     if isinstance(v, str) and (m := _MIDNIGHT.match(v.strip())):
         return m.group(1)
-    return v
+    return _not_a_number(v)
 
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -110,13 +123,13 @@ def _datetime(v: Any) -> Any:
     midnight, a time nobody said (a callback at 00:00); the router reads a date as its opening hour."""
     if isinstance(v, str) and _DATE_ONLY.match(v.strip()):
         return date.fromisoformat(v.strip())
-    return v
+    return _not_a_number(v)
 
 
 def _time(v: Any) -> Any:
     """16:30, 16:30:00, 4:30 PM, half past four in the afternoon -> 16:30; anything else is left to fail."""
     if not isinstance(v, str):
-        return v
+        return _not_a_number(v)
     text = v.strip()
     if m := _CLOCK.match(text):
         return f"{int(m.group(1)):02d}:{m.group(2)}"
@@ -142,6 +155,8 @@ def _enum(values: list[str]) -> Any:
 def value_type(f: FieldSpec, country_code: str) -> Any:
     # a number is finite: "NaN" or "Infinity" is no value (and no event can carry it)
     simple: dict[str, Any] = {"string": str, "number": FiniteFloat, "integer": int, "boolean": bool}  # fmt: skip
+    if f.type in ("integer", "number"):
+        return Annotated[simple[f.type] | None, BeforeValidator(_blank_to_none), BeforeValidator(_not_a_flag)]
     if f.type == "enum":
         return _enum(list(f.values or []))
     if f.type == "phone":

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from schemas.agents import ExtractionSpec, FieldSpec
 from schemas.events import ConversationEnded, ConversationExtracted, PlatformAnalysis
@@ -77,3 +78,31 @@ async def test_a_platform_number_that_is_not_finite_is_left_to_the_provider(tmp_
     # taken, it made ExtractedValue (which refuses NaN) raise: a failed extraction, dead-lettered
     assert out.status == "ok", out.reason
     assert out.reason is None or "budget" not in out.reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "sent"),
+    [("integer", True), ("number", False), ("date", 1767225600), ("datetime", 15), ("time", 3600)],
+    ids=["true as an integer", "false as a number", "a number as a date", "a number as a datetime", "as a time"],
+)
+async def test_a_platform_value_of_another_json_type_is_left_to_the_provider(
+    tmp_path: Path, kind: str, sent: object
+) -> None:
+    """`true` is no count and 15 no date: pydantic's lax mode took them as 1 and 1970-01-01T00:00:15Z
+    (seconds since the epoch), values the platform never meant, used by flows as if it had."""
+    field = FieldSpec(name="f", type=kind)  # type: ignore[arg-type]
+    out = (await extracted(tmp_path, spec(field, summary=False), with_analysis(data={"f": sent}))).extraction
+    assert out.provider == "heuristic" and out.reason is None, out  # nothing taken from the platform
+
+
+@pytest.mark.parametrize(
+    ("kind", "sent", "taken"),
+    [("integer", "12", 12), ("integer", 12.0, 12), ("number", "2.5", 2.5), ("boolean", "yes", True),
+     ("boolean", 1, True), ("date", "2026-03-17", "2026-03-17"), ("time", "4:30 PM", "16:30")],
+)  # fmt: skip
+async def test_platform_text_and_numbers_of_the_fields_type_are_still_taken(
+    tmp_path: Path, kind: str, sent: object, taken: object
+) -> None:
+    field = FieldSpec(name="f", type=kind)  # type: ignore[arg-type]
+    out = (await extracted(tmp_path, spec(field, summary=False), with_analysis(data={"f": sent}))).extraction
+    assert out.provider == "platform" and out.fields["f"].value == taken
