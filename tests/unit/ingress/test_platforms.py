@@ -368,6 +368,24 @@ def test_native_event_keeps_its_id_and_cannot_name_another_account() -> None:
     assert MAPPINGS["native"](without, Context("acct-x", "X", RECEIVED, {})).account.id == "acct-x"  # type: ignore[union-attr]
 
 
+def test_native_event_gets_the_endpoints_agent_alias_like_a_vendors() -> None:
+    """An endpoint's `agents` (platform id -> postcall agent id and name) were accepted on a native
+    endpoint and never applied: a bridge sending its platform's agent ids had its calls run no flows
+    (no configuration has that id). Applied as for the vendors; an agent not listed keeps its id, and the
+    event's own agent name and version win over the alias's name."""
+    event = orjson.loads(example("../conversations/0001-support-resolved-hangup.json"))
+    event["agent"] = {"id": "asst_9f2c41", "version": "3"}  # the bridge's platform's id, no name
+    ctx = Context("acct-copperline", None, RECEIVED, {"asst_9f2c41": ("support-line", "Support")})
+    out = MAPPINGS["native"](event, ctx)
+    assert isinstance(out, ConversationEnded)
+    assert (out.agent.id, out.agent.name, out.agent.version) == ("support-line", "Support", "3")
+    event["agent"]["name"] = "Its own name"
+    named = MAPPINGS["native"](event, ctx)
+    assert isinstance(named, ConversationEnded) and named.agent.name == "Its own name"
+    unlisted = MAPPINGS["native"](event, Context("acct-copperline", None, RECEIVED, {"other": ("x", None)}))
+    assert isinstance(unlisted, ConversationEnded) and unlisted.agent == ConversationEnded.model_validate(event).agent
+
+
 def _with(name: str, path: tuple[str, ...], value: Any) -> dict[str, Any]:
     payload: dict[str, Any] = orjson.loads(example(name))
     node = payload
