@@ -187,6 +187,31 @@ async def test_no_page_breaks_its_own_content_security_policy(served: Served) ->
         assert refused == []
 
 
+# whether an element's first character is drawn left of its last one
+LEFT_TO_RIGHT = """s => { const text = s.firstChild, range = document.createRange();
+    const left = i => { range.setStart(text, i); range.setEnd(text, i + 1);
+                        return range.getBoundingClientRect().left; };
+    return left(0) < left(text.length - 1); }"""
+
+
+async def test_a_right_to_left_override_in_a_callers_name_does_not_reverse_the_number_beside_it(served: Served) -> None:
+    """An unclosed U+202E in the customer's (or agent's) name turned the rest of its line around: the page
+    showed the number +16305550123 as 32105550361+, and the agent's id backwards."""
+    event = ended("rlo-call", at=T0 + timedelta(hours=3), customer="Ana \u202e")
+    event = event.model_copy(update={"agent": event.agent.model_copy(update={"name": "Sales \u202e"})})
+    await writer.write(served.store, rows_of([(CONVERSATION_ENDED, event)]))
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.viewer)
+        await page.goto(served.url + "/console/conversations/rlo-call")
+        number = page.locator("dd span.dim", has_text="+16305550123")
+        agent = page.locator("dd span.dim", has_text="(support-line v3)")
+        assert await number.evaluate(LEFT_TO_RIGHT) and await agent.evaluate(LEFT_TO_RIGHT)
+        await page.goto(served.url + "/console/conversations")
+        version = page.locator("tr", has_text="Sales").locator("span.dim", has_text="v3")
+        assert await version.evaluate(LEFT_TO_RIGHT)
+
+
 async def test_try_a_flow_on_an_edited_configuration(served: Served) -> None:
     async with chromium() as browser:
         page = await browser.new_page()
