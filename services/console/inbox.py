@@ -22,7 +22,7 @@ from services.console.render import fragment, page
 from services.store import tokens
 from services.store.db import Store
 from services.store.models import Task, TeamAlert, table
-from services.store.queries import decode_cursor, encode_cursor
+from services.store.queries import QueryError, decode_cursor, encode_cursor
 from services.store.rows import clean
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
@@ -32,6 +32,15 @@ PRIORITIES = ("Urgent", "High", "Medium", "Low")
 def _store(request: Request) -> Store:
     found: Store = request.app.state.store
     return found
+
+
+def _cursor(cursor: str) -> tuple[datetime, str]:
+    """The page's cursor; a malformed one is the console's 400 page (the API's handler answers JSON)."""
+    try:
+        at, key = decode_cursor(cursor, str)
+    except QueryError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return at, key
 
 
 def _like(text: str) -> str:
@@ -62,7 +71,7 @@ async def tasks(
     elif chosen:
         query = query.where(t.assignee == chosen)
     if cursor:
-        at, key = decode_cursor(cursor, str)
+        at, key = _cursor(cursor)
         query = query.where(or_(t.requested_at < at, (t.requested_at == at) & (t.action_id < key)))
     async with _store(request).read() as conn:
         rows = (await conn.execute(query.order_by(t.requested_at.desc(), t.action_id.desc()).limit(limit + 1))).all()
@@ -135,7 +144,7 @@ async def alerts(request: Request, who: Viewer, mine: str = "", cursor: str | No
         name = orjson.dumps(who.principal.name).decode()  # as it appears inside the JSON list
         query = query.where(or_(a.everyone.is_(True), a.teammates.like(_like(name), escape="\\")))
     if cursor:
-        at, key = decode_cursor(cursor, str)
+        at, key = _cursor(cursor)
         query = query.where(or_(a.requested_at < at, (a.requested_at == at) & (a.action_id < key)))
     async with _store(request).read() as conn:
         rows = (await conn.execute(query.order_by(a.requested_at.desc(), a.action_id.desc()).limit(limit + 1))).all()

@@ -95,6 +95,15 @@ async def test_a_task_done_or_taken_by_another_operator_is_not_taken_over_by_a_s
     assert [a["actor"] for a in audit] == ["olivia", "olivia"]
 
 
+async def test_a_malformed_cursor_is_named_in_the_consoles_page_not_the_apis_json(store: Store) -> None:
+    await seed(store)
+    async with console_for(store) as c:
+        for path in ("/console/tasks", "/console/alerts"):
+            answer = await c.get(path, params={"cursor": "not-a-cursor"})
+            assert answer.status_code == 400 and answer.headers["content-type"].startswith("text/html")
+            assert "malformed cursor" in answer.text and "<h1>Bad request</h1>" in answer.text
+
+
 async def test_a_nul_in_the_inbox_filter_or_forms_is_no_503(store: Store) -> None:
     """PostgreSQL refuses NUL in a text parameter: the assignee filter and the forms' action id and assignee
     passed it through, and the refusal was answered 503 "the store is unavailable" (SQLite: nothing matched)."""
