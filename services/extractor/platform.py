@@ -3,7 +3,8 @@
 A declared field the platform already extracted under the same name (Vapi structured data or outputs,
 Retell custom analysis data, ElevenLabs data collection results: `ConversationEnded.platform_analysis`)
 is taken as the platform sent it, once it fits the field's type (an enum value outside the field's
-values, a text where a number is wanted, ... is left to the provider); so is the platform's summary.
+values, a text where a number is wanted, a text over TEXT_CHARS ... is left to the provider); so is the
+platform's summary (up to TEXT_CHARS).
 The provider is asked only for the rest, and not at all when nothing is left: no LLM call is billed
 twice for what the platform already paid for.
 """
@@ -19,16 +20,21 @@ from schemas.events import ExtractedValue, Extraction, PlatformAnalysis
 from services.extractor.answer import plain, value_type
 
 PROVIDER = "platform"
+#: a page: a longer text of the platform's is left to the provider. The extracted record carries the
+#: conversation, its analysis included, so a taken text is in it twice: a megabyte summary made an event
+#: the extractor read into a record over the size the router reads (max_record_bytes), dead-lettered there.
+TEXT_CHARS = 10_000
 
 
 def taken(spec: ExtractionSpec, analysis: PlatformAnalysis, country_code: str) -> dict[str, ExtractedValue]:
     """The declared fields the platform filled with a value of the field's type."""
     out: dict[str, ExtractedValue] = {}
     for field in spec.fields:
-        if analysis.data.get(field.name) is None:
+        sent = analysis.data.get(field.name)
+        if sent is None or (isinstance(sent, str) and len(sent) > TEXT_CHARS):
             continue
         try:
-            value: Any = TypeAdapter(value_type(field, country_code)).validate_python(analysis.data[field.name])
+            value: Any = TypeAdapter(value_type(field, country_code)).validate_python(sent)
         except ValidationError:
             continue
         if value is not None:
@@ -47,7 +53,8 @@ def asks_nothing(spec: ExtractionSpec) -> bool:
 
 
 def summary_of(spec: ExtractionSpec, analysis: PlatformAnalysis) -> str | None:
-    return analysis.summary if spec.summary and analysis.summary else None
+    summary = analysis.summary
+    return summary if spec.summary and summary and len(summary) <= TEXT_CHARS else None
 
 
 def only(spec: ExtractionSpec, values: dict[str, ExtractedValue], summary: str | None) -> Extraction:

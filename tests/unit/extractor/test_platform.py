@@ -12,9 +12,11 @@ import pytest
 from schemas.agents import ExtractionSpec, FieldSpec
 from schemas.events import ConversationEnded, ConversationExtracted, PlatformAnalysis
 from schemas.topics import CONVERSATION_EXTRACTED
+from services.common import codec
 from services.common.harness import Harness
 from services.extractor.handler import Extractor
 from services.extractor.settings import ExtractorSettings
+from services.router.settings import RouterSettings
 from tests.unit.extractor.conftest import SUPPORT_FIELDS, conversation
 
 ISSUE = next(f for f in SUPPORT_FIELDS if f.name == "issue_category")
@@ -90,7 +92,7 @@ async def test_a_platform_value_of_another_json_type_is_left_to_the_provider(
 ) -> None:
     """`true` is no count and 15 no date: pydantic's lax mode took them as 1 and 1970-01-01T00:00:15Z
     (seconds since the epoch), values the platform never meant, used by flows as if it had."""
-    field = FieldSpec(name="f", type=kind)  # type: ignore[arg-type]
+    field = FieldSpec(name="f", type=kind)
     out = (await extracted(tmp_path, spec(field, summary=False), with_analysis(data={"f": sent}))).extraction
     assert out.provider == "heuristic" and out.reason is None, out  # nothing taken from the platform
 
@@ -103,6 +105,21 @@ async def test_a_platform_value_of_another_json_type_is_left_to_the_provider(
 async def test_platform_text_and_numbers_of_the_fields_type_are_still_taken(
     tmp_path: Path, kind: str, sent: object, taken: object
 ) -> None:
-    field = FieldSpec(name="f", type=kind)  # type: ignore[arg-type]
+    field = FieldSpec(name="f", type=kind)
     out = (await extracted(tmp_path, spec(field, summary=False), with_analysis(data={"f": sent}))).extraction
     assert out.provider == "platform" and out.fields["f"].value == taken
+
+
+async def test_a_platform_text_too_long_to_copy_is_left_to_the_provider(tmp_path: Path) -> None:
+    """The extracted record carries the conversation, the platform's analysis included: taking a
+    megabyte summary and note copied them, and an event the extractor read (under max_record_bytes)
+    became a record over it, which the router dead-letters unread: no flow ran, not even the end-reason
+    ones, where without trust_platform the same event routed."""
+    notes = FieldSpec(name="notes", type="string")
+    event = with_analysis(summary="s" * 1_500_000, data={"notes": "n" * 1_000_000, "issue_category": "billing"})
+    out = await extracted(tmp_path, spec(notes, ISSUE), event)
+    assert len(codec.encode(out)) < RouterSettings(config_dir=tmp_path).runtime.max_record_bytes
+    assert out.extraction.fields["issue_category"].value == "billing"  # a short value is still taken
+    assert out.extraction.fields["notes"].value != event.platform_analysis.data["notes"]  # type: ignore[union-attr]
+    assert out.extraction.summary != event.platform_analysis.summary  # type: ignore[union-attr]
+    assert out.extraction.provider == "heuristic"
