@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
+from schemas.events import MAX_ID_LENGTH
 from schemas.routes import SERVICES
 from services.console.access import PATH, Viewer
 from services.console.pages import ConversationForm
@@ -31,7 +32,7 @@ class LetterForm:
     @classmethod
     def read(cls, params: Mapping[str, Any]) -> LetterForm:
         keys = ("service", "reason", "key", "state", "since", "until", "tz")
-        form = cls({k: str(params.get(k) or "").strip()[:200] for k in keys})
+        form = cls({k: str(params.get(k) or "").strip()[:MAX_ID_LENGTH] for k in keys})  # an id whole
         service, state = form.values["service"], form.values["state"] or "pending"
         if service and service not in SERVICES:
             form.errors.append(f"unknown service {service!r} (known: {', '.join(SERVICES)})")

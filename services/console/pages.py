@@ -46,7 +46,7 @@ class ConversationForm:
     @classmethod
     def read(cls, params: Mapping[str, Any], end_reasons: list[str]) -> ConversationForm:
         keys = ("agent", "version", "q", "since", "until", "status", "failed", "review", "tz")
-        form = cls({k: str(params.get(k) or "").strip()[:200] for k in keys}, [r for r in end_reasons if r])
+        form = cls({k: str(params.get(k) or "").strip()[:MAX_ID_LENGTH] for k in keys}, [r for r in end_reasons if r])
         bad = [r for r in form.end_reasons if r not in END_REASONS]
         form.errors += [f"unknown end reason {r!r}" for r in bad]
         zone = form._zone()
