@@ -149,10 +149,14 @@ def safe_next(value: str | None) -> str:
     return value
 
 
+def _login_context(request: Request, next: str | None, error: str | None) -> dict[str, object]:
+    idle = _settings(request).session_idle_minutes
+    return {"csrf": _csrf_cookie(request), "next": safe_next(next), "error": error, "who": None, "idle_minutes": idle}
+
+
 @router.get("/login", include_in_schema=False)
 async def login_form(request: Request, next: str | None = None) -> Response:
-    csrf = _csrf_cookie(request)
-    return page(request, "login.html", {"csrf": csrf, "next": safe_next(next), "error": None, "who": None})
+    return page(request, "login.html", _login_context(request, next, error=None))
 
 
 @router.post("/login", include_in_schema=False, dependencies=[Csrf])
@@ -163,8 +167,8 @@ async def login(
     async with store.write() as conn:
         opened = await sessions.open_session(conn, token.strip(), _settings(request))
     if opened is None:
-        context = {"csrf": _csrf_cookie(request), "next": safe_next(next), "who": None}
-        return page(request, "login.html", {**context, "error": "unknown or revoked token"}, status_code=401)
+        context = _login_context(request, next, error="unknown or revoked token")
+        return page(request, "login.html", context, status_code=401)
     session_id, _ = opened
     response = RedirectResponse(safe_next(next), status_code=status.HTTP_303_SEE_OTHER)
     max_age = math.ceil(_settings(request).session_max_hours * 3600)

@@ -64,6 +64,14 @@ async def test_the_login_page_shows_no_message_a_link_chose(store: Store) -> Non
     assert lure.status_code == 200 and "evil.example" not in lure.text and 'role="alert"' not in lure.text
 
 
+async def test_the_login_page_states_the_idle_limit_the_console_applies(store: Store) -> None:
+    await create_token(store, "alice", "operator")
+    async with console_for(store, console={"session_idle_minutes": 5}) as c:
+        form = (await c.get("/console/login")).text
+        wrong = (await login(c, "pc_not-a-token")).text
+    assert all("Sessions end after 5 idle minutes" in html for html in (form, wrong)), "30 whatever the setting"
+
+
 async def test_a_session_ends_when_idle_too_long_and_when_its_token_is_revoked(store: Store) -> None:
     token = await create_token(store, "bob", "viewer")
     async with console_for(store, console={"session_idle_minutes": 0.01}) as c:
