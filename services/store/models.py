@@ -4,8 +4,8 @@ topics and the dead-letter topics concurrently, so an action result may arrive b
 Identity (what makes re-reading a topic never duplicate a row):
 
     conversations   conversation_id (the newest event by occurred_at wins)
-    extractions     the Kafka record (topic, partition, offset)
-    decisions       the Kafka record (topic, partition, offset)
+    extractions     the Kafka record (topic, partition, offset), and (event_id, status)
+    decisions       the Kafka record (topic, partition, offset), and (event_id, extraction_status, flows_held)
     actions         action_id
     attempts        (action_id, attempt, outcome)
     dead_letters    the Kafka record (topic, partition, offset) of the dead letter
@@ -14,6 +14,12 @@ Identity (what makes re-reading a topic never duplicate a row):
 Payloads (the event, the extracted values, the flows) are kept as JSON text exactly as produced; the
 columns beside them are what queries filter and sort on. The `conversations` columns after `event` are
 recomputed from the children by the writer after each batch (counts, latest extraction, failure flag).
+
+An extractor or router that crashes after producing and before committing produces the same event again
+(same event_id) at a new offset: the second key keeps the first copy only. Not event_id alone: the
+`failed` extraction written when its input was dead-lettered and the `ok` one after the dead letter's
+replay share it, and so do the decision that held flows on a failed extraction and the one a `postcall
+held release` made on the same extraction to run them.
 """
 
 from __future__ import annotations
@@ -159,7 +165,10 @@ class Extraction(Base):
     reextract_of: Mapped[str | None] = mapped_column(String, doc="x-reextract-of: the original event id.")
     payload: Mapped[str] = mapped_column(Text, doc="The Extraction JSON (fields, dynamic, triggers, ...).")
 
-    __table_args__ = (UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),)
+    __table_args__ = (
+        UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),
+        UniqueConstraint("event_id", "status"),
+    )
 
 
 class Decision(Base):
@@ -177,9 +186,13 @@ class Decision(Base):
     extraction_status: Mapped[str] = mapped_column(String)
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     flows_fired: Mapped[int] = mapped_column(Integer)
+    flows_held: Mapped[int] = mapped_column(Integer, server_default="0")
     payload: Mapped[str] = mapped_column(Text, doc="The DecisionTrace JSON.")
 
-    __table_args__ = (UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),)
+    __table_args__ = (
+        UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),
+        UniqueConstraint("event_id", "extraction_status", "flows_held"),
+    )
 
 
 class Action(Base):

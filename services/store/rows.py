@@ -227,6 +227,7 @@ def decided(trace: DecisionTrace, source: Source) -> Rows:
         extraction_status=trace.extraction_status,
         decided_at=trace.decided_at,
         flows_fired=sum(1 for f in trace.flows if f.fired),
+        flows_held=sum(1 for f in trace.flows if f.held),
         payload=trace.model_dump_json(),
     )
     actions = [

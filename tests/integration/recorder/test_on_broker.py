@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from schemas import headers as h
 from schemas.routes import RECORDER, registry
-from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.cli import dlq as cli_dlq
 from services.common.api import Service
 from services.common.kafka import ensure_topics
@@ -89,6 +89,27 @@ async def test_every_topic_the_recorder_reads_is_stored(kafka: KafkaSettings, da
     assert [(a.actor, a.action, a.target["dead_letter"]) for a in audit.items] == [("ops@box", "replay", f"{dlq}:0:0")]
     (poison,) = await read_all(kafka, route.dead_letter_topic, expect=1)
     assert poison.key == "bad" and "schema violation" in poison.headers[h.EXCEPTION_MESSAGE]
+
+
+async def test_an_upstream_that_produced_again_after_a_crash_is_recorded_once(
+    kafka: KafkaSettings, database_url: str
+) -> None:
+    """The extractor and the router, dying after producing and before committing, produce the same
+    extraction and trace again (same event id) at later offsets: stored twice, counted twice, before."""
+    prefix = unique("t") + "."
+    route = RECORDER.renamed(lambda name: prefix + name)
+    await create_topics(kafka, route.topics())
+    records = story("c1")
+    again = [(topic, value) for topic, value in records if topic in (CONVERSATION_EXTRACTED, DECISIONS)]
+    for topic, value in records + again:
+        await produce(kafka, prefix + topic, [(key_of(topic, value), value)])
+    async with Store.open(DatabaseSettings(url=database_url), writer=True) as store:
+        await run_recorder(kafka, store, route)
+        found = await counts(store)
+        async with store.read() as conn:
+            detail = await queries.get_conversation(conn, "c1")
+    assert (found["extractions"], found["decisions"]) == (1, 1)
+    assert detail is not None and detail.summary is not None and detail.summary.usage.prompt_tokens == 120
 
 
 def key_of(topic: str, value: Any) -> str:

@@ -9,12 +9,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 
-from schemas.topics import CONVERSATION_EXTRACTED
+from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.store import prune, queries, writer
-from services.store.db import Store, StoreError, current_revision, head_revision, migrate
-from services.store.models import Action, Attempt, Base, Conversation, Decision, Extraction
+from services.store import rows as r
+from services.store.db import Store, StoreError, current_revision, head_revision, make_engine, migrate
+from services.store.models import Action, Attempt, Base, Conversation, Decision, Extraction, table
 from services.store.settings import DatabaseSettings
-from tests.support.calls import T0, ended, extracted, rows_of, story
+from tests.support.calls import T0, ended, extracted, rows_of, story, trace
 
 
 async def test_prune_deletes_what_is_older_than_retention_and_keeps_the_rest(store: Store) -> None:
@@ -84,3 +85,59 @@ async def test_a_store_migrated_by_a_newer_version_is_refused_saying_so(database
                 pass
         message = str(refused.value)
         assert "0099" in message and "newer" in message and "postcall store migrate" not in message, message
+
+
+async def test_migrating_a_store_that_holds_copies_of_events_keeps_the_first_and_fixes_the_summaries(
+    database_url: str,
+) -> None:
+    """Before 0008 an extraction or decision produced again after an upstream crash (same event id, new
+    offset) was stored twice and its tokens counted twice: the migration removes the later copies and
+    recomputes the sums, and keeps what only shares the event id (a failed extraction and its replayed
+    success; a decision holding flows and the `postcall held release` that ran them)."""
+    event = ended("c1")
+    held = trace(event, [("crm-sync", False, [])]).model_copy(update={"extraction_status": "failed"})
+    held.flows[0] = held.flows[0].model_copy(update={"held": True, "reason": "extraction failed: held"})
+    released = trace(event, [("crm-sync", True, ["webhook"])], at=T0 + timedelta(minutes=5))
+    ok = trace(event, [("crm-sync", True, ["webhook"])], at=T0 + timedelta(hours=1))
+    failed = extracted(event, status="failed", at=T0 + timedelta(seconds=2), tokens=(10, 0), cost=0.0)
+    records = [
+        (CONVERSATION_ENDED, event),
+        (CONVERSATION_EXTRACTED, failed),
+        (DECISIONS, held),
+        (DECISIONS, released.model_copy(update={"extraction_status": "failed"})),
+        (CONVERSATION_EXTRACTED, extracted(event, at=T0 + timedelta(hours=1))),
+        (DECISIONS, ok),
+        (CONVERSATION_EXTRACTED, extracted(event, at=T0 + timedelta(hours=2), summary="A copy.")),
+        (DECISIONS, ok.model_copy(update={"decided_at": T0 + timedelta(hours=2)})),
+        (DECISIONS, held.model_copy(update={"decided_at": T0 + timedelta(hours=3)})),
+    ]
+    rows = rows_of(records)
+    engine = make_engine(DatabaseSettings(url=database_url), writer=True)
+    try:
+        await migrate(engine, "0007")
+        async with engine.begin() as conn:
+            await writer.insert_records(conn, r.Rows(conversations=rows.conversations))
+            await conn.execute(table(Extraction).insert(), rows.extractions)
+            older = [{k: v for k, v in d.items() if k != "flows_held"} for d in rows.decisions]
+            await conn.execute(table(Decision).insert(), older)
+            await writer.refresh_conversations(conn, {"c1"})
+        async with engine.connect() as conn:
+            before = await queries.get_conversation(conn, "c1")
+        assert before is not None and before.summary is not None and before.summary.usage.prompt_tokens == 250
+        await migrate(engine)
+        async with engine.connect() as conn:
+            after = await queries.get_conversation(conn, "c1")
+    finally:
+        await engine.dispose()
+    assert after is not None and after.summary is not None
+    assert [(x.status, x.extracted_at) for x in after.extractions] == [
+        ("failed", T0 + timedelta(seconds=2)),
+        ("ok", T0 + timedelta(hours=1)),
+    ]
+    assert [(d.extraction_status, d.decided_at) for d in after.decisions] == [
+        ("failed", T0 + timedelta(seconds=3)),
+        ("failed", T0 + timedelta(minutes=5)),
+        ("ok", T0 + timedelta(hours=1)),
+    ]
+    assert (after.summary.usage.prompt_tokens, after.summary.usage.cost_usd) == (130, 0.0004)
+    assert after.summary.summary == "Customer asked for a callback." and after.summary.flows_fired == 1

@@ -223,3 +223,71 @@ async def test_a_dead_letter_with_a_long_key_and_no_conversation_in_its_value_is
     async with store.read() as conn:
         letters = await queries.list_dead_letters(conn, queries.DeadLetterFilter())
     assert sorted(d.key or "" for d in letters.items) == sorted([key.decode(), "c1"])
+
+
+async def test_an_extraction_and_a_decision_produced_again_after_a_crash_are_stored_once(store: Store) -> None:
+    """An extractor or router that dies after producing and before committing its input's offset produces
+    the same event (same event id) again, at a new offset; keyed by the offset alone, the timeline showed it
+    twice and the conversation's tokens and cost counted both. Once across batches (c1) and within one (c2)."""
+    for cid, one_batch in (("c1", False), ("c2", True)):
+        event = ended(cid)
+        first = [
+            (CONVERSATION_ENDED, event),
+            (CONVERSATION_EXTRACTED, extracted(event)),
+            (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])])),
+        ]
+        again = [
+            (CONVERSATION_EXTRACTED, extracted(event, at=T0 + timedelta(minutes=1), tokens=(150, 40), cost=0.0005)),
+            (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])], at=T0 + timedelta(minutes=1))),
+        ]
+        if one_batch:
+            await writer.write(store, rows_of(first + again, first_offset=10))
+        else:
+            await writer.write(store, rows_of(first))
+            await writer.write(store, rows_of(again, first_offset=1))
+    async with store.read() as conn:
+        details = [await queries.get_conversation(conn, cid) for cid in ("c1", "c2")]
+    for detail in details:
+        assert detail is not None and detail.summary is not None
+        assert [x.extracted_at for x in detail.extractions] == [T0 + timedelta(seconds=2)]  # the first is kept
+        assert [d.decided_at for d in detail.decisions] == [T0 + timedelta(seconds=3)]
+        usage = detail.summary.usage
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.cost_usd) == (120, 30, 0.0004)
+    assert (await counts(store))["extractions"] == 2
+
+
+async def test_a_failed_extraction_its_replayed_success_and_a_release_of_its_held_flows_are_all_kept(
+    store: Store,
+) -> None:
+    """Not copies, though they share the event id: the `failed` extraction written when the input was
+    dead-lettered and the `ok` one after the dead letter's replay (same input, same ce_id, same revision);
+    the decision that held flows on the failed extraction and the one `postcall held release` made on the
+    same extraction record to run them; and the decision on the successful extraction."""
+    event = ended("c1")
+    failed = extracted(event, status="failed", at=T0 + timedelta(seconds=2))
+    held = trace(event, [("crm-sync", False, [])]).model_copy(update={"extraction_status": "failed"})
+    held.flows[0] = held.flows[0].model_copy(update={"held": True, "reason": "extraction failed: held"})
+    released = trace(event, [("crm-sync", True, ["webhook"])], at=T0 + timedelta(minutes=5))
+    released = released.model_copy(update={"extraction_status": "failed"})
+    repaired = extracted(event, at=T0 + timedelta(hours=1))
+    decided = trace(event, [("crm-sync", True, ["webhook"])], at=T0 + timedelta(hours=1, seconds=1))
+    records = [
+        (CONVERSATION_ENDED, event),
+        (CONVERSATION_EXTRACTED, failed),
+        (DECISIONS, held),
+        (CONVERSATION_EXTRACTED, failed),  # `postcall held release` republishes the extraction record
+        (DECISIONS, released),
+        (CONVERSATION_EXTRACTED, repaired),
+        (DECISIONS, decided),
+    ]
+    await writer.write(store, rows_of(records))
+    async with store.read() as conn:
+        detail = await queries.get_conversation(conn, "c1")
+    assert detail is not None and detail.summary is not None
+    assert [x.status for x in detail.extractions] == ["failed", "ok"]
+    assert [(d.extraction_status, [f.held for f in d.flows]) for d in detail.decisions] == [
+        ("failed", [True]),
+        ("failed", [False]),
+        ("ok", [False]),
+    ]
+    assert detail.summary.usage.prompt_tokens == 240 and detail.summary.extraction_status == "ok"
