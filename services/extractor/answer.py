@@ -139,6 +139,12 @@ def _time(v: Any) -> Any:
     return v
 
 
+def _time_of_day(v: time | None) -> time | None:
+    if v is not None and v.tzinfo is not None:  # "16:30+02:00": HH:MM is a time of day, in no zone
+        raise ValueError("a time of day has no UTC offset: HH:MM, 24-hour")
+    return v
+
+
 def _literal(values: list[str]) -> Any:
     return Literal[tuple(values)]
 
@@ -166,7 +172,9 @@ def value_type(f: FieldSpec, country_code: str) -> Any:
     if f.type == "date":
         return Annotated[date | None, BeforeValidator(_blank_to_none), BeforeValidator(_date)]
     if f.type == "time":
-        return Annotated[time | None, BeforeValidator(_blank_to_none), BeforeValidator(_time)]
+        return Annotated[
+            time | None, BeforeValidator(_blank_to_none), BeforeValidator(_time), AfterValidator(_time_of_day)
+        ]
     if f.type == "datetime":
         return Annotated[datetime | date | None, BeforeValidator(_blank_to_none), BeforeValidator(_datetime)]
     return Annotated[simple[f.type] | None, BeforeValidator(_blank_to_none)]

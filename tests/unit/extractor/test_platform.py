@@ -123,3 +123,15 @@ async def test_a_platform_text_too_long_to_copy_is_left_to_the_provider(tmp_path
     assert out.extraction.fields["notes"].value != event.platform_analysis.data["notes"]  # type: ignore[union-attr]
     assert out.extraction.summary != event.platform_analysis.summary  # type: ignore[union-attr]
     assert out.extraction.provider == "heuristic"
+
+
+@pytest.mark.parametrize("sent", ["16:30:00+02:00", "16:30Z", "4:30 PM"])
+async def test_a_platform_time_is_a_time_of_day_without_an_offset(tmp_path: Path, sent: str) -> None:
+    """A time field is HH:MM, a time of day: "16:30:00+02:00" was taken as "16:30+02:00", a value the
+    router's conditions could not even print (orjson refuses a time with a zone), so the conversation
+    was dead-lettered by the router after its retries, no flow run. It is left to the provider now."""
+    field = FieldSpec(name="f", type="time")
+    out = (await extracted(tmp_path, spec(field, summary=False), with_analysis(data={"f": sent}))).extraction
+    value = out.fields["f"].value
+    assert value is None or (isinstance(value, str) and len(value) == 5), value
+    assert (out.provider == "platform") == (sent == "4:30 PM")
