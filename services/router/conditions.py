@@ -450,8 +450,9 @@ def coerce(ftype: str, value: Any, tz: tzinfo = UTC) -> Any:
             return float(text)
         if ftype == "date":
             return date.fromisoformat(text[:10])
-        if ftype == "time":
-            return time.fromisoformat(text)
+        if ftype == "time":  # a time of day; with a UTC offset it stays text (no trace can print that time)
+            parsed_time = time.fromisoformat(text)
+            return parsed_time if parsed_time.tzinfo is None else value
         if ftype == "datetime":
             parsed = datetime.fromisoformat(text)
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)

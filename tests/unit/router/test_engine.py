@@ -707,3 +707,27 @@ def test_a_path_rendered_too_long_skips_its_request_with_a_reason(tmp_path: Path
     assert [a.type for a in actions] == ["task"]
     [skip] = [c for c in trace.flows[0].conditions if c.kind == "action" and not c.passed]
     assert skip.reason.startswith("skipped: the path would be") and "over 8192" in skip.reason
+
+
+TIME_OF_DAY = """
+agent: support-line
+extraction:
+  fields:
+    - {name: t, type: time}
+flows:
+  - id: late
+    when: {field: t, op: ">", value: "12:00"}
+    actions: [{type: task, title: "at {{t}}"}]
+  - id: always
+    actions: [{type: task, title: "call"}]
+"""
+
+
+def test_a_time_with_an_offset_fails_its_condition_instead_of_the_record(tmp_path: Path) -> None:
+    """The extractor used to take a platform's "16:30:00+02:00" for a time field as "16:30+02:00" (such
+    records stay in the topic and come back on a replay). Read as a time with a zone, the condition's
+    trace could not print it (orjson refuses one) and the router dead-lettered the record after its
+    retries, no flow run. It stays text, which no time compares with."""
+    trace, _ = agent(tmp_path, TIME_OF_DAY).route(event(fields={"t": "16:30+02:00"}), NOW)
+    assert {f.flow_id: f.fired for f in trace.flows} == {"late": False, "always": True}
+    assert [c.actual for c in trace.flows[0].conditions] == ["16:30+02:00"]
