@@ -5,10 +5,11 @@ hop headers stripped and x-replay-* headers added, rate-limited, waiting for ack
 consumer groups are never rewound: only the selected records run again, and side effects stay
 idempotent by action_id.
 
-Dead letters are printed as plain text (services/cli/plain.py) and their headers are not trusted: a
-malformed `x-replay-count` counts as 0, and a dead letter whose original topic is missing, or names one
-of our topics that the service which dead-lettered it does not consume, is not replayed (it is listed
-as skipped, with why).
+Dead letters are printed as plain text (services/cli/plain.py), the value of a credential-like header
+as [redacted], as the API and the console show it (a replay sends it as it was). Their headers are not
+trusted: a malformed `x-replay-count` counts as 0, and a dead letter whose original topic is missing,
+or names one of our topics that the service which dead-lettered it does not consume, is not replayed
+(it is listed as skipped, with why).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from services.common import codec
 from services.common.codec import Outgoing, now_iso
 from services.common.kafka import partitions_of, read_partition
 from services.common.settings import KafkaSettings
+from services.store.queries import shown_headers
 
 app = typer.Typer(help="Inspect and replay dead-lettered records.", no_args_is_help=True)
 console = Console()
@@ -282,13 +284,13 @@ def show_cmd(
     coordinates: str = typer.Argument(help="topic:partition:offset, as `dlq list` prints it"),
     bootstrap: Bootstrap = None,
 ) -> None:
-    """Show one dead letter: every header and the value."""
+    """Show one dead letter: every header (a credential-like one as [redacted]) and the value."""
     topic, partition, offset = _coordinates(coordinates)
     letters = asyncio.run(_one(kafka_settings(bootstrap), topic, partition, offset))
     if not letters:
         raise typer.Exit(code=_missing(coordinates))
     d = letters[0]
-    for name, value in sorted(d.headers.items()):
+    for name, value in sorted(shown_headers(d.headers).items()):
         console.print(Text.assemble(plain(name, style="bold"), ": ", plain(value)))
     try:
         pretty = orjson.dumps(orjson.loads(d.value or b"null"), option=orjson.OPT_INDENT_2).decode()

@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from schemas import headers as h
-from services.cli.dlq import DeadLetter, Filters, replay, select
+from services.cli.dlq import DeadLetter, Filters, replay, replay_headers, select
+from services.cli.dlq import _one as read_letter
 from services.common.api import Context, Event, PermanentError, Service
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
@@ -132,3 +133,31 @@ async def test_dlq_show_of_a_topic_or_partition_that_does_not_exist_finds_no_dea
             timeout=30,
         )
         assert (done.returncode, done.stdout.strip(), done.stderr) == (1, f"no dead letter at {coordinates}", "")
+
+
+async def test_dlq_show_hides_credential_headers_and_a_replay_sends_them_as_they_were(kafka: KafkaSettings) -> None:
+    """A record an outside producer copied its HTTP request's headers onto keeps them when dead-lettered;
+    `dlq show` printed their values to whoever ran it (the API and the console hide them, 1425055)."""
+    dlq = unique("dlq")
+    await create_topics(kafka, [dlq], partitions=1)
+    secrets = {
+        "authorization": "Bearer abc-secret-1",
+        "x-api-key": "abc-secret-2",
+        "x-hub-signature-256": "sha256=abc-secret-3",
+        "x-forwarded-auth": "Basic abc-secret-4",
+    }
+    await produce(
+        kafka, dlq, [("k-1", {"id": "1"})], headers={h.ORIGINAL_TOPIC: "in", "x-request-id": "r-7", **secrets}
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "dlq", "show", f"{dlq}:0:0", "-b", kafka.bootstrap_servers],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "abc-secret" not in shown
+    assert shown.count("[redacted]") == len(secrets)
+    assert "x-request-id: r-7" in shown and "x-original-topic: in" in shown, "other headers are shown as they are"
+    [letter] = await read_letter(kafka, dlq, 0, 0)
+    assert replay_headers(letter, "ops@box").items() >= secrets.items(), "a replay sends the headers as they were"
