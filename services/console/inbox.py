@@ -2,7 +2,9 @@
 the router asked for (services/store/rows.py `requested`); here people see them.
 
 * Tasks: an inbox, open ones first by default, filtered by priority and assignee (or "mine"); each links
-  to its call. An operator marks a task done or assigns it; both are audited.
+  to its call. An operator marks a task done or assigns it; both are audited. The changed row replaces
+  the row; a refusal (done or taken by another operator, gone, a lapsed session) is shown beside the
+  row's buttons.
 * Alerts: a feed, newest first, for everyone or only the alerts that name me (the login's token name).
 """
 
@@ -132,7 +134,11 @@ async def _change(
             raise HTTPException(404, f"no task {action_id!r}") if task is None else HTTPException(409, conflict(task))
         await tokens.audit(conn, who, action, {"action_id": action_id}, {k: str(v) for k, v in values.items()})
         row = (await conn.execute(select(table(Task)).where(t.action_id == action_id))).one()
-    return fragment(request, "task_row.html", {"task": row, "can_operate": True})
+    answer = fragment(request, "task_row.html", {"task": row, "can_operate": True})
+    # the buttons aim at the row's error slot, so that a refusal (the error fragment) is shown beside the
+    # row instead of replacing it; the changed row replaces the whole row
+    answer.headers.update({"HX-Retarget": "closest tr", "HX-Reswap": "outerHTML"})
+    return answer
 
 
 @router.get("/alerts")

@@ -16,15 +16,17 @@ from typing import Any
 import pytest
 import uvicorn
 from playwright.async_api import Page, expect
+from sqlalchemy import delete
 
-from schemas.events import ConversationEnded
-from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED
+from schemas.events import ConversationEnded, TaskRequested
+from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED, action_topic
 from services.api.app import create_app
 from services.api.settings import ApiSettings
 from services.devkit.kafka import free_port
 from services.store import rows as r
 from services.store import writer
 from services.store.db import Store
+from services.store.models import Task, table
 from services.store.settings import DatabaseSettings
 from tests.hostile.corpus import SCRIPT, cases
 from tests.integration.console.conftest import AGENTS, ROOT, create_token
@@ -292,3 +294,36 @@ async def test_usable_at_phone_width_and_from_the_keyboard(served: Served) -> No
         await expect(page.get_by_role("heading", name="Timeline")).to_be_visible()
         assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         await screenshot(page, "timeline-phone", full_page=True)
+
+
+async def test_a_refused_mark_done_is_shown_beside_the_task_and_the_row_stays(served: Served) -> None:
+    """Since 4xx fragments are swapped (b8bfbd3) a refused Mark done replaced the task's row with the error."""
+    task = TaskRequested(
+        action_id="task-gone",
+        conversation_id="call-01",
+        agent_id="support-line",
+        flow_id="callback",
+        action_index=0,
+        config_revision="rev-1",
+        requested_at=T0,
+        source_event_id="x-call-01",
+        title="Call back Customer 1",
+        priority="High",
+    )
+    await writer.write(served.store, r.requested(task, r.Source(action_topic("task"), 0, 0, 0)))
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.operator)
+        await page.goto(served.url + "/console/tasks")
+        row = page.locator("tr", has_text="Call back Customer 1")
+        await expect(row).to_have_count(1)
+        async with served.store.write() as conn:  # gone meanwhile (pruned), as the button is pressed
+            await conn.execute(delete(table(Task)).where(table(Task).c.action_id == "task-gone"))
+        await row.get_by_role("button", name="Mark done").click()
+        await expect(row.get_by_role("alert")).to_have_text("Not found: no task 'task-gone'", timeout=10_000)
+        await expect(row.get_by_role("button", name="Mark done")).to_be_visible()
+        await writer.write(served.store, r.requested(task, r.Source(action_topic("task"), 0, 0, 0)))  # back
+        await row.get_by_role("button", name="Assign to me").click()
+        await expect(row.locator("td").nth(3)).to_have_text("olivia")  # the changed row replaced the row
+        await expect(row.get_by_role("alert")).to_have_count(0)
+        await expect(page.locator("tr", has_text="Call back Customer 1")).to_have_count(1)

@@ -175,3 +175,26 @@ async def test_the_timeline_shows_each_actions_rendered_payload(store: Store, mo
         html = (await c.get("/console/conversations/c1")).text
     [payload] = re.findall(r'<pre class="payload">(.*?)</pre>', html, re.S)
     assert action_id("c1", "crm-sync", 0) in payload and "closed &lt;now&gt;" in payload
+
+
+async def test_a_refused_task_change_is_shown_beside_its_row_and_the_row_stays(store: Store) -> None:
+    """The console swaps a 4xx answer's error fragment into the page (b8bfbd3); the row's buttons aimed at
+    the row itself, so a refusal (here the task is gone) replaced the row with the error until a reload.
+    The buttons aim at the row's error slot; a change that succeeds retargets to the whole row."""
+    await seed(store)
+    token = await create_token(store, "olivia", "operator")
+    async with console_for(store) as c:
+        await login(c, token)
+        inbox = (await c.get("/console/tasks")).text
+        row = next(tr for tr in re.findall(r"<tr>.*?</tr>", inbox, re.S) if 'value="c1-a0"' in tr)
+        assert re.findall(r'hx-target="([^"]*)" hx-swap="([^"]*)"', row) == [("next .row-error", "innerHTML")] * 2
+        assert row.rindex("</form>") < row.index('<div class="row-error"></div>'), "the slot follows both buttons"
+        hx = {"hx-request": "true"}
+        csrf = {"csrf_token": csrf_of(inbox)}
+        gone = await c.post("/console/tasks/done", data={**csrf, "action_id": "nope"}, headers=hx)
+        assert gone.status_code == 404 and 'role="alert"' in gone.text
+        assert "HX-Retarget" not in gone.headers, "the refusal goes to the slot the button aims at"
+        done = await c.post("/console/tasks/done", data={**csrf, "action_id": "c1-a0"}, headers=hx)
+        assert done.status_code == 200 and "by olivia" in done.text
+        assert (done.headers["HX-Retarget"], done.headers["HX-Reswap"]) == ("closest tr", "outerHTML")
+        assert done.text.strip().startswith("<tr>") and done.text.strip().endswith("</tr>")
