@@ -218,7 +218,7 @@ def _webhook(
             counter = counters[label, answer.outcome] = REQUESTS.labels(platform, label, answer.outcome)
         counter.inc()
         duration.observe(elapsed)
-        _log(platform, label, answer, elapsed)
+        _log(platform, label, answer, elapsed, scope.get("client"))
         content = answer.json()
         head = [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
         if answer.headers:
@@ -265,10 +265,13 @@ def _too_large(limit: int) -> Answer:
     return refusal(413, "too_large", "payload_too_large", f"the body is over the {limit}-byte limit")
 
 
-def _log(platform: str, endpoint: str, answer: Answer, elapsed: float) -> None:
+def _log(platform: str, endpoint: str, answer: Answer, elapsed: float, peer: tuple[str, int] | None) -> None:
+    """One line per webhook; `client` is the ASGI scope's client: the connection's peer, or the address
+    a proxy that uvicorn trusts gave in X-Forwarded-For (proxy_headers, FORWARDED_ALLOW_IPS)."""
     extra: dict[str, Any] = {
         "source": platform,
         "endpoint": endpoint,
+        "client": f"{peer[0]}:{peer[1]}" if peer else None,
         "outcome": answer.outcome,
         "status": answer.status,
         "ms": round(elapsed * 1000, 1),

@@ -186,6 +186,7 @@ def test_hostile_requests_get_a_clear_4xx_and_publish_nothing(ingress: Ingress, 
     assert len(after) - before <= 1  # only the last, valid one (or none when it was already published)
     logged = ingress.proc.output()
     assert logged.count('"outcome":"unauthorized"') == 4  # each refusal logged, with what was wrong
+    assert logged.count('"client":"127.0.0.1:') >= len(cases), "each line names the connection's peer"
     assert not [name for name, secret in DEMO_SECRETS.items() if secret in logged], "a secret reached the log"
 
 

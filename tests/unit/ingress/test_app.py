@@ -484,3 +484,24 @@ async def test_two_accounts_events_with_the_same_event_id_are_each_published(
         ("acme", "acme-conv-1"),
         ("globex", "globex-conv-1"),
     ]
+
+
+async def test_each_webhook_log_line_names_the_client_and_no_header(
+    publisher: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator tracing a flood of 401s (or one vendor's retries) had no address to go on: the line had
+    the endpoint and outcome only. The peer of the ASGI scope, never a header a client can write."""
+    settings = IngressSettings(ingress=IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS))
+    app = create_app(settings, endpoints_file.load(Path(DEMO_ENDPOINTS), {}), publisher)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4711))
+    forged = {"x-forwarded-for": "198.51.100.1", "authorization": "Bearer not-logged"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as c:
+        body = example("vapi/phone-inbound-with-analysis.json")
+        assert (await c.post("/webhooks/vapi/copperline", content=body, headers=forged)).status_code == 401
+        assert (await c.post("/webhooks/vapi/nowhere", content=body)).status_code == 404
+    lines = [r for r in caplog.records if r.name == "services.ingress" and r.getMessage().startswith("webhook ")]
+    assert [(r.getMessage(), r.__dict__["client"]) for r in lines] == [
+        ("webhook unauthorized", "203.0.113.9:4711"),
+        ("webhook not_found", "203.0.113.9:4711"),
+    ]
+    assert not any("198.51.100.1" in str(r.__dict__) or "not-logged" in str(r.__dict__) for r in lines)
