@@ -750,7 +750,15 @@ class Runtime:
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in fresh)})
 
     def _report_lag(self) -> None:
+        """Each partition's lag from the high watermark of its last fetch. While no broker answers (what
+        /readyz says) that watermark is old and the lag unknown: its series are removed, not left at
+        their last value, and come back at the first report after a broker answers."""
         assert self._consumer is not None
+        if time.monotonic() - self._kafka_answered >= KAFKA_READY_SECONDS:
+            for tp in self.partitions:
+                with contextlib.suppress(KeyError):  # not reported yet, or removed at an earlier report
+                    observability.CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
+            return
         for tp, state in self.partitions.items():
             high = self._consumer.highwater(tp)
             position = state.committable() or state.committed or state.next_offset
