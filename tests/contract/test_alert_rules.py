@@ -34,6 +34,18 @@ def fires(**labels: str) -> dict[str, Any]:
     return {"exp_labels": {**NS, **labels}}
 
 
+def absent_case(job: str, pod: str, severity: str) -> tuple[list[dict[str, str]], list[tuple[int, list[Any]]]]:
+    """`job`'s last target in namespace postcall goes at minute 6 (scaled to zero); the router stays."""
+    dev = {"namespace": "postcall-dev"}
+    inputs = [
+        series("up", "1x5 stale", job=job, pod=pod),
+        series("up", "1x30", job="postcall-router", pod="postcall-router-0"),
+        series("up", "0x30", job=job, pod=pod, **dev),
+        series("up", "1x30", job="postcall-router", pod="postcall-router-0", **dev),
+    ]
+    return inputs, [(4, []), (9, []), (13, [fires(severity=severity)])]
+
+
 # alert -> (input series, [(minute, the alerts firing then)]); "_" in values: no sample (series absent)
 CASES: dict[str, tuple[list[dict[str, str]], list[tuple[int, list[dict[str, Any]]]]]] = {
     "PostcallConsumerLagGrowing": (
@@ -193,6 +205,10 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[int, list[dict[str, Any]
         ],
         [(5, []), (15, [fires(pod=API_POD, severity="warning")])],
     ),
+    # scaled to zero in postcall at minute 6 (its last target gone); in postcall-dev a target that is down is
+    # still there (PostcallMetricsDown's case, not this one)
+    "PostcallIngressAbsent": absent_case("postcall-ingress", INGRESS_POD, "critical"),
+    "PostcallAPIAbsent": absent_case("postcall-api", API_POD, "warning"),
     "PostcallIngressRefusingSignatures": (
         [
             series(
@@ -270,6 +286,20 @@ def test_the_first_dead_letter_of_a_new_series_fires(promtool: str, tmp_path: Pa
     inputs = [series("postcall_dead_letters_total", "_x5 1x20", service="dispatcher", category="permanent", pod="new")]
     checks = [(3, []), (8, [fires(category="permanent", service="dispatcher", severity="warning")])]
     done = run(promtool, tmp_path, [unit("PostcallDeadLettersArriving", inputs, checks)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_absent_alerts_fire_when_no_postcall_target_is_scraped_at_all(promtool: str, tmp_path: Path) -> None:
+    """No namespace left to compare with (the whole release gone, or no ServiceMonitor picked up): absent()."""
+    inputs = [{"series": 'up{job="node-exporter", instance="n1"}', "values": "1x20"}]
+    tests = [
+        unit(alert, inputs, [(10, [{"exp_labels": {"job": job, "severity": severity}}])])
+        for alert, job, severity in (
+            ("PostcallIngressAbsent", "postcall-ingress", "critical"),
+            ("PostcallAPIAbsent", "postcall-api", "warning"),
+        )
+    ]
+    done = run(promtool, tmp_path, tests)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

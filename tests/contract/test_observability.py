@@ -231,6 +231,18 @@ def test_the_ingress_and_the_api_have_not_ready_and_down_alerts() -> None:
         assert re.fullmatch(job, job_name), f"{job_name}: no PostcallMetricsDown"
 
 
+def test_the_ingress_and_the_api_have_absent_alerts_on_their_jobs() -> None:
+    """Scaled to zero, a Deployment leaves no series for its NotReady and MetricsDown alerts: an absent()
+    alert on its job (the Service's name) says so, compared per namespace with MetricsDown's jobs."""
+    rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    jobs = dict(re.findall(r'(\w+)=~"([^"]+)"', rules["PostcallMetricsDown"]))["job"]
+    for service, alert in (("ingress", "PostcallIngressAbsent"), ("api", "PostcallAPIAbsent")):
+        manifests = list(yaml.safe_load_all((ROOT / f"deploy/k8s/base/{service}.yaml").read_text()))
+        (job_name,) = [d["metadata"]["name"] for d in manifests if d["kind"] == "Service"]
+        assert re.findall(r'job="([^"]+)"', rules[alert]) == [job_name, job_name], alert
+        assert re.findall(r'job=~"([^"]+)"', rules[alert]) == [jobs], alert
+
+
 @pytest.fixture(scope="module")
 def promtool() -> str:
     found = shutil.which("promtool")
