@@ -104,6 +104,13 @@ def _not_a_flag(v: Any) -> Any:
     return v
 
 
+def _int64(v: int | None) -> int | None:
+    # pydantic reads any number of digits; JSON writers downstream (orjson: the router's traces) stop at 64 bits
+    if v is not None and not -(2**63) <= v < 2**63:
+        raise ValueError("a whole number of at most 64 bits")
+    return v
+
+
 _MIDNIGHT = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ]00:00(?::00(?:\.0+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
 _CLOCK = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])(?::[0-5][0-9](?:\.\d+)?)?$")
 
@@ -159,10 +166,13 @@ def _enum(values: list[str]) -> Any:
 
 
 def value_type(f: FieldSpec, country_code: str) -> Any:
-    # a number is finite: "NaN" or "Infinity" is no value (and no event can carry it)
-    simple: dict[str, Any] = {"string": str, "number": FiniteFloat, "integer": int, "boolean": bool}  # fmt: skip
-    if f.type in ("integer", "number"):
-        return Annotated[simple[f.type] | None, BeforeValidator(_blank_to_none), BeforeValidator(_not_a_flag)]
+    simple: dict[str, Any] = {"string": str, "boolean": bool}
+    if f.type == "integer":
+        return Annotated[
+            int | None, BeforeValidator(_blank_to_none), BeforeValidator(_not_a_flag), AfterValidator(_int64)
+        ]
+    if f.type == "number":  # finite: "NaN" or "Infinity" is no value (and no event can carry it)
+        return Annotated[FiniteFloat | None, BeforeValidator(_blank_to_none), BeforeValidator(_not_a_flag)]
     if f.type == "enum":
         return _enum(list(f.values or []))
     if f.type == "phone":

@@ -135,3 +135,15 @@ async def test_a_platform_time_is_a_time_of_day_without_an_offset(tmp_path: Path
     value = out.fields["f"].value
     assert value is None or (isinstance(value, str) and len(value) == 5), value
     assert (out.provider == "platform") == (sent == "4:30 PM")
+
+
+@pytest.mark.parametrize("sent", ["100000000000000000000", "-9223372036854775809"])
+async def test_a_platform_integer_outside_64_bits_is_left_to_the_provider(tmp_path: Path, sent: str) -> None:
+    """Platforms send their analysis as text, and pydantic reads any number of digits: "1" and twenty
+    zeros was taken, a number the router's traces cannot write (orjson: "Integer exceeds 64-bit range"),
+    so the router dead-lettered the conversation after its retries, no flow run."""
+    field = FieldSpec(name="n", type="integer")
+    out = (await extracted(tmp_path, spec(field, summary=False), with_analysis(data={"n": sent}))).extraction
+    assert out.provider == "heuristic" and out.reason is None, out
+    ok = await extracted(tmp_path, spec(field, summary=False), with_analysis(data={"n": str(2**63 - 1)}))
+    assert ok.extraction.fields["n"].value == 2**63 - 1
