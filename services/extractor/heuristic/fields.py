@@ -293,7 +293,8 @@ def number(want: Want, utts: list[Utterance], ctx: Context, integer: bool) -> Ex
             found = [f for f in found if 1900 <= f.value <= 2100]
         if not re.search(r"star|rating", want.name):  # "a 4-star hotel for 2 rooms": 4 is no room count
             found = [f for f in found if not re.match(r"[\s-]*stars?\b", u.text[f.end :], re.I)]
-        found = [f for f in found if not integer or f.value == int(f.value)]
+        # a 400-digit number is an infinite float, and over 64 bits no record downstream can write it
+        found = [f for f in found if abs(f.value) < 2**63 and (not integer or f.value == int(f.value))]
         if found:
             chosen = pick(u, want, concepts, found, True)
             v: float | int = int(chosen.value) if integer or chosen.value == int(chosen.value) else chosen.value

@@ -69,3 +69,19 @@ def test_a_text_field_gets_a_place_not_a_sentence() -> None:
     city = FieldSpec(name="city", type="string", description="City where the restaurant is located")
     assert extract([city], "How can I help?", "I'm looking for a restaurant in San Jose.")["city"] == "San Jose"
     assert extract([city], "How can I help?", "I'm hungry, find me something good.")["city"] is None
+
+
+BUDGET = FieldSpec(name="budget", type="number", description="Monthly budget in dollars")
+
+
+def test_a_number_too_large_to_carry_is_no_value() -> None:
+    """A caller's 400-digit number read as a float is infinite: int() of it raised OverflowError, so the
+    extraction crashed (retried, then dead-lettered as failed); twenty-four digits became an integer
+    over 64 bits, which the router cannot write (the record was dead-lettered there). A count or an
+    amount a record can carry is still read."""
+    for said in ("9" * 400, "1" + "0" * 23):
+        got = extract([SEATS, BUDGET], "How many people, and your budget?", f"{said} people, budget {said} dollars.")
+        assert got["party_size"] is None, got
+        assert got["budget"] is None or (isinstance(got["budget"], float) and got["budget"] < float("inf")), got
+    got = extract([SEATS, BUDGET], "How many people, and your budget?", "12 people, budget 2500 dollars.")
+    assert got == {"party_size": 12, "budget": 2500}
