@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import uvicorn
 from playwright.async_api import Page, expect
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from schemas.events import ConversationEnded, TaskRequested
 from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED, action_topic
@@ -26,7 +26,7 @@ from services.devkit.kafka import free_port
 from services.store import rows as r
 from services.store import writer
 from services.store.db import Store
-from services.store.models import Task, table
+from services.store.models import AuditEntry, Task, table
 from services.store.settings import DatabaseSettings
 from tests.hostile.corpus import SCRIPT, cases
 from tests.integration.console.conftest import AGENTS, ROOT, create_token
@@ -252,6 +252,24 @@ async def test_a_refused_dry_run_shows_why_in_the_page(served: Served) -> None:
         await page.get_by_role("button", name="Run the dry run").click()
         alert = page.locator("#try-result").get_by_role("alert")
         await expect(alert).to_have_text("Not found: no stored event for conversation 'no-such-call'", timeout=10_000)
+
+
+async def test_a_double_click_on_an_operators_button_sends_one_request(served: Served) -> None:
+    """htmx queues a form's second submit behind its first: a double-click re-extracted a call twice, redrove
+    a dead letter twice (its page chooses it whether redriven or not), and made Mark done answer 409."""
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.operator)
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        await page.goto(served.url + "/console/dead-letters")
+        await page.get_by_role("button", name="Dry run: count").dblclick()
+        await expect(page.locator("#redrive-result")).to_contain_text("Nothing was sent")
+        await page.wait_for_timeout(500)
+        assert posts == [served.url + "/console/operations/redrive"]
+        async with served.store.read() as conn:
+            audited = await conn.execute(select(func.count()).where(AuditEntry.action == "replay"))
+        assert audited.scalar_one() == 1
 
 
 async def test_a_viewer_cannot_redrive(served: Served) -> None:
