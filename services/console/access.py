@@ -33,6 +33,9 @@ from services.store.tokens import Principal, Role
 
 SESSION_COOKIE = "pc_session"
 PATH = "/console"
+# requests a page makes on its own (the conversations page's poll for new calls): no use by a person, so
+# they never reset a session's idle clock, or a console left open would stay logged in until its 12 hours
+BACKGROUND = frozenset({f"{PATH}/conversations/new"})
 router = APIRouter(prefix=PATH)
 
 
@@ -67,7 +70,7 @@ async def resolve(request: Request) -> Access:
     if session_id:
         async with store.read() as conn:
             live = await sessions.find_session(conn, session_id, _settings(request))
-        if live is not None and live.touch:
+        if live is not None and live.touch and request.url.path not in BACKGROUND:
             async with store.write() as conn:
                 await sessions.touch_session(conn, session_id)
         if live is not None:

@@ -4,6 +4,7 @@ every state change, open only on loopback with no token, and never the session c
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -85,6 +86,31 @@ async def test_a_session_ends_when_idle_too_long_and_when_its_token_is_revoked(s
         async with store.write() as conn:
             await tokens.revoke_token(conn, "bob")
         assert (await c.get("/console/conversations")).status_code == 303
+
+
+async def test_the_conversations_pages_poll_for_new_calls_does_not_keep_an_idle_session_open(store: Store) -> None:
+    """The page asks for new calls every few seconds on its own: those requests are no use by a person, so a
+    console left open on that page (an unattended desk) still ends after the idle limit, not 12 hours later."""
+    token = await create_token(store, "bob", "viewer")
+    poll = {"HX-Request": "true", "HX-Trigger": "poller", "HX-Target": "poller"}
+    async with console_for(store) as c:  # 30 idle minutes
+        await login(c, token)
+        page = (await c.get("/console/conversations")).text
+        found = re.search(r'hx-get="(/console/conversations/new\?[^"]*)"', page)
+        assert found is not None
+        url = found.group(1).replace("&amp;", "&")
+        idle = {"at": datetime.now(UTC) - timedelta(minutes=20)}
+        async with store.write() as conn:
+            await conn.execute(text("UPDATE console_sessions SET last_seen_at = :at"), idle)
+        assert (await c.get(url, headers=poll)).status_code == 200  # still within the limit
+        async with store.read() as conn:
+            seen = (await conn.execute(select(ConsoleSession.last_seen_at))).scalar_one()
+        assert seen == idle["at"], "the poll reset the idle clock"
+        longer = {"at": idle["at"] - timedelta(minutes=11)}
+        async with store.write() as conn:
+            await conn.execute(text("UPDATE console_sessions SET last_seen_at = :at"), longer)
+        expired = await c.get(url, headers=poll)
+        assert expired.status_code == 204 and expired.headers["HX-Redirect"].startswith("/console/login")
 
 
 async def test_a_session_ends_when_its_token_expires_and_an_expired_token_cannot_log_in(store: Store) -> None:
