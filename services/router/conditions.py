@@ -50,7 +50,7 @@ from schemas.agent_config import (
     ReviewCondition,
 )
 from schemas.events import ConditionResult, ConversationExtracted
-from services.router.variables import platform_value
+from services.router.variables import dynamic_variable, platform_value
 
 MATCH_INPUT_LIMIT = 4096
 _DECIMAL = re.compile(r"[+-]?[0-9]{1,30}(?:\.[0-9]{1,30})?")
@@ -384,7 +384,7 @@ def _reader(name: str) -> Callable[[ConversationExtracted], Any]:
         return lambda e: e.conversation.duration if attr == "duration_seconds" else getattr(e.conversation, attr)
     if name.startswith("dynamic_variables."):
         key = name.removeprefix("dynamic_variables.")
-        return lambda e: e.conversation.dynamic_variables.get(key)
+        return lambda e: dynamic_variable(e.conversation, key)
     if name.startswith("platform."):
         attribute = name.removeprefix("platform.")
         return lambda e: platform_value(e.conversation, attribute)

@@ -18,6 +18,7 @@ the caller said). Empty text counts as missing. With a failed extraction, extrac
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -65,7 +66,7 @@ class ConversationValues:
         if name.startswith("fields."):
             return self.field(name.removeprefix("fields."))
         if name.startswith("dynamic_variables."):
-            return self.event.conversation.dynamic_variables.get(name.removeprefix("dynamic_variables."))
+            return dynamic_variable(self.event.conversation, name.removeprefix("dynamic_variables."))
         if name.startswith("platform."):
             return platform_value(self.event.conversation, name.removeprefix("platform."))
         return self.field(name)
@@ -82,8 +83,23 @@ def platform_value(conversation: ConversationEnded, name: str) -> Scalar:
         return None
     value = getattr(analysis, name) if name in PLATFORM_ATTRIBUTES else analysis.data.get(name)
     if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return orjson.dumps(value).decode()
+        return _writable(value)
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer over 64 bits inside
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def dynamic_variable(conversation: ConversationEnded, name: str) -> Scalar:
+    return _writable(conversation.dynamic_variables.get(name))
+
+
+def _writable(value: Scalar) -> Scalar:
+    """A platform's integer beyond what orjson writes (the router's traces and digests, the dispatcher's
+    bodies) is its digits: an event published to Kafka may carry one, and pydantic reads it."""
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return str(value)
+    return value
 
 
 def transcript(messages: list[Message] | None) -> str | None:

@@ -731,3 +731,27 @@ def test_a_time_with_an_offset_fails_its_condition_instead_of_the_record(tmp_pat
     trace, _ = agent(tmp_path, TIME_OF_DAY).route(event(fields={"t": "16:30+02:00"}), NOW)
     assert {f.flow_id: f.fired for f in trace.flows} == {"late": False, "always": True}
     assert [c.actual for c in trace.flows[0].conditions] == ["16:30+02:00"]
+
+
+BIG_NUMBERS = """
+agent: support-line
+flows:
+  - id: big-account
+    when: {all: [{field: platform.n, op: ">", value: 5}, {field: dynamic_variables.account, op: exists}]}
+    actions:
+      - {type: task, title: "{{platform.n}} {{dynamic_variables.account}} {{platform.nested}}"}
+      - {type: webhook, destination: crm, body: {n: "{{platform.n}}", account: "{{dynamic_variables.account}}"}}
+"""
+
+
+def test_a_platform_integer_over_64_bits_is_routed_as_its_digits(tmp_path: Path) -> None:
+    """A platform team publishing to Kafka may send a 23-digit account number as a JSON number; pydantic
+    reads it, and orjson (the condition's trace, the action's digest, the dispatcher's body) refuses
+    it: TypeError, so the router retried and dead-lettered the conversation, no flow run."""
+    big = 10**22 + 7
+    routed = event(platform_analysis={"data": {"n": big, "nested": {"k": [big]}}}, dynamic_variables={"account": big})
+    trace, actions = agent(tmp_path, BIG_NUMBERS).route(routed, NOW)
+    assert trace.flows[0].fired, trace.flows[0].reason
+    task, webhook = actions
+    assert isinstance(task, TaskRequested) and task.title == f'{big} {big} {{"k":[{big}]}}'
+    assert isinstance(webhook, WebhookRequested) and webhook.body == {"n": str(big), "account": str(big)}
