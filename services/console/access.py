@@ -208,7 +208,9 @@ async def resolve_or_none(request: Request) -> Access | None:
 
 
 def login_redirect(request: Request) -> Response:
-    target = f"{PATH}/login?next={quote(request.url.path + ('?' + request.url.query if request.url.query else ''))}"
-    if request.headers.get("hx-request"):
+    if request.headers.get("hx-request"):  # back to the page that asked, not to its fragment's URL
+        page = urlsplit(request.headers.get("hx-current-url", ""))
+        target = f"{PATH}/login?next={quote(page.path + ('?' + page.query if page.query else ''))}"
         return Response(status_code=204, headers={"HX-Redirect": target})
+    target = f"{PATH}/login?next={quote(request.url.path + ('?' + request.url.query if request.url.query else ''))}"
     return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)

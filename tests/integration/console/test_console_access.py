@@ -113,6 +113,33 @@ async def test_the_conversations_pages_poll_for_new_calls_does_not_keep_an_idle_
         assert expired.status_code == 204 and expired.headers["HX-Redirect"].startswith("/console/login")
 
 
+async def test_after_a_login_asked_by_a_background_request_the_person_lands_on_their_page_not_a_fragment(
+    store: Store,
+) -> None:
+    """The poll for new calls, once the session is gone, sent the browser to the login with next= the poll's
+    own URL: after logging in, the page was a handful of bare table rows."""
+    token = await create_token(store, "bob", "viewer")
+    async with console_for(store) as c:
+        poll = await c.get(
+            "/console/conversations/new",
+            params={"q": "rosa"},
+            headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/console/conversations?q=rosa"},
+        )
+        assert poll.status_code == 204
+        form = await c.get(poll.headers["HX-Redirect"])
+        done = await c.post(
+            "/console/login", data={"csrf_token": csrf_of(form.text), "token": token, "next": next_of(form.text)}
+        )
+        assert done.headers["location"] == "/console/conversations?q=rosa"
+        assert "<h1>Conversations</h1>" in (await c.get(done.headers["location"])).text
+
+
+def next_of(html: str) -> str:
+    found = re.search(r'name="next" value="([^"]*)"', html)
+    assert found is not None
+    return found.group(1).replace("&amp;", "&")
+
+
 async def test_a_session_ends_when_its_token_expires_and_an_expired_token_cannot_log_in(store: Store) -> None:
     async with store.write() as conn:
         token = await tokens.create_token(conn, "erin", "viewer", timedelta(days=1))
