@@ -76,6 +76,11 @@ class EndpointBase(Strict):
     default_agent_id: str | None = Field(
         None, description="Agent id for a payload that names none (a Vapi transient assistant)."
     )
+    only_listed_agents: bool = Field(
+        False,
+        description="true: a payload whose agent is neither listed in `agents` nor the default_agent_id is "
+        "refused (422, agent.id). false: an agent no endpoint of another account lists is accepted.",
+    )
 
 
 class VapiHmac(Strict):
@@ -178,12 +183,21 @@ class Endpoint:
     verifier: Verifier
     foreign_agents: frozenset[str] = frozenset()  # the agents only other accounts' endpoints list
 
-    @property
-    def agent_ids(self) -> set[str]:
+    @cached_property
+    def agent_ids(self) -> frozenset[str]:
         """The postcall agents this endpoint lists: each alias's id (or the platform's id it keeps), the default."""
         config = self.config
         listed = {alias.id or platform_id for platform_id, alias in config.agents.items()}
-        return listed | ({config.default_agent_id} if config.default_agent_id else set())
+        return frozenset(listed | ({config.default_agent_id} if config.default_agent_id else set()))
+
+    def agent_refusal(self, agent_id: str) -> str | None:
+        """Why a mapped event's agent may not be published through this endpoint, or None."""
+        account = self.config.account.id
+        if agent_id in self.foreign_agents:  # its flows, destinations and credentials are another tenant's
+            return f"agent {agent_id!r} is another account's: this endpoint publishes for account {account!r}"
+        if self.config.only_listed_agents and agent_id not in self.agent_ids:
+            return f"agent {agent_id!r} is not listed on this endpoint (only_listed_agents), account {account!r}"
+        return None
 
     @cached_property
     def platform(self) -> Platform:

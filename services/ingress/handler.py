@@ -149,9 +149,8 @@ class WebhookHandler:
             return unusable(PayloadError.of(exc, "(mapped event)"), "mapping_error")
         if isinstance(mapped, Ignored):
             return Answer(200, "ignored", AcceptedAnswer(status="ignored", reason=mapped.reason), detail=mapped.reason)
-        if mapped.agent.id in endpoint.foreign_agents:  # its flows, destinations and credentials are another tenant's
-            account = endpoint.config.account.id
-            problem = f"agent {mapped.agent.id!r} is another account's: this endpoint publishes for account {account!r}"
+        problem = endpoint.agent_refusal(mapped.agent.id)
+        if problem is not None:
             return unusable(PayloadError([("agent.id", problem)]))
         return await self._publish(endpoint, mapped)
 

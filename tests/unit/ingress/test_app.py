@@ -467,6 +467,45 @@ async def test_an_endpoint_publishes_for_its_own_shared_and_unlisted_agents(
     assert [e.agent.id for e, _ in publisher.sent] == ["acme-sales", "shared-line", "some-unlisted-agent"] * 2
 
 
+async def test_an_endpoint_with_only_listed_agents_refuses_an_agent_it_does_not_list(
+    publisher: RecordingPublisher,
+) -> None:
+    """An agent no endpoint lists could be named by any endpoint's payloads (a platform's id kept as it
+    is): a deployment of several tenants can now close that per endpoint. Its listed agents (an alias's id,
+    a platform id kept as it is, the default for a payload naming none) still publish."""
+    strict = TWO_ACCOUNTS.replace(
+        "agents: {agent_acme_1: {id: acme-sales}, agent_shared: {id: shared-line}}}",
+        "agents: {agent_acme_1: {id: acme-sales}, agent_acme_2: {}}, default_agent_id: acme-default,\n"
+        "     only_listed_agents: true}",
+    )
+    settings = IngressSettings(ingress=IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS))
+    app = create_app(settings, endpoints_file.parse(strict, TWO_ACCOUNTS_ENV), publisher)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress") as c:
+        refused = await post_as(c, "retell", "acme", retell_call("some-unlisted-agent"))
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["problems"] == [
+            {
+                "field": "agent.id",
+                "problem": "agent 'some-unlisted-agent' is not listed on this endpoint (only_listed_agents), "
+                "account 'acme'",
+            }
+        ]
+        assert not publisher.sent
+        for agent in ("agent_acme_1", "agent_acme_2"):
+            assert (await post_as(c, "retell", "acme", retell_call(agent))).status_code == 200, agent
+        unnamed = retell_call("x")
+        unnamed["call"] = {k: v for k, v in unnamed["call"].items() if k != "agent_id"}  # type: ignore[attr-defined]
+        assert (await post_as(c, "retell", "acme", unnamed)).status_code == 200
+        # the native endpoint of the same account did not ask for it
+        assert (await post_as(c, "native", "acme", native_event("some-unlisted-agent", "acme"))).status_code == 200
+    assert [e.agent.id for e, _ in publisher.sent] == [
+        "acme-sales",
+        "agent_acme_2",
+        "acme-default",
+        "some-unlisted-agent",
+    ]
+
+
 async def test_two_accounts_events_with_the_same_event_id_are_each_published(
     two_accounts: httpx.AsyncClient, publisher: RecordingPublisher
 ) -> None:
