@@ -54,7 +54,7 @@ def asks_nothing(spec: ExtractionSpec) -> bool:
 
 def summary_of(spec: ExtractionSpec, analysis: PlatformAnalysis) -> str | None:
     summary = analysis.summary
-    return summary if spec.summary and summary and len(summary) <= TEXT_CHARS else None
+    return summary if spec.summary and summary and summary.strip() and len(summary) <= TEXT_CHARS else None
 
 
 def only(spec: ExtractionSpec, values: dict[str, ExtractedValue], summary: str | None) -> Extraction:

@@ -147,3 +147,11 @@ async def test_a_platform_integer_outside_64_bits_is_left_to_the_provider(tmp_pa
     assert out.provider == "heuristic" and out.reason is None, out
     ok = await extracted(tmp_path, spec(field, summary=False), with_analysis(data={"n": str(2**63 - 1)}))
     assert ok.extraction.fields["n"].value == 2**63 - 1
+
+
+async def test_a_blank_platform_summary_is_left_to_the_provider(tmp_path: Path) -> None:
+    """A summary of spaces was taken: the provider was not asked for one, the record said the summary
+    came from the platform, and every {{conversation_summary}} rendered the fallback text."""
+    out = await extracted(tmp_path, spec(ISSUE), with_analysis(summary=" \n ", data={"issue_category": "billing"}))
+    assert out.extraction.summary is not None and out.extraction.summary.strip(), out.extraction
+    assert out.extraction.reason is not None and "the summary" not in out.extraction.reason
