@@ -203,12 +203,14 @@ def value_problem(ftype: str, values: tuple[str, ...] | None, value: Any) -> str
         "enum": isinstance(value, str) and (values is None or value in values),
         "date": isinstance(value, str) and _is_iso(value, date),
         "datetime": isinstance(value, str) and _is_iso(value, datetime),
-        "time": isinstance(value, str) and _is_iso(value, time),
+        "time": isinstance(value, str) and _is_iso(value, time) and time.fromisoformat(value).tzinfo is None,
     }.get(ftype, isinstance(value, str))
     if ok:
         return None
     if ftype == "enum" and values:
         return f"{value!r} is not one of the enum values {list(values)}"
+    if ftype == "time":  # a time of day with a UTC offset would never compare with the extracted one
+        return f"{value!r} is not a valid time value (a time of day, HH:MM, without a UTC offset)"
     return f"{value!r} is not a valid {ftype} value"
 
 

@@ -65,6 +65,13 @@ BAD = [
         "8: flows[0].when.value: 'yes' is not a valid boolean value",
     ),
     (
+        "time-with-a-utc-offset",
+        GOOD.replace("{name: score, type: number}", "{name: score, type: time}").replace(
+            "{end_reason: CUSTOMER_HANGUP}", "{field: score, op: '>', value: '09:00+02:00'}"
+        ),
+        "8: flows[0].when.value: '09:00+02:00' is not a valid time value (a time of day, HH:MM, without a UTC offset)",
+    ),
+    (
         "unknown-field-in-condition",
         GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: folow_up, op: exists}"),
         "8: flows[0].when.field: unknown field 'folow_up' (did you mean 'follow_up_required'?) "
