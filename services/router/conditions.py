@@ -10,7 +10,7 @@ children; children are all evaluated, so a trace shows every reason, not only th
   datetime fields as dates; text values of number/boolean/date fields are coerced first. Untyped
   values (platform.*, dynamic_variables.*, dyn_*) compared with a number are read as a number when
   their text is a plain decimal ("8", "-2.5"): platforms send dynamic variables, and often their own
-  analysis, as text.
+  analysis, as text. A bound written as decimal text (`value: "18"`) is that number as well.
 * `matches` runs an RE2 pattern (linear time, never backtracking; checked at load time) on at most
   MATCH_INPUT_LIMIT characters of the value, so no condition can hold the event loop.
 * When extraction failed, conditions on extracted values (fields, dyn_*, ai, confidence, needs_review)
@@ -412,6 +412,8 @@ def _test(cond: FieldCondition, ftype: str, tz: tzinfo) -> Callable[[Any], bool]
         pattern = compile_pattern(str(cond.value), ignore_case=fold)
         return lambda a: isinstance(a, str) and pattern.search(a[:MATCH_INPUT_LIMIT]) is not None
     bound = coerce(ftype, cond.value, tz)
+    if ftype == "any":  # a quoted "18" is the number too: as text, "9" >= "18" would pass
+        bound = _decimal(bound)
     if ftype == "any" and isinstance(bound, int | float) and not isinstance(bound, bool):
         return lambda a: a is not None and _compare(op, _decimal(a), bound)
     return lambda a: a is not None and _compare(op, a, bound)

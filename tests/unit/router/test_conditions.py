@@ -238,6 +238,18 @@ CONVERSATION_CASES = [
         True,
     ),
     (
+        "dynamic-variable-quoted-number-is-a-number-not-text",
+        {"field": "dynamic_variables.age", "op": ">=", "value": "18"},
+        {"dynamic_variables": {"age": "9"}},
+        False,
+    ),
+    (
+        "platform-number-against-a-quoted-number",
+        {"field": "platform.lead_score", "op": ">", "value": "8"},
+        {"platform_analysis": {"data": {"lead_score": 10}}},
+        True,
+    ),
+    (
         "platform-number-below",
         {"field": "platform.lead_score", "op": ">=", "value": 7.5},
         {"platform_analysis": {"data": {"lead_score": 7}}},
