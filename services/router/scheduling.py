@@ -84,17 +84,25 @@ def parse_when(value: object, tz: ZoneInfo, default_time: time) -> datetime | No
 
 
 def next_open(moment: datetime, hours: BusinessHours) -> datetime:
-    """The first instant at or after `moment` inside business hours."""
+    """The first instant at or after `moment` inside business hours, by the local clock: a time the
+    clock skips (02:30 on the day summer time starts) is the instant it names, which the clock shows an
+    hour later; an opening time it skips opens when the clock gets there, and a day whose hours it skips
+    whole has none."""
     tz = ZoneInfo(hours.timezone)
-    local = moment.astimezone(tz)
+    local = _on_the_clock(moment, tz)
     start, end = time.fromisoformat(hours.start), time.fromisoformat(hours.end)
     for offset in range(8):
         day = local.date() + timedelta(days=offset)
         if _DAYS[day.weekday()] not in hours.days:
             continue
-        opens, closes = datetime.combine(day, start, tz), datetime.combine(day, end, tz)
-        if local < opens:
-            return opens
-        if local < closes:
-            return moment
+        opens = _on_the_clock(datetime.combine(day, start, tz), tz)
+        at = opens if local < opens else local  # same tzinfo: compared as the clock shows them
+        if at.date() == day and at.time() < end:
+            return moment if at is local else at
     raise AssertionError("business hours have at least one open day")  # pragma: no cover
+
+
+def _on_the_clock(moment: datetime, tz: ZoneInfo) -> datetime:
+    """`moment` as the clock in `tz` shows it. Through UTC: astimezone to its own zone changes nothing,
+    so a local time the clock skips would stay one."""
+    return moment.astimezone(UTC).astimezone(tz)

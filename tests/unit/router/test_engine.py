@@ -175,6 +175,37 @@ def test_schedule_call_with_a_date_at_the_end_of_time_uses_the_fallback(tmp_path
     assert "too far in the future" in note
 
 
+NIGHT_LINE = """
+    agent: support-line
+    extraction:
+      fields:
+        - {name: callback_date, type: datetime}
+    flows:
+      - id: call-back
+        actions:
+          - type: schedule_call
+            use_field: callback_date
+            business_hours: {timezone: America/Chicago, days: [sun, mon], start: "%s", end: "02:45"}
+"""
+DST_GAP_CASES = [
+    # Chicago's clock goes from 02:00 to 03:00 on Sunday 2026-03-08: 02:30 that day is 03:30 CDT
+    ("time-in-the-gap-after-closing", "01:00", "2026-03-08T02:30", datetime(2026, 3, 9, 6, 0, tzinfo=UTC)),
+    ("hours-swallowed-by-the-gap", "02:15", "2026-03-08", datetime(2026, 3, 9, 7, 15, tzinfo=UTC)),
+]
+
+
+@pytest.mark.parametrize(
+    ("start", "date", "expected"), [c[1:] for c in DST_GAP_CASES], ids=[c[0] for c in DST_GAP_CASES]
+)
+def test_schedule_call_never_lands_outside_business_hours_on_the_day_summer_time_starts(
+    tmp_path: Path, start: str, date: str, expected: datetime
+) -> None:
+    ev = event(fields={"callback_date": date}, started_at="2026-03-07T16:00:00Z", ended_at="2026-03-07T16:05:00Z")
+    _, [call] = agent(tmp_path, NIGHT_LINE % start).route(ev, NOW)
+    assert isinstance(call, ScheduleCallRequested)
+    assert (call.scheduled_at, call.schedule_source, call.business_hours_applied) == (expected, "field", True)
+
+
 def test_schedule_call_prefers_the_extracted_number(tmp_path: Path) -> None:
     _, [call] = agent(tmp_path, SCHEDULING).route(event(fields={"callback_number": "+13125550178"}), NOW)
     assert isinstance(call, ScheduleCallRequested) and call.to_number == "+13125550178"
