@@ -260,13 +260,24 @@ def _letters(number: int) -> str:
 
 # ── Slack and Teams ───────────────────────────────────────────────────────────────────────────────
 
+BOT_PROFILE = {
+    "id": "B0",
+    "app_id": "A0",
+    "name": "postcall",
+    "icons": {f"image_{n}": f"https://a.slack-edge.com/80588/img/plugins/app/bot_{n}.png" for n in (36, 48, 72)},
+    "deleted": False,
+    "updated": 1712345678,
+    "team_id": "T1",
+}
+
 
 @dataclass
 class Chat:
     """Slack's POST /api/chat.postMessage (bot token) and an incoming webhook POST /services/T1/B1/x, and
     a Teams incoming webhook POST /webhookb2/teams. `busy` answers that many requests with 429 and
-    Retry-After first; `slack_error` answers chat.postMessage with {"ok": false, "error": ...}. Teams
-    answers a message over 28 KB with 413, as a connector does."""
+    Retry-After first; `slack_error` answers chat.postMessage with {"ok": false, "error": ...}, else the
+    answer echoes the message back, as Slack's does. Teams answers a message over 28 KB with 413, as a
+    connector does."""
 
     bot_token: str = "xoxb-CANARY-1"
     busy: int = 0
@@ -297,8 +308,12 @@ class Chat:
             return JSONResponse({"ok": False, "error": "invalid_auth"})
         if self.slack_error:
             return JSONResponse({"ok": False, "error": self.slack_error})
-        channel = self.requests[-1].json().get("channel")
-        return JSONResponse({"ok": True, "channel": channel, "ts": "1712345678.000100"})
+        sent, ts = self.requests[-1].json(), "1712345678.000100"
+        # as Slack does: the posted message comes back, its text and blocks with it, and "/" escaped
+        message: dict[str, Any] = {"user": "U0", "type": "message", "ts": ts, "bot_id": "B0", "app_id": "A0"}
+        message |= {"text": sent.get("text", ""), "blocks": sent.get("blocks", []), "bot_profile": BOT_PROFILE}
+        answer = orjson.dumps({"ok": True, "channel": sent.get("channel"), "ts": ts, "message": message})
+        return Response(answer.replace(b"/", b"\\/"), 200, media_type="application/json")
 
     async def _webhook(self, request: Request) -> Response:
         return await self._limited(request) or Response("ok", 200)

@@ -9,7 +9,8 @@ Two ways in, chosen by the `slack` destination:
                        answers 200 with {"ok": false, "error": ...} for most failures: ratelimited,
                        internal_error, fatal_error, service_unavailable and request_timeout are
                        retryable, the others (channel_not_found, not_in_channel, invalid_auth...)
-                       permanent. The message's `ts` is the action's result_id.
+                       permanent. The message's `ts` is the action's result_id. Its answer echoes the
+                       message, so it is read up to a few times the message's size (ANSWER_ROOM).
 
 Slack's 429 carries Retry-After, honoured through the project's one parser (delivery/errors). Link
 previews are off: a caller's URL in the text is not fetched and shown by Slack. Slack has no
@@ -32,6 +33,9 @@ from services.dispatcher.registry import Registry
 RETRYABLE_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 TEXT_LIMIT = 3000  # the notification text beside blocks; a plain message may be longer
 PLAIN_LIMIT = 40_000  # chat.postMessage truncates beyond this
+# chat.postMessage's ok:true answer echoes the message (text and blocks, "/" and non-ASCII escaped: up to
+# 3x the bytes sent) beside its metadata; cut short, it would not parse and a posted message would fail
+ANSWER_ROOM = 16 * 1024
 
 
 class SlackExecutor:
@@ -71,7 +75,7 @@ class SlackExecutor:
         body = orjson.dumps(message)
 
         async def run(exchange: Exchange) -> Answer:
-            return await exchange.request("POST", url, headers, body)
+            return await exchange.request("POST", url, headers, body, read_limit=4 * len(body) + ANSWER_ROOM)
 
         answer, latency_ms = await self._http.attempt(dest, action.type, run, judge=judge)
         ts = _answer(answer).get("ts")

@@ -181,6 +181,21 @@ async def test_a_web_api_error_in_a_200_answer_is_a_failure_by_its_code(
     assert api.bot_token not in str(caught.value)
 
 
+@pytest.mark.parametrize("word", ["said ", "dit «oui» — "])
+async def test_a_long_message_through_chat_post_message_is_delivered_though_slack_echoes_it_back(
+    chat: tuple[Chat, str, dict[str, str]], stack: Stack, tmp_path: Path, word: str
+) -> None:
+    # Slack's ok:true answer carries the posted message: more than the 2 KiB read of other answers
+    api, base, env = chat
+    event = extracted(ended("conv/42", dynamic_variables={"name": "Ann", "said": word * 300}))
+    bot = route(tmp_path, AGENT, event)[1][0]
+    assert isinstance(bot, SlackRequested)
+    async with stack(destinations(base), env, console_base_url=CONSOLE) as (executors, _):
+        delivery = await executors.run(bot)
+    assert (delivery.outcome, delivery.result_id) == ("delivered", "1712345678.000100")
+    assert len(api.requests) == 1
+
+
 async def test_a_teams_card_carries_caller_text_only_where_markdown_is_never_parsed(
     chat: tuple[Chat, str, dict[str, str]], stack: Stack, tmp_path: Path
 ) -> None:
