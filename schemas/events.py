@@ -229,7 +229,10 @@ class Usage(Model):
 class Extraction(Model):
     status: Literal["ok", "failed"]
     reason: str | None = Field(None, description="Why extraction failed, or what was degraded.")
-    provider: str = Field(description="heuristic or openai (any OpenAI-compatible endpoint).")
+    provider: str = Field(
+        description="heuristic, openai (any OpenAI-compatible endpoint), or platform: every value from the voice "
+        "platform's own analysis (trust_platform), no provider asked."
+    )
     model: str | None = None
     endpoint: str | None = Field(None, description="The LLM endpoint's base URL (no credentials); None: heuristic.")
     config_revision: str

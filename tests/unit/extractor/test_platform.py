@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from schemas.agents import ExtractionSpec, FieldSpec
-from schemas.events import ConversationEnded, ConversationExtracted, PlatformAnalysis
+from schemas.events import ConversationEnded, ConversationExtracted, Extraction, PlatformAnalysis
 from schemas.topics import CONVERSATION_EXTRACTED
 from services.common import codec
 from services.common.harness import Harness
+from services.extractor import heuristic, llm, platform
 from services.extractor.handler import Extractor
 from services.extractor.settings import ExtractorSettings
 from services.router.settings import RouterSettings
@@ -155,3 +156,10 @@ async def test_a_blank_platform_summary_is_left_to_the_provider(tmp_path: Path) 
     out = await extracted(tmp_path, spec(ISSUE), with_analysis(summary=" \n ", data={"issue_category": "billing"}))
     assert out.extraction.summary is not None and out.extraction.summary.strip(), out.extraction
     assert out.extraction.reason is not None and "the summary" not in out.extraction.reason
+
+
+def test_the_contract_names_every_provider_an_extraction_can_say() -> None:
+    """A downstream team reads ConversationExtracted's JSON Schema: "platform" was missing from it."""
+    described = Extraction.model_fields["provider"].description or ""
+    for provider in (heuristic.PROVIDER, llm.PROVIDER, platform.PROVIDER):
+        assert provider in described, provider
