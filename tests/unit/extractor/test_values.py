@@ -4,7 +4,7 @@ numbers."""
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from time import perf_counter
+from time import thread_time  # CPU time: a loaded machine (other test workers) does not inflate it
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -82,9 +82,9 @@ def test_meeting_at_a_time_is_not_an_email() -> None:
 def test_a_long_run_of_email_like_text_is_scanned_in_linear_time(said: str) -> None:
     """A pasted log or an ASR loop in one message: each of its words was a start the pattern scanned
     to the end from (40,000 characters took over 20 s; a transcript may hold 8 MB)."""
-    started = perf_counter()
+    started = thread_time()
     vs.find_emails(said)
-    assert perf_counter() - started < 2.0
+    assert thread_time() - started < 2.0
     assert [f.value for f in vs.find_emails("a." * 20_000 + " mail greg@example.com")] == ["greg@example.com"]
 
 
@@ -195,9 +195,9 @@ def test_a_long_message_of_dates_and_times_is_scanned_in_linear_time() -> None:
     10,000 'Monday at 3 pm' in one message took 27 s, quadratic, in a transcript of up to 8 MB."""
     ref = datetime(2026, 3, 12, 12, tzinfo=CHICAGO)
     said = "monday at 3 pm, " * 10_000
-    started = perf_counter()
+    started = thread_time()
     found = vs.find_datetimes(said, ref)
-    assert perf_counter() - started < 3.0
+    assert thread_time() - started < 3.0
     assert len(found) == 10_000 and {f.value for f in found} == {datetime(2026, 3, 16, 15, tzinfo=CHICAGO)}
     assert [f.value for f in vs.find_dates("Thursday, March 19th or friday", THURSDAY)] == [
         date(2026, 3, 19),
@@ -208,8 +208,8 @@ def test_a_long_message_of_dates_and_times_is_scanned_in_linear_time() -> None:
 def test_a_long_message_of_weekdays_is_scanned_in_linear_time() -> None:
     """Whether each weekday was habitual ('open Mondays') lower-cased the rest of the message from it:
     100,000 'monday' (700,000 characters) took 13 s, quadratic."""
-    started = perf_counter()
+    started = thread_time()
     found = vs.find_dates("monday " * 100_000, THURSDAY)
-    assert perf_counter() - started < 4.0
+    assert thread_time() - started < 4.0
     assert len(found) == 100_000
     assert vs.find_dates("we're open Mondays and Tuesdays.", THURSDAY) == []

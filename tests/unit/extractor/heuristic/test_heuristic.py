@@ -246,7 +246,7 @@ def test_a_transcript_of_100000_messages_is_read_in_linear_time() -> None:
         Message(role="customer", text="Let me think about that for a while."),
     ] * 50_000
     count = FieldSpec(name="team_size", type="integer", description="Number of technicians")
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time, which a loaded machine does not inflate
     e = heuristic.extract(spec(count), turns, datetime(2026, 3, 12, 12, tzinfo=UTC), "1")
-    assert time.perf_counter() - started < 10.0
+    assert time.thread_time() - started < 10.0
     assert e.fields["team_size"].value is None
