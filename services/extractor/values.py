@@ -108,8 +108,13 @@ def _spoken_to_digits(text: str) -> str:
     return _SPOKEN_DIGITS.sub(digits, text)
 
 
+# an extension after the number ("x5", "ext. 12", "extension 9", "#204", RFC 3966's ";ext=5"): E.164 has none
+_EXTENSION = re.compile(r"(?:;\s*ext\s*=|\bext(?:ension)?\b\.?|(?<=[\d\s])x\.?|#)\s*\d{1,7}\s*$", re.I)
+
+
 def normalize_phone(raw: str, country_code: str = "1") -> str | None:
-    """E.164 (+15551234567) or None when it cannot be a full phone number."""
+    """E.164 (+15551234567) or None when it cannot be a full phone number; an extension is left out."""
+    raw = _EXTENSION.sub("", raw)
     # \d is any script's digit (Arabic-Indic, full-width): written in ASCII, as E.164 and the schema want
     digits = "".join(str(int(d)) for d in re.sub(r"\D", "", raw))
     international = raw.lstrip().startswith("+") or digits.startswith("00")

@@ -32,6 +32,24 @@ def test_phone_numbers_are_normalised_to_e164(said: str, expected: str | None) -
     assert found == ([expected] if expected else [])
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        "+1 415 555 0132 x5",
+        "+1 415 555 0132x205",
+        "+1 415 555 0132 ext. 12",
+        "(415) 555-0132, ext 12",
+        "415-555-0132 extension 9",
+        "415 555 0132 #204",
+        "tel:+1-415-555-0132;ext=5",
+    ],
+)
+def test_a_number_with_an_extension_is_the_number_without_it(written: str) -> None:
+    """The extension's digits were appended to the number: "+1 415 555 0132 x5" became +141555501325, a
+    different number, which a scheduled call would dial. E.164 has no extension: the number is kept."""
+    assert vs.normalize_phone(written) == "+14155550132"
+
+
 def test_short_numbers_dates_and_amounts_are_not_phone_numbers() -> None:
     assert vs.find_phones("invoice INV-20418 for 312 dollars, dated 2026-03-01, seats: 12") == []
 
