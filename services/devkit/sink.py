@@ -52,6 +52,8 @@ class Reply:
     trickle: float = 0.0  # seconds between the answer's bytes (a hostile receiver holding the request open)
     endless: bool = False  # a chunked body that never ends (a hostile receiver filling our memory)
     echo: bool = False  # the body is the request's headers as JSON (a debugging endpoint quoting credentials)
+    body_delay: float = 0.0  # seconds between the answer's head and its body (a receiver slow after its 2xx)
+    hang_up: bool = False  # the head and the body's first byte, then the connection drops (a proxy's reset)
 
 
 class Sink:
@@ -147,6 +149,13 @@ class Sink:
             chunk = b"%x\r\n%s\r\n" % (len(reply.body), reply.body)
             while True:  # until the client hangs up (ConnectionError ends the connection)
                 await _write(writer, chunk, reply.trickle)
+        if reply.hang_up or reply.body_delay:
+            await _write(writer, answer, reply.trickle)
+            answer = b""
+            if reply.hang_up:
+                await _write(writer, reply.body[:1], reply.trickle)
+                return False
+            await asyncio.sleep(reply.body_delay)
         await _write(writer, answer + reply.body, reply.trickle)
         return headers.get("connection", "").lower() != "close"
 

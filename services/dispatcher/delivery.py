@@ -1,7 +1,8 @@
 """Sending one request to one destination: isolation gate, signature, SSRF-guarded client, and the
 mapping of what came back onto the error tree.
 
-    2xx                                    delivered
+    2xx                                    delivered (also when the rest of the answer is then lost or late:
+                                           the receiver took the request, so it is not sent again)
     3xx                                    PermanentError (redirects are never followed)
     408, 425, 429, 5xx, timeout, no conn.  RetryableError(retry_after = a 429's or 503's Retry-After, floor..cap)
     410 Gone                               the destination is disabled, PermanentError (an http action
@@ -142,7 +143,7 @@ class HttpSender:
             headers[SUPERSEDES_HEADER] = supersedes
 
         async def one(exchange: Exchange) -> Answer:
-            return await exchange.request(method, dest.endpoint, headers, body)
+            return await exchange.request(method, dest.endpoint, headers, body, side_effect=True)
 
         answer, latency_ms = await self.attempt(dest, action_type, one)
         return Delivery("delivered", dest.name, answer.status, latency_ms)
@@ -179,16 +180,20 @@ class HttpSender:
             except AddressRefused as exc:
                 raise failure(PermanentError(f"SSRF guard: {exc}"), dest.name, redact=redact) from None
             except (httpx.TimeoutException, TimeoutError):
-                slot.record(False)
-                raise failure(RetryableError(f"no answer within {timeout:g}s"), dest.name) from None
+                if exchange.accepted is None:
+                    slot.record(False)
+                    raise failure(RetryableError(f"no answer within {timeout:g}s"), dest.name) from None
+                answer = exchange.accepted
             except (httpx.LocalProtocolError, httpx.InvalidURL, UnicodeEncodeError):
                 # our own request is malformed: the same next time. Never the library's text, which
                 # quotes the offending header value (a credential ending in a newline, say)
                 raise failure(PermanentError(LOCAL_PROTOCOL_ERROR), dest.name) from None
             except httpx.HTTPError as exc:  # connection refused or reset, the receiver's protocol errors
-                slot.record(False)
-                lost = RetryableError(f"{type(exc).__name__}: {exc}")
-                raise failure(lost, dest.name, redact=redact) from None
+                if exchange.accepted is None:
+                    slot.record(False)
+                    lost = RetryableError(f"{type(exc).__name__}: {exc}")
+                    raise failure(lost, dest.name, redact=redact) from None
+                answer = exchange.accepted
             finally:
                 elapsed = time.perf_counter() - started
                 delivery_duration(action_type, dest.name).observe(elapsed)
@@ -237,6 +242,9 @@ class Exchange:
         self._options = options
         self._timeout = timeout
         self._tokens = tokens
+        # a 2xx to the attempt's side effect, kept from its head: the attempt delivered, whatever becomes
+        # of the rest of the answer (the connection drops, the body is past the deadline)
+        self.accepted: Answer | None = None
 
     async def request(
         self,
@@ -248,10 +256,12 @@ class Exchange:
         params: Mapping[str, str] | None = None,
         read_limit: int = SNIPPET_BYTES,
         authorize: bool = True,
+        side_effect: bool = False,
     ) -> Answer:
         """The answer, with at most `read_limit` bytes of its body. When the destination fetches access
         tokens (OAuth2 client credentials, a service account) and `authorize` holds, the request carries
-        the cached token, and on a 401 a new one, once more."""
+        the cached token, and on a 401 a new one, once more. `side_effect`: this request is what the
+        attempt is for, and its answer's body is not needed to judge it (`accepted`)."""
         # only the start of an answer is read, and never decompressed
         sent = {"user-agent": self._options.user_agent, **headers, "accept-encoding": "identity"}
 
@@ -262,18 +272,20 @@ class Exchange:
             )
 
         if self._tokens is None or not authorize:
-            return await self._send(build(None), read_limit)
+            return await self._send(build(None), read_limit, side_effect)
         token = await self._tokens.token(self)
-        answer = await self._send(build(token), read_limit)
+        answer = await self._send(build(token), read_limit, side_effect)
         if answer.status != 401:
             return answer
         self._tokens.refused(token)
-        return await self._send(build(await self._tokens.token(self)), read_limit)
+        return await self._send(build(await self._tokens.token(self)), read_limit, side_effect)
 
-    async def _send(self, request: httpx.Request, read_limit: int) -> Answer:
+    async def _send(self, request: httpx.Request, read_limit: int, side_effect: bool = False) -> Answer:
         """httpx timeouts bound each read; the attempt's deadline (around `run`) stops a receiver that
         trickles bytes forever."""
         response = await self._client.send(request, stream=True)
+        if side_effect and response.is_success:
+            self.accepted = Answer(response.status_code, None, None, "", b"", response.headers.get("content-type", ""))
         try:
             raw = await _read_some(response, read_limit)
         finally:

@@ -59,7 +59,9 @@ class HttpRequestExecutor:
         redact = self._http.redactor(dest)
 
         async def run(exchange: Exchange) -> Answer:
-            return await exchange.request(action.method, url, headers, body, params=params, read_limit=limit)
+            return await exchange.request(
+                action.method, url, headers, body, params=params, read_limit=limit, side_effect=True
+            )
 
         # a 410 to a path of the action's own names that resource (a deleted case), not the destination
         gone_disables = not action.path.partition("?")[0]

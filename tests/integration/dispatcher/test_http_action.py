@@ -293,3 +293,18 @@ async def test_a_huge_or_endless_answer_leaves_a_bounded_excerpt_and_the_id_when
         assert cut.result_id is None
         assert cut.error == "result_id_pointer /case/id: the answer is not JSON (or longer than the 64 KiB read)"
         assert cut.response_excerpt is not None and len(cut.response_excerpt) == RESPONSE_EXCERPT_CHARS
+
+
+@pytest.mark.timeout(30)
+async def test_a_2xx_whose_connection_drops_before_the_body_is_delivered_once_without_an_id(
+    sink: Sink, stack: Stack, tmp_path: Path
+) -> None:
+    # the CRM created the record and said so; sending the POST again would create a second one
+    sink.script("/api/v2/cases/4471", Reply(201, body=b'{"case": {"id": "4471"}}', hang_up=True))
+    yaml = f"destinations:\n  - {{name: cases, kind: http, url: '{sink.url('/api/v2')}', allow_private: true}}\n"
+    async with stack(yaml) as (executors, _):
+        harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
+        [action] = actions_for(tmp_path, "4471", "dropped")
+        [done] = results(await harness.send(action))
+    assert (done.outcome, done.status_code, done.result_id) == ("delivered", 201, None)
+    assert len(sink.received) == 1

@@ -149,3 +149,17 @@ async def test_a_compressed_body_is_never_decompressed(sink: Sink, stack: Stack)
             await ex.run(webhook("act_1", "bomb"))
     assert len(str(caught.value)) < 400
     assert sink.received[0]["accept_encoding"] == "identity"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("reply", [Reply(200, hang_up=True), Reply(202, body_delay=3)], ids=["hang-up", "slow-body"])
+async def test_a_2xx_whose_body_is_lost_or_late_is_delivered_and_not_sent_again(
+    sink: Sink, stack: Stack, reply: Reply
+) -> None:
+    """The receiver took the webhook and said so; what becomes of the rest of its answer (the connection
+    dropped, the body past the deadline) is no reason to send it again."""
+    sink.script("/crm", reply)
+    async with stack(destinations(http_destination("crm", sink.url("/crm"), timeout_seconds=1))) as (ex, _):
+        delivery = await ex.run(webhook("act_1", "crm"))
+    assert (delivery.outcome, delivery.status_code) == ("delivered", reply.status)
+    assert sink.counts["act_1"] == 1
