@@ -5,6 +5,8 @@ deferred (retried) or refused (noted) while others were accepted."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -159,7 +161,7 @@ class Recipients:
 
 
 @asynccontextmanager
-async def smtp_server(handler: Recipients, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+async def smtp_server(handler: object, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
     server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0, ssl=tls)
     try:
         yield server.sockets[0].getsockname()[1]
@@ -216,3 +218,28 @@ async def test_implicit_tls_over_the_vetted_socket_is_delivered_by_host_name(tmp
         async with stack(yaml) as (executors, _):
             assert (await executors.run(email_action("act_1"))).outcome == "delivered"
     assert handler.mail == [["support@example.com", "lead@example.com"]]
+
+
+class DropsAfterData:
+    """Takes the first message, then drops the connection instead of answering 250; takes the next ones."""
+
+    def __init__(self) -> None:
+        self.mail: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mail.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        if len(self.mail) == 1:
+            server.transport.abort()
+        return "250 Message accepted for delivery"
+
+
+async def test_a_message_whose_250_is_lost_is_sent_again_with_the_same_message_id(stack: Stack) -> None:
+    # what the receiving side can drop the repeat by (docs/downstream.md, Deduplication)
+    handler = DropsAfterData()
+    async with smtp_server(handler) as port, stack(smtp_destination(port)) as (executors, _):
+        with pytest.raises(RetryableError, match="SMTPServerDisconnected"):
+            await executors.run(email_action("act_1"))
+        assert (await executors.run(email_action("act_1"))).outcome == "delivered"
+    first, second = handler.mail
+    assert first["Message-ID"] == second["Message-ID"] == "<act_1@postcall>"
+    assert first["X-Postcall-Action-Id"] == second["X-Postcall-Action-Id"] == "act_1"
