@@ -295,7 +295,9 @@ class Replay(Operation):
 async def replay(body: Replay, who: Operator, store: StoreDep, settings: SettingsDep) -> Any:
     """Send the chosen dead letters back to their original topic with their key, value and headers
     (hop headers removed, x-replay-* added), rate-limited; they are then listed as replayed. Audited.
-    503 (with the same body) when Kafka failed before every record was sent."""
+    Each letter is claimed before it is sent: one that another replay is sending is left alone and
+    counted in `skipped`, so two replays at once send it once. 503 (with the same body) when Kafka
+    failed before every record was sent; the unsent letters are pending again at once."""
     return _answer(
         await operations.replay_dead_letters(
             store,
@@ -305,6 +307,7 @@ async def replay(body: Replay, who: Operator, store: StoreDep, settings: Setting
             limit=min(body.limit, settings.api.operation_limit),
             rate=body.rate or settings.api.operation_rate,
             dry_run=body.dry_run,
+            lease=settings.api.replay_lease,
         )
     )
 

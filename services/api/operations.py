@@ -9,31 +9,39 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, update
 
 from schemas import headers as h
 from schemas.topics import CE_TYPES, CONVERSATION_ENDED
+from services.api.settings import HttpSettings
 from services.cli.dlq import DeadLetter, replay_records, replay_target
 from services.cli.republish import RepublishFailed, republish
 from services.common.codec import Outgoing, now_iso
 from services.common.settings import KafkaSettings
-from services.store import queries, tokens
+from services.store import claims, queries, tokens
 from services.store.db import Store
-from services.store.models import DeadLetter as DeadLetterRow
-from services.store.models import table
 from services.store.tokens import Principal
+
+REPLAY_LEASE = HttpSettings().replay_lease  # POSTCALL_API__REPLAY_LEASE_SECONDS's default
 
 
 class OperationResult(BaseModel):
     matched: int = Field(description="Records the selection chose (at most `limit`).")
     sent: int = Field(description="Records republished and acknowledged by Kafka (0 on a dry run).")
     dry_run: bool
-    items: list[str] = Field(description="What was chosen: dead letter coordinates, or conversation ids.")
+    items: list[str] = Field(
+        description="What was chosen and sent (or would be, on a dry run): dead letter coordinates, or "
+        "conversation ids."
+    )
+    skipped: int = Field(
+        0,
+        description="Replay: dead letters chosen but left alone because another replay is sending them (or sent "
+        "them since): not in `items`.",
+    )
     error: str | None = Field(None, description="Why it stopped early (Kafka unavailable).")
 
 
@@ -46,22 +54,38 @@ async def replay_dead_letters(
     limit: int,
     rate: float,
     dry_run: bool,
+    lease: timedelta = REPLAY_LEASE,
 ) -> OperationResult:
+    """The chosen letters are claimed for `lease` before any is sent (services/store/claims.py): those
+    another replay holds are skipped, so two replays at once send each letter once."""
     async with store.read() as conn:
         rows = await queries.dead_letter_records(conn, filters, limit)
-    # those `replay_records` leaves out (no valid original topic) are not chosen: `letters[:sent]` are
-    # exactly the ones sent
-    letters = [d for d in map(_letter, rows) if replay_target(d) is not None]
-    result = OperationResult(matched=len(letters), sent=0, dry_run=dry_run, items=[d.coordinates for d in letters])
-    if dry_run or not letters:
+    # those `replay_records` leaves out (no valid original topic) are not chosen: the letters sent are
+    # the first `sent` of those claimed
+    chosen = [(row, d) for row, d in ((row, _letter(row)) for row in rows) if replay_target(d) is not None]
+    if dry_run:
+        free = [d for row, d in chosen if not claims.live(row.replay_claimed_until)]
+        result = _chosen(len(chosen), free, dry_run)
+        await _audit(store, who, "replay", _target(filters, limit), result)
+        return result
+    mine, got = await claims.claim(store, ((row.id, row.replayed_at) for row, _ in chosen), lease)
+    claimed = [(row.id, d) for row, d in chosen if row.id in got]
+    result = _chosen(len(chosen), [d for _, d in claimed], dry_run)
+    if not claimed:
         await _audit(store, who, "replay", _target(filters, limit), result)
         return result
     entry = await _audit(store, who, "replay", _target(filters, limit), result, sending=True)
-    result = await _send(kafka, replay_records(letters, who.name, via="api"), rate, result)
-    await _mark_replayed(store, letters[: result.sent], who)
+    async with claims.held(store, mine, lease):
+        result = await _send(kafka, replay_records([d for _, d in claimed], who.name, via="api"), rate, result)
+    await claims.settle(store, mine, [i for i, _ in claimed[: result.sent]], who.name)
     async with store.write() as conn:
         await tokens.complete_audit(conn, entry, _outcome(result))
     return result
+
+
+def _chosen(matched: int, letters: Sequence[DeadLetter], dry_run: bool) -> OperationResult:
+    items = [d.coordinates for d in letters]
+    return OperationResult(matched=matched, sent=0, dry_run=dry_run, items=items, skipped=matched - len(letters))
 
 
 async def _audit(
@@ -85,19 +109,6 @@ def _letter(row: Any) -> DeadLetter:
         value=row.value,
         headers=orjson.loads(row.headers),
     )
-
-
-async def _mark_replayed(store: Store, letters: Sequence[DeadLetter], who: Principal) -> None:
-    """At once, not only when the recorder reads the replay markers: the next page must not list them."""
-    t = table(DeadLetterRow).c
-    now = datetime.now(UTC)
-    async with store.write() as conn:
-        for d in letters:
-            await conn.execute(
-                update(table(DeadLetterRow))
-                .where(and_(t.kafka_topic == d.topic, t.kafka_partition == d.partition, t.kafka_offset == d.offset))
-                .values(replayed_at=now, replayed_by=who.name)
-            )
 
 
 async def reextract_conversations(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
@@ -27,6 +28,17 @@ class HttpSettings(BaseModel):
     )
     operation_limit: int = Field(10_000, ge=1, description="Most records one replay or re-extraction may send.")
     operation_rate: float = Field(50.0, gt=0, description="Default records per second of a replay or re-extraction.")
+    replay_lease_seconds: float = Field(
+        300.0,
+        ge=1,
+        description="A replay claims its dead letters for this long before sending them, renewed every third of it "
+        "while it sends: a second replay of the same letters meanwhile skips them. A replay that dies mid-send "
+        "leaves its unsent letters claimed until the lease ends; then they are pending again.",
+    )
+
+    @property
+    def replay_lease(self) -> timedelta:
+        return timedelta(seconds=self.replay_lease_seconds)
 
 
 class ApiSettings(BaseSettings):

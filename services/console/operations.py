@@ -50,6 +50,7 @@ async def redrive(
         limit=min(limit or cap, cap),
         rate=rate or settings.console.redrive_rate,
         dry_run=dry_run == "1",
+        lease=settings.api.replay_lease,
     )
     context = {"result": result, "what": "dead letter(s)", "verb": "redriven to their original topics", "rate": rate}
     return fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)
@@ -90,6 +91,7 @@ async def redeliver(
         limit=settings.api.operation_limit,
         rate=settings.console.redrive_rate,
         dry_run=False,
+        lease=settings.api.replay_lease,
     )
     context = {"result": result, "what": "failed action(s)", "verb": "sent to the dispatcher again", "rate": None}
     if not result.matched:

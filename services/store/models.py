@@ -266,6 +266,12 @@ class DeadLetter(Base):
     value: Mapped[bytes | None] = mapped_column(LargeBinary, doc="The original value, byte for byte.")
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     replayed_by: Mapped[str | None] = mapped_column(String)
+    replay_claimed_until: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="A replay is sending it until then (renewed while it sends); past it, anyone may replay it."
+    )
+    replay_claim: Mapped[str | None] = mapped_column(
+        String, index=True, doc="Which replay holds the claim (one id per replay)."
+    )
 
     __table_args__ = (
         UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),

@@ -369,7 +369,9 @@ class DeadLetterFilter:
 
 
 def _letter_columns() -> list[Any]:
-    return [c for c in table(DeadLetter).c if c.name not in ("headers", "value")]
+    """What a listed letter shows: not its bytes, nor a replay's claim on it (services/store/claims.py)."""
+    hidden = ("headers", "value", "replay_claimed_until", "replay_claim")
+    return [c for c in table(DeadLetter).c if c.name not in hidden]
 
 
 async def _letters(conn: AsyncConnection, query: Select[Any]) -> list[DeadLetterSummary]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -62,7 +64,7 @@ async def test_reextract_from_the_store_reaches_past_the_topics_retention(store:
         dry = await api.post("/api/v1/conversations/reextract", json={"filter": {"ids": [cid]}, "dry_run": True})
         done = await api.post("/api/v1/conversations/reextract", json={"filter": {"ids": [cid]}})
         audit = (await api.get("/api/v1/audit")).json()["items"]
-    assert dry.json() == {"matched": 1, "sent": 0, "dry_run": True, "items": [cid], "error": None}
+    assert dry.json() == {"matched": 1, "sent": 0, "dry_run": True, "items": [cid], "skipped": 0, "error": None}
     assert done.json()["sent"] == 1
     (copy,) = [x for x in await read_all(kafka, CONVERSATION_ENDED) if x.key == cid]
     assert copy.headers[h.REEXTRACT_OF] == f"evt-{cid}"
@@ -166,3 +168,124 @@ async def test_an_operation_interrupted_while_sending_is_audited_already(
         ("reextract", "alice", None),
     ]
     assert all(a.outcome["matched"] == 1 and a.outcome["status"] == "sending" for a in audit)
+
+
+async def _letters(store: Store, dlq: str, main: str, keys: Sequence[str]) -> None:
+    headers = {h.ORIGINAL_TOPIC: main, h.EXCEPTION_MESSAGE: "PermanentError: bug", h.CE_ID: "e-1"}
+    for offset, key in enumerate(keys):
+        source = r.Source(dlq, 0, offset, int(T0.timestamp() * 1000))
+        await writer.write(store, r.dead_letter(source, "router", key.encode(), b'{"id": 1}', headers))
+
+
+async def test_two_replays_at_once_of_the_same_letters_send_each_once(
+    store: Store, kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A double click, two operators, two API replicas: both replays chose the same pending letters (it
+    read them, sent them, then marked them), and each letter reached its topic twice. A replay claims
+    its letters before sending them; the second finds them claimed and says so in `skipped`."""
+    main, dlq = unique("main"), unique("dlq")
+    await create_topics(kafka, [main, dlq])
+    await _letters(store, dlq, main, ["k-1", "k-2"])
+    arrived, send = [0], operations._send
+
+    async def together(*args: Any) -> Any:
+        """Both replays chose their letters before either sends (the race, made certain): each waits,
+        up to a second, for the other to reach its send too."""
+        arrived[0] += 1
+        for _ in range(50):
+            if arrived[0] == 2:
+                break
+            await asyncio.sleep(0.02)
+        return await send(*args)
+
+    monkeypatch.setattr(operations, "_send", together)
+    body = {"filter": {"reason": "bug"}, "rate": 100}
+    async with client_for(store, **kafka_settings(kafka)) as a, client_for(store, **kafka_settings(kafka)) as b:
+        answers = await asyncio.gather(*(c.post("/api/v1/dead-letters/replay", json=body) for c in (a, b)))
+        pending = (await a.get("/api/v1/dead-letters")).json()["items"]
+    assert [x.status_code for x in answers] == [200, 200]
+    outcomes = sorted((x.json()["sent"], x.json()["skipped"], len(x.json()["items"])) for x in answers)
+    assert outcomes == [(0, 2, 0), (2, 0, 2)], [x.json() for x in answers]
+    copies = await read_all(kafka, main, timeout=10)
+    assert sorted(c.key for c in copies) == ["k-1", "k-2"]
+    assert len(await read_all(kafka, dlq, timeout=10)) == 2  # one replay marker each
+    assert pending == []
+
+
+async def test_a_replay_that_died_mid_send_holds_its_letters_until_its_lease_ends(
+    store: Store, kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay killed mid-send (a pod stopped past its grace period) never marks what it claimed: its
+    letters are neither replayed by another meanwhile nor hidden as replayed; after the lease they are
+    pending again, and a replay sends them once."""
+    main, dlq = unique("main"), unique("dlq")
+    await create_topics(kafka, [main, dlq])
+    await _letters(store, dlq, main, ["k-1"])
+    send = operations._send
+
+    async def killed(*_: Any) -> Any:
+        raise asyncio.CancelledError()
+
+    monkeypatch.setattr(operations, "_send", killed)
+    who, chosen = Principal("alice", "operator"), queries.DeadLetterFilter(key="k-1")
+    with pytest.raises(asyncio.CancelledError):
+        await operations.replay_dead_letters(
+            store, kafka, who, chosen, limit=10, rate=50, dry_run=False, lease=timedelta(seconds=1)
+        )
+    monkeypatch.setattr(operations, "_send", send)
+    body = {"filter": {"key": "k-1"}, "rate": 100}
+    async with client_for(store, **kafka_settings(kafka)) as api:
+        dry = (await api.post("/api/v1/dead-letters/replay", json=body | {"dry_run": True})).json()
+        held = (await api.post("/api/v1/dead-letters/replay", json=body)).json()
+        still_pending = (await api.get("/api/v1/dead-letters")).json()["items"]
+        await asyncio.sleep(1.1)
+        later = (await api.post("/api/v1/dead-letters/replay", json=body)).json()
+        pending = (await api.get("/api/v1/dead-letters")).json()["items"]
+    assert (dry["matched"], dry["skipped"], dry["items"]) == (1, 1, [])
+    assert (held["matched"], held["sent"], held["skipped"]) == (1, 0, 1)
+    assert [p["key"] for p in still_pending] == ["k-1"]
+    assert (later["sent"], later["skipped"], later["items"]) == (1, 0, [f"{dlq}:0:0"])
+    (copy,) = await read_all(kafka, main, timeout=10)
+    assert copy.key == "k-1" and pending == []
+
+
+async def test_a_replay_kafka_refused_leaves_its_letters_pending_for_the_next_at_once(
+    store: Store, kafka: KafkaSettings
+) -> None:
+    """The claim is released when the send fails: the operator retries when Kafka is back, without
+    waiting for the lease to end."""
+    main, dlq = unique("main"), unique("dlq")
+    await create_topics(kafka, [main, dlq])
+    await _letters(store, dlq, main, ["k-1"])
+    body = {"filter": {"key": "k-1"}, "rate": 100}
+    async with client_for(store, kafka={"bootstrap_servers": "127.0.0.1:1"}) as down:
+        failed = await down.post("/api/v1/dead-letters/replay", json=body)
+    async with client_for(store, **kafka_settings(kafka)) as api:
+        done = (await api.post("/api/v1/dead-letters/replay", json=body)).json()
+    assert failed.status_code == 503 and failed.json()["sent"] == 0
+    assert (done["sent"], done["skipped"]) == (1, 0)
+    (copy,) = await read_all(kafka, main, timeout=10)
+    assert copy.key == "k-1"
+
+
+async def test_a_replay_longer_than_its_lease_keeps_its_letters_while_it_sends(
+    store: Store, kafka: KafkaSettings
+) -> None:
+    """The claim is renewed while the replay sends (10,000 letters at 1/s outlast any lease): a second
+    replay after the lease's first length still finds them held."""
+    main, dlq = unique("main"), unique("dlq")
+    await create_topics(kafka, [main, dlq])
+    await _letters(store, dlq, main, ["k-1", "k-2", "k-3"])
+    who, chosen = Principal("alice", "operator"), queries.DeadLetterFilter(reason="bug")
+    slow = asyncio.create_task(
+        operations.replay_dead_letters(
+            store, kafka, who, chosen, limit=10, rate=2, dry_run=False, lease=timedelta(seconds=0.6)
+        )
+    )
+    await asyncio.sleep(0.9)
+    async with client_for(store, **kafka_settings(kafka)) as api:
+        second = (await api.post("/api/v1/dead-letters/replay", json={"filter": {"reason": "bug"}})).json()
+    first = await slow
+    assert (first.sent, first.skipped) == (3, 0)
+    assert (second["sent"], second["skipped"]) == (0, 3)
+    assert sorted(c.key for c in await read_all(kafka, main, timeout=10)) == ["k-1", "k-2", "k-3"]
