@@ -24,6 +24,7 @@ import re2
 
 from schemas.agent_config import (
     CONVERSATION_FIELDS,
+    EMAIL_ADDRESS,
     EXTRA_VARIABLES,
     SYSTEM_VARIABLES,
     Action,
@@ -83,6 +84,7 @@ def semantic_problems(cfg: AgentFile) -> Iterator[Issue]:
     yield from _timezone(cfg.timezone, ("timezone",))
     yield from _duplicates([r.id for r in cfg.recipient_routes], ("recipient_routes",), "id", "recipient route")
     yield from _duplicates([f.id for f in cfg.flows], ("flows",), "id", "flow id")
+    yield from _route_problems(cfg)
     routes = {r.id for r in cfg.recipient_routes}
     for i, flow in enumerate(cfg.flows):
         if flow.when is not None:
@@ -338,15 +340,33 @@ def _action_problems(action: Action, loc: Loc, fields: dict[str, FieldSpec], rou
         yield from _schedule_problems(action, loc, fields)
 
 
+def _not_an_address(address: str) -> str | None:
+    if EMAIL_ADDRESS.fullmatch(address):
+        return None
+    return f"{address!r} is not an email address (write one plain address per item: name@company.com)"
+
+
+def _route_problems(cfg: AgentFile) -> Iterator[Issue]:
+    """A route's addresses are sent as they are written: one that is not an address would fail every email."""
+    for i, route in enumerate(cfg.recipient_routes):
+        for k, rule in enumerate(route.rules):
+            for m, address in enumerate(rule.to):
+                if problem := _not_an_address(address):
+                    yield ("recipient_routes", i, "rules", k, "to", m), problem
+        for m, address in enumerate(route.fallback):
+            if problem := _not_an_address(address):
+                yield ("recipient_routes", i, "fallback", m), problem
+
+
 def _recipient_problems(action: EmailAction, loc: Loc) -> Iterator[Issue]:
-    if action.allowed_domains:
-        return
     for k, text in enumerate(action.to):
         try:
             kind = recipient_kind(text)
         except TemplateSyntaxError:
             continue  # reported with the other template problems
-        if kind == "rendered":
+        if kind == "fixed" and (problem := _not_an_address(text.strip())):
+            yield (*loc, "to", k), problem  # the router would drop it from every email
+        elif kind == "rendered" and not action.allowed_domains:
             yield (
                 (*loc, "to", k),
                 (

@@ -575,6 +575,8 @@ class AppendRowAction(_Action):
 
 
 RecipientKind = Literal["fixed", "contact", "rendered"]
+#: one plain address, what an email recipient must be: no display name, no list, no spaces
+EMAIL_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
 Domain = Annotated[
     str, Field(max_length=253, pattern=r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 ]

@@ -19,7 +19,6 @@ kept only in those domains. The trace names each recipient's source and each add
 from __future__ import annotations
 
 import hashlib
-import re
 import typing
 import uuid
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.agent_config import (
+    EMAIL_ADDRESS,
     Action,
     AppendRowAction,
     EmailAction,
@@ -72,7 +72,7 @@ from services.router.variables import ConversationValues
 
 ACTION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:postcall:action-id")  # never change: every id depends on it
 _NAMESPACE_BYTES = ACTION_NAMESPACE.bytes
-EMAIL = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
+EMAIL = EMAIL_ADDRESS
 SUBJECT_LIMIT = 250
 HEADER_LIMIT = 1000  # characters of one rendered header value
 CELL_LIMIT = 50_000  # characters in one Google Sheets cell

@@ -72,6 +72,23 @@ BAD = [
         "8: flows[0].when.value: '09:00+02:00' is not a valid time value (a time of day, HH:MM, without a UTC offset)",
     ),
     (
+        "fixed-recipient-that-is-no-address",
+        GOOD + "  - {id: mail, actions: [{type: email, to: ['support@company.com, sales@company.com'], "
+        "subject: s, body: b}]}\n",
+        "11: flows[1].actions[0].to[0]: 'support@company.com, sales@company.com' is not an email address "
+        "(write one plain address per item: name@company.com)",
+    ),
+    (
+        "route-address-that-is-no-address",
+        GOOD.replace(
+            "flows:",
+            "recipient_routes:\n  - {id: r, rules: [{when: x, to: [a@company.com]}], "
+            "fallback: ['Desk <d@company.com>']}\nflows:",
+        ),
+        "7: recipient_routes[0].fallback[0]: 'Desk <d@company.com>' is not an email address "
+        "(write one plain address per item: name@company.com)",
+    ),
+    (
         "unknown-field-in-condition",
         GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: folow_up, op: exists}"),
         "8: flows[0].when.field: unknown field 'folow_up' (did you mean 'follow_up_required'?) "
