@@ -33,6 +33,10 @@ Authenticator = Callable[[Request], Awaitable[Principal | None]]
 BEARER = HTTPBearer(auto_error=False, description="A token from `postcall api token create NAME --role ROLE`.")
 
 
+#: a request that carries one came through a proxy, which the open mode (loopback, no token) never serves
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+
+
 class BindRefused(Exception):
     """Raised when the API would listen on a non-loopback address without authentication configured."""
 
@@ -88,12 +92,16 @@ class Auth:
         async with self.store.write() as conn:
             found = await tokens.verify(conn, token.strip())
         if found is None:
-            raise _unauthorized("unknown or revoked token")
+            raise _unauthorized("unknown, revoked or expired token")
         return found
 
     async def open_mode(self, request: Request) -> bool:
         if not self.loopback or not is_loopback(request.url.hostname or ""):
             return False
+        if any(name in request.headers for name in PROXY_HEADERS):
+            return False  # forwarded by a proxy: its client is not on this machine
+        if request.client is not None and not is_loopback(request.client.host):
+            return False  # a peer uvicorn rewrote from a trusted proxy's X-Forwarded-For
         checked_at, is_open = self._open
         if time.monotonic() - checked_at > OPEN_MODE_RECHECK_SECONDS:
             async with self.store.read() as conn:

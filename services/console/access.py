@@ -170,7 +170,7 @@ async def login(
     async with store.write() as conn:
         opened = await sessions.open_session(conn, token.strip(), _settings(request))
     if opened is None:
-        context = _login_context(request, next, error="unknown or revoked token")
+        context = _login_context(request, next, error="unknown, revoked or expired token")
         return page(request, "login.html", context, status_code=401)
     session_id, _ = opened
     response = RedirectResponse(safe_next(next), status_code=status.HTTP_303_SEE_OTHER)

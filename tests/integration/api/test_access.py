@@ -58,6 +58,23 @@ async def test_the_open_mode_serves_only_requests_addressed_to_a_loopback_name(s
             assert page.status_code == 303 and page.headers["location"].startswith("/console/login"), host
 
 
+async def test_the_open_mode_serves_no_request_that_came_through_a_proxy(store: Store) -> None:
+    """A reverse proxy on the same machine forwarding to 127.0.0.1 made every client that reached it the
+    local operator (nginx sends the upstream's Host, a loopback name). A request carrying a proxy's
+    headers is not served open; from a non-loopback peer neither."""
+    async with client_for(store) as anyone:
+        for header in (
+            {"x-forwarded-for": "203.0.113.7"},
+            {"forwarded": "for=203.0.113.7"},
+            {"x-real-ip": "203.0.113.7"},
+        ):
+            api = await anyone.get("/api/v1/conversations", headers={"host": "127.0.0.1:8000", **header})
+            assert api.status_code == 401, (header, api.status_code)
+            page = await anyone.get("/console/conversations", headers={"host": "127.0.0.1:8000", **header})
+            assert page.status_code == 303 and page.headers["location"].startswith("/console/login"), header
+        assert (await anyone.get("/api/v1/conversations", headers={"host": "127.0.0.1:8000"})).status_code == 200
+
+
 async def test_roles_decide_what_a_token_may_do(store: Store) -> None:
     viewer, operator = await create(store, "grafana", "viewer"), await create(store, "alice", "operator")
     async with client_for(store, viewer) as v, client_for(store, operator) as o, client_for(store, "pc_nope") as bad:

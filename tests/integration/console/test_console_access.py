@@ -36,7 +36,7 @@ async def test_login_with_a_token_opens_a_session_and_logout_ends_it(store: Stor
     token = await create_token(store, "alice", "operator")
     async with console_for(store) as c:
         wrong = await login(c, "pc_not-a-token")
-        assert wrong.status_code == 401 and "unknown or revoked token" in wrong.text
+        assert wrong.status_code == 401 and "unknown, revoked or expired token" in wrong.text
         done = await login(c, token)
         assert done.status_code == 303 and done.headers["location"] == "/console/conversations"
         cookie = done.headers["set-cookie"]
