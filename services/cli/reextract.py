@@ -262,8 +262,13 @@ def _from_store(
 
 
 def _table(chosen: Sequence[Chosen]) -> None:
-    table = Table("record", "conversation", "agent", "event id", "published at")
-    for c in chosen:
+    table = Table()  # the conversation ids whole (--ids takes them); the rest folds in a narrow terminal
+    table.add_column("record", no_wrap=True)
+    shown = [plain(c.conversation_id) for c in chosen]
+    table.add_column("conversation", no_wrap=True, min_width=max((len(t) for t in shown), default=12))
+    for column in ("agent", "event id", "published at"):
+        table.add_column(column, overflow="fold")
+    for c, conversation in zip(chosen, shown, strict=True):
         at = datetime.fromtimestamp(c.timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
-        table.add_row(f"{c.partition}:{c.offset}", plain(c.conversation_id), plain(c.agent_id), plain(c.event_id), at)
+        table.add_row(f"{c.partition}:{c.offset}", conversation, plain(c.agent_id), plain(c.event_id), at)
     console.print(table)

@@ -53,8 +53,12 @@ def create(
 @app.command("list")
 def list_topics() -> None:
     """Print the registry: name, partitions, retention, cleanup policy, producers and consumers."""
-    table = Table("topic", "partitions", "retention (h)", "cleanup", "produced by", "consumed by")
-    for t in registry():
+    topics = registry()
+    table = Table()  # the names whole (they are copied into commands); the rest folds in a narrow terminal
+    table.add_column("topic", no_wrap=True, min_width=max(len(t.name) for t in topics))
+    for column in ("partitions", "retention (h)", "cleanup", "produced by", "consumed by"):
+        table.add_column(column, overflow="fold")
+    for t in topics:
         table.add_row(
             t.name,
             str(t.partitions),
