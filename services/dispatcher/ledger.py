@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -93,10 +94,16 @@ class Ledger:
         """Our own result: known done before the runtime has produced it. A superseding delivery makes the
         action it supersedes done (a later plain copy of it is a repeat) and its content the last; its own
         id is not kept: whether a re-delivery goes out is decided by content alone (A, B, then A again
-        sends A again)."""
-        self._index.add(partition, [action_id if supersedes is None else supersedes])
-        if digest is not None:
-            self._index.set_content([(supersedes or action_id, digest, None)])
+        sends A again). The side effect has happened: a file that cannot take it (its volume full) must
+        not turn the delivery into a failure that is sent again; the result on the topic carries it, and
+        the next check that cannot write what it reads fails (DependencyUnavailable), never unchecked."""
+        try:
+            self._index.add(partition, [action_id if supersedes is None else supersedes])
+            if digest is not None:
+                self._index.set_content([(supersedes or action_id, digest, None)])
+        except sqlite3.Error as exc:
+            log.warning("ledger file could not record a delivery (the results topic will): %s", exc)
+            return
         self._report(partition)
 
     def last_content(self, action_id: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from services.dispatcher.delivery import HttpSender
 from services.dispatcher.executors import Executors
 from services.dispatcher.handler import Dispatcher
 from services.dispatcher.ledger import Ledger
+from services.dispatcher.ledger_index import DoneIndex
 from services.dispatcher.registry import Registry
 from tests.unit.dispatcher.conftest import CRM, CRM_ENV, registry, webhook
 
@@ -183,3 +185,26 @@ async def test_a_redelivery_goes_out_only_when_its_content_changed_and_says_what
     assert outcomes == ["skipped_duplicate", "delivered", "skipped_duplicate", "delivered", "skipped_duplicate"]
     # A, then B superseding it, then A again (the receiver holds B): each sent once, naming what it replaces
     assert seen == [("act_1", None), ("act_1-bbbb", "act_1"), ("act_1-aaaa", "act_1")]
+
+
+async def test_a_delivery_stays_delivered_when_the_ledger_file_cannot_be_written(
+    mock_sender: Sender, tmp_path: Path
+) -> None:
+    """The ledger's file is a cache of the results topic: when it cannot take our own result (its volume
+    is full), the request has still gone out, so the result says delivered and no retry sends it again."""
+    calls: list[str] = []
+
+    def ok(request: httpx.Request) -> httpx.Response:
+        calls.append(request.headers["webhook-id"])
+        return httpx.Response(200)
+
+    index = DoneIndex(tmp_path)
+    index._db.execute("CREATE TABLE filler (x)")  # the file has pages (an empty one cannot be limited)
+    pages = index._db.execute("PRAGMA page_count").fetchone()[0]
+    index._db.execute(f"PRAGMA max_page_count = {pages}")  # full: the next table or row finds no room
+    reg = registry(CRM, CRM_ENV)
+    executors = Executors.build(reg, mock_sender(ok, reg), {}, None)
+    run = Harness(Dispatcher(executors, Ledger(no_results, index=index)).service())
+    out = await run.send(webhook("act_1"), partition=1)
+    assert [(completed(r).outcome, completed(r).attempts) for r in out.outputs] == [("delivered", 1)]
+    assert (out.retries, calls) == ([], ["act_1"])
