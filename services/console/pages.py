@@ -32,6 +32,9 @@ from services.store.views import Page
 router = APIRouter(prefix=PATH, include_in_schema=False)
 END_REASONS = sorted(r.value for r in EndReason)
 Status = Literal["ok", "failed", "none"]
+#: how far before its cursor the poller looks again: a recorder's transaction reads the store's clock for
+#: `stored_at` and commits a moment later, so rows may become visible out of order (services/store/writer.py)
+NEW_CALLS_OVERLAP = timedelta(seconds=15)
 
 
 @dataclass
@@ -114,20 +117,20 @@ async def home() -> Response:
 async def conversations(request: Request, who: Viewer, cursor: str | None = None) -> Response:
     form = ConversationForm.read(request.query_params, request.query_params.getlist("end_reason"))
     settings = _settings(request)
+    stored: str | None = None
     try:
         async with _store(request).read() as conn:
             found = await queries.list_conversations(conn, form.filters, limit=settings.page_size, cursor=cursor)
+            stored = None if cursor else await queries.newest_stored(conn)
     except QueryError as exc:
         form.errors.append(str(exc))
         found = Page(items=[], next_cursor=None)
-    newest = found.items[0] if found.items and not cursor else None
     context = {
         "form": form,
         "page": found,
         "cursor": cursor,
         "end_reasons": END_REASONS,
-        "poll": _poll_url(form, newest.ended_at, newest.conversation_id) if newest else None,
-        "poll_empty": _poll_url(form, None, None) if not found.items and not cursor else None,
+        "poll": None if cursor else _poll_url(form, stored),
         "refresh_seconds": settings.refresh_seconds,
     }
     if request.headers.get("hx-request") and request.headers.get("hx-target") == "results":
@@ -135,32 +138,31 @@ async def conversations(request: Request, who: Viewer, cursor: str | None = None
     return page(request, "conversations.html", context)
 
 
-def _poll_url(form: ConversationForm, at: datetime | None, cid: str | None) -> str:
-    after = queries.encode_cursor(at, cid) if at is not None and cid is not None else ""
-    return f"{PATH}/conversations/new?{form.query(after=after)}"
+def _poll_url(form: ConversationForm, after: str | None) -> str:
+    return f"{PATH}/conversations/new?{form.query(after=after or '')}"
 
 
 @router.get("/conversations/new")
 async def new_conversations(request: Request, who: Viewer, after: str | None = None) -> Response:
-    """Calls that ended after the newest one the page shows (oldest first, so they stack on top in order),
-    and the poller itself again with the new newest."""
+    """Calls stored after the page's cursor, by arrival in the store rather than end time (a vendor's webhook
+    or a lagging recorder brings a call long after it ended), oldest first so they stack on top in order, and
+    the poller itself again with the new cursor. Rows stored within NEW_CALLS_OVERLAP before the cursor come
+    again (writers commit out of order); the page keeps the copy it shows (console.js, by the row's id)."""
     form = ConversationForm.read(request.query_params, request.query_params.getlist("end_reason"))
     settings = _settings(request)
     async with _store(request).read() as conn:
         try:
-            found = await queries.list_conversations(
-                conn, form.filters, limit=settings.page_size, cursor=after or None, order="asc" if after else "desc"
+            items, cursor = await queries.stored_since(
+                conn, form.filters, after=after or None, overlap=NEW_CALLS_OVERLAP, limit=settings.page_size
             )
         except QueryError as exc:
             raise HTTPException(400, str(exc)) from None
-    items = found.items if after else list(reversed(found.items))
-    newest = items[-1] if items else None
-    poll = (
-        _poll_url(form, newest.ended_at, newest.conversation_id)
-        if newest
-        else f"{PATH}/conversations/new?{form.query(after=after or '')}"
-    )
-    context = {"rows": list(reversed(items)), "poll": poll, "refresh_seconds": settings.refresh_seconds, "new": True}
+    context = {
+        "rows": list(reversed(items)),
+        "poll": _poll_url(form, cursor),
+        "refresh_seconds": settings.refresh_seconds,
+        "new": True,
+    }
     return fragment(request, "conversation_new.html", context)
 
 

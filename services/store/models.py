@@ -103,6 +103,9 @@ class Conversation(Base):
     customer_email: Mapped[str | None] = mapped_column(Text)
     event: Mapped[str] = mapped_column(Text, doc="The ConversationEnded JSON.")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="Kafka timestamp of the record kept.")
+    stored_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, doc="The store's time when the row was first written; a newer event does not change it."
+    )
     # recomputed from the children after each batch
     extraction_status: Mapped[str | None] = mapped_column(String, doc="Of the newest extraction; null: none yet.")
     summary: Mapped[str | None] = mapped_column(Text)
@@ -121,6 +124,7 @@ class Conversation(Base):
 
     __table_args__ = (
         Index(None, "ended_at", "conversation_id"),
+        Index(None, "stored_at", "conversation_id"),
         Index(None, "agent_id", "ended_at", "conversation_id"),
         Index(None, "end_reason", "ended_at", "conversation_id"),
         Index(None, "extraction_status", "ended_at"),

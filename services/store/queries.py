@@ -1,5 +1,6 @@
-"""Reading the store: conversations (filters, keyset pagination by end time), one conversation in full,
-dead letters (filters, counts by reason), statistics per agent and day.
+"""Reading the store: conversations (filters, keyset pagination by end time, or by arrival in the store for
+the console's new calls), one conversation in full, dead letters (filters, counts by reason), statistics per
+agent and day.
 
 A dead letter's headers are shown with the value of every credential-like header (`shown_headers`)
 replaced by [redacted]: a record from an outside producer may carry its HTTP request's Authorization or
@@ -17,7 +18,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -187,9 +188,50 @@ async def list_conversations(
     return Page(items=items, next_cursor=encode_cursor(items[-1].ended_at, items[-1].conversation_id) if more else None)
 
 
+async def newest_stored(conn: AsyncConnection) -> str | None:
+    """A cursor at the conversation stored last (whatever it matches), for `stored_since`; None: none yet."""
+    c = table(Conversation).c
+    query = select(c.stored_at, c.conversation_id).order_by(c.stored_at.desc(), c.conversation_id.desc()).limit(1)
+    return _stored_cursor((await conn.execute(query)).all(), None)
+
+
+async def stored_since(
+    conn: AsyncConnection, filters: ConversationFilter, *, after: str | None, overlap: timedelta, limit: int = 50
+) -> tuple[list[ConversationSummary], str | None]:
+    """Conversations by arrival in the store, not by end time (a call may reach the store long after it
+    ended): those stored after the cursor `after` (oldest first), and the cursor to ask with next.
+
+    Writers commit out of order: a row stored at T1 may become visible after a reader has seen one stored at
+    T2 > T1. So the rows stored within `overlap` before the cursor are returned again (the `limit` nearest
+    it), ahead of the new ones: a caller that has already seen one must ignore it (the console's page does,
+    by the row's element id). Without `after`: the `limit` stored last."""
+    c = table(Conversation).c
+    limit = _limit(limit)
+    query = select(*_summary_columns(), c.stored_at).where(*filters.where())
+    newest_first = (c.stored_at.desc(), c.conversation_id.desc())
+    if not after:
+        last = list(reversed((await conn.execute(query.order_by(*newest_first).limit(limit))).all()))
+        return [summary_of(r) for r in last], _stored_cursor(last, None)
+    cursor = decode_cursor(after, str)
+    try:
+        since = cursor[0] - overlap
+    except OverflowError:  # a cursor in year 1
+        since = datetime.min.replace(tzinfo=UTC)
+    again = query.where(c.stored_at > since, _after(c.stored_at, c.conversation_id, cursor, "desc"))
+    seen = (await conn.execute(again.order_by(*newest_first).limit(limit))).all()
+    fresh = query.where(_after(c.stored_at, c.conversation_id, cursor, "asc"))
+    new = (await conn.execute(fresh.order_by(c.stored_at, c.conversation_id).limit(limit))).all()
+    return [summary_of(r) for r in [*reversed(seen), *new]], _stored_cursor(new, after)
+
+
+def _stored_cursor(rows: Sequence[Any], default: str | None) -> str | None:
+    return encode_cursor(rows[-1].stored_at, rows[-1].conversation_id) if rows else default
+
+
 def _summary_columns() -> list[Any]:
     c = table(Conversation).c
-    return [col for col in c if col.name not in ("event", "search_text", "occurred_at", "received_at", "ended_day")]
+    hidden = ("event", "search_text", "occurred_at", "received_at", "stored_at", "ended_day")
+    return [col for col in c if col.name not in hidden]
 
 
 def summary_of(r: Any) -> ConversationSummary:

@@ -1,7 +1,8 @@
 """Writes merged `Rows` in one transaction: the records' own rows, then the summaries they change.
 
 1. Inserts keyed by identity (see models.py): `ON CONFLICT DO NOTHING` for records, `DO UPDATE` for a
-   conversation only when the incoming event is newer, and for an action only to fill what was unknown.
+   conversation only when the incoming event is newer (its `stored_at` stays the first insert's), and for
+   an action only to fill what was unknown.
 2. Then each touched action's final outcome and each touched conversation's summary columns are
    recomputed from the children, by the database (one UPDATE with correlated subqueries per chunk).
 
@@ -139,9 +140,22 @@ async def _insert_audits(conn: AsyncConnection, records: list[Row]) -> None:
         await conn.execute(audit.insert(), list(fresh.values()))
 
 
+async def store_clock(conn: AsyncConnection) -> datetime:
+    """The store's time: PostgreSQL's own (one clock for every recorder, whatever their hosts' say), read
+    inside the transaction after its locks; for SQLite, a local file, the host's."""
+    if conn.dialect.name == "postgresql":
+        now: datetime = (await conn.execute(select(func.clock_timestamp()))).scalar_one()
+        return now
+    return datetime.now(UTC)
+
+
 async def _upsert_conversations(conn: AsyncConnection, records: list[Row]) -> None:
+    """`stored_at` (when the row arrived, what the console's new calls are asked by) is set on the first
+    insert only: a newer event for the same conversation replaces the event's columns, not it."""
+    now = await store_clock(conn)
+    records = [{**r, "stored_at": now} for r in records]
     stmt = _insert(conn, table(Conversation))
-    event_columns = [c for c in records[0] if c not in ("conversation_id", "search_text")]
+    event_columns = [c for c in records[0] if c not in ("conversation_id", "search_text", "stored_at")]
     stmt = stmt.on_conflict_do_update(
         index_elements=["conversation_id"],
         set_={c: stmt.excluded[c] for c in event_columns},

@@ -1,7 +1,9 @@
 // The console's only hand-written script (no build step). Every page works without it; it adds:
 //   * times in the viewer's own zone: <time datetime="ISO"> is rewritten with Intl.DateTimeFormat;
 //   * evidence highlighting: a button with data-ev="N" marks every <mark data-ev> that contains N;
-//   * keyboard shortcuts: "/" focuses the search box, "j"/"k" move between table rows, Enter opens one.
+//   * keyboard shortcuts: "/" focuses the search box, "j"/"k" move between table rows, Enter opens one;
+//   * one row per call in the live list: the poller asks again for calls stored shortly before its cursor
+//     (writers commit out of order), so a call already shown may come again: the copy on top is removed.
 // It never inserts markup built from page text: only classes, attributes and textContent change.
 (function () {
   "use strict";
@@ -67,6 +69,15 @@
     root.querySelectorAll("input[data-viewer-zone]").forEach(function (el) { if (!el.value) el.value = zone; });
   }
 
+  function dropRepeatedRows() {
+    const seen = new Set();
+    const all = Array.from(document.querySelectorAll("#rows > tr[id]"));
+    for (let i = all.length - 1; i >= 0; i--) {  // from the bottom: the copy shown first is kept
+      if (seen.has(all[i].id)) all[i].remove(); else seen.add(all[i].id);
+    }
+  }
+
+  document.addEventListener("htmx:afterSwap", dropRepeatedRows);
   document.addEventListener("DOMContentLoaded", function () { localTimes(document); viewerZone(document); });
   document.addEventListener("htmx:afterSettle", function (event) { localTimes(event.target); viewerZone(event.target); });
 })();

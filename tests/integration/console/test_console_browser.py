@@ -345,3 +345,24 @@ async def test_a_refused_mark_done_is_shown_beside_the_task_and_the_row_stays(se
         await expect(row.locator("td").nth(3)).to_have_text("olivia")  # the changed row replaced the row
         await expect(row.get_by_role("alert")).to_have_count(0)
         await expect(page.locator("tr", has_text="Call back Customer 1")).to_have_count(1)
+
+
+async def test_a_late_call_is_pushed_to_the_live_list_once(served: Served) -> None:
+    """A call stored after the page loaded whose end is older than the newest row shown (a vendor's webhook
+    after its analysis) was never pushed: only a reload showed it. The poller asks again for calls stored
+    shortly before its cursor (every seeded row here, stored together), and console.js keeps one row each."""
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.operator)
+        rows = page.locator("#rows > tr[data-href]")
+        shown = await rows.count()
+        await page.wait_for_timeout(2500)  # polls inside the overlap bring the seeded rows again
+        await expect(rows).to_have_count(shown)
+        await writer.write(served.store, rows_of(story("late-webhook", at=T0 + timedelta(seconds=30))))
+        late = page.locator("#rows > tr#call-late-webhook")
+        await expect(late).to_have_count(1, timeout=10_000)
+        await expect(rows.first).to_have_id("call-late-webhook")
+        await expect(rows.first).to_have_class("new")
+        await page.wait_for_timeout(2500)
+        await expect(late).to_have_count(1)
+        await expect(rows).to_have_count(shown + 1)

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import select, update
 
 from schemas import headers as h
 from schemas.events import ConversationEnded, DestinationState
@@ -17,10 +18,12 @@ from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTR
 from services.api import auth
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
+from services.console import pages
 from services.console.destinations import DestinationStates
 from services.store import rows as r
 from services.store import writer
 from services.store.db import Store
+from services.store.models import Conversation, table
 from tests.hostile.corpus import SCRIPT, SCRIPT_NAME, cases
 from tests.integration.console.conftest import AGENTS, ROOT, console_for, csrf_of
 from tests.support.calls import T0, action_id, ended, extracted, result, rows_of, story, trace
@@ -55,7 +58,7 @@ async def seed(store: Store) -> None:
 
 
 def ids(html: str) -> list[str]:
-    return re.findall(r'<tr data-href="/console/conversations/([^"]+)"', html)
+    return re.findall(r'<tr[^>]* data-href="/console/conversations/([^"]+)"', html)
 
 
 async def test_an_agent_id_as_long_as_the_contract_allows_is_filtered_whole(store: Store) -> None:
@@ -97,21 +100,90 @@ async def test_rows_show_agent_end_reason_duration_flows_and_failure(store: Stor
     assert '<td class="num">1</td>' in row and '<span class="badge bad">failed</span>' in row
 
 
-async def test_new_calls_are_offered_without_a_reload(store: Store) -> None:
+async def stored_when_they_ended(store: Store) -> None:
+    """As if every call so far had been stored as it ended (minutes apart): outside each other's overlap."""
+    c = table(Conversation).c
+    async with store.write() as conn:
+        await conn.execute(update(table(Conversation)).values(stored_at=c.ended_at))
+
+
+async def stored_before(store: Store, cid: str, other: str, seconds: float) -> None:
+    """As if `cid`'s recorder had read the store's clock `seconds` before `other`'s and committed after it."""
+    c = table(Conversation).c
+    async with store.write() as conn:
+        then = (await conn.execute(select(c.stored_at).where(c.conversation_id == other))).scalar_one()
+        await conn.execute(
+            update(table(Conversation))
+            .where(c.conversation_id == cid)
+            .values(stored_at=then - timedelta(seconds=seconds))
+        )
+
+
+def poll_of(html: str) -> str:
+    poll = re.search(r'hx-get="(/console/conversations/new\?[^"]+)"', html)
+    assert poll is not None
+    return poll.group(1).replace("&amp;", "&")
+
+
+async def test_new_calls_are_offered_without_a_reload(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pages, "NEW_CALLS_OVERLAP", timedelta(0))
     await seed(store)
     async with console_for(store) as c:
-        page = (await c.get("/console/conversations")).text
-        poll = re.search(r'hx-get="(/console/conversations/new\?[^"]+)"', page)
-        assert poll is not None
-        url = poll.group(1).replace("&amp;", "&")
+        url = poll_of((await c.get("/console/conversations")).text)
         assert ids((await c.get(url)).text) == []
         await writer.write(
             store, rows_of(story("late-1", at=T0 + timedelta(hours=2)) + story("late-2", at=T0 + timedelta(hours=3)))
         )
         fresh = (await c.get(url)).text
         assert ids(fresh) == ["late-2", "late-1"] and 'class="new"' in fresh
-        again = re.search(r'hx-get="(/console/conversations/new\?[^"]+)"', fresh)
-        assert again is not None and ids((await c.get(again.group(1).replace("&amp;", "&"))).text) == []
+        assert 'id="call-late-2"' in fresh  # what the page recognizes a call by (console.js)
+        assert ids((await c.get(poll_of(fresh))).text) == []
+
+
+async def test_a_call_stored_after_the_page_loaded_is_offered_though_it_ended_before_the_newest_shown(
+    store: Store,
+) -> None:
+    """The poller asked for calls that ended after the newest row shown: a call whose vendor webhook (Retell's
+    call_analyzed, ElevenLabs' post_call_transcription) or record reached the store late, with an end before
+    that row, was never offered; only a reload showed it. It is asked for by arrival in the store now."""
+    await seed(store)
+    await stored_when_they_ended(store)
+    async with console_for(store, console={"page_size": 5, "refresh_seconds": 1}) as c:
+        page = (await c.get("/console/conversations", params={"agent": "support-line"})).text
+        assert ids(page)[0] == "failing"  # ended at T0 + 1 h
+        url = poll_of(page)
+        assert ids((await c.get(url)).text) == []
+        await writer.write(
+            store,
+            rows_of(
+                story("late-webhook", at=T0 + timedelta(minutes=30))
+                + story("other-agent", at=T0 + timedelta(minutes=31), agent="sales-line")
+            ),
+        )
+        fresh = (await c.get(url)).text
+        assert ids(fresh) == ["late-webhook"] and 'class="new"' in fresh  # the page's filter holds
+        assert ids((await c.get(poll_of(fresh))).text) == []
+
+
+async def test_a_call_committed_after_a_later_stored_one_is_offered_by_the_next_poll(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two recorders: one reads the store's clock, the other stores a call after it and commits first; the
+    poll between the commits has moved past the first one's time. The overlap asks again, and a call that
+    has left the overlap is not offered any more."""
+    await seed(store)
+    await stored_when_they_ended(store)
+    async with console_for(store) as c:
+        url = poll_of((await c.get("/console/conversations")).text)
+        await writer.write(store, rows_of(story("second", at=T0 + timedelta(minutes=2))))
+        first_poll = (await c.get(url)).text
+        assert ids(first_poll) == ["second"]
+        await writer.write(store, rows_of(story("first", at=T0 + timedelta(minutes=1))))
+        await stored_before(store, "first", "second", seconds=2)
+        assert ids((await c.get(poll_of(first_poll))).text) == ["first"]
+        assert ids((await c.get(poll_of(first_poll))).text) == ["first"]  # again: the page keeps its copy
+        monkeypatch.setattr(pages, "NEW_CALLS_OVERLAP", timedelta(seconds=1))
+        assert ids((await c.get(poll_of(first_poll))).text) == []
 
 
 async def test_one_call_as_a_timeline(store: Store) -> None:

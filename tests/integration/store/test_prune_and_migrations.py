@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -11,11 +12,15 @@ from sqlalchemy import func, select, text
 
 from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.store import prune, queries, writer
-from services.store import rows as r
 from services.store.db import Store, StoreError, current_revision, head_revision, make_engine, migrate
 from services.store.models import Action, Attempt, Base, Conversation, Decision, Extraction, table
 from services.store.settings import DatabaseSettings
 from tests.support.calls import T0, ended, extracted, rows_of, story, trace
+
+
+def one_per_conversation(rows: Any) -> list[Any]:
+    """The conversation rows as a store before 0010 held them (without stored_at)."""
+    return list({row["conversation_id"]: row for row in rows.conversations}.values())
 
 
 async def test_prune_deletes_what_is_older_than_retention_and_keeps_the_rest(store: Store) -> None:
@@ -116,7 +121,7 @@ async def test_migrating_a_store_that_holds_copies_of_events_keeps_the_first_and
     try:
         await migrate(engine, "0007")
         async with engine.begin() as conn:
-            await writer.insert_records(conn, r.Rows(conversations=rows.conversations))
+            await conn.execute(table(Conversation).insert(), one_per_conversation(rows))  # as 0007 did
             await conn.execute(table(Extraction).insert(), rows.extractions)
             older = [{k: v for k, v in d.items() if k != "flows_held"} for d in rows.decisions]
             await conn.execute(table(Decision).insert(), older)
@@ -141,3 +146,24 @@ async def test_migrating_a_store_that_holds_copies_of_events_keeps_the_first_and
     ]
     assert (after.summary.usage.prompt_tokens, after.summary.usage.cost_usd) == (130, 0.0004)
     assert after.summary.summary == "Customer asked for a callback." and after.summary.flows_fired == 1
+
+
+async def test_conversations_stored_before_0010_are_stored_at_their_received_time(database_url: str) -> None:
+    """The console asks for new calls by `stored_at` (0010): the rows stored before it take their received_at,
+    and a newer event for one of them keeps it."""
+    rows = rows_of(story("c1") + story("c2", at=T0 + timedelta(minutes=1)))
+    engine = make_engine(DatabaseSettings(url=database_url), writer=True)
+    c = table(Conversation).c
+    try:
+        await migrate(engine, "0009")
+        async with engine.begin() as conn:
+            await conn.execute(table(Conversation).insert(), one_per_conversation(rows))
+        await migrate(engine)
+        async with engine.begin() as conn:
+            newer = rows_of([(CONVERSATION_ENDED, ended("c1", at=T0 + timedelta(hours=1)))])
+            await writer.insert_records(conn, newer)
+            stored = (await conn.execute(select(c.conversation_id, c.stored_at, c.received_at, c.ended_at))).all()
+    finally:
+        await engine.dispose()
+    assert {cid: at == received for cid, at, received, _ in stored} == {"c1": True, "c2": True}
+    assert {cid: ended_at for cid, _, _, ended_at in stored}["c1"] == T0 + timedelta(hours=1)  # the newer event
