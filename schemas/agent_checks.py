@@ -54,6 +54,7 @@ from schemas.agent_config import (
 
 Loc = tuple[int | str, ...]
 _VALUE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # what a template accepts after `platform.` (agent_config._NAME)
+_DYN_NAME = re.compile(r"dyn_[a-z0-9_]*")  # the extractor fills it as a field of that name (FieldSpec.name)
 Issue = tuple[Loc, str]
 
 _TEXT = frozenset({"==", "!=", "in", "not_in", "exists", "contains", "matches"})
@@ -157,7 +158,7 @@ def _unknown_field(name: str, fields: dict[str, FieldSpec]) -> str:
 
 
 def _field_condition(cond: FieldCondition, loc: Loc, fields: dict[str, FieldSpec]) -> Iterator[Issue]:
-    problem = dotted_name_problem(cond.field)
+    problem = dotted_name_problem(cond.field) or dyn_name_problem(cond.field)
     if problem:
         yield (*loc, "field"), problem
         return
@@ -192,6 +193,14 @@ def dotted_name_problem(name: str) -> str | None:
     for prefix in ("platform.", "dynamic_variables."):
         if name.startswith(prefix) and not _VALUE_NAME.fullmatch(name.removeprefix(prefix)):
             return f"{name!r} names no single value: write {prefix}<name> (letters, digits, _ or -; no nesting)"
+    return None
+
+
+def dyn_name_problem(name: str) -> str | None:
+    """A dyn_* name becomes a field the extractor asks for, and a field name is lower case: any other
+    name would make every extraction of the agent fail."""
+    if name.startswith("dyn_") and not _DYN_NAME.fullmatch(name):
+        return f"{name!r}: a dyn_* name is lower-case letters, digits and _ (it is extracted as a field of that name)"
     return None
 
 
@@ -308,7 +317,9 @@ def enabled_conditions(flow: Flow) -> Iterator[Condition]:
 def variable_problem(name: str, fields: dict[str, FieldSpec]) -> str | None:
     if name in SYSTEM_VARIABLES or name in EXTRA_VARIABLES or name in fields:
         return None
-    if name.startswith(("dyn_", "dynamic_variables.", "platform.")):
+    if name.startswith("dyn_"):
+        return dyn_name_problem(name)
+    if name.startswith(("dynamic_variables.", "platform.")):
         return None
     if name.startswith("fields.") and name.removeprefix("fields.") in fields:
         return None

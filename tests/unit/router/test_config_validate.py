@@ -89,6 +89,18 @@ BAD = [
         "(write one plain address per item: name@company.com)",
     ),
     (
+        "dyn-name-in-a-template-the-extractor-cannot-ask-for",
+        GOOD.replace("{{dyn_anything}}", "{{dyn_CaseId}}"),
+        "10: flows[0].actions[0].body.x: 'dyn_CaseId': a dyn_* name is lower-case letters, digits and _ "
+        "(it is extracted as a field of that name)",
+    ),
+    (
+        "dyn-name-in-a-condition-the-extractor-cannot-ask-for",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: dyn_case-id, op: exists}"),
+        "8: flows[0].when.field: 'dyn_case-id': a dyn_* name is lower-case letters, digits and _ "
+        "(it is extracted as a field of that name)",
+    ),
+    (
         "unknown-field-in-condition",
         GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: folow_up, op: exists}"),
         "8: flows[0].when.field: unknown field 'folow_up' (did you mean 'follow_up_required'?) "
