@@ -63,6 +63,8 @@ def validate(
         catalog = load_catalog(directory)
     except ConfigError as exc:
         _fail([str(p) for p in exc.problems])
+    except OSError as exc:  # a file unreadable, or gone while the folder was walked (a ConfigMap's update)
+        _fail([f"{directory}: cannot read the folder: {exc}"])
     if not catalog.files:
         _fail([str(p) for p in empty_folder_problems(catalog)])
     found = list(catalog.problems)

@@ -15,7 +15,9 @@ from pathlib import Path
 import orjson
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from services.cli.config import app as config_app
 from services.devkit.kafka import free_port
 from services.store import writer
 from services.store.db import Store
@@ -332,3 +334,23 @@ def test_token_list_says_until_when_a_token_is_valid(tmp_path: Path) -> None:
     until = datetime.now(UTC) + timedelta(days=30)
     assert ci[:3] == ["ci", "viewer", f"active until {until:%Y-%m-%d} {ci[2][-5:]}"]
     assert ops[:3] == ["ops", "viewer", "active"]
+
+
+def test_config_validate_of_a_file_it_cannot_read_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that cannot be read (permissions, or removed while the folder is walked: a ConfigMap's old
+    `..<timestamp>` folder, a checkout in progress) was a traceback, exit 1."""
+    (tmp_path / "support-line.yaml").write_bytes((ROOT / "examples/agents/support-line.yaml").read_bytes())
+    read_bytes = Path.read_bytes
+
+    def unreadable(path: Path) -> bytes:
+        if path.name == "support-line.yaml":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", unreadable)
+    result = CliRunner().invoke(config_app, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"{tmp_path}: cannot read the folder: [Errno 13] Permission denied" in result.output
