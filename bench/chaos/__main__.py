@@ -6,8 +6,9 @@ restarted, one broker is stopped for 30 s once, and the webhook receivers fail 2
 stall 5 % past the dispatcher's timeout and answer 429 with Retry-After now and then. The receiver
 checks every request's signature and counts actions, not ids (bench/chaos/tally.py): it prints `lost`
 (expected actions never delivered) and `cross_id_repeats` (actions delivered under more than one
-webhook-id) beside `same_id_repeats`. Exit 0 only when lost, cross_id_repeats, bad signatures and
-dead letters are all 0.
+webhook-id) beside `same_id_repeats`. The recorders' store must then hold every conversation and every
+delivered action as delivered (bench/chaos/store.py). Exit 0 only when lost, cross_id_repeats, bad
+signatures, dead letters and the store's gaps are all 0.
 
     python -m bench.chaos [--conversations 10000] [--deadline 840]
 """
@@ -25,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.chaos.conversations import Action, expected_actions, generate
+from bench.chaos.store import store_gaps
 from bench.chaos.tally import Tally
 from schemas.routes import SERVICES, registry
 from schemas.topics import dead_letter_topic
@@ -94,6 +96,16 @@ async def dead_letters(kafka: KafkaSettings) -> int:
         return total
     finally:
         await consumer.stop()
+
+
+async def recorded(db: Path, conversations: set[str], receiver: FaultyReceiver, within: float = 60) -> dict[str, int]:
+    """The store's gaps (bench/chaos/store.py) once the recorders have caught up, or after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        gaps = await asyncio.to_thread(store_gaps, db, conversations, set(receiver.tally.deliveries))
+        if not any(gaps.values()) or time.monotonic() > deadline:
+            return gaps
+        await asyncio.sleep(2)
 
 
 class Monkey:
@@ -182,6 +194,7 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         await monkey_task
         await asyncio.sleep(3)
         dead = await dead_letters(kafka)
+        gaps = await recorded(run_dir / "store.db", {c.conversation_id for c in conversations}, receiver)
     finally:
         stop.set()
         stack.stop()
@@ -194,10 +207,12 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         flush=True,
     )
     print(
-        f"chaos: conversations={n} " + " ".join(f"{k}={v}" for k, v in counts.items()) + f" dead_lettered={dead}",
+        f"chaos: conversations={n} "
+        + " ".join(f"{k}={v}" for k, v in {**counts, **gaps}.items())
+        + f" dead_lettered={dead}",
         flush=True,
     )
-    return 0 if receiver.tally.passed() and dead == 0 else 1
+    return 0 if receiver.tally.passed() and dead == 0 and not any(gaps.values()) else 1
 
 
 def main() -> None:
