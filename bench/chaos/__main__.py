@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench.chaos.conversations import Action, expected_actions, generate
@@ -109,37 +111,69 @@ async def recorded(db: Path, conversations: set[str], receiver: FaultyReceiver, 
 
 
 class Monkey:
-    """kill -9 a random service instance every few seconds and restart it; stop one broker once for 30 s."""
+    """kill -9 a random service instance every few seconds and restart it; stop one broker once for 30 s.
+    Its work lasts as long as an `async with monkey.running():` block."""
 
-    def __init__(self, stack: Stack, cluster: KafkaCluster, seed: int) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        cluster: KafkaCluster,
+        seed: int,
+        *,
+        every: tuple[float, float] = (3, 6),
+        down: tuple[float, float] = (0.5, 2),
+        outage_after: float = 20,
+        outage: float = 30,
+    ) -> None:
         self.stack, self.cluster, self.rng = stack, cluster, random.Random(seed)
+        self.every, self.down, self.outage_after, self.outage = every, down, outage_after, outage
         self.kills = 0
         self.broker_stopped = False
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """At work during the block. Leaving it normally lets the current kill and the outage finish (the victim
+        and the broker come back); leaving it on an error or Ctrl-C cancels them, so that nothing is started
+        again once the caller stops the stack and the cluster (a service or broker nobody would stop)."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop))
+        try:
+            yield
+            stop.set()
+            await task
+        finally:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def run(self, stop: asyncio.Event) -> None:
         broker_task = asyncio.create_task(self._broker_outage(stop))
-        while not stop.is_set():
-            await asyncio.sleep(self.rng.uniform(3, 6))
-            if stop.is_set():
-                break
-            victim = self.rng.choice(self.stack.processes)
-            victim.kill9()
-            self.kills += 1
-            print(f"chaos  kill -9 {victim.label}", flush=True)
-            await asyncio.sleep(self.rng.uniform(0.5, 2))
-            victim.start()
-            victim.restarts += 1
-        await broker_task
+        try:
+            while not stop.is_set():
+                await asyncio.sleep(self.rng.uniform(*self.every))
+                if stop.is_set():
+                    break
+                victim = self.rng.choice(self.stack.processes)
+                victim.kill9()
+                self.kills += 1
+                print(f"chaos  kill -9 {victim.label}", flush=True)
+                await asyncio.sleep(self.rng.uniform(*self.down))
+                victim.start()
+                victim.restarts += 1
+            await broker_task
+        finally:
+            broker_task.cancel()
 
     async def _broker_outage(self, stop: asyncio.Event) -> None:
-        await asyncio.sleep(20)
+        await asyncio.sleep(self.outage_after)
         if stop.is_set():
             return
         node = self.cluster.nodes[-1]
-        print(f"chaos  stopping broker {node.node_id} for 30 s", flush=True)
+        print(f"chaos  stopping broker {node.node_id} for {self.outage:.0f} s", flush=True)
         await asyncio.to_thread(self.cluster.stop_node, node)
         self.broker_stopped = True
-        await asyncio.sleep(30)
+        await asyncio.sleep(self.outage)
         await asyncio.to_thread(self.cluster.start_node, node)
         print(f"chaos  broker {node.node_id} is back", flush=True)
 
@@ -147,59 +181,55 @@ class Monkey:
 async def chaos(n: int, deadline_s: float, seed: int) -> int:
     started = time.monotonic()
     os.environ["POSTCALL_TOPIC_PARTITIONS"] = "6"
-    cluster = await asyncio.to_thread(KafkaCluster(size=3, heap="384m").start)
-    kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
-    await ensure_topics(kafka, registry(), replication=3)
     conversations = generate(n, seed)
     expected = expected_actions(conversations)
     receiver = FaultyReceiver(seed, expected)
-    await receiver.start()
-    run_dir = Path(tempfile.mkdtemp(prefix="postcall-chaos-"))
-    env = {
-        "CHAOS_PORT": str(receiver.port),
-        "POSTCALL_RUNTIME__COMMIT_INTERVAL_SECONDS": "0.5",
-        "POSTCALL_RUNTIME__SESSION_TIMEOUT_MS": "10000",
-        "POSTCALL_RUNTIME__DRAIN_TIMEOUT_SECONDS": "5",
-        "POSTCALL_RUNTIME__MAX_IN_FLIGHT": "128",
-        "extractor:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4, 8]",
-        "router:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4]",
-        "dispatcher:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4, 8, 15, 30]",
-        "dispatcher:POSTCALL_RUNTIME__MAX_IN_FLIGHT": "512",
-        "POSTCALL_LOG_LEVEL": "WARNING",
-    }
-    stack = Stack(
-        kafka.bootstrap_servers,
-        run_dir,
-        config_dir=HERE,
-        destinations_file=HERE / "destinations.yaml",
-        extra_env=env,
-        static_membership=True,
-    )
-    print(f"chaos  {n} conversations, {len(expected)} expected actions, logs in {run_dir}", flush=True)
-    stack.start(instances=2)
-    await publish(kafka, conversations)
-    stop = asyncio.Event()
-    monkey = Monkey(stack, cluster, seed)
-    monkey_task = asyncio.create_task(monkey.run(stop))
-    try:
-        while time.monotonic() - started < deadline_s and receiver.tally.actions_delivered < len(expected):
-            await asyncio.sleep(5)
-            print(
-                f"chaos  t={time.monotonic() - started:.0f}s actions delivered "
-                f"{receiver.tally.actions_delivered}/{len(expected)}"
-                f" requests={receiver.requests} kills={monkey.kills}",
-                flush=True,
-            )
-        stop.set()
-        await monkey_task
+    # whatever fails or is interrupted, from the first broker on: the services, the receiver and the brokers stop
+    async with contextlib.AsyncExitStack() as running:
+        cluster = await asyncio.to_thread(KafkaCluster(size=3, heap="384m").start)
+        running.push_async_callback(asyncio.to_thread, cluster.stop)
+        kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
+        await ensure_topics(kafka, registry(), replication=3)
+        await receiver.start()
+        running.push_async_callback(receiver.stop)
+        run_dir = Path(tempfile.mkdtemp(prefix="postcall-chaos-"))
+        env = {
+            "CHAOS_PORT": str(receiver.port),
+            "POSTCALL_RUNTIME__COMMIT_INTERVAL_SECONDS": "0.5",
+            "POSTCALL_RUNTIME__SESSION_TIMEOUT_MS": "10000",
+            "POSTCALL_RUNTIME__DRAIN_TIMEOUT_SECONDS": "5",
+            "POSTCALL_RUNTIME__MAX_IN_FLIGHT": "128",
+            "extractor:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4, 8]",
+            "router:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4]",
+            "dispatcher:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4, 8, 15, 30]",
+            "dispatcher:POSTCALL_RUNTIME__MAX_IN_FLIGHT": "512",
+            "POSTCALL_LOG_LEVEL": "WARNING",
+        }
+        stack = Stack(
+            kafka.bootstrap_servers,
+            run_dir,
+            config_dir=HERE,
+            destinations_file=HERE / "destinations.yaml",
+            extra_env=env,
+            static_membership=True,
+        )
+        print(f"chaos  {n} conversations, {len(expected)} expected actions, logs in {run_dir}", flush=True)
+        running.callback(stack.stop)
+        stack.start(instances=2)
+        await publish(kafka, conversations)
+        monkey = Monkey(stack, cluster, seed)
+        async with monkey.running():
+            while time.monotonic() - started < deadline_s and receiver.tally.actions_delivered < len(expected):
+                await asyncio.sleep(5)
+                print(
+                    f"chaos  t={time.monotonic() - started:.0f}s actions delivered "
+                    f"{receiver.tally.actions_delivered}/{len(expected)}"
+                    f" requests={receiver.requests} kills={monkey.kills}",
+                    flush=True,
+                )
         await asyncio.sleep(3)
         dead = await dead_letters(kafka)
         gaps = await recorded(run_dir / "store.db", {c.conversation_id for c in conversations}, receiver)
-    finally:
-        stop.set()
-        stack.stop()
-        await receiver.stop()
-        await asyncio.to_thread(cluster.stop)
     counts = receiver.tally.summary()
     print(
         f"chaos  injected faults {dict(receiver.injected)}, kills={monkey.kills}, "
