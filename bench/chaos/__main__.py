@@ -8,7 +8,8 @@ checks every request's signature and counts actions, not ids (bench/chaos/tally.
 (expected actions never delivered) and `cross_id_repeats` (actions delivered under more than one
 webhook-id) beside `same_id_repeats`. The recorders' store must then hold every conversation and every
 delivered action as delivered (bench/chaos/store.py). Exit 0 only when lost, cross_id_repeats, bad
-signatures, dead letters and the store's gaps are all 0.
+signatures, dead letters and the store's gaps are all 0, and every fault happened (a run too short for
+one proves nothing about it).
 
     python -m bench.chaos [--conversations 10000] [--deadline 840]
 """
@@ -41,6 +42,9 @@ from services.devkit.stack import Stack
 from services.dispatcher.signing import verify
 
 HERE = Path(__file__).resolve().parent
+
+
+FAULTS = ("500", "stall", "429")  # what the receiver injects
 
 
 class FaultyReceiver(Sink):
@@ -122,7 +126,7 @@ class Monkey:
         *,
         every: tuple[float, float] = (3, 6),
         down: tuple[float, float] = (0.5, 2),
-        outage_after: float = 20,
+        outage_after: float = 8,  # early enough that even a short run is still delivering
         outage: float = 30,
     ) -> None:
         self.stack, self.cluster, self.rng = stack, cluster, random.Random(seed)
@@ -151,8 +155,7 @@ class Monkey:
         broker_task = asyncio.create_task(self._broker_outage(stop))
         try:
             while not stop.is_set():
-                await asyncio.sleep(self.rng.uniform(*self.every))
-                if stop.is_set():
+                if await stopped(stop, self.rng.uniform(*self.every)):
                     break
                 victim = self.rng.choice(self.stack.processes)
                 victim.kill9()
@@ -166,8 +169,7 @@ class Monkey:
             broker_task.cancel()
 
     async def _broker_outage(self, stop: asyncio.Event) -> None:
-        await asyncio.sleep(self.outage_after)
-        if stop.is_set():
+        if await stopped(stop, self.outage_after):
             return
         node = self.cluster.nodes[-1]
         print(f"chaos  stopping broker {node.node_id} for {self.outage:.0f} s", flush=True)
@@ -176,6 +178,21 @@ class Monkey:
         await asyncio.sleep(self.outage)
         await asyncio.to_thread(self.cluster.start_node, node)
         print(f"chaos  broker {node.node_id} is back", flush=True)
+
+
+async def stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds`, or less when `stop` is set: whether it is."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+def faults_missing(kills: int, broker_stopped: bool, injected: Counter[str]) -> list[str]:
+    """The faults that never happened: a run without one of them proves nothing about it (too few
+    conversations, a run over before the outage), so it does not pass."""
+    missing = [] if kills else ["kill -9"]
+    missing += [] if broker_stopped else ["broker outage"]
+    return missing + [f"receiver {fault}" for fault in FAULTS if not injected[fault]]
 
 
 async def chaos(n: int, deadline_s: float, seed: int) -> int:
@@ -242,7 +259,10 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         + f" dead_lettered={dead}",
         flush=True,
     )
-    return 0 if receiver.tally.passed() and dead == 0 and not any(gaps.values()) else 1
+    missing = faults_missing(monkey.kills, monkey.broker_stopped, receiver.injected)
+    if missing:
+        print(f"chaos: FAILED, proves nothing: these faults never happened: {', '.join(missing)}", flush=True)
+    return 0 if receiver.tally.passed() and dead == 0 and not any(gaps.values()) and not missing else 1
 
 
 def main() -> None:
