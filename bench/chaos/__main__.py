@@ -2,7 +2,7 @@
 
 A three-broker KRaft cluster (RF 3, min.insync.replicas 2), two instances of each service, N
 conversations. While they run: a random service instance is kill -9'd every few seconds and
-restarted, one broker is stopped for 30 s once, and the webhook receivers fail 20 % of requests,
+restarted, one broker is kill -9'd once and started 30 s later, and the webhook receivers fail 20 % of requests,
 stall 5 % past the dispatcher's timeout and answer 429 with Retry-After now and then. The receiver
 checks every request's signature and counts actions, not ids (bench/chaos/tally.py): it prints `lost`
 (expected actions never delivered) and `cross_id_repeats` (actions delivered under more than one
@@ -115,7 +115,8 @@ async def recorded(db: Path, conversations: set[str], receiver: FaultyReceiver, 
 
 
 class Monkey:
-    """kill -9 a random service instance every few seconds and restart it; stop one broker once for 30 s.
+    """kill -9 a random service instance every few seconds and restart it; kill -9 one broker once and start it
+    again 30 s later.
     Its work lasts as long as an `async with monkey.running():` block."""
 
     def __init__(
@@ -172,8 +173,8 @@ class Monkey:
         if await stopped(stop, self.outage_after):
             return
         node = self.cluster.nodes[-1]
-        print(f"chaos  stopping broker {node.node_id} for {self.outage:.0f} s", flush=True)
-        await asyncio.to_thread(self.cluster.stop_node, node)
+        print(f"chaos  kill -9 broker {node.node_id}, back in {self.outage:.0f} s", flush=True)
+        await asyncio.to_thread(self.cluster.stop_node, node, kill=True)  # lost, not shut down in order
         self.broker_stopped = True
         await asyncio.sleep(self.outage)
         await asyncio.to_thread(self.cluster.start_node, node)

@@ -47,8 +47,8 @@ class FakeCluster:
     def stop(self) -> None:
         self.log.append("cluster stop")
 
-    def stop_node(self, node: FakeNode) -> None:
-        self.log.append("broker stop")
+    def stop_node(self, node: FakeNode, kill: bool = False) -> None:
+        self.log.append("broker kill -9" if kill else "broker stop")
 
     def start_node(self, node: FakeNode) -> None:
         self.log.append("broker start")
