@@ -1,15 +1,15 @@
 """The chaos run (issue: proof under load and faults).
 
 A three-broker KRaft cluster (RF 3, min.insync.replicas 2), two instances of each service, N
-conversations. While they run: a random service instance is kill -9'd every few seconds and
-restarted, one broker is kill -9'd once and started 30 s later, and the webhook receivers fail 20 % of requests,
-stall 5 % past the dispatcher's timeout and answer 429 with Retry-After now and then. The receiver
-checks every request's signature and counts actions, not ids (bench/chaos/tally.py): it prints `lost`
-(expected actions never delivered) and `cross_id_repeats` (actions delivered under more than one
-webhook-id) beside `same_id_repeats`. The recorders' store must then hold every conversation and every
-delivered action as delivered (bench/chaos/store.py). Exit 0 only when lost, cross_id_repeats, bad
-signatures, dead letters and the store's gaps are all 0, and every fault happened (a run too short for
-one proves nothing about it).
+conversations. While they run: a random service instance is kill -9'd every few seconds and restarted (a
+quarter of them after the session timeout, so their group rebalances), one broker is kill -9'd once and
+started 30 s later, and the webhook receivers fail 20 % of requests, stall 5 % past the dispatcher's
+timeout and answer 429 with Retry-After now and then. The receiver checks every request's signature and
+counts actions, not ids (bench/chaos/tally.py): it prints `lost` (expected actions never delivered) and
+`cross_id_repeats` (actions delivered under more than one webhook-id) beside `same_id_repeats`. The
+recorders' store must then hold every conversation and every delivered action as delivered
+(bench/chaos/store.py). Exit 0 only when lost, cross_id_repeats, bad signatures, dead letters and the
+store's gaps are all 0, and every fault happened (a run too short for one proves nothing about it).
 
     python -m bench.chaos [--conversations 10000] [--deadline 840]
 """
@@ -44,6 +44,7 @@ from services.dispatcher.signing import verify
 HERE = Path(__file__).resolve().parent
 
 
+SESSION_TIMEOUT_S = 10  # the services' consumer session timeout in this run
 FAULTS = ("500", "stall", "429")  # what the receiver injects
 
 
@@ -127,12 +128,18 @@ class Monkey:
         *,
         every: tuple[float, float] = (3, 6),
         down: tuple[float, float] = (0.5, 2),
+        # a quarter of the victims stay down past the session timeout: with static membership a quick restart
+        # rejoins without a rebalance, so only these move partitions mid-stream
+        long_down: tuple[float, float] = (SESSION_TIMEOUT_S + 3, SESSION_TIMEOUT_S + 6),
+        long_share: float = 0.25,
         outage_after: float = 8,  # early enough that even a short run is still delivering
         outage: float = 30,
     ) -> None:
         self.stack, self.cluster, self.rng = stack, cluster, random.Random(seed)
         self.every, self.down, self.outage_after, self.outage = every, down, outage_after, outage
+        self.long_down, self.long_share = long_down, long_share
         self.kills = 0
+        self.rebalances = 0
         self.broker_stopped = False
 
     @contextlib.asynccontextmanager
@@ -159,10 +166,14 @@ class Monkey:
                 if await stopped(stop, self.rng.uniform(*self.every)):
                     break
                 victim = self.rng.choice(self.stack.processes)
+                long = self.rng.random() < self.long_share
+                down = self.rng.uniform(*(self.long_down if long else self.down))
                 victim.kill9()
                 self.kills += 1
-                print(f"chaos  kill -9 {victim.label}", flush=True)
-                await asyncio.sleep(self.rng.uniform(*self.down))
+                self.rebalances += long
+                note = f", down {down:.0f} s: past the session timeout, its group rebalances" if long else ""
+                print(f"chaos  kill -9 {victim.label}{note}", flush=True)
+                await asyncio.sleep(down)
                 victim.start()
                 victim.restarts += 1
             await broker_task
@@ -188,10 +199,11 @@ async def stopped(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-def faults_missing(kills: int, broker_stopped: bool, injected: Counter[str]) -> list[str]:
+def faults_missing(kills: int, rebalances: int, broker_stopped: bool, injected: Counter[str]) -> list[str]:
     """The faults that never happened: a run without one of them proves nothing about it (too few
     conversations, a run over before the outage), so it does not pass."""
     missing = [] if kills else ["kill -9"]
+    missing += [] if rebalances else ["rebalance"]
     missing += [] if broker_stopped else ["broker outage"]
     return missing + [f"receiver {fault}" for fault in FAULTS if not injected[fault]]
 
@@ -214,7 +226,7 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         env = {
             "CHAOS_PORT": str(receiver.port),
             "POSTCALL_RUNTIME__COMMIT_INTERVAL_SECONDS": "0.5",
-            "POSTCALL_RUNTIME__SESSION_TIMEOUT_MS": "10000",
+            "POSTCALL_RUNTIME__SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_S * 1000),
             "POSTCALL_RUNTIME__DRAIN_TIMEOUT_SECONDS": "5",
             "POSTCALL_RUNTIME__MAX_IN_FLIGHT": "128",
             "extractor:POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS": "[1, 2, 4, 8]",
@@ -250,7 +262,7 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         gaps = await recorded(run_dir / "store.db", {c.conversation_id for c in conversations}, receiver)
     counts = receiver.tally.summary()
     print(
-        f"chaos  injected faults {dict(receiver.injected)}, kills={monkey.kills}, "
+        f"chaos  injected faults {dict(receiver.injected)}, kills={monkey.kills}, rebalances={monkey.rebalances}, "
         f"broker outage={'yes' if monkey.broker_stopped else 'no'}, {time.monotonic() - started:.0f}s",
         flush=True,
     )
@@ -260,7 +272,7 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         + f" dead_lettered={dead}",
         flush=True,
     )
-    missing = faults_missing(monkey.kills, monkey.broker_stopped, receiver.injected)
+    missing = faults_missing(monkey.kills, monkey.rebalances, monkey.broker_stopped, receiver.injected)
     if missing:
         print(f"chaos: FAILED, proves nothing: these faults never happened: {', '.join(missing)}", flush=True)
     return 0 if receiver.tally.passed() and dead == 0 and not any(gaps.values()) and not missing else 1

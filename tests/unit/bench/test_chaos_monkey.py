@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.chaos.__main__ import Monkey
+from bench.chaos.__main__ import SESSION_TIMEOUT_S, Monkey
 from tests.unit.bench.test_chaos_cleanup import FakeCluster, FakeProcess, FakeStack
 
 
@@ -17,3 +17,16 @@ async def test_the_broker_outage_is_a_kill_9() -> None:
         while not monkey.broker_stopped:
             await asyncio.sleep(0.01)
     assert log == ["broker kill -9", "broker start"]
+
+
+async def test_some_victims_stay_down_past_the_session_timeout() -> None:
+    log: list[str] = []
+    stack = FakeStack(log, [FakeProcess("router-0", log), FakeProcess("router-1", log)])
+    quick, slow = (0.001, 0.001), (0.05, 0.05)
+    monkey = Monkey(stack, FakeCluster(log), 3, every=quick, down=quick, long_down=slow, outage_after=60)  # type: ignore[arg-type]
+    async with monkey.running():
+        while monkey.kills < 40:
+            await asyncio.sleep(0.01)
+    assert 0 < monkey.rebalances < monkey.kills
+    assert sum(1 for line in log if line.startswith("kill")) == sum(1 for line in log if line.startswith("start"))
+    assert min(Monkey(stack, FakeCluster(log), 3).long_down) > SESSION_TIMEOUT_S  # type: ignore[arg-type]

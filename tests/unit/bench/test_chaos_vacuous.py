@@ -16,15 +16,16 @@ from tests.unit.bench.test_chaos_cleanup import FakeCluster, FakeStack
 
 
 def test_each_fault_that_never_happened_is_named() -> None:
-    assert faults_missing(0, False, Counter()) == [
+    assert faults_missing(0, 0, False, Counter()) == [
         "kill -9",
+        "rebalance",
         "broker outage",
         "receiver 500",
         "receiver stall",
         "receiver 429",
     ]
-    assert faults_missing(3, True, Counter({"500": 9, "stall": 1, "429": 2})) == []
-    assert faults_missing(3, True, Counter({"500": 9, "429": 2})) == ["receiver stall"]
+    assert faults_missing(3, 1, True, Counter({"500": 9, "stall": 1, "429": 2})) == []
+    assert faults_missing(3, 1, True, Counter({"500": 9, "429": 2})) == ["receiver stall"]
 
 
 async def test_a_run_of_zero_conversations_fails(
@@ -47,4 +48,4 @@ async def test_a_run_of_zero_conversations_fails(
     monkeypatch.setattr(chaos_main, "recorded", no_gaps)
     monkeypatch.setattr(chaos_main.asyncio, "sleep", nothing)  # the settle time before the checks
     assert await chaos_main.chaos(0, 30, 7) == 1
-    assert "never happened: kill -9, broker outage" in capsys.readouterr().out
+    assert "never happened: kill -9, rebalance, broker outage" in capsys.readouterr().out
