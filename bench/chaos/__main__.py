@@ -45,13 +45,17 @@ HERE = Path(__file__).resolve().parent
 
 
 SESSION_TIMEOUT_S = 10  # the services' consumer session timeout in this run
-FAULTS = ("500", "stall", "429")  # what the receiver injects
+# what the receiver injects, each below a cumulative share of the requests
+FAULT_ODDS = (("500", 0.16), ("reset", 0.19), ("stall", 0.23), ("slow", 0.26), ("429", 0.29))
+FAULTS = tuple(name for name, _ in FAULT_ODDS)
 
 
 class FaultyReceiver(Sink):
-    """Checks every request's signature, then answers 500 (20 %), stalls past the timeout (5 %) or says
-    429 + Retry-After (3 %) — each webhook-id meets at most `max_faults` injected faults, so every action
-    can succeed within its retry schedule. Every delivery is counted by the action its body names (tally.py)."""
+    """Checks every request's signature, then answers 500 (16 %), resets the connection (3 %), stalls past
+    the timeout (4 %), trickles its answer past it (3 %) or says 429 + Retry-After (3 %) — each webhook-id meets
+    at most `max_faults` injected faults, so every action can succeed within its retry schedule. Every delivery
+    is counted by the action its body names (tally.py): a stalled or trickled answer is a delivery (the receiver
+    did the work; the dispatcher gave up waiting and sends it again), a reset is not."""
 
     def __init__(self, seed: int, expected: set[Action], max_faults: int = 3) -> None:
         super().__init__([os.environ.get("CHAOS_SECRET", DEMO_SECRETS[0])], quiet=True)
@@ -70,19 +74,20 @@ class FaultyReceiver(Sink):
             return Reply(401, body=b'{"error":"bad signature"}')
         wid = headers.get("webhook-id", "")
         roll = self.rng.random()
-        if self.faults[wid] < self.max_faults and roll < 0.28:
-            self.faults[wid] += 1
-            if roll < 0.20:
-                self.injected["500"] += 1
-                return Reply(500)
-            if roll < 0.25:
-                self.injected["stall"] += 1
-                self.tally.delivered(wid, body)  # it answers 200, but after the dispatcher gave up
-                return Reply(200, delay=3.0)
-            self.injected["429"] += 1
+        fault = next((name for name, below in FAULT_ODDS if roll < below), None)
+        if fault is None or self.faults[wid] >= self.max_faults:
+            self.tally.delivered(wid, body)
+            return Reply(200)
+        self.faults[wid] += 1
+        self.injected[fault] += 1
+        if fault == "500":
+            return Reply(500)
+        if fault == "reset":
+            return Reply(reset=True)
+        if fault == "429":
             return Reply(429, headers={"Retry-After": "1"})
-        self.tally.delivered(wid, body)
-        return Reply(200)
+        self.tally.delivered(wid, body)  # it answers 200, but after the dispatcher gave up
+        return Reply(200, delay=3.0) if fault == "stall" else Reply(200, trickle=0.05)
 
 
 async def dead_letters(kafka: KafkaSettings) -> int:

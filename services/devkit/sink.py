@@ -22,7 +22,9 @@ import contextlib
 import email
 import email.policy
 import os
+import socket
 import ssl
+import struct
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -54,6 +56,7 @@ class Reply:
     echo: bool = False  # the body is the request's headers as JSON (a debugging endpoint quoting credentials)
     body_delay: float = 0.0  # seconds between the answer's head and its body (a receiver slow after its 2xx)
     hang_up: bool = False  # the head and the body's first byte, then the connection drops (a proxy's reset)
+    reset: bool = False  # no answer: the connection is reset (a receiver that crashed mid-request)
 
 
 class Sink:
@@ -140,6 +143,10 @@ class Sink:
         reply = self._route(method, target.split("?", 1)[0], headers, body)
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        if reply.reset:  # SO_LINGER 0: close() sends a RST, not a FIN
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return False
         extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
         status_line = f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Status')}\r\n"
         length = "Transfer-Encoding: chunked" if reply.endless else f"Content-Length: {len(reply.body)}"
