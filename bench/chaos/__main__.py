@@ -1,15 +1,19 @@
 """The chaos run (issue: proof under load and faults).
 
-A three-broker KRaft cluster (RF 3, min.insync.replicas 2), two instances of each service, N
-conversations. While they run: a random service instance is kill -9'd every few seconds and restarted (a
-quarter of them after the session timeout, so their group rebalances), one broker is kill -9'd once and
-started 30 s later, and the webhook receivers fail 20 % of requests, stall 5 % past the dispatcher's
-timeout and answer 429 with Retry-After now and then. The receiver checks every request's signature and
-counts actions, not ids (bench/chaos/tally.py): it prints `lost` (expected actions never delivered) and
-`cross_id_repeats` (actions delivered under more than one webhook-id) beside `same_id_repeats`. The
-recorders' store must then hold every conversation and every delivered action as delivered
-(bench/chaos/store.py). Exit 0 only when lost, cross_id_repeats, bad signatures, dead letters and the
-store's gaps are all 0, and every fault happened (a run too short for one proves nothing about it).
+A three-broker KRaft cluster (RF 3, min.insync.replicas 2), two instances of each service and an
+ingress, N conversations: half published to Kafka, half posted to the ingress's native endpoint by a
+vendor that sends each webhook again until it is answered 2xx (bench/chaos/vendor.py); the ingress is
+the monkey's first victim, so a webhook published but not yet answered is retried. While they run: a
+random service instance is kill -9'd every few seconds and restarted (a quarter of them after the
+session timeout, so their group rebalances), one broker is kill -9'd once and started 30 s later, and
+the webhook receivers answer 500 to 16 % of requests, reset the connection of 3 %, stall 4 % or trickle
+3 % past the dispatcher's timeout and answer 429 with Retry-After to 3 %. The receiver checks every
+request's signature and counts actions, not ids (bench/chaos/tally.py): it prints `lost` (expected
+actions never delivered) and `cross_id_repeats` (actions delivered under more than one webhook-id)
+beside `same_id_repeats`. The recorders' store must then hold every conversation and every delivered
+action as delivered (bench/chaos/store.py). Exit 0 only when lost, cross_id_repeats, bad signatures,
+dead letters, the store's gaps and the vendor's refused webhooks are all 0, and every fault happened (a
+run too short for one proves nothing about it).
 
     python -m bench.chaos [--conversations 10000] [--deadline 840]
 """
@@ -31,17 +35,21 @@ from pathlib import Path
 from bench.chaos.conversations import Action, expected_actions, generate
 from bench.chaos.store import store_gaps
 from bench.chaos.tally import Tally
+from bench.chaos.vendor import Vendor
 from schemas.routes import SERVICES, registry
 from schemas.topics import dead_letter_topic
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
-from services.devkit.kafka import KafkaCluster
+from services.devkit.kafka import KafkaCluster, free_port
 from services.devkit.publish import publish
 from services.devkit.sink import DEMO_SECRETS, Reply, Sink
-from services.devkit.stack import Stack
+from services.devkit.stack import ServiceProcess, Stack
+from services.devkit.webhooks import DEMO_SECRETS as INGRESS_DEMO_SECRETS
+from services.devkit.webhooks import wait_ready
 from services.dispatcher.signing import verify
 
 HERE = Path(__file__).resolve().parent
+NATIVE_DEMO_SECRET = INGRESS_DEMO_SECRETS["native"]  # endpoints.yaml's demo_default
 
 
 SESSION_TIMEOUT_S = 10  # the services' consumer session timeout in this run
@@ -139,10 +147,11 @@ class Monkey:
         long_share: float = 0.25,
         outage_after: float = 8,  # early enough that even a short run is still delivering
         outage: float = 30,
+        first: ServiceProcess | None = None,  # the first victim (the ingress, while the vendor is sending)
     ) -> None:
         self.stack, self.cluster, self.rng = stack, cluster, random.Random(seed)
         self.every, self.down, self.outage_after, self.outage = every, down, outage_after, outage
-        self.long_down, self.long_share = long_down, long_share
+        self.long_down, self.long_share, self.first = long_down, long_share, first
         self.kills = 0
         self.rebalances = 0
         self.broker_stopped = False
@@ -170,7 +179,7 @@ class Monkey:
             while not stop.is_set():
                 if await stopped(stop, self.rng.uniform(*self.every)):
                     break
-                victim = self.rng.choice(self.stack.processes)
+                victim = self.first if self.first and not self.kills else self.rng.choice(self.stack.processes)
                 long = self.rng.random() < self.long_share
                 down = self.rng.uniform(*(self.long_down if long else self.down))
                 victim.kill9()
@@ -204,12 +213,15 @@ async def stopped(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-def faults_missing(kills: int, rebalances: int, broker_stopped: bool, injected: Counter[str]) -> list[str]:
+def faults_missing(
+    kills: int, rebalances: int, broker_stopped: bool, injected: Counter[str], vendor_retries: int
+) -> list[str]:
     """The faults that never happened: a run without one of them proves nothing about it (too few
     conversations, a run over before the outage), so it does not pass."""
     missing = [] if kills else ["kill -9"]
     missing += [] if rebalances else ["rebalance"]
     missing += [] if broker_stopped else ["broker outage"]
+    missing += [] if vendor_retries else ["a vendor's retry after an ingress kill"]
     return missing + [f"receiver {fault}" for fault in FAULTS if not injected[fault]]
 
 
@@ -251,15 +263,24 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         print(f"chaos  {n} conversations, {len(expected)} expected actions, logs in {run_dir}", flush=True)
         running.callback(stack.stop)
         stack.start(instances=2)
-        await publish(kafka, conversations)
-        monkey = Monkey(stack, cluster, seed)
+        ingress = stack.start_ingress(free_port(), HERE / "endpoints.yaml")
+        await wait_ready(f"http://127.0.0.1:{ingress.metrics_port}")
+        # half published as a platform team does, half posted to the ingress by a vendor that retries
+        published, posted = conversations[0::2], conversations[1::2]
+        await publish(kafka, published)
+        secret = os.environ.get("CHAOS_NATIVE_SECRET", NATIVE_DEMO_SECRET)
+        vendor = Vendor(f"http://127.0.0.1:{ingress.metrics_port}/webhooks/native/chaos", secret)
+        monkey = Monkey(stack, cluster, seed, first=ingress)
         async with monkey.running():
+            sending = asyncio.create_task(vendor.send(posted))
+            running.callback(sending.cancel)
             while time.monotonic() - started < deadline_s and receiver.tally.actions_delivered < len(expected):
                 await asyncio.sleep(5)
                 print(
                     f"chaos  t={time.monotonic() - started:.0f}s actions delivered "
                     f"{receiver.tally.actions_delivered}/{len(expected)}"
-                    f" requests={receiver.requests} kills={monkey.kills}",
+                    f" requests={receiver.requests} kills={monkey.kills}"
+                    f" webhooks accepted {vendor.accepted}/{len(posted)} (retries {vendor.retries})",
                     flush=True,
                 )
         await asyncio.sleep(3)
@@ -272,15 +293,21 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         flush=True,
     )
     print(
+        f"chaos  ingress: {len(posted)} conversations posted, accepted={vendor.accepted} "
+        f"vendor_retries={vendor.retries} refused={len(vendor.refused)}",
+        flush=True,
+    )
+    print(
         f"chaos: conversations={n} "
         + " ".join(f"{k}={v}" for k, v in {**counts, **gaps}.items())
         + f" dead_lettered={dead}",
         flush=True,
     )
-    missing = faults_missing(monkey.kills, monkey.rebalances, monkey.broker_stopped, receiver.injected)
+    missing = faults_missing(monkey.kills, monkey.rebalances, monkey.broker_stopped, receiver.injected, vendor.retries)
     if missing:
         print(f"chaos: FAILED, proves nothing: these faults never happened: {', '.join(missing)}", flush=True)
-    return 0 if receiver.tally.passed() and dead == 0 and not any(gaps.values()) and not missing else 1
+    passed = receiver.tally.passed() and dead == 0 and not any(gaps.values()) and not vendor.refused
+    return 0 if passed and not missing else 1
 
 
 def main() -> None:

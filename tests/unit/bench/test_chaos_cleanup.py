@@ -21,6 +21,7 @@ class FakeProcess:
     label: str
     log: list[str]
     restarts: int = 0
+    metrics_port: int = 1
 
     def kill9(self) -> None:
         self.log.append(f"kill {self.label}")
@@ -62,6 +63,10 @@ class FakeStack:
     def stop(self) -> None:
         self.log.append("stack stop")
 
+    def start_ingress(self, port: int, endpoints_file: Path) -> FakeProcess:
+        self.log.append("ingress start")
+        return FakeProcess("ingress-0", self.log)
+
 
 async def test_a_monkey_left_on_an_error_starts_nothing_again() -> None:
     log: list[str] = []
@@ -95,7 +100,8 @@ async def test_a_failure_after_the_brokers_started_stops_the_services_and_the_br
     monkeypatch.setattr(chaos_main, "ensure_topics", no_topics)
     monkeypatch.setattr(chaos_main, "Stack", lambda *args, **kwargs: FakeStack(log))
     monkeypatch.setattr(FakeStack, "start", lambda self, instances: log.append("stack start"), raising=False)
+    monkeypatch.setattr(chaos_main, "wait_ready", no_topics)
     monkeypatch.setattr(chaos_main, "publish", broker_gone)
     with pytest.raises(ConnectionError):
         await chaos_main.chaos(3, 30, 7)
-    assert log == ["cluster start", "stack start", "stack stop", "cluster stop"]
+    assert log == ["cluster start", "stack start", "ingress start", "stack stop", "cluster stop"]

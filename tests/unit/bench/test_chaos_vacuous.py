@@ -16,10 +16,11 @@ from tests.unit.bench.test_chaos_cleanup import FakeCluster, FakeStack
 
 
 def test_each_fault_that_never_happened_is_named() -> None:
-    assert faults_missing(0, 0, False, Counter()) == [
+    assert faults_missing(0, 0, False, Counter(), 0) == [
         "kill -9",
         "rebalance",
         "broker outage",
+        "a vendor's retry after an ingress kill",
         "receiver 500",
         "receiver reset",
         "receiver stall",
@@ -27,8 +28,8 @@ def test_each_fault_that_never_happened_is_named() -> None:
         "receiver 429",
     ]
     every = Counter({"500": 9, "reset": 1, "stall": 1, "slow": 1, "429": 2})
-    assert faults_missing(3, 1, True, every) == []
-    assert faults_missing(3, 1, True, every - Counter({"stall": 1})) == ["receiver stall"]
+    assert faults_missing(3, 1, True, every, 2) == []
+    assert faults_missing(3, 1, True, every - Counter({"stall": 1}), 2) == ["receiver stall"]
 
 
 async def test_a_run_of_zero_conversations_fails(
@@ -46,7 +47,7 @@ async def test_a_run_of_zero_conversations_fails(
     monkeypatch.setattr(chaos_main, "KafkaCluster", lambda **kwargs: FakeCluster(log))
     monkeypatch.setattr(chaos_main, "Stack", lambda *args, **kwargs: FakeStack(log))
     monkeypatch.setattr(FakeStack, "start", lambda self, instances: None, raising=False)
-    for name in ("ensure_topics", "publish", "dead_letters"):
+    for name in ("ensure_topics", "publish", "dead_letters", "wait_ready"):
         monkeypatch.setattr(chaos_main, name, nothing)
     monkeypatch.setattr(chaos_main, "recorded", no_gaps)
     monkeypatch.setattr(chaos_main.asyncio, "sleep", nothing)  # the settle time before the checks
