@@ -12,8 +12,8 @@ request's signature and counts actions, not ids (bench/chaos/tally.py): it print
 actions never delivered) and `cross_id_repeats` (actions delivered under more than one webhook-id)
 beside `same_id_repeats`. The recorders' store must then hold every conversation and every delivered
 action as delivered (bench/chaos/store.py). Exit 0 only when lost, cross_id_repeats, bad signatures,
-dead letters, the store's gaps and the vendor's refused webhooks are all 0, and every fault happened (a
-run too short for one proves nothing about it).
+dead letters, the store's gaps and the vendor's refused webhooks are all 0, no service instance died but
+by the monkey's hand, and every fault happened (a run too short for one proves nothing about it).
 
     python -m bench.chaos [--conversations 10000] [--deadline 840]
 """
@@ -154,6 +154,7 @@ class Monkey:
         self.long_down, self.long_share, self.first = long_down, long_share, first
         self.kills = 0
         self.rebalances = 0
+        self.victim: ServiceProcess | None = None  # killed and not yet started again
         self.broker_stopped = False
 
     @contextlib.asynccontextmanager
@@ -182,6 +183,7 @@ class Monkey:
                 victim = self.first if self.first and not self.kills else self.rng.choice(self.stack.processes)
                 long = self.rng.random() < self.long_share
                 down = self.rng.uniform(*(self.long_down if long else self.down))
+                self.victim = victim
                 victim.kill9()
                 self.kills += 1
                 self.rebalances += long
@@ -190,6 +192,7 @@ class Monkey:
                 await asyncio.sleep(down)
                 victim.start()
                 victim.restarts += 1
+                self.victim = None
             await broker_task
         finally:
             broker_task.cancel()
@@ -204,6 +207,12 @@ class Monkey:
         await asyncio.sleep(self.outage)
         await asyncio.to_thread(self.cluster.start_node, node)
         print(f"chaos  broker {node.node_id} is back", flush=True)
+
+
+def crashed(stack: Stack, victim: ServiceProcess | None) -> set[str]:
+    """The service instances that are not running, but for the monkey's current victim: they died on their own
+    (a crash at start after a kill, an unhandled error): the other instance doing all the work hides it."""
+    return {p.label for p in stack.dead() if p is not victim}
 
 
 async def stopped(stop: asyncio.Event, seconds: float) -> bool:
@@ -271,11 +280,13 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         secret = os.environ.get("CHAOS_NATIVE_SECRET", NATIVE_DEMO_SECRET)
         vendor = Vendor(f"http://127.0.0.1:{ingress.metrics_port}/webhooks/native/chaos", secret)
         monkey = Monkey(stack, cluster, seed, first=ingress)
+        died: set[str] = set()
         async with monkey.running():
             sending = asyncio.create_task(vendor.send(posted))
             running.callback(sending.cancel)
             while time.monotonic() - started < deadline_s and receiver.tally.actions_delivered < len(expected):
                 await asyncio.sleep(5)
+                died |= crashed(stack, monkey.victim)
                 print(
                     f"chaos  t={time.monotonic() - started:.0f}s actions delivered "
                     f"{receiver.tally.actions_delivered}/{len(expected)}"
@@ -286,6 +297,7 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         await asyncio.sleep(3)
         dead = await dead_letters(kafka)
         gaps = await recorded(run_dir / "store.db", {c.conversation_id for c in conversations}, receiver)
+        died |= crashed(stack, None)
     counts = receiver.tally.summary()
     print(
         f"chaos  injected faults {dict(receiver.injected)}, kills={monkey.kills}, rebalances={monkey.rebalances}, "
@@ -306,7 +318,9 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
     missing = faults_missing(monkey.kills, monkey.rebalances, monkey.broker_stopped, receiver.injected, vendor.retries)
     if missing:
         print(f"chaos: FAILED, proves nothing: these faults never happened: {', '.join(missing)}", flush=True)
-    passed = receiver.tally.passed() and dead == 0 and not any(gaps.values()) and not vendor.refused
+    if died:
+        print(f"chaos: FAILED, died on their own: {', '.join(sorted(died))} (their logs are in {run_dir})", flush=True)
+    passed = receiver.tally.passed() and dead == 0 and not any(gaps.values()) and not vendor.refused and not died
     return 0 if passed and not missing else 1
 
 

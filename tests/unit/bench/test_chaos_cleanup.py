@@ -59,6 +59,10 @@ class FakeCluster:
 class FakeStack:
     log: list[str]
     processes: list[FakeProcess] = field(default_factory=list)
+    stopped: list[FakeProcess] = field(default_factory=list)  # not running
+
+    def dead(self) -> list[FakeProcess]:
+        return self.stopped
 
     def stop(self) -> None:
         self.log.append("stack stop")

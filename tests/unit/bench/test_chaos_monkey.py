@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.chaos.__main__ import SESSION_TIMEOUT_S, Monkey
+from bench.chaos.__main__ import SESSION_TIMEOUT_S, Monkey, crashed
 from tests.unit.bench.test_chaos_cleanup import FakeCluster, FakeProcess, FakeStack
 
 
@@ -30,3 +30,11 @@ async def test_some_victims_stay_down_past_the_session_timeout() -> None:
     assert 0 < monkey.rebalances < monkey.kills
     assert sum(1 for line in log if line.startswith("kill")) == sum(1 for line in log if line.startswith("start"))
     assert min(Monkey(stack, FakeCluster(log), 3).long_down) > SESSION_TIMEOUT_S  # type: ignore[arg-type]
+
+
+def test_an_instance_that_died_on_its_own_is_named_but_not_the_monkeys_victim() -> None:
+    log: list[str] = []
+    victim, crashed_one, running = (FakeProcess(name, log) for name in ("router-0", "recorder-1", "extractor-0"))
+    stack = FakeStack(log, [victim, crashed_one, running], stopped=[victim, crashed_one])
+    assert crashed(stack, victim) == {"recorder-1"}  # type: ignore[arg-type]
+    assert crashed(stack, None) == {"router-0", "recorder-1"}  # type: ignore[arg-type]
