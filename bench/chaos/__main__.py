@@ -49,6 +49,7 @@ from services.devkit.webhooks import wait_ready
 from services.dispatcher.signing import verify
 
 HERE = Path(__file__).resolve().parent
+CONFIG_DIR = HERE / "agents"  # the agents' folder only: any other YAML in it would be read as an agent
 NATIVE_DEMO_SECRET = INGRESS_DEMO_SECRETS["native"]  # endpoints.yaml's demo_default
 
 
@@ -264,7 +265,7 @@ async def chaos(n: int, deadline_s: float, seed: int) -> int:
         stack = Stack(
             kafka.bootstrap_servers,
             run_dir,
-            config_dir=HERE,
+            config_dir=CONFIG_DIR,
             destinations_file=HERE / "destinations.yaml",
             extra_env=env,
             static_membership=True,

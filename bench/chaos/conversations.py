@@ -1,4 +1,4 @@
-"""Synthetic conversations for the chaos run, and how many webhooks bench/chaos/agents.yaml expects for them."""
+"""Synthetic conversations for the chaos run, and the webhooks bench/chaos/agents/chaos-line.yaml expects."""
 
 from __future__ import annotations
 
