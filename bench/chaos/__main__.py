@@ -182,7 +182,8 @@ class Monkey:
                 if await stopped(stop, self.rng.uniform(*self.every)):
                     break
                 victim = self.first if self.first and not self.kills else self.rng.choice(self.stack.processes)
-                long = self.rng.random() < self.long_share
+                # the ingress is in no consumer group: a long downtime rebalances nothing
+                long = self.rng.random() < self.long_share and victim.name in SERVICES
                 down = self.rng.uniform(*(self.long_down if long else self.down))
                 self.victim = victim
                 victim.kill9()

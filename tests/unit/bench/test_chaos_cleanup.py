@@ -23,6 +23,10 @@ class FakeProcess:
     restarts: int = 0
     metrics_port: int = 1
 
+    @property
+    def name(self) -> str:
+        return self.label.rsplit("-", 1)[0]
+
     def kill9(self) -> None:
         self.log.append(f"kill {self.label}")
 

@@ -38,3 +38,14 @@ def test_an_instance_that_died_on_its_own_is_named_but_not_the_monkeys_victim() 
     stack = FakeStack(log, [victim, crashed_one, running], stopped=[victim, crashed_one])
     assert crashed(stack, victim) == {"recorder-1"}  # type: ignore[arg-type]
     assert crashed(stack, None) == {"router-0", "recorder-1"}  # type: ignore[arg-type]
+
+
+async def test_a_long_downtime_of_the_ingress_is_no_rebalance() -> None:
+    log: list[str] = []
+    stack = FakeStack(log, [FakeProcess("ingress-0", log)])
+    quick = (0.001, 0.001)
+    monkey = Monkey(stack, FakeCluster(log), 3, every=quick, down=quick, long_down=quick, long_share=1, outage_after=60)  # type: ignore[arg-type]
+    async with monkey.running():
+        while monkey.kills < 5:
+            await asyncio.sleep(0.01)
+    assert monkey.rebalances == 0
