@@ -93,8 +93,9 @@ schemas: $(STAMP)
 bench: kafka tools
 	$(PY) -m bench.run
 
+# make chaos CHAOS_ARGS="--conversations 1000 --deadline 300": a shorter run (python -m bench.chaos --help)
 chaos: kafka
-	$(PY) -m bench.chaos
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
