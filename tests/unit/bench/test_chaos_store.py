@@ -25,7 +25,7 @@ def store(path: Path, conversations: list[str], actions: dict[str, str]) -> Path
                     conversation_id=cid, event_id=f"e-{cid}", occurred_at=T, account_id="acme", agent_id="chaos-line",
                     channel="voice", direction="inbound", status="completed", started_at=T, ended_at=T,
                     ended_day="2026-11-20", duration_seconds=1.0, end_reason="AGENT_HANGUP", source_platform="copilot",
-                    event="{}", received_at=T,
+                    event="{}", received_at=T, stored_at=T,
                 )
             )  # fmt: skip
         for aid, outcome in actions.items():
