@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -215,6 +216,8 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
     version = raw.get("version")
     version = str(version) if isinstance(version, str | int | float) and not isinstance(version, bool) else None
     issues, from_template = _expand_templates(raw, library)
+    if problem := _version_problem(tree, data):
+        issues.append((("version",), problem))
     file_cfg: AgentFile | None = None
     unexpanded = {loc[1] for loc, _ in issues if loc[2:3] == ("use_template",)}
     try:
@@ -233,6 +236,20 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
         return LoadedFile(name, digest, agent, None, problems, tree=tree, draft=draft, version=version)
     config = AgentConfig(**dict(file_cfg), revision=digest, source=name)
     return LoadedFile(name, digest, agent, config, (), tree=tree, draft=draft, version=version)
+
+
+def _version_problem(tree: Any, data: bytes) -> str | None:
+    """A `version:` YAML reads as a number is that number's text, which need not be what was written:
+    `3.10` would be "3.1" and `03` "3", and the file would silently never serve agent.version "3.10"."""
+    value = tree.get("version")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    line, column = tree.lc.value("version")
+    found = re.match(r"[^\s,}#]+", data.decode().splitlines()[line][column:])
+    written = found.group() if found else str(value)
+    if written == str(value):
+        return None
+    return f'version {written} is read as the number {value}: quote it (version: "{written}")'
 
 
 LISTS = ("flows", "recipient_routes")  # a bad item leaves its siblings checkable

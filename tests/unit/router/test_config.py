@@ -46,6 +46,23 @@ def test_a_version_file_overrides_the_default_for_that_version_only(tmp_path: Pa
     assert catalog.lookup("sales-line", "3") is None
 
 
+@pytest.mark.parametrize(("written", "read"), [("3.10", "3.1"), ("03", "3"), ("0x10", "16")])
+def test_a_version_yaml_reads_as_another_number_is_refused_with_its_line(
+    tmp_path: Path, written: str, read: str
+) -> None:
+    write(tmp_path, "support-line-v3.yaml", VERSION_3.replace("version: 3", f"version: {written}"))
+    catalog = load_catalog(tmp_path)
+    assert [(p.line, p.path, p.message) for p in catalog.problems] == [
+        (3, "version", f'version {written} is read as the number {read}: quote it (version: "{written}")')
+    ]
+    assert catalog.lookup("support-line", read) is None
+
+
+def test_a_version_written_as_the_number_it_is_read_as_loads(tmp_path: Path) -> None:
+    write(tmp_path, "v.yaml", VERSION_3.replace("version: 3", "version: 2.5"))
+    assert load_catalog(tmp_path).lookup("support-line", "2.5") is not None
+
+
 def test_a_version_file_alone_serves_only_its_version(tmp_path: Path) -> None:
     write(tmp_path, "v3.yaml", VERSION_3)
     catalog = load_catalog(tmp_path)
