@@ -101,11 +101,15 @@ def create(
     """Create a token and print it once; only its SHA-256 is stored."""
     lifetime = None if expires_days is None else _lifetime(expires_days)
 
-    async def work(store: Store) -> str:
+    async def work(store: Store) -> tuple[str, str]:
         async with store.write() as conn:
-            return await tokens.create_token(conn, name, role, lifetime)
+            token = await tokens.create_token(conn, name, role, lifetime)
+        return token, store.engine.url.render_as_string(hide_password=True)
 
-    typer.echo(_run(database_url, work))
+    token, where = _run(database_url, work)
+    typer.echo(token)
+    # the default store is ./postcall.db: say which one, so a token meant for a running API is seen to be in its store
+    typer.echo(f"token {name!r} ({role}) stored in {where}", err=True)
 
 
 def _lifetime(days: float) -> timedelta:

@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.events import ActionCompleted, DecisionTrace
 from schemas.routes import registry
-from schemas.topics import ACTION_RESULTS, DECISIONS
+from schemas.topics import ACTION_RESULTS, DECISIONS, default_partitions
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import ROOT, KafkaCluster, free_port
@@ -150,7 +150,12 @@ async def demo(
     try:
         kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
         created, _ = await ensure_topics(kafka, registry(), replication=1)
-        print(f"kafka   {kafka.bootstrap_servers}  ({len(created)} topics created)", flush=True)
+        partitions = default_partitions()  # postcall topics create names each as differing unless told
+        print(
+            f"kafka   {kafka.bootstrap_servers}  ({len(created)} topics created with "
+            f"POSTCALL_TOPIC_PARTITIONS={partitions}: set it for postcall topics create)",
+            flush=True,
+        )
         async with Sink(DEMO_SECRETS, smtp_port=0, quiet=mode == "once") as sink:
             run_dir = Path(tempfile.mkdtemp(prefix="postcall-demo-"))
             env = {"SINK_PORT": str(sink.port), "SINK_SMTP_PORT": str(sink.smtp_port)}
@@ -181,6 +186,8 @@ async def demo(
                 f"api     {api}/api/v1/conversations  (curl it; explain: postcall explain <id> --api {api})", flush=True
             )
             print(f"console {api}/console", flush=True)
+            store = stack.env("api", 0)["POSTCALL_DATABASE__URL"]  # not ./postcall.db, the commands' default
+            print(f"store   {store}  (POSTCALL_DATABASE__URL for postcall api token, postcall store)", flush=True)
             watcher = Watcher(kafka, sink, [e.conversation_id for e in examples] + received)
             if mode == "once":
                 deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ once every expected action arrived and the store, asked through the API, has eve
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -44,5 +45,19 @@ def test_make_demo_delivers_every_expected_action_and_exits_0() -> None:
     assert stored in done.stdout, done.stdout[-3000:]
     assert re.search(r"^api +http://127\.0\.0\.1:\d+/api/v1/conversations", done.stdout, re.M)
     assert re.search(r"^ingress http://127\.0\.0\.1:\d+  POST /webhooks/<vapi\|retell", done.stdout, re.M)
+    # what operator commands need to be pointed at this broker and this store (their defaults differ)
+    partitions = r"^kafka .* created with POSTCALL_TOPIC_PARTITIONS=3: set it for postcall topics create\)$"
+    assert re.search(partitions, done.stdout, re.M), done.stdout[:1000]
+    store = re.search(r"^store   (sqlite\+aiosqlite:///\S+/store\.db)  \(POSTCALL_DATABASE__URL", done.stdout, re.M)
+    assert store, done.stdout[-3000:]
+    made = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "api", "token", "create", "ci"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "POSTCALL_DATABASE__URL": store[1]},
+    )
+    assert made.returncode == 0 and made.stderr.endswith(f"stored in {store[1]}\n"), made.stderr
     for platform in ("vapi", "retell", "elevenlabs"):  # real HTTP -> ingress -> Kafka -> three services -> sink
         assert re.search(rf"^webhook {platform} +-> 200 published$", done.stdout, re.M), done.stdout[-3000:]

@@ -354,3 +354,13 @@ def test_config_validate_of_a_file_it_cannot_read_says_so_in_one_line(
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert f"{tmp_path}: cannot read the folder: [Errno 13] Permission denied" in result.output
+
+
+def test_token_create_says_which_store_it_went_to(tmp_path: Path) -> None:
+    """With no POSTCALL_DATABASE__URL the token went silently to ./postcall.db, not to the store of the API the
+    user meant (make run's is in its run folder); stdout stays the token alone."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    made = postcall("api", "token", "create", "ci", "--role", "operator", "--database-url", url)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip().startswith("pc_") and len(made.stdout.splitlines()) == 1
+    assert made.stderr.splitlines() == [f"token 'ci' (operator) stored in sqlite+aiosqlite:///{tmp_path / 's.db'}"]
