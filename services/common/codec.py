@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,59 +91,104 @@ def encode(value: BaseModel) -> bytes:
     return encoded
 
 
-_last_iso: tuple[int, str] = (0, "")
+_last_iso: tuple[int, str, bytes] = (0, "", b"")
 
 
 def now_iso() -> str:
     """UTC now, RFC 3339 with milliseconds; formatted once per millisecond (it is on every record's path)."""
+    return _now()[1]
+
+
+def _now() -> tuple[int, str, bytes]:
+    """(ms, now_iso(), its bytes), formatted and encoded once per millisecond."""
     global _last_iso
     ms = time.time_ns() // 1_000_000
     if _last_iso[0] != ms:
         stamp = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        _last_iso = (ms, stamp)
-    return _last_iso[1]
+        _last_iso = (ms, stamp, stamp.encode())
+    return _last_iso
 
 
 _id_fields: dict[type[BaseModel], str] = {}  # a model's ce_id_field, by model
 
 
-def event_id_of(value: BaseModel, fallback: str | None = None) -> str:
-    """The event's own id (the field its model names in `ce_id_field`: event_id; an action command's
-    action_id); else `fallback` (the runtime passes the input record's coordinates, attempt and the
-    output's index: stable when the input is handled again); else a random one. An action's result names
-    its action_id but is not the action: one action has a result per attempt (and a skipped duplicate),
-    each a CloudEvent of its own, which a consumer may drop as a repeat if they shared source and id."""
+def own_event_id(value: BaseModel) -> str | None:
+    """The event's own id: the field its model names in `ce_id_field` (event_id; an action command's
+    action_id), or None. An action's result names its action_id but is not the action: one action has a
+    result per attempt (and a skipped duplicate), each a CloudEvent of its own, which a consumer may drop
+    as a repeat if they shared source and id."""
     kind = type(value)
     field = _id_fields.get(kind)
     if field is None:  # once per model: getattr on a name the class lacks costs pydantic's slow __getattr__
         field = _id_fields[kind] = getattr(kind, "ce_id_field", "event_id")
     found = value.__dict__.get(field)  # a model's field values
-    if isinstance(found, str):
-        return found
-    return fallback or str(uuid.uuid4())
+    return found if isinstance(found, str) else None
 
 
-_sources: dict[str, str] = {}
+def event_id_of(value: BaseModel, fallback: str | None = None) -> str:
+    """The event's own id; else `fallback` (the runtime's: the input record's coordinates, attempt and
+    the output's index, stable when the input is handled again); else a random one."""
+    found = own_event_id(value)
+    return found if found is not None else fallback or str(uuid.uuid4())
+
+
+class WireHeaders(Mapping[str, str]):
+    """Headers encoded for Kafka where they are made, read like any header mapping (a value is decoded
+    when asked for); `header_list` hands `wire` to the producer as it is. The runtime's outputs carry
+    them: encoding each header of each output again at the producer cost more than making them."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: list[tuple[str, bytes]]) -> None:
+        self.wire = wire
+
+    def __getitem__(self, key: str) -> str:
+        for name, value in self.wire:
+            if name == key:
+                return value.decode()
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self.wire)
+
+    def __len__(self) -> int:
+        return len(self.wire)
+
+    def __repr__(self) -> str:
+        return f"WireHeaders({dict(self)!r})"
+
+
+_constants: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # (ce_type, service) -> their encoded headers
+
+
+def cloudevent_wire(
+    ce_id: str, ce_type: str, service: str, subject: str | None, extra: list[tuple[str, bytes]] | None = None
+) -> WireHeaders:
+    """Binary-mode CloudEvents headers (ce_type from the event's stream), encoded; `extra` follows them.
+    The headers that depend on the stream and service only are encoded once."""
+    constant = _constants.get((ce_type, service))
+    if constant is None:
+        constant = _constants[(ce_type, service)] = [
+            (h.CE_TYPE, ce_type.encode()),
+            (h.CE_SOURCE, f"/postcall/{service}".encode()),
+            (h.CE_SPECVERSION, h.CE_SPECVERSION_VALUE.encode()),
+        ]
+    wire = [(h.CE_ID, ce_id.encode()), *constant, (h.CE_TIME, _now()[2]), (h.CONTENT_TYPE, _JSON)]
+    if subject:
+        wire.append((h.CE_SUBJECT, subject.encode()))
+    if extra:
+        wire += extra
+    return WireHeaders(wire)
+
+
+_JSON = h.JSON_CONTENT_TYPE.encode()
 
 
 def cloudevent_headers(
     value: BaseModel, ce_type: str, service: str, subject: str | None, fallback_id: str | None = None
 ) -> dict[str, str]:
-    """Binary-mode CloudEvents headers (ce_type from the event's stream)."""
-    source = _sources.get(service)
-    if source is None:
-        source = _sources[service] = f"/postcall/{service}"
-    out = {
-        h.CE_ID: event_id_of(value, fallback_id),
-        h.CE_TYPE: ce_type,
-        h.CE_SOURCE: source,
-        h.CE_SPECVERSION: h.CE_SPECVERSION_VALUE,
-        h.CE_TIME: now_iso(),
-        h.CONTENT_TYPE: h.JSON_CONTENT_TYPE,
-    }
-    if subject:
-        out[h.CE_SUBJECT] = subject
-    return out
+    """Binary-mode CloudEvents headers (ce_type from the event's stream), as text."""
+    return dict(cloudevent_wire(event_id_of(value, fallback_id), ce_type, service, subject))
 
 
 def header_dict(raw: Any) -> dict[str, str]:
@@ -156,4 +201,6 @@ def header_dict(raw: Any) -> dict[str, str]:
 
 
 def header_list(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    if type(headers) is WireHeaders:
+        return headers.wire
     return [(k, v.encode()) for k, v in headers.items()]

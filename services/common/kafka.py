@@ -331,7 +331,7 @@ class Batcher:
         for r in records:
             every = known[r.topic]
             partition = r.partition if r.partition is not None else self._partition(r.topic, r.key, every)
-            headers = [(k, v.encode()) for k, v in r.headers.items()]
+            headers = codec.header_list(r.headers)
             batch = self._open.get((r.topic, partition))
             if batch is None or batch.builder.append(timestamp=None, key=r.key, value=r.value, headers=headers) is None:
                 if batch is not None:  # full: hand it over

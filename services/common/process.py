@@ -123,18 +123,17 @@ class Processor:
         """Each event to its route's output: topic, key and ce_type from the stream, partition by policy."""
         out = []
         forwards = self.route.forwards_headers
-        forwarded = {k: ctx.headers[k] for k in forwards if k in ctx.headers} if forwards else None
+        forwarded = [(k, ctx.headers[k].encode()) for k in forwards if k in ctx.headers] if forwards else None
         for index, event in enumerate(events):
             plan = self._plans.get(type(event))
             if plan is None:
                 raise UndeclaredEvent(f"{type(event).__name__} is not an output of the {self.name} route")
             topic, ce_type, key_of, by_input = plan
             key = key_of(event) if key_of is not None else ctx.key
-            # an event without an id of its own (an action's result): one id per input, attempt and output
-            fallback = f"{ctx.topic}:{ctx.partition}:{ctx.offset}:{ctx.attempt}:{index}"
-            headers = codec.cloudevent_headers(event, ce_type, self.name, key, fallback)
-            if forwarded:
-                headers.update(forwarded)
+            ce_id = codec.own_event_id(event)
+            if ce_id is None:  # an event without an id of its own (an action's result): one per input, attempt, output
+                ce_id = f"{ctx.topic}:{ctx.partition}:{ctx.offset}:{ctx.attempt}:{index}"
+            headers = codec.cloudevent_wire(ce_id, ce_type, self.name, key, forwarded)
             out.append(
                 Outgoing(
                     topic,
