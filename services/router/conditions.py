@@ -414,8 +414,8 @@ def _test(cond: FieldCondition, ftype: str, tz: tzinfo) -> Callable[[Any], bool]
     bound = coerce(ftype, cond.value, tz)
     if ftype == "any":  # a quoted "18" is the number too: as text, "9" >= "18" would pass
         bound = _decimal(bound)
-    if ftype == "any" and isinstance(bound, int | float) and not isinstance(bound, bool):
-        return lambda a: a is not None and _compare(op, _decimal(a), bound)
+        if isinstance(bound, int | float) and not isinstance(bound, bool):
+            return lambda a: a is not None and _compare(op, _decimal(a), bound)
     return lambda a: a is not None and _compare(op, a, bound)
 
 
