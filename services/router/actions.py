@@ -72,7 +72,6 @@ from services.router.variables import ConversationValues
 
 ACTION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:postcall:action-id")  # never change: every id depends on it
 _NAMESPACE_BYTES = ACTION_NAMESPACE.bytes
-EMAIL = EMAIL_ADDRESS
 SUBJECT_LIMIT = 250
 HEADER_LIMIT = 1000  # characters of one rendered header value
 CELL_LIMIT = 50_000  # characters in one Google Sheets cell
@@ -499,9 +498,9 @@ def _recipient(
         if not address:
             return "", "", f"{template.source} rendered empty"
         domain = address.rpartition("@")[2].lower()
-        if EMAIL.fullmatch(address) and domain not in domains:
+        if EMAIL_ADDRESS.fullmatch(address) and domain not in domains:
             return "", "", f"dropped {address!r} from {template.source}: {domain} is not in allowed_domains"
-    if not EMAIL.fullmatch(address):
+    if not EMAIL_ADDRESS.fullmatch(address):
         return "", "", f"dropped invalid recipient {address!r} ({source})"
     return address, source, ""
 
