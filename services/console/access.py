@@ -209,8 +209,11 @@ async def resolve_or_none(request: Request) -> Access | None:
 
 def login_redirect(request: Request) -> Response:
     if request.headers.get("hx-request"):  # back to the page that asked, not to its fragment's URL
-        page = urlsplit(request.headers.get("hx-current-url", ""))
-        target = f"{PATH}/login?next={quote(page.path + ('?' + page.query if page.query else ''))}"
-        return Response(status_code=204, headers={"HX-Redirect": target})
-    target = f"{PATH}/login?next={quote(request.url.path + ('?' + request.url.query if request.url.query else ''))}"
-    return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
+        asked = urlsplit(request.headers.get("hx-current-url", ""))
+        return Response(status_code=204, headers={"HX-Redirect": _login_url(asked.path, asked.query)})
+    return RedirectResponse(_login_url(request.url.path, request.url.query), status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _login_url(path: str, query: str) -> str:
+    """The login page, which comes back to `path` (and its query) once logged in."""
+    return f"{PATH}/login?next={quote(path + ('?' + query if query else ''))}"
