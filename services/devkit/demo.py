@@ -25,9 +25,10 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -47,6 +48,7 @@ from services.devkit.webhooks import send_demo_webhooks, wait_ready
 
 EXPECTED = ROOT / "examples" / "expected.json"
 ARRIVED_OUTCOMES = {"delivered", "published", "skipped_duplicate"}
+T = TypeVar("T")
 
 
 @dataclass
@@ -144,10 +146,14 @@ async def demo(
     mode: str, kafka_port: int, timeout: float, ingress_port: int = 8080, llm: str = "heuristic", api_port: int = 8400
 ) -> int:
     os.environ.setdefault("POSTCALL_TOPIC_PARTITIONS", "3")
-    llama = await asyncio.to_thread(_start_llama) if llm == "local" else None
-    cluster = await asyncio.to_thread(KafkaCluster(size=1, ports=[_port_or_free(kafka_port)]).start)
+    llama: LlamaServer | None = None
+    if llm == "local":
+        llama = await _start_in_thread(_start_llama, lambda server: server.stop())
+    cluster: KafkaCluster | None = None
     stack: Stack | None = None
     try:
+        broker = KafkaCluster(size=1, ports=[_port_or_free(kafka_port)])
+        cluster = await _start_in_thread(broker.start, KafkaCluster.stop)
         kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
         created, _ = await ensure_topics(kafka, registry(), replication=1)
         partitions = default_partitions()  # postcall topics create names each as differing unless told
@@ -197,9 +203,22 @@ async def demo(
     finally:
         if stack is not None:
             stack.stop()
-        await asyncio.to_thread(cluster.stop)
+        if cluster is not None:
+            await asyncio.to_thread(cluster.stop)
         if llama is not None:
             llama.stop()
+
+
+async def _start_in_thread(start: Callable[[], T], stop: Callable[[T], object]) -> T:
+    """start() in a thread; a Ctrl-C meanwhile (the main task cancelled) waits for it to return and stops what
+    it started: the broker and llama-server run in their own session, so the signal never reaches them."""
+    started = asyncio.ensure_future(asyncio.to_thread(start))
+    try:
+        return await asyncio.shield(started)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(stop, await started)
+        raise
 
 
 async def _wait_api(api: str, stack: Stack, timeout: float = 60.0) -> None:

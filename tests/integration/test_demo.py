@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from services.devkit.demo import EXPECTED
 from services.devkit.kafka import ROOT, free_port
@@ -61,3 +64,41 @@ def test_make_demo_delivers_every_expected_action_and_exits_0() -> None:
     assert made.returncode == 0 and made.stderr.endswith(f"stored in {store[1]}\n"), made.stderr
     for platform in ("vapi", "retell", "elevenlabs"):  # real HTTP -> ingress -> Kafka -> three services -> sink
         assert re.search(rf"^webhook {platform} +-> 200 published$", done.stdout, re.M), done.stdout[-3000:]
+
+
+def test_ctrl_c_while_the_broker_starts_leaves_no_broker_running(tmp_path: Path) -> None:
+    """The broker runs in its own session (Ctrl-C must reach only the driver), and it was started in a thread:
+    a Ctrl-C before it was ready cancelled the demo, nobody stopped the broker, and it ran on (holding 9092)
+    until the next run's reap_orphans()."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "services.devkit.demo", "run", "--kafka-port", str(free_port())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_files := list(tmp_path.glob("postcall-kafka-*/node-1/broker.pid"))):
+            assert demo.poll() is None and time.monotonic() < deadline, "the broker did not start"
+            time.sleep(0.05)
+        broker = int(pid_files[0].read_text())
+        demo.send_signal(signal.SIGINT)
+        output = demo.communicate(timeout=90)[0].decode()
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _running(broker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(broker), output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
