@@ -8,7 +8,6 @@ the topics. The audit row is written whatever happened: how many were chosen, se
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -61,31 +60,27 @@ async def replay_dead_letters(
     async with store.read() as conn:
         rows = await queries.dead_letter_records(conn, filters, limit)
     # those `replay_records` leaves out (no valid original topic) are not chosen: the letters sent are
-    # the first `sent` of those claimed
+    # the first `sent` of those taken
     chosen = [(row, d) for row, d in ((row, _letter(row)) for row in rows) if replay_target(d) is not None]
-    if dry_run:
-        free = [d for row, d in chosen if not claims.live(row.replay_claimed_until)]
-        result = _chosen(len(chosen), free, dry_run)
-        await _audit(store, who, "replay", _target(filters, limit), result)
-        return result
-    mine, got = await claims.claim(store, ((row.id, row.replayed_at) for row, _ in chosen), lease)
-    claimed = [(row.id, d) for row, d in chosen if row.id in got]
-    result = _chosen(len(chosen), [d for _, d in claimed], dry_run)
-    if not claimed:
+    if dry_run:  # what a replay would take now: the letters no live claim holds
+        mine, taken = "", [(row.id, d) for row, d in chosen if not claims.live(row.replay_claimed_until)]
+    else:
+        mine, got = await claims.claim(store, ((row.id, row.replayed_at) for row, _ in chosen), lease)
+        taken = [(row.id, d) for row, d in chosen if row.id in got]
+    items = [d.coordinates for _, d in taken]
+    result = OperationResult(
+        matched=len(chosen), sent=0, dry_run=dry_run, items=items, skipped=len(chosen) - len(taken)
+    )
+    if dry_run or not taken:
         await _audit(store, who, "replay", _target(filters, limit), result)
         return result
     entry = await _audit(store, who, "replay", _target(filters, limit), result, sending=True)
     async with claims.held(store, mine, lease):
-        result = await _send(kafka, replay_records([d for _, d in claimed], who.name, via="api"), rate, result)
-    await claims.settle(store, mine, [i for i, _ in claimed[: result.sent]], who.name)
+        result = await _send(kafka, replay_records([d for _, d in taken], who.name, via="api"), rate, result)
+    await claims.settle(store, mine, [i for i, _ in taken[: result.sent]], who.name)
     async with store.write() as conn:
         await tokens.complete_audit(conn, entry, _outcome(result))
     return result
-
-
-def _chosen(matched: int, letters: Sequence[DeadLetter], dry_run: bool) -> OperationResult:
-    items = [d.coordinates for d in letters]
-    return OperationResult(matched=matched, sent=0, dry_run=dry_run, items=items, skipped=matched - len(letters))
 
 
 async def _audit(
