@@ -14,6 +14,7 @@ it cannot compile is refused at load (and by `postcall config validate`) with it
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time
@@ -209,7 +210,7 @@ def value_problem(ftype: str, values: tuple[str, ...] | None, value: Any) -> str
         return None
     ok = {
         "boolean": isinstance(value, bool),
-        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "number": isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
         "integer": isinstance(value, int) and not isinstance(value, bool),
         "enum": isinstance(value, str) and (values is None or value in values),
         "date": isinstance(value, str) and _is_iso(value, date),
@@ -220,6 +221,8 @@ def value_problem(ftype: str, values: tuple[str, ...] | None, value: Any) -> str
         return None
     if ftype == "enum" and values:
         return f"{value!r} is not one of the enum values {list(values)}"
+    if ftype == "number" and isinstance(value, float):  # NaN or infinity: no extracted number compares with it
+        return f"{value!r} is not a valid number value (a finite number)"
     if ftype == "time":  # a time of day with a UTC offset would never compare with the extracted one
         return f"{value!r} is not a valid time value (a time of day, HH:MM, without a UTC offset)"
     return f"{value!r} is not a valid {ftype} value"

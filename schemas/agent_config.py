@@ -43,6 +43,8 @@ from schemas.end_reasons import EndReason
 
 FieldType = Literal["string", "number", "integer", "boolean", "enum", "date", "datetime", "time", "phone", "email"]
 
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # a phone number, as the extractor gives a phone field
+
 
 class FieldSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -682,9 +684,16 @@ class ScheduleCallAction(_Action):
     type: Literal["schedule_call"]
     use_field: str | None = Field(None, description="Extracted date/datetime field giving the call time.")
     fallback_delay_minutes: int = Field(1440, ge=0, le=525_600)
-    from_number: str | None = None
+    from_number: str | None = Field(None, description="The number to call from, E.164 (+13125550100).")
     to_field: str | None = Field(None, description="Extracted phone field; default: the customer's number.")
     business_hours: BusinessHours | None = None
+
+    @field_validator("from_number")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is not None and not E164.fullmatch(value):
+            raise ValueError(f"{value!r} is not a phone number in E.164 form (+ and 7 to 15 digits)")
+        return value
 
 
 def _priority(value: Any) -> Any:

@@ -65,6 +65,19 @@ BAD = [
         "8: flows[0].when.value: 'yes' is not a valid boolean value",
     ),
     (
+        "number-value-not-finite",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: score, op: '>', value: .nan}"),
+        "8: flows[0].when.value: nan is not a valid number value (a finite number)",
+    ),
+    (
+        "schedule-call-from-a-number-that-is-not-e164",
+        GOOD.replace(
+            "- {type: webhook, destination: crm,",
+            "- {type: schedule_call, from_number: 'call me'}\n      - {type: webhook, destination: crm,",
+        ),
+        "10: flows[0].actions[0].from_number: 'call me' is not a phone number in E.164 form (+ and 7 to 15 digits)",
+    ),
+    (
         "time-with-a-utc-offset",
         GOOD.replace("{name: score, type: number}", "{name: score, type: time}").replace(
             "{end_reason: CUSTOMER_HANGUP}", "{field: score, op: '>', value: '09:00+02:00'}"
