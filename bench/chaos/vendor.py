@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import httpx
-from standardwebhooks import Webhook
 
 from schemas.events import ConversationEnded
 from services.common import codec
+from services.devkit.webhooks import signed_headers
 
 
 class Vendor:
@@ -36,13 +35,7 @@ class Vendor:
         message_id = f"msg_{event.event_id}"  # the same webhook-id on every retry, as Standard Webhooks senders do
         while True:
             async with self.slots:
-                now = datetime.now(UTC)
-                headers = {
-                    "content-type": "application/json",
-                    "webhook-id": message_id,
-                    "webhook-timestamp": str(int(now.timestamp())),
-                    "webhook-signature": Webhook(self.secret).sign(message_id, now, body),
-                }
+                headers = signed_headers("native", body, self.secret, message_id=message_id)
                 try:
                     answer = await client.post(self.url, content=body, headers=headers)
                     status = answer.status_code

@@ -34,8 +34,11 @@ DEMO_WEBHOOKS = (
 )
 
 
-def signed_headers(platform: str, body: bytes, secret: str, now: float | None = None) -> dict[str, str]:
-    """The authentication headers `platform` sends with `body` (Vapi: its default HMAC credential)."""
+def signed_headers(
+    platform: str, body: bytes, secret: str, now: float | None = None, message_id: str | None = None
+) -> dict[str, str]:
+    """The authentication headers `platform` sends with `body` (Vapi: its default HMAC credential).
+    Native: `message_id` is the webhook-id (a sender keeps it on every retry; default a new one)."""
     moment = time.time() if now is None else now
     headers = {"content-type": "application/json"}
     if platform == "vapi":
@@ -45,7 +48,7 @@ def signed_headers(platform: str, body: bytes, secret: str, now: float | None = 
     elif platform == "elevenlabs":
         headers["elevenlabs-signature"] = elevenlabs_signature(body, secret, int(moment))
     elif platform == "native":
-        message_id = f"msg_{uuid.uuid4().hex}"
+        message_id = message_id or f"msg_{uuid.uuid4().hex}"
         signature = Webhook(secret).sign(message_id, datetime.fromtimestamp(moment, UTC), body)
         headers |= {"webhook-id": message_id, "webhook-timestamp": str(int(moment)), "webhook-signature": signature}
     else:
