@@ -257,19 +257,26 @@ def _action(
     line.append(f" — {_s(result.reason)}")
     if action_id is not None:
         line.append(f"\n  action {_s(action_id)}: ", style="dim")
-        line.append_text(_outcome(results.get(action_id)))
+        done = results.get(action_id)
+        line.append_text(_outcome(done))
+        reply = _reply(done.type if done is not None else getattr(plan, "type", None))
         for attempt in attempts.get(action_id, []) if len(attempts.get(action_id, [])) > 1 else []:
-            line.append("\n    ").append_text(_attempt(attempt))
+            line.append("\n    ").append_text(_attempt(attempt, reply))
     branch.add(line)
 
 
-def _attempt(a: Attempt) -> Text:
+def _reply(action_type: str | None) -> str:
+    """What a status code is: an email's is the SMTP server's reply (250), every other action's HTTP's."""
+    return "SMTP" if action_type == "email" else "HTTP"
+
+
+def _attempt(a: Attempt, reply: str) -> Text:
     """`attempt 1: failed HTTP 503 in 12 ms at ... — error; next retry at ...`"""
     good = a.outcome in ("delivered", "published", "skipped_duplicate")
     text = Text(f"attempt {a.attempt}: ", style="dim")
     text.append(_s(a.outcome), style="green" if good else "red")
     if a.status_code is not None:
-        text.append(f" HTTP {a.status_code}")
+        text.append(f" {reply} {a.status_code}")
     if a.result_id:
         text.append(f" id {_short(a.result_id)}")
     if a.latency_ms is not None:
@@ -291,7 +298,7 @@ def _outcome(done: ActionCompleted | None) -> Text:
     text = Text(_s(done.outcome), style="green" if good else "red")
     details = [f"{done.attempts} attempt(s)"]
     if done.status_code is not None:
-        details.insert(0, f"HTTP {done.status_code}")
+        details.insert(0, f"{_reply(done.type)} {done.status_code}")
     if done.result_id:
         details.insert(1 if done.status_code is not None else 0, f"id {_short(done.result_id)}")
     if done.latency_ms is not None:

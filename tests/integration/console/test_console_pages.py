@@ -548,6 +548,24 @@ async def test_a_call_shows_its_held_flows_and_its_destinations_state_from_the_d
     assert "breaker open" in html.split('id="destination-state"', 1)[1]
 
 
+async def test_agents_page_names_an_smtp_destinations_last_reply_as_smtp(store: Store) -> None:
+    """An email destination's last attempt read "(HTTP 250)": it is the SMTP server's reply."""
+    now = datetime.now(UTC)  # the page reads the last 7 days
+    mail = result("act-mail", "mail-call", "delivered", status_code=250, kind="email", at=now)
+    await writer.write(
+        store,
+        rows_of(
+            [*story("mail-call", at=now), (ACTION_RESULTS, mail.model_copy(update={"destination": "support-email"}))]
+        ),
+    )
+    files = {"destinations_file": str(ROOT / "examples" / "dispatcher" / "destinations.yaml")}
+    async with console_for(store, console=files) as c:
+        agents = (await c.get("/console/agents")).text
+    row = agents.split("<code>support-email</code>", 1)[1].split("</tr>", 1)[0]
+    assert "(SMTP 250)" in row and "HTTP" not in row
+    assert "(HTTP 200)" in agents.split("<code>crm</code>", 1)[1].split("</tr>", 1)[0]
+
+
 async def test_a_call_page_says_when_destination_state_cannot_be_read(store: Store) -> None:
     await writer.write(store, rows_of(story("plain-call")))
     async with console_for(store) as c:

@@ -155,3 +155,53 @@ def test_explain_prints_a_hostile_trace_as_text() -> None:
     )
     assert "\x1b]8" not in out.getvalue() and "\x1b[2J" not in out.getvalue()
     assert "conv-[/]" in out.getvalue() and "[/bold]" in out.getvalue()
+
+
+def test_explain_names_an_emails_status_code_as_the_smtp_servers_reply() -> None:
+    """An email's 250 (the SMTP server's reply) was shown as "HTTP 250"."""
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    planned = [PlannedAction(action_id=f"a-{t}", type=t, topic="t", destination="d") for t in ("email", "webhook")]
+    trace = DecisionTrace(
+        event_id="e",
+        conversation_id="c",
+        agent_id="support-line",
+        config_revision="r",
+        extraction_status="ok",
+        decided_at=at,
+        flows=[
+            FlowDecision(
+                flow_id="f",
+                enabled=True,
+                fired=True,
+                reason="when matched",
+                conditions=[
+                    ConditionResult(
+                        path=f"actions[{i}]",
+                        kind="action",
+                        passed=True,
+                        expected=p.type,
+                        actual=p.action_id,
+                        reason="sent",
+                    )
+                    for i, p in enumerate(planned)
+                ],
+                actions=planned,
+            )
+        ],
+    )
+    story = Story("c", decisions=[trace])
+    story.add_results(
+        [
+            ActionCompleted(action_id="a-email", conversation_id="c", type="email", outcome="failed", attempts=1,
+                            status_code=451, completed_at=at),
+            ActionCompleted(action_id="a-email", conversation_id="c", type="email", outcome="delivered", attempts=2,
+                            status_code=250, completed_at=at),
+            ActionCompleted(action_id="a-webhook", conversation_id="c", type="webhook", outcome="delivered",
+                            attempts=1, status_code=200, completed_at=at),
+        ]
+    )  # fmt: skip
+    out = io.StringIO()
+    render(story, Console(file=out, force_terminal=True, color_system=None, width=200))
+    text = out.getvalue()
+    assert "SMTP 250" in text and "SMTP 451" in text and "HTTP 200" in text
+    assert "HTTP 250" not in text and "HTTP 451" not in text
