@@ -11,7 +11,8 @@ AJV    := .cache/ajv/node_modules/ajv/package.json
 LLM ?= heuristic
 
 help:
-	@echo "make run    - Kafka + topics + the three services + the webhook ingress (URL printed) + demo sink;"
+	@echo "make run    - Kafka + topics + the three services + the webhook ingress + the recorder (SQLite store),"
+	@echo "             the query API and the console (URLs printed) + demo sink;"
 	@echo "             publishes the examples, sends one webhook per vendor through the ingress; Ctrl-C stops all"
 	@echo "make demo   - the same, exits 0 when every expected action arrived"
 	@echo "make test   - the whole suite (unit, contract, integration on a real broker)"
