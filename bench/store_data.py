@@ -48,7 +48,7 @@ CONVERSATION_COLUMNS = (
     "end_reason", "end_reason_raw", "source_platform", "customer_name", "customer_phone", "customer_email",
     "event", "received_at", "extraction_status", "summary", "needs_review", "flows_fired", "actions_total",
     "actions_delivered", "actions_failed", "actions_dead_lettered", "dead_letters", "has_failure",
-    "prompt_tokens", "completion_tokens", "cost_usd", "search_text",
+    "prompt_tokens", "completion_tokens", "cost_usd", "search_text", "stored_at",
 )  # fmt: skip
 EXTRACTION_COLUMNS = (
     "kafka_topic", "kafka_partition", "kafka_offset", "conversation_id", "event_id", "extracted_at", "status",
@@ -128,7 +128,8 @@ def _one(i: int, rnd: random.Random, tpl: Templates, out: dict[str, list[tuple[A
          180.0, reason, reason.lower(), "vapi", name, phone, email, tpl.event.replace(PLACEHOLDER, cid),
          ended_at + timedelta(seconds=6), "failed" if failed_extraction else "ok",
          None if failed_extraction else summary, review, 1, 2, delivered, failed, dead, 0, bool(failed or dead),
-         120, 30, 0.0004, f"{'' if failed_extraction else summary.lower()} {name.lower()} {phone} {email}")
+         120, 30, 0.0004, f"{'' if failed_extraction else summary.lower()} {name.lower()} {phone} {email}",
+         ended_at + timedelta(seconds=7))
     )  # fmt: skip
     out["extractions"].append(
         (CONVERSATION_EXTRACTED, i % 12, i, cid, f"evt-{cid}", ended_at + timedelta(seconds=2),
