@@ -33,8 +33,18 @@ Authenticator = Callable[[Request], Awaitable[Principal | None]]
 BEARER = HTTPBearer(auto_error=False, description="A token from `postcall api token create NAME --role ROLE`.")
 
 
-#: a request that carries one came through a proxy, which the open mode (loopback, no token) never serves
-PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+#: a request that carries one came through a proxy, which the open mode (loopback, no token) never serves:
+#: Via is every HTTP proxy's duty (RFC 9110, 7.6.3); Envoy and load balancers send X-Forwarded-Proto/-Port
+PROXY_HEADERS = (
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-real-ip",
+    "via",
+)
 
 
 class BindRefused(Exception):

@@ -75,6 +75,23 @@ async def test_the_open_mode_serves_no_request_that_came_through_a_proxy(store: 
         assert (await anyone.get("/api/v1/conversations", headers={"host": "127.0.0.1:8000"})).status_code == 200
 
 
+async def test_the_open_mode_serves_no_request_with_a_proxys_via_or_other_forwarded_header(store: Store) -> None:
+    """HTTP asks every proxy to add Via (RFC 9110, 7.6.3: Squid, Varnish, Apache with ProxyVia do), and
+    Envoy, Traefik and load balancers add X-Forwarded-Proto / -Port / -Server: a request with any of them
+    came through a proxy, whatever the case of its name."""
+    async with client_for(store) as anyone:
+        for header in (
+            {"Via": "1.1 edge"},
+            {"X-Forwarded-Proto": "https"},
+            {"x-forwarded-port": "443"},
+            {"X-FORWARDED-SERVER": "edge"},
+        ):
+            api = await anyone.get("/api/v1/conversations", headers={"host": "127.0.0.1:8000", **header})
+            assert api.status_code == 401, (header, api.status_code)
+            page = await anyone.get("/console/conversations", headers={"host": "127.0.0.1:8000", **header})
+            assert page.status_code == 303 and page.headers["location"].startswith("/console/login"), header
+
+
 async def test_roles_decide_what_a_token_may_do(store: Store) -> None:
     viewer, operator = await create(store, "grafana", "viewer"), await create(store, "alice", "operator")
     async with client_for(store, viewer) as v, client_for(store, operator) as o, client_for(store, "pc_nope") as bad:
