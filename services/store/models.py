@@ -104,7 +104,9 @@ class Conversation(Base):
     event: Mapped[str] = mapped_column(Text, doc="The ConversationEnded JSON.")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="Kafka timestamp of the record kept.")
     stored_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, doc="The store's time when the row was first written; a newer event does not change it."
+        UTCDateTime,
+        server_default=text("CURRENT_TIMESTAMP"),  # a recorder older than 0010 (a rolling upgrade) does not set it
+        doc="The store's time when the row was first written; a newer event does not change it.",
     )
     # recomputed from the children after each batch
     extraction_status: Mapped[str | None] = mapped_column(String, doc="Of the newest extraction; null: none yet.")

@@ -167,3 +167,17 @@ async def test_conversations_stored_before_0010_are_stored_at_their_received_tim
         await engine.dispose()
     assert {cid: at == received for cid, at, received, _ in stored} == {"c1": True, "c2": True}
     assert {cid: ended_at for cid, _, _, ended_at in stored}["c1"] == T0 + timedelta(hours=1)  # the newer event
+
+
+async def test_a_recorder_of_the_version_before_0010_still_stores_conversations_after_it(database_url: str) -> None:
+    """A rolling upgrade: the first new pod migrates, the old recorder pods keep writing until they are rolled
+    (docs/operations.md). They insert conversations without stored_at, which 0010 made NOT NULL: the store
+    fills it with its own time instead of refusing the row."""
+    rows = one_per_conversation(rows_of(story("c1")))
+    c = table(Conversation).c
+    async with Store.open(DatabaseSettings(url=database_url), writer=True) as store:
+        async with store.write() as conn:
+            await conn.execute(table(Conversation).insert(), rows)  # as the 0009-era writer: no stored_at
+        async with store.read() as conn:
+            stored = (await conn.execute(select(c.conversation_id, c.stored_at))).all()
+    assert [cid for cid, _ in stored] == ["c1"] and stored[0][1] is not None

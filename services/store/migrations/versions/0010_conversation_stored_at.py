@@ -26,7 +26,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("stored_at", UTCDateTime(), nullable=True))
     op.execute("UPDATE conversations SET stored_at = received_at")
     with op.batch_alter_table("conversations", schema=None) as batch_op:
-        batch_op.alter_column("stored_at", existing_type=UTCDateTime(), nullable=False)
+        # the store's time for rows a recorder of the version before inserts meanwhile (a rolling upgrade)
+        batch_op.alter_column(
+            "stored_at", existing_type=UTCDateTime(), nullable=False, server_default=sa.text("CURRENT_TIMESTAMP")
+        )
         batch_op.create_index(
             batch_op.f("ix_conversations_stored_at_conversation_id"), ["stored_at", "conversation_id"]
         )
