@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, create_model
 
+from schemas.agent_config import E164
 from schemas.agents import ExtractionSpec, FieldSpec
 from schemas.events import ExtractedValue, TriggerAnswer
 from services.extractor.values import EMAIL, find_times, normalize_phone
@@ -40,7 +41,7 @@ KEYWORDS: dict[str, JsonSchema] = {
     "date": {"format": "date"},
     "datetime": {"format": "date-time"},
     "time": {"pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-    "phone": {"pattern": "^\\+[1-9][0-9]{6,14}$"},
+    "phone": {"pattern": f"^{E164.pattern}$"},
     "email": {"pattern": "^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}$"},
     "string": {"maxLength": 120},
 }
