@@ -34,7 +34,7 @@ from schemas.topics import CONVERSATION_ENDED
 from services.cli.apiclient import Api, ApiClient, ApiRefused, ApiUnreachable, Token
 from services.cli.dlq import operator
 from services.cli.options import Bootstrap, kafka_settings
-from services.cli.plain import plain
+from services.cli.plain import escape_controls, plain
 from services.cli.republish import republish as send_all
 from services.common import codec
 from services.common.codec import Outgoing, now_iso
@@ -229,6 +229,7 @@ def reextract(
     kafka = kafka_settings(bootstrap)
     chosen = asyncio.run(select(kafka, Filters(wanted, since, until, agent), topic))
     _table(chosen)
+    _unmatched(wanted, {i for c in chosen for i in (c.conversation_id, c.event_id)}, f"on {topic}")
     if dry_run or not chosen:
         console.print(f"{len(chosen)} conversation(s) {'would be republished' if dry_run else 'to republish'}")
         return
@@ -254,11 +255,24 @@ def _from_store(
         raise typer.Exit(2) from None
     for conversation_id in result["items"]:
         console.print(plain(conversation_id))
+    if len(result["items"]) == result["matched"]:  # every match listed (not cut at --limit)
+        _unmatched(frozenset(chosen["ids"] or ()), set(result["items"]), "in the store")
     verb = "would be republished" if dry_run else f"chosen, {result['sent']} republished"
     console.print(f"{result['matched']} conversation(s) from the store {verb} for re-extraction")
     if result.get("error"):
         typer.echo(f"postcall reextract: {result['error']}", err=True)
         raise typer.Exit(2)
+
+
+def _unmatched(wanted: frozenset[str], found: set[str], where: str) -> None:
+    """Name the --ids that matched nothing (a typo, a call past the topic's retention): "0 chosen" alone
+    did not say which."""
+    missing = sorted(wanted - found)
+    if missing:
+        typer.echo(
+            f"postcall reextract: no conversation {where} matches --ids {', '.join(map(escape_controls, missing))}",
+            err=True,
+        )
 
 
 def _table(chosen: Sequence[Chosen]) -> None:

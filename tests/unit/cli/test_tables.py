@@ -31,3 +31,21 @@ def test_reextract_prints_conversation_and_event_ids_whole_in_80_columns(monkeyp
     reextract._table([Chosen(2, 3, 0, c.encode(), b"{}", {}, e, c, "support-line") for c, e in ids])
     assert ids[0][0] in buffer.getvalue()  # whole, on one line: what --ids takes
     assert "…" not in buffer.getvalue()  # the event id and the time fold, nothing is cut
+
+
+def test_reextract_names_the_ids_that_matched_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--ids` with a typo reported "0 conversation(s) ..." without saying which id found nothing."""
+    found = Chosen(2, 3, 0, b"conv-1", b"{}", {}, "evt-1", "conv-1", "support-line")
+
+    async def select(*args: object) -> list[Chosen]:
+        return [found]
+
+    monkeypatch.setattr(reextract, "select", select)
+    out = CliRunner().invoke(
+        app,
+        ["reextract", "--ids", "conv-1,conv-typo,evt-gone", "--dry-run", "--source", "topic"],
+        env={"COLUMNS": "200"},
+    )
+    assert out.exit_code == 0, out.output
+    assert "no conversation on postcall.conversation-ended.v1 matches --ids conv-typo, evt-gone" in out.output
+    assert "1 conversation(s) would be republished" in out.output
