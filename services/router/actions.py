@@ -30,6 +30,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas.agent_config import (
+    E164,
     EMAIL_ADDRESS,
     Action,
     AppendRowAction,
@@ -521,8 +522,12 @@ def _route_recipients(
 
 def _schedule_call(config: ScheduleCallAction, tz: ZoneInfo) -> Builder:
     def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
-        number = values.field(config.to_field) if config.to_field else None
-        number = number if isinstance(number, str) and number.strip() else event.conversation.customer.phone_number
+        heard = values.field(config.to_field) if config.to_field else None
+        number = heard.strip() if isinstance(heard, str) else None
+        note = ""
+        if number and not E164.fullmatch(number):  # a string field may hold anything the caller said
+            number, note = None, f"; {config.to_field} holds no E.164 number: the customer's is called"
+        number = number or event.conversation.customer.phone_number
         if not number:
             return None, "skipped: no number to call (the customer has no phone number)"
         when = call_time(config, event, tz)
@@ -537,7 +542,7 @@ def _schedule_call(config: ScheduleCallAction, tz: ZoneInfo) -> Builder:
                 "business_hours_applied": when.business_hours_applied,
             },
         )
-        return action, f"call {number} at {_iso(when.at)} ({when.note})"
+        return action, f"call {number} at {_iso(when.at)} ({when.note}){note}"
 
     return build
 

@@ -211,6 +211,19 @@ def test_schedule_call_prefers_the_extracted_number(tmp_path: Path) -> None:
     assert isinstance(call, ScheduleCallRequested) and call.to_number == "+13125550178"
 
 
+def test_schedule_call_from_a_text_field_calls_only_a_phone_number(tmp_path: Path) -> None:
+    """`to_field` may name a string field: whatever the extractor heard ("my office", "the usual") was sent to
+    the dialer as the number to call. A value that is no E.164 number falls back to the customer's, and
+    the trace says so; a number written as one is called."""
+    config = SCHEDULING.replace("{name: callback_number, type: phone}", "{name: callback_number, type: string}")
+    trace, [call] = agent(tmp_path, config).route(event(fields={"callback_number": "my office line"}), NOW)
+    assert isinstance(call, ScheduleCallRequested) and call.to_number == "+16305550123"  # the customer's
+    [planned] = [c for c in trace.flows[0].conditions if c.kind == "action"]
+    assert "callback_number holds no E.164 number" in planned.reason, planned.reason
+    _, [call] = agent(tmp_path, config).route(event(fields={"callback_number": " +13125550178 "}), NOW)
+    assert isinstance(call, ScheduleCallRequested) and call.to_number == "+13125550178"
+
+
 def test_schedule_call_without_a_number_is_skipped_with_a_reason(tmp_path: Path) -> None:
     trace, actions = agent(tmp_path, SCHEDULING).route(event(customer={"phone_number": None}), NOW)
     assert actions == []
