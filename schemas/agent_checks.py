@@ -83,6 +83,8 @@ def semantic_problems(cfg: AgentFile) -> Iterator[Issue]:
     for i, spec in enumerate(cfg.extraction.fields):
         if spec.type == "enum" and not spec.values:
             yield ("extraction", "fields", i, "values"), f"enum field {spec.name!r} needs `values`"
+        elif spec.type != "enum" and spec.values is not None:  # ignored otherwise: the author meant an enum
+            yield ("extraction", "fields", i, "values"), f"`values` is for enum fields; {spec.name!r} is {spec.type}"
     yield from _timezone(cfg.timezone, ("timezone",))
     yield from _duplicates([r.id for r in cfg.recipient_routes], ("recipient_routes",), "id", "recipient route")
     yield from _duplicates([f.id for f in cfg.flows], ("flows",), "id", "flow id")

@@ -65,6 +65,11 @@ BAD = [
         "8: flows[0].when.value: 'yes' is not a valid boolean value",
     ),
     (
+        "values-on-a-field-that-is-not-an-enum",
+        GOOD.replace("{name: score, type: number}", "{name: score, type: string, values: [low, high]}"),
+        "5: extraction.fields[1].values: `values` is for enum fields; 'score' is string",
+    ),
+    (
         "number-value-not-finite",
         GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{field: score, op: '>', value: .nan}"),
         "8: flows[0].when.value: nan is not a valid number value (a finite number)",
