@@ -70,8 +70,12 @@ def test_ctrl_c_while_the_broker_starts_leaves_no_broker_running(tmp_path: Path)
     """The broker runs in its own session (Ctrl-C must reach only the driver), and it was started in a thread:
     a Ctrl-C before it was ready cancelled the demo, nobody stopped the broker, and it ran on (holding 9092)
     until the next run's reap_orphans()."""
+    # Ctrl-C as a terminal delivers it: a shell without job control starts background jobs (a CI runner,
+    # `make test &`) with SIGINT ignored, which every child inherits; the demo would never see the signal
+    ctrl_c_default = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    ctrl_c_default += "runpy.run_module('services.devkit.demo', run_name='__main__')"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "services.devkit.demo", "run", "--kafka-port", str(free_port())],
+        [sys.executable, "-c", ctrl_c_default, "run", "--kafka-port", str(free_port())],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
