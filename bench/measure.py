@@ -38,7 +38,10 @@ def ratio_line(
     ratio = value / baseline if baseline else 0.0
     passed = None if goal is None else ratio >= goal
     verdict = "" if goal is None else f" (goal >= {goal:g}) {'PASS' if passed else 'FAIL'}"
-    text = f"{label}: {fmt(value)} {unit} vs {baseline_label} {fmt(baseline)} {unit} = {ratio:.2f}{verdict}"
+    shown = f"{ratio:.2f}"
+    if goal is not None and shown == f"{goal:.2f}" and ratio != goal:  # "0.50 (goal >= 0.5) FAIL" said nothing
+        shown = f"{ratio:.3f}"
+    text = f"{label}: {fmt(value)} {unit} vs {baseline_label} {fmt(baseline)} {unit} = {shown}{verdict}"
     return {
         "kind": "ratio",
         "label": label,

@@ -141,3 +141,12 @@ def test_the_host_speed_probe_of_the_runs_start_and_end_is_in_the_report(tmp_pat
     run["probe_end"] = {"python_us": 2480.2, "pydantic_us": 3300.0}
     assert "start 1,650 / 2,210 µs; end 2,480 / 3,300 µs." in report.markdown(run)
     assert "Host speed probe" not in report.markdown(synthetic_run())  # runs from before it
+
+
+def test_a_ratio_that_rounds_to_its_goal_shows_the_digit_that_decides_it() -> None:
+    """The ingress's 6,012 vs 12,098 req/s printed "= 0.50 (goal >= 0.5) FAIL"."""
+    missed = ratio_line("ingress", 6012, "bare", 12098, goal=0.5)
+    assert missed["text"].endswith("= 0.497 (goal >= 0.5) FAIL")
+    assert ratio_line("ingress", 6060, "bare", 12098, goal=0.5)["text"].endswith("= 0.501 (goal >= 0.5) PASS")
+    assert ratio_line("ingress", 7213, "bare", 12098, goal=0.5)["text"].endswith("= 0.60 (goal >= 0.5) PASS")
+    assert ratio_line("ingress", 50, "bare", 100, goal=0.5)["text"].endswith("= 0.50 (goal >= 0.5) PASS")
