@@ -33,7 +33,6 @@ from schemas.events import (
 Row = dict[str, Any]
 ZERO = timedelta(0)
 DONE_OUTCOMES = ("delivered", "published", "skipped_duplicate")
-MAX_ID = MAX_ID_LENGTH  # the contract's longest id (schemas.events.Id)
 
 
 @dataclass(frozen=True)
@@ -345,10 +344,10 @@ def dead_letter(
     if isinstance(key, bytes):
         key = key.decode("utf-8", "replace")
     # indexed columns: PostgreSQL refuses an index entry over 8 kB, and keys and headers are anyone's
-    conversation_id = _conversation_of(value) or (key[:MAX_ID] if key else None)
+    conversation_id = _conversation_of(value) or (key[:MAX_ID_LENGTH] if key else None)
     row = _row(
         **source.columns(),
-        service=(headers.get(h.DLQ_SERVICE) or service)[:MAX_ID],
+        service=(headers.get(h.DLQ_SERVICE) or service)[:MAX_ID_LENGTH],
         original_topic=headers.get(h.ORIGINAL_TOPIC),
         original_partition=_int(headers.get(h.ORIGINAL_PARTITION)),
         original_offset=_int(headers.get(h.ORIGINAL_OFFSET)),
@@ -407,7 +406,7 @@ def _conversation_of(value: bytes | None) -> str | None:
     found = data.get("conversation_id")
     if found is None and isinstance(data.get("conversation"), dict):
         found = data["conversation"].get("conversation_id")
-    return str(found)[:MAX_ID] if isinstance(found, str | int) and str(found) else None
+    return str(found)[:MAX_ID_LENGTH] if isinstance(found, str | int) and str(found) else None
 
 
 def _int(value: str | None) -> int | None:
