@@ -43,7 +43,16 @@ from schemas.end_reasons import EndReason
 
 FieldType = Literal["string", "number", "integer", "boolean", "enum", "date", "datetime", "time", "phone", "email"]
 
-E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # a phone number, as the extractor gives a phone field
+# What a phone or an email field's value is, as the extractor gives it: the answer's validation, the
+# pattern a grammar-constraining server (llama.cpp) compiles, the heuristic's finders and the router's
+# check of a number to call are these two. Plain groups and bounded repeats only, so that each is also a
+# JSON Schema pattern that server reads (it knows no (?:...) or \b). Every part of an email is bounded (a
+# local part of at most 64 characters, a label 63). E.164's shortest numbers have seven digits (Niue, +683
+# and four). An email recipient in the configuration is EMAIL_ADDRESS, below: any one plain address.
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+EMAIL_VALUE = re.compile(
+    r"[A-Za-z0-9_][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
+)
 
 
 class FieldSpec(BaseModel):

@@ -21,10 +21,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, create_model
 
-from schemas.agent_config import E164
+from schemas.agent_config import E164, EMAIL_VALUE
 from schemas.agents import ExtractionSpec, FieldSpec
 from schemas.events import ExtractedValue, TriggerAnswer
-from services.extractor.values import EMAIL, find_times, normalize_phone
+from services.extractor.values import find_times, normalize_phone
 
 JsonSchema = dict[str, Any]
 FORMATS = {
@@ -42,7 +42,7 @@ KEYWORDS: dict[str, JsonSchema] = {
     "datetime": {"format": "date-time"},
     "time": {"pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
     "phone": {"pattern": f"^{E164.pattern}$"},
-    "email": {"pattern": "^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}$"},
+    "email": {"pattern": f"^{EMAIL_VALUE.pattern}$"},
     "string": {"maxLength": 120},
 }
 EVIDENCE_CHARS = 160  # a quote of a sentence or two; a small model otherwise fills every string to the bound
@@ -87,7 +87,7 @@ def _phone(country_code: str) -> Any:
 def _email(v: Any) -> Any:
     if v is not None:
         v = str(v).strip().removeprefix("mailto:")
-    if v is not None and not EMAIL.fullmatch(v):
+    if v is not None and not EMAIL_VALUE.fullmatch(v):
         raise ValueError("not an email address")
     return None if v is None else v.lower()
 

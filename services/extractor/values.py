@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Generic, TypeVar
 
+from schemas.agent_config import E164, EMAIL_VALUE
+
 T = TypeVar("T")
 
 
@@ -128,7 +130,7 @@ def normalize_phone(raw: str, country_code: str = "1") -> str | None:
         digits = "1" + digits
     else:
         digits = country_code + digits.removeprefix("0")
-    return f"+{digits}" if 8 <= len(digits) <= 15 and digits[0] != "0" else None
+    return f"+{digits}" if E164.fullmatch(f"+{digits}") else None
 
 
 def find_phones(text: str, country_code: str = "1") -> list[Found[str]]:
@@ -145,9 +147,10 @@ def find_phones(text: str, country_code: str = "1") -> list[Found[str]]:
 
 # ── emails and links ──────────────────────────────────────────────────────────────────────────────
 
-# Every part is bounded (a local part is at most 64 characters, a label 63): unbounded, a long run of
-# "a.a.a..." or "x dot x dot ..." was scanned to its end from each of its words, quadratic in its length.
-EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}\b")
+# An email field's value (schemas' EMAIL_VALUE), found between word boundaries. Its parts are bounded:
+# unbounded, a long run of "a.a.a..." or "x dot x dot ..." was scanned to its end from each of its words,
+# quadratic in its length.
+_EMAIL_IN_TEXT = re.compile(rf"\b{EMAIL_VALUE.pattern}\b")
 _TLD = r"(?:com|org|net|io|co|ai|edu|gov|uk|de|fr|es|it|nl|ca|au|us|info|biz|me)"
 # a part of the name said as a word, or spelled out letter by letter ("j o h n"), never from its middle
 _SAID = r"(?:[a-z0-9](?:\s+[a-z0-9]\b){1,63}|[a-z0-9][a-z0-9._-]{0,63})"
@@ -161,7 +164,7 @@ URL = re.compile(r"\bhttps?://[^\s<>\"']+|\b(?:www\.)?[a-z0-9-]+\.(?:com|io|net|
 
 
 def find_emails(text: str) -> list[Found[str]]:
-    out = [Found(m.group(0).lower(), m.start(), m.end()) for m in EMAIL.finditer(text)]
+    out = [Found(m.group(0).lower(), m.start(), m.end()) for m in _EMAIL_IN_TEXT.finditer(text)]
     for m in _SPOKEN_EMAIL.finditer(text):
         if any(f.start <= m.start() < f.end for f in out):
             continue
@@ -172,7 +175,7 @@ def find_emails(text: str) -> list[Found[str]]:
             return re.sub(r"\s+", "", said)
 
         address = f"{join(m.group(1))}@{join(m.group(2))}".lower()
-        if EMAIL.fullmatch(address):
+        if EMAIL_VALUE.fullmatch(address):
             out.append(Found(address, m.start(), m.end()))
     return sorted(out, key=lambda f: f.start)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jsonschema
@@ -170,6 +171,36 @@ def test_grammar_keywords_only_for_servers_that_compile_them() -> None:
     values = answer.json_schema(dated, keywords=True)["properties"]["fields"]["properties"]
     assert values["d"]["properties"]["value"]["format"] == "date"
     assert values["e"]["properties"]["value"]["pattern"].startswith("^[A-Za-z0-9")
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("phone", "+14155550132"),
+        ("phone", "+6831234"),  # Niue: a 4-digit number after +683, seven digits in all
+        ("phone", "+123456"),
+        ("phone", "+1234567890123456"),
+        ("email", "ann@example.com"),
+        ("email", ".ann@example.com"),
+        ("email", "ann@example.abcdefghijklmnopqrstuvwxyz"),  # a 26-letter top-level domain
+        ("email", "ann@" + "a." * 12 + "com"),  # thirteen labels
+        ("email", "a" * 65 + "@example.com"),
+    ],
+)
+def test_the_grammar_allows_exactly_what_the_validator_accepts(kind: str, value: str) -> None:
+    """A phone or email field's pattern (what llama.cpp's grammar lets the model write) and the answer's
+    validation are one definition: the grammar allowed +6831234 and a 26-letter top-level domain, the
+    validation then refused them, and the repair round's grammar allowed the same again."""
+    spec = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="x", type=kind)])
+    schema = answer.json_schema(spec, keywords=True)["properties"]["fields"]["properties"]["x"]["properties"]
+    allowed = re.search(schema["value"]["pattern"], value) is not None
+    data = {"fields": {"x": {"value": value, "evidence": "q", "confidence": 0.9}}}
+    try:
+        answer.answer_model(spec, "1").model_validate(data)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert allowed == accepted
 
 
 def test_the_answer_cap_grows_with_the_schema_and_stays_small() -> None:
