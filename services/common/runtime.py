@@ -55,7 +55,9 @@ PRESSURE_POLL_RECORDS = 64
 PRESSURE_CHECK_SECONDS = 0.005  # how often a held loop asks the service whether its pressure is off
 Acks = list[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
 _FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing to wait for
-Queued = tuple[Any, Acks | None, Sequence[Outgoing]]  # a fast-path record, its outputs' acks, its outputs
+Queued = tuple[Any, Acks | None, tuple[str, ...]]  # a fast-path record, its outputs' acks, their topics
+# shared tuples of output topics, one per combination (Runtime._topics_of); more combinations go uncached
+TOPIC_COMBINATIONS = 256
 
 
 class Runtime:
@@ -90,6 +92,7 @@ class Runtime:
         self._consumed: dict[str, Any] = {}
         self._produced: dict[str, Any] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
+        self._topic_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._last_activity = time.monotonic()
         self._kafka_answered = 0.0  # monotonic time a broker last answered (readiness)
         self._in_group = False  # between a rebalance's assignment (its hook done) and the next revoke
@@ -470,7 +473,7 @@ class Runtime:
 
     async def _queue_batch(self, state: PartitionState, records: list[Any]) -> list[Queued]:
         """Handle the records in order and hand their outputs to the producer: (record, its acks; None:
-        not batched, redo it on the one-record path; its outputs)."""
+        not batched, redo it on the one-record path; its outputs' topics)."""
         done: list[Queued] = []
         p, add, stopping = self.processor, self._batcher.add_nowait, self._stopping
         for record in records:
@@ -488,9 +491,23 @@ class Runtime:
                     done.append((record, _FAILED, ()))
                     continue
                 outputs = failed
-            done.append((record, add(outputs), outputs))
+            done.append((record, add(outputs), self._topics_of(outputs)))
         self._batcher.flush()
         return done
+
+    def _topics_of(self, outputs: Sequence[Outgoing]) -> tuple[str, ...]:
+        """The outputs' topics (counted as produced once acknowledged), as a tuple shared by every record
+        with the same ones. A record waits for its acks in `done` with these, not with its outputs: holding
+        the outputs (each with its event, headers and their pairs) kept about fifteen objects per record
+        alive across the window, so the cyclic GC's first generation filled every few hundred records
+        instead of every few thousand (1 KB pass-through: 2 collections per 100,000 records became 40)."""
+        topics = tuple([r.topic for r in outputs])
+        shared = self._topic_tuples.get(topics)
+        if shared is None:
+            if len(self._topic_tuples) >= TOPIC_COMBINATIONS:
+                return topics
+            shared = self._topic_tuples[topics] = topics
+        return shared
 
     async def _handle_failed(
         self, state: PartitionState, record: Any, ctx: Context, event: Any, exc: Exception
@@ -525,8 +542,8 @@ class Runtime:
         after those of later records: under broker trouble, as after a retry, the order of a key's
         outputs is not kept."""
         ok = start = 0
-        produced: Counter[str] = Counter()
-        for i, (record, record_acks, outputs) in enumerate(done):
+        produced: dict[tuple[str, ...], int] = {}  # records acknowledged, by their outputs' topics
+        for i, (record, record_acks, topics) in enumerate(done):
             if record_acks is _FAILED:
                 continue  # its failure was carried out (retry copy or dead letter acknowledged)
             acked = record_acks is not None
@@ -540,14 +557,18 @@ class Runtime:
                 acked = acked and not ack.cancelled() and ack.exception() is None
             if acked:
                 ok += 1
-                produced.update(r.topic for r in outputs)
+                produced[topics] = produced.get(topics, 0) + 1
             else:
                 self._release(state, done[start:i], window)
                 start = i
                 await self._process(state, record)  # broker trouble with its outputs, or too big to batch
         self._release(state, done[start:], window)
         self._processed_ok.inc(ok)
-        self._count_produced(produced)
+        by_topic: Counter[str] = Counter()
+        for topics, records in produced.items():
+            for topic in topics:
+                by_topic[topic] += records
+        self._count_produced(by_topic)
 
     def _release(self, state: PartitionState, finished: list[Queued], window: list[int]) -> None:
         """These records' outcomes are durable: their offsets may be committed, their places in the window

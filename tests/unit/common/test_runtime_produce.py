@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -143,3 +145,35 @@ async def test_fast_path_outputs_count_as_produced_once_acknowledged() -> None:
     await asyncio.wait_for(task, 5)
 
     assert produced() == before + 2
+
+
+async def test_fast_path_records_waiting_for_acks_keep_no_output_alive() -> None:
+    """While a polled batch waits for its acks, each record keeps its acks and its outputs' topics, not its
+    outputs: with the window full (2,048 records on a compute-only route) the outputs, each with its event
+    and headers, kept ~30,000 objects alive, and the cyclic GC ran 20x as often (1 KB pass-through,
+    bench/runtime.py: 2-4 us more CPU per record). Counting them as produced once acknowledged still works."""
+    settings = WorkerSettings(kafka={"bootstrap_servers": "127.0.0.1:1"}, input_topic="in", output_topic="out")  # type: ignore[arg-type]
+    runtime: Runtime = build(settings)
+    batcher = runtime._batcher = ScriptedBatcher()  # type: ignore[assignment]
+    made: list[weakref.ref[Any]] = []
+    outputs = runtime.processor.outputs
+
+    def watched(events: Any, ctx: Any) -> Any:
+        made.extend(weakref.ref(event) for event in events)
+        return outputs(events, ctx)
+
+    runtime.processor.outputs = watched  # type: ignore[method-assign]
+    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
+    records = [ConsumerRecord("in", 0, o, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ()) for o in (3, 4)]
+    for record in records:
+        state.accept(record.offset)
+    runtime.in_flight = 2
+    before = produced()
+
+    done = await runtime._queue_batch(state, records)
+    gc.collect()
+    assert len(made) == 2 and all(ref() is None for ref in made), "outputs held while their acks are pending"
+    for ack in batcher.acks:
+        ack.set_result(None)
+    await asyncio.wait_for(runtime._acknowledge(state, done, [2]), 5)
+    assert produced() == before + 2 and state.committable() == 5
