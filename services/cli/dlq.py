@@ -5,6 +5,11 @@ hop headers stripped and x-replay-* headers added, rate-limited, waiting for ack
 consumer groups are never rewound: only the selected records run again, and side effects stay
 idempotent by action_id.
 
+With a store (--database-url or POSTCALL_DATABASE__URL), replay claims each letter in it first, as the
+API's and the console's replays do (services/store/claims.py, POSTCALL_API__REPLAY_LEASE_SECONDS): a
+letter another replay is sending is skipped, so two replays at once send it once, and those sent are
+marked replayed in the store at once.
+
 Dead letters are printed as plain text (services/cli/plain.py), the value of a credential-like header
 as [redacted], as the API and the console show it (a replay sends it as it was). Their headers are not
 trusted: a malformed `x-replay-count` counts as 0, and a dead letter whose original topic is missing,
@@ -17,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import getpass
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
 import typer
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -33,13 +40,17 @@ from rich.text import Text
 from schemas import headers as h
 from schemas.routes import SERVICES, registry, route_of
 from schemas.topics import dead_letter_topic
+from services.api.settings import HttpSettings
 from services.cli.options import Bootstrap, kafka_settings
 from services.cli.plain import plain, plain_lines
-from services.cli.republish import republish
+from services.cli.republish import RepublishFailed, republish
+from services.cli.store import with_store
 from services.common import codec
 from services.common.codec import Outgoing, now_iso
 from services.common.kafka import partitions_of, read_partition
 from services.common.settings import KafkaSettings
+from services.store import claims
+from services.store.db import Store
 from services.store.queries import shown_headers
 
 app = typer.Typer(help="Inspect and replay dead-lettered records.", no_args_is_help=True)
@@ -192,6 +203,58 @@ async def replay(
     return await republish(kafka, replay_records(letters, by), rate, progress, "replaying")
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What a replay through the store's claims did."""
+
+    sent: int
+    held: list[DeadLetter]  # another replay is sending it, or it was replayed since it was chosen
+    unrecorded: list[DeadLetter]  # not in the store (not recorded yet, or pruned): sent without a claim
+
+
+async def replay_claimed(
+    store: Store,
+    kafka: KafkaSettings,
+    letters: Sequence[DeadLetter],
+    rate: float,
+    progress: Progress | None,
+    by: str,
+    lease: timedelta,
+    replayed: bool = False,
+) -> Claimed:
+    """As `replay`, each letter the store holds claimed first as the API's replay claims it
+    (services/store/claims.py): one that another replay is sending (or sent since) is left alone, so two
+    replays at once send it once, and those sent are marked replayed. `replayed`: also a letter the store
+    says was replayed (`--all`). A letter the store has not recorded is sent without a claim: no replay
+    from the store can choose it before the recorder stores it."""
+    found = await claims.stored(store, (_at(d) for d in letters))
+    mine, got = await claims.claim(
+        store,
+        ((s.id, s.replayed_at if replayed else None) for d in letters if (s := found.get(_at(d))) is not None),
+        lease,
+    )
+    held_at = {at for at, s in found.items() if s.id not in got}
+    held = [d for d in letters if _at(d) in held_at]
+    sending = [d for d in letters if _at(d) not in held_at]
+    ids = [found[_at(d)].id if _at(d) in found else None for d in sending]
+
+    def sent(done: int) -> list[int]:
+        return [i for i in ids[:done] if i is not None]
+
+    try:
+        async with claims.held(store, mine, lease):
+            done = await replay(kafka, sending, rate, progress, by)
+    except RepublishFailed as exc:  # released at once: the operator retries when Kafka is back
+        await claims.settle(store, mine, sent(exc.done), by)
+        raise
+    await claims.settle(store, mine, sent(done), by)
+    return Claimed(done, held, [d for d in sending if _at(d) not in found])
+
+
+def _at(d: DeadLetter) -> claims.Coordinates:
+    return d.topic, d.partition, d.offset
+
+
 # ── commands ─────────────────────────────────────────────────────────────────────────────────────────
 
 Service = Annotated[list[str] | None, typer.Option("--service", "-s", help="extractor, router, dispatcher (repeat).")]
@@ -321,6 +384,16 @@ async def _one(kafka: KafkaSettings, topic: str, partition: int, offset: int) ->
     return []
 
 
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="The store (default: POSTCALL_DATABASE__URL). With one, each letter is claimed first as the "
+        "console's replays claim it: one another replay is sending is skipped.",
+    ),
+]
+
+
 @app.command("replay")
 def replay_cmd(
     bootstrap: Bootstrap = None,
@@ -333,8 +406,10 @@ def replay_cmd(
     limit: int | None = typer.Option(None, min=1, help="Replay at most this many."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be replayed."),
     everything: All = False,
+    database_url: StoreUrl = None,
 ) -> None:
-    """Send matching dead letters (not replayed yet, unless --all) back to their original topic."""
+    """Send matching dead letters (not replayed yet, unless --all) back to their original topic; with a
+    store, through the claims the console's replays take, so two replays at once send each letter once."""
     kafka = kafka_settings(bootstrap)
     letters = asyncio.run(select(kafka, _filters(service, reason, since, until, key, everything)))[: limit or None]
     unusable = [d for d in letters if replay_target(d) is None]
@@ -343,12 +418,46 @@ def replay_cmd(
         why = " is not an input of the service that dead-lettered it; not replayed"
         console.print(Text.assemble(f"skipping {d.coordinates}: its original topic ", original, why))
     letters = [d for d in letters if d not in unusable]
+    url = database_url or os.environ.get("POSTCALL_DATABASE__URL")  # no store configured: no claim to take
     if dry_run:
+        busy = with_store(url, lambda store: _busy(store, letters, everything)) if url and letters else set()
         for d in letters:
+            if _at(d) in busy:
+                console.print(f"would skip {d.coordinates}: {HELD}")
+                continue
             target = replay_target(d) or ""
             console.print(Text.assemble(f"would replay {d.coordinates} -> {target} (", plain(d.reason[:60]), ")"))
-        console.print(f"{len(letters)} dead letter(s) would be replayed")
+        console.print(f"{len(letters) - len(busy)} dead letter(s) would be replayed")
         return
     with Progress(console=console) as progress:
-        done = asyncio.run(replay(kafka, letters, rate, progress, operator()))
-    console.print(f"replayed {done} dead letter(s)")
+        if url:
+            lease, by = _replay_lease(), operator()
+            claimed = with_store(
+                url, lambda store: replay_claimed(store, kafka, letters, rate, progress, by, lease, everything)
+            )
+        else:
+            claimed = Claimed(asyncio.run(replay(kafka, letters, rate, progress, operator())), [], [])
+    for d in claimed.held:
+        console.print(f"skipped {d.coordinates}: {HELD}")
+    if claimed.unrecorded:
+        console.print(f"{len(claimed.unrecorded)} not in the store yet (or pruned from it): sent without a claim")
+    console.print(f"replayed {claimed.sent} dead letter(s)")
+
+
+HELD = "another replay is sending it, or sent it since (its claim in the store)"
+
+
+async def _busy(store: Store, letters: Sequence[DeadLetter], replayed: bool) -> set[claims.Coordinates]:
+    """The letters a replay now would skip: held by a live claim, or replayed since (unless `replayed`)."""
+    found = await claims.stored(store, (_at(d) for d in letters))
+    return {at for at, s in found.items() if claims.live(s.claimed_until) or (s.replayed_at and not replayed)}
+
+
+def _replay_lease() -> timedelta:
+    """POSTCALL_API__REPLAY_LEASE_SECONDS: the same claims, the same lease as the API's replays."""
+
+    class _Env(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="POSTCALL_", env_nested_delimiter="__", extra="ignore")
+        api: HttpSettings = HttpSettings()
+
+    return _Env().api.replay_lease

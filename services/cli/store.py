@@ -42,7 +42,10 @@ def database_settings(url: str | None) -> DatabaseSettings:
     return found.model_copy(update={"url": DatabaseSettings.model_validate({"url": url}).url}) if url else found
 
 
-def _run(url: str | None, work: Callable[[Store], Awaitable[T]]) -> T:
+def with_store(url: str | None, work: Callable[[Store], Awaitable[T]]) -> T:
+    """`work` on the store at `url` (default: POSTCALL_DATABASE__URL, else ./postcall.db); a store that
+    cannot be opened or a token refused is one line on stderr and exit code 2."""
+
     async def go() -> T:
         async with Store.open(database_settings(url)) as store:
             return await work(store)
@@ -61,7 +64,7 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     async def nothing(store: Store) -> str:
         return store.engine.url.render_as_string(hide_password=True)
 
-    typer.echo(f"store at {_run(database_url, nothing)} is up to date")
+    typer.echo(f"store at {with_store(database_url, nothing)} is up to date")
 
 
 @app.command("prune")
@@ -77,7 +80,7 @@ def prune(
         )
     settings = database_settings(database_url)
     keep = days if days is not None else settings.retention_days
-    deleted = _run(database_url, lambda store: pruning.prune(store, keep, settings.prune_batch))
+    deleted = with_store(database_url, lambda store: pruning.prune(store, keep, settings.prune_batch))
     typer.echo(", ".join(f"{n} {name}" for name, n in deleted.items()) + f" deleted (older than {keep:g} days)")
 
 
@@ -106,7 +109,7 @@ def create(
             token = await tokens.create_token(conn, name, role, lifetime)
         return token, store.engine.url.render_as_string(hide_password=True)
 
-    token, where = _run(database_url, work)
+    token, where = with_store(database_url, work)
     typer.echo(token)
     # the default store is ./postcall.db: say which one, so a token meant for a running API is seen to be in its store
     typer.echo(f"token {name!r} ({role}) stored in {where}", err=True)
@@ -134,7 +137,7 @@ def list_tokens(database_url: DatabaseUrl = None) -> None:
             return await tokens.list_tokens(conn)
 
     now = datetime.now(UTC)
-    for t in _run(database_url, work):
+    for t in with_store(database_url, work):
         if t.revoked_at:
             state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}"
         elif t.expires_at and t.expires_at <= now:
@@ -153,5 +156,5 @@ def revoke(name: Annotated[str, typer.Argument(help="The token's name.")], datab
         async with store.write() as conn:
             await tokens.revoke_token(conn, name)
 
-    _run(database_url, work)
+    with_store(database_url, work)
     typer.echo(f"revoked {name}")

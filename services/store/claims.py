@@ -1,6 +1,6 @@
-"""Replay claims: a replay from the store (the API's, the console's) holds the dead letters it sends for
-a lease, so that two replays of the same letters at once (a double click, two operators, two API
-replicas) send each letter once.
+"""Replay claims: a replay (the API's, the console's, and `postcall dlq replay` when a store is
+configured) holds the dead letters it sends for a lease, so that two replays of the same letters at once
+(a double click, two operators, two API replicas, an operator's command line) send each letter once.
 
 A replay `claim`s the letters it chose with one compare-and-set per letter: it takes a letter only if no
 live claim holds it and it is still as it was chosen (pending, or replayed at the same time), so a
@@ -19,6 +19,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,6 +51,39 @@ async def claim(store: Store, chosen: Iterable[tuple[int, datetime | None]], lea
         await conn.execute(take, params)
         got = await conn.execute(select(t.id).where(t.replay_claim == mine))
         return mine, {row.id for row in got}
+
+
+class Stored(NamedTuple):
+    """A dead letter as the store holds it, for a replay that chose it from its topic."""
+
+    id: int
+    replayed_at: datetime | None
+    claimed_until: datetime | None
+
+
+Coordinates = tuple[str, int, int]  # topic, partition, offset
+BATCH = 500  # offsets per statement: SQLite allows 32,766 bound parameters, PostgreSQL 65,535
+
+
+async def stored(store: Store, letters: Iterable[Coordinates]) -> dict[Coordinates, Stored]:
+    """The stored dead letters at these Kafka coordinates (`postcall dlq replay` chooses from the topics,
+    then claims through the store as the API does); a letter the recorder has not stored is not in it."""
+    t = table(DeadLetter).c
+    wanted: dict[tuple[str, int], list[int]] = {}
+    for topic, partition, offset in letters:
+        wanted.setdefault((topic, partition), []).append(offset)
+    found: dict[Coordinates, Stored] = {}
+    async with store.read() as conn:
+        for (topic, partition), offsets in wanted.items():
+            for start in range(0, len(offsets), BATCH):
+                batch = offsets[start : start + BATCH]
+                rows = await conn.execute(
+                    select(t.kafka_offset, t.id, t.replayed_at, t.replay_claimed_until).where(
+                        t.kafka_topic == topic, t.kafka_partition == partition, t.kafka_offset.in_(batch)
+                    )
+                )
+                found.update({(topic, partition, o): Stored(id_, at, until) for o, id_, at, until in rows})
+    return found
 
 
 def live(claimed_until: datetime | None) -> bool:

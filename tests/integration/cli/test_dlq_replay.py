@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import select as sql
 
 from schemas import headers as h
 from services.cli.dlq import DeadLetter, Filters, replay, replay_headers, select
@@ -14,6 +17,11 @@ from services.cli.dlq import _one as read_letter
 from services.common.api import Context, Event, PermanentError, Service
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
+from services.store import claims, writer
+from services.store import rows as r
+from services.store.db import Store
+from services.store.models import DeadLetter as StoredLetter
+from services.store.settings import DatabaseSettings
 from tests.support.kafka import create_topics, produce, read_all, unique
 from tests.support.worker import Done, Job, WorkerSettings, route
 
@@ -161,3 +169,50 @@ async def test_dlq_show_hides_credential_headers_and_a_replay_sends_them_as_they
     assert "x-request-id: r-7" in shown and "x-original-topic: in" in shown, "other headers are shown as they are"
     [letter] = await read_letter(kafka, dlq, 0, 0)
     assert replay_headers(letter, "ops@box").items() >= secrets.items(), "a replay sends the headers as they were"
+
+
+async def test_a_command_line_replay_with_a_store_skips_a_letter_another_replay_is_sending(
+    kafka: KafkaSettings, database_url: str
+) -> None:
+    """`dlq replay` took no claim: while the console's replay of a letter held it (claimed, sending), the
+    command line sent it too, and it reached its topic twice. With a store it claims each letter first,
+    as the API does: the held one is skipped and said so, the other is sent and marked replayed."""
+    service, main, token = "router", unique("in"), unique("bug")
+    dlq = f"postcall.{service}.dlq.v1"
+    await create_topics(kafka, [main, dlq])
+    headers = {h.ORIGINAL_TOPIC: main, h.EXCEPTION_MESSAGE: f"PermanentError: {token}"}
+    await produce(kafka, dlq, [("k-held", {"id": "1"}), ("k-free", {"id": "2"})], headers=headers)
+    letters = {d.key: d for d in await select(kafka, Filters((service,), reason=token))}
+    async with Store.open(DatabaseSettings.model_validate({"url": database_url}), writer=True) as store:
+        for d in letters.values():
+            source = r.Source(d.topic, d.partition, d.offset, d.timestamp_ms)
+            await writer.write(store, r.dead_letter(source, service, d.key, d.value, d.headers))
+        async with store.read() as conn:
+            ids = {row.key: row.id for row in await conn.execute(sql(StoredLetter.key, StoredLetter.id))}
+        console, got = await claims.claim(store, [(ids["k-held"], None)], timedelta(minutes=5))
+        assert got == {ids["k-held"]}
+        cli = [sys.executable, "-m", "services.cli.main", "dlq", "replay", "-b", kafka.bootstrap_servers]
+        done = subprocess.run(
+            [*cli, "-s", service, "--reason", token, "--rate", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200", "POSTCALL_DATABASE__URL": database_url},
+        )
+        assert done.returncode == 0, done.stderr
+        dry = subprocess.run(
+            [*cli, "-s", service, "--reason", token, "--dry-run", "--database-url", database_url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        async with store.read() as conn:
+            rows = {row.key: row for row in await conn.execute(sql(StoredLetter))}
+    assert f"skipped {letters[b'k-held'].coordinates}: another replay is sending it" in done.stdout
+    assert "replayed 1 dead letter(s)" in done.stdout
+    assert f"would skip {letters[b'k-held'].coordinates}" in dry.stdout, "a dry run says what a replay would skip"
+    assert "0 dead letter(s) would be replayed" in dry.stdout, dry.stdout
+    assert [c.key for c in await read_all(kafka, main)] == ["k-free"], "the held letter is left to its replay"
+    assert rows["k-free"].replayed_at is not None and rows["k-free"].replay_claim is None
+    assert (rows["k-held"].replayed_at, rows["k-held"].replay_claim) == (None, console)
