@@ -23,8 +23,10 @@ class HttpSettings(BaseModel):
     read_timeout_seconds: float = Field(
         30.0,
         gt=0,
+        le=300,
         description="A request whose line, headers and body have not all arrived this long after it began (or "
-        "after the connection) is answered 408 and its connection closed.",
+        "after the connection) is answered 408 and its connection closed, so that a client trickling bytes, or "
+        "sending none, cannot hold a connection for long; at most 300 (as the ingress's).",
     )
     operation_limit: int = Field(10_000, ge=1, description="Most records one replay or re-extraction may send.")
     operation_rate: float = Field(50.0, gt=0, description="Default records per second of a replay or re-extraction.")
