@@ -41,7 +41,7 @@ from schemas import headers as h
 from schemas.routes import SERVICES, registry, route_of
 from schemas.topics import dead_letter_topic
 from services.api.settings import HttpSettings
-from services.cli.options import Bootstrap, kafka_settings
+from services.cli.options import Bootstrap, aware, kafka_settings
 from services.cli.plain import plain, plain_lines
 from services.cli.republish import RepublishFailed, republish
 from services.cli.store import with_store
@@ -101,14 +101,10 @@ class Filters:
                 self.reason is None
                 or self.reason.lower() in f"{d.reason} {d.headers.get(h.DLQ_FAILURE_CATEGORY)}".lower()
             )
-            and (self.since is None or ts >= _aware(self.since))
-            and (self.until is None or ts < _aware(self.until))
+            and (self.since is None or ts >= aware(self.since))
+            and (self.until is None or ts < aware(self.until))
             and (self.key is None or (d.key or b"").decode(errors="replace") == self.key)
         )
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 async def select(kafka: KafkaSettings, filters: Filters) -> list[DeadLetter]:

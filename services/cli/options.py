@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -46,6 +47,11 @@ def kafka_unreachable(exc: BaseException) -> str:
         f"cannot reach Kafka at {where} ({reason}); start it (make kafka) or point at it with "
         "--bootstrap HOST:PORT or POSTCALL_KAFKA__BOOTSTRAP_SERVERS"
     )
+
+
+def aware(t: datetime) -> datetime:
+    """A --since or --until given without a UTC offset is in UTC, as the options' help says."""
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def contract_id(value: str | None) -> str | None:

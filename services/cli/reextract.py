@@ -33,7 +33,7 @@ from schemas.headers import REEXTRACT_OF  # the original event_id, passed on by 
 from schemas.topics import CONVERSATION_ENDED
 from services.cli.apiclient import Api, ApiClient, ApiRefused, ApiUnreachable, Token
 from services.cli.dlq import operator
-from services.cli.options import Bootstrap, kafka_settings
+from services.cli.options import Bootstrap, aware, kafka_settings
 from services.cli.plain import escape_controls, plain
 from services.cli.republish import republish as send_all
 from services.common import codec
@@ -69,13 +69,9 @@ class Filters:
         at = datetime.fromtimestamp(c.timestamp_ms / 1000, UTC)
         return (
             (not self.ids or c.conversation_id in self.ids or c.event_id in self.ids)
-            and (self.until is None or at < _aware(self.until))
+            and (self.until is None or at < aware(self.until))
             and (self.agent is None or c.agent_id == self.agent)
         )
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _read(r: Any) -> Chosen | None:
@@ -124,7 +120,7 @@ async def _seek_to_start(consumer: AIOKafkaConsumer, tps: list[TopicPartition], 
     if since is None:
         starts = await consumer.beginning_offsets(tps)
     else:
-        found = await consumer.offsets_for_times({tp: int(_aware(since).timestamp() * 1000) for tp in tps})
+        found = await consumer.offsets_for_times({tp: int(aware(since).timestamp() * 1000) for tp in tps})
         starts = {tp: at.offset if (at := found.get(tp)) is not None else ends[tp] for tp in tps}
     for tp in tps:
         consumer.seek(tp, starts[tp])
@@ -244,7 +240,7 @@ def _from_store(
     """POST /api/v1/conversations/reextract: the API republishes the stored events and audits it."""
     for name in ("since", "until"):
         if chosen[name] is not None:
-            chosen[name] = _aware(chosen[name]).isoformat()
+            chosen[name] = aware(chosen[name]).isoformat()
     body = {"filter": {k: v for k, v in chosen.items() if v}, "dry_run": dry_run, "rate": rate, "limit": limit}
     if redeliver:
         body["redeliver"] = True
