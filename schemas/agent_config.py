@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from schemas.end_reasons import EndReason
+from schemas.events import MAX_ID_LENGTH
 
 FieldType = Literal["string", "number", "integer", "boolean", "enum", "date", "datetime", "time", "phone", "email"]
 
@@ -772,7 +773,7 @@ class ExtractionConfig(_Cfg):
 class AgentFile(_Cfg):
     """What one YAML file holds."""
 
-    agent: str = Field(min_length=1, max_length=256)
+    agent: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     version: str | None = None
     draft: bool = Field(
         False,

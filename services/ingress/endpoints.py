@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from schemas.events import MAX_ID_LENGTH
 from services.common.config import (
     ConfigError,
     SecretRef,
@@ -55,12 +56,14 @@ RETELL_ANALYZED: RetellEvent = "call_analyzed"
 
 
 class AccountRef(Strict):
-    id: str = Field(min_length=1, max_length=256, description="The tenant every event of this endpoint belongs to.")
+    id: str = Field(
+        min_length=1, max_length=MAX_ID_LENGTH, description="The tenant every event of this endpoint belongs to."
+    )
     name: str | None = Field(None, description="Shown in templates as account_name.")
 
 
 class AgentAlias(Strict):
-    id: str | None = Field(None, min_length=1, max_length=256, description="The postcall agent id.")
+    id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH, description="The postcall agent id.")
     name: str | None = Field(None, description="Shown as agent_name (ElevenLabs payloads carry none).")
 
 

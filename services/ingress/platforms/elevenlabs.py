@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from schemas.end_reasons import EndReason
-from schemas.events import ConversationEnded
+from schemas.events import MAX_ID_LENGTH, ConversationEnded
 from services.ingress.platforms.common import (
     Context,
     Ignored,
@@ -95,7 +95,7 @@ class ElevenLabsConversation(Lenient):
     agent_id: str | None = None
     agent_name: str | None = None
     version_id: str | None = None  # the agent version the conversation ran
-    conversation_id: str = Field(min_length=1, max_length=256)
+    conversation_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     status: str | None = None
     user_id: str | None = None
     transcript: list[ElevenLabsTurn] = Field(default_factory=list)
@@ -106,7 +106,7 @@ class ElevenLabsConversation(Lenient):
 
 class ElevenLabsInitiationFailure(Lenient):
     agent_id: str | None = None
-    conversation_id: str = Field(min_length=1, max_length=256)
+    conversation_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     failure_reason: str | None = None
     metadata: dict[str, Any] | None = None
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, NotRequired, Required
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator, with_config
 from typing_extensions import TypedDict
 
-from schemas.events import ConversationEnded
+from schemas.events import MAX_ID_LENGTH, ConversationEnded
 from services.ingress.platforms.common import (
     Context,
     Ignored,
@@ -71,7 +71,7 @@ class RetellAnalysis(TypedDict, total=False):
 # validation and the same JSON Schema.
 @with_config(ConfigDict(extra="ignore", hide_input_in_errors=True))
 class RetellCall(TypedDict, total=False):
-    call_id: Required[Annotated[str, Field(min_length=1, max_length=256)]]
+    call_id: Required[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]]
     agent_id: Annotated[str | None, Field(default=None)]
     agent_name: Annotated[str | None, Field(default=None)]
     agent_version: Annotated[int | str | None, Field(default=None)]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
-from schemas.events import ConversationEnded
+from schemas.events import MAX_ID_LENGTH, ConversationEnded
 from services.ingress.platforms.common import (
     Context,
     Ignored,
@@ -62,7 +62,7 @@ class VapiOverrides(Lenient):
 
 
 class VapiCall(Lenient):
-    id: str = Field(min_length=1, max_length=256)
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     orgId: str | None = None
     type: str | None = None
     assistantId: str | None = None
