@@ -481,6 +481,7 @@ ACTION_MODELS: dict[str, type[ActionBase]] = {
 
 
 RESPONSE_EXCERPT_CHARS = 1000
+RESULT_ID_CHARS = 256  # the id a receiver's answer named, as ActionCompleted carries it
 
 
 class ActionCompleted(Model):
@@ -507,7 +508,7 @@ class ActionCompleted(Model):
     )
     result_id: str | None = Field(
         None,
-        max_length=256,
+        max_length=RESULT_ID_CHARS,
         description="The id the receiver's answer named (an http action's result_id_pointer, a Sheets row's "
         "range, a Slack message's ts): 'CRM case 4471 updated'.",
     )

@@ -283,6 +283,7 @@ class Chat:
     busy: int = 0
     retry_after: str = "7"
     slack_error: str | None = None
+    ts: str = "1712345678.000100"  # the posted message's id, as chat.postMessage answers it
     requests: list[Seen] = field(default_factory=list)
 
     def app(self) -> Starlette:
@@ -308,7 +309,7 @@ class Chat:
             return JSONResponse({"ok": False, "error": "invalid_auth"})
         if self.slack_error:
             return JSONResponse({"ok": False, "error": self.slack_error})
-        sent, ts = self.requests[-1].json(), "1712345678.000100"
+        sent, ts = self.requests[-1].json(), self.ts
         # as Slack does: the posted message comes back, its text and blocks with it, and "/" escaped
         message: dict[str, Any] = {"user": "U0", "type": "message", "ts": ts, "bot_id": "B0", "app_id": "A0"}
         message |= {"text": sent.get("text", ""), "blocks": sent.get("blocks", []), "bot_profile": BOT_PROFILE}

@@ -24,7 +24,7 @@ import orjson
 from jsonpointer import JsonPointerException, resolve_pointer
 
 from schemas.agent_config import FLOW_RESERVED_HEADERS, HEADER_NAME
-from schemas.events import RESPONSE_EXCERPT_CHARS, HttpRequested
+from schemas.events import RESPONSE_EXCERPT_CHARS, RESULT_ID_CHARS, HttpRequested
 from services.common.errors import PermanentError
 from services.dispatcher.delivery import (
     SNIPPET_BYTES,
@@ -40,7 +40,6 @@ from services.dispatcher.destinations import HttpDestination
 from services.dispatcher.registry import Registry
 
 RESULT_BYTES = 64 * 1024  # of an answer read to find the result id (a CRM's record is a few KiB)
-RESULT_ID_CHARS = 256
 _PRINTABLE = re.compile(r"^[\x20-\x7e\t]*$")
 
 

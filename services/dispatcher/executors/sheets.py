@@ -23,7 +23,7 @@ from urllib.parse import quote
 import orjson
 
 from schemas.agent_config import column_number
-from schemas.events import RowAppendRequested
+from schemas.events import RESULT_ID_CHARS, RowAppendRequested
 from services.common.errors import PermanentError
 from services.dispatcher.delivery import Answer, Delivery, Exchange, HttpSender, failure
 from services.dispatcher.destinations import GoogleSheetsDestination
@@ -111,4 +111,4 @@ def _updated_range(answer: Answer) -> str | None:
         return None
     updates = data.get("updates") if isinstance(data, dict) else None
     updated = updates.get("updatedRange") if isinstance(updates, dict) else None
-    return updated[:256] if isinstance(updated, str) else None
+    return updated[:RESULT_ID_CHARS] if isinstance(updated, str) else None

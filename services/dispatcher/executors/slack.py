@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from schemas.events import SlackRequested
+from schemas.events import RESULT_ID_CHARS, SlackRequested
 from services.common.errors import PermanentError, PostcallError, RetryableError
 from services.dispatcher.delivery import Answer, Delivery, Exchange, HttpSender, failure
 from services.dispatcher.destinations import SlackDestination
@@ -78,10 +78,9 @@ class SlackExecutor:
             return await exchange.request("POST", url, headers, body, read_limit=4 * len(body) + ANSWER_ROOM)
 
         answer, latency_ms = await self._http.attempt(dest, action.type, run, judge=judge)
-        ts = _answer(answer).get("ts")
-        return Delivery(
-            "delivered", dest.name, answer.status, latency_ms, result_id=ts if isinstance(ts, str) else None
-        )
+        ts = _answer(answer).get("ts")  # cut as ActionCompleted's result_id: the message is posted either way
+        result_id = ts[:RESULT_ID_CHARS] if isinstance(ts, str) else None
+        return Delivery("delivered", dest.name, answer.status, latency_ms, result_id=result_id)
 
 
 def judge(answer: Answer) -> PostcallError | None:

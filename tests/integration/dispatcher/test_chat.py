@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.events import SlackRequested, TeamsRequested
+from schemas.events import RESULT_ID_CHARS, ActionCompleted, SlackRequested, TeamsRequested
 from services.common.errors import PermanentError, RetryableError
 from tests.integration.dispatcher.conftest import Stack
 from tests.support.apis import Chat, serve
@@ -246,3 +246,20 @@ async def test_a_teams_card_with_a_long_caller_text_is_cut_to_fit_teams_28_kb_no
     assert text.startswith("New callback request: " + word * 100) and text.endswith("…")
     assert said.startswith(word * 100) and said.endswith("…")  # the longest texts are cut, the rest kept
     assert runs[6] == "Said: " and runs[-1].startswith("Support Line · 2026-03-10")
+
+
+async def test_a_long_ts_in_slacks_answer_is_cut_to_what_action_completed_carries(
+    chat: tuple[Chat, str, dict[str, str]], stack: Stack, tmp_path: Path
+) -> None:
+    # the message is posted: an id longer than the contract's result_id must not fail the delivery's record
+    # (ActionCompleted would not validate, and the retry would post the message again: Slack has no idempotency)
+    api, base, env = chat
+    api.ts = "1712345678." + "0" * 400
+    bot, _, _ = actions(tmp_path)
+    async with stack(destinations(base), env) as (executors, _):
+        delivery = await executors.run(bot)
+    assert delivery.outcome == "delivered" and delivery.result_id == api.ts[:RESULT_ID_CHARS]
+    ActionCompleted.model_validate(
+        {"action_id": "a", "conversation_id": "conv/42", "type": "slack", "outcome": "delivered", "attempts": 1}
+        | {"result_id": delivery.result_id, "completed_at": "2026-12-06T13:00:00Z"}
+    )
