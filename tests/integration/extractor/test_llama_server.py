@@ -2,7 +2,7 @@
 PyPI package ships), one test per way real servers and small models failed us (issue 17):
 
 - the probe finds json_schema, the context window and the tokenizer; the provider says so at start;
-- dates and phone numbers come back in their formats (the grammar carries format/pattern), enums
+- dates, phone numbers and emails come back in their formats (the grammar carries format/pattern), enums
   stay in their values, the answer is capped by max_tokens sized from the schema;
 - an answer cut off at the cap gets one repair and then fails with that reason, fast;
 - a context overflow shrinks the transcript and retries once; a probed provider fits it beforehand,
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.agent_config import E164, EMAIL_VALUE
 from schemas.agents import ExtractionSpec, FieldSpec
 from schemas.events import ConversationEnded
 from services.common.errors import PermanentError
@@ -39,7 +40,7 @@ CALLBACK = """
 agent: Thanks for calling Copperline, how can I help?
 customer: Hi, this is Dana Whitfield. I'd like someone to call me back about the premium plan.
 agent: Of course. What is the best number and day?
-customer: Call me on 312 555 0178 next Tuesday please. It's fairly urgent.
+customer: Call me on 312 555 0178 next Tuesday please. It's fairly urgent. My email is dana.w@copperline.example.
 agent: Noted, we will call you on Tuesday.
 """
 SPEC = ExtractionSpec(
@@ -49,6 +50,7 @@ SPEC = ExtractionSpec(
     fields=[
         FieldSpec(name="callback_date", type="date", description="The day the customer wants to be called back."),
         FieldSpec(name="callback_number", type="phone", description="The number to call back."),
+        FieldSpec(name="email", type="email", description="The customer's email address."),
         FieldSpec(name="urgency", type="enum", values=["low", "medium", "high"], description="How urgent it is."),
     ],
 )
@@ -87,16 +89,17 @@ async def test_the_probe_finds_json_schema_the_context_window_and_the_tokenizer(
     assert started and f"{llama.model} at {llama.base_url}" in started[0] and "json_schema" in started[0]
 
 
-async def test_dates_phones_and_enums_come_back_in_their_formats_within_the_cap(
+async def test_dates_phones_emails_and_enums_come_back_in_their_formats_within_the_cap(
     llama: LlamaServer, tmp_path: Path
 ) -> None:
     async with real_extractor(llama, tmp_path) as ex:
         e = await ex.extract(call(), SPEC)
     assert e.status == "ok", e.reason
     assert (e.provider, e.model, e.endpoint) == ("openai", llama.model, llama.base_url)
-    date, phone, urgency = (e.fields[n].value for n in ("callback_date", "callback_number", "urgency"))
+    date, phone, email, urgency = (e.fields[n].value for n in ("callback_date", "callback_number", "email", "urgency"))
     assert date is None or re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(date))
-    assert phone is None or re.fullmatch(r"\+[1-9]\d{6,14}", str(phone))
+    assert phone is None or E164.fullmatch(str(phone))
+    assert email is None or EMAIL_VALUE.fullmatch(str(email))  # the grammar's pattern, read by llama.cpp
     assert urgency in (None, "low", "medium", "high")
     assert 0 < e.usage.completion_tokens <= answer.output_tokens(SPEC)
 
