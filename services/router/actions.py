@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from schemas.agent_config import (
     E164,
@@ -250,19 +250,45 @@ _NOT_CONTENT = frozenset(
 _NOT_CONTENT_SET = set(_NOT_CONTENT)  # pydantic-core's serializer takes a set; it only reads it
 
 
-def content_digest(action: ActionBase) -> str:
-    """16 hex characters of sha256 over what the action asks for: equal content, equal digest."""
-    content = action.__pydantic_serializer__.to_python(action, mode="json", exclude=_NOT_CONTENT_SET)  # model_dump
+# The content of an action whose fields all hold JSON's own types is those fields as they are: text,
+# Literal text, counts, booleans, None, lists of text, text-to-text dicts, and a `body` the caller vouches
+# for (`plain`). Only these fields become something else in JSON mode, through pydantic's serializer.
+# tests/unit/router/test_built_actions.py compares every digest with the model_dump path's.
+_DATETIME_JSON = TypeAdapter(datetime).serializer.to_python
+_TO_JSON: dict[type[ActionBase], dict[str, Callable[[Any], Any]]] = {
+    ScheduleCallRequested: {"scheduled_at": lambda v: _DATETIME_JSON(v, mode="json")},
+    SlackRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
+    TeamsRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
+}
+_CONTENT_KEYS = {m: tuple(k for k in m.model_fields if k not in _NOT_CONTENT) for m in KEPT_AS_IS}
+_CONVERTED = {m: tuple(converts.items()) for m, converts in _TO_JSON.items()}
+
+
+def content_digest(action: ActionBase, plain: bool = False) -> str:
+    """16 hex characters of sha256 over what the action asks for: equal content, equal digest.
+
+    `plain`: the action's `body` (if it has one) holds only what JSON holds (str, int, float, bool, None,
+    lists, dicts with text keys), as the router's own builders make it (JsonTemplate.plain): its content
+    is then read from its fields as they are (_plain_content), without pydantic's model_dump."""
+    fields = action.__dict__
+    keys = _CONTENT_KEYS.get(type(action)) if plain else None
+    if keys is not None and len(fields) == _SIZES[type(action)]:
+        content = {key: fields[key] for key in keys}
+        for key, convert in _CONVERTED.get(type(action), ()):
+            content[key] = convert(content[key])
+    else:
+        content = action.__pydantic_serializer__.to_python(action, mode="json", exclude=_NOT_CONTENT_SET)  # model_dump
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-def with_content(action: ActionBase, redeliver: bool) -> ActionBase:
+def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> ActionBase:
     """The action with its content digest; on a deliberate re-delivery, under the id of its content that
-    supersedes the action's own id (the dispatcher sends it only when the content changed).
+    supersedes the action's own id (the dispatcher sends it only when the content changed). `plain`: as
+    content_digest's.
 
     The action is completed in place, as model_copy(update=...) would copy it: call it only on an action
     just built for this record, that nothing else holds yet."""
-    digest = content_digest(action)
+    digest = content_digest(action, plain)
     update = {"content_digest": digest}
     if redeliver:
         update |= {"action_id": uuid5(f"{action.action_id}/content/{digest}"), "supersedes": action.action_id}
@@ -276,7 +302,13 @@ class CompiledAction:
         self, index: int, config: Action, fields: dict[str, FieldSpec], routes: dict[str, RecipientRoute], tz: ZoneInfo
     ) -> None:
         self.index, self.config, self.type = index, config, config.type
+        self.path = f"actions[{index}]"  # where its outcome sits in the trace
+        self.planned, self.skipped = (config.type, "planned"), (config.type, "skipped")  # its metric's labels
         self.topic = action_topic(config.type)
+        body = getattr(config, "body", None)
+        # whether the body it renders holds only JSON's own types (content_digest); a webhook without
+        # `body` posts default_body, which does
+        self.plain = not isinstance(config, WebhookAction | HttpAction) or body is None or JsonTemplate(body).plain
         self.enabled = config.enabled
         self.destination = config.destination
         self.when = (

@@ -74,10 +74,13 @@ REMEMBERED_PER_TREE = 256  # outcomes kept per condition tree; when full it star
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
-    """A compiled condition: call it to evaluate; `states` are its leaves' state readers, in order."""
+    """A compiled condition: call it to evaluate; `states` are its leaves' state readers, in order, and
+    `reads` names what each one reads (equal names: equal states of every record), so a reader of several
+    trees reads each thing once."""
 
     evaluate: Evaluator
     states: tuple[State, ...]
+    reads: tuple[Hashable, ...]
 
     def __call__(self, event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
         return self.evaluate(event, out)
@@ -99,6 +102,14 @@ def exact(value: Any) -> Hashable:
 def _state(*parts: Hashable) -> Hashable:
     """A leaf's state of several parts: NO_STATE when any part is (the tree only looks at the top)."""
     return NO_STATE if any(part is NO_STATE for part in parts) else parts
+
+
+def _always(event: ConversationExtracted) -> Hashable:
+    return ()
+
+
+def _end_reason_state(event: ConversationExtracted) -> Hashable:
+    return event.conversation.end_reason.canonical  # the member: one per value (its .value costs more)
 
 
 def _failed(event: ConversationExtracted) -> Hashable:
@@ -156,7 +167,7 @@ def compile_condition(cond: Condition, path: str, fields: dict[str, FieldSpec], 
         out.append(ConditionResult(path=path, kind="always", passed=True, expected=True, actual=True, reason="always"))
         return Outcome(True)
 
-    return Compiled(always, (lambda event: (),))
+    return Compiled(always, (_always,), (_always,))
 
 
 def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, FieldSpec], tz: tzinfo) -> Compiled:
@@ -188,7 +199,11 @@ def _composite(cond: AllCondition | AnyCondition, path: str, fields: dict[str, F
         )
         return outcome
 
-    return Compiled(evaluate, tuple(state for child in children for state in child.states))
+    return Compiled(
+        evaluate,
+        tuple(state for child in children for state in child.states),
+        tuple(read for child in children for read in child.reads),
+    )
 
 
 def _negation(cond: NotCondition, path: str, fields: dict[str, FieldSpec], tz: tzinfo) -> Compiled:
@@ -208,7 +223,7 @@ def _negation(cond: NotCondition, path: str, fields: dict[str, FieldSpec], tz: t
         out.insert(slot, result)
         return outcome
 
-    return Compiled(evaluate, child.states)
+    return Compiled(evaluate, child.states, child.reads)
 
 
 def _end_reason(cond: EndReasonCondition, path: str) -> Compiled:
@@ -234,7 +249,7 @@ def _end_reason(cond: EndReasonCondition, path: str) -> Compiled:
         )
         return Outcome(passed)
 
-    return Compiled(evaluate, (lambda event: event.conversation.end_reason.canonical.value,))
+    return Compiled(evaluate, (_end_reason_state,), (_end_reason_state,))
 
 
 def _ai(cond: AiCondition, path: str) -> Compiled:
@@ -284,7 +299,7 @@ def _ai(cond: AiCondition, path: str) -> Compiled:
             return _state("unanswered", exact(extraction.config_revision))
         return _state(answer.answer, exact(answer.confidence), exact(answer.rationale))
 
-    return Compiled(evaluate, (state,))
+    return Compiled(evaluate, (state,), (("ai", trigger),))
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
@@ -335,7 +350,7 @@ def _field_meta(cond: ConfidenceCondition | ReviewCondition, path: str) -> Compi
             return "absent"
         return exact(found.confidence if kind == "confidence" else found.needs_review)
 
-    return Compiled(evaluate, (state,))
+    return Compiled(evaluate, (state,), ((kind, name),))
 
 
 # ── Field conditions ──────────────────────────────────────────────────────────────────────────────
@@ -367,7 +382,7 @@ def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec],
             return _failed(event)
         return exact(read(event))
 
-    return Compiled(evaluate, (state,))
+    return Compiled(evaluate, (state,), (("field", cond.field),))
 
 
 def _json(value: Any) -> str:

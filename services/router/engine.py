@@ -46,6 +46,10 @@ REMEMBERED_PER_AGENT = 256
 SEEN_PER_AGENT = 4096  # hashes of combinations seen once (ints: ~0.2 MB at most per agent)
 # how a record asks to be routed: a deliberate re-delivery, or held flows released as they are
 RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
+#: where route() counts outcomes (metrics.FLOWS.values, metrics.ACTIONS.values): flows by (outcome,),
+#: actions by (type, "planned" or "skipped")
+Counts = tuple[dict[tuple[str, ...], int], dict[tuple[str, ...], int]]
+_FIRED, _NOT_FIRED, _DISABLED, _HELD = ("fired",), ("not_fired",), ("disabled",), ("held",)
 DRAFT_REASON = (
     "flow is a draft: it never runs on live traffic (try it with `postcall try`; publish it by removing `draft`)"
 )
@@ -58,12 +62,11 @@ assert not any(
 )
 
 
-def _built(model: type[M], fields: dict[str, Any]) -> M:
-    """A trace entry from values this module typed itself (booleans, its own text, ids it made, entries
-    already built, the validated record's ids), with every field given (actions.built). Actions are
-    built by actions.make; tests/unit/router/test_emitted.py reads every emitted record back through
-    its model and its JSON Schema."""
-    return built(model, fields)
+# A trace entry from values this module typed itself (booleans, its own text, ids it made, entries already
+# built, the validated record's ids), with every field given (actions.built). Actions are built by
+# actions.make; tests/unit/router/test_emitted.py reads every emitted record back through its model and
+# its JSON Schema.
+_built = built
 
 
 class CompiledFlow:
@@ -90,9 +93,10 @@ class CompiledFlow:
         now: datetime,
         options: RouteOptions = (False, False),
         entry: list[Any] | None = None,
+        counts: dict[tuple[str, ...], int] | None = None,
     ) -> tuple[FlowDecision, list[ActionBase]]:
-        """`entry`: what `self.when.entry(event)` gives, when the caller looked it up already."""
-        rev = self.revision
+        """`entry`: what `self.when.entry(event)` gives, when the caller looked it up already; `counts`:
+        where each action's outcome is counted (by its type and "planned" or "skipped")."""
         if not self.enabled:
             return self.disabled, []
         if self.draft:
@@ -115,31 +119,52 @@ class CompiledFlow:
                         fired=False,
                         reason=_why_not(entry[1]),
                         conditions=entry[1],
-                        flow_revision=rev,
+                        flow_revision=self.revision,
                     )
                 return entry[2], []
             results, reason = list(entry[1]), "conditions passed"
+        return self._fire(event, values, revision, now, redeliver, results, reason, counts)
+
+    def _fire(
+        self,
+        event: ConversationExtracted,
+        values: ConversationValues,
+        revision: str,
+        now: datetime,
+        redeliver: bool,
+        results: list[ConditionResult],
+        reason: str,
+        counts: dict[tuple[str, ...], int] | None,
+    ) -> tuple[FlowDecision, list[ActionBase]]:
+        """The decision of a flow whose conditions passed (`results`), and its actions."""
         built: list[ActionBase] = []
+        planned: list[PlannedAction] = []
         for action in self.actions:
             model = self._run(action, event, values, revision, now, results)
-            if model is not None:
-                built.append(with_content(model, redeliver))
+            if model is None:
+                if counts is not None:
+                    counts[action.skipped] += 1
+                continue
+            with_content(model, redeliver, action.plain)
+            built.append(model)
+            fields = model.__dict__
+            planned.append(
+                _built(
+                    PlannedAction,
+                    {
+                        "action_id": fields["action_id"],
+                        "type": str(fields.get("type", "")),
+                        "topic": action.topic,
+                        "destination": fields["destination"],
+                    },
+                )
+            )
+            if counts is not None:
+                counts[action.planned] += 1
         if self.holds_for and event.extraction.status != "ok":
             reason += "; extraction failed: released as it is by an operator"
         skipped = len(self.actions) - len(built)
         reason += f"; {len(built)} action(s) planned" + (f", {skipped} skipped" if skipped else "")
-        planned = [
-            _built(
-                PlannedAction,
-                {
-                    "action_id": a.action_id,
-                    "type": str(getattr(a, "type", "")),
-                    "topic": self.actions[a.action_index].topic,
-                    "destination": a.destination,
-                },
-            )
-            for a in built
-        ]
         decision = _built(
             FlowDecision,
             {
@@ -147,7 +172,7 @@ class CompiledFlow:
                 "enabled": True,
                 "fired": True,
                 "held": False,
-                "flow_revision": rev,
+                "flow_revision": self.revision,
                 "reason": reason,
                 "conditions": results,
                 "actions": planned,
@@ -175,7 +200,6 @@ class CompiledFlow:
         now: datetime,
         results: list[ConditionResult],
     ) -> ActionBase | None:
-        path = f"actions[{action.index}]"
         model: ActionBase | None = None
         if not action.enabled:
             note = "skipped: action is disabled"
@@ -202,7 +226,7 @@ class CompiledFlow:
             _built(
                 ConditionResult,
                 {
-                    "path": path,
+                    "path": action.path,
                     "kind": "action",
                     "passed": model is not None,
                     "expected": action.type,
@@ -230,7 +254,13 @@ class CompiledAgent:
         # every flow's remembered entry at once (Remembered.entry per tree when it is not remembered)
         self._live = [f.enabled and not f.draft and f.when is not None for f in self.flows]
         self._whens = [f.when for f, live in zip(self.flows, self._live, strict=True) if live and f.when]
-        self._states = tuple(state for when in self._whens for state in when.condition.states)
+        # what they read, each thing once (several leaves read the end reason, say)
+        reads = {
+            read: state
+            for when in self._whens
+            for state, read in zip(when.condition.states, when.condition.reads, strict=True)
+        }
+        self._states = tuple(reads.values())
         self._entries: dict[tuple[Any, ...], list[list[Any]]] = {}
         self._seen: set[int] = set()
 
@@ -255,9 +285,14 @@ class CompiledAgent:
         return found
 
     def route(
-        self, event: ConversationExtracted, now: datetime, options: RouteOptions = (False, False)
+        self,
+        event: ConversationExtracted,
+        now: datetime,
+        options: RouteOptions = (False, False),
+        counts: Counts | None = None,
     ) -> tuple[DecisionTrace, list[ActionBase]]:
-        """options: (redeliver, run_held), from the record's REDELIVER and RUN_HELD headers."""
+        """options: (redeliver, run_held), from the record's REDELIVER and RUN_HELD headers; `counts`:
+        where each flow's outcome and each fired flow's actions are counted (the handler's metrics)."""
         if now.utcoffset() is None or not FIRST_YEAR <= now.year < END_YEAR:  # what a Timestamp accepts
             raise ValueError(f"the clock's time {now!r} is naive or out of range")
         values = ConversationValues(event, self.tz, self.fallback)
@@ -265,14 +300,32 @@ class CompiledAgent:
         actions: list[ActionBase] = []
         entries = iter(self._conditions(event))
         holding = event.extraction.status != "ok" and not options[1]  # flows that use the extraction are held
+        action_counts = counts[1] if counts is not None else None
+        remembered = 0
         for flow, live in zip(self.flows, self._live, strict=True):
             entry = next(entries) if live else None
             if entry is not None and entry[2] is not None and not (holding and flow.holds_for):
                 decisions.append(entry[2])  # did not fire: its decision is remembered with its conditions
+                remembered += 1
                 continue
-            decision, built = flow.decide(event, values, self.revision, now, options, entry)
+            decision, built = flow.decide(event, values, self.revision, now, options, entry, action_counts)
             decisions.append(decision)
-            actions.extend(built)
+            if built:
+                actions.extend(built)
+            if counts is not None:
+                fields = decision.__dict__
+                outcome = (
+                    _FIRED
+                    if fields["fired"]
+                    else _DISABLED
+                    if not fields["enabled"]
+                    else _HELD
+                    if fields["held"]
+                    else _NOT_FIRED
+                )
+                counts[0][outcome] += 1
+        if remembered and counts is not None:
+            counts[0][_NOT_FIRED] += remembered
         conv = event.conversation
         trace = _built(
             DecisionTrace,

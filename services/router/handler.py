@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from prometheus_client import Counter
-
 from schemas import headers as h
 from schemas.events import ConversationExtracted
 from schemas.routes import ROUTER
 from services.common.api import Context, Event, PermanentError, RetryableError, Service
 from services.router import metrics
 from services.router.catalog import CatalogHolder
+
+_COUNTS = (metrics.FLOWS.values, metrics.ACTIONS.values)  # counted as each record is routed
 
 
 class RouterHandler:
@@ -37,28 +37,7 @@ class RouterHandler:
                 raise RetryableError(f"the configuration file of {what} is invalid and was never loaded")
             raise PermanentError(f"no configuration for {what} in {self.catalog.directory}")
         options = (h.REDELIVER in ctx.headers, h.RUN_HELD in ctx.headers)
-        trace, actions = compiled.route(event, self.clock(), options)
-        # one increment per labelled counter, not per flow or action (as metrics.flow_outcome counts)
-        fired = disabled = held = not_fired = 0
-        counts: dict[Counter, int] = {}
-        for flow in trace.flows:
-            if flow.fired:  # only a flow that fired has actions (planned or skipped)
-                fired += 1
-                for result in flow.conditions:
-                    if result.kind == "action":
-                        counter = metrics.action_outcome(str(result.expected), result.passed)
-                        counts[counter] = counts.get(counter, 0) + 1
-            elif not flow.enabled:
-                disabled += 1
-            elif flow.held:
-                held += 1
-            else:
-                not_fired += 1
-        for outcome, count in (("fired", fired), ("disabled", disabled), ("held", held), ("not_fired", not_fired)):
-            if count:
-                metrics.FLOW_OUTCOMES[outcome].inc(count)
-        for counter, count in counts.items():
-            counter.inc(count)
+        trace, actions = compiled.route(event, self.clock(), options, _COUNTS)
         return [trace, *actions]
 
 

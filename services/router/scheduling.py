@@ -9,6 +9,7 @@ Business hours move the time to the next open slot ([start, end) on an open day,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -37,13 +38,13 @@ def aware(moment: datetime) -> datetime:
 
 def call_time(action: ScheduleCallAction, event: ConversationExtracted, agent_tz: ZoneInfo) -> CallTime:
     hours = action.business_hours
-    tz = ZoneInfo(hours.timezone) if hours else agent_tz
+    tz = _zone(hours.timezone) if hours else agent_tz
     ended = aware(event.conversation.ended_at)
     at, source = ended + timedelta(minutes=action.fallback_delay_minutes), "fallback"
     note = f"fallback delay of {action.fallback_delay_minutes} min"
     if action.use_field is not None:
         raw = _field_value(event, action.use_field)
-        parsed = parse_when(raw, tz, time.fromisoformat(hours.start) if hours else time(9))
+        parsed = parse_when(raw, tz, _clock(hours.start) if hours else _NINE)
         if parsed is None:
             note = f"{action.use_field} is {raw!r}, not a date: {note}"
         elif parsed >= LAST_USABLE:
@@ -88,9 +89,9 @@ def next_open(moment: datetime, hours: BusinessHours) -> datetime:
     clock skips (02:30 on the day summer time starts) is the instant it names, which the clock shows an
     hour later; an opening time it skips opens when the clock gets there, and a day whose hours it skips
     whole has none."""
-    tz = ZoneInfo(hours.timezone)
+    tz = _zone(hours.timezone)
     local = _on_the_clock(moment, tz)
-    start, end = time.fromisoformat(hours.start), time.fromisoformat(hours.end)
+    start, end = _clock(hours.start), _clock(hours.end)
     for offset in range(8):
         day = local.date() + timedelta(days=offset)
         if _DAYS[day.weekday()] not in hours.days:
@@ -100,6 +101,12 @@ def next_open(moment: datetime, hours: BusinessHours) -> datetime:
         if at.date() == day and at.time() < end:
             return moment if at is local else at
     raise AssertionError("business hours have at least one open day")  # pragma: no cover
+
+
+_NINE = time(9)
+# parsed once per configuration's text, not for every call scheduled (both are validated at load time)
+_zone = functools.cache(ZoneInfo)
+_clock = functools.cache(time.fromisoformat)
 
 
 def _on_the_clock(moment: datetime, tz: ZoneInfo) -> datetime:

@@ -10,19 +10,29 @@ change is handed to validation, which decides.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
 
 from bench import router as bench
-from schemas.events import ActionBase, ConversationExtracted, DecisionTrace, MessageCard
+from schemas.agent_config import WebhookAction
+from schemas.events import (
+    ActionBase,
+    ConversationExtracted,
+    DecisionTrace,
+    MessageCard,
+    RowAppendRequested,
+    ScheduleCallRequested,
+)
 from services.common.codec import encode
 from services.router import actions
 from services.router.catalog import CatalogHolder
 from services.router.engine import CompiledAgent
+from services.router.templates import JsonTemplate
 from tests.unit.router.support import write
 from tests.unit.router.test_emitted import EVERY_ACTION, _records
 
@@ -222,3 +232,43 @@ def test_every_field_a_builder_adds_is_checked(model: type[ActionBase]) -> None:
     assert actions.KEPT_AS_IS[model](values)
     own = set(model.model_fields) - set(ActionBase.model_fields) - {"type"}
     assert own | {"destination"} <= values.read
+
+
+def test_a_digest_read_from_the_fields_is_the_model_dump_one(tmp_path: Path) -> None:
+    """content_digest(plain=True) reads an action's content from its fields as they are (the router's
+    path); it must give the digest of model_dump(mode="json") for every action the router emits (every
+    action type of test_emitted's agent, the bench agent's records) and every variant above."""
+    emitted = [
+        a
+        for text, agent_id, records in (
+            (EVERY_ACTION, "support-line", _records()),
+            (bench.AGENT, "bench-line", _bench_records()),
+        )
+        for _, built in _routed(_agent(tmp_path / agent_id, text, agent_id), records, False)
+        for a in built
+    ]
+    made = [
+        actions.make(model, *_fields(model, **changes))
+        for model_name, changes in VARIANTS
+        for model in actions.KEPT_AS_IS
+        if model.__name__ == model_name
+    ]
+    made.append(actions.make(ScheduleCallRequested, *_fields(ScheduleCallRequested, scheduled_at=NOW)))  # microseconds
+    read = 0
+    for action in [*emitted, *made]:
+        assert actions.content_digest(action, plain=True) == actions.content_digest(action), action
+        read += type(action) in actions.KEPT_AS_IS
+    assert {type(a) for a in emitted} >= set(actions.KEPT_AS_IS) and read == len(emitted) + len(made) - sum(
+        isinstance(a, RowAppendRequested) for a in emitted
+    )
+
+
+def test_a_body_with_a_literal_json_does_not_hold_is_digested_by_model_dump() -> None:
+    """A YAML body may hold a date or a number key: such a body is not `plain`, so its content goes
+    through model_dump (which writes the date as JSON text), and its digest is model_dump's."""
+    assert JsonTemplate({"a": ["{{x}}", 1, 2.5, True, None, {"b": "c"}]}).plain
+    assert not JsonTemplate({"on": date(2026, 3, 10)}).plain
+    assert not JsonTemplate({1: "x"}).plain
+    dated = WebhookAction(type="webhook", destination="crm", body={"on": date(2026, 3, 10)})
+    assert not actions.CompiledAction(0, dated, {}, {}, ZoneInfo("UTC")).plain
+    assert actions.CompiledAction(0, WebhookAction(type="webhook", destination="crm"), {}, {}, ZoneInfo("UTC")).plain
