@@ -10,9 +10,8 @@ Business hours move the time to the next open slot ([start, end) on an open day,
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from schemas.agent_config import BusinessHours, ScheduleCallAction
@@ -24,8 +23,7 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LAST_USABLE = LATEST - timedelta(days=31)
 
 
-@dataclass(frozen=True)
-class CallTime:
+class CallTime(NamedTuple):  # a tuple: made for every call scheduled, and a frozen dataclass costs more
     at: datetime
     source: Literal["field", "fallback"]
     business_hours_applied: bool
@@ -40,8 +38,8 @@ def call_time(action: ScheduleCallAction, event: ConversationExtracted, agent_tz
     hours = action.business_hours
     tz = _zone(hours.timezone) if hours else agent_tz
     ended = aware(event.conversation.ended_at)
-    at, source = ended + timedelta(minutes=action.fallback_delay_minutes), "fallback"
-    note = f"fallback delay of {action.fallback_delay_minutes} min"
+    at, source = ended + _minutes(action.fallback_delay_minutes), "fallback"
+    note = _fallback_note(action.fallback_delay_minutes)
     if action.use_field is not None:
         raw = _field_value(event, action.use_field)
         parsed = parse_when(raw, tz, _clock(hours.start) if hours else _NINE)
@@ -104,6 +102,8 @@ def next_open(moment: datetime, hours: BusinessHours) -> datetime:
 
 
 _NINE = time(9)
+_minutes = functools.cache(lambda minutes: timedelta(minutes=minutes))
+_fallback_note = functools.cache(lambda minutes: f"fallback delay of {minutes} min")
 # parsed once per configuration's text, not for every call scheduled (both are validated at load time)
 _zone = functools.cache(ZoneInfo)
 _clock = functools.cache(time.fromisoformat)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -49,6 +49,11 @@ def slack_escape(text: str) -> str:
 class Template:
     source: str
     parts: tuple[str | VarRef, ...]
+    #: render(values) with no escape and no fallback of the caller's, made once (_plain_render)
+    _plain: Callable[[Values], str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_plain", _plain_render(self.parts))
 
     @classmethod
     def compile(cls, text: str) -> Template:
@@ -60,6 +65,8 @@ class Template:
 
     def render(self, values: Values, escape: Callable[[str], str] | None = None, fallback: str | None = None) -> str:
         """`fallback` overrides the default fallback text (e.g. "" for email recipients)."""
+        if escape is None and fallback is None:
+            return self._plain(values)
         if len(self.parts) == 1 and isinstance(self.parts[0], str):
             return self.parts[0]
         out: list[str] = []
@@ -112,6 +119,30 @@ class Template:
                 return ref.fallback  # None (JSON null) unless the template gave a fallback
             return value
         return self.render(values)
+
+
+def _plain_render(parts: tuple[str | VarRef, ...]) -> Callable[[Values], str]:
+    """Template.render(values) for these parts, with what does not depend on the record decided here."""
+    if len(parts) == 1 and isinstance(parts[0], str):
+        text = parts[0]
+        return lambda values: text
+    # (literal text, or None and the reference's name and own fallback)
+    plan = tuple((p, "", None) if isinstance(p, str) else (None, p.name, p.fallback) for p in parts)
+
+    def render(values: Values) -> str:
+        out: list[str] = []
+        for literal, name, fallback in plan:
+            if literal is not None:
+                out.append(literal)
+                continue
+            value = values.get(name)
+            if value is None:
+                out.append(fallback if fallback is not None else values.default_fallback(name))
+            else:
+                out.append(value if type(value) is str else text_of(value))
+        return "".join(out)
+
+    return render
 
 
 Render = Callable[[Values], Any]

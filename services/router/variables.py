@@ -30,8 +30,10 @@ from services.router.templates import Scalar
 
 TRANSCRIPT_FALLBACK = "(transcript not available)"
 _ROLES = {"agent": "Agent", "customer": "Customer", "human_agent": "Human agent"}
+_ROLE_PREFIXES = {role: f"{label}: " for role, label in _ROLES.items()}
 
 Resolver = Callable[["ConversationValues"], Scalar]
+_RESOLVERS: dict[str, Resolver] = {}  # by name: names come from loaded templates and conditions (bounded)
 
 
 class ConversationValues:
@@ -43,10 +45,17 @@ class ConversationValues:
         self._cache: dict[str, Scalar] = {}
 
     def get(self, name: str) -> Scalar:
-        if name not in self._cache:
-            value = self._resolve(name)
-            self._cache[name] = None if isinstance(value, str) and not value.strip() else value
-        return self._cache[name]
+        cache = self._cache
+        if name in cache:
+            return cache[name]
+        resolver = _RESOLVERS.get(name)
+        if resolver is None:
+            resolver = _RESOLVERS[name] = _resolver(name)
+        value = resolver(self)
+        if isinstance(value, str) and not value.strip():
+            value = None
+        cache[name] = value
+        return value
 
     def default_fallback(self, name: str) -> str:
         return TRANSCRIPT_FALLBACK if name == "conversation_transcript" else self._fallback
@@ -55,21 +64,34 @@ class ConversationValues:
         found = self.event.extraction.fields.get(name) if self._ok else None
         return found.value if found is not None else None
 
-    def _resolve(self, name: str) -> Scalar:
-        resolver = SYSTEM.get(name)
-        if resolver is not None:
-            value = resolver(self)
-            return value if value is not None else self.field(name)
-        if name.startswith("dyn_"):
-            found = self.event.extraction.dynamic.get(name) if self._ok else None
+
+def _resolver(name: str) -> Resolver:
+    """How a name is looked up, decided once per name (ConversationValues.get keeps them)."""
+    system = SYSTEM.get(name)
+    if system is not None:
+
+        def system_or_field(v: ConversationValues) -> Scalar:
+            value = system(v)
+            return value if value is not None else v.field(name)
+
+        return system_or_field
+    if name.startswith("dyn_"):
+
+        def dynamic(v: ConversationValues) -> Scalar:
+            found = v.event.extraction.dynamic.get(name) if v._ok else None
             return found.value if found is not None else None
-        if name.startswith("fields."):
-            return self.field(name.removeprefix("fields."))
-        if name.startswith("dynamic_variables."):
-            return dynamic_variable(self.event.conversation, name.removeprefix("dynamic_variables."))
-        if name.startswith("platform."):
-            return platform_value(self.event.conversation, name.removeprefix("platform."))
-        return self.field(name)
+
+        return dynamic
+    if name.startswith("fields."):
+        field = name.removeprefix("fields.")
+        return lambda v: v.field(field)
+    if name.startswith("dynamic_variables."):
+        key = name.removeprefix("dynamic_variables.")
+        return lambda v: dynamic_variable(v.event.conversation, key)
+    if name.startswith("platform."):
+        attribute = name.removeprefix("platform.")
+        return lambda v: platform_value(v.event.conversation, attribute)
+    return lambda v: v.field(name)
 
 
 PLATFORM_ATTRIBUTES = ("summary", "successful", "sentiment")
@@ -105,7 +127,8 @@ def _writable(value: Scalar) -> Scalar:
 def transcript(messages: list[Message] | None) -> str | None:
     if not messages:
         return None
-    lines = [f"{_ROLES[m.role]}: {m.text}" for m in messages if m.role in _ROLES]
+    roles = _ROLE_PREFIXES
+    lines = [roles[m.role] + m.text for m in messages if m.role in roles]
     return "\n".join(lines) or None
 
 
@@ -158,7 +181,7 @@ SYSTEM: dict[str, Resolver] = {
     "customer_email": lambda v: _contact_only(v.event.conversation.customer.email, v),
     "to_number": lambda v: _phone_only(v.event.conversation.to_number, v),
     "conversation_end_date": _end_date,
-    "end_reason": lambda v: v.event.conversation.end_reason.canonical.value,
+    "end_reason": lambda v: v.event.conversation.end_reason.canonical._value_,  # .value is a slower property
     "raw_end_reason": lambda v: v.event.conversation.end_reason.raw,
     "source_platform": lambda v: v.event.conversation.end_reason.source_platform,
     "agent_id": lambda v: v.event.conversation.agent.id,
