@@ -134,17 +134,34 @@ def parse_retry_after(status: int, headers: Mapping[str, str], cap: float, now: 
         return None
 
 
+REDACTED = "[redacted]"
+
+
 def redact(text: str, secrets: Iterable[str], limit: int | None = None) -> str:
-    """`text` with every one of `secrets` replaced by [redacted]; with `limit`, cut to that many
-    characters after redacting, then also redacting a secret's start left at the cut."""
+    """`text` with every one of `secrets` replaced by [redacted]; with `limit`, cut to at most that many
+    characters after redacting, then also redacting a secret's start left at the cut. At most `limit`
+    also then: the text goes into bounded fields (ActionCompleted's response_excerpt and result_id), and a
+    longer one would fail the result of a request that was sent."""
     ordered = [s for s in sorted(secrets, key=len, reverse=True) if len(s) >= REDACT_MIN_CHARS]
     for secret in ordered:
-        text = text.replace(secret, "[redacted]")
+        text = text.replace(secret, REDACTED)
     if limit is None or len(text) <= limit:
         return text
     text = text[:limit]
-    for secret in ordered:
+    cut = _secret_start(text, ordered)
+    if not cut:
+        return text
+    # the marker may be longer than the start it replaces: what is before it gives way
+    text = text[: max(0, min(len(text) - cut, limit - len(REDACTED)))]
+    while cut := _secret_start(text, ordered):  # the new end may hold another secret's start
+        text = text[:-cut]
+    return text + REDACTED[:limit]
+
+
+def _secret_start(text: str, secrets: Iterable[str]) -> int:
+    """How many characters at the end of `text` are the start of one of `secrets` (0: none)."""
+    for secret in secrets:
         cut = next((k for k in range(len(secret) - 1, REDACT_MIN_CHARS - 1, -1) if text.endswith(secret[:k])), 0)
         if cut:
-            return text[:-cut] + "[redacted]"
-    return text
+            return cut
+    return 0

@@ -308,3 +308,21 @@ async def test_a_2xx_whose_connection_drops_before_the_body_is_delivered_once_wi
         [done] = results(await harness.send(action))
     assert (done.outcome, done.status_code, done.result_id) == ("delivered", 201, None)
     assert len(sink.received) == 1
+
+
+async def test_an_answer_with_a_secrets_start_at_the_excerpts_end_is_delivered_with_an_excerpt_in_bounds(
+    sink: Sink, stack: Stack, tmp_path: Path
+) -> None:
+    # "Bear" is the start of a secret ("Bearer <token>", the header we send): at the excerpt's cut it is
+    # redacted, and "[redacted]" is longer than it. The CRM took the request: the result must say delivered.
+    answer = b"x" * (RESPONSE_EXCERPT_CHARS - 4) + b"Bearer tokens expire after an hour"
+    sink.script("/api/v2/cases/4471", then=Reply(200, body=answer))
+    yaml = (
+        f"destinations:\n  - {{name: cases, kind: http, url: '{sink.url('/api/v2')}', allow_private: true,"
+        " auth: {type: bearer, token: {secret_env: CRM_TOKEN}}}\n"
+    )
+    async with stack(yaml, {"CRM_TOKEN": "tok-CANARY-0123456789"}) as (executors, _):
+        harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
+        out = await harness.send(actions_for(tmp_path, "4471", "cut")[0])
+    assert (out.status, [d.outcome for d in results(out)]) == ("ok", ["delivered"])
+    assert results(out)[0].response_excerpt == "x" * (RESPONSE_EXCERPT_CHARS - 10) + "[redacted]"

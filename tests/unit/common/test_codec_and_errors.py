@@ -17,6 +17,7 @@ from services.common.errors import (
     RetryableError,
     classify_http_status,
     parse_retry_after,
+    redact,
 )
 
 
@@ -135,3 +136,15 @@ def test_the_cloudevents_sdk_reads_the_headers_we_write_as_the_event_we_meant() 
     when = event.get_time()
     assert when is not None and abs((datetime.now(UTC) - when).total_seconds()) < 5
     assert event.get_data() == trace.model_dump(mode="json")
+
+
+@pytest.mark.parametrize("limit", [4, 9, 10, 11, 200])
+def test_a_redacted_cut_is_never_longer_than_its_limit(limit: int) -> None:
+    secrets = ["Bearer tok-CANARY-0123456789", "tok-CANARY-0123456789", "key1"]
+    for size in range(limit + 12):
+        for tail in ("Bearer tokens expire", "tok-CANA", "key", "Bearkey1tok-"):
+            text = redact("x" * size + tail, secrets, limit)
+            assert len(text) <= limit, (size, tail, text)
+            cut = len(redact("x" * size + tail, secrets)) > limit
+            started = any(text.endswith(s[:k]) for s in secrets for k in range(4, len(s)))
+            assert not (cut and started), (size, tail, text)
