@@ -308,7 +308,7 @@ class Batcher:
         self._hashes: dict[bytes, int] = {}
         self._submitting: set[asyncio.Task[None]] = set()
 
-    async def add(self, records: Sequence[codec.Outgoing]) -> list[asyncio.Future[Any]] | None:
+    async def add(self, records: Sequence[codec.Outgoing]) -> Sequence[asyncio.Future[Any]] | None:
         """Queue one input's outputs; returns the acks of the batches that hold them (None: one is too
         big to batch, and nothing was queued: send them on their own). They are sent at the next
         flush() or when their batch is full."""
@@ -321,13 +321,15 @@ class Batcher:
             if topic not in self._partitions:
                 self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
 
-    def add_nowait(self, records: Sequence[codec.Outgoing]) -> list[asyncio.Future[Any]] | None:
-        """add() for topics whose partitions are known (learn()); None also for a topic that is not."""
+    def add_nowait(self, records: Sequence[codec.Outgoing]) -> Sequence[asyncio.Future[Any]] | None:
+        """add() for topics whose partitions are known (learn()); None also for a topic that is not. Outputs
+        that all land in one batch get that batch's own `acks` (most inputs: no list made per input)."""
         known = self._partitions
         for r in records:
             if (r.value is not None and len(r.value) > MAX_BATCH_BYTES) or r.topic not in known:
                 return None
-        acks: list[asyncio.Future[Any]] = []
+        acks: list[asyncio.Future[Any]] | None = None  # when the outputs span batches
+        last: _Batch | None = None
         for r in records:
             every = known[r.topic]
             partition = r.partition if r.partition is not None else self._partition(r.topic, r.key, every)
@@ -340,9 +342,15 @@ class Batcher:
                         partition = self._sticky[r.topic] = random.choice(every)
                 batch = self._open[(r.topic, partition)] = _Batch((r.topic, partition), self.producer.create_batch())
                 batch.builder.append(timestamp=None, key=r.key, value=r.value, headers=headers)  # a first always fits
-            if not acks or acks[-1] is not batch.ack:
-                acks.append(batch.ack)
-        return acks
+            if batch is not last:
+                if last is not None:
+                    if acks is None:
+                        acks = [last.ack]
+                    acks.append(batch.ack)
+                last = batch
+        if acks is not None:
+            return acks
+        return last.acks if last is not None else []
 
     def flush(self) -> None:
         """Send every open batch: at once when at most one of its partition's earlier batches is not
@@ -398,6 +406,7 @@ class _Batch:
         self.tp, self.builder = tp, builder
         loop = asyncio.get_running_loop()
         self.ack: asyncio.Future[Any] = loop.create_future()  # acks=all of the whole batch
+        self.acks = (self.ack,)  # what add_nowait returns for an input whose outputs are all in this batch
         self.wanted = False  # flush() asked for it (handed over once the batch two before it is acked)
         self.before: asyncio.Future[Any] | None = None  # the ack of the batch handed over before this one
         self.queued: asyncio.Future[None] = loop.create_future()  # in the producer's queue (or refused)

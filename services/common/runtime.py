@@ -53,7 +53,7 @@ PRESSURE_POLL_SECONDS = 10.0
 # check; a poll of the whole window at once would pass them all before any line formed).
 PRESSURE_POLL_RECORDS = 64
 PRESSURE_CHECK_SECONDS = 0.005  # how often a held loop asks the service whether its pressure is off
-Acks = list[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
+Acks = Sequence[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
 _FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing to wait for
 Queued = tuple[Any, Acks | None, tuple[str, ...]]  # a fast-path record, its outputs' acks, their topics
 # shared tuples of output topics, one per combination (Runtime._topics_of); more combinations go uncached
@@ -92,7 +92,8 @@ class Runtime:
         self._consumed: dict[str, Any] = {}
         self._produced: dict[str, Any] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
-        self._topic_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # by topic (one output) or by tuple of topics (several): the route's output topics
+        self._topic_tuples: dict[str | tuple[str, ...], tuple[str, ...]] = {}
         self._last_activity = time.monotonic()
         self._kafka_answered = 0.0  # monotonic time a broker last answered (readiness)
         self._in_group = False  # between a rebalance's assignment (its hook done) and the next revoke
@@ -501,6 +502,12 @@ class Runtime:
         the outputs (each with its event, headers and their pairs) kept about fifteen objects per record
         alive across the window, so the cyclic GC's first generation filled every few hundred records
         instead of every few thousand (1 KB pass-through: 2 collections per 100,000 records became 40)."""
+        if len(outputs) == 1:  # most records: one tuple per topic, not one per record
+            topic = outputs[0].topic
+            one = self._topic_tuples.get(topic)
+            if one is None:
+                one = self._topic_tuples[topic] = (topic,)
+            return one
         topics = tuple([r.topic for r in outputs])
         shared = self._topic_tuples.get(topics)
         if shared is None:
@@ -542,19 +549,25 @@ class Runtime:
         after those of later records: under broker trouble, as after a retry, the order of a key's
         outputs is not kept."""
         ok = start = 0
+        acknowledged: asyncio.Future[Any] | None = None  # the last ack seen to succeed (records share batches)
         produced: dict[tuple[str, ...], int] = {}  # records acknowledged, by their outputs' topics
         for i, (record, record_acks, topics) in enumerate(done):
             if record_acks is _FAILED:
                 continue  # its failure was carried out (retry copy or dead letter acknowledged)
             acked = record_acks is not None
             for ack in record_acks or ():
+                if ack is acknowledged:
+                    continue  # the batch before this record's was the same, and it is acknowledged
                 if not ack.done():
                     self._release(state, done[start:i], window)  # everything before it is durable
                     start = i
                     with contextlib.suppress(Exception):
                         # shielded: other partitions' records share the batch, and this wait may be cancelled
                         await asyncio.shield(ack)
-                acked = acked and not ack.cancelled() and ack.exception() is None
+                if ack.cancelled() or ack.exception() is not None:
+                    acked = False
+                else:
+                    acknowledged = ack
             if acked:
                 ok += 1
                 produced[topics] = produced.get(topics, 0) + 1
