@@ -10,6 +10,8 @@ fields within v1); types are strict, so a wrong type is a schema violation, neve
     integers   JSON integers (1.0 is the integer 1, as JSON Schema says); 1.5 and "1" are refused
     booleans   true or false only
     end_reason.canonical   one of the vocabulary, or absent (then mapped from raw and source_platform)
+    free-form  metadata and a platform's analysis (data, details): any JSON; nested at most MAX_NESTING deep
+               where the ingress makes the event
 """
 
 from __future__ import annotations
@@ -75,6 +77,33 @@ Integer = Annotated[int, Strict(), BeforeValidator(_integral)]
 Count = Annotated[int, Strict(), Field(ge=0), BeforeValidator(_integral)]
 Flag = Annotated[bool, Strict()]
 Scalar = str | bool | int | float | None  # smart union: every JSON scalar matches one member exactly
+
+#: How deep JSON objects and arrays may nest in a free-form field (metadata, a platform's analysis), its own
+#: object counting as one. Every reader of a record parses it with pydantic-core, which refuses a document
+#: nested over 200 deep ("recursion limit exceeded"): a deeper value published would be dead-lettered by
+#: every consumer. 64 leaves room for the records that carry the field inside others (ConversationExtracted).
+#: Checked where a record is made from outside input (the ingress), not on every read: the readers' own
+#: limit refuses what is deeper still, as an invalid record.
+MAX_NESTING = 64
+_FREE_FORM = f" Objects and arrays nest at most {MAX_NESTING} levels deep in it."
+
+
+def nested_too_deep(value: dict[str, Any] | list[Any]) -> bool:
+    """Whether objects and arrays nest deeper than MAX_NESTING in `value` (itself counting as one)."""
+    for child in value.values() if isinstance(value, dict) else value:  # a loop, not any(): faster, per request
+        if isinstance(child, dict | list):
+            break
+    else:
+        return False  # flat, the usual case
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                if depth >= MAX_NESTING:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 class Model(BaseModel):
@@ -151,11 +180,12 @@ class PlatformAnalysis(Model):
     data: dict[str, Any] = Field(
         default_factory=dict,
         description="Values the platform extracted, by name (Vapi structured data and outputs, Retell custom "
-        "analysis data, ElevenLabs data collection results).",
+        "analysis data, ElevenLabs data collection results)." + _FREE_FORM,
     )
     details: dict[str, Any] = Field(
         default_factory=dict,
-        description="The rest of the platform's analysis, verbatim (evaluations, rationales, voicemail flags).",
+        description="The rest of the platform's analysis, verbatim (evaluations, rationales, voicemail flags)."
+        + _FREE_FORM,
     )
 
 
@@ -181,7 +211,7 @@ class ConversationEnded(Model):
     recording_url: str | None = None
     conversation_url: str | None = None
     dynamic_variables: dict[str, Scalar] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Anything else, free-form." + _FREE_FORM)
     times_estimated: Flag = Field(
         False,
         description="The platform sent no call times (a call that never connected): started_at and ended_at "

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from schemas.events import ConversationEnded
 from services.ingress.endpoints import Endpoint
-from services.ingress.platforms import MAPPINGS, Context, Ignored, PayloadError
+from services.ingress.platforms import Context, Ignored, PayloadError, map_payload
 from services.ingress.publisher import Published, Publisher, TooLarge, Unavailable, ce_source
 from services.ingress.signatures import Headers, Refused
 
@@ -139,7 +139,7 @@ class WebhookHandler:
         if not isinstance(payload, dict):
             return refusal(422, "invalid", "invalid_payload", "the body must be a JSON object")
         try:
-            mapped = MAPPINGS[endpoint.platform](payload, context(endpoint, datetime.fromtimestamp(now, UTC)))
+            mapped = map_payload(endpoint.platform, payload, context(endpoint, datetime.fromtimestamp(now, UTC)))
         except PayloadError as exc:
             return unusable(exc)
         except ValidationError as exc:

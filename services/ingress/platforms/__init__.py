@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from schemas.events import ConversationEnded
 from services.ingress.platforms import elevenlabs, native, retell, vapi
-from services.ingress.platforms.common import Context, Ignored, PayloadError
+from services.ingress.platforms.common import Context, Ignored, PayloadError, nesting_problems
 
 Mapping = Callable[[Any, Context], ConversationEnded | Ignored]
 
@@ -30,6 +30,17 @@ DOCUMENTED: dict[str, type[BaseModel]] = {
 }
 
 
+def map_payload(platform: str, payload: Any, ctx: Context) -> ConversationEnded | Ignored:
+    """The platform's mapping of `payload`, and the checks every mapped event passes: free-form values
+    nested within the contract's MAX_NESTING (a PayloadError naming the field, as the mappings' own)."""
+    mapped = MAPPINGS[platform](payload, ctx)
+    if isinstance(mapped, ConversationEnded):
+        deep = nesting_problems(mapped, "" if platform == "native" else "(mapped event).")
+        if deep:
+            raise PayloadError(deep)
+    return mapped
+
+
 def map_one(
     platform: str, payload: Any, account_id: str, account_name: str | None = None, default_agent_id: str | None = None
 ) -> ConversationEnded | Ignored:
@@ -43,7 +54,7 @@ def map_one(
         default_agent_id=default_agent_id,
         publish_on=("call_ended", "call_analyzed"),
     )
-    return MAPPINGS[platform](payload, ctx)
+    return map_payload(platform, payload, ctx)
 
 
-__all__ = ["DOCUMENTED", "MAPPINGS", "Context", "Ignored", "Mapping", "PayloadError", "map_one"]
+__all__ = ["DOCUMENTED", "MAPPINGS", "Context", "Ignored", "Mapping", "PayloadError", "map_one", "map_payload"]

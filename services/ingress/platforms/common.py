@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.end_reasons import EndReason, canonical_end_reason, outcome_class
-from schemas.events import Account, Agent, ConversationEnded, EndReasonInfo
+from schemas.events import MAX_NESTING, Account, Agent, ConversationEnded, EndReasonInfo, nested_too_deep
 
 
 class Lenient(BaseModel):
@@ -97,6 +97,19 @@ def build_from(fields: dict[str, Any]) -> ConversationEnded:
         return validate(ConversationEnded, fields)
     except ValidationError as exc:
         raise PayloadError.of(exc, "(mapped event)") from None
+
+
+def nesting_problems(event: ConversationEnded, prefix: str = "") -> list[tuple[str, str]]:
+    """The free-form fields of `event` nested deeper than the contract's MAX_NESTING, as PayloadError
+    problems: such an event could not be written (over 255 levels) or read back by any consumer (over 200)."""
+    analysis = event.platform_analysis
+    fields = (
+        ("metadata", event.metadata),
+        ("platform_analysis.data", analysis.data if analysis else None),
+        ("platform_analysis.details", analysis.details if analysis else None),
+    )
+    deep = [name for name, value in fields if value and nested_too_deep(value)]
+    return [(prefix + name, f"objects and arrays nest deeper than {MAX_NESTING} levels") for name in deep]
 
 
 def aware(value: datetime) -> datetime:

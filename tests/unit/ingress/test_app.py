@@ -8,13 +8,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 from starlette.routing import Match
 
-from schemas.events import Account, Agent, ConversationEnded, EndReasonInfo
+from schemas.events import MAX_NESTING, Account, Agent, ConversationEnded, EndReasonInfo
+from services.common import codec
 from services.common.settings import KafkaSettings
 from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
 from services.ingress import endpoints as endpoints_file
@@ -43,6 +45,7 @@ class RecordingPublisher(Publisher):
     async def _send(self, event: ConversationEnded, source: str) -> Published:
         if self.down:
             raise Unavailable("Kafka is not reachable")
+        codec.encode(event)  # as the real one does before sending
         self.sent.append((event, source))
         return Published(event.event_id, event.conversation_id, "postcall.conversation-ended.v1", 0, len(self.sent))
 
@@ -166,6 +169,40 @@ async def test_a_validation_error_out_of_a_mapping_is_422_not_500(
     assert answer.json()["problems"][0]["field"] == "(mapped event).id"
     logged = [r for r in caplog.records if r.name == "services.ingress" and r.getMessage() == "webhook mapping_error"]
     assert [r.levelno for r in logged] == [logging.ERROR]  # not among the vendors' refusals (review5 L8)
+
+
+def nested_in(payload: dict[str, Any], depth: int) -> bytes:
+    """`payload` as JSON with its "DEEP" string replaced by objects nested `depth` deep (orjson writes 254 at most)."""
+    return orjson.dumps(payload).replace(b'"DEEP"', b'{"a":' * depth + b"1" + b"}" * depth)
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING, 220, 300])
+async def test_a_value_nested_deeper_than_the_contract_takes_is_422_naming_the_field(
+    client: httpx.AsyncClient, publisher: RecordingPublisher, depth: int
+) -> None:
+    # 220: every consumer's reader refuses the record (over 200 deep), so it was published to be
+    # dead-lettered by all of them; 300: the event could not be written at all (a 500)
+    vapi = orjson.loads(example("vapi/phone-inbound-with-analysis.json"))
+    vapi["message"]["artifact"]["variableValues"] = {"x": "DEEP"}
+    native = orjson.loads(example("../conversations/0004-sales-voicemail.json"))
+    native["metadata"]["x"] = "DEEP"
+    for platform, payload, field in (("vapi", vapi, "(mapped event).metadata"), ("native", native, "metadata")):
+        answer = await post(client, platform, nested_in(payload, depth))
+        assert answer.status_code == 422, answer.text
+        [problem] = answer.json()["problems"]
+        assert problem == {"field": field, "problem": f"objects and arrays nest deeper than {MAX_NESTING} levels"}
+    assert not publisher.sent
+
+
+async def test_a_value_nested_within_the_contracts_bound_is_published_and_read_back(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    native = orjson.loads(example("../conversations/0004-sales-voicemail.json"))
+    native["metadata"]["x"] = "DEEP"
+    answer = await post(client, "native", nested_in(native, MAX_NESTING - 1))
+    assert answer.status_code == 200, answer.text
+    [(event, _)] = publisher.sent
+    assert ConversationEnded.model_validate_json(codec.encode(event)) == event  # as a consumer reads it
 
 
 async def test_a_message_that_is_not_a_finished_call_is_acknowledged_and_not_published(
