@@ -3,6 +3,7 @@ phone and web calls, calls that never connected, with and without the platform's
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -240,6 +241,23 @@ def test_elevenlabs_web_conversation_with_analysis() -> None:
     pa = e.platform_analysis
     assert pa is not None and pa.successful is True and pa.data == {"issue_category": "technical"}
     assert pa.details["data_collection_rationales"]["issue_category"].startswith("The caller")
+
+
+def test_elevenlabs_turns_end_where_the_next_timed_turn_starts_in_time_linear_in_their_number() -> None:
+    payload = orjson.loads(example("elevenlabs/web-with-analysis.json"))
+    timed = [{"role": "user", "message": "a", "time_in_call_secs": 3}, {"role": "agent", "message": "b"}]
+    untimed = [{"role": "tool", "time_in_call_secs": 7}, {"role": "agent", "message": "c", "time_in_call_secs": 9}]
+    payload["data"]["transcript"] = timed + untimed
+    e = MAPPINGS["elevenlabs"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and e.messages is not None
+    # a turn without a time starts nowhere; the tool's turn is not a message but its time ends the one before
+    expected = [("a", 3, 7), ("b", None, None), ("c", 9, 22)]
+    assert [(m.text, m.start_seconds, m.end_seconds) for m in e.messages] == expected
+    # 32,000 turns in a 1 MB body: each turn scanned the rest for the next time (17 s of CPU, the event loop held)
+    payload["data"]["transcript"] = [{"role": "user", "message": ""}] * 32_000
+    started = time.process_time()
+    MAPPINGS["elevenlabs"](payload, CTX)
+    assert time.process_time() - started < 2.0
 
 
 def test_elevenlabs_outbound_phone_call_without_analysis() -> None:
