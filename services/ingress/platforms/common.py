@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas.end_reasons import EndReason, canonical_end_reason, outcome_class
-from schemas.events import MAX_NESTING, Account, Agent, ConversationEnded, EndReasonInfo, nested_too_deep
+from schemas.events import MAX_ID_LENGTH, MAX_NESTING, Account, Agent, ConversationEnded, EndReasonInfo, nested_too_deep
 
 
 class Lenient(BaseModel):
@@ -110,6 +110,17 @@ def nesting_problems(event: ConversationEnded, prefix: str = "") -> list[tuple[s
     )
     deep = [name for name, value in fields if value and nested_too_deep(value)]
     return [(prefix + name, f"objects and arrays nest deeper than {MAX_NESTING} levels") for name in deep]
+
+
+def event_id(key: str, vendor_id: str, field: str) -> str:
+    """`key`, the event id made from the vendor's `vendor_id` (its natural key), when the contract's id
+    holds it; else a PayloadError naming the vendor's field, with the length that would fit (not the
+    event's event_id, a field the vendor never sent)."""
+    if len(key) <= MAX_ID_LENGTH:
+        return key
+    room = MAX_ID_LENGTH - (len(key) - len(vendor_id))
+    problem = f"String should have at most {room} characters: the event id, at most {MAX_ID_LENGTH}, is made from it"
+    raise PayloadError([(field, problem)])
 
 
 def aware(value: datetime) -> datetime:

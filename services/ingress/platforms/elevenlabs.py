@@ -25,6 +25,7 @@ from services.ingress.platforms.common import (
     build,
     dropped_empty,
     end_reason,
+    event_id,
     from_epoch,
     parse,
     split_scalars,
@@ -118,7 +119,7 @@ class ElevenLabsEnvelope(Lenient):
 
 
 def natural_key(conversation_id: str, event_timestamp: int) -> str:
-    return f"elevenlabs:{conversation_id}:{event_timestamp}"
+    return event_id(f"elevenlabs:{conversation_id}:{event_timestamp}", conversation_id, "data.conversation_id")
 
 
 def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:

@@ -24,6 +24,7 @@ from services.ingress.platforms.common import (
     build_from,
     dropped_empty,
     end_reason,
+    event_id,
     from_epoch,
     parse,
     split_scalars,
@@ -110,7 +111,7 @@ class RetellWebhook(Lenient):
 
 
 def natural_key(call_id: str, event: str) -> str:
-    return f"retell:{call_id}:{event}"
+    return event_id(f"retell:{call_id}:{event}", call_id, "call.call_id")
 
 
 class _RetellWhole(RetellWebhook):

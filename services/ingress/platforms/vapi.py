@@ -22,6 +22,7 @@ from services.ingress.platforms.common import (
     build,
     dropped_empty,
     end_reason,
+    event_id,
     from_epoch,
     parse,
     split_scalars,
@@ -122,7 +123,7 @@ class VapiEnvelope(Lenient):
 
 
 def natural_key(call_id: str) -> str:
-    return f"vapi:{call_id}:{REPORT}"
+    return event_id(f"vapi:{call_id}:{REPORT}", call_id, "message.call.id")
 
 
 def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:

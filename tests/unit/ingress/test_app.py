@@ -15,7 +15,7 @@ import orjson
 import pytest
 from starlette.routing import Match
 
-from schemas.events import MAX_NESTING, Account, Agent, ConversationEnded, EndReasonInfo
+from schemas.events import MAX_ID_LENGTH, MAX_NESTING, Account, Agent, ConversationEnded, EndReasonInfo
 from services.common import codec
 from services.common.settings import KafkaSettings
 from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
@@ -203,6 +203,35 @@ async def test_a_value_nested_within_the_contracts_bound_is_published_and_read_b
     assert answer.status_code == 200, answer.text
     [(event, _)] = publisher.sent
     assert ConversationEnded.model_validate_json(codec.encode(event)) == event  # as a consumer reads it
+
+
+LONG_IDS = [
+    ("vapi", "vapi/phone-inbound-with-analysis.json", ("message", "call", "id"), "message.call.id", 232),
+    ("retell", "retell/phone-voicemail-analyzed.json", ("call", "call_id"), "call.call_id", 235),
+    ("elevenlabs", "elevenlabs/web-with-analysis.json", ("data", "conversation_id"), "data.conversation_id", 234),
+]
+
+
+@pytest.mark.parametrize(("platform", "name", "path", "field", "room"), LONG_IDS, ids=[p[0] for p in LONG_IDS])
+async def test_a_vendor_id_too_long_for_the_event_id_made_from_it_is_422_naming_the_vendors_field(
+    client: httpx.AsyncClient, publisher: RecordingPublisher, platform: str, name: str, path: tuple[str, ...],
+    field: str, room: int,
+) -> None:  # fmt: skip
+    # the vendor's id is within the contract's 256, but the event id is "<platform>:<id>:<more>"
+    for length, status in ((room, 200), (room + 1, 422), (MAX_ID_LENGTH, 422)):
+        payload = orjson.loads(example(name))
+        *parents, last = path
+        holder = payload
+        for key in parents:
+            holder = holder[key]
+        holder[last] = "c" * length
+        answer = await post(client, platform, orjson.dumps(payload))
+        assert answer.status_code == status, (length, answer.text)
+        if status == 422:
+            [problem] = answer.json()["problems"]
+            assert problem["field"] == field and problem["problem"].startswith(f"String should have at most {room} ")
+    [(event, _)] = publisher.sent
+    assert len(event.event_id) == MAX_ID_LENGTH
 
 
 async def test_a_message_that_is_not_a_finished_call_is_acknowledged_and_not_published(
