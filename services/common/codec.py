@@ -91,7 +91,7 @@ def encode(value: BaseModel) -> bytes:
     return encoded
 
 
-_last_iso: tuple[int, str, bytes] = (0, "", b"")
+_last_iso: tuple[int, str, bytes, tuple[str, bytes]] = (0, "", b"", (h.CE_TIME, b""))
 
 
 def now_iso() -> str:
@@ -99,13 +99,14 @@ def now_iso() -> str:
     return _now()[1]
 
 
-def _now() -> tuple[int, str, bytes]:
-    """(ms, now_iso(), its bytes), formatted and encoded once per millisecond."""
+def _now() -> tuple[int, str, bytes, tuple[str, bytes]]:
+    """(ms, now_iso(), its bytes, the ce_time header of them), made once per millisecond."""
     global _last_iso
     ms = time.time_ns() // 1_000_000
     if _last_iso[0] != ms:
         stamp = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        _last_iso = (ms, stamp, stamp.encode())
+        encoded = stamp.encode()
+        _last_iso = (ms, stamp, encoded, (h.CE_TIME, encoded))
     return _last_iso
 
 
@@ -117,12 +118,16 @@ def own_event_id(value: BaseModel) -> str | None:
     action_id), or None. An action's result names its action_id but is not the action: one action has a
     result per attempt (and a skipped duplicate), each a CloudEvent of its own, which a consumer may drop
     as a repeat if they shared source and id."""
-    kind = type(value)
+    found = value.__dict__.get(ce_id_field(type(value)))  # a model's field values
+    return found if isinstance(found, str) else None
+
+
+def ce_id_field(kind: type[BaseModel]) -> str:
+    """The name of the field a model's events carry their CloudEvents id in (`ce_id_field`, else event_id)."""
     field = _id_fields.get(kind)
     if field is None:  # once per model: getattr on a name the class lacks costs pydantic's slow __getattr__
         field = _id_fields[kind] = getattr(kind, "ce_id_field", "event_id")
-    found = value.__dict__.get(field)  # a model's field values
-    return found if isinstance(found, str) else None
+    return field
 
 
 def event_id_of(value: BaseModel, fallback: str | None = None) -> str:
@@ -158,14 +163,12 @@ class WireHeaders(Mapping[str, str]):
         return f"WireHeaders({dict(self)!r})"
 
 
-_constants: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # (ce_type, service) -> their encoded headers
+Constant = list[tuple[str, bytes]]  # the encoded headers that depend on the stream and service only
+_constants: dict[tuple[str, str], Constant] = {}  # by (ce_type, service)
 
 
-def cloudevent_wire(
-    ce_id: str, ce_type: str, service: str, subject: str | None, extra: list[tuple[str, bytes]] | None = None
-) -> WireHeaders:
-    """Binary-mode CloudEvents headers (ce_type from the event's stream), encoded; `extra` follows them.
-    The headers that depend on the stream and service only are encoded once."""
+def cloudevent_constant(ce_type: str, service: str) -> Constant:
+    """ce_type, ce_source and ce_specversion of a stream's events from a service, encoded once."""
     constant = _constants.get((ce_type, service))
     if constant is None:
         constant = _constants[(ce_type, service)] = [
@@ -173,15 +176,31 @@ def cloudevent_wire(
             (h.CE_SOURCE, f"/postcall/{service}".encode()),
             (h.CE_SPECVERSION, h.CE_SPECVERSION_VALUE.encode()),
         ]
-    wire = [(h.CE_ID, ce_id.encode()), *constant, (h.CE_TIME, _now()[2]), (h.CONTENT_TYPE, _JSON)]
+    return constant
+
+
+def cloudevent_wire(
+    ce_id: str, ce_type: str, service: str, subject: str | None, extra: list[tuple[str, bytes]] | None = None
+) -> WireHeaders:
+    """Binary-mode CloudEvents headers (ce_type from the event's stream), encoded; `extra` follows them."""
+    encoded = subject.encode() if subject else None
+    return wire_headers(ce_id, cloudevent_constant(ce_type, service), encoded, extra)
+
+
+def wire_headers(
+    ce_id: str, constant: Constant, subject: bytes | None, extra: list[tuple[str, bytes]] | None = None
+) -> WireHeaders:
+    """cloudevent_wire() with the stream's constant headers (cloudevent_constant) and the subject encoded:
+    the runtime keeps both per output stream and encodes an output's key once, for the record and this."""
+    wire = [(h.CE_ID, ce_id.encode()), *constant, _now()[3], _CONTENT_TYPE]
     if subject:
-        wire.append((h.CE_SUBJECT, subject.encode()))
+        wire.append((h.CE_SUBJECT, subject))
     if extra:
         wire += extra
     return WireHeaders(wire)
 
 
-_JSON = h.JSON_CONTENT_TYPE.encode()
+_CONTENT_TYPE = (h.CONTENT_TYPE, h.JSON_CONTENT_TYPE.encode())
 
 
 def cloudevent_headers(

@@ -72,9 +72,11 @@ class Processor:
         self.dead_letter_topic = route.dead_letter_topic
         self._decoders = {s.topic: codec.decoder(s.model) for s in route.consumes}
         self._handler_seconds = observability.HANDLER_DURATION.labels(self.name)
-        # per event class: (topic, ce_type, the key function or None for the input's key, partition by input)
+        # per event class: (topic, its constant CloudEvents headers, the field holding its ce_id, the key
+        # function or None for the input's key, partition by input)
         self._plans = {
-            o.stream.model: (o.stream.topic, o.stream.ce_type, o.stream.key if o.key == "event" else None,
+            o.stream.model: (o.stream.topic, codec.cloudevent_constant(o.stream.ce_type, self.name),
+                             codec.ce_id_field(o.stream.model), o.stream.key if o.key == "event" else None,
                              o.partition == "input")
             for o in route.produces
         }  # fmt: skip
@@ -128,21 +130,15 @@ class Processor:
             plan = self._plans.get(type(event))
             if plan is None:
                 raise UndeclaredEvent(f"{type(event).__name__} is not an output of the {self.name} route")
-            topic, ce_type, key_of, by_input = plan
+            topic, constant, id_field, key_of, by_input = plan
             key = key_of(event) if key_of is not None else ctx.key
-            ce_id = codec.own_event_id(event)
-            if ce_id is None:  # an event without an id of its own (an action's result): one per input, attempt, output
+            ce_id = event.__dict__.get(id_field)  # codec.own_event_id, its field known per model
+            if not isinstance(ce_id, str):  # no id of its own (an action's result): one per input, attempt, output
                 ce_id = f"{ctx.topic}:{ctx.partition}:{ctx.offset}:{ctx.attempt}:{index}"
-            headers = codec.cloudevent_wire(ce_id, ce_type, self.name, key, forwarded)
+            encoded_key = key.encode() if key is not None else None
+            headers = codec.wire_headers(ce_id, constant, encoded_key, forwarded)
             out.append(
-                Outgoing(
-                    topic,
-                    key.encode() if key is not None else None,
-                    codec.encode(event),
-                    headers,
-                    ctx.partition if by_input else None,
-                    event,
-                )
+                Outgoing(topic, encoded_key, codec.encode(event), headers, ctx.partition if by_input else None, event)
             )
         return out
 
