@@ -429,18 +429,21 @@ class OpenAIProvider:
         u = completion.usage
         if u is None:
             return usage
+        # the client does not validate the answer: a count is what the server sent (null, negative, text),
+        # and Usage takes non-negative integers only: one that is not one is not counted
+        prompt, completions = _count(u.prompt_tokens), _count(u.completion_tokens)
         details = u.prompt_tokens_details
-        cached = (details.cached_tokens or 0) if details else 0
+        cached = _count(details.cached_tokens) if details else 0
         timings = (completion.model_extra or {}).get("timings")
-        if not cached and isinstance(timings, dict) and isinstance(timings.get("cache_n"), int):
-            cached = timings["cache_n"]  # llama.cpp: prompt tokens its slot's cache already held
-        cost = self._cost(model, u.prompt_tokens, cached, u.completion_tokens)
-        for kind, n in (("prompt", u.prompt_tokens), ("completion", u.completion_tokens), ("cached", cached)):
+        if not cached and isinstance(timings, dict):
+            cached = _count(timings.get("cache_n"))  # llama.cpp: prompt tokens its slot's cache already held
+        cost = self._cost(model, prompt, cached, completions)
+        for kind, n in (("prompt", prompt), ("completion", completions), ("cached", cached)):
             LLM_TOKENS.labels(PROVIDER, model, kind).inc(n)
         LLM_COST.labels(PROVIDER, model).inc(cost)
         return Usage(
-            prompt_tokens=usage.prompt_tokens + u.prompt_tokens,
-            completion_tokens=usage.completion_tokens + u.completion_tokens,
+            prompt_tokens=usage.prompt_tokens + prompt,
+            completion_tokens=usage.completion_tokens + completions,
             cached_prompt_tokens=usage.cached_prompt_tokens + cached,
             cost_usd=round(usage.cost_usd + cost, 8),
         )
@@ -452,6 +455,14 @@ class OpenAIProvider:
         cached_price = price.input if price.cached_input is None else price.cached_input
         fresh = max(prompt_tokens - cached, 0)
         return (fresh * price.input + cached * cached_price + completion_tokens * price.output) / 1_000_000
+
+
+def _count(value: object) -> int:
+    """A token count as the server sent it, when it is a non-negative integer (30.0 is 30, as the contract
+    reads JSON); else 0."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and value >= 0 else 0
 
 
 def _outcome(exc: openai.APIError, status: int | None) -> str:

@@ -25,7 +25,8 @@ json_schema is refused with HTTP 500 and a validation error; json_object with a 
 A request for a model in `unknown_models` is answered 404 model_not_found, as api.openai.com answers it.
 
 `then(*modes)` queues one mode per request before falling back to `mode`; `delay` is added to every
-answer (benchmarks). Every request body is kept in `requests`.
+answer (benchmarks); `usage`, when set, is every completion's usage object as given (a server's nulls,
+negative or fractional counts). Every request body is kept in `requests`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class FakeLLM:
         self._authorization = ""
         self.refuse_json_schema = False
         self.unknown_models: set[str] = set()
+        self.usage: dict[str, Any] | None = None
         self.requests: list[dict[str, Any]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -196,9 +198,9 @@ class FakeLLM:
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
         if mode == "refusal":
-            return 200, {}, _completion(body, None, refusal="I'm sorry, I can't help with that request.")
+            return 200, {}, self._completion(body, None, refusal="I'm sorry, I can't help with that request.")
         if mode == "ok" and raw in self._answers:  # benchmarks repeat one request: answer it once
-            return 200, {}, _completion(body, self._answers[raw])
+            return 200, {}, self._completion(body, self._answers[raw])
         answer = fill(body, self.script)
         if mode == "schema_break":
             _break(answer)
@@ -207,7 +209,13 @@ class FakeLLM:
             content = content[: len(content) // 2]
         elif mode == "ok" and len(self._answers) < 64:
             self._answers[raw] = content
-        return 200, {}, _completion(body, content)
+        return 200, {}, self._completion(body, content)
+
+    def _completion(self, request: dict[str, Any], content: str | None, refusal: str | None = None) -> dict[str, Any]:
+        completion = _completion(request, content, refusal)
+        if self.usage is not None:
+            completion["usage"] = self.usage
+        return completion
 
 
 def _error(message: str, code: str) -> dict[str, Any]:

@@ -120,6 +120,32 @@ async def test_structured_extraction_with_evidence_confidence_and_cost(llm: Fake
     assert llm.count == 1
 
 
+ODD_USAGE = [  # the usage object a server sent, and the (prompt, completion, cached) counts kept
+    ({"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}, (0, 0, 0)),
+    ({"prompt_tokens": -5, "completion_tokens": 3, "total_tokens": -2}, (0, 3, 0)),
+    ({"prompt_tokens": "120", "completion_tokens": 12.5, "total_tokens": 132}, (0, 0, 0)),
+    ({"prompt_tokens": 120, "completion_tokens": 30.0, "prompt_tokens_details": {"cached_tokens": -40}}, (120, 30, 0)),
+    ({"prompt_tokens": True, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": None}}, (0, 30, 0)),
+]
+
+
+@pytest.mark.parametrize(
+    ("usage", "counts"), ODD_USAGE, ids=["nulls", "negative", "text-and-fraction", "negative-cached", "bool"]
+)
+async def test_token_counts_the_server_cannot_have_meant_are_not_counted_and_the_extraction_stands(
+    llm: FakeLLM, tmp_path: Path, usage: dict[str, Any], counts: tuple[int, int, int]
+) -> None:
+    # the client does not validate the answer: a server's usage object reaches the extractor as sent. It
+    # raised (TypeError, or prometheus' ValueError on a negative count) after the answer was paid for:
+    # an unknown error, so the record went round the retry tiers, one paid call each, to a dead letter
+    script_callback_call(llm)
+    llm.usage = usage
+    e = (await extract(llm, tmp_path)).extraction
+    assert (e.status, e.fields["customer_name"].value) == ("ok", "Tom Becker")
+    assert (e.usage.prompt_tokens, e.usage.completion_tokens, e.usage.cached_prompt_tokens) == counts
+    assert llm.count == 1
+
+
 async def test_the_request_is_strict_json_schema_with_the_static_prefix_first(llm: FakeLLM, tmp_path: Path) -> None:
     async with extractor(llm, SPEC, tmp_path) as ex:
         await one_attempt(ex).send(conversation("0005"))
