@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from schemas import headers as h
+from schemas.events import MAX_ID_LENGTH, RESPONSE_EXCERPT_CHARS, RESULT_ID_CHARS, Account, ActionCompleted
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.store import queries, tokens, writer
 from services.store import rows as r
@@ -291,3 +292,36 @@ async def test_a_failed_extraction_its_replayed_success_and_a_release_of_its_hel
         ("ok", [False]),
     ]
     assert detail.summary.usage.prompt_tokens == 240 and detail.summary.extraction_status == "ok"
+
+
+def incompressible(chars: int) -> str:
+    """`chars` random characters of four UTF-8 bytes each: the longest bytes a contract id can have, which
+    PostgreSQL cannot compress in an index entry."""
+    return "".join(chr(0x20000 + secrets.randbelow(0xA000)) for _ in range(chars))
+
+
+async def test_a_call_with_every_id_and_result_at_the_contracts_longest_is_stored(store: Store) -> None:
+    """Ids of MAX_ID_LENGTH four-byte characters are 1 KiB each; the conversations index on (agent_id,
+    ended_at, conversation_id) holds two of them, under PostgreSQL's index entry limit (2,704 bytes)."""
+    cid, agent = incompressible(MAX_ID_LENGTH), incompressible(MAX_ID_LENGTH)
+    event = ended(cid, agent=agent, event_id=incompressible(MAX_ID_LENGTH)).model_copy(
+        update={"account": Account(id=incompressible(MAX_ID_LENGTH))}
+    )
+    done = result(action_id(cid, "crm-sync", 0), cid, "delivered").model_copy(
+        update={
+            "result_id": incompressible(RESULT_ID_CHARS),
+            "response_excerpt": incompressible(RESPONSE_EXCERPT_CHARS),
+        }
+    )
+    records = [
+        (CONVERSATION_ENDED, event),
+        (CONVERSATION_EXTRACTED, extracted(event)),
+        (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])])),
+        (ACTION_RESULTS, ActionCompleted.model_validate(done.model_dump())),  # valid against the contract
+    ]
+    await writer.write(store, rows_of(records))
+    assert await counts(store) == {"conversations": 1, "extractions": 1, "decisions": 1, "actions": 1, "attempts": 1}
+    async with store.read() as conn:
+        page = await queries.list_conversations(conn, queries.ConversationFilter(agent=agent))
+        [attempt] = (await conn.execute(select(Attempt.result_id))).scalars().all()
+    assert [i.conversation_id for i in page.items] == [cid] and attempt == done.result_id
