@@ -40,7 +40,7 @@ from pydantic import (
 )
 
 from schemas.end_reasons import EndReason
-from schemas.events import MAX_ID_LENGTH
+from schemas.events import CARD_FIELDS, MAX_ID_LENGTH, ROW_VALUES, SHEET_NAME_CHARS
 
 FieldType = Literal["string", "number", "integer", "boolean", "enum", "date", "datetime", "time", "phone", "email"]
 
@@ -567,10 +567,15 @@ class AppendRowAction(_Action):
         description="The id in the sheet's URL: docs.google.com/spreadsheets/d/<id>/edit. Fixed, not a template.",
     )
     sheet: str = Field(
-        min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$", description="The sheet (tab) name. Fixed."
+        min_length=1,
+        max_length=SHEET_NAME_CHARS,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="The sheet (tab) name. Fixed.",
     )
     columns: list[TemplateStr] = Field(
-        min_length=1, max_length=200, description="One template per column from A; a lone {{name}} keeps its type."
+        min_length=1,
+        max_length=ROW_VALUES,
+        description="One template per column from A; a lone {{name}} keeps its type.",
     )
     id_column: str | None = Field(
         None, pattern=r"^[A-Z]{1,3}$", description="Column letters for the action_id; default: after the columns."
@@ -640,7 +645,9 @@ class _CardAction(_Action):
     text: TemplateStr
     title: TemplateStr | None = Field(None, description="A header line (Slack: at most 150 characters shown).")
     fields: dict[str, TemplateStr] = Field(
-        default_factory=dict, max_length=50, description="Label -> template, shown as labelled values in order."
+        default_factory=dict,
+        max_length=CARD_FIELDS,
+        description="Label -> template, shown as labelled values in order.",
     )
     context: TemplateStr | None = Field(None, description="A small line at the bottom, e.g. the agent and time.")
     button: str | None = Field(

@@ -379,6 +379,7 @@ class WebhookRequested(ActionBase):
 
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+HTTP_PATH_CHARS = 8192  # an http action's path; the router skips an action whose rendered path is longer
 
 
 class HttpRequested(ActionBase):
@@ -390,7 +391,7 @@ class HttpRequested(ActionBase):
     method: HttpMethod
     path: str = Field(
         "",
-        max_length=8192,
+        max_length=HTTP_PATH_CHARS,
         description="Appended to the destination's URL: '/...' or '?...', every substituted value already "
         "percent-encoded. The dispatcher refuses a path that would leave the destination's path prefix.",
     )
@@ -413,6 +414,12 @@ class EmailRequested(ActionBase):
     html: str | None = None
 
 
+# bounds that the agent file's actions (schemas/agent_config.py) check where they are written
+CARD_FIELDS = 50  # labelled values of a Slack or Teams card
+SHEET_NAME_CHARS = 100  # a Google Sheets tab name
+ROW_VALUES = 200  # columns of an appended row
+
+
 class CardField(Model):
     label: str = Field(description="The author's label.")
     value: str = Field(description="The rendered value.")
@@ -423,7 +430,7 @@ class MessageCard(Model):
     router for the target (values escaped for Slack; for Teams they are never parsed as markup)."""
 
     title: str | None = Field(None, description="A header line.")
-    fields: list[CardField] = Field(default_factory=list, max_length=50)
+    fields: list[CardField] = Field(default_factory=list, max_length=CARD_FIELDS)
     context: str | None = Field(None, description="A small line at the bottom (agent, time, ...).")
     button: str | None = Field(
         None, description="Label of a link button to the call's console page (the dispatcher knows the URL)."
@@ -454,8 +461,10 @@ class RowAppendRequested(ActionBase):
     type: Literal["append_row"] = "append_row"
     destination: str
     spreadsheet_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,200}$")
-    sheet: str = Field(min_length=1, max_length=100, description="The sheet (tab) name.")
-    values: list[Scalar] = Field(min_length=1, max_length=200, description="The rendered columns, from column A.")
+    sheet: str = Field(min_length=1, max_length=SHEET_NAME_CHARS, description="The sheet (tab) name.")
+    values: list[Scalar] = Field(
+        min_length=1, max_length=ROW_VALUES, description="The rendered columns, from column A."
+    )
     id_column: str | None = Field(
         None, pattern=r"^[A-Z]{1,3}$", description="Where the action_id goes; None: the column after the values."
     )

@@ -51,6 +51,7 @@ from schemas.agent_config import (
 from schemas.events import (
     END_YEAR,
     FIRST_YEAR,
+    HTTP_PATH_CHARS,
     ActionBase,
     CardField,
     ConversationExtracted,
@@ -150,7 +151,6 @@ _HTTP_METHODS = _literal(HttpRequested, "method")
 _SOURCES = _literal(EmailRequested, "recipients_source")
 _SCHEDULE_SOURCES = _literal(ScheduleCallRequested, "schedule_source")
 _PRIORITIES = _literal(TaskRequested, "priority")
-_PATH_LIMIT = 8192  # HttpRequested.path's max_length
 
 #: per action model: whether what its builder added (and the destination) is kept as it is by validation
 KEPT_AS_IS: dict[type[ActionBase], Callable[[dict[str, Any]], bool]] = {
@@ -159,7 +159,7 @@ KEPT_AS_IS: dict[type[ActionBase], Callable[[dict[str, Any]], bool]] = {
         _text(f["destination"])
         and f["method"] in _HTTP_METHODS
         and _text(f["path"])
-        and len(f["path"]) <= _PATH_LIMIT
+        and len(f["path"]) <= HTTP_PATH_CHARS
         and _text_map(f["query"])
         and _text_map(f["headers"])
         and "body" in f
@@ -368,8 +368,8 @@ def _http(config: HttpAction) -> Builder:
         if empty:
             names = ", ".join(f"{{{{{name}}}}}" for name in empty)
             return None, f"skipped: {names} is empty, so the path would not name one record"
-        if len(rendered) > _PATH_LIMIT:  # a platform's value has no length bound; the command would be refused
-            return None, f"skipped: the path would be {len(rendered)} characters, over {_PATH_LIMIT}"
+        if len(rendered) > HTTP_PATH_CHARS:  # a platform's value has no length bound; the command would be refused
+            return None, f"skipped: the path would be {len(rendered)} characters, over {HTTP_PATH_CHARS}"
         action = make(
             HttpRequested,
             common,
