@@ -139,7 +139,7 @@ def _json(body: bytes) -> Any:
 
 
 def _lifetime(value: Any) -> float:
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # "²" is a digit to isdigit(), not to int()
         value = int(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return float(min(value, 86_400 * 30))

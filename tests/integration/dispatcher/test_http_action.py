@@ -326,3 +326,18 @@ async def test_an_answer_with_a_secrets_start_at_the_excerpts_end_is_delivered_w
         out = await harness.send(actions_for(tmp_path, "4471", "cut")[0])
     assert (out.status, [d.outcome for d in results(out)]) == ("ok", ["delivered"])
     assert results(out)[0].response_excerpt == "x" * (RESPONSE_EXCERPT_CHARS - 10) + "[redacted]"
+
+
+@pytest.mark.parametrize("expires_in", ["²", "-60", "3600.5", None])
+async def test_a_token_lifetime_that_is_no_number_of_seconds_is_read_as_the_default(
+    crm: tuple[Crm, str], stack: Stack, tmp_path: Path, expires_in: Any
+) -> None:
+    # "²" is a digit to str.isdigit() and not to int(): a ValueError out of the attempt, an unknown error
+    # retried with a new token request each time until the action was dead-lettered
+    api, base = crm
+    api.expires_in = expires_in
+    async with stack(destinations(base), {"CRM_CLIENT_SECRET": api.client_secret}) as (executors, _):
+        first = await executors.run(actions_for(tmp_path, "4471", "a")[0])
+        second = await executors.run(actions_for(tmp_path, "4472", "b")[0])
+    assert [first.result_id, second.result_id] == ["4471", "4472"]
+    assert len(api.token_requests) == 1  # the token is kept for the default lifetime
