@@ -7,7 +7,8 @@ fields within v1); types are strict, so a wrong type is a schema violation, neve
     times      RFC 3339 strings with a time zone (`Z` or `+hh:mm`), years 1970 to 2999 as written; naive
                times, epoch numbers and times at the calendar's edge are refused
     numbers    JSON numbers only: "12.5", true and null (where not optional) are refused
-    integers   JSON integers (1.0 is the integer 1, as JSON Schema says); 1.5 and "1" are refused
+    integers   JSON integers (1.0 is the integer 1, as JSON Schema says); 1.5 and "1" are refused; counts
+               (tokens, attempts) are 0 to MAX_COUNT
     booleans   true or false only
     end_reason.canonical   one of the vocabulary, or absent (then mapped from raw and source_platform)
     free-form  metadata and a platform's analysis (data, details): any JSON; nested at most MAX_NESTING deep
@@ -74,7 +75,10 @@ Number = Annotated[float, Strict()]  # strict: an int is a number; a bool or a s
 Seconds = Annotated[float, Strict(), Field(ge=0)]
 Probability = Annotated[float, Strict(), Field(ge=0, le=1)]
 Integer = Annotated[int, Strict(), BeforeValidator(_integral)]
-Count = Annotated[int, Strict(), Field(ge=0), BeforeValidator(_integral)]
+#: The largest count: every JSON reader holds it exactly (JavaScript's Number.MAX_SAFE_INTEGER), and the
+#: store's 64-bit columns hold the sum of a million of them (a conversation's token counts are summed).
+MAX_COUNT = 2**53 - 1
+Count = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT), BeforeValidator(_integral)]
 Flag = Annotated[bool, Strict()]
 Scalar = str | bool | int | float | None  # smart union: every JSON scalar matches one member exactly
 

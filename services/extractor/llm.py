@@ -57,7 +57,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from schemas.agents import ExtractionSpec
-from schemas.events import ConversationEnded, Extraction, Message, Usage
+from schemas.events import MAX_COUNT, ConversationEnded, Extraction, Message, Usage
 from services.common.breaker import CircuitBreaker, State
 from services.common.errors import DependencyUnavailable, PermanentError, RetryableError, parse_retry_after, redact
 from services.extractor import answer, prompt
@@ -442,9 +442,9 @@ class OpenAIProvider:
             LLM_TOKENS.labels(PROVIDER, model, kind).inc(n)
         LLM_COST.labels(PROVIDER, model).inc(cost)
         return Usage(
-            prompt_tokens=usage.prompt_tokens + prompt,
-            completion_tokens=usage.completion_tokens + completions,
-            cached_prompt_tokens=usage.cached_prompt_tokens + cached,
+            prompt_tokens=min(usage.prompt_tokens + prompt, MAX_COUNT),
+            completion_tokens=min(usage.completion_tokens + completions, MAX_COUNT),
+            cached_prompt_tokens=min(usage.cached_prompt_tokens + cached, MAX_COUNT),
             cost_usd=round(usage.cost_usd + cost, 8),
         )
 
@@ -458,11 +458,11 @@ class OpenAIProvider:
 
 
 def _count(value: object) -> int:
-    """A token count as the server sent it, when it is a non-negative integer (30.0 is 30, as the contract
-    reads JSON); else 0."""
+    """A token count as the server sent it, when it is an integer the contract's Count takes (0 to
+    MAX_COUNT; 30.0 is 30, as the contract reads JSON); else 0."""
     if type(value) is float and value.is_integer():
         value = int(value)
-    return value if type(value) is int and value >= 0 else 0
+    return value if type(value) is int and 0 <= value <= MAX_COUNT else 0
 
 
 def _outcome(exc: openai.APIError, status: int | None) -> str:

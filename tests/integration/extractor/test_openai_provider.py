@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas.agents import ExtractionSpec, FieldSpec, RecipientRoute, RecipientRule, TriggerSpec
-from schemas.events import ConversationEnded, ConversationExtracted, Message
+from schemas.events import MAX_COUNT, ConversationEnded, ConversationExtracted, Message
 from services.common.api import DependencyUnavailable, PermanentError, RetryableError
 from services.common.harness import Harness, Outcome
 from services.extractor.__main__ import open_http, open_provider
@@ -126,12 +126,14 @@ ODD_USAGE = [  # the usage object a server sent, and the (prompt, completion, ca
     ({"prompt_tokens": "120", "completion_tokens": 12.5, "total_tokens": 132}, (0, 0, 0)),
     ({"prompt_tokens": 120, "completion_tokens": 30.0, "prompt_tokens_details": {"cached_tokens": -40}}, (120, 30, 0)),
     ({"prompt_tokens": True, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": None}}, (0, 30, 0)),
+    ({"prompt_tokens": 2**63, "completion_tokens": MAX_COUNT + 1}, (0, 0, 0)),  # what no store column holds
 ]
 
 
-@pytest.mark.parametrize(
-    ("usage", "counts"), ODD_USAGE, ids=["nulls", "negative", "text-and-fraction", "negative-cached", "bool"]
-)
+ODD_USAGE_IDS = ["nulls", "negative", "text-and-fraction", "negative-cached", "bool", "past-64-bits"]
+
+
+@pytest.mark.parametrize(("usage", "counts"), ODD_USAGE, ids=ODD_USAGE_IDS)
 async def test_token_counts_the_server_cannot_have_meant_are_not_counted_and_the_extraction_stands(
     llm: FakeLLM, tmp_path: Path, usage: dict[str, Any], counts: tuple[int, int, int]
 ) -> None:

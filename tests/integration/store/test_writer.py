@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from schemas import headers as h
-from schemas.events import MAX_ID_LENGTH, RESPONSE_EXCERPT_CHARS, RESULT_ID_CHARS, Account, ActionCompleted
+from schemas.events import MAX_COUNT, MAX_ID_LENGTH, RESPONSE_EXCERPT_CHARS, RESULT_ID_CHARS, Account, ActionCompleted
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.store import queries, tokens, writer
 from services.store import rows as r
@@ -325,3 +325,20 @@ async def test_a_call_with_every_id_and_result_at_the_contracts_longest_is_store
         page = await queries.list_conversations(conn, queries.ConversationFilter(agent=agent))
         [attempt] = (await conn.execute(select(Attempt.result_id))).scalars().all()
     assert [i.conversation_id for i in page.items] == [cid] and attempt == done.result_id
+
+
+async def test_a_conversations_extractions_with_the_contracts_largest_token_counts_are_stored_and_summed(
+    store: Store,
+) -> None:
+    """The conversation's token counts are the sum of its extractions' (a re-extraction adds one): in a
+    64-bit column, as SQLite and PostgreSQL hold integers. Counts had no maximum: one of 2**63 from an LLM
+    server made the extraction a record no store holds (OverflowError on SQLite, DataError on PostgreSQL)."""
+    event = ended("c-tokens")
+    first = extracted(event, tokens=(MAX_COUNT, MAX_COUNT))
+    again = extracted(event, tokens=(MAX_COUNT, MAX_COUNT), at=first.extracted_at + timedelta(minutes=1))
+    again = again.model_copy(update={"event_id": "evt-c-tokens-again"})
+    await writer.write(store, rows_of([(CONVERSATION_ENDED, event), (CONVERSATION_EXTRACTED, first)]))
+    await writer.write(store, rows_of([(CONVERSATION_EXTRACTED, again)], first_offset=1))
+    async with store.read() as conn:
+        row = (await conn.execute(select(Conversation.prompt_tokens, Conversation.completion_tokens))).one()
+    assert tuple(row) == (2 * MAX_COUNT, 2 * MAX_COUNT)
