@@ -74,6 +74,10 @@ from services.router.variables import ConversationValues
 
 ACTION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:postcall:action-id")  # never change: every id depends on it
 _NAMESPACE_BYTES = ACTION_NAMESPACE.bytes
+# hash objects copied for each id and digest: hashlib.sha1()/sha256() look the algorithm up in OpenSSL on
+# every call (EVP_MD_fetch), which cost more than hashing an action's few hundred bytes
+_NAMESPACE_SHA1 = hashlib.sha1(_NAMESPACE_BYTES, usedforsecurity=False)
+_SHA256 = hashlib.sha256()
 SUBJECT_LIMIT = 250
 HEADER_LIMIT = 1000  # characters of one rendered header value
 CELL_LIMIT = 50_000  # characters in one Google Sheets cell
@@ -238,7 +242,9 @@ _VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 def uuid5(name: str) -> str:
     """str(uuid.uuid5(ACTION_NAMESPACE, name)), RFC 9562 section 5.5, without building a UUID object
     (a third of the time; every action needs one or two)."""
-    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).hexdigest()
+    sha = _NAMESPACE_SHA1.copy()
+    sha.update(name.encode())
+    h = sha.hexdigest()
     # the version nibble (hex digit 12) is 5; the variant's top bits of hex digit 16 are 10
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
@@ -278,7 +284,9 @@ def content_digest(action: ActionBase, plain: bool = False) -> str:
             content[key] = convert(content[key])
     else:
         content = action.__pydantic_serializer__.to_python(action, mode="json", exclude=_NOT_CONTENT_SET)  # model_dump
-    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    sha = _SHA256.copy()
+    sha.update(orjson.dumps(content, option=orjson.OPT_SORT_KEYS))
+    return sha.hexdigest()[:16]
 
 
 def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> ActionBase:

@@ -34,7 +34,7 @@ from schemas.events import (
 )
 from schemas.flow_revision import flow_revision, flow_uses
 from services.common import codec
-from services.router.actions import CompiledAction, action_id, built, with_content
+from services.router.actions import CompiledAction, built, uuid5, with_content
 from services.router.conditions import NO_STATE, Remembered, compile_condition
 from services.router.variables import ConversationValues
 
@@ -79,6 +79,7 @@ class CompiledFlow:
         self.holds_for = uses.extraction if flow.on_extraction_failure == "hold" else ()
         self.when = Remembered(compile_condition(flow.when, "when", fields, tz)) if flow.when else None
         self.actions = [CompiledAction(i, a, fields, routes, tz) for i, a in enumerate(flow.actions)]
+        self._id_tails = [f"{self.id}/{self.revision}/{a.index}" for a in self.actions]  # action_id's name ends so
         # what never depends on the record, decided once (decisions are frozen: traces share them)
         self.disabled = FlowDecision(flow_id=self.id, enabled=False, fired=False, reason="flow is disabled")
         self.drafted = FlowDecision(
@@ -139,8 +140,11 @@ class CompiledFlow:
         """The decision of a flow whose conditions passed (`results`), and its actions."""
         built: list[ActionBase] = []
         planned: list[PlannedAction] = []
+        conv = event.conversation
+        # what every action of the flow shares on this record
+        shared = (conv.conversation_id, conv.agent.id, revision, now, event.event_id)
         for action in self.actions:
-            model = self._run(action, event, values, revision, now, results)
+            model = self._run(action, event, values, shared, results)
             if model is None:
                 if counts is not None:
                     counts[action.skipped] += 1
@@ -196,26 +200,27 @@ class CompiledFlow:
         action: CompiledAction,
         event: ConversationExtracted,
         values: ConversationValues,
-        revision: str,
-        now: datetime,
+        shared: tuple[str, str, str, datetime, str],
         results: list[ConditionResult],
     ) -> ActionBase | None:
+        """`shared`: (conversation_id, agent_id, config revision, now, source event id)."""
         model: ActionBase | None = None
         if not action.enabled:
             note = "skipped: action is disabled"
         elif action.when is not None and not action.when(event, results).passed:
             note = f"skipped: its `when` did not pass ({_why_not(results)})"
         else:
-            conv = event.conversation
+            conversation_id, agent_id, revision, now, source_event_id = shared
             common = {
-                "action_id": action_id(conv.conversation_id, conv.agent.id, self.id, self.revision, action.index),
-                "conversation_id": conv.conversation_id,
-                "agent_id": conv.agent.id,
+                # actions.action_id(conversation_id, agent_id, flow id, flow revision, index)
+                "action_id": uuid5(f"{conversation_id}/{agent_id}/{self._id_tails[action.index]}"),
+                "conversation_id": conversation_id,
+                "agent_id": agent_id,
                 "flow_id": self.id,
                 "action_index": action.index,
                 "config_revision": revision,
                 "requested_at": now,
-                "source_event_id": event.event_id,
+                "source_event_id": source_event_id,
                 "flow_revision": self.revision,
                 "content_digest": None,  # with_content sets it
                 "supersedes": None,
@@ -230,7 +235,7 @@ class CompiledFlow:
                     "kind": "action",
                     "passed": model is not None,
                     "expected": action.type,
-                    "actual": model.action_id if model else None,
+                    "actual": model.__dict__["action_id"] if model is not None else None,
                     "reason": note or "planned",
                 },
             )
