@@ -355,12 +355,12 @@ def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
 
 def _webhook(config: WebhookAction) -> Builder:
     body = JsonTemplate(config.body) if config.body is not None else None
+    note = f"{config.method or 'POST'} {config.destination}"
 
     def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
         rendered = body.render(values) if body is not None else default_body(event)
         # no method unless the flow set one: the dispatcher then uses the destination's configured method
-        action = make(WebhookRequested, common, {"method": config.method, "body": rendered})
-        return action, f"{config.method or 'POST'} {config.destination}"
+        return make(WebhookRequested, common, {"method": config.method, "body": rendered}), note
 
     return build
 

@@ -99,6 +99,9 @@ def exact(value: Any) -> Hashable:
     return NO_STATE
 
 
+_NONE = exact(None)
+
+
 def _state(*parts: Hashable) -> Hashable:
     """A leaf's state of several parts: NO_STATE when any part is (the tree only looks at the top)."""
     return NO_STATE if any(part is NO_STATE for part in parts) else parts
@@ -109,7 +112,8 @@ def _always(event: ConversationExtracted) -> Hashable:
 
 
 def _end_reason_state(event: ConversationExtracted) -> Hashable:
-    return event.conversation.end_reason.canonical  # the member: one per value (its .value costs more)
+    # the value itself: .value is a Python-level property and a member's hash a Python-level __hash__
+    return event.conversation.end_reason.canonical._value_
 
 
 def _failed(event: ConversationExtracted) -> Hashable:
@@ -297,7 +301,10 @@ def _ai(cond: AiCondition, path: str) -> Compiled:
         answer = extraction.triggers.get(trigger)
         if answer is None:
             return _state("unanswered", exact(extraction.config_revision))
-        return _state(answer.answer, exact(answer.confidence), exact(answer.rationale))
+        confidence, rationale = answer.confidence, answer.rationale
+        if confidence is None and type(rationale) is str and len(rationale) <= _LONGEST_REMEMBERED:
+            return (answer.answer, _NONE, rationale)  # what the line below gives, for the usual answer
+        return _state(answer.answer, exact(confidence), exact(rationale))
 
     return Compiled(evaluate, (state,), (("ai", trigger),))
 
@@ -380,7 +387,8 @@ def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec],
     def state(event: ConversationExtracted) -> Hashable:
         if needs_extraction and event.extraction.status != "ok":
             return _failed(event)
-        return exact(read(event))
+        value = read(event)
+        return value if type(value) is str and len(value) <= _LONGEST_REMEMBERED else exact(value)
 
     return Compiled(evaluate, (state,), (("field", cond.field),))
 
@@ -404,8 +412,10 @@ def _reader(name: str) -> Callable[[ConversationExtracted], Any]:
         attribute = name.removeprefix("platform.")
         return lambda e: platform_value(e.conversation, attribute)
 
+    dynamic = name.startswith("dyn_")
+
     def extracted(e: ConversationExtracted) -> Any:
-        found = (e.extraction.dynamic if name.startswith("dyn_") else e.extraction.fields).get(name)
+        found = (e.extraction.dynamic if dynamic else e.extraction.fields).get(name)
         return None if found is None else found.value
 
     return extracted
