@@ -86,7 +86,12 @@ def key_partitioner(key: bytes | None, all_partitions: list[int], available: lis
     murmur2 modulo the partition count, as the Java client chooses; a key-less record a random one."""
     if key is None:
         return random.choice(available or all_partitions)
-    return all_partitions[(murmur2_fast(key) & 0x7FFFFFFF) % len(all_partitions)]
+    return all_partitions[key_partition(key, len(all_partitions))]
+
+
+def key_partition(key: bytes, count: int) -> int:
+    """The place of a key's partition among `count` partitions in order (`key_partitioner`'s choice)."""
+    return (murmur2_fast(key) & 0x7FFFFFFF) % count
 
 
 @contextlib.asynccontextmanager

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from schemas import headers as h
 from schemas.events import ConversationEnded
 from services.common import kafka as common_kafka
+from services.common.kafka import key_partitioner
 from services.common.settings import KafkaSettings
-from services.ingress.publisher import Deadlines, Publisher, Unavailable, cloudevent_headers
+from services.ingress.publisher import Deadlines, Publisher, Route, Unavailable, cloudevent_headers
 
 MAPPED = Path(__file__).parent / "mapped"  # golden ConversationEnded bytes (test_mapped_bytes.py)
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "conversations"
@@ -192,3 +195,36 @@ def test_ce_time_is_the_end_of_the_conversation_in_utc() -> None:
     event = ConversationEnded.model_validate(raw)
     headers = dict(cloudevent_headers(event, "/native/acct-1"))
     assert headers[h.CE_TIME] == b"2026-03-02T15:05:39.250000Z"
+
+
+class _Cluster:
+    """The part of aiokafka's ClusterMetadata that partitioning reads."""
+
+    def __init__(self, partitions: set[int] | None) -> None:
+        self.partitions = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return None if self.partitions is None else set(self.partitions)
+
+    def available_partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self.partitions_for_topic(topic)
+
+
+async def test_the_route_is_the_partition_send_would_choose_and_follows_added_partitions() -> None:
+    producer = common_kafka.producer(KafkaSettings(bootstrap_servers="127.0.0.1:9"), partitioner=key_partitioner)
+    route, rng = Route("t"), random.Random(14)
+    for count in (12, 1, 3, 12, 13):  # partitions added to a topic are used at once, as by send()
+        producer._metadata = producer.client.cluster = _Cluster(set(range(count)))
+        for _ in range(300):
+            key = rng.randbytes(rng.randint(1, 60))
+            tp = route.partition(producer, key, 2000)
+            assert tp == TopicPartition("t", producer._partition("t", None, key, b"v", key, b"v")), (count, key)
+
+
+async def test_the_route_leaves_to_send_a_topic_without_metadata_and_a_record_near_the_size_limit() -> None:
+    producer = common_kafka.producer(KafkaSettings(bootstrap_servers="127.0.0.1:9"), max_request_size=100_000)
+    producer.client.cluster = _Cluster(None)
+    assert Route("t").partition(producer, b"k", 10) is None  # send() waits for the topic's metadata
+    producer.client.cluster = _Cluster({0, 1})
+    assert Route("t").partition(producer, b"k", 100_000 - 2048) is not None
+    assert Route("t").partition(producer, b"k", 100_000 - 100) is None  # send() checks its estimate, or refuses
