@@ -172,8 +172,7 @@ def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[st
     handler = _sole_json_handler(logger, level)
     if (
         handler is None
-        or not _RESERVED.isdisjoint(fields)
-        or any(name[:1] == "_" for name in fields)  # the formatter leaves these out of the line
+        or not _plain_names(fields)
         or type(logger) is not logging.Logger  # a Logger class or record factory of someone else's
         or logging.getLogRecordFactory() is not logging.LogRecord
     ):
@@ -188,6 +187,23 @@ def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[st
         return
     with handler.lock or contextlib.nullcontext():
         handler.hold(line, level)
+
+
+_PLAIN: set[tuple[str, ...]] = set()  # the field names of lines already found plain (a caller's few sets)
+
+
+def _plain_names(fields: dict[str, Any]) -> bool:
+    """No field is a LogRecord's own name or starts with "_" (which the formatter leaves out of the line).
+    A caller logs the same few sets of names line after line: each set is checked once and remembered
+    (the check was a tenth of the cost of a line), a bounded number of them."""
+    names = tuple(fields)
+    if names in _PLAIN:
+        return True
+    if not _RESERVED.isdisjoint(names) or any(name[:1] == "_" for name in names):
+        return False
+    if len(_PLAIN) < 256:
+        _PLAIN.add(names)
+    return True
 
 
 if sys.version_info >= (3, 13):  # LogRecord's clock from 3.13 (gh-102402): nanoseconds
