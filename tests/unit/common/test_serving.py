@@ -131,11 +131,12 @@ async def test_uvicorn_answers_whole_on_keep_alive_and_on_connection_close() -> 
 
 
 @contextlib.asynccontextmanager
-async def served(protocol: type[asyncio.Protocol]) -> AsyncIterator[int]:
+async def served(protocol: type[asyncio.Protocol], keep_alive: float = 5) -> AsyncIterator[int]:
     """`app` on uvicorn with `protocol`, on a free port, for the block."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, http=protocol, log_config=None, lifespan="off"))
+    config = uvicorn.Config(app, http=protocol, log_config=None, lifespan="off", timeout_keep_alive=keep_alive)
+    server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -232,3 +233,20 @@ async def test_a_client_pipelining_too_far_ahead_is_closed_and_one_within_the_bo
         beyond = await pipeline(5_000)
     assert within == [b"/%d" % i for i in range(MAX_PIPELINED + 1)]
     assert len(beyond) <= MAX_PIPELINED + 1, len(beyond)
+
+
+async def test_an_idle_keep_alive_connection_is_closed_at_the_keep_alive_timeout_and_a_busy_one_kept() -> None:
+    """uvicorn's timeout_keep_alive, timed by the connection's one timer: a connection that asks nothing
+    more after an answer is closed once the timeout has passed since that answer, not before; one whose
+    requests come closer together than that stays open however long it lives."""
+    async with served(CoalescingHttpToolsProtocol.with_read_timeout(5), keep_alive=0.6) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for path in (b"/one", b"/two", b"/three", b"/four"):  # 1.2 s in all, each wait under 0.6 s
+            await asyncio.sleep(0.3)
+            writer.write(b"GET " + path + b" HTTP/1.1\r\nhost: x\r\n\r\n")
+            await asyncio.wait_for(reader.readuntil(path), 5)
+        answered = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        idle = asyncio.get_running_loop().time() - answered
+        writer.close()
+    assert 0.55 <= idle < 1.0, idle
