@@ -25,6 +25,14 @@ M = TypeVar("M")
 
 HOUR_MS = 3_600_000
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# What a consumer reads by default (RuntimeSettings.max_record_bytes); a larger record is dead-lettered as poison.
+READ_RECORD_BYTES = 4 * 1024 * 1024
+# The largest ConversationEnded (encoded) the ingress and `postcall publish` accept: the extracted record is
+# the conversation plus its extraction, and the router must still read it. A larger event was acknowledged
+# (2xx) and then dead-lettered downstream. The extraction's room is generous: an LLM's answer is capped by
+# its max_tokens, a platform's taken texts by 10,000 characters a field.
+EXTRACTION_ROOM_BYTES = 512 * 1024
+MAX_EVENT_BYTES = READ_RECORD_BYTES - EXTRACTION_ROOM_BYTES
 DAY_MS = 24 * HOUR_MS
 
 CONVERSATION_ENDED = "postcall.conversation-ended.v1"

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.routes import Route
+from schemas.topics import READ_RECORD_BYTES
 
 
 class KafkaSettings(BaseModel):
@@ -86,7 +87,7 @@ class RuntimeSettings(BaseModel):
     auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="Start of a new group.")
     metrics_port: int = Field(9400, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0: none.")
     metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint binds to.")
-    max_record_bytes: int = Field(4 * 1024 * 1024, description="Larger records are dead-lettered as poison.")
+    max_record_bytes: int = Field(READ_RECORD_BYTES, description="Larger records are dead-lettered as poison.")
     idle_exit_seconds: float | None = Field(
         None,
         description="Exit after this long with nothing to do (tests). Counted only once the consumer has joined its "

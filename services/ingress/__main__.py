@@ -33,7 +33,10 @@ async def main() -> int:
     except ConfigError as exc:
         print(f"ingress: invalid endpoints file:\n{exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, endpoints, Publisher(settings.kafka, settings.ingress.publish_timeout_seconds))
+    publisher = Publisher(
+        settings.kafka, settings.ingress.publish_timeout_seconds, max_event_bytes=settings.ingress.max_event_bytes
+    )
+    app = create_app(settings, endpoints, publisher)
     config = uvicorn.Config(
         app,
         # httptools, one socket write per response, a request's head and reading time bounded (serving.py)

@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeEr
 
 from schemas import headers as h
 from schemas.events import ConversationEnded
-from schemas.topics import CE_TYPES, CONVERSATION_ENDED
+from schemas.topics import CE_TYPES, CONVERSATION_ENDED, MAX_EVENT_BYTES, READ_RECORD_BYTES
 from services.common import codec, observability
 from services.common.kafka import key_partition, key_partitioner, producer
 from services.common.settings import KafkaSettings
@@ -45,7 +45,7 @@ class Unavailable(Exception):
 
 
 class TooLarge(Exception):
-    """Raised when the brokers refuse the record's size (HTTP 413)."""
+    """Raised when the event is larger than the pipeline carries, or the brokers refuse its size (HTTP 413)."""
 
 
 @dataclass(frozen=True)
@@ -195,8 +195,10 @@ class Publisher:
         topic: str = CONVERSATION_ENDED,
         remember: int = 50_000,
         remember_seconds: float = 900.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.kafka, self.timeout, self.topic = kafka, timeout_seconds, topic
+        self.max_event_bytes = max_event_bytes
         self._remember, self._remember_seconds = remember, remember_seconds
         self._producer: AIOKafkaProducer | None = None
         self._wanted = asyncio.Event()  # set when a producer must be (re)started
@@ -318,12 +320,19 @@ class Publisher:
         return done
 
     async def _send(self, event: ConversationEnded, source: str) -> Published:
+        value = codec.encode(event)
+        if len(value) > self.max_event_bytes:
+            raise TooLarge(
+                f"the event is {len(value):,} bytes once mapped; at most {self.max_event_bytes:,} are accepted, so "
+                f"that its extracted record still fits the {READ_RECORD_BYTES:,} bytes the services read: send the "
+                "transcript by transcript_url, or fewer messages"
+            )
         current = self._producer
         if current is None:
             raise Unavailable("Kafka is not reachable")
         started = time.perf_counter()
         try:
-            sent = await self._deadlines.wait(self._send_on(current, event, source))
+            sent = await self._deadlines.wait(self._send_on(current, value, event, source))
         except MessageSizeTooLargeError as exc:
             raise TooLarge(f"the event is too large for the topic ({type(exc).__name__})") from None
         except (KafkaError, TimeoutError) as exc:
@@ -333,8 +342,8 @@ class Publisher:
         self._produced.inc()
         return Published(event.event_id, event.conversation_id, self.topic, sent.partition, sent.offset)
 
-    async def _send_on(self, current: AIOKafkaProducer, event: ConversationEnded, source: str) -> Any:
-        value, key, headers = codec.encode(event), event.conversation_id.encode(), cloudevent_headers(event, source)
+    async def _send_on(self, current: AIOKafkaProducer, value: bytes, event: ConversationEnded, source: str) -> Any:
+        key, headers = event.conversation_id.encode(), cloudevent_headers(event, source)
         tp = self._route.partition(current, key, len(value) + len(key) + sum(len(k) + len(v) for k, v in headers))
         if tp is None:
             future = await current.send(self.topic, value, key=key, headers=headers)

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.topics import EXTRACTION_ROOM_BYTES, MAX_EVENT_BYTES, MAX_MESSAGE_BYTES
 from services.common.settings import KafkaSettings
 
 
@@ -26,6 +27,14 @@ class IngressHttpSettings(BaseModel):
         ge=1024,
         le=8 * 1024 * 1024,
         description="Larger requests are refused with 413 before they are read (at most the topic's record size).",
+    )
+    max_event_bytes: int = Field(
+        MAX_EVENT_BYTES,
+        ge=1024,
+        le=MAX_MESSAGE_BYTES - EXTRACTION_ROOM_BYTES,
+        description="A mapped event larger than this (encoded) is refused with 413: its extracted record, the event "
+        "plus its extraction (512 KiB kept for it), must fit what the extractor and router read (their "
+        "max_record_bytes, 4 MiB by default). Raise both together.",
     )
     max_body_bytes_in_flight: int = Field(
         64 * 1024 * 1024,

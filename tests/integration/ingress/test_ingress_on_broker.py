@@ -190,6 +190,31 @@ def test_hostile_requests_get_a_clear_4xx_and_publish_nothing(ingress: Ingress, 
     assert not [name for name, secret in DEMO_SECRETS.items() if secret in logged], "a secret reached the log"
 
 
+def test_an_event_too_large_for_what_the_services_read_is_413_with_both_sizes_and_not_published(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """At the default limits a body under max_body_bytes (4 MiB) can map to an event whose extracted record
+    (the event plus its extraction) is over the 4 MiB the router reads: it was answered 200, then
+    dead-lettered downstream. Now 413 naming both sizes, and nothing published."""
+    asyncio.run(ensure_topics(kafka, [Topic(CONVERSATION_ENDED, "test", 3, 3_600_000)], replication=1))
+    ingress = start_ingress(kafka.bootstrap_servers, tmp_path, POSTCALL_INGRESS__MAX_BODY_BYTES=str(4 * 1024 * 1024))
+    try:
+        ingress.wait("/readyz", 200)
+        payload = orjson.loads(example("vapi/phone-inbound-with-analysis.json"))
+        payload["message"]["call"]["id"] = call_id = f"big-{uuid.uuid4()}"
+        payload["message"]["artifact"]["messages"][-1]["message"] = "word " * (750 * 1024)
+        body = orjson.dumps(payload)
+        assert 3.6 * 1024 * 1024 < len(body) < 4 * 1024 * 1024  # under the body limit
+        before = len(asyncio.run(read_all(kafka, CONVERSATION_ENDED)))
+        answer = ingress.post("vapi", body)
+        assert answer.status_code == 413 and answer.json()["error"] == "payload_too_large", answer.text
+        assert "bytes once mapped; at most 3,670,016 are accepted" in answer.json()["message"]
+        assert "4,194,304 bytes the services read" in answer.json()["message"]
+        assert call_id not in str(asyncio.run(read_all(kafka, CONVERSATION_ENDED))[before:])
+    finally:
+        ingress.proc.term(timeout=30)
+
+
 def test_kafka_down_is_503_then_accepted_after_recovery_and_published_once(tmp_path: Path) -> None:
     cluster = KafkaCluster(size=1).start()
     kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)

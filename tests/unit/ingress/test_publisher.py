@@ -13,10 +13,11 @@ from aiokafka import TopicPartition
 
 from schemas import headers as h
 from schemas.events import ConversationEnded
+from schemas.topics import MAX_EVENT_BYTES, READ_RECORD_BYTES
 from services.common import kafka as common_kafka
 from services.common.kafka import key_partitioner
 from services.common.settings import KafkaSettings
-from services.ingress.publisher import Deadlines, Publisher, Route, Unavailable, cloudevent_headers
+from services.ingress.publisher import Deadlines, Publisher, Route, TooLarge, Unavailable, cloudevent_headers
 
 MAPPED = Path(__file__).parent / "mapped"  # golden ConversationEnded bytes (test_mapped_bytes.py)
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "conversations"
@@ -98,7 +99,7 @@ async def test_a_record_not_acknowledged_in_time_is_unavailable_and_the_producer
     publisher = Publisher(KafkaSettings(bootstrap_servers="127.0.0.1:9"), timeout_seconds=0.1)
     publisher._producer = object()  # type: ignore[assignment]
 
-    async def never(current: Any, event: Any, source: str) -> Any:
+    async def never(current: Any, value: bytes, event: Any, source: str) -> Any:
         await asyncio.Event().wait()
 
     publisher._send_on = never  # type: ignore[method-assign]
@@ -126,7 +127,7 @@ async def test_a_duplicate_of_an_event_in_flight_waits_for_its_outcome() -> None
     class Sent:
         partition, offset = 4, 17
 
-    async def held(current: Any, e: ConversationEnded, source: str) -> Any:
+    async def held(current: Any, value: bytes, e: ConversationEnded, source: str) -> Any:
         sent.append(e.event_id)
         outcome = await release
         if outcome == "fail":
@@ -170,7 +171,7 @@ async def test_a_duplicate_waiting_on_a_first_request_that_is_cancelled_is_unava
         MAPPED.joinpath("retell-phone-voicemail-analyzed.plain.txt").read_bytes()
     )
 
-    async def never(current: Any, e: ConversationEnded, source: str) -> Any:
+    async def never(current: Any, value: bytes, e: ConversationEnded, source: str) -> Any:
         await asyncio.Event().wait()
 
     publisher._send_on = never  # type: ignore[method-assign]
@@ -228,3 +229,29 @@ async def test_the_route_leaves_to_send_a_topic_without_metadata_and_a_record_ne
     producer.client.cluster = _Cluster({0, 1})
     assert Route("t").partition(producer, b"k", 100_000 - 2048) is not None
     assert Route("t").partition(producer, b"k", 100_000 - 100) is None  # send() checks its estimate, or refuses
+
+
+async def test_an_event_larger_than_the_pipeline_carries_is_too_large_before_it_is_sent() -> None:
+    """The extracted record is the event plus its extraction and must fit what the router reads: a larger
+    event was acknowledged (2xx) and then dead-lettered downstream. Refused with the sizes, nothing sent."""
+    publisher = Publisher(KafkaSettings(bootstrap_servers="127.0.0.1:9"), timeout_seconds=5)
+    publisher._producer = object()  # type: ignore[assignment]
+    sent: list[int] = []
+
+    async def send(current: Any, value: bytes, e: ConversationEnded, source: str) -> Any:
+        sent.append(len(value))
+        return type("Sent", (), {"partition": 0, "offset": 1})()
+
+    publisher._send_on = send  # type: ignore[method-assign]
+    event = ConversationEnded.model_validate_json(
+        MAPPED.joinpath("retell-phone-voicemail-analyzed.plain.txt").read_bytes()
+    )
+    assert publisher.max_event_bytes == MAX_EVENT_BYTES == READ_RECORD_BYTES - 512 * 1024
+    said = event.messages[0].model_copy(update={"text": "x" * 1000})
+    big = event.model_copy(update={"messages": [said] * (MAX_EVENT_BYTES // 1000)})
+    with pytest.raises(TooLarge, match=r"is 3,9\d\d,\d{3} bytes once mapped; at most 3,670,016 .* 4,194,304 bytes"):
+        await publisher.publish(big, "/retell/acct")
+    assert not sent and not publisher._inflight
+    fits = event.model_copy(update={"messages": [said] * (MAX_EVENT_BYTES // 1100)})
+    await publisher.publish(fits, "/retell/acct")
+    assert len(sent) == 1 and MAX_EVENT_BYTES - 400_000 < sent[0] <= MAX_EVENT_BYTES
