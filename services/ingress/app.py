@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,7 +27,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette._utils import get_route_path
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -198,7 +197,7 @@ def _webhook(
         if found is None:
             answer = refusal(404, "not_found", "not_found", f"no {platform} endpoint is named {endpoint[:64]!r}")
         else:
-            headers = Headers(scope=scope)
+            headers = RequestHeaders(scope["headers"])
             body = await read_body(headers, receive, limit, budget)
             if body is None:
                 return  # the client went away before its body arrived: nobody to answer, nothing published
@@ -227,6 +226,37 @@ def _webhook(
         await send({"type": "http.response.body", "body": content})
 
     return serve
+
+
+class RequestHeaders(Mapping[str, str]):
+    """A request's headers by name, as Starlette's `Headers(scope=scope)` reads them (a name in any case;
+    the first of repeated headers; values decoded as latin-1), looked up in the ASGI scope's list as
+    they are asked for: a webhook asks for two or three of them. Starlette's copies the list into the
+    scope and goes through Mapping.get and a KeyError for each lookup."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw  # lower-case names (ASGI)
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        name = key.lower().encode("latin-1")
+        for found, value in self.raw:
+            if found == name:
+                return value.decode("latin-1")
+        return default
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.decode("latin-1") for name, _ in self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
 
 
 async def read_body(headers: HeaderMap, receive: Receive, limit: int, budget: BodyBudget) -> bytes | Answer | None:
@@ -277,7 +307,7 @@ def _log(platform: str, endpoint: str, answer: Answer, elapsed: float, peer: tup
         "ms": round(elapsed * 1000, 1),
     }
     if answer.event_id:
-        extra |= {"event_id": answer.event_id, "conversation_id": answer.conversation_id}
+        extra["event_id"], extra["conversation_id"] = answer.event_id, answer.conversation_id
     if answer.detail:
         extra["detail"] = answer.detail[:300]
     level = (

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from starlette.datastructures import Headers
 from starlette.routing import Match
 
 from schemas.events import MAX_ID_LENGTH, MAX_NESTING, Account, Agent, ConversationEnded, EndReasonInfo
@@ -20,7 +21,7 @@ from services.common import codec
 from services.common.settings import KafkaSettings
 from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
 from services.ingress import endpoints as endpoints_file
-from services.ingress.app import create_app
+from services.ingress.app import RequestHeaders, create_app
 from services.ingress.handler import AcceptedAnswer, WebhookHandler, accepted
 from services.ingress.platforms import MAPPINGS
 from services.ingress.publisher import Published, Publisher, Unavailable, ce_source
@@ -610,3 +611,16 @@ async def test_each_webhook_log_line_names_the_client_and_no_header(
         ("webhook not_found", "203.0.113.9:4711"),
     ]
     assert not any("198.51.100.1" in str(r.__dict__) or "not-logged" in str(r.__dict__) for r in lines)
+
+
+def test_request_headers_read_as_starlettes() -> None:
+    raw = [(b"content-length", b"12"), (b"x-retell-signature", b"v=1,d=ab"), (b"x-dup", b"first"), (b"x-dup", b"2nd")]
+    raw += [(b"x-latin", "caf\u00e9".encode("latin-1")), (b"x-empty", b"")]
+    ours, theirs = RequestHeaders(list(raw)), Headers(raw=list(raw))
+    for name in ("content-length", "X-Retell-Signature", "x-dup", "X-LATIN", "x-empty", "missing"):
+        assert ours.get(name) == theirs.get(name), name
+        assert (name in ours) == (name in theirs), name
+    assert ours.get("missing", "d") == "d"
+    assert list(ours) == list(theirs.keys()) and len(ours) == len(raw)
+    with pytest.raises(KeyError):
+        ours["missing"]
