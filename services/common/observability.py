@@ -63,8 +63,10 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "logger": logger,
             "msg": message,
-            **(record_context.get() or {}),
         }
+        context = record_context.get()
+        if context:
+            out.update(context)
         out.update(fields)
         if exc:
             out["exc"] = exc
