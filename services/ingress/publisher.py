@@ -162,7 +162,8 @@ class Route:
     the key); the partitions are read from the metadata on every record, so that a partition added is
     used at once, as by send(). `partition` answers None where send() has more to do (no metadata for
     the topic yet, a record near the size limit that it must check or refuse): the caller then uses
-    send() itself. aiokafka's accumulator is internal (0.14, pinned in pyproject.toml, as `abort`)."""
+    send() itself. aiokafka's accumulator is internal (0.14, pinned in pyproject.toml, as `abort`):
+    tests/unit/ingress/test_publisher.py compares what it queues with what send() queues."""
 
     def __init__(self, topic: str) -> None:
         self.topic = topic

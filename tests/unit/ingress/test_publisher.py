@@ -7,14 +7,17 @@ import random
 from pathlib import Path
 from typing import Any
 
+import aiokafka
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from schemas import headers as h
 from schemas.events import ConversationEnded
 from schemas.topics import MAX_EVENT_BYTES, READ_RECORD_BYTES
 from services.common import kafka as common_kafka
+from services.common.codec import encode as codec_encode
 from services.common.kafka import key_partitioner
 from services.common.settings import KafkaSettings
 from services.ingress.publisher import Deadlines, Publisher, Route, TooLarge, Unavailable, cloudevent_headers
@@ -255,3 +258,50 @@ async def test_an_event_larger_than_the_pipeline_carries_is_too_large_before_it_
     fits = event.model_copy(update={"messages": [said] * (MAX_EVENT_BYTES // 1100)})
     await publisher.publish(fits, "/retell/acct")
     assert len(sent) == 1 and MAX_EVENT_BYTES - 400_000 < sent[0] <= MAX_EVENT_BYTES
+
+
+def _queued(producer: Any) -> dict[TopicPartition, list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]]:
+    """What aiokafka's accumulator holds, by partition: each record's key, value and headers."""
+    held: dict[TopicPartition, list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]] = {}
+    for tp, batches in producer._message_accumulator._batches.items():
+        for batch in batches:
+            data = bytes(batch.get_data_buffer())
+            held.setdefault(tp, []).extend(
+                (r.key, r.value, [(k, bytes(v)) for k, v in r.headers]) for r in DefaultRecordBatch(data)
+            )
+    return held
+
+
+async def test_a_routed_record_is_queued_as_send_would_queue_it() -> None:
+    """The publisher hands records to aiokafka's accumulator itself (Route), through internals of aiokafka
+    0.14 (pinned in pyproject.toml): `_message_accumulator.add_message(tp, key, value, timeout, headers=)`,
+    `_max_request_size`, `_request_timeout_ms`, `client.cluster`. Another aiokafka that renamed or reordered
+    them must fail here, not publish elsewhere or otherwise: the records the real accumulator holds
+    are those send() queues, in the same partitions."""
+    assert aiokafka.__version__.startswith("0.14."), "re-read Route and abort against this aiokafka's internals"
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:9")
+    routed = common_kafka.producer(settings, request_timeout_ms=5000, partitioner=key_partitioner)
+    sent = common_kafka.producer(settings, request_timeout_ms=5000, partitioner=key_partitioner)
+    for p in (routed, sent):
+        p.client.cluster = p._metadata = _Cluster(set(range(6)))
+    publisher = Publisher(settings, timeout_seconds=5)
+    raw = MAPPED.joinpath("retell-phone-voicemail-analyzed.plain.txt").read_bytes()
+    waits = []
+    for n in range(40):
+        event = ConversationEnded.model_validate_json(raw).model_copy(
+            update={"conversation_id": f"conv-{n}", "event_id": f"e-{n}"}
+        )
+        value = codec_encode(event)
+        waits.append(asyncio.ensure_future(publisher._send_on(routed, value, event, "/retell/acct")))
+        await asyncio.sleep(0)
+        key = event.conversation_id.encode()
+        await sent.send(publisher.topic, value, key=key, headers=cloudevent_headers(event, "/retell/acct"))
+    assert publisher._route._parts, "the records went through the route, not send()"
+    expected = _queued(sent)
+    assert sum(map(len, expected.values())) == 40 and len(expected) > 1
+    assert _queued(routed) == expected
+    for wait in waits:
+        wait.cancel()
+    await asyncio.gather(*waits, return_exceptions=True)
+    for p in (routed, sent):
+        await p.stop()
