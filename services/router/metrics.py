@@ -15,7 +15,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from schemas.events import FlowDecision
 from schemas.topics import ACTION_TYPES
 
 FLOW_OUTCOME_NAMES = ("fired", "not_fired", "disabled", "held")
@@ -72,9 +71,3 @@ CONFIG_RELOAD_FAILED = Gauge(
     "1 while the folder's latest change could not be loaded (a reload with result error): the last good "
     "configuration is in use.",
 )
-
-
-def flow_outcome(flow: FlowDecision) -> str:
-    if not flow.enabled:
-        return "disabled"
-    return "fired" if flow.fired else "held" if flow.held else "not_fired"
