@@ -85,6 +85,24 @@ class ScriptedBatcher:
         pass
 
 
+def fast_path() -> tuple[Runtime, ScriptedBatcher]:
+    """A worker's runtime whose fast path queues into a ScriptedBatcher."""
+    settings = WorkerSettings(kafka={"bootstrap_servers": "127.0.0.1:1"}, input_topic="in", output_topic="out")  # type: ignore[arg-type]
+    runtime: Runtime = build(settings)
+    batcher = runtime._batcher = ScriptedBatcher()  # type: ignore[assignment]
+    return runtime, batcher
+
+
+def polled(runtime: Runtime) -> tuple[PartitionState, list[ConsumerRecord[bytes, bytes]]]:
+    """Two records of partition in-0 (offsets 3 and 4), polled and in flight."""
+    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
+    records = [ConsumerRecord("in", 0, o, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ()) for o in (3, 4)]
+    for record in records:
+        state.accept(record.offset)
+    runtime.in_flight = 2
+    return state, records
+
+
 def produced(topic: str = "out") -> float:
     return REGISTRY.get_sample_value("postcall_records_produced_total", {"service": "worker", "topic": topic}) or 0.0
 
@@ -124,14 +142,8 @@ async def test_records_count_as_produced_once_acknowledged_not_when_queued_or_se
 
 
 async def test_fast_path_outputs_count_as_produced_once_acknowledged() -> None:
-    settings = WorkerSettings(kafka={"bootstrap_servers": "127.0.0.1:1"}, input_topic="in", output_topic="out")  # type: ignore[arg-type]
-    runtime: Runtime = build(settings)
-    batcher = runtime._batcher = ScriptedBatcher()  # type: ignore[assignment]
-    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
-    records = [ConsumerRecord("in", 0, o, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ()) for o in (3, 4)]
-    for record in records:
-        state.accept(record.offset)
-    runtime.in_flight = 2
+    runtime, batcher = fast_path()
+    state, records = polled(runtime)
     before = produced()
 
     done = await runtime._queue_batch(state, records)
@@ -152,9 +164,7 @@ async def test_fast_path_records_waiting_for_acks_keep_no_output_alive() -> None
     outputs: with the window full (2,048 records on a compute-only route) the outputs, each with its event
     and headers, kept ~30,000 objects alive, and the cyclic GC ran 20x as often (1 KB pass-through,
     bench/runtime.py: 2-4 us more CPU per record). Counting them as produced once acknowledged still works."""
-    settings = WorkerSettings(kafka={"bootstrap_servers": "127.0.0.1:1"}, input_topic="in", output_topic="out")  # type: ignore[arg-type]
-    runtime: Runtime = build(settings)
-    batcher = runtime._batcher = ScriptedBatcher()  # type: ignore[assignment]
+    runtime, batcher = fast_path()
     made: list[weakref.ref[Any]] = []
     outputs = runtime.processor.outputs
 
@@ -163,11 +173,7 @@ async def test_fast_path_records_waiting_for_acks_keep_no_output_alive() -> None
         return outputs(events, ctx)
 
     runtime.processor.outputs = watched  # type: ignore[method-assign]
-    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
-    records = [ConsumerRecord("in", 0, o, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ()) for o in (3, 4)]
-    for record in records:
-        state.accept(record.offset)
-    runtime.in_flight = 2
+    state, records = polled(runtime)
     before = produced()
 
     done = await runtime._queue_batch(state, records)
