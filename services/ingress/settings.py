@@ -25,7 +25,7 @@ class IngressHttpSettings(BaseModel):
     max_body_bytes: int = Field(
         4 * 1024 * 1024,
         ge=1024,
-        le=8 * 1024 * 1024,
+        le=MAX_MESSAGE_BYTES,
         description="Larger requests are refused with 413 before they are read (at most the topic's record size).",
     )
     max_event_bytes: int = Field(
