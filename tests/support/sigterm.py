@@ -3,7 +3,9 @@ down, so the Kafka broker and the PostgreSQL server it started are stopped.
 
 Without this, a session ended by SIGTERM (CI's time limit, `timeout`, `kill`) died at once and left its
 broker and PostgreSQL running for good: both outlive their parent (pg_ctl daemonizes it; the broker's
-JVM is reparented to init). A second SIGTERM kills at once, as the default would.
+JVM is reparented to init). Later SIGTERMs are ignored while the session stops: `make test` killed as a
+process group forwards the group's SIGTERM to pytest a second time, and that second one used to kill it
+in the middle of its teardown. SIGKILL still ends it at once.
 
 A test that runs a service in this process may install its own SIGTERM handler and, when it is done,
 leave the default behind (asyncio's remove_signal_handler does), so the handler is put back before
@@ -23,13 +25,14 @@ terminated = False  # set once SIGTERM arrived: the broker fixture skips its sch
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     global terminated
+    if terminated:
+        return  # stopping already: let the teardown finish
     terminated = True
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise KeyboardInterrupt("SIGTERM: stopping the test session and its servers")
 
 
 def _install() -> None:
-    if threading.current_thread() is threading.main_thread() and not terminated:
+    if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 

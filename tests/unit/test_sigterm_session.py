@@ -1,8 +1,10 @@
 """A test session ended by SIGTERM stops the servers it started (tests/support/sigterm.py).
 
 Proven on a pytest subprocess with the plugin and a session fixture standing in for the broker: SIGTERM
-arrives while a test runs, and the fixture's teardown must still run. Without the plugin the process
-died at once and the teardown never ran, which is how killed sessions left a broker and PostgreSQL behind.
+arrives while a test runs, a second one while the fixture tears down (as `make test` killed with its
+process group forwards it), and the teardown must still finish. Without the plugin the process died at
+once and the teardown never ran, which is how killed sessions left a broker and PostgreSQL behind; with
+its first version the second SIGTERM killed it mid-teardown.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ HERE = Path(__file__).parent
 @pytest.fixture(scope="session")
 def server():
     yield
+    (HERE / "stopping").write_text("")
+    time.sleep(1)  # a teardown takes time (stopping a broker): a second SIGTERM arrives meanwhile
     (HERE / "stopped").write_text("torn down")
 
 def test_long(server):
@@ -56,6 +60,9 @@ def test_sigterm_tears_the_session_down(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the test never started"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
+        while not (tmp_path / "stopping").exists() and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # make, killed with its process group, forwards SIGTERM to pytest again
         out = proc.communicate(timeout=30)[0].decode()
     finally:
         if proc.poll() is None:
