@@ -19,6 +19,7 @@ SNIPPET_BYTES of its body are read (raw, never decompressed), and one deadline b
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -327,8 +328,17 @@ async def _read_some(response: httpx.Response, limit: int) -> bytes:
 
 
 def snippet(raw: bytes) -> str:
+    """The start of a body for messages, whitespace collapsed. A body cut at SNIPPET_BYTES loses the
+    token the cut split (a run of token characters at the end) and ends in an ellipsis: that token may
+    be the start of a secret the receiver echoed (our Authorization header), which redaction, matching
+    whole secrets and starts only at its own cut, would not find once the collapsed text fits its limit."""
     text = raw[:SNIPPET_BYTES].decode("utf-8", errors="replace")
+    if len(raw) >= SNIPPET_BYTES:  # read up to the limit: the body may go on
+        text = _TOKEN_TAIL.sub("", text) + " …"
     return " ".join(text.split())
+
+
+_TOKEN_TAIL = re.compile(r"[\w.~+/=:%-]*\Z")  # what a token, key or URL is made of, at the end
 
 
 @asynccontextmanager

@@ -288,11 +288,13 @@ async def test_a_huge_or_endless_answer_leaves_a_bounded_excerpt_and_the_id_when
             [action] = actions_for(tmp_path, case, f"big{n}")
             done += results(await harness.send(action))
     assert [(d.outcome, d.status_code) for d in done] == [("delivered", 200)] * 3  # the endless one too
-    assert (done[0].result_id, done[0].response_excerpt) == ("4471", '{"case": {"id": "4471"}}')
+    # the excerpt of a body read only in part ends in an ellipsis, without the token the read cut split
+    assert (done[0].result_id, done[0].response_excerpt) == ("4471", '{"case": {"id": "4471"}} …')
     for cut in done[1:]:
         assert cut.result_id is None
         assert cut.error == "result_id_pointer /case/id: the answer is not JSON (or longer than the 64 KiB read)"
-        assert cut.response_excerpt is not None and len(cut.response_excerpt) == RESPONSE_EXCERPT_CHARS
+    assert done[1].response_excerpt == '{"case": {"id": "4472", "pad": " …'  # the 5 MB token is not quoted
+    assert done[2].response_excerpt is not None and len(done[2].response_excerpt) == RESPONSE_EXCERPT_CHARS
 
 
 @pytest.mark.timeout(30)
@@ -326,6 +328,27 @@ async def test_an_answer_with_a_secrets_start_at_the_excerpts_end_is_delivered_w
         out = await harness.send(actions_for(tmp_path, "4471", "cut")[0])
     assert (out.status, [d.outcome for d in results(out)]) == ("ok", ["delivered"])
     assert results(out)[0].response_excerpt == "x" * (RESPONSE_EXCERPT_CHARS - 10) + "[redacted]"
+
+
+@pytest.mark.parametrize("status", [200, 400])
+async def test_a_secret_the_read_limit_cut_is_not_kept_in_part(
+    sink: Sink, stack: Stack, tmp_path: Path, status: int
+) -> None:
+    # the receiver echoes our Authorization header after much whitespace: the 2,048-byte read ends inside
+    # the token, and the collapsed text is short, so no cut of redact's own looked at its end
+    answer = b"echo:" + b" " * 2020 + b"Bearer tok-CANARY-0123456789 was sent"
+    sink.script("/api/v2/cases/4471", then=Reply(status, body=answer))
+    yaml = (
+        f"destinations:\n  - {{name: cases, kind: http, url: '{sink.url('/api/v2')}', allow_private: true,"
+        " auth: {type: bearer, token: {secret_env: CRM_TOKEN}}}\n"
+    )
+    async with stack(yaml, {"CRM_TOKEN": "tok-CANARY-0123456789"}) as (executors, _):
+        harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
+        out = await harness.send(actions_for(tmp_path, "4471", "echo")[0])
+    [result] = results(out)
+    shown = result.response_excerpt if status == 200 else result.error
+    assert result.outcome == ("delivered" if status == 200 else "dead_lettered"), result
+    assert shown is not None and "echo: Bearer …" in shown and "CANARY" not in shown, shown
 
 
 @pytest.mark.parametrize("expires_in", ["²", "-60", "3600.5", None])
