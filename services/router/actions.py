@@ -297,10 +297,17 @@ def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> Ac
     The action is completed in place, as model_copy(update=...) would copy it: call it only on an action
     just built for this record, that nothing else holds yet."""
     digest = content_digest(action, plain)
-    update = {"content_digest": digest}
-    if redeliver:
-        update |= {"action_id": uuid5(f"{action.action_id}/content/{digest}"), "supersedes": action.action_id}
-    action.__dict__.update(update)  # a frozen model refuses setattr, not its own field values
+    # a frozen model refuses setattr, not its own field values
+    if not redeliver:  # the usual record: one field, set without an update dict
+        action.__dict__["content_digest"] = digest
+        action.__pydantic_fields_set__.add("content_digest")
+        return action
+    update = {
+        "content_digest": digest,
+        "action_id": uuid5(f"{action.action_id}/content/{digest}"),
+        "supersedes": action.action_id,
+    }
+    action.__dict__.update(update)
     action.__pydantic_fields_set__.update(update)
     return action
 

@@ -157,7 +157,7 @@ class CompiledFlow:
                     PlannedAction,
                     {
                         "action_id": fields["action_id"],
-                        "type": str(fields.get("type", "")),
+                        "type": fields["type"],  # every action model's `type` is text
                         "topic": action.topic,
                         "destination": fields["destination"],
                     },
