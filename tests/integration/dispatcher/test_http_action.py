@@ -312,20 +312,25 @@ async def test_a_2xx_whose_connection_drops_before_the_body_is_delivered_once_wi
     assert len(sink.received) == 1
 
 
-async def test_an_answer_with_a_secrets_start_at_the_excerpts_end_is_delivered_with_an_excerpt_in_bounds(
-    sink: Sink, stack: Stack, tmp_path: Path
-) -> None:
-    # "Bear" is the start of a secret ("Bearer <token>", the header we send): at the excerpt's cut it is
-    # redacted, and "[redacted]" is longer than it. The CRM took the request: the result must say delivered.
-    answer = b"x" * (RESPONSE_EXCERPT_CHARS - 4) + b"Bearer tokens expire after an hour"
-    sink.script("/api/v2/cases/4471", then=Reply(200, body=answer))
+async def _answered_by_a_bearer_crm(sink: Sink, stack: Stack, tmp_path: Path, reply: Reply) -> Any:
+    """One http action to a destination whose bearer token (tok-CANARY-0123456789) the receiver may echo."""
+    sink.script("/api/v2/cases/4471", then=reply)
     yaml = (
         f"destinations:\n  - {{name: cases, kind: http, url: '{sink.url('/api/v2')}', allow_private: true,"
         " auth: {type: bearer, token: {secret_env: CRM_TOKEN}}}\n"
     )
     async with stack(yaml, {"CRM_TOKEN": "tok-CANARY-0123456789"}) as (executors, _):
         harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
-        out = await harness.send(actions_for(tmp_path, "4471", "cut")[0])
+        return await harness.send(actions_for(tmp_path, "4471", "bearer")[0])
+
+
+async def test_an_answer_with_a_secrets_start_at_the_excerpts_end_is_delivered_with_an_excerpt_in_bounds(
+    sink: Sink, stack: Stack, tmp_path: Path
+) -> None:
+    # "Bear" is the start of a secret ("Bearer <token>", the header we send): at the excerpt's cut it is
+    # redacted, and "[redacted]" is longer than it. The CRM took the request: the result must say delivered.
+    answer = b"x" * (RESPONSE_EXCERPT_CHARS - 4) + b"Bearer tokens expire after an hour"
+    out = await _answered_by_a_bearer_crm(sink, stack, tmp_path, Reply(200, body=answer))
     assert (out.status, [d.outcome for d in results(out)]) == ("ok", ["delivered"])
     assert results(out)[0].response_excerpt == "x" * (RESPONSE_EXCERPT_CHARS - 10) + "[redacted]"
 
@@ -337,14 +342,7 @@ async def test_a_secret_the_read_limit_cut_is_not_kept_in_part(
     # the receiver echoes our Authorization header after much whitespace: the 2,048-byte read ends inside
     # the token, and the collapsed text is short, so no cut of redact's own looked at its end
     answer = b"echo:" + b" " * 2020 + b"Bearer tok-CANARY-0123456789 was sent"
-    sink.script("/api/v2/cases/4471", then=Reply(status, body=answer))
-    yaml = (
-        f"destinations:\n  - {{name: cases, kind: http, url: '{sink.url('/api/v2')}', allow_private: true,"
-        " auth: {type: bearer, token: {secret_env: CRM_TOKEN}}}\n"
-    )
-    async with stack(yaml, {"CRM_TOKEN": "tok-CANARY-0123456789"}) as (executors, _):
-        harness = Harness(Dispatcher(executors, Ledger(_no_results)).service())
-        out = await harness.send(actions_for(tmp_path, "4471", "echo")[0])
+    out = await _answered_by_a_bearer_crm(sink, stack, tmp_path, Reply(status, body=answer))
     [result] = results(out)
     shown = result.response_excerpt if status == 200 else result.error
     assert result.outcome == ("delivered" if status == 200 else "dead_lettered"), result
