@@ -45,6 +45,8 @@ _NOT_NOW_STATES = frozenset({"25006", "55P03"})
 
 def unreachable(exc: BaseException) -> bool:
     """The database is down, unreachable or cannot take writes for now (not: it refused this data)."""
+    if isinstance(exc, OperationalError) and _sqlite_refused_data(exc):
+        return False
     if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | OSError | TimeoutError):
         return True
     if not isinstance(exc, DBAPIError):
@@ -52,6 +54,13 @@ def unreachable(exc: BaseException) -> bool:
     state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
     not_now = (state.startswith(_NOT_NOW_CLASSES) and state != "57014") or state in _NOT_NOW_STATES
     return exc.connection_invalidated or not_now
+
+
+def _sqlite_refused_data(exc: OperationalError) -> bool:
+    """SQLite reports an overflowing integer sum as an OperationalError with the generic code SQLITE_ERROR,
+    as it does a missing table; only its message says the data is at fault."""
+    orig = exc.orig
+    return getattr(orig, "sqlite_errorname", None) == "SQLITE_ERROR" and str(orig) == "integer overflow"
 
 
 class Batcher:
