@@ -27,7 +27,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
-from schemas.topics import Topic, default_replication
+from schemas.topics import MAX_MESSAGE_BYTES, Topic, default_replication
 from services.common import codec
 from services.common.settings import KafkaSettings
 
@@ -44,7 +44,7 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
         "enable_idempotence": True,
         "linger_ms": 1,
         "max_batch_size": MAX_BATCH_BYTES,
-        "max_request_size": 8 * 1024 * 1024,
+        "max_request_size": MAX_MESSAGE_BYTES,  # a topic's largest record fits one request
         "request_timeout_ms": 30_000,
     }
     opts.update(overrides)
