@@ -167,6 +167,11 @@ Constant = list[tuple[str, bytes]]  # the encoded headers that depend on the str
 _constants: dict[tuple[str, str], Constant] = {}  # by (ce_type, service)
 
 
+# headers every JSON CloudEvent carries the same of, encoded once (the ingress's publisher uses them too)
+SPECVERSION_HEADER = (h.CE_SPECVERSION, h.CE_SPECVERSION_VALUE.encode())
+CONTENT_TYPE_HEADER = (h.CONTENT_TYPE, h.JSON_CONTENT_TYPE.encode())
+
+
 def cloudevent_constant(ce_type: str, service: str) -> Constant:
     """ce_type, ce_source and ce_specversion of a stream's events from a service, encoded once."""
     constant = _constants.get((ce_type, service))
@@ -174,7 +179,7 @@ def cloudevent_constant(ce_type: str, service: str) -> Constant:
         constant = _constants[(ce_type, service)] = [
             (h.CE_TYPE, ce_type.encode()),
             (h.CE_SOURCE, f"/postcall/{service}".encode()),
-            (h.CE_SPECVERSION, h.CE_SPECVERSION_VALUE.encode()),
+            SPECVERSION_HEADER,
         ]
     return constant
 
@@ -192,15 +197,12 @@ def wire_headers(
 ) -> WireHeaders:
     """cloudevent_wire() with the stream's constant headers (cloudevent_constant) and the subject encoded:
     the runtime keeps both per output stream and encodes an output's key once, for the record and this."""
-    wire = [(h.CE_ID, ce_id.encode()), *constant, _now()[3], _CONTENT_TYPE]
+    wire = [(h.CE_ID, ce_id.encode()), *constant, _now()[3], CONTENT_TYPE_HEADER]
     if subject:
         wire.append((h.CE_SUBJECT, subject))
     if extra:
         wire += extra
     return WireHeaders(wire)
-
-
-_CONTENT_TYPE = (h.CONTENT_TYPE, h.JSON_CONTENT_TYPE.encode())
 
 
 def cloudevent_headers(

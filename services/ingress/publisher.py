@@ -72,17 +72,15 @@ def cloudevent_headers(event: ConversationEnded, source: str) -> list[tuple[str,
         (h.CE_ID, event.event_id.encode()),
         _CE_TYPE,
         (h.CE_SOURCE, source.encode()),
-        _CE_SPECVERSION,
+        codec.SPECVERSION_HEADER,
         (h.CE_TIME, event.ended_at.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()),
-        _CONTENT_TYPE,
+        codec.CONTENT_TYPE_HEADER,
         (h.CE_SUBJECT, event.conversation_id.encode()),
     ]
 
 
 # the headers every record has the same of, encoded once (tuples: a producer reads, never changes them)
 _CE_TYPE = (h.CE_TYPE, CE_TYPES[CONVERSATION_ENDED].encode())
-_CE_SPECVERSION = (h.CE_SPECVERSION, h.CE_SPECVERSION_VALUE.encode())
-_CONTENT_TYPE = (h.CONTENT_TYPE, h.JSON_CONTENT_TYPE.encode())
 
 
 async def abort(producer: AIOKafkaProducer) -> None:
