@@ -408,12 +408,13 @@ def replay_cmd(
     store, through the claims the console's replays take, so two replays at once send each letter once."""
     kafka = kafka_settings(bootstrap)
     letters = asyncio.run(select(kafka, _filters(service, reason, since, until, key, everything)))[: limit or None]
-    unusable = [d for d in letters if replay_target(d) is None]
+    targets = [replay_target(d) for d in letters]
+    unusable = [d for d, target in zip(letters, targets, strict=True) if target is None]
     for d in unusable:
         original = plain(d.headers.get(h.ORIGINAL_TOPIC, "(none)"))
         why = " is not an input of the service that dead-lettered it; not replayed"
         console.print(Text.assemble(f"skipping {d.coordinates}: its original topic ", original, why))
-    letters = [d for d in letters if d not in unusable]
+    letters = [d for d, target in zip(letters, targets, strict=True) if target is not None]
     url = database_url or os.environ.get("POSTCALL_DATABASE__URL")  # no store configured: no claim to take
     if dry_run:
         busy = with_store(url, lambda store: _busy(store, letters, everything)) if url and letters else set()

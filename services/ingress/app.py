@@ -265,8 +265,8 @@ async def read_body(headers: HeaderMap, receive: Receive, limit: int, budget: Bo
     Each chunk is taken from `budget` as it arrives (what a client declares costs nothing until sent);
     a body the budget cannot hold is a 503 `overloaded`. The caller gives a returned body's length
     back once the request is answered; anything else is given back here."""
-    declared = headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+    declared = (headers.get("content-length") or "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # "²".isdigit(), int("²") fails
         return _too_large(limit)
     chunks, size, complete = [], 0, False
     try:

@@ -255,6 +255,37 @@ async def test_over_the_size_limit_is_413_from_content_length_or_while_streaming
     assert streamed.status_code == 413
 
 
+@pytest.mark.parametrize("declared", [b"\xb2", b"1\xb9"])  # "²", "1¹": headers are read as latin-1
+async def test_a_content_length_of_non_ascii_digits_is_read_as_not_declared(
+    publisher: RecordingPublisher, declared: bytes
+) -> None:
+    """str.isdigit() holds for "²" but int() refuses it (a 500 before): the declared length is taken only
+    when it is ASCII digits, else the body is read and bounded while it streams (uvicorn refuses such a
+    header before the app; this app may run behind another server)."""
+    app = create_app(
+        IngressSettings(ingress=IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS)),
+        endpoints_file.load(Path(DEMO_ENDPOINTS), {}),
+        publisher,
+    )
+    messages: list[dict[str, Any]] = [{"type": "http.request", "body": b"not json", "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    path = "/webhooks/vapi/copperline"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [(b"content-length", declared)], "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8080),
+    }  # fmt: skip
+    await app(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 401, sent  # read, then unsigned
+
+
 async def test_the_bodies_in_flight_are_bounded_and_a_request_past_the_bound_is_503_with_retry_after(
     publisher: RecordingPublisher,
 ) -> None:
