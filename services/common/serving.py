@@ -139,7 +139,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        self._idle_since = None  # what arrives ends the keep-alive wait, as uvicorn's cancelled timer did
+        if self._idle_since is not None:  # what arrives ends the keep-alive wait, as uvicorn's cancelled timer did
+            self._idle_since = None
+            if self._reading_since is None:
+                # and is the next request's first byte, even when it begins no message (httptools skips a
+                # CRLF before a request line): else CRLFs sent once answered held the connection for good
+                self._reading_since = self.loop.time()
         if self._head_bytes is not None:
             self._head_bytes += len(data)
         super().data_received(data)

@@ -255,6 +255,24 @@ async def test_an_idle_keep_alive_connection_is_closed_at_the_keep_alive_timeout
     assert 0.55 <= idle < 1.0, idle
 
 
+async def test_bytes_that_start_no_request_after_an_answer_do_not_hold_the_connection_open() -> None:
+    """What arrives after an answer ends the keep-alive wait; httptools skips a CRLF before a request line
+    without beginning a message, so a client sending only CRLFs once answered was timed by neither limit:
+    the connection stayed open for good (trickled, up to MAX_HEAD_BYTES of them). The read timeout counts
+    from those bytes as from any request's first byte."""
+    async with served(CoalescingHttpToolsProtocol.with_read_timeout(0.5), keep_alive=0.3) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"/one"), 5)
+        writer.write(b"\r\n")
+        sent = asyncio.get_running_loop().time()
+        late = await asyncio.wait_for(reader.read(), 5)  # to EOF (TimeoutError before: still open)
+        held = asyncio.get_running_loop().time() - sent
+        writer.close()
+    assert late.startswith(b"HTTP/1.1 408 ") and b"connection: close" in late
+    assert 0.45 <= held < 1.5, held
+
+
 def test_the_on_response_complete_overridden_is_uvicorns_own_but_for_the_keep_alive_timer() -> None:
     """CoalescingHttpToolsProtocol.on_response_complete is a copy of uvicorn's (0.55) without its keep-alive
     timer; pyproject.toml does not bound uvicorn from above. Another uvicorn that changed what is done after
