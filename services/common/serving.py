@@ -170,6 +170,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._reading_since, self._head_bytes = None, 0  # what comes next is the next request's head
         super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and not self.transport.is_closing():
+            # answered before its body had all arrived (a 404, a declared size over the limit): the body's
+            # bytes ended the keep-alive wait the answer began, and it begins again now (else nothing timed
+            # the connection any more: it stayed open for good)
+            self._idle_since = self.loop.time()
 
     def on_response_complete(self) -> None:
         """uvicorn's (0.55), except that the keep-alive wait after an answer is timed by the connection's

@@ -134,11 +134,15 @@ async def test_uvicorn_answers_whole_on_keep_alive_and_on_connection_close() -> 
 
 
 @contextlib.asynccontextmanager
-async def served(protocol: type[asyncio.Protocol], keep_alive: float = 5) -> AsyncIterator[int]:
-    """`app` on uvicorn with `protocol`, on a free port, for the block."""
+async def served(
+    protocol: type[asyncio.Protocol], keep_alive: float = 5, application: Any = None
+) -> AsyncIterator[int]:
+    """`application` (else `app`) on uvicorn with `protocol`, on a free port, for the block."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, http=protocol, log_config=None, lifespan="off", timeout_keep_alive=keep_alive)
+    config = uvicorn.Config(
+        application or app, http=protocol, log_config=None, lifespan="off", timeout_keep_alive=keep_alive
+    )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -271,6 +275,32 @@ async def test_bytes_that_start_no_request_after_an_answer_do_not_hold_the_conne
         writer.close()
     assert late.startswith(b"HTTP/1.1 408 ") and b"connection: close" in late
     assert 0.45 <= held < 1.5, held
+
+
+async def answered_unread(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers without reading the body, as the ingress does an unknown endpoint or a declared size over its limit."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"no"})
+
+
+async def test_a_request_answered_before_its_body_arrived_is_idle_once_the_body_has() -> None:
+    """The answer began the keep-alive wait, and the body arriving after it ended that wait, as any bytes
+    do; the request then being read whole, no read timeout ran either: the connection stayed open for good.
+    The keep-alive wait begins again once the request answered early has arrived."""
+    async with served(
+        CoalescingHttpToolsProtocol.with_read_timeout(5), keep_alive=0.3, application=answered_unread
+    ) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"no"), 5)
+        await asyncio.sleep(0.1)
+        writer.write(b"body")
+        sent = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed (TimeoutError before: still open)
+        idle = asyncio.get_running_loop().time() - sent
+        writer.close()
+    assert 0.25 <= idle < 1.0, idle
 
 
 def test_the_on_response_complete_overridden_is_uvicorns_own_but_for_the_keep_alive_timer() -> None:
