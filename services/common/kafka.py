@@ -312,6 +312,15 @@ class Batcher:
         self._sticky: dict[str, int] = {}
         self._hashes: dict[bytes, int] = {}
         self._submitting: set[asyncio.Task[None]] = set()
+        # partitions added to a topic are used as send() uses them: once the producer's metadata names them
+        # (the one-record path's send() places keys by the count it reads, so both paths place them alike)
+        producer.client.cluster.add_listener(self._metadata_updated)
+
+    def _metadata_updated(self, cluster: Any) -> None:
+        for topic, every in self._partitions.items():
+            known = cluster.partitions_for_topic(topic)
+            if known and sorted(known) != every:  # (a topic missing from one answer keeps what was read)
+                self._partitions[topic] = sorted(known)
 
     async def add(self, records: Sequence[codec.Outgoing]) -> Sequence[asyncio.Future[Any]] | None:
         """Queue one input's outputs; returns the acks of the batches that hold them (None: one is too

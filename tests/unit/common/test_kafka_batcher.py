@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from aiokafka.protocol.metadata import MetadataResponse_v1
+
 from services.common import kafka as common_kafka
 from services.common.codec import Outgoing
 from services.common.kafka import MAX_BATCH_BYTES, Batcher
@@ -40,4 +42,40 @@ async def test_outputs_get_the_ack_of_every_batch_that_holds_one_of_them_in_orde
         for task in list(batcher._submitting):  # the full batch's hand-over to the producer, never started
             task.cancel()
         await asyncio.gather(*batcher._submitting, return_exceptions=True)
+        await producer.stop()
+
+
+def _metadata(partitions: dict[str, int]) -> MetadataResponse_v1:
+    """A broker's metadata answer naming these topics with this many partitions each, all led by node 0."""
+    topics = [(0, topic, False, [(0, p, 0, [0], [0]) for p in range(count)]) for topic, count in partitions.items()]
+    return MetadataResponse_v1(brokers=[(0, "127.0.0.1", 9, None)], controller_id=0, topics=topics)
+
+
+async def test_a_partition_added_to_an_output_topic_is_used_once_the_metadata_names_it() -> None:
+    """The Batcher read its topics' partitions once, at start, and kept them: after partitions were added
+    to an output topic, the fast path kept placing keys by the old count until a restart, while the
+    one-record path (the producer's send(), for a record whose outputs must be produced again) placed the
+    same keys by the new count, so one input's outputs could land on two partitions. It now follows the
+    producer's metadata, as send() does (refreshed every metadata_max_age_ms and on produce errors)."""
+    producer = common_kafka.producer(KafkaSettings(bootstrap_servers="127.0.0.1:9"))
+    batcher = Batcher(producer)
+    try:
+        producer.client.cluster.update_metadata(_metadata({"a": 2, "b": 1}))
+        await batcher.learn(["a"])
+        assert batcher._partitions["a"] == [0, 1]
+        keys = [b"conv-%d" % i for i in range(64)]
+        for key in keys:
+            batcher.add_nowait([Outgoing("a", key, b"v", {}, None)])
+        assert {tp for tp in batcher._open} == {("a", 0), ("a", 1)}
+        producer.client.cluster.update_metadata(_metadata({"a": 3, "b": 1}))
+        chosen = set()
+        for key in keys:
+            acks = batcher.add_nowait([Outgoing("a", key, b"v", {}, None)])
+            (partition,) = [tp[1] for tp, batch in batcher._open.items() if acks is batch.acks]
+            assert partition == common_kafka.key_partition(key, 3), key  # as send()'s partitioner chooses
+            chosen.add(partition)
+        assert chosen == {0, 1, 2}
+        producer.client.cluster.update_metadata(_metadata({"b": 1}))  # the topic missing from one answer
+        assert batcher._partitions["a"] == [0, 1, 2]  # kept: send() would wait for it, the fast path goes on
+    finally:
         await producer.stop()
