@@ -153,6 +153,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._idle_since = None  # a request begins (in the bytes that completed one answered early, too)
         if self._reading_since is None:  # the first request's time counts from the connection
             self._reading_since = self.loop.time()
 

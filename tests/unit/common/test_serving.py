@@ -303,6 +303,32 @@ async def test_a_request_answered_before_its_body_arrived_is_idle_once_the_body_
     assert 0.25 <= idle < 1.0, idle
 
 
+async def slow_or_unread(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/slow: read, then answered after 0.8 s; anything else answered at once, its body unread."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await receive()
+        await asyncio.sleep(0.8)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_a_request_arriving_with_the_body_of_one_answered_early_is_not_cut_by_the_keep_alive() -> None:
+    """The keep-alive wait that begins once a request answered early has arrived ends when the next
+    request begins in the same bytes: that request is answered however long it takes."""
+    async with served(
+        CoalescingHttpToolsProtocol.with_read_timeout(5), keep_alive=0.3, application=slow_or_unread
+    ) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"ok"), 5)
+        writer.write(b"bodyGET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        second = await asyncio.wait_for(reader.readuntil(b"ok"), 5)  # IncompleteReadError: closed at 0.3 s
+        writer.close()
+    assert second.startswith(b"HTTP/1.1 200 ")
+
+
 def test_the_on_response_complete_overridden_is_uvicorns_own_but_for_the_keep_alive_timer() -> None:
     """CoalescingHttpToolsProtocol.on_response_complete is a copy of uvicorn's (0.55) without its keep-alive
     timer; pyproject.toml does not bound uvicorn from above. Another uvicorn that changed what is done after
