@@ -28,8 +28,9 @@ read once at start; a missing secret fails the start, not the first delivery. Ac
 a destination.
 
 A header name must be an HTTP token and a header value printable ASCII: a CR, LF or other control
-character (a token file ending in a newline inside a `${VAR}`, say) is refused at load, naming the
-header and where its value came from, never the value. Every header value and a secret URL are
+character (a token file ending in a newline inside a `${VAR}`, say), or a space or tab at either end
+(which h11 will not send), is refused at load, naming the header and where its value came from, never
+the value. Every header value and a secret URL are
 treated as secrets afterwards: `Registry.redact` scrubs them from any text that leaves the process
 (errors, results, dead letters, logs), even text a receiver echoed back.
 """
@@ -628,6 +629,10 @@ def _header(name: str, value: HeaderValue, environ: Mapping[str, str], owner: st
         # never the value: it may be a credential, and its tail is what an error would show
         raise _FieldProblem(
             field, f"the value from {origin} contains a line break, control character or non-ASCII character"
+        )
+    if text != text.strip(" \t"):  # h11 refuses to send it: every delivery would fail
+        raise _FieldProblem(
+            field, f"the value from {origin} begins or ends with a space or tab, which HTTP cannot send"
         )
     return text
 

@@ -100,7 +100,8 @@ def _refused(dest: HttpDestination, why: str) -> Exception:
 
 def request_headers(dest: HttpDestination, action: HttpRequested, body: bytes | None) -> dict[str, str]:
     """The flow's headers, then the destination's (credentials included) and the signature; a flow's
-    header may not replace one of those, and must render to printable ASCII."""
+    header may not replace one of those, and must render to printable ASCII (the whitespace around a
+    value is dropped: the router's cut at 1,000 characters may end one in a space)."""
     headers = {"accept": "application/json", "idempotency-key": action.action_id}
     if action.supersedes is not None:
         headers[SUPERSEDES_HEADER] = action.supersedes
@@ -112,7 +113,7 @@ def request_headers(dest: HttpDestination, action: HttpRequested, body: bytes | 
             raise _refused(dest, f"header {name!r} cannot be set by a flow (it is the destination's or ours)")
         if not _PRINTABLE.fullmatch(value):
             raise _refused(dest, f"header {name!r} rendered a control or non-ASCII character")
-        headers[name] = value
+        headers[name] = value.strip(" \t")  # not part of the value (RFC 9110 5.5), and h11 refuses to send it
     headers.update(dest.header_values)
     headers.update(signature(dest, action.action_id, body or b""))
     return headers

@@ -232,6 +232,28 @@ def test_a_header_value_with_a_line_break_or_control_character_is_refused_withou
     assert CANARY not in str(caught.value) and "tök" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "env", "origin"),
+    [
+        ('"${TENANT}"', {"TENANT": "acme "}, "the file (after ${VAR} substitution)"),
+        ('"${TENANT}"', {"TENANT": "\tacme"}, "the file (after ${VAR} substitution)"),
+        ('{secret_env: CRM_TOKEN, prefix: " Bearer "}', {"CRM_TOKEN": CANARY}, "the secret CRM_TOKEN"),
+    ],
+)
+def test_a_header_value_beginning_or_ending_in_whitespace_is_refused_at_load(
+    value: str, env: dict[str, str], origin: str
+) -> None:
+    """h11 refuses to send such a value (LocalProtocolError): it loaded, then every delivery to the
+    destination was dead-lettered as 'the request could not be sent'."""
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(HEADERS.format(value=value), env, "dest.yaml")
+    assert str(caught.value) == (
+        f"dest.yaml:7: destinations[0].headers.authorization: the value from {origin} begins or ends with a "
+        "space or tab, which HTTP cannot send"
+    )
+    assert CANARY not in str(caught.value)
+
+
 def test_a_header_secret_with_a_line_break_inside_is_refused_naming_only_its_source() -> None:
     with pytest.raises(ConfigError) as caught:
         destinations.parse(HEADERS.format(value="{secret_env: CRM_TOKEN}"), {"CRM_TOKEN": f"a\n{CANARY}"}, "d.yaml")

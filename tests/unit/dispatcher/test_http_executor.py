@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import h11
 import httpx
 import pytest
 
@@ -92,6 +93,17 @@ def test_the_flows_headers_go_with_the_destinations_and_cannot_replace_them() ->
             request_headers(crm(), http_action(headers={name: "x"}), None)
     with pytest.raises(PermanentError, match="control or non-ASCII"):
         request_headers(crm(), http_action(headers={"x-name": "M\u00fcller"}), None)
+
+
+@pytest.mark.parametrize("value", ["Called back about the invoice ", " Called back", "\tCalled back\t"])
+def test_a_flow_header_with_whitespace_around_its_value_is_sent_without_it(value: str) -> None:
+    """The router cuts a rendered value at 1,000 characters, which can end it in a space; h11 refuses
+    such a value (LocalProtocolError), so the action was dead-lettered, unsent. HTTP reads a field value
+    without the whitespace around it (RFC 9110 5.5): it is dropped, and the request goes out."""
+    headers = request_headers(crm(), http_action(headers={"x-note": value}), None)
+    assert headers["x-note"] == value.strip()
+    request = h11.Request(method="PATCH", target="/", headers=[("host", "crm.example.com"), *headers.items()])
+    assert h11.Connection(h11.CLIENT).send(request)  # serialised as httpx's transport would
 
 
 def answer(body: bytes) -> Answer:
