@@ -4,7 +4,7 @@ The destination fixes the origin, the path prefix and the credentials (bearer, b
 credentials); the action brings the method, the rest of the path (its values percent-encoded by the
 router), query parameters, headers and a JSON body. The path is checked again here, on what is about to
 be sent: a record that would leave the destination's origin or path prefix (a forged one, or a value
-that decodes to '..') is refused, never sent.
+that decodes to '..', or '..;' which servlet containers read as '..') is refused, never sent.
 
 The answer's status, the start of its body (redacted) and, with `result_id_pointer`, the id it names
 are kept in the action's result. `Idempotency-Key: <action_id>` goes with every request: APIs that
@@ -87,11 +87,17 @@ def target(dest: HttpDestination, path: str) -> httpx.URL:
     if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
         raise _refused(dest, "the path would change the destination's origin")
     decoded = unquote(url.raw_path.decode("ascii").split("?", 1)[0]).replace("\\", "/")
-    if any(segment in (".", "..") for segment in decoded.split("/")):
+    if any(_dot_segment(segment) for segment in decoded.split("/")):
         raise _refused(dest, "the path has a '.' or '..' segment (after decoding)")
     if prefix and decoded != prefix and not decoded.startswith(prefix + "/"):
         raise _refused(dest, f"the path leaves the destination's path prefix {prefix}")
     return url
+
+
+def _dot_segment(segment: str) -> bool:
+    """'.' or '..' as a server may read it: servlet containers drop ';' parameters ('..;jsessionid=1'),
+    some a NUL or whitespace after it."""
+    return segment.partition(";")[0].strip("\x00 \t") in (".", "..")
 
 
 def _refused(dest: HttpDestination, why: str) -> Exception:

@@ -75,6 +75,25 @@ def test_a_path_that_would_leave_the_prefix_or_the_origin_is_refused(path: str) 
         target(crm(), path)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/cases/%2E%2E%3B/%2E%2E%3B/admin",  # what the router renders for a caller's "..;" in /cases/{{id}}/
+        "/cases/..;/..;/admin",
+        "/cases/%2E%2E%3Bjsessionid=1/%2E%2E%3B/admin",
+        "/cases/%2E%2E%00/%2E%2E%00/admin",
+        "/cases/%2E%2E%20/%2E%2E%20/admin",
+    ],
+)
+def test_a_dot_segment_with_a_path_parameter_or_trailing_junk_is_refused(path: str) -> None:
+    """Servlet containers drop a segment's ';' parameters before they resolve '..' (Tomcat, Jetty;
+    behind nginx, which decodes %3B and passes ';' on, also when it came percent-encoded), and some
+    drop a NUL or trailing space: '..;' is '..' to them. It was sent: /api/v2/cases/..;/..;/admin
+    reaches /api/admin, outside the destination's path prefix."""
+    with pytest.raises(PermanentError, match=r"request refused: the path has a '\.' or '\.\.' segment"):
+        target(crm(), path)
+
+
 def http_action(**kw: Any) -> HttpRequested:
     base: dict[str, Any] = {
         "action_id": "act-1", "conversation_id": "c1", "agent_id": "a", "flow_id": "f", "action_index": 0,
