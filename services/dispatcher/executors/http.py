@@ -17,7 +17,8 @@ enabled; only a 410 to the destination's own URL disables it.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from collections.abc import Mapping
+from urllib.parse import unquote, urlencode
 
 import httpx
 import orjson
@@ -50,17 +51,14 @@ class HttpRequestExecutor:
 
     async def __call__(self, action: HttpRequested) -> Delivery:
         dest = self._registry.get(action.destination, HttpDestination)
-        url = target(dest, action.path)
+        url = target(dest, action.path, action.query)
         body = orjson.dumps(action.body) if action.body is not None else None
         headers = request_headers(dest, action, body)
         limit = RESULT_BYTES if action.result_id_pointer else SNIPPET_BYTES
-        params = action.query or None
         redact = self._http.redactor(dest)
 
         async def run(exchange: Exchange) -> Answer:
-            return await exchange.request(
-                action.method, url, headers, body, params=params, read_limit=limit, side_effect=True
-            )
+            return await exchange.request(action.method, url, headers, body, read_limit=limit, side_effect=True)
 
         # a 410 to a path of the action's own names that resource (a deleted case), not the destination
         gone_disables = not action.path.partition("?")[0]
@@ -73,16 +71,23 @@ class HttpRequestExecutor:
         return Delivery("delivered", dest.name, answer.status, latency_ms, note, excerpt, result_id)
 
 
-def target(dest: HttpDestination, path: str) -> httpx.URL:
-    """The destination's URL with `path` appended; PermanentError when the result would name another
-    origin or leave the destination's path prefix, however its values were encoded."""
+def target(dest: HttpDestination, path: str, params: Mapping[str, str] | None = None) -> httpx.URL:
+    """The destination's URL with `path` appended and `params` added to its query; PermanentError when
+    the result would name another origin or leave the destination's path prefix, however its values were
+    encoded, or set a query parameter the destination's URL sets. The query is built here, as text:
+    httpx's `params=` replaces a URL's whole query (the destination's own, an API version or a key)."""
     base = httpx.URL(dest.endpoint)
     prefix = base.raw_path.decode("ascii").split("?", 1)[0].rstrip("/")
     origin = f"{base.scheme}://{base.netloc.decode('ascii')}"
     if (path and not path.startswith(("/", "?"))) or path.startswith("//"):
         raise _refused(dest, "the path must start with '/' or '?' (not '//')")
     path_part, _, path_query = path.partition("?")
-    query = "&".join(q for q in (base.query.decode("ascii"), path_query) if q)
+    own = set(base.params)
+    for name in [*httpx.QueryParams(path_query), *(params or {})]:
+        if name in own:
+            raise _refused(dest, f"query parameter {name!r} cannot be set by a flow (it is the destination's)")
+    extra = urlencode(list((params or {}).items()))
+    query = "&".join(q for q in (base.query.decode("ascii"), path_query, extra) if q)
     url = httpx.URL(f"{origin}{prefix}{path_part}" + (f"?{query}" if query else ""))
     if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
         raise _refused(dest, "the path would change the destination's origin")

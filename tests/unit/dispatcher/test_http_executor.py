@@ -283,3 +283,38 @@ async def test_a_410_to_an_actions_path_fails_that_action_and_leaves_the_destina
         await executor(http_action(path="?notify=false"))  # the destination's own URL: it is retired
     assert "crm" in reg.disabled
     assert seen == ["/api/v2/cases/4471", "/api/v2"]
+
+
+async def test_a_flows_query_parameters_join_the_destinations_own_and_the_paths() -> None:
+    """httpx 0.28's `params=` replaces a URL's whole query: a flow's `query:` dropped the query of the
+    destination's URL (an API version, an Azure Functions `code` key) and of the action's path, so the
+    request went out without them (401 or another API version)."""
+    reg = registry(BEARER.replace("/api/v2", "/api/v2?api-version=2024-05&code=KEY-1"), {"TOKEN": "tok-SECRET-3"})
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(204)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer), follow_redirects=False)
+    executor = HttpRequestExecutor(reg, HttpSender(reg, {"crm": client}, HttpOptions()))
+    await executor(http_action(path="/cases/4471?expand=notes", query={"notify": "a b&c=d"}))
+    await executor(http_action(path="/cases/4471", query={"notify": "false"}))
+    await executor(http_action(path="/cases/4471"))
+    assert seen == [
+        "https://crm.example.com/api/v2/cases/4471?api-version=2024-05&code=KEY-1&expand=notes&notify=a+b%26c%3Dd",
+        "https://crm.example.com/api/v2/cases/4471?api-version=2024-05&code=KEY-1&notify=false",
+        "https://crm.example.com/api/v2/cases/4471?api-version=2024-05&code=KEY-1",
+    ]
+
+
+@pytest.mark.parametrize("path", ["/cases/4471?code=mine", "/cases/4471"])
+async def test_a_flow_cannot_set_a_query_parameter_the_destinations_url_sets(path: str) -> None:
+    reg = registry(BEARER.replace("/api/v2", "/api/v2?code=KEY-1"), {"TOKEN": "tok-SECRET-3"})
+    sent: list[httpx.Request] = []
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(204)))
+    executor = HttpRequestExecutor(reg, HttpSender(reg, {"crm": client}, HttpOptions()))
+    query = {} if "?" in path else {"code": "mine"}
+    with pytest.raises(PermanentError, match="query parameter 'code' cannot be set by a flow"):
+        await executor(http_action(path=path, query=query))
+    assert not sent
