@@ -30,7 +30,8 @@ from services.dispatcher.smtp import SmtpPool, classify_smtp
 
 
 def build_message(action: EmailRequested, sender: str) -> EmailMessage:
-    """The message; ValueError when a header would carry a line break (header injection)."""
+    """The message; ValueError when a header would carry a line break (header injection) or a recipient
+    is not one address."""
     headers = {
         "From": sender,
         "To": ", ".join(action.to),
@@ -49,10 +50,22 @@ def build_message(action: EmailRequested, sender: str) -> EmailMessage:
         if "\r" in value or "\n" in value:
             raise ValueError(f"the {name} header has a line break")
         msg[name] = value
+    if not all(one_address(value) for value in action.to):
+        raise ValueError("a recipient is not one address")
     msg.set_content(action.text)
     if action.html:
         msg.add_alternative(action.html, subtype="html")
     return msg
+
+
+def one_address(value: str) -> bool:
+    """Whether `value` is one address (with a name or not): aiosmtplib sends to every address the To:
+    header parses to, so a comma would add a recipient, and an empty entry or a group names none."""
+    scratch = EmailMessage()
+    scratch["To"] = value
+    header = scratch["To"]
+    found = header.addresses
+    return not header.defects and len(found) == 1 and bool(found[0].username and found[0].domain)
 
 
 class EmailExecutor:

@@ -132,6 +132,28 @@ async def test_a_header_value_ending_in_a_line_break_is_refused(sink: Sink, stac
     assert sink.received == []
 
 
+@pytest.mark.parametrize(
+    "to",
+    [
+        [""],
+        ["support@example.com", " "],
+        ["support@example.com, everyone@example.com"],
+        ['"Support" <support@example.com>, everyone@example.com'],
+        ["undisclosed-recipients:;"],
+    ],
+)
+async def test_a_recipient_that_is_not_one_address_is_refused_unsent(sink: Sink, stack: Stack, to: list[str]) -> None:
+    """aiosmtplib sends to every address the To: header parses to: an entry with a comma reached a second
+    recipient the record did not list as one, and an empty entry (or a group) was no recipient at all,
+    a ValueError classed retryable: hours of retry tiers before the dead letter."""
+    assert sink.smtp_port is not None
+    action = email_action("act_1").model_copy(update={"to": to})
+    async with stack(smtp_destination(sink.smtp_port)) as (executors, _):
+        with pytest.raises(PermanentError, match="invalid email: a recipient is not one address"):
+            await executors.run(action)
+    assert sink.received == []
+
+
 async def test_header_injection_in_subject_is_refused(sink: Sink, stack: Stack) -> None:
     assert sink.smtp_port is not None
     action = email_action("act_1").model_copy(update={"subject": "Hi\r\nBcc: everyone@example.com"})
