@@ -19,14 +19,16 @@ SNIPPET_BYTES of its body are read (raw, never decompressed), and one deadline b
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
+import orjson
 
 from services.common.errors import (
     PermanentError,
@@ -221,6 +223,15 @@ class HttpSender:
             self._registry.disable(dest.name, DISABLED_REASON, began)
             return PermanentError(f"HTTP 410 Gone: destination {dest.name} disabled")
         return classify_http_status(answer.status, answer.retry_after)
+
+
+def json_body(value: Any) -> bytes:
+    """`value` as JSON. orjson writes integers of 64 bits at most and raises TypeError beyond (an unknown
+    error, retried for hours); pydantic reads a record's integer of any size, and JSON allows it."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def signature(dest: HttpDestination, msg_id: str, body: bytes) -> dict[str, str]:

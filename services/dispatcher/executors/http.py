@@ -35,6 +35,7 @@ from services.dispatcher.delivery import (
     Exchange,
     HttpSender,
     failure,
+    json_body,
     signature,
 )
 from services.dispatcher.destinations import HttpDestination
@@ -52,7 +53,7 @@ class HttpRequestExecutor:
     async def __call__(self, action: HttpRequested) -> Delivery:
         dest = self._registry.get(action.destination, HttpDestination)
         url = target(dest, action.path, action.query)
-        body = orjson.dumps(action.body) if action.body is not None else None
+        body = json_body(action.body) if action.body is not None else None
         headers = request_headers(dest, action, body)
         limit = RESULT_BYTES if action.result_id_pointer else SNIPPET_BYTES
         redact = self._http.redactor(dest)

@@ -25,7 +25,7 @@ import orjson
 from schemas.agent_config import column_number
 from schemas.events import RESULT_ID_CHARS, RowAppendRequested
 from services.common.errors import PermanentError
-from services.dispatcher.delivery import Answer, Delivery, Exchange, HttpSender, failure
+from services.dispatcher.delivery import Answer, Delivery, Exchange, HttpSender, failure, json_body
 from services.dispatcher.destinations import GoogleSheetsDestination
 from services.dispatcher.registry import Registry
 
@@ -51,7 +51,7 @@ class SheetsExecutor:
         sheet = a1_sheet(action.sheet)
         lookup = values + quote(f"{sheet}!{id_column}:{id_column}", safe="")
         append = values + quote(f"{sheet}!A:{id_column}", safe="") + ":append"
-        body = orjson.dumps({"majorDimension": "ROWS", "values": [row]})
+        body = json_body({"majorDimension": "ROWS", "values": [row]})
         found: list[bool] = []
 
         async def run(exchange: Exchange) -> Answer:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import orjson
-
 from schemas.events import WebhookRequested
-from services.dispatcher.delivery import Delivery, HttpSender
+from services.dispatcher.delivery import Delivery, HttpSender, json_body
 from services.dispatcher.destinations import HttpDestination
 from services.dispatcher.registry import Registry
 
@@ -19,7 +17,7 @@ class WebhookExecutor:
         dest = self._registry.get(action.destination, HttpDestination)
         # the router sets a method only when the flow chose one; otherwise the destination's own
         method = action.method or dest.method
-        body = orjson.dumps(action.body)
+        body = json_body(action.body)
         return await self._http.send(
             dest,
             action_type=action.type,

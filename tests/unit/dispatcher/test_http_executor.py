@@ -318,3 +318,13 @@ async def test_a_flow_cannot_set_a_query_parameter_the_destinations_url_sets(pat
     with pytest.raises(PermanentError, match="query parameter 'code' cannot be set by a flow"):
         await executor(http_action(path=path, query=query))
     assert not sent
+
+
+async def test_an_http_body_with_an_integer_over_64_bits_is_sent() -> None:
+    reg = registry(BEARER, {"TOKEN": "tok-SECRET-3"})
+    bodies: list[bytes] = []
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: bodies.append(r.content) or httpx.Response(204)))
+    executor = HttpRequestExecutor(reg, HttpSender(reg, {"crm": client}, HttpOptions()))
+    action = HttpRequested.model_validate_json(http_action(body={"id": 10**30}).model_dump_json())
+    assert (await executor(action)).outcome == "delivered"
+    assert bodies == [b'{"id":1000000000000000000000000000000}']

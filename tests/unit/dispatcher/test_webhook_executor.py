@@ -104,3 +104,21 @@ async def test_the_docs_receiver_example_verifies_a_real_dispatcher_request(mock
         verify(SECRET, {**headers, "webhook-timestamp": str(int(time.time()) - 301)}, body)
     with pytest.raises(ValueError, match="signature"):
         verify(SECRET, {**headers, "webhook-signature": "v1,é"}, body)  # garbage is a refusal, not a TypeError
+
+
+async def test_a_body_with_an_integer_over_64_bits_is_sent_not_retried_as_an_unknown_error(mock_sender: Sender) -> None:
+    """pydantic reads a record's integer of any size; orjson refuses to write one over 64 bits (TypeError),
+    an unknown error classed retryable: every retry tier, then the dead letter, for a valid record. The
+    router writes a platform's such integer as its digits; a record from anyone else may carry one."""
+    bodies: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return httpx.Response(200)
+
+    reg = registry(PUT_CRM, {**CRM_ENV, "CRM": SECRET})
+    execute = WebhookExecutor(reg, mock_sender(answer, reg))
+    body = {"account": 10**30, "balance": -(2**64), "note": "é", "ok": [1.5, None]}
+    delivery = await execute(on_the_wire(webhook("act_big", body=body)))
+    assert delivery.outcome == "delivered"
+    assert json.loads(bodies[0]) == body
