@@ -275,7 +275,7 @@ class Exchange:
         the cached token, and on a 401 a new one, once more. `side_effect`: this request is what the
         attempt is for, and its answer's body is not needed to judge it (`accepted`)."""
         # only the start of an answer is read, and never decompressed
-        sent = {"user-agent": self._options.user_agent, **headers, "accept-encoding": "identity"}
+        sent = one_each({"user-agent": self._options.user_agent}, headers, {"accept-encoding": "identity"})
 
         def build(token: str | None) -> httpx.Request:
             extra = {"authorization": f"Bearer {token}"} if token else {}
@@ -306,6 +306,16 @@ class Exchange:
         wait = parse_retry_after(status, got, opts.retry_after_cap)
         wait = None if wait is None else max(wait, opts.retry_after_floor)
         return Answer(status, wait, got.get("location"), snippet(raw), raw, got.get("content-type", ""))
+
+
+def one_each(*parts: Mapping[str, str]) -> dict[str, str]:
+    """The headers of `parts`, a later one replacing an earlier one of the same name in any case (httpx
+    would send both: `User-Agent` beside `user-agent`, `Accept-Encoding: gzip` beside our `identity`)."""
+    out: dict[str, tuple[str, str]] = {}
+    for part in parts:
+        for name, value in part.items():
+            out[name.lower()] = (name, value)
+    return dict(out.values())
 
 
 @dataclass(frozen=True)

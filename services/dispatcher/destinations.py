@@ -474,6 +474,7 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
     _check_token_url(dest)
     _check_plain_login(dest)
     if isinstance(dest, HttpDestination):
+        _one_name_each(dest.headers)
         dest._header_values = {name: _header(name, value, environ, dest.name) for name, value in dest.headers.items()}
         _resolve_auth(dest, environ)
     if isinstance(dest, HttpDestination) and dest.signing_secrets:
@@ -508,6 +509,7 @@ def _check_unrevealed(dest: AnyDestination, environ: Mapping[str, str]) -> None:
     _check_token_url(dest)
     _check_plain_login(dest)
     if isinstance(dest, HttpDestination):
+        _one_name_each(dest.headers)
         for name, value in dest.headers.items():
             _header(name, value if isinstance(value, str) else "", environ, dest.name)
 
@@ -612,6 +614,14 @@ def _service_account(dest: GoogleSheetsDestination, environ: Mapping[str, str]) 
         credentials.service_account_email, token_uri, key_id if isinstance(key_id, str) else None,
         credentials.signer, str(info.get("private_key", "")),
     )  # fmt: skip
+
+
+def _one_name_each(headers: Mapping[str, HeaderValue]) -> None:
+    seen: set[str] = set()
+    for name in headers:
+        if name.lower() in seen:
+            raise _FieldProblem(("headers", name), f"{name.lower()} is set twice (header names ignore case)")
+        seen.add(name.lower())
 
 
 def _header(name: str, value: HeaderValue, environ: Mapping[str, str], owner: str) -> str:

@@ -254,6 +254,16 @@ def test_a_header_value_beginning_or_ending_in_whitespace_is_refused_at_load(
     assert CANARY not in str(caught.value)
 
 
+def test_a_header_named_twice_in_different_cases_is_refused_at_load() -> None:
+    """Both went out (x-tenant: acme, X-Tenant: other): which one a receiver reads is its own choice."""
+    text = HEADERS.replace("authorization: {value}", "X-Tenant: other")
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(text, {}, "dest.yaml")
+    assert str(caught.value) == (
+        "dest.yaml:7: destinations[0].headers.X-Tenant: x-tenant is set twice (header names ignore case)"
+    )
+
+
 def test_a_header_secret_with_a_line_break_inside_is_refused_naming_only_its_source() -> None:
     with pytest.raises(ConfigError) as caught:
         destinations.parse(HEADERS.format(value="{secret_env: CRM_TOKEN}"), {"CRM_TOKEN": f"a\n{CANARY}"}, "d.yaml")

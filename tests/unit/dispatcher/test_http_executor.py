@@ -328,3 +328,17 @@ async def test_an_http_body_with_an_integer_over_64_bits_is_sent() -> None:
     action = HttpRequested.model_validate_json(http_action(body={"id": 10**30}).model_dump_json())
     assert (await executor(action)).outcome == "delivered"
     assert bodies == [b'{"id":1000000000000000000000000000000}']
+
+
+async def test_a_flows_accept_header_replaces_ours_in_any_case() -> None:
+    reg = registry(BEARER, {"TOKEN": "tok-SECRET-3"})
+    seen: list[list[tuple[str, str]]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append([(name.lower(), value) for name, value in request.headers.multi_items()])
+        return httpx.Response(204)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    executor = HttpRequestExecutor(reg, HttpSender(reg, {"crm": client}, HttpOptions()))
+    await executor(http_action(path="/cases/1", headers={"Accept": "text/csv"}))
+    assert [v for n, v in seen[0] if n == "accept"] == ["text/csv"]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from schemas.events import WebhookRequested
-from services.dispatcher.delivery import HttpSender
+from services.dispatcher.delivery import HttpOptions, HttpSender
 from services.dispatcher.executors.webhook import WebhookExecutor
 from services.dispatcher.registry import Registry
 from tests.unit.dispatcher.conftest import CRM_ENV, SECRET, SECRET_2, registry, webhook
@@ -122,3 +122,25 @@ async def test_a_body_with_an_integer_over_64_bits_is_sent_not_retried_as_an_unk
     delivery = await execute(on_the_wire(webhook("act_big", body=body)))
     assert delivery.outcome == "delivered"
     assert json.loads(bodies[0]) == body
+
+
+async def test_a_header_named_in_another_case_replaces_ours_instead_of_going_twice() -> None:
+    """Header names are case-insensitive, the dicts that build a request were not: a destination's
+    `User-Agent` went beside the client's `user-agent`, and its `Accept-Encoding: gzip` beside our
+    `accept-encoding: identity`, so a receiver saw 'gzip, identity', could compress its answer, and the
+    raw bytes we read (never decompressed) were no excerpt and no result id."""
+    text = PUT_CRM.replace("    method: PUT\n", "    headers: {User-Agent: acme-bot, Accept-Encoding: gzip}\n")
+    reg = registry(text, {**CRM_ENV, "CRM": SECRET})
+    seen: list[list[tuple[str, str]]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append([(name.lower(), value) for name, value in request.headers.multi_items()])
+        return httpx.Response(200)
+
+    # as services.dispatcher.delivery.open_clients makes it: the user agent is a client default too
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer), headers={"user-agent": "postcall-dispatcher"})
+    sender = HttpSender(reg, {"crm": client}, HttpOptions(user_agent="postcall-dispatcher"))
+    await WebhookExecutor(reg, sender)(on_the_wire(webhook("act_h")))
+    sent = seen[0]
+    assert [v for n, v in sent if n == "user-agent"] == ["acme-bot"]
+    assert [v for n, v in sent if n == "accept-encoding"] == ["identity"]
