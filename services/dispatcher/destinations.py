@@ -54,7 +54,7 @@ from urllib.parse import quote_plus
 import httpx
 from google.auth import crypt
 from google.oauth2 import service_account
-from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from schemas.agent_checks import Loc
 from schemas.agent_loader import Problem
@@ -92,6 +92,7 @@ RESERVED_HEADERS = frozenset(
 
 
 class CircuitBreakerConfig(Strict):
+    model_config = ConfigDict(allow_inf_nan=False)  # YAML's .inf passes gt=0
     failure_threshold_percent: float = Field(70.0, gt=0, le=100, description="Failure rate that trips.")
     minimum_requests: int = Field(10, ge=1, description="Requests in the window before the rate counts.")
     consecutive_failures: int = Field(10, ge=1, description="Failures in a row that trip regardless.")
@@ -103,6 +104,8 @@ class CircuitBreakerConfig(Strict):
 
 
 class DestinationBase(Strict):
+    # YAML's .inf passes gt=0: a timeout of no deadline; a rate whose burst round() cannot make
+    model_config = ConfigDict(allow_inf_nan=False)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     timeout_seconds: float | None = Field(None, gt=0, description="Whole-request bound; default: settings.")
     max_concurrency: int = Field(32, ge=1, le=10_000, description="Requests in flight to it at once.")

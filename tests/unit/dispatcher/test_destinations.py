@@ -90,6 +90,25 @@ def test_invalid_destinations_are_rejected_with_the_place_and_the_reason(entry: 
     assert str(caught.value).startswith(f"dest.yaml:1: {problem}")
 
 
+@pytest.mark.parametrize(
+    ("field", "where"),
+    [
+        ("timeout_seconds: .inf", "timeout_seconds"),
+        ("rate_limit_per_second: .inf", "rate_limit_per_second"),
+        ("circuit_breaker: {open_seconds: .inf}", "circuit_breaker.open_seconds"),
+        ("circuit_breaker: {window_seconds: .inf}", "circuit_breaker.window_seconds"),
+    ],
+)
+def test_an_infinite_number_is_refused_at_load(field: str, where: str) -> None:
+    """YAML's .inf passed gt=0: a timeout_seconds of .inf was no deadline at all (a stalled receiver held
+    its slots for good), a rate_limit_per_second of .inf stopped the dispatcher at start with a traceback
+    (OverflowError: round() of the default burst), an open_seconds of .inf kept a tripped circuit open
+    until a restart."""
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(f"destinations: [{{name: a, kind: http, url: 'https://x.example', {field}}}]", {}, "d.yaml")
+    assert str(caught.value).startswith(f"d.yaml:1: destinations[0].{where}: Input should be a finite number")
+
+
 BROKEN = """\
 destinations:
   - name: crm
