@@ -449,7 +449,33 @@ def _validation_issues(exc: ValidationError) -> list[tuple[Loc, str]]:
         if in_auth and len(loc) > 3 and loc[3] in AUTH_TYPES:
             del loc[3]
         out.append((tuple(loc), error_message(error, AUTH_TYPES if in_auth else KINDS)))
-    return out
+    return _text_or_reference(out, exc)
+
+
+TEXT_OR_REFERENCE = "expected a text, or a secret by reference: {secret_env: NAME} or {secret_file: PATH}"
+
+
+def _text_or_reference(issues: list[tuple[Loc, str]], exc: ValidationError) -> list[tuple[Loc, str]]:
+    """A value that may be a text or a SecretRef (a header, auth's client_id and username) fails under
+    both members, each tag in the path: a mapping was meant as the reference, so only its problems are
+    reported (`...headers.authorization.prefx: unknown field`), and anything else is neither, once."""
+    out: list[tuple[Loc, str]] = []
+    referenced: set[Loc] = set()  # values given as a mapping
+    neither: set[Loc] = set()
+    for (loc, message), error in zip(issues, exc.errors(include_input=False), strict=True):
+        at = next(
+            (i for i, part in enumerate(loc) if isinstance(part, str) and part.startswith("function-after[")), None
+        )
+        if error["type"] == "string_type" and loc[-1] == "str":
+            neither.add(loc[:-1])  # the text member's complaint: beside the point when a mapping was given
+        elif at is None:
+            out.append((loc, message))
+        elif error["type"] == "model_type":
+            neither.add(loc[:at])
+        else:
+            referenced.add(loc[:at])
+            out.append(((*loc[:at], *loc[at + 1 :]), message))
+    return out + [(loc, TEXT_OR_REFERENCE) for loc in sorted(neither - referenced, key=str)]
 
 
 def check(path: Path, environ: Mapping[str, str] | None = None) -> tuple[Problem, ...]:

@@ -109,6 +109,32 @@ def test_an_infinite_number_is_refused_at_load(field: str, where: str) -> None:
     assert str(caught.value).startswith(f"d.yaml:1: destinations[0].{where}: Input should be a finite number")
 
 
+NEITHER = "expected a text, or a secret by reference: {secret_env: NAME} or {secret_file: PATH}"
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("headers: {authorization: {secret_env: X, prefx: a}}", "headers.authorization.prefx: unknown field 'prefx'"),
+        ("headers: {x-version: 2}", f"headers.x-version: {NEITHER}"),
+        ("headers: {x-version: [a]}", f"headers.x-version: {NEITHER}"),
+        ("auth: {type: basic, username: {secret_evn: U}, password: {secret_env: P}}",
+         "auth.username.secret_evn: unknown field 'secret_evn'"),
+        ("auth: {type: oauth2_client_credentials, token_url: 'https://t.example/t', client_id: 5, "
+         "client_secret: {secret_env: S}}", f"auth.client_id: {NEITHER}"),
+    ],
+)  # fmt: skip
+def test_a_text_or_secret_value_that_is_neither_is_one_problem_without_pydantics_union_tags(
+    entry: str, problem: str
+) -> None:
+    """Such a value failed under both members of `str | SecretRef`, each reported with its tag in the
+    path: a typo in a secret reference read 'headers.authorization.str: Input should be a valid string'
+    first, then '...function-after[_one_source(), HeaderSecret].prefx: unknown field'."""
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(f"destinations: [{{name: a, kind: http, url: 'https://x.example', {entry}}}]", {}, "d.yaml")
+    assert str(caught.value) == f"d.yaml:1: destinations[0].{problem}"
+
+
 BROKEN = """\
 destinations:
   - name: crm
