@@ -2,7 +2,8 @@
 the text, labelled fields, a context line and a link button to the call's console page.
 
 Slack: the router has already escaped every value (&, <, >), so a caller's `<!channel>` or
-`<https://evil|https://good>` is text; cuts never split an escape. Teams: every piece of text goes into
+`<https://evil|https://good>` is text; cuts never split an escape; mrkdwn text objects are verbatim, so
+Slack does not link a caller's bare URL or #channel, nor parse a mention in it. Teams: every piece of text goes into
 a RichTextBlock's TextRun, which Adaptive Cards never parse as Markdown (a TextBlock or a FactSet would
 turn a caller's `[here](https://evil)` into a link).
 
@@ -47,21 +48,27 @@ def block_kit(text: str, card: MessageCard, link: str | None) -> list[dict[str, 
     if card.title:
         blocks.append({"type": "header", "text": {"type": "plain_text", "text": cut(card.title, 150), "emoji": True}})
     if text.strip():
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": cut(text, 3000)}})
+        blocks.append({"type": "section", "text": _mrkdwn(cut(text, 3000))})
     for start in range(0, len(card.fields), FIELDS_PER_SECTION):
         fields = [
-            {"type": "mrkdwn", "text": cut(f"*{field.label}*\n{field.value or ' '}", 2000)}
+            _mrkdwn(cut(f"*{field.label}*\n{field.value or ' '}", 2000))
             for field in card.fields[start : start + FIELDS_PER_SECTION]
         ]
         blocks.append({"type": "section", "fields": fields})
     if card.context:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(card.context, 3000)}]})
+        blocks.append({"type": "context", "elements": [_mrkdwn(cut(card.context, 3000))]})
     if card.button and link:
         button = {"type": "plain_text", "text": cut(card.button, 75), "emoji": True}
         blocks.append(
             {"type": "actions", "elements": [{"type": "button", "text": button, "url": link, "action_id": "open-call"}]}
         )
     return blocks[:50]
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """verbatim: Slack keeps the author's markup (*bold*, <url|label>) but does not preprocess plain text,
+    which would link a caller's URL or #channel and parse "certain mentions" (Block Kit reference)."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def adaptive_card(text: str, card: MessageCard | None, link: str | None) -> dict[str, Any]:

@@ -32,7 +32,22 @@ def test_more_than_ten_fields_take_more_sections_and_long_text_is_cut() -> None:
 
 def test_an_empty_value_still_makes_a_valid_field_and_no_link_means_no_button() -> None:
     blocks = block_kit("", MessageCard(fields=[CardField(label="Name", value="")], button="Open"), None)
-    assert blocks == [{"type": "section", "fields": [{"type": "mrkdwn", "text": "*Name*\n "}]}]
+    assert blocks == [{"type": "section", "fields": [{"type": "mrkdwn", "text": "*Name*\n ", "verbatim": True}]}]
+
+
+def test_every_mrkdwn_text_object_is_verbatim_so_slack_parses_no_mention_or_link_in_caller_text() -> None:
+    """The router escapes &, < and > (no `<!channel>`, no `<url|label>`), but a mrkdwn text object that is
+    not verbatim is preprocessed by Slack: "URLs will be auto-converted into links, conversation names
+    will be link-ified, and certain mentions will be automatically parsed" (Block Kit text object
+    reference). verbatim keeps the author's *bold* and `<url|label>` and leaves a caller's 'http://evil',
+    '#general' or '@here' plain text."""
+    said = "call @here back at http://evil.example/pay, see #general"
+    card = MessageCard(title="t", fields=[CardField(label="Said", value=said)], context=said, button="Open")
+    blocks = block_kit(said, card, "https://p.example/c")
+    texts = [b["text"] for b in blocks if b["type"] == "section" and "text" in b]
+    texts += [f for b in blocks if b["type"] == "section" for f in b.get("fields", [])]
+    texts += [e for b in blocks if b["type"] == "context" for e in b["elements"]]
+    assert len(texts) == 3 and all(t["type"] == "mrkdwn" and t["verbatim"] is True for t in texts)
 
 
 def test_a_teams_card_without_a_card_is_the_text_alone() -> None:
