@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote_plus
+from urllib.parse import parse_qsl, quote_plus, urlsplit
 
 import httpx
 from google.auth import crypt
@@ -182,11 +182,15 @@ class UrlDestination(DestinationBase):
         return self._url
 
     def secrets(self) -> list[str]:
-        """A secret URL, and its path (the secret part of a Slack webhook URL)."""
+        """A secret URL, its path (the secret part of a Slack webhook URL) and its query's values (an Azure
+        Functions `code=` key: an http action's own path goes before that query, so the URL it sends
+        holds neither of the others)."""
         if self.url_secret is None:
             return []
         path = "/" + self._url.split("://", 1)[-1].partition("/")[2]
-        return [self._url, path]
+        query = urlsplit(self._url).query
+        values = [v for _, v in parse_qsl(query)] + [v for _, _, v in (p.partition("=") for p in query.split("&"))]
+        return [self._url, path, *(v for v in dict.fromkeys(values) if v)]
 
 
 class HttpDestination(UrlDestination):

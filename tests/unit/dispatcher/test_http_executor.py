@@ -342,3 +342,30 @@ async def test_a_flows_accept_header_replaces_ours_in_any_case() -> None:
     executor = HttpRequestExecutor(reg, HttpSender(reg, {"crm": client}, HttpOptions()))
     await executor(http_action(path="/cases/1", headers={"Accept": "text/csv"}))
     assert [v for n, v in seen[0] if n == "accept"] == ["text/csv"]
+
+
+async def test_a_key_in_a_secret_urls_query_is_redacted_where_a_receiver_echoes_the_request() -> None:
+    """An Azure Functions URL carries its key in the query (`url_secret: https://fn.example/api/hook?code=`).
+    Redaction knew the whole URL and its path-and-query, but an http action's request puts its own path
+    before that query (/api/hook/cases/1?code=...): a receiver echoing the URL it was sent (an error
+    page, a debug echo) put the key in the result's excerpt and the dead letter's error."""
+    key = "fn-KEY-CANARY-0123456789"
+    text = """
+destinations:
+  - name: crm
+    kind: http
+    url_secret: {secret_env: FN_URL}
+"""
+    reg = registry(text, {"FN_URL": f"https://fn.example.com/api/hook?code={key}"})
+    status = [200]
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(status[0], json={"echo": str(r.url)}))
+    )
+    executor = HttpRequestExecutor(reg, HttpSender(reg, {"crm": client}, HttpOptions()))
+    delivered = await executor(http_action(path="/cases/1", query={"notify": "false"}))
+    assert delivered.response_excerpt is not None and "/api/hook/cases/1" in delivered.response_excerpt
+    assert key not in delivered.response_excerpt
+    status[0] = 404
+    with pytest.raises(PermanentError) as refused:
+        await executor(http_action(path="/cases/1"))
+    assert "404" in str(refused.value) and key not in str(refused.value)
