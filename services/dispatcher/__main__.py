@@ -50,6 +50,13 @@ def build_registry(settings: DispatcherSettings) -> Registry:
     except destinations.ConfigError as exc:
         log.error("destinations file invalid", extra={"problems": str(exc).splitlines()})
         raise SystemExit(f"dispatcher: cannot start, destinations:\n{exc}") from None
+    default = settings.default_email_destination
+    if default is not None and not isinstance(loaded.get(default), destinations.SmtpDestination):
+        # read only when an email names no destination: each such email would be dead-lettered
+        raise SystemExit(
+            f"dispatcher: cannot start: default_email_destination {default!r} is not an smtp destination in "
+            f"{settings.destinations_file}"
+        )
     return Registry(
         loaded, default_timeout=settings.default_timeout_seconds, max_wait_seconds=settings.max_wait_seconds
     )

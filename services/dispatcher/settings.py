@@ -43,7 +43,12 @@ class DispatcherSettings(ServiceSettings):
         "start; about 23 bytes per id, measured at 10 million). A disk-backed volume: memory-backed, it would "
         "count against the pod's memory. None: the system's temporary directory.",
     )
-    user_agent: str = Field("postcall-dispatcher/0.1", description="User-Agent of every HTTP request.")
+    user_agent: str = Field(
+        "postcall-dispatcher/0.1",
+        # what h11 sends: printable ASCII, no space at either end (a ConfigMap file's newline would fail every request)
+        pattern=r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$",
+        description="User-Agent of every HTTP request (printable ASCII).",
+    )
     console_base_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",

@@ -1,0 +1,46 @@
+"""The dispatcher's settings and the start checks that use them: a value the environment gets wrong stops
+the start, named, instead of failing every record it touches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from services.dispatcher.__main__ import build_registry
+from services.dispatcher.settings import DispatcherSettings
+
+FILE = """
+destinations:
+  - name: mail
+    kind: smtp
+    host: localhost
+    port: 2525
+    starttls: false
+    from_address: calls@example.com
+  - name: crm
+    kind: http
+    url: https://crm.example.com/hook
+"""
+
+
+@pytest.mark.parametrize("agent", ["postcall\n", "postcall ", " postcall", "post\r\ncall", "postcall/é"])
+def test_a_user_agent_http_cannot_send_is_refused_at_start(agent: str, tmp_path: Path) -> None:
+    """h11 refuses such a header value (LocalProtocolError): every HTTP request of every action failed,
+    PermanentError 'the request could not be sent', and went to the dead letter (a value from a
+    ConfigMap file ends in a newline)."""
+    with pytest.raises(ValidationError, match="user_agent"):
+        DispatcherSettings(destinations_file=tmp_path / "d.yaml", user_agent=agent)
+
+
+@pytest.mark.parametrize("name", ["mial", "crm"])
+def test_a_default_email_destination_that_is_no_smtp_destination_stops_the_start(name: str, tmp_path: Path) -> None:
+    """It was read only when an email action named no destination: each such email was dead-lettered
+    ('unknown destination' or 'is http, this action needs another kind')."""
+    path = tmp_path / "d.yaml"
+    path.write_text(FILE)
+    settings = DispatcherSettings(destinations_file=path, default_email_destination=name)
+    with pytest.raises(SystemExit, match=f"default_email_destination {name!r} is not an smtp destination in {path}"):
+        build_registry(settings)
+    build_registry(DispatcherSettings(destinations_file=path, default_email_destination="mail"))
