@@ -320,6 +320,9 @@ class GoogleSheetsDestination(UrlDestination):
         return [*super().secrets(), self._account.private_key] if self._account else super().secrets()
 
 
+_ONE_SENDER = 'from_address must be one address: calls@example.com or "Name <calls@example.com>"'
+
+
 class SmtpDestination(DestinationBase):
     """An SMTP server. What would fail every email at send time is refused at load instead: a From: that
     is not one address (or has a line break, a ${VAR} ending in a newline), a host that is no host name,
@@ -352,10 +355,12 @@ class SmtpDestination(DestinationBase):
             message["From"] = value
         except ValueError:
             raise ValueError("from_address has a line break") from None
+        except IndexError:  # CPython's parser on 'a@' (3.11)
+            raise ValueError(_ONE_SENDER) from None
         header = message["From"]
         found = header.addresses
         if header.defects or len(found) != 1 or not found[0].username or not found[0].domain:
-            raise ValueError('from_address must be one address: calls@example.com or "Name <calls@example.com>"')
+            raise ValueError(_ONE_SENDER)
         return value
 
     @model_validator(mode="after")

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
 
+import idna  # httpx's dependency (requirements/runtime.lock), as it names hosts
 from aiosmtplib import SMTPResponse
 
 from schemas.events import EmailRequested
@@ -32,9 +34,14 @@ from services.dispatcher.smtp import SmtpPool, classify_smtp
 def build_message(action: EmailRequested, sender: str) -> EmailMessage:
     """The message; ValueError when a header would carry a line break (header injection) or a recipient
     is not one address."""
+    if any("\r" in value or "\n" in value for value in action.to):
+        raise ValueError("the To header has a line break")
+    recipients = [address for address in map(one_address, action.to) if address is not None]
+    if len(recipients) != len(action.to):
+        raise ValueError("a recipient is not one address")
     headers = {
-        "From": sender,
-        "To": ", ".join(action.to),
+        "From": str(one_address(sender) or sender),  # checked at load; its domain in IDNA form too
+        "To": ", ".join(map(str, recipients)),  # what was checked, domains in IDNA form
         "Subject": action.subject,
         "Date": formatdate(usegmt=True),
         "Message-ID": f"<{action.action_id}@postcall>",
@@ -50,22 +57,35 @@ def build_message(action: EmailRequested, sender: str) -> EmailMessage:
         if "\r" in value or "\n" in value:
             raise ValueError(f"the {name} header has a line break")
         msg[name] = value
-    if not all(one_address(value) for value in action.to):
-        raise ValueError("a recipient is not one address")
     msg.set_content(action.text)
     if action.html:
         msg.add_alternative(action.html, subtype="html")
     return msg
 
 
-def one_address(value: str) -> bool:
-    """Whether `value` is one address (with a name or not): aiosmtplib sends to every address the To:
-    header parses to, so a comma would add a recipient, and an empty entry or a group names none."""
+def one_address(value: str) -> Address | None:
+    """`value` as one address (with a name or not), its domain in IDNA form (xn--) when it is not ASCII;
+    None when it is not one address. aiosmtplib sends to every address the To: header parses to, so a
+    comma would add a recipient, and an empty entry or a group names none; a non-ASCII address needs a
+    server offering SMTPUTF8, which a domain's DNS form does not. The parser's defects are not judged
+    (a non-ASCII local part, 'a.@b.com': the server decides, as before); the To: header is written from
+    what it parsed, so the message goes to exactly the addresses checked here."""
     scratch = EmailMessage()
-    scratch["To"] = value
-    header = scratch["To"]
-    found = header.addresses
-    return not header.defects and len(found) == 1 and bool(found[0].username and found[0].domain)
+    try:
+        scratch["To"] = value
+    except (ValueError, IndexError):  # IndexError: CPython's parser on 'a@' (3.11)
+        return None
+    found: tuple[Address, ...] = scratch["To"].addresses
+    if len(found) != 1 or not found[0].username or not found[0].domain:
+        return None
+    address = found[0]
+    if address.domain.isascii():
+        return address
+    try:
+        domain = idna.encode(address.domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return address  # no DNS form: sent as it is (a server offering SMTPUTF8 may take it)
+    return Address(address.display_name, address.username, domain)
 
 
 class EmailExecutor:

@@ -369,6 +369,7 @@ destinations:
         ("smtp.example.com", "postcall", "", {}, "5: destinations[0].from_address"),
         ("smtp.example.com", '""', "", {}, "5: destinations[0].from_address"),
         ("smtp.example.com", '"a@example.com, b@example.com"', "", {}, "5: destinations[0].from_address"),
+        ("smtp.example.com", '"a@"', "", {}, "5: destinations[0].from_address"),  # was an IndexError traceback
         ('""', "a@example.com", "", {}, "4: destinations[0].host"),
         ('"mail example.com"', "a@example.com", "", {}, "4: destinations[0].host"),
         # a password without a user name was read and never sent: no AUTH, the server's 530 on every email
