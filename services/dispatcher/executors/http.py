@@ -89,7 +89,10 @@ def target(dest: HttpDestination, path: str, params: Mapping[str, str] | None = 
             raise _refused(dest, f"query parameter {name!r} cannot be set by a flow (it is the destination's)")
     extra = urlencode(list((params or {}).items()))
     query = "&".join(q for q in (base.query.decode("ascii"), path_query, extra) if q)
-    url = httpx.URL(f"{origin}{prefix}{path_part}" + (f"?{query}" if query else ""))
+    try:
+        url = httpx.URL(f"{origin}{prefix}{path_part}" + (f"?{query}" if query else ""))
+    except httpx.InvalidURL:  # not quoted: the URL may hold the destination's secret
+        raise _refused(dest, "the URL is not valid (a control character, or over 65,536 characters)") from None
     if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
         raise _refused(dest, "the path would change the destination's origin")
     decoded = unquote(url.raw_path.decode("ascii").split("?", 1)[0]).replace("\\", "/")

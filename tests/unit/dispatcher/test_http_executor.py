@@ -369,3 +369,20 @@ destinations:
     with pytest.raises(PermanentError) as refused:
         await executor(http_action(path="/cases/1"))
     assert "404" in str(refused.value) and key not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [("/cases/1", {"transcript": "word " * 14_000}), ("/cases/1\x00", {}), ("/cases/\x7f?q=1", {})],
+)
+async def test_a_url_httpx_cannot_build_is_refused_unsent_not_retried(path: str, query: dict[str, str]) -> None:
+    """httpx.InvalidURL (a URL over 65,536 characters: a transcript in a query parameter; a control
+    character in a forged record) was raised outside the attempt: an unknown error, classed retryable,
+    so every retry tier sent nothing, then the dead letter."""
+    reg = registry(BEARER, {"TOKEN": "tok-SECRET-3"})
+    sent: list[httpx.Request] = []
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(204)))
+    executor = HttpRequestExecutor(reg, HttpSender(reg, {"crm": client}, HttpOptions()))
+    with pytest.raises(PermanentError, match="request refused: the URL is not valid"):
+        await executor(http_action(path=path, query=query))
+    assert not sent
