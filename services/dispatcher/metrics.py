@@ -1,10 +1,12 @@
 """The dispatcher's own metrics (the runtime's common ones are in services.common.observability).
 
-Labels stay few: action type (6), destination (as many as the destinations file), outcome (5).
+Labels stay few: action type (6), destination (as many as the destinations file, and UNKNOWN_DESTINATION
+for a name a record gives that it does not have), outcome (5).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -36,12 +38,21 @@ LEDGER_BYTES = Gauge(
     "Size on disk of the ledger's index of completed action ids (its memory is a fixed page cache).",
 )
 NO_DESTINATION = "-"  # label value for publish-only actions
+UNKNOWN_DESTINATION = "(unknown)"  # label value for a name no destinations file has (no name starts with "(")
+_named: set[str] = {NO_DESTINATION}  # the destinations files' names (services.dispatcher.registry.Registry)
+
+
+def known_destinations(names: Iterable[str]) -> None:
+    """Names the destination label may take; any other a record names is counted as UNKNOWN_DESTINATION,
+    so a stream of records naming new destinations cannot add label children without end."""
+    _named.update(names)
+    deliveries.cache_clear()
 
 
 # .labels() validates and locks on every call; the children are cached (label values are few)
 @lru_cache(maxsize=4096)
 def deliveries(action_type: str, destination: str, outcome: str) -> Counter:
-    return DELIVERIES.labels(action_type, destination, outcome)
+    return DELIVERIES.labels(action_type, destination if destination in _named else UNKNOWN_DESTINATION, outcome)
 
 
 @lru_cache(maxsize=4096)

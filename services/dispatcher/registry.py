@@ -16,7 +16,7 @@ from services.common.breaker import CircuitBreaker, State
 from services.common.errors import PermanentError
 from services.dispatcher.destinations import AnyDestination, DestinationBase, SmtpDestination
 from services.dispatcher.limits import Gate, Pressure, TokenBucket
-from services.dispatcher.metrics import CIRCUIT_OPEN, DESTINATION_DISABLED
+from services.dispatcher.metrics import CIRCUIT_OPEN, DESTINATION_DISABLED, known_destinations
 
 D = TypeVar("D", bound=DestinationBase)
 log = logging.getLogger("postcall.dispatcher.registry")
@@ -48,6 +48,7 @@ class Registry:
         self._shared: Publisher | None = None
         self.pressure = Pressure()  # on: a line is not empty or many records are on their way to a gate
         self._gates = {name: self._gate(d, max_wait_seconds) for name, d in self._destinations.items()}
+        known_destinations(self._destinations)
         for name in self._destinations:
             DESTINATION_DISABLED.labels(name).set(0)
             CIRCUIT_OPEN.labels(name).set(0)

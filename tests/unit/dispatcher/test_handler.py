@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY
 
 from schemas import headers as h
 from schemas.events import ActionCompleted, TaskRequested
@@ -135,6 +136,24 @@ async def test_unknown_destination_is_permanent(mock_sender: Sender) -> None:
     out = await run.send(webhook("act_1", destination="nowhere"))
     assert out.status == "dead_lettered" and "unknown destination 'nowhere'" in str(out.error)
     assert calls == []
+
+
+async def test_a_destination_name_not_in_the_file_is_no_metric_label(mock_sender: Sender) -> None:
+    """postcall_deliveries_total took the destination label from the record: each record naming a new
+    destination (a forged stream, a producer's bug) added label children that are never dropped, the
+    exposition and the process growing with every name ('Labels stay few: ... destination (as many as
+    the destinations file)', services/dispatcher/metrics.py). Such names count as '(unknown)'."""
+    run, _ = dispatcher(mock_sender, lambda r: httpx.Response(200))
+    for i in range(3):
+        out = await run.send(webhook(f"act_{i}", destination=f"forged-{i}"))
+        assert out.status == "dead_lettered"
+        result = [completed(r) for r in out.outputs if r.topic == ACTION_RESULTS][-1]
+        assert result.destination == f"forged-{i}"  # the result still says what the record named
+    families = {
+        s.labels["destination"] for m in REGISTRY.collect() if m.name == "postcall_deliveries" for s in m.samples
+    }
+    assert not any(name.startswith("forged-") for name in families)
+    assert "(unknown)" in families
 
 
 async def test_task_without_destination_is_published(mock_sender: Sender) -> None:
