@@ -72,7 +72,7 @@ class ConversationForm:
     def _zone(self) -> ZoneInfo:
         try:
             return ZoneInfo(self.values["tz"] or "UTC")
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the zone database ("America")
             self.errors.append(f"unknown time zone {self.values['tz']!r}; dates are read as UTC")
             return ZoneInfo("UTC")
 
