@@ -82,7 +82,7 @@ def decode_cursor(cursor: str, key_type: type[str] | type[int]) -> tuple[datetim
     try:
         at, key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         parsed = datetime.fromisoformat(at)
-        if not isinstance(key, key_type) or parsed.tzinfo is None:
+        if not isinstance(key, key_type) or isinstance(key, bool) or parsed.tzinfo is None:  # bool: an int
             raise ValueError
         storable("cursor", parsed)
         storable("cursor", key)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from schemas import headers as h
 from services.store import rows as r
-from services.store.queries import decode_cursor, encode_cursor
+from services.store.queries import QueryError, decode_cursor, encode_cursor
 from services.store.rows import final_outcome
 from tests.support.calls import T0, ended, extracted
 
@@ -87,6 +89,15 @@ def test_naive_times_are_read_as_utc() -> None:
 def test_cursors_round_trip() -> None:
     assert decode_cursor(encode_cursor(T0, "c-1"), str) == (T0, "c-1")
     assert decode_cursor(encode_cursor(T0, 7), int) == (T0, 7)
+
+
+@pytest.mark.parametrize("key", [True, False])
+def test_a_cursor_whose_key_is_a_boolean_is_malformed_not_a_number(key: bool) -> None:
+    """bool is an int to isinstance(): a forged dead-letter cursor ["...", true] passed, and SQLAlchemy
+    refused `id < True` (ArgumentError), a 500 from /api/v1/dead-letters and the console's page."""
+    forged = base64.urlsafe_b64encode(orjson.dumps([T0.isoformat(), key])).decode()
+    with pytest.raises(QueryError, match="malformed cursor"):
+        decode_cursor(forged, int)
 
 
 def test_a_command_line_reextraction_is_audited_from_its_copy_and_an_original_is_not() -> None:
