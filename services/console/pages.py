@@ -27,6 +27,7 @@ from services.store import queries
 from services.store.db import Store
 from services.store.models import ActionRequest, table
 from services.store.queries import ConversationFilter, QueryError
+from services.store.rows import clean
 from services.store.views import Page
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
@@ -189,5 +190,6 @@ async def conversation(request: Request, who: Viewer, conversation_id: str) -> R
 async def action_payloads(conn: AsyncConnection, conversation_id: str) -> dict[str, Any]:
     """action_id -> the action record as the router produced it (what the dispatcher was asked to send)."""
     r = table(ActionRequest).c
-    rows = await conn.execute(select(r.action_id, r.payload).where(r.conversation_id == conversation_id))
+    wanted = clean(conversation_id)  # NUL-free, as stored: PostgreSQL refuses NUL in a parameter
+    rows = await conn.execute(select(r.action_id, r.payload).where(r.conversation_id == wanted))
     return {action_id: orjson.loads(payload) for action_id, payload in rows}

@@ -292,6 +292,25 @@ async def test_dates_and_ids_out_of_range_are_named_never_a_500(store: Store) ->
         assert redrive.status_code == 400 and "out of range" in redrive.text, redrive.status_code
 
 
+async def test_a_nul_in_any_pages_parameter_is_never_a_5xx(store: Store) -> None:
+    """PostgreSQL refuses NUL in a text parameter (SQLite takes it): a value that reached a query uncleaned
+    was a DataError, answered 503 "the store is unavailable" (JSON, on a console page)."""
+    await seed(store)
+    nul = "c1\x00x"
+    async with console_for(store) as c:
+        for path, params in [
+            ("/console/conversations/c1%00x", {}),
+            ("/console/conversations", {"agent": nul, "version": nul, "q": nul}),
+            ("/console/conversations/new", {"agent": nul}),
+            ("/console/dead-letters", {"reason": nul, "key": nul}),
+            ("/console/tasks", {"assignee": nul}),
+            ("/console/alerts", {"mine": "1"}),
+            ("/console/try", {"conversation_id": nul}),
+        ]:
+            answer = await c.get(path, params=params)
+            assert answer.status_code < 500, (path, params, answer.status_code, answer.text[:200])
+
+
 async def test_agents_page_shows_problems_with_lines_flows_and_fire_counts(store: Store, tmp_path: Any) -> None:
     (tmp_path / "support.yaml").write_text((AGENTS / "support-line.yaml").read_text())
     (tmp_path / "broken.yaml").write_text("agent: broken\nflows:\n  - id: x\n    actions: [{type: webhok}]\n")
