@@ -27,6 +27,7 @@ from rich.tree import Tree
 from schemas.events import ConditionResult, ExtractedValue, Extraction, FlowDecision
 from services.cli.dryrun import PlannedRecord, Provider, TrialResult, dry_run
 from services.cli.options import contract_id
+from services.cli.plain import escape_controls as _s  # a call's text, and what was extracted from it
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)  # CI logs: not cut at 80
 _MARK = {True: ("✔", "green"), False: ("✘", "red")}
@@ -115,12 +116,12 @@ def expectation_failures(result: TrialResult, expect: list[str], expect_not: lis
 def render(result: TrialResult, out: Console) -> None:
     if result.conversation is not None:
         agent = result.conversation.agent
-        head = Text(f"conversation {result.conversation.conversation_id}", style="bold")
-        head.append(f" · agent {agent.id}" + (f" (version {agent.version})" if agent.version else ""))
+        head = Text(f"conversation {_s(result.conversation.conversation_id)}", style="bold")
+        head.append(f" · agent {_s(agent.id)}" + (f" (version {_s(agent.version)})" if agent.version else ""))
         head.append(f" · input {result.input_kind}")
         out.print(head)
     for problem in result.problems:
-        out.print(Text(str(problem), style="red"))
+        out.print(Text(_s(str(problem)), style="red"))
     if result.config_source:
         out.print(f"configuration {result.config_source} · revision {result.config_revision} (drafts run as published)")
     if result.extraction is not None:
@@ -141,49 +142,49 @@ def render(result: TrialResult, out: Console) -> None:
             )
         )
     if result.error:
-        out.print(Text(f"✘ {result.error}", style="bold red"))
+        out.print(Text(f"✘ {_s(result.error)}", style="bold red"))
 
 
 def extraction_tree(extraction: Extraction) -> Tree:
     head = Text(f"extraction {extraction.status}", style="bold " + ("green" if extraction.status == "ok" else "red"))
-    head.append(f" · {extraction.provider}" + (f" {extraction.model}" if extraction.model else ""))
+    head.append(f" · {_s(extraction.provider)}" + (f" {_s(extraction.model)}" if extraction.model else ""))
     if extraction.latency_ms is not None:
         head.append(f" · {extraction.latency_ms:.0f} ms", style="dim")
     if extraction.reason:
-        head.append(f" · {extraction.reason}")
+        head.append(f" · {_s(extraction.reason)}")
     tree = Tree(head)
     for name, value in {**extraction.fields, **extraction.dynamic}.items():
         _value(tree, name, value)
     for answer in extraction.triggers.values():
-        line = Text(f"ai: {answer.question} → ", style="")
+        line = Text(f"ai: {_s(answer.question)} → ", style="")
         line.append("yes" if answer.answer else "no", style="green" if answer.answer else "dim")
         if answer.confidence is not None:
             line.append(f"  confidence {answer.confidence:.2f}", style="dim")
         if answer.evidence:
-            line.append(f'\n  evidence: "{answer.evidence}"', style="dim")
+            line.append(f'\n  evidence: "{_s(answer.evidence)}"', style="dim")
         tree.add(line)
     for route, chosen in extraction.recipients.items():
-        tree.add(f"recipients {route}: {', '.join(chosen) or '(fallback)'}")
+        tree.add(Text(_s(f"recipients {route}: {', '.join(chosen) or '(fallback)'}")))
     if extraction.summary:
-        tree.add(Text(f"summary: {extraction.summary}"))
+        tree.add(Text(f"summary: {_s(extraction.summary)}"))
     return tree
 
 
 def _value(tree: Tree, name: str, value: ExtractedValue) -> None:
-    line = Text(f"{name} = ")
+    line = Text(f"{_s(name)} = ")
     line.append(_short(value.value), style="bold" if value.value is not None else "dim")
     if value.confidence is not None:
         line.append(f"  confidence {value.confidence:.2f}", style="dim")
     if value.needs_review:
         line.append("  needs review", style="yellow")
     if value.evidence:
-        line.append(f'\n  evidence: "{value.evidence}"', style="dim")
+        line.append(f'\n  evidence: "{_s(value.evidence)}"', style="dim")
     tree.add(line)
 
 
 def _flow(tree: Tree, flow: FlowDecision, planned: dict[str, PlannedRecord]) -> None:
     mark, style = ("○", "dim") if not flow.enabled else _MARK[flow.fired]
-    branch = tree.add(Text.assemble((f"{mark} {flow.flow_id}", f"bold {style}"), f" — {flow.reason}"))
+    branch = tree.add(Text.assemble((f"{mark} {_s(flow.flow_id)}", f"bold {style}"), f" — {_s(flow.reason)}"))
     for result in flow.conditions:
         if result.kind == "action":
             _action(branch, result, planned)
@@ -194,28 +195,30 @@ def _flow(tree: Tree, flow: FlowDecision, planned: dict[str, PlannedRecord]) -> 
 def _condition(branch: Tree, result: ConditionResult) -> None:
     mark, style = _MARK[result.passed]
     line = Text.assemble(
-        (f"{mark} {result.path}", style),
-        f"  {result.kind}",
+        (f"{mark} {_s(result.path)}", style),
+        f"  {_s(result.kind)}",
         ("  expected ", "dim"),
         _short(result.expected),
         ("  actual ", "dim"),
         _short(result.actual),
     )
-    line.append(f" — {result.reason}")
+    line.append(f" — {_s(result.reason)}")
     branch.add(line)
 
 
 def _action(branch: Tree, result: ConditionResult, planned: dict[str, PlannedRecord]) -> None:
     mark, style = _MARK[result.passed]
-    line = Text.assemble((f"{mark} {result.path}", style), f"  {result.expected}", f" — {result.reason}")
+    line = Text.assemble(
+        (f"{mark} {_s(result.path)}", style), f"  {_s(str(result.expected))}", f" — {_s(result.reason)}"
+    )
     record = planned.get(str(result.actual)) if result.actual else None
     if record is not None:
-        line.append(f"\n  would produce to {record.topic} (key {record.key}):\n", style="dim")
+        line.append(f"\n  would produce to {_s(record.topic)} (key {_s(record.key)}):\n", style="dim")
         value = orjson.dumps(record.action.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode()
-        line.append("  " + value.replace("\n", "\n  "))
+        line.append("  " + "\n  ".join(_s(part) for part in value.split("\n")))  # JSON: bidi characters raw
     branch.add(line)
 
 
 def _short(value: Any, limit: int = 80) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return _s(text if len(text) <= limit else text[: limit - 1] + "…")

@@ -194,3 +194,18 @@ def test_a_vendor_payload_is_mapped_by_the_ingress_and_tried_for_the_named_agent
     )
     assert code == 0 and out["ok"] and out["input_kind"] == kind
     assert out["agent"]["id"] == "support-line" and out["decision_trace"]["agent_id"] == "support-line"
+
+
+def test_the_text_report_shows_caller_text_with_every_control_character_visible() -> None:
+    """A conversation id, a transcript and so the values, evidence and summary extracted from it are the
+    caller's (or a producer's): printed raw, an ESC began a terminal escape (an OSC-8 link whose text lies
+    about its target, a clear-screen) and U+202E reversed the line, as `postcall explain` already prevents."""
+    osc8 = "\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\"
+    call = orjson.loads(CALLBACK.read_bytes())
+    call["conversation_id"] = "conv-" + osc8
+    for message in call["messages"]:
+        message["text"] += " \x1b[2J\u202e"
+    code, out = run("-c", "-", "-a", str(AGENTS), "--provider", "heuristic", stdin=orjson.dumps(call))
+    assert code == 0, out
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "conv-\\x1b]8;;https://evil.example" in out and "\\x1b[2J\\u202e" in out
