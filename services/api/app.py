@@ -14,11 +14,14 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.auth import Auth
 from services.api.handler import router
@@ -39,6 +42,12 @@ DURATION = Histogram(
 
 # answers carry transcripts and customers' numbers: no browser or proxy cache keeps them, whoever asked
 API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+#: the most a request's body may hold: FastAPI reads and parses a route's whole body before its dependencies
+#: run, the token check among them, so this is what anyone who can connect can make the process read. An
+#: operation's JSON (1,000 ids) and the console's forms are far smaller; Try a flow takes a payload, an
+#: upload and a configuration file of up to 5 MiB each (services/console/trial.py)
+MAX_BODY_BYTES = 1024 * 1024
+MAX_TRY_BODY_BYTES = 16 * 1024 * 1024
 
 
 def create_app(settings: ApiSettings, *, store: Store | None = None) -> FastAPI:
@@ -77,8 +86,60 @@ def create_app(settings: ApiSettings, *, store: Store | None = None) -> FastAPI:
     app.add_exception_handler(OperationalError, _store_unavailable)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.middleware("http")(_measure)
+    app.add_middleware(BodyLimit)  # added last: outermost, before any other middleware reads the body
     _health(app)
     return app
+
+
+class BodyLimit:
+    """A request whose body is over its limit is answered 413 (JSON, naming the limit): by its Content-Length
+    before any of it is read, or as soon as a streamed body passes the limit, when the app is told that the
+    client went away, so that it stops reading."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = MAX_TRY_BODY_BYTES if scope["path"] == "/console/try" else MAX_BODY_BYTES
+        declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"").strip()
+        if declared.isdigit() and int(declared) > limit:  # bytes.isdigit(): ASCII digits only
+            await _too_large(send, limit)
+            return
+        read, started, refused = 0, False, False
+
+        async def limited() -> Message:
+            nonlocal read, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > limit:
+                    refused = True
+                    if not started:
+                        await _too_large(send, limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused and message["type"].startswith("http.response"):
+                return  # the 413 is the answer
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(ClientDisconnect):  # the app's read of the body refused above
+            await self.app(scope, limited, guarded)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = orjson.dumps({"detail": f"the request body is over {limit // 1024 // 1024} MiB"})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 @contextlib.asynccontextmanager
