@@ -44,9 +44,10 @@ DURATION = Histogram(
 API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 #: the most a request's body may hold: FastAPI reads and parses a route's whole body before its dependencies
 #: run, the token check among them, so this is what anyone who can connect can make the process read. An
-#: operation's JSON (1,000 ids) and the console's forms are far smaller; Try a flow takes a payload, an
-#: upload and a configuration file of up to 5 MiB each (services/console/trial.py)
-MAX_BODY_BYTES = 1024 * 1024
+#: operation's JSON holds up to 1,000 ids of 256 characters: 3 MiB at most when each character is sent as
+#: an escaped surrogate pair (\ud83d\ude00, as httpx's json= writes any non-ASCII one); the console's forms are
+#: far smaller; Try a flow takes a payload, an upload and a configuration file of up to 5 MiB each
+MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_TRY_BODY_BYTES = 16 * 1024 * 1024
 
 

@@ -168,7 +168,7 @@ class Reextract(Operation):
 OPERATION_RESPONSES: Responses = {
     **BAD_QUERY,
     **NOT_OPERATOR,
-    413: _problem("The body is over 1 MiB; refused without being read whole."),
+    413: _problem("The body is over 4 MiB; refused without being read whole."),
     415: _problem("The body was not sent as JSON (Content-Type: application/json)."),
     503: {
         "model": operations.OperationResult | Problem,

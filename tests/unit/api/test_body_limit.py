@@ -3,6 +3,7 @@ whole body before its dependencies run, the token check among them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,23 @@ async def test_a_body_over_the_limit_is_refused_413_unread(
     else:
         body = b"[" + b"1," * ((limit + CHUNK) // 2) + b"1]"
     status, answer, read = await post(app, path, content_type, body, declared)
+    assert read <= (0 if declared else limit + CHUNK), read
+    if status == 400 and path == "/console/login" and not declared:
+        return  # Starlette refuses one form field over 1 MiB itself, having read that much
     assert status == 413, (status, answer[:200])
     assert "over" in orjson.loads(answer)["detail"]
-    assert read <= (0 if declared else limit + CHUNK), read
 
 
 async def test_a_body_within_the_limit_is_read_as_before(app: Any) -> None:
     body = orjson.dumps({"dry_run": True, "filter": {"ids": [1]}, "padding": "x" * (MAX_BODY_BYTES - 100)})
     status, answer, _ = await post(app, "/api/v1/dead-letters/replay", "application/json", body, declared=True)
     assert status == 401, (status, answer[:200])  # read whole, then the token is asked for
+
+
+async def test_the_largest_reextraction_the_api_takes_is_within_the_limit(app: Any) -> None:
+    """1,000 ids of 256 characters, as `postcall reextract --api` sends them (httpx's json= escapes every
+    non-ASCII character: an emoji is 12 bytes), reach the API's own validation, not a 413."""
+    body = json.dumps({"dry_run": True, "filter": {"ids": ["\U0001f600" * 256] * 1000}}).encode()
+    assert len(body) > 3_000_000
+    status, answer, _ = await post(app, "/api/v1/conversations/reextract", "application/json", body, declared=True)
+    assert status == 401, (status, answer[:200])
