@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.store import prune as pruning
 from services.store import tokens
-from services.store.db import Store, StoreError
+from services.store.db import Store, StoreError, safe_url
 from services.store.settings import DatabaseSettings
 from services.store.views import TokenView
 from services.store.writer import horizon
@@ -62,7 +62,7 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     """Bring the schema to this version's newest revision (the services also do it at start)."""
 
     async def nothing(store: Store) -> str:
-        return store.engine.url.render_as_string(hide_password=True)
+        return safe_url(store.engine.url)
 
     typer.echo(f"store at {with_store(database_url, nothing)} is up to date")
 
@@ -107,7 +107,7 @@ def create(
     async def work(store: Store) -> tuple[str, str]:
         async with store.write() as conn:
             token = await tokens.create_token(conn, name, role, lifetime)
-        return token, store.engine.url.render_as_string(hide_password=True)
+        return token, safe_url(store.engine.url)
 
     token, where = with_store(database_url, work)
     typer.echo(token)

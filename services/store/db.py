@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -147,7 +148,7 @@ def _refuse_unknown(found: str | None, url: Any) -> None:
     known = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
     if found is not None and found not in known:
         raise StoreError(
-            f"the store at {url.render_as_string(hide_password=True)} is at schema revision {found}, newer than "
+            f"the store at {safe_url(url)} is at schema revision {found}, newer than "
             f"this version knows (its newest is {head_revision()}): run the version that migrated it, or newer"
         )
 
@@ -187,7 +188,17 @@ def _sqlite_lock(engine: AsyncEngine) -> Iterator[None]:
 
 
 def _safe_url(engine: AsyncEngine) -> str:
-    return engine.url.render_as_string(hide_password=True)
+    return safe_url(engine.url)
+
+
+_SECRET_QUERY = re.compile(r"pass|secret|token", re.I)
+
+
+def safe_url(url: URL) -> str:
+    """The URL to show: its password hidden, and so the value of a query parameter that may hold one
+    (asyncpg, like libpq, takes `?password=`)."""
+    hidden = {name: "redacted" for name in url.query if _SECRET_QUERY.search(name)}
+    return url.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def _short(exc: BaseException) -> str:

@@ -242,6 +242,17 @@ def test_a_database_url_that_is_not_a_url_is_one_line(command: list[str]) -> Non
     assert line.endswith(": the database URL is not a URL (sqlite:///path.db or postgresql://user:password@host/db)")
 
 
+def test_a_password_in_the_database_urls_query_is_never_shown() -> None:
+    """asyncpg (and libpq) take the password as `?password=` too; the messages naming the store hid only
+    the URL's own password (render_as_string(hide_password=True)), so a store that did not answer printed
+    `cannot migrate the store at postgresql+asyncpg://ops:***@127.0.0.1:N/calls?password=<the password>`."""
+    url = f"postgresql://ops:own-canary@127.0.0.1:{free_port()}/calls?password=query-canary&ssl=disable"
+    done = postcall("store", "migrate", env={"POSTCALL_DATABASE__URL": url})
+    assert done.returncode == 2, done.stderr
+    assert "the store at postgresql+asyncpg://ops:***@" in done.stderr and "ssl=disable" in done.stderr, done.stderr
+    assert "canary" not in done.stderr + done.stdout, done.stderr
+
+
 @pytest.mark.parametrize("coordinates", ["nothing", "t:x:0", "t:0:-1", ":0:0", "t:0:"])
 def test_dlq_show_of_coordinates_that_are_not_topic_partition_offset_says_so(coordinates: str) -> None:
     """Used to be a traceback (ValueError from the unpacking, from int(), or aiokafka's seek to -1),
