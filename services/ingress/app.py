@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -186,7 +186,6 @@ def _webhook(
     limit: int,
     budget: BodyBudget,
 ) -> ASGIApp:
-    counters: dict[tuple[str, str], Counter] = {}  # this platform's series by (endpoint label, outcome)
     duration = REQUEST_DURATION.labels(platform)
     busy = {"Retry-After": str(handler.retry_after)}
 
@@ -212,10 +211,7 @@ def _webhook(
                     budget.give(len(body))
         label = endpoint if found is not None else "(unknown)"
         elapsed = time.perf_counter() - started
-        counter = counters.get((label, answer.outcome))
-        if counter is None:  # label is a configured endpoint or "(unknown)": a bounded set
-            counter = counters[label, answer.outcome] = REQUESTS.labels(platform, label, answer.outcome)
-        counter.inc()
+        REQUESTS.inc((platform, label, answer.outcome))  # label: a configured endpoint or "(unknown)", a bounded set
         duration.observe(elapsed)
         _log(platform, label, answer, elapsed, scope.get("client"))
         content = answer.json()

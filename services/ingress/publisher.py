@@ -213,6 +213,7 @@ class Publisher:
         self._checked: tuple[float, bool] = (0.0, False)
         self._deadlines = Deadlines(timeout_seconds)
         self._produced = observability.RECORDS_PRODUCED.labels("ingress", topic)
+        self._duration = PUBLISH_DURATION.labels()
         self._route = Route(topic)
 
     async def start(self) -> None:
@@ -337,7 +338,7 @@ class Publisher:
         except (KafkaError, TimeoutError) as exc:
             self._reset(current)
             raise Unavailable(f"Kafka did not acknowledge the record ({type(exc).__name__})") from None
-        PUBLISH_DURATION.observe(time.perf_counter() - started)
+        self._duration.observe(time.perf_counter() - started)
         self._produced.inc()
         return Published(event.event_id, event.conversation_id, self.topic, sent.partition, sent.offset)
 
