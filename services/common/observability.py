@@ -27,6 +27,9 @@ record_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Cont
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))  # a time's end, by its milliseconds
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -39,7 +42,8 @@ class JsonFormatter(logging.Formatter):
             second = int(created)
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = (second, text)
-        return f"{text}.{int(msecs):03d}Z"
+        millis = int(msecs)
+        return text + _MILLIS[millis] if 0 <= millis < 1000 else f"{text}.{millis:03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")}
@@ -57,17 +61,14 @@ class JsonFormatter(logging.Formatter):
         exc: str | None = None,
     ) -> str:
         """The JSON line of a record with these attributes and extra fields (`format`, `log_fields`)."""
-        out: dict[str, Any] = {
-            "ts": self._ts(created, msecs),
-            "level": levelname.lower(),
-            "service": self.service,
-            "logger": logger,
-            "msg": message,
-        }
-        context = record_context.get()
-        if context:
-            out.update(context)
-        out.update(fields)
+        ts, level, context = self._ts(created, msecs), levelname.lower(), record_context.get()
+        # a dict display, not update() calls: the same keys in the same order (a field named as one before
+        # it takes that one's place), in one step
+        out: dict[str, Any] = (
+            {"ts": ts, "level": level, "service": self.service, "logger": logger, "msg": message, **context, **fields}
+            if context
+            else {"ts": ts, "level": level, "service": self.service, "logger": logger, "msg": message, **fields}
+        )
         if exc:
             out["exc"] = exc
         return orjson.dumps(out, default=str).decode()

@@ -320,3 +320,9 @@ def test_log_fields_writes_what_logging_writes_for_hidden_fields_unwritable_valu
     stream.writes.clear()
     observability.log_fields(logger, logging.WARNING, "traced", {"a": 2})
     assert orjson.loads(stream.writes[0])["trace_id"] == "abc"
+
+
+@pytest.mark.parametrize("msecs", [0.0, 7.9, 999.99, 1000.0, 1234.0, -1.0])
+def test_the_milliseconds_are_written_as_the_format_spec_writes_them(msecs: float) -> None:
+    formatter = observability.JsonFormatter("ingress")
+    assert formatter._ts(1772812800.0, msecs) == f"2026-03-06T16:00:00.{int(msecs):03d}Z"
