@@ -92,10 +92,13 @@ MAX_NESTING = 64
 _FREE_FORM = f" Objects and arrays nest at most {MAX_NESTING} levels deep in it."
 
 
+_NESTS = (dict, list)  # a tuple built once: `dict | list` in isinstance() builds a union on every test
+
+
 def nested_too_deep(value: dict[str, Any] | list[Any]) -> bool:
     """Whether objects and arrays nest deeper than MAX_NESTING in `value` (itself counting as one)."""
     for child in value.values() if isinstance(value, dict) else value:  # a loop, not any(): faster, per request
-        if isinstance(child, dict | list):
+        if isinstance(child, _NESTS):
             break
     else:
         return False  # flat, the usual case
@@ -103,7 +106,7 @@ def nested_too_deep(value: dict[str, Any] | list[Any]) -> bool:
     while stack:
         node, depth = stack.pop()
         for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, dict | list):
+            if isinstance(child, _NESTS):
                 if depth >= MAX_NESTING:
                     return True
                 stack.append((child, depth + 1))
