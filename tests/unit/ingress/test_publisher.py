@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from services.common import kafka as common_kafka
 from services.common.codec import encode as codec_encode
 from services.common.kafka import key_partitioner
 from services.common.settings import KafkaSettings
-from services.ingress.publisher import Deadlines, Publisher, Route, TooLarge, Unavailable, cloudevent_headers
+from services.ingress.publisher import Deadlines, Published, Publisher, Route, TooLarge, Unavailable, cloudevent_headers
 
 MAPPED = Path(__file__).parent / "mapped"  # golden ConversationEnded bytes (test_mapped_bytes.py)
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "conversations"
@@ -305,3 +306,13 @@ async def test_a_routed_record_is_queued_as_send_would_queue_it() -> None:
     await asyncio.gather(*waits, return_exceptions=True)
     for p in (routed, sent):
         await p.stop()
+
+
+def test_an_acked_published_is_the_one_its_init_builds() -> None:
+    fields = ("retell:c1:call_analyzed", "c1", "postcall.conversation-ended.v1", 3, 17)
+    made, built = Published.acked(*fields), Published(*fields)
+    assert made == built and hash(made) == hash(built) and repr(made) == repr(built)
+    assert type(made) is Published and dataclasses.astuple(made) == (*fields, False)
+    assert dataclasses.replace(made, duplicate=True) == Published(*fields, duplicate=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.offset = 18  # type: ignore[misc]
