@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -93,11 +93,23 @@ def cloudevent_headers(event: ConversationEnded, source: str) -> list[tuple[str,
         _CE_TYPE,
         (h.CE_SOURCE, source.encode()),
         codec.SPECVERSION_HEADER,
-        (h.CE_TIME, event.ended_at.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()),
+        (h.CE_TIME, ce_time(event.ended_at)),
         codec.CONTENT_TYPE_HEADER,
         (h.CE_SUBJECT, event.conversation_id.encode()),
     ]
 
+
+def ce_time(ended_at: datetime) -> bytes:
+    """`ended_at.astimezone(UTC).isoformat().replace("+00:00", "Z").encode()`, written from the time's
+    fields: datetime.isoformat() cost more than the rest of a record's headers together (test_publisher.py
+    compares the two)."""
+    t = ended_at.astimezone(UTC)
+    micro = t.microsecond
+    text = f"{t.year:04d}-{_TWO[t.month]}-{_TWO[t.day]}T{_TWO[t.hour]}:{_TWO[t.minute]}:{_TWO[t.second]}"
+    return (text + (f".{micro:06d}Z" if micro else "Z")).encode()
+
+
+_TWO = tuple(f"{n:02d}" for n in range(100))  # "00" to "99"
 
 # the headers every record has the same of, encoded once (tuples: a producer reads, never changes them)
 _CE_TYPE = (h.CE_TYPE, CE_TYPES[CONVERSATION_ENDED].encode())

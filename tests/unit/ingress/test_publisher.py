@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,16 @@ from services.common import kafka as common_kafka
 from services.common.codec import encode as codec_encode
 from services.common.kafka import key_partitioner
 from services.common.settings import KafkaSettings
-from services.ingress.publisher import Deadlines, Published, Publisher, Route, TooLarge, Unavailable, cloudevent_headers
+from services.ingress.publisher import (
+    Deadlines,
+    Published,
+    Publisher,
+    Route,
+    TooLarge,
+    Unavailable,
+    ce_time,
+    cloudevent_headers,
+)
 
 MAPPED = Path(__file__).parent / "mapped"  # golden ConversationEnded bytes (test_mapped_bytes.py)
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "conversations"
@@ -316,3 +326,22 @@ def test_an_acked_published_is_the_one_its_init_builds() -> None:
     assert dataclasses.replace(made, duplicate=True) == Published(*fields, duplicate=True)
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.offset = 18  # type: ignore[misc]
+
+
+def test_ce_time_is_isoformats_text_in_utc() -> None:
+    rng = random.Random(14)
+    zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8)), timezone(timedelta(0))]
+    times = [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 3, 6, 16, 0, 31, tzinfo=timezone(timedelta(hours=-5))),  # another day in UTC
+        datetime(1, 1, 1, 5, tzinfo=timezone(timedelta(hours=1))),  # year 1: isoformat's %04d
+        datetime(9999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+    ]
+    for _ in range(2000):
+        moment = datetime(1970, 1, 2, tzinfo=UTC) + timedelta(microseconds=rng.randrange(32_000_000_000 * 10**6))
+        if rng.random() < 0.3:
+            moment = moment.replace(microsecond=0)
+        times.append(moment.astimezone(rng.choice(zones)))
+    for moment in times:
+        assert ce_time(moment) == moment.astimezone(UTC).isoformat().replace("+00:00", "Z").encode(), moment
