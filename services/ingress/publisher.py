@@ -376,7 +376,10 @@ class Publisher:
 
     async def _send_on(self, current: AIOKafkaProducer, value: bytes, event: ConversationEnded, source: str) -> Any:
         key, headers = event.conversation_id.encode(), cloudevent_headers(event, source)
-        tp = self._route.partition(current, key, len(value) + len(key) + sum(len(k) + len(v) for k, v in headers))
+        size = len(value) + len(key)
+        for name, header in headers:  # a loop, not sum() over a generator: a third of the time
+            size += len(name) + len(header)
+        tp = self._route.partition(current, key, size)
         if tp is None:
             future = await current.send(self.topic, value, key=key, headers=headers)
         else:
