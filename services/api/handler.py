@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from starlette.convertors import Convertor, register_url_convertor
 
 from schemas.end_reasons import EndReason
 from schemas.events import MAX_ID_LENGTH
@@ -208,8 +209,25 @@ def _answer(result: operations.OperationResult) -> Any:
     return JSONResponse(result.model_dump(mode="json"), status_code=503)
 
 
+class IdConvertor(Convertor[str]):
+    """A conversation id in a URL: any text but an empty one, slashes included (the contract takes any id;
+    a client sends a slash encoded, %2F). Not `:path`, which takes an empty one too, so that
+    /conversations/ would no longer be redirected to the list."""
+
+    regex = ".+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("id", IdConvertor())
+
+
 @router.get(
-    "/conversations/{conversation_id}",
+    "/conversations/{conversation_id:id}",
     response_model=ConversationDetail,
     responses={404: _problem("No such conversation in the store.")},
     tags=["conversations"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -79,6 +80,17 @@ async def test_one_conversation_with_every_attempt_and_its_next_retry(store: Sto
     }
     assert full["decisions"][0]["flows"][0]["fired"] is True
     assert {a["final_outcome"] for a in full["actions"]} == {"delivered", "published"}
+
+
+async def test_a_conversation_whose_id_holds_a_slash_is_found(store: Store, client: httpx.AsyncClient) -> None:
+    """The contract takes any id (Dialogflow CX names a conversation projects/.../conversations/ID): the route
+    took one path segment, so its URL (the slash encoded, as `postcall explain --api` sends it) was the
+    router's 404 "Not Found", and explain then said there was no decision trace in the store."""
+    cid = "projects/p1/locations/global/conversations/c-7"
+    await writer.write(store, rows_of(story(cid)))
+    found = await client.get(f"/api/v1/conversations/{quote(cid, safe='')}")
+    assert found.status_code == 200, found.text
+    assert found.json()["conversation_id"] == cid and found.json()["decisions"][0]["conversation_id"] == cid
 
 
 async def test_dead_letters_and_their_counts(store: Store, client: httpx.AsyncClient) -> None:
