@@ -105,7 +105,11 @@ class ConversationQuery(BaseModel):
     failed: bool | None = Field(None, description="An action failed or was dead-lettered, or a record was.")
     needs_review: bool | None = Field(None, description="The newest extraction has a value flagged for review.")
     q: str | None = Field(None, min_length=1, max_length=200, description="Text in the summary or customer.")
-    ids: list[str] = Field(default_factory=list, max_length=1000, description="Conversation ids (any of).")
+    # each id bounded as the contract bounds it; a constraint is also what makes pydantic refuse a lone
+    # surrogate from a JSON body ("\ud83d"), which no database can hold as a parameter (a 500 otherwise)
+    ids: list[Annotated[str, Field(max_length=MAX_ID_LENGTH)]] = Field(
+        default_factory=list, max_length=1000, description="Conversation ids (any of)."
+    )
 
     def filters(self) -> queries.ConversationFilter:
         return queries.ConversationFilter(

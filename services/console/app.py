@@ -8,7 +8,10 @@ do what is services/console/access.py's.
 
 from __future__ import annotations
 
+import json
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -53,7 +56,13 @@ async def _invalid_form(request: Request, exc: Exception) -> Response:
     JSON API keeps FastAPI's JSON body."""
     assert isinstance(exc, RequestValidationError)
     if not _console_page(request):
-        return await request_validation_exception_handler(request, exc)
+        try:
+            return await request_validation_exception_handler(request, exc)
+        except UnicodeEncodeError:  # FastAPI writes the refused input back as UTF-8; a lone surrogate from a
+            # JSON body ("\ud800": json.loads takes it, pydantic refuses it) cannot be: escaped as JSON allows
+            detail = jsonable_encoder(exc.errors())
+            body = json.dumps({"detail": detail}, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+            return Response(body, status_code=422, media_type="application/json")
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'form'}: {e['msg']}" for e in exc.errors())
     return await _http_error(request, StarletteHTTPException(422, problems))
 
