@@ -223,7 +223,7 @@ def local_end_of(event: ConversationEnded) -> datetime:
     if isinstance(name, str) and name:
         try:
             zone = ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the zone database ("America")
             log.info("unknown time zone in metadata, using the event's", extra={"timezone": name[:64]})
     ended = event.ended_at if event.ended_at.tzinfo else event.ended_at.replace(tzinfo=UTC)
     return ended.astimezone(zone)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from services.common.api import Context, Event, PermanentError, RetryableError, 
 from services.common.harness import Harness, Incoming, Outcome
 from services.extractor import heuristic
 from services.extractor.duplicates import SeenEvents
-from services.extractor.handler import Extractor, UnknownAgent
+from services.extractor.handler import Extractor, UnknownAgent, local_end_of
 from services.extractor.settings import ExtractorSettings
+from tests.support.calls import ended
 from tests.unit.extractor.conftest import CALLBACK, SUPPORT_FIELDS, conversation, spec
 
 SPEC = spec(*SUPPORT_FIELDS, triggers=(CALLBACK,))
@@ -293,3 +295,13 @@ async def test_a_retry_tier_copy_is_never_skipped_even_where_another_copy_was_ta
     for process, r in crossed:
         out = await process.run(Incoming(r.topic, 0, 0, 0, r.key, r.value, tuple(codec.header_list(r.headers))))
         assert out.contexts[0].attempt == 2 and len(out.on(CONVERSATION_EXTRACTED)) == 1, out
+
+
+@pytest.mark.parametrize("zone", ["America", "Etc", "Europe/" + "x" * 300])
+def test_a_metadata_time_zone_that_is_a_folder_of_the_zone_database_is_unknown_not_a_crash(zone: str) -> None:
+    """ZoneInfo raises OSError for a folder of the zone database (IsADirectoryError) or a name too long for
+    a file, beside ZoneInfoNotFoundError and ValueError: a platform's metadata.timezone "America" made
+    local_end_of raise, an unknown error for the call, instead of using the event's own offset."""
+    event = ended("c-zone", at=datetime(2026, 3, 12, 19, 3, tzinfo=UTC))
+    event = event.model_copy(update={"metadata": {"timezone": zone}})
+    assert local_end_of(event) == event.ended_at
