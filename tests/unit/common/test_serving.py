@@ -284,6 +284,14 @@ async def answered_unread(scope: dict[str, Any], receive: Any, send: Any) -> Non
         await send({"type": "http.response.body", "body": b"no"})
 
 
+async def answered_before_its_body(port: int, answer_ends: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose POST /x declared a 4-byte body, answered before any of it was sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(answer_ends), 5)
+    return reader, writer
+
+
 async def test_a_request_answered_before_its_body_arrived_is_idle_once_the_body_has() -> None:
     """The answer began the keep-alive wait, and the body arriving after it ended that wait, as any bytes
     do; the request then being read whole, no read timeout ran either: the connection stayed open for good.
@@ -291,9 +299,7 @@ async def test_a_request_answered_before_its_body_arrived_is_idle_once_the_body_
     async with served(
         CoalescingHttpToolsProtocol.with_read_timeout(5), keep_alive=0.3, application=answered_unread
     ) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n")
-        await asyncio.wait_for(reader.readuntil(b"no"), 5)
+        reader, writer = await answered_before_its_body(port, b"no")
         await asyncio.sleep(0.1)
         writer.write(b"body")
         sent = asyncio.get_running_loop().time()
@@ -320,9 +326,7 @@ async def test_a_request_arriving_with_the_body_of_one_answered_early_is_not_cut
     async with served(
         CoalescingHttpToolsProtocol.with_read_timeout(5), keep_alive=0.3, application=slow_or_unread
     ) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n")
-        await asyncio.wait_for(reader.readuntil(b"ok"), 5)
+        reader, writer = await answered_before_its_body(port, b"ok")
         writer.write(b"bodyGET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
         second = await asyncio.wait_for(reader.readuntil(b"ok"), 5)  # IncompleteReadError: closed at 0.3 s
         writer.close()

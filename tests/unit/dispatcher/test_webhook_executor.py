@@ -47,17 +47,24 @@ def on_the_wire(action: WebhookRequested) -> WebhookRequested:
 async def test_webhook_uses_the_flows_method_else_the_destinations(
     mock_sender: Sender, flow_method: dict[str, Any], sent: str
 ) -> None:
-    methods: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        methods.append(request.method)
-        return httpx.Response(200)
-
-    reg = registry(PUT_CRM, {**CRM_ENV, "CRM": SECRET})
-    execute = WebhookExecutor(reg, mock_sender(answer, reg))
+    execute, requests = recording(mock_sender, PUT_CRM, {**CRM_ENV, "CRM": SECRET})
     delivery = await execute(on_the_wire(webhook("act_m", **flow_method)))
     assert delivery.outcome == "delivered"
-    assert methods == [sent]
+    assert [r.method for r in requests] == [sent]
+
+
+def recording(
+    mock_sender: Sender, destinations: str, env: dict[str, str]
+) -> tuple[WebhookExecutor, list[httpx.Request]]:
+    """A webhook executor to `destinations` whose receiver answers 200 and keeps every request."""
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200)
+
+    reg = registry(destinations, env)
+    return WebhookExecutor(reg, mock_sender(answer, reg)), requests
 
 
 def docs_verify() -> Callable[[str, Mapping[str, str], bytes], str]:
@@ -80,14 +87,7 @@ destinations:
 
 
 async def test_the_docs_receiver_example_verifies_a_real_dispatcher_request(mock_sender: Sender) -> None:
-    requests: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        return httpx.Response(200)
-
-    reg = registry(ROTATING_CRM, {"CRM": SECRET, "CRM_NEXT": SECRET_2})
-    execute = WebhookExecutor(reg, mock_sender(answer, reg))
+    execute, requests = recording(mock_sender, ROTATING_CRM, {"CRM": SECRET, "CRM_NEXT": SECRET_2})
     sent = on_the_wire(webhook("act_verify", body={"note": "Café ☕", "n": [1, 2.5, None]}))
     assert (await execute(sent)).outcome == "delivered"
     (request,) = requests
@@ -110,18 +110,11 @@ async def test_a_body_with_an_integer_over_64_bits_is_sent_not_retried_as_an_unk
     """pydantic reads a record's integer of any size; orjson refuses to write one over 64 bits (TypeError),
     an unknown error classed retryable: every retry tier, then the dead letter, for a valid record. The
     router writes a platform's such integer as its digits; a record from anyone else may carry one."""
-    bodies: list[bytes] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        bodies.append(request.content)
-        return httpx.Response(200)
-
-    reg = registry(PUT_CRM, {**CRM_ENV, "CRM": SECRET})
-    execute = WebhookExecutor(reg, mock_sender(answer, reg))
+    execute, requests = recording(mock_sender, PUT_CRM, {**CRM_ENV, "CRM": SECRET})
     body = {"account": 10**30, "balance": -(2**64), "note": "é", "ok": [1.5, None]}
     delivery = await execute(on_the_wire(webhook("act_big", body=body)))
     assert delivery.outcome == "delivered"
-    assert json.loads(bodies[0]) == body
+    assert json.loads(requests[0].content) == body
 
 
 async def test_a_header_named_in_another_case_replaces_ours_instead_of_going_twice() -> None:
