@@ -155,6 +155,11 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     llm, collected = call["retell_llm_dynamic_variables"], call["collected_dynamic_variables"]
     variables, nested = split_scalars({**llm, **collected} if llm and collected else llm or collected)
     status, duration_ms, transcript = call["call_status"], call["duration_ms"], call["transcript_object"]
+    ours: dict[str, Any] = {}  # dropped_empty({"transfer_destination": ..., "variables": nested}), inline
+    if call["transfer_destination"]:  # a text or None: empty is "" or None
+        ours["transfer_destination"] = call["transfer_destination"]
+    if nested:
+        ours["variables"] = nested
     return build_from(
         {
             "event_id": natural_key(call["call_id"], event),
@@ -178,12 +183,8 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
             "recording_url": call["recording_url"],
             "conversation_url": call["public_log_url"],
             "dynamic_variables": variables,
-            "metadata": dropped_empty(  # the call's own keys, and ours only when they hold something
-                {
-                    **(call["metadata"] or {}),
-                    **dropped_empty({"transfer_destination": call["transfer_destination"], "variables": nested}),
-                }
-            ),
+            # the call's own keys, and ours only when they hold something
+            "metadata": dropped_empty({**(call["metadata"] or {}), **ours}),
             "platform_analysis": analysis(call["call_analysis"]),
         }
     )
@@ -222,7 +223,8 @@ def analysis(found: RetellAnalysis | None) -> dict[str, Any] | None:
         "successful": found["call_successful"],
         "sentiment": found["user_sentiment"],
         "data": dict(found["custom_analysis_data"] or {}),
-        "details": dropped_empty({"in_voicemail": found["in_voicemail"]}),
+        # dropped_empty({"in_voicemail": ...}) of a bool or None, inline
+        "details": {} if found["in_voicemail"] is None else {"in_voicemail": found["in_voicemail"]},
     }
 
 

@@ -195,6 +195,25 @@ def test_retell_call_metadata_keys_are_kept_whatever_their_names() -> None:
     assert isinstance(e, ConversationEnded) and e.metadata["transfer_destination"] == "+13125550100"
 
 
+@pytest.mark.parametrize("transfer", [None, "", "+13125550100"])
+@pytest.mark.parametrize("voicemail", [None, False, True])
+@pytest.mark.parametrize("nested", [{}, {"plan": {"tier": "smb"}}])
+def test_retell_empty_values_the_mapping_adds_are_dropped_and_the_callers_kept(
+    transfer: str | None, voicemail: bool | None, nested: dict[str, Any]
+) -> None:
+    payload = orjson.loads(example("retell/phone-voicemail-analyzed.json"))
+    call = payload["call"]
+    call["metadata"] = {"campaign": "c1", "transfer_destination": "q7", "variables": "v", "empty": ""}
+    call["transfer_destination"] = transfer
+    call["collected_dynamic_variables"] = {"last": "x", **nested}
+    call["call_analysis"]["in_voicemail"] = voicemail
+    e = MAPPINGS["retell"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and e.platform_analysis is not None
+    metadata: dict[str, Any] = {"campaign": "c1", "transfer_destination": transfer or "q7", "variables": nested or "v"}
+    assert e.metadata == metadata and list(e.metadata) == list(metadata)
+    assert e.platform_analysis.details == ({} if voicemail is None else {"in_voicemail": voicemail})
+
+
 def test_retell_message_times_are_the_earliest_start_and_latest_end_of_words_not_negative() -> None:
     words = [{"start": 2.5, "end": 3}, {"start": -1, "end": -1}, {"start": 1.25}, {"end": 9}, {"start": None}, {}]
     transcript = [
