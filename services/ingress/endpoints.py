@@ -195,10 +195,11 @@ class Endpoint:
 
     def agent_refusal(self, agent_id: str) -> str | None:
         """Why a mapped event's agent may not be published through this endpoint, or None."""
-        account = self.config.account.id
         if agent_id in self.foreign_agents:  # its flows, destinations and credentials are another tenant's
+            account = self.config.account.id
             return f"agent {agent_id!r} is another account's: this endpoint publishes for account {account!r}"
         if self.config.only_listed_agents and agent_id not in self.agent_ids:
+            account = self.config.account.id
             return f"agent {agent_id!r} is not listed on this endpoint (only_listed_agents), account {account!r}"
         return None
 
