@@ -15,12 +15,23 @@ import contextvars
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import aiokafka  # noqa: F401  (its modules' loggers, for quiet_libraries)
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+import prometheus_client.metrics
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 record_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("record_context", default=None)
 
@@ -308,6 +319,60 @@ REBALANCES = Counter("postcall_rebalances_total", "Partitions revoked or assigne
 DEPENDENCY_PAUSED = Gauge(
     "postcall_dependency_paused", "1 while consumption is paused for an unavailable dependency.", ["service"]
 )
+
+
+def created_sample(at: float) -> float | None:
+    """A series' `_created` sample, unless prometheus_client.disable_created_metrics() was called."""
+    return at if getattr(prometheus_client.metrics, "_use_created", True) else None
+
+
+class Counts(Collector):
+    """A counter family in plain ints read at scrape time: `inc(labels)` adds one to the series of that
+    tuple of label values (made at 0 by `labels`, or at its first inc), and a caller that knows its series
+    may add to `values[labels]` itself; collect() exports them as a prometheus Counter does. A prometheus
+    Counter's inc() checks its labels and takes a lock on every call; here every update and every scrape
+    run on the service's one event loop thread, so none is seen half done (the ingress's requests, the
+    router's flows and actions)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry | None = REGISTRY,
+        series: Iterable[tuple[str, ...]] = (),
+    ) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.values: dict[tuple[str, ...], int] = {}
+        self._created: dict[tuple[str, ...], float] = {}
+        for values in series:  # made at 0 now: shown before anything is counted
+            self.labels(*values)
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> None:
+        """The series of these label values, at 0 if it is new."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes the labels {self.labelnames}, got {values}")
+        if values not in self.values:
+            self._created[values] = time.time()
+            self.values[values] = 0
+
+    def inc(self, labels: tuple[str, ...]) -> None:
+        if labels in self.values:
+            self.values[labels] += 1
+        else:
+            self.labels(*labels)
+            self.values[labels] = 1
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value, created=created_sample(self._created[labels]))
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
 class HealthServer:

@@ -15,11 +15,12 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
-import prometheus_client.metrics
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from services.common.observability import Counts, created_sample
 
 OUTCOMES = (
     "published",
@@ -34,49 +35,6 @@ OUTCOMES = (
     "unavailable",
     "overloaded",
 )
-
-
-def _created(at: float) -> float | None:
-    """A series' `_created` sample, unless prometheus_client.disable_created_metrics() was called."""
-    return at if getattr(prometheus_client.metrics, "_use_created", True) else None
-
-
-class Counts(Collector):
-    """A counter family: `inc(labels)` adds one to the series of that tuple of label values (made at 0
-    by `labels`, or at its first inc), collect() exports them as a prometheus Counter does."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry | None = REGISTRY
-    ) -> None:
-        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
-        self.values: dict[tuple[str, ...], int] = {}
-        self._created: dict[tuple[str, ...], float] = {}
-        if registry is not None:
-            registry.register(self)
-
-    def labels(self, *values: str) -> None:
-        """The series of these label values, at 0 if it is new."""
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes the labels {self.labelnames}, got {values}")
-        if values not in self.values:
-            self._created[values] = time.time()
-            self.values[values] = 0
-
-    def inc(self, labels: tuple[str, ...]) -> None:
-        if labels in self.values:
-            self.values[labels] += 1
-        else:
-            self.labels(*labels)
-            self.values[labels] = 1
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, value in list(self.values.items()):
-            family.add_metric(labels, value, created=_created(self._created[labels]))
-        yield family
-
-    def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
 class Timing:
@@ -136,7 +94,7 @@ class Timings(Collector):
                 total += count
                 buckets.append((le, total))
             family.add_metric(labels, buckets, series.sum)
-            created = _created(series.created)
+            created = created_sample(series.created)
             if created is not None:
                 family.add_sample(self.name + "_created", dict(zip(self.labelnames, labels, strict=True)), created)
         yield family
