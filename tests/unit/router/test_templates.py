@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -9,6 +10,7 @@ import pytest
 
 from schemas.agent_config import VarRef
 from schemas.agents import TemplateSyntaxError, parse_template
+from services.router import variables
 from services.router.templates import JsonTemplate, Template
 from services.router.variables import TRANSCRIPT_FALLBACK, ConversationValues
 from tests.unit.router.support import event
@@ -56,6 +58,22 @@ def test_dates_render_in_the_agents_time_zone_24h_and_12h() -> None:
     assert render("{{conversation_time}}", tz=chicago) == "4:58 AM"
     assert render("{{conversation_end_date}}", tz=chicago) == "2026-03-10 05:03:05 CDT"  # started + 04:35
     assert render("{{conversation_time}}", started_at="2026-03-10T21:05:00Z") == "9:05 PM"
+
+
+@pytest.mark.parametrize(
+    "zone", ["UTC", "America/Chicago", "Asia/Kolkata", "Australia/Lord_Howe", "Pacific/Chatham", "America/St_Johns"]
+)
+def test_a_date_is_strftimes_text_at_every_hour_and_offset_change(zone: str) -> None:
+    """_local formats the fields itself; strftime("%Y-%m-%d %H:%M:%S %Z") says what it must give: the
+    first and last instants a Timestamp holds (1969 in a zone west of UTC), each change of offset (DST,
+    half hours), a leap day and times with microseconds."""
+    tz = ZoneInfo(zone)
+    values = ConversationValues(event(), tz, "-")
+    instants = [datetime(1970, 1, 1, tzinfo=UTC), datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    instants += [start + timedelta(minutes=30 * n, microseconds=n) for n in range(366 * 48)]  # 2024: a leap year
+    for at in instants:
+        assert variables._local(at, values) == at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z"), at
 
 
 def test_duration_over_an_hour_keeps_counting_minutes() -> None:
