@@ -266,7 +266,6 @@ _TO_JSON: dict[type[ActionBase], dict[str, Callable[[Any], Any]]] = {
     SlackRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
     TeamsRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
 }
-_CONTENT_KEYS = {m: tuple(k for k in m.model_fields if k not in _NOT_CONTENT) for m in KEPT_AS_IS}
 _CONVERTED = {m: tuple(converts.items()) for m, converts in _TO_JSON.items()}
 
 
@@ -275,12 +274,20 @@ def content_digest(action: ActionBase, plain: bool = False) -> str:
 
     `plain`: the action's `body` (if it has one) holds only what JSON holds (str, int, float, bool, None,
     lists, dicts with text keys), as the router's own builders make it (JsonTemplate.plain): its content
-    is then read from its fields as they are (_plain_content), without pydantic's model_dump."""
+    is then read from its fields as they are, without pydantic's model_dump."""
     fields = action.__dict__
-    keys = _CONTENT_KEYS.get(type(action)) if plain else None
-    if keys is not None and len(fields) == _SIZES[type(action)]:
-        content = {key: fields[key] for key in keys}
-        for key, convert in _CONVERTED.get(type(action), ()):
+    model = type(action)
+    if plain and model in _SIZES and len(fields) == _SIZES[model]:  # every field of its model, no other
+        content = fields.copy()  # and without _NOT_CONTENT: fewer steps than picking the other fields
+        del (
+            content["action_id"],
+            content["requested_at"],
+            content["source_event_id"],
+            content["config_revision"],
+            content["content_digest"],
+            content["supersedes"],
+        )
+        for key, convert in _CONVERTED.get(model, ()):
             content[key] = convert(content[key])
     else:
         content = action.__pydantic_serializer__.to_python(action, mode="json", exclude=_NOT_CONTENT_SET)  # model_dump
