@@ -384,11 +384,22 @@ def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec],
         )
         return Outcome(passed)
 
-    def state(event: ConversationExtracted) -> Hashable:
-        if needs_extraction and event.extraction.status != "ok":
-            return _failed(event)
-        value = read(event)
-        return value if type(value) is str and len(value) <= _LONGEST_REMEMBERED else exact(value)
+    if needs_extraction:  # an extracted value: _reader's `extracted` inlined, on the extraction read once
+        name, dynamic = cond.field, cond.field.startswith("dyn_")
+
+        def state(event: ConversationExtracted) -> Hashable:
+            extraction = event.extraction
+            if extraction.status != "ok":
+                return _failed(event)
+            found = (extraction.dynamic if dynamic else extraction.fields).get(name)
+            value = None if found is None else found.value
+            return value if type(value) is str and len(value) <= _LONGEST_REMEMBERED else exact(value)
+
+    else:
+
+        def state(event: ConversationExtracted) -> Hashable:
+            value = read(event)
+            return value if type(value) is str and len(value) <= _LONGEST_REMEMBERED else exact(value)
 
     return Compiled(evaluate, (state,), (("field", cond.field),))
 

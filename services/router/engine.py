@@ -273,7 +273,10 @@ class CompiledAgent:
         """Each live flow's `when` entry (Remembered.entry), in flow order: with one key for them all
         when every leaf's state can be remembered. The key holds each tree's own key in turn, so an
         equal key finds the entries each tree would find (the same lists; trees fill their slot)."""
-        key = tuple([state(event) for state in self._states])
+        states: list[Any] = []  # a loop: a comprehension is a function call of its own
+        for state in self._states:
+            states.append(state(event))
+        key = tuple(states)
         found = self._entries.get(key)
         if found is None:
             found = [when.entry(event) for when in self._whens]
