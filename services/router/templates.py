@@ -174,7 +174,14 @@ class JsonTemplate:
             return template.render_typed
         if isinstance(node, dict):
             items = [(str(k), cls._compile(v)) for k, v in node.items()]
-            return lambda values: {k: render(values) for k, render in items}
+
+            def render_dict(values: Values) -> dict[str, Any]:
+                out = {}  # a loop: a comprehension would be a second function call
+                for k, render in items:
+                    out[k] = render(values)
+                return out
+
+            return render_dict
         if isinstance(node, list):
             renders = [cls._compile(v) for v in node]
             return lambda values: [render(values) for render in renders]

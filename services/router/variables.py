@@ -52,7 +52,7 @@ class ConversationValues:
         if resolver is None:
             resolver = _RESOLVERS[name] = _resolver(name)
         value = resolver(self)
-        if isinstance(value, str) and not value.strip():
+        if isinstance(value, str) and (not value or value.isspace()):  # strip()'s whitespace, without a copy
             value = None
         cache[name] = value
         return value
