@@ -150,6 +150,16 @@ def _timestamp(value: Any) -> bool:
     return type(value) is datetime and value.utcoffset() is not None and FIRST_YEAR <= value.year < END_YEAR
 
 
+_CHECKED_CLOCK: list[Any] = [None]  # the clock time CompiledAgent.route checked last (a datetime never changes)
+
+
+def checked_clock(now: datetime) -> None:
+    """CompiledAgent.route found `now` what a Timestamp accepts: every action of its record carries this
+    object as requested_at, and make() passes it without checking it again."""
+    if type(now) is datetime:  # what _timestamp asks besides route's own check
+        _CHECKED_CLOCK[0] = now
+
+
 _WEBHOOK_METHODS = _literal(WebhookRequested, "method")
 _HTTP_METHODS = _literal(HttpRequested, "method")
 _SOURCES = _literal(EmailRequested, "recipients_source")
@@ -227,7 +237,13 @@ def make(model: type[A], common: Common, fields: dict[str, Any]) -> A:
     `fields`: every field the model adds to ActionBase but `type`, in declaration order."""
     values = {**common, "type": _TYPES.get(model), **fields}
     kept = KEPT_AS_IS.get(model)
-    if kept is not None and len(values) == _SIZES[model] and _timestamp(values["requested_at"]) and kept(values):
+    at = values["requested_at"]
+    if (
+        kept is not None
+        and len(values) == _SIZES[model]
+        and (at is _CHECKED_CLOCK[0] or _timestamp(at))
+        and kept(values)
+    ):
         return built(model, values)
     return model(**common, **fields)
 

@@ -34,7 +34,7 @@ from schemas.events import (
 )
 from schemas.flow_revision import flow_revision, flow_uses
 from services.common import codec
-from services.router.actions import CompiledAction, built, uuid5, with_content
+from services.router.actions import CompiledAction, built, checked_clock, uuid5, with_content
 from services.router.conditions import NO_STATE, Remembered, compile_condition
 from services.router.variables import ConversationValues
 
@@ -303,6 +303,7 @@ class CompiledAgent:
         where each flow's outcome and each fired flow's actions are counted (the handler's metrics)."""
         if now.utcoffset() is None or not FIRST_YEAR <= now.year < END_YEAR:  # what a Timestamp accepts
             raise ValueError(f"the clock's time {now!r} is naive or out of range")
+        checked_clock(now)
         values = ConversationValues(event, self.tz, self.fallback)
         decisions: list[FlowDecision] = []
         actions: list[ActionBase] = []
