@@ -46,6 +46,7 @@ from services.router.actions import (
     with_content,
 )
 from services.router.conditions import NO_STATE, Remembered, compile_condition
+from services.router.metrics import FLOW_OUTCOME_NAMES
 from services.router.variables import ConversationValues
 
 _COMPOSITE = frozenset({"all", "any"})
@@ -59,7 +60,7 @@ RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
 #: where route() counts outcomes (metrics.FLOWS.values, metrics.ACTIONS.values): flows by (outcome,),
 #: actions by (type, "planned" or "skipped")
 Counts = tuple[dict[tuple[str, ...], int], dict[tuple[str, ...], int]]
-_FIRED, _NOT_FIRED, _DISABLED, _HELD = ("fired",), ("not_fired",), ("disabled",), ("held",)
+_FIRED, _NOT_FIRED, _DISABLED, _HELD = ((name,) for name in FLOW_OUTCOME_NAMES)  # the counters' keys
 DRAFT_REASON = (
     "flow is a draft: it never runs on live traffic (try it with `postcall try`; publish it by removing `draft`)"
 )
