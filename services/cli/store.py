@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.cli.plain import escape_controls
 from services.store import prune as pruning
 from services.store import tokens
 from services.store.db import Store, StoreError, safe_url
@@ -145,7 +146,8 @@ def list_tokens(database_url: DatabaseUrl = None) -> None:
         else:
             state = f"active until {t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "active"
         used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
-        typer.echo(f"{t.name}\t{t.role}\t{state}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}")
+        name = escape_controls(t.name)  # one stored before names were refused a control character
+        typer.echo(f"{name}\t{t.role}\t{state}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}")
 
 
 @token_app.command("revoke")

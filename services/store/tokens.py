@@ -63,6 +63,8 @@ async def create_token(conn: AsyncConnection, name: str, role: str, expires_in: 
         raise TokenError(f"unknown role {role!r}: choose viewer or operator")
     if not name.strip():
         raise TokenError("a token needs a name (who or what uses it)")
+    if not name.isprintable():  # the name is printed by `token list`, in audit entries and on the console
+        raise TokenError("a token's name must be printable text: no control character, tab or line break")
     if expires_in is not None and expires_in <= timedelta(0):
         raise TokenError("a token's lifetime must be more than 0")
     token = PREFIX + secrets.token_urlsafe(32)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
 from services.cli.config import app as config_app
 from services.devkit.kafka import free_port
 from services.store import writer
 from services.store.db import Store
-from services.store.models import Conversation
+from services.store.models import ApiToken, Conversation
 from services.store.settings import DatabaseSettings
 from tests.support.calls import rows_of, story
 from tests.support.http import serving
@@ -345,6 +345,28 @@ def test_token_list_says_until_when_a_token_is_valid(tmp_path: Path) -> None:
     until = datetime.now(UTC) + timedelta(days=30)
     assert ci[:3] == ["ci", "viewer", f"active until {until:%Y-%m-%d} {ci[2][-5:]}"]
     assert ops[:3] == ["ops", "viewer", "active"]
+
+
+@pytest.mark.parametrize("name", ["ci\tadmin", "ops\x1b]8;;https://evil.example\x07x", "a\nb"])
+def test_a_token_name_with_a_control_character_is_refused_and_one_stored_before_is_listed_escaped(
+    name: str, tmp_path: Path
+) -> None:
+    """`token list` prints one tab-separated line per token: a tab or line break in a name made another
+    column or line, and an escape sequence reached the terminal (the name is printed raw before)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    made = postcall("api", "token", "create", name, "--database-url", url)
+    assert made.returncode == 2 and "printable" in made.stderr and "pc_" not in made.stdout, made
+
+    async def stored_before() -> None:  # a name a version without the check took
+        async with Store.open(DatabaseSettings(url=url)) as store, store.write() as conn:
+            await conn.execute(insert(ApiToken).values(
+                name=name, role="viewer", token_sha256=f"{len(name):064d}", created_at=datetime.now(UTC)
+            ))  # fmt: skip
+
+    asyncio.run(stored_before())
+    listed = postcall("api", "token", "list", "--database-url", url)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 1, listed
+    assert "\x1b" not in listed.stdout and listed.stdout.count("\t") == 4, listed.stdout
 
 
 def test_config_validate_of_a_file_it_cannot_read_says_so_in_one_line(
