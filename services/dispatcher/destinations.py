@@ -382,7 +382,12 @@ class SmtpDestination(DestinationBase):
         return self._tls
 
     def secrets(self) -> list[str]:
-        return [self._password] if self._password else []
+        """The password, and the base64 forms AUTH sends it in (LOGIN: the password alone; PLAIN:
+        NUL, user, NUL, password), which a server may quote back in its error."""
+        if not self._password:
+            return []
+        encoded = (self._password, f"\0{self.username or ''}\0{self._password}")
+        return [self._password, *(base64.b64encode(text.encode()).decode() for text in encoded)]
 
 
 AnyDestination = HttpDestination | SlackDestination | TeamsDestination | GoogleSheetsDestination | SmtpDestination

@@ -3,6 +3,7 @@ reported as `file:line: path: message` without echoing values."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -67,6 +68,21 @@ destinations:
     mail = destinations.parse(text, {"SMTP_PASSWORD": "pw"})["mail"]
     assert isinstance(mail, SmtpDestination)
     assert (mail.port, mail.password_value, mail.starttls) == (587, "pw", True)
+
+
+def test_an_smtp_password_is_redacted_in_the_base64_forms_auth_sends_it_in() -> None:
+    """AUTH LOGIN sends base64(password), AUTH PLAIN base64(NUL user NUL password); a server quoting
+    either back in its error (then in a result or a dead letter) left the password decodable."""
+    text = """
+destinations:
+  - {name: mail, kind: smtp, host: smtp.example.com, username: ops@example.com,
+     password: {secret_env: SMTP_PASSWORD}, from_address: a@example.com}
+"""
+    mail = destinations.parse(text, {"SMTP_PASSWORD": "hunter2-correct-horse"})["mail"]
+    login = base64.b64encode(b"hunter2-correct-horse").decode()
+    plain = base64.b64encode(b"\0ops@example.com\0hunter2-correct-horse").decode()
+    echoed = mail.redact(f"535 5.7.8 bad credentials: {login} / AUTH PLAIN {plain}")
+    assert login not in echoed and plain not in echoed and echoed.count("[redacted]") == 2, echoed
 
 
 @pytest.mark.parametrize(
