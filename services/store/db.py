@@ -51,10 +51,19 @@ class Store:
         engine = make_engine(settings, writer=writer)
         store = cls(engine, settings)
         try:
-            if settings.migrate_on_start:
-                await migrate(engine)
-            else:
-                await check_revision(engine)
+            try:
+                if settings.migrate_on_start:
+                    await migrate(engine)
+                else:
+                    await check_revision(engine)
+            except TypeError as exc:  # asyncpg's connect() refuses a URL query parameter it does not take
+                unknown = _UNKNOWN_PARAMETER.search(str(exc))
+                if unknown is None:
+                    raise
+                raise StoreError(
+                    f"the database URL has a query parameter the driver does not take: {unknown[1]} "
+                    f"(the store at {safe_url(engine.url)})"
+                ) from None
             yield store
         finally:
             await engine.dispose()
@@ -192,6 +201,7 @@ def _safe_url(engine: AsyncEngine) -> str:
 
 
 _SECRET_QUERY = re.compile(r"pass|secret|token", re.I)
+_UNKNOWN_PARAMETER = re.compile(r"unexpected keyword argument '(\w{1,64})'")
 
 
 def safe_url(url: URL) -> str:

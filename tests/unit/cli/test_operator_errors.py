@@ -253,6 +253,19 @@ def test_a_password_in_the_database_urls_query_is_never_shown() -> None:
     assert "canary" not in done.stderr + done.stdout, done.stderr
 
 
+@pytest.mark.parametrize(
+    "command", [["store", "migrate"], ["api", "token", "list"], ["run", "api"]], ids=["migrate", "token", "run-api"]
+)
+def test_a_database_url_parameter_the_driver_does_not_take_is_one_line_naming_it(command: list[str]) -> None:
+    """Used to be asyncpg's TypeError traceback ("connect() got an unexpected keyword argument"), exit 1."""
+    url = f"postgresql://ops@127.0.0.1:{free_port()}/calls?sslpassword=canary-1&ssl=disable"
+    done = postcall(*command, env={"POSTCALL_DATABASE__URL": url})
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert ": the database URL has a query parameter the driver does not take: sslpassword" in line, line
+    assert "canary" not in done.stderr + done.stdout
+
+
 @pytest.mark.parametrize("coordinates", ["nothing", "t:x:0", "t:0:-1", ":0:0", "t:0:"])
 def test_dlq_show_of_coordinates_that_are_not_topic_partition_offset_says_so(coordinates: str) -> None:
     """Used to be a traceback (ValueError from the unpacking, from int(), or aiokafka's seek to -1),
