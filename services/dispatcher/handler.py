@@ -120,8 +120,11 @@ class Dispatcher:
     async def _skip(self, action: ActionBase, ctx: Context) -> ActionCompleted | None:
         """skipped_duplicate when the action is done already, or, for a re-delivery, when the content last
         delivered for the action it supersedes is this content."""
-        if action.supersedes is None:
-            done = await self._ledger.is_done(ctx.partition, action.action_id)
+        if action.supersedes is None or action.content_digest is None:
+            # a re-delivery with no content to compare (the router always writes one; a record from elsewhere
+            # may not) goes out unless the action it supersedes is done: None == None read as 'unchanged'
+            # skipped it even when nothing had been delivered
+            done = await self._ledger.is_done(ctx.partition, action.supersedes or action.action_id)
             return result(action, ctx, "skipped_duplicate") if done else None
         await self._ledger.catch_up(ctx.partition)
         if self._ledger.last_content(action.supersedes) != action.content_digest:

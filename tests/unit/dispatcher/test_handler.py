@@ -206,6 +206,25 @@ async def test_a_redelivery_goes_out_only_when_its_content_changed_and_says_what
     assert seen == [("act_1", None), ("act_1-bbbb", "act_1"), ("act_1-aaaa", "act_1")]
 
 
+async def test_a_superseding_record_without_a_content_digest_is_delivered_once(mock_sender: Sender) -> None:
+    """The router always writes a content digest; a record from another producer or a hand-made replay may
+    not. Its missing digest equalled the missing last content of an action never delivered (None == None),
+    so it was skipped as 'content unchanged' and never sent. Now it goes out unless the action it
+    supersedes is done (as its delivery makes it)."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["webhook-id"])
+        return httpx.Response(200)
+
+    run, _ = dispatcher(mock_sender, answer)
+    forged = webhook("act_9-x", supersedes="act_9")
+    assert forged.content_digest is None
+    outcomes = [completed(r).outcome for _ in range(2) for r in (await run.send(forged, partition=0)).outputs]
+    assert outcomes == ["delivered", "skipped_duplicate"]
+    assert seen == ["act_9-x"]
+
+
 async def test_a_delivery_stays_delivered_when_the_ledger_file_cannot_be_written(
     mock_sender: Sender, tmp_path: Path
 ) -> None:
