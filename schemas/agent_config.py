@@ -26,6 +26,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import (
     AfterValidator,
@@ -492,9 +493,15 @@ def _path_template(text: str) -> str:
     if not re.fullmatch(r"[\x21-\x7e]*", literal) or "#" in literal or "\\" in literal:
         raise ValueError("the literal text of a path is printable ASCII without spaces, '#' or '\\' (write %XX)")
     segments = literal.split("?", 1)[0].split("/")
-    if any(seg in (".", "..") for seg in segments):
-        raise ValueError("a path cannot contain '.' or '..' segments")
+    if any(dot_segment(unquote(seg)) for seg in segments):  # the dispatcher refuses them at run (decoded)
+        raise ValueError("a path cannot contain '.' or '..' segments (nor '%2e%2e', '..;' and the like)")
     return text
+
+
+def dot_segment(segment: str) -> bool:
+    """'.' or '..' (decoded) as a server may read it: servlet containers drop ';' parameters
+    ('..;jsessionid=1'), some a NUL or whitespace after it."""
+    return segment.partition(";")[0].strip("\x00 \t") in (".", "..")
 
 
 def _json_pointer(text: str) -> str:

@@ -24,7 +24,7 @@ import httpx
 import orjson
 from jsonpointer import JsonPointerException, resolve_pointer
 
-from schemas.agent_config import FLOW_RESERVED_HEADERS, HEADER_NAME
+from schemas.agent_config import FLOW_RESERVED_HEADERS, HEADER_NAME, dot_segment
 from schemas.events import RESPONSE_EXCERPT_CHARS, RESULT_ID_CHARS, HttpRequested
 from services.common.errors import PermanentError
 from services.dispatcher.delivery import (
@@ -96,17 +96,11 @@ def target(dest: HttpDestination, path: str, params: Mapping[str, str] | None = 
     if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
         raise _refused(dest, "the path would change the destination's origin")
     decoded = unquote(url.raw_path.decode("ascii").split("?", 1)[0]).replace("\\", "/")
-    if any(_dot_segment(segment) for segment in decoded.split("/")):
+    if any(dot_segment(segment) for segment in decoded.split("/")):
         raise _refused(dest, "the path has a '.' or '..' segment (after decoding)")
     if prefix and decoded != prefix and not decoded.startswith(prefix + "/"):
         raise _refused(dest, f"the path leaves the destination's path prefix {prefix}")
     return url
-
-
-def _dot_segment(segment: str) -> bool:
-    """'.' or '..' as a server may read it: servlet containers drop ';' parameters ('..;jsessionid=1'),
-    some a NUL or whitespace after it."""
-    return segment.partition(";")[0].strip("\x00 \t") in (".", "..")
 
 
 def _refused(dest: HttpDestination, why: str) -> Exception:

@@ -51,6 +51,9 @@ BAD_ACTIONS = [
     ("method", "{type: http, destination: crm, method: FETCH}", ".method: Input should be 'GET', 'POST', 'PUT'"),
     ("relative-path", '{type: http, destination: crm, path: "cases/1"}', ".path: a path starts with '/' or '?'"),
     ("dot-segment", '{type: http, destination: crm, path: "/cases/../admin"}', ".path: a path cannot contain '.'"),
+    # as a servlet container reads them, and encoded: the dispatcher refuses each at run, every call
+    ("dot-param", '{type: http, destination: crm, path: "/cases/..;x=1/admin"}', ".path: a path cannot contain '.'"),
+    ("dot-encoded", '{type: http, destination: crm, path: "/cases/%2e%2E/admin"}', ".path: a path cannot contain"),
     ("host", '{type: http, destination: crm, path: "//evil.example/x"}', ".path: a path cannot name a host"),
     ("space", '{type: http, destination: crm, path: "/a b"}', ".path: the literal text of a path is printable"),
     ("undefined", '{type: http, destination: crm, path: "/c/{{case}}"}', ".path: template names undefined variable"),
