@@ -34,17 +34,7 @@ from schemas.events import (
 )
 from schemas.flow_revision import flow_revision, flow_uses
 from services.common import codec
-from services.router.actions import (
-    _SET_DICT,
-    _SET_EXTRA,
-    _SET_FIELDS_SET,
-    _SET_PRIVATE,
-    CompiledAction,
-    built,
-    checked_clock,
-    uuid5,
-    with_content,
-)
+from services.router.actions import CompiledAction, built, checked_clock, uuid5, with_content
 from services.router.conditions import NO_STATE, Remembered, compile_condition
 from services.router.metrics import FLOW_OUTCOME_NAMES
 from services.router.variables import ConversationValues
@@ -78,9 +68,6 @@ assert not any(
 # actions.make; tests/unit/router/test_emitted.py reads every emitted record back through its model and
 # its JSON Schema.
 _built = built
-# the same, inlined where it runs once per action: a frozenset's copy is cheaper than set(dict)
-_new = object.__new__
-_PLANNED_FIELDS, _RESULT_FIELDS = frozenset(PlannedAction.model_fields), frozenset(ConditionResult.model_fields)
 
 
 class CompiledFlow:
@@ -166,20 +153,17 @@ class CompiledFlow:
             with_content(model, redeliver, action.plain)
             built.append(model)
             fields = model.__dict__
-            entry = _new(PlannedAction)  # _built inlined (a call fewer per action), all four fields given
-            _SET_DICT(
-                entry,
-                {
-                    "action_id": fields["action_id"],
-                    "type": fields["type"],  # every action model's `type` is text
-                    "topic": action.topic,
-                    "destination": fields["destination"],
-                },
+            planned.append(
+                _built(
+                    PlannedAction,
+                    {
+                        "action_id": fields["action_id"],
+                        "type": fields["type"],  # every action model's `type` is text
+                        "topic": action.topic,
+                        "destination": fields["destination"],
+                    },
+                )
             )
-            _SET_FIELDS_SET(entry, set(_PLANNED_FIELDS))
-            _SET_EXTRA(entry, None)
-            _SET_PRIVATE(entry, None)
-            planned.append(entry)
             if counts is not None:
                 counts[action.planned] += 1
         if self.holds_for and event.extraction.status != "ok":
@@ -244,22 +228,19 @@ class CompiledFlow:
                 "destination": action.destination,
             }
             model, note = action.build(event, values, common)
-        result = _new(ConditionResult)  # _built inlined (a call fewer per action), all six fields given
-        _SET_DICT(
-            result,
-            {
-                "path": action.path,
-                "kind": "action",
-                "passed": model is not None,
-                "expected": action.type,
-                "actual": model.__dict__["action_id"] if model is not None else None,
-                "reason": note or "planned",
-            },
+        results.append(
+            _built(
+                ConditionResult,
+                {
+                    "path": action.path,
+                    "kind": "action",
+                    "passed": model is not None,
+                    "expected": action.type,
+                    "actual": model.__dict__["action_id"] if model is not None else None,
+                    "reason": note or "planned",
+                },
+            )
         )
-        _SET_FIELDS_SET(result, set(_RESULT_FIELDS))
-        _SET_EXTRA(result, None)
-        _SET_PRIVATE(result, None)
-        results.append(result)
         return model
 
 
