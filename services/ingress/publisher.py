@@ -105,11 +105,10 @@ def ce_time(ended_at: datetime) -> bytes:
     compares the two)."""
     t = ended_at.astimezone(UTC)
     micro = t.microsecond
-    text = f"{t.year:04d}-{_TWO[t.month]}-{_TWO[t.day]}T{_TWO[t.hour]}:{_TWO[t.minute]}:{_TWO[t.second]}"
+    two = codec.TWO_DIGITS
+    text = f"{t.year:04d}-{two[t.month]}-{two[t.day]}T{two[t.hour]}:{two[t.minute]}:{two[t.second]}"
     return (text + (f".{micro:06d}Z" if micro else "Z")).encode()
 
-
-_TWO = tuple(f"{n:02d}" for n in range(100))  # "00" to "99"
 
 # the headers every record has the same of, encoded once (tuples: a producer reads, never changes them)
 _CE_TYPE = (h.CE_TYPE, CE_TYPES[CONVERSATION_ENDED].encode())

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from schemas.events import ConversationEnded, ConversationExtracted, Message
+from services.common import codec
 from services.router.templates import Scalar
 
 TRANSCRIPT_FALLBACK = "(transcript not available)"
@@ -146,14 +147,11 @@ def _end_date(v: ConversationValues) -> str:
     return _local(v.event.conversation.ended_at, v)
 
 
-_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))  # months, days, hours, minutes, seconds
-
-
 def _local(at: datetime, v: ConversationValues) -> str:
     """isoformat(" ", "seconds")[:19] and the zone's abbreviation, without isoformat's offset (the time
     zone asked twice) and format parsing: local years are 1969-2999 (a Timestamp's), four digits."""
     local = at.astimezone(v.tz)
-    two = _TWO_DIGITS
+    two = codec.TWO_DIGITS
     return (
         f"{local.year}-{two[local.month]}-{two[local.day]} "
         f"{two[local.hour]}:{two[local.minute]}:{two[local.second]} {local.tzname() or ''}"
