@@ -282,8 +282,13 @@ def output_tokens(spec: ExtractionSpec) -> int:
     return int(total * 1.25) + 32
 
 
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
 def _safe(name: str) -> str:
-    return "k_" + re.sub(r"\W", "_", name)
+    """An attribute name for a key, one per key: a route id is any text, and 'sales-team' and 'sales.team'
+    are two routes, so every other character (and _ itself) is written as its code point: _2d_, _2e_."""
+    return "k_" + _NOT_ALNUM.sub(lambda m: f"_{ord(m.group()):x}_", name)
 
 
 def _section(name: str, slots: dict[str, Any]) -> type[BaseModel]:

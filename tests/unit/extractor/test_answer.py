@@ -255,3 +255,28 @@ def test_a_date_time_answered_with_a_date_alone_stays_a_date_not_midnight() -> N
     assert timed.value == "2026-03-17T15:00:00-05:00"
     with pytest.raises(ValidationError):
         model.model_validate({"fields": {"x": {"value": "2026-02-30", "evidence": None}}})
+
+
+def test_route_ids_that_differ_only_in_punctuation_keep_their_own_choices() -> None:
+    """A route id is any text: 'sales-team', 'sales.team', 'sales team' and 'sales_team' are four routes
+    (the loader takes them). Their attributes in the answer model were all 'k_sales_team', so one route
+    read another's choice: the wrong recipients, or an IndexError past its own rules."""
+
+    def route(rid: str, n: int) -> RecipientRoute:
+        rules = [RecipientRule(when=f"case {k}", to=[f"{k}@{n}.example"]) for k in range(n)]
+        return RecipientRoute(id=rid, rules=rules, fallback=[f"fallback@{n}.example"])
+
+    ids = ["sales-team", "sales.team", "sales team", "sales_team", "sales_2d_team"]
+    spec = ExtractionSpec(agent_id="a", config_revision="r", summary=False,
+                          recipient_routes=[route(rid, n + 1) for n, rid in enumerate(ids)])  # fmt: skip
+    chosen = {"sales-team": "fallback", "sales.team": "rule_2", "sales team": "rule_3", "sales_team": "rule_1",
+              "sales_2d_team": "rule_5"}  # fmt: skip
+    data = {"recipients": {rid: {"choice": c, "rationale": ""} for rid, c in chosen.items()}}
+    read = answer.read_answer(answer.answer_model(spec, "1").model_validate(data), spec, data)
+    assert read["recipients"] == {
+        "sales-team": ["fallback@1.example"],
+        "sales.team": ["1@2.example"],
+        "sales team": ["2@3.example"],
+        "sales_team": ["0@4.example"],
+        "sales_2d_team": ["4@5.example"],
+    }
