@@ -13,6 +13,8 @@ Small models and real servers misbehave in known ways, each handled here:
     dates with a midnight time, national     normalised before validation, the model's raw value
     phone numbers, "4:30 PM"                 kept on the record (ExtractedValue.raw)
     raw control characters in strings        parsed leniently and dropped
+    a tool call's arguments as an object,    taken as the answer, as its JSON text would be
+    not as JSON text (llama-server, TGI)
 
 Vendor errors are mapped here, at the edge:
 
@@ -494,6 +496,8 @@ def _content(completion: ChatCompletion, model: str, usage: Usage, truncated: bo
         raise ExtractionFailed(f"model refused: {why}", usage=usage, truncated=truncated)
     for call in choice.message.tool_calls or ():
         arguments = getattr(getattr(call, "function", None), "arguments", None)
+        if isinstance(arguments, dict):  # the object itself (llama-server of March 2026, TGI), not its text
+            arguments = json.dumps(arguments, ensure_ascii=False)  # json: any integer, as the client parsed it
         if isinstance(arguments, str) and arguments.strip():
             return arguments, choice.finish_reason
     return choice.message.content or "", choice.finish_reason

@@ -24,6 +24,10 @@ json_schema is refused with HTTP 500 and a validation error; json_object with a 
 
 A request for a model in `unknown_models` is answered 404 model_not_found, as api.openai.com answers it.
 
+A request with `tools` (the forced tool call) is answered with a tool call whose `arguments` is the answer
+as JSON text, as OpenAI writes it, or with `tool_arguments = "object"` the answer itself, as a JSON object
+(llama-server's builds of March 2026 until --tool-args-compat, TGI).
+
 `then(*modes)` queues one mode per request before falling back to `mode`; `delay` is added to every
 answer (benchmarks); `usage`, when set, is every completion's usage object as given (a server's nulls,
 negative or fractional counts). Every request body is kept in `requests`.
@@ -66,6 +70,7 @@ class FakeLLM:
         self.refuse_json_schema = False
         self.unknown_models: set[str] = set()
         self.usage: dict[str, Any] | None = None
+        self.tool_arguments = "string"
         self.requests: list[dict[str, Any]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -213,6 +218,15 @@ class FakeLLM:
 
     def _completion(self, request: dict[str, Any], content: str | None, refusal: str | None = None) -> dict[str, Any]:
         completion = _completion(request, content, refusal)
+        if request.get("tools") and content is not None:
+            arguments: Any = content
+            if self.tool_arguments == "object":
+                with contextlib.suppress(orjson.JSONDecodeError):  # malformed: the text as it is
+                    arguments = orjson.loads(content)
+            function = {"name": request["tools"][0]["function"]["name"], "arguments": arguments}
+            message = completion["choices"][0]["message"]
+            message["content"] = None
+            message["tool_calls"] = [{"id": "call_1", "type": "function", "function": function}]
         if self.usage is not None:
             completion["usage"] = self.usage
         return completion
@@ -266,8 +280,11 @@ def _slot(scripted: Any, lines: list[str], confidence: float) -> dict[str, Any]:
 
 
 def fill(request: dict[str, Any], script: Script) -> dict[str, Any]:
-    shape = request["response_format"]
-    schema = shape["json_schema"]["schema"] if shape["type"] == "json_schema" else shape["schema"]
+    if request.get("tools"):
+        schema = request["tools"][0]["function"]["parameters"]
+    else:
+        shape = request["response_format"]
+        schema = shape["json_schema"]["schema"] if shape["type"] == "json_schema" else shape["schema"]
     lines = transcript_of(request)
     out: dict[str, Any] = {}
     props = schema["properties"]

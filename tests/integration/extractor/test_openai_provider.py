@@ -120,6 +120,23 @@ async def test_structured_extraction_with_evidence_confidence_and_cost(llm: Fake
     assert llm.count == 1
 
 
+@pytest.mark.parametrize("arguments", ["string", "object"])
+async def test_a_forced_tool_calls_arguments_are_the_answer_as_json_text_or_as_an_object(
+    llm: FakeLLM, tmp_path: Path, arguments: str
+) -> None:
+    """OpenAI writes a tool call's `arguments` as JSON text; llama-server (builds of March 2026, until
+    --tool-args-compat) and TGI write the object itself. The client keeps either as it came: an object was
+    passed over, the empty content was 'not valid JSON', and every extraction failed after a repair round."""
+    script_callback_call(llm)
+    llm.tool_arguments = arguments
+    out = await extract(llm, tmp_path, llm={"structured_output": "tools"})
+    assert "tools" in llm.requests[0] and "response_format" not in llm.requests[0]
+    e = out.extraction
+    assert e.status == "ok" and e.fields["team_size"].value == 15 and e.recipients == {"team": ["sales@x.example"]}
+    assert e.summary == "Tom Becker asked for a callback tomorrow at 3 pm about the Pro plan."
+    assert llm.count == 1
+
+
 ODD_USAGE = [  # the usage object a server sent, and the (prompt, completion, cached) counts kept
     ({"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}, (0, 0, 0)),
     ({"prompt_tokens": -5, "completion_tokens": 3, "total_tokens": -2}, (0, 3, 0)),
