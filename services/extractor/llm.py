@@ -59,7 +59,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from schemas.agents import ExtractionSpec
-from schemas.events import MAX_COUNT, ConversationEnded, Extraction, Message, Usage
+from schemas.events import MAX_COUNT, MAX_NESTING, ConversationEnded, Extraction, Message, Usage, nested_too_deep
 from services.common.breaker import CircuitBreaker, State
 from services.common.errors import DependencyUnavailable, PermanentError, RetryableError, parse_retry_after, redact
 from services.extractor import answer, prompt
@@ -552,13 +552,19 @@ def _parse(content: str, model: type[BaseModel]) -> tuple[BaseModel, Any]:
     text = content.strip()
     if text.startswith("```"):
         text = text.strip("`").removeprefix("json").strip()
+    lenient = False
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         try:
-            data = _clean(json.loads(text, strict=False))
-        except ValueError:
+            data, lenient = json.loads(text, strict=False), True
+        except (ValueError, RecursionError):  # RecursionError: nested past the stack (orjson stops at 1024)
             raise ValueError(f"not valid JSON: {exc}") from exc
+    # the answer is four levels deep; walking a deeper one (_clean, _drop_loops) would run out of stack
+    if isinstance(data, dict | list) and nested_too_deep(data):
+        raise ValueError(f"not the answer: nested deeper than {MAX_NESTING} levels")
+    if lenient:
+        data = _clean(data)
     try:
         return model.model_validate(data), data
     except ValidationError as exc:

@@ -119,3 +119,16 @@ def test_a_confidence_written_as_a_string_is_clamped_or_repaired_never_a_crash_a
     assert read["fields"]["n"].confidence == 1.0 and read["triggers"]["t"].confidence == 1.0
     with pytest.raises(ValueError, match=r"fields\.n\.confidence"):  # shown to the model in the repair round
         _parse(said('"NaN"'), model)
+
+
+@pytest.mark.parametrize(("opening", "closing", "depth"), [("[", "]", 1100), ('{"a":', "}", 1000), ("[", "]", 100)])
+def test_an_answer_nested_past_any_schema_is_invalid_for_the_repair_round_not_a_crash(
+    opening: str, closing: str, depth: int
+) -> None:
+    """A key the schema does not know, nested a thousand deep: json.loads (orjson stops at 1024) or
+    _drop_loops ran out of stack, a RecursionError that spent the retry tiers with a model call each."""
+    model = answer.answer_model(SPEC, "1")
+    text = '{"fields": {"n": {"value": 3, "evidence": "three", "confidence": 0.8}}, "x": '
+    with pytest.raises(ValueError, match=r"nested deeper than 64 levels|not valid JSON: depth limit exceeded"):
+        _, data = _parse(text + opening * depth + "1" + closing * depth + "}", model)
+        _drop_loops(data)  # what _answer does with a parsed answer
