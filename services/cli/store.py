@@ -17,9 +17,8 @@ from services.cli.plain import escape_controls
 from services.store import prune as pruning
 from services.store import tokens
 from services.store.db import Store, StoreError, safe_url
-from services.store.settings import DatabaseSettings
+from services.store.settings import MAX_RETENTION_DAYS, DatabaseSettings
 from services.store.views import TokenView
-from services.store.writer import horizon
 
 app = typer.Typer(help="The conversation store: migrate the schema, prune old rows.", no_args_is_help=True)
 api = typer.Typer(help="The query API: bearer tokens (roles viewer, operator).", no_args_is_help=True)
@@ -74,23 +73,16 @@ def prune(
     days: Annotated[float | None, typer.Option(help="Keep this many days (default: the store's retention).")] = None,
 ) -> None:
     """Delete rows older than the retention (the recorder also does it periodically)."""
-    if days is not None and not (days > 0 and _a_date_ago(days)):  # as the retention setting (gt=0)
+    if days is not None and not 0 < days <= MAX_RETENTION_DAYS:  # as the retention setting
         raise typer.BadParameter(
-            f"{days:g} is not a number of days to keep (more than 0; 0 or fewer would delete every row)",
+            f"{days:g} is not a number of days to keep (more than 0, as 0 or fewer would delete every row; "
+            f"at most {MAX_RETENTION_DAYS})",
             param_hint="--days",
         )
     settings = database_settings(database_url)
     keep = days if days is not None else settings.retention_days
     deleted = with_store(database_url, lambda store: pruning.prune(store, keep, settings.prune_batch))
     typer.echo(", ".join(f"{n} {name}" for name, n in deleted.items()) + f" deleted (older than {keep:g} days)")
-
-
-def _a_date_ago(days: float) -> bool:
-    try:
-        horizon(days)
-    except (OverflowError, ValueError):
-        return False
-    return True
 
 
 @token_app.command("create")

@@ -8,6 +8,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 DEFAULT_URL = "sqlite+aiosqlite:///postcall.db"
+#: The longest retention (1,000 years): the horizon `retention_days` before now must be a date after year 1,
+#: or every record the recorder reads fails on it. Longer than any store lives: "keep everything".
+MAX_RETENTION_DAYS = 365_000
 
 
 class DatabaseSettings(BaseModel):
@@ -18,7 +21,11 @@ class DatabaseSettings(BaseModel):
         "postgresql:// and postgres:// are read as postgresql+asyncpg://.",
     )
     retention_days: float = Field(
-        400.0, gt=0, description="Rows older than this are pruned (independent of Kafka's retention)."
+        400.0,
+        gt=0,
+        le=MAX_RETENTION_DAYS,
+        description="Rows older than this are pruned (independent of Kafka's retention); at most 365000 "
+        "(1,000 years: keep everything).",
     )
     prune_interval_seconds: float = Field(3600.0, gt=0, description="How often the recorder runs the pruning job.")
     prune_batch: int = Field(5000, ge=1, description="Rows deleted per statement by the pruning job.")

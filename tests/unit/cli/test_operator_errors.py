@@ -231,6 +231,15 @@ def test_store_prune_refuses_a_retention_that_keeps_nothing(tmp_path: Path, days
     assert asyncio.run(conversations(seed=False)) == 1
 
 
+def test_store_prune_with_a_retention_setting_past_the_calendar_names_the_setting(tmp_path: Path) -> None:
+    """Without --days the store's own retention is used: a million days was an OverflowError traceback."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    done = postcall("store", "prune", "--database-url", url, env={"POSTCALL_DATABASE__RETENTION_DAYS": "1000000"})
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("postcall: POSTCALL_DATABASE__RETENTION_DAYS: "), line
+
+
 @pytest.mark.parametrize(
     "command", [["store", "migrate"], ["api", "token", "list"], ["run", "api"]], ids=["migrate", "token", "run-api"]
 )
