@@ -15,6 +15,7 @@ Small models and real servers misbehave in known ways, each handled here:
     raw control characters in strings        parsed leniently and dropped
     a tool call's arguments as an object,    taken as the answer, as its JSON text would be
     not as JSON text (llama-server, TGI)
+    content as a list of parts (Mistral)     its text parts are the answer
 
 Vendor errors are mapped here, at the edge:
 
@@ -492,7 +493,7 @@ def _content(completion: ChatCompletion, model: str, usage: Usage, truncated: bo
     refusal = choice.message.refusal
     if refusal or choice.finish_reason == "content_filter":
         LLM_REQUESTS.labels(PROVIDER, model, "refused").inc()
-        why = (refusal or "content filter")[:300]
+        why = str(refusal or "content filter")[:300]  # str(): the client keeps whatever the server sent
         raise ExtractionFailed(f"model refused: {why}", usage=usage, truncated=truncated)
     for call in choice.message.tool_calls or ():
         arguments = getattr(getattr(call, "function", None), "arguments", None)
@@ -500,7 +501,19 @@ def _content(completion: ChatCompletion, model: str, usage: Usage, truncated: bo
             arguments = json.dumps(arguments, ensure_ascii=False)  # json: any integer, as the client parsed it
         if isinstance(arguments, str) and arguments.strip():
             return arguments, choice.finish_reason
-    return choice.message.content or "", choice.finish_reason
+    return _text(choice.message.content), choice.finish_reason
+
+
+def _text(content: object) -> str:
+    """A message's content as text: a string, or the text parts of a list of content parts (Mistral's
+    reasoning models answer a "thinking" part, then a "text" part); anything else is no text, an
+    invalid answer for the repair round."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = (p.get("text") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+        return "".join(p for p in parts if isinstance(p, str))
+    return ""
 
 
 def _loop(content: str) -> str | None:

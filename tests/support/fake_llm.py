@@ -26,7 +26,9 @@ A request for a model in `unknown_models` is answered 404 model_not_found, as ap
 
 A request with `tools` (the forced tool call) is answered with a tool call whose `arguments` is the answer
 as JSON text, as OpenAI writes it, or with `tool_arguments = "object"` the answer itself, as a JSON object
-(llama-server's builds of March 2026 until --tool-args-compat, TGI).
+(llama-server's builds of March 2026 until --tool-args-compat, TGI). With `content_parts`, a message's
+content is a list of content parts (a "thinking" part, then the text), as Mistral's reasoning models answer,
+and a refusal is an object.
 
 `then(*modes)` queues one mode per request before falling back to `mode`; `delay` is added to every
 answer (benchmarks); `usage`, when set, is every completion's usage object as given (a server's nulls,
@@ -71,6 +73,7 @@ class FakeLLM:
         self.unknown_models: set[str] = set()
         self.usage: dict[str, Any] | None = None
         self.tool_arguments = "string"
+        self.content_parts = False
         self.requests: list[dict[str, Any]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -227,6 +230,13 @@ class FakeLLM:
             message = completion["choices"][0]["message"]
             message["content"] = None
             message["tool_calls"] = [{"id": "call_1", "type": "function", "function": function}]
+        if self.content_parts:
+            message = completion["choices"][0]["message"]
+            if message["content"] is not None:
+                message["content"] = [{"type": "thinking", "thinking": [{"type": "text", "text": "Hm."}]},
+                                      {"type": "text", "text": message["content"]}]  # fmt: skip
+            if message["refusal"] is not None:
+                message["refusal"] = {"reason": message["refusal"]}
         if self.usage is not None:
             completion["usage"] = self.usage
         return completion

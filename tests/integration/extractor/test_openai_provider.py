@@ -137,6 +137,22 @@ async def test_a_forced_tool_calls_arguments_are_the_answer_as_json_text_or_as_a
     assert llm.count == 1
 
 
+async def test_content_written_as_content_parts_is_read_and_a_refusal_object_is_a_refusal(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Mistral's reasoning models answer `content` as a list of parts ("thinking", then "text"); the client
+    keeps whatever shape came. A list (or a refusal that is an object) was an AttributeError or TypeError:
+    an unknown exception, retried through the tiers with a model call each, then dead-lettered."""
+    script_callback_call(llm)
+    llm.content_parts = True
+    e = (await extract(llm, tmp_path)).extraction
+    assert e.status == "ok" and e.fields["team_size"].value == 15 and llm.count == 1
+    llm.mode = "refusal"
+    out = await attempt(llm, tmp_path)
+    assert isinstance(out.error, PermanentError) and "model refused" in str(out.error)
+    assert llm.count == 2  # no repair round for a refusal
+
+
 ODD_USAGE = [  # the usage object a server sent, and the (prompt, completion, cached) counts kept
     ({"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}, (0, 0, 0)),
     ({"prompt_tokens": -5, "completion_tokens": 3, "total_tokens": -2}, (0, 3, 0)),
