@@ -67,6 +67,7 @@ class VapiCall(Lenient):
     orgId: str | None = None
     type: str | None = None
     assistantId: str | None = None
+    assistantVersion: str | None = None  # the version the call asked for (None: the latest)
     assistant: VapiNamed | None = None
     assistantOverrides: VapiOverrides | None = None
     customer: VapiCustomer | None = None
@@ -111,6 +112,7 @@ class VapiReport(Lenient):
     customer: VapiCustomer | None = None
     phoneNumber: VapiNamed | None = None
     assistant: VapiNamed | None = None
+    assistantVersion: str | None = None  # the version label the call was configured with (e.g. v3)
     startedAt: datetime | None = None
     endedAt: datetime | None = None
     timestamp: float | None = None
@@ -154,6 +156,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
             ctx,
             call.assistantId or (assistant.id if assistant else None),
             assistant.name if assistant else None,
+            report.assistantVersion or call.assistantVersion,
             field="message.call.assistantId",
         ),
         channel=channel,

@@ -341,6 +341,21 @@ def test_elevenlabs_version_id_is_the_agent_version() -> None:
     assert isinstance(e, ConversationEnded) and e.agent.version == "agtvrsn_0901k2x6"
 
 
+def test_vapi_assistant_version_is_the_agent_version() -> None:
+    """The report's `assistantVersion` (Vapi's OpenAPI: "the version label (e.g. `v3`) of the assistant
+    the call was configured with"; else the call's own, the version it asked for) was dropped, so a
+    configuration file for that version never applied to a Vapi call: the default file's flows ran."""
+    assert mapped("vapi", "vapi/phone-inbound-with-analysis.json").agent.version is None
+    payload = orjson.loads(example("vapi/phone-inbound-with-analysis.json"))
+    payload["message"]["assistantVersion"] = "v3"
+    payload["message"]["call"]["assistantVersion"] = "v2"  # the call's: what it asked for; the report's wins
+    e = MAPPINGS["vapi"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and (e.agent.id, e.agent.version) == ("support-line", "v3")
+    payload["message"]["assistantVersion"] = None  # "null for inline assistants, squad/workflow calls, ..."
+    e = MAPPINGS["vapi"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and e.agent.version == "v2"
+
+
 def test_elevenlabs_call_initiation_failure_is_a_call_that_never_connected() -> None:
     e = mapped("elevenlabs", "elevenlabs/call-initiation-failure.json")
     assert (e.status, e.direction, e.times_estimated, e.duration) == ("not_connected", "outbound", True, 0)
