@@ -71,6 +71,7 @@ class ElevenLabsMetadata(Lenient):
     sms: ElevenLabsSms | None = None
     whatsapp: ElevenLabsWhatsApp | None = None
     cost: float | None = None
+    text_only: bool | None = None  # the agent's text-only mode: a chat, no audio
     main_language: str | None = None
     timezone: str | None = None
 
@@ -134,7 +135,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     whatsapp = meta.whatsapp if phone is None and sms is None else None
     line = phone or sms or whatsapp
     direction = "outbound" if line is not None and line.direction == "outbound" else "inbound"
-    channel, customer, ours = "web", None, None  # a web conversation: no numbers
+    channel, customer, ours = "chat" if meta.text_only else "web", None, None  # in a browser or app: no numbers
     if phone is not None:
         channel, customer, ours = "phone", phone.external_number, phone.agent_number
     elif sms is not None:

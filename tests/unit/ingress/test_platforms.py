@@ -331,6 +331,28 @@ def test_elevenlabs_whatsapp_conversation_keeps_its_direction_and_the_users_what
     assert isinstance(e, ConversationEnded) and e.direction == "inbound"
 
 
+def test_elevenlabs_text_only_conversation_is_a_chat_not_a_web_call() -> None:
+    """`metadata.text_only` (the SDK's ConversationHistoryMetadataCommonModel; the agent's text-only mode:
+    "audio will not be processed and only text will be used") is a chat with the agent: it was published
+    as a web call, so a flow on `conversation.channel: chat` never ran for it and the extractor was told
+    it was a call. A phone, SMS or WhatsApp conversation keeps its channel."""
+    payload = orjson.loads(example("elevenlabs/web-with-analysis.json"))
+    payload["data"]["metadata"]["text_only"] = True
+    e = MAPPINGS["elevenlabs"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and (e.channel, e.direction, e.to_number) == ("chat", "inbound", None)
+    payload["data"]["metadata"]["text_only"] = False
+    e = MAPPINGS["elevenlabs"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and e.channel == "web"
+    sms = orjson.loads(example("elevenlabs/web-with-analysis.json"))
+    sms["data"]["metadata"] |= {"text_only": True, "sms": {"direction": "inbound", "sms_user_phone_number": "+1312"}}
+    e = MAPPINGS["elevenlabs"](sms, CTX)
+    assert isinstance(e, ConversationEnded) and e.channel == "sms"
+    phone = orjson.loads(example("elevenlabs/phone-outbound-no-analysis.json"))
+    phone["data"]["metadata"]["text_only"] = True
+    e = MAPPINGS["elevenlabs"](phone, CTX)
+    assert isinstance(e, ConversationEnded) and e.channel == "phone"
+
+
 def test_elevenlabs_version_id_is_the_agent_version() -> None:
     """`version_id` (the agent version the conversation ran) was dropped; mapped, a configuration file
     for that version applies (the agent's default file otherwise), as Retell's `agent_version` does."""
