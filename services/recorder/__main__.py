@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from services.common import observability as plog
 from services.common.runtime import Runtime, serve
 from services.common.settings import run_service
-from services.recorder.batcher import Batcher
+from services.recorder.batcher import Batcher, max_wait
 from services.recorder.handler import Recorder
 from services.recorder.metrics import PRUNED
 from services.recorder.settings import RecorderSettings
@@ -36,7 +36,11 @@ async def main() -> None:
 async def record(settings: RecorderSettings) -> None:
     async with (
         Store.open(settings.database, writer=True) as store,
-        Batcher(lambda rows: writer.write(store, rows), **settings.batch.model_dump()) as batcher,
+        Batcher(
+            lambda rows: writer.write(store, rows),
+            **settings.batch.model_dump(),
+            max_wait_seconds=max_wait(settings.runtime),
+        ) as batcher,
         pruning(store, settings.database),
     ):
         recorder = Recorder(batcher, settings.database.retention_days)

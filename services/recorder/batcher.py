@@ -6,7 +6,10 @@ after its rows are durable. A batch the database refuses for a reason of its own
 hold) is written again record by record, so that only the guilty record fails (and is dead-lettered)
 and the others are stored; a database that cannot be reached, or cannot take writes for now (read-only
 after a failover, disk full, too many connections: see `unreachable`), fails every waiter with
-DependencyUnavailable, and the runtime pauses and retries in place.
+DependencyUnavailable, and the runtime pauses and retries in place. So does a store that has not committed
+a record's rows within `max_wait_seconds` (a table a migration locks, a connection a failover left
+hanging, a batch queued behind such a one): slowness is not the record's fault, while the runtime's
+handler timeout, which would come next, dead-letters (the recorder has no retry tiers).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from services.common.errors import DependencyUnavailable, PermanentError
+from services.common.settings import RuntimeSettings
 from services.recorder import metrics
 from services.store.rows import Rows
 
@@ -32,6 +36,7 @@ Write = Callable[[Rows], Awaitable[None]]
 class _Waiting:
     rows: Rows
     done: asyncio.Future[None]
+    since: float  # the loop's time when it was added
 
 
 # PostgreSQL SQLSTATEs that say "not now" rather than "not this data" (asyncpg's arrive as a plain
@@ -63,32 +68,50 @@ def _sqlite_refused_data(exc: OperationalError) -> bool:
     return getattr(orig, "sqlite_errorname", None) == "SQLITE_ERROR" and str(orig) == "integer overflow"
 
 
+def max_wait(runtime: RuntimeSettings) -> float:
+    """How long a record waits for its rows' commit: most of the runtime's handler timeout."""
+    return runtime.handler_timeout_seconds * 0.9
+
+
 class Batcher:
-    def __init__(self, write: Write, *, max_records: int = 1000, max_delay_seconds: float = 0.02) -> None:
+    def __init__(
+        self,
+        write: Write,
+        *,
+        max_records: int = 1000,
+        max_delay_seconds: float = 0.02,
+        max_wait_seconds: float | None = None,
+    ) -> None:
         self._write = write
         self._max_records = max_records
         self._max_delay = max_delay_seconds
+        self._max_wait = max_wait(RuntimeSettings()) if max_wait_seconds is None else max_wait_seconds
         self._queue: list[_Waiting] = []
+        self._writing: list[_Waiting] = []  # the batch being written
         self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def add(self, rows: Rows) -> None:
         """Returns once `rows` are committed; raises DependencyUnavailable or PermanentError."""
-        waiting = _Waiting(rows, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(rows, loop.create_future(), loop.time())
         self._queue.append(waiting)
         self._arrived.set()
         await waiting.done
 
     async def __aenter__(self) -> Batcher:
-        self._task = asyncio.create_task(self._run(), name="recorder-batcher")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="recorder-batcher"),
+            asyncio.create_task(self._give_up_on_the_late(), name="recorder-batcher-wait"),
+        ]
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for waiting in self._queue:  # nobody is left to write them: the records stay uncommitted
+                await task
+        for waiting in (*self._writing, *self._queue):  # nobody is left to write them: they stay uncommitted
             if not waiting.done.done():
                 waiting.done.set_exception(DependencyUnavailable("the recorder is stopping"))
 
@@ -97,10 +120,33 @@ class Batcher:
             await self._arrived.wait()
             if len(self._queue) < self._max_records:
                 await asyncio.sleep(self._max_delay)  # let the records in flight join this batch
-            batch, self._queue = self._queue[: self._max_records], self._queue[self._max_records :]
+            # a record given up on (too late, or its handler cancelled) is tried again, or read again after
+            # a restart: its rows are not written now
+            waiting = [w for w in self._queue if not w.done.done()]
+            batch, self._queue = waiting[: self._max_records], waiting[self._max_records :]
             if not self._queue:
                 self._arrived.clear()
-            await self._flush(batch)
+            if batch:
+                self._writing = batch
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._writing = []
+
+    async def _give_up_on_the_late(self) -> None:
+        """Fail each record whose rows are not committed `max_wait_seconds` after it was added (checked
+        every twentieth of that, so always before the handler timeout); one timer for all of them."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._max_wait / 20)
+            late = loop.time() - self._max_wait
+            for waiting in (*self._writing, *self._queue):  # oldest first
+                if waiting.since > late:
+                    break
+                if not waiting.done.done():
+                    waiting.done.set_exception(
+                        DependencyUnavailable(f"the store has not committed the record within {self._max_wait:g}s")
+                    )
 
     async def _flush(self, batch: list[_Waiting]) -> None:
         merged = Rows()
@@ -133,10 +179,12 @@ class Batcher:
                     if unreachable(exc)
                     else PermanentError(f"the store refused this record: {_short(exc)}")
                 )
-                waiting.done.set_exception(error)
+                if not waiting.done.done():  # else: given up on meanwhile
+                    waiting.done.set_exception(error)
             else:
                 metrics.observe_batch(waiting.rows, 1, 0.0)
-                waiting.done.set_result(None)
+                if not waiting.done.done():
+                    waiting.done.set_result(None)
 
 
 def _fail_all(batch: list[_Waiting], error: Exception) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTR
 from services.common.errors import DependencyUnavailable
 from services.common.harness import Harness
 from services.common.settings import RuntimeSettings
+from services.recorder.batcher import Batcher, max_wait
 from services.recorder.handler import Recorder
 from services.store.rows import Rows
 from tests.support.calls import T0, ended, story
@@ -104,6 +106,34 @@ async def test_records_older_than_the_retention_are_skipped() -> None:
 async def test_an_unreachable_store_pauses_instead_of_dead_lettering() -> None:
     done = await harness(Collecting(down=True)).send(ended("c1"), timestamp_ms=MS)
     assert done.status == "unavailable" and not done.dead_letters
+
+
+async def test_a_store_slower_than_the_handler_timeout_pauses_instead_of_dead_lettering() -> None:
+    """A write the store does not finish within the handler timeout (a migration's table lock in a rolling
+    upgrade, a connection left hanging by a failover, records queued behind such a batch) ran into the
+    runtime's handler timeout: a RetryableError, and with no retry tiers every record in flight was
+    dead-lettered, its rows stored only as a recorder dead letter to replay. The store is not ready: the
+    records wait, as for an unreachable one, and nothing piles up in the batcher meanwhile."""
+    writes: list[list[str]] = []
+    stuck = asyncio.Event()
+
+    async def write(rows: Rows) -> None:
+        writes.append([r["conversation_id"] for r in rows.conversations])
+        await stuck.wait()
+
+    settings = RuntimeSettings(**RECORDER.runtime_defaults(), metrics_port=0, handler_timeout_seconds=0.5)
+    async with Batcher(write, max_delay_seconds=0.0, max_wait_seconds=max_wait(settings)) as batcher:
+        harness = Harness(Recorder(batcher, 100_000).service(), settings)
+        first, second = await asyncio.gather(
+            harness.send(ended("c1"), timestamp_ms=MS), harness.send(ended("c2"), timestamp_ms=MS)
+        )
+        assert (first.status, second.status) == ("unavailable", "unavailable"), (first.error, second.error)
+        assert not first.dead_letters and "the store" in str(first.error)
+        again = await harness.send(ended("c2"), timestamp_ms=MS)  # retried in place while the write still hangs
+        assert again.status == "unavailable"
+        stuck.set()
+        await asyncio.sleep(0.05)
+    assert len(writes) == 1, writes  # the rows of the attempts given up on were not written again
 
 
 async def test_an_action_record_keeps_its_payload_and_a_task_or_team_alert_for_the_console() -> None:
