@@ -62,13 +62,16 @@ class Processor:
         route.check(settings.retry_delays_seconds, settings.retry_jitter)
         self.service, self.route, self.settings, self.group_id = service, route, settings, group_id
         self.name = route.service
+        # the tiers failures go to; settings may use fewer than the route declares
         self.retry_topics = route.retry_topics[: len(settings.retry_delays_seconds)]
-        self._retry_set = frozenset(self.retry_topics)
-        # the longest a copy can wait in each tier: its delay with the most jitter (Retry-After never exceeds it)
-        self.tier_waits = {
-            t: d * (1 + settings.retry_jitter)
-            for t, d in zip(self.retry_topics, settings.retry_delays_seconds, strict=True)
-        }
+        # the tiers read: every one the route declares, for a tier no longer written may still hold copies
+        # (written before the settings dropped it) that nothing else would ever read
+        self.tier_topics = route.retry_topics
+        self._retry_set = frozenset(self.tier_topics)
+        # the longest a copy can wait in each tier: its delay with the most jitter (Retry-After never exceeds
+        # it); in a tier the settings no longer use, the route's delay for it
+        delays = [*settings.retry_delays_seconds, *route.retry_delays_seconds[len(settings.retry_delays_seconds) :]]
+        self.tier_waits = {t: d * (1 + settings.retry_jitter) for t, d in zip(self.tier_topics, delays, strict=True)}
         self.dead_letter_topic = route.dead_letter_topic
         self._decoders = {s.topic: codec.decoder(s.model) for s in route.consumes}
         self._handler_seconds = observability.HANDLER_DURATION.labels(self.name)

@@ -72,7 +72,7 @@ class Runtime:
         self.group_id = group_id or route.group_id
         self.processor = Processor(service, settings, self.group_id)  # refuses a route it cannot carry out
         self.main_topics = list(route.input_topics)
-        self.retry_topics = list(self.processor.retry_topics)
+        self.retry_topics = list(self.processor.retry_topics)  # the tiers read (all that exist: _wait_for_topics)
         self.dead_letter_topic = route.dead_letter_topic
         self.partitions: dict[TopicPartition, PartitionState] = {}
         self.in_flight = 0
@@ -160,11 +160,12 @@ class Runtime:
     async def _wait_for_topics(self) -> None:
         """A start-up check from the route: every topic it reads or writes exists. A topic created a moment
         ago may not be in every broker's metadata yet; subscribing before it is would leave it unassigned
-        until the next metadata refresh (minutes), so wait for it, and refuse to start when it never comes."""
+        until the next metadata refresh (minutes), so wait for it, and refuse to start when it never comes.
+        Of the route's retry tiers, those the settings write must exist; the others are read if they exist."""
         assert self._consumer is not None
-        wanted = {*self.main_topics, *self.retry_topics, self.dead_letter_topic, *self.route.output_topics}
+        wanted = {*self.main_topics, *self.processor.retry_topics, self.dead_letter_topic, *self.route.output_topics}
         deadline = time.monotonic() + TOPIC_WAIT_SECONDS
-        while missing := wanted - await self._consumer.topics():
+        while missing := wanted - (existing := await self._consumer.topics()):
             if self._stopping.is_set():
                 return  # told to stop while waiting: not a missing topic
             if time.monotonic() > deadline:
@@ -173,6 +174,9 @@ class Runtime:
                     "(create them with `postcall topics create`)"
                 )
             await asyncio.sleep(0.2)
+        # a tier the settings no longer write (fewer delays than the route's tiers) may hold copies written
+        # before: read, or they would wait there, neither handled nor dead-lettered, until deleted
+        self.retry_topics = [topic for topic in self.processor.tier_topics if topic in existing]
         await self._check_partitions()
 
     async def _check_partitions(self) -> None:
@@ -335,7 +339,7 @@ class Runtime:
             if tp in self._consumer.assignment():  # assigned but not set up yet: read them again later
                 self._consumer.seek(tp, records[0].offset)
             return
-        is_retry_tier = tp.topic in self.retry_topics
+        is_retry_tier = self.processor.is_retry_topic(tp.topic)
         accepted = records
         if is_retry_tier:
             for index, record in enumerate(records):

@@ -61,7 +61,8 @@ class RuntimeSettings(BaseModel):
     retry_delays_seconds: list[float] = Field(
         default_factory=lambda: [5.0, 60.0, 600.0, 3600.0],
         description="Delay of each retry tier; at most the tiers the topic registry declares, each (with jitter) "
-        "shorter than the retry topics' 7-day retention.",
+        "shorter than the retry topics' 7-day retention. With fewer, failures go to the first tiers only, and "
+        "copies already waiting in the others are still read.",
     )
     retry_jitter: float = Field(0.2, ge=0, le=1, description="± fraction of jitter added to tier delays.")
     fast_path: bool = Field(

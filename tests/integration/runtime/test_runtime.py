@@ -520,3 +520,28 @@ async def test_told_to_stop_while_waiting_for_topics_is_a_clean_stop_not_a_missi
     runtime.stop()
     await asyncio.wait_for(task, 30)  # returns; raised RuntimeError("... topics missing ...") before
     assert not runtime.started
+
+
+@pytest.mark.parametrize("fast_path", [False, True], ids=["task-per-record", "fast-path"])
+async def test_a_copy_in_a_retry_tier_the_settings_no_longer_use_is_still_handled(
+    kafka: KafkaSettings, fast_path: bool
+) -> None:
+    """POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS may name fewer tiers than the route declares (the dispatcher's
+    10 h tier cut during an incident). The runtime then read only the tiers it writes: a copy already
+    waiting in a later tier was never read again, neither handled nor dead-lettered, until its topic's
+    retention deleted it. Every tier the route declares is read; only the configured ones are written."""
+    t = await make_topics(kafka, tiers=2, partitions=1)
+    copy = {h.ORIGINAL_TOPIC: t.input, h.ORIGINAL_PARTITION: "0", h.ORIGINAL_OFFSET: "0", h.ATTEMPTS: "2"}
+    copy[h.RETRY_DUE_AT] = "0"  # written by a run whose settings had two tiers
+    await produce(kafka, retry_topic(t.service, 2), [("k", Job(id="waiting", fail=2))], headers=copy)
+    settings = worker_settings(kafka, t, fast_path=fast_path)  # the route: two tiers
+    service = Service(route(settings), JobHandler(settings).handle)
+    settings.runtime.retry_delays_seconds = [1.0]  # the settings: one
+    runtime = Runtime(service, kafka=kafka, settings=settings.runtime)
+    task = asyncio.create_task(runtime.run())
+    try:
+        got = await wait_for_ids(kafka, t.output, {"waiting"}, timeout=30)
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
+    assert [(g["id"], g["attempt"]) for g in got] == [("waiting", 3)]
