@@ -8,7 +8,8 @@ idempotent by action_id.
 With a store (--database-url or POSTCALL_DATABASE__URL), replay claims each letter in it first, as the
 API's and the console's replays do (services/store/claims.py, POSTCALL_API__REPLAY_LEASE_SECONDS): a
 letter another replay is sending is skipped, so two replays at once send it once, and those sent are
-marked replayed in the store at once.
+marked replayed in the store at once. A letter the recorder has not stored yet is stored first, as the
+recorder will store it, so that it is claimed too.
 
 Dead letters are printed as plain text (services/cli/plain.py), the value of a credential-like header
 as [redacted], as the API and the console show it (a replay sends it as it was). Their headers are not
@@ -49,9 +50,11 @@ from services.common import codec
 from services.common.codec import Outgoing, now_iso
 from services.common.kafka import partitions_of, read_partition
 from services.common.settings import KafkaSettings
-from services.store import claims
+from services.store import claims, writer
+from services.store import rows as store_rows
 from services.store.db import Store
 from services.store.queries import shown_headers
+from services.store.writer import horizon
 
 app = typer.Typer(help="Inspect and replay dead-lettered records.", no_args_is_help=True)
 console = Console()
@@ -205,7 +208,7 @@ class Claimed:
 
     sent: int
     held: list[DeadLetter]  # another replay is sending it, or it was replayed since it was chosen
-    unrecorded: list[DeadLetter]  # not in the store (not recorded yet, or pruned): sent without a claim
+    unrecorded: list[DeadLetter]  # older than the store's retention (pruned): sent without a claim
 
 
 async def replay_claimed(
@@ -221,9 +224,13 @@ async def replay_claimed(
     """As `replay`, each letter the store holds claimed first as the API's replay claims it
     (services/store/claims.py): one that another replay is sending (or sent since) is left alone, so two
     replays at once send it once, and those sent are marked replayed. `replayed`: also a letter the store
-    says was replayed (`--all`). A letter the store has not recorded is sent without a claim: no replay
-    from the store can choose it before the recorder stores it."""
+    says was replayed (`--all`). A letter the recorder has not stored yet is stored first, as it will
+    store it (its insert then adds nothing), and claimed: unclaimed, the recorder could store it as
+    pending while this replay sends it, and a replay from the store send it again. One older than the
+    store's retention (which the recorder skips) is sent without a claim."""
     found = await claims.stored(store, (_at(d) for d in letters))
+    if await _record(store, [d for d in letters if _at(d) not in found]):
+        found = await claims.stored(store, (_at(d) for d in letters))
     mine, got = await claims.claim(
         store,
         ((s.id, s.replayed_at if replayed else None) for d in letters if (s := found.get(_at(d))) is not None),
@@ -249,6 +256,21 @@ async def replay_claimed(
 
 def _at(d: DeadLetter) -> claims.Coordinates:
     return d.topic, d.partition, d.offset
+
+
+async def _record(store: Store, letters: Sequence[DeadLetter]) -> int:
+    """Store the letters the recorder would store (those within the retention) as it stores them: the
+    same row, keyed by the letter's coordinates. Returns how many."""
+    keep_from = horizon(store.settings.retention_days).timestamp() * 1000
+    recordable = [d for d in letters if d.timestamp_ms >= keep_from]
+    for start in range(0, len(recordable), claims.BATCH):
+        rows = store_rows.Rows()
+        for d in recordable[start : start + claims.BATCH]:
+            source = store_rows.Source(d.topic, d.partition, d.offset, d.timestamp_ms)
+            service = next((s for s in SERVICES if dead_letter_topic(s) == d.topic), d.service)
+            rows.extend(store_rows.dead_letter(source, service, d.key, d.value, d.headers))
+        await writer.write(store, rows)
+    return len(recordable)
 
 
 # ── commands ─────────────────────────────────────────────────────────────────────────────────────────
@@ -437,7 +459,7 @@ def replay_cmd(
     for d in claimed.held:
         console.print(f"skipped {d.coordinates}: {HELD}")
     if claimed.unrecorded:
-        console.print(f"{len(claimed.unrecorded)} not in the store yet (or pruned from it): sent without a claim")
+        console.print(f"{len(claimed.unrecorded)} older than the store's retention: sent without a claim")
     console.print(f"replayed {claimed.sent} dead letter(s)")
 
 
