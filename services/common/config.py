@@ -85,9 +85,11 @@ class SecretRef(Strict):
         let anyone sign, as a token it would match an empty header."""
         if self.secret_file is not None:
             try:
-                value = self.secret_file.read_text().strip()
+                value = self.secret_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(f"{owner}: cannot read secret file {self.secret_file}: {exc}") from None
+            except UnicodeDecodeError:  # never the decoder's message: it quotes a byte of the secret
+                raise ConfigError(f"{owner}: secret file {self.secret_file} is not UTF-8 text") from None
             if not value:
                 raise ConfigError(f"{owner}: secret file {self.secret_file} is empty")
             return value

@@ -45,6 +45,23 @@ destinations:
     assert len(crm.signer.headers("a", b"{}")["webhook-signature"].split()) == 2
 
 
+def test_a_secret_file_that_is_not_text_is_a_located_problem_naming_it_not_a_traceback(tmp_path: Path) -> None:
+    """A secret file holding bytes that are not UTF-8 (a DER key, a file written in Latin-1) raised
+    UnicodeDecodeError out of the loader: a traceback at the dispatcher's start naming neither the file,
+    the destination nor the line, and quoting a byte of the secret."""
+    secret_file = tmp_path / "whsec.der"
+    secret_file.write_bytes(b"\x30\x82\xe9secret")
+    text = f"""
+destinations:
+  - {{name: crm, kind: http, url: 'https://x.example', signing_secrets: [{{secret_file: {secret_file}}}]}}
+"""
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(text, {}, "dest.yaml")
+    assert str(caught.value) == (
+        f"dest.yaml:3: destinations[0].signing_secrets: crm: secret file {secret_file} is not UTF-8 text"
+    )
+
+
 def test_missing_secret_fails_at_load_without_showing_any_secret() -> None:
     text = "destinations: [{name: crm, kind: http, url: 'https://x.example', signing_secrets: [{secret_env: NOPE}]}]"
     with pytest.raises(ConfigError, match="NOPE is not set"):
