@@ -209,11 +209,14 @@ VAPI_RULES: tuple[tuple[str, EndReason], ...] = (
     ("call.in-progress.error-*", R.PLATFORM_ERROR),
 )
 
-# ── Retell: `disconnection_reason`, a closed Literal of 34 values in the SDK ─────────────────────
+# ── Retell: `disconnection_reason`, a closed Literal of 39 values in the SDK (6.2) ─────────────────
 
 RETELL: dict[str, EndReason] = {
     "user_hangup": R.CUSTOMER_HANGUP,
     "agent_hangup": R.AGENT_HANGUP,
+    # the agent ends the call once the user confirms the request (retell-sdk: enable_dnc_detection)
+    "user_requested_dnc": R.AGENT_HANGUP,
+    "user_requested_callback": R.AGENT_HANGUP,
     "call_transfer": R.BLIND_TRANSFER,
     "transfer_bridged": R.CCAAS_TRANSFER,
     "transfer_cancelled": R.TRANSFER_FAILED,
@@ -224,8 +227,11 @@ RETELL: dict[str, EndReason] = {
     "concurrency_limit_reached": R.CONFIG_OR_BILLING_ERROR,
     "no_concurrency_fallback": R.CONFIG_OR_BILLING_ERROR,
     "no_valid_payment": R.CONFIG_OR_BILLING_ERROR,
+    "credit_exhausted": R.CONFIG_OR_BILLING_ERROR,
+    "budget_reached": R.CONFIG_OR_BILLING_ERROR,
     "scam_detected": R.BLOCKED_OR_SPAM,
     "marked_as_spam": R.BLOCKED_OR_SPAM,
+    "network_blocked": R.BLOCKED_OR_SPAM,
     "dial_busy": R.BUSY,
     "dial_no_answer": R.NO_ANSWER,
     "dial_failed": R.DIAL_FAILED,

@@ -27,6 +27,7 @@ from schemas.end_reasons import (
 
 R = EndReason
 VAPI_VALUES_FILE = Path(__file__).parents[1] / "contract" / "data" / "vapi_ended_reasons.txt"
+RETELL_VALUES_FILE = Path(__file__).parents[1] / "contract" / "data" / "retell_disconnection_reasons.txt"
 
 COPILOT_CASES = [
     ("CUSTOMER_HANGUP", R.CUSTOMER_HANGUP),
@@ -116,6 +117,12 @@ RETELL_CASES = [
     ("registered_call_timeout", R.EXPIRED),
     ("manual_stopped", R.CANCELED),
     ("call_take_over", R.TAKEN_OVER),
+    # in retell-sdk 6.2 (UNKNOWN before): the agent ends the call once the user confirms the request
+    ("user_requested_dnc", R.AGENT_HANGUP),
+    ("user_requested_callback", R.AGENT_HANGUP),
+    ("credit_exhausted", R.CONFIG_OR_BILLING_ERROR),
+    ("budget_reached", R.CONFIG_OR_BILLING_ERROR),
+    ("network_blocked", R.BLOCKED_OR_SPAM),
 ]
 
 CONNECT_CASES = [
@@ -173,6 +180,18 @@ def test_vapi_values_map(raw: str, expected: EndReason) -> None:
 def test_retell_values_map(raw: str, expected: EndReason) -> None:
     assert map_retell(raw) is expected
     assert canonical_end_reason("retell", raw) is expected
+
+
+def test_every_retell_disconnection_reason_is_in_the_table() -> None:
+    """Retell's closed list (the `disconnection_reason` Literal of retell-sdk 6.2.13's PhoneCallResponse and
+    WebCallResponse, copied to RETELL_VALUES_FILE): a value missing from RETELL maps to UNKNOWN, read as an
+    ordinary completed conversation, so a billing stop or a blocked dial ran the flows of a call that took
+    place (five values did: user_requested_dnc, user_requested_callback, credit_exhausted, budget_reached,
+    network_blocked). Refresh the file from a newer SDK and this names what the table lacks."""
+    values = [line.strip() for line in RETELL_VALUES_FILE.read_text().splitlines() if line.strip()]
+    assert len(values) == len(set(values)) == 39
+    assert [v for v in values if v not in RETELL] == []
+    assert not [v for v in values if map_retell(v) is R.UNKNOWN]
 
 
 @pytest.mark.parametrize(("raw", "expected"), CONNECT_CASES)
