@@ -135,14 +135,15 @@ def head_revision() -> str:
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     """Upgrade to `revision` once, even when several processes start together."""
-    with _sqlite_lock(engine):
-        try:
+    try:
+        # the lock file too: a folder that is a file, or cannot be written, is the store's problem to name
+        with _sqlite_lock(engine):
             async with engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
                 await conn.run_sync(_upgrade, revision)
-        except (OperationalError, DBAPIError, OSError) as exc:
-            raise StoreError(f"cannot migrate the store at {_safe_url(engine)}: {_short(exc)}") from None
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise StoreError(f"cannot migrate the store at {_safe_url(engine)}: {_short(exc)}") from None
 
 
 def _upgrade(connection: Connection, revision: str) -> None:

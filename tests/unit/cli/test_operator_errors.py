@@ -251,6 +251,20 @@ def test_a_database_url_that_is_not_a_url_is_one_line(command: list[str]) -> Non
     assert line.endswith(": the database URL is not a URL (sqlite:///path.db or postgresql://user:password@host/db)")
 
 
+@pytest.mark.parametrize(
+    "command", [["store", "migrate"], ["api", "token", "list"], ["run", "api"]], ids=["migrate", "token", "run-api"]
+)
+def test_a_sqlite_store_in_a_folder_that_cannot_be_made_is_one_line(command: list[str], tmp_path: Path) -> None:
+    """The migration's lock file beside the database was opened before the errors that name the store were
+    caught: a folder that is a file, or cannot be written (a read-only volume), gave a FileExistsError or
+    PermissionError traceback (exit 1) from every service's start and every store command."""
+    (tmp_path / "data").write_text("")
+    done = postcall(*command, env={"POSTCALL_DATABASE__URL": f"sqlite:///{tmp_path / 'data' / 'postcall.db'}"})
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert "cannot migrate the store at sqlite+aiosqlite:///" in line, line
+
+
 def test_a_password_in_the_database_urls_query_is_never_shown() -> None:
     """asyncpg (and libpq) take the password as `?password=` too; the messages naming the store hid only
     the URL's own password (render_as_string(hide_password=True)), so a store that did not answer printed
