@@ -100,7 +100,7 @@ class ElevenLabsConversation(Lenient):
     conversation_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     status: str | None = None
     user_id: str | None = None
-    transcript: list[ElevenLabsTurn] = Field(default_factory=list)
+    transcript: list[ElevenLabsTurn] | None = None  # left out or null: the webhook's exclude_transcript
     metadata: ElevenLabsMetadata = ElevenLabsMetadata()
     analysis: ElevenLabsAnalysis | None = None
     conversation_initiation_client_data: ElevenLabsClientData | None = None
@@ -169,7 +169,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         end_reason=end_reason("elevenlabs", meta.termination_reason),
         customer=dict(phone_number=customer, contact_id=conv.user_id or (whatsapp and whatsapp.whatsapp_user_id)),
         to_number=ours if direction == "inbound" else customer,
-        messages=messages(conv.transcript, meta.call_duration_secs) or None,
+        messages=messages(conv.transcript or [], meta.call_duration_secs) or None,
         dynamic_variables=own,
         metadata=dropped_empty(
             {

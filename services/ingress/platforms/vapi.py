@@ -87,7 +87,7 @@ class VapiRecording(Lenient):
 
 
 class VapiArtifact(Lenient):
-    messages: list[dict[str, Any]] = Field(default_factory=list)
+    messages: list[dict[str, Any]] | None = None
     recording: VapiRecording | str | None = None
     recordingUrl: str | None = None
     stereoRecordingUrl: str | None = None
@@ -170,7 +170,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
             phone_number=customer.number, name=customer.name, email=customer.email, contact_id=customer.externalId
         ),
         to_number=(called.number if called else None) if direction == "inbound" else customer.number,
-        messages=messages(report.artifact.messages) or None,
+        messages=messages(report.artifact.messages or []) or None,
         recording_url=_recording(report.artifact),
         conversation_url=report.artifact.logUrl,
         dynamic_variables=variables,

@@ -290,6 +290,34 @@ def test_elevenlabs_outbound_phone_call_without_analysis() -> None:
     assert e.end_reason.canonical is EndReason.AGENT_HANGUP and e.platform_analysis is None
 
 
+@pytest.mark.parametrize(
+    ("platform", "name", "path"),
+    [
+        # the agent's webhook setting exclude_transcript (the SDK's ConvAiWebhooks: "post-call transcription
+        # webhooks omit the turn-by-turn transcript. Analysis, metadata, and other conversation fields are
+        # still sent")
+        ("elevenlabs", "elevenlabs/web-with-analysis.json", ("data", "transcript")),
+        ("vapi", "vapi/phone-inbound-with-analysis.json", ("message", "artifact", "messages")),  # optional
+    ],
+)
+def test_a_transcript_sent_as_null_or_left_out_is_a_call_without_messages_not_a_refusal(
+    platform: str, name: str, path: tuple[str, ...]
+) -> None:
+    """A null transcript was a 422 (`data.transcript: Input should be a valid list`): the call, its
+    analysis and its data collection were lost, as ElevenLabs and Vapi do not retry a 4xx."""
+    for present in (True, False):
+        payload = orjson.loads(example(name))
+        parent = payload
+        for key in path[:-1]:
+            parent = parent[key]
+        if present:
+            parent[path[-1]] = None
+        else:
+            del parent[path[-1]]
+        e = MAPPINGS[platform](payload, CTX)
+        assert isinstance(e, ConversationEnded) and e.messages is None and e.platform_analysis is not None
+
+
 def test_elevenlabs_sms_conversation_is_an_sms_with_the_customers_number_not_a_web_call() -> None:
     """An agent's SMS conversation carries `metadata.sms` (the SDK's SmsConversationInfo: direction,
     sms_user_phone_number, agent_phone_number) and no `phone_call`: channel sms, its direction, the
