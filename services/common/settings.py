@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.routes import Route
@@ -31,9 +31,35 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(None, description="SASL password (from a Secret, never logged).")
     ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
-    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
-    ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    # (the key before the certificate: the certificate's check reads both)
+    ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS, unless ssl_certfile holds it.")
+    ssl_certfile: Path | None = Field(None, validate_default=True, description="Client certificate for mutual TLS.")
     client_id: str = Field("postcall", description="Kafka client.id prefix.")
+
+    # The TLS files are read when the settings are, so that a wrong path or a file that is not PEM is one
+    # line naming its variable and the file (run_service, the CLI), not a traceback from the first client
+    # ssl makes, which names neither ("FileNotFoundError: [Errno 2] No such file or directory").
+
+    @field_validator("ssl_cafile")
+    @classmethod
+    def _a_ca_bundle(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is not None and _tls(info):
+            _loaded(path, "is no PEM bundle of CA certificates", lambda: tls_context(path, None, None))
+        return path
+
+    @field_validator("ssl_certfile")
+    @classmethod
+    def _a_client_certificate(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        key = info.data.get("ssl_keyfile")
+        if not _tls(info):
+            return path
+        if path is None:
+            if key is not None:
+                raise ValueError("not set, but ssl_keyfile is: a client key is used with its certificate")
+            return path
+        what = "is not a PEM certificate with its private key" + (f" (in {key})" if key else "")
+        _loaded(path, what, lambda: tls_context(None, path, key))
+        return path
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for every aiokafka client (consumer, producer, admin)."""
@@ -46,11 +72,30 @@ class KafkaSettings(BaseModel):
             opts["sasl_plain_username"] = self.sasl_username
             opts["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
         if self.security_protocol.endswith("SSL"):
-            ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
-            if self.ssl_certfile:
-                ctx.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None)
-            opts["ssl_context"] = ctx
+            opts["ssl_context"] = tls_context(self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
         return opts
+
+
+def tls_context(cafile: Path | None, certfile: Path | None, keyfile: Path | None) -> ssl.SSLContext:
+    """The TLS context of every Kafka client: the CA bundle (else the system's), the client certificate."""
+    ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    if certfile:
+        ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
+    return ctx
+
+
+def _tls(info: ValidationInfo) -> bool:
+    return str(info.data.get("security_protocol", "")).endswith("SSL")
+
+
+def _loaded(path: Path, what: str, load: Callable[[], object]) -> None:
+    """Run `load`; a file it cannot read or use is a ValueError naming the file (never its content)."""
+    try:
+        load()
+    except ssl.SSLError as exc:  # (an OSError too)
+        raise ValueError(f"{path} {what} ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 class RuntimeSettings(BaseModel):
@@ -155,7 +200,7 @@ def settings_problems(
                 lines.append(f"{name} is not set (a required setting; see the service's settings.py)")
         else:
             name = prefix + "__".join(str(part).upper() for part in error["loc"])
-            lines.append(f"{name}: {error['msg']}")
+            lines.append(f"{name}: {str(error['msg']).removeprefix('Value error, ')}")
     return lines
 
 
