@@ -165,8 +165,10 @@ URL = re.compile(r"\bhttps?://[^\s<>\"']+|\b(?:www\.)?[a-z0-9-]+\.(?:com|io|net|
 
 def find_emails(text: str) -> list[Found[str]]:
     out = [Found(m.group(0).lower(), m.start(), m.end()) for m in _EMAIL_IN_TEXT.finditer(text)]
+    written = [f.start for f in out]  # in order, apart: the one a spoken address may start in is found by bisection
+    ends = [f.end for f in out]
     for m in _SPOKEN_EMAIL.finditer(text):
-        if any(f.start <= m.start() < f.end for f in out):
+        if (k := bisect_right(written, m.start())) and m.start() < ends[k - 1]:
             continue
 
         def join(part: str) -> str:  # the separators said, then the spaces between spelled letters

@@ -10,6 +10,7 @@ no candidate is null.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time
@@ -189,10 +190,10 @@ def pick(u: Utterance, want: Want, concepts: Sequence[lx.Concept], found: list[v
     """Which of an utterance's values: the one after a correction ('the 1st... actually the 7th'), else
     the one nearest the field's words, else the first."""
     if len(found) > 1:
-        for cue in CORRECTION.finditer(u.text):
-            later = [f for f in found if f.start >= cue.end()]
-            if later and any(f.start < cue.start() for f in found):
-                return later[0]
+        first, last = min(f.start for f in found), max(f.start for f in found)
+        for cue in CORRECTION.finditer(u.text):  # a value before the cue and one after it
+            if first < cue.start() and last >= cue.end():
+                return next(f for f in found if f.start >= cue.end())
     return _nearest_to_keyword(u, want, concepts, found) if own else found[0]
 
 
@@ -264,11 +265,14 @@ def _may_hold(kind: str, norm: str) -> bool:
     return _HINTS[kind](norm) if kind in _HINTS else True
 
 
+# matched at a number's end (pattern.match(text, pos): the rest of a long utterance is never copied per number)
 _MONEY_OR_MEASURE = re.compile(
-    r"^\s*(?:dollars?|bucks|usd|euros?|pounds?|cents?|percent|%|per\s+(?:cent|hour|month|user|year)|a\s+month|"
+    r"\s*(?:dollars?|bucks|usd|euros?|pounds?|cents?|percent|%|per\s+(?:cent|hour|month|user|year)|a\s+month|"
     r"an?\s+hour|/\s*(?:mo|month|hr|hour|user))\b",
     re.I,
 )
+_STARS = re.compile(r"[\s-]*stars?\b", re.I)
+_WORD_AFTER = re.compile(r"[\s-]*([a-z]+)", re.I)
 
 
 def number(want: Want, utts: list[Utterance], ctx: Context, integer: bool) -> ExtractedValue:
@@ -283,16 +287,16 @@ def number(want: Want, utts: list[Utterance], ctx: Context, integer: bool) -> Ex
         asked = i > 0 and not utts[i - 1].customer and relevance(want, utts[i - 1], concepts) >= 0.5
         if not u.customer and not agreed(utts, i):
             continue
-        taken = [(f.start, f.end) for kind in ("phone", "date", "time") for f in find_in(u, kind, ctx)]
-        found = [f for f in vs.find_numbers(u.text) if not any(a <= f.start < b for a, b in taken)]
+        taken = [f for kind in ("phone", "date", "time") for f in find_in(u, kind, ctx)]
+        found = _untaken(vs.find_numbers(u.text), taken)
         if not (asked or relevance(want, u, concepts) >= 0.5):  # else only "4 people" for a count of people
-            found = [f for f in found if _counts(want, u.text[f.end :])]
+            found = [f for f in found if _counts(want, u.text, f.end)]
         if not money:
             found = [f for f in found if not _is_money(u.text, f)]
         if "year" in want.name:
             found = [f for f in found if 1900 <= f.value <= 2100]
         if not re.search(r"star|rating", want.name):  # "a 4-star hotel for 2 rooms": 4 is no room count
-            found = [f for f in found if not re.match(r"[\s-]*stars?\b", u.text[f.end :], re.I)]
+            found = [f for f in found if not _STARS.match(u.text, f.end)]
         # a 400-digit number is an infinite float, and over 64 bits no record downstream can write it
         found = [f for f in found if abs(f.value) < 2**63 and (not integer or f.value == int(f.value))]
         if found:
@@ -302,14 +306,25 @@ def number(want: Want, utts: list[Utterance], ctx: Context, integer: bool) -> Ex
     return NULL
 
 
-def _counts(want: Want, after: str) -> bool:
-    """The number is followed by what the field counts: '4 people' for party_size, 'number of people'."""
-    m = re.match(r"[\s-]*([a-z]+)", after, re.I)
+def _untaken(numbers: list[vs.Found[float]], taken: list[vs.Found[Any]]) -> list[vs.Found[float]]:
+    """The numbers that start outside every span taken by a phone, date or time (marked by position: a
+    test against each span was quadratic in a long utterance full of both)."""
+    if not taken:
+        return numbers
+    covered = bytearray(max(f.end for f in taken))
+    for f in taken:
+        covered[f.start : f.end] = b"\x01" * (f.end - f.start)
+    return [f for f in numbers if f.start >= len(covered) or not covered[f.start]]
+
+
+def _counts(want: Want, text: str, end: int) -> bool:
+    """The number (ending at `end`) is followed by what the field counts: '4 people' for party_size."""
+    m = _WORD_AFTER.match(text, end)
     return m is not None and lx.stem(m.group(1).lower()) in want.keywords
 
 
 def _is_money(text: str, f: vs.Found[float]) -> bool:
-    return "$" in text[max(0, f.start - 2) : f.start + 1] or _MONEY_OR_MEASURE.match(text[f.end :]) is not None
+    return "$" in text[max(0, f.start - 2) : f.start + 1] or _MONEY_OR_MEASURE.match(text, f.end) is not None
 
 
 def _nearest_to_keyword(
@@ -320,4 +335,12 @@ def _nearest_to_keyword(
     spots += [m.start() for c in concepts for m in c.phrases.finditer(lowered)]
     if not spots:
         return found[0]
-    return min(found, key=lambda f: min(abs(f.start - s) for s in spots))
+    spots.sort()
+
+    def distance(f: vs.Found[T]) -> int:  # to the nearest spot, by bisection (each spot for each value: quadratic)
+        k = bisect_left(spots, f.start)
+        if k == len(spots):
+            return f.start - spots[k - 1]
+        return min(spots[k] - f.start, f.start - spots[k - 1]) if k else spots[k] - f.start
+
+    return min(found, key=distance)

@@ -94,10 +94,30 @@ def content_stems(text: str, drop: frozenset[str] = frozenset()) -> list[str]:
     return out
 
 
+_CLAUSE_END = re.compile(r"[.;!?,]|\bbut\b")
+_CUT = re.compile(r"[^\w']")  # no word (nor 'but') runs across such a character: text after it reads alike
+
+
 def negated(norm: str, start: int) -> bool:
-    """A negator in the same clause, at most four words before position `start` of normalised text."""
-    clause = re.split(r"[.;!?,]|\bbut\b", norm[:start])[-1]
-    return any(w in NEGATORS for w in _TOKEN.findall(clause)[-4:])
+    """A negator in the same clause, at most four words before position `start` of normalised text.
+    Read from a window before `start`, widened until it holds the clause's start or its last four words:
+    the whole text before every match was split, quadratic in one long utterance with many matches."""
+    width = 64
+    while True:
+        lo = 0
+        if start > 2 * width:
+            last = None
+            for last in _CUT.finditer(norm, start - 2 * width, start - width):  # noqa: B007 (the last one)
+                pass
+            if last is None:
+                width *= 4
+                continue
+            lo = last.end()
+        parts = _CLAUSE_END.split(norm[lo:start])
+        words = _TOKEN.findall(parts[-1])[-4:]
+        if lo == 0 or len(parts) > 1 or len(words) == 4:
+            return any(w in NEGATORS for w in words)
+        width *= 4
 
 
 _YES = re.compile(

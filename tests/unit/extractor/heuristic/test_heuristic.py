@@ -3,6 +3,8 @@ dates relative to the conversation's end, recipients, dyn_* variables and the ex
 
 from __future__ import annotations
 
+import random
+import re
 import time
 from datetime import UTC, datetime
 
@@ -10,6 +12,7 @@ import pytest
 
 from schemas.agents import FieldSpec
 from schemas.events import Message
+from services.extractor.heuristic import lexicon as lx
 from services.extractor.heuristic import provider as heuristic
 from services.extractor.heuristic.fields import utterances
 from tests.unit.extractor.conftest import (
@@ -236,6 +239,46 @@ def test_the_agent_confirming_a_booking_answers_the_booking_trigger() -> None:
 def test_dyn_topic_is_a_category() -> None:
     e = extract(conversation("0009"), spec(dynamic=("dyn_complaint_topic",)))
     assert e.dynamic["dyn_complaint_topic"].value == "billing"
+
+
+ONE_LONG_TURN = {  # what one customer turn repeats, and to how many characters
+    "counts near their words": ("technicians 12 people 4 seats 9 ", 150_000),
+    "callback requests": ("call me back tomorrow at 3 pm please. ", 150_000),
+    "times": ("at half past four in the afternoon 4:30 PM ", 150_000),
+    "corrections": ("the 3rd, actually the 7th at 4 pm, no wait, 5 technicians ", 150_000),
+    "spoken emails": ("j o h n at gmail dot com ", 500_000),
+}
+
+
+@pytest.mark.parametrize(("unit", "chars"), list(ONE_LONG_TURN.values()), ids=list(ONE_LONG_TURN))
+def test_one_long_turn_full_of_values_is_read_in_linear_time(unit: str, chars: int) -> None:
+    """Each value in one utterance was tested against every phone/date/time span, every keyword spot and
+    every correction cue, each number copied the rest of the turn, negation split the whole text before
+    each enum match, and a spoken email was tested against every one found before: quadratic in the turn.
+    150,000 characters of counts took 25 s of CPU, the other three 6 s each (a 3.5 MiB event, or a
+    platform sending the transcript as one message: minutes per attempt, in a thread the handler's
+    timeout cannot stop); about 1 s after."""
+    turn = [Message(role="customer", text=unit * (chars // len(unit)))]
+    spec_ = spec(*SUPPORT_FIELDS, *SALES_FIELDS, triggers=(CALLBACK, UNHAPPY, HUMAN, DEMO))
+    started = time.thread_time()  # CPU time, which a loaded machine does not inflate
+    heuristic.extract(spec_, turn, datetime(2026, 3, 12, 12, tzinfo=UTC), "1")
+    assert time.thread_time() - started < 5.0
+
+
+def _negated_by_the_whole_prefix(norm: str, start: int) -> bool:
+    """lexicon.negated as it was: the clause split from everything before `start`."""
+    clause = re.split(r"[.;!?,]|\bbut\b", norm[:start])[-1]
+    return any(w in lx.NEGATORS for w in lx._TOKEN.findall(clause)[-4:])
+
+
+def test_negation_read_from_a_window_answers_as_reading_the_whole_text_before() -> None:
+    pieces = ["not", "no", "don't", "never", "but", "butter", "rebut", "i", "want", "it", "x'y", "'s", "é", "ßbut",
+              "a" * 70, "5", " ", " ", " ", ",", ".", "?", ";", "'", "~", "-", "_", "\u0130"]  # fmt: skip
+    rng = random.Random(14)
+    for _ in range(400):
+        norm = "".join(rng.choice(pieces) + rng.choice(["", " "]) for _ in range(rng.randrange(1, 120)))
+        for start in range(len(norm) + 1):
+            assert lx.negated(norm, start) == _negated_by_the_whole_prefix(norm, start), (norm, start)
 
 
 def test_a_transcript_of_100000_messages_is_read_in_linear_time() -> None:
