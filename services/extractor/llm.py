@@ -5,8 +5,9 @@ validated by a pydantic model built from the spec, and repaired once when invali
 Small models and real servers misbehave in known ways, each handled here:
 
     an answer that loops inside a string     max_tokens is sized from the schema; an answer cut off
-                                             there (or repeating itself) gets one repair round that
-                                             asks for a short answer, then fails with that reason
+                                             there (or repeating itself, or longer than the record's
+                                             room when the server ignores max_tokens) gets one repair
+                                             round that asks for a short answer, then fails with that reason
     the context overflows                    the transcript is shrunk to the size the server reports
                                              and the request sent once more
     a long prompt near the window            counted with the server's tokenizer, not by characters
@@ -61,6 +62,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.agents import ExtractionSpec
 from schemas.events import MAX_COUNT, MAX_NESTING, ConversationEnded, Extraction, Message, Usage, nested_too_deep
+from schemas.topics import EXTRACTION_ROOM_BYTES
 from services.common.breaker import CircuitBreaker, State
 from services.common.errors import DependencyUnavailable, PermanentError, RetryableError, parse_retry_after, redact
 from services.extractor import answer, prompt
@@ -90,6 +92,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 REPROBE_SECONDS = 5.0  # an endpoint the start probe could not reach is probed again at most this often
 REPAIR_HEADROOM_TOKENS = 300  # the repair round's error text and instructions
 COUNT_ABOVE = 0.5  # an estimate over this share of the budget is counted with the server's tokenizer
+# the extracted record is the event plus its extraction, and an event may take all but EXTRACTION_ROOM_BYTES of
+# what the router reads, on the promise that max_tokens caps the answer: a server may not keep it (a character
+# is written in up to 4 bytes)
+ANSWER_CHARS = EXTRACTION_ROOM_BYTES // 4
 
 
 class ExtractionFailed(PermanentError):
@@ -552,7 +558,10 @@ def _drop_loops(data: Any, path: str = "") -> tuple[Any, list[str]]:
 
 
 def _runaway(content: str, finish: str | None, max_tokens: int) -> str | None:
-    """Why an answer cannot be used as it is: cut off at the token cap (often a loop), or None."""
+    """Why an answer cannot be used as it is: cut off at the token cap (often a loop), or longer than an
+    extracted record has room for (a server that ignores max_tokens), or None."""
+    if len(content) > ANSWER_CHARS:
+        return f"the answer is {len(content):,} characters, over the {ANSWER_CHARS:,} an extraction has room for"
     if finish != "length":
         return None
     loop = _loop(content)

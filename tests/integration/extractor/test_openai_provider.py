@@ -318,6 +318,26 @@ async def test_output_still_invalid_after_the_repair_fails_permanently_but_says_
     assert llm.count == 2
 
 
+async def test_an_answer_past_the_room_an_extracted_record_has_is_cut_off_not_published(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """The extracted record is the conversation plus its extraction, and the router reads up to 4 MiB: an
+    event may take all but EXTRACTION_ROOM_BYTES (512 KiB), on the promise that max_tokens caps the answer.
+    A server that ignores max_tokens (the fake does) answered a 600,000-character summary, published as
+    `ok` in a record over what the router reads. Now it is an answer cut off: one repair round asking for a
+    short answer, then a failed extraction the router can read."""
+    script_callback_call(llm)
+    llm.script.summary = " ".join(f"word{i}" for i in range(60_000))  # ~600,000 characters, no loop in it
+    out = await attempt(llm, tmp_path)
+    assert isinstance(out.error, PermanentError) and "cut off after one repair" in str(out.error)
+    assert "characters, over the" in str(out.error)
+    [record] = out.outputs
+    assert isinstance(record.event, ConversationExtracted) and record.event.extraction.status == "failed"
+    assert len(record.event.model_dump_json()) < 100_000
+    assert llm.count == 2
+    assert "Keep each evidence quote under 20 words" in llm.requests[1]["messages"][-1]["content"]
+
+
 async def test_a_refusal_fails_permanently_without_a_repair(llm: FakeLLM, tmp_path: Path) -> None:
     llm.mode = "refusal"
     out = await attempt(llm, tmp_path)
