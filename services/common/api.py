@@ -112,6 +112,7 @@ class Service(Generic[E]):
     on_assigned: PartitionsHook | None = None  # restore state before the partitions' records are handled
     on_revoked: PartitionsHook | None = None
     version: str = "0.1.0"
-    #: True while the service wants no new records (backpressure): the runtime stops fetching, as with a
-    #: full window, and takes records again once it is False (the records it holds are not affected)
-    pressure: Callable[[], bool] | None = None
+    #: How many more records the service takes now (its backpressure), asked before each poll: 0 stops
+    #: fetching, as a full window does, until it is above 0 again; otherwise the runtime takes at most that
+    #: many and lets their handlers start before it asks again (the records it holds are not affected)
+    capacity: Callable[[], int] | None = None

@@ -48,10 +48,6 @@ KAFKA_READY_SECONDS = 15.0
 # Under the service's backpressure the loop does not poll (a paused partition drops what the consumer
 # prefetched); after this long without a poll it polls with every partition paused, to stay in the group.
 PRESSURE_POLL_SECONDS = 10.0
-# A service with backpressure gets at most this many records per poll, so that its pressure can take
-# effect before the window fills (the dispatcher: records reach a destination's gate after the ledger
-# check; a poll of the whole window at once would pass them all before any line formed).
-PRESSURE_POLL_RECORDS = 64
 PRESSURE_CHECK_SECONDS = 0.005  # how often a held loop asks the service whether its pressure is off
 Acks = Sequence[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
 _FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing to wait for
@@ -249,12 +245,12 @@ class Runtime:
             batch: dict[TopicPartition, list[Any]] = {}
             if not held:
                 # still full: every partition is paused; poll without waiting, only to stay in the group
-                step = room if self.hooks.pressure is None else min(room, PRESSURE_POLL_RECORDS)
+                step = room if self.hooks.capacity is None else min(room, self.hooks.capacity())
                 batch = await self._consumer.getmany(timeout_ms=0 if full else 200, max_records=max(1, step))
                 polled = time.monotonic()
             for tp, records in batch.items():
                 self._accept_batch(tp, records)
-            if batch and self.hooks.pressure is not None:
+            if batch and self.hooks.capacity is not None:
                 await asyncio.sleep(0)  # the handlers start (and count in the service's pressure) before the next poll
             now = time.monotonic()
             if now >= next_commit:
@@ -268,7 +264,7 @@ class Runtime:
                 break
 
     def _pressed(self) -> bool:
-        return self.hooks.pressure is not None and self.hooks.pressure()
+        return self.hooks.capacity is not None and self.hooks.capacity() <= 0
 
     def _saturated(self) -> bool:
         return self.in_flight >= self.settings.max_in_flight or self._pressed()

@@ -92,7 +92,11 @@ class Dispatcher:
     def service(self) -> Service[ActionBase]:
         # no on_revoked: the ledger keeps a revoked partition's set and catches it up if it comes back
         return Service(
-            DISPATCHER, self.handle, self.on_failure, on_assigned=self._ledger.restore, pressure=self._pressure
+            DISPATCHER,
+            self.handle,
+            self.on_failure,
+            on_assigned=self._ledger.restore,
+            capacity=None if self._pressure is None else self._pressure.capacity,
         )
 
     async def handle(self, action: ActionBase, ctx: Context) -> Sequence[Event]:

@@ -78,11 +78,13 @@ class Slot:
 
 
 class Pressure:
-    """The dispatcher's backpressure (services.common.api.Service.pressure): the runtime takes no new
-    records while a destination has records in its line (beyond its waiting room), nor while many
-    records are on their way to a gate (taken by the handler, in the ledger check, not at a gate yet):
-    those may be for a destination whose line is full, and the runtime would have fetched more meanwhile.
-    So the runtime's window never floods one destination's line faster than the gates can judge it."""
+    """The dispatcher's backpressure (its `capacity` is services.common.api.Service.capacity): the runtime
+    takes no new records while a destination has records in its line (beyond its waiting room), and
+    otherwise only as many as keep the records on their way to a gate (taken by the handler, in the ledger
+    check, not at a gate yet) within `in_transit`: those may be for a destination whose line is full, and
+    they all join it. So a line gets at most `in_transit` records after it forms, whatever the gates and
+    the ledger check were doing when the runtime took them, and the runtime's window never floods one
+    destination's line faster than the gates can judge it."""
 
     def __init__(self, in_transit: int = 64) -> None:
         self.lines = 0  # destinations whose line is not empty
@@ -91,7 +93,14 @@ class Pressure:
         self.in_transit = in_transit
 
     def __call__(self) -> bool:
-        return self.lines > 0 or self.handling - self.at_gates >= self.in_transit
+        """On: the runtime takes no new records."""
+        return self.capacity() == 0
+
+    def capacity(self) -> int:
+        """How many more records the runtime may hand the dispatcher now."""
+        if self.lines > 0:
+            return 0
+        return max(0, self.in_transit - (self.handling - self.at_gates))
 
 
 class Holding:

@@ -38,11 +38,12 @@ async def dispatcher_run(
     group: str,
     action_type: str = "webhook",
     pressure: Pressure | None = None,
+    ledger_type: type[Ledger] = Ledger,
 ) -> AsyncIterator[None]:
     """One dispatcher instance (fresh ledger, as after a restart) until it has been idle for 1.5 s, with
     `topic` standing for the action type's topic."""
     async with ResultsReader(kafka, results) as reader:
-        ledger = Ledger(reader, topic=results)
+        ledger = ledger_type(reader, topic=results)
         names = {action_topic(action_type): topic, ACTION_RESULTS: results}
         route = DISPATCHER.renamed(lambda name: names.get(name, name), service=service).consuming(topic)
         service_ = dataclasses.replace(Dispatcher(executors, ledger, pressure).service(), route=route)
@@ -112,8 +113,9 @@ async def test_a_backlog_for_one_healthy_destination_is_never_deferred(
     kafka: KafkaSettings, sink: Sink, stack: Stack
 ) -> None:
     """1,000 actions at once for a destination that takes ~200/s (4 slots, 20 ms answers), the runtime's
-    default window (1024) and the destination's default room: the runtime takes records in steps while
-    the gate's line or the records on their way to it say stop, so none goes to retry tier 1 (before:
+    default window (1024) and the destination's default room: the runtime takes only as many records as
+    the dispatcher's capacity leaves room for (none while the gate's line is not empty, and no more than
+    keep Pressure.in_transit on their way to a gate), so none goes to retry tier 1 (before:
     the whole window reached the gate at once and what its line could not hold within max_wait was
     deferred, again and again)."""
     service, topic, results, group = unique("dispatcher"), unique("actions"), unique("results"), unique("g")
@@ -128,6 +130,58 @@ async def test_a_backlog_for_one_healthy_destination_is_never_deferred(
             pass  # runs until idle
     assert await read_all(kafka, retry_topic(service, 1)) == []
     assert all(sink.counts[f"b{i}"] == 1 for i in range(1000))
+
+
+class SlowCheck(Ledger):
+    """A ledger whose check of an action takes 0-45 ms, different for neighbouring records (the results
+    reader catching up on a loaded broker): records reach the gate at staggered times."""
+
+    async def is_done(self, partition: int, action_id: str) -> bool:
+        await asyncio.sleep(int(action_id.removeprefix("s")) % 10 * 0.005)
+        return await super().is_done(partition, action_id)
+
+
+class CountsInTransit(Pressure):
+    """The registry's Pressure, noting the most records ever on their way to a gate at once."""
+
+    most = 0
+
+    @property
+    def handling(self) -> int:
+        return self._handling
+
+    @handling.setter
+    def handling(self, value: int) -> None:
+        self._handling = value
+        self.most = max(self.most, value - self.at_gates)
+
+
+async def test_records_on_their_way_to_a_gate_never_outnumber_what_the_pressure_allows(
+    kafka: KafkaSettings, sink: Sink, stack: Stack
+) -> None:
+    """The runtime takes no more records than the dispatcher's pressure leaves room for, so a line that
+    forms gets at most Pressure.in_transit records after it (its bound on a destination's line beyond the
+    room). Before, the runtime took 64 records at a time while fewer than 64 were on their way, up to 127:
+    with a ledger check of varying length the records reached the gate in a stream, each step taken while
+    the last ones were still coming, and a line of twice the bound sent a slower healthy destination's
+    excess to retry tier 1."""
+    service, topic, results, group = unique("dispatcher"), unique("actions"), unique("results"), unique("g")
+    await create_topics(
+        kafka, [topic, results, dead_letter_topic(service), *(retry_topic(service, i) for i in range(1, 7))]
+    )
+    sink.script("/crm", then=Reply(200, delay=0.02))
+    yaml = "destinations:\n" + http_destination("crm", sink.url("/crm"), max_concurrency=4)
+    async with stack(yaml, max_wait=2.0) as (ex, registry):
+        pressure = registry.pressure
+        in_transit = pressure.handling
+        pressure.__class__ = CountsInTransit
+        pressure.handling = in_transit
+        await produce(kafka, topic, [(f"conv-{i}", webhook(f"s{i}", "crm")) for i in range(600)])
+        async with dispatcher_run(kafka, ex, service, topic, results, group, pressure=pressure, ledger_type=SlowCheck):
+            pass
+    assert all(sink.counts[f"s{i}"] == 1 for i in range(600))
+    assert 0 < pressure.most <= pressure.in_transit
+    assert await read_all(kafka, retry_topic(service, 1)) == []
 
 
 async def test_after_partitions_are_added_a_repeat_whose_key_moved_misses_the_ledger(

@@ -423,7 +423,7 @@ async def test_an_unavailable_dependency_is_waited_out_in_place_and_the_record_h
 
 
 async def test_the_services_backpressure_stops_taking_records_until_it_is_off(kafka: KafkaSettings) -> None:
-    """Service.pressure (the dispatcher's destination lines): no new records while it is on, and the
+    """Service.capacity (the dispatcher's destination lines): no new records while it is 0, and the
     held ones are not lost or repeated once it is off."""
     t = await make_topics(kafka, partitions=1)
     settings = worker_settings(kafka, t, max_in_flight=100)
@@ -434,7 +434,7 @@ async def test_the_services_backpressure_stops_taking_records_until_it_is_off(ka
         pressed[0] = pressed[0] or job.id == "first"  # the first record turns it on
         return await handler.handle(job, ctx)
 
-    service = Service(route(settings), handle, pressure=lambda: pressed[0])
+    service = Service(route(settings), handle, capacity=lambda: 0 if pressed[0] else 1000)
     runtime = Runtime(service, kafka=kafka, settings=settings.runtime)
     task = asyncio.create_task(runtime.run())
     try:
