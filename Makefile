@@ -52,7 +52,7 @@ $(AJV): tests/contract/ajv/package.json tests/contract/ajv/package-lock.json | t
 	touch $(AJV)
 
 test: kafka tools $(AJV)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30
 
 screenshots: kafka tools
 	POSTCALL_SCREENSHOTS=docs/console $(PY) -m pytest -q -p no:cacheprovider tests/integration/console/test_console_browser.py tests/integration/console/test_console_redrive.py
