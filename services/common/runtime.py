@@ -48,7 +48,7 @@ KAFKA_READY_SECONDS = 15.0
 # Under the service's backpressure the loop does not poll (a paused partition drops what the consumer
 # prefetched); after this long without a poll it polls with every partition paused, to stay in the group.
 PRESSURE_POLL_SECONDS = 10.0
-PRESSURE_CHECK_SECONDS = 0.005  # how often a held loop asks the service whether its pressure is off
+PRESSURE_CHECK_SECONDS = 0.005  # how often a held loop asks the service for its capacity again
 Acks = Sequence[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
 _FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing to wait for
 Queued = tuple[Any, Acks | None, tuple[str, ...]]  # a fast-path record, its outputs' acks, their topics
@@ -251,7 +251,7 @@ class Runtime:
             for tp, records in batch.items():
                 self._accept_batch(tp, records)
             if batch and self.hooks.capacity is not None:
-                await asyncio.sleep(0)  # the handlers start (and count in the service's pressure) before the next poll
+                await asyncio.sleep(0)  # the handlers start (and count in the service's capacity) before the next poll
             now = time.monotonic()
             if now >= next_commit:
                 await self._commit(list(self.partitions))
@@ -275,7 +275,7 @@ class Runtime:
         pause drops prefetched records."""
         deadline = time.monotonic() + timeout
         while self._saturated() and (left := deadline - time.monotonic()) > 0:
-            if self.in_flight < self.settings.max_in_flight:  # the service's pressure: it says when it is off
+            if self.in_flight < self.settings.max_in_flight:  # held by the service: it says when it takes more
                 left = min(left, PRESSURE_CHECK_SECONDS)
             self._room.clear()
             with contextlib.suppress(TimeoutError):
