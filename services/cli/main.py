@@ -9,7 +9,7 @@ import sys
 import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsError
 
 from schemas.routes import SERVICES
 from services.cli import (
@@ -27,7 +27,7 @@ from services.cli import (
     trial,
 )
 from services.cli.republish import RepublishFailed
-from services.common.settings import settings_problems
+from services.common.settings import settings_problems, unparsed_variables
 
 app = typer.Typer(help="Post-call automation on Kafka.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(topics.app, name="topics")
@@ -70,6 +70,10 @@ def main() -> None:
         if exc.title not in _settings_classes():
             raise  # not the environment: a defect, with its traceback
         for line in settings_problems(exc):  # as `postcall run` names them
+            print(f"postcall: {line}", file=sys.stderr)
+        sys.exit(2)
+    except SettingsError as exc:
+        for line in unparsed_variables(exc):
             print(f"postcall: {line}", file=sys.stderr)
         sys.exit(2)
 

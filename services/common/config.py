@@ -250,8 +250,16 @@ class ConfigWatcher(Generic[D]):
         self._metrics = metrics
         self._log = log
         self._fingerprint = fingerprint(directory)
-        self._state: tuple[Catalog, dict[str, D]] = (self._load(None), {})
-        self._install(self._state[0])
+        try:
+            first = self._load(None)
+        except agent_loader.ConfigError as exc:  # no last good state to keep at start: the service cannot start
+            raise ConfigError(
+                f"configuration folder {directory}: {'; '.join(p.message for p in exc.problems)}"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"configuration folder {directory}: {exc}") from None
+        self._state: tuple[Catalog, dict[str, D]] = (first, {})
+        self._install(first)
 
     def _load(self, previous: Catalog | None) -> Catalog:
         catalog = load_catalog(self.directory, previous=previous)  # a trial catalog keeps the folder's files

@@ -7,14 +7,16 @@ Environment: POSTCALL_KAFKA__BOOTSTRAP_SERVERS, POSTCALL_RUNTIME__MAX_IN_FLIGHT,
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import ssl
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.routes import Route
 from schemas.topics import READ_RECORD_BYTES
@@ -173,17 +175,47 @@ def run_service(
 ) -> int:
     """Run a service's `main()` to its exit code. Settings the environment gets wrong (`settings`, read in
     `main`) are one line per variable on stderr, `label: POSTCALL_CONFIG_DIR is not set (...)`, and exit 2,
-    rather than a traceback: how `python -m services.<name>` (the pods' command) and `postcall run` start."""
+    rather than a traceback: how `python -m services.<name>` (the pods' command) and `postcall run` start.
+    So is a configuration file or folder `main` cannot start with (services.common.config.ConfigError)."""
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             code = runner.run(main())
     except ValidationError as exc:
         if exc.title != settings.__name__:
             raise  # not the settings: a defect, with its traceback
-        for line in settings_problems(exc, model=settings):
-            print(f"{label}: {line}", file=sys.stderr)
-        return 2
-    return code or 0
+        lines = settings_problems(exc, model=settings)
+    except SettingsError as exc:  # a variable read as JSON (a list, a mapping) that is not JSON
+        lines = unparsed_variables(exc)
+    except Exception as exc:
+        from services.common.config import ConfigError  # (what a service imports, not every settings user)
+
+        if not isinstance(exc, ConfigError):
+            raise
+        lines = [f"cannot start: {line}" for line in str(exc).splitlines()]
+    else:
+        return code or 0
+    for line in lines:
+        print(f"{label}: {line}", file=sys.stderr)
+    return 2
+
+
+def unparsed_variables(
+    exc: SettingsError, prefix: str = "POSTCALL_", environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """A value pydantic-settings could not read as JSON, as the variable that holds it: its error names
+    only the top field ('error parsing value for field "runtime"'), so the variable is found by the value
+    the JSON decoder was given. The value is never shown (it may be a secret)."""
+    cause = exc.__cause__
+    if not isinstance(cause, json.JSONDecodeError):
+        return [f"{exc}: {cause}" if cause else str(exc)]
+    names = sorted(
+        name
+        for name, value in (os.environ if environ is None else environ).items()
+        if name.upper().startswith(prefix) and value == cause.doc
+    )
+    where = f"{cause.msg} at character {cause.pos + 1}"
+    need = "not JSON, which this setting is read as (a list such as [5, 60], or an object)"
+    return [f"{name}: {need}: {where}" for name in names] or [f"{exc}: {where}"]
 
 
 def settings_problems(

@@ -3,10 +3,23 @@ disguised as them."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
-from services.common.settings import run_service
+from services.common.config import ConfigWatcher, ReloadMetrics
+from services.common.settings import ServiceSettings, run_service
+
+_registry = CollectorRegistry()
+RELOAD_METRICS = ReloadMetrics(
+    Counter("demo_reloads_total", "", ["result"], registry=_registry),
+    Gauge("demo_problems", "", registry=_registry),
+    Gauge("demo_agents", "", registry=_registry),
+    Gauge("demo_failed", "", registry=_registry),
+)
 
 
 class DemoSettings(BaseModel):
@@ -46,3 +59,49 @@ def test_the_exit_code_is_mains() -> None:
 
     assert run_service("demo", three, DemoSettings) == 3
     assert run_service("demo", nothing, DemoSettings) == 0
+
+
+class ServiceDemo(ServiceSettings):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "where"),
+    [
+        ("POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS", "5,60", "Extra data at character 2"),
+        ("POSTCALL_KAFKA", '{"sasl_password": "hunter2-horse"', "Expecting ',' delimiter at character 34"),
+    ],
+)
+def test_a_value_read_as_json_that_is_not_json_is_one_line_naming_its_variable_not_its_value(
+    name: str, value: str, where: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A list or mapping setting is read as JSON: `5,60` for the retry delays was pydantic-settings'
+    SettingsError, a traceback ending in 'error parsing value for field "runtime"', naming neither the
+    variable nor what it should be."""
+    monkeypatch.setenv(name, value)
+
+    async def main() -> None:
+        ServiceDemo()
+
+    assert run_service("demo", main, ServiceDemo) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"demo: {name}: not JSON, which this setting is read as (a list such as [5, 60], or an object): {where}"
+    ]
+    assert "hunter2" not in err
+
+
+def test_a_configuration_folder_that_is_no_folder_is_one_line_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """POSTCALL_CONFIG_DIR naming nothing (or a file) was a traceback from the router's and the extractor's
+    start ('schemas.agent_loader.ConfigError: /agents:0: not a directory')."""
+    missing = tmp_path / "agents"
+
+    async def main() -> None:
+        ConfigWatcher(missing, lambda config: config, RELOAD_METRICS, logging.getLogger("demo"))
+
+    assert run_service("demo", main, DemoSettings) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"demo: cannot start: configuration folder {missing}: not a directory"
+    ]
