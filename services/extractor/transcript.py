@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,18 +59,58 @@ async def _fetch(http: httpx.AsyncClient, url: str, max_bytes: int, timeout: flo
                 raise type(error)(f"transcript_url answered {error}")
             if int(response.headers.get("content-length") or 0) > max_bytes:
                 raise PermanentError(f"transcript too large: over {max_bytes} bytes")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > max_bytes:
-                    raise PermanentError(f"transcript too large: over {max_bytes} bytes")
-            return bytes(body)
+            return await _read(response, max_bytes)
     except AddressRefused as exc:
         raise PermanentError(f"transcript_url refused by the SSRF guard: {exc}") from exc
     except httpx.TimeoutException as exc:
         raise RetryableError(f"transcript_url timed out: {type(exc).__name__}") from exc
     except httpx.TransportError as exc:
         raise RetryableError(f"transcript_url unreachable: {type(exc).__name__}") from exc
+
+
+_CODINGS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+
+
+async def _read(response: httpx.Response, max_bytes: int) -> bytes:
+    """The body, decoded as its Content-Encoding says (gzip, deflate; another is passed as it is, as httpx
+    does), holding at most max_bytes of it at any time. httpx inflates each network chunk whole: 64 KiB of
+    gzip is 64 MiB, and a few such records in flight were over the pod's memory (a crash loop: they are
+    read again after the restart)."""
+    codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
+    codings = [c for c in codings if c in _CODINGS]
+    if len(codings) > 1:
+        raise PermanentError(f"transcript_url body in content-encoding {', '.join(codings)[:60]}: one coding is read")
+    inflate = zlib.decompressobj(_CODINGS[codings[0]]) if codings else None
+    headerless = bool(codings) and codings[0] == "deflate"  # may still turn out to be deflate without its header
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        if inflate is None:
+            body += chunk
+        else:
+            inflate = _inflate(inflate, chunk, body, max_bytes, headerless=headerless)
+            headerless = False
+        if len(body) > max_bytes:
+            raise PermanentError(f"transcript too large: over {max_bytes} bytes")
+    if inflate is not None:
+        body += inflate.flush()
+    if len(body) > max_bytes:
+        raise PermanentError(f"transcript too large: over {max_bytes} bytes")
+    return bytes(body)
+
+
+def _inflate(inflate: Any, data: bytes, body: bytearray, max_bytes: int, *, headerless: bool) -> Any:
+    """`data` inflated onto `body`, never more than one byte past max_bytes; the decompressor to go on with.
+    `headerless`: the body's first bytes, of a deflate body, which some servers send without the zlib
+    header (httpx tries that too when the header is refused)."""
+    try:
+        while data and len(body) <= max_bytes:
+            body += inflate.decompress(data, max_bytes + 1 - len(body))
+            data, headerless = inflate.unconsumed_tail, False
+    except zlib.error as exc:
+        if headerless:
+            return _inflate(zlib.decompressobj(-zlib.MAX_WBITS), data, body, max_bytes, headerless=False)
+        raise PermanentError(f"transcript_url body does not decode as its content-encoding: {exc}") from exc
+    return inflate
 
 
 def parse_transcript(body: bytes) -> list[Message]:

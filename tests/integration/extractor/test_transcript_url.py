@@ -4,9 +4,13 @@ proxies from the environment not used."""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import re
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +37,7 @@ class Server:
         self.body = body
         self.location: str | None = None
         self.trickle = 0.0  # seconds between the body's bytes: a hostile server holding the fetch open
+        self.encoding: str | None = None  # the Content-Encoding header sent with the body (already encoded)
         self.requests: list[str] = []
         outer = self
 
@@ -47,10 +52,13 @@ class Server:
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                if outer.encoding:
+                    self.send_header("Content-Encoding", outer.encoding)
                 self.send_header("Content-Length", str(len(outer.body)))
                 self.end_headers()
                 if not outer.trickle:
-                    self.wfile.write(outer.body)
+                    with contextlib.suppress(OSError):  # the client may stop reading (too large)
+                        self.wfile.write(outer.body)
                     return
                 try:
                     for i in range(len(outer.body)):
@@ -155,3 +163,45 @@ async def test_a_server_trickling_the_transcript_is_cut_at_one_overall_deadline(
     settings = {"transcript_allow_private": True, "transcript_timeout_seconds": 1.0}
     with pytest.raises(RetryableError, match=r"transcript_url did not finish within 1s"):
         await run(tmp_path, claim(platform.url("/t/5")), **settings)
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("deflate", _raw_deflate)],
+    ids=["gzip", "deflate", "raw-deflate"],
+)
+async def test_a_compressed_transcript_is_read(tmp_path: Path, platform: Server, encoding: str, encode: Any) -> None:
+    platform.body, platform.encoding = encode(platform.body), encoding
+    out = await run(tmp_path, claim(platform.url("/t/5")), transcript_allow_private=True)
+    assert out.extraction.fields["customer_name"].value == "Tom Becker"
+
+
+async def test_a_compressed_body_that_inflates_past_the_limit_is_refused_without_ever_holding_it(
+    tmp_path: Path, platform: Server
+) -> None:
+    """200 KB of gzip that inflates to 200 MiB: httpx inflated each 64 KiB network chunk whole, 64 MiB at a
+    time (143 MiB traced for one fetch; a few such records in flight were over the pod's 1 GiB, and after
+    the restart they were read again)."""
+    platform.body, platform.encoding = gzip.compress(b"\0" * (200 * 1024 * 1024), 9), "gzip"
+    tracemalloc.start()
+    try:
+        out = await attempt(tmp_path, claim(platform.url("/t/5")), transcript_allow_private=True,
+                            transcript_max_bytes=1024 * 1024)  # fmt: skip
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(out.error, PermanentError) and "transcript too large" in str(out.error)
+    assert peak < 24 * 1024 * 1024
+
+
+async def test_a_compressed_body_that_does_not_decode_is_permanent(tmp_path: Path, platform: Server) -> None:
+    """A corrupt gzip body was httpx's DecodingError, neither a timeout nor a transport error: an unknown
+    exception, retried through every tier though the same bytes fail the same way."""
+    platform.body, platform.encoding = b"\x1f\x8b\x08\x00 this is not gzip at all", "gzip"
+    out = await attempt(tmp_path, claim(platform.url("/t/5")), transcript_allow_private=True)
+    assert isinstance(out.error, PermanentError) and "does not decode" in str(out.error)
