@@ -97,10 +97,13 @@ class IngressApp(FastAPI):
     def webhook_match(self, scope: Scope) -> tuple[APIRoute, str] | None:
         """The webhook route and endpoint name of a request that fully matches one (what the route's
         Starlette `matches` answers Match.FULL for: POST to `/webhooks/<platform>/<endpoint>` after the
-        root path, the endpoint one non-empty segment), else None. Its own string test rather than
-        `matches`, which cost a few microseconds per webhook; test_webhook_matching_is_starlettes
+        root path, the endpoint one non-empty segment), else None; one `/` after the endpoint is the same
+        endpoint (a URL pasted into a vendor's dashboard with one got Starlette's 307 with an empty body,
+        which a vendor that does not follow redirects counts as a failed delivery). Its own string test
+        rather than `matches`, which cost a few microseconds per webhook; test_webhook_matching_is_starlettes
         compares the two."""
-        parts = get_route_path(scope).rsplit("/", 2)
+        path = get_route_path(scope)
+        parts = (path[:-1] if path.endswith("/") else path).rsplit("/", 2)
         if len(parts) != 3 or parts[0] != "/webhooks" or not parts[2] or scope["method"] != "POST":
             return None
         route = self.webhook_routes.get(parts[1])
@@ -125,7 +128,8 @@ def create_app(
         finally:
             await publisher.stop()
 
-    app = IngressApp(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan)
+    # no 307 with an empty body for a path with or without a `/` at its end: a JSON 404 (_errors)
+    app = IngressApp(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, redirect_slashes=False)
     app.prefix = settings.ingress.root_path
     app.webhook_routes = {}
     budget = BodyBudget(settings.ingress.max_body_bytes_in_flight)  # shared by every webhook route

@@ -369,6 +369,20 @@ async def test_kafka_down_is_503_with_retry_after_then_accepted(
     assert len(publisher.sent) == 1 and (await client.get("/readyz")).status_code == 200
 
 
+async def test_a_webhook_url_with_a_slash_at_its_end_is_the_same_endpoint(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    """Not Starlette's 307 with an empty body, which a vendor that does not follow redirects counts as a
+    failed delivery; `//` at the end is no endpoint (404, JSON)."""
+    body = example("retell/phone-voicemail-analyzed.json")
+    signed = signed_headers("retell", body, DEMO_SECRETS["retell"])
+    answer = await client.post("/webhooks/retell/copperline/", content=body, headers=signed)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "published" and len(publisher.sent) == 1
+    twice = await client.post("/webhooks/retell/copperline//", content=body, headers=signed)
+    assert twice.status_code == 404 and twice.json()["error"] == "not_found"
+
+
 async def test_unknown_endpoint_and_method_are_json(client: httpx.AsyncClient) -> None:
     unknown = await client.post("/webhooks/vapi/nobody", content=b"{}")
     assert unknown.status_code == 404 and unknown.json()["message"] == "no vapi endpoint is named 'nobody'"
@@ -435,7 +449,8 @@ def test_an_accepted_answers_json_is_the_models(text: str, duplicate: bool) -> N
 
 
 def test_webhook_matching_is_starlettes() -> None:
-    """IngressApp's own test of a webhook request answers what the routes' Starlette matching does."""
+    """IngressApp's own test of a webhook request answers what the routes' Starlette matching does, for
+    a path ending in one `/` what it does for the path without it."""
     settings = IngressSettings(ingress=IngressHttpSettings(endpoints_file=DEMO_ENDPOINTS))
     app = create_app(settings, endpoints_file.load(Path(DEMO_ENDPOINTS), {}), RecordingPublisher())
     paths = [
@@ -463,8 +478,9 @@ def test_webhook_matching_is_starlettes() -> None:
             for method in ("POST", "GET", "post"):
                 scope = {"type": "http", "path": path, "root_path": root, "method": method}
                 expected = None
+                slashless = {**scope, "path": path.removesuffix("/")}
                 for route in app.webhook_routes.values():
-                    match, child = route.matches(scope)
+                    match, child = route.matches(slashless)
                     if match is Match.FULL:
                         expected = (route, child["path_params"]["endpoint"])
                 assert app.webhook_match(scope) == expected, scope
