@@ -158,10 +158,10 @@ def _literal(values: list[str]) -> Any:
 
 
 def _enum(values: list[str]) -> Any:
-    by_lower = {v.lower(): v for v in values}
+    exact, by_lower = frozenset(values), {v.lower(): v for v in values}
 
-    def canonical(v: Any) -> Any:  # case is not worth a repair round
-        return by_lower.get(v.strip().lower(), v) if isinstance(v, str) else v
+    def canonical(v: Any) -> Any:  # case is not worth a repair round; an exact value is itself (A beside a)
+        return by_lower.get(v.strip().lower(), v) if isinstance(v, str) and v not in exact else v
 
     return Annotated[_literal(values) | None, BeforeValidator(_blank_to_none), BeforeValidator(canonical)]
 

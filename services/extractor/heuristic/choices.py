@@ -73,6 +73,7 @@ def _enum_phrases(want: Want) -> dict[str, str]:
                     out.setdefault(phrase.strip(), v)
         if spoken not in CATCH_ALL:
             out.setdefault(spoken, v)
+    out.pop("", None)  # a value with no words ('', '_') would match at every word boundary
     return dict(sorted(out.items(), key=lambda kv: len(kv[0]), reverse=True))
 
 

@@ -280,3 +280,14 @@ def test_route_ids_that_differ_only_in_punctuation_keep_their_own_choices() -> N
         "sales_team": ["0@4.example"],
         "sales_2d_team": ["4@5.example"],
     }
+
+
+def test_an_enum_value_answered_exactly_is_kept_when_another_differs_only_in_case() -> None:
+    """Case is folded only for an answer that is none of the values: with values A and a (the loader takes
+    both), a model's exact 'A' became 'a'."""
+    spec_ = ExtractionSpec(agent_id="a", config_revision="r", summary=False,
+                           fields=[FieldSpec(name="grade", type="enum", values=["A", "a", "B"])])  # fmt: skip
+    model = answer.answer_model(spec_, "1")
+    for said, kept in (("A", "A"), ("a", "a"), ("b", "B"), (" B ", "B")):
+        data = {"fields": {"grade": {"value": said, "evidence": None, "confidence": 0.9}}}
+        assert answer.read_answer(model.model_validate(data), spec_, data)["fields"]["grade"].value == kept

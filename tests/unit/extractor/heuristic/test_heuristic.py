@@ -293,3 +293,18 @@ def test_a_transcript_of_100000_messages_is_read_in_linear_time() -> None:
     e = heuristic.extract(spec(count), turns, datetime(2026, 3, 12, 12, tzinfo=UTC), "1")
     assert time.thread_time() - started < 10.0
     assert e.fields["team_size"].value is None
+
+
+@pytest.mark.parametrize("blank", ["", " ", "_", "-"])
+def test_a_blank_enum_value_is_never_what_the_customer_said(blank: str) -> None:
+    """An enum value with no words (the loader takes it) was a phrase that matched at every word boundary:
+    the heuristic answered it for every conversation, quoting the first thing the customer said."""
+    level = FieldSpec(name="interest_level", type="enum", values=[blank, "high", "low"])
+    turn = [Message(role="customer", text="I would say the interest is pretty much nothing today")]
+    e = heuristic.extract(spec(level), turn, datetime(2026, 3, 12, 12, tzinfo=UTC), "1")
+    assert e.fields["interest_level"].value is None
+    turn = [Message(role="customer", text="Honestly my interest is high, very high.")]
+    assert (
+        heuristic.extract(spec(level), turn, datetime(2026, 3, 12, 12, tzinfo=UTC), "1").fields["interest_level"].value
+        == "high"
+    )
