@@ -38,10 +38,10 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Self, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from schemas import agent_loader
 from schemas.agent_checks import Loc
@@ -60,6 +60,20 @@ class ConfigError(ValueError):
     def __init__(self, message: str, problems: tuple[Problem, ...] = ()) -> None:
         super().__init__(message)
         self.problems = problems
+
+
+#: An HTTP header name as RFC 9110 has it (a token), at most 128 characters
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+
+
+def _header_name(value: str) -> str:
+    if not HEADER_NAME.fullmatch(value):
+        raise ValueError("a header name is 1-128 letters, digits and !#$%&'*+.^_`|~- only")
+    return value
+
+
+#: A header name in a configuration file: refused at load, not at the first request that needs it
+HeaderName = Annotated[str, AfterValidator(_header_name)]
 
 
 class Strict(BaseModel):

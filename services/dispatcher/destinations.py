@@ -60,6 +60,7 @@ from schemas.agent_checks import Loc
 from schemas.agent_loader import Problem
 from services.common.breaker import BreakerPolicy
 from services.common.config import (
+    HEADER_NAME,
     ConfigError,
     SecretRef,
     Strict,
@@ -81,7 +82,6 @@ class HeaderSecret(SecretRef):
 
 
 HeaderValue = str | HeaderSecret
-_TOKEN_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 _SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _PRINTABLE = re.compile(r"^[\x20-\x7e\t]*$")  # RFC 9110 field values, minus obs-text (httpx sends ASCII)
 #: Headers the dispatcher sets itself; a destination cannot replace them.
@@ -669,7 +669,7 @@ def _one_name_each(headers: Mapping[str, HeaderValue]) -> None:
 
 def _header(name: str, value: HeaderValue, environ: Mapping[str, str], owner: str) -> str:
     field = ("headers", name)
-    if not _TOKEN_NAME.fullmatch(name):
+    if not HEADER_NAME.fullmatch(name):
         raise _FieldProblem(field, "a header name is letters, digits and !#$%&'*+.^_`|~- only")
     if name.lower() in RESERVED_HEADERS:
         raise _FieldProblem(field, f"{name} is set by the dispatcher itself")

@@ -33,6 +33,7 @@ from pydantic import Field, field_validator, model_validator
 from schemas.events import MAX_ID_LENGTH
 from services.common.config import (
     ConfigError,
+    HeaderName,
     SecretRef,
     Strict,
     raise_for,
@@ -90,15 +91,17 @@ class VapiHmac(Strict):
     """Vapi's HmacAuthenticationPlan, with Vapi's defaults (its camelCase names in snake_case)."""
 
     algorithm: Literal["sha256", "sha512", "sha1"] = "sha256"
-    signature_header: str = "x-signature"
-    timestamp_header: str = "x-timestamp"
+    signature_header: HeaderName = "x-signature"
+    timestamp_header: HeaderName = "x-timestamp"
     include_timestamp: bool = Field(True, description="false: Vapi signs without a timestamp (no replay protection).")
     payload_format: str | None = Field(
         None,
         description="Placeholders: {body}, {timestamp}, {method}, {url}, {svix-id}. "
         "Default `{timestamp}.{body}`, or `{body}` when include_timestamp is false.",
     )
-    message_id_header: str | None = Field(None, description="The header that carries {svix-id} (messageIdHeader).")
+    message_id_header: HeaderName | None = Field(
+        None, description="The header that carries {svix-id} (messageIdHeader)."
+    )
     url: str | None = Field(
         None, description="For {url}: the server URL exactly as set in Vapi (a proxy may rewrite the one we see)."
     )
@@ -135,7 +138,7 @@ class VapiHmac(Strict):
 class VapiBearer(Strict):
     """Vapi's Bearer Token credential: the header it is sent in, with or without `Bearer `."""
 
-    header: str = "authorization"
+    header: HeaderName = "authorization"
     bearer_prefix: bool = Field(True, description="false: the header holds the token alone.")
 
 

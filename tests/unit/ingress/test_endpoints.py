@@ -100,6 +100,11 @@ def test_a_requests_mapping_context_is_the_one_init_builds_from_the_endpoint() -
             r"endpoints.yaml:5: endpoints\[0\]\.secrets: .*not base64",
         ),
         (GOOD + "    tolerance: 5\n", "unknown field 'tolerance'"),
+        # header names are HTTP tokens: each loaded before; one not in latin-1 made every request a 500
+        (GOOD + "    hmac: {signature_header: x-sig✓}\n", r"endpoints.yaml:15: .*signature_header: a header name"),
+        (GOOD + "    hmac: {timestamp_header: 'x ts'}\n", r"endpoints.yaml:15: .*timestamp_header: a header name is"),
+        (GOOD + "    hmac: {message_id_header: 'id:'}\n", r"endpoints.yaml:15: .*message_id_header: a header name is"),
+        (GOOD + "    bearer: {header: ''}\n", r"endpoints.yaml:15: .*bearer\.header: a header name is"),
         ("endpoints:\n  - &a {name: x}\n", "endpoints.yaml:2: YAML: anchors"),
         ("- just a list\n", "expected a mapping with `endpoints:`"),
         (
