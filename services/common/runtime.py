@@ -203,13 +203,15 @@ class Runtime:
 
     async def _shutdown(self) -> None:
         consumer = self._consumer
-        if consumer is not None:
-            await self._drain(list(self.partitions))
+        try:
+            if consumer is not None:
+                await self._drain(list(self.partitions))
+                with contextlib.suppress(Exception):
+                    await self._commit(list(self.partitions))
+                await _stopped(consumer)
+        finally:
             with contextlib.suppress(Exception):
-                await self._commit(list(self.partitions))
-            await consumer.stop()
-        with contextlib.suppress(Exception):
-            await self._producer.stop()  # flushes whatever is still buffered
+                await self._producer.stop()  # flushes whatever is still buffered
         log.info("stopped")
 
     def _ready(self) -> bool:
@@ -800,6 +802,20 @@ class Runtime:
                 observability.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(
                     max(0, high - position)
                 )
+
+
+async def _stopped(consumer: AIOKafkaConsumer) -> None:
+    """consumer.stop(). During a broker outage aiokafka's fetcher, closing, cancels a fetch task that sleeps
+    out a connection error's backoff and awaits it, so stop() raises that task's CancelledError
+    (aiokafka 0.14, Fetcher.close: `x.cancel(); await x`): not addressed to us, it must not end a clean
+    stop with a traceback and exit status 1. A cancellation of this task itself still propagates."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("the Kafka consumer stopped with its fetcher's cancellation (a broker was unreachable)")
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

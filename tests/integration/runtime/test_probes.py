@@ -67,3 +67,28 @@ def test_readiness_follows_the_brokers_and_liveness_does_not(tmp_path: Path) -> 
             proc.stop()
         cluster.stop_node(cluster.nodes[0], kill=True)
         cluster.stop()
+
+
+def test_sigterm_while_the_brokers_are_away_is_a_clean_stop(tmp_path: Path) -> None:
+    """A pod told to stop during a broker outage (a rollout meeting a broker restart) exited with status 1
+    and a CancelledError traceback: aiokafka's consumer.stop() raised its fetcher's own cancellation, and
+    the producer was never stopped. It drains what it can and exits 0."""
+    cluster = KafkaCluster(size=1).start()
+    kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
+    port = free_port()
+    proc: Proc | None = None
+    try:
+        topics = asyncio.run(make_topics(kafka))
+        env = worker_env(kafka, topics, WORKER_RUNTIME__METRICS_PORT=str(port))
+        proc = start("tests.support.worker", env, work_dir=tmp_path)
+        wait_for(proc, port, "/readyz", 200, 60, live=False)
+        time.sleep(3)  # fetching
+
+        cluster.stop_node(cluster.nodes[0], kill=True)
+        wait_for(proc, port, "/readyz", 503, 60)  # its fetches fail and back off
+        assert proc.term(timeout=60) == 0, proc.output()[-3000:]
+        assert "Traceback" not in proc.output(), proc.output()[-3000:]
+    finally:
+        if proc is not None:
+            proc.stop()
+        cluster.stop()
