@@ -10,6 +10,13 @@ DependencyUnavailable, and the runtime pauses and retries in place. So does a st
 a record's rows within `max_wait_seconds` (a table a migration locks, a connection a failover left
 hanging, a batch queued behind such a one): slowness is not the record's fault, while the runtime's
 handler timeout, which would come next, dead-letters (the recorder has no retry tiers).
+
+Memory: a record waiting holds its decoded event and its rows (a conversation with a long transcript,
+several times its encoded size; a dead letter, its value). `full` says when the records waiting weigh
+`max_bytes_waiting` or more (their events' JSON and dead letters' values, as the rows carry them): the
+recorder's backpressure (services.common.api.Service.pressure), so that a backlog of large records is
+not all taken at once, which the window's count alone (2000) would allow: an out-of-memory kill, and
+the same records read again after the restart.
 """
 
 from __future__ import annotations
@@ -73,6 +80,22 @@ def max_wait(runtime: RuntimeSettings) -> float:
     return runtime.handler_timeout_seconds * 0.9
 
 
+def weight(rows: Rows) -> int:
+    """About how many bytes of the record the rows hold: the encoded events and dead-letter values."""
+    total = 0
+    for name, column in _HEAVY:
+        for row in getattr(rows, name):
+            total += len(row.get(column) or b"")
+    return total
+
+
+_HEAVY = (
+    ("conversations", "event"), ("extractions", "payload"), ("decisions", "payload"), ("requests", "payload"),
+    ("dead_letters", "value"), ("dead_letters", "headers"),
+)  # fmt: skip
+DEFAULT_MAX_BYTES_WAITING = 32 * 1024 * 1024
+
+
 class Batcher:
     def __init__(
         self,
@@ -81,10 +104,13 @@ class Batcher:
         max_records: int = 1000,
         max_delay_seconds: float = 0.02,
         max_wait_seconds: float | None = None,
+        max_bytes_waiting: int = DEFAULT_MAX_BYTES_WAITING,
     ) -> None:
         self._write = write
         self._max_records = max_records
         self._max_delay = max_delay_seconds
+        self._max_bytes = max_bytes_waiting
+        self._bytes = 0  # the weight of the records waiting (queued, or in the batch being written)
         self._max_wait = max_wait(RuntimeSettings()) if max_wait_seconds is None else max_wait_seconds
         self._queue: list[_Waiting] = []
         self._writing: list[_Waiting] = []  # the batch being written
@@ -97,7 +123,16 @@ class Batcher:
         waiting = _Waiting(rows, loop.create_future(), loop.time())
         self._queue.append(waiting)
         self._arrived.set()
-        await waiting.done
+        heavy = weight(rows)
+        self._bytes += heavy
+        try:
+            await waiting.done
+        finally:
+            self._bytes -= heavy
+
+    def full(self) -> bool:
+        """The records waiting weigh `max_bytes_waiting` or more: take no more for now (backpressure)."""
+        return self._bytes >= self._max_bytes
 
     async def __aenter__(self) -> Batcher:
         self._tasks = [

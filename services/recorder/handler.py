@@ -109,4 +109,5 @@ class Recorder:
         return []
 
     def service(self) -> Service[Any]:
-        return Service(self._route, self.handle)
+        """The handler, with the batcher's backpressure: no new records while those waiting weigh too much."""
+        return Service(self._route, self.handle, pressure=self._batcher.full)

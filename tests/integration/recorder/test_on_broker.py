@@ -14,7 +14,6 @@ from schemas import headers as h
 from schemas.routes import RECORDER, registry
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.cli import dlq as cli_dlq
-from services.common.api import Service
 from services.common.kafka import ensure_topics
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
@@ -50,8 +49,49 @@ async def run_recorder(kafka: KafkaSettings, store: Store, route: Any, idle_exit
     )
     async with Batcher(lambda rows: writer.write(store, rows), max_delay_seconds=0.01) as batcher:
         recorder = Recorder(batcher, retention_days=100_000, route=route)
-        runtime = Runtime(Service(route, recorder.handle), kafka=kafka, settings=settings, group_id=unique("rec"))
+        runtime = Runtime(recorder.service(), kafka=kafka, settings=settings, group_id=unique("rec"))
         await asyncio.wait_for(runtime.run(), 120)
+
+
+async def test_a_backlog_of_large_records_is_taken_as_the_store_writes_it_not_all_at_once(kafka: KafkaSettings) -> None:
+    """The window counts records (2000 for the recorder), not bytes: a backlog of large records, with the
+    store slower than Kafka, was all taken and held at once, each with its decoded event and its rows (a
+    conversation of about 100 KB holds about 0.7 MiB until written): past the pod's memory limit, and read
+    again after the restart. The recorder now takes no more while the records waiting weigh its budget."""
+    prefix = unique("t") + "."
+    route = RECORDER.renamed(lambda name: prefix + name)
+    await create_topics(kafka, route.topics())
+    dlq = prefix + "postcall.router.dlq.v1"
+    letters = 240
+    value = b'{"conversation_id": "big", "pad": "' + b"x" * (256 * 1024) + b'"}'
+    for first in range(0, letters, 40):
+        await produce(kafka, dlq, [(f"c{i}", value) for i in range(first, first + 40)])
+    gate, seen = asyncio.Event(), []
+
+    class SlowStore:
+        written = 0
+
+        async def write(self, rows: Any) -> None:
+            await gate.wait()
+            self.written += len(rows.dead_letters)
+
+    store = SlowStore()
+    settings = RuntimeSettings(**route.runtime_defaults(), metrics_port=0, idle_exit_seconds=1.5)
+    async with Batcher(store.write, max_delay_seconds=0.01, max_bytes_waiting=2 * 1024 * 1024) as batcher:
+        runtime = Runtime(
+            Recorder(batcher, 100_000, route=route).service(), kafka=kafka, settings=settings, group_id=unique("rec")
+        )
+        task = asyncio.create_task(runtime.run())
+        deadline = time.monotonic() + 60
+        while runtime.in_flight < 64 and time.monotonic() < deadline:  # the first poll's records
+            await asyncio.sleep(0.05)
+        for _ in range(40):  # the store writes nothing for 2 s: what more does the runtime take meanwhile?
+            seen.append(runtime.in_flight)
+            await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.wait_for(task, 120)
+    assert store.written == letters, "every record is written in the end"
+    assert max(seen) <= 128, f"records held at once while the store wrote nothing: {max(seen)} of {letters}"
 
 
 async def test_every_topic_the_recorder_reads_is_stored(kafka: KafkaSettings, database_url: str) -> None:

@@ -33,6 +33,9 @@ class Collecting:
             raise DependencyUnavailable("the store is unavailable")
         self.rows.append(rows)
 
+    def full(self) -> bool:
+        return False
+
 
 def harness(batcher: Collecting, retention_days: float = 100_000) -> Harness[Any]:
     return Harness(Recorder(batcher, retention_days).service())  # type: ignore[arg-type]
