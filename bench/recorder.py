@@ -137,7 +137,7 @@ async def _echo(event: Any, ctx: Context) -> list[Any]:
 async def _record(ctx: BenchContext, route: Route, store: Store, topics: list[str], n: int) -> float:
     async with Batcher(lambda rows: writer.write(store, rows)) as batcher:
         recorder = Recorder(batcher, retention_days=100_000, route=route)
-        return await _measure(ctx, route, recorder.handle, topics, n, pressure=batcher.full)
+        return await _measure(ctx, route, recorder.handle, topics, n, capacity=batcher.capacity)
 
 
 async def _measure(
@@ -146,7 +146,7 @@ async def _measure(
     handle: Callable[[Any, Context], Awaitable[Any]],
     topics: list[str],
     n: int,
-    pressure: Callable[[], bool] | None = None,
+    capacity: Callable[[], int] | None = None,
 ) -> float:
     first: list[float] = []
 
@@ -157,7 +157,7 @@ async def _measure(
 
     group = f"bench-rec-{uuid.uuid4().hex[:8]}"
     settings = RuntimeSettings(**route.runtime_defaults(), metrics_port=0, commit_interval_seconds=0.1)
-    runtime = Runtime(Service(route, timed, pressure=pressure), kafka=ctx.kafka, settings=settings, group_id=group)
+    runtime = Runtime(Service(route, timed, capacity=capacity), kafka=ctx.kafka, settings=settings, group_id=group)
     task = asyncio.create_task(runtime.run())
     try:
         ends = {t: await ctx.count(t) for t in topics}

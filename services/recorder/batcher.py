@@ -12,10 +12,10 @@ hanging, a batch queued behind such a one): slowness is not the record's fault, 
 handler timeout, which would come next, dead-letters (the recorder has no retry tiers).
 
 Memory: a record waiting holds its decoded event and its rows (a conversation with a long transcript,
-several times its encoded size; a dead letter, its value). `full` says when the records waiting weigh
-`max_bytes_waiting` or more (their events' JSON and dead letters' values, as the rows carry them): the
-recorder's backpressure (services.common.api.Service.pressure), so that a backlog of large records is
-not all taken at once, which the window's count alone (2000) would allow: an out-of-memory kill, and
+several times its encoded size; a dead letter, its value). `capacity` is 0 while the records waiting
+weigh `max_bytes_waiting` or more (their events' JSON and dead letters' values, as the rows carry them):
+the recorder's backpressure (services.common.api.Service.capacity), so that a backlog of large records
+is not all taken at once, which the window's count alone (2000) would allow: an out-of-memory kill, and
 the same records read again after the restart.
 """
 
@@ -94,6 +94,7 @@ _HEAVY = (
     ("dead_letters", "value"), ("dead_letters", "headers"),
 )  # fmt: skip
 DEFAULT_MAX_BYTES_WAITING = 32 * 1024 * 1024
+POLL_RECORDS = 64  # records taken at a time while the budget has room
 
 
 class Batcher:
@@ -130,9 +131,11 @@ class Batcher:
         finally:
             self._bytes -= heavy
 
-    def full(self) -> bool:
-        """The records waiting weigh `max_bytes_waiting` or more: take no more for now (backpressure)."""
-        return self._bytes >= self._max_bytes
+    def capacity(self) -> int:
+        """How many more records the recorder takes now (the runtime's backpressure, Service.capacity): none
+        while those waiting weigh `max_bytes_waiting` or more, else a poll of POLL_RECORDS (so that the
+        budget is passed by one poll's records at most)."""
+        return 0 if self._bytes >= self._max_bytes else POLL_RECORDS
 
     async def __aenter__(self) -> Batcher:
         self._tasks = [

@@ -110,4 +110,4 @@ class Recorder:
 
     def service(self) -> Service[Any]:
         """The handler, with the batcher's backpressure: no new records while those waiting weigh too much."""
-        return Service(self._route, self.handle, pressure=self._batcher.full)
+        return Service(self._route, self.handle, capacity=self._batcher.capacity)

@@ -33,8 +33,8 @@ class Collecting:
             raise DependencyUnavailable("the store is unavailable")
         self.rows.append(rows)
 
-    def full(self) -> bool:
-        return False
+    def capacity(self) -> int:
+        return 64
 
 
 def harness(batcher: Collecting, retention_days: float = 100_000) -> Harness[Any]:
