@@ -224,8 +224,17 @@ def now_iso() -> str:
 
 
 def describe(exc: BaseException) -> str:
+    """The exception's class and message for a header or a log line: at most MAX_MESSAGE characters, and
+    always UTF-8 (a remote's text read by Python's json may hold a lone surrogate, half an emoji, which no
+    header can carry: the retry copy or dead letter failed to encode, an internal error that stopped the
+    service, and the record failed the same way after the restart)."""
     text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+    text = text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def category(exc: BaseException) -> str:

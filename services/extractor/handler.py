@@ -204,9 +204,11 @@ def failed_extraction(
     failure = exc if isinstance(exc, ExtractionFailed) else None
     # an unknown exception's message alone ("'start'") says little: name its class
     reason = str(exc) if isinstance(exc, PostcallError) else f"{type(exc).__name__}: {exc}"
+    # an endpoint's text may hold a lone surrogate (half an emoji): the record must still be writable
+    reason = reason[:500].encode("utf-8", "backslashreplace").decode()
     return Extraction(
         status="failed",
-        reason=reason[:500],
+        reason=reason,
         provider=provider,
         model=model,
         endpoint=endpoint,

@@ -88,7 +88,8 @@ _CONTEXT_TOO_LONG = re.compile(
 _TOKEN_COUNTS = re.compile(
     r"(\d+)\s*tokens?\)?\s*(?:exceeds?|>|is (?:longer|more) than).*?(\d+)\s*tokens?", re.I | re.S
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# and lone surrogates (half an emoji, written as its JSON escape), which json reads and no UTF-8 writer writes
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 REPROBE_SECONDS = 5.0  # an endpoint the start probe could not reach is probed again at most this often
 REPAIR_HEADROOM_TOKENS = 300  # the repair round's error text and instructions
 COUNT_ABOVE = 0.5  # an estimate over this share of the budget is counted with the server's tokenizer
@@ -499,7 +500,7 @@ def _content(completion: ChatCompletion, model: str, usage: Usage, truncated: bo
     refusal = choice.message.refusal
     if refusal or choice.finish_reason == "content_filter":
         LLM_REQUESTS.labels(PROVIDER, model, "refused").inc()
-        why = str(refusal or "content filter")[:300]  # str(): the client keeps whatever the server sent
+        why = _CONTROL.sub("", str(refusal or "content filter")[:300])  # str(): the client keeps what was sent
         raise ExtractionFailed(f"model refused: {why}", usage=usage, truncated=truncated)
     for call in choice.message.tool_calls or ():
         arguments = getattr(getattr(call, "function", None), "arguments", None)
@@ -570,7 +571,7 @@ def _runaway(content: str, finish: str | None, max_tokens: int) -> str | None:
 
 def _parse(content: str, model: type[BaseModel]) -> tuple[BaseModel, Any]:
     """JSON (a Markdown code fence around it is tolerated; raw control characters inside strings, which
-    some servers' grammars let through, are dropped) validated by the spec's model."""
+    some servers' grammars let through, and lone surrogates are dropped) validated by the spec's model."""
     text = content.strip()
     if text.startswith("```"):
         text = text.strip("`").removeprefix("json").strip()

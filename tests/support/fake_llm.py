@@ -48,6 +48,10 @@ from typing import Any
 
 import orjson
 
+#: written into the HTTP body as the JSON escape of a lone surrogate, half of an emoji (Python's json, which the
+#: openai client parses the body with, reads it as that lone code point)
+LONE = "<lone-surrogate>"
+
 
 @dataclass
 class Script:
@@ -74,6 +78,7 @@ class FakeLLM:
         self.usage: dict[str, Any] | None = None
         self.tool_arguments = "string"
         self.content_parts = False
+        self.refusal = "I'm sorry, I can't help with that request."
         self.requests: list[dict[str, Any]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -160,6 +165,7 @@ class FakeLLM:
                 status, headers, payload = await self._respond(orjson.loads(raw), raw)
                 raw_page = isinstance(payload, bytes)
                 data = payload if raw_page else orjson.dumps(payload)
+                data = data.replace(LONE.encode(), b"\\ud83d")  # a lone surrogate, which orjson cannot write
                 kind = "text/html" if raw_page else "application/json"
                 lines = [f"HTTP/1.1 {status} X", f"Content-Type: {kind}", f"Content-Length: {len(data)}"]
                 lines += [f"{k}: {v}" for k, v in headers.items()]
@@ -206,7 +212,7 @@ class FakeLLM:
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
         if mode == "refusal":
-            return 200, {}, self._completion(body, None, refusal="I'm sorry, I can't help with that request.")
+            return 200, {}, self._completion(body, None, refusal=self.refusal)
         if mode == "ok" and raw in self._answers:  # benchmarks repeat one request: answer it once
             return 200, {}, self._completion(body, self._answers[raw])
         answer = fill(body, self.script)

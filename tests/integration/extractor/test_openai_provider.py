@@ -14,12 +14,13 @@ from prometheus_client import REGISTRY
 
 from schemas.agents import ExtractionSpec, FieldSpec, RecipientRoute, RecipientRule, TriggerSpec
 from schemas.events import MAX_COUNT, ConversationEnded, ConversationExtracted, Message
+from services.common import codec
 from services.common.api import DependencyUnavailable, PermanentError, RetryableError
 from services.common.harness import Harness, Outcome
 from services.extractor.__main__ import open_http, open_provider
 from services.extractor.handler import Extractor
 from tests.integration.extractor.conftest import extractor, settings_for
-from tests.support.fake_llm import FakeLLM
+from tests.support.fake_llm import LONE, FakeLLM
 from tests.unit.extractor.conftest import conversation
 
 CALLBACK = TriggerSpec(id="trg_callback", question="Did the customer ask to be called back?")
@@ -336,6 +337,25 @@ async def test_an_answer_past_the_room_an_extracted_record_has_is_cut_off_not_pu
     assert len(record.event.model_dump_json()) < 100_000
     assert llm.count == 2
     assert "Keep each evidence quote under 20 words" in llm.requests[1]["messages"][-1]["content"]
+
+
+async def test_half_an_emoji_in_the_answer_or_a_refusal_is_dropped_not_a_record_no_one_can_write(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """A lone surrogate (the JSON escape of half an emoji, which a small model writes when it splits one) is
+    read by Python's json and refused by every UTF-8 writer: the extracted record, or the failed one naming a
+    refusal, could not be encoded. An unknown exception, retried through the tiers with a model call each."""
+    script_callback_call(llm)
+    llm.script.summary = f"Tom wants a callback {LONE}."
+    e = (await extract(llm, tmp_path)).extraction
+    assert e.status == "ok" and e.summary == "Tom wants a callback ." and llm.count == 1
+    llm.mode, llm.refusal = "refusal", f"No {LONE} thanks"
+    out = await attempt(llm, tmp_path)
+    assert isinstance(out.error, PermanentError) and "model refused: No  thanks" in str(out.error)
+    [record] = out.outputs
+    assert isinstance(record.event, ConversationExtracted) and record.event.extraction.status == "failed"
+    [letter] = out.dead_letters
+    codec.header_list(letter.headers)  # what the producer writes (the harness does not)
 
 
 async def test_a_refusal_fails_permanently_without_a_repair(llm: FakeLLM, tmp_path: Path) -> None:

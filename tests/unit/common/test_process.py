@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 
 from schemas import headers as h
+from services.common import codec
 from services.common.api import Context
 from services.common.errors import InvalidRecord, PermanentError, RetryableError
-from services.common.process import category, choose_tier, new_context, tier_delay
+from services.common.process import category, choose_tier, dead_letter_headers, describe, new_context, tier_delay
 
 DELAYS = [5.0, 300.0, 1800.0, 7200.0]
 
@@ -51,3 +52,15 @@ def test_new_context_is_the_frozen_context_the_dataclass_would_build() -> None:
     assert [getattr(built, f.name) for f in dataclasses.fields(Context)] == list(values)
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.offset = 1  # type: ignore[misc]
+
+
+def test_an_exception_message_with_a_lone_surrogate_still_makes_headers_a_producer_can_write() -> None:
+    """Half an emoji in a remote's text (Python's json reads its escape as a lone surrogate) went into the
+    exception-message header as it was: encoding the retry copy's or dead letter's headers raised, an
+    internal error that stopped the service, and after the restart the record failed the same way."""
+    exc = PermanentError("model refused: no \ud83d thanks")
+    ctx = new_context("svc", "t", 0, 5, "k", 0, 1, {}, {})
+    record = type("Record", (), {"headers": [], "topic": "t"})()
+    codec.header_list(dead_letter_headers(record, ctx, exc, service="svc", version="1", group="g"))
+    assert describe(exc) == "PermanentError: model refused: no \\ud83d thanks"
+    assert describe(RetryableError("plain")) == "RetryableError: plain"
