@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
+import orjson
 
 from schemas import headers as h
 from schemas.agents import ExtractionSpec
@@ -186,8 +187,11 @@ class Extractor:
 
     def _extracted(self, event: ConversationEnded, ctx: Context, extraction: Extraction) -> ConversationExtracted:
         origin = ctx.event_id or ""  # a re-extraction's copy has a fresh CloudEvents id: a new output id
+        # the account too (an event id is unique within its account: duplicates.py), and as a JSON array, so
+        # that no two inputs share an output id (the recorder keeps one row per event id and status)
+        name = orjson.dumps([event.account.id, event.event_id, origin, extraction.config_revision]).decode()
         return ConversationExtracted(
-            event_id=str(uuid.uuid5(_NAMESPACE, f"{event.event_id}|{origin}|{extraction.config_revision}")),
+            event_id=str(uuid.uuid5(_NAMESPACE, name)),
             conversation=event,
             extraction=extraction,
             extracted_at=datetime.now(UTC),

@@ -236,6 +236,24 @@ async def test_two_accounts_events_with_the_same_event_id_are_each_extracted(tmp
     assert len(calls) == 2
 
 
+async def test_two_accounts_events_with_the_same_event_id_get_extracted_records_of_their_own_ids(
+    tmp_path: Path,
+) -> None:
+    """The extracted record's id named neither the account nor where one part ended: two accounts' evt-1
+    (ce_id evt-1, one agent file) were one id, and the recorder keeps one row per (event id, status), so
+    the second conversation's extraction and decision trace were dropped as copies of the first's; so
+    were event 'a|b' with ce_id 'c' and event 'a' with ce_id 'b|c'."""
+    harness, event = run(extractor(tmp_path)), conversation("0005")
+    acme = event.model_copy(update={"event_id": "evt-1", "conversation_id": "acme-conv-1"})
+    globex = acme.model_copy(update={"conversation_id": "globex-conv-1", "account": Account(id="globex")})
+    ids = [extracted(await harness.send(e, headers={"ce_id": "evt-1"})).event_id for e in (acme, globex)]
+    first = event.model_copy(update={"event_id": "a|b", "conversation_id": "conv-x"})
+    second = event.model_copy(update={"event_id": "a", "conversation_id": "conv-y"})
+    ids.append(extracted(await harness.send(first, headers={"ce_id": "c"})).event_id)
+    ids.append(extracted(await harness.send(second, headers={"ce_id": "b|c"})).event_id)
+    assert len(set(ids)) == 4
+
+
 async def test_replays_re_extractions_and_copies_outside_the_window_are_extracted(tmp_path: Path) -> None:
     event = conversation("0005")
     ex = extractor(tmp_path)
