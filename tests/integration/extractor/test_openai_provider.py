@@ -395,6 +395,18 @@ async def test_an_empty_transcript_does_not_call_the_model(llm: FakeLLM, tmp_pat
     assert "model was not called" in (event.extraction.reason or "")  # type: ignore[attr-defined]
 
 
+async def test_a_transcript_of_blank_turns_does_not_call_the_model(llm: FakeLLM, tmp_path: Path) -> None:
+    """Turns with no words (a platform's untranscribed greeting on a call nobody answered; Vapi's mapping keeps
+    an empty message) were sent to the model as a transcript: a billed call about nothing, whose summary
+    then reached every {{conversation_summary}}."""
+    blank = [Message(role="agent", text=""), Message(role="customer", text=" \n ")]
+    async with extractor(llm, SPEC, tmp_path) as ex:
+        [event] = (await one_attempt(ex).send(conversation("0005").model_copy(update={"messages": blank}))).events
+    assert llm.count == 0
+    assert "model was not called" in (event.extraction.reason or "")  # type: ignore[attr-defined]
+    assert event.extraction.summary is None  # type: ignore[attr-defined]
+
+
 async def test_a_sustained_outage_opens_the_circuit_and_a_probe_closes_it(llm: FakeLLM, tmp_path: Path) -> None:
     llm.mode = "error"
     circuit = {"failure_threshold": 3, "window_seconds": 30, "cooldown_seconds": 0.5}
