@@ -214,4 +214,7 @@ async def count_tokens(http: httpx.AsyncClient, url: str, text: str, model: str)
     if not isinstance(body, dict):
         return None
     tokens, count = body.get("tokens"), body.get("count")
-    return len(tokens) if isinstance(tokens, list) else count if isinstance(count, int) else None
+    n = len(tokens) if isinstance(tokens, list) else count if type(count) is int else None
+    # a tokenizer gives at most one token per byte (4 per character): a larger count would cut the transcript
+    # to almost nothing (llm.py _counted refits it by characters per token)
+    return n if n is not None and 0 <= n <= 4 * len(text) else None

@@ -25,3 +25,17 @@ async def test_a_token_count_the_server_cannot_give_is_none_never_an_exception(
     transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body))
     async with httpx.AsyncClient(transport=transport) as http:
         assert await count_tokens(http, "http://llama:8080/tokenize", "hello there", "m") == count
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"count": 1000000}', b'{"count": true}', b'{"count": -3}', b'{"tokens": [' + b"1," * 99 + b"1]}"],
+    ids=["a-million", "true", "negative", "100-for-11-characters"],
+)
+async def test_a_token_count_no_tokenizer_can_give_is_none(body: bytes) -> None:
+    """A tokenizer gives at most one token per byte of UTF-8 (4 per character), never a negative count or a
+    boolean. A count of a million made _counted cut a 30,000-character transcript near a 6,000-token budget to
+    its first and last 90 characters (characters per token 0.03): the model saw almost no conversation."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    async with httpx.AsyncClient(transport=transport) as http:
+        assert await count_tokens(http, "http://llama:8080/tokenize", "hello there", "m") is None
