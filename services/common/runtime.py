@@ -18,7 +18,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -49,6 +49,15 @@ KAFKA_READY_SECONDS = 15.0
 # prefetched); after this long without a poll it polls with every partition paused, to stay in the group.
 PRESSURE_POLL_SECONDS = 10.0
 PRESSURE_CHECK_SECONDS = 0.005  # how often a held loop asks the service for its capacity again
+# A commit is given up (tried again at the next interval) after this long: aiokafka's commit waits for a
+# group coordinator for as long as none answers (a broker outage), which held the poll loop (a SIGTERM was
+# never acted on) and the last commit of a stop (the pod hung until killed).
+COMMIT_TIMEOUT_SECONDS = 5.0
+# A stop gives the clients this long each: the producer's stop waits for every buffered batch to be
+# acknowledged, which while no broker answers is for ever (aiokafka expires a batch only once the metadata,
+# which it can no longer refresh, names no leader for its partition). What is still buffered at the end of
+# a stop belongs to records left uncommitted.
+CLIENT_STOP_SECONDS = 10.0
 Acks = Sequence[asyncio.Future[Any]]  # the acks of the record batches that hold one input's outputs
 _FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing to wait for
 Queued = tuple[Any, Acks | None, tuple[str, ...]]  # a fast-path record, its outputs' acks, their topics
@@ -211,7 +220,7 @@ class Runtime:
                 await _stopped(consumer)
         finally:
             with contextlib.suppress(Exception):
-                await self._producer.stop()  # flushes whatever is still buffered
+                await _bounded(self._producer.stop(), "producer")  # flushes whatever is still buffered
         log.info("stopped")
 
     def _ready(self) -> bool:
@@ -729,11 +738,13 @@ class Runtime:
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
+            async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
+                await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError, TimeoutError) as exc:
             # bookkeeping moves only on success: a failed commit is simply tried again later
             observability.COMMITS.labels(self.service, "failed").inc()
-            log.warning("commit failed", extra={"error": describe(exc)})
+            error = describe(exc) if not isinstance(exc, TimeoutError) else "no group coordinator answered in time"
+            log.warning("commit failed", extra={"error": error})
             return
         observability.COMMITS.labels(self.service, "ok").inc()
         for tp, offset in offsets.items():
@@ -810,12 +821,21 @@ async def _stopped(consumer: AIOKafkaConsumer) -> None:
     (aiokafka 0.14, Fetcher.close: `x.cancel(); await x`): not addressed to us, it must not end a clean
     stop with a traceback and exit status 1. A cancellation of this task itself still propagates."""
     try:
-        await consumer.stop()
+        await _bounded(consumer.stop(), "consumer")
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
         log.warning("the Kafka consumer stopped with its fetcher's cancellation (a broker was unreachable)")
+
+
+async def _bounded(stop: Coroutine[Any, Any, None], client: str) -> None:
+    """A client's stop, given up after CLIENT_STOP_SECONDS (a broker outage) so that the process exits."""
+    try:
+        async with asyncio.timeout(CLIENT_STOP_SECONDS):
+            await stop
+    except TimeoutError:
+        log.warning(f"the Kafka {client} did not stop within {CLIENT_STOP_SECONDS:.0f} s (no broker answered)")
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
+from services.common import runtime as runtime_module
+from services.common.kafka import PartitionState
 from services.common.runtime import Runtime
 from tests.support.worker import WorkerSettings, build
+
+TP = TopicPartition("in", 0)
 
 
 class FetcherCancelledConsumer:
@@ -75,3 +81,67 @@ async def test_a_shutdown_that_is_itself_cancelled_stays_cancelled() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert producer.stopped, "the producer is stopped on the way out all the same"
+
+
+class OutageConsumer:
+    """aiokafka's consumer while no broker answers: its commit waits for a group coordinator for ever
+    (GroupCoordinator.ensure_coordinator_known loops until the consumer closes); polls return nothing."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+    def pause(self, *tps: TopicPartition) -> None:
+        pass
+
+    def resume(self, *tps: TopicPartition) -> None:
+        pass
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        await asyncio.sleep(min(timeout_ms / 1000, 0.01))
+        return {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits += 1
+        await asyncio.sleep(3600)
+
+    async def stop(self) -> None:
+        pass
+
+
+class OutageProducer:
+    """aiokafka's producer.stop() while no broker answers: it waits for its buffered batches for ever."""
+
+    async def stop(self) -> None:
+        await asyncio.sleep(3600)
+
+
+async def test_a_stop_during_a_broker_outage_is_heard_and_ends_although_no_commit_or_flush_can(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy worker SIGTERMed 5 s into a broker outage (/tmp/review14c/probe_commit.py) never exited: its
+    poll loop was inside a commit that waits for a coordinator for ever, so the stop was never heard; and
+    once heard, the last commit and the producer's flush would each wait for ever too. Each is given up
+    after a bound (the records concerned are left uncommitted, read again after the restart)."""
+    monkeypatch.setattr(runtime_module, "COMMIT_TIMEOUT_SECONDS", 0.05, raising=False)
+    monkeypatch.setattr(runtime_module, "CLIENT_STOP_SECONDS", 0.05, raising=False)
+    consumer = OutageConsumer()
+    runtime, _ = runtime_with(consumer)  # type: ignore[arg-type]
+    runtime._producer = OutageProducer()
+    runtime.settings.commit_interval_seconds = 0.01
+    state = runtime.partitions[TP] = PartitionState(TP.topic, TP.partition)
+    state.accept(7)
+    state.finish(7)  # offset 8 is to be committed
+
+    loop = asyncio.create_task(runtime._loop())
+    await asyncio.sleep(0.1)
+    assert consumer.commits >= 1 and not loop.done()
+    runtime.stop()
+    await asyncio.wait_for(loop, 2)  # never returned before
+    await asyncio.wait_for(runtime._shutdown(), 2)  # the last commit, then the producer's stop
+    assert state.committed is None, "nothing was committed"
