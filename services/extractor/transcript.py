@@ -124,6 +124,7 @@ def parse_transcript(body: bytes) -> list[Message]:
     bytes that are not UTF-8; all ValueErrors) is permanent: the same body fails the same way on every
     retry, and an unknown exception would spend the retry tiers before reaching the dead-letter topic.
     """
+    body = body.removeprefix(b"\xef\xbb\xbf")  # UTF-8's byte order mark (Windows and .NET writers): not text
     stripped = body.lstrip()
     if stripped[:1] in (b"[", b"{"):
         try:

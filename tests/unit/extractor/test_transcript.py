@@ -38,6 +38,20 @@ def test_plain_text_turns_by_speaker_label() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'[{"role": "agent", "text": "Hello, Acme support."}, {"role": "user", "text": "Hi, call me back."}]',
+     b"Agent: Hello, Acme support.\nCustomer: Hi, call me back.\n"],
+    ids=["json", "text"],
+)  # fmt: skip
+def test_a_body_starting_with_a_byte_order_mark_is_read_as_without_it(body: bytes) -> None:
+    """Windows and .NET writers start UTF-8 with a byte order mark. A JSON body was then read as text, one
+    customer turn of raw JSON (the agent's words the customer's); a text body's first turn lost its label
+    and went to the customer."""
+    expected = [Message(role="agent", text="Hello, Acme support."), Message(role="customer", text="Hi, call me back.")]
+    assert parse_transcript(b"\xef\xbb\xbf" + body) == parse_transcript(body) == expected
+
+
 def test_a_body_that_is_neither_json_nor_text_is_permanent() -> None:
     with pytest.raises(PermanentError):
         parse_transcript(b"[{not json")
