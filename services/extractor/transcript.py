@@ -158,8 +158,8 @@ def _from_json(data: Any) -> list[Message]:
     for i, item in enumerate(data):
         if not isinstance(item, dict):
             raise PermanentError("transcript JSON messages must be objects")
-        text = item.get("text", item.get("message", item.get("content")))
-        if not isinstance(text, str) or not text.strip():
+        text = _text_of(item)
+        if not text.strip():
             continue  # tool calls and empty turns carry nothing to extract
         role = ROLE_ALIASES.get(str(item.get("role", "")).lower().replace(" ", "_"), "customer")
         try:
@@ -169,6 +169,18 @@ def _from_json(data: Any) -> list[Message]:
         except ValidationError as exc:
             raise PermanentError(f"transcript JSON message {i} is malformed: {_first_error(exc)}") from exc
     return out
+
+
+def _text_of(item: dict[str, Any]) -> str:
+    """The first of `text`, `message`, `content` that holds text (a null one hides nothing); `content` may
+    be the chat format's list of parts, whose text parts are joined."""
+    for key in ("text", "message", "content"):
+        value = item.get(key)
+        if isinstance(value, list):
+            value = "".join(p["text"] for p in value if isinstance(p, dict) and isinstance(p.get("text"), str))
+        if isinstance(value, str) and value.strip():
+            return value
+    return ""
 
 
 def _from_text(text: str) -> list[Message]:

@@ -29,6 +29,23 @@ def test_json_messages_accept_the_platforms_spellings() -> None:
     ]
 
 
+def test_a_turns_text_is_its_first_spelling_that_holds_text_and_content_parts_are_read() -> None:
+    """A null `text` hid the `message` or `content` beside it, and `content` as a list of parts (the chat
+    format: [{type: text, text}]) was no text: either turn was dropped without a word."""
+    body = orjson.dumps([
+        {"role": "assistant", "text": None, "content": "How can I help?"},
+        {"role": "user", "text": None, "message": "Call me back tomorrow."},
+        {"role": "assistant", "content": [{"type": "text", "text": "Sure, "}, {"type": "image_url"},
+                                          {"type": "text", "text": "at what time?"}]},
+        {"role": "tool", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+    ])  # fmt: skip
+    assert [(m.role, m.text) for m in parse_transcript(body)] == [
+        ("agent", "How can I help?"),
+        ("customer", "Call me back tomorrow."),
+        ("agent", "Sure, at what time?"),
+    ]
+
+
 def test_plain_text_turns_by_speaker_label() -> None:
     body = b"Agent: Thanks for calling.\nCustomer: My app is down\nsince this morning.\n\nAI: Sorry to hear that."
     assert [(m.role, m.text) for m in parse_transcript(body)] == [
