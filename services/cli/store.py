@@ -42,12 +42,14 @@ def database_settings(url: str | None) -> DatabaseSettings:
     return found.model_copy(update={"url": DatabaseSettings.model_validate({"url": url}).url}) if url else found
 
 
-def with_store(url: str | None, work: Callable[[Store], Awaitable[T]]) -> T:
+def with_store(url: str | None, work: Callable[[Store], Awaitable[T]], *, upgrade: bool = False) -> T:
     """`work` on the store at `url` (default: POSTCALL_DATABASE__URL, else ./postcall.db); a store that
-    cannot be opened or a token refused is one line on stderr and exit code 2."""
+    cannot be opened or a token refused is one line on stderr and exit code 2. Only `store migrate`
+    upgrades a store's schema (`upgrade`); the others create it where there is none yet and refuse one at
+    an older revision (Store.open)."""
 
     async def go() -> T:
-        async with Store.open(database_settings(url)) as store:
+        async with Store.open(database_settings(url), upgrade=upgrade) as store:
             return await work(store)
 
     try:
@@ -64,7 +66,7 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     async def nothing(store: Store) -> str:
         return safe_url(store.engine.url)
 
-    typer.echo(f"store at {with_store(database_url, nothing)} is up to date")
+    typer.echo(f"store at {with_store(database_url, nothing, upgrade=True)} is up to date")
 
 
 @app.command("prune")

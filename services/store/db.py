@@ -46,13 +46,19 @@ class Store:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, settings: DatabaseSettings, *, writer: bool = False) -> AsyncIterator[Store]:
-        """Engine for `settings.url`, migrated (or checked) before use; disposed on exit."""
+    async def open(
+        cls, settings: DatabaseSettings, *, writer: bool = False, upgrade: bool = True
+    ) -> AsyncIterator[Store]:
+        """Engine for `settings.url`, migrated (or checked) before use; disposed on exit. `upgrade=False`
+        (the command line's store commands but `store migrate`): a store with no schema yet is created,
+        one at an older revision is refused naming `postcall store migrate`, not upgraded (an operator's
+        newer CLI pointed at a running store would otherwise migrate it outside a rollout, and the
+        running version's pods would then refuse to restart)."""
         engine = make_engine(settings, writer=writer)
         store = cls(engine, settings)
         try:
             try:
-                if settings.migrate_on_start:
+                if settings.migrate_on_start and (upgrade or await _no_schema(engine)):
                     await migrate(engine)
                 else:
                     await check_revision(engine)
@@ -166,6 +172,14 @@ def _refuse_unknown(found: str | None, url: Any) -> None:
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+async def _no_schema(engine: AsyncEngine) -> bool:
+    """Nothing migrated it yet (False as well when it cannot be read: check_revision says why)."""
+    try:
+        return await current_revision(engine) is None
+    except (OperationalError, DBAPIError, OSError):
+        return False
 
 
 async def check_revision(engine: AsyncEngine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -181,3 +182,50 @@ async def test_a_recorder_of_the_version_before_0010_still_stores_conversations_
         async with store.read() as conn:
             stored = (await conn.execute(select(c.conversation_id, c.stored_at))).all()
     assert [cid for cid, _ in stored] == ["c1"] and stored[0][1] is not None
+
+
+def test_the_command_lines_store_commands_create_a_schema_but_upgrade_one_only_when_asked(database_url: str) -> None:
+    """`postcall api token ...`, `store prune` and `dlq replay --database-url` migrated the store they were
+    pointed at: an operator's newer CLI upgraded a running store outside a rollout, and the running
+    version's pods then refused to restart. Now only `store migrate` upgrades; the others create a schema
+    where there is none yet (the first token before the first rollout) and refuse an older one."""
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    settings = DatabaseSettings(url=database_url)
+
+    async def at(revision: str | None = None) -> str | None:
+        engine = make_engine(settings)
+        try:
+            if revision is not None:
+                await migrate(engine, revision)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(at("0009")) == "0009"
+    cli, where = CliRunner(), ["--database-url", database_url]
+    refused = cli.invoke(app, ["api", "token", "create", "ops", "--role", "operator", *where])
+    assert refused.exit_code == 2, refused.output
+    assert f"at schema revision 0009, this version needs {head_revision()}: run `postcall store migrate`" in (
+        refused.output
+    )
+    assert cli.invoke(app, ["store", "prune", *where]).exit_code == 2
+    assert asyncio.run(at()) == "0009"  # not upgraded
+    upgraded = cli.invoke(app, ["store", "migrate", *where])
+    assert upgraded.exit_code == 0 and "is up to date" in upgraded.output, upgraded.output
+    assert asyncio.run(at()) == head_revision()
+    assert cli.invoke(app, ["api", "token", "create", "ops", "--role", "operator", *where]).exit_code == 0
+
+
+def test_the_first_token_creates_the_schema_of_a_store_that_has_none(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
+    made = CliRunner().invoke(app, ["api", "token", "create", "ops", "--role", "operator", "--database-url", url])
+    assert made.exit_code == 0, made.output
+    listed = CliRunner().invoke(app, ["api", "token", "list", "--database-url", url])
+    assert listed.exit_code == 0 and "ops" in listed.output, listed.output
