@@ -216,6 +216,7 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
     version = raw.get("version")
     version = str(version) if isinstance(version, str | int | float) and not isinstance(version, bool) else None
     issues, from_template = _expand_templates(raw, library)
+    issues += wide_integers(raw, ())
     if problem := _version_problem(tree, data):
         issues.append((("version",), problem))
     file_cfg: AgentFile | None = None
@@ -250,6 +251,23 @@ def _version_problem(tree: Any, data: bytes) -> str | None:
     if written == str(value):
         return None
     return f'version {written} is read as the number {value}: quote it (version: "{written}")'
+
+
+# what orjson writes (a flow's revision, an action's body and digest, a trace): a 64-bit integer
+INTEGER_RANGE = range(-(2**63), 2**64)
+
+
+def wide_integers(node: Any, loc: Loc) -> list[tuple[Loc, str]]:
+    """Every integer the file holds beyond 64 bits (`version:` is read as text). Such a value loaded, and
+    then compiling the agent (its flows' revisions) raised orjson's TypeError: the router could not
+    start, and a reload kept every agent's last good configuration, naming no file."""
+    if isinstance(node, dict):
+        return [issue for k, v in node.items() if loc or k != "version" for issue in wide_integers(v, (*loc, k))]
+    if isinstance(node, list):
+        return [issue for i, v in enumerate(node) for issue in wide_integers(v, (*loc, i))]
+    if type(node) is int and node not in INTEGER_RANGE:
+        return [(loc, "an integer outside the 64 bits JSON numbers carry here (-2**63 to 2**64 - 1): quote it as text")]
+    return []
 
 
 LISTS = ("flows", "recipient_routes")  # a bad item leaves its siblings checkable

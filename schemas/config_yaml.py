@@ -7,23 +7,28 @@ what YAML can do beyond plain data, each with its line:
   nodes; configuration never needs them;
 * tags other than the core schema's (`!!binary`, `!!omap`, `!!set`, `!!timestamp`, `!custom`): they
   build objects the validators do not expect;
-* more than MAX_DEPTH levels of nesting (the composer recurses) or MAX_NODES nodes.
+* more than MAX_DEPTH levels of nesting (the composer recurses) or MAX_NODES nodes;
+* a decimal integer longer than Python reads from text (sys.get_int_max_str_digits: int() raised
+  ValueError out of the constructor, which the router's start and reload did not expect).
 
 Every error is a YamlProblem with a 1-based line, never another exception.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.events import AliasEvent, ScalarEvent
 from ruamel.yaml.reader import ReaderError
 
 MAX_DEPTH = 64
 MAX_NODES = 100_000
+_DECIMAL_INT = re.compile(r"[-+]?[0-9_]+")  # what ruamel's int constructor reads with int(text)
 CORE_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map"))
 
 
@@ -50,6 +55,15 @@ class _PlainDataComposer(Composer):
         if tag is not None and str(tag) not in CORE_TAGS:
             shown = str(tag).replace("tag:yaml.org,2002:", "!!")
             raise ComposerError(None, None, f"the tag {shown} is not allowed in configuration", event.start_mark)
+        if (
+            isinstance(event, ScalarEvent)
+            and not event.style  # plain: a quoted scalar is text
+            and len(event.value) > sys.get_int_max_str_digits() > 0
+            and _DECIMAL_INT.fullmatch(event.value)
+            and sum(c != "_" for c in event.value.lstrip("+-")) > sys.get_int_max_str_digits()
+        ):
+            limit = sys.get_int_max_str_digits()
+            raise ComposerError(None, None, f"an integer of more than {limit} digits", event.start_mark)
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise ComposerError(None, None, f"more than {MAX_NODES} values", event.start_mark)

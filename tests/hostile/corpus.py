@@ -271,6 +271,8 @@ HOSTILE_YAML: list[tuple[str, str, int, str]] = [
     ("custom-tag", "x:\n  - !evil {a: 1}\n", 2, "the tag !evil is not allowed in configuration"),
     ("deep-nesting", "x: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nested deeper than 64 levels"),
     ("not-utf8", "x: 1\ny: caf\udcc3\n", 2, "not UTF-8 text (invalid continuation byte)"),
+    # int() refuses decimal text over sys.get_int_max_str_digits(): a ValueError out of the reader
+    ("long-integer", "x: 1\ny: -" + "9" * 5000 + "\n", 2, "an integer of more than 4300 digits"),
 ]
 
 

@@ -245,6 +245,21 @@ BAD = [
         "10: flows[0].actions[0].destination: destination 'ops-slack' is a slack destination; a webhook action needs "
         "http",
     ),
+    # loaded before, then compiling the agent (its flow revision, orjson) raised TypeError: no router start
+    (
+        "integer-over-64-bits-in-a-body",
+        GOOD.replace("body: {summary:", "body: {n: 18446744073709551616, summary:"),
+        "10: flows[0].actions[0].body.n: an integer outside the 64 bits JSON numbers carry here (-2**63 to 2**64 - 1): "
+        "quote it as text",
+    ),
+    (
+        "integer-over-64-bits-in-a-condition",
+        GOOD.replace(
+            "{end_reason: CUSTOMER_HANGUP}", '{field: dynamic_variables.n, op: ">", value: -9223372036854775809}'
+        ),
+        "8: flows[0].when.value: an integer outside the 64 bits JSON numbers carry here (-2**63 to 2**64 - 1): "
+        "quote it as text",
+    ),
 ]
 
 
