@@ -475,6 +475,7 @@ class WebhookAction(_Action):
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+HEADER_TEXT = re.compile(r"[\x20-\x7e]*")  # printable ASCII: what a header value carries
 #: set by the dispatcher or the destination: a flow cannot set them; credentials live in the destinations file
 FLOW_RESERVED_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "host", "content-length", "transfer-encoding",
@@ -537,9 +538,17 @@ class HttpAction(_Action):
     @field_validator("headers")
     @classmethod
     def _header_names(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name in headers:
+        for name, text in headers.items():
             if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header {name!r}: a header name is letters, digits and !#$%&'*+.^_`|~- only")
+            # the author's text is sent as it is (values are percent-encoded: router.actions.header_text);
+            # the dispatcher refuses a request whose header holds a control or non-ASCII character
+            literal = " ".join("".join(p for p in parse_template(text) if isinstance(p, str)).split())
+            if not HEADER_TEXT.fullmatch(literal):
+                raise ValueError(
+                    f"header {name!r}: its text holds a control or non-ASCII character, which no HTTP header "
+                    "carries (a value substituted into it is percent-encoded; write the text in ASCII)"
+                )
             if name.lower() in FLOW_RESERVED_HEADERS:
                 raise ValueError(
                     f"header {name!r} cannot be set by a flow: credentials go in the destination (auth: or "

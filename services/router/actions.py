@@ -19,11 +19,13 @@ kept only in those domains. The trace names each recipient's source and each add
 from __future__ import annotations
 
 import hashlib
+import re
 import typing
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote, unquote_to_bytes
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -32,6 +34,7 @@ from pydantic import BaseModel, TypeAdapter
 from schemas.agent_config import (
     E164,
     EMAIL_ADDRESS,
+    HEADER_TEXT,
     Action,
     AppendRowAction,
     EmailAction,
@@ -383,6 +386,34 @@ def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
     return " ".join(text.split())[:limit]
 
 
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_CUT_ESCAPE = re.compile(r"%[0-9A-F]?\Z")
+_LAST_ESCAPES = re.compile(r"(?:%[0-9A-F]{2})+\Z")
+
+
+def header_text(text: str) -> str:
+    """A value (or fallback) in a header: line breaks and other whitespace as one space, and a character
+    a header cannot carry (control, non-ASCII) percent-encoded as its UTF-8 bytes, so "José" arrives as
+    "Jos%C3%A9". Printable ASCII is kept as it is. Before, the dispatcher refused the whole request for
+    one such character (PermanentError: a caller's name, an agent's fallback text "(nicht verfügbar)")."""
+    text = " ".join(text.split())
+    return text if HEADER_TEXT.fullmatch(text) else quote(text, safe=_HEADER_SAFE, errors="replace")
+
+
+def header_value(template: Template, values: ConversationValues) -> str:
+    """A flow's header rendered (its literal text is printable ASCII: checked at load), within HEADER_LIMIT
+    characters and never ending in half a percent-escape."""
+    whole = " ".join(template.render(values, escape=header_text).split())  # one_line, before its cut
+    if len(whole) <= HEADER_LIMIT:
+        return whole
+    cut = _CUT_ESCAPE.sub("", whole[:HEADER_LIMIT])
+    escapes = _LAST_ESCAPES.search(cut)  # the UTF-8 bytes they encode may end inside a character
+    if escapes is None:
+        return cut
+    whole_characters = unquote_to_bytes(escapes.group()).decode("utf-8", "ignore").encode()
+    return cut[: escapes.start() + 3 * len(whole_characters)]
+
+
 def _webhook(config: WebhookAction) -> Builder:
     body = JsonTemplate(config.body) if config.body is not None else None
     note = f"{config.method or 'POST'} {config.destination}"
@@ -415,7 +446,7 @@ def _http(config: HttpAction) -> Builder:
                 "method": config.method,
                 "path": rendered,
                 "query": {name: t.render(values) for name, t in query.items()},
-                "headers": {name: one_line(t.render(values), HEADER_LIMIT) for name, t in headers.items()},
+                "headers": {name: header_value(t, values) for name, t in headers.items()},
                 "body": body.render(values) if body is not None else None,
                 "result_id_pointer": config.result_id_pointer,
             },

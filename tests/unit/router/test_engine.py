@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
+from schemas.agents import load_catalog
 from schemas.events import (
     EmailRequested,
     ScheduleCallRequested,
@@ -799,3 +801,44 @@ def test_a_platform_integer_over_64_bits_is_routed_as_its_digits(tmp_path: Path)
     task, webhook = actions
     assert isinstance(task, TaskRequested) and task.title == f'{big} {big} {{"k":[{big}]}}'
     assert isinstance(webhook, WebhookRequested) and webhook.body == {"n": str(big), "account": str(big)}
+
+
+CALLER_HEADERS = """
+agent: support-line
+fallback_text: "(nicht verfügbar)"
+flows:
+  - id: crm
+    actions:
+      - type: http
+        destination: crm
+        path: /cases
+        headers:
+          x-caller: "name={{customer_name}}"
+          x-note: "{{dyn_note}}"
+          x-plan: "{{dyn_plan}}"
+          x-long: "{{dyn_long}}"
+"""
+
+
+def test_caller_text_in_a_header_is_percent_encoded_not_a_request_the_dispatcher_refuses(tmp_path: Path) -> None:
+    """The dispatcher refuses (permanently) a request whose header holds a control or non-ASCII character.
+    A header rendered a caller's name, an extracted value or the agent's own fallback text as it was, so
+    one "é" lost the request. Such characters of a value are percent-encoded (UTF-8); ASCII is kept."""
+    routed = event(
+        customer={"name": "José Müller"}, dynamic={"dyn_note": "a\x00b\r\nBcc: c 50%", "dyn_long": "é" * 400}
+    )
+    [request] = agent(tmp_path, CALLER_HEADERS).route(routed, NOW)[1]
+    headers = request.model_dump()["headers"]
+    assert headers["x-caller"] == "name=Jos%C3%A9 M%C3%BCller"
+    assert headers["x-note"] == "a%00b Bcc: c 50%25"
+    assert headers["x-plan"] == "(nicht verf%C3%BCgbar)"
+    assert headers["x-long"] == "%C3%A9" * 166  # cut at 1,000 characters, never inside an escape
+    assert all(re.fullmatch(r"[\x20-\x7e]*", value) for value in headers.values())
+
+
+def test_a_header_whose_own_text_no_header_carries_is_refused_at_load(tmp_path: Path) -> None:
+    text = CALLER_HEADERS.replace('"name={{customer_name}}"', '"nom é {{customer_name}}"')
+    (tmp_path / "agent.yaml").write_text(text)
+    [problem] = load_catalog(tmp_path).problems
+    assert (problem.line, problem.path) == (10, "flows[0].actions[0].headers")
+    assert "header 'x-caller': its text holds a control or non-ASCII character" in problem.message
