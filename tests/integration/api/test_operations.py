@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import func, select
 
 from schemas import headers as h
 from schemas.events import ConversationEnded
@@ -19,6 +20,7 @@ from services.common.settings import KafkaSettings
 from services.store import queries, tokens, writer
 from services.store import rows as r
 from services.store.db import Store
+from services.store.models import DeadLetter, table
 from services.store.tokens import Principal
 from tests.integration.api.conftest import client_for
 from tests.support.calls import T0, rows_of, story
@@ -272,20 +274,30 @@ async def test_a_replay_longer_than_its_lease_keeps_its_letters_while_it_sends(
     store: Store, kafka: KafkaSettings
 ) -> None:
     """The claim is renewed while the replay sends (10,000 letters at 1/s outlast any lease): a second
-    replay after the lease's first length still finds them held."""
+    replay after the lease's first length still finds them held. The second starts 1.5 leases after the
+    first claimed them, while the first still sends (6 letters at 2/s: 2.5 s at least); a renewal would
+    have to come 0.8 s late for the claim to lapse (it came 0.4 s late with a 0.6 s lease before, which
+    a loaded machine met: the suite failed it once)."""
     main, dlq = unique("main"), unique("dlq")
+    keys = [f"k-{i}" for i in range(1, 7)]
     await create_topics(kafka, [main, dlq])
-    await _letters(store, dlq, main, ["k-1", "k-2", "k-3"])
+    await _letters(store, dlq, main, keys)
     who, chosen = Principal("alice", "operator"), queries.DeadLetterFilter(reason="bug")
+    lease = timedelta(seconds=1.2)
     slow = asyncio.create_task(
-        operations.replay_dead_letters(
-            store, kafka, who, chosen, limit=10, rate=2, dry_run=False, lease=timedelta(seconds=0.6)
-        )
+        operations.replay_dead_letters(store, kafka, who, chosen, limit=10, rate=2, dry_run=False, lease=lease)
     )
-    await asyncio.sleep(0.9)
+    claimed = table(DeadLetter).c.replay_claim.is_not(None)
+    while not slow.done():
+        async with store.read() as conn:
+            if await conn.scalar(select(func.count()).select_from(table(DeadLetter)).where(claimed)) == len(keys):
+                break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(1.5 * lease.total_seconds())
+    assert not slow.done()
     async with client_for(store, **kafka_settings(kafka)) as api:
         second = (await api.post("/api/v1/dead-letters/replay", json={"filter": {"reason": "bug"}})).json()
     first = await slow
-    assert (first.sent, first.skipped) == (3, 0)
-    assert (second["sent"], second["skipped"]) == (0, 3)
-    assert sorted(c.key for c in await read_all(kafka, main, timeout=10)) == ["k-1", "k-2", "k-3"]
+    assert (first.sent, first.skipped) == (6, 0)
+    assert (second["sent"], second["skipped"]) == (0, 6)
+    assert sorted(c.key for c in await read_all(kafka, main, timeout=10)) == keys
