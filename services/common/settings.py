@@ -166,6 +166,18 @@ class ServiceSettings(BaseSettings):
             return {**data, "runtime": {**cls.route.runtime_defaults(), **(given or {})}}
         return data  # a RuntimeSettings instance passed explicitly is taken as it is
 
+    @field_validator("runtime")
+    @classmethod
+    def _route_carries_them(cls, runtime: RuntimeSettings) -> RuntimeSettings:
+        """The route's start-up check of the retry delays (Processor runs it again) when the settings are
+        read: one line naming POSTCALL_RUNTIME, not a traceback from the runtime's construction."""
+        if cls.route is not None:
+            try:
+                cls.route.check(runtime.retry_delays_seconds, runtime.retry_jitter)
+            except ValueError as exc:
+                raise ValueError(str(exc).removeprefix(f"{cls.route.service}: ")) from None
+        return runtime
+
 
 def run_service(
     label: str,

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from schemas.routes import ROUTER
 from services.common.settings import ServiceSettings, run_service
 
 
@@ -108,3 +109,32 @@ def test_usable_tls_files_are_taken_and_unused_ones_not_read(tmp_path: Path, mon
     assert start(monkeypatch, tls) == 0
     plain = {"POSTCALL_KAFKA__SECURITY_PROTOCOL": "PLAINTEXT", "POSTCALL_KAFKA__SSL_CAFILE": str(tmp_path / "none")}
     assert start(monkeypatch, plain) == 0
+
+
+class RouterLike(ServiceSettings):
+    route = ROUTER  # three retry tiers
+
+
+@pytest.mark.parametrize(
+    ("delays", "problem"),
+    [
+        (
+            "[1, 2, 3, 4, 5]",
+            "5 retry delays configured ([1.0, 2.0, 3.0, 4.0, 5.0]) but its route declares 3 retry tiers",
+        ),
+        ("[700000]", "retry delays [700000.0] (with 20% jitter) reach the retry topics' retention of 7 days"),
+    ],
+)
+def test_retry_delays_the_route_cannot_carry_are_one_line_at_start(
+    delays: str, problem: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """More delays than the route has tiers, or a delay its tier's topic would not keep, were refused by
+    the runtime's construction: a traceback ending in the ValueError, naming no variable."""
+    monkeypatch.setenv("POSTCALL_RUNTIME__RETRY_DELAYS_SECONDS", delays)
+
+    async def main() -> None:
+        RouterLike()
+
+    assert run_service("router", main, RouterLike) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"router: POSTCALL_RUNTIME: {problem}"), lines
