@@ -7,7 +7,8 @@ dispatcher's ledger, the receiver's `webhook-id`). A deliberate re-delivery (`po
 --redeliver`) sends uuid5(ACTION_NAMESPACE, "<action_id>/content/<content_digest>") with `supersedes`.
 
 Skips, each with its reason in the decision trace: a disabled action, an action `when` that fails, an
-email whose recipients all rendered empty or invalid, a schedule_call with no number to call.
+email whose recipients all rendered empty or invalid, a schedule_call with no number to call, an http
+request whose path renders empty or too long, an action whose content is over CONTENT_LIMIT.
 
 Email recipients come only from: literal addresses; `{{customer_email}}`, which is the address of the
 contact the event links (customer.contact_id), never an address the extractor heard; the extractor's
@@ -69,7 +70,7 @@ from schemas.events import (
     TeamsRequested,
     WebhookRequested,
 )
-from schemas.topics import action_topic
+from schemas.topics import READ_RECORD_BYTES, action_topic
 from services.router.conditions import Remembered, compile_condition
 from services.router.scheduling import call_time
 from services.router.templates import JsonTemplate, Template
@@ -84,6 +85,12 @@ _SHA256 = hashlib.sha256()
 SUBJECT_LIMIT = 250
 HEADER_LIMIT = 1000  # characters of one rendered header value
 CELL_LIMIT = 50_000  # characters in one Google Sheets cell
+#: bytes of an action's content JSON (with_content): its record (ids and times besides) must be one the
+#: dispatcher reads (READ_RECORD_BYTES, its default max_record_bytes) and the brokers take. A template that
+#: renders the transcript (3.5 MiB at most, MAX_EVENT_BYTES) in an email's text and html, escaped, made
+#: a 15 MB record: over MAX_MESSAGE_BYTES the router's whole record was unproducible and dead-lettered,
+#: under it the dispatcher dead-lettered the action as poison. Such an action is skipped with its reason.
+CONTENT_LIMIT = READ_RECORD_BYTES - 64 * 1024
 
 Common = dict[str, Any]  # the ActionBase fields every action shares, in their declaration order
 Result = tuple[ActionBase | None, str]  # the action, or None when skipped; the note or skip reason
@@ -294,6 +301,11 @@ def content_digest(action: ActionBase, plain: bool = False) -> str:
     `plain`: the action's `body` (if it has one) holds only what JSON holds (str, int, float, bool, None,
     lists, dicts with text keys), as the router's own builders make it (JsonTemplate.plain): its content
     is then read from its fields as they are, without pydantic's model_dump."""
+    return _digest_and_size(action, plain)[0]
+
+
+def _digest_and_size(action: ActionBase, plain: bool) -> tuple[str, int]:
+    """content_digest, and the bytes of the content's JSON (what the action's record holds but its ids)."""
     fields = action.__dict__
     model = type(action)
     if plain and model in _SIZES and len(fields) == _SIZES[model]:  # every field of its model, no other
@@ -310,24 +322,25 @@ def content_digest(action: ActionBase, plain: bool = False) -> str:
             content[key] = convert(content[key])
     else:
         content = action.__pydantic_serializer__.to_python(action, mode="json", exclude=_NOT_CONTENT_SET)  # model_dump
+    encoded = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     sha = _SHA256.copy()
-    sha.update(orjson.dumps(content, option=orjson.OPT_SORT_KEYS))
-    return sha.hexdigest()[:16]
+    sha.update(encoded)
+    return sha.hexdigest()[:16], len(encoded)
 
 
-def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> ActionBase:
-    """The action with its content digest; on a deliberate re-delivery, under the id of its content that
+def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> int:
+    """Give the action its content digest; on a deliberate re-delivery, also the id of its content that
     supersedes the action's own id (the dispatcher sends it only when the content changed). `plain`: as
-    content_digest's.
+    content_digest's. Returns the bytes of the content's JSON (CONTENT_LIMIT).
 
     The action is completed in place, as model_copy(update=...) would copy it: call it only on an action
     just built for this record, that nothing else holds yet."""
-    digest = content_digest(action, plain)
+    digest, size = _digest_and_size(action, plain)
     # a frozen model refuses setattr, not its own field values
     if not redeliver:  # the usual record: one field, set without an update dict
         action.__dict__["content_digest"] = digest
         action.__pydantic_fields_set__.add("content_digest")
-        return action
+        return size
     update = {
         "content_digest": digest,
         "action_id": uuid5(f"{action.action_id}/content/{digest}"),
@@ -335,7 +348,7 @@ def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> Ac
     }
     action.__dict__.update(update)
     action.__pydantic_fields_set__.update(update)
-    return action
+    return size
 
 
 class CompiledAction:

@@ -34,7 +34,7 @@ from schemas.events import (
 )
 from schemas.flow_revision import flow_revision, flow_uses
 from services.common import codec
-from services.router.actions import CompiledAction, built, checked_clock, uuid5, with_content
+from services.router.actions import CONTENT_LIMIT, CompiledAction, built, checked_clock, uuid5, with_content
 from services.router.conditions import NO_STATE, Remembered, compile_condition
 from services.router.metrics import FLOW_OUTCOME_NAMES
 from services.router.variables import ConversationValues
@@ -145,12 +145,11 @@ class CompiledFlow:
         # what every action of the flow shares on this record
         shared = (conv.conversation_id, conv.agent.id, revision, now, event.event_id)
         for action in self.actions:
-            model = self._run(action, event, values, shared, results)
+            model = self._run(action, event, values, shared, results, redeliver)
             if model is None:
                 if counts is not None:
                     counts[action.skipped] += 1
                 continue
-            with_content(model, redeliver, action.plain)
             built.append(model)
             fields = model.__dict__
             planned.append(
@@ -203,8 +202,10 @@ class CompiledFlow:
         values: ConversationValues,
         shared: tuple[str, str, str, datetime, str],
         results: list[ConditionResult],
+        redeliver: bool,
     ) -> ActionBase | None:
-        """`shared`: (conversation_id, agent_id, config revision, now, source event id)."""
+        """`shared`: (conversation_id, agent_id, config revision, now, source event id). The action is
+        given its content digest (with_content), and skipped when its content is over CONTENT_LIMIT."""
         model: ActionBase | None = None
         if not action.enabled:
             note = "skipped: action is disabled"
@@ -228,6 +229,16 @@ class CompiledFlow:
                 "destination": action.destination,
             }
             model, note = action.build(event, values, common)
+        actual = None
+        if model is not None:
+            actual = model.__dict__["action_id"]  # the trace names the action's own id, also on a re-delivery
+            size = with_content(model, redeliver, action.plain)
+            if size > CONTENT_LIMIT:
+                model, actual = None, None
+                note = (
+                    f"skipped: the {action.type} would be {size:,} bytes, over the {CONTENT_LIMIT:,} an action may "
+                    "hold (a long value, such as the transcript, rendered into it)"
+                )
         results.append(
             _built(
                 ConditionResult,
@@ -236,7 +247,7 @@ class CompiledFlow:
                     "kind": "action",
                     "passed": model is not None,
                     "expected": action.type,
-                    "actual": model.__dict__["action_id"] if model is not None else None,
+                    "actual": actual,
                     "reason": note or "planned",
                 },
             )

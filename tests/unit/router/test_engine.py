@@ -18,6 +18,7 @@ from schemas.events import (
     TeamAlertRequested,
     WebhookRequested,
 )
+from schemas.topics import MAX_EVENT_BYTES, READ_RECORD_BYTES
 from services.router.actions import action_id
 from services.router.engine import CompiledAgent
 from tests.unit.router.support import NOW, agent, config, event
@@ -842,3 +843,36 @@ def test_a_header_whose_own_text_no_header_carries_is_refused_at_load(tmp_path: 
     [problem] = load_catalog(tmp_path).problems
     assert (problem.line, problem.path) == (10, "flows[0].actions[0].headers")
     assert "header 'x-caller': its text holds a control or non-ASCII character" in problem.message
+
+
+TRANSCRIPT_TWICE = """
+agent: support-line
+flows:
+  - id: notes
+    actions:
+      - type: email
+        to: [a@company.example]
+        subject: s
+        body: "{{conversation_transcript}}"
+        html: "<p>{{conversation_transcript}}</p>"
+      - {type: task, title: "Call {{customer_name}}", description: "{{conversation_transcript}}"}
+"""
+
+
+def test_an_action_too_large_for_any_record_is_skipped_with_a_reason_not_the_conversation_lost(tmp_path: Path) -> None:
+    """A transcript the ingress accepts (under MAX_EVENT_BYTES) rendered into an email's text and its
+    html (escaped: `<` is `&lt;`) made a 15 MB action: over what the brokers take, the router's record
+    was unproducible and dead-lettered, trace and every action with it (under it, over what the dispatcher
+    reads, the action was poison there). It is skipped with its size in the trace; the rest is routed."""
+    messages = [{"role": "customer", "text": '<&"> ' * 20_000} for _ in range(30)]
+    routed = event(messages=messages)
+    assert len(routed.model_dump_json()) < MAX_EVENT_BYTES
+    trace, actions = agent(tmp_path, TRANSCRIPT_TWICE).route(routed, NOW)
+    [task] = actions
+    assert isinstance(task, TaskRequested) and len(task.model_dump_json()) < READ_RECORD_BYTES
+    [email, planned] = [c for c in trace.flows[0].conditions if c.kind == "action"]
+    assert (email.passed, email.actual, planned.actual) == (False, None, task.action_id)
+    assert re.fullmatch(
+        r"skipped: the email would be [0-9,]+ bytes, over the 4,128,768 an action may hold .*", email.reason
+    )
+    assert trace.flows[0].reason == "no `when`: runs for every conversation; 1 action(s) planned, 1 skipped"
