@@ -48,6 +48,9 @@ DELIVERED_OUTCOMES = frozenset({"delivered", "published"})  # content went out (
 BATCH = 1000  # ids written to the index per transaction while catching up
 EXPIRE_EVERY_SECONDS = 3600.0
 SIZE_EVERY_SECONDS = 1.0  # the index's size on disk (a gauge) is read at most this often
+# ids recorded here whose results have not been read back yet (each is read back by the next check of its
+# partition); beyond this many the set starts again: an id missing from it is only written to the index twice
+RECORDED_LIMIT = 10_000
 # reader(topic, partition, from_offset) -> records with .offset and .value, up to the end at call time
 Reader = Callable[[str, int, int | None], AsyncIterator[Any]]
 
@@ -68,6 +71,7 @@ class Ledger:
         self._sized_at = -SIZE_EVERY_SECONDS
         self._partitions: dict[int, _Partition] = {}
         self._in_flight: dict[str, tuple[asyncio.Lock, int]] = {}  # action_id -> (lock, holders+waiters)
+        self._recorded: set[str] = set()  # in the index by `record`, its result not read back yet
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def restore(self, assigned: list[tuple[str, int]]) -> None:
@@ -97,13 +101,17 @@ class Ledger:
         sends A again). The side effect has happened: a file that cannot take it (its volume full) must
         not turn the delivery into a failure that is sent again; the result on the topic carries it, and
         the next check that cannot write what it reads fails (DependencyUnavailable), never unchecked."""
+        done = action_id if supersedes is None else supersedes
         try:
-            self._index.add(partition, [action_id if supersedes is None else supersedes])
+            self._index.add(partition, [done])
             if digest is not None:
                 self._index.set_content([(supersedes or action_id, digest, None)])
         except sqlite3.Error as exc:
             log.warning("ledger file could not record a delivery (the results topic will): %s", exc)
             return
+        if len(self._recorded) >= RECORDED_LIMIT:
+            self._recorded.clear()
+        self._recorded.add(done)
         self._report(partition)
 
     def last_content(self, action_id: str) -> str | None:
@@ -169,6 +177,11 @@ class Ledger:
                 last = record.offset + 1
                 at = getattr(record, "timestamp", None)
                 done, content = _done(record.value)
+                if done and done[0] in self._recorded:
+                    # our own result, read back: `record` put its id in the index already, and the ids are
+                    # a set (adding it again changes nothing but the CPU spent, a transaction per read)
+                    self._recorded.discard(done[0])
+                    done = []
                 pending.extend(done)
                 stamps.extend([at] * len(done))
                 if content is not None:

@@ -35,6 +35,11 @@ CACHE_MIB = 16
 DAY_MS = 86_400_000
 BUCKET_DAYS = 7
 FILE_PREFIX = "postcall-ledger-"
+# The file is this connection's alone (a new name per start, deleted on close): it keeps its lock for good.
+# In the default mode every statement took and released a file lock and read the file's header to see
+# whether another connection had changed it (fcntl and pread calls): a check, a record and a read-back cost
+# 12, 22 and 32 us of CPU instead of 3.5, 8 and 15 (/tmp/dispfast/mb_index2.py).
+PRIVATE = ("locking_mode = EXCLUSIVE",)
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -60,7 +65,7 @@ class DoneIndex:
             self.path = directory / f"{FILE_PREFIX}{uuid.uuid4().hex[:12]}.sqlite3"
         # "" is SQLite's private temporary on-disk database (in its temp directory), deleted on close
         self._db = sqlite3.connect(str(self.path) if self.path else "", isolation_level=None)
-        for pragma in ("journal_mode = OFF", "synchronous = OFF", f"cache_size = -{CACHE_MIB * 1024}"):
+        for pragma in ("journal_mode = OFF", "synchronous = OFF", f"cache_size = -{CACHE_MIB * 1024}", *PRIVATE):
             self._db.execute(f"PRAGMA {pragma}")  # a cache: a crash loses nothing Kafka does not hold
         self._buckets: list[int] = []  # newest first: a repeat is usually recent
         self._counts: Counter[tuple[int, int]] = Counter()  # (bucket, partition) -> ids

@@ -90,6 +90,34 @@ async def test_recorded_actions_are_done_at_once() -> None:
     assert await ledger.is_done(0, "x")
 
 
+async def test_its_own_results_read_back_are_not_written_to_the_index_again() -> None:
+    results = Results()
+    index = DoneIndex()
+    written: list[str] = []
+    add = index.add
+
+    def counting_add(partition: int, action_ids: list[str], at_ms: list[int | None] | None = None) -> None:
+        written.extend(action_ids)
+        add(partition, action_ids, at_ms)
+
+    index.add = counting_add  # type: ignore[method-assign]
+    ledger = Ledger(results.read, index=index)
+    assert not await ledger.is_done(0, "mine")
+    ledger.record(0, "mine")
+    results.add(0, "other", "delivered")  # another replica's, written before ours
+    results.add(0, "mine", "delivered")  # ours, as the runtime produces it
+    results.add(0, "mine-again", "delivered")
+    written.clear()
+    assert not await ledger.is_done(0, "new")  # reads the three back
+    assert written == ["other", "mine-again"]
+    assert await ledger.is_done(0, "mine") and await ledger.is_done(0, "other")
+    assert ledger.size(0) == 3
+    results.add(0, "mine", "delivered")  # a second result for it (a copy on another replica): written again
+    assert not await ledger.is_done(0, "new")
+    assert written == ["other", "mine-again", "mine"] and ledger.size(0) == 3
+    ledger.close()
+
+
 async def test_restore_does_not_wait_for_the_read_but_checks_do() -> None:
     gate = asyncio.Event()
     results = Results()
