@@ -71,7 +71,7 @@ from schemas.events import (
     WebhookRequested,
 )
 from schemas.topics import READ_RECORD_BYTES, action_topic
-from services.router.conditions import Remembered, compile_condition
+from services.router.conditions import SHOWN_CHARS, Remembered, compile_condition
 from services.router.scheduling import call_time
 from services.router.templates import JsonTemplate, Template
 from services.router.variables import ConversationValues
@@ -614,10 +614,19 @@ def _recipient(
             return "", "", f"{template.source} rendered empty"
         domain = address.rpartition("@")[2].lower()
         if EMAIL_ADDRESS.fullmatch(address) and domain not in domains:
-            return "", "", f"dropped {address!r} from {template.source}: {domain} is not in allowed_domains"
+            return (
+                "",
+                "",
+                f"dropped {_clip(address)!r} from {template.source}: {_clip(domain)} is not in allowed_domains",
+            )
     if not EMAIL_ADDRESS.fullmatch(address):
-        return "", "", f"dropped invalid recipient {address!r} ({source})"
+        return "", "", f"dropped invalid recipient {_clip(address)!r} ({source})"
     return address, source, ""
+
+
+def _clip(text: str) -> str:
+    """A rendered value in a trace's note: a platform's value may be megabytes (conditions._shown)."""
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}… ({len(text):,} characters)"
 
 
 def _route_recipients(

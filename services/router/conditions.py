@@ -53,6 +53,7 @@ from schemas.events import ConditionResult, ConversationExtracted
 from services.router.variables import dynamic_variable, platform_value
 
 MATCH_INPUT_LIMIT = 4096
+SHOWN_CHARS = 1000  # characters of a text value a trace shows (_shown)
 _DECIMAL = re.compile(r"[+-]?[0-9]{1,30}(?:\.[0-9]{1,30})?")
 
 
@@ -409,7 +410,15 @@ def _json(value: Any) -> str:
 
 
 def _shown(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, date) else value
+    """A value as the trace shows it (`actual`, and in the reason): a long text cut at SHOWN_CHARS. A
+    platform's summary or dynamic variable may be megabytes, and every condition on it carried it twice:
+    four conditions on a 3.5 MB summary made a 31 MB trace, which no broker takes (the router's record
+    was unproducible, dead-lettered with every action of the conversation)."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if type(value) is str and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]}… ({len(value):,} characters)"
+    return value
 
 
 def _reader(name: str) -> Callable[[ConversationExtracted], Any]:

@@ -20,7 +20,7 @@ from schemas.events import (
 )
 from schemas.topics import MAX_EVENT_BYTES, READ_RECORD_BYTES
 from services.router.actions import action_id
-from services.router.engine import CompiledAgent
+from services.router.engine import CompiledAgent, encode_trace
 from tests.unit.router.support import NOW, agent, config, event
 
 COPILOT_CRM = """
@@ -876,3 +876,34 @@ def test_an_action_too_large_for_any_record_is_skipped_with_a_reason_not_the_con
         r"skipped: the email would be [0-9,]+ bytes, over the 4,128,768 an action may hold .*", email.reason
     )
     assert trace.flows[0].reason == "no `when`: runs for every conversation; 1 action(s) planned, 1 skipped"
+
+
+LONG_SUMMARY = """
+agent: support-line
+flows:
+  - id: refunds
+    when:
+      any:
+        - {field: platform.summary, op: contains, value: refund}
+        - {field: platform.summary, op: contains, value: cancel}
+        - {field: platform.summary, op: "==", value: angry}
+        - {field: dynamic_variables.note, op: matches, value: "angry"}
+    actions:
+      - {type: email, to: ["{{dynamic_variables.note}}"], allowed_domains: [company.example], subject: s, body: b}
+      - {type: task, title: refund}
+"""
+
+
+def test_a_long_value_is_shown_cut_in_the_trace_not_once_per_condition_whole(tmp_path: Path) -> None:
+    """A platform's summary or dynamic variable has no bound but the event's: each condition on it put it
+    in the trace twice (its `actual` and its reason), so four conditions on a 3.5 MB summary made a 31 MB
+    trace, over what the brokers take: the router's record was unproducible and dead-lettered, with every
+    action of the conversation. The trace shows the first 1,000 characters and the length."""
+    summary = "refund " * 500_000
+    routed = event(platform_analysis={"summary": summary}, dynamic_variables={"note": summary[:70_000]})
+    trace, actions = agent(tmp_path, LONG_SUMMARY).route(routed, NOW)
+    assert [a.type for a in actions] == ["task"]
+    assert len(encode_trace(trace)) < 64 * 1024
+    first = next(c for c in trace.flows[0].conditions if c.kind == "field")
+    assert first.passed and first.actual == summary[:1000] + "… (3,500,000 characters)"
+    assert first.reason == f'platform.summary = "{summary[:1000]}… (3,500,000 characters)"; contains "refund" is true'
