@@ -72,6 +72,7 @@ class Ledger:
         self._partitions: dict[int, _Partition] = {}
         self._in_flight: dict[str, tuple[asyncio.Lock, int]] = {}  # action_id -> (lock, holders+waiters)
         self._recorded: set[str] = set()  # in the index by `record`, its result not read back yet
+        self._entries: dict[int, Any] = {}  # LEDGER_ENTRIES by partition
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def restore(self, assigned: list[tuple[str, int]]) -> None:
@@ -144,7 +145,10 @@ class Ledger:
             self._expired_at = time.monotonic()
             if gone := self._index.expire():
                 log.info("ledger dropped %d ids older than the results topic's retention", gone)
-        LEDGER_ENTRIES.labels(str(partition)).set(self._index.count(partition))
+        entries = self._entries.get(partition)
+        if entries is None:  # labelled once: labels() takes a lock and validates, on every delivery
+            entries = self._entries[partition] = LEDGER_ENTRIES.labels(str(partition))
+        entries.set(self._index.count(partition))
         if (now := time.monotonic()) - self._sized_at >= SIZE_EVERY_SECONDS:  # 3 queries: not per delivery
             self._sized_at = now
             LEDGER_BYTES.set(self._index.size_bytes())

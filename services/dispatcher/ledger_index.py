@@ -68,14 +68,17 @@ class DoneIndex:
         for pragma in ("journal_mode = OFF", "synchronous = OFF", f"cache_size = -{CACHE_MIB * 1024}", *PRIVATE):
             self._db.execute(f"PRAGMA {pragma}")  # a cache: a crash loses nothing Kafka does not hold
         self._buckets: list[int] = []  # newest first: a repeat is usually recent
+        self._lookups: list[str] = []  # the id lookup of each bucket's table, in the same order
         self._counts: Counter[tuple[int, int]] = Counter()  # (bucket, partition) -> ids
 
     def __contains__(self, action_id: str) -> bool:
-        k = key(action_id)
-        return any(
-            self._db.execute(f"SELECT 1 FROM done_{b} WHERE id = ?", (k,)).fetchone() is not None  # noqa: S608
-            for b in self._buckets
-        )
+        row = (key(action_id),)
+        execute = self._db.execute
+        # statements made once, in a loop, not any() over a generator: twice per delivery (-11 K Ir each)
+        for lookup in self._lookups:  # noqa: SIM110
+            if execute(lookup, row).fetchone() is not None:
+                return True
+        return False
 
     def content(self, action_id: str) -> str | None:
         """The content digest last delivered for an action (under its own id or a superseding one)."""
@@ -133,6 +136,7 @@ class DoneIndex:
             self._db.execute(f"DROP TABLE done_{bucket}")
             self._db.execute(f"DROP TABLE content_{bucket}")
             self._buckets.remove(bucket)
+            self._lookups = _lookups(self._buckets)
             for counted in [c for c in self._counts if c[0] == bucket]:
                 gone += self._counts.pop(counted)
         return gone
@@ -156,4 +160,9 @@ class DoneIndex:
             self._db.execute(f"CREATE TABLE done_{bucket} (id BLOB PRIMARY KEY) WITHOUT ROWID")
             self._db.execute(f"CREATE TABLE content_{bucket} (id BLOB PRIMARY KEY, digest TEXT) WITHOUT ROWID")
             self._buckets = sorted([*self._buckets, bucket], reverse=True)
+            self._lookups = _lookups(self._buckets)
         return f"done_{bucket}"
+
+
+def _lookups(buckets: list[int]) -> list[str]:
+    return [f"SELECT 1 FROM done_{b} WHERE id = ?" for b in buckets]  # noqa: S608
