@@ -231,8 +231,10 @@ class CompiledFlow:
             model, note = action.build(event, values, common)
         actual = None
         if model is not None:
-            actual = model.__dict__["action_id"]  # the trace names the action's own id, also on a re-delivery
             size = with_content(model, redeliver, action.plain)
+            # the id it goes out under: on a re-delivery the one that supersedes the action's own, as the
+            # flow's PlannedAction says (explain, the console and `postcall try` find its record and outcome by it)
+            actual = model.__dict__["action_id"]
             if size > CONTENT_LIMIT:
                 model, actual = None, None
                 note = (

@@ -907,3 +907,16 @@ def test_a_long_value_is_shown_cut_in_the_trace_not_once_per_condition_whole(tmp
     first = next(c for c in trace.flows[0].conditions if c.kind == "field")
     assert first.passed and first.actual == summary[:1000] + "… (3,500,000 characters)"
     assert first.reason == f'platform.summary = "{summary[:1000]}… (3,500,000 characters)"; contains "refund" is true'
+
+
+def test_a_redelivered_actions_trace_entry_names_the_id_it_goes_out_under(tmp_path: Path) -> None:
+    """`postcall explain`, the console's timeline and `postcall try` find an action's record and outcome by
+    the id in its trace entry. On a re-delivery that entry named the action's first id while the action
+    went out under the superseding one: explain showed the first delivery's outcome as this one's."""
+    compiled = agent(tmp_path, SLACK)
+    ev = event(end_reason={"canonical": "CCAAS_TRANSFER"}, summary="New summary")
+    for options in ((False, False), (True, False)):
+        trace, [action] = compiled.route(ev, NOW, options)
+        [entry] = [c for c in trace.flows[0].conditions if c.kind == "action"]
+        assert entry.actual == trace.flows[0].actions[0].action_id == action.action_id
+        assert (action.supersedes is not None) is options[0]
