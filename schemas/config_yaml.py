@@ -8,6 +8,8 @@ what YAML can do beyond plain data, each with its line:
 * tags other than the core schema's (`!!binary`, `!!omap`, `!!set`, `!!timestamp`, `!custom`): they
   build objects the validators do not expect;
 * more than MAX_DEPTH levels of nesting (the composer recurses) or MAX_NODES nodes;
+* half of a character written as a UTF-16 escape ("\\ud83d" alone: a lone surrogate, which no UTF-8
+  writer takes); a pair ("\\ud83d\\ude00") is read as the character it writes;
 * a decimal integer longer than Python reads from text (sys.get_int_max_str_digits: int() raised
   ValueError out of the constructor, which the router's start and reload did not expect).
 
@@ -28,6 +30,7 @@ from ruamel.yaml.reader import ReaderError
 
 MAX_DEPTH = 64
 MAX_NODES = 100_000
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _DECIMAL_INT = re.compile(r"[-+]?[0-9_]+")  # what ruamel's int constructor reads with int(text)
 CORE_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map"))
 
@@ -64,10 +67,29 @@ class _PlainDataComposer(Composer):
         ):
             limit = sys.get_int_max_str_digits()
             raise ComposerError(None, None, f"an integer of more than {limit} digits", event.start_mark)
+        if isinstance(event, ScalarEvent) and _SURROGATE.search(event.value):
+            event.value = _joined(event.value, event.start_mark)
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise ComposerError(None, None, f"more than {MAX_NODES} values", event.start_mark)
         return super().compose_node(parent, index)
+
+
+def _joined(value: str, mark: Any) -> str:
+    """A double-quoted scalar's UTF-16 escapes as the characters they write: ruamel reads "\\ud83d\\ude00"
+    as two surrogates, which no UTF-8 writer takes (orjson, hashing a flow's revision, raised TypeError:
+    the router could not start). A pair is its character; half of one is refused."""
+    joined = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    lone = _SURROGATE.search(joined)
+    if lone is not None:
+        raise ComposerError(
+            None,
+            None,
+            f"\\u{ord(lone.group()):04x} is half of a character (a UTF-16 surrogate): write the character "
+            "itself, its two \\u escapes together, or one \\U escape (\\U0001F600)",
+            mark,
+        )
+    return joined
 
 
 def read_yaml(data: str | bytes) -> Any:

@@ -272,6 +272,14 @@ HOSTILE_YAML: list[tuple[str, str, int, str]] = [
     ("deep-nesting", "x: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nested deeper than 64 levels"),
     ("not-utf8", "x: 1\ny: caf\udcc3\n", 2, "not UTF-8 text (invalid continuation byte)"),
     # int() refuses decimal text over sys.get_int_max_str_digits(): a ValueError out of the reader
+    # a lone surrogate no UTF-8 writer takes: the router's orjson raised TypeError compiling the agent
+    (
+        "half-a-character",
+        'x: 1\ny: "\\ud83d alone"\n',
+        2,
+        "\\ud83d is half of a character (a UTF-16 surrogate): "
+        "write the character itself, its two \\u escapes together, or one \\U escape (\\U0001F600)",
+    ),
     ("long-integer", "x: 1\ny: -" + "9" * 5000 + "\n", 2, "an integer of more than 4300 digits"),
 ]
 

@@ -920,3 +920,17 @@ def test_a_redelivered_actions_trace_entry_names_the_id_it_goes_out_under(tmp_pa
         [entry] = [c for c in trace.flows[0].conditions if c.kind == "action"]
         assert entry.actual == trace.flows[0].actions[0].action_id == action.action_id
         assert (action.supersedes is not None) is options[0]
+
+
+def test_an_emoji_written_as_two_json_escapes_is_the_emoji(tmp_path: Path) -> None:
+    """YAML's reader takes "\\ud83d\\udea8" as two lone surrogates: the file loaded, then hashing the flow
+    (orjson) raised TypeError and the router could not start. The pair is the character it writes."""
+    text = r"""
+agent: support-line
+flows:
+  - id: alert
+    actions:
+      - {type: task, title: "\ud83d\udea8 {{customer_name}}", description: "\U0001F6A8"}
+"""
+    [task] = agent(tmp_path, text).route(event(), NOW)[1]
+    assert isinstance(task, TaskRequested) and task.title == "🚨 Tom Becker" and task.description == "🚨"
