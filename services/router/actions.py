@@ -394,8 +394,14 @@ def _builder(config: Action, routes: dict[str, RecipientRoute], tz: ZoneInfo) ->
     )
 
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
-    """Subjects and titles: no line breaks (no header injection), bounded length."""
+    """Subjects and titles: no line breaks (no header injection) nor other control characters (a NUL went
+    into the mail's Subject as it was: SMTP forbids it, an ESC starts a terminal sequence), bounded length."""
+    if not text.isprintable():
+        text = _CONTROLS.sub(" ", text)
     return " ".join(text.split())[:limit]
 
 

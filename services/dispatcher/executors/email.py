@@ -13,6 +13,7 @@ move to another replica; a repeat to an accepted recipient carries the same Mess
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from email.headerregistry import Address
@@ -29,6 +30,8 @@ from services.dispatcher.destinations import SmtpDestination
 from services.dispatcher.metrics import delivery_duration
 from services.dispatcher.registry import Registry
 from services.dispatcher.smtp import SmtpPool, classify_smtp
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def build_message(action: EmailRequested, sender: str) -> EmailMessage:
@@ -53,9 +56,12 @@ def build_message(action: EmailRequested, sender: str) -> EmailMessage:
     msg = EmailMessage()
     for name, value in headers.items():
         # EmailMessage refuses a line break inside a value but not at its end, where it would write the
-        # blank line that ends the header block
+        # blank line that ends the header block; another control character (a NUL, which SMTP forbids,
+        # an ESC) it writes as it is. The router writes none (its one_line); a record from elsewhere may.
         if "\r" in value or "\n" in value:
             raise ValueError(f"the {name} header has a line break")
+        if not value.isprintable() and _CONTROL.search(value):
+            raise ValueError(f"the {name} header has a control character")
         msg[name] = value
     msg.set_content(action.text)
     if action.html:

@@ -132,6 +132,18 @@ async def test_a_header_value_ending_in_a_line_break_is_refused(sink: Sink, stac
     assert sink.received == []
 
 
+@pytest.mark.parametrize("subject", ["Callback\x00requested", "Callback \x1b[2Jrequested", "Callback\x85"])
+async def test_a_subject_with_a_control_character_is_refused(sink: Sink, stack: Stack, subject: str) -> None:
+    """EmailMessage wrote a NUL or an ESC into the Subject as it was (SMTP forbids a NUL in a message); the
+    router writes none, a record from elsewhere may."""
+    assert sink.smtp_port is not None
+    action = email_action("act_1").model_copy(update={"subject": subject})
+    async with stack(smtp_destination(sink.smtp_port)) as (executors, _):
+        with pytest.raises(PermanentError, match=r"invalid email: the Subject header has a control character"):
+            await executors.run(action)
+    assert sink.received == []
+
+
 @pytest.mark.parametrize(
     "to",
     [

@@ -429,6 +429,16 @@ def test_email_html_escapes_values_and_subject_is_one_line(tmp_path: Path) -> No
     assert email.subject == "Customer issue - high Bcc: x@y.z"
 
 
+def test_a_subject_holds_no_control_character(tmp_path: Path) -> None:
+    """A NUL, an ESC or a C1 control in a platform value went into the Subject as it was (one_line took
+    only whitespace out): SMTP forbids a NUL, an ESC starts a terminal sequence in a mail client's log."""
+    ev = event(dynamic={"dyn_severity": "high\x00\x1b[31m\x07\x7f\x9bred"})
+    _, actions = agent(tmp_path, NOTIFICATIONS).route(ev, NOW)
+    [email] = [a for a in actions if a.flow_id == "smart-routing"]
+    assert isinstance(email, EmailRequested)
+    assert email.subject == "Customer issue - high [31m red" and email.subject.isprintable()
+
+
 def test_disabled_action_and_action_when_are_skipped_with_reasons(tmp_path: Path) -> None:
     ev = event(triggers={"Did the customer express dissatisfaction?": True}, fields={"severity": "low"})
     trace, actions = agent(tmp_path, NOTIFICATIONS).route(ev, NOW)
