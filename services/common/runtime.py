@@ -694,11 +694,21 @@ class Runtime:
     # ── producing ──────────────────────────────────────────────────────────────────────────────
 
     async def _produce(self, state: PartitionState, records: Sequence[Outgoing]) -> None:
-        """Send every record and wait for acks=all; on broker trouble keep trying while we own the input."""
+        """Send every record and wait for acks=all; on broker trouble keep trying while we own the input.
+
+        Outputs to the route's topics go into the Batcher's open batches, as the fast path's do: no send()
+        coroutine, partitioner call and future per output (1 KB pass-through at the dispatcher's window of
+        1024: 374 K -> 323 K instructions per record). The record waits for the acks of the batches holding
+        them. What it does not batch (retry copies, dead letters, a record too big for a batch) goes through
+        the Sender, one aiokafka send() per record."""
         delay = 0.5
         while True:
             try:
-                futures = [await self._send(r) for r in records]
+                futures = self._batcher.add_nowait(records)
+                if futures is None:  # a topic it does not batch for, or a record too big for a batch
+                    futures = [await self._send(r) for r in records]
+                else:
+                    self._batcher.flush()
                 if futures:
                     await (futures[0] if len(futures) == 1 else asyncio.gather(*futures))
                 # outputs, not retry copies or dead letters

@@ -53,7 +53,19 @@ def runtime_over(producer: FullBatch) -> Runtime:
     runtime: Runtime = build(settings)
     runtime._producer = producer
     runtime._sender = Sender(producer)  # type: ignore[arg-type]
+    runtime._batcher = NotBatched()  # type: ignore[assignment]
     return runtime
+
+
+class NotBatched:
+    """A Batcher that batches nothing (a retry tier, a dead-letter topic, a record too big for a batch):
+    the one-record path sends such outputs through the Sender."""
+
+    def add_nowait(self, records: Any) -> None:
+        return None
+
+    def flush(self) -> None:
+        raise AssertionError("nothing was batched")
 
 
 async def turns_until(done: Any) -> int:
@@ -127,7 +139,7 @@ async def test_queued_records_fail_instead_of_hanging_when_the_sending_task_is_c
     assert isinstance(results[3], KafkaError) and "stopped before" in str(results[3])
 
 
-async def test_one_record_path_produces_through_the_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_what_the_one_record_path_does_not_batch_goes_through_the_sender(monkeypatch: pytest.MonkeyPatch) -> None:
     producer = FullBatch()
     producer.drained.set()
     runtime = runtime_over(producer)

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from services.common.kafka import PartitionState, Sender
 from services.common.runtime import Runtime
 from tests.support.worker import WorkerSettings, build
+from tests.unit.common.test_kafka_sender import NotBatched
 
 
 class FullThenDrained:
@@ -44,6 +45,7 @@ async def test_a_producer_timeout_is_broker_trouble_retried_not_a_dead_letter(mo
     runtime: Runtime = build(settings)
     producer = runtime._producer = FullThenDrained(timeouts=1)
     runtime._sender = Sender(producer)
+    runtime._batcher = NotBatched()  # type: ignore[assignment]
     state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
     record = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
     state.accept(record.offset)
@@ -124,6 +126,7 @@ async def test_records_count_as_produced_once_acknowledged_not_when_queued_or_se
     runtime: Runtime = build(settings)
     producer = runtime._producer = Scripted()
     runtime._sender = Sender(producer)
+    runtime._batcher = NotBatched()  # type: ignore[assignment]
     state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
     record = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
     state.accept(record.offset)
@@ -183,3 +186,31 @@ async def test_fast_path_records_waiting_for_acks_keep_no_output_alive() -> None
         ack.set_result(None)
     await asyncio.wait_for(runtime._acknowledge(state, done, [2]), 5)
     assert produced() == before + 2 and state.committable() == 5
+
+
+async def test_one_record_path_batches_its_outputs_and_counts_them_once_acknowledged(monkeypatch: Any) -> None:
+    """The one-record path queues an input's outputs into the Batcher, as the fast path does (not a send()
+    per output: its coroutine, partitioner call and future), and the record is done only once their batch is
+    acknowledged; a batch that fails with broker trouble (KafkaTimeoutError too, which aiokafka does not mark
+    retriable) is queued again, neither dead-lettered nor retried as the handler's failure, and counts once."""
+    monkeypatch.setattr("services.common.runtime.asyncio.sleep", _no_wait)
+    runtime, batcher = fast_path()
+    runtime._sender = Sender(Scripted())  # type: ignore[arg-type]
+    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
+    record = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
+    state.accept(record.offset)
+    before = produced()
+
+    task = asyncio.create_task(runtime._process(state, record))
+    await until(lambda: len(batcher.acks) == 1)
+    assert produced() == before and not task.done(), "queued, not acknowledged yet"
+    batcher.acks[0].set_exception(KafkaTimeoutError())
+    await until(lambda: len(batcher.acks) == 2)
+    batcher.acks[1].set_exception(KafkaConnectionError())
+    await until(lambda: len(batcher.acks) == 3)
+    assert produced() == before and not task.done()
+    batcher.acks[2].set_result(None)
+    await asyncio.wait_for(task, 5)
+
+    assert produced() == before + 1
+    assert runtime._sender.producer.futures == [], "nothing went through send()"  # type: ignore[attr-defined]
