@@ -41,10 +41,8 @@ log = logging.getLogger("postcall.runtime")
 pauses_log = logging.getLogger("postcall.runtime.pauses")
 pauses_log.addFilter(observability.RepeatFilter())
 TOPIC_WAIT_SECONDS = 30.0
-# /readyz: a broker answered a metadata request within this long (asked every KAFKA_CHECK_SECONDS).
-# /healthz never asks: a broker outage restarting every pod would bring nothing back.
-KAFKA_CHECK_SECONDS = 5.0
-KAFKA_READY_SECONDS = 15.0
+# /readyz: a broker answered a metadata request within RuntimeSettings.kafka_ready_seconds (asked every
+# third of it). /healthz never asks: a broker outage restarting every pod would bring nothing back.
 # Under the service's backpressure the loop does not poll (a paused partition drops what the consumer
 # prefetched); after this long without a poll it polls with every partition paused, to stay in the group.
 PRESSURE_POLL_SECONDS = 10.0
@@ -224,16 +222,17 @@ class Runtime:
         log.info("stopped")
 
     def _ready(self) -> bool:
-        kafka = time.monotonic() - self._kafka_answered < KAFKA_READY_SECONDS
+        kafka = time.monotonic() - self._kafka_answered < self.settings.kafka_ready_seconds
         return self.started and not self._stopping.is_set() and kafka
 
     async def _check_kafka(self) -> None:
         """Note when a broker answers a metadata request (the producer's connections; as the ingress's
         readiness): fetch_all_metadata raises when none of the known brokers answers."""
+        every = self.settings.kafka_ready_seconds / 3
         while True:
-            await asyncio.sleep(KAFKA_CHECK_SECONDS)
+            await asyncio.sleep(every)
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
-                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), KAFKA_CHECK_SECONDS)
+                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), every)
                 self._kafka_answered = time.monotonic()
 
     def _alive(self) -> bool:
@@ -811,7 +810,7 @@ class Runtime:
         /readyz says) that watermark is old and the lag unknown: its series are removed, not left at
         their last value, and come back at the first report after a broker answers."""
         assert self._consumer is not None
-        if time.monotonic() - self._kafka_answered >= KAFKA_READY_SECONDS:
+        if time.monotonic() - self._kafka_answered >= self.settings.kafka_ready_seconds:
             for tp in self.partitions:
                 with contextlib.suppress(KeyError):  # not reported yet, or removed at an earlier report
                     observability.CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))

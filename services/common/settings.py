@@ -135,6 +135,12 @@ class RuntimeSettings(BaseModel):
     auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="Start of a new group.")
     metrics_port: int = Field(9400, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0: none.")
     metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint binds to.")
+    kafka_ready_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="/readyz answers 503 once no broker has answered a metadata request for this long (asked "
+        "every third of it); the consumer lag series are withdrawn meanwhile.",
+    )
     max_record_bytes: int = Field(READ_RECORD_BYTES, description="Larger records are dead-lettered as poison.")
     idle_exit_seconds: float | None = Field(
         None,

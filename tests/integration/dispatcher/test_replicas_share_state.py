@@ -149,7 +149,7 @@ async def test_two_replicas_keep_a_destinations_rate_limit_within_ten_percent(
 ) -> None:
     owned = await group.balanced()
     # the same number of actions for each replica, spread over the partitions it holds
-    n = 40
+    n = 20
     per_partition = {p: n // len(parts) for parts in owned for p in parts}
     await group.send(group.limited, per_partition)
     total = sum(per_partition.values())

@@ -11,6 +11,8 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -41,17 +43,29 @@ def wait_for(proc: Proc, port: int, path: str, wanted: int, timeout: float, live
     pytest.fail(f"{path} never answered {wanted}:\n{proc.output()[-3000:]}")
 
 
-def test_readiness_follows_the_brokers_and_liveness_does_not(tmp_path: Path) -> None:
+@contextmanager
+def worker_on_its_own_broker(tmp_path: Path) -> Iterator[tuple[KafkaCluster, Proc, int]]:
+    """A worker ready on a broker of its own (the test stops it), its readiness lost after 3 s without a
+    broker's answer (the default is 15 s: the same mechanism, sooner), and the port of its probes."""
     cluster = KafkaCluster(size=1).start()
     kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
     port = free_port()
     proc: Proc | None = None
     try:
         topics = asyncio.run(make_topics(kafka))
-        env = worker_env(kafka, topics, WORKER_RUNTIME__METRICS_PORT=str(port))
+        env = worker_env(kafka, topics, WORKER_RUNTIME__METRICS_PORT=str(port), WORKER_RUNTIME__KAFKA_READY_SECONDS="3")
         proc = start("tests.support.worker", env, work_dir=tmp_path)
         wait_for(proc, port, "/readyz", 200, 60, live=False)  # (nothing listens before the consumer started)
+        yield cluster, proc, port
+    finally:
+        if proc is not None:
+            proc.stop()
+        cluster.stop_node(cluster.nodes[0], kill=True)  # a throwaway broker: no controlled shutdown to wait for
+        cluster.stop()
 
+
+def test_readiness_follows_the_brokers_and_liveness_does_not(tmp_path: Path) -> None:
+    with worker_on_its_own_broker(tmp_path) as (cluster, proc, port):
         cluster.stop_node(cluster.nodes[0], kill=True)
         wait_for(proc, port, "/readyz", 503, 60)
 
@@ -62,33 +76,15 @@ def test_readiness_follows_the_brokers_and_liveness_does_not(tmp_path: Path) -> 
         aiokafka = Counter(line["msg"].split(":")[0] for line in lines if line["logger"].startswith("aiokafka"))
         # each of aiokafka's repeated errors is shown once, not some ten times a second for the outage
         assert aiokafka and max(aiokafka.values()) <= 2, aiokafka
-    finally:
-        if proc is not None:
-            proc.stop()
-        cluster.stop_node(cluster.nodes[0], kill=True)
-        cluster.stop()
 
 
 def test_sigterm_while_the_brokers_are_away_is_a_clean_stop(tmp_path: Path) -> None:
     """A pod told to stop during a broker outage (a rollout meeting a broker restart) exited with status 1
     and a CancelledError traceback: aiokafka's consumer.stop() raised its fetcher's own cancellation, and
     the producer was never stopped. It drains what it can and exits 0."""
-    cluster = KafkaCluster(size=1).start()
-    kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
-    port = free_port()
-    proc: Proc | None = None
-    try:
-        topics = asyncio.run(make_topics(kafka))
-        env = worker_env(kafka, topics, WORKER_RUNTIME__METRICS_PORT=str(port))
-        proc = start("tests.support.worker", env, work_dir=tmp_path)
-        wait_for(proc, port, "/readyz", 200, 60, live=False)
+    with worker_on_its_own_broker(tmp_path) as (cluster, proc, port):
         time.sleep(3)  # fetching
-
         cluster.stop_node(cluster.nodes[0], kill=True)
         wait_for(proc, port, "/readyz", 503, 60)  # its fetches fail and back off
         assert proc.term(timeout=60) == 0, proc.output()[-3000:]
         assert "Traceback" not in proc.output(), proc.output()[-3000:]
-    finally:
-        if proc is not None:
-            proc.stop()
-        cluster.stop()

@@ -8,7 +8,7 @@ from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from services.common.kafka import PartitionState
-from services.common.runtime import KAFKA_READY_SECONDS, Runtime
+from services.common.runtime import Runtime
 from tests.support.worker import WorkerSettings, build
 
 
@@ -38,7 +38,7 @@ def test_the_lag_is_not_shown_while_no_broker_answers() -> None:
     runtime._kafka_answered = time.monotonic()
     runtime._report_lag()
     assert lag(runtime.service, "lag-in", 0) == 20
-    runtime._kafka_answered = time.monotonic() - KAFKA_READY_SECONDS - 1
+    runtime._kafka_answered = time.monotonic() - runtime.settings.kafka_ready_seconds - 1
     runtime._report_lag()
     assert lag(runtime.service, "lag-in", 0) is None
     runtime._report_lag()  # still none: nothing to remove

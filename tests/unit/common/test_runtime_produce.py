@@ -46,9 +46,7 @@ async def test_a_producer_timeout_is_broker_trouble_retried_not_a_dead_letter(mo
     producer = runtime._producer = FullThenDrained(timeouts=1)
     runtime._sender = Sender(producer)
     runtime._batcher = NotBatched()  # type: ignore[assignment]
-    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
-    record = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
-    state.accept(record.offset)
+    state, record = one_record(runtime)
 
     await asyncio.wait_for(runtime._process(state, record), 5)
 
@@ -105,6 +103,14 @@ def polled(runtime: Runtime) -> tuple[PartitionState, list[ConsumerRecord[bytes,
     return state, records
 
 
+def one_record(runtime: Runtime) -> tuple[PartitionState, ConsumerRecord[bytes, bytes]]:
+    """One record of partition in:0, taken (in flight) as the poll loop takes it."""
+    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
+    record: ConsumerRecord[bytes, bytes] = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
+    state.accept(record.offset)
+    return state, record
+
+
 def produced(topic: str = "out") -> float:
     return REGISTRY.get_sample_value("postcall_records_produced_total", {"service": "worker", "topic": topic}) or 0.0
 
@@ -127,9 +133,7 @@ async def test_records_count_as_produced_once_acknowledged_not_when_queued_or_se
     producer = runtime._producer = Scripted()
     runtime._sender = Sender(producer)
     runtime._batcher = NotBatched()  # type: ignore[assignment]
-    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
-    record = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
-    state.accept(record.offset)
+    state, record = one_record(runtime)
     before = produced()
 
     task = asyncio.create_task(runtime._process(state, record))
@@ -196,9 +200,7 @@ async def test_one_record_path_batches_its_outputs_and_counts_them_once_acknowle
     monkeypatch.setattr("services.common.runtime.asyncio.sleep", _no_wait)
     runtime, batcher = fast_path()
     runtime._sender = Sender(Scripted())  # type: ignore[arg-type]
-    state = runtime.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
-    record = ConsumerRecord("in", 0, 7, 0, 0, b"k", b'{"id": "a"}', None, 1, 11, ())
-    state.accept(record.offset)
+    state, record = one_record(runtime)
     before = produced()
 
     task = asyncio.create_task(runtime._process(state, record))
