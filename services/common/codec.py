@@ -3,6 +3,7 @@ shape of a record to produce (`Outgoing`)."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -95,6 +96,8 @@ _last_iso: tuple[int, str, bytes, tuple[str, bytes]] = (0, "", b"", (h.CE_TIME, 
 #: "00" to "99": a time written from its fields (the ingress's ce_time, the router's dates), cheaper than
 #: datetime.isoformat() or strftime() on a record's path
 TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
+#: C0 and C1 control characters and DEL: none belongs in a one-line text such as a mail's Subject
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def now_iso() -> str:

@@ -71,6 +71,7 @@ from schemas.events import (
     WebhookRequested,
 )
 from schemas.topics import READ_RECORD_BYTES, action_topic
+from services.common.codec import CONTROL_CHARACTERS
 from services.router.conditions import SHOWN_CHARS, Remembered, compile_condition
 from services.router.scheduling import call_time
 from services.router.templates import JsonTemplate, Template
@@ -394,14 +395,11 @@ def _builder(config: Action, routes: dict[str, RecipientRoute], tz: ZoneInfo) ->
     )
 
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
     """Subjects and titles: no line breaks (no header injection) nor other control characters (a NUL went
     into the mail's Subject as it was: SMTP forbids it, an ESC starts a terminal sequence), bounded length."""
     if not text.isprintable():
-        text = _CONTROLS.sub(" ", text)
+        text = CONTROL_CHARACTERS.sub(" ", text)
     return " ".join(text.split())[:limit]
 
 

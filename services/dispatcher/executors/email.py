@@ -13,7 +13,6 @@ move to another replica; a repeat to an accepted recipient carries the same Mess
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Mapping
 from email.headerregistry import Address
@@ -24,14 +23,13 @@ import idna  # httpx's dependency (requirements/runtime.lock), as it names hosts
 from aiosmtplib import SMTPResponse
 
 from schemas.events import EmailRequested
+from services.common.codec import CONTROL_CHARACTERS
 from services.common.errors import PermanentError, RetryableError
 from services.dispatcher.delivery import Delivery, failure
 from services.dispatcher.destinations import SmtpDestination
 from services.dispatcher.metrics import delivery_duration
 from services.dispatcher.registry import Registry
 from services.dispatcher.smtp import SmtpPool, classify_smtp
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def build_message(action: EmailRequested, sender: str) -> EmailMessage:
@@ -60,7 +58,7 @@ def build_message(action: EmailRequested, sender: str) -> EmailMessage:
         # an ESC) it writes as it is. The router writes none (its one_line); a record from elsewhere may.
         if "\r" in value or "\n" in value:
             raise ValueError(f"the {name} header has a line break")
-        if not value.isprintable() and _CONTROL.search(value):
+        if not value.isprintable() and CONTROL_CHARACTERS.search(value):
             raise ValueError(f"the {name} header has a control character")
         msg[name] = value
     msg.set_content(action.text)
