@@ -50,11 +50,14 @@ class SmtpPool:
         self._resolver = resolver
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
-    async def send(self, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
-        """Send one message; returns the recipients refused (4xx deferred or 5xx) while others were accepted."""
+    async def send(
+        self, message: EmailMessage, recipients: list[str] | None = None
+    ) -> dict[str, aiosmtplib.SMTPResponse]:
+        """Send one message (to `recipients`, default: its To:); returns the recipients refused (4xx deferred
+        or 5xx) while others were accepted."""
         client = await self._take()
         try:
-            refused, _ = await client.send_message(message, timeout=self._timeout)
+            refused, _ = await client.send_message(message, recipients=recipients, timeout=self._timeout)
         except BaseException:
             client.close()  # the session's state is unknown after a failure; never reuse it
             raise

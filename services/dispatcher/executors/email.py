@@ -3,8 +3,11 @@
 The Message-ID is derived from the action_id, so an MTA or mailbox that sees a repeat can tell; the
 action_id is also in X-Postcall-Action-Id for the receiving side's own dedupe.
 
-Recipients the server refuses while accepting others: a 5xx refusal is final and noted on the
-`delivered` result; a 4xx deferral makes the attempt retryable, and the retry sends to every recipient
+Recipients the server refuses while accepting others: those it did not take for now (4xx; or 552, RFC
+821's code for too many recipients, which RFC 5321 4.5.3.1.10 says to treat as temporary) go in another
+transaction at once, while the last one took someone: a server's limit of recipients per message
+answers 452 to the ones past it. A 5xx refusal is final and noted on the `delivered` result;
+a recipient still deferred (4xx) makes the attempt retryable, and the retry sends to every recipient
 again. Sending only to the deferred ones would need a record of who got it that survives a restart or a
 move to another replica; a repeat to an accepted recipient carries the same Message-ID
 <action_id@postcall>, so mail systems that dedupe drop it.
@@ -20,7 +23,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 import idna  # httpx's dependency (requirements/runtime.lock), as it names hosts
-from aiosmtplib import SMTPResponse
+from aiosmtplib import SMTPRecipientsRefused, SMTPResponse
 
 from schemas.events import EmailRequested
 from services.common.codec import CONTROL_CHARACTERS
@@ -118,7 +121,7 @@ class EmailExecutor:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
-                    refused = await self._pools[dest.name].send(message)
+                    refused = await send_all(self._pools[dest.name], message)
             except Exception as exc:  # aiosmtplib errors, OSError, our own timeout
                 error = classify_smtp(exc)
                 slot.record(not isinstance(error, RetryableError))
@@ -134,6 +137,20 @@ class EmailExecutor:
             raise failure(error, dest.name, min(a.code for a in deferred.values()), latency_ms, redact=dest.redact)
         note = f"refused: {_listed(refused)}" if refused else None
         return Delivery("delivered", dest.name, 250, latency_ms, note)
+
+
+async def send_all(pool: SmtpPool, message: EmailMessage) -> dict[str, SMTPResponse]:
+    """The message to every recipient, in as many transactions as the server takes them in; the
+    recipients not accepted, each with its last answer."""
+    refused = await pool.send(message)
+    while again := [rcpt for rcpt, answer in refused.items() if 400 <= answer.code < 500 or answer.code == 552]:
+        try:
+            answers = await pool.send(message, again)  # took one at least: each round has fewer
+        except SMTPRecipientsRefused as exc:  # took none of them: that is their answer
+            answers = {r.recipient: SMTPResponse(r.code, r.message) for r in exc.recipients}
+            return refused | answers
+        refused = {rcpt: answer for rcpt, answer in refused.items() if rcpt not in again} | answers
+    return refused
 
 
 def _listed(refused: Mapping[str, SMTPResponse]) -> str:

@@ -233,7 +233,8 @@ async def smtp_server(handler: object, tls: ssl.SSLContext | None = None) -> Asy
 
 
 async def test_a_recipient_deferred_while_others_accepted_is_retried_until_it_gets_the_mail(stack: Stack) -> None:
-    handler = Recipients({"lead@example.com": ["452 4.2.2 Mailbox full"]})
+    # deferred twice: in the message's transaction and in the one of its own that follows at once
+    handler = Recipients({"lead@example.com": ["452 4.2.2 Mailbox full", "452 4.2.2 Mailbox full"]})
     async with smtp_server(handler) as port, stack(smtp_destination(port)) as (executors, _):
         with pytest.raises(RetryableError, match=r"deferred.*lead@example.com \(452") as caught:
             await executors.run(email_action("act_1"))
@@ -305,3 +306,34 @@ async def test_a_message_whose_250_is_lost_is_sent_again_with_the_same_message_i
     first, second = handler.mail
     assert first["Message-ID"] == second["Message-ID"] == "<act_1@postcall>"
     assert first["X-Postcall-Action-Id"] == second["X-Postcall-Action-Id"] == "act_1"
+
+
+class RecipientLimit(Recipients):
+    """A server that takes at most `limit` RCPTs per transaction and answers the rest 452 4.5.3 (RFC 5321
+    4.5.3.1.10: the client sends the remaining recipients in another transaction)."""
+
+    def __init__(self, limit: int, code: str = "452 4.5.3 Too many recipients") -> None:
+        super().__init__({})
+        self.limit, self.code = limit, code
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if len(envelope.rcpt_tos) >= self.limit:
+            return self.code
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+
+@pytest.mark.parametrize("code", ["452 4.5.3 Too many recipients", "552 5.5.3 Too many recipients"])
+async def test_recipients_over_the_servers_limit_per_message_go_in_another_transaction_at_once(
+    stack: Stack, code: str
+) -> None:
+    """Before: the recipients past the limit were 'deferred' (452) and the attempt retryable, and every retry
+    sent to every recipient again, where the same limit deferred the same ones: the first recipients got the
+    mail once per attempt and the others never; a 552 (RFC 821's code for it, which RFC 5321 says to treat as
+    temporary) noted them as refused for good."""
+    handler = RecipientLimit(2, code)
+    action = email_action("act_1").model_copy(update={"to": [f"r{i}@example.com" for i in range(5)]})
+    async with smtp_server(handler) as port, stack(smtp_destination(port)) as (executors, _):
+        delivery = await executors.run(action)
+    assert (delivery.outcome, delivery.note) == ("delivered", None)
+    r0, r1, r2, r3, r4 = action.to
+    assert handler.mail == [[r0, r1], [r2, r3], [r4]]
