@@ -56,18 +56,28 @@ def build_message(action: EmailRequested, sender: str) -> EmailMessage:
         headers["Supersedes"] = f"<{action.supersedes}@postcall>"
     msg = EmailMessage()
     for name, value in headers.items():
-        # EmailMessage refuses a line break inside a value but not at its end, where it would write the
-        # blank line that ends the header block; another control character (a NUL, which SMTP forbids,
-        # an ESC) it writes as it is. The router writes none (its one_line); a record from elsewhere may.
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"the {name} header has a line break")
-        if not value.isprintable() and CONTROL_CHARACTERS.search(value):
-            raise ValueError(f"the {name} header has a control character")
+        _one_line(name, value)
         msg[name] = value
+        # the value it will write: EmailMessage decodes the RFC 2047 encoded words of what it is given
+        # (=?utf-8?q?=0D=0A?= is CR LF), and the router's one_line leaves their text as it is
+        decoded = str(msg[name])
+        if decoded != value:
+            _one_line(name, decoded, " (an RFC 2047 encoded word decodes to it)")
     msg.set_content(action.text)
     if action.html:
         msg.add_alternative(action.html, subtype="html")
     return msg
+
+
+def _one_line(name: str, value: str, how: str = "") -> None:
+    """ValueError when a header's value has a line break or a control character. EmailMessage refuses a
+    line break inside a value but not at its end, where it would write the blank line that ends the
+    header block; another control character (a NUL, which SMTP forbids, an ESC) it writes as it is. The
+    router writes none (its one_line); a record from elsewhere may."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"the {name} header has a line break{how}")
+    if not value.isprintable() and CONTROL_CHARACTERS.search(value):
+        raise ValueError(f"the {name} header has a control character{how}")
 
 
 def one_address(value: str) -> Address | None:

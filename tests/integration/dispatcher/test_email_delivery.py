@@ -145,6 +145,29 @@ async def test_a_subject_with_a_control_character_is_refused(sink: Sink, stack: 
 
 
 @pytest.mark.parametrize(
+    ("update", "header"),
+    [
+        ({"subject": "Hi =?utf-8?q?=0D=0ABcc:_everyone@example.com?="}, "Subject"),
+        ({"subject": "=?utf-8?b?SGkNCg0KWW91ciBhY2NvdW50IGlzIGxvY2tlZA==?="}, "Subject"),  # a body of its own
+        ({"subject": "Hi =?utf-8?q?a=00b?="}, "Subject"),
+        ({"conversation_id": "conv=?utf-8?q?=0D=0AReply-To:_thief@example.net?="}, "X-Postcall-Conversation-Id"),
+    ],
+)
+async def test_a_line_break_or_control_character_in_an_encoded_word_is_refused_unsent(
+    sink: Sink, stack: Stack, update: dict[str, str], header: str
+) -> None:
+    """EmailMessage decodes the RFC 2047 encoded words of a value it is given (=?utf-8?q?=0D=0A?= is CR LF)
+    and wrote what they decoded to as it was: a caller's subject text added a Bcc or Reply-To header, or a
+    blank line and a body of its own. The value checked was the encoded one, which holds no line break."""
+    assert sink.smtp_port is not None
+    action = email_action("act_1").model_copy(update=update)
+    async with stack(smtp_destination(sink.smtp_port)) as (executors, _):
+        with pytest.raises(PermanentError, match=rf"invalid email: the {header} header has a (line break|control)"):
+            await executors.run(action)
+    assert sink.received == []
+
+
+@pytest.mark.parametrize(
     "to",
     [
         [""],
