@@ -397,9 +397,13 @@ def _builder(config: Action, routes: dict[str, RecipientRoute], tz: ZoneInfo) ->
 
 def one_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
     """Subjects and titles: no line breaks (no header injection) nor other control characters (a NUL went
-    into the mail's Subject as it was: SMTP forbids it, an ESC starts a terminal sequence), bounded length."""
+    into the mail's Subject as it was: SMTP forbids it, an ESC starts a terminal sequence), no RFC 2047
+    encoded word (the opening '=?' written '= ?': a mail client and the dispatcher's EmailMessage decode
+    one, =?utf-8?q?=0D=0A?= to a line break, and the dispatcher refuses such an email), bounded length."""
     if not text.isprintable():
         text = CONTROL_CHARACTERS.sub(" ", text)
+    if "=?" in text:
+        text = text.replace("=?", "= ?")
     return " ".join(text.split())[:limit]
 
 
@@ -623,7 +627,8 @@ def _recipient(
                 "",
                 f"dropped {_clip(address)!r} from {template.source}: {_clip(domain)} is not in allowed_domains",
             )
-    if not EMAIL_ADDRESS.fullmatch(address):
+    # an encoded word (RFC 2047 allows none in an address) decodes in the To: header: to a line break, say
+    if not EMAIL_ADDRESS.fullmatch(address) or "=?" in address:
         return "", "", f"dropped invalid recipient {_clip(address)!r} ({source})"
     return address, source, ""
 

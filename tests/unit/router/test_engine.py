@@ -19,6 +19,7 @@ from schemas.events import (
     WebhookRequested,
 )
 from schemas.topics import MAX_EVENT_BYTES, READ_RECORD_BYTES
+from services.dispatcher.executors.email import build_message
 from services.router.actions import action_id
 from services.router.engine import CompiledAgent, encode_trace
 from tests.unit.router.support import NOW, agent, config, event
@@ -373,6 +374,9 @@ ALLOWED_DOMAINS = """
         ("x@company.example.evil.example", None, "company.example.evil.example is not in allowed_domains"),
         ("a@company.example, b@evil.example", None, "dropped invalid recipient"),
         ("attacker@evil.example\nBcc: x@company.example", None, "dropped"),
+        # an encoded word decodes in the To: header (here to a line break, which the dispatcher refuses
+        # with the whole email); RFC 2047 allows none in an address
+        ("=?utf-8?q?a=0D=0Ab?=@company.example", None, "dropped invalid recipient"),
     ],
 )
 def test_a_rendered_recipient_is_kept_only_in_the_allowed_domains(
@@ -437,6 +441,18 @@ def test_a_subject_holds_no_control_character(tmp_path: Path) -> None:
     [email] = [a for a in actions if a.flow_id == "smart-routing"]
     assert isinstance(email, EmailRequested)
     assert email.subject == "Customer issue - high [31m red" and email.subject.isprintable()
+
+
+def test_a_subject_holds_no_encoded_word_a_mail_client_or_the_dispatcher_would_decode(tmp_path: Path) -> None:
+    """The dispatcher's EmailMessage decodes RFC 2047 encoded words in the Subject (=?utf-8?q?=0D=0A?= is
+    CR LF), and refuses the email when one decodes to a line break: a caller's value in the subject lost
+    the whole email. Its opening '=?' is written '= ?', which no decoder reads as an encoded word."""
+    said = "high =?utf-8?q?=0D=0ABcc:_everyone@company.example?="
+    _, actions = agent(tmp_path, NOTIFICATIONS).route(event(dynamic={"dyn_severity": said}), NOW)
+    [email] = [a for a in actions if a.flow_id == "smart-routing"]
+    assert isinstance(email, EmailRequested)
+    assert email.subject == "Customer issue - high = ?utf-8?q?=0D=0ABcc:_everyone@company.example?="
+    assert str(build_message(email, "calls@company.example")["Subject"]) == email.subject
 
 
 def test_disabled_action_and_action_when_are_skipped_with_reasons(tmp_path: Path) -> None:
