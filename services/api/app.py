@@ -26,9 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api.auth import Auth
 from services.api.handler import router
 from services.api.settings import ApiSettings
+from services.console import app as console
 from services.console.app import mount as mount_console
 from services.console.destinations import DestinationStates
-from services.store.db import Store
+from services.store.db import Store, StoreUnavailable
 from services.store.queries import QueryError
 
 VERSION = "0.1.0"
@@ -86,6 +87,7 @@ def create_app(settings: ApiSettings, *, store: Store | None = None) -> FastAPI:
     app.add_exception_handler(QueryError, _bad_query)
     app.add_exception_handler(OperationalError, _store_unavailable)
     app.add_exception_handler(DBAPIError, _store_unavailable)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.middleware("http")(_measure)
     app.add_middleware(BodyLimit)  # added last: outermost, before any other middleware reads the body
     _health(app)
@@ -163,8 +165,10 @@ async def _bad_query(_request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=400)
 
 
-async def _store_unavailable(_request: Request, exc: Exception) -> Response:
-    return JSONResponse({"detail": "the store is unavailable; try again shortly"}, status_code=503)
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    if request.app.state.settings.console.enabled and console.console_page(request):
+        return console.store_unavailable(request)
+    return JSONResponse({"detail": console.STORE_UNAVAILABLE}, status_code=503)
 
 
 async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

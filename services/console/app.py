@@ -8,6 +8,7 @@ do what is services/console/access.py's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from fastapi import FastAPI, Request
@@ -16,10 +17,12 @@ from fastapi.exception_handlers import http_exception_handler, request_validatio
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.console import access, agents, inbox, letters, operations, pages, trial
 from services.console.render import STATIC, page
+from services.store.db import StoreUnavailable
 
 TITLES = {
     400: "Bad request",
@@ -29,7 +32,9 @@ TITLES = {
     409: "Conflict",
     422: "Bad request",
     429: "Busy",
+    503: "Store unavailable",
 }
+STORE_UNAVAILABLE = "the store is unavailable; try again shortly"
 
 
 def mount(app: FastAPI) -> None:
@@ -45,7 +50,7 @@ async def _login_required(request: Request, _exc: Exception) -> Response:
     return access.login_redirect(request)
 
 
-def _console_page(request: Request) -> bool:
+def console_page(request: Request) -> bool:
     path = request.url.path
     return path.startswith(access.PATH + "/") and not path.startswith(access.PATH + "/static")
 
@@ -55,7 +60,7 @@ async def _invalid_form(request: Request, exc: Exception) -> Response:
     what is wrong, never its value (FastAPI's JSON echoes it, and htmx would swap it in as markup); the
     JSON API keeps FastAPI's JSON body."""
     assert isinstance(exc, RequestValidationError)
-    if not _console_page(request):
+    if not console_page(request):
         try:
             return await request_validation_exception_handler(request, exc)
         except UnicodeEncodeError:  # FastAPI writes the refused input back as UTF-8; a lone surrogate from a
@@ -70,9 +75,10 @@ async def _invalid_form(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     """An HTML page for the console's errors; the JSON API keeps FastAPI's JSON body."""
     assert isinstance(exc, StarletteHTTPException)
-    if not _console_page(request):
+    if not console_page(request):
         return await http_exception_handler(request, exc)
-    await access.resolve_or_none(request)
+    with contextlib.suppress(StoreUnavailable, DBAPIError):  # shown without who is asking, then
+        await access.resolve_or_none(request)
     context = {"status": exc.status_code, "title": TITLES.get(exc.status_code, "Error"), "detail": exc.detail}
     base = {"who": None, "csrf": None, "open_mode": False}
     if not hasattr(request.state, "console"):
@@ -81,3 +87,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     response = page(request, template, context, status_code=exc.status_code)
     response.headers.update(exc.headers or {})  # a 429's Retry-After
     return response
+
+
+def store_unavailable(request: Request) -> Response:
+    """The console's answer when the store cannot be reached: its error page (a fragment for htmx, which swaps
+    a 503), never the database's words (they name its host). The live list's poll is answered 204, which htmx
+    does not swap: its row stays, and polls again."""
+    if request.headers.get("hx-request") and request.url.path in access.BACKGROUND:
+        return Response(status_code=204)
+    context = {"status": 503, "title": TITLES[503], "detail": STORE_UNAVAILABLE}
+    if not hasattr(request.state, "console"):  # the store failed before the request's principal was known
+        context = {"who": None, "csrf": None, "open_mode": False, **context}
+    template = "error_fragment.html" if request.headers.get("hx-request") else "error.html"
+    return page(request, template, context, status_code=503)

@@ -35,6 +35,11 @@ class StoreError(Exception):
     """Raised when the store cannot be used as configured (unreachable, wrong schema revision)."""
 
 
+class StoreUnavailable(StoreError, OSError):
+    """Raised by `Store.read()` / `Store.write()` when no connection to the database can be made. An OSError
+    still, as the driver's own was: what treated that as the store being down (the recorder) still does."""
+
+
 @dataclass
 class Store:
     engine: AsyncEngine
@@ -76,14 +81,25 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            yield conn
+        async with contextlib.AsyncExitStack() as stack:
+            yield await self._connected(stack, self.engine.connect())
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One transaction, committed on exit."""
-        async with self.engine.begin() as conn:
-            yield conn
+        async with contextlib.AsyncExitStack() as stack:
+            yield await self._connected(stack, self.engine.begin())
+
+    async def _connected(
+        self, stack: contextlib.AsyncExitStack, opening: contextlib.AbstractAsyncContextManager[AsyncConnection]
+    ) -> AsyncConnection:
+        """The connection, or StoreUnavailable when none can be made: asyncpg raises the socket's OSError
+        (connection refused, a name that does not resolve, a connect timeout), which SQLAlchemy does not
+        wrap as a DBAPIError as it wraps the database's own refusals."""
+        try:
+            return await stack.enter_async_context(opening)
+        except OSError as exc:  # TimeoutError is one
+            raise StoreUnavailable(f"cannot reach the store at {_safe_url(self.engine)}: {_short(exc)}") from exc
 
 
 def make_engine(settings: DatabaseSettings, *, writer: bool = False) -> AsyncEngine:

@@ -10,7 +10,7 @@ from services.api.app import create_app
 from services.api.settings import ApiSettings
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import free_port
-from services.store.db import Store
+from services.store.db import Store, make_engine
 from services.store.settings import DatabaseSettings
 from tests.support.procs import start
 
@@ -25,6 +25,12 @@ def client_for(store: Store, token: str | None = None, **settings: object) -> ht
     app = create_app(ApiSettings.model_validate({"database": {"url": "sqlite://"}, **settings}), store=store)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", headers=headers)
+
+
+def unreachable_store() -> Store:
+    """A PostgreSQL store whose server is gone: nothing listens on its port (a restart, a failover)."""
+    url = f"postgresql+asyncpg://postcall:secret-pw@127.0.0.1:{free_port()}/postcall"
+    return Store(make_engine(DatabaseSettings(url=url)), DatabaseSettings(url=url))
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from services.api.settings import ApiSettings
 from services.store import rows as r
 from services.store import writer
 from services.store.db import Store
+from tests.integration.api.conftest import unreachable_store
 from tests.support.calls import T0, action_id, ended, result, rows_of, story, trace
 
 
@@ -178,3 +179,20 @@ async def test_numbers_and_times_the_store_cannot_hold_are_a_4xx_never_a_500(sto
         assert early.status_code == 200 and early.json() == []  # the default 30 days stop at the earliest time
         dry = await client.post("/api/v1/dead-letters/replay", json={"dry_run": True, "filter": {"ids": [2**63]}})
         assert dry.status_code == 400 and "out of range" in dry.text, dry.text
+
+
+async def test_an_unreachable_store_is_a_503_that_says_so_never_a_500() -> None:
+    """asyncpg raises OSError (ConnectionRefusedError) when it cannot connect, which SQLAlchemy does not wrap
+    as a DBAPIError: every route answered 500 "Internal Server Error" while PostgreSQL was down."""
+    store = unreachable_store()
+    app = create_app(ApiSettings.model_validate({"database": {"url": "sqlite://"}}), store=store)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            for path in ("/api/v1/conversations", "/api/v1/conversations/c1", "/api/v1/dead-letters", "/api/v1/stats"):
+                answer = await client.get(path)
+                assert answer.status_code == 503, (path, answer.status_code, answer.text)
+                assert answer.json() == {"detail": "the store is unavailable; try again shortly"}
+            assert (await client.get("/readyz")).status_code == 503
+    finally:
+        await store.engine.dispose()

@@ -71,6 +71,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
             "api": {"port": port},
             # no broker here: the destination-state panel is covered by test_console_pages.py
             "console": {"config_dir": str(AGENTS), "refresh_seconds": 1, "destination_state": False},
+            "kafka": {"bootstrap_servers": "127.0.0.1:1"},  # nothing listens: an operation's send fails at once
         }
     )
     async with Store.open(DatabaseSettings(url=url), writer=True) as store:
@@ -270,6 +271,19 @@ async def test_a_double_click_on_an_operators_button_sends_one_request(served: S
         async with served.store.read() as conn:
             audited = await conn.execute(select(func.count()).where(AuditEntry.action == "replay"))
         assert audited.scalar_one() == 1
+
+
+async def test_an_operation_kafka_refused_says_so_in_the_page(served: Served) -> None:
+    """The console answers an operation Kafka failed with its result fragment and 503, as the API does; htmx
+    swapped no 5xx answer, so the operator saw nothing at all happen: nothing sent, and nothing said."""
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.operator)
+        await page.goto(served.url + "/console/conversations/call-03")
+        await page.get_by_role("button", name="Re-extract").click()
+        alert = page.locator("#operation-result").get_by_role("alert")
+        await expect(alert).to_contain_text("0 of 1 conversation(s) sent for extraction again before Kafka failed")
+        await expect(alert).to_contain_text("Kafka at 127.0.0.1:1 failed")
 
 
 async def test_a_viewer_cannot_redrive(served: Served) -> None:

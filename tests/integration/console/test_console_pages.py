@@ -25,6 +25,7 @@ from services.store import writer
 from services.store.db import Store
 from services.store.models import Conversation, table
 from tests.hostile.corpus import SCRIPT, SCRIPT_NAME, cases
+from tests.integration.api.conftest import unreachable_store
 from tests.integration.console.conftest import AGENTS, ROOT, console_for, csrf_of
 from tests.support.calls import T0, action_id, ended, extracted, result, rows_of, story, trace
 from tests.support.kafka import produce, unique
@@ -598,3 +599,25 @@ async def wait_for(check: Any, timeout: float = 30) -> None:
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.1)
+
+
+async def test_an_unreachable_store_is_the_consoles_own_503_page_saying_so() -> None:
+    """PostgreSQL down: every page was a 500 "Internal Server Error" (asyncpg's OSError), and a database error
+    SQLAlchemy wraps was the API's JSON on a console page; htmx swapped neither into the page."""
+    store = unreachable_store()
+    try:
+        async with console_for(store) as c:
+            for path in ("conversations", "conversations/c1", "dead-letters", "tasks"):
+                answer = await c.get(f"/console/{path}")
+                assert answer.status_code == 503, (path, answer.status_code, answer.text[:200])
+                assert answer.headers["content-type"].startswith("text/html"), answer.headers["content-type"]
+                assert "<h1>Store unavailable</h1>" in answer.text and "unavailable; try again shortly" in answer.text
+                assert "secret-pw" not in answer.text and "127.0.0.1" not in answer.text
+            fragment = await c.get("/console/conversations", headers={"hx-request": "true", "hx-target": "results"})
+            assert fragment.status_code == 503 and fragment.text.startswith('<p class="flash error" role="alert">')
+            # the live list's poll keeps its row (htmx swaps no 204) and asks again: the page stays as it was
+            poll = await c.get("/console/conversations/new", headers={"hx-request": "true"})
+            assert poll.status_code == 204, poll.status_code
+            assert (await c.get("/console/no-such-page")).status_code == 404  # its error page asks nobody's name
+    finally:
+        await store.engine.dispose()
