@@ -1,5 +1,7 @@
 """SMTP connections, kept open and reused (one transaction at a time each), and the mapping of SMTP
 failures onto the error tree: 4xx replies and connection trouble are retryable, 5xx replies permanent.
+A kept connection whose server answers MAIL with 421 (it ends the session: a limit of messages per
+connection) is replaced at once, within the attempt: nothing was sent on it.
 
 The server's address goes through the same SSRF guard as webhooks (services.common.ssrf): the socket is
 opened here, to an address that passed it, and handed to aiosmtplib, which verifies TLS (implicit or
@@ -55,22 +57,28 @@ class SmtpPool:
     ) -> dict[str, aiosmtplib.SMTPResponse]:
         """Send one message (to `recipients`, default: its To:); returns the recipients refused (4xx deferred
         or 5xx) while others were accepted."""
-        client = await self._take()
-        try:
-            refused, _ = await client.send_message(message, recipients=recipients, timeout=self._timeout)
-        except BaseException:
-            client.close()  # the session's state is unknown after a failure; never reuse it
-            raise
-        self._idle.append((client, time.monotonic()))
-        return dict(refused)
+        while True:
+            client, kept = await self._take()
+            try:
+                refused, _ = await client.send_message(message, recipients=recipients, timeout=self._timeout)
+            except BaseException as exc:
+                client.close()  # the session's state is unknown after a failure; never reuse it
+                if kept and isinstance(exc, aiosmtplib.SMTPSenderRefused) and exc.code == 421:
+                    # the server ended a session we kept (a limit of messages per connection) at MAIL,
+                    # before anything was sent: another connection, within this attempt
+                    continue
+                raise
+            self._idle.append((client, time.monotonic()))
+            return dict(refused)
 
-    async def _take(self) -> aiosmtplib.SMTP:
+    async def _take(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """A connection, and whether it was kept from an earlier message."""
         while self._idle:
             client, since = self._idle.pop()
             if client.is_connected and time.monotonic() - since < IDLE_SECONDS:
-                return client
+                return client, True
             await _quit(client)
-        return await self._connect()
+        return await self._connect(), False
 
     async def _connect(self) -> aiosmtplib.SMTP:
         dest = self._dest

@@ -360,3 +360,34 @@ async def test_recipients_over_the_servers_limit_per_message_go_in_another_trans
     assert (delivery.outcome, delivery.note) == ("delivered", None)
     r0, r1, r2, r3, r4 = action.to
     assert handler.mail == [[r0, r1], [r2, r3], [r4]]
+
+
+class MessagesPerConnection(Recipients):
+    """A server that takes `limit` messages per connection and answers the next MAIL 421 (Exchange's
+    MaxMessagesPerConnection, Postfix's per-session limits), closing the session."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__({})
+        self.limit = limit
+        self.sessions: dict[int, int] = {}  # id(session) -> messages taken on it
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.sessions.get(id(session), 0) >= self.limit:
+            return "421 4.7.0 Too many messages on this connection, closing"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.sessions[id(session)] = self.sessions.get(id(session), 0) + 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_kept_connection_the_server_ends_with_421_is_replaced_within_the_attempt(stack: Stack) -> None:
+    """Before: the message after the server's per-connection limit failed its attempt (SMTPSenderRefused 421,
+    retryable: five seconds in a retry tier, a failure counted against the destination's circuit), though
+    nothing had been sent and a new connection takes it at once."""
+    handler = MessagesPerConnection(1)
+    async with smtp_server(handler) as port, stack(smtp_destination(port)) as (executors, _):
+        for n in range(3):
+            assert (await executors.run(email_action(f"act_{n}"))).outcome == "delivered"
+    assert len(handler.mail) == 3 and len(handler.sessions) == 3
