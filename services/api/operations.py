@@ -8,7 +8,8 @@ the topics. The audit row is written whatever happened: how many were chosen, se
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -54,18 +55,23 @@ async def replay_dead_letters(
     rate: float,
     dry_run: bool,
     lease: timedelta = REPLAY_LEASE,
+    as_seen: Mapping[int, datetime | None] | None = None,
 ) -> OperationResult:
     """The chosen letters are claimed for `lease` before any is sent (services/store/claims.py): those
-    another replay holds are skipped, so two replays at once send each letter once."""
+    another replay holds are skipped, so two replays at once send each letter once. `as_seen`: a letter's
+    `replayed_at` as the operator saw it (None: pending); one the store no longer holds so is skipped too,
+    so that a second click on a page drawn before a replay sends nothing."""
     async with store.read() as conn:
         rows = await queries.dead_letter_records(conn, filters, limit)
     # those `replay_records` leaves out (no valid original topic) are not chosen: the letters sent are
     # the first `sent` of those taken
     chosen = [(row, d) for row, d in ((row, _letter(row)) for row in rows) if replay_target(d) is not None]
-    if dry_run:  # what a replay would take now: the letters no live claim holds
-        mine, taken = "", [(row.id, d) for row, d in chosen if not claims.live(row.replay_claimed_until)]
+    seen = {row.id: (as_seen or {}).get(row.id, row.replayed_at) for row, _ in chosen}
+    if dry_run:  # what a replay would take now: the letters no live claim holds, still as seen
+        untouched = [(row, d) for row, d in chosen if seen[row.id] == row.replayed_at]
+        mine, taken = "", [(row.id, d) for row, d in untouched if not claims.live(row.replay_claimed_until)]
     else:
-        mine, got = await claims.claim(store, ((row.id, row.replayed_at) for row, _ in chosen), lease)
+        mine, got = await claims.claim(store, seen.items(), lease)
         taken = [(row.id, d) for row, d in chosen if row.id in got]
     items = [d.coordinates for _, d in taken]
     result = OperationResult(

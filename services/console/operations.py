@@ -5,6 +5,7 @@ written, with the console user as the actor. Every POST needs the operator role 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -35,12 +36,17 @@ async def redrive(
     limit: Annotated[int | None, Form(ge=1)] = None,
     dry_run: Annotated[str, Form()] = "0",
     id: Annotated[int | None, Form()] = None,
+    seen: Annotated[str | None, Form(max_length=64)] = None,
 ) -> Response:
+    """`id`: the one letter of its page, in any state (a redriven one may be redriven again on purpose), if it
+    is still as the page showed it (`seen`: its redrive time then, or "pending"): a second click, or a
+    second tab or operator on a page drawn before a redrive, sends nothing."""
     store, settings = _deps(request)
     form = LetterForm.read(await request.form())
     if form.errors:
         raise HTTPException(400, "; ".join(form.errors))
     filters = DeadLetterFilter(ids=[id], state="all") if id is not None else form.filters
+    as_seen = {id: _seen(seen)} if id is not None and seen is not None else None
     cap = settings.api.operation_limit
     result = await operations.replay_dead_letters(
         store,
@@ -51,9 +57,22 @@ async def redrive(
         rate=rate or settings.console.redrive_rate,
         dry_run=dry_run == "1",
         lease=settings.api.replay_lease,
+        as_seen=as_seen,
     )
     context = {"result": result, "what": "dead letter(s)", "verb": "redriven to their original topics", "rate": rate}
     return fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)
+
+
+def _seen(value: str) -> datetime | None:
+    if value == "pending":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(400, f"seen: {value!r} is neither 'pending' nor a time (ISO 8601)") from None
+    if parsed.tzinfo is None:
+        raise HTTPException(400, f"seen: {value!r} has no UTC offset")
+    return parsed
 
 
 @router.post("/reextract")

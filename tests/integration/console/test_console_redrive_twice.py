@@ -1,0 +1,55 @@
+"""A dead letter's page redrives that letter as the page showed it: a second click on the same page, or the
+same letter open in a second tab or by a second operator, once the first redrive is over, sends nothing."""
+
+from __future__ import annotations
+
+import re
+
+from schemas import headers as h
+from services.common.settings import KafkaSettings
+from services.store import rows as r
+from services.store import writer
+from services.store.db import Store
+from tests.integration.console.conftest import console_for
+from tests.support.calls import T0
+from tests.support.kafka import create_topics, read_all, unique
+
+HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)">')
+
+
+def redrive_form(html: str) -> dict[str, str]:
+    """The fields the letter page's redrive form posts: its hidden inputs and its button's value."""
+    form = html.split('action="/console/operations/redrive"', 1)[1].split("</form>", 1)[0]
+    return {**dict(HIDDEN.findall(form)), "dry_run": "0"}
+
+
+async def test_a_letters_page_redrives_it_once_however_often_its_button_is_pressed(
+    store: Store, kafka: KafkaSettings
+) -> None:
+    """The page's form chose the letter by id in every state (so that a redriven one can be redriven again on
+    purpose): a click after the first redrive was over, from the same page or another tab that still showed
+    it pending, sent it again (the claim compared it with the store as the second request read it)."""
+    main, dlq = unique("main"), unique("dlq")
+    await create_topics(kafka, [main, dlq])
+    headers = {h.ORIGINAL_TOPIC: main, h.EXCEPTION_MESSAGE: "PermanentError: bug"}
+    await writer.write(
+        store, r.dead_letter(r.Source(dlq, 0, 0, int(T0.timestamp() * 1000)), "router", b"k", b"{}", headers)
+    )
+    settings = {"kafka": {"bootstrap_servers": kafka.bootstrap_servers}}
+    async with console_for(store, **settings) as c:
+        listing = (await c.get("/console/dead-letters")).text
+        letter = re.search(r'href="/console/dead-letters/(\d+)"', listing)
+        assert letter is not None
+        pending = redrive_form((await c.get(f"/console/dead-letters/{letter.group(1)}")).text)
+        first = await c.post("/console/operations/redrive", data=pending)
+        again = await c.post("/console/operations/redrive", data=pending)  # the same page, or a second tab
+        redriven = (await c.get(f"/console/dead-letters/{letter.group(1)}")).text
+        assert "redriven" in redriven and "by local" in redriven
+        on_purpose = await c.post("/console/operations/redrive", data=redrive_form(redriven))
+        garbled = await c.post("/console/operations/redrive", data={**pending, "seen": "<b>yesterday</b>"})
+    assert first.status_code == 200 and "1 dead letter(s) redriven" in first.text, first.text
+    assert again.status_code == 200 and "0 dead letter(s) redriven" in again.text, again.text
+    assert "1 left alone" in again.text
+    assert on_purpose.status_code == 200 and "1 dead letter(s) redriven" in on_purpose.text, on_purpose.text
+    assert garbled.status_code == 400 and "&lt;b&gt;yesterday&lt;/b&gt;" in garbled.text, garbled.text
+    assert len(await read_all(kafka, main, expect=2, timeout=10)) == 2  # the first click and the one on purpose
