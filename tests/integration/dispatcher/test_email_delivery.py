@@ -391,3 +391,25 @@ async def test_a_kept_connection_the_server_ends_with_421_is_replaced_within_the
         for n in range(3):
             assert (await executors.run(email_action(f"act_{n}"))).outcome == "delivered"
     assert len(handler.mail) == 3 and len(handler.sessions) == 3
+
+
+@pytest.mark.parametrize(
+    ("update", "why"),
+    [
+        ({"subject": "wörd " * 20_000}, "the Subject is 100,000 characters, over 1,000"),
+        ({"to": [f"r{i}@example.com" for i in range(1001)]}, "1,001 recipients, over 1,000"),
+    ],
+)
+async def test_a_subject_or_a_recipient_list_past_any_router_output_is_refused_before_it_is_built(
+    sink: Sink, stack: Stack, update: dict[str, Any], why: str
+) -> None:
+    """EmailMessage folds a Subject in CPU time that grows faster than its length (100,000 characters: about
+    1 s; 1,000,000: 27 s, /tmp/r15b) and parses a recipient in about 190 us, all on the event loop: an action
+    record of a few MiB (under max_record_bytes) stopped the dispatcher for minutes, its heartbeats with it.
+    The router writes a Subject of at most 250 characters, and the recipients its agent file names."""
+    assert sink.smtp_port is not None
+    action = email_action("act_1").model_copy(update=update)
+    async with stack(smtp_destination(sink.smtp_port)) as (executors, _):
+        with pytest.raises(PermanentError, match=f"invalid email: {why}"):
+            await executors.run(action)
+    assert sink.received == []
