@@ -29,6 +29,7 @@ from services.store.rows import clean
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
 PRIORITIES = ("Urgent", "High", "Medium", "Low")
+STATES = ("open", "done", "all")
 
 
 def _store(request: Request) -> Store:
@@ -58,6 +59,10 @@ async def tasks(
     assignee: str = "",
     cursor: str | None = None,
 ) -> Response:
+    if state not in STATES:
+        raise HTTPException(400, f"unknown state {state!r} ({', '.join(STATES)})")
+    if priority and priority not in PRIORITIES:
+        raise HTTPException(400, f"unknown priority {priority!r} ({', '.join(PRIORITIES)})")
     t = table(Task).c
     limit = request.app.state.settings.console.page_size
     query = select(table(Task))

@@ -104,6 +104,21 @@ async def test_a_malformed_cursor_is_named_in_the_consoles_page_not_the_apis_jso
             assert "malformed cursor" in answer.text and "<h1>Bad request</h1>" in answer.text
 
 
+async def test_an_unknown_state_or_priority_is_named_not_ignored(store: Store) -> None:
+    """?priority=urgent (not Urgent) or ?state=closed listed every task, as if no filter had been asked for,
+    with the form showing "any": a mistyped or hand-made link silently showed other tasks than it asked."""
+    await seed(store)
+    async with console_for(store) as c:
+        for params, named in [
+            ({"priority": "urgent"}, "unknown priority 'urgent' (Urgent, High, Medium, Low)"),
+            ({"state": "closed"}, "unknown state 'closed' (open, done, all)"),
+        ]:
+            answer = await c.get("/console/tasks", params=params)
+            assert answer.status_code == 400, (params, answer.status_code)
+            assert named in answer.text.replace("&#39;", "'"), answer.text[-400:]
+        assert (await c.get("/console/tasks", params={"state": "all", "priority": "Low"})).status_code == 200
+
+
 async def test_a_nul_in_the_inbox_filter_or_forms_is_no_503(store: Store) -> None:
     """PostgreSQL refuses NUL in a text parameter: the assignee filter and the forms' action id and assignee
     passed it through, and the refusal was answered 503 "the store is unavailable" (SQLite: nothing matched)."""
