@@ -170,6 +170,7 @@ class UrlDestination(DestinationBase):
     url: str | None = Field(None, pattern=r"^https?://", description="The endpoint, when it is not secret.")
     url_secret: SecretRef | None = Field(None, description="The endpoint, when the URL is the secret.")
     _url: str = PrivateAttr("")
+    _login: list[str] = PrivateAttr(default_factory=list)  # the URL's user:password as httpx sends it
 
     @model_validator(mode="after")
     def _one_url(self) -> UrlDestination:
@@ -182,15 +183,16 @@ class UrlDestination(DestinationBase):
         return self._url
 
     def secrets(self) -> list[str]:
-        """A secret URL, its path (the secret part of a Slack webhook URL) and its query's values (an Azure
+        """A password in the URL, as written and as the `Authorization: Basic` value httpx sends for it; a
+        secret URL, its path (the secret part of a Slack webhook URL) and its query's values (an Azure
         Functions `code=` key: an http action's own path goes before that query, so the URL it sends
         holds neither of the others)."""
         if self.url_secret is None:
-            return []
+            return self._login
         path = "/" + self._url.split("://", 1)[-1].partition("/")[2]
         query = urlsplit(self._url).query
         values = [v for _, v in parse_qsl(query)] + [v for _, _, v in (p.partition("=") for p in query.split("&"))]
-        return [self._url, path, *(v for v in dict.fromkeys(values) if v)]
+        return [self._url, path, *(v for v in dict.fromkeys(values) if v), *self._login]
 
 
 class HttpDestination(UrlDestination):
@@ -514,6 +516,7 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
         field = "url_secret" if dest.url_secret else "url"
         url = _reveal(dest.url_secret, environ, dest.name, field) if dest.url_secret else dest.url
         dest._url = _checked_url(url or "", field)
+        dest._login = _login(dest._url)
     _check_token_url(dest)
     _check_plain_login(dest)
     if isinstance(dest, HttpDestination):
@@ -534,6 +537,17 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
         dest._password = _reveal(dest.password, environ, dest.name, "password")
     if isinstance(dest, SmtpDestination) and dest.ca_file is not None:
         dest._tls = _ca_context(dest.ca_file)
+
+
+def _login(url: str) -> list[str]:
+    """The password of a URL's user:password (as written, and decoded) and the Basic credential httpx
+    sends for it (httpx.BasicAuth: base64 of the decoded user:password in UTF-8)."""
+    parsed = httpx.URL(url)
+    if not parsed.password:
+        return []
+    written = parsed.userinfo.decode("ascii").partition(":")[2]
+    basic = base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode()
+    return list(dict.fromkeys([written, parsed.password, basic]))
 
 
 def _ca_context(ca_file: Path) -> ssl.SSLContext:

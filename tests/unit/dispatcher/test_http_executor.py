@@ -4,6 +4,7 @@ from an answer, and the access token cache (fetched once, renewed before expiry,
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -386,3 +387,21 @@ async def test_a_url_httpx_cannot_build_is_refused_unsent_not_retried(path: str,
     with pytest.raises(PermanentError, match="request refused: the URL is not valid"):
         await executor(http_action(path=path, query=query))
     assert not sent
+
+
+@pytest.mark.parametrize("field", ["url", "url_secret"])
+async def test_a_password_in_the_destinations_url_is_redacted_where_a_receiver_echoes_the_request(field: str) -> None:
+    """httpx sends a URL's user:password as `Authorization: Basic <base64>`. Neither the password nor that
+    header value was among the destination's secrets (a plain `url` had none at all): a receiver echoing
+    the request's headers in its error put the credential in the result's error and the dead letter."""
+    password = "pw-CANARY-0123456789"
+    url = f"https://bob:{password}@crm.example.com/hooks/postcall"
+    value = "{secret_env: CRM_URL}" if field == "url_secret" else "${CRM_URL}"
+    reg = registry(f"destinations:\n  - name: crm\n    kind: http\n    {field}: {value}\n", {"CRM_URL": url})
+    echo = httpx.MockTransport(lambda r: httpx.Response(400, json={"got": r.headers.get("authorization")}))
+    sender = HttpSender(reg, {"crm": httpx.AsyncClient(transport=echo)}, HttpOptions())
+    with pytest.raises(PermanentError) as refused:
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="act-1", body=b"{}")
+    basic = base64.b64encode(f"bob:{password}".encode()).decode()
+    assert str(refused.value) == 'HTTP 400: {"got":"Basic [redacted]"}'
+    assert password not in str(refused.value) and basic not in str(refused.value)
