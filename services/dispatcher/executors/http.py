@@ -79,7 +79,8 @@ def target(dest: HttpDestination, path: str, params: Mapping[str, str] | None = 
     httpx's `params=` replaces a URL's whole query (the destination's own, an API version or a key)."""
     base = httpx.URL(dest.endpoint)
     prefix = base.raw_path.decode("ascii").split("?", 1)[0].rstrip("/")
-    origin = f"{base.scheme}://{base.netloc.decode('ascii')}"
+    login = base.userinfo.decode("ascii")  # user:password, sent as Basic (httpx), as a webhook's is
+    origin = f"{base.scheme}://{login + '@' if login else ''}{base.netloc.decode('ascii')}"
     if (path and not path.startswith(("/", "?"))) or path.startswith("//"):
         raise _refused(dest, "the path must start with '/' or '?' (not '//')")
     path_part, _, path_query = path.partition("?")

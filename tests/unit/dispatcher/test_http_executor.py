@@ -405,3 +405,26 @@ async def test_a_password_in_the_destinations_url_is_redacted_where_a_receiver_e
     basic = base64.b64encode(f"bob:{password}".encode()).decode()
     assert str(refused.value) == 'HTTP 400: {"got":"Basic [redacted]"}'
     assert password not in str(refused.value) and basic not in str(refused.value)
+
+
+async def test_an_http_action_sends_the_user_and_password_of_its_destinations_url_as_a_webhook_does() -> None:
+    """A webhook to https://user:password@host/... goes with `Authorization: Basic` (httpx reads the URL's
+    user:password); an http action's URL was built from the destination's scheme and host:port alone, so
+    the same destination's credential was dropped and every action got the API's 401, permanent."""
+    url = "https://bob:pw-0123456789@crm.example.com/api/v2"
+    reg = registry(
+        "destinations:\n  - name: crm\n    kind: http\n    url_secret: {secret_env: CRM_URL}\n", {"CRM_URL": url}
+    )
+    seen: list[httpx.Request] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"id": 1})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(receive))
+    sender = HttpSender(reg, {"crm": client}, HttpOptions())
+    await HttpRequestExecutor(reg, sender)(http_action(path="/cases/1"))
+    await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="act-1", body=b"{}")
+    basic = "Basic " + base64.b64encode(b"bob:pw-0123456789").decode()
+    assert [r.headers.get("authorization") for r in seen] == [basic, basic]
+    assert seen[0].url.path == "/api/v2/cases/1"
