@@ -140,7 +140,9 @@ class HttpSender:
         body: bytes,
         method: str = "POST",
         supersedes: str | None = None,
+        judge: Callable[[Answer], PostcallError | None] | None = None,
     ) -> Delivery:
+        """`judge`: for a receiver that answers 2xx with an error in its body (see `attempt`)."""
         headers = self._headers(dest, msg_id, body)
         if supersedes is not None:  # a deliberate re-delivery: the receiver upserts the action it replaces
             headers[SUPERSEDES_HEADER] = supersedes
@@ -148,7 +150,7 @@ class HttpSender:
         async def one(exchange: Exchange) -> Answer:
             return await exchange.request(method, dest.endpoint, headers, body, side_effect=True)
 
-        answer, latency_ms = await self.attempt(dest, action_type, one)
+        answer, latency_ms = await self.attempt(dest, action_type, one, judge=judge)
         return Delivery("delivered", dest.name, answer.status, latency_ms)
 
     async def attempt(

@@ -276,14 +276,18 @@ class Chat:
     """Slack's POST /api/chat.postMessage (bot token) and an incoming webhook POST /services/T1/B1/x, and
     a Teams incoming webhook POST /webhookb2/teams. `busy` answers that many requests with 429 and
     Retry-After first; `slack_error` answers chat.postMessage with {"ok": false, "error": ...}, else the
-    answer echoes the message back, as Slack's does. Teams answers a message over 28 KB with 413, as a
-    connector does."""
+    answer echoes the message back, as Slack's does. Teams answers a message over 28 KB with 413; with
+    `connector`, as a legacy Office 365 connector does: 200 whatever became of the message, "1" when it was
+    posted and "Webhook message delivery failed with error: ... HTTP error <status> ..." when not
+    (MicrosoftDocs/msteams-docs#1810, #9064)."""
 
     bot_token: str = "xoxb-CANARY-1"
     busy: int = 0
     retry_after: str = "7"
     slack_error: str | None = None
     ts: str = "1712345678.000100"  # the posted message's id, as chat.postMessage answers it
+    connector: bool = False  # Teams answers as a legacy Office 365 connector
+    teams_error: int | None = None  # the status Teams answers the connector with (400: a card it refuses)
     requests: list[Seen] = field(default_factory=list)
 
     def app(self) -> Starlette:
@@ -320,11 +324,17 @@ class Chat:
         return await self._limited(request) or Response("ok", 200)
 
     async def _teams(self, request: Request) -> Response:
-        if (limited := await self._limited(request)) is not None:
-            return limited
-        if len(self.requests[-1].body) > 28 * 1024:
-            return Response("Microsoft Teams endpoint returned HTTP error 413", 413)
-        return Response(status_code=202)
+        answer = await self._limited(request)
+        if answer is None and len(self.requests[-1].body) > 28 * 1024:
+            answer = Response("Microsoft Teams endpoint returned HTTP error 413", 413)
+        if answer is None and self.teams_error is not None:
+            answer = Response(f"Microsoft Teams endpoint returned HTTP error {self.teams_error}", self.teams_error)
+        if not self.connector:
+            return answer or Response(status_code=202)
+        if answer is None:
+            return Response("1", 200)
+        failed = "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error"
+        return Response(f"{failed} {answer.status_code} with ContextId tcid=0,server=msgapi-1,cv=x.0..", 200)
 
 
 # ── A vendor's REST API, for the recipes in docs/integrations.md ──────────────────────────────────

@@ -1,14 +1,20 @@
 """teams: an Adaptive Card to a Microsoft Teams incoming webhook (a Workflows "when a Teams webhook
 request is received" URL, or a legacy connector URL), with the same content as a Slack Block Kit
 message (services.dispatcher.executors.cards). Not signed: the URL is the secret (`url_secret`).
-Workflows answer 202 Accepted, connectors 200; either is delivered."""
+Workflows answer 202 Accepted, connectors 200. A connector answers 200 whatever became of the message:
+"1" when it was posted, "Webhook message delivery failed with error: Microsoft Teams endpoint returned
+HTTP error 429 ..." when Teams throttled or refused it (MicrosoftDocs/msteams-docs#1810, #9064: only a
+number is a success); that status decides, as if Teams had answered it."""
 
 from __future__ import annotations
+
+import re
 
 import orjson
 
 from schemas.events import TeamsRequested
-from services.dispatcher.delivery import Delivery, HttpSender
+from services.common.errors import PermanentError, PostcallError, RetryableError, classify_http_status
+from services.dispatcher.delivery import Answer, Delivery, HttpSender
 from services.dispatcher.destinations import TeamsDestination
 from services.dispatcher.executors.cards import adaptive_card, console_link
 from services.dispatcher.registry import Registry
@@ -24,4 +30,18 @@ class TeamsExecutor:
         dest = self._registry.get(action.destination, TeamsDestination)
         link = console_link(self._console_url, action.conversation_id)
         body = orjson.dumps(adaptive_card(action.text, action.card, link))
-        return await self._http.send(dest, action_type=action.type, msg_id=action.action_id, body=body)
+        return await self._http.send(dest, action_type=action.type, msg_id=action.action_id, body=body, judge=judge)
+
+
+_NOT_POSTED = re.compile(rb"\s*Webhook message delivery failed with error:.*?HTTP error ([0-9]{3})", re.DOTALL)
+
+
+def judge(answer: Answer) -> PostcallError | None:
+    """A connector's 200 that says the message was not posted: the status Teams gave it decides."""
+    found = _NOT_POSTED.match(answer.body) if answer.status == 200 else None
+    if found is None:
+        return None
+    status = int(found.group(1))
+    message = f"Teams did not post the message: HTTP {status} behind the connector's 200"
+    error = classify_http_status(status)
+    return RetryableError(message) if isinstance(error, RetryableError) else PermanentError(message)

@@ -263,3 +263,23 @@ async def test_a_long_ts_in_slacks_answer_is_cut_to_what_action_completed_carrie
         {"action_id": "a", "conversation_id": "conv/42", "type": "slack", "outcome": "delivered", "attempts": 1}
         | {"result_id": delivery.result_id, "completed_at": "2026-12-06T13:00:00Z"}
     )
+
+
+async def test_a_teams_connector_that_answers_200_to_a_message_it_did_not_post_is_not_delivered(
+    chat: tuple[Chat, str, dict[str, str]], stack: Stack, tmp_path: Path
+) -> None:
+    """A legacy Office 365 connector answers 200 whatever became of the message: "1" when it was posted,
+    "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 429 ..." when
+    Teams throttled or refused it (Microsoft: a response is a success only when it is a number). The
+    dispatcher recorded such a message as delivered: lost, never retried."""
+    api, base, env = chat
+    api.connector, api.busy = True, 1
+    _, _, teams = actions(tmp_path)
+    async with stack(destinations(base), env) as (executors, _):
+        with pytest.raises(RetryableError, match="HTTP error 429"):
+            await executors.run(teams)
+        assert (await executors.run(teams)).outcome == "delivered"  # "1": posted
+        api.teams_error = 400
+        with pytest.raises(PermanentError, match="HTTP error 400"):
+            await executors.run(teams)
+    assert len(api.requests) == 3
