@@ -7,10 +7,11 @@ the topics. The audit row is written whatever happened: how many were chosen, se
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, Field
@@ -27,6 +28,8 @@ from services.store.db import Store
 from services.store.tokens import Principal
 
 REPLAY_LEASE = HttpSettings().replay_lease  # POSTCALL_API__REPLAY_LEASE_SECONDS's default
+SEND_BATCH = 200  # records whose values are read from the store at once while an operation sends
+T = TypeVar("T")
 
 
 class OperationResult(BaseModel):
@@ -63,8 +66,8 @@ async def replay_dead_letters(
     so that a second click on a page drawn before a replay sends nothing."""
     async with store.read() as conn:
         rows = await queries.dead_letter_records(conn, filters, limit)
-    # those `replay_records` leaves out (no valid original topic) are not chosen: the letters sent are
-    # the first `sent` of those taken
+    # those `replay_records` leaves out (no valid original topic) are not chosen: each batch's letters sent
+    # are the first of those it sends
     chosen = [(row, d) for row, d in ((row, _letter(row)) for row in rows) if replay_target(d) is not None]
     seen = {row.id: (as_seen or {}).get(row.id, row.replayed_at) for row, _ in chosen}
     if dry_run:  # what a replay would take now: the letters no live claim holds, still as seen
@@ -81,12 +84,27 @@ async def replay_dead_letters(
         await _audit(store, who, "replay", _target(filters, limit), result)
         return result
     entry = await _audit(store, who, "replay", _target(filters, limit), result, sending=True)
+    sent: list[int] = []
     async with claims.held(store, mine, lease):
-        result = await _send(kafka, replay_records([d for _, d in taken], who.name, via="api"), rate, result)
-    await claims.settle(store, mine, [i for i, _ in taken[: result.sent]], who.name)
+        for batch in _batches(taken):
+            async with store.read() as conn:
+                values = await queries.dead_letter_values(conn, [i for i, _ in batch])
+            loaded = [(i, dataclasses.replace(d, value=values[i])) for i, d in batch if i in values]  # not pruned
+            result = await _send(kafka, replay_records([d for _, d in loaded], who.name, via="api"), rate, result)
+            sent += [i for i, _ in loaded[: result.sent - len(sent)]]
+            if result.error is not None:
+                break
+    await claims.settle(store, mine, sent, who.name)
     async with store.write() as conn:
         await tokens.complete_audit(conn, entry, _outcome(result))
     return result
+
+
+def _batches(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """What an operation sends, SEND_BATCH at a time: the values of one batch are read from the store as it is
+    sent, not every value chosen at once (10,000 letters of 100 KB were a GB in the API's memory)."""
+    for start in range(0, len(items), SEND_BATCH):
+        yield items[start : start + SEND_BATCH]
 
 
 async def _audit(
@@ -101,13 +119,14 @@ async def _audit(
 
 
 def _letter(row: Any) -> DeadLetter:
+    """The letter as chosen: its value is read when it is sent (`_batches`)."""
     return DeadLetter(
         topic=row.kafka_topic,
         partition=row.kafka_partition,
         offset=row.kafka_offset,
         timestamp_ms=int(row.dead_lettered_at.timestamp() * 1000),
         key=row.key.encode() if row.key is not None else None,
-        value=row.value,
+        value=None,
         headers=orjson.loads(row.headers),
     )
 
@@ -129,15 +148,22 @@ async def reextract_conversations(
     x-redeliver when changed actions are to be sent again)."""
     async with store.read() as conn:
         chosen = await queries.events_for(conn, filters, limit)
-    result = OperationResult(matched=len(chosen), sent=0, dry_run=dry_run, items=[cid for cid, _, _ in chosen])
+    result = OperationResult(matched=len(chosen), sent=0, dry_run=dry_run, items=[cid for cid, _ in chosen])
     if dry_run or not chosen:
         await _audit(store, who, "reextract", _target(filters, limit), result)
         return result
-    records = [
-        Outgoing(topic, cid.encode(), event.encode(), _reextract_headers(eid, redeliver)) for cid, eid, event in chosen
-    ]
     entry = await _audit(store, who, "reextract", _target(filters, limit), result, sending=True)
-    result = await _send(kafka, records, rate, result)
+    for batch in _batches(chosen):
+        async with store.read() as conn:
+            events = await queries.events_of(conn, [cid for cid, _ in batch])
+        records = [
+            Outgoing(topic, cid.encode(), events[cid].encode(), _reextract_headers(eid, redeliver))
+            for cid, eid in batch
+            if cid in events  # not pruned since it was chosen
+        ]
+        result = await _send(kafka, records, rate, result)
+        if result.error is not None:
+            break
     async with store.write() as conn:
         await tokens.complete_audit(conn, entry, _outcome(result))
     return result
@@ -156,13 +182,14 @@ def _reextract_headers(event_id: str, redeliver: bool = False) -> dict[str, str]
 
 
 async def _send(kafka: KafkaSettings, records: list[Outgoing], rate: float, result: OperationResult) -> OperationResult:
+    """`result` with the records acknowledged added to its `sent` (an operation sends a batch at a time)."""
     try:
         sent = await republish(kafka, records, rate, None, "api")
     except RepublishFailed as exc:
-        return result.model_copy(
-            update={"sent": exc.done, "error": f"Kafka at {kafka.bootstrap_servers} failed after {exc.done}: {exc}"}
-        )
-    return result.model_copy(update={"sent": sent})
+        done = result.sent + exc.done
+        error = f"Kafka at {kafka.bootstrap_servers} failed after {done}: {exc}"
+        return result.model_copy(update={"sent": done, "error": error})
+    return result.model_copy(update={"sent": result.sent + sent})
 
 
 def _target(filters: Any, limit: int) -> dict[str, Any]:

@@ -495,10 +495,19 @@ def _value_fields(value: bytes | None) -> dict[str, Any]:
 
 
 async def dead_letter_records(conn: AsyncConnection, filters: DeadLetterFilter, limit: int) -> list[Any]:
-    """Rows to replay: coordinates, original topic, key, value and headers, oldest first."""
+    """Rows to replay, oldest first: coordinates, original topic, key, headers and replay state, without the
+    value (`dead_letter_values` reads it for the letters a replay sends, a batch at a time: a replay may
+    choose 10,000 letters of up to a MiB each)."""
     d = table(DeadLetter).c
-    query = select(table(DeadLetter)).where(*filters.where()).order_by(d.dead_lettered_at, d.id).limit(limit)
+    columns = [c for c in d if c.name != "value"]
+    query = select(*columns).where(*filters.where()).order_by(d.dead_lettered_at, d.id).limit(limit)
     return list((await conn.execute(query)).all())
+
+
+async def dead_letter_values(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, bytes | None]:
+    """The value of each of these dead letters still in the store (a pruned one is not in the answer)."""
+    d = table(DeadLetter).c
+    return {row.id: row.value for row in await conn.execute(select(d.id, d.value).where(d.id.in_(list(ids))))}
 
 
 # ── statistics ─────────────────────────────────────────────────────────────────────────────────────
@@ -545,13 +554,21 @@ async def stats(conn: AsyncConnection, since: datetime, until: datetime, agent: 
 # ── re-extraction ──────────────────────────────────────────────────────────────────────────────────
 
 
-async def events_for(conn: AsyncConnection, filters: ConversationFilter, limit: int) -> list[tuple[str, str, str]]:
-    """(conversation_id, event_id, event JSON) of the chosen conversations, oldest first."""
+async def events_for(conn: AsyncConnection, filters: ConversationFilter, limit: int) -> list[tuple[str, str]]:
+    """(conversation_id, event_id) of the chosen conversations, oldest first; `events_of` reads their events,
+    a batch at a time (a re-extraction may choose 10,000 calls, each with its whole transcript)."""
     c = table(Conversation).c
     query = (
-        select(c.conversation_id, c.event_id, c.event)
+        select(c.conversation_id, c.event_id)
         .where(*filters.where())
         .order_by(c.ended_at, c.conversation_id)
         .limit(limit)
     )
-    return [(r[0], r[1], r[2]) for r in await conn.execute(query)]
+    return [(r[0], r[1]) for r in await conn.execute(query)]
+
+
+async def events_of(conn: AsyncConnection, conversation_ids: Sequence[str]) -> dict[str, str]:
+    """The stored ConversationEnded JSON of each of these conversations still in the store."""
+    c = table(Conversation).c
+    query = select(c.conversation_id, c.event).where(c.conversation_id.in_(list(conversation_ids)))
+    return {r[0]: r[1] for r in await conn.execute(query)}

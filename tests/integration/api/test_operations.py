@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from services.store.db import Store
 from services.store.models import DeadLetter, table
 from services.store.tokens import Principal
 from tests.integration.api.conftest import client_for
-from tests.support.calls import T0, rows_of, story
+from tests.support.calls import T0, ended, rows_of, story
 from tests.support.kafka import create_topics, read_all, unique
 
 
@@ -301,3 +302,66 @@ async def test_a_replay_longer_than_its_lease_keeps_its_letters_while_it_sends(
     assert (first.sent, first.skipped) == (6, 0)
     assert (second["sent"], second["skipped"]) == (0, 6)
     assert sorted(c.key for c in await read_all(kafka, main, timeout=10)) == keys
+
+
+async def test_an_operation_holds_one_batch_of_values_at_a_time_not_every_one_it_chose(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay read the value of every letter it chose at once (a dry run too, only to count them), and a
+    re-extraction every chosen call's whole event: 2,000 letters of 100 KB were 195 MiB in the API's memory
+    (tracemalloc's peak, a dry run), and the operation limit is 10,000. The values are read a batch at a
+    time while they are sent; what is sent is the same."""
+    monkeypatch.setattr(operations, "SEND_BATCH", 10)
+    n, size = 100, 100_000  # 10 MB of values; a batch is 1 MB
+    dlq, main = unique("dlq"), unique("main")
+    letters, calls = r.Rows(), []
+    for i in range(n):
+        headers = {h.ORIGINAL_TOPIC: main, h.EXCEPTION_MESSAGE: "PermanentError: big"}
+        letters.extend(
+            r.dead_letter(r.Source(dlq, 0, i, 0), "router", f"k{i}".encode(), bytes([65 + i % 26]) * size, headers)
+        )
+        calls.append((CONVERSATION_ENDED, ended(f"big-{i}", messages=[{"role": "customer", "text": "y" * size}])))
+    await writer.write(store, letters)
+    await writer.write(store, rows_of(calls))
+    sent: list[tuple[str, str, int]] = []  # topic, key, length: not the values, which this test would then hold
+
+    async def kafka_takes_all(_kafka: Any, records: list[Any], _rate: float, result: Any) -> Any:
+        sent.extend((x.topic, x.key.decode(), len(x.value)) for x in records)
+        return result.model_copy(update={"sent": result.sent + len(records)})
+
+    monkeypatch.setattr(operations, "_send", kafka_takes_all)
+    who, kafka = Principal("alice", "operator"), KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    letters_chosen, calls_chosen = (
+        queries.DeadLetterFilter(reason="big"),
+        queries.ConversationFilter(agent="support-line"),
+    )
+    peaks = {}
+    for name, operation in [
+        (
+            "dry replay",
+            lambda: operations.replay_dead_letters(store, kafka, who, letters_chosen, limit=n, rate=1, dry_run=True),
+        ),
+        (
+            "replay",
+            lambda: operations.replay_dead_letters(store, kafka, who, letters_chosen, limit=n, rate=1, dry_run=False),
+        ),
+        (
+            "dry reextract",
+            lambda: operations.reextract_conversations(store, kafka, who, calls_chosen, limit=n, rate=1, dry_run=True),
+        ),
+        (
+            "reextract",
+            lambda: operations.reextract_conversations(store, kafka, who, calls_chosen, limit=n, rate=1, dry_run=False),
+        ),
+    ]:
+        tracemalloc.start()
+        try:
+            result = await operation()
+            peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
+        finally:
+            tracemalloc.stop()
+        assert result.matched == n and result.error is None, (name, result)
+    assert all(peak < 4 for peak in peaks.values()), peaks  # MiB; before: 10 to 20 each
+    assert [(key, length) for topic, key, length in sent if topic == main] == [(f"k{i}", size) for i in range(n)]
+    events = sorted(key for topic, key, length in sent if topic == CONVERSATION_ENDED and length > size)
+    assert events == sorted(f"big-{i}" for i in range(n))
