@@ -37,6 +37,7 @@ PATH = "/console"
 # they never reset a session's idle clock, or a console left open would stay logged in until its 12 hours
 BACKGROUND = frozenset({f"{PATH}/conversations/new"})
 router = APIRouter(prefix=PATH)
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 class LoginRequired(Exception):
@@ -129,11 +130,16 @@ async def check_csrf(request: Request) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site request refused")
     if request.headers.get("sec-fetch-site") == "cross-site":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site request refused")
+    # every form of the console posts one: a body the console cannot read (JSON from a script that took it for
+    # the API, or none) would be read as a form with no field at all, which a redrive takes as "every letter"
+    if not request.headers.get("content-type", "").lower().startswith(FORMS):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "send the form as application/x-www-form-urlencoded or multipart/form-data (the JSON API is /api/v1)",
+        )
     expected = getattr(getattr(request.state, "access", None), "csrf_token", None) or request.cookies.get(CSRF_COOKIE)
     sent = request.headers.get("x-csrf-token")
-    if sent is None and request.headers.get("content-type", "").startswith(
-        ("application/x-www-form-urlencoded", "multipart/form-data")
-    ):
+    if sent is None:
         sent = str((await request.form()).get("csrf_token") or "")
     if not expected or not sent or not hmac.compare_digest(expected.encode(), sent.encode()):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token: reload the page and try again")

@@ -30,6 +30,8 @@ TITLES = {
     403: "Not allowed",
     404: "Not found",
     409: "Conflict",
+    413: "Too large",
+    415: "Not a form",
     422: "Bad request",
     429: "Busy",
     503: "Store unavailable",

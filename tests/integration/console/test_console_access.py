@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
+from schemas import headers as h
 from services.api import auth
 from services.console.access import CSRF_COOKIE, SESSION_COOKIE
+from services.store import rows as r
 from services.store import tokens, writer
 from services.store.db import Store
-from services.store.models import ConsoleSession
+from services.store.models import AuditEntry, ConsoleSession, table
 from tests.integration.console.conftest import console_for, create_token, csrf_of, login, post
 from tests.support.calls import rows_of, story
 
@@ -203,6 +205,28 @@ async def test_every_state_change_needs_the_csrf_token_and_a_same_site_origin(st
         assert other.cookies.get(CSRF_COOKIE) and csrf_of(form.text) == other.cookies.get(CSRF_COOKIE)
         refused = await other.post("/console/login", data={"csrf_token": "y" * 43, "token": token})
         assert refused.status_code == 403
+
+
+async def test_a_state_change_whose_body_is_not_a_form_is_refused_not_read_as_an_empty_one(store: Store) -> None:
+    """The console reads its POSTs as forms: a JSON body (a script that took the console for the API) was read
+    as no field at all, so {"id": 7, "dry_run": "1"} to the redrive was a real redrive of every pending letter
+    (no filter, not a dry run): letters nobody chose, sent."""
+    await writer.write(store, r.dead_letter(r.Source("postcall.router.dlq.v1", 0, 1, 0), "router", b"k", b"{}", {
+        h.ORIGINAL_TOPIC: "postcall.conversation-extracted.v1", h.EXCEPTION_MESSAGE: "PermanentError: x"}))  # fmt: skip
+    token = await create_token(store, "alice", "operator")
+    async with console_for(store, kafka={"bootstrap_servers": "127.0.0.1:1"}) as c:
+        await login(c, token)
+        good = {"X-CSRF-Token": csrf_of((await c.get("/console/dead-letters")).text)}
+        as_json = await c.post("/console/operations/redrive", json={"id": 7, "dry_run": "1"}, headers=good)
+        bare = await c.post("/console/operations/redrive", headers=good)
+        assert (
+            await c.post("/console/logout", content=b"x", headers={**good, "Content-Type": "text/plain"})
+        ).status_code == 415
+    for answer in (as_json, bare):
+        assert answer.status_code == 415, (answer.status_code, answer.text[:300])
+        assert "send the form as application/x-www-form-urlencoded or multipart/form-data" in answer.text
+    async with store.read() as conn:
+        assert await conn.scalar(select(func.count()).select_from(table(AuditEntry))) == 0  # nothing tried
 
 
 async def test_open_mode_only_on_loopback_with_no_token_and_still_csrf_protected(
