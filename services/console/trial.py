@@ -137,6 +137,10 @@ async def run_try(
         raise HTTPException(
             409, "the console does not know the agent configuration folder (POSTCALL_CONSOLE__CONFIG_DIR)"
         )
+    if not root.is_dir():  # gone, or never mounted: nothing to copy an edited file into, nothing to run
+        raise HTTPException(
+            409, f"the agent configuration folder {root} is not a folder (POSTCALL_CONSOLE__CONFIG_DIR)"
+        )
     data = await _input(request, source, conversation_id, bool(use_stored_extraction), payload, upload)
     if provider not in ("", "heuristic", "openai"):
         raise HTTPException(400, f"unknown provider {provider!r}")
@@ -242,10 +246,22 @@ async def dry_run(data: bytes, folder: Path, provider: str | None, agent: str | 
     try:
         parsed = orjson.loads(out)
     except orjson.JSONDecodeError:
-        return TryResult(False, error=(err.decode(errors="replace").strip().splitlines() or ["the dry run failed"])[-1])
+        return TryResult(False, error=_last_words(err.decode(errors="replace")))
     result = TryResult(bool(parsed.get("ok")), parsed, error=parsed.get("error"))
     if parsed.get("extraction"):
         result.extraction = Extraction.model_validate(parsed["extraction"])
     if parsed.get("decision_trace"):
         result.trace = DecisionTrace.model_validate(parsed["decision_trace"])
     return result
+
+
+def _last_words(stderr: str) -> str:
+    """What the command said last: the text of the box a usage error is drawn in (typer's "╭─ Error ─╮", wrapped
+    to the width of a terminal), else the last line (a traceback's is the exception, after its box)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    tops = [i for i, line in enumerate(lines) if line.startswith("╭─ Error ")]
+    if tops and lines[-1].startswith("╰"):
+        inside = " ".join(line.strip("│ ") for line in lines[tops[-1] + 1 : -1]).split()
+        if inside:
+            return " ".join(inside)
+    return lines[-1] if lines else "the dry run failed"

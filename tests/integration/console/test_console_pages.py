@@ -18,7 +18,7 @@ from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTR
 from services.api import auth
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
-from services.console import pages
+from services.console import pages, trial
 from services.console.destinations import DestinationStates
 from services.store import rows as r
 from services.store import writer
@@ -357,6 +357,25 @@ async def test_try_a_flow_on_an_edited_configuration(store: Store) -> None:
     assert "nothing was produced or sent" in tried.text
     assert "support-line.yaml:" in broken.text and "unknown action type &#39;tsak&#39;" in broken.text
     assert "postcall-try-" not in broken.text  # the private copy's path is not shown
+
+
+async def test_try_a_flow_on_a_configuration_folder_that_is_not_there_says_so(store: Store, tmp_path: Any) -> None:
+    """POSTCALL_CONSOLE__CONFIG_DIR naming a folder that is gone (a ConfigMap not mounted, a typo): an edited
+    file's dry run was a 500 (copying the folder raised FileNotFoundError), and the current configuration's
+    showed the last line of the command line's usage box, a row of box-drawing characters."""
+    example = (ROOT / "examples" / "conversations" / "0005-callback-request.json").read_text()
+    gone = tmp_path / "agents"
+    async with console_for(store, console={"config_dir": str(gone)}) as c:
+        token = csrf_of((await c.get("/console/try")).text)
+        answers = [
+            await c.post("/console/try", data={"csrf_token": token, "source": "paste", "payload": example, **more})
+            for more in ({}, {"config": "edited", "config_text": "agent: x\n"})
+        ]
+    for answer in answers:
+        assert answer.status_code == 409, (answer.status_code, answer.text[-300:])
+        assert f"the agent configuration folder {gone} is not a folder" in answer.text, answer.text[-300:]
+    failed = await trial.dry_run(example.encode(), gone, None)  # the command line's own words, not its box
+    assert failed.error == f"Invalid value for --agents: {gone} is not a folder", failed.error
 
 
 async def test_try_a_flow_answers_429_with_retry_after_once_two_run_and_two_wait(
