@@ -9,22 +9,25 @@ its model and by its schemas/json/ file, and reads back equal to what was emitte
 from __future__ import annotations
 
 import asyncio
+import enum
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
+import pydantic_core
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
+from pydantic_core import PydanticSerializationError
 
 from schemas import generate
 from schemas import headers as h
-from schemas.events import ConversationExtracted, DecisionTrace
+from schemas.events import ConditionResult, ConversationExtracted, DecisionTrace, FlowDecision, PlannedAction
 from schemas.routes import ROUTER
 from services.common.api import Context
 from services.common.codec import encode
 from services.router import engine
-from services.router.actions import ACTION_NAMESPACE, uuid5
+from services.router.actions import ACTION_NAMESPACE, built, uuid5
 from services.router.catalog import CatalogHolder
 from services.router.handler import RouterHandler
 from tests.unit.router.support import event, write
@@ -145,6 +148,7 @@ def test_a_trace_is_encoded_to_the_bytes_pydantic_writes(
     not fired, held, disabled and draft flows; first delivery, re-delivery, held released) must still
     be pydantic's own bytes, also when its store is cleared between records."""
     monkeypatch.setattr(engine, "_SHARED_FLOWS", kept)
+    monkeypatch.setattr(engine, "_SHARED_CONDITIONS", kept)
     write(tmp_path, "agent.yaml", EVERY_ACTION + DISABLED_AND_DRAFT)
     handler = RouterHandler(CatalogHolder(tmp_path, "(n/a)"))
     traces, kinds = 0, set()
@@ -160,6 +164,55 @@ def test_a_trace_is_encoded_to_the_bytes_pydantic_writes(
                 traces += 1
     assert traces == 3 * 3 * len(_records())
     assert {(True, True, False), (True, False, False), (True, False, True), (False, False, False)} <= kinds
+
+
+def test_orjson_writes_every_text_as_pydantic_does() -> None:
+    """engine._fired_flow_json writes a fired flow's text fields with orjson, not pydantic: the same bytes
+    for every code point (escapes of control characters, '"', '\\', non-ASCII kept as UTF-8), and a lone
+    surrogate refused by both, so the trace falls back to pydantic's own refusal."""
+    code_points = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for start in range(0, len(code_points), 4096):
+        texts = ["".join(chr(c) for c in code_points[start : start + 4096]), 'a"b\\c\u2028d\x7fe\x1f']
+        assert orjson.dumps(texts) == pydantic_core.to_json(texts)
+    for surrogate in ("\ud800", "x\udfff"):
+        with pytest.raises(orjson.JSONEncodeError):
+            orjson.dumps(surrogate)
+        with pytest.raises(PydanticSerializationError):
+            pydantic_core.to_json(surrogate)
+
+
+class _Kind(enum.StrEnum):
+    ACTION = "action"
+
+
+def _trace(flow: FlowDecision) -> DecisionTrace:
+    return DecisionTrace(event_id="e", conversation_id="c", agent_id="a", config_revision="r",
+                         extraction_status="ok", decided_at=datetime(2026, 1, 1, tzinfo=UTC), flows=[flow])  # fmt: skip
+
+
+def test_a_fired_flow_holding_other_values_is_written_as_pydantic_writes_it() -> None:
+    """A fired flow whose conditions or planned actions hold values orjson might write otherwise (numbers,
+    lists, a time, a text subclass), or whose fields are held in another order, is pydantic's JSON; one
+    holding a lone surrogate is refused as pydantic refuses it."""
+    when = ConditionResult(path="when", kind="field", passed=True, expected={"==": 1.5e16}, actual=0.1, reason="r")
+    at = ConditionResult(path="when.all[0]", kind="x", passed=True, expected=datetime(2026, 1, 1, tzinfo=UTC),
+                         reason="r")  # fmt: skip
+    odd = ConditionResult.model_construct(path="actions[0]", kind=_Kind.ACTION, passed=True, reason="planned")
+    planned = PlannedAction(action_id="a", type="task", topic="t", destination=None)
+    fields = {"flow_id": "f", "enabled": True, "fired": True, "held": False, "flow_revision": None, "reason": "r",
+              "conditions": [], "actions": []}  # fmt: skip
+    flows = [
+        FlowDecision(flow_id="f", enabled=True, fired=True, reason="r", conditions=[when, at, odd],
+                     actions=[planned]),
+        FlowDecision(flow_id="f", enabled=True, fired=True, flow_revision="abc", reason="ünï \x00 \"x\"",
+                     conditions=[odd], actions=[PlannedAction.model_construct(action_id="a", type="t", topic="t")]),
+        built(FlowDecision, dict(reversed(fields.items()))),
+    ]  # fmt: skip
+    for flow in flows:
+        assert engine.encode_trace(_trace(flow)) == _trace(flow).__pydantic_serializer__.to_json(_trace(flow))
+    broken = FlowDecision(flow_id="f", enabled=True, fired=True, reason="half \ud83d of it")
+    with pytest.raises(PydanticSerializationError):
+        engine.encode_trace(_trace(broken))
 
 
 @pytest.mark.parametrize(
