@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import getpass
 import os
+import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from schemas.topics import dead_letter_topic
 from services.api.settings import HttpSettings
 from services.cli.options import Bootstrap, aware, kafka_settings
 from services.cli.plain import plain, plain_lines
-from services.cli.republish import RepublishFailed, republish
+from services.cli.republish import Interrupted, RepublishFailed, republish
 from services.cli.store import with_store
 from services.common import codec
 from services.common.codec import Outgoing, now_iso
@@ -196,10 +197,16 @@ def replay_records(letters: Sequence[DeadLetter], by: str, via: str = "cli") -> 
 
 
 async def replay(
-    kafka: KafkaSettings, letters: Sequence[DeadLetter], rate: float, progress: Progress | None, by: str
+    kafka: KafkaSettings,
+    letters: Sequence[DeadLetter],
+    rate: float,
+    progress: Progress | None,
+    by: str,
+    on_signals: bool = False,
 ) -> int:
-    """Republish to the original topics at most `rate` records/s; returns how many were acknowledged."""
-    return await republish(kafka, replay_records(letters, by), rate, progress, "replaying")
+    """Republish to the original topics at most `rate` records/s; returns how many were acknowledged.
+    `on_signals`: a signal stops it between two letters, each sent with its marker (Interrupted)."""
+    return await republish(kafka, replay_records(letters, by), rate, progress, "replaying", on_signals)
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,7 @@ async def replay_claimed(
     by: str,
     lease: timedelta,
     replayed: bool = False,
+    on_signals: bool = False,
 ) -> Claimed:
     """As `replay`, each letter the store holds claimed first as the API's replay claims it
     (services/store/claims.py): one that another replay is sending (or sent since) is left alone, so two
@@ -227,7 +235,8 @@ async def replay_claimed(
     says was replayed (`--all`). A letter the recorder has not stored yet is stored first, as it will
     store it (its insert then adds nothing), and claimed: unclaimed, the recorder could store it as
     pending while this replay sends it, and a replay from the store send it again. One older than the
-    store's retention (which the recorder skips) is sent without a claim."""
+    store's retention (which the recorder skips) is sent without a claim. Stopped part-way (Kafka failed,
+    or a signal with `on_signals`), those sent are marked replayed and the others released at once."""
     found = await claims.stored(store, (_at(d) for d in letters))
     if await _record(store, [d for d in letters if _at(d) not in found]):
         found = await claims.stored(store, (_at(d) for d in letters))
@@ -246,8 +255,8 @@ async def replay_claimed(
 
     try:
         async with claims.held(store, mine, lease):
-            done = await replay(kafka, sending, rate, progress, by)
-    except RepublishFailed as exc:  # released at once: the operator retries when Kafka is back
+            done = await replay(kafka, sending, rate, progress, by, on_signals)
+    except (RepublishFailed, Interrupted) as exc:  # released at once: the operator retries when ready
         await claims.settle(store, mine, sent(exc.done), by)
         raise
     await claims.settle(store, mine, sent(done), by)
@@ -448,19 +457,32 @@ def replay_cmd(
             console.print(Text.assemble(f"would replay {d.coordinates} -> {target} (", plain(d.reason[:60]), ")"))
         console.print(f"{len(letters) - len(busy)} dead letter(s) would be replayed")
         return
-    with Progress(console=console) as progress:
-        if url:
-            lease, by = _replay_lease(), operator()
-            claimed = with_store(
-                url, lambda store: replay_claimed(store, kafka, letters, rate, progress, by, lease, everything)
-            )
-        else:
-            claimed = Claimed(asyncio.run(replay(kafka, letters, rate, progress, operator())), [], [])
+    try:
+        claimed = _replay(kafka, letters, rate, url, everything)
+    except Interrupted as exc:
+        console.print(
+            f"interrupted ({signal.Signals(exc.signum).name}): replayed {exc.done} of {exc.total} dead letter(s), "
+            "each with its replay marker; the others were not sent (the same command again sends only them)"
+        )
+        raise typer.Exit(exc.exit_code) from None
     for d in claimed.held:
         console.print(f"skipped {d.coordinates}: {HELD}")
     if claimed.unrecorded:
         console.print(f"{len(claimed.unrecorded)} older than the store's retention: sent without a claim")
     console.print(f"replayed {claimed.sent} dead letter(s)")
+
+
+def _replay(
+    kafka: KafkaSettings, letters: Sequence[DeadLetter], rate: float, url: str | None, everything: bool
+) -> Claimed:
+    with Progress(console=console) as progress:
+        if url:
+            lease, by = _replay_lease(), operator()
+            return with_store(
+                url,
+                lambda store: replay_claimed(store, kafka, letters, rate, progress, by, lease, everything, True),
+            )
+        return Claimed(asyncio.run(replay(kafka, letters, rate, progress, operator(), True)), [], [])
 
 
 HELD = "another replay is sending it, or sent it since (its claim in the store)"

@@ -20,6 +20,7 @@ nothing is not an error.
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from schemas.topics import CONVERSATION_EXTRACTED, DECISIONS
 from services.cli.options import Bootstrap, kafka_settings
 from services.cli.plain import plain
 from services.cli.reextract import read_to_end
-from services.cli.republish import republish
+from services.cli.republish import Interrupted, republish
 from services.common import codec
 from services.common.codec import Outgoing, now_iso
 
@@ -80,17 +81,27 @@ async def held(kafka: Any, agent: str | None, since: datetime | None, topic: str
 
 
 async def release(
-    kafka: Any, conversations: frozenset[str], rate: float, since: datetime | None, topic: str = CONVERSATION_EXTRACTED
+    kafka: Any,
+    conversations: frozenset[str],
+    rate: float,
+    since: datetime | None,
+    topic: str = CONVERSATION_EXTRACTED,
+    on_signals: bool = False,
 ) -> tuple[int, frozenset[str]]:
     """Republish each conversation's latest extraction record with RUN_HELD; returns how many were sent and
-    the conversations that have none left on the topic (past its retention): those cannot be released."""
+    the conversations that have none left on the topic (past its retention): those cannot be released.
+    `on_signals`: a signal stops it between two conversations (Interrupted, `sent` its conversations)."""
     latest: dict[str, Any] = {}
     for record in await read_to_end(kafka, topic, since):
         key = record.key.decode("utf-8", "replace") if record.key else None
         if key in conversations and record.value:
             latest[key] = record
     outgoing = [Outgoing(topic, r.key, r.value, release_headers(codec.header_dict(r.headers))) for r in latest.values()]
-    return await republish(kafka, outgoing, rate, None, "releasing"), conversations - latest.keys()
+    try:
+        return await republish(kafka, outgoing, rate, None, "releasing", on_signals), conversations - latest.keys()
+    except Interrupted as exc:
+        exc.sent = list(latest)[: exc.done]
+        raise
 
 
 def release_headers(original: dict[str, str]) -> dict[str, str]:
@@ -150,7 +161,14 @@ def release_held(
         console.print(
             plain(f"{cid}: not released: no held flows (its latest decision holds nothing{filtered})", "yellow")
         )
-    sent, gone = asyncio.run(release(kafka, chosen, rate, None)) if chosen else (0, frozenset[str]())
+    try:
+        sent, gone = asyncio.run(release(kafka, chosen, rate, None, on_signals=True)) if chosen else (0, frozenset())
+    except Interrupted as exc:
+        released = ", ".join(exc.sent) or "none"
+        console.print(
+            plain(f"interrupted ({signal.Signals(exc.signum).name}): released {exc.done} of {exc.total}: {released}")
+        )
+        raise typer.Exit(exc.exit_code) from None
     for cid in sorted(gone):
         why = f"no extraction record of it is left on {CONVERSATION_EXTRACTED} (past its retention)"
         console.print(

@@ -15,11 +15,12 @@ an id per content that supersedes its own, and the dispatcher sends only those w
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import orjson
 import typer
@@ -35,6 +36,7 @@ from services.cli.apiclient import Api, ApiClient, ApiRefused, ApiUnreachable, T
 from services.cli.dlq import operator
 from services.cli.options import Bootstrap, aware, kafka_settings
 from services.cli.plain import escape_controls, plain
+from services.cli.republish import Interrupted
 from services.cli.republish import republish as send_all
 from services.common import codec
 from services.common.codec import Outgoing, now_iso
@@ -159,10 +161,12 @@ async def republish(
     topic: str = CONVERSATION_ENDED,
     redeliver: bool = False,
     by: str | None = None,
+    on_signals: bool = False,
 ) -> int:
-    """At most `rate` records/s; returns how many were acknowledged."""
+    """At most `rate` records/s; returns how many were acknowledged (`on_signals`: a signal stops it
+    between two, Interrupted)."""
     outgoing = [Outgoing(topic, c.key, c.value, reextract_headers(c, redeliver, by)) for c in chosen]
-    return await send_all(kafka, outgoing, rate, progress, "re-extracting")
+    return await send_all(kafka, outgoing, rate, progress, "re-extracting", on_signals)
 
 
 Ids = Annotated[list[str] | None, typer.Option("--ids", help="Conversation or event ids (repeat, or comma-separated).")]
@@ -229,8 +233,11 @@ def reextract(
     if dry_run or not chosen:
         console.print(f"{len(chosen)} conversation(s) {'would be republished' if dry_run else 'to republish'}")
         return
-    with Progress(console=console) as progress:
-        done = asyncio.run(republish(kafka, chosen, rate, progress, topic, redeliver, operator()))
+    try:
+        with Progress(console=console) as progress:
+            done = asyncio.run(republish(kafka, chosen, rate, progress, topic, redeliver, operator(), True))
+    except Interrupted as exc:
+        _interrupted(exc, chosen)
     console.print(f"{done} conversation(s) republished for re-extraction")
 
 
@@ -258,6 +265,20 @@ def _from_store(
     if result.get("error"):
         typer.echo(f"postcall reextract: {result['error']}", err=True)
         raise typer.Exit(2)
+
+
+def _interrupted(exc: Interrupted, chosen: Sequence[Chosen]) -> NoReturn:
+    """Which were republished (the same command again would extract those a second time) and which
+    were not: the rows above from the first not sent, by event id when they are few enough to paste."""
+    what = f"{exc.done} of {exc.total} conversation(s) republished for re-extraction"
+    rest = chosen[exc.done :]
+    if rest:
+        what += f", the first {exc.done} rows above; not sent: from record {rest[0].partition}:{rest[0].offset} on"
+        ids = ",".join(c.event_id for c in rest)
+        if len(ids) <= 4000:
+            what += f" (--source topic --ids {ids} sends only them)"
+    console.print(plain(f"interrupted ({signal.Signals(exc.signum).name}): {what}"))
+    raise typer.Exit(exc.exit_code)
 
 
 def _unmatched(wanted: frozenset[str], found: set[str], where: str) -> None:

@@ -1,10 +1,20 @@
-"""Rate-limited republishing with a progress bar: what `dlq replay` and `reextract` share."""
+"""Rate-limited republishing with a progress bar: what `dlq replay`, `reextract`, `held release` and the
+API's operations share.
+
+A command line's republish (`on_signals`) stops between two records on Ctrl-C, SIGTERM or SIGHUP: the
+record being sent and its follow-up (a dead letter's replay marker) are both acknowledged first, so none
+is half sent (a replay without its marker would be replayed again by the next `dlq replay`), and
+`Interrupted` says how many were. A second signal stops at once, as it did before.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -15,12 +25,20 @@ from services.common.codec import Outgoing
 from services.common.kafka import producer
 from services.common.settings import KafkaSettings
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 async def republish(
-    kafka: KafkaSettings, records: Sequence[Outgoing], rate: float, progress: Progress | None, label: str
+    kafka: KafkaSettings,
+    records: Sequence[Outgoing],
+    rate: float,
+    progress: Progress | None,
+    label: str,
+    on_signals: bool = False,
 ) -> int:
     """Send one at a time, each acknowledged (acks=all) before the next, at most `rate` per second
-    (0: no limit); returns how many were acknowledged (with their follow-up record, if any)."""
+    (0: no limit); returns how many were acknowledged (with their follow-up record, if any). With
+    `on_signals` (a command line, never a server), a signal stops it between two records: Interrupted."""
     p = producer(kafka)
     try:
         await p.start()
@@ -29,16 +47,20 @@ async def republish(
         raise RepublishFailed(0, exc) from exc
     task = progress.add_task(label, total=len(records)) if progress is not None else None
     interval, next_at, done = 1.0 / rate if rate > 0 else 0.0, time.monotonic(), 0
+    stop = _Stop()
     try:
-        for r in records:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            next_at = max(next_at + interval, time.monotonic())
-            await _send(p, r)
-            done += 1
-            if r.then is not None:
-                await _send(p, r.then)
-            if progress is not None and task is not None:
-                progress.advance(task)
+        with stop.watching() if on_signals else contextlib.nullcontext():
+            for r in records:
+                await stop.sleep(next_at - time.monotonic())
+                if stop.signum is not None:
+                    raise Interrupted(done, len(records), stop.signum)
+                next_at = max(next_at + interval, time.monotonic())
+                await _send(p, r)
+                done += 1
+                if r.then is not None:
+                    await _send(p, r.then)
+                if progress is not None and task is not None:
+                    progress.advance(task)
         return done
     except KafkaError as exc:
         raise RepublishFailed(done, exc) from exc
@@ -52,6 +74,64 @@ class RepublishFailed(Exception):
     def __init__(self, done: int, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.done = done
+
+
+class Interrupted(Exception):
+    """Raised when a signal stopped a command line's republish between two records: `done` of `total`
+    were acknowledged, each with its follow-up; the others were not sent."""
+
+    def __init__(self, done: int, total: int, signum: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name} after {done} of {total}")
+        self.done, self.total, self.signum = done, total, signum
+        self.sent: list[str] = []  # what the caller names the `done` records by, if it does
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # as a shell reports a command the signal ended
+
+
+class _Stop:
+    """The first signal asks to stop between two records (and wakes a rate limit's wait); our handlers are
+    then taken away, so a second signal does what it does by default (Ctrl-C: KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._event = asyncio.Event()
+        self._before: dict[int, Any] = {}  # asyncio.run's own Ctrl-C handler (it cancels the main task)
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for s in SIGNALS:
+            self._before[s] = signal.getsignal(s)
+            loop.add_signal_handler(s, self._stop, s)
+        try:
+            yield
+        finally:
+            self._forget()
+
+    def _stop(self, signum: int) -> None:
+        self.signum = signum
+        self._event.set()
+        self._forget()
+        print(
+            f"\npostcall: {signal.Signals(signum).name}: stopping once the record being sent is acknowledged "
+            "(again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _forget(self) -> None:
+        loop = asyncio.get_running_loop()
+        for s, before in self._before.items():
+            loop.remove_signal_handler(s)
+            signal.signal(s, before if before is not None else signal.SIG_DFL)
+        self._before = {}
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds > 0 and not self._event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), seconds)
 
 
 async def _send(p: Any, r: Outgoing) -> None:

@@ -1,0 +1,122 @@
+"""A command line's replay, re-extraction or release stopped by a signal (Ctrl-C, SIGTERM at 3 a.m.): the
+record being sent and its replay marker are both sent first, nothing after, and the command says how far
+it got. Each case runs `postcall` in a process of its own, Kafka's producer and the topic reads stood in
+for, and the signal sent while a record waits for its acknowledgement."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# The stand-ins: three dead letters, three conversations, three held conversations; a producer that logs
+# each record once acknowledged, and whose second record gets the signal before its acknowledgement.
+SCRIPT = r"""
+import asyncio, json, os, signal, sys
+from types import SimpleNamespace
+from services.cli import dlq, held, reextract, republish
+from services.cli.main import main
+
+LOG, SIGNUM = sys.argv[1], int(sys.argv[2])
+sent = []
+
+class Producer:
+    async def start(self): pass
+    async def stop(self): pass
+    async def send(self, topic, value, key=None, partition=None, headers=None):
+        names = dict(headers or [])
+        marker = "x-dlq-replayed" in names
+        if not marker and sum(1 for s in sent if not s["marker"]) == 1:
+            os.kill(os.getpid(), SIGNUM)  # the signal comes while this record waits for its ack
+        await asyncio.sleep(0.05)
+        sent.append({"topic": topic, "key": (key or b"").decode(), "marker": marker})
+        with open(LOG, "w") as f:
+            json.dump(sent, f)
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+republish.producer = lambda kafka: Producer()
+TOPIC, ORIGINAL = "postcall.router.dlq.v1", "postcall.conversation-extracted.v1"
+headers = {"x-original-topic": ORIGINAL, "x-exception-message": "bug"}
+now_ms = __import__("time").time_ns() // 1_000_000
+letters = [dlq.DeadLetter(TOPIC, 0, i, now_ms, b"c%d" % i, b"{}", headers) for i in range(3)]
+
+async def select_letters(kafka, filters):
+    return letters
+
+async def select_conversations(kafka, filters, topic):
+    return [reextract.Chosen(0, i, now_ms, b"c%d" % i, b"{}", {}, f"e{i}", f"c{i}", "agent") for i in range(3)]
+
+async def holding(kafka, agent, since):
+    return [held.Held(f"c{i}", "agent", ("f",), "failed", "") for i in range(3)]
+
+async def extractions(kafka, topic, since=None):
+    return [SimpleNamespace(key=b"c%d" % i, value=b"{}", headers=[]) for i in range(3)]
+
+dlq.select, reextract.select, held.held, held.read_to_end = select_letters, select_conversations, holding, extractions
+sys.argv = ["postcall", *sys.argv[3:]]
+main()
+"""
+
+COMMANDS = {
+    "dlq replay": ["dlq", "replay", "--rate", "0"],
+    "dlq replay with a store": ["dlq", "replay", "--rate", "0", "--database-url"],
+    "reextract": ["reextract", "--agent", "agent", "--source", "topic", "--rate", "1000"],
+    "held release": ["held", "release", "--all", "--rate", "1000"],
+}
+
+
+def postcall(tmp_path: Path, args: list[str], signum: int) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    log = tmp_path / "sent.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": "kafka:9092"}
+    env.pop("POSTCALL_DATABASE__URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(log), str(signum), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a shell's `&` would ignore it
+    )
+    return done, json.loads(log.read_text()) if log.exists() else []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_signal_stops_between_two_records_and_says_how_far_it_got(
+    tmp_path: Path, command: str, signum: signal.Signals
+) -> None:
+    """Before: SIGTERM ended the process as the second dead letter was being sent, its replay marker never
+    sent (the next `dlq replay` replayed it again), a store's claims held for the lease and nothing said;
+    Ctrl-C cancelled the send the same way."""
+    args = COMMANDS[command]
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    if args[-1] == "--database-url":
+        args = [*args, f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"]
+    done, sent = postcall(tmp_path, args, signum)
+    records = [s for s in sent if not s["marker"]]
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 128 + signum, (done.returncode, done.stdout, done.stderr)
+    assert [r["key"] for r in records] == ["c0", "c1"], "the record being sent is finished, none after it"
+    if command.startswith("dlq"):
+        assert len(sent) == 4, f"each replayed letter with its marker: {sent}"
+    said = " ".join(done.stdout.split())
+    assert f"interrupted ({signum.name})" in said, done.stdout
+    assert " 2 of 3" in said, done.stdout
+    if command == "dlq replay with a store":
+        with create_engine(store).connect() as conn:
+            rows = conn.execute(text("SELECT kafka_offset, replayed_at, replay_claim FROM dead_letters")).all()
+        assert sorted((o, at is not None, claim) for o, at, claim in rows) == [
+            (0, True, None),
+            (1, True, None),
+            (2, False, None),
+        ], "sent ones marked replayed, the claim on the rest released at once"
