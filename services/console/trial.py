@@ -192,7 +192,7 @@ async def _stored(request: Request, conversation_id: str) -> ConversationDetail 
 
 
 def _file_of(root: Path | None, detail: ConversationDetail | None) -> str:
-    if root is None or detail is None or detail.event is None:
+    if root is None or not root.is_dir() or detail is None or detail.event is None:  # no folder: no file of it
         return ""
     agent = detail.event.agent
     config = load_catalog(root).trial().lookup(agent.id, agent.version)

@@ -365,7 +365,11 @@ async def test_try_a_flow_on_a_configuration_folder_that_is_not_there_says_so(st
     showed the last line of the command line's usage box, a row of box-drawing characters."""
     example = (ROOT / "examples" / "conversations" / "0005-callback-request.json").read_text()
     gone = tmp_path / "agents"
+    await writer.write(store, rows_of(story("stored-call")))
     async with console_for(store, console={"config_dir": str(gone)}) as c:
+        # a call page's "Try a flow on this call": the form opened on the call's own file, which there is not
+        form = await c.get("/console/try", params={"conversation_id": "stored-call"})
+        assert form.status_code == 200 and 'value="stored-call"' in form.text, form.status_code
         token = csrf_of((await c.get("/console/try")).text)
         answers = [
             await c.post("/console/try", data={"csrf_token": token, "source": "paste", "payload": example, **more})
