@@ -16,6 +16,7 @@ import typer
 
 from schemas.events import ConversationEnded
 from services.cli.options import Bootstrap, contract_id, kafka_settings, kafka_unreachable
+from services.cli.plain import escape_controls
 from services.ingress import publisher as publisher_module
 from services.ingress.platforms import Ignored, PayloadError, map_one
 from services.ingress.publisher import Published, Publisher, TooLarge, Unavailable, ce_source
@@ -61,8 +62,9 @@ def publish(
     except TooLarge as exc:
         _fail(1, f"not published: {exc}")
     note = " (already published by this process)" if done.duplicate else ""
+    ids = escape_controls(done.event_id), escape_controls(done.conversation_id)  # the payload's: shown, not sent
     typer.echo(
-        f"published {done.event_id} (conversation {done.conversation_id}) to {done.topic} "
+        f"published {ids[0]} (conversation {ids[1]}) to {done.topic} "
         f"partition {done.partition} offset {done.offset}{note}"
     )
 
@@ -88,7 +90,8 @@ def _event(
     try:
         mapped = map_one(source, payload, account or "", account_name, agent)
     except PayloadError as exc:
-        _fail(2, f"{file}: the payload cannot be used:\n" + "\n".join(f"  {f}: {p}" for f, p in exc.problems))
+        problems = (f"  {escape_controls(f)}: {escape_controls(p)}" for f, p in exc.problems)  # the payload's keys
+        _fail(2, f"{file}: the payload cannot be used:\n" + "\n".join(problems))
     if isinstance(mapped, Ignored):
         _fail(1, f"not published: {mapped.reason}")
     if agent and mapped.agent.id != agent:  # as `postcall try --agent`
