@@ -26,7 +26,9 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from services.cli.plain import plain
 from services.devkit.kafka import ROOT
 
 DEFAULT_DATASET = ROOT / "examples" / "eval" / "calls.yaml"
@@ -62,7 +64,7 @@ def evaluate(
     try:
         cases = load_sgd(dataset, limit) if kind == "sgd" else load_calls(dataset)[:limit]
     except DatasetError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(plain(str(exc), "red"))  # it quotes the path and a line of the file: never markup
         raise typer.Exit(2) from exc
     if sample is not None and 0 < sample < len(cases):
         cases = [cases[i * len(cases) // sample] for i in range(sample)]
@@ -81,7 +83,7 @@ def evaluate(
             json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
         except OSError as exc:
             _fail(f"cannot write --json {json_out}: {exc.strerror or exc}")
-        console.print(f"results written to {json_out}")
+        console.print(Text.assemble("results written to ", plain(str(json_out))))
 
 
 def _earlier(path: Path) -> Any:
@@ -135,7 +137,7 @@ async def _run(cases: list[Any], provider: str, base_url: str | None, model: str
         async with httpx.AsyncClient() as http, open_provider(settings) as llm_provider:
             extractor = Extractor(settings, lambda e: None, http, llm_provider)
             label = "heuristic" if llm_provider is None else f"{settings.llm.model} at {llm_provider.endpoint}"
-            console.print(f"provider: {label}; {len(cases)} conversations", highlight=False)
+            console.print(plain(f"provider: {label}; {len(cases)} conversations"))
 
             def progress(done: int, total: int) -> None:
                 if sys.stderr.isatty() and (done % 10 == 0 or done == total):
@@ -174,7 +176,7 @@ def show(r: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col == "field" else "right")
 
     def row(name: str, t: dict[str, Any], style: str = "") -> None:
-        table.add_row(name, str(t["n"]), _pct(t["accuracy"]), _pct(t["precision"]), _pct(t["recall"]),
+        table.add_row(plain(name), str(t["n"]), _pct(t["accuracy"]), _pct(t["precision"]), _pct(t["recall"]),
                       str(t["given"]), str(t["labelled"]), _pct(t["empty_baseline"]), style=style)  # fmt: skip
 
     for name, t in r["fields"].items():
@@ -194,7 +196,7 @@ def show(r: dict[str, Any]) -> None:
         f"${per['cost_usd']:.6f}"
     )
     for reason, n in r["failures"].items():
-        console.print(f"  failed {n}x: {reason}")
+        console.print(Text.assemble(f"  failed {n}x: ", plain(reason)))
 
 
 def show_comparison(c: dict[str, Any]) -> None:
@@ -208,6 +210,6 @@ def show_comparison(c: dict[str, Any]) -> None:
         return f"{_pct(m['before'])} -> {_pct(m['after'])} ({m['change']:+.2f})"
 
     for name, d in [*c["fields"].items(), ("overall", c["overall"])]:
-        table.add_row(name, cell(d["accuracy"]), cell(d["precision"]), cell(d["recall"]))
+        table.add_row(plain(name), cell(d["accuracy"]), cell(d["precision"]), cell(d["recall"]))
     console.print(table)
     console.print(f"triggers: {_pct(c['triggers']['before'])} -> {_pct(c['triggers']['after'])}")

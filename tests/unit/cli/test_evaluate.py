@@ -41,3 +41,19 @@ def test_the_local_model_is_given_time_for_the_calls_queued_ahead_on_its_one_slo
     with pytest.raises(Wired):
         asyncio.run(evaluate._run([], "local", None, None, 6))
     assert seen[0].llm.request_timeout_seconds >= 6 * 240
+
+
+def test_a_dataset_that_cannot_be_read_is_one_line_whatever_its_path_holds(tmp_path: Any) -> None:
+    """The reason was printed as rich markup: a path holding `[/]` (or a line of the file quoted in the
+    reason) raised MarkupError, a traceback and exit 1, instead of the reason and exit 2."""
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    folder = tmp_path / "labels[" / "]"  # labels[/]
+    folder.mkdir(parents=True)
+    (folder / "calls.jsonl").write_text("{\n")
+    done = CliRunner().invoke(app, ["eval", str(folder / "calls.jsonl"), "--format", "postcall"])
+    assert done.exit_code == 2, done.output
+    assert done.exception is None or isinstance(done.exception, SystemExit), repr(done.exception)
+    assert "labels[/]/calls.jsonl" in done.output.replace("\n", ""), done.output
