@@ -283,6 +283,9 @@ class DeadLetter(Base):
         UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),
         Index(None, "dead_lettered_at", "id"),
         Index(None, "service", "dead_lettered_at"),
+        # the key filter (key = X OR conversation_id = X); a key is the producer's, of any length, and a
+        # PostgreSQL B-tree refuses entries over 2,704 bytes: a hash index holds 4 bytes a key (equality only)
+        Index("ix_dead_letters_key", "key", postgresql_using="hash"),
     )
 
 

@@ -426,15 +426,20 @@ def _letter_fields(r: Any) -> dict[str, Any]:
     return fields
 
 
-async def list_dead_letters(
-    conn: AsyncConnection, filters: DeadLetterFilter, *, limit: int = 50, cursor: str | None = None
-) -> Page[DeadLetterSummary]:
+def dead_letters_query(filters: DeadLetterFilter, limit: int, cursor: str | None = None) -> Select[Any]:
+    """One page of letters, newest first, and one more (is there a next page?)."""
     d = table(DeadLetter).c
-    limit = _limit(limit)
     query = select(*_letter_columns()).where(*filters.where())
     if cursor:
         query = query.where(_after(d.dead_lettered_at, d.id, decode_cursor(cursor, int), "desc"))
-    items = await _letters(conn, query.order_by(d.dead_lettered_at.desc(), d.id.desc()).limit(limit + 1))
+    return query.order_by(d.dead_lettered_at.desc(), d.id.desc()).limit(limit + 1)
+
+
+async def list_dead_letters(
+    conn: AsyncConnection, filters: DeadLetterFilter, *, limit: int = 50, cursor: str | None = None
+) -> Page[DeadLetterSummary]:
+    limit = _limit(limit)
+    items = await _letters(conn, dead_letters_query(filters, limit, cursor))
     more = len(items) > limit
     items = items[:limit]
     return Page(items=items, next_cursor=encode_cursor(items[-1].dead_lettered_at, items[-1].id) if more else None)

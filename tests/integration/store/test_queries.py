@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from schemas import headers as h
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
@@ -153,6 +154,30 @@ async def test_dead_letters_filters_and_counts_by_reason(calls: Store) -> None:
     ]
     assert counts[0].last_at - counts[0].first_at == timedelta(minutes=30)
     assert [d.key for d in first.items + rest.items] == ["c03", "zz", "c11"] and rest.next_cursor is None
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [DeadLetterFilter(key="c11"), DeadLetterFilter(services=["dispatcher"], key="c11")],
+    ids=["key-filter", "redeliver"],
+)
+async def test_the_key_filter_reads_the_key_and_conversation_indexes(calls: Store, filters: DeadLetterFilter) -> None:
+    """`key = X OR conversation_id = X` (the key filter, the console's "Redeliver failed actions") scanned every
+    dead letter while `key` had no index (0011): 100k letters, 80 ms on SQLite and 42 ms on PostgreSQL a page."""
+    letters = [row for i in range(300) for row in dead_letter(10 + i, "dispatcher", f"k{i}", "HTTP 410").dead_letters]
+    await writer.write(calls, r.Rows(dead_letters=letters))
+    async with calls.engine.begin() as conn:
+        await conn.execute(sa.text("ANALYZE"))  # the planner's statistics: 303 letters, one per key
+    async with calls.read() as conn:
+        query = queries.dead_letters_query(filters, 50)
+        sql = str(query.compile(conn.engine.sync_engine, compile_kwargs={"literal_binds": True}))
+        if conn.dialect.name == "sqlite":
+            plan = [row[-1] for row in await conn.execute(sa.text("EXPLAIN QUERY PLAN " + sql))]
+        else:
+            await conn.execute(sa.text("SET LOCAL enable_seqscan = off"))  # a few pages: a scan is cheaper, not chosen
+            plan = [row[0] for row in await conn.execute(sa.text("EXPLAIN " + sql))]
+    used = " ".join(plan)
+    assert "ix_dead_letters_key" in used and "ix_dead_letters_conversation_id" in used, plan
 
 
 async def test_a_replayed_dead_letter_leaves_the_pending_list(calls: Store) -> None:
