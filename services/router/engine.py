@@ -35,7 +35,17 @@ from schemas.events import (
 )
 from schemas.flow_revision import flow_revision, flow_uses
 from services.common import codec
-from services.router.actions import CONTENT_LIMIT, CompiledAction, built, checked_clock, uuid5, with_content
+from services.router.actions import (
+    CONTENT_LIMIT,
+    WRITTEN_AS_PYDANTIC_DOES,
+    CompiledAction,
+    built,
+    checked_clock,
+    refused,
+    time_json,
+    uuid5,
+    with_content,
+)
 from services.router.conditions import NO_STATE, Remembered, compile_condition
 from services.router.metrics import FLOW_OUTCOME_NAMES
 from services.router.variables import ConversationValues
@@ -369,68 +379,49 @@ class CompiledAgent:
 
 # ── encoding a trace ───────────────────────────────────────────────────────────────────────────────
 
-_TRACE_HEAD = DecisionTrace.__pydantic_serializer__.to_json
+_TRACE_JSON = DecisionTrace.__pydantic_serializer__.to_json
 _FLOW_JSON = FlowDecision.__pydantic_serializer__.to_json
-_CONDITION_JSON = ConditionResult.__pydantic_serializer__.to_json
-_NO_FLOWS = {"flows"}
 _SHARED_FLOWS = 4096  # JSON of flows that did not fire, kept by object (bounded; cleared when full)
-_shared_flow_json: dict[int, tuple[FlowDecision, bytes]] = {}
-_SHARED_CONDITIONS = 4096  # JSON of conditions whose values are not plain text, kept by object (likewise)
-_shared_condition_json: dict[int, tuple[ConditionResult, orjson.Fragment]] = {}
-# what orjson writes byte for byte as pydantic-core does (for text: every code point but the surrogates,
-# which both refuse; tests/unit/router/test_emitted.py checks them all)
-_PLAIN = frozenset({str, bool, type(None)})
+_shared_flow_json: dict[int, tuple[FlowDecision, orjson.Fragment]] = {}
 
 
 def encode_trace(trace: DecisionTrace) -> bytes:
-    """The trace's JSON, the same bytes as pydantic's `to_json(trace)`: the fields before `flows`, then
-    each flow's JSON. A flow that did not fire is the same frozen object from record to record (built
-    once per outcome: `Remembered`, disabled, draft), so its JSON is made once and kept by identity (the
-    entry holds the object, so its id is not reused while the entry lives); a fired flow's by
-    `_fired_flow_json`."""
-    head = _TRACE_HEAD(trace, exclude=_NO_FLOWS)
-    parts = []
-    for flow in trace.flows:
-        if flow.fired:
-            parts.append(_fired_flow_json(flow))
+    """The trace's JSON, the same bytes as pydantic's `to_json(trace)`, written by orjson from the models'
+    fields (actions.WRITTEN_AS_PYDANTIC_DOES: pydantic serialised each nested model and inferred the type
+    of each condition's `Any` values; anything orjson would write its own way makes the trace pydantic's
+    JSON). A flow that did not fire is the same frozen object from record to record (built once per
+    outcome: `Remembered`, disabled, draft), so its JSON is made once and kept by identity (the entry
+    holds the object, so its id is not reused while the entry lives)."""
+    fields = trace.__dict__.copy()
+    decided_at = time_json(fields["decided_at"])
+    if decided_at is None:
+        return _to_json(trace)
+    fields["decided_at"] = decided_at
+    flows: list[Any] = []
+    for flow in fields["flows"]:
+        decision = flow.__dict__
+        if decision["fired"]:  # its conditions and planned actions as their fields
+            plain = decision.copy()
+            plain["conditions"] = [c.__dict__ for c in plain["conditions"]]
+            plain["actions"] = [a.__dict__ for a in plain["actions"]]
+            flows.append(plain)
             continue
         kept = _shared_flow_json.get(id(flow))
         if kept is None or kept[0] is not flow:
             if len(_shared_flow_json) >= _SHARED_FLOWS:
                 _shared_flow_json.clear()
-            kept = _shared_flow_json[id(flow)] = (flow, _FLOW_JSON(flow))
-        parts.append(kept[1])
-    return b"".join((head[:-1], b',"flows":[', b",".join(parts), b"]}"))
-
-
-def _fired_flow_json(flow: FlowDecision) -> bytes:
-    """_FLOW_JSON(flow), the same bytes, written by orjson from the models' field dicts: pydantic
-    serialised each nested model and inferred the type of each `Any` value (half of the trace's encoding
-    on the busy mix). pydantic-core writes a model's fields in the order of its __dict__, as orjson writes
-    a dict, and text and booleans as orjson does (tests/unit/router/test_emitted.py); the fields declared
-    text, booleans or optional text hold nothing else in a flow the engine built or pydantic validated.
-    A condition's `Any` values may hold anything (pydantic writes a time with `Z`, orjson with `+00:00`):
-    a condition whose `expected` or `actual` is not text, a boolean or None (a list of end reasons, a
-    number) is pydantic's JSON, kept by object as the remembered conditions repeat from record to record."""
-    plain = flow.__dict__.copy()
-    plain["conditions"] = [_condition(c) for c in plain["conditions"]]
-    plain["actions"] = [a.__dict__ for a in plain["actions"]]  # PlannedAction: text fields only
+            kept = _shared_flow_json[id(flow)] = (flow, orjson.Fragment(_FLOW_JSON(flow)))
+        flows.append(kept[1])
+    fields["flows"] = flows
     try:
-        return orjson.dumps(plain)
-    except orjson.JSONEncodeError:  # a lone surrogate in some text, an integer over 64 bits: as pydantic writes it
-        return _FLOW_JSON(flow)
+        return orjson.dumps(fields, default=refused, option=WRITTEN_AS_PYDANTIC_DOES)
+    except orjson.JSONEncodeError:
+        return _to_json(trace)
 
 
-def _condition(result: ConditionResult) -> dict[str, Any] | orjson.Fragment:
-    fields = result.__dict__
-    if type(fields["expected"]) in _PLAIN and type(fields["actual"]) in _PLAIN:
-        return fields
-    kept = _shared_condition_json.get(id(result))
-    if kept is None or kept[0] is not result:
-        if len(_shared_condition_json) >= _SHARED_CONDITIONS:
-            _shared_condition_json.clear()
-        kept = _shared_condition_json[id(result)] = (result, orjson.Fragment(_CONDITION_JSON(result)))
-    return kept[1]
+def _to_json(trace: DecisionTrace) -> bytes:
+    encoded: bytes = _TRACE_JSON(trace)
+    return encoded
 
 
 codec.register_encoder(DecisionTrace, encode_trace)

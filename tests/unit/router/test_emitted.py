@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
+import random
+import struct
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pydantic_core
@@ -22,7 +26,14 @@ from pydantic_core import PydanticSerializationError
 
 from schemas import generate
 from schemas import headers as h
-from schemas.events import ConditionResult, ConversationExtracted, DecisionTrace, FlowDecision, PlannedAction
+from schemas.events import (
+    ConditionResult,
+    ConversationExtracted,
+    DecisionTrace,
+    FlowDecision,
+    PlannedAction,
+    WebhookRequested,
+)
 from schemas.routes import ROUTER
 from services.common.api import Context
 from services.common.codec import encode
@@ -148,7 +159,6 @@ def test_a_trace_is_encoded_to_the_bytes_pydantic_writes(
     not fired, held, disabled and draft flows; first delivery, re-delivery, held released) must still
     be pydantic's own bytes, also when its store is cleared between records."""
     monkeypatch.setattr(engine, "_SHARED_FLOWS", kept)
-    monkeypatch.setattr(engine, "_SHARED_CONDITIONS", kept)
     write(tmp_path, "agent.yaml", EVERY_ACTION + DISABLED_AND_DRAFT)
     handler = RouterHandler(CatalogHolder(tmp_path, "(n/a)"))
     traces, kinds = 0, set()
@@ -166,14 +176,32 @@ def test_a_trace_is_encoded_to_the_bytes_pydantic_writes(
     assert {(True, True, False), (True, False, False), (True, False, True), (False, False, False)} <= kinds
 
 
-def test_orjson_writes_every_text_as_pydantic_does() -> None:
-    """engine._fired_flow_json writes a fired flow's text fields with orjson, not pydantic: the same bytes
-    for every code point (escapes of control characters, '"', '\\', non-ASCII kept as UTF-8), and a lone
-    surrogate refused by both, so the trace falls back to pydantic's own refusal."""
+def _both(reason: str, expected: Any) -> tuple[bytes, bytes]:
+    """orjson's and pydantic's JSON of a model holding these in a text field and an `Any` field."""
+    result = ConditionResult.model_construct(path="p", kind="k", passed=True, expected=expected, reason=reason)
+    return orjson.dumps(result.__dict__), result.__pydantic_serializer__.to_json(result)
+
+
+def test_orjson_writes_text_and_numbers_as_pydantic_does() -> None:
+    """The router's traces and actions are written by orjson, not pydantic (engine.encode_trace,
+    actions.encode_action): the same bytes for every code point (escapes of control characters, '"', '\\',
+    non-ASCII kept as UTF-8), for floats (shortest round trip, both; NaN and infinities null in a model)
+    and integers up to 64 bits; a lone surrogate is refused by both, so the record falls back to
+    pydantic's own refusal, and an integer over 64 bits by orjson alone, so it is pydantic's JSON."""
     code_points = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     for start in range(0, len(code_points), 4096):
-        texts = ["".join(chr(c) for c in code_points[start : start + 4096]), 'a"b\\c\u2028d\x7fe\x1f']
-        assert orjson.dumps(texts) == pydantic_core.to_json(texts)
+        text = "".join(chr(c) for c in code_points[start : start + 4096])
+        ours, theirs = _both(text, [text, 'a"b\\c\u2028d\x7fe\x1f'])
+        assert ours == theirs
+    rng = random.Random(13)
+    numbers: list[Any] = [0.0, -0.0, 0.1, 1e16, 1.5e16, 1e-7, 1e21, 1e22, 5e-324, 1.7976931348623157e308, 2.0**53]
+    numbers += [math.nan, math.inf, -math.inf, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1]
+    numbers += [struct.unpack("<d", rng.randbytes(8))[0] for _ in range(20_000)]
+    numbers += [rng.uniform(-1e6, 1e6) for _ in range(20_000)]
+    ours, theirs = _both("r", numbers)
+    assert ours == theirs
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps(2**64)
     for surrogate in ("\ud800", "x\udfff"):
         with pytest.raises(orjson.JSONEncodeError):
             orjson.dumps(surrogate)
@@ -213,6 +241,37 @@ def test_a_fired_flow_holding_other_values_is_written_as_pydantic_writes_it() ->
     broken = FlowDecision(flow_id="f", enabled=True, fired=True, reason="half \ud83d of it")
     with pytest.raises(PydanticSerializationError):
         engine.encode_trace(_trace(broken))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"at": datetime(2026, 1, 1, tzinfo=UTC)},
+        {"kind": _Kind.ACTION},
+        {"big": 2**64},
+        {1: "a non-text key"},
+        {"pair": ("a", 1)},
+        {"set": {1}},
+        {"bytes": b"x"},
+        {"model": PlannedAction(action_id="a", type="t", topic="t")},
+        {"nested": [{"x": [1.5, None, True, "ü"]}]},
+    ],
+    ids=["time", "text-enum", "int-over-64-bits", "int-key", "tuple", "set", "bytes", "model", "nested"],
+)
+def test_an_action_holding_values_orjson_writes_otherwise_is_written_as_pydantic_writes_it(body: Any) -> None:
+    """actions.encode_action gives pydantic's bytes whatever the body holds (a webhook's body is `Any`)."""
+    action = WebhookRequested.model_construct(
+        action_id="a", conversation_id="c", agent_id="g", flow_id="f", action_index=0, config_revision="r",
+        requested_at=datetime(2026, 1, 1, 12, 30, tzinfo=timezone(timedelta(hours=-5))), source_event_id="e",
+        destination="crm", body=body,
+    )  # fmt: skip
+    try:
+        expected = action.__pydantic_serializer__.to_json(action)
+    except PydanticSerializationError as refused:
+        with pytest.raises(PydanticSerializationError, match=str(refused)[:30]):
+            encode(action)
+    else:
+        assert encode(action) == expected
 
 
 @pytest.mark.parametrize(
