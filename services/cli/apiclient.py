@@ -22,6 +22,9 @@ Token = Annotated[
 ]
 
 
+HIDDEN = "***"  # a password in the --api URL, as messages show it
+
+
 class ApiUnreachable(Exception):
     """Raised when nothing answers at the API's address (connection refused, timeout, DNS)."""
 
@@ -42,10 +45,26 @@ class ApiClient:
 
     @classmethod
     def configured(cls, api: str | None, token: str | None) -> ApiClient | None:
+        """The client --api/POSTCALL_API_URL and --token/POSTCALL_API_TOKEN name, None without an address;
+        an address or a token that cannot be used is a usage error naming where it came from."""
         base = api or os.environ.get("POSTCALL_API_URL")
         if not base:
             return None
-        return cls(base.rstrip("/"), token or os.environ.get("POSTCALL_API_TOKEN") or None)
+        _check_url(base, "--api" if api else "POSTCALL_API_URL")
+        secret = token or os.environ.get("POSTCALL_API_TOKEN") or None
+        if secret is not None and not (secret.isascii() and secret.isprintable() and " " not in secret):
+            raise typer.BadParameter(
+                "a token is printable ASCII without spaces, as `postcall api token create` prints it; this one "
+                "holds another character (a line break, a space, a pasted quote?)",
+                param_hint="--token" if token else "POSTCALL_API_TOKEN",
+            )
+        return cls(base.rstrip("/"), secret)
+
+    @property
+    def shown(self) -> str:
+        """The address as messages show it: a password in it as ***."""
+        url = httpx.URL(self.base)
+        return str(url.copy_with(username=url.username, password=HIDDEN)) if url.password else self.base
 
     def get(self, path: str, **params: Any) -> Any:
         return self._call("GET", path, params=params)
@@ -59,16 +78,27 @@ class ApiClient:
             with httpx.Client(timeout=timeout or self.timeout, trust_env=False) as client:
                 answer = client.request(method, f"{self.base}/api/v1{path}", headers=headers, **kwargs)
         except httpx.TransportError as exc:
-            raise ApiUnreachable(f"the query API at {self.base} does not answer ({type(exc).__name__})") from None
+            raise ApiUnreachable(f"the query API at {self.shown} does not answer ({type(exc).__name__})") from None
         try:
             body = answer.json()
         except ValueError:
-            raise ApiRefused(answer.status_code, f"not JSON; is {self.base} the query API?") from None
+            raise ApiRefused(answer.status_code, f"not JSON; is {self.shown} the query API?") from None
         # a 503 whose body is an operation's result (Kafka failed part-way) is an answer; any other
         # error, the store's 503 among them, is a refusal
         if answer.status_code >= 400 and (answer.status_code != 503 or not _operation_result(body)):
             raise ApiRefused(answer.status_code, _detail(body))
         return body
+
+
+def _check_url(base: str, where: str) -> None:
+    try:
+        url = httpx.URL(base)
+        usable = url.scheme in ("http", "https") and bool(url.host)
+        why = "" if usable else "it is not an http:// or https:// URL with a host"
+    except httpx.InvalidURL as exc:  # its message names the part (port, host), never the whole URL
+        usable, why = False, f"not a URL: {exc}"
+    if not usable:
+        raise typer.BadParameter(f"{why}; the query API's address is like http://127.0.0.1:8400", param_hint=where)
 
 
 def _operation_result(body: Any) -> bool:

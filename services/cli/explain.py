@@ -190,7 +190,7 @@ def _from_store(client: ApiClient | None, conversation_id: str) -> Story | None:
     except ApiRefused as exc:
         if exc.status == 404:
             return Story(conversation_id, source="store")
-        typer.echo(f"postcall explain: the query API at {client.base} refused: {_s(str(exc))}", err=True)
+        typer.echo(f"postcall explain: the query API at {client.shown} refused: {_s(str(exc))}", err=True)
         raise typer.Exit(2) from None
     return story_from_store(ConversationDetail.model_validate(found))
 

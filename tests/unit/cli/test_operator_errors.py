@@ -435,3 +435,40 @@ def test_token_create_says_which_store_it_went_to(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert made.stdout.strip().startswith("pc_") and len(made.stdout.splitlines()) == 1
     assert made.stderr.splitlines() == [f"token 'ci' (operator) stored in sqlite+aiosqlite:///{tmp_path / 's.db'}"]
+
+
+API_COMMANDS = [["explain", "c1"], ["reextract", "--ids", "c1", "--dry-run"]]
+
+
+@pytest.mark.parametrize("command", API_COMMANDS, ids=[c[0] for c in API_COMMANDS])
+def test_a_password_in_the_query_apis_url_is_never_shown(command: list[str]) -> None:
+    """'the query API at http://ops:s3cret@... does not answer' was printed whole."""
+    nowhere = f"127.0.0.1:{free_port()}"
+    done = postcall(*command, "--api", f"http://ops:s3cret-pw@127.0.0.1:{free_port()}", "-b", nowhere)
+    assert "s3cret-pw" not in done.stdout + done.stderr, done.stderr
+    assert "query API at http://ops:***@127.0.0.1:" in done.stderr or "query API at http://127.0.0.1:" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("--api", "http://[::1", "--api"),
+        ("--api", "localhost:8400", "--api"),
+        ("--token", "pc_t\u00f6ken", "--token"),
+        ("--token", "pc_token\n", "--token"),
+    ],
+    ids=["api-not-a-url", "api-without-scheme", "token-not-ascii", "token-with-a-line-break"],
+)
+@pytest.mark.parametrize("command", API_COMMANDS, ids=[c[0] for c in API_COMMANDS])
+def test_a_query_api_address_or_token_that_cannot_be_used_is_a_usage_error_naming_it(
+    command: list[str], option: str, value: str, named: str
+) -> None:
+    """Before: InvalidURL or UnicodeEncodeError with a traceback (exit 1), or 'does not answer
+    (UnsupportedProtocol)' for an address without http://, then the topics read instead."""
+    args = [*command, "-b", f"127.0.0.1:{free_port()}"]
+    if option == "--token":
+        args += ["--api", f"http://127.0.0.1:{free_port()}"]
+    done = postcall(*args, option, value)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and named in done.stderr, done.stderr
+    assert "Kafka" not in done.stderr, "refused before anything is read"
