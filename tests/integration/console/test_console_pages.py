@@ -18,7 +18,7 @@ from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTR
 from services.api import auth
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
-from services.console import pages, trial
+from services.console import letters, pages, trial
 from services.console.destinations import DestinationStates
 from services.store import rows as r
 from services.store import writer
@@ -255,6 +255,36 @@ async def test_dead_letters_grouped_listed_and_one_in_full(store: Store) -> None
             and "at 5.0/s" in dry.text
         )
         assert (await c.get("/console/dead-letters/999999")).status_code == 404
+
+
+async def test_dead_letters_are_counted_by_reason_on_the_first_page_only(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The grouped counts are a GROUP BY over every matching letter: an older page (a cursor) does not run it
+    again, and says where the counts are."""
+    rows = r.Rows()
+    for i in range(7):
+        source = r.Source("postcall.router.dlq.v1", 0, i, int((T0 + timedelta(minutes=i)).timestamp() * 1000))
+        rows.extend(r.dead_letter(source, "router", f"k{i}".encode(), b"{", {h.EXCEPTION_MESSAGE: "InvalidRecord: x"}))
+    await writer.write(store, rows)
+    counted: list[object] = []
+    real = letters.queries.dead_letter_counts
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        counted.append(args[1])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(letters.queries, "dead_letter_counts", counting)
+    async with console_for(store, console={"page_size": 5}) as c:
+        first = (await c.get("/console/dead-letters", params={"service": "router"})).text
+        assert '<td class="num">7</td>' in first and "data-counts-elsewhere" not in first and len(counted) == 1
+        older = re.search(r'href="/console/dead-letters\?([^"]*cursor=[^"]+)" rel="next"', first)
+        assert older is not None
+        second = (await c.get("/console/dead-letters?" + older.group(1).replace("&amp;", "&"))).text
+    assert len(counted) == 1, "an older page ran the grouped counts again"
+    assert "data-counts-elsewhere" in second and '<td class="num">7</td>' not in second
+    assert len(re.findall(r'<tr data-href="/console/dead-letters/\d+"', second)) == 2
+    assert 'href="/console/dead-letters?service=router">first page</a>' in second
 
 
 async def test_a_dead_letters_credential_headers_are_not_shown_on_its_page(store: Store) -> None:
