@@ -4,7 +4,8 @@ API's operations share.
 A command line's republish (`on_signals`) stops between two records on Ctrl-C, SIGTERM or SIGHUP: the
 record being sent and its follow-up (a dead letter's replay marker) are both acknowledged first, so none
 is half sent (a replay without its marker would be replayed again by the next `dlq replay`), and
-`Interrupted` says how many were. A second signal stops at once, as it did before.
+`Interrupted` says how many were. A second signal stops at once, as it did before. A signal the command
+was started ignoring stays ignored (`nohup` makes a replay outlive the session that started it).
 """
 
 from __future__ import annotations
@@ -103,7 +104,10 @@ class _Stop:
     def watching(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
         for s in SIGNALS:
-            self._before[s] = signal.getsignal(s)
+            before = signal.getsignal(s)
+            if before is signal.SIG_IGN:  # started ignoring it (nohup: SIGHUP): a stop nobody asked for
+                continue
+            self._before[s] = before
             loop.add_signal_handler(s, self._stop, s)
         try:
             yield

@@ -75,7 +75,9 @@ COMMANDS = {
 }
 
 
-def postcall(tmp_path: Path, args: list[str], signum: int) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+def postcall(
+    tmp_path: Path, args: list[str], signum: int, ignored: tuple[int, ...] = ()
+) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
     log = tmp_path / "sent.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": "kafka:9092"}
     env.pop("POSTCALL_DATABASE__URL", None)
@@ -85,9 +87,15 @@ def postcall(tmp_path: Path, args: list[str], signum: int) -> tuple[subprocess.C
         text=True,
         env=env,
         timeout=60,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a shell's `&` would ignore it
+        preexec_fn=lambda: _dispositions(ignored),
     )
     return done, json.loads(log.read_text()) if log.exists() else []
+
+
+def _dispositions(ignored: tuple[int, ...]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's `&` would ignore it
+    for s in ignored:
+        signal.signal(s, signal.SIG_IGN)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -120,3 +128,12 @@ def test_a_signal_stops_between_two_records_and_says_how_far_it_got(
             (1, True, None),
             (2, False, None),
         ], "sent ones marked replayed, the claim on the rest released at once"
+
+
+def test_a_replay_started_under_nohup_goes_on_when_the_session_closes(tmp_path: Path) -> None:
+    """`nohup postcall dlq replay ... &` is how a replay is made to outlive a dropped VPN: a signal the
+    command was started ignoring (SIGHUP under nohup) is left ignored, not taken as a stop."""
+    done, sent = postcall(tmp_path, COMMANDS["dlq replay"], signal.SIGHUP, ignored=(signal.SIGHUP,))
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
+    assert [s["key"] for s in sent if not s["marker"]] == ["c0", "c1", "c2"]
+    assert "replayed 3 dead letter(s)" in done.stdout
