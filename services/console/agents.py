@@ -9,7 +9,9 @@ the dispatcher group's, followed from its topic (services/console/destinations.p
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -132,15 +134,23 @@ async def _count_fires(conn: AsyncConnection, row: FileRow, since: datetime) -> 
         query = query.where(d.agent_version == config.version)
     payloads = (await conn.execute(query)).scalars().all()
     row.capped = len(payloads) > MAX_TRACES
+    row.traces = min(len(payloads), MAX_TRACES)
+    # 20,000 traces are 0.3-1.3 s of parsing: in a thread, so that the event loop serves other requests
+    # meanwhile (orjson holds the GIL for one trace at a time, not for the whole count)
+    evaluated, fired = await asyncio.to_thread(_tally, payloads[:MAX_TRACES])
+    for flow_row in row.flows:
+        flow_row.evaluated, flow_row.fired = evaluated[flow_row.id], fired[flow_row.id]
+
+
+def _tally(payloads: Sequence[str]) -> tuple[Counter[str], Counter[str]]:
+    """Per flow id in these decision traces: how many evaluated it, how many fired it."""
     evaluated: Counter[str] = Counter()
     fired: Counter[str] = Counter()
-    for payload in payloads[:MAX_TRACES]:
+    for payload in payloads:
         for flow in orjson.loads(payload).get("flows", []):
             evaluated[flow.get("flow_id")] += 1
             fired[flow.get("flow_id")] += bool(flow.get("fired"))
-    row.traces = min(len(payloads), MAX_TRACES)
-    for flow_row in row.flows:
-        flow_row.evaluated, flow_row.fired = evaluated[flow_row.id], fired[flow_row.id]
+    return evaluated, fired
 
 
 async def _attempts(conn: AsyncConnection, since: datetime) -> dict[str, dict[str, Any]]:
