@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -235,7 +236,11 @@ async def dry_run(data: bytes, folder: Path, provider: str | None, agent: str | 
         args.append(f"--agent={agent}")  # one argument: a value starting with '-' stays a value
     async with _DRY_RUNS.running:
         process = await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **_ONE_LINE},
         )
         try:
             out, err = await asyncio.wait_for(process.communicate(data), TIMEOUT_SECONDS)
@@ -253,6 +258,10 @@ async def dry_run(data: bytes, folder: Path, provider: str | None, agent: str | 
     if parsed.get("decision_trace"):
         result.trace = DecisionTrace.model_validate(parsed["decision_trace"])
     return result
+
+
+# a usage error's box as wide as its text: wrapped to 80 columns, a path was cut mid-word ("age nts")
+_ONE_LINE = {"COLUMNS": "4096", "TERMINAL_WIDTH": "4096"}  # rich's and typer's widths
 
 
 def _last_words(stderr: str) -> str:

@@ -394,7 +394,7 @@ async def test_try_a_flow_on_a_configuration_folder_that_is_not_there_says_so(st
     file's dry run was a 500 (copying the folder raised FileNotFoundError), and the current configuration's
     showed the last line of the command line's usage box, a row of box-drawing characters."""
     example = (ROOT / "examples" / "conversations" / "0005-callback-request.json").read_text()
-    gone = tmp_path / "agents"
+    gone = tmp_path / ("a-long-folder-name-" * 8) / "agents"  # longer than a line: the box wraps it mid-word
     await writer.write(store, rows_of(story("stored-call")))
     async with console_for(store, console={"config_dir": str(gone)}) as c:
         # a call page's "Try a flow on this call": the form opened on the call's own file, which there is not

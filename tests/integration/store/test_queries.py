@@ -223,8 +223,9 @@ async def test_stats_per_agent_and_day(calls: Store) -> None:
 async def test_events_for_reextraction_come_from_the_store(calls: Store) -> None:
     async with calls.read() as conn:
         chosen = await queries.events_for(conn, ConversationFilter(extraction_status="failed"), limit=10)
-    assert [(cid, eid) for cid, eid, _ in chosen] == [("c05", "evt-c05")]
-    assert '"conversation_id":"c05"' in chosen[0][2]
+        events = await queries.events_of(conn, [cid for cid, _ in chosen])
+    assert chosen == [("c05", "evt-c05")]
+    assert list(events) == ["c05"] and '"conversation_id":"c05"' in events["c05"]
 
 
 async def test_a_story_written_record_by_record_reads_the_same(store: Store) -> None:
