@@ -480,7 +480,7 @@ HEADER_TEXT = re.compile(r"[\x20-\x7e]*")  # printable ASCII: what a header valu
 FLOW_RESERVED_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "host", "content-length", "transfer-encoding",
      "connection", "content-type", "idempotency-key", "webhook-id", "webhook-timestamp", "webhook-signature",
-     "accept-encoding", "user-agent", "x-api-key", "api-key"}
+     "accept-encoding", "user-agent", "x-api-key", "api-key", "postcall-supersedes"}
 )  # fmt: skip
 
 

@@ -63,6 +63,11 @@ BAD_ACTIONS = [
         '{type: http, destination: crm, headers: {Authorization: "Bearer abc"}}',
         ".headers: header 'Authorization' cannot be set by a flow: credentials go in the destination",
     ),
+    (
+        "supersedes-header",
+        '{type: http, destination: crm, headers: {Postcall-Supersedes: "act-1"}}',
+        ".headers: header 'Postcall-Supersedes' cannot be set by a flow",
+    ),
     ("header-name", '{type: http, destination: crm, headers: {"x y": "1"}}', ".headers: header 'x y': a header name"),
     ("header-template", '{type: http, destination: crm, headers: {x-a: "{{nope}}"}}', ".headers.x-a: template names"),
     ("get-body", "{type: http, destination: crm, method: GET, body: {a: 1}}", ": a GET request has no body"),

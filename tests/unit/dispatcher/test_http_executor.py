@@ -108,9 +108,10 @@ def test_the_flows_headers_go_with_the_destinations_and_cannot_replace_them() ->
     headers = request_headers(crm(), http_action(headers={"x-call": "c1"}), b"{}")
     assert headers["x-call"] == "c1" and headers["x-tenant"] == "acme"
     assert headers["idempotency-key"] == "act-1" and headers["content-type"] == "application/json"
-    for name in ("X-Tenant", "authorization", "Idempotency-Key"):
+    # Postcall-Supersedes: receivers upsert by ours (docs/downstream.md); a flow's in another case went too
+    for name in ("X-Tenant", "authorization", "Idempotency-Key", "Postcall-Supersedes"):
         with pytest.raises(PermanentError, match="cannot be set by a flow"):
-            request_headers(crm(), http_action(headers={name: "x"}), None)
+            request_headers(crm(), http_action(headers={name: "x"}, supersedes="act-0"), None)
     with pytest.raises(PermanentError, match="control or non-ASCII"):
         request_headers(crm(), http_action(headers={"x-name": "M\u00fcller"}), None)
 
