@@ -2,8 +2,9 @@
 executemany in one transaction (SQLite), without going through Kafka or the writer.
 
 Each conversation has what the recorder would keep for a typical call: the event (~0.9 KB of JSON), one
-extraction with three values, a decision trace with two flows, two actions and one attempt each (a few
-percent failed, retried, dead-lettered), spread over 400 days, 20 agents with 2 versions, 12 end reasons.
+extraction with three values, a decision trace with two flows (and a row per flow), two actions and one
+attempt each (a few percent failed, retried, dead-lettered), spread over 400 days, 20 agents with 2
+versions, 12 end reasons.
 The payload JSON is a template with the ids replaced: the same bytes per row a real call would store.
 """
 
@@ -59,6 +60,10 @@ DECISION_COLUMNS = (
     "kafka_topic", "kafka_partition", "kafka_offset", "conversation_id", "event_id", "agent_id", "agent_version",
     "config_revision", "extraction_status", "decided_at", "flows_fired", "payload",
 )  # fmt: skip
+DECISION_FLOW_COLUMNS = (
+    "event_id", "extraction_status", "flows_held", "flow_id", "agent_id", "agent_version", "config_revision",
+    "decided_at", "fired",
+)  # fmt: skip
 ACTION_COLUMNS = (
     "action_id", "conversation_id", "type", "flow_id", "destination", "topic", "first_seen_at", "final_outcome",
     "attempts", "last_attempt_at",
@@ -71,6 +76,7 @@ TABLES = {
     "conversations": CONVERSATION_COLUMNS,
     "extractions": EXTRACTION_COLUMNS,
     "decisions": DECISION_COLUMNS,
+    "decision_flows": DECISION_FLOW_COLUMNS,
     "actions": ACTION_COLUMNS,
     "attempts": ATTEMPT_COLUMNS,
 }
@@ -141,6 +147,10 @@ def _one(i: int, rnd: random.Random, tpl: Templates, out: dict[str, list[tuple[A
         (DECISIONS, i % 12, i, cid, f"evt-{cid}", agent, version, "rev-1", "ok", ended_at + timedelta(seconds=3), 1,
          tpl.decision.replace(PLACEHOLDER, cid))
     )  # fmt: skip
+    for flow in tpl.trace.flows:  # as the recorder writes them beside the trace (services/store/rows.py)
+        out["decision_flows"].append(
+            (f"evt-{cid}", "ok", 0, flow.flow_id, agent, version, "rev-1", ended_at + timedelta(seconds=3), flow.fired)
+        )
     for index, (kind, outcome) in enumerate(zip(("webhook", "email"), outcomes, strict=True)):
         aid = action_id(cid, "crm-sync", index)
         at = ended_at + timedelta(seconds=4)

@@ -3,24 +3,21 @@ fired in the last 7 days, and the dispatcher's destinations with what their last
 
 The folder is the one the services read (`console.config_dir`), loaded as `config validate` loads it.
 Fire counts come from the stored decision traces of the last 7 days (the newest 20,000 per agent; the
-page says when it stopped there). Destination *state* (enabled, disabled after a 410, breaker open) is
+page says when it stopped there), counted in SQL from the per-flow rows the recorder writes beside each
+trace (decision_flows). Destination *state* (enabled, disabled after a 410, breaker open) is
 the dispatcher group's, followed from its topic (services/console/destinations.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog
@@ -29,7 +26,7 @@ from services.cli.config import destination_kinds, destination_problems, empty_f
 from services.console.access import PATH, Viewer
 from services.console.render import page
 from services.store.db import Store
-from services.store.models import Attempt, Decision, table
+from services.store.models import Attempt, Decision, DecisionFlow, table
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
 WINDOW = timedelta(days=7)
@@ -120,37 +117,29 @@ def _file_row(loaded: LoadedFile, root: Path) -> FileRow:
 
 
 async def _count_fires(conn: AsyncConnection, row: FileRow, since: datetime) -> None:
+    """From the per-flow rows the recorder writes beside each trace (decision_flows), over the newest
+    MAX_TRACES traces of the window: from the time of the last of them on (a trace sharing that time
+    with an older one counts that one too)."""
     config = row.loaded.config
     if config is None or config.draft:
         return
-    d = table(Decision).c
-    query = (
-        select(d.payload)
-        .where(d.agent_id == config.agent, d.decided_at >= since, d.config_revision == config.revision)
-        .order_by(d.decided_at.desc())
-        .limit(MAX_TRACES + 1)
-    )
+    d, f = table(Decision).c, table(DecisionFlow).c
+    mine = [d.agent_id == config.agent, d.decided_at >= since, d.config_revision == config.revision]
+    theirs = [f.agent_id == config.agent, f.decided_at >= since, f.config_revision == config.revision]
     if config.version is not None:
-        query = query.where(d.agent_version == config.version)
-    payloads = (await conn.execute(query)).scalars().all()
-    row.capped = len(payloads) > MAX_TRACES
-    row.traces = min(len(payloads), MAX_TRACES)
-    # 20,000 traces are 0.3-1.3 s of parsing: in a thread, so that the event loop serves other requests
-    # meanwhile (orjson holds the GIL for one trace at a time, not for the whole count)
-    evaluated, fired = await asyncio.to_thread(_tally, payloads[:MAX_TRACES])
+        mine.append(d.agent_version == config.version)
+        theirs.append(f.agent_version == config.version)
+    window = select(d.id).where(*mine).limit(MAX_TRACES + 1).subquery()
+    found = (await conn.execute(select(func.count()).select_from(window))).scalar_one()
+    row.capped, row.traces = found > MAX_TRACES, min(found, MAX_TRACES)
+    if row.capped:
+        oldest = select(d.decided_at).where(*mine).order_by(d.decided_at.desc()).offset(MAX_TRACES - 1).limit(1)
+        theirs.append(f.decided_at >= oldest.scalar_subquery())
+    fired = func.sum(case((f.fired, 1), else_=0))
+    counts = select(f.flow_id, func.count(), fired).where(*theirs).group_by(f.flow_id)
+    found_counts = {r[0]: (r[1], r[2]) for r in await conn.execute(counts)}
     for flow_row in row.flows:
-        flow_row.evaluated, flow_row.fired = evaluated[flow_row.id], fired[flow_row.id]
-
-
-def _tally(payloads: Sequence[str]) -> tuple[Counter[str], Counter[str]]:
-    """Per flow id in these decision traces: how many evaluated it, how many fired it."""
-    evaluated: Counter[str] = Counter()
-    fired: Counter[str] = Counter()
-    for payload in payloads:
-        for flow in orjson.loads(payload).get("flows", []):
-            evaluated[flow.get("flow_id")] += 1
-            fired[flow.get("flow_id")] += bool(flow.get("fired"))
-    return evaluated, fired
+        flow_row.evaluated, flow_row.fired = found_counts.get(flow_row.id, (0, 0))
 
 
 async def _attempts(conn: AsyncConnection, since: datetime) -> dict[str, dict[str, Any]]:

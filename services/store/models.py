@@ -6,6 +6,7 @@ Identity (what makes re-reading a topic never duplicate a row):
     conversations   conversation_id (the newest event by occurred_at wins)
     extractions     the Kafka record (topic, partition, offset), and (event_id, status)
     decisions       the Kafka record (topic, partition, offset), and (event_id, extraction_status, flows_held)
+    decision_flows  the decision's second key and the flow id (a copy of a decision adds no flow row)
     actions         action_id
     attempts        (action_id, attempt, outcome)
     dead_letters    the Kafka record (topic, partition, offset) of the dead letter
@@ -198,6 +199,29 @@ class Decision(Base):
     __table_args__ = (
         UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),
         UniqueConstraint("event_id", "extraction_status", "flows_held"),
+    )
+
+
+class DecisionFlow(Base):
+    """One flow of one decision trace: whether it fired. The console's fire counts per flow
+    (services/console/agents.py) read these, not the traces' JSON."""
+
+    __tablename__ = "decision_flows"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String)
+    extraction_status: Mapped[str] = mapped_column(String)
+    flows_held: Mapped[int] = mapped_column(Integer)
+    flow_id: Mapped[str] = mapped_column(String)
+    agent_id: Mapped[str] = mapped_column(String)
+    agent_version: Mapped[str | None] = mapped_column(String)
+    config_revision: Mapped[str] = mapped_column(String)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    fired: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "extraction_status", "flows_held", "flow_id"),
+        Index(None, "agent_id", "config_revision", "decided_at"),
     )
 
 

@@ -63,6 +63,7 @@ class Rows:
     conversations: list[Row] = field(default_factory=list)
     extractions: list[Row] = field(default_factory=list)
     decisions: list[Row] = field(default_factory=list)
+    decision_flows: list[Row] = field(default_factory=list)
     actions: list[Row] = field(default_factory=list)
     attempts: list[Row] = field(default_factory=list)
     retries: list[Row] = field(default_factory=list)
@@ -86,8 +87,8 @@ class Rows:
 
 
 TABLES = (
-    "conversations", "extractions", "decisions", "actions", "attempts", "retries", "dead_letters", "replays",
-    "audits", "requests", "tasks", "alerts",
+    "conversations", "extractions", "decisions", "decision_flows", "actions", "attempts", "retries",
+    "dead_letters", "replays", "audits", "requests", "tasks", "alerts",
 )  # fmt: skip
 
 
@@ -242,8 +243,23 @@ def decided(trace: DecisionTrace, source: Source) -> Rows:
         for flow in trace.flows
         for a in flow.actions
     ]
+    flows = [
+        _row(
+            event_id=trace.event_id,
+            extraction_status=trace.extraction_status,
+            flows_held=row["flows_held"],
+            flow_id=flow.flow_id,
+            agent_id=trace.agent_id,
+            agent_version=trace.agent_version,
+            config_revision=trace.config_revision,
+            decided_at=trace.decided_at,
+            fired=flow.fired,
+        )
+        for flow in trace.flows
+    ]
     return Rows(
         decisions=[row],
+        decision_flows=flows,
         actions=actions,
         conversation_ids={trace.conversation_id},
         action_ids={a["action_id"] for a in actions},

@@ -32,6 +32,7 @@ from services.store.models import (
     Conversation,
     DeadLetter,
     Decision,
+    DecisionFlow,
     Extraction,
     ScheduledRetry,
     Task,
@@ -110,6 +111,7 @@ async def insert_records(conn: AsyncConnection, rows: Rows) -> None:
     for target, records in (
         (table(Extraction), rows.extractions),
         (table(Decision), rows.decisions),
+        (table(DecisionFlow), rows.decision_flows),
         (table(DeadLetter), rows.dead_letters),
         (table(Attempt), rows.attempts),
         (table(ScheduledRetry), rows.retries),

@@ -534,6 +534,30 @@ async def test_agents_page_counts_how_often_each_flow_fired_in_the_last_7_days(s
     assert rows == {"crm-sync": "3 of 3", "callback": "2 of 3"}  # the call 10 days ago is outside the window
 
 
+async def test_agents_page_counts_fires_over_the_newest_traces_only_when_there_are_more(
+    store: Store, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    from datetime import UTC, datetime
+
+    from services.console import agents
+
+    monkeypatch.setattr(agents, "MAX_TRACES", 2)
+    text = "agent: support-line\nflows:\n  - {id: callback, actions: [{type: task, title: y}]}\n"
+    (tmp_path / "support.yaml").write_text(text)
+    revision = hashlib.sha256(text.encode()).hexdigest()[:16]
+    records: list[tuple[str, Any]] = []
+    for i, (hours, fired) in enumerate([(1, False), (2, True), (3, True)]):  # the oldest fired: not counted
+        event = ended(f"a{i}", at=datetime.now(UTC) - timedelta(hours=hours), version=None)
+        decided = trace(event, [("callback", fired, ["task"])])
+        records.append((DECISIONS, decided.model_copy(update={"config_revision": revision})))
+    await writer.write(store, rows_of(records))
+    async with console_for(store, console={"config_dir": str(tmp_path)}) as c:
+        html = (await c.get("/console/agents")).text
+    assert "2 decision trace(s) (the newest 2 only)" in html
+    assert re.findall(r"<code>callback</code>.*?(\d+ of \d+)</td>", html, re.S) == ["1 of 2"]
+
+
 def test_the_console_defaults_to_the_services_own_configuration_files(monkeypatch: pytest.MonkeyPatch) -> None:
     from services.api.settings import ApiSettings
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.store import prune, queries, writer
 from services.store.db import Store, StoreError, current_revision, head_revision, make_engine, migrate
-from services.store.models import Action, Attempt, Base, Conversation, Decision, Extraction, table
+from services.store.models import Action, Attempt, Base, Conversation, Decision, DecisionFlow, Extraction, table
 from services.store.settings import DatabaseSettings
 from tests.support.calls import T0, ended, extracted, rows_of, story, trace
 
@@ -168,6 +168,30 @@ async def test_conversations_stored_before_0010_are_stored_at_their_received_tim
         await engine.dispose()
     assert {cid: at == received for cid, at, received, _ in stored} == {"c1": True, "c2": True}
     assert {cid: ended_at for cid, _, _, ended_at in stored}["c1"] == T0 + timedelta(hours=1)  # the newer event
+
+
+async def test_decisions_stored_before_0012_get_their_per_flow_rows(database_url: str) -> None:
+    """The agents page counts fires from decision_flows (0012): the traces stored before it are read once
+    by the migration, a row per flow, as the recorder writes them from then on."""
+    records: list[tuple[str, Any]] = []
+    for i in range(5):
+        event = ended(f"c{i}", at=T0 + timedelta(minutes=i))
+        records.append((DECISIONS, trace(event, [("crm-sync", True, ["webhook"]), ("callback", i % 2 == 0, [])])))
+    rows = rows_of(records)
+    engine = make_engine(DatabaseSettings(url=database_url), writer=True)
+    f = table(DecisionFlow).c
+    try:
+        await migrate(engine, "0011")
+        async with engine.begin() as conn:
+            await conn.execute(table(Decision).insert(), rows.decisions)
+        await migrate(engine)
+        async with engine.begin() as conn:
+            found = (await conn.execute(select(f.event_id, f.flow_id, f.fired, f.decided_at, f.flows_held))).all()
+    finally:
+        await engine.dispose()
+    written = {(r["event_id"], r["flow_id"], r["fired"], r["decided_at"], r["flows_held"]) for r in rows.decision_flows}
+    assert len(found) == 10 and set(found) == written
+    assert sum(fired for _, flow, fired, _, _ in found if flow == "callback") == 3
 
 
 async def test_a_recorder_of_the_version_before_0010_still_stores_conversations_after_it(database_url: str) -> None:

@@ -113,3 +113,13 @@ def test_a_command_line_reextraction_is_audited_from_its_copy_and_an_original_is
     assert r.ended(event, SOURCE, {}).audits == [] and r.ended(event, SOURCE).audits == []
     from_api = {h.REEXTRACT_OF: event.event_id, h.CE_SOURCE: "/postcall/store"}  # the API audits its own
     assert r.ended(event, SOURCE, from_api).audits == []
+
+
+def test_a_decision_trace_is_stored_with_a_row_per_flow_saying_whether_it_fired() -> None:
+    from tests.support.calls import trace
+
+    decided = trace(ended("c1", agent="support-line"), [("crm-sync", True, ["webhook"]), ("callback", False, [])])
+    rows = r.decided(decided, r.Source("postcall.decisions.v1", 0, 7, 0))
+    flows = [(f["flow_id"], f["fired"], f["event_id"], f["config_revision"]) for f in rows.decision_flows]
+    assert flows == [("crm-sync", True, "evt-c1", "rev-1"), ("callback", False, "evt-c1", "rev-1")]
+    assert rows.decision_flows[0]["decided_at"] == decided.decided_at == rows.decisions[0]["decided_at"]
