@@ -51,8 +51,12 @@ $(AJV): tests/contract/ajv/package.json tests/contract/ajv/package-lock.json | t
 	npm ci --prefix .cache/ajv --no-audit --no-fund --silent
 	touch $(AJV)
 
+# Two pytest-xdist workers, each with its own broker and PostgreSQL, a test module to one worker (its
+# module fixtures started once); most of the suite waits on brokers, servers and timeouts, so two
+# share 2 cores well. `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 test: kafka tools $(AJV)
-	$(PY) -m pytest -q -p no:cacheprovider --durations=30
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 -n $(TEST_WORKERS) --dist loadfile
 
 screenshots: kafka tools
 	POSTCALL_SCREENSHOTS=docs/console $(PY) -m pytest -q -p no:cacheprovider tests/integration/console/test_console_browser.py tests/integration/console/test_console_redrive.py

@@ -17,6 +17,11 @@ import pytest
 
 os.environ.setdefault("POSTCALL_TOPIC_PARTITIONS", "3")
 os.environ.setdefault("POSTCALL_TOPIC_REPLICATION", "1")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # xdist gives its workers COLUMNS=80 and LINES; a rich Console made at import time (the CLI's) would keep
+    # that width, while the CLI's tests choose theirs per run (CliRunner's env)
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
 
 from services.common.settings import KafkaSettings
 from services.devkit.kafka import KafkaCluster

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,19 +82,52 @@ def free_port() -> int:
     """A port of 127.0.0.1 that nothing holds, for a server to bind a moment later. It is picked at random
     below the kernel's ephemeral range (net.ipv4.ip_local_port_range), not by binding port 0: a port from
     that range can become any outgoing connection's local port before the server binds it (a broker starts
-    seconds later), and then the server fails with "Address already in use"."""
-    below = _ephemeral_low()
-    for _ in range(100 if below > LOWEST_PORT + 100 else 0):
-        port = LOWEST_PORT + secrets.randbelow(below - LOWEST_PORT)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
+    seconds later), and then the server fails with "Address already in use".
+
+    Nor is it a port this machine's other processes were handed in the last PORT_HANDED_SECONDS (a shared
+    list, PORTS_HANDED, under a lock): two test processes side by side (`make test` runs two pytest-xdist
+    workers) could each pick the same unbound port and the second server to bind it failed."""
+    with _ports_handed() as handed:
+        below = _ephemeral_low()
+        for _ in range(100 if below > LOWEST_PORT + 100 else 0):
+            port = LOWEST_PORT + secrets.randbelow(below - LOWEST_PORT)
+            if port in handed:
                 continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            handed[port] = time.time() + PORT_HANDED_SECONDS
             return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room below the range: the kernel's choice
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room below the range: the kernel's
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+PORTS_HANDED = Path(tempfile.gettempdir()) / f"postcall-ports-handed-{os.getuid()}"
+PORT_HANDED_SECONDS = 120.0  # a server binds its port within this (a broker within seconds)
+
+
+@contextlib.contextmanager
+def _ports_handed() -> Iterator[dict[int, float]]:
+    """The ports handed out lately on this machine (port -> until when), read and written under a lock."""
+    import fcntl
+
+    with open(PORTS_HANDED, "a+", encoding="ascii") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        f.seek(0)
+        now = time.time()
+        handed: dict[int, float] = {}
+        for line in f.read().split("\n"):
+            port, _, until = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                if float(until) > now:
+                    handed[int(port)] = float(until)
+        yield handed
+        f.seek(0)
+        f.truncate()
+        f.write("".join(f"{port} {until}\n" for port, until in handed.items()))
 
 
 def _ephemeral_low() -> int:

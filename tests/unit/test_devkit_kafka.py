@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from services.devkit import kafka
 from services.devkit.kafka import _cluster_id, kafka_version
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cluster_ids_never_start_with_a_dash_the_storage_tool_would_read_as_an_option() -> None:
@@ -62,6 +67,26 @@ def test_a_free_port_is_never_one_an_outgoing_connection_can_take(monkeypatch: p
         assert next(picks, None) is None, "the held port was not tried (twice) before another"
     finally:
         taken.close()
+
+
+def test_two_processes_are_never_handed_the_same_port_before_a_server_binds_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two pytest-xdist workers (`make test`) each picked a random free port; when both picked the same one
+    before either server bound it, the second server failed with "Address already in use" (seen: an ingress
+    in tests/integration/test_metrics_names.py). Now the ports handed out lately are shared on the machine."""
+    monkeypatch.setattr(kafka, "PORTS_HANDED", tmp_path / "handed")
+    monkeypatch.setattr(kafka, "_ephemeral_low", lambda: kafka.LOWEST_PORT + 200)  # room for 200 ports
+    script = (
+        "import json, sys; from pathlib import Path; from services.devkit import kafka; "
+        f"kafka.PORTS_HANDED = Path({str(tmp_path / 'handed')!r}); "
+        f"kafka._ephemeral_low = lambda: kafka.LOWEST_PORT + 200; "
+        "print(json.dumps([kafka.free_port() for _ in range(60)]))"
+    )
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    mine = [kafka.free_port() for _ in range(60)]  # none is bound: each stays free to pick again
+    theirs = json.loads(other.stdout)
+    assert len(set(mine) | set(theirs)) == 120, "a port was handed to two processes"
 
 
 def test_the_broker_jars_are_fetched_again_when_the_pom_changes(

@@ -152,7 +152,9 @@ async def test_a_backlog_beyond_the_room_of_a_healthy_destination_waits_in_line_
     """400 records at once to 4 slots and 8 waiting places: none goes to a retry tier, and the gate
     asks for no new records while its line is not empty."""
     pressure = Pressure()
-    g = lined_gate(pressure)
+    # a 2 s wait failed once in a loaded `make test` (a worker beside, load 6 on 2 cores): the first
+    # waiter's 2 s passed before the 4 slots' 2 ms sends ended; the line drains in ~0.2 s unloaded
+    g = lined_gate(pressure, max_wait=30.0)
     sends = [asyncio.create_task(send_through(g, 0.002)) for _ in range(400)]
     await asyncio.sleep(0)
     assert pressure()
