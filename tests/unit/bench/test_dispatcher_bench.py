@@ -3,9 +3,12 @@ latencies, and the counting receiver's bookkeeping (its request handling called 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
+from bench.context import BenchContext
 from bench.dispatcher import (
     BARE_BACKLOG,
     BODY_BYTES,
@@ -17,11 +20,13 @@ from bench.dispatcher import (
     Sample,
     arrival_latencies,
     destinations_yaml,
+    isolation_rate,
     proc_cpu_seconds,
     throughput_lines,
     webhook_body,
     window_rate,
 )
+from services.common.settings import KafkaSettings
 from services.devkit.sink import Reply
 from services.dispatcher import destinations
 from services.dispatcher.destinations import HttpDestination
@@ -151,3 +156,12 @@ def test_a_repeated_webhook_id_is_not_counted_as_a_delivery() -> None:
     assert stats["paths"] == {"/kafka-r0": 2} and stats["repeats"] == 2
     arrivals = orjson.loads(sink._route("GET", "/arrivals/kafka-", {}, b"").body)
     assert [pair[0] for pair in arrivals["/kafka-r0"]] == ["a1", "a2"]
+
+
+def test_a_smoke_runs_isolation_is_offered_the_floor_not_half_its_tiny_via_kafka_rate(tmp_path: Path) -> None:
+    """10 records via Kafka read 4,016/s in a smoke run: the isolation runs were offered 1,810/s and, on a
+    loaded machine, waited out their 60 s each."""
+    kafka = KafkaSettings(bootstrap_servers="fake:9092")
+    assert isolation_rate(BenchContext(kafka, tmp_path, tmp_path, smoke=True), [4_016.0]) == 50.0
+    assert isolation_rate(BenchContext(kafka, tmp_path, tmp_path), [1_020.0, 998.0]) == 510.0
+    assert isolation_rate(BenchContext(kafka, tmp_path, tmp_path), [40.0]) == 50.0
