@@ -9,6 +9,7 @@ Revises: 0011
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import sqlalchemy as sa
@@ -22,6 +23,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BATCH = 2000
+# the agents page counts the last 7 days (services/console/agents.py WINDOW): older traces are not read for
+# their flows, so filling them would only make the first start after the upgrade (migrate_on_start) longer
+# than its probes allow on a store of a year of calls
+FILL_DAYS = 8
 
 
 def upgrade() -> None:
@@ -57,7 +62,7 @@ def upgrade() -> None:
 
 
 def _fill(conn: sa.Connection, flows: sa.Table) -> None:
-    """A row per flow of every stored trace, a batch of traces at a time (a trace is kilobytes of JSON)."""
+    """A row per flow of every trace of the last FILL_DAYS, a batch at a time (a trace is kilobytes of JSON)."""
     keys = ("event_id", "extraction_status", "flows_held", "agent_id", "agent_version", "config_revision")
     d = sa.table(
         "decisions",
@@ -66,9 +71,11 @@ def _fill(conn: sa.Connection, flows: sa.Table) -> None:
         sa.column("decided_at", UTCDateTime()),
         sa.column("payload", sa.Text()),
     )
+    since = datetime.now(UTC) - timedelta(days=FILL_DAYS)
     last = -1
     while True:
-        batch = conn.execute(sa.select(d).where(d.c.id > last).order_by(d.c.id).limit(BATCH)).all()
+        query = sa.select(d).where(d.c.id > last, d.c.decided_at >= since).order_by(d.c.id).limit(BATCH)
+        batch = conn.execute(query).all()
         if not batch:
             return
         last = batch[-1].id
