@@ -105,7 +105,9 @@ async def held(store: Store, mine: str, lease: timedelta) -> AsyncIterator[None]
                         .where(table(DeadLetter).c.replay_claim == mine)
                         .values(replay_claimed_until=datetime.now(UTC) + lease)
                     )
-            except SQLAlchemyError as exc:  # the next renewal may succeed; the send goes on meanwhile
+            # the next renewal may succeed; the send goes on meanwhile. OSError: StoreUnavailable, an unreachable
+            # database (asyncpg's socket errors are not SQLAlchemy's)
+            except (SQLAlchemyError, OSError) as exc:
                 log.warning("could not renew replay claim %s: %s", mine, exc)
 
     renewer = asyncio.create_task(renewing())
