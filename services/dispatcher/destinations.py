@@ -541,13 +541,16 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
 
 def _login(url: str) -> list[str]:
     """The password of a URL's user:password (as written, and decoded) and the Basic credential httpx
-    sends for it (httpx.BasicAuth: base64 of the decoded user:password in UTF-8)."""
+    sends for it (httpx.BasicAuth: base64 of the decoded user:password in UTF-8). A user name with no
+    password is the credential itself (an API key sent as `key:`, curl's `-u key:`), so it is the secret."""
     parsed = httpx.URL(url)
-    if not parsed.password:
+    if not parsed.password and not parsed.username:
         return []
-    written = parsed.userinfo.decode("ascii").partition(":")[2]
+    user_written, _, password_written = parsed.userinfo.decode("ascii").partition(":")
     basic = base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode()
-    return list(dict.fromkeys([written, parsed.password, basic]))
+    if not parsed.password:
+        return list(dict.fromkeys([user_written, parsed.username, basic]))
+    return list(dict.fromkeys([password_written, parsed.password, basic]))
 
 
 def _ca_context(ca_file: Path) -> ssl.SSLContext:

@@ -408,6 +408,22 @@ async def test_a_password_in_the_destinations_url_is_redacted_where_a_receiver_e
     assert password not in str(refused.value) and basic not in str(refused.value)
 
 
+async def test_a_key_sent_as_the_urls_user_name_alone_is_redacted_too() -> None:
+    """https://KEY@host/ (an API key as the user name, `-u key:`): httpx sends Basic base64("KEY:"), and only
+    a password was taken for a secret, so an echoing receiver put the key in the error and the dead letter."""
+    key = "sk_live_CANARY0123456789"
+    reg = registry(
+        "destinations:\n  - name: crm\n    kind: http\n    url_secret: {secret_env: CRM_URL}\n",
+        {"CRM_URL": f"https://{key}@crm.example.com/hooks"},
+    )
+    echo = httpx.MockTransport(lambda r: httpx.Response(400, json={"got": r.headers.get("authorization")}))
+    sender = HttpSender(reg, {"crm": httpx.AsyncClient(transport=echo)}, HttpOptions())
+    with pytest.raises(PermanentError) as refused:
+        await sender.send(reg.get("crm", HttpDestination), action_type="webhook", msg_id="act-1", body=b"{}")
+    assert str(refused.value) == 'HTTP 400: {"got":"Basic [redacted]"}'
+    assert base64.b64encode(f"{key}:".encode()).decode() not in str(refused.value)
+
+
 async def test_an_http_action_sends_the_user_and_password_of_its_destinations_url_as_a_webhook_does() -> None:
     """A webhook to https://user:password@host/... goes with `Authorization: Basic` (httpx reads the URL's
     user:password); an http action's URL was built from the destination's scheme and host:port alone, so
