@@ -391,18 +391,24 @@ def encode_action(action: ActionBase) -> bytes:
     fields = action.__dict__.copy()
     at = time_json(fields["requested_at"])
     if at is None:
-        return _to_json(action)
+        return pydantic_json(action)
     fields["requested_at"] = at
     for key, convert in _CONVERTED.get(type(action), ()):
         fields[key] = convert(fields[key])
+    return written_as_pydantic(fields, action)
+
+
+def written_as_pydantic(fields: dict[str, Any], model: BaseModel) -> bytes:
+    """orjson's JSON of `fields` (the model's, made ready), or pydantic's own JSON of `model` when a value is
+    one orjson would write its own way (WRITTEN_AS_PYDANTIC_DOES): the router's actions and traces."""
     try:
         return orjson.dumps(fields, default=refused, option=WRITTEN_AS_PYDANTIC_DOES)
     except orjson.JSONEncodeError:
-        return _to_json(action)
+        return pydantic_json(model)
 
 
-def _to_json(action: ActionBase) -> bytes:
-    encoded: bytes = action.__pydantic_serializer__.to_json(action)
+def pydantic_json(model: BaseModel) -> bytes:
+    encoded: bytes = model.__pydantic_serializer__.to_json(model)
     return encoded
 
 

@@ -37,14 +37,14 @@ from schemas.flow_revision import flow_revision, flow_uses
 from services.common import codec
 from services.router.actions import (
     CONTENT_LIMIT,
-    WRITTEN_AS_PYDANTIC_DOES,
     CompiledAction,
     built,
     checked_clock,
-    refused,
+    pydantic_json,
     time_json,
     uuid5,
     with_content,
+    written_as_pydantic,
 )
 from services.router.conditions import NO_STATE, Remembered, compile_condition
 from services.router.metrics import FLOW_OUTCOME_NAMES
@@ -379,7 +379,6 @@ class CompiledAgent:
 
 # ── encoding a trace ───────────────────────────────────────────────────────────────────────────────
 
-_TRACE_JSON = DecisionTrace.__pydantic_serializer__.to_json
 _FLOW_JSON = FlowDecision.__pydantic_serializer__.to_json
 _SHARED_FLOWS = 4096  # JSON of flows that did not fire, kept by object (bounded; cleared when full)
 _shared_flow_json: dict[int, tuple[FlowDecision, orjson.Fragment]] = {}
@@ -395,7 +394,7 @@ def encode_trace(trace: DecisionTrace) -> bytes:
     fields = trace.__dict__.copy()
     decided_at = time_json(fields["decided_at"])
     if decided_at is None:
-        return _to_json(trace)
+        return pydantic_json(trace)
     fields["decided_at"] = decided_at
     flows: list[Any] = []
     for flow in fields["flows"]:
@@ -413,15 +412,7 @@ def encode_trace(trace: DecisionTrace) -> bytes:
             kept = _shared_flow_json[id(flow)] = (flow, orjson.Fragment(_FLOW_JSON(flow)))
         flows.append(kept[1])
     fields["flows"] = flows
-    try:
-        return orjson.dumps(fields, default=refused, option=WRITTEN_AS_PYDANTIC_DOES)
-    except orjson.JSONEncodeError:
-        return _to_json(trace)
-
-
-def _to_json(trace: DecisionTrace) -> bytes:
-    encoded: bytes = _TRACE_JSON(trace)
-    return encoded
+    return written_as_pydantic(fields, trace)
 
 
 codec.register_encoder(DecisionTrace, encode_trace)
