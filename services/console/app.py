@@ -81,12 +81,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return await http_exception_handler(request, exc)
     with contextlib.suppress(StoreUnavailable, DBAPIError):  # shown without who is asking, then
         await access.resolve_or_none(request)
-    context = {"status": exc.status_code, "title": TITLES.get(exc.status_code, "Error"), "detail": exc.detail}
-    base = {"who": None, "csrf": None, "open_mode": False}
-    if not hasattr(request.state, "console"):
-        context = {**base, **context}
-    template = "error_fragment.html" if request.headers.get("hx-request") else "error.html"
-    response = page(request, template, context, status_code=exc.status_code)
+    response = _error_page(request, exc.status_code, exc.detail)
     response.headers.update(exc.headers or {})  # a 429's Retry-After
     return response
 
@@ -97,8 +92,14 @@ def store_unavailable(request: Request) -> Response:
     does not swap: its row stays, and polls again."""
     if request.headers.get("hx-request") and request.url.path in access.BACKGROUND:
         return Response(status_code=204)
-    context = {"status": 503, "title": TITLES[503], "detail": STORE_UNAVAILABLE}
-    if not hasattr(request.state, "console"):  # the store failed before the request's principal was known
+    return _error_page(request, 503, STORE_UNAVAILABLE)
+
+
+def _error_page(request: Request, status: int, detail: str) -> Response:
+    """The error page (a fragment for htmx); without who is asking when that was not known (the store failed
+    first, or the request never reached the console's access check)."""
+    context = {"status": status, "title": TITLES.get(status, "Error"), "detail": detail}
+    if not hasattr(request.state, "console"):
         context = {"who": None, "csrf": None, "open_mode": False, **context}
     template = "error_fragment.html" if request.headers.get("hx-request") else "error.html"
-    return page(request, template, context, status_code=503)
+    return page(request, template, context, status_code=status)
