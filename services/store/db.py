@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -111,11 +112,31 @@ def make_engine(settings: DatabaseSettings, *, writer: bool = False) -> AsyncEng
         ) from None
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "do_connect", _settled_sqlite_connect)
         _sqlite_pragmas(engine, immediate=writer)
         return engine
     if url.get_backend_name() != "postgresql":
         raise StoreError(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
     return create_async_engine(url, pool_size=settings.pool_size, max_overflow=2, pool_pre_ping=True)
+
+
+def _settled_sqlite_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+    """SQLAlchemy's aiosqlite adapter connects with `async_creator_fn` when given one (same arguments)."""
+    cparams["async_creator_fn"] = _aiosqlite_connect
+
+
+async def _aiosqlite_connect(*args: Any, **kwargs: Any) -> aiosqlite.Connection:
+    """aiosqlite.connect, but a connection that fails waits for its worker thread to end. aiosqlite stops
+    that thread without waiting; the thread then hands the stop's result to this event loop, and when
+    asyncio.run had closed the loop by then (a command whose store cannot be opened), the thread died on
+    "Event loop is closed" with a traceback on stderr after the command's one-line error."""
+    connection = aiosqlite.connect(*args, **kwargs)
+    connection._thread.daemon = True  # as SQLAlchemy's adapter does: a process does not wait for its pool's threads
+    try:
+        return await connection
+    except BaseException:
+        await asyncio.to_thread(connection._thread.join, 5)
+        raise
 
 
 def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
