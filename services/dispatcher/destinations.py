@@ -30,7 +30,9 @@ a destination.
 A header name must be an HTTP token and a header value printable ASCII: a CR, LF or other control
 character (a token file ending in a newline inside a `${VAR}`, say), or a space or tab at either end
 (which h11 will not send), is refused at load, naming the header and where its value came from, never
-the value. Every header value and a secret URL are
+the value. A user:password in a URL beside a credential the destination sends itself (`auth:`, an
+`authorization` header, a bot token) is refused too: httpx sends it as `Authorization: Basic` in place
+of that credential. Every header value and a secret URL are
 treated as secrets afterwards: `Registry.redact` scrubs them from any text that leaves the process
 (errors, results, dead letters, logs), even text a receiver echoed back.
 """
@@ -516,6 +518,7 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
         field = "url_secret" if dest.url_secret else "url"
         url = _reveal(dest.url_secret, environ, dest.name, field) if dest.url_secret else dest.url
         dest._url = _checked_url(url or "", field)
+        _check_one_login(dest, dest._url, field)
         dest._login = _login(dest._url)
     _check_token_url(dest)
     _check_plain_login(dest)
@@ -565,7 +568,7 @@ def _ca_context(ca_file: Path) -> ssl.SSLContext:
 def _check_unrevealed(dest: AnyDestination, environ: Mapping[str, str]) -> None:
     """What can be judged without reading a secret (`postcall config validate`)."""
     if isinstance(dest, UrlDestination) and dest.url is not None:
-        _checked_url(dest.url, "url")
+        _check_one_login(dest, _checked_url(dest.url, "url"), "url")
     _check_token_url(dest)
     _check_plain_login(dest)
     if isinstance(dest, HttpDestination):
@@ -576,9 +579,33 @@ def _check_unrevealed(dest: AnyDestination, environ: Mapping[str, str]) -> None:
 
 def _check_token_url(dest: AnyDestination) -> None:
     if isinstance(dest, HttpDestination) and isinstance(dest.auth, ClientCredentialsAuth):
-        _checked_url(dest.auth.token_url, ("auth", "token_url"))
+        token_url = _checked_url(dest.auth.token_url, ("auth", "token_url"))
+        if dest.auth.client_auth == "basic" and httpx.URL(token_url).userinfo:
+            raise _FieldProblem(("auth", "token_url"), _TWO_LOGINS.format(own="the client id and secret"))
     if isinstance(dest, GoogleSheetsDestination) and dest.token_url is not None:
         _checked_url(dest.token_url, "token_url")
+
+
+_TWO_LOGINS = (
+    "the URL has a user name or password, which httpx sends as `Authorization: Basic` in place of {own}: "
+    "set the credential once"
+)
+
+
+def _check_one_login(dest: UrlDestination, url: str, field: str) -> None:
+    """httpx turns a URL's user:password into an Authorization header that replaces the one we set, so
+    the credential configured for the destination would never be sent."""
+    own = None
+    if isinstance(dest, HttpDestination) and dest.auth is not None:
+        own = f"the `auth: {dest.auth.type}` credential"
+    elif isinstance(dest, HttpDestination) and any(name.lower() == "authorization" for name in dest.headers):
+        own = "the authorization header"
+    elif isinstance(dest, SlackDestination) and dest.bot_token is not None:
+        own = "the bot token"
+    elif isinstance(dest, GoogleSheetsDestination):
+        own = "the service account's token"
+    if own is not None and httpx.URL(url).userinfo:
+        raise _FieldProblem(field, _TWO_LOGINS.format(own=own))
 
 
 def _check_plain_login(dest: AnyDestination) -> None:

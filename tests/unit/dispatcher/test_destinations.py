@@ -506,3 +506,72 @@ destinations:
     with pytest.raises(ConfigError) as caught:
         destinations.parse(text, {"CLIENT_SECRET": "s3cret"}, "d.yaml")
     assert str(caught.value) == "d.yaml:7: destinations[0].auth.token_url: the URL has no host"
+
+
+@pytest.mark.parametrize(
+    ("kind", "credential", "own"),
+    [
+        ("http", "auth: {type: bearer, token: {secret_env: T}}", "the `auth: bearer` credential"),
+        ("http", "auth: {type: basic, username: u, password: {secret_env: T}}", "the `auth: basic` credential"),
+        (
+            "http",
+            "auth: {type: oauth2_client_credentials, token_url: 'https://login.example/t', client_id: c, "
+            "client_secret: {secret_env: T}}",
+            "the `auth: oauth2_client_credentials` credential",
+        ),
+        ("http", "headers: {Authorization: {secret_env: T, prefix: 'Bearer '}}", "the authorization header"),
+        ("slack", "bot_token: {secret_env: T}", "the bot token"),
+    ],
+)
+@pytest.mark.parametrize("login", ["us3r:pa55w0rd@", "k3y-0nly@"])
+def test_a_url_login_beside_a_configured_credential_is_refused_at_load(
+    tmp_path: Path, kind: str, credential: str, own: str, login: str
+) -> None:
+    """httpx sends a URL's user:password as `Authorization: Basic`, replacing the header we set: the
+    receiver got the URL's Basic credentials, never the configured token (seen on an aiohttp server)."""
+    problem = f"the URL has a user name or password, which httpx sends as `Authorization: Basic` in place of {own}"
+    env = {"T": "the-token", "CRM_URL": f"https://{login}crm.example.com/api"}
+    for field, value in (("url", "'${CRM_URL}'"), ("url_secret", "{secret_env: CRM_URL}")):
+        text = f"destinations:\n  - name: crm\n    kind: {kind}\n    {field}: {value}\n    {credential}\n"
+        with pytest.raises(ConfigError) as caught:
+            destinations.parse(text, env, "d.yaml")
+        assert str(caught.value) == f"d.yaml:4: destinations[0].{field}: {problem}: set the credential once"
+        assert login[:-1].split(":")[-1] not in str(caught.value)
+    path = tmp_path / "d.yaml"  # `postcall config validate` judges a URL that is not a secret
+    path.write_text(f"destinations:\n  - name: crm\n    kind: {kind}\n    url: '${{CRM_URL}}'\n    {credential}\n")
+    [found] = destinations.check(path, env)
+    assert (found.line, found.path, found.message) == (4, "destinations[0].url", f"{problem}: set the credential once")
+
+
+def test_a_url_login_alone_or_a_token_url_login_with_the_client_in_the_body_still_loads() -> None:
+    text = """\
+destinations:
+  - {name: plain, kind: http, url: 'https://user:pass@crm.example.com/hook'}
+  - name: cases
+    kind: http
+    url: https://api.example.com
+    auth:
+      type: oauth2_client_credentials
+      token_url: https://tenant:key@login.example.com/token
+      client_id: c
+      client_secret: {secret_env: T}
+      client_auth: body
+"""
+    assert set(destinations.parse(text, {"T": "s"})) == {"plain", "cases"}
+    with pytest.raises(ConfigError) as caught:  # client_auth basic: the token request's header is replaced too
+        destinations.parse(text.replace("      client_auth: body\n", ""), {"T": "s"}, "d.yaml")
+    assert str(caught.value).startswith(
+        "d.yaml:8: destinations[1].auth.token_url: the URL has a user name or password, which httpx sends as "
+        "`Authorization: Basic` in place of the client id and secret"
+    )
+
+
+def test_a_sheets_url_with_a_login_is_refused_by_validate(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        "destinations:\n  - name: s\n    kind: google_sheets\n    url: https://u:p@sheets.example.com\n"
+        "    service_account: {secret_env: KEY}\n"
+    )
+    [found] = destinations.check(path, {})
+    assert (found.line, found.path) == (4, "destinations[0].url")
+    assert "in place of the service account's token" in found.message
