@@ -290,7 +290,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
         [
             Panel(
                 "Deliveries / s by destination and outcome",
-                "delivered, published, failed, skipped_duplicate, dead_lettered.",
+                "delivered, published, failed, skipped_duplicate, dead_lettered; deferred: not attempted (the "
+                "destination's rate limit or waiting room was full), retried.",
                 [
                     (
                         f"sum by (destination, outcome) (rate(postcall_deliveries_total{{{NS}}}[{RATE}]))",

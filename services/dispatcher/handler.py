@@ -15,6 +15,9 @@ two replicas) never replaces the delivered record, and every failed attempt stay
                                              only what changed (postcall reextract --redeliver)
     executor returned                     -> delivered | published
     a failure with retries left           -> on_failure: failed (this attempt); the runtime retries it
+    not attempted (Deferred: rate limit, full room)
+                                          -> on_failure: failed with the Deferred reason, counted as
+                                             `deferred` in postcall_deliveries_total, not as a failure
     PermanentError / retries exhausted    -> on_failure: dead_lettered; the runtime dead-letters it
 """
 
@@ -26,7 +29,7 @@ from typing import Literal
 
 from schemas.events import ActionBase, ActionCompleted
 from schemas.routes import DISPATCHER
-from services.common.api import Context, Event, Failure, PermanentError, Service
+from services.common.api import Context, Deferred, Event, Failure, PermanentError, Service
 from services.dispatcher.delivery import AttemptDetails, Delivery
 from services.dispatcher.executors import Executors
 from services.dispatcher.ledger import Ledger
@@ -47,6 +50,7 @@ def result(
     error: str | None = None,
     response_excerpt: str | None = None,
     result_id: str | None = None,
+    counted_as: str | None = None,
 ) -> ActionCompleted:
     completed = ActionCompleted(
         action_id=action.action_id,
@@ -64,16 +68,19 @@ def result(
         content_digest=action.content_digest,
         completed_at=datetime.now(UTC),
     )
-    deliveries(completed.type, completed.destination or NO_DESTINATION, outcome).inc()
+    deliveries(completed.type, completed.destination or NO_DESTINATION, counted_as or outcome).inc()
     return completed
 
 
-def failed_result(action: ActionBase, ctx: Context, exc: BaseException, outcome: Outcome) -> ActionCompleted:
+def failed_result(
+    action: ActionBase, ctx: Context, exc: BaseException, outcome: Outcome, counted_as: str | None = None
+) -> ActionCompleted:
     details = exc if isinstance(exc, AttemptDetails) else AttemptDetails()
     return result(
         action,
         ctx,
         outcome,
+        counted_as=counted_as,
         destination=details.destination,
         status_code=details.status_code,
         latency_ms=details.latency_ms,
@@ -137,9 +144,14 @@ class Dispatcher:
         return result(action, ctx, "skipped_duplicate", error=unchanged)
 
     def on_failure(self, action: ActionBase, ctx: Context, failure: Failure) -> Sequence[Event]:
-        """Every failed attempt is recorded (`failed`), and so is the dead letter (`dead_lettered`)."""
-        outcome: Outcome = "failed" if failure.fate == "retry" else "dead_lettered"
-        return [failed_result(action, ctx, failure.error, outcome)]
+        """Every failed attempt is recorded (`failed`), and so is the dead letter (`dead_lettered`). A record
+        not attempted (Deferred: the destination's rate limit or waiting room was full) is recorded as
+        `failed` with its reason, as the contract's outcomes have it, but counted as `deferred`: a healthy
+        destination under its rate limit does not raise the failure count."""
+        if failure.fate == "retry":
+            counted_as = "deferred" if isinstance(failure.error, Deferred) else None
+            return [failed_result(action, ctx, failure.error, "failed", counted_as)]
+        return [failed_result(action, ctx, failure.error, "dead_lettered")]
 
     def _completed(self, action: ActionBase, ctx: Context, delivery: Delivery) -> ActionCompleted:
         return result(

@@ -1,7 +1,7 @@
 """The dispatcher's own metrics (the runtime's common ones are in services.common.observability).
 
 Labels stay few: action type (6), destination (as many as the destinations file, and UNKNOWN_DESTINATION
-for a name a record gives that it does not have), outcome (5).
+for a name a record gives that it does not have), outcome (6).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
     "postcall_deliveries_total",
-    "Action attempts by outcome: delivered, published, failed, skipped_duplicate, dead_lettered.",
+    "Action attempts by outcome: delivered, published, failed, skipped_duplicate, dead_lettered; and deferred "
+    "(not attempted: the destination's rate limit or waiting room was full; retried).",
     ["type", "destination", "outcome"],
 )
 DELIVERY_DURATION = Histogram(

@@ -14,7 +14,7 @@ from schemas import headers as h
 from schemas.events import ActionCompleted, TaskRequested
 from schemas.routes import DISPATCHER
 from schemas.topics import ACTION_RESULTS
-from services.common.api import PermanentError, RetryableError
+from services.common.api import Context, Deferred, Failure, PermanentError, RetryableError
 from services.common.codec import Outgoing, cloudevent_headers
 from services.common.harness import Harness
 from services.dispatcher.delivery import HttpSender
@@ -246,3 +246,29 @@ async def test_a_delivery_stays_delivered_when_the_ledger_file_cannot_be_written
     out = await run.send(webhook("act_1"), partition=1)
     assert [(completed(r).outcome, completed(r).attempts) for r in out.outputs] == [("delivered", 1)]
     assert (out.retries, calls) == ([], ["act_1"])
+
+
+def test_a_deferred_record_is_counted_deferred_not_failed(mock_sender: Sender) -> None:
+    """A record not attempted because its destination's rate limit or room was full (Deferred) was counted
+    in postcall_deliveries_total{outcome="failed"}: a healthy destination under its rate limit showed a
+    rising failure count on the dashboard, once per deferral (every few seconds per record of a backlog).
+    Its result record still says `failed` with the Deferred reason (the contract's outcomes, and the
+    console's "rate limited" evidence); the counter says `deferred`."""
+    reg = registry(CRM, CRM_ENV)
+    dispatcher = Dispatcher(
+        Executors.build(reg, mock_sender(lambda r: httpx.Response(200), reg), {}, None), Ledger(no_results)
+    )
+    action = webhook("act_deferred", destination="crm")
+    ctx = Context(service="dispatcher", topic="postcall.actions.webhook.v1")
+
+    def count(outcome: str) -> float:
+        labels = {"type": "webhook", "destination": "crm", "outcome": outcome}
+        return REGISTRY.get_sample_value("postcall_deliveries_total", labels) or 0.0
+
+    before = count("deferred"), count("failed")
+    deferred = Deferred("rate limit of destination crm reached", retry_after=1)
+    [record] = dispatcher.on_failure(action, ctx, Failure(deferred, "retry", "retry"))
+    assert isinstance(record, ActionCompleted) and record.outcome == "failed"
+    assert record.error is not None and record.error.startswith("Deferred: rate limit of destination crm")
+    [_] = dispatcher.on_failure(action, ctx, Failure(RetryableError("HTTP 503"), "retry", "retry"))
+    assert (count("deferred"), count("failed")) == (before[0] + 1, before[1] + 1)
