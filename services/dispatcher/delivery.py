@@ -143,11 +143,13 @@ class HttpSender:
         judge: Callable[[Answer], PostcallError | None] | None = None,
     ) -> Delivery:
         """`judge`: for a receiver that answers 2xx with an error in its body (see `attempt`)."""
-        headers = self._headers(dest, msg_id, body)
-        if supersedes is not None:  # a deliberate re-delivery: the receiver upserts the action it replaces
-            headers[SUPERSEDES_HEADER] = supersedes
 
         async def one(exchange: Exchange) -> Answer:
+            # signed here, in the slot: a record that waited for it (the line, a rate-limit token) carries
+            # the time it is sent, not the time it began to wait (receivers refuse an old timestamp)
+            headers = self._headers(dest, msg_id, body)
+            if supersedes is not None:  # a deliberate re-delivery: the receiver upserts the action it replaces
+                headers[SUPERSEDES_HEADER] = supersedes
             return await exchange.request(method, dest.endpoint, headers, body, side_effect=True)
 
         answer, latency_ms = await self.attempt(dest, action_type, one, judge=judge)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -10,7 +11,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from services.common.errors import PermanentError, RetryableError
-from services.dispatcher.delivery import HttpSender
+from services.dispatcher.delivery import HttpOptions, HttpSender
 from services.dispatcher.destinations import HttpDestination, SlackDestination
 from services.dispatcher.registry import Registry
 from tests.unit.dispatcher.conftest import CRM, CRM_ENV, SECRET, registry
@@ -223,3 +224,41 @@ async def test_a_local_protocol_error_is_permanent_and_never_quotes_the_header(m
     assert str(caught.value) == (
         "the request could not be sent: a header or the URL is not valid HTTP (local protocol error)"
     )
+
+
+async def test_a_request_that_waited_for_its_slot_is_signed_when_it_is_sent() -> None:
+    """The Standard Webhooks timestamp (and the signature over it) was made before the destination's gate:
+    a record that waited for a slot, a rate-limit token or the line carried the time it started waiting.
+    max_wait_seconds has no upper bound, so a long wait could age a signature past the receivers'
+    tolerance (5 minutes in the standardwebhooks package). It is signed inside the slot now."""
+    one_at_a_time = CRM.replace("    circuit_breaker:", "    max_concurrency: 1\n    circuit_breaker:")
+    reg = registry(one_at_a_time, CRM_ENV, max_wait=5)
+    seen: dict[str, float] = {}
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["webhook-id"] == "first":
+            await asyncio.sleep(1.5)
+        seen[request.headers["webhook-id"]] = time.time()
+        return httpx.Response(200)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    sender = HttpSender(reg, {"crm": client}, HttpOptions(retry_after_floor=5, retry_after_cap=600))
+    dest = reg.get("crm", HttpDestination)
+    sent: dict[str, httpx.Headers] = {}
+
+    async def send(msg_id: str) -> None:
+        await sender.send(dest, action_type="webhook", msg_id=msg_id, body=b"{}")
+
+    original = client.send
+
+    async def capture(request: httpx.Request, **kw: object) -> httpx.Response:
+        sent[request.headers["webhook-id"]] = request.headers
+        return await original(request, **kw)  # type: ignore[arg-type]
+
+    client.send = capture  # type: ignore[method-assign]
+    started = time.time()
+    await asyncio.gather(send("first"), send("second"))
+    assert seen["second"] - started >= 1.5  # it waited for the first one's slot
+    stamp = int(sent["second"]["webhook-timestamp"])
+    assert stamp >= int(seen["first"]), (stamp, started, seen)
+    Webhook(SECRET).verify(b"{}", dict(sent["second"]))  # and the signature is over that timestamp
