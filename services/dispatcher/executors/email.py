@@ -6,11 +6,14 @@ action_id is also in X-Postcall-Action-Id for the receiving side's own dedupe.
 Recipients the server refuses while accepting others: those it did not take for now (4xx; or 552, RFC
 821's code for too many recipients, which RFC 5321 4.5.3.1.10 says to treat as temporary) go in another
 transaction at once, while the last one took someone: a server's limit of recipients per message
-answers 452 to the ones past it. A 5xx refusal is final and noted on the `delivered` result;
-a recipient still deferred (4xx) makes the attempt retryable, and the retry sends to every recipient
-again. Sending only to the deferred ones would need a record of who got it that survives a restart or a
-move to another replica; a repeat to an accepted recipient carries the same Message-ID
-<action_id@postcall>, so mail systems that dedupe drop it.
+answers 452 to the ones past it. Once the server has taken the message for one recipient, the action is
+`delivered` and is never attempted again, since a retry would send the message again to those who have it:
+what did not reach the others (a 5xx refusal; a 4xx still standing; a later transaction that failed or
+ran out of time) is listed in the delivery's note. Retrying only the others would need a record of who
+got it that survives a restart or a move to another replica. An attempt in which nobody took the message
+fails as its error says (4xx and lost connections retryable, 5xx permanent), and its retry goes to
+everyone: nobody has it (a message whose 250 was lost may be repeated, with the same Message-ID
+<action_id@postcall>, which mail systems that dedupe drop).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from aiosmtplib import SMTPRecipientsRefused, SMTPResponse
 
 from schemas.events import EmailRequested
 from services.common.codec import CONTROL_CHARACTERS
-from services.common.errors import PermanentError, RetryableError
+from services.common.errors import PermanentError, PostcallError, RetryableError
 from services.dispatcher.delivery import Delivery, failure
 from services.dispatcher.destinations import SmtpDestination
 from services.dispatcher.metrics import delivery_duration
@@ -138,40 +141,69 @@ class EmailExecutor:
         except ValueError as exc:
             raise failure(PermanentError(f"invalid email: {exc}"), dest.name, redact=dest.redact) from None
         timeout = self._registry.timeout(dest)
+        sent = Transactions()
+        stopped: PostcallError | None = None
         async with self._registry.gate(dest.name).slot() as slot:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
-                    refused = await send_all(self._pools[dest.name], message)
+                    await send_all(self._pools[dest.name], message, sent)
             except Exception as exc:  # aiosmtplib errors, OSError, our own timeout
-                error = classify_smtp(exc)
-                slot.record(not isinstance(error, RetryableError))
-                raise failure(error, dest.name, redact=dest.redact) from None
+                stopped = classify_smtp(exc)
+                slot.record(not isinstance(stopped, RetryableError))
+                if not sent.accepted:  # nobody has the message: the attempt failed, a retry sends it to everyone
+                    raise failure(stopped, dest.name, redact=dest.redact) from None
             finally:
                 elapsed = time.perf_counter() - started
                 delivery_duration(action.type, dest.name).observe(elapsed)
-            slot.record(True)  # the server answered; a recipient's deferral is not the destination failing
-        latency_ms = round(elapsed * 1000, 3)
-        deferred = {r: answer for r, answer in refused.items() if 400 <= answer.code < 500}
-        if deferred:
-            error = RetryableError(f"SMTP recipients deferred while others were accepted: {_listed(deferred)}")
-            raise failure(error, dest.name, min(a.code for a in deferred.values()), latency_ms, redact=dest.redact)
-        note = f"refused: {_listed(refused)}" if refused else None
-        return Delivery("delivered", dest.name, 250, latency_ms, note)
+            if stopped is None:
+                slot.record(True)  # the server answered; a recipient's deferral is not the destination failing
+        note = sent.note(stopped)
+        return Delivery("delivered", dest.name, 250, round(elapsed * 1000, 3), note and dest.redact(note))
 
 
-async def send_all(pool: SmtpPool, message: EmailMessage) -> dict[str, SMTPResponse]:
-    """The message to every recipient, in as many transactions as the server takes them in; the
-    recipients not accepted, each with its last answer."""
-    refused = await pool.send(message)
-    while again := [rcpt for rcpt, answer in refused.items() if 400 <= answer.code < 500 or answer.code == 552]:
+class Transactions:
+    """What the transactions of one attempt came to: whether the server took the message for anyone (then
+    it is never sent again: they have it), and the recipients it did not take, each with its last answer."""
+
+    def __init__(self) -> None:
+        self.accepted = False
+        self.refused: dict[str, SMTPResponse] = {}
+
+    def pending(self) -> list[str]:
+        """The recipients to try again in another transaction."""
+        return [rcpt for rcpt, answer in self.refused.items() if _for_now(answer)]
+
+    def note(self, stopped: PostcallError | None) -> str | None:
+        """The delivered result's note: who did not get the message, and why. `stopped`: the error a later
+        transaction ended in, which is the answer of the recipients it was for."""
+        rest = {rcpt: answer for rcpt, answer in self.refused.items() if _for_now(answer)}
+        final = {rcpt: answer for rcpt, answer in self.refused.items() if not _for_now(answer)}
+        parts = []
+        if rest:
+            why = ", ".join(f"{rcpt} ({stopped})" for rcpt in rest) if stopped else _listed(rest)
+            parts.append(f"not delivered to {why}; not retried: the others have the message")
+        if final:
+            parts.append(f"refused: {_listed(final)}")
+        return "; ".join(parts) or None
+
+
+def _for_now(answer: SMTPResponse) -> bool:
+    return 400 <= answer.code < 500 or answer.code == 552
+
+
+async def send_all(pool: SmtpPool, message: EmailMessage, sent: Transactions) -> None:
+    """The message to every recipient, in as many transactions as the server takes them in; `sent` says
+    how far it got, also when a transaction raises (a later one's error is then theirs alone)."""
+    sent.refused = await pool.send(message)
+    sent.accepted = True
+    while again := sent.pending():
         try:
             answers = await pool.send(message, again)  # took one at least: each round has fewer
         except SMTPRecipientsRefused as exc:  # took none of them: that is their answer
-            answers = {r.recipient: SMTPResponse(r.code, r.message) for r in exc.recipients}
-            return refused | answers
-        refused = {rcpt: answer for rcpt, answer in refused.items() if rcpt not in again} | answers
-    return refused
+            sent.refused |= {r.recipient: SMTPResponse(r.code, r.message) for r in exc.recipients}
+            return
+        sent.refused = {rcpt: answer for rcpt, answer in sent.refused.items() if rcpt not in again} | answers
 
 
 def _listed(refused: Mapping[str, SMTPResponse]) -> str:

@@ -1,6 +1,6 @@
 """Emails to a real SMTP server (aiosmtpd): STARTTLS with a self-signed certificate and AUTH,
 multipart text + HTML, SMTP reply codes mapped to retryable (4xx) and permanent (5xx), and recipients
-deferred (retried) or refused (noted) while others were accepted."""
+deferred or refused while others were accepted (noted on the delivery, never sent to the others again)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from services.common.errors import PermanentError, RetryableError
 from services.common.ssrf import AddressRefused
 from services.devkit.sink import Sink
 from services.dispatcher import destinations
-from services.dispatcher.delivery import DeliveryRetryable
 from services.dispatcher.destinations import SmtpDestination
 from services.dispatcher.smtp import SmtpPool, classify_smtp
 from tests.integration.dispatcher.conftest import SECRET, Stack, email_action, self_signed
@@ -255,16 +254,19 @@ async def smtp_server(handler: object, tls: ssl.SSLContext | None = None) -> Asy
         await server.wait_closed()
 
 
-async def test_a_recipient_deferred_while_others_accepted_is_retried_until_it_gets_the_mail(stack: Stack) -> None:
+async def test_a_recipient_still_deferred_after_others_took_the_mail_is_reported_never_resent_to_them(
+    stack: Stack,
+) -> None:
+    """Before: the attempt was retryable, and the retry sent the message to every recipient again, so
+    support@ had it twice (once per attempt, for as long as lead@'s mailbox stayed full)."""
     # deferred twice: in the message's transaction and in the one of its own that follows at once
     handler = Recipients({"lead@example.com": ["452 4.2.2 Mailbox full", "452 4.2.2 Mailbox full"]})
     async with smtp_server(handler) as port, stack(smtp_destination(port)) as (executors, _):
-        with pytest.raises(RetryableError, match=r"deferred.*lead@example.com \(452") as caught:
-            await executors.run(email_action("act_1"))
-        assert isinstance(caught.value, DeliveryRetryable) and caught.value.status_code == 452
-        delivery = await executors.run(email_action("act_1"))  # the retry: to every recipient again
-    assert (delivery.outcome, delivery.note) == ("delivered", None)
-    assert handler.mail == [["support@example.com"], ["support@example.com", "lead@example.com"]]
+        delivery = await executors.run(email_action("act_1"))
+    assert delivery.outcome == "delivered" and delivery.note is not None
+    assert delivery.note.startswith("not delivered to lead@example.com (452 4.2.2 Mailbox full)"), delivery.note
+    assert "not retried" in delivery.note
+    assert handler.mail == [["support@example.com"]]
 
 
 async def test_a_recipient_refused_for_good_while_others_accepted_is_noted_on_the_delivery(stack: Stack) -> None:
@@ -360,6 +362,43 @@ async def test_recipients_over_the_servers_limit_per_message_go_in_another_trans
     assert (delivery.outcome, delivery.note) == ("delivered", None)
     r0, r1, r2, r3, r4 = action.to
     assert handler.mail == [[r0, r1], [r2, r3], [r4]]
+
+
+class FailsItsSecondTransaction(RecipientLimit):
+    """Takes one recipient per transaction (452 to the others); the second transaction then fails: its
+    DATA answered 554, or the connection dropped at its RCPT."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(1)
+        self.how = how
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.how == "drop" and self.mail:
+            server.transport.abort()
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.mail:
+            return "554 5.7.1 Message refused"
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [("554", "SMTP 554: 5.7.1 Message refused"), ("drop", "SMTP SMTPServerDisconnected: ")],
+)
+async def test_a_later_transaction_that_fails_after_the_first_took_the_mail_is_reported_not_failed(
+    stack: Stack, how: str, why: str
+) -> None:
+    """Before: the second transaction's failure failed the whole action, though the first recipient had the
+    mail: a 554 dead-lettered it as not delivered, and a lost connection retried it, sending it to that
+    recipient again."""
+    handler = FailsItsSecondTransaction(how)
+    async with smtp_server(handler) as port, stack(smtp_destination(port)) as (executors, _):
+        delivery = await executors.run(email_action("act_1"))
+    assert delivery.outcome == "delivered" and delivery.note is not None
+    assert delivery.note.startswith(f"not delivered to lead@example.com ({why}"), delivery.note
+    assert handler.mail[0] == ["support@example.com"]
 
 
 class MessagesPerConnection(Recipients):
