@@ -288,6 +288,8 @@ class Chat:
     ts: str = "1712345678.000100"  # the posted message's id, as chat.postMessage answers it
     connector: bool = False  # Teams answers as a legacy Office 365 connector
     teams_error: int | None = None  # the status Teams answers the connector with (400: a card it refuses)
+    # a connector's failure that names no status: "Error contacting Microsoft Teams endpoint" (msteams-docs#1736)
+    connector_failure: str | None = None
     requests: list[Seen] = field(default_factory=list)
 
     def app(self) -> Starlette:
@@ -331,6 +333,8 @@ class Chat:
             answer = Response(f"Microsoft Teams endpoint returned HTTP error {self.teams_error}", self.teams_error)
         if not self.connector:
             return answer or Response(status_code=202)
+        if answer is None and self.connector_failure is not None:
+            return Response(f"Webhook message delivery failed with error: {self.connector_failure}", 200)
         if answer is None:
             return Response("1", 200)
         failed = "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error"

@@ -2,9 +2,11 @@
 request is received" URL, or a legacy connector URL), with the same content as a Slack Block Kit
 message (services.dispatcher.executors.cards). Not signed: the URL is the secret (`url_secret`).
 Workflows answer 202 Accepted, connectors 200. A connector answers 200 whatever became of the message:
-"1" when it was posted, "Webhook message delivery failed with error: Microsoft Teams endpoint returned
-HTTP error 429 ..." when Teams throttled or refused it (MicrosoftDocs/msteams-docs#1810, #9064: only a
-number is a success); that status decides, as if Teams had answered it."""
+"1" when it was posted, "Webhook message delivery failed with error: ..." when it was not; Microsoft's
+engineers: only a number is a success, and a connector answers 200 to what it thinks retryable
+(MicrosoftDocs/msteams-docs#1810, #9064, #9698). So such a 200 is a failure: when the text names the
+status Teams gave it ("... returned HTTP error 429 ..."), that status decides, as if Teams had answered it;
+when it names none ("Error contacting Microsoft Teams endpoint", #1736), it is retryable."""
 
 from __future__ import annotations
 
@@ -33,14 +35,18 @@ class TeamsExecutor:
         return await self._http.send(dest, action_type=action.type, msg_id=action.action_id, body=body, judge=judge)
 
 
-_NOT_POSTED = re.compile(rb"\s*Webhook message delivery failed with error:.*?HTTP error ([0-9]{3})", re.DOTALL)
+_NOT_POSTED = re.compile(rb"\s*Webhook message delivery failed", re.IGNORECASE)
+_TEAMS_STATUS = re.compile(rb"HTTP error ([0-9]{3})\b")
 
 
 def judge(answer: Answer) -> PostcallError | None:
-    """A connector's 200 that says the message was not posted: the status Teams gave it decides."""
-    found = _NOT_POSTED.match(answer.body) if answer.status == 200 else None
-    if found is None:
+    """A connector's 200 that says the message was not posted: the status Teams gave it decides, and
+    without one it is retryable (the answer's text follows in the error, redacted)."""
+    if answer.status != 200 or not _NOT_POSTED.match(answer.body):
         return None
+    found = _TEAMS_STATUS.search(answer.body)
+    if found is None:
+        return RetryableError("Teams did not post the message: the connector's 200 reports a failure")
     status = int(found.group(1))
     message = f"Teams did not post the message: HTTP {status} behind the connector's 200"
     error = classify_http_status(status)

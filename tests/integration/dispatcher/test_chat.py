@@ -283,3 +283,21 @@ async def test_a_teams_connector_that_answers_200_to_a_message_it_did_not_post_i
         with pytest.raises(PermanentError, match="HTTP error 400"):
             await executors.run(teams)
     assert len(api.requests) == 3
+
+
+async def test_a_teams_connectors_200_reporting_a_failure_without_a_status_is_retried(
+    chat: tuple[Chat, str, dict[str, str]], stack: Stack, tmp_path: Path
+) -> None:
+    """A connector's 200 with "Webhook message delivery failed with error: Error contacting Microsoft Teams
+    endpoint" (no HTTP error in it, MicrosoftDocs/msteams-docs#1736) was counted delivered: only a text
+    naming a status was read as a failure. Microsoft: a connector answers 200 to what it thinks retryable,
+    and only a number is a success (msteams-docs#9064, #9698)."""
+    api, base, env = chat
+    api.connector, api.connector_failure = True, "Error contacting Microsoft Teams endpoint"
+    _, _, teams = actions(tmp_path)
+    async with stack(destinations(base), env) as (executors, _):
+        with pytest.raises(RetryableError, match="Error contacting Microsoft Teams endpoint"):
+            await executors.run(teams)
+        api.connector_failure = None
+        assert (await executors.run(teams)).outcome == "delivered"  # "1": posted
+    assert len(api.requests) == 2
