@@ -6,9 +6,12 @@ dispatcher's destinations.
     HALF_OPEN ──probe succeeds──► CLOSED        HALF_OPEN ──probe fails──► OPEN for a full period
 
 `check()` says how long until a request may go (0.0: now; while half-open only the probe goes);
-`record(ok)` reports how a request `check` let through ended (a failure is the dependency's: timeouts,
-connection errors, 5xx, 429; an answer that blames the request is a success here); `abandon()` frees the
-probe slot of a request that never reached the dependency. What a caller does with a wait is its own
+`record(ok, generation)` reports how a request `check` let through ended (a failure is the dependency's:
+timeouts, connection errors, 5xx, 429; an answer that blames the request is a success here);
+`abandon(generation)` frees the probe slot of a request that never reached the dependency. `generation`
+is the breaker's `generation` when `check` let the request through: it changes each time the circuit
+opens, so a request that began before (a slow one, still out when the circuit opened and half-opened)
+neither counts nor decides the probe's verdict, nor frees the probe's slot. What a caller does with a wait is its own
 business: the extractor pauses consumption (DependencyUnavailable), the dispatcher moves the record to
 a retry tier.
 
@@ -60,6 +63,7 @@ class CircuitBreaker:
         self.state = State.CLOSED
         self._probe_at = 0.0  # monotonic: when an open circuit lets a probe through
         self._probe_out = False
+        self.generation = 0  # +1 each time the circuit opens (here or on another replica's word)
         self._run: deque[float] = deque(maxlen=policy.consecutive_failures)  # the current run of failures
         self._buckets: deque[list[int]] = deque()  # [second, ok, failed], oldest first
         self._ok = 0
@@ -78,8 +82,10 @@ class CircuitBreaker:
             self._probe_out = True
         return 0.0
 
-    def record(self, ok: bool) -> None:
-        """The outcome of a request that `check` let through."""
+    def record(self, ok: bool, generation: int | None = None) -> None:
+        """The outcome of a request that `check` let through (in `generation`; None: the current one)."""
+        if generation is not None and generation != self.generation:
+            return  # it began before the circuit last opened: that decision is made, a probe's is its own
         if self.state is State.HALF_OPEN:
             self._probe_out = False
             self._close() if ok else self._open(self.policy.open_seconds)
@@ -90,9 +96,11 @@ class CircuitBreaker:
         if self._tripped():
             self._open(self.policy.open_seconds)
 
-    def abandon(self) -> None:
-        """A request `check` let through never reached the dependency (cancelled, refused locally)."""
-        self._probe_out = False
+    def abandon(self, generation: int | None = None) -> None:
+        """A request `check` let through (in `generation`) never reached the dependency (cancelled,
+        refused locally)."""
+        if generation is None or generation == self.generation:
+            self._probe_out = False
 
     def failure_rate(self) -> tuple[int, int]:
         """(failed, total) within the window."""
@@ -109,6 +117,7 @@ class CircuitBreaker:
         probe_at = self._clock() + remaining
         if self.state is not State.OPEN or probe_at > self._probe_at:
             self.state, self._probe_at, self._probe_out = State.OPEN, probe_at, False
+            self.generation += 1
 
     def close(self) -> None:
         """Closed, as another replica's successful probe decided."""
@@ -150,6 +159,8 @@ class CircuitBreaker:
     def _open(self, seconds: float) -> None:
         self._probe_at = self._clock() + seconds
         self._run.clear()
+        self._probe_out = False
+        self.generation += 1
         self._become(State.OPEN, self._wall() + seconds)
 
     def _close(self) -> None:

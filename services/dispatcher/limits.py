@@ -70,11 +70,17 @@ class Slot:
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
+        self._generation = breaker.generation  # a request from before the circuit opens again decides nothing
         self.recorded = False
 
     def record(self, ok: bool) -> None:
         self.recorded = True
-        self._breaker.record(ok)
+        self._breaker.record(ok, self._generation)
+
+    def abandon(self) -> None:
+        """Never recorded: the request did not reach the destination (frees the probe's place if it was it)."""
+        if not self.recorded:
+            self._breaker.abandon(self._generation)
 
 
 class Pressure:
@@ -121,8 +127,7 @@ class Holding:
             self._since = gate._clock()
         except BaseException:
             gate._pressure.at_gates -= 1
-            if not slot.recorded:
-                gate.breaker.abandon()
+            slot.abandon()
             raise
         return slot
 
@@ -181,8 +186,7 @@ class Gate:
         held = max(0.0, self._clock() - since)
         holds.append(held)
         self._holds_sum += held
-        if not slot.recorded:
-            self.breaker.abandon()
+        slot.abandon()
 
     async def _take_token(self) -> None:
         if self.bucket is None:

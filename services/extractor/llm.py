@@ -351,6 +351,7 @@ class OpenAIProvider:
             LLM_REQUESTS.labels(PROVIDER, model, "circuit_open").inc()
             state = self.breaker.state.replace("_", "-")
             raise DependencyUnavailable(f"{PROVIDER} circuit is {state} after repeated failures", retry_after=wait)
+        ticket = self.breaker.generation  # what this request reports counts only while the circuit has not opened since
         started = time.monotonic()
         try:
             # the client's documented raw-request path: `chat.completions.create` runs every request
@@ -360,17 +361,17 @@ class OpenAIProvider:
                 cast_to=ChatCompletion,
             )  # fmt: skip
         except openai.APIError as exc:
-            raise self._failure(exc, model, usage, truncated) from exc
+            raise self._failure(exc, model, usage, truncated, ticket) from exc
         except json.JSONDecodeError as exc:  # a 200 whose JSON body does not parse
-            raise self._not_a_completion(model, f"invalid JSON ({exc})") from exc
+            raise self._not_a_completion(model, f"invalid JSON ({exc})", ticket) from exc
         except BaseException:
-            self.breaker.abandon()
+            self.breaker.abandon(ticket)
             raise
         finally:
             LLM_DURATION.labels(PROVIDER, model).observe(time.monotonic() - started)
         if (what := _not_completion(completion)) is not None:
-            raise self._not_a_completion(model, what)
-        self.breaker.record(True)
+            raise self._not_a_completion(model, what, ticket)
+        self.breaker.record(True, ticket)
         usage = self._account(model, completion, usage)
         content, finish = _content(completion, model, usage, truncated)
         return content, finish, usage
@@ -387,11 +388,11 @@ class OpenAIProvider:
         request["max_completion_tokens" if self._settings.base_url is None else "max_tokens"] = max_tokens
         return request
 
-    def _failure(self, exc: openai.APIError, model: str, usage: Usage, truncated: bool) -> Exception:
+    def _failure(self, exc: openai.APIError, model: str, usage: Usage, truncated: bool, ticket: int) -> Exception:
         status = getattr(exc, "status_code", None)
         body = error_body(exc)
         if status is not None and request_invalid(status, body):
-            self.breaker.record(True)  # it answered: the endpoint is up, this request is the problem
+            self.breaker.record(True, ticket)  # it answered: the endpoint is up, this request is the problem
             if _CONTEXT_TOO_LONG.search(body):
                 LLM_REQUESTS.labels(PROVIDER, model, "context_too_long").inc()
                 return _ContextOverflow(f"HTTP {status}: {said(exc, self._settings, 300)}", usage)
@@ -407,7 +408,7 @@ class OpenAIProvider:
                 usage=usage, truncated=truncated,
             )  # fmt: skip
         if status == 404 and model != self._settings.model and "model" in body.lower():
-            self.breaker.record(True)  # the endpoint is up and serves the default model: one agent's mistake
+            self.breaker.record(True, ticket)  # the endpoint is up and serves the default model: one agent's mistake
             LLM_REQUESTS.labels(PROVIDER, model, "configuration_error").inc()
             return ConfigurationError(
                 f"configuration error: the LLM endpoint does not serve {model!r}, the model the agent names "
@@ -418,18 +419,18 @@ class OpenAIProvider:
         response = getattr(exc, "response", None)
         retry_after = None if response is None else parse_retry_after(status or 0, response.headers, self._cap)
         message = f"LLM {outcome.replace('_', ' ')}" + (f" (HTTP {status})" if status else "")
-        return self._endpoint_failed(message, retry_after)
+        return self._endpoint_failed(message, ticket, retry_after)
 
-    def _not_a_completion(self, model: str, what: str) -> RetryableError:
+    def _not_a_completion(self, model: str, what: str, ticket: int) -> RetryableError:
         """A 200 that is no chat completion (a gateway's error object, a proxy's page): the endpoint, not
         the conversation, is at fault, so it counts against the circuit like a 5xx."""
         LLM_REQUESTS.labels(PROVIDER, model, "bad_response").inc()
         what = redact(_short(what), self._settings.secrets(), 200)
-        return self._endpoint_failed(f"LLM endpoint answered HTTP 200 with {what}, not a chat completion")
+        return self._endpoint_failed(f"LLM endpoint answered HTTP 200 with {what}, not a chat completion", ticket)
 
-    def _endpoint_failed(self, message: str, retry_after: float | None = None) -> RetryableError:
+    def _endpoint_failed(self, message: str, ticket: int, retry_after: float | None = None) -> RetryableError:
         """A failure of the endpoint, counted against the circuit: a pause once it is open."""
-        self.breaker.record(False)
+        self.breaker.record(False, ticket)
         if self.breaker.state is State.OPEN:
             cooldown = self.breaker.policy.open_seconds
             return DependencyUnavailable(f"{message}; circuit open", retry_after=max(retry_after or 0, cooldown))

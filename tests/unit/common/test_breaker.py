@@ -165,3 +165,39 @@ def test_another_replicas_open_state_is_applied_and_its_close_too() -> None:
     b.close()
     assert state(b) is State.CLOSED and b.check() == 0.0
     assert seen == []  # applying another replica's decision is not announced again
+
+
+def test_a_request_from_before_the_circuit_opened_does_not_decide_the_probe() -> None:
+    """In HALF_OPEN the first `record()` decided the circuit, whoever made it: a slow request let through
+    while closed (an LLM call with a long timeout, hundreds in flight) that ended after the circuit had
+    half-opened closed it on its success, or reopened it on its failure, while the probe was still out;
+    and it freed the probe's place, so a second probe went out. Its generation is older now: ignored."""
+    b, clock = breaker(consecutive_failures=1, open_seconds=30)
+    assert b.check() == 0.0
+    slow = b.generation
+    run(b, "x")  # another request fails: open
+    clock.now += 31
+    assert b.check() == 0.0  # the probe
+    probe = b.generation
+    b.record(True, slow)
+    assert state(b) is State.HALF_OPEN
+    b.abandon(slow)
+    assert b.check() == HALF_OPEN_WAIT_SECONDS  # still one probe out
+    b.record(False, slow)
+    assert state(b) is State.HALF_OPEN
+    b.record(True, probe)
+    assert state(b) is State.CLOSED
+
+
+def test_a_probe_from_before_another_replica_reopened_the_circuit_decides_nothing() -> None:
+    clock = Clock()
+    b = CircuitBreaker(BreakerPolicy(consecutive_failures=1, open_seconds=30), clock, wall_clock=clock)
+    run(b, "x")
+    clock.now += 31
+    assert b.check() == 0.0
+    probe = b.generation
+    b.open_until(clock.now + 100.0)  # another replica's probe failed
+    clock.now += 101
+    assert b.check() == 0.0  # our next probe
+    b.record(True, probe)  # the first one's late answer
+    assert state(b) is State.HALF_OPEN

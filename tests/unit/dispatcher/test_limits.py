@@ -231,3 +231,26 @@ async def test_a_slow_destinations_burst_of_releases_does_not_read_as_fast() -> 
     for s in sends:
         s.cancel()
     await asyncio.gather(*sends, return_exceptions=True)
+
+
+async def test_a_slow_request_from_before_the_circuit_opened_does_not_decide_its_probe() -> None:
+    """A request still out when its destination's circuit opened and half-opened (a 15 s timeout, a 1 s
+    open period) closed the circuit on its late success while the probe was still out, and a second probe
+    went through; now only the probe decides."""
+    g = gate(max_concurrency=4, max_waiting=0, consecutive_failures=1, open_seconds=0.05)
+    slow = g.slot()
+    slow_slot = await slow.__aenter__()
+    async with g.slot() as failing:
+        failing.record(False)
+    assert g.breaker.state is State.OPEN
+    await asyncio.sleep(0.06)
+    async with g.slot() as probe:
+        assert g.breaker.state is State.HALF_OPEN
+        slow_slot.record(True)
+        await slow.__aexit__(None, None, None)
+        assert g.breaker.state is State.HALF_OPEN
+        with pytest.raises(RetryableError, match="circuit open"):  # the probe is still out: no second one
+            async with g.slot():
+                pass
+        probe.record(True)
+    assert g.breaker.state is State.CLOSED
