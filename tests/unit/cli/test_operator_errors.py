@@ -15,9 +15,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+import typer
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
+from services.cli.apiclient import ApiClient
 from services.cli.config import app as config_app
 from services.devkit.kafka import free_port
 from services.store import writer
@@ -472,3 +474,36 @@ def test_a_query_api_address_or_token_that_cannot_be_used_is_a_usage_error_namin
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and named in done.stderr, done.stderr
     assert "Kafka" not in done.stderr, "refused before anything is read"
+
+
+BROKEN_URLS = {
+    "slash": "http://ops:s3cret/pw@127.0.0.1:8400",  # httpx: Invalid port: 's3cret'
+    "hash": "http://ops:s3cret#pw@127.0.0.1:8400",
+    "question-mark": "http://ops:s3cret?pw@127.0.0.1:8400",
+    "not-ascii": "http://ops:s3cret-\u00e9/pw@127.0.0.1:8400",
+    "bad-ipv6": "http://ops:s3cret@[s3cret]:8400",
+    "idna-host": "http://ops:s3cret@xn--a.example",  # idna's InvalidCodepoint, not an InvalidURL
+    "empty-label": "http://ops:s3cret@api..example",  # UnicodeError only when connecting
+}
+
+
+@pytest.mark.parametrize("url", list(BROKEN_URLS.values()), ids=list(BROKEN_URLS))
+@pytest.mark.parametrize("where", ["--api", "POSTCALL_API_URL"])
+def test_a_query_api_url_that_is_not_one_never_quotes_its_password(
+    url: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: 'Invalid value for --api: not a URL: Invalid port: 's3cret'' (a password with an unencoded /,
+    ? or # ends the host there, and httpx quotes the rest as the port); an IDNA host was a traceback."""
+    monkeypatch.setenv("POSTCALL_API_URL", url)
+    with pytest.raises(typer.BadParameter) as refused:
+        ApiClient.configured(url if where == "--api" else None, None)
+    said = refused.value.format_message()
+    assert "s3cret" not in said, said
+    assert said.startswith(f"Invalid value for {where}: not a URL: "), said
+
+
+def test_a_query_api_url_that_is_not_one_is_one_line_without_the_password() -> None:
+    done = postcall("explain", "c1", env={"POSTCALL_API_URL": BROKEN_URLS["slash"]})
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "s3cret" not in done.stdout + done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "POSTCALL_API_URL" in done.stderr and "not a URL: Invalid port (a password with" in done.stderr
