@@ -22,6 +22,11 @@ from services.common.settings import run_service
 from services.store.db import Store, StoreError
 
 log = logging.getLogger("postcall.api")
+#: how long uvicorn waits for the requests in flight once asked to exit, before it cancels them: a replay or
+#: re-extraction stops between two records (app.state.stopping), once the record being sent and its replay
+#: marker are acknowledged (each within the producer's 30 s request timeout), then settles its letters and
+#: completes its audit row. deploy/k8s/base/api.yaml's terminationGracePeriodSeconds is longer.
+SHUTDOWN_TIMEOUT_SECONDS = 2 * 30 + 10
 
 
 async def serve(settings: ApiSettings) -> None:
@@ -37,17 +42,28 @@ async def serve(settings: ApiSettings) -> None:
             lifespan="on",
             # a request's head, reading time and pipelining bounded before the token is checked (serving.py)
             http=CoalescingHttpToolsProtocol.with_read_timeout(settings.api.read_timeout_seconds),
+            timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_SECONDS,
         )
         server = uvicorn.Server(config)
         # uvicorn stops gracefully on SIGTERM, then raises the signal again under the handler it found:
         # with this one, a stop is a clean exit 0 (as the consumer services do) rather than death by signal
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        watcher = asyncio.create_task(_announce(server))
+        watcher = asyncio.create_task(_follow(server, app.state.stopping))
         try:
             await server.serve()
         finally:
             watcher.cancel()
+
+
+async def _follow(server: uvicorn.Server, stopping: asyncio.Event) -> None:
+    """Say where it listens once it does; set `stopping` once it is asked to exit (SIGTERM, SIGINT), so that
+    an operation sending (a replay at 50/s may take minutes) stops within the pod's grace period instead of
+    being killed mid-send with its letters claimed and its audit row saying "sending"."""
+    await _announce(server)
+    while not server.should_exit:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+        await asyncio.sleep(0.1)
+    stopping.set()
 
 
 async def _announce(server: uvicorn.Server) -> None:

@@ -3,8 +3,9 @@
     app = create_app(settings)                 # opens the store in its lifespan
     app = create_app(settings, store=store)    # uses an open store (tests, a process that has one)
 
-`app.state` holds `settings`, `store` and `auth` (services.api.auth.Auth): a console router added with
-`app.include_router(...)` depends on `require("viewer")` and reads `app.state.store` like these routes.
+`app.state` holds `settings`, `store`, `auth` (services.api.auth.Auth) and `stopping` (an asyncio.Event set
+when the server is asked to exit): a console router added with `app.include_router(...)` depends on
+`require("viewer")` and reads `app.state.store` like these routes.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def create_app(settings: ApiSettings, *, store: Store | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # set when the server is asked to exit (services/api/__main__.py): a replay or re-extraction stops sending
+    app.state.stopping = asyncio.Event()
     if store is not None:  # usable without the lifespan too (an ASGI transport in tests does not run it)
         _attach(app, store)
     app.include_router(router)

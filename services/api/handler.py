@@ -13,6 +13,7 @@ GET  /audit                           operator actions (operator)
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -88,8 +89,15 @@ def settings_of(request: Request) -> ApiSettings:
     return found
 
 
+def stopping_of(request: Request) -> asyncio.Event:
+    """Set when the server is asked to exit (services/api/__main__.py): an operation stops sending."""
+    found: asyncio.Event = request.app.state.stopping
+    return found
+
+
 StoreDep = Annotated[Store, Depends(store_of)]
 SettingsDep = Annotated[ApiSettings, Depends(settings_of)]
+StopDep = Annotated[asyncio.Event, Depends(stopping_of)]
 
 
 # ── conversations ──────────────────────────────────────────────────────────────────────────────────
@@ -177,7 +185,8 @@ OPERATION_RESPONSES: Responses = {
     415: _problem("The body was not sent as JSON (Content-Type: application/json)."),
     503: {
         "model": operations.OperationResult | Problem,
-        "description": "Kafka failed (the result: `sent` says how far it got), or the store is unavailable.",
+        "description": "Kafka failed or the API is shutting down (the result: `sent` says how far it got), or the "
+        "store is unavailable.",
     },
 }
 
@@ -189,10 +198,10 @@ OPERATION_RESPONSES: Responses = {
     dependencies=[Depends(json_body)],
     tags=["operations"],
 )
-async def reextract(body: Reextract, who: Operator, store: StoreDep, settings: SettingsDep) -> Any:
+async def reextract(body: Reextract, who: Operator, store: StoreDep, settings: SettingsDep, stop: StopDep) -> Any:
     """Republish the stored ConversationEnded of the chosen conversations to the conversation-ended topic,
     so they are extracted again with today's configuration, however old they are. Audited.
-    503 (with the same body) when Kafka failed before every record was sent."""
+    503 (with the same body) when Kafka failed, or the API was asked to stop, before every record was sent."""
     return _answer(
         await operations.reextract_conversations(
             store,
@@ -203,6 +212,7 @@ async def reextract(body: Reextract, who: Operator, store: StoreDep, settings: S
             rate=body.rate or settings.api.operation_rate,
             dry_run=body.dry_run,
             redeliver=body.redeliver,
+            stop=stop,
         )
     )
 
@@ -315,12 +325,13 @@ class Replay(Operation):
     dependencies=[Depends(json_body)],
     tags=["operations"],
 )
-async def replay(body: Replay, who: Operator, store: StoreDep, settings: SettingsDep) -> Any:
+async def replay(body: Replay, who: Operator, store: StoreDep, settings: SettingsDep, stop: StopDep) -> Any:
     """Send the chosen dead letters back to their original topic with their key, value and headers
     (hop headers removed, x-replay-* added), rate-limited; they are then listed as replayed. Audited.
     Each letter is claimed before it is sent: one that another replay is sending is left alone and
     counted in `skipped`, so two replays at once send it once. 503 (with the same body) when Kafka
-    failed before every record was sent; the unsent letters are pending again at once."""
+    failed, or the API was asked to stop, before every record was sent; the unsent letters are pending again
+    at once."""
     return _answer(
         await operations.replay_dead_letters(
             store,
@@ -331,6 +342,7 @@ async def replay(body: Replay, who: Operator, store: StoreDep, settings: Setting
             rate=body.rate or settings.api.operation_rate,
             dry_run=body.dry_run,
             lease=settings.api.replay_lease,
+            stop=stop,
         )
     )
 

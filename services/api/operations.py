@@ -3,10 +3,16 @@
 Both republish to Kafka through the command line's rate-limited republisher (one record at a time,
 acks=all), so the API and `postcall dlq replay` / `postcall reextract` put exactly the same records on
 the topics. The audit row is written whatever happened: how many were chosen, sent, and the error.
+
+An operation sends for as long as its rate says (10,000 records at 50/s: 200 s), longer than a pod's grace
+period. `stop` (the API's `app.state.stopping`, set when the server is asked to exit) ends it between two
+records, each sent with its follow-up (a letter's replay marker): it answers with an error saying how many
+were sent, a replay settles the letters sent and releases the others at once, and the audit row is completed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +26,7 @@ from schemas import headers as h
 from schemas.topics import CE_TYPES, CONVERSATION_ENDED
 from services.api.settings import HttpSettings
 from services.cli.dlq import DeadLetter, replay_records, replay_target
-from services.cli.republish import RepublishFailed, republish
+from services.cli.republish import RepublishFailed, Stopped, republish
 from services.common.codec import Outgoing, now_iso
 from services.common.settings import KafkaSettings
 from services.store import claims, queries, tokens
@@ -45,7 +51,9 @@ class OperationResult(BaseModel):
         description="Replay: dead letters chosen but left alone because another replay is sending them (or sent "
         "them since): not in `items`.",
     )
-    error: str | None = Field(None, description="Why it stopped early (Kafka unavailable).")
+    error: str | None = Field(
+        None, description="Why it stopped early (Kafka unavailable, or the API shutting down): `sent` were sent."
+    )
 
 
 async def replay_dead_letters(
@@ -59,6 +67,7 @@ async def replay_dead_letters(
     dry_run: bool,
     lease: timedelta = REPLAY_LEASE,
     as_seen: Mapping[int, datetime | None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> OperationResult:
     """The chosen letters are claimed for `lease` before any is sent (services/store/claims.py): those
     another replay holds are skipped, so two replays at once send each letter once. `as_seen`: a letter's
@@ -90,7 +99,8 @@ async def replay_dead_letters(
             async with store.read() as conn:
                 values = await queries.dead_letter_values(conn, [i for i, _ in batch])
             loaded = [(i, dataclasses.replace(d, value=values[i])) for i, d in batch if i in values]  # not pruned
-            result = await _send(kafka, replay_records([d for _, d in loaded], who.name, via="api"), rate, result)
+            records = replay_records([d for _, d in loaded], who.name, via="api")
+            result = await _send(kafka, records, rate, result, stop)
             sent += [i for i, _ in loaded[: result.sent - len(sent)]]
             if result.error is not None:
                 break
@@ -142,6 +152,7 @@ async def reextract_conversations(
     dry_run: bool,
     topic: str = CONVERSATION_ENDED,
     redeliver: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> OperationResult:
     """The stored ConversationEnded of each chosen conversation, republished as `postcall reextract`
     republishes one read from the topic (same key and payload, a fresh ce_id, x-reextract-of, and
@@ -161,7 +172,7 @@ async def reextract_conversations(
             for cid, eid in batch
             if cid in events  # not pruned since it was chosen
         ]
-        result = await _send(kafka, records, rate, result)
+        result = await _send(kafka, records, rate, result, stop)
         if result.error is not None:
             break
     async with store.write() as conn:
@@ -181,13 +192,21 @@ def _reextract_headers(event_id: str, redeliver: bool = False) -> dict[str, str]
     }
 
 
-async def _send(kafka: KafkaSettings, records: list[Outgoing], rate: float, result: OperationResult) -> OperationResult:
-    """`result` with the records acknowledged added to its `sent` (an operation sends a batch at a time)."""
+async def _send(
+    kafka: KafkaSettings, records: list[Outgoing], rate: float, result: OperationResult, stop: asyncio.Event | None
+) -> OperationResult:
+    """`result` with the records acknowledged added to its `sent` (an operation sends a batch at a time, of
+    its `items`)."""
     try:
-        sent = await republish(kafka, records, rate, None, "api")
+        sent = await republish(kafka, records, rate, None, "api", stop=stop)
     except RepublishFailed as exc:
         done = result.sent + exc.done
         error = f"Kafka at {kafka.bootstrap_servers} failed after {done}: {exc}"
+        return result.model_copy(update={"sent": done, "error": error})
+    except Stopped as exc:
+        done = result.sent + exc.done
+        error = f"the API is shutting down: {done} of {len(result.items)} sent before it stopped; "
+        error += "the others were not sent"
         return result.model_copy(update={"sent": done, "error": error})
     return result.model_copy(update={"sent": result.sent + sent})
 

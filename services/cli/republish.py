@@ -5,7 +5,9 @@ A command line's republish (`on_signals`) stops between two records on Ctrl-C, S
 record being sent and its follow-up (a dead letter's replay marker) are both acknowledged first, so none
 is half sent (a replay without its marker would be replayed again by the next `dlq replay`), and
 `Interrupted` says how many were. A second signal stops at once, as it did before. A signal the command
-was started ignoring stays ignored (`nohup` makes a replay outlive the session that started it).
+was started ignoring stays ignored (`nohup` makes a replay outlive the session that started it). A
+server's republish (the API's operations) is stopped the same way by its `stop` event, set when the server
+is asked to exit (`Stopped`).
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ async def republish(
     progress: Progress | None,
     label: str,
     on_signals: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> int:
     """Send one at a time, each acknowledged (acks=all) before the next, at most `rate` per second
     (0: no limit); returns how many were acknowledged (with their follow-up record, if any). With
-    `on_signals` (a command line, never a server), a signal stops it between two records: Interrupted."""
+    `on_signals` (a command line, never a server), a signal stops it between two records: Interrupted.
+    `stop` set (a server shutting down) stops it between two records too: Stopped."""
+    if stop is not None and stop.is_set():
+        raise Stopped(0, len(records))
     p = producer(kafka)
     try:
         await p.start()
@@ -48,13 +54,15 @@ async def republish(
         raise RepublishFailed(0, exc) from exc
     task = progress.add_task(label, total=len(records)) if progress is not None else None
     interval, next_at, done = 1.0 / rate if rate > 0 else 0.0, time.monotonic(), 0
-    stop = _Stop()
+    stopping = _Stop(stop)
     try:
-        with stop.watching() if on_signals else contextlib.nullcontext():
+        with stopping.watching() if on_signals else contextlib.nullcontext():
             for r in records:
-                await stop.sleep(next_at - time.monotonic())
-                if stop.signum is not None:
-                    raise Interrupted(done, len(records), stop.signum)
+                await stopping.sleep(next_at - time.monotonic())
+                if stopping.signum is not None:
+                    raise Interrupted(done, len(records), stopping.signum)
+                if stopping.stopped:
+                    raise Stopped(done, len(records))
                 next_at = max(next_at + interval, time.monotonic())
                 await _send(p, r)
                 done += 1
@@ -77,14 +85,23 @@ class RepublishFailed(Exception):
         self.done = done
 
 
-class Interrupted(Exception):
+class Stopped(Exception):
+    """Raised when the caller's `stop` event stopped a republish between two records (a server asked to
+    exit): `done` of `total` were acknowledged, each with its follow-up; the others were not sent."""
+
+    def __init__(self, done: int, total: int, why: str = "stopped") -> None:
+        super().__init__(f"{why} after {done} of {total}")
+        self.done, self.total = done, total
+        self.sent: list[str] = []  # what the caller names the `done` records by, if it does
+
+
+class Interrupted(Stopped):
     """Raised when a signal stopped a command line's republish between two records: `done` of `total`
     were acknowledged, each with its follow-up; the others were not sent."""
 
     def __init__(self, done: int, total: int, signum: int) -> None:
-        super().__init__(f"{signal.Signals(signum).name} after {done} of {total}")
-        self.done, self.total, self.signum = done, total, signum
-        self.sent: list[str] = []  # what the caller names the `done` records by, if it does
+        super().__init__(done, total, signal.Signals(signum).name)
+        self.signum = signum
 
     @property
     def exit_code(self) -> int:
@@ -95,9 +112,9 @@ class _Stop:
     """The first signal asks to stop between two records (and wakes a rate limit's wait); our handlers are
     then taken away, so a second signal does what it does by default (Ctrl-C: KeyboardInterrupt)."""
 
-    def __init__(self) -> None:
+    def __init__(self, event: asyncio.Event | None = None) -> None:
         self.signum: int | None = None
-        self._event = asyncio.Event()
+        self._event = event if event is not None else asyncio.Event()  # a server's: set when it is asked to exit
         self._before: dict[int, Any] = {}  # asyncio.run's own Ctrl-C handler (it cancels the main task)
 
     @contextlib.contextmanager
@@ -131,6 +148,10 @@ class _Stop:
             loop.remove_signal_handler(s)
             signal.signal(s, before if before is not None else signal.SIG_DFL)
         self._before = {}
+
+    @property
+    def stopped(self) -> bool:
+        return self._event.is_set()
 
     async def sleep(self, seconds: float) -> None:
         if seconds > 0 and not self._event.is_set():

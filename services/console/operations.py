@@ -5,6 +5,7 @@ written, with the console user as the actor. Every POST needs the operator role 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 
@@ -26,6 +27,12 @@ MAX_RATE = 10_000.0
 
 def _deps(request: Request) -> tuple[Store, ApiSettings]:
     return request.app.state.store, request.app.state.settings
+
+
+def _stopping(request: Request) -> asyncio.Event:
+    """Set when the server is asked to exit: an operation stops sending between two records."""
+    found: asyncio.Event = request.app.state.stopping
+    return found
 
 
 @router.post("/redrive")
@@ -58,6 +65,7 @@ async def redrive(
         dry_run=dry_run == "1",
         lease=settings.api.replay_lease,
         as_seen=as_seen,
+        stop=_stopping(request),
     )
     context = {"result": result, "what": "dead letter(s)", "verb": "redriven to their original topics", "rate": rate}
     return fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)
@@ -88,6 +96,7 @@ async def reextract(
         limit=1,
         rate=settings.api.operation_rate,
         dry_run=False,
+        stop=_stopping(request),
     )
     if not result.matched:
         raise HTTPException(404, f"the event of {conversation_id!r} is not in the store: nothing to re-extract")
@@ -111,6 +120,7 @@ async def redeliver(
         rate=settings.console.redrive_rate,
         dry_run=False,
         lease=settings.api.replay_lease,
+        stop=_stopping(request),
     )
     context = {"result": result, "what": "failed action(s)", "verb": "sent to the dispatcher again", "rate": None}
     if not result.matched:

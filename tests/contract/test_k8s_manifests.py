@@ -32,6 +32,7 @@ from deploy.k8s import generate
 from deploy.k8s.crds import schema_file
 from schemas.routes import SERVICES, route_of
 from schemas.topics import STREAMS, Topic
+from services.api import __main__ as api_main
 from services.common.settings import RuntimeSettings
 from services.dispatcher.destinations import DestinationsFile, substitute_env
 from services.dispatcher.settings import DispatcherSettings
@@ -222,6 +223,14 @@ def test_grace_period_outlasts_the_drain(docs: tuple[dict[str, Any], ...]) -> No
         needed = runtime.drain_timeout_seconds + 5 + 10
         grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert grace > needed, f"{workload['metadata']['name']}: {grace}s <= {needed}s"
+
+
+def test_the_apis_grace_period_outlasts_an_operations_stop(docs: tuple[dict[str, Any], ...]) -> None:
+    """On SIGTERM a replay in flight stops between two records, and uvicorn waits for it up to
+    SHUTDOWN_TIMEOUT_SECONDS before cancelling it mid-send: the pod must not be killed before that."""
+    (api,) = [d for d in docs if d["kind"] in WORKLOAD_KINDS and _name(d) == "postcall-api"]
+    grace = api["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= api_main.SHUTDOWN_TIMEOUT_SECONDS + 5, f"{grace}s < {api_main.SHUTDOWN_TIMEOUT_SECONDS} + 5 s"
 
 
 def test_every_workload_of_a_kustomization_reaches_the_same_kafka(docs: tuple[dict[str, Any], ...]) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -12,7 +13,7 @@ from services.common.settings import KafkaSettings
 from services.devkit.kafka import free_port
 from services.store.db import Store, make_engine
 from services.store.settings import DatabaseSettings
-from tests.support.procs import start
+from tests.support.procs import Proc, start
 
 
 @pytest.fixture
@@ -39,9 +40,9 @@ async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-@pytest.fixture
-def api_process(database_url: str, kafka: KafkaSettings) -> Iterator[str]:
-    """`python -m services.api` on the test's store (and the session's broker): its base URL."""
+@contextlib.contextmanager
+def serving_api(database_url: str, kafka: KafkaSettings) -> Iterator[tuple[Proc, str]]:
+    """`python -m services.api` on the store (and the session's broker), ready: the process and its base URL."""
     port = free_port()
     env = {
         "POSTCALL_DATABASE__URL": database_url,
@@ -60,6 +61,13 @@ def api_process(database_url: str, kafka: KafkaSettings) -> Iterator[str]:
                 pass
             assert server.alive() and time.monotonic() < deadline, server.output()
             time.sleep(0.2)
-        yield base
+        yield server, base
     finally:
         server.stop()
+
+
+@pytest.fixture
+def api_process(database_url: str, kafka: KafkaSettings) -> Iterator[str]:
+    """`python -m services.api` on the test's store (and the session's broker): its base URL."""
+    with serving_api(database_url, kafka) as (_, base):
+        yield base

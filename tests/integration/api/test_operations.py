@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 import tracemalloc
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import func, select
@@ -23,7 +26,7 @@ from services.store import rows as r
 from services.store.db import Store
 from services.store.models import DeadLetter, table
 from services.store.tokens import Principal
-from tests.integration.api.conftest import client_for
+from tests.integration.api.conftest import client_for, serving_api
 from tests.support.calls import T0, ended, rows_of, story
 from tests.support.kafka import create_topics, read_all, unique
 
@@ -325,7 +328,7 @@ async def test_an_operation_holds_one_batch_of_values_at_a_time_not_every_one_it
     await writer.write(store, rows_of(calls))
     sent: list[tuple[str, str, int]] = []  # topic, key, length: not the values, which this test would then hold
 
-    async def kafka_takes_all(_kafka: Any, records: list[Any], _rate: float, result: Any) -> Any:
+    async def kafka_takes_all(_kafka: Any, records: list[Any], _rate: float, result: Any, *_: Any) -> Any:
         sent.extend((x.topic, x.key.decode(), len(x.value)) for x in records)
         return result.model_copy(update={"sent": result.sent + len(records)})
 
@@ -365,3 +368,72 @@ async def test_an_operation_holds_one_batch_of_values_at_a_time_not_every_one_it
     assert [(key, length) for topic, key, length in sent if topic == main] == [(f"k{i}", size) for i in range(n)]
     events = sorted(key for topic, key, length in sent if topic == CONVERSATION_ENDED and length > size)
     assert events == sorted(f"big-{i}" for i in range(n))
+
+
+async def test_an_api_asked_to_exit_mid_replay_stops_between_two_letters_and_says_how_far_it_got(
+    store: Store, database_url: str, kafka: KafkaSettings
+) -> None:
+    """A replay sends at its rate for minutes (10,000 letters at 50/s), and uvicorn, on SIGTERM, waited for
+    it: Kubernetes killed the pod 30 s later wherever it was, with a letter perhaps sent without its marker
+    (replayed again later), its letters claimed for the lease and its audit row saying "sending". Now it
+    stops between two letters: the answer says how many it sent, each is on the topic with its marker and
+    marked replayed, the others are pending again at once, and the audit row says the same."""
+    n = 200  # at 20/s: 10 s, stopped about 1 s in
+    main, dlq = unique("main"), unique("dlq")
+    await create_topics(kafka, [main, dlq])
+    await _letters(store, dlq, main, [f"k-{i}" for i in range(n)])
+    with serving_api(database_url, kafka) as (server, base):
+        async with httpx.AsyncClient(base_url=base, timeout=60) as api:
+            body = {"filter": {"reason": "bug"}, "limit": n, "rate": 20}
+            replay = asyncio.create_task(api.post("/api/v1/dead-letters/replay", json=body))
+            while not (await api.get("/api/v1/audit")).json()["items"]:  # written before the first letter
+                assert not replay.done(), replay.result().text
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1)
+            server.popen.send_signal(signal.SIGTERM)
+            asked = time.monotonic()
+            answer = await replay
+            exit_code = await asyncio.to_thread(server.popen.wait, 30)
+            took = time.monotonic() - asked
+    sent = answer.json()["sent"]
+    assert answer.status_code == 503 and 0 < sent < n, (answer.status_code, answer.json(), server.output())
+    assert answer.json()["error"] == (
+        f"the API is shutting down: {sent} of {n} sent before it stopped; the others were not sent"
+    )
+    assert exit_code == 0 and took < 5, (exit_code, took, server.output())
+    copies = await read_all(kafka, main, timeout=10)
+    markers = await read_all(kafka, dlq, timeout=10)
+    t = table(DeadLetter).c
+    async with store.read() as conn:
+        replayed = (await conn.execute(select(t.key).where(t.replayed_at.is_not(None)))).scalars().all()
+        claimed = await conn.scalar(select(func.count()).where(t.replay_claim.is_not(None)))
+        (audit,) = (await tokens.list_audit(conn)).items
+    assert len(copies) == len(markers) == sent and claimed == 0
+    assert sorted(c.key for c in copies) == sorted(replayed)
+    assert sorted(m.headers[h.DLQ_REPLAYED] for m in markers) == sorted(c.headers[h.REPLAYED_FROM] for c in copies)
+    assert audit.outcome["sent"] == sent and audit.outcome["error"] == answer.json()["error"]
+    assert "status" not in audit.outcome  # no longer "sending"
+
+
+async def test_a_reextraction_asked_to_stop_sends_nothing_more_and_completes_its_audit(
+    store: Store, kafka: KafkaSettings
+) -> None:
+    """The stop is checked before each record, the first included: a re-extraction that reaches its send
+    after the server was asked to exit sends nothing, says so and completes its audit row."""
+    await ensure_topics(kafka, [Topic(CONVERSATION_ENDED, "test", 3, 3_600_000)], replication=1)
+    cid = unique("call")
+    await writer.write(store, rows_of(story(cid)))
+    stop = asyncio.Event()
+    stop.set()
+    who = Principal("alice", "operator")
+    result = await operations.reextract_conversations(
+        store, kafka, who, queries.ConversationFilter(ids=[cid]), limit=10, rate=50, dry_run=False, stop=stop
+    )
+    assert (result.sent, result.error) == (
+        0,
+        "the API is shutting down: 0 of 1 sent before it stopped; the others were not sent",
+    )
+    assert [x for x in await read_all(kafka, CONVERSATION_ENDED) if x.key == cid] == []
+    async with store.read() as conn:
+        (audit,) = (await tokens.list_audit(conn)).items
+    assert audit.outcome["sent"] == 0 and audit.outcome["error"] == result.error and "status" not in audit.outcome
