@@ -58,7 +58,10 @@ def build_registry(settings: DispatcherSettings) -> Registry:
             f"{settings.destinations_file}"
         )
     return Registry(
-        loaded, default_timeout=settings.default_timeout_seconds, max_wait_seconds=settings.max_wait_seconds
+        loaded,
+        default_timeout=settings.default_timeout_seconds,
+        max_wait_seconds=settings.max_wait_seconds,
+        smtp_timeout=settings.smtp_deadline,
     )
 
 

@@ -39,10 +39,17 @@ class Publisher(Protocol):
 
 class Registry:
     def __init__(
-        self, destinations: Mapping[str, AnyDestination], *, default_timeout: float, max_wait_seconds: float
+        self,
+        destinations: Mapping[str, AnyDestination],
+        *,
+        default_timeout: float,
+        max_wait_seconds: float,
+        smtp_timeout: float | None = None,
     ) -> None:
+        """`smtp_timeout`: the whole-attempt bound of smtp destinations that set none; default `default_timeout`."""
         self._destinations = dict(destinations)
         self._default_timeout = default_timeout
+        self._smtp_timeout = smtp_timeout or default_timeout
         self.disabled: dict[str, str] = {}
         self.enabled_at: dict[str, float] = {}  # destination -> an operator's latest enable (epoch seconds)
         self._shared: Publisher | None = None
@@ -100,7 +107,8 @@ class Registry:
         return self._gates[name]
 
     def timeout(self, dest: DestinationBase) -> float:
-        return dest.timeout_seconds or self._default_timeout
+        default = self._smtp_timeout if isinstance(dest, SmtpDestination) else self._default_timeout
+        return dest.timeout_seconds or default
 
     def disable(self, name: str, reason: str, started: float | None = None) -> None:
         """This replica's decision (a 410): every replica's, and it outlives restarts. `started` (epoch

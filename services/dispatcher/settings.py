@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.routes import DISPATCHER, Route
 from services.common.settings import ServiceSettings
+
+SMTP_RESERVE_SECONDS = 10.0  # of the handler's time, for the ledger's claim and what follows the attempt
 
 
 class DispatcherSettings(ServiceSettings):
@@ -25,6 +27,15 @@ class DispatcherSettings(ServiceSettings):
         gt=0,
         le=300,
         description="Whole-request bound for destinations that set none (Standard Webhooks: 15-30 s).",
+    )
+    smtp_timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Whole-attempt bound of smtp destinations that set none: connect, TLS, AUTH, each RCPT and the "
+        "answer to the end of DATA, which RFC 5321 4.5.3.2 gives a server 10 minutes for (a relay that answers "
+        "after the deadline has taken the message, and the retry sends it again). None: as long as the handler "
+        "timeout allows, runtime.handler_timeout_seconds less 3 x max_wait_seconds (the gate's waits) and "
+        f"{SMTP_RESERVE_SECONDS:g} s: 104 s with the defaults. Longer than that is refused at start.",
     )
     retry_after_floor_seconds: float = Field(5.0, ge=0, description="Shortest Retry-After honoured.")
     max_wait_seconds: float = Field(
@@ -55,3 +66,26 @@ class DispatcherSettings(ServiceSettings):
         description="Where people open the query API (e.g. https://postcall.example.com): Slack and Teams link "
         "buttons point to <it>/console/conversations/<id>. None: messages carry no such button.",
     )
+
+    @property
+    def smtp_deadline(self) -> float:
+        """The whole-attempt bound of an smtp destination that sets none (smtp_timeout_seconds)."""
+        return self.smtp_timeout_seconds or self._smtp_bound()
+
+    def _smtp_bound(self) -> float:
+        return self.runtime.handler_timeout_seconds - 3 * self.max_wait_seconds - SMTP_RESERVE_SECONDS
+
+    @model_validator(mode="after")
+    def _smtp_within_the_handler(self) -> DispatcherSettings:
+        bound = self._smtp_bound()
+        if self.smtp_timeout_seconds is None and bound <= 0:
+            raise ValueError(
+                f"runtime.handler_timeout_seconds leaves no time for an email: it must pass 3 x max_wait_seconds "
+                f"+ {SMTP_RESERVE_SECONDS:g} s"
+            )
+        if self.smtp_timeout_seconds is not None and self.smtp_timeout_seconds > bound:
+            raise ValueError(
+                f"smtp_timeout_seconds is over {bound:g} s: the handler would be stopped first "
+                f"(runtime.handler_timeout_seconds less 3 x max_wait_seconds and {SMTP_RESERVE_SECONDS:g} s)"
+            )
+        return self

@@ -25,8 +25,11 @@ from services.dispatcher.destinations import SmtpDestination
 IDLE_SECONDS = 30.0  # servers drop idle sessions; reconnecting is cheaper than a failed attempt
 
 
-def classify_smtp(exc: Exception) -> PostcallError:
-    """A retryable or permanent error for an aiosmtplib (or socket) failure."""
+def classify_smtp(exc: Exception, deadline: float | None = None) -> PostcallError:
+    """A retryable or permanent error for an aiosmtplib (or socket) failure; `deadline`: the attempt's, when
+    `exc` may be its TimeoutError."""
+    if deadline is not None and type(exc) is TimeoutError:
+        return RetryableError(f"SMTP: no answer within the attempt's deadline of {deadline:g}s")
     if isinstance(exc, AddressRefused):
         return PermanentError(f"SSRF guard: {exc}")
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):

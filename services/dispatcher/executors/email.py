@@ -149,7 +149,7 @@ class EmailExecutor:
                 async with asyncio.timeout(timeout):
                     await send_all(self._pools[dest.name], message, sent)
             except Exception as exc:  # aiosmtplib errors, OSError, our own timeout
-                stopped = classify_smtp(exc)
+                stopped = classify_smtp(exc, timeout)
                 slot.record(not isinstance(stopped, RetryableError))
                 if not sent.accepted:  # nobody has the message: the attempt failed, a retry sends it to everyone
                     raise failure(stopped, dest.name, redact=dest.redact) from None

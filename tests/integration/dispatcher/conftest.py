@@ -50,6 +50,7 @@ def stack(tmp_path: Path) -> Stack:
             destinations.load(path, {"SECRET": SECRET, **(env or {})}),
             default_timeout=settings.default_timeout_seconds,
             max_wait_seconds=settings.max_wait_seconds,
+            smtp_timeout=settings.smtp_deadline,
         )
         async with open_executors(settings, registry) as executors:
             yield executors, registry

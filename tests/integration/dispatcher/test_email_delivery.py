@@ -452,3 +452,33 @@ async def test_a_subject_or_a_recipient_list_past_any_router_output_is_refused_b
         with pytest.raises(PermanentError, match=f"invalid email: {why}"):
             await executors.run(action)
     assert sink.received == []
+
+
+class SlowToAnswerData(Recipients):
+    """Takes the message, then answers the end of DATA `delay` seconds later (a relay scanning content)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__({})
+        self.delay = delay
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_an_smtp_relay_slower_than_the_webhooks_deadline_to_answer_data_is_waited_for(stack: Stack) -> None:
+    """Before: an smtp destination had the webhooks' whole-attempt deadline (default_timeout_seconds, 15 s),
+    though RFC 5321 4.5.3.2 gives a server 10 minutes to answer the end of DATA. A relay that answered later
+    had taken the message; the attempt timed out, and the retry sent it again. Here webhooks get 1 s."""
+    handler = SlowToAnswerData(2.0)
+    async with (
+        smtp_server(handler) as port,
+        stack(smtp_destination(port), default_timeout_seconds=1, runtime={"handler_timeout_seconds": 30}) as (
+            executors,
+            registry,
+        ),
+    ):
+        [dest] = registry.smtp()
+        assert registry.timeout(dest) == 30 - 3 * 0.5 - 10  # the handler's time, less the gate's waits and a reserve
+        assert (await executors.run(email_action("act_1"))).outcome == "delivered"
+    assert handler.mail == [["support@example.com", "lead@example.com"]]

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.dispatcher.__main__ import build_registry
+from services.dispatcher.destinations import DestinationBase
 from services.dispatcher.settings import DispatcherSettings
 
 FILE = """
@@ -44,3 +45,21 @@ def test_a_default_email_destination_that_is_no_smtp_destination_stops_the_start
     with pytest.raises(SystemExit, match=f"default_email_destination {name!r} is not an smtp destination in {path}"):
         build_registry(settings)
     build_registry(DispatcherSettings(destinations_file=path, default_email_destination="mail"))
+
+
+def test_an_smtp_destination_gets_a_deadline_of_its_own_bounded_by_the_handler_timeout(tmp_path: Path) -> None:
+    """The webhooks' 15 s bounded an email's whole attempt too, the answer to the end of DATA included (RFC
+    5321 4.5.3.2: 10 minutes): a relay answering later had taken the mail, and the retry sent it again."""
+    path = tmp_path / "d.yaml"
+    path.write_text(FILE + "  - {name: slow-mail, kind: smtp, host: localhost, from_address: a@example.com, "
+                    "starttls: false, timeout_seconds: 30}\n")  # fmt: skip
+    registry = build_registry(DispatcherSettings(destinations_file=path))
+    timeouts = {d.name: registry.timeout(d) for d in registry.only(DestinationBase)}
+    assert timeouts == {"mail": 104.0, "crm": 15.0, "slow-mail": 30.0}
+    longer = DispatcherSettings(destinations_file=path, runtime={"handler_timeout_seconds": 660})
+    assert longer.smtp_deadline == 644.0  # RFC 5321's 10 minutes fit once the handler may run that long
+    assert DispatcherSettings(destinations_file=path, smtp_timeout_seconds=60).smtp_deadline == 60.0
+    with pytest.raises(ValidationError, match="smtp_timeout_seconds is over 104 s: the handler would be stopped"):
+        DispatcherSettings(destinations_file=path, smtp_timeout_seconds=110)
+    with pytest.raises(ValidationError, match="leaves no time for an email"):
+        DispatcherSettings(destinations_file=path, runtime={"handler_timeout_seconds": 15})
