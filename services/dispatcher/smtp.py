@@ -1,7 +1,9 @@
 """SMTP connections, kept open and reused (one transaction at a time each), and the mapping of SMTP
 failures onto the error tree: 4xx replies and connection trouble are retryable, 5xx replies permanent.
-A kept connection whose server answers MAIL with 421 (it ends the session: a limit of messages per
-connection) is replaced at once, within the attempt: nothing was sent on it.
+A server that does not offer what the destination needs (STARTTLS, AUTH, an AUTH mechanism aiosmtplib
+speaks) is a configuration error: permanent. A kept connection whose server answers MAIL with 421 (it
+ends the session: a limit of messages per connection) is replaced at once, within the attempt: nothing
+was sent on it.
 
 The server's address goes through the same SSRF guard as webhooks (services.common.ssrf): the socket is
 opened here, to an address that passed it, and handed to aiosmtplib, which verifies TLS (implicit or
@@ -43,6 +45,14 @@ def classify_smtp(exc: Exception, deadline: float | None = None) -> PostcallErro
         return RetryableError(message) if 400 <= exc.code < 500 else PermanentError(message)
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return PermanentError(f"SMTP server does not support what the destination requires: {exc}")
+    if type(exc) is aiosmtplib.SMTPException:
+        # aiosmtplib raises the base class itself only for what the server does not offer: STARTTLS, AUTH, an
+        # AUTH mechanism it speaks. The destination's configuration, not the moment: hours of retry tiers
+        # would end in the same dead letter
+        return PermanentError(
+            f"the SMTP server does not offer what the destination needs: {exc} (check its starttls, "
+            "implicit_tls, port and username)"
+        )
     return RetryableError(f"SMTP {type(exc).__name__}: {exc}")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 from services.common.errors import PermanentError, RetryableError
 from services.common.ssrf import AddressRefused
@@ -245,8 +245,9 @@ class Recipients:
 
 
 @asynccontextmanager
-async def smtp_server(handler: object, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
-    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler), "127.0.0.1", 0, ssl=tls)
+async def smtp_server(handler: object, tls: ssl.SSLContext | None = None, **options: Any) -> AsyncIterator[int]:
+    """aiosmtpd on a free port of 127.0.0.1; `options`: its SMTP's (what the server offers)."""
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler, **options), "127.0.0.1", 0, ssl=tls)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -482,3 +483,50 @@ async def test_an_smtp_relay_slower_than_the_webhooks_deadline_to_answer_data_is
         assert registry.timeout(dest) == 30 - 3 * 0.5 - 10  # the handler's time, less the gate's waits and a reserve
         assert (await executors.run(email_action("act_1"))).outcome == "delivered"
     assert handler.mail == [["support@example.com", "lead@example.com"]]
+
+
+class OffersOnlyGssapi(Recipients):
+    """A server whose only AUTH mechanism is one aiosmtplib does not speak."""
+
+    async def auth_GSSAPI(self, server: Any, args: list[str]) -> Any:
+        return None
+
+
+def _anyone(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    return AuthResult(success=True)
+
+
+@pytest.mark.parametrize(
+    ("handler", "options", "destination", "why"),
+    [
+        (Recipients({}), {}, {"starttls": "true"}, "SMTP STARTTLS extension not supported by server"),
+        (
+            Recipients({}),
+            {},
+            {"username": "postcall", "password": "{secret_env: PW}"},
+            "The SMTP AUTH extension is not supported",
+        ),
+        (
+            OffersOnlyGssapi({}),
+            {"authenticator": _anyone, "auth_require_tls": False, "auth_exclude_mechanism": ["LOGIN", "PLAIN"]},
+            {"username": "postcall", "password": "{secret_env: PW}"},
+            "No suitable authentication method found",
+        ),
+    ],
+    ids=["no-starttls", "no-auth", "no-auth-mechanism-we-speak"],
+)
+async def test_a_server_not_offering_what_the_destination_needs_is_a_permanent_configuration_error(
+    stack: Stack, handler: Recipients, options: dict[str, Any], destination: dict[str, str], why: str
+) -> None:
+    """Before: retryable ('SMTP SMTPException: ...'), so every email to a misconfigured destination went
+    through the retry tiers for hours before its dead letter, and the destination's circuit counted failures."""
+    async with (
+        smtp_server(handler, **options) as port,
+        stack(smtp_destination(port, **destination), {"PW": "pw"}) as (
+            executors,
+            _,
+        ),
+    ):
+        with pytest.raises(PermanentError, match=f"the SMTP server does not offer what the destination needs: {why}"):
+            await executors.run(email_action("act_1"))
+    assert handler.mail == []
