@@ -15,6 +15,7 @@ an id per content that supersedes its own, and the dispatcher sends only those w
 from __future__ import annotations
 
 import asyncio
+import shlex
 import signal
 import uuid
 from collections.abc import Sequence
@@ -174,6 +175,7 @@ Since = Annotated[datetime | None, typer.Option(help="Published at or after (UTC
 Until = Annotated[datetime | None, typer.Option(help="Published before.")]
 Agent = Annotated[str | None, typer.Option(help="Only this agent id.")]
 Rate = Annotated[float, typer.Option(min=0.1, help="Records per second at most.")]
+RATE = 10.0
 DryRun = Annotated[bool, typer.Option("--dry-run", help="List what would be republished; publish nothing.")]
 Topic = Annotated[str, typer.Option(help="The conversation-ended topic (read from and republished to).")]
 Redeliver = Annotated[
@@ -199,7 +201,7 @@ def reextract(
     since: Since = None,
     until: Until = None,
     agent: Agent = None,
-    rate: Rate = 10.0,
+    rate: Rate = RATE,
     dry_run: DryRun = False,
     bootstrap: Bootstrap = None,
     topic: Topic = CONVERSATION_ENDED,
@@ -237,7 +239,7 @@ def reextract(
         with Progress(console=console) as progress:
             done = asyncio.run(republish(kafka, chosen, rate, progress, topic, redeliver, operator(), True))
     except Interrupted as exc:
-        _interrupted(exc, chosen)
+        _interrupted(exc, chosen, _same_run(topic, rate, redeliver, bootstrap))
     console.print(f"{done} conversation(s) republished for re-extraction")
 
 
@@ -267,18 +269,38 @@ def _from_store(
         raise typer.Exit(2)
 
 
-def _interrupted(exc: Interrupted, chosen: Sequence[Chosen]) -> NoReturn:
+def _interrupted(exc: Interrupted, chosen: Sequence[Chosen], same_run: list[str]) -> NoReturn:
     """Which were republished (the same command again would extract those a second time) and which
-    were not: the rows above from the first not sent, by event id when they are few enough to paste."""
+    were not: the rows above from the first not sent, and the command that sends only those (with every
+    option that changes what it does) when their event ids are few enough to paste."""
     what = f"{exc.done} of {exc.total} conversation(s) republished for re-extraction"
     rest = chosen[exc.done :]
     if rest:
         what += f", the first {exc.done} rows above; not sent: from record {rest[0].partition}:{rest[0].offset} on"
         ids = ",".join(c.event_id for c in rest)
-        if len(ids) <= 4000:
-            what += f" (--source topic --ids {ids} sends only them)"
-    console.print(plain(f"interrupted ({signal.Signals(exc.signum).name}): {what}"))
+        if len(ids) <= 4000 and all(_pasteable(c.event_id) for c in rest):
+            command = ["postcall", "reextract", "--source", "topic", "--ids", ids, *same_run]
+            what += f" ({shlex.join(command)} sends only them)"
+    # one line however narrow the terminal, so that the command pastes whole
+    console.print(plain(f"interrupted ({signal.Signals(exc.signum).name}): {what}"), soft_wrap=True)
     raise typer.Exit(exc.exit_code)
+
+
+def _pasteable(event_id: str) -> bool:
+    """--ids takes it back as it is: no comma (it splits at them), no space at either end (stripped), no
+    control character (shown escaped)."""
+    return "," not in event_id and event_id == event_id.strip() and escape_controls(event_id) == event_id
+
+
+def _same_run(topic: str, rate: float, redeliver: bool, bootstrap: str | None) -> list[str]:
+    """The options of a topic re-extraction, other than which conversations, that a second run needs to do
+    the same: where it reads and sends, how fast, and whether changed actions are delivered again."""
+    options = [] if bootstrap is None else ["--bootstrap", bootstrap]
+    if topic != CONVERSATION_ENDED:
+        options += ["--topic", topic]
+    if rate != RATE:
+        options += ["--rate", str(rate)]
+    return [*options, "--redeliver"] if redeliver else options
 
 
 def _unmatched(wanted: frozenset[str], found: set[str], where: str) -> None:

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 from sqlalchemy import create_engine, text
+
+from services.cli import reextract
+from services.cli.republish import Interrupted
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -26,7 +31,7 @@ from services.cli import dlq, held, reextract, republish
 from services.cli.main import main
 
 LOG, SIGNUM = sys.argv[1], int(sys.argv[2])
-sent = []
+sent, read_from = [], []
 
 class Producer:
     async def start(self): pass
@@ -37,14 +42,19 @@ class Producer:
         if not marker and sum(1 for s in sent if not s["marker"]) == 1:
             os.kill(os.getpid(), SIGNUM)  # the signal comes while this record waits for its ack
         await asyncio.sleep(0.05)
-        sent.append({"topic": topic, "key": (key or b"").decode(), "marker": marker})
+        sent.append({"topic": topic, "key": (key or b"").decode(), "marker": marker, "read": read_from,
+                     "bootstrap": self.bootstrap, "redeliver": (names.get("x-redeliver") or b"").decode()})
         with open(LOG, "w") as f:
             json.dump(sent, f)
         future = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
 
-republish.producer = lambda kafka: Producer()
+class Producer(Producer):
+    def __init__(self, kafka):
+        self.bootstrap = kafka.bootstrap_servers
+
+republish.producer = Producer
 TOPIC, ORIGINAL = "postcall.router.dlq.v1", "postcall.conversation-extracted.v1"
 headers = {"x-original-topic": ORIGINAL, "x-exception-message": "bug"}
 now_ms = __import__("time").time_ns() // 1_000_000
@@ -54,7 +64,9 @@ async def select_letters(kafka, filters):
     return letters
 
 async def select_conversations(kafka, filters, topic):
-    return [reextract.Chosen(0, i, now_ms, b"c%d" % i, b"{}", {}, f"e{i}", f"c{i}", "agent") for i in range(3)]
+    read_from.append(topic)
+    every = [reextract.Chosen(0, i, now_ms, b"c%d" % i, b"{}", {}, f"e{i}", f"c{i}", "agent") for i in range(3)]
+    return [c for c in every if filters.match(c)]
 
 async def holding(kafka, agent, since):
     return [held.Held(f"c{i}", "agent", ("f",), "failed", "") for i in range(3)]
@@ -76,10 +88,15 @@ COMMANDS = {
 
 
 def postcall(
-    tmp_path: Path, args: list[str], signum: int, ignored: tuple[int, ...] = ()
+    tmp_path: Path, args: list[str], signum: int, ignored: tuple[int, ...] = (), columns: int = 200
 ) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
     log = tmp_path / "sent.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": "kafka:9092"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "COLUMNS": str(columns),
+        "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": "kafka:9092",
+    }
     env.pop("POSTCALL_DATABASE__URL", None)
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(log), str(signum), *args],
@@ -137,3 +154,41 @@ def test_a_replay_started_under_nohup_goes_on_when_the_session_closes(tmp_path: 
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
     assert [s["key"] for s in sent if not s["marker"]] == ["c0", "c1", "c2"]
     assert "replayed 3 dead letter(s)" in done.stdout
+
+
+def test_a_reextraction_cut_short_names_the_command_that_sends_the_rest_as_the_first_would(tmp_path: Path) -> None:
+    """Before: the hint was `--source topic --ids e2` alone: run as printed, it read and sent to the default
+    topic and cluster, not --topic and --bootstrap's, and without --redeliver (the changed actions of the rest
+    never delivered again); in a narrow terminal the line was also cut in two, pasting half a command."""
+    first = ["reextract", "--agent", "agent", "--source", "topic", "--rate", "1000", "--topic", "calls.ended.v1"]
+    first += ["--redeliver", "-b", "other-kafka:9092"]
+    done, sent = postcall(tmp_path, first, signal.SIGINT, columns=80)
+    assert done.returncode == 128 + signal.SIGINT, (done.stdout, done.stderr)
+    hint = [line for line in done.stdout.splitlines() if "interrupted (SIGINT)" in line]
+    assert len(hint) == 1 and hint[0].endswith(" sends only them)"), done.stdout
+    command = shlex.split(hint[0][hint[0].index("(postcall reextract ") + 1 : -len(" sends only them)")])
+    assert command[:2] == ["postcall", "reextract"], hint
+
+    (tmp_path / "resumed").mkdir()
+    resumed, rest = postcall(tmp_path / "resumed", command[1:], signal.SIGINT)
+    assert resumed.returncode == 0, (resumed.stdout, resumed.stderr)
+    assert [r["key"] for r in rest] == ["c2"], "only the conversation not sent"
+    assert [{k: v for k, v in r.items() if k != "key"} for r in rest] == [
+        {k: v for k, v in r.items() if k != "key"} for r in sent[:1]
+    ], "read from and sent to the same topic and cluster, with the same x-redeliver"
+    assert sent[0]["read"] == ["calls.ended.v1"] and sent[0]["bootstrap"] == "other-kafka:9092"
+    assert sent[0]["redeliver"] == "1"
+    assert "--rate 1000" in hint[0], "at the rate asked for"
+
+
+@pytest.mark.parametrize("event_id", ["e,2", " e2", "e\n2"], ids=["comma", "space", "line-break"])
+def test_no_command_is_named_for_an_event_id_that_ids_would_not_take_back(
+    event_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--ids splits at commas and strips spaces, and a control character is shown escaped: a command
+    naming such an id would re-extract another conversation or none."""
+    chosen = [reextract.Chosen(0, i, 0, b"c", b"{}", {}, e, "c", "agent") for i, e in enumerate(["e0", event_id])]
+    with pytest.raises(typer.Exit):
+        reextract._interrupted(Interrupted(1, 2, signal.SIGINT), chosen, [])
+    said = capsys.readouterr().out
+    assert "1 of 2" in said and "not sent: from record 0:1 on" in said and "sends only them" not in said, said
