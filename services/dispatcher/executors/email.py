@@ -181,7 +181,7 @@ class Transactions:
         final = {rcpt: answer for rcpt, answer in self.refused.items() if not _for_now(answer)}
         parts = []
         if rest:
-            why = ", ".join(f"{rcpt} ({stopped})" for rcpt in rest) if stopped else _listed(rest)
+            why = f"{', '.join(rest)} ({stopped})" if stopped else _listed(rest)  # the error once, not per recipient
             parts.append(f"not delivered to {why}; not retried: the others have the message")
         if final:
             parts.append(f"refused: {_listed(final)}")
