@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -20,6 +21,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -100,9 +102,14 @@ def free_port() -> int:
                     continue
             handed[port] = time.time() + PORT_HANDED_SECONDS
             return port
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room below the range: the kernel's
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
+        for _ in range(100):  # no room below the range: the kernel's, recorded too
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in handed:
+                break
+        handed[port] = time.time() + PORT_HANDED_SECONDS
+        return port
 
 
 PORTS_HANDED = Path(tempfile.gettempdir()) / f"postcall-ports-handed-{os.getuid()}"
@@ -111,12 +118,19 @@ PORT_HANDED_SECONDS = 120.0  # a server binds its port within this (a broker wit
 
 @contextlib.contextmanager
 def _ports_handed() -> Iterator[dict[int, float]]:
-    """The ports handed out lately on this machine (port -> until when), read and written under a lock."""
+    """The ports handed out lately on this machine (port -> until when), read and written under a lock; this
+    process's own when the shared file is not ours alone (see _open_handed)."""
     import fcntl
 
-    with open(PORTS_HANDED, "a+", encoding="ascii") as f:
+    fd = _open_handed()
+    if fd is None:
+        now = time.time()
+        for gone in [port for port, until in _HANDED_HERE.items() if until <= now]:
+            del _HANDED_HERE[gone]
+        yield _HANDED_HERE
+        return
+    with os.fdopen(fd, "r+", encoding="ascii") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
-        f.seek(0)
         now = time.time()
         handed: dict[int, float] = {}
         for line in f.read().split("\n"):
@@ -128,6 +142,38 @@ def _ports_handed() -> Iterator[dict[int, float]]:
         f.seek(0)
         f.truncate()
         f.write("".join(f"{port} {until}\n" for port, until in handed.items()))
+
+
+_HANDED_HERE: dict[int, float] = {}  # the fallback: ports this process handed out
+
+
+def _open_handed() -> int | None:
+    """PORTS_HANDED opened for reading and writing, made if missing (0600), or None when it is not a file of
+    ours alone. It is in a folder every local user writes (/tmp): another user could make it first, as a
+    symbolic or hard link to one of our files (which we would then truncate and write) or as a file of
+    theirs (whose ports they choose); none is followed or used."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO's open
+    try:
+        fd = os.open(PORTS_HANDED, flags, 0o600)
+    except OSError as exc:  # ELOOP: a symbolic link
+        _not_ours(f"cannot be opened without following a link ({exc.strerror})")
+        return None
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode) or found.st_uid != os.getuid() or found.st_nlink != 1:
+        os.close(fd)
+        _not_ours("is not a file of ours alone (another user's, a link, not a regular file)")
+        return None
+    if found.st_mode & 0o077:
+        os.fchmod(fd, 0o600)  # ours, made by an earlier version with the umask's 0644
+    return fd
+
+
+@functools.cache  # once a process
+def _not_ours(why: str) -> None:
+    print(
+        f"postcall devkit: {PORTS_HANDED} {why}; the ports handed out are not shared with other processes",
+        file=sys.stderr,
+    )
 
 
 def _ephemeral_low() -> int:

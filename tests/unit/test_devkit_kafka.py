@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +114,60 @@ def test_the_broker_jars_are_fetched_again_when_the_pom_changes(
     after = kafka.fetch()
     assert len(fetched) == 2, "a changed pom is fetched again"
     assert after != before and (before / ".complete").exists(), "into its own folder, the old one kept"
+
+
+def test_the_kernels_port_is_shared_too_when_there_is_no_room_below_its_range(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With no room below the ephemeral range free_port() fell back to binding port 0 and recorded nothing, so
+    another process could be handed the same port before a server bound it."""
+    monkeypatch.setattr(kafka, "PORTS_HANDED", tmp_path / "handed")
+    monkeypatch.setattr(kafka, "_ephemeral_low", lambda: kafka.LOWEST_PORT)
+    port = kafka.free_port()
+    with kafka._ports_handed() as handed:
+        assert port in handed
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_the_shared_ports_file_is_never_followed_to_another_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, link: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/tmp/postcall-ports-handed-<uid> is in a folder every local user writes: one could make it first as a
+    link to a file of the developer's, which free_port() then truncated and wrote ports into."""
+    precious = tmp_path / "precious"
+    precious.write_text("a file of the developer's\n")
+    handed = tmp_path / "handed"
+    handed.symlink_to(precious) if link == "symbolic" else handed.hardlink_to(precious)
+    _shared_file(monkeypatch, handed)
+    port = kafka.free_port()
+    assert precious.read_text() == "a file of the developer's\n"
+    assert port in kafka._HANDED_HERE, "this process's own ports are still never handed twice"
+    kafka.free_port()
+    assert capsys.readouterr().err.count(f"{handed} ") == 1, "said once why ports are not shared"
+
+
+def _shared_file(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    monkeypatch.setattr(kafka, "PORTS_HANDED", path)
+    monkeypatch.setattr(kafka, "_ephemeral_low", lambda: kafka.LOWEST_PORT + 200)  # room for 200 ports
+    monkeypatch.setattr(kafka, "_HANDED_HERE", {})
+    kafka._not_ours.cache_clear()
+
+
+def test_the_shared_ports_file_of_another_user_is_not_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Another user's file would let them choose which ports are never handed out (all of them)."""
+    handed = tmp_path / "handed"
+    handed.write_text("".join(f"{p} 9e99\n" for p in range(kafka.LOWEST_PORT, kafka.LOWEST_PORT + 200)))
+    _shared_file(monkeypatch, handed)
+    uid = os.getuid()
+    monkeypatch.setattr(kafka.os, "getuid", lambda: uid + 1)
+    assert kafka.LOWEST_PORT <= kafka.free_port() < kafka.LOWEST_PORT + 200
+
+
+def test_the_shared_ports_file_is_the_users_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _shared_file(monkeypatch, tmp_path / "handed")
+    port = kafka.free_port()
+    assert stat.S_IMODE((tmp_path / "handed").stat().st_mode) == 0o600
+    (tmp_path / "handed").chmod(0o644)  # as an earlier version made it
+    kafka.free_port()
+    assert stat.S_IMODE((tmp_path / "handed").stat().st_mode) == 0o600
+    assert str(port) in (tmp_path / "handed").read_text()
