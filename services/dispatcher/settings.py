@@ -35,7 +35,8 @@ class DispatcherSettings(ServiceSettings):
         "answer to the end of DATA, which RFC 5321 4.5.3.2 gives a server 10 minutes for (a relay that answers "
         "after the deadline has taken the message, and the retry sends it again). None: as long as the handler "
         "timeout allows, runtime.handler_timeout_seconds less 3 x max_wait_seconds (the gate's waits) and "
-        f"{SMTP_RESERVE_SECONDS:g} s: 104 s with the defaults. Longer than that is refused at start.",
+        f"{SMTP_RESERVE_SECONDS:g} s, 104 s with the defaults, and never less than default_timeout_seconds. A longer "
+        "value is refused at start.",
     )
     retry_after_floor_seconds: float = Field(5.0, ge=0, description="Shortest Retry-After honoured.")
     max_wait_seconds: float = Field(
@@ -70,7 +71,7 @@ class DispatcherSettings(ServiceSettings):
     @property
     def smtp_deadline(self) -> float:
         """The whole-attempt bound of an smtp destination that sets none (smtp_timeout_seconds)."""
-        return self.smtp_timeout_seconds or self._smtp_bound()
+        return self.smtp_timeout_seconds or max(self._smtp_bound(), self.default_timeout_seconds)
 
     def _smtp_bound(self) -> float:
         return self.runtime.handler_timeout_seconds - 3 * self.max_wait_seconds - SMTP_RESERVE_SECONDS
@@ -78,11 +79,6 @@ class DispatcherSettings(ServiceSettings):
     @model_validator(mode="after")
     def _smtp_within_the_handler(self) -> DispatcherSettings:
         bound = self._smtp_bound()
-        if self.smtp_timeout_seconds is None and bound <= 0:
-            raise ValueError(
-                f"runtime.handler_timeout_seconds leaves no time for an email: it must pass 3 x max_wait_seconds "
-                f"+ {SMTP_RESERVE_SECONDS:g} s"
-            )
         if self.smtp_timeout_seconds is not None and self.smtp_timeout_seconds > bound:
             raise ValueError(
                 f"smtp_timeout_seconds is over {bound:g} s: the handler would be stopped first "
