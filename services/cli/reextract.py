@@ -258,6 +258,14 @@ def _from_store(
     except (ApiUnreachable, ApiRefused) as exc:
         typer.echo(f"postcall reextract: {exc}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # the API does not stop when we stop waiting: say so, not a silent 130
+        if not dry_run:
+            typer.echo(
+                "postcall reextract: interrupted; the query API goes on with a re-extraction it received; "
+                f"see its audit: GET {client.shown}/api/v1/audit",
+                err=True,
+            )
+        raise typer.Exit(130) from None
     for conversation_id in result["items"]:
         console.print(plain(conversation_id))
     if len(result["items"]) == result["matched"]:  # every match listed (not cut at --limit)

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
@@ -507,3 +509,49 @@ def test_a_query_api_url_that_is_not_one_is_one_line_without_the_password() -> N
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "s3cret" not in done.stdout + done.stderr and "Traceback" not in done.stderr, done.stderr
     assert "POSTCALL_API_URL" in done.stderr and "not a URL: Invalid port (a password with" in done.stderr
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["sending", "dry-run"])
+def test_ctrl_c_while_the_query_api_reextracts_says_the_api_goes_on(dry_run: bool) -> None:
+    """Before: exit 130 and nothing said, while the API went on republishing what it had chosen."""
+    received, done_waiting = threading.Event(), threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.set()
+            done_waiting.wait(30)
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("POSTCALL_")}
+    with serving(Slow) as base:
+        command = [sys.executable, "-m", "services.cli.main", "reextract", "--ids", "c1"]
+        command += ["--api", base.replace("http://", "http://ops:s3cret@"), *(["--dry-run"] if dry_run else [])]
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=clean,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a shell's `&` would ignore it
+        )
+        try:
+            assert received.wait(30), "the request never came"
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            done_waiting.set()
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "s3cret" not in err, err
+    if dry_run:
+        assert err == "", "nothing goes on after a dry run"
+    else:
+        assert err.splitlines() == [
+            "postcall reextract: interrupted; the query API goes on with a re-extraction it received; see its "
+            f"audit: GET {base.replace('http://', 'http://ops:***@')}/api/v1/audit"
+        ]
