@@ -47,16 +47,18 @@ async def republish(
     if stop is not None and stop.is_set():
         raise Stopped(0, len(records))
     p = producer(kafka)
-    try:
-        await p.start()
-    except KafkaError as exc:
-        await p.stop()
-        raise RepublishFailed(0, exc) from exc
-    task = progress.add_task(label, total=len(records)) if progress is not None else None
-    interval, next_at, done = 1.0 / rate if rate > 0 else 0.0, time.monotonic(), 0
     stopping = _Stop(stop)
-    try:
-        with stopping.watching() if on_signals else contextlib.nullcontext():
+    # watched from before the producer starts (it may wait seconds for the brokers): a signal then stops it
+    # before the first record, and the caller releases what it holds (a store's claims) at once
+    with stopping.watching() if on_signals else contextlib.nullcontext():
+        try:
+            await p.start()
+        except KafkaError as exc:
+            await p.stop()
+            raise RepublishFailed(0, exc) from exc
+        task = progress.add_task(label, total=len(records)) if progress is not None else None
+        interval, next_at, done = 1.0 / rate if rate > 0 else 0.0, time.monotonic(), 0
+        try:
             for r in records:
                 await stopping.sleep(next_at - time.monotonic())
                 if stopping.signum is not None:
@@ -70,11 +72,11 @@ async def republish(
                     await _send(p, r.then)
                 if progress is not None and task is not None:
                     progress.advance(task)
-        return done
-    except KafkaError as exc:
-        raise RepublishFailed(done, exc) from exc
-    finally:
-        await p.stop()
+            return done
+        except KafkaError as exc:
+            raise RepublishFailed(done, exc) from exc
+        finally:
+            await p.stop()
 
 
 class RepublishFailed(Exception):

@@ -34,7 +34,10 @@ LOG, SIGNUM = sys.argv[1], int(sys.argv[2])
 sent, read_from = [], []
 
 class Producer:
-    async def start(self): pass
+    async def start(self):
+        if os.environ.get("SIGNAL_AT_START"):  # the signal comes while the producer connects
+            os.kill(os.getpid(), SIGNUM)
+            await asyncio.sleep(0.2)
     async def stop(self): pass
     async def send(self, topic, value, key=None, partition=None, headers=None):
         names = dict(headers or [])
@@ -88,7 +91,12 @@ COMMANDS = {
 
 
 def postcall(
-    tmp_path: Path, args: list[str], signum: int, ignored: tuple[int, ...] = (), columns: int = 200
+    tmp_path: Path,
+    args: list[str],
+    signum: int,
+    ignored: tuple[int, ...] = (),
+    columns: int = 200,
+    at_start: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
     log = tmp_path / "sent.json"
     env = {
@@ -98,6 +106,8 @@ def postcall(
         "POSTCALL_KAFKA__BOOTSTRAP_SERVERS": "kafka:9092",
     }
     env.pop("POSTCALL_DATABASE__URL", None)
+    if at_start:
+        env["SIGNAL_AT_START"] = "1"
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(log), str(signum), *args],
         capture_output=True,
@@ -145,6 +155,25 @@ def test_a_signal_stops_between_two_records_and_says_how_far_it_got(
             (1, True, None),
             (2, False, None),
         ], "sent ones marked replayed, the claim on the rest released at once"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_producer_connects_sends_nothing_and_releases_the_claims_at_once(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Before: the signal was watched only once the producer had started (which waits for the brokers):
+    Ctrl-C then was a silent exit 130 and SIGTERM death by signal, and every letter stayed claimed in the
+    store for the lease (300 s), so the same replay run again skipped them all as 'another replay is
+    sending it'."""
+    args = [*COMMANDS["dlq replay with a store"], f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"]
+    done, sent = postcall(tmp_path, args, signum, at_start=True)
+    assert sent == [], "nothing sent"
+    assert done.returncode == 128 + signum, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"interrupted ({signum.name}): replayed 0 of 3" in " ".join(done.stdout.split()), done.stdout
+    with create_engine(f"sqlite:///{tmp_path / 'store.db'}").connect() as conn:
+        rows = conn.execute(text("SELECT replayed_at, replay_claim FROM dead_letters")).all()
+    assert rows == [(None, None)] * 3, "none marked replayed, none left claimed"
 
 
 def test_a_replay_started_under_nohup_goes_on_when_the_session_closes(tmp_path: Path) -> None:
