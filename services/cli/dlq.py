@@ -258,6 +258,8 @@ async def replay_claimed(
             done = await replay(kafka, sending, rate, progress, by, on_signals)
     except (RepublishFailed, Interrupted) as exc:  # released at once: the operator retries when ready
         await claims.settle(store, mine, sent(exc.done), by)
+        if isinstance(exc, Interrupted):
+            exc.skipped = [d.coordinates for d in held]
         raise
     await claims.settle(store, mine, sent(done), by)
     return Claimed(done, held, [d for d in sending if _at(d) not in found])
@@ -460,6 +462,8 @@ def replay_cmd(
     try:
         claimed = _replay(kafka, letters, rate, url, everything)
     except Interrupted as exc:
+        for coordinates in exc.skipped:
+            console.print(f"skipped {coordinates}: {HELD}")
         console.print(
             f"interrupted ({signal.Signals(exc.signum).name}): replayed {exc.done} of {exc.total} dead letter(s), "
             "each with its replay marker; the others were not sent (the same command again sends only them)"

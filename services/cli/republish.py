@@ -95,6 +95,7 @@ class Stopped(Exception):
         super().__init__(f"{why} after {done} of {total}")
         self.done, self.total = done, total
         self.sent: list[str] = []  # what the caller names the `done` records by, if it does
+        self.skipped: list[str] = []  # what the caller left out before sending (another replay held it), if it does
 
 
 class Interrupted(Stopped):

@@ -21,6 +21,7 @@ from services.cli import reextract
 from services.cli.republish import Interrupted
 
 ROOT = Path(__file__).resolve().parents[3]
+TOPIC = "postcall.router.dlq.v1"
 
 # The stand-ins: three dead letters, three conversations, three held conversations; a producer that logs
 # each record once acknowledged, and whose second record gets the signal before its acknowledgement.
@@ -63,6 +64,15 @@ headers = {"x-original-topic": ORIGINAL, "x-exception-message": "bug"}
 now_ms = __import__("time").time_ns() // 1_000_000
 letters = [dlq.DeadLetter(TOPIC, 0, i, now_ms, b"c%d" % i, b"{}", headers) for i in range(3)]
 
+if os.environ.get("FIRST_HELD"):  # another replay holds the first letter's claim: a fourth one is sent instead
+    letters.append(dlq.DeadLetter(TOPIC, 0, 3, now_ms, b"c3", b"{}", headers))
+    claim = dlq.claims.claim
+
+    async def claiming_all_but_the_first(store, wanted, lease):
+        return await claim(store, list(wanted)[1:], lease)
+
+    dlq.claims.claim = claiming_all_but_the_first
+
 async def select_letters(kafka, filters):
     return letters
 
@@ -97,6 +107,7 @@ def postcall(
     ignored: tuple[int, ...] = (),
     columns: int = 200,
     at_start: bool = False,
+    first_held: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
     log = tmp_path / "sent.json"
     env = {
@@ -108,6 +119,8 @@ def postcall(
     env.pop("POSTCALL_DATABASE__URL", None)
     if at_start:
         env["SIGNAL_AT_START"] = "1"
+    if first_held:
+        env["FIRST_HELD"] = "1"
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(log), str(signum), *args],
         capture_output=True,
@@ -174,6 +187,18 @@ def test_a_signal_while_the_producer_connects_sends_nothing_and_releases_the_cla
     with create_engine(f"sqlite:///{tmp_path / 'store.db'}").connect() as conn:
         rows = conn.execute(text("SELECT replayed_at, replay_claim FROM dead_letters")).all()
     assert rows == [(None, None)] * 3, "none marked replayed, none left claimed"
+
+
+def test_an_interrupted_replay_names_the_letters_it_skipped_as_another_replay_held_them(tmp_path: Path) -> None:
+    """Before: only the interruption line was printed, so the letters another replay was sending (left out
+    of this one) went unnamed, as they are when a replay ends."""
+    args = [*COMMANDS["dlq replay with a store"], f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"]
+    done, sent = postcall(tmp_path, args, signal.SIGINT, first_held=True)
+    assert done.returncode == 128 + signal.SIGINT, (done.returncode, done.stdout, done.stderr)
+    assert [s["key"] for s in sent if not s["marker"]] == ["c1", "c2"]
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert f"skipped {TOPIC}:0:0: another replay is sending it, or sent it since (its claim in the store)" in lines
+    assert any(line.startswith("interrupted (SIGINT): replayed 2 of 3") for line in lines), done.stdout
 
 
 def test_a_replay_started_under_nohup_goes_on_when_the_session_closes(tmp_path: Path) -> None:
