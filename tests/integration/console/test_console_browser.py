@@ -282,7 +282,7 @@ async def test_an_operation_kafka_refused_says_so_in_the_page(served: Served) ->
         await page.goto(served.url + "/console/conversations/call-03")
         await page.get_by_role("button", name="Re-extract").click()
         alert = page.locator("#operation-result").get_by_role("alert")
-        await expect(alert).to_contain_text("0 of 1 conversation(s) sent for extraction again before Kafka failed")
+        await expect(alert).to_contain_text("0 of 1 conversation(s) sent for extraction again, then it stopped")
         await expect(alert).to_contain_text("Kafka at 127.0.0.1:1 failed")
 
 

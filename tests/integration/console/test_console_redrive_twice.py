@@ -1,17 +1,22 @@
 """A dead letter's page redrives that letter as the page showed it: a second click on the same page, or the
-same letter open in a second tab or by a second operator, once the first redrive is over, sends nothing."""
+same letter open in a second tab or by a second operator, once the first redrive is over, sends nothing; and
+what an operation says when the API is asked to stop."""
 
 from __future__ import annotations
 
 import re
 
+import httpx
+
 from schemas import headers as h
+from services.api.app import create_app
+from services.api.settings import ApiSettings
 from services.common.settings import KafkaSettings
 from services.store import rows as r
 from services.store import writer
 from services.store.db import Store
 from tests.integration.console.conftest import console_for
-from tests.support.calls import T0
+from tests.support.calls import T0, rows_of, story
 from tests.support.kafka import create_topics, read_all, unique
 
 HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)">')
@@ -53,3 +58,24 @@ async def test_a_letters_page_redrives_it_once_however_often_its_button_is_press
     assert on_purpose.status_code == 200 and "1 dead letter(s) redriven" in on_purpose.text, on_purpose.text
     assert garbled.status_code == 400 and "&lt;b&gt;yesterday&lt;/b&gt;" in garbled.text, garbled.text
     assert len(await read_all(kafka, main, expect=2, timeout=10)) == 2  # the first click and the one on purpose
+
+
+def reextract_form(html: str) -> dict[str, str]:
+    """The fields a call page's Re-extract form posts (its hidden inputs)."""
+    form = html.split('action="/console/operations/reextract"', 1)[1].split("</form>", 1)[0]
+    return dict(HIDDEN.findall(form))
+
+
+async def test_an_operation_the_api_was_asked_to_stop_before_says_so(store: Store, kafka: KafkaSettings) -> None:
+    """The console's operations stop as the API's do when the server is asked to exit (app.state.stopping):
+    the fragment says what was sent and why it stopped (it said "before Kafka failed" for every error)."""
+    cid = unique("call")
+    await writer.write(store, rows_of(story(cid)))
+    settings = {"database": {"url": "sqlite://"}, "kafka": {"bootstrap_servers": kafka.bootstrap_servers}}
+    app = create_app(ApiSettings.model_validate(settings), store=store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
+        shown = reextract_form((await c.get(f"/console/conversations/{cid}")).text)
+        app.state.stopping.set()
+        stopped = await c.post("/console/operations/reextract", data=shown)
+    assert stopped.status_code == 503, stopped.text
+    assert "0 of 1 conversation(s) sent for extraction again, then it stopped: the API is shutting down" in stopped.text
