@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -29,7 +29,7 @@ from services.cli.dlq import DeadLetter, replay_records, replay_target
 from services.cli.republish import RepublishFailed, Stopped, republish
 from services.common.codec import Outgoing, now_iso
 from services.common.settings import KafkaSettings
-from services.store import claims, queries, tokens
+from services.store import claims, queries, reextracts, tokens
 from services.store.db import Store
 from services.store.tokens import Principal
 
@@ -48,8 +48,8 @@ class OperationResult(BaseModel):
     )
     skipped: int = Field(
         0,
-        description="Replay: dead letters chosen but left alone because another replay is sending them (or sent "
-        "them since): not in `items`.",
+        description="Chosen but left alone, not in `items`: dead letters another replay is sending (or sent since); "
+        "conversations another re-extraction marked at the same moment (or since the console's page showed them).",
     )
     error: str | None = Field(
         None, description="Why it stopped early (Kafka unavailable, or the API shutting down): `sent` were sent."
@@ -153,28 +153,46 @@ async def reextract_conversations(
     topic: str = CONVERSATION_ENDED,
     redeliver: bool = False,
     stop: asyncio.Event | None = None,
+    as_seen: Mapping[str, datetime | None] | None = None,
 ) -> OperationResult:
     """The stored ConversationEnded of each chosen conversation, republished as `postcall reextract`
     republishes one read from the topic (same key and payload, a fresh ce_id, x-reextract-of, and
-    x-redeliver when changed actions are to be sent again)."""
+    x-redeliver when changed actions are to be sent again). Each is marked re-extracted before it is sent
+    (services/store/reextracts.py), and the mark put back if it was not. `as_seen`: a conversation's
+    `reextracted_at` as the operator saw it (None: never); one whose mark has changed since is left alone
+    (`skipped`), so that a second click on a page drawn before a re-extraction sends nothing."""
     async with store.read() as conn:
         chosen = await queries.events_for(conn, filters, limit)
-    result = OperationResult(matched=len(chosen), sent=0, dry_run=dry_run, items=[cid for cid, _ in chosen])
-    if dry_run or not chosen:
+    seen = as_seen or {}
+    if dry_run:  # what a re-extraction would take now: those still as seen
+        now = await reextracts.marks(store, [cid for cid, _ in chosen if cid in seen])
+        taken = [(cid, eid) for cid, eid in chosen if cid not in now or now[cid].at == seen[cid]]
+    else:
+        at = datetime.now(UTC)
+        before = await reextracts.mark(store, [cid for cid, _ in chosen], seen, at, who.name)
+        taken = [(cid, eid) for cid, eid in chosen if cid in before]
+    items = [cid for cid, _ in taken]
+    result = OperationResult(
+        matched=len(chosen), sent=0, dry_run=dry_run, items=items, skipped=len(chosen) - len(taken)
+    )
+    if dry_run or not taken:
         await _audit(store, who, "reextract", _target(filters, limit), result)
         return result
     entry = await _audit(store, who, "reextract", _target(filters, limit), result, sending=True)
-    for batch in _batches(chosen):
+    sent: list[str] = []
+    for batch in _batches(taken):
         async with store.read() as conn:
             events = await queries.events_of(conn, [cid for cid, _ in batch])
+        loaded = [(cid, eid) for cid, eid in batch if cid in events]  # not pruned since it was chosen
         records = [
             Outgoing(topic, cid.encode(), events[cid].encode(), _reextract_headers(eid, redeliver))
-            for cid, eid in batch
-            if cid in events  # not pruned since it was chosen
+            for cid, eid in loaded
         ]
         result = await _send(kafka, records, rate, result, stop)
+        sent += [cid for cid, _ in loaded[: result.sent - len(sent)]]
         if result.error is not None:
             break
+    await reextracts.unmark(store, before, at, set(before) - set(sent))
     async with store.write() as conn:
         await tokens.complete_audit(conn, entry, _outcome(result))
     return result

@@ -71,13 +71,14 @@ async def redrive(
     return fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)
 
 
-def _seen(value: str) -> datetime | None:
-    if value == "pending":
+def _seen(value: str, never: str = "pending") -> datetime | None:
+    """What the page showed: a time, or `never` (not redriven, not re-extracted)."""
+    if value == never:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise HTTPException(400, f"seen: {value!r} is neither 'pending' nor a time (ISO 8601)") from None
+        raise HTTPException(400, f"seen: {value!r} is neither {never!r} nor a time (ISO 8601)") from None
     if parsed.tzinfo is None:
         raise HTTPException(400, f"seen: {value!r} has no UTC offset")
     return parsed
@@ -85,9 +86,16 @@ def _seen(value: str) -> datetime | None:
 
 @router.post("/reextract")
 async def reextract(
-    request: Request, who: Operator, conversation_id: Annotated[str, Form(max_length=MAX_ID_LENGTH)]
+    request: Request,
+    who: Operator,
+    conversation_id: Annotated[str, Form(max_length=MAX_ID_LENGTH)],
+    seen: Annotated[str | None, Form(max_length=64)] = None,
 ) -> Response:
+    """The call, if it is still as the page showed it (`seen`: when it was last re-extracted then, or
+    "never"): a second click once the first re-extraction was sent, or a second tab, sends nothing (each
+    re-extraction is an LLM call)."""
     store, settings = _deps(request)
+    as_seen = {conversation_id: _seen(seen, "never")} if seen is not None else None
     result = await operations.reextract_conversations(
         store,
         settings.kafka,
@@ -97,10 +105,17 @@ async def reextract(
         rate=settings.api.operation_rate,
         dry_run=False,
         stop=_stopping(request),
+        as_seen=as_seen,
     )
     if not result.matched:
         raise HTTPException(404, f"the event of {conversation_id!r} is not in the store: nothing to re-extract")
-    context = {"result": result, "what": "conversation(s)", "verb": "sent for extraction again", "rate": None}
+    context = {
+        "result": result,
+        "what": "conversation(s)",
+        "verb": "sent for extraction again",
+        "rate": None,
+        "left_alone": "sent for extraction again since this page was shown (reload it to re-extract once more)",
+    }
     return fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)
 
 

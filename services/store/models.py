@@ -109,6 +109,11 @@ class Conversation(Base):
         server_default=text("CURRENT_TIMESTAMP"),  # a recorder older than 0010 (a rolling upgrade) does not set it
         doc="The store's time when the row was first written; a newer event does not change it.",
     )
+    # written by a re-extraction from the store (the API's, the console's), never by the recorder
+    reextracted_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="When it was last sent for extraction again from the store; null: never."
+    )
+    reextracted_by: Mapped[str | None] = mapped_column(String, doc="Who sent it (a token name, or 'local').")
     # recomputed from the children after each batch
     extraction_status: Mapped[str | None] = mapped_column(String, doc="Of the newest extraction; null: none yet.")
     summary: Mapped[str | None] = mapped_column(Text)

@@ -230,7 +230,9 @@ def _stored_cursor(rows: Sequence[Any], default: str | None) -> str | None:
 
 def _summary_columns() -> list[Any]:
     c = table(Conversation).c
-    hidden = ("event", "search_text", "occurred_at", "received_at", "stored_at", "ended_day")
+    # the event and the re-extraction mark are the detail's (get_conversation)
+    hidden = {"event", "search_text", "occurred_at", "received_at", "stored_at", "ended_day"}
+    hidden |= {"reextracted_at", "reextracted_by"}
     return [col for col in c if col.name not in hidden]
 
 
@@ -270,7 +272,8 @@ async def get_conversation(conn: AsyncConnection, conversation_id: str) -> Conve
     """Everything known about one conversation; None when nothing at all is."""
     c = table(Conversation).c
     conversation_id = clean(conversation_id)
-    row = (await conn.execute(select(*_summary_columns(), c.event).where(c.conversation_id == conversation_id))).first()
+    columns = (*_summary_columns(), c.event, c.reextracted_at, c.reextracted_by)
+    row = (await conn.execute(select(*columns).where(c.conversation_id == conversation_id))).first()
     extractions = await _extractions(conn, conversation_id)
     decisions = await _decisions(conn, conversation_id)
     actions = await _actions(conn, conversation_id)
@@ -285,6 +288,8 @@ async def get_conversation(conn: AsyncConnection, conversation_id: str) -> Conve
         decisions=decisions,
         actions=actions,
         dead_letters=letters,
+        reextracted_at=row.reextracted_at if row is not None else None,
+        reextracted_by=row.reextracted_by if row is not None else None,
     )
 
 

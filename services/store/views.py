@@ -156,6 +156,10 @@ class ConversationDetail(View):
     decisions: list[DecisionTrace] = Field(description="Every decision trace, oldest first.")
     actions: list[ActionView]
     dead_letters: list[DeadLetterSummary]
+    reextracted_at: datetime | None = Field(
+        None, description="When it was last sent for extraction again from the store (API, console); null: never."
+    )
+    reextracted_by: str | None = Field(None, description="Who sent it then: a token name, or 'local'.")
 
 
 class ReasonCount(View):

@@ -70,8 +70,10 @@ async def test_reextract_from_the_store_reaches_past_the_topics_retention(store:
         dry = await api.post("/api/v1/conversations/reextract", json={"filter": {"ids": [cid]}, "dry_run": True})
         done = await api.post("/api/v1/conversations/reextract", json={"filter": {"ids": [cid]}})
         audit = (await api.get("/api/v1/audit")).json()["items"]
+        shown = (await api.get(f"/api/v1/conversations/{cid}")).json()
     assert dry.json() == {"matched": 1, "sent": 0, "dry_run": True, "items": [cid], "skipped": 0, "error": None}
     assert done.json()["sent"] == 1
+    assert shown["reextracted_by"] == "local" and shown["reextracted_at"] is not None
     (copy,) = [x for x in await read_all(kafka, CONVERSATION_ENDED) if x.key == cid]
     assert copy.headers[h.REEXTRACT_OF] == f"evt-{cid}"
     assert ConversationEnded.model_validate_json(copy.value).event_id == f"evt-{cid}"
@@ -86,6 +88,9 @@ async def test_kafka_unavailable_is_a_503_that_says_so_and_is_audited(store: Sto
     assert failed.status_code == 503
     assert failed.json()["sent"] == 0 and "Kafka at 127.0.0.1:1" in failed.json()["error"]
     assert audit[0]["outcome"]["error"] == failed.json()["error"]
+    async with store.read() as conn:
+        shown = await queries.get_conversation(conn, "c1")
+    assert shown is not None and (shown.reextracted_at, shown.reextracted_by) == (None, None)  # not sent
 
 
 async def test_a_letter_replay_refuses_is_neither_sent_nor_marked_and_the_one_sent_is(

@@ -1,6 +1,6 @@
-"""A dead letter's page redrives that letter as the page showed it: a second click on the same page, or the
-same letter open in a second tab or by a second operator, once the first redrive is over, sends nothing; and
-what an operation says when the API is asked to stop."""
+"""A dead letter's page redrives that letter as the page showed it, and a call's page re-extracts that call as
+it showed it: a second click on the same page, or the same letter or call open in a second tab or by a second
+operator, once the first redrive or re-extraction is over, sends nothing."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import re
 import httpx
 
 from schemas import headers as h
+from schemas.topics import CONVERSATION_ENDED, Topic
 from services.api.app import create_app
 from services.api.settings import ApiSettings
+from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.store import rows as r
 from services.store import writer
@@ -66,7 +68,42 @@ def reextract_form(html: str) -> dict[str, str]:
     return dict(HIDDEN.findall(form))
 
 
-async def test_an_operation_the_api_was_asked_to_stop_before_says_so(store: Store, kafka: KafkaSettings) -> None:
+async def test_a_calls_page_re_extracts_it_once_however_often_its_button_is_pressed(
+    store: Store, kafka: KafkaSettings
+) -> None:
+    """Re-extract sent the call whatever the store held: a click after the first re-extraction was sent, from
+    the same page or a second tab, sent it again, an LLM call each (the redrive had its guard, this had none).
+    The form now carries when the call was last re-extracted as the page showed it; a re-extraction that was
+    not sent (Kafka down) leaves the call as it was, so the same page's next click sends it."""
+    await ensure_topics(kafka, [Topic(CONVERSATION_ENDED, "test", 3, 3_600_000)], replication=1)
+    cid = unique("call")
+    await writer.write(store, rows_of(story(cid)))
+    async with console_for(store, kafka={"bootstrap_servers": "127.0.0.1:1"}) as down:
+        before = reextract_form((await down.get(f"/console/conversations/{cid}")).text)
+        refused = await down.post("/console/operations/reextract", data=before)
+    settings = {"kafka": {"bootstrap_servers": kafka.bootstrap_servers}}
+    async with console_for(store, **settings) as c:
+        shown = reextract_form((await c.get(f"/console/conversations/{cid}")).text)
+        first = await c.post("/console/operations/reextract", data=shown)
+        again = await c.post("/console/operations/reextract", data=shown)  # the same page, or a second tab
+        reloaded = (await c.get(f"/console/conversations/{cid}")).text
+        on_purpose = await c.post("/console/operations/reextract", data=reextract_form(reloaded))
+        garbled = await c.post("/console/operations/reextract", data={**shown, "seen": "<b>yesterday</b>"})
+    assert refused.status_code == 503 and "0 of 1 conversation(s)" in refused.text, refused.text
+    assert first.status_code == 200 and "1 conversation(s) sent for extraction again" in first.text, first.text
+    assert again.status_code == 200 and "0 conversation(s) sent for extraction again" in again.text, again.text
+    assert "1 left alone: sent for extraction again since this page was shown" in again.text
+    assert "Last sent for extraction again" in reloaded and "by <bdi>local</bdi>" in reloaded
+    assert on_purpose.status_code == 200 and "1 conversation(s) sent" in on_purpose.text, on_purpose.text
+    assert garbled.status_code == 400 and "&lt;b&gt;yesterday&lt;/b&gt;" in garbled.text, garbled.text
+    copies = [x for x in await read_all(kafka, CONVERSATION_ENDED) if x.key == cid]
+    assert len(copies) == 2  # the first click and the one on purpose
+    assert before.get("seen") == shown.get("seen") == "never"  # the one Kafka refused left the call as it was
+
+
+async def test_an_operation_the_api_was_asked_to_stop_before_says_so_and_leaves_the_call_as_it_was(
+    store: Store, kafka: KafkaSettings
+) -> None:
     """The console's operations stop as the API's do when the server is asked to exit (app.state.stopping):
     the fragment says what was sent and why it stopped (it said "before Kafka failed" for every error)."""
     cid = unique("call")
@@ -77,5 +114,7 @@ async def test_an_operation_the_api_was_asked_to_stop_before_says_so(store: Stor
         shown = reextract_form((await c.get(f"/console/conversations/{cid}")).text)
         app.state.stopping.set()
         stopped = await c.post("/console/operations/reextract", data=shown)
+        after = reextract_form((await c.get(f"/console/conversations/{cid}")).text)
     assert stopped.status_code == 503, stopped.text
     assert "0 of 1 conversation(s) sent for extraction again, then it stopped: the API is shutting down" in stopped.text
+    assert after.get("seen") == "never"  # not marked re-extracted: it was not sent
