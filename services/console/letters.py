@@ -42,7 +42,7 @@ class LetterForm:
         days = ConversationForm({"since": form.values["since"], "until": form.values["until"], "tz": form.values["tz"]})
         zone = days._zone()
         since, until = days._day("since", zone), days._day("until", zone, next_day=True)
-        form.errors += days.errors
+        form.errors += days.errors + days.notes  # a redrive's dates must be read as the operator meant them
         form.filters = DeadLetterFilter(
             services=[service] if service in SERVICES else [],
             reason=form.values["reason"] or None,

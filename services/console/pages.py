@@ -28,7 +28,7 @@ from services.store.db import Store
 from services.store.models import ActionRequest, table
 from services.store.queries import ConversationFilter, QueryError
 from services.store.rows import clean
-from services.store.views import Page
+from services.store.views import ConversationSummary, Page
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
 END_REASONS = sorted(r.value for r in EndReason)
@@ -40,11 +40,14 @@ NEW_CALLS_OVERLAP = timedelta(seconds=15)
 
 @dataclass
 class ConversationForm:
-    """The conversations page's query string, read leniently: a bad value is named, never a 500."""
+    """The conversations page's query string: a value it cannot read is named in `errors` (the page is a 400),
+    never a 500; a time zone it does not know is a note (`notes`), the dates read as UTC (the browser sends its
+    own zone, which the server's zone database may lack)."""
 
     values: dict[str, str] = field(default_factory=dict)
     end_reasons: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     filters: ConversationFilter = field(default_factory=ConversationFilter)
 
     @classmethod
@@ -74,7 +77,7 @@ class ConversationForm:
         try:
             return ZoneInfo(self.values["tz"] or "UTC")
         except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the zone database ("America")
-            self.errors.append(f"unknown time zone {self.values['tz']!r}; dates are read as UTC")
+            self.notes.append(f"unknown time zone {self.values['tz']!r}; dates are read as UTC")
             return ZoneInfo("UTC")
 
     def _day(self, key: str, zone: ZoneInfo, next_day: bool = False) -> datetime | None:
@@ -116,27 +119,30 @@ async def home() -> Response:
 
 @router.get("/conversations")
 async def conversations(request: Request, who: Viewer, cursor: str | None = None) -> Response:
+    """A filter or cursor it cannot read is a 400 page naming it (as the dead-letter and task pages answer), with
+    the form to correct it and no list: the calls without that filter are not what was asked for."""
     form = ConversationForm.read(request.query_params, request.query_params.getlist("end_reason"))
     settings = _settings(request)
-    stored: str | None = None
-    try:
-        async with _store(request).read() as conn:
-            found = await queries.list_conversations(conn, form.filters, limit=settings.page_size, cursor=cursor)
-            stored = None if cursor else await queries.newest_stored(conn)
-    except QueryError as exc:
-        form.errors.append(str(exc))
-        found = Page(items=[], next_cursor=None)
+    found, stored = Page[ConversationSummary](items=[], next_cursor=None), None
+    if not form.errors:
+        try:
+            async with _store(request).read() as conn:
+                found = await queries.list_conversations(conn, form.filters, limit=settings.page_size, cursor=cursor)
+                stored = None if cursor else await queries.newest_stored(conn)
+        except QueryError as exc:  # a cursor it cannot read
+            form.errors.append(str(exc))
     context = {
         "form": form,
         "page": found,
         "cursor": cursor,
         "end_reasons": END_REASONS,
-        "poll": None if cursor else _poll_url(form, stored),
+        "poll": None if cursor or form.errors else _poll_url(form, stored),
         "refresh_seconds": settings.refresh_seconds,
     }
+    status = 400 if form.errors else 200
     if request.headers.get("hx-request") and request.headers.get("hx-target") == "results":
-        return fragment(request, "conversation_results.html", context)
-    return page(request, "conversations.html", context)
+        return fragment(request, "conversation_results.html", context, status_code=status)
+    return page(request, "conversations.html", context, status_code=status)
 
 
 def _poll_url(form: ConversationForm, after: str | None) -> str:

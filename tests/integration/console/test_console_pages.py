@@ -87,9 +87,27 @@ async def test_filters_search_and_pages(store: Store) -> None:
             "c3",
         ]  # c3: a dead letter
         assert ids((await c.get("/console/conversations", params={"q": "dana"})).text) == ["failing"]
+
+
+async def test_a_filter_or_cursor_the_conversations_page_cannot_read_is_a_400_naming_it(store: Store) -> None:
+    """It was named on a 200 page that listed the calls without it (an unknown end reason listed every call, as
+    if they were the ones asked for); the dead-letter and task pages answer 400. The form stays, to correct
+    it; no list and no poller. A time zone the server does not know (the browser sends its own) is a note on a
+    200 page, the dates read as UTC."""
+    await seed(store)
+    htmx = {"HX-Request": "true", "HX-Target": "results"}
+    async with console_for(store, console={"page_size": 5}) as c:
         bad = await c.get("/console/conversations", params={"end_reason": "ALIENS", "since": "tuesday"})
-        assert bad.status_code == 200 and "unknown end reason &#39;ALIENS&#39;" in bad.text
-        assert "since: &#39;tuesday&#39; is not a date" in bad.text
+        cursor = await c.get("/console/conversations", params={"cursor": "not-a-cursor"})
+        swapped = await c.get("/console/conversations", params={"cursor": "not-a-cursor"}, headers=htmx)
+        zone = await c.get("/console/conversations", params={"tz": "Mars/Olympus_Mons", "since": "2020-01-01"})
+    assert bad.status_code == 400 and "unknown end reason &#39;ALIENS&#39;" in bad.text
+    assert "since: &#39;tuesday&#39; is not a date" in bad.text
+    assert ids(bad.text) == [] and 'name="end_reason"' in bad.text and "/console/conversations/new" not in bad.text
+    assert cursor.status_code == 400 and "malformed cursor" in cursor.text and ids(cursor.text) == []
+    assert swapped.status_code == 400 and "malformed cursor" in swapped.text and "<html" not in swapped.text
+    assert zone.status_code == 200 and "unknown time zone &#39;Mars/Olympus_Mons&#39;" in zone.text
+    assert ids(zone.text) == ["failing", "c6", "c5", "c4", "c3"]
 
 
 async def test_rows_show_agent_end_reason_duration_flows_and_failure(store: Store) -> None:
@@ -313,7 +331,12 @@ async def test_dates_and_ids_out_of_range_are_named_never_a_500(store: Store) ->
             ("/console/dead-letters", {"until": "9999-12-31"}),
         ]:
             answer = await c.get(path, params=params)
-            assert answer.status_code == 200 and "is out of range" in answer.text, (path, params, answer.status_code)
+            expected = 400 if path == "/console/conversations" else 200  # conversations: a 400 naming it
+            assert answer.status_code == expected and "is out of range" in answer.text, (
+                path,
+                params,
+                answer.status_code,
+            )
         huge = await c.get(f"/console/dead-letters/{2**64}")
         assert huge.status_code == 404, huge.status_code
         page = (await c.get("/console/dead-letters")).text
