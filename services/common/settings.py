@@ -11,9 +11,10 @@ import json
 import os
 import ssl
 import sys
+import types
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -195,6 +196,8 @@ def run_service(
     `main`) are one line per variable on stderr, `label: POSTCALL_CONFIG_DIR is not set (...)`, and exit 2,
     rather than a traceback: how `python -m services.<name>` (the pods' command) and `postcall run` start.
     So is a configuration file or folder `main` cannot start with (services.common.config.ConfigError)."""
+    for line in misnamed_variables(settings):
+        print(f"{label}: {line}", file=sys.stderr)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             code = runner.run(main())
@@ -215,6 +218,38 @@ def run_service(
     for line in lines:
         print(f"{label}: {line}", file=sys.stderr)
     return 2
+
+
+def misnamed_variables(
+    model: type[BaseModel], prefix: str = "POSTCALL_", environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Variables that name no setting of `model` but would with their underscores right
+    (POSTCALL_KAFKA_BOOTSTRAP_SERVERS for POSTCALL_KAFKA__BOOTSTRAP_SERVERS, POSTCALL_CONFIGDIR): the
+    settings ignore a variable they have no field for, so the setting kept its default, or was missing,
+    without a word about the variable that was meant for it. A variable no setting's name is close to is
+    left alone (another service's, or one the code reads itself)."""
+    settings = {name.upper() for name in _variables(model, prefix)}
+    meant = {name.replace("_", ""): name for name in settings}
+    lines = []
+    for name in sorted(os.environ if environ is None else environ):
+        upper = name.upper()
+        if not upper.startswith(prefix) or upper in settings or any(upper.startswith(f"{s}__") for s in settings):
+            continue
+        if (setting := meant.get(upper.replace("_", ""))) is not None:
+            lines.append(f"{name} is not a setting and is ignored: did you mean {setting}? (nested parts join with __)")
+    return lines
+
+
+def _variables(model: type[BaseModel], prefix: str) -> list[str]:
+    """Every setting's variable: POSTCALL_LOG_LEVEL, POSTCALL_KAFKA__BOOTSTRAP_SERVERS, ..."""
+    names = []
+    for field_name, field in model.model_fields.items():
+        name = prefix + field_name.upper()
+        optional = get_origin(field.annotation) in (Union, types.UnionType)  # a group or None, not a dict's values
+        kinds = (field.annotation, *(get_args(field.annotation) if optional else ()))
+        groups = [kind for kind in kinds if isinstance(kind, type) and issubclass(kind, BaseModel)]
+        names.extend(_variables(groups[0], f"{name}__") if groups else [name])
+    return names
 
 
 def unparsed_variables(

@@ -105,3 +105,52 @@ def test_a_configuration_folder_that_is_no_folder_is_one_line_at_start(
     assert capsys.readouterr().err.splitlines() == [
         f"demo: cannot start: configuration folder {missing}: not a directory"
     ]
+
+
+class Nested(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+
+
+class NestedSettings(BaseModel):
+    config_dir: str
+    kafka: Nested = Nested()
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("POSTCALL_CONFIGDIR", "POSTCALL_CONFIG_DIR"),
+        ("POSTCALL_KAFKA_BOOTSTRAP_SERVERS", "POSTCALL_KAFKA__BOOTSTRAP_SERVERS"),
+        ("POSTCALL_KAFKA___BOOTSTRAP_SERVERS", "POSTCALL_KAFKA__BOOTSTRAP_SERVERS"),
+    ],
+)
+def test_a_variable_with_its_underscores_wrong_is_named_with_the_setting_it_meant(
+    name: str, meant: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The settings ignore a variable they have no field for (extra="ignore"): a nested setting written
+    with one underscore kept its default (the service went to 127.0.0.1:9092) or was 'not set', and
+    nothing named the variable that was meant for it."""
+    monkeypatch.setenv(name, "broker:9092")
+
+    async def main() -> None:
+        return None
+
+    assert run_service("demo", main, NestedSettings) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"demo: {name} is not a setting and is ignored: did you mean {meant}? (nested parts join with __)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "name", ["POSTCALL_CONFIG_DIR", "postcall_kafka__bootstrap_servers", "POSTCALL_OTHER_SERVICE", "POSTCALL_KAFKA"]
+)
+def test_a_setting_or_a_variable_no_setting_is_close_to_says_nothing(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(name, "x")
+
+    async def main() -> None:
+        return None
+
+    assert run_service("demo", main, NestedSettings) == 0
+    assert capsys.readouterr().err == ""
