@@ -37,6 +37,20 @@ LOCAL_CALL_SECONDS = 240.0
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 
 
+def _llm_url(value: str | None) -> str | None:
+    """--base-url refused as a usage error naming it, as the extractor's settings refuse it (never quoted)."""
+    if value is not None:
+        from pydantic import ValidationError
+
+        from services.extractor.settings import LlmSettings
+
+        try:
+            LlmSettings(base_url=value)
+        except ValidationError as exc:
+            raise typer.BadParameter(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
+    return value
+
+
 def evaluate(
     dataset: Annotated[Path, typer.Argument(help="A calls YAML file, or an SGD folder (schema.json + dialogues).")] = (
         DEFAULT_DATASET
@@ -45,7 +59,9 @@ def evaluate(
     provider: Annotated[str, typer.Option(help="heuristic, local (llama-server, built when missing) or openai.")] = (
         "heuristic"
     ),
-    base_url: Annotated[str | None, typer.Option(help="openai: the endpoint (POSTCALL_LLM__BASE_URL).")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="openai: the endpoint (POSTCALL_LLM__BASE_URL).", callback=_llm_url)
+    ] = None,
     model: Annotated[str | None, typer.Option(help="openai: the model (POSTCALL_LLM__MODEL).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N cases.")] = None,
     sample: Annotated[int | None, typer.Option(help="Only N cases, evenly spaced over the dataset.")] = None,

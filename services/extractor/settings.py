@@ -24,7 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+import httpx
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from schemas.routes import EXTRACTOR, Route
 from services.common.breaker import BreakerPolicy
@@ -87,6 +88,24 @@ class LlmSettings(BaseModel):
     prices: dict[str, ModelPrice] = Field(
         default_factory=_default_prices, description="Model -> price, for postcall_llm_cost_usd_total."
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_url(cls, value: str | None) -> str | None:
+        """Refused at start without quoting it: the OpenAI client's httpx raised InvalidURL at the first
+        client, quoting part of the URL (a password with an unencoded / ? or # ends the host there and the
+        rest of the password is quoted as the port: `Invalid port: 'hunter2'`)."""
+        if value is None:
+            return None
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL:
+            raise ValueError(
+                "not a URL that can be parsed (a password with / ? or # in it is written percent-encoded: %2F %3F %23)"
+            ) from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("not an http:// or https:// URL with a host, e.g. http://vllm:8000/v1")
+        return value
 
     @property
     def configured(self) -> bool:

@@ -555,3 +555,30 @@ def test_ctrl_c_while_the_query_api_reextracts_says_the_api_goes_on(dry_run: boo
             "postcall reextract: interrupted; the query API goes on with a re-extraction it received; see its "
             f"audit: GET {base.replace('http://', 'http://ops:***@')}/api/v1/audit"
         ]
+
+
+LLM_URL = "http://ops:s3cret/pw@127.0.0.1:1/v1"  # httpx: Invalid port: 's3cret'
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "named"),
+    [
+        (["eval", "--limit", "1", "--provider", "openai", "--model", "m", "--base-url", LLM_URL], {}, "'--base-url'"),
+        (
+            ["try", "-c", TRY_CALL, "-a", "examples/agents"],
+            {"POSTCALL_LLM__BASE_URL": LLM_URL},
+            "POSTCALL_LLM__BASE_URL",
+        ),
+    ],
+    ids=["eval", "try"],
+)
+def test_an_llm_url_that_is_not_one_is_named_without_its_password(
+    command: list[str], env: dict[str, str], named: str
+) -> None:
+    """Before: the OpenAI client's InvalidURL, with a traceback (exit 1) ending 'Invalid port: 's3cret''; the
+    extractor (postcall run extractor) died the same way at start."""
+    done = postcall(*command, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "s3cret" not in done.stdout + done.stderr and "Traceback" not in done.stderr, done.stderr
+    said = " ".join(done.stderr.replace("│", " ").split())
+    assert f"{named}: not a URL that can be parsed" in said, done.stderr
