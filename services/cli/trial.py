@@ -142,7 +142,8 @@ def render(result: TrialResult, out: Console) -> None:
             )
         )
     if result.error:
-        out.print(Text(f"✘ {_s(result.error)}", style="bold red"))
+        # one line per problem (an invalid event names each field on its own line): escaped line by line
+        out.print(Text("✘ " + "\n".join(_s(line) for line in result.error.split("\n")), style="bold red"))
 
 
 def extraction_tree(extraction: Extraction) -> Tree:

@@ -168,6 +168,21 @@ def test_bad_input_exits_1_with_what_is_wrong(payload: bytes, message: str) -> N
     assert code == 1 and message in out
 
 
+def test_an_invalid_event_names_each_field_on_its_own_line() -> None:
+    """The problems of an invalid event are lines: the report escaped the whole message as one value, so
+    they came out as one line joined by a literal '\\x0a' (`not a valid ConversationEnded:\\x0a  agent: ...`)."""
+    payload = orjson.loads(CALLBACK.read_bytes())
+    del payload["agent"], payload["direction"]
+    code, out = run("-c", "-", "-a", str(AGENTS), stdin=orjson.dumps(payload))
+    assert code == 1
+    assert "\\x0a" not in out
+    assert out.splitlines()[-3:] == [
+        "✘ not a valid ConversationEnded:",
+        "  agent: Field required",
+        "  direction: Field required",
+    ]
+
+
 def test_unreadable_input_and_a_missing_folder_are_usage_errors(tmp_path: Path) -> None:
     code, out = run("-c", str(tmp_path / "nope.json"), "-a", str(AGENTS))
     assert code == 2 and "cannot read" in _unboxed(out)
