@@ -12,6 +12,7 @@ A conversation routed more than once (a re-extraction, a new configuration revis
 from __future__ import annotations
 
 import asyncio
+import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +34,7 @@ from services.cli.plain import escape_controls as _s  # every value shown came f
 from services.common.kafka import partitions_of, read_partition
 from services.common.settings import KafkaSettings
 from services.store.rows import final_outcome
-from services.store.views import ConversationDetail
+from services.store.views import ConversationDetail, DeadLetterSummary
 
 app = typer.Typer(help="Explain what the router decided for a conversation, and what came of it.")
 console = Console(highlight=False)
@@ -71,6 +72,8 @@ class Story:
     results: dict[str, ActionCompleted] = field(default_factory=dict)  # each action's outcome (done wins)
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)  # every attempt per action_id
     source: str = "topics"
+    stored: bool = True  # False: the store has no such conversation (only with source "store")
+    dead_letters: list[DeadLetterSummary] = field(default_factory=list)  # the store's, not replayed yet
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +97,7 @@ class Story:
 
 def story_from_store(detail: ConversationDetail) -> Story:
     story = Story(detail.conversation_id, list(detail.decisions), source="store")
+    story.dead_letters = [letter for letter in detail.dead_letters if letter.replayed_at is None]
     for action in detail.actions:
         if not action.attempts:
             continue
@@ -173,9 +177,21 @@ def explain(
         render(story, console)
     if not story.decisions:
         if not as_json:
-            where = "in the store" if story.source == "store" else f"on {DECISIONS}"
-            console.print(Text(f"no decision trace for {_s(repr(conversation_id))} {where}"))
+            _no_decision(story, console)
         raise typer.Exit(1)
+
+
+def _no_decision(story: Story, out: Console) -> None:
+    """Why there is nothing to explain, as far as the store knows: no such call, or a dead letter that
+    stopped it before the router (an unknown agent, an invalid event), with the command that replays it."""
+    where = "in the store" if story.source == "store" else f"on {DECISIONS}"
+    absent = "" if story.stored else " (no conversation with that id there)"
+    out.print(Text(f"no decision trace for {_s(repr(story.conversation_id))} {where}{absent}"))
+    for letter in story.dead_letters:
+        out.print(Text(f"dead-lettered by the {_s(letter.service)}: {_s(letter.reason)} ({_s(letter.coordinates)})"))
+    if story.dead_letters:
+        key = shlex.quote(story.conversation_id)
+        out.print(Text(f"fix the cause, then: postcall dlq replay --key {_s(key)} --dry-run (and again without it)"))
 
 
 def _from_store(client: ApiClient | None, conversation_id: str) -> Story | None:
@@ -189,7 +205,7 @@ def _from_store(client: ApiClient | None, conversation_id: str) -> Story | None:
         return None
     except ApiRefused as exc:
         if exc.status == 404:
-            return Story(conversation_id, source="store")
+            return Story(conversation_id, source="store", stored=False)
         typer.echo(f"postcall explain: the query API at {client.shown} refused: {_s(str(exc))}", err=True)
         raise typer.Exit(2) from None
     return story_from_store(ConversationDetail.model_validate(found))

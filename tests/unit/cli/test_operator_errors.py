@@ -357,6 +357,42 @@ def test_an_api_answer_that_is_not_the_data_is_one_line_naming_it(
     assert f"HTTP {answer[0]}: {expected}" in done.stderr
 
 
+def _dead_letter(reason: str, replayed_at: str | None = None) -> dict[str, object]:
+    return {
+        "id": 1, "coordinates": "postcall.extractor.dlq.v1:0:0", "service": "extractor",
+        "original_topic": "postcall.conversation-ended.v1", "original_partition": 0, "original_offset": 7,
+        "key": "c1", "conversation_id": "c1", "category": "permanent",
+        "exception_class": "services.extractor.handler.UnknownAgent", "reason": reason, "attempts": 1,
+        "first_failure_at": None, "last_failure_at": None, "dead_lettered_at": "2026-12-07T02:08:19Z",
+        "replayed_at": replayed_at, "replayed_by": None,
+    }  # fmt: skip
+
+
+def test_explain_of_a_call_the_store_holds_only_as_a_dead_letter_names_the_dead_letter_and_its_replay() -> None:
+    """An unknown agent's call is dead-lettered by the extractor and never decided: explain said only 'no
+    decision trace for 'c1' in the store', though the store's answer named the dead letter and why."""
+    letters = [_dead_letter("UnknownAgent: no configuration for agent nosuch version 3"),
+               _dead_letter("replayed already", replayed_at="2026-12-07T03:00:00Z")]  # fmt: skip
+    detail = {"conversation_id": "c1", "summary": None, "event": None, "extractions": [], "decisions": [],
+              "actions": [], "dead_letters": letters}  # fmt: skip
+    with answering(200, orjson.dumps(detail)) as base:
+        done = postcall("explain", "c1", "--api", base, env={"COLUMNS": "300"})
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines() == [
+        "no decision trace for 'c1' in the store",
+        "dead-lettered by the extractor: UnknownAgent: no configuration for agent nosuch version 3 "
+        "(postcall.extractor.dlq.v1:0:0)",
+        "fix the cause, then: postcall dlq replay --key c1 --dry-run (and again without it)",
+    ]
+
+
+def test_explain_of_a_call_the_store_does_not_hold_says_so() -> None:
+    with answering(404, b'{"detail": "no conversation \'c1\' in the store"}') as base:
+        done = postcall("explain", "c1", "--api", base, env={"COLUMNS": "300"})
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines() == ["no decision trace for 'c1' in the store (no conversation with that id there)"]
+
+
 def test_eval_with_the_openai_provider_but_no_endpoint_says_so_instead_of_scoring_the_heuristic() -> None:
     """Used to run and print the heuristic's scores: `--provider openai` without an endpoint or key."""
     done = postcall("eval", "--limit", "1", "--provider", "openai")
