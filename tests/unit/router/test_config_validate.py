@@ -37,12 +37,30 @@ BAD = [
     (
         "unknown-field",
         GOOD.replace("destination: crm", "destination: crm, methd: POST"),
-        "10: flows[0].actions[0].methd: unknown field 'methd'",
+        "10: flows[0].actions[0].methd: unknown field 'methd' (did you mean 'method'?)",
     ),
     (
         "unknown-top-level-field",
         GOOD.replace("agent: support-line", "agent: support-line\nagnet: x"),
-        "2: agnet: unknown field 'agnet'",
+        "2: agnet: unknown field 'agnet' (did you mean 'agent'?)",
+    ),
+    (
+        "unknown-field-in-a-condition",
+        GOOD.replace("{end_reason: CUSTOMER_HANGUP}", "{end_reason: {nott_in: [VOICEMAIL]}}"),
+        "8: flows[0].when.end_reason.nott_in: unknown field 'nott_in' (did you mean 'not_in'?)",
+    ),
+    (
+        "unknown-field-in-an-optional-part",
+        GOOD.replace(
+            "- {type: webhook, destination: crm, body:",
+            "- {type: schedule_call, business_hours: {timezone: UTC, days: [mon], start: '09:00', ends: '17:00'}}\n#",
+        ),
+        "10: flows[0].actions[0].business_hours.ends: unknown field 'ends' (did you mean 'end'?)",
+    ),
+    (
+        "unknown-field-nothing-is-close-to",
+        GOOD.replace("destination: crm", "destination: crm, zzz: 1"),
+        "10: flows[0].actions[0].zzz: unknown field 'zzz'",
     ),
     (
         "missing-field",
