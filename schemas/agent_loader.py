@@ -15,18 +15,16 @@ the console), with drafts as if published.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import hashlib
 import re
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
-from pydantic import BaseModel, Tag, ValidationError
+from pydantic import ValidationError
 
 from schemas.agent_checks import Loc, enabled_conditions, semantic_problems, template_strings
 from schemas.agent_config import (
@@ -42,7 +40,7 @@ from schemas.agent_config import (
     parse_template,
 )
 from schemas.agent_library import library
-from schemas.config_yaml import YamlProblem, read_yaml
+from schemas.config_yaml import YamlProblem, read_yaml, unknown_key
 
 Library = Mapping[str, Mapping[str, Any]]
 
@@ -396,66 +394,13 @@ def format_loc(loc: Loc) -> str:
 def _message(error: Any) -> str:
     kind, loc, msg = error["type"], error["loc"], str(error["msg"])
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(loc[-1]), _keys_at(AgentFile, loc[:-1]), n=1)
-        return f"unknown field {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        return unknown_key(AgentFile, loc)
     if kind == "missing":
         return f"missing required field {loc[-1]!r}"
     if kind == "union_tag_invalid":
         ctx = error.get("ctx", {})
         return f"unknown action type {ctx.get('tag')!r} (known: {ctx.get('expected_tags')})"
     return msg.removeprefix("Value error, ")
-
-
-def _keys_at(model: Any, loc: tuple[int | str, ...]) -> list[str]:
-    """The keys a file may write where pydantic's `loc` (union tags included) ends, for an unknown key's
-    "did you mean": `priorty` in a task action is 'priority'. Empty where the walk cannot follow `loc`."""
-    node: Any = model
-    for key in loc:
-        node = _step(node, key)
-        if node is None:
-            return []
-    node = _unwrapped(node)
-    if get_origin(node) in (Union, types.UnionType):  # `X | None`
-        present = [m for m in get_args(node) if m is not type(None)]
-        node = _unwrapped(present[0]) if len(present) == 1 else None
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        return [f.alias or name for name, f in node.model_fields.items()]
-    return []
-
-
-def _unwrapped(kind: Any) -> Any:
-    while get_origin(kind) is Annotated:
-        kind = get_args(kind)[0]
-    return kind
-
-
-def _step(kind: Any, key: int | str) -> Any:
-    kind = _unwrapped(kind)
-    origin = get_origin(kind)
-    if origin in (Union, types.UnionType):
-        members = get_args(kind)
-        tagged = next((m for m in members if _tagged(m, key)), None)
-        if tagged is not None:
-            return tagged
-        present = [m for m in members if m is not type(None)]
-        return _step(present[0], key) if len(present) == 1 else None  # `X | None`
-    if origin is list and isinstance(key, int):
-        return get_args(kind)[0]
-    if origin is dict:
-        return get_args(kind)[1]
-    if isinstance(kind, type) and issubclass(kind, BaseModel):
-        return next((f.annotation for name, f in kind.model_fields.items() if key in (name, f.alias)), None)
-    return None
-
-
-def _tagged(member: Any, key: int | str) -> bool:
-    """Whether a location's `key` is the tag that names this union member: a condition kind, an action type."""
-    tags = get_args(member)[1:] if get_origin(member) is Annotated else ()
-    if any(isinstance(t, Tag) and t.tag == key for t in tags):
-        return True
-    inner = _unwrapped(member)
-    kind = inner.model_fields.get("type") if isinstance(inner, type) and issubclass(inner, BaseModel) else None
-    return kind is not None and key in get_args(kind.annotation)
 
 
 # ── Library templates ─────────────────────────────────────────────────────────────────────────────

@@ -18,10 +18,13 @@ Every error is a YamlProblem with a 1-based line, never another exception.
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
-from typing import Any
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from pydantic import BaseModel, Tag
 from ruamel.yaml import YAML
 from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -114,3 +117,69 @@ def read_yaml(data: str | bytes) -> Any:
         raise YamlProblem(1, type(exc).__name__) from None
     except RecursionError:
         raise YamlProblem(1, f"nested deeper than {MAX_DEPTH} levels") from None
+
+
+# ── Unknown keys ──────────────────────────────────────────────────────────────────────────────────
+
+
+def unknown_key(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """pydantic's extra_forbidden at `loc` (its own location, union tags included) as a message naming the
+    key allowed there that it may have meant: `unknown field 'priorty' (did you mean 'priority'?)`."""
+    close = difflib.get_close_matches(str(loc[-1]), keys_at(model, loc[:-1]), n=1)
+    return f"unknown field {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def keys_at(model: Any, loc: tuple[int | str, ...]) -> list[str]:
+    """The keys a file may write where pydantic's `loc` (union tags included) ends, following `model`'s
+    fields, lists, mappings and unions. Empty where the walk cannot follow `loc`."""
+    node: Any = model
+    for key in loc:
+        node = _step(node, key)
+        if node is None:
+            return []
+    node = _unwrapped(node)
+    if get_origin(node) in (Union, types.UnionType):  # `X | None`
+        present = [m for m in get_args(node) if m is not type(None)]
+        node = _unwrapped(present[0]) if len(present) == 1 else None
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [f.alias or name for name, f in node.model_fields.items()]
+    return []
+
+
+def _unwrapped(kind: Any) -> Any:
+    while get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    return kind
+
+
+def _step(kind: Any, key: int | str) -> Any:
+    kind = _unwrapped(kind)
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        members = get_args(kind)
+        tagged = next((m for m in members if _tagged(m, key)), None)
+        if tagged is not None:
+            return tagged
+        present = [m for m in members if m is not type(None)]
+        return _step(present[0], key) if len(present) == 1 else None  # `X | None`
+    if origin is list and isinstance(key, int):
+        return get_args(kind)[0]
+    if origin is dict:
+        return get_args(kind)[1]
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return next((f.annotation for name, f in kind.model_fields.items() if key in (name, f.alias)), None)
+    return None
+
+
+def _tagged(member: Any, key: int | str) -> bool:
+    """Whether a location's `key` is the tag that names this union member: a `Tag` (a condition kind), or
+    the value of its discriminating literal field (an action's `type`, a destination's `kind`)."""
+    tags = get_args(member)[1:] if get_origin(member) is Annotated else ()
+    if any(isinstance(t, Tag) and t.tag == key for t in tags):
+        return True
+    inner = _unwrapped(member)
+    if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+        return False
+    return any(
+        get_origin(f.annotation) is Literal and key in get_args(f.annotation) for f in inner.model_fields.values()
+    )

@@ -47,7 +47,7 @@ from schemas import agent_loader
 from schemas.agent_checks import Loc
 from schemas.agent_config import AgentConfig
 from schemas.agent_loader import Catalog, Problem, load_catalog, locate, plain
-from schemas.config_yaml import YamlProblem, read_yaml
+from schemas.config_yaml import YamlProblem, read_yaml, unknown_key
 
 log = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -166,12 +166,15 @@ def _substitute_all(data: Any, environ: Mapping[str, str], loc: Loc, issues: lis
     return data
 
 
-def validation_issues(exc: ValidationError, tags: tuple[str, ...] = ()) -> list[tuple[Loc, str]]:
-    """pydantic errors as (location, message), without the union tag pydantic puts after a list index."""
+def validation_issues(
+    exc: ValidationError, tags: tuple[str, ...] = (), model: type[BaseModel] | None = None
+) -> list[tuple[Loc, str]]:
+    """pydantic errors as (location, message), without the union tag pydantic puts after a list index;
+    with the file's `model`, an unknown key names the key it may have meant."""
     out = []
     for error in exc.errors(include_input=False):
         loc = tuple(key for i, key in enumerate(error["loc"]) if not (i == 2 and key in tags))
-        out.append((loc, error_message(error, tags)))
+        out.append((loc, error_message(error, tags, model)))
     return out
 
 
@@ -189,15 +192,15 @@ def validated(
     try:
         parsed = model.model_validate(data)
     except ValidationError as exc:
-        issues += validation_issues(exc, tags)
+        issues += validation_issues(exc, tags, model)
     return tree, (parsed if not issues else None), issues
 
 
-def error_message(error: Any, tags: tuple[str, ...] = ()) -> str:
+def error_message(error: Any, tags: tuple[str, ...] = (), model: type[BaseModel] | None = None) -> str:
     kind, loc = error["type"], error["loc"]
     choices, tag = " | ".join(tags), str(error.get("ctx", {}).get("discriminator", "")).strip("'")
     if kind == "extra_forbidden":
-        return f"unknown field {loc[-1]!r}"
+        return unknown_key(model, tuple(loc)) if model is not None else f"unknown field {loc[-1]!r}"
     if kind == "missing":
         return f"missing required field {loc[-1]!r}"
     if kind == "union_tag_not_found":

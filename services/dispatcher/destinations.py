@@ -466,7 +466,7 @@ def _validation_issues(exc: ValidationError) -> list[tuple[Loc, str]]:
         in_auth = len(loc) > 2 and loc[2] == "auth"
         if in_auth and len(loc) > 3 and loc[3] in AUTH_TYPES:
             del loc[3]
-        out.append((tuple(loc), error_message(error, AUTH_TYPES if in_auth else KINDS)))
+        out.append((tuple(loc), error_message(error, AUTH_TYPES if in_auth else KINDS, DestinationsFile)))
     return _text_or_reference(out, exc)
 
 

@@ -109,6 +109,10 @@ destinations:
         ("{name: a, kind: http, url: 'ftp://x'}", "destinations[0].url: String should match pattern"),
         # unknown keys are errors, not ignored
         ("{name: a, kind: http, url: 'https://x', surprise: 1}", "destinations[0].surprise: unknown field 'surprise'"),
+        (
+            "{name: a, kind: http, url: 'https://x', timeout_second: 5}",
+            "destinations[0].timeout_second: unknown field 'timeout_second' (did you mean 'timeout_seconds'?)",
+        ),
         ("{name: a, kind: carrier-pigeon, url: 'https://x'}", "destinations[0]: unknown kind 'carrier-pigeon'"),
         ("{name: a, url: 'https://x'}", "destinations[0]: missing required field 'kind'"),
         (

@@ -99,7 +99,7 @@ def test_a_requests_mapping_context_is_the_one_init_builds_from_the_endpoint() -
             GOOD.replace("VAPI_SECRET_OLD}]\n", "VAPI_SECRET_OLD}]\n    hmac: {secret_is_base64: true}\n"),
             r"endpoints.yaml:5: endpoints\[0\]\.secrets: .*not base64",
         ),
-        (GOOD + "    tolerance: 5\n", "unknown field 'tolerance'"),
+        (GOOD + "    tolerance: 5\n", r"unknown field 'tolerance' \(did you mean 'tolerance_seconds'\?\)"),
         # header names are HTTP tokens: each loaded before; one not in latin-1 made every request a 500
         (GOOD + "    hmac: {signature_header: x-sig✓}\n", r"endpoints.yaml:15: .*signature_header: a header name"),
         (GOOD + "    hmac: {timestamp_header: 'x ts'}\n", r"endpoints.yaml:15: .*timestamp_header: a header name is"),
