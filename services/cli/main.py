@@ -27,7 +27,7 @@ from services.cli import (
     trial,
 )
 from services.cli.republish import RepublishFailed
-from services.common.settings import settings_problems, unparsed_variables
+from services.common.settings import misnamed, setting_variables, settings_problems, unparsed_variables
 
 app = typer.Typer(help="Post-call automation on Kafka.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(topics.app, name="topics")
@@ -58,9 +58,30 @@ def run(service: str = typer.Argument(help="extractor, router, dispatcher, recor
         raise typer.Exit(code)
 
 
+# what the commands read from the environment besides the services' settings
+READ_DIRECTLY = ("POSTCALL_API_URL", "POSTCALL_API_TOKEN", "POSTCALL_TOPIC_PARTITIONS", "POSTCALL_TOPIC_REPLICATION")
+
+
+def misnamed_anywhere() -> list[str]:
+    """Variables with their underscores wrong for any service's setting or what the commands read
+    (POSTCALL_KAFKA_BOOTSTRAP_SERVERS): ignored, so a command would go to the default brokers or store."""
+    from services.api.settings import ApiSettings
+    from services.dispatcher.settings import DispatcherSettings
+    from services.extractor.settings import ExtractorSettings
+    from services.ingress.settings import IngressSettings
+    from services.recorder.settings import RecorderSettings
+    from services.router.settings import RouterSettings
+
+    classes = (ApiSettings, DispatcherSettings, ExtractorSettings, IngressSettings, RecorderSettings, RouterSettings)
+    return misnamed([*READ_DIRECTLY, *(name for model in classes for name in setting_variables(model))])
+
+
 def main() -> None:
     """The `postcall` entry point: Kafka out of reach is one line naming how to point at it."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection warnings repeat ours
+    if sys.argv[1:2] != ["run"]:  # a service names them itself (services.common.settings.run_service)
+        for line in misnamed_anywhere():
+            print(f"postcall: {line}", file=sys.stderr)
     try:
         app()
     except (KafkaError, RepublishFailed) as exc:

@@ -12,7 +12,7 @@ import os
 import ssl
 import sys
 import types
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
@@ -228,7 +228,14 @@ def misnamed_variables(
     settings ignore a variable they have no field for, so the setting kept its default, or was missing,
     without a word about the variable that was meant for it. A variable no setting's name is close to is
     left alone (another service's, or one the code reads itself)."""
-    settings = {name.upper() for name in _variables(model, prefix)}
+    return misnamed(setting_variables(model, prefix), prefix, environ)
+
+
+def misnamed(
+    variables: Iterable[str], prefix: str = "POSTCALL_", environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """`misnamed_variables` against a list of the variables that are read (several services' settings)."""
+    settings = {name.upper() for name in variables}
     meant = {name.replace("_", ""): name for name in settings}
     lines = []
     for name in sorted(os.environ if environ is None else environ):
@@ -236,11 +243,12 @@ def misnamed_variables(
         if not upper.startswith(prefix) or upper in settings or any(upper.startswith(f"{s}__") for s in settings):
             continue
         if (setting := meant.get(upper.replace("_", ""))) is not None:
-            lines.append(f"{name} is not a setting and is ignored: did you mean {setting}? (nested parts join with __)")
+            nested = " (a nested setting's parts join with __)" if "__" in setting else ""
+            lines.append(f"{name} is not a setting and is ignored: did you mean {setting}?{nested}")
     return lines
 
 
-def _variables(model: type[BaseModel], prefix: str) -> list[str]:
+def setting_variables(model: type[BaseModel], prefix: str = "POSTCALL_") -> list[str]:
     """Every setting's variable: POSTCALL_LOG_LEVEL, POSTCALL_KAFKA__BOOTSTRAP_SERVERS, ..."""
     names = []
     for field_name, field in model.model_fields.items():
@@ -248,7 +256,7 @@ def _variables(model: type[BaseModel], prefix: str) -> list[str]:
         optional = get_origin(field.annotation) in (Union, types.UnionType)  # a group or None, not a dict's values
         kinds = (field.annotation, *(get_args(field.annotation) if optional else ()))
         groups = [kind for kind in kinds if isinstance(kind, type) and issubclass(kind, BaseModel)]
-        names.extend(_variables(groups[0], f"{name}__") if groups else [name])
+        names.extend(setting_variables(groups[0], f"{name}__") if groups else [name])
     return names
 
 

@@ -393,6 +393,20 @@ def test_explain_of_a_call_the_store_does_not_hold_says_so() -> None:
     assert done.stdout.splitlines() == ["no decision trace for 'c1' in the store (no conversation with that id there)"]
 
 
+def test_a_variable_with_its_underscores_wrong_is_named_by_every_command() -> None:
+    """POSTCALL_KAFKA_BOOTSTRAP_SERVERS (one underscore) was ignored without a word, so `postcall publish`
+    published to the default 127.0.0.1:9092, whatever the variable said."""
+    done = postcall(
+        "topics", "list", env={"POSTCALL_KAFKA_BOOTSTRAP_SERVERS": "broker:9092", "POSTCALL_API__URL": "http://x"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "postcall: POSTCALL_API__URL is not a setting and is ignored: did you mean POSTCALL_API_URL?",
+        "postcall: POSTCALL_KAFKA_BOOTSTRAP_SERVERS is not a setting and is ignored: did you mean "
+        "POSTCALL_KAFKA__BOOTSTRAP_SERVERS? (a nested setting's parts join with __)",
+    ]
+
+
 def test_eval_with_the_openai_provider_but_no_endpoint_says_so_instead_of_scoring_the_heuristic() -> None:
     """Used to run and print the heuristic's scores: `--provider openai` without an endpoint or key."""
     done = postcall("eval", "--limit", "1", "--provider", "openai")

@@ -137,7 +137,8 @@ def test_a_variable_with_its_underscores_wrong_is_named_with_the_setting_it_mean
 
     assert run_service("demo", main, NestedSettings) == 0
     assert capsys.readouterr().err.splitlines() == [
-        f"demo: {name} is not a setting and is ignored: did you mean {meant}? (nested parts join with __)"
+        f"demo: {name} is not a setting and is ignored: did you mean {meant}?"
+        + (" (a nested setting's parts join with __)" if "__" in meant else "")
     ]
 
 
