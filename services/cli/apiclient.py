@@ -87,8 +87,19 @@ class ApiClient:
         # a 503 whose body is an operation's result (Kafka failed part-way) is an answer; any other
         # error, the store's 503 among them, is a refusal
         if answer.status_code >= 400 and (answer.status_code != 503 or not _operation_result(body)):
-            raise ApiRefused(answer.status_code, _detail(body))
+            raise ApiRefused(
+                answer.status_code, _detail(body) + (self._token_hint() if answer.status_code == 401 else "")
+            )
         return body
+
+    def _token_hint(self) -> str:
+        """What the command's user does about a 401: the API's own message speaks of HTTP headers."""
+        if self.token:
+            return " (the token of --token or POSTCALL_API_TOKEN; `postcall api token list` shows the store's)"
+        return (
+            " (give the command a token with --token or POSTCALL_API_TOKEN; "
+            "`postcall api token create NAME --role viewer` makes one)"
+        )
 
 
 def _check_url(base: str, where: str) -> None:

@@ -407,6 +407,31 @@ def test_a_variable_with_its_underscores_wrong_is_named_by_every_command() -> No
     ]
 
 
+@pytest.mark.parametrize(
+    ("token", "detail", "hint"),
+    [
+        ([], "authentication required: send Authorization: Bearer <token>",
+         "(give the command a token with --token or POSTCALL_API_TOKEN; `postcall api token create NAME --role "
+         "viewer` makes one)"),
+        (["--token", "pc_wrong"], "unknown, revoked or expired token",
+         "(the token of --token or POSTCALL_API_TOKEN; `postcall api token list` shows the store's)"),
+    ],
+    ids=["no-token", "bad-token"],
+)  # fmt: skip
+@pytest.mark.parametrize(
+    "command", [["explain", "c1"], ["reextract", "--ids", "c1", "--dry-run"]], ids=["explain", "reextract"]
+)
+def test_a_401_from_the_api_names_the_commands_token_options(
+    command: list[str], token: list[str], detail: str, hint: str
+) -> None:
+    """The API's 401 speaks of HTTP ('send Authorization: Bearer <token>'); the command's user gives a token
+    with --token or POSTCALL_API_TOKEN, which nothing said."""
+    with answering(401, orjson.dumps({"detail": detail})) as base:
+        done = postcall(*command, "--api", base, *token, env={"COLUMNS": "400"})
+    assert done.returncode == 2, done.stderr
+    assert f"HTTP 401: {detail} {hint}" in " ".join(done.stderr.split()), done.stderr
+
+
 def test_eval_with_the_openai_provider_but_no_endpoint_says_so_instead_of_scoring_the_heuristic() -> None:
     """Used to run and print the heuristic's scores: `--provider openai` without an endpoint or key."""
     done = postcall("eval", "--limit", "1", "--provider", "openai")
