@@ -27,6 +27,7 @@ router = APIRouter(prefix=PATH, include_in_schema=False)
 class LetterForm:
     values: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # a time zone the server does not know: among `errors` too
     filters: DeadLetterFilter = field(default_factory=DeadLetterFilter)
 
     @classmethod
@@ -42,6 +43,7 @@ class LetterForm:
         days = ConversationForm({"since": form.values["since"], "until": form.values["until"], "tz": form.values["tz"]})
         zone = days._zone()
         since, until = days._day("since", zone), days._day("until", zone, next_day=True)
+        form.notes = days.notes
         form.errors += days.errors + days.notes  # a redrive's dates must be read as the operator meant them
         form.filters = DeadLetterFilter(
             services=[service] if service in SERVICES else [],
@@ -55,6 +57,13 @@ class LetterForm:
 
     def query(self, **extra: str) -> str:
         return urlencode([(k, v) for k, v in {**self.values, **extra}.items() if v])
+
+    @property
+    def unreadable(self) -> list[str]:
+        """What the list cannot be filtered by (an unknown service or state, a date it cannot read): the page
+        is a 400. An unknown time zone is a note there (the dates read as UTC), as on the conversations page;
+        a redrive refuses it with the rest."""
+        return [e for e in self.errors if e not in self.notes]
 
     @property
     def chosen(self) -> bool:
@@ -71,6 +80,9 @@ def _store(request: Request) -> Store:
 async def dead_letters(request: Request, who: Viewer, cursor: str | None = None) -> Response:
     form = LetterForm.read(request.query_params)
     settings = request.app.state.settings
+    if form.unreadable:  # the letters without that filter are not what was asked for: the form, no list
+        context = {"form": form, "unreadable": True, "services": SERVICES, "cursor": None}
+        return page(request, "dead_letters.html", context, status_code=400)
     try:
         async with _store(request).read() as conn:
             # a GROUP BY over every matching letter: on the first page only, not again for each older page
@@ -80,6 +92,7 @@ async def dead_letters(request: Request, who: Viewer, cursor: str | None = None)
         raise HTTPException(400, str(exc)) from None
     context = {
         "form": form,
+        "unreadable": False,
         "counts": counts,
         "page": found,
         "cursor": cursor,

@@ -305,6 +305,24 @@ async def test_dead_letters_are_counted_by_reason_on_the_first_page_only(
     assert 'href="/console/dead-letters?service=router">first page</a>' in second
 
 
+async def test_a_filter_the_dead_letters_page_cannot_read_is_a_400_naming_it(store: Store) -> None:
+    """An unknown service or state, or a date it could not read, was named on a 200 page that listed the letters
+    without that filter (every pending letter, as if they were the ones asked for), as the conversations page
+    did. Now a 400 with the form to correct it and no list; an unknown time zone stays a note on a 200 page."""
+    await seed(store)
+    async with console_for(store) as c:
+        service = await c.get("/console/dead-letters", params={"service": "routr"})
+        state = await c.get("/console/dead-letters", params={"state": "closed"})
+        day = await c.get("/console/dead-letters", params={"since": "tuesday"})
+        zone = await c.get("/console/dead-letters", params={"tz": "Mars/Olympus_Mons"})
+    for answer, named in ((service, "unknown service &#39;routr&#39;"), (state, "unknown state &#39;closed&#39;"),
+                          (day, "since: &#39;tuesday&#39; is not a date")):  # fmt: skip
+        assert answer.status_code == 400 and named in answer.text, answer.text
+        assert "/console/dead-letters/" not in answer.text and 'name="service"' in answer.text
+    assert zone.status_code == 200 and "unknown time zone &#39;Mars/Olympus_Mons&#39;" in zone.text
+    assert re.search(r'<tr data-href="/console/dead-letters/\d+"', zone.text)
+
+
 async def test_a_dead_letters_credential_headers_are_not_shown_on_its_page(store: Store) -> None:
     """A record an outside producer copied its HTTP request's headers onto, dead-lettered: its page names
     the headers and hides the credentials (a redrive sends them from the store as they were)."""
@@ -331,8 +349,7 @@ async def test_dates_and_ids_out_of_range_are_named_never_a_500(store: Store) ->
             ("/console/dead-letters", {"until": "9999-12-31"}),
         ]:
             answer = await c.get(path, params=params)
-            expected = 400 if path == "/console/conversations" else 200  # conversations: a 400 naming it
-            assert answer.status_code == expected and "is out of range" in answer.text, (
+            assert answer.status_code == 400 and "is out of range" in answer.text, (  # a 400 naming it
                 path,
                 params,
                 answer.status_code,
