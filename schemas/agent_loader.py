@@ -127,10 +127,17 @@ class Catalog:
             raise ConfigError(self.problems)
 
 
+def _not_a_folder(root: Path) -> str:
+    """Why `root` cannot be read as the folder of agent files, and what to give instead."""
+    if root.is_file():
+        return f"not a directory: a file; give the folder of agent files that holds it ({root.parent})"
+    return "not a directory: nothing exists at this path"
+
+
 def load_catalog(directory: str | Path, *, previous: Catalog | None = None, library: Library | None = None) -> Catalog:
     root = Path(directory)
     if not root.is_dir():
-        raise ConfigError((Problem(str(root), 0, "", "not a directory"),))
+        raise ConfigError((Problem(str(root), 0, "", _not_a_folder(root)),))
     lib = library if library is not None else _default_library()
     old = previous.files if previous is not None else {}
     files: dict[str, LoadedFile] = {}

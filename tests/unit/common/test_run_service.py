@@ -103,7 +103,7 @@ def test_a_configuration_folder_that_is_no_folder_is_one_line_at_start(
 
     assert run_service("demo", main, DemoSettings) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"demo: cannot start: configuration folder {missing}: not a directory"
+        f"demo: cannot start: configuration folder {missing}: not a directory: nothing exists at this path"
     ]
 
 

@@ -366,7 +366,18 @@ def test_without_a_destinations_file_the_check_is_skipped_with_a_note(tmp_path: 
 
 def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "nope")])
-    assert result.exit_code == 1 and "not a directory" in result.stdout
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == f"{tmp_path / 'nope'}:0: not a directory: nothing exists at this path"
+
+
+def test_a_file_given_for_the_folder_is_refused_naming_the_folder_to_give(tmp_path: Path) -> None:
+    """`postcall config validate agents/support-line.yaml` said only 'not a directory'."""
+    (tmp_path / "a.yaml").write_text(GOOD)
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "a.yaml")])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == (
+        f"{tmp_path / 'a.yaml'}:0: not a directory: a file; give the folder of agent files that holds it ({tmp_path})"
+    )
 
 
 NOT_AGENT_FILES = ["README.md", "agents.json", ".hidden/a.yaml"]
