@@ -59,7 +59,10 @@ class HttpRequestExecutor:
         redact = self._http.redactor(dest)
 
         async def run(exchange: Exchange) -> Answer:
-            return await exchange.request(action.method, url, headers, body, read_limit=limit, side_effect=True)
+            # signed here, in the slot, as a webhook is: an action that waited for it (the line, a rate-limit
+            # token) carries the time it is sent, not the time it began to wait (receivers refuse an old one)
+            signed = {**headers, **signature(dest, action.action_id, body or b"")}
+            return await exchange.request(action.method, url, signed, body, read_limit=limit, side_effect=True)
 
         # a 410 to a path of the action's own names that resource (a deleted case), not the destination
         gone_disables = not action.path.partition("?")[0]
@@ -109,9 +112,9 @@ def _refused(dest: HttpDestination, why: str) -> Exception:
 
 
 def request_headers(dest: HttpDestination, action: HttpRequested, body: bytes | None) -> dict[str, str]:
-    """The flow's headers, then the destination's (credentials included) and the signature; a flow's
-    header may not replace one of those, and must render to printable ASCII (the whitespace around a
-    value is dropped: the router's cut at 1,000 characters may end one in a space)."""
+    """The flow's headers, then the destination's (credentials included); a flow's header may not replace
+    one of those or the signature (added when the request is sent), and must render to printable ASCII (the
+    whitespace around a value is dropped: the router's cut at 1,000 characters may end one in a space)."""
     headers = {"accept": "application/json", "idempotency-key": action.action_id}
     if action.supersedes is not None:
         headers[SUPERSEDES_HEADER] = action.supersedes
@@ -125,7 +128,6 @@ def request_headers(dest: HttpDestination, action: HttpRequested, body: bytes | 
             raise _refused(dest, f"header {name!r} rendered a control or non-ASCII character")
         headers[name] = value.strip(" \t")  # not part of the value (RFC 9110 5.5), and h11 refuses to send it
     headers.update(dest.header_values)
-    headers.update(signature(dest, action.action_id, body or b""))
     return headers
 
 

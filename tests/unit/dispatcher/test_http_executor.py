@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Callable
 from typing import Any
 
 import h11
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from schemas.events import HttpRequested
 from services.common.errors import PermanentError, RetryableError
-from services.dispatcher.delivery import Answer, Exchange, HttpOptions, HttpSender
+from services.dispatcher.delivery import Answer, Exchange, HttpOptions, HttpSender, json_body
 from services.dispatcher.destinations import HttpDestination
 from services.dispatcher.executors.http import HttpRequestExecutor, read_result_id, request_headers, target
 from services.dispatcher.registry import Registry
 from services.dispatcher.tokens import TokenSource
-from tests.unit.dispatcher.conftest import registry
+from tests.unit.dispatcher.conftest import SECRET, registry
 
 OAUTH = """
 destinations:
@@ -445,3 +447,39 @@ async def test_an_http_action_sends_the_user_and_password_of_its_destinations_ur
     basic = "Basic " + base64.b64encode(b"bob:pw-0123456789").decode()
     assert [r.headers.get("authorization") for r in seen] == [basic, basic]
     assert seen[0].url.path == "/api/v2/cases/1"
+
+
+async def test_an_http_action_that_waited_for_its_slot_is_signed_when_it_is_sent() -> None:
+    """As a webhook is (912d0f6): the Standard Webhooks timestamp, and the signature over it, are made in the
+    destination's slot, not before its gate. An http action that waited for a slot, a rate-limit token or the
+    line carried the time it began to wait, which a long max_wait_seconds could age past receivers' tolerance."""
+    signed = SIGNED.replace("    url:", "    max_concurrency: 1\n    url:")
+    reg = registry(signed, {"CRM": SECRET}, max_wait=5)
+    seen: dict[str, float] = {}
+    sent: dict[str, httpx.Headers] = {}
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        sent[request.headers["webhook-id"]] = request.headers
+        if request.headers["webhook-id"] == "first":
+            await asyncio.sleep(1.5)
+        seen[request.headers["webhook-id"]] = time.time()
+        return httpx.Response(204)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer), follow_redirects=False)
+    executor = HttpRequestExecutor(reg, HttpSender(reg, {"crm": client}, HttpOptions()))
+    started = time.time()
+    body = {"status": "closed"}
+    await asyncio.gather(*(executor(http_action(action_id=i, body=body)) for i in ("first", "second")))
+    assert seen["second"] - started >= 1.5  # it waited for the first one's slot
+    stamp = int(sent["second"]["webhook-timestamp"])
+    assert stamp >= int(seen["first"]), (stamp, started, seen)
+    Webhook(SECRET).verify(json_body(body), dict(sent["second"]))  # and the signature is over that timestamp
+
+
+SIGNED = """
+destinations:
+  - name: crm
+    kind: http
+    url: https://crm.example.com/api/v2
+    signing_secrets: [{secret_env: CRM}]
+"""
