@@ -43,6 +43,13 @@ class SeenEvents:
             del self._seen[next(iter(self._seen))]
         return None
 
+    def not_taken(self, event: Hashable, place: Place) -> None:
+        """The record at `place` was not taken after all (its agent has no configuration): forget the event
+        if that record is the one remembered, so that the event published again is not a copy."""
+        known = self._seen.get(event)
+        if known is not None and known[1] == place:
+            del self._seen[event]
+
     def _forget(self, horizon: float) -> None:
         while self._seen:
             oldest = next(iter(self._seen))

@@ -73,6 +73,9 @@ class Extractor:
             return []
         spec = self._spec_for(event)
         if spec is None:
+            # not taken: the same event published again for a configured agent (`postcall publish --agent`)
+            # is extracted, not skipped as a copy of this record
+            self._seen.not_taken((event.account.id, event.event_id), (ctx.partition, ctx.offset))
             version = f" version {event.agent.version}" if event.agent.version else ""
             raise UnknownAgent(f"no configuration for agent {event.agent.id}{version}")
         try:

@@ -72,6 +72,24 @@ async def test_an_agent_without_configuration_is_dead_lettered_at_once_and_produ
     assert (out.status, out.attempts, out.outputs, len(out.dead_letters)) == ("dead_lettered", 1, [], 1)
 
 
+async def test_an_event_dead_lettered_for_its_unknown_agent_published_again_for_a_configured_one_is_extracted(
+    tmp_path: Path,
+) -> None:
+    """`postcall publish call.json --from vapi` without --agent keeps the vendor's agent id, which the extractor
+    dead-letters ('no configuration for agent ...'); publishing it again with --agent support-line is the same
+    event id (the vendor's natural key), and the extractor skipped it as a copy of the record it had dead-lettered,
+    for an hour, without a word to the publisher. A record for an unknown agent is not taken, so not remembered;
+    copies of an event taken are still skipped."""
+    harness, event = run(extractor(tmp_path)), conversation("0005")
+    vendor_agent = event.model_copy(update={"agent": Agent(id="5d0e3c2a-91f4-4b7e-a6d8-3c1f9e2b7a40")})
+    first = await harness.send(vendor_agent, headers={"ce_id": "vapi:c-1:end-of-call-report"})
+    assert isinstance(first.error, UnknownAgent) and first.status == "dead_lettered"
+    again = await harness.send(event, headers={"ce_id": "vapi:c-1:end-of-call-report"})
+    assert again.status == "ok" and len(again.on(CONVERSATION_EXTRACTED)) == 1
+    copy = await harness.send(event, headers={"ce_id": "vapi:c-1:end-of-call-report"})
+    assert (copy.status, copy.outputs) == ("ok", [])
+
+
 async def test_openai_asked_but_not_configured_falls_back_to_heuristic_and_says_so(tmp_path: Path) -> None:
     ex = extractor(tmp_path)
     ex._spec_for = lambda e: SPEC.model_copy(update={"provider": "openai"})
@@ -284,6 +302,15 @@ def test_the_memory_of_event_ids_is_bounded_in_count() -> None:
     assert seen.first_place("a", (1, 9)) == (0, 1) and seen.first_place("a", (0, 1)) is None
     assert seen.first_place("c", (0, 3)) is None  # "a" (the oldest) is forgotten
     assert seen.first_place("a", (1, 9)) is None and seen.first_place("b", (1, 8)) is None
+
+
+def test_a_record_not_taken_forgets_its_event_only_where_it_was_the_one_remembered() -> None:
+    seen = SeenEvents(3600.0, 10)
+    assert seen.first_place("a", (0, 1)) is None
+    seen.not_taken("a", (1, 9))  # a replay elsewhere that was not taken: the first record's memory stays
+    assert seen.first_place("a", (0, 2)) == (0, 1)
+    seen.not_taken("a", (0, 1))
+    assert seen.first_place("a", (0, 2)) is None
 
 
 async def test_a_retry_tier_copy_is_never_skipped_even_where_another_copy_was_taken(tmp_path: Path) -> None:
