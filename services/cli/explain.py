@@ -29,12 +29,13 @@ from rich.tree import Tree
 from schemas.events import ActionCompleted, ConditionResult, DecisionTrace, FlowDecision
 from schemas.topics import ACTION_RESULTS, DECISIONS
 from services.cli.apiclient import Api, ApiClient, ApiRefused, ApiUnreachable, Token
+from services.cli.dlq import Filters, select
 from services.cli.options import Bootstrap, kafka_settings
 from services.cli.plain import escape_controls as _s  # every value shown came from Kafka
 from services.common.kafka import partitions_of, read_partition
 from services.common.settings import KafkaSettings
 from services.store.rows import final_outcome
-from services.store.views import ConversationDetail, DeadLetterSummary
+from services.store.views import ConversationDetail
 
 app = typer.Typer(help="Explain what the router decided for a conversation, and what came of it.")
 console = Console(highlight=False)
@@ -65,6 +66,15 @@ class Attempt:
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in vars(self).items()}
 
 
+@dataclass(frozen=True)
+class Letter:
+    """A dead letter of the conversation, as explain names it."""
+
+    service: str
+    reason: str
+    coordinates: str
+
+
 @dataclass
 class Story:
     conversation_id: str
@@ -73,7 +83,7 @@ class Story:
     attempts: dict[str, list[Attempt]] = field(default_factory=dict)  # every attempt per action_id
     source: str = "topics"
     stored: bool = True  # False: the store has no such conversation (only with source "store")
-    dead_letters: list[DeadLetterSummary] = field(default_factory=list)  # the store's, not replayed yet
+    dead_letters: list[Letter] = field(default_factory=list)  # not replayed yet (when no trace was found)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -97,7 +107,11 @@ class Story:
 
 def story_from_store(detail: ConversationDetail) -> Story:
     story = Story(detail.conversation_id, list(detail.decisions), source="store")
-    story.dead_letters = [letter for letter in detail.dead_letters if letter.replayed_at is None]
+    story.dead_letters = [
+        Letter(letter.service, letter.reason, letter.coordinates)
+        for letter in detail.dead_letters
+        if letter.replayed_at is None
+    ]
     for action in detail.actions:
         if not action.attempts:
             continue
@@ -170,7 +184,10 @@ def explain(
     action: from the store when a query API is configured, else from the topics."""
     story = _from_store(ApiClient.configured(api, token), conversation_id)
     if story is None:
-        story = asyncio.run(collect(kafka_settings(bootstrap), conversation_id))
+        kafka = kafka_settings(bootstrap)
+        story = asyncio.run(collect(kafka, conversation_id))
+        if not story.decisions and not as_json:
+            story.dead_letters = asyncio.run(_dead_letters(kafka, conversation_id))
     if as_json:
         typer.echo(orjson.dumps(story.as_json(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -179,6 +196,13 @@ def explain(
         if not as_json:
             _no_decision(story, console)
         raise typer.Exit(1)
+
+
+async def _dead_letters(kafka: KafkaSettings, conversation_id: str) -> list[Letter]:
+    """The extractor's and the router's dead letters of the conversation not replayed yet: what stopped it
+    before a decision trace (read only when there is none)."""
+    letters = await select(kafka, Filters(services=("extractor", "router"), key=conversation_id))
+    return [Letter(d.service, d.reason, d.coordinates) for d in letters]
 
 
 def _no_decision(story: Story, out: Console) -> None:

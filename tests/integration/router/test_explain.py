@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from typer.testing import CliRunner
 
+from schemas import headers as h
 from schemas.events import ActionCompleted
-from schemas.topics import ACTION_RESULTS, DECISIONS
+from schemas.topics import ACTION_RESULTS, DECISIONS, dead_letter_topic
 from services.cli.explain import app
 from services.common.settings import KafkaSettings
 from services.router.catalog import CatalogHolder
@@ -62,3 +64,28 @@ def test_explain_unknown_conversation_exits_1(kafka: KafkaSettings, tmp_path: Pa
     asyncio.run(create_topics(kafka, [DECISIONS, ACTION_RESULTS]))
     result = CliRunner().invoke(app, [unique("conv-nobody"), "--bootstrap", kafka.bootstrap_servers])
     assert result.exit_code == 1 and "no decision trace" in result.stdout
+
+
+def test_explain_from_the_topics_names_the_dead_letter_that_stopped_a_call(kafka: KafkaSettings) -> None:
+    """Without a query API, a call the extractor dead-lettered (an unknown agent) was only 'no decision trace
+    on postcall.decisions.v1'; the extractor's dead-letter topic said why."""
+    cid = unique("conv-unknown-agent")
+    letter_headers = {h.DLQ_SERVICE: "extractor", h.EXCEPTION_MESSAGE: "UnknownAgent: no configuration for agent x"}
+
+    async def publish() -> None:
+        await create_topics(
+            kafka, [DECISIONS, ACTION_RESULTS, dead_letter_topic("extractor"), dead_letter_topic("router")]
+        )
+        await produce(kafka, dead_letter_topic("extractor"), [(cid, {"conversation_id": cid})], headers=letter_headers)
+
+    asyncio.run(publish())
+    result = CliRunner().invoke(app, [cid, "--bootstrap", kafka.bootstrap_servers], env={"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"no decision trace for {cid!r} on {DECISIONS}"
+    assert re.fullmatch(
+        r"dead-lettered by the extractor: UnknownAgent: no configuration for agent x "
+        r"\(postcall\.extractor\.dlq\.v1:\d+:\d+\)",
+        lines[1],
+    ), lines
+    assert lines[2] == f"fix the cause, then: postcall dlq replay --key {cid} --dry-run (and again without it)"
