@@ -268,6 +268,12 @@ def _from_store(
         raise typer.Exit(130) from None
     for conversation_id in result["items"]:
         console.print(plain(conversation_id))
+    if result.get("skipped"):  # as the console says it: not sent by this run, and why
+        console.print(
+            f"{result['skipped']} conversation(s) left alone: another re-extraction chose them at the same moment "
+            "and sends them",
+            soft_wrap=True,
+        )
     if len(result["items"]) == result["matched"]:  # every match listed (not cut at --limit)
         _unmatched(frozenset(chosen["ids"] or ()), set(result["items"]), "in the store")
     verb = "would be republished" if dry_run else f"chosen, {result['sent']} republished"
