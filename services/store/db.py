@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fcntl
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,11 +132,13 @@ async def _aiosqlite_connect(*args: Any, **kwargs: Any) -> aiosqlite.Connection:
     asyncio.run had closed the loop by then (a command whose store cannot be opened), the thread died on
     "Event loop is closed" with a traceback on stderr after the command's one-line error."""
     connection = aiosqlite.connect(*args, **kwargs)
-    connection._thread.daemon = True  # as SQLAlchemy's adapter does: a process does not wait for its pool's threads
+    # before aiosqlite 0.22 (pyproject allows 0.20) the connection is its worker thread; since, it holds one
+    worker: threading.Thread = connection if isinstance(connection, threading.Thread) else connection._thread
+    worker.daemon = True  # as SQLAlchemy's adapter does: a process does not wait for its pool's threads
     try:
         return await connection
     except BaseException:
-        await asyncio.to_thread(connection._thread.join, 5)
+        await asyncio.to_thread(worker.join, 5)
         raise
 
 

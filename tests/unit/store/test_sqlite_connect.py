@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import aiosqlite.core
 import pytest
+from sqlalchemy import text
 
 from services.store.db import Store, StoreError
 from services.store.settings import DatabaseSettings
@@ -45,3 +47,33 @@ def test_a_store_that_cannot_be_opened_leaves_no_worker_thread_to_report_to_a_cl
     for thread in set(threading.enumerate()) - before:
         thread.join(5)
     assert died == []
+
+
+def test_a_store_opens_with_an_aiosqlite_whose_connection_is_its_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before aiosqlite 0.22 (pyproject allows 0.20) a connection was itself the worker Thread, with no
+    `_thread`: the connect of 130d532 raised AttributeError for every SQLite store there. It is shaped here
+    as one of those: a Thread that is awaited for the connection."""
+    connect = aiosqlite.connect
+    made: list[threading.Thread] = []
+
+    class ThreadConnection(threading.Thread):  # aiosqlite < 0.22's shape
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(target=lambda: None)
+            self._real = connect(*args, **kwargs)
+            made.append(self)
+
+        def __await__(self) -> Any:
+            self.start()
+            return self._real.__await__()
+
+    monkeypatch.setattr(aiosqlite, "connect", ThreadConnection)
+    settings = DatabaseSettings.model_validate({"url": f"sqlite:///{tmp_path / 'postcall.db'}"})
+
+    async def open_it() -> int:
+        async with Store.open(settings, upgrade=False) as store, store.read() as conn:
+            return int(await conn.scalar(text("SELECT 1")))
+
+    assert asyncio.run(open_it()) == 1
+    assert made and all(thread.daemon for thread in made)
