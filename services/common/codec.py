@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas import headers as h
@@ -88,8 +89,41 @@ def encode(value: BaseModel) -> bytes:
     special = _encoders.get(type(value))
     if special is not None:
         return special(value)
-    encoded: bytes = value.__pydantic_serializer__.to_json(value)
+    return pydantic_json(value)
+
+
+def pydantic_json(model: BaseModel) -> bytes:
+    encoded: bytes = model.__pydantic_serializer__.to_json(model)
     return encoded
+
+
+# ── the same bytes, written by orjson (an encoder's way: the router's actions and traces, the ingress's event)
+# pydantic-core writes a model's fields in the order of its __dict__, as orjson writes a dict, and text,
+# booleans, integers up to 64 bits, floats, None, lists, tuples and dicts with text keys byte for byte
+# as orjson does (tests/unit/router/test_emitted.py, tests/unit/ingress/test_encode_event.py). With these
+# options orjson hands what it would write its own way to `default`, which refuses it: a time (pydantic
+# writes UTC as `Z`), a subclass of text, numbers, lists or dicts (an enum of text, say), a dataclass; it
+# refuses by itself a model, bytes, a set, a non-text key, an integer over 64 bits and a lone surrogate.
+# A refused value makes the record pydantic's JSON.
+WRITTEN_AS_PYDANTIC_DOES = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+#: a time as pydantic's JSON writes it (`mode="json"`): what an encoder puts in place of a datetime field
+DATETIME_JSON = TypeAdapter(datetime).serializer.to_python
+
+
+def _refused(value: Any) -> Any:
+    """orjson's `default` for WRITTEN_AS_PYDANTIC_DOES: orjson then raises JSONEncodeError."""
+    raise TypeError(f"{type(value).__name__} is written by pydantic")
+
+
+def written_as_pydantic(fields: dict[str, Any], model: BaseModel) -> bytes:
+    """orjson's JSON of `fields` (the model's, made ready), or pydantic's own JSON of `model` when a value is
+    one orjson would write its own way (WRITTEN_AS_PYDANTIC_DOES)."""
+    try:
+        return orjson.dumps(fields, default=_refused, option=WRITTEN_AS_PYDANTIC_DOES)
+    except orjson.JSONEncodeError:
+        return pydantic_json(model)
 
 
 _last_iso: tuple[int, str, bytes, tuple[str, bytes]] = (0, "", b"", (h.CE_TIME, b""))

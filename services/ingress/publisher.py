@@ -25,10 +25,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
-from pydantic import TypeAdapter
 
 from schemas import headers as h
 from schemas.end_reasons import EndReason
@@ -113,22 +111,9 @@ def ce_time(ended_at: datetime) -> bytes:
     return (text + (f".{micro:06d}Z" if micro else "Z")).encode()
 
 
-# ── the record's value ───────────────────────────────────────────────────────────────────────────────
-# pydantic-core writes a model's fields in the order of its __dict__, as orjson writes a dict, and text,
-# booleans, integers up to 64 bits, floats, None, lists and dicts with text keys byte for byte as orjson
-# does (the router's encode_action relies on the same; tests/unit/ingress/test_encode_event.py compares
-# the two on every fixture and on values either writes its own way). With these options orjson hands
-# what it would write its own way to `_refused`: a time, a subclass of text, numbers, lists or dicts, a
-# dataclass; it refuses by itself a model, bytes, a set, a non-text key, an integer over 64 bits and a
-# lone surrogate. A refused value makes the record pydantic's JSON.
-_AS_PYDANTIC = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
-_TIME_JSON = TypeAdapter(datetime).serializer.to_python  # a time as pydantic's JSON writes it (mode="json")
+# ── the record's value (codec.written_as_pydantic: orjson, the bytes pydantic writes; as the router's) ──
 # the sub-models whose fields are all text, None, numbers, booleans or free-form JSON: written as their dicts
 _FLAT = {"account": Account, "agent": Agent, "customer": Customer}
-
-
-def _refused(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} is written by pydantic")
 
 
 def encode_event(event: ConversationEnded) -> bytes:
@@ -162,13 +147,10 @@ def encode_event(event: ConversationEnded) -> bytes:
         if type(analysis) is not PlatformAnalysis:
             return codec.encode(event)
         fields["platform_analysis"] = analysis.__dict__
-    fields["occurred_at"] = _TIME_JSON(fields["occurred_at"], mode="json")
-    fields["started_at"] = _TIME_JSON(fields["started_at"], mode="json")
-    fields["ended_at"] = _TIME_JSON(fields["ended_at"], mode="json")
-    try:
-        return orjson.dumps(fields, default=_refused, option=_AS_PYDANTIC)
-    except orjson.JSONEncodeError:
-        return codec.encode(event)
+    fields["occurred_at"] = codec.DATETIME_JSON(fields["occurred_at"], mode="json")
+    fields["started_at"] = codec.DATETIME_JSON(fields["started_at"], mode="json")
+    fields["ended_at"] = codec.DATETIME_JSON(fields["ended_at"], mode="json")
+    return codec.written_as_pydantic(fields, event)
 
 
 # the headers every record has the same of, encoded once (tuples: a producer reads, never changes them)

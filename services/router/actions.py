@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote_to_bytes
 from zoneinfo import ZoneInfo
 
 import orjson
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from schemas.agent_config import (
     E164,
@@ -72,7 +72,7 @@ from schemas.events import (
 )
 from schemas.topics import READ_RECORD_BYTES, action_topic
 from services.common import codec
-from services.common.codec import CONTROL_CHARACTERS
+from services.common.codec import CONTROL_CHARACTERS, DATETIME_JSON, pydantic_json, written_as_pydantic
 from services.router.conditions import SHOWN_CHARS, Remembered, compile_condition
 from services.router.scheduling import call_time
 from services.router.templates import JsonTemplate, Template
@@ -288,9 +288,8 @@ _NOT_CONTENT_SET = set(_NOT_CONTENT)  # pydantic-core's serializer takes a set; 
 # Literal text, counts, booleans, None, lists of text, text-to-text dicts, and a `body` the caller vouches
 # for (`plain`). Only these fields become something else in JSON mode, through pydantic's serializer.
 # tests/unit/router/test_built_actions.py compares every digest with the model_dump path's.
-_DATETIME_JSON = TypeAdapter(datetime).serializer.to_python
 _TO_JSON: dict[type[ActionBase], dict[str, Callable[[Any], Any]]] = {
-    ScheduleCallRequested: {"scheduled_at": lambda v: _DATETIME_JSON(v, mode="json")},
+    ScheduleCallRequested: {"scheduled_at": lambda v: DATETIME_JSON(v, mode="json")},
     SlackRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
     TeamsRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
 }
@@ -353,22 +352,8 @@ def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> in
     return size
 
 
-# ── encoding an action ─────────────────────────────────────────────────────────────────────────────
-# pydantic-core writes a model's fields in the order of its __dict__, as orjson writes a dict, and text,
-# booleans, integers up to 64 bits, floats, None, lists, tuples and dicts with text keys byte for byte
-# as orjson does (tests/unit/router/test_emitted.py). With these options orjson hands what it would write
-# its own way to `default`, which refuses it: a time (pydantic writes UTC as `Z`), a subclass of text,
-# numbers, lists or dicts (an enum of text, say), a dataclass; it refuses by itself a model, bytes, a
-# set, a non-text key and an integer over 64 bits. A refused value makes the record pydantic's JSON.
-WRITTEN_AS_PYDANTIC_DOES = (
-    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
-)
+# ── encoding an action (services.common.codec.written_as_pydantic: orjson, the bytes pydantic writes) ──
 _last_time: list[Any] = [None, ""]  # the time time_json wrote last, and its text (every output of a record)
-
-
-def refused(value: Any) -> Any:
-    """orjson's `default` for WRITTEN_AS_PYDANTIC_DOES: orjson then raises JSONEncodeError."""
-    raise TypeError(f"{type(value).__name__} is written by pydantic")
 
 
 def time_json(at: Any) -> str | None:
@@ -377,7 +362,7 @@ def time_json(at: Any) -> str | None:
     if at is not _last_time[0]:
         if type(at) is not datetime:
             return None
-        _last_time[:] = at, _DATETIME_JSON(at, mode="json")
+        _last_time[:] = at, DATETIME_JSON(at, mode="json")
     text: str = _last_time[1]
     return text
 
@@ -387,7 +372,7 @@ def encode_action(action: ActionBase) -> bytes:
     than half the instructions: pydantic's serializer checks each field against its type and infers the
     type of every value in `body`). Its times (requested_at, scheduled_at) and card are written as
     pydantic's JSON mode makes them (as content_digest reads them); anything orjson would write its own
-    way (WRITTEN_AS_PYDANTIC_DOES) makes the action pydantic's JSON."""
+    way (codec.WRITTEN_AS_PYDANTIC_DOES) makes the action pydantic's JSON."""
     fields = action.__dict__.copy()
     at = time_json(fields["requested_at"])
     if at is None:
@@ -396,20 +381,6 @@ def encode_action(action: ActionBase) -> bytes:
     for key, convert in _CONVERTED.get(type(action), ()):
         fields[key] = convert(fields[key])
     return written_as_pydantic(fields, action)
-
-
-def written_as_pydantic(fields: dict[str, Any], model: BaseModel) -> bytes:
-    """orjson's JSON of `fields` (the model's, made ready), or pydantic's own JSON of `model` when a value is
-    one orjson would write its own way (WRITTEN_AS_PYDANTIC_DOES): the router's actions and traces."""
-    try:
-        return orjson.dumps(fields, default=refused, option=WRITTEN_AS_PYDANTIC_DOES)
-    except orjson.JSONEncodeError:
-        return pydantic_json(model)
-
-
-def pydantic_json(model: BaseModel) -> bytes:
-    encoded: bytes = model.__pydantic_serializer__.to_json(model)
-    return encoded
 
 
 _ENCODED: list[type[ActionBase]] = [*KEPT_AS_IS, RowAppendRequested]  # every action the router builds

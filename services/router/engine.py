@@ -35,16 +35,15 @@ from schemas.events import (
 )
 from schemas.flow_revision import flow_revision, flow_uses
 from services.common import codec
+from services.common.codec import pydantic_json, written_as_pydantic
 from services.router.actions import (
     CONTENT_LIMIT,
     CompiledAction,
     built,
     checked_clock,
-    pydantic_json,
     time_json,
     uuid5,
     with_content,
-    written_as_pydantic,
 )
 from services.router.conditions import NO_STATE, Remembered, compile_condition
 from services.router.metrics import FLOW_OUTCOME_NAMES
@@ -386,7 +385,7 @@ _shared_flow_json: dict[int, tuple[FlowDecision, orjson.Fragment]] = {}
 
 def encode_trace(trace: DecisionTrace) -> bytes:
     """The trace's JSON, the same bytes as pydantic's `to_json(trace)`, written by orjson from the models'
-    fields (actions.WRITTEN_AS_PYDANTIC_DOES: pydantic serialised each nested model and inferred the type
+    fields (codec.WRITTEN_AS_PYDANTIC_DOES: pydantic serialised each nested model and inferred the type
     of each condition's `Any` values; anything orjson would write its own way makes the trace pydantic's
     JSON). A flow that did not fire is the same frozen object from record to record (built once per
     outcome: `Remembered`, disabled, draft), so its JSON is made once and kept by identity (the entry

@@ -49,7 +49,7 @@ def test_an_ordinary_event_is_written_by_orjson(monkeypatch: pytest.MonkeyPatch)
     def refused(_: Any) -> bytes:
         raise AssertionError("written by pydantic")
 
-    monkeypatch.setattr(codec, "encode", refused)
+    monkeypatch.setattr(codec, "pydantic_json", refused)  # codec.encode and written_as_pydantic both end there
     for event in mapped_events():
         encode_event(event)
 
