@@ -354,16 +354,23 @@ class OpenAIProvider:
         ticket = self.breaker.generation  # what this request reports counts only while the circuit has not opened since
         started = time.monotonic()
         try:
-            # the client's documented raw-request path: `chat.completions.create` runs every request
-            # through its typed-parameter transform, a millisecond of CPU per call at hundreds in flight
-            completion = await next(self._clients).post(
-                "/chat/completions", body=self._request(model, messages, compiled.schema, max_tokens),
-                cast_to=ChatCompletion,
-            )  # fmt: skip
+            # the client's timeout bounds each connect, write and read, not the request: an answer that
+            # trickles in (a gateway's keep-alive spaces while its upstream works) held the call until the
+            # handler's timeout cancelled it, uncounted by the circuit, and the budget of three calls was gone
+            async with asyncio.timeout(self._settings.request_timeout_seconds):
+                # the client's documented raw-request path: `chat.completions.create` runs every request
+                # through its typed-parameter transform, a millisecond of CPU per call at hundreds in flight
+                completion = await next(self._clients).post(
+                    "/chat/completions", body=self._request(model, messages, compiled.schema, max_tokens),
+                    cast_to=ChatCompletion,
+                )  # fmt: skip
         except openai.APIError as exc:
             raise self._failure(exc, model, usage, truncated, ticket) from exc
         except json.JSONDecodeError as exc:  # a 200 whose JSON body does not parse
             raise self._not_a_completion(model, f"invalid JSON ({exc})", ticket) from exc
+        except TimeoutError as exc:  # this request's own deadline (a cancellation from outside propagates)
+            LLM_REQUESTS.labels(PROVIDER, model, "timeout").inc()
+            raise self._endpoint_failed("LLM timeout", ticket) from exc
         except BaseException:
             self.breaker.abandon(ticket)
             raise

@@ -8,6 +8,9 @@ from the request's own json_schema, filled from a scripted dict; modes make it m
     rate_limit      429 with Retry-After: <retry_after>
     error           500
     slow            answers after <slow_seconds> (past the client timeout)
+    trickle         the answer's headers at once, then its body after <trickle_bytes> spaces sent one every
+                    <trickle_seconds> (each read is quick, the whole answer slow: a gateway keeping the
+                    connection alive while its upstream works)
     malformed       content that is not JSON
     schema_break    JSON that breaks the schema (the first field's value is an object)
     refusal         message.refusal set, no content
@@ -70,6 +73,9 @@ class FakeLLM:
         self.queue: deque[str] = deque()
         self.delay = 0.0
         self.slow_seconds = 30.0
+        self.trickle_seconds = 0.1
+        self.trickle_bytes = 30
+        self._trickling = False
         self.retry_after = "7"
         self.echo_status = 400
         self._authorization = ""
@@ -169,6 +175,10 @@ class FakeLLM:
                 kind = "text/html" if raw_page else "application/json"
                 lines = [f"HTTP/1.1 {status} X", f"Content-Type: {kind}", f"Content-Length: {len(data)}"]
                 lines += [f"{k}: {v}" for k, v in headers.items()]
+                if self._trickling:
+                    self._trickling = False
+                    await self._trickle(writer, "\r\n".join(lines), data)
+                    continue
                 writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, AttributeError):
@@ -176,6 +186,18 @@ class FakeLLM:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    async def _trickle(self, writer: asyncio.StreamWriter, head: str, data: bytes) -> None:
+        """The answer's headers, then its body behind spaces sent one at a time (JSON allows leading space)."""
+        head = re.sub(r"Content-Length: \d+", f"Content-Length: {self.trickle_bytes + len(data)}", head)
+        writer.write((head + "\r\n\r\n").encode())
+        await writer.drain()
+        for _ in range(self.trickle_bytes):
+            await asyncio.sleep(self.trickle_seconds)
+            writer.write(b" ")
+            await writer.drain()
+        writer.write(data)
+        await writer.drain()
 
     async def _respond(self, body: dict[str, Any], raw: bytes = b"") -> tuple[int, dict[str, str], Any]:
         self.requests.append(body)
@@ -211,6 +233,8 @@ class FakeLLM:
             return 200, {}, b"<html><body><h1>502 Bad Gateway</h1></body></html>"
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
+        if mode == "trickle":
+            self._trickling = True
         if mode == "refusal":
             return 200, {}, self._completion(body, None, refusal=self.refusal)
         if mode == "ok" and raw in self._answers:  # benchmarks repeat one request: answer it once

@@ -5,6 +5,7 @@ refusals and context limits; the token budget; and the circuit breaker."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,18 @@ async def test_a_request_past_the_timeout_is_retryable(llm: FakeLLM, tmp_path: P
     llm.mode, llm.slow_seconds = "slow", 5
     with pytest.raises(RetryableError, match="timeout"):
         await extract(llm, tmp_path, llm={"request_timeout_seconds": 0.3})
+
+
+async def test_a_request_whose_answer_trickles_in_past_the_timeout_is_a_timeout_counted_by_the_circuit(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # the client's timeout bounds each read: 30 spaces 0.1 s apart (3 s) never wait 0.5 s for a byte
+    llm.mode, llm.trickle_seconds, llm.trickle_bytes = "trickle", 0.1, 30
+    circuit = {"failure_threshold": 1, "window_seconds": 30, "cooldown_seconds": 30}
+    started = time.monotonic()
+    with pytest.raises(DependencyUnavailable, match="timeout"):  # the one failure the circuit allows opens it
+        await extract(llm, tmp_path, llm={"request_timeout_seconds": 0.5}, circuit=circuit)
+    assert time.monotonic() - started < 2.5
 
 
 async def test_a_refused_connection_is_retryable(llm: FakeLLM, tmp_path: Path) -> None:
