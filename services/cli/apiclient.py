@@ -7,12 +7,13 @@ every attempt, beyond the topics' retention) and the topics otherwise.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
 import typer
+
+from services.common.ssrf import UrlRefused, checked_http_url
 
 Api = Annotated[
     str | None,
@@ -104,25 +105,11 @@ class ApiClient:
 
 def _check_url(base: str, where: str) -> None:
     try:
-        url = httpx.URL(base)
-        usable = url.scheme in ("http", "https") and bool(url.host)
-        url.host.encode("idna")  # what the connection does with it: a label over 63 characters, `a..b`
-        why = "" if usable else "it is not an http:// or https:// URL with a host"
-    except (httpx.InvalidURL, ValueError) as exc:  # idna's errors are ValueErrors too
-        usable, why = False, f"not a URL: {_problem(exc, base)}"
-    if not usable:
-        raise typer.BadParameter(f"{why}; the query API's address is like http://127.0.0.1:8400", param_hint=where)
-
-
-def _problem(exc: Exception, base: str) -> str:
-    """What is wrong, without the part httpx quotes: a password with an unencoded / ? or # in it ends the
-    URL's host there, and the rest of the password is then quoted as the port (`Invalid port: 'hunter2'`)."""
-    said = str(exc) if isinstance(exc, httpx.InvalidURL) else "its host is not a valid name"
-    said = re.sub(r"(component|with) '(\w+|/+|:)'", r"\1 \2", said)  # the name of a part, not its value
-    problem = re.split("['\"]", said, maxsplit=1)[0].rstrip(" :,") or "it cannot be parsed"
-    if "@" in base and isinstance(exc, httpx.InvalidURL):
-        problem += " (a password with / ? or # in it is written percent-encoded: %2F %3F %23)"
-    return problem
+        checked_http_url(base)
+    except UrlRefused as exc:
+        raise typer.BadParameter(
+            f"{exc}; the query API's address is like http://127.0.0.1:8400", param_hint=where
+        ) from None
 
 
 def _operation_result(body: Any) -> bool:

@@ -74,6 +74,7 @@ from services.common.config import (
     yaml_mapping,
 )
 from services.common.errors import redact
+from services.common.ssrf import UrlRefused, checked_http_url
 from services.dispatcher.signing import Signer
 
 __all__ = ["ConfigError", "SecretRef", "load", "parse", "substitute_env"]
@@ -84,7 +85,6 @@ class HeaderSecret(SecretRef):
 
 
 HeaderValue = str | HeaderSecret
-_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _PRINTABLE = re.compile(r"^[\x20-\x7e\t]*$")  # RFC 9110 field values, minus obs-text (httpx sends ASCII)
 #: Headers the dispatcher sets itself; a destination cannot replace them.
 RESERVED_HEADERS = frozenset(
@@ -517,8 +517,7 @@ def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
     if isinstance(dest, UrlDestination):
         field = "url_secret" if dest.url_secret else "url"
         url = _reveal(dest.url_secret, environ, dest.name, field) if dest.url_secret else dest.url
-        dest._url = _checked_url(url or "", field)
-        _check_one_login(dest, dest._url, field)
+        dest._url = _checked_url(url or "", field, _login_refused(dest))
         dest._login = _login(dest._url)
     _check_token_url(dest)
     _check_plain_login(dest)
@@ -568,7 +567,7 @@ def _ca_context(ca_file: Path) -> ssl.SSLContext:
 def _check_unrevealed(dest: AnyDestination, environ: Mapping[str, str]) -> None:
     """What can be judged without reading a secret (`postcall config validate`)."""
     if isinstance(dest, UrlDestination) and dest.url is not None:
-        _check_one_login(dest, _checked_url(dest.url, "url"), "url")
+        _checked_url(dest.url, "url", _login_refused(dest))
     _check_token_url(dest)
     _check_plain_login(dest)
     if isinstance(dest, HttpDestination):
@@ -579,9 +578,8 @@ def _check_unrevealed(dest: AnyDestination, environ: Mapping[str, str]) -> None:
 
 def _check_token_url(dest: AnyDestination) -> None:
     if isinstance(dest, HttpDestination) and isinstance(dest.auth, ClientCredentialsAuth):
-        token_url = _checked_url(dest.auth.token_url, ("auth", "token_url"))
-        if dest.auth.client_auth == "basic" and httpx.URL(token_url).userinfo:
-            raise _FieldProblem(("auth", "token_url"), _TWO_LOGINS.format(own="the client id and secret"))
+        own = _TWO_LOGINS.format(own="the client id and secret") if dest.auth.client_auth == "basic" else None
+        _checked_url(dest.auth.token_url, ("auth", "token_url"), own)
     if isinstance(dest, GoogleSheetsDestination) and dest.token_url is not None:
         _checked_url(dest.token_url, "token_url")
 
@@ -592,9 +590,9 @@ _TWO_LOGINS = (
 )
 
 
-def _check_one_login(dest: UrlDestination, url: str, field: str) -> None:
-    """httpx turns a URL's user:password into an Authorization header that replaces the one we set, so
-    the credential configured for the destination would never be sent."""
+def _login_refused(dest: UrlDestination) -> str | None:
+    """Why a user:password in the destination's URL is refused, if it is: httpx turns it into an
+    Authorization header that replaces the one we set, so the destination's own credential would never be sent."""
     own = None
     if isinstance(dest, HttpDestination) and dest.auth is not None:
         own = f"the `auth: {dest.auth.type}` credential"
@@ -604,8 +602,7 @@ def _check_one_login(dest: UrlDestination, url: str, field: str) -> None:
         own = "the bot token"
     elif isinstance(dest, GoogleSheetsDestination):
         own = "the service account's token"
-    if own is not None and httpx.URL(url).userinfo:
-        raise _FieldProblem(field, _TWO_LOGINS.format(own=own))
+    return None if own is None else _TWO_LOGINS.format(own=own)
 
 
 def _check_plain_login(dest: AnyDestination) -> None:
@@ -626,20 +623,12 @@ def _check_plain_login(dest: AnyDestination) -> None:
         )  # fmt: skip
 
 
-def _checked_url(url: str, field: str | tuple[str, ...]) -> str:
+def _checked_url(url: str, field: str | tuple[str, ...], login_refused: str | None = None) -> str:
     """`url` when httpx can send to it; else a problem that never quotes it (it may be the secret)."""
-    if not url.startswith(("http://", "https://")):
-        raise _FieldProblem(field, "the URL must start with http:// or https://")
-    if _SPACE_OR_CONTROL.search(url):
-        raise _FieldProblem(field, "the URL has a space or control character")
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        raise _FieldProblem(field, "the URL cannot be parsed") from None
-    if not parsed.host:
-        raise _FieldProblem(field, "the URL has no host")
-    if parsed.port is not None and not 0 < parsed.port < 65536:
-        raise _FieldProblem(field, "the URL's port is not 1-65535")
+        checked_http_url(url, login_refused=login_refused)
+    except UrlRefused as exc:
+        raise _FieldProblem(field, str(exc)) from None
     return url
 
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import httpx
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from schemas.routes import EXTRACTOR, Route
 from services.common.breaker import BreakerPolicy
 from services.common.settings import ServiceSettings
+from services.common.ssrf import UrlRefused, checked_http_url
 
 CHARS_PER_TOKEN = 4  # token estimate used for budgets: len(text) / 4, the usual figure for English
 
@@ -95,16 +95,11 @@ class LlmSettings(BaseModel):
         """Refused at start without quoting it: the OpenAI client's httpx raised InvalidURL at the first
         client, quoting part of the URL (a password with an unencoded / ? or # ends the host there and the
         rest of the password is quoted as the port: `Invalid port: 'hunter2'`)."""
-        if value is None:
-            return None
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL:
-            raise ValueError(
-                "not a URL that can be parsed (a password with / ? or # in it is written percent-encoded: %2F %3F %23)"
-            ) from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("not an http:// or https:// URL with a host, e.g. http://vllm:8000/v1")
+        if value is not None:
+            try:
+                checked_http_url(value)
+            except UrlRefused as exc:
+                raise ValueError(f"{exc}; an LLM endpoint is like http://vllm:8000/v1") from None
         return value
 
     @property

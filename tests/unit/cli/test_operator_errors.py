@@ -576,14 +576,29 @@ def test_a_query_api_url_that_is_not_one_never_quotes_its_password(
         ApiClient.configured(url if where == "--api" else None, None)
     said = refused.value.format_message()
     assert "s3cret" not in said, said
-    assert said.startswith(f"Invalid value for {where}: not a URL: "), said
+    assert said.startswith(f"Invalid value for {where}: the URL"), said
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999", "the URL's port is not 1-65535"),
+        ("http://127.0.0.1:8400 /", "the URL has a space or control character"),
+    ],
+)
+def test_a_query_api_url_with_a_port_or_space_httpx_cannot_use_is_a_usage_error(url: str, problem: str) -> None:
+    """Before: accepted (the CLI's own check had neither rule), then 'does not answer' at the first request."""
+    with pytest.raises(typer.BadParameter) as refused:
+        ApiClient.configured(url, None)
+    assert refused.value.format_message().startswith(f"Invalid value for --api: {problem}")
 
 
 def test_a_query_api_url_that_is_not_one_is_one_line_without_the_password() -> None:
-    done = postcall("explain", "c1", env={"POSTCALL_API_URL": BROKEN_URLS["slash"]})
+    done = postcall("explain", "c1", env={"POSTCALL_API_URL": BROKEN_URLS["slash"], "COLUMNS": "300"})
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "s3cret" not in done.stdout + done.stderr and "Traceback" not in done.stderr, done.stderr
-    assert "POSTCALL_API_URL" in done.stderr and "not a URL: Invalid port (a password with" in done.stderr
+    assert "POSTCALL_API_URL" in done.stderr
+    assert "the URL cannot be parsed: Invalid port (a password with" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["sending", "dry-run"])
@@ -656,7 +671,7 @@ def test_an_llm_url_that_is_not_one_is_named_without_its_password(
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "s3cret" not in done.stdout + done.stderr and "Traceback" not in done.stderr, done.stderr
     said = " ".join(done.stderr.replace("│", " ").split())
-    assert f"{named}: not a URL that can be parsed" in said, done.stderr
+    assert f"{named}: the URL cannot be parsed" in said, done.stderr
 
 
 def test_a_reextraction_over_the_api_names_the_calls_another_left_it() -> None:

@@ -9,7 +9,15 @@ import socket
 import httpx
 import pytest
 
-from services.common.ssrf import AddressRefused, GuardedTransport, readable, refusal, vetted_addresses
+from services.common.ssrf import (
+    AddressRefused,
+    GuardedTransport,
+    UrlRefused,
+    checked_http_url,
+    readable,
+    refusal,
+    vetted_addresses,
+)
 
 REFUSED = [
     ("127.0.0.1", "loopback"),
@@ -190,3 +198,32 @@ def test_a_closed_or_missing_socket_counts_as_readable() -> None:
         a.close()
         b.close()
     assert readable(a) and readable(None)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://ops:s3cret@files.example/x", "the URL must start with http:// or https://"),
+        ("ops:s3cret@127.0.0.1:8400", "the URL must start with http:// or https://"),
+        ("http://a s3cret/", "the URL has a space or control character"),  # httpx sends to host a%20s3cret
+        ("http://127.0.0.1:8400/s3cret\n", "the URL has a space or control character"),
+        ("http://ops:s3cret/pw@127.0.0.1:8400", "the URL cannot be parsed: Invalid port (a password with / ? or"),
+        ("https:///s3cret", "the URL has no host"),
+        ("http://ops:s3cret@api..example", "the URL's host is not a valid name"),
+        ("http://ops:s3cret@xn--a.example", "the URL's host is not a valid name"),
+        ("http://ops:s3cret@127.0.0.1:99999", "the URL's port is not 1-65535"),
+        ("http://ops:s3cret@127.0.0.1:0", "the URL's port is not 1-65535"),
+    ],
+)
+def test_a_url_httpx_cannot_send_to_is_refused_saying_why_without_quoting_it(url: str, problem: str) -> None:
+    with pytest.raises(UrlRefused) as refused:
+        checked_http_url(url)
+    assert str(refused.value).startswith(problem) and "s3cret" not in str(refused.value)
+
+
+def test_a_login_in_the_url_is_refused_only_where_the_caller_says_why() -> None:
+    url = "HTTPS://ops:s3cret@crm.example.com:8443/hooks"
+    assert checked_http_url(url).port == 8443
+    with pytest.raises(UrlRefused, match=r"^set the credential once$"):
+        checked_http_url(url, login_refused="set the credential once")
+    assert checked_http_url("https://crm.example.com/hooks", login_refused="set the credential once").host

@@ -478,7 +478,7 @@ def test_a_good_smtp_destination_keeps_its_sender_and_reads_its_ca_bundle_once(t
         ("https:///hooks/postcall", "the URL has no host"),
         ("https:// crm.example.com/hook", "the URL has a space or control character"),
         ("https://crm.example.com:99999/hook", "the URL's port is not 1-65535"),
-        ("http://[::1/hook", "the URL cannot be parsed"),
+        ("http://[::1/hook", "the URL cannot be parsed: Invalid port"),  # httpx's words, never its quote
     ],
 )
 def test_a_destination_url_httpx_cannot_send_to_is_refused_at_load_without_echoing_it(
@@ -579,3 +579,12 @@ def test_a_sheets_url_with_a_login_is_refused_by_validate(tmp_path: Path) -> Non
     [found] = destinations.check(path, {})
     assert (found.line, found.path) == (4, "destinations[0].url")
     assert "in place of the service account's token" in found.message
+
+
+def test_a_destination_url_whose_host_is_not_a_valid_name_is_refused_at_load() -> None:
+    """Before: accepted (the dispatcher's own check had no IDNA rule), then every delivery failed at connect
+    with a UnicodeError: `label empty or too long`."""
+    text = "destinations:\n  - name: crm\n    kind: http\n    url_secret: {secret_env: CRM_URL}\n"
+    with pytest.raises(ConfigError) as caught:
+        destinations.parse(text, {"CRM_URL": "https://crm..example.com/hooks/s3cret"}, "d.yaml")
+    assert str(caught.value) == "d.yaml:4: destinations[0].url_secret: the URL's host is not a valid name"

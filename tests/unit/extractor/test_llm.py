@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from schemas.agents import ExtractionSpec, FieldSpec, TriggerSpec
 from services.extractor import answer
 from services.extractor.capabilities import request_invalid
 from services.extractor.llm import _TOKEN_COUNTS, _drop_loops, _loop, _parse, _runaway
+from services.extractor.settings import LlmSettings
 
 SPEC = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="n", type="integer")])
 
@@ -132,3 +134,19 @@ def test_an_answer_nested_past_any_schema_is_invalid_for_the_repair_round_not_a_
     with pytest.raises(ValueError, match=r"nested deeper than 64 levels|not valid JSON: depth limit exceeded"):
         _, data = _parse(text + opening * depth + "1" + closing * depth + "}", model)
         _drop_loops(data)  # what _answer does with a parsed answer
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://vllm:99999/v1", "the URL's port is not 1-65535"),
+        ("http://ops:s3cret@vllm..local:8000/v1", "the URL's host is not a valid name"),
+        ("http://vllm:8000/v1 ", "the URL has a space or control character"),
+    ],
+)
+def test_an_llm_base_url_httpx_cannot_send_to_is_refused_at_start_without_quoting_it(url: str, problem: str) -> None:
+    """Before: accepted (the settings' own check had neither rule), then every extraction failed at connect."""
+    with pytest.raises(ValidationError) as refused:
+        LlmSettings(base_url=url)
+    said = str(refused.value.errors()[0]["msg"])
+    assert said.startswith(f"Value error, {problem}") and "s3cret" not in said
