@@ -21,6 +21,7 @@ runtime's 120 s handler timeout; a record that takes longer is retried (Retryabl
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -31,6 +32,7 @@ from services.common.breaker import BreakerPolicy
 from services.common.settings import ServiceSettings
 from services.common.ssrf import UrlRefused, checked_http_url
 
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what a bearer token is written in
 CHARS_PER_TOKEN = 4  # token estimate used for budgets: len(text) / 4, the usual figure for English
 
 
@@ -113,6 +115,21 @@ class LlmSettings(BaseModel):
 
     def budget(self, model: str) -> int:
         return self.token_budgets.get(model, self.default_token_budget)
+
+    @field_validator("api_key")
+    @classmethod
+    def _a_header_value(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refused at start, without quoting it: a key sent as `Authorization: Bearer <key>` must be printable
+        ASCII without spaces. A Secret made from a file keeps its last newline, and a key copied from a page
+        may hold a zero-width space: the client refused every request before sending it (a newline: 'Connection
+        error.', counted by the circuit, which opened and paused extraction for good; a non-ASCII character:
+        UnicodeEncodeError, every record retried through its tiers and dead-lettered)."""
+        if value is not None and not _HEADER_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "holds a space, a line break, a control or a non-ASCII character, which no HTTP header carries "
+                "(a Secret made from a file keeps the file's last newline: `echo -n`, or `printf %s`)"
+            )
+        return value
 
 
 class CircuitSettings(BaseModel):
