@@ -40,7 +40,7 @@ from schemas.agent_config import (
     parse_template,
 )
 from schemas.agent_library import library
-from schemas.config_yaml import YamlProblem, read_yaml, unknown_key
+from schemas.config_yaml import YamlProblem, misspelt_tag, read_yaml, unknown_key
 
 Library = Mapping[str, Mapping[str, Any]]
 
@@ -231,7 +231,7 @@ def load_file(name: str, data: bytes, library: Library) -> LoadedFile:
     try:
         file_cfg = AgentFile.model_validate(raw)
     except ValidationError as exc:
-        found = [(_model_loc(raw, e["loc"]), _message(e)) for e in exc.errors()]
+        found = [_located(raw, e) for e in exc.errors()]
         issues += [
             (loc, msg) for loc, msg in found if not (len(loc) > 1 and loc[0] == "flows" and loc[1] in unexpanded)
         ]
@@ -398,12 +398,21 @@ def format_loc(loc: Loc) -> str:
     return text
 
 
+def _located(raw: Any, error: Any) -> tuple[Loc, str]:
+    typo = misspelt_tag(error)
+    if typo is not None:
+        return (*_model_loc(raw, error["loc"]), typo[0]), typo[1]
+    return _model_loc(raw, error["loc"]), _message(error)
+
+
 def _message(error: Any) -> str:
     kind, loc, msg = error["type"], error["loc"], str(error["msg"])
     if kind == "extra_forbidden":
         return unknown_key(AgentFile, loc)
     if kind == "missing":
         return f"missing required field {loc[-1]!r}"
+    if kind == "union_tag_not_found":  # pydantic: "Unable to extract tag using discriminator 'type'"
+        return f"missing required field {str(error.get('ctx', {}).get('discriminator', '')).strip(chr(39))!r}"
     if kind == "union_tag_invalid":
         ctx = error.get("ctx", {})
         return f"unknown action type {ctx.get('tag')!r} (known: {ctx.get('expected_tags')})"

@@ -129,6 +129,19 @@ def unknown_key(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     return f"unknown field {loc[-1]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
+def misspelt_tag(error: Any) -> tuple[str, str] | None:
+    """pydantic's union_tag_not_found (a tagged union's mapping without its tag key: `platform`, `kind`, an
+    action's `type`) as (the key written, its message) when the mapping has a key close to the tag key:
+    `platfrom: vapi` is `unknown field 'platfrom' (did you mean 'platform'?)`, not only the missing tag.
+    The error must carry its input (only the mapping's keys are read, never a value)."""
+    written = error.get("input")
+    if error.get("type") != "union_tag_not_found" or not isinstance(written, dict):
+        return None
+    tag = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+    close = difflib.get_close_matches(tag, [k for k in written if isinstance(k, str) and k != tag], n=1)
+    return (close[0], f"unknown field {close[0]!r} (did you mean {tag!r}?)") if close else None
+
+
 def keys_at(model: Any, loc: tuple[int | str, ...]) -> list[str]:
     """The keys a file may write where pydantic's `loc` (union tags included) ends, following `model`'s
     fields, lists, mappings and unions. Empty where the walk cannot follow `loc`."""

@@ -47,7 +47,7 @@ from schemas import agent_loader
 from schemas.agent_checks import Loc
 from schemas.agent_config import AgentConfig
 from schemas.agent_loader import Catalog, Problem, load_catalog, locate, plain
-from schemas.config_yaml import YamlProblem, read_yaml, unknown_key
+from schemas.config_yaml import YamlProblem, misspelt_tag, read_yaml, unknown_key
 
 log = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -171,10 +171,11 @@ def validation_issues(
 ) -> list[tuple[Loc, str]]:
     """pydantic errors as (location, message), without the union tag pydantic puts after a list index;
     with the file's `model`, an unknown key names the key it may have meant."""
-    out = []
-    for error in exc.errors(include_input=False):
+    out: list[tuple[Loc, str]] = []
+    for error in exc.errors():  # the input for misspelt_tag, which reads a mapping's keys only
         loc = tuple(key for i, key in enumerate(error["loc"]) if not (i == 2 and key in tags))
-        out.append((loc, error_message(error, tags, model)))
+        typo = misspelt_tag(error)
+        out.append(((*loc, typo[0]), typo[1]) if typo else (loc, error_message(error, tags, model)))
     return out
 
 

@@ -60,6 +60,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationErro
 
 from schemas.agent_checks import Loc
 from schemas.agent_loader import Problem
+from schemas.config_yaml import misspelt_tag
 from services.common.breaker import BreakerPolicy
 from services.common.config import (
     HEADER_NAME,
@@ -459,14 +460,16 @@ def _validation_issues(exc: ValidationError) -> list[tuple[Loc, str]]:
     """pydantic's errors without the union tags in their paths (`destinations[0].auth.token_url`, not
     `...http.auth.bearer.token_url`), an unknown tag listing the tags of its own union."""
     out: list[tuple[Loc, str]] = []
-    for error in exc.errors(include_input=False):
+    for error in exc.errors():  # the input for misspelt_tag, which reads a mapping's keys only
         loc = list(error["loc"])
         if len(loc) > 2 and loc[2] in KINDS:
             del loc[2]
         in_auth = len(loc) > 2 and loc[2] == "auth"
         if in_auth and len(loc) > 3 and loc[3] in AUTH_TYPES:
             del loc[3]
-        out.append((tuple(loc), error_message(error, AUTH_TYPES if in_auth else KINDS, DestinationsFile)))
+        typo = misspelt_tag(error)
+        message = typo[1] if typo else error_message(error, AUTH_TYPES if in_auth else KINDS, DestinationsFile)
+        out.append(((*loc, typo[0]) if typo else tuple(loc), message))
     return _text_or_reference(out, exc)
 
 

@@ -115,6 +115,12 @@ destinations:
         ),
         ("{name: a, kind: carrier-pigeon, url: 'https://x'}", "destinations[0]: unknown kind 'carrier-pigeon'"),
         ("{name: a, url: 'https://x'}", "destinations[0]: missing required field 'kind'"),
+        # the tag key misspelt: only "missing required field" before, the key written unnamed
+        ("{name: a, knd: http, url: 'https://x'}", "destinations[0].knd: unknown field 'knd' (did you mean 'kind'?)"),
+        (
+            "{name: a, kind: http, url: 'https://x', auth: {tpye: bearer, token: t}}",
+            "destinations[0].auth.tpye: unknown field 'tpye' (did you mean 'type'?)",
+        ),
         (
             "{name: a, kind: http, url: 'https://x', signing_secrets: [{}]}",
             "destinations[0].signing_secrets[0]: a secret needs exactly one of secret_env, secret_file",

@@ -100,6 +100,11 @@ def test_a_requests_mapping_context_is_the_one_init_builds_from_the_endpoint() -
             r"endpoints.yaml:5: endpoints\[0\]\.secrets: .*not base64",
         ),
         (GOOD + "    tolerance: 5\n", r"unknown field 'tolerance' \(did you mean 'tolerance_seconds'\?\)"),
+        # the tag key misspelt: only "missing required field 'platform'" before, the key written unnamed
+        (
+            GOOD.replace("platform: retell", "platfrom: retell"),
+            r"endpoints.yaml:7: endpoints\[1\]\.platfrom: unknown field 'platfrom' \(did you mean 'platform'\?\)$",
+        ),
         # header names are HTTP tokens: each loaded before; one not in latin-1 made every request a 500
         (GOOD + "    hmac: {signature_header: x-sig✓}\n", r"endpoints.yaml:15: .*signature_header: a header name"),
         (GOOD + "    hmac: {timestamp_header: 'x ts'}\n", r"endpoints.yaml:15: .*timestamp_header: a header name is"),

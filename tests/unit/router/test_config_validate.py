@@ -58,6 +58,16 @@ BAD = [
         "10: flows[0].actions[0].business_hours.ends: unknown field 'ends' (did you mean 'end'?)",
     ),
     (
+        "action-type-misspelt",  # before: "Unable to extract tag using discriminator 'type'", at the action
+        GOOD.replace("{type: webhook,", "{tpye: webhook,"),
+        "10: flows[0].actions[0].tpye: unknown field 'tpye' (did you mean 'type'?)",
+    ),
+    (
+        "action-type-missing",
+        GOOD.replace("{type: webhook,", "{"),
+        "10: flows[0].actions[0]: missing required field 'type'",
+    ),
+    (
         "unknown-field-nothing-is-close-to",
         GOOD.replace("destination: crm", "destination: crm, zzz: 1"),
         "10: flows[0].actions[0].zzz: unknown field 'zzz'",
