@@ -184,6 +184,11 @@ def _step(kind: Any, key: int | str) -> Any:
     return None
 
 
+# a smart union's member in an error location: `HeaderSecret`, or wrapped by its model validators
+# `function-after[_one_source(), HeaderSecret]` (before, wrap and plain validators alike)
+_MEMBER = re.compile(r"^(?:function-(?:after|before|wrap|plain)\[.*, )+(\w+)\]+$")
+
+
 def _tagged(member: Any, key: int | str) -> bool:
     """Whether a location's `key` is the tag that names this union member: a `Tag` (a condition kind), or
     the value of its discriminating literal field (an action's `type`, a destination's `kind`)."""
@@ -193,6 +198,8 @@ def _tagged(member: Any, key: int | str) -> bool:
     inner = _unwrapped(member)
     if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
         return False
+    if isinstance(key, str) and _MEMBER.sub(r"\1", key) == inner.__name__:
+        return True  # an untagged (smart) union names a model member by its class, inside its validators
     return any(
         get_origin(f.annotation) is Literal and key in get_args(f.annotation) for f in inner.model_fields.values()
     )

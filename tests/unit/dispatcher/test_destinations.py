@@ -158,11 +158,12 @@ NEITHER = "expected a text, or a secret by reference: {secret_env: NAME} or {sec
 @pytest.mark.parametrize(
     ("entry", "problem"),
     [
-        ("headers: {authorization: {secret_env: X, prefx: a}}", "headers.authorization.prefx: unknown field 'prefx'"),
+        ("headers: {authorization: {secret_env: X, prefx: a}}",
+         "headers.authorization.prefx: unknown field 'prefx' (did you mean 'prefix'?)"),
         ("headers: {x-version: 2}", f"headers.x-version: {NEITHER}"),
         ("headers: {x-version: [a]}", f"headers.x-version: {NEITHER}"),
         ("auth: {type: basic, username: {secret_evn: U}, password: {secret_env: P}}",
-         "auth.username.secret_evn: unknown field 'secret_evn'"),
+         "auth.username.secret_evn: unknown field 'secret_evn' (did you mean 'secret_env'?)"),
         ("auth: {type: oauth2_client_credentials, token_url: 'https://t.example/t', client_id: 5, "
          "client_secret: {secret_env: S}}", f"auth.client_id: {NEITHER}"),
     ],
@@ -172,7 +173,8 @@ def test_a_text_or_secret_value_that_is_neither_is_one_problem_without_pydantics
 ) -> None:
     """Such a value failed under both members of `str | SecretRef`, each reported with its tag in the
     path: a typo in a secret reference read 'headers.authorization.str: Input should be a valid string'
-    first, then '...function-after[_one_source(), HeaderSecret].prefx: unknown field'."""
+    first, then '...function-after[_one_source(), HeaderSecret].prefx: unknown field'; the key meant was
+    not suggested then, since keys_at could not follow that member (it names the class inside the validator)."""
     with pytest.raises(ConfigError) as caught:
         destinations.parse(f"destinations: [{{name: a, kind: http, url: 'https://x.example', {entry}}}]", {}, "d.yaml")
     assert str(caught.value) == f"d.yaml:1: destinations[0].{problem}"
