@@ -92,9 +92,13 @@ def _email(v: Any) -> Any:
     return None if v is None else v.lower()
 
 
+_DIGITS = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")  # what pydantic's lax mode reads as a Unix time
+
+
 def _not_a_number(v: Any) -> Any:
-    """A date or time is text: pydantic's lax mode would read 15 as 15 seconds after the epoch."""
-    if isinstance(v, int | float) and not isinstance(v, bool):
+    """A date or time is text: pydantic's lax mode would read 15, or "15", or "20260317" (ISO 8601's basic
+    form), as that many seconds after the epoch, a time in 1970 nobody said."""
+    if (isinstance(v, int | float) and not isinstance(v, bool)) or (isinstance(v, str) and _DIGITS.fullmatch(v)):
         raise ValueError("a number is not a date or time: write ISO 8601 text")
     return v
 

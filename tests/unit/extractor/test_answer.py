@@ -242,6 +242,20 @@ def test_a_number_that_is_not_finite_is_invalid_so_the_repair_round_asks_again(s
         answer.answer_model(spec, "1").model_validate({"fields": {"x": {"value": said, "evidence": None}}})
 
 
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [("datetime", "20260317"), ("datetime", "15"), ("datetime", "2026"), ("datetime", "1710691200"),
+     ("datetime", "+1"), ("datetime", "12.5"), ("date", "0"), ("date", "-0"), ("date", "00000000000")],
+)  # fmt: skip
+def test_a_date_or_date_time_written_as_digits_is_invalid_not_seconds_after_the_epoch(kind: str, said: str) -> None:
+    """pydantic's lax mode reads a numeric string as a Unix time, as it reads a number (which _not_a_number
+    refused): a date-time answered "20260317" (ISO 8601's basic form) was 1970-08-23T11:51:57+00:00 and one
+    answered "15" (the day) 1970-01-01T00:00:15+00:00, published as ok, a time nobody said."""
+    spec = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="x", type=kind)])
+    with pytest.raises(ValidationError, match="a number is not a date or time"):
+        answer.answer_model(spec, "1").model_validate({"fields": {"x": {"value": said, "evidence": None}}})
+
+
 def test_a_date_time_answered_with_a_date_alone_stays_a_date_not_midnight() -> None:
     spec = ExtractionSpec(
         agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="x", type="datetime")]
