@@ -272,3 +272,20 @@ def test_a_body_with_a_literal_json_does_not_hold_is_digested_by_model_dump() ->
     dated = WebhookAction(type="webhook", destination="crm", body={"on": date(2026, 3, 10)})
     assert not actions.CompiledAction(0, dated, {}, {}, ZoneInfo("UTC")).plain
     assert actions.CompiledAction(0, WebhookAction(type="webhook", destination="crm"), {}, {}, ZoneInfo("UTC")).plain
+
+
+def test_models_built_with_every_field_keep_their_fields_set_whatever_is_done_to_another() -> None:
+    """`built` gives every model built with all its fields one shared set of the field names: completing
+    an action (with_content, a re-delivery's three fields) or copying one with an update must not change
+    what another reports as set, and a model given only some fields reports those."""
+    model = next(iter(actions.KEPT_AS_IS))
+    common, fields = _fields(model)
+    first, second = actions.make(model, common, dict(fields)), actions.make(model, common, dict(fields))
+    every = set(model.model_fields)
+    actions.with_content(first, redeliver=True)
+    copied = first.model_copy(update={"destination": "elsewhere", "not_a_field": 1})
+    assert copied.model_fields_set == every | {"not_a_field"}
+    assert first.model_fields_set == every and second.model_fields_set == every
+    some = actions.built(model, {"action_id": "a", "conversation_id": "c"})
+    assert some.model_fields_set == {"action_id", "conversation_id"}
+    assert actions.make(model, common, dict(fields)).model_fields_set == every
