@@ -296,16 +296,19 @@ def _ai(cond: AiCondition, path: str) -> Compiled:
         return record(Outcome(answer.answer), answer.answer, why)
 
     def state(event: ConversationExtracted) -> Hashable:
-        extraction = event.extraction
-        if extraction.status != "ok":
+        # each model's fields through its __dict__, read once: every read of a pydantic model's attribute
+        # goes through BaseModel's __getattr__ hook (not specialised, several lookups), a dict's item does not
+        extraction = event.extraction.__dict__
+        if extraction["status"] != "ok":
             return _failed(event)
-        answer = extraction.triggers.get(trigger)
-        if answer is None:
-            return _state("unanswered", exact(extraction.config_revision))
-        confidence, rationale = answer.confidence, answer.rationale
+        found = extraction["triggers"].get(trigger)
+        if found is None:
+            return _state("unanswered", exact(extraction["config_revision"]))
+        answer = found.__dict__
+        confidence, rationale = answer["confidence"], answer["rationale"]
         if confidence is None and type(rationale) is str and len(rationale) <= _LONGEST_REMEMBERED:
-            return (answer.answer, _NONE, rationale)  # what the line below gives, for the usual answer
-        return _state(answer.answer, exact(confidence), exact(rationale))
+            return (answer["answer"], _NONE, rationale)  # what the line below gives, for the usual answer
+        return _state(answer["answer"], exact(confidence), exact(rationale))
 
     return Compiled(evaluate, (state,), (("ai", trigger),))
 
@@ -386,13 +389,13 @@ def compile_field(cond: FieldCondition, path: str, fields: dict[str, FieldSpec],
         return Outcome(passed)
 
     if needs_extraction:  # an extracted value: _reader's `extracted` inlined, on the extraction read once
-        name, dynamic = cond.field, cond.field.startswith("dyn_")
+        name, values = cond.field, "dynamic" if cond.field.startswith("dyn_") else "fields"
 
         def state(event: ConversationExtracted) -> Hashable:
-            extraction = event.extraction
-            if extraction.status != "ok":
+            extraction = event.extraction.__dict__  # as the ai state reads it
+            if extraction["status"] != "ok":
                 return _failed(event)
-            found = (extraction.dynamic if dynamic else extraction.fields).get(name)
+            found = extraction[values].get(name)
             value = None if found is None else found.value
             return value if type(value) is str and len(value) <= _LONGEST_REMEMBERED else exact(value)
 

@@ -57,6 +57,8 @@ REMEMBERED_PER_AGENT = 256
 SEEN_PER_AGENT = 4096  # hashes of combinations seen once (ints: ~0.2 MB at most per agent)
 # how a record asks to be routed: a deliberate re-delivery, or held flows released as they are
 RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
+#: what every action of a record shares: (conversation_id, agent_id, config revision, now, source event id)
+Shared = tuple[str, str, str, datetime, str]
 #: where route() counts outcomes (metrics.FLOWS.values, metrics.ACTIONS.values): flows by (outcome,),
 #: actions by (type, "planned" or "skipped")
 Counts = tuple[dict[tuple[str, ...], int], dict[tuple[str, ...], int]]
@@ -101,20 +103,20 @@ class CompiledFlow:
         self,
         event: ConversationExtracted,
         values: ConversationValues,
-        revision: str,
-        now: datetime,
+        shared: Shared,
         options: RouteOptions = (False, False),
         entry: list[Any] | None = None,
         counts: dict[tuple[str, ...], int] | None = None,
     ) -> tuple[FlowDecision, list[ActionBase]]:
-        """`entry`: what `self.when.entry(event)` gives, when the caller looked it up already; `counts`:
-        where each action's outcome is counted (by its type and "planned" or "skipped")."""
+        """`shared`: what every action of the record shares (CompiledAgent.route); `entry`: what
+        `self.when.entry(event)` gives, when the caller looked it up already; `counts`: where each action's
+        outcome is counted (by its type and "planned" or "skipped")."""
         if not self.enabled:
             return self.disabled, []
         if self.draft:
             return self.drafted, []
         redeliver, run_held = options
-        if self.holds_for and event.extraction.status != "ok" and not run_held:
+        if self.holds_for and not values.ok and not run_held:
             return self._held(event), []
         if self.when is None:
             results: list[ConditionResult] = []
@@ -135,14 +137,13 @@ class CompiledFlow:
                     )
                 return entry[2], []
             results, reason = list(entry[1]), "conditions passed"
-        return self._fire(event, values, revision, now, redeliver, results, reason, counts)
+        return self._fire(event, values, shared, redeliver, results, reason, counts)
 
     def _fire(
         self,
         event: ConversationExtracted,
         values: ConversationValues,
-        revision: str,
-        now: datetime,
+        shared: Shared,
         redeliver: bool,
         results: list[ConditionResult],
         reason: str,
@@ -151,9 +152,6 @@ class CompiledFlow:
         """The decision of a flow whose conditions passed (`results`), and its actions."""
         built: list[ActionBase] = []
         planned: list[PlannedAction] = []
-        conv = event.conversation
-        # what every action of the flow shares on this record
-        shared = (conv.conversation_id, conv.agent.id, revision, now, event.event_id)
         for action in self.actions:
             model = self._run(action, event, values, shared, results, redeliver)
             if model is None:
@@ -175,7 +173,7 @@ class CompiledFlow:
             )
             if counts is not None:
                 counts[action.planned] += 1
-        if self.holds_for and event.extraction.status != "ok":
+        if self.holds_for and not values.ok:
             reason += "; extraction failed: released as it is by an operator"
         skipped = len(self.actions) - len(built)
         reason += f"; {len(built)} action(s) planned" + (f", {skipped} skipped" if skipped else "")
@@ -210,7 +208,7 @@ class CompiledFlow:
         action: CompiledAction,
         event: ConversationExtracted,
         values: ConversationValues,
-        shared: tuple[str, str, str, datetime, str],
+        shared: Shared,
         results: list[ConditionResult],
         redeliver: bool,
     ) -> ActionBase | None:
@@ -329,10 +327,15 @@ class CompiledAgent:
             raise ValueError(f"the clock's time {now!r} is naive or out of range")
         checked_clock(now)
         values = ConversationValues(event, self.tz, self.fallback)
+        conv = values.conversation.__dict__
+        agent = conv["agent"].__dict__
+        # what every action of the record shares, read once: a pydantic model's attribute costs a lookup
+        # through BaseModel's __getattr__ hook each time it is read
+        shared = (conv["conversation_id"], agent["id"], self.revision, now, event.event_id)
         decisions: list[FlowDecision] = []
         actions: list[ActionBase] = []
         entries = iter(self._conditions(event))
-        holding = event.extraction.status != "ok" and not options[1]  # flows that use the extraction are held
+        holding = not values.ok and not options[1]  # flows that use the extraction are held
         action_counts = counts[1] if counts is not None else None
         remembered = 0
         for flow, live in zip(self.flows, self._live, strict=True):
@@ -341,7 +344,7 @@ class CompiledAgent:
                 decisions.append(entry[2])  # did not fire: its decision is remembered with its conditions
                 remembered += 1
                 continue
-            decision, built = flow.decide(event, values, self.revision, now, options, entry, action_counts)
+            decision, built = flow.decide(event, values, shared, options, entry, action_counts)
             decisions.append(decision)
             if built:
                 actions.extend(built)
@@ -359,16 +362,15 @@ class CompiledAgent:
                 counts[0][outcome] += 1
         if remembered and counts is not None:
             counts[0][_NOT_FIRED] += remembered
-        conv = event.conversation
         trace = _built(
             DecisionTrace,
             {
-                "event_id": event.event_id,
-                "conversation_id": conv.conversation_id,
-                "agent_id": conv.agent.id,
-                "agent_version": conv.agent.version,
+                "event_id": shared[4],
+                "conversation_id": shared[0],
+                "agent_id": shared[1],
+                "agent_version": agent["version"],
                 "config_revision": self.revision,
-                "extraction_status": event.extraction.status,
+                "extraction_status": values.extraction.status,
                 "decided_at": now,
                 "flows": decisions,
             },

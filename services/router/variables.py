@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from schemas.events import ConversationEnded, ConversationExtracted, Message
+from schemas.events import ConversationEnded, ConversationExtracted, Extraction, Message
 from services.common import codec
 from services.router.templates import Scalar
 
@@ -38,11 +38,16 @@ _RESOLVERS: dict[str, Resolver] = {}  # by name: names come from loaded template
 
 
 class ConversationValues:
-    __slots__ = ("_cache", "_fallback", "_ok", "event", "tz")
+    # the record's parts, read once: every read of a pydantic model's attribute goes through BaseModel's
+    # __getattr__ hook (an unspecialised lookup), a read of these slots does not
+    __slots__ = ("_cache", "_fallback", "conversation", "event", "extraction", "ok", "tz")
 
     def __init__(self, event: ConversationExtracted, tz: ZoneInfo, fallback: str) -> None:
         self.event, self.tz, self._fallback = event, tz, fallback
-        self._ok = event.extraction.status == "ok"
+        fields = event.__dict__
+        self.conversation: ConversationEnded = fields["conversation"]
+        self.extraction: Extraction = fields["extraction"]
+        self.ok = self.extraction.status == "ok"  # the extraction succeeded: extracted values are known
         self._cache: dict[str, Scalar] = {}
 
     def get(self, name: str) -> Scalar:
@@ -62,7 +67,7 @@ class ConversationValues:
         return TRANSCRIPT_FALLBACK if name == "conversation_transcript" else self._fallback
 
     def field(self, name: str) -> Scalar:
-        found = self.event.extraction.fields.get(name) if self._ok else None
+        found = self.extraction.fields.get(name) if self.ok else None
         return found.value if found is not None else None
 
 
@@ -79,7 +84,7 @@ def _resolver(name: str) -> Resolver:
     if name.startswith("dyn_"):
 
         def dynamic(v: ConversationValues) -> Scalar:
-            found = v.event.extraction.dynamic.get(name) if v._ok else None
+            found = v.extraction.dynamic.get(name) if v.ok else None
             return found.value if found is not None else None
 
         return dynamic
@@ -88,10 +93,10 @@ def _resolver(name: str) -> Resolver:
         return lambda v: v.field(field)
     if name.startswith("dynamic_variables."):
         key = name.removeprefix("dynamic_variables.")
-        return lambda v: dynamic_variable(v.event.conversation, key)
+        return lambda v: dynamic_variable(v.conversation, key)
     if name.startswith("platform."):
         attribute = name.removeprefix("platform.")
-        return lambda v: platform_value(v.event.conversation, attribute)
+        return lambda v: platform_value(v.conversation, attribute)
     return lambda v: v.field(name)
 
 
@@ -129,7 +134,12 @@ def transcript(messages: list[Message] | None) -> str | None:
     if not messages:
         return None
     roles = _ROLE_PREFIXES
-    lines = [roles[m.role] + m.text for m in messages if m.role in roles]
+    lines = []
+    for message in messages:
+        fields = message.__dict__  # one read of the model, not one per field (ConversationValues)
+        prefix = roles.get(fields["role"])
+        if prefix is not None:
+            lines.append(prefix + fields["text"])
     return "\n".join(lines) or None
 
 
@@ -140,11 +150,11 @@ def duration_mmss(seconds: float) -> str:
 
 def _date(v: ConversationValues) -> str:
     """When the conversation started, strftime("%Y-%m-%d %H:%M:%S %Z") in a sixth of the time."""
-    return _local(v.event.conversation.started_at, v)
+    return _local(v.conversation.started_at, v)
 
 
 def _end_date(v: ConversationValues) -> str:
-    return _local(v.event.conversation.ended_at, v)
+    return _local(v.conversation.ended_at, v)
 
 
 def _local(at: datetime, v: ConversationValues) -> str:
@@ -159,42 +169,42 @@ def _local(at: datetime, v: ConversationValues) -> str:
 
 
 def _time(v: ConversationValues) -> str:
-    return v.event.conversation.started_at.astimezone(v.tz).strftime("%I:%M %p").lstrip("0")
+    return v.conversation.started_at.astimezone(v.tz).strftime("%I:%M %p").lstrip("0")
 
 
 def _phone_only(value: str | None, v: ConversationValues) -> str | None:
-    return value if v.event.conversation.channel == "phone" else None
+    return value if v.conversation.channel == "phone" else None
 
 
 def _contact_only(value: str | None, v: ConversationValues) -> str | None:
-    return value if v.event.conversation.customer.contact_id else None
+    return value if v.conversation.customer.contact_id else None
 
 
 SYSTEM: dict[str, Resolver] = {
     "conversation_date": _date,
     "conversation_time": _time,
-    "conversation_duration": lambda v: duration_mmss(v.event.conversation.duration),
-    "conversation_status": lambda v: v.event.conversation.status.capitalize(),
-    "conversation_direction": lambda v: v.event.conversation.direction.capitalize(),
-    "conversation_summary": lambda v: v.event.extraction.summary,
-    "conversation_transcript": lambda v: transcript(v.event.conversation.messages),
-    "conversation_url": lambda v: v.event.conversation.conversation_url,
-    "conversation_uuid": lambda v: v.event.conversation.conversation_id,
-    "agent_name": lambda v: v.event.conversation.agent.name or v.event.conversation.agent.id,
-    "account_name": lambda v: v.event.conversation.account.name,
-    "customer_number": lambda v: _phone_only(v.event.conversation.customer.phone_number, v),
-    "customer_name": lambda v: _contact_only(v.event.conversation.customer.name, v),
-    "customer_email": lambda v: _contact_only(v.event.conversation.customer.email, v),
-    "to_number": lambda v: _phone_only(v.event.conversation.to_number, v),
+    "conversation_duration": lambda v: duration_mmss(v.conversation.duration),
+    "conversation_status": lambda v: v.conversation.status.capitalize(),
+    "conversation_direction": lambda v: v.conversation.direction.capitalize(),
+    "conversation_summary": lambda v: v.extraction.summary,
+    "conversation_transcript": lambda v: transcript(v.conversation.messages),
+    "conversation_url": lambda v: v.conversation.conversation_url,
+    "conversation_uuid": lambda v: v.conversation.conversation_id,
+    "agent_name": lambda v: v.conversation.agent.name or v.conversation.agent.id,
+    "account_name": lambda v: v.conversation.account.name,
+    "customer_number": lambda v: _phone_only(v.conversation.customer.phone_number, v),
+    "customer_name": lambda v: _contact_only(v.conversation.customer.name, v),
+    "customer_email": lambda v: _contact_only(v.conversation.customer.email, v),
+    "to_number": lambda v: _phone_only(v.conversation.to_number, v),
     "conversation_end_date": _end_date,
-    "end_reason": lambda v: v.event.conversation.end_reason.canonical._value_,  # .value is a slower property
-    "raw_end_reason": lambda v: v.event.conversation.end_reason.raw,
-    "source_platform": lambda v: v.event.conversation.end_reason.source_platform,
-    "agent_id": lambda v: v.event.conversation.agent.id,
-    "agent_version": lambda v: v.event.conversation.agent.version,
-    "account_id": lambda v: v.event.conversation.account.id,
-    "channel": lambda v: v.event.conversation.channel,
-    "duration_seconds": lambda v: v.event.conversation.duration,
-    "recording_url": lambda v: v.event.conversation.recording_url,
-    "extraction_status": lambda v: v.event.extraction.status,
+    "end_reason": lambda v: v.conversation.end_reason.canonical._value_,  # .value is a slower property
+    "raw_end_reason": lambda v: v.conversation.end_reason.raw,
+    "source_platform": lambda v: v.conversation.end_reason.source_platform,
+    "agent_id": lambda v: v.conversation.agent.id,
+    "agent_version": lambda v: v.conversation.agent.version,
+    "account_id": lambda v: v.conversation.account.id,
+    "channel": lambda v: v.conversation.channel,
+    "duration_seconds": lambda v: v.conversation.duration,
+    "recording_url": lambda v: v.conversation.recording_url,
+    "extraction_status": lambda v: v.extraction.status,
 }
