@@ -23,6 +23,7 @@ the topic).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ _VALIDATION = re.compile(
     re.I,
 )
 _AUTH_OR_LIMIT = (401, 403, 404, 408, 409, 429)
+COUNT_SECONDS = 5.0  # a token count, in all: it is an optimisation (the transcript stays as estimated)
 
 
 def request_invalid(status: int | None, body: str) -> bool:
@@ -204,12 +206,17 @@ async def _tokenizes(http: httpx.AsyncClient, url: str, model: Any) -> bool:
         return False
 
 
-async def count_tokens(http: httpx.AsyncClient, url: str, text: str, model: str) -> int | None:
-    """Tokens of `text` by the server's own tokenizer (llama.cpp: content; vLLM: prompt), or None."""
+async def count_tokens(
+    http: httpx.AsyncClient, url: str, text: str, model: str, *, seconds: float = COUNT_SECONDS
+) -> int | None:
+    """Tokens of `text` by the server's own tokenizer (llama.cpp: content; vLLM: prompt), or None; None too
+    past `seconds` in all (httpx's timeout bounds each read: an answer that trickles in would hold the record
+    until the handler's timeout, on every retry)."""
     try:
-        r = await http.post(url, json={"content": text, "prompt": text, "model": model, "add_special": False})
-        body = r.json() if r.status_code == 200 else None  # an error's body may be a proxy's page
-    except (httpx.HTTPError, ValueError):
+        async with asyncio.timeout(seconds):
+            r = await http.post(url, json={"content": text, "prompt": text, "model": model, "add_special": False})
+            body = r.json() if r.status_code == 200 else None  # an error's body may be a proxy's page
+    except (httpx.HTTPError, ValueError, TimeoutError):
         return None
     if not isinstance(body, dict):
         return None

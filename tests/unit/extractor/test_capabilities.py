@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 
@@ -39,3 +43,21 @@ async def test_a_token_count_no_tokenizer_can_give_is_none(body: bytes) -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
     async with httpx.AsyncClient(transport=transport) as http:
         assert await count_tokens(http, "http://llama:8080/tokenize", "hello there", "m") is None
+
+
+async def test_a_token_count_that_trickles_in_past_its_bound_is_none() -> None:
+    """httpx's timeout bounds each read: an answer sent a byte at a time (a proxy in front of the server)
+    held the record until the handler's timeout, then its retries did the same. Counting is an optimisation:
+    past its bound the transcript stays as estimated."""
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            yield b" "
+        yield b'{"tokens": [1, 2]}'
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=trickle()))
+    started = time.monotonic()
+    async with httpx.AsyncClient(transport=transport) as http:
+        assert await count_tokens(http, "http://llama:8080/tokenize", "hello there", "m", seconds=0.3) is None
+    assert time.monotonic() - started < 1.5
