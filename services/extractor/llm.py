@@ -209,7 +209,10 @@ class OpenAIProvider:
         if (window := self.capabilities.context_tokens) is not None:
             compiled = self._compile(spec)
             static = (len(prompt.INSTRUCTIONS) + len(compiled.text) + 400) // CHARS_PER_TOKEN
-            budget = min(budget, window - static - 2 * compiled.max_tokens - REPAIR_HEADROOM_TOKENS)
+            # the answer asked for (max_output_tokens when set), and the repair round's copy of an answer
+            asked = self._settings.max_output_tokens or compiled.max_tokens
+            answers = asked + min(asked, compiled.max_tokens)
+            budget = min(budget, window - static - answers - REPAIR_HEADROOM_TOKENS)
         return max(budget, 100)
 
     def fit(self, spec: ExtractionSpec, messages: list[Message]) -> Fitted:

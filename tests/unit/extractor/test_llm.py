@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import openai
 import pytest
 from pydantic import ValidationError
 
 from schemas.agents import ExtractionSpec, FieldSpec, TriggerSpec
-from services.extractor import answer
-from services.extractor.capabilities import request_invalid
-from services.extractor.llm import _TOKEN_COUNTS, _drop_loops, _loop, _parse, _runaway
-from services.extractor.settings import LlmSettings
+from schemas.events import Message
+from services.extractor import answer, prompt
+from services.extractor.capabilities import Capabilities, request_invalid
+from services.extractor.llm import _TOKEN_COUNTS, OpenAIProvider, _drop_loops, _loop, _parse, _runaway
+from services.extractor.settings import CHARS_PER_TOKEN, CircuitSettings, LlmSettings
 
 SPEC = ExtractionSpec(agent_id="a", config_revision="r", summary=False, fields=[FieldSpec(name="n", type="integer")])
 
@@ -150,3 +152,27 @@ def test_an_llm_base_url_httpx_cannot_send_to_is_refused_at_start_without_quotin
         LlmSettings(base_url=url)
     said = str(refused.value.errors()[0]["msg"])
     assert said.startswith(f"Value error, {problem}") and "s3cret" not in said
+
+
+@pytest.mark.parametrize("max_output_tokens", [None, 256, 4096])
+async def test_a_transcript_fitted_to_a_known_window_leaves_room_for_the_answer_asked_for(
+    max_output_tokens: int | None,
+) -> None:
+    """The budget kept room for twice the schema's answer cap, while the request asks for max_output_tokens
+    when it is set: with 4096 in an 8192-token window, the prompt and the answer asked for came to 9,536
+    tokens. A server that checks (vLLM) refuses such a request: a 400, then a shrink to half and a second
+    request, for every long transcript."""
+    spec = ExtractionSpec(agent_id="a", config_revision="r", summary=True,
+                          fields=[FieldSpec(name=f"f{i}", type="string") for i in range(6)])  # fmt: skip
+    settings = LlmSettings(base_url="http://127.0.0.1:1/v1", max_output_tokens=max_output_tokens)
+    client = openai.AsyncOpenAI(api_key="unused", base_url=settings.base_url, max_retries=0)
+    provider = OpenAIProvider(client, settings, CircuitSettings(), "1", Capabilities(context_tokens=8192),
+                              retry_after_cap=60)  # fmt: skip
+    messages = [Message(role="customer", text="word " * 40) for _ in range(2_000)]
+    fitted = provider.fit(spec, messages)
+    compiled = provider._compile(spec)
+    sent = prompt.messages(compiled.text, "Conversation c: inbound phone, ended 2026-03-13T10:00.", fitted.text, True)
+    asked = max_output_tokens or compiled.max_tokens
+    assert fitted.truncated
+    assert sum(len(m["content"]) for m in sent) // CHARS_PER_TOKEN + asked <= 8192
+    await client.close()
