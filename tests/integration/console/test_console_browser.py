@@ -255,6 +255,21 @@ async def test_a_refused_dry_run_shows_why_in_the_page(served: Served) -> None:
         await expect(alert).to_have_text("Not found: no stored event for conversation 'no-such-call'", timeout=10_000)
 
 
+async def test_an_invalid_events_problems_show_one_a_line(served: Served) -> None:
+    """The problems of an invalid pasted event came as one line of text (a <p> collapses line breaks)."""
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.viewer)
+        await page.goto(served.url + "/console/try")
+        await page.get_by_label("Paste a ConversationEnded").check()
+        await page.get_by_label("Pasted payload").fill('{"event_id": "e1", "conversation_id": "c1"}')
+        await page.get_by_role("button", name="Run the dry run").click()
+        alert = page.locator("#try-result").get_by_role("alert")
+        await expect(alert).to_contain_text("not a valid ConversationEnded", timeout=60_000)
+        lines = (await alert.inner_text()).splitlines()
+        assert lines[0] == "not a valid ConversationEnded:" and "  account: Field required" in lines, lines
+
+
 async def test_a_double_click_on_an_operators_button_sends_one_request(served: Served) -> None:
     """htmx queues a form's second submit behind its first: a double-click re-extracted a call twice, redrove
     a dead letter twice (its page chooses it whether redriven or not), and made Mark done answer 409."""

@@ -508,6 +508,23 @@ async def test_try_a_flow_shows_a_dry_run_that_gave_no_answer_as_its_error(
     assert stopped.status_code == 200 and "the dry run took longer than 0 s and was stopped" in stopped.text
 
 
+async def test_try_a_flow_keeps_the_lines_of_an_invalid_events_problems(store: Store) -> None:
+    """The dry run's error lists an invalid event's problems one a line; the page showed them on one line (a
+    <p> collapses line breaks). Its element now keeps them (white-space: pre-wrap), its text escaped."""
+    payload = orjson.dumps({"event_id": "e1", "conversation_id": "c1", "ended_at": "<b>nope</b>"}).decode()
+    async with console_for(store) as c:
+        form = {"csrf_token": csrf_of((await c.get("/console/try")).text), "source": "paste", "payload": payload}
+        answer = await c.post("/console/try", data=form)
+        css = (await c.get("/console/static/console.css")).text
+    alert = re.search(r'<p class="([^"]*)" role="alert">(.*?)</p>', answer.text, re.S)
+    assert answer.status_code == 200 and alert is not None, answer.text[-500:]
+    classes, text = alert.group(1).split(), alert.group(2)
+    assert text.startswith("not a valid ConversationEnded:\n  ") and "\n  account: Field required\n" in text, text
+    assert "&lt;b&gt;nope&lt;/b&gt;" in text and "<b>" not in text  # escaped: no markup from the error text
+    kept = [c for c in classes if re.search(rf"^\.{c} {{[^}}]*white-space: pre-wrap", css, re.M)]
+    assert kept, (classes, "no class of the alert keeps its lines")
+
+
 async def test_try_a_stored_call_with_its_stored_extraction(store: Store) -> None:
     example = ConversationEnded.model_validate_json(
         (ROOT / "examples" / "conversations" / "0001-support-resolved-hangup.json").read_bytes()
