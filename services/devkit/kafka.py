@@ -427,8 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     cluster = KafkaCluster(size=args.nodes, ports=ports, workdir=ROOT / ".cache" / "kafka-data")
     shutil.rmtree(ROOT / ".cache" / "kafka-data", ignore_errors=True)
     # SIGTERM stops the brokers as Ctrl-C does: they run in their own session, so a launcher that died
-    # of the signal would leave them running (a handler, not a blocked mask: the brokers would inherit it)
+    # of the signal would leave them running (a handler, not a blocked mask: the brokers would inherit it).
+    # SIGINT explicitly too: started in the background by a non-interactive shell (`make run &`, a script),
+    # Python inherits SIGINT ignored and installs no handler of its own, so Ctrl-C's signal did nothing
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         cluster.start()
         print(f"kafka ready at {cluster.bootstrap_servers} (Ctrl-C or SIGTERM stops it)", flush=True)
@@ -437,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the stop short
+        for signum in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the stop short
+            signal.signal(signum, signal.SIG_IGN)
         cluster.stop()
     return 0
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,20 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
-def test_sigterm_to_the_launcher_stops_the_broker() -> None:
-    """`python -m services.devkit.kafka start` died of SIGTERM and left the Java broker running."""
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a non-interactive shell starts a job with `&`
+
+
+@pytest.mark.parametrize(
+    ("signum", "preexec"),
+    [(signal.SIGTERM, None), (signal.SIGINT, _ignore_sigint)],
+    ids=["sigterm", "sigint-inherited-ignored"],
+)
+def test_sigterm_or_sigint_to_the_launcher_stops_the_broker(
+    signum: signal.Signals, preexec: Callable[[], None] | None
+) -> None:
+    """`python -m services.devkit.kafka start` died of SIGTERM and left the Java broker running; started in the
+    background by a non-interactive shell (SIGINT inherited as ignored) it did nothing on SIGINT."""
     port = free_port()
     launcher = subprocess.Popen(
         [sys.executable, "-m", "services.devkit.kafka", "start", "--port", str(port)],
@@ -50,7 +63,9 @@ def test_sigterm_to_the_launcher_stops_the_broker() -> None:
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
+        preexec_fn=preexec,  # only a signal disposition, set before exec
     )
+    brokers: list[int] = []
     try:
         assert launcher.stdout is not None
         for line in launcher.stdout:
@@ -59,7 +74,7 @@ def test_sigterm_to_the_launcher_stops_the_broker() -> None:
         children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
         brokers = [int(pid) for pid in children if "kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_text()]
         assert brokers and all(_alive(pid) for pid in brokers)
-        launcher.send_signal(signal.SIGTERM)
+        launcher.send_signal(signum)
         assert launcher.wait(60) == 0
         deadline = time.monotonic() + 30
         while any(_alive(pid) for pid in brokers) and time.monotonic() < deadline:
@@ -68,6 +83,10 @@ def test_sigterm_to_the_launcher_stops_the_broker() -> None:
     finally:
         if launcher.poll() is None:
             launcher.kill()
+            launcher.wait(10)
+        for pid in brokers:  # a launcher that did not stop them
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_broker_not_ready_in_time_is_not_left_running() -> None:
