@@ -76,6 +76,7 @@ from services.common.config import (
 )
 from services.common.errors import redact
 from services.common.ssrf import UrlRefused, checked_http_url
+from services.dispatcher.settings import SMTP_BOUND_WHY
 from services.dispatcher.signing import Signer
 
 __all__ = ["ConfigError", "SecretRef", "load", "parse", "substitute_env"]
@@ -405,13 +406,19 @@ class DestinationsFile(Strict):
 
 
 def parse(
-    text: str | bytes, environ: Mapping[str, str], source: str = "<destinations>", *, reveal: bool = True
+    text: str | bytes,
+    environ: Mapping[str, str],
+    source: str = "<destinations>",
+    *,
+    reveal: bool = True,
+    smtp_bound: float | None = None,
 ) -> dict[str, AnyDestination]:
     """Validate the file's text and resolve every secret; keyed by destination name.
 
     Every problem is reported as `file:line: path: message`; no value from the file or the environment
     is echoed (a ${VAR}-substituted URL may be a secret). With `reveal=False` (`postcall config
-    validate`) no secret is read, and a value from an unset ${VAR} is not judged.
+    validate`) no secret is read, and a value from an unset ${VAR} is not judged. With `smtp_bound` (the
+    dispatcher's settings.smtp_bound), an smtp destination's timeout_seconds over it is refused.
     """
     tree = yaml_mapping(text, source, "destinations")
     issues: list[tuple[Loc, str]] = []
@@ -431,6 +438,7 @@ def parse(
         try:
             if dest.name in out:
                 raise _FieldProblem("name", f"destination {dest.name!r} is defined twice")
+            _check_smtp_timeout(dest, smtp_bound)
             if reveal:
                 _resolve(dest, environ)
             else:
@@ -514,6 +522,13 @@ class _FieldProblem(Exception):
     def __init__(self, field: str | tuple[str, ...], message: str) -> None:
         super().__init__(message)
         self.field, self.message = field, message
+
+
+def _check_smtp_timeout(dest: AnyDestination, bound: float | None) -> None:
+    """Refused, not clamped: the file says how long a relay may take, and a shorter bound than written would
+    give up on a slow relay that the operator expected to wait for (a clamp logged once is easily missed)."""
+    if bound is not None and isinstance(dest, SmtpDestination) and (dest.timeout_seconds or 0) > bound:
+        raise _FieldProblem("timeout_seconds", f"an smtp attempt's bound is at most {bound:g} s: {SMTP_BOUND_WHY}")
 
 
 def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
@@ -733,6 +748,8 @@ def _reveal(ref: SecretRef, environ: Mapping[str, str], owner: str, field: str |
         raise _FieldProblem(field, str(exc)) from None
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, AnyDestination]:
+def load(
+    path: Path, environ: Mapping[str, str] | None = None, *, smtp_bound: float | None = None
+) -> dict[str, AnyDestination]:
     text = read_bytes(path, "destinations file")  # decoded by the YAML reader, which locates non-UTF-8 bytes
-    return parse(text, os.environ if environ is None else environ, str(path))
+    return parse(text, os.environ if environ is None else environ, str(path), smtp_bound=smtp_bound)

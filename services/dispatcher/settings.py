@@ -16,6 +16,10 @@ from schemas.routes import DISPATCHER, Route
 from services.common.settings import ServiceSettings
 
 SMTP_RESERVE_SECONDS = 10.0  # of the handler's time, for the ledger's claim and what follows the attempt
+SMTP_BOUND_WHY = (
+    "the handler would be stopped first, and its retry send again a message the relay may have taken "
+    f"(runtime.handler_timeout_seconds less 3 x max_wait_seconds and {SMTP_RESERVE_SECONDS:g} s)"
+)
 
 
 class DispatcherSettings(ServiceSettings):
@@ -71,17 +75,17 @@ class DispatcherSettings(ServiceSettings):
     @property
     def smtp_deadline(self) -> float:
         """The whole-attempt bound of an smtp destination that sets none (smtp_timeout_seconds)."""
-        return self.smtp_timeout_seconds or max(self._smtp_bound(), self.default_timeout_seconds)
+        return self.smtp_timeout_seconds or max(self.smtp_bound, self.default_timeout_seconds)
 
-    def _smtp_bound(self) -> float:
+    @property
+    def smtp_bound(self) -> float:
+        """The longest smtp attempt the handler's timeout leaves room for (smtp_timeout_seconds, and an smtp
+        destination's own timeout_seconds, are refused above it)."""
         return self.runtime.handler_timeout_seconds - 3 * self.max_wait_seconds - SMTP_RESERVE_SECONDS
 
     @model_validator(mode="after")
     def _smtp_within_the_handler(self) -> DispatcherSettings:
-        bound = self._smtp_bound()
+        bound = self.smtp_bound
         if self.smtp_timeout_seconds is not None and self.smtp_timeout_seconds > bound:
-            raise ValueError(
-                f"smtp_timeout_seconds is over {bound:g} s: the handler would be stopped first "
-                f"(runtime.handler_timeout_seconds less 3 x max_wait_seconds and {SMTP_RESERVE_SECONDS:g} s)"
-            )
+            raise ValueError(f"smtp_timeout_seconds is over {bound:g} s: {SMTP_BOUND_WHY}")
         return self

@@ -63,3 +63,20 @@ def test_an_smtp_destination_gets_a_deadline_of_its_own_bounded_by_the_handler_t
         DispatcherSettings(destinations_file=path, smtp_timeout_seconds=110)
     # a handler timeout that leaves less (a long max_wait_seconds) keeps the webhooks' deadline, as before
     assert DispatcherSettings(destinations_file=path, max_wait_seconds=60).smtp_deadline == 15.0
+
+
+def test_an_smtp_destinations_own_timeout_longer_than_the_handler_allows_stops_the_start(tmp_path: Path) -> None:
+    """smtp_timeout_seconds over the bound was refused, an smtp destination's own timeout_seconds was not: 300
+    s loaded, and a relay slow to answer the end of DATA outlived the handler's 120 s, which was stopped
+    and retried while the relay may have taken the message (sent twice)."""
+    path = tmp_path / "d.yaml"
+    path.write_text(FILE + "  - {name: slow-mail, kind: smtp, host: localhost, from_address: a@example.com, "
+                    "starttls: false, timeout_seconds: 300}\n")  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        build_registry(DispatcherSettings(destinations_file=path))
+    said = str(stopped.value)
+    assert f"{path}:12: destinations[2].timeout_seconds: an smtp attempt's bound is at most 104 s: " in said, said
+    assert "runtime.handler_timeout_seconds less 3 x max_wait_seconds" in said
+    # the handler given the time, the same file loads
+    longer = build_registry(DispatcherSettings(destinations_file=path, runtime={"handler_timeout_seconds": 320}))
+    assert [longer.timeout(d) for d in longer.smtp() if d.name == "slow-mail"] == [300.0]
