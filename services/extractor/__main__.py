@@ -17,6 +17,7 @@ import httpx
 import openai
 
 from services.common import observability as plog
+from services.common.config import ConfigError
 from services.common.runtime import Runtime, serve
 from services.common.settings import run_service
 from services.common.ssrf import GuardedTransport
@@ -90,6 +91,8 @@ async def open_provider(settings: ExtractorSettings) -> AsyncIterator[OpenAIProv
 
 async def main() -> None:
     settings = ExtractorSettings()  # config_dir comes from the environment (POSTCALL_CONFIG_DIR)
+    if (problem := settings.timing_problem()) is not None:
+        raise ConfigError(problem)  # one line and exit 2 (run_service), before anything is opened
     plog.setup("extractor", settings.log_level)
     specs = SpecSource(settings.config_dir)
     async with open_http(settings) as http, open_provider(settings) as provider:

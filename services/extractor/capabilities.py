@@ -34,7 +34,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from services.common.errors import redact
-from services.extractor.settings import LlmSettings
+from services.extractor.settings import COUNT_SECONDS, LlmSettings
 
 log = logging.getLogger("postcall.extractor.llm")
 Mode = Literal["json_schema", "json_object", "tools", "prompt"]
@@ -53,7 +53,6 @@ _VALIDATION = re.compile(
     re.I,
 )
 _AUTH_OR_LIMIT = (401, 403, 404, 408, 409, 429)
-COUNT_SECONDS = 5.0  # a token count, in all: it is an optimisation (the transcript stays as estimated)
 
 
 def request_invalid(status: int | None, body: str) -> bool:

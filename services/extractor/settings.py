@@ -17,6 +17,7 @@ Timing: a record may take three model calls (the answer, one repair, and the one
 overflow, which a server refuses before generating anything), each bounded by request_timeout_seconds
 (45 s), plus a transcript fetch (10 s) and a token count (5 s): two slow calls and the fetch fit in the
 runtime's 120 s handler timeout; a record that takes longer is retried (RetryableError), never lost.
+Settings where they do not fit are refused at start (ExtractorSettings.timing_problem).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from services.common.settings import ServiceSettings
 from services.common.ssrf import UrlRefused, checked_http_url
 
 _HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space: what a bearer token is written in
+COUNT_SECONDS = 5.0  # a token count, in all: it is an optimisation (the transcript stays as estimated)
 CHARS_PER_TOKEN = 4  # token estimate used for budgets: len(text) / 4, the usual figure for English
 
 
@@ -180,3 +182,20 @@ class ExtractorSettings(ServiceSettings):
     offload_chars: int = Field(
         64_000, ge=0, description="Transcripts longer than this are parsed and scanned in a worker thread."
     )
+
+    def timing_problem(self) -> str | None:
+        """Why a record's model calls cannot finish within the handler's timeout, or None. Checked where the
+        service starts (`postcall eval` and the benchmarks call the model with no handler around it)."""
+        if not self.llm.configured:
+            return None
+        need = 2 * self.llm.request_timeout_seconds + self.transcript_timeout_seconds + COUNT_SECONDS
+        handler = self.runtime.handler_timeout_seconds
+        if need <= handler:
+            return None
+        return (
+            f"POSTCALL_LLM__REQUEST_TIMEOUT_SECONDS ({self.llm.request_timeout_seconds:g} s) twice (an answer and "
+            f"its repair round), POSTCALL_TRANSCRIPT_TIMEOUT_SECONDS ({self.transcript_timeout_seconds:g} s) and a "
+            f"token count ({COUNT_SECONDS:g} s) come to {need:g} s, over POSTCALL_RUNTIME__HANDLER_TIMEOUT_SECONDS "
+            f"({handler:g} s): a record that needs its repair round would be stopped in it, retried (the answer "
+            "billed again) and dead-lettered. Raise the handler timeout or lower the request timeout"
+        )

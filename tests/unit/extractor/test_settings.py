@@ -32,3 +32,42 @@ def test_an_api_key_of_printable_characters_loads(tmp_path: Path) -> None:
     key = "sk-proj-AbC_12-x.y~z+/="
     settings = ExtractorSettings(config_dir=tmp_path, llm={"api_key": key})
     assert settings.llm.api_key is not None and settings.llm.api_key.get_secret_value() == key
+
+
+async def _served(runtime: object) -> None:
+    raise AssertionError("the extractor started consuming")
+
+
+def test_model_calls_that_cannot_finish_within_the_handler_timeout_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A record may take an answer and its repair round (each up to request_timeout_seconds), a transcript
+    fetch and a token count, inside runtime.handler_timeout_seconds. Before: a request timeout of 100 s
+    against the 120 s handler started, and every record that needed a repair round was stopped by the
+    handler's timeout mid-repair, retried through its tiers (a billed answer each time), then dead-lettered."""
+    from services.extractor import __main__ as extractor_main
+
+    monkeypatch.setattr(extractor_main, "serve", _served)
+    for name, value in {
+        "POSTCALL_CONFIG_DIR": str(tmp_path),
+        "POSTCALL_LLM__BASE_URL": "http://127.0.0.1:1/v1",
+        "POSTCALL_LLM__REQUEST_TIMEOUT_SECONDS": "100",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert extractor_main.start() == 2
+    err = capsys.readouterr().err
+    assert "POSTCALL_LLM__REQUEST_TIMEOUT_SECONDS" in err and "POSTCALL_RUNTIME__HANDLER_TIMEOUT_SECONDS" in err, err
+    assert "215 s" in err, err  # 2 x 100 + 10 (the transcript fetch) + 5 (a token count)
+
+
+def test_the_default_timings_and_the_local_demos_fit_within_the_handler_timeout(tmp_path: Path) -> None:
+    default = ExtractorSettings(config_dir=tmp_path, llm={"base_url": "http://llm:8080/v1"})
+    assert default.timing_problem() is None
+    local = ExtractorSettings(  # services/devkit/demo.py's `make run LLM=local`
+        config_dir=tmp_path,
+        llm={"base_url": "http://llm:8080/v1", "request_timeout_seconds": 280},
+        runtime={"handler_timeout_seconds": 600},
+    )
+    assert local.timing_problem() is None
+    heuristic = ExtractorSettings(config_dir=tmp_path, llm={"request_timeout_seconds": 300})
+    assert heuristic.timing_problem() is None  # no model is called
