@@ -18,7 +18,7 @@ A structured-output probe answered "this request is invalid" (a 4xx, or a 500 wh
 validation error, as llama-cpp-python's server answers an unknown response_format.type) moves to the
 next mode. When every mode is refused the endpoint's configuration is wrong for us: `problem` says why,
 it is logged at start, and every extraction fails with it on its record (never an outage that pauses
-the topic).
+the topic) until llm.py, probing again at most every 5 s, finds the endpoint fixed.
 """
 
 from __future__ import annotations

@@ -171,14 +171,15 @@ class OpenAIProvider:
         self._adopt(await probe(self._all[0], self._settings, self._settings.model))
 
     async def _reprobe(self) -> None:
-        """The start probe reached nothing (the endpoint came up after the extractor) and assumed a mode:
+        """The start probe reached nothing (the endpoint came up after the extractor) and assumed a mode, or
+        found every mode refused (an endpoint configured wrong, which may be fixed without restarting us):
         probed again, at most every REPROBE_SECONDS, by one record while the others go on."""
         if time.monotonic() < self._next_probe or self._probing.locked():
             return
         async with self._probing:
             self._next_probe = time.monotonic() + REPROBE_SECONDS
             found = await probe(self._all[0], self._settings, self._settings.model)
-            if found.reached:
+            if found.reached and found != self.capabilities:  # the same again: no new start lines every 5 s
                 self._adopt(found)
 
     def _adopt(self, capabilities: Capabilities) -> None:
@@ -231,7 +232,7 @@ class OpenAIProvider:
         messages: list[Message] | None = None,
     ) -> Extraction:
         model = spec.model or self._settings.model
-        if not self.capabilities.reached:
+        if not self.capabilities.reached or self.capabilities.problem:
             await self._reprobe()
         if self.capabilities.problem:
             LLM_REQUESTS.labels(PROVIDER, model, "configuration_error").inc()

@@ -536,3 +536,29 @@ async def test_a_probe_refused_with_the_api_key_echoed_keeps_it_out_of_the_confi
             await Extractor(settings, lambda event: SPEC, http, provider).extract(conversation("0005"), SPEC)
     assert "Authorization: [redacted]" in str(caught.value)
     assert KEY[:12] not in str(caught.value) and KEY[:12] not in caplog.text
+
+
+async def test_an_endpoint_that_refused_every_mode_is_probed_again_and_used_once_it_is_fixed(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Every structured-output mode refused at start (a gateway configured wrong): the start line says every
+    extraction fails 'until the endpoint or POSTCALL_LLM__* settings are fixed', but the endpoint was never
+    probed again: once it was fixed, every record still failed with the start's configuration error and was
+    dead-lettered, until the extractor restarted."""
+    llm.mode = "echo_key"  # 400 to every request, the probe's included
+    script_callback_call(llm)
+    settings = settings_for(llm, tmp_path)
+    async with open_http(settings) as http, open_provider(settings) as provider:
+        assert provider is not None and provider.capabilities.problem
+        ex = Extractor(settings, lambda event: SPEC, http, provider)
+        with pytest.raises(PermanentError, match="configuration error"):
+            await ex.extract(conversation("0005"), SPEC)
+        probes = llm.count
+        with pytest.raises(PermanentError, match="configuration error"):  # within the interval: not probed
+            await ex.extract(conversation("0005"), SPEC)
+        assert llm.count == probes
+        llm.mode = "ok"  # fixed
+        await asyncio.sleep(5.1)  # REPROBE_SECONDS
+        e = await ex.extract(conversation("0005"), SPEC)
+        assert provider.capabilities.problem is None and provider.capabilities.mode == "json_schema"
+    assert e.status == "ok" and e.fields["customer_name"].value == "Tom Becker"
