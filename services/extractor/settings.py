@@ -118,6 +118,14 @@ class LlmSettings(BaseModel):
     def budget(self, model: str) -> int:
         return self.token_budgets.get(model, self.default_token_budget)
 
+    @field_validator("model")
+    @classmethod
+    def _a_model_name(cls, value: str) -> str:
+        """Refused at start: every request names it, and no endpoint serves a blank or padded name."""
+        if not value.strip() or value != value.strip():
+            raise ValueError("not a model name: it is empty or has spaces or a line break around it")
+        return value
+
     @field_validator("api_key")
     @classmethod
     def _a_header_value(cls, value: SecretStr | None) -> SecretStr | None:

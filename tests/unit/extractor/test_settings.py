@@ -71,3 +71,16 @@ def test_the_default_timings_and_the_local_demos_fit_within_the_handler_timeout(
     assert local.timing_problem() is None
     heuristic = ExtractorSettings(config_dir=tmp_path, llm={"request_timeout_seconds": 300})
     assert heuristic.timing_problem() is None  # no model is called
+
+
+@pytest.mark.parametrize(
+    "model", ["", " ", "gpt-4o-mini\n", " gpt-4o-mini"], ids=["empty", "blank", "newline", "space"]
+)
+def test_a_default_model_that_is_empty_or_padded_is_refused_at_start(model: str, tmp_path: Path) -> None:
+    """POSTCALL_LLM__MODEL set but empty (a template's missing value) or with a file's newline: it loaded,
+    and every request named a model no endpoint serves: refused as invalid (a configuration error on every
+    record, each failed and dead-lettered) or a 404 (the circuit open, extraction paused)."""
+    with pytest.raises(ValidationError) as caught:
+        ExtractorSettings(config_dir=tmp_path, llm={"model": model})
+    [line] = settings_problems(caught.value, model=ExtractorSettings)
+    assert line.startswith("POSTCALL_LLM__MODEL: ") and "model name" in line, line
