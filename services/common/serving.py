@@ -19,17 +19,37 @@ requests: a connection that sends nothing, or trickles its head or body, was hel
 one timer per connection, re-armed when it fires, not one per request; and a client that sends more
 than `MAX_PIPELINED` requests ahead of their answers has its connection closed (uvicorn queues every
 pipelined request it parses, and reads on).
+
+An app may also serve some requests on the protocol itself, without ASGI: if it has a
+`direct_route(method, path)` that answers a `DirectRoute` (and a path parameter) for a request, that
+request is a `DirectRequest`, not an ASGI scope, a RequestResponseCycle with its asyncio.Event and a Task
+reading the body through `receive()`: the route is told when the request's turn comes, is given each
+piece of the body as httptools parses it, and, once the body is whole, is run in one Task; it writes its
+answer's bytes itself (`DirectRequest.answer`). uvicorn's per-request Python was about 15% of the
+ingress's instructions per webhook; served so, a webhook takes 8% fewer (whole process under
+bench/ingress.py's load). Everything else is uvicorn's: keep-alive and `Connection: close`, the order of
+pipelined answers (direct and ASGI requests mixed), Expect: 100-continue, the bounds above, the default
+headers (date), the client address its ProxyHeadersMiddleware would give (X-Forwarded-For from a
+trusted peer), the 500 of a route that fails, the graceful shutdown (an unanswered request is answered,
+then its connection closed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import typing
+import urllib.parse
 from typing import Any
 
+import httptools
 import orjson
+from uvicorn.config import Config
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHosts
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 log = logging.getLogger("postcall.http")
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; the vendors' are under 2 KiB
@@ -64,6 +84,14 @@ class CoalescingTransport(asyncio.Transport):
         self._held.clear()
         self._held_bytes = 0
         if not self._transport.is_closing():  # the peer went away: nobody to write to
+            self._transport.write(data)
+
+    def write_now(self, data: bytes) -> None:
+        """Write `data` at once, after what is held: an answer written whole has nothing to wait for."""
+        if self._held:
+            self.write(data)
+            self.flush()
+        elif not self._transport.is_closing():
             self._transport.write(data)
 
     def close(self) -> None:
@@ -113,6 +141,190 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.write_eof()
 
 
+class DirectRoute(typing.Protocol):
+    """A route an app serves on the protocol itself (module docstring). Its methods are called in this
+    order for one request; the route answers it once, with `DirectRequest.answer`, in any of them."""
+
+    def begin(self, request: DirectRequest) -> None:
+        """The request's turn (every request before it on its connection is answered): answer now, or
+        wait for the body."""
+
+    def receive(self, request: DirectRequest, chunk: bytes) -> None:
+        """The next piece of the body, while it is unanswered."""
+
+    async def serve(self, request: DirectRequest) -> None:
+        """The body is whole and the request unanswered: answer it (the request's one Task)."""
+
+    def lost(self, request: DirectRequest) -> None:
+        """The connection closed after `begin` before the body was whole (answered or not)."""
+
+
+class DirectRequest:
+    """One request a `DirectRoute` serves: what uvicorn's RequestResponseCycle is to an ASGI request (the
+    protocol reads `response_started`, `response_complete` and `keep_alive` of either). `chunks`, `size`,
+    `since` and `target` are the route's."""
+
+    __slots__ = (
+        "begun",
+        "chunks",
+        "client",
+        "disconnected",
+        "headers",
+        "keep_alive",
+        "more_body",
+        "param",
+        "pending",
+        "protocol",
+        "response_complete",
+        "response_started",
+        "route",
+        "since",
+        "size",
+        "target",
+        "task",
+        "waiting_for_100_continue",
+    )
+
+    def __init__(
+        self,
+        protocol: CoalescingHttpToolsProtocol,
+        route: DirectRoute,
+        param: str,
+        headers: list[tuple[bytes, bytes]],
+        client: tuple[str, int] | None,
+        keep_alive: bool,
+        expect_100_continue: bool,
+    ) -> None:
+        self.protocol, self.route, self.param = protocol, route, param
+        self.headers = headers  # lower-case names, as in an ASGI scope
+        self.client = client  # the peer, or the address a trusted proxy forwarded (as ProxyHeadersMiddleware)
+        self.keep_alive, self.waiting_for_100_continue = keep_alive, expect_100_continue
+        self.begun = self.response_started = self.response_complete = self.disconnected = False
+        self.more_body = True  # until httptools has parsed the whole body
+        self.pending: list[bytes] | None = None  # body read before the request's turn
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.since = 0.0
+        self.target: Any = None
+        self.task: asyncio.Task[None] | None = None  # the one running `serve`
+
+    def begin(self) -> None:
+        self.begun = True
+        try:
+            self.route.begin(self)
+            if self.response_complete:
+                return
+            if self.waiting_for_100_continue and not self.protocol.transport.is_closing():
+                self.protocol.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # as uvicorn's first receive()
+                self.waiting_for_100_continue = False
+            pending, self.pending = self.pending, None
+            for chunk in pending or ():
+                if self.response_complete:
+                    return
+                self.route.receive(self, chunk)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        if not self.more_body and not self.response_complete:
+            self._serve()
+
+    def received(self, chunk: bytes) -> None:
+        """A piece of the body (httptools' on_body)."""
+        if not self.begun:
+            if self.pending is None:
+                self.pending = []
+            self.pending.append(chunk)  # the connection's reading is paused until this request's turn
+            return
+        try:
+            self.route.receive(self, chunk)
+        except Exception as exc:
+            self._failed(exc)
+
+    def completed(self) -> None:
+        """The body is whole (httptools' on_message_complete)."""
+        self.more_body = False
+        if self.begun and not self.response_complete:
+            self._serve()
+
+    def lost(self) -> None:
+        """The connection closed while this was its latest request."""
+        if not self.response_complete:
+            self.disconnected = True  # nobody to answer: `answer` writes nothing
+        if self.begun and self.more_body:
+            self.route.lost(self)
+
+    def answer(self, status: int, head: bytes, content: bytes) -> None:
+        """Write the answer: the status line, the server's default headers (date), `head` (header lines,
+        each ending in CRLF; `connection: close` is added when the connection is not kept alive),
+        `content`; then the connection goes on to its next request, or is closed."""
+        if self.response_started:
+            raise RuntimeError("a direct request answered twice")
+        self.response_started = self.response_complete = True
+        self.waiting_for_100_continue = False
+        if self.disconnected:
+            return
+        protocol = self.protocol
+        parts = [STATUS_LINE[status]]
+        for name, value in protocol.server_state.default_headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(head)
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", content)
+        protocol.transport.write_now(b"".join(parts))
+        if not self.keep_alive:
+            protocol.transport.close()
+        protocol.on_response_complete()
+        if protocol.flow.write_paused:
+            # the peer reads no answers: read no more requests until it does (uvicorn's send() awaits the
+            # drain before answering, and the next request waits for that answer)
+            protocol.flow.pause_reading()
+
+    def _serve(self) -> None:
+        protocol = self.protocol
+        if protocol.config.reset_contextvars:
+            task = protocol.loop.create_task(self._run(), context=contextvars.Context())
+        else:
+            task = protocol.loop.create_task(self._run())
+        self.task = task
+        protocol.tasks.add(task)  # the graceful shutdown waits for it
+
+    async def _run(self) -> None:
+        try:
+            await self.route.serve(self)
+        except BaseException as exc:
+            self._failed(exc)
+        else:
+            if not self.response_started and not self.disconnected:
+                self._failed(RuntimeError("the direct route returned without answering"))
+        finally:
+            # here rather than in a done callback (uvicorn's), one loop callback less per request; a task
+            # cancelled before it ran is left in the set, which the shutdown that cancelled it no longer reads
+            self.protocol.tasks.discard(self.task)
+
+    def _failed(self, exc: BaseException) -> None:
+        """uvicorn's run_asgi on an app that raised: logged, answered 500 and closed."""
+        self.protocol.logger.error("Exception in ASGI application\n", exc_info=exc)
+        if self.response_started:
+            self.protocol.transport.close()
+            return
+        self.keep_alive = False
+        self.answer(500, b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n", b"Internal Server Error")
+
+
+def forwarded_client(
+    trusted: _TrustedHosts, client: tuple[str, int] | None, headers: list[tuple[bytes, bytes]]
+) -> tuple[str, int] | None:
+    """The client of a request from `client`, a peer `trusted` holds: what uvicorn's ProxyHeadersMiddleware
+    puts in the scope (the first address not trusted in X-Forwarded-For, read from the end)."""
+    forwarded = [value for name, value in headers if name == b"x-forwarded-for"]
+    if forwarded:
+        host, port = trusted.get_trusted_client_address(b", ".join(forwarded).decode("latin1"))
+        if host:
+            return host, port
+    return client
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a `CoalescingTransport` (uvicorn.Config(http=...)), with a bound
     on a request's head and on the time its head and body take to arrive (module docstring)."""
@@ -123,6 +335,28 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _read_timer: asyncio.TimerHandle | None = None  # the connection's one timer: read timeout and keep-alive
     _idle_since: float | None = None  # loop time an answer left the connection waiting for its next request
 
+    _forwarded = False  # the peer is a proxy uvicorn trusts: X-Forwarded-For names the client
+    cycle: Any  # uvicorn's RequestResponseCycle, or a DirectRequest (which has what uvicorn reads of one)
+    transport: CoalescingTransport  # connection_made wraps the server's
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        app, self._trusted = self.app, None
+        if isinstance(app, ProxyHeadersMiddleware):
+            self._trusted = app.trusted_hosts
+            app = app.app
+        # with a concurrency limit (uvicorn's 503) or a root path of uvicorn's own, every request is ASGI
+        direct = (
+            getattr(app, "direct_route", None) if not config.root_path and config.limit_concurrency is None else None
+        )
+        self._direct: typing.Callable[[str, str], tuple[DirectRoute, str] | None] | None = direct
+
     @classmethod
     def with_read_timeout(cls, seconds: float) -> type[CoalescingHttpToolsProtocol]:
         return type(cls.__name__, (cls,), {"read_timeout": seconds})
@@ -131,11 +365,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
         self._reading_since, self._head_bytes = self.loop.time(), 0
         self._read_timer = self.loop.call_later(min(self.read_timeout, self.timeout_keep_alive), self._check_read)
+        self._forwarded = self._trusted is not None and (self.client[0] if self.client else None) in self._trusted
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None
+        cycle = self.cycle
+        if type(cycle) is DirectRequest:
+            self.cycle = None  # uvicorn's connection_lost is for its own cycle
+            cycle.lost()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -152,7 +391,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(431, "headers_too_large", f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        if self._direct is None:
+            super().on_message_begin()
+        else:  # uvicorn's, but the ASGI scope is made once the request is known not to be direct (_scope)
+            self.url, self.expect_100_continue, self.headers = b"", False, []
         self._idle_since = None  # a request begins (in the bytes that completed one answered early, too)
         if self._reading_since is None:  # the first request's time counts from the connection
             self._reading_since = self.loop.time()
@@ -161,16 +403,80 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = None
         if self.transport.is_closing():  # closed while the rest of what was read is parsed: no more requests
             return
-        super().on_headers_complete()
+        if self._direct is None:
+            super().on_headers_complete()
+        elif not self._begin_direct():
+            self.scope = self._scope()
+            super().on_headers_complete()
         if len(self.pipeline) > MAX_PIPELINED:
             # each request read ahead waits with its scope and headers, and uvicorn reads on: a connection
             # pipelining 200,000 small requests grew the process by 430 MB. No answer is written: it would be
             # read as the answer to the first request still unanswered.
             self._close("too_many_pipelined", f"over {MAX_PIPELINED} requests sent ahead of their answers")
 
+    def _scope(self) -> Any:
+        """The ASGI scope uvicorn's on_message_begin makes (test_serving.py compares the two)."""
+        return {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
+
+    def _begin_direct(self) -> bool:
+        """Make the request just parsed a DirectRequest and begin it (or queue it behind the requests before
+        it), if the app's direct_route takes it; else False. Its path is read as uvicorn reads it."""
+        parser = self.parser
+        if parser.should_upgrade():
+            return False
+        path = httptools.parse_url(self.url).path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        assert self._direct is not None
+        found = self._direct(parser.get_method().decode("ascii"), path)
+        if found is None:
+            return False
+        headers, client = self.headers, self.client
+        if self._forwarded:
+            assert self._trusted is not None
+            client = forwarded_client(self._trusted, client, headers)
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        request = DirectRequest(self, *found, headers, client, keep_alive, self.expect_100_continue)
+        existing, self.cycle = self.cycle, request
+        if existing is None or existing.response_complete:
+            request.begin()
+        else:  # pipelined: its turn comes when the answer before it is written (on_response_complete)
+            self.flow.pause_reading()
+            self.pipeline.appendleft((request, None))  # type: ignore[arg-type]
+        return True
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if type(cycle) is DirectRequest:
+            cycle.begin()
+        else:
+            super()._start_asgi_task(cycle, app)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if type(cycle) is DirectRequest:
+            if cycle.more_body and not cycle.response_complete:  # else a body answered early: dropped
+                cycle.received(body)
+        else:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._reading_since, self._head_bytes = None, 0  # what comes next is the next request's head
-        super().on_message_complete()
+        cycle = self.cycle
+        if type(cycle) is DirectRequest:
+            if cycle.more_body:
+                cycle.completed()
+        else:
+            super().on_message_complete()
         cycle = self.cycle
         if cycle is not None and cycle.response_complete and not self.transport.is_closing():
             # answered before its body had all arrived (a 404, a declared size over the limit): the body's
@@ -193,6 +499,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._start_asgi_task(cycle, app)
         else:
             self._idle_since = self.loop.time()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        cycle = self.cycle
+        if type(cycle) is DirectRequest and cycle.response_complete and not self.pipeline:
+            self.flow.resume_reading()  # reading paused by DirectRequest.answer while the peer read nothing
 
     def _check_read(self) -> None:
         now, since, idle = self.loop.time(), self._reading_since, self._idle_since

@@ -11,6 +11,7 @@ import signal
 import sys
 
 import uvicorn
+from starlette.types import ASGIApp
 from uvicorn.loops.auto import auto_loop_factory
 
 from services.common import observability as plog
@@ -36,19 +37,7 @@ async def main() -> int:
     publisher = Publisher(
         settings.kafka, settings.ingress.publish_timeout_seconds, max_event_bytes=settings.ingress.max_event_bytes
     )
-    app = create_app(settings, endpoints, publisher)
-    config = uvicorn.Config(
-        app,
-        # httptools, one socket write per response, a request's head and reading time bounded (serving.py)
-        http=CoalescingHttpToolsProtocol.with_read_timeout(settings.ingress.read_timeout_seconds),
-        host=settings.ingress.host,
-        port=settings.ingress.port,
-        log_config=None,  # the JSON root handler set up above
-        access_log=False,  # one JSON line per request comes from the app, with its outcome
-        server_header=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=int(settings.ingress.publish_timeout_seconds * 2) + 5,
-    )
+    config = server_config(settings, create_app(settings, endpoints, publisher))
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again for the handler that was there
     # before it: a no-op, so that a drained shutdown exits 0 (what Kubernetes and the tests expect)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -65,6 +54,23 @@ async def main() -> int:
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
     await uvicorn.Server(config).serve()
     return 0
+
+
+def server_config(settings: IngressSettings, app: ASGIApp) -> uvicorn.Config:
+    """uvicorn's settings for the ingress. With the ingress's app, the webhook requests are served on
+    serving.py's protocol itself (IngressApp.direct_route), every other request through the app as ASGI."""
+    return uvicorn.Config(
+        app,
+        # httptools, one socket write per response, a request's head and reading time bounded (serving.py)
+        http=CoalescingHttpToolsProtocol.with_read_timeout(settings.ingress.read_timeout_seconds),
+        host=settings.ingress.host,
+        port=settings.ingress.port,
+        log_config=None,  # the JSON root handler set up in main
+        access_log=False,  # one JSON line per request comes from the app, with its outcome
+        server_header=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=int(settings.ingress.publish_timeout_seconds * 2) + 5,
+    )
 
 
 def start(label: str = "ingress") -> int:

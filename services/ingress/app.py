@@ -5,11 +5,18 @@ Routes read the raw request stream themselves (no body parsing by the framework:
 over the exact bytes), bounded by `max_body_bytes` before the body is buffered.
 
 The webhook routes are FastAPI routes (so the OpenAPI document is generated from them, as the other
-routes') served by plain ASGI: each route's `app` is `_webhook(...)`, which reads the body from the ASGI
-messages and writes the JSON answer itself, and `IngressApp` hands a request that fully matches one of
-them straight to it, without FastAPI's middleware stack, dependency solving and Request/Response objects
-(about a third of the CPU per webhook in a py-spy profile under bench/ingress.py's load). Every other
-request (health, metrics, documents, a wrong method, an unknown path) goes through FastAPI.
+routes') served by plain ASGI: each route's `app` is a `WebhookRoute`'s `asgi`, which reads the body from
+the ASGI messages and writes the JSON answer itself, and `IngressApp` hands a request that fully matches
+one of them straight to it, without FastAPI's middleware stack, dependency solving and Request/Response
+objects (about a third of the CPU per webhook in a py-spy profile under bench/ingress.py's load). Every
+other request (health, metrics, documents, a wrong method, an unknown path) goes through FastAPI.
+
+Under the server (`python -m services.ingress`), a webhook request does not become ASGI at all: the HTTP
+protocol (services/common/serving.py) asks `IngressApp.direct_route` and serves the request through the
+same `WebhookRoute` as a serving.DirectRoute, collecting the body as it is parsed, calling the handler
+once and writing the answer's bytes: the same answers, metrics and log lines, without uvicorn's ASGI
+scope, request cycle, receive/send messages and response-header checks (about 8% fewer instructions per
+webhook, whole process under bench/ingress.py's load).
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 
 from services.common import observability as plog
+from services.common.serving import DirectRequest
 from services.ingress.endpoints import PLATFORMS, Endpoint
 from services.ingress.handler import AcceptedAnswer, Answer, ProblemAnswer, WebhookHandler, refusal
 from services.ingress.metrics import REQUEST_DURATION, REQUESTS, label_endpoints
@@ -75,9 +84,11 @@ _ERRORS = {
 
 class IngressApp(FastAPI):
     """FastAPI, except that a request fully matching a webhook route (POST, known path) goes to that
-    route's ASGI app at once (module docstring)."""
+    route's ASGI app at once, and that the server (services/common/serving.py) serves it on its HTTP
+    protocol itself, without ASGI (`direct_route`; module docstring)."""
 
     webhook_routes: dict[str, APIRoute]  # by platform
+    direct_routes: dict[str, WebhookRoute]  # by platform: what each webhook APIRoute's app is a method of
     # the path prefix a proxy strips (settings' root_path): set on every request's scope before routing, as
     # FastAPI's own (deprecated) root_path parameter did, so a path with or without the prefix matches
     prefix: str = ""
@@ -102,12 +113,21 @@ class IngressApp(FastAPI):
         which a vendor that does not follow redirects counts as a failed delivery). Its own string test
         rather than `matches`, which cost a few microseconds per webhook; test_webhook_matching_is_starlettes
         compares the two."""
-        path = get_route_path(scope)
+        found = self._webhook(scope["method"], get_route_path(scope))
+        return None if found is None else (self.webhook_routes[found[0]], found[1])
+
+    def direct_route(self, method: str, path: str) -> tuple[WebhookRoute, str] | None:
+        """The webhook route and endpoint name of a request with this method and path (as uvicorn decodes
+        it, without a root path of its own) that `__call__` would give a webhook route, for serving.py's
+        protocol to serve itself; None: the request is served through ASGI."""
+        found = self._webhook(method, get_route_path({"path": path, "root_path": self.prefix}))
+        return None if found is None else (self.direct_routes[found[0]], found[1])
+
+    def _webhook(self, method: str, path: str) -> tuple[str, str] | None:
         parts = (path[:-1] if path.endswith("/") else path).rsplit("/", 2)
-        if len(parts) != 3 or parts[0] != "/webhooks" or not parts[2] or scope["method"] != "POST":
+        if len(parts) != 3 or parts[0] != "/webhooks" or not parts[2] or method != "POST":
             return None
-        route = self.webhook_routes.get(parts[1])
-        return None if route is None else (route, parts[2])
+        return None if parts[1] not in self.webhook_routes else (parts[1], parts[2])
 
 
 def create_app(
@@ -131,7 +151,7 @@ def create_app(
     # no 307 with an empty body for a path with or without a `/` at its end: a JSON 404 (_errors)
     app = IngressApp(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, redirect_slashes=False)
     app.prefix = settings.ingress.root_path
-    app.webhook_routes = {}
+    app.webhook_routes, app.direct_routes = {}, {}
     budget = BodyBudget(settings.ingress.max_body_bytes_in_flight)  # shared by every webhook route
     for platform in PLATFORMS:
         app.add_api_route(
@@ -148,8 +168,9 @@ def create_app(
         )
         route = app.router.routes[-1]
         assert isinstance(route, APIRoute)
-        route.app = _webhook(platform, endpoints, handler, settings.ingress.max_body_bytes, budget)
-        app.webhook_routes[platform] = route
+        served = WebhookRoute(platform, endpoints, handler, settings.ingress.max_body_bytes, budget)
+        route.app = served.asgi
+        app.webhook_routes[platform], app.direct_routes[platform] = route, served
     _operations(app, publisher)
     _errors(app)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
@@ -158,7 +179,7 @@ def create_app(
 
 async def _documented(endpoint: str) -> AcceptedAnswer:
     """The webhook operation as the OpenAPI document shows it (path parameter, answers). FastAPI never
-    calls it: the route's `app` is replaced by `_webhook`, which reads the raw body itself."""
+    calls it: the route's `app` is replaced by `WebhookRoute.asgi`, which reads the raw body itself."""
     raise NotImplementedError("served by the route's ASGI app (_webhook)")
 
 
@@ -183,49 +204,125 @@ class BodyBudget:
         self.held -= size
 
 
-def _webhook(
-    platform: str,
-    endpoints: Mapping[tuple[str, str], Endpoint],
-    handler: WebhookHandler,
-    limit: int,
-    budget: BodyBudget,
-) -> ASGIApp:
-    duration = REQUEST_DURATION.labels(platform)
-    busy = {"Retry-After": str(handler.retry_after)}
+class WebhookRoute:
+    """One platform's webhook route, served two ways with the same answers: as the route's ASGI app
+    (`asgi`: what FastAPI, and an in-process test, call) and on the server's HTTP protocol itself, without
+    ASGI (serving.DirectRoute: `begin`, `receive`, `serve`, `lost`; what `python -m services.ingress`
+    does). Either way: a 404 for an unknown endpoint; a 413 as soon as the body is known to be over
+    `limit` (its Content-Length, else while it arrives); the body taken from `budget` as it arrives
+    (a 503 `overloaded` when it cannot hold it); then the handler's answer; one metric and log line per
+    answer, none for a client that went away before its body arrived."""
 
-    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    __slots__ = ("budget", "busy", "duration", "endpoints", "handler", "limit", "platform")
+
+    def __init__(
+        self,
+        platform: str,
+        endpoints: Mapping[tuple[str, str], Endpoint],
+        handler: WebhookHandler,
+        limit: int,
+        budget: BodyBudget,
+    ) -> None:
+        self.platform, self.endpoints, self.handler, self.limit, self.budget = (
+            platform,
+            endpoints,
+            handler,
+            limit,
+            budget,
+        )
+        self.duration = REQUEST_DURATION.labels(platform)
+        self.busy = {"Retry-After": str(handler.retry_after)}
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         endpoint: str = scope["path_params"]["endpoint"]
-        found = endpoints.get((platform, endpoint))
+        found = self.endpoints.get((self.platform, endpoint))
         if found is None:
-            answer = refusal(404, "not_found", "not_found", f"no {platform} endpoint is named {endpoint[:64]!r}")
+            answer = self._unknown(endpoint)
         else:
             headers = RequestHeaders(scope["headers"])
-            body = await read_body(headers, receive, limit, budget)
+            body = await read_body(headers, receive, self.limit, self.budget, self.busy)
             if body is None:
                 return  # the client went away before its body arrived: nobody to answer, nothing published
             if isinstance(body, Answer):
                 answer = body
-                if answer.outcome == "overloaded":
-                    answer.headers = busy
             else:
                 try:
-                    answer = await handler.handle(found, headers, body)
+                    answer = await self.handler.handle(found, headers, body)
                 finally:
-                    budget.give(len(body))
-        label = endpoint if found is not None else "(unknown)"
-        elapsed = time.perf_counter() - started
-        REQUESTS.inc((platform, label, answer.outcome))  # label: a configured endpoint or "(unknown)", a bounded set
-        duration.observe(elapsed)
-        _log(platform, label, answer, elapsed, scope.get("client"))
-        content = answer.json()
+                    self.budget.give(len(body))
+        content = self._answered(endpoint, found, answer, started, scope.get("client"))
         head = [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
         if answer.headers:
             head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items()]
         await send({"type": "http.response.start", "status": answer.status, "headers": head})
         await send({"type": "http.response.body", "body": content})
 
-    return serve
+    def begin(self, request: DirectRequest) -> None:
+        request.since = time.perf_counter()
+        found = self.endpoints.get((self.platform, request.param))
+        if found is None:
+            self._answer(request, None, self._unknown(request.param))
+            return
+        headers = RequestHeaders(request.headers)
+        request.target = (found, headers)
+        too_large = declared_too_large(headers, self.limit)
+        if too_large is not None:
+            self._answer(request, found, too_large)
+
+    def receive(self, request: DirectRequest, chunk: bytes) -> None:
+        refused = take(request.size, len(chunk), self.limit, self.budget, self.busy)
+        if refused is None:
+            request.chunks.append(chunk)
+            request.size += len(chunk)
+            return
+        self.lost(request)
+        self._answer(request, request.target[0], refused)
+
+    async def serve(self, request: DirectRequest) -> None:
+        found, headers = request.target
+        chunks = request.chunks
+        try:
+            answer = await self.handler.handle(found, headers, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        finally:
+            self.lost(request)
+        self._answer(request, found, answer)
+
+    def lost(self, request: DirectRequest) -> None:
+        self.budget.give(request.size)
+        request.size = 0
+
+    def _answer(self, request: DirectRequest, found: Endpoint | None, answer: Answer) -> None:
+        content = self._answered(request.param, found, answer, request.since, request.client)
+        head = b"content-length: %d\r\ncontent-type: application/json\r\n" % len(content)
+        if answer.headers:
+            head += b"".join(header_line(name, value) for name, value in answer.headers.items())
+        request.answer(answer.status, head, content)
+
+    def _answered(
+        self, endpoint: str, found: Endpoint | None, answer: Answer, started: float, client: tuple[str, int] | None
+    ) -> bytes:
+        """The answer's JSON, once counted and logged."""
+        label = endpoint if found is not None else "(unknown)"
+        elapsed = time.perf_counter() - started
+        REQUESTS.inc(
+            (self.platform, label, answer.outcome)
+        )  # label: a configured endpoint or "(unknown)", a bounded set
+        self.duration.observe(elapsed)
+        _log(self.platform, label, answer, elapsed, client)
+        return answer.json()
+
+    def _unknown(self, endpoint: str) -> Answer:
+        return refusal(404, "not_found", "not_found", f"no {self.platform} endpoint is named {endpoint[:64]!r}")
+
+
+def header_line(name: str, value: str) -> bytes:
+    """`name: value` CRLF as uvicorn writes an ASGI app's header (lower-case name, latin-1), refused as
+    uvicorn refuses one (RuntimeError: a 500)."""
+    line_name, line_value = name.lower().encode("latin-1"), value.encode("latin-1")
+    if HEADER_RE.search(line_name) or HEADER_VALUE_RE.search(line_value):
+        raise RuntimeError("Invalid HTTP header name or value.")
+    return b"%s: %s\r\n" % (line_name, line_value)
 
 
 class RequestHeaders(Mapping[str, str]):
@@ -259,15 +356,17 @@ class RequestHeaders(Mapping[str, str]):
         return len(self.raw)
 
 
-async def read_body(headers: HeaderMap, receive: Receive, limit: int, budget: BodyBudget) -> bytes | Answer | None:
+async def read_body(
+    headers: HeaderMap, receive: Receive, limit: int, budget: BodyBudget, busy: dict[str, str]
+) -> bytes | Answer | None:
     """The raw body, or a 413 as soon as it is known to be over `limit` (from Content-Length, else while
     streaming): a 20 MB request is refused after at most `limit` bytes. None: the client disconnected.
     Each chunk is taken from `budget` as it arrives (what a client declares costs nothing until sent);
-    a body the budget cannot hold is a 503 `overloaded`. The caller gives a returned body's length
-    back once the request is answered; anything else is given back here."""
-    declared = (headers.get("content-length") or "").strip()
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # "²".isdigit(), int("²") fails
-        return _too_large(limit)
+    a body the budget cannot hold is a 503 `overloaded` (with `busy`'s Retry-After). The caller gives a
+    returned body's length back once the request is answered; anything else is given back here."""
+    too_large = declared_too_large(headers, limit)
+    if too_large is not None:
+        return too_large
     chunks, size, complete = [], 0, False
     try:
         while True:
@@ -275,12 +374,9 @@ async def read_body(headers: HeaderMap, receive: Receive, limit: int, budget: Bo
             if message["type"] == "http.disconnect":
                 return None
             chunk: bytes = message.get("body", b"")
-            if size + len(chunk) > limit:
-                return _too_large(limit)
-            if not budget.take(len(chunk)):
-                return refusal(
-                    503, "overloaded", "overloaded", "the ingress holds its limit of request bodies: retry later"
-                )
+            refused = take(size, len(chunk), limit, budget, busy)
+            if refused is not None:
+                return refused
             size += len(chunk)
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -289,6 +385,26 @@ async def read_body(headers: HeaderMap, receive: Receive, limit: int, budget: Bo
     finally:
         if not complete:
             budget.give(size)
+
+
+def declared_too_large(headers: HeaderMap, limit: int) -> Answer | None:
+    """A 413 for a Content-Length over `limit`, before any of the body is read."""
+    declared = (headers.get("content-length") or "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # "²".isdigit(), int("²") fails
+        return _too_large(limit)
+    return None
+
+
+def take(held: int, size: int, limit: int, budget: BodyBudget, busy: dict[str, str]) -> Answer | None:
+    """Take `size` more bytes of a body of which `held` are read from `budget`; or a 413 when they put it
+    over `limit`, a 503 `overloaded` (Retry-After `busy`) when the budget cannot hold them."""
+    if held + size > limit:
+        return _too_large(limit)
+    if not budget.take(size):
+        answer = refusal(503, "overloaded", "overloaded", "the ingress holds its limit of request bodies: retry later")
+        answer.headers = busy
+        return answer
+    return None
 
 
 def _too_large(limit: int) -> Answer:

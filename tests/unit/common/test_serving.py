@@ -14,9 +14,18 @@ import textwrap
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
+import pytest
 import uvicorn
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.server import ServerState
 
-from services.common.serving import MAX_PIPELINED, CoalescingHttpToolsProtocol, CoalescingTransport
+from services.common.serving import (
+    MAX_PIPELINED,
+    CoalescingHttpToolsProtocol,
+    CoalescingTransport,
+    DirectRequest,
+    forwarded_client,
+)
 
 
 class RecordingTransport(asyncio.Transport):
@@ -353,3 +362,182 @@ def test_the_on_response_complete_overridden_is_uvicorns_own_but_for_the_keep_al
     assert theirs.replace(timer, "self._idle_since = self.loop.time()") == code(
         CoalescingHttpToolsProtocol.on_response_complete
     )
+
+
+class DirectApp:
+    """An ASGI app with a direct route for POST /direct (serving.DirectRoute), answering the body back."""
+
+    def __init__(self) -> None:
+        self.route = EchoRoute()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+
+    def direct_route(self, method: str, path: str) -> tuple[EchoRoute, str] | None:
+        return (self.route, "p") if (method, path) == ("POST", "/direct") else None
+
+
+class EchoRoute:
+    def __init__(self) -> None:
+        self.served: list[bytes] = []
+
+    def begin(self, request: DirectRequest) -> None:
+        pass
+
+    def receive(self, request: DirectRequest, chunk: bytes) -> None:
+        request.chunks.append(chunk)
+
+    async def serve(self, request: DirectRequest) -> None:
+        body = b"".join(request.chunks)
+        self.served.append(body)
+        request.answer(200, b"content-length: %d\r\n" % len(body), body)
+
+    def lost(self, request: DirectRequest) -> None:
+        pass
+
+
+def protocol_of(
+    application: Any, transport: asyncio.Transport, config: uvicorn.Config | None = None, state: Any = None
+) -> CoalescingHttpToolsProtocol:
+    if config is None:
+        config = uvicorn.Config(application, http=CoalescingHttpToolsProtocol, log_config=None, lifespan="off")
+        config.load()
+    loop = asyncio.get_running_loop()
+    protocol = CoalescingHttpToolsProtocol(config, state or ServerState(), {"k": "v"}, loop)
+    protocol.connection_made(transport)
+    return protocol
+
+
+async def test_the_scope_made_once_a_request_is_known_not_to_be_direct_is_uvicorns() -> None:
+    """With a direct route, on_message_begin makes no ASGI scope; `_scope` makes it once the request is
+    known to go to ASGI: the protocol is then as uvicorn's on_message_begin (0.55) leaves it."""
+    config = uvicorn.Config(DirectApp(), http=CoalescingHttpToolsProtocol, log_config=None, lifespan="off")
+    config.load()
+    state = ServerState()
+    ours, theirs = (protocol_of(None, PausableTransport(), config, state) for _ in range(2))
+    assert ours._direct is not None
+    ours.on_message_begin()
+    ours.scope = ours._scope()
+    theirs._direct = None  # on_message_begin is then uvicorn's, with this module's own timing of the request
+    theirs.on_message_begin()
+    theirs._direct = ours._direct
+    mine, uvicorns = vars(ours), vars(theirs)
+    assert mine.keys() == uvicorns.keys()
+    for name in mine:
+        if name not in ("transport", "flow", "parser", "_read_timer", "_reading_since"):  # each connection's own
+            assert mine[name] == uvicorns[name], name
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded"),
+    [
+        ("127.0.0.1", []),
+        ("127.0.0.1", [b"198.51.100.7"]),
+        ("127.0.0.1", [b"198.51.100.7, 127.0.0.1"]),
+        ("127.0.0.1,10.0.0.0/8", [b"198.51.100.7, 10.1.2.3"]),
+        ("127.0.0.1,10.0.0.0/8", [b"198.51.100.7:4711, 10.1.2.3", b"10.0.0.9"]),
+        ("127.0.0.1", [b"[2001:db8::1]:80"]),
+        ("127.0.0.1", [b""]),
+        ("127.0.0.1", [b" , "]),
+        ("*", [b"203.0.113.5, 198.51.100.7"]),
+        ("127.0.0.1", [b"10.0.0.1, 127.0.0.1"]),
+        ("127.0.0.1", [b"caf\xe9"]),
+    ],
+)
+async def test_the_forwarded_client_is_the_one_uvicorns_proxy_headers_middleware_gives(
+    trusted: str, forwarded: list[bytes]
+) -> None:
+    headers = [(b"host", b"x"), *((b"x-forwarded-for", value) for value in forwarded)]
+    scope = {"type": "http", "client": ("127.0.0.1", 5000), "headers": headers}
+    seen: list[Any] = []
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope["client"])
+
+    middleware = ProxyHeadersMiddleware(inner, trusted_hosts=trusted)  # type: ignore[arg-type]
+    await middleware(scope, None, None)  # type: ignore[arg-type]
+    assert forwarded_client(middleware.trusted_hosts, ("127.0.0.1", 5000), headers) == seen[0]
+
+
+class PausableTransport(RecordingTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+async def test_a_peer_that_reads_no_answers_is_read_no_further_until_it_does() -> None:
+    """uvicorn's send() awaits the transport's drain before an answer, and the next request waits for that
+    answer: a client pipelining without reading held at most the bound. A direct answer is written at once,
+    so once the transport is over its high-water mark, reading stops until it is drained."""
+    real = PausableTransport()
+    application = DirectApp()
+    protocol = protocol_of(application, real)
+    request = b"POST /direct HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi"
+    protocol.data_received(request)
+    await asyncio.sleep(0.01)
+    assert real.writes[-1].endswith(b"\r\n\r\nhi") and real.reading
+    protocol.pause_writing()  # the transport's buffer is over its high-water mark
+    protocol.data_received(request)
+    await asyncio.sleep(0.01)
+    assert real.writes[-1].endswith(b"\r\n\r\nhi") and len(real.writes) == 2 and not real.reading
+    protocol.resume_writing()
+    assert real.reading
+    assert application.route.served == [b"hi", b"hi"]
+
+
+async def test_direct_and_asgi_requests_pipelined_on_one_connection_are_answered_in_order() -> None:
+    """A direct request queued behind an ASGI one (and the reverse) waits for its turn; its body read
+    meanwhile is given to the route when the turn comes."""
+    application = DirectApp()
+    burst = b"".join(
+        [
+            b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n",
+            b"POST /direct HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nfirst",
+            b"GET /two HTTP/1.1\r\nhost: x\r\n\r\n",
+            b"POST /direct HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n",
+            b"GET /three HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        ]
+    )
+    async with served(CoalescingHttpToolsProtocol, application=application) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(burst)
+        received = await asyncio.wait_for(reader.read(), 5)  # to EOF: closed after /three
+        writer.close()
+    answers = received.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert [a.rsplit(b"\r\n\r\n", 1)[1] for a in answers] == [b"/one", b"first", b"/two", b"second", b"/three"]
+    assert application.route.served == [b"first", b"second"]
+
+
+async def test_direct_requests_pipelined_too_far_ahead_close_the_connection_as_asgi_ones_do() -> None:
+    application = DirectApp()
+
+    async def pipeline(count: int) -> list[bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"".join(b"POST /direct HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n%04d" % i for i in range(count))
+        )
+        received = b""
+        with contextlib.suppress(ConnectionError):
+            while len(received.split(b"HTTP/1.1 200 OK")) <= count:
+                chunk = await asyncio.wait_for(reader.read(65536), 5)
+                if not chunk:
+                    break
+                received += chunk
+        writer.close()
+        return [a.rsplit(b"\r\n\r\n", 1)[1] for a in received.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+
+    async with served(CoalescingHttpToolsProtocol, application=application) as port:
+        within = await pipeline(MAX_PIPELINED + 1)  # one answered, the others read ahead
+        application.route.served.clear()
+        beyond = await pipeline(5_000)
+    assert within == [b"%04d" % i for i in range(MAX_PIPELINED + 1)]
+    assert len(beyond) <= MAX_PIPELINED + 1 and len(application.route.served) <= MAX_PIPELINED + 1
