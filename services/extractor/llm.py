@@ -8,8 +8,8 @@ Small models and real servers misbehave in known ways, each handled here:
                                              there (or repeating itself, or longer than the record's
                                              room when the server ignores max_tokens) gets one repair
                                              round that asks for a short answer, then fails with that reason
-    the context overflows                    the transcript is shrunk to the size the server reports
-                                             and the request sent once more
+    the context overflows (or a proxy        the transcript is shrunk to the size the server reports
+    refuses the body as too large: 413)      (or by half) and the request sent once more
     a long prompt near the window            counted with the server's tokenizer, not by characters
     dates with a midnight time, national     normalised before validation, the model's raw value
     phone numbers, "4:30 PM"                 kept on the record (ExtractedValue.raw)
@@ -404,7 +404,9 @@ class OpenAIProvider:
         body = error_body(exc)
         if status is not None and request_invalid(status, body):
             self.breaker.record(True, ticket)  # it answered: the endpoint is up, this request is the problem
-            if _CONTEXT_TOO_LONG.search(body):
+            # 413: a proxy's body-size limit in front of the server (ingress-nginx's default is 1m), refused
+            # before any model saw it: the transcript is too long for this endpoint, as an overflow says
+            if status == 413 or _CONTEXT_TOO_LONG.search(body):
                 LLM_REQUESTS.labels(PROVIDER, model, "context_too_long").inc()
                 return _ContextOverflow(f"HTTP {status}: {said(exc, self._settings, 300)}", usage)
             if not self.capabilities.reached:  # refused in an assumed mode: retried once the probe has run

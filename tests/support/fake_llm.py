@@ -26,6 +26,8 @@ from the request's own json_schema, filled from a scripted dict; modes make it m
 json_schema is refused with HTTP 500 and a validation error; json_object with a `schema` is answered.
 
 A request for a model in `unknown_models` is answered 404 model_not_found, as api.openai.com answers it.
+A request body over `max_body` bytes is answered 413 with nginx's page, as a proxy in front of the server
+with a body-size limit answers it (ingress-nginx's default proxy-body-size is 1m).
 
 A request with `tools` (the forced tool call) is answered with a tool call whose `arguments` is the answer
 as JSON text, as OpenAI writes it, or with `tool_arguments = "object"` the answer itself, as a JSON object
@@ -54,6 +56,11 @@ import orjson
 #: written into the HTTP body as the JSON escape of a lone surrogate, half of an emoji (Python's json, which the
 #: openai client parses the body with, reads it as that lone code point)
 LONE = "<lone-surrogate>"
+#: what nginx answers a body over client_max_body_size
+TOO_LARGE_PAGE = (
+    b"<html><head><title>413 Request Entity Too Large</title></head><body><center><h1>413 Request Entity Too "
+    b"Large</h1></center><hr><center>nginx</center></body></html>"
+)
 
 
 @dataclass
@@ -81,6 +88,7 @@ class FakeLLM:
         self._authorization = ""
         self.refuse_json_schema = False
         self.unknown_models: set[str] = set()
+        self.max_body: int | None = None
         self.usage: dict[str, Any] | None = None
         self.tool_arguments = "string"
         self.content_parts = False
@@ -210,6 +218,8 @@ class FakeLLM:
             )
             return 500, {}, {"error": {"message": message, "type": "internal_server_error", "param": None,
                                        "code": None}}  # fmt: skip
+        if self.max_body is not None and len(raw) > self.max_body:
+            return 413, {}, TOO_LARGE_PAGE
         if body.get("model") in self.unknown_models:
             message = f"The model `{body['model']}` does not exist or you do not have access to it."
             return 404, {}, {"error": {"message": message, "type": "invalid_request_error", "param": None,

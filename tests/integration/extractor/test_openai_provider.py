@@ -386,6 +386,25 @@ async def test_context_length_exceeded_fails_permanently(llm: FakeLLM, tmp_path:
     assert "context too long" in (out.events[0].extraction.reason or "")  # type: ignore[attr-defined]
 
 
+async def test_a_request_a_proxy_refuses_as_too_large_is_shrunk_and_sent_once_more(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """A proxy in front of the server with a body-size limit (ingress-nginx's default is 1m; a transcript of
+    non-Latin text is sent as \\u escapes, 6 bytes a character) answers 413 before the model sees anything:
+    the transcript was too long for this endpoint, as a context overflow says. Before: a ConfigurationError
+    ('the LLM endpoint refuses the request (HTTP 413)'), every long transcript failed and dead-lettered."""
+    event = conversation("0005")
+    filler = [Message(role="customer", text=f"filler {i} " + "blah " * 40) for i in range(300)]
+    long = event.model_copy(update={"messages": [*(event.messages or [])[:2], *filler, *(event.messages or [])[-2:]]})
+    llm.max_body = 45_000
+    async with extractor(llm, SPEC, tmp_path) as ex:
+        out = await one_attempt(ex).send(long)
+    assert out.error is None, out.error
+    e = out.events[0].extraction  # type: ignore[attr-defined]
+    assert e.status == "ok" and e.truncated and "HTTP 413" in e.reason and "transcript shrunk" in e.reason
+    assert llm.count == 2
+
+
 async def test_a_transcript_over_the_budget_keeps_beginning_and_end_and_says_so(llm: FakeLLM, tmp_path: Path) -> None:
     event = conversation("0005")
     filler = [Message(role="customer", text=f"filler {i} " + "blah " * 40) for i in range(300)]
