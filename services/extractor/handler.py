@@ -165,11 +165,14 @@ class Extractor:
         local_end = local_end_of(event)
         big = sum(len(m.text) for m in messages) > self._settings.offload_chars
         said = any(m.text and not m.text.isspace() for m in messages)  # turns with no words say nothing
-        if provider == "openai" and self._llm is not None and said:
+        asked = not platform.asks_nothing(spec)  # flows on the end reason alone, `summary: false`: nothing to fill
+        if provider == "openai" and self._llm is not None and said and asked:
             fitted = await _maybe_thread(big, self._llm.fit, spec, messages)
             extraction = await self._llm.extract(spec, event, fitted, local_end, messages)
             return await _maybe_thread(big, _review_llm, extraction, spec, fitted.text)
-        if provider == "openai" and not said:
+        if provider == "openai" and not asked:
+            note = "the configuration asks nothing of this conversation: the model was not called"
+        elif provider == "openai" and not said:
             note = "empty transcript: the model was not called"
         extraction = await _maybe_thread(big, self._heuristic, spec, messages, local_end)
         return extraction.model_copy(update={"reason": note}) if note else extraction

@@ -439,6 +439,17 @@ async def test_a_transcript_of_blank_turns_does_not_call_the_model(llm: FakeLLM,
     assert event.extraction.summary is None  # type: ignore[attr-defined]
 
 
+async def test_a_configuration_that_asks_nothing_does_not_call_the_model(llm: FakeLLM, tmp_path: Path) -> None:
+    """An agent whose live flows use no field, ai condition, dyn_* variable or recipient route, with
+    `summary: false` (end-reason flows only; or its one ai flow still a draft): the model was asked to fill
+    an empty object, a billed call for every conversation that answered nothing."""
+    nothing = ExtractionSpec(agent_id="a", config_revision="r", summary=False)
+    out = await attempt(llm, tmp_path, nothing)
+    assert out.error is None and llm.count == 0
+    e = out.events[0].extraction  # type: ignore[attr-defined]
+    assert e.status == "ok" and "asks nothing" in (e.reason or "")
+
+
 async def test_a_sustained_outage_opens_the_circuit_and_a_probe_closes_it(llm: FakeLLM, tmp_path: Path) -> None:
     llm.mode = "error"
     circuit = {"failure_threshold": 3, "window_seconds": 30, "cooldown_seconds": 0.5}
