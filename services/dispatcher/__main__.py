@@ -46,7 +46,7 @@ async def open_executors(settings: DispatcherSettings, registry: Registry) -> As
 def build_registry(settings: DispatcherSettings) -> Registry:
     """The destinations; a bad file stops the start with every problem as `file:line: path: message`."""
     try:
-        loaded = destinations.load(settings.destinations_file, smtp_bound=settings.smtp_bound)
+        loaded = destinations.load(settings.destinations_file, attempt_bound=settings.attempt_bound)
     except destinations.ConfigError as exc:
         log.error("destinations file invalid", extra={"problems": str(exc).splitlines()})
         raise SystemExit(f"dispatcher: cannot start, destinations:\n{exc}") from None

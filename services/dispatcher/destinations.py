@@ -76,7 +76,7 @@ from services.common.config import (
 )
 from services.common.errors import redact
 from services.common.ssrf import UrlRefused, checked_http_url
-from services.dispatcher.settings import SMTP_BOUND_WHY
+from services.dispatcher.settings import AttemptBound
 from services.dispatcher.signing import Signer
 
 __all__ = ["ConfigError", "SecretRef", "load", "parse", "substitute_env"]
@@ -111,7 +111,13 @@ class DestinationBase(Strict):
     # YAML's .inf passes gt=0: a timeout of no deadline; a rate whose burst round() cannot make
     model_config = ConfigDict(allow_inf_nan=False)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-    timeout_seconds: float | None = Field(None, gt=0, description="Whole-request bound; default: settings.")
+    timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Whole-attempt bound (a token fetch and every request of the attempt, or the SMTP session); "
+        "default: settings. Over the dispatcher's attempt bound (settings.AttemptBound, 104 s with the defaults) "
+        "it is refused at start.",
+    )
     max_concurrency: int = Field(32, ge=1, le=10_000, description="Requests in flight to it at once.")
     max_waiting: int | None = Field(
         None,
@@ -411,14 +417,14 @@ def parse(
     source: str = "<destinations>",
     *,
     reveal: bool = True,
-    smtp_bound: float | None = None,
+    attempt_bound: AttemptBound | None = None,
 ) -> dict[str, AnyDestination]:
     """Validate the file's text and resolve every secret; keyed by destination name.
 
     Every problem is reported as `file:line: path: message`; no value from the file or the environment
     is echoed (a ${VAR}-substituted URL may be a secret). With `reveal=False` (`postcall config
-    validate`) no secret is read, and a value from an unset ${VAR} is not judged. With `smtp_bound` (the
-    dispatcher's settings.smtp_bound), an smtp destination's timeout_seconds over it is refused.
+    validate`) no secret is read, and a value from an unset ${VAR} is not judged. With `attempt_bound` (the
+    dispatcher's settings.attempt_bound), a destination's timeout_seconds over it is refused, whatever its kind.
     """
     tree = yaml_mapping(text, source, "destinations")
     issues: list[tuple[Loc, str]] = []
@@ -438,7 +444,7 @@ def parse(
         try:
             if dest.name in out:
                 raise _FieldProblem("name", f"destination {dest.name!r} is defined twice")
-            _check_smtp_timeout(dest, smtp_bound)
+            _check_timeout(dest, attempt_bound)
             if reveal:
                 _resolve(dest, environ)
             else:
@@ -507,12 +513,14 @@ def _text_or_reference(issues: list[tuple[Loc, str]], exc: ValidationError) -> l
     return out + [(loc, TEXT_OR_REFERENCE) for loc in sorted(neither - referenced, key=str)]
 
 
-def check(path: Path, environ: Mapping[str, str] | None = None) -> tuple[Problem, ...]:
-    """Every problem of a destinations file that can be seen without its secrets, located."""
+def check(
+    path: Path, environ: Mapping[str, str] | None = None, attempt_bound: AttemptBound | None = None
+) -> tuple[Problem, ...]:
+    """Every problem of a destinations file that can be seen without its secrets, located; with
+    `attempt_bound`, a timeout_seconds over it too."""
+    environ = os.environ if environ is None else environ
     try:
-        parse(
-            read_bytes(path, "destinations file"), os.environ if environ is None else environ, str(path), reveal=False
-        )
+        parse(read_bytes(path, "destinations file"), environ, str(path), reveal=False, attempt_bound=attempt_bound)
     except ConfigError as exc:
         return exc.problems or (Problem(str(path), 0, "", str(exc)),)
     return ()
@@ -524,11 +532,12 @@ class _FieldProblem(Exception):
         self.field, self.message = field, message
 
 
-def _check_smtp_timeout(dest: AnyDestination, bound: float | None) -> None:
-    """Refused, not clamped: the file says how long a relay may take, and a shorter bound than written would
-    give up on a slow relay that the operator expected to wait for (a clamp logged once is easily missed)."""
-    if bound is not None and isinstance(dest, SmtpDestination) and (dest.timeout_seconds or 0) > bound:
-        raise _FieldProblem("timeout_seconds", f"an smtp attempt's bound is at most {bound:g} s: {SMTP_BOUND_WHY}")
+def _check_timeout(dest: AnyDestination, bound: AttemptBound | None) -> None:
+    """Refused, not clamped: the file says how long a receiver or relay may take, and a shorter bound than
+    written would give up on one the operator expected to wait for (a clamp logged once is easily missed)."""
+    refused = None if bound is None or dest.timeout_seconds is None else bound.refusal(dest.timeout_seconds)
+    if refused is not None:
+        raise _FieldProblem("timeout_seconds", refused)
 
 
 def _resolve(dest: AnyDestination, environ: Mapping[str, str]) -> None:
@@ -749,7 +758,7 @@ def _reveal(ref: SecretRef, environ: Mapping[str, str], owner: str, field: str |
 
 
 def load(
-    path: Path, environ: Mapping[str, str] | None = None, *, smtp_bound: float | None = None
+    path: Path, environ: Mapping[str, str] | None = None, *, attempt_bound: AttemptBound | None = None
 ) -> dict[str, AnyDestination]:
     text = read_bytes(path, "destinations file")  # decoded by the YAML reader, which locates non-UTF-8 bytes
-    return parse(text, os.environ if environ is None else environ, str(path), smtp_bound=smtp_bound)
+    return parse(text, os.environ if environ is None else environ, str(path), attempt_bound=attempt_bound)

@@ -7,19 +7,52 @@ come from environment variables or mounted files (see services.dispatcher.destin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.routes import DISPATCHER, Route
 from services.common.settings import ServiceSettings
 
-SMTP_RESERVE_SECONDS = 10.0  # of the handler's time, for the ledger's claim and what follows the attempt
-SMTP_BOUND_WHY = (
-    "the handler would be stopped first, and its retry send again a message the relay may have taken "
-    f"(runtime.handler_timeout_seconds less 3 x max_wait_seconds and {SMTP_RESERVE_SECONDS:g} s)"
-)
+ATTEMPT_RESERVE_SECONDS = 10.0  # of the handler's time, for the ledger's claim and what follows the attempt
+
+
+@dataclass(frozen=True)
+class AttemptBound:
+    """The longest delivery attempt the handler's timeout leaves room for: runtime.handler_timeout_seconds less
+    the destination gate's three waits (a place in line, a slot, a rate-limit token: max_wait_seconds each) and
+    ATTEMPT_RESERVE_SECONDS. An attempt is everything under one deadline (services.dispatcher.delivery.attempt,
+    the email executor): a token fetch, every request and a 401's second one, or a whole SMTP session. A
+    timeout longer than this is refused at start: the handler would be stopped first, mid-request, and its
+    retry would send again what the receiver may have taken."""
+
+    handler_timeout_seconds: float
+    max_wait_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.handler_timeout_seconds - 3 * self.max_wait_seconds - ATTEMPT_RESERVE_SECONDS
+
+    def made_of(self) -> str:
+        return (
+            f"runtime.handler_timeout_seconds ({self.handler_timeout_seconds:g} s) less 3 x max_wait_seconds "
+            f"(3 x {self.max_wait_seconds:g} s) and {ATTEMPT_RESERVE_SECONDS:g} s"
+        )
+
+    def why(self) -> str:
+        return (
+            "the handler would be stopped first, mid-request, and its retry send again what the receiver may "
+            f"have taken ({self.made_of()})"
+        )
+
+    def refusal(self, timeout: float) -> str | None:
+        """Why `timeout` is refused as an attempt's deadline, or None when it fits."""
+        if timeout <= self.seconds:
+            return None
+        return f"{timeout:g} s is over the {self.seconds:g} s a delivery attempt may take: {self.why()}"
 
 
 class DispatcherSettings(ServiceSettings):
@@ -30,7 +63,10 @@ class DispatcherSettings(ServiceSettings):
         15.0,
         gt=0,
         le=300,
-        description="Whole-request bound for destinations that set none (Standard Webhooks: 15-30 s).",
+        description="Whole-attempt bound of the destinations that set none, smtp aside (Standard Webhooks: 15-30 s). "
+        "At most the attempt bound: runtime.handler_timeout_seconds less 3 x max_wait_seconds and "
+        f"{ATTEMPT_RESERVE_SECONDS:g} s (104 s with the defaults); longer is refused at start, as is a destination's "
+        "own timeout_seconds.",
     )
     smtp_timeout_seconds: float | None = Field(
         None,
@@ -38,16 +74,17 @@ class DispatcherSettings(ServiceSettings):
         description="Whole-attempt bound of smtp destinations that set none: connect, TLS, AUTH, each RCPT and the "
         "answer to the end of DATA, which RFC 5321 4.5.3.2 gives a server 10 minutes for (a relay that answers "
         "after the deadline has taken the message, and the retry sends it again). None: as long as the handler "
-        "timeout allows, runtime.handler_timeout_seconds less 3 x max_wait_seconds (the gate's waits) and "
-        f"{SMTP_RESERVE_SECONDS:g} s, 104 s with the defaults, and never less than default_timeout_seconds. A longer "
-        "value is refused at start.",
+        "timeout allows, the attempt bound: runtime.handler_timeout_seconds less 3 x max_wait_seconds (the gate's "
+        f"waits) and {ATTEMPT_RESERVE_SECONDS:g} s, 104 s with the defaults. A longer value is refused at start.",
     )
     retry_after_floor_seconds: float = Field(5.0, ge=0, description="Shortest Retry-After honoured.")
     max_wait_seconds: float = Field(
         2.0,
         ge=0,
         description="Longest a record waits for a destination slot or rate-limit token before it goes to a "
-        "retry tier instead; keeps a slow destination from holding the runtime's in-flight slots.",
+        "retry tier instead; keeps a slow destination from holding the runtime's in-flight slots. Three such "
+        "waits, the reserve and the longest attempt's timeout must fit runtime.handler_timeout_seconds (checked "
+        "at start).",
     )
     default_email_destination: str | None = Field(
         None, description="smtp destination of email actions that name none; None: the only smtp destination."
@@ -73,19 +110,29 @@ class DispatcherSettings(ServiceSettings):
     )
 
     @property
-    def smtp_deadline(self) -> float:
-        """The whole-attempt bound of an smtp destination that sets none (smtp_timeout_seconds)."""
-        return self.smtp_timeout_seconds or max(self.smtp_bound, self.default_timeout_seconds)
+    def attempt_bound(self) -> AttemptBound:
+        """The longest attempt the handler's timeout leaves room for (default_timeout_seconds,
+        smtp_timeout_seconds and a destination's own timeout_seconds are refused above it)."""
+        return AttemptBound(self.runtime.handler_timeout_seconds, self.max_wait_seconds)
 
     @property
-    def smtp_bound(self) -> float:
-        """The longest smtp attempt the handler's timeout leaves room for (smtp_timeout_seconds, and an smtp
-        destination's own timeout_seconds, are refused above it)."""
-        return self.runtime.handler_timeout_seconds - 3 * self.max_wait_seconds - SMTP_RESERVE_SECONDS
+    def smtp_deadline(self) -> float:
+        """The whole-attempt bound of an smtp destination that sets none (smtp_timeout_seconds)."""
+        return self.smtp_timeout_seconds or self.attempt_bound.seconds
 
     @model_validator(mode="after")
-    def _smtp_within_the_handler(self) -> DispatcherSettings:
-        bound = self.smtp_bound
-        if self.smtp_timeout_seconds is not None and self.smtp_timeout_seconds > bound:
-            raise ValueError(f"smtp_timeout_seconds is over {bound:g} s: {SMTP_BOUND_WHY}")
+    def _attempts_within_the_handler(self) -> DispatcherSettings:
+        """Every setting at fault on its own line, named (POSTCALL_DEFAULT_TIMEOUT_SECONDS: ...), not one line
+        for the model (run_service prints a settings error's location as the variable)."""
+        bound = self.attempt_bound
+        found: list[tuple[str, float, str]] = []
+        for name in ("default_timeout_seconds", "smtp_timeout_seconds"):
+            value = getattr(self, name)
+            if value is not None and (refused := bound.refusal(value)) is not None:
+                found.append((name, value, refused))
+        if found:
+            lines = [
+                InitErrorDetails(type=PydanticCustomError("attempt_bound", m), loc=(n,), input=v) for n, v, m in found
+            ]
+            raise ValidationError.from_exception_data(type(self).__name__, lines)
         return self

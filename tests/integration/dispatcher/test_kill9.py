@@ -47,6 +47,8 @@ def dispatcher_env(kafka: KafkaSettings, destinations_file: Path, group: str) ->
         "POSTCALL_RUNTIME__COMMIT_INTERVAL_SECONDS": "3",
         # this test is about crashes, not isolation: every record waits for a slot instead of a retry tier
         "POSTCALL_MAX_WAIT_SECONDS": "60",
+        # three such waits, 10 s and the 15 s attempt fit (services.dispatcher.settings.AttemptBound)
+        "POSTCALL_RUNTIME__HANDLER_TIMEOUT_SECONDS": "300",
         "CRM_SECRET": SECRET,
     }
 

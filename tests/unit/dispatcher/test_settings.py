@@ -3,14 +3,16 @@ the start, named, instead of failing every record it touches."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from services.dispatcher.__main__ import build_registry
+from services.dispatcher.__main__ import build_registry, start
 from services.dispatcher.destinations import DestinationBase
 from services.dispatcher.settings import DispatcherSettings
+from tests.unit.dispatcher.test_sheets_executor import private_key
 
 FILE = """
 destinations:
@@ -59,10 +61,8 @@ def test_an_smtp_destination_gets_a_deadline_of_its_own_bounded_by_the_handler_t
     longer = DispatcherSettings(destinations_file=path, runtime={"handler_timeout_seconds": 660})
     assert longer.smtp_deadline == 644.0  # RFC 5321's 10 minutes fit once the handler may run that long
     assert DispatcherSettings(destinations_file=path, smtp_timeout_seconds=60).smtp_deadline == 60.0
-    with pytest.raises(ValidationError, match="smtp_timeout_seconds is over 104 s: the handler would be stopped"):
+    with pytest.raises(ValidationError, match=r"smtp_timeout_seconds\n  110 s is over the 104 s a delivery attempt"):
         DispatcherSettings(destinations_file=path, smtp_timeout_seconds=110)
-    # a handler timeout that leaves less (a long max_wait_seconds) keeps the webhooks' deadline, as before
-    assert DispatcherSettings(destinations_file=path, max_wait_seconds=60).smtp_deadline == 15.0
 
 
 def test_an_smtp_destinations_own_timeout_longer_than_the_handler_allows_stops_the_start(tmp_path: Path) -> None:
@@ -75,8 +75,58 @@ def test_an_smtp_destinations_own_timeout_longer_than_the_handler_allows_stops_t
     with pytest.raises(SystemExit) as stopped:
         build_registry(DispatcherSettings(destinations_file=path))
     said = str(stopped.value)
-    assert f"{path}:12: destinations[2].timeout_seconds: an smtp attempt's bound is at most 104 s: " in said, said
-    assert "runtime.handler_timeout_seconds less 3 x max_wait_seconds" in said
+    assert f"{path}:12: destinations[2].timeout_seconds: 300 s is over the 104 s a delivery attempt may take: " in said
+    assert "runtime.handler_timeout_seconds (120 s) less 3 x max_wait_seconds (3 x 2 s) and 10 s" in said, said
     # the handler given the time, the same file loads
     longer = build_registry(DispatcherSettings(destinations_file=path, runtime={"handler_timeout_seconds": 320}))
     assert [longer.timeout(d) for d in longer.smtp() if d.name == "slow-mail"] == [300.0]
+
+
+OTHER_KINDS = {
+    "http": "url: https://crm.example.com/slow",
+    "slack": "bot_token: {secret_env: SLACK_TOKEN}",
+    "teams": "url_secret: {secret_env: TEAMS_URL}",
+    "google_sheets": "service_account: {secret_env: SHEETS_KEY}",
+}
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_a_destinations_own_timeout_longer_than_the_handler_allows_stops_the_start_whatever_its_kind(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only an smtp destination's was refused: an http destination's timeout_seconds of 300 s loaded, and a
+    receiver slow to answer outlived the handler's 120 s, which was stopped mid-request and retried while the
+    receiver may have taken the webhook (sent twice). Every kind's attempt, a token fetch included, runs under
+    the one deadline, so the one bound applies to each."""
+    path = tmp_path / "d.yaml"
+    path.write_text(FILE + f"  - {{name: slow, kind: {kind}, {OTHER_KINDS[kind]}, timeout_seconds: 300}}\n")
+    key = {"type": "service_account", "private_key": private_key(), "client_email": "w@p.iam.gserviceaccount.com",
+           "token_uri": "https://oauth2.googleapis.com/token"}  # fmt: skip
+    monkeypatch.setenv("SHEETS_KEY", json.dumps(key))
+    monkeypatch.setenv("SLACK_TOKEN", "xoxb-1")
+    monkeypatch.setenv("TEAMS_URL", "https://example.webhook.office.com/hook")
+    with pytest.raises(SystemExit) as stopped:
+        build_registry(DispatcherSettings(destinations_file=path))
+    said = str(stopped.value)
+    assert f"{path}:12: destinations[2].timeout_seconds: 300 s is over the 104 s a delivery attempt may take: " in said
+    assert "(runtime.handler_timeout_seconds (120 s) less 3 x max_wait_seconds (3 x 2 s) and 10 s)" in said, said
+    longer = build_registry(DispatcherSettings(destinations_file=path, runtime={"handler_timeout_seconds": 320}))
+    assert [longer.timeout(d) for d in longer.only(DestinationBase) if d.name == "slow"] == [300.0]
+
+
+def test_a_default_timeout_longer_than_the_handler_allows_stops_the_start_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """default_timeout_seconds allowed up to 300 s whatever the handler's timeout: every webhook to a receiver
+    slow to answer was stopped with its handler at 120 s, mid-request, and sent again by the retry."""
+    path = tmp_path / "d.yaml"
+    path.write_text(FILE)
+    monkeypatch.setenv("POSTCALL_DESTINATIONS_FILE", str(path))
+    monkeypatch.setenv("POSTCALL_DEFAULT_TIMEOUT_SECONDS", "200")
+    monkeypatch.setenv("POSTCALL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")  # before the fix it went on to start
+    assert start("dispatcher") == 2
+    said = capsys.readouterr().err
+    assert "dispatcher: POSTCALL_DEFAULT_TIMEOUT_SECONDS: 200 s is over the 104 s a delivery attempt may take: " in said
+    assert "(runtime.handler_timeout_seconds (120 s) less 3 x max_wait_seconds (3 x 2 s) and 10 s)" in said, said
+    monkeypatch.setenv("POSTCALL_RUNTIME__HANDLER_TIMEOUT_SECONDS", "220")  # the handler given the time
+    assert DispatcherSettings().default_timeout_seconds == 200.0
