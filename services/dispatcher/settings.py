@@ -126,10 +126,17 @@ class DispatcherSettings(ServiceSettings):
         for the model (run_service prints a settings error's location as the variable)."""
         bound = self.attempt_bound
         found: list[tuple[str, float, str]] = []
-        for name in ("default_timeout_seconds", "smtp_timeout_seconds"):
-            value = getattr(self, name)
-            if value is not None and (refused := bound.refusal(value)) is not None:
-                found.append((name, value, refused))
+        if bound.seconds <= 0:
+            found.append((
+                "max_wait_seconds", self.max_wait_seconds,
+                f"leaves no time for a delivery attempt: {bound.made_of()} is {bound.seconds:g} s; lower "
+                "max_wait_seconds or raise runtime.handler_timeout_seconds",
+            ))  # fmt: skip
+        else:
+            for name in ("default_timeout_seconds", "smtp_timeout_seconds"):
+                value = getattr(self, name)
+                if value is not None and (refused := bound.refusal(value)) is not None:
+                    found.append((name, value, refused))
         if found:
             lines = [
                 InitErrorDetails(type=PydanticCustomError("attempt_bound", m), loc=(n,), input=v) for n, v, m in found

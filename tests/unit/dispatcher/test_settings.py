@@ -130,3 +130,29 @@ def test_a_default_timeout_longer_than_the_handler_allows_stops_the_start_naming
     assert "(runtime.handler_timeout_seconds (120 s) less 3 x max_wait_seconds (3 x 2 s) and 10 s)" in said, said
     monkeypatch.setenv("POSTCALL_RUNTIME__HANDLER_TIMEOUT_SECONDS", "220")  # the handler given the time
     assert DispatcherSettings().default_timeout_seconds == 200.0
+
+
+def test_a_max_wait_that_leaves_the_default_timeouts_no_room_stops_the_start_naming_both_settings(
+    tmp_path: Path,
+) -> None:
+    """With a long max_wait_seconds the bound went under the defaults, or negative: every timeout_seconds set
+    in a file (an smtp destination's) was refused while the defaults it was refused against went on being used,
+    longer than the handler allowed. Now the combination itself is refused, naming what to change."""
+    path = tmp_path / "d.yaml"
+    with pytest.raises(ValidationError) as no_time:
+        DispatcherSettings(destinations_file=path, max_wait_seconds=60)
+    [error] = no_time.value.errors()
+    assert error["loc"] == ("max_wait_seconds",)
+    assert error["msg"] == (
+        "leaves no time for a delivery attempt: runtime.handler_timeout_seconds (120 s) less 3 x max_wait_seconds "
+        "(3 x 60 s) and 10 s is -70 s; lower max_wait_seconds or raise runtime.handler_timeout_seconds"
+    )
+    with pytest.raises(ValidationError) as little:
+        DispatcherSettings(destinations_file=path, max_wait_seconds=35)
+    [error] = little.value.errors()
+    assert error["loc"] == ("default_timeout_seconds",)
+    assert error["msg"].startswith("15 s is over the 5 s a delivery attempt may take: the handler would be stopped")
+    assert "3 x max_wait_seconds (3 x 35 s)" in error["msg"]
+    # the handler given the time for the waits, both load; an smtp deadline then fills what is left
+    settings = DispatcherSettings(destinations_file=path, max_wait_seconds=60, runtime={"handler_timeout_seconds": 300})
+    assert settings.smtp_deadline == 110.0
