@@ -292,20 +292,32 @@ def settings_problems(
                 name = prefix + "__".join(str(part).upper() for part in loc)
                 lines.append(f"{name} is not set (a required setting; see the service's settings.py)")
         else:
-            name = prefix + "__".join(str(part).upper() for part in error["loc"])
-            lines.append(f"{name}: {str(error['msg']).removeprefix('Value error, ')}")
+            loc = tuple(error["loc"])
+            said = str(error["msg"]).removeprefix("Value error, ")
+            if not loc:  # a check of several settings together: its message names them
+                lines.append(said)
+                continue
+            name = prefix + "__".join(str(part).upper() for part in loc)
+            lines.append(f"{name}__*: {said}" if _model_at(model, loc) else f"{name}: {said}")
     return lines
 
 
-def _required(model: type[BaseModel] | None, loc: tuple[object, ...]) -> list[tuple[object, ...]]:
-    """The required leaves under `loc` in `model` (`loc` itself when it is a leaf or cannot be followed)."""
+def _model_at(model: type[BaseModel] | None, loc: tuple[object, ...]) -> type[BaseModel] | None:
+    """The group of settings at `loc` in `model` (no variable has its name: `POSTCALL_INGRESS`); None when
+    `loc` is a leaf or cannot be followed."""
     group: object = model
     for part in loc:
         fields = group.model_fields if isinstance(group, type) and issubclass(group, BaseModel) else {}
         if part not in fields:
-            return [loc]
+            return None
         group = fields[str(part)].annotation
-    if not (isinstance(group, type) and issubclass(group, BaseModel)):
+    return group if isinstance(group, type) and issubclass(group, BaseModel) else None
+
+
+def _required(model: type[BaseModel] | None, loc: tuple[object, ...]) -> list[tuple[object, ...]]:
+    """The required leaves under `loc` in `model` (`loc` itself when it is a leaf or cannot be followed)."""
+    group = _model_at(model, loc)
+    if group is None:
         return [loc]
     leaves = [leaf for name, f in group.model_fields.items() if f.is_required() for leaf in _required(group, (name,))]
     return [(*loc, *leaf) for leaf in leaves] or [loc]

@@ -137,4 +137,30 @@ def test_retry_delays_the_route_cannot_carry_are_one_line_at_start(
 
     assert run_service("router", main, RouterLike) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"router: POSTCALL_RUNTIME: {problem}"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"router: POSTCALL_RUNTIME__*: {problem}"), lines
+
+
+def test_a_check_over_several_settings_is_its_own_message_not_a_bare_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check of the whole settings (a model validator: several settings together) has no location, and was
+    printed as `POSTCALL_: smtp_timeout_seconds is over 104 s ...`; one on a group (`ingress`) named a
+    variable no one can set (`POSTCALL_INGRESS: ...`)."""
+    from pydantic import ValidationError
+
+    from services.common.settings import settings_problems
+    from services.dispatcher.settings import DispatcherSettings
+    from services.ingress.settings import IngressSettings
+
+    monkeypatch.setenv("POSTCALL_DESTINATIONS_FILE", "/dev/null")
+    monkeypatch.setenv("POSTCALL_SMTP_TIMEOUT_SECONDS", "500")
+    with pytest.raises(ValidationError) as whole:
+        DispatcherSettings()
+    [line] = settings_problems(whole.value, model=DispatcherSettings)
+    assert line.startswith("smtp_timeout_seconds is over "), line
+
+    monkeypatch.setenv("POSTCALL_INGRESS__ENDPOINTS_FILE", "/dev/null")
+    monkeypatch.setenv("POSTCALL_INGRESS__MAX_BODY_BYTES", "2000000")
+    monkeypatch.setenv("POSTCALL_INGRESS__MAX_BODY_BYTES_IN_FLIGHT", "1000000")
+    with pytest.raises(ValidationError) as group:
+        IngressSettings()
+    [line] = settings_problems(group.value, model=IngressSettings)
+    assert line.startswith("POSTCALL_INGRESS__*: max_body_bytes_in_flight must be at least"), line
