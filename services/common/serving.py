@@ -502,9 +502,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        cycle = self.cycle
-        if type(cycle) is DirectRequest and cycle.response_complete and not self.pipeline:
-            self.flow.resume_reading()  # reading paused by DirectRequest.answer while the peer read nothing
+        # reading paused by DirectRequest.answer while the peer read nothing: read on, also when the direct
+        # request whose turn came meanwhile still waits for its body (nothing else would read it, and the
+        # read timeout does not count this side's pause); a pipelined request waiting keeps it paused
+        if type(self.cycle) is DirectRequest and not self.pipeline:
+            self.flow.resume_reading()
 
     def _check_read(self) -> None:
         now, since, idle = self.loop.time(), self._reading_since, self._idle_since

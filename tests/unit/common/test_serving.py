@@ -541,3 +541,22 @@ async def test_direct_requests_pipelined_too_far_ahead_close_the_connection_as_a
         beyond = await pipeline(5_000)
     assert within == [b"%04d" % i for i in range(MAX_PIPELINED + 1)]
     assert len(beyond) <= MAX_PIPELINED + 1 and len(application.route.served) <= MAX_PIPELINED + 1
+
+
+async def test_a_request_begun_while_the_peer_read_no_answers_is_read_on_once_it_does() -> None:
+    """Reading stopped because the peer read no answers (the test above) resumes once it reads them, also
+    when the request whose turn came meanwhile is still waiting for its body: else nothing read that body
+    any more, and the read timeout, which does not count a pause of this side's, never ended the wait."""
+    real = PausableTransport()
+    application = DirectApp()
+    protocol = protocol_of(application, real)
+    protocol.pause_writing()  # the peer reads no answers
+    second = b"POST /direct HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\n\r\nsecond"
+    protocol.data_received(b"POST /direct HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nfirst" + second[:-3])
+    await asyncio.sleep(0.01)
+    assert real.writes[-1].endswith(b"\r\n\r\nfirst") and not real.reading  # the second's turn: its body partly read
+    protocol.resume_writing()  # the peer read its answer
+    assert real.reading
+    protocol.data_received(second[-3:])
+    await asyncio.sleep(0.01)
+    assert application.route.served == [b"first", b"second"]

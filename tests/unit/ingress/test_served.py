@@ -420,3 +420,38 @@ async def test_a_webhook_in_flight_at_shutdown_is_answered_then_its_connection_c
         answer, closed = await answering
     assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nconnection: close\r\n" in answer
     assert b'"status":"published"' in answer and closed == b"<closed>"
+
+
+async def test_a_webhook_whose_turn_came_while_its_client_read_no_answers_is_read_on_once_it_does() -> None:
+    """A client that sends many requests before reading their answers (its socket's buffers small, so the
+    server's transport passes its high-water mark): reading stops until it reads them, and then goes on,
+    also for a pipelined webhook that began meanwhile with part of its body (before, it was never read
+    further: no answer, its body's bytes held in the budget and the connection kept for good). Direct
+    only: as ASGI, the 404s answered at once here are each a task, so the burst is over the pipelining bound."""
+    unknown = b"POST /webhooks/retell/nobody HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+    second = post("vapi", SIGNED[0][1])
+    async with serving(True) as served:
+        loop = asyncio.get_running_loop()
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", served.port))
+        client.setblocking(False)
+        while not served.server.server_state.connections:
+            await asyncio.sleep(0.01)
+        for connection in served.server.server_state.connections:
+            connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        await loop.sock_sendall(client, unknown * 700 + post("retell", RETELL) + second[:-50])
+        await asyncio.sleep(0.5)  # the answers pile up unread
+        received = b""
+        for wanted in (1, 2):
+            with contextlib.suppress(TimeoutError):
+                while received.count(b"HTTP/1.1 200 ") < wanted:
+                    chunk = await asyncio.wait_for(loop.sock_recv(client, 65536), 3)
+                    assert chunk, received[-300:]
+                    received += chunk
+            if wanted == 1:
+                await loop.sock_sendall(client, second[-50:])
+        client.close()
+        held = served.budget_held()
+    assert [a.split(b" ", 1)[0] for a in received.split(b"HTTP/1.1 ")[1:]] == [b"404"] * 700 + [b"200", b"200"]
+    assert len(served.publisher.sent) == 2 and held == 0
