@@ -12,7 +12,10 @@ recipient routes and library templates, duplicate flow ids and duplicate agent f
 rendered from caller-influenced values without `allowed_domains`, http action paths, headers and result
 pointers, and, with `--destinations <the dispatcher's destinations file>`, that every destination exists
 and is of a kind the action can use, and that file's own blocks (kinds, auth, headers; secrets are not
-read, and a value from an unset ${VAR} is not judged).
+read, and a value from an unset ${VAR} is not judged). Its timeouts are checked against the dispatcher's
+attempt bound (services.dispatcher.settings.AttemptBound) computed from the dispatcher's settings as the
+dispatcher reads them, from this environment's POSTCALL_ variables (defaults where unset: 104 s); a note on
+stderr says which values were used, and the dispatcher checks again at its start with its own.
 The router runs exactly these checks when it (re)loads the folder.
 
 Warnings (exit code 0, `file:line: path: warning: ...`): an email whose recipient list can render empty
@@ -27,12 +30,15 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from schemas.agent_checks import recipient_warnings
 from schemas.agent_library import library
 from schemas.agent_loader import Catalog, ConfigError, LoadedFile, Problem, load_catalog, plain
 from schemas.config_yaml import YamlProblem, read_yaml
+from services.common.settings import settings_problems
 from services.dispatcher import destinations as destinations_file
+from services.dispatcher.settings import AttemptBound, DispatcherSettings
 
 app = typer.Typer(help="Agent configuration: validate a folder, list the template library.", no_args_is_help=True)
 
@@ -68,6 +74,7 @@ def validate(
     if not catalog.files:
         _fail([str(p) for p in empty_folder_problems(catalog)])
     found = list(catalog.problems)
+    unstartable: list[str] = []  # dispatcher settings of this environment the dispatcher would not start with
     if destinations is None:
         typer.echo(
             "note: destinations not checked (pass --destinations <the dispatcher's destinations file>)", err=True
@@ -75,8 +82,10 @@ def validate(
     else:
         known = _destination_kinds(destinations)
         found += destination_problems(catalog, known)
-        found += destinations_file.check(destinations)  # its own blocks: kinds, auth, headers (no secret read)
-    problems = [str(p) for p in sorted(found, key=lambda p: (p.file, p.line))]  # one report, in file order
+        bound, unstartable = dispatcher_attempt_bound(destinations)
+        # its own blocks: kinds, auth, headers, timeouts (no secret read)
+        found += destinations_file.check(destinations, attempt_bound=bound)
+    problems = [str(p) for p in sorted(found, key=lambda p: (p.file, p.line))] + unstartable  # in file order
     if problems:
         _fail(problems)
     for warning in recipient_warning_lines(catalog):
@@ -94,6 +103,25 @@ def templates() -> None:
     """List the template library (use one in a flow with `use_template: <name>`)."""
     for name, template in library().items():
         typer.echo(f"{name:22} {template['title']}: {template['flow']['when']['ai']}")
+
+
+def dispatcher_attempt_bound(destinations: Path) -> tuple[AttemptBound | None, list[str]]:
+    """The dispatcher's attempt bound from its settings read as the dispatcher reads them (this environment's
+    POSTCALL_ variables, `destinations` as its file), with a note on stderr naming the values; with settings
+    the dispatcher would not start with, None and those settings as problems."""
+    try:
+        settings = DispatcherSettings(destinations_file=destinations)
+    except ValidationError as exc:
+        lines = settings_problems(exc, model=DispatcherSettings)
+        return None, [f"dispatcher settings (this environment): {line}" for line in lines]
+    bound = settings.attempt_bound
+    typer.echo(
+        f"note: timeouts checked against {bound.seconds:g} s, {bound.made_of()}, the dispatcher's settings as "
+        "read from this environment (POSTCALL_RUNTIME__HANDLER_TIMEOUT_SECONDS, POSTCALL_MAX_WAIT_SECONDS); "
+        "the dispatcher checks them again at its start with its own",
+        err=True,
+    )
+    return bound, []
 
 
 def _fail(lines: list[str]) -> NoReturn:

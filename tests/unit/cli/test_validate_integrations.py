@@ -237,3 +237,40 @@ def test_one_run_reports_the_problems_of_every_destination(tmp_path: Path) -> No
             "and !#$%&'*+.^_`|~- only",
         ],
     )
+
+
+def test_a_timeout_longer_than_the_dispatchers_handler_allows_is_located_against_this_environments_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher refuses to start with a destination's timeout_seconds over its attempt bound; `config
+    validate` passed such a file, having no dispatcher settings. It reads them as the dispatcher does, from the
+    environment, and says which values it used."""
+    destinations = DESTINATIONS + "  - {name: slow, kind: http, url: 'https://x.example', timeout_seconds: 300}\n"
+    line = len(DESTINATIONS.splitlines()) + 1
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "support-line.yaml").write_text(AGENT.replace("{ACTION}", "{type: http, destination: crm}"))
+    (tmp_path / "destinations.yaml").write_text(destinations)
+    arguments = ["validate", str(agents), "--destinations", str(tmp_path / "destinations.yaml")]
+    for name in ("POSTCALL_RUNTIME__HANDLER_TIMEOUT_SECONDS", "POSTCALL_MAX_WAIT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 1
+    assert result.stdout.replace(f"{tmp_path}/", "").splitlines() == [
+        f"destinations.yaml:{line}: destinations[5].timeout_seconds: 300 s is over the 104 s a delivery attempt may "
+        "take: the handler would be stopped first, mid-request, and its retry send again what the receiver may have "
+        "taken (runtime.handler_timeout_seconds (120 s) less 3 x max_wait_seconds (3 x 2 s) and 10 s)"
+    ]
+    assert "note: timeouts checked against 104 s, runtime.handler_timeout_seconds (120 s)" in result.stderr
+    # the dispatcher's environment gives its handler the time: the same file passes
+    passed = CliRunner().invoke(app, arguments, env={"POSTCALL_RUNTIME__HANDLER_TIMEOUT_SECONDS": "320"})
+    assert (passed.exit_code, passed.stdout.splitlines()) == (0, ["ok: 1 file(s), agents: support-line"])
+    assert "note: timeouts checked against 304 s, runtime.handler_timeout_seconds (320 s)" in passed.stderr
+    # settings the dispatcher would not start with are problems too, named as the variables to change
+    stuck = CliRunner().invoke(app, arguments, env={"POSTCALL_MAX_WAIT_SECONDS": "60"})
+    assert stuck.exit_code == 1
+    assert stuck.stdout.splitlines() == [
+        "dispatcher settings (this environment): POSTCALL_MAX_WAIT_SECONDS: leaves no time for a delivery attempt: "
+        "runtime.handler_timeout_seconds (120 s) less 3 x max_wait_seconds (3 x 60 s) and 10 s is -70 s; lower "
+        "max_wait_seconds or raise runtime.handler_timeout_seconds"
+    ]
