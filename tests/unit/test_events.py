@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -146,3 +146,37 @@ def test_times_inside_the_range_are_kept() -> None:
         {**BASE, "started_at": "1970-01-01T00:00:00Z", "ended_at": "2999-12-31T23:59:00-14:00"}
     )
     assert event.started_at.year == 1970 and event.ended_at.year == 2999
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(2026, 11, 22, 10, 4, 5, 123456, tzinfo=UTC),
+        datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(3000, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, tzinfo=UTC),
+    ],
+    ids=str,
+)
+def test_a_python_time_in_utc_is_checked_as_its_text_is(moment: datetime) -> None:
+    """A datetime in UTC itself takes a shorter way through the time check (the ingress's mappings build
+    three per event): it is kept or refused as the same time written in RFC 3339, and as the same time in
+    another zero-offset tzinfo, with the same message."""
+
+    def outcome(value: Any) -> tuple[str, Any]:
+        try:
+            return "kept", ConversationEnded.model_validate({**BASE, "ended_at": value}).ended_at
+        except ValidationError as exc:
+            return "refused", [(e["loc"], e["msg"]) for e in exc.errors()]
+
+    text = moment.isoformat().replace("+00:00", "Z")
+    zero = moment.replace(tzinfo=timezone(timedelta(0), "zero"))  # (unnamed, it would be UTC itself)
+    got, as_text, as_zero = outcome(moment), outcome(text), outcome(zero)
+    assert got[0] == as_text[0] == as_zero[0]
+    if got[0] == "kept":
+        assert got[1] == as_text[1] == as_zero[1] == moment and got[1].tzinfo is UTC
+    else:
+        assert got[1] == as_text[1] == as_zero[1]
+        assert "time out of range" in got[1][0][1]
