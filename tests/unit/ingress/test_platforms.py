@@ -182,6 +182,50 @@ def test_retell_answers_do_not_depend_on_validating_webhook_and_call_at_once() -
     assert [path for path, _ in caught.value.problems] == ["call"]
 
 
+def test_retell_one_pass_accepts_what_the_webhook_and_its_call_accept() -> None:
+    """The one-pass validation (a TypedDict whose `event` is read from `event_type` by an alias) accepts
+    exactly the payloads that RetellWebhook (whose Python validator reads `event_type`) and then the call
+    accept, with the same event and call: what it refuses goes the two-step way."""
+    from pydantic import ValidationError
+
+    from services.ingress.platforms import retell
+
+    call = orjson.loads(example("retell/phone-voicemail-analyzed.json"))["call"]
+    calls: list[Any] = [call, {"call_id": "c-1"}, {"call_id": ""}, {}, None, [], "no", {**call, "duration_ms": -1}]
+    events: list[dict[str, Any]] = [
+        {},
+        {"event": "call_analyzed"},
+        {"event_type": "call_analyzed"},
+        {"event": "call_ended", "event_type": "call_analyzed"},
+        {"event": None, "event_type": "call_analyzed"},
+        {"event": 1},
+        {"event_type": None},
+        {"event": "", "event_type": 1},
+    ]
+
+    def two_steps(payload: dict[str, Any]) -> Any:
+        try:
+            hook = retell.RetellWebhook.model_validate(payload)
+            return hook.event, retell._CALL.validate_python(hook.call)
+        except ValidationError:
+            return "refused"
+
+    def one_pass(payload: dict[str, Any]) -> Any:
+        try:
+            whole = retell._whole(payload)
+        except ValidationError:
+            return "refused"
+        return whole["event"], whole["call"]
+
+    answers = []
+    for event in events:
+        for found in [*calls, "(absent)"]:
+            payload = {**event, "extra": 1} if found == "(absent)" else {**event, "call": found}
+            answers.append(one_pass(payload))
+            assert answers[-1] == two_steps(payload), payload
+    assert "refused" in answers and len(set(map(repr, answers))) > 2  # both outcomes, several events
+
+
 def test_retell_call_metadata_keys_are_kept_whatever_their_names() -> None:
     """Retell's call.metadata (the caller's own object) is published as metadata's keys; one named like a
     key the mapping adds (variables, transfer_destination) was overwritten by an empty value and dropped."""
