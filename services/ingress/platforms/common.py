@@ -171,21 +171,37 @@ def agent(ctx: Context, agent_id: str | None, name: str | None = None, version: 
         raise PayloadError([(field, "names no agent (set default_agent_id on the endpoint for such calls)")])
     alias, alias_name = ctx.agents.get(found, (None, None))
     parts = (alias or found, name or alias_name, None if version is None else str(version))
+    shared = _agents.get(parts)  # looked up first: only a part kept was short, so _short runs on a miss only
+    if shared is not None:
+        return shared
     if _short(*parts):
-        return _shared_agent(*parts)
+        return _kept(_agents, parts, Agent(id=parts[0], name=parts[1], version=parts[2]))
     try:
         return Agent(id=parts[0], name=parts[1], version=parts[2])
     except ValidationError as exc:  # an id over 256 characters: the field that named it
         raise PayloadError([(field, f"the agent's {e['loc'][0]}: {e['msg']}") for e in exc.errors()]) from None
 
 
-@lru_cache(maxsize=_SHARED)
-def _shared_agent(agent_id: str, name: str | None, version: str | None) -> Agent:
-    return Agent(id=agent_id, name=name, version=version)
+_agents: dict[tuple[str, str | None, str | None], Agent] = {}
+_reasons: dict[tuple[str, str | None, EndReason | None], EndReasonInfo] = {}
+_Part = TypeVar("_Part", Agent, EndReasonInfo)
+
+
+def _kept(cache: dict[Any, _Part], key: Any, part: _Part) -> _Part:
+    """`part`, kept in `cache` under `key`; a full cache is emptied first (at most _SHARED parts)."""
+    if len(cache) >= _SHARED:
+        cache.clear()
+    cache[key] = part
+    return part
 
 
 def end_reason(platform: str, raw: str | None, default: EndReason | None = None) -> EndReasonInfo:
-    return _shared_end_reason(platform, raw, default) if _short(platform, raw) else _end_reason(platform, raw, default)
+    key = (platform, raw, default)
+    shared = _reasons.get(key)
+    if shared is not None:
+        return shared
+    made = _end_reason(platform, raw, default)
+    return _kept(_reasons, key, made) if _short(platform, raw) else made
 
 
 def _end_reason(platform: str, raw: str | None, default: EndReason | None) -> EndReasonInfo:
@@ -193,9 +209,6 @@ def _end_reason(platform: str, raw: str | None, default: EndReason | None) -> En
     if canonical is EndReason.UNKNOWN and default is not None:
         canonical = default
     return EndReasonInfo(canonical=canonical, raw=raw or None, source_platform=platform)
-
-
-_shared_end_reason = lru_cache(maxsize=_SHARED)(_end_reason)
 
 
 def status_for(reason: EndReason) -> str:

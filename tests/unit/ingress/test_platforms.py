@@ -574,3 +574,26 @@ def test_a_value_the_contract_cannot_hold_is_a_payload_error_naming_its_field(
     platform: str, name: str, path: tuple[str, ...], value: Any
 ) -> None:
     assert_refused_naming(platform, _with(name, path, value), ".".join(path))
+
+
+def test_shared_agents_and_end_reasons_are_kept_short_and_bounded() -> None:
+    """An agent or end reason whose texts are short is built once and shared; a longer one is built each
+    time and never kept; the kept ones stay at most _SHARED (a full cache is emptied first)."""
+    from services.ingress.platforms import common
+
+    ctx = Context("a", None, RECEIVED, {})
+    first = common.agent(ctx, "ag-1", "Sales", 7, field="call.agent_id")
+    assert common.agent(ctx, "ag-1", "Sales", 7, field="call.agent_id") is first
+    assert (first.id, first.name, first.version) == ("ag-1", "Sales", "7")
+    long_name = "n" * (common._SHORT + 1)
+    made = common.agent(ctx, "ag-1", long_name, None, field="call.agent_id")
+    assert made.name == long_name and common.agent(ctx, "ag-1", long_name, None, field="call.agent_id") is not made
+    assert all(len(key[1] or "") <= common._SHORT for key in common._agents)
+    reason = common.end_reason("retell", "voicemail_reached")
+    assert common.end_reason("retell", "voicemail_reached") is reason and reason.canonical is EndReason.VOICEMAIL
+    long_raw = "r" * (common._SHORT + 1)
+    assert common.end_reason("retell", long_raw) is not common.end_reason("retell", long_raw)
+    for n in range(common._SHARED + 10):
+        common.agent(ctx, f"ag-{n}", None, None, field="call.agent_id")
+        common.end_reason("retell", f"raw-{n}")
+    assert 0 < len(common._agents) <= common._SHARED and 0 < len(common._reasons) <= common._SHARED
