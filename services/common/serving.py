@@ -45,6 +45,7 @@ from typing import Any
 
 import httptools
 import orjson
+import uvicorn
 from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware, _TrustedHosts
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
@@ -54,6 +55,27 @@ from uvicorn.server import ServerState
 log = logging.getLogger("postcall.http")
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; the vendors' are under 2 KiB
 MAX_PIPELINED = 16  # requests read ahead of the one being answered; webhook senders send one at a time
+
+#: The oldest uvicorn this module is proven on (pyproject's floor): it subclasses uvicorn's httptools protocol
+#: and calls its internals. `_start_asgi_task` came in 0.45; before 0.53 uvicorn's own answers to HTTP/1.0 and
+#: on keep-alive differ from what the tests hold (tests/unit/common/test_serving.py, test_served.py).
+UVICORN_FLOOR = (0, 53)
+
+
+def uvicorn_refused(version: str) -> str | None:
+    """Why this module cannot serve on uvicorn `version`, or None."""
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return None  # a development build: not judged
+    if found < UVICORN_FLOOR:
+        floor = ".".join(map(str, UVICORN_FLOOR))
+        return f"services.common.serving needs uvicorn >= {floor} (it subclasses its HTTP protocol); found {version}"
+    return None
+
+
+if _refused := uvicorn_refused(uvicorn.__version__):
+    raise ImportError(_refused)
 
 
 class CoalescingTransport(asyncio.Transport):

@@ -560,3 +560,22 @@ async def test_a_request_begun_while_the_peer_read_no_answers_is_read_on_once_it
     protocol.data_received(second[-3:])
     await asyncio.sleep(0.01)
     assert application.route.served == [b"first", b"second"]
+
+
+def test_pyproject_asks_for_the_uvicorn_this_module_is_proven_on() -> None:
+    """pyproject allowed uvicorn 0.34, on which serving.py could not run (`_start_asgi_task` came in 0.45;
+    before 0.53 the keep-alive and HTTP/1.0 answers differ from what these tests hold): an install that
+    resolved an older uvicorn started an ingress that failed on its first pipelined request."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from services.common import serving
+
+    project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())["project"]
+    [spec] = [d for d in project["dependencies"] if d.startswith("uvicorn")]
+    floor = re.search(r">=([0-9.]+)", spec)
+    assert floor is not None, spec
+    assert tuple(int(p) for p in floor.group(1).split(".")[:2]) == serving.UVICORN_FLOOR
+    assert serving.uvicorn_refused("0.52.9") is not None and "found 0.52.9" in str(serving.uvicorn_refused("0.52.9"))
+    assert serving.uvicorn_refused("0.53.0") is None and serving.uvicorn_refused("1.0.0") is None
