@@ -227,22 +227,29 @@ async def test_the_read_timeout_counts_from_each_requests_first_byte_not_from_th
     assert late.startswith(b"HTTP/1.1 408 ") and b"connection: close" in late
 
 
+async def pipelined(port: int, requests: list[bytes]) -> list[bytes]:
+    """The bodies of the 200 answers to `requests`, written at once on one connection without reading
+    between them, until all are answered or the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"".join(requests))
+    count = len(requests)
+    received = b""
+    with contextlib.suppress(ConnectionError):
+        while len(received.split(b"HTTP/1.1 200 OK")) <= count:
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            if not chunk:
+                break
+            received += chunk
+    writer.close()
+    return [a.rsplit(b"\r\n\r\n", 1)[1] for a in received.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+
+
 async def test_a_client_pipelining_too_far_ahead_is_closed_and_one_within_the_bound_answered_in_order() -> None:
     """uvicorn queues every pipelined request it parses, and reads on: a connection pipelining 200,000
     small requests without reading the answers grew the process by 430 MB."""
 
     async def pipeline(count: int) -> list[bytes]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nhost: x\r\n\r\n" % i for i in range(count)))
-        received = b""
-        with contextlib.suppress(ConnectionError):
-            while len(received.split(b"HTTP/1.1 200 OK")) <= count:
-                chunk = await asyncio.wait_for(reader.read(65536), 5)
-                if not chunk:
-                    break
-                received += chunk
-        writer.close()
-        return [a.rsplit(b"\r\n\r\n", 1)[1] for a in received.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+        return await pipelined(port, [b"GET /%d HTTP/1.1\r\nhost: x\r\n\r\n" % i for i in range(count)])
 
     async with served(CoalescingHttpToolsProtocol) as port:
         within = await pipeline(MAX_PIPELINED + 1)  # one answered, the others read ahead
@@ -521,19 +528,8 @@ async def test_direct_requests_pipelined_too_far_ahead_close_the_connection_as_a
     application = DirectApp()
 
     async def pipeline(count: int) -> list[bytes]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"".join(b"POST /direct HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n%04d" % i for i in range(count))
-        )
-        received = b""
-        with contextlib.suppress(ConnectionError):
-            while len(received.split(b"HTTP/1.1 200 OK")) <= count:
-                chunk = await asyncio.wait_for(reader.read(65536), 5)
-                if not chunk:
-                    break
-                received += chunk
-        writer.close()
-        return [a.rsplit(b"\r\n\r\n", 1)[1] for a in received.split(b"HTTP/1.1 200 OK\r\n")[1:]]
+        requests = [b"POST /direct HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n%04d" % i for i in range(count)]
+        return await pipelined(port, requests)
 
     async with served(CoalescingHttpToolsProtocol, application=application) as port:
         within = await pipeline(MAX_PIPELINED + 1)  # one answered, the others read ahead
