@@ -74,7 +74,7 @@ from schemas.topics import READ_RECORD_BYTES, action_topic
 from services.common import codec
 from services.common.codec import CONTROL_CHARACTERS, DATETIME_JSON, pydantic_json, written_as_pydantic
 from services.router.conditions import SHOWN_CHARS, Remembered, compile_condition
-from services.router.scheduling import call_time
+from services.router.scheduling import Schedule
 from services.router.templates import JsonTemplate, Template
 from services.router.variables import ConversationValues
 
@@ -289,12 +289,23 @@ _NOT_CONTENT = frozenset(
 _NOT_CONTENT_SET = set(_NOT_CONTENT)  # pydantic-core's serializer takes a set; it only reads it
 
 
+_last_scheduled: list[Any] = [None, ""]  # the scheduled_at _scheduled_json wrote last, and its text
+
+
+def _scheduled_json(at: datetime) -> Any:
+    """DATETIME_JSON(at, mode="json"), the last one kept: the digest and the encoder each write it, and a
+    date's call time is the same object from record to record (scheduling.Schedule keeps it)."""
+    if at is not _last_scheduled[0]:
+        _last_scheduled[:] = at, DATETIME_JSON(at, mode="json")
+    return _last_scheduled[1]
+
+
 # The content of an action whose fields all hold JSON's own types is those fields as they are: text,
 # Literal text, counts, booleans, None, lists of text, text-to-text dicts, and a `body` the caller vouches
 # for (`plain`). Only these fields become something else in JSON mode, through pydantic's serializer.
 # tests/unit/router/test_built_actions.py compares every digest with the model_dump path's.
 _TO_JSON: dict[type[ActionBase], dict[str, Callable[[Any], Any]]] = {
-    ScheduleCallRequested: {"scheduled_at": lambda v: DATETIME_JSON(v, mode="json")},
+    ScheduleCallRequested: {"scheduled_at": _scheduled_json},
     SlackRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
     TeamsRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
 }
@@ -694,22 +705,25 @@ def _route_recipients(
 
 
 def _schedule_call(config: ScheduleCallAction, tz: ZoneInfo) -> Builder:
+    schedule = Schedule(config, tz)
+    use_field, to_field, from_number = config.use_field, config.to_field, config.from_number
+
     def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
-        heard = values.field(config.to_field) if config.to_field else None
+        heard = values.field(to_field) if to_field else None
         number = heard.strip() if isinstance(heard, str) else None
         note = ""
         if number and not E164.fullmatch(number):  # a string field may hold anything the caller said
-            number, note = None, f"; {config.to_field} holds no E.164 number: the customer's is called"
+            number, note = None, f"; {to_field} holds no E.164 number: the customer's is called"
         number = number or event.conversation.customer.phone_number
         if not number:
             return None, "skipped: no number to call (the customer has no phone number)"
-        when = call_time(config, event, tz)
+        when = schedule(event, values.field(use_field) if use_field is not None else None)
         action = make(
             ScheduleCallRequested,
             common,
             {
                 "to_number": number,
-                "from_number": config.from_number,
+                "from_number": from_number,
                 "scheduled_at": when.at,
                 "schedule_source": when.source,
                 "business_hours_applied": when.business_hours_applied,
@@ -720,8 +734,14 @@ def _schedule_call(config: ScheduleCallAction, tz: ZoneInfo) -> Builder:
     return build
 
 
+_last_iso: list[Any] = [None, ""]  # the time _iso wrote last, and its text (a date's time is kept: Schedule)
+
+
 def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+    if moment is not _last_iso[0]:
+        _last_iso[:] = moment, moment.isoformat().replace("+00:00", "Z")
+    text: str = _last_iso[1]
+    return text
 
 
 def _task(config: TaskAction) -> Builder:

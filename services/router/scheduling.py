@@ -34,38 +34,71 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def call_time(action: ScheduleCallAction, event: ConversationExtracted, agent_tz: ZoneInfo) -> CallTime:
-    hours = action.business_hours
-    tz = _zone(hours.timezone) if hours else agent_tz
-    ended = aware(event.conversation.ended_at)
-    at, source = ended + _minutes(action.fallback_delay_minutes), "fallback"
-    note = _fallback_note(action.fallback_delay_minutes)
-    if action.use_field is not None:
-        raw = _field_value(event, action.use_field)
-        parsed = parse_when(raw, tz, _clock(hours.start) if hours else _NINE)
-        if parsed is None:
-            note = f"{action.use_field} is {raw!r}, not a date: {note}"
-        elif parsed >= LAST_USABLE:
-            note = f"{action.use_field} = {raw!r} is too far in the future: {note}"
-        elif parsed <= ended:
-            note = f"{action.use_field} = {raw!r} is not after the end of the conversation: {note}"
-        else:
-            at, source, note = parsed, "field", f"from {action.use_field} = {raw!r}"
-    moved = False
-    if hours is not None:
-        opened = next_open(at, hours)
-        moved = opened != at
-        if moved:
-            note += f"; moved into business hours ({hours.start}-{hours.end} {hours.timezone})"
-        at = opened
-    return CallTime(at.astimezone(UTC), "field" if source == "field" else "fallback", moved, note)
+#: dates (the text an extractor answered) whose outcome each Schedule keeps; when full it starts again
+NAMED_PER_ACTION = 1024
 
 
-def _field_value(event: ConversationExtracted, name: str) -> object:
-    if event.extraction.status != "ok":
-        return None
-    found = event.extraction.fields.get(name)
-    return None if found is None else found.value
+class Schedule:
+    """When one schedule_call action calls back, compiled once per configuration: what it reads of the action
+    (a pydantic model's attributes) read here, and the time a date names kept by the date's text. A date
+    names the same time (and the same business-hours move) whatever the record; only whether it is after
+    the conversation's end is the record's."""
+
+    __slots__ = ("_named", "default_time", "delay", "field", "hours", "moved_note", "note", "tz")
+
+    def __init__(self, action: ScheduleCallAction, agent_tz: ZoneInfo) -> None:
+        hours = self.hours = action.business_hours
+        self.tz = _zone(hours.timezone) if hours else agent_tz
+        self.delay = _minutes(action.fallback_delay_minutes)
+        self.note = _fallback_note(action.fallback_delay_minutes)
+        self.field = action.use_field
+        self.default_time = _clock(hours.start) if hours else _NINE
+        self.moved_note = f"; moved into business hours ({hours.start}-{hours.end} {hours.timezone})" if hours else ""
+        # by a date's text: (the time it names or None, the CallTime it schedules when after the end)
+        self._named: dict[str, tuple[datetime | None, CallTime | None]] = {}
+
+    def __call__(self, event: ConversationExtracted, raw: object) -> CallTime:
+        """`raw`: the value of the action's use_field (None without one, or when the extraction failed)."""
+        ended = aware(event.conversation.ended_at)
+        if self.field is not None:
+            named = self._named.get(raw) if type(raw) is str else None
+            if named is None:
+                named = self._name(raw)
+            parsed, scheduled = named
+            if parsed is None:
+                note = f"{self.field} is {raw!r}, not a date: {self.note}"
+            elif scheduled is None:
+                note = f"{self.field} = {raw!r} is too far in the future: {self.note}"
+            elif parsed <= ended:
+                note = f"{self.field} = {raw!r} is not after the end of the conversation: {self.note}"
+            else:
+                return scheduled
+            return self._moved(ended + self.delay, "fallback", note)
+        return self._moved(ended + self.delay, "fallback", self.note)
+
+    def _name(self, raw: object) -> tuple[datetime | None, CallTime | None]:
+        parsed = parse_when(raw, self.tz, self.default_time)
+        named = (
+            (parsed, None)
+            if parsed is None or parsed >= LAST_USABLE
+            else (parsed, self._moved(parsed, "field", f"from {self.field} = {raw!r}"))
+        )
+        if type(raw) is str:
+            if len(self._named) >= NAMED_PER_ACTION:
+                self._named.clear()
+            self._named[raw] = named
+        return named
+
+    def _moved(self, at: datetime, source: Literal["field", "fallback"], note: str) -> CallTime:
+        """The call at `at`, or at the next open slot of business hours."""
+        moved = False
+        if self.hours is not None:
+            opened = next_open(at, self.hours)
+            moved = opened != at
+            if moved:
+                note += self.moved_note
+            at = opened
+        return CallTime(at.astimezone(UTC), source, moved, note)
 
 
 def parse_when(value: object, tz: ZoneInfo, default_time: time) -> datetime | None:

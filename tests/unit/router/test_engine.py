@@ -179,6 +179,37 @@ def test_schedule_call_with_a_date_at_the_end_of_time_uses_the_fallback(tmp_path
     assert "too far in the future" in note
 
 
+def test_a_date_schedules_what_it_scheduled_first_whatever_the_records_between(tmp_path: Path) -> None:
+    """A date's call time is kept by its text (scheduling.Schedule): the same date on conversations that
+    ended before it, after it and before it again is scheduled as an agent seeing it for the first time
+    schedules it, bytes and trace note alike."""
+    loaded = config(tmp_path, SCHEDULING)
+    routed = CompiledAgent(loaded, "-")
+    monday, fallback = datetime(2026, 3, 16, 14, tzinfo=UTC), "fallback"
+    for ended, date, expected in (
+        ("2026-03-10T16:00:00Z", "2026-03-14", (monday, "field")),  # a Saturday: moved to Monday
+        ("2026-03-15T16:00:00Z", "2026-03-14", (datetime(2026, 3, 16, 14, tzinfo=UTC), fallback)),  # ended after it
+        ("2026-03-10T22:30:00Z", "2026-03-14", (monday, "field")),
+        ("2026-03-10T16:00:00Z", "someday", (datetime(2026, 3, 10, 17, tzinfo=UTC), fallback)),
+        ("2026-03-10T16:00:00Z", "someday", (datetime(2026, 3, 10, 17, tzinfo=UTC), fallback)),
+        ("2026-03-10T16:00:00Z", "9999-12-31", (datetime(2026, 3, 10, 17, tzinfo=UTC), fallback)),
+        ("2026-03-14T16:00:00Z", "2026-03-14", (monday, fallback)),  # ended on that day, after 09:00
+        ("2026-03-11T16:00:00Z", "2026-03-14T08:00", (monday, "field")),
+    ):
+        ev = event(fields={"callback_date": date}, started_at="2026-03-10T10:00:00Z", ended_at=ended)
+        fresh = CompiledAgent(loaded, "-").route(ev, NOW)
+        trace, actions = routed.route(ev, NOW)
+        assert encode_trace(trace) == encode_trace(fresh[0])
+        assert [a.model_dump_json() for a in actions] == [a.model_dump_json() for a in fresh[1]]
+        [call] = actions
+        assert isinstance(call, ScheduleCallRequested)
+        assert (call.scheduled_at, call.schedule_source) == expected, (ended, date)
+    assert [c.reason for c in trace.flows[0].conditions] == [
+        "call +16305550123 at 2026-03-16T14:00:00Z (from callback_date = '2026-03-14T08:00'; moved into business "
+        "hours (09:00-17:00 America/Chicago))"
+    ]
+
+
 NIGHT_LINE = """
     agent: support-line
     extraction:
