@@ -610,20 +610,24 @@ def _email(config: EmailAction, route: RecipientRoute | None) -> Builder:
     allowed = {a.lower() for rule in route.rules for a in rule.to} if route is not None else set()
     subject, body = Template.compile(config.subject), Template.compile(config.body)
     page = Template.compile(config.html) if config.html is not None else None
+    # what never depends on the record, decided once: literal addresses (the recipients and the trace's
+    # note, when the action has no route), a subject without references, the route's labels
+    literal = all(fixed is not None for _, _, fixed in entries)
+    fixed_picked, fixed_notes = _picked(entries, None, None, domains) if literal else ({}, [])
+    fixed_note = _recipients_note(fixed_picked, fixed_notes) if literal and route is None and fixed_picked else None
+    fixed_subject = one_line(subject.render_plain()) if subject.is_literal else None
+    labels = {s: f"route {route.id!r}: " + ("the extractor's choice" if s == "dynamic" else "its fallback") for s in (
+        "dynamic", "fallback")} if route is not None else {}  # fmt: skip
 
     def build(event: ConversationExtracted, values: ConversationValues, common: Common) -> Result:
-        picked: dict[str, str] = {}  # address -> where it came from, for the trace
-        notes: list[str] = []
-        for kind, template, fixed in entries:
-            address, origin, why = fixed or _recipient(kind, template, event, values, domains)
-            if why:
-                notes.append(why)
-            elif address.lower() not in {a.lower() for a in picked}:
-                picked[address] = origin
+        if literal:
+            picked, notes = fixed_picked.copy(), fixed_notes.copy()
+        else:
+            picked, notes = _picked(entries, event, values, domains)
         source: Literal["fixed", "dynamic", "fallback"] = "fixed"
         if route is not None:
-            chosen, source, why = _route_recipients(route, event, allowed)
-            label = f"route {route.id!r}: " + ("the extractor's choice" if source == "dynamic" else "its fallback")
+            chosen, source, why = _route_recipients(route, values, allowed)
+            label = labels[source]
             picked.update({a: label for a in chosen if a.lower() not in {p.lower() for p in picked}})
             notes.append(why)
         if not picked:
@@ -634,15 +638,37 @@ def _email(config: EmailAction, route: RecipientRoute | None) -> Builder:
             {
                 "to": list(picked),
                 "recipients_source": source,
-                "subject": one_line(subject.render(values)),
+                "subject": fixed_subject if fixed_subject is not None else one_line(subject.render(values)),
                 "text": body.render(values),
                 "html": page.render_html(values) if page else None,
             },
         )
-        named = ", ".join(f"{a} ({where})" for a, where in picked.items())
-        return action, "; ".join([f"to {named}", *notes])
+        return action, fixed_note if fixed_note is not None else _recipients_note(picked, notes)
 
     return build
+
+
+def _picked(
+    entries: list[tuple[RecipientKind, Template, tuple[str, str, str] | None]],
+    event: ConversationExtracted | None,
+    values: ConversationValues | None,
+    domains: frozenset[str],
+) -> tuple[dict[str, str], list[str]]:
+    """The action's own recipients (address -> where it came from, for the trace), and why any was dropped."""
+    picked: dict[str, str] = {}
+    notes: list[str] = []
+    for kind, template, fixed in entries:
+        address, origin, why = fixed or _recipient(kind, template, event, values, domains)
+        if why:
+            notes.append(why)
+        elif address.lower() not in {a.lower() for a in picked}:
+            picked[address] = origin
+    return picked, notes
+
+
+def _recipients_note(picked: dict[str, str], notes: list[str]) -> str:
+    named = ", ".join(f"{a} ({where})" for a, where in picked.items())
+    return "; ".join([f"to {named}", *notes])
 
 
 def _recipient(
@@ -691,12 +717,12 @@ def _clip(text: str) -> str:
 
 
 def _route_recipients(
-    route: RecipientRoute, event: ConversationExtracted, allowed: set[str]
+    route: RecipientRoute, values: ConversationValues, allowed: set[str]
 ) -> tuple[list[str], Literal["dynamic", "fallback"], str]:
     """`allowed`: the route's own addresses, lower-cased (computed once per configuration)."""
-    if event.extraction.status != "ok":
+    if not values.ok:
         return list(route.fallback), "fallback", f"route {route.id!r}: extraction failed, using its fallback"
-    chosen = event.extraction.recipients.get(route.id, [])
+    chosen = values.extraction.__dict__["recipients"].get(route.id, [])
     picked = [a for a in chosen if a.lower() in allowed]
     if picked:
         return picked, "dynamic", f"route {route.id!r}: the extractor chose {', '.join(picked)}"

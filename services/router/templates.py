@@ -60,6 +60,16 @@ class Template:
         return cls(text, parse_template(text))
 
     @property
+    def is_literal(self) -> bool:
+        """It holds no reference: it renders its own text whatever the record (render_plain)."""
+        return all(isinstance(p, str) for p in self.parts)
+
+    def render_plain(self) -> str:
+        """A literal template's text."""
+        assert self.is_literal
+        return "".join(p for p in self.parts if isinstance(p, str))
+
+    @property
     def names(self) -> list[str]:
         return [p.name for p in self.parts if isinstance(p, VarRef)]
 

@@ -382,6 +382,30 @@ def test_the_trace_names_each_recipients_source(tmp_path: Path) -> None:
     )
 
 
+def test_literal_recipients_are_the_same_for_every_record_whatever_a_route_added_before(tmp_path: Path) -> None:
+    """An email's literal addresses, its note and a subject without references are decided once per
+    configuration; what a route adds for one record is never in the next one's."""
+    text = NOTIFICATIONS.replace(
+        'to: ["{{customer_email}}"], subject: "Thanks"',
+        'to: [desk@company.example], recipients: severity, subject: " Thanks\\tfor  calling "',
+    )
+    routed = agent(tmp_path, text)
+    expected = [
+        (["oncall@company.example"], ["desk@company.example", "oncall@company.example"], "the extractor's choice"),
+        ([], ["desk@company.example", "support-lead@company.example"], "its fallback"),
+        (["support@company.example"], ["desk@company.example", "support@company.example"], "the extractor's choice"),
+    ]
+    for chosen, to, label in expected:
+        trace, actions = routed.route(event(recipients={"severity": chosen}), NOW)
+        [email] = [a for a in actions if a.flow_id == "confirm-to-customer"]
+        assert isinstance(email, EmailRequested)
+        assert (email.to, email.subject) == (to, "Thanks for calling")
+        [note] = [c for c in _flow(trace, "confirm-to-customer").conditions if c.kind == "action"]
+        assert note.reason.startswith(
+            f"to desk@company.example (fixed), {to[1]} (route 'severity': {label}); route 'severity': the extractor "
+        ), note.reason
+
+
 ALLOWED_DOMAINS = """
     agent: support-line
     flows:
