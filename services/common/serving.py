@@ -21,7 +21,8 @@ than `MAX_PIPELINED` requests ahead of their answers has its connection closed (
 pipelined request it parses, and reads on).
 
 An app may also serve some requests on the protocol itself, without ASGI: if it has a
-`direct_route(method, path)` that answers a `DirectRoute` (and a path parameter) for a request, that
+`direct_route(method, path)` that answers a `DirectRoute` (and a path parameter) for a request (the same
+for the same method and path: its answer is kept per method and URL, for every connection), that
 request is a `DirectRequest`, not an ASGI scope, a RequestResponseCycle with its asyncio.Event and a Task
 reading the body through `receive()`: the route is told when the request's turn comes, is given each
 piece of the body as httptools parses it, and, once the body is whole, is run in one Task; it writes its
@@ -41,6 +42,7 @@ import contextvars
 import logging
 import typing
 import urllib.parse
+import weakref
 from typing import Any
 
 import httptools
@@ -55,6 +57,13 @@ from uvicorn.server import ServerState
 log = logging.getLogger("postcall.http")
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; the vendors' are under 2 KiB
 MAX_PIPELINED = 16  # requests read ahead of the one being answered; webhook senders send one at a time
+MAX_ROUTES = 1024  # request lines whose direct_route answer is kept, per app (emptied when full)
+
+Route = tuple["DirectRoute", str]
+#: What an app's direct_route answered, by (method, URL) as received, for every connection to it: a webhook
+#: sender posts to the same URL every time, and reading the path from the URL and asking the app cost ~10,000
+#: instructions per request (a tenth of the protocol's work for a webhook)
+_ROUTES: weakref.WeakKeyDictionary[Any, dict[tuple[bytes, bytes], Route | None]] = weakref.WeakKeyDictionary()
 
 #: The oldest uvicorn this module is proven on (pyproject's floor): it subclasses uvicorn's httptools protocol
 #: and calls its internals. `_start_asgi_task` came in 0.45; before 0.53 uvicorn's own answers to HTTP/1.0 and
@@ -377,7 +386,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         direct = (
             getattr(app, "direct_route", None) if not config.root_path and config.limit_concurrency is None else None
         )
-        self._direct: typing.Callable[[str, str], tuple[DirectRoute, str] | None] | None = direct
+        self._direct: typing.Callable[[str, str], Route | None] | None = direct
+        self._routes = _ROUTES.setdefault(app, {}) if direct is not None else {}
 
     @classmethod
     def with_read_timeout(cls, seconds: float) -> type[CoalescingHttpToolsProtocol]:
@@ -456,11 +466,18 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         parser = self.parser
         if parser.should_upgrade():
             return False
-        path = httptools.parse_url(self.url).path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
-        assert self._direct is not None
-        found = self._direct(parser.get_method().decode("ascii"), path)
+        line, routes = (parser.get_method(), self.url), self._routes
+        if line in routes:
+            found = routes[line]
+        else:
+            path = httptools.parse_url(self.url).path.decode("ascii")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            assert self._direct is not None
+            found = self._direct(line[0].decode("ascii"), path)
+            if len(routes) >= MAX_ROUTES:
+                routes.clear()
+            routes[line] = found
         if found is None:
             return False
         headers, client = self.headers, self.client

@@ -19,6 +19,7 @@ import uvicorn
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.server import ServerState
 
+from services.common import serving
 from services.common.serving import (
     MAX_PIPELINED,
     CoalescingHttpToolsProtocol,
@@ -575,3 +576,37 @@ def test_pyproject_asks_for_the_uvicorn_this_module_is_proven_on() -> None:
     assert tuple(int(p) for p in floor.group(1).split(".")[:2]) == serving.UVICORN_FLOOR
     assert serving.uvicorn_refused("0.52.9") is not None and "found 0.52.9" in str(serving.uvicorn_refused("0.52.9"))
     assert serving.uvicorn_refused("0.53.0") is None and serving.uvicorn_refused("1.0.0") is None
+
+
+class CountingApp(DirectApp):
+    """DirectApp, counting what its direct_route is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, str]] = []
+
+    def direct_route(self, method: str, path: str) -> tuple[EchoRoute, str] | None:
+        self.asked.append((method, path))
+        return super().direct_route(method, path)
+
+
+async def test_an_apps_direct_route_is_asked_once_per_method_and_url_for_every_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its answer is kept per (method, URL as received), shared by the app's connections; a URL of the same
+    path spelt otherwise is asked on its own, and the kept answers are bounded (emptied when full)."""
+    application = CountingApp()
+    first, second = (protocol_of(application, PausableTransport()) for _ in range(2))
+    for protocol in (first, second, first):
+        protocol.data_received(b"POST /direct HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+        protocol.data_received(b"POST /dir%65ct?q=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nho")
+        protocol.data_received(b"GET /direct HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.sleep(0.01)
+    assert application.asked == [("POST", "/direct"), ("POST", "/direct"), ("GET", "/direct")]
+    assert application.route.served == [b"hi", b"ho"] * 3
+    monkeypatch.setattr(serving, "MAX_ROUTES", 2)
+    protocol = protocol_of(application, PausableTransport())
+    for path in (b"/a", b"/b", b"/c", b"/a"):
+        protocol.data_received(b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path)
+        await asyncio.sleep(0.01)
+    assert application.asked[3:] == [("GET", "/a"), ("GET", "/b"), ("GET", "/c"), ("GET", "/a")]
