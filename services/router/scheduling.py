@@ -36,13 +36,16 @@ def aware(moment: datetime) -> datetime:
 
 #: dates (the text an extractor answered) whose outcome each Schedule keeps; when full it starts again
 NAMED_PER_ACTION = 1024
+#: characters of a date's text that is kept (an ISO 8601 date-time has at most 32): a field's value is the
+#: caller's and may be megabytes, and a kept one is held twice (the key, the note's repr)
+LONGEST_NAMED = 64
 
 
 class Schedule:
     """When one schedule_call action calls back, compiled once per configuration: what it reads of the action
     (a pydantic model's attributes) read here, and the time a date names kept by the date's text. A date
     names the same time (and the same business-hours move) whatever the record; only whether it is after
-    the conversation's end is the record's."""
+    the conversation's end is the record's. A longer text than LONGEST_NAMED is decided every time."""
 
     __slots__ = ("_named", "default_time", "delay", "field", "hours", "moved_note", "note", "tz")
 
@@ -83,7 +86,7 @@ class Schedule:
             if parsed is None or parsed >= LAST_USABLE
             else (parsed, self._moved(parsed, "field", f"from {self.field} = {raw!r}"))
         )
-        if type(raw) is str:
+        if type(raw) is str and len(raw) <= LONGEST_NAMED:
             if len(self._named) >= NAMED_PER_ACTION:
                 self._named.clear()
             self._named[raw] = named

@@ -6,9 +6,11 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from schemas.agent_config import ScheduleCallAction
 from schemas.agents import load_catalog
 from schemas.events import (
     EmailRequested,
@@ -22,6 +24,7 @@ from schemas.topics import MAX_EVENT_BYTES, READ_RECORD_BYTES
 from services.dispatcher.executors.email import build_message
 from services.router.actions import action_id
 from services.router.engine import CompiledAgent, encode_trace
+from services.router.scheduling import Schedule
 from tests.unit.router.support import NOW, agent, config, event
 
 COPILOT_CRM = """
@@ -208,6 +211,29 @@ def test_a_date_schedules_what_it_scheduled_first_whatever_the_records_between(t
         "call +16305550123 at 2026-03-16T14:00:00Z (from callback_date = '2026-03-14T08:00'; moved into business "
         "hours (09:00-17:00 America/Chicago))"
     ]
+
+
+def test_a_long_date_text_is_scheduled_as_a_short_one_and_not_kept(tmp_path: Path) -> None:
+    """A field's value is the caller's (a platform's may be megabytes): a Schedule keeps the outcome of a
+    date's text only when it is short, so what its kept dates hold at its bound (NAMED_PER_ACTION) stays
+    kilobytes, not that many records; a long text is scheduled all the same, as a fresh agent does."""
+    loaded = config(tmp_path, SCHEDULING)
+    routed = CompiledAgent(loaded, "-")
+    [action] = loaded.flows[0].actions
+    assert isinstance(action, ScheduleCallAction)
+    schedule = Schedule(action, ZoneInfo("America/Chicago"))
+    padded = " " * 100_000 + "2026-03-12"  # strip()ed: a date
+    for text in (padded, padded, "x" * 100_000, "2026-03-13"):
+        ev = event(fields={"callback_date": text}, started_at="2026-03-10T10:00:00Z", ended_at="2026-03-10T16:00:00Z")
+        fresh = CompiledAgent(loaded, "-").route(ev, NOW)
+        trace, actions = routed.route(ev, NOW)
+        assert encode_trace(trace) == encode_trace(fresh[0])
+        assert [a.model_dump_json() for a in actions] == [a.model_dump_json() for a in fresh[1]]
+        schedule(ev, text)
+    [call] = routed.route(event(fields={"callback_date": padded}, ended_at="2026-03-10T16:00:00Z"), NOW)[1]
+    assert isinstance(call, ScheduleCallRequested)
+    assert (call.scheduled_at, call.schedule_source) == (datetime(2026, 3, 12, 14, tzinfo=UTC), "field")
+    assert list(schedule._named) == ["2026-03-13"]
 
 
 NIGHT_LINE = """
