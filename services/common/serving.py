@@ -58,6 +58,9 @@ log = logging.getLogger("postcall.http")
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; the vendors' are under 2 KiB
 MAX_PIPELINED = 16  # requests read ahead of the one being answered; webhook senders send one at a time
 MAX_ROUTES = 1024  # request lines whose direct_route answer is kept, per app (emptied when full)
+#: a longer URL's answer is not kept (asked every time): a URL is the caller's and may fill MAX_HEAD_BYTES,
+#: a webhook's is /webhooks/<platform>/<endpoint> after a root path (an endpoint's name: 63 characters at most)
+MAX_ROUTE_URL_BYTES = 1024
 
 Route = tuple["DirectRoute", str]
 #: What an app's direct_route answered, by (method, URL) as received, for every connection to it: a webhook
@@ -475,9 +478,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 path = urllib.parse.unquote(path)
             assert self._direct is not None
             found = self._direct(line[0].decode("ascii"), path)
-            if len(routes) >= MAX_ROUTES:
-                routes.clear()
-            routes[line] = found
+            if len(line[1]) <= MAX_ROUTE_URL_BYTES:
+                if len(routes) >= MAX_ROUTES:
+                    routes.clear()
+                routes[line] = found
         if found is None:
             return False
         headers, client = self.headers, self.client

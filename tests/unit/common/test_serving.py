@@ -610,3 +610,18 @@ async def test_an_apps_direct_route_is_asked_once_per_method_and_url_for_every_c
         protocol.data_received(b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path)
         await asyncio.sleep(0.01)
     assert application.asked[3:] == [("GET", "/a"), ("GET", "/b"), ("GET", "/c"), ("GET", "/a")]
+
+
+async def test_a_long_urls_direct_route_answer_is_not_kept() -> None:
+    """A URL is the caller's and may be as long as a request's head (MAX_HEAD_BYTES): only a short one's
+    answer is kept, so what an app's kept answers hold at MAX_ROUTES stays a few MiB, not that many heads
+    (64 MiB, and the path parameter again); a long one is asked every time and served as before."""
+    application = CountingApp()
+    protocol = protocol_of(application, PausableTransport())
+    long = b"/direct?q=" + b"x" * 30_000
+    for url in (long, long, b"/direct", b"/direct"):
+        protocol.data_received(b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi" % url)
+        await asyncio.sleep(0.01)
+    assert application.asked == [("POST", "/direct")] * 3
+    assert application.route.served == [b"hi"] * 4
+    assert list(serving._ROUTES[application]) == [(b"POST", b"/direct")]
