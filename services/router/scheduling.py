@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from schemas.agent_config import BusinessHours, ScheduleCallAction
 from schemas.events import LATEST, ConversationExtracted
+from services.router.conditions import SHOWN_CHARS
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: A date the caller named ("call me back in the year 9999") is used only before this: a business-hours
@@ -39,6 +40,13 @@ NAMED_PER_ACTION = 1024
 #: characters of a date's text that is kept (an ISO 8601 date-time has at most 32): a field's value is the
 #: caller's and may be megabytes, and a kept one is held twice (the key, the note's repr)
 LONGEST_NAMED = 64
+
+
+def _quoted(raw: object) -> str:
+    """A field's value as a trace's note quotes it: its repr, cut at SHOWN_CHARS (a caller's value may be
+    megabytes; conditions._shown cuts a condition's the same way)."""
+    shown = repr(raw)
+    return shown if len(shown) <= SHOWN_CHARS else f"{shown[:SHOWN_CHARS]}… ({len(shown):,} characters)"
 
 
 class Schedule:
@@ -69,11 +77,11 @@ class Schedule:
                 named = self._name(raw)
             parsed, scheduled = named
             if parsed is None:
-                note = f"{self.field} is {raw!r}, not a date: {self.note}"
+                note = f"{self.field} is {_quoted(raw)}, not a date: {self.note}"
             elif scheduled is None:
-                note = f"{self.field} = {raw!r} is too far in the future: {self.note}"
+                note = f"{self.field} = {_quoted(raw)} is too far in the future: {self.note}"
             elif parsed <= ended:
-                note = f"{self.field} = {raw!r} is not after the end of the conversation: {self.note}"
+                note = f"{self.field} = {_quoted(raw)} is not after the end of the conversation: {self.note}"
             else:
                 return scheduled
             return self._moved(ended + self.delay, "fallback", note)
@@ -84,7 +92,7 @@ class Schedule:
         named = (
             (parsed, None)
             if parsed is None or parsed >= LAST_USABLE
-            else (parsed, self._moved(parsed, "field", f"from {self.field} = {raw!r}"))
+            else (parsed, self._moved(parsed, "field", f"from {self.field} = {_quoted(raw)}"))
         )
         if type(raw) is str and len(raw) <= LONGEST_NAMED:
             if len(self._named) >= NAMED_PER_ACTION:

@@ -23,6 +23,7 @@ from schemas.events import (
 from schemas.topics import MAX_EVENT_BYTES, READ_RECORD_BYTES
 from services.dispatcher.executors.email import build_message
 from services.router.actions import action_id
+from services.router.conditions import SHOWN_CHARS
 from services.router.engine import CompiledAgent, encode_trace
 from services.router.scheduling import Schedule
 from tests.unit.router.support import NOW, agent, config, event
@@ -1041,3 +1042,18 @@ flows:
 """
     [task] = agent(tmp_path, text).route(event(), NOW)[1]
     assert isinstance(task, TaskRequested) and task.title == "🚨 Tom Becker" and task.description == "🚨"
+
+
+def test_a_long_field_value_is_quoted_cut_in_the_schedule_calls_trace_note(tmp_path: Path) -> None:
+    """A field's value is the caller's and may be megabytes: the trace's note of a schedule_call quotes it
+    cut at SHOWN_CHARS, as every other note and condition of a trace shows a value, so a long value never
+    makes the trace itself too large to write."""
+    loaded = config(tmp_path, SCHEDULING)
+    for text in ("x" * 100_000, " " * 100_000 + "2026-03-12", " " * 100_000 + "2026-03-01"):
+        trace, _ = CompiledAgent(loaded, "-").route(
+            event(fields={"callback_date": text}, started_at="2026-03-10T10:00:00Z", ended_at="2026-03-10T16:00:00Z"),
+            NOW,
+        )
+        encoded = encode_trace(trace)
+        assert len(encoded) < 3 * SHOWN_CHARS + 2_000, len(encoded)
+        assert b"(100,0" in encoded  # the cut says how long the value was
