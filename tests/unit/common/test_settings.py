@@ -163,18 +163,23 @@ def test_a_check_over_several_settings_is_its_own_message_not_a_bare_prefix(monk
     with pytest.raises(ValidationError) as whole:
         Together()
     assert settings_problems(whole.value, model=Together) == ["low is over high"]
-    # the dispatcher's check of its timeouts against the handler's (228ac6c) locates the setting at fault itself
-    monkeypatch.setenv("POSTCALL_DESTINATIONS_FILE", "/dev/null")
-    monkeypatch.setenv("POSTCALL_SMTP_TIMEOUT_SECONDS", "500")
-    with pytest.raises(ValidationError) as located:
-        DispatcherSettings()
-    [line] = settings_problems(located.value, model=DispatcherSettings)
-    assert line.startswith("POSTCALL_SMTP_TIMEOUT_SECONDS: 500 s is over the 104 s"), line
 
-    monkeypatch.setenv("POSTCALL_INGRESS__ENDPOINTS_FILE", "/dev/null")
-    monkeypatch.setenv("POSTCALL_INGRESS__MAX_BODY_BYTES", "2000000")
-    monkeypatch.setenv("POSTCALL_INGRESS__MAX_BODY_BYTES_IN_FLIGHT", "1000000")
-    with pytest.raises(ValidationError) as group:
-        IngressSettings()
-    [line] = settings_problems(group.value, model=IngressSettings)
+    # the dispatcher's check of its timeouts against the handler's (228ac6c) locates the setting at fault itself
+    def only_problem(model: type[BaseModel], **env: str) -> str:
+        """The one line settings_problems prints for `model` read with `env`."""
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(ValidationError) as refused:
+            model()
+        [line] = settings_problems(refused.value, model=model)
+        return line
+
+    line = only_problem(DispatcherSettings, POSTCALL_DESTINATIONS_FILE="/dev/null", POSTCALL_SMTP_TIMEOUT_SECONDS="500")
+    assert line.startswith("POSTCALL_SMTP_TIMEOUT_SECONDS: 500 s is over the 104 s"), line
+    line = only_problem(
+        IngressSettings,
+        POSTCALL_INGRESS__ENDPOINTS_FILE="/dev/null",
+        POSTCALL_INGRESS__MAX_BODY_BYTES="2000000",
+        POSTCALL_INGRESS__MAX_BODY_BYTES_IN_FLIGHT="1000000",
+    )
     assert line.startswith("POSTCALL_INGRESS__*: max_body_bytes_in_flight must be at least"), line
