@@ -289,15 +289,29 @@ _NOT_CONTENT = frozenset(
 _NOT_CONTENT_SET = set(_NOT_CONTENT)  # pydantic-core's serializer takes a set; it only reads it
 
 
-_last_scheduled: list[Any] = [None, ""]  # the scheduled_at _scheduled_json wrote last, and its text
+def _last_text(write: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    """`write(at)`, the last `at`'s text kept (by identity: it holds that object, so no other takes its id):
+    a record's outputs write the same time object several times."""
+    last: list[Any] = [None, None]
+
+    def text(at: Any) -> str | None:
+        if at is not last[0]:
+            last[:] = at, write(at)
+        written: str | None = last[1]
+        return written
+
+    return text
 
 
-def _scheduled_json(at: datetime) -> Any:
-    """DATETIME_JSON(at, mode="json"), the last one kept: the digest and the encoder each write it, and a
-    date's call time is the same object from record to record (scheduling.Schedule keeps it)."""
-    if at is not _last_scheduled[0]:
-        _last_scheduled[:] = at, DATETIME_JSON(at, mode="json")
-    return _last_scheduled[1]
+def _utc_json(at: Any) -> str | None:
+    """A datetime as pydantic's JSON mode writes it, None for anything else; for a time in UTC that is
+    `isoformat()` with Z for +00:00."""
+    return DATETIME_JSON(at, mode="json") if type(at) is datetime else None
+
+
+#: a schedule_call's scheduled_at: written by the digest, the encoder and the trace's note, and a date's
+#: call time is the same object from record to record (scheduling.Schedule keeps it)
+_scheduled_json = _last_text(_utc_json)
 
 
 # The content of an action whose fields all hold JSON's own types is those fields as they are: text,
@@ -369,18 +383,9 @@ def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> in
 
 
 # ── encoding an action (services.common.codec.written_as_pydantic: orjson, the bytes pydantic writes) ──
-_last_time: list[Any] = [None, ""]  # the time time_json wrote last, and its text (every output of a record)
-
-
-def time_json(at: Any) -> str | None:
-    """A Timestamp field's value as pydantic's JSON writes it (None: not a datetime); the last one is
-    kept, for a record's trace and actions all carry the clock's one time."""
-    if at is not _last_time[0]:
-        if type(at) is not datetime:
-            return None
-        _last_time[:] = at, DATETIME_JSON(at, mode="json")
-    text: str = _last_time[1]
-    return text
+#: A Timestamp field's value as pydantic's JSON writes it (None: not a datetime); the last one is kept, for a
+#: record's trace and actions all carry the clock's one time
+time_json = _last_text(_utc_json)
 
 
 def encode_action(action: ActionBase) -> bytes:
@@ -755,19 +760,9 @@ def _schedule_call(config: ScheduleCallAction, tz: ZoneInfo) -> Builder:
                 "business_hours_applied": when.business_hours_applied,
             },
         )
-        return action, f"call {number} at {_iso(when.at)} ({when.note}){note}"
+        return action, f"call {number} at {_scheduled_json(when.at)} ({when.note}){note}"
 
     return build
-
-
-_last_iso: list[Any] = [None, ""]  # the time _iso wrote last, and its text (a date's time is kept: Schedule)
-
-
-def _iso(moment: datetime) -> str:
-    if moment is not _last_iso[0]:
-        _last_iso[:] = moment, moment.isoformat().replace("+00:00", "Z")
-    text: str = _last_iso[1]
-    return text
 
 
 def _task(config: TaskAction) -> Builder:
