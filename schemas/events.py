@@ -564,7 +564,10 @@ class ActionCompleted(Model):
     )
     supersedes: str | None = Field(None, description="The action's own `supersedes` (a deliberate re-delivery).")
     content_digest: str | None = Field(
-        None, description="The action's content digest: what a later re-delivery compares with."
+        None,
+        description="The action's content digest (schemas.content): its own, or, on a delivered or published "
+        "result and on a re-delivery's, computed by the dispatcher when the action carries none. A later "
+        "re-delivery compares with the one last delivered.",
     )
     completed_at: Timestamp
 

@@ -13,7 +13,9 @@ two replicas) never replaces the delivered record, and every failed attempt stay
     supersedes an action whose last delivered content is the same
                                           -> skipped_duplicate ("content unchanged"): a re-delivery sends
                                              only what changed (postcall reextract --redeliver)
-    executor returned                     -> delivered | published
+    executor returned                     -> delivered | published, with the action's content digest (its
+                                             own, else computed here: the router writes one only on a
+                                             re-delivery), which the ledger keeps as its last content
     a failure with retries left           -> on_failure: failed (this attempt); the runtime retries it
     not attempted (Deferred: rate limit, full room)
                                           -> on_failure: failed with the Deferred reason, counted as
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
+from schemas.content import content_digest
 from schemas.events import ActionBase, ActionCompleted
 from schemas.routes import DISPATCHER
 from services.common.api import Context, Deferred, Event, Failure, PermanentError, Service
@@ -51,7 +54,9 @@ def result(
     response_excerpt: str | None = None,
     result_id: str | None = None,
     counted_as: str | None = None,
+    digest: str | None = None,
 ) -> ActionCompleted:
+    """`digest`: the content digest computed here (content_of); else the action's own, if it has one."""
     completed = ActionCompleted(
         action_id=action.action_id,
         conversation_id=action.conversation_id,
@@ -65,7 +70,7 @@ def result(
         response_excerpt=response_excerpt,
         result_id=result_id,
         supersedes=action.supersedes,
-        content_digest=action.content_digest,
+        content_digest=digest or action.content_digest,
         completed_at=datetime.now(UTC),
     )
     deliveries(completed.type, completed.destination or NO_DESTINATION, counted_as or outcome).inc()
@@ -125,23 +130,22 @@ class Dispatcher:
             except PermanentError as exc:
                 deliveries(action_type(action), _destination(exc, action), "failed").inc()
                 raise
-            self._ledger.record(ctx.partition, action.action_id, action.supersedes, action.content_digest)
-        return [self._completed(action, ctx, delivery)]
+            digest = content_of(action)
+            self._ledger.record(ctx.partition, action.action_id, action.supersedes, digest)
+        return [self._completed(action, ctx, delivery, digest)]
 
     async def _skip(self, action: ActionBase, ctx: Context) -> ActionCompleted | None:
         """skipped_duplicate when the action is done already, or, for a re-delivery, when the content last
         delivered for the action it supersedes is this content."""
-        if action.supersedes is None or action.content_digest is None:
-            # a re-delivery with no content to compare (the router always writes one; a record from elsewhere
-            # may not) goes out unless the action it supersedes is done: None == None read as 'unchanged'
-            # skipped it even when nothing had been delivered
-            done = await self._ledger.is_done(ctx.partition, action.supersedes or action.action_id)
+        if action.supersedes is None:
+            done = await self._ledger.is_done(ctx.partition, action.action_id)
             return result(action, ctx, "skipped_duplicate") if done else None
         await self._ledger.catch_up(ctx.partition)
-        if self._ledger.last_content(action.supersedes) != action.content_digest:
+        digest = content_of(action)
+        if self._ledger.last_content(action.supersedes) != digest:  # None: nothing delivered for it yet
             return None
         unchanged = f"content unchanged since the last delivery for {action.supersedes}"
-        return result(action, ctx, "skipped_duplicate", error=unchanged)
+        return result(action, ctx, "skipped_duplicate", error=unchanged, digest=digest)
 
     def on_failure(self, action: ActionBase, ctx: Context, failure: Failure) -> Sequence[Event]:
         """Every failed attempt is recorded (`failed`), and so is the dead letter (`dead_lettered`). A record
@@ -153,11 +157,12 @@ class Dispatcher:
             return [failed_result(action, ctx, failure.error, "failed", counted_as)]
         return [failed_result(action, ctx, failure.error, "dead_lettered")]
 
-    def _completed(self, action: ActionBase, ctx: Context, delivery: Delivery) -> ActionCompleted:
+    def _completed(self, action: ActionBase, ctx: Context, delivery: Delivery, digest: str) -> ActionCompleted:
         return result(
             action,
             ctx,
             delivery.outcome,
+            digest=digest,
             destination=delivery.destination,
             status_code=delivery.status_code,
             latency_ms=delivery.latency_ms,
@@ -165,6 +170,11 @@ class Dispatcher:
             response_excerpt=delivery.response_excerpt,
             result_id=delivery.result_id,
         )
+
+
+def content_of(action: ActionBase) -> str:
+    """The action's content digest: the one it carries, else computed from its content (schemas.content)."""
+    return action.content_digest or content_digest(action)
 
 
 def action_type(action: ActionBase) -> str:

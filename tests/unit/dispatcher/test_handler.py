@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 from prometheus_client import REGISTRY
 
 from schemas import headers as h
+from schemas.content import content_digest
 from schemas.events import ActionCompleted, TaskRequested
 from schemas.routes import DISPATCHER
 from schemas.topics import ACTION_RESULTS
@@ -207,10 +209,10 @@ async def test_a_redelivery_goes_out_only_when_its_content_changed_and_says_what
 
 
 async def test_a_superseding_record_without_a_content_digest_is_delivered_once(mock_sender: Sender) -> None:
-    """The router always writes a content digest; a record from another producer or a hand-made replay may
-    not. Its missing digest equalled the missing last content of an action never delivered (None == None),
-    so it was skipped as 'content unchanged' and never sent. Now it goes out unless the action it
-    supersedes is done (as its delivery makes it)."""
+    """A record from another producer or a hand-made replay may carry no digest. Its missing digest once
+    equalled the missing last content of an action never delivered (None == None), so it was skipped as
+    'content unchanged' and never sent. Its digest is computed here: it goes out, and a copy of it is then
+    'content unchanged'."""
     seen: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -223,6 +225,64 @@ async def test_a_superseding_record_without_a_content_digest_is_delivered_once(m
     outcomes = [completed(r).outcome for _ in range(2) for r in (await run.send(forged, partition=0)).outputs]
     assert outcomes == ["delivered", "skipped_duplicate"]
     assert seen == ["act_9-x"]
+
+
+async def test_actions_without_a_digest_are_compared_by_the_content_computed_here(mock_sender: Sender) -> None:
+    """The router writes a content digest only on a re-delivery: the dispatcher computes the digest of an
+    action that has none (schemas.content), records it as the content delivered, writes it in the result,
+    and a re-delivery without one is compared with it as with a digest the router wrote."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["webhook-id"])
+        return httpx.Response(200)
+
+    run, _ = dispatcher(mock_sender, answer)
+    first = webhook("act_1")
+    assert first.content_digest is None
+    [record] = (await run.send(first, partition=0)).outputs
+    assert (completed(record).outcome, completed(record).content_digest) == ("delivered", content_digest(first))
+    same = webhook("act_1-x", supersedes="act_1")
+    changed = webhook("act_1-y", supersedes="act_1", body={"status": "reopened"})
+    digested = webhook("act_1-x", supersedes="act_1", content_digest=content_digest(first))  # as the router writes it
+    outcomes = []
+    for action in (same, digested, changed, same):
+        [record] = (await run.send(action, partition=0)).outputs
+        outcomes.append((completed(record).outcome, completed(record).content_digest))
+    assert outcomes == [
+        ("skipped_duplicate", content_digest(first)),
+        ("skipped_duplicate", content_digest(first)),
+        ("delivered", content_digest(changed)),
+        ("delivered", content_digest(first)),  # the receiver holds the changed content: the first goes again
+    ]
+    assert seen == ["act_1", "act_1-y", "act_1-x"]
+
+
+async def test_a_restarted_dispatcher_compares_with_the_digest_it_computed_before(mock_sender: Sender) -> None:
+    """The digest computed for a delivery is the one on the results topic: a new process (a restart, another
+    replica) reads it back from there, and a re-delivery of unchanged content is still not sent."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["webhook-id"])
+        return httpx.Response(200)
+
+    before, _ = dispatcher(mock_sender, answer)
+    await before.send(webhook("act_1"), partition=0)
+    written = [r.value for r in before.produced[ACTION_RESULTS]]
+
+    async def results(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
+        for offset, value in enumerate(written):
+            if partition == 0 and (from_offset is None or offset >= from_offset):
+                yield SimpleNamespace(offset=offset, value=value, timestamp=None)
+
+    reg = registry(CRM, CRM_ENV)
+    after = Harness(Dispatcher(Executors.build(reg, mock_sender(answer, reg), {}, None), Ledger(results)).service())
+    outcomes = []
+    for action in (webhook("act_1-x", supersedes="act_1"), webhook("act_1-y", supersedes="act_1", body={"s": 1})):
+        outcomes += [completed(r).outcome for r in (await after.send(action, partition=0)).outputs]
+    assert outcomes == ["skipped_duplicate", "delivered"]
+    assert seen == ["act_1", "act_1-y"]
 
 
 async def test_a_delivery_stays_delivered_when_the_ledger_file_cannot_be_written(
