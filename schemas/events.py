@@ -368,7 +368,10 @@ class ActionBase(Model):
         "template it uses say (docs/agent-config.md).",
     )
     content_digest: str | None = Field(
-        None, description="A digest of what the action asks for (its rendered content, without ids and times)."
+        None,
+        description="A digest of what the action asks for (its rendered content, without ids and times; "
+        "schemas.content). The router writes it on a deliberate re-delivery only, whose action_id derives "
+        "from it; the dispatcher computes it for any other action it delivers.",
     )
     supersedes: str | None = Field(
         None,

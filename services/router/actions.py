@@ -4,11 +4,12 @@
 the same conversation, flow, flow revision (schemas.flow_revision: the flow and what it uses, not the
 whole file) and action position always give the same id, which is the idempotency key end to end (the
 dispatcher's ledger, the receiver's `webhook-id`). A deliberate re-delivery (`postcall reextract
---redeliver`) sends uuid5(ACTION_NAMESPACE, "<action_id>/content/<content_digest>") with `supersedes`.
+--redeliver`) sends uuid5(ACTION_NAMESPACE, "<action_id>/content/<content_digest>") with `supersedes`;
+only such an action carries its content digest (schemas.content): the dispatcher computes the others'.
 
 Skips, each with its reason in the decision trace: a disabled action, an action `when` that fails, an
 email whose recipients all rendered empty or invalid, a schedule_call with no number to call, an http
-request whose path renders empty or too long, an action whose content is over CONTENT_LIMIT.
+request whose path renders empty or too long, an action whose record is over CONTENT_LIMIT.
 
 Email recipients come only from: literal addresses; `{{customer_email}}`, which is the address of the
 contact the event links (customer.contact_id), never an address the extractor heard; the extractor's
@@ -29,7 +30,6 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote, unquote_to_bytes
 from zoneinfo import ZoneInfo
 
-import orjson
 from pydantic import BaseModel
 
 from schemas.agent_config import (
@@ -52,6 +52,7 @@ from schemas.agent_config import (
     WebhookAction,
     recipient_kind,
 )
+from schemas.content import content_digest
 from schemas.events import (
     END_YEAR,
     FIRST_YEAR,
@@ -80,18 +81,19 @@ from services.router.variables import ConversationValues
 
 ACTION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:postcall:action-id")  # never change: every id depends on it
 _NAMESPACE_BYTES = ACTION_NAMESPACE.bytes
-# hash objects copied for each id and digest: hashlib.sha1()/sha256() look the algorithm up in OpenSSL on
-# every call (EVP_MD_fetch), which cost more than hashing an action's few hundred bytes
+# a hash object copied for each id: hashlib.sha1() looks the algorithm up in OpenSSL on every call
+# (EVP_MD_fetch), which cost more than hashing an id's few dozen bytes
 _NAMESPACE_SHA1 = hashlib.sha1(_NAMESPACE_BYTES, usedforsecurity=False)
-_SHA256 = hashlib.sha256()
 SUBJECT_LIMIT = 250
 HEADER_LIMIT = 1000  # characters of one rendered header value
 CELL_LIMIT = 50_000  # characters in one Google Sheets cell
-#: bytes of an action's content JSON (with_content): its record (ids and times besides) must be one the
-#: dispatcher reads (READ_RECORD_BYTES, its default max_record_bytes) and the brokers take. A template that
-#: renders the transcript (3.5 MiB at most, MAX_EVENT_BYTES) in an email's text and html, escaped, made
-#: a 15 MB record: over MAX_MESSAGE_BYTES the router's whole record was unproducible and dead-lettered,
-#: under it the dispatcher dead-lettered the action as poison. Such an action is skipped with its reason.
+#: bytes of an action's record, its JSON as the router produces it (with_content, encode_action): it must be
+#: one the dispatcher reads (READ_RECORD_BYTES, its default max_record_bytes) and the brokers take, headers
+#: besides. A template that renders the transcript (3.5 MiB at most, MAX_EVENT_BYTES) in an email's text and
+#: html, escaped, made a 15 MB record: over MAX_MESSAGE_BYTES the router's whole record was unproducible and
+#: dead-lettered, under it the dispatcher dead-lettered the action as poison. Such an action is skipped with
+#: its reason. (Until 2026-12-07 the bytes counted were the content's JSON alone, without ids and times:
+#: a few hundred bytes fewer.)
 CONTENT_LIMIT = READ_RECORD_BYTES - 64 * 1024
 
 Common = dict[str, Any]  # the ActionBase fields every action shares, in their declaration order
@@ -282,13 +284,6 @@ def uuid5(name: str) -> str:
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
-# what identifies or dates an action rather than saying what it asks for
-_NOT_CONTENT = frozenset(
-    {"action_id", "requested_at", "source_event_id", "config_revision", "content_digest", "supersedes"}
-)
-_NOT_CONTENT_SET = set(_NOT_CONTENT)  # pydantic-core's serializer takes a set; it only reads it
-
-
 def _last_text(write: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
     """`write(at)`, the last `at`'s text kept (by identity: it holds that object, so no other takes its id):
     a record's outputs write the same time object several times."""
@@ -309,15 +304,13 @@ def _utc_json(at: Any) -> str | None:
     return DATETIME_JSON(at, mode="json") if type(at) is datetime else None
 
 
-#: a schedule_call's scheduled_at: written by the digest, the encoder and the trace's note, and a date's
-#: call time is the same object from record to record (scheduling.Schedule keeps it)
+#: a schedule_call's scheduled_at: written by the encoder and the trace's note, and a date's call time is
+#: the same object from record to record (scheduling.Schedule keeps it)
 _scheduled_json = _last_text(_utc_json)
 
 
-# The content of an action whose fields all hold JSON's own types is those fields as they are: text,
-# Literal text, counts, booleans, None, lists of text, text-to-text dicts, and a `body` the caller vouches
-# for (`plain`). Only these fields become something else in JSON mode, through pydantic's serializer.
-# tests/unit/router/test_built_actions.py compares every digest with the model_dump path's.
+# The fields of an action the router builds that pydantic's JSON mode writes as something else than
+# orjson would (encode_action): every other holds JSON's own types (tests/unit/router/test_emitted.py).
 _TO_JSON: dict[type[ActionBase], dict[str, Callable[[Any], Any]]] = {
     ScheduleCallRequested: {"scheduled_at": _scheduled_json},
     SlackRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
@@ -326,60 +319,30 @@ _TO_JSON: dict[type[ActionBase], dict[str, Callable[[Any], Any]]] = {
 _CONVERTED = {m: tuple(converts.items()) for m, converts in _TO_JSON.items()}
 
 
-def content_digest(action: ActionBase, plain: bool = False) -> str:
-    """16 hex characters of sha256 over what the action asks for: equal content, equal digest.
-
-    `plain`: the action's `body` (if it has one) holds only what JSON holds (str, int, float, bool, None,
-    lists, dicts with text keys), as the router's own builders make it (JsonTemplate.plain): its content
-    is then read from its fields as they are, without pydantic's model_dump."""
-    return _digest_and_size(action, plain)[0]
-
-
-def _digest_and_size(action: ActionBase, plain: bool) -> tuple[str, int]:
-    """content_digest, and the bytes of the content's JSON (what the action's record holds but its ids)."""
-    fields = action.__dict__
-    model = type(action)
-    if plain and model in _SIZES and len(fields) == _SIZES[model]:  # every field of its model, no other
-        content = fields.copy()  # and without _NOT_CONTENT: fewer steps than picking the other fields
-        del (
-            content["action_id"],
-            content["requested_at"],
-            content["source_event_id"],
-            content["config_revision"],
-            content["content_digest"],
-            content["supersedes"],
-        )
-        for key, convert in _CONVERTED.get(model, ()):
-            content[key] = convert(content[key])
-    else:
-        content = action.__pydantic_serializer__.to_python(action, mode="json", exclude=_NOT_CONTENT_SET)  # model_dump
-    encoded = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
-    sha = _SHA256.copy()
-    sha.update(encoded)
-    return sha.hexdigest()[:16], len(encoded)
-
-
-def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> int:
-    """Give the action its content digest; on a deliberate re-delivery, also the id of its content that
-    supersedes the action's own id (the dispatcher sends it only when the content changed). `plain`: as
-    content_digest's. Returns the bytes of the content's JSON (CONTENT_LIMIT).
+def with_content(action: ActionBase, redeliver: bool) -> int:
+    """On a deliberate re-delivery, give the action its content digest and the id of its content that
+    supersedes the action's own id (the dispatcher sends it only when the content changed); an ordinary
+    action carries no digest (the dispatcher computes it: schemas.content). Returns the bytes of the
+    action's record (CONTENT_LIMIT), which encode_action then writes without writing them again.
 
     The action is completed in place, as model_copy(update=...) would copy it: call it only on an action
     just built for this record, that nothing else holds yet."""
-    digest, size = _digest_and_size(action, plain)
-    # a frozen model refuses setattr, not its own field values
-    if not redeliver:  # the usual record: one field, set without an update dict
-        action.__dict__["content_digest"] = digest
-        action.__pydantic_fields_set__.add("content_digest")
-        return size
-    update = {
-        "content_digest": digest,
-        "action_id": uuid5(f"{action.action_id}/content/{digest}"),
-        "supersedes": action.action_id,
-    }
-    action.__dict__.update(update)
-    action.__pydantic_fields_set__.update(update)
-    return size
+    if redeliver:
+        digest = content_digest(action)
+        update = {
+            "content_digest": digest,
+            "action_id": uuid5(f"{action.action_id}/content/{digest}"),
+            "supersedes": action.action_id,
+        }
+        # a frozen model refuses setattr, not its own field values
+        action.__dict__.update(update)
+        action.__pydantic_fields_set__.update(update)
+    encoded = _encode(action)
+    if len(encoded) <= MEASURED_BYTES:
+        if len(_MEASURED) >= MEASURED_KEPT:
+            _MEASURED.clear()
+        _MEASURED[id(action)] = (action, encoded)
+    return len(encoded)
 
 
 # ── encoding an action (services.common.codec.written_as_pydantic: orjson, the bytes pydantic writes) ──
@@ -388,12 +351,29 @@ def with_content(action: ActionBase, redeliver: bool, plain: bool = False) -> in
 time_json = _last_text(_utc_json)
 
 
+#: each action's record as with_content measured it, by identity, until encode_action hands it to the runtime,
+#: which encodes a record's outputs as soon as its handler returns: written once. An action never encoded
+#: (routed by `postcall try`, say) stays until MEASURED_KEPT are kept, then all are dropped; a record over
+#: MEASURED_BYTES (rare: a long value rendered into it) is written again rather than kept.
+_MEASURED: dict[int, tuple[ActionBase, bytes]] = {}
+MEASURED_KEPT = 64
+MEASURED_BYTES = 64 * 1024
+
+
 def encode_action(action: ActionBase) -> bytes:
+    """pydantic's `to_json(action)`, the same bytes: the record with_content measured, else written now."""
+    measured = _MEASURED.pop(id(action), None)
+    if measured is not None and measured[0] is action:
+        return measured[1]
+    return _encode(action)
+
+
+def _encode(action: ActionBase) -> bytes:
     """pydantic's `to_json(action)`, the same bytes, written by orjson from the action's fields (fewer
     than half the instructions: pydantic's serializer checks each field against its type and infers the
     type of every value in `body`). Its times (requested_at, scheduled_at) and card are written as
-    pydantic's JSON mode makes them (as content_digest reads them); anything orjson would write its own
-    way (codec.WRITTEN_AS_PYDANTIC_DOES) makes the action pydantic's JSON."""
+    pydantic's JSON mode makes them; anything orjson would write its own way (codec.WRITTEN_AS_PYDANTIC_DOES)
+    makes the action pydantic's JSON."""
     fields = action.__dict__.copy()
     at = time_json(fields["requested_at"])
     if at is None:
@@ -417,10 +397,6 @@ class CompiledAction:
         self.path = f"actions[{index}]"  # where its outcome sits in the trace
         self.planned, self.skipped = (config.type, "planned"), (config.type, "skipped")  # its metric's labels
         self.topic = action_topic(config.type)
-        body = getattr(config, "body", None)
-        # whether the body it renders holds only JSON's own types (content_digest); a webhook without
-        # `body` posts default_body, which does
-        self.plain = not isinstance(config, WebhookAction | HttpAction) or body is None or JsonTemplate(body).plain
         self.enabled = config.enabled
         self.destination = config.destination
         self.when = (

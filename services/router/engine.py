@@ -213,7 +213,7 @@ class CompiledFlow:
         redeliver: bool,
     ) -> ActionBase | None:
         """`shared`: (conversation_id, agent_id, config revision, now, source event id). The action is
-        given its content digest (with_content), and skipped when its content is over CONTENT_LIMIT."""
+        completed for a re-delivery (with_content), and skipped when its record is over CONTENT_LIMIT."""
         model: ActionBase | None = None
         if not action.enabled:
             note = "skipped: action is disabled"
@@ -232,14 +232,14 @@ class CompiledFlow:
                 "requested_at": now,
                 "source_event_id": source_event_id,
                 "flow_revision": self.revision,
-                "content_digest": None,  # with_content sets it
+                "content_digest": None,  # with_content sets it on a re-delivery
                 "supersedes": None,
                 "destination": action.destination,
             }
             model, note = action.build(event, values, common)
         actual = None
         if model is not None:
-            size = with_content(model, redeliver, action.plain)
+            size = with_content(model, redeliver)
             # the id it goes out under: on a re-delivery the one that supersedes the action's own, as the
             # flow's PlannedAction says (explain, the console and `postcall try` find its record and outcome by it)
             actual = model.__dict__["action_id"]

@@ -164,10 +164,6 @@ class JsonTemplate:
 
     def __init__(self, body: Any) -> None:
         self.render: Render = self._compile(body)
-        #: every value it renders holds only JSON's own types (text, numbers, booleans, null, lists, objects
-        #: with text keys): its literals do (a YAML date or a non-text key would not), and a reference
-        #: renders a Scalar or its fallback text
-        self.plain = _plain(body)
 
     @classmethod
     def _compile(cls, node: Any) -> Render:
@@ -196,12 +192,3 @@ class JsonTemplate:
             renders = [cls._compile(v) for v in node]
             return lambda values: [render(values) for render in renders]
         return lambda values: node
-
-
-def _plain(node: Any) -> bool:
-    kind = type(node)
-    if kind is dict:
-        return all(type(k) is str and _plain(v) for k, v in node.items())
-    if kind is list:
-        return all(_plain(v) for v in node)
-    return node is None or kind in (str, int, float, bool)

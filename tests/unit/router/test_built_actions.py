@@ -10,29 +10,25 @@ change is handed to validation, which decides.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
 
 from bench import router as bench
-from schemas.agent_config import WebhookAction
 from schemas.events import (
     ActionBase,
     ConversationExtracted,
     DecisionTrace,
     MessageCard,
-    RowAppendRequested,
-    ScheduleCallRequested,
+    WebhookRequested,
 )
 from services.common.codec import encode
 from services.router import actions
 from services.router.catalog import CatalogHolder
 from services.router.engine import CompiledAgent
-from services.router.templates import JsonTemplate
 from tests.unit.router.support import write
 from tests.unit.router.test_emitted import EVERY_ACTION, _records
 
@@ -234,46 +230,6 @@ def test_every_field_a_builder_adds_is_checked(model: type[ActionBase]) -> None:
     assert own | {"destination"} <= values.read
 
 
-def test_a_digest_read_from_the_fields_is_the_model_dump_one(tmp_path: Path) -> None:
-    """content_digest(plain=True) reads an action's content from its fields as they are (the router's
-    path); it must give the digest of model_dump(mode="json") for every action the router emits (every
-    action type of test_emitted's agent, the bench agent's records) and every variant above."""
-    emitted = [
-        a
-        for text, agent_id, records in (
-            (EVERY_ACTION, "support-line", _records()),
-            (bench.AGENT, "bench-line", _bench_records()),
-        )
-        for _, built in _routed(_agent(tmp_path / agent_id, text, agent_id), records, False)
-        for a in built
-    ]
-    made = [
-        actions.make(model, *_fields(model, **changes))
-        for model_name, changes in VARIANTS
-        for model in actions.KEPT_AS_IS
-        if model.__name__ == model_name
-    ]
-    made.append(actions.make(ScheduleCallRequested, *_fields(ScheduleCallRequested, scheduled_at=NOW)))  # microseconds
-    read = 0
-    for action in [*emitted, *made]:
-        assert actions.content_digest(action, plain=True) == actions.content_digest(action), action
-        read += type(action) in actions.KEPT_AS_IS
-    assert {type(a) for a in emitted} >= set(actions.KEPT_AS_IS) and read == len(emitted) + len(made) - sum(
-        isinstance(a, RowAppendRequested) for a in emitted
-    )
-
-
-def test_a_body_with_a_literal_json_does_not_hold_is_digested_by_model_dump() -> None:
-    """A YAML body may hold a date or a number key: such a body is not `plain`, so its content goes
-    through model_dump (which writes the date as JSON text), and its digest is model_dump's."""
-    assert JsonTemplate({"a": ["{{x}}", 1, 2.5, True, None, {"b": "c"}]}).plain
-    assert not JsonTemplate({"on": date(2026, 3, 10)}).plain
-    assert not JsonTemplate({1: "x"}).plain
-    dated = WebhookAction(type="webhook", destination="crm", body={"on": date(2026, 3, 10)})
-    assert not actions.CompiledAction(0, dated, {}, {}, ZoneInfo("UTC")).plain
-    assert actions.CompiledAction(0, WebhookAction(type="webhook", destination="crm"), {}, {}, ZoneInfo("UTC")).plain
-
-
 def test_models_built_with_every_field_keep_their_fields_set_whatever_is_done_to_another() -> None:
     """`built` gives every model built with all its fields one shared set of the field names: completing
     an action (with_content, a re-delivery's three fields) or copying one with an update must not change
@@ -289,3 +245,25 @@ def test_models_built_with_every_field_keep_their_fields_set_whatever_is_done_to
     some = actions.built(model, {"action_id": "a", "conversation_id": "c"})
     assert some.model_fields_set == {"action_id", "conversation_id"}
     assert actions.make(model, common, dict(fields)).model_fields_set == every
+
+
+def test_the_record_measured_against_the_limit_is_the_one_written_and_only_once() -> None:
+    """with_content measures an action by its record (CONTENT_LIMIT); the runtime's encoding of that same
+    action then takes those bytes rather than write them again, once. A later encoding writes them anew,
+    a copy is written as itself, and what is never encoded (`postcall try`) or is large is not kept long."""
+    model = WebhookRequested
+    common, fields = _fields(model)
+    action = actions.make(model, common, dict(fields))
+    size = actions.with_content(action, redeliver=False)
+    measured = encode(action)
+    assert len(measured) == size and measured == action.__pydantic_serializer__.to_json(action)
+    assert id(action) not in actions._MEASURED and encode(action) == measured  # taken once, then written
+    actions.with_content(action, redeliver=False)
+    copied = action.model_copy(update={"destination": "elsewhere"})
+    assert encode(copied) == copied.__pydantic_serializer__.to_json(copied) != measured
+    for _ in range(actions.MEASURED_KEPT + 1):
+        actions.with_content(actions.make(model, common, dict(fields)), redeliver=False)
+    assert 0 < len(actions._MEASURED) <= actions.MEASURED_KEPT
+    large = actions.make(WebhookRequested, *_fields(WebhookRequested, body={"a": "x" * actions.MEASURED_BYTES}))
+    assert actions.with_content(large, redeliver=False) > actions.MEASURED_BYTES
+    assert id(large) not in actions._MEASURED

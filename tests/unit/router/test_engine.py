@@ -12,6 +12,7 @@ import pytest
 
 from schemas.agent_config import ScheduleCallAction
 from schemas.agents import load_catalog
+from schemas.content import content_digest
 from schemas.events import (
     EmailRequested,
     ScheduleCallRequested,
@@ -21,8 +22,10 @@ from schemas.events import (
     WebhookRequested,
 )
 from schemas.topics import MAX_EVENT_BYTES, READ_RECORD_BYTES
+from services.common.codec import encode
 from services.dispatcher.executors.email import build_message
-from services.router.actions import action_id
+from services.router import engine
+from services.router.actions import action_id, uuid5
 from services.router.conditions import SHOWN_CHARS
 from services.router.engine import CompiledAgent, encode_trace
 from services.router.scheduling import Schedule
@@ -726,9 +729,12 @@ def test_a_deliberate_redelivery_gives_an_id_per_content_that_supersedes_the_fir
     [changed] = compiled.route(
         event(end_reason={"canonical": "CCAAS_TRANSFER"}, summary="New summary"), NOW, (True, False)
     )[1]
-    assert first.supersedes is None and first.content_digest
-    assert same.supersedes == first.action_id and same.content_digest == first.content_digest
-    assert changed.supersedes == first.action_id and changed.content_digest != first.content_digest
+    # an ordinary action carries no digest (the dispatcher computes it); a re-delivery's is its content's
+    assert first.supersedes is None and first.content_digest is None
+    assert same.supersedes == first.action_id and same.content_digest == content_digest(first)
+    assert changed.supersedes == first.action_id and changed.content_digest == content_digest(changed)
+    assert changed.content_digest != same.content_digest
+    assert same.action_id == uuid5(f"{first.action_id}/content/{same.content_digest}")
     assert len({first.action_id, same.action_id, changed.action_id}) == 3
 
 
@@ -984,6 +990,24 @@ def test_an_action_too_large_for_any_record_is_skipped_with_a_reason_not_the_con
         r"skipped: the email would be [0-9,]+ bytes, over the 4,128,768 an action may hold .*", email.reason
     )
     assert trace.flows[0].reason == "no `when`: runs for every conversation; 1 action(s) planned, 1 skipped"
+
+
+@pytest.mark.parametrize("redeliver", [False, True], ids=["first", "redelivery"])
+def test_the_limit_counts_the_bytes_of_the_action_s_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redeliver: bool
+) -> None:
+    """CONTENT_LIMIT is on the action's record as produced (its JSON, ids and times with it; on a
+    re-delivery with its digest and what it supersedes): at the limit it is planned, one byte over skipped."""
+    compiled = agent(tmp_path, SLACK)
+    ev = event(end_reason={"canonical": "CCAAS_TRANSFER"})
+    [action] = compiled.route(ev, NOW, (redeliver, False))[1]
+    size = len(encode(action))
+    monkeypatch.setattr(engine, "CONTENT_LIMIT", size)
+    assert [encode(a) for a in compiled.route(ev, NOW, (redeliver, False))[1]] == [encode(action)]
+    monkeypatch.setattr(engine, "CONTENT_LIMIT", size - 1)
+    trace, actions = compiled.route(ev, NOW, (redeliver, False))
+    [skipped] = [c for c in trace.flows[0].conditions if c.kind == "action"]
+    assert actions == [] and skipped.reason.startswith(f"skipped: the slack would be {size:,} bytes, over the ")
 
 
 LONG_SUMMARY = """
