@@ -219,7 +219,8 @@ def _report(task: asyncio.Task[None]) -> None:
 
 def _done(value: bytes | None) -> tuple[list[str], tuple[str, str] | None]:
     """The id a result makes done (its action's, or the one it supersedes), and (that id, content digest)
-    when it delivered content; nothing for any other record."""
+    when it delivered content or is a re-delivery's skip (its content unchanged); nothing for any other
+    record."""
     if not value:
         return [], None  # a tombstone
     try:
@@ -231,5 +232,11 @@ def _done(value: bytes | None) -> tuple[list[str], tuple[str, str] | None]:
         log.warning("ledger skips an unreadable result record")
         return [], None
     done = [supersedes] if isinstance(supersedes, str) else [action_id]
-    delivered = result.get("outcome") in DELIVERED_OUTCOMES and isinstance(digest, str)
-    return done, ((supersedes if isinstance(supersedes, str) else action_id), digest) if delivered else None
+    # a re-delivery's skip is written only when its digest is the content last delivered for what it
+    # supersedes, and compaction leaves it in place of that re-delivery's own delivered result (one key):
+    # it says the content as well. Not a plain repeat's skip: its digest (an older router's, of the repeat
+    # copy) need not be what was delivered.
+    says_content = result.get("outcome") in DELIVERED_OUTCOMES or isinstance(supersedes, str)
+    if not (says_content and isinstance(digest, str)):
+        return done, None
+    return done, ((supersedes if isinstance(supersedes, str) else action_id), digest)

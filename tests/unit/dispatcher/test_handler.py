@@ -285,6 +285,44 @@ async def test_a_restarted_dispatcher_compares_with_the_digest_it_computed_befor
     assert seen == ["act_1", "act_1-y"]
 
 
+async def test_a_correction_whose_delivery_compaction_replaced_by_its_skip_is_still_the_last_content(
+    mock_sender: Sender,
+) -> None:
+    """The results topic is compacted by key, and a skip is keyed by the action's id as its delivery is: a
+    correction (act_1-y) delivered, then skipped as unchanged, leaves only the skip. A restarted ledger read
+    the first action's delivered digest as the last content, so a re-delivery of that first content was
+    skipped ('unchanged') while the receiver held the correction. A re-delivery's skip says the content
+    last delivered was its digest: the ledger reads it as such."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["webhook-id"])
+        return httpx.Response(200)
+
+    before, _ = dispatcher(mock_sender, answer)
+    corrected = webhook("act_1-y", supersedes="act_1", body={"status": "reopened"})
+    for action in (webhook("act_1"), corrected, corrected):
+        await before.send(action, partition=0)
+    compacted = {r.key: r.value for r in before.produced[ACTION_RESULTS]}  # the last record of each key
+    assert [completed(r).outcome for r in before.produced[ACTION_RESULTS]][-1] == "skipped_duplicate"
+
+    async def results(topic: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
+        for offset, value in enumerate(compacted.values()):
+            if partition == 0 and (from_offset is None or offset >= from_offset):
+                yield SimpleNamespace(offset=offset, value=value, timestamp=None)
+
+    async def after_a_restart(action: Any) -> str:
+        reg = registry(CRM, CRM_ENV)
+        service = Dispatcher(Executors.build(reg, mock_sender(answer, reg), {}, None), Ledger(results)).service()
+        [record] = (await Harness(service).send(action, partition=0)).outputs
+        return completed(record).outcome
+
+    assert await after_a_restart(corrected) == "skipped_duplicate"  # unchanged since its delivery
+    # the first content again: the receiver holds the correction, so it goes out (it was skipped)
+    assert await after_a_restart(webhook("act_1-x", supersedes="act_1")) == "delivered"
+    assert seen == ["act_1", "act_1-y", "act_1-x"]
+
+
 async def test_a_delivery_stays_delivered_when_the_ledger_file_cannot_be_written(
     mock_sender: Sender, tmp_path: Path
 ) -> None:

@@ -317,13 +317,18 @@ async def test_content_last_delivered_is_read_back_from_the_results_in_order() -
     for value in (
         {"action_id": "a", "outcome": "delivered", "content_digest": "d1"},
         {"action_id": "a-2", "outcome": "delivered", "content_digest": "d2", "supersedes": "a"},
-        {"action_id": "a-3", "outcome": "skipped_duplicate", "content_digest": "d3", "supersedes": "a"},
+        # a plain repeat's skip delivers nothing: its digest (an older router's) is the repeat copy's
+        {"action_id": "a", "outcome": "skipped_duplicate", "content_digest": "d3"},
         {"action_id": "b-2", "outcome": "published", "content_digest": "e2", "supersedes": "b"},
+        {"action_id": "c", "outcome": "delivered", "content_digest": "f1"},
+        # a re-delivery's skip is written only when its digest is the content last delivered, and compaction
+        # leaves it where that re-delivery's own delivered result was (c-2: f2, then skipped as unchanged)
+        {"action_id": "c-2", "outcome": "skipped_duplicate", "content_digest": "f2", "supersedes": "c"},
     ):
         log.append(Rec(len(log), orjson.dumps(value)))
     ledger = Ledger(results.read)
     assert not await ledger.is_done(0, "zzz")  # catches the partition up
-    assert (ledger.last_content("a"), ledger.last_content("b")) == ("d2", "e2")  # a skip delivers nothing
+    assert [ledger.last_content(a) for a in ("a", "b", "c")] == ["d2", "e2", "f2"]
     assert await ledger.is_done(0, "b")  # superseded: a plain copy of it is a repeat
     assert not await ledger.is_done(0, "a-2")  # a correction's own id is never a reason to skip
     ledger.close()
