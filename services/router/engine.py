@@ -5,6 +5,9 @@ a record costs only lookups and string joins. Every flow runs; a disabled flow, 
 live traffic: a dry run removes the mark first, `Catalog.trial()`), a flow whose conditions fail, and
 every action (planned or skipped, and why) are all in the DecisionTrace.
 Actions appear in the trace as entries of kind `action` at path `actions[i]` beside the conditions.
+A `when` outcome that is remembered (the same objects record after record) is not copied into every trace:
+the flow names it by `conditions_ref` and route() hands its ConditionOutcome out the first time (the handler
+writes it to postcall.condition-outcomes.v1); readers put it back with schemas.outcomes.resolve.
 
 A flow that uses the extraction (schemas.flow_revision.flow_uses) is held when extraction failed: nothing
 is sent, the trace says `held` and why; a later successful extraction of the conversation runs it (its
@@ -27,6 +30,7 @@ from schemas.events import (
     END_YEAR,
     FIRST_YEAR,
     ActionBase,
+    ConditionOutcome,
     ConditionResult,
     ConversationExtracted,
     DecisionTrace,
@@ -34,6 +38,7 @@ from schemas.events import (
     PlannedAction,
 )
 from schemas.flow_revision import flow_revision, flow_uses
+from schemas.outcomes import condition_outcome
 from services.common import codec
 from services.common.codec import pydantic_json, written_as_pydantic
 from services.router.actions import (
@@ -55,6 +60,9 @@ _COMPOSITE = frozenset({"all", "any"})
 # its own combination, and keeping each would cost ~8 KB per record and agent for nothing
 REMEMBERED_PER_AGENT = 256
 SEEN_PER_AGENT = 4096  # hashes of combinations seen once (ints: ~0.2 MB at most per agent)
+# refs whose ConditionOutcome this process handed out, per agent (then it starts again: writing one again to
+# the compacted topic is harmless)
+WRITTEN_PER_AGENT = 4096
 # how a record asks to be routed: a deliberate re-delivery, or held flows released as they are
 RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
 #: what every action of a record shares: (conversation_id, agent_id, config revision, now, source event id)
@@ -83,10 +91,20 @@ _built = built
 
 
 class CompiledFlow:
-    def __init__(self, flow: Flow, agent: AgentConfig, routes: dict[str, RecipientRoute], tz: ZoneInfo) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        agent: AgentConfig,
+        routes: dict[str, RecipientRoute],
+        tz: ZoneInfo,
+        written: dict[str, ConditionOutcome] | None = None,
+    ) -> None:
+        """`written`: the outcomes handed out already, by ref (the agent's: shared by its flows)."""
         fields = {f.name: f for f in agent.extraction.fields}
         self.id, self.enabled, self.draft = flow.id, flow.enabled, flow.draft
         self.revision = flow_revision(flow, agent)
+        self._owner = (agent.agent, agent.revision)
+        self._written = {} if written is None else written
         uses = flow_uses(flow, agent)
         # why the flow would be held on a failed extraction; empty: it never is
         self.holds_for = uses.extraction if flow.on_extraction_failure == "hold" else ()
@@ -107,10 +125,12 @@ class CompiledFlow:
         options: RouteOptions = (False, False),
         entry: list[Any] | None = None,
         counts: dict[tuple[str, ...], int] | None = None,
+        outcomes: list[ConditionOutcome] | None = None,
     ) -> tuple[FlowDecision, list[ActionBase]]:
         """`shared`: what every action of the record shares (CompiledAgent.route); `entry`: what
         `self.when.entry(event)` gives, when the caller looked it up already; `counts`: where each action's
-        outcome is counted (by its type and "planned" or "skipped")."""
+        outcome is counted (by its type and "planned" or "skipped"); `outcomes`: where a remembered outcome's
+        ConditionOutcome goes the first time it is named (see _ref)."""
         if not self.enabled:
             return self.disabled, []
         if self.draft:
@@ -118,6 +138,7 @@ class CompiledFlow:
         redeliver, run_held = options
         if self.holds_for and not values.ok and not run_held:
             return self._held(event), []
+        ref = None
         if self.when is None:
             results: list[ConditionResult] = []
             reason = "no `when`: runs for every conversation"
@@ -127,17 +148,37 @@ class CompiledFlow:
                 entry = self.when.entry(event)
             if not entry[0].passed:
                 if entry[2] is None:
+                    ref = self._ref(entry, outcomes) or None
                     entry[2] = FlowDecision(
                         flow_id=self.id,
                         enabled=True,
                         fired=False,
                         reason=_why_not(entry[1]),
-                        conditions=entry[1],
+                        conditions=() if ref else entry[1],
                         flow_revision=self.revision,
+                        conditions_ref=ref,
                     )
                 return entry[2], []
+            ref = entry[3]
+            if ref is None:
+                ref = self._ref(entry, outcomes)
             results, reason = list(entry[1]), "conditions passed"
-        return self._fire(event, values, shared, redeliver, results, reason, counts)
+        return self._fire(event, values, shared, redeliver, results, reason, counts, ref or None)
+
+    def _ref(self, entry: list[Any], outcomes: list[ConditionOutcome] | None) -> str:
+        """The ref of a remembered `when` outcome, made once per entry; its ConditionOutcome is added to
+        `outcomes` when the agent has not handed it out yet. INLINE ("") for an entry made for one record alone."""
+        ref: str | None = entry[3]
+        if ref is None:
+            made = condition_outcome(*self._owner, self.id, self.revision, entry[1])
+            ref = entry[3] = made.ref
+            if ref not in self._written:
+                if len(self._written) >= WRITTEN_PER_AGENT:
+                    self._written.clear()
+                self._written[ref] = made
+                if outcomes is not None:
+                    outcomes.append(made)
+        return ref
 
     def _fire(
         self,
@@ -148,8 +189,11 @@ class CompiledFlow:
         results: list[ConditionResult],
         reason: str,
         counts: dict[tuple[str, ...], int] | None,
+        ref: str | None = None,
     ) -> tuple[FlowDecision, list[ActionBase]]:
-        """The decision of a flow whose conditions passed (`results`), and its actions."""
+        """The decision of a flow whose conditions passed (`results`), and its actions. With `ref` (its
+        remembered outcome's), the trace holds only what follows the outcome's results: the actions'."""
+        named = len(results) if ref else 0
         built: list[ActionBase] = []
         planned: list[PlannedAction] = []
         for action in self.actions:
@@ -186,8 +230,9 @@ class CompiledFlow:
                 "held": False,
                 "flow_revision": self.revision,
                 "reason": reason,
-                "conditions": results,
+                "conditions": results[named:] if named else results,
                 "actions": planned,
+                "conditions_ref": ref,
             },
         )
         return decision, built
@@ -276,7 +321,9 @@ class CompiledAgent:
         self.tz = ZoneInfo(config.timezone)
         self.fallback = config.fallback_text if config.fallback_text is not None else default_fallback
         routes = {r.id: r for r in config.recipient_routes}
-        self.flows = [CompiledFlow(f, config, routes, self.tz) for f in config.flows]
+        # the ConditionOutcomes route() handed out, by ref (bounded: WRITTEN_PER_AGENT)
+        self.written: dict[str, ConditionOutcome] = {}
+        self.flows = [CompiledFlow(f, config, routes, self.tz, self.written) for f in config.flows]
         # the flows whose `when` is read on live traffic; one key made of all their leaves' states finds
         # every flow's remembered entry at once (Remembered.entry per tree when it is not remembered)
         self._live = [f.enabled and not f.draft and f.when is not None for f in self.flows]
@@ -320,9 +367,12 @@ class CompiledAgent:
         now: datetime,
         options: RouteOptions = (False, False),
         counts: Counts | None = None,
+        outcomes: list[ConditionOutcome] | None = None,
     ) -> tuple[DecisionTrace, list[ActionBase]]:
         """options: (redeliver, run_held), from the record's REDELIVER and RUN_HELD headers; `counts`:
-        where each flow's outcome and each fired flow's actions are counted (the handler's metrics)."""
+        where each flow's outcome and each fired flow's actions are counted (the handler's metrics);
+        `outcomes`: where the ConditionOutcome of each ref the trace names for the first time goes (without
+        it, refs are made and named all the same: `self.written` holds what was handed out)."""
         if now.utcoffset() is None or not FIRST_YEAR <= now.year < END_YEAR:  # what a Timestamp accepts
             raise ValueError(f"the clock's time {now!r} is naive or out of range")
         checked_clock(now)
@@ -344,7 +394,7 @@ class CompiledAgent:
                 decisions.append(entry[2])  # did not fire: its decision is remembered with its conditions
                 remembered += 1
                 continue
-            decision, built = flow.decide(event, values, shared, options, entry, action_counts)
+            decision, built = flow.decide(event, values, shared, options, entry, action_counts, outcomes)
             decisions.append(decision)
             if built:
                 actions.extend(built)
