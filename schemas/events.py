@@ -357,7 +357,8 @@ class DecisionTrace(Model):
 class ConditionOutcome(Model):
     """One flow's `when` outcome, on postcall.condition-outcomes.v1 (compacted, keyed by `ref`): a decision
     trace names it by `FlowDecision.conditions_ref` instead of copying it into every record. The router
-    writes each ref once per process; equal outcomes have the same ref on every replica and after a restart."""
+    writes each ref once per process (and all it wrote again every 10 minutes); equal outcomes have the same
+    ref on every replica and after a restart."""
 
     ce_id_field: ClassVar[str] = "ref"
 

@@ -179,7 +179,8 @@ CONDITION_OUTCOME_STREAM: Stream[ConditionOutcome] = Stream(
     lambda e: e.ref,
     "ref",
     "A flow's remembered condition outcome, named by ref in decision traces (FlowDecision.conditions_ref); "
-    "written once per ref by each router process; compacted, never deleted (a stored trace may name it).",
+    "written once per ref by each router process, and again every 10 minutes; compacted, never deleted (a "
+    "stored trace may name it).",
     retention_ms=30 * DAY_MS,
     cleanup_policy="compact",
     external_consumers=("postcall explain",),

@@ -18,7 +18,7 @@ release it as it is (`postcall held release`: the RUN_HELD header). `on_extracti
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -63,6 +63,10 @@ SEEN_PER_AGENT = 4096  # hashes of combinations seen once (ints: ~0.2 MB at most
 # refs whose ConditionOutcome this process handed out, per agent (then it starts again: writing one again to
 # the compacted topic is harmless)
 WRITTEN_PER_AGENT = 4096
+# and hands them all out again this often (by the clock route() is given): an outcome whose first record's
+# outputs were never produced (dead-lettered as unproducible, a revocation mid-produce) is written within
+# this time, not only after a restart; a few records per flow and revision, on a compacted topic
+REWRITE_OUTCOMES_EVERY = timedelta(minutes=10)
 # how a record asks to be routed: a deliberate re-delivery, or held flows released as they are
 RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
 #: what every action of a record shares: (conversation_id, agent_id, config revision, now, source event id)
@@ -323,6 +327,7 @@ class CompiledAgent:
         routes = {r.id: r for r in config.recipient_routes}
         # the ConditionOutcomes route() handed out, by ref (bounded: WRITTEN_PER_AGENT)
         self.written: dict[str, ConditionOutcome] = {}
+        self._rewrite_at: datetime | None = None  # when route() hands every written outcome out again
         self.flows = [CompiledFlow(f, config, routes, self.tz, self.written) for f in config.flows]
         # the flows whose `when` is read on live traffic; one key made of all their leaves' states finds
         # every flow's remembered entry at once (Remembered.entry per tree when it is not remembered)
@@ -412,6 +417,8 @@ class CompiledAgent:
                 counts[0][outcome] += 1
         if remembered and counts is not None:
             counts[0][_NOT_FIRED] += remembered
+        if outcomes is not None and (self._rewrite_at is None or now >= self._rewrite_at):
+            self._rewrite(now, outcomes)
         trace = _built(
             DecisionTrace,
             {
@@ -426,6 +433,13 @@ class CompiledAgent:
             },
         )
         return trace, actions
+
+    def _rewrite(self, now: datetime, outcomes: list[ConditionOutcome]) -> None:
+        """Due (or the first time): every outcome handed out so far goes into `outcomes` again (not the first time)."""
+        due, self._rewrite_at = self._rewrite_at, now + REWRITE_OUTCOMES_EVERY
+        if due is not None:
+            fresh = {o.ref for o in outcomes}
+            outcomes.extend(o for o in self.written.values() if o.ref not in fresh)
 
 
 # ── encoding a trace ───────────────────────────────────────────────────────────────────────────────

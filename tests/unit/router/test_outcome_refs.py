@@ -4,12 +4,13 @@ outcomes back (schemas.outcomes.resolve) and see what the trace held before."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from schemas.events import ConditionOutcome, ConditionResult, ConversationExtracted, DecisionTrace
 from schemas.outcomes import UNRECORDED, outcome_ref, resolve
 from schemas.topics import CONDITION_OUTCOMES
-from services.router.engine import CompiledAgent
+from services.router.engine import REWRITE_OUTCOMES_EVERY, CompiledAgent
 from tests.unit.router.support import NOW, config, event
 from tests.unit.router.test_handler import Router
 
@@ -110,3 +111,24 @@ def test_a_ref_not_yet_recorded_is_shown_as_such_and_resolving_twice_changes_not
     whole = resolve(trace, compiled.written)
     assert resolve(whole, {}) == whole
     assert resolve(whole, compiled.written) == whole
+
+
+def test_every_outcome_handed_out_is_handed_out_again_after_the_rewrite_interval(tmp_path: Path) -> None:
+    """An outcome whose first record's outputs were never produced (dead-lettered, a revocation) would
+    leave every trace naming it unresolved until a restart: each is written again every interval."""
+    compiled = CompiledAgent(config(tmp_path, CONFIG), "-")
+    first: list[ConditionOutcome] = []
+    compiled.route(event(), NOW, outcomes=first)
+    assert len(first) == 2  # then lost with that record's outputs
+    later: list[ConditionOutcome] = []
+    compiled.route(event(), NOW + REWRITE_OUTCOMES_EVERY - timedelta(seconds=1), outcomes=later)
+    assert later == []
+    voicemail: list[ConditionOutcome] = []
+    compiled.route(
+        event(end_reason={"canonical": "VOICEMAIL", "raw": "vm"}), NOW + REWRITE_OUTCOMES_EVERY, outcomes=voicemail
+    )
+    # the new outcomes of this record, then every other one handed out so far, each once
+    assert {o.ref for o in voicemail} == set(compiled.written) and len(voicemail) == len(compiled.written) == 4
+    again: list[ConditionOutcome] = []
+    compiled.route(event(), NOW + REWRITE_OUTCOMES_EVERY + timedelta(minutes=1), outcomes=again)
+    assert again == []
