@@ -327,7 +327,9 @@ class CompiledAgent:
         routes = {r.id: r for r in config.recipient_routes}
         # the ConditionOutcomes route() handed out, by ref (bounded: WRITTEN_PER_AGENT)
         self.written: dict[str, ConditionOutcome] = {}
-        self._rewrite_at: datetime | None = None  # when route() hands every written outcome out again
+        # [from, to): route() hands every written outcome out again at a time outside it (due, or the clock set
+        # back behind the last rewrite: how long ago that was is then unknown)
+        self._rewrite_window: tuple[datetime, datetime] | None = None
         self.flows = [CompiledFlow(f, config, routes, self.tz, self.written) for f in config.flows]
         # the flows whose `when` is read on live traffic; one key made of all their leaves' states finds
         # every flow's remembered entry at once (Remembered.entry per tree when it is not remembered)
@@ -417,7 +419,7 @@ class CompiledAgent:
                 counts[0][outcome] += 1
         if remembered and counts is not None:
             counts[0][_NOT_FIRED] += remembered
-        if outcomes is not None and (self._rewrite_at is None or now >= self._rewrite_at):
+        if outcomes is not None and ((window := self._rewrite_window) is None or not window[0] <= now < window[1]):
             self._rewrite(now, outcomes)
         trace = _built(
             DecisionTrace,
@@ -435,9 +437,10 @@ class CompiledAgent:
         return trace, actions
 
     def _rewrite(self, now: datetime, outcomes: list[ConditionOutcome]) -> None:
-        """Due (or the first time): every outcome handed out so far goes into `outcomes` again (not the first time)."""
-        due, self._rewrite_at = self._rewrite_at, now + REWRITE_OUTCOMES_EVERY
-        if due is not None:
+        """Due, the clock set back, or the first time: every outcome handed out so far goes into `outcomes` again
+        (not the first time)."""
+        previous, self._rewrite_window = self._rewrite_window, (now, now + REWRITE_OUTCOMES_EVERY)
+        if previous is not None:
             fresh = {o.ref for o in outcomes}
             outcomes.extend(o for o in self.written.values() if o.ref not in fresh)
 

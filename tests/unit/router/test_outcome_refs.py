@@ -132,3 +132,22 @@ def test_every_outcome_handed_out_is_handed_out_again_after_the_rewrite_interval
     again: list[ConditionOutcome] = []
     compiled.route(event(), NOW + REWRITE_OUTCOMES_EVERY + timedelta(minutes=1), outcomes=again)
     assert again == []
+
+
+def test_a_clock_set_back_does_not_put_off_the_rewrite(tmp_path: Path) -> None:
+    """The interval is read from the host's clock: set back an hour (a corrected clock, a VM restored),
+    the rewrite due "10 minutes after the last one" would otherwise wait for the clock to catch up first."""
+    compiled = CompiledAgent(config(tmp_path, CONFIG), "-")
+    first: list[ConditionOutcome] = []
+    compiled.route(event(), NOW, outcomes=first)
+    assert len(first) == 2  # then lost with that record's outputs
+    back = NOW - timedelta(hours=1)
+    set_back: list[ConditionOutcome] = []
+    compiled.route(event(), back, outcomes=set_back)  # earlier than the last rewrite: how long since is unknown
+    assert {o.ref for o in set_back} == set(compiled.written)
+    within: list[ConditionOutcome] = []
+    compiled.route(event(), back + REWRITE_OUTCOMES_EVERY - timedelta(seconds=1), outcomes=within)
+    assert within == []
+    due: list[ConditionOutcome] = []
+    compiled.route(event(), back + REWRITE_OUTCOMES_EVERY, outcomes=due)
+    assert {o.ref for o in due} == set(compiled.written) and len(due) == 2
