@@ -6,9 +6,8 @@ Both consume the same pre-produced records with the same runtime settings (the r
 
 * pass-through: validates each record as ConversationExtracted and produces it unchanged (one output);
 * router: the real RouterHandler (configuration compiled at load time): one DecisionTrace per record
-  plus every fired action (and, once per ref, each remembered condition outcome it names), in two mixes:
-  "typical" (about one action per conversation, mostly the CRM update on hang-ups) and "busy" (about 2.4:
-  every flow fires often).
+  plus every fired action, in two mixes: "typical" (about one action per conversation, mostly the CRM
+  update on hang-ups) and "busy" (about 2.4: every flow fires often).
 
 Throughput = records / (time every output is in its topics - time the first record was read). The clock
 stops when the output topics hold as many records as the inputs make (counted in-process beforehand), so
@@ -38,7 +37,7 @@ from bench.measure import best_of, info_line, ratio_line
 from schemas.agents import trigger_id
 from schemas.events import ConversationExtracted
 from schemas.routes import ROUTER, Output, Route
-from schemas.topics import ACTION_TYPES, CONDITION_OUTCOMES, CONVERSATION_EXTRACTED, DECISIONS, Stream, action_topic
+from schemas.topics import ACTION_TYPES, CONVERSATION_EXTRACTED, DECISIONS, Stream, action_topic
 from services.common.api import Context, Event, Handler, Service
 from services.common.runtime import GC_THRESHOLDS, Runtime, tune_gc
 from services.common.settings import RuntimeSettings
@@ -261,7 +260,6 @@ async def measure(
     names = {CONVERSATION_EXTRACTED: source}
     if mode == "router":
         names[DECISIONS] = await ctx.topic("router-decisions", PARTITIONS)
-        names[CONDITION_OUTCOMES] = await ctx.topic("router-outcomes", PARTITIONS)
         for t in ACTION_TYPES:
             names[action_topic(t)] = await ctx.topic(f"router-{t.replace('_', '-')}", PARTITIONS)
         route = ROUTER.renamed(lambda name: names.get(name, name), service=service)

@@ -328,17 +328,8 @@ class FlowDecision(Model):
     )
     flow_revision: str | None = Field(None, description="The flow's own revision (docs/agent-config.md).")
     reason: str
-    conditions: list[ConditionResult] = Field(
-        default_factory=list,
-        description="With `conditions_ref`: only what follows the referenced outcome (a fired flow's actions).",
-    )
+    conditions: list[ConditionResult] = Field(default_factory=list)
     actions: list[PlannedAction] = Field(default_factory=list)
-    conditions_ref: str | None = Field(
-        None,
-        description="The flow's `when` outcome, written once to postcall.condition-outcomes.v1 (a ConditionOutcome "
-        "keyed by this ref) instead of into every trace: its `conditions` come before this flow's own "
-        "(schemas.outcomes.resolve; docs/downstream.md).",
-    )
 
 
 class DecisionTrace(Model):
@@ -352,25 +343,6 @@ class DecisionTrace(Model):
     extraction_status: str
     decided_at: Timestamp
     flows: list[FlowDecision]
-
-
-class ConditionOutcome(Model):
-    """One flow's `when` outcome, on postcall.condition-outcomes.v1 (compacted, keyed by `ref`): a decision
-    trace names it by `FlowDecision.conditions_ref` instead of copying it into every record. The router
-    writes each ref once per process (and all it wrote again every 10 minutes); equal outcomes have the same
-    ref on every replica and after a restart."""
-
-    ce_id_field: ClassVar[str] = "ref"
-
-    ref: str = Field(
-        description="32 hex digits of the sha256 of the agent id, config revision, flow id and revision and the "
-        "conditions' JSON (schemas.outcomes.outcome_ref)."
-    )
-    agent_id: str
-    config_revision: str
-    flow_id: str
-    flow_revision: str | None = None
-    conditions: list[ConditionResult]
 
 
 # ── Actions ───────────────────────────────────────────────────────────────────────────────────────

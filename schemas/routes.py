@@ -179,11 +179,7 @@ ROUTER = Route(
     "router",
     "Evaluates the agent's flows; one decision trace and one command per fired action.",
     consumes=(t.CONVERSATIONS_EXTRACTED,),
-    produces=(
-        Output(t.DECISION_TRACES),
-        *(Output(s) for s in t.ACTION_STREAMS.values()),
-        Output(t.CONDITION_OUTCOME_STREAM),
-    ),
+    produces=(Output(t.DECISION_TRACES), *(Output(s) for s in t.ACTION_STREAMS.values())),
     # a configuration file being fixed is the usual reason to retry
     retry_delays_seconds=(5.0, 60.0, 600.0),
     # the router only computes: a record in flight only waits for its outputs' acks, and the producer sends one
@@ -218,7 +214,6 @@ RECORDER = Route(
         t.CONVERSATIONS_ENDED,
         t.CONVERSATIONS_EXTRACTED,
         t.DECISION_TRACES,
-        t.CONDITION_OUTCOME_STREAM,  # what the traces name by ref
         # every action record as the router produced it: the rendered payload, the tasks and team alerts
         *t.ACTION_STREAMS.values(),
         t.ACTION_RESULT_STREAM,

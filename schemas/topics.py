@@ -15,7 +15,6 @@ from schemas.events import (
     ACTION_MODELS,
     ActionBase,
     ActionCompleted,
-    ConditionOutcome,
     ConversationEnded,
     ConversationExtracted,
     DecisionTrace,
@@ -39,7 +38,6 @@ DAY_MS = 24 * HOUR_MS
 CONVERSATION_ENDED = "postcall.conversation-ended.v1"
 CONVERSATION_EXTRACTED = "postcall.conversation-extracted.v1"
 DECISIONS = "postcall.decisions.v1"
-CONDITION_OUTCOMES = "postcall.condition-outcomes.v1"
 ACTION_RESULTS = "postcall.action-results.v1"
 DESTINATION_STATE = "postcall.destination-state.v1"
 
@@ -172,20 +170,6 @@ DECISION_TRACES: Stream[DecisionTrace] = Stream(
     retention_ms=14 * DAY_MS,
     external_consumers=("postcall explain",),
 )
-CONDITION_OUTCOME_STREAM: Stream[ConditionOutcome] = Stream(
-    CONDITION_OUTCOMES,
-    ConditionOutcome,
-    f"{CE_TYPE_PREFIX}.conditions.outcome.v1",
-    lambda e: e.ref,
-    "ref",
-    "A flow's remembered condition outcome, named by ref in decision traces (FlowDecision.conditions_ref); "
-    "written once per ref by each router process, and again every 10 minutes; compacted, never deleted (a "
-    "stored trace may name it).",
-    retention_ms=30 * DAY_MS,
-    cleanup_policy="compact",
-    external_consumers=("postcall explain",),
-    conversation_pointer=None,
-)
 ACTION_STREAMS: dict[str, Stream[ActionBase]] = {
     kind: Stream(
         action_topic(kind),
@@ -231,7 +215,6 @@ STREAMS: tuple[Stream[Any], ...] = (
     CONVERSATIONS_ENDED,
     CONVERSATIONS_EXTRACTED,
     DECISION_TRACES,
-    CONDITION_OUTCOME_STREAM,
     *ACTION_STREAMS.values(),
     ACTION_RESULT_STREAM,
     DESTINATION_STATES,

@@ -28,15 +28,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from schemas.agents import ExtractionSpec, Problem
-from schemas.events import (
-    ActionBase,
-    ConditionOutcome,
-    ConversationEnded,
-    ConversationExtracted,
-    DecisionTrace,
-    Extraction,
-)
-from schemas.outcomes import resolve
+from schemas.events import ActionBase, ConversationEnded, ConversationExtracted, DecisionTrace, Extraction
 from schemas.routes import ROUTER
 from services.common.api import Service
 from services.common.harness import Harness
@@ -268,9 +260,7 @@ async def _route(result: TrialResult, router: RouterHandler, extracted: Conversa
     if out.error is not None:
         result.error = f"routing failed: {out.error}"
         return
-    # whole: the condition outcomes the trace names by ref are among the outputs (a fresh router writes each)
-    outcomes = {e.ref: e for e in out.events if isinstance(e, ConditionOutcome)}
-    result.trace = resolve(_only(out.events, DecisionTrace), outcomes)
+    result.trace = _only(out.events, DecisionTrace)
     result.actions = [
         PlannedRecord(o.topic, (o.key or b"").decode(), o.event) for o in out.outputs if isinstance(o.event, ActionBase)
     ]

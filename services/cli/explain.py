@@ -2,11 +2,10 @@
 
 With a query API configured (--api or POSTCALL_API_URL), the conversation comes from the store: one
 request, every attempt of every action, also after the topics' retention. Otherwise (or when the API
-does not answer) it reads postcall.decisions.v1 (the router's DecisionTrace), the condition outcomes
-its traces name by ref (postcall.condition-outcomes.v1) and postcall.action-results.v1 (the dispatcher's
-ActionCompleted) from the beginning to their current end, without a consumer group. Either way it prints
-every flow, every condition with its expected and actual values and why, every action planned or skipped,
-each action's outcome and every attempt.
+does not answer) it reads postcall.decisions.v1 (the router's DecisionTrace) and
+postcall.action-results.v1 (the dispatcher's ActionCompleted) from the beginning to their current end,
+without a consumer group. Either way it prints every flow, every condition with its expected and actual
+values and why, every action planned or skipped, each action's outcome and every attempt.
 A conversation routed more than once (a re-extraction, a new configuration revision) shows every trace.
 """
 
@@ -27,9 +26,8 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from schemas.events import ActionCompleted, ConditionOutcome, ConditionResult, DecisionTrace, FlowDecision
-from schemas.outcomes import refs_of, resolve
-from schemas.topics import ACTION_RESULTS, CONDITION_OUTCOMES, DECISIONS
+from schemas.events import ActionCompleted, ConditionResult, DecisionTrace, FlowDecision
+from schemas.topics import ACTION_RESULTS, DECISIONS
 from services.cli.apiclient import Api, ApiClient, ApiRefused, ApiUnreachable, Token
 from services.cli.dlq import Filters, select
 from services.cli.options import Bootstrap, kafka_settings
@@ -140,11 +138,7 @@ def story_from_store(detail: ConversationDetail) -> Story:
 
 
 async def collect(
-    kafka: KafkaSettings,
-    conversation_id: str,
-    decisions: str = DECISIONS,
-    action_results: str = ACTION_RESULTS,
-    outcomes: str = CONDITION_OUTCOMES,
+    kafka: KafkaSettings, conversation_id: str, decisions: str = DECISIONS, action_results: str = ACTION_RESULTS
 ) -> Story:
     story = Story(conversation_id)
     needle = orjson.dumps(conversation_id)[1:-1]  # as it appears inside the JSON (control characters escaped)
@@ -152,14 +146,6 @@ async def collect(
         trace = _parse(DecisionTrace, value)
         if trace is not None and trace.conversation_id == conversation_id:
             story.decisions.append(trace)
-    wanted = refs_of(story.decisions)
-    found: dict[str, ConditionOutcome] = {}
-    if wanted:
-        async for value in _values(kafka, outcomes, b""):
-            outcome = _parse(ConditionOutcome, value) if any(ref.encode() in value for ref in wanted) else None
-            if outcome is not None and outcome.ref in wanted:
-                found[outcome.ref] = outcome
-    story.decisions = [resolve(trace, found) for trace in story.decisions]
     results: list[ActionCompleted] = []
     async for value in _values(kafka, action_results, needle):
         result = _parse(ActionCompleted, value)
@@ -177,7 +163,7 @@ async def _values(kafka: KafkaSettings, topic: str, needle: bytes) -> AsyncItera
                 yield record.value
 
 
-M = TypeVar("M", DecisionTrace, ActionCompleted, ConditionOutcome)
+M = TypeVar("M", DecisionTrace, ActionCompleted)
 
 
 def _parse(model: type[M], value: bytes) -> M | None:

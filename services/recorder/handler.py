@@ -4,7 +4,6 @@ Consumes (schemas.routes.RECORDER):
     postcall.conversation-ended.v1       the conversation (the newest event of a conversation wins)
     postcall.conversation-extracted.v1   each extraction, with every value, its evidence and confidence
     postcall.decisions.v1                each decision trace, and the actions it planned
-    postcall.condition-outcomes.v1       the condition outcomes traces name by ref (kept whatever their age)
     postcall.actions.<type>.v1           each action as produced (its payload; tasks and team alerts)
     postcall.action-results.v1           every attempt of every action
     postcall.<service>.dlq.v1            every service's dead letters, raw (and `dlq replay`'s markers)
@@ -28,14 +27,7 @@ import orjson
 from pydantic import BaseModel
 
 from schemas import headers as h
-from schemas.events import (
-    ActionBase,
-    ActionCompleted,
-    ConditionOutcome,
-    ConversationEnded,
-    ConversationExtracted,
-    DecisionTrace,
-)
+from schemas.events import ActionBase, ActionCompleted, ConversationEnded, ConversationExtracted, DecisionTrace
 from schemas.routes import RECORDER, Route
 from services.common.api import Context, Event, InvalidRecord, Service
 from services.recorder.batcher import Batcher
@@ -74,8 +66,6 @@ def rows_for(event: BaseModel | bytes | None, ctx: Context, raw: RawTopics = DEF
         return rows.decided(event, source)
     if isinstance(event, ActionCompleted):
         return rows.completed(event, source)
-    if isinstance(event, ConditionOutcome):
-        return rows.outcome(event, source)
     if isinstance(event, ActionBase):
         return rows.requested(event, source)
     if isinstance(event, BaseModel):
@@ -110,10 +100,7 @@ class Recorder:
         self._old = SKIPPED.labels("older_than_retention")
 
     async def handle(self, event: BaseModel | bytes | None, ctx: Context) -> Sequence[Event]:
-        if ctx.timestamp_ms < horizon(self._retention_days).timestamp() * 1000 and not isinstance(
-            event,
-            ConditionOutcome,  # written once, and named by traces of any age: never too old
-        ):
+        if ctx.timestamp_ms < horizon(self._retention_days).timestamp() * 1000:
             self._old.inc()
             return []
         found = rows_for(event, ctx, self._raw)

@@ -71,8 +71,6 @@ State = Callable[[ConversationExtracted], Hashable]
 NO_STATE: Hashable = object()
 _LONGEST_REMEMBERED = 100  # characters of a text value; longer ones (free text) rarely come again
 REMEMBERED_PER_TREE = 256  # outcomes kept per condition tree; when full it starts again
-#: the ref slot of an entry that is not remembered (computed for one record): its results stay in the trace
-INLINE = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +123,7 @@ def _failed(event: ConversationExtracted) -> Hashable:
 
 class Remembered:
     """A condition tree whose results are kept by its leaves' states (the tree is a pure function of
-    them): `entry(event)` gives (outcome, results, a slot for the caller's own derived value, the outcome's
-    ref: None until the caller makes it, INLINE when the entry is not remembered)."""
+    them): `entry(event)` gives (outcome, results, a slot for the caller's own derived value)."""
 
     __slots__ = ("_cache", "_states", "condition")
 
@@ -135,22 +132,19 @@ class Remembered:
         self._cache: dict[tuple[Hashable, ...], list[Any]] = {}
 
     def __call__(self, event: ConversationExtracted, out: list[ConditionResult]) -> Outcome:
-        entry = self.entry(event)
-        outcome, results = entry[0], entry[1]
+        outcome, results, _ = self.entry(event)
         out.extend(results)
         return outcome  # type: ignore[no-any-return]
 
     def entry(self, event: ConversationExtracted) -> list[Any]:
-        """[outcome, tuple of results, None or what the caller stored, None or the ref the caller made];
-        a fresh one, its ref INLINE, when not remembered."""
+        """[outcome, tuple of results, None or what the caller stored]; a fresh one when not remembered."""
         key = tuple([state(event) for state in self._states])  # each state is NO_STATE or all known
         found = self._cache.get(key)
         if found is not None:
             return found
         results: list[ConditionResult] = []
-        entry = [self.condition(event, results), tuple(results), None, INLINE]
+        entry = [self.condition(event, results), tuple(results), None]
         if NO_STATE not in key:  # identity test first: NO_STATE equals nothing else
-            entry[3] = None
             if len(self._cache) >= REMEMBERED_PER_TREE:
                 self._cache.clear()
             self._cache[key] = entry

@@ -5,9 +5,6 @@ a record costs only lookups and string joins. Every flow runs; a disabled flow, 
 live traffic: a dry run removes the mark first, `Catalog.trial()`), a flow whose conditions fail, and
 every action (planned or skipped, and why) are all in the DecisionTrace.
 Actions appear in the trace as entries of kind `action` at path `actions[i]` beside the conditions.
-A `when` outcome that is remembered (the same objects record after record) is not copied into every trace:
-the flow names it by `conditions_ref` and route() hands its ConditionOutcome out the first time (the handler
-writes it to postcall.condition-outcomes.v1); readers put it back with schemas.outcomes.resolve.
 
 A flow that uses the extraction (schemas.flow_revision.flow_uses) is held when extraction failed: nothing
 is sent, the trace says `held` and why; a later successful extraction of the conversation runs it (its
@@ -18,7 +15,7 @@ release it as it is (`postcall held release`: the RUN_HELD header). `on_extracti
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -30,7 +27,6 @@ from schemas.events import (
     END_YEAR,
     FIRST_YEAR,
     ActionBase,
-    ConditionOutcome,
     ConditionResult,
     ConversationExtracted,
     DecisionTrace,
@@ -38,7 +34,6 @@ from schemas.events import (
     PlannedAction,
 )
 from schemas.flow_revision import flow_revision, flow_uses
-from schemas.outcomes import condition_outcome
 from services.common import codec
 from services.common.codec import pydantic_json, written_as_pydantic
 from services.router.actions import (
@@ -60,13 +55,6 @@ _COMPOSITE = frozenset({"all", "any"})
 # its own combination, and keeping each would cost ~8 KB per record and agent for nothing
 REMEMBERED_PER_AGENT = 256
 SEEN_PER_AGENT = 4096  # hashes of combinations seen once (ints: ~0.2 MB at most per agent)
-# refs whose ConditionOutcome this process handed out, per agent (then it starts again: writing one again to
-# the compacted topic is harmless)
-WRITTEN_PER_AGENT = 4096
-# and hands them all out again this often (by the clock route() is given): an outcome whose first record's
-# outputs were never produced (dead-lettered as unproducible, a revocation mid-produce) is written within
-# this time, not only after a restart; a few records per flow and revision, on a compacted topic
-REWRITE_OUTCOMES_EVERY = timedelta(minutes=10)
 # how a record asks to be routed: a deliberate re-delivery, or held flows released as they are
 RouteOptions = tuple[bool, bool]  # (redeliver, run_held)
 #: what every action of a record shares: (conversation_id, agent_id, config revision, now, source event id)
@@ -95,20 +83,10 @@ _built = built
 
 
 class CompiledFlow:
-    def __init__(
-        self,
-        flow: Flow,
-        agent: AgentConfig,
-        routes: dict[str, RecipientRoute],
-        tz: ZoneInfo,
-        written: dict[str, ConditionOutcome] | None = None,
-    ) -> None:
-        """`written`: the outcomes handed out already, by ref (the agent's: shared by its flows)."""
+    def __init__(self, flow: Flow, agent: AgentConfig, routes: dict[str, RecipientRoute], tz: ZoneInfo) -> None:
         fields = {f.name: f for f in agent.extraction.fields}
         self.id, self.enabled, self.draft = flow.id, flow.enabled, flow.draft
         self.revision = flow_revision(flow, agent)
-        self._owner = (agent.agent, agent.revision)
-        self._written = {} if written is None else written
         uses = flow_uses(flow, agent)
         # why the flow would be held on a failed extraction; empty: it never is
         self.holds_for = uses.extraction if flow.on_extraction_failure == "hold" else ()
@@ -129,12 +107,10 @@ class CompiledFlow:
         options: RouteOptions = (False, False),
         entry: list[Any] | None = None,
         counts: dict[tuple[str, ...], int] | None = None,
-        outcomes: list[ConditionOutcome] | None = None,
     ) -> tuple[FlowDecision, list[ActionBase]]:
         """`shared`: what every action of the record shares (CompiledAgent.route); `entry`: what
         `self.when.entry(event)` gives, when the caller looked it up already; `counts`: where each action's
-        outcome is counted (by its type and "planned" or "skipped"); `outcomes`: where a remembered outcome's
-        ConditionOutcome goes the first time it is named (see _ref)."""
+        outcome is counted (by its type and "planned" or "skipped")."""
         if not self.enabled:
             return self.disabled, []
         if self.draft:
@@ -142,7 +118,6 @@ class CompiledFlow:
         redeliver, run_held = options
         if self.holds_for and not values.ok and not run_held:
             return self._held(event), []
-        ref = None
         if self.when is None:
             results: list[ConditionResult] = []
             reason = "no `when`: runs for every conversation"
@@ -152,37 +127,17 @@ class CompiledFlow:
                 entry = self.when.entry(event)
             if not entry[0].passed:
                 if entry[2] is None:
-                    ref = self._ref(entry, outcomes) or None
                     entry[2] = FlowDecision(
                         flow_id=self.id,
                         enabled=True,
                         fired=False,
                         reason=_why_not(entry[1]),
-                        conditions=() if ref else entry[1],
+                        conditions=entry[1],
                         flow_revision=self.revision,
-                        conditions_ref=ref,
                     )
                 return entry[2], []
-            ref = entry[3]
-            if ref is None:
-                ref = self._ref(entry, outcomes)
             results, reason = list(entry[1]), "conditions passed"
-        return self._fire(event, values, shared, redeliver, results, reason, counts, ref or None)
-
-    def _ref(self, entry: list[Any], outcomes: list[ConditionOutcome] | None) -> str:
-        """The ref of a remembered `when` outcome, made once per entry; its ConditionOutcome is added to
-        `outcomes` when the agent has not handed it out yet. INLINE ("") for an entry made for one record alone."""
-        ref: str | None = entry[3]
-        if ref is None:
-            made = condition_outcome(*self._owner, self.id, self.revision, entry[1])
-            ref = entry[3] = made.ref
-            if ref not in self._written:
-                if len(self._written) >= WRITTEN_PER_AGENT:
-                    self._written.clear()
-                self._written[ref] = made
-                if outcomes is not None:
-                    outcomes.append(made)
-        return ref
+        return self._fire(event, values, shared, redeliver, results, reason, counts)
 
     def _fire(
         self,
@@ -193,11 +148,8 @@ class CompiledFlow:
         results: list[ConditionResult],
         reason: str,
         counts: dict[tuple[str, ...], int] | None,
-        ref: str | None = None,
     ) -> tuple[FlowDecision, list[ActionBase]]:
-        """The decision of a flow whose conditions passed (`results`), and its actions. With `ref` (its
-        remembered outcome's), the trace holds only what follows the outcome's results: the actions'."""
-        named = len(results) if ref else 0
+        """The decision of a flow whose conditions passed (`results`), and its actions."""
         built: list[ActionBase] = []
         planned: list[PlannedAction] = []
         for action in self.actions:
@@ -234,9 +186,8 @@ class CompiledFlow:
                 "held": False,
                 "flow_revision": self.revision,
                 "reason": reason,
-                "conditions": results[named:] if named else results,
+                "conditions": results,
                 "actions": planned,
-                "conditions_ref": ref,
             },
         )
         return decision, built
@@ -325,12 +276,7 @@ class CompiledAgent:
         self.tz = ZoneInfo(config.timezone)
         self.fallback = config.fallback_text if config.fallback_text is not None else default_fallback
         routes = {r.id: r for r in config.recipient_routes}
-        # the ConditionOutcomes route() handed out, by ref (bounded: WRITTEN_PER_AGENT)
-        self.written: dict[str, ConditionOutcome] = {}
-        # [from, to): route() hands every written outcome out again at a time outside it (due, or the clock set
-        # back behind the last rewrite: how long ago that was is then unknown)
-        self._rewrite_window: tuple[datetime, datetime] | None = None
-        self.flows = [CompiledFlow(f, config, routes, self.tz, self.written) for f in config.flows]
+        self.flows = [CompiledFlow(f, config, routes, self.tz) for f in config.flows]
         # the flows whose `when` is read on live traffic; one key made of all their leaves' states finds
         # every flow's remembered entry at once (Remembered.entry per tree when it is not remembered)
         self._live = [f.enabled and not f.draft and f.when is not None for f in self.flows]
@@ -374,12 +320,9 @@ class CompiledAgent:
         now: datetime,
         options: RouteOptions = (False, False),
         counts: Counts | None = None,
-        outcomes: list[ConditionOutcome] | None = None,
     ) -> tuple[DecisionTrace, list[ActionBase]]:
         """options: (redeliver, run_held), from the record's REDELIVER and RUN_HELD headers; `counts`:
-        where each flow's outcome and each fired flow's actions are counted (the handler's metrics);
-        `outcomes`: where the ConditionOutcome of each ref the trace names for the first time goes (without
-        it, refs are made and named all the same: `self.written` holds what was handed out)."""
+        where each flow's outcome and each fired flow's actions are counted (the handler's metrics)."""
         if now.utcoffset() is None or not FIRST_YEAR <= now.year < END_YEAR:  # what a Timestamp accepts
             raise ValueError(f"the clock's time {now!r} is naive or out of range")
         checked_clock(now)
@@ -401,7 +344,7 @@ class CompiledAgent:
                 decisions.append(entry[2])  # did not fire: its decision is remembered with its conditions
                 remembered += 1
                 continue
-            decision, built = flow.decide(event, values, shared, options, entry, action_counts, outcomes)
+            decision, built = flow.decide(event, values, shared, options, entry, action_counts)
             decisions.append(decision)
             if built:
                 actions.extend(built)
@@ -419,8 +362,6 @@ class CompiledAgent:
                 counts[0][outcome] += 1
         if remembered and counts is not None:
             counts[0][_NOT_FIRED] += remembered
-        if outcomes is not None and ((window := self._rewrite_window) is None or not window[0] <= now < window[1]):
-            self._rewrite(now, outcomes)
         trace = _built(
             DecisionTrace,
             {
@@ -435,14 +376,6 @@ class CompiledAgent:
             },
         )
         return trace, actions
-
-    def _rewrite(self, now: datetime, outcomes: list[ConditionOutcome]) -> None:
-        """Due, the clock set back, or the first time: every outcome handed out so far goes into `outcomes` again
-        (not the first time)."""
-        previous, self._rewrite_window = self._rewrite_window, (now, now + REWRITE_OUTCOMES_EVERY)
-        if previous is not None:
-            fresh = {o.ref for o in outcomes}
-            outcomes.extend(o for o in self.written.values() if o.ref not in fresh)
 
 
 # ── encoding a trace ───────────────────────────────────────────────────────────────────────────────

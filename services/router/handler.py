@@ -1,7 +1,6 @@
 """The router's handler: consumes postcall.conversation-extracted.v1; produces one DecisionTrace to
 postcall.decisions.v1 and one ActionRequested per fired action to postcall.actions.<type>.v1, all keyed
-by conversation_id, and a ConditionOutcome to postcall.condition-outcomes.v1 (keyed by its ref) the first
-time the trace names a remembered condition outcome (schemas.routes.ROUTER says where each goes).
+by conversation_id (schemas.routes.ROUTER says where each goes).
 
 An agent with no configuration at all is a PermanentError (dead-lettered with that reason); an agent
 whose only file is invalid (never loaded) is retryable: someone is fixing the file, and the retry tiers
@@ -15,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from schemas import headers as h
-from schemas.events import ConditionOutcome, ConversationExtracted
+from schemas.events import ConversationExtracted
 from schemas.routes import ROUTER
 from services.common.api import Context, Event, PermanentError, RetryableError, Service
 from services.router import metrics
@@ -38,9 +37,8 @@ class RouterHandler:
                 raise RetryableError(f"the configuration file of {what} is invalid and was never loaded")
             raise PermanentError(f"no configuration for {what} in {self.catalog.directory}")
         options = (h.REDELIVER in ctx.headers, h.RUN_HELD in ctx.headers)
-        outcomes: list[ConditionOutcome] = []
-        trace, actions = compiled.route(event, self.clock(), options, _COUNTS, outcomes)
-        return [trace, *actions, *outcomes] if outcomes else [trace, *actions]
+        trace, actions = compiled.route(event, self.clock(), options, _COUNTS)
+        return [trace, *actions]
 
 
 def service(catalog: CatalogHolder) -> Service[ConversationExtracted]:

@@ -7,7 +7,6 @@ Identity (what makes re-reading a topic never duplicate a row):
     extractions     the Kafka record (topic, partition, offset), and (event_id, status)
     decisions       the Kafka record (topic, partition, offset), and (event_id, extraction_status, flows_held)
     decision_flows  the decision's second key and the flow id (a copy of a decision adds no flow row)
-    condition_outcomes  ref (the condition outcomes traces name by ref; written once per ref per router process)
     actions         action_id
     attempts        (action_id, attempt, outcome)
     dead_letters    the Kafka record (topic, partition, offset) of the dead letter
@@ -206,24 +205,6 @@ class Decision(Base):
         UniqueConstraint("kafka_topic", "kafka_partition", "kafka_offset"),
         UniqueConstraint("event_id", "extraction_status", "flows_held"),
     )
-
-
-class ConditionOutcomeRow(Base):
-    """A flow's condition outcome that decision traces name by ref (FlowDecision.conditions_ref), from the
-    compacted postcall.condition-outcomes.v1. The store's queries put it back into each trace as they read it
-    (schemas.outcomes.resolve), so a trace stored before its outcome is shown whole once the outcome arrives.
-    Never pruned: a stored trace of any age may name it, and there are a few per flow and configuration
-    revision, however many conversations."""
-
-    __tablename__ = "condition_outcomes"
-
-    ref: Mapped[str] = mapped_column(String, primary_key=True)
-    agent_id: Mapped[str] = mapped_column(String)
-    config_revision: Mapped[str] = mapped_column(String)
-    flow_id: Mapped[str] = mapped_column(String)
-    flow_revision: Mapped[str | None] = mapped_column(String)
-    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="When its record was written (Kafka time).")
-    payload: Mapped[str] = mapped_column(Text, doc="The ConditionOutcome JSON.")
 
 
 class DecisionFlow(Base):

@@ -16,7 +16,7 @@ import base64
 import binascii
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -25,18 +25,8 @@ import orjson
 from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.events import ConditionOutcome, ConversationEnded, DecisionTrace, Extraction
-from schemas.outcomes import refs_of, resolve
-from services.store.models import (
-    Action,
-    Attempt,
-    ConditionOutcomeRow,
-    Conversation,
-    DeadLetter,
-    Decision,
-    ScheduledRetry,
-    table,
-)
+from schemas.events import ConversationEnded, DecisionTrace, Extraction
+from services.store.models import Action, Attempt, Conversation, DeadLetter, Decision, ScheduledRetry, table
 from services.store.models import Extraction as ExtractionRow
 from services.store.rows import clean
 from services.store.views import (
@@ -336,24 +326,9 @@ async def _extractions(conn: AsyncConnection, conversation_id: str) -> list[Extr
 
 
 async def _decisions(conn: AsyncConnection, conversation_id: str) -> list[DecisionTrace]:
-    """Each trace whole: the condition outcomes it names by ref put back (one not yet recorded says so)."""
     d = table(Decision).c
     query = select(d.payload).where(d.conversation_id == conversation_id).order_by(d.decided_at, d.id)
-    traces = [DecisionTrace.model_validate_json(p) for (p,) in await conn.execute(query)]
-    outcomes = await condition_outcomes(conn, refs_of(traces))
-    return [resolve(trace, outcomes) for trace in traces]
-
-
-async def condition_outcomes(conn: AsyncConnection, refs: Iterable[str]) -> dict[str, ConditionOutcome]:
-    """The stored condition outcomes of these refs (those not recorded yet are missing)."""
-    o = table(ConditionOutcomeRow).c
-    found: dict[str, ConditionOutcome] = {}
-    wanted = sorted(refs)
-    for i in range(0, len(wanted), 500):
-        for (payload,) in await conn.execute(select(o.payload).where(o.ref.in_(wanted[i : i + 500]))):
-            outcome = ConditionOutcome.model_validate_json(payload)
-            found[outcome.ref] = outcome
-    return found
+    return [DecisionTrace.model_validate_json(p) for (p,) in await conn.execute(query)]
 
 
 async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionView]:

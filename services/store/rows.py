@@ -22,7 +22,6 @@ from schemas.events import (
     MAX_ID_LENGTH,
     ActionBase,
     ActionCompleted,
-    ConditionOutcome,
     ConversationEnded,
     ConversationExtracted,
     DecisionTrace,
@@ -65,7 +64,6 @@ class Rows:
     extractions: list[Row] = field(default_factory=list)
     decisions: list[Row] = field(default_factory=list)
     decision_flows: list[Row] = field(default_factory=list)
-    outcomes: list[Row] = field(default_factory=list)
     actions: list[Row] = field(default_factory=list)
     attempts: list[Row] = field(default_factory=list)
     retries: list[Row] = field(default_factory=list)
@@ -89,7 +87,7 @@ class Rows:
 
 
 TABLES = (
-    "conversations", "extractions", "decisions", "decision_flows", "outcomes", "actions", "attempts", "retries",
+    "conversations", "extractions", "decisions", "decision_flows", "actions", "attempts", "retries",
     "dead_letters", "replays", "audits", "requests", "tasks", "alerts",
 )  # fmt: skip
 
@@ -266,20 +264,6 @@ def decided(trace: DecisionTrace, source: Source) -> Rows:
         conversation_ids={trace.conversation_id},
         action_ids={a["action_id"] for a in actions},
     )
-
-
-def outcome(found: ConditionOutcome, source: Source) -> Rows:
-    """A condition outcome traces name by ref: about no conversation (each trace naming it is its own row)."""
-    row = _row(
-        ref=found.ref,
-        agent_id=found.agent_id,
-        config_revision=found.config_revision,
-        flow_id=found.flow_id,
-        flow_revision=found.flow_revision,
-        recorded_at=source.at,
-        payload=found.model_dump_json(),
-    )
-    return Rows(outcomes=[row])
 
 
 def completed(result: ActionCompleted, source: Source, excerpt: str | None = None) -> Rows:

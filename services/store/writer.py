@@ -29,7 +29,6 @@ from services.store.models import (
     ActionRequest,
     Attempt,
     AuditEntry,
-    ConditionOutcomeRow,
     Conversation,
     DeadLetter,
     Decision,
@@ -113,7 +112,6 @@ async def insert_records(conn: AsyncConnection, rows: Rows) -> None:
         (table(Extraction), rows.extractions),
         (table(Decision), rows.decisions),
         (table(DecisionFlow), rows.decision_flows),
-        (table(ConditionOutcomeRow), rows.outcomes),  # a ref is its content: the first copy stays
         (table(DeadLetter), rows.dead_letters),
         (table(Attempt), rows.attempts),
         (table(ScheduledRetry), rows.retries),

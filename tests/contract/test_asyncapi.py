@@ -86,7 +86,6 @@ def test_main_topics_carry_their_cloudevents_type(doc: dict[str, Any]) -> None:
         t.CONVERSATION_ENDED,
         t.CONVERSATION_EXTRACTED,
         t.DECISIONS,
-        t.CONDITION_OUTCOMES,
         *t.ACTION_TOPICS,
         t.ACTION_RESULTS,
         t.DESTINATION_STATE,
@@ -126,7 +125,7 @@ def test_dead_letters_of_the_dispatcher_cover_every_action_type(doc: dict[str, A
 
 
 def test_keys_are_conversation_id_except_action_results_and_destination_state(doc: dict[str, Any]) -> None:
-    own_keys = {"ActionCompleted": "action_id", "DestinationState": "<kind>/<destination>", "ConditionOutcome": "ref"}
+    own_keys = {"ActionCompleted": "action_id", "DestinationState": "<kind>/<destination>"}
     for topic in r.registry():
         for message in _message(doc, topic.name):
             key = message["bindings"]["kafka"]["key"]["description"]

@@ -8,7 +8,6 @@ from typing import Any
 
 from schemas.events import (
     ActionCompleted,
-    ConditionOutcome,
     ConditionResult,
     ConversationEnded,
     ConversationExtracted,
@@ -19,15 +18,7 @@ from schemas.events import (
     PlannedAction,
     Usage,
 )
-from schemas.outcomes import condition_outcome
-from schemas.topics import (
-    ACTION_RESULTS,
-    CONDITION_OUTCOMES,
-    CONVERSATION_ENDED,
-    CONVERSATION_EXTRACTED,
-    DECISIONS,
-    action_topic,
-)
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, action_topic
 
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 
@@ -154,19 +145,6 @@ def trace(
     )
 
 
-def by_ref(whole: DecisionTrace) -> tuple[DecisionTrace, list[ConditionOutcome]]:
-    """The trace as the router writes it when each flow's `when` outcome is remembered: named by ref, its
-    conditions (those before the actions') in a ConditionOutcome of their own."""
-    flows, outcomes = [], []
-    for flow in whole.flows:
-        own = [c for c in flow.conditions if c.kind == "action"]
-        named = flow.conditions[: len(flow.conditions) - len(own)]
-        outcome = condition_outcome(whole.agent_id, whole.config_revision, flow.flow_id, flow.flow_revision, named)
-        outcomes.append(outcome)
-        flows.append(flow.model_copy(update={"conditions": own, "conditions_ref": outcome.ref}))
-    return whole.model_copy(update={"flows": flows}), outcomes
-
-
 def result(
     aid: str,
     cid: str,
@@ -224,8 +202,6 @@ def rows_of(records: Sequence[tuple[str, Any]], first_offset: int = 0) -> Any:
             out.extend(r.decided(value, source))
         elif topic == ACTION_RESULTS:
             out.extend(r.completed(value, source))
-        elif topic == CONDITION_OUTCOMES:
-            out.extend(r.outcome(value, source))
         else:
             raise ValueError(topic)
     return out

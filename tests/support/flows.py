@@ -9,7 +9,6 @@ from pathlib import Path
 
 from schemas.agent_loader import load_catalog
 from schemas.events import ActionBase, ConversationExtracted, DecisionTrace
-from schemas.outcomes import resolve
 from services.router.engine import CompiledAgent
 
 
@@ -20,6 +19,4 @@ def route(folder: Path, agent_yaml: str, event: ConversationExtracted) -> tuple[
     catalog = load_catalog(agents)
     assert not catalog.problems, [str(p) for p in catalog.problems]
     [config] = catalog.configs.values()
-    compiled = CompiledAgent(config, "(not available)")
-    trace, actions = compiled.route(event, datetime.now(UTC))
-    return resolve(trace, compiled.written), actions  # as every reader of the trace sees it
+    return CompiledAgent(config, "(not available)").route(event, datetime.now(UTC))

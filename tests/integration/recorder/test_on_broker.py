@@ -6,29 +6,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from schemas import headers as h
-from schemas.outcomes import resolve
-from schemas.routes import RECORDER, ROUTER, registry
-from schemas.topics import ACTION_RESULTS, CONDITION_OUTCOMES, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
+from schemas.routes import RECORDER, registry
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.cli import dlq as cli_dlq
-from services.common.api import Service
 from services.common.kafka import ensure_topics
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
 from services.recorder.batcher import Batcher
 from services.recorder.handler import Recorder
-from services.router.catalog import CatalogHolder
-from services.router.handler import RouterHandler
 from services.store import queries, tokens, writer
 from services.store.db import Store
-from services.store.models import Action, Attempt, ConditionOutcomeRow, Conversation, DeadLetter, Decision, Extraction
+from services.store.models import Action, Attempt, Conversation, DeadLetter, Decision, Extraction
 from services.store.settings import DatabaseSettings
-from tests.integration.router.test_router_on_broker import ROOT, extracted
 from tests.support.calls import T0, story
 from tests.support.kafka import create_topics, produce, read_all, unique
 from tests.support.procs import start
@@ -254,41 +248,3 @@ async def wait_for_conversations(
         assert proc is not None and proc.alive(), proc.output()[-3000:] if proc else "no process"
         assert time.monotonic() < deadline, f"{found} of {at_least} after {timeout:.0f}s:\n{proc.output()[-3000:]}"
         await asyncio.sleep(0.2)
-
-
-async def test_traces_naming_outcomes_by_ref_are_stored_and_read_whole(kafka: KafkaSettings, database_url: str) -> None:
-    """The router writes each remembered condition outcome once (not once per record) and names it by ref in
-    every trace; the recorder stores both; the store's query shows each trace as the router decided it."""
-    prefix = unique("t") + "."
-    route = RECORDER.renamed(lambda name: prefix + name)
-    routing = ROUTER.renamed(lambda name: prefix + name)
-    await create_topics(kafka, list(dict.fromkeys([*route.topics(), *routing.topics()])))
-    records = [extracted("0001-support-resolved-hangup.json", f"ref-{i}") for i in range(5)]
-    await produce(kafka, prefix + CONVERSATION_EXTRACTED, [(r.conversation.conversation_id, r) for r in records])
-    catalog = CatalogHolder(ROOT / "examples" / "agents", "(not available)")
-    settings = RuntimeSettings(metrics_port=0, retry_delays_seconds=[], idle_exit_seconds=1.5)
-    router = Runtime(
-        Service(routing, RouterHandler(catalog).handle), kafka=kafka, settings=settings, group_id=unique("r")
-    )
-    await asyncio.wait_for(router.run(), 120)
-    written = await read_all(kafka, prefix + CONDITION_OUTCOMES)
-    compiled = CatalogHolder(ROOT / "examples" / "agents", "(not available)").lookup("support-line", "3")
-    assert compiled is not None
-    expected = [resolve(compiled.route(r, datetime.now(UTC))[0], compiled.written) for r in records]
-    named = {
-        f.conditions_ref for trace in (compiled.route(r, datetime.now(UTC))[0] for r in records) for f in trace.flows
-    }
-    assert sorted(r.key for r in written) == sorted(ref for ref in named if ref)  # one record per ref
-    async with Store.open(DatabaseSettings(url=database_url), writer=True) as store:
-        await run_recorder(kafka, store, route)
-        async with store.read() as conn:
-            details = [await queries.get_conversation(conn, r.conversation.conversation_id) for r in records]
-            stored = (await conn.execute(select(func.count()).select_from(ConditionOutcomeRow))).scalar_one()
-    assert stored == len(written)
-    for detail, whole in zip(details, expected, strict=True):
-        assert detail is not None
-        [trace] = detail.decisions
-        assert [(f.flow_id, f.conditions, f.conditions_ref) for f in trace.flows] == [
-            (f.flow_id, f.conditions, None) for f in whole.flows
-        ]
-        assert "unrecorded" not in {c.kind for f in trace.flows for c in f.conditions}

@@ -1,5 +1,4 @@
-"""`postcall explain` on the real broker: reads the decision traces, the condition outcomes they name by
-ref and the dispatcher's results."""
+"""`postcall explain` on the real broker: reads the decision traces and the dispatcher's results."""
 
 from __future__ import annotations
 
@@ -12,8 +11,8 @@ import orjson
 from typer.testing import CliRunner
 
 from schemas import headers as h
-from schemas.events import ActionCompleted, ConditionOutcome
-from schemas.topics import ACTION_RESULTS, CONDITION_OUTCOMES, DECISIONS, dead_letter_topic
+from schemas.events import ActionCompleted
+from schemas.topics import ACTION_RESULTS, DECISIONS, dead_letter_topic
 from services.cli.explain import app
 from services.common.settings import KafkaSettings
 from services.router.catalog import CatalogHolder
@@ -26,9 +25,7 @@ def test_explain_prints_every_flow_condition_and_action_outcome(kafka: KafkaSett
     event = extracted("0005-callback-request.json", conversation_id, yes=(CALLBACK,))
     compiled = CatalogHolder(ROOT / "examples" / "agents", "(not available)").lookup("support-line", "3")
     assert compiled is not None
-    outcomes: list[ConditionOutcome] = []
-    trace, actions = compiled.route(event, datetime.now(UTC), outcomes=outcomes)
-    assert outcomes and all(f.conditions_ref for f in trace.flows if f.flow_id == "crm-case-update")
+    trace, actions = compiled.route(event, datetime.now(UTC))
     email = next(a for a in actions if a.flow_id == "callback-requested")
     done = ActionCompleted(
         action_id=email.action_id,
@@ -42,9 +39,8 @@ def test_explain_prints_every_flow_condition_and_action_outcome(kafka: KafkaSett
     )
 
     async def publish() -> None:
-        await create_topics(kafka, [DECISIONS, ACTION_RESULTS, CONDITION_OUTCOMES])
+        await create_topics(kafka, [DECISIONS, ACTION_RESULTS])
         await produce(kafka, DECISIONS, [(conversation_id, trace)])
-        await produce(kafka, CONDITION_OUTCOMES, [(o.ref, o) for o in outcomes])
         await produce(kafka, ACTION_RESULTS, [(email.action_id, done)])
 
     asyncio.run(publish())

@@ -22,14 +22,7 @@ from schemas import headers as h
 from schemas.agents import trigger_id
 from schemas.events import ConversationEnded, ConversationExtracted, ExtractedValue, Extraction, TriggerAnswer
 from schemas.routes import ROUTER, Route
-from schemas.topics import (
-    ACTION_TYPES,
-    CONDITION_OUTCOMES,
-    CONVERSATION_EXTRACTED,
-    DECISIONS,
-    action_topic,
-    dead_letter_topic,
-)
+from schemas.topics import ACTION_TYPES, CONVERSATION_EXTRACTED, DECISIONS, action_topic, dead_letter_topic
 from services.common.api import Service
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
@@ -51,23 +44,22 @@ class Topics:
     input: str
     decisions: str
     prefix: str
-    outcomes: str
 
     def action(self, action_type: str) -> str:
         return f"{self.prefix}.{action_type}"
 
     def all(self) -> list[str]:
-        return [self.input, self.decisions, self.outcomes, DLQ, *(self.action(t) for t in ACTION_TYPES)]
+        return [self.input, self.decisions, DLQ, *(self.action(t) for t in ACTION_TYPES)]
 
     def route(self) -> Route:
         """The router's route on this test's topics (its dead-letter topic stays the router's own)."""
-        names = {CONVERSATION_EXTRACTED: self.input, DECISIONS: self.decisions, CONDITION_OUTCOMES: self.outcomes}
+        names = {CONVERSATION_EXTRACTED: self.input, DECISIONS: self.decisions}
         names |= {action_topic(t): self.action(t) for t in ACTION_TYPES}
         return ROUTER.renamed(lambda name: names.get(name, name))
 
 
 async def make_topics(kafka: KafkaSettings) -> Topics:
-    topics = Topics(unique("extracted"), unique("decisions"), unique("actions"), unique("outcomes"))
+    topics = Topics(unique("extracted"), unique("decisions"), unique("actions"))
     await create_topics(kafka, topics.all())
     return topics
 

@@ -9,12 +9,12 @@ import pytest
 import sqlalchemy as sa
 
 from schemas import headers as h
-from schemas.topics import ACTION_RESULTS, CONDITION_OUTCOMES, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.store import queries, writer
 from services.store import rows as r
 from services.store.db import Store
 from services.store.queries import ConversationFilter, DeadLetterFilter, QueryError
-from tests.support.calls import T0, action_id, by_ref, ended, extracted, result, rows_of, story, trace
+from tests.support.calls import T0, action_id, ended, extracted, result, rows_of, story, trace
 
 
 def dead_letter(offset: int, service: str, key: str, reason: str, category: str = "poison", minutes: int = 0) -> r.Rows:
@@ -226,27 +226,6 @@ async def test_events_for_reextraction_come_from_the_store(calls: Store) -> None
         events = await queries.events_of(conn, [cid for cid, _ in chosen])
     assert chosen == [("c05", "evt-c05")]
     assert list(events) == ["c05"] and '"conversation_id":"c05"' in events["c05"]
-
-
-async def test_a_trace_naming_outcomes_by_ref_reads_as_the_whole_trace_once_they_are_recorded(store: Store) -> None:
-    """The router names a remembered condition outcome by ref (postcall.condition-outcomes.v1): the store
-    puts it back as it reads the trace. A trace read before its outcome says so, then reads whole."""
-    [(_, event), _, (_, whole), *_] = story("s2")
-    named, outcomes = by_ref(whole)
-    await writer.write(store, rows_of([(CONVERSATION_ENDED, event), (DECISIONS, named)]))
-    async with store.read() as conn:
-        early = await queries.get_conversation(conn, "s2")
-    assert early is not None
-    [crm, callback] = early.decisions[0].flows
-    assert [c.kind for c in crm.conditions] == ["unrecorded", "action", "action"]
-    assert callback.conditions[0].reason.startswith("not yet recorded") and len(callback.conditions) == 1
-    # written twice (two router processes): one row
-    await writer.write(store, rows_of([(CONDITION_OUTCOMES, o) for o in outcomes] * 2))
-    async with store.read() as conn:
-        detail = await queries.get_conversation(conn, "s2")
-        stored = (await conn.execute(sa.text("SELECT count(*) FROM condition_outcomes"))).scalar()
-    assert detail is not None and detail.decisions == [whole]
-    assert stored == len(outcomes)
 
 
 async def test_a_story_written_record_by_record_reads_the_same(store: Store) -> None:

@@ -16,7 +16,7 @@ from services.common.settings import RuntimeSettings
 from services.recorder.batcher import Batcher, max_wait
 from services.recorder.handler import Recorder
 from services.store.rows import Rows
-from tests.support.calls import T0, by_ref, ended, story, trace
+from tests.support.calls import T0, ended, story
 
 MS = int(T0.timestamp() * 1000)
 
@@ -104,18 +104,6 @@ async def test_records_older_than_the_retention_are_skipped() -> None:
     batcher = Collecting()
     done = await harness(batcher, retention_days=1).send(ended("c1"), timestamp_ms=MS)
     assert done.status == "ok" and not batcher.rows
-
-
-async def test_a_condition_outcome_is_stored_by_ref_whatever_its_age() -> None:
-    """Written once per ref, it is named by traces of any age: the retention does not skip it."""
-    named, outcomes = by_ref(trace(ended("c1"), [("crm-sync", True, ["webhook"]), ("callback", False, [])]))
-    batcher = Collecting()
-    for outcome in outcomes:
-        done = await harness(batcher, retention_days=1).send(outcome, timestamp_ms=MS)
-        assert done.status == "ok"
-    assert [r.outcomes[0]["ref"] for r in batcher.rows] == [f.conditions_ref for f in named.flows]
-    assert [r.outcomes[0]["flow_id"] for r in batcher.rows] == ["crm-sync", "callback"]
-    assert all(not r.conversation_ids for r in batcher.rows)
 
 
 async def test_an_unreachable_store_pauses_instead_of_dead_lettering() -> None:

@@ -9,15 +9,12 @@ from typing import Any, Literal
 
 from schemas.agents import AgentConfig, load_catalog, trigger_id
 from schemas.events import (
-    ActionBase,
     ConversationEnded,
     ConversationExtracted,
-    DecisionTrace,
     ExtractedValue,
     Extraction,
     TriggerAnswer,
 )
-from schemas.outcomes import resolve
 from services.router.engine import CompiledAgent
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -112,14 +109,4 @@ def config(tmp_path: Path, text: str) -> AgentConfig:
 
 
 def agent(tmp_path: Path, text: str, fallback: str = "(not available)") -> CompiledAgent:
-    return ReadBack(config(tmp_path, text), fallback)
-
-
-class ReadBack(CompiledAgent):
-    """The router's engine, its trace given as every reader sees it: each condition outcome the trace
-    names by ref put back (schemas.outcomes.resolve) from those the agent handed out. What a trace holds
-    on the wire is tested on CompiledAgent itself (test_outcome_refs.py)."""
-
-    def route(self, *args: Any, **kwargs: Any) -> tuple[DecisionTrace, list[ActionBase]]:
-        trace, actions = super().route(*args, **kwargs)
-        return resolve(trace, self.written), actions
+    return CompiledAgent(config(tmp_path, text), fallback)

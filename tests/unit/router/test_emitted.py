@@ -139,7 +139,6 @@ def test_every_emitted_record_validates_against_its_model_and_json_schema(tmp_pa
                 assert errors == [], (name, errors)
     assert seen == {
         "DecisionTrace",
-        "ConditionOutcome",
         "WebhookRequested",
         "HttpRequested",
         "RowAppendRequested",
