@@ -309,8 +309,10 @@ def _utc_json(at: Any) -> str | None:
 _scheduled_json = _last_text(_utc_json)
 
 
-# The fields of an action the router builds that pydantic's JSON mode writes as something else than
-# orjson would (encode_action): every other holds JSON's own types (tests/unit/router/test_emitted.py).
+# The fields of an action the router builds that pydantic's JSON mode always writes as something else than
+# orjson would (encode_action). Any other field's value that orjson would write its own way (a date a YAML
+# `body` holds, say) makes encode_action write the whole action as pydantic does (codec.written_as_pydantic's
+# fall-back; tests/unit/router/test_emitted.py).
 _TO_JSON: dict[type[ActionBase], dict[str, Callable[[Any], Any]]] = {
     ScheduleCallRequested: {"scheduled_at": _scheduled_json},
     SlackRequested: {"card": lambda v: None if v is None else v.__pydantic_serializer__.to_python(v, mode="json")},
