@@ -3,7 +3,11 @@
 //   * evidence highlighting: a button with data-ev="N" marks every <mark data-ev> that contains N;
 //   * keyboard shortcuts: "/" focuses the search box, "j"/"k" move between table rows, Enter opens one;
 //   * one row per call in the live list: the poller asks again for calls stored shortly before its cursor
-//     (writers commit out of order), so a call already shown may come again: the copy on top is removed.
+//     (writers commit out of order), so a call already shown may come again: the copy on top is removed;
+//   * one request per double-click on an operator's button: the second click of a double-click (its detail
+//     counts the presses) submits nothing. hx-sync="this:drop" covers only a click while the request is in
+//     flight, and a dry run answers before a slow second press. Keyboard presses (detail 0) and separate
+//     clicks still submit each time.
 // It never inserts markup built from page text: only classes, attributes and textContent change.
 (function () {
   "use strict";
@@ -76,6 +80,14 @@
       if (seen.has(all[i].id)) all[i].remove(); else seen.add(all[i].id);
     }
   }
+
+  document.addEventListener("click", function (event) {
+    if (event.detail < 2 || !event.target.closest) return;
+    const button = event.target.closest("button, input[type=submit]");
+    if (button && button.type === "submit" && button.form && button.form.hasAttribute("hx-sync")) {
+      event.preventDefault();
+    }
+  }, true);
 
   document.addEventListener("htmx:afterSwap", dropRepeatedRows);
   document.addEventListener("DOMContentLoaded", function () { localTimes(document); viewerZone(document); });

@@ -272,20 +272,27 @@ async def test_an_invalid_events_problems_show_one_a_line(served: Served) -> Non
 
 async def test_a_double_click_on_an_operators_button_sends_one_request(served: Served) -> None:
     """htmx queues a form's second submit behind its first: a double-click re-extracted a call twice, redrove
-    a dead letter twice (its page chooses it whether redriven or not), and made Mark done answer 409."""
+    a dead letter twice (its page chooses it whether redriven or not), and made Mark done answer 409.
+
+    hx-sync="this:drop" alone dropped the second click only while the first request was in flight: a dry run
+    answers in milliseconds, so a double-click whose second press came after the answer sent it again (CI's
+    run of d52b801). Each press here is held 250 ms, so the answer is back before the second click."""
     async with chromium() as browser:
         page = await browser.new_page()
         await log_in(page, served, served.operator)
         posts: list[str] = []
         page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
         await page.goto(served.url + "/console/dead-letters")
-        await page.get_by_role("button", name="Dry run: count").dblclick()
+        await page.get_by_role("button", name="Dry run: count").dblclick(delay=250)
         await expect(page.locator("#redrive-result")).to_contain_text("Nothing was sent")
         await page.wait_for_timeout(500)
         assert posts == [served.url + "/console/operations/redrive"]
         async with served.store.read() as conn:
             audited = await conn.execute(select(func.count()).where(AuditEntry.action == "replay"))
         assert audited.scalar_one() == 1
+        async with page.expect_request(lambda r: r.method == "POST"):  # a later, separate click still sends
+            await page.get_by_role("button", name="Dry run: count").click()
+        assert len(posts) == 2
 
 
 async def test_an_operation_kafka_refused_says_so_in_the_page(served: Served) -> None:
