@@ -6,12 +6,15 @@ import asyncio
 import ipaddress
 import socket
 
+import httpcore
 import httpx
 import pytest
 
 from services.common.ssrf import (
+    HELD_BYTES,
     AddressRefused,
     GuardedTransport,
+    SocketStream,
     UrlRefused,
     checked_http_url,
     readable,
@@ -227,3 +230,96 @@ def test_a_login_in_the_url_is_refused_only_where_the_caller_says_why() -> None:
     with pytest.raises(UrlRefused, match=r"^set the credential once$"):
         checked_http_url(url, login_refused="set the credential once")
     assert checked_http_url("https://crm.example.com/hooks", login_refused="set the credential once").host
+
+
+class Recording(httpcore.AsyncNetworkStream):
+    """A network stream that records what is sent and answers reads from a script."""
+
+    def __init__(self, fail_writes: bool = False) -> None:
+        self.sent: list[tuple[bytes, float | None]] = []
+        self.fail_writes = fail_writes
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self.fail_writes:
+            raise httpcore.WriteError("connection reset by peer")
+        self.sent.append((buffer, timeout))
+
+    async def aclose(self) -> None:
+        pass
+
+    def get_extra_info(self, info: str) -> object:
+        return None
+
+
+async def test_a_request_head_and_body_go_out_in_one_send_before_the_answer_is_read() -> None:
+    """httpcore writes the head and the body separately: two send(2)s and two anyio writes per webhook."""
+    inner = Recording()
+    stream = SocketStream(inner)
+    await stream.write(b"POST /hook HTTP/1.1\r\ncontent-length: 2\r\n\r\n", timeout=5.0)
+    await stream.write(b"{}", timeout=5.0)
+    assert inner.sent == []
+    await stream.read(65536, timeout=1.0)
+    assert inner.sent == [(b"POST /hook HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}", 5.0)]
+    await stream.read(65536)
+    assert len(inner.sent) == 1  # nothing held, nothing sent again
+
+
+async def test_a_large_body_is_sent_as_it_is_written_not_held_whole() -> None:
+    inner = Recording()
+    stream = SocketStream(inner)
+    await stream.write(b"h" * 100)
+    await stream.write(b"b" * HELD_BYTES)
+    assert [len(b) for b, _ in inner.sent] == [100 + HELD_BYTES]
+    await stream.write(b"tail")
+    await stream.aclose()  # a connection closed with bytes held sends nothing more
+    assert [len(b) for b, _ in inner.sent] == [100 + HELD_BYTES]
+
+
+async def test_a_failed_send_of_held_bytes_is_left_for_the_read_to_find() -> None:
+    """httpcore ignores a WriteError while writing a request and reads the answer (a server may answer
+    413 and close before reading the body); the held bytes keep that rule."""
+    stream = SocketStream(Recording(fail_writes=True))
+    await stream.write(b"POST / HTTP/1.1\r\n\r\n")
+    assert (await stream.read(65536)).startswith(b"HTTP/1.1 200")
+    with pytest.raises(httpcore.WriteError):
+        await stream.write(b"x" * HELD_BYTES)
+
+
+@pytest.mark.parametrize("size", [0, 2, HELD_BYTES - 1, 3 * HELD_BYTES + 7])
+async def test_requests_of_every_size_arrive_whole_through_the_guarded_transport(size: int) -> None:
+    """A real server on loopback reads each request's head and exactly content-length bytes of body, and
+    answers with what it got; three requests on one pooled connection."""
+    got: list[bytes] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            body = await reader.readexactly(length)
+            got.append(body)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+            if reader.at_eof():
+                break
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = GuardedTransport(allow_private=True, limits=httpx.Limits(max_connections=1), resolver=resolver)
+    async with server, httpx.AsyncClient(transport=transport, timeout=10) as client:
+        for i in range(3):
+            body = bytes([65 + i]) * size
+            answer = await client.post(f"http://sink.example:{port}/hook", content=body)
+            assert answer.content == body
+    assert got == [bytes([65 + i]) * size for i in range(3)]
