@@ -253,7 +253,8 @@ class SocketStream(httpcore.AsyncNetworkStream):
     CPU also carries the receiver's side of TCP) and an anyio write (a cancel scope, a checkpoint): about
     a tenth of the dispatcher's CPU per delivery via Kafka, py-spy, 2026-12-07. This stream holds what is
     written until the next read (HTTP/1.1 reads the answer only after the whole request is written) or
-    until HELD_BYTES are held, and sends it at once: one segment for a webhook instead of two. The held
+    until HELD_BYTES are held, and sends it at once: one segment for a webhook instead of two (an answer
+    h11 already holds needs no read: GuardedTransport refuses it while the request is held). The held
     bytes go out under the write timeout they were written with; a WriteError sending them is left for
     the read to find, as httpcore does with a request the server stopped reading (it may have answered,
     413 say, before closing)."""
@@ -279,6 +280,11 @@ class SocketStream(httpcore.AsyncNetworkStream):
     async def _send_held(self) -> None:
         held, self._held = self._held, b""
         await self._inner.write(held, self._held_timeout)
+
+    @property
+    def holding(self) -> bool:
+        """Whether bytes written have not been sent yet: only between a request's writes and its first read."""
+        return bool(self._held)
 
     async def aclose(self) -> None:
         self._held = b""
@@ -332,3 +338,18 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             retries=0,
             network_backend=VettingBackend(allow_private, resolver),
         )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """An answer that comes back while its request is still held (SocketStream) was read from bytes the
+        server sent before it, a second answer to an earlier request that h11 kept: it is not this request's
+        answer, and the request never left. Refused, and the connection closed with the request in it; taken,
+        it would be a 2xx for a request the server never got."""
+        response = await super().handle_async_request(request)
+        stream = response.extensions.get("network_stream")
+        if isinstance(stream, SocketStream) and stream.holding:
+            await response.aclose()  # unread: httpcore closes the connection
+            raise httpx.RemoteProtocolError(
+                "the server sent an answer before the request (more than one answer to an earlier one)",
+                request=request,
+            )
+        return response

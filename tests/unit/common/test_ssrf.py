@@ -323,3 +323,35 @@ async def test_requests_of_every_size_arrive_whole_through_the_guarded_transport
             answer = await client.post(f"http://sink.example:{port}/hook", content=body)
             assert answer.content == body
     assert got == [bytes([65 + i]) * size for i in range(3)]
+
+
+async def test_an_answer_sent_before_the_request_is_not_taken_as_its_answer() -> None:
+    """A server that sends two answers to one request leaves the second in the client's buffer, and the next
+    request on that connection is 'answered' from it before any read: with the request held until that read,
+    it never left, yet came back 200 (and was dropped when the connection closed). It is refused instead;
+    the retry goes out on a new connection and gets its own answer."""
+    got: list[bytes] = []
+    connections = 0
+
+    async def twice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while data := await reader.read(65536):
+            got.append(data.rsplit(b"\r\n\r\n", 1)[1])
+            extra = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale" if len(got) == 1 else b""
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n" + got[-1] + extra)
+            await writer.drain()
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    server = await asyncio.start_server(twice, "127.0.0.1", 0)
+    url = f"http://sink.example:{server.sockets[0].getsockname()[1]}/hook"
+    transport = GuardedTransport(allow_private=True, limits=httpx.Limits(max_connections=1), resolver=resolver)
+    async with server, httpx.AsyncClient(transport=transport, timeout=5) as client:
+        assert (await client.post(url, content=b"A")).content == b"A"
+        with pytest.raises(httpx.RemoteProtocolError, match="before the request"):
+            await client.post(url, content=b"B")
+        assert (await client.post(url, content=b"C")).content == b"C"
+    assert got == [b"A", b"C"]
+    assert connections == 2
