@@ -567,7 +567,8 @@ async def test_an_endpoint_cannot_publish_for_an_agent_another_accounts_endpoint
         assert answer.json()["problems"] == [{"field": "agent.id", "problem": problem}]
     assert not publisher.sent
     for platform, payload in (("retell", retell_call(agent)), ("native", native_event(agent, "globex"))):
-        assert (await post_as(two_accounts, platform, "globex", payload)).status_code == 200
+        answer = await post_as(two_accounts, platform, "globex", payload)
+        assert answer.status_code == 200, (platform, answer.text)  # a 401 in a fresh clone at 14:10 UTC, unexplained
     assert [(e.account.id, e.agent.id) for e, _ in publisher.sent] == [("globex", agent)] * 2
 
 
