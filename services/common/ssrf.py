@@ -254,11 +254,10 @@ class SocketStream(httpcore.AsyncNetworkStream):
     checkpoint): one write instead cut the dispatcher's CPU per delivery in process by 11 %
     (bench/dispatcher.py, 2026-12-07). This stream holds what is written until the next read (HTTP/1.1
     reads the answer only after the whole request is written) or until HELD_BYTES are held, and sends it
-    at once: one segment for a webhook instead of two (an answer
-    h11 already holds needs no read: GuardedTransport refuses it while the request is held). The held
-    bytes go out under the write timeout they were written with; a WriteError sending them is left for
-    the read to find, as httpcore does with a request the server stopped reading (it may have answered,
-    413 say, before closing)."""
+    at once: one segment for a webhook instead of two (an answer h11 already holds needs no read:
+    GuardedTransport refuses it while the request is held). The held bytes go out under the write timeout
+    they were written with; a WriteError sending them is left for the read to find, as httpcore does with
+    a request the server stopped reading (it may have answered, 413 say, before closing)."""
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner

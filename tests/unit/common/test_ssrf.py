@@ -288,6 +288,15 @@ async def test_a_failed_send_of_held_bytes_is_left_for_the_read_to_find() -> Non
         await stream.write(b"x" * HELD_BYTES)
 
 
+def one_loopback_connection() -> GuardedTransport:
+    """The guarded transport with one pooled connection, every name resolved to 127.0.0.1."""
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    return GuardedTransport(allow_private=True, limits=httpx.Limits(max_connections=1), resolver=resolver)
+
+
 @pytest.mark.parametrize("size", [0, 2, HELD_BYTES - 1, 3 * HELD_BYTES + 7])
 async def test_requests_of_every_size_arrive_whole_through_the_guarded_transport(size: int) -> None:
     """A real server on loopback reads each request's head and exactly content-length bytes of body, and
@@ -311,13 +320,9 @@ async def test_requests_of_every_size_arrive_whole_through_the_guarded_transport
             if reader.at_eof():
                 break
 
-    async def resolver(host: str, port: int) -> list[str]:
-        return ["127.0.0.1"]
-
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    transport = GuardedTransport(allow_private=True, limits=httpx.Limits(max_connections=1), resolver=resolver)
-    async with server, httpx.AsyncClient(transport=transport, timeout=10) as client:
+    async with server, httpx.AsyncClient(transport=one_loopback_connection(), timeout=10) as client:
         for i in range(3):
             body = bytes([65 + i]) * size
             answer = await client.post(f"http://sink.example:{port}/hook", content=body)
@@ -342,13 +347,9 @@ async def test_an_answer_sent_before_the_request_is_not_taken_as_its_answer() ->
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n" + got[-1] + extra)
             await writer.drain()
 
-    async def resolver(host: str, port: int) -> list[str]:
-        return ["127.0.0.1"]
-
     server = await asyncio.start_server(twice, "127.0.0.1", 0)
     url = f"http://sink.example:{server.sockets[0].getsockname()[1]}/hook"
-    transport = GuardedTransport(allow_private=True, limits=httpx.Limits(max_connections=1), resolver=resolver)
-    async with server, httpx.AsyncClient(transport=transport, timeout=5) as client:
+    async with server, httpx.AsyncClient(transport=one_loopback_connection(), timeout=5) as client:
         assert (await client.post(url, content=b"A")).content == b"A"
         with pytest.raises(httpx.RemoteProtocolError, match="before the request"):
             await client.post(url, content=b"B")
