@@ -316,6 +316,75 @@ def readable(sock: socket.socket | None) -> bool:
     return bool(poll.poll(0))
 
 
+class LinearPool(httpcore.AsyncConnectionPool):
+    """httpcore's connection pool, its assignment pass linear in the number of connections.
+
+    httpcore runs the pass when a request arrives and when an answer is closed. Version 1.0.9 recounts the
+    connections for each idle one (the length of a list of every connection's is_idle()), so a pass makes
+    connections² calls: about 250 is_idle() calls per delivery in bench/dispatcher.py's 17-connection
+    pools. This pass makes the same decisions in the same order; the count it compares with
+    max_keepalive_connections is len(self._connections), what that list's length always was. It replaces a
+    private method: pyproject.toml pins httpcore 1.0, and tests/unit/common/test_ssrf.py fails if a
+    release renames the method (this one would then never run)."""
+
+    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        closing: list[httpcore.AsyncConnectionInterface] = []
+        # closed ones dropped; expired ones, and idle ones beyond the keep-alive limit, closed
+        for connection in list(self._connections):
+            if connection.is_closed():
+                self._connections.remove(connection)
+            elif connection.has_expired() or (
+                connection.is_idle() and len(self._connections) > self._max_keepalive_connections
+            ):
+                self._connections.remove(connection)
+                closing.append(connection)
+        # each queued request: the first connection that can take it, else a new one, else a new one in
+        # place of the first idle one
+        for pool_request in [request for request in self._requests if request.is_queued()]:
+            origin = pool_request.request.url.origin
+            connections = self._connections
+            reused = next((c for c in connections if c.can_handle_request(origin) and c.is_available()), None)
+            if reused is not None:
+                pool_request.assign_to_connection(reused)
+                continue
+            if len(connections) >= self._max_connections:
+                idle = next((c for c in connections if c.is_idle()), None)
+                if idle is None:
+                    continue  # it waits for a connection to come free
+                connections.remove(idle)
+                closing.append(idle)
+            connection = self.create_connection(origin)
+            connections.append(connection)
+            pool_request.assign_to_connection(connection)
+        return closing
+
+
+class StatelessClient(httpx.AsyncClient):
+    """httpx's client keeping no cookies: a Set-Cookie in an answer is dropped, not sent back with every
+    later request to that host, as httpx's own jar does (a delivery, or a transcript fetch, carries what
+    it is given and nothing an earlier answer asked for). Reading each answer into the jar was also about
+    a tenth of the dispatcher's CPU per delivery in process (bench/dispatcher.py, 2026-12-07)."""
+
+    def __init__(self, **options: typing.Any) -> None:
+        if options.get("cookies"):
+            raise ValueError("a StatelessClient sends no cookies")
+        super().__init__(**options)
+        self._no_cookies = _AnswersIgnored()
+
+    @property
+    def cookies(self) -> httpx.Cookies:  # what httpx reads to add cookies to a request and to keep an answer's
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise ValueError("a StatelessClient sends no cookies")
+
+
+class _AnswersIgnored(httpx.Cookies):
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with the vetting backend under its connection pool; no retries, no proxy."""
 
@@ -330,7 +399,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         super().__init__(limits=limits, trust_env=False, retries=0)
         ssl_context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
         # httpx has no public seam for the network backend; the pool is rebuilt with the same options
-        self._pool = httpcore.AsyncConnectionPool(
+        self._pool = LinearPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,

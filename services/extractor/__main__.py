@@ -20,7 +20,7 @@ from services.common import observability as plog
 from services.common.config import ConfigError
 from services.common.runtime import Runtime, serve
 from services.common.settings import run_service
-from services.common.ssrf import GuardedTransport
+from services.common.ssrf import GuardedTransport, StatelessClient
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
 from services.extractor.settings import ExtractorSettings
@@ -66,7 +66,7 @@ def open_http(settings: ExtractorSettings) -> httpx.AsyncClient:
     same way) and is imported, not copied: one place decides which addresses are refused."""
     limits = httpx.Limits(max_connections=settings.runtime.max_in_flight)
     transport = GuardedTransport(allow_private=settings.transcript_allow_private, limits=limits)
-    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
+    return StatelessClient(transport=transport, trust_env=False, follow_redirects=False)
 
 
 @asynccontextmanager

@@ -39,11 +39,13 @@ class Server:
         self.trickle = 0.0  # seconds between the body's bytes: a hostile server holding the fetch open
         self.encoding: str | None = None  # the Content-Encoding header sent with the body (already encoded)
         self.requests: list[str] = []
+        self.cookies: list[str | None] = []  # each request's Cookie header
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.requests.append(self.requestline)
+                outer.cookies.append(self.headers.get("Cookie"))
                 if outer.location:
                     self.send_response(302)
                     self.send_header("Location", outer.location)
@@ -52,6 +54,7 @@ class Server:
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Set-Cookie", "session=s3cret; Path=/")
                 if outer.encoding:
                     self.send_header("Content-Encoding", outer.encoding)
                 self.send_header("Content-Length", str(len(outer.body)))
@@ -110,6 +113,21 @@ async def run(tmp_path: Path, event: ConversationEnded, **settings: Any) -> Conv
     [extracted] = out.events
     assert isinstance(extracted, ConversationExtracted)
     return extracted
+
+
+async def test_a_cookie_the_platform_sets_is_not_sent_with_the_next_fetch(tmp_path: Path, platform: Server) -> None:
+    """Every transcript is fetched through one client; httpx's own would keep the platform's Set-Cookie
+    and send it with every later fetch to that host."""
+    s = ExtractorSettings(config_dir=tmp_path, transcript_allow_private=True)
+    async with open_http(s) as http:
+        service = Harness(Extractor(s, lambda e: SPEC, http, llm=None).service(), burst=False)
+        for n in ("5", "6"):
+            event = claim(platform.url(f"/t/{n}")).model_copy(
+                update={"event_id": f"evt-{n}", "conversation_id": f"c-{n}"}
+            )
+            out = await service.send(event)
+            assert out.error is None
+    assert platform.cookies == [None, None]
 
 
 async def test_a_loopback_transcript_url_is_refused_permanently_and_still_says_failed(

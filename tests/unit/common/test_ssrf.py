@@ -14,7 +14,9 @@ from services.common.ssrf import (
     HELD_BYTES,
     AddressRefused,
     GuardedTransport,
+    LinearPool,
     SocketStream,
+    StatelessClient,
     UrlRefused,
     checked_http_url,
     readable,
@@ -356,3 +358,107 @@ async def test_an_answer_sent_before_the_request_is_not_taken_as_its_answer() ->
         assert (await client.post(url, content=b"C")).content == b"C"
     assert got == [b"A", b"C"]
     assert connections == 2
+
+
+class Held:
+    """A loopback HTTP/1.1 server that answers each request once `release` is set (every request held
+    until then), and counts the connections it was opened."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.open = 0
+        self.most_open = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                await self.release.wait()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.open -= 1
+
+
+@pytest.mark.parametrize("pool_type", [httpcore.AsyncConnectionPool, LinearPool])
+async def test_the_linear_pool_decides_as_httpcores_own(pool_type: type[httpcore.AsyncConnectionPool]) -> None:
+    """The same outcomes with httpcore's pool and ours, on a real server: sequential requests share one
+    connection; 8 at once over at most 3 connections all get their answer; of 3 connections left idle
+    with keep-alive for 1, one stays open."""
+    held = Held()
+    server = await asyncio.start_server(held.serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    async with server:
+        async with pool_type(max_connections=3, max_keepalive_connections=3) as pool:
+            for _ in range(3):
+                assert (await pool.request("GET", url)).content == b"ok"
+            assert held.connections == 1
+            held.release.clear()
+            answers = [asyncio.ensure_future(pool.request("GET", url)) for _ in range(8)]
+            await asyncio.sleep(0.2)
+            assert held.most_open == 3  # the other 5 wait for a connection to come free
+            held.release.set()
+            assert [a.content for a in await asyncio.gather(*answers)] == [b"ok"] * 8
+        held.connections = held.most_open = 0
+        async with pool_type(max_connections=3, max_keepalive_connections=1) as pool:
+            held.release.clear()
+            answers = [asyncio.ensure_future(pool.request("GET", url)) for _ in range(3)]
+            await asyncio.sleep(0.2)
+            held.release.set()
+            await asyncio.gather(*answers)
+            assert held.connections == 3
+            assert len(pool.connections) == 1
+            assert (await pool.request("GET", url)).content == b"ok"
+            assert held.connections == 3  # the kept one is reused
+
+
+async def test_httpcore_still_calls_the_pass_the_linear_pool_replaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LinearPool replaces a private method of httpcore's pool: a release that renames it would leave
+    ours unused (correct, and slow again) without this failing."""
+    calls = 0
+    replaced = LinearPool._assign_requests_to_connections
+
+    def counted(self: LinearPool) -> list[httpcore.AsyncConnectionInterface]:
+        nonlocal calls
+        calls += 1
+        return replaced(self)
+
+    monkeypatch.setattr(LinearPool, "_assign_requests_to_connections", counted)
+    held = Held()
+    server = await asyncio.start_server(held.serve, "127.0.0.1", 0)
+    async with server, httpx.AsyncClient(transport=one_loopback_connection()) as client:
+        assert (await client.get(f"http://sink.example:{server.sockets[0].getsockname()[1]}/")).text == "ok"
+    assert calls >= 2  # the request's arrival and its answer's close
+    assert isinstance(one_loopback_connection()._pool, LinearPool)
+
+
+async def test_a_stateless_client_keeps_no_cookie_an_answer_sets() -> None:
+    heads: list[bytes] = []
+
+    async def setter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                heads.append((await reader.readuntil(b"\r\n\r\n")).lower())
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nset-cookie: id=1; Path=/\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(setter, "127.0.0.1", 0)
+    url = f"http://sink.example:{server.sockets[0].getsockname()[1]}/"
+    async with server, StatelessClient(transport=one_loopback_connection()) as client:
+        await client.get(url)
+        await client.get(url)
+        assert not client.cookies
+        with pytest.raises(ValueError, match="no cookies"):
+            client.cookies = {"id": "2"}  # type: ignore[assignment]
+    assert len(heads) == 2
+    assert b"\r\ncookie:" not in heads[1]
+    with pytest.raises(ValueError, match="no cookies"):
+        StatelessClient(cookies={"id": "3"})

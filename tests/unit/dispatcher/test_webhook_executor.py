@@ -3,6 +3,8 @@ its signed request as the receiver in docs/downstream.md verifies it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
@@ -14,7 +16,7 @@ import httpx
 import pytest
 
 from schemas.events import WebhookRequested
-from services.dispatcher.delivery import HttpOptions, HttpSender
+from services.dispatcher.delivery import HttpOptions, HttpSender, open_clients
 from services.dispatcher.executors.webhook import WebhookExecutor
 from services.dispatcher.registry import Registry
 from tests.unit.dispatcher.conftest import CRM_ENV, SECRET, SECRET_2, registry, webhook
@@ -137,3 +139,29 @@ async def test_a_header_named_in_another_case_replaces_ours_instead_of_going_twi
     sent = seen[0]
     assert [v for n, v in sent if n == "user-agent"] == ["acme-bot"]
     assert [v for n, v in sent if n == "accept-encoding"] == ["identity"]
+
+
+async def test_a_receivers_cookie_is_not_sent_with_the_next_delivery() -> None:
+    """httpx's client keeps every Set-Cookie it is answered with and sends it with each later request to
+    that host: a receiver's session cookie (a login page's, a load balancer's) went with every delivery
+    after it. The clients open_clients makes keep none. A real receiver on loopback."""
+    heads: list[bytes] = []
+
+    async def receiver(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)
+                await reader.readexactly(int(length[1]) if length else 0)
+                heads.append(head.lower())
+                writer.write(b"HTTP/1.1 200 OK\r\nset-cookie: session=s3cret; Path=/\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+
+    server = await asyncio.start_server(receiver, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    reg = registry(PUT_CRM.replace("https://crm.example.com/hook", f"{url}\n    allow_private: true"), CRM_ENV)
+    async with server, open_clients(reg, "postcall-dispatcher") as clients:
+        execute = WebhookExecutor(reg, HttpSender(reg, clients, HttpOptions()))
+        for action_id in ("act_c1", "act_c2"):
+            assert (await execute(on_the_wire(webhook(action_id)))).outcome == "delivered"
+    assert len(heads) == 2
+    assert not [line for head in heads for line in head.split(b"\r\n") if line.startswith(b"cookie")]
