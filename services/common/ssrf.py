@@ -424,3 +424,10 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
                 request=request,
             )
         return response
+
+
+def guarded_client(*, allow_private: bool, limits: httpx.Limits, **options: typing.Any) -> StatelessClient:
+    """The client for URLs someone else chose (a destination's, a transcript_url): the SSRF guard under its
+    pool, no cookie jar, redirects not followed, no proxy from the environment. `options`: httpx's others."""
+    transport = GuardedTransport(allow_private=allow_private, limits=limits)
+    return StatelessClient(transport=transport, trust_env=False, follow_redirects=False, **options)

@@ -37,7 +37,7 @@ from services.common.errors import (
     classify_http_status,
     parse_retry_after,
 )
-from services.common.ssrf import AddressRefused, GuardedTransport, StatelessClient
+from services.common.ssrf import AddressRefused, guarded_client
 from services.dispatcher.destinations import HttpDestination, UrlDestination
 from services.dispatcher.metrics import delivery_duration
 from services.dispatcher.registry import Registry
@@ -382,11 +382,6 @@ async def open_clients(registry: Registry, user_agent: str) -> AsyncIterator[dic
             size = dest.max_concurrency + 1
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
             clients[dest.name] = await stack.enter_async_context(
-                StatelessClient(
-                    transport=GuardedTransport(allow_private=dest.allow_private, limits=limits),
-                    follow_redirects=False,
-                    trust_env=False,
-                    headers={"user-agent": user_agent},
-                )
+                guarded_client(allow_private=dest.allow_private, limits=limits, headers={"user-agent": user_agent})
             )
         yield clients

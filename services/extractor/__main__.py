@@ -20,7 +20,7 @@ from services.common import observability as plog
 from services.common.config import ConfigError
 from services.common.runtime import Runtime, serve
 from services.common.settings import run_service
-from services.common.ssrf import GuardedTransport, StatelessClient
+from services.common.ssrf import guarded_client
 from services.extractor.handler import Extractor
 from services.extractor.llm import OpenAIProvider
 from services.extractor.settings import ExtractorSettings
@@ -65,8 +65,7 @@ def open_http(settings: ExtractorSettings) -> httpx.AsyncClient:
     """The transcript_url client. The guard lives in the dispatcher (it vets webhook destinations the
     same way) and is imported, not copied: one place decides which addresses are refused."""
     limits = httpx.Limits(max_connections=settings.runtime.max_in_flight)
-    transport = GuardedTransport(allow_private=settings.transcript_allow_private, limits=limits)
-    return StatelessClient(transport=transport, trust_env=False, follow_redirects=False)
+    return guarded_client(allow_private=settings.transcript_allow_private, limits=limits)
 
 
 @asynccontextmanager
