@@ -57,7 +57,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "Webhook requests / s by source and outcome",
                 "published, duplicate, ignored (not a finished call), unauthorized (signature), bad_request, "
                 "invalid (payload), mapping_error (a part our mapping built was refused: possibly our bug), "
-                "too_large, not_found, unavailable (Kafka: answered 503, the vendor retries).",
+                "too_large, not_found, unavailable (Kafka: answered 503, the vendor retries), overloaded (503: bodies "
+                "in flight at their limit), error (500: the ingress failed itself, a bug of ours).",
                 [
                     (
                         f"sum by (source, outcome) (rate(postcall_ingress_requests_total{{{NS}}}[{RATE}]))",

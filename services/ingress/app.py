@@ -41,7 +41,7 @@ from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 from services.common import observability as plog
 from services.common.serving import DirectRequest
 from services.ingress.endpoints import PLATFORMS, Endpoint
-from services.ingress.handler import AcceptedAnswer, Answer, ProblemAnswer, WebhookHandler, refusal
+from services.ingress.handler import AcceptedAnswer, Answer, ProblemAnswer, WebhookHandler, failed, refusal
 from services.ingress.metrics import REQUEST_DURATION, REQUESTS, label_endpoints
 from services.ingress.platforms import DOCUMENTED
 from services.ingress.publisher import Publisher
@@ -249,6 +249,8 @@ class WebhookRoute:
             else:
                 try:
                     answer = await self.handler.handle(found, headers, body)
+                except Exception as exc:
+                    answer = failed(exc)
                 finally:
                     self.budget.give(len(body))
         content = self._answered(endpoint, found, answer, started, scope.get("client"))
@@ -284,6 +286,8 @@ class WebhookRoute:
         chunks = request.chunks
         try:
             answer = await self.handler.handle(found, headers, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        except Exception as exc:
+            answer = failed(exc)
         finally:
             self.lost(request)
         self._answer(request, found, answer)
@@ -426,9 +430,15 @@ def _log(platform: str, endpoint: str, answer: Answer, elapsed: float, peer: tup
         extra["event_id"], extra["conversation_id"] = answer.event_id, answer.conversation_id
     if answer.detail:
         extra["detail"] = answer.detail[:300]
-    level = (
-        logging.INFO if answer.status < 400 else logging.ERROR if answer.outcome == "mapping_error" else logging.WARNING
-    )
+    if answer.status < 400:
+        level = logging.INFO
+    elif answer.outcome in ("mapping_error", "error"):
+        level = logging.ERROR
+    else:
+        level = logging.WARNING
+    if answer.exc is not None:  # a failure of ours: its traceback with the line (the rare path: logging's own)
+        log.log(level, f"webhook {answer.outcome}", extra=extra, exc_info=answer.exc)
+        return
     plog.log_fields(log, level, f"webhook {answer.outcome}", extra)
 
 

@@ -12,6 +12,7 @@ Produces `postcall.conversation-ended.v1` (key = conversation_id; CloudEvents he
 | 401 | the signature or token is missing, malformed, stale or wrong |
 | 413 | the body is over the configured size |
 | 422 | valid JSON the mapping cannot use; `problems` name each field |
+| 500 `internal_error` | the ingress failed on it (a bug of ours, logged with its traceback): to be retried |
 | 503 + Retry-After | Kafka did not acknowledge in time: not known to be published, the platform should retry |
 | 503 + Retry-After | `overloaded`: the request bodies in flight are at their limit (app.py's BodyBudget, before this) |
 
@@ -69,6 +70,7 @@ class Answer:
     detail: str | None = None  # for the log line: what was refused, never a secret
     event_id: str | None = None  # for the log line: the published (or duplicate) event's
     conversation_id: str | None = None
+    exc: BaseException | None = None  # for the log line: the failure of ours a 500 answers (its traceback)
 
     def json(self) -> bytes:
         """The body as the client reads it: the model's JSON without its None fields."""
@@ -96,6 +98,20 @@ def accepted(status: Literal["published", "duplicate"], done: Published) -> Answ
 
 def refusal(status: int, outcome: str, error: str, message: str, **kwargs: Any) -> Answer:
     return Answer(status, outcome, ProblemAnswer(error=error, message=message, **kwargs), detail=message)
+
+
+def failed(exc: Exception) -> Answer:
+    """The 500 of a request the ingress failed on itself. The exception's text is for the log line (with
+    its traceback), not for the caller: it may name the payload's content or our internals."""
+    answer = refusal(
+        500,
+        "error",
+        "internal_error",
+        "the ingress failed on this request (an error of its own, logged): the event is not known to be "
+        "published; retry later (a retry has the same event id)",
+    )
+    answer.detail, answer.exc = type(exc).__name__, exc
+    return answer
 
 
 def decode(body: bytes) -> Any | Answer:

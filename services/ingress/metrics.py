@@ -34,6 +34,7 @@ OUTCOMES = (
     "not_found",
     "unavailable",
     "overloaded",
+    "error",
 )
 
 
@@ -108,7 +109,7 @@ REQUESTS = Counts(
     "Webhook requests by source platform, endpoint and outcome: published, duplicate, ignored, unauthorized, "
     "bad_request, invalid, mapping_error (422 from a part the mapping built that the contract refuses: "
     "possibly our bug), too_large, not_found, unavailable (Kafka), overloaded (503: the request bodies in "
-    "flight at their limit).",
+    "flight at their limit), error (500: the ingress failed on the request itself: a bug of ours).",
     ["source", "endpoint", "outcome"],
 )
 REQUEST_DURATION = Timings(

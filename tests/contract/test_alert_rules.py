@@ -188,6 +188,14 @@ CASES: dict[str, tuple[list[dict[str, str]], list[tuple[int, list[dict[str, Any]
         ],
         [(4, []), (14, [fires(severity="warning")])],
     ),
+    "PostcallIngressErrors": (
+        [
+            series("postcall_ingress_requests_total", "0x5 1x15", outcome="error", source="retell", pod="a"),
+            series("postcall_ingress_requests_total", "0x20", outcome="error", source="vapi", pod="a"),
+            series("postcall_ingress_requests_total", "0+10x20", outcome="published", source="vapi", pod="a"),
+        ],
+        [(4, []), (7, [fires(source="retell", severity="critical")]), (14, [])],
+    ),
     "PostcallIngressNotReady": (
         [
             series("kube_pod_status_ready", "0x30", pod=INGRESS_POD, condition="true"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 from prometheus_client import REGISTRY
@@ -382,17 +383,54 @@ class FailingPublisher(RecordingPublisher):
         raise ZeroDivisionError("a bug")
 
 
-async def test_a_route_that_fails_is_answered_500_and_closed_and_logged_as_uvicorn_does() -> None:
+async def test_a_webhook_the_ingress_fails_on_is_a_json_500_counted_and_logged_and_the_connection_goes_on() -> None:
+    """An exception of the ingress's own (here the publisher's) is the webhook's answer like any other: a
+    JSON 500 `internal_error` that says the event is not known to be published, counted as outcome `error`
+    and logged at ERROR with its traceback by the ingress's line, the body's bytes given back, and the
+    connection kept (the request was read whole). Before, it was uvicorn's plain-text "Internal Server
+    Error", counted nowhere (no alert could see it), and the connection closed."""
+
     async def scenario(served: Served) -> list[list[bytes]]:
-        return [await exchange(served.port, [post("retell", RETELL)], 1)]
+        return [await exchange(served.port, [post("retell", RETELL), post("vapi", SIGNED[0][1])], 2)]
+
+    answers, done = await both_ways(scenario, publisher=FailingPublisher())
+    first, second = answers[0][:2]
+    assert first.startswith(b"HTTP/1.1 500 ") and b"\r\ncontent-type: application/json\r\n" in first
+    assert b"connection: close" not in first
+    body = orjson.loads(first.split(b"\r\n\r\n", 1)[1])
+    assert body["error"] == "internal_error"
+    assert "not known to be published" in body["message"] and "a bug" not in body["message"]
+    assert second.startswith(b"HTTP/1.1 500 ")  # answered on the same connection
+    assert done["counted"] == {("retell", "copperline", "error"): 1, ("vapi", "copperline", "error"): 1}
+    assert [line[1] for line in done["lines"]] == ["webhook error", "webhook error"]
+    assert done["budget_held"] == 0
+
+
+async def test_the_traceback_of_a_webhook_the_ingress_fails_on_is_logged_once_at_error() -> None:
+    for direct in (True, False):
+        async with serving(direct, publisher=FailingPublisher()) as served:
+            await exchange(served.port, [post("retell", RETELL)], 1)
+            failed = [r for r in served.lines if r.exc_info is not None]
+            assert len(failed) == 1, [r.getMessage() for r in failed]
+            assert failed[0].name == "services.ingress" and failed[0].levelno == logging.ERROR
+            assert failed[0].exc_info is not None and failed[0].exc_info[0] is ZeroDivisionError
+
+
+async def test_a_route_that_fails_after_its_answer_is_made_is_answered_500_and_closed_as_uvicorn_does() -> None:
+    """What the route cannot answer itself (here a handler that returns no answer, a bug in the route's
+    own code): the server's 500, the connection closed."""
+
+    async def no_answer(*args: Any) -> Any:
+        return None
 
     answers = []
     for direct in (True, False):
-        async with serving(direct, publisher=FailingPublisher()) as served:
-            answers.append(undated((await scenario(served))[0]))
+        async with serving(direct) as served:
+            for route in served.app.direct_routes.values():
+                route.handler.handle = no_answer  # type: ignore[method-assign]
+            answers.append(undated(await exchange(served.port, [post("retell", RETELL)], 1)))
             failures = [r for r in served.lines if r.getMessage().startswith("Exception in ASGI application")]
             assert len(failures) == 1 and failures[0].exc_info is not None
-            assert failures[0].exc_info[0] is ZeroDivisionError
             assert served.budget_held() == 0
     assert answers[0] == answers[1]
     assert answers[0][0].startswith(b"HTTP/1.1 500 ") and b"connection: close" in answers[0][0]
