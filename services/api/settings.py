@@ -26,7 +26,8 @@ class HttpSettings(BaseModel):
         le=300,
         description="A request whose line, headers and body have not all arrived this long after it began (or "
         "after the connection) is answered 408 and its connection closed, so that a client trickling bytes, or "
-        "sending none, cannot hold a connection for long; at most 300 (as the ingress's).",
+        "sending none, cannot hold a connection for long; at most 300 (as the ingress's). A client that leaves "
+        "the answers written to it unread this long is disconnected too.",
     )
     operation_limit: int = Field(10_000, ge=1, description="Most records one replay or re-extraction may send.")
     operation_rate: float = Field(50.0, gt=0, description="Default records per second of a replay or re-extraction.")

@@ -16,7 +16,9 @@ closed (httptools keeps every header byte it is given: one endless header grew t
 hundreds of MB); a request whose head and body have not all arrived `read_timeout` seconds after the
 connection or its first byte is answered 408 and closed (uvicorn times out only the idle wait between
 requests: a connection that sends nothing, or trickles its head or body, was held for ever), with
-one timer per connection, re-armed when it fires, not one per request; and a client that sends more
+one timer per connection, re-armed when it fires, not one per request; a client that leaves the answers
+written to it unread as long (the transport past its high-water mark the whole time) is disconnected
+(without a timeout it held the connection for good); and a client that sends more
 than `MAX_PIPELINED` requests ahead of their answers has its connection closed (uvicorn queues every
 pipelined request it parses, and reads on).
 
@@ -368,6 +370,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes: int | None = None  # bytes received while reading a head; None once it is complete
     _read_timer: asyncio.TimerHandle | None = None  # the connection's one timer: read timeout and keep-alive
     _idle_since: float | None = None  # loop time an answer left the connection waiting for its next request
+    _stalled_since: float | None = None  # loop time writing paused (the peer reads no answers), while it is
 
     _forwarded = False  # the peer is a proxy uvicorn trusts: X-Forwarded-For names the client
     cycle: Any  # uvicorn's RequestResponseCycle, or a DirectRequest (which has what uvicorn reads of one)
@@ -543,7 +546,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         else:
             self._idle_since = self.loop.time()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled_since is None:
+            self._stalled_since = self.loop.time()
+
     def resume_writing(self) -> None:
+        self._stalled_since = None
         super().resume_writing()
         # reading paused by DirectRequest.answer while the peer read nothing: read on, also when the direct
         # request whose turn came meanwhile still waits for its body (nothing else would read it, and the
@@ -552,7 +561,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.flow.resume_reading()
 
     def _check_read(self) -> None:
-        now, since, idle = self.loop.time(), self._reading_since, self._idle_since
+        now, since, idle, stalled = self.loop.time(), self._reading_since, self._idle_since, self._stalled_since
+        if stalled is not None and now - stalled >= self.read_timeout:
+            # the peer has read none of the answers written to it for as long as a request may take to arrive:
+            # aborted, since a close would wait for those bytes to be written
+            self._close("write_timeout", f"the client read no answer for {self.read_timeout:g} s", abort=True)
+            return
         if idle is not None and now - idle >= self.timeout_keep_alive:
             self.timeout_keep_alive_handler()  # uvicorn's: the connection is closed
             return
@@ -570,13 +584,18 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             wait = min(wait, left if left > 0 else 1.0)
         if idle is not None:
             wait = min(wait, idle + self.timeout_keep_alive - now)
+        if stalled is not None:
+            wait = min(wait, stalled + self.read_timeout - now)
         self._read_timer = self.loop.call_later(wait, self._check_read)
 
-    def _close(self, error: str, message: str, status: int | None = None) -> None:
+    def _close(self, error: str, message: str, status: int | None = None, abort: bool = False) -> None:
         client = f"{self.client[0]}:{self.client[1]}" if self.client else None
         extra = {"client": client, "detail": message} | ({"status": status} if status else {})
         log.warning(f"request refused: {error}", extra=extra)
-        self.transport.close()
+        if abort:
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def _refuse(self, status: int, error: str, message: str) -> None:
         """Answer (unless an answer to this request was already written) and close the connection."""

@@ -50,7 +50,8 @@ class IngressHttpSettings(BaseModel):
         le=300,
         description="A request whose line, headers and body have not all arrived this long after its first byte "
         "(or its connection) is answered 408 and its connection closed, so that a client trickling bytes, or "
-        "sending none, cannot hold connections for ever. Longer than any vendor waits for an answer (10-20 s).",
+        "sending none, cannot hold connections for ever. Longer than any vendor waits for an answer (10-20 s). "
+        "A client that leaves the answers written to it unread this long is disconnected too.",
     )
     publish_timeout_seconds: float = Field(
         4.0,

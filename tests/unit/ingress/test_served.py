@@ -493,3 +493,28 @@ async def test_a_webhook_whose_turn_came_while_its_client_read_no_answers_is_rea
         held = served.budget_held()
     assert [a.split(b" ", 1)[0] for a in received.split(b"HTTP/1.1 ")[1:]] == [b"404"] * 700 + [b"200", b"200"]
     assert len(served.publisher.sent) == 2 and held == 0
+
+
+async def test_a_client_that_reads_none_of_its_answers_is_disconnected_after_the_read_timeout() -> None:
+    """A client that sends requests and never reads the answers (the server's transport past its high-water
+    mark, writing paused) holds its connection only `read_timeout_seconds`, as one that never sends does.
+    Before, such a connection stayed open for good: nothing timed a wait on the client's reading, and
+    closing it waited for the unread bytes to be written."""
+    unknown = b"POST /webhooks/retell/nobody HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+    async with serving(True, read_timeout_seconds=1.0) as served:
+        loop = asyncio.get_running_loop()
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", served.port))
+        client.setblocking(False)
+        while not served.server.server_state.connections:
+            await asyncio.sleep(0.01)
+        for connection in served.server.server_state.connections:
+            connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        await loop.sock_sendall(client, unknown * 2000)  # the answers fill both buffers: writing pauses
+        async with asyncio.timeout(6):
+            while served.server.server_state.connections:
+                await asyncio.sleep(0.05)
+        refused = [r for r in served.lines if r.getMessage() == "request refused: write_timeout"]
+        client.close()
+    assert len(refused) == 1 and "1 s" in refused[0].__dict__["detail"]
