@@ -3,6 +3,9 @@
     structured output   json_schema (response_format json_schema, strict), else json_object with a
                         schema (llama-cpp-python's server), else a forced tool call, else none: the
                         schema is written into the prompt and the answer validated and repaired
+    answer cap          max_tokens, or max_completion_tokens where the endpoint refuses max_tokens
+                        (OpenAI's reasoning models on Azure OpenAI or behind a gateway: 400
+                        unsupported_parameter); api.openai.com always gets max_completion_tokens
     context window      llama.cpp's /props (n_ctx per slot), vLLM's /v1/models (max_model_len)
     tokenizer           llama.cpp's and vLLM's POST /tokenize, to count a long prompt exactly
     schema keywords     format (date, time, date-time), pattern (E.164, email) and maxLength in the
@@ -38,6 +41,7 @@ from services.extractor.settings import COUNT_SECONDS, LlmSettings
 
 log = logging.getLogger("postcall.extractor.llm")
 Mode = Literal["json_schema", "json_object", "tools", "prompt"]
+AnswerCap = Literal["max_tokens", "max_completion_tokens"]
 MODES: tuple[Mode, ...] = ("json_schema", "json_object", "tools")
 PROBE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -53,6 +57,15 @@ _VALIDATION = re.compile(
     re.I,
 )
 _AUTH_OR_LIMIT = (401, 403, 404, 408, 409, 429)
+# OpenAI's (and Azure OpenAI's) answer to max_tokens for a reasoning model: "Unsupported parameter: 'max_tokens'
+# is not supported with this model. Use 'max_completion_tokens' instead." (code unsupported_parameter)
+_MAX_TOKENS = re.compile(r"\bmax_tokens\b")
+_TAKES_OTHER = re.compile(r"unsupported|not supported|max_completion_tokens", re.I)
+
+
+def refuses_max_tokens(body: str) -> bool:
+    """The endpoint's error says it takes max_completion_tokens, not max_tokens."""
+    return _MAX_TOKENS.search(body) is not None and _TAKES_OTHER.search(body) is not None
 
 
 def request_invalid(status: int | None, body: str) -> bool:
@@ -85,6 +98,7 @@ class Capabilities:
     problem: str | None = None  # a configuration error: every extraction fails with it
     notes: tuple[str, ...] = field(default=())
     reached: bool = True  # False: the probe got no answer on the mode and assumed it (llm.py probes again)
+    answer_cap: AnswerCap = "max_tokens"  # the request key of the answer's token cap
 
     def describe(self) -> str:
         parts = [f"server {self.server}", f"structured output {self.mode}"]
@@ -92,6 +106,8 @@ class Capabilities:
         parts.append("tokenizer" if self.tokenize_url else "no tokenizer")
         if self.schema_keywords:
             parts.append("format/pattern in the grammar")
+        if self.answer_cap != "max_tokens":
+            parts.append(self.answer_cap)
         return ", ".join(parts)
 
 
@@ -121,32 +137,40 @@ async def probe(client: openai.AsyncOpenAI, settings: LlmSettings, model: str) -
     if settings.structured_output != "auto":
         return Capabilities(settings.structured_output, context, tokenize_url, keywords, server, None, tuple(notes))
     refused: list[str] = []
-    for mode in MODES:
+    cap: AnswerCap = "max_tokens"
+    modes = list(MODES)
+    while modes:
+        mode = modes[0]
         try:
-            await client.post("/chat/completions", body=probe_request(model, mode), cast_to=ChatCompletion)
+            await client.post("/chat/completions", body=probe_request(model, mode, cap), cast_to=ChatCompletion)
         except openai.APIStatusError as exc:
             if request_invalid(exc.status_code, error_body(exc)):
+                if cap == "max_tokens" and refuses_max_tokens(error_body(exc)):
+                    cap = "max_completion_tokens"  # the same mode again, asked the way it takes
+                    notes.append("the endpoint refuses max_tokens: max_completion_tokens is sent")
+                    continue
                 refused.append(f"{mode}: HTTP {exc.status_code} {said(exc, settings, 200)}")
+                modes.pop(0)
                 continue
             # e.g. 503 while llama-server loads its model: nothing learnt, probed again (llm.py)
             notes.append(f"probe answered HTTP {exc.status_code} ({said(exc, settings, 120)}); assuming {mode} "
                          "until it answers")  # fmt: skip
-            return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes), reached=False)
+            return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes), False, cap)
         except openai.APIError as exc:
             notes.append(f"probe could not reach the endpoint ({type(exc).__name__}); assuming {mode} until "
                          "it answers")  # fmt: skip
-            return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes), reached=False)
+            return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes), False, cap)
         notes.extend(f"refused {r}" for r in refused)
-        return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes))
+        return Capabilities(mode, context, tokenize_url, keywords, server, None, tuple(notes), True, cap)
     problem = "the LLM endpoint refuses every structured-output request: " + "; ".join(refused)
-    return Capabilities("prompt", context, tokenize_url, keywords, server, problem[:600], tuple(notes))
+    return Capabilities("prompt", context, tokenize_url, keywords, server, problem[:600], tuple(notes), True, cap)
 
 
-def probe_request(model: str, mode: Mode) -> dict[str, Any]:
+def probe_request(model: str, mode: Mode, cap: AnswerCap = "max_tokens") -> dict[str, Any]:
     request: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": 'Answer {"ok": true} as JSON.'}],
-        "max_tokens": 8,
+        cap: 8,
         "temperature": 0,
     }
     return {**request, **structured(mode, PROBE_SCHEMA)}

@@ -72,6 +72,7 @@ from services.extractor.capabilities import (
     error_body,
     probe,
     public_url,
+    refuses_max_tokens,
     request_invalid,
     said,
 )
@@ -110,6 +111,11 @@ class ExtractionFailed(PermanentError):
 
 class ConfigurationError(ExtractionFailed):
     """The endpoint says the request itself is invalid: a configuration error, the same for every record."""
+
+
+class _AskedWrongly(Exception):
+    """The endpoint refused max_tokens (and takes max_completion_tokens, asked from now on): the same call
+    again at once."""
 
 
 class _ContextOverflow(Exception):
@@ -280,6 +286,8 @@ class OpenAIProvider:
             request = [*prompt.messages(compiled.text, facts, fitted.text, fitted.truncated), *repair]
             try:
                 content, finish, usage = await self._call(model, request, compiled, max_tokens, usage, fitted.truncated)
+            except _AskedWrongly:
+                continue
             except _ContextOverflow as exc:
                 usage = exc.usage
                 if shrunk or not messages:
@@ -395,8 +403,10 @@ class OpenAIProvider:
         if self._settings.temperature is not None:
             request["temperature"] = self._settings.temperature
         # api.openai.com wants max_completion_tokens (reasoning models refuse max_tokens); the servers
-        # people run themselves (llama.cpp, vLLM, Ollama) read max_tokens
-        request["max_completion_tokens" if self._settings.base_url is None else "max_tokens"] = max_tokens
+        # people run themselves (llama.cpp, vLLM, Ollama) read max_tokens, and an endpoint that refuses it
+        # (OpenAI's reasoning models on Azure or behind a gateway) gets max_completion_tokens (capabilities.py)
+        cap = "max_completion_tokens" if self._settings.base_url is None else self.capabilities.answer_cap
+        request[cap] = max_tokens
         return request
 
     def _failure(self, exc: openai.APIError, model: str, usage: Usage, truncated: bool, ticket: int) -> Exception:
@@ -406,6 +416,11 @@ class OpenAIProvider:
             self.breaker.record(True, ticket)  # it answered: the endpoint is up, this request is the problem
             # 413: a proxy's body-size limit in front of the server (ingress-nginx's default is 1m), refused
             # before any model saw it: the transcript is too long for this endpoint, as an overflow says
+            if self.capabilities.answer_cap == "max_tokens" and refuses_max_tokens(body):
+                # (a configured mode: nothing probed) learnt once, then asked so; not counted as a refusal
+                self.capabilities = replace(self.capabilities, answer_cap="max_completion_tokens")
+                log.warning("the LLM endpoint refuses max_tokens: max_completion_tokens is sent from now on")
+                return _AskedWrongly()
             if status == 413 or _CONTEXT_TOO_LONG.search(body):
                 LLM_REQUESTS.labels(PROVIDER, model, "context_too_long").inc()
                 return _ContextOverflow(f"HTTP {status}: {said(exc, self._settings, 300)}", usage)

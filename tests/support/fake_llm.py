@@ -25,6 +25,9 @@ from the request's own json_schema, filled from a scripted dict; modes make it m
 `refuse_json_schema` makes it answer like llama-cpp-python's server (0.3.36): response_format
 json_schema is refused with HTTP 500 and a validation error; json_object with a `schema` is answered.
 
+`refuse_max_tokens` makes it answer like OpenAI's and Azure OpenAI's reasoning models: a request with
+`max_tokens` is refused with 400 unsupported_parameter ("Use 'max_completion_tokens' instead.").
+
 A request for a model in `unknown_models` is answered 404 model_not_found, as api.openai.com answers it.
 A request body over `max_body` bytes is answered 413 with nginx's page, as a proxy in front of the server
 with a body-size limit answers it (ingress-nginx's default proxy-body-size is 1m).
@@ -87,6 +90,7 @@ class FakeLLM:
         self.echo_status = 400
         self._authorization = ""
         self.refuse_json_schema = False
+        self.refuse_max_tokens = False
         self.unknown_models: set[str] = set()
         self.max_body: int | None = None
         self.usage: dict[str, Any] | None = None
@@ -218,6 +222,13 @@ class FakeLLM:
             )
             return 500, {}, {"error": {"message": message, "type": "internal_server_error", "param": None,
                                        "code": None}}  # fmt: skip
+        if self.refuse_max_tokens and "max_tokens" in body:
+            message = (
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead."
+            )
+            return 400, {}, {"error": {"message": message, "type": "invalid_request_error", "param": "max_tokens",
+                                       "code": "unsupported_parameter"}}  # fmt: skip
         if self.max_body is not None and len(raw) > self.max_body:
             return 413, {}, TOO_LARGE_PAGE
         if body.get("model") in self.unknown_models:

@@ -504,6 +504,43 @@ async def test_a_server_that_refuses_json_schema_is_probed_into_json_object_with
     assert llm.requests[-1]["response_format"]["schema"]["properties"]["fields"]
 
 
+async def test_a_model_that_refuses_max_tokens_is_probed_into_max_completion_tokens(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """OpenAI's reasoning models, on Azure OpenAI or behind a gateway (a base URL set), refuse `max_tokens`
+    with 400 unsupported_parameter. The probe was refused in every structured-output mode for it, so every
+    extraction failed as a configuration error."""
+    llm.refuse_max_tokens = True
+    script_callback_call(llm)
+    settings = settings_for(llm, tmp_path)
+    async with open_http(settings) as http, open_provider(settings) as provider:
+        assert provider is not None and provider.capabilities.problem is None
+        assert provider.capabilities.mode == "json_schema"
+        assert provider.capabilities.answer_cap == "max_completion_tokens"
+        e = await Extractor(settings, lambda event: SPEC, http, provider).extract(conversation("0005"), SPEC)
+    assert e.status == "ok" and e.fields["customer_name"].value == "Tom Becker"
+    assert "max_tokens" not in llm.requests[-1] and llm.requests[-1]["max_completion_tokens"] > 0
+
+
+async def test_a_configured_mode_learns_max_completion_tokens_from_the_first_refusal(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """With structured_output configured nothing is probed: the first request's refusal of max_tokens is
+    sent again at once with max_completion_tokens (not a failed record), and every later one has it."""
+    llm.refuse_max_tokens = True
+    script_callback_call(llm)
+    settings = settings_for(llm, tmp_path, llm={"structured_output": "json_schema"})
+    async with open_http(settings) as http, open_provider(settings) as provider:
+        assert provider is not None
+        ex = Extractor(settings, lambda event: SPEC, http, provider)
+        first = await ex.extract(conversation("0005"), SPEC)
+        sent = len(llm.requests)
+        second = await ex.extract(numbered(1), SPEC)
+    assert first.status == "ok" and second.status == "ok"
+    assert ["max_tokens" in r for r in llm.requests] == [True, False, False]
+    assert sent == 2 and llm.requests[-1]["max_completion_tokens"] > 0
+
+
 @pytest.mark.parametrize("starting", ["down", "loading"])
 async def test_an_endpoint_unreachable_at_start_is_probed_again_once_it_answers(
     llm: FakeLLM, tmp_path: Path, starting: str

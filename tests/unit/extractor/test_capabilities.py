@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from services.extractor.capabilities import count_tokens
+from services.extractor.capabilities import count_tokens, refuses_max_tokens
 
 
 @pytest.mark.parametrize(
@@ -61,3 +61,24 @@ async def test_a_token_count_that_trickles_in_past_its_bound_is_none() -> None:
     async with httpx.AsyncClient(transport=transport) as http:
         assert await count_tokens(http, "http://llama:8080/tokenize", "hello there", "m", seconds=0.3) is None
     assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize(
+    ("body", "refuses"),
+    [
+        # OpenAI's and Azure OpenAI's answer for a reasoning model (code, type, message as error_body joins them)
+        (
+            "unsupported_parameter invalid_request_error Unsupported parameter: 'max_tokens' is not supported with "
+            "this model. Use 'max_completion_tokens' instead.",
+            True,
+        ),
+        ("Unsupported parameter: max_tokens", True),
+        # a cap the model cannot give, or a bad value: the parameter itself is taken
+        ("max_tokens is too large: 16385. This model supports at most 16384 completion tokens", False),
+        ("max_tokens must be at least 1, got 0.", False),
+        ("Unsupported value: 'max_completion_tokens' does not support 0 with this model.", False),
+        ("1 validation error for CreateChatCompletionRequest response_format.type", False),
+    ],
+)
+def test_an_endpoint_that_takes_max_completion_tokens_is_told_by_its_refusal(body: str, refuses: bool) -> None:
+    assert refuses_max_tokens(body) is refuses
