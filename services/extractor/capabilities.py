@@ -75,7 +75,9 @@ def request_invalid(status: int | None, body: str) -> bool:
         return False
     if 400 <= status < 500:
         return status not in _AUTH_OR_LIMIT
-    return status >= 500 and _VALIDATION.search(body) is not None
+    # a 500 only: llama-cpp-python's answer to a request it cannot validate; a 502, 503 or 504 is a gateway or a
+    # server that is down or busy, whatever its words (retried, and probed again), never a configuration error
+    return status == 500 and _VALIDATION.search(body) is not None
 
 
 def error_body(exc: openai.APIError) -> str:

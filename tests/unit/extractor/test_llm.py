@@ -63,6 +63,12 @@ def test_the_token_counts_of_a_context_overflow_are_read() -> None:
         (500, "tools param requires --jinja flag", True),  # llama-server started without --jinja
         (500, "internal server error", False),
         (503, "loading model", False),
+        # a gateway or load balancer in front of the server, down or busy, in words that read like a refusal:
+        # the endpoint is unavailable (retried, probed again), not wrongly asked (a configuration error that
+        # failed every record until a restart when the probe met it)
+        (502, "upstream answered with an unsupported protocol version", False),
+        (503, "model gpt-4o is not supported on this replica right now", False),
+        (504, "invalid response from upstream", False),
     ],
 )
 def test_which_answers_say_the_request_itself_is_invalid(status: int, body: str, invalid: bool) -> None:
