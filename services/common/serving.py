@@ -16,9 +16,10 @@ closed (httptools keeps every header byte it is given: one endless header grew t
 hundreds of MB); a request whose head and body have not all arrived `read_timeout` seconds after the
 connection or its first byte is answered 408 and closed (uvicorn times out only the idle wait between
 requests: a connection that sends nothing, or trickles its head or body, was held for ever), with
-one timer per connection, re-armed when it fires, not one per request; a client that leaves the answers
-written to it unread as long (the transport past its high-water mark the whole time) is disconnected
-(without a timeout it held the connection for good); and a client that sends more
+one timer per connection, re-armed when it fires, not one per request; a client that reads nothing of the
+answers written to it for as long (the transport past its high-water mark, or closed with bytes still to
+write) is disconnected (without a timeout it held the connection for good), while one that reads a large
+answer slowly is not cut off; and a client that sends more
 than `MAX_PIPELINED` requests ahead of their answers has its connection closed (uvicorn queues every
 pipelined request it parses, and reads on).
 
@@ -100,6 +101,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport, self._loop = transport, loop
         self._held: list[bytes] = []
         self._held_bytes = 0
+        self._written = 0  # bytes given to `transport` (`sent`)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._held:
@@ -120,6 +122,7 @@ class CoalescingTransport(asyncio.Transport):
         self._held.clear()
         self._held_bytes = 0
         if not self._transport.is_closing():  # the peer went away: nobody to write to
+            self._written += len(data)
             self._transport.write(data)
 
     def write_now(self, data: bytes) -> None:
@@ -128,7 +131,12 @@ class CoalescingTransport(asyncio.Transport):
             self.write(data)
             self.flush()
         elif not self._transport.is_closing():
+            self._written += len(data)
             self._transport.write(data)
+
+    def sent(self) -> int:
+        """How many bytes `transport` has passed on to the socket: it stays the same while the peer reads none."""
+        return self._written - self._transport.get_write_buffer_size()
 
     def close(self) -> None:
         self.flush()
@@ -370,7 +378,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes: int | None = None  # bytes received while reading a head; None once it is complete
     _read_timer: asyncio.TimerHandle | None = None  # the connection's one timer: read timeout and keep-alive
     _idle_since: float | None = None  # loop time an answer left the connection waiting for its next request
-    _stalled_since: float | None = None  # loop time writing paused (the peer reads no answers), while it is
+    _stalled_since: float | None = None  # writing paused, or a close waiting to write: since when the peer read nothing
+    _stalled_sent = 0  # the transport's `sent()` then
 
     _forwarded = False  # the peer is a proxy uvicorn trusts: X-Forwarded-For names the client
     cycle: Any  # uvicorn's RequestResponseCycle, or a DirectRequest (which has what uvicorn reads of one)
@@ -549,7 +558,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._stalled_since is None:
-            self._stalled_since = self.loop.time()
+            self._stalled_since, self._stalled_sent = self.loop.time(), self.transport.sent()
 
     def resume_writing(self) -> None:
         self._stalled_since = None
@@ -563,18 +572,27 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def _check_read(self) -> None:
         now, since, idle, stalled = self.loop.time(), self._reading_since, self._idle_since, self._stalled_since
         if stalled is not None and now - stalled >= self.read_timeout:
-            # the peer has read none of the answers written to it for as long as a request may take to arrive:
-            # aborted, since a close would wait for those bytes to be written
-            self._close("write_timeout", f"the client read no answer for {self.read_timeout:g} s", abort=True)
+            sent = self.transport.sent()
+            if sent == self._stalled_sent:
+                # the peer has read nothing of the answers written to it for as long as a request may take to
+                # arrive: aborted, since a close would wait for those bytes to be written
+                self._close("write_timeout", f"the client read no answer for {self.read_timeout:g} s", abort=True)
+                return
+            # it reads, if slowly (a large answer over a slow link): timed again from now, not cut off
+            stalled = self._stalled_since = now
+            self._stalled_sent = sent
+        if self.transport.is_closing():
+            self._time_the_close(now)
             return
         if idle is not None and now - idle >= self.timeout_keep_alive:
             self.timeout_keep_alive_handler()  # uvicorn's: the connection is closed
+            self._time_the_close(now)
             return
         # reading paused by this side (a pipelined request waiting for the answer before it) is not the
         # client's delay
         if since is not None and now - since >= self.read_timeout and not self.flow.read_paused:
-            if not self.transport.is_closing():
-                self._refuse(408, "request_timeout", f"the request did not arrive within {self.read_timeout:g} s")
+            self._refuse(408, "request_timeout", f"the request did not arrive within {self.read_timeout:g} s")
+            self._time_the_close(now)
             return
         # never further ahead than either limit, so that a wait that begins before the timer fires (an
         # answer, then nothing) is still seen at its own end, where the timer is set next
@@ -587,6 +605,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if stalled is not None:
             wait = min(wait, stalled + self.read_timeout - now)
         self._read_timer = self.loop.call_later(wait, self._check_read)
+
+    def _time_the_close(self, now: float) -> None:
+        """A closed connection ends once its transport has written what it holds: a peer that reads none of it
+        (an answer it left unread, then the keep-alive wait's end) held it for good. Timed as a stall."""
+        if self.transport.get_write_buffer_size():
+            if self._stalled_since is None:
+                self._stalled_since, self._stalled_sent = now, self.transport.sent()
+            self._read_timer = self.loop.call_later(self._stalled_since + self.read_timeout - now, self._check_read)
 
     def _close(self, error: str, message: str, status: int | None = None, abort: bool = False) -> None:
         client = f"{self.client[0]}:{self.client[1]}" if self.client else None

@@ -625,3 +625,77 @@ async def test_a_long_urls_direct_route_answer_is_not_kept() -> None:
     assert application.asked == [("POST", "/direct")] * 3
     assert application.route.served == [b"hi"] * 4
     assert list(serving._ROUTES[application]) == [(b"POST", b"/direct")]
+
+
+LARGE = b"x" * (1024 * 1024)
+
+
+async def large(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers every request with LARGE in one body, as the API answers a conversation with a long transcript."""
+    if scope["type"] == "http":
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(LARGE))]})
+        await send({"type": "http.response.body", "body": LARGE})
+
+
+def small_send_buffer(read_timeout: float) -> type[CoalescingHttpToolsProtocol]:
+    """The protocol with a 4 KiB socket send buffer: a client that does not read leaves the transport past its
+    high-water mark at once (localhost's buffers would take the whole answer)."""
+
+    class Small(CoalescingHttpToolsProtocol.with_read_timeout(read_timeout)):  # type: ignore[misc]
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            super().connection_made(transport)
+
+    return Small
+
+
+async def small_window_connection(port: int) -> socket.socket:
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", port))
+    return client
+
+
+async def test_a_client_reading_a_large_answer_slowly_but_steadily_is_not_cut_off() -> None:
+    """The write timeout is a wait with nothing read, not a bound on the whole answer: 1 MiB read at about
+    0.5 MB/s takes 2 s, over the 0.5 s read timeout, with writing paused nearly the whole time. Before, a
+    client that took longer than the read timeout to read an answer (the API's conversation with a long
+    transcript, over a slow link) was aborted in the middle of it."""
+    async with served(small_send_buffer(0.5), application=large) as port:
+        loop = asyncio.get_running_loop()
+        client = await small_window_connection(port)
+        await loop.sock_sendall(client, b"GET /conversation HTTP/1.1\r\nhost: x\r\n\r\n")
+        received, began = b"", loop.time()
+        with contextlib.suppress(ConnectionError):
+            while len(received.partition(b"\r\n\r\n")[2]) < len(LARGE):
+                chunk = await asyncio.wait_for(loop.sock_recv(client, 8192), 5)
+                if not chunk:
+                    break
+                received += chunk
+                await asyncio.sleep(0.015)
+        took = loop.time() - began
+        client.close()
+    assert took > 1.0, took  # slower than the read timeout, or the test shows nothing
+    assert received.endswith(b"\r\n\r\n" + LARGE)
+
+
+async def test_a_client_that_reads_none_of_an_answer_is_disconnected_though_the_keep_alive_closed_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The keep-alive wait after the answer ends (0.2 s) before the read timeout (0.5 s): uvicorn closes the
+    connection, and a close waits for the answer's bytes to be written. Before, the timer stopped there and a
+    client that never read held the connection for good."""
+    async with served(small_send_buffer(0.5), keep_alive=0.2, application=large) as port:
+        loop = asyncio.get_running_loop()
+        client = await small_window_connection(port)
+        await loop.sock_sendall(client, b"GET /conversation HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.sleep(1.5)
+        received = b""
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            while chunk := await asyncio.wait_for(loop.sock_recv(client, 65536), 2):
+                received += chunk
+        client.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "postcall.http"] == ["request refused: write_timeout"]
+    assert len(received) < len(LARGE)  # aborted: what was not written is dropped
