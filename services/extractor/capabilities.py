@@ -60,7 +60,9 @@ _AUTH_OR_LIMIT = (401, 403, 404, 408, 409, 429)
 # OpenAI's (and Azure OpenAI's) answer to max_tokens for a reasoning model: "Unsupported parameter: 'max_tokens'
 # is not supported with this model. Use 'max_completion_tokens' instead." (code unsupported_parameter)
 _MAX_TOKENS = re.compile(r"\bmax_tokens\b")
-_TAKES_OTHER = re.compile(r"unsupported|not supported|max_completion_tokens", re.I)
+# the refusal's words, not a mention of max_completion_tokens: vLLM's "'max_tokens' or 'max_completion_tokens' is
+# too large: ..." is a context overflow (it takes both names)
+_TAKES_OTHER = re.compile(r"unsupported|not supported", re.I)
 
 
 def refuses_max_tokens(body: str) -> bool:

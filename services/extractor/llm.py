@@ -364,6 +364,7 @@ class OpenAIProvider:
             state = self.breaker.state.replace("_", "-")
             raise DependencyUnavailable(f"{PROVIDER} circuit is {state} after repeated failures", retry_after=wait)
         ticket = self.breaker.generation  # what this request reports counts only while the circuit has not opened since
+        body = self._request(model, messages, compiled.schema, max_tokens)
         started = time.monotonic()
         try:
             # the client's timeout bounds each connect, write and read, not the request: an answer that
@@ -372,12 +373,9 @@ class OpenAIProvider:
             async with asyncio.timeout(self._settings.request_timeout_seconds):
                 # the client's documented raw-request path: `chat.completions.create` runs every request
                 # through its typed-parameter transform, a millisecond of CPU per call at hundreds in flight
-                completion = await next(self._clients).post(
-                    "/chat/completions", body=self._request(model, messages, compiled.schema, max_tokens),
-                    cast_to=ChatCompletion,
-                )  # fmt: skip
+                completion = await next(self._clients).post("/chat/completions", body=body, cast_to=ChatCompletion)
         except openai.APIError as exc:
-            raise self._failure(exc, model, usage, truncated, ticket) from exc
+            raise self._failure(exc, model, usage, truncated, ticket, "max_tokens" in body) from exc
         except json.JSONDecodeError as exc:  # a 200 whose JSON body does not parse
             raise self._not_a_completion(model, f"invalid JSON ({exc})", ticket) from exc
         except TimeoutError as exc:  # this request's own deadline (a cancellation from outside propagates)
@@ -409,18 +407,23 @@ class OpenAIProvider:
         request[cap] = max_tokens
         return request
 
-    def _failure(self, exc: openai.APIError, model: str, usage: Usage, truncated: bool, ticket: int) -> Exception:
+    def _failure(
+        self, exc: openai.APIError, model: str, usage: Usage, truncated: bool, ticket: int, max_tokens_sent: bool
+    ) -> Exception:
         status = getattr(exc, "status_code", None)
         body = error_body(exc)
         if status is not None and request_invalid(status, body):
             self.breaker.record(True, ticket)  # it answered: the endpoint is up, this request is the problem
+            if max_tokens_sent and refuses_max_tokens(body):
+                # (a configured mode: nothing probed) learnt once, then asked so. Every request sent with max_tokens
+                # before the first refusal came back (records extracted at once) is sent again, not only the first
+                LLM_REQUESTS.labels(PROVIDER, model, "client_error").inc()
+                if self.capabilities.answer_cap == "max_tokens":
+                    self.capabilities = replace(self.capabilities, answer_cap="max_completion_tokens")
+                    log.warning("the LLM endpoint refuses max_tokens: max_completion_tokens is sent from now on")
+                return _AskedWrongly()
             # 413: a proxy's body-size limit in front of the server (ingress-nginx's default is 1m), refused
             # before any model saw it: the transcript is too long for this endpoint, as an overflow says
-            if self.capabilities.answer_cap == "max_tokens" and refuses_max_tokens(body):
-                # (a configured mode: nothing probed) learnt once, then asked so; not counted as a refusal
-                self.capabilities = replace(self.capabilities, answer_cap="max_completion_tokens")
-                log.warning("the LLM endpoint refuses max_tokens: max_completion_tokens is sent from now on")
-                return _AskedWrongly()
             if status == 413 or _CONTEXT_TOO_LONG.search(body):
                 LLM_REQUESTS.labels(PROVIDER, model, "context_too_long").inc()
                 return _ContextOverflow(f"HTTP {status}: {said(exc, self._settings, 300)}", usage)

@@ -541,6 +541,26 @@ async def test_a_configured_mode_learns_max_completion_tokens_from_the_first_ref
     assert sent == 2 and llm.requests[-1]["max_completion_tokens"] > 0
 
 
+async def test_requests_in_flight_when_max_tokens_is_refused_are_all_sent_again_with_max_completion_tokens(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Records extracted at once (the extractor's concurrency) all go out with max_tokens before the first
+    refusal comes back: each refusal of a request that had it is sent again, not only the first. Before, the
+    second and later saw max_completion_tokens already learnt and failed as a configuration error."""
+    llm.refuse_max_tokens = True
+    script_callback_call(llm)
+    settings = settings_for(llm, tmp_path, llm={"structured_output": "json_schema"})
+    async with open_http(settings) as http, open_provider(settings) as provider:
+        assert provider is not None
+        ex = Extractor(settings, lambda event: SPEC, http, provider)
+        refused = {"provider": "openai", "model": settings.llm.model, "outcome": "client_error"}
+        before = REGISTRY.get_sample_value("postcall_llm_requests_total", refused) or 0
+        found = await asyncio.gather(*(ex.extract(numbered(n), SPEC) for n in range(3)))
+    assert [e.status for e in found] == ["ok"] * 3
+    assert ["max_tokens" in r for r in llm.requests] == [True] * 3 + [False] * 3
+    assert REGISTRY.get_sample_value("postcall_llm_requests_total", refused) == before + 3  # every attempt counted
+
+
 @pytest.mark.parametrize("starting", ["down", "loading"])
 async def test_an_endpoint_unreachable_at_start_is_probed_again_once_it_answers(
     llm: FakeLLM, tmp_path: Path, starting: str

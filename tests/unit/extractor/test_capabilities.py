@@ -76,6 +76,12 @@ async def test_a_token_count_that_trickles_in_past_its_bound_is_none() -> None:
         # a cap the model cannot give, or a bad value: the parameter itself is taken
         ("max_tokens is too large: 16385. This model supports at most 16384 completion tokens", False),
         ("max_tokens must be at least 1, got 0.", False),
+        # vLLM's context overflow names both keys (it takes either)
+        (
+            "'max_tokens' or 'max_completion_tokens' is too large: 8000. This model's maximum context length is "
+            "4096 tokens and your request has 2778 input tokens (8000 > 4096 - 2778).",
+            False,
+        ),
         ("Unsupported value: 'max_completion_tokens' does not support 0 with this model.", False),
         ("1 validation error for CreateChatCompletionRequest response_format.type", False),
     ],
