@@ -101,8 +101,8 @@ def refusal(status: int, outcome: str, error: str, message: str, **kwargs: Any) 
 
 
 def failed(exc: Exception) -> Answer:
-    """The 500 of a request the ingress failed on itself. The exception's text is for the log line (with
-    its traceback), not for the caller: it may name the payload's content or our internals."""
+    """The 500 of a request the ingress failed on itself. The exception's text is for nobody: it may quote
+    the payload or name our internals; the log line has its type and traceback (app.py)."""
     answer = refusal(
         500,
         "error",

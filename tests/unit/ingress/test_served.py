@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from prometheus_client import REGISTRY
 
+from services.common.observability import JsonFormatter
 from services.devkit.webhooks import DEMO_ENDPOINTS, DEMO_SECRETS, example, signed_headers
 from services.ingress import endpoints as endpoints_file
 from services.ingress.__main__ import server_config
@@ -379,8 +380,11 @@ async def test_the_bodies_in_flight_are_bounded_on_the_direct_path_too() -> None
 
 
 class FailingPublisher(RecordingPublisher):
+    said = ""
+
     async def _send(self, event: Any, source: str) -> Any:
-        raise ZeroDivisionError("a bug")
+        self.said = f"a bug on {event.conversation_id}: {event.messages[0].text}"  # the payload's own text
+        raise ZeroDivisionError(self.said)
 
 
 async def test_a_webhook_the_ingress_fails_on_is_a_json_500_counted_and_logged_and_the_connection_goes_on() -> None:
@@ -406,14 +410,20 @@ async def test_a_webhook_the_ingress_fails_on_is_a_json_500_counted_and_logged_a
     assert done["budget_held"] == 0
 
 
-async def test_the_traceback_of_a_webhook_the_ingress_fails_on_is_logged_once_at_error() -> None:
+async def test_the_traceback_of_a_webhook_the_ingress_fails_on_is_logged_once_at_error_without_its_text() -> None:
+    """The line's `exc` is the traceback with the exception's type, not its text, which here quotes the
+    transcript (before, logging's traceback wrote it: the log line carries no body)."""
     for direct in (True, False):
-        async with serving(direct, publisher=FailingPublisher()) as served:
+        publisher = FailingPublisher()
+        async with serving(direct, publisher=publisher) as served:
             await exchange(served.port, [post("retell", RETELL)], 1)
-            failed = [r for r in served.lines if r.exc_info is not None]
+            failed = [r for r in served.lines if r.exc_info is not None or "exc" in r.__dict__]
             assert len(failed) == 1, [r.getMessage() for r in failed]
             assert failed[0].name == "services.ingress" and failed[0].levelno == logging.ERROR
-            assert failed[0].exc_info is not None and failed[0].exc_info[0] is ZeroDivisionError
+            exc = orjson.loads(JsonFormatter("ingress").format(failed[0]))["exc"]  # as the pod writes it
+            assert exc.startswith("Traceback (most recent call last):\n") and ", in _send\n" in exc
+            assert "ZeroDivisionError" in exc
+            assert publisher.said and publisher.said.split(": ", 1)[1] not in exc
 
 
 async def test_a_route_that_fails_after_its_answer_is_made_is_answered_500_and_closed_as_uvicorn_does() -> None:
