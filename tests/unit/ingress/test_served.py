@@ -470,6 +470,20 @@ async def test_a_webhook_in_flight_at_shutdown_is_answered_then_its_connection_c
     assert b'"status":"published"' in answer and closed == b"<closed>"
 
 
+async def small_buffered_client(served: Served) -> socket.socket:
+    """A non-blocking client socket to `served` whose receive buffer, and the server side's send buffer, are
+    4 KiB: answers it does not read soon fill both, and the server's transport passes its high-water mark."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", served.port))
+    client.setblocking(False)
+    while not served.server.server_state.connections:
+        await asyncio.sleep(0.01)
+    for connection in served.server.server_state.connections:
+        connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return client
+
+
 async def test_a_webhook_whose_turn_came_while_its_client_read_no_answers_is_read_on_once_it_does() -> None:
     """A client that sends many requests before reading their answers (its socket's buffers small, so the
     server's transport passes its high-water mark): reading stops until it reads them, and then goes on,
@@ -480,14 +494,7 @@ async def test_a_webhook_whose_turn_came_while_its_client_read_no_answers_is_rea
     second = post("vapi", SIGNED[0][1])
     async with serving(True) as served:
         loop = asyncio.get_running_loop()
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.connect(("127.0.0.1", served.port))
-        client.setblocking(False)
-        while not served.server.server_state.connections:
-            await asyncio.sleep(0.01)
-        for connection in served.server.server_state.connections:
-            connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client = await small_buffered_client(served)
         await loop.sock_sendall(client, unknown * 700 + post("retell", RETELL) + second[:-50])
         await asyncio.sleep(0.5)  # the answers pile up unread
         received = b""
@@ -513,14 +520,7 @@ async def test_a_client_that_reads_none_of_its_answers_is_disconnected_after_the
     unknown = b"POST /webhooks/retell/nobody HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
     async with serving(True, read_timeout_seconds=1.0) as served:
         loop = asyncio.get_running_loop()
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.connect(("127.0.0.1", served.port))
-        client.setblocking(False)
-        while not served.server.server_state.connections:
-            await asyncio.sleep(0.01)
-        for connection in served.server.server_state.connections:
-            connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client = await small_buffered_client(served)
         await loop.sock_sendall(client, unknown * 2000)  # the answers fill both buffers: writing pauses
         async with asyncio.timeout(6):
             while served.server.server_state.connections:
