@@ -103,15 +103,12 @@ def refusal(status: int, outcome: str, error: str, message: str, **kwargs: Any) 
 def failed(exc: Exception) -> Answer:
     """The 500 of a request the ingress failed on itself. The exception's text is for nobody: it may quote
     the payload or name our internals; the log line has its type and traceback (app.py)."""
-    answer = refusal(
-        500,
-        "error",
-        "internal_error",
+    message = (
         "the ingress failed on this request (an error of its own, logged): the event is not known to be "
-        "published; retry later (a retry has the same event id)",
+        "published; retry later (a retry has the same event id)"
     )
-    answer.detail, answer.exc = type(exc).__name__, exc
-    return answer
+    body = ProblemAnswer(error="internal_error", message=message)
+    return Answer(500, "error", body, detail=type(exc).__name__, exc=exc)
 
 
 def decode(body: bytes) -> Any | Answer:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from services.common.api import DependencyUnavailable, PermanentError, Retryable
 from services.common.harness import Harness, Outcome
 from services.extractor.__main__ import open_http, open_provider
 from services.extractor.handler import Extractor
+from services.extractor.settings import ExtractorSettings
 from tests.integration.extractor.conftest import extractor, settings_for
 from tests.support.fake_llm import LONE, FakeLLM
 from tests.unit.extractor.conftest import conversation
@@ -522,17 +525,23 @@ async def test_a_model_that_refuses_max_tokens_is_probed_into_max_completion_tok
     assert "max_tokens" not in llm.requests[-1] and llm.requests[-1]["max_completion_tokens"] > 0
 
 
-async def test_a_configured_mode_learns_max_completion_tokens_from_the_first_refusal(
-    llm: FakeLLM, tmp_path: Path
-) -> None:
-    """With structured_output configured nothing is probed: the first request's refusal of max_tokens is
-    sent again at once with max_completion_tokens (not a failed record), and every later one has it."""
+@asynccontextmanager
+async def refusing_max_tokens(llm: FakeLLM, tmp_path: Path) -> AsyncIterator[tuple[Extractor, ExtractorSettings]]:
+    """An extractor in a configured structured-output mode (nothing probed) on an endpoint that refuses max_tokens."""
     llm.refuse_max_tokens = True
     script_callback_call(llm)
     settings = settings_for(llm, tmp_path, llm={"structured_output": "json_schema"})
     async with open_http(settings) as http, open_provider(settings) as provider:
         assert provider is not None
-        ex = Extractor(settings, lambda event: SPEC, http, provider)
+        yield Extractor(settings, lambda event: SPEC, http, provider), settings
+
+
+async def test_a_configured_mode_learns_max_completion_tokens_from_the_first_refusal(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """With structured_output configured nothing is probed: the first request's refusal of max_tokens is
+    sent again at once with max_completion_tokens (not a failed record), and every later one has it."""
+    async with refusing_max_tokens(llm, tmp_path) as (ex, _):
         first = await ex.extract(conversation("0005"), SPEC)
         sent = len(llm.requests)
         second = await ex.extract(numbered(1), SPEC)
@@ -547,12 +556,7 @@ async def test_requests_in_flight_when_max_tokens_is_refused_are_all_sent_again_
     """Records extracted at once (the extractor's concurrency) all go out with max_tokens before the first
     refusal comes back: each refusal of a request that had it is sent again, not only the first. Before, the
     second and later saw max_completion_tokens already learnt and failed as a configuration error."""
-    llm.refuse_max_tokens = True
-    script_callback_call(llm)
-    settings = settings_for(llm, tmp_path, llm={"structured_output": "json_schema"})
-    async with open_http(settings) as http, open_provider(settings) as provider:
-        assert provider is not None
-        ex = Extractor(settings, lambda event: SPEC, http, provider)
+    async with refusing_max_tokens(llm, tmp_path) as (ex, settings):
         refused = {"provider": "openai", "model": settings.llm.model, "outcome": "client_error"}
         before = REGISTRY.get_sample_value("postcall_llm_requests_total", refused) or 0
         found = await asyncio.gather(*(ex.extract(numbered(n), SPEC) for n in range(3)))
