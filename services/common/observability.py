@@ -15,6 +15,7 @@ import contextvars
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -119,6 +120,42 @@ class RepeatFilter(logging.Filter):
         if shown is not None and shown[1]:
             record.repeats_suppressed = shown[1]
         return True
+
+
+def traceback_without_text(exc: BaseException) -> str:
+    """`exc`'s traceback (and those of the exceptions it was raised from or during) as logging writes it, with
+    each exception's type but not its text: an error raised on a request's content may quote it (int(value),
+    datetime.fromisoformat(value)), and a log line carries no request."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\n".join(
+        "Traceback (most recent call last):\n"
+        + "".join(traceback.format_tb(each.__traceback__))
+        + f"{type(each).__module__}.{type(each).__qualname__} (its text left out)"
+        for each in reversed(chain)
+    )
+
+
+class TextlessTracebacks(logging.Filter):
+    """On uvicorn's logger: the exception of an app that failed on a request ("Exception in ASGI
+    application", uvicorn's and serving.py's) is logged as `exc`, its traceback without its text
+    (`traceback_without_text`), not as logging's traceback, which ends with the text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc = traceback_without_text(record.exc_info[1])
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def textless_tracebacks() -> None:
+    """Puts TextlessTracebacks on uvicorn's error logger once (observability.setup)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, TextlessTracebacks) for f in logger.filters):
+        logger.addFilter(TextlessTracebacks())
 
 
 class CoalescingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -273,6 +310,7 @@ def setup(service: str, level: str = "INFO", coalesce: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     quiet_libraries()
+    textless_tracebacks()
 
 
 def quiet_libraries() -> None:

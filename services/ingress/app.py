@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -438,25 +437,8 @@ def _log(platform: str, endpoint: str, answer: Answer, elapsed: float, peer: tup
     else:
         level = logging.WARNING
     if answer.exc is not None:  # a failure of ours
-        extra["exc"] = traceback_without_text(answer.exc)
+        extra["exc"] = plog.traceback_without_text(answer.exc)
     plog.log_fields(log, level, f"webhook {answer.outcome}", extra)
-
-
-def traceback_without_text(exc: BaseException) -> str:
-    """`exc`'s traceback (and those of the exceptions it was raised from or during) as logging writes it, with
-    each exception's type but not its text: an error raised on a webhook's content may quote it (int(value),
-    datetime.fromisoformat(value)), and the log line carries no body."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-    return "\n".join(
-        "Traceback (most recent call last):\n"
-        + "".join(traceback.format_tb(each.__traceback__))
-        + f"{type(each).__module__}.{type(each).__qualname__} (its text left out)"
-        for each in reversed(chain)
-    )
 
 
 def _operations(app: FastAPI, publisher: Publisher) -> None:

@@ -9,17 +9,20 @@ import asyncio
 import contextlib
 import inspect
 import itertools
+import logging
 import socket
 import textwrap
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.server import ServerState
 
-from services.common import serving
+from services.common import observability, serving
+from services.common.observability import JsonFormatter
 from services.common.serving import (
     MAX_PIPELINED,
     CoalescingHttpToolsProtocol,
@@ -699,3 +702,51 @@ async def test_a_client_that_reads_none_of_an_answer_is_disconnected_though_the_
         client.close()
     assert [r.getMessage() for r in caplog.records if r.name == "postcall.http"] == ["request refused: write_timeout"]
     assert len(received) < len(LARGE)  # aborted: what was not written is dropped
+
+
+SECRET_TEXT = "token=sk-live-never-logged"
+
+
+class FailingRoute(EchoRoute):
+    async def serve(self, request: DirectRequest) -> None:
+        raise ValueError(f"could not read {SECRET_TEXT}")  # as int(value) or a parser quotes what it was given
+
+
+class FailingApp(DirectApp):
+    """A direct route and an ASGI app that raise with the request's content in the exception's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.route = FailingRoute()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await receive()
+            raise ValueError(f"could not read {SECRET_TEXT}")
+
+
+async def test_an_app_failing_on_a_request_is_logged_with_its_traceback_but_not_the_exceptions_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn logs an app's exception with logging's traceback, which ends with the exception's text: an error
+    raised on a request's content may quote it (the console's sign-in form carries a token), and the log line
+    carries no request. With the filter observability.setup puts on uvicorn's logger, the line keeps the frames
+    and the types, on both ways a request is served (an ASGI app, serving.py's direct route)."""
+    observability.textless_tracebacks()
+    observability.textless_tracebacks()  # twice (setup in a test, then in a service): one filter
+    assert sum(isinstance(f, observability.TextlessTracebacks) for f in logging.getLogger("uvicorn.error").filters) == 1
+    caplog.set_level(logging.ERROR, "uvicorn.error")
+    async with served(CoalescingHttpToolsProtocol, application=FailingApp()) as port:
+        asgi = b"GET /asgi HTTP/1.1\r\nhost: x\r\n\r\n"
+        direct = b"POST /direct HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi"
+        for request in (asgi, direct):
+            answer, _ = await send_until_answered(port, [request])
+            assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n"), answer
+    failed = [r for r in caplog.records if r.getMessage().startswith("Exception in ASGI application")]
+    assert len(failed) == 2
+    for record in failed:
+        line = orjson.loads(JsonFormatter("api").format(record))  # as the pod writes it
+        assert SECRET_TEXT not in str(line) and line["level"] == "error"
+        assert line["exc"].startswith("Traceback (most recent call last):\n")
+        assert "builtins.ValueError (its text left out)" in line["exc"]
+    assert [", in serve\n" in record.exc for record in failed] == [False, True]  # type: ignore[attr-defined]  # ASGI, direct
