@@ -1,7 +1,10 @@
 """Agents: every configuration file with its problems (file:line), each agent's flows with how often each
 fired in the last 7 days, and the dispatcher's destinations with what their last week of attempts says.
 
-The folder is the one the services read (`console.config_dir`), loaded as `config validate` loads it.
+The folder is the one the services read (`console.config_dir`), loaded as `config validate` loads it; the
+destinations file (`console.destinations_file`) is checked as `config validate --destinations` checks it,
+without its secrets and, as this process does not know the dispatcher's settings, without its attempt bound
+(a timeout over it: the dispatcher refuses it at its start, and `config validate` names it).
 Fire counts come from the stored decision traces of the last 7 days (the newest 20,000 per agent; the
 page says when it stopped there), counted in SQL from the per-flow rows the recorder writes beside each
 trace (decision_flows). Destination *state* (enabled, disabled after a 410, breaker open) is
@@ -25,6 +28,7 @@ from schemas.config_yaml import YamlProblem
 from services.cli.config import destination_kinds, destination_problems, empty_folder_problems
 from services.console.access import PATH, Viewer
 from services.console.render import page
+from services.dispatcher import destinations as destinations_file
 from services.store.db import Store
 from services.store.models import Attempt, Decision, DecisionFlow, table
 
@@ -87,6 +91,8 @@ async def agents(request: Request, who: Viewer) -> Response:
             )
         if catalog is not None and destinations:
             problems += list(destination_problems(catalog, destinations))
+        if destinations:  # its own blocks (kinds, auth, headers), as `config validate --destinations` checks them
+            problems += list(destinations_file.check(Path(settings.destinations_file)))
     since = datetime.now(UTC) - WINDOW
     async with store.read() as conn:
         for row in files:

@@ -401,6 +401,29 @@ async def test_agents_page_says_a_folder_without_an_agent_file_is_a_problem(stor
     assert "every file is valid" not in html
 
 
+async def test_agents_page_shows_the_destinations_files_own_problems_as_config_validate_does(
+    store: Store, tmp_path: Any
+) -> None:
+    """A block the dispatcher would refuse at its start (here an SMTP password sent in the clear to a relay
+    elsewhere) is listed with its line, as `postcall config validate --destinations` lists it; the page said
+    nothing while every destination an action names existed."""
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "support.yaml").write_text((AGENTS / "support-line.yaml").read_text())
+    example = (ROOT / "examples" / "dispatcher" / "destinations.yaml").read_text()
+    plain = example.replace("    # username: postcall\n    # password:", "    username: postcall\n    password:")
+    local = "    host: 127.0.0.1\n    port: ${SINK_SMTP_PORT:-8025}"
+    plain = plain.replace(local, "    host: mail.example.com\n    port: 25")
+    assert plain.count("password: {secret_env") == 1 and "mail.example.com" in plain
+    (tmp_path / "destinations.yaml").write_text(plain)
+    line = plain.split("    password: {secret_env")[0].count("\n") + 1
+    files = {"config_dir": str(tmp_path / "agents"), "destinations_file": str(tmp_path / "destinations.yaml")}
+    async with console_for(store, console=files) as c:
+        html = (await c.get("/console/agents")).text
+    problem = html.split(f"destinations.yaml:{line}</code>: ", 1)[1].split("</li>", 1)[0]
+    assert problem.startswith("<code>destinations[3].password</code>: ") and "sent in clear text" in problem, problem
+    assert "every file is valid" not in html
+
+
 async def test_try_a_flow_on_an_edited_configuration(store: Store) -> None:
     example = (ROOT / "examples" / "conversations" / "0005-callback-request.json").read_text()
     edited = (AGENTS / "support-line.yaml").read_text() + (
