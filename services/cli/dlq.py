@@ -376,7 +376,8 @@ def show_cmd(
     coordinates: str = typer.Argument(help="topic:partition:offset, as `dlq list` prints it"),
     bootstrap: Bootstrap = None,
 ) -> None:
-    """Show one dead letter: every header (a credential-like one as [redacted]) and the value."""
+    # \\[ : Typer renders a docstring as rich markup, where [redacted] would be a tag and vanish
+    """Show one dead letter: every header (a credential-like one as \\[redacted]) and the value."""
     topic, partition, offset = _coordinates(coordinates)
     letters = asyncio.run(_one(kafka_settings(bootstrap), topic, partition, offset))
     if not letters:
