@@ -122,6 +122,9 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+ON_A_REQUEST = "Exception in ASGI application"  # how uvicorn (and serving.py) log an app failing on a request
+
+
 def traceback_without_text(exc: BaseException) -> str:
     """`exc`'s traceback (and those of the exceptions it was raised from or during) as logging writes it, with
     each exception's type but not its text: an error raised on a request's content may quote it (int(value),
@@ -142,10 +145,11 @@ def traceback_without_text(exc: BaseException) -> str:
 class TextlessTracebacks(logging.Filter):
     """On uvicorn's logger: the exception of an app that failed on a request ("Exception in ASGI
     application", uvicorn's and serving.py's) is logged as `exc`, its traceback without its text
-    (`traceback_without_text`), not as logging's traceback, which ends with the text."""
+    (`traceback_without_text`), not as logging's traceback, which ends with the text. Its other lines keep
+    theirs: a failure of the app's start ("Exception in 'lifespan' protocol") names what it could not reach."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
+        if record.exc_info and record.exc_info[1] is not None and str(record.msg).startswith(ON_A_REQUEST):
             record.exc = traceback_without_text(record.exc_info[1])
             record.exc_info = record.exc_text = None
         return True

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 import uvicorn
+from uvicorn.lifespan.on import LifespanOn
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.server import ServerState
 
@@ -750,3 +751,22 @@ async def test_an_app_failing_on_a_request_is_logged_with_its_traceback_but_not_
         assert line["exc"].startswith("Traceback (most recent call last):\n")
         assert "builtins.ValueError (its text left out)" in line["exc"]
     assert [", in serve\n" in record.exc for record in failed] == [False, True]  # type: ignore[attr-defined]  # ASGI, direct
+
+
+async def test_an_app_failing_to_start_is_logged_with_the_exceptions_text(caplog: pytest.LogCaptureFixture) -> None:
+    """The filter leaves uvicorn's other lines alone: a lifespan failure (the API's start, before any request)
+    says what it could not reach, and an SRE needs that text."""
+
+    async def unstartable(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise ConnectionRefusedError("cannot reach the store at postgresql://store:5432/postcall")
+
+    observability.textless_tracebacks()
+    caplog.set_level(logging.ERROR, "uvicorn.error")
+    config = uvicorn.Config(unstartable, log_config=None, lifespan="on")
+    config.load()
+    lifespan = LifespanOn(config)  # what uvicorn.Server runs before it serves (and then exits with 3)
+    await asyncio.wait_for(lifespan.startup(), 10)
+    assert lifespan.should_exit
+    [failed] = [r for r in caplog.records if r.getMessage().startswith("Exception in 'lifespan' protocol")]
+    line = orjson.loads(JsonFormatter("api").format(failed))
+    assert line["exc"].endswith("ConnectionRefusedError: cannot reach the store at postgresql://store:5432/postcall")
