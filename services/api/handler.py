@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from starlette.convertors import Convertor, register_url_convertor
 
 from schemas.end_reasons import EndReason
@@ -158,13 +158,21 @@ async def json_body(request: Request) -> None:
 
 
 class Operation(BaseModel):
+    # an operation sends records: a misspelt field ("dryrun", a filter's "keys") is refused, not ignored,
+    # as ignoring it would send for real, or choose every record the other filters leave
+    model_config = ConfigDict(extra="forbid")
+
     dry_run: bool = Field(False, description="Only say what would be sent.")
     limit: int = Field(100, ge=1, description="At most this many records (capped by the server's operation_limit).")
     rate: float | None = Field(None, gt=0, le=10_000, description="Records per second (default: the server's).")
 
 
+class ReextractFilter(ConversationQuery):
+    model_config = ConfigDict(extra="forbid")  # see Operation
+
+
 class Reextract(Operation):
-    filter: ConversationQuery = Field(description="Which conversations: the list's filters (ids, agent, ...).")
+    filter: ReextractFilter = Field(description="Which conversations: the list's filters (ids, agent, ...).")
     redeliver: bool = Field(
         False,
         description="Send again every action whose content changed, under a new id that supersedes the old one; "
@@ -314,8 +322,12 @@ async def get_dead_letter(who: Viewer, store: StoreDep, letter_id: int) -> DeadL
     return found
 
 
+class ReplayFilter(DeadLetterQuery):
+    model_config = ConfigDict(extra="forbid")  # see Operation
+
+
 class Replay(Operation):
-    filter: DeadLetterQuery = Field(description="Which dead letters: the list's filters (ids, service, reason, ...).")
+    filter: ReplayFilter = Field(description="Which dead letters: the list's filters (ids, service, reason, ...).")
 
 
 @router.post(

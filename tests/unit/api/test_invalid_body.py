@@ -48,3 +48,26 @@ async def test_a_422_keeps_fastapis_body_otherwise(client: httpx.AsyncClient) ->
     answer = await client.post("/api/v1/conversations/reextract", json={"filter": {"q": "é" * 201}})
     assert answer.status_code == 422
     assert '"input":"' + "é" * 201 + '"' in answer.text  # as FastAPI writes it: UTF-8, not escaped
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        # a misspelt dry_run would send for real; a misspelt filter would choose every record
+        ("/api/v1/conversations/reextract", {"filter": {"ids": ["c-1"]}, "dryrun": True}, ["body", "dryrun"]),
+        ("/api/v1/dead-letters/replay", {"filter": {"key": "c-1"}, "dry-run": True}, ["body", "dry-run"]),
+        ("/api/v1/dead-letters/replay", {"filter": {"keys": "c-1"}, "dry_run": True}, ["body", "filter", "keys"]),
+        (
+            "/api/v1/conversations/reextract",
+            {"filter": {"agent": "support-line", "idz": ["c-1"]}, "dry_run": True},
+            ["body", "filter", "idz"],
+        ),
+    ],
+)
+async def test_an_operation_with_a_field_it_does_not_know_is_refused(
+    client: httpx.AsyncClient, path: str, body: dict[str, object], loc: list[str]
+) -> None:
+    answer = await client.post(path, json=body)
+    assert answer.status_code == 422, answer.text
+    (problem,) = answer.json()["detail"]
+    assert problem["loc"] == loc and problem["type"] == "extra_forbidden", problem
