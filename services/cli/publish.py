@@ -87,6 +87,10 @@ def _event(
                   "account; or pass --account)")  # fmt: skip
         found = payload.get("account") if isinstance(payload, dict) else None
         account = str(found.get("id", "")) if isinstance(found, dict) else ""
+    # said here: the ingress's refusal of another account names an endpoint, which the command line has not
+    named = payload.get("account") if source == "native" and isinstance(payload, dict) else None
+    if isinstance(named, dict) and "id" in named and str(named["id"]) != account:
+        _fail(2, f"{file}: the payload names account {escape_controls(repr(named['id']))}, not --account {account!r}")
     try:
         mapped = map_one(source, payload, account or "", account_name, agent)
     except PayloadError as exc:

@@ -6,9 +6,11 @@ and was dead-lettered by the extractor as "no configuration for agent 5d0e3c2a-â
 from __future__ import annotations
 
 import orjson
+import pytest
+import typer
 
 from services.cli.publish import _event
-from services.devkit.webhooks import example
+from services.devkit.webhooks import ROOT, example
 
 
 def test_agent_names_the_postcall_agent_of_a_vendor_payload() -> None:
@@ -29,3 +31,14 @@ def test_agent_is_used_for_a_payload_that_names_none() -> None:
     del payload["message"]["call"]["assistantId"]
     event = _event(payload, "vapi", "acct-copperline", None, "support-line", "call.json")
     assert event.agent.id == "support-line"
+
+
+def test_an_account_other_than_the_native_payloads_is_refused_naming_both(capsys: pytest.CaptureFixture[str]) -> None:
+    """The ingress's words ("this endpoint publishes for account ...") named an endpoint the command line
+    does not have."""
+    payload = orjson.loads((ROOT / "examples/conversations/0001-support-resolved-hangup.json").read_bytes())
+    with pytest.raises(typer.Exit) as exit_:
+        _event(payload, "native", "other-acct", None, None, "call.json")
+    assert exit_.value.exit_code == 2
+    said = capsys.readouterr().err
+    assert "'acct-copperline'" in said and "--account 'other-acct'" in said and "endpoint" not in said, said
