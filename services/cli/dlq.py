@@ -286,7 +286,9 @@ async def _record(store: Store, letters: Sequence[DeadLetter]) -> int:
 
 # ── commands ─────────────────────────────────────────────────────────────────────────────────────────
 
-Service = Annotated[list[str] | None, typer.Option("--service", "-s", help="extractor, router, dispatcher (repeat).")]
+Service = Annotated[
+    list[str] | None, typer.Option("--service", "-s", help="extractor, router, dispatcher, recorder (repeat).")
+]
 Reason = Annotated[str | None, typer.Option(help="Substring of the reason or failure category.")]
 Since = Annotated[datetime | None, typer.Option(help="Dead-lettered at or after (UTC if no offset).")]
 Until = Annotated[datetime | None, typer.Option(help="Dead-lettered before.")]

@@ -10,6 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from schemas.routes import SERVICES
 from services.cli.main import app
 
 
@@ -34,3 +35,10 @@ def test_a_bracketed_word_in_a_help_text_is_shown(path: tuple[str, ...], command
     assert result.exit_code == 0, result.output
     shown = " ".join(result.output.split())
     assert [b for b in sorted(bracketed) if b not in shown] == []
+
+
+@pytest.mark.parametrize("command", ["list", "replay"])
+def test_dlq_service_help_names_every_service_with_a_dead_letter_topic(command: str) -> None:
+    dlq: Any = dict(COMMANDS)[("dlq", command)]
+    (help_text,) = [p.help for p in dlq.params if "--service" in p.opts]
+    assert [s for s in SERVICES if s not in help_text] == [], help_text
