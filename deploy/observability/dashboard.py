@@ -310,8 +310,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
             ),
             Panel(
                 "Destinations disabled or circuit open",
-                "Disabled: the destination answered 410 Gone (until restart). Circuit open: failing, probed again "
-                "soon.",
+                "Disabled: the destination answered 410 Gone, on every replica and across restarts until "
+                "`postcall destinations enable`. Circuit open: failing, probed again soon.",
                 [
                     (f"max by (destination) (postcall_destination_disabled{{{NS}}})", "disabled {{destination}}"),
                     (f"max by (destination) (postcall_destination_circuit_open{{{NS}}})", "open {{destination}}"),

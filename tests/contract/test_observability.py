@@ -154,6 +154,34 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_section() -> None:
         assert anchor in anchors, f"docs/runbooks.md has no section for {rule['alert']}"
 
 
+def texts_about(metric: str) -> dict[str, str]:
+    """What an on-call engineer reads about a metric: the description and summary of each alert and the
+    description of each dashboard panel whose query reads it, by alert or panel title."""
+    board = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
+    found = {
+        r["alert"]: f"{r['annotations']['summary']} {r['annotations']['description']}"
+        for r in alert_rules()
+        if metric in metric_names(r["expr"])
+    }
+    for panel in board["panels"]:
+        if any(metric in metric_names(t["expr"]) for t in panel.get("targets", [])):
+            found[panel["title"]] = panel.get("description", "")
+    return found
+
+
+def test_what_the_alert_and_the_dashboard_say_ends_a_disabled_destination_is_what_does() -> None:
+    """A destination disabled by a 410 stays disabled on every replica and across restarts until
+    `postcall destinations enable` (services/dispatcher/shared.py, docs/runbooks.md). The alert said the
+    dispatcher stopped delivering to it "until it restarts", the dashboard "(until restart)": an on-call
+    engineer would restart the dispatcher and see nothing change."""
+    texts = texts_about("postcall_destination_disabled")
+    assert {"PostcallDestinationDisabled", "Destinations disabled or circuit open"} <= set(texts)
+    for title, text in texts.items():
+        text = " ".join(text.split())
+        assert "postcall destinations enable" in text, title
+        assert not re.search(r"until (it |a |the dispatcher )?restart", text), f"{title}: {text}"
+
+
 _LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 
 
