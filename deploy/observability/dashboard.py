@@ -245,7 +245,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
         [
             Panel(
                 "Flows / s",
-                "Flows evaluated, by outcome (fired, not_fired, disabled).",
+                "Flows evaluated, by outcome (fired, not_fired, disabled, held: extraction failed and the flow "
+                "uses it).",
                 [(f"sum by (outcome) (rate(postcall_router_flows_total{{{NS}}}[{RATE}]))", "{{outcome}}")],
                 "ops",
                 stack=True,

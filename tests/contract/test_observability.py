@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -113,6 +113,46 @@ def test_every_service_metric_family_is_on_the_dashboard() -> None:
     shown = {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in used_metric_names()["dashboard"]}
     missing = {f for f in families if re.sub(r"_total$", "", f) not in shown}
     assert not missing, f"exported but on no panel: {sorted(missing)}"
+
+
+def declared_label_values() -> dict[tuple[str, str], set[str]]:
+    """(metric, label): the values the label takes, where the code declares them."""
+    from schemas.events import ActionCompleted
+    from services.ingress.metrics import OUTCOMES
+    from services.router.metrics import ACTIONS, FLOWS
+
+    runtime = (ROOT / "services/common/runtime.py").read_text()
+    processed = set(re.findall(r'RECORDS_PROCESSED\.labels\([^,()]+, "(\w+)"\)', runtime))
+    assert len(processed) >= 4, processed  # the pattern still finds the runtime's calls
+    outcomes = get_args(ActionCompleted.model_fields["outcome"].annotation)
+    return {
+        ("postcall_router_flows_total", "outcome"): {labels[0] for labels in FLOWS.values},
+        ("postcall_router_actions_total", "outcome"): {labels[1] for labels in ACTIONS.values},
+        ("postcall_ingress_requests_total", "outcome"): set(OUTCOMES),
+        ("postcall_deliveries_total", "outcome"): {*outcomes, "deferred"},  # deferred: handler.on_failure
+        ("postcall_records_processed_total", "outcome"): processed,
+    }
+
+
+def test_a_panel_that_shows_a_metric_by_a_label_names_every_value_the_label_takes() -> None:
+    """A panel's description is its legend for the series it draws: "Flows evaluated, by outcome (fired,
+    not_fired, disabled)" left out held, the outcome PostcallFlowsHeld fires on. The metric's own help
+    (what /metrics says) names every value too."""
+    board = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
+    helps = {m.name: m.documentation for m in REGISTRY.collect()}
+    for (metric, label), values in declared_label_values().items():
+        help_text = helps[metric.removesuffix("_total")]
+        assert not [v for v in values if not re.search(rf"\b{v}\b", help_text)], (metric, help_text)
+        panels = [
+            p
+            for p in board["panels"]
+            for t in p.get("targets", [])
+            if metric in metric_names(t["expr"]) and re.search(rf"\bby \([^)]*\b{label}\b", t["expr"])
+        ]
+        assert panels, f"no panel shows {metric} by {label}"
+        for panel in panels:
+            unnamed = sorted(v for v in values if not re.search(rf"\b{v}\b", panel.get("description", "")))
+            assert not unnamed, f"panel {panel['title']!r} does not name {label} {unnamed}"
 
 
 def test_dashboard_file_is_generated_from_dashboard_py() -> None:
