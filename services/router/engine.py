@@ -10,6 +10,8 @@ A flow that uses the extraction (schemas.flow_revision.flow_uses) is held when e
 is sent, the trace says `held` and why; a later successful extraction of the conversation runs it (its
 actions keep their ids, so what already ran is skipped by the dispatcher's ledger), and an operator can
 release it as it is (`postcall held release`: the RUN_HELD header). `on_extraction_failure: run` opts out.
+A flow whose `when` reads no extraction (an end reason) and is not met is not met, not held: no extraction
+could make it fire.
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ class CompiledFlow:
         uses = flow_uses(flow, agent)
         # why the flow would be held on a failed extraction; empty: it never is
         self.holds_for = uses.extraction if flow.on_extraction_failure == "hold" else ()
+        # a `when` that reads no extraction decides as always: a flow it rules out is not met, not held
+        self.when_decides = bool(
+            self.holds_for and flow.when and not flow_uses(flow.model_copy(update={"actions": []}), agent).extraction
+        )
         self.when = Remembered(compile_condition(flow.when, "when", fields, tz)) if flow.when else None
         self.actions = [CompiledAction(i, a, fields, routes, tz) for i, a in enumerate(flow.actions)]
         self._id_tails = [f"{self.id}/{self.revision}/{a.index}" for a in self.actions]  # action_id's name ends so
@@ -117,7 +123,13 @@ class CompiledFlow:
             return self.drafted, []
         redeliver, run_held = options
         if self.holds_for and not values.ok and not run_held:
-            return self._held(event), []
+            if not self.when_decides:
+                return self._held(event), []
+            assert self.when is not None
+            if entry is None:
+                entry = self.when.entry(event)
+            if entry[0].passed:
+                return self._held(event), []
         if self.when is None:
             results: list[ConditionResult] = []
             reason = "no `when`: runs for every conversation"

@@ -688,6 +688,18 @@ def test_dynamic_recipients_on_a_failed_extraction_are_held_not_sent_to_the_fall
     assert [a.flow_id for a in actions] == ["confirm-to-customer"]  # uses no extraction: runs as before
 
 
+def test_a_failed_extraction_holds_a_flow_whose_when_reads_none_only_when_that_when_is_met(tmp_path: Path) -> None:
+    """Its text uses the extraction, its `when` only the end reason: with the end reason unmet it was held
+    ("It runs once a later extraction succeeds"), listed by `postcall held list` and counted by
+    PostcallFlowsHeld, though no extraction could make it fire."""
+    compiled = agent(tmp_path, SLACK)
+    trace, actions = compiled.route(event(status="failed"), NOW)
+    flow = _flow(trace, "escalations")
+    assert (flow.fired, flow.held, actions) == (False, False, []) and flow.reason.startswith("not met"), flow.reason
+    trace, actions = compiled.route(event(status="failed", end_reason={"canonical": "CCAAS_TRANSFER"}), NOW)
+    assert (_flow(trace, "escalations").held, actions) == (True, [])
+
+
 def test_a_flow_that_opts_in_runs_on_a_failed_extraction_with_the_fallback(tmp_path: Path) -> None:
     text = NOTIFICATIONS.replace(
         "      - id: smart-routing\n", "      - id: smart-routing\n        on_extraction_failure: run\n"
