@@ -109,7 +109,9 @@ HEADER_DOCS: dict[str, str] = {
     h.CE_SOURCE: "URI-reference naming the producer, e.g. /postcall/extractor or /vapi/org-42.",
     h.CE_SPECVERSION: "CloudEvents spec version.",
     h.CE_TIME: "When the event happened, RFC 3339 UTC.",
-    h.CE_SUBJECT: "Optional: the conversation_id (or action_id on action results).",
+    h.CE_SUBJECT: "Optional: the record's key. The conversation_id; on action results the result's key "
+    "(the action_id, `<action_id>/attempt-<n>` for failed and dead_lettered); on destination states the "
+    "state's key (`disabled/<destination>`, ...).",
     h.CONTENT_TYPE: "The value is JSON (CloudEvents binary mode datacontenttype).",
     h.ORIGINAL_TOPIC: "The main topic the record first arrived on.",
     h.ORIGINAL_PARTITION: "Its partition there.",

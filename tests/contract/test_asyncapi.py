@@ -106,6 +106,16 @@ def test_header_groups_list_every_name_in_headers_module(doc: dict[str, Any]) ->
     assert set(schemas["DeadLetterHeaders"]["properties"]) == set(h.DLQ_HEADERS)
 
 
+def test_ce_subject_is_described_as_the_record_key_it_is(doc: dict[str, Any]) -> None:
+    """The runtime sets ce_subject to the record's key (services.common.process.outputs): on the results
+    topic `<action_id>/attempt-<n>` for failed and dead_lettered, on destination states the state's key.
+    It was described as "the conversation_id (or action_id on action results)": a consumer joining a
+    failed result to its action by ce_subject found no action. tests/unit/dispatcher/test_handler.py
+    checks the header on real results."""
+    text = doc["components"]["schemas"]["CloudEventsHeaders"]["properties"][h.CE_SUBJECT]["description"]
+    assert "key" in text and "<action_id>/attempt-<n>" in text and "destination" in text
+
+
 @pytest.mark.parametrize("service", r.SERVICES)
 def test_retry_and_dead_letter_topics_add_their_headers(doc: dict[str, Any], service: str) -> None:
     tiers = r.route_of(service).retry_topics

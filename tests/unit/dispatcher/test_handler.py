@@ -183,6 +183,8 @@ async def test_failures_never_share_the_compaction_key_of_a_done_result(mock_sen
     tiers = DISPATCHER.tiers
     assert keys == [*(("failed", f"act_1/attempt-{n}".encode()) for n in range(1, tiers + 1)),
                     ("dead_lettered", f"act_1/attempt-{tiers + 1}".encode())]  # fmt: skip
+    # ce_subject is the record's key, as schemas/asyncapi.yaml says: not the bare action_id on a failure
+    assert [r.headers[h.CE_SUBJECT].encode() for r in out.outputs] == [r.key for r in out.outputs]
 
 
 async def test_a_redelivery_goes_out_only_when_its_content_changed_and_says_what_it_supersedes(
