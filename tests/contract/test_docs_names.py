@@ -199,6 +199,40 @@ def test_every_alert_the_docs_name_is_a_rule() -> None:
     assert not missing, f"deploy/observability/alerts.yaml has no such alert: {missing}"
 
 
+_DURATION = r"\d+(?:\.\d+)? (?:s|min|h)"
+_SCHEDULE = re.compile(rf"{_DURATION}(?:, {_DURATION}){{2,}}")  # three or more: a retry schedule
+
+
+def spoken(seconds: float) -> str:
+    """A delay as the docs write it: 5 s, 1 min, 10 min, 1 h."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def test_the_retry_schedules_and_dead_letter_categories_the_docs_name_are_the_runtimes() -> None:
+    """A runbook said a bad agent file's conversations retry "(5 s, 1 min, 10 min, 1 h) in the extractor
+    and the router" (the router's are 5 s, 1 min, 10 min) and then dead-letter as `retries_exhausted`
+    (the category is `retryable-exhausted`: `postcall dlq list --reason retries_exhausted` finds none)."""
+    from schemas import headers as h
+    from schemas.routes import ROUTES
+
+    schedules = {", ".join(spoken(d) for d in r.retry_delays_seconds) for r in ROUTES if r.retry_delays_seconds}
+    categories = {h.CATEGORY_POISON, h.CATEGORY_PERMANENT, h.CATEGORY_RETRIES_EXHAUSTED}
+    assert "5 s, 1 min, 10 min" in schedules and "5 s, 5 min, 30 min, 2 h, 5 h, 10 h" in schedules
+    problems = []
+    for path in DOCS:
+        where, text = path.relative_to(ROOT), path.read_text()
+        spoken_text = " ".join(text.split())
+        problems += [f"{where}: retry schedule {m}" for m in _SCHEDULE.findall(spoken_text) if m not in schedules]
+        for code in code_lines(str(where), text):
+            for word in re.findall(r"\bretr[\w-]*exhausted\b", code):  # not credit_exhausted (an end reason)
+                if word not in categories:
+                    problems.append(f"{where}: dead-letter category `{word}`")
+    assert not problems, f"the runtime has no such schedule or category (routes: {sorted(schedules)}): {problems}"
+
+
 def test_the_command_extraction_takes_code_not_prose() -> None:
     assert list(code_lines("x.md", "every postcall pod; run `postcall dlq replay --rate 5 # why`")) == [
         "postcall dlq replay --rate 5 # why"
