@@ -412,23 +412,24 @@ def test_prod_overlay_speaks_sasl_ssl_with_secrets_by_reference() -> None:
         assert scaled["spec"]["triggers"][0]["metadata"]["sasl"] == "scram_sha512"
 
 
+def allowed(user: str, kind: str, name: str, operation: str) -> bool:
+    """Whether the prod overlay's KafkaUser `user` may do `operation` on the resource."""
+    users = {_name(u): u["spec"]["authorization"]["acls"] for u in of_kind(rendered("overlays/prod"), "KafkaUser")}
+    return any(
+        acl["resource"]["type"] == kind
+        and operation in acl["operations"]
+        and (
+            name == acl["resource"]["name"]
+            if acl["resource"]["patternType"] == "literal"
+            else name.startswith(acl["resource"]["name"])
+        )
+        for acl in users[user]
+    )
+
+
 def test_each_kafka_user_may_do_what_its_route_does() -> None:
     """A topic the route consumes but the KafkaUser may not read fails the service at start in prod
     (TopicAuthorizationFailed), and nothing before prod would notice: the dev cluster has no ACLs."""
-    users = {_name(u): u["spec"]["authorization"]["acls"] for u in of_kind(rendered("overlays/prod"), "KafkaUser")}
-
-    def allowed(user: str, kind: str, name: str, operation: str) -> bool:
-        return any(
-            acl["resource"]["type"] == kind
-            and operation in acl["operations"]
-            and (
-                name == acl["resource"]["name"]
-                if acl["resource"]["patternType"] == "literal"
-                else name.startswith(acl["resource"]["name"])
-            )
-            for acl in users[user]
-        )
-
     for service in SERVICES:
         route, user = route_of(service), f"postcall-{service}"
         # Read and Write imply Describe (Kafka's authorizer)
@@ -440,6 +441,25 @@ def test_each_kafka_user_may_do_what_its_route_does() -> None:
         missing = [(topic, op) for topic, op in needed if not allowed(user, "topic", topic, op)]
         assert not missing, f"KafkaUser {user} lacks {missing}"
         assert allowed(user, "group", route.group_id, "Read"), user
+
+
+def test_the_docs_say_where_each_services_dead_letters_can_be_replayed_from() -> None:
+    """docs/operations.md has `postcall dlq replay` run in a pod of the service whose letters it replays,
+    its KafkaUser reading the dead letters and writing the topics they go back to. The recorder's user
+    may write none of the topics it reads (it produces nothing; a user that wrote action topics could
+    cause side effects), so in prod its letters are replayed from the store by the API, whose user
+    writes every postcall topic. The docs said every service's user could."""
+    text = (ROOT / "docs/operations.md").read_text()
+    section = " ".join(text.split("## Dead letters and replays", 1)[1].split("\n## ", 1)[0].split())
+    for service in SERVICES:
+        route, user = route_of(service), f"postcall-{service}"
+        if allowed(user, "topic", route.dead_letter_topic, "Read") and all(
+            allowed(user, "topic", topic, "Write") for topic in route.input_topics
+        ):
+            continue
+        said = re.search(rf"{service}'s dead letters [^.]*(?:console|POST /dead-letters/replay)", section)
+        assert said, f"postcall-{service} cannot replay its own dead letters in prod; operations.md does not say so"
+        assert all(allowed("postcall-api", "topic", topic, "Write") for topic in route.input_topics)
 
 
 def test_everything_the_overlays_expect_but_do_not_create_is_documented() -> None:
