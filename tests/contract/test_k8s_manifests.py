@@ -216,6 +216,34 @@ def test_every_service_probes_liveness_and_readiness_on_the_metrics_port(docs: t
         assert int(metrics_env) == METRICS_PORT
 
 
+# the labels the Prometheus Operator gives every target of a ServiceMonitor (the port's name is `endpoint`)
+OPERATOR_TARGET_LABELS = {"namespace", "service", "pod", "container", "endpoint", "job", "instance"}
+
+
+def test_every_service_monitor_keeps_the_labels_our_metrics_carry(docs: tuple[dict[str, Any], ...]) -> None:
+    """Our metrics carry `service` (extractor, ..., ingress) and `endpoint` (the ingress's endpoint name),
+    which the Prometheus Operator also sets on every target: without honorLabels Prometheus renames ours
+    to exported_service and exported_endpoint and keeps its own (postcall-ingress, the port's name
+    `http`). The ingress's ServiceMonitor had none: PostcallIngressRefusingSignatures, `by (source,
+    endpoint)`, saw every endpoint of a source as one (`http`), so an endpoint whose secret was rotated
+    did not fire while another of that source published; docs/ingress.md's
+    `postcall_records_produced_total{service="ingress"}` selected nothing."""
+    from prometheus_client import REGISTRY
+
+    from tests.contract.test_observability import METRICS_MODULES  # noqa: F401 (registers every metric)
+
+    ours: set[str] = set()
+    for collector, names in REGISTRY._collector_to_names.items():  # no public listing of label names
+        if any(n.startswith("postcall_") for n in names):
+            ours.update(getattr(collector, "_labelnames", ()) or getattr(collector, "labelnames", ()))
+    assert {"service", "endpoint"} <= ours & OPERATOR_TARGET_LABELS
+    monitors = of_kind(docs, "ServiceMonitor")
+    assert {_name(m) for m in monitors} >= {"postcall", "postcall-ingress", "postcall-api"}
+    for monitor in monitors:
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint.get("honorLabels") is True, f"ServiceMonitor {_name(monitor)}: honorLabels"
+
+
 def test_grace_period_outlasts_the_drain(docs: tuple[dict[str, Any], ...]) -> None:
     for workload in workloads(docs):
         runtime = effective_runtime(workload)
