@@ -204,6 +204,20 @@ def test_every_service_has_one_workload_with_a_disruption_budget_and_a_scaler(do
         assert "replicas" not in workload["spec"], "the ScaledObject owns the replica count"
 
 
+def test_the_docs_state_every_disruption_budget_as_it_is(docs: tuple[dict[str, Any], ...]) -> None:
+    """docs/operations.md said every PodDisruptionBudget allows one pod down (`maxUnavailable: 1`); the
+    ingress's and the API's keep one pod up (`minAvailable: 1`): a drain may take all but one of them."""
+    text = " ".join((ROOT / "docs/operations.md").read_text().split())
+    (paragraph,) = [p for p in re.split(r"(?<=\.) (?=The )", text) if p.startswith("The PodDisruptionBudgets")]
+    for budget in of_kind(docs, "PodDisruptionBudget"):
+        spec = budget["spec"]
+        for key in ("maxUnavailable", "minAvailable", "unhealthyPodEvictionPolicy"):
+            if key in spec:
+                assert f"`{key}: {spec[key]}`" in paragraph, f"{_name(budget)}: {key}: {spec[key]}"
+        if "minAvailable" in spec:
+            assert _name(budget).removeprefix("postcall-") in paragraph, _name(budget)
+
+
 def test_every_service_probes_liveness_and_readiness_on_the_metrics_port(docs: tuple[dict[str, Any], ...]) -> None:
     for workload in workloads(docs):
         c = container(workload)
