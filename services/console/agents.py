@@ -64,9 +64,13 @@ def relative(path: str, root: Path) -> str:
     return str(rel) if rel.parts else path  # a problem of the folder itself names the folder
 
 
-def load(config_dir: Path) -> tuple[Catalog | None, list[Problem]]:
+def load(config_dir: Path, previous: Catalog | None = None) -> tuple[Catalog | None, list[Problem]]:
+    """The folder as the services hold it: with `previous` (this process's last read of the same folder), a
+    file an edit broke keeps its last good configuration, shown as served (`stale`), as the router's and the
+    extractor's reloads keep it. A file already bad when this process first read the folder shows as not
+    loaded, although a service running since it was good still serves that."""
     try:
-        catalog = load_catalog(config_dir)
+        catalog = load_catalog(config_dir, previous=previous)
     except ConfigError as exc:
         return None, list(exc.problems)
     return catalog, list(catalog.problems) + empty_folder_problems(catalog)
@@ -79,7 +83,10 @@ async def agents(request: Request, who: Viewer) -> Response:
     if settings.config_dir is None:
         return page(request, "agents.html", {"configured": False})
     root = Path(settings.config_dir)
-    catalog, problems = load(root)
+    previous: Catalog | None = getattr(request.app.state, "agents_catalog", None)
+    catalog, problems = load(root, previous if previous is not None and previous.directory == str(root) else None)
+    if catalog is not None:
+        request.app.state.agents_catalog = catalog
     files = [_file_row(f, root) for f in catalog.files.values()] if catalog else []
     destinations, attempts = {}, {}
     if settings.destinations_file is not None:

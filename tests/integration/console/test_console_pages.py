@@ -392,6 +392,24 @@ async def test_agents_page_shows_problems_with_lines_flows_and_fire_counts(store
     assert "0 of 0" in html  # nothing recorded for this revision in the last 7 days
 
 
+async def test_agents_page_says_a_file_that_became_invalid_is_served_by_its_last_good_revision(
+    store: Store, tmp_path: Any
+) -> None:
+    """The router and the extractor keep a file's last good configuration when an edit breaks it (a reload
+    never drops an agent); the page said "not loaded" for it, as it read the folder afresh each time."""
+    good = (AGENTS / "support-line.yaml").read_text()
+    (tmp_path / "support.yaml").write_text(good)
+    async with console_for(store, console={"config_dir": str(tmp_path)}) as c:
+        assert "not loaded" not in (await c.get("/console/agents")).text
+        (tmp_path / "support.yaml").write_text(good.replace("flows:", "flows: [", 1))
+        html = (await c.get("/console/agents")).text
+        assert "bad: the last good revision still serves" in html and "not loaded" not in html
+        assert "crm-case-update" in html  # its flows, as they are served
+        (tmp_path / "new.yaml").write_text("agent: new-line\nflows: [\n")  # never good: nothing serves it
+        html = (await c.get("/console/agents")).text
+        assert html.count("not loaded") == 1 and "bad: the last good revision still serves" in html
+
+
 async def test_agents_page_says_a_folder_without_an_agent_file_is_a_problem(store: Store, tmp_path: Any) -> None:
     """As `postcall config validate` refuses it; the page used to say "No problems: every file is valid."."""
     (tmp_path / "README.md").write_text("agent: support-line\n")
