@@ -32,7 +32,7 @@ from typing import Literal
 from schemas.content import content_digest
 from schemas.events import ActionBase, ActionCompleted
 from schemas.routes import DISPATCHER
-from services.common.api import Context, Deferred, Event, Failure, PermanentError, Service
+from services.common.api import Context, Deferred, Event, Failure, Service
 from services.dispatcher.delivery import AttemptDetails, Delivery
 from services.dispatcher.executors import Executors
 from services.dispatcher.ledger import Ledger
@@ -125,11 +125,8 @@ class Dispatcher:
             # ctx.partition is where the action first arrived, also for a retry tier's copy
             if skipped := await self._skip(action, ctx):
                 return [skipped]
-            try:
-                delivery = await self._executors.run(action)
-            except PermanentError as exc:
-                deliveries(action_type(action), _destination(exc, action), "failed").inc()
-                raise
+            # a failure is counted by on_failure, with the outcome its result says (failed or dead_lettered)
+            delivery = await self._executors.run(action)
             digest = content_of(action)
             self._ledger.record(ctx.partition, action.action_id, action.supersedes, digest)
         return [self._completed(action, ctx, delivery, digest)]
@@ -179,8 +176,3 @@ def content_of(action: ActionBase) -> str:
 
 def action_type(action: ActionBase) -> str:
     return str(getattr(action, "type", "unknown"))
-
-
-def _destination(exc: BaseException, action: ActionBase) -> str:
-    named = exc.destination if isinstance(exc, AttemptDetails) else None
-    return named or action.destination or NO_DESTINATION

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 
 from schemas import headers as h
@@ -185,6 +187,27 @@ async def test_failures_never_share_the_compaction_key_of_a_done_result(mock_sen
                     ("dead_lettered", f"act_1/attempt-{tiers + 1}".encode())]  # fmt: skip
     # ce_subject is the record's key, as schemas/asyncapi.yaml says: not the bare action_id on a failure
     assert [r.headers[h.CE_SUBJECT].encode() for r in out.outputs] == [r.key for r in out.outputs]
+
+
+@pytest.mark.parametrize("status", [400, 503, 200])
+async def test_each_attempt_is_counted_once_with_its_results_outcome(mock_sender: Sender, status: int) -> None:
+    """postcall_deliveries_total counts action attempts by the outcome their ActionCompleted says. A
+    permanent failure (a 400: one attempt, one `dead_lettered` result) was counted twice, `failed` and
+    `dead_lettered`, so the dashboard showed two attempts and a failure rate too high for it."""
+    outcomes = ("delivered", "failed", "dead_lettered")
+
+    def counts() -> dict[str, float]:
+        labels = {"type": "webhook", "destination": "crm"}
+        return {
+            o: REGISTRY.get_sample_value("postcall_deliveries_total", {**labels, "outcome": o}) or 0.0 for o in outcomes
+        }
+
+    run, _ = dispatcher(mock_sender, lambda r: httpx.Response(status))
+    before = counts()
+    out = await run.send(webhook(f"act_count_{status}"))
+    results = Counter[str](completed(r).outcome for r in out.outputs if r.topic == ACTION_RESULTS)
+    after = counts()
+    assert {o: after[o] - before[o] for o in outcomes} == {o: float(results[o]) for o in outcomes}
 
 
 async def test_a_redelivery_goes_out_only_when_its_content_changed_and_says_what_it_supersedes(
