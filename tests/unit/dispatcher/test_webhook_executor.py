@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import standardwebhooks
 
 from schemas.events import WebhookRequested
 from services.dispatcher.delivery import HttpOptions, HttpSender, open_clients
@@ -106,6 +107,11 @@ async def test_the_docs_receiver_example_verifies_a_real_dispatcher_request(mock
         verify(SECRET, {**headers, "webhook-timestamp": str(int(time.time()) - 301)}, body)
     with pytest.raises(ValueError, match="signature"):
         verify(SECRET, {**headers, "webhook-signature": "v1,é"}, body)  # garbage is a refusal, not a TypeError
+    # "The reference library does the same" (docs/downstream.md): standardwebhooks, either secret
+    for secret in (SECRET, SECRET_2):
+        assert standardwebhooks.Webhook(secret).verify(body, headers) == json.loads(body)
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(SECRET).verify(body.replace(b"Caf", b"caf"), headers)
 
 
 async def test_a_body_with_an_integer_over_64_bits_is_sent_not_retried_as_an_unknown_error(mock_sender: Sender) -> None:
