@@ -108,6 +108,66 @@ def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
         assert not unknown, f"{source} uses metrics no service exports: {sorted(unknown)}"
 
 
+# labels every scraped series has besides its own: Prometheus' and the Prometheus Operator's target labels
+TARGET_LABELS = {"namespace", "service", "pod", "container", "endpoint", "job", "instance"}
+_SELECTOR = re.compile(r"\b(postcall_\w+)\s*\{([^{}]*)\}")
+_GROUP_BY = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^()]*)\)")
+
+
+def label_names() -> dict[str, set[str]]:
+    """Every sample name the services export -> the label names its series carry."""
+    found: dict[str, set[str]] = {}
+    for collector, names in REGISTRY._collector_to_names.items():  # no public listing of label names
+        labels = set(getattr(collector, "_labelnames", ()) or getattr(collector, "labelnames", ()))
+        for name in names:
+            found[name] = labels | ({"le"} if name.endswith("_bucket") else set())
+    return found
+
+
+def label_problems(expr: str, shown: list[str]) -> list[str]:
+    """Labels `expr` selects or groups by, or `shown` (legends, annotations) prints, that none of the
+    series it reads carry."""
+    known = label_names()
+    metrics = {n for n in metric_names(expr) if n.startswith("postcall_")}
+    carried = TARGET_LABELS | {"le"} | {label for n in metrics for label in known.get(n, set())}
+    problems = [
+        f"{name}{{{label}}}"
+        for name, matchers in _SELECTOR.findall(expr)
+        # `name{a="x"}` selects a; `name{a, b}` (the docs' way to name a metric's labels) lists them
+        for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers) or re.findall(r"\w+", matchers)
+        if label not in TARGET_LABELS | known.get(name, set())
+    ]
+    grouped = [label.strip() for group in _GROUP_BY.findall(expr) for label in group.split(",") if label.strip()]
+    problems += [f"by ({label})" for label in grouped if label not in carried]
+    kept = set(grouped) if re.search(r"\bby\s*\(", expr) else carried  # after `sum by (...)`, only those
+    problems += [f"shows {label}" for label in shown if label not in kept]
+    return problems
+
+
+def test_dashboard_and_alerts_select_group_and_show_only_labels_their_metrics_carry() -> None:
+    """The names are checked above; a label a query selects (`{outcome="held"}`), groups by or shows in a
+    legend or an alert's annotation that its series do not carry selects nothing or prints nothing. The
+    same for the queries and label lists in README and docs/ (`postcall_x{a, b}`)."""
+    assert label_problems('sum by (source) (rate(postcall_ingress_requests_total{outcom="x"}[5m]))', ["pod"]) == [
+        "postcall_ingress_requests_total{outcom}",
+        "shows pod",
+    ]
+    board = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
+    problems = {}
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            shown = re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", ""))
+            problems[f"panel {panel['title']}"] = label_problems(target["expr"], shown)
+    for rule in alert_rules():
+        shown = re.findall(r"\$labels\.(\w+)", " ".join(rule["annotations"].values()))
+        problems[f"alert {rule['alert']}"] = label_problems(rule["expr"], shown)
+    for path in sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")]):
+        for span in re.findall(r"`([^`\n]*postcall_\w+[^`\n]*)`", path.read_text()):
+            problems[f"{path.relative_to(ROOT)}: {span}"] = label_problems(span, [])
+    problems = {where: found for where, found in problems.items() if found}
+    assert not problems, problems
+
+
 def test_every_service_metric_family_is_on_the_dashboard() -> None:
     families = {m.name for m in REGISTRY.collect() if m.name.startswith("postcall_")}
     shown = {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in used_metric_names()["dashboard"]}
