@@ -131,6 +131,8 @@ HEADER_DOCS: dict[str, str] = {
     h.REPLAY_COUNT: "How many times the record was replayed from a dead-letter topic.",
     h.REPLAYED_FROM: "The dead-letter topic it was replayed from.",
     h.REPLAYED_AT: "When it was replayed.",
+    h.REPLAYED_BY: "Who replayed it: the API token's name (the console, POST /dead-letters/replay; `local` on an "
+    "unauthenticated loopback API), or user@host for postcall dlq replay.",
 }
 
 CE_REQUIRED = (h.CE_ID, h.CE_TYPE, h.CE_SOURCE, h.CE_SPECVERSION, h.CE_TIME, h.CONTENT_TYPE)
@@ -164,12 +166,17 @@ def _header_object(description: str, names: Sequence[str], required: Sequence[st
 def header_schemas() -> Json:
     """components.schemas: the header groups, built from the names in schemas/headers.py."""
     ce_names = (*CE_REQUIRED, h.CE_SUBJECT)
-    replay = (h.REPLAY_COUNT, h.REPLAYED_FROM, h.REPLAYED_AT)
+    replay = (h.REPLAY_COUNT, h.REPLAYED_FROM, h.REPLAYED_AT, h.REPLAYED_BY)
     return {
         "CloudEventsHeaders": _header_object(
             "CloudEvents Kafka binding, binary mode: on every record.", ce_names, CE_REQUIRED
         ),
-        "ReplayHeaders": _header_object("Set when `postcall dlq replay` put the record back.", replay, ()),
+        "ReplayHeaders": _header_object(
+            "Set when a replay (`postcall dlq replay`, the console's redrive, POST /dead-letters/replay) put the "
+            "record back from a dead-letter topic.",
+            replay,
+            (),
+        ),
         "RetryHeaders": _header_object(
             "Set on records in a retry tier (delay topic).", h.RETRY_HEADERS, RETRY_REQUIRED
         ),

@@ -106,6 +106,19 @@ def test_header_groups_list_every_name_in_headers_module(doc: dict[str, Any]) ->
     assert set(schemas["DeadLetterHeaders"]["properties"]) == set(h.DLQ_HEADERS)
 
 
+def test_replay_headers_list_every_header_a_replay_adds(doc: dict[str, Any]) -> None:
+    """A record replayed from a dead-letter topic (postcall dlq replay, the console's redrive, POST
+    /dead-letters/replay: one function) carries what services.cli.dlq.replay_headers adds; the document
+    left out x-replayed-by, the operator who replayed it, which a consumer of an action topic sees."""
+    from services.cli.dlq import DeadLetter, replay_headers
+
+    letter = DeadLetter("postcall.dispatcher.dlq.v1", 0, 0, 0, None, None, {})
+    added = set(replay_headers(letter, "ops@host"))
+    replay = doc["components"]["schemas"]["ReplayHeaders"]
+    assert set(replay["properties"]) == added
+    assert "console" in replay["description"]
+
+
 def test_ce_subject_is_described_as_the_record_key_it_is(doc: dict[str, Any]) -> None:
     """The runtime sets ce_subject to the record's key (services.common.process.outputs): on the results
     topic `<action_id>/attempt-<n>` for failed and dead_lettered, on destination states the state's key.
