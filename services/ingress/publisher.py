@@ -169,7 +169,23 @@ async def abort(producer: AIOKafkaProducer) -> None:
     if sender is not None:
         with contextlib.suppress(asyncio.CancelledError):
             await sender.close()  # cancels the sender task: nothing more goes out
-    producer._message_accumulator.fail_all(KafkaTimeoutError())
+    accumulator = producer._message_accumulator
+    # Failing what is buffered must not end in asyncio's "Exception in callback" and "Future exception was
+    # never retrieved" lines (ERROR, from aiokafka's internals, mid-outage). A batch put back after a retriable
+    # error (a stalled broker's late RequestTimedOut answers the request the sender waited for) still has the
+    # callback its first send gave it, which takes it out of the pending set when it completes: failed while
+    # queued, it is not in that set (KeyError). And failing a batch fails its drain waiter, which nobody
+    # awaits once no sender runs.
+    batches = [batch for queued in accumulator._batches.values() for batch in queued]
+    batches += accumulator._pending_batches
+    for batch in batches:
+        if batch.retry_count:
+            accumulator._pending_batches.add(batch)  # where its callback looks for it (failed once: a set)
+    accumulator.fail_all(KafkaTimeoutError())
+    for batch in batches:
+        drained = batch._drain_waiter
+        if drained.done() and not drained.cancelled():
+            drained.exception()  # retrieved
     await producer.client.close()
 
 

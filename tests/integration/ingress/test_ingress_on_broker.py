@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -248,6 +251,43 @@ def test_kafka_down_is_503_then_accepted_after_recovery_and_published_once(tmp_p
         if ingress is not None:
             ingress.proc.term(timeout=30)
         cluster.stop_node(cluster.nodes[0], kill=True)  # a throwaway broker: no controlled shutdown to wait for
+        cluster.stop()
+
+
+def test_a_stalled_broker_is_503_then_accepted_and_the_log_holds_no_error_of_the_kafka_client(tmp_path: Path) -> None:
+    """A broker that stops answering (a long GC pause, a frozen VM: SIGSTOP here) rather than dying: the request
+    is answered 503 at the publish timeout and its producer aborted. When the broker answers again, the
+    aborted producer's late answers must not surface as errors of the Kafka client in the log ("Exception in
+    callback", "Future exception was never retrieved"): an SRE reading the log mid-outage takes them for
+    a bug."""
+    cluster = KafkaCluster(size=1).start()
+    kafka = KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)
+    ingress: Ingress | None = None
+    broker = cluster.nodes[0].process.pid
+    try:
+        asyncio.run(ensure_topics(kafka, [Topic(CONVERSATION_ENDED, "test", 3, 3_600_000)], replication=1))
+        ingress = start_ingress(kafka.bootstrap_servers, tmp_path, POSTCALL_INGRESS__PUBLISH_TIMEOUT_SECONDS="2")
+        ingress.wait("/readyz", 200)
+        assert ingress.post("vapi", example("vapi/web-call-no-analysis.json")).status_code == 200  # warm
+
+        os.kill(broker, signal.SIGSTOP)
+        body = example("elevenlabs/web-with-analysis.json")
+        assert ingress.post("elevenlabs", body).status_code == 503
+        time.sleep(1)
+        os.kill(broker, signal.SIGCONT)
+        ingress.wait("/readyz", 200, timeout=90)
+        accepted = ingress.post("elevenlabs", body)
+        assert accepted.status_code == 200, accepted.text
+        time.sleep(2)  # the aborted producer's connection answered meanwhile
+        assert ingress.proc.term(timeout=30) == 0
+        log = ingress.proc.output()
+        assert "Exception in callback" not in log and "never retrieved" not in log, log[-4000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(broker, signal.SIGCONT)
+        if ingress is not None:
+            ingress.proc.term(timeout=30)
+        cluster.stop_node(cluster.nodes[0], kill=True)
         cluster.stop()
 
 
