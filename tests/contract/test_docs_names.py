@@ -25,6 +25,7 @@ from typing import Any
 
 import typer
 from prometheus_client import REGISTRY, generate_latest
+from pydantic import BaseModel, SecretStr
 
 from services.cli.main import app
 from tests.contract.test_k8s_manifests import _settings_classes, _unknown_setting
@@ -231,6 +232,49 @@ def test_the_retry_schedules_and_dead_letter_categories_the_docs_name_are_the_ru
                 if word not in categories:
                     problems.append(f"{where}: dead-letter category `{word}`")
     assert not problems, f"the runtime has no such schedule or category (routes: {sorted(schedules)}): {problems}"
+
+
+def setting_default(variable: str) -> object:
+    """The default of POSTCALL_A__B in the first service's settings that has it; KeyError when none does."""
+    for model in _settings_classes().values():
+        current: type[BaseModel] = model
+        for part in variable.removeprefix("POSTCALL_").lower().split("__"):
+            field = current.model_fields.get(part)
+            if field is None:
+                break
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                current = field.annotation
+                continue
+            value = field.get_default(call_default_factory=True)
+            return value.get_secret_value() if isinstance(value, SecretStr) else value
+    raise KeyError(variable)
+
+
+def test_every_settings_table_in_the_docs_gives_the_defaults_the_settings_have() -> None:
+    """A docs table row `| `POSTCALL_A`, `POSTCALL_B` | a, b | ...` states the defaults of those settings
+    (docs/store.md's table of the recorder's and the API's settings)."""
+    rows = [
+        (path, m.group(1), m.group(2))
+        for path in DOCS
+        for m in re.finditer(r"^\| *((?:`POSTCALL_\w+`(?:, )?)+) *\| *([^|]+?) *\|", path.read_text(), re.M)
+    ]
+    assert len(rows) >= 6, "the extraction found no settings table"
+    problems = []
+    for path, names_cell, defaults_cell in rows:
+        names = re.findall(r"POSTCALL_\w+", names_cell)
+        given = [re.sub(r"\s*\(.*\)$", "", v).strip("` ") for v in defaults_cell.split(", ")]
+        for name, text in zip(names, given, strict=True):
+            default = setting_default(name)
+            same = (
+                text == str(default).lower()
+                if isinstance(default, bool)
+                else float(text) == default
+                if isinstance(default, int | float)
+                else text == str(default)
+            )
+            if not same:
+                problems.append(f"{path.relative_to(ROOT)}: {name}: the docs say {text}, the default is {default!r}")
+    assert not problems, problems
 
 
 def test_the_command_extraction_takes_code_not_prose() -> None:
