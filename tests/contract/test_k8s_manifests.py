@@ -204,6 +204,25 @@ def test_every_service_has_one_workload_with_a_disruption_budget_and_a_scaler(do
         assert "replicas" not in workload["spec"], "the ScaledObject owns the replica count"
 
 
+def test_the_docs_state_every_scalers_trigger_and_lag_threshold() -> None:
+    """docs/operations.md's table of the KEDA triggers (service | trigger | lagThreshold | why) has a row
+    per ScaledObject with its topic (or none) and its lagThreshold: the recorder's (20000, every topic
+    it reads) was missing."""
+    text = (ROOT / "docs/operations.md").read_text()
+    rows = {
+        m.group(1): (m.group(2), m.group(3))
+        for m in re.finditer(r"^\| (\w+) \| ([^|]+) \| (\d+) \| [^|]+ \|$", text, re.M)
+    }
+    for scaler in of_kind(rendered("overlays/prod"), "ScaledObject"):
+        service = scaler["spec"]["scaleTargetRef"]["name"].removeprefix("postcall-")
+        [trigger] = [t["metadata"] for t in scaler["spec"]["triggers"] if t["type"] == "kafka"]
+        assert service in rows, f"operations.md has no KEDA row for {service}"
+        said, threshold = rows[service]
+        assert threshold == trigger["lagThreshold"], service
+        topic = trigger.get("topic")
+        assert (f"`{topic}`" in said) if topic else said.startswith("no topic"), service
+
+
 def test_the_docs_state_every_disruption_budget_as_it_is(docs: tuple[dict[str, Any], ...]) -> None:
     """docs/operations.md said every PodDisruptionBudget allows one pod down (`maxUnavailable: 1`); the
     ingress's and the API's keep one pod up (`minAvailable: 1`): a drain may take all but one of them."""
