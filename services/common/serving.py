@@ -13,7 +13,8 @@ backpressure (pause_writing) as it would without this.
 `CoalescingHttpToolsProtocol` also bounds what a client can hold, which uvicorn's httptools protocol
 does not: a request's line and headers over `MAX_HEAD_BYTES` are answered 431 and the connection
 closed (httptools keeps every header byte it is given: one endless header grew the process by
-hundreds of MB); a request whose head and body have not all arrived `read_timeout` seconds after the
+hundreds of MB; a read is checked before it is parsed, for a head that ends in it, and after, for one
+that goes on); a request whose head and body have not all arrived `read_timeout` seconds after the
 connection or its first byte is answered 408 and closed (uvicorn times out only the idle wait between
 requests: a connection that sends nothing, or trickles its head or body, was held for ever), with
 one timer per connection, re-armed when it fires, not one per request; a client that reads nothing of the
@@ -432,7 +433,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 # CRLF before a request line): else CRLFs sent once answered held the connection for good
                 self._reading_since = self.loop.time()
         if self._head_bytes is not None:
+            before = self._head_bytes
             self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                # a head whose end is in this read would be complete once parsed, and served: its size is
+                # where that end is (a read of no end is refused below, once parsed, as the head goes on)
+                end = data.find(b"\r\n\r\n")
+                if end >= 0 and before + end + 4 > MAX_HEAD_BYTES:
+                    self._refuse(
+                        431, "headers_too_large", f"the request line and headers are over {MAX_HEAD_BYTES} bytes"
+                    )
+                    return
         super().data_received(data)
         if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
             self._refuse(431, "headers_too_large", f"the request line and headers are over {MAX_HEAD_BYTES} bytes")

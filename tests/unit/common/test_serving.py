@@ -200,6 +200,20 @@ async def test_a_request_head_over_the_limit_is_answered_431_and_its_connection_
     assert sent < 4 * 1024 * 1024  # the server stopped reading: the socket buffers took the rest
 
 
+async def test_a_head_over_the_limit_that_ends_in_the_read_crossing_it_is_refused_too() -> None:
+    """The count was checked after each read was parsed: a head whose end came in the read that crossed
+    MAX_HEAD_BYTES (a 70,000-byte header sent in one write) was complete by then and served."""
+
+    def request(pad: int) -> bytes:
+        return b"GET /big HTTP/1.1\r\nhost: x\r\nx-pad: %s\r\nconnection: close\r\n\r\n" % (b"a" * pad)
+
+    async with served(CoalescingHttpToolsProtocol) as port:
+        over, _ = await send_until_answered(port, [request(70_000)])
+        under, _ = await send_until_answered(port, [request(60_000)])
+    assert over.startswith(b"HTTP/1.1 431 ") and b'"error":"headers_too_large"' in over, over[:200]
+    assert under.startswith(b"HTTP/1.1 200 ") and under.endswith(b"/big")
+
+
 async def test_a_head_of_many_headers_over_the_limit_is_refused_and_one_under_it_answered() -> None:
     def request(count: int) -> Iterator[bytes]:  # 11 bytes a header
         yield b"GET /many HTTP/1.1\r\nhost: x\r\n"
