@@ -204,6 +204,18 @@ def test_every_service_has_one_workload_with_a_disruption_budget_and_a_scaler(do
         assert "replicas" not in workload["spec"], "the ScaledObject owns the replica count"
 
 
+def test_the_docs_name_every_command_the_one_image_runs() -> None:
+    """docs/operations.md: "One image runs all three; the container command chooses" named the extractor,
+    the router and the dispatcher; the image runs six services."""
+    text = " ".join((ROOT / "docs/operations.md").read_text().split())
+    (sentence,) = re.findall(r"One image runs [^)]*\)", text)
+    workloads = [d for d in rendered("overlays/prod") if d["kind"] in WORKLOAD_KINDS]
+    assert len({container(w)["image"] for w in workloads}) == 1
+    for workload in workloads:
+        command = container(workload)["command"]
+        assert command[:2] == ["python", "-m"] and command[2] in sentence, (command, sentence)
+
+
 def test_the_docs_state_every_scalers_trigger_and_lag_threshold() -> None:
     """docs/operations.md's table of the KEDA triggers (service | trigger | lagThreshold | why) has a row
     per ScaledObject with its topic (or none) and its lagThreshold: the recorder's (20000, every topic
