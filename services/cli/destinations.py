@@ -9,6 +9,7 @@ Both read or write postcall.destination-state.v1 (services/dispatcher/shared.py)
 from __future__ import annotations
 
 import asyncio
+import difflib
 import getpass
 import socket
 import time
@@ -107,13 +108,22 @@ Name = Annotated[str, typer.Argument(help="The destination's name in the dispatc
 def enable_command(name: Name, bootstrap: Bootstrap = None) -> None:
     """Send to a destination again on every replica (it was disabled by a 410 Gone)."""
     kafka = kafka_settings(bootstrap)
-    current = asyncio.run(state(kafka)).get(f"disabled/{name}")
+    facts = asyncio.run(state(kafka))
     # written even when nothing says disabled: a replica may hold a 410 whose record never reached the topic
     asyncio.run(enable(kafka, name))
-    console.print(plain(enabled_message(name, current)))
+    console.print(plain(enabled_message(name, facts)), soft_wrap=True)
 
 
-def enabled_message(name: str, current: DestinationState | None) -> str:
-    if current is None or not current.disabled:
+def enabled_message(name: str, facts: dict[str, DestinationState]) -> str:
+    current = facts.get(f"disabled/{name}")
+    if current is not None and current.disabled:
+        return f"{name}: enabled on every dispatcher replica (was: {current.reason or 'disabled'})"
+    disabled = sorted(f.destination for f in facts.values() if f.kind == "disabled" and f.disabled and f.destination)
+    if not disabled:
         return f"{name}: enabled on every dispatcher replica (it was not recorded as disabled)"
-    return f"{name}: enabled on every dispatcher replica (was: {current.reason or 'disabled'})"
+    near = difflib.get_close_matches(name, disabled, n=1)
+    hint = f"did you mean {near[0]}? " if near else ""
+    return (
+        f"{name}: enabled on every dispatcher replica (it was not recorded as disabled; {hint}"
+        f"recorded as disabled: {', '.join(disabled)})"
+    )

@@ -62,3 +62,30 @@ def test_enable_writes_the_enable_record_even_when_nothing_recorded_it_disabled(
     assert result.exit_code == 0, result.output
     assert written == ["crm"]
     assert "crm: enabled on every dispatcher replica (it was not recorded as disabled)" in result.output
+
+
+def test_enabling_a_name_not_recorded_as_disabled_names_the_ones_that_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt name (`crm-sinc`) said only "enabled on every dispatcher replica", exit 0, and the destination
+    the operator meant stayed disabled. The record is still written (a replica may hold a 410 whose record
+    never reached the topic), and the line now names what the topic records as disabled, the closest first."""
+    facts = {
+        "disabled/crm-sink": fact(kind="disabled", destination="crm-sink", disabled=True, reason="410 Gone"),
+        "disabled/slack": fact(kind="disabled", destination="slack", disabled=True, reason="410 Gone"),
+        "disabled/teams": fact(kind="disabled", destination="teams", disabled=False, reason="enabled by ops"),
+    }
+    written: list[str] = []
+
+    async def state(kafka: object) -> dict[str, DestinationState]:
+        return facts
+
+    async def enable(kafka: object, destination: str) -> None:
+        written.append(destination)
+
+    monkeypatch.setattr(destinations, "state", state)
+    monkeypatch.setattr(destinations, "enable", enable)
+    result = CliRunner().invoke(destinations.app, ["enable", "crm-sinc", "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 0 and written == ["crm-sinc"], result.output
+    assert "crm-sinc: enabled on every dispatcher replica (it was not recorded as disabled; did you mean " in (
+        " ".join(result.output.split())
+    )
+    assert "recorded as disabled: crm-sink, slack" in " ".join(result.output.split())
