@@ -229,6 +229,12 @@ async def _extract(
     from services.extractor.handler import Extractor
 
     settings = settings or ExtractorSettings(config_dir=agents)
+    if provider == "openai" and not settings.llm.configured:  # asked for by the user: not the heuristic instead
+        result.error = (
+            "--provider openai asks for the LLM, but no LLM endpoint is configured: set POSTCALL_LLM__BASE_URL "
+            "and/or POSTCALL_LLM__API_KEY, or try the offline extractor with --provider heuristic"
+        )
+        return None
     specs = SpecSource(agents, trial=True)
 
     def spec_for(event: ConversationEnded) -> ExtractionSpec | None:

@@ -224,3 +224,13 @@ def test_the_text_report_shows_caller_text_with_every_control_character_visible(
     assert code == 0, out
     assert "\x1b" not in out and "\u202e" not in out
     assert "conv-\\x1b]8;;https://evil.example" in out and "\\x1b[2J\\u202e" in out
+
+
+def test_asking_for_the_llm_with_none_configured_is_said_not_tried_with_the_heuristic() -> None:
+    """`--provider openai` (the console's "the configured LLM") with no POSTCALL_LLM__* set ran the heuristic
+    and said "the agent asks for the openai provider": the one who asked was the user, and the result was
+    not the model's. Nothing is extracted; the run fails saying what to set or to pass instead."""
+    code, out = as_json("-c", str(CALLBACK), "-a", str(AGENTS), "--provider", "openai")
+    assert code == 1 and out["extraction"] is None and out["decision_trace"] is None, out
+    assert "--provider openai" in out["error"] and "POSTCALL_LLM__BASE_URL" in out["error"], out["error"]
+    assert "--provider heuristic" in out["error"]
