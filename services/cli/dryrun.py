@@ -190,6 +190,9 @@ async def dry_run(
     if result.config_source is None or result.problems:
         # a draft with problems would otherwise be tried as the published file it is meant to replace
         result.error = _no_config(conversation, result.problems)
+        if kind in VENDORS and agent is None and not result.problems:
+            platform = VENDORS[kind].split()[0]
+            result.error += f"; the {platform} payload names the platform's agent id: name the postcall agent it is for (--agent)"
         return result
     if extracted is None:
         extracted = await _extract(result, conversation, agents, provider, settings)

@@ -211,6 +211,18 @@ def test_a_vendor_payload_is_mapped_by_the_ingress_and_tried_for_the_named_agent
     assert out["agent"]["id"] == "support-line" and out["decision_trace"]["agent_id"] == "support-line"
 
 
+def test_a_vendor_payload_for_an_agent_not_configured_says_to_name_the_postcall_agent() -> None:
+    """Without --agent, a Vapi payload is tried for the vendor's assistant id, which no file names: the
+    answer said only that there is no configuration for it."""
+    vapi = ROOT / "examples" / "webhooks" / "vapi" / "phone-inbound-with-analysis.json"
+    code, out = as_json("-c", str(vapi), "-a", str(AGENTS))
+    assert code == 1 and out["input_kind"] == "vapi", out
+    assert out["error"].startswith("no configuration (published or draft) for agent "), out["error"]
+    assert "the Vapi payload names the platform's agent id: name the postcall agent it is for (--agent)" in out["error"]
+    code, out = as_json("-c", str(CALLBACK), "-a", str(AGENTS), "--agent", "nobody")
+    assert code == 1 and "--agent" not in out["error"]  # not a vendor payload: nothing to add
+
+
 def test_the_text_report_shows_caller_text_with_every_control_character_visible() -> None:
     """A conversation id, a transcript and so the values, evidence and summary extracted from it are the
     caller's (or a producer's): printed raw, an ESC began a terminal escape (an OSC-8 link whose text lies
