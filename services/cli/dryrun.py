@@ -192,7 +192,9 @@ async def dry_run(
         result.error = _no_config(conversation, result.problems)
         if kind in VENDORS and agent is None and not result.problems:
             platform = VENDORS[kind].split()[0]
-            result.error += f"; the {platform} payload names the platform's agent id: name the postcall agent it is for (--agent)"
+            result.error += (
+                f"; the {platform} payload names the platform's agent id: name the postcall agent it is for (--agent)"
+            )
         return result
     if extracted is None:
         extracted = await _extract(result, conversation, agents, provider, settings)

@@ -218,7 +218,8 @@ def test_a_vendor_payload_for_an_agent_not_configured_says_to_name_the_postcall_
     code, out = as_json("-c", str(vapi), "-a", str(AGENTS))
     assert code == 1 and out["input_kind"] == "vapi", out
     assert out["error"].startswith("no configuration (published or draft) for agent "), out["error"]
-    assert "the Vapi payload names the platform's agent id: name the postcall agent it is for (--agent)" in out["error"]
+    hint = "the Vapi payload names the platform's agent id: name the postcall agent it is for (--agent)"
+    assert hint in out["error"]
     code, out = as_json("-c", str(CALLBACK), "-a", str(AGENTS), "--agent", "nobody")
     assert code == 1 and "--agent" not in out["error"]  # not a vendor payload: nothing to add
 
