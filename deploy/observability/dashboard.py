@@ -407,7 +407,9 @@ def _variables() -> list[dash_b.QueryVariable | dash_b.DatasourceVariable]:
         )
 
     source = dash_b.DatasourceVariable("datasource").label("Prometheus").type("prometheus")
-    return [source, query("namespace", True), query("service", True)]
+    # the list is the consumers (records_consumed); All is every service, also the ingress, which produces
+    # the pipeline's input and consumes nothing (otherwise All is the listed values as a regex)
+    return [source, query("namespace", True), query("service", True).all_value(".*")]
 
 
 def _panel(panel: Panel, panel_id: int, x: int, y: int) -> timeseries.Panel | stat.Panel:

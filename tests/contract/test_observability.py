@@ -215,6 +215,17 @@ def test_a_panel_that_shows_a_metric_by_a_label_names_every_value_the_label_take
             assert not unnamed, f"panel {panel['title']!r} does not name {label} {unnamed}"
 
 
+def test_all_services_on_the_dashboard_includes_those_that_consume_nothing() -> None:
+    """The service variable lists the services of postcall_records_consumed_total (the consumers), and
+    Grafana's "All" is those values as a regex: the ingress's postcall_records_produced_total{service=
+    "ingress"} (the pipeline's input) never showed on "Consumed and produced / s". All is every service."""
+    board = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
+    (variable,) = [v for v in board["templating"]["list"] if v["name"] == "service"]
+    assert variable["includeAll"] and variable.get("allValue") == ".*"
+    produced = [t["expr"] for p in board["panels"] for t in p.get("targets", []) if "records_produced" in t["expr"]]
+    assert produced and all('service=~"$service"' in e for e in produced)
+
+
 def test_dashboard_file_is_generated_from_dashboard_py() -> None:
     assert (OBSERVABILITY / "grafana-dashboard.json").read_text() == dashboard.render(), (
         "run `python -m deploy.observability.dashboard`"
