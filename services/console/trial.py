@@ -118,7 +118,9 @@ async def config_text(request: Request, who: Viewer, file: str = "") -> Response
     )
 
 
-@router.post("/try", dependencies=[Csrf])
+# a pasted payload or edited file may be as large as an uploaded one (the form parser's default part is 1 MiB);
+# the fields' max_length refuses more, with the field's name
+@router.post("/try", dependencies=[Csrf], form_limits={"max_part_size": MAX_PAYLOAD + 1})
 async def run_try(
     request: Request,
     who: Viewer,

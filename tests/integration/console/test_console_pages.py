@@ -470,6 +470,22 @@ async def test_try_a_flow_on_an_edited_configuration(store: Store) -> None:
     assert "postcall-try-" not in broken.text  # the private copy's path is not shown
 
 
+async def test_try_a_flow_takes_a_pasted_payload_as_large_as_an_uploaded_one(store: Store) -> None:
+    """The page posts multipart (it has a file field): a pasted conversation over 1 MiB was refused by the form
+    parser's default part size ("Part exceeded maximum size of 1024KB") although the same file uploaded is
+    taken up to MAX_PAYLOAD (5 MiB), and the page says so."""
+    call = orjson.loads((ROOT / "examples" / "conversations" / "0005-callback-request.json").read_bytes())
+    call["messages"] = call["messages"] * (1_500_000 // len(orjson.dumps(call["messages"])) + 1)
+    payload = orjson.dumps(call).decode()
+    assert 1024 * 1024 < len(payload) < trial.MAX_PAYLOAD
+    async with console_for(store) as c:
+        token = csrf_of((await c.get("/console/try")).text)
+        multipart = {"csrf_token": token, "source": "paste", "payload": payload}
+        tried = await c.post("/console/try", data=multipart, files={"upload": ("", b"", "application/json")})
+    assert tried.status_code == 200, tried.text[:500]
+    assert "callback-requested" in tried.text and "exceeded" not in tried.text
+
+
 async def test_try_a_flow_on_a_configuration_folder_that_is_not_there_says_so(store: Store, tmp_path: Any) -> None:
     """POSTCALL_CONSOLE__CONFIG_DIR naming a folder that is gone (a ConfigMap not mounted, a typo): an edited
     file's dry run was a 500 (copying the folder raised FileNotFoundError), and the current configuration's
