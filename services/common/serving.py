@@ -10,19 +10,18 @@ was written; a close writes what is held first. Once what is held reaches uvicor
 (64 KiB) it is written at once, so that a large or streamed response meets the real transport's
 backpressure (pause_writing) as it would without this.
 
-`CoalescingHttpToolsProtocol` also bounds what a client can hold, which uvicorn's httptools protocol
-does not: a request's line and headers over `MAX_HEAD_BYTES` are answered 431 and the connection
-closed (httptools keeps every header byte it is given: one endless header grew the process by
-hundreds of MB; a read is checked before it is parsed, for a head that ends in it, and after, for one
-that goes on); a request whose head and body have not all arrived `read_timeout` seconds after the
-connection or its first byte is answered 408 and closed (uvicorn times out only the idle wait between
-requests: a connection that sends nothing, or trickles its head or body, was held for ever), with
-one timer per connection, re-armed when it fires, not one per request; a client that reads nothing of the
-answers written to it for as long (the transport past its high-water mark, or closed with bytes still to
-write) is disconnected (without a timeout it held the connection for good), while one that reads a large
-answer slowly is not cut off; and a client that sends more
-than `MAX_PIPELINED` requests ahead of their answers has its connection closed (uvicorn queues every
-pipelined request it parses, and reads on).
+`CoalescingHttpToolsProtocol` also bounds what a client can hold, which uvicorn's httptools protocol does not:
+a request's line and headers over `MAX_HEAD_BYTES` are answered 431 and the connection closed (httptools keeps
+every header byte it is given: one endless header grew the process by hundreds of MB; a read that would take a
+head past the limit is parsed only as far as the limit, so a head that ends later in the same read is refused
+too); a request whose head and body have not all arrived `read_timeout` seconds after the connection or its
+first byte is answered 408 and closed (uvicorn times out only the idle wait between requests: a connection
+that sends nothing, or trickles its head or body, was held for ever), with one timer per connection, re-armed
+when it fires, not one per request; a client that reads nothing of the answers written to it for as long (the
+transport past its high-water mark, or closed with bytes still to write) is disconnected (without a timeout it
+held the connection for good), while one that reads a large answer slowly is not cut off; and a client that
+sends more than `MAX_PIPELINED` requests ahead of their answers has its connection closed (uvicorn queues
+every pipelined request it parses, and reads on).
 
 An app may also serve some requests on the protocol itself, without ASGI: if it has a
 `direct_route(method, path)` that answers a `DirectRoute` (and a path parameter) for a request (the same
@@ -432,21 +431,22 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 # and is the next request's first byte, even when it begins no message (httptools skips a
                 # CRLF before a request line): else CRLFs sent once answered held the connection for good
                 self._reading_since = self.loop.time()
+        while self._head_bytes is not None and self._head_bytes + len(data) > MAX_HEAD_BYTES:
+            # parsed only as far as the head may go: a head whose end comes later (in this read too, where it
+            # would be complete once parsed, and served) is over the limit
+            room = MAX_HEAD_BYTES - self._head_bytes
+            self._head_bytes = MAX_HEAD_BYTES  # None once the head ends, 0 once its request is whole
+            if room:
+                super().data_received(data[:room])
+            if self.transport.is_closing():
+                return
+            if self._head_bytes == MAX_HEAD_BYTES:
+                self._refuse(431, "headers_too_large", f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
+                return
+            data = data[room:]
         if self._head_bytes is not None:
-            before = self._head_bytes
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                # a head whose end is in this read would be complete once parsed, and served: its size is
-                # where that end is (a read of no end is refused below, once parsed, as the head goes on)
-                end = data.find(b"\r\n\r\n")
-                if end >= 0 and before + end + 4 > MAX_HEAD_BYTES:
-                    self._refuse(
-                        431, "headers_too_large", f"the request line and headers are over {MAX_HEAD_BYTES} bytes"
-                    )
-                    return
         super().data_received(data)
-        if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-            self._refuse(431, "headers_too_large", f"the request line and headers are over {MAX_HEAD_BYTES} bytes")
 
     def on_message_begin(self) -> None:
         if self._direct is None:

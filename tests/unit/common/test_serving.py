@@ -25,6 +25,7 @@ from uvicorn.server import ServerState
 from services.common import observability, serving
 from services.common.observability import JsonFormatter
 from services.common.serving import (
+    MAX_HEAD_BYTES,
     MAX_PIPELINED,
     CoalescingHttpToolsProtocol,
     CoalescingTransport,
@@ -212,6 +213,30 @@ async def test_a_head_over_the_limit_that_ends_in_the_read_crossing_it_is_refuse
         under, _ = await send_until_answered(port, [request(60_000)])
     assert over.startswith(b"HTTP/1.1 431 ") and b'"error":"headers_too_large"' in over, over[:200]
     assert under.startswith(b"HTTP/1.1 200 ") and under.endswith(b"/big")
+
+
+async def test_a_head_is_measured_to_its_own_end_not_to_a_later_blank_line_in_the_read() -> None:
+    """bab9251 looked in the read crossing MAX_HEAD_BYTES for the first blank line: a head whose last LF
+    began that read (its CR LF CR came before) was measured to a blank line in its body and refused 431,
+    and a head after CRLFs (skipped before a request line) was measured to them and served. A head of
+    exactly MAX_HEAD_BYTES is served, one byte more refused, in one write or two."""
+    body = b"a" * 69_000 + b"\r\n\r\n" + b"b" * 996
+    head = b"POST /body HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    base = len(b"GET /edge HTTP/1.1\r\nhost: x\r\nx-pad: \r\nconnection: close\r\n\r\n")
+
+    def request(size: int) -> bytes:
+        return b"GET /edge HTTP/1.1\r\nhost: x\r\nx-pad: %s\r\nconnection: close\r\n\r\n" % (b"a" * (size - base))
+
+    async with served(CoalescingHttpToolsProtocol) as port:
+        split, _ = await send_until_answered(port, [head[:-1], head[-1:] + body])
+        after_crlfs, _ = await send_until_answered(port, [b"\r\n\r\n" + request(70_000)])
+        at, _ = await send_until_answered(port, [request(MAX_HEAD_BYTES)])
+        over, _ = await send_until_answered(port, [request(MAX_HEAD_BYTES + 1)])
+        at_in_two, _ = await send_until_answered(port, [request(MAX_HEAD_BYTES)[:-1], b"\n"])
+    assert split.startswith(b"HTTP/1.1 200 ") and split.endswith(b"/body"), split[:200]
+    assert after_crlfs.startswith(b"HTTP/1.1 431 "), after_crlfs[:200]
+    assert at.startswith(b"HTTP/1.1 200 ") and at_in_two.startswith(b"HTTP/1.1 200 "), (at[:200], at_in_two[:200])
+    assert over.startswith(b"HTTP/1.1 431 "), over[:200]
 
 
 async def test_a_head_of_many_headers_over_the_limit_is_refused_and_one_under_it_answered() -> None:
