@@ -28,6 +28,9 @@ SVC = f'{NS}, service=~"$service"'
 MAIN = f"{SVC}, topic!~`.+\\.retry-[0-9]+\\.v1`"  # the retry tiers' lag is waiting on purpose
 RETRY = f"{SVC}, topic=~`.+\\.retry-[0-9]+\\.v1`"
 RATE = "$__rate_interval"
+# the service dropdown lists the `service` values of these: every consumer counts what it consumes, the
+# ingress what it produces. (The api's metrics carry no `service`: its panels are not filtered by it.)
+SERVICE_SERIES = ("postcall_records_consumed_total", "postcall_records_produced_total")
 
 
 @dataclass
@@ -393,12 +396,14 @@ ROWS: list[tuple[str, list[Panel]]] = [
 
 def _variables() -> list[dash_b.QueryVariable | dash_b.DatasourceVariable]:
     def query(name: str, multi: bool) -> dash_b.QueryVariable:
-        selector = f"{{{NS}}}" if name == "service" else ""
+        series = "postcall_records_consumed_total"
+        if name == "service":  # the consumers and the ingress (which produces the pipeline's input, consumes nothing)
+            series = f'{{__name__=~"{"|".join(SERVICE_SERIES)}", {NS}}}'
         return (
             dash_b.QueryVariable(name)
             .label(name)
             .datasource(DS)
-            .query({"query": f"label_values(postcall_records_consumed_total{selector}, {name})", "refId": name})
+            .query({"query": f"label_values({series}, {name})", "refId": name})
             .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .include_all(True)
             .multi(multi)
@@ -407,8 +412,7 @@ def _variables() -> list[dash_b.QueryVariable | dash_b.DatasourceVariable]:
         )
 
     source = dash_b.DatasourceVariable("datasource").label("Prometheus").type("prometheus")
-    # the list is the consumers (records_consumed); All is every service, also the ingress, which produces
-    # the pipeline's input and consumes nothing (otherwise All is the listed values as a regex)
+    # All is `.*`, every service, rather than the listed values as a regex
     return [source, query("namespace", True), query("service", True).all_value(".*")]
 
 

@@ -226,6 +226,23 @@ def test_all_services_on_the_dashboard_includes_those_that_consume_nothing() -> 
     assert produced and all('service=~"$service"' in e for e in produced)
 
 
+def test_the_service_dropdown_lists_the_ingress_beside_the_consumers() -> None:
+    """The dropdown listed the services of postcall_records_consumed_total only: the ingress, which
+    consumes nothing, showed under All but could not be picked. It lists the `service` values of the
+    series the consumers and the ingress count with their own name."""
+    board = json.loads((OBSERVABILITY / "grafana-dashboard.json").read_text())
+    (variable,) = [v for v in board["templating"]["list"] if v["name"] == "service"]
+    match = re.fullmatch(r'label_values\(\{__name__=~"([\w|]+)", namespace=~"\$namespace"\}, service\)',
+                         variable["query"]["query"])  # fmt: skip
+    assert match, variable["query"]["query"]
+    listed = set(match.group(1).split("|"))
+    families = {m.name + "_total" if m.type == "counter" else m.name: m for m in REGISTRY.collect()}
+    assert all(name in families for name in listed), listed - families.keys()
+    assert "postcall_records_consumed_total" in listed  # every consumer
+    publisher = (ROOT / "services/ingress/publisher.py").read_text()
+    assert 'RECORDS_PRODUCED.labels("ingress"' in publisher and "postcall_records_produced_total" in listed
+
+
 def test_dashboard_file_is_generated_from_dashboard_py() -> None:
     assert (OBSERVABILITY / "grafana-dashboard.json").read_text() == dashboard.render(), (
         "run `python -m deploy.observability.dashboard`"
