@@ -1,8 +1,11 @@
 """The extractor's own metrics: LLM requests, tokens, cost, the circuit breaker and configuration reloads.
 
-Request outcomes: ok, invalid (output failed validation), refused, rate_limited, server_error, timeout,
-connection_error, client_error, bad_response (a 200 that is no chat completion), context_too_long,
-circuit_open.
+Request outcomes (the `outcome` of postcall_llm_requests_total): `ok`; `looped` (an ok answer with a
+looping string dropped, counted besides its `ok`); `invalid` (output failed validation); `cut_off` (the
+output ran to its token limit); `refused`; `rate_limited`; `server_error`; `timeout`; `connection_error`;
+`client_error`; `bad_response` (a 200 that is no chat completion); `context_too_long`; `circuit_open`;
+`configuration_error` (the endpoint's capabilities do not fit the settings, so no call is made, or it
+refuses the request as asked, or does not serve the agent's model).
 """
 
 from __future__ import annotations
