@@ -235,6 +235,21 @@ def test_the_docs_state_every_scalers_trigger_and_lag_threshold() -> None:
         assert (f"`{topic}`" in said) if topic else said.startswith("no topic"), service
 
 
+def test_the_capacity_table_has_a_measured_row_per_service_and_says_where_each_comes_from() -> None:
+    """docs/operations.md's Capacity table was a placeholder (`_tbd_`) that the KEDA thresholds' reasons
+    pointed to: every service that scales, and the ingress, has a row, each naming its source."""
+    text = (ROOT / "docs/operations.md").read_text()
+    section = text[text.index("\n## Capacity\n") :]
+    section = section[: section.find("\n## ", 1) if "\n## " in section[1:] else None]
+    assert "_tbd_" not in section and "TO BE FILLED" not in section
+    rows = re.findall(r"^\| ([a-z]+)[^|]* \|(.*)\|$", section, re.M)
+    services = {name for name, _ in rows}
+    assert {"extractor", "router", "dispatcher", "ingress", "recorder"} <= services, services
+    for name, cells in rows:
+        if name != "service":
+            assert re.search(r"20\d\d-\d\d-\d\d", cells), f"{name}: no run date"
+
+
 def test_the_docs_state_every_disruption_budget_as_it_is(docs: tuple[dict[str, Any], ...]) -> None:
     """docs/operations.md said every PodDisruptionBudget allows one pod down (`maxUnavailable: 1`); the
     ingress's and the API's keep one pod up (`minAvailable: 1`): a drain may take all but one of them."""
