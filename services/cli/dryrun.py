@@ -237,7 +237,8 @@ async def _extract(
     if provider == "openai" and not settings.llm.configured:  # asked for by the user: not the heuristic instead
         result.error = (
             "--provider openai asks for the LLM, but no LLM endpoint is configured: set POSTCALL_LLM__BASE_URL "
-            "and/or POSTCALL_LLM__API_KEY, or try the offline extractor with --provider heuristic"
+            "and/or POSTCALL_LLM__API_KEY (for the console: the API's), or try the offline extractor with --provider "
+            "heuristic (the console's Extraction: heuristic)"
         )
         return None
     specs = SpecSource(agents, trial=True)
