@@ -79,6 +79,7 @@ class ElevenLabsMetadata(Lenient):
 class ElevenLabsTurn(Lenient):
     role: str
     message: str | None = None
+    tool_results: list[Any] | None = None  # objects with `result_value`, what the tool answered
     time_in_call_secs: float | None = None
 
 
@@ -217,7 +218,8 @@ def _initiation_failure(
 
 def messages(turns: list[ElevenLabsTurn], duration: float | None) -> list[dict[str, Any]]:
     """user -> customer, agent -> agent; a turn ends where the next one starts (the last at the call's
-    end); turns without text (tool calls) are left out."""
+    end); a turn's tool results (`result_value`) -> tool, at the turn's time, as Vapi's tool results are;
+    the tool calls are left out."""
     # when the next turn with a time starts, for every turn: one pass from the end, not a scan of the rest
     # per turn (quadratic: a 1 MB body of 32,000 turns held the event loop 17 s)
     following: list[float | None] = [None] * len(turns)
@@ -229,13 +231,18 @@ def messages(turns: list[ElevenLabsTurn], duration: float | None) -> list[dict[s
     out = []
     for turn, next_start in zip(turns, following, strict=True):
         role = _ROLES.get(turn.role)
-        if role is None or turn.message is None:
+        if role is None:
             continue
         start = turn.time_in_call_secs if turn.time_in_call_secs is not None and turn.time_in_call_secs >= 0 else None
-        end = next_start if next_start is not None else duration
-        if start is None or end is None or end < start:
-            end = None
-        out.append(dict(role=role, text=turn.message, start_seconds=start, end_seconds=end))
+        if turn.message is not None:
+            end = next_start if next_start is not None else duration
+            if start is None or end is None or end < start:
+                end = None
+            out.append(dict(role=role, text=turn.message, start_seconds=start, end_seconds=end))
+        for result in turn.tool_results or ():
+            value = result.get("result_value") if isinstance(result, dict) else None  # a string (the SDK's model)
+            if isinstance(value, str):
+                out.append(dict(role="tool", text=value, start_seconds=start, end_seconds=None))
     return out
 
 

@@ -323,6 +323,37 @@ def test_elevenlabs_turns_end_where_the_next_timed_turn_starts_in_time_linear_in
     assert time.process_time() - started < 2.0
 
 
+def test_elevenlabs_tool_results_are_tool_messages_as_vapis_are_and_tool_calls_are_left_out() -> None:
+    # the transcript turns as ElevenLabs documents them (GET Conversation, post_call_transcription): a
+    # turn with the tool call, then one with its result, neither with a message
+    payload = orjson.loads(example("elevenlabs/web-with-analysis.json"))
+    call = {"request_id": "req_1", "tool_name": "lookup_visit", "params_as_json": "{}", "tool_has_been_called": True}
+    result = {
+        "request_id": "req_1",
+        "tool_name": "lookup_visit",
+        "result_value": '{"visit": "confirmed", "window": "9-11"}',
+        "is_error": False,
+        "tool_has_been_called": True,
+        "tool_latency_secs": 0.41,
+        "type": "webhook",
+    }
+    payload["data"]["transcript"] = [
+        {"role": "user", "message": "Is my visit still on?", "time_in_call_secs": 5},
+        {"role": "agent", "message": None, "tool_calls": [call], "tool_results": [], "time_in_call_secs": 9},
+        {"role": "agent", "message": None, "tool_calls": [], "tool_results": [result], "time_in_call_secs": 10},
+        {"role": "agent", "message": "Yes, tomorrow 9 to 11.", "tool_results": None, "time_in_call_secs": 11},
+    ]
+    e = MAPPINGS["elevenlabs"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and e.messages is not None
+    assert [(m.role, m.text, m.start_seconds, m.end_seconds) for m in e.messages] == [
+        ("customer", "Is my visit still on?", 5, 9),
+        ("tool", '{"visit": "confirmed", "window": "9-11"}', 10, None),
+        ("agent", "Yes, tomorrow 9 to 11.", 11, 22),
+    ]
+    vapi = mapped("vapi", "vapi/phone-inbound-with-analysis.json")  # the same role, as Vapi's results have
+    assert vapi.messages is not None and [m.text for m in vapi.messages if m.role == "tool"] == ['{"ok":true}']
+
+
 def test_elevenlabs_outbound_phone_call_without_analysis() -> None:
     e = mapped("elevenlabs", "elevenlabs/phone-outbound-no-analysis.json")
     assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == (
