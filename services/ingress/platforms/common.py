@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from schemas.end_reasons import EndReason, canonical_end_reason, outcome_class
 from schemas.events import MAX_ID_LENGTH, MAX_NESTING, Account, Agent, ConversationEnded, EndReasonInfo, nested_too_deep
@@ -21,6 +21,15 @@ class Lenient(BaseModel):
     """A vendor payload model: only the fields we read; anything else the vendor adds is ignored."""
 
     model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+
+def _absent_if_null(value: Any) -> Any:
+    return {} if value is None else value
+
+
+#: On an optional object field with an empty default: a vendor's serializer may write an empty optional
+#: object as null, which is read as the object left out (a 422 would lose the call: a 4xx is not retried).
+NullIsAbsent = BeforeValidator(_absent_if_null)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ published. Field names from the elevenlabs SDK (`ConversationHistoryMetadataComm
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -20,6 +20,7 @@ from services.ingress.platforms.common import (
     Context,
     Ignored,
     Lenient,
+    NullIsAbsent,
     account,
     agent,
     build,
@@ -102,7 +103,7 @@ class ElevenLabsConversation(Lenient):
     status: str | None = None
     user_id: str | None = None
     transcript: list[ElevenLabsTurn] | None = None  # left out or null: the webhook's exclude_transcript
-    metadata: ElevenLabsMetadata = ElevenLabsMetadata()
+    metadata: Annotated[ElevenLabsMetadata, NullIsAbsent] = ElevenLabsMetadata()
     analysis: ElevenLabsAnalysis | None = None
     conversation_initiation_client_data: ElevenLabsClientData | None = None
 

@@ -7,7 +7,7 @@ Field names from Vapi's OpenAPI (`ServerMessageEndOfCallReport`, `Call`, `Artifa
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import Field
@@ -17,6 +17,7 @@ from services.ingress.platforms.common import (
     Context,
     Ignored,
     Lenient,
+    NullIsAbsent,
     account,
     agent,
     build,
@@ -107,8 +108,8 @@ class VapiReport(Lenient):
     type: Literal["end-of-call-report"]
     endedReason: str | None = None
     call: VapiCall
-    artifact: VapiArtifact = VapiArtifact()
-    analysis: VapiAnalysis = VapiAnalysis()
+    artifact: Annotated[VapiArtifact, NullIsAbsent] = VapiArtifact()
+    analysis: Annotated[VapiAnalysis, NullIsAbsent] = VapiAnalysis()
     customer: VapiCustomer | None = None
     phoneNumber: VapiNamed | None = None
     assistant: VapiNamed | None = None

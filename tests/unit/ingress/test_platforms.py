@@ -628,3 +628,27 @@ def test_shared_agents_and_end_reasons_are_kept_short_and_bounded() -> None:
         common.agent(ctx, f"ag-{n}", None, None, field="call.agent_id")
         common.end_reason("retell", f"raw-{n}")
     assert 0 < len(common._agents) <= common._SHARED and 0 < len(common._reasons) <= common._SHARED
+
+
+@pytest.mark.parametrize(
+    ("platform", "name", "path"),
+    [
+        ("vapi", "vapi/phone-inbound-with-analysis.json", ("message", "artifact")),
+        ("vapi", "vapi/phone-inbound-with-analysis.json", ("message", "analysis")),
+        ("elevenlabs", "elevenlabs/web-with-analysis.json", ("data", "metadata")),
+    ],
+)
+def test_an_object_sent_as_null_is_read_as_absent(platform: str, name: str, path: tuple[str, str]) -> None:
+    """A serializer that writes an empty optional object as null (`"analysis": null`) got a 422, and a 4xx
+    is not retried: the call was lost. Null is read as the object's absence, whatever absence gives."""
+    sent_null, left_out = orjson.loads(example(name)), orjson.loads(example(name))
+    sent_null[path[0]][path[1]] = None
+    del left_out[path[0]][path[1]]
+
+    def outcome(payload: dict[str, Any]) -> Any:
+        try:
+            return MAPPINGS[platform](payload, CTX)
+        except PayloadError as exc:
+            return exc.problems
+
+    assert outcome(sent_null) == outcome(left_out)
