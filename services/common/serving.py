@@ -592,17 +592,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             # it reads, if slowly (a large answer over a slow link): timed again from now, not cut off
             stalled = self._stalled_since = now
             self._stalled_sent = sent
-        if self.transport.is_closing():
-            self._time_the_close(now)
-            return
-        if idle is not None and now - idle >= self.timeout_keep_alive:
-            self.timeout_keep_alive_handler()  # uvicorn's: the connection is closed
-            self._time_the_close(now)
-            return
-        # reading paused by this side (a pipelined request waiting for the answer before it) is not the
-        # client's delay
-        if since is not None and now - since >= self.read_timeout and not self.flow.read_paused:
-            self._refuse(408, "request_timeout", f"the request did not arrive within {self.read_timeout:g} s")
+        if not self.transport.is_closing():
+            if idle is not None and now - idle >= self.timeout_keep_alive:
+                self.timeout_keep_alive_handler()  # uvicorn's: the connection is closed
+            # reading paused by this side (a pipelined request waiting for the answer before it) is not the
+            # client's delay
+            elif since is not None and now - since >= self.read_timeout and not self.flow.read_paused:
+                self._refuse(408, "request_timeout", f"the request did not arrive within {self.read_timeout:g} s")
+        if self.transport.is_closing():  # closed (now or before): timed until what it holds is written
             self._time_the_close(now)
             return
         # never further ahead than either limit, so that a wait that begins before the timer fires (an
