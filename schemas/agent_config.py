@@ -738,6 +738,25 @@ class TaskAction(_Action):
     title: TemplateStr
     description: TemplateStr = ""
     priority: Annotated[Literal["Low", "Medium", "High", "Urgent"], BeforeValidator(_priority)] = "Medium"
+    assignee: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Who the task is for: a console user's name (an API token's name), as the inbox's assignee "
+        "filter shows it. Plain text, not a template: a caller cannot choose who gets the task. None: "
+        "unassigned until someone assigns it in the console.",
+    )
+
+    @field_validator("assignee")
+    @classmethod
+    def _not_a_template(cls, value: str | None) -> str | None:
+        if value is not None and "{{" in value:
+            raise ValueError(
+                "an assignee is plain text, not a template: what a caller says must not choose who gets the task "
+                "(use a flow's `when` to pick between tasks with different assignees)"
+            )
+        return value
 
 
 class TeamAlertAction(_Action):

@@ -25,6 +25,9 @@ from schemas.events import ActionBase
 NOT_CONTENT = frozenset(
     {"action_id", "requested_at", "source_event_id", "config_revision", "content_digest", "supersedes"}
 )
+#: fields added to an action model after this definition was first written (TaskRequested.assignee): content
+#: only when set, so that an action which does not use them keeps the digest earlier versions wrote for it
+CONTENT_WHEN_SET = ("assignee",)
 _EXCLUDED = set(NOT_CONTENT)  # pydantic-core's serializer takes a set; it only reads it
 # copied for each digest: hashlib.sha256() looks the algorithm up in OpenSSL on every call
 _SHA256 = hashlib.sha256()
@@ -33,6 +36,9 @@ _SHA256 = hashlib.sha256()
 def content_digest(action: ActionBase) -> str:
     """16 hex characters of sha256 over the action's content JSON, keys sorted."""
     content = action.__pydantic_serializer__.to_python(action, mode="json", exclude=_EXCLUDED)  # model_dump
+    for name in CONTENT_WHEN_SET:
+        if name in content and content[name] is None:
+            del content[name]
     try:
         encoded = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:

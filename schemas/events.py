@@ -498,6 +498,11 @@ class TaskRequested(ActionBase):
     title: str
     description: str = ""
     priority: Literal["Low", "Medium", "High", "Urgent"] = "Medium"
+    assignee: str | None = Field(
+        None,
+        description="Who the task is for (a console user's name), as the flow's task action names it; None: "
+        "unassigned. Added after v1's first release: content only when set (schemas.content).",
+    )
 
 
 class TeamAlertRequested(ActionBase):

@@ -229,6 +229,7 @@ KEPT_AS_IS: dict[type[ActionBase], Callable[[dict[str, Any]], bool]] = {
         and type(f["title"]) is str
         and type(f["description"]) is str
         and f["priority"] in _PRIORITIES
+        and (f["assignee"] is None or type(f["assignee"]) is str)
     ),
     TeamAlertRequested: lambda f: (
         (f["destination"] is None or type(f["destination"]) is str)
@@ -754,8 +755,9 @@ def _task(config: TaskAction) -> Builder:
                 "title": one_line(title.render(values)),
                 "description": description.render(values),
                 "priority": config.priority,
+                "assignee": config.assignee,
             },
         )
-        return action, f"{config.priority} priority"
+        return action, f"{config.priority} priority" + (f", for {config.assignee}" if config.assignee else "")
 
     return build

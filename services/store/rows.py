@@ -318,7 +318,7 @@ def requested(action: ActionBase, source: Source) -> Rows:
                 priority=action.priority,
                 title=action.title,
                 description=action.description,
-                assignee=getattr(action, "assignee", None),
+                assignee=action.assignee,
                 requested_at=action.requested_at,
                 done_at=None,
                 done_by=None,

@@ -153,6 +153,17 @@ def test_ids_and_times_are_not_content_and_everything_else_is() -> None:
     assert content_digest(_action(name, {**fields, "body": {"status": "lost", "n": 3}})) != content_digest(first)
 
 
+def test_an_assignee_is_content_when_set_and_an_unassigned_task_keeps_its_earlier_digest() -> None:
+    """TaskRequested.assignee came after the digest's definition: a task without one has the digest the
+    ledger holds from before (the pin above), one with an assignee another, and each assignee its own."""
+    fields = next(f for n, f, _ in PINNED if n == "TaskRequested")
+    unassigned = content_digest(_action("TaskRequested", {**fields, "assignee": None}))
+    assert unassigned == content_digest(_action("TaskRequested", fields)) == "46860be1e5a4ffda"
+    dana = content_digest(_action("TaskRequested", {**fields, "assignee": "dana.ortiz"}))
+    assert dana != unassigned
+    assert dana != content_digest(_action("TaskRequested", {**fields, "assignee": "sam"}))
+
+
 def test_a_body_orjson_cannot_write_still_has_a_digest() -> None:
     """JSON may hold an integer beyond 64 bits; the router never digested one (orjson refused it), the
     dispatcher must not fail a delivery on it."""

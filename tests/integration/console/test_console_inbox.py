@@ -147,6 +147,36 @@ async def test_a_viewer_sees_tasks_but_cannot_change_them(store: Store) -> None:
         assert refused.status_code == 403
 
 
+async def test_a_task_the_flow_assigned_is_in_its_assignees_inbox_and_not_offered_to_others(store: Store) -> None:
+    """TaskRequested.assignee (the flow's task action names it): the row starts assigned; a second read of
+    the record does not undo an assignment made in the console since."""
+    task = TaskRequested(**common("c1", 0), title="Call back <Tom>", priority="High", assignee="dana")
+    loose = TaskRequested(**common("c2", 0, 1), title="Send the quote", priority="Low")
+    rows = rows_of(story("c1") + story("c2"))
+    for offset, action in enumerate((task, loose)):
+        rows.extend(r.requested(action, r.Source(action_topic(action.type), 0, offset, 0)))
+    await writer.write(store, rows)
+    dana = await create_token(store, "dana", "operator")
+    olivia = await create_token(store, "olivia", "operator")
+    async with console_for(store) as c:
+        await login(c, dana)
+        mine = (await c.get("/console/tasks", params={"assignee": "me"})).text
+        assert "Call back &lt;Tom&gt;" in mine and "Send the quote" not in mine
+        unassigned = (await c.get("/console/tasks", params={"assignee": "none"})).text
+        assert "Send the quote" in unassigned and "Call back" not in unassigned
+    async with console_for(store) as c:
+        await login(c, olivia)
+        taken = await post(c, "/console/tasks/assign", "/console/tasks", {"action_id": "c1-a0", "assignee": "me"})
+        assert taken.status_code == 409 and "already assigned to dana" in taken.text
+        assigned = await post(c, "/console/tasks/assign", "/console/tasks", {"action_id": "c2-a0", "assignee": "me"})
+        assert assigned.status_code == 200
+    again = r.requested(loose, r.Source(action_topic(loose.type), 0, 1, 0))  # the recorder reads it again
+    await writer.write(store, again)
+    async with console_for(store) as c:
+        await login(c, olivia)
+        assert "Send the quote" in (await c.get("/console/tasks", params={"assignee": "me"})).text
+
+
 async def test_the_alert_feed_for_everyone_or_for_me(store: Store) -> None:
     await seed(store)
     dana = await create_token(store, "dana", "viewer")

@@ -125,7 +125,7 @@ def _fields(model: type[ActionBase], **changes: Any) -> tuple[dict[str, Any], di
             "schedule_source": "fallback",
             "business_hours_applied": False,
         },
-        "TaskRequested": {"title": "t", "description": "", "priority": "High"},
+        "TaskRequested": {"title": "t", "description": "", "priority": "High", "assignee": None},
         "TeamAlertRequested": {"message": "m", "everyone": False, "teammates": ["dana"]},
     }[model.__name__]
     for name, value in changes.items():
@@ -150,6 +150,7 @@ REFUSED = [
     ("ScheduleCallRequested", {"scheduled_at": datetime(3000, 1, 2, tzinfo=UTC)}),
     ("ScheduleCallRequested", {"business_hours_applied": "yes"}),
     ("TaskRequested", {"priority": "Whenever"}),
+    ("TaskRequested", {"assignee": 7}),
     ("TeamAlertRequested", {"everyone": 1}),
     ("WebhookRequested", {"destination": None}),
     ("WebhookRequested", {"method": "GET"}),
@@ -191,6 +192,7 @@ VARIANTS = [(m.__name__, {}) for m in actions.KEPT_AS_IS] + [
     ("SlackRequested", {"card": MessageCard(title="t", fields=[{"label": "L", "value": "v"}], button="Open")}),
     ("EmailRequested", {"to": ["a@example.com", "b@example.com"], "html": "<p>x</p>", "destination": None}),
     ("TaskRequested", {"requested_at": NOW.astimezone(timezone(timedelta(hours=5, minutes=30)))}),
+    ("TaskRequested", {"assignee": "dana.ortiz"}),
 ]
 
 

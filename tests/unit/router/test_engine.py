@@ -29,7 +29,7 @@ from services.router.actions import action_id, uuid5
 from services.router.conditions import SHOWN_CHARS
 from services.router.engine import CompiledAgent, encode_trace
 from services.router.scheduling import Schedule
-from tests.unit.router.support import NOW, agent, config, event
+from tests.unit.router.support import NOW, agent, config, event, write
 
 COPILOT_CRM = """
     agent: support-line
@@ -366,6 +366,39 @@ def test_callback_trigger_matched_sends_email_and_high_priority_task(tmp_path: P
     assert email.text == "+16305550123 asked for a callback. Customer asked for a callback."
     assert (task.title, task.priority) == ("Call back Tom Becker", "High")
     assert [p.type for p in _flow(trace, "callback").actions] == ["email", "task"]
+
+
+TASK_FOR = """
+    agent: support-line
+    flows:
+      - id: callback
+        actions:
+          - {type: task, title: "Call back {{customer_name}}", assignee: "dana.ortiz"}
+          - {type: task, title: "Unassigned"}
+"""
+
+
+def test_a_task_action_names_its_assignee_and_one_without_stays_unassigned(tmp_path: Path) -> None:
+    trace, actions = agent(tmp_path, TASK_FOR).route(event(), NOW)
+    assigned, unassigned = actions
+    assert isinstance(assigned, TaskRequested) and isinstance(unassigned, TaskRequested)
+    assert (assigned.assignee, unassigned.assignee) == ("dana.ortiz", None)
+    notes = [c.reason for c in _flow(trace, "callback").conditions if c.kind == "action"]
+    assert notes == ["Medium priority, for dana.ortiz", "Medium priority"]
+
+
+@pytest.mark.parametrize("assignee", ["", "dana\\nmallory", "x" * 201])
+def test_an_assignee_that_is_not_one_line_of_text_is_refused_with_its_line(tmp_path: Path, assignee: str) -> None:
+    write(tmp_path, "support-line.yaml", TASK_FOR.replace('"dana.ortiz"', f'"{assignee}"'))
+    [problem] = load_catalog(tmp_path).problems
+    assert (problem.path, problem.line) == ("flows[0].actions[0].assignee", 6)
+
+
+def test_an_assignee_is_not_a_template_so_the_caller_cannot_choose_it(tmp_path: Path) -> None:
+    write(tmp_path, "support-line.yaml", TASK_FOR.replace('"dana.ortiz"', '"{{customer_name}}"'))
+    [problem] = load_catalog(tmp_path).problems
+    assert (problem.path, problem.line) == ("flows[0].actions[0].assignee", 6)
+    assert "plain text, not a template" in problem.message
 
 
 def test_seed_troubleshooting_empty_fixed_recipients_skip_the_email_with_a_reason(tmp_path: Path) -> None:
