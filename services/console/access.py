@@ -124,12 +124,17 @@ Operator = Annotated[Access, Depends(operator)]
 
 async def check_csrf(request: Request) -> None:
     """Every state change: a same-site request carrying the expected token."""
-    await resolve_or_none(request)
+    found = await resolve_or_none(request)
     origin = request.headers.get("origin")
     if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site request refused")
     if request.headers.get("sec-fetch-site") == "cross-site":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site request refused")
+    if found is None and request.cookies.get(SESSION_COOKIE) and request.url.path != f"{PATH}/login":
+        # a page drawn in a session that has since ended (idle, its limit, its token revoked, logged out in
+        # another tab) carries that session's token, which nothing matches now: it needs a login, not the
+        # "wrong CSRF token" a forged request gets (and its Log out could not be done at all)
+        raise LoginRequired()
     # every form of the console posts one: a body the console cannot read (JSON from a script that took it for
     # the API, or none) would be read as a form with no field at all, which a redrive takes as "every letter"
     if not request.headers.get("content-type", "").lower().startswith(FORMS):
@@ -217,6 +222,9 @@ def login_redirect(request: Request) -> Response:
     if request.headers.get("hx-request"):  # back to the page that asked, not to its fragment's URL
         asked = urlsplit(request.headers.get("hx-current-url", ""))
         return Response(status_code=204, headers={"HX-Redirect": _login_url(asked.path, asked.query)})
+    if request.method != "GET":  # a form posted from a page (Log out): back to that page, not to the POST's URL
+        shown = urlsplit(request.headers.get("referer", ""))
+        return RedirectResponse(_login_url(shown.path, shown.query), status_code=status.HTTP_303_SEE_OTHER)
     return RedirectResponse(_login_url(request.url.path, request.url.query), status_code=status.HTTP_303_SEE_OTHER)
 
 

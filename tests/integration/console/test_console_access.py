@@ -115,6 +115,37 @@ async def test_the_conversations_pages_poll_for_new_calls_does_not_keep_an_idle_
         assert expired.status_code == 204 and expired.headers["HX-Redirect"].startswith("/console/login")
 
 
+async def test_a_page_left_open_past_its_session_asks_for_a_login_not_a_fresh_csrf_token(store: Store) -> None:
+    """A page drawn in a session that has since ended carries that session's CSRF token: its Redrive (htmx) was
+    answered 403 "missing or wrong CSRF token: reload the page", and its Log out could not be done at all. Both
+    now go to the login, which comes back to the page; a request from another site is still refused."""
+    token = await create_token(store, "olivia", "operator")
+    async with console_for(store) as c:
+        await login(c, token)
+        html = (await c.get("/console/dead-letters?service=router")).text
+        async with store.write() as conn:  # an hour without a request: past the 30 idle minutes
+            await conn.execute(
+                text("UPDATE console_sessions SET last_seen_at = :at"), {"at": datetime.now(UTC) - timedelta(hours=1)}
+            )
+        shown = "http://localhost/console/dead-letters?service=router"
+        form = {"csrf_token": csrf_of(html), **REDRIVE}
+        redrive = await c.post(
+            "/console/operations/redrive", data=form, headers={"HX-Request": "true", "HX-Current-URL": shown}
+        )
+        assert redrive.status_code == 204, redrive.text
+        assert redrive.headers["HX-Redirect"] == "/console/login?next=/console/dead-letters%3Fservice%3Drouter"
+        out = await c.post("/console/logout", data={"csrf_token": csrf_of(html)}, headers={"Referer": shown})
+        assert out.status_code == 303 and out.headers["location"].startswith(
+            "/console/login?next=/console/dead-letters"
+        )
+        elsewhere = await c.post("/console/operations/redrive", data=form, headers={"Origin": "http://evil.example"})
+        assert elsewhere.status_code == 403 and "cross-site request refused" in elsewhere.text
+        again = await login(c, token)  # the ended session's cookie does not stand in the way of a new one
+        assert again.status_code == 303 and (await c.get("/console/dead-letters")).status_code == 200
+    async with store.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(AuditEntry))).scalar_one() == 0  # nothing ran
+
+
 async def test_after_a_login_asked_by_a_background_request_the_person_lands_on_their_page_not_a_fragment(
     store: Store,
 ) -> None:
