@@ -4,6 +4,8 @@ Field names from retell-sdk (`PhoneCallResponse`, `WebCallResponse`). Some of Re
 `event_type` instead of `event`: both are read. Calls that never connected (`not_connected`) come
 through both events too, possibly without timestamps: they are published with estimated times.
 Retell's body has no account id (the endpoint's account is used) and an integer agent version.
+The spoken turns come from `transcript_object`; the tool results of `transcript_with_tool_calls`, when
+Retell sends it, are placed among them as tool messages.
 """
 
 from __future__ import annotations
@@ -59,6 +61,17 @@ class RetellUtterance(TypedDict):
 
 
 @with_config(ConfigDict(extra="ignore", hide_input_in_errors=True))
+class RetellTranscriptItem(TypedDict):
+    """An item of `transcript_with_tool_calls`, only the keys the mapping reads: an utterance (role agent,
+    user or transfer_target; content; words), a tool result (role tool_call_result; content, a text), or
+    another item (tool_call_invocation, node_transition, dtmf, sms, injected), which is left out."""
+
+    role: str
+    content: NotRequired[Annotated[Any, Field(default=None)]]
+    words: NotRequired[Annotated[list[RetellWord], Field(default_factory=list)]]
+
+
+@with_config(ConfigDict(extra="ignore", hide_input_in_errors=True))
 class RetellAnalysis(TypedDict, total=False):
     call_summary: Annotated[str | None, Field(default=None)]
     call_successful: Annotated[bool | None, Field(default=None)]
@@ -85,6 +98,7 @@ class RetellCall(TypedDict, total=False):
     duration_ms: Annotated[int | None, Field(None, ge=0)]
     disconnection_reason: Annotated[str | None, Field(default=None)]
     transcript_object: Annotated[list[RetellUtterance] | None, Field(default=None)]
+    transcript_with_tool_calls: Annotated[list[RetellTranscriptItem] | None, Field(default=None)]
     recording_url: Annotated[str | None, Field(default=None)]
     public_log_url: Annotated[str | None, Field(default=None)]
     metadata: Annotated[dict[str, Any] | None, Field(default=None)]
@@ -161,6 +175,9 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     llm, collected = call["retell_llm_dynamic_variables"], call["collected_dynamic_variables"]
     variables, nested = split_scalars({**llm, **collected} if llm and collected else llm or collected)
     status, duration_ms, transcript = call["call_status"], call["duration_ms"], call["transcript_object"]
+    spoken = messages(transcript) if transcript else None
+    if spoken is not None and call["transcript_with_tool_calls"]:
+        spoken = woven(spoken, tool_results(call["transcript_with_tool_calls"]))
     ours: dict[str, Any] = {}  # dropped_empty({"transfer_destination": ..., "variables": nested}), inline
     if call["transfer_destination"]:  # a text or None: empty is "" or None
         ours["transfer_destination"] = call["transfer_destination"]
@@ -185,7 +202,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
                 "phone_number": None if web else call["from_number"] if direction == "inbound" else call["to_number"]
             },
             "to_number": None if web else call["to_number"],
-            "messages": (messages(transcript) or None) if transcript else None,
+            "messages": spoken or None,
             "recording_url": call["recording_url"],
             "conversation_url": call["public_log_url"],
             "dynamic_variables": variables,
@@ -210,6 +227,7 @@ def messages(utterances: list[RetellUtterance]) -> list[dict[str, Any]]:
         role = _ROLES.get(u["role"])
         if role is None:
             continue
+        # _span(u["words"]), inline: a call per utterance, on every request
         first = last = None  # the earliest start and the latest end of the words, those >= 0
         for w in u["words"]:  # (every key is there: validation fills in the defaults)
             start, end = w["start"], w["end"]
@@ -218,6 +236,52 @@ def messages(utterances: list[RetellUtterance]) -> list[dict[str, Any]]:
             if end is not None and end >= 0 and (last is None or end > last):
                 last = end
         out.append({"role": role, "text": u["content"], "start_seconds": first, "end_seconds": last})
+    return out
+
+
+def _span(words: list[RetellWord]) -> tuple[float | None, float | None]:
+    """The earliest start and the latest end of the words, of those >= 0 (as `messages` finds them)."""
+    first = last = None
+    for w in words:  # (every key is there: validation fills in the defaults)
+        start, end = w["start"], w["end"]
+        if start is not None and start >= 0 and (first is None or start < first):
+            first = start
+        if end is not None and end >= 0 and (last is None or end > last):
+            last = end
+    return first, last
+
+
+def tool_results(items: list[RetellTranscriptItem]) -> list[dict[str, Any]]:
+    """The tool results (`tool_call_result`) as tool messages. Retell gives a result no time: it is put
+    at the latest time an utterance before it reached (its last word's end, else its first word's start),
+    the earliest the result can have come; None before any utterance with a time. Tool calls, node
+    transitions, keypad digits (dtmf), texts (sms) and injected context are left out."""
+    out = []
+    at: float | None = None
+    for item in items:
+        role = item["role"]
+        if role in _ROLES:
+            first, last = _span(item["words"])
+            reached = last if last is not None else first
+            if reached is not None and (at is None or reached > at):
+                at = reached
+        elif role == "tool_call_result" and isinstance(item["content"], str):  # a text (retell-sdk's model)
+            out.append({"role": "tool", "text": item["content"], "start_seconds": at, "end_seconds": None})
+    return out
+
+
+def woven(spoken: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The spoken turns, unchanged and in their order, with each tool result before the first turn with a
+    time that starts at or after the result's time (the results' times never decrease); the rest last."""
+    out, i = [], 0
+    for turn in spoken:
+        start = turn["start_seconds"]
+        if start is not None:
+            while i < len(results) and (results[i]["start_seconds"] is None or results[i]["start_seconds"] <= start):
+                out.append(results[i])
+                i += 1
+        out.append(turn)
+    out.extend(results[i:])
     return out
 
 

@@ -283,6 +283,63 @@ def test_retell_message_times_are_the_earliest_start_and_latest_end_of_words_not
     ]
 
 
+def _said(role: str, content: str, start: float, end: float) -> dict[str, Any]:
+    return {"role": role, "content": content, "words": [{"word": content, "start": start, "end": end}]}
+
+
+def test_retell_tool_results_become_tool_messages_among_the_spoken_turns_at_the_time_before_them() -> None:
+    """transcript_with_tool_calls (retell-sdk's shapes): each tool_call_result -> a tool message, at the
+    latest time an utterance before it reached (None before any), placed among transcript_object's turns,
+    which stay as they were; tool calls, node transitions and keypad digits are left out."""
+    spoken = [
+        _said("agent", "Hi, this is Copperline.", 0.5, 2.0),
+        _said("user", "What's my balance?", 3.0, 4.0),
+        {**_said("agent", "Let me check. It is 42 dollars.", 4.5, 5.2), "words": [{"start": 4.5}, {"end": 9.0}]},
+        _said("user", "Thanks.", 10.0, 10.5),
+    ]
+    invocation = {"role": "tool_call_invocation", "tool_call_id": "t1", "name": "get_balance", "arguments": "{}"}
+    woven = [
+        {**invocation, "tool_call_id": "t0", "name": "initialize"},
+        {"role": "tool_call_result", "tool_call_id": "t0", "content": '{"ok": true}', "successful": True},
+        spoken[0],
+        spoken[1],
+        {
+            "role": "node_transition",
+            "former_node_id": "a",
+            "former_node_name": "A",
+            "new_node_id": "b",
+            "new_node_name": "B",
+        },
+        _said("agent", "Let me check.", 4.5, 5.2),  # Retell splits the turn where the tool was called
+        invocation,
+        {"role": "tool_call_result", "tool_call_id": "t1", "content": "42.00", "successful": False},
+        {"role": "dtmf", "digit": "1"},
+        _said("agent", "It is 42 dollars.", 5.8, 9.0),
+        spoken[3],
+        {"role": "tool_call_result", "tool_call_id": "t2", "content": "sent"},
+        {"role": "tool_call_result", "tool_call_id": "t3", "content": None},  # not a text: left out
+    ]
+    call = {"call_id": "c1", "agent_id": "ag", "start_timestamp": 1, "end_timestamp": 2, "transcript_object": spoken}
+    ctx = Context("a", None, RECEIVED, {}, publish_on=("call_analyzed",))
+    plain = MAPPINGS["retell"]({"event": "call_analyzed", "call": call}, ctx)
+    e = MAPPINGS["retell"]({"event": "call_analyzed", "call": {**call, "transcript_with_tool_calls": woven}}, ctx)
+    assert isinstance(plain, ConversationEnded) and isinstance(e, ConversationEnded) and e.messages is not None
+    assert [(m.role, m.text, m.start_seconds, m.end_seconds) for m in e.messages] == [
+        ("tool", '{"ok": true}', None, None),
+        ("agent", "Hi, this is Copperline.", 0.5, 2.0),
+        ("customer", "What's my balance?", 3.0, 4.0),
+        ("agent", "Let me check. It is 42 dollars.", 4.5, 9.0),
+        ("tool", "42.00", 5.2, None),
+        ("customer", "Thanks.", 10.0, 10.5),
+        ("tool", "sent", 10.5, None),
+    ]
+    assert [m for m in e.messages if m.role != "tool"] == plain.messages  # the spoken turns as before
+    # no transcript_object: no messages, as before (the tool results have no turns to be placed among)
+    call = {**call, "transcript_object": None, "transcript_with_tool_calls": woven}
+    e = MAPPINGS["retell"]({"event": "call_analyzed", "call": call}, ctx)
+    assert isinstance(e, ConversationEnded) and e.messages is None
+
+
 def test_elevenlabs_web_conversation_with_analysis() -> None:
     e = mapped("elevenlabs", "elevenlabs/web-with-analysis.json")
     assert e.event_id == "elevenlabs:conv_2201k2x6a3b4c5d6e7f8g9h0jk:1772985660"
