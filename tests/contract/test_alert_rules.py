@@ -360,3 +360,23 @@ def test_the_runbook_says_when_the_signature_alert_fires() -> None:
     section = runbooks.split("## PostcallIngressRefusingSignatures\n", 1)[1].split("\n## ", 1)[0]
     assert f"about {minutes} minutes" in " ".join(section.split())
     assert f"about {minutes} minutes" in " ".join(rule["annotations"]["description"].split())
+
+
+def test_the_dependency_runbook_covers_every_service_that_pauses_for_a_dependency() -> None:
+    """PostcallDependencyPaused fires for any service whose handler raises DependencyUnavailable; its runbook
+    and description spoke of the LLM alone, so a recorder paused by a store outage was sent to the LLM's
+    dashboards."""
+    root = ALERTS.parents[2]
+    pausing = sorted(
+        d.name
+        for d in (root / "services").iterdir()
+        if d.is_dir() and d.name != "common" and any("DependencyUnavailable(" in f.read_text() for f in d.glob("*.py"))
+    )
+    assert pausing == ["dispatcher", "extractor", "recorder"], pausing  # a new one: say what its dependency is
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["spec"]["groups"] for r in g["rules"]]
+    (rule,) = [r for r in rules if r.get("alert") == "PostcallDependencyPaused"]
+    runbooks = (root / "docs" / "runbooks.md").read_text()
+    section = runbooks.split("## PostcallDependencyPaused\n", 1)[1].split("\n## ", 1)[0]
+    for service in pausing:
+        assert f"for the {service}," in section and f"- {service}" in section, service
+        assert f"the {service}'s" in rule["annotations"]["description"], service
