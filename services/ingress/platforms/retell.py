@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal, NotRequired, Required
 from pydantic import AliasChoices, ConfigDict, Field, TypeAdapter, ValidationError, model_validator, with_config
 from typing_extensions import TypedDict
 
-from schemas.events import MAX_ID_LENGTH, ConversationEnded
+from schemas.end_reasons import EndReason
+from schemas.events import MAX_ID_LENGTH, ConversationEnded, EndReasonInfo
 from services.ingress.platforms.common import (
     Context,
     Ignored,
@@ -40,6 +41,10 @@ _ROLES: dict[str, Literal["agent", "customer", "human_agent"]] = {
 }
 _STATUS = {"ended": "completed", "not_connected": "not_connected", "error": "failed"}
 _START, _END = "call.start_timestamp", "call.end_timestamp"  # named by a time no calendar holds
+# How a call that reached a voicemail ends when Retell's voicemail detection did not end it
+# (voicemail_reached): the agent or the mailbox hangs up, or the line goes silent after the beep. Only
+# call_analysis.in_voicemail (call_analyzed) then says it was a voicemail.
+_VOICEMAIL_ENDS = frozenset({"agent_hangup", "user_hangup", "inactivity"})
 
 
 # A transcript's utterances and words are TypedDicts, not models: validated into plain dicts (every key
@@ -197,7 +202,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
             "ended_at": ended,
             "times_estimated": estimated,
             "duration_seconds": duration_ms / 1000 if duration_ms is not None else (0.0 if estimated else None),
-            "end_reason": end_reason("retell", call["disconnection_reason"]),
+            "end_reason": _end_reason(call["disconnection_reason"], call["call_analysis"]),
             "customer": {
                 "phone_number": None if web else call["from_number"] if direction == "inbound" else call["to_number"]
             },
@@ -211,6 +216,15 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
             "platform_analysis": analysis(call["call_analysis"]),
         }
     )
+
+
+def _end_reason(raw: str | None, found: RetellAnalysis | None) -> EndReasonInfo:
+    """The end reason of `disconnection_reason`; VOICEMAIL, with Retell's reason kept as raw, for a call
+    the analysis found in a voicemail that ended as such calls end (_VOICEMAIL_ENDS)."""
+    reason = end_reason("retell", raw)
+    if found is not None and found["in_voicemail"] is True and (raw or "").strip().lower() in _VOICEMAIL_ENDS:
+        return EndReasonInfo(canonical=EndReason.VOICEMAIL, raw=reason.raw, source_platform="retell")
+    return reason
 
 
 def _ignored(event: str, ctx: Context) -> Ignored:

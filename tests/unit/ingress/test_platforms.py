@@ -283,6 +283,39 @@ def test_retell_message_times_are_the_earliest_start_and_latest_end_of_words_not
     ]
 
 
+@pytest.mark.parametrize(
+    ("reason", "canonical"),
+    [
+        ("agent_hangup", EndReason.AGENT_HANGUP),
+        ("user_hangup", EndReason.CUSTOMER_HANGUP),
+        (" Inactivity", EndReason.SILENCE_TIMEOUT),
+        ("voicemail_reached", EndReason.VOICEMAIL),
+        ("max_duration_reached", EndReason.MAX_DURATION),
+        ("call_transfer", EndReason.BLIND_TRANSFER),
+        ("user_requested_dnc", EndReason.AGENT_HANGUP),
+        (None, EndReason.UNKNOWN),
+    ],
+)
+def test_retell_call_the_analysis_found_in_voicemail_that_ended_by_a_hang_up_or_silence_ended_by_voicemail(
+    reason: str | None, canonical: EndReason
+) -> None:
+    """call_analysis.in_voicemail: true turns Retell's hang-up and inactivity reasons into VOICEMAIL (its
+    reason kept as raw); other reasons, in_voicemail false or absent, and call_ended (no call_analysis)
+    keep the reason's own canonical."""
+    payload = orjson.loads(example("retell/phone-voicemail-analyzed.json"))
+    payload["call"]["disconnection_reason"] = reason
+    voicemail = EndReason.VOICEMAIL if reason in ("agent_hangup", "user_hangup", " Inactivity") else canonical
+    for in_voicemail, expected in [(True, voicemail), (False, canonical), (None, canonical)]:
+        payload["call"]["call_analysis"]["in_voicemail"] = in_voicemail
+        e = MAPPINGS["retell"](payload, CTX)
+        assert isinstance(e, ConversationEnded)
+        assert (e.end_reason.canonical, e.end_reason.raw, e.end_reason.source_platform) == (expected, reason, "retell")
+        assert e.status == "completed" and e.platform_analysis is not None  # call_status says ended: as before
+    ended = {"event": "call_ended", "call": {**payload["call"], "call_analysis": None}}
+    e = MAPPINGS["retell"](ended, CTX)
+    assert isinstance(e, ConversationEnded) and e.end_reason.canonical is canonical
+
+
 def _said(role: str, content: str, start: float, end: float) -> dict[str, Any]:
     return {"role": role, "content": content, "words": [{"word": content, "start": start, "end": end}]}
 
