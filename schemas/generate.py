@@ -177,6 +177,12 @@ def header_schemas() -> Json:
             replay,
             (),
         ),
+        "PrivateReplayHeaders": _header_object(
+            "Set on a dead letter replayed to its service's own replay topic (a route with private replay: the "
+            "recorder): the replay headers, and where the record first arrived, which the service reads it as.",
+            (*replay, *h.ORIGIN),
+            (h.ORIGINAL_TOPIC,),
+        ),
         "RetryHeaders": _header_object(
             "Set on records in a retry tier (delay topic).", h.RETRY_HEADERS, RETRY_REQUIRED
         ),
@@ -200,11 +206,16 @@ def _inputs_by_service() -> dict[str, list[str]]:
 
 
 # The header group a message adds to the CloudEvents ones: main topics may carry replay headers.
-VARIANT_HEADERS = {"": "ReplayHeaders", "Retry": "RetryHeaders", "DeadLetter": "DeadLetterHeaders"}
+VARIANT_HEADERS = {
+    "": "ReplayHeaders",
+    "Retry": "RetryHeaders",
+    "DeadLetter": "DeadLetterHeaders",
+    "Replay": "PrivateReplayHeaders",
+}
 
 
 def _message(topic: str, variant: str = "") -> Json:
-    """A components message: a main topic's record, or its copy on a retry or dead-letter topic."""
+    """A components message: a main topic's record, or its copy on a retry, dead-letter or replay topic."""
     stream = STREAMS[topic]
     name = stream.model.__name__
     headers = [
@@ -216,6 +227,8 @@ def _message(topic: str, variant: str = "") -> Json:
     summary = (stream.model.__doc__ or name).strip().splitlines()[0]
     if variant == "DeadLetter":
         summary += " Dead-lettered: a poison record keeps whatever bytes and headers arrived."
+    if variant == "Replay":
+        summary += " Replayed from its service's dead-letter topic, to it alone: read as if where it first arrived."
     return {
         "name": f"{name}{variant}",
         "title": f"{name} ({variant})" if variant else name,
@@ -247,7 +260,7 @@ def _message_id(main_topic: str, variant: str) -> str:
 
 
 def _carried(topic: t.Topic, inputs: dict[str, list[str]]) -> list[tuple[str, str]]:
-    """(main topic, variant) of every message a topic carries: retry and dead-letter topics carry
+    """(main topic, variant) of every message a topic carries: retry, dead-letter and replay topics carry
     copies of their service's inputs."""
     if topic.name in STREAMS:
         return [(topic.name, "")]
@@ -262,6 +275,8 @@ def _variant_of(topic: str, service: str) -> str:
     route = r.route_of(service)
     if topic == route.dead_letter_topic:
         return "DeadLetter"
+    if topic in route.replay_topics:
+        return "Replay"
     return "Retry" if topic in route.retry_topics else ""
 
 
@@ -316,7 +331,8 @@ and schemas/headers.py.
   content-type) on every record. A retry tier's copy and a dead letter keep the original key and value
   byte for byte and carry one family of hop headers (x-original-*, x-attempts, x-first-failure-at,
   x-last-failure-at, x-exception-*); a retry copy adds x-retry-due-at, a dead letter x-dlq-*; replays
-  add x-replay-*.
+  add x-replay-*. The recorder's dead letters are replayed to its own replay topic, keeping x-original-topic,
+  -partition, -offset and -timestamp: it reads each as if from there, and no other consumer sees it.
 * Partition counts and replication are deployment settings (POSTCALL_TOPIC_PARTITIONS,
   POSTCALL_TOPIC_REPLICATION), not part of the contract.
 """

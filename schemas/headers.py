@@ -38,11 +38,10 @@ DLQ_HOST = "x-dlq-host"
 DLQ_FAILURE_CATEGORY = "x-dlq-failure-category"
 DLQ_VALUE_DROPPED = "x-dlq-value-dropped"  # set when the original value was too large to keep (why)
 
+#: where the record first arrived: also on a private replay's copy (schemas.routes.Route.private_replay)
+ORIGIN = (ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, ORIGINAL_TIMESTAMP)
 HOP_FAMILY = (
-    ORIGINAL_TOPIC,
-    ORIGINAL_PARTITION,
-    ORIGINAL_OFFSET,
-    ORIGINAL_TIMESTAMP,
+    *ORIGIN,
     ATTEMPTS,
     FIRST_FAILURE_AT,
     LAST_FAILURE_AT,

@@ -1,7 +1,7 @@
 """Each service's route, declared once: what it consumes, what it produces and where, how it retries.
 
     Route(service, consumes=(stream, ...), produces=(Output(stream, partition), ...),
-          retry_delays_seconds, ordering, max_in_flight, forwards_headers, reads)
+          retry_delays_seconds, ordering, max_in_flight, forwards_headers, reads, private_replay)
 
 A handler returns events; the route decides where each goes: the output whose stream's model is the
 event's class gives the topic, the stream gives the key and `ce_type`, the output gives the partition
@@ -10,8 +10,8 @@ for state co-partitioned with the input such as the dispatcher's ledger) and may
 key instead of the event's.
 
 Derived from these declarations, and nowhere else: the topic registry below (what `postcall topics
-create`, the Strimzi KafkaTopic manifests and the AsyncAPI document are made of), each service's retry
-and dead-letter topics, its runtime settings' defaults (services.common.settings.ServiceSettings) and
+create`, the Strimzi KafkaTopic manifests and the AsyncAPI document are made of), each service's retry,
+dead-letter and replay topics, its runtime settings' defaults (services.common.settings.ServiceSettings) and
 the runtime's start-up checks (`Route.check`).
 """
 
@@ -68,7 +68,11 @@ class Route:
     compute_only: bool = False
     #: larger input records are poison; None: the runtime's default
     max_record_bytes: int | None = None
-    #: applied to the retry and dead-letter topic names (see renamed)
+    #: its dead letters are replayed to a topic of its own (replay_topics) that only it reads, each copy
+    #: handled as if read where it first arrived (its x-original-* headers, as a retry tier's copy): for a
+    #: service whose inputs other services consume too, which a replay to the original topic would reach
+    private_replay: bool = False
+    #: applied to the retry, dead-letter and replay topic names (see renamed)
     rename: Callable[[str], str] = _same
 
     @property
@@ -84,6 +88,11 @@ class Route:
         return self.rename(t.dead_letter_topic(self.service))
 
     @property
+    def replay_topics(self) -> tuple[str, ...]:
+        """Its private replay topic (private_replay), or none: its dead letters go back to their original topics."""
+        return (self.rename(t.replay_topic(self.service)),) if self.private_replay else ()
+
+    @property
     def group_id(self) -> str:
         return f"postcall-{self.service}"
 
@@ -96,10 +105,9 @@ class Route:
         return tuple(o.stream.topic for o in self.produces)
 
     def topics(self) -> list[str]:
-        """Every topic the route touches: inputs, outputs, retry tiers and its dead-letter topic."""
-        return list(
-            dict.fromkeys([*self.input_topics, *self.output_topics, *self.retry_topics, self.dead_letter_topic])
-        )
+        """Every topic the route touches: inputs, outputs, retry tiers, its dead-letter and replay topics."""
+        hops = [*self.retry_topics, self.dead_letter_topic, *self.replay_topics]
+        return list(dict.fromkeys([*self.input_topics, *self.output_topics, *hops]))
 
     @functools.cached_property
     def outputs_by_model(self) -> Mapping[type, Output]:
@@ -227,6 +235,9 @@ RECORDER = Route(
     # a store outage pauses consumption (DependencyUnavailable) and retries in place; a record the store
     # refuses is dead-lettered at once: no retry tiers
     retry_delays_seconds=(),
+    # it shares every input: replayed to its original topic, a conversation would be extracted again, and
+    # another service's dead letter listed as pending again; only the recorder needs it
+    private_replay=True,
     # rows are keyed by ids and offsets and summaries recomputed from what is stored: order does not matter,
     # and records in flight together are written in one transaction (group commit)
     ordering="unordered",
@@ -247,7 +258,7 @@ def route_of(service: str) -> Route:
 
 
 def registry() -> list[Topic]:
-    """Every topic: the main streams, then each service's retry tiers and dead-letter topic."""
+    """Every topic: the main streams, then each service's retry tiers, dead-letter and replay topics."""
     p = t.default_partitions()
     topics = []
     for stream in t.STREAMS:
@@ -287,7 +298,23 @@ def registry() -> list[Topic]:
                 consumers=("postcall dlq", *_readers(route.dead_letter_topic)),
             )
         )
+        topics.extend(
+            Topic(
+                name,
+                f"{route.service} dead letters replayed to it alone, each handled as if read from its original "
+                "topic (x-original-*).",
+                p,
+                RETRY_RETENTION_MS,
+                producers=REPLAYERS,
+                consumers=own,
+            )
+            for name in route.replay_topics
+        )
     return topics
+
+
+#: who replays dead letters: the command line, and the query API (the console's redrive)
+REPLAYERS = ("postcall dlq", "query API")
 
 
 def _readers(topic: str) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Every main topic, declared once as a stream: its name, the one event model on it, its CloudEvents
-`ce_type`, its key, retention and cleanup. Retry and dead-letter topics are named here and declared by
-each service's route (schemas/routes.py), which also assembles the topic registry.
+`ce_type`, its key, retention and cleanup. Retry, dead-letter and replay topics are named here and declared
+by each service's route (schemas/routes.py), which also assembles the topic registry.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def retry_topic(service: str, tier: int) -> str:
 
 def dead_letter_topic(service: str) -> str:
     return f"postcall.{service}.dlq.v1"
+
+
+def replay_topic(service: str) -> str:
+    """Where a service that replays privately (Route.private_replay) gets its dead letters back:
+    `postcall.recorder.replay.v1`."""
+    return f"postcall.{service}.replay.v1"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Replay republishes the original key and value to the original topic (never the retry tiers) with the
 hop headers stripped and x-replay-* headers added, rate-limited, waiting for acks=all. The main
 consumer groups are never rewound: only the selected records run again, and side effects stay
-idempotent by action_id.
+idempotent by action_id. A service whose route replays privately (the recorder, which shares every
+topic it reads) gets its letters on its own replay topic instead, with where each first arrived
+(x-original-*): it handles the copy as if read there, and no other consumer of that topic sees it.
 
 With a store (--database-url or POSTCALL_DATABASE__URL), replay claims each letter in it first, as the
 API's and the console's replays do (services/store/claims.py, POSTCALL_API__REPLAY_LEASE_SECONDS): a
@@ -142,28 +144,40 @@ def replay_count(d: DeadLetter) -> int:
 def replay_target(d: DeadLetter) -> str | None:
     """The topic to replay to: the dead letter's original topic, unless it is missing or is one of our
     topics that the service which dead-lettered it does not consume (a forged header must not aim a
-    replay at, say, an action topic), or a retry or dead-letter topic."""
+    replay at, say, an action topic), or a retry, dead-letter or replay topic. A service that replays
+    privately (Route.private_replay: the recorder) gets its letters on its own replay topic instead, those
+    from a topic it does not read not at all."""
     target = d.headers.get(h.ORIGINAL_TOPIC, "").strip()
     service = next((s for s in SERVICES if dead_letter_topic(s) == d.topic), None)
     ours = {t.name: t for t in registry()}
     if not target or (service is None and target in ours):
         return None
     if service is not None:
-        hops = {route_of(service).dead_letter_topic, *route_of(service).retry_topics}
+        route = route_of(service)
+        hops = {route.dead_letter_topic, *route.retry_topics, *route.replay_topics}
         if target in hops or (target in ours and service not in ours[target].consumers):
             return None
+        if route.private_replay:  # the copy is read as if from its original topic: one the service reads
+            return route.replay_topics[0] if target in route.input_topics else None
     return target
 
 
-def replay_headers(d: DeadLetter, by: str) -> dict[str, str]:
+PRIVATE_REPLAY_TOPICS = frozenset(topic for service in SERVICES for topic in route_of(service).replay_topics)
+
+
+def replay_headers(d: DeadLetter, by: str, private: bool = False) -> dict[str, str]:
     """Original headers without the hop headers, plus where this replay came from. A re-extraction's
     `x-reextracted-by` is dropped too: that operator's action was audited from the first copy, and the
-    replay is this operator's (its marker says who), not a second re-extraction by the first."""
+    replay is this operator's (its marker says who), not a second re-extraction by the first. `private`:
+    the copy goes to its service's replay topic, which handles it as if read where it first arrived: it
+    keeps the x-original-* headers that say where (stripped, as `replay_target` reads the topic)."""
     out = {k: v for k, v in d.headers.items() if k not in h.HOP_HEADERS and k != h.REEXTRACTED_BY}
     out[h.REPLAY_COUNT] = str(replay_count(d) + 1)
     out[h.REPLAYED_FROM] = d.coordinates
     out[h.REPLAYED_AT] = now_iso()
     out[h.REPLAYED_BY] = by
+    if private:
+        out |= {name: d.headers[name].strip() for name in h.ORIGIN if name in d.headers}
     return out
 
 
@@ -187,10 +201,16 @@ def operator() -> str:
 
 
 def replay_records(letters: Sequence[DeadLetter], by: str, via: str = "cli") -> list[Outgoing]:
-    """Each dead letter to its original topic with its key, then its replay marker (those without a
-    valid original topic are left out: see `replay_target`)."""
+    """Each dead letter to its original topic (or its service's replay topic) with its key, then its
+    replay marker (those without a valid original topic are left out: see `replay_target`)."""
     return [
-        Outgoing(target, d.key, d.value, replay_headers(d, by), then=replay_marker(d, by, via))
+        Outgoing(
+            target,
+            d.key,
+            d.value,
+            replay_headers(d, by, target in PRIVATE_REPLAY_TOPICS),
+            then=replay_marker(d, by, via),
+        )
         for d in letters
         if (target := replay_target(d)) is not None
     ]

@@ -61,8 +61,9 @@ Fate = Literal["retry", "dead_letter"]
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a handler may know about the record it handles. `topic`, `partition`, `offset` and
-    `timestamp_ms` say where the record first arrived, also when this attempt comes from a retry tier:
-    state kept per input partition (the dispatcher's ledger) is keyed by `partition`."""
+    `timestamp_ms` say where the record first arrived, also when this attempt comes from a retry tier or
+    from the service's private replay topic (schemas.routes.Route.private_replay): state kept per input
+    partition (the dispatcher's ledger) is keyed by `partition`."""
 
     service: str
     topic: str
@@ -74,7 +75,8 @@ class Context:
     #: the input's headers without the runtime's hop headers (CloudEvents, replay and re-extraction)
     headers: Mapping[str, str] = field(default_factory=dict)
     #: every header as read, hop headers included: a consumer of another service's dead letters or
-    #: retry tiers (the recorder) reads their context (x-dlq-*, x-retry-*) from them
+    #: retry tiers (the recorder) reads their context (x-dlq-*, x-retry-*) from them. Not on a private
+    #: replay's copy: its hop headers are the replay's, not the record's
     raw_headers: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -9,7 +9,9 @@ every record through this module, so the harness proves the same decisions the b
 
 A retryable failure on attempt N goes to tier N (a later one when the remote's Retry-After is longer
 than tier N's delay); after the last tier, or on a permanent error, to the dead-letter topic. Hop
-headers of an earlier hop are replaced, not repeated, so records do not grow.
+headers of an earlier hop are replaced, not repeated, so records do not grow. A copy on one of the
+service's own topics (a retry tier, or its private replay topic) is handled as if read where it first
+arrived (its x-original-* headers).
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ class Processor:
         # (written before the settings dropped it) that nothing else would ever read
         self.tier_topics = route.retry_topics
         self._retry_set = frozenset(self.tier_topics)
+        # its own topics, whose copies say where they first arrived: the retry tiers and its private replay topic
+        self.replay_topics = route.replay_topics
+        self._replay_set = frozenset(self.replay_topics)
+        self._own_set = self._retry_set | self._replay_set
         # the longest a copy can wait in each tier: its delay with the most jitter (Retry-After never exceeds
         # it); in a tier the settings no longer use, the route's delay for it
         delays = [*settings.retry_delays_seconds, *route.retry_delays_seconds[len(settings.retry_delays_seconds) :]]
@@ -88,14 +94,17 @@ class Processor:
         return topic in self._retry_set
 
     def context(self, record: Any, headers: Mapping[str, str]) -> Context:
-        """Hop headers are only trusted on our own retry tiers, and parsed defensively: anyone can
-        produce a record with an `x-attempts: abc` header to a main topic."""
+        """Hop headers are only trusted on our own retry tiers and replay topic, and parsed defensively:
+        anyone can produce a record with an `x-attempts: abc` header to a main topic. A replay's copy is a
+        first attempt again, and its hop headers are the replay's, not the record's: `raw_headers` leaves
+        them out (a dead letter stored from it does not claim to have first arrived on its own topic)."""
         key = record.key.decode("utf-8", "replace") if record.key is not None else None
         own = _without_hops(headers)
-        if record.topic not in self._retry_set:  # a first attempt: where it is now is where it arrived
+        if record.topic not in self._own_set:  # a first attempt: where it is now is where it arrived
             return new_context(
                 self.name, record.topic, record.partition, record.offset, key, record.timestamp, 1, own, headers
             )
+        replayed = record.topic in self._replay_set
         return Context(
             service=self.name,
             topic=headers.get(h.ORIGINAL_TOPIC) or record.topic,
@@ -103,9 +112,9 @@ class Processor:
             offset=_int(headers.get(h.ORIGINAL_OFFSET), record.offset),
             key=key,
             timestamp_ms=_int(headers.get(h.ORIGINAL_TIMESTAMP), record.timestamp),
-            attempt=max(0, _int(headers.get(h.ATTEMPTS), 0)) + 1,
+            attempt=1 if replayed else max(0, _int(headers.get(h.ATTEMPTS), 0)) + 1,
             headers=own,
-            raw_headers=headers,
+            raw_headers=own if replayed else headers,
         )
 
     def decode(self, record: Any, ctx: Context) -> Any:

@@ -76,6 +76,7 @@ class Runtime:
         self.processor = Processor(service, settings, self.group_id)  # refuses a route it cannot carry out
         self.main_topics = list(route.input_topics)
         self.retry_topics = list(self.processor.retry_topics)  # the tiers read (all that exist: _wait_for_topics)
+        self.replay_topics = list(route.replay_topics)  # its private replay topic (Route.private_replay), if any
         self.dead_letter_topic = route.dead_letter_topic
         self.partitions: dict[TopicPartition, PartitionState] = {}
         self.in_flight = 0
@@ -145,7 +146,8 @@ class Runtime:
                 log.info("stopped before starting", extra={"topics": self.main_topics})
                 return
             await self._batcher.learn(self.route.output_topics)  # the fast path batches for these
-            self._consumer.subscribe([*self.main_topics, *self.retry_topics], listener=_Listener(self))
+            topics = [*self.main_topics, *self.retry_topics, *self.replay_topics]
+            self._consumer.subscribe(topics, listener=_Listener(self))
             self._kafka_answered = time.monotonic()
             checking = asyncio.create_task(self._check_kafka(), name="kafka-check")
             if s.metrics_port:
@@ -167,6 +169,7 @@ class Runtime:
         Of the route's retry tiers, those the settings write must exist; the others are read if they exist."""
         assert self._consumer is not None
         wanted = {*self.main_topics, *self.processor.retry_topics, self.dead_letter_topic, *self.route.output_topics}
+        wanted.update(self.replay_topics)
         deadline = time.monotonic() + TOPIC_WAIT_SECONDS
         while missing := wanted - (existing := await self._consumer.topics()):
             if self._stopping.is_set():

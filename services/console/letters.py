@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from schemas.events import MAX_ID_LENGTH
 from schemas.routes import SERVICES
+from services.cli.dlq import PRIVATE_REPLAY_TOPICS, DeadLetter, replay_target
 from services.console.access import PATH, Viewer
 from services.console.pages import ConversationForm
 from services.console.render import page
@@ -110,5 +111,18 @@ async def dead_letter(request: Request, who: Viewer, letter_id: int) -> Response
         found = await queries.get_dead_letter(conn, letter_id)
     if found is None:
         raise HTTPException(404, f"no dead letter {letter_id} in the store")
-    context = {"l": found, "can_operate": who.can("operator"), "rate": request.app.state.settings.console.redrive_rate}
+    context = {
+        "l": found,
+        "can_operate": who.can("operator"),
+        "rate": request.app.state.settings.console.redrive_rate,
+        "alone": _replayed_alone(found.coordinates, found.headers),
+    }
     return page(request, "dead_letter.html", context)
+
+
+def _replayed_alone(coordinates: str, headers: dict[str, str]) -> bool:
+    """A redrive sends it to its service alone (the recorder's private replay topic), not to its original topic."""
+    topic, partition, offset = coordinates.rsplit(":", 2)
+    return (
+        replay_target(DeadLetter(topic, int(partition), int(offset), 0, None, None, headers)) in PRIVATE_REPLAY_TOPICS
+    )

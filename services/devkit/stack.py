@@ -145,9 +145,9 @@ LOCAL_HOSTS = frozenset(("127.0.0.1", "localhost", "::1", "[::1]"))
 
 
 async def skip_backlog(bootstrap: str, services: tuple[str, ...] = SERVICES, *, force: bool = False) -> int:
-    """Commit each service's consumer group at the current end of every topic it consumes (inputs and
-    retry tiers): services started next on a shared broker (the test session's, a benchmark's) begin with
-    what is published from now on, not with records other runs left unconsumed. Returns how many records
+    """Commit each service's consumer group at the current end of every topic it consumes (inputs, retry
+    tiers, replay topic): services started next on a shared broker (the test session's, a benchmark's)
+    begin with what is published from now on, not with records other runs left unconsumed. Returns how many records
     were skipped. It moves the production group ids, so it refuses a cluster that is not on this machine
     unless `force`."""
     remote = [a for a in bootstrap.split(",") if a.strip().rsplit(":", 1)[0] not in LOCAL_HOSTS]
@@ -163,7 +163,7 @@ async def skip_backlog(bootstrap: str, services: tuple[str, ...] = SERVICES, *, 
         consumer = AIOKafkaConsumer(**kafka.client_options(), group_id=route.group_id, enable_auto_commit=False)
         parts = [
             TopicPartition(topic, p)
-            for topic in (*route.input_topics, *route.retry_topics)
+            for topic in (*route.input_topics, *route.retry_topics, *route.replay_topics)
             for p in await partitions_of(kafka, topic)
         ]
         await consumer.start()

@@ -8,6 +8,10 @@ Consumes (schemas.routes.RECORDER):
     postcall.action-results.v1           every attempt of every action
     postcall.<service>.dlq.v1            every service's dead letters, raw (and `dlq replay`'s markers)
     postcall.dispatcher.retry-<n>.v1     raw: when a failed action's next attempt is due
+    postcall.recorder.replay.v1          its own dead letters replayed (`dlq replay`, the console's
+                                         redrive), to it alone: the runtime hands each over as if read
+                                         where it first arrived (topic, partition, offset, time), so it
+                                         makes the rows the original record makes, keyed alike
 Produces: nothing on Kafka; rows in the store (services/store), through the group-commit batcher.
 
 Idempotent: a record read twice (a restart, a rebalance) adds no row (services/store/models.py). A

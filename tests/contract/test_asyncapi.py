@@ -77,7 +77,8 @@ def test_every_message_payload_is_its_model_schema(doc: dict[str, Any]) -> None:
     for message in doc["components"]["messages"].values():
         assert message["payload"]["schemaFormat"] == "application/schema+json;version=draft-2020-12"
         payload = _resolve(doc, message["payload"]["schema"]["$ref"])
-        assert payload["title"] == message["name"].removesuffix("DeadLetter").removesuffix("Retry")
+        name = message["name"].removesuffix("DeadLetter").removesuffix("Retry").removesuffix("Replay")
+        assert payload["title"] == name
         assert payload["type"] == "object" and payload["properties"]
 
 
@@ -119,6 +120,17 @@ def test_replay_headers_list_every_header_a_replay_adds(doc: dict[str, Any]) -> 
     assert "console" in replay["description"]
 
 
+def test_private_replay_headers_list_every_header_a_replay_to_the_recorder_adds(doc: dict[str, Any]) -> None:
+    """A recorder dead letter goes back to the recorder's own replay topic, keeping where it first arrived
+    (services.cli.dlq.replay_headers, private): the document names those headers too."""
+    from services.cli.dlq import DeadLetter, replay_headers
+
+    origin = {name: "1" for name in h.ORIGIN}
+    letter = DeadLetter("postcall.recorder.dlq.v1", 0, 0, 0, None, None, {**origin, h.EXCEPTION_MESSAGE: "x"})
+    added = set(replay_headers(letter, "ops@host", private=True))
+    assert set(doc["components"]["schemas"]["PrivateReplayHeaders"]["properties"]) == added
+
+
 def test_ce_subject_is_described_as_the_record_key_it_is(doc: dict[str, Any]) -> None:
     """The runtime sets ce_subject to the record's key (services.common.process.outputs): on the results
     topic `<action_id>/attempt-<n>` for failed and dead_lettered, on destination states the state's key.
@@ -130,11 +142,12 @@ def test_ce_subject_is_described_as_the_record_key_it_is(doc: dict[str, Any]) ->
 
 
 @pytest.mark.parametrize("service", r.SERVICES)
-def test_retry_and_dead_letter_topics_add_their_headers(doc: dict[str, Any], service: str) -> None:
-    tiers = r.route_of(service).retry_topics
+def test_retry_dead_letter_and_replay_topics_add_their_headers(doc: dict[str, Any], service: str) -> None:
+    route = r.route_of(service)
     for topic, group in [
-        *((tier, "RetryHeaders") for tier in tiers),
+        *((tier, "RetryHeaders") for tier in route.retry_topics),
         (t.dead_letter_topic(service), "DeadLetterHeaders"),
+        *((replay, "PrivateReplayHeaders") for replay in route.replay_topics),
     ]:
         messages = _message(doc, topic)
         assert messages, topic

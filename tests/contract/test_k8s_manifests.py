@@ -525,6 +525,7 @@ def test_each_kafka_user_may_do_what_its_route_does() -> None:
             *((topic, "Read") for topic in (*route.input_topics, *route.reads)),
             *((topic, "Write") for topic in route.output_topics),
             *((topic, op) for topic in (*route.retry_topics, route.dead_letter_topic) for op in ("Read", "Write")),
+            *((topic, "Read") for topic in route.replay_topics),
         ]
         missing = [(topic, op) for topic, op in needed if not allowed(user, "topic", topic, op)]
         assert not missing, f"KafkaUser {user} lacks {missing}"
@@ -533,21 +534,24 @@ def test_each_kafka_user_may_do_what_its_route_does() -> None:
 
 def test_the_docs_say_where_each_services_dead_letters_can_be_replayed_from() -> None:
     """docs/operations.md has `postcall dlq replay` run in a pod of the service whose letters it replays,
-    its KafkaUser reading the dead letters and writing the topics they go back to. The recorder's user
-    may write none of the topics it reads (it produces nothing; a user that wrote action topics could
-    cause side effects), so in prod its letters are replayed from the store by the API, whose user
-    writes every postcall topic. The docs said every service's user could."""
+    its KafkaUser reading the dead letters and writing the topics they go back to: the original topics, or
+    its private replay topic (the recorder's, whose user may write none of the topics it reads: it produces
+    nothing, and a user that wrote action topics could cause side effects). A service whose user cannot is
+    said to replay from the store by the API, whose user writes every postcall topic. The docs said every
+    service's user could."""
     text = (ROOT / "docs/operations.md").read_text()
     section = " ".join(text.split("## Dead letters and replays", 1)[1].split("\n## ", 1)[0].split())
     for service in SERVICES:
         route, user = route_of(service), f"postcall-{service}"
+        targets = route.replay_topics or route.input_topics
+        assert all(allowed("postcall-api", "topic", topic, "Write") for topic in targets)
         if allowed(user, "topic", route.dead_letter_topic, "Read") and all(
-            allowed(user, "topic", topic, "Write") for topic in route.input_topics
+            allowed(user, "topic", topic, "Write") for topic in targets
         ):
             continue
         said = re.search(rf"{service}'s dead letters [^.]*(?:console|POST /dead-letters/replay)", section)
         assert said, f"postcall-{service} cannot replay its own dead letters in prod; operations.md does not say so"
-        assert all(allowed("postcall-api", "topic", topic, "Write") for topic in route.input_topics)
+    assert "`postcall.recorder.replay.v1`" in section, "where the recorder's dead letters go back to"
 
 
 def test_everything_the_overlays_expect_but_do_not_create_is_documented() -> None:

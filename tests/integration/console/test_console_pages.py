@@ -340,6 +340,23 @@ async def test_a_dead_letters_credential_headers_are_not_shown_on_its_page(store
     assert "PermanentError: bug" in detail and "a redrive sends them as they were" in detail
 
 
+async def test_a_recorder_dead_letter_is_redriven_to_the_recorder_alone_and_its_page_says_so(store: Store) -> None:
+    """A redrive of the recorder's dead letter goes to its own replay topic, not to the original topic other
+    services read: the button said it went to postcall.conversation-ended.v1 (to be extracted again)."""
+    headers = {
+        h.EXCEPTION_MESSAGE: "PermanentError: the store refused this record",
+        h.ORIGINAL_TOPIC: CONVERSATION_ENDED,
+    }
+    source = r.Source("postcall.recorder.dlq.v1", 0, 5, int(T0.timestamp() * 1000))
+    await writer.write(store, r.dead_letter(source, "recorder", b"c-r", b"{}", headers))
+    async with console_for(store) as c:
+        page = (await c.get("/console/dead-letters?service=recorder")).text
+        letter = re.search(r'href="/console/dead-letters/(\d+)"', page)
+        assert letter is not None
+        detail = (await c.get(f"/console/dead-letters/{letter.group(1)}")).text
+    assert f"Redrive this record to the recorder alone, as read from {CONVERSATION_ENDED}</button>" in detail
+
+
 async def test_dates_and_ids_out_of_range_are_named_never_a_500(store: Store) -> None:
     await seed(store)
     async with console_for(store) as c:

@@ -6,25 +6,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from schemas import headers as h
-from schemas.routes import RECORDER, registry
+from schemas.routes import EXTRACTOR, RECORDER, registry
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.cli import dlq as cli_dlq
-from services.common.kafka import ensure_topics
+from services.common.kafka import ensure_topics, partitions_of
 from services.common.runtime import Runtime
 from services.common.settings import KafkaSettings, RuntimeSettings
+from services.devkit.stack import skip_backlog
 from services.recorder.batcher import Batcher
 from services.recorder.handler import Recorder
 from services.store import queries, tokens, writer
 from services.store.db import Store
 from services.store.models import Action, Attempt, Conversation, DeadLetter, Decision, Extraction
+from services.store.rows import Rows
 from services.store.settings import DatabaseSettings
-from tests.support.calls import T0, story
-from tests.support.kafka import create_topics, produce, read_all, unique
+from tests.support.calls import T0, ended, story
+from tests.support.kafka import committed, create_topics, produce, read_all, unique
 from tests.support.procs import start
 
 MS = int(T0.timestamp() * 1000)
@@ -38,7 +41,17 @@ async def counts(store: Store) -> dict[str, int]:
     return out
 
 
-async def run_recorder(kafka: KafkaSettings, store: Store, route: Any, idle_exit: float = 1.5) -> None:
+async def run_recorder(
+    kafka: KafkaSettings, store: Store, route: Any, idle_exit: float = 1.5, *, refuse: str | None = None,
+    group: str | None = None,
+) -> None:  # fmt: skip
+    """Until idle, on a group of its own unless `group`; `refuse`: the store refuses that conversation's rows."""
+
+    async def write(rows: Rows) -> None:
+        if any(row["conversation_id"] == refuse for row in rows.conversations):
+            raise ValueError(f"cannot store {refuse}")  # not an outage: the record is dead-lettered at once
+        await writer.write(store, rows)
+
     settings = RuntimeSettings(
         **{
             **route.runtime_defaults(),
@@ -47,9 +60,9 @@ async def run_recorder(kafka: KafkaSettings, store: Store, route: Any, idle_exit
             "commit_interval_seconds": 0.2,
         }
     )
-    async with Batcher(lambda rows: writer.write(store, rows), max_delay_seconds=0.01) as batcher:
+    async with Batcher(write, max_delay_seconds=0.01) as batcher:
         recorder = Recorder(batcher, retention_days=100_000, route=route)
-        runtime = Runtime(recorder.service(), kafka=kafka, settings=settings, group_id=unique("rec"))
+        runtime = Runtime(recorder.service(), kafka=kafka, settings=settings, group_id=group or unique("rec"))
         await asyncio.wait_for(runtime.run(), 120)
 
 
@@ -150,6 +163,44 @@ async def test_an_upstream_that_produced_again_after_a_crash_is_recorded_once(
             detail = await queries.get_conversation(conn, "c1")
     assert (found["extractions"], found["decisions"]) == (1, 1)
     assert detail is not None and detail.summary is not None and detail.summary.usage.prompt_tokens == 120
+
+
+async def test_a_replayed_recorder_dead_letter_reaches_the_recorder_alone(
+    kafka: KafkaSettings, database_url: str
+) -> None:
+    """The store refused a conversation: the recorder dead-lettered it at once. `postcall dlq replay` sent it
+    back to postcall.conversation-ended.v1, where the extractor read it again (the model asked again, a flow
+    firing only now sending its actions). It now goes to the recorder's own replay topic: the store has the
+    conversation, the letter is marked replayed and the replay audited from its marker, and the extractor's
+    group has nothing new to read but the original."""
+    await ensure_topics(kafka, registry(), replication=1)
+    await skip_backlog(kafka.bootstrap_servers, ("recorder", "extractor"))  # other tests' records are not ours
+    cid = unique("refused")
+    await produce(kafka, CONVERSATION_ENDED, [(cid, ended(cid, at=datetime.now(UTC)))])
+    async with Store.open(DatabaseSettings(url=database_url), writer=True) as store:
+        await run_recorder(kafka, store, RECORDER, refuse=cid, group=RECORDER.group_id)
+        (letter,) = await cli_dlq.select(kafka, cli_dlq.Filters(("recorder",), key=cid))
+        assert letter.headers[h.ORIGINAL_TOPIC] == CONVERSATION_ENDED
+        assert await cli_dlq.replay(kafka, [letter], rate=0, progress=None, by="ops@box") == 1
+        await run_recorder(kafka, store, RECORDER, group=RECORDER.group_id)
+        async with store.read() as conn:
+            detail = await queries.get_conversation(conn, cid)
+            letters = await queries.list_dead_letters(
+                conn, queries.DeadLetterFilter(["recorder"], key=cid, state="all")
+            )
+            audit = await tokens.list_audit(conn)
+    assert detail is not None and detail.event is not None and detail.summary is not None, "the conversation is stored"
+    assert [(d.reason, d.replayed_by) for d in letters.items] == [(letter.reason, "ops@box")]
+    assert [(a.actor, a.target["dead_letter"]) for a in audit.items if a.action == "replay"] == [
+        ("ops@box", letter.coordinates)
+    ]
+    partitions = len(await partitions_of(kafka, CONVERSATION_ENDED))
+    unread = await committed(kafka, EXTRACTOR.group_id, CONVERSATION_ENDED, partitions)
+    for_extractor = [
+        r for r in await read_all(kafka, CONVERSATION_ENDED) if r.key == cid and r.offset >= (unread[r.partition] or 0)
+    ]
+    assert len(for_extractor) == 1, "the extractor's group reads the original only, not the replay"
+    assert h.REPLAYED_FROM not in for_extractor[0].headers
 
 
 def key_of(topic: str, value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
@@ -10,8 +11,9 @@ from pydantic import BaseModel
 from schemas import headers as h
 from schemas.routes import Output, Route
 from schemas.topics import Stream
+from services.common import codec
 from services.common.api import Context, Deferred, Event, Failure, PermanentError, RetryableError, Service
-from services.common.harness import Harness
+from services.common.harness import Harness, Incoming
 from services.common.settings import RuntimeSettings
 
 
@@ -151,6 +153,28 @@ async def test_a_forged_first_failure_time_on_a_main_topic_is_not_carried_into_t
     assert {c.headers[h.FIRST_FAILURE_AT] for c in (*out.retries, *out.dead_letters)} == {
         out.retries[0].headers[h.FIRST_FAILURE_AT]
     }, "the first failure's time, ours, carried from tier to tier"
+
+
+async def test_a_copy_on_its_private_replay_topic_is_read_as_where_it_first_arrived() -> None:
+    """Route.private_replay (the recorder): a dead letter replayed to the service's own replay topic is handled
+    as if read where it first arrived, as a retry tier's copy is, but as a first attempt again (as a replay to
+    a main topic is), and its hop headers are the replay's, not the record's (raw_headers leaves them out).
+    A retry after it still names the original."""
+    route = dataclasses.replace(ROUTE, private_replay=True)
+    assert route.replay_topics == ("postcall.worker.replay.v1",) and route.replay_topics[0] in route.topics()
+    worker = Worker()
+    rs = RuntimeSettings(metrics_port=0, retry_jitter=0, retry_delays_seconds=[1.0, 2.0, 4.0])
+    replaying = Harness(Service(route, worker.handle, worker.on_failure), rs)
+    origin = {h.ORIGINAL_TOPIC: "jobs", h.ORIGINAL_PARTITION: "5", h.ORIGINAL_OFFSET: "41"}
+    headers = {**origin, h.ORIGINAL_TIMESTAMP: "1700000000123", h.ATTEMPTS: "4", h.REPLAY_COUNT: "1"}
+    value = Job(id="a", fail=1).model_dump_json().encode()
+    copy = Incoming(route.replay_topics[0], 0, 3, 9, b"a", value, tuple(codec.header_list(headers)))
+    out = await replaying.run(copy)
+    seen = [(c.topic, c.partition, c.offset, c.timestamp_ms, c.attempt) for c in out.contexts]
+    assert seen == [("jobs", 5, 41, 1_700_000_000_123, 1), ("jobs", 5, 41, 1_700_000_000_123, 2)]
+    assert out.contexts[0].raw_headers == {h.REPLAY_COUNT: "1"}
+    assert out.on("done") == [Done(id="a", attempt=2, partition=5)]
+    assert {k: out.retries[0].headers[k] for k in origin} == origin
 
 
 async def test_a_long_retry_after_picks_a_longer_tier_and_counts_one_attempt() -> None:

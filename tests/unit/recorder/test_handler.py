@@ -10,13 +10,15 @@ import orjson
 from schemas import headers as h
 from schemas.routes import RECORDER
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, MAX_MESSAGE_BYTES
-from services.common.errors import DependencyUnavailable
-from services.common.harness import Harness
+from services.cli.dlq import DeadLetter, replay_records
+from services.common import codec
+from services.common.errors import DependencyUnavailable, PermanentError
+from services.common.harness import Harness, Incoming
 from services.common.settings import RuntimeSettings
 from services.recorder.batcher import Batcher, max_wait
 from services.recorder.handler import Recorder
 from services.store.rows import Rows
-from tests.support.calls import T0, ended, story
+from tests.support.calls import T0, ended, extracted, story
 
 MS = int(T0.timestamp() * 1000)
 
@@ -24,13 +26,16 @@ MS = int(T0.timestamp() * 1000)
 class Collecting:
     """Stands in for the batcher: keeps what it is given (or fails like an unreachable store)."""
 
-    def __init__(self, down: bool = False) -> None:
+    def __init__(self, down: bool = False, refusing: bool = False) -> None:
         self.rows: list[Rows] = []
         self.down = down
+        self.refusing = refusing
 
     async def add(self, rows: Rows) -> None:
         if self.down:
             raise DependencyUnavailable("the store is unavailable")
+        if self.refusing:  # as the batcher fails a record the store refused
+            raise PermanentError("the store refused this record: DataError: value out of range")
         self.rows.append(rows)
 
     def capacity(self) -> int:
@@ -190,3 +195,69 @@ async def test_a_dead_letter_as_large_as_its_topic_allows_is_stored() -> None:
     done = await harness(batcher).send(value, topic="postcall.extractor.dlq.v1", key="c1", timestamp_ms=MS)
     assert done.status == "ok", done.error
     assert batcher.rows[0].dead_letters[0]["value"] == value
+
+
+def replayed(letter: Any, offset: int, by: str = "ops@box") -> tuple[str, Incoming]:
+    """`postcall dlq replay` (and the console's redrive: one function) of a dead letter the harness wrote:
+    the topic its copy goes to, and the copy as the recorder then reads it."""
+    stored = DeadLetter(RECORDER.dead_letter_topic, 0, offset, MS + 5000, letter.key, letter.value, letter.headers)
+    (copy,) = replay_records([stored], by)
+    headers = tuple(codec.header_list(copy.headers))
+    return copy.topic, Incoming(copy.topic, 0, 0, MS + 9000, copy.key, copy.value, headers)
+
+
+async def test_a_replayed_recorder_dead_letter_comes_back_to_the_recorder_alone_as_the_original() -> None:
+    """The store refused a conversation and an extraction (dead-lettered at once: no retry tiers). Replayed to
+    their original topics, the extractor would have extracted the conversation again (a flow firing only now
+    sends its actions) and the extraction been stored at the copy's offset; replayed now, they go to the
+    recorder's own replay topic, which it reads as if from the original topic, partition and offset: the
+    same rows the original records make, keyed by the same coordinates (a second read of the original adds
+    nothing), and the same record time."""
+    event = ended("c-refused")
+    originals = [(CONVERSATION_ENDED, event, 4, MS), (CONVERSATION_EXTRACTED, extracted(event), 7, MS + 1000)]
+    for number, (topic, value, partition, ts) in enumerate(originals):
+        refused = harness(Collecting(refusing=True))
+        original = refused.record(value, topic=topic, partition=partition, ts=ts)
+        original = Incoming(topic, partition, 41, ts, original.key, original.value, original.headers)
+        failed = await refused.run(original)
+        assert failed.status == "dead_lettered" and failed.error is not None
+        (letter,) = failed.dead_letters
+
+        target, copy = replayed(letter, number)
+        assert target == RECORDER.replay_topics[0] == "postcall.recorder.replay.v1"
+        replaying, first_time = Collecting(), Collecting()
+        assert (await harness(replaying).run(copy)).status == "ok"
+        assert (await harness(first_time).run(original)).status == "ok"
+        assert replaying.rows == first_time.rows and len(replaying.rows[0])
+
+
+async def test_a_replay_the_store_refuses_again_is_dead_lettered_naming_its_original_topic() -> None:
+    """Its new dead letter says where the record first arrived (not the replay topic), so it can be replayed
+    again, and counts the replay."""
+    refused = harness(Collecting(refusing=True))
+    first = await refused.send(ended("c-twice"), partition=2, timestamp_ms=MS)
+    _, copy = replayed(first.dead_letters[0], 0)
+    again = await refused.run(copy)
+    (letter,) = again.dead_letters
+    assert letter.topic == RECORDER.dead_letter_topic
+    assert (letter.headers[h.ORIGINAL_TOPIC], letter.headers[h.ORIGINAL_PARTITION]) == (CONVERSATION_ENDED, "2")
+    assert (letter.headers[h.ATTEMPTS], letter.headers[h.REPLAY_COUNT]) == ("1", "1")
+    assert replayed(letter, 1)[0] == RECORDER.replay_topics[0]
+
+
+async def test_a_replayed_dead_letter_of_another_service_is_stored_at_its_own_coordinates() -> None:
+    """A dead letter the recorder took from the router's dead-letter topic and the store refused: replayed,
+    it is stored as the router's letter at its place there, not written back to the router's topic (where
+    `dlq list` showed it pending again, a second letter). Its own hop headers were replaced by the
+    recorder's when it was dead-lettered: the row does not claim the replay's as its own."""
+    refused = harness(Collecting(refusing=True))
+    router_headers = {h.EXCEPTION_MESSAGE: "PermanentError: bad flow", h.ORIGINAL_TOPIC: CONVERSATION_EXTRACTED}
+    dlq = "postcall.router.dlq.v1"
+    failed = await refused.send(b"{}", topic=dlq, key="c-r", partition=1, headers=router_headers, timestamp_ms=MS)
+    target, copy = replayed(failed.dead_letters[0], 0)
+    assert target == RECORDER.replay_topics[0]
+    batcher = Collecting()
+    assert (await harness(batcher).run(copy)).status == "ok"
+    (row,) = batcher.rows[0].dead_letters
+    assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == (dlq, 1, 0)
+    assert (row["service"], row["original_topic"], row["dead_lettered_at"].timestamp() * 1000) == ("router", None, MS)
