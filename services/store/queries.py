@@ -331,6 +331,15 @@ async def _decisions(conn: AsyncConnection, conversation_id: str) -> list[Decisi
     return [DecisionTrace.model_validate_json(p) for (p,) in await conn.execute(query)]
 
 
+def _next_retry(due: dict[tuple[str, int], datetime], row: Any) -> datetime | None:
+    """When a failed attempt's retry is due. A deferral (`Deferred:`: not attempted, a rate limit or waiting room
+    was full) comes back under its own attempt number, not the next: looking for the next showed none."""
+    if row.outcome != "failed":
+        return None
+    deferred = (row.error or "").startswith("Deferred:")
+    return due.get((row.action_id, row.attempt if deferred else row.attempt + 1))
+
+
 async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionView]:
     a, t, r = (table(m).c for m in (Action, Attempt, ScheduledRetry))
     due = {
@@ -353,7 +362,7 @@ async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionVi
                 error=row.error,
                 response_excerpt=row.response_excerpt,
                 result_id=row.result_id,
-                next_retry_at=due.get((row.action_id, row.attempt + 1)) if row.outcome == "failed" else None,
+                next_retry_at=_next_retry(due, row),
             )
         )
     actions = select(*a).where(a.conversation_id == conversation_id).order_by(a.first_seen_at, a.action_id)

@@ -83,6 +83,29 @@ async def test_one_conversation_with_every_attempt_and_its_next_retry(store: Sto
     assert {a["final_outcome"] for a in full["actions"]} == {"delivered", "published"}
 
 
+async def test_a_deferred_attempt_shows_its_retry_which_keeps_its_attempt_number(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """A delivery a rate limit deferred is not attempted: its retry copy comes back as the same attempt, and
+    the timeline looked for the next one, so it showed a failed attempt with no next retry (walk24: ops-slack
+    at 1/s behind 30 escalations)."""
+    event = ended("deferred", at=T0)
+    aid = action_id("deferred", "crm-sync")
+    deferral = "Deferred: rate limit of destination crm reached"
+    rows = rows_of([
+        (CONVERSATION_ENDED, event),
+        (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])])),
+        (ACTION_RESULTS, result(aid, "deferred", "failed", 1, status_code=None, error=deferral)),
+    ])  # fmt: skip
+    rows.extend(r.retry_scheduled({"action_id": aid, "conversation_id": "deferred"}, {
+        h.ATTEMPTS: "0", h.RETRY_DUE_AT: str((T0 + timedelta(seconds=9)).timestamp())}))  # fmt: skip
+    await writer.write(store, rows)
+    (action,) = (await client.get("/api/v1/conversations/deferred")).json()["actions"]
+    (attempt,) = action["attempts"]
+    assert attempt["attempt"] == 1 and attempt["error"] == deferral
+    assert attempt["next_retry_at"] == "2026-03-10T09:00:09Z"
+
+
 async def test_a_conversation_whose_id_holds_a_slash_is_found(store: Store, client: httpx.AsyncClient) -> None:
     """The contract takes any id (Dialogflow CX names a conversation projects/.../conversations/ID): the route
     took one path segment, so its URL (the slash encoded, as `postcall explain --api` sends it) was the
