@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic_core import PydanticCustomError
 
 from schemas.events import MAX_ID_LENGTH, ConversationEnded
 from services.ingress.platforms.common import (
@@ -20,6 +21,7 @@ from services.ingress.platforms.common import (
     NullIsAbsent,
     account,
     agent,
+    aware,
     build,
     dropped_empty,
     end_reason,
@@ -104,6 +106,15 @@ class VapiAnalysis(Lenient):
     successEvaluation: Any = None
 
 
+def _ms_or_iso(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """`timestamp`: epoch milliseconds (Vapi's SDKs now) or an ISO-8601 text (older Vapi OpenAPI
+    documents, vapi-client 0.1); one problem naming the field, not one per member of the union."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("time", "should be epoch milliseconds or an ISO-8601 time") from None
+
+
 class VapiReport(Lenient):
     type: Literal["end-of-call-report"]
     endedReason: str | None = None
@@ -116,7 +127,7 @@ class VapiReport(Lenient):
     assistantVersion: str | None = None  # the version label the call was configured with (e.g. v3)
     startedAt: datetime | None = None
     endedAt: datetime | None = None
-    timestamp: float | None = None
+    timestamp: Annotated[float | datetime | None, WrapValidator(_ms_or_iso)] = None
     cost: float | None = None
     destination: Any = None
 
@@ -137,7 +148,7 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
     call = report.call
     channel, direction = _CHANNELS.get(call.type or "", ("phone", "inbound"))
     reason = end_reason("vapi", report.endedReason or call.endedReason)
-    reported = from_epoch(report.timestamp, 1000, field="message.timestamp") if report.timestamp else ctx.received_at
+    reported = _reported(report.timestamp, ctx.received_at)
     started, ended, estimated = times(report.startedAt or call.startedAt, report.endedAt or call.endedAt, reported)
     customer = report.customer or call.customer or VapiCustomer()
     called = report.phoneNumber or call.phoneNumber
@@ -185,6 +196,12 @@ def map_payload(payload: Any, ctx: Context) -> ConversationEnded | Ignored:
         ),
         platform_analysis=analysis(report.analysis, report.artifact.structuredOutputs),
     )
+
+
+def _reported(timestamp: float | datetime | None, received: datetime) -> datetime:
+    if isinstance(timestamp, datetime):
+        return aware(timestamp)
+    return from_epoch(timestamp, 1000, field="message.timestamp") if timestamp else received
 
 
 def messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

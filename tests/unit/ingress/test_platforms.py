@@ -95,6 +95,32 @@ def test_vapi_messages_other_than_the_report_are_ignored() -> None:
     assert isinstance(out, Ignored) and "status-update" in out.reason
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "occurred_at"),
+    [
+        (1772553972345, datetime(2026, 3, 3, 16, 6, 12, 345000, tzinfo=UTC)),  # epoch ms, Vapi's SDKs now
+        ("1772553972345", datetime(2026, 3, 3, 16, 6, 12, 345000, tzinfo=UTC)),
+        ("2026-03-03T16:06:12.345Z", datetime(2026, 3, 3, 16, 6, 12, 345000, tzinfo=UTC)),  # older OpenAPI: ISO
+        ("2026-03-03T17:06:12.345+01:00", datetime(2026, 3, 3, 16, 6, 12, 345000, tzinfo=UTC)),
+        ("2026-03-03T16:06:12.345", datetime(2026, 3, 3, 16, 6, 12, 345000, tzinfo=UTC)),  # no offset: UTC
+    ],
+)
+def test_vapi_report_timestamp_is_epoch_milliseconds_or_an_iso_8601_time(timestamp: Any, occurred_at: datetime) -> None:
+    payload = orjson.loads(example("vapi/phone-inbound-with-analysis.json"))
+    payload["message"]["timestamp"] = timestamp
+    e = MAPPINGS["vapi"](payload, CTX)
+    assert isinstance(e, ConversationEnded) and e.occurred_at == occurred_at
+
+
+@pytest.mark.parametrize("timestamp", ["soon", "", [1], {"at": 1}])
+def test_vapi_report_timestamp_neither_a_number_nor_a_time_is_one_problem_naming_it(timestamp: Any) -> None:
+    payload = orjson.loads(example("vapi/phone-inbound-with-analysis.json"))
+    payload["message"]["timestamp"] = timestamp
+    with pytest.raises(PayloadError) as caught:
+        MAPPINGS["vapi"](payload, CTX)
+    assert caught.value.problems == [("message.timestamp", "should be epoch milliseconds or an ISO-8601 time")]
+
+
 def test_retell_phone_call_analyzed_with_analysis_and_integer_agent_version() -> None:
     e = mapped("retell", "retell/phone-voicemail-analyzed.json")
     assert e.event_id == "retell:Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6:call_analyzed"
