@@ -69,9 +69,11 @@ class RetellUtterance(TypedDict):
 class RetellTranscriptItem(TypedDict):
     """An item of `transcript_with_tool_calls`, only the keys the mapping reads: an utterance (role agent,
     user or transfer_target; content; words), a tool result (role tool_call_result; content, a text), or
-    another item (tool_call_invocation, node_transition, dtmf, sms, injected), which is left out."""
+    another item (tool_call_invocation, node_transition, dtmf, sms, injected), which is left out, as is one
+    without a role: the spoken turns come from transcript_object, so an item the mapping cannot place is
+    no reason to refuse the call."""
 
-    role: str
+    role: NotRequired[Annotated[str | None, Field(default=None)]]
     content: NotRequired[Annotated[Any, Field(default=None)]]
     words: NotRequired[Annotated[list[RetellWord], Field(default_factory=list)]]
 

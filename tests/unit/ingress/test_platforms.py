@@ -377,6 +377,7 @@ def test_retell_tool_results_become_tool_messages_among_the_spoken_turns_at_the_
         spoken[3],
         {"role": "tool_call_result", "tool_call_id": "t2", "content": "sent"},
         {"role": "tool_call_result", "tool_call_id": "t3", "content": None},  # not a text: left out
+        {"tool_call_id": "t4", "content": "no role"},  # not an item the mapping knows: left out
     ]
     call = {"call_id": "c1", "agent_id": "ag", "start_timestamp": 1, "end_timestamp": 2, "transcript_object": spoken}
     ctx = Context("a", None, RECEIVED, {}, publish_on=("call_analyzed",))
