@@ -19,6 +19,7 @@ from services.ingress.platforms.common import (
     Ignored,
     Lenient,
     NullIsAbsent,
+    PayloadError,
     account,
     agent,
     aware,
@@ -207,16 +208,17 @@ def _reported(timestamp: float | datetime | None, received: datetime) -> datetim
 def messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """user -> customer, bot -> agent, tool results -> tool; the system prompt and tool calls are left out."""
     out = []
-    for item in items:
+    for i, item in enumerate(items):
         role = _ROLES.get(str(item.get("role")))
-        text = item.get("message") if role != "tool" else item.get("result")
+        key = "message" if role != "tool" else "result"
+        text = item.get(key)
         if role is None or text is None:
             continue
         start = _number(item.get("secondsFromStart"))
         end = None
         if start is not None and _number(item.get("time")) is not None and _number(item.get("endTime")) is not None:
             end = max(start, start + (float(item["endTime"]) - float(item["time"])) / 1000)
-        out.append(dict(role=role, text=_text(text), start_seconds=start, end_seconds=end))
+        out.append(dict(role=role, text=_text(text, f"message.artifact.messages[{i}].{key}"), start_seconds=start, end_seconds=end))
     return out
 
 
@@ -224,8 +226,16 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+def _text(value: Any, field: str) -> str:
+    """A message's text: the value when it is a text, else its JSON (a tool's result may be any JSON). A value
+    orjson cannot write (nested over 254 levels; its parser reads up to 1024) is the payload's fault: a 422
+    naming it, not a 500 that the platform would retry with the same body for ever."""
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        raise PayloadError([(field, "objects and arrays nest too deep to be written as text")]) from None
 
 
 def _recording(artifact: VapiArtifact) -> str | None:

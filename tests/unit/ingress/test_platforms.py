@@ -471,6 +471,25 @@ def test_elevenlabs_tool_results_are_tool_messages_as_vapis_are_and_tool_calls_a
     assert vapi.messages is not None and [m.text for m in vapi.messages if m.role == "tool"] == ['{"ok":true}']
 
 
+@pytest.mark.parametrize("depth", [254, 255, 1000])
+def test_a_vapi_tool_result_too_deep_to_write_as_text_is_refused_naming_it_not_a_500(depth: int) -> None:
+    """orjson reads JSON nested up to 1024 levels and writes up to 254: a deeper result was an
+    orjson.JSONEncodeError out of the mapping (the ingress's 500, retried by Vapi with the same body)."""
+    payload = orjson.loads(example("vapi/phone-inbound-with-analysis.json"))
+    items = payload["message"]["artifact"]["messages"]
+    index = next(i for i, m in enumerate(items) if m.get("role") == "tool_call_result")
+    deep: Any = []
+    for _ in range(depth - 1):
+        deep = [deep]
+    items[index]["result"] = deep
+    if depth <= 254:
+        e = MAPPINGS["vapi"](payload, CTX)
+        assert isinstance(e, ConversationEnded) and e.messages is not None
+        assert [m.text for m in e.messages if m.role == "tool"] == ["[" * depth + "]" * depth]
+    else:
+        assert_refused_naming("vapi", payload, f"message.artifact.messages[{index}].result")
+
+
 def test_elevenlabs_outbound_phone_call_without_analysis() -> None:
     e = mapped("elevenlabs", "elevenlabs/phone-outbound-no-analysis.json")
     assert (e.channel, e.direction, e.customer.phone_number, e.to_number) == (
