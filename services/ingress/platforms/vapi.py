@@ -218,7 +218,8 @@ def messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         end = None
         if start is not None and _number(item.get("time")) is not None and _number(item.get("endTime")) is not None:
             end = max(start, start + (float(item["endTime"]) - float(item["time"])) / 1000)
-        out.append(dict(role=role, text=_text(text, f"message.artifact.messages[{i}].{key}"), start_seconds=start, end_seconds=end))
+        text = _text(text, f"message.artifact.messages[{i}].{key}")
+        out.append(dict(role=role, text=text, start_seconds=start, end_seconds=end))
     return out
 
 
