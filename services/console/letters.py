@@ -115,14 +115,15 @@ async def dead_letter(request: Request, who: Viewer, letter_id: int) -> Response
         "l": found,
         "can_operate": who.can("operator"),
         "rate": request.app.state.settings.console.redrive_rate,
-        "alone": _replayed_alone(found.coordinates, found.headers),
     }
+    target = _target(found.coordinates, found.headers)
+    # a redrive sends it to its service alone (the recorder's private replay topic), not to its original topic
+    context |= {"target": target, "alone": target in PRIVATE_REPLAY_TOPICS}
     return page(request, "dead_letter.html", context)
 
 
-def _replayed_alone(coordinates: str, headers: dict[str, str]) -> bool:
-    """A redrive sends it to its service alone (the recorder's private replay topic), not to its original topic."""
+def _target(coordinates: str, headers: dict[str, str]) -> str | None:
+    """Where a redrive sends the letter (what `postcall dlq replay` and the API's replay choose), or None: it
+    names no original topic, or one its service does not read (a redrive of it matches nothing)."""
     topic, partition, offset = coordinates.rsplit(":", 2)
-    return (
-        replay_target(DeadLetter(topic, int(partition), int(offset), 0, None, None, headers)) in PRIVATE_REPLAY_TOPICS
-    )
+    return replay_target(DeadLetter(topic, int(partition), int(offset), 0, None, None, headers))

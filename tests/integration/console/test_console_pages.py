@@ -357,6 +357,21 @@ async def test_a_recorder_dead_letter_is_redriven_to_the_recorder_alone_and_its_
     assert f"Redrive this record to the recorder alone, as read from {CONVERSATION_ENDED}</button>" in detail
 
 
+async def test_a_dead_letter_no_redrive_can_send_says_so_instead_of_offering_the_button(store: Store) -> None:
+    """A router letter naming a topic the router does not read (a forged or foreign header) is never replayed
+    (replay_target): its page offered "Redrive this record to postcall.decisions.v1", which redrove nothing."""
+    headers = {h.EXCEPTION_MESSAGE: "PermanentError: bug", h.ORIGINAL_TOPIC: "postcall.decisions.v1"}
+    await writer.write(
+        store, r.dead_letter(r.Source("postcall.router.dlq.v1", 0, 4, 0), "router", b"k", b"{}", headers)
+    )
+    async with console_for(store) as c:
+        letter = re.search(r'href="/console/dead-letters/(\d+)"', (await c.get("/console/dead-letters")).text)
+        assert letter is not None
+        detail = (await c.get(f"/console/dead-letters/{letter.group(1)}")).text
+    assert "Redrive this record" not in detail
+    assert "No redrive for this record: it names no original topic, or one that the router does not read" in detail
+
+
 async def test_dates_and_ids_out_of_range_are_named_never_a_500(store: Store) -> None:
     await seed(store)
     async with console_for(store) as c:
