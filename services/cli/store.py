@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.cli.plain import escape_controls
 from services.store import prune as pruning
 from services.store import tokens
-from services.store.db import Store, StoreError, safe_url
+from services.store.db import Store, StoreError, current_revision, make_engine, safe_url
 from services.store.settings import MAX_RETENTION_DAYS, DatabaseSettings
 from services.store.views import TokenView
 
@@ -62,11 +62,31 @@ def with_store(url: str | None, work: Callable[[Store], Awaitable[T]], *, upgrad
 @app.command("migrate")
 def migrate(database_url: DatabaseUrl = None) -> None:
     """Bring the schema to this version's newest revision (the services also do it at start)."""
+    before = asyncio.run(_revision_or_none(database_settings(database_url)))
 
-    async def nothing(store: Store) -> str:
-        return safe_url(store.engine.url)
+    async def after(store: Store) -> tuple[str, str | None]:
+        return safe_url(store.engine.url), await current_revision(store.engine)
 
-    typer.echo(f"store at {with_store(database_url, nothing, upgrade=True)} is up to date")
+    url, now = with_store(database_url, after, upgrade=True)
+    if before == now:
+        typer.echo(f"store at {url} is up to date (schema revision {now})")
+    else:  # the operator migrating by hand before a rollout sees that it ran, and from where
+        typer.echo(f"store at {url} migrated from schema revision {before or 'none'} to {now}")
+
+
+async def _revision_or_none(settings: DatabaseSettings) -> str | None:
+    """The schema revision before migrating; None when there is none or the store cannot be read (opening it
+    next says why)."""
+    try:
+        engine = make_engine(settings)
+    except Exception:
+        return None
+    try:
+        return await current_revision(engine)
+    except Exception:
+        return None
+    finally:
+        await engine.dispose()
 
 
 @app.command("prune")

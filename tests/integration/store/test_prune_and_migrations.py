@@ -244,8 +244,11 @@ def test_the_command_lines_store_commands_create_a_schema_but_upgrade_one_only_w
     assert cli.invoke(app, ["store", "prune", *where]).exit_code == 2
     assert asyncio.run(at()) == "0009"  # not upgraded
     upgraded = cli.invoke(app, ["store", "migrate", *where])
-    assert upgraded.exit_code == 0 and "is up to date" in upgraded.output, upgraded.output
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"migrated from schema revision 0009 to {head_revision()}" in upgraded.output  # not "is up to date"
     assert asyncio.run(at()) == head_revision()
+    again = cli.invoke(app, ["store", "migrate", *where])
+    assert f"is up to date (schema revision {head_revision()})" in again.output, again.output
     assert cli.invoke(app, ["api", "token", "create", "ops", "--role", "operator", *where]).exit_code == 0
 
 
