@@ -47,3 +47,20 @@ def test_the_lag_is_not_shown_while_no_broker_answers() -> None:
     state.finish(109)
     runtime._report_lag()
     assert lag(runtime.service, "lag-in", 0) == 10
+
+
+def test_a_partition_no_record_was_read_from_since_its_assignment_has_no_lag_series() -> None:
+    """What docs/runbooks.md (PostcallConsumerLagGrowing) tells an operator a missing series means: besides a pod
+    no broker answers, a partition idle since it was assigned (after a restart or a rebalance: walk24 saw the
+    router's six partitions without series until the next call), whose position the runtime learns from its
+    first record."""
+    settings = WorkerSettings(kafka={"bootstrap_servers": "127.0.0.1:1"}, input_topic="idle-in", output_topic="o")
+    runtime: Runtime = build(settings)
+    runtime._consumer = Watermarks()
+    state = runtime.partitions[TopicPartition("idle-in", 0)] = PartitionState("idle-in", 0)
+    runtime._kafka_answered = time.monotonic()
+    runtime._report_lag()
+    assert lag(runtime.service, "idle-in", 0) is None
+    state.accept(119)
+    runtime._report_lag()
+    assert lag(runtime.service, "idle-in", 0) == 1
