@@ -3,7 +3,8 @@ sends, and nothing else.
 
     action_id = uuid5(ACTION_NAMESPACE, "<conversation_id>/<agent>/<flow id>/<flow revision>/<action index>")
     flow revision = sha256 over (the flow's definition as loaded, library template expanded, without
-                                 its description;
+                                 its description, nor an action option added later and not set
+                                 (LATER_OPTIONS);
                                  the name, type and values of every extracted field it names;
                                  every recipient route it names; the agent's timezone and fallback text)
 
@@ -41,6 +42,9 @@ from schemas.agent_config import (
 )
 
 REVISION_FORMAT = "flow-revision/1"  # changing how a revision is computed changes every id: bump it then
+#: action options added after this format was defined (a task's assignee): part of the revision only when set,
+#: so that a flow which does not use them keeps its revision, and its actions their ids, across the upgrade
+LATER_OPTIONS = ("assignee",)
 SUMMARY = "conversation_summary"
 
 
@@ -107,9 +111,14 @@ def _why(kind: str, name: str, known: set[str]) -> str | None:
 def flow_revision(flow: Flow, config: AgentFile) -> str:
     """16 hex characters of sha256 over exactly what the flow uses (module docstring)."""
     uses = flow_uses(flow, config)
+    dumped = flow.model_dump(mode="json", by_alias=True, exclude={"description"})
+    for action in dumped["actions"]:
+        for name in LATER_OPTIONS:
+            if name in action and action[name] is None:
+                del action[name]
     used = {
         "format": REVISION_FORMAT,
-        "flow": flow.model_dump(mode="json", by_alias=True, exclude={"description"}),
+        "flow": dumped,
         "fields": [
             {"name": f.name, "type": f.type, "values": f.values}
             for f in config.extraction.fields

@@ -121,3 +121,60 @@ def test_the_platforms_own_values_are_not_the_extraction_even_under_an_extracted
     edited = revisions(tmp_path, text.replace("values: [high, low]", "values: [high, medium, low]"))
     assert edited["platform-hot"] == revisions(tmp_path, text)["platform-hot"]
     assert edited["hot-lead"] != revisions(tmp_path, text)["hot-lead"]
+
+
+EVERY_ACTION = """
+agent: support-line
+extraction:
+  fields:
+    - {name: follow_up_date, type: date}
+flows:
+  - id: webhook
+    actions: [{type: webhook, destination: crm}]
+  - id: http
+    actions: [{type: http, destination: cases, path: /cases}]
+  - id: append-row
+    actions:
+      - type: append_row
+        destination: sheets
+        spreadsheet_id: 1AbCdEfGhIjKlMnOp
+        sheet: Calls
+        columns: ["{{customer_name}}"]
+  - id: email
+    actions: [{type: email, to: [ops@example.com], subject: "Call", body: "{{conversation_summary}}"}]
+  - id: slack
+    actions: [{type: slack, destination: sales, text: "Call {{customer_name}}"}]
+  - id: teams
+    actions: [{type: teams, destination: sales, text: "Call {{customer_name}}"}]
+  - id: schedule-call
+    actions: [{type: schedule_call, use_field: follow_up_date}]
+  - id: task
+    actions: [{type: task, title: "Call back {{customer_name}}"}]
+  - id: team-alert
+    actions: [{type: team_alert, message: "Complaint: {{conversation_summary}}"}]
+"""
+
+
+def test_an_unedited_flow_keeps_the_revision_earlier_versions_gave_it(tmp_path: Path) -> None:
+    """Pinned (computed before TaskAction.assignee existed): an option added to an action model later must not
+    change the revision of a flow that does not set it, or upgrading would give every such flow's actions new
+    ids and re-processing a conversation the previous version handled would send them again."""
+    assert revisions(tmp_path, EVERY_ACTION) == {
+        "webhook": "9db180bf71e849db",
+        "http": "f0eff15bb974d1ae",
+        "append-row": "140d3d6128bdd2ad",
+        "email": "fb8f6b6d04db92cc",
+        "slack": "ec746f3c4f90916e",
+        "teams": "6136a35e8839be6d",
+        "schedule-call": "44ec65c45fd06538",
+        "task": "63ece0e7849bee76",
+        "team-alert": "34f3671ff4a1b699",
+    }
+
+
+def test_naming_a_tasks_assignee_changes_its_flows_revision(tmp_path: Path) -> None:
+    before = revisions(tmp_path, EVERY_ACTION)
+    title = '"Call back {{customer_name}}"'
+    dana = revisions(tmp_path, EVERY_ACTION.replace(title, f"{title}, assignee: dana"))
+    sam = revisions(tmp_path, EVERY_ACTION.replace(title, f"{title}, assignee: sam"))
+    assert {f for f in before if before[f] != dana[f]} == {"task"} and dana["task"] != sam["task"]
