@@ -35,6 +35,13 @@ from services.common.observability import record_context
 from services.common.process import Processor, Verdict, category, describe, due_time_of, wall_clock
 from services.common.settings import KafkaSettings, RuntimeSettings
 
+
+class StartRefused(RuntimeError):
+    """Raised at start when the cluster is not as the route needs (a topic missing, an output with fewer
+    partitions than an input): one line on stderr and exit 2 from the service's process (run_service), as a
+    settings problem is, not a traceback whose last line is the reason."""
+
+
 log = logging.getLogger("postcall.runtime")
 # "dependency unavailable, pausing" once, then at most once a minute with the count of repeats: during an
 # LLM or store outage every waiting record logged it, each time it waited (about 13 lines a second per pod)
@@ -175,7 +182,7 @@ class Runtime:
             if self._stopping.is_set():
                 return  # told to stop while waiting: not a missing topic
             if time.monotonic() > deadline:
-                raise RuntimeError(
+                raise StartRefused(
                     f"{self.service}: topics missing on the cluster: {', '.join(sorted(missing))} "
                     "(create them with `postcall topics create`)"
                 )
@@ -205,7 +212,7 @@ class Runtime:
             if most > have:
                 commands.append(f"--alter --topic {output.stream.topic} --partitions {most}")
         if problems:
-            raise RuntimeError(
+            raise StartRefused(
                 f"{self.service}: records are written on the partition number they arrived on, so each output "
                 f"needs at least as many partitions as each input: {'; '.join(problems)} (add partitions to the "
                 f"output: kafka-topics.sh --bootstrap-server {self.kafka.bootstrap_servers} {'; '.join(commands)})"

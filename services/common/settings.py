@@ -195,7 +195,8 @@ def run_service(
     """Run a service's `main()` to its exit code. Settings the environment gets wrong (`settings`, read in
     `main`) are one line per variable on stderr, `label: POSTCALL_CONFIG_DIR is not set (...)`, and exit 2,
     rather than a traceback: how `python -m services.<name>` (the pods' command) and `postcall run` start.
-    So is a configuration file or folder `main` cannot start with (services.common.config.ConfigError)."""
+    So is a configuration file or folder `main` cannot start with (services.common.config.ConfigError), and a
+    cluster the route cannot run on (services.common.runtime.StartRefused: a topic missing, too few partitions)."""
     for line in misnamed_variables(settings):
         print(f"{label}: {line}", file=sys.stderr)
     try:
@@ -209,10 +210,11 @@ def run_service(
         lines = unparsed_variables(exc)
     except Exception as exc:
         from services.common.config import ConfigError  # (what a service imports, not every settings user)
+        from services.common.runtime import StartRefused
 
-        if not isinstance(exc, ConfigError):
+        if not isinstance(exc, ConfigError | StartRefused):
             raise
-        lines = [f"cannot start: {line}" for line in str(exc).splitlines()]
+        lines = [f"cannot start: {line.removeprefix(f'{label}: ')}" for line in str(exc).splitlines()]
     else:
         return code or 0
     for line in lines:

@@ -155,3 +155,18 @@ def test_a_setting_or_a_variable_no_setting_is_close_to_says_nothing(
 
     assert run_service("demo", main, NestedSettings) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_cluster_the_route_cannot_run_on_is_one_line_at_start_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A topic missing (an upgrade that added one before `postcall topics create` ran: walk24's recorder after
+    postcall.recorder.replay.v1 was added) or an output with too few partitions was a 30-line traceback, exit
+    1, though the runbook (PostcallConsumerNotReady) reads start refusals as one line and exit code 2."""
+    from services.common.runtime import StartRefused
+
+    async def main() -> None:
+        raise StartRefused("demo: topics missing on the cluster: t.v1 (create them with `postcall topics create`)")
+
+    assert run_service("demo", main, DemoSettings) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "demo: cannot start: topics missing on the cluster: t.v1 (create them with `postcall topics create`)"
+    ]
