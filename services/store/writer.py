@@ -114,13 +114,14 @@ async def insert_records(conn: AsyncConnection, rows: Rows) -> None:
         (table(DecisionFlow), rows.decision_flows),
         (table(DeadLetter), rows.dead_letters),
         (table(Attempt), rows.attempts),
-        (table(ScheduledRetry), rows.retries),
         (table(ActionRequest), rows.requests),
         (table(Task), rows.tasks),
         (table(TeamAlert), rows.alerts),
     ):
         if records:
             await conn.execute(_insert(conn, target).on_conflict_do_nothing(), records)
+    if rows.retries:
+        await _upsert_retries(conn, rows.retries)
     if rows.actions:
         await _upsert_actions(conn, rows.actions)
     if rows.replays:
@@ -164,6 +165,24 @@ async def _upsert_conversations(conn: AsyncConnection, records: list[Row]) -> No
         where=stmt.excluded.occurred_at > table(Conversation).c.occurred_at,
     )
     await conn.execute(stmt, records)
+
+
+async def _upsert_retries(conn: AsyncConnection, records: list[Row]) -> None:
+    """When attempt N is due: the latest its copies say. A copy a rate limit deferred comes back as the same
+    attempt, due later than the copy it deferred (whose row, kept, showed a deferral's next retry already past);
+    a copy read late (another tier's partition) never moves it earlier."""
+    best: dict[tuple[str, int], Row] = {}
+    for row in records:
+        seen = best.get((row["action_id"], row["attempt"]))
+        if seen is None or row["due_at"] > seen["due_at"]:
+            best[(row["action_id"], row["attempt"])] = row
+    stmt = _insert(conn, table(ScheduledRetry))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["action_id", "attempt"],
+        set_={"due_at": stmt.excluded.due_at},
+        where=stmt.excluded.due_at > table(ScheduledRetry).c.due_at,
+    )
+    await conn.execute(stmt, list(best.values()))
 
 
 async def _upsert_actions(conn: AsyncConnection, records: list[Row]) -> None:

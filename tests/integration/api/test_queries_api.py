@@ -106,6 +106,40 @@ async def test_a_deferred_attempt_shows_its_retry_which_keeps_its_attempt_number
     assert attempt["next_retry_at"] == "2026-03-10T09:00:09Z"
 
 
+async def test_a_deferral_after_a_failure_shows_the_deferrals_retry_not_the_one_it_deferred(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """Attempt 1 failed (retry: attempt 2 at +9 s); at +9 s a rate limit deferred attempt 2, whose copy comes
+    back as attempt 2 again at +60 s. The retries row of attempt 2 kept the first copy's time, so the deferral
+    showed a next retry already past. Whichever copy the recorder reads first (they may be on different tiers),
+    in one write or two, attempt 2 is due at +60 s."""
+    event = ended("deferred-late", at=T0)
+    aid = action_id("deferred-late", "crm-sync")
+    deferral = "Deferred: rate limit of destination crm reached"
+    rows = rows_of([
+        (CONVERSATION_ENDED, event),
+        (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])])),
+        (ACTION_RESULTS, result(aid, "deferred-late", "failed", 1, status_code=503, error="HTTP 503: try later")),
+        (ACTION_RESULTS, result(aid, "deferred-late", "failed", 2, status_code=None, error=deferral)),
+    ])  # fmt: skip
+    await writer.write(store, rows)
+    action = {"action_id": aid, "conversation_id": "deferred-late"}
+    due = [{h.ATTEMPTS: "1", h.RETRY_DUE_AT: str((T0 + timedelta(seconds=s)).timestamp())} for s in (9, 60)]
+    copies = [r.retry_scheduled(action, headers) for headers in due]
+    for order in ([copies[0], copies[1]], [copies[1], copies[0]], [copies[1]]):
+        for written in order:
+            await writer.write(store, written)
+        (shown,) = (await client.get("/api/v1/conversations/deferred-late")).json()["actions"]
+        first, deferred = shown["attempts"]
+        assert first["next_retry_at"] == deferred["next_retry_at"] == "2026-03-10T09:01:00Z", order
+    together = r.Rows()
+    together.extend(copies[1])
+    together.extend(copies[0])
+    await writer.write(store, together)
+    (shown,) = (await client.get("/api/v1/conversations/deferred-late")).json()["actions"]
+    assert shown["attempts"][1]["next_retry_at"] == "2026-03-10T09:01:00Z"
+
+
 async def test_a_conversation_whose_id_holds_a_slash_is_found(store: Store, client: httpx.AsyncClient) -> None:
     """The contract takes any id (Dialogflow CX names a conversation projects/.../conversations/ID): the route
     took one path segment, so its URL (the slash encoded, as `postcall explain --api` sends it) was the
