@@ -89,6 +89,7 @@ class Runtime:
         self.in_flight = 0
         self.paused: set[TopicPartition] = set()
         self.dependency_paused_until = 0.0
+        self._dependency_since: float | None = None  # the outage's first pause, until a record goes through
         self.started = False
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()  # set whenever an in-flight record finishes
@@ -549,9 +550,12 @@ class Runtime:
             event = None
             try:
                 event = p.decode(record, ctx)
-                return p.outputs(await p.service.handle(event, ctx), ctx)
+                outputs = p.outputs(await p.service.handle(event, ctx), ctx)
             except Exception as again:
                 exc = again
+            else:
+                self._dependency_back()
+                return outputs
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         token = record_context.set({**where, "key": ctx.key, "attempt": ctx.attempt})
         try:
@@ -639,6 +643,8 @@ class Runtime:
                 except Exception as exc:
                     await self._fail(state, record, ctx, event, exc)
                     return
+                if not first:
+                    self._dependency_back()
                 try:
                     await self._produce(state, outputs)
                 except Unproducible as exc:
@@ -656,11 +662,21 @@ class Runtime:
         self.dependency_paused_until = max(self.dependency_paused_until, time.monotonic() + delay)
         if first:
             observability.RECORDS_PROCESSED.labels(self.service, "unavailable").inc()
+        if self._dependency_since is None:
+            self._dependency_since = time.monotonic()
         pauses_log.warning("dependency unavailable, pausing", extra={"reason": str(exc), "pause_seconds": delay})
         while time.monotonic() < self.dependency_paused_until:
             if not self._is_current(state) or state.revoking or self._stopping.is_set():
                 raise Stopped
             await asyncio.sleep(min(0.5, self.dependency_paused_until - time.monotonic()))
+
+    def _dependency_back(self) -> None:
+        """A record that waited for a dependency went through: the outage's end, logged once (its pauses were
+        logged at most once a minute, and nothing said when they stopped)."""
+        if self._dependency_since is not None:
+            paused = time.monotonic() - self._dependency_since
+            self._dependency_since = None
+            log.info("dependency available again, resuming", extra={"paused_seconds": round(paused, 1)})
 
     async def _fail(self, state: PartitionState, record: Any, ctx: Context, event: Any, exc: Exception) -> None:
         """Carry out the failed record's fate; commit only after the retry copy or the dead letter is acknowledged."""

@@ -89,3 +89,52 @@ async def test_a_record_that_waits_for_a_dependency_counts_as_unavailable_once_n
 
     assert processed("ok") - ok == 5
     assert processed("unavailable") - unavailable == 5
+
+
+async def test_the_end_of_an_outage_is_logged_once(caplog: Any) -> None:
+    """The pauses were logged ("dependency unavailable, pausing", then at most once a minute) and nothing said
+    when they ended: an operator reading a recorder's log after a store outage (walk24) could not tell when
+    it resumed. The first record through after the outage says so, once, however many records waited."""
+    settings = WorkerSettings(
+        kafka={"bootstrap_servers": "127.0.0.1:1"},  # type: ignore[arg-type]
+        runtime=RuntimeSettings(metrics_port=0, unavailable_backoff_seconds=0.01),
+        input_topic="in",
+        output_topic="out",
+    )
+    store = {"down": True}
+
+    async def handle(job: Job, ctx: Context) -> Sequence[Event]:
+        if store["down"]:
+            raise DependencyUnavailable("the store is unavailable")
+        return [Done(id=job.id, attempt=ctx.attempt, pid=0)]
+
+    run = Runtime(Service(route(settings), handle), kafka=settings.kafka, settings=settings.runtime)
+    run._producer = Acked()
+    run._sender = Sender(run._producer)
+    run._batcher = AckedBatcher()  # type: ignore[assignment]
+    state = run.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
+    caplog.set_level("INFO", logger="postcall.runtime")
+
+    def resumed() -> list[Any]:
+        return [r for r in caplog.records if r.getMessage() == "dependency available again, resuming"]
+
+    for outage in range(2):
+        waiting = [
+            asyncio.create_task(run._process(state, r)) for r in records(state, range(outage * 3, outage * 3 + 3))
+        ]
+        await asyncio.sleep(0.1)
+        assert not resumed()
+        store["down"] = False
+        await asyncio.wait_for(asyncio.gather(*waiting), 5)
+        (line,) = resumed()
+        assert line.paused_seconds >= 0.1
+        caplog.clear()
+        store["down"] = True
+    run.in_flight = 3
+    batch = asyncio.create_task(run._queue_batch(state, records(state, range(6, 9))))  # the fast path
+    await asyncio.sleep(0.1)
+    assert not resumed()
+    store["down"] = False
+    done = await asyncio.wait_for(batch, 5)
+    await asyncio.wait_for(run._acknowledge(state, done, [3]), 5)
+    assert len(resumed()) == 1
