@@ -380,3 +380,16 @@ def test_the_dependency_runbook_covers_every_service_that_pauses_for_a_dependenc
     for service in pausing:
         assert f"for the {service}," in section and f"- {service}" in section, service
         assert f"the {service}'s" in rule["annotations"]["description"], service
+
+
+def test_the_store_runbooks_quote_the_line_a_pod_exits_with_when_the_store_is_down_at_start() -> None:
+    """The API and the recorder exit 2 at start while the database cannot be reached (walk24: PostgreSQL
+    stopped, `postcall api: cannot migrate the store at ...`); PostcallAPINotReady said only that the API
+    reconnects on its own, which a running one does."""
+    root = ALERTS.parents[2]
+    quoted = "cannot migrate the store at"
+    assert f'f"{quoted} ' in (root / "services" / "store" / "db.py").read_text()
+    runbooks = (root / "docs" / "runbooks.md").read_text()
+    for alert in ("PostcallAPINotReady", "PostcallDependencyPaused"):
+        section = runbooks.split(f"## {alert}\n", 1)[1].split("\n## ", 1)[0]
+        assert f"`{quoted} ...`" in " ".join(section.split()), alert
