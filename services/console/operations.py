@@ -23,6 +23,7 @@ from services.store.queries import ConversationFilter, DeadLetterFilter
 
 router = APIRouter(prefix=f"{PATH}/operations", include_in_schema=False, dependencies=[Csrf])
 MAX_RATE = 10_000.0
+LETTERS_CHANGED = "dead-letters-changed"  # an htmx event: a redrive changed what the dead letters page shows
 
 
 def _deps(request: Request) -> tuple[Store, ApiSettings]:
@@ -68,7 +69,10 @@ async def redrive(
         stop=_stopping(request),
     )
     context = {"result": result, "what": "dead letter(s)", "verb": "redriven to their original topics", "rate": rate}
-    return fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)
+    answer = fragment(request, "operation_result.html", context, status_code=503 if result.error else 200)
+    if not result.dry_run:  # the page's counts and list (its letters' state) are drawn again: see dead_letters.html
+        answer.headers["HX-Trigger"] = LETTERS_CHANGED
+    return answer
 
 
 def _seen(value: str, never: str = "pending") -> datetime | None:

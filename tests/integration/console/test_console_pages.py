@@ -275,6 +275,27 @@ async def test_dead_letters_grouped_listed_and_one_in_full(store: Store) -> None
         assert (await c.get("/console/dead-letters/999999")).status_code == 404
 
 
+async def test_a_redrive_draws_the_pages_counts_and_list_again(store: Store) -> None:
+    """htmx swapped in a redrive's answer alone: "1 dead letter(s) redriven to their original topics" sat
+    above counts and a list that still showed the letter pending (walk24, in Chromium), and a second click
+    redrove nothing. A redrive's answer now triggers the list (and, out of band, the counts) to be drawn
+    again from the page's own URL; a dry run changes nothing and triggers nothing."""
+    await seed(store)
+    async with console_for(store) as c:
+        page = (await c.get("/console/dead-letters", params={"service": "router"})).text
+        region = re.search(r'<div id="letter-records" hx-get="([^"]+)" hx-trigger="([^"]+)"', page)
+        assert region is not None and 'id="letter-counts"' in page
+        assert region.group(1).startswith("/console/dead-letters?") and "service=router" in region.group(1)
+        assert region.group(2) == "dead-letters-changed from:body"
+        assert 'hx-select="#letter-records" hx-select-oob="#letter-counts"' in page
+        form = {"service": "extractor", "rate": "5", "csrf_token": csrf_of(page)}  # matches no letter: sends nothing
+        dry = await c.post("/console/operations/redrive", data={**form, "dry_run": "1"})
+        assert dry.status_code == 200 and "HX-Trigger" not in dry.headers
+        done = await c.post("/console/operations/redrive", data={**form, "dry_run": "0"})
+        assert done.status_code == 200 and "0 dead letter(s) redriven" in done.text, done.text
+        assert done.headers["HX-Trigger"] == "dead-letters-changed"
+
+
 async def test_dead_letters_are_counted_by_reason_on_the_first_page_only(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
