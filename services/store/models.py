@@ -41,6 +41,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -261,8 +262,14 @@ class Attempt(Base):
     response_excerpt: Mapped[str | None] = mapped_column(Text)
     result_id: Mapped[str | None] = mapped_column(String)  # the id the receiver named ("case 4471")
     completed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    deferred: Mapped[bool] = mapped_column(
+        Boolean,
+        server_default=false(),
+        doc="Not attempted: a rate limit or waiting room was full (outcome failed, error 'Deferred: ...'); its retry "
+        "comes back under the same attempt number, and a real failure of it is a row of its own.",
+    )
 
-    __table_args__ = (UniqueConstraint("action_id", "attempt", "outcome"),)
+    __table_args__ = (UniqueConstraint("action_id", "attempt", "outcome", "deferred"),)
 
 
 class ScheduledRetry(Base):

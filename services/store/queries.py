@@ -336,8 +336,7 @@ def _next_retry(due: dict[tuple[str, int], datetime], row: Any) -> datetime | No
     was full) comes back under its own attempt number, not the next: looking for the next showed none."""
     if row.outcome != "failed":
         return None
-    deferred = (row.error or "").startswith("Deferred:")
-    return due.get((row.action_id, row.attempt if deferred else row.attempt + 1))
+    return due.get((row.action_id, row.attempt if row.deferred else row.attempt + 1))
 
 
 async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionView]:

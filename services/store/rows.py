@@ -288,6 +288,7 @@ def completed(result: ActionCompleted, source: Source, excerpt: str | None = Non
         response_excerpt=excerpt if excerpt is not None else getattr(result, "response_excerpt", None),
         result_id=result.result_id,
         completed_at=result.completed_at,
+        deferred=deferral(result.outcome, result.error),
     )
     return Rows(
         actions=[action],
@@ -295,6 +296,12 @@ def completed(result: ActionCompleted, source: Source, excerpt: str | None = Non
         conversation_ids={result.conversation_id},
         action_ids={result.action_id},
     )
+
+
+def deferral(outcome: str, error: str | None) -> bool:
+    """Whether an attempt's result is a deferral: not attempted, a rate limit or waiting room was full (the
+    dispatcher records it `failed` with its Deferred error, services/dispatcher/handler.py on_failure)."""
+    return outcome == "failed" and error is not None and error.startswith("Deferred:")
 
 
 def requested(action: ActionBase, source: Source) -> Rows:

@@ -140,6 +140,28 @@ async def test_a_deferral_after_a_failure_shows_the_deferrals_retry_not_the_one_
     assert shown["attempts"][1]["next_retry_at"] == "2026-03-10T09:01:00Z"
 
 
+async def test_a_real_failure_of_an_attempt_a_rate_limit_deferred_first_is_shown_beside_the_deferral(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """Attempt 1 deferred (not made), its retry copy back as attempt 1, which then failed for real (503):
+    attempts were unique by (action_id, attempt, outcome), so the 503 was dropped as a copy of the deferral
+    and the timeline never showed the destination's answer (review24). A copy of either is still one row."""
+    event = ended("deferred-then-503", at=T0)
+    aid = action_id("deferred-then-503", "crm-sync")
+    deferral = "Deferred: rate limit of destination crm reached"
+    records = [
+        (CONVERSATION_ENDED, event),
+        (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])])),
+        (ACTION_RESULTS, result(aid, "deferred-then-503", "failed", 1, status_code=None, error=deferral)),
+        (ACTION_RESULTS, result(aid, "deferred-then-503", "failed", 1, status_code=503, error="HTTP 503: busy")),
+    ]
+    await writer.write(store, rows_of(records))
+    await writer.write(store, rows_of(records[2:]))  # read again: no new row
+    (action,) = (await client.get("/api/v1/conversations/deferred-then-503")).json()["actions"]
+    shown = [(a["attempt"], a["status_code"], a["error"]) for a in action["attempts"]]
+    assert shown == [(1, None, deferral), (1, 503, "HTTP 503: busy")]
+
+
 async def test_a_conversation_whose_id_holds_a_slash_is_found(store: Store, client: httpx.AsyncClient) -> None:
     """The contract takes any id (Dialogflow CX names a conversation projects/.../conversations/ID): the route
     took one path segment, so its URL (the slash encoded, as `postcall explain --api` sends it) was the

@@ -11,12 +11,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 
-from schemas.topics import CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
+from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.store import prune, queries, writer
 from services.store.db import Store, StoreError, current_revision, head_revision, make_engine, migrate
 from services.store.models import Action, Attempt, Base, Conversation, Decision, DecisionFlow, Extraction, table
 from services.store.settings import DatabaseSettings
-from tests.support.calls import T0, ended, extracted, rows_of, story, trace
+from tests.support.calls import T0, ended, extracted, result, rows_of, story, trace
 
 
 def one_per_conversation(rows: Any) -> list[Any]:
@@ -198,6 +198,36 @@ async def test_decisions_stored_before_0012_get_their_per_flow_rows(database_url
     written = {(r["event_id"], r["flow_id"], r["fired"], r["decided_at"], r["flows_held"]) for r in rows.decision_flows}
     assert len(found) == 10 and set(found) == {w for w in written if w[3] >= recent}
     assert sum(fired for _, flow, fired, _, _ in found if flow == "callback") == 3
+
+
+async def test_attempts_stored_before_0014_keep_their_deferrals_apart_from_real_failures(database_url: str) -> None:
+    """0014 marks the deferrals stored so far (a `Deferred:` failure), so that the real failure of the same attempt
+    that follows one is stored beside it; a recorder of the version before (a rolling upgrade) still writes its
+    attempts, as real ones (the column's default)."""
+    deferral = "Deferred: rate limit of destination crm reached"
+    old = rows_of([
+        (ACTION_RESULTS, result("a1", "c1", "failed", 1, status_code=None, error=deferral)),
+        (ACTION_RESULTS, result("a2", "c1", "failed", 1, status_code=500, error="HTTP 500: Deferred: not ours")),
+    ]).attempts  # fmt: skip
+    for row in old:
+        del row["deferred"]  # as the writer before 0014 made them
+    later = rows_of([(ACTION_RESULTS, result("a1", "c1", "failed", 1, status_code=503, error="HTTP 503: busy"))])
+    t = table(Attempt).c
+    engine = make_engine(DatabaseSettings(url=database_url), writer=True)
+    try:
+        await migrate(engine, "0013")
+        async with engine.begin() as conn:
+            await conn.execute(table(Attempt).insert(), old)
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await conn.execute(table(Attempt).insert(), [{**old[1], "action_id": "a3"}])  # an older recorder's row
+        async with Store.open(DatabaseSettings(url=database_url), writer=True) as store:
+            await writer.write(store, later)
+        async with engine.begin() as conn:
+            found = (await conn.execute(select(t.action_id, t.status_code, t.deferred).order_by(t.id))).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(f) for f in found] == [("a1", None, True), ("a2", 500, False), ("a3", 500, False), ("a1", 503, False)]
 
 
 async def test_a_recorder_of_the_version_before_0010_still_stores_conversations_after_it(database_url: str) -> None:
