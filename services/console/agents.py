@@ -156,12 +156,13 @@ async def _count_fires(conn: AsyncConnection, row: FileRow, since: datetime) -> 
 
 
 async def _attempts(conn: AsyncConnection, since: datetime) -> dict[str, dict[str, Any]]:
-    """Per destination over the window: attempts by outcome, and the newest attempt."""
+    """Per destination over the window: attempts by outcome (`deferred`: not made, see below), and the newest."""
     a = table(Attempt).c
     out: dict[str, dict[str, Any]] = {}
-    counts = (
-        select(a.destination, a.outcome, func.count()).where(a.completed_at >= since).group_by(a.destination, a.outcome)
-    )
+    # a deferral (a rate limit or waiting room was full) is recorded as a failed attempt that was not made:
+    # counted apart, not as the destination failing
+    kind = case(((a.outcome == "failed") & a.error.startswith("Deferred:"), "deferred"), else_=a.outcome)
+    counts = select(a.destination, kind, func.count()).where(a.completed_at >= since).group_by(a.destination, kind)
     for name, outcome, n in await conn.execute(counts):
         out.setdefault(name or "(none)", {"outcomes": {}, "last": None})["outcomes"][outcome] = n
     newest = (

@@ -830,6 +830,25 @@ async def test_agents_page_names_an_smtp_destinations_last_reply_as_smtp(store: 
     assert "(HTTP 200)" in agents.split("<code>crm</code>", 1)[1].split("</tr>", 1)[0]
 
 
+async def test_agents_page_counts_deferred_attempts_apart_from_failures(store: Store) -> None:
+    """A delivery a rate limit held back is recorded as a failed attempt that was not made ("Deferred: ...");
+    the agents page counted it as the destination failing: "ops-slack: delivered 45 failed 7" with no
+    delivery having failed (walk24, 1/s behind 30 escalations)."""
+    now = datetime.now(UTC)
+    held = "Deferred: rate limit of destination crm reached"
+    results = [
+        result("act-a", "slack-call", "failed", 1, status_code=None, error=held, at=now),
+        result("act-a", "slack-call", "delivered", 1, at=now + timedelta(seconds=5)),
+        result("act-b", "slack-call", "failed", 1, status_code=503, error="HTTP 503: busy", at=now),
+    ]
+    await writer.write(store, rows_of([*story("slack-call", at=now), *((ACTION_RESULTS, r) for r in results)]))
+    async with console_for(store) as c:
+        agents = (await c.get("/console/agents")).text
+    row = agents.split("<code>crm</code>", 1)[1].split("</tr>", 1)[0]
+    assert '<span class="badge warn">deferred 1</span>' in row
+    assert '<span class="badge bad">failed 1</span>' in row, row
+
+
 async def test_a_call_page_says_when_destination_state_cannot_be_read(store: Store) -> None:
     await writer.write(store, rows_of(story("plain-call")))
     async with console_for(store) as c:
