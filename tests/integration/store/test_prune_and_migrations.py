@@ -11,10 +11,22 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 
+from schemas import headers as h
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS
 from services.store import prune, queries, writer
+from services.store import rows as r
 from services.store.db import Store, StoreError, current_revision, head_revision, make_engine, migrate
-from services.store.models import Action, Attempt, Base, Conversation, Decision, DecisionFlow, Extraction, table
+from services.store.models import (
+    Action,
+    Attempt,
+    Base,
+    Conversation,
+    DeadLetter,
+    Decision,
+    DecisionFlow,
+    Extraction,
+    table,
+)
 from services.store.settings import DatabaseSettings
 from tests.support.calls import T0, ended, extracted, result, rows_of, story, trace
 
@@ -36,6 +48,35 @@ async def test_prune_deletes_what_is_older_than_retention_and_keeps_the_rest(sto
         for model in (Conversation, Extraction, Decision, Action, Attempt):
             assert (await conn.execute(select(func.count()).select_from(model))).scalar_one() >= 1
     assert kept is not None and kept.summary is not None and kept.summary.actions.total == 2
+
+
+async def test_a_call_published_long_after_it_ended_is_pruned_with_all_its_rows(store: Store) -> None:
+    """The conversation ages by when the call ended; its extraction, decision, actions and attempts (made when
+    it was published, 30 days later) went by their own times, so they stayed after it: out of the list, while
+    its page answered 200 with no event (walk24). A dead letter of the call keeps its own time."""
+    late = rows_of(story("late", at=T0 + timedelta(days=30)))
+    for row in late.conversations:  # the call ended 30 days before it was published
+        row.update(started_at=T0 - timedelta(minutes=5), ended_at=T0, ended_day=T0.date().isoformat())
+    late.extend(
+        r.dead_letter(
+            r.Source("postcall.router.dlq.v1", 0, 0, int((T0 + timedelta(days=30)).timestamp() * 1000)),
+            "router",
+            b"late",
+            b"{}",
+            {h.ORIGINAL_TOPIC: CONVERSATION_EXTRACTED},
+        )
+    )
+    await writer.write(store, late)
+    deleted = await prune.prune(store, retention_days=10, batch=1, now=T0 + timedelta(days=31))
+    assert deleted["conversations"] == 1 and deleted["extractions"] == 1 and deleted["decisions"] == 1
+    assert deleted["actions"] == 2 and deleted["attempts"] == 2 and deleted["dead_letters"] == 0
+    async with store.read() as conn:
+        left = await queries.get_conversation(conn, "late")  # its dead letter alone, still to be dealt with
+        assert left is not None and left.event is None and len(left.dead_letters) == 1
+        assert (left.extractions, left.decisions, left.actions) == ([], [], [])
+        for model in (Extraction, Decision, Action, Attempt):
+            assert (await conn.execute(select(func.count()).select_from(model))).scalar_one() == 0
+        assert (await conn.execute(select(func.count()).select_from(DeadLetter))).scalar_one() == 1
 
 
 async def test_prune_on_an_empty_store_deletes_nothing(store: Store) -> None:
