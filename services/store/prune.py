@@ -31,7 +31,7 @@ from services.store.models import (
     Task,
     TeamAlert,
 )
-from services.store.writer import horizon
+from services.store.writer import CHUNK, horizon
 
 # (table name, primary key, the time it ages by)
 AGES_BY: tuple[
@@ -80,11 +80,13 @@ async def _calls(store: Store, cutoff: datetime, batch: int) -> dict[str, int]:
         async with store.write() as conn:
             oldest = select(Conversation.conversation_id).where(Conversation.ended_at < cutoff).limit(batch)
             ids = list((await conn.execute(oldest)).scalars())
-            if ids:
+            # a bound parameter per id: asyncpg takes at most 32,767 in a statement, and a batch may be more
+            for i in range(0, len(ids), CHUNK):
+                chunk = ids[i : i + CHUNK]
                 for model in CALL_ROWS:
-                    result = await conn.execute(delete(model).where(model.conversation_id.in_(ids)))
+                    result = await conn.execute(delete(model).where(model.conversation_id.in_(chunk)))
                     deleted[model.__tablename__] += result.rowcount
-                await conn.execute(delete(Conversation).where(Conversation.conversation_id.in_(ids)))
+                await conn.execute(delete(Conversation).where(Conversation.conversation_id.in_(chunk)))
         deleted["conversations"] += len(ids)
         if len(ids) < batch:
             return deleted

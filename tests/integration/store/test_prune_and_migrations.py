@@ -79,6 +79,17 @@ async def test_a_call_published_long_after_it_ended_is_pruned_with_all_its_rows(
         assert (await conn.execute(select(func.count()).select_from(DeadLetter))).scalar_one() == 1
 
 
+async def test_a_batch_of_more_calls_than_a_statement_takes_parameters_is_pruned(store: Store) -> None:
+    """Each call's rows are deleted by its id, a bound parameter each: asyncpg takes at most 32,767 in a
+    statement, so a batch setting above it (prune_batch has no upper bound) stopped the job on PostgreSQL."""
+    row = one_per_conversation(rows_of(story("c", at=T0)))[0]
+    calls = [{**row, "conversation_id": f"c{i}"} for i in range(32_768)]
+    async with store.write() as conn:
+        await conn.execute(table(Conversation).insert(), calls)
+    deleted = await prune.prune(store, retention_days=10, batch=40_000, now=T0 + timedelta(days=35))
+    assert deleted["conversations"] == 32_768
+
+
 async def test_prune_on_an_empty_store_deletes_nothing(store: Store) -> None:
     assert set((await prune.prune(store, retention_days=1, batch=100)).values()) == {0}
 
