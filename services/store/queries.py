@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from schemas.events import ConversationEnded, DecisionTrace, Extraction
 from services.store.models import Action, Attempt, Conversation, DeadLetter, Decision, ScheduledRetry, table
 from services.store.models import Extraction as ExtractionRow
-from services.store.rows import clean
+from services.store.rows import clean, deferral
 from services.store.views import (
     ActionCounts,
     ActionView,
@@ -333,10 +333,12 @@ async def _decisions(conn: AsyncConnection, conversation_id: str) -> list[Decisi
 
 def _next_retry(due: dict[tuple[str, int], datetime], row: Any) -> datetime | None:
     """When a failed attempt's retry is due. A deferral (`Deferred:`: not attempted, a rate limit or waiting room
-    was full) comes back under its own attempt number, not the next: looking for the next showed none."""
+    was full) comes back under its own attempt number, not the next: looking for the next showed none. Read off
+    the error, not the `deferred` column: a recorder of the version before 0014 (a rolling upgrade) stores its
+    deferrals with the column's default, false."""
     if row.outcome != "failed":
         return None
-    return due.get((row.action_id, row.attempt if row.deferred else row.attempt + 1))
+    return due.get((row.action_id, row.attempt if deferral(row.outcome, row.error) else row.attempt + 1))
 
 
 async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionView]:

@@ -106,6 +106,29 @@ async def test_a_deferred_attempt_shows_its_retry_which_keeps_its_attempt_number
     assert attempt["next_retry_at"] == "2026-03-10T09:00:09Z"
 
 
+async def test_a_deferral_a_recorder_before_0014_stored_shows_its_own_retry(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """A rolling upgrade: the store is at 0014 while a recorder of the version before still writes, without
+    the `deferred` column (its default: false). Its deferral's retry is still the one under its own attempt."""
+    event = ended("deferred-old", at=T0)
+    aid = action_id("deferred-old", "crm-sync")
+    deferral = "Deferred: rate limit of destination crm reached"
+    rows = rows_of([
+        (CONVERSATION_ENDED, event),
+        (DECISIONS, trace(event, [("crm-sync", True, ["webhook"])])),
+        (ACTION_RESULTS, result(aid, "deferred-old", "failed", 1, status_code=None, error=deferral)),
+    ])  # fmt: skip
+    for row in rows.attempts:
+        del row["deferred"]  # as the writer before 0014 made them
+    rows.extend(r.retry_scheduled({"action_id": aid, "conversation_id": "deferred-old"}, {
+        h.ATTEMPTS: "0", h.RETRY_DUE_AT: str((T0 + timedelta(seconds=9)).timestamp())}))  # fmt: skip
+    await writer.write(store, rows)
+    (action,) = (await client.get("/api/v1/conversations/deferred-old")).json()["actions"]
+    (attempt,) = action["attempts"]
+    assert attempt["error"] == deferral and attempt["next_retry_at"] == "2026-03-10T09:00:09Z"
+
+
 async def test_a_deferral_after_a_failure_shows_the_deferrals_retry_not_the_one_it_deferred(
     store: Store, client: httpx.AsyncClient
 ) -> None:
