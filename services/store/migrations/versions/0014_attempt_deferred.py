@@ -46,7 +46,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # the real failures stored beside a deferral of the same attempt go: the old key holds one of them
+    # a deferral stored beside a real failure of the same attempt goes (the old key holds one of them): the
+    # destination's answer is kept
     bind = op.get_bind()
     bind.execute(
         sa.text(
