@@ -556,6 +556,8 @@ class Runtime:
             else:
                 self._dependency_back()
                 return outputs
+        if not first:  # it waited, and the dependency answered: with an error of another kind
+            self._dependency_back()
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         token = record_context.set({**where, "key": ctx.key, "attempt": ctx.attempt})
         try:
@@ -641,6 +643,8 @@ class Runtime:
                     first = False
                     continue
                 except Exception as exc:
+                    if not first:  # it waited, and the dependency answered: with an error of another kind
+                        self._dependency_back()
                     await self._fail(state, record, ctx, event, exc)
                     return
                 if not first:
@@ -671,8 +675,8 @@ class Runtime:
             await asyncio.sleep(min(0.5, self.dependency_paused_until - time.monotonic()))
 
     def _dependency_back(self) -> None:
-        """A record that waited for a dependency went through: the outage's end, logged once (its pauses were
-        logged at most once a minute, and nothing said when they stopped)."""
+        """A record that waited for a dependency went through, or failed otherwise: the outage's end, logged once
+        (its pauses were logged at most once a minute, and nothing said when they stopped)."""
         if self._dependency_since is not None:
             paused = time.monotonic() - self._dependency_since
             self._dependency_since = None

@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
 
-from services.common.api import Context, DependencyUnavailable, Event, Service
+from services.common.api import Context, DependencyUnavailable, Event, PermanentError, Service
 from services.common.kafka import PartitionState, Sender
 from services.common.runtime import Runtime
 from services.common.settings import RuntimeSettings
@@ -138,3 +138,45 @@ async def test_the_end_of_an_outage_is_logged_once(caplog: Any) -> None:
     done = await asyncio.wait_for(batch, 5)
     await asyncio.wait_for(run._acknowledge(state, done, [3]), 5)
     assert len(resumed()) == 1
+
+
+async def test_the_end_of_an_outage_is_logged_when_the_record_that_waited_then_fails_otherwise(caplog: Any) -> None:
+    """The dependency answered, with an error of another kind (the record's own: dead-lettered, or retried
+    later): the outage ended all the same. Nothing said so, and the next outage's end counted its pause from
+    this one's start (paused_seconds the hours between them) when no record waited in between."""
+    settings = WorkerSettings(
+        kafka={"bootstrap_servers": "127.0.0.1:1"},  # type: ignore[arg-type]
+        runtime=RuntimeSettings(metrics_port=0, unavailable_backoff_seconds=0.01),
+        input_topic="in",
+        output_topic="out",
+    )
+    store = {"down": True}
+
+    async def handle(job: Job, ctx: Context) -> Sequence[Event]:
+        if store["down"]:
+            raise DependencyUnavailable("the store is unavailable")
+        raise PermanentError("no such agent")
+
+    run = Runtime(Service(route(settings), handle), kafka=settings.kafka, settings=settings.runtime)
+    run._producer = Acked()
+    run._sender = Sender(run._producer)
+    run._batcher = AckedBatcher()  # type: ignore[assignment]
+    state = run.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
+    caplog.set_level("INFO", logger="postcall.runtime")
+
+    def resumed() -> list[Any]:
+        return [r for r in caplog.records if r.getMessage() == "dependency available again, resuming"]
+
+    (one,) = records(state, range(0, 1))
+    waiting = asyncio.create_task(run._process(state, one))  # the one-record path
+    await asyncio.sleep(0.1)
+    store["down"] = False
+    await asyncio.wait_for(waiting, 5)
+    assert len(resumed()) == 1
+    store["down"] = True
+    run.in_flight = 1
+    batch = asyncio.create_task(run._queue_batch(state, records(state, range(1, 2))))  # the fast path
+    await asyncio.sleep(0.1)
+    store["down"] = False
+    await asyncio.wait_for(batch, 5)
+    assert len(resumed()) == 2
