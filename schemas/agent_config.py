@@ -742,7 +742,8 @@ class TaskAction(_Action):
         None,
         min_length=1,
         max_length=200,
-        pattern=r"^\S(?:[^\x00-\x1f\x7f\x85\u2028\u2029]*\S)?$",  # one line, no space around it
+        # one line, no space around it: \S alone took a control character at either end (NUL, ESC, DEL)
+        pattern=r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f\x85\u2028\u2029]*[^\s\x00-\x1f\x7f])?$",
         description="Who the task is for: a console user's name (an API token's name), as the inbox's assignee "
         "filter shows it. Plain text, not a template: a caller cannot choose who gets the task. None: "
         "unassigned until someone assigns it in the console.",

@@ -387,7 +387,10 @@ def test_a_task_action_names_its_assignee_and_one_without_stays_unassigned(tmp_p
     assert notes == ["Medium priority, for dana.ortiz", "Medium priority"]
 
 
-@pytest.mark.parametrize("assignee", ["", "dana\\nmallory", "dana\\u2028mallory", " dana", "dana ", "x" * 201])
+@pytest.mark.parametrize(
+    "assignee",
+    ["", "dana\\nmallory", "dana\\u2028mallory", " dana", "dana ", "x" * 201, "dana\\0", "\\e[31mdana", "dana\\x7f"],
+)
 def test_an_assignee_that_is_not_one_line_of_text_is_refused_with_its_line(tmp_path: Path, assignee: str) -> None:
     write(tmp_path, "support-line.yaml", TASK_FOR.replace('"dana.ortiz"', f'"{assignee}"'))
     [problem] = load_catalog(tmp_path).problems
