@@ -27,7 +27,8 @@ from services.store.views import ActionView
 
 log = logging.getLogger("postcall.console.destinations")
 
-RATE_LIMITED = "rate limit of destination "  # the dispatcher's Deferred message (services/dispatcher/limits.py)
+#: a deferral by the rate limit, as the dispatcher records it: "Deferred: " + limits.py's message
+RATE_LIMITED = "Deferred: rate limit of destination "
 
 
 @dataclass(frozen=True)

@@ -364,6 +364,7 @@ async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionVi
                 response_excerpt=row.response_excerpt,
                 result_id=row.result_id,
                 next_retry_at=_next_retry(due, row),
+                deferred=deferral(row.outcome, row.error),  # as _next_retry reads it (a pre-0014 recorder's row)
             )
         )
     actions = select(*a).where(a.conversation_id == conversation_id).order_by(a.first_seen_at, a.action_id)

@@ -106,6 +106,11 @@ class AttemptView(View):
         None, description="The id the receiver named: an http action's result_id_pointer, a Sheets range, a Slack ts."
     )
     next_retry_at: datetime | None = Field(description="For a failed attempt: when the next one is due.")
+    deferred: bool = Field(
+        False,
+        description="Not attempted (outcome failed, error 'Deferred: ...'): the destination's rate limit or waiting "
+        "room was full; its retry comes back under the same attempt number.",
+    )
 
 
 class ActionView(View):

@@ -181,8 +181,8 @@ async def test_a_real_failure_of_an_attempt_a_rate_limit_deferred_first_is_shown
     await writer.write(store, rows_of(records))
     await writer.write(store, rows_of(records[2:]))  # read again: no new row
     (action,) = (await client.get("/api/v1/conversations/deferred-then-503")).json()["actions"]
-    shown = [(a["attempt"], a["status_code"], a["error"]) for a in action["attempts"]]
-    assert shown == [(1, None, deferral), (1, 503, "HTTP 503: busy")]
+    shown = [(a["attempt"], a["status_code"], a["error"], a["deferred"]) for a in action["attempts"]]
+    assert shown == [(1, None, deferral, True), (1, 503, "HTTP 503: busy", False)]
 
 
 async def test_a_conversation_whose_id_holds_a_slash_is_found(store: Store, client: httpx.AsyncClient) -> None:

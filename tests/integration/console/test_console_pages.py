@@ -13,13 +13,16 @@ import pytest
 from sqlalchemy import select, update
 
 from schemas import headers as h
-from schemas.events import ConversationEnded, DestinationState
+from schemas.events import ConversationEnded, DestinationState, WebhookRequested
 from schemas.topics import ACTION_RESULTS, CONVERSATION_ENDED, CONVERSATION_EXTRACTED, DECISIONS, Topic
 from services.api import auth
+from services.common.api import Context
+from services.common.errors import Deferred
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
 from services.console import letters, pages, trial
 from services.console.destinations import DestinationStates
+from services.dispatcher.handler import failed_result
 from services.store import rows as r
 from services.store import writer
 from services.store.db import Store
@@ -749,7 +752,22 @@ async def test_a_call_shows_its_held_flows_and_its_destinations_state_from_the_d
         update={"extraction_status": "failed", "flows": [flow, trace(event, [("log", True, ["webhook"])]).flows[0]]}
     )
     aid = action_id("held-call", "log")
-    deferred = "rate limit of destination crm reached"
+    # as the dispatcher records a deferral (the result's error); the test wrote limits.py's message alone, which
+    # no result carries, so the page's "rate limited" never showed for a real one
+    action = WebhookRequested(
+        action_id=aid,
+        conversation_id="held-call",
+        agent_id="support-line",
+        flow_id="log",
+        action_index=0,
+        config_revision="rev",
+        requested_at=T0,
+        source_event_id="e",
+        destination="crm",
+        body={},
+    )
+    deferral = Deferred("rate limit of destination crm reached", retry_after=1)  # limits.py's
+    deferred = failed_result(action, Context(service="dispatcher", topic="t"), deferral, "failed").error
     records = [
         (CONVERSATION_ENDED, event),
         (DECISIONS, held),
@@ -803,6 +821,8 @@ async def test_a_call_shows_its_held_flows_and_its_destinations_state_from_the_d
     state = html.split('id="destination-state"', 1)[1].split("</div>", 1)[0]
     assert "disabled by 410" in state and "postcall destinations enable crm" in state
     assert "rate limited" in state and "1 attempt(s) of this call" in state
+    timeline = html.split(aid, 1)[1]
+    assert '<td class="warn">deferred</td>' in timeline and '<td class="bad">dead_lettered</td>' in timeline
     assert "breaker open" not in state  # `other` is not one of this call's destinations
     assert "1 flow(s) held until an extraction succeeds" in html
 
