@@ -13,6 +13,8 @@
 
     Stopped                       (runtime-internal, never seen by a handler) the record's partition
                                   was revoked or the service is stopping: leave it uncommitted
+    StartRefused                  (runtime-internal, at start) the cluster is not as the route needs:
+                                  one line and exit 2 (settings.run_service), not a traceback
 
 Unknown exceptions (anything else a handler raises) are treated as RetryableError: a bug or an
 unmapped vendor error gets the retry tiers and then lands in the dead-letter topic with its class and
@@ -90,6 +92,13 @@ class Unproducible(PermanentError):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
+
+
+class StartRefused(RuntimeError):
+    """Raised at start when the cluster is not as the route needs (a topic missing, an output with fewer
+    partitions than an input): one line on stderr and exit 2 from the service's process (run_service), as a
+    settings problem is, not a traceback whose last line is the reason. Here, not in the runtime, so that
+    settings (which the runtime imports) can name it without an import circle."""
 
 
 class Stopped(Exception):

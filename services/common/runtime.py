@@ -28,19 +28,12 @@ from schemas import headers as h
 from services.common import codec, observability
 from services.common.api import Context, Service
 from services.common.codec import Outgoing
-from services.common.errors import DependencyUnavailable, PermanentError, Stopped, Unproducible
+from services.common.errors import DependencyUnavailable, PermanentError, StartRefused, Stopped, Unproducible
 from services.common.kafka import Batcher, PartitionState, Sender
 from services.common.kafka import producer as make_producer
 from services.common.observability import record_context
 from services.common.process import Processor, Verdict, category, describe, due_time_of, wall_clock
 from services.common.settings import KafkaSettings, RuntimeSettings
-
-
-class StartRefused(RuntimeError):
-    """Raised at start when the cluster is not as the route needs (a topic missing, an output with fewer
-    partitions than an input): one line on stderr and exit 2 from the service's process (run_service), as a
-    settings problem is, not a traceback whose last line is the reason."""
-
 
 log = logging.getLogger("postcall.runtime")
 # "dependency unavailable, pausing" once, then at most once a minute with the count of repeats: during an

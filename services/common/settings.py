@@ -196,7 +196,7 @@ def run_service(
     `main`) are one line per variable on stderr, `label: POSTCALL_CONFIG_DIR is not set (...)`, and exit 2,
     rather than a traceback: how `python -m services.<name>` (the pods' command) and `postcall run` start.
     So is a configuration file or folder `main` cannot start with (services.common.config.ConfigError), and a
-    cluster the route cannot run on (services.common.runtime.StartRefused: a topic missing, too few partitions)."""
+    cluster the route cannot run on (services.common.errors.StartRefused: a topic missing, too few partitions)."""
     for line in misnamed_variables(settings):
         print(f"{label}: {line}", file=sys.stderr)
     try:
@@ -210,7 +210,7 @@ def run_service(
         lines = unparsed_variables(exc)
     except Exception as exc:
         from services.common.config import ConfigError  # (what a service imports, not every settings user)
-        from services.common.runtime import StartRefused
+        from services.common.errors import StartRefused
 
         if not isinstance(exc, ConfigError | StartRefused):
             raise

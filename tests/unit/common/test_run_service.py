@@ -161,7 +161,7 @@ def test_a_cluster_the_route_cannot_run_on_is_one_line_at_start_and_exit_2(capsy
     """A topic missing (an upgrade that added one before `postcall topics create` ran: walk24's recorder after
     postcall.recorder.replay.v1 was added) or an output with too few partitions was a 30-line traceback, exit
     1, though the runbook (PostcallConsumerNotReady) reads start refusals as one line and exit code 2."""
-    from services.common.runtime import StartRefused
+    from services.common.errors import StartRefused
 
     async def main() -> None:
         raise StartRefused("demo: topics missing on the cluster: t.v1 (create them with `postcall topics create`)")
