@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import orjson
 
@@ -25,9 +26,10 @@ from schemas.events import ActionBase
 NOT_CONTENT = frozenset(
     {"action_id", "requested_at", "source_event_id", "config_revision", "content_digest", "supersedes"}
 )
-#: fields added to an action model after this definition was first written (TaskRequested.assignee): content
-#: only when set, so that an action which does not use them keeps the digest earlier versions wrote for it
-CONTENT_WHEN_SET = ("assignee",)
+#: action fields added after the digest and the flow revision were first defined (a task's assignee, in the
+#: flow's action and in its record): part of either only when set, so that an action which does not use them
+#: keeps the digest, and its flow the revision (its actions their ids), that earlier versions gave them
+ADDED_LATER = ("assignee",)
 _EXCLUDED = set(NOT_CONTENT)  # pydantic-core's serializer takes a set; it only reads it
 # copied for each digest: hashlib.sha256() looks the algorithm up in OpenSSL on every call
 _SHA256 = hashlib.sha256()
@@ -36,9 +38,7 @@ _SHA256 = hashlib.sha256()
 def content_digest(action: ActionBase) -> str:
     """16 hex characters of sha256 over the action's content JSON, keys sorted."""
     content = action.__pydantic_serializer__.to_python(action, mode="json", exclude=_EXCLUDED)  # model_dump
-    for name in CONTENT_WHEN_SET:
-        if name in content and content[name] is None:
-            del content[name]
+    without_unset_later(content)
     try:
         encoded = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
@@ -49,3 +49,10 @@ def content_digest(action: ActionBase) -> str:
     sha = _SHA256.copy()
     sha.update(encoded)
     return sha.hexdigest()[:16]
+
+
+def without_unset_later(values: dict[str, Any]) -> None:
+    """Drop from an action's dumped fields those ADDED_LATER that are not set (None)."""
+    for name in ADDED_LATER:
+        if name in values and values[name] is None:
+            del values[name]

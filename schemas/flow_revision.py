@@ -4,7 +4,7 @@ sends, and nothing else.
     action_id = uuid5(ACTION_NAMESPACE, "<conversation_id>/<agent>/<flow id>/<flow revision>/<action index>")
     flow revision = sha256 over (the flow's definition as loaded, library template expanded, without
                                  its description, nor an action option added later and not set
-                                 (LATER_OPTIONS);
+                                 (schemas.content.ADDED_LATER);
                                  the name, type and values of every extracted field it names;
                                  every recipient route it names; the agent's timezone and fallback text)
 
@@ -40,11 +40,9 @@ from schemas.agent_config import (
     WebhookAction,
     template_names,
 )
+from schemas.content import without_unset_later
 
 REVISION_FORMAT = "flow-revision/1"  # changing how a revision is computed changes every id: bump it then
-#: action options added after this format was defined (a task's assignee): part of the revision only when set,
-#: so that a flow which does not use them keeps its revision, and its actions their ids, across the upgrade
-LATER_OPTIONS = ("assignee",)
 SUMMARY = "conversation_summary"
 
 
@@ -113,9 +111,7 @@ def flow_revision(flow: Flow, config: AgentFile) -> str:
     uses = flow_uses(flow, config)
     dumped = flow.model_dump(mode="json", by_alias=True, exclude={"description"})
     for action in dumped["actions"]:
-        for name in LATER_OPTIONS:
-            if name in action and action[name] is None:
-                del action[name]
+        without_unset_later(action)
     used = {
         "format": REVISION_FORMAT,
         "flow": dumped,

@@ -31,6 +31,7 @@ from services.console.render import page
 from services.dispatcher import destinations as destinations_file
 from services.store.db import Store
 from services.store.models import Attempt, Decision, DecisionFlow, table
+from services.store.rows import DEFERRED
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
 WINDOW = timedelta(days=7)
@@ -161,7 +162,7 @@ async def _attempts(conn: AsyncConnection, since: datetime) -> dict[str, dict[st
     out: dict[str, dict[str, Any]] = {}
     # a deferral (a rate limit or waiting room was full) is recorded as a failed attempt that was not made:
     # counted apart, not as the destination failing
-    kind = case(((a.outcome == "failed") & a.error.startswith("Deferred:"), "deferred"), else_=a.outcome)
+    kind = case(((a.outcome == "failed") & a.error.startswith(DEFERRED), "deferred"), else_=a.outcome)
     counts = select(a.destination, kind, func.count()).where(a.completed_at >= since).group_by(a.destination, kind)
     for name, outcome, n in await conn.execute(counts):
         out.setdefault(name or "(none)", {"outcomes": {}, "last": None})["outcomes"][outcome] = n

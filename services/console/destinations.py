@@ -23,12 +23,13 @@ from schemas.events import DestinationState
 from schemas.topics import DESTINATION_STATE
 from services.common.kafka import partitions_of
 from services.common.settings import KafkaSettings
+from services.store.rows import DEFERRED
 from services.store.views import ActionView
 
 log = logging.getLogger("postcall.console.destinations")
 
 #: a deferral by the rate limit, as the dispatcher records it: "Deferred: " + limits.py's message
-RATE_LIMITED = "Deferred: rate limit of destination "
+RATE_LIMITED = f"{DEFERRED} rate limit of destination "
 
 
 @dataclass(frozen=True)

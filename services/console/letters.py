@@ -111,14 +111,15 @@ async def dead_letter(request: Request, who: Viewer, letter_id: int) -> Response
         found = await queries.get_dead_letter(conn, letter_id)
     if found is None:
         raise HTTPException(404, f"no dead letter {letter_id} in the store")
+    target = _target(found.coordinates, found.headers)
     context = {
         "l": found,
         "can_operate": who.can("operator"),
         "rate": request.app.state.settings.console.redrive_rate,
+        "target": target,
+        # a redrive sends it to its service alone (the recorder's private replay topic), not its original topic
+        "alone": target in PRIVATE_REPLAY_TOPICS,
     }
-    target = _target(found.coordinates, found.headers)
-    # a redrive sends it to its service alone (the recorder's private replay topic), not to its original topic
-    context |= {"target": target, "alone": target in PRIVATE_REPLAY_TOPICS}
     return page(request, "dead_letter.html", context)
 
 

@@ -331,14 +331,14 @@ async def _decisions(conn: AsyncConnection, conversation_id: str) -> list[Decisi
     return [DecisionTrace.model_validate_json(p) for (p,) in await conn.execute(query)]
 
 
-def _next_retry(due: dict[tuple[str, int], datetime], row: Any) -> datetime | None:
+def _next_retry(due: dict[tuple[str, int], datetime], row: Any, deferred: bool) -> datetime | None:
     """When a failed attempt's retry is due. A deferral (`Deferred:`: not attempted, a rate limit or waiting room
     was full) comes back under its own attempt number, not the next: looking for the next showed none. Read off
     the error, not the `deferred` column: a recorder of the version before 0014 (a rolling upgrade) stores its
     deferrals with the column's default, false."""
     if row.outcome != "failed":
         return None
-    return due.get((row.action_id, row.attempt if deferral(row.outcome, row.error) else row.attempt + 1))
+    return due.get((row.action_id, row.attempt if deferred else row.attempt + 1))
 
 
 async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionView]:
@@ -352,6 +352,7 @@ async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionVi
     attempts: dict[str, list[AttemptView]] = {}
     query = select(*t).where(t.conversation_id == conversation_id).order_by(t.attempt, t.completed_at, t.id)
     for row in await conn.execute(query):
+        deferred = deferral(row.outcome, row.error)  # off the error: a pre-0014 recorder's row has the default
         attempts.setdefault(row.action_id, []).append(
             AttemptView(
                 attempt=row.attempt,
@@ -363,8 +364,8 @@ async def _actions(conn: AsyncConnection, conversation_id: str) -> list[ActionVi
                 error=row.error,
                 response_excerpt=row.response_excerpt,
                 result_id=row.result_id,
-                next_retry_at=_next_retry(due, row),
-                deferred=deferral(row.outcome, row.error),  # as _next_retry reads it (a pre-0014 recorder's row)
+                next_retry_at=_next_retry(due, row, deferred),
+                deferred=deferred,
             )
         )
     actions = select(*a).where(a.conversation_id == conversation_id).order_by(a.first_seen_at, a.action_id)

@@ -298,10 +298,14 @@ def completed(result: ActionCompleted, source: Source, excerpt: str | None = Non
     )
 
 
+#: how a deferral's error begins: the dispatcher records `<exception class>: <message>` (handler.failed_result)
+DEFERRED = "Deferred:"
+
+
 def deferral(outcome: str, error: str | None) -> bool:
     """Whether an attempt's result is a deferral: not attempted, a rate limit or waiting room was full (the
     dispatcher records it `failed` with its Deferred error, services/dispatcher/handler.py on_failure)."""
-    return outcome == "failed" and error is not None and error.startswith("Deferred:")
+    return outcome == "failed" and error is not None and error.startswith(DEFERRED)
 
 
 def requested(action: ActionBase, source: Source) -> Rows:
