@@ -1,7 +1,7 @@
 """`python -m services.api` (or `postcall run api`): settings -> store -> bind check -> uvicorn.
 
 Refuses, with one line and exit code 2, a non-loopback address without authentication configured and a
-store it cannot reach.
+store it cannot use as configured; waits for one that cannot be reached yet (services.store.starting).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from services.api.settings import ApiSettings
 from services.common import observability as plog
 from services.common.serving import CoalescingHttpToolsProtocol
 from services.common.settings import run_service
-from services.store.db import Store, StoreError
+from services.store import starting
+from services.store.db import StoreError
 
 log = logging.getLogger("postcall.api")
 #: how long uvicorn waits for the requests in flight once asked to exit, before it cancels them: a replay or
@@ -30,7 +31,7 @@ SHUTDOWN_TIMEOUT_SECONDS = 2 * 30 + 10
 
 
 async def serve(settings: ApiSettings) -> None:
-    async with Store.open(settings.database) as store:
+    async with starting.opened(settings.database, host=settings.api.host, port=settings.api.port) as store:
         await check_bind(store, settings.api.host)
         app = create_app(settings, store=store)
         config = uvicorn.Config(
@@ -78,6 +79,8 @@ async def main() -> None:
     plog.setup("api", settings.log_level)
     try:
         await serve(settings)
+    except starting.StoppedWaiting:
+        log.info("stopped while waiting for the store")
     except (BindRefused, StoreError) as exc:
         print(f"postcall api: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

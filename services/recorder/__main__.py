@@ -1,5 +1,5 @@
-"""`python -m services.recorder` (or `postcall run recorder`): settings -> store (migrated) -> batcher ->
-handler -> Runtime, with the retention job beside it."""
+"""`python -m services.recorder` (or `postcall run recorder`): settings -> store (migrated; waited for while
+it cannot be reached, services.store.starting) -> batcher -> handler -> Runtime, with the retention job beside it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from services.recorder.batcher import Batcher, max_wait
 from services.recorder.handler import Recorder
 from services.recorder.metrics import PRUNED
 from services.recorder.settings import RecorderSettings
-from services.store import prune, writer
+from services.store import prune, starting, writer
 from services.store.db import Store, StoreError
 from services.store.settings import DatabaseSettings
 
@@ -28,14 +28,17 @@ async def main() -> None:
     plog.setup("recorder", settings.log_level)
     try:
         await record(settings)
-    except StoreError as exc:  # unreachable, or at a schema revision this version cannot use
+    except starting.StoppedWaiting:
+        log.info("stopped while waiting for the store")
+    except StoreError as exc:  # a configuration or schema revision this version cannot use
         print(f"postcall recorder: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 async def record(settings: RecorderSettings) -> None:
+    runtime = settings.runtime
     async with (
-        Store.open(settings.database, writer=True) as store,
+        starting.opened(settings.database, host=runtime.metrics_host, port=runtime.metrics_port, writer=True) as store,
         Batcher(
             lambda rows: writer.write(store, rows),
             **settings.batch.model_dump(),

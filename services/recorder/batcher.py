@@ -28,11 +28,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-
 from services.common.errors import DependencyUnavailable, PermanentError
 from services.common.settings import RuntimeSettings
 from services.recorder import metrics
+from services.store.db import unreachable
 from services.store.rows import Rows
 
 log = logging.getLogger("postcall.recorder")
@@ -44,35 +43,6 @@ class _Waiting:
     rows: Rows
     done: asyncio.Future[None]
     since: float  # the loop's time when it was added
-
-
-# PostgreSQL SQLSTATEs that say "not now" rather than "not this data" (asyncpg's arrive as a plain
-# DBAPIError): connection (08), a transaction rolled back by a conflict (40: serialization, deadlock),
-# insufficient resources (53: disk full, too many connections), operator intervention (57: shutting down,
-# starting up; not 57014, a statement timeout, which one record's write may cause), system errors (58),
-# a read-only transaction (25006: a standby after a failover), a lock not available (55P03)
-_NOT_NOW_CLASSES = ("08", "40", "53", "57", "58")
-_NOT_NOW_STATES = frozenset({"25006", "55P03"})
-
-
-def unreachable(exc: BaseException) -> bool:
-    """The database is down, unreachable or cannot take writes for now (not: it refused this data)."""
-    if isinstance(exc, OperationalError) and _sqlite_refused_data(exc):
-        return False
-    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | OSError | TimeoutError):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
-    not_now = (state.startswith(_NOT_NOW_CLASSES) and state != "57014") or state in _NOT_NOW_STATES
-    return exc.connection_invalidated or not_now
-
-
-def _sqlite_refused_data(exc: OperationalError) -> bool:
-    """SQLite reports an overflowing integer sum as an OperationalError with the generic code SQLITE_ERROR,
-    as it does a missing table; only its message says the data is at fault."""
-    orig = exc.orig
-    return getattr(orig, "sqlite_errorname", None) == "SQLITE_ERROR" and str(orig) == "integer overflow"
 
 
 def max_wait(runtime: RuntimeSettings) -> float:

@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    InvalidRequestError,
+    OperationalError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.store.settings import DatabaseSettings
@@ -38,8 +45,13 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError, OSError):
-    """Raised by `Store.read()` / `Store.write()` when no connection to the database can be made. An OSError
+    """Raised by `Store.read()` / `Store.write()` when no connection to the database can be made, and by
+    `Store.open()` when a PostgreSQL store cannot be reached or used for now (`unreachable`). An OSError
     still, as the driver's own was: what treated that as the store being down (the recorder) still does."""
+
+
+#: what `Store.open(wait=...)` calls while the store cannot be reached yet; it returns to try again, or raises
+Wait = Callable[[StoreUnavailable], Awaitable[None]]
 
 
 @dataclass
@@ -54,32 +66,45 @@ class Store:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, settings: DatabaseSettings, *, writer: bool = False, upgrade: bool = True
+        cls, settings: DatabaseSettings, *, writer: bool = False, upgrade: bool = True, wait: Wait | None = None
     ) -> AsyncIterator[Store]:
         """Engine for `settings.url`, migrated (or checked) before use; disposed on exit. `upgrade=False`
         (the command line's store commands but `store migrate`): a store with no schema yet is created,
         one at an older revision is refused naming `postcall store migrate`, not upgraded (an operator's
         newer CLI pointed at a running store would otherwise migrate it outside a rollout, and the
-        running version's pods would then refuse to restart)."""
+        running version's pods would then refuse to restart). `wait` (a service at its start): called with
+        the StoreUnavailable while the store cannot be reached, the migration or check tried again when it
+        returns; without it that is raised. Every other StoreError is raised at once: waiting cannot fix it."""
         engine = make_engine(settings, writer=writer)
         store = cls(engine, settings)
         try:
-            try:
-                if settings.migrate_on_start and (upgrade or await _no_schema(engine)):
-                    await migrate(engine)
-                else:
-                    await check_revision(engine)
-            except TypeError as exc:  # asyncpg's connect() refuses a URL query parameter it does not take
-                unknown = _UNKNOWN_PARAMETER.search(str(exc))
-                if unknown is None:
-                    raise
-                raise StoreError(
-                    f"the database URL has a query parameter the driver does not take: {unknown[1]} "
-                    f"(the store at {safe_url(engine.url)})"
-                ) from None
+            while True:
+                try:
+                    await store._prepare(upgrade)
+                    break
+                except StoreUnavailable as exc:
+                    if wait is None:
+                        raise
+                    await wait(exc)
             yield store
         finally:
             await engine.dispose()
+
+    async def _prepare(self, upgrade: bool) -> None:
+        engine = self.engine
+        try:
+            if self.settings.migrate_on_start and (upgrade or await _no_schema(engine)):
+                await migrate(engine)
+            else:
+                await check_revision(engine)
+        except TypeError as exc:  # asyncpg's connect() refuses a URL query parameter it does not take
+            unknown = _UNKNOWN_PARAMETER.search(str(exc))
+            if unknown is None:
+                raise
+            raise StoreError(
+                f"the database URL has a query parameter the driver does not take: {unknown[1]} "
+                f"(the store at {safe_url(engine.url)})"
+            ) from None
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -107,18 +132,25 @@ class Store:
 def make_engine(settings: DatabaseSettings, *, writer: bool = False) -> AsyncEngine:
     try:
         url = make_url(settings.url.get_secret_value())
-    except ArgumentError:  # not shown: a URL is where a password would be
+    except (ArgumentError, ValueError):  # not shown: a URL is where a password would be (ValueError: its port)
         raise StoreError(
             "the database URL is not a URL (sqlite:///path.db or postgresql://user:password@host/db)"
         ) from None
-    if url.get_backend_name() == "sqlite":
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise StoreError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    try:
+        if backend == "postgresql":
+            return create_async_engine(url, pool_size=settings.pool_size, max_overflow=2, pool_pre_ping=True)
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "do_connect", _settled_sqlite_connect)
-        _sqlite_pragmas(engine, immediate=writer)
-        return engine
-    if url.get_backend_name() != "postgresql":
-        raise StoreError(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
-    return create_async_engine(url, pool_size=settings.pool_size, max_overflow=2, pool_pre_ping=True)
+    except (ImportError, ArgumentError, InvalidRequestError):  # a driver not installed, unknown, or not async
+        raise StoreError(
+            f"the database URL names the driver {url.drivername!r}, which this version cannot use: "
+            f"{'postgresql+asyncpg:// (or postgresql://)' if backend == 'postgresql' else 'sqlite+aiosqlite://'}"
+        ) from None
+    event.listen(engine.sync_engine, "do_connect", _settled_sqlite_connect)
+    _sqlite_pragmas(engine, immediate=writer)
+    return engine
 
 
 def _settled_sqlite_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
@@ -189,7 +221,7 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
                     await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
                 await conn.run_sync(_upgrade, revision)
     except (OperationalError, DBAPIError, OSError) as exc:
-        raise StoreError(f"cannot migrate the store at {_safe_url(engine)}: {_short(exc)}") from None
+        raise _refused(engine, exc, f"cannot migrate the store at {_safe_url(engine)}: {_short(exc)}") from None
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
@@ -226,7 +258,7 @@ async def check_revision(engine: AsyncEngine) -> None:
     try:
         found = await current_revision(engine)
     except (OperationalError, DBAPIError, OSError) as exc:
-        raise StoreError(f"cannot reach the store at {_safe_url(engine)}: {_short(exc)}") from None
+        raise _refused(engine, exc, f"cannot reach the store at {_safe_url(engine)}: {_short(exc)}") from None
     _refuse_unknown(found, engine.url)
     if found != head_revision():
         raise StoreError(
@@ -249,6 +281,46 @@ def _sqlite_lock(engine: AsyncEngine) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _refused(engine: AsyncEngine, exc: BaseException, message: str) -> StoreError:
+    """StoreUnavailable when a PostgreSQL server cannot be reached or used for now (`unreachable`: a service
+    starting waits for it); otherwise StoreError, refused at once (a password or database it refuses). A
+    SQLite store is a file beside the process: one it cannot open is a configuration to fix, never waited for."""
+    if engine.dialect.name == "postgresql" and unreachable(exc):
+        return StoreUnavailable(message)
+    return StoreError(message)
+
+
+# PostgreSQL SQLSTATEs that say "not now" rather than "not this data" (asyncpg's arrive as a plain
+# DBAPIError): connection (08), a transaction rolled back by a conflict (40: serialization, deadlock),
+# insufficient resources (53: disk full, too many connections), operator intervention (57: shutting down,
+# starting up; not 57014, a statement timeout, which one record's write may cause), system errors (58),
+# a read-only transaction (25006: a standby after a failover), a lock not available (55P03)
+_NOT_NOW_CLASSES = ("08", "40", "53", "57", "58")
+_NOT_NOW_STATES = frozenset({"25006", "55P03"})
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The database is down, unreachable or cannot take writes for now (not: it refused this data, this
+    user's password, or has no such database). A name that does not resolve is "for now" too: in a cluster
+    it is as often DNS or a failover moving the name as a typo, and a typo shows in the reason logged."""
+    if isinstance(exc, OperationalError) and _sqlite_refused_data(exc):
+        return False
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | OSError | TimeoutError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+    not_now = (state.startswith(_NOT_NOW_CLASSES) and state != "57014") or state in _NOT_NOW_STATES
+    return exc.connection_invalidated or not_now
+
+
+def _sqlite_refused_data(exc: OperationalError) -> bool:
+    """SQLite reports an overflowing integer sum as an OperationalError with the generic code SQLITE_ERROR,
+    as it does a missing table; only its message says the data is at fault."""
+    orig = exc.orig
+    return getattr(orig, "sqlite_errorname", None) == "SQLITE_ERROR" and str(orig) == "integer overflow"
 
 
 def _safe_url(engine: AsyncEngine) -> str:

@@ -382,14 +382,17 @@ def test_the_dependency_runbook_covers_every_service_that_pauses_for_a_dependenc
         assert f"the {service}'s" in rule["annotations"]["description"], service
 
 
-def test_the_store_runbooks_quote_the_line_a_pod_exits_with_when_the_store_is_down_at_start() -> None:
-    """The API and the recorder exit 2 at start while the database cannot be reached (walk24: PostgreSQL
-    stopped, `postcall api: cannot migrate the store at ...`); PostcallAPINotReady said only that the API
-    reconnects on its own, which a running one does."""
+def test_the_store_runbooks_quote_the_lines_a_pod_logs_while_the_store_is_down_at_start() -> None:
+    """The API and the recorder wait at start while the database cannot be reached (walk25; they exited 2
+    before, walk24): the runbooks quote the line they log (starting.py's), the reason in it (db.py's), and
+    the line once the store answers."""
     root = ALERTS.parents[2]
-    quoted = "cannot migrate the store at"
-    assert f'f"{quoted} ' in (root / "services" / "store" / "db.py").read_text()
+    reason = "cannot migrate the store at"
+    assert f'f"{reason} ' in (root / "services" / "store" / "db.py").read_text()
+    starting = (root / "services" / "store" / "starting.py").read_text()
     runbooks = (root / "docs" / "runbooks.md").read_text()
     for alert in ("PostcallAPINotReady", "PostcallDependencyPaused"):
-        section = runbooks.split(f"## {alert}\n", 1)[1].split("\n## ", 1)[0]
-        assert f"`{quoted} ...`" in " ".join(section.split()), alert
+        section = " ".join(runbooks.split(f"## {alert}\n", 1)[1].split("\n## ", 1)[0].split())
+        for line in ("waiting for the store", "the store answers, starting"):
+            assert f'"{line}"' in starting and f"`{line}`" in section, (alert, line)
+        assert f"`{reason} ..." in section, alert
