@@ -4,7 +4,8 @@ The content is the action's JSON (pydantic's JSON mode) without what identifies 
 written with sorted keys: equal content, equal digest, whoever computes it. Two services do:
 
 * the router, for a deliberate re-delivery only (`postcall reextract --redeliver`): the superseding
-  action's id is uuid5(ACTION_NAMESPACE, "<action_id>/content/<digest>"), and it carries the digest;
+  action's id is uuid5(ACTION_NAMESPACE, "<action_id>/content/<digest>/<source_event_id>"), and it
+  carries the digest;
 * the dispatcher, for every action it delivers that carries none: its ledger keeps the digest last
   delivered for an action, and a re-delivery whose digest equals it is not sent again.
 

@@ -4,8 +4,10 @@
 the same conversation, flow, flow revision (schemas.flow_revision: the flow and what it uses, not the
 whole file) and action position always give the same id, which is the idempotency key end to end (the
 dispatcher's ledger, the receiver's `webhook-id`). A deliberate re-delivery (`postcall reextract
---redeliver`) sends uuid5(ACTION_NAMESPACE, "<action_id>/content/<content_digest>") with `supersedes`;
-only such an action carries its content digest (schemas.content): the dispatcher computes the others'.
+--redeliver`) sends uuid5(ACTION_NAMESPACE, "<action_id>/content/<content_digest>/<source_event_id>") with
+`supersedes`: an id per content and re-extraction, so a correction back to an earlier correction's content
+is not the repeat of it receivers drop; only such an action carries its content digest (schemas.content):
+the dispatcher computes the others'.
 
 Skips, each with its reason in the decision trace: a disabled action, an action `when` that fails, an
 email whose recipients all rendered empty or invalid, a schedule_call with no number to call, an http
@@ -323,8 +325,12 @@ _CONVERTED = {m: tuple(converts.items()) for m, converts in _TO_JSON.items()}
 
 
 def with_content(action: ActionBase, redeliver: bool) -> int:
-    """On a deliberate re-delivery, give the action its content digest and the id of its content that
-    supersedes the action's own id (the dispatcher sends it only when the content changed); an ordinary
+    """On a deliberate re-delivery, give the action its content digest and the id of its content in this
+    re-extraction that supersedes the action's own id (the dispatcher sends it only when the content
+    changed since the last delivery for it). Not the content's id alone: an action corrected to B, then
+    to C, then back to B would go out under the first correction's id again, which receivers drop as a
+    repeat, so their upsert would keep C. The source event (the re-extraction's ConversationExtracted) is
+    new for each `reextract` run and the same when the router reads its record again; an ordinary
     action carries no digest (the dispatcher computes it: schemas.content). Returns the bytes of the
     action's record (CONTENT_LIMIT), which encode_action then writes without writing them again.
 
@@ -334,7 +340,7 @@ def with_content(action: ActionBase, redeliver: bool) -> int:
         digest = content_digest(action)
         update = {
             "content_digest": digest,
-            "action_id": uuid5(f"{action.action_id}/content/{digest}"),
+            "action_id": uuid5(f"{action.action_id}/content/{digest}/{action.source_event_id}"),
             "supersedes": action.action_id,
         }
         # a frozen model refuses setattr, not its own field values

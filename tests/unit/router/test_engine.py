@@ -14,6 +14,7 @@ from schemas.agent_config import ScheduleCallAction
 from schemas.agents import load_catalog
 from schemas.content import content_digest
 from schemas.events import (
+    ActionBase,
     EmailRequested,
     ScheduleCallRequested,
     SlackRequested,
@@ -782,8 +783,28 @@ def test_a_deliberate_redelivery_gives_an_id_per_content_that_supersedes_the_fir
     assert same.supersedes == first.action_id and same.content_digest == content_digest(first)
     assert changed.supersedes == first.action_id and changed.content_digest == content_digest(changed)
     assert changed.content_digest != same.content_digest
-    assert same.action_id == uuid5(f"{first.action_id}/content/{same.content_digest}")
+    assert same.action_id == uuid5(f"{first.action_id}/content/{same.content_digest}/{ev.event_id}")
     assert len({first.action_id, same.action_id, changed.action_id}) == 3
+
+
+def test_a_correction_back_to_an_earlier_corrections_content_goes_out_under_an_id_of_its_own(tmp_path: Path) -> None:
+    """The correction id was the content's alone: corrected to B, then C, then back to B went out under B's
+    first id again, which receivers (and mailboxes, by Message-ID) drop as a repeat, so their upsert kept C
+    (walked by downstream25: the dispatcher sent it, the receiver dropped it). Each re-extraction is a new
+    source event: a new id; the same record routed again keeps its id."""
+    compiled = agent(tmp_path, SLACK)
+
+    def redelivered(summary: str, extraction_id: str) -> ActionBase:
+        ev = event(end_reason={"canonical": "CCAAS_TRANSFER"}, summary=summary)
+        [action] = compiled.route(ev.model_copy(update={"event_id": extraction_id}), NOW, (True, False))[1]
+        return action
+
+    [first] = compiled.route(event(end_reason={"canonical": "CCAAS_TRANSFER"}, summary="A"), NOW)[1]
+    b, c, b_again = redelivered("B", "evt-2"), redelivered("C", "evt-3"), redelivered("B", "evt-4")
+    assert b.supersedes == c.supersedes == b_again.supersedes == first.action_id
+    assert b.content_digest == b_again.content_digest != c.content_digest
+    assert len({first.action_id, b.action_id, c.action_id, b_again.action_id}) == 4
+    assert redelivered("B", "evt-4").action_id == b_again.action_id  # at least once: the same record, the same id
 
 
 PLATFORM_FLOWS = """
