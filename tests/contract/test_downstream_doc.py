@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 
+from schemas.content import content_digest
 from schemas.events import TaskRequested
 from services.router.actions import with_content
+from tests.unit.router.support import NOW, agent, event
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "downstream.md"
 
@@ -54,3 +56,56 @@ def test_the_consumer_example_updates_the_task_a_correction_supersedes_instead_o
     asyncio.run(consume())
     assert fixed.supersedes == fixed_again.supersedes == original.action_id != fixed.action_id
     assert namespace["tasks"] == {original.action_id: {"priority": "High", "title": "Call back at 4 pm"}}
+
+
+TWO_TASKS = """
+    agent: support-line
+    extraction:
+      fields:
+        - {name: interest_level, type: enum, values: [high, low]}
+    flows:
+      - id: follow-up
+        actions:
+          - {type: task, priority: High, title: "Follow up ({{interest_level}})"}
+          - {type: task, priority: Low, title: "Log the call"}
+"""
+
+
+def test_what_a_topic_consumer_reads_after_a_reextraction_and_a_redelivery_is_what_the_doc_says(
+    tmp_path: Path,
+) -> None:
+    """The doc said a re-extraction's actions are 'not sent again' and a re-delivery's unchanged ones 'are
+    not sent': true of what the dispatcher delivers, not of the action topics, where the router writes
+    both (walked by downstream25 on the live stack: the task topic held the same action_id with the new
+    values, and an unchanged schedule_call under a new id with supersedes)."""
+    compiled = agent(tmp_path, TWO_TASKS)
+
+    def routed(level: str, extraction_id: str, redeliver: bool = False) -> list[dict[str, Any]]:
+        record = event(fields={"interest_level": level}).model_copy(update={"event_id": extraction_id})
+        return [orjson.loads(a.model_dump_json()) for a in compiled.route(record, NOW, (redeliver, False))[1]]
+
+    first, again, corrected = routed("high", "evt-1"), routed("low", "evt-2"), routed("low", "evt-3", True)
+    # re-extracted: the same ids, written again with the new values
+    assert [a["action_id"] for a in again] == [a["action_id"] for a in first]
+    assert [a["title"] for a in again] == ["Follow up (low)", "Log the call"]
+    # re-delivered: both under new ids superseding the first, the unchanged one too, with its own digest
+    assert [a["supersedes"] for a in corrected] == [a["action_id"] for a in first]
+    assert corrected[1]["content_digest"] == content_digest(TaskRequested.model_validate(first[1]))
+    # the doc says so, and its consumer ends with one task per action, holding the latest content
+    text = " ".join(DOC.read_text().split())
+    assert "has its actions written again under the same `action_id`s, with that run's values" in text
+    assert (
+        "On the action topics every action of the flows that fire is written under its new id, changed or not" in text
+    )
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    exec(compile(python_block("AIOKafkaConsumer"), "docs/downstream.md", "exec"), namespace)  # our own docs
+
+    async def consume() -> None:
+        for action in [*first, *again, *corrected]:
+            await namespace["perform"](action)
+
+    asyncio.run(consume())
+    assert {k: v["title"] for k, v in namespace["tasks"].items()} == {
+        first[0]["action_id"]: "Follow up (low)",
+        first[1]["action_id"]: "Log the call",
+    }
