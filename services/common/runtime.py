@@ -83,6 +83,7 @@ class Runtime:
         self.paused: set[TopicPartition] = set()
         self.dependency_paused_until = 0.0
         self._dependency_since: float | None = None  # the outage's first pause, until a record goes through
+        self._dependency_waiters = 0  # records that waited for it and are still trying (not through, failed or gone)
         self.started = False
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()  # set whenever an in-flight record finishes
@@ -536,20 +537,26 @@ class Runtime:
         """A fast-path record whose decoding or handler failed: wait out an unavailable dependency and
         handle it again (its outputs), or carry out its failure at once (None: nothing left to wait for)."""
         p = self.processor
-        first = True
-        while isinstance(exc, DependencyUnavailable):
-            await self._wait_for_dependency(state, exc, first=first)
-            first = False
-            event = None
-            try:
-                event = p.decode(record, ctx)
-                outputs = p.outputs(await p.service.handle(event, ctx), ctx)
-            except Exception as again:
-                exc = again
-            else:
-                self._dependency_back()
-                return outputs
-        if not first:  # it waited, and the dependency answered: with an error of another kind
+        waited = False
+        try:
+            while isinstance(exc, DependencyUnavailable):
+                first, waited = not waited, True
+                await self._wait_for_dependency(state, exc, first=first)
+                event = None
+                try:
+                    event = p.decode(record, ctx)
+                    outputs = p.outputs(await p.service.handle(event, ctx), ctx)
+                except Exception as again:
+                    exc = again
+                else:
+                    waited = False
+                    self._dependency_back()
+                    return outputs
+        except BaseException:  # Stopped (revoked, stopping), a drain's cancellation: before the dependency answered it
+            if waited:
+                self._dependency_unseen()
+            raise
+        if waited:  # it waited, and the dependency answered: with an error of another kind
             self._dependency_back()
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         token = record_context.set({**where, "key": ctx.key, "attempt": ctx.attempt})
@@ -625,22 +632,24 @@ class Runtime:
              "attempt": ctx.attempt}
         )  # fmt: skip
         event: Any = None
-        first = True  # until its first wait for a dependency
+        waited = False  # from its first wait for a dependency until the dependency answers it
         try:
             while True:
                 try:
                     event = p.decode(record, ctx)
                     outputs = p.outputs(await p.handle(event, ctx), ctx)
                 except DependencyUnavailable as exc:
+                    first, waited = not waited, True
                     await self._wait_for_dependency(state, exc, first=first)
-                    first = False
                     continue
                 except Exception as exc:
-                    if not first:  # it waited, and the dependency answered: with an error of another kind
+                    if waited:  # it waited, and the dependency answered: with an error of another kind
+                        waited = False
                         self._dependency_back()
                     await self._fail(state, record, ctx, event, exc)
                     return
-                if not first:
+                if waited:
+                    waited = False
                     self._dependency_back()
                 try:
                     await self._produce(state, outputs)
@@ -650,6 +659,8 @@ class Runtime:
                 self._processed_ok.inc()
                 return
         finally:
+            if waited:  # it left before the dependency answered it: revoked, stopping, cancelled by a drain
+                self._dependency_unseen()
             record_context.reset(token)
 
     async def _wait_for_dependency(self, state: PartitionState, exc: DependencyUnavailable, *, first: bool) -> None:
@@ -659,6 +670,7 @@ class Runtime:
         self.dependency_paused_until = max(self.dependency_paused_until, time.monotonic() + delay)
         if first:
             observability.RECORDS_PROCESSED.labels(self.service, "unavailable").inc()
+            self._dependency_waiters += 1
         if self._dependency_since is None:
             self._dependency_since = time.monotonic()
         pauses_log.warning("dependency unavailable, pausing", extra={"reason": str(exc), "pause_seconds": delay})
@@ -670,10 +682,25 @@ class Runtime:
     def _dependency_back(self) -> None:
         """A record that waited for a dependency went through, or failed otherwise: the outage's end, logged once
         (its pauses were logged at most once a minute, and nothing said when they stopped)."""
+        self._dependency_waiters -= 1
         if self._dependency_since is not None:
             paused = time.monotonic() - self._dependency_since
             self._dependency_since = None
             log.info("dependency available again, resuming", extra={"paused_seconds": round(paused, 1)})
+
+    def _dependency_unseen(self) -> None:
+        """A record that waited for a dependency left before it answered (its partition revoked, the service
+        stopping). The last one to leave so ends the outage, its end not seen: kept open, the next outage's
+        "resuming" line counted its pause from this one's start, however long ago (review24b). One that
+        leaves while others still wait leaves the outage to them."""
+        self._dependency_waiters -= 1
+        if self._dependency_waiters == 0 and self._dependency_since is not None:
+            paused = time.monotonic() - self._dependency_since
+            self._dependency_since = None
+            log.info(
+                "no record waits for the dependency any more, its end not seen",
+                extra={"paused_seconds": round(paused, 1), "stopping": self._stopping.is_set()},
+            )
 
     async def _fail(self, state: PartitionState, record: Any, ctx: Context, event: Any, exc: Exception) -> None:
         """Carry out the failed record's fate; commit only after the retry copy or the dead letter is acknowledged."""

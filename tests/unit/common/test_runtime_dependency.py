@@ -180,3 +180,71 @@ async def test_the_end_of_an_outage_is_logged_when_the_record_that_waited_then_f
     store["down"] = False
     await asyncio.wait_for(batch, 5)
     assert len(resumed()) == 2
+
+
+async def test_an_outage_whose_waiting_records_were_revoked_or_stopped_does_not_stretch_the_next_one(
+    caplog: Any,
+) -> None:
+    """review24b: a record waiting for the dependency left by Stopped (its partition revoked, or the service
+    stopping) kept the outage open, its end never seen: with no other record waiting, the next outage's
+    'resuming' line counted paused_seconds from the first one's start. The last waiting record leaving so
+    now ends it, saying its end was not seen; one leaving while another still waits does not."""
+    settings = WorkerSettings(
+        kafka={"bootstrap_servers": "127.0.0.1:1"},  # type: ignore[arg-type]
+        runtime=RuntimeSettings(metrics_port=0, unavailable_backoff_seconds=0.01),
+        input_topic="in",
+        output_topic="out",
+    )
+    store = {"down": True}
+
+    async def handle(job: Job, ctx: Context) -> Sequence[Event]:
+        if store["down"]:
+            raise DependencyUnavailable("the store is unavailable")
+        return [Done(id=job.id, attempt=ctx.attempt, pid=0)]
+
+    run = Runtime(Service(route(settings), handle), kafka=settings.kafka, settings=settings.runtime)
+    run._producer = Acked()
+    run._sender = Sender(run._producer)
+    run._batcher = AckedBatcher()  # type: ignore[assignment]
+    caplog.set_level("INFO", logger="postcall.runtime")
+
+    def lines(message: str) -> list[Any]:
+        return [r for r in caplog.records if r.getMessage() == message]
+
+    def partition(number: int) -> PartitionState:
+        state = run.partitions[TopicPartition("in", number)] = PartitionState("in", number)
+        return state
+
+    # the one-record path: two partitions wait; the first revoked leaves the outage open (the other waits)
+    first, second = partition(0), partition(1)
+    waiting = [asyncio.create_task(run._process(s, r)) for s in (first, second) for r in records(s, range(0, 1))]
+    await asyncio.sleep(0.1)
+    first.revoking = True
+    await asyncio.wait_for(asyncio.gather(waiting[0], return_exceptions=True), 5)  # Stopped: left uncommitted
+    assert not lines("no record waits for the dependency any more, its end not seen")
+    second.revoking = True
+    await asyncio.wait_for(asyncio.gather(waiting[1], return_exceptions=True), 5)
+    (unseen,) = lines("no record waits for the dependency any more, its end not seen")
+    assert unseen.paused_seconds >= 0.1
+    # the fast path, on a new assignment: the stop while it waits ends the outage as well
+    caplog.clear()
+    third = partition(2)
+    run.in_flight = 1
+    batch = asyncio.create_task(run._queue_batch(third, records(third, range(0, 1))))
+    await asyncio.sleep(0.1)
+    run.stop()
+    await asyncio.wait_for(asyncio.gather(batch, return_exceptions=True), 5)
+    assert len(lines("no record waits for the dependency any more, its end not seen")) == 1
+    run._stopping.clear()
+    # the dependency answered meanwhile, unseen; a later outage counts its own pause only
+    store["down"] = False
+    await asyncio.sleep(0.5)
+    store["down"] = True
+    fourth = partition(3)
+    (record,) = records(fourth, range(0, 1))
+    later = asyncio.create_task(run._process(fourth, record))
+    await asyncio.sleep(0.1)
+    store["down"] = False
+    await asyncio.wait_for(later, 5)
+    (resumed,) = lines("dependency available again, resuming")
+    assert 0.1 <= resumed.paused_seconds < 0.4
