@@ -292,7 +292,10 @@ class Extraction(Model):
 class ConversationExtracted(Model):
     """The original event plus what the extractor found; the router needs nothing else."""
 
-    event_id: Id
+    event_id: Id = Field(
+        description="Derived from the conversation's event_id and the record it was extracted from: the same "
+        "when that record is read again, new for each re-extraction (postcall reextract)."
+    )
     conversation: ConversationEnded
     extraction: Extraction
     extracted_at: Timestamp
@@ -335,7 +338,9 @@ class FlowDecision(Model):
 class DecisionTrace(Model):
     """One per conversation on postcall.decisions.v1: every flow, every condition, and why."""
 
-    event_id: Id
+    event_id: Id = Field(
+        description="The event_id of the ConversationExtracted decided on: the source_event_id of its actions."
+    )
     conversation_id: Id
     agent_id: str
     agent_version: str | None = None
@@ -361,7 +366,10 @@ class ActionBase(Model):
     action_index: Count
     config_revision: str
     requested_at: Timestamp
-    source_event_id: str
+    source_event_id: str = Field(
+        description="The event_id of the ConversationExtracted the router decided on (also its DecisionTrace's "
+        "event_id), not the ConversationEnded's; new for each re-extraction."
+    )
     flow_revision: str | None = Field(
         None,
         description="The revision of the flow alone: what the flow and the fields, routes and library "

@@ -109,3 +109,18 @@ def test_what_a_topic_consumer_reads_after_a_reextraction_and_a_redelivery_is_wh
         first[0]["action_id"]: "Follow up (low)",
         first[1]["action_id"]: "Log the call",
     }
+
+
+def test_source_event_id_is_described_as_the_extraction_it_came_from_as_the_router_sets_it(tmp_path: Path) -> None:
+    """The doc said `source_event_id` is the ConversationEnded's event_id; the router sets the
+    ConversationExtracted's (the DecisionTrace's event_id too), a uuid5 new for every re-extraction, so a
+    team joining it to the conversations it publishes found nothing (walked by downstream25: evt-walk-normal-1
+    published, source_event_id 991cc263-...)."""
+    record = event(fields={"interest_level": "high"}).model_copy(update={"event_id": "extracted-1"})
+    trace, actions = agent(tmp_path, TWO_TASKS).route(record, NOW)
+    assert {a.source_event_id for a in actions} == {trace.event_id} == {record.event_id}
+    assert record.conversation.event_id not in {trace.event_id}
+    (row,) = [line for line in DOC.read_text().splitlines() if line.startswith("| `source_event_id` |")]
+    assert "the `event_id` of the `ConversationExtracted`" in row and "DecisionTrace" in row
+    described = TaskRequested.model_json_schema()["properties"]["source_event_id"]["description"]
+    assert "ConversationExtracted" in described and "not the ConversationEnded" in described
