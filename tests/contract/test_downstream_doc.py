@@ -124,3 +124,24 @@ def test_source_event_id_is_described_as_the_extraction_it_came_from_as_the_rout
     assert "the `event_id` of the `ConversationExtracted`" in row and "DecisionTrace" in row
     described = TaskRequested.model_json_schema()["properties"]["source_event_id"]["description"]
     assert "ConversationExtracted" in described and "not the ConversationEnded" in described
+
+
+def test_the_retry_schedule_a_receiver_is_told_is_the_dispatchers() -> None:
+    """A receiver was told its 5xx and 429 are 'retried through the retry tiers' and Retry-After is
+    'honoured, capped', never when the retries come, for how long, or what a Retry-After turns into (walked
+    by downstream25: a 429 with Retry-After 12 on tiers of 3, 6, 9 s came back after 9 s, the last tier)."""
+    from schemas.routes import DISPATCHER
+    from services.common.process import choose_tier
+    from services.dispatcher.settings import DispatcherSettings
+    from tests.contract.test_docs_names import spoken
+
+    runtime = DispatcherSettings.model_fields["runtime"].get_default(call_default_factory=True)
+    delays = DISPATCHER.retry_delays_seconds  # the dispatcher's runtime defaults to its route's
+    text = " ".join(DOC.read_text().split())
+    jitter = f"{runtime.retry_jitter:.0%}".replace("%", " %")
+    assert f"goes again after {', '.join(spoken(d) for d in delays)} (each ±{jitter}):" in text
+    assert f"{len(delays) + 1} attempts in about {sum(delays) / 3600:.1f} hours" in text
+    floor = DispatcherSettings.model_fields["retry_after_floor_seconds"].default
+    assert f"counted from {floor:g} s up to {runtime.retry_after_cap_seconds / 3600:g} hour" in text
+    assert delays[choose_tier(delays, 1, 60) - 1] == 300
+    assert "`Retry-After: 60` on a first attempt: the 5-minute tier" in text
