@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,48 @@ def test_the_retry_schedule_a_receiver_is_told_is_the_dispatchers() -> None:
     assert f"counted from {floor:g} s up to {runtime.retry_after_cap_seconds / 3600:g} hour" in text
     assert delays[choose_tier(delays, 1, 60) - 1] == 300
     assert "`Retry-After: 60` on a first attempt: the 5-minute tier" in text
+
+
+DOCS = [*sorted(DOC.parent.glob("*.md")), DOC.parents[1] / "README.md"]
+_JSON_BLOCK = re.compile(r"`(\w+)\.v1\.schema\.json`[^`]{0,40}\n\n( *)```json\n(.*?)\n *```", re.S)
+
+
+def json_examples(path: Path) -> list[tuple[str, Any]]:
+    """Every ```json block of a doc with the schema the sentence before it names (`X.v1.schema.json`)."""
+    text = path.read_text()
+    found = [(m.group(1), orjson.loads(m.group(3))) for m in _JSON_BLOCK.finditer(text)]
+    assert len(found) == text.count("```json"), f"{path.name}: a JSON example that names no schema just before it"
+    return found
+
+
+def test_every_json_example_in_the_docs_validates_against_the_schema_it_illustrates() -> None:
+    """docs/downstream.md had no example of what is on the topics; its examples now show a task, its
+    correction and its result. Each must be what the schema (and the model) accepts, and what the doc's
+    formulas make: the ids, the correction's digest and id, the result's digest."""
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    from schemas import events, generate
+
+    checked = []
+    for path in DOCS:
+        for name, example in json_examples(path):
+            schema = orjson.loads(
+                (DOC.parents[1] / "schemas" / "json" / f"{name}{generate.SCHEMA_SUFFIX}").read_bytes()
+            )
+            errors = [
+                e.message for e in Draft202012Validator(schema, format_checker=FormatChecker()).iter_errors(example)
+            ]
+            assert errors == [], (path.name, name, errors)
+            getattr(events, name).model_validate(example)
+            checked.append((path.name, name))
+    assert {n for doc, n in checked if doc == DOC.name} >= {"TaskRequested", "ActionCompleted"}
+    task_, fixed = [TaskRequested.model_validate(e) for n, e in json_examples(DOC) if n == "TaskRequested"]
+    (completed,) = [e for n, e in json_examples(DOC) if n == "ActionCompleted"]
+    ns = uuid.uuid5(uuid.NAMESPACE_URL, "urn:postcall:action-id")
+    parts = (task_.conversation_id, task_.agent_id, task_.flow_id, task_.flow_revision, task_.action_index)
+    assert task_.action_id == str(uuid.uuid5(ns, "/".join(map(str, parts))))
+    assert fixed.supersedes == task_.action_id and fixed.content_digest == content_digest(fixed)
+    assert fixed.action_id == str(
+        uuid.uuid5(ns, f"{task_.action_id}/content/{fixed.content_digest}/{fixed.source_event_id}")
+    )
+    assert completed["action_id"] == task_.action_id and completed["content_digest"] == content_digest(task_)
