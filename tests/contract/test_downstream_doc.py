@@ -191,3 +191,20 @@ def test_every_json_example_in_the_docs_validates_against_the_schema_it_illustra
         uuid.uuid5(ns, f"{task_.action_id}/content/{fixed.content_digest}/{fixed.source_event_id}")
     )
     assert completed["action_id"] == task_.action_id and completed["content_digest"] == content_digest(task_)
+
+
+def test_the_field_table_names_every_common_field_and_says_null_where_records_write_null() -> None:
+    """The table said `destination` is 'a destination name ..., or absent'; records always carry it, as
+    null (walked: every task and team_alert record had "destination": null), so `"destination" in action`
+    is true of every record."""
+    text = DOC.read_text()
+    start = text.index("Every action payload has these fields")
+    table = text[start:].split("\n\n")[1]  # the paragraph after the sentence
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    fields = set(TaskRequested.model_json_schema()["properties"]) - {"title", "description", "priority", "assignee"}
+    assert named == fields
+    written = orjson.loads(task("Call back").model_dump_json())
+    assert {k for k in fields if written[k] is None} == {"destination", "content_digest", "supersedes"}
+    assert not [row for row in rows if "absent" in row]
+    assert "always present (`null` when not set)" in text
