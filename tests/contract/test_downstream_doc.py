@@ -208,3 +208,19 @@ def test_the_field_table_names_every_common_field_and_says_null_where_records_wr
     assert {k for k in fields if written[k] is None} == {"destination", "content_digest", "supersedes"}
     assert not [row for row in rows if "absent" in row]
     assert "always present (`null` when not set)" in text
+
+
+def test_every_header_the_dispatcher_adds_to_an_email_is_named_in_the_doc() -> None:
+    """X-Postcall-Conversation-Id was on every email (walked: aiosmtpd received it) and named nowhere, though
+    the doc tells webhook receivers that no header names the conversation."""
+    from schemas.events import EmailRequested
+    from services.dispatcher.executors.email import build_message
+
+    common = task("x").model_dump(exclude={"type", "title", "description", "priority", "assignee"})
+    email = EmailRequested(**common, to=["desk@example.com"], subject="Call", text="Hi")
+    with_content(email, redeliver=True)  # a correction: Supersedes too
+    standard = {"from", "to", "subject", "date", "content-type", "content-transfer-encoding", "mime-version"}
+    ours = [name for name in build_message(email, "postcall@example.com") if name.lower() not in standard]
+    assert set(ours) == {"Message-ID", "X-Postcall-Action-Id", "X-Postcall-Conversation-Id", "Supersedes"}
+    text = DOC.read_text()
+    assert [name for name in ours if f"`{name}" not in text] == []
