@@ -14,6 +14,7 @@ import orjson
 
 from schemas.content import content_digest
 from schemas.events import TaskRequested
+from services.common.errors import RetryableError
 from services.router.actions import with_content
 from tests.unit.router.support import NOW, agent, event
 
@@ -224,3 +225,29 @@ def test_every_header_the_dispatcher_adds_to_an_email_is_named_in_the_doc() -> N
     assert set(ours) == {"Message-ID", "X-Postcall-Action-Id", "X-Postcall-Conversation-Id", "Supersedes"}
     text = DOC.read_text()
     assert [name for name in ours if f"`{name}" not in text] == []
+
+
+def test_the_doc_says_an_attempt_an_open_circuit_holds_back_counts_and_a_deferral_does_not() -> None:
+    """Walked by downstream25 (14 actions to a receiver answering 500, tiers 3, 6, 9 s): after the first
+    request each, the circuit opened and every later attempt was 'circuit open', no request made, until
+    all 14 were dead-lettered: a receiver sees fewer requests than the schedule's attempts."""
+    from services.common.api import Deferred
+    from services.common.breaker import BreakerPolicy, CircuitBreaker
+    from services.dispatcher.limits import Gate
+
+    async def refused() -> BaseException:
+        breaker = CircuitBreaker(BreakerPolicy(consecutive_failures=1, open_seconds=30))
+        g = Gate("crm", max_concurrency=1, max_waiting=1, max_wait_seconds=0.2, breaker=breaker)
+        async with g.slot() as slot:
+            slot.record(False)
+        try:
+            async with g.slot():
+                raise AssertionError("sent through an open circuit")
+        except RetryableError as exc:
+            return exc
+
+    # the runtime counts every failed attempt but a Deferred one (services.common.process.Processor.fail)
+    assert not isinstance(asyncio.run(refused()), Deferred)
+    text = " ".join(DOC.read_text().split())
+    assert "So is an attempt the destination's open circuit breaker (below) holds back: nothing is sent" in text
+    assert "one a rate limit holds back (`Deferred:`) is not counted" in text
