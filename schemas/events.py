@@ -597,7 +597,7 @@ class DestinationState(Model):
     kind `disabled`: the destination answered 410 Gone (`disabled` true) or an operator enabled it again
     (`postcall destinations enable`, false). kind `circuit`: a replica's circuit breaker opened (`circuit`
     open, until `open_until`) or its probe closed it. kind `replica`: a replica's heartbeat; the rate
-    limits are shared out among the live ones."""
+    limits are shared out among the live ones that want to send to the destination (`wants`)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -625,6 +625,12 @@ class DestinationState(Model):
     reason: str | None = Field(None, max_length=1000, description="Why: the answer, or who enabled it.")
     replica: Id = Field(description="Who wrote it: a dispatcher replica's id, or `postcall destinations`.")
     at: Timestamp
+    wants: list[str] | None = Field(
+        None,
+        description="Kind replica: the rate-limited destinations this replica has had work for lately; a "
+        "destination's limit is shared among the live replicas that want it. None (a replica from before "
+        "this field): it wants every destination.",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> DestinationState:

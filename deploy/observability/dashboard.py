@@ -322,6 +322,13 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 ],
             ),
             Panel(
+                "Rate-limit share per replica",
+                "Requests per second each dispatcher pod may send to a rate-limited destination now: the "
+                "destination's limit split among the live replicas that have work for it.",
+                [(f"max by (pod, destination) (postcall_destination_rate_share{{{NS}}})", "{{pod}} {{destination}}")],
+                "reqps",
+            ),
+            Panel(
                 "Ledger entries",
                 "Completed action ids in the idempotency ledger's index, per results partition.",
                 [(f"sum by (partition) (postcall_ledger_entries{{{NS}}})", "partition {{partition}}")],

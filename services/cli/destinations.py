@@ -93,12 +93,20 @@ def report(facts: dict[str, DestinationState], now: float) -> list[Text]:
         why = f": {f.reason}" if f.reason else ""
         lines.append(plain(f"{f.destination}  {label}  since {_at(f.at)}  by {f.replica}{why}"))
     horizon = now - ALIVE_FOR * HEARTBEAT_SECONDS
-    alive = sorted(f.replica for f in facts.values() if f.kind == "replica" and f.at.timestamp() >= horizon)
-    lines.append(plain(f"{len(alive)} dispatcher replica(s) alive (rate limits shared among them): "
-                       f"{', '.join(alive) or '-'}"))  # fmt: skip
+    alive = sorted(
+        (f.replica, _wants(f)) for f in facts.values() if f.kind == "replica" and f.at.timestamp() >= horizon
+    )
+    lines.append(plain(f"{len(alive)} dispatcher replica(s) alive (a rate limit is shared among those that want "
+                       f"the destination): {', '.join(r + w for r, w in alive) or '-'}"))  # fmt: skip
     disabled = sorted(f.destination for f in facts.values() if f.kind == "disabled" and f.disabled and f.destination)
     lines.append(plain(f"{len(disabled)} destination(s) disabled: {', '.join(disabled) or '-'}"))
     return lines
+
+
+def _wants(heartbeat: DestinationState) -> str:
+    if heartbeat.wants is None:
+        return ""  # a replica from before `wants`: it counts as wanting every destination
+    return f" (wants {', '.join(sorted(heartbeat.wants))})" if heartbeat.wants else " (wants none)"
 
 
 Name = Annotated[str, typer.Argument(help="The destination's name in the dispatcher's destinations file.")]

@@ -34,28 +34,80 @@ from collections.abc import Callable
 from services.common.breaker import CircuitBreaker
 from services.common.errors import Deferred, RetryableError
 
+SLOWED_KEPT = 64  # a bucket's latest slowings kept for the tokens taken ahead (a share changes seconds apart)
+
 
 class TokenBucket:
-    """`rate` tokens per second, at most `burst` saved up. A taken token may be owed (waited for)."""
+    """`rate` tokens per second, at most `burst` saved up. A taken token may be owed (waited for).
 
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    Lowering the rate stretches the tokens already taken ahead too: a token reserved for `due` when the
+    rate fell from r1 to r2 at `at` is due at `at + (due - at) * r1 / r2` (`due()`; Gate waits for it so),
+    so a replica whose share shrinks does not go on sending its reserved backlog at the old pace.
+
+    It also says whether it is wanted: asked for a token within the last `idle_after` seconds, or owing
+    one. `on_wake` is called when it is asked again after such a pause (the dispatcher's replicas share a
+    destination's limit among those that want it: services/dispatcher/shared.py)."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        idle_after: float = 6.0,
+        on_wake: Callable[[], None] | None = None,
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.rate, self.burst = rate, burst
         self._clock = clock
         self._tokens = float(burst)
         self._stamp = clock()
+        self.idle_after = idle_after
+        self.on_wake = on_wake
+        self._asked = -float("inf")
+        self._slowed: deque[tuple[float, float]] = deque(maxlen=SLOWED_KEPT)  # (when, r1 / r2) per slowing
+        self._slowings = 0  # how many there were, kept or not
+
+    @property
+    def mark(self) -> int:
+        """Where a token taken now starts reading the slowings that come after it (`due`)."""
+        return self._slowings
+
+    def now(self) -> float:
+        return self._clock()
+
+    def due(self, due: float, mark: int) -> tuple[float, int]:
+        """When a token reserved for `due` (on this bucket's clock) when the bucket was at `mark` is due now,
+        after the slowings since; and the mark to ask with next time."""
+        kept = len(self._slowed)
+        for at, factor in list(self._slowed)[max(0, kept - (self._slowings - mark)) :]:
+            if due > at:
+                due = at + (due - at) * factor
+        return due, self._slowings
+
+    def wanted(self) -> bool:
+        """Asked for a token within `idle_after` seconds, or a token taken is still owed."""
+        now = self._clock()
+        return now - self._asked <= self.idle_after or self._tokens + (now - self._stamp) * self.rate < 0
 
     def resize(self, rate: float, burst: int) -> None:
         """A new rate and burst from now on (the dispatcher's share of a destination's limit)."""
         now = self._clock()
         self._tokens = min(float(burst), self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
+        if rate < self.rate:
+            self._slowed.append((now, self.rate / rate))
+            self._slowings += 1
         self.rate, self.burst = rate, burst
 
     def take(self, max_wait: float) -> tuple[bool, float]:
         """(True, wait) with a token reserved `wait` seconds ahead; (False, wait) when wait > max_wait."""
         now = self._clock()
+        woke = now - self._asked > self.idle_after and not self.wanted()
+        self._asked = now
+        if woke and self.on_wake is not None:
+            self.on_wake()
         self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         wait = max(0.0, (1.0 - self._tokens) / self.rate)
@@ -189,13 +241,18 @@ class Gate:
         slot.abandon()
 
     async def _take_token(self) -> None:
-        if self.bucket is None:
+        bucket = self.bucket
+        if bucket is None:
             return
-        granted, wait = self.bucket.take(self._max_wait)
+        granted, wait = bucket.take(self._max_wait)
         if not granted:
             raise Deferred(f"rate limit of destination {self.name} reached", retry_after=wait)
         if wait > 0:
-            await asyncio.sleep(wait)
+            due, mark = bucket.now() + wait, bucket.mark
+            while wait > 0:  # the rate may fall while we wait (this replica's share shrank): due later
+                await asyncio.sleep(wait)
+                due, mark = bucket.due(due, mark)
+                wait = due - bucket.now()
 
     async def _acquire(self) -> None:
         if not self._semaphore.locked():

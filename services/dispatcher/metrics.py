@@ -32,6 +32,12 @@ DESTINATION_DISABLED = Gauge(
 CIRCUIT_OPEN = Gauge(
     "postcall_destination_circuit_open", "1 while the destination's circuit breaker is open.", ["destination"]
 )
+RATE_SHARE = Gauge(
+    "postcall_destination_rate_share",
+    "Requests per second this replica may send to a rate-limited destination now: its share of the group's "
+    "limit, split among the live replicas that want the destination.",
+    ["destination"],
+)
 LEDGER_ENTRIES = Gauge(
     "postcall_ledger_entries", "Completed action ids in the ledger's index, per results partition.", ["partition"]
 )

@@ -4,7 +4,8 @@ by a 410 Gone (exported as postcall_destination_disabled).
 With a SharedState attached (services/dispatcher/shared.py, as the dispatcher runs) every replica shares
 a destination's disabled state, its circuit breaker's open state and its rate limit: what this replica
 decides is written to postcall.destination-state.v1, what another decided is applied here, and each
-token bucket fills at `limit / live replicas`."""
+token bucket fills at `limit / n`, n the live replicas that want the destination (this one always
+counts: its share is ready when its work comes)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from services.common.breaker import CircuitBreaker, State
 from services.common.errors import PermanentError
 from services.dispatcher.destinations import AnyDestination, DestinationBase, SmtpDestination
 from services.dispatcher.limits import Gate, Pressure, TokenBucket
-from services.dispatcher.metrics import CIRCUIT_OPEN, DESTINATION_DISABLED, known_destinations
+from services.dispatcher.metrics import CIRCUIT_OPEN, DESTINATION_DISABLED, RATE_SHARE, known_destinations
 
 D = TypeVar("D", bound=DestinationBase)
 log = logging.getLogger("postcall.dispatcher.registry")
@@ -35,6 +36,7 @@ class Publisher(Protocol):
 
     def disabled(self, destination: str, reason: str) -> None: ...
     def circuit(self, destination: str, open_until: float | None) -> None: ...
+    def wake(self) -> None: ...  # this replica wants a destination again: tell the others now
 
 
 class Registry:
@@ -56,9 +58,11 @@ class Registry:
         self.pressure = Pressure()  # on: a line is not empty or many records are on their way to a gate
         self._gates = {name: self._gate(d, max_wait_seconds) for name, d in self._destinations.items()}
         known_destinations(self._destinations)
-        for name in self._destinations:
+        for name, dest in self._destinations.items():
             DESTINATION_DISABLED.labels(name).set(0)
             CIRCUIT_OPEN.labels(name).set(0)
+            if dest.rate_limit_per_second is not None:
+                RATE_SHARE.labels(name).set(dest.rate_limit_per_second)
 
     def attach(self, shared: Publisher) -> None:
         """Share decisions with the other replicas from now on."""
@@ -67,8 +71,7 @@ class Registry:
     def _gate(self, dest: AnyDestination, max_wait_seconds: float) -> Gate:
         bucket = None
         if dest.rate_limit_per_second is not None:
-            burst = dest.rate_limit_burst or max(1, round(dest.rate_limit_per_second))
-            bucket = TokenBucket(dest.rate_limit_per_second, burst)
+            bucket = TokenBucket(dest.rate_limit_per_second, _burst(dest), on_wake=self._woke)
         return Gate(
             dest.name,
             max_concurrency=dest.max_concurrency,
@@ -145,13 +148,29 @@ class Registry:
             gate.breaker.open_until(open_until)
         CIRCUIT_OPEN.labels(destination).set(0 if gate.breaker.state is State.CLOSED else 1)
 
-    def apply_replicas(self, live: int) -> None:
-        """Each replica sends at `limit / live` (at least one token a burst)."""
+    def apply_peers(self, peers: list[frozenset[str] | None]) -> None:
+        """The other live replicas, each by what it wants (None: everything, a replica from before `wants`).
+        This one sends to a destination at `limit / n`, n = 1 + the peers that want it (at least one token
+        a burst)."""
         for name, gate in self._gates.items():
             dest = self._destinations[name]
             if gate.bucket is not None and dest.rate_limit_per_second is not None:
-                burst = dest.rate_limit_burst or max(1, round(dest.rate_limit_per_second))
-                gate.bucket.resize(dest.rate_limit_per_second / live, max(1, burst // live))
+                n = 1 + sum(1 for wants in peers if wants is None or name in wants)
+                gate.bucket.resize(dest.rate_limit_per_second / n, max(1, _burst(dest) // n))
+                RATE_SHARE.labels(name).set(gate.bucket.rate)
+
+    def wanted(self) -> list[str]:
+        """The rate-limited destinations this replica has work for lately (its heartbeat says so)."""
+        return [name for name, gate in self._gates.items() if gate.bucket is not None and gate.bucket.wanted()]
+
+    def _woke(self) -> None:
+        if self._shared is not None:
+            self._shared.wake()
 
     def smtp(self) -> list[SmtpDestination]:
         return self.only(SmtpDestination)
+
+
+def _burst(dest: DestinationBase) -> int:
+    assert dest.rate_limit_per_second is not None
+    return dest.rate_limit_burst or max(1, round(dest.rate_limit_per_second))

@@ -7,11 +7,16 @@
 
 Every replica reads the topic from the beginning before it consumes a single action, so a restarted
 replica stays stopped for a destination disabled before, then follows it. What one replica decides
-(410, a circuit opening or closing) it writes, and every replica applies it. Rate limits are shared out:
-each replica sends at `limit / live replicas` (heartbeats read within three intervals, on our own clock),
-so the group as a whole keeps about the limit however many replicas run; a replica that vanished without
-its tombstone counts for three intervals (the group sends a little under the limit meanwhile). Where the
-group can go over it is listed in docs/operations.md (a starting replica, failed heartbeat writes, bursts).
+(410, a circuit opening or closing) it writes, and every replica applies it. Rate limits are shared out
+among the replicas that want the destination: each heartbeat names the rate-limited destinations its
+replica has had work for lately (`wants`), and a replica sends to a destination at `limit / n`, n = itself
++ the live replicas that want it (heartbeats read within three intervals, on our own clock). So the group
+as a whole keeps about the limit however many replicas run, and one replica with all of a destination's
+work sends at the whole limit. A replica that wants a destination again after a pause writes its heartbeat
+at once (the others shrink their share within about a read), and a replica that vanished without its
+tombstone counts for three intervals (the group sends a little under the limit meanwhile). Where the group
+can go over it is listed in docs/operations.md (a starting or waking replica, failed heartbeat writes,
+bursts).
 
 Decisions are written in the background (the delivery that saw the 410 does not wait for the broker); a
 write that fails is logged and kept: the latest undelivered decision per destination is written again with
@@ -60,7 +65,8 @@ class Listener(Protocol):
         self, destination: str, reason: str | None, enabled_at: float | None = None
     ) -> None: ...
     def apply_circuit(self, destination: str, open_until: float | None) -> None: ...  # None: closed
-    def apply_replicas(self, live: int) -> None: ...
+    def apply_peers(self, peers: list[frozenset[str] | None]) -> None: ...  # the others' wants (None: all)
+    def wanted(self) -> list[str]: ...  # the rate-limited destinations this replica has had work for lately
 
 
 def replica_id() -> str:
@@ -96,7 +102,9 @@ class SharedState:
         self._seen: dict[str, float] = {}
         self._stamped: dict[str, float] = {}  # while catching up: replica -> its last heartbeat's own time
         self._catching_up = False
-        self._live = 1
+        self._wants: dict[str, frozenset[str] | None] = {}  # replica -> what its latest heartbeat wants
+        self._peers: dict[str, frozenset[str] | None] = {}  # the live others as applied (apply_peers)
+        self._waking: asyncio.Task[None] | None = None
         self._unsent: dict[str, DestinationState] = {}  # key -> the latest decision not yet acknowledged
         self._writes: set[asyncio.Task[None]] = set()
 
@@ -112,8 +120,8 @@ class SharedState:
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         read = await self._catch_up(tps)
-        await self.publish_now(fact("replica", self.replica))
-        log.info("destination state read: %d records, %d replicas alive", read, self._live)
+        await self.publish_now(self._heartbeat_fact())
+        log.info("destination state read: %d records, %d replicas alive", read, self.live_replicas)
         self._spawn(self._follow())
         self._spawn(self._beat())
         return self
@@ -179,9 +187,20 @@ class SharedState:
             until = datetime.fromtimestamp(open_until, UTC)
             self.publish(fact("circuit", self.replica, destination=destination, circuit="open", open_until=until))
 
+    def wake(self) -> None:
+        """This replica wants a destination again: its heartbeat now rather than at the next beat, so the
+        others take their share down within about a read (until then the group may send over the limit)."""
+        if self._waking is None or self._waking.done():
+            self._waking = asyncio.create_task(self._safely(self._heartbeat_fact()))
+            self._tasks.add(self._waking)
+            self._waking.add_done_callback(self._tasks.discard)
+
+    def _heartbeat_fact(self) -> DestinationState:
+        return fact("replica", self.replica, wants=self._listener.wanted())
+
     @property
     def live_replicas(self) -> int:
-        return self._live
+        return 1 + len(self._peers)
 
     # ── reads ───────────────────────────────────────────────────────────────────────────────────────
 
@@ -228,6 +247,7 @@ class SharedState:
             if name.startswith("replica/"):
                 self._seen.pop(name.removeprefix("replica/"), None)
                 self._stamped.pop(name.removeprefix("replica/"), None)
+                self._wants.pop(name.removeprefix("replica/"), None)
             return
         try:
             state = DestinationState.model_validate_json(value)
@@ -238,6 +258,7 @@ class SharedState:
             log.warning("destination state: a record under key %r says it is %r; skipped", name, state.key)
             return
         if state.kind == "replica":
+            self._wants[state.replica] = None if state.wants is None else frozenset(state.wants)
             if self._catching_up:
                 self._stamped[state.replica] = state.at.timestamp()
             else:
@@ -262,23 +283,25 @@ class SharedState:
         self._stamped.clear()
 
     def _count_live(self) -> None:
-        """Replicas whose heartbeat we read within three intervals. The count only shrinks while our own
-        heartbeats come back to us in time: when they do not (the broker stalls, this loop was blocked,
-        our reads fail) the others' silence says nothing about them, and taking their share would send
-        the group over the limit."""
+        """The other replicas whose heartbeat we read within three intervals, with what each wants. A
+        share only grows (a replica gone, or wanting less) while our own heartbeats come back to us in
+        time: when they do not (the broker stalls, this loop was blocked, our reads fail) the others'
+        silence says nothing about them, and taking their share would send the group over the limit."""
         horizon = self._clock() - ALIVE_FOR * self._heartbeat
-        live = 1 + sum(1 for replica, at in self._seen.items() if replica != self.replica and at >= horizon)
-        if live < self._live and self._seen.get(self.replica, horizon - 1) < horizon:
+        peers = {r: self._wants.get(r) for r, at in self._seen.items() if r != self.replica and at >= horizon}
+        if peers == self._peers:
             return
-        if live != self._live:
-            log.info("dispatcher replicas alive: %d (rate limits shared out among them)", live)
-            self._live = live
-            self._listener.apply_replicas(live)
+        if not _covers(peers, self._peers) and self._seen.get(self.replica, horizon - 1) < horizon:
+            return
+        if len(peers) != len(self._peers):
+            log.info("dispatcher replicas alive: %d (rate limits shared out among them)", 1 + len(peers))
+        self._peers = peers
+        self._listener.apply_peers(list(peers.values()))
 
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat)
-            await self._safely(fact("replica", self.replica))
+            await self._safely(self._heartbeat_fact())
             await self._resend()
             self._count_live()
 
@@ -292,3 +315,15 @@ class SharedState:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _covers(new: dict[str, frozenset[str] | None], old: dict[str, frozenset[str] | None]) -> bool:
+    """Every replica in `old` is in `new` and wants there at least what it wanted (None: everything): no
+    share of ours grows from old to new."""
+    for replica, wanted in old.items():
+        if replica not in new:
+            return False
+        wants = new[replica]
+        if wants is not None and (wanted is None or not wanted <= wants):
+            return False
+    return True

@@ -1,11 +1,13 @@
 """Two dispatcher processes on the real broker share each destination's state through Kafka
 (postcall.destination-state.v1):
 
-- a destination's rate limit holds for the group: two replicas together send within 10 % of it;
+- a destination's rate limit holds for the group: two replicas together send within 10 % of it, and
+  one replica with all of the destination's work sends at the whole limit (the other wants none of it);
 - a 410 Gone met by one replica stops both, a restarted replica stays stopped, and
   `postcall destinations enable` lets both send again;
 - (in process) a circuit one replica opens is open on the other, a replica started later reads every
-  disabled destination before its first action, and the live replicas are counted.
+  disabled destination before its first action, the live replicas are counted, and a destination's limit
+  is split once a second replica has work for it (test_shared.py proves the heartbeat goes at once).
 """
 
 from __future__ import annotations
@@ -166,6 +168,23 @@ async def test_two_replicas_keep_a_destinations_rate_limit_within_ten_percent(
     assert RATE * 0.9 <= rate <= RATE * 1.1, f"{rate:.2f}/s for a limit of {RATE}/s"
 
 
+async def test_one_replica_with_all_of_a_destinations_work_sends_at_the_whole_limit(
+    group: Group, capsys: pytest.CaptureFixture[str]
+) -> None:
+    owned = await group.balanced()
+    n = 20
+    busy = sorted(owned[0])
+    per_partition = {p: n // len(busy) + (1 if i < n % len(busy) else 0) for i, p in enumerate(busy)}
+    await group.send(group.limited, per_partition)
+    await until("every delivery", lambda: len(group.sink.ids("/limited")) >= n, timeout=120)
+    arrivals = sorted(r["received_at"] for r in group.sink.received if r["path"] == "/limited")
+    steady = arrivals[1:]  # after the first token
+    rate = (len(steady) - 1) / (steady[-1] - steady[0])
+    with capsys.disabled():
+        print(f"\n[shared rate limit] 1 of 2 replicas with work, limit {RATE}/s: {rate:.2f}/s over {len(steady)}")
+    assert RATE * 0.9 <= rate <= RATE * 1.1, f"{rate:.2f}/s for a limit of {RATE}/s (half of it: not shared out)"
+
+
 async def test_a_410_stops_both_replicas_a_restarted_one_stays_stopped_and_enable_restores_them(
     group: Group,
 ) -> None:
@@ -244,7 +263,9 @@ async def test_an_open_circuit_a_410_and_the_replica_count_reach_every_replica(k
     a, b = registry_for("http://127.0.0.1:9/a"), registry_for("http://127.0.0.1:9/a")
     async with replica(kafka, topic, a, "replica-a") as shared_a, replica(kafka, topic, b, "replica-b"):
         await until("two live replicas", lambda: shared_a.live_replicas == 2, timeout=10)
-        assert a.gate("crm").bucket.rate == 5.0  # each sends half of the destination's 10/s
+        assert a.gate("crm").bucket.rate == 10.0  # the other has no work for crm: the whole limit here
+        assert b.gate("crm").bucket.take(max_wait=1)[0]  # now it has: its heartbeat says so
+        await until("crm shared out", lambda: a.gate("crm").bucket.rate == 5.0, timeout=1.5)
 
         breaker = a.gate("crm").breaker
         for _ in range(2):

@@ -30,13 +30,18 @@ def test_status_lists_disabled_destinations_open_circuits_and_live_replicas() ->
         "circuit/teams": fact(kind="circuit", destination="teams", circuit="open", open_until=at(990)),
         "replica/dispatcher-0": fact(kind="replica"),
         "replica/dispatcher-1": fact(kind="replica", replica="dispatcher-1", at=at(900)),  # silent: gone
+        "replica/dispatcher-2": fact(kind="replica", replica="dispatcher-2", wants=["sheets", "crm"]),
+        "replica/dispatcher-3": fact(kind="replica", replica="dispatcher-3", wants=[]),
     }
     lines = [str(line) for line in report(facts, now=1001)]
     assert lines[0].startswith("crm  disabled  since 1970-01-01T00:16:40+00:00  by dispatcher-0: destination")
     assert lines[1].startswith("sheets  circuit open until 1970-01-01T00:17:10+00:00")
     assert lines[2].startswith("slack  enabled")
     assert lines[3].startswith("teams  circuit closed")  # its open time is over
-    assert lines[4] == "1 dispatcher replica(s) alive (rate limits shared among them): dispatcher-0"
+    assert lines[4] == (
+        "3 dispatcher replica(s) alive (a rate limit is shared among those that want the destination): "
+        "dispatcher-0, dispatcher-2 (wants crm, sheets), dispatcher-3 (wants none)"
+    )
     assert lines[5] == "1 destination(s) disabled: crm"
 
 

@@ -40,6 +40,63 @@ def test_bucket_reserves_a_token_ahead_when_the_wait_is_short_enough() -> None:
     assert not granted and wait == pytest.approx(1.5)
 
 
+def test_a_bucket_is_wanted_while_asked_lately_or_owing_and_says_when_it_is_asked_again() -> None:
+    clock = Clock()
+    woke: list[float] = []
+    bucket = TokenBucket(rate=1, burst=1, clock=clock, idle_after=6, on_wake=lambda: woke.append(clock.now))
+    assert not bucket.wanted()
+    bucket.take(max_wait=0)  # the first ask after a pause (here: ever)
+    assert woke == [0.0] and bucket.wanted()
+    assert bucket.take(max_wait=10)[1] == pytest.approx(1.0)  # asked again at once: no wake
+    clock.now = 5.9
+    assert bucket.wanted()  # asked within idle_after
+    clock.now = 6.5
+    assert not bucket.wanted()  # not asked for 6.5 s, and the token owed for t=1 is repaid
+    bucket.take(max_wait=10)
+    assert woke == [0.0, 6.5]
+
+    slow = TokenBucket(rate=0.1, burst=1, clock=clock, idle_after=6, on_wake=lambda: woke.append(-1))
+    slow.take(max_wait=0)
+    slow.take(max_wait=100)  # a token owed for 10 s
+    clock.now += 9
+    assert slow.wanted()  # not asked for 9 s, but still owing
+    slow.take(max_wait=100)
+    assert woke == [0.0, 6.5, -1]  # owing: not a wake
+    clock.now += 30
+    assert not slow.wanted()
+
+
+def test_tokens_taken_ahead_are_due_later_when_the_rate_falls_and_not_earlier_when_it_rises() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=4, burst=1, clock=clock)
+    taken = [(bucket.take(max_wait=5)[1], bucket.mark) for _ in range(4)]
+    assert [wait for wait, _ in taken] == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    clock.now = 0.1
+    bucket.resize(2, 1)  # this replica's share halves: what is still ahead takes twice as long from now
+    assert bucket.due(0.75, taken[3][1]) == pytest.approx((0.1 + 0.65 * 2, 1))
+    assert bucket.due(0.05, taken[0][1])[0] == pytest.approx(0.05)  # due before the change: unchanged
+    assert bucket.take(max_wait=5)[1] == pytest.approx(1.8)  # due at 1.9: 0.5 s after the last stretched one
+    clock.now = 0.2
+    bucket.resize(8, 1)  # faster: a token already taken is not due earlier
+    assert bucket.due(1.4, 1) == (1.4, 1)
+
+
+async def test_a_gate_waiting_for_a_token_waits_longer_when_the_rate_falls_meanwhile() -> None:
+    g = gate(max_concurrency=10, max_waiting=10, max_wait=5)
+    g.bucket = bucket = TokenBucket(rate=20, burst=1)
+    start = time.monotonic()
+
+    async def send() -> float:
+        async with g.slot():
+            return time.monotonic() - start
+
+    sends = [asyncio.create_task(send()) for _ in range(5)]  # tokens at 0, 0.05 ... 0.2 s
+    await asyncio.sleep(0)
+    bucket.resize(5, 1)  # a quarter of the rate: the last one is due at ~0.8 s, not 0.2
+    done = await asyncio.gather(*sends)
+    assert max(done) >= 0.75, done
+
+
 def test_bucket_never_saves_more_than_the_burst() -> None:
     clock = Clock()
     bucket = TokenBucket(rate=100, burst=2, clock=clock)

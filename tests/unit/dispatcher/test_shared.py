@@ -31,8 +31,14 @@ class Listener:
     def apply_circuit(self, destination: str, open_until: float | None) -> None:
         pass
 
-    def apply_replicas(self, live: int) -> None:
-        pass
+    def apply_peers(self, peers: list[frozenset[str] | None]) -> None:
+        self.peers = peers
+
+    def wanted(self) -> list[str]:
+        return self.wants
+
+    peers: list[frozenset[str] | None] = []
+    wants: list[str] = []
 
 
 class Producer:
@@ -219,8 +225,8 @@ class Clock:
         return self.now
 
 
-def heartbeat(replica: str, at: datetime) -> tuple[bytes, bytes]:
-    beat = DestinationState(kind="replica", replica=replica, at=at)
+def heartbeat(replica: str, at: datetime, wants: list[str] | None = None) -> tuple[bytes, bytes]:
+    beat = DestinationState(kind="replica", replica=replica, at=at, wants=wants)
     return beat.key.encode(), codec.encode(beat)
 
 
@@ -267,3 +273,86 @@ async def test_heartbeats_read_at_start_are_aged_against_the_newest_one_on_the_t
     s._aged()
     s._count_live()
     assert s.live_replicas == 3
+
+
+LIMITED = """
+destinations:
+  - name: crm
+    kind: http
+    url: https://crm.example.com/hook
+    signing_secrets: [{secret_env: CRM}]
+    rate_limit_per_second: 12
+    rate_limit_burst: 6
+  - name: sheets
+    kind: http
+    url: https://sheets.example.com/hook
+    signing_secrets: [{secret_env: CRM}]
+    rate_limit_per_second: 4
+  - name: ops-slack
+    kind: slack
+    url_secret: {secret_env: SLACK_URL}
+"""
+
+
+def test_a_destinations_limit_is_shared_among_the_replicas_that_want_it() -> None:
+    reg = registry(LIMITED, CRM_ENV)
+    crm, sheets = reg.gate("crm").bucket, reg.gate("sheets").bucket
+    assert crm is not None and sheets is not None
+    reg.apply_peers([frozenset({"crm"}), frozenset()])  # one other wants crm, one wants nothing
+    assert (crm.rate, crm.burst, sheets.rate, sheets.burst) == (6.0, 3, 4.0, 4)
+    reg.apply_peers([frozenset(), frozenset()])  # nobody else wants anything: the whole limit here
+    assert (crm.rate, sheets.rate) == (12.0, 4.0)
+    reg.apply_peers([None, frozenset({"sheets"})])  # a replica from before `wants` counts for every one
+    assert (crm.rate, sheets.rate) == (6.0, 4.0 / 3)
+    assert reg.wanted() == []
+    assert reg.gate("crm").bucket is crm and crm.take(max_wait=1)[0]
+    assert reg.wanted() == ["crm"]
+
+
+async def test_the_heartbeat_says_what_this_replica_wants_and_a_wake_writes_it_at_once() -> None:
+    fake, listener = Producer(), Listener()
+    listener.wants = ["crm"]
+    s = state(fake, listener, heartbeat_seconds=60.0)
+    s.wake()
+    s.wake()  # one write under way: not a second
+    await asyncio.gather(*s._tasks)
+    beats = [DestinationState.model_validate_json(v) for k, v in fake.sent if k == b"replica/replica-a" and v]
+    assert [b.wants for b in beats] == [["crm"]]
+
+
+async def test_a_wake_from_a_rate_limited_send_reaches_the_shared_state() -> None:
+    reg = registry(LIMITED, CRM_ENV)
+    fake = Producer()
+    s = state(fake, reg, heartbeat_seconds=60.0)  # type: ignore[arg-type]
+    reg.attach(s)
+    gate = reg.gate("crm")
+    async with gate.slot():
+        pass
+    await asyncio.gather(*s._tasks)
+    beats = [DestinationState.model_validate_json(v) for k, v in fake.sent if k == b"replica/replica-a" and v]
+    assert [b.wants for b in beats] == [["crm"]]
+
+
+async def test_the_others_wants_are_applied_and_a_share_grows_only_while_our_own_heartbeat_comes_back() -> None:
+    clock, listener = Clock(), Listener()
+    s = state(Producer(), listener, heartbeat_seconds=2.0, clock=clock)
+    now = datetime.now(UTC)
+    s._apply(*heartbeat("replica-a", now, []))
+    s._apply(*heartbeat("replica-b", now, ["crm"]))
+    s._apply(*heartbeat("replica-c", now))  # from before `wants`
+    s._count_live()
+    assert listener.peers == [frozenset({"crm"}), None] and s.live_replicas == 3
+    clock.now = 10.0  # nothing read for 10 s; then replica-b says it wants nothing more
+    s._apply(*heartbeat("replica-b", now, []))
+    s._apply(*heartbeat("replica-c", now, ["crm", "sheets"]))
+    s._count_live()
+    assert listener.peers == [frozenset({"crm"}), None]  # our own heartbeat is late: no share grows
+    s._apply(*heartbeat("replica-a", now, []))
+    s._count_live()
+    assert listener.peers == [frozenset(), frozenset({"crm", "sheets"})]
+    s._apply(*heartbeat("replica-b", now, ["sheets"]))  # wanting more shrinks our share: applied at once
+    clock.now = 20.0
+    s._apply(*heartbeat("replica-b", now, ["sheets", "crm"]))
+    s._apply(*heartbeat("replica-c", now, ["crm", "sheets"]))
+    s._count_live()
+    assert listener.peers == [frozenset({"crm", "sheets"}), frozenset({"crm", "sheets"})]
