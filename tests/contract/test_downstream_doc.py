@@ -251,3 +251,15 @@ def test_the_doc_says_an_attempt_an_open_circuit_holds_back_counts_and_a_deferra
     text = " ".join(DOC.read_text().split())
     assert "So is an attempt the destination's open circuit breaker (below) holds back: nothing is sent" in text
     assert "one a rate limit holds back (`Deferred:`) is not counted" in text
+
+
+def test_the_doc_does_not_let_a_receiver_expect_the_routers_order() -> None:
+    """The Ordering section promised 'flow order then action order' and said nothing of the requests the
+    dispatcher sends, which run concurrently (walked by downstream25: a conversation's webhook, action 0,
+    reached its receiver after the Slack message and the posted task of actions 2 and 6)."""
+    from schemas.routes import DISPATCHER
+
+    assert DISPATCHER.ordering == "unordered"
+    text = " ".join(DOC.read_text().split())
+    assert "on each action topic one conversation's records are on one partition" in text
+    assert "**What the dispatcher sends has no order**, not even within a conversation" in text
