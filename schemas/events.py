@@ -336,7 +336,8 @@ class FlowDecision(Model):
 
 
 class DecisionTrace(Model):
-    """One per conversation on postcall.decisions.v1: every flow, every condition, and why."""
+    """One on postcall.decisions.v1 each time a conversation is routed (a re-extraction, a republish or a
+    held release adds one): every flow, every condition, and why."""
 
     event_id: Id = Field(
         description="The event_id of the ConversationExtracted decided on: the source_event_id of its actions."

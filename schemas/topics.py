@@ -172,7 +172,8 @@ DECISION_TRACES: Stream[DecisionTrace] = Stream(
     f"{CE_TYPE_PREFIX}.conversation.routed.v1",
     _by_conversation,
     "conversation_id",
-    "One decision trace per conversation: every flow and condition, and why.",
+    "One decision trace each time a conversation is routed (a re-extraction adds one; the latest decided_at "
+    "is the current): every flow and condition, and why.",
     retention_ms=14 * DAY_MS,
     external_consumers=("postcall explain",),
 )

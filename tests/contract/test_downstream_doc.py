@@ -263,3 +263,17 @@ def test_the_doc_does_not_let_a_receiver_expect_the_routers_order() -> None:
     text = " ".join(DOC.read_text().split())
     assert "on each action topic one conversation's records are on one partition" in text
     assert "**What the dispatcher sends has no order**, not even within a conversation" in text
+
+
+def test_the_decisions_topic_is_described_as_one_trace_per_routing_as_a_reextraction_adds_one(tmp_path: Path) -> None:
+    """Doc, AsyncAPI and model said 'one DecisionTrace per conversation'; the topic is not compacted and a
+    re-extraction adds a trace (walked by downstream25: walk-normal-1 had a trace per reextract run), so
+    support tooling taking 'the' trace of a conversation could show a stale one."""
+    from schemas.topics import DECISION_TRACES
+
+    compiled = agent(tmp_path, TWO_TASKS)
+    traces = [compiled.route(event().model_copy(update={"event_id": e}), NOW)[0] for e in ("evt-1", "evt-2")]
+    assert [t.conversation_id for t in traces] == ["conv-1", "conv-1"] and traces[0].event_id != traces[1].event_id
+    text = " ".join(DOC.read_text().split())
+    assert "has one `DecisionTrace` each time a conversation is routed" in text
+    assert "per conversation" not in DECISION_TRACES.description
