@@ -459,6 +459,8 @@ class PartitionState:
     pending: OrderedDict[int, None] = field(default_factory=OrderedDict)
     next_offset: int | None = None  # one past the last accepted offset
     committed: int | None = None  # last offset committed by this owner
+    start: int | None = None  # the consumer's position when assigned (the lag's until a record is read)
+    log_end: int | None = None  # its end offset as a broker last told it (ListOffsets), for the lag
     due_at: float = 0.0  # wall-clock time before which a retry-tier partition stays paused
     held: tuple[int, float] | None = None  # (offset, until): a copy due later than its tier allows waits until then
     revoked: bool = False

@@ -349,7 +349,8 @@ HANDLER_DURATION = Histogram(
 IN_FLIGHT = Gauge("postcall_in_flight_records", "Records taken from Kafka and not finished.", ["service"])
 CONSUMER_LAG = Gauge(
     "postcall_consumer_lag_records",
-    "Per partition: log end offset minus the next offset this consumer will commit; no series while no "
+    "Per partition held, from its assignment on: log end offset minus the next offset this consumer will commit "
+    "(before its first record, the offset it was assigned at); no series while no "
     "broker answers (the lag is unknown then).",
     ["service", "topic", "partition"],
 )

@@ -61,6 +61,10 @@ _FAILED: Acks = []  # a fast-path record whose failure was carried out: nothing 
 Queued = tuple[Any, Acks | None, tuple[str, ...]]  # a fast-path record, its outputs' acks, their topics
 # shared tuples of output topics, one per combination (Runtime._topics_of); more combinations go uncached
 TOPIC_COMBINATIONS = 256
+LAG_REPORT_SECONDS = 5.0  # how often postcall_consumer_lag_records is set
+# a partition no fetch has answered for this long (paused: held for a due time, an outage, backpressure; not
+# read yet) has its end offset asked of a broker at the next report: its high watermark is that old
+FETCHED_LATELY_MS = 2 * LAG_REPORT_SECONDS * 1000
 
 
 class Runtime:
@@ -102,6 +106,7 @@ class Runtime:
         self._topic_tuples: dict[str | tuple[str, ...], tuple[str, ...]] = {}
         self._last_activity = time.monotonic()
         self._kafka_answered = 0.0  # monotonic time a broker last answered (readiness)
+        self._lag_tasks: set[asyncio.Task[None]] = set()  # asking brokers for offsets the lag needs
         self._in_group = False  # between a rebalance's assignment (its hook done) and the next revoke
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: Any = None
@@ -215,6 +220,8 @@ class Runtime:
 
     async def _shutdown(self) -> None:
         consumer = self._consumer
+        for task in self._lag_tasks:
+            task.cancel()
         try:
             if consumer is not None:
                 await self._drain(list(self.partitions))
@@ -272,8 +279,8 @@ class Runtime:
                 await self._commit(list(self.partitions))
                 next_commit = now + self.settings.commit_interval_seconds
             if now >= next_lag:
-                self._report_lag()
-                next_lag = now + 5
+                self._learn_offsets(self._report_lag())
+                next_lag = now + LAG_REPORT_SECONDS
             if self._idle_for_too_long(bool(batch)):
                 log.info("idle, exiting")
                 break
@@ -853,25 +860,79 @@ class Runtime:
             self.partitions[tp].ready = True
         self.paused &= set(assigned)
         self._in_group = True
+        self._learn_offsets(fresh, assigned=True)
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in fresh)})
 
-    def _report_lag(self) -> None:
-        """Each partition's lag from the high watermark of its last fetch. While no broker answers (what
-        /readyz says) that watermark is old and the lag unknown: its series are removed, not left at
-        their last value, and come back at the first report after a broker answers."""
-        assert self._consumer is not None
+    def _report_lag(self) -> list[TopicPartition]:
+        """Each partition's lag: its end offset (the high watermark of its last fetch, or what a broker said
+        since, the larger) minus the next offset to commit, or the position it was assigned at while no
+        record was read. While no broker answers (what /readyz says) the end is old and the lag unknown: its
+        series are removed, not left at their last value, and come back at the first report after a broker
+        answers. Returns the partitions no fetch has answered for lately (their end offsets to ask for)."""
+        consumer = self._consumer
+        assert consumer is not None
         if time.monotonic() - self._kafka_answered >= self.settings.kafka_ready_seconds:
             for tp in self.partitions:
                 with contextlib.suppress(KeyError):  # not reported yet, or removed at an earlier report
                     observability.CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
-            return
+            return []
+        stale, now_ms, assignment = [], time.time() * 1000, consumer.assignment()
         for tp, state in self.partitions.items():
-            high = self._consumer.highwater(tp)
-            position = state.committable() or state.committed or state.next_offset
+            if tp not in assignment:  # a rebalance under way (the consumer's accessors assert it)
+                continue
+            high, fetched = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+            position = _position(state)
+            if high is None or fetched is None or now_ms - fetched > FETCHED_LATELY_MS or position is None:
+                stale.append(tp)
+            if state.log_end is not None and (high is None or state.log_end > high):
+                high = state.log_end
             if high is not None and position is not None:
                 observability.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(
                     max(0, high - position)
                 )
+        return stale
+
+    def _learn_offsets(self, tps: list[TopicPartition], *, assigned: bool = False) -> None:
+        """Ask a broker, in the background, for these partitions' end offsets (and the positions of those
+        with none known yet: the committed offset, or where the reset policy put it), then report the lag.
+        A partition no fetch answered for yet (just assigned, held by the service, stuck) had no lag series,
+        and one paused since (a due time, an outage) a lag frozen at its last fetch while its backlog grew.
+        The reports' requests one at a time; an assignment's (`assigned`) at once."""
+        if not tps or (not assigned and any(not t.done() for t in self._lag_tasks)):
+            return
+        task = asyncio.create_task(self._ask_offsets(tps), name="lag-offsets")
+        self._lag_tasks.add(task)
+        task.add_done_callback(self._lag_tasks.discard)
+
+    async def _ask_offsets(self, tps: list[TopicPartition]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        unplaced = [tp for tp in tps if (state := self.partitions.get(tp)) is not None and _position(state) is None]
+        try:
+            async with asyncio.timeout(LAG_REPORT_SECONDS * 2):
+                starts = {tp: await consumer.position(tp) for tp in unplaced}
+                ends = await consumer.end_offsets(tps)
+        except (KafkaError, OSError, TimeoutError):  # revoked meanwhile, no broker answered: the next report asks
+            return
+        except Exception:  # a metric's: never the service's problem, nor a traceback at exit
+            log.exception("asking a broker for the offsets the lag needs failed")
+            return
+        for tp, end in ends.items():
+            state = self.partitions.get(tp)
+            if state is None or state.revoked:
+                continue
+            state.log_end = end
+            if tp in starts:
+                state.start = starts[tp]
+        self._report_lag()
+
+
+def _position(state: PartitionState) -> int | None:
+    """The next offset to commit, or the one it would restart from: what the lag counts from."""
+    for offset in (state.committable(), state.committed, state.next_offset, state.start):
+        if offset is not None:
+            return offset
+    return None
 
 
 async def _stopped(consumer: AIOKafkaConsumer) -> None:

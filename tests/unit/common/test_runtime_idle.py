@@ -44,6 +44,15 @@ class ScriptedConsumer:
     def highwater(self, tp: TopicPartition) -> int | None:
         return self.highwaters.get(tp)
 
+    def last_poll_timestamp(self, tp: TopicPartition) -> int | None:
+        return int(time.time() * 1000) if tp in self.highwaters else None
+
+    async def position(self, tp: TopicPartition) -> int:  # the lag's, from the assignment on
+        return 0
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 1)
+
     def pause(self, *tps: TopicPartition) -> None:
         pass
 
