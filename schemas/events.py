@@ -359,14 +359,17 @@ class ActionBase(Model):
 
     action_id: str = Field(
         description="Deterministic: conversation + agent + flow + the flow's own revision + action index "
-        "(docs/downstream.md); the webhook-id receivers see."
+        "(docs/downstream.md); the webhook-id receivers see. A correction's (supersedes set) derives from the "
+        "id it replaces, its content digest and its source event. The key to drop a repeat by."
     )
-    conversation_id: Id
-    agent_id: str
-    flow_id: str
-    action_index: Count
-    config_revision: str
-    requested_at: Timestamp
+    conversation_id: Id = Field(description="The conversation the action is about; also the record's key.")
+    agent_id: str = Field(description="The agent whose configuration file holds the flow.")
+    flow_id: str = Field(description="The flow that asked for the action.")
+    action_index: Count = Field(description="The action's position in its flow, from 0.")
+    config_revision: str = Field(description="The revision of the whole agent configuration file (audit only).")
+    requested_at: Timestamp = Field(
+        description="When the router wrote the action (a re-extraction writes the same action_id again later)."
+    )
     source_event_id: str = Field(
         description="The event_id of the ConversationExtracted the router decided on (also its DecisionTrace's "
         "event_id), not the ConversationEnded's; new for each re-extraction."
@@ -394,7 +397,7 @@ class ActionBase(Model):
 
 class WebhookRequested(ActionBase):
     type: Literal["webhook"] = "webhook"
-    destination: str
+    destination: str = Field(description="The http destination it is sent to (a name, never a URL).")
     method: Literal["POST", "PUT", "PATCH"] | None = Field(
         None, description="Set only when the flow chose one; None: the destination's configured method."
     )
@@ -495,18 +498,29 @@ class RowAppendRequested(ActionBase):
 
 class ScheduleCallRequested(ActionBase):
     type: Literal["schedule_call"] = "schedule_call"
-    to_number: str
-    from_number: str | None = None
-    scheduled_at: Timestamp
-    schedule_source: Literal["field", "fallback"]
-    business_hours_applied: Flag = False
+    to_number: str = Field(
+        description="The number to call: the flow's to_field when it holds an E.164 number, else the customer's "
+        "phone number as the platform sent it."
+    )
+    from_number: str | None = Field(None, description="The number to call from, as the flow names it; None: yours.")
+    scheduled_at: Timestamp = Field(
+        description="When to call, computed from the conversation's ended_at (never the clock: a replay gives the "
+        "same time) and moved into the flow's business hours when it has them."
+    )
+    schedule_source: Literal["field", "fallback"] = Field(
+        description="field: the date or time the flow's use_field holds; fallback: fallback_delay_minutes after the "
+        "conversation ended (no use_field, or its value missing, unreadable or not after the end)."
+    )
+    business_hours_applied: Flag = Field(False, description="Whether business hours moved the time.")
 
 
 class TaskRequested(ActionBase):
     type: Literal["task"] = "task"
-    title: str
-    description: str = ""
-    priority: Literal["Low", "Medium", "High", "Urgent"] = "Medium"
+    title: str = Field(description="The rendered title.")
+    description: str = Field("", description="The rendered description; empty when the flow has none.")
+    priority: Literal["Low", "Medium", "High", "Urgent"] = Field(
+        "Medium", description="As the flow names it (in any case), written in this case."
+    )
     assignee: str | None = Field(
         None,
         description="Who the task is for (a console user's name), as the flow's task action names it; None: "
@@ -516,9 +530,11 @@ class TaskRequested(ActionBase):
 
 class TeamAlertRequested(ActionBase):
     type: Literal["team_alert"] = "team_alert"
-    message: str
-    everyone: Flag = True
-    teammates: list[str] = Field(default_factory=list)
+    message: str = Field(description="The rendered message.")
+    everyone: Flag = Field(True, description="True when the flow names no teammates: the alert is for everyone.")
+    teammates: list[str] = Field(
+        default_factory=list, description="The console user names the flow lists; empty: everyone."
+    )
 
 
 ActionRequested = Annotated[
@@ -558,15 +574,32 @@ class ActionCompleted(Model):
     skipped_duplicate); `<action_id>/attempt-<n>` for failed and dead_lettered, so that compaction can
     never replace a done outcome with a later failure."""
 
-    action_id: str
-    conversation_id: Id
-    type: str
-    destination: str | None = None
-    outcome: Literal["delivered", "published", "failed", "skipped_duplicate", "dead_lettered"]
-    attempts: Count
-    status_code: Integer | None = None
-    latency_ms: Number | None = None
-    error: str | None = None
+    action_id: str = Field(description="The action this result is about (the record key holds it too).")
+    conversation_id: Id = Field(description="The conversation the action is about.")
+    type: str = Field(description="The action's type.")
+    destination: str | None = Field(None, description="The destination it went to; None: published on its topic.")
+    outcome: Literal["delivered", "published", "failed", "skipped_duplicate", "dead_lettered"] = Field(
+        description="delivered or published: done; skipped_duplicate: done before (or a correction whose content "
+        "did not change), nothing sent; failed: this attempt failed and it is retried (error 'Deferred: ...': "
+        "not attempted, a rate limit or full waiting room); dead_lettered: no more attempts."
+    )
+    attempts: Count = Field(
+        description="The attempt this result reports, from 1 (a deferred one keeps its number; a replay from the "
+        "dead-letter topic starts again at 1)."
+    )
+    status_code: Integer | None = Field(
+        None,
+        description="The HTTP status of the answer (for email: the 250 of a delivered message only); None when no "
+        "HTTP answer came (a timeout, a lost connection, not attempted) and on published and skipped results.",
+    )
+    latency_ms: Number | None = Field(
+        None, description="How long the attempt took: on a delivery and on an HTTP answer that failed it."
+    )
+    error: str | None = Field(
+        None,
+        description="Why the attempt failed ('DeliveryRetryable: HTTP 503: <the start of the answer>', 'Deferred: "
+        "...'); on a delivered email the recipients refused; on a skipped correction 'content unchanged ...'.",
+    )
     response_excerpt: str | None = Field(
         None,
         max_length=RESPONSE_EXCERPT_CHARS,
@@ -586,7 +619,7 @@ class ActionCompleted(Model):
         "result and on a re-delivery's, computed by the dispatcher when the action carries none. A later "
         "re-delivery compares with the one last delivered.",
     )
-    completed_at: Timestamp
+    completed_at: Timestamp = Field(description="When the dispatcher finished the attempt.")
 
 
 # ── Destination state (shared by the dispatcher's replicas) ─────────────────────────────────────────

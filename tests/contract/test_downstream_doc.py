@@ -277,3 +277,21 @@ def test_the_decisions_topic_is_described_as_one_trace_per_routing_as_a_reextrac
     text = " ".join(DOC.read_text().split())
     assert "has one `DecisionTrace` each time a conversation is routed" in text
     assert "per conversation" not in DECISION_TRACES.description
+
+
+def test_every_field_a_topic_consumer_reads_is_described_in_the_json_schema() -> None:
+    """The doc sends other languages to the JSON Schemas to generate types; the records a downstream team
+    reads itself (the common action fields, schedule_call, task and team_alert, and ActionCompleted) had
+    most fields undescribed: to_number's origin, scheduled_at's clock, what `everyone` means, what
+    `attempts` counts, when status_code is null."""
+    from schemas import generate
+
+    bare = []
+    for name in ("ScheduleCallRequested", "TaskRequested", "TeamAlertRequested", "WebhookRequested", "ActionCompleted"):
+        schema = orjson.loads((DOC.parents[1] / "schemas" / "json" / f"{name}{generate.SCHEMA_SUFFIX}").read_bytes())
+        bare += [
+            f"{name}.{field}"
+            for field, spec in schema["properties"].items()
+            if field != "type" and not spec.get("description")
+        ]
+    assert bare == []
