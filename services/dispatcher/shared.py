@@ -105,6 +105,7 @@ class SharedState:
         self._wants: dict[str, frozenset[str] | None] = {}  # replica -> what its latest heartbeat wants
         self._peers: dict[str, frozenset[str] | None] = {}  # the live others as applied (apply_peers)
         self._waking: asyncio.Task[None] | None = None
+        self._rewake = False  # woken since the wake's heartbeat was built: write it again
         self._unsent: dict[str, DestinationState] = {}  # key -> the latest decision not yet acknowledged
         self._writes: set[asyncio.Task[None]] = set()
 
@@ -189,11 +190,19 @@ class SharedState:
 
     def wake(self) -> None:
         """This replica wants a destination again: its heartbeat now rather than at the next beat, so the
-        others take their share down within about a read (until then the group may send over the limit)."""
+        others take their share down within about a read (until then the group may send over the limit).
+        One write at a time; a destination woken while it is under way is written again after it."""
+        self._rewake = True
         if self._waking is None or self._waking.done():
-            self._waking = asyncio.create_task(self._safely(self._heartbeat_fact()))
+            self._waking = asyncio.create_task(self._wake_beats())
             self._tasks.add(self._waking)
             self._waking.add_done_callback(self._tasks.discard)
+
+    async def _wake_beats(self) -> None:
+        while self._rewake:
+            self._rewake = False
+            # built when written, not when woken: every destination woken until then is in it
+            await self._safely(self._heartbeat_fact())
 
     def _heartbeat_fact(self) -> DestinationState:
         return fact("replica", self.replica, wants=self._listener.wanted())

@@ -333,6 +333,34 @@ async def test_a_wake_from_a_rate_limited_send_reaches_the_shared_state() -> Non
     assert [b.wants for b in beats] == [["crm"]]
 
 
+async def test_a_second_destination_waking_before_or_while_the_wake_is_written_is_written_too() -> None:
+    """A batch's records for two idle destinations woke both; the heartbeat written named only the first
+    (built when it woke, and a wake while that write was under way was dropped), so the others went on
+    sending the second at their larger share until the next beat."""
+    reg = registry(LIMITED, CRM_ENV)
+    fake = Producer(delay=0.05)
+    s = state(fake, reg, heartbeat_seconds=60.0)  # type: ignore[arg-type]
+    reg.attach(s)
+    async with reg.gate("crm").slot(), reg.gate("sheets").slot():  # both before the wake's write starts
+        pass
+    await asyncio.gather(*s._tasks)
+    beats = [DestinationState.model_validate_json(v) for k, v in fake.sent if k == b"replica/replica-a" and v]
+    assert [b.wants for b in beats] == [["crm", "sheets"]]
+
+    fake.sent.clear()
+    for bucket in (reg.gate("crm").bucket, reg.gate("sheets").bucket):
+        assert bucket is not None
+        bucket._asked -= 60  # both idle again
+    async with reg.gate("crm").slot():
+        pass
+    await asyncio.sleep(0.01)  # the wake's write under way
+    async with reg.gate("sheets").slot():
+        pass
+    await asyncio.gather(*s._tasks)
+    beats = [DestinationState.model_validate_json(v) for k, v in fake.sent if k == b"replica/replica-a" and v]
+    assert [b.wants for b in beats] == [["crm"], ["crm", "sheets"]]
+
+
 async def test_the_others_wants_are_applied_and_a_share_grows_only_while_our_own_heartbeat_comes_back() -> None:
     clock, listener = Clock(), Listener()
     s = state(Producer(), listener, heartbeat_seconds=2.0, clock=clock)
