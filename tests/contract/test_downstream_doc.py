@@ -295,3 +295,23 @@ def test_every_field_a_topic_consumer_reads_is_described_in_the_json_schema() ->
             if field != "type" and not spec.get("description")
         ]
     assert bare == []
+
+
+def test_the_cloudevents_recipe_reads_an_action_record_as_the_router_writes_it(tmp_path: Path) -> None:
+    """The doc said 'generic CloudEvents tooling can read the records' with no recipe and no ce_subject;
+    walked by downstream25 with the SDK on every record of the live stack (236, all read). The recipe now
+    in the doc, on an action record with the headers the router's runtime writes."""
+    from types import SimpleNamespace
+
+    from schemas.topics import ACTION_STREAMS
+    from services.common import codec
+
+    namespace: dict[str, Any] = {}
+    exec(compile(python_block("def cloud_event("), "docs/downstream.md", "exec"), namespace)  # our own docs
+    _, [action, _] = agent(tmp_path, TWO_TASKS).route(event(fields={"interest_level": "high"}), NOW)
+    ce_type = ACTION_STREAMS["task"].ce_type
+    headers = codec.cloudevent_headers(action, ce_type, "router", action.conversation_id)
+    record = SimpleNamespace(headers=codec.header_list(headers), key=b"conv-1", value=codec.encode(action))
+    read = namespace["cloud_event"](record)
+    assert (read.get_id(), read.get_type(), read.get_subject()) == (action.action_id, ce_type, "conv-1")
+    assert read.get_data() == orjson.loads(action.model_dump_json())
