@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from schemas.content import content_digest
-from schemas.events import TaskRequested
+from schemas.events import ScheduleCallRequested, TaskRequested
 from services.common.errors import RetryableError
 from services.router.actions import with_content
 from tests.unit.router.support import NOW, agent, event
@@ -315,3 +315,20 @@ def test_the_cloudevents_recipe_reads_an_action_record_as_the_router_writes_it(t
     read = namespace["cloud_event"](record)
     assert (read.get_id(), read.get_type(), read.get_subject()) == (action.action_id, ce_type, "conv-1")
     assert read.get_data() == orjson.loads(action.model_dump_json())
+
+
+CALLBACK = """
+    agent: support-line
+    flows:
+      - id: callback
+        actions: [{type: schedule_call, fallback_delay_minutes: 60}]
+"""
+
+
+def test_a_dialer_is_told_scheduled_at_can_be_past_as_it_is_for_an_older_call(tmp_path: Path) -> None:
+    """Walked by downstream25: a schedule_call for an example conversation of March, routed in December,
+    had scheduled_at 2026-03-12T20:03:59Z, nine months past; the doc said nothing a dialer could act on."""
+    _, [call] = agent(tmp_path, CALLBACK).route(event(), NOW + timedelta(days=30))
+    assert isinstance(call, ScheduleCallRequested) and call.scheduled_at < NOW
+    text = " ".join(DOC.read_text().split())
+    assert "so it is in the past when the conversation reaches you late" in text
