@@ -68,8 +68,8 @@ def relative(path: str, root: Path) -> str:
 def load(config_dir: Path, previous: Catalog | None = None) -> tuple[Catalog | None, list[Problem]]:
     """The folder as the services hold it: with `previous` (this process's last read of the same folder), a
     file an edit broke keeps its last good configuration, shown as served (`stale`), as the router's and the
-    extractor's reloads keep it. A file already bad when this process first read the folder shows as not
-    loaded, although a service running since it was good still serves that."""
+    extractor's reloads keep it. A file already bad when this process first read the folder shows broken, with
+    its problems and no revision, although a service running since it was good still serves that."""
     try:
         catalog = load_catalog(config_dir, previous=previous)
     except ConfigError as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,6 +44,7 @@ class Served:
     store: Store
     operator: str
     viewer: str
+    agents: Path  # a copy of examples/agents: the folder the console reads, which a test may change
 
 
 async def seed(store: Store) -> None:
@@ -65,12 +67,13 @@ async def seed(store: Store) -> None:
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     port = free_port()
+    agents = shutil.copytree(AGENTS, tmp_path / "agents")
     settings = ApiSettings.model_validate(
         {
             "database": {"url": url},
             "api": {"port": port},
             # no broker here: the destination-state panel is covered by test_console_pages.py
-            "console": {"config_dir": str(AGENTS), "refresh_seconds": 1, "destination_state": False},
+            "console": {"config_dir": str(agents), "refresh_seconds": 1, "destination_state": False},
             "kafka": {"bootstrap_servers": "127.0.0.1:1"},  # nothing listens: an operation's send fails at once
         }
     )
@@ -87,7 +90,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         while not server.started:
             await asyncio.sleep(0.05)
         try:
-            yield Served(f"http://127.0.0.1:{port}", store, operator, viewer)
+            yield Served(f"http://127.0.0.1:{port}", store, operator, viewer, agents)
         finally:
             server.should_exit = True
             await task
@@ -213,6 +216,24 @@ async def test_a_right_to_left_override_in_a_callers_name_does_not_reverse_the_n
         await page.goto(served.url + "/console/conversations")
         version = page.locator("tr", has_text="Sales").locator("span.dim", has_text="v3")
         assert await version.evaluate(LEFT_TO_RIGHT)
+
+
+async def test_the_agents_page_shows_a_file_invalid_since_the_console_first_read_it_as_broken_and_why(
+    served: Served,
+) -> None:
+    """It said only "not loaded" in the file's section (walk24), as if nothing were wrong with it."""
+    (served.agents / "new-line.yaml").write_text("agent: new-line\nflows:\n  - id: x\n    actions: [{type: webhok}]\n")
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await log_in(page, served, served.viewer)
+        await page.goto(served.url + "/console/agents")
+        section = page.locator("section.file", has=page.get_by_role("heading", name="new-line.yaml"))
+        await expect(section.get_by_role("heading")).to_contain_text("broken")
+        await expect(section.get_by_role("listitem")).to_contain_text(
+            "new-line.yaml:4: flows[0].actions[0]: unknown action type 'webhok'"
+        )
+        await expect(section).to_contain_text("still serves its last good revision")
+        await expect(page.get_by_text("not loaded")).to_have_count(0)
 
 
 async def test_try_a_flow_on_an_edited_configuration(served: Served) -> None:

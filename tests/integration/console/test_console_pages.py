@@ -463,7 +463,38 @@ async def test_agents_page_says_a_file_that_became_invalid_is_served_by_its_last
         assert "crm-case-update" in html  # its flows, as they are served
         (tmp_path / "new.yaml").write_text("agent: new-line\nflows: [\n")  # never good: nothing serves it
         html = (await c.get("/console/agents")).text
-        assert html.count("not loaded") == 1 and "bad: the last good revision still serves" in html
+        assert html.count('"badge bad">broken') == 1 and "bad: the last good revision still serves" in html
+        assert "<code>support.yaml:39</code>" in file_section(html, "support.yaml")  # its problem, in its section
+
+
+def file_section(html: str, path: str) -> str:
+    """The agents page's section of one file."""
+    (section,) = [
+        s for s in html.split('<section class="panel file">')[1:] if s.lstrip().startswith(f"<h2><code>{path}<")
+    ]
+    return section.split("</section>", 1)[0]
+
+
+async def test_agents_page_says_a_file_invalid_since_the_console_first_read_it_is_broken_and_why(
+    store: Store, tmp_path: Any
+) -> None:
+    """A file already invalid when the API first read the folder showed only a "not loaded" badge in its
+    section (walk24), though a file an edit broke later is marked bad: what is wrong, and where, was only
+    in the list above every file. Its section now says it is broken, with each problem's file, line and
+    message, and that a service running since it was valid may still serve its last good revision."""
+    (tmp_path / "support.yaml").write_text((AGENTS / "support-line.yaml").read_text())
+    (tmp_path / "new.yaml").write_text("agent: new-line\nflows:\n  - id: x\n    actions: [{type: webhok}]\n")
+    (tmp_path / "torn.yaml").write_text("agent: torn\nflows: [\n")
+    async with console_for(store, console={"config_dir": str(tmp_path)}) as c:
+        html = (await c.get("/console/agents")).text
+    assert "not loaded" not in html
+    new = file_section(html, "new.yaml")
+    assert "new-line" in new and '"badge bad">broken' in new, new
+    assert "<code>new.yaml:4</code>: <code>flows[0].actions[0]</code>: unknown action type" in new, new
+    assert "still serves its last good revision" in new
+    torn = file_section(html, "torn.yaml")
+    assert '"badge bad">broken' in torn and "<code>torn.yaml:3</code>: YAML: " in torn, torn
+    assert "broken" not in file_section(html, "support.yaml")
 
 
 async def test_agents_page_says_a_folder_without_an_agent_file_is_a_problem(store: Store, tmp_path: Any) -> None:
