@@ -41,8 +41,9 @@ class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up. A taken token may be owed (waited for).
 
     Lowering the rate stretches the tokens already taken ahead too: a token reserved for `due` when the
-    rate fell from r1 to r2 at `at` is due at `at + (due - at) * r1 / r2` (`due()`; Gate waits for it so),
-    so a replica whose share shrinks does not go on sending its reserved backlog at the old pace.
+    rate fell from r1 to r2 at `at` is due at `at + (due - at) * r1 / r2` (`due()`; Gate waits for it so,
+    or defers the record when that is past its max_wait_seconds), so a replica whose share shrinks does not
+    go on sending its reserved backlog at the old pace.
 
     It also says whether it is wanted: asked for a token within the last `idle_after` seconds, or owing
     one. `on_wake` is called when it is asked again after such a pause (the dispatcher's replicas share a
@@ -248,11 +249,15 @@ class Gate:
         if not granted:
             raise Deferred(f"rate limit of destination {self.name} reached", retry_after=wait)
         if wait > 0:
-            due, mark = bucket.now() + wait, bucket.mark
+            now = bucket.now()
+            due, mark, latest = now + wait, bucket.mark, now + self._max_wait
             while wait > 0:  # the rate may fall while we wait (this replica's share shrank): due later
                 await asyncio.sleep(wait)
                 due, mark = bucket.due(due, mark)
                 wait = due - bucket.now()
+                if due > latest:  # past max_wait: the handler's timeout leaves no room (settings.AttemptBound)
+                    # the token stays spent: the replica sends a little under its share, never over
+                    raise Deferred(f"rate limit of destination {self.name} reached", retry_after=wait)
 
     async def _acquire(self) -> None:
         if not self._semaphore.locked():

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from services.common.breaker import BreakerPolicy, CircuitBreaker, State
-from services.common.errors import RetryableError
+from services.common.errors import Deferred, RetryableError
 from services.dispatcher.limits import Gate, Pressure, TokenBucket
 
 
@@ -95,6 +95,32 @@ async def test_a_gate_waiting_for_a_token_waits_longer_when_the_rate_falls_meanw
     bucket.resize(5, 1)  # a quarter of the rate: the last one is due at ~0.8 s, not 0.2
     done = await asyncio.gather(*sends)
     assert max(done) >= 0.75, done
+
+
+async def test_a_token_the_falling_rate_stretches_past_max_wait_is_deferred_not_waited_for() -> None:
+    """The gate's token wait is one of the three max_wait_seconds the handler's timeout leaves room for
+    (services.dispatcher.settings.AttemptBound): a token stretched past it (this replica's share shrank)
+    waited on, and an attempt at the bound could be stopped mid-request by the handler's timeout."""
+    g = gate(max_concurrency=10, max_waiting=10, max_wait=0.5)
+    g.bucket = bucket = TokenBucket(rate=20, burst=1)
+    start = time.monotonic()
+
+    async def send() -> float | Deferred:
+        try:
+            async with g.slot():
+                return time.monotonic() - start
+        except Deferred as exc:
+            assert exc.retry_after is not None and exc.retry_after > 0
+            return exc
+
+    sends = [asyncio.create_task(send()) for _ in range(10)]  # tokens at 0, 0.05 ... 0.45 s
+    await asyncio.sleep(0)
+    bucket.resize(5, 1)  # a quarter of the rate: the last ones due at ~1.8 s, past max_wait
+    done = await asyncio.gather(*sends)
+    sent = [t for t in done if isinstance(t, float)]
+    assert max(sent) <= 0.5 + 0.1, done  # none waited longer than max_wait
+    assert len(sent) < 10, done  # those stretched past it went to a retry tier instead
+    assert g._pressure.at_gates == 0
 
 
 def test_bucket_never_saves_more_than_the_burst() -> None:
