@@ -222,7 +222,14 @@ def test_every_header_the_dispatcher_adds_to_an_email_is_named_in_the_doc() -> N
     with_content(email, redeliver=True)  # a correction: Supersedes too
     standard = {"from", "to", "subject", "date", "content-type", "content-transfer-encoding", "mime-version"}
     ours = [name for name in build_message(email, "postcall@example.com") if name.lower() not in standard]
-    assert set(ours) == {"Message-ID", "X-Postcall-Action-Id", "X-Postcall-Conversation-Id", "Supersedes"}
+    assert set(ours) == {
+        "Message-ID",
+        "X-Postcall-Action-Id",
+        "X-Postcall-Conversation-Id",
+        "Supersedes",
+        "Auto-Submitted",
+        "X-Auto-Response-Suppress",
+    }
     text = DOC.read_text()
     assert [name for name in ours if f"`{name}" not in text] == []
 

@@ -1,7 +1,9 @@
 """email: a text (and optional HTML) message through an `smtp` destination.
 
 The Message-ID is derived from the action_id, so an MTA or mailbox that sees a repeat can tell; the
-action_id is also in X-Postcall-Action-Id for the receiving side's own dedupe.
+action_id is also in X-Postcall-Action-Id for the receiving side's own dedupe. Every message says it was
+sent by a machine (Auto-Submitted: auto-generated, RFC 3834, and Exchange's X-Auto-Response-Suppress), so
+the out-of-office replies and help desks' acknowledgements of the queues it goes to are not sent back.
 
 Recipients the server refuses while accepting others: those it did not take for now (4xx; or 552, RFC
 821's code for too many recipients, which RFC 5321 4.5.3.1.10 says to treat as temporary) go in another
@@ -65,6 +67,8 @@ def build_message(action: EmailRequested, sender: str) -> EmailMessage:
         "Message-ID": f"<{action.action_id}@postcall>",
         "X-Postcall-Action-Id": action.action_id,
         "X-Postcall-Conversation-Id": action.conversation_id,
+        "Auto-Submitted": "auto-generated",
+        "X-Auto-Response-Suppress": "All",
     }
     if action.supersedes is not None:  # a deliberate re-delivery (RFC 2156 Supersedes)
         headers["Supersedes"] = f"<{action.supersedes}@postcall>"
