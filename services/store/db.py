@@ -287,9 +287,22 @@ def _refused(engine: AsyncEngine, exc: BaseException, message: str) -> StoreErro
     """StoreUnavailable when a PostgreSQL server cannot be reached or used for now (`unreachable`: a service
     starting waits for it); otherwise StoreError, refused at once (a password or database it refuses). A
     SQLite store is a file beside the process: one it cannot open is a configuration to fix, never waited for."""
-    if engine.dialect.name == "postgresql" and unreachable(exc):
+    if engine.dialect.name == "postgresql" and unreachable(exc) and not _driver_refused_url(exc):
         return StoreUnavailable(message)
     return StoreError(message)
+
+
+def _driver_refused_url(exc: BaseException) -> bool:
+    """asyncpg refused a connection parameter of the URL (`?ssl=bogus`): its ClientConfigurationError reaches
+    us as an InterfaceError, which `unreachable` counts as the database being away; no wait fixes it."""
+    from asyncpg.exceptions import ClientConfigurationError  # here: a SQLite store never loads the driver
+
+    seen: BaseException | None = exc
+    for _ in range(4):  # SQLAlchemy's error -> the adapted DBAPI error (orig) -> asyncpg's (its cause)
+        if seen is None or isinstance(seen, ClientConfigurationError):
+            return seen is not None
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 # PostgreSQL SQLSTATEs that say "not now" rather than "not this data" (asyncpg's arrive as a plain

@@ -8,8 +8,9 @@ does not resolve, a server starting up or shutting down, too many connections, a
 tried again after 1 s, then twice as long each time up to 30 s, one log line a try. Meanwhile the
 service's port answers /healthz ok (alive: a restart would not help), /readyz 503 saying what it waits
 for, /metrics, and anything else 503. Every other problem is refused at once as before, one line and
-exit 2 (services.store.db.StoreError): a URL that is not one, a driver this version cannot use, a
-password or database the server refuses, a schema too old (migrate_on_start off) or too new.
+exit 2 (services.store.db.StoreError): a URL that is not one, a driver this version cannot use or a
+parameter it refuses, a password or database the server refuses, a schema too old (migrate_on_start off)
+or too new.
 """
 
 from __future__ import annotations

@@ -127,8 +127,10 @@ def test_a_stop_while_waiting_for_the_store_is_a_clean_exit(tmp_path: Path) -> N
         ("postgresql+psycopg2://postcall:s3cret-pw@127.0.0.1:9/postcall", "names the driver 'postgresql+psycopg2'"),
         ("mysql://postcall:s3cret-pw@127.0.0.1:9/postcall", "unsupported database 'mysql'"),
         ("postgresql://postcall:s3cret-pw@[::1/postcall", "the database URL is not a URL"),
+        # the driver refuses its own parameter (asyncpg's ClientConfigurationError, an InterfaceError)
+        ("postgresql://postcall:s3cret-pw@127.0.0.1:9/postcall?ssl=bogus", "`sslmode` parameter must be one of"),
     ],
-    ids=["driver", "database", "url"],
+    ids=["driver", "database", "url", "parameter"],
 )
 def test_a_database_url_it_cannot_use_is_one_line_and_exit_2_at_once(url: str, line: str) -> None:
     done = run_recorder(url)
