@@ -395,3 +395,34 @@ def test_a_deferred_record_is_counted_deferred_not_failed(mock_sender: Sender) -
     assert record.error is not None and record.error.startswith("Deferred: rate limit of destination crm")
     [_] = dispatcher.on_failure(action, ctx, Failure(RetryableError("HTTP 503"), "retry", "retry"))
     assert (count("deferred"), count("failed")) == (before[0] + 1, before[1] + 1)
+
+
+async def test_a_correction_retried_after_a_later_one_was_delivered_is_sent_after_it_a_documented_limit(
+    mock_sender: Sender,
+) -> None:
+    """docs/downstream.md said an upsert keyed by the original id 'always holds the latest content'.
+    Walked by downstream25 on the live stack: high delivered; redeliver low (503 Retry-After 9, to a retry
+    tier); redeliver medium, delivered; then low's retry was delivered last. The ledger keeps the content
+    last delivered, not which correction is newer (results carry no requested_at), so it is sent; the doc
+    now says so, and what to do."""
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["webhook-id"])
+        return httpx.Response(503 if sent == ["act_1", "act_1-low"] else 200)
+
+    run, _ = dispatcher(mock_sender, answer, burst=False)
+    low = webhook("act_1-low", content_digest="bbbb", supersedes="act_1", body={"interest": "low"})
+    medium = webhook("act_1-medium", content_digest="cccc", supersedes="act_1", body={"interest": "medium"})
+    first, failed, later = [
+        await run.send(a, partition=0) for a in (webhook("act_1", content_digest="aaaa"), low, medium)
+    ]
+    [copy] = failed.retries
+    # low's copy in its retry tier, due after medium went out
+    retried = await run.send(low, partition=0, headers=copy.headers)
+    outcomes = [completed(o.outputs[0]).outcome for o in (first, failed, later, retried)]
+    assert outcomes == ["delivered", "failed", "delivered", "delivered"]
+    assert sent == ["act_1", "act_1-low", "act_1-medium", "act_1-low"]
+    doc = " ".join((Path(__file__).parents[3] / "docs" / "downstream.md").read_text().split())
+    assert "always holds the latest content" not in doc
+    assert "is sent when its retry comes, after the later one, and the upsert then holds the older content" in doc
