@@ -617,9 +617,16 @@ class ActionCompleted(Model):
         None,
         description="The action's content digest (schemas.content): its own, or, on a delivered or published "
         "result and on a re-delivery's, computed by the dispatcher when the action carries none. A later "
-        "re-delivery compares with the one last delivered.",
+        "re-delivery compares with the one last delivered. None on the skip of a correction older than one "
+        "delivered.",
     )
     completed_at: Timestamp = Field(description="When the dispatcher finished the attempt.")
+    requested_at: Timestamp | None = Field(
+        None,
+        description="The action's requested_at (when the router wrote it): of two corrections of one action, the "
+        "one written later is the newer, and an older one is not sent after it. Added after v1's first release: "
+        "None in results written before.",
+    )
 
 
 # ── Destination state (shared by the dispatcher's replicas) ─────────────────────────────────────────

@@ -13,6 +13,9 @@ two replicas) never replaces the delivered record, and every failed attempt stay
     supersedes an action whose last delivered content is the same
                                           -> skipped_duplicate ("content unchanged"): a re-delivery sends
                                              only what changed (postcall reextract --redeliver)
+    a correction written before one of the same action that was delivered (its retry came after it)
+                                          -> skipped_duplicate ("a newer correction"): the receiver's
+                                             upsert keeps the newer content
     executor returned                     -> delivered | published, with the action's content digest (its
                                              own, else computed here: the router writes one only on a
                                              re-delivery), which the ledger keeps as its last content
@@ -55,8 +58,10 @@ def result(
     result_id: str | None = None,
     counted_as: str | None = None,
     digest: str | None = None,
+    says_content: bool = True,
 ) -> ActionCompleted:
-    """`digest`: the content digest computed here (content_of); else the action's own, if it has one."""
+    """`digest`: the content digest computed here (content_of); else the action's own, if it has one.
+    `says_content` False: the result carries no digest, so the ledger never reads it as content sent."""
     completed = ActionCompleted(
         action_id=action.action_id,
         conversation_id=action.conversation_id,
@@ -70,8 +75,9 @@ def result(
         response_excerpt=response_excerpt,
         result_id=result_id,
         supersedes=action.supersedes,
-        content_digest=digest or action.content_digest,
+        content_digest=(digest or action.content_digest) if says_content else None,
         completed_at=datetime.now(UTC),
+        requested_at=action.requested_at,
     )
     deliveries(completed.type, completed.destination or NO_DESTINATION, counted_as or outcome).inc()
     return completed
@@ -128,21 +134,29 @@ class Dispatcher:
             # a failure is counted by on_failure, with the outcome its result says (failed or dead_lettered)
             delivery = await self._executors.run(action)
             digest = content_of(action)
-            self._ledger.record(ctx.partition, action.action_id, action.supersedes, digest)
+            self._ledger.record(ctx.partition, action.action_id, action.supersedes, digest, action.requested_at)
         return [self._completed(action, ctx, delivery, digest)]
 
     async def _skip(self, action: ActionBase, ctx: Context) -> ActionCompleted | None:
         """skipped_duplicate when the action is done already, or, for a re-delivery, when the content last
-        delivered for the action it supersedes is this content."""
+        delivered for the action it supersedes is this content, or came from a correction written after
+        this one (this one's retry came after it: sent now, it would overwrite newer content)."""
         if action.supersedes is None:
             done = await self._ledger.is_done(ctx.partition, action.action_id)
             return result(action, ctx, "skipped_duplicate") if done else None
         await self._ledger.catch_up(ctx.partition)
         digest = content_of(action)
-        if self._ledger.last_content(action.supersedes) != digest:  # None: nothing delivered for it yet
+        last = self._ledger.last_delivered(action.supersedes)
+        if last is None:  # nothing delivered for it yet
             return None
-        unchanged = f"content unchanged since the last delivery for {action.supersedes}"
-        return result(action, ctx, "skipped_duplicate", error=unchanged, digest=digest)
+        last_digest, newest = last
+        if last_digest == digest:
+            unchanged = f"content unchanged since the last delivery for {action.supersedes}"
+            return result(action, ctx, "skipped_duplicate", error=unchanged, digest=digest)
+        if newest is not None and action.requested_at.timestamp() < newest:
+            newer = f"a newer correction of {action.supersedes} was delivered"
+            return result(action, ctx, "skipped_duplicate", error=newer, says_content=False)
+        return None
 
     def on_failure(self, action: ActionBase, ctx: Context, failure: Failure) -> Sequence[Event]:
         """Every failed attempt is recorded (`failed`), and so is the dead letter (`dead_lettered`). A record

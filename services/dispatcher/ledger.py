@@ -33,6 +33,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -95,18 +96,29 @@ class Ledger:
             # never perform a side effect unchecked; the runtime pauses and retries in place
             raise DependencyUnavailable(f"idempotency ledger unreadable: {type(exc).__name__}: {exc}") from exc
 
-    def record(self, partition: int, action_id: str, supersedes: str | None = None, digest: str | None = None) -> None:
+    def record(
+        self,
+        partition: int,
+        action_id: str,
+        supersedes: str | None = None,
+        digest: str | None = None,
+        requested_at: datetime | None = None,
+    ) -> None:
         """Our own result: known done before the runtime has produced it. A superseding delivery makes the
-        action it supersedes done (a later plain copy of it is a repeat) and its content the last; its own
-        id is not kept: whether a re-delivery goes out is decided by content alone (A, B, then A again
-        sends A again). The side effect has happened: a file that cannot take it (its volume full) must
-        not turn the delivery into a failure that is sent again; the result on the topic carries it, and
-        the next check that cannot write what it reads fails (DependencyUnavailable), never unchecked."""
+        action it supersedes done (a later plain copy of it is a repeat) and its content the last, with when
+        that correction was written (`requested_at`; not an original's: a correction is compared only with
+        corrections, which separate `reextract --redeliver` runs write far apart next to the skew of two
+        router replicas' clocks); its own id is not kept: whether a re-delivery goes out is decided by
+        content and that time (A, B, then A again sends A again; a retry of A after B went out does not).
+        The side effect has happened: a file that cannot take it (its volume full) must not turn the
+        delivery into a failure that is sent again; the result on the topic carries it, and the next check
+        that cannot write what it reads fails (DependencyUnavailable), never unchecked."""
         done = action_id if supersedes is None else supersedes
         try:
             self._index.add(partition, [done])
             if digest is not None:
-                self._index.set_content([(supersedes or action_id, digest, None)])
+                written = requested_at.timestamp() if supersedes is not None and requested_at is not None else None
+                self._index.set_content([(supersedes or action_id, digest, None, written)])
         except sqlite3.Error as exc:
             log.warning("ledger file could not record a delivery (the results topic will): %s", exc)
             return
@@ -117,6 +129,12 @@ class Ledger:
 
     def last_content(self, action_id: str) -> str | None:
         """The content digest last delivered for the action (after `is_done` caught its partition up)."""
+        last = self._index.content(action_id)
+        return None if last is None else last[0]
+
+    def last_delivered(self, action_id: str) -> tuple[str, float | None] | None:
+        """(content digest, when the correction that delivered it was written, epoch seconds, or None for
+        the action's own delivery or a result from before that was recorded) last delivered for it."""
         return self._index.content(action_id)
 
     @contextlib.asynccontextmanager
@@ -174,7 +192,7 @@ class Ledger:
         initial, before = state.next_offset is None, self._index.count(partition)
         pending: list[str] = []
         stamps: list[int | None] = []
-        contents: list[tuple[str, str, int | None]] = []
+        contents: list[tuple[str, str, int | None, float | None]] = []
         last: int | None = None
         try:
             async for record in self._reader(self._topic, partition, state.next_offset):
@@ -189,7 +207,7 @@ class Ledger:
                 pending.extend(done)
                 stamps.extend([at] * len(done))
                 if content is not None:
-                    contents.append((*content, at))
+                    contents.append((content[0], content[1], at, content[2]))
                 if len(pending) >= BATCH:
                     self._write(partition, pending, stamps, contents)
                     pending, stamps, contents = [], [], []
@@ -206,7 +224,11 @@ class Ledger:
         log.log(level, "ledger partition %d caught up: %d done (+%d)", partition, count, count - before)
 
     def _write(
-        self, partition: int, done: list[str], stamps: list[int | None], contents: list[tuple[str, str, int | None]]
+        self,
+        partition: int,
+        done: list[str],
+        stamps: list[int | None],
+        contents: list[tuple[str, str, int | None, float | None]],
     ) -> None:
         self._index.add(partition, done, stamps)
         self._index.set_content(contents)
@@ -217,10 +239,10 @@ def _report(task: asyncio.Task[None]) -> None:
         log.warning("ledger read failed: %s", task.exception())
 
 
-def _done(value: bytes | None) -> tuple[list[str], tuple[str, str] | None]:
-    """The id a result makes done (its action's, or the one it supersedes), and (that id, content digest)
-    when it delivered content or is a re-delivery's skip (its content unchanged); nothing for any other
-    record."""
+def _done(value: bytes | None) -> tuple[list[str], tuple[str, str, float | None] | None]:
+    """The id a result makes done (its action's, or the one it supersedes), and (that id, content digest,
+    when the correction was written) when it delivered content or is a re-delivery's skip (its content
+    unchanged); nothing for any other record."""
     if not value:
         return [], None  # a tombstone
     try:
@@ -239,4 +261,17 @@ def _done(value: bytes | None) -> tuple[list[str], tuple[str, str] | None]:
     says_content = result.get("outcome") in DELIVERED_OUTCOMES or isinstance(supersedes, str)
     if not (says_content and isinstance(digest, str)):
         return done, None
-    return done, ((supersedes if isinstance(supersedes, str) else action_id), digest)
+    if not isinstance(supersedes, str):
+        return done, (action_id, digest, None)
+    return done, (supersedes, digest, _epoch(result.get("requested_at")))
+
+
+def _epoch(value: object) -> float | None:
+    """An RFC 3339 time as epoch seconds; None when absent (a result from before it was written) or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()

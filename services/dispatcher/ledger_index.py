@@ -80,28 +80,31 @@ class DoneIndex:
                 return True
         return False
 
-    def content(self, action_id: str) -> str | None:
-        """The content digest last delivered for an action (under its own id or a superseding one)."""
+    def content(self, action_id: str) -> tuple[str, float | None] | None:
+        """The content digest last delivered for an action (under its own id or a superseding one), and when
+        the correction that delivered it was written (epoch seconds; None: not known or not a correction)."""
         k = key(action_id)
         for b in self._buckets:
-            row = self._db.execute(f"SELECT digest FROM content_{b} WHERE id = ?", (k,)).fetchone()  # noqa: S608
+            query = f"SELECT digest, requested FROM content_{b} WHERE id = ?"  # noqa: S608
+            row = self._db.execute(query, (k,)).fetchone()
             if row is not None:
-                return str(row[0])
+                return str(row[0]), None if row[1] is None else float(row[1])
         return None
 
-    def set_content(self, items: list[tuple[str, str, int | None]]) -> None:
-        """(action id, digest delivered, result timestamp or None: now), in delivery order: the last wins."""
+    def set_content(self, items: list[tuple[str, str, int | None, float | None]]) -> None:
+        """(action id, digest delivered, result timestamp or None: now, when the correction that delivered it
+        was written or None), in delivery order: the last wins."""
         if not items:
             return
         now = int(time.time() * 1000)
         self._db.execute("BEGIN")
         try:
-            for action_id, digest, at in items:
+            for action_id, digest, at, requested in items:
                 bucket = (now if at is None else at) // (BUCKET_DAYS * DAY_MS)
                 self._table(bucket)
                 self._db.execute(
-                    f"INSERT OR REPLACE INTO content_{bucket} VALUES (?, ?)",  # noqa: S608
-                    (key(action_id), digest),
+                    f"INSERT OR REPLACE INTO content_{bucket} VALUES (?, ?, ?)",  # noqa: S608
+                    (key(action_id), digest, requested),
                 )
         finally:
             self._db.execute("COMMIT")
@@ -158,7 +161,9 @@ class DoneIndex:
     def _table(self, bucket: int) -> str:
         if bucket not in self._buckets:
             self._db.execute(f"CREATE TABLE done_{bucket} (id BLOB PRIMARY KEY) WITHOUT ROWID")
-            self._db.execute(f"CREATE TABLE content_{bucket} (id BLOB PRIMARY KEY, digest TEXT) WITHOUT ROWID")
+            self._db.execute(
+                f"CREATE TABLE content_{bucket} (id BLOB PRIMARY KEY, digest TEXT, requested REAL) WITHOUT ROWID"
+            )
             self._buckets = sorted([*self._buckets, bucket], reverse=True)
             self._lookups = _lookups(self._buckets)
         return f"done_{bucket}"

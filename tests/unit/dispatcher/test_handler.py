@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from schemas import headers as h
 from schemas.content import content_digest
-from schemas.events import ActionCompleted, TaskRequested
+from schemas.events import ActionCompleted, TaskRequested, WebhookRequested
 from schemas.routes import DISPATCHER
 from schemas.topics import ACTION_RESULTS
 from services.common.api import Context, Deferred, Failure, PermanentError, RetryableError
@@ -397,14 +397,21 @@ def test_a_deferred_record_is_counted_deferred_not_failed(mock_sender: Sender) -
     assert (count("deferred"), count("failed")) == (before[0] + 1, before[1] + 1)
 
 
-async def test_a_correction_retried_after_a_later_one_was_delivered_is_sent_after_it_a_documented_limit(
+def correction(name: str, digest: str, minutes: int) -> WebhookRequested:
+    """A correction of act_1 written `minutes` after the first of the year."""
+    written = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+    action = webhook(f"act_1-{name}", content_digest=digest, supersedes="act_1")
+    return action.model_copy(update={"requested_at": written})
+
+
+async def test_a_correction_retried_after_a_newer_one_was_delivered_is_not_sent_over_it(
     mock_sender: Sender,
 ) -> None:
-    """docs/downstream.md said an upsert keyed by the original id 'always holds the latest content'.
-    Walked by downstream25 on the live stack: high delivered; redeliver low (503 Retry-After 9, to a retry
-    tier); redeliver medium, delivered; then low's retry was delivered last. The ledger keeps the content
-    last delivered, not which correction is newer (results carry no requested_at), so it is sent; the doc
-    now says so, and what to do."""
+    """Walked by downstream25 on the live stack: high delivered; redeliver low (503 Retry-After 9, to a retry
+    tier); redeliver medium, delivered; then low's retry was delivered last, so the receiver's upsert held
+    low. The ledger kept the content last delivered, not which correction was newer; it now keeps when the
+    correction that delivered it was written, and an older correction's retry is skipped (its result
+    carries no digest: never read as content sent). A newer one still goes out."""
     sent: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -412,17 +419,50 @@ async def test_a_correction_retried_after_a_later_one_was_delivered_is_sent_afte
         return httpx.Response(503 if sent == ["act_1", "act_1-low"] else 200)
 
     run, _ = dispatcher(mock_sender, answer, burst=False)
-    low = webhook("act_1-low", content_digest="bbbb", supersedes="act_1", body={"interest": "low"})
-    medium = webhook("act_1-medium", content_digest="cccc", supersedes="act_1", body={"interest": "medium"})
+    low, medium, high = correction("low", "bbbb", 5), correction("medium", "cccc", 9), correction("high", "dddd", 60)
     first, failed, later = [
         await run.send(a, partition=0) for a in (webhook("act_1", content_digest="aaaa"), low, medium)
     ]
     [copy] = failed.retries
-    # low's copy in its retry tier, due after medium went out
-    retried = await run.send(low, partition=0, headers=copy.headers)
-    outcomes = [completed(o.outputs[0]).outcome for o in (first, failed, later, retried)]
-    assert outcomes == ["delivered", "failed", "delivered", "delivered"]
-    assert sent == ["act_1", "act_1-low", "act_1-medium", "act_1-low"]
+    retried = await run.send(low, partition=0, headers=copy.headers)  # low's retry copy, due after medium went out
+    last = await run.send(high, partition=0)
+    results = [completed(o.outputs[0]) for o in (first, failed, later, retried, last)]
+    assert [r.outcome for r in results] == ["delivered", "failed", "delivered", "skipped_duplicate", "delivered"]
+    assert sent == ["act_1", "act_1-low", "act_1-medium", "act_1-high"]
+    assert results[3].error == "a newer correction of act_1 was delivered" and results[3].content_digest is None
+    assert [r.requested_at for r in results[2:]] == [medium.requested_at, low.requested_at, high.requested_at]
     doc = " ".join((Path(__file__).parents[3] / "docs" / "downstream.md").read_text().split())
-    assert "always holds the latest content" not in doc
-    assert "is sent when its retry comes, after the later one, and the upsert then holds the older content" in doc
+    assert "is still in the retry tiers as a later one is delivered: its retry is then not sent" in doc
+
+
+async def test_a_restarted_dispatcher_skips_a_correction_older_than_the_one_its_results_say_was_delivered(
+    mock_sender: Sender,
+) -> None:
+    """The ledger reads when a correction was written from its result (requested_at), so a restart or a
+    rebalance between the newer delivery and the older one's retry changes nothing; a result from before
+    that field (None) compares by content alone, as before."""
+    medium, low = correction("medium", "cccc", 9), correction("low", "bbbb", 5)
+    delivered = ActionCompleted(
+        action_id=medium.action_id, conversation_id="conv-1", type="webhook", destination="crm",
+        outcome="delivered", attempts=1, supersedes="act_1", content_digest="cccc", completed_at=datetime.now(UTC),
+    )  # fmt: skip
+    outcomes = []
+    for result in (delivered.model_copy(update={"requested_at": medium.requested_at}), delivered):
+        value = result.model_dump_json().encode()
+
+        async def results(
+            topic: str, partition: int, from_offset: int | None, value: bytes = value
+        ) -> AsyncIterator[Any]:
+            if from_offset is None:
+                yield SimpleNamespace(offset=0, timestamp=None, value=value)
+
+        calls: list[str] = []
+        reg = registry(CRM, CRM_ENV)
+
+        def answer(request: httpx.Request, calls: list[str] = calls) -> httpx.Response:
+            calls.append(request.headers["webhook-id"])
+            return httpx.Response(200)
+
+        run = Harness(Dispatcher(Executors.build(reg, mock_sender(answer, reg), {}, None), Ledger(results)).service())
+        outcomes.append((completed((await run.send(low, partition=0)).outputs[0]).outcome, calls))
+    assert outcomes == [("skipped_duplicate", []), ("delivered", ["act_1-low"])]
