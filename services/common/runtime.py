@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from schemas import headers as h
-from services.common import codec, observability
+from services.common import codec, observability, starting
 from services.common.api import Context, Service
 from services.common.codec import Outgoing
 from services.common.errors import DependencyUnavailable, PermanentError, StartRefused, Stopped, Unproducible
@@ -982,7 +982,11 @@ def tune_gc() -> None:
 
 
 async def serve(runtime: Runtime) -> None:
-    """Run a service in the foreground: SIGTERM/SIGINT drain in-flight work, commit and exit."""
+    """Run a service in the foreground: SIGTERM/SIGINT drain in-flight work, commit and exit. Kafka is
+    waited for first while no broker answers (services.common.starting), not crashed on."""
     tune_gc()
+    s = runtime.settings
+    if not await starting.kafka_or_stop(runtime.kafka, host=s.metrics_host, port=s.metrics_port):
+        return
     runtime.install_signal_handlers()
     await runtime.run()

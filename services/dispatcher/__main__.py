@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from schemas.topics import ACTION_RESULT_STREAM
 from services.common import observability as plog
+from services.common import starting
 from services.common.runtime import Runtime, serve
 from services.common.settings import run_service
 from services.dispatcher import destinations
@@ -69,6 +70,9 @@ async def main() -> None:
     settings = DispatcherSettings()
     plog.setup("dispatcher", settings.log_level)
     registry = build_registry(settings)
+    host, port = settings.runtime.metrics_host, settings.runtime.metrics_port
+    if not await starting.kafka_or_stop(settings.kafka, host=host, port=port):  # before the shared state's reads
+        return
     retention = ACTION_RESULT_STREAM.retention_ms
     shared = SharedState(settings.kafka, registry, settings.runtime.group_instance_id)
     async with shared, open_executors(settings, registry) as executors, ResultsReader(settings.kafka) as reader:
