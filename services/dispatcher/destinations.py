@@ -356,6 +356,13 @@ class SmtpDestination(DestinationBase):
     )
     ca_file: Path | None = Field(None, description="CA bundle to verify the server with; default: system.")
     from_address: str = Field(description="The From: of every email sent through it: one address, with a name or not.")
+    auto_submitted: bool = Field(
+        False,
+        description="Mark every email as sent by a machine (Auto-Submitted: auto-generated, RFC 3834; "
+        "X-Auto-Response-Suppress: All), so out-of-office replies are not sent back to from_address. Not for "
+        "a help desk's inbox: Zendesk suspends such mail and Jira Service Management rejects it, so no ticket "
+        "is made although the server took the message (the action is delivered).",
+    )
     _password: str | None = PrivateAttr(None)
     _tls: ssl.SSLContext | None = PrivateAttr(None)
 

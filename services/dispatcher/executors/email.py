@@ -1,9 +1,10 @@
 """email: a text (and optional HTML) message through an `smtp` destination.
 
 The Message-ID is derived from the action_id, so an MTA or mailbox that sees a repeat can tell; the
-action_id is also in X-Postcall-Action-Id for the receiving side's own dedupe. Every message says it was
-sent by a machine (Auto-Submitted: auto-generated, RFC 3834, and Exchange's X-Auto-Response-Suppress), so
-the out-of-office replies and help desks' acknowledgements of the queues it goes to are not sent back.
+action_id is also in X-Postcall-Action-Id for the receiving side's own dedupe. A destination with
+auto_submitted says its messages were sent by a machine (Auto-Submitted: auto-generated, RFC 3834, and
+Exchange's X-Auto-Response-Suppress), so out-of-office replies are not sent back; off by default, since
+help desks (Zendesk, Jira Service Management) drop such mail instead of making a ticket of it.
 
 Recipients the server refuses while accepting others: those it did not take for now (4xx; or 552, RFC
 821's code for too many recipients, which RFC 5321 4.5.3.1.10 says to treat as temporary) go in another
@@ -47,9 +48,10 @@ SUBJECT_CHARS = 1000
 RECIPIENTS = 1000
 
 
-def build_message(action: EmailRequested, sender: str) -> EmailMessage:
+def build_message(action: EmailRequested, sender: str, *, auto_submitted: bool = False) -> EmailMessage:
     """The message; ValueError when a header would carry a line break (header injection), a recipient
-    is not one address, or the Subject or the recipients are past their bounds."""
+    is not one address, or the Subject or the recipients are past their bounds. `auto_submitted`: the
+    destination's (the RFC 3834 and Exchange headers)."""
     if len(action.subject) > SUBJECT_CHARS:
         raise ValueError(f"the Subject is {len(action.subject):,} characters, over {SUBJECT_CHARS:,}")
     if len(action.to) > RECIPIENTS:
@@ -67,9 +69,9 @@ def build_message(action: EmailRequested, sender: str) -> EmailMessage:
         "Message-ID": f"<{action.action_id}@postcall>",
         "X-Postcall-Action-Id": action.action_id,
         "X-Postcall-Conversation-Id": action.conversation_id,
-        "Auto-Submitted": "auto-generated",
-        "X-Auto-Response-Suppress": "All",
     }
+    if auto_submitted:
+        headers |= {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"}
     if action.supersedes is not None:  # a deliberate re-delivery (RFC 2156 Supersedes)
         headers["Supersedes"] = f"<{action.supersedes}@postcall>"
     msg = EmailMessage()
@@ -141,7 +143,7 @@ class EmailExecutor:
     async def __call__(self, action: EmailRequested) -> Delivery:
         dest = self.destination(action)
         try:
-            message = build_message(action, dest.from_address)
+            message = build_message(action, dest.from_address, auto_submitted=dest.auto_submitted)
         except ValueError as exc:
             raise failure(PermanentError(f"invalid email: {exc}"), dest.name, redact=dest.redact) from None
         timeout = self._registry.timeout(dest)

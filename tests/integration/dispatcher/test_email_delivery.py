@@ -334,6 +334,33 @@ async def test_a_message_whose_250_is_lost_is_sent_again_with_the_same_message_i
     assert first["X-Postcall-Action-Id"] == second["X-Postcall-Action-Id"] == "act_1"
 
 
+class Keeps:
+    """Takes every message and keeps it."""
+
+    def __init__(self) -> None:
+        self.mail: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mail.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 Message accepted for delivery"
+
+
+@pytest.mark.parametrize(("setting", "marked"), [({}, False), ({"auto_submitted": "true"}, True)])
+async def test_an_email_says_a_machine_sent_it_only_when_its_destination_says_so(
+    stack: Stack, setting: dict[str, str], marked: bool
+) -> None:
+    """d84b94e put Auto-Submitted: auto-generated and X-Auto-Response-Suppress: All on every email, to stop
+    help desks' acknowledgements; but a help desk reads them as an auto-reply and makes no ticket (Zendesk
+    suspends the mail, Jira Service Management rejects it) while the server answered 250: the support queue
+    of examples/agents/support-line.yaml would have lost every email, reported delivered."""
+    handler = Keeps()
+    async with smtp_server(handler) as port, stack(smtp_destination(port, **setting)) as (executors, _):
+        assert (await executors.run(email_action("act_1"))).outcome == "delivered"
+    [got] = handler.mail
+    expected = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"} if marked else {}
+    assert {k: str(v) for k, v in got.items() if k in ("Auto-Submitted", "X-Auto-Response-Suppress")} == expected
+
+
 class RecipientLimit(Recipients):
     """A server that takes at most `limit` RCPTs per transaction and answers the rest 452 4.5.3 (RFC 5321
     4.5.3.1.10: the client sends the remaining recipients in another transaction)."""
