@@ -93,13 +93,18 @@ class DoneIndex:
 
     def set_content(self, items: list[tuple[str, str, int | None, float | None]]) -> None:
         """(action id, digest delivered, result timestamp or None: now, when the correction that delivered it
-        was written or None), in delivery order: the last wins."""
+        was written or None), in delivery order: the last digest wins; the time kept is the newest given for
+        the action, as a correction older than one already seen (its retry, skipped as content unchanged)
+        must not make a correction between the two look newer than what was delivered."""
         if not items:
             return
         now = int(time.time() * 1000)
         self._db.execute("BEGIN")
         try:
-            for action_id, digest, at, requested in items:
+            for action_id, digest, at, given in items:
+                requested = given
+                if given is not None and (known := self.content(action_id)) is not None and known[1] is not None:
+                    requested = max(given, known[1])  # a read only for a correction's: originals' are None
                 bucket = (now if at is None else at) // (BUCKET_DAYS * DAY_MS)
                 self._table(bucket)
                 self._db.execute(

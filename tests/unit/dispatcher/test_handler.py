@@ -435,6 +435,49 @@ async def test_a_correction_retried_after_a_newer_one_was_delivered_is_not_sent_
     assert "is still in the retry tiers as a later one is delivered: its retry is then not sent" in doc
 
 
+async def test_an_older_correction_skipped_as_unchanged_never_makes_an_even_older_one_look_newest(
+    mock_sender: Sender,
+) -> None:
+    """Three redeliver runs while the receiver answered 503: high (t5) and low (t7) to the retry tiers, then
+    high again (t9) delivered. high's retry is skipped as content unchanged, and its result, read back as
+    the ledger reads every result, carries t5: the ledger kept the last time read, t5, so low's retry (t7)
+    looked newer than anything delivered and went out last, over t9's content. The time kept for an action
+    is now the newest of those read."""
+    topic: list[bytes] = []
+
+    async def results(name: str, partition: int, from_offset: int | None) -> AsyncIterator[Any]:
+        for offset in range(from_offset or 0, len(topic)):
+            yield SimpleNamespace(offset=offset, timestamp=None, value=topic[offset])
+
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["webhook-id"])
+        return httpx.Response(503 if sent in (["act_1", "act_1-high"], ["act_1", "act_1-high", "act_1-low"]) else 200)
+
+    reg = registry(CRM, CRM_ENV)
+    executors = Executors.build(reg, mock_sender(answer, reg), {}, None)
+    run = Harness(Dispatcher(executors, Ledger(results)).service(), burst=False)
+    high, low, again = correction("high", "dddd", 5), correction("low", "bbbb", 7), correction("again", "dddd", 9)
+    outcomes = []
+
+    async def send(action: WebhookRequested, headers: Any = None) -> Any:
+        done = await run.send(action, partition=0, headers=headers)
+        result = completed(done.outputs[0])
+        topic.append(result.model_dump_json().encode())
+        outcomes.append((action.action_id, result.outcome))
+        return done
+
+    await send(webhook("act_1", content_digest="aaaa"))
+    [high_copy] = (await send(high)).retries
+    [low_copy] = (await send(low)).retries
+    await send(again)
+    await send(high, high_copy.headers)
+    await send(low, low_copy.headers)
+    assert sent == ["act_1", "act_1-high", "act_1-low", "act_1-again"]
+    assert outcomes[-2:] == [("act_1-high", "skipped_duplicate"), ("act_1-low", "skipped_duplicate")]
+
+
 async def test_a_restarted_dispatcher_skips_a_correction_older_than_the_one_its_results_say_was_delivered(
     mock_sender: Sender,
 ) -> None:
