@@ -127,7 +127,9 @@ class Dispatcher:
             self._pressure.handling -= 1
 
     async def _handle(self, action: ActionBase, ctx: Context) -> Sequence[Event]:
-        async with self._ledger.claim(action.action_id):
+        # one action's deliveries take turns, its corrections' included: checked beside one in flight, a
+        # correction would be sent beside it and the later answer would decide what the receiver keeps
+        async with self._ledger.claim(action.supersedes or action.action_id):
             # ctx.partition is where the action first arrived, also for a retry tier's copy
             if skipped := await self._skip(action, ctx):
                 return [skipped]

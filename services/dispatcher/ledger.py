@@ -139,7 +139,8 @@ class Ledger:
 
     @contextlib.asynccontextmanager
     async def claim(self, action_id: str) -> AsyncIterator[None]:
-        """One attempt per action_id at a time in this process (duplicates of a record in flight wait)."""
+        """One attempt per action_id at a time in this process (duplicates of a record in flight wait; the
+        handler claims a correction by the id it supersedes, so an action and its corrections take turns)."""
         lock, users = self._in_flight.get(action_id, (asyncio.Lock(), 0))
         self._in_flight[action_id] = (lock, users + 1)
         try:

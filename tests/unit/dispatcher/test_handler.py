@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -476,6 +477,38 @@ async def test_an_older_correction_skipped_as_unchanged_never_makes_an_even_olde
     await send(low, low_copy.headers)
     assert sent == ["act_1", "act_1-high", "act_1-low", "act_1-again"]
     assert outcomes[-2:] == [("act_1-high", "skipped_duplicate"), ("act_1-low", "skipped_duplicate")]
+
+
+async def test_a_correction_arriving_while_its_action_is_in_flight_goes_out_after_it(mock_sender: Sender) -> None:
+    """The dispatcher reads its topics unordered, 1024 records in flight: a correction that arrived while the
+    action it corrects was still being sent (a slow receiver) passed its check (nothing delivered yet) and
+    was sent beside it, so whichever answer came last decided the ledger's content, and the receiver's
+    upsert could keep the older one. One action's deliveries now take turns, as copies of one id did."""
+    gate = asyncio.Event()
+    sent: list[str] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["webhook-id"])
+        if len(sent) == 1:
+            await gate.wait()  # the original's receiver is slow
+        return httpx.Response(200)
+
+    reg = registry(CRM, CRM_ENV)
+    slow: Any = answer  # httpx.MockTransport awaits what an async handler returns
+    run = Harness(Dispatcher(Executors.build(reg, mock_sender(slow, reg), {}, None), Ledger(no_results)).service())
+    fixed, same = correction("fixed", "bbbb", 5), correction("same", "bbbb", 9)
+    original = asyncio.create_task(run.send(webhook("act_1", content_digest="aaaa"), partition=0))
+    while not sent:
+        await asyncio.sleep(0)
+    corrected = asyncio.create_task(run.send(fixed, partition=0))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert sent == ["act_1"]  # the correction waits for the original's answer
+    gate.set()
+    outcomes = [completed((await task).outputs[0]).outcome for task in (original, corrected)]
+    assert (outcomes, sent) == (["delivered", "delivered"], ["act_1", "act_1-fixed"])
+    again = completed((await run.send(same, partition=0)).outputs[0])  # the ledger holds the correction's content
+    assert (again.outcome, again.error) == ("skipped_duplicate", "content unchanged since the last delivery for act_1")
 
 
 async def test_a_restarted_dispatcher_skips_a_correction_older_than_the_one_its_results_say_was_delivered(
