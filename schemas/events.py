@@ -598,7 +598,8 @@ class ActionCompleted(Model):
     error: str | None = Field(
         None,
         description="Why the attempt failed ('DeliveryRetryable: HTTP 503: <the start of the answer>', 'Deferred: "
-        "...'); on a delivered email the recipients refused; on a skipped correction 'content unchanged ...'.",
+        "...'); on a delivered email the recipients refused; on a skipped correction 'content unchanged ...' or "
+        "'a newer correction of ... was delivered'.",
     )
     response_excerpt: str | None = Field(
         None,

@@ -431,6 +431,8 @@ async def test_a_correction_retried_after_a_newer_one_was_delivered_is_not_sent_
     assert [r.outcome for r in results] == ["delivered", "failed", "delivered", "skipped_duplicate", "delivered"]
     assert sent == ["act_1", "act_1-low", "act_1-medium", "act_1-high"]
     assert results[3].error == "a newer correction of act_1 was delivered" and results[3].content_digest is None
+    # what a topic consumer reads about the skip's error (schemas/json, generated from it) names it
+    assert "'a newer correction of ... was delivered'" in (ActionCompleted.model_fields["error"].description or "")
     assert [r.requested_at for r in results[2:]] == [medium.requested_at, low.requested_at, high.requested_at]
     doc = " ".join((Path(__file__).parents[3] / "docs" / "downstream.md").read_text().split())
     assert "is still in the retry tiers as a later one is delivered: its retry is then not sent" in doc
