@@ -7,6 +7,8 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
+
 
 @contextlib.contextmanager
 def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
@@ -19,3 +21,11 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def answers(url: str, status: int) -> bool:
+    """Whether a GET of `url` answers `status` now (False while nothing listens there)."""
+    try:
+        return httpx.get(url, timeout=5).status_code == status
+    except httpx.TransportError:
+        return False

@@ -7,7 +7,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,3 +66,12 @@ def start(module: str, env: dict[str, str], args: Sequence[str] = (), work_dir: 
             preexec_fn=die_with_parent,  # a killed test session or benchmark leaves none running
         )
     return Proc(popen, log)
+
+
+def until(check: Callable[[], bool], proc: Proc, what: str, seconds: float = 60) -> None:
+    """Wait for `check` while `proc` runs; fail with its output if it ends first or the time runs out."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert proc.alive(), f"{what}: the process ended\n{proc.output()}"
+        assert time.monotonic() < deadline, f"{what}: not within {seconds:.0f} s\n{proc.output()}"
+        time.sleep(0.2)

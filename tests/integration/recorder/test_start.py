@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -25,8 +24,9 @@ from services.devkit.postgres import PostgresServer
 from services.store.db import Store
 from services.store.settings import DatabaseSettings
 from tests.support.calls import ended
+from tests.support.http import answers
 from tests.support.kafka import produce, unique
-from tests.support.procs import Proc, start
+from tests.support.procs import Proc, start, until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -44,23 +44,8 @@ def run_recorder(database_url: str, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
-def until(check: Callable[[], bool], proc: Proc, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert proc.alive(), f"{what}: the process ended\n{proc.output()}"
-        assert time.monotonic() < deadline, f"{what}: not within {seconds:.0f} s\n{proc.output()}"
-        time.sleep(0.2)
-
-
 def logged(proc: Proc, line: str) -> bool:
     return line in proc.output()
-
-
-def answers(url: str, status: int) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == status
-    except httpx.TransportError:
-        return False
 
 
 def test_a_store_down_at_start_is_waited_for_not_ready_then_used(kafka: KafkaSettings, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -26,8 +26,9 @@ from services.common.settings import KafkaSettings
 from services.devkit.kafka import free_port
 from services.devkit.stack import skip_backlog
 from tests.support.calls import ended, extracted
+from tests.support.http import answers
 from tests.support.kafka import produce, read_all, unique
-from tests.support.procs import Proc, start
+from tests.support.procs import start, until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -64,21 +65,6 @@ def forwarding(port: int, to: tuple[str, int]) -> Iterator[None]:
     finally:
         loop.call_soon_threadsafe(servers[0].close)
         thread.join(10)
-
-
-def until(check: Callable[[], bool], proc: Proc, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert proc.alive(), f"{what}: the process ended\n{proc.output()}"
-        assert time.monotonic() < deadline, f"{what}: not within {seconds:.0f} s\n{proc.output()}"
-        time.sleep(0.2)
-
-
-def answers(url: str, status: int) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == status
-    except httpx.TransportError:
-        return False
 
 
 def closed_port() -> int:
