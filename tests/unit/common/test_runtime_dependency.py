@@ -40,13 +40,22 @@ class AckedBatcher:
         pass
 
 
-def runtime() -> Runtime:
+def scripted(handle: Any) -> Runtime:
+    """The worker's route on a runtime whose producer and batcher acknowledge at once, with `handle`."""
     settings = WorkerSettings(
         kafka={"bootstrap_servers": "127.0.0.1:1"},  # type: ignore[arg-type]
         runtime=RuntimeSettings(metrics_port=0, unavailable_backoff_seconds=0.01),
         input_topic="in",
         output_topic="out",
     )
+    run = Runtime(Service(route(settings), handle), kafka=settings.kafka, settings=settings.runtime)
+    run._producer = Acked()
+    run._sender = Sender(run._producer)
+    run._batcher = AckedBatcher()  # type: ignore[assignment]
+    return run
+
+
+def runtime() -> Runtime:
     calls: Counter[str] = Counter()
 
     async def handle(job: Job, ctx: Context) -> Sequence[Event]:
@@ -55,11 +64,7 @@ def runtime() -> Runtime:
             raise DependencyUnavailable("the LLM's circuit is open")
         return [Done(id=job.id, attempt=ctx.attempt, pid=0)]
 
-    run = Runtime(Service(route(settings), handle), kafka=settings.kafka, settings=settings.runtime)
-    run._producer = Acked()
-    run._sender = Sender(run._producer)
-    run._batcher = AckedBatcher()  # type: ignore[assignment]
-    return run
+    return scripted(handle)
 
 
 def processed(outcome: str) -> float:
@@ -95,12 +100,6 @@ async def test_the_end_of_an_outage_is_logged_once(caplog: Any) -> None:
     """The pauses were logged ("dependency unavailable, pausing", then at most once a minute) and nothing said
     when they ended: an operator reading a recorder's log after a store outage (walk24) could not tell when
     it resumed. The first record through after the outage says so, once, however many records waited."""
-    settings = WorkerSettings(
-        kafka={"bootstrap_servers": "127.0.0.1:1"},  # type: ignore[arg-type]
-        runtime=RuntimeSettings(metrics_port=0, unavailable_backoff_seconds=0.01),
-        input_topic="in",
-        output_topic="out",
-    )
     store = {"down": True}
 
     async def handle(job: Job, ctx: Context) -> Sequence[Event]:
@@ -108,10 +107,7 @@ async def test_the_end_of_an_outage_is_logged_once(caplog: Any) -> None:
             raise DependencyUnavailable("the store is unavailable")
         return [Done(id=job.id, attempt=ctx.attempt, pid=0)]
 
-    run = Runtime(Service(route(settings), handle), kafka=settings.kafka, settings=settings.runtime)
-    run._producer = Acked()
-    run._sender = Sender(run._producer)
-    run._batcher = AckedBatcher()  # type: ignore[assignment]
+    run = scripted(handle)
     state = run.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
     caplog.set_level("INFO", logger="postcall.runtime")
 
@@ -144,12 +140,6 @@ async def test_the_end_of_an_outage_is_logged_when_the_record_that_waited_then_f
     """The dependency answered, with an error of another kind (the record's own: dead-lettered, or retried
     later): the outage ended all the same. Nothing said so, and the next outage's end counted its pause from
     this one's start (paused_seconds the hours between them) when no record waited in between."""
-    settings = WorkerSettings(
-        kafka={"bootstrap_servers": "127.0.0.1:1"},  # type: ignore[arg-type]
-        runtime=RuntimeSettings(metrics_port=0, unavailable_backoff_seconds=0.01),
-        input_topic="in",
-        output_topic="out",
-    )
     store = {"down": True}
 
     async def handle(job: Job, ctx: Context) -> Sequence[Event]:
@@ -157,10 +147,7 @@ async def test_the_end_of_an_outage_is_logged_when_the_record_that_waited_then_f
             raise DependencyUnavailable("the store is unavailable")
         raise PermanentError("no such agent")
 
-    run = Runtime(Service(route(settings), handle), kafka=settings.kafka, settings=settings.runtime)
-    run._producer = Acked()
-    run._sender = Sender(run._producer)
-    run._batcher = AckedBatcher()  # type: ignore[assignment]
+    run = scripted(handle)
     state = run.partitions[TopicPartition("in", 0)] = PartitionState("in", 0)
     caplog.set_level("INFO", logger="postcall.runtime")
 
@@ -189,12 +176,6 @@ async def test_an_outage_whose_waiting_records_were_revoked_or_stopped_does_not_
     stopping) kept the outage open, its end never seen: with no other record waiting, the next outage's
     'resuming' line counted paused_seconds from the first one's start. The last waiting record leaving so
     now ends it, saying its end was not seen; one leaving while another still waits does not."""
-    settings = WorkerSettings(
-        kafka={"bootstrap_servers": "127.0.0.1:1"},  # type: ignore[arg-type]
-        runtime=RuntimeSettings(metrics_port=0, unavailable_backoff_seconds=0.01),
-        input_topic="in",
-        output_topic="out",
-    )
     store = {"down": True}
 
     async def handle(job: Job, ctx: Context) -> Sequence[Event]:
@@ -202,10 +183,7 @@ async def test_an_outage_whose_waiting_records_were_revoked_or_stopped_does_not_
             raise DependencyUnavailable("the store is unavailable")
         return [Done(id=job.id, attempt=ctx.attempt, pid=0)]
 
-    run = Runtime(Service(route(settings), handle), kafka=settings.kafka, settings=settings.runtime)
-    run._producer = Acked()
-    run._sender = Sender(run._producer)
-    run._batcher = AckedBatcher()  # type: ignore[assignment]
+    run = scripted(handle)
     caplog.set_level("INFO", logger="postcall.runtime")
 
     def lines(message: str) -> list[Any]:
